@@ -1,0 +1,47 @@
+# The two commands a new user runs (see README.md):
+#   make demo   set everything up and run a node on the embedded dev chain, with a walkthrough
+#   make test   set everything up and run the whole test suite
+# Both are idempotent: the venv and node_modules are rebuilt only when their pins change.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP_STAMP := $(VENV)/.installed
+NPM_STAMP := node_modules/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint deps compile bench clean
+
+deps: $(PIP_STAMP) $(NPM_STAMP)
+
+$(PIP_STAMP): constraints.txt setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt pip
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install --quiet --disable-pip-version-check \
+		-e '.[dev]' --config-settings editable_mode=compat
+	touch $@
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: deps
+	$(PY) -m perund.cli.main demo
+
+test: deps
+	$(VENV)/bin/ruff check perund tests bench twisted
+	$(VENV)/bin/mypy
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: deps
+	$(VENV)/bin/ruff check perund tests bench twisted
+	$(VENV)/bin/mypy
+
+compile: $(NPM_STAMP)
+	node contracts/compile.js
+
+bench: deps
+	$(PY) bench/gas.py
+
+clean:
+	rm -rf $(VENV) node_modules

@@ -1,0 +1,103 @@
+"""Channel parameters and states (PROTOCOL.md §1), as immutable values.
+
+Addresses are 20 raw bytes and amounts are wei as `int` throughout the core; conversion to and
+from hex strings and decimal currency amounts happens only at the edges (API, chain, config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NewType
+
+Address = NewType("Address", bytes)
+"""A 20-byte Ethereum address."""
+
+ChannelID = NewType("ChannelID", bytes)
+"""The 32-byte channel identifier, see `perund.channel.encoding.channel_id`."""
+
+Signature = NewType("Signature", bytes)
+"""A 65-byte `r ‖ s ‖ v` signature, `v ∈ {27, 28}`, low `s`."""
+
+ETH = Address(b"\x00" * 20)
+"""The asset address that stands for ether."""
+
+UINT64_MAX = 2**64 - 1
+UINT256_MAX = 2**256 - 1
+
+
+def to_address(value: str | bytes) -> Address:
+    """An `Address` from 0x-hex (any case) or 20 raw bytes; ValueError otherwise."""
+    if isinstance(value, bytes):
+        raw = value
+    else:
+        text = value[2:] if value[:2] in ("0x", "0X") else value
+        if len(text) != 40:
+            raise ValueError(f"not a 20-byte hex address: {value!r}")
+        raw = bytes.fromhex(text)
+    if len(raw) != 20:
+        raise ValueError(f"an address has 20 bytes, not {len(raw)}")
+    return Address(raw)
+
+
+def hex_address(address: bytes) -> str:
+    """The EIP-55 checksummed form of a 20-byte address."""
+    from eth_utils import to_checksum_address
+
+    return str(to_checksum_address(address))
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """What fixes a channel's identity.
+
+    PROTOCOL.md §1.2 plus `receivers`: the on-chain accounts that the contract pays each
+    participant's outcome to. Binding them into the channel ID means no later message or
+    transaction can redirect a payout (see docs/protocol.md).
+    """
+
+    challenge_duration: int
+    nonce: int
+    participants: tuple[Address, Address]
+    receivers: tuple[Address, Address]
+
+    def __post_init__(self) -> None:
+        if not 0 < self.challenge_duration <= UINT64_MAX:
+            raise ValueError("challenge duration must be in 1..2**64-1 seconds")
+        if not 0 <= self.nonce <= UINT256_MAX:
+            raise ValueError("nonce must be a uint256")
+        if len(self.participants) != 2 or len(self.receivers) != 2:
+            raise ValueError("a channel has exactly two participants and two receivers")
+        for address in (*self.participants, *self.receivers):
+            if len(address) != 20:
+                raise ValueError("addresses have 20 bytes")
+        if self.participants[0] == self.participants[1]:
+            raise ValueError("the two participants must differ")
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """One version of a channel's balances. `balances[a][i]` is participant i's amount of asset a."""
+
+    channel_id: ChannelID
+    version: int
+    assets: tuple[Address, ...]
+    balances: tuple[tuple[int, ...], ...]
+    is_final: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.channel_id) != 32:
+            raise ValueError("a channel ID has 32 bytes")
+        if not 0 <= self.version <= UINT64_MAX:
+            raise ValueError("version must be a uint64")
+        if len(self.assets) != len(self.balances) or not self.assets:
+            raise ValueError("one row of balances per asset, at least one asset")
+        for row in self.balances:
+            if len(row) != 2:
+                raise ValueError("one balance per participant")
+            for amount in row:
+                if not 0 <= amount <= UINT256_MAX:
+                    raise ValueError("balances are uint256")
+
+    def totals(self) -> tuple[int, ...]:
+        """The per-asset sum over both participants."""
+        return tuple(row[0] + row[1] for row in self.balances)

@@ -1,0 +1,115 @@
+"""The one exception tree of perund, and its mapping to API error codes.
+
+Every error a user, a peer or the chain can cause is a `PerundError` subclass carrying the code and
+the `data` fields of the API error table (API.md, "Errors"). Anything else that escapes is a bug and
+is reported as `Internal` (401) with the details only in the log.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class PerundError(Exception):
+    """Base of every error perund raises on purpose."""
+
+    code: ClassVar[int] = 401
+    category: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, **data: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data: dict[str, Any] = data
+
+    def to_data(self) -> dict[str, Any]:
+        """The JSON-RPC `error.data` object: the category plus this error's fields."""
+        return {"category": self.category, **self.data}
+
+
+class ParticipantError(PerundError):
+    """The peer or the user did not do what the protocol needed."""
+
+    category = "participant"
+
+
+class PeerRequestTimedOut(ParticipantError):
+    code = 101
+
+
+class PeerRejected(ParticipantError):
+    code = 102
+
+
+class PeerNotFunded(ParticipantError):
+    code = 103
+
+
+class UserResponseTimedOut(ParticipantError):
+    code = 104
+
+
+class ClientError(PerundError):
+    """The caller asked for something wrong or impossible."""
+
+    category = "client"
+
+
+class ResourceNotFound(ClientError):
+    code = 201
+
+
+class ResourceExists(ClientError):
+    code = 202
+
+
+class InvalidArgument(ClientError):
+    code = 203
+
+
+class FailedPrecondition(ClientError):
+    code = 204
+
+
+class InvalidConfig(ClientError):
+    code = 205
+
+
+class InvalidContracts(ClientError):
+    code = 206
+
+
+class ProtocolError(PerundError):
+    """The chain or the transport failed underneath a correct request."""
+
+    category = "protocol"
+
+
+class TxTimedOut(ProtocolError):
+    code = 301
+
+
+class ChainNotReachable(ProtocolError):
+    code = 302
+
+
+class TxReverted(ProtocolError):
+    """A transaction was mined but reverted; `data` names the contract error when it is known."""
+
+    code = 303
+
+
+class Internal(PerundError):
+    code = 401
+
+
+class InvalidSignature(PerundError):
+    """A signature does not verify or does not belong to the expected signer."""
+
+    code = 401
+
+
+class PeerProtocolError(PerundError):
+    """A peer sent something the protocol forbids: logged and refused, never shown as a bug."""
+
+    category = "participant"
+    code = 102
