@@ -41,7 +41,7 @@ def to_address(value: str | bytes) -> Address:
 
 def hex_address(address: bytes) -> str:
     """The EIP-55 checksummed form of a 20-byte address."""
-    from eth_utils import to_checksum_address
+    from eth_utils.address import to_checksum_address
 
     return str(to_checksum_address(address))
 
@@ -76,7 +76,7 @@ class Params:
 
 @dataclass(frozen=True, slots=True)
 class State:
-    """One version of a channel's balances. `balances[a][i]` is participant i's amount of asset a."""
+    """A channel's balances at one version: `balances[a][i]` is participant i's share of asset a."""
 
     channel_id: ChannelID
     version: int

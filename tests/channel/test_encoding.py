@@ -1,0 +1,167 @@
+"""The hand-written encoders agree with eth_abi and the signing path with eth-account."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from eth_abi import encode
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_hash.auto import keccak
+from hypothesis import given
+from hypothesis import strategies as st
+
+from perund.channel.encoding import (
+    Signer,
+    channel_id,
+    encode_params,
+    encode_state,
+    nonce_from_shares,
+    recover_state_signer,
+    signing_digest,
+    state_hash,
+    verify_state,
+)
+from perund.channel.types import (
+    ETH,
+    Address,
+    ChannelID,
+    Params,
+    Signature,
+    State,
+    hex_address,
+    to_address,
+)
+
+STATE_ABI = "(bytes32,uint64,address[],uint256[][],bool)"
+PARAMS_ABI = "(uint64,uint256,address[2],address[2])"
+
+addresses = st.binary(min_size=20, max_size=20).map(Address)
+amounts = st.integers(min_value=0, max_value=2**256 - 1)
+
+
+@st.composite
+def states(draw: st.DrawFn) -> State:
+    n_assets = draw(st.integers(min_value=1, max_value=4))
+    return State(
+        channel_id=ChannelID(draw(st.binary(min_size=32, max_size=32))),
+        version=draw(st.integers(min_value=0, max_value=2**64 - 1)),
+        assets=tuple(draw(st.lists(addresses, min_size=n_assets, max_size=n_assets))),
+        balances=tuple((draw(amounts), draw(amounts)) for _ in range(n_assets)),
+        is_final=draw(st.booleans()),
+    )
+
+
+@st.composite
+def params(draw: st.DrawFn) -> Params:
+    p0 = draw(addresses)
+    p1 = draw(addresses.filter(lambda a: a != p0))
+    return Params(
+        challenge_duration=draw(st.integers(min_value=1, max_value=2**64 - 1)),
+        nonce=draw(st.integers(min_value=0, max_value=2**256 - 1)),
+        participants=(p0, p1),
+        receivers=(draw(addresses), draw(addresses)),
+    )
+
+
+def _abi_state(state: State) -> bytes:
+    value = (
+        state.channel_id,
+        state.version,
+        [hex_address(a) for a in state.assets],
+        [list(row) for row in state.balances],
+        state.is_final,
+    )
+    return encode([STATE_ABI], [value])
+
+
+@given(states())
+def test_encode_state_matches_eth_abi(state: State) -> None:
+    assert encode_state(state) == _abi_state(state)
+
+
+@given(params(), st.integers(min_value=0, max_value=2**256 - 1), addresses)
+def test_channel_id_matches_eth_abi(p: Params, chain: int, adjudicator: Address) -> None:
+    value = (
+        p.challenge_duration,
+        p.nonce,
+        [hex_address(a) for a in p.participants],
+        [hex_address(a) for a in p.receivers],
+    )
+    assert encode_params(p) == encode([PARAMS_ABI], [value])
+    domain = [chain, hex_address(adjudicator), value]
+    expected = keccak(encode(["uint256", "address", PARAMS_ABI], domain))
+    assert channel_id(chain, adjudicator, p) == expected
+
+
+def test_channel_id_is_domain_separated() -> None:
+    p = Params(60, 7, (Address(b"\x01" * 20), Address(b"\x02" * 20)), (ETH, ETH))
+    base = channel_id(1, Address(b"\xaa" * 20), p)
+    assert channel_id(2, Address(b"\xaa" * 20), p) != base
+    assert channel_id(1, Address(b"\xab" * 20), p) != base
+
+
+@given(states())
+def test_signature_recovers_like_eth_account(state: State) -> None:
+    signer = Signer(keccak(b"perund-test-key"))
+    signature = signer.sign_state(state)
+    assert recover_state_signer(state, signature) == signer.address
+    message = encode_defunct(primitive=state_hash(state))
+    recovered = Account.recover_message(message, signature=signature)
+    assert to_address(recovered) == signer.address
+    assert signature[64] in (27, 28)
+
+
+def _state() -> State:
+    return State(ChannelID(b"\x11" * 32), 3, (ETH,), ((5, 6),), False)
+
+
+def test_verify_refuses_other_state_and_other_signer() -> None:
+    signer, other = Signer(os.urandom(32)), Signer(os.urandom(32))
+    state = _state()
+    signature = signer.sign_state(state)
+    assert verify_state(state, signature, signer.address)
+    assert not verify_state(state, signature, other.address)
+    changed = State(state.channel_id, 4, state.assets, state.balances, False)
+    assert not verify_state(changed, signature, signer.address)
+
+
+def test_recover_refuses_malformed_and_high_s() -> None:
+    signer = Signer(os.urandom(32))
+    state = _state()
+    signature = signer.sign_state(state)
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    s = int.from_bytes(signature[32:64], "big")
+    flipped_v = 55 - signature[64]  # 27 <-> 28: the same signature with high s
+    high_s = Signature(signature[:32] + (n - s).to_bytes(32, "big") + bytes((flipped_v,)))
+    zero = b"\x00" * 65
+    malformed = (signature[:64], signature + b"\x00", signature[:64] + b"\x01", high_s, zero)
+    for bad in malformed:
+        with pytest.raises(ValueError):
+            recover_state_signer(state, bad)
+        assert not verify_state(state, bad, signer.address)
+
+
+def test_nonce_from_shares_depends_on_both_and_order() -> None:
+    a, b = b"\x01" * 32, b"\x02" * 32
+    assert nonce_from_shares(a, b) == int.from_bytes(keccak(a + b), "big")
+    assert nonce_from_shares(a, b) != nonce_from_shares(b, a)
+    with pytest.raises(ValueError):
+        nonce_from_shares(a, b"\x01")
+
+
+def test_value_checks() -> None:
+    with pytest.raises(ValueError):
+        State(ChannelID(b"\x00" * 31), 0, (ETH,), ((1, 1),))
+    with pytest.raises(ValueError):
+        State(ChannelID(b"\x00" * 32), 0, (ETH,), ((-1, 1),))
+    with pytest.raises(ValueError):
+        State(ChannelID(b"\x00" * 32), 2**64, (ETH,), ((1, 1),))
+    with pytest.raises(ValueError):
+        Params(0, 1, (Address(b"\x01" * 20), Address(b"\x02" * 20)), (ETH, ETH))
+    with pytest.raises(ValueError):
+        Params(1, 1, (Address(b"\x01" * 20), Address(b"\x01" * 20)), (ETH, ETH))
+    with pytest.raises(ValueError):
+        to_address("0x1234")
+    assert signing_digest(_state()) != state_hash(_state())
