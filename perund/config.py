@@ -1,0 +1,286 @@
+"""Node configuration: read from YAML, validated completely, every error reported at once.
+
+The node reads its configuration and never writes it (DESIGN.md convention 9). Each key is
+documented with its default in `etc/perund.yaml`; this module is the single source of truth for
+names, types and defaults. Validation collects every problem before it fails, so an operator fixes
+a file in one pass instead of one error per start.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from perund.channel.types import Address, to_address
+from perund.errors import InvalidConfig
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_SYMBOL = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,15}$")
+
+
+def parse_duration(text: object) -> float:
+    """Seconds from a duration string such as `10s`, `500ms`, `2m`, `1h`; ValueError otherwise."""
+    if not isinstance(text, str):
+        raise ValueError("a duration is a string such as '10s', '500ms' or '2m'")
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use e.g. '10s', '500ms', '2m')")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Where and how the node logs."""
+
+    level: str = "info"
+    format: str = "text"
+    file: str = ""
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The JSON-RPC / WebSocket listener."""
+
+    listen: str = "tcp:50001:interface=127.0.0.1"
+    token_file: str = ""
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """Which chain and contracts the node uses; an empty url means the embedded dev chain."""
+
+    url: str = ""
+    id: int | None = None
+    adjudicator: Address | None = None
+    assets: Mapping[str, Address] = field(default_factory=dict)
+    confirmations: int = 0
+    poll_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Time limits in seconds."""
+
+    chain_connect: float = 10.0
+    tx: float = 60.0
+    response: float = 60.0
+    peer_dial: float = 10.0
+    peer_request: float = 10.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The whole node configuration."""
+
+    data_dir: Path = Path("data")
+    log: LogConfig = field(default_factory=LogConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    chain: ChainConfig = field(default_factory=ChainConfig)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+    @property
+    def token_path(self) -> Path:
+        """The API token file: `api.token_file`, or `api.token` in the data directory."""
+        if self.api.token_file:
+            return Path(self.api.token_file)
+        return self.data_dir / "api.token"
+
+
+class _Collector:
+    """Gathers every configuration problem of one file."""
+
+    def __init__(self) -> None:
+        self.problems: list[dict[str, Any]] = []
+
+    def add(self, name: str, value: object, requirement: str) -> None:
+        self.problems.append({"name": name, "value": _shown(value), "requirement": requirement})
+
+    def take(self, section: Mapping[str, Any], prefix: str, key: str, convert: Callable[[Any], Any],
+             default: Any, requirement: str) -> Any:
+        if key not in section or section[key] is None:
+            return default
+        raw = section[key]
+        try:
+            return convert(raw)
+        except (TypeError, ValueError) as exc:
+            detail = str(exc) or requirement
+            self.add(f"{prefix}{key}", raw, detail if detail != requirement else requirement)
+            return default
+
+    def unknown(self, section: Mapping[str, Any], prefix: str, known: set[str]) -> None:
+        for key in section:
+            if key not in known:
+                self.add(f"{prefix}{key}", section[key], "unknown key")
+
+
+def _shown(value: object) -> object:
+    """The value as it may appear in an error message (short, JSON-friendly)."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value if not isinstance(value, str) or len(value) < 200 else value[:200] + "..."
+    return repr(value)[:200]
+
+
+def _section(raw: Mapping[str, Any], key: str, problems: _Collector) -> Mapping[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.add(key, value, "a mapping of keys")
+        return {}
+    return value
+
+
+def _non_empty_str(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a non-empty string")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a string")
+    return value
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in options:
+            raise ValueError("one of " + ", ".join(options))
+        return str(value)
+
+    return convert
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("a duration above zero")
+    return seconds
+
+
+def _int_at_least(minimum: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"an integer >= {minimum}")
+        return value
+
+    return convert
+
+
+def _address(value: Any) -> Address:
+    if not isinstance(value, str):
+        raise ValueError("a 0x-prefixed 20-byte hex address")
+    try:
+        return to_address(value)
+    except ValueError:
+        raise ValueError("a 0x-prefixed 20-byte hex address") from None
+
+
+def _chain_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("an http(s):// or ws(s):// URL, or empty for the embedded chain")
+    if value and not re.match(r"^(https?|wss?)://\S+$", value):
+        raise ValueError("an http(s):// or ws(s):// URL, or empty for the embedded chain")
+    return value
+
+
+def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
+    """Validate a parsed YAML document; raise one InvalidConfig listing every problem."""
+    problems = _Collector()
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise InvalidConfig("the node config must be a mapping of keys",
+                            problems=[{"name": "", "value": _shown(raw),
+                                       "requirement": "a mapping"}])
+    problems.unknown(raw, "", {"data_dir", "log", "api", "chain", "timeouts"})
+    base = base_dir or Path(".")
+
+    data_dir = problems.take(raw, "", "data_dir", _non_empty_str, "data", "a directory path")
+
+    log_raw = _section(raw, "log", problems)
+    problems.unknown(log_raw, "log.", {"level", "format", "file"})
+    log = LogConfig(
+        level=problems.take(log_raw, "log.", "level",
+                            _choice("debug", "info", "warn", "error", "critical"), "info", ""),
+        format=problems.take(log_raw, "log.", "format", _choice("text", "json"), "text", ""),
+        file=problems.take(log_raw, "log.", "file", _str, "", "a file path or empty"),
+    )
+
+    api_raw = _section(raw, "api", problems)
+    problems.unknown(api_raw, "api.", {"listen", "token_file"})
+    api = ApiConfig(
+        listen=problems.take(api_raw, "api.", "listen", _non_empty_str,
+                             ApiConfig.listen, "an endpoint string"),
+        token_file=problems.take(api_raw, "api.", "token_file", _str, "", "a file path"),
+    )
+
+    chain_raw = _section(raw, "chain", problems)
+    problems.unknown(chain_raw, "chain.", {"url", "id", "adjudicator", "assets", "confirmations",
+                                           "poll_interval"})
+    assets: dict[str, Address] = {}
+    assets_raw = chain_raw.get("assets") or {}
+    if not isinstance(assets_raw, Mapping):
+        problems.add("chain.assets", assets_raw, "a mapping of symbol to token address")
+    else:
+        for symbol, address in assets_raw.items():
+            name = f"chain.assets.{symbol}"
+            if not isinstance(symbol, str) or not _SYMBOL.match(symbol) or symbol.upper() == "ETH":
+                problems.add(name, symbol, "a symbol of 1-16 letters/digits other than ETH")
+                continue
+            try:
+                assets[symbol] = _address(address)
+            except ValueError as exc:
+                problems.add(name, address, str(exc))
+    chain = ChainConfig(
+        url=problems.take(chain_raw, "chain.", "url", _chain_url, "", ""),
+        id=problems.take(chain_raw, "chain.", "id", _int_at_least(1), None, ""),
+        adjudicator=problems.take(chain_raw, "chain.", "adjudicator", _address, None, ""),
+        assets=assets,
+        confirmations=problems.take(chain_raw, "chain.", "confirmations", _int_at_least(0), 0, ""),
+        poll_interval=problems.take(chain_raw, "chain.", "poll_interval", _positive_duration,
+                                    1.0, ""),
+    )
+    if chain.url and chain.adjudicator is None:
+        problems.add("chain.adjudicator", None,
+                     "the Adjudicator's address is required with chain.url")
+
+    timeouts_raw = _section(raw, "timeouts", problems)
+    names = ("chain_connect", "tx", "response", "peer_dial", "peer_request")
+    problems.unknown(timeouts_raw, "timeouts.", set(names))
+    defaults = Timeouts()
+    timeouts = Timeouts(**{
+        name: problems.take(timeouts_raw, "timeouts.", name, _positive_duration,
+                            getattr(defaults, name), "")
+        for name in names
+    })
+
+    if problems.problems:
+        lines = "; ".join(f"{p['name'] or '(top)'}: {p['requirement']}" for p in problems.problems)
+        raise InvalidConfig(f"invalid node config: {lines}", problems=problems.problems)
+    data_path = Path(data_dir)
+    if not data_path.is_absolute():
+        data_path = base / data_path
+    return NodeConfig(data_dir=data_path, log=log, api=api, chain=chain, timeouts=timeouts)
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    """Read and validate a node config file; relative paths in it are relative to its folder."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidConfig(f"cannot read config file {file}: {exc.strerror}",
+                            name="config", value=str(file)) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidConfig(f"config file {file} is not valid YAML: {exc}",
+                            name="config", value=str(file)) from None
+    return parse_node_config(raw, base_dir=file.parent)

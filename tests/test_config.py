@@ -1,0 +1,90 @@
+"""Node configuration: defaults, every key, and all errors reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from perund.config import load_node_config, parse_duration, parse_node_config
+from perund.errors import InvalidConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_from_empty_document() -> None:
+    config = parse_node_config(None, base_dir=Path("/srv/perund"))
+    assert config.data_dir == Path("/srv/perund/data")
+    assert config.api.listen == "tcp:50001:interface=127.0.0.1"
+    assert config.chain.url == ""
+    assert config.timeouts.tx == 60.0
+    assert config.token_path == Path("/srv/perund/data/api.token")
+
+
+def test_documented_example_parses() -> None:
+    config = load_node_config(REPO / "etc" / "perund.yaml")
+    assert config.chain.url == ""
+    assert config.log.format in ("text", "json")
+
+
+def test_all_values() -> None:
+    config = parse_node_config({
+        "data_dir": "/var/lib/perund",
+        "log": {"level": "debug", "format": "json", "file": "/var/log/perund.log"},
+        "api": {"listen": "tcp:7000", "token_file": "/etc/perund/token"},
+        "chain": {"url": "http://127.0.0.1:8545", "id": 31337,
+                  "adjudicator": "0x" + "ab" * 20, "assets": {"USDC": "0x" + "cd" * 20},
+                  "confirmations": 2, "poll_interval": "500ms"},
+        "timeouts": {"chain_connect": "5s", "tx": "2m", "response": "30s", "peer_dial": "3s",
+                     "peer_request": "4s"},
+    })
+    assert config.chain.poll_interval == 0.5
+    assert config.chain.assets["USDC"] == bytes.fromhex("cd" * 20)
+    assert config.timeouts.tx == 120.0
+    assert config.token_path == Path("/etc/perund/token")
+
+
+def test_every_error_is_reported_at_once() -> None:
+    with pytest.raises(InvalidConfig) as caught:
+        parse_node_config({
+            "colour": "blue",
+            "log": {"level": "loud"},
+            "chain": {"url": "ftp://x", "id": -1, "adjudicator": "0x12",
+                      "assets": {"ETH": "0x" + "00" * 20}, "confirmations": "two"},
+            "timeouts": {"tx": "forever", "peer_dial": "0s"},
+        })
+    names = {p["name"] for p in caught.value.data["problems"]}
+    assert names == {"colour", "log.level", "chain.url", "chain.id", "chain.adjudicator",
+                     "chain.assets.ETH", "chain.confirmations", "timeouts.tx",
+                     "timeouts.peer_dial"}
+    assert caught.value.code == 205
+
+
+def test_url_without_adjudicator_is_refused() -> None:
+    with pytest.raises(InvalidConfig, match=r"chain\.adjudicator"):
+        parse_node_config({"chain": {"url": "http://127.0.0.1:8545"}})
+
+
+@pytest.mark.parametrize("text", ["", "10", "s", "-1s", "1.5.1s", "10 years"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_durations() -> None:
+    assert parse_duration("250ms") == 0.25
+    assert parse_duration("2m") == 120
+    assert parse_duration("1h") == 3600
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(InvalidConfig, match="cannot read"):
+        load_node_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("chain: [unclosed\n")
+    with pytest.raises(InvalidConfig, match="not valid YAML"):
+        load_node_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(InvalidConfig, match="mapping"):
+        load_node_config(scalar)
