@@ -113,3 +113,26 @@ class PeerProtocolError(PerundError):
 
     category = "participant"
     code = 102
+
+
+class PeerUnreachable(PeerRequestTimedOut):
+    """No authenticated connection to the peer could be made before the dial deadline.
+
+    A subclass of `PeerRequestTimedOut` (API code 101): to the caller the peer did not answer.
+    """
+
+
+class PeerDisconnected(PeerRequestTimedOut):
+    """The connection a request was waiting on was lost before the answer came.
+
+    A subclass of `PeerRequestTimedOut` (API code 101): like a timeout, the peer may or may not
+    have processed the request, so the channel client syncs before the next update.
+    """
+
+
+class DecodeError(PeerProtocolError):
+    """A peer frame is not a well-formed message of a known type and version."""
+
+
+class EncodeError(Internal):
+    """A message built by this node is malformed (a bug): it is never sent."""

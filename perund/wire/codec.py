@@ -1,0 +1,441 @@
+"""The versioned binary codec of peer messages (docs/wire.md has the byte layout).
+
+A frame payload is `format version (1 byte) ‖ message type (1 byte) ‖ msgpack body`. Bodies are
+msgpack arrays (positional, no field names: smaller and faster than maps). Integers that may
+exceed 2**64 (wei amounts, the chain ID) travel as minimal big-endian byte strings (zero is the
+empty string), because msgpack integers stop at 64 bits; versions and durations are uint64 and
+travel as msgpack integers.
+
+Decoding is strict: every field has one type and one length, integers one canonical encoding,
+counts have limits, and nothing may follow the body. Anything else raises `DecodeError`. Encoding
+checks the same rules and raises `EncodeError` (a bug in this node), so what one perund node
+encodes, another always decodes.
+
+The encoder reuses one msgpack Packer per thread (half the cost of `msgpack.packb`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgpack
+
+from perund.channel.types import (
+    UINT64_MAX,
+    UINT256_MAX,
+    Address,
+    ChannelID,
+    Signature,
+    State,
+)
+from perund.errors import DecodeError, EncodeError
+from perund.wire.messages import (
+    Accept,
+    Auth,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    Propose,
+    Reject,
+    Sync,
+    Update,
+    UpdateAccept,
+    UpdateReject,
+)
+
+FORMAT_VERSION: Final = 1
+"""Version of the byte layout; a frame with another first byte is refused."""
+
+MAX_ASSETS: Final = 16
+"""Most assets a channel (and so a message) may hold."""
+
+MAX_REASON_LENGTH: Final = 256
+"""Longest reason string (in characters) of a Reject or UpdateReject."""
+
+MAX_PING_NONCE: Final = 32
+"""Longest Ping/Pong nonce, in bytes."""
+
+UINT32_MAX: Final = 2**32 - 1
+
+# Message type codes. Never reuse or renumber one: golden vectors in tests pin them.
+TYPE_HELLO: Final = 1
+TYPE_AUTH: Final = 2
+TYPE_PROPOSE: Final = 3
+TYPE_ACCEPT: Final = 4
+TYPE_REJECT: Final = 5
+TYPE_UPDATE: Final = 6
+TYPE_UPDATE_ACCEPT: Final = 7
+TYPE_UPDATE_REJECT: Final = 8
+TYPE_SYNC: Final = 9
+TYPE_PING: Final = 10
+TYPE_PONG: Final = 11
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+
+
+class _PackerPerThread(threading.local):
+    """One reusable Packer per thread: a Packer keeps an internal buffer, so it is not shareable."""
+
+    def __init__(self) -> None:
+        self.packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
+_packers = _PackerPerThread()
+
+
+def _e_bytes(value: object, size: int, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != size:
+        raise EncodeError(f"{what} must be {size} bytes")
+    return value
+
+
+def _e_uint64(value: object, what: str) -> int:
+    if type(value) is not int or not 0 <= value <= UINT64_MAX:
+        raise EncodeError(f"{what} must be an int in 0..2**64-1")
+    return value
+
+
+def _e_big(value: object, what: str) -> bytes:
+    if type(value) is not int or not 0 <= value <= UINT256_MAX:
+        raise EncodeError(f"{what} must be an int in 0..2**256-1")
+    return value.to_bytes((value.bit_length() + 7) >> 3, "big")
+
+
+def _e_reason(value: object) -> str:
+    if type(value) is not str or len(value) > MAX_REASON_LENGTH:
+        raise EncodeError(f"reason must be a str of at most {MAX_REASON_LENGTH} characters")
+    return value
+
+
+def _e_ping_nonce(value: object) -> bytes:
+    if type(value) is not bytes or len(value) > MAX_PING_NONCE:
+        raise EncodeError(f"ping nonce must be at most {MAX_PING_NONCE} bytes")
+    return value
+
+
+def _e_assets(assets: object) -> tuple[bytes, ...]:
+    if type(assets) is not tuple or not 0 < len(assets) <= MAX_ASSETS:
+        raise EncodeError(f"assets must be a tuple of 1..{MAX_ASSETS} addresses")
+    for asset in assets:
+        _e_bytes(asset, 20, "asset")
+    return assets
+
+
+def _e_balances(balances: object, n_assets: int) -> tuple[tuple[bytes, bytes], ...]:
+    if type(balances) is not tuple or len(balances) != n_assets:
+        raise EncodeError("balances must hold one row per asset")
+    rows = []
+    for row in balances:
+        if type(row) is not tuple or len(row) != 2:
+            raise EncodeError("a balance row has two amounts")
+        rows.append((_e_big(row[0], "balance"), _e_big(row[1], "balance")))
+    return tuple(rows)
+
+
+def _e_state(state: State) -> tuple[Any, ...]:
+    if type(state) is not State:
+        raise EncodeError("state must be a State")
+    assets = _e_assets(state.assets)
+    if type(state.is_final) is not bool:
+        raise EncodeError("is_final must be a bool")
+    return (
+        _e_bytes(state.channel_id, 32, "channel ID"),
+        _e_uint64(state.version, "version"),
+        assets,
+        _e_balances(state.balances, len(assets)),
+        state.is_final,
+    )
+
+
+def _enc_hello(m: Hello) -> tuple[Any, ...]:
+    if type(m.protocol_version) is not int or not 0 <= m.protocol_version <= UINT32_MAX:
+        raise EncodeError("protocol version must be a uint32")
+    return (m.protocol_version, _e_bytes(m.address, 20, "address"), _e_bytes(m.nonce, 32, "nonce"))
+
+
+def _enc_auth(m: Auth) -> tuple[Any, ...]:
+    return (_e_bytes(m.signature, 65, "signature"),)
+
+
+def _enc_propose(m: Propose) -> tuple[Any, ...]:
+    assets = _e_assets(m.assets)
+    return (
+        _e_bytes(m.proposal_id, 32, "proposal ID"),
+        _e_big(m.chain_id, "chain ID"),
+        _e_bytes(m.adjudicator, 20, "adjudicator"),
+        _e_uint64(m.challenge_duration, "challenge duration"),
+        _e_bytes(m.nonce_share, 32, "nonce share"),
+        assets,
+        _e_balances(m.balances, len(assets)),
+        _e_bytes(m.participant, 20, "participant"),
+        _e_bytes(m.receiver, 20, "receiver"),
+    )
+
+
+def _enc_accept(m: Accept) -> tuple[Any, ...]:
+    return (
+        _e_bytes(m.proposal_id, 32, "proposal ID"),
+        _e_bytes(m.nonce_share, 32, "nonce share"),
+        _e_bytes(m.participant, 20, "participant"),
+        _e_bytes(m.receiver, 20, "receiver"),
+        _e_bytes(m.signature, 65, "signature"),
+    )
+
+
+def _enc_reject(m: Reject) -> tuple[Any, ...]:
+    return (_e_bytes(m.proposal_id, 32, "proposal ID"), _e_reason(m.reason))
+
+
+def _enc_update(m: Update) -> tuple[Any, ...]:
+    return (*_e_state(m.state), _e_bytes(m.signature, 65, "signature"))
+
+
+def _enc_update_accept(m: UpdateAccept) -> tuple[Any, ...]:
+    return (
+        _e_bytes(m.channel_id, 32, "channel ID"),
+        _e_uint64(m.version, "version"),
+        _e_bytes(m.signature, 65, "signature"),
+    )
+
+
+def _enc_update_reject(m: UpdateReject) -> tuple[Any, ...]:
+    return (
+        _e_bytes(m.channel_id, 32, "channel ID"),
+        _e_uint64(m.version, "version"),
+        _e_reason(m.reason),
+    )
+
+
+def _enc_sync(m: Sync) -> tuple[Any, ...]:
+    sigs = m.signatures
+    if type(sigs) is not tuple or len(sigs) != 2:
+        raise EncodeError("a Sync carries two signatures")
+    return (
+        *_e_state(m.state),
+        _e_bytes(sigs[0], 65, "signature"),
+        _e_bytes(sigs[1], 65, "signature"),
+    )
+
+
+def _enc_ping(m: Ping | Pong) -> tuple[Any, ...]:
+    return (_e_ping_nonce(m.nonce),)
+
+
+_ENCODERS: Final[dict[type, tuple[bytes, Callable[[Any], tuple[Any, ...]]]]] = {
+    Hello: (bytes((FORMAT_VERSION, TYPE_HELLO)), _enc_hello),
+    Auth: (bytes((FORMAT_VERSION, TYPE_AUTH)), _enc_auth),
+    Propose: (bytes((FORMAT_VERSION, TYPE_PROPOSE)), _enc_propose),
+    Accept: (bytes((FORMAT_VERSION, TYPE_ACCEPT)), _enc_accept),
+    Reject: (bytes((FORMAT_VERSION, TYPE_REJECT)), _enc_reject),
+    Update: (bytes((FORMAT_VERSION, TYPE_UPDATE)), _enc_update),
+    UpdateAccept: (bytes((FORMAT_VERSION, TYPE_UPDATE_ACCEPT)), _enc_update_accept),
+    UpdateReject: (bytes((FORMAT_VERSION, TYPE_UPDATE_REJECT)), _enc_update_reject),
+    Sync: (bytes((FORMAT_VERSION, TYPE_SYNC)), _enc_sync),
+    Ping: (bytes((FORMAT_VERSION, TYPE_PING)), _enc_ping),
+    Pong: (bytes((FORMAT_VERSION, TYPE_PONG)), _enc_ping),
+}
+
+
+def encode(msg: Message) -> bytes:
+    """The frame payload of `msg` (without the 4-byte length); `EncodeError` if malformed."""
+    entry = _ENCODERS.get(type(msg))
+    if entry is None:
+        raise EncodeError(f"not a peer message: {type(msg).__name__}")
+    header, encoder = entry
+    body: bytes = _packers.packer.pack(encoder(msg))
+    return header + body
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _d_bytes(value: object, size: int, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != size:
+        raise DecodeError(f"{what} must be {size} bytes")
+    return value
+
+
+def _d_uint64(value: object, what: str) -> int:
+    # msgpack yields bool for true/false and int for integers; `type is int` refuses a bool.
+    if type(value) is not int or not 0 <= value <= UINT64_MAX:
+        raise DecodeError(f"{what} must be a uint64")
+    return value
+
+
+def _d_big(value: object, what: str) -> int:
+    # Canonical form only (no leading zero byte), so every amount has exactly one encoding.
+    if type(value) is not bytes or len(value) > 32 or (value and value[0] == 0):
+        raise DecodeError(f"{what} must be a minimal big-endian uint256")
+    return int.from_bytes(value, "big")
+
+
+def _d_reason(value: object) -> str:
+    if type(value) is not str or len(value) > MAX_REASON_LENGTH:
+        raise DecodeError(f"reason must be a string of at most {MAX_REASON_LENGTH} characters")
+    return value
+
+
+def _d_ping_nonce(value: object) -> bytes:
+    if type(value) is not bytes or len(value) > MAX_PING_NONCE:
+        raise DecodeError(f"ping nonce must be at most {MAX_PING_NONCE} bytes")
+    return value
+
+
+def _d_assets(value: object) -> tuple[Address, ...]:
+    if type(value) is not tuple or not 0 < len(value) <= MAX_ASSETS:
+        raise DecodeError(f"assets must be a list of 1..{MAX_ASSETS} addresses")
+    for asset in value:
+        if type(asset) is not bytes or len(asset) != 20:
+            raise DecodeError("an asset is a 20-byte address")
+    return value
+
+
+def _d_balances(value: object, n_assets: int) -> tuple[tuple[int, int], ...]:
+    if type(value) is not tuple or len(value) != n_assets:
+        raise DecodeError("balances must hold one row per asset")
+    rows = []
+    for row in value:
+        if type(row) is not tuple or len(row) != 2:
+            raise DecodeError("a balance row has two amounts")
+        rows.append((_d_big(row[0], "balance"), _d_big(row[1], "balance")))
+    return tuple(rows)
+
+
+def _d_state(body: tuple[Any, ...]) -> State:
+    channel, version, assets, balances, is_final = body[:5]
+    checked_assets = _d_assets(assets)
+    if type(is_final) is not bool:
+        raise DecodeError("is_final must be a bool")
+    try:
+        return State(
+            ChannelID(_d_bytes(channel, 32, "channel ID")),
+            _d_uint64(version, "version"),
+            checked_assets,
+            _d_balances(balances, len(checked_assets)),
+            is_final,
+        )
+    except ValueError as exc:  # pragma: no cover - the checks above cover State's own rules
+        raise DecodeError(f"invalid state: {exc}") from exc
+
+
+def _dec_hello(b: tuple[Any, ...]) -> Hello:
+    version, address, nonce = b
+    if type(version) is not int or not 0 <= version <= UINT32_MAX:
+        raise DecodeError("protocol version must be a uint32")
+    return Hello(version, Address(_d_bytes(address, 20, "address")), _d_bytes(nonce, 32, "nonce"))
+
+
+def _dec_auth(b: tuple[Any, ...]) -> Auth:
+    return Auth(Signature(_d_bytes(b[0], 65, "signature")))
+
+
+def _dec_propose(b: tuple[Any, ...]) -> Propose:
+    pid, chain, adjudicator, duration, share, assets, balances, participant, receiver = b
+    checked_assets = _d_assets(assets)
+    return Propose(
+        proposal_id=_d_bytes(pid, 32, "proposal ID"),
+        chain_id=_d_big(chain, "chain ID"),
+        adjudicator=Address(_d_bytes(adjudicator, 20, "adjudicator")),
+        challenge_duration=_d_uint64(duration, "challenge duration"),
+        nonce_share=_d_bytes(share, 32, "nonce share"),
+        assets=checked_assets,
+        balances=_d_balances(balances, len(checked_assets)),
+        participant=Address(_d_bytes(participant, 20, "participant")),
+        receiver=Address(_d_bytes(receiver, 20, "receiver")),
+    )
+
+
+def _dec_accept(b: tuple[Any, ...]) -> Accept:
+    pid, share, participant, receiver, sig = b
+    return Accept(
+        proposal_id=_d_bytes(pid, 32, "proposal ID"),
+        nonce_share=_d_bytes(share, 32, "nonce share"),
+        participant=Address(_d_bytes(participant, 20, "participant")),
+        receiver=Address(_d_bytes(receiver, 20, "receiver")),
+        signature=Signature(_d_bytes(sig, 65, "signature")),
+    )
+
+
+def _dec_reject(b: tuple[Any, ...]) -> Reject:
+    return Reject(_d_bytes(b[0], 32, "proposal ID"), _d_reason(b[1]))
+
+
+def _dec_update(b: tuple[Any, ...]) -> Update:
+    return Update(_d_state(b), Signature(_d_bytes(b[5], 65, "signature")))
+
+
+def _dec_update_accept(b: tuple[Any, ...]) -> UpdateAccept:
+    return UpdateAccept(
+        ChannelID(_d_bytes(b[0], 32, "channel ID")),
+        _d_uint64(b[1], "version"),
+        Signature(_d_bytes(b[2], 65, "signature")),
+    )
+
+
+def _dec_update_reject(b: tuple[Any, ...]) -> UpdateReject:
+    return UpdateReject(
+        ChannelID(_d_bytes(b[0], 32, "channel ID")), _d_uint64(b[1], "version"), _d_reason(b[2])
+    )
+
+
+def _dec_sync(b: tuple[Any, ...]) -> Sync:
+    return Sync(
+        _d_state(b),
+        (
+            Signature(_d_bytes(b[5], 65, "signature")),
+            Signature(_d_bytes(b[6], 65, "signature")),
+        ),
+    )
+
+
+def _dec_ping(b: tuple[Any, ...]) -> Ping:
+    return Ping(_d_ping_nonce(b[0]))
+
+
+def _dec_pong(b: tuple[Any, ...]) -> Pong:
+    return Pong(_d_ping_nonce(b[0]))
+
+
+# type code -> (name, number of body fields, decoder)
+_DECODERS: Final[dict[int, tuple[str, int, Callable[[tuple[Any, ...]], Message]]]] = {
+    TYPE_HELLO: ("Hello", 3, _dec_hello),
+    TYPE_AUTH: ("Auth", 1, _dec_auth),
+    TYPE_PROPOSE: ("Propose", 9, _dec_propose),
+    TYPE_ACCEPT: ("Accept", 5, _dec_accept),
+    TYPE_REJECT: ("Reject", 2, _dec_reject),
+    TYPE_UPDATE: ("Update", 6, _dec_update),
+    TYPE_UPDATE_ACCEPT: ("UpdateAccept", 3, _dec_update_accept),
+    TYPE_UPDATE_REJECT: ("UpdateReject", 3, _dec_update_reject),
+    TYPE_SYNC: ("Sync", 7, _dec_sync),
+    TYPE_PING: ("Ping", 1, _dec_ping),
+    TYPE_PONG: ("Pong", 1, _dec_pong),
+}
+
+
+def decode(payload: bytes | bytearray | memoryview) -> Message:
+    """The message in one frame payload; `DecodeError` for anything but a well-formed message."""
+    if len(payload) < 3:
+        raise DecodeError("frame too short")
+    if payload[0] != FORMAT_VERSION:
+        raise DecodeError(f"unknown format version {payload[0]}")
+    entry = _DECODERS.get(payload[1])
+    if entry is None:
+        raise DecodeError(f"unknown message type {payload[1]}")
+    name, n_fields, decoder = entry
+    try:
+        # ExtraData (trailing bytes), truncated input, bad UTF-8, nesting too deep: all refused.
+        body = msgpack.unpackb(payload[2:], raw=False, use_list=False, strict_map_key=True)
+    except Exception as exc:
+        raise DecodeError(f"{name}: malformed msgpack body ({exc.__class__.__name__})") from exc
+    if type(body) is not tuple or len(body) != n_fields:
+        raise DecodeError(f"{name}: body must be an array of {n_fields} fields")
+    try:
+        return decoder(body)
+    except DecodeError as exc:
+        raise DecodeError(f"{name}: {exc.message}") from None

@@ -1,0 +1,215 @@
+"""The peer messages (PROTOCOL.md §3 and §6) as immutable values.
+
+Ids, addresses and signatures are raw bytes (20 / 32 / 65 bytes), amounts are wei as `int`. The
+types do not validate themselves: the core builds one of these for every payment and the codec
+checks every field on both encode and decode (`perund.wire.codec`), so a malformed message can
+neither leave nor enter the node.
+
+Requests and their responses share a *correlation key* (`request_key` / `response_key`), and
+every message that concerns an existing channel names it (`channel_id_of`), so the channel client
+can check that the sender is a participant of that channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from eth_hash.auto import keccak
+
+from perund.channel.types import Address, ChannelID, Signature, State
+
+PROTOCOL_VERSION: Final = 1
+"""The peer protocol version sent in Hello; peers with a different version are refused."""
+
+_AUTH_DOMAIN: Final = b"perund-auth"
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First message on a connection, from both sides: who I claim to be, and my fresh nonce."""
+
+    protocol_version: int
+    address: Address
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """Second message from both sides: a signature over `auth_digest` of the two Hellos."""
+
+    signature: Signature
+
+
+@dataclass(frozen=True, slots=True)
+class Propose:
+    """A channel proposal. `balances[a] = (proposer, responder)` for asset `assets[a]`.
+
+    `participant` is the proposer's off-chain (signing) address, `receiver` its on-chain payout
+    account; `nonce_share` is the proposer's half of the channel nonce.
+    """
+
+    proposal_id: bytes
+    chain_id: int
+    adjudicator: Address
+    challenge_duration: int
+    nonce_share: bytes
+    assets: tuple[Address, ...]
+    balances: tuple[tuple[int, int], ...]
+    participant: Address
+    receiver: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """The responder accepts proposal `proposal_id`; `signature` is its signature on version 0."""
+
+    proposal_id: bytes
+    nonce_share: bytes
+    participant: Address
+    receiver: Address
+    signature: Signature
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """The responder rejects proposal `proposal_id`."""
+
+    proposal_id: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """A proposed next state with the proposer's signature on it."""
+
+    state: State
+    signature: Signature
+
+    @property
+    def channel_id(self) -> ChannelID:
+        """The channel this update is for."""
+        return self.state.channel_id
+
+    @property
+    def version(self) -> int:
+        """The proposed version."""
+        return self.state.version
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateAccept:
+    """The responder's countersignature on version `version` of channel `channel_id`."""
+
+    channel_id: ChannelID
+    version: int
+    signature: Signature
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateReject:
+    """The responder refuses the update to `version` of channel `channel_id`."""
+
+    channel_id: ChannelID
+    version: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """The sender's latest fully signed state: `signatures[i]` is participant i's signature."""
+
+    state: State
+    signatures: tuple[Signature, Signature]
+
+    @property
+    def channel_id(self) -> ChannelID:
+        """The channel this state belongs to."""
+        return self.state.channel_id
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Liveness probe; the peer layer answers it with a Pong carrying the same nonce."""
+
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Answer to a Ping."""
+
+    nonce: bytes
+
+
+Message = (
+    Hello
+    | Auth
+    | Propose
+    | Accept
+    | Reject
+    | Update
+    | UpdateAccept
+    | UpdateReject
+    | Sync
+    | Ping
+    | Pong
+)
+"""Any peer message."""
+
+HANDSHAKE_MESSAGES: Final = (Hello, Auth)
+"""The only messages allowed before a connection is authenticated (and never after)."""
+
+CorrelationKey = tuple[str, bytes] | tuple[str, bytes, int]
+"""A request's key equals the key of its response."""
+
+
+def request_key(msg: Message) -> CorrelationKey | None:
+    """The correlation key of a request (Propose, Update, Ping), else None."""
+    if isinstance(msg, Update):
+        return ("update", msg.state.channel_id, msg.state.version)
+    if isinstance(msg, Propose):
+        return ("propose", msg.proposal_id)
+    if isinstance(msg, Ping):
+        return ("ping", msg.nonce)
+    return None
+
+
+def response_key(msg: Message) -> CorrelationKey | None:
+    """The correlation key of a response (Accept/Reject, UpdateAccept/UpdateReject, Pong)."""
+    if isinstance(msg, (UpdateAccept, UpdateReject)):
+        return ("update", msg.channel_id, msg.version)
+    if isinstance(msg, (Accept, Reject)):
+        return ("propose", msg.proposal_id)
+    if isinstance(msg, Pong):
+        return ("ping", msg.nonce)
+    return None
+
+
+def channel_id_of(msg: Message) -> ChannelID | None:
+    """The channel a message concerns (Update, UpdateAccept, UpdateReject, Sync), else None.
+
+    Proposal messages name no channel yet (the ID is computed once both nonce shares are known).
+    """
+    if isinstance(msg, (Update, Sync)):
+        return msg.state.channel_id
+    if isinstance(msg, (UpdateAccept, UpdateReject)):
+        return msg.channel_id
+    return None
+
+
+def auth_digest(
+    dialer_nonce: bytes,
+    listener_nonce: bytes,
+    dialer_address: Address,
+    listener_address: Address,
+) -> bytes:
+    """What both sides sign in Auth (PROTOCOL.md §6).
+
+    keccak256("perund-auth" ‖ dialer nonce ‖ listener nonce ‖ dialer address ‖ listener address):
+    ordered by role, so both ends of a connection sign the same 32 bytes, and bound to both fresh
+    nonces, so a signature is worthless on any other connection.
+    """
+    return bytes(
+        keccak(_AUTH_DOMAIN + dialer_nonce + listener_nonce + dialer_address + listener_address)
+    )
