@@ -82,6 +82,7 @@ contract Adjudicator {
     error ChannelConcluded();
     error ChannelIDMismatch();
     error InvalidAssets();
+    error InvalidEncoding();
     error MalformedSignature(uint256 index);
     error InvalidSignature(uint256 index);
     error StaleVersion(uint64 registered, uint64 given);
@@ -97,13 +98,81 @@ contract Adjudicator {
     // ---------------------------------------------------------------- views
 
     /// @notice The channel ID of `p` on this chain and this deployment.
-    function channelID(Params calldata p) public view returns (bytes32) {
-        return keccak256(abi.encode(block.chainid, address(this), p));
+    function channelID(Params calldata p) public view returns (bytes32 id) {
+        // abi.encode(block.chainid, address(this), p) is chainid ‖ this ‖ the six words of p as
+        // they are in calldata, provided these are clean (uint64 and addresses zero-padded).
+        uint256 dirty;
+        assembly ("memory-safe") {
+            dirty := or(
+                or(shr(64, calldataload(p)), shr(160, calldataload(add(p, 0x40)))),
+                or(
+                    shr(160, calldataload(add(p, 0x60))),
+                    or(shr(160, calldataload(add(p, 0x80))), shr(160, calldataload(add(p, 0xa0))))
+                )
+            )
+            let m := mload(0x40)
+            mstore(m, chainid())
+            mstore(add(m, 0x20), address())
+            calldatacopy(add(m, 0x40), p, 0xc0)
+            id := keccak256(m, 0x100)
+        }
+        if (dirty != 0) revert InvalidEncoding();
     }
 
     /// @notice keccak256(abi.encode(s)): what participants sign (EIP-191) and what `register` stores.
-    function hashState(State calldata s) public pure returns (bytes32) {
-        return keccak256(abi.encode(s));
+    function hashState(State calldata s) public pure returns (bytes32 h) {
+        // The canonical encoding is rebuilt in memory from the decoded fields: the scalars through
+        // Solidity's validating accessors, the addresses checked clean, the uint256 rows copied.
+        // Whatever offsets the calldata used, the hash is that of abi.encode(s).
+        bytes32 id = s.channelID;
+        uint64 version = s.version;
+        bool isFinal = s.isFinal;
+        address[] calldata assets = s.assets;
+        uint256[][] calldata balances = s.balances;
+        uint256 n = assets.length;
+        uint256 m;
+        uint256 dirty;
+        assembly ("memory-safe") {
+            m := mload(0x40)
+            mstore(m, 0x20)
+            mstore(add(m, 0x20), id)
+            mstore(add(m, 0x40), version)
+            mstore(add(m, 0x60), 0xa0)
+            mstore(add(m, 0x80), add(0xc0, shl(5, n)))
+            mstore(add(m, 0xa0), isFinal)
+            mstore(add(m, 0xc0), n)
+            mstore(0x40, add(add(m, 0xe0), shl(5, n)))
+            for { let i := 0 } lt(i, n) { i := add(i, 1) } {
+                let a := calldataload(add(assets.offset, shl(5, i)))
+                dirty := or(dirty, shr(160, a))
+                mstore(add(add(m, 0xe0), shl(5, i)), a)
+            }
+        }
+        if (dirty != 0) revert InvalidEncoding();
+        uint256 q = m + 0xe0 + 32 * n; // the balances array: length, offsets, rows
+        uint256 rows = balances.length;
+        assembly ("memory-safe") {
+            mstore(q, rows)
+        }
+        uint256 row = q + 32 + 32 * rows;
+        // Keep the free memory pointer past what is written, as Solidity code runs in between.
+        assembly ("memory-safe") {
+            mstore(0x40, row)
+        }
+        for (uint256 k; k < rows; ++k) {
+            uint256[] calldata b = balances[k];
+            uint256 len = b.length;
+            assembly ("memory-safe") {
+                mstore(add(add(q, 0x20), shl(5, k)), sub(row, add(q, 0x20)))
+                mstore(row, len)
+                calldatacopy(add(row, 0x20), b.offset, shl(5, len))
+                row := add(row, add(0x20, shl(5, len)))
+                mstore(0x40, row)
+            }
+        }
+        assembly ("memory-safe") {
+            h := keccak256(m, sub(row, m))
+        }
     }
 
     /// @notice The deposits of participants 0 and 1 in `asset` (zero once the channel is concluded).
@@ -300,7 +369,12 @@ contract Adjudicator {
 
     /// Both participants signed the state with hash `h` (EIP-191, 65 bytes, v 27/28, low s).
     function _checkSignatures(bytes32 h, address[2] calldata participants, bytes[2] calldata sigs) internal pure {
-        bytes32 digest = keccak256(abi.encodePacked("\x19Ethereum Signed Message:\n32", h));
+        bytes32 digest;
+        assembly ("memory-safe") {
+            mstore(0, "\x19Ethereum Signed Message:\n32")
+            mstore(28, h)
+            digest := keccak256(0, 60)
+        }
         for (uint256 i; i < 2; ++i) {
             bytes calldata sig = sigs[i];
             if (sig.length != 65) revert MalformedSignature(i);
