@@ -1,0 +1,165 @@
+"""The inputs of the channel core: what the user, the peer, the chain and the shell's timers tell
+a channel. Each is a frozen value; `perund.channel.machine.transition` consumes one at a time.
+
+Inputs that make the core sign carry the `Signer` (signing is deterministic and does no I/O);
+inputs from the peer carry the authenticated sender's address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from perund.channel.encoding import Signer
+from perund.channel.types import Address, ChannelID, Signature, State
+
+# --- from the user -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OwnUpdate:
+    """Propose the next state: `transfers` are `(asset, amount)` moved from us to the peer
+    (a negative amount requests that much from the peer); `is_final` closes the channel."""
+
+    signer: Signer
+    transfers: tuple[tuple[Address, int], ...]
+    is_final: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RespondUpdate:
+    """Our user's answer to `UpdateNeedsUser(update_id)`."""
+
+    signer: Signer
+    update_id: bytes
+    accept: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ForceClose:
+    """Settle on-chain without the peer: register our latest fully signed state."""
+
+
+# --- from the peer -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateReceived:
+    """The peer's `Update{state, signature}`. `signer` countersigns if policy accepts at once."""
+
+    sender: Address
+    state: State
+    signature: Signature
+    signer: Signer
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateAcceptReceived:
+    """The peer's `UpdateAccept` (for version 0: the proposer's signature on version 0)."""
+
+    sender: Address
+    channel_id: ChannelID
+    version: int
+    signature: Signature
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRejectReceived:
+    """The peer's `UpdateReject`."""
+
+    sender: Address
+    channel_id: ChannelID
+    version: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReceived:
+    """The peer's `Sync`: its latest fully signed state."""
+
+    sender: Address
+    state: State
+    signatures: tuple[Signature, Signature]
+
+
+# --- from the shell (timers, connections, restarts) ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateTimedOut:
+    """Our update of `version` got no answer in time (or its connection dropped)."""
+
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserTimedOut:
+    """Our user did not answer `UpdateNeedsUser(update_id)` before its expiry."""
+
+    update_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StartSync:
+    """Send our latest fully signed state to the peer: on every (re)connection, and again
+    whenever `needs_sync` stays set for too long."""
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """The channel was loaded from the store after a restart."""
+
+
+# --- from the chain ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Funded:
+    """The contract holds every participant's share."""
+
+
+@dataclass(frozen=True, slots=True)
+class FundingExpired:
+    """The funding deadline passed before `Funded`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """The contract emitted `Registered(channelID, version, timeout, isFinal, balances)`."""
+
+    version: int
+    timeout: int
+    is_final: bool
+    balances: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeExpired:
+    """The chain's time reached the registered timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class Concluded:
+    """The contract emitted `Concluded(channelID, version)`."""
+
+    version: int
+
+
+Change = (
+    OwnUpdate
+    | RespondUpdate
+    | ForceClose
+    | UpdateReceived
+    | UpdateAcceptReceived
+    | UpdateRejectReceived
+    | SyncReceived
+    | UpdateTimedOut
+    | UserTimedOut
+    | StartSync
+    | Restored
+    | Funded
+    | FundingExpired
+    | Registered
+    | ChallengeExpired
+    | Concluded
+)
+"""Every input of `transition`."""

@@ -1,0 +1,345 @@
+"""What the core asks its shell to do or to tell: the outputs of every transition.
+
+The shell executes a transition's events **in order**: a `Persist` before a `Send*` means the
+write must be durable (fsync'd, group commit is fine) before the message leaves (PROTOCOL.md §5).
+Events carry everything their execution needs, so the shell never has to look at the channel
+value to act on one.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from perund.channel.types import Address, ChannelID, Params, Signature, State
+
+if TYPE_CHECKING:
+    from perund.channel.records import Channel
+
+
+class Reason(enum.Enum):
+    """Why the core refused something a peer sent. The value is the text for wire rejects."""
+
+    # Any message about a channel
+    WRONG_CHANNEL = "state is for another channel"
+    NOT_PEER = "sender is not the peer of this channel"
+    SIGNATURE = "signature does not verify"
+    # Updates
+    NOT_OPEN = "channel does not accept updates in its phase"
+    FINAL = "current state is final"
+    VERSION = "version is not current + 1"
+    ASSETS = "assets changed"
+    TOTALS = "per-asset totals changed"
+    NEGATIVE = "negative balance"
+    IN_FLIGHT = "another update is in flight"
+    COLLISION = "concurrent update of the same version: participant 0's update wins"
+    NOTHING_STAGED = "no such update in flight"
+    USER_REJECTED = "rejected by the user"
+    USER_TIMEOUT = "the user did not answer in time"
+    # Sync
+    STALE = "not a successor of our state"
+    CONFLICT = "a different fully signed state of the same version"
+    # Proposals
+    CHALLENGE_DURATION = "challenge duration too short or out of range"
+    ASSET_LIST = "assets must be distinct, ETH first, at least one"
+    BALANCES = "balances must be uint256 per asset and participant, not all zero"
+    CHAIN = "proposal is for another chain"
+    ADJUDICATOR = "proposal is for another adjudicator"
+    SELF = "proposer is ourselves"
+    UNKNOWN_PEER = "proposer is not a contact"
+    SENDER = "sender is not the proposer"
+    MALFORMED = "malformed field"
+    NO_SUCH_PROPOSAL = "no such proposal"
+
+
+class Failure(enum.Enum):
+    """Why our own update did not complete."""
+
+    REJECTED = "rejected"
+    """The peer refused it (`reason` says why); the shell maps it to PeerRejected."""
+    TIMED_OUT = "timed out"
+    """No answer in time; the shell maps it to PeerRequestTimedOut."""
+    COLLISION = "collision"
+    """The peer proposed the same version at the same time and its update wins."""
+    SUPERSEDED = "superseded"
+    """A sync showed a different state at or above its version."""
+    SETTLING = "settling"
+    """The channel went to the chain (registered or concluded) while it was in flight."""
+    RESTART = "restart"
+    """The node restarted while it was in flight."""
+
+
+class Source(enum.Enum):
+    """Where a new fully signed state came from."""
+
+    OWN = "own"
+    """Our update, countersigned by the peer: report success to the user who asked for it."""
+    PEER = "peer"
+    """The peer's update, accepted by us (automatically or by our user)."""
+    SYNC = "sync"
+    """Adopted from the peer's fully signed state during a sync."""
+
+
+class UpdateKind(enum.Enum):
+    """What an incoming update does to us, for the user's decision."""
+
+    PAYMENT = "payment"
+    """No balance of ours decreases (shown only when the user confirms every update)."""
+    REQUEST = "request"
+    """Some balance of ours decreases: the peer asks us to pay."""
+    FINAL = "final"
+    """It finalises the channel."""
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Write the channel record durably before executing the events that follow."""
+
+    channel: Channel
+
+
+@dataclass(frozen=True, slots=True)
+class SendAccept:
+    """Send the proposal's `Accept` (responder's version-0 signature included)."""
+
+    peer: Address
+    proposal_id: bytes
+    nonce_share: bytes
+    participant: Address
+    receiver: Address
+    signature: Signature
+
+
+@dataclass(frozen=True, slots=True)
+class SendReject:
+    """Send a proposal `Reject`."""
+
+    peer: Address
+    proposal_id: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendUpdate:
+    """Send `Update{state, signature}` as a request (answer: UpdateAccept / UpdateReject)."""
+
+    peer: Address
+    state: State
+    signature: Signature
+
+
+@dataclass(frozen=True, slots=True)
+class SendUpdateAccept:
+    """Send `UpdateAccept` (also how the proposer delivers its version-0 signature)."""
+
+    peer: Address
+    channel_id: ChannelID
+    version: int
+    signature: Signature
+
+
+@dataclass(frozen=True, slots=True)
+class SendUpdateReject:
+    """Send `UpdateReject`."""
+
+    peer: Address
+    channel_id: ChannelID
+    version: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendSync:
+    """Send `Sync` with our latest fully signed state."""
+
+    peer: Address
+    state: State
+    signatures: tuple[Signature, Signature]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A peer's message was refused; the channel is unchanged. The shell logs it (and sends
+    whatever reject the other events of the transition name)."""
+
+    channel_id: ChannelID
+    sender: Address
+    reason: Reason
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalReceived:
+    """A valid proposal awaits the user's decision (accept_proposal / a Reject)."""
+
+    peer: Address
+    proposal_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalRefused:
+    """An incoming proposal or acceptance was refused (a SendReject may follow)."""
+
+    peer: Address
+    proposal_id: bytes
+    reason: Reason
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NewState:
+    """A new fully signed state is current (already persisted by a preceding `Persist`)."""
+
+    channel_id: ChannelID
+    state: State
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateFailed:
+    """Our update of `version` failed; the staged state is dropped."""
+
+    channel_id: ChannelID
+    version: int
+    failure: Failure
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateNeedsUser:
+    """The peer's update awaits our user's `RespondUpdate` (or the shell's `UserTimedOut`)."""
+
+    channel_id: ChannelID
+    update_id: bytes
+    state: State
+    kind: UpdateKind
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateWithdrawn:
+    """A peer update that awaited our user is gone (the peer synced or the channel settles);
+    the user's pending question should be withdrawn."""
+
+    channel_id: ChannelID
+    update_id: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fund:
+    """Deposit our share and watch until every participant's share is held on-chain.
+
+    Deposit `balances[a][index]` of `assets[a]` for each asset (skipping what is already there),
+    then feed `Funded` once `holdings(channel_id, a)` cover `balances[a]` for every asset, or
+    `FundingExpired` at the funding deadline.
+    """
+
+    channel_id: ChannelID
+    params: Params
+    index: int
+    assets: tuple[Address, ...]
+    balances: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The channel is funded and open for payments."""
+
+    channel_id: ChannelID
+
+
+@dataclass(frozen=True, slots=True)
+class FundingFailed:
+    """The peer did not fund by the deadline; version 0 is being registered to refund."""
+
+    channel_id: ChannelID
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """Call `register(params, state, signatures)` (dispute or refutation)."""
+
+    channel_id: ChannelID
+    params: Params
+    state: State
+    signatures: tuple[Signature, Signature]
+
+
+@dataclass(frozen=True, slots=True)
+class ConcludeFinal:
+    """Call `concludeFinal(params, state, signatures)`.
+
+    `primary`: we proposed the final update, so we submit at once. Otherwise the shell submits
+    only if no `Concluded` was seen within a few blocks (its choice of how many).
+    """
+
+    channel_id: ChannelID
+    params: Params
+    state: State
+    signatures: tuple[Signature, Signature]
+    primary: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Conclude:
+    """Call `conclude(params, state)` for the registered state (its challenge period is over,
+    or it is final)."""
+
+    channel_id: ChannelID
+    params: Params
+    state: State
+
+
+@dataclass(frozen=True, slots=True)
+class Disputed:
+    """A state is registered on-chain: show the version and the timeout to the user."""
+
+    channel_id: ChannelID
+    version: int
+    timeout: int
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """The peer holds a different fully signed state of our version; we dispute on-chain."""
+
+    channel_id: ChannelID
+    ours: State
+    theirs: State
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The channel is concluded on-chain at `version`."""
+
+    channel_id: ChannelID
+    version: int
+
+
+Event = (
+    Persist
+    | SendAccept
+    | SendReject
+    | SendUpdate
+    | SendUpdateAccept
+    | SendUpdateReject
+    | SendSync
+    | Refused
+    | ProposalReceived
+    | ProposalRefused
+    | NewState
+    | UpdateFailed
+    | UpdateNeedsUser
+    | UpdateWithdrawn
+    | Fund
+    | Opened
+    | FundingFailed
+    | Register
+    | ConcludeFinal
+    | Conclude
+    | Disputed
+    | Conflict
+    | Closed
+)
+"""Every output of the core."""

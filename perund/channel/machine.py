@@ -1,0 +1,669 @@
+"""The channel state machine: `transition(channel, change) -> (channel, events)`.
+
+Pure: no I/O, no clock, no randomness; signing uses the `Signer` carried by the input. Three
+kinds of input, three ways to say no:
+
+- a **user** request that cannot be done raises a `perund.errors` exception (`InvalidArgument`,
+  `FailedPrecondition`, `ResourceNotFound`); nothing changed, so the caller simply reports it;
+- a **peer** message that breaks a rule yields the unchanged channel and a `Refused` event (plus a
+  `SendUpdateReject` where the protocol answers one); it never raises;
+- a **stale** timer or chain input (an update that is already settled, a phase already left)
+  yields the unchanged channel and no events.
+
+See docs/core.md for the state diagram and the rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Final
+
+from perund.channel.changes import (
+    ChallengeExpired,
+    Change,
+    Concluded,
+    ForceClose,
+    Funded,
+    FundingExpired,
+    OwnUpdate,
+    Registered,
+    RespondUpdate,
+    Restored,
+    StartSync,
+    SyncReceived,
+    UpdateAcceptReceived,
+    UpdateReceived,
+    UpdateRejectReceived,
+    UpdateTimedOut,
+    UserTimedOut,
+)
+from perund.channel.encoding import Signer, signing_digest
+from perund.channel.events import (
+    Closed,
+    Conclude,
+    ConcludeFinal,
+    Conflict,
+    Disputed,
+    Event,
+    Failure,
+    Fund,
+    FundingFailed,
+    NewState,
+    Opened,
+    Persist,
+    Reason,
+    Refused,
+    Register,
+    SendSync,
+    SendUpdate,
+    SendUpdateAccept,
+    SendUpdateReject,
+    Source,
+    UpdateFailed,
+    UpdateKind,
+    UpdateNeedsUser,
+    UpdateWithdrawn,
+)
+from perund.channel.phases import ACCEPTS_UPDATES, Phase, advance
+from perund.channel.records import Channel, Dispute, SignedState, Staged
+from perund.channel.rules import (
+    balance_rules,
+    fully_signed,
+    lowers_balance,
+    signed_by,
+    successor_rules,
+)
+from perund.channel.types import Address, Signature, State
+from perund.errors import FailedPrecondition, Internal, InvalidArgument, ResourceNotFound
+
+Result = tuple[Channel, tuple[Event, ...]]
+"""What every transition returns: the new channel value and the events to execute in order."""
+
+_NOTHING: Final[tuple[Event, ...]] = ()
+
+
+def transition(channel: Channel, change: Change) -> Result:
+    """Apply one input to one channel. See the module docstring for how refusals look."""
+    return _HANDLERS[type(change)](channel, change)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _ordered(channel: Channel, ours: Signature, theirs: Signature) -> tuple[Signature, Signature]:
+    return (ours, theirs) if channel.index == 0 else (theirs, ours)
+
+
+def _refuse(channel: Channel, sender: Address, reason: Reason, detail: str = "") -> Result:
+    return channel, (Refused(channel.channel_id, sender, reason, detail),)
+
+
+def _refuse_update(channel: Channel, sender: Address, state: State, reason: Reason) -> Result:
+    """Refuse the peer's Update and tell it so (PROTOCOL.md §3, update step 2)."""
+    return channel, (
+        Refused(channel.channel_id, sender, reason, f"version {state.version}"),
+        SendUpdateReject(channel.peer, state.channel_id, state.version, reason.value),
+    )
+
+
+def _check_signer(channel: Channel, signer: Signer) -> None:
+    if signer.address != channel.me:
+        # The shell handed us the wrong key: a bug, not a user's or a peer's mistake.
+        raise Internal("signer is not this channel's participant", channel_id=channel.channel_id)
+
+
+def _current(channel: Channel) -> SignedState:
+    if channel.current is None:  # pragma: no cover - guarded by the phase checks
+        raise AssertionError("channel has no fully signed state in phase " + channel.phase.value)
+    return channel.current
+
+
+def _drop_staged(channel: Channel, failure: Failure, reason: str) -> tuple[Channel, list[Event]]:
+    """Forget the update in flight (ours or the peer's) and say so; phase UPDATING → OPEN."""
+    staged = channel.staged
+    if staged is None or channel.current is None:
+        # While proposing, staged version 0 is all we have: it stays as the channel's record.
+        return channel, []
+    phase = Phase.OPEN if channel.phase is Phase.UPDATING else channel.phase
+    dropped = replace(channel, staged=None, phase=advance(channel.phase, phase))
+    if staged.proposer == channel.index:
+        return dropped, [UpdateFailed(channel.channel_id, staged.state.version, failure, reason)]
+    return dropped, [UpdateWithdrawn(channel.channel_id, staged.update_id, reason)]
+
+
+def _register(channel: Channel) -> Register:
+    current = _current(channel)
+    return Register(channel.channel_id, channel.params, current.state, current.signatures)
+
+
+def _fund(channel: Channel, state: State) -> Fund:
+    return Fund(channel.channel_id, channel.params, channel.index, state.assets, state.balances)
+
+
+def _settlement(channel: Channel, primary: bool) -> list[Event]:
+    """What a settling channel must do on-chain about its (new) current state."""
+    current = _current(channel)
+    if current.state.is_final:
+        return [
+            ConcludeFinal(
+                channel.channel_id, channel.params, current.state, current.signatures, primary
+            )
+        ]
+    if channel.phase is Phase.CLOSING or (
+        channel.phase is Phase.DISPUTED
+        and channel.dispute is not None
+        and current.state.version > channel.dispute.version
+    ):
+        return [_register(channel)]
+    return []
+
+
+# --- our own updates -----------------------------------------------------------------------------
+
+
+def _own_update(channel: Channel, change: OwnUpdate) -> Result:
+    """Stage the next state with our signature; persist it, then send it."""
+    if channel.phase is not Phase.OPEN:
+        if channel.phase is Phase.UPDATING:
+            raise FailedPrecondition(
+                "another update is in flight on this channel", channel_id=channel.channel_id.hex()
+            )
+        raise FailedPrecondition(
+            f"channel is {channel.phase.value}, not open",
+            channel_id=channel.channel_id.hex(),
+            phase=channel.phase.value,
+        )
+    if channel.needs_sync:
+        raise FailedPrecondition(
+            "an earlier update timed out: waiting for the peer's sync",
+            channel_id=channel.channel_id.hex(),
+        )
+    _check_signer(channel, change.signer)
+    current = _current(channel).state
+    me = channel.index
+    rows = list(current.balances)
+    for asset, amount in change.transfers:
+        try:
+            a = current.assets.index(asset)
+        except ValueError:
+            raise InvalidArgument(
+                "asset is not part of this channel",
+                name="currency",
+                value="0x" + bytes(asset).hex(),
+                requirement="one of the channel's assets",
+            ) from None
+        if type(amount) is not int:
+            raise InvalidArgument(
+                "amounts are integers (wei)", name="amount", value=repr(amount), requirement="int"
+            )
+        row = rows[a]
+        mine, theirs = row[me] - amount, row[1 - me] + amount
+        if mine < 0 or theirs < 0:
+            raise InvalidArgument(
+                "insufficient balance" if mine < 0 else "the peer's balance is insufficient",
+                name="amount",
+                value=str(abs(amount)),
+                requirement=f"at most {row[me] if mine < 0 else row[1 - me]}",
+            )
+        rows[a] = (mine, theirs) if me == 0 else (theirs, mine)
+    try:
+        state = State(
+            current.channel_id, current.version + 1, current.assets, tuple(rows), change.is_final
+        )
+    except ValueError as exc:  # only a uint64 version overflow gets here
+        raise FailedPrecondition(str(exc), channel_id=channel.channel_id.hex()) from None
+    digest = signing_digest(state)
+    signature = change.signer.sign_digest(digest)
+    staged = Staged(me, state, signature, digest)
+    new = replace(channel, phase=Phase.UPDATING, staged=staged)
+    return new, (Persist(new), SendUpdate(channel.peer, state, signature))
+
+
+def _accept_received(channel: Channel, change: UpdateAcceptReceived) -> Result:
+    """The peer countersigned our staged state (or, while proposing, signed version 0)."""
+    if change.sender != channel.peer:
+        return _refuse(channel, change.sender, Reason.NOT_PEER)
+    if change.channel_id != channel.channel_id:
+        return _refuse(channel, change.sender, Reason.WRONG_CHANNEL)
+    staged = channel.staged
+    if staged is None or staged.proposer != channel.index or staged.state.version != change.version:
+        return _refuse(channel, change.sender, Reason.NOTHING_STAGED, f"version {change.version}")
+    if not signed_by(staged.digest, change.signature, channel.peer):
+        return _refuse(channel, change.sender, Reason.SIGNATURE, f"version {change.version}")
+    state = staged.state
+    signed = SignedState(state, _ordered(channel, staged.signature, change.signature))
+    if state.version == 0:
+        new = replace(
+            channel,
+            phase=advance(channel.phase, Phase.FUNDING),
+            current=signed,
+            staged=None,
+            sync_sent=False,
+        )
+        return new, (Persist(new), _fund(new, state))
+    phase = Phase.CLOSING if state.is_final else Phase.OPEN
+    new = replace(
+        channel, phase=advance(channel.phase, phase), current=signed, staged=None, sync_sent=False
+    )
+    events: list[Event] = [Persist(new), NewState(channel.channel_id, state, Source.OWN)]
+    if state.is_final:
+        events.extend(_settlement(new, primary=True))
+    return new, tuple(events)
+
+
+def _reject_received(channel: Channel, change: UpdateRejectReceived) -> Result:
+    """The peer refused our staged update: drop it; a refused close becomes a dispute."""
+    if change.sender != channel.peer:
+        return _refuse(channel, change.sender, Reason.NOT_PEER)
+    if change.channel_id != channel.channel_id:
+        return _refuse(channel, change.sender, Reason.WRONG_CHANNEL)
+    staged = channel.staged
+    if staged is None or staged.proposer != channel.index or staged.state.version != change.version:
+        return _refuse(channel, change.sender, Reason.NOTHING_STAGED, f"version {change.version}")
+    return _fail_own(replace(channel, sync_sent=False), Failure.REJECTED, change.reason)
+
+
+def _timed_out(channel: Channel, change: UpdateTimedOut) -> Result:
+    """No answer to our update: drop it, and sync before the next one (the peer may hold it)."""
+    staged = channel.staged
+    if staged is None or staged.proposer != channel.index or staged.state.version != change.version:
+        return channel, _NOTHING
+    return _fail_own(channel, Failure.TIMED_OUT, "no answer from the peer")
+
+
+def _fail_own(channel: Channel, failure: Failure, reason: str) -> Result:
+    """Drop our staged update after a reject or a timeout, with what has to follow."""
+    staged = channel.staged
+    assert staged is not None
+    failed = UpdateFailed(channel.channel_id, staged.state.version, failure, reason)
+    if staged.state.version == 0:
+        # The proposer never signed version 0: nothing can be on-chain for us, so the channel
+        # is abandoned (the staged state stays for the record).
+        new = replace(channel, phase=advance(channel.phase, Phase.CLOSED))
+        return new, (Persist(new), failed, Closed(channel.channel_id, 0))
+    timed_out = failure is Failure.TIMED_OUT
+    # A reject with "version" means the peer is ahead of us: it holds a state we lack.
+    behind = failure is Failure.REJECTED and reason == Reason.VERSION.value
+    needs_sync = channel.needs_sync or timed_out or behind
+    if staged.state.is_final:
+        # PROTOCOL.md §3 Close: a refused or unanswered final update → dispute.
+        new = replace(
+            channel,
+            staged=None,
+            phase=advance(channel.phase, Phase.CLOSING),
+            needs_sync=needs_sync,
+            sync_sent=channel.sync_sent or needs_sync,
+        )
+        events: list[Event] = [Persist(new), failed]
+        if needs_sync:
+            events.append(_send_sync(new))
+        events.append(_register(new))
+        return new, tuple(events)
+    new = replace(
+        channel,
+        staged=None,
+        phase=advance(channel.phase, Phase.OPEN),
+        needs_sync=needs_sync,
+        sync_sent=channel.sync_sent or needs_sync,
+    )
+    if needs_sync:
+        return new, (Persist(new), failed, _send_sync(new))
+    return new, (failed,)
+
+
+# --- the peer's updates --------------------------------------------------------------------------
+
+
+def _update_received(channel: Channel, change: UpdateReceived) -> Result:
+    """Check every rule of PROTOCOL.md §3, then accept at once or ask the user."""
+    sender, state = change.sender, change.state
+    if sender != channel.peer:
+        return _refuse(channel, sender, Reason.NOT_PEER, f"version {state.version}")
+    current_signed = channel.current
+    if current_signed is not None and current_signed.state.is_final:
+        return _refuse_update(channel, sender, state, Reason.FINAL)
+    if channel.phase not in ACCEPTS_UPDATES or current_signed is None:
+        return _refuse_update(channel, sender, state, Reason.NOT_OPEN)
+    current = current_signed.state
+    reason = successor_rules(current, state)
+    if reason is not None:
+        return _refuse_update(channel, sender, state, reason)
+    staged = channel.staged
+    if staged is not None:
+        if staged.proposer != channel.index:
+            return _refuse_update(channel, sender, state, Reason.IN_FLIGHT)
+        if channel.index == 0:
+            # Both proposed this version at once; participant 0's update wins on both sides.
+            return _refuse_update(channel, sender, state, Reason.COLLISION)
+    digest = signing_digest(state)
+    if not signed_by(digest, change.signature, channel.peer):
+        return _refuse_update(channel, sender, state, Reason.SIGNATURE)
+    events: list[Event] = []
+    if staged is not None:
+        # We are participant 1 and lose the collision: our update gives way to the peer's.
+        channel, events = _drop_staged(channel, Failure.COLLISION, Reason.COLLISION.value)
+    if state.is_final:
+        kind: UpdateKind | None = UpdateKind.FINAL
+    elif lowers_balance(current, state, channel.index):
+        kind = UpdateKind.REQUEST
+    elif channel.confirm_updates:
+        kind = UpdateKind.PAYMENT
+    else:
+        kind = None
+    if kind is None:
+        _check_signer(channel, change.signer)
+        new, accepted = _accept_peer_update(channel, state, change.signature, digest, change.signer)
+        return new, (*events, *accepted) if events else accepted
+    pending = Staged(channel.peer_index, state, change.signature, digest, update_id=digest)
+    new = replace(
+        channel, phase=advance(channel.phase, Phase.UPDATING), staged=pending, sync_sent=False
+    )
+    events.append(UpdateNeedsUser(channel.channel_id, digest, state, kind))
+    return new, tuple(events)
+
+
+def _accept_peer_update(
+    channel: Channel, state: State, theirs: Signature, digest: bytes, signer: Signer
+) -> Result:
+    """Countersign the peer's state: persist it fully signed, then answer UpdateAccept."""
+    ours = signer.sign_digest(digest)
+    phase = Phase.CLOSING if state.is_final else Phase.OPEN
+    new = replace(
+        channel,
+        phase=advance(channel.phase, phase),
+        current=SignedState(state, _ordered(channel, ours, theirs)),
+        staged=None,
+        sync_sent=False,
+    )
+    accept = SendUpdateAccept(channel.peer, channel.channel_id, state.version, ours)
+    if state.is_final:
+        return new, (
+            Persist(new),
+            accept,
+            NewState(channel.channel_id, state, Source.PEER),
+            *_settlement(new, primary=False),
+        )
+    return new, (Persist(new), accept, NewState(channel.channel_id, state, Source.PEER))
+
+
+def _respond_update(channel: Channel, change: RespondUpdate) -> Result:
+    """Our user's answer to a pending peer update."""
+    staged = channel.staged
+    if staged is None or staged.proposer == channel.index or staged.update_id != change.update_id:
+        raise ResourceNotFound(
+            "no update awaiting an answer with this id",
+            type="update",
+            id="0x" + change.update_id.hex(),
+        )
+    if change.accept:
+        _check_signer(channel, change.signer)
+        return _accept_peer_update(
+            channel, staged.state, staged.signature, staged.digest, change.signer
+        )
+    return _decline(channel, staged, Reason.USER_REJECTED)
+
+
+def _user_timed_out(channel: Channel, change: UserTimedOut) -> Result:
+    staged = channel.staged
+    if staged is None or staged.proposer == channel.index or staged.update_id != change.update_id:
+        return channel, _NOTHING
+    return _decline(channel, staged, Reason.USER_TIMEOUT)
+
+
+def _decline(channel: Channel, staged: Staged, reason: Reason) -> Result:
+    new = replace(channel, staged=None, phase=advance(channel.phase, Phase.OPEN))
+    state = staged.state
+    return new, (SendUpdateReject(channel.peer, state.channel_id, state.version, reason.value),)
+
+
+# --- sync ---------------------------------------------------------------------------------------
+
+
+def _send_sync(channel: Channel) -> SendSync:
+    current = _current(channel)
+    return SendSync(channel.peer, current.state, current.signatures)
+
+
+def _start_sync(channel: Channel, change: StartSync) -> Result:
+    if channel.current is None or channel.phase is Phase.CLOSED:
+        return channel, _NOTHING
+    new = channel if channel.sync_sent else replace(channel, sync_sent=True)
+    return new, (_send_sync(new),)
+
+
+def _sync_received(channel: Channel, change: SyncReceived) -> Result:
+    """Reconcile with the peer's latest fully signed state (PROTOCOL.md §3 Sync).
+
+    Equal versions must be identical (else: conflict, dispute). A higher version is adopted only
+    when both signatures verify and it keeps channel, assets and totals. A half-signed update in
+    flight is dropped once the peer's state is known, or completed if the peer holds it fully
+    signed. We answer with our own state unless we sent one since the peer last sent us anything
+    but a Sync (which is what keeps two nodes from answering each other forever).
+    """
+    sender, theirs = change.sender, change.state
+    if sender != channel.peer:
+        return _refuse(channel, sender, Reason.NOT_PEER)
+    if channel.phase is Phase.CLOSED:
+        return channel, _NOTHING
+    if theirs.channel_id != channel.channel_id:
+        return _refuse(channel, sender, Reason.WRONG_CHANNEL)
+    current = channel.current
+    if current is None:
+        return _sync_version_zero(channel, change)
+    ours = current.state
+    detail = f"version {theirs.version}"
+    if theirs.version < ours.version:
+        reason = balance_rules(ours, theirs)
+        if reason is not None:
+            return _refuse(channel, sender, reason, detail)
+        return _synced(channel, [])
+    if theirs.version == ours.version:
+        if theirs == ours:
+            return _synced(channel, [])
+        if not fully_signed(signing_digest(theirs), change.signatures, channel.params):
+            return _refuse(channel, sender, Reason.SIGNATURE, detail)
+        return _conflict(channel, theirs)
+    if ours.is_final:
+        return _refuse(channel, sender, Reason.FINAL, detail)
+    reason = balance_rules(ours, theirs)
+    if reason is not None:
+        return _refuse(channel, sender, reason, detail)
+    staged = channel.staged
+    own = staged is not None and staged.proposer == channel.index and staged.state == theirs
+    digest = staged.digest if own and staged is not None else signing_digest(theirs)
+    if not fully_signed(digest, change.signatures, channel.params):
+        return _refuse(channel, sender, Reason.SIGNATURE, detail)
+    return _adopt(channel, SignedState(theirs, change.signatures), own)
+
+
+def _synced(channel: Channel, events: list[Event]) -> Result:
+    """Finish a sync that changed no state: the peer's update in flight is abandoned."""
+    staged = channel.staged
+    if staged is not None and staged.proposer != channel.index:
+        channel, dropped = _drop_staged(channel, Failure.SUPERSEDED, "the peer synced")
+        events.extend(dropped)
+    reply = not channel.sync_sent
+    if channel.needs_sync or reply:
+        channel = replace(channel, needs_sync=False, sync_sent=True)
+    if reply:
+        events.append(_send_sync(channel))
+    return channel, tuple(events)
+
+
+def _adopt(channel: Channel, signed: SignedState, own: bool) -> Result:
+    """Make the peer's higher fully signed state current."""
+    events: list[Event] = []
+    if channel.staged is not None and not own:
+        channel, events = _drop_staged(channel, Failure.SUPERSEDED, "the peer holds a newer state")
+    state = signed.state
+    phase = channel.phase
+    if phase in ACCEPTS_UPDATES:
+        phase = Phase.CLOSING if state.is_final else Phase.OPEN
+    reply = not channel.sync_sent
+    new = replace(
+        channel,
+        phase=advance(channel.phase, phase),
+        current=signed,
+        staged=None,
+        needs_sync=False,
+        sync_sent=True,
+    )
+    events.insert(0, Persist(new))
+    events.append(NewState(channel.channel_id, state, Source.OWN if own else Source.SYNC))
+    if new.phase in (Phase.CLOSING, Phase.DISPUTED):
+        events.extend(_settlement(new, primary=own))
+    if reply:
+        events.append(_send_sync(new))
+    return new, tuple(events)
+
+
+def _conflict(channel: Channel, theirs: State) -> Result:
+    """Two different fully signed states of one version: only the chain can settle it."""
+    ours = _current(channel).state
+    channel, events = _drop_staged(channel, Failure.SETTLING, "conflicting states")
+    events.insert(0, Conflict(channel.channel_id, ours, theirs))
+    if channel.phase in (Phase.FUNDING, Phase.OPEN):
+        channel = replace(channel, phase=advance(channel.phase, Phase.CLOSING), needs_sync=False)
+        events.insert(1, Persist(channel))
+        events.append(_register(channel))
+    return channel, tuple(events)
+
+
+def _sync_version_zero(channel: Channel, change: SyncReceived) -> Result:
+    """While proposing, the peer's Sync can only bring the proposer's signature on version 0."""
+    staged = channel.staged
+    if staged is None or change.state != staged.state:
+        return _refuse(channel, change.sender, Reason.STALE, f"version {change.state.version}")
+    if not fully_signed(staged.digest, change.signatures, channel.params):
+        return _refuse(channel, change.sender, Reason.SIGNATURE, "version 0")
+    reply = not channel.sync_sent
+    new = replace(
+        channel,
+        phase=advance(channel.phase, Phase.FUNDING),
+        current=SignedState(staged.state, change.signatures),
+        staged=None,
+        sync_sent=True,
+    )
+    events: list[Event] = [Persist(new), _fund(new, staged.state)]
+    if reply:
+        events.append(_send_sync(new))
+    return new, tuple(events)
+
+
+# --- chain and lifecycle ------------------------------------------------------------------------
+
+
+def _funded(channel: Channel, change: Funded) -> Result:
+    if channel.phase is not Phase.FUNDING:
+        return channel, _NOTHING
+    new = replace(channel, phase=advance(channel.phase, Phase.OPEN))
+    return new, (Persist(new), Opened(channel.channel_id))
+
+
+def _funding_expired(channel: Channel, change: FundingExpired) -> Result:
+    """The peer did not fund in time: register version 0 so everyone gets their deposit back."""
+    if channel.phase is not Phase.FUNDING:
+        return channel, _NOTHING
+    new = replace(channel, phase=advance(channel.phase, Phase.CLOSING))
+    return new, (Persist(new), FundingFailed(channel.channel_id), _register(new))
+
+
+def _force_close(channel: Channel, change: ForceClose) -> Result:
+    """The user settles without the peer: register the latest fully signed state."""
+    if channel.phase not in (Phase.FUNDING, Phase.OPEN, Phase.UPDATING):
+        raise FailedPrecondition(
+            f"channel is {channel.phase.value}: nothing to register",
+            channel_id=channel.channel_id.hex(),
+            phase=channel.phase.value,
+        )
+    staged = channel.staged
+    channel, events = _drop_staged(channel, Failure.SETTLING, "the channel is being closed")
+    if staged is not None and staged.proposer != channel.index:
+        # The peer waits for our answer to its update: it will not come.
+        events.append(
+            SendUpdateReject(
+                channel.peer, channel.channel_id, staged.state.version, "the channel is closing"
+            )
+        )
+    new = replace(channel, phase=advance(channel.phase, Phase.CLOSING))
+    return new, (Persist(new), *events, _register(new))
+
+
+def _registered(channel: Channel, change: Registered) -> Result:
+    """A state is registered on-chain: dispute; refute with ours if it is newer."""
+    if channel.phase is Phase.CLOSED:
+        return channel, _NOTHING
+    if channel.dispute is not None and change.version < channel.dispute.version:
+        return channel, _NOTHING  # an older event replayed; the chain only moves up
+    state = State(
+        channel.channel_id, change.version, channel.latest.assets, change.balances, change.is_final
+    )
+    channel, events = _drop_staged(channel, Failure.SETTLING, "registered on-chain")
+    new = replace(
+        channel,
+        phase=advance(channel.phase, Phase.DISPUTED),
+        dispute=Dispute(change.version, change.timeout, state),
+    )
+    events.insert(0, Persist(new))
+    events.append(Disputed(channel.channel_id, change.version, change.timeout))
+    current = new.current
+    if current is not None and current.state.version > change.version:
+        events.append(_register(new))
+    elif change.is_final:
+        events.append(Conclude(channel.channel_id, channel.params, state))
+    return new, tuple(events)
+
+
+def _challenge_expired(channel: Channel, change: ChallengeExpired) -> Result:
+    if channel.phase is not Phase.DISPUTED or channel.dispute is None:
+        return channel, _NOTHING
+    return channel, (Conclude(channel.channel_id, channel.params, channel.dispute.state),)
+
+
+def _concluded(channel: Channel, change: Concluded) -> Result:
+    if channel.phase is Phase.CLOSED:
+        return channel, _NOTHING
+    channel, events = _drop_staged(channel, Failure.SETTLING, "concluded on-chain")
+    new = replace(channel, phase=advance(channel.phase, Phase.CLOSED))
+    return new, (Persist(new), *events, Closed(channel.channel_id, change.version))
+
+
+def _restored(channel: Channel, change: Restored) -> Result:
+    """Resume after a restart: forget what was in flight, redo what the phase still needs."""
+    channel = replace(channel, sync_sent=False)
+    staged = channel.staged
+    events: list[Event] = []
+    if staged is not None and channel.phase in ACCEPTS_UPDATES:
+        ours = staged.proposer == channel.index
+        channel, events = _drop_staged(channel, Failure.RESTART, "the node restarted")
+        if ours:
+            # The peer may have countersigned it before we went down.
+            channel = replace(channel, needs_sync=True)
+    if events:
+        events.insert(0, Persist(channel))
+    if channel.phase is Phase.FUNDING:
+        events.append(_fund(channel, _current(channel).state))
+    elif channel.phase is Phase.CLOSING:
+        events.extend(_settlement(channel, primary=False))
+    return channel, tuple(events)
+
+
+_HANDLERS: Final[dict[type, Callable[[Channel, Any], Result]]] = {
+    OwnUpdate: _own_update,
+    RespondUpdate: _respond_update,
+    ForceClose: _force_close,
+    UpdateReceived: _update_received,
+    UpdateAcceptReceived: _accept_received,
+    UpdateRejectReceived: _reject_received,
+    SyncReceived: _sync_received,
+    UpdateTimedOut: _timed_out,
+    UserTimedOut: _user_timed_out,
+    StartSync: _start_sync,
+    Restored: _restored,
+    Funded: _funded,
+    FundingExpired: _funding_expired,
+    Registered: _registered,
+    ChallengeExpired: _challenge_expired,
+    Concluded: _concluded,
+}

@@ -1,0 +1,67 @@
+"""The phases of a channel's life (PROTOCOL.md §7) and the one table of allowed phase changes.
+
+`proposing → funding → open ⇄ updating → closing → (disputed) → closed`, plus the exits a dispute
+or a failed funding takes. Every phase change in the core goes through `advance`, so the table
+below is the whole lifecycle in one place (DESIGN.md convention 8).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+
+class Phase(enum.Enum):
+    """Where a channel is in its life, as the user sees it."""
+
+    PROPOSING = "proposing"
+    """Created from an accepted proposal; version 0 is not fully signed yet."""
+    FUNDING = "funding"
+    """Version 0 is fully signed; deposits are under way."""
+    OPEN = "open"
+    """Funded; no update in flight."""
+    UPDATING = "updating"
+    """Funded; one update is in flight (ours awaiting the peer, or the peer's awaiting our user)."""
+    CLOSING = "closing"
+    """No more off-chain updates: a final state awaits `concludeFinal`, or a registration
+    (failed funding, refused close, conflict, the user's forced close) is on its way."""
+    DISPUTED = "disputed"
+    """A state is registered on-chain; the challenge period runs."""
+    CLOSED = "closed"
+    """Concluded on-chain; the outcome is paid out. Terminal."""
+
+
+_ALLOWED: Final[dict[Phase, frozenset[Phase]]] = {
+    # The peer may register version 0 before its signature on it ever reaches us.
+    Phase.PROPOSING: frozenset({Phase.FUNDING, Phase.DISPUTED, Phase.CLOSED}),
+    Phase.FUNDING: frozenset({Phase.OPEN, Phase.CLOSING, Phase.DISPUTED, Phase.CLOSED}),
+    Phase.OPEN: frozenset({Phase.UPDATING, Phase.CLOSING, Phase.DISPUTED, Phase.CLOSED}),
+    Phase.UPDATING: frozenset({Phase.OPEN, Phase.CLOSING, Phase.DISPUTED, Phase.CLOSED}),
+    Phase.CLOSING: frozenset({Phase.DISPUTED, Phase.CLOSED}),
+    # A refutation registers a higher version: the channel stays disputed.
+    Phase.DISPUTED: frozenset({Phase.DISPUTED, Phase.CLOSED}),
+    Phase.CLOSED: frozenset(),
+}
+
+ACCEPTS_UPDATES: Final = frozenset({Phase.OPEN, Phase.UPDATING})
+"""Phases in which an off-chain update may be proposed or received."""
+
+SETTLING: Final = frozenset({Phase.CLOSING, Phase.DISPUTED, Phase.CLOSED})
+"""Phases after which no off-chain update is ever signed again."""
+
+
+def allowed(old: Phase, new: Phase) -> bool:
+    """Whether the lifecycle permits going from `old` to `new` (staying put always is)."""
+    return old is new or new in _ALLOWED[old]
+
+
+def advance(old: Phase, new: Phase) -> Phase:
+    """`new`, after checking the table; an illegal change is a bug in the core, not bad input."""
+    if not allowed(old, new):
+        raise AssertionError(f"illegal phase change {old.value} -> {new.value}")
+    return new
+
+
+def successors(phase: Phase) -> frozenset[Phase]:
+    """The phases `phase` may change to (for docs and tests)."""
+    return _ALLOWED[phase]

@@ -1,0 +1,106 @@
+"""The channel value the core transforms: what one side knows about one channel.
+
+Everything here is immutable and cheap to copy (`dataclasses.replace` shares all unchanged
+fields), because the core builds a new `Channel` for every message of every payment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from perund.channel.phases import Phase
+from perund.channel.types import Address, ChannelID, Params, Signature, State
+
+
+@dataclass(frozen=True, slots=True)
+class SignedState:
+    """A state with both participants' signatures, `signatures[i]` by `participants[i]`.
+
+    Only the core builds these, and only after both signatures verified.
+    """
+
+    state: State
+    signatures: tuple[Signature, Signature]
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """The one update in flight: a state carrying only its proposer's signature.
+
+    `proposer` is a participant index. When it is ours, we wait for the peer's countersignature
+    (or, for version 0 on the responder's side, for the proposer's signature); when it is the
+    peer's, we wait for our user's decision, and `update_id` names it towards the user.
+    `digest` is the state's signing digest, kept so it is hashed once per update.
+    """
+
+    proposer: int
+    state: State
+    signature: Signature
+    digest: bytes
+    update_id: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Dispute:
+    """What the chain says about a registration: the registered state and its timeout."""
+
+    version: int
+    timeout: int
+    state: State
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """One side's view of one channel.
+
+    `index` is our participant index (0 proposer, 1 responder). `current` is the latest fully
+    signed state (None only while proposing). `needs_sync` is set when an update of ours timed
+    out: the peer may hold it countersigned, so no new update of ours starts before the peer's
+    `Sync` arrived. `sync_sent` is transient bookkeeping that keeps two nodes from answering
+    each other's syncs forever (see docs/core.md); it need not survive a restart.
+    `confirm_updates`: the user wants to approve even incoming payments.
+    """
+
+    channel_id: ChannelID
+    params: Params
+    index: int
+    phase: Phase
+    current: SignedState | None
+    staged: Staged | None = None
+    needs_sync: bool = False
+    sync_sent: bool = False
+    confirm_updates: bool = False
+    dispute: Dispute | None = None
+
+    @property
+    def me(self) -> Address:
+        """Our off-chain (signing) address."""
+        return self.params.participants[self.index]
+
+    @property
+    def peer(self) -> Address:
+        """The peer's off-chain (signing) address."""
+        return self.params.participants[1 - self.index]
+
+    @property
+    def peer_index(self) -> int:
+        """The peer's participant index."""
+        return 1 - self.index
+
+    @property
+    def latest(self) -> State:
+        """The state a listing shows: the fully signed one, or version 0 while proposing."""
+        if self.current is not None:
+            return self.current.state
+        if self.staged is None:  # pragma: no cover - a proposing channel always stages v0
+            raise AssertionError("channel without any state")
+        return self.staged.state
+
+    @property
+    def version(self) -> int:
+        """The version of `latest`."""
+        return self.latest.version
+
+    def balances_of(self, participant: int) -> tuple[int, ...]:
+        """Participant `participant`'s balance of each asset in `latest`."""
+        return tuple(row[participant] for row in self.latest.balances)
