@@ -1,0 +1,334 @@
+"""PeerProtocol: framing, decoding and the authenticated handshake of one peer connection.
+
+Frames are a 4-byte big-endian length followed by one codec payload (`perund.wire.codec`). The
+handshake (PROTOCOL.md §6) is a small state machine:
+
+    AWAIT_HELLO --Hello--> AWAIT_AUTH --Auth--> READY
+         \\______________________\\______________> CLOSED (any violation, deadline, loss)
+
+On connect both sides send Hello (protocol version, claimed address, fresh 32-byte nonce). On the
+peer's Hello each side checks the version (and, when it dialled, that the peer is who it meant to
+reach) and sends Auth: its signature over `auth_digest`, which binds both nonces and both
+addresses ordered by role. The peer's Auth must recover to the address its Hello claimed; only then
+is the connection READY and every later message attributed to that address. Anything else before
+READY (another message type, a second Hello, a bad signature, garbage, an oversized frame, or no
+authentication by the deadline) is logged and the connection dropped.
+
+After READY the protocol answers Ping itself and hands every other message to its owner. It never
+decides anything about channels.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import struct
+from collections.abc import Callable
+from typing import Any, Final, Protocol, cast
+
+from twisted.internet.base import DelayedCall
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from perund.channel.encoding import Signer, recover_digest
+from perund.channel.types import Address
+from perund.errors import DecodeError, EncodeError, FailedPrecondition
+from perund.wire.codec import decode, encode
+from perund.wire.messages import (
+    PROTOCOL_VERSION,
+    Auth,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    auth_digest,
+)
+
+DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024
+"""Largest frame payload accepted or sent, in bytes (a Propose with 16 assets is ~1.3 KiB)."""
+
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+"""Seconds a new connection has to complete the handshake."""
+
+_LENGTH = struct.Struct(">I")
+
+log = Logger(namespace="perund.wire")
+
+
+class Transport(Protocol):
+    """The part of ITCPTransport a PeerProtocol uses (zope interfaces do not type-check here)."""
+
+    def write(self, data: bytes) -> None: ...
+    def loseConnection(self) -> None: ...
+    def abortConnection(self) -> None: ...
+    def getPeer(self) -> object: ...
+
+
+def call_later(clock: IReactorTime, delay: float, f: Callable[[], object]) -> DelayedCall:
+    """`clock.callLater(delay, f)`, typed."""
+    return cast(DelayedCall, cast(Any, clock).callLater(delay, f))
+
+
+class Role(enum.Enum):
+    """Which end of the TCP connection we are; it orders the fields of the Auth digest."""
+
+    DIALER = "dialer"
+    LISTENER = "listener"
+
+
+class HandshakeState(enum.Enum):
+    """The connection's lifecycle; `PeerProtocol._advance` holds every transition."""
+
+    AWAIT_HELLO = "await-hello"
+    AWAIT_AUTH = "await-auth"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+class PeerProtocolOwner(Protocol):
+    """What a PeerProtocol reports to (the PeerManager, or a test)."""
+
+    def peer_authenticated(self, conn: PeerProtocol) -> None:
+        """`conn` completed the handshake; `conn.peer_address` is now set."""
+
+    def peer_message(self, conn: PeerProtocol, msg: Message) -> None:
+        """An authenticated message from `conn.peer_address` (never Hello, Auth or Ping)."""
+
+    def peer_connection_lost(self, conn: PeerProtocol, reason: Failure) -> None:
+        """`conn` is closed, whether or not it ever authenticated."""
+
+
+class PeerProtocol(TwistedProtocol):
+    """One peer connection: length-prefixed frames, the handshake, then messages to the owner."""
+
+    def __init__(
+        self,
+        owner: PeerProtocolOwner,
+        signer: Signer,
+        clock: IReactorTime,
+        role: Role,
+        expected_peer: Address | None = None,
+        *,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self._owner = owner
+        self._signer = signer
+        self._clock = clock
+        self.role = role
+        self.expected_peer = expected_peer
+        self._handshake_timeout = handshake_timeout
+        self._max_frame_size = max_frame_size
+        self._random_bytes = random_bytes
+        self.state = HandshakeState.AWAIT_HELLO
+        self.peer_address: Address | None = None
+        """The authenticated peer; None until READY."""
+        self._nonce = b""
+        self._peer_hello: Hello | None = None
+        self._deadline: DelayedCall | None = None
+        self._transport: Transport | None = None
+        self._buffer = bytearray()
+        self._closed_waiters: list[Deferred[None]] = []
+
+    # -- public ---------------------------------------------------------------------------
+
+    @property
+    def dialled_by(self) -> Address:
+        """The address of the side that opened this connection (READY connections only)."""
+        if self.peer_address is None:
+            raise FailedPrecondition("the connection is not authenticated")
+        return self._signer.address if self.role is Role.DIALER else self.peer_address
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection was closed, dropped, or refused (no more frames are read)."""
+        return self.state is HandshakeState.CLOSED
+
+    def send(self, msg: Message) -> None:
+        """Write one message to an authenticated connection (buffered by the transport)."""
+        if self.state is not HandshakeState.READY:
+            raise FailedPrecondition("the connection is not authenticated or already closed")
+        self._write(msg)
+
+    def close(self) -> None:
+        """Close gracefully: what was written is flushed first."""
+        self._closing()
+        if self._transport is not None:
+            self._transport.loseConnection()
+
+    def abort(self) -> None:
+        """Drop the connection at once, discarding unsent data."""
+        self._closing()
+        if self._transport is not None:
+            self._transport.abortConnection()
+
+    def when_closed(self) -> Deferred[None]:
+        """Fires once `connectionLost` has run (at once if it already has)."""
+        if self._transport is not None and not self.connected:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._closed_waiters.append(d)
+        return d
+
+    def describe(self) -> str:
+        """Who is on the other end, for log lines: the address once known, else the socket."""
+        if self.peer_address is not None:
+            return "0x" + self.peer_address.hex()
+        return str(self._transport.getPeer()) if self._transport is not None else "?"
+
+    # -- twisted.internet.protocol.Protocol ------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self._transport = cast(Transport, self.transport)
+        # Small request/response frames: Nagle's algorithm plus delayed ACKs would add ~40 ms.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+        self._deadline = call_later(self._clock, self._handshake_timeout, self._handshake_expired)
+        self._nonce = self._random_bytes(32)
+        self._write(Hello(PROTOCOL_VERSION, self._signer.address, self._nonce))
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.state is HandshakeState.CLOSED:
+            return
+        buffer = self._buffer
+        view: bytes | bytearray
+        if buffer:
+            buffer += data
+            view = buffer
+        else:
+            # Common case: the chunk starts at a frame boundary; parse it without copying it.
+            view = data
+        size = len(view)
+        pos = 0
+        max_frame = self._max_frame_size
+        while size - pos >= 4:
+            (length,) = _LENGTH.unpack_from(view, pos)
+            if length > max_frame:
+                self._violation(f"oversized frame: {length} bytes (max {max_frame})")
+                return
+            end = pos + 4 + length
+            if end > size:
+                break
+            payload = view[pos + 4 : end]
+            pos = end
+            self._frame(payload)
+            if self.closed:
+                return
+        if view is buffer:
+            # Deleting from the front of a bytearray is O(1) in CPython (it moves a start index).
+            del buffer[:pos]
+        elif pos < size:
+            buffer += data[pos:]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._closing()
+        self._buffer = bytearray()
+        self.connected = 0
+        try:
+            self._owner.peer_connection_lost(self, reason)
+        finally:
+            waiters, self._closed_waiters = self._closed_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _write(self, msg: Message) -> None:
+        payload = encode(msg)
+        if len(payload) > self._max_frame_size:
+            raise EncodeError(
+                f"{type(msg).__name__} needs {len(payload)} bytes, over the frame limit"
+            )
+        assert self._transport is not None  # only called once connected
+        self._transport.write(_LENGTH.pack(len(payload)) + payload)
+
+    def _frame(self, payload: bytes | bytearray) -> None:
+        try:
+            msg = decode(payload)
+        except DecodeError as exc:
+            self._violation(f"undecodable frame: {exc.message}")
+            return
+        if self.state is HandshakeState.READY:
+            if type(msg) is Ping:
+                self._write(Pong(msg.nonce))
+            elif type(msg) is Hello or type(msg) is Auth:
+                self._violation(f"{type(msg).__name__} after authentication")
+            else:
+                self._owner.peer_message(self, msg)
+        else:
+            self._advance(msg)
+
+    def _advance(self, msg: Message) -> None:
+        """The handshake transitions: AWAIT_HELLO -> AWAIT_AUTH -> READY, else CLOSED."""
+        if self.state is HandshakeState.AWAIT_HELLO and type(msg) is Hello:
+            self._on_hello(msg)
+        elif self.state is HandshakeState.AWAIT_AUTH and type(msg) is Auth:
+            self._on_auth(msg)
+        else:
+            self._violation(f"{type(msg).__name__} in handshake state {self.state.value}")
+
+    def _on_hello(self, hello: Hello) -> None:
+        if hello.protocol_version != PROTOCOL_VERSION:
+            self._violation(f"unsupported protocol version {hello.protocol_version}")
+            return
+        if hello.address == self._signer.address:
+            self._violation(f"peer claims our own address 0x{hello.address.hex()}")
+            return
+        if self.expected_peer is not None and hello.address != self.expected_peer:
+            self._violation(
+                f"dialled 0x{self.expected_peer.hex()} but the peer claims 0x{hello.address.hex()}"
+            )
+            return
+        self._peer_hello = hello
+        self.state = HandshakeState.AWAIT_AUTH
+        self._write(Auth(self._signer.sign_digest(self._digest(hello))))
+
+    def _on_auth(self, auth: Auth) -> None:
+        hello = self._peer_hello
+        assert hello is not None  # AWAIT_AUTH is only entered with the peer's Hello stored
+        try:
+            signer = recover_digest(self._digest(hello), auth.signature)
+        except ValueError as exc:
+            self._violation(f"malformed Auth signature: {exc}")
+            return
+        if signer != hello.address:
+            self._violation(
+                f"Auth signed by 0x{signer.hex()}, Hello claimed 0x{hello.address.hex()}"
+            )
+            return
+        self.state = HandshakeState.READY
+        self.peer_address = hello.address
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        log.debug("authenticated peer {peer} ({role})", peer=self.describe(), role=self.role.value)
+        self._owner.peer_authenticated(self)
+
+    def _digest(self, peer_hello: Hello) -> bytes:
+        ours, theirs = self._signer.address, peer_hello.address
+        if self.role is Role.DIALER:
+            return auth_digest(self._nonce, peer_hello.nonce, ours, theirs)
+        return auth_digest(peer_hello.nonce, self._nonce, theirs, ours)
+
+    def _handshake_expired(self) -> None:
+        self._deadline = None
+        if self.state in (HandshakeState.AWAIT_HELLO, HandshakeState.AWAIT_AUTH):
+            self._violation(f"no authentication within {self._handshake_timeout} s")
+
+    def _closing(self) -> None:
+        self.state = HandshakeState.CLOSED
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _violation(self, reason: str) -> None:
+        """Log a refused frame or handshake step and drop the connection."""
+        log.warn("dropping peer connection {peer}: {reason}", peer=self.describe(), reason=reason)
+        self.abort()
