@@ -143,7 +143,8 @@ def next_state(channel: Channel, **changes: object) -> State:
     """The state after `channel`'s current one: version + 1, with `changes` applied."""
     assert channel.current is not None
     base = channel.current.state
-    return replace(base, version=base.version + 1, **changes)  # type: ignore[arg-type]
+    fields: dict[str, object] = {"version": base.version + 1, **changes}
+    return replace(base, **fields)  # type: ignore[arg-type]
 
 
 def sign(signer: Signer, state: State) -> Signature:

@@ -1,0 +1,207 @@
+"""On-chain inputs (registered, challenge over, concluded), forced closes, restarts, and the phase
+table."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from perund.channel.changes import (
+    ChallengeExpired,
+    Concluded,
+    ForceClose,
+    Funded,
+    OwnUpdate,
+    Registered,
+    RespondUpdate,
+    Restored,
+    UpdateReceived,
+)
+from perund.channel.events import (
+    Closed,
+    Conclude,
+    ConcludeFinal,
+    Disputed,
+    Failure,
+    Fund,
+    Persist,
+    Register,
+    SendUpdateReject,
+    UpdateFailed,
+    UpdateNeedsUser,
+    UpdateWithdrawn,
+)
+from perund.channel.machine import transition
+from perund.channel.phases import Phase, advance, allowed, successors
+from perund.channel.records import Channel, SignedState
+from perund.errors import FailedPrecondition
+from tests.channel.factories import (
+    ALICE,
+    BOB,
+    ETHER,
+    deliver,
+    make_pair,
+    next_state,
+    sign,
+)
+
+
+def cur(channel: Channel) -> SignedState:
+    assert channel.current is not None
+    return channel.current
+
+
+def advanced(alice: Channel, bob: Channel, n: int) -> tuple[Channel, Channel]:
+    for _ in range(n):
+        alice, events = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 1),)))
+        bob, events = deliver(bob, events[1], ALICE, BOB)
+        alice, _ = deliver(alice, events[1], BOB, ALICE)
+    return alice, bob
+
+
+def registered(channel: Channel, version: int, timeout: int = 5000, final: bool = False):
+    state = cur(channel).state
+    return Registered(version, timeout, final, state.balances)
+
+
+def test_an_old_registration_is_refuted_with_our_newer_state() -> None:
+    alice, bob = make_pair()
+    old = cur(bob).state
+    alice, bob = advanced(alice, bob, 3)
+    bob1, events = transition(bob, Registered(0, 5000, False, old.balances))
+    assert bob1.phase is Phase.DISPUTED
+    assert bob1.dispute is not None and bob1.dispute.state == old
+    assert events == (
+        Persist(bob1),
+        Disputed(bob.channel_id, 0, 5000),
+        Register(bob.channel_id, bob.params, cur(bob).state, cur(bob).signatures),
+    )
+    # Our refutation shows up: same version as ours, nothing more to do.
+    bob2, events = transition(bob1, registered(bob, 3))
+    assert bob2.dispute is not None and bob2.dispute.version == 3
+    assert events == (Persist(bob2), Disputed(bob.channel_id, 3, 5000))
+    # A replay of the older event does not move the dispute back.
+    assert transition(bob2, Registered(0, 5000, False, old.balances)) == (bob2, ())
+    bob3, events = transition(bob2, ChallengeExpired())
+    assert bob3 is bob2
+    assert events == (Conclude(bob.channel_id, bob.params, cur(bob).state),)
+    bob4, events = transition(bob3, Concluded(3))
+    assert bob4.phase is Phase.CLOSED
+    assert events == (Persist(bob4), Closed(bob.channel_id, 3))
+    assert transition(bob4, Concluded(3)) == (bob4, ())
+    assert transition(bob4, registered(bob, 3)) == (bob4, ())
+
+
+def test_a_registered_final_state_is_concluded_at_once() -> None:
+    _, bob = make_pair()
+    final = next_state(bob, is_final=True)
+    bob1, events = transition(bob, Registered(1, 5000, True, final.balances))
+    assert events == (
+        Persist(bob1),
+        Disputed(bob.channel_id, 1, 5000),
+        Conclude(bob.channel_id, bob.params, final),
+    )
+
+
+def test_registration_drops_the_update_in_flight() -> None:
+    alice, _ = make_pair()
+    alice1, _ = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 1),)))
+    alice2, events = transition(alice1, registered(alice, 0))
+    assert alice2.staged is None and alice2.phase is Phase.DISPUTED
+    assert events == (
+        Persist(alice2),
+        UpdateFailed(alice.channel_id, 1, Failure.SETTLING, "registered on-chain"),
+        Disputed(alice.channel_id, 0, 5000),
+    )
+
+
+def test_challenge_expiry_outside_a_dispute_does_nothing() -> None:
+    alice, _ = make_pair()
+    assert transition(alice, ChallengeExpired()) == (alice, ())
+
+
+def test_force_close_registers_our_latest_state() -> None:
+    alice, bob = make_pair()
+    alice, bob = advanced(alice, bob, 2)
+    alice1, events = transition(alice, ForceClose())
+    assert alice1.phase is Phase.CLOSING
+    assert events == (
+        Persist(alice1),
+        Register(alice.channel_id, alice.params, cur(alice).state, cur(alice).signatures),
+    )
+    with pytest.raises(FailedPrecondition):
+        transition(alice1, ForceClose())
+
+
+def test_force_close_answers_the_peers_pending_update() -> None:
+    _, bob = make_pair()
+    request = next_state(bob, balances=((11 * ETHER, 9 * ETHER),))
+    bob1, (question,) = transition(
+        bob, UpdateReceived(ALICE.address, request, sign(ALICE, request), BOB)
+    )
+    assert isinstance(question, UpdateNeedsUser)
+    bob2, events = transition(bob1, ForceClose())
+    assert bob2.phase is Phase.CLOSING and bob2.staged is None
+    assert events == (
+        Persist(bob2),
+        UpdateWithdrawn(bob.channel_id, question.update_id, "the channel is being closed"),
+        SendUpdateReject(ALICE.address, bob.channel_id, 1, "the channel is closing"),
+        Register(bob.channel_id, bob.params, cur(bob).state, cur(bob).signatures),
+    )
+
+
+def test_restart_while_our_update_was_in_flight_needs_a_sync() -> None:
+    alice, _ = make_pair()
+    alice1, _ = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 1),)))
+    alice1 = replace(alice1, sync_sent=True)
+    alice2, events = transition(alice1, Restored())
+    assert alice2.phase is Phase.OPEN and alice2.staged is None
+    assert alice2.needs_sync and not alice2.sync_sent
+    assert events == (
+        Persist(alice2),
+        UpdateFailed(alice.channel_id, 1, Failure.RESTART, "the node restarted"),
+    )
+
+
+def test_restart_while_funding_deposits_again() -> None:
+    alice, _ = make_pair(funded=False)
+    alice1, events = transition(alice, Restored())
+    state = cur(alice).state
+    assert alice1 == alice
+    assert events == (Fund(alice.channel_id, alice.params, 0, state.assets, state.balances),)
+    opened, _ = transition(alice1, Funded())
+    assert transition(opened, Restored()) == (opened, ())
+
+
+def test_restart_while_closing_concludes_again() -> None:
+    alice, bob = make_pair()
+    _, events = transition(alice, OwnUpdate(ALICE, (), True))
+    bob1, (question,) = deliver(bob, events[1], ALICE, BOB)
+    assert isinstance(question, UpdateNeedsUser)
+    bob2, _ = transition(bob1, RespondUpdate(BOB, question.update_id, True))
+    _, events = transition(bob2, Restored())
+    final = cur(bob2)
+    assert events == (
+        ConcludeFinal(bob.channel_id, bob.params, final.state, final.signatures, False),
+    )
+
+
+def test_phase_table() -> None:
+    assert successors(Phase.CLOSED) == frozenset()
+    for phase in Phase:
+        assert allowed(phase, phase)
+        if phase is not Phase.CLOSED:
+            assert Phase.CLOSED in successors(phase)
+    assert not allowed(Phase.OPEN, Phase.FUNDING)
+    assert not allowed(Phase.CLOSING, Phase.OPEN)
+    with pytest.raises(AssertionError):
+        advance(Phase.CLOSED, Phase.OPEN)
+    # Every phase can be reached from proposing.
+    seen, todo = {Phase.PROPOSING}, [Phase.PROPOSING]
+    while todo:
+        for nxt in successors(todo.pop()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    assert seen == set(Phase)

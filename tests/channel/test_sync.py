@@ -1,0 +1,308 @@
+"""Sync: reconciling with the peer's latest fully signed state."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from perund.channel.changes import (
+    Concluded,
+    OwnUpdate,
+    StartSync,
+    SyncReceived,
+    UpdateReceived,
+    UpdateTimedOut,
+)
+from perund.channel.encoding import signing_digest
+from perund.channel.events import (
+    ConcludeFinal,
+    Conflict,
+    Failure,
+    NewState,
+    Persist,
+    Reason,
+    Refused,
+    Register,
+    SendSync,
+    Source,
+    UpdateFailed,
+    UpdateNeedsUser,
+    UpdateWithdrawn,
+)
+from perund.channel.machine import transition
+from perund.channel.phases import Phase
+from perund.channel.records import Channel, SignedState
+from perund.channel.types import ChannelID, Signature, State
+from tests.channel.factories import (
+    ALICE,
+    BOB,
+    ETHER,
+    MALLORY,
+    TOKEN,
+    deliver,
+    fully_signed_by_both,
+    make_pair,
+    next_state,
+    sign,
+)
+
+
+def sync_from_alice(bob: Channel, state: State, sigs: tuple[Signature, Signature] | None = None):
+    return transition(bob, SyncReceived(ALICE.address, state, sigs or fully_signed_by_both(state)))
+
+
+def cur(channel: Channel) -> SignedState:
+    assert channel.current is not None
+    return channel.current
+
+
+def test_start_sync_sends_our_latest_state() -> None:
+    alice, _ = make_pair()
+    alice1, events = transition(alice, StartSync())
+    assert alice1.sync_sent and alice1 == replace(alice, sync_sent=True)
+    assert events == (SendSync(BOB.address, cur(alice).state, cur(alice).signatures),)
+    # Every (re)connection sends again.
+    assert transition(alice1, StartSync()) == (alice1, events)
+
+
+def test_equal_state_is_answered_once_and_clears_needs_sync() -> None:
+    alice, bob = make_pair()
+    bob = replace(bob, needs_sync=True)
+    bob1, events = sync_from_alice(bob, cur(bob).state, cur(bob).signatures)
+    assert not bob1.needs_sync and bob1.sync_sent
+    assert events == (SendSync(ALICE.address, cur(bob).state, cur(bob).signatures),)
+    # Alice sent hers first (StartSync), so Bob's answer is not answered again.
+    alice1, _ = transition(alice, StartSync())
+    alice2, events = deliver(alice1, events[0], BOB, ALICE)
+    assert events == () and alice2 == alice1
+
+
+def test_equal_version_different_state_is_a_conflict_and_a_dispute() -> None:
+    _, bob = make_pair()
+    ours = cur(bob).state
+    theirs = replace(ours, balances=((ours.balances[0][0] - 1, ours.balances[0][1] + 1),))
+    bob1, events = sync_from_alice(bob, theirs)
+    assert bob1.phase is Phase.CLOSING
+    assert events == (
+        Conflict(bob.channel_id, ours, theirs),
+        Persist(bob1),
+        Register(bob.channel_id, bob.params, ours, cur(bob).signatures),
+    )
+
+
+def test_equal_version_different_state_without_valid_signatures_is_refused() -> None:
+    _, bob = make_pair()
+    ours = cur(bob).state
+    theirs = replace(ours, balances=((0, 20 * ETHER),))
+    forged = (sign(ALICE, theirs), sign(MALLORY, theirs))
+    bob1, events = sync_from_alice(bob, theirs, forged)
+    assert bob1 is bob
+    assert events == (Refused(bob.channel_id, ALICE.address, Reason.SIGNATURE, "version 0"),)
+
+
+def test_higher_fully_signed_state_is_adopted() -> None:
+    _, bob = make_pair()
+    higher = next_state(bob, version=7, balances=((4 * ETHER, 16 * ETHER),))
+    sigs = fully_signed_by_both(higher)
+    bob1, events = sync_from_alice(bob, higher, sigs)
+    assert bob1.current == SignedState(higher, sigs) and bob1.phase is Phase.OPEN
+    assert events == (
+        Persist(bob1),
+        NewState(bob.channel_id, higher, Source.SYNC),
+        SendSync(ALICE.address, higher, sigs),
+    )
+
+
+def test_higher_state_with_one_bad_signature_is_refused() -> None:
+    _, bob = make_pair()
+    higher = next_state(bob, balances=((0, 20 * ETHER),))
+    for sigs in (
+        (sign(ALICE, higher), sign(MALLORY, higher)),
+        (sign(BOB, higher), sign(BOB, higher)),
+        (sign(ALICE, higher), Signature(b"\x00" * 65)),
+    ):
+        bob1, events = sync_from_alice(bob, higher, sigs)
+        assert bob1 is bob
+        assert events == (Refused(bob.channel_id, ALICE.address, Reason.SIGNATURE, "version 1"),)
+
+
+def test_higher_state_that_inflates_the_totals_is_refused_even_if_signed() -> None:
+    _, bob = make_pair()
+    inflated = next_state(bob, balances=((10 * ETHER, 30 * ETHER),))
+    bob1, events = sync_from_alice(bob, inflated)
+    assert bob1 is bob
+    assert events == (Refused(bob.channel_id, ALICE.address, Reason.TOTALS, "version 1"),)
+
+
+def test_higher_state_with_other_assets_is_refused() -> None:
+    _, bob = make_pair()
+    other = next_state(bob, assets=(TOKEN,))
+    bob1, events = sync_from_alice(bob, other)
+    assert bob1 is bob
+    assert events == (Refused(bob.channel_id, ALICE.address, Reason.ASSETS, "version 1"),)
+
+
+def test_state_of_another_channel_is_refused() -> None:
+    _, bob = make_pair()
+    other = next_state(bob, channel_id=ChannelID(b"\x77" * 32))
+    bob1, events = sync_from_alice(bob, other)
+    assert bob1 is bob
+    assert events == (Refused(bob.channel_id, ALICE.address, Reason.WRONG_CHANNEL),)
+
+
+def test_sync_from_a_stranger_is_refused() -> None:
+    _, bob = make_pair()
+    state = cur(bob).state
+    bob1, events = transition(bob, SyncReceived(MALLORY.address, state, cur(bob).signatures))
+    assert bob1 is bob
+    assert events == (Refused(bob.channel_id, MALLORY.address, Reason.NOT_PEER),)
+
+
+def test_lower_version_from_the_peer_gets_ours() -> None:
+    alice, bob = make_pair()
+    old = cur(bob)
+    alice, events = transition(alice, OwnUpdate(ALICE, ((next(iter(cur(alice).state.assets)), 1),)))
+    bob, events = deliver(bob, events[1], ALICE, BOB)
+    bob1, events = sync_from_alice(bob, old.state, old.signatures)
+    assert bob1.current == bob.current and bob1.sync_sent
+    assert events == (SendSync(ALICE.address, cur(bob).state, cur(bob).signatures),)
+    # Once ours is on its way, a second old Sync is not answered again.
+    assert sync_from_alice(bob1, old.state, old.signatures) == (bob1, ())
+
+
+def test_our_update_in_flight_completes_when_the_peer_syncs_it_fully_signed() -> None:
+    alice, bob = make_pair()
+    alice1, events = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 5),)))
+    bob1, _ = deliver(bob, events[1], ALICE, BOB)
+    # The UpdateAccept is lost, Bob's Sync arrives instead.
+    alice2, events = transition(
+        alice1, SyncReceived(BOB.address, cur(bob1).state, cur(bob1).signatures)
+    )
+    assert alice2.current == bob1.current and alice2.staged is None
+    assert alice2.phase is Phase.OPEN
+    assert events == (
+        Persist(alice2),
+        NewState(alice.channel_id, cur(bob1).state, Source.OWN),
+        SendSync(BOB.address, cur(bob1).state, cur(bob1).signatures),
+    )
+
+
+def test_after_a_timeout_the_peers_sync_brings_the_update_it_accepted() -> None:
+    alice, bob = make_pair()
+    alice1, events = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 5),)))
+    bob1, _ = deliver(bob, events[1], ALICE, BOB)
+    alice2, events = transition(alice1, UpdateTimedOut(1))
+    assert alice2.needs_sync
+    # Bob answers Alice's Sync with his newer state.
+    bob2, answer = deliver(bob1, events[2], ALICE, BOB)
+    assert answer == (SendSync(ALICE.address, cur(bob1).state, cur(bob1).signatures),)
+    alice3, events = deliver(alice2, answer[0], BOB, ALICE)
+    assert alice3.current == bob2.current and not alice3.needs_sync
+    assert events == (Persist(alice3), NewState(alice.channel_id, cur(bob1).state, Source.SYNC))
+
+
+def test_after_a_timeout_the_peers_equal_sync_lets_updates_resume() -> None:
+    alice, bob = make_pair()
+    alice1, _ = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 5),)))
+    alice2, events = transition(alice1, UpdateTimedOut(1))  # the Update was lost
+    _, answer = deliver(bob, events[2], ALICE, BOB)
+    alice3, events = deliver(alice2, answer[0], BOB, ALICE)
+    assert events == () and not alice3.needs_sync and alice3.current == alice.current
+    transition(alice3, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 5),)))  # allowed again
+
+
+def test_the_peers_sync_withdraws_its_update_awaiting_our_user() -> None:
+    alice, bob = make_pair()
+    alice1, events = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], -5),)))
+    bob1, asked = deliver(bob, events[1], ALICE, BOB)
+    (question,) = asked
+    assert isinstance(question, UpdateNeedsUser)
+    # Alice's connection dropped: her update failed, she reconnects and syncs.
+    alice2, _ = transition(alice1, UpdateTimedOut(1))
+    _, events = transition(alice2, StartSync())
+    bob2, events = deliver(bob1, events[0], ALICE, BOB)
+    assert bob2.staged is None and bob2.phase is Phase.OPEN
+    assert events == (
+        UpdateWithdrawn(bob.channel_id, question.update_id, "the peer synced"),
+        SendSync(ALICE.address, cur(bob).state, cur(bob).signatures),
+    )
+
+
+def test_a_newer_state_supersedes_our_own_different_update() -> None:
+    alice, _ = make_pair()
+    alice1, _ = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 5),)))
+    theirs = next_state(alice, balances=((10 * ETHER - 7, 10 * ETHER + 7),))
+    sigs = fully_signed_by_both(theirs)
+    alice2, events = transition(alice1, SyncReceived(BOB.address, theirs, sigs))
+    assert alice2.current == SignedState(theirs, sigs) and alice2.phase is Phase.OPEN
+    assert events == (
+        Persist(alice2),
+        UpdateFailed(alice.channel_id, 1, Failure.SUPERSEDED, "the peer holds a newer state"),
+        NewState(alice.channel_id, theirs, Source.SYNC),
+        SendSync(BOB.address, theirs, sigs),
+    )
+
+
+def test_adopting_a_final_state_closes_cooperatively() -> None:
+    _, bob = make_pair()
+    final = next_state(bob, is_final=True)
+    sigs = fully_signed_by_both(final)
+    bob1, events = sync_from_alice(bob, final, sigs)
+    assert bob1.phase is Phase.CLOSING
+    assert events == (
+        Persist(bob1),
+        NewState(bob.channel_id, final, Source.SYNC),
+        ConcludeFinal(bob.channel_id, bob.params, final, sigs, False),
+        SendSync(ALICE.address, final, sigs),
+    )
+    # Nothing succeeds a final state.
+    later = next_state(bob1, is_final=False)
+    bob2, events = sync_from_alice(bob1, later)
+    assert bob2 is bob1
+    assert events == (Refused(bob.channel_id, ALICE.address, Reason.FINAL, "version 2"),)
+
+
+def test_a_closed_channel_ignores_syncs() -> None:
+    _, bob = make_pair()
+    closed, _ = transition(bob, Concluded(0))
+    higher = next_state(bob)
+    assert sync_from_alice(closed, higher) == (closed, ())
+    assert transition(closed, StartSync()) == (closed, ())
+
+
+def test_sync_exchange_always_ends() -> None:
+    """Whatever both sides start with, answering syncs stops after a few messages."""
+    alice, bob = make_pair()
+    # Bob is one version ahead; both start a sync at once, twice.
+    alice, events = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 1),)))
+    bob, _ = transition(
+        bob, UpdateReceived(ALICE.address, events[1].state, events[1].signature, BOB)
+    )  # type: ignore[union-attr]
+    alice, _ = transition(alice, UpdateTimedOut(1))
+    to_bob: list = []
+    to_alice: list = []
+    for _ in range(2):
+        alice, ev = transition(alice, StartSync())
+        to_bob.extend(ev)
+        bob, ev = transition(bob, StartSync())
+        to_alice.extend(ev)
+    messages = 0
+    while to_bob or to_alice:
+        messages += 1
+        assert messages < 20, "sync ping-pong"
+        if to_bob:
+            bob, ev = deliver(bob, to_bob.pop(0), ALICE, BOB)
+            to_alice.extend(e for e in ev if isinstance(e, SendSync))
+        if to_alice:
+            alice, ev = deliver(alice, to_alice.pop(0), BOB, ALICE)
+            to_bob.extend(e for e in ev if isinstance(e, SendSync))
+    assert alice.current == bob.current and not alice.needs_sync
+
+
+def test_signing_digest_is_the_update_id() -> None:
+    """The update id is bound to the state's content, so an answer cannot hit another state."""
+    _, bob = make_pair()
+    request = next_state(bob, balances=((11 * ETHER, 9 * ETHER),))
+    _, events = transition(bob, UpdateReceived(ALICE.address, request, sign(ALICE, request), BOB))
+    (question,) = events
+    assert isinstance(question, UpdateNeedsUser)
+    assert question.update_id == signing_digest(request)

@@ -1,0 +1,519 @@
+"""Updates: the proposer's side, every responder rule, the user policy, collisions, timeouts and
+the final update."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from perund.channel.changes import (
+    OwnUpdate,
+    RespondUpdate,
+    UpdateAcceptReceived,
+    UpdateReceived,
+    UpdateRejectReceived,
+    UpdateTimedOut,
+    UserTimedOut,
+)
+from perund.channel.encoding import signing_digest
+from perund.channel.events import (
+    ConcludeFinal,
+    Failure,
+    NewState,
+    Persist,
+    Reason,
+    Refused,
+    Register,
+    SendSync,
+    SendUpdate,
+    SendUpdateAccept,
+    SendUpdateReject,
+    Source,
+    UpdateFailed,
+    UpdateKind,
+    UpdateNeedsUser,
+)
+from perund.channel.machine import transition
+from perund.channel.phases import Phase
+from perund.channel.records import Channel
+from perund.channel.types import ETH, ChannelID, Signature, State
+from perund.errors import FailedPrecondition, InvalidArgument, ResourceNotFound
+from tests.channel.factories import (
+    ALICE,
+    BOB,
+    ETHER,
+    MALLORY,
+    TOKEN,
+    deliver,
+    make_pair,
+    make_request,
+    next_state,
+    sign,
+)
+
+
+def pay(channel: Channel, amount: int, asset: bytes = ETH, *, final: bool = False) -> tuple:
+    signer = ALICE if channel.index == 0 else BOB
+    return transition(channel, OwnUpdate(signer, ((asset, amount),), final))  # type: ignore[arg-type]
+
+
+def test_payment_round_trip() -> None:
+    alice, bob = make_pair()
+    assert alice.current is not None
+    alice1, events = pay(alice, 3 * ETHER)
+    staged = alice1.staged
+    assert staged is not None and alice1.phase is Phase.UPDATING
+    expected = next_state(alice, balances=((7 * ETHER, 13 * ETHER),))
+    assert staged.state == expected and staged.proposer == 0
+    assert events == (Persist(alice1), SendUpdate(BOB.address, expected, staged.signature))
+
+    bob1, events = deliver(bob, events[1], ALICE, BOB)
+    assert bob1.phase is Phase.OPEN and bob1.current is not None
+    assert bob1.current.state == expected
+    bob_sig = bob1.current.signatures[1]
+    assert bob1.current.signatures == (staged.signature, bob_sig)
+    assert events == (
+        Persist(bob1),
+        SendUpdateAccept(ALICE.address, alice.channel_id, 1, bob_sig),
+        NewState(alice.channel_id, expected, Source.PEER),
+    )
+
+    alice2, events = deliver(alice1, events[1], BOB, ALICE)
+    assert alice2.phase is Phase.OPEN and alice2.staged is None
+    assert alice2.current == bob1.current
+    assert events == (Persist(alice2), NewState(alice.channel_id, expected, Source.OWN))
+
+
+def test_payments_in_both_directions_and_several_assets() -> None:
+    alice, bob = make_pair(make_request(assets=(ETH, TOKEN), balances=((5, 5), (100, 0))))
+    alice, events = transition(alice, OwnUpdate(ALICE, ((ETH, 2), (TOKEN, 40))))
+    bob, events = deliver(bob, events[1], ALICE, BOB)
+    alice, _ = deliver(alice, events[1], BOB, ALICE)
+    bob, events = transition(bob, OwnUpdate(BOB, ((ETH, 6),)))
+    alice, events = deliver(alice, events[1], BOB, ALICE)
+    bob, _ = deliver(bob, events[1], ALICE, BOB)
+    assert alice.current == bob.current
+    assert alice.current is not None
+    assert alice.current.state.balances == ((9, 1), (60, 40))
+    assert alice.current.state.version == 2
+
+
+# --- the user's mistakes raise -----------------------------------------------------------------
+
+
+def test_paying_more_than_the_balance_is_an_invalid_argument() -> None:
+    alice, _ = make_pair()
+    with pytest.raises(InvalidArgument) as caught:
+        pay(alice, 10 * ETHER + 1)
+    assert caught.value.data == {
+        "name": "amount",
+        "value": str(10 * ETHER + 1),
+        "requirement": f"at most {10 * ETHER}",
+    }
+
+
+def test_requesting_more_than_the_peer_has_is_an_invalid_argument() -> None:
+    alice, _ = make_pair()
+    with pytest.raises(InvalidArgument, match="peer's balance"):
+        pay(alice, -(10 * ETHER + 1))
+
+
+def test_paying_in_an_asset_of_another_channel_is_an_invalid_argument() -> None:
+    alice, _ = make_pair()
+    with pytest.raises(InvalidArgument) as caught:
+        pay(alice, 1, TOKEN)
+    assert caught.value.data["name"] == "currency"
+
+
+def test_a_float_amount_is_an_invalid_argument() -> None:
+    alice, _ = make_pair()
+    with pytest.raises(InvalidArgument):
+        transition(alice, OwnUpdate(ALICE, ((ETH, 1.5),)))  # type: ignore[arg-type]
+
+
+def test_one_update_in_flight_per_channel() -> None:
+    alice, _ = make_pair()
+    alice1, _ = pay(alice, 1)
+    with pytest.raises(FailedPrecondition, match="in flight"):
+        pay(alice1, 1)
+
+
+def test_no_update_before_funding() -> None:
+    alice, _ = make_pair(funded=False)
+    with pytest.raises(FailedPrecondition, match="funding"):
+        pay(alice, 1)
+
+
+def test_no_update_after_a_final_state() -> None:
+    alice, bob = make_pair()
+    alice, bob = close(alice, bob)
+    with pytest.raises(FailedPrecondition, match="closing"):
+        pay(alice, 1)
+
+
+def test_signing_with_the_wrong_key_is_a_bug() -> None:
+    alice, _ = make_pair()
+    with pytest.raises(Exception, match="signer"):
+        transition(alice, OwnUpdate(BOB, ((ETH, 1),)))
+
+
+# --- every rule the responder checks ------------------------------------------------------------
+
+
+def receive(bob: Channel, state: State, signature: Signature | None = None, sender=ALICE) -> tuple:
+    sig = signature if signature is not None else sign(ALICE, state)
+    return transition(bob, UpdateReceived(sender.address, state, sig, BOB))
+
+
+def assert_refused(bob: Channel, state: State, reason: Reason, **kwargs: object) -> None:
+    same, events = receive(bob, state, **kwargs)  # type: ignore[arg-type]
+    assert same is bob
+    assert events == (
+        Refused(bob.channel_id, ALICE.address, reason, f"version {state.version}"),
+        SendUpdateReject(ALICE.address, state.channel_id, state.version, reason.value),
+    )
+
+
+def paid(bob: Channel, amount: int = ETHER) -> State:
+    assert bob.current is not None
+    ((b0, b1),) = bob.current.state.balances
+    return next_state(bob, balances=((b0 - amount, b1 + amount),))
+
+
+def test_rule_wrong_channel_id() -> None:
+    _, bob = make_pair()
+    assert_refused(
+        bob, replace(paid(bob), channel_id=ChannelID(b"\x66" * 32)), Reason.WRONG_CHANNEL
+    )
+
+
+@pytest.mark.parametrize("delta", [0, 2, -1])
+def test_rule_version_is_current_plus_one(delta: int) -> None:
+    alice, bob = make_pair()
+    alice, events = pay(alice, 1)
+    bob, _ = deliver(bob, events[1], ALICE, BOB)  # version 1
+    state = paid(bob)
+    assert_refused(bob, replace(state, version=1 + delta), Reason.VERSION)
+
+
+def test_rule_totals_unchanged() -> None:
+    _, bob = make_pair()
+    inflated = next_state(bob, balances=((10 * ETHER, 11 * ETHER),))
+    assert_refused(bob, inflated, Reason.TOTALS)
+
+
+def test_rule_no_negative_balance() -> None:
+    _, bob = make_pair()
+    good = paid(bob)
+    # A state with a negative balance cannot be built normally; a sloppy decoder might.
+    hostile = object.__new__(State)
+    for field in ("channel_id", "version", "assets", "is_final"):
+        object.__setattr__(hostile, field, getattr(good, field))
+    object.__setattr__(hostile, "balances", ((-1 * ETHER, 21 * ETHER),))
+    assert_refused(bob, hostile, Reason.NEGATIVE, signature=Signature(b"\x00" * 65))
+
+
+def test_rule_assets_unchanged() -> None:
+    _, bob = make_pair()
+    assert_refused(bob, replace(paid(bob), assets=(TOKEN,)), Reason.ASSETS)
+
+
+def test_rule_current_not_final() -> None:
+    alice, bob = make_pair()
+    alice, bob = close(alice, bob)
+    assert bob.current is not None
+    assert_refused(bob, next_state(bob, is_final=False), Reason.FINAL)
+
+
+def test_rule_channel_open() -> None:
+    _, bob = make_pair(funded=False)
+    assert_refused(bob, paid(bob), Reason.NOT_OPEN)
+
+
+def test_rule_signature_malformed() -> None:
+    _, bob = make_pair()
+    assert_refused(bob, paid(bob), Reason.SIGNATURE, signature=Signature(b"\x01" * 65))
+
+
+def test_rule_signature_by_the_wrong_key() -> None:
+    _, bob = make_pair()
+    state = paid(bob)
+    assert_refused(bob, state, Reason.SIGNATURE, signature=sign(MALLORY, state))
+
+
+def test_rule_signature_on_another_state() -> None:
+    _, bob = make_pair()
+    state = paid(bob)
+    other = paid(bob, 2 * ETHER)
+    assert_refused(bob, state, Reason.SIGNATURE, signature=sign(ALICE, other))
+
+
+def test_rule_sender_is_the_peer() -> None:
+    _, bob = make_pair()
+    state = paid(bob)
+    same, events = transition(bob, UpdateReceived(MALLORY.address, state, sign(ALICE, state), BOB))
+    assert same is bob
+    assert events == (Refused(bob.channel_id, MALLORY.address, Reason.NOT_PEER, "version 1"),)
+
+
+def test_rule_one_update_in_flight_on_the_responder() -> None:
+    _, bob = make_pair()
+    request = next_state(bob, balances=((11 * ETHER, 9 * ETHER),))
+    bob1, _ = receive(bob, request)
+    assert bob1.phase is Phase.UPDATING
+    assert_refused(bob1, paid(bob), Reason.IN_FLIGHT)
+
+
+# --- policy: what goes to the user ---------------------------------------------------------------
+
+
+def test_a_payment_request_goes_to_the_user_who_accepts() -> None:
+    _, bob = make_pair()
+    request = next_state(bob, balances=((11 * ETHER, 9 * ETHER),))
+    bob1, events = receive(bob, request)
+    update_id = signing_digest(request)
+    assert bob1.phase is Phase.UPDATING and bob1.current == bob.current
+    assert events == (UpdateNeedsUser(bob.channel_id, update_id, request, UpdateKind.REQUEST),)
+
+    bob2, events = transition(bob1, RespondUpdate(BOB, update_id, True))
+    assert bob2.phase is Phase.OPEN and bob2.current is not None
+    assert bob2.current.state == request
+    assert events == (
+        Persist(bob2),
+        SendUpdateAccept(ALICE.address, bob.channel_id, 1, bob2.current.signatures[1]),
+        NewState(bob.channel_id, request, Source.PEER),
+    )
+
+
+def test_a_payment_request_the_user_rejects() -> None:
+    _, bob = make_pair()
+    request = next_state(bob, balances=((11 * ETHER, 9 * ETHER),))
+    bob1, _ = receive(bob, request)
+    bob2, events = transition(bob1, RespondUpdate(BOB, signing_digest(request), False))
+    assert bob2 == bob
+    assert events == (SendUpdateReject(ALICE.address, bob.channel_id, 1, "rejected by the user"),)
+
+
+def test_a_payment_request_the_user_lets_expire() -> None:
+    _, bob = make_pair()
+    request = next_state(bob, balances=((11 * ETHER, 9 * ETHER),))
+    bob1, _ = receive(bob, request)
+    bob2, events = transition(bob1, UserTimedOut(signing_digest(request)))
+    assert bob2 == bob
+    assert events == (
+        SendUpdateReject(ALICE.address, bob.channel_id, 1, "the user did not answer in time"),
+    )
+    # The answer arriving after the expiry finds nothing to answer.
+    with pytest.raises(ResourceNotFound):
+        transition(bob2, RespondUpdate(BOB, signing_digest(request), True))
+    assert transition(bob2, UserTimedOut(signing_digest(request))) == (bob2, ())
+
+
+def test_answering_an_unknown_update_is_resource_not_found() -> None:
+    _, bob = make_pair()
+    with pytest.raises(ResourceNotFound) as caught:
+        transition(bob, RespondUpdate(BOB, b"\x42" * 32, True))
+    assert caught.value.data == {"type": "update", "id": "0x" + "42" * 32}
+
+
+def test_a_user_who_confirms_everything_sees_incoming_payments() -> None:
+    _, bob = make_pair(confirm_updates=(False, True))
+    state = paid(bob)
+    bob1, events = receive(bob, state)
+    assert events == (
+        UpdateNeedsUser(bob.channel_id, signing_digest(state), state, UpdateKind.PAYMENT),
+    )
+    assert bob1.phase is Phase.UPDATING
+
+
+# --- the proposer's answers ---------------------------------------------------------------------
+
+
+def test_peer_rejects_our_update() -> None:
+    alice, _ = make_pair()
+    alice1, _ = pay(alice, 1)
+    alice2, events = transition(
+        alice1, UpdateRejectReceived(BOB.address, alice.channel_id, 1, "no thanks")
+    )
+    assert alice2 == alice
+    assert events == (UpdateFailed(alice.channel_id, 1, Failure.REJECTED, "no thanks"),)
+
+
+def test_a_version_reject_means_we_are_behind_and_must_sync() -> None:
+    alice, _ = make_pair()
+    alice1, _ = pay(alice, 1)
+    alice2, events = transition(
+        alice1, UpdateRejectReceived(BOB.address, alice.channel_id, 1, Reason.VERSION.value)
+    )
+    assert alice2.needs_sync and alice2.sync_sent and alice2.staged is None
+    assert alice.current is not None
+    assert events == (
+        Persist(alice2),
+        UpdateFailed(alice.channel_id, 1, Failure.REJECTED, Reason.VERSION.value),
+        SendSync(BOB.address, alice.current.state, alice.current.signatures),
+    )
+
+
+def test_our_update_times_out_then_waits_for_a_sync() -> None:
+    alice, _ = make_pair()
+    alice1, _ = pay(alice, 1)
+    alice2, events = transition(alice1, UpdateTimedOut(1))
+    assert alice2.phase is Phase.OPEN and alice2.needs_sync and alice2.staged is None
+    assert alice.current is not None
+    assert events == (
+        Persist(alice2),
+        UpdateFailed(alice.channel_id, 1, Failure.TIMED_OUT, "no answer from the peer"),
+        SendSync(BOB.address, alice.current.state, alice.current.signatures),
+    )
+    with pytest.raises(FailedPrecondition, match="sync"):
+        pay(alice2, 1)
+    # A stale timer for an update that is gone does nothing.
+    assert transition(alice2, UpdateTimedOut(1)) == (alice2, ())
+
+
+def test_accept_for_another_version_is_refused() -> None:
+    alice, bob = make_pair()
+    alice1, events = pay(alice, 1)
+    _, answer = deliver(bob, events[1], ALICE, BOB)
+    accept = answer[1]
+    assert isinstance(accept, SendUpdateAccept)
+    same, events = transition(
+        alice1, UpdateAcceptReceived(BOB.address, alice.channel_id, 2, accept.signature)
+    )
+    assert same is alice1
+    assert events == (Refused(alice.channel_id, BOB.address, Reason.NOTHING_STAGED, "version 2"),)
+
+
+def test_accept_with_a_bad_countersignature_keeps_the_update_in_flight() -> None:
+    alice, _ = make_pair()
+    alice1, _ = pay(alice, 1)
+    assert alice1.staged is not None
+    forged = MALLORY.sign_digest(alice1.staged.digest)
+    same, events = transition(
+        alice1, UpdateAcceptReceived(BOB.address, alice.channel_id, 1, forged)
+    )
+    assert same is alice1
+    assert events == (Refused(alice.channel_id, BOB.address, Reason.SIGNATURE, "version 1"),)
+
+
+def test_accept_from_a_stranger_is_refused() -> None:
+    alice, _ = make_pair()
+    alice1, _ = pay(alice, 1)
+    assert alice1.staged is not None
+    sig = MALLORY.sign_digest(alice1.staged.digest)
+    same, events = transition(
+        alice1, UpdateAcceptReceived(MALLORY.address, alice.channel_id, 1, sig)
+    )
+    assert same is alice1
+    assert events == (Refused(alice.channel_id, MALLORY.address, Reason.NOT_PEER),)
+
+
+def test_reject_for_another_channel_is_refused() -> None:
+    alice, _ = make_pair()
+    alice1, _ = pay(alice, 1)
+    other = ChannelID(b"\x55" * 32)
+    same, events = transition(alice1, UpdateRejectReceived(BOB.address, other, 1, "x"))
+    assert same is alice1
+    assert events == (Refused(alice.channel_id, BOB.address, Reason.WRONG_CHANNEL),)
+
+
+# --- collisions ---------------------------------------------------------------------------------
+
+
+def test_collision_participant_zero_wins_on_both_sides() -> None:
+    alice, bob = make_pair()
+    alice1, a_events = pay(alice, 1)
+    bob1, b_events = pay(bob, 2)
+    # Alice (participant 0) refuses Bob's update of the same version.
+    alice2, events = deliver(alice1, b_events[1], BOB, ALICE)
+    assert alice2 is alice1
+    assert events == (
+        Refused(alice.channel_id, BOB.address, Reason.COLLISION, "version 1"),
+        SendUpdateReject(BOB.address, alice.channel_id, 1, Reason.COLLISION.value),
+    )
+    # Bob gives up his own and takes Alice's.
+    bob2, events2 = deliver(bob1, a_events[1], ALICE, BOB)
+    assert bob2.current is not None and alice1.staged is not None
+    assert bob2.current.state == alice1.staged.state
+    assert events2 == (
+        UpdateFailed(bob.channel_id, 1, Failure.COLLISION, Reason.COLLISION.value),
+        Persist(bob2),
+        SendUpdateAccept(ALICE.address, bob.channel_id, 1, bob2.current.signatures[1]),
+        NewState(bob.channel_id, bob2.current.state, Source.PEER),
+    )
+    # Alice's reject of Bob's update reaches Bob late: nothing of his is in flight any more.
+    bob3, events3 = deliver(bob2, events[1], ALICE, BOB)
+    assert bob3 is bob2
+    assert events3 == (Refused(bob.channel_id, ALICE.address, Reason.NOTHING_STAGED, "version 1"),)
+    alice3, _ = deliver(alice2, events2[2], BOB, ALICE)
+    assert alice3.current == bob3.current
+
+
+# --- the final update ---------------------------------------------------------------------------
+
+
+def close(alice: Channel, bob: Channel) -> tuple[Channel, Channel]:
+    alice, events = transition(alice, OwnUpdate(ALICE, (), True))
+    bob, events = deliver(bob, events[1], ALICE, BOB)
+    (needs_user,) = events
+    assert isinstance(needs_user, UpdateNeedsUser)
+    bob, events = transition(bob, RespondUpdate(BOB, needs_user.update_id, True))
+    alice, _ = deliver(alice, events[1], BOB, ALICE)
+    return alice, bob
+
+
+def test_final_update_then_conclude_final() -> None:
+    alice, bob = make_pair()
+    alice1, events = transition(alice, OwnUpdate(ALICE, ((ETH, ETHER),), True))
+    final = next_state(alice, balances=((9 * ETHER, 11 * ETHER),), is_final=True)
+    bob1, events = deliver(bob, events[1], ALICE, BOB)
+    assert events == (
+        UpdateNeedsUser(bob.channel_id, signing_digest(final), final, UpdateKind.FINAL),
+    )
+    bob2, events = transition(bob1, RespondUpdate(BOB, signing_digest(final), True))
+    assert bob2.phase is Phase.CLOSING and bob2.current is not None
+    sigs = bob2.current.signatures
+    assert events == (
+        Persist(bob2),
+        SendUpdateAccept(ALICE.address, bob.channel_id, 1, sigs[1]),
+        NewState(bob.channel_id, final, Source.PEER),
+        ConcludeFinal(bob.channel_id, bob.params, final, sigs, False),
+    )
+    alice2, events = deliver(alice1, events[1], BOB, ALICE)
+    assert alice2.phase is Phase.CLOSING and alice2.current == bob2.current
+    assert events == (
+        Persist(alice2),
+        NewState(alice.channel_id, final, Source.OWN),
+        ConcludeFinal(alice.channel_id, alice.params, final, sigs, True),
+    )
+
+
+def test_a_refused_close_becomes_a_dispute() -> None:
+    alice, _ = make_pair()
+    assert alice.current is not None
+    alice1, _ = transition(alice, OwnUpdate(ALICE, (), True))
+    alice2, events = transition(
+        alice1, UpdateRejectReceived(BOB.address, alice.channel_id, 1, "rejected by the user")
+    )
+    assert alice2.phase is Phase.CLOSING and alice2.staged is None
+    assert events == (
+        Persist(alice2),
+        UpdateFailed(alice.channel_id, 1, Failure.REJECTED, "rejected by the user"),
+        Register(alice.channel_id, alice.params, alice.current.state, alice.current.signatures),
+    )
+
+
+def test_an_unanswered_close_becomes_a_dispute_and_a_sync() -> None:
+    alice, _ = make_pair()
+    assert alice.current is not None
+    alice1, _ = transition(alice, OwnUpdate(ALICE, (), True))
+    alice2, events = transition(alice1, UpdateTimedOut(1))
+    assert alice2.phase is Phase.CLOSING and alice2.needs_sync
+    cur = alice.current
+    assert events == (
+        Persist(alice2),
+        UpdateFailed(alice.channel_id, 1, Failure.TIMED_OUT, "no answer from the peer"),
+        SendSync(BOB.address, cur.state, cur.signatures),
+        Register(alice.channel_id, alice.params, cur.state, cur.signatures),
+    )
