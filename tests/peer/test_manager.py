@@ -1,0 +1,575 @@
+"""PeerManager over real loopback TCP: dialling, correlation, timeouts, drops, restarts, races."""
+
+from __future__ import annotations
+
+import gc
+import struct
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.logger import LogEvent, capturedLogs, formatEvent, globalLogPublisher
+
+from perund.channel.encoding import Signer
+from perund.channel.types import ETH, Address, ChannelID, Signature, State
+from perund.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PeerDisconnected,
+    PeerRequestTimedOut,
+    PeerUnreachable,
+)
+from perund.peer.manager import PeerManager
+from perund.wire.codec import encode
+from perund.wire.messages import (
+    PROTOCOL_VERSION,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    Reject,
+    Update,
+    UpdateAccept,
+    UpdateReject,
+)
+from perund.wire.protocol import HandshakeState, PeerProtocol
+
+ALICE = Signer(b"\x11" * 32)
+BOB = Signer(b"\x22" * 32)
+CAROL = Signer(b"\x33" * 32)
+CHANNEL = ChannelID(b"\xcc" * 32)
+SIG = Signature(b"\x01" * 65)
+
+
+def update(version: int) -> Update:
+    return Update(State(CHANNEL, version, (ETH,), ((10**18, 10**18),), False), SIG)
+
+
+async def sleep(seconds: float) -> None:
+    await deferLater(reactor, seconds)
+
+
+async def until(condition: Callable[[], bool], what: str, limit: float = 10.0) -> None:
+    """Wait for `condition` (polling); fail the test if it does not hold within `limit` s."""
+    waited = 0.0
+    while not condition():
+        if waited >= limit:
+            raise AssertionError(f"gave up waiting for: {what}")
+        await sleep(0.01)
+        waited += 0.01
+
+
+class Node:
+    """One PeerManager plus everything its owner callbacks saw."""
+
+    def __init__(self, net: Net, signer: Signer, **options: Any) -> None:
+        self.net = net
+        self.signer = signer
+        self.address = signer.address
+        self.options = options
+        self.received: list[tuple[Address, Message]] = []
+        self.connected: list[Address] = []
+        self.disconnected: list[Address] = []
+        self.handler: Callable[[Node, Address, Message], object] | None = None
+        self.manager = self._make_manager(listen="tcp:0:interface=127.0.0.1")
+
+    def _make_manager(self, listen: str) -> PeerManager:
+        options = {
+            "dial_timeout": 3.0,
+            "handshake_timeout": 2.0,
+            "backoff_initial": 0.02,
+            "backoff_max": 0.2,
+            "keepalive_interval": None,
+        }
+        options.update(self.options)
+        return PeerManager(
+            reactor,
+            self.signer,
+            self.net.resolve,
+            listen,
+            on_message=self._on_message,
+            on_connected=self.connected.append,
+            on_disconnected=self.disconnected.append,
+            **options,
+        )
+
+    def _on_message(self, peer: Address, msg: Message) -> None:
+        self.received.append((peer, msg))
+        if self.handler is not None:
+            self.handler(self, peer, msg)
+
+    async def start(self) -> None:
+        port = await self.manager.listen()
+        assert port is not None
+        self.net.ports[self.address] = port
+
+    async def restart(self, down_for: float = 0.0) -> None:
+        """Stop, stay down for a while, and listen again on the same port."""
+        port = self.net.ports[self.address]
+        await self.manager.stop()
+        await sleep(down_for)
+        self.manager = self._make_manager(listen=f"tcp:{port}:interface=127.0.0.1")
+        await self.start()
+
+
+class Net:
+    """The contacts: address -> endpoint string of that node's listener."""
+
+    def __init__(self) -> None:
+        self.ports: dict[Address, int] = {}
+        self.nodes: list[Node] = []
+        self.overrides: dict[Address, str | None] = {}
+        self.errors_expected = False
+
+    def resolve(self, address: Address) -> str | None:
+        if address in self.overrides:
+            return self.overrides[address]
+        port = self.ports.get(address)
+        return None if port is None else f"tcp:host=127.0.0.1:port={port}"
+
+    async def node(self, signer: Signer, **options: Any) -> Node:
+        node = Node(self, signer, **options)
+        self.nodes.append(node)
+        await node.start()
+        return node
+
+
+@pytest_twisted.async_yield_fixture
+async def net() -> AsyncIterator[Net]:
+    """The network of a test; fails the test if anything logged an unexpected error."""
+    network = Net()
+    errors: list[LogEvent] = []
+
+    def observe(event: LogEvent) -> None:
+        if event.get("log_failure") is not None or event.get("isError"):
+            errors.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield network
+        for node in network.nodes:
+            await node.manager.stop()
+        gc.collect()  # an unhandled failed Deferred logs when it is collected
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    unexpected = [formatEvent(e) for e in errors if not network.errors_expected]
+    assert unexpected == []
+
+
+def answer_updates(node: Node, peer: Address, msg: Message) -> None:
+    """A peer that countersigns every update (what the channel client will do)."""
+    if isinstance(msg, Update):
+        node.manager.respond(peer, UpdateAccept(msg.channel_id, msg.version, SIG))
+
+
+# -- dialling and correlation -------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_send_dials_on_demand(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    assert not alice.manager.is_connected(BOB.address)
+    await alice.manager.send(BOB.address, Reject(b"\x01" * 32, "hello"))
+    await until(lambda: bob.received != [], "Bob receives the message")
+    assert bob.received == [(ALICE.address, Reject(b"\x01" * 32, "hello"))]
+    assert alice.connected == [BOB.address]
+    await until(lambda: bob.connected == [ALICE.address], "Bob sees Alice connected")
+    assert alice.manager.connected_peers() == [BOB.address]
+    # The connection is reused: a second send does not dial again.
+    await alice.manager.send(BOB.address, Reject(b"\x02" * 32, "again"))
+    await until(lambda: len(bob.received) == 2, "second message")
+    assert alice.connected == [BOB.address]
+    assert alice.manager.connection_count(BOB.address) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_is_correlated_with_its_response(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    bob.handler = answer_updates
+    responses = [await alice.manager.request(BOB.address, update(v), 5.0) for v in (1, 2, 3)]
+    assert responses == [UpdateAccept(CHANNEL, v, SIG) for v in (1, 2, 3)]
+    assert alice.received == []  # responses resolve requests; they are not unsolicited
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_requests_are_matched_by_key_not_order(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    held: list[Update] = []
+
+    def answer_in_reverse(node: Node, peer: Address, msg: Message) -> None:
+        assert isinstance(msg, Update)
+        held.append(msg)
+        if len(held) == 3:
+            for u in reversed(held):
+                node.manager.respond(peer, UpdateReject(u.channel_id, u.version, f"no {u.version}"))
+
+    bob.handler = answer_in_reverse
+    requests = [alice.manager.request(BOB.address, update(v), 5.0) for v in (1, 2, 3)]
+    results = [await d for d in requests]
+    assert results == [UpdateReject(CHANNEL, v, f"no {v}") for v in (1, 2, 3)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_response_from_another_peer_does_not_match(net: Net) -> None:
+    alice, bob, carol = await net.node(ALICE), await net.node(BOB), await net.node(CAROL)
+    outcome: list[object] = []
+    alice.manager.request(BOB.address, update(1), 5.0).addBoth(outcome.append)
+    await until(lambda: bob.received != [], "Bob has the update")
+    # Carol forges Bob's answer: it is hers, so it is handed over as an unsolicited message.
+    await carol.manager.send(ALICE.address, UpdateAccept(CHANNEL, 1, SIG))
+    await until(lambda: alice.received != [], "Alice receives Carol's message")
+    assert alice.received == [(CAROL.address, UpdateAccept(CHANNEL, 1, SIG))]
+    assert outcome == []
+    await bob.manager.respond(ALICE.address, UpdateAccept(CHANNEL, 1, SIG))
+    await until(lambda: outcome != [], "Bob's answer resolves the request")
+    assert outcome == [UpdateAccept(CHANNEL, 1, SIG)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_ping(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    await alice.manager.ping(BOB.address, 5.0)
+    assert bob.received == []  # answered by the protocol itself
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_needs_a_request_message(net: Net) -> None:
+    alice, _ = await net.node(ALICE), await net.node(BOB)
+    with pytest.raises(InvalidArgument):
+        await alice.manager.request(BOB.address, Pong(b""), 1.0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_duplicate_pending_key_is_refused(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    first = alice.manager.request(BOB.address, update(1), 5.0)
+    with pytest.raises(FailedPrecondition):
+        await alice.manager.request(BOB.address, update(1), 5.0)
+    await until(lambda: bob.received != [], "Bob has the update")
+    await bob.manager.respond(ALICE.address, UpdateAccept(CHANNEL, 1, SIG))
+    assert await first == UpdateAccept(CHANNEL, 1, SIG)
+
+
+# -- timeouts and failures ----------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_times_out_and_a_late_answer_is_unsolicited(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    with pytest.raises(PeerRequestTimedOut) as info:
+        await alice.manager.request(BOB.address, update(1), 0.2)
+    assert not isinstance(info.value, PeerDisconnected | PeerUnreachable)
+    assert info.value.data == {"peer": "0x" + BOB.address.hex(), "timeout": 0.2}
+    await bob.manager.respond(ALICE.address, UpdateAccept(CHANNEL, 1, SIG))
+    await until(lambda: alice.received != [], "the late answer reaches the owner")
+    assert alice.received == [(BOB.address, UpdateAccept(CHANNEL, 1, SIG))]
+    assert alice.manager.is_connected(BOB.address)  # a timeout does not drop the connection
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_pending_request_fails_at_once_when_the_connection_drops(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    requests = [alice.manager.request(BOB.address, update(v), 30.0) for v in (1, 2, 3)]
+    failures: list[Exception] = []
+    for d in requests:
+        d.addErrback(lambda f: failures.append(f.value))
+    await until(lambda: len(bob.received) == 3, "Bob has all three updates")
+    await bob.manager.disconnect(ALICE.address)
+    await until(lambda: len(failures) == 3, "all three requests fail")
+    assert all(isinstance(f, PeerDisconnected) for f in failures)
+    assert isinstance(failures[0], PeerRequestTimedOut)  # same API code: the peer did not answer
+    assert alice.disconnected == [BOB.address]
+    assert not alice.manager.is_connected(BOB.address)
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_peer_is_unreachable_at_once(net: Net) -> None:
+    alice = await net.node(ALICE)
+    with pytest.raises(PeerUnreachable, match="no endpoint is known"):
+        await alice.manager.send(BOB.address, Ping(b""))
+
+
+@pytest_twisted.ensureDeferred
+async def test_dial_gives_up_at_the_deadline(net: Net) -> None:
+    alice = await net.node(ALICE, dial_timeout=0.5)
+    bob = await net.node(BOB)
+    await bob.manager.stop()  # Bob's port is known but nobody listens there any more
+    with (
+        capturedLogs() as events,
+        pytest.raises(PeerUnreachable, match=r"no authenticated connection within 0\.5 s"),
+    ):
+        await alice.manager.send(BOB.address, Ping(b""))
+    attempts = [e for e in events if "dialling peer" in formatEvent(e)]
+    assert len(attempts) >= 2  # it retried with backoff before giving up
+
+
+@pytest_twisted.ensureDeferred
+async def test_dialling_an_impostor_fails(net: Net) -> None:
+    alice, _bob, carol = (
+        await net.node(ALICE, dial_timeout=0.5),
+        await net.node(BOB),
+        await net.node(CAROL),
+    )
+    # The contacts say Bob is at Carol's endpoint: Carol cannot prove she is Bob.
+    net.overrides[BOB.address] = net.resolve(CAROL.address)
+    with pytest.raises(PeerUnreachable):
+        await alice.manager.send(BOB.address, Ping(b""))
+    assert carol.connected == []
+    assert not alice.manager.is_connected(CAROL.address)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_fails_pending_requests_and_closes_everything(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    pending = alice.manager.request(BOB.address, update(1), 30.0)
+    await until(lambda: bob.received != [], "Bob has the update")
+    await alice.manager.stop()
+    with pytest.raises(PeerDisconnected):
+        await pending
+    with pytest.raises(PeerUnreachable):
+        await alice.manager.send(BOB.address, Ping(b""))
+    await until(lambda: bob.disconnected == [ALICE.address], "Bob sees Alice go")
+
+
+@pytest_twisted.ensureDeferred
+async def test_handler_errors_are_logged_and_the_connection_survives(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+
+    def broken(node: Node, peer: Address, msg: Message) -> None:
+        if isinstance(msg, Reject):
+            raise RuntimeError("owner bug")
+        answer_updates(node, peer, msg)
+
+    bob.handler = broken
+    net.errors_expected = True
+    with capturedLogs() as events:
+        await alice.manager.send(BOB.address, Reject(b"\x01" * 32, "boom"))
+        await until(lambda: bob.received != [], "Bob receives it")
+    assert any("on_message failed" in formatEvent(e) for e in events)
+    assert await alice.manager.request(BOB.address, update(1), 5.0) == UpdateAccept(CHANNEL, 1, SIG)
+
+
+# -- reconnects, restarts and races -------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_keep_connected_reconnects_with_backoff_after_a_restart(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    bob.handler = answer_updates
+    alice.manager.keep_connected(BOB.address, True)
+    await until(lambda: alice.manager.is_connected(BOB.address), "first connection")
+    assert alice.connected == [BOB.address]
+
+    with capturedLogs() as events:
+        await bob.restart(down_for=0.5)
+        await until(lambda: len(alice.connected) == 2, "Alice reconnects to the new Bob")
+    assert alice.disconnected == [BOB.address]
+    failed = [e for e in events if "dialling peer" in formatEvent(e)]
+    assert len(failed) >= 2  # refused while Bob was down, retried with backoff
+    bob.handler = answer_updates
+    assert await alice.manager.request(BOB.address, update(9), 5.0) == UpdateAccept(CHANNEL, 9, SIG)
+
+    # Without keep_connected nothing redials after a drop (until the next send).
+    alice.manager.keep_connected(BOB.address, False)
+    await bob.restart()
+    await until(lambda: len(alice.disconnected) == 2, "drop noticed")
+    await sleep(0.3)
+    assert not alice.manager.is_connected(BOB.address)
+    assert len(alice.connected) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_keep_connected_waits_for_a_peer_that_is_down(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    port = net.ports[BOB.address]
+    await bob.manager.stop()
+    alice.manager.keep_connected(BOB.address, True)
+    await sleep(0.5)  # several refused attempts, each followed by a longer pause
+    assert not alice.manager.is_connected(BOB.address)
+    bob.manager = bob._make_manager(listen=f"tcp:{port}:interface=127.0.0.1")
+    await bob.start()
+    await until(lambda: alice.manager.is_connected(BOB.address), "connected once Bob is up")
+
+
+@pytest_twisted.ensureDeferred
+async def test_simultaneous_dials_resolve_to_one_connection_without_losing_messages(
+    net: Net,
+) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    crossed = 0
+    for round_ in range(5):
+        # Both sides send at once, neither connected: two dials cross on the wire.
+        sends = []
+        authenticated = 0
+        for i in range(10):
+            sends.append(alice.manager.send(BOB.address, Reject(bytes([round_, i]) * 16, "a")))
+            sends.append(bob.manager.send(ALICE.address, Reject(bytes([round_, i]) * 16, "b")))
+        with capturedLogs() as events:
+            for d in sends:
+                await d
+        authenticated = sum("authenticated peer" in formatEvent(e) for e in events)
+        crossed += authenticated == 4  # both dials completed the handshake on both ends
+        expected = 10 * (round_ + 1)
+        await until(
+            lambda: len(alice.received) == len(bob.received) == expected,  # noqa: B023
+            "every message arrives",
+        )
+        await until(
+            lambda: (
+                alice.manager.connection_count(BOB.address) == 1
+                and bob.manager.connection_count(ALICE.address) == 1
+            ),
+            "one connection left on each side",
+        )
+        a_conn = alice.manager.current_connection(BOB.address)
+        b_conn = bob.manager.current_connection(ALICE.address)
+        assert a_conn is not None and b_conn is not None
+        assert a_conn.dialled_by == b_conn.dialled_by == min(ALICE.address, BOB.address)
+        assert a_conn.transport is not None and b_conn.transport is not None
+        assert a_conn.transport.getHost() == b_conn.transport.getPeer()  # the same TCP connection
+        assert alice.connected.count(BOB.address) == round_ + 1
+        await alice.manager.disconnect(BOB.address)
+        await until(
+            lambda: not bob.manager.is_connected(ALICE.address), "disconnected before next round"
+        )
+    assert crossed > 0  # the race this test is about really happened
+
+
+@pytest_twisted.ensureDeferred
+async def test_peer_reconnecting_behind_a_silent_connection_replaces_it(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    bob.handler = answer_updates
+    await alice.manager.ping(BOB.address, 5.0)
+    await until(lambda: bob.manager.is_connected(ALICE.address), "connected")
+    old = bob.manager.current_connection(ALICE.address)
+    # Alice loses her connection without Bob noticing (as after a crash behind a NAT), and
+    # dials again: Bob must switch to the new connection and drop the old one.
+    a_conn = alice.manager.current_connection(BOB.address)
+    assert a_conn is not None
+    alice.manager._drop(alice.manager._peers[BOB.address], a_conn, "test: forgotten")
+    assert await alice.manager.request(BOB.address, update(1), 5.0) == UpdateAccept(CHANNEL, 1, SIG)
+    await until(lambda: bob.manager.current_connection(ALICE.address) is not old, "Bob switched")
+    assert bob.manager.connection_count(ALICE.address) == 1
+
+
+# -- hostile peers ------------------------------------------------------------------------------
+
+
+class RawClient(Protocol):
+    def __init__(self) -> None:
+        self.closed: Deferred[None] = Deferred()
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.closed.callback(None)
+
+
+async def raw_connect(port: int) -> RawClient:
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    proto: RawClient = await endpoint.connect(Factory.forProtocol(RawClient))
+    return proto
+
+
+@pytest_twisted.ensureDeferred
+async def test_hostile_raw_clients_do_not_disturb_a_good_peer(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB, handshake_timeout=0.5)
+    bob.handler = answer_updates
+    port = net.ports[BOB.address]
+    await alice.manager.ping(BOB.address, 5.0)
+
+    garbage = await raw_connect(port)
+    oversized = await raw_connect(port)
+    silent = await raw_connect(port)
+    early = await raw_connect(port)
+    garbage.transport.write(b"\x00\x00\x00\x05hello" * 10)
+    oversized.transport.write(struct.pack(">I", 2**31) + b"\x00" * 1000)
+    early_payload = encode(update(1))
+    early.transport.write(struct.pack(">I", len(early_payload)) + early_payload)
+    # Meanwhile the good peer keeps paying.
+    results = [await alice.manager.request(BOB.address, update(v), 5.0) for v in range(1, 51)]
+    assert results == [UpdateAccept(CHANNEL, v, SIG) for v in range(1, 51)]
+    for hostile in (garbage, oversized, early, silent):  # silent: dropped at the deadline
+        await hostile.closed
+    # Each received Bob's Hello and nothing else (no Auth: none of them sent a Hello).
+    assert all(len(h.received) > 0 for h in (garbage, oversized, early, silent))
+    assert [m for _, m in bob.received if not isinstance(m, Update)] == []
+    assert bob.manager.connected_peers() == [ALICE.address]
+
+
+@pytest_twisted.ensureDeferred
+async def test_handshaking_impostor_is_dropped(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    port = net.ports[BOB.address]
+    impostor = await raw_connect(port)
+    hello = encode(Hello(PROTOCOL_VERSION, ALICE.address, b"\x00" * 32))  # claims to be Alice
+    impostor.transport.write(struct.pack(">I", len(hello)) + hello)
+    await sleep(0.05)
+    bad_auth = b"\x01\x02\x91\xc4\x41" + b"\x00" * 64 + b"\x1b"
+    impostor.transport.write(struct.pack(">I", len(bad_auth)) + bad_auth)
+    await impostor.closed
+    assert bob.connected == []
+    assert await alice.manager.ping(BOB.address, 5.0) is None
+
+
+class SilentPeerProtocol(PeerProtocol):
+    """Authenticates, then ignores everything (a peer that hangs)."""
+
+    def _frame(self, payload: bytes | bytearray) -> None:
+        if self.peer_address is None:
+            super()._frame(payload)
+
+
+@pytest_twisted.ensureDeferred
+async def test_keepalive_drops_a_peer_that_stopped_answering(net: Net) -> None:
+    alice = await net.node(ALICE, keepalive_interval=0.2)
+    bob = await net.node(BOB)
+    bob.manager._build_protocol = _silent_builder(bob.manager)  # type: ignore[method-assign]
+    await alice.manager.send(BOB.address, Ping(b"x"))
+    await until(lambda: alice.disconnected == [BOB.address], "keepalive notices the silence")
+    assert not alice.manager.is_connected(BOB.address)
+
+
+def _silent_builder(manager: PeerManager) -> Callable[..., PeerProtocol | None]:
+    def build(role: Any, expected: Address | None) -> PeerProtocol | None:
+        conn = SilentPeerProtocol(
+            manager, manager._signer, reactor, role, expected, handshake_timeout=2.0
+        )
+        manager._protocols.add(conn)
+        return conn
+
+    return build
+
+
+@pytest_twisted.ensureDeferred
+async def test_lower_side_probes_a_preferred_connection_the_peer_went_silent_on(net: Net) -> None:
+    low_signer, high_signer = sorted((ALICE, BOB), key=lambda s: s.address)
+    low = await net.node(low_signer, handshake_timeout=0.5)
+    high = await net.node(high_signer)
+    low.handler = answer_updates
+    high.handler = answer_updates
+    await low.manager.ping(high.address, 5.0)  # low dials: the preferred connection
+    await until(lambda: high.manager.is_connected(low.address), "connected")
+    stale = low.manager.current_connection(high.address)
+    # The high side loses that connection without the low side noticing: it stops reading it
+    # and forgets it, then dials again (a non-preferred connection).
+    h_conn = high.manager.current_connection(low.address)
+    assert h_conn is not None
+    h_conn.state = HandshakeState.CLOSED
+    high.manager._drop(high.manager._peers[low.address], h_conn, "test: went silent")
+    await high.manager.ping(low.address, 5.0)  # answered on the new connection
+    # The low side pings the connection it used, gets no Pong, and switches.
+    await until(lambda: low.manager.current_connection(high.address) is not stale, "switched")
+    await until(lambda: low.manager.connection_count(high.address) == 1, "stale one dropped")
+    assert low.disconnected == [high.address]
+    assert low.connected == [high.address, high.address]
+    reply = await low.manager.request(high.address, update(5), 5.0)
+    assert reply == UpdateAccept(CHANNEL, 5, SIG)
