@@ -453,6 +453,8 @@ class PeerManager:
 
     def _connection(self, peer: Address) -> Deferred[PeerProtocol]:
         """The connection to use for `peer`, once there is one (dialling if needed)."""
+        if peer == self.address:
+            return fail(InvalidArgument("cannot connect to ourselves", name="peer"))
         rec = self._peer(peer)
         if rec.current is not None:
             return succeed(rec.current)

@@ -246,6 +246,13 @@ async def test_request_needs_a_request_message(net: Net) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_sending_to_ourselves_is_refused(net: Net) -> None:
+    alice = await net.node(ALICE)
+    with pytest.raises(InvalidArgument):
+        await alice.manager.send(ALICE.address, Ping(b""))
+
+
+@pytest_twisted.ensureDeferred
 async def test_duplicate_pending_key_is_refused(net: Net) -> None:
     alice, bob = await net.node(ALICE), await net.node(BOB)
     first = alice.manager.request(BOB.address, update(1), 5.0)
