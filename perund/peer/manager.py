@@ -264,7 +264,7 @@ class PeerManager:
         conns = list(rec.conns)
         closed = [c.when_closed() for c in conns]
         for conn in conns:
-            conn.close()
+            self._retire(rec, conn, "we disconnected", abort=False)
         return gatherResults(closed).addCallback(lambda _: None)
 
     def stop(self) -> Deferred[None]:
@@ -444,6 +444,19 @@ class PeerManager:
             except Exception:
                 log.failure("on_disconnected failed for {peer}", peer=_hex(rec.address))
 
+    def _retire(self, rec: _Peer, conn: PeerProtocol, why: str, *, abort: bool) -> None:
+        """Close a connection on our own initiative and account for it at once (not only when
+        `connectionLost` arrives), so that nothing is written to it in between."""
+        if conn in rec.conns:
+            self._drop(rec, conn, why)
+        if abort:
+            conn.abort()
+        else:
+            conn.close()
+        self._reselect(rec)
+        if rec.current is None and rec.keep and not self._stopping:
+            self._ensure_connector(rec)
+
     def _unreachable(self, rec: _Peer, why: str) -> PeerUnreachable:
         return PeerUnreachable(
             f"peer {_hex(rec.address)} unreachable: {why}",
@@ -600,7 +613,7 @@ class PeerManager:
                     "peer {peer} did not answer a ping: dropping the connection",
                     peer=_hex(rec.address),
                 )
-                conn.abort()
+                self._retire(rec, conn, "no answer to a ping", abort=True)
 
         self._issue(rec, conn, ping, key, timeout).addBoth(done)
 
