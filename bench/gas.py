@@ -22,7 +22,9 @@ from perund.chain.anvil import Anvil
 from perund.channel.encoding import Signer, channel_id
 from perund.channel.types import ETH, Address, Params, State
 
-ARTIFACT = Path(__file__).resolve().parents[1] / "perund" / "chain" / "artifacts" / "Adjudicator.json"
+ARTIFACT = (
+    Path(__file__).resolve().parents[1] / "perund" / "chain" / "artifacts" / "Adjudicator.json"
+)
 ETHER = 10**18
 CHALLENGE = 600  # seconds
 
@@ -38,8 +40,10 @@ class Run:
         receipt = self.wait(factory.constructor().transact({"from": deployer}))
         self.contract = w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
         self.signers = (Signer(keys[1]), Signer(keys[2]))
-        self.accounts = tuple(Web3.to_checksum_address(s.address) for s in self.signers)
-        self.fees = {a: 0 for a in self.accounts}
+        self.accounts: tuple[str, ...] = tuple(
+            Web3.to_checksum_address(s.address) for s in self.signers
+        )
+        self.fees: dict[str, int] = {a: 0 for a in self.accounts}
 
     def wait(self, tx_hash: Any) -> Any:
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
@@ -58,7 +62,9 @@ class Run:
         return Params(CHALLENGE, nonce, addresses, addresses)
 
     def state(self, params: Params, version: int, balances: tuple[int, int], final: bool) -> State:
-        cid = channel_id(self.w3.eth.chain_id, Address(bytes.fromhex(self.contract.address[2:])), params)
+        cid = channel_id(
+            self.w3.eth.chain_id, Address(bytes.fromhex(self.contract.address[2:])), params
+        )
         return State(cid, version, (ETH,), (balances,), final)
 
     def sigs(self, state: State) -> list[bytes]:
@@ -70,7 +76,7 @@ class Run:
         return self.balances()
 
     def balances(self) -> list[int]:
-        return [self.w3.eth.get_balance(a) for a in self.accounts]
+        return [self.w3.eth.get_balance(Web3.to_checksum_address(a)) for a in self.accounts]
 
 
 def as_params(p: Params) -> tuple[Any, ...]:
@@ -87,7 +93,9 @@ def as_state(s: State) -> tuple[Any, ...]:
     return (s.channel_id, s.version, assets, [list(r) for r in s.balances], s.is_final)
 
 
-def check_paid(run: Run, before: list[int], deposits: tuple[int, int], outcome: tuple[int, int]) -> None:
+def check_paid(
+    run: Run, before: list[int], deposits: tuple[int, int], outcome: tuple[int, int]
+) -> None:
     """Each receiver's balance moved by exactly outcome - deposit - its fees."""
     after = run.balances()
     for i, account in enumerate(run.accounts):
@@ -106,7 +114,9 @@ def cooperative(run: Run) -> dict[str, int]:
     deposits = (ETHER, ETHER)
     final = run.state(params, 7, (ETHER + ETHER // 3, ETHER - ETHER // 3), True)
     calls = {
-        "deposit_0": run.send(alice, fn.deposit(final.channel_id, 0, ETH, deposits[0]), deposits[0]),
+        "deposit_0": run.send(
+            alice, fn.deposit(final.channel_id, 0, ETH, deposits[0]), deposits[0]
+        ),
         "deposit_1": run.send(bob, fn.deposit(final.channel_id, 1, ETH, deposits[1]), deposits[1]),
         "concludeFinal": run.send(
             alice, fn.concludeFinal(as_params(params), as_state(final), run.sigs(final))
@@ -116,7 +126,7 @@ def cooperative(run: Run) -> dict[str, int]:
     return calls
 
 
-def dispute(run: Run, anvil: Anvil) -> dict[str, int]:
+def dispute(run: Run) -> dict[str, int]:
     alice, bob = run.accounts
     fn = run.contract.functions
     before = run.snapshot()
@@ -142,7 +152,7 @@ def main() -> int:
         w3 = Web3(Web3.HTTPProvider(anvil.url))
         run = Run(w3, anvil.private_keys)
         report = {}
-        for name, calls in (("cooperative", cooperative(run)), ("dispute", dispute(run, anvil))):
+        for name, calls in (("cooperative", cooperative(run)), ("dispute", dispute(run))):
             report[name] = {"calls": calls, "total": sum(calls.values())}
     print(json.dumps(report))
     return 0
