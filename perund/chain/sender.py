@@ -1,0 +1,176 @@
+"""Sending transactions: one account's go out one at a time, nonces tracked locally.
+
+The reactor-side half of a transaction's life: take the account's lock, pick the nonce,
+preflight and sign (in the pool), send (in the pool), then poll for the receipt from the reactor
+with `deferLater` so that no pool thread ever sleeps waiting for a block. The lock is held until
+the receipt arrives: the next transaction of the same account is then preflighted on the state
+this one produced (a register after a deposit, say), and its nonce cannot race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from perund.chain.account import Account
+from perund.chain.client import ChainClient, RawReceipt
+from perund.chain.results import TxReceipt
+from perund.channel.types import Address, hex_address
+from perund.errors import TxTimedOut
+
+RunInPool = Callable[..., Deferred[Any]]
+"""`run(f, *args)`: call blocking `f(*args)` in the chain pool, a Deferred of its result."""
+
+
+@dataclass(slots=True)
+class _AccountSlot:
+    lock: DeferredLock
+    next_nonce: int | None = None
+    """The nonce the next transaction uses; None means ask the node (at start, after errors)."""
+    in_flight: bytes | None = None
+    """The hash of the sent transaction whose receipt is awaited, if any."""
+
+
+class TransactionSender:
+    """Sends transactions for any number of accounts, serialized per account."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        run: RunInPool,
+        client: ChainClient,
+        chain_id: int,
+        *,
+        tx_timeout: float,
+        poll_interval: float,
+    ) -> None:
+        self._reactor = reactor
+        self._run = run
+        self._client = client
+        self._chain_id = chain_id
+        self.tx_timeout = tx_timeout
+        self.poll_interval = poll_interval
+        self._slots: dict[Address, _AccountSlot] = {}
+
+    def _now(self) -> float:
+        # zope interfaces do not type-check as protocols: IReactorTime.seconds has no `self`.
+        return float(cast(Any, self._reactor).seconds())
+
+    def _slot(self, address: Address) -> _AccountSlot:
+        slot = self._slots.get(address)
+        if slot is None:
+            slot = self._slots[address] = _AccountSlot(DeferredLock())
+        return slot
+
+    async def transact(
+        self,
+        account: Account,
+        tx_type: str,
+        to: Address | None,
+        data: bytes,
+        value: int = 0,
+        *,
+        events_of: Address | None = None,
+    ) -> TxReceipt:
+        """Send one transaction and wait until it is mined; its receipt summary.
+
+        Raises TxReverted (at preflight, or mined with status 0), TxTimedOut (not mined within
+        `tx_timeout`), ChainNotReachable. `events_of` is the contract whose logs are decoded.
+        """
+        slot = self._slot(account.address)
+        await slot.lock.acquire()
+        try:
+            return await self._transact_locked(slot, account, tx_type, to, data, value, events_of)
+        finally:
+            slot.lock.release()
+
+    async def _transact_locked(
+        self,
+        slot: _AccountSlot,
+        account: Account,
+        tx_type: str,
+        to: Address | None,
+        data: bytes,
+        value: int,
+        events_of: Address | None,
+    ) -> TxReceipt:
+        client = self._client
+        try:
+            if slot.next_nonce is None:
+                slot.next_nonce = await self._run(client.pending_nonce_blocking, account.address)
+            prepared = await self._run(
+                client.prepare_blocking,
+                account, tx_type, to, data, value, slot.next_nonce, self._chain_id,
+            )
+            await self._run(client.send_raw_blocking, tx_type, prepared.raw)
+        except BaseException:
+            # Whether the node took the transaction is unknown (a reply may have been lost):
+            # ask it for the nonce again next time rather than guess.
+            slot.next_nonce = None
+            raise
+        slot.next_nonce = prepared.nonce + 1
+        slot.in_flight = prepared.tx_hash
+        tx_hex = "0x" + prepared.tx_hash.hex()
+        self.log.debug(
+            "sent {tx_type} {tx_hash} from {sender} nonce {nonce}",
+            tx_type=tx_type, tx_hash=tx_hex, sender=hex_address(account.address),
+            nonce=prepared.nonce,
+        )
+        try:
+            receipt = await self._wait_mined(tx_type, prepared.tx_hash)
+        except BaseException:
+            slot.next_nonce = None
+            raise
+        finally:
+            slot.in_flight = None
+        if receipt.status != 1:
+            reverted = await self._run(
+                client.explain_revert_blocking,
+                account, tx_type, to, data, value, receipt.block_number, receipt.tx_hash,
+            )
+            self.log.warn(
+                "{tx_type} {tx_hash} reverted in block {block}: {error}",
+                tx_type=tx_type, tx_hash=tx_hex, block=receipt.block_number,
+                error=reverted.data.get("error"),
+            )
+            raise reverted
+        self.log.info(
+            "{tx_type} {tx_hash} mined in block {block}, gas {gas}",
+            tx_type=tx_type, tx_hash=tx_hex, block=receipt.block_number, gas=receipt.gas_used,
+        )
+        return client.summarize(tx_type, receipt, events_of)
+
+    async def _wait_mined(self, tx_type: str, tx_hash: bytes) -> RawReceipt:
+        deadline = self._now() + self.tx_timeout
+        while True:
+            receipt: RawReceipt | None = await self._run(self._client.receipt_blocking, tx_hash)
+            if receipt is not None:
+                return receipt
+            remaining = deadline - self._now()
+            if remaining <= 0:
+                raise TxTimedOut(
+                    f"the {tx_type} transaction 0x{tx_hash.hex()} was not mined within "
+                    f"{self.tx_timeout:g} s",
+                    txType=tx_type,
+                    txHash="0x" + tx_hash.hex(),
+                    timeout=self.tx_timeout,
+                )
+            await deferLater(self._reactor, min(self.poll_interval, remaining), lambda: None)
+
+    def in_flight(self, address: Address) -> bytes | None:
+        """The hash of `address`'s sent transaction still waiting to be mined, if any."""
+        slot = self._slots.get(address)
+        return None if slot is None else slot.in_flight
+
+    def forget_nonces(self) -> None:
+        """Re-read every account's nonce from the node before its next transaction."""
+        for slot in self._slots.values():
+            slot.next_nonce = None

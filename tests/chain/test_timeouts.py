@@ -1,0 +1,58 @@
+"""A transaction that is never mined: TxTimedOut, and the backend keeps working."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from perund.channel.types import ETH
+from perund.errors import TxTimedOut
+
+from .conftest import ETHER
+
+
+@pytest_twisted.ensureDeferred
+async def test_unmined_transaction_times_out_and_the_account_recovers(chain, new_channel) -> None:
+    backend = chain.backend
+    ch = new_channel()
+    a = ch.accounts[0]
+    backend.sender.tx_timeout = 0.3
+    await backend.set_automine(False)
+    with pytest.raises(TxTimedOut) as info:
+        await backend.deposit(a, ch.id, 0, ETH, ETHER)
+    assert info.value.code == 301
+    assert info.value.data["txType"] == "deposit"
+    assert info.value.data["timeout"] == 0.3
+    stuck = info.value.data["txHash"]
+    assert stuck.startswith("0x") and len(stuck) == 66
+
+    # Once blocks come again the stuck deposit is mined; the next one takes the next nonce.
+    await backend.set_automine(True)
+    await backend.mine()
+    backend.sender.tx_timeout = 20.0
+    receipt = await backend.deposit(a, ch.id, 0, ETH, 2 * ETHER)
+    assert await backend.holdings(ch.id) == (3 * ETHER, 0)
+    assert "0x" + receipt.tx_hash.hex() != stuck
+
+
+@pytest_twisted.ensureDeferred
+async def test_reads_go_on_while_a_transaction_waits_for_its_block(chain, new_channel) -> None:
+    backend = chain.backend
+    ch = new_channel()
+    a, b = ch.accounts
+    await backend.set_automine(False)
+    pending = backend.deposit(a, ch.id, 0, ETH, ETHER)
+    while backend.sender.in_flight(a.address) is None:
+        await deferLater(reactor, 0.01, lambda: None)
+    # The pool (a single thread on the embedded chain) is free: the receipt is polled from the
+    # reactor, not waited for in a thread.
+    assert await backend.holdings(ch.id) == (0, 0)
+    assert await backend.balance(b.address) > 0
+    assert not pending.called
+    await backend.mine()
+    await backend.set_automine(True)
+    receipt = await pending
+    assert receipt.events_named("Deposited")
+    assert await backend.holdings(ch.id) == (ETHER, 0)
