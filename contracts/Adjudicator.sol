@@ -291,13 +291,15 @@ contract Adjudicator {
     function _settle(bytes32 id, uint256 anchor, Params calldata p, State calldata s) internal {
         _holdings[id][ETH] = CONCLUDED;
 
-        uint256 n = s.assets.length;
+        uint256 n = s.assets.length; // >= 1, checked when the state was registered or here
         uint256[2][] memory pay = new uint256[2][](n);
+        bool ethListed;
         for (uint256 a; a < n; ++a) {
             address asset = s.assets[a];
             uint256 packed;
             if (asset == ETH) {
                 packed = anchor; // ETH is always assets[0] (checked), and its slot is now CONCLUDED
+                ethListed = true;
             } else {
                 packed = _holdings[id][asset];
                 if (packed != 0) _holdings[id][asset] = 0;
@@ -310,14 +312,24 @@ contract Adjudicator {
             address asset = s.assets[a];
             for (uint256 i; i < 2; ++i) {
                 uint256 amount = pay[a][i];
-                if (amount == 0) continue;
-                address to = p.receivers[i];
-                if (gasleft() < PAYOUT_GAS_NEEDED) revert InsufficientGas();
-                bool pushed = _push(asset, to, amount, PAYOUT_GAS);
-                if (!pushed) _owed[to][asset] += amount;
-                emit PaidOut(id, to, asset, amount, pushed);
+                if (amount != 0) _pay(id, p.receivers[i], asset, amount);
             }
         }
+        // ETH deposited into a channel whose state lists no ETH goes back to whoever deposited it,
+        // instead of being locked under the CONCLUDED mark.
+        if (!ethListed && anchor != 0) {
+            if (anchor & HALF_MASK != 0) _pay(id, p.receivers[0], ETH, anchor & HALF_MASK);
+            if (anchor >> 128 != 0) _pay(id, p.receivers[1], ETH, anchor >> 128);
+        }
+    }
+
+    /// Push `amount` of `asset` to `to` with the payout stipend; credit it for `withdraw` if the
+    /// receiver refuses.
+    function _pay(bytes32 id, address to, address asset, uint256 amount) internal {
+        if (gasleft() < PAYOUT_GAS_NEEDED) revert InsufficientGas();
+        bool pushed = _push(asset, to, amount, PAYOUT_GAS);
+        if (!pushed) _owed[to][asset] += amount;
+        emit PaidOut(id, to, asset, amount, pushed);
     }
 
     /// What each participant receives from deposits d0, d1 and outcome balances o0, o1.

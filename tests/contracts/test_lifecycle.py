@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from perund.channel.encoding import state_hash
+from perund.channel.types import ETH, Address, State
 
 from .conftest import CHALLENGE, ETH_HEX, ETHER, Setup
 
@@ -192,3 +193,29 @@ def test_zero_outcome_pays_nothing_and_emits_no_payout(setup: Setup) -> None:
     ch.deposit(setup.alice, 0, 50)
     receipt = ch.conclude_final(ch.state(1, (50, 0), final=True), setup.alice)
     assert [e["receiver"] for e in ch.events(receipt, "PaidOut")] == [ch.receivers[0]]
+
+
+def test_state_with_a_token_hashes_and_concludes_paying_only_eth(setup: Setup) -> None:
+    token = Address(b"\x00" * 19 + b"\xaa")
+    ch = setup.channel()
+    ch.deposit(setup.alice, 0, 10)
+    state = State(ch.id, 3, (ETH, token), ((4, 6), (7, 0)), True)
+    receipt = ch.conclude_final(state, setup.alice)
+    # No token can be deposited yet: its outcome is underfunded and refunds the nothing deposited.
+    assert [(e["receiver"], e["asset"], e["amount"]) for e in ch.events(receipt, "PaidOut")] == [
+        (ch.receivers[0], ETH_HEX, 4),
+        (ch.receivers[1], ETH_HEX, 6),
+    ]
+
+
+def test_eth_deposited_into_a_channel_whose_state_lists_no_eth_is_refunded(setup: Setup) -> None:
+    token = Address(b"\x00" * 19 + b"\xaa")
+    ch = setup.channel()
+    ch.deposit(setup.alice, 0, 10)
+    ch.deposit(setup.bob, 1, 3)
+    state = State(ch.id, 3, (token,), ((5, 5),), True)
+    receipt = ch.conclude_final(state, setup.alice)
+    assert setup.chain.balance(ch.receivers[0]) == 10
+    assert setup.chain.balance(ch.receivers[1]) == 3
+    assert setup.chain.balance(setup.contract.address) == 0
+    assert [e["pushed"] for e in ch.events(receipt, "PaidOut")] == [True, True]
