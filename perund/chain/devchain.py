@@ -181,12 +181,15 @@ class DevChain:
         return int(self.tester.get_block_by_number("latest")["timestamp"])
 
     def advance_time(self, seconds: int) -> int:
-        """Mine a block `seconds` after the latest one; its timestamp (for timeout tests)."""
+        """Mine a block at least `seconds` after the latest one; its timestamp (timeout tests)."""
         if seconds < 1:
             raise ValueError("time only moves forward, by at least a second")
         target = self.latest_timestamp() + seconds
         self.tester.time_travel(target)
-        return target
+        if self.latest_timestamp() < target:
+            # eth-tester's time_travel mines the block one second before the time it is given.
+            self.tester.time_travel(2 * target - self.latest_timestamp())
+        return self.latest_timestamp()
 
     def mine(self, blocks: int = 1) -> None:
         """Mine `blocks` blocks, including any pending transactions."""

@@ -25,7 +25,11 @@ class Phase(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class ChannelStatus:
-    """The Adjudicator's record of one channel."""
+    """The Adjudicator's record of one channel.
+
+    Once concluded the contract keeps only that fact: version, timeout and hash read as 0 (the
+    `Concluded` event carries the version).
+    """
 
     phase: Phase
     version: int

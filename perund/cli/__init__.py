@@ -1,0 +1,1 @@
+"""Command-line entry points: `perund` (node tools and the demo)."""
