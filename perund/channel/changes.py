@@ -100,8 +100,11 @@ class UserTimedOut:
 
 @dataclass(frozen=True, slots=True)
 class StartSync:
-    """Send our latest fully signed state to the peer: on every (re)connection, and again
-    whenever `needs_sync` stays set for too long."""
+    """A (new) authenticated connection to the peer is up: send our latest fully signed state.
+
+    Feed it on every (re)connection and only then: the core relies on everything it sent before
+    being either delivered already or lost with the old connection.
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ class Reason(enum.Enum):
     NEGATIVE = "negative balance"
     IN_FLIGHT = "another update is in flight"
     COLLISION = "concurrent update of the same version: participant 0's update wins"
+    SYNC_PENDING = "our last update is unresolved: sync first"
     NOTHING_STAGED = "no such update in flight"
     USER_REJECTED = "rejected by the user"
     USER_TIMEOUT = "the user did not answer in time"

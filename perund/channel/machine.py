@@ -120,16 +120,39 @@ def _current(channel: Channel) -> SignedState:
 
 
 def _drop_staged(channel: Channel, failure: Failure, reason: str) -> tuple[Channel, list[Event]]:
-    """Forget the update in flight (ours or the peer's) and say so; phase UPDATING → OPEN."""
+    """Forget the update in flight and say so; phase UPDATING → OPEN.
+
+    Ours: `UpdateFailed`. The peer's: `UpdateWithdrawn` for our user and an explicit
+    `UpdateReject` for the peer, whose core keeps its update unresolved until it hears back.
+    """
     staged = channel.staged
     if staged is None or channel.current is None:
         # While proposing, staged version 0 is all we have: it stays as the channel's record.
         return channel, []
     phase = Phase.OPEN if channel.phase is Phase.UPDATING else channel.phase
     dropped = replace(channel, staged=None, phase=advance(channel.phase, phase))
+    version = staged.state.version
     if staged.proposer == channel.index:
-        return dropped, [UpdateFailed(channel.channel_id, staged.state.version, failure, reason)]
-    return dropped, [UpdateWithdrawn(channel.channel_id, staged.update_id, reason)]
+        return dropped, [UpdateFailed(channel.channel_id, version, failure, reason)]
+    return dropped, [
+        UpdateWithdrawn(channel.channel_id, staged.update_id, reason),
+        SendUpdateReject(channel.peer, channel.channel_id, version, reason),
+    ]
+
+
+def _make_current(
+    channel: Channel, signed: SignedState, source: Source, primary: bool
+) -> tuple[Channel, list[Event]]:
+    """Make a newer fully signed state current; the phase and on-chain duties follow from it."""
+    state = signed.state
+    phase = channel.phase
+    if phase in ACCEPTS_UPDATES:
+        phase = Phase.CLOSING if state.is_final else Phase.OPEN
+    new = replace(channel, phase=advance(channel.phase, phase), current=signed, staged=None)
+    events: list[Event] = [Persist(new), NewState(channel.channel_id, state, source)]
+    if phase is Phase.CLOSING or phase is Phase.DISPUTED:
+        events.extend(_settlement(new, primary))
+    return new, events
 
 
 def _register(channel: Channel) -> Register:
@@ -179,8 +202,13 @@ def _own_update(channel: Channel, change: OwnUpdate) -> Result:
             "an earlier update timed out: waiting for the peer's sync",
             channel_id=channel.channel_id.hex(),
         )
-    _check_signer(channel, change.signer)
     current = _current(channel).state
+    if channel.collided == current.version + 1:
+        raise FailedPrecondition(
+            "waiting for the peer's answer to our update that lost a collision",
+            channel_id=channel.channel_id.hex(),
+        )
+    _check_signer(channel, change.signer)
     me = channel.index
     rows = list(current.balances)
     for asset, amount in change.transfers:
@@ -221,14 +249,26 @@ def _own_update(channel: Channel, change: OwnUpdate) -> Result:
 
 
 def _accept_received(channel: Channel, change: UpdateAcceptReceived) -> Result:
-    """The peer countersigned our staged state (or, while proposing, signed version 0)."""
+    """The peer countersigned our staged state (or, while proposing, signed version 0), or,
+    late, the update of ours that had timed out."""
     if change.sender != channel.peer:
         return _refuse(channel, change.sender, Reason.NOT_PEER)
     if change.channel_id != channel.channel_id:
         return _refuse(channel, change.sender, Reason.WRONG_CHANNEL)
+    if channel.collided == change.version:
+        # The peer countersigned the update of ours that lost a collision: it should have
+        # refused it. Nothing to complete; stop waiting for its answer.
+        new = replace(channel, collided=None)
+        return _refuse(new, change.sender, Reason.NOTHING_STAGED, f"version {change.version}")
     staged = channel.staged
     if staged is None or staged.proposer != channel.index or staged.state.version != change.version:
-        return _refuse(channel, change.sender, Reason.NOTHING_STAGED, f"version {change.version}")
+        abandoned = channel.abandoned
+        if abandoned is None or abandoned.state.version != change.version:
+            detail = f"version {change.version}"
+            return _refuse(channel, change.sender, Reason.NOTHING_STAGED, detail)
+        staged, source = abandoned, Source.SYNC
+    else:
+        source = Source.OWN
     if not signed_by(staged.digest, change.signature, channel.peer):
         return _refuse(channel, change.sender, Reason.SIGNATURE, f"version {change.version}")
     state = staged.state
@@ -242,30 +282,33 @@ def _accept_received(channel: Channel, change: UpdateAcceptReceived) -> Result:
             sync_sent=False,
         )
         return new, (Persist(new), _fund(new, state))
-    phase = Phase.CLOSING if state.is_final else Phase.OPEN
-    new = replace(
-        channel, phase=advance(channel.phase, phase), current=signed, staged=None, sync_sent=False
-    )
-    events: list[Event] = [Persist(new), NewState(channel.channel_id, state, Source.OWN)]
-    if state.is_final:
-        events.extend(_settlement(new, primary=True))
+    channel = replace(channel, abandoned=None, fresh_link=False, sync_sent=False)
+    new, events = _make_current(channel, signed, source, primary=True)
     return new, tuple(events)
 
 
 def _reject_received(channel: Channel, change: UpdateRejectReceived) -> Result:
-    """The peer refused our staged update: drop it; a refused close becomes a dispute."""
+    """The peer refused our staged update (drop it; a refused close becomes a dispute), or
+    the update of ours that had timed out (it is resolved: the peer never signs it)."""
     if change.sender != channel.peer:
         return _refuse(channel, change.sender, Reason.NOT_PEER)
     if change.channel_id != channel.channel_id:
         return _refuse(channel, change.sender, Reason.WRONG_CHANNEL)
+    if channel.collided == change.version:
+        # The expected answer to our update that lost a collision.
+        return replace(channel, collided=None), _NOTHING
     staged = channel.staged
-    if staged is None or staged.proposer != channel.index or staged.state.version != change.version:
-        return _refuse(channel, change.sender, Reason.NOTHING_STAGED, f"version {change.version}")
-    return _fail_own(replace(channel, sync_sent=False), Failure.REJECTED, change.reason)
+    if staged is not None and staged.proposer == channel.index:
+        if staged.state.version == change.version:
+            return _fail_own(replace(channel, sync_sent=False), Failure.REJECTED, change.reason)
+    elif channel.abandoned is not None and channel.abandoned.state.version == change.version:
+        new = replace(channel, abandoned=None, fresh_link=False, sync_sent=False)
+        return new, (Persist(new),)
+    return _refuse(channel, change.sender, Reason.NOTHING_STAGED, f"version {change.version}")
 
 
 def _timed_out(channel: Channel, change: UpdateTimedOut) -> Result:
-    """No answer to our update: drop it, and sync before the next one (the peer may hold it)."""
+    """No answer to our update: drop it, keep it as `abandoned` until its fate is known."""
     staged = channel.staged
     if staged is None or staged.proposer != channel.index or staged.state.version != change.version:
         return channel, _NOTHING
@@ -283,33 +326,25 @@ def _fail_own(channel: Channel, failure: Failure, reason: str) -> Result:
         new = replace(channel, phase=advance(channel.phase, Phase.CLOSED))
         return new, (Persist(new), failed, Closed(channel.channel_id, 0))
     timed_out = failure is Failure.TIMED_OUT
-    # A reject with "version" means the peer is ahead of us: it holds a state we lack.
-    behind = failure is Failure.REJECTED and reason == Reason.VERSION.value
-    needs_sync = channel.needs_sync or timed_out or behind
-    if staged.state.is_final:
-        # PROTOCOL.md §3 Close: a refused or unanswered final update → dispute.
-        new = replace(
-            channel,
-            staged=None,
-            phase=advance(channel.phase, Phase.CLOSING),
-            needs_sync=needs_sync,
-            sync_sent=channel.sync_sent or needs_sync,
-        )
-        events: list[Event] = [Persist(new), failed]
-        if needs_sync:
-            events.append(_send_sync(new))
-        events.append(_register(new))
-        return new, tuple(events)
+    final = staged.state.is_final
     new = replace(
         channel,
         staged=None,
-        phase=advance(channel.phase, Phase.OPEN),
-        needs_sync=needs_sync,
-        sync_sent=channel.sync_sent or needs_sync,
+        # PROTOCOL.md §3 Close: a refused or unanswered final update → dispute.
+        phase=advance(channel.phase, Phase.CLOSING if final else Phase.OPEN),
+        abandoned=staged if timed_out else None,
+        sync_sent=channel.sync_sent or timed_out,
+        fresh_link=False,
     )
-    if needs_sync:
-        return new, (Persist(new), failed, _send_sync(new))
-    return new, (failed,)
+    if not (timed_out or final):
+        return new, (failed,)
+    events: list[Event] = [Persist(new), failed]
+    if timed_out:
+        # PROTOCOL.md §3: after a timeout, sync; the peer answers with its state.
+        events.append(_send_sync(new))
+    if final:
+        events.append(_register(new))
+    return new, tuple(events)
 
 
 # --- the peer's updates --------------------------------------------------------------------------
@@ -329,6 +364,11 @@ def _update_received(channel: Channel, change: UpdateReceived) -> Result:
     reason = successor_rules(current, state)
     if reason is not None:
         return _refuse_update(channel, sender, state, reason)
+    if channel.needs_sync:
+        # We signed a state of this very version that the peer may hold (our update that timed
+        # out). Countersigning another one now could leave two fully signed states of one
+        # version; the peer's Sync tells which of them, if any, exists.
+        return _refuse_update(channel, sender, state, Reason.SYNC_PENDING)
     staged = channel.staged
     if staged is not None:
         if staged.proposer != channel.index:
@@ -343,6 +383,7 @@ def _update_received(channel: Channel, change: UpdateReceived) -> Result:
     if staged is not None:
         # We are participant 1 and lose the collision: our update gives way to the peer's.
         channel, events = _drop_staged(channel, Failure.COLLISION, Reason.COLLISION.value)
+        channel = replace(channel, collided=staged.state.version)
     if state.is_final:
         kind: UpdateKind | None = UpdateKind.FINAL
     elif lowers_balance(current, state, channel.index):
@@ -426,10 +467,32 @@ def _send_sync(channel: Channel) -> SendSync:
 
 
 def _start_sync(channel: Channel, change: StartSync) -> Result:
+    """A new connection: what was in flight on the old one is over, then send our state.
+
+    Our update in flight becomes `abandoned` (its request died with the connection); the
+    peer's update awaiting our user is dropped and rejected, since the peer gave it up too,
+    and must not be countersigned after the peer learned (from our Sync) that we lack it.
+    """
     if channel.current is None or channel.phase is Phase.CLOSED:
         return channel, _NOTHING
-    new = channel if channel.sync_sent else replace(channel, sync_sent=True)
-    return new, (_send_sync(new),)
+    events: list[Event] = []
+    staged = channel.staged
+    persist = False
+    if staged is not None:
+        if staged.proposer == channel.index:
+            channel, failed = _fail_own(channel, Failure.TIMED_OUT, "connection lost")
+            # Persisted and synced just below, with the final value of the flags.
+            events = [e for e in failed if not isinstance(e, Persist | SendSync)]
+            persist = True
+        else:
+            channel, events = _drop_staged(channel, Failure.SUPERSEDED, "connection lost")
+    fresh = channel.abandoned is not None
+    if not channel.sync_sent or channel.fresh_link is not fresh or channel.collided is not None:
+        channel = replace(channel, sync_sent=True, fresh_link=fresh, collided=None)
+    if persist:
+        events.insert(0, Persist(channel))
+    events.append(_send_sync(channel))
+    return channel, tuple(events)
 
 
 def _sync_received(channel: Channel, change: SyncReceived) -> Result:
@@ -457,10 +520,10 @@ def _sync_received(channel: Channel, change: SyncReceived) -> Result:
         reason = balance_rules(ours, theirs)
         if reason is not None:
             return _refuse(channel, sender, reason, detail)
-        return _synced(channel, [])
+        return _synced(channel)
     if theirs.version == ours.version:
         if theirs == ours:
-            return _synced(channel, [])
+            return _synced(channel)
         if not fully_signed(signing_digest(theirs), change.signatures, channel.params):
             return _refuse(channel, sender, Reason.SIGNATURE, detail)
         return _conflict(channel, theirs)
@@ -477,42 +540,43 @@ def _sync_received(channel: Channel, change: SyncReceived) -> Result:
     return _adopt(channel, SignedState(theirs, change.signatures), own)
 
 
-def _synced(channel: Channel, events: list[Event]) -> Result:
-    """Finish a sync that changed no state: the peer's update in flight is abandoned."""
+def _synced(channel: Channel) -> Result:
+    """Finish a sync that brought no newer state.
+
+    The peer's update awaiting our user is dropped (the peer gave it up when it synced). Our
+    own abandoned update is resolved only on a fresh connection: on the old one, this Sync may
+    have been sent before our update reached the peer.
+    """
     staged = channel.staged
+    events: list[Event] = []
     if staged is not None and staged.proposer != channel.index:
-        channel, dropped = _drop_staged(channel, Failure.SUPERSEDED, "the peer synced")
-        events.extend(dropped)
+        channel, events = _drop_staged(channel, Failure.SUPERSEDED, "the peer synced")
     reply = not channel.sync_sent
-    if channel.needs_sync or reply:
-        channel = replace(channel, needs_sync=False, sync_sent=True)
+    resolved = channel.fresh_link and channel.abandoned is not None
+    if reply or resolved:
+        channel = replace(
+            channel,
+            sync_sent=True,
+            abandoned=None if resolved else channel.abandoned,
+            fresh_link=False if resolved else channel.fresh_link,
+        )
+    if resolved:
+        events.insert(0, Persist(channel))
     if reply:
         events.append(_send_sync(channel))
     return channel, tuple(events)
 
 
 def _adopt(channel: Channel, signed: SignedState, own: bool) -> Result:
-    """Make the peer's higher fully signed state current."""
-    events: list[Event] = []
+    """Make the peer's higher fully signed state current (this resolves any abandoned update:
+    the peer's state is at or above its version)."""
+    dropped: list[Event] = []
     if channel.staged is not None and not own:
-        channel, events = _drop_staged(channel, Failure.SUPERSEDED, "the peer holds a newer state")
-    state = signed.state
-    phase = channel.phase
-    if phase in ACCEPTS_UPDATES:
-        phase = Phase.CLOSING if state.is_final else Phase.OPEN
+        channel, dropped = _drop_staged(channel, Failure.SUPERSEDED, "the peer holds a newer state")
     reply = not channel.sync_sent
-    new = replace(
-        channel,
-        phase=advance(channel.phase, phase),
-        current=signed,
-        staged=None,
-        needs_sync=False,
-        sync_sent=True,
-    )
-    events.insert(0, Persist(new))
-    events.append(NewState(channel.channel_id, state, Source.OWN if own else Source.SYNC))
-    if new.phase in (Phase.CLOSING, Phase.DISPUTED):
-        events.extend(_settlement(new, primary=own))
+    channel = replace(channel, abandoned=None, fresh_link=False, sync_sent=True)
+    new, events = _make_current(channel, signed, Source.OWN if own else Source.SYNC, own)
+    events[1:1] = dropped
     if reply:
         events.append(_send_sync(new))
     return new, tuple(events)
@@ -524,7 +588,9 @@ def _conflict(channel: Channel, theirs: State) -> Result:
     channel, events = _drop_staged(channel, Failure.SETTLING, "conflicting states")
     events.insert(0, Conflict(channel.channel_id, ours, theirs))
     if channel.phase in (Phase.FUNDING, Phase.OPEN):
-        channel = replace(channel, phase=advance(channel.phase, Phase.CLOSING), needs_sync=False)
+        channel = replace(
+            channel, phase=advance(channel.phase, Phase.CLOSING), abandoned=None, fresh_link=False
+        )
         events.insert(1, Persist(channel))
         events.append(_register(channel))
     return channel, tuple(events)
@@ -577,15 +643,7 @@ def _force_close(channel: Channel, change: ForceClose) -> Result:
             channel_id=channel.channel_id.hex(),
             phase=channel.phase.value,
         )
-    staged = channel.staged
     channel, events = _drop_staged(channel, Failure.SETTLING, "the channel is being closed")
-    if staged is not None and staged.proposer != channel.index:
-        # The peer waits for our answer to its update: it will not come.
-        events.append(
-            SendUpdateReject(
-                channel.peer, channel.channel_id, staged.state.version, "the channel is closing"
-            )
-        )
     new = replace(channel, phase=advance(channel.phase, Phase.CLOSING))
     return new, (Persist(new), *events, _register(new))
 
@@ -630,17 +688,18 @@ def _concluded(channel: Channel, change: Concluded) -> Result:
 
 
 def _restored(channel: Channel, change: Restored) -> Result:
-    """Resume after a restart: forget what was in flight, redo what the phase still needs."""
-    channel = replace(channel, sync_sent=False)
+    """Resume after a restart: what was in flight is over, what the phase needs is redone.
+
+    Our update in flight becomes `abandoned` (the peer may have countersigned it before we went
+    down); the peer's update awaiting our user is dropped and answered with a reject.
+    """
+    channel = replace(channel, sync_sent=False, fresh_link=False, collided=None)
     staged = channel.staged
     events: list[Event] = []
     if staged is not None and channel.phase in ACCEPTS_UPDATES:
-        ours = staged.proposer == channel.index
         channel, events = _drop_staged(channel, Failure.RESTART, "the node restarted")
-        if ours:
-            # The peer may have countersigned it before we went down.
-            channel = replace(channel, needs_sync=True)
-    if events:
+        if staged.proposer == channel.index:
+            channel = replace(channel, abandoned=staged)
         events.insert(0, Persist(channel))
     if channel.phase is Phase.FUNDING:
         events.append(_fund(channel, _current(channel).state))

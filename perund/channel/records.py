@@ -54,11 +54,23 @@ class Channel:
     """One side's view of one channel.
 
     `index` is our participant index (0 proposer, 1 responder). `current` is the latest fully
-    signed state (None only while proposing). `needs_sync` is set when an update of ours timed
-    out: the peer may hold it countersigned, so no new update of ours starts before the peer's
-    `Sync` arrived. `sync_sent` is transient bookkeeping that keeps two nodes from answering
-    each other's syncs forever (see docs/core.md); it need not survive a restart.
-    `confirm_updates`: the user wants to approve even incoming payments.
+    signed state (None only while proposing); `staged` the one update in flight.
+
+    `abandoned` is our update that timed out (or was in flight at a restart): we signed it, so
+    the peer may hold it and countersign it. Until its fate is known (`needs_sync`) we neither
+    propose nor countersign any other state, since that could leave two fully signed states of
+    one version. It is resolved by the peer's late UpdateAccept (we adopt it) or UpdateReject,
+    by a Sync of its version or higher, or by any Sync on a new connection (`fresh_link`, set by
+    `StartSync`: nothing sent on the old connection can still arrive).
+
+    `collided` is the version of our update dropped because the peer's update of the same
+    version won (participant 0's wins): the peer rejects it, and until that reject arrived we
+    propose nothing of that version again, so no answer can be taken for another state's.
+
+    `sync_sent`, `fresh_link` and `collided` are transient (reset by `Restored`, the last two
+    also by `StartSync`); `sync_sent` keeps two nodes from answering each other's syncs forever
+    (docs/core.md). `confirm_updates`: the user wants
+    to approve even incoming payments.
     """
 
     channel_id: ChannelID
@@ -67,10 +79,17 @@ class Channel:
     phase: Phase
     current: SignedState | None
     staged: Staged | None = None
-    needs_sync: bool = False
+    abandoned: Staged | None = None
     sync_sent: bool = False
+    fresh_link: bool = False
+    collided: int | None = None
     confirm_updates: bool = False
     dispute: Dispute | None = None
+
+    @property
+    def needs_sync(self) -> bool:
+        """Whether an update of ours has an unknown fate (see the class docstring)."""
+        return self.abandoned is not None
 
     @property
     def me(self) -> Address:

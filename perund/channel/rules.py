@@ -18,6 +18,8 @@ def balance_rules(reference: State, new: State) -> Reason | None:
     if new.assets != reference.assets:
         return Reason.ASSETS
     old_rows = reference.balances
+    if len(new.balances) != len(old_rows) or any(len(row) != 2 for row in new.balances):
+        return Reason.ASSETS  # a shape State's constructor refuses; see below
     for a, row in enumerate(new.balances):
         # State's constructor refuses negatives already; checked again because a codec may build
         # states without running it, and a negative balance would be a free inflation.

@@ -103,11 +103,6 @@ def make_pair(
     return alice, bob
 
 
-def signer_of(channel: Channel) -> Signer:
-    """The test key of `channel`'s own participant."""
-    return {ALICE.address: ALICE, BOB.address: BOB}[channel.me]
-
-
 def as_input(event: Event, sender: Signer, receiver: Signer) -> Change:
     """The input the receiving core gets for a Send* event of the sending core."""
     if isinstance(event, SendUpdate):
@@ -128,15 +123,6 @@ def deliver(
 ) -> tuple[Channel, tuple[Event, ...]]:
     """Feed one message event of the other side into `channel`."""
     return transition(channel, as_input(event, sender, receiver))
-
-
-def sent(events: tuple[Event, ...]) -> list[Event]:
-    """The messages among `events`, in order."""
-    return [
-        e
-        for e in events
-        if isinstance(e, SendUpdate | SendUpdateAccept | SendUpdateReject | SendSync)
-    ]
 
 
 def next_state(channel: Channel, **changes: object) -> State:

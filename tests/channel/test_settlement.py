@@ -146,7 +146,7 @@ def test_force_close_answers_the_peers_pending_update() -> None:
     assert events == (
         Persist(bob2),
         UpdateWithdrawn(bob.channel_id, question.update_id, "the channel is being closed"),
-        SendUpdateReject(ALICE.address, bob.channel_id, 1, "the channel is closing"),
+        SendUpdateReject(ALICE.address, bob.channel_id, 1, "the channel is being closed"),
         Register(bob.channel_id, bob.params, cur(bob).state, cur(bob).signatures),
     )
 

@@ -10,6 +10,7 @@ from perund.channel.changes import (
     StartSync,
     SyncReceived,
     UpdateReceived,
+    UpdateRejectReceived,
     UpdateTimedOut,
 )
 from perund.channel.encoding import signing_digest
@@ -23,6 +24,7 @@ from perund.channel.events import (
     Refused,
     Register,
     SendSync,
+    SendUpdateReject,
     Source,
     UpdateFailed,
     UpdateNeedsUser,
@@ -64,16 +66,27 @@ def test_start_sync_sends_our_latest_state() -> None:
     assert transition(alice1, StartSync()) == (alice1, events)
 
 
-def test_equal_state_is_answered_once_and_clears_needs_sync() -> None:
+def test_equal_state_is_answered_once() -> None:
     alice, bob = make_pair()
-    bob = replace(bob, needs_sync=True)
     bob1, events = sync_from_alice(bob, cur(bob).state, cur(bob).signatures)
-    assert not bob1.needs_sync and bob1.sync_sent
+    assert bob1 == replace(bob, sync_sent=True)
     assert events == (SendSync(ALICE.address, cur(bob).state, cur(bob).signatures),)
     # Alice sent hers first (StartSync), so Bob's answer is not answered again.
     alice1, _ = transition(alice, StartSync())
     alice2, events = deliver(alice1, events[0], BOB, ALICE)
     assert events == () and alice2 == alice1
+
+
+def test_an_equal_sync_on_the_same_connection_does_not_resolve_a_timed_out_update() -> None:
+    """It may have left the peer before our update arrived there."""
+    alice, bob = make_pair()
+    alice1, _ = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 5),)))
+    alice2, _ = transition(alice1, UpdateTimedOut(1))
+    alice3, events = transition(
+        alice2, SyncReceived(BOB.address, cur(bob).state, cur(bob).signatures)
+    )
+    assert alice3.needs_sync and alice3.abandoned == alice1.staged
+    assert events == ()
 
 
 def test_equal_version_different_state_is_a_conflict_and_a_dispute() -> None:
@@ -200,14 +213,58 @@ def test_after_a_timeout_the_peers_sync_brings_the_update_it_accepted() -> None:
     assert events == (Persist(alice3), NewState(alice.channel_id, cur(bob1).state, Source.SYNC))
 
 
-def test_after_a_timeout_the_peers_equal_sync_lets_updates_resume() -> None:
+def test_after_a_lost_connection_the_peers_sync_resolves_the_update() -> None:
     alice, bob = make_pair()
     alice1, _ = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 5),)))
-    alice2, events = transition(alice1, UpdateTimedOut(1))  # the Update was lost
-    _, answer = deliver(bob, events[2], ALICE, BOB)
-    alice3, events = deliver(alice2, answer[0], BOB, ALICE)
-    assert events == () and not alice3.needs_sync and alice3.current == alice.current
+    # The Update is lost with the connection; the new one starts with a sync on both sides.
+    alice2, events = transition(alice1, StartSync())
+    assert alice2.needs_sync and alice2.fresh_link and alice2.staged is None
+    assert events == (
+        Persist(alice2),
+        UpdateFailed(alice.channel_id, 1, Failure.TIMED_OUT, "connection lost"),
+        SendSync(BOB.address, cur(alice).state, cur(alice).signatures),
+    )
+    _, bob_events = transition(bob, StartSync())
+    alice3, events = deliver(alice2, bob_events[0], BOB, ALICE)
+    assert not alice3.needs_sync and alice3.current == alice.current
+    assert events == (Persist(alice3),)
     transition(alice3, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 5),)))  # allowed again
+    # The failed request's timer firing late changes nothing.
+    assert transition(alice3, UpdateTimedOut(1)) == (alice3, ())
+
+
+def test_a_late_reject_resolves_the_timed_out_update() -> None:
+    alice, _ = make_pair()
+    alice1, _ = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 5),)))
+    alice2, _ = transition(alice1, UpdateTimedOut(1))
+    alice3, events = transition(
+        alice2, UpdateRejectReceived(BOB.address, alice.channel_id, 1, "no")
+    )
+    assert not alice3.needs_sync and alice3.current == alice.current
+    assert events == (Persist(alice3),)
+
+
+def test_a_late_accept_completes_the_timed_out_update() -> None:
+    alice, bob = make_pair()
+    alice1, events = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 5),)))
+    bob1, answer = deliver(bob, events[1], ALICE, BOB)
+    alice2, _ = transition(alice1, UpdateTimedOut(1))
+    alice3, events = deliver(alice2, answer[1], BOB, ALICE)
+    assert not alice3.needs_sync and alice3.current == bob1.current
+    assert events == (Persist(alice3), NewState(alice.channel_id, cur(bob1).state, Source.SYNC))
+
+
+def test_while_unresolved_we_countersign_nothing_of_that_version() -> None:
+    alice, bob = make_pair()
+    alice1, _ = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 5),)))
+    alice2, _ = transition(alice1, UpdateTimedOut(1))
+    _, events = transition(bob, OwnUpdate(BOB, ((cur(bob).state.assets[0], 1),)))
+    alice3, events = deliver(alice2, events[1], BOB, ALICE)
+    assert alice3 is alice2
+    assert events == (
+        Refused(alice.channel_id, BOB.address, Reason.SYNC_PENDING, "version 1"),
+        SendUpdateReject(BOB.address, alice.channel_id, 1, Reason.SYNC_PENDING.value),
+    )
 
 
 def test_the_peers_sync_withdraws_its_update_awaiting_our_user() -> None:
@@ -223,6 +280,7 @@ def test_the_peers_sync_withdraws_its_update_awaiting_our_user() -> None:
     assert bob2.staged is None and bob2.phase is Phase.OPEN
     assert events == (
         UpdateWithdrawn(bob.channel_id, question.update_id, "the peer synced"),
+        SendUpdateReject(ALICE.address, bob.channel_id, 1, "the peer synced"),
         SendSync(ALICE.address, cur(bob).state, cur(bob).signatures),
     )
 

@@ -340,21 +340,6 @@ def test_peer_rejects_our_update() -> None:
     assert events == (UpdateFailed(alice.channel_id, 1, Failure.REJECTED, "no thanks"),)
 
 
-def test_a_version_reject_means_we_are_behind_and_must_sync() -> None:
-    alice, _ = make_pair()
-    alice1, _ = pay(alice, 1)
-    alice2, events = transition(
-        alice1, UpdateRejectReceived(BOB.address, alice.channel_id, 1, Reason.VERSION.value)
-    )
-    assert alice2.needs_sync and alice2.sync_sent and alice2.staged is None
-    assert alice.current is not None
-    assert events == (
-        Persist(alice2),
-        UpdateFailed(alice.channel_id, 1, Failure.REJECTED, Reason.VERSION.value),
-        SendSync(BOB.address, alice.current.state, alice.current.signatures),
-    )
-
-
 def test_our_update_times_out_then_waits_for_a_sync() -> None:
     alice, _ = make_pair()
     alice1, _ = pay(alice, 1)
@@ -442,12 +427,26 @@ def test_collision_participant_zero_wins_on_both_sides() -> None:
         SendUpdateAccept(ALICE.address, bob.channel_id, 1, bob2.current.signatures[1]),
         NewState(bob.channel_id, bob2.current.state, Source.PEER),
     )
-    # Alice's reject of Bob's update reaches Bob late: nothing of his is in flight any more.
-    bob3, events3 = deliver(bob2, events[1], ALICE, BOB)
-    assert bob3 is bob2
-    assert events3 == (Refused(bob.channel_id, ALICE.address, Reason.NOTHING_STAGED, "version 1"),)
+    assert bob2.collided == 1
     alice3, _ = deliver(alice2, events2[2], BOB, ALICE)
-    assert alice3.current == bob3.current
+    assert alice3.current == bob2.current
+    # Alice's reject of Bob's update reaches Bob last; it is expected, and taken quietly.
+    bob3, events3 = deliver(bob2, events[1], ALICE, BOB)
+    assert bob3 == replace(bob2, collided=None) and events3 == ()
+
+
+def test_after_losing_a_collision_the_same_version_waits_for_the_reject() -> None:
+    """Else the peer's late reject of the lost update would be taken for the new one's."""
+    _, bob = make_pair()
+    stuck = replace(bob, collided=1)
+    with pytest.raises(FailedPrecondition, match="collision"):
+        pay(stuck, 1)
+    freed, events = transition(stuck, UpdateRejectReceived(ALICE.address, bob.channel_id, 1, "x"))
+    assert freed == bob and events == ()
+    pay(freed, 1)
+    # Once the channel moved past that version, the next update need not wait.
+    moved = replace(bob, collided=0)
+    pay(moved, 1)
 
 
 # --- the final update ---------------------------------------------------------------------------

@@ -1,0 +1,228 @@
+"""Two cores against each other, driven by hypothesis: random payments, payment requests, user
+answers, lost messages, timeouts, reconnections and closes, over two FIFO links.
+
+Invariants after every step: balances are conserved per asset, each side's current version only
+ever increases, nothing but a fully signed state becomes current, a `Persist` always carries the
+channel the transition returns, honest peers never see a conflict or a bad signature. At the end,
+after every question is answered and both sides reconnected and synced, both hold the same state.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import hypothesis.strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from perund.channel.changes import (
+    Change,
+    OwnUpdate,
+    RespondUpdate,
+    Restored,
+    StartSync,
+    UpdateTimedOut,
+    UserTimedOut,
+)
+from perund.channel.encoding import Signer, signing_digest
+from perund.channel.events import (
+    Conflict,
+    Event,
+    NewState,
+    Persist,
+    Reason,
+    Refused,
+    SendSync,
+    SendUpdate,
+    SendUpdateAccept,
+    SendUpdateReject,
+    UpdateNeedsUser,
+    UpdateWithdrawn,
+)
+from perund.channel.machine import transition
+from perund.channel.phases import Phase
+from perund.channel.records import Channel
+from perund.channel.rules import fully_signed
+from perund.channel.types import ETH
+from perund.errors import ClientError
+from tests.channel.factories import ALICE, BOB, TOKEN, as_input, make_pair, make_request
+
+SIDES = st.sampled_from((0, 1))
+MESSAGES = (SendUpdate, SendUpdateAccept, SendUpdateReject, SendSync)
+
+
+class TwoCores(RuleBasedStateMachine):
+    """Alice (0) and Bob (1) on one channel with ETH and a token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        alice, bob = make_pair(
+            make_request(assets=(ETH, TOKEN), balances=((50, 50), (30, 0))),
+            confirm_updates=(False, True),
+        )
+        self.channels: list[Channel] = [alice, bob]
+        self.persisted: list[Channel] = [alice, bob]
+        self.signers: list[Signer] = [ALICE, BOB]
+        self.inbox: list[deque[Event]] = [deque(), deque()]
+        self.questions: list[list[bytes]] = [[], []]
+        assert alice.current is not None
+        self.totals = alice.current.state.totals()
+        self.versions = [0, 0]
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def feed(self, side: int, change: Change) -> None:
+        old = self.channels[side]
+        try:
+            new, events = transition(old, change)
+        except ClientError:
+            return  # a user request the core refused: nothing changed by construction
+        for event in events:
+            if isinstance(event, Persist):
+                assert event.channel is new
+                self.persisted[side] = new
+            elif isinstance(event, MESSAGES):
+                self.inbox[1 - side].append(event)
+            elif isinstance(event, UpdateNeedsUser):
+                self.questions[side].append(event.update_id)
+            elif isinstance(event, UpdateWithdrawn):
+                self.questions[side].remove(event.update_id)
+            elif isinstance(event, NewState):
+                assert new.current is not None and event.state == new.current.state
+            assert not isinstance(event, Conflict), event
+            if isinstance(event, Refused):
+                assert event.reason not in (Reason.SIGNATURE, Reason.NOT_PEER, Reason.TOTALS)
+        if new.current is not old.current:
+            assert new.current is not None
+            state = new.current.state
+            assert state.version > self.versions[side]
+            self.versions[side] = state.version
+            assert fully_signed(signing_digest(state), new.current.signatures, new.params)
+        self.channels[side] = new
+
+    def deliver_one(self, side: int) -> None:
+        message = self.inbox[side].popleft()
+        self.feed(side, as_input(message, self.signers[1 - side], self.signers[side]))
+
+    def drain(self) -> None:
+        for _ in range(200):
+            if not (self.inbox[0] or self.inbox[1]):
+                return
+            for side in (0, 1):
+                if self.inbox[side]:
+                    self.deliver_one(side)
+        raise AssertionError("messages never stop")
+
+    # --- rules ---------------------------------------------------------------------------------
+
+    @rule(
+        side=SIDES,
+        asset=st.sampled_from((ETH, TOKEN)),
+        amount=st.integers(-9, 9) | st.integers(-60, 60),
+    )
+    def pay(self, side: int, asset: bytes, amount: int) -> None:
+        """A payment (positive) or a payment request (negative), possibly too large."""
+        self.feed(side, OwnUpdate(self.signers[side], ((asset, amount),)))  # type: ignore[arg-type]
+
+    @rule(side=SIDES, dice=st.integers(0, 19))
+    def close(self, side: int, dice: int) -> None:
+        """A final update, now and then (it ends the channel's off-chain life)."""
+        if dice == 0:
+            self.feed(side, OwnUpdate(self.signers[side], (), True))
+
+    @precondition(lambda self: self.inbox[0] or self.inbox[1])
+    @rule(side=SIDES, count=st.integers(1, 4))
+    def deliver(self, side: int, count: int) -> None:
+        for _ in range(count):
+            if not self.inbox[side]:
+                side = 1 - side
+                if not self.inbox[side]:
+                    return
+            self.deliver_one(side)
+
+    @rule(side=SIDES, accept=st.booleans(), expire=st.booleans())
+    def answer(self, side: int, accept: bool, expire: bool) -> None:
+        if not self.questions[side]:
+            return
+        update_id = self.questions[side].pop(0)
+        if expire:
+            self.feed(side, UserTimedOut(update_id))
+        else:
+            self.feed(side, RespondUpdate(self.signers[side], update_id, accept))
+
+    @rule(side=SIDES, dice=st.integers(0, 3))
+    def time_out(self, side: int, dice: int = 0) -> None:
+        """Our request timer fires, whether or not the answer is already on its way."""
+        if dice != 0:
+            return
+        staged = self.channels[side].staged
+        if staged is not None:
+            self.feed(side, UpdateTimedOut(staged.state.version))
+
+    @rule(dice=st.integers(0, 3), timers_first=st.booleans())
+    def reconnect(self, dice: int = 0, timers_first: bool = True) -> None:
+        """The connection drops (in-flight messages lost, requests fail) and comes back. The
+        shell may see the failed requests before or after the new connection is up."""
+        if dice != 0:
+            return
+        self.inbox[0].clear()
+        self.inbox[1].clear()
+        if timers_first:
+            self.time_out(0)
+            self.time_out(1)
+        self.feed(0, StartSync())
+        self.feed(1, StartSync())
+        self.time_out(0)
+        self.time_out(1)
+
+    @rule(side=SIDES, dice=st.integers(0, 5))
+    def restart(self, side: int, dice: int) -> None:
+        """One node is killed and restarts from what it persisted."""
+        if dice != 0:
+            return
+        self.inbox[0].clear()
+        self.inbox[1].clear()
+        self.questions[side].clear()
+        self.channels[side] = self.persisted[side]
+        self.feed(side, Restored())
+        self.time_out(1 - side)
+        self.feed(0, StartSync())
+        self.feed(1, StartSync())
+
+    # --- invariants ----------------------------------------------------------------------------
+
+    @invariant()
+    def conserved_and_consistent(self) -> None:
+        for channel in self.channels:
+            assert channel.current is not None
+            assert channel.current.state.totals() == self.totals
+            staged = channel.staged
+            if staged is not None:
+                assert staged.state.totals() == self.totals
+                assert staged.state.version == channel.current.state.version + 1
+                assert channel.phase is Phase.UPDATING
+            elif channel.phase is Phase.UPDATING:
+                raise AssertionError("updating without an update in flight")
+
+    def teardown(self) -> None:
+        # Let everything in flight arrive, answer every question, then reconnect and sync.
+        for _ in range(5):
+            self.drain()
+            for side in (0, 1):
+                while self.questions[side]:
+                    self.feed(side, UserTimedOut(self.questions[side].pop(0)))
+        self.drain()
+        self.reconnect()
+        self.drain()
+        alice, bob = self.channels
+        assert alice.current == bob.current
+        assert not alice.needs_sync and not bob.needs_sync
+
+
+TwoCores.TestCase.settings = settings(
+    max_examples=120,
+    stateful_step_count=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_two_cores = TwoCores.TestCase
