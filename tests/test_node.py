@@ -1,0 +1,78 @@
+"""The twistd plugin's options and the NodeService's ordered start and stop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.plugin import getPlugins
+from twisted.python import usage
+
+from perund.config import parse_node_config
+from perund.errors import ChainNotReachable
+from perund.node import NodeService
+from perund.tap import Options
+
+
+def test_plugin_is_discoverable() -> None:
+    from twisted.application.service import IServiceMaker
+
+    names = [maker.tapname for maker in getPlugins(IServiceMaker)]
+    assert "perund" in names
+
+
+def test_options_validate_before_the_reactor(tmp_path: Path) -> None:
+    config = tmp_path / "perund.yaml"
+    config.write_text("chain:\n  url: ftp://nowhere\n  colour: red\ntimeouts:\n  tx: soon\n")
+    options = Options()
+    with pytest.raises(usage.UsageError) as caught:
+        options.parseOptions(["--config", str(config)])
+    message = str(caught.value)
+    assert "chain.url" in message and "chain.colour" in message and "timeouts.tx" in message
+
+
+def test_overrides_are_validated_and_applied(tmp_path: Path) -> None:
+    options = Options()
+    options.parseOptions(["--api-listen", "tcp:0", "--data-dir", str(tmp_path)])
+    assert options["node_config"].api.listen == "tcp:0"
+    assert options["node_config"].data_dir == tmp_path.resolve()
+    with pytest.raises(usage.UsageError, match=r"chain\.url"):
+        Options().parseOptions(["--chain-url", "not a url"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_node_starts_on_the_embedded_chain_and_stops(tmp_path: Path) -> None:
+    options = Options()
+    options.parseOptions(["--data-dir", str(tmp_path)])
+    node = NodeService(reactor, options["node_config"])
+    node.startService()
+    await node.ready
+    assert node.chain.chain_id == 1337
+    assert node.chain.adjudicator is not None
+    await node.stopService()
+    assert not node.chain.pool.started
+
+
+@pytest_twisted.ensureDeferred
+async def test_unreachable_chain_fails_start_up_clearly(tmp_path: Path) -> None:
+    config = parse_node_config({
+        "data_dir": str(tmp_path),
+        "chain": {"url": "http://127.0.0.1:9", "adjudicator": "0x" + "01" * 20},
+        "timeouts": {"chain_connect": "2s"},
+    })
+    node = NodeService(_NotRunning(), config)
+    node.startService()
+    with pytest.raises(ChainNotReachable):
+        await node.ready
+    await node.stopService()
+
+
+class _NotRunning:
+    """The global reactor, but reporting not running so a failed start does not stop the tests."""
+
+    running = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(reactor, name)
