@@ -65,7 +65,7 @@ from perund.channel.events import (
     UpdateNeedsUser,
     UpdateWithdrawn,
 )
-from perund.channel.phases import ACCEPTS_UPDATES, Phase, advance
+from perund.channel.phases import RECEIVES_UPDATES, Phase, advance, at_rest, busy
 from perund.channel.records import Channel, Dispute, SignedState, Staged
 from perund.channel.rules import (
     balance_rules,
@@ -110,7 +110,7 @@ def _refuse_update(channel: Channel, sender: Address, state: State, reason: Reas
 def _check_signer(channel: Channel, signer: Signer) -> None:
     if signer.address != channel.me:
         # The shell handed us the wrong key: a bug, not a user's or a peer's mistake.
-        raise Internal("signer is not this channel's participant", channel_id=channel.channel_id)
+        raise Internal("signer is not this channel's participant", channel_id=channel.channel_id.hex())
 
 
 def _current(channel: Channel) -> SignedState:
@@ -129,8 +129,7 @@ def _drop_staged(channel: Channel, failure: Failure, reason: str) -> tuple[Chann
     if staged is None or channel.current is None:
         # While proposing, staged version 0 is all we have: it stays as the channel's record.
         return channel, []
-    phase = Phase.OPEN if channel.phase is Phase.UPDATING else channel.phase
-    dropped = replace(channel, staged=None, phase=advance(channel.phase, phase))
+    dropped = replace(channel, staged=None, phase=advance(channel.phase, at_rest(channel.phase)))
     version = staged.state.version
     if staged.proposer == channel.index:
         return dropped, [UpdateFailed(channel.channel_id, version, failure, reason)]
@@ -146,8 +145,8 @@ def _make_current(
     """Make a newer fully signed state current; the phase and on-chain duties follow from it."""
     state = signed.state
     phase = channel.phase
-    if phase in ACCEPTS_UPDATES:
-        phase = Phase.CLOSING if state.is_final else Phase.OPEN
+    if phase in RECEIVES_UPDATES:
+        phase = Phase.CLOSING if state.is_final else at_rest(phase)
     new = replace(channel, phase=advance(channel.phase, phase), current=signed, staged=None)
     events: list[Event] = [Persist(new), NewState(channel.channel_id, state, source)]
     if phase is Phase.CLOSING or phase is Phase.DISPUTED:
@@ -331,7 +330,7 @@ def _fail_own(channel: Channel, failure: Failure, reason: str) -> Result:
         channel,
         staged=None,
         # PROTOCOL.md §3 Close: a refused or unanswered final update → dispute.
-        phase=advance(channel.phase, Phase.CLOSING if final else Phase.OPEN),
+        phase=advance(channel.phase, Phase.CLOSING if final else at_rest(channel.phase)),
         abandoned=staged if timed_out else None,
         sync_sent=channel.sync_sent or timed_out,
         fresh_link=False,
@@ -358,7 +357,7 @@ def _update_received(channel: Channel, change: UpdateReceived) -> Result:
     current_signed = channel.current
     if current_signed is not None and current_signed.state.is_final:
         return _refuse_update(channel, sender, state, Reason.FINAL)
-    if channel.phase not in ACCEPTS_UPDATES or current_signed is None:
+    if channel.phase not in RECEIVES_UPDATES or current_signed is None:
         return _refuse_update(channel, sender, state, Reason.NOT_OPEN)
     current = current_signed.state
     reason = successor_rules(current, state)
@@ -398,7 +397,7 @@ def _update_received(channel: Channel, change: UpdateReceived) -> Result:
         return new, (*events, *accepted) if events else accepted
     pending = Staged(channel.peer_index, state, change.signature, digest, update_id=digest)
     new = replace(
-        channel, phase=advance(channel.phase, Phase.UPDATING), staged=pending, sync_sent=False
+        channel, phase=advance(channel.phase, busy(channel.phase)), staged=pending, sync_sent=False
     )
     events.append(UpdateNeedsUser(channel.channel_id, digest, state, kind))
     return new, tuple(events)
@@ -409,7 +408,7 @@ def _accept_peer_update(
 ) -> Result:
     """Countersign the peer's state: persist it fully signed, then answer UpdateAccept."""
     ours = signer.sign_digest(digest)
-    phase = Phase.CLOSING if state.is_final else Phase.OPEN
+    phase = Phase.CLOSING if state.is_final else at_rest(channel.phase)
     new = replace(
         channel,
         phase=advance(channel.phase, phase),
@@ -453,7 +452,7 @@ def _user_timed_out(channel: Channel, change: UserTimedOut) -> Result:
 
 
 def _decline(channel: Channel, staged: Staged, reason: Reason) -> Result:
-    new = replace(channel, staged=None, phase=advance(channel.phase, Phase.OPEN))
+    new = replace(channel, staged=None, phase=advance(channel.phase, at_rest(channel.phase)))
     state = staged.state
     return new, (SendUpdateReject(channel.peer, state.channel_id, state.version, reason.value),)
 
@@ -623,7 +622,9 @@ def _sync_version_zero(channel: Channel, change: SyncReceived) -> Result:
 def _funded(channel: Channel, change: Funded) -> Result:
     if channel.phase is not Phase.FUNDING:
         return channel, _NOTHING
-    new = replace(channel, phase=advance(channel.phase, Phase.OPEN))
+    # A peer's update may already await our user (see RECEIVES_UPDATES).
+    phase = Phase.UPDATING if channel.staged is not None else Phase.OPEN
+    new = replace(channel, phase=advance(channel.phase, phase))
     return new, (Persist(new), Opened(channel.channel_id))
 
 
@@ -696,7 +697,7 @@ def _restored(channel: Channel, change: Restored) -> Result:
     channel = replace(channel, sync_sent=False, fresh_link=False, collided=None)
     staged = channel.staged
     events: list[Event] = []
-    if staged is not None and channel.phase in ACCEPTS_UPDATES:
+    if staged is not None and channel.current is not None:
         channel, events = _drop_staged(channel, Failure.RESTART, "the node restarted")
         if staged.proposer == channel.index:
             channel = replace(channel, abandoned=staged)

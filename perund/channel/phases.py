@@ -34,7 +34,10 @@ class Phase(enum.Enum):
 _ALLOWED: Final[dict[Phase, frozenset[Phase]]] = {
     # The peer may register version 0 before its signature on it ever reaches us.
     Phase.PROPOSING: frozenset({Phase.FUNDING, Phase.DISPUTED, Phase.CLOSED}),
-    Phase.FUNDING: frozenset({Phase.OPEN, Phase.CLOSING, Phase.DISPUTED, Phase.CLOSED}),
+    # Funded while a peer's update awaits our user: straight to updating.
+    Phase.FUNDING: frozenset(
+        {Phase.OPEN, Phase.UPDATING, Phase.CLOSING, Phase.DISPUTED, Phase.CLOSED}
+    ),
     Phase.OPEN: frozenset({Phase.UPDATING, Phase.CLOSING, Phase.DISPUTED, Phase.CLOSED}),
     Phase.UPDATING: frozenset({Phase.OPEN, Phase.CLOSING, Phase.DISPUTED, Phase.CLOSED}),
     Phase.CLOSING: frozenset({Phase.DISPUTED, Phase.CLOSED}),
@@ -43,8 +46,22 @@ _ALLOWED: Final[dict[Phase, frozenset[Phase]]] = {
     Phase.CLOSED: frozenset(),
 }
 
-ACCEPTS_UPDATES: Final = frozenset({Phase.OPEN, Phase.UPDATING})
-"""Phases in which an off-chain update may be proposed or received."""
+RECEIVES_UPDATES: Final = frozenset({Phase.FUNDING, Phase.OPEN, Phase.UPDATING})
+"""Phases in which the peer's updates are taken. FUNDING too: the peer's watcher may see the
+deposits complete before ours does, and its first payment must not fail for that. (We only
+propose in OPEN.) Should funding fail, the contract refunds deposits and ignores the states."""
+
+
+def at_rest(phase: Phase) -> Phase:
+    """The phase once no update is in flight: UPDATING becomes OPEN, the rest stay."""
+    return Phase.OPEN if phase is Phase.UPDATING else phase
+
+
+def busy(phase: Phase) -> Phase:
+    """The phase while an update is in flight: OPEN becomes UPDATING, the rest stay
+    (a peer's update during FUNDING leaves the channel in FUNDING)."""
+    return Phase.UPDATING if phase is Phase.OPEN else phase
+
 
 SETTLING: Final = frozenset({Phase.CLOSING, Phase.DISPUTED, Phase.CLOSED})
 """Phases after which no off-chain update is ever signed again."""

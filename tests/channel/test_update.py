@@ -8,7 +8,9 @@ from dataclasses import replace
 import pytest
 
 from perund.channel.changes import (
+    Funded,
     OwnUpdate,
+    Registered,
     RespondUpdate,
     UpdateAcceptReceived,
     UpdateReceived,
@@ -21,6 +23,7 @@ from perund.channel.events import (
     ConcludeFinal,
     Failure,
     NewState,
+    Opened,
     Persist,
     Reason,
     Refused,
@@ -227,8 +230,32 @@ def test_rule_current_not_final() -> None:
 
 
 def test_rule_channel_open() -> None:
-    _, bob = make_pair(funded=False)
-    assert_refused(bob, paid(bob), Reason.NOT_OPEN)
+    _, bob = make_pair()
+    assert bob.current is not None
+    disputed, _ = transition(bob, Registered(0, 5000, False, bob.current.state.balances))
+    assert_refused(disputed, paid(bob), Reason.NOT_OPEN)
+
+
+def test_updates_from_a_peer_that_saw_the_funding_first_are_taken() -> None:
+    alice, bob = make_pair(funded=False)
+    alice, _ = transition(alice, Funded())
+    # Alice's watcher saw both deposits; Bob's has not yet. Alice pays, Bob takes it.
+    alice, events = pay(alice, ETHER)
+    bob1, events = deliver(bob, events[1], ALICE, BOB)
+    assert bob1.phase is Phase.FUNDING and bob1.current is not None
+    assert bob1.current.state.version == 1
+    alice, _ = deliver(alice, events[1], BOB, ALICE)
+    # A request goes to Bob's user; the funding news arrives meanwhile.
+    alice, events = pay(alice, -ETHER)
+    bob2, (question,) = deliver(bob1, events[1], ALICE, BOB)
+    assert isinstance(question, UpdateNeedsUser) and bob2.phase is Phase.FUNDING
+    bob3, events = transition(bob2, Funded())
+    assert bob3.phase is Phase.UPDATING and events == (Persist(bob3), Opened(bob.channel_id))
+    bob4, _ = transition(bob3, RespondUpdate(BOB, question.update_id, True))
+    assert bob4.phase is Phase.OPEN
+    # Bob himself proposes nothing before he saw the funding.
+    with pytest.raises(FailedPrecondition, match="funding"):
+        pay(bob2, 1)
 
 
 def test_rule_signature_malformed() -> None:
