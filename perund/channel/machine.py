@@ -110,7 +110,9 @@ def _refuse_update(channel: Channel, sender: Address, state: State, reason: Reas
 def _check_signer(channel: Channel, signer: Signer) -> None:
     if signer.address != channel.me:
         # The shell handed us the wrong key: a bug, not a user's or a peer's mistake.
-        raise Internal("signer is not this channel's participant", channel_id=channel.channel_id.hex())
+        raise Internal(
+            "signer is not this channel's participant", channel_id=channel.channel_id.hex()
+        )
 
 
 def _current(channel: Channel) -> SignedState:
