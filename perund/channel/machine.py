@@ -634,8 +634,9 @@ def _funding_expired(channel: Channel, change: FundingExpired) -> Result:
     """The peer did not fund in time: register version 0 so everyone gets their deposit back."""
     if channel.phase is not Phase.FUNDING:
         return channel, _NOTHING
+    channel, dropped = _drop_staged(channel, Failure.SETTLING, "the channel was not funded")
     new = replace(channel, phase=advance(channel.phase, Phase.CLOSING))
-    return new, (Persist(new), FundingFailed(channel.channel_id), _register(new))
+    return new, (Persist(new), *dropped, FundingFailed(channel.channel_id), _register(new))
 
 
 def _force_close(channel: Channel, change: ForceClose) -> Result:

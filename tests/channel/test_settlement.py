@@ -12,6 +12,7 @@ from perund.channel.changes import (
     Concluded,
     ForceClose,
     Funded,
+    FundingExpired,
     OwnUpdate,
     Registered,
     RespondUpdate,
@@ -25,6 +26,7 @@ from perund.channel.events import (
     Disputed,
     Failure,
     Fund,
+    FundingFailed,
     Persist,
     Register,
     SendUpdateReject,
@@ -205,3 +207,21 @@ def test_phase_table() -> None:
                 seen.add(nxt)
                 todo.append(nxt)
     assert seen == set(Phase)
+
+
+def test_funding_expiry_answers_the_peers_pending_update() -> None:
+    _, bob = make_pair(funded=False)
+    request = next_state(bob, balances=((11 * ETHER, 9 * ETHER),))
+    bob1, (question,) = transition(
+        bob, UpdateReceived(ALICE.address, request, sign(ALICE, request), BOB)
+    )
+    assert isinstance(question, UpdateNeedsUser) and bob1.phase is Phase.FUNDING
+    bob2, events = transition(bob1, FundingExpired())
+    assert bob2.phase is Phase.CLOSING and bob2.staged is None
+    assert events == (
+        Persist(bob2),
+        UpdateWithdrawn(bob.channel_id, question.update_id, "the channel was not funded"),
+        SendUpdateReject(ALICE.address, bob.channel_id, 1, "the channel was not funded"),
+        FundingFailed(bob.channel_id),
+        Register(bob.channel_id, bob.params, cur(bob).state, cur(bob).signatures),
+    )
