@@ -142,14 +142,17 @@ def _drop_staged(channel: Channel, failure: Failure, reason: str) -> tuple[Chann
 
 
 def _make_current(
-    channel: Channel, signed: SignedState, source: Source, primary: bool
+    channel: Channel, signed: SignedState, source: Source, primary: bool, **changes: Any
 ) -> tuple[Channel, list[Event]]:
-    """Make a newer fully signed state current; the phase and on-chain duties follow from it."""
+    """Make a newer fully signed state current; the phase and on-chain duties follow from it.
+    `changes` are further fields to set in the same copy (this is the hot path)."""
     state = signed.state
     phase = channel.phase
     if phase in RECEIVES_UPDATES:
         phase = Phase.CLOSING if state.is_final else at_rest(phase)
-    new = replace(channel, phase=advance(channel.phase, phase), current=signed, staged=None)
+    new = replace(
+        channel, phase=advance(channel.phase, phase), current=signed, staged=None, **changes
+    )
     events: list[Event] = [Persist(new), NewState(channel.channel_id, state, source)]
     if phase is Phase.CLOSING or phase is Phase.DISPUTED:
         events.extend(_settlement(new, primary))
@@ -283,8 +286,9 @@ def _accept_received(channel: Channel, change: UpdateAcceptReceived) -> Result:
             sync_sent=False,
         )
         return new, (Persist(new), _fund(new, state))
-    channel = replace(channel, abandoned=None, fresh_link=False, sync_sent=False)
-    new, events = _make_current(channel, signed, source, primary=True)
+    new, events = _make_current(
+        channel, signed, source, True, abandoned=None, fresh_link=False, sync_sent=False
+    )
     return new, tuple(events)
 
 
@@ -575,8 +579,10 @@ def _adopt(channel: Channel, signed: SignedState, own: bool) -> Result:
     if channel.staged is not None and not own:
         channel, dropped = _drop_staged(channel, Failure.SUPERSEDED, "the peer holds a newer state")
     reply = not channel.sync_sent
-    channel = replace(channel, abandoned=None, fresh_link=False, sync_sent=True)
-    new, events = _make_current(channel, signed, Source.OWN if own else Source.SYNC, own)
+    source = Source.OWN if own else Source.SYNC
+    new, events = _make_current(
+        channel, signed, source, own, abandoned=None, fresh_link=False, sync_sent=True
+    )
     events[1:1] = dropped
     if reply:
         events.append(_send_sync(new))
