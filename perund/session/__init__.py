@@ -1,0 +1,1 @@
+"""One user's shell around the channel core: the channel client and its on-chain settlement."""

@@ -1,0 +1,715 @@
+"""ChannelClient: ties the pure channel core to peer connections, storage and the chain.
+
+The client is the imperative shell of DESIGN.md: it turns peer messages, user requests, timers
+and chain news into core inputs (`perund.channel.changes`), runs `transition`, and executes the
+events it returns, in order. A `Persist` is made durable (the store's `flush`, group commit
+allowed) before any later event of the same transition runs, so no message that depends on a
+write leaves before the write (PROTOCOL.md §5).
+
+Everything runs on the reactor thread; transitions of one channel therefore never interleave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from twisted.internet.base import DelayedCall
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from perund.channel import events as ev
+from perund.channel.changes import (
+    Change,
+    Concluded,
+    ForceClose,
+    Funded,
+    FundingExpired,
+    OwnUpdate,
+    RespondUpdate,
+    Restored,
+    StartSync,
+    SyncReceived,
+    UpdateAcceptReceived,
+    UpdateReceived,
+    UpdateRejectReceived,
+    UpdateTimedOut,
+    UserTimedOut,
+)
+from perund.channel.encoding import Signer, random_share
+from perund.channel.machine import transition
+from perund.channel.phases import Phase
+from perund.channel.proposal import (
+    Deployment,
+    OpenRequest,
+    accept_proposal,
+    complete_proposal,
+    make_proposal,
+    receive_proposal,
+)
+from perund.channel.records import Channel
+from perund.channel.types import Address, ChannelID
+from perund.errors import (
+    FailedPrecondition,
+    PeerNotFunded,
+    PeerProtocolError,
+    PeerRejected,
+    PeerRequestTimedOut,
+    PerundError,
+    ResourceNotFound,
+    UserResponseTimedOut,
+)
+from perund.peer.manager import PeerManager
+from perund.storage import ChannelStore
+from perund.wire.messages import (
+    Accept,
+    Message,
+    Propose,
+    Reject,
+    Sync,
+    Update,
+    UpdateAccept,
+    UpdateReject,
+)
+
+log = Logger(namespace="perund.client")
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+class Funder(Protocol):
+    """Puts our share of a new channel on-chain and reports when every share is there."""
+
+    def fund(self, event: ev.Fund) -> Deferred[None]:
+        """Deposit what `event` asks of us (skipping what is already held); fire once the
+        contract holds every participant's share, fail with PeerNotFunded at the deadline."""
+
+
+class Settler(Protocol):
+    """Settles channels on-chain; each call fires with the version concluded, or None when the
+    call only registered a state (the dispute goes on)."""
+
+    def conclude_final(self, event: ev.ConcludeFinal) -> Deferred[int | None]:
+        """Submit `concludeFinal` (or, when not primary, only if nobody else did soon)."""
+
+    def register(self, event: ev.Register) -> Deferred[int | None]:
+        """Register the latest state (dispute or refutation)."""
+
+    def conclude(self, event: ev.Conclude) -> Deferred[int | None]:
+        """Conclude the registered state once its challenge period is over."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalNotice:
+    """A peer proposes a channel; answer with `respond_proposal` before `expiry`."""
+
+    peer: Address
+    proposal: Propose
+    expiry: float
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateNotice:
+    """A peer's update awaits our user's answer (`respond_update`) before `expiry`."""
+
+    channel: Channel
+    update_id: bytes
+    kind: ev.UpdateKind
+    expiry: float
+    proposed: ev.UpdateNeedsUser
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelNotice:
+    """Something happened to a channel: a new state, opened, disputed, closed, ..."""
+
+    channel: Channel
+    event: ev.Event
+
+
+Notice = ProposalNotice | UpdateNotice | ChannelNotice
+"""What the client tells its observers (the API's notification hub, a CLI, a test)."""
+
+_NOTIFY: Final = (
+    ev.NewState,
+    ev.Opened,
+    ev.FundingFailed,
+    ev.Disputed,
+    ev.Conflict,
+    ev.Closed,
+    ev.UpdateWithdrawn,
+)
+
+
+@dataclass
+class _IncomingProposal:
+    peer: Address
+    proposal: Propose
+    expiry: float
+    timer: DelayedCall
+
+
+@dataclass
+class _PendingQuestion:
+    channel_id: ChannelID
+    expiry: float
+    timer: DelayedCall
+
+
+class ChannelClient:
+    """One user's channels: open, pay, request, answer, close; over authenticated peer links.
+
+    `peers` must not be shared: the client installs its callbacks on it. `funder` and
+    `settler` do the on-chain part; `is_contact` says whether a proposal's sender is known.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        *,
+        signer: Signer,
+        receiver: Address,
+        peers: PeerManager,
+        deployment: Deployment,
+        store: ChannelStore,
+        funder: Funder,
+        settler: Settler,
+        is_contact: Callable[[Address], bool],
+        response_timeout: float = 60.0,
+        request_timeout: float = 10.0,
+        confirm_updates: bool = False,
+    ) -> None:
+        # Any: zope interfaces do not type-check as protocols without the mypy-zope plugin.
+        self._reactor: Any = reactor
+        self.signer = signer
+        self.address: Address = signer.address
+        self.receiver = receiver
+        self.peers = peers
+        self.deployment = deployment
+        self.store = store
+        self.funder = funder
+        self.settler = settler
+        self.is_contact = is_contact
+        self.response_timeout = response_timeout
+        self.request_timeout = request_timeout
+        self.confirm_updates = confirm_updates
+        self.observers: list[Callable[[Notice], object]] = []
+        self.channels: dict[ChannelID, Channel] = {}
+        self._by_peer: dict[Address, set[ChannelID]] = {}
+        self._incoming: dict[bytes, _IncomingProposal] = {}
+        self._questions: dict[bytes, _PendingQuestion] = {}
+        self._update_waiters: dict[tuple[ChannelID, int], Deferred[Channel]] = {}
+        self._open_waiters: dict[ChannelID, list[Deferred[Channel]]] = {}
+        self._close_waiters: dict[ChannelID, list[Deferred[Channel]]] = {}
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            ev.Persist: self._persist_unflushed,
+            ev.SendAccept: self._send_accept,
+            ev.SendReject: self._send_reject,
+            ev.SendUpdate: self._send_update,
+            ev.SendUpdateAccept: self._send_update_accept,
+            ev.SendUpdateReject: self._send_update_reject,
+            ev.SendSync: self._send_sync,
+            ev.Refused: self._refused,
+            ev.ProposalRefused: self._proposal_refused,
+            ev.ProposalReceived: self._ignore,
+            ev.NewState: self._new_state,
+            ev.UpdateFailed: self._update_failed,
+            ev.UpdateNeedsUser: self._needs_user,
+            ev.UpdateWithdrawn: self._withdrawn,
+            ev.Fund: self._fund,
+            ev.Opened: self._opened,
+            ev.FundingFailed: self._funding_failed,
+            ev.Register: self._register,
+            ev.ConcludeFinal: self._conclude_final,
+            ev.Conclude: self._conclude,
+            ev.Disputed: self._ignore,
+            ev.Conflict: self._conflict,
+            ev.Closed: self._closed,
+        }
+        peers.on_message = self._on_message
+        peers.on_connected = self._on_connected
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def restore(self) -> list[Channel]:
+        """Load every channel from the store and resume it (after a restart); the channels."""
+        restored = []
+        for channel in self.store.channels():
+            self._track(channel)
+            restored.append(channel)
+            if channel.phase is not Phase.CLOSED:
+                self._apply(channel.channel_id, Restored())
+        return restored
+
+    # -- the user's requests --------------------------------------------------------------------
+
+    def open_channel(self, request: OpenRequest) -> Deferred[Channel]:
+        """Propose a channel to `request.peer`; fires with it once funded and open."""
+        return Deferred.fromCoroutine(self._open_channel(request))
+
+    async def _open_channel(self, request: OpenRequest) -> Channel:
+        proposal = make_proposal(
+            request,
+            participant=self.address,
+            receiver=self.receiver,
+            proposal_id=random_share(),
+            nonce_share=random_share(),
+            deployment=self.deployment,
+        )
+        message = Propose(
+            proposal.proposal_id, proposal.chain_id, proposal.adjudicator,
+            proposal.challenge_duration, proposal.nonce_share, proposal.assets,
+            proposal.balances, proposal.participant, proposal.receiver,
+        )
+        # The peer's user may take up to its response timeout to decide.
+        answer = await self.peers.request(
+            request.peer, message, self.response_timeout + self.request_timeout
+        )
+        if isinstance(answer, Reject):
+            raise PeerRejected(
+                f"the peer rejected the proposal: {answer.reason}",
+                peer=_hex(request.peer), reason=answer.reason,
+            )
+        if not isinstance(answer, Accept):  # pragma: no cover - the peer layer correlates
+            raise PeerProtocolError("unexpected answer to a proposal", peer=_hex(request.peer))
+        channel, events = complete_proposal(
+            proposal, answer, sender=request.peer, peer=request.peer, signer=self.signer,
+            deployment=self.deployment, confirm_updates=self.confirm_updates,
+        )
+        if channel is None:
+            refused = next(e for e in events if isinstance(e, ev.ProposalRefused))
+            self._execute(events)
+            raise PeerProtocolError(
+                f"the peer's acceptance is invalid: {refused.reason.value}",
+                peer=_hex(request.peer), reason=refused.reason.value,
+            )
+        opened = self._wait(self._open_waiters, channel.channel_id)
+        self._track(channel)
+        self._execute(events)
+        return await opened
+
+    def respond_proposal(self, proposal_id: bytes, accept: bool) -> Deferred[Channel | None]:
+        """Answer a `ProposalNotice`: accept (fires with the channel once funded and open) or
+        reject (fires with None)."""
+        return Deferred.fromCoroutine(self._respond_proposal(proposal_id, accept))
+
+    async def _respond_proposal(self, proposal_id: bytes, accept: bool) -> Channel | None:
+        pending = self._incoming.pop(proposal_id, None)
+        if pending is None:
+            raise ResourceNotFound("no such proposal", type="proposal", id=_hex(proposal_id))
+        pending.timer.cancel()
+        if not accept:
+            await self.peers.send(pending.peer, Reject(proposal_id, "rejected by the user"))
+            return None
+        channel, events = accept_proposal(
+            pending.proposal, signer=self.signer, receiver=self.receiver,
+            nonce_share=random_share(), deployment=self.deployment,
+            confirm_updates=self.confirm_updates,
+        )
+        opened = self._wait(self._open_waiters, channel.channel_id)
+        self._track(channel)
+        self._execute(events)
+        return await opened
+
+    def send(self, channel_id: ChannelID, transfers: tuple[tuple[Address, int], ...],
+             is_final: bool = False) -> Deferred[Channel]:
+        """Pay (`amount > 0`) or request (`< 0`) per `(asset, amount)`, or finalise; fires with
+        the channel once the peer countersigned and the state is durable."""
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            return fail(ResourceNotFound("no such channel", type="channel", id=_hex(channel_id)))
+        try:
+            new, events = transition(channel, OwnUpdate(self.signer, transfers, is_final))
+        except PerundError as exc:
+            return fail(exc)
+        staged = new.staged
+        if staged is None:  # pragma: no cover - OwnUpdate always stages
+            return fail(FailedPrecondition("the update was not staged"))
+        done: Deferred[Channel] = Deferred()
+        self._update_waiters[(channel_id, staged.state.version)] = done
+        self.channels[channel_id] = new
+        self._execute(events)
+        return done
+
+    def respond_update(self, channel_id: ChannelID, update_id: bytes,
+                       accept: bool) -> Deferred[Channel]:
+        """Answer an `UpdateNotice`; fires with the channel afterwards."""
+        question = self._questions.pop(update_id, None)
+        if question is None or question.channel_id != channel_id:
+            return fail(ResourceNotFound("no such update awaits an answer", type="update",
+                                         id=_hex(update_id)))
+        question.timer.cancel()
+        if self._reactor.seconds() >= question.expiry:
+            return fail(UserResponseTimedOut("the answer came after the expiry",
+                                             expiry=question.expiry,
+                                             receivedAt=self._reactor.seconds()))
+        try:
+            self._apply(channel_id, RespondUpdate(self.signer, update_id, accept), user=True)
+        except PerundError as exc:
+            return fail(exc)
+        return self._flushed(self.channels[channel_id])
+
+    def close(self, channel_id: ChannelID) -> Deferred[Channel]:
+        """Close cooperatively: a final update, then settlement; fires once closed on-chain."""
+        return Deferred.fromCoroutine(self._close(channel_id))
+
+    async def _close(self, channel_id: ChannelID) -> Channel:
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            raise ResourceNotFound("no such channel", type="channel", id=_hex(channel_id))
+        closed = self._wait(self._close_waiters, channel_id)
+        if channel.phase in (Phase.OPEN, Phase.UPDATING) and not channel.latest.is_final:
+            # The core turns a refused or unanswered final update into a dispute by itself.
+            with suppress(PeerRejected, PeerRequestTimedOut):
+                await self.send(channel_id, (), is_final=True)
+        elif channel.phase is Phase.FUNDING:
+            self._apply(channel_id, ForceClose(), user=True)
+        return await closed
+
+    def force_close(self, channel_id: ChannelID) -> Deferred[Channel]:
+        """Settle on-chain without the peer; fires once closed."""
+        if channel_id not in self.channels:
+            return fail(ResourceNotFound("no such channel", type="channel", id=_hex(channel_id)))
+        closed = self._wait(self._close_waiters, channel_id)
+        try:
+            self._apply(channel_id, ForceClose(), user=True)
+        except PerundError as exc:
+            return fail(exc)
+        return closed
+
+    def chain_input(self, channel_id: ChannelID, change: Change) -> None:
+        """Feed news from the chain (the watcher): Funded, Registered, Concluded, ..."""
+        if channel_id in self.channels:
+            self._apply(channel_id, change)
+
+    # -- running the core -----------------------------------------------------------------------
+
+    def _apply(self, channel_id: ChannelID, change: Change, user: bool = False) -> None:
+        channel = self.channels[channel_id]
+        try:
+            new, events = transition(channel, change)
+        except PerundError:
+            if user:
+                raise
+            log.failure("channel {channel_id}: core refused {change}",
+                        channel_id=_hex(channel_id), change=type(change).__name__)
+            return
+        except Exception:
+            # A bug in the core must not take the node down with it; the channel is unchanged.
+            log.failure("channel {channel_id}: core failed on {change}",
+                        channel_id=_hex(channel_id), change=type(change).__name__)
+            if user:
+                raise
+            return
+        self.channels[channel_id] = new
+        self._execute(events)
+
+    def _execute(self, events: tuple[ev.Event, ...] | list[ev.Event], start: int = 0) -> None:
+        handlers = self._handlers
+        for i in range(start, len(events)):
+            event = events[i]
+            if type(event) is ev.Persist:
+                self.store.put(event.channel)
+                pending = self.store.flush()
+                if pending is not None:
+                    pending.addCallbacks(self._resume, self._store_failed,
+                                         callbackArgs=(events, i + 1))
+                    return
+                continue
+            try:
+                handlers[type(event)](event)
+            except Exception:
+                log.failure("executing {event} failed", event=type(event).__name__)
+
+    def _resume(self, _: object, events: tuple[ev.Event, ...] | list[ev.Event],
+                start: int) -> None:
+        self._execute(events, start)
+
+    def _store_failed(self, failure: Failure) -> None:
+        # Nothing that depended on the write has left; the node cannot keep its promises.
+        log.failure("the channel store failed to make a write durable", failure)
+
+    def _flushed(self, channel: Channel) -> Deferred[Channel]:
+        pending = self.store.flush()
+        if pending is None:
+            d: Deferred[Channel] = Deferred()
+            d.callback(channel)
+            return d
+        return pending.addCallback(lambda _: channel)
+
+    def _track(self, channel: Channel) -> None:
+        self.channels[channel.channel_id] = channel
+        self._by_peer.setdefault(channel.peer, set()).add(channel.channel_id)
+        if channel.phase is not Phase.CLOSED:
+            self.peers.keep_connected(channel.peer, True)
+
+    def _wait(self, waiters: dict[ChannelID, list[Deferred[Channel]]],
+              channel_id: ChannelID) -> Deferred[Channel]:
+        d: Deferred[Channel] = Deferred()
+        waiters.setdefault(channel_id, []).append(d)
+        return d
+
+    def _resolve(self, waiters: dict[ChannelID, list[Deferred[Channel]]],
+                 channel_id: ChannelID, result: Channel | PerundError) -> None:
+        for d in waiters.pop(channel_id, []):
+            if isinstance(result, PerundError):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+    def _notify(self, notice: Notice) -> None:
+        for observer in list(self.observers):
+            try:
+                observer(notice)
+            except Exception:
+                log.failure("an observer failed on {notice}", notice=type(notice).__name__)
+
+    # -- the peer's messages --------------------------------------------------------------------
+
+    def _on_connected(self, peer: Address) -> None:
+        for channel_id in list(self._by_peer.get(peer, ())):
+            if self.channels[channel_id].phase is not Phase.CLOSED:
+                self._apply(channel_id, StartSync())
+
+    def _on_message(self, peer: Address, msg: Message) -> None:
+        kind = type(msg)
+        if kind is Update:
+            assert isinstance(msg, Update)
+            if self._known_channel(peer, msg.state.channel_id, msg):
+                self._apply(msg.state.channel_id,
+                            UpdateReceived(peer, msg.state, msg.signature, self.signer))
+            else:
+                self.peers.send(peer, UpdateReject(msg.state.channel_id, msg.state.version,
+                                                   "unknown channel")).addErrback(self._lost)
+        elif kind is UpdateAccept:
+            assert isinstance(msg, UpdateAccept)
+            if self._known_channel(peer, msg.channel_id, msg):
+                self._apply(msg.channel_id,
+                            UpdateAcceptReceived(peer, msg.channel_id, msg.version, msg.signature))
+        elif kind is UpdateReject:
+            assert isinstance(msg, UpdateReject)
+            if self._known_channel(peer, msg.channel_id, msg):
+                self._apply(msg.channel_id,
+                            UpdateRejectReceived(peer, msg.channel_id, msg.version, msg.reason))
+        elif kind is Sync:
+            assert isinstance(msg, Sync)
+            if self._known_channel(peer, msg.state.channel_id, msg):
+                self._apply(msg.state.channel_id, SyncReceived(peer, msg.state, msg.signatures))
+        elif kind is Propose:
+            assert isinstance(msg, Propose)
+            self._proposal(peer, msg)
+        else:
+            # Late answers to proposals we gave up on, and anything else unsolicited.
+            log.info("ignored an unsolicited {kind} from {peer}", kind=kind.__name__,
+                     peer=_hex(peer))
+
+    def _known_channel(self, peer: Address, channel_id: ChannelID, msg: Message) -> bool:
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            log.warn("refused {kind} from {peer} about unknown channel {channel_id}",
+                     kind=type(msg).__name__, peer=_hex(peer), channel_id=_hex(channel_id))
+            return False
+        return True
+
+    def _proposal(self, peer: Address, msg: Propose) -> None:
+        if msg.proposal_id in self._incoming:
+            log.warn("refused a repeated proposal {proposal_id} from {peer}",
+                     proposal_id=_hex(msg.proposal_id), peer=_hex(peer))
+            return
+        events = receive_proposal(msg, sender=peer, me=self.address,
+                                  peer_known=self.is_contact(peer), deployment=self.deployment)
+        if any(isinstance(e, ev.ProposalReceived) for e in events):
+            expiry = self._reactor.seconds() + self.response_timeout
+            timer = self._reactor.callLater(self.response_timeout, self._proposal_expired,
+                                            msg.proposal_id)
+            self._incoming[msg.proposal_id] = _IncomingProposal(peer, msg, expiry, timer)
+            self._notify(ProposalNotice(peer, msg, expiry))
+        else:
+            self._execute(events)
+
+    def _proposal_expired(self, proposal_id: bytes) -> None:
+        pending = self._incoming.pop(proposal_id, None)
+        if pending is not None:
+            log.info("proposal {proposal_id} from {peer} expired unanswered",
+                     proposal_id=_hex(proposal_id), peer=_hex(pending.peer))
+            self.peers.send(pending.peer, Reject(proposal_id, "the user did not answer in time")
+                            ).addErrback(self._lost)
+
+    # -- executing the core's events ------------------------------------------------------------
+
+    def _persist_unflushed(self, event: ev.Persist) -> None:  # pragma: no cover - inlined
+        self.store.put(event.channel)
+
+    def _ignore(self, event: ev.Event) -> None:
+        pass
+
+    def _lost(self, failure: Failure) -> None:
+        # A send to a peer that is gone: the sync on reconnection repairs what it missed.
+        log.info("a message to a peer was not delivered: {why}", why=failure.getErrorMessage())
+
+    def _send_accept(self, e: ev.SendAccept) -> None:
+        msg = Accept(e.proposal_id, e.nonce_share, e.participant, e.receiver, e.signature)
+        self.peers.send(e.peer, msg).addErrback(self._lost)
+
+    def _send_reject(self, e: ev.SendReject) -> None:
+        self.peers.send(e.peer, Reject(e.proposal_id, e.reason)).addErrback(self._lost)
+
+    def _send_update(self, e: ev.SendUpdate) -> None:
+        channel_id, version = e.state.channel_id, e.state.version
+        answer = self.peers.request(e.peer, Update(e.state, e.signature),
+                                    self.response_timeout + self.request_timeout)
+        answer.addCallbacks(self._update_answered, self._update_unanswered,
+                            errbackArgs=(channel_id, version))
+
+    def _update_answered(self, answer: Message) -> None:
+        if isinstance(answer, (UpdateAccept, UpdateReject)):
+            self._on_message_from_peer_of(answer.channel_id, answer)
+
+    def _on_message_from_peer_of(self, channel_id: ChannelID, msg: Message) -> None:
+        channel = self.channels.get(channel_id)
+        if channel is not None:
+            self._on_message(channel.peer, msg)
+
+    def _update_unanswered(self, failure: Failure, channel_id: ChannelID, version: int) -> None:
+        log.info("update {version} of channel {channel_id} got no answer: {why}",
+                 version=version, channel_id=_hex(channel_id), why=failure.getErrorMessage())
+        if channel_id in self.channels:
+            self._apply(channel_id, UpdateTimedOut(version))
+
+    def _send_update_accept(self, e: ev.SendUpdateAccept) -> None:
+        msg = UpdateAccept(e.channel_id, e.version, e.signature)
+        self.peers.send(e.peer, msg).addErrback(self._lost)
+
+    def _send_update_reject(self, e: ev.SendUpdateReject) -> None:
+        msg = UpdateReject(e.channel_id, e.version, e.reason)
+        self.peers.send(e.peer, msg).addErrback(self._lost)
+
+    def _send_sync(self, e: ev.SendSync) -> None:
+        self.peers.send(e.peer, Sync(e.state, e.signatures)).addErrback(self._lost)
+
+    def _refused(self, e: ev.Refused) -> None:
+        log.warn("refused a message from {peer} about channel {channel_id}: {reason} {detail}",
+                 peer=_hex(e.sender), channel_id=_hex(e.channel_id), reason=e.reason.value,
+                 detail=e.detail)
+
+    def _proposal_refused(self, e: ev.ProposalRefused) -> None:
+        log.warn("refused proposal {proposal_id} from {peer}: {reason} {detail}",
+                 proposal_id=_hex(e.proposal_id), peer=_hex(e.peer), reason=e.reason.value,
+                 detail=e.detail)
+
+    def _new_state(self, e: ev.NewState) -> None:
+        channel = self.channels[e.channel_id]
+        if e.source is ev.Source.OWN:
+            waiter = self._update_waiters.pop((e.channel_id, e.state.version), None)
+            if waiter is not None:
+                waiter.callback(channel)
+        if self.observers:
+            self._notify(ChannelNotice(channel, e))
+
+    def _update_failed(self, e: ev.UpdateFailed) -> None:
+        waiter = self._update_waiters.pop((e.channel_id, e.version), None)
+        if waiter is None:
+            return
+        channel = self.channels[e.channel_id]
+        peer = _hex(channel.peer)
+        error: PerundError
+        if e.failure is ev.Failure.REJECTED:
+            error = PeerRejected(f"the peer rejected the update: {e.reason}", peer=peer,
+                                 reason=e.reason)
+        elif e.failure is ev.Failure.TIMED_OUT:
+            error = PeerRequestTimedOut("the peer did not answer the update in time", peer=peer,
+                                        timeout=self.response_timeout + self.request_timeout)
+        else:
+            error = FailedPrecondition(f"the update did not complete: {e.failure.value}"
+                                       + (f" ({e.reason})" if e.reason else ""),
+                                       channel_id=_hex(e.channel_id))
+        waiter.errback(error)
+
+    def _needs_user(self, e: ev.UpdateNeedsUser) -> None:
+        expiry = self._reactor.seconds() + self.response_timeout
+        timer = self._reactor.callLater(self.response_timeout, self._question_expired,
+                                        e.channel_id, e.update_id)
+        self._questions[e.update_id] = _PendingQuestion(e.channel_id, expiry, timer)
+        self._notify(UpdateNotice(self.channels[e.channel_id], e.update_id, e.kind, expiry, e))
+
+    def _question_expired(self, channel_id: ChannelID, update_id: bytes) -> None:
+        if self._questions.pop(update_id, None) is not None and channel_id in self.channels:
+            self._apply(channel_id, UserTimedOut(update_id))
+
+    def _withdrawn(self, e: ev.UpdateWithdrawn) -> None:
+        question = self._questions.pop(e.update_id, None)
+        if question is not None and question.timer.active():
+            question.timer.cancel()
+        self._notify(ChannelNotice(self.channels[e.channel_id], e))
+
+    def _fund(self, e: ev.Fund) -> None:
+        def funded(_: object) -> None:
+            self._apply(e.channel_id, Funded())
+
+        def not_funded(failure: Failure) -> None:
+            log.warn("channel {channel_id} was not funded: {why}",
+                     channel_id=_hex(e.channel_id), why=failure.getErrorMessage())
+            self._apply(e.channel_id, FundingExpired())
+
+        self.funder.fund(e).addCallbacks(funded, not_funded)
+
+    def _opened(self, e: ev.Opened) -> None:
+        channel = self.channels[e.channel_id]
+        self._resolve(self._open_waiters, e.channel_id, channel)
+        self._notify(ChannelNotice(channel, e))
+
+    def _funding_failed(self, e: ev.FundingFailed) -> None:
+        channel = self.channels[e.channel_id]
+        self._resolve(self._open_waiters, e.channel_id,
+                      PeerNotFunded("the peer did not fund the channel in time",
+                                    peer=_hex(channel.peer)))
+        self._notify(ChannelNotice(channel, e))
+
+    def _settled(self, channel_id: ChannelID) -> Callable[[int | None], None]:
+        def settled(version: int | None) -> None:
+            if version is not None and channel_id in self.channels:
+                self._apply(channel_id, Concluded(version))
+
+        return settled
+
+    def _settle_failed(self, what: str, channel_id: ChannelID) -> Callable[[Failure], None]:
+        def failed(failure: Failure) -> None:
+            log.failure("{what} for channel {channel_id} failed", failure, what=what,
+                        channel_id=_hex(channel_id))
+
+        return failed
+
+    def _register(self, e: ev.Register) -> None:
+        self.settler.register(e).addCallbacks(self._settled(e.channel_id),
+                                              self._settle_failed("register", e.channel_id))
+
+    def _conclude_final(self, e: ev.ConcludeFinal) -> None:
+        self.settler.conclude_final(e).addCallbacks(
+            self._settled(e.channel_id), self._settle_failed("concludeFinal", e.channel_id))
+
+    def _conclude(self, e: ev.Conclude) -> None:
+        self.settler.conclude(e).addCallbacks(self._settled(e.channel_id),
+                                              self._settle_failed("conclude", e.channel_id))
+
+    def _conflict(self, e: ev.Conflict) -> None:
+        log.critical("channel {channel_id}: the peer holds a different fully signed state of "
+                     "version {version}; disputing on-chain", channel_id=_hex(e.channel_id),
+                     version=e.ours.version)
+        self._notify(ChannelNotice(self.channels[e.channel_id], e))
+
+    def _closed(self, e: ev.Closed) -> None:
+        channel = self.channels[e.channel_id]
+        self._resolve(self._close_waiters, e.channel_id, channel)
+        self._resolve(self._open_waiters, e.channel_id,
+                      PeerNotFunded("the channel closed before it opened",
+                                    peer=_hex(channel.peer)))
+        peer_channels = self._by_peer.get(channel.peer, set())
+        if all(self.channels[c].phase is Phase.CLOSED for c in peer_channels):
+            self.peers.keep_connected(channel.peer, False)
+        self._notify(ChannelNotice(channel, e))

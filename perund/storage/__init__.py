@@ -1,0 +1,60 @@
+"""Channel persistence: what a channel client needs from a store, and the stores themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+
+from perund.channel.records import Channel
+from perund.channel.types import ChannelID
+
+
+class ChannelStore(Protocol):
+    """Where a channel client keeps its channels (PROTOCOL.md §5).
+
+    `put` records the latest value of a channel; `flush` makes every `put` so far durable and
+    returns None when they already are, or a Deferred that fires once they are. A message that
+    depends on a write leaves only after the flush that covers it: several puts may share one
+    flush (group commit).
+    """
+
+    def put(self, channel: Channel) -> None:
+        """Record `channel` (replacing its previous value)."""
+
+    def flush(self) -> Deferred[None] | None:
+        """Make every put so far durable: None if already done, else a Deferred."""
+
+    def channels(self) -> Iterable[Channel]:
+        """Every channel recorded, as last put."""
+
+    def forget(self, channel_id: ChannelID) -> None:
+        """Drop a channel that never came to exist on-chain (a proposal that failed)."""
+
+
+class MemoryStore:
+    """A store that keeps channels in memory only: durable for the life of the process.
+
+    For uses that need no crash safety (the in-memory benchmark mode, tests of the flows);
+    nodes use the file-backed store.
+    """
+
+    def __init__(self) -> None:
+        self._channels: dict[ChannelID, Channel] = {}
+
+    def put(self, channel: Channel) -> None:
+        """Record `channel`."""
+        self._channels[channel.channel_id] = channel
+
+    def flush(self) -> None:
+        """Nothing to wait for."""
+        return None
+
+    def channels(self) -> Iterable[Channel]:
+        """Every channel recorded."""
+        return list(self._channels.values())
+
+    def forget(self, channel_id: ChannelID) -> None:
+        """Drop a channel."""
+        self._channels.pop(channel_id, None)

@@ -1,0 +1,133 @@
+"""Two real channel clients over loopback TCP: open, pay both ways, request, reject, close.
+
+Funding and settlement go through the real chain backend on the embedded dev chain, so the
+balances are checked to the wei.
+"""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+
+from perund.channel import events as ev
+from perund.channel.phases import Phase
+from perund.channel.proposal import OpenRequest
+from perund.channel.types import ETH
+from perund.errors import FailedPrecondition, InvalidArgument, PeerRejected, ResourceNotFound
+from perund.session.client import ChannelNotice, ProposalNotice, UpdateNotice
+
+from .conftest import ETHER, Pair
+
+
+async def open_channel(pair: Pair, ours: int = 5 * ETHER, theirs: int = 3 * ETHER,
+                       challenge: int = 60) -> bytes:
+    alice, bob = pair.alice, pair.bob
+    request = OpenRequest(bob.client.address, (ETH,), ((ours, theirs),), challenge)
+    opening = alice.client.open_channel(request)
+    notice = await bob.proposal()
+    assert isinstance(notice, ProposalNotice)
+    assert notice.peer == alice.client.address
+    accepted = await bob.client.respond_proposal(notice.proposal.proposal_id, True)
+    channel = await opening
+    assert accepted is not None and accepted.channel_id == channel.channel_id
+    assert channel.phase is Phase.OPEN and accepted.phase is Phase.OPEN
+    return channel.channel_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_open_pay_request_reject_close(pair: Pair) -> None:
+    alice, bob, chain = pair.alice, pair.bob, pair.chain
+    start = {u.name: await chain.balance(u.account.address) for u in (alice, bob)}
+    cid = await open_channel(pair)
+    assert await chain.holdings(cid) == (5 * ETHER, 3 * ETHER)
+
+    # Payments both ways: incoming payments are accepted by the receiving node itself.
+    channel = await alice.client.send(cid, ((ETH, ETHER),))
+    assert channel.current is not None
+    assert channel.current.state.balances == ((4 * ETHER, 4 * ETHER),)
+    channel = await bob.client.send(cid, ((ETH, ETHER // 2),))
+    assert channel.current is not None
+    assert channel.current.state.balances == ((4 * ETHER + ETHER // 2, 3 * ETHER + ETHER // 2),)
+    assert channel.current.state.version == 2
+
+    # A payment request: bob's user is asked and accepts.
+    requesting = alice.client.send(cid, ((ETH, -ETHER),))
+    question = await bob.update_question()
+    assert isinstance(question, UpdateNotice) and question.kind is ev.UpdateKind.REQUEST
+    await bob.client.respond_update(cid, question.update_id, True)
+    channel = await requesting
+    assert channel.current is not None
+    assert channel.current.state.balances == ((5 * ETHER + ETHER // 2, 2 * ETHER + ETHER // 2),)
+
+    # Another request, rejected by bob's user: alice is told, nothing changes.
+    requesting = alice.client.send(cid, ((ETH, -ETHER),))
+    question = await bob.update_question()
+    assert isinstance(question, UpdateNotice)
+    await bob.client.respond_update(cid, question.update_id, False)
+    with pytest.raises(PeerRejected):
+        await requesting
+    assert alice.client.channels[cid].version == 3
+    assert bob.client.channels[cid].version == 3
+
+    # Cooperative close: bob's user agrees to the final state; alice concludes on-chain.
+    closing = alice.client.close(cid)
+    question = await bob.update_question()
+    assert isinstance(question, UpdateNotice) and question.kind is ev.UpdateKind.FINAL
+    bob_closed = bob.next_notice(
+        lambda n: isinstance(n, ChannelNotice) and isinstance(n.event, ev.Closed))
+    await bob.client.respond_update(cid, question.update_id, True)
+    closed = await closing
+    await bob_closed
+    assert closed.phase is Phase.CLOSED and bob.client.channels[cid].phase is Phase.CLOSED
+    final = closed.latest
+    assert final.is_final and final.version == 4
+
+    # On-chain: each got its final balance minus the deposit and the gas it paid.
+    end = {u.name: await chain.balance(u.account.address) for u in (alice, bob)}
+    assert await chain.holdings(cid) == (0, 0)
+    alice_gas = start["alice"] - 5 * ETHER + final.balances[0][0] - end["alice"]
+    bob_gas = start["bob"] - 3 * ETHER + final.balances[0][1] - end["bob"]
+    assert 0 < alice_gas < ETHER // 100 and 0 < bob_gas < ETHER // 100
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_mistakes_are_clear_errors(pair: Pair) -> None:
+    alice, bob = pair.alice, pair.bob
+    cid = await open_channel(pair, ours=ETHER, theirs=0)
+    with pytest.raises(InvalidArgument):
+        await alice.client.send(cid, ((ETH, 2 * ETHER),))
+    with pytest.raises(ResourceNotFound):
+        await alice.client.send(b"\x00" * 32, ((ETH, 1),))
+    with pytest.raises(ResourceNotFound):
+        await bob.client.respond_update(cid, b"\x01" * 32, True)
+    with pytest.raises(ResourceNotFound):
+        await bob.client.respond_proposal(b"\x02" * 32, True)
+    # One update in flight per channel: a second one is refused while the first waits.
+    first = alice.client.send(cid, ((ETH, 1),))
+    with pytest.raises(FailedPrecondition):
+        await alice.client.send(cid, ((ETH, 1),))
+    await first
+    assert alice.client.channels[cid].version == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_rejected_proposal(pair: Pair) -> None:
+    alice, bob = pair.alice, pair.bob
+    request = OpenRequest(bob.client.address, (ETH,), ((ETHER, ETHER),), 60)
+    opening = alice.client.open_channel(request)
+    notice = await bob.proposal()
+    assert isinstance(notice, ProposalNotice)
+    assert await bob.client.respond_proposal(notice.proposal.proposal_id, False) is None
+    with pytest.raises(PeerRejected):
+        await opening
+    assert alice.client.channels == {} and bob.client.channels == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_proposal_from_a_stranger_is_refused(pair: Pair, chain: object) -> None:
+    alice, bob = pair.alice, pair.bob
+    bob.client.is_contact = lambda address: False
+    request = OpenRequest(bob.client.address, (ETH,), ((ETHER, 0),), 60)
+    with pytest.raises(PeerRejected, match="not a contact"):
+        await alice.client.open_channel(request)
+    assert not bob.notices
