@@ -1,0 +1,214 @@
+"""Off-chain payment throughput and latency: two channel clients in separate processes.
+
+Run: `.venv/bin/python bench/offchain.py [--seconds S] [--channels N]`. This process is the
+paying client (alice); it starts the receiving client (bob) as a second process, and the two talk
+over loopback TCP through the real PeerManager, codec and channel client. Prints one JSON object:
+
+    {"sequential": {"payments_per_s", "p50_ms", "p99_ms", "payments"},
+     "concurrent_100": {"payments_per_s", "p50_ms", "p99_ms", "payments"}}
+
+Latency of one payment: from `ChannelClient.send` until the peer's countersignature is verified
+and the state is current. Channels are funded by the benchmark itself (no chain: the funding
+step is the caller's in this mode), with states kept in memory (`MemoryStore`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred, gatherResults, succeed
+
+from perund.channel import events as ev
+from perund.channel.encoding import Signer
+from perund.channel.proposal import Deployment, OpenRequest
+from perund.channel.types import ETH, Address, ChannelID
+from perund.errors import FailedPrecondition
+from perund.peer.manager import PeerManager
+from perund.session.client import ChannelClient, Notice, ProposalNotice
+from perund.storage import ChannelStore, MemoryStore
+
+CHAIN_ID = 1337
+ADJUDICATOR = Address(bytes.fromhex("0161f5d592b2e5e64141144b1674acfc22f1c82d"))
+DEPLOYMENT = Deployment(CHAIN_ID, ADJUDICATOR, min_challenge_duration=1)
+ETHER = 10**18
+
+
+class CallerFunding:
+    """The benchmark's funding step: it reports every channel funded at once (no chain)."""
+
+    def fund(self, event: ev.Fund) -> Deferred[None]:
+        return succeed(None)
+
+
+class NoSettlement:
+    """The benchmark never closes a channel; any attempt is an error."""
+
+    def _refuse(self, event: object) -> Deferred[int | None]:
+        raise FailedPrecondition("the off-chain benchmark does not settle channels")
+
+    conclude_final = register = conclude = _refuse
+
+
+def make_client(signer: Signer, resolve: Callable[[Address], str | None], listen: str | None,
+                store: ChannelStore) -> ChannelClient:
+    peers = PeerManager(reactor, signer, resolve, listen, keepalive_interval=None)
+    return ChannelClient(
+        reactor, signer=signer, receiver=signer.address, peers=peers, deployment=DEPLOYMENT,
+        store=store, funder=CallerFunding(), settler=NoSettlement(),
+        is_contact=lambda address: True, response_timeout=30.0, request_timeout=30.0,
+    )
+
+
+# -- bob: the receiving process -----------------------------------------------------------------
+
+
+def store_for(args: argparse.Namespace, name: str) -> ChannelStore:
+    """The channel store of one side: in memory, or durable on disk with `--durable DIR`."""
+    if not args.durable:
+        return MemoryStore()
+    from perund.storage.session import SessionStore  # the durable store (fsync per write)
+
+    return SessionStore(reactor, Path(args.durable) / name)  # type: ignore[no-any-return]
+
+
+async def serve(args: argparse.Namespace) -> None:
+    signer = Signer(os.urandom(32))
+    client = make_client(signer, lambda address: None, "tcp:0:interface=127.0.0.1",
+                         store_for(args, "bob"))
+
+    def accept(notice: Notice) -> None:
+        if isinstance(notice, ProposalNotice):
+            client.respond_proposal(notice.proposal.proposal_id, True)
+
+    client.observers.append(accept)
+    port = await client.peers.listen()
+    print(json.dumps({"address": signer.address.hex(), "port": port}), flush=True)
+    done: Deferred[None] = Deferred()
+    # The paying process closes our stdin when it is finished.
+    reactor.addReader(_StdinClosed(done))  # type: ignore[attr-defined]
+    await done
+
+
+class _StdinClosed:
+    """Fires `done` when standard input reaches end of file."""
+
+    def __init__(self, done: Deferred[None]) -> None:
+        self.done = done
+
+    def fileno(self) -> int:
+        return sys.stdin.fileno()
+
+    def doRead(self) -> None:
+        if not os.read(sys.stdin.fileno(), 4096):
+            reactor.removeReader(self)  # type: ignore[attr-defined]
+            self.done.callback(None)
+
+    def connectionLost(self, reason: object) -> None:
+        pass
+
+    def logPrefix(self) -> str:
+        return "stdin"
+
+
+# -- alice: the paying process ------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    index = min(len(sorted_values) - 1, int(round(fraction * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def summary(latencies: list[float], elapsed: float) -> dict[str, Any]:
+    latencies.sort()
+    return {
+        "payments_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 0.50) * 1000, 3),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
+        "payments": len(latencies),
+    }
+
+
+async def pay_for(client: ChannelClient, channel_id: ChannelID, until: float,
+                  latencies: list[float]) -> None:
+    """Pay 1 wei at a time on one channel until `until`, recording each payment's latency."""
+    transfer = ((ETH, 1),)
+    clock = time.perf_counter
+    while clock() < until:
+        start = clock()
+        await client.send(channel_id, transfer)
+        latencies.append(clock() - start)
+
+
+async def measure(client: ChannelClient, channels: list[ChannelID],
+                  seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    start = time.perf_counter()
+    until = start + seconds
+    await gatherResults([Deferred.fromCoroutine(pay_for(client, cid, until, latencies))
+                         for cid in channels])
+    return summary(latencies, time.perf_counter() - start)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--serve"]
+    if args.durable:
+        command += ["--durable", args.durable]
+    bob = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert bob.stdout is not None and bob.stdin is not None
+        hello = json.loads(bob.stdout.readline())
+        bob_address = Address(bytes.fromhex(hello["address"]))
+        endpoint = f"tcp:host=127.0.0.1:port={hello['port']}"
+        signer = Signer(os.urandom(32))
+        client = make_client(signer, {bob_address: endpoint}.get, None, store_for(args, "alice"))
+        request = OpenRequest(bob_address, (ETH,), ((1000 * ETHER, 1000 * ETHER),), 3600)
+
+        single = await client.open_channel(request)
+        await measure(client, [single.channel_id], min(1.0, args.seconds / 5))  # warm-up
+        results: dict[str, Any] = {
+            "sequential": await measure(client, [single.channel_id], args.seconds)
+        }
+        opened = await gatherResults([client.open_channel(request) for _ in range(args.channels)])
+        results[f"concurrent_{args.channels}"] = await measure(
+            client, [c.channel_id for c in opened], args.seconds
+        )
+        await client.peers.stop()
+        return results
+    finally:
+        if bob.stdin is not None:
+            bob.stdin.close()
+        try:
+            bob.wait(10)
+        except subprocess.TimeoutExpired:
+            bob.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
+    parser.add_argument("--channels", type=int, default=100, help="channels of the concurrent run")
+    parser.add_argument("--durable", metavar="DIR", default="",
+                        help="keep both sides' channels in durable stores under DIR")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        task.react(lambda _: Deferred.fromCoroutine(serve(args)))
+        return
+
+    def report(results: dict[str, Any]) -> None:
+        print(json.dumps(results))
+
+    task.react(lambda _: Deferred.fromCoroutine(run(args)).addCallback(report))
+
+
+if __name__ == "__main__":
+    main()
