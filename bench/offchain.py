@@ -10,6 +10,8 @@ over loopback TCP through the real PeerManager, codec and channel client. Prints
 Latency of one payment: from `ChannelClient.send` until the peer's countersignature is verified
 and the state is current. Channels are funded by the benchmark itself (no chain: the funding
 step is the caller's in this mode), with states kept in memory (`MemoryStore`).
+
+To profile the receiving process, set BENCH_BOB_PREFIX, e.g. `-m cProfile -o /tmp/bob.prof`.
 """
 
 from __future__ import annotations
@@ -113,7 +115,9 @@ class _StdinClosed:
             self.done.callback(None)
 
     def connectionLost(self, reason: object) -> None:
-        pass
+        # epoll reports a closed pipe as a hang-up, not as a readable end of file.
+        if not self.done.called:
+            self.done.callback(None)
 
     def logPrefix(self) -> str:
         return "stdin"
@@ -123,7 +127,7 @@ class _StdinClosed:
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
-    index = min(len(sorted_values) - 1, int(round(fraction * (len(sorted_values) - 1))))
+    index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
     return sorted_values[index]
 
 
@@ -159,7 +163,8 @@ async def measure(client: ChannelClient, channels: list[ChannelID],
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--serve"]
+    prefix = os.environ.get("BENCH_BOB_PREFIX", "").split()
+    command = [sys.executable, *prefix, __file__, "--serve"]
     if args.durable:
         command += ["--durable", args.durable]
     bob = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
