@@ -136,3 +136,17 @@ class DecodeError(PeerProtocolError):
 
 class EncodeError(Internal):
     """A message built by this node is malformed (a bug): it is never sent."""
+
+
+class StoreError(Internal):
+    """The node's store cannot be read or written as the node needs (see docs/storage.md)."""
+
+
+class StoreCorrupt(StoreError):
+    """A store file or record is damaged in a way that repair on open must not guess about
+    (anything but a torn tail); `data` names the file and, when known, the record."""
+
+
+class StoreLocked(StoreError):
+    """Another process (or another open in this one) holds the store: two writers would
+    corrupt it."""
