@@ -15,8 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from eth_hash.auto import keccak
-
+from perund.channel.encoding import keccak
 from perund.channel.types import Address, ChannelID, Signature, State
 
 PROTOCOL_VERSION: Final = 1
