@@ -73,6 +73,10 @@ def call_later(clock: IReactorTime, delay: float, f: Callable[[], object]) -> De
     return cast(DelayedCall, cast(Any, clock).callLater(delay, f))
 
 
+FRAMES_PER_TURN: Final = 8
+"""Frames handled per reactor turn before the rest wait for the next one (see `_parse`)."""
+
+
 class Role(enum.Enum):
     """Which end of the TCP connection we are; it orders the fields of the Auth digest."""
 
@@ -133,6 +137,7 @@ class PeerProtocol(TwistedProtocol):
         self._deadline: DelayedCall | None = None
         self._transport: Transport | None = None
         self._buffer = bytearray()
+        self._backlogged = False
         self._closed_waiters: list[Deferred[None]] = []
 
     # -- public ---------------------------------------------------------------------------
@@ -196,6 +201,20 @@ class PeerProtocol(TwistedProtocol):
     def dataReceived(self, data: bytes) -> None:
         if self.state is HandshakeState.CLOSED:
             return
+        if self._backlogged:
+            # A drain is scheduled (the transport is paused): it will parse this too.
+            self._buffer += data
+            return
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        """Handle the complete frames in the buffer plus `data`, at most FRAMES_PER_TURN of
+        them; if more remain, pause reading and finish them on the next reactor turn.
+
+        Handling a long burst of frames in one go would hold back every answer written
+        meanwhile until the whole burst is done (the reactor writes only between turns), so
+        both peers would take turns idling; bounded turns keep the two pipelined.
+        """
         buffer = self._buffer
         view: bytes | bytearray
         if buffer:
@@ -207,6 +226,7 @@ class PeerProtocol(TwistedProtocol):
         size = len(view)
         pos = 0
         max_frame = self._max_frame_size
+        budget = FRAMES_PER_TURN
         while size - pos >= 4:
             (length,) = _LENGTH.unpack_from(view, pos)
             if length > max_frame:
@@ -215,6 +235,12 @@ class PeerProtocol(TwistedProtocol):
             end = pos + 4 + length
             if end > size:
                 break
+            if budget == 0:
+                self._backlogged = True
+                self._transport_pause()
+                call_later(self._clock, 0, self._drain)
+                break
+            budget -= 1
             payload = view[pos + 4 : end]
             pos = end
             self._frame(payload)
@@ -225,6 +251,23 @@ class PeerProtocol(TwistedProtocol):
             del buffer[:pos]
         elif pos < size:
             buffer += data[pos:]
+
+    def _drain(self) -> None:
+        self._backlogged = False
+        if self.closed:
+            return
+        self._transport_resume()
+        self._parse(b"")
+
+    def _transport_pause(self) -> None:
+        pause = getattr(self.transport, "pauseProducing", None)
+        if pause is not None:
+            pause()
+
+    def _transport_resume(self) -> None:
+        resume = getattr(self.transport, "resumeProducing", None)
+        if resume is not None:
+            resume()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing()

@@ -27,7 +27,7 @@ from perund.wire.messages import (
     UpdateAccept,
     auth_digest,
 )
-from perund.wire.protocol import HandshakeState, PeerProtocol, Role
+from perund.wire.protocol import FRAMES_PER_TURN, HandshakeState, PeerProtocol, Role
 
 ALICE = Signer(b"\x11" * 32)
 BOB = Signer(b"\x22" * 32)
@@ -187,6 +187,8 @@ class Harness:
 
     def feed(self, data: bytes) -> None:
         self.proto.dataReceived(data)
+        # Long bursts are handled a few frames per reactor turn: let those turns happen.
+        self.clock.advance(0)
 
     def auth_for(self, signer: Signer, claimed: Address, nonce: bytes = NONCE) -> Auth:
         digest = auth_digest(nonce, self.hello.nonce, claimed, BOB.address)
@@ -433,6 +435,19 @@ def test_many_frames_in_one_chunk() -> None:
     h.authenticate()
     h.feed(framed(*[UPDATE] * 1000))
     assert len(h.owner.messages) == 1000
+
+
+def test_a_burst_is_handled_over_several_turns_with_reading_paused() -> None:
+    h = Harness()
+    h.authenticate()
+    h.proto.dataReceived(framed(*[UPDATE] * (3 * FRAMES_PER_TURN)))
+    assert len(h.owner.messages) == FRAMES_PER_TURN
+    assert h.transport.producerState == "paused"
+    h.proto.dataReceived(framed(UPDATE))  # arrives while paused: queued behind the burst
+    h.clock.advance(0)
+    assert len(h.owner.messages) == 3 * FRAMES_PER_TURN + 1
+    assert h.transport.producerState == "producing"
+    assert not h.proto._buffer
 
 
 def test_ping_answered_after_auth_with_pong() -> None:
