@@ -565,11 +565,27 @@ class ChannelClient:
         answer = self.peers.request(e.peer, Update(e.state, e.signature),
                                     self.response_timeout + self.request_timeout)
         answer.addCallbacks(self._update_answered, self._update_unanswered,
+                            callbackArgs=(channel_id, version),
                             errbackArgs=(channel_id, version))
 
-    def _update_answered(self, answer: Message) -> None:
+    def _update_answered(self, answer: Message, channel_id: ChannelID, version: int) -> None:
         if isinstance(answer, (UpdateAccept, UpdateReject)):
             self._on_message_from_peer_of(answer.channel_id, answer)
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            return
+        staged = channel.staged
+        if staged is not None and staged.proposer == channel.index \
+                and staged.state.version == version:
+            # The answer was refused (a bad countersignature): no other answer will come on
+            # this request, and the peer may hold the state fully signed. That is exactly an
+            # unanswered update, settled by a sync on a fresh connection: a peer that breaks
+            # the protocol loses its connection, and the reconnection syncs.
+            self._apply(channel_id, UpdateTimedOut(version))
+            log.warn("dropping the connection to {peer}: it answered update {version} of "
+                     "channel {channel_id} with an invalid countersignature",
+                     peer=_hex(channel.peer), version=version, channel_id=_hex(channel_id))
+            self.peers.disconnect(channel.peer).addErrback(self._lost)
 
     def _on_message_from_peer_of(self, channel_id: ChannelID, msg: Message) -> None:
         channel = self.channels.get(channel_id)
