@@ -1,0 +1,164 @@
+"""The record codec: exact round trips of every durable field, strict decoding, pinned bytes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import msgpack
+import pytest
+from eth_hash.auto import keccak
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from perund.channel.phases import Phase
+from perund.channel.records import Channel
+from perund.channel.types import ChannelID
+from perund.errors import StoreCorrupt, StoreError
+from perund.storage.codec import (
+    FORMAT_VERSION,
+    PHASE_CODES,
+    decode_channel,
+    decode_contact,
+    decode_cursor,
+    encode_channel,
+    encode_contact,
+    encode_cursor,
+)
+from tests.channel.factories import make_pair
+from tests.storage.helpers import channels, durable, persisted_payments
+
+CODEC_SETTINGS = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@CODEC_SETTINGS
+@given(channels())
+def test_round_trip_keeps_every_durable_field(channel: Channel) -> None:
+    assert decode_channel(encode_channel(channel)) == durable(channel)
+
+
+def test_round_trip_of_every_value_two_cores_persist() -> None:
+    values = list(persisted_payments(6))
+    assert {c.phase for c in values} >= {Phase.PROPOSING, Phase.FUNDING, Phase.OPEN,
+                                        Phase.UPDATING}
+    assert any(c.current is None for c in values)
+    assert any(c.staged is not None for c in values)
+    for channel in values:
+        assert decode_channel(encode_channel(channel)) == durable(channel)
+
+
+def test_a_state_of_another_channel_is_stored_with_its_own_id() -> None:
+    alice, _ = make_pair()
+    assert alice.current is not None
+    other = replace(alice.current.state, channel_id=ChannelID(b"\x42" * 32))
+    channel = replace(alice, current=replace(alice.current, state=other))
+    assert decode_channel(encode_channel(channel)) == channel
+    assert len(encode_channel(channel)) == len(encode_channel(alice)) + 33
+
+
+def test_layout_is_pinned() -> None:
+    # Changing these bytes breaks every store on disk: bump FORMAT_VERSION and convert instead.
+    alice, _ = make_pair()
+    encoded = encode_channel(alice)
+    assert encoded[0] == FORMAT_VERSION == 1
+    assert len(encoded) == 352
+    # version byte, array of 9, the channel ID as bin 8 of 32, params as an array of 6
+    assert encoded[:4] == b"\x01\x99\xc4\x20" and encoded[4:36] == alice.channel_id
+    assert encoded[36:37] == b"\x96"
+    assert keccak(encoded).hex() == GOLDEN_ALICE
+    assert PHASE_CODES == {
+        Phase.PROPOSING: 0, Phase.FUNDING: 1, Phase.OPEN: 2, Phase.UPDATING: 3,
+        Phase.CLOSING: 4, Phase.DISPUTED: 5, Phase.CLOSED: 6,
+    }
+    assert encode_cursor(1234) == b"\x01\xcd\x04\xd2"
+    assert encode_contact({"comm_type": "tcp"}) == b"\x01\x81\xa9comm_type\xa3tcp"
+
+
+GOLDEN_ALICE = "020f60518e9fb1900a0816a515e8e4743a5c22d6449d075a5b9a3e9fa088523b"
+
+
+@CODEC_SETTINGS
+@given(channels(), st.data())
+def test_damage_is_store_corrupt_or_a_valid_channel(channel: Channel, data: st.DataObject) -> None:
+    encoded = bytearray(encode_channel(channel))
+    cut = data.draw(st.integers(0, len(encoded) - 1))
+    with pytest.raises(StoreCorrupt):
+        decode_channel(bytes(encoded[:cut]))
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(encoded) - 1))
+        encoded[at] = data.draw(st.integers(0, 255))
+    try:
+        decoded = decode_channel(bytes(encoded))
+    except StoreCorrupt:
+        return
+    # A flip that still parses (in a signature, say) gives a channel the codec fully accepts.
+    assert decode_channel(encode_channel(decoded)) == decoded
+
+
+def _body(channel: Channel) -> list[object]:
+    return list(msgpack.unpackb(encode_channel(channel)[1:], raw=False, use_list=True))
+
+
+def _pack(body: object) -> bytes:
+    return b"\x01" + msgpack.packb(body, use_bin_type=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda b: b.__setitem__(3, 7), "unknown phase code 7"),
+        (lambda b: b.__setitem__(2, 2), "index must be 0 or 1"),
+        (lambda b: b.__setitem__(2, True), "index must be 0 or 1"),
+        (lambda b: b.__setitem__(7, 1), "confirm_updates must be a bool"),
+        (lambda b: b.__setitem__(0, b"\x01" * 31), "channel ID must be 32 bytes"),
+        (lambda b: b[1].__setitem__(1, b"\x00\x01"), "nonce must be a minimal big-endian"),
+        (lambda b: b[1].__setitem__(3, b[1][2]), "participants must differ"),
+        (lambda b: b[4][0].__setitem__(1, -1), "current state version must be an int"),
+        (lambda b: b[4][0][3][0].__setitem__(0, b"\x01" * 33), "current state balance must be"),
+        (lambda b: b[4].__setitem__(1, b"\x00" * 64), "current signature must be 65 bytes"),
+        (lambda b: b.append(None), "channel record must be an array of 9"),
+        (lambda b: b.__setitem__(5, [0, None, b"", b"", b""]), "staged state must be an array"),
+    ],
+)
+def test_decoding_names_the_bad_field(change: object, message: str) -> None:
+    alice, _ = make_pair()
+    body = _body(alice)
+    change(body)  # type: ignore[operator]
+    with pytest.raises(StoreCorrupt, match=message):
+        decode_channel(_pack(body))
+
+
+def test_unknown_format_version_and_trailing_bytes_are_refused() -> None:
+    alice, _ = make_pair()
+    encoded = encode_channel(alice)
+    with pytest.raises(StoreCorrupt, match="format version 2"):
+        decode_channel(b"\x02" + encoded[1:])
+    with pytest.raises(StoreCorrupt, match="not valid msgpack"):
+        decode_channel(encoded + b"\x00")
+    with pytest.raises(StoreCorrupt, match="empty"):
+        decode_channel(b"")
+
+
+def test_encoding_refuses_what_it_could_not_decode() -> None:
+    alice, _ = make_pair()
+    assert alice.current is not None
+    with pytest.raises(StoreError, match="signature must be 65 bytes"):
+        encode_channel(replace(alice, current=replace(alice.current, signatures=(b"", b""))))  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="index"):
+        encode_channel(replace(alice, index=2))
+
+
+def test_small_records_round_trip_and_are_strict() -> None:
+    contact = {"off_chain_address": "0x" + "ab" * 20, "comm_address": "127.0.0.1:5750",
+               "comm_type": "tcp"}
+    assert decode_contact(encode_contact(contact)) == contact
+    assert decode_cursor(encode_cursor(2**64 - 1)) == 2**64 - 1
+    with pytest.raises(StoreError):
+        encode_cursor(-1)
+    with pytest.raises(StoreCorrupt, match="block cursor"):
+        decode_cursor(_pack(-1))
+    with pytest.raises(StoreCorrupt, match="fields must be text"):
+        decode_contact(_pack({"a": 1}))
+    with pytest.raises(StoreError):
+        encode_contact({"a": 1})  # type: ignore[dict-item]
