@@ -1,0 +1,216 @@
+"""semidbm's data file on disk: checking it, repairing a torn tail, and compacting it safely.
+
+semidbm 0.5.1 keeps one append-only file, `<dir>/data`: an 8-byte header (`SEMI`, format
+major and minor as two big-endian uint16) and then one record per write::
+
+    key size (int32 BE) ‖ value size (int32 BE, -1 for a delete) ‖ key ‖ value ‖ CRC32 (BE)
+
+where the CRC32 covers `key ‖ value` (just `key` for a delete). Each record is written with a
+single `os.write` on an unbuffered `O_APPEND` descriptor, so there is no user-space buffer to
+flush: `sync()` is `os.fsync`. semidbm's loader does not check the CRCs, fails on a partial record
+header, and on a record cut inside its value stops reading but leaves the stray bytes in the
+file: the next append lands after them, and the file no longer parses. Hence `repair` runs before
+every open.
+
+semidbm's own `compact()` is not crash-safe (it reuses a leftover `compact/` directory as is,
+and never fsyncs the directory after its rename), so `compact` here writes a fresh file, fsyncs
+it, renames it over the data file and fsyncs the directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from binascii import crc32
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+import semidbm
+from twisted.logger import Logger
+
+from perund.errors import StoreCorrupt
+
+log = Logger()
+
+DATA_NAME: Final = "data"
+"""semidbm's data file in the store directory."""
+
+COMPACT_DIR: Final = "compact"
+"""Where a compaction writes the new data file before renaming it into place."""
+
+HEADER: Final = b"SEMI" + struct.pack("!HH", 1, 1)
+"""The header semidbm 0.5.1 writes (format 1.1); it reads any minor version of format 1."""
+
+RECORD_OVERHEAD: Final = 12
+"""Bytes a record takes besides its key and value: two sizes and the CRC32."""
+
+MAX_KEY: Final = 1024
+MAX_VALUE: Final = 16 * 1024 * 1024
+"""Bounds on record sizes this store writes; a record header outside them is damage."""
+
+_SIZES: Final = struct.Struct("!ii")
+_CRC: Final = struct.Struct("!I")
+
+
+@dataclass
+class Scan:
+    """What `scan` found: the offset after the last good record, the file size, and each live
+    key's record size (for the compaction trigger)."""
+
+    good_end: int
+    size: int
+    records: int = 0
+    live: dict[bytes, int] = field(default_factory=dict)
+
+    @property
+    def torn(self) -> int:
+        """Bytes after the last good record (a torn tail to cut)."""
+        return self.size - self.good_end
+
+
+def record_size(key: bytes, value: bytes | None) -> int:
+    """Bytes one record of `key` takes in the file (`value` None: a delete)."""
+    return RECORD_OVERHEAD + len(key) + (0 if value is None else len(value))
+
+
+def _record_end(data: bytes, at: int) -> int | None:
+    """The end offset of a complete, intact record starting at `at`, else None."""
+    if len(data) - at < 8:
+        return None
+    key_size: int
+    value_size: int
+    key_size, value_size = _SIZES.unpack_from(data, at)
+    if not 0 < key_size <= MAX_KEY or not -1 <= value_size <= MAX_VALUE:
+        return None
+    body_end = at + 8 + key_size + max(value_size, 0)
+    end = body_end + 4
+    if end > len(data):
+        return None
+    (expected,) = _CRC.unpack_from(data, body_end)
+    if crc32(memoryview(data)[at + 8 : body_end]) != expected:
+        return None
+    return end
+
+
+def scan(path: str) -> Scan:
+    """Check semidbm data file `path` record by record (sizes and CRC32).
+
+    A damaged region followed by nothing intact is a torn tail: the result says where the good
+    part ends. A damaged record followed by an intact one is damage in the middle, which no crash
+    of ours can cause and which repair must not paper over: `StoreCorrupt` naming the file and
+    the offset. So is a header that is not semidbm's, or a delete of a key never written.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    size = len(data)
+    if size < len(HEADER):
+        if data != HEADER[:size]:
+            raise StoreCorrupt(f"{path} is not a semidbm data file", file=path)
+        return Scan(good_end=0, size=size)
+    if data[:4] != HEADER[:4] or data[4:6] != HEADER[4:6]:
+        raise StoreCorrupt(f"{path} is not a semidbm format 1 data file", file=path)
+    result = Scan(good_end=len(HEADER), size=size)
+    at = len(HEADER)
+    live = result.live
+    while at < size:
+        end = _record_end(data, at)
+        if end is None:
+            for later in range(at + 1, size - RECORD_OVERHEAD + 1):
+                if _record_end(data, later) is not None:
+                    raise StoreCorrupt(
+                        f"{path}: damaged record at offset {at}, intact records after it "
+                        f"(from offset {later}); not a torn write, refusing to guess",
+                        file=path,
+                        offset=at,
+                    )
+            break
+        key_size, value_size = _SIZES.unpack_from(data, at)
+        key = data[at + 8 : at + 8 + key_size]
+        if value_size < 0:
+            if key not in live:
+                raise StoreCorrupt(
+                    f"{path}: record at offset {at} deletes a key that does not exist",
+                    file=path,
+                    offset=at,
+                )
+            del live[key]
+        else:
+            live[key] = end - at
+        result.records += 1
+        at = result.good_end = end
+    return result
+
+
+def _fsync_path(path: str, flags: int = os.O_RDONLY) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str) -> None:
+    """Make the directory entries of `path` durable (after a create or rename in it)."""
+    _fsync_path(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def repair(directory: str) -> Scan | None:
+    """Make `<directory>/data` openable by semidbm, keeping every intact record.
+
+    Removes what an interrupted compaction left behind, cuts a torn tail (logging how many bytes
+    went) and rewrites a torn header of a file that holds no record yet. None when there is no
+    data file; `StoreCorrupt` for damage that is not a torn tail (see `scan`).
+    """
+    leftover = os.path.join(directory, COMPACT_DIR)
+    if os.path.lexists(leftover):
+        # The data file is the old or the new one, both complete: the rename is the commit point.
+        log.warn("store {directory}: removing an interrupted compaction", directory=directory)
+        shutil.rmtree(leftover)
+        fsync_dir(directory)
+    path = os.path.join(directory, DATA_NAME)
+    if not os.path.exists(path):
+        return None
+    result = scan(path)
+    if result.good_end == 0:
+        # Torn while semidbm wrote the header of a new file: nothing was ever stored in it.
+        log.warn("store {path}: rewriting a torn file header ({size} bytes)",
+                 path=path, size=result.size)
+        with open(path, "wb") as f:
+            f.write(HEADER)
+            f.flush()
+            os.fsync(f.fileno())
+        return Scan(good_end=len(HEADER), size=len(HEADER))
+    if result.torn:
+        log.warn(
+            "store {path}: cut {cut} bytes of a torn last write at offset {offset}; "
+            "{records} intact records kept",
+            path=path, cut=result.torn, offset=result.good_end, records=result.records,
+        )
+        os.truncate(path, result.good_end)
+        _fsync_path(path)
+        result = Scan(good_end=result.good_end, size=result.good_end,
+                      records=result.records, live=result.live)
+    return result
+
+
+def compact(directory: str, items: Iterable[tuple[bytes, bytes]]) -> int:
+    """Replace `<directory>/data` by a file holding only `items`, crash-safely; its size.
+
+    The caller must have closed its semidbm handle on the data file (and reopens it after).
+    Until the rename the old file is untouched; the new one is complete and fsynced before it.
+    """
+    tmp = os.path.join(directory, COMPACT_DIR)
+    if os.path.lexists(tmp):
+        shutil.rmtree(tmp)
+    new = semidbm.open(tmp, "n")
+    try:
+        for key, value in items:
+            new[key] = value
+    finally:
+        new.close()  # fsyncs
+    os.replace(os.path.join(tmp, DATA_NAME), os.path.join(directory, DATA_NAME))
+    fsync_dir(directory)
+    os.rmdir(tmp)
+    return os.path.getsize(os.path.join(directory, DATA_NAME))

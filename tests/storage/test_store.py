@@ -1,0 +1,364 @@
+"""SessionStore: group commit, flush semantics, the other record kinds, close, the lock,
+compaction (also interrupted), and a kill -9 in the middle of a stream of writes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from eth_hash.auto import keccak
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from perund.channel.records import Channel
+from perund.channel.types import ChannelID
+from perund.errors import StoreError, StoreLocked
+from perund.storage import ChannelStore, datafile
+from perund.storage.store import DEFAULT_COMPACT_MIN_BYTES, SessionStore
+from tests.channel.factories import make_pair
+from tests.storage.helpers import durable, persisted_payments
+
+ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def renamed(channel: Channel, n: int) -> Channel:
+    """`channel` under another channel ID (states too), so many channels can be stored."""
+    cid = ChannelID(keccak(n.to_bytes(8, "big")))
+    assert channel.current is not None
+    state = replace(channel.current.state, channel_id=cid)
+    return replace(channel, channel_id=cid, current=replace(channel.current, state=state))
+
+
+def at_version(channel: Channel, version: int) -> Channel:
+    assert channel.current is not None
+    state = replace(channel.current.state, version=version)
+    return replace(channel, current=replace(channel.current, state=state))
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the fsyncs (still done: the counting wrapper calls the real one)."""
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    return calls
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: Clock) -> Iterator[SessionStore]:
+    s = SessionStore(tmp_path / "store", clock)
+    yield s
+    s.close()
+
+
+def _fired(d: Deferred[None] | None) -> list[object]:
+    assert d is not None
+    results: list[object] = []
+    d.addBoth(results.append)
+    return results
+
+
+def test_puts_of_one_turn_share_one_fsync(
+    store: SessionStore, clock: Clock, fsyncs: list[int]
+) -> None:
+    alice, _ = make_pair()
+    results = []
+    for n in range(100):
+        store.put(renamed(alice, n))
+        results.append(_fired(store.flush()))
+    store.set_block_cursor(12)
+    assert not any(results) and fsyncs == []
+    clock.advance(0)
+    assert all(r == [None] for r in results)
+    assert len(fsyncs) == 1
+    assert store.flush() is None
+    store.close()
+    reopened = SessionStore(store.path, clock)
+    assert len(list(reopened.channels())) == 100
+    assert reopened.block_cursor() == 12
+    reopened.close()
+
+
+def test_flush_is_none_only_when_everything_is_durable(store: SessionStore, clock: Clock) -> None:
+    assert store.flush() is None
+    alice, bob = make_pair()
+    store.put(alice)
+    first = _fired(store.flush())
+    store.put(bob)  # same channel, the other side's value: the later put wins
+    second = _fired(store.flush())
+    clock.advance(0)
+    assert first == second == [None]
+    assert store.flush() is None
+    assert list(store.channels()) == [bob]
+
+
+def test_writes_made_while_a_commit_fires_its_waiters_go_into_the_next_one(
+    store: SessionStore, clock: Clock, fsyncs: list[int]
+) -> None:
+    alice, bob = make_pair()
+    later: list[list[object]] = []
+
+    def write_again(_: object) -> None:
+        store.put(renamed(bob, 1))
+        later.append(_fired(store.flush()))
+
+    store.put(alice)
+    d = store.flush()
+    assert d is not None
+    d.addCallback(write_again)
+    clock.advance(0)  # (Clock.advance also runs the callLater(0) made meanwhile)
+    assert len(fsyncs) == 2 and later == [[None]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_flush_on_the_real_reactor(tmp_path: Path) -> None:
+    s = SessionStore(tmp_path / "store", reactor)
+    alice, _ = make_pair()
+    s.put(alice)
+    d = s.flush()
+    assert d is not None
+    assert await d is None
+    assert s.flush() is None
+    s.close()
+    s = SessionStore(tmp_path / "store", reactor)
+    assert list(s.channels()) == [alice]
+    s.close()
+
+
+def test_it_is_a_channel_store(store: SessionStore, clock: Clock) -> None:
+    as_protocol: ChannelStore = store
+    values = list(persisted_payments(2))
+    for value in values:
+        as_protocol.put(value)
+    as_protocol.put(renamed(values[-1], 5))
+    as_protocol.forget(renamed(values[-1], 5).channel_id)
+    as_protocol.forget(ChannelID(b"\x99" * 32))  # never stored: nothing to write
+    clock.advance(0)
+    assert list(as_protocol.channels()) == [values[-1]]
+    assert store.channel(values[-1].channel_id) == values[-1]
+    store.close()
+    reopened = SessionStore(store.path, clock)
+    assert list(reopened.channels()) == [durable(values[-1])]
+    reopened.close()
+
+
+def test_contacts_cursor_and_meta_survive_a_reopen(store: SessionStore, clock: Clock) -> None:
+    bob = {"off_chain_address": "0x" + "b0" * 20, "comm_address": "127.0.0.1:1",
+           "comm_type": "tcp"}
+    carol = {**bob, "comm_address": "127.0.0.1:2"}
+    store.put_contact("bob", bob)
+    store.put_contact("carol", carol)
+    store.put_contact("dave", carol)
+    store.delete_contact("dave")
+    store.delete_contact("nobody")
+    store.set_block_cursor(10)
+    store.set_block_cursor(11)
+    store.set_meta("schema", b"\x01")
+    store.set_meta("ünïcode", b"")
+    assert store.contacts() == {"bob": bob, "carol": carol}
+    clock.advance(0)
+    store.close()
+    s = SessionStore(store.path, clock)
+    assert s.contacts() == {"bob": bob, "carol": carol}
+    assert s.contact("bob") == bob and s.contact("dave") is None
+    assert s.block_cursor() == 11
+    assert s.meta("schema") == b"\x01" and s.meta("ünïcode") == b"" and s.meta("x") is None
+    s.close()
+
+
+def test_close_makes_pending_writes_durable_and_ends_the_store(
+    store: SessionStore, clock: Clock
+) -> None:
+    alice, _ = make_pair()
+    store.put(alice)
+    waiting = _fired(store.flush())
+    store.close()
+    assert waiting == [None]
+    store.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        store.put(alice)
+    clock.advance(0)
+    reopened = SessionStore(store.path, clock)
+    assert list(reopened.channels()) == [alice]
+    reopened.close()
+
+
+def test_a_failed_fsync_fails_the_flush_and_every_later_one(
+    store: SessionStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, _ = make_pair()
+    store.put(alice)
+    waiting = _fired(store.flush())
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    clock.advance(0)
+    assert len(waiting) == 1 and waiting[0].check(StoreError)  # type: ignore[attr-defined]
+    store.put(alice)
+    later = _fired(store.flush())
+    assert later[0].check(StoreError)  # type: ignore[attr-defined]
+    with pytest.raises(StoreError, match="writing failed"):
+        store.close()
+    monkeypatch.undo()
+    reopened = SessionStore(store.path, clock)  # the lock was released
+    reopened.close()
+
+
+_OPEN_IN_CHILD = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from twisted.internet.task import Clock
+    from perund.storage.store import SessionStore
+    SessionStore(sys.argv[2], Clock()).close()
+""")
+
+
+def test_a_second_open_fails_clearly_while_the_store_is_open(
+    store: SessionStore, clock: Clock
+) -> None:
+    with pytest.raises(StoreLocked, match=f"already open.*pid {os.getpid()}"):
+        SessionStore(store.path, clock)
+    child = subprocess.run([sys.executable, "-c", _OPEN_IN_CHILD, ROOT, store.path],
+                           capture_output=True, text=True, timeout=60)
+    assert child.returncode != 0
+    assert "StoreLocked" in child.stderr and "would corrupt it" in child.stderr
+    store.close()
+    child = subprocess.run([sys.executable, "-c", _OPEN_IN_CHILD, ROOT, store.path],
+                           capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+
+
+@pytest.mark.parametrize(("puts", "min_bytes"),
+                         [(10_000, DEFAULT_COMPACT_MIN_BYTES), (2_000, 16 * 1024)])
+def test_many_puts_of_one_channel_stay_small(
+    tmp_path: Path, clock: Clock, puts: int, min_bytes: int
+) -> None:
+    s = SessionStore(tmp_path / "store", clock, compact_min_bytes=min_bytes)
+    alice, _ = make_pair()
+    s.set_block_cursor(3)
+    for version in range(1, puts + 1):
+        s.put(at_version(alice, version))
+        clock.advance(0)
+        assert s.file_bytes <= max(min_bytes, 4 * s.live_bytes)
+    assert s.compactions >= puts * 350 // min_bytes - 1
+    assert os.path.getsize(s.data_path) == s.file_bytes
+    assert not os.path.exists(os.path.join(s.path, datafile.COMPACT_DIR))
+    s.close()
+    s = SessionStore(tmp_path / "store", clock, compact_min_bytes=min_bytes)
+    assert list(s.channels()) == [at_version(alice, puts)]
+    assert s.block_cursor() == 3
+    s.close()
+
+
+def test_a_half_written_compaction_is_discarded_on_open(tmp_path: Path, clock: Clock) -> None:
+    s = SessionStore(tmp_path / "store", clock)
+    alice, _ = make_pair()
+    for version in range(1, 50):
+        s.put(at_version(alice, version))
+        clock.advance(0)
+    s.close()
+    data = (tmp_path / "store" / "data").read_bytes()
+    leftover = tmp_path / "store" / datafile.COMPACT_DIR
+    leftover.mkdir()
+    (leftover / "data").write_bytes(data[: len(data) // 3])  # killed while writing it
+    s = SessionStore(tmp_path / "store", clock)
+    assert list(s.channels()) == [at_version(alice, 49)]
+    assert not leftover.exists()
+    s.close()
+    leftover.mkdir()  # killed after the rename, before removing the directory
+    s = SessionStore(tmp_path / "store", clock)
+    assert list(s.channels()) == [at_version(alice, 49)]
+    assert not leftover.exists()
+    s.close()
+
+
+def test_a_failing_compaction_keeps_the_old_file_and_the_store_working(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = SessionStore(tmp_path / "store", clock, compact_min_bytes=8 * 1024)
+
+    def no_rename(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(datafile.os, "replace", no_rename)
+    alice, _ = make_pair()
+    for version in range(1, 200):
+        s.put(at_version(alice, version))
+        d = s.flush()
+        clock.advance(0)
+        assert _fired(d) == [None]
+    assert s.compactions == 0
+    monkeypatch.undo()
+    for version in range(200, 400):
+        s.put(at_version(alice, version))
+        clock.advance(0)
+    assert s.compactions >= 1
+    s.close()
+    s = SessionStore(tmp_path / "store", clock)
+    assert list(s.channels()) == [at_version(alice, 399)]
+    s.close()
+
+
+_WRITER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from twisted.internet.task import Clock
+    from perund.storage.store import SessionStore
+    from tests.storage.helpers import persisted_payments
+
+    clock = Clock()
+    store = SessionStore(sys.argv[2], clock, compact_min_bytes=8 * 1024)
+    for i, value in enumerate(persisted_payments(100_000)):
+        store.put(value)
+        done = []
+        store.flush().addCallback(done.append)
+        clock.advance(0)
+        assert done == [None]
+        print(i, flush=True)  # the write is acknowledged
+""")
+
+
+def test_kill_9_in_a_stream_of_writes_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    path = str(tmp_path / "store")
+    child = subprocess.Popen([sys.executable, "-c", _WRITER, ROOT, path],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    acknowledged = -1
+    for line in child.stdout:
+        acknowledged = int(line)
+        if acknowledged >= 400:
+            break
+    assert acknowledged >= 400, "the writer died on its own"
+    child.send_signal(signal.SIGKILL)
+    rest, _ = child.communicate(timeout=60)
+    acknowledged = max([acknowledged, *(int(x) for x in rest.split())])
+    values = []
+    for value in persisted_payments(100_000):
+        values.append(durable(value))
+        if len(values) > acknowledged + 100:
+            break
+    s = SessionStore(path, Clock())
+    (stored,) = s.channels()
+    s.close()
+    assert stored in values[acknowledged:]
