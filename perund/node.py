@@ -8,6 +8,7 @@ the log instead of leaving a half-started daemon behind.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -17,9 +18,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from perund.chain.backend import ChainBackend
+from perund.channel.records import Channel
 from perund.channel.types import hex_address
 from perund.config import NodeConfig
-from perund.errors import PerundError
+from perund.errors import FailedPrecondition, PerundError, ResourceExists, ResourceNotFound
+from perund.session.session import Session
 
 
 class NodeService(MultiService):
@@ -43,12 +46,19 @@ class NodeService(MultiService):
         self.chain.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.ready: Deferred[None] = Deferred()
         """Fires once every start-up step has completed (fails if one did not)."""
+        self.sessions: dict[str, Session] = {}
+        self.started = False
+        """Whether start-up completed: the chain is connected and sessions may open."""
 
     def startService(self) -> None:
         """Start the child services, then run the asynchronous start-up steps in order."""
         super().startService()  # type: ignore[no-untyped-call]
         started = Deferred.fromCoroutine(self._start())
-        started.addCallbacks(self.ready.callback, self._start_failed)
+        started.addCallbacks(self._started, self._start_failed)
+
+    def _started(self, _: object) -> None:
+        self.started = True
+        self.ready.callback(None)
 
     async def _start(self) -> None:
         chain_id = await self.chain.connect()
@@ -74,7 +84,42 @@ class NodeService(MultiService):
         """Stop the child services in reverse order of start, each awaited."""
         return Deferred.fromCoroutine(self._stop())
 
+    # -- sessions -------------------------------------------------------------------------------
+
+    async def open_session(self, config_file: str) -> Session:
+        """Open the session of `config_file` (see `Session.open`)."""
+        if not self.started:
+            raise FailedPrecondition("the node is still starting: try again in a moment")
+        resolved = str(Path(config_file).resolve())
+        for session in self.sessions.values():
+            if str(session.config.path.resolve()) == resolved:
+                raise ResourceExists("this session is open already", type="session",
+                                     id=session.id)
+        session = await Session.open(self._reactor, config_file, chain=self.chain,
+                                     node=self.config)
+        self.sessions[session.id] = session
+        return session
+
+    def session(self, session_id: str) -> Session:
+        """The open session `session_id`; ResourceNotFound otherwise."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise ResourceNotFound("no such session", type="session", id=session_id)
+        return session
+
+    async def close_session(self, session_id: str, force: bool) -> list[Channel]:
+        """Close a session; the channels it leaves open (see `Session.close`)."""
+        left = await self.session(session_id).close(force)
+        del self.sessions[session_id]
+        return left
+
     async def _stop(self) -> None:
+        # Sessions first (their channels stay persisted), then the services they use.
+        for session_id in list(self.sessions):
+            try:
+                await self.close_session(session_id, force=True)
+            except Exception:
+                self.log.failure("closing session {session_id} failed", session_id=session_id)
         for service in reversed(list(self)):
             result = service.stopService()
             if isinstance(result, Deferred):

@@ -54,6 +54,13 @@ class ChainSettlement:
         self.conclude_grace = conclude_grace
         """How long the side that did not propose the final update waits for the other to
         conclude before it submits `concludeFinal` itself."""
+        self.receipts: list[TxReceipt] = []
+        """Every transaction this session sent, in order (what it paid in gas is here)."""
+
+    @property
+    def fees_paid(self) -> int:
+        """Wei spent on gas by this session's transactions so far."""
+        return sum(receipt.fee for receipt in self.receipts)
 
     def _sleep(self, seconds: float) -> Deferred[None]:
         return deferLater(self._reactor, seconds, lambda: None)
@@ -77,6 +84,7 @@ class ChainSettlement:
                 continue
             receipt = await self.chain.deposit(self.account, channel_id, index, asset,
                                                need - held)
+            self.receipts.append(receipt)
             log.info("channel {channel_id}: deposited {amount} wei in block {block}",
                      channel_id=_hex(channel_id), amount=need - held, block=receipt.block_number)
         deadline = self._reactor.seconds() + self.funding_timeout
@@ -109,6 +117,7 @@ class ChainSettlement:
         try:
             receipt = await self.chain.conclude_final(self.account, event.params, event.state,
                                                       event.signatures)
+            self.receipts.append(receipt)
         except TxReverted as exc:
             if exc.data.get("error") == "ChannelConcluded":
                 # The peer was quicker: the channel is settled with this very final state.
@@ -130,6 +139,7 @@ class ChainSettlement:
     async def _register(self, event: ev.Register) -> int | None:
         receipt = await self.chain.register(self.account, event.params, event.state,
                                             event.signatures)
+        self.receipts.append(receipt)
         log.info("channel {channel_id}: registered version {version}",
                  channel_id=_hex(event.channel_id), version=event.state.version)
         return _concluded_version(receipt)
@@ -141,6 +151,7 @@ class ChainSettlement:
     async def _conclude(self, event: ev.Conclude) -> int | None:
         try:
             receipt = await self.chain.conclude(self.account, event.params, event.state)
+            self.receipts.append(receipt)
         except TxReverted as exc:
             if exc.data.get("error") == "ChannelConcluded":
                 return event.state.version

@@ -1,0 +1,126 @@
+"""`perund generate DIR`: a ready-to-run node config and two sessions, alice and bob.
+
+The sessions' on-chain accounts are funded dev accounts: the embedded dev chain's (no chain
+URL) or, given `--chain-url`, anvil's default-mnemonic accounts; their off-chain (signing) keys
+are fresh. Keystores use the light scrypt setting and a password file: these are development
+keys, not a way to hold real money.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from perund.chain.anvil import DEV_MNEMONIC
+from perund.chain.devchain import dev_private_key
+from perund.channel.encoding import Signer
+from perund.channel.types import hex_address
+from perund.errors import ResourceExists
+from perund.keystore.v3 import write_keystore
+
+USERS = ("alice", "bob")
+DEV_PASSWORD = "perund-dev-password"
+
+
+@dataclass(frozen=True)
+class GeneratedUser:
+    """What was written for one user."""
+
+    name: str
+    session_file: Path
+    on_chain_address: str
+    off_chain_address: str
+    comm_port: int
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What `generate` wrote."""
+
+    node_config: Path
+    users: tuple[GeneratedUser, ...]
+
+
+def anvil_dev_key(index: int) -> bytes:
+    """Private key `index` of anvil's default mnemonic (m/44'/60'/0'/0/index)."""
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    account = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return bytes(account.key)
+
+
+def generate(directory: str | Path, *, chain_url: str = "", chain_id: int | None = None,
+             adjudicator: str | None = None, api_port: int = 50001,
+             comm_ports: tuple[int, int] = (5751, 5752)) -> Generated:
+    """Write the node config and both sessions under `directory` (which must not hold them)."""
+    root = Path(directory)
+    node_file = root / "perund.yaml"
+    if node_file.exists():
+        raise ResourceExists(f"{node_file} exists: generate into an empty directory",
+                             type="file", id=str(node_file))
+    root.mkdir(parents=True, exist_ok=True)
+    # Dev account 0 deploys the embedded chain's contract; anvil's account 0 is left to tools.
+    on_chain_keys = [
+        anvil_dev_key(i + 1) if chain_url else dev_private_key(i + 1) for i in range(len(USERS))
+    ]
+    off_chain_keys = [os.urandom(32) for _ in USERS]
+    addresses = [Signer(key).address for key in off_chain_keys]
+    users = []
+    for i, name in enumerate(USERS):
+        folder = root / name
+        (folder / "keystore").mkdir(parents=True, exist_ok=True)
+        password_file = folder / "password"
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(DEV_PASSWORD + "\n")
+        on_chain = write_keystore(folder / "keystore" / "on-chain.json", on_chain_keys[i],
+                                  DEV_PASSWORD, light=True)
+        off_chain = write_keystore(folder / "keystore" / "off-chain.json", off_chain_keys[i],
+                                   DEV_PASSWORD, light=True)
+        other = 1 - i
+        contacts = {
+            USERS[other]: {
+                "off_chain_address": hex_address(addresses[other]),
+                "comm_address": f"127.0.0.1:{comm_ports[other]}",
+                "comm_type": "tcp",
+            }
+        }
+        _write_yaml(folder / "contacts.yaml", contacts,
+                    f"# {name}'s peers: alias -> off-chain address and where it listens\n")
+        session = {
+            "on_chain": {"address": hex_address(on_chain), "keystore": "keystore/on-chain.json"},
+            "off_chain": {"address": hex_address(off_chain),
+                          "keystore": "keystore/off-chain.json"},
+            "password_file": "password",
+            "contacts": "contacts.yaml",
+            "comm": {"listen": f"tcp:{comm_ports[i]}:interface=127.0.0.1"},
+            "database": "db",
+        }
+        session_file = folder / "session.yaml"
+        _write_yaml(session_file, session,
+                    f"# {name}'s session: open it with session_open {{configFile}}\n")
+        users.append(GeneratedUser(name, session_file, hex_address(on_chain),
+                                   hex_address(off_chain), comm_ports[i]))
+    # Dev chains mine at once: poll them often so funding and closing feel immediate.
+    chain: dict[str, object] = {"url": chain_url, "poll_interval": "250ms"}
+    if chain_id is not None:
+        chain["id"] = chain_id
+    if adjudicator:
+        chain["adjudicator"] = adjudicator
+    node = {
+        "data_dir": "data",
+        "api": {"listen": f"tcp:{api_port}:interface=127.0.0.1"},
+        "chain": chain,
+        "timeouts": {"response": "60s", "tx": "30s"},
+    }
+    _write_yaml(node_file, node, "# perund node config written by `perund generate`; "
+                                 "every key is described in etc/perund.yaml\n")
+    return Generated(node_file, tuple(users))
+
+
+def _write_yaml(path: Path, document: object, header: str) -> None:
+    path.write_text(header + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")

@@ -1,0 +1,133 @@
+"""Session: one user's keys, contacts, peer listener, store and channels inside the node.
+
+A session is opened from its `session.yaml` (API.md "Configuration"): the keystores are
+unlocked, the store is opened (and repaired), the contacts are loaded, the peer listener starts,
+and every channel not yet settled is restored and resumed: funding continues, in-flight updates
+are resolved by syncing with each peer on (re)connection.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from perund.chain.backend import ChainBackend
+from perund.channel.phases import Phase
+from perund.channel.proposal import Deployment
+from perund.channel.records import Channel
+from perund.channel.types import hex_address
+from perund.config import NodeConfig
+from perund.contacts.book import ContactBook
+from perund.errors import FailedPrecondition
+from perund.peer.manager import PeerManager
+from perund.session.client import ChannelClient
+from perund.session.config import SessionConfig, SessionKeys, load_session_config, unlock
+from perund.session.onchain import ChainSettlement
+from perund.storage.store import SessionStore
+
+log = Logger(namespace="perund.session")
+
+MIN_CHALLENGE_MARGIN = 3.0
+"""The challenge duration must exceed what the node needs to react, this many times over."""
+
+
+def min_challenge_duration(config: NodeConfig) -> int:
+    """The shortest challenge duration this node accepts (PROTOCOL.md §4): its reaction time
+    (poll interval, confirmations at ~12 s a block, a transaction mined) with margin."""
+    reaction = config.chain.poll_interval + 12.0 * config.chain.confirmations + config.timeouts.tx
+    return max(1, int(MIN_CHALLENGE_MARGIN * reaction))
+
+
+class Session:
+    """One open session: build with `Session.open`, end with `close`."""
+
+    def __init__(self, reactor: Any, session_id: str, config: SessionConfig, keys: SessionKeys,
+                 store: SessionStore, contacts: ContactBook, client: ChannelClient,
+                 settlement: ChainSettlement) -> None:
+        self._reactor = reactor
+        self.id = session_id
+        self.config = config
+        self._keys = keys
+        self.store = store
+        self.contacts = contacts
+        self.client = client
+        self.settlement = settlement
+        self.peers = client.peers
+        self.account = keys.account()
+        self.restored: list[Channel] = []
+
+    @classmethod
+    async def open(cls, reactor: Any, config_file: str | Path, *, chain: ChainBackend,
+                   node: NodeConfig, session_id: str | None = None) -> Session:
+        """Open the session of `config_file`; InvalidConfig names whatever is wrong."""
+        config = load_session_config(config_file)
+        # scrypt takes up to a second a key: unlock off the reactor thread so other sessions'
+        # payments do not stall meanwhile.
+        keys: SessionKeys = await deferToThread(unlock, config)
+        store = SessionStore(config.database, reactor)
+        try:
+            return await cls._build(reactor, config, keys, store, chain, node,
+                                    session_id or os.urandom(16).hex())
+        except BaseException:
+            store.close()
+            raise
+
+    @classmethod
+    async def _build(cls, reactor: Any, config: SessionConfig, keys: SessionKeys,
+                     store: SessionStore, chain: ChainBackend, node: NodeConfig,
+                     session_id: str) -> Session:
+        if chain.chain_id is None or chain.adjudicator is None:
+            raise FailedPrecondition("the node is not connected to the chain yet")
+        signer = keys.signer()
+        account = keys.account()
+        contacts = ContactBook.load(config.contacts, store=store, own_address=signer.address)
+        peers = PeerManager(reactor, signer, contacts.endpoint, config.comm_listen,
+                            dial_timeout=node.timeouts.peer_dial)
+        settlement = ChainSettlement(reactor, chain, account,
+                                     poll_interval=node.chain.poll_interval,
+                                     funding_timeout=node.timeouts.response * 10)
+        deployment = Deployment(chain.chain_id, chain.adjudicator, min_challenge_duration(node))
+        client = ChannelClient(
+            reactor, signer=signer, receiver=account.address, peers=peers,
+            deployment=deployment, store=store, funder=settlement, settler=settlement,
+            is_contact=contacts.knows, response_timeout=node.timeouts.response,
+            request_timeout=node.timeouts.peer_request, confirm_updates=config.confirm_updates,
+        )
+        session = cls(reactor, session_id, config, keys, store, contacts, client, settlement)
+        await peers.listen()
+        session.restored = [c for c in client.restore() if c.phase is not Phase.CLOSED]
+        log.info("session {session_id} open: off-chain {address}, on-chain {account}, "
+                 "{restored} channels restored, peers on {listen}", session_id=session_id,
+                 address=hex_address(signer.address), account=hex_address(account.address),
+                 restored=len(session.restored), listen=config.comm_listen)
+        return session
+
+    def open_channels(self) -> list[Channel]:
+        """Channels not yet settled on-chain."""
+        return [c for c in self.client.channels.values() if c.phase is not Phase.CLOSED]
+
+    def close(self, force: bool = False) -> Deferred[list[Channel]]:
+        """Close the session: refused while channels are open unless `force`; with `force`
+        they stay persisted and are restored at the next open. Fires with the open channels."""
+        return Deferred.fromCoroutine(self._close(force))
+
+    async def _close(self, force: bool) -> list[Channel]:
+        still_open = self.open_channels()
+        if still_open and not force:
+            raise FailedPrecondition(
+                f"session has {len(still_open)} open channels: close them or use force",
+                openChannels=["0x" + c.channel_id.hex() for c in still_open],
+            )
+        await self.peers.stop()
+        flushed = self.store.flush()
+        if flushed is not None:
+            await flushed
+        self.store.close()
+        log.info("session {session_id} closed ({count} channels left open)",
+                 session_id=self.id, count=len(still_open))
+        return still_open

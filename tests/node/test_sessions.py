@@ -1,0 +1,135 @@
+"""Two sessions in one node on the embedded dev chain: open, fund, pay, restart, close.
+
+Everything goes through the real stack: keystores, contacts, the durable session store, peer
+connections over loopback TCP, the chain backend; balances are checked to the wei.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from perund.chain.anvil import free_port
+from perund.channel import events as ev
+from perund.channel.phases import Phase
+from perund.channel.proposal import OpenRequest
+from perund.channel.types import ETH
+from perund.cli.generate import Generated, generate
+from perund.config import load_node_config
+from perund.errors import FailedPrecondition, ResourceExists
+from perund.node import NodeService
+from perund.session.client import ChannelNotice, Notice, ProposalNotice, UpdateNotice
+from perund.session.session import Session
+
+ETHER = 10**18
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Generated:
+    return generate(tmp_path, api_port=free_port(), comm_ports=(free_port(), free_port()))
+
+
+@pytest_twisted.async_yield_fixture
+async def node(setup: Generated) -> AsyncIterator[NodeService]:
+    service = NodeService(reactor, load_node_config(setup.node_config))
+    service.startService()
+    await service.ready
+    yield service
+    await service.stopService()
+
+
+def auto_answer(session: Session, accept_updates: bool = True) -> list[Notice]:
+    """Answer every proposal and update question of `session` as its user would; the notices."""
+    seen: list[Notice] = []
+
+    def observe(notice: Notice) -> None:
+        seen.append(notice)
+        if isinstance(notice, ProposalNotice):
+            session.client.respond_proposal(notice.proposal.proposal_id, True)
+        elif isinstance(notice, UpdateNotice):
+            session.client.respond_update(notice.channel.channel_id, notice.update_id,
+                                          accept_updates)
+
+    session.client.observers.append(observe)
+    return seen
+
+
+async def open_pair(node: NodeService, setup: Generated) -> tuple[Session, Session]:
+    alice = await node.open_session(str(setup.users[0].session_file))
+    bob = await node.open_session(str(setup.users[1].session_file))
+    return alice, bob
+
+
+@pytest_twisted.ensureDeferred
+async def test_channel_life_with_a_restart_of_both_sessions(node: NodeService,
+                                                            setup: Generated) -> None:
+    chain = node.chain
+    alice, bob = await open_pair(node, setup)
+    auto_answer(bob)
+    start = [await chain.balance(s.account.address) for s in (alice, bob)]
+    bob_address = alice.contacts.by_alias("bob").off_chain_address
+    channel = await alice.client.open_channel(
+        OpenRequest(bob_address, (ETH,), ((10 * ETHER, 2 * ETHER),), 600))
+    cid = channel.channel_id
+    assert channel.phase is Phase.OPEN
+    await _until(lambda: bob.client.channels[cid].phase is Phase.OPEN, "bob sees it funded")
+    await alice.client.send(cid, ((ETH, 3 * ETHER),))
+    await bob.client.send(cid, ((ETH, ETHER),))
+
+    # Both users stop their sessions (channels stay persisted) and open them again.
+    fees = [alice.settlement.fees_paid, bob.settlement.fees_paid]
+    assert fees[0] > 0 and fees[1] > 0  # each paid for its own deposit
+    assert [c.channel_id for c in await node.close_session(alice.id, force=True)] == [cid]
+    await node.close_session(bob.id, force=True)
+    alice, bob = await open_pair(node, setup)
+    bob_notices = auto_answer(bob)
+    assert [c.channel_id for c in alice.restored] == [cid]
+    assert [c.channel_id for c in bob.restored] == [cid]
+    assert alice.client.channels[cid].latest.balances == ((8 * ETHER, 4 * ETHER),)
+
+    # Payments continue after the restart; then a cooperative close pays both out.
+    await alice.client.send(cid, ((ETH, ETHER // 4),))
+    closed = await alice.client.close(cid)
+    final = closed.latest
+    assert final.is_final
+    assert final.balances == ((8 * ETHER - ETHER // 4, 4 * ETHER + ETHER // 4),)
+    await _until_closed(bob_notices)
+    assert await chain.holdings(cid) == (0, 0)
+    deposits = [10 * ETHER, 2 * ETHER]
+    for i, s in enumerate((alice, bob)):
+        paid_gas = fees[i] + s.settlement.fees_paid
+        expected = start[i] - deposits[i] + final.balances[0][i] - paid_gas
+        assert await chain.balance(s.account.address) == expected
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(400):
+        if condition():
+            return
+        await deferLater(reactor, 0.025, lambda: None)
+    raise AssertionError(f"gave up waiting until {what}")
+
+
+async def _until_closed(notices: list[Notice]) -> None:
+    await _until(lambda: any(isinstance(n, ChannelNotice) and isinstance(n.event, ev.Closed)
+                             for n in notices), "bob sees the channel closed")
+
+
+@pytest_twisted.ensureDeferred
+async def test_session_close_refused_with_open_channels_and_reopen_twice_refused(
+        node: NodeService, setup: Generated) -> None:
+    alice, bob = await open_pair(node, setup)
+    auto_answer(bob)
+    with pytest.raises(ResourceExists):
+        await node.open_session(str(setup.users[0].session_file))
+    bob_address = alice.contacts.by_alias("bob").off_chain_address
+    await alice.client.open_channel(OpenRequest(bob_address, (ETH,), ((ETHER, 0),), 600))
+    with pytest.raises(FailedPrecondition) as caught:
+        await node.close_session(alice.id, force=False)
+    assert len(caught.value.data["openChannels"]) == 1
+    assert alice.id in node.sessions
