@@ -207,6 +207,7 @@ class ChannelClient:
         self._update_waiters: dict[tuple[ChannelID, int], Deferred[Channel]] = {}
         self._open_waiters: dict[ChannelID, list[Deferred[Channel]]] = {}
         self._close_waiters: dict[ChannelID, list[Deferred[Channel]]] = {}
+        self._unanswered: dict[tuple[ChannelID, int], PerundError] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {
             ev.Persist: self._persist_unflushed,
             ev.SendAccept: self._send_accept,
@@ -324,6 +325,21 @@ class ChannelClient:
         channel = self.channels.get(channel_id)
         if channel is None:
             return fail(ResourceNotFound("no such channel", type="channel", id=_hex(channel_id)))
+        if not self.peers.is_connected(channel.peer):
+            # Sign nothing for a link that does not exist yet: connect (which syncs) first, so
+            # the update is not caught up in the reconnection's sync as "in flight before".
+            return Deferred.fromCoroutine(self._send_when_connected(channel, transfers, is_final))
+        return self._propose(channel, transfers, is_final)
+
+    async def _send_when_connected(self, channel: Channel,
+                                   transfers: tuple[tuple[Address, int], ...],
+                                   is_final: bool) -> Channel:
+        await self.peers.ping(channel.peer, self.request_timeout)
+        return await self._propose(self.channels[channel.channel_id], transfers, is_final)
+
+    def _propose(self, channel: Channel, transfers: tuple[tuple[Address, int], ...],
+                 is_final: bool) -> Deferred[Channel]:
+        channel_id = channel.channel_id
         try:
             new, events = transition(channel, OwnUpdate(self.signer, transfers, is_final))
         except PerundError as exc:
@@ -595,8 +611,12 @@ class ChannelClient:
     def _update_unanswered(self, failure: Failure, channel_id: ChannelID, version: int) -> None:
         log.info("update {version} of channel {channel_id} got no answer: {why}",
                  version=version, channel_id=_hex(channel_id), why=failure.getErrorMessage())
+        if isinstance(failure.value, PerundError):
+            # Tell the user why (timed out, connection lost, unreachable), not just "no answer".
+            self._unanswered[(channel_id, version)] = failure.value
         if channel_id in self.channels:
             self._apply(channel_id, UpdateTimedOut(version))
+        self._unanswered.pop((channel_id, version), None)
 
     def _send_update_accept(self, e: ev.SendUpdateAccept) -> None:
         msg = UpdateAccept(e.channel_id, e.version, e.signature)
@@ -639,8 +659,9 @@ class ChannelClient:
             error = PeerRejected(f"the peer rejected the update: {e.reason}", peer=peer,
                                  reason=e.reason)
         elif e.failure is ev.Failure.TIMED_OUT:
-            error = PeerRequestTimedOut("the peer did not answer the update in time", peer=peer,
-                                        timeout=self.response_timeout + self.request_timeout)
+            error = self._unanswered.get((e.channel_id, e.version)) or PeerRequestTimedOut(
+                "the peer did not answer the update in time", peer=peer,
+                timeout=self.response_timeout + self.request_timeout)
         else:
             error = FailedPrecondition(f"the update did not complete: {e.failure.value}"
                                        + (f" ({e.reason})" if e.reason else ""),
