@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from perund.channel.types import Address, to_address
+from perund.contacts.strict_yaml import load_yaml
 from perund.errors import InvalidConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
@@ -279,8 +280,17 @@ def load_node_config(path: str | Path) -> NodeConfig:
         raise InvalidConfig(f"cannot read config file {file}: {exc.strerror}",
                             name="config", value=str(file)) from None
     try:
-        raw = yaml.safe_load(text)
+        # The strict loader keeps 0x-addresses as text and reports keys defined twice.
+        raw, duplicates = load_yaml(text)
     except yaml.YAMLError as exc:
         raise InvalidConfig(f"config file {file} is not valid YAML: {exc}",
                             name="config", value=str(file)) from None
+    if duplicates:
+        raise InvalidConfig(
+            f"config file {file} defines keys twice: "
+            + ", ".join(f"{d.key} (lines {d.first_line} and {d.line})" for d in duplicates),
+            problems=[{"name": str(d.key), "value": None,
+                       "requirement": f"defined twice (lines {d.first_line} and {d.line})"}
+                      for d in duplicates],
+        )
     return parse_node_config(raw, base_dir=file.parent)

@@ -88,3 +88,13 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     scalar.write_text("42\n")
     with pytest.raises(InvalidConfig, match="mapping"):
         load_node_config(scalar)
+
+
+def test_unquoted_address_and_duplicate_keys(tmp_path: Path) -> None:
+    good = tmp_path / "node.yaml"
+    good.write_text("chain:\n  url: http://127.0.0.1:8545\n  adjudicator: 0x" + "ab" * 20 + "\n")
+    assert load_node_config(good).chain.adjudicator == bytes.fromhex("ab" * 20)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("log:\n  level: info\n  level: debug\n")
+    with pytest.raises(InvalidConfig, match="twice"):
+        load_node_config(twice)
