@@ -5,11 +5,14 @@ paying client (alice); it starts the receiving client (bob) as a second process,
 over loopback TCP through the real PeerManager, codec and channel client. Prints one JSON object:
 
     {"sequential": {"payments_per_s", "p50_ms", "p99_ms", "payments"},
-     "concurrent_100": {"payments_per_s", "p50_ms", "p99_ms", "payments"}}
+     "concurrent_100": {"payments_per_s", "p50_ms", "p99_ms", "payments"},
+     "durable": {"payments_per_s", "p50_ms", "p99_ms", "payments"}}
 
 Latency of one payment: from `ChannelClient.send` until the peer's countersignature is verified
 and the state is current. Channels are funded by the benchmark itself (no chain: the funding
-step is the caller's in this mode), with states kept in memory (`MemoryStore`).
+step is the caller's in this mode). The first two runs keep states in memory (`MemoryStore`);
+"durable" runs sequential payments again with both sides on the session store, every state
+fsynced before the message that depends on it leaves (PROTOCOL.md §5).
 
 To profile the receiving process, set BENCH_BOB_PREFIX, e.g. `-m cProfile -o /tmp/bob.prof`.
 """
@@ -21,10 +24,11 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -73,19 +77,19 @@ def make_client(signer: Signer, resolve: Callable[[Address], str | None], listen
 # -- bob: the receiving process -----------------------------------------------------------------
 
 
-def store_for(args: argparse.Namespace, name: str) -> ChannelStore:
-    """The channel store of one side: in memory, or durable on disk with `--durable DIR`."""
-    if not args.durable:
+def store_for(durable: str, name: str) -> ChannelStore:
+    """The channel store of one side: in memory, or durable (every write fsynced) under DIR."""
+    if not durable:
         return MemoryStore()
-    from perund.storage.session import SessionStore  # the durable store (fsync per write)
+    from perund.storage.store import SessionStore
 
-    return SessionStore(reactor, Path(args.durable) / name)  # type: ignore[no-any-return]
+    return SessionStore(Path(durable) / name, reactor)
 
 
 async def serve(args: argparse.Namespace) -> None:
     signer = Signer(os.urandom(32))
     client = make_client(signer, lambda address: None, "tcp:0:interface=127.0.0.1",
-                         store_for(args, "bob"))
+                         store_for(args.durable, "bob"))
 
     def accept(notice: Notice) -> None:
         if isinstance(notice, ProposalNotice):
@@ -96,7 +100,7 @@ async def serve(args: argparse.Namespace) -> None:
     print(json.dumps({"address": signer.address.hex(), "port": port}), flush=True)
     done: Deferred[None] = Deferred()
     # The paying process closes our stdin when it is finished.
-    reactor.addReader(_StdinClosed(done))  # type: ignore[attr-defined]
+    cast(Any, reactor).addReader(_StdinClosed(done))
     await done
 
 
@@ -111,7 +115,7 @@ class _StdinClosed:
 
     def doRead(self) -> None:
         if not os.read(sys.stdin.fileno(), 4096):
-            reactor.removeReader(self)  # type: ignore[attr-defined]
+            cast(Any, reactor).removeReader(self)
             self.done.callback(None)
 
     def connectionLost(self, reason: object) -> None:
@@ -162,11 +166,13 @@ async def measure(client: ChannelClient, channels: list[ChannelID],
     return summary(latencies, time.perf_counter() - start)
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    prefix = os.environ.get("BENCH_BOB_PREFIX", "").split()
-    command = [sys.executable, *prefix, __file__, "--serve"]
-    if args.durable:
-        command += ["--durable", args.durable]
+async def run_pair(args: argparse.Namespace, durable: str,
+                   measurements: Callable[[ChannelClient, OpenRequest], Any]) -> dict[str, Any]:
+    """Start bob's process, build alice here, run `measurements`, stop bob."""
+    command = [sys.executable, *os.environ.get("BENCH_BOB_PREFIX", "").split(), __file__,
+               "--serve"]
+    if durable:
+        command += ["--durable", durable]
     bob = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert bob.stdout is not None and bob.stdin is not None
@@ -174,19 +180,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         bob_address = Address(bytes.fromhex(hello["address"]))
         endpoint = f"tcp:host=127.0.0.1:port={hello['port']}"
         signer = Signer(os.urandom(32))
-        client = make_client(signer, {bob_address: endpoint}.get, None, store_for(args, "alice"))
+        store = store_for(durable, "alice")
+        client = make_client(signer, {bob_address: endpoint}.get, None, store)
         request = OpenRequest(bob_address, (ETH,), ((1000 * ETHER, 1000 * ETHER),), 3600)
-
-        single = await client.open_channel(request)
-        await measure(client, [single.channel_id], min(1.0, args.seconds / 5))  # warm-up
-        results: dict[str, Any] = {
-            "sequential": await measure(client, [single.channel_id], args.seconds)
-        }
-        opened = await gatherResults([client.open_channel(request) for _ in range(args.channels)])
-        results[f"concurrent_{args.channels}"] = await measure(
-            client, [c.channel_id for c in opened], args.seconds
-        )
+        results: dict[str, Any] = await measurements(client, request)
         await client.peers.stop()
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
         return results
     finally:
         if bob.stdin is not None:
@@ -197,12 +198,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             bob.kill()
 
 
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    seconds = args.seconds
+    warm_up = min(1.0, seconds / 5)
+
+    async def in_memory(client: ChannelClient, request: OpenRequest) -> dict[str, Any]:
+        single = await client.open_channel(request)
+        await measure(client, [single.channel_id], warm_up)
+        results = {"sequential": await measure(client, [single.channel_id], seconds)}
+        opened = await gatherResults([client.open_channel(request)
+                                      for _ in range(args.channels)])
+        results[f"concurrent_{args.channels}"] = await measure(
+            client, [c.channel_id for c in opened], seconds)
+        return results
+
+    async def durable(client: ChannelClient, request: OpenRequest) -> dict[str, Any]:
+        single = await client.open_channel(request)
+        await measure(client, [single.channel_id], warm_up)
+        return {"durable": await measure(client, [single.channel_id], seconds)}
+
+    results = await run_pair(args, "", in_memory)
+    with tempfile.TemporaryDirectory(prefix="perund-bench-") as directory:
+        results.update(await run_pair(args, args.durable or directory, durable))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement")
     parser.add_argument("--channels", type=int, default=100, help="channels of the concurrent run")
     parser.add_argument("--durable", metavar="DIR", default="",
-                        help="keep both sides' channels in durable stores under DIR")
+                        help="where the durable run keeps its stores (default: a temporary dir)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
