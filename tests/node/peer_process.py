@@ -1,0 +1,98 @@
+"""A node process for crash tests: one NodeService with one session, driven by JSON lines.
+
+Run: `python tests/node/peer_process.py NODE_CONFIG SESSION_FILE`. It starts the node, opens the
+session and prints `{"event": "ready", ...}`; then it reads commands from stdin, one JSON object a
+line, and prints what happens, one JSON object a line, flushed at once (a test may SIGKILL the
+process at any moment and must know exactly what the user was told):
+
+  {"cmd": "open", "peer": ALIAS, "ours": WEI, "theirs": WEI}   -> {"event": "opened", "channel"}
+  {"cmd": "pay", "channel": HEX, "amount": WEI, "count": N}    -> {"event": "paid", "version"} * N
+  {"cmd": "state", "channel": HEX}                             -> {"event": "state", ...}
+
+Incoming proposals are accepted; every state that becomes current from the peer is reported as
+{"event": "received", "version"} (what the user of this side was told).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from twisted.internet import reactor, stdio, task
+from twisted.internet.defer import Deferred
+from twisted.protocols.basic import LineReceiver
+
+from perund.channel import events as ev
+from perund.channel.proposal import OpenRequest
+from perund.channel.types import ETH, ChannelID
+from perund.config import load_node_config
+from perund.node import NodeService
+from perund.session.client import ChannelNotice, Notice, ProposalNotice
+from perund.session.session import Session
+
+
+def emit(**fields: Any) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+class Commands(LineReceiver):
+    delimiter = b"\n"
+
+    def __init__(self, session: Session, done: Deferred[None]) -> None:
+        self.session = session
+        self.done = done
+
+    def lineReceived(self, line: bytes) -> None:
+        command = json.loads(line)
+        Deferred.fromCoroutine(self.run(command)).addErrback(
+            lambda f: emit(event="error", error=f.getErrorMessage(), kind=type(f.value).__name__))
+
+    async def run(self, command: dict[str, Any]) -> None:
+        client = self.session.client
+        if command["cmd"] == "open":
+            peer = self.session.contacts.by_alias(command["peer"]).off_chain_address
+            channel = await client.open_channel(OpenRequest(
+                peer, (ETH,), ((int(command["ours"]), int(command["theirs"])),), 600))
+            emit(event="opened", channel=channel.channel_id.hex())
+        elif command["cmd"] == "pay":
+            cid = ChannelID(bytes.fromhex(command["channel"]))
+            for _ in range(int(command["count"])):
+                channel = await client.send(cid, ((ETH, int(command["amount"])),))
+                emit(event="paid", version=channel.latest.version)
+        elif command["cmd"] == "state":
+            channel = client.channels[ChannelID(bytes.fromhex(command["channel"]))]
+            emit(event="state", version=channel.latest.version,
+                 balances=[[str(a) for a in row] for row in channel.latest.balances],
+                 phase=channel.phase.value, needs_sync=channel.needs_sync,
+                 staged=channel.staged is not None)
+
+    def connectionLost(self, reason: object = None) -> None:
+        if not self.done.called:
+            self.done.callback(None)
+
+
+async def main(node_file: str, session_file: str) -> None:
+    node = NodeService(reactor, load_node_config(node_file))
+    node.startService()
+    await node.ready
+    session = await node.open_session(session_file)
+
+    def observe(notice: Notice) -> None:
+        if isinstance(notice, ProposalNotice):
+            session.client.respond_proposal(notice.proposal.proposal_id, True)
+        elif isinstance(notice, ChannelNotice) and isinstance(notice.event, ev.NewState) \
+                and notice.event.source is not ev.Source.OWN:
+            emit(event="received", version=notice.event.state.version)
+
+    session.client.observers.append(observe)
+    emit(event="ready", restored=[c.channel_id.hex() for c in session.restored])
+    done: Deferred[None] = Deferred()
+    stdio.StandardIO(Commands(session, done))
+    await done
+    await node.stopService()
+
+
+if __name__ == "__main__":
+    task.react(lambda _: Deferred.fromCoroutine(main(sys.argv[1], sys.argv[2])))

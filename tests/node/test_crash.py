@@ -1,0 +1,173 @@
+"""kill -9 of a node in the middle of a stream of payments (issue: sessions and the node).
+
+Two node processes on one anvil, each with one session. One is killed with SIGKILL while
+payments flow, then restarted: both must agree on the same latest state, and no payment that
+either user was told succeeded may be lost; payments then continue.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from perund.chain.account import Account
+from perund.chain.anvil import Anvil, free_port
+from perund.chain.backend import ChainBackend
+from perund.channel.types import hex_address
+from perund.cli.generate import Generated, generate
+
+PROCESS = Path(__file__).with_name("peer_process.py")
+ETHER = 10**18
+
+
+class NodeProcess:
+    """One node process and everything it printed (read by a thread as it comes)."""
+
+    def __init__(self, node_file: Path, session_file: Path,
+                 seen: list[dict[str, Any]] | None = None) -> None:
+        self.args = [sys.executable, str(PROCESS), str(node_file), str(session_file)]
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        self.seen: list[dict[str, Any]] = seen if seen is not None else []
+        self._cursor = len(self.seen)
+        self._lock = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip():
+                with self._lock:
+                    self.seen.append(json.loads(line))
+                    self._lock.notify_all()
+        with self._lock:
+            self._lock.notify_all()
+
+    def send(self, **command: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+
+    def next(self, event: str, timeout: float = 60.0) -> dict[str, Any]:
+        """The next record called `event` after the last one returned."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                while self._cursor < len(self.seen):
+                    record = self.seen[self._cursor]
+                    self._cursor += 1
+                    if record["event"] == event:
+                        return record
+                if self.proc.poll() is not None and not self._reader.is_alive():
+                    raise AssertionError(f"node exited ({self.proc.returncode}) before {event}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {event} within {timeout} s")
+                self._lock.wait(left)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self._reader.join(10)  # everything printed before the kill has been read
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._reader.join(10)
+
+    def versions(self, event: str) -> list[int]:
+        with self._lock:
+            return [r["version"] for r in self.seen if r["event"] == event]
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[Anvil]:
+    with Anvil() as node:
+        yield node
+
+
+@pytest_twisted.async_fixture
+async def setup(anvil: Anvil, tmp_path: Path) -> Generated:
+    backend = ChainBackend(reactor, url=anvil.url, chain_id=anvil.chain_id)
+    backend.startService()
+    try:
+        await backend.connect()
+        adjudicator = await backend.deploy_adjudicator(Account(anvil.private_keys[0]))
+    finally:
+        backend.stopService()
+    return generate(tmp_path, chain_url=anvil.url, chain_id=anvil.chain_id,
+                    adjudicator=hex_address(adjudicator), api_port=free_port(),
+                    comm_ports=(free_port(), free_port()))
+
+
+def agree(alice: NodeProcess, bob: NodeProcess, channel: str) -> dict[str, Any]:
+    """Poll both nodes until they hold the same settled state; that state."""
+    deadline = time.monotonic() + 30
+    while True:
+        alice.send(cmd="state", channel=channel)
+        bob.send(cmd="state", channel=channel)
+        a, b = alice.next("state"), bob.next("state")
+        settled = not (a["needs_sync"] or b["needs_sync"] or a["staged"] or b["staged"])
+        if settled and (a["version"], a["balances"]) == (b["version"], b["balances"]):
+            return a
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the nodes never agreed: {a} vs {b}")
+        time.sleep(0.2)
+
+
+@pytest.mark.anvil
+@pytest.mark.parametrize("victim", ["payer", "payee"])
+def test_kill_9_in_a_stream_of_payments(setup: Generated, victim: str) -> None:
+    users = {u.name: u for u in setup.users}
+    alice = NodeProcess(setup.node_config, users["alice"].session_file)
+    bob = NodeProcess(setup.node_config.with_name("perund.yaml"), users["bob"].session_file)
+    try:
+        alice.next("ready")
+        bob.next("ready")
+        alice.send(cmd="open", peer="bob", ours=10 * ETHER, theirs=ETHER)
+        channel = alice.next("opened")["channel"]
+        alice.send(cmd="pay", channel=channel, amount=1000, count=100_000)
+        for _ in range(150):
+            alice.next("paid")
+        killed = alice if victim == "payer" else bob
+        killed.kill()
+        restarted = NodeProcess(setup.node_config, Path(killed.args[3]), killed.seen)
+        if victim == "payer":
+            alice = restarted
+        else:
+            bob = restarted
+        assert restarted.next("ready")["restored"] == [channel]
+        state = agree(alice, bob, channel)
+        told_paid = max(alice.versions("paid"))
+        told_received = max(bob.versions("received"))
+        # Nothing either user was told is lost: the agreed version covers both.
+        assert state["version"] >= told_paid and state["version"] >= told_received
+        paid_total = 1000 * state["version"]
+        assert state["balances"] == [[str(10 * ETHER - paid_total), str(ETHER + paid_total)]]
+        # The only error either user saw is the payment in flight when the payee died.
+        errors = [r for r in alice.seen + bob.seen if r["event"] == "error"]
+        assert len(errors) <= (1 if victim == "payee" else 0), errors
+        # Payments continue.
+        alice.send(cmd="pay", channel=channel, amount=1, count=3)
+        versions = [alice.next("paid")["version"] for _ in range(3)]
+        assert versions == [state["version"] + 1, state["version"] + 2, state["version"] + 3]
+    finally:
+        alice.stop()
+        bob.stop()
