@@ -233,6 +233,7 @@ class ChannelClient:
             ev.Conflict: self._conflict,
             ev.Closed: self._closed,
         }
+        self.stopped = False
         peers.on_message = self._on_message
         peers.on_connected = self._on_connected
 
@@ -247,6 +248,20 @@ class ChannelClient:
             if channel.phase is not Phase.CLOSED:
                 self._apply(channel.channel_id, Restored())
         return restored
+
+    def stop(self) -> None:
+        """Stop acting: pending timers are cancelled and later news (a deposit mined, an
+        answer arriving) is ignored, so nothing is written after the session's store closes.
+        Whatever was in flight is resumed from the store at the next `restore`."""
+        self.stopped = True
+        for pending in self._incoming.values():
+            if pending.timer.active():
+                pending.timer.cancel()
+        for question in self._questions.values():
+            if question.timer.active():
+                question.timer.cancel()
+        self._incoming.clear()
+        self._questions.clear()
 
     # -- the user's requests --------------------------------------------------------------------
 
@@ -340,6 +355,8 @@ class ChannelClient:
     def _propose(self, channel: Channel, transfers: tuple[tuple[Address, int], ...],
                  is_final: bool) -> Deferred[Channel]:
         channel_id = channel.channel_id
+        if self.stopped:
+            return fail(FailedPrecondition("the session is closing"))
         try:
             new, events = transition(channel, OwnUpdate(self.signer, transfers, is_final))
         except PerundError as exc:
@@ -407,6 +424,10 @@ class ChannelClient:
     # -- running the core -----------------------------------------------------------------------
 
     def _apply(self, channel_id: ChannelID, change: Change, user: bool = False) -> None:
+        if self.stopped:
+            if user:
+                raise FailedPrecondition("the session is closing")
+            return
         channel = self.channels[channel_id]
         try:
             new, events = transition(channel, change)

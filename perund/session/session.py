@@ -123,6 +123,7 @@ class Session:
                 f"session has {len(still_open)} open channels: close them or use force",
                 openChannels=["0x" + c.channel_id.hex() for c in still_open],
             )
+        self.client.stop()
         await self.peers.stop()
         flushed = self.store.flush()
         if flushed is not None:

@@ -13,19 +13,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_twisted
-from twisted.internet import reactor
 
-from perund.chain.account import Account
-from perund.chain.anvil import Anvil, free_port
-from perund.chain.backend import ChainBackend
-from perund.channel.types import hex_address
-from perund.cli.generate import Generated, generate
+from perund.cli.generate import Generated
 
 PROCESS = Path(__file__).with_name("peer_process.py")
 ETHER = 10**18
@@ -97,26 +90,6 @@ class NodeProcess:
             return [r["version"] for r in self.seen if r["event"] == event]
 
 
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[Anvil]:
-    with Anvil() as node:
-        yield node
-
-
-@pytest_twisted.async_fixture
-async def setup(anvil: Anvil, tmp_path: Path) -> Generated:
-    backend = ChainBackend(reactor, url=anvil.url, chain_id=anvil.chain_id)
-    backend.startService()
-    try:
-        await backend.connect()
-        adjudicator = await backend.deploy_adjudicator(Account(anvil.private_keys[0]))
-    finally:
-        backend.stopService()
-    return generate(tmp_path, chain_url=anvil.url, chain_id=anvil.chain_id,
-                    adjudicator=hex_address(adjudicator), api_port=free_port(),
-                    comm_ports=(free_port(), free_port()))
-
-
 def agree(alice: NodeProcess, bob: NodeProcess, channel: str) -> dict[str, Any]:
     """Poll both nodes until they hold the same settled state; that state."""
     deadline = time.monotonic() + 30
@@ -134,7 +107,8 @@ def agree(alice: NodeProcess, bob: NodeProcess, channel: str) -> dict[str, Any]:
 
 @pytest.mark.anvil
 @pytest.mark.parametrize("victim", ["payer", "payee"])
-def test_kill_9_in_a_stream_of_payments(setup: Generated, victim: str) -> None:
+def test_kill_9_in_a_stream_of_payments(anvil_setup: Generated, victim: str) -> None:
+    setup = anvil_setup
     users = {u.name: u for u in setup.users}
     alice = NodeProcess(setup.node_config, users["alice"].session_file)
     bob = NodeProcess(setup.node_config.with_name("perund.yaml"), users["bob"].session_file)

@@ -7,19 +7,17 @@ connections over loopback TCP, the chain backend; balances are checked to the we
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from perund.chain.anvil import free_port
 from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest
 from perund.channel.types import ETH
-from perund.cli.generate import Generated, generate
+from perund.cli.generate import Generated
 from perund.config import load_node_config
 from perund.errors import FailedPrecondition, ResourceExists
 from perund.node import NodeService
@@ -27,11 +25,6 @@ from perund.session.client import ChannelNotice, Notice, ProposalNotice, UpdateN
 from perund.session.session import Session
 
 ETHER = 10**18
-
-
-@pytest.fixture
-def setup(tmp_path: Path) -> Generated:
-    return generate(tmp_path, api_port=free_port(), comm_ports=(free_port(), free_port()))
 
 
 @pytest_twisted.async_yield_fixture
@@ -80,6 +73,9 @@ async def test_channel_life_with_a_restart_of_both_sessions(node: NodeService,
     await _until(lambda: bob.client.channels[cid].phase is Phase.OPEN, "bob sees it funded")
     await alice.client.send(cid, ((ETH, 3 * ETHER),))
     await bob.client.send(cid, ((ETH, ETHER),))
+    # A payment request, answered by bob's user (auto_answer accepts).
+    await alice.client.send(cid, ((ETH, -ETHER),))
+    await alice.client.send(cid, ((ETH, ETHER),))
 
     # Both users stop their sessions (channels stay persisted) and open them again.
     fees = [alice.settlement.fees_paid, bob.settlement.fees_paid]

@@ -1,0 +1,55 @@
+"""Fixtures of the node tests: generated node and session configs, on either chain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from perund.chain.account import Account
+from perund.chain.anvil import Anvil, free_port
+from perund.chain.backend import ChainBackend
+from perund.channel.types import hex_address
+from perund.cli.generate import Generated, generate
+
+
+@pytest.fixture(scope="session")
+def anvil() -> Iterator[Anvil]:
+    with Anvil() as node:
+        yield node
+
+
+async def deploy(anvil: Anvil) -> str:
+    """A fresh Adjudicator on `anvil`, deployed from its account 0; its address."""
+    backend = ChainBackend(reactor, url=anvil.url, chain_id=anvil.chain_id)
+    backend.startService()
+    try:
+        await backend.connect()
+        return hex_address(await backend.deploy_adjudicator(Account(anvil.private_keys[0])))
+    finally:
+        backend.stopService()
+
+
+@pytest_twisted.async_fixture
+async def anvil_setup(anvil: Anvil, tmp_path: Path) -> Generated:
+    """`perund generate` output for a node on anvil, with its own Adjudicator."""
+    return generate(tmp_path, chain_url=anvil.url, chain_id=anvil.chain_id,
+                    adjudicator=await deploy(anvil), api_port=free_port(),
+                    comm_ports=(free_port(), free_port()))
+
+
+@pytest.fixture(params=["embedded", "anvil"])
+def chain_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def setup(chain_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Generated:
+    """`perund generate` output on the embedded chain or on anvil."""
+    if chain_kind == "anvil":
+        generated: Generated = request.getfixturevalue("anvil_setup")
+        return generated
+    return generate(tmp_path, api_port=free_port(), comm_ports=(free_port(), free_port()))
