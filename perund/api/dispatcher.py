@@ -1,0 +1,303 @@
+"""A JSON-RPC 2.0 dispatcher: JSON in, JSON out, no transport.
+
+It implements the whole of https://www.jsonrpc.org/specification: single requests, batches
+(answered concurrently, replies in request order), notifications (never answered, even when they
+fail), parse errors and invalid requests (`id` null when it cannot be read), params by name or
+by position, and the error codes -32700, -32600, -32601, -32602 and -32603. Application errors
+are `PerundError`s, mapped through the one table of `perund.errors`: their code, message and
+`data = err.to_data()`. Anything else a method raises is a bug: the client gets 401 Internal
+with no details, the log gets the traceback.
+
+Each call is logged once: method, session (when the params name one), outcome and duration;
+never the params, which may hold paths or amounts a user considers private.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from perund.api.schema import InvalidParams, Schema, check_schema, params_schema, validate
+from perund.errors import Internal, PerundError
+
+if TYPE_CHECKING:
+    from perund.api.hub import ClientSubscriptions
+
+log = Logger(namespace="perund.api")
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+_MESSAGES = {
+    PARSE_ERROR: "Parse error",
+    INVALID_REQUEST: "Invalid Request",
+    METHOD_NOT_FOUND: "Method not found",
+    INVALID_PARAMS: "Invalid params",
+    INTERNAL_ERROR: "Internal error",
+}
+_MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})
+
+Reply = dict[str, Any]
+"""One JSON-RPC response object."""
+
+
+class CallContext:
+    """Where a call came from: the transport's name and, on a WebSocket, the connection's
+    subscriptions (None over HTTP, which cannot push)."""
+
+    def __init__(self, transport: str = "http",
+                 subscriptions: ClientSubscriptions | None = None) -> None:
+        self.transport = transport
+        self.subscriptions = subscriptions
+
+
+Handler = Callable[[dict[str, Any], CallContext], Awaitable[Any]]
+"""Runs a method on validated params (still JSON values); returns the JSON-ready result."""
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One named parameter; positional calls give them in this order."""
+
+    name: str
+    schema: Schema
+    required: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """A method: its params and result schemas (the OpenRPC entry) and its handler.
+
+    `handler` calls the node; `render` turns what it returned into JSON values. A failure in
+    `handler` is the node's (application error, or 401 for a bug); a failure in `render` is
+    this layer's own (-32603).
+    """
+
+    name: str
+    summary: str
+    params: tuple[Param, ...]
+    result: Schema
+    handler: Handler
+    render: Callable[[Any], Any] = lambda value: value
+    description: str = ""
+    result_name: str = "result"
+    errors: tuple[type[PerundError], ...] = ()
+
+
+def error_reply(request_id: object, code: int, message: str | None = None,
+                data: Mapping[str, Any] | None = None) -> Reply:
+    """A JSON-RPC error response."""
+    error: dict[str, Any] = {"code": code, "message": message or _MESSAGES[code]}
+    if data is not None:
+        error["data"] = dict(data)
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A duplicated member is ambiguous (parsers disagree on which one wins): refuse it.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate member {key!r}")
+        result[key] = value
+    return result
+
+
+def decode_json(body: bytes) -> object:
+    """Parse a request body strictly: UTF-8, no NaN/Infinity, no duplicate members, finite
+    numbers; ValueError otherwise."""
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant,
+                          parse_float=_finite_float, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def encode_json(value: object) -> bytes:
+    """Compact UTF-8 JSON."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def _printable(text: str, limit: int = 64) -> str:
+    """A caller-chosen string made safe for one log line."""
+    cleaned = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return cleaned + ("..." if len(text) > limit else "")
+
+
+def _envelope(request: object) -> tuple[object, str | None]:
+    """`(id to answer with, problem)`: problem is None for a valid request object."""
+    if not isinstance(request, dict):
+        return None, "a request is a JSON object"
+    request_id = request.get("id")
+    if request_id is not None and (isinstance(request_id, bool)
+                                   or not isinstance(request_id, str | int | float)):
+        return None, '"id" must be a string, a number or null'
+    if request.get("jsonrpc") != "2.0":
+        return request_id, '"jsonrpc" must be "2.0"'
+    if not isinstance(request.get("method"), str):
+        return request_id, '"method" must be a string'
+    if "params" in request and not isinstance(request["params"], list | dict):
+        return request_id, '"params" must be an array or an object'
+    unknown = set(request) - _MEMBERS
+    if unknown:
+        return request_id, "unknown members: " + ", ".join(sorted(_printable(k) for k in unknown))
+    return request_id, None
+
+
+class Dispatcher:
+    """Answers JSON-RPC 2.0 messages by calling `methods`.
+
+    `clock` only times calls for the log. `max_batch` bounds how many calls one batch may
+    start at once.
+    """
+
+    def __init__(self, methods: Iterable[Method], clock: IReactorTime, *,
+                 max_batch: int = 100) -> None:
+        self._methods: dict[str, Method] = {}
+        self._schemas: dict[str, Schema] = {}
+        for method in methods:
+            if method.name in self._methods:
+                raise ValueError(f"method {method.name} defined twice")
+            schema = params_schema(method)
+            check_schema(schema, method.name)
+            self._methods[method.name] = method
+            self._schemas[method.name] = schema
+        # Any: zope interfaces do not type-check as protocols without the mypy-zope plugin.
+        self._clock: Any = clock
+        self.max_batch = max_batch
+
+    @property
+    def methods(self) -> list[Method]:
+        """The methods served, in definition order."""
+        return list(self._methods.values())
+
+    async def dispatch_bytes(self, body: bytes,
+                             context: CallContext | None = None) -> bytes | None:
+        """Answer a raw message; None when nothing is to be sent back (only notifications)."""
+        try:
+            message = decode_json(body)
+        except ValueError:
+            self._log_call("-", None, self._clock.seconds(), PARSE_ERROR, context)
+            return encode_json(error_reply(None, PARSE_ERROR))
+        reply = await self.dispatch(message, context)
+        return None if reply is None else encode_json(reply)
+
+    async def dispatch(self, message: object,
+                       context: CallContext | None = None) -> Reply | list[Reply] | None:
+        """Answer a parsed message: a request object or a batch of them."""
+        context = context or CallContext()
+        if not isinstance(message, list):
+            return await self._call(message, context)
+        if not message:
+            self._log_call("-", None, self._clock.seconds(), INVALID_REQUEST, context)
+            return error_reply(None, INVALID_REQUEST,
+                               data={"requirement": "a batch holds at least one request"})
+        if len(message) > self.max_batch:
+            self._log_call("-", None, self._clock.seconds(), INVALID_REQUEST, context)
+            return error_reply(None, INVALID_REQUEST, data={
+                "requirement": f"a batch holds at most {self.max_batch} requests"})
+        calls = [Deferred.fromCoroutine(self._call(request, context)) for request in message]
+        replies: list[Reply | None] = await gatherResults(calls)
+        answered = [reply for reply in replies if reply is not None]
+        return answered or None
+
+    async def _call(self, request: object, context: CallContext) -> Reply | None:
+        started = self._clock.seconds()
+        request_id, problem = _envelope(request)
+        if problem is not None or not isinstance(request, dict):
+            self._log_call("-", None, started, INVALID_REQUEST, context)
+            return error_reply(request_id, INVALID_REQUEST, data={"requirement": problem})
+        notification = "id" not in request
+        name: str = request["method"]
+        method = self._methods.get(name)
+        if method is None:
+            self._log_call(_printable(name), None, started, METHOD_NOT_FOUND, context)
+            if notification:
+                return None
+            return error_reply(request_id, METHOD_NOT_FOUND, data={"method": _printable(name)})
+        reply, code, session = await self._run(method, request.get("params"), request_id,
+                                               context)
+        self._log_call(name, session, started, code, context)
+        return None if notification else reply
+
+    async def _run(self, method: Method, params: object, request_id: object,
+                   context: CallContext) -> tuple[Reply, int | None, str | None]:
+        """Call `method`; the reply, its error code (None: success) and the session named."""
+        session: str | None = None
+        try:
+            args = self._bind(method, params)
+            named = args.get("sessionId")
+            session = named if isinstance(named, str) else None
+            value = await method.handler(args, context)
+        except InvalidParams as exc:
+            return error_reply(request_id, INVALID_PARAMS, data={
+                "field": exc.field, "requirement": exc.requirement}), INVALID_PARAMS, session
+        except PerundError as exc:
+            if exc.code == Internal.code:
+                log.failure("{method} failed", method=method.name)
+                return _internal(request_id), Internal.code, session
+            return error_reply(request_id, exc.code, exc.message, exc.to_data()), exc.code, \
+                session
+        except Exception:
+            log.failure("{method} failed", method=method.name)
+            return _internal(request_id), Internal.code, session
+        try:
+            result = method.render(value)
+            encode_json(result)  # fail here, for this call only, rather than for the batch
+        except Exception:
+            log.failure("rendering the result of {method} failed", method=method.name)
+            return error_reply(request_id, INTERNAL_ERROR), INTERNAL_ERROR, session
+        return {"jsonrpc": "2.0", "id": request_id, "result": result}, None, session
+
+    def _bind(self, method: Method, params: object) -> dict[str, Any]:
+        if params is None:
+            args: dict[str, Any] = {}
+        elif isinstance(params, list):
+            names = [p.name for p in method.params]
+            if len(params) > len(names):
+                raise InvalidParams("params", f"at most {len(names)} positional params "
+                                              f"({', '.join(names) or 'none'})")
+            args = dict(zip(names, params, strict=False))
+        else:
+            assert isinstance(params, dict)
+            args = params
+        validate(args, self._schemas[method.name], "")
+        return args
+
+    def _log_call(self, method: str, session: str | None, started: float, code: int | None,
+                  context: CallContext | None) -> None:
+        duration_ms = round((self._clock.seconds() - started) * 1000.0, 3)
+        log.info("api call {method} session={session_id} transport={transport} "
+                 "outcome={outcome} in {duration_ms} ms", method=method,
+                 session_id=session or "-", transport=context.transport if context else "-",
+                 outcome="ok" if code is None else f"error {code}", code=code,
+                 duration_ms=duration_ms)
+
+
+def _internal(request_id: object) -> Reply:
+    # Details stay in the log: a traceback or an exception text can reveal paths and state.
+    return error_reply(request_id, Internal.code, "internal error",
+                       {"category": Internal.category})
