@@ -1,0 +1,110 @@
+"""NodeFacade: the one object the API calls, implemented by the node.
+
+Arguments are Python values: IDs as `bytes` (session 16, channel/proposal/update 32), addresses
+as `Address`, amounts as `int` base units per asset address. The API has already validated and
+converted them (currency symbols → asset addresses, decimal strings → wei), so a facade
+only decides what the node does. Errors are `PerundError`s (`perund.errors`): an unknown session,
+channel, proposal or update is `ResourceNotFound`, a request the node cannot honour in the
+current state `FailedPrecondition`, a late answer `UserResponseTimedOut`, and so on; anything
+else that escapes is reported to the client as 401 Internal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from perund.api.views import (
+    AccountBalance,
+    ChannelView,
+    NodeInfo,
+    Notification,
+    Payment,
+    PeerView,
+    SessionOpened,
+)
+from perund.channel.types import Address
+
+
+class NodeFacade(Protocol):
+    """What the node offers its users; one coroutine per API method."""
+
+    async def node_get_config(self) -> NodeInfo:
+        """`node_getConfig`: chain, adjudicator, comm types, version."""
+        ...
+
+    async def node_time(self) -> float:
+        """`node_time`: the node's unix time (the clock of every expiry)."""
+        ...
+
+    async def session_open(self, config_file: str) -> SessionOpened:
+        """`session_open`: open the session of a `session.yaml`, restoring its channels."""
+        ...
+
+    async def session_close(self, session_id: bytes, force: bool) -> list[ChannelView]:
+        """`session_close`: the channels left open (only with `force`; without it, open
+        channels are `FailedPrecondition` listing them)."""
+        ...
+
+    async def session_add_peer(self, session_id: bytes, alias: str, off_chain_address: Address,
+                               comm_address: str, comm_type: str) -> PeerView:
+        """`session_addPeer`: add and persist a contact."""
+        ...
+
+    async def session_get_peer(self, session_id: bytes, alias: str) -> PeerView:
+        """`session_getPeer`: the contact named `alias`."""
+        ...
+
+    async def session_list_peers(self, session_id: bytes) -> list[PeerView]:
+        """`session_listPeers`: every contact of the session."""
+        ...
+
+    async def session_balance(self, session_id: bytes) -> AccountBalance:
+        """`session_balance`: on-chain balances of the session's on-chain account."""
+        ...
+
+    async def channel_open(self, session_id: bytes, peer: str,
+                           balances: Mapping[Address, tuple[int, int]],
+                           challenge_duration: int | None) -> ChannelView:
+        """`channel_open`: propose a channel to `peer` (alias or 0x address);
+        `balances[asset] = (ours, the peer's)` in base units, ETH first then in the currency
+        table's order; `challenge_duration` in seconds, None for the node's default. Returns
+        once the channel is funded and open."""
+        ...
+
+    async def channel_respond_proposal(self, session_id: bytes, proposal_id: bytes,
+                                       accept: bool) -> ChannelView | None:
+        """`channel_respondProposal`: the channel once funded (accept), or None (reject)."""
+        ...
+
+    async def channel_list(self, session_id: bytes) -> list[ChannelView]:
+        """`channel_list`: the session's channels."""
+        ...
+
+    async def channel_get(self, session_id: bytes, channel_id: bytes) -> ChannelView:
+        """`channel_get`: one channel."""
+        ...
+
+    async def channel_send(self, session_id: bytes, channel_id: bytes,
+                           payments: Sequence[Payment]) -> ChannelView:
+        """`channel_send`: one update carrying every payment (payee `"self"`: a request);
+        returns the channel after the peer countersigned."""
+        ...
+
+    async def channel_respond_update(self, session_id: bytes, channel_id: bytes,
+                                     update_id: bytes, accept: bool) -> ChannelView:
+        """`channel_respondUpdate`: answer an `open`/`final` update push before its expiry."""
+        ...
+
+    async def channel_close(self, session_id: bytes, channel_id: bytes,
+                            force: bool) -> ChannelView:
+        """`channel_close`: settle (cooperatively, or on-chain without the peer when `force`);
+        returns once concluded on-chain and paid out."""
+        ...
+
+    def subscribe_notices(self, session_id: bytes,
+                          callback: Callable[[Notification], None]) -> Callable[[], None]:
+        """Call `callback` with every notification of the session until the returned function
+        is called; `ResourceNotFound` for an unknown session. The API's hub subscribes once
+        per session, right when `session_open` returns, and caches what nobody listens to."""
+        ...

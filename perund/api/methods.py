@@ -1,0 +1,383 @@
+"""The perund method table: every API method's schemas, conversion and facade call.
+
+Params arrive validated against their schema (the dispatcher does that); what remains here is
+the conversion a schema cannot express (hex → bytes, a currency's decimals, checksums) and the
+rendering of results with the currency table. Conversion failures are `InvalidParams`
+naming the field, like schema failures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from perund.api.amounts import AmountError, Currencies
+from perund.api.dispatcher import CallContext, Method, Param
+from perund.api.facade import NodeFacade
+from perund.api.hub import PROPOSALS, TOPICS, UPDATES, Hubs
+from perund.api.schema import (
+    ADDRESS,
+    ALIAS,
+    AMOUNT,
+    BOOLEAN,
+    CHANNEL_ID,
+    PEER,
+    PROPOSAL_ID,
+    SECONDS,
+    SESSION_ID,
+    SUBSCRIPTION_ID,
+    UPDATE_ID,
+    InvalidParams,
+    Schema,
+    nullable,
+    obj,
+    openrpc_document,
+)
+from perund.api.views import ChannelView, Payment, PeerView
+from perund.channel.types import UINT64_MAX, Address
+from perund.contacts.book import COMM_TYPES, parse_account_address
+from perund.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    InvalidConfig,
+    PeerNotFunded,
+    PeerRejected,
+    PeerRequestTimedOut,
+    PerundError,
+    ResourceExists,
+    ResourceNotFound,
+    TxTimedOut,
+    UserResponseTimedOut,
+)
+
+MAX_PAYMENTS = 16
+"""Payments one `channel_send` may carry (one state update)."""
+
+NOTIFICATION_METHOD = "perund_notification"
+"""The method name of WebSocket pushes."""
+
+
+def _bytes(args: dict[str, Any], name: str) -> bytes:
+    # The schema's pattern guarantees 0x + an even number of hex digits.
+    return bytes.fromhex(str(args[name])[2:])
+
+
+# -- result schemas ------------------------------------------------------------------------------
+
+def _pair_schema() -> Schema:
+    return obj({"self": AMOUNT, "peer": AMOUNT}, ["self", "peer"])
+
+
+def _balances_schema() -> Schema:
+    """`{currency: {self, peer}}` in results (any currency the channel holds)."""
+    return {"type": "object", "additionalProperties": _pair_schema(),
+            "description": "per currency: our balance and the peer's"}
+
+
+CHANNEL_INFO = obj({
+    "channelId": CHANNEL_ID,
+    "peer": {"type": "string", "description": "the peer's alias, or its address"},
+    "peerAddress": ADDRESS,
+    "phase": {"type": "string", "enum": ["proposing", "funding", "open", "updating", "closing",
+                                         "disputed", "closed"]},
+    "version": {"type": "integer", "minimum": 0},
+    "isFinal": BOOLEAN,
+    "balances": _balances_schema(),
+    "challengeDuration": {"type": "integer", "minimum": 1},
+    "onChain": obj({"version": {"type": "integer", "minimum": 0},
+                    "timeout": {"type": "integer", "minimum": 0}}, ["version", "timeout"],
+                   description="the registered state, while disputed"),
+}, ["channelId", "peer", "peerAddress", "phase", "version", "isFinal", "balances",
+    "challengeDuration"], description="channel info")
+
+PEER_INFO = obj({"alias": ALIAS, "offChainAddress": ADDRESS,
+                 "commAddress": {"type": "string", "description": "host:port"},
+                 "commType": {"type": "string", "enum": list(COMM_TYPES)}},
+                ["alias", "offChainAddress", "commAddress", "commType"])
+
+PROPOSAL_PUSH = obj({
+    "proposalId": PROPOSAL_ID, "peer": {"type": "string"}, "peerAddress": ADDRESS,
+    "balances": _balances_schema(), "challengeDuration": {"type": "integer", "minimum": 1},
+    "expiry": SECONDS,
+}, ["proposalId", "peer", "peerAddress", "balances", "challengeDuration", "expiry"])
+
+UPDATE_PUSH = obj({
+    "updateId": nullable(UPDATE_ID), "channelId": CHANNEL_ID,
+    "type": {"type": "string", "enum": ["open", "final", "closed"]},
+    "kind": {"type": ["string", "null"], "enum": ["payment", "request", "final", None]},
+    "channel": CHANNEL_INFO, "expiry": nullable(SECONDS),
+    "error": {"type": ["string", "null"]},
+}, ["updateId", "channelId", "type", "kind", "channel", "expiry", "error"])
+
+
+def _channel_list() -> Schema:
+    return {"type": "array", "items": CHANNEL_INFO}
+
+
+# -- param conversion ----------------------------------------------------------------------------
+
+def _open_balances(raw: dict[str, Any], currencies: Currencies) -> dict[Address, tuple[int, int]]:
+    if not raw:
+        raise InvalidParams("balances", "name at least one currency")
+    balances: dict[Address, tuple[int, int]] = {}
+    for currency in currencies:  # ETH first, then the table's order, whatever the JSON order
+        pair = raw.get(currency.symbol)
+        if pair is None:
+            continue
+        amounts = []
+        for side in ("self", "peer"):
+            try:
+                amounts.append(currency.parse(pair[side]))
+            except AmountError as exc:
+                raise InvalidParams(f"balances.{currency.symbol}.{side}", str(exc)) from None
+        balances[currency.asset] = (amounts[0], amounts[1])
+    if all(ours == 0 and peer == 0 for ours, peer in balances.values()):
+        raise InvalidParams("balances", "a channel must hold something: not every amount zero")
+    return balances
+
+
+def _payments(raw: list[dict[str, Any]], currencies: Currencies) -> list[Payment]:
+    payments = []
+    for index, item in enumerate(raw):
+        currency = currencies.by_symbol(item["currency"])
+        try:
+            amount = currency.parse(item["amount"], allow_zero=False)
+        except AmountError as exc:
+            raise InvalidParams(f"payments[{index}].amount", str(exc)) from None
+        payments.append(Payment(currency.asset, currency.symbol, item["payee"], amount))
+    return payments
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+Render = Callable[[Any], Any]
+
+
+def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs) -> list[Method]:
+    """Every method of the API (rpc.discover included), bound to `facade`."""
+
+    def channel(value: ChannelView) -> Any:
+        return value.to_json(currencies)
+
+    def channels(values: list[ChannelView]) -> Any:
+        return [v.to_json(currencies) for v in values]
+
+    def with_currencies(value: Any) -> Any:
+        return value.to_json(currencies)
+
+    currency_symbols = currencies.symbols()
+    pair = _pair_schema()
+    open_balances = obj({symbol: pair for symbol in currency_symbols}, [],
+                        description="per currency: our deposit and the peer's")
+    payment = obj({
+        "currency": {"type": "string", "enum": currency_symbols},
+        "payee": {**PEER, "description": "\"self\" (a payment request: the peer pays us) or "
+                                         "the channel's peer (alias or address)"},
+        "amount": AMOUNT,
+    }, ["currency", "payee", "amount"])
+    session = Param("sessionId", SESSION_ID)
+    channel_id = Param("channelId", CHANNEL_ID)
+
+    def method(name: str, summary: str, params: tuple[Param, ...], result: Schema,
+               handler: Callable[[dict[str, Any], CallContext], Awaitable[Any]],
+               render: Render = lambda value: value,
+               errors: tuple[type[PerundError], ...] = (), description: str = "") -> Method:
+        return Method(name, summary, params, result, handler, render, description,
+                      errors=errors)
+
+    # -- node --
+    async def node_get_config(args: dict[str, Any], ctx: CallContext) -> Any:
+        return await facade.node_get_config()
+
+    async def node_time(args: dict[str, Any], ctx: CallContext) -> Any:
+        return await facade.node_time()
+
+    # -- session --
+    async def session_open(args: dict[str, Any], ctx: CallContext) -> Any:
+        opened = await facade.session_open(args["configFile"])
+        # Same reactor turn as the session became ready: no notice can slip past the hub.
+        hubs.attach(opened.session_id)
+        return opened
+
+    async def session_close(args: dict[str, Any], ctx: CallContext) -> Any:
+        session_id = _bytes(args, "sessionId")
+        left = await facade.session_close(session_id, bool(args.get("force", False)))
+        hubs.detach(session_id)
+        return left
+
+    async def session_add_peer(args: dict[str, Any], ctx: CallContext) -> Any:
+        peer = args["peer"]
+        try:
+            address = parse_account_address(peer["offChainAddress"])
+        except ValueError as exc:
+            raise InvalidParams("peer.offChainAddress", str(exc)) from None
+        return await facade.session_add_peer(_bytes(args, "sessionId"), peer["alias"], address,
+                                             peer["commAddress"], peer.get("commType", "tcp"))
+
+    async def session_get_peer(args: dict[str, Any], ctx: CallContext) -> Any:
+        return await facade.session_get_peer(_bytes(args, "sessionId"), args["alias"])
+
+    async def session_list_peers(args: dict[str, Any], ctx: CallContext) -> Any:
+        return await facade.session_list_peers(_bytes(args, "sessionId"))
+
+    async def session_balance(args: dict[str, Any], ctx: CallContext) -> Any:
+        return await facade.session_balance(_bytes(args, "sessionId"))
+
+    # -- channel --
+    async def channel_open(args: dict[str, Any], ctx: CallContext) -> Any:
+        balances = _open_balances(args["balances"], currencies)
+        return await facade.channel_open(_bytes(args, "sessionId"), args["peer"], balances,
+                                         args.get("challengeDuration"))
+
+    async def channel_respond_proposal(args: dict[str, Any], ctx: CallContext) -> Any:
+        return await facade.channel_respond_proposal(
+            _bytes(args, "sessionId"), _bytes(args, "proposalId"), args["accept"])
+
+    async def channel_list(args: dict[str, Any], ctx: CallContext) -> Any:
+        return await facade.channel_list(_bytes(args, "sessionId"))
+
+    async def channel_get(args: dict[str, Any], ctx: CallContext) -> Any:
+        return await facade.channel_get(_bytes(args, "sessionId"), _bytes(args, "channelId"))
+
+    async def channel_send(args: dict[str, Any], ctx: CallContext) -> Any:
+        payments = _payments(args["payments"], currencies)
+        return await facade.channel_send(_bytes(args, "sessionId"), _bytes(args, "channelId"),
+                                         payments)
+
+    async def channel_respond_update(args: dict[str, Any], ctx: CallContext) -> Any:
+        return await facade.channel_respond_update(
+            _bytes(args, "sessionId"), _bytes(args, "channelId"), _bytes(args, "updateId"),
+            args["accept"])
+
+    async def channel_close(args: dict[str, Any], ctx: CallContext) -> Any:
+        return await facade.channel_close(_bytes(args, "sessionId"), _bytes(args, "channelId"),
+                                          bool(args.get("force", False)))
+
+    # -- subscriptions --
+    async def subscribe(args: dict[str, Any], ctx: CallContext) -> Any:
+        if ctx.subscriptions is None:
+            raise FailedPrecondition("subscriptions need a WebSocket connection (GET /ws)",
+                                     transport=ctx.transport)
+        topic = args["topic"]
+        target = _bytes(args, "channelId") if "channelId" in args else None
+        if target is not None and topic != UPDATES:
+            raise InvalidParams("channelId", "only the updates topic is per channel")
+        hub = hubs.attach(_bytes(args, "sessionId"))
+        return ctx.subscriptions.subscribe(hub, topic, target)
+
+    async def unsubscribe(args: dict[str, Any], ctx: CallContext) -> Any:
+        if ctx.subscriptions is None:
+            raise FailedPrecondition("subscriptions need a WebSocket connection (GET /ws)",
+                                     transport=ctx.transport)
+        ctx.subscriptions.unsubscribe(args["subscriptionId"])
+        return True
+
+    peer_errors = (PeerRequestTimedOut, PeerRejected)
+    methods = [
+        method("node_getConfig", "The node's chain, contracts, currencies and version.", (),
+               obj({"chainUrl": {"type": "string"}, "chainId": {"type": "integer"},
+                    "adjudicator": ADDRESS,
+                    "assets": {"type": "object", "additionalProperties": obj(
+                        {"address": ADDRESS, "decimals": {"type": "integer", "minimum": 0}},
+                        ["address", "decimals"])},
+                    "commTypes": {"type": "array", "items": {"type": "string"}},
+                    "version": {"type": "string"}, "responseTimeout": SECONDS},
+                   ["chainUrl", "chainId", "adjudicator", "assets", "commTypes", "version",
+                    "responseTimeout"]),
+               node_get_config, with_currencies),
+        method("node_time", "The node's unix time in seconds; every expiry is on this clock.",
+               (), SECONDS, node_time),
+        method("session_open", "Open the session of a session.yaml (a path on the node).",
+               (Param("configFile", {"type": "string", "minLength": 1, "maxLength": 4096,
+                                     "description": "path of the session.yaml on the node"}),),
+               obj({"sessionId": SESSION_ID, "offChainAddress": ADDRESS,
+                    "onChainAddress": ADDRESS, "restoredChannels": _channel_list()},
+                   ["sessionId", "offChainAddress", "onChainAddress", "restoredChannels"]),
+               session_open, with_currencies, (InvalidConfig, ResourceExists)),
+        method("session_close", "Close a session; with open channels only when forced "
+               "(they are restored at the next open).",
+               (session, Param("force", BOOLEAN, required=False)), _channel_list(),
+               session_close, channels, (ResourceNotFound, FailedPrecondition)),
+        method("session_addPeer", "Add a contact (stored; survives a restart).",
+               (session, Param("peer", obj({
+                   "alias": ALIAS, "offChainAddress": ADDRESS,
+                   "commAddress": {"type": "string", "minLength": 1, "maxLength": 300,
+                                   "description": "host:port ([ipv6]:port)"},
+                   "commType": {"type": "string", "enum": list(COMM_TYPES)}},
+                   ["alias", "offChainAddress", "commAddress"]))),
+               PEER_INFO, session_add_peer, PeerView.to_json,
+               (ResourceNotFound, ResourceExists, InvalidArgument)),
+        method("session_getPeer", "One contact, by alias.", (session, Param("alias", ALIAS)),
+               PEER_INFO, session_get_peer, PeerView.to_json, (ResourceNotFound,)),
+        method("session_listPeers", "Every contact of the session.", (session,),
+               {"type": "array", "items": PEER_INFO}, session_list_peers,
+               lambda peers: [p.to_json() for p in peers], (ResourceNotFound,)),
+        method("session_balance", "On-chain balances of the session's on-chain account.",
+               (session,), obj({"address": ADDRESS, "balances": {
+                   "type": "object", "additionalProperties": AMOUNT}}, ["address", "balances"]),
+               session_balance, with_currencies, (ResourceNotFound,)),
+        method("channel_open", "Propose a channel; returns once it is funded and open.",
+               (session, Param("peer", PEER), Param("balances", open_balances),
+                Param("challengeDuration", {"type": "integer", "minimum": 1,
+                                            "maximum": UINT64_MAX,
+                                            "description": "seconds; the node's default if "
+                                                           "omitted"}, required=False)),
+               CHANNEL_INFO, channel_open, channel,
+               (ResourceNotFound, InvalidArgument, PeerNotFunded, TxTimedOut, *peer_errors)),
+        method("channel_respondProposal", "Accept (returns once funded and open) or reject "
+               "(returns null) a pushed proposal before its expiry.",
+               (session, Param("proposalId", PROPOSAL_ID), Param("accept", BOOLEAN)),
+               nullable(CHANNEL_INFO), channel_respond_proposal,
+               lambda value: None if value is None else value.to_json(currencies),
+               (ResourceNotFound, UserResponseTimedOut, PeerNotFunded, TxTimedOut)),
+        method("channel_list", "The session's channels.", (session,), _channel_list(),
+               channel_list, channels, (ResourceNotFound,)),
+        method("channel_get", "One channel.", (session, channel_id), CHANNEL_INFO,
+               channel_get, channel, (ResourceNotFound,)),
+        method("channel_send", "Pay the peer or request payment (payee \"self\"), all in one "
+               "update; returns once the peer signed it.",
+               (session, channel_id, Param("payments", {
+                   "type": "array", "items": payment, "minItems": 1,
+                   "maxItems": MAX_PAYMENTS})),
+               CHANNEL_INFO, channel_send, channel,
+               (ResourceNotFound, InvalidArgument, FailedPrecondition, *peer_errors)),
+        method("channel_respondUpdate", "Accept or reject a pushed open/final update before "
+               "its expiry.",
+               (session, channel_id, Param("updateId", UPDATE_ID), Param("accept", BOOLEAN)),
+               CHANNEL_INFO, channel_respond_update, channel,
+               (ResourceNotFound, UserResponseTimedOut, FailedPrecondition)),
+        method("channel_close", "Settle a channel (cooperatively; on-chain without the peer "
+               "when forced); returns once concluded on-chain and paid out.",
+               (session, channel_id, Param("force", BOOLEAN, required=False)),
+               CHANNEL_INFO, channel_close, channel,
+               (ResourceNotFound, FailedPrecondition, TxTimedOut)),
+        method("subscribe", "WebSocket only: receive pushes of a topic as "
+               f"{NOTIFICATION_METHOD} notifications; returns the subscription ID.",
+               (session, Param("topic", {"type": "string", "enum": list(TOPICS)}),
+                Param("channelId", CHANNEL_ID, required=False,
+                      description="updates of this channel only")),
+               SUBSCRIPTION_ID, subscribe, errors=(ResourceNotFound, FailedPrecondition),
+               description=f"{PROPOSALS} pushes proposal objects, {UPDATES} update objects; "
+                           "notifications that arrived while nobody was subscribed are "
+                           "delivered right after this reply."),
+        method("unsubscribe", "WebSocket only: end a subscription of this connection.",
+               (Param("subscriptionId", SUBSCRIPTION_ID),), BOOLEAN, unsubscribe,
+               errors=(ResourceNotFound, FailedPrecondition)),
+    ]
+
+    discover_cache: list[dict[str, Any]] = []
+
+    async def discover(args: dict[str, Any], ctx: CallContext) -> Any:
+        if not discover_cache:
+            discover_cache.append(openrpc_document(
+                methods, description="perund: Ethereum state channels. Pushes (WebSocket): "
+                f"{NOTIFICATION_METHOD} with params {{subscription, result}}."))
+        return discover_cache[0]
+
+    methods.append(method("rpc.discover", "This OpenRPC document.", (),
+                          {"type": "object", "description": "an OpenRPC document"}, discover))
+    return methods
+
+
+PUSH_SCHEMAS = {PROPOSALS: PROPOSAL_PUSH, UPDATES: UPDATE_PUSH}
+"""The `result` schema of pushes per topic (documented in docs/api.md)."""

@@ -1,0 +1,335 @@
+"""What the node hands the API: plain values with wei as `int` and IDs as `bytes`.
+
+The facade (`perund.api.facade.NodeFacade`) returns these; `to_json` renders them with the
+currency table (amounts become decimal strings, addresses EIP-55, IDs 0x-hex). The converters at
+the bottom build them from the channel client's records and notices, so the node never has to
+know how the API spells anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from perund.api.amounts import Currencies
+from perund.channel import events as ev
+from perund.channel.records import Channel
+from perund.channel.types import Address, ChannelID, State, hex_address
+from perund.contacts.book import Contact
+from perund.session.client import Notice, ProposalNotice, UpdateNotice
+
+JSON = dict[str, Any]
+
+AliasOf = Callable[[Address], str | None]
+"""A session's contact lookup: the alias of an off-chain address, if it is a contact."""
+
+
+def hex_id(data: bytes) -> str:
+    """An ID as the API shows it: 0x-hex."""
+    return "0x" + data.hex()
+
+
+@dataclass(frozen=True, slots=True)
+class AssetBalance:
+    """One asset of a channel: our balance and the peer's, in base units."""
+
+    asset: Address
+    ours: int
+    peer: int
+
+
+def render_balances(balances: tuple[AssetBalance, ...],
+                    currencies: Currencies) -> dict[str, dict[str, str]]:
+    """`{currency: {"self": amount, "peer": amount}}` as decimal strings."""
+    shown: dict[str, dict[str, str]] = {}
+    for row in balances:
+        label, ours = currencies.render(row.asset, row.ours)
+        _, peer = currencies.render(row.asset, row.peer)
+        shown[label] = {"self": ours, "peer": peer}
+    return shown
+
+
+@dataclass(frozen=True, slots=True)
+class OnChainView:
+    """A registered state: its version and when its challenge period ends (unix seconds,
+    chain time)."""
+
+    version: int
+    timeout: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelView:
+    """Channel info: what `channel_*` methods return and updates carry."""
+
+    channel_id: ChannelID
+    peer: str
+    """The peer's alias, or its checksummed address when it is no contact (any more)."""
+    peer_address: Address
+    phase: str
+    version: int
+    balances: tuple[AssetBalance, ...]
+    challenge_duration: int
+    is_final: bool = False
+    on_chain: OnChainView | None = None
+
+    def to_json(self, currencies: Currencies) -> JSON:
+        """The API's channel info object."""
+        shown: JSON = {
+            "channelId": hex_id(self.channel_id),
+            "peer": self.peer,
+            "peerAddress": hex_address(self.peer_address),
+            "phase": self.phase,
+            "version": self.version,
+            "isFinal": self.is_final,
+            "balances": render_balances(self.balances, currencies),
+            "challengeDuration": self.challenge_duration,
+        }
+        if self.on_chain is not None:
+            shown["onChain"] = {"version": self.on_chain.version,
+                                "timeout": self.on_chain.timeout}
+        return shown
+
+
+@dataclass(frozen=True, slots=True)
+class PeerView:
+    """A contact of a session."""
+
+    alias: str
+    off_chain_address: Address
+    comm_address: str
+    comm_type: str = "tcp"
+
+    def to_json(self, currencies: Currencies | None = None) -> JSON:
+        """`{alias, offChainAddress, commAddress, commType}`."""
+        return {"alias": self.alias, "offChainAddress": hex_address(self.off_chain_address),
+                "commAddress": self.comm_address, "commType": self.comm_type}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """What `node_getConfig` shows; the assets come from the API's currency table."""
+
+    chain_url: str
+    chain_id: int
+    adjudicator: Address
+    comm_types: tuple[str, ...]
+    version: str
+    response_timeout: float
+
+    def to_json(self, currencies: Currencies) -> JSON:
+        """The node's public configuration."""
+        return {
+            "chainUrl": self.chain_url,
+            "chainId": self.chain_id,
+            "adjudicator": hex_address(self.adjudicator),
+            "assets": {c.symbol: {"address": hex_address(c.asset), "decimals": c.decimals}
+                       for c in currencies},
+            "commTypes": list(self.comm_types),
+            "version": self.version,
+            "responseTimeout": self.response_timeout,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpened:
+    """An opened session and the unsettled channels it restored."""
+
+    session_id: bytes
+    off_chain_address: Address
+    on_chain_address: Address
+    restored_channels: tuple[ChannelView, ...] = ()
+
+    def to_json(self, currencies: Currencies) -> JSON:
+        """`{sessionId, offChainAddress, onChainAddress, restoredChannels}`."""
+        return {
+            "sessionId": hex_id(self.session_id),
+            "offChainAddress": hex_address(self.off_chain_address),
+            "onChainAddress": hex_address(self.on_chain_address),
+            "restoredChannels": [c.to_json(currencies) for c in self.restored_channels],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AccountBalance:
+    """The on-chain balances of a session's on-chain account, in base units per asset."""
+
+    address: Address
+    balances: Mapping[Address, int] = field(default_factory=dict)
+
+    def to_json(self, currencies: Currencies) -> JSON:
+        """`{address, balances: {currency: amount}}`."""
+        shown: dict[str, str] = {}
+        for asset, units in self.balances.items():
+            label, amount = currencies.render(asset, units)
+            shown[label] = amount
+        return {"address": hex_address(self.address), "balances": shown}
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """One payment of `channel_send`: `amount` base units of `asset` to `payee`.
+
+    `payee` is `"self"` (a payment request: the peer pays us) or the channel's peer, named by
+    alias or 0x off-chain address; the node checks that it is this channel's peer.
+    """
+
+    asset: Address
+    currency: str
+    payee: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalView:
+    """A peer proposes a channel; answer with `channel_respondProposal` before `expiry`."""
+
+    proposal_id: bytes
+    peer: str
+    peer_address: Address
+    balances: tuple[AssetBalance, ...]
+    challenge_duration: int
+    expiry: float
+
+    def to_json(self, currencies: Currencies) -> JSON:
+        """The `proposal` push."""
+        return {
+            "proposalId": hex_id(self.proposal_id),
+            "peer": self.peer,
+            "peerAddress": hex_address(self.peer_address),
+            "balances": render_balances(self.balances, currencies),
+            "challengeDuration": self.challenge_duration,
+            "expiry": self.expiry,
+        }
+
+
+UPDATE_TYPES = ("open", "final", "closed")
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateView:
+    """An update of a channel: `open` and `final` await `channel_respondUpdate` before
+    `expiry`; `closed` (the channel is settled on-chain) needs no answer.
+
+    `channel` is the channel as the update proposes it; `kind` says what an `open` update
+    does to us (`payment` or `request`); `error` says why a channel closed abnormally.
+    """
+
+    update_id: bytes | None
+    channel_id: ChannelID
+    type: str
+    channel: ChannelView
+    expiry: float | None
+    kind: str | None = None
+    error: str | None = None
+
+    def to_json(self, currencies: Currencies) -> JSON:
+        """The `update` push."""
+        return {
+            "updateId": None if self.update_id is None else hex_id(self.update_id),
+            "channelId": hex_id(self.channel_id),
+            "type": self.type,
+            "kind": self.kind,
+            "channel": self.channel.to_json(currencies),
+            "expiry": self.expiry,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawn:
+    """A question is gone before our user answered it (the peer synced, or the channel
+    settles): the hub drops it from its cache; it is not pushed."""
+
+    update_id: bytes
+    channel_id: ChannelID
+    reason: str
+
+
+Notification = ProposalView | UpdateView | Withdrawn
+"""What a facade tells the notification hub of a session."""
+
+
+# -- from the channel client's values -------------------------------------------------------------
+
+def _peer_name(address: Address, alias_of: AliasOf) -> str:
+    return alias_of(address) or hex_address(address)
+
+
+def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None) -> ChannelView:
+    """Channel info of `channel` (at `state`, e.g. a proposed one, or at its latest state)."""
+    shown = state if state is not None else channel.latest
+    me, peer = channel.index, channel.peer_index
+    dispute = channel.dispute
+    return ChannelView(
+        channel_id=channel.channel_id,
+        peer=_peer_name(channel.peer, alias_of),
+        peer_address=channel.peer,
+        phase=channel.phase.value,
+        version=shown.version,
+        balances=tuple(AssetBalance(asset, row[me], row[peer])
+                       for asset, row in zip(shown.assets, shown.balances, strict=True)),
+        challenge_duration=channel.params.challenge_duration,
+        is_final=shown.is_final,
+        on_chain=None if dispute is None else OnChainView(dispute.version, dispute.timeout),
+    )
+
+
+def proposal_view(notice: ProposalNotice, alias_of: AliasOf) -> ProposalView:
+    """The `proposal` push of a peer's proposal (we are its responder, participant 1)."""
+    proposal = notice.proposal
+    return ProposalView(
+        proposal_id=proposal.proposal_id,
+        peer=_peer_name(notice.peer, alias_of),
+        peer_address=notice.peer,
+        balances=tuple(AssetBalance(asset, row[1], row[0])
+                       for asset, row in zip(proposal.assets, proposal.balances, strict=True)),
+        challenge_duration=proposal.challenge_duration,
+        expiry=notice.expiry,
+    )
+
+
+def update_view(notice: UpdateNotice, alias_of: AliasOf) -> UpdateView:
+    """The `update` push of a peer's update awaiting our user."""
+    final = notice.kind is ev.UpdateKind.FINAL
+    return UpdateView(
+        update_id=notice.update_id,
+        channel_id=notice.channel.channel_id,
+        type="final" if final else "open",
+        kind=notice.kind.value,
+        channel=channel_view(notice.channel, alias_of, notice.proposed.state),
+        expiry=notice.expiry,
+    )
+
+
+def notification_of(notice: Notice, alias_of: AliasOf) -> Notification | None:
+    """What the hub gets for a client notice, or None for notices the API does not push
+    (new states, funding news: their effects show in `channel_get`)."""
+    if isinstance(notice, ProposalNotice):
+        return proposal_view(notice, alias_of)
+    if isinstance(notice, UpdateNotice):
+        return update_view(notice, alias_of)
+    event = notice.event
+    if isinstance(event, ev.Closed):
+        view = channel_view(notice.channel, alias_of)
+        error = None if view.is_final else (
+            "closed on-chain by a dispute, not by a final state both signed")
+        return UpdateView(None, notice.channel.channel_id, "closed", view, None, error=error)
+    if isinstance(event, ev.UpdateWithdrawn):
+        return Withdrawn(event.update_id, event.channel_id, event.reason)
+    return None
+
+
+def peer_view(contact: Contact) -> PeerView:
+    """The API's view of a contact."""
+    return PeerView(contact.alias, contact.off_chain_address, contact.comm_address,
+                    contact.comm_type)
+
+
+__all__ = [
+    "AccountBalance", "AliasOf", "AssetBalance", "ChannelView", "NodeInfo",
+    "Notification", "OnChainView", "Payment", "PeerView", "ProposalView", "SessionOpened",
+    "UpdateView", "Withdrawn", "channel_view", "hex_id", "notification_of", "peer_view",
+    "proposal_view", "render_balances", "update_view",
+]

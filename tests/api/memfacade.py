@@ -1,0 +1,301 @@
+"""An in-memory NodeFacade for the API tests.
+
+It is a small, honest implementation of the protocol, not a stand-in for the node: a ledger
+of sessions, contacts and channels with no peers, no chain and no signatures. Channels open at
+once; our payments apply at once; "the peer" acts only when a test calls `propose` or
+`peer_update`. What it checks (unknown IDs, balances, phases, expiries) it checks for real, so
+the API's error mapping is exercised with the node's own error classes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from perund.api.views import (
+    AccountBalance,
+    AssetBalance,
+    ChannelView,
+    NodeInfo,
+    Notification,
+    Payment,
+    PeerView,
+    ProposalView,
+    SessionOpened,
+    UpdateView,
+)
+from perund.channel.types import ETH, Address, hex_address, to_address
+from perund.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    InvalidConfig,
+    ResourceExists,
+    ResourceNotFound,
+    StoreCorrupt,
+    UserResponseTimedOut,
+)
+
+ADJUDICATOR = to_address("0x" + "ad" * 20)
+RESPONSE_TIMEOUT = 60.0
+
+
+@dataclass
+class _Pending:
+    view: ProposalView | UpdateView
+    apply: Callable[[], ChannelView | None]
+
+
+@dataclass
+class _Session:
+    id: bytes
+    address: Address
+    account: Address
+    peers: dict[str, PeerView] = field(default_factory=dict)
+    channels: dict[bytes, ChannelView] = field(default_factory=dict)
+    pending: dict[bytes, _Pending] = field(default_factory=dict)
+    listeners: list[Callable[[Notification], None]] = field(default_factory=list)
+    on_chain: dict[Address, int] = field(default_factory=dict)
+
+    def notify(self, note: Notification) -> None:
+        for listener in list(self.listeners):
+            listener(note)
+
+
+class MemoryNode:
+    """NodeFacade over dicts. `calls` records every facade method called, in order."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.sessions: dict[bytes, _Session] = {}
+        self.calls: list[str] = []
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _session(self, session_id: bytes) -> _Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise ResourceNotFound("no such session", type="session", id="0x" + session_id.hex())
+        return session
+
+    def _channel(self, session: _Session, channel_id: bytes) -> ChannelView:
+        channel = session.channels.get(channel_id)
+        if channel is None:
+            raise ResourceNotFound("no such channel", type="channel", id="0x" + channel_id.hex())
+        return channel
+
+    @staticmethod
+    def _peer(session: _Session, peer: str) -> PeerView:
+        for view in session.peers.values():
+            if peer == view.alias or peer.lower() == hex_address(view.off_chain_address).lower():
+                return view
+        raise ResourceNotFound(f"no contact {peer!r}", type="peer", id=peer)
+
+    # -- NodeFacade -----------------------------------------------------------------------------
+
+    async def node_get_config(self) -> NodeInfo:
+        self.calls.append("node_get_config")
+        return NodeInfo("", 1337, ADJUDICATOR, ("tcp",), "test", RESPONSE_TIMEOUT)
+
+    async def node_time(self) -> float:
+        self.calls.append("node_time")
+        return float(self.clock.seconds())
+
+    async def session_open(self, config_file: str) -> SessionOpened:
+        self.calls.append("session_open")
+        if config_file.startswith("missing"):
+            raise InvalidConfig(f"cannot read {config_file}", name="configFile",
+                                value=config_file)
+        if config_file == "crash":
+            raise RuntimeError("secret detail at /home/user/.perund/keystore")
+        if config_file == "corrupt":
+            raise StoreCorrupt("record 7 of /srv/db is damaged", file="/srv/db")
+        session = _Session(os.urandom(16), Address(os.urandom(20)), Address(os.urandom(20)),
+                           on_chain={ETH: 10**18})
+        self.sessions[session.id] = session
+        return SessionOpened(session.id, session.address, session.account, ())
+
+    async def session_close(self, session_id: bytes, force: bool) -> list[ChannelView]:
+        self.calls.append("session_close")
+        session = self._session(session_id)
+        still_open = [c for c in session.channels.values() if c.phase != "closed"]
+        if still_open and not force:
+            raise FailedPrecondition("session has open channels",
+                                     openChannels=["0x" + c.channel_id.hex() for c in still_open])
+        del self.sessions[session_id]
+        return still_open
+
+    async def session_add_peer(self, session_id: bytes, alias: str, off_chain_address: Address,
+                               comm_address: str, comm_type: str) -> PeerView:
+        self.calls.append("session_add_peer")
+        session = self._session(session_id)
+        if alias.lower() == "self":
+            raise InvalidArgument("alias: 'self' is reserved", name="alias", value=alias,
+                                  requirement="not 'self'")
+        if alias in session.peers:
+            raise ResourceExists(f"contact {alias} exists", type="peer", id=alias)
+        view = PeerView(alias, off_chain_address, comm_address, comm_type)
+        session.peers[alias] = view
+        return view
+
+    async def session_get_peer(self, session_id: bytes, alias: str) -> PeerView:
+        self.calls.append("session_get_peer")
+        session = self._session(session_id)
+        if alias not in session.peers:
+            raise ResourceNotFound(f"no contact named {alias!r}", type="peer", id=alias)
+        return session.peers[alias]
+
+    async def session_list_peers(self, session_id: bytes) -> list[PeerView]:
+        self.calls.append("session_list_peers")
+        return sorted(self._session(session_id).peers.values(), key=lambda p: p.alias)
+
+    async def session_balance(self, session_id: bytes) -> AccountBalance:
+        self.calls.append("session_balance")
+        session = self._session(session_id)
+        return AccountBalance(session.account, dict(session.on_chain))
+
+    async def channel_open(self, session_id: bytes, peer: str,
+                           balances: Mapping[Address, tuple[int, int]],
+                           challenge_duration: int | None) -> ChannelView:
+        self.calls.append("channel_open")
+        session = self._session(session_id)
+        contact = self._peer(session, peer)
+        view = ChannelView(
+            os.urandom(32), contact.alias, contact.off_chain_address, "open", 0,
+            tuple(AssetBalance(a, ours, theirs) for a, (ours, theirs) in balances.items()),
+            challenge_duration or 600)
+        session.channels[view.channel_id] = view
+        return view
+
+    async def channel_respond_proposal(self, session_id: bytes, proposal_id: bytes,
+                                       accept: bool) -> ChannelView | None:
+        self.calls.append("channel_respond_proposal")
+        return self._answer(self._session(session_id), proposal_id, accept, "proposal")
+
+    async def channel_list(self, session_id: bytes) -> list[ChannelView]:
+        self.calls.append("channel_list")
+        return list(self._session(session_id).channels.values())
+
+    async def channel_get(self, session_id: bytes, channel_id: bytes) -> ChannelView:
+        self.calls.append("channel_get")
+        session = self._session(session_id)
+        return self._channel(session, channel_id)
+
+    async def channel_send(self, session_id: bytes, channel_id: bytes,
+                           payments: Sequence[Payment]) -> ChannelView:
+        self.calls.append("channel_send")
+        session = self._session(session_id)
+        channel = self._channel(session, channel_id)
+        if channel.phase != "open":
+            raise FailedPrecondition(f"channel is {channel.phase}", phase=channel.phase)
+        moves: dict[Address, int] = {}
+        for index, payment in enumerate(payments):
+            if payment.payee == "self":
+                moves[payment.asset] = moves.get(payment.asset, 0) - payment.amount
+            elif self._peer(session, payment.payee).alias == channel.peer:
+                moves[payment.asset] = moves.get(payment.asset, 0) + payment.amount
+            else:
+                raise InvalidArgument("the payee is not this channel's peer",
+                                      name=f"payments[{index}].payee", value=payment.payee,
+                                      requirement="'self' or the channel's peer")
+        updated = self._moved(channel, moves)
+        session.channels[channel_id] = updated
+        return updated
+
+    async def channel_respond_update(self, session_id: bytes, channel_id: bytes,
+                                     update_id: bytes, accept: bool) -> ChannelView:
+        self.calls.append("channel_respond_update")
+        session = self._session(session_id)
+        self._channel(session, channel_id)
+        result = self._answer(session, update_id, accept, "update")
+        return result if result is not None else session.channels[channel_id]
+
+    async def channel_close(self, session_id: bytes, channel_id: bytes,
+                            force: bool) -> ChannelView:
+        self.calls.append("channel_close")
+        session = self._session(session_id)
+        channel = self._channel(session, channel_id)
+        if channel.phase == "closed":
+            raise FailedPrecondition("channel is closed", phase="closed")
+        closed = replace(channel, phase="closed", version=channel.version + (0 if force else 1),
+                         is_final=not force)
+        session.channels[channel_id] = closed
+        session.notify(UpdateView(None, channel_id, "closed", closed, None,
+                                  error="forced" if force else None))
+        return closed
+
+    def subscribe_notices(self, session_id: bytes,
+                          callback: Callable[[Notification], None]) -> Callable[[], None]:
+        self.calls.append("subscribe_notices")
+        session = self._session(session_id)
+        session.listeners.append(callback)
+        return lambda: session.listeners.remove(callback)
+
+    # -- the peer's side, driven by tests -------------------------------------------------------
+
+    def propose(self, session_id: bytes, alias: str,
+                balances: Mapping[Address, tuple[int, int]]) -> ProposalView:
+        """The peer `alias` proposes a channel (balances as (ours, the peer's))."""
+        session = self._session(session_id)
+        contact = session.peers[alias]
+        view = ProposalView(os.urandom(32), alias, contact.off_chain_address,
+                            tuple(AssetBalance(a, o, p) for a, (o, p) in balances.items()),
+                            600, self.clock.seconds() + RESPONSE_TIMEOUT)
+
+        def accept() -> ChannelView:
+            channel = ChannelView(os.urandom(32), alias, contact.off_chain_address, "open", 0,
+                                  view.balances, view.challenge_duration)
+            session.channels[channel.channel_id] = channel
+            return channel
+
+        session.pending[view.proposal_id] = _Pending(view, accept)
+        session.notify(view)
+        return view
+
+    def peer_update(self, session_id: bytes, channel_id: bytes, asset: Address, to_us: int,
+                    final: bool = False) -> UpdateView:
+        """The peer proposes to move `to_us` (negative: a request) of `asset` to us."""
+        session = self._session(session_id)
+        channel = self._channel(session, channel_id)
+        proposed = replace(self._moved(channel, {asset: -to_us}), is_final=final)
+        kind = "final" if final else ("payment" if to_us >= 0 else "request")
+        view = UpdateView(os.urandom(32), channel_id, "final" if final else "open", proposed,
+                          self.clock.seconds() + RESPONSE_TIMEOUT, kind=kind)
+
+        def accept() -> ChannelView:
+            session.channels[channel_id] = proposed
+            return proposed
+
+        session.pending[view.update_id or b""] = _Pending(view, accept)
+        session.notify(view)
+        return view
+
+    def _answer(self, session: _Session, key: bytes, accept: bool,
+                what: str) -> ChannelView | None:
+        pending = session.pending.pop(key, None)
+        if pending is None:
+            raise ResourceNotFound(f"no such {what}", type=what, id="0x" + key.hex())
+        expiry = pending.view.expiry
+        if expiry is not None and self.clock.seconds() >= expiry:
+            raise UserResponseTimedOut("the answer came after the expiry", expiry=expiry,
+                                       receivedAt=self.clock.seconds())
+        return pending.apply() if accept else None
+
+    @staticmethod
+    def _moved(channel: ChannelView, moves: Mapping[Address, int]) -> ChannelView:
+        """`channel` with `moves[asset]` base units moved from us to the peer (negative:
+        from the peer to us), one version up."""
+        rows = []
+        for row in channel.balances:
+            delta = moves.get(row.asset, 0)
+            if row.ours - delta < 0 or row.peer + delta < 0:
+                raise InvalidArgument("insufficient balance", name="payments",
+                                      value=str(delta), requirement="within the balances")
+            rows.append(AssetBalance(row.asset, row.ours - delta, row.peer + delta))
+        unknown = set(moves) - {row.asset for row in channel.balances}
+        if unknown:
+            raise InvalidArgument("the channel does not hold that currency", name="payments",
+                                  value=hex_address(next(iter(unknown))),
+                                  requirement="a currency of the channel")
+        return replace(channel, balances=tuple(rows), version=channel.version + 1)

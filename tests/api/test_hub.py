@@ -1,0 +1,213 @@
+"""Notification hubs: delivery, caching until expiry, several subscribers, withdrawal,
+client clean-up; on a task.Clock."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+
+from perund.api.dispatcher import CallContext
+from perund.api.hub import PROPOSALS, UPDATES, ClientSubscriptions, SessionHub
+from perund.api.views import (
+    AssetBalance,
+    ChannelView,
+    Notification,
+    ProposalView,
+    UpdateView,
+    Withdrawn,
+)
+from perund.channel.types import ETH, Address
+from perund.errors import ResourceNotFound
+from tests.api.helpers import Api
+
+PEER = Address(b"\x0b" * 20)
+
+
+def proposal(expiry: float) -> ProposalView:
+    return ProposalView(os.urandom(32), "bob", PEER, (AssetBalance(ETH, 1, 1),), 60, expiry)
+
+
+def update(channel_id: bytes, expiry: float | None, kind: str = "open") -> UpdateView:
+    view = ChannelView(channel_id, "bob", PEER, "open", 1, (AssetBalance(ETH, 1, 1),), 60)
+    return UpdateView(None if kind == "closed" else os.urandom(32), channel_id, kind, view,
+                      expiry)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    clock = Clock()
+    clock.advance(1000)
+    return clock
+
+
+def test_delivers_to_every_matching_subscriber_and_caches_nothing(clock: Clock) -> None:
+    hub = SessionHub(clock)
+    first: list[Notification] = []
+    second: list[Notification] = []
+    updates: list[Notification] = []
+    hub.subscribe(PROPOSALS, None, first.append)
+    hub.subscribe(PROPOSALS, None, second.append)
+    hub.subscribe(UPDATES, None, updates.append)
+    note = proposal(clock.seconds() + 60)
+    hub.publish(note)
+    assert first == [note] and second == [note] and updates == []
+    assert hub.cached() == []
+
+
+def test_caches_while_nobody_listens_and_delivers_once_in_order(clock: Clock) -> None:
+    hub = SessionHub(clock)
+    one, two = proposal(clock.seconds() + 60), proposal(clock.seconds() + 60)
+    hub.publish(one)
+    hub.publish(two)
+    got: list[Notification] = []
+    hub.subscribe(PROPOSALS, None, got.append)
+    assert got == [one, two]
+    later: list[Notification] = []
+    hub.subscribe(PROPOSALS, None, later.append)
+    assert later == []  # handed out once
+
+
+def test_expired_notifications_are_dropped_not_delivered(clock: Clock) -> None:
+    hub = SessionHub(clock, closed_ttl=100)
+    short = proposal(clock.seconds() + 10)
+    long = proposal(clock.seconds() + 60)
+    closed = update(b"\x01" * 32, None, "closed")
+    hub.publish(short)
+    hub.publish(long)
+    hub.publish(closed)
+    hub.publish(proposal(clock.seconds()))  # already expired: never kept
+    assert len(hub.cached()) == 3
+    clock.advance(10)
+    assert hub.cached() == [long, closed]
+    clock.advance(50)
+    assert hub.cached() == [closed]
+    got: list[Notification] = []
+    clock.advance(39)
+    subscription = hub.subscribe(UPDATES, None, got.append)
+    assert got == [closed]
+    hub.publish(update(b"\x02" * 32, None, "closed"))
+    assert hub.unsubscribe(subscription.id)
+    hub.publish(update(b"\x03" * 32, None, "closed"))
+    clock.advance(100)
+    assert hub.cached() == []
+
+
+def test_channel_filters(clock: Clock) -> None:
+    hub = SessionHub(clock)
+    a, b = b"\x0a" * 32, b"\x0b" * 32
+    only_a: list[Notification] = []
+    hub.subscribe(UPDATES, a, only_a.append)
+    for_a, for_b = update(a, clock.seconds() + 5), update(b, clock.seconds() + 5)
+    hub.publish(for_a)
+    hub.publish(for_b)
+    assert only_a == [for_a]
+    assert hub.cached() == [for_b]  # nobody wanted b's: kept for a later subscriber
+    everything: list[Notification] = []
+    hub.subscribe(UPDATES, None, everything.append)
+    assert everything == [for_b]
+
+
+def test_withdrawn_updates_leave_the_cache(clock: Clock) -> None:
+    hub = SessionHub(clock)
+    kept, gone = update(b"\x01" * 32, clock.seconds() + 5), update(b"\x01" * 32,
+                                                                   clock.seconds() + 5)
+    hub.publish(kept)
+    hub.publish(gone)
+    hub.publish(Withdrawn(gone.update_id or b"", gone.channel_id, "the peer synced"))
+    assert hub.cached() == [kept]
+
+
+def test_the_cache_is_bounded_oldest_out(clock: Clock) -> None:
+    hub = SessionHub(clock, max_cached=3)
+    notes = [proposal(clock.seconds() + 60) for _ in range(5)]
+    for note in notes:
+        hub.publish(note)
+    assert hub.cached() == notes[2:]
+
+
+def test_a_failing_subscriber_does_not_stop_the_others(clock: Clock) -> None:
+    hub = SessionHub(clock)
+
+    def broken(note: Notification) -> None:
+        raise RuntimeError("client bug")
+
+    got: list[Notification] = []
+    hub.subscribe(PROPOSALS, None, broken)
+    hub.subscribe(PROPOSALS, None, got.append)
+    note = proposal(clock.seconds() + 60)
+    hub.publish(note)
+    assert got == [note]
+
+
+def test_closed_hubs_forget_everything(clock: Clock) -> None:
+    hub = SessionHub(clock)
+    hub.publish(proposal(clock.seconds() + 60))
+    hub.close()
+    hub.publish(proposal(clock.seconds() + 60))
+    assert hub.cached() == [] and hub.subscribers == 0
+
+
+def test_a_client_gets_pushes_only_after_its_subscribe_reply(clock: Clock) -> None:
+    hub = SessionHub(clock)
+    pushed: list[tuple[str, Notification]] = []
+    client = ClientSubscriptions(lambda sid, note: pushed.append((sid, note)))
+    cached = proposal(clock.seconds() + 60)
+    hub.publish(cached)
+    sub = client.subscribe(hub, PROPOSALS, None)
+    fresh = proposal(clock.seconds() + 60)
+    hub.publish(fresh)
+    assert pushed == []  # the reply carrying `sub` has not gone out yet
+    client.release()
+    assert pushed == [(sub, cached), (sub, fresh)]
+    newest = proposal(clock.seconds() + 60)
+    hub.publish(newest)
+    assert pushed[-1] == (sub, newest)
+
+
+def test_a_client_unsubscribes_and_is_cleaned_up(clock: Clock) -> None:
+    hub = SessionHub(clock)
+    pushed: list[Any] = []
+    client = ClientSubscriptions(lambda sid, note: pushed.append(note))
+    first = client.subscribe(hub, PROPOSALS, None)
+    client.subscribe(hub, UPDATES, None)
+    client.release()
+    client.unsubscribe(first)
+    with pytest.raises(ResourceNotFound):
+        client.unsubscribe(first)
+    assert hub.subscribers == 1
+    client.close()
+    assert hub.subscribers == 0 and len(client) == 0
+    note = proposal(clock.seconds() + 60)
+    hub.publish(note)
+    assert pushed == [] and hub.cached() == [note]  # back to caching
+
+
+def test_subscribe_through_the_api_gets_what_arrived_before() -> None:
+    api = Api()
+    session, channel_id = api.session_with_peer()
+    raw = bytes.fromhex(session[2:])
+    earlier = api.node.propose(raw, "bob", {ETH: (1, 2)})  # hub attached at session_open
+    pushed: list[tuple[str, Notification]] = []
+    client = ClientSubscriptions(lambda sid, note: pushed.append((sid, note)))
+    context = CallContext("ws", client)
+    sub = api.call("subscribe", {"sessionId": session, "topic": "proposals"}, context)
+    client.release()
+    assert pushed == [(sub, earlier)]
+    error = api.error("subscribe", {"sessionId": session, "topic": "proposals",
+                                    "channelId": channel_id}, context)
+    assert error["code"] == -32602 and error["data"]["field"] == "channelId"
+    updates = api.call("subscribe", {"sessionId": session, "topic": "updates",
+                                     "channelId": channel_id}, context)
+    client.release()
+    api.call("channel_close", [session, channel_id])
+    assert pushed[-1][0] == updates
+    closed = pushed[-1][1]
+    assert isinstance(closed, UpdateView) and closed.type == "closed"
+    assert api.call("unsubscribe", {"subscriptionId": updates}, context) is True
+    assert api.error("unsubscribe", [updates], context)["code"] == 201
+    # closing the session ends its hub; new notices of a closed session go nowhere
+    api.call("session_close", {"sessionId": session})
+    assert raw not in api.hubs

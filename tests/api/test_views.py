@@ -1,0 +1,109 @@
+"""Views built from the channel core's real records and the client's notices."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from perund.api.amounts import Currencies, Currency
+from perund.api.views import (
+    UpdateView,
+    Withdrawn,
+    channel_view,
+    notification_of,
+    proposal_view,
+)
+from perund.channel import events as ev
+from perund.channel.changes import OwnUpdate
+from perund.channel.machine import transition
+from perund.channel.phases import Phase
+from perund.channel.records import Dispute
+from perund.channel.types import ETH, Address, hex_address
+from perund.session.client import ChannelNotice, ProposalNotice, UpdateNotice
+from perund.wire.messages import Propose
+from tests.channel.factories import (
+    ALICE,
+    BOB,
+    ETHER,
+    TOKEN,
+    deliver,
+    make_pair,
+    make_proposal_from,
+    make_request,
+)
+
+CURRENCIES = Currencies([Currency("TKN", TOKEN, 6)])
+
+
+def aliases(address: Address) -> str | None:
+    return {ALICE.address: "alice", BOB.address: "bob"}.get(address)
+
+
+def test_channel_info_from_each_side() -> None:
+    alice, bob = make_pair(make_request(assets=(ETH, TOKEN),
+                                        balances=((3 * ETHER, ETHER), (5_000_000, 0))))
+    shown = channel_view(alice, aliases).to_json(CURRENCIES)
+    assert shown["peer"] == "bob" and shown["peerAddress"] == hex_address(BOB.address)
+    assert shown["phase"] == "open" and shown["version"] == 0 and shown["isFinal"] is False
+    assert shown["balances"] == {"ETH": {"self": "3", "peer": "1"},
+                                 "TKN": {"self": "5", "peer": "0"}}
+    assert shown["challengeDuration"] == 3600 and "onChain" not in shown
+    mirrored = channel_view(bob, lambda a: None).to_json(CURRENCIES)
+    assert mirrored["peer"] == hex_address(ALICE.address)
+    assert mirrored["balances"]["ETH"] == {"self": "1", "peer": "3"}
+    assert mirrored["channelId"] == "0x" + alice.channel_id.hex()
+
+
+def test_disputed_channels_show_the_registration() -> None:
+    alice, _ = make_pair()
+    disputed = replace(alice, phase=Phase.DISPUTED,
+                       dispute=Dispute(0, 1_700_000_600, alice.latest))
+    shown = channel_view(disputed, aliases).to_json(Currencies())
+    assert shown["phase"] == "disputed"
+    assert shown["onChain"] == {"version": 0, "timeout": 1_700_000_600}
+
+
+def test_a_proposal_is_shown_from_the_responders_side() -> None:
+    proposal = make_proposal_from(make_request(balances=((2 * ETHER, ETHER // 2),)))
+    message = Propose(proposal.proposal_id, proposal.chain_id, proposal.adjudicator,
+                      proposal.challenge_duration, proposal.nonce_share, proposal.assets,
+                      proposal.balances, proposal.participant, proposal.receiver)
+    view = proposal_view(ProposalNotice(ALICE.address, message, 1234.5), aliases)
+    shown = view.to_json(Currencies())
+    assert shown == {"proposalId": "0x" + "01" * 32, "peer": "alice",
+                     "peerAddress": hex_address(ALICE.address),
+                     "balances": {"ETH": {"self": "0.5", "peer": "2"}},
+                     "challengeDuration": 3600, "expiry": 1234.5}
+
+
+def test_a_payment_request_awaiting_our_user_becomes_an_open_update() -> None:
+    alice, bob = make_pair()
+    alice, events = transition(alice, OwnUpdate(ALICE, ((ETH, -ETHER),)))
+    send = next(e for e in events if isinstance(e, ev.SendUpdate))
+    bob, events = deliver(bob, send, ALICE, BOB)
+    needs = next(e for e in events if isinstance(e, ev.UpdateNeedsUser))
+    note = notification_of(UpdateNotice(bob, needs.update_id, needs.kind, 99.0, needs), aliases)
+    assert isinstance(note, UpdateView)
+    shown = note.to_json(Currencies())
+    assert shown["type"] == "open" and shown["kind"] == "request"
+    assert shown["updateId"] == "0x" + needs.update_id.hex() and shown["expiry"] == 99.0
+    # the proposed state, not the current one: bob pays 1 ETH
+    assert shown["channel"]["version"] == 1
+    assert shown["channel"]["balances"]["ETH"] == {"self": "9", "peer": "11"}
+    assert shown["channel"]["peer"] == "alice" and shown["error"] is None
+
+
+def test_closed_withdrawn_and_silent_notices() -> None:
+    alice, _ = make_pair()
+    closed = replace(alice, phase=Phase.CLOSED)
+    note = notification_of(ChannelNotice(closed, ev.Closed(alice.channel_id, 0)), aliases)
+    assert isinstance(note, UpdateView)
+    assert note.type == "closed" and note.expiry is None and note.update_id is None
+    assert note.error is not None  # version 0 was never final: settled by a dispute
+    final = replace(closed, current=replace(closed.current, state=replace(
+        closed.latest, is_final=True))) if closed.current else closed
+    note = notification_of(ChannelNotice(final, ev.Closed(alice.channel_id, 0)), aliases)
+    assert isinstance(note, UpdateView) and note.error is None
+    gone = notification_of(ChannelNotice(alice, ev.UpdateWithdrawn(
+        alice.channel_id, b"\x05" * 32, "synced")), aliases)
+    assert gone == Withdrawn(b"\x05" * 32, alice.channel_id, "synced")
+    assert notification_of(ChannelNotice(alice, ev.Opened(alice.channel_id)), aliases) is None
