@@ -1,0 +1,240 @@
+"""`POST /rpc`: JSON-RPC over HTTP, behind a bearer token, and the token file itself.
+
+Order of checks, each before any work of the next: the token (401, `WWW-Authenticate:
+Bearer`, decided from the headers alone while the body is discarded unread), the body size (413,
+enforced while it arrives, so at most `max_body` bytes are ever buffered), the method (405),
+the content type (415); only then is the body parsed and dispatched. Every refusal has a small
+JSON body `{"error": ...}`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import stat
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from perund.api.dispatcher import CallContext, Dispatcher, encode_json
+from perund.errors import InvalidConfig
+
+log = Logger(namespace="perund.api.http")
+
+MAX_BODY = 1024 * 1024
+"""Largest request body accepted (1 MiB)."""
+
+DISCARD_LIMIT = 16 * MAX_BODY
+"""A refused request whose body goes on beyond this is cut off instead of read to its end."""
+
+MIN_TOKEN_LENGTH = 16
+
+
+# -- the token -----------------------------------------------------------------------------------
+
+def ensure_token(path: str | Path) -> str:
+    """The API token in `path`, created (random, mode 0600) when the file does not exist.
+
+    An existing file that its group or others may read or write is refused (InvalidConfig):
+    the token is the node's only credential, and a file exposed once may already be copied,
+    so the operator must fix the mode and should replace the token. A token shorter than
+    16 characters is refused too.
+    """
+    file = Path(path)
+    try:
+        return _read_token(file)
+    except FileNotFoundError:
+        pass
+    file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_token(file)  # another process created it meanwhile: use theirs
+    except OSError as exc:
+        raise InvalidConfig(f"cannot create the API token file {file}: {exc.strerror}",
+                            name="api.token_file", value=str(file)) from None
+    try:
+        os.write(fd, (token + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    log.info("created the API token file {path}", path=str(file))
+    return token
+
+
+def _read_token(file: Path) -> str:
+    try:
+        info = file.stat()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise InvalidConfig(f"cannot read the API token file {file}: {exc.strerror}",
+                            name="api.token_file", value=str(file)) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidConfig(f"the API token file {file} is not a regular file",
+                            name="api.token_file", value=str(file))
+    if info.st_mode & 0o077:
+        raise InvalidConfig(
+            f"the API token file {file} is accessible to other users (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}); chmod 600 it and replace the token",
+            name="api.token_file", value=str(file))
+    try:
+        token = file.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidConfig(f"cannot read the API token file {file}: {exc}",
+                            name="api.token_file", value=str(file)) from None
+    if len(token) < MIN_TOKEN_LENGTH or not token.isprintable() or " " in token:
+        raise InvalidConfig(f"the API token in {file} must be at least {MIN_TOKEN_LENGTH} "
+                            "printable characters without spaces",
+                            name="api.token_file", value=str(file))
+    return token
+
+
+def token_matches(token: str, offered: bytes | str | None) -> bool:
+    """Whether `offered` is `token`, compared in constant time."""
+    if offered is None:
+        return False
+    if isinstance(offered, str):
+        offered = offered.encode("utf-8", "replace")
+    return hmac.compare_digest(token.encode("utf-8"), offered)
+
+
+def bearer(header: bytes | None) -> bytes | None:
+    """The credentials of an `Authorization: Bearer <token>` header value."""
+    if header is None:
+        return None
+    scheme, _, credentials = header.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return credentials.strip()
+
+
+# -- the request: verdicts before the body --------------------------------------------------------
+
+class ApiRequest(Request):
+    """A request that decides about the token and the size as soon as the headers are in.
+
+    Unauthorised or oversized bodies are discarded as they arrive (and cut off past
+    `DISCARD_LIMIT`), so they cost no memory; the resource then answers 401 or 413.
+    """
+
+    authorized: bool = False
+    too_large: bool = False
+    _discard: bool = False
+    _received: int = 0
+
+    def gotLength(self, length: int | None) -> None:
+        site = self.channel.site  # type: ignore[attr-defined]
+        token: str | None = getattr(site, "api_token", None)
+        max_body: int = getattr(site, "max_body", MAX_BODY)
+        header = self.requestHeaders.getRawHeaders(b"authorization")
+        self.authorized = token is not None and header is not None and len(header) == 1 \
+            and token_matches(token, bearer(header[0]))
+        self.too_large = length is not None and length > max_body
+        self._discard = not self.authorized or self.too_large
+        if self._discard:
+            self.content = BytesIO()
+        else:
+            super().gotLength(length)  # type: ignore[no-untyped-call]
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        if not self._discard:
+            max_body: int = getattr(self.channel.site,  # type: ignore[attr-defined]
+                                    "max_body", MAX_BODY)
+            if self._received <= max_body:
+                super().handleContentChunk(data)  # type: ignore[no-untyped-call]
+                return
+            self.too_large = True
+            self._discard = True
+            self.content = BytesIO()
+        if self._received > DISCARD_LIMIT and self.channel.transport is not None:
+            log.warn("cut off a refused request body beyond {limit} bytes", limit=DISCARD_LIMIT)
+            self.channel.transport.abortConnection()
+
+
+def _refuse(request: Any, code: int, message: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    return encode_json({"error": message})
+
+
+def refuse_unauthorized(request: Any) -> bytes:
+    """401 with `WWW-Authenticate: Bearer` and a JSON body; logged (without any token)."""
+    peer = request.getClientAddress()
+    log.warn("refused an API request without a valid token from {peer}",
+             peer=getattr(peer, "host", str(peer)))
+    request.setHeader(b"www-authenticate", b'Bearer realm="perund"')
+    return _refuse(request, 401, "a valid bearer token is required")
+
+
+class RpcResource(Resource):
+    """`/rpc`: POST a JSON-RPC 2.0 request or batch."""
+
+    isLeaf = True
+
+    def __init__(self, dispatcher: Dispatcher, token: str, max_body: int = MAX_BODY) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves it untyped
+        self._dispatcher = dispatcher
+        self._token = token
+        self._max_body = max_body
+
+    def _authorized(self, request: Any) -> bool:
+        if isinstance(request, ApiRequest):
+            return request.authorized
+        # Served by a plain Site (not make_site's): check the header here, still before the body.
+        header = request.getHeader(b"authorization")
+        return token_matches(self._token, bearer(header))
+
+    def render(self, request: Any) -> bytes | int:
+        """Check token, size, method and content type, then dispatch the body."""
+        if not self._authorized(request):
+            return refuse_unauthorized(request)
+        content: Any = request.content
+        too_large = request.too_large if isinstance(request, ApiRequest) \
+            else content is None or len(content.getvalue()) > self._max_body
+        if too_large:
+            return _refuse(request, 413, f"the request body exceeds {self._max_body} bytes")
+        if request.method != b"POST":
+            request.setHeader(b"allow", b"POST")
+            return _refuse(request, 405, "use POST")
+        media = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+        if media != b"application/json":
+            return _refuse(request, 415, "the body must be application/json")
+        body = content.read()
+        finished: list[bool] = []
+        request.notifyFinish().addBoth(lambda _: finished.append(True))
+        done = Deferred.fromCoroutine(
+            self._dispatcher.dispatch_bytes(body, CallContext("http")))
+        done.addCallbacks(lambda reply: self._reply(request, reply, finished),
+                          lambda failure: self._failed(request, failure, finished))
+        return NOT_DONE_YET
+
+    def _reply(self, request: Any, reply: bytes | None, finished: list[bool]) -> None:
+        if finished:  # the client went away; nothing to send
+            return
+        if reply is None:
+            request.setResponseCode(204)
+        else:
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"content-length", str(len(reply)).encode("ascii"))
+            request.write(reply)
+        request.finish()
+
+    def _failed(self, request: Any, failure: Failure, finished: list[bool]) -> None:
+        # The dispatcher answers every error itself; reaching this is a bug in it.
+        log.failure("the dispatcher failed", failure)
+        if not finished:
+            request.setResponseCode(500)
+            request.setHeader(b"content-type", b"application/json")
+            request.write(encode_json({"error": "internal error"}))
+            request.finish()
+

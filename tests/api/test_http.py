@@ -1,0 +1,269 @@
+"""POST /rpc over real loopback HTTP, and the token file."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.protocol import Protocol
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+
+from perund.api.amounts import Currencies
+from perund.api.http import DISCARD_LIMIT, ensure_token
+from perund.api.site import make_site
+from perund.errors import InvalidConfig
+from tests.api.helpers import USDC
+from tests.api.memfacade import MemoryNode
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using readBody:DeprecationWarning")
+
+TOKEN = "t0ken-for-the-api-tests-only-0123456789"
+MAX_BODY = 64 * 1024
+
+
+class Server:
+    def __init__(self, port: Any, node: MemoryNode) -> None:
+        self.port = port
+        self.node = node
+        self.url = f"http://127.0.0.1:{port.getHost().port}".encode()
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        self.agent = Agent(reactor, pool=self.pool)
+
+    async def post(self, body: bytes, token: str | None = TOKEN, path: bytes = b"/rpc",
+                   method: bytes = b"POST", content_type: bytes = b"application/json",
+                   headers: dict[bytes, list[bytes]] | None = None) -> tuple[int, Headers, bytes]:
+        raw: dict[bytes, list[bytes]] = {b"content-type": [content_type], **(headers or {})}
+        if token is not None:
+            raw[b"authorization"] = [b"Bearer " + token.encode()]
+        producer = FileBodyProducer(BytesIO(body)) if body else None
+        response = await self.agent.request(method, self.url + path, Headers(raw), producer)
+        content = await readBody(response)
+        return response.code, response.headers, content
+
+    async def rpc(self, method: str, params: Any = None) -> Any:
+        request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": 1}
+        if params is not None:
+            request["params"] = params
+        code, _, body = await self.post(json.dumps(request).encode())
+        assert code == 200
+        return json.loads(body)
+
+
+async def _server() -> Server:
+    node = MemoryNode(reactor)
+    site = make_site(node, TOKEN, reactor=reactor, currencies=Currencies([USDC]),
+                     max_body=MAX_BODY)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+    return Server(port, node)
+
+
+async def _stop(server: Server) -> None:
+    await server.pool.closeCachedConnections()
+    await server.port.stopListening()
+
+
+def api_test(test: Any) -> Any:
+    """Run `test(server)` against a fresh server on 127.0.0.1:0."""
+    @pytest_twisted.ensureDeferred
+    async def run() -> None:
+        server = await _server()
+        try:
+            await test(server)
+        finally:
+            await _stop(server)
+
+    run.__name__ = test.__name__
+    return run
+
+
+@api_test
+async def test_a_call_with_the_right_token(server: Server) -> None:
+    reply = await server.rpc("session_open", {"configFile": "alice.yaml"})
+    assert len(reply["result"]["sessionId"]) == 34
+    code, headers, body = await server.post(b'{"jsonrpc":"2.0","method":"node_time","id":7}')
+    assert code == 200 and headers.getRawHeaders(b"content-type") == [b"application/json"]
+    assert json.loads(body)["id"] == 7
+
+
+@api_test
+async def test_missing_or_wrong_tokens_are_401_and_nothing_runs(server: Server) -> None:
+    body = b'{"jsonrpc":"2.0","method":"session_open","params":["alice.yaml"],"id":1}'
+    for token, extra in ((None, {}), ("wrong-token-of-the-same-kind-0123456", {}),
+                         (TOKEN[:-1], {}), ("", {}),
+                         (None, {b"authorization": [b"Basic " + TOKEN.encode()]}),
+                         (None, {b"authorization": [b"Bearer " + TOKEN.encode(),
+                                                    b"Bearer " + TOKEN.encode()]})):
+        code, headers, answer = await server.post(body, token=token, headers=extra)
+        assert code == 401
+        assert headers.getRawHeaders(b"www-authenticate") == [b'Bearer realm="perund"']
+        assert json.loads(answer) == {"error": "a valid bearer token is required"}
+    # other paths and methods too: nothing is revealed without the token
+    assert (await server.post(b"", token=None, method=b"GET"))[0] == 401
+    assert (await server.post(b"", token=None, path=b"/other"))[0] == 401
+    assert server.node.calls == []
+    # and the node keeps serving
+    assert "result" in await server.rpc("node_time")
+
+
+@api_test
+async def test_bodies_over_the_limit_are_413(server: Server) -> None:
+    big = b'{"jsonrpc":"2.0","method":"node_time","id":1,"params":{"x":"' + \
+        b"a" * MAX_BODY + b'"}}'
+    code, _, answer = await server.post(big)
+    assert code == 413 and b"exceeds" in answer
+    assert server.node.calls == []
+    assert "result" in await server.rpc("node_time")
+
+
+@api_test
+async def test_chunked_bodies_over_the_limit_are_413(server: Server) -> None:
+    chunk = b"a" * 8192
+    chunks = b"".join(b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+                      for _ in range(MAX_BODY // len(chunk) + 2)) + b"0\r\n\r\n"
+    head = (b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    answer = await _raw_exchange(server, head + chunks)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert server.node.calls == []
+
+
+@api_test
+async def test_an_endless_refused_body_is_cut_off(server: Server) -> None:
+    head = (b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000000\r\n\r\n")
+    protocol = _Flooder(head, DISCARD_LIMIT + MAX_BODY)
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", server.port.getHost().port).connect(
+        _factory(protocol))
+    await protocol.lost
+    assert not protocol.gave_up  # the server hung up first, long before the 1 GB
+    assert protocol.sent <= DISCARD_LIMIT + 8 * 1024 * 1024
+    assert server.node.calls == []
+
+
+@api_test
+async def test_method_content_type_and_notifications(server: Server) -> None:
+    code, headers, _ = await server.post(b"", method=b"GET")
+    assert code == 405 and headers.getRawHeaders(b"allow") == [b"POST"]
+    code, _, _ = await server.post(b'{"jsonrpc":"2.0","method":"node_time","id":1}',
+                                   content_type=b"text/plain")
+    assert code == 415
+    code, _, body = await server.post(b'{"jsonrpc":"2.0","method":"node_time","id":1}',
+                                      content_type=b"application/json; charset=utf-8")
+    assert code == 200
+    code, _, body = await server.post(b'[{"jsonrpc":"2.0","method":"node_time"},'
+                                      b'{"jsonrpc":"2.0","method":"node_time"}]')
+    assert code == 204 and body == b""
+    code, _, body = await server.post(b"{not json")
+    assert code == 200 and json.loads(body)["error"]["code"] == -32700
+    code, _, _ = await server.post(b'{"jsonrpc":"2.0","method":"node_time","id":1}',
+                                   path=b"/elsewhere")
+    assert code == 404
+
+
+class _Collector(Protocol):
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.received = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.payload)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.done.callback(self.received)
+
+
+class _Flooder(Protocol):
+    """Writes a body that never ends, a chunk per reactor turn, until the server hangs up."""
+
+    def __init__(self, head: bytes, most: int) -> None:
+        self.head = head
+        self.most = most
+        self.sent = 0
+        self.lost: Deferred[None] = Deferred()
+        self.open = True
+        self.gave_up = False
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.head)
+        self._more()
+
+    def _more(self) -> None:
+        if not self.open:
+            return
+        assert self.transport is not None
+        if self.sent > 4 * self.most:
+            self.gave_up = True
+            self.transport.loseConnection()
+            return
+        self.transport.write(b"x" * 65536)
+        self.sent += 65536
+        reactor.callLater(0, self._more)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.open = False
+        self.lost.callback(None)
+
+
+def _factory(protocol: Protocol) -> Any:
+    from twisted.internet.protocol import Factory
+
+    return Factory.forProtocol(lambda: protocol)
+
+
+async def _raw_exchange(server: Server, payload: bytes) -> bytes:
+    protocol = _Collector(payload)
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", server.port.getHost().port).connect(
+        _factory(protocol))
+    return await protocol.done
+
+
+# -- the token file --------------------------------------------------------------------------------
+
+def test_the_token_file_is_created_0600_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "api.token"
+    token = ensure_token(path)
+    assert len(token) >= 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert ensure_token(path) == token
+    assert path.read_text().strip() == token
+
+
+def test_a_token_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "api.token"
+    ensure_token(path)
+    os.chmod(path, 0o644)
+    with pytest.raises(InvalidConfig, match="chmod 600") as caught:
+        ensure_token(path)
+    assert caught.value.data["name"] == "api.token_file"
+    token = path.read_text().strip()
+    assert token not in str(caught.value.to_data()) + caught.value.message
+
+
+def test_short_tokens_and_non_files_are_refused(tmp_path: Path) -> None:
+    short = tmp_path / "short"
+    fd = os.open(short, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"abc\n")
+    os.close(fd)
+    with pytest.raises(InvalidConfig, match="at least 16"):
+        ensure_token(short)
+    folder = tmp_path / "folder"
+    folder.mkdir(mode=0o700)
+    with pytest.raises(InvalidConfig, match="not a regular file"):
+        ensure_token(folder)

@@ -1,0 +1,226 @@
+"""GET /ws over real loopback: auth before the upgrade, JSON-RPC over the socket, pushes,
+caching while nobody listens, several subscribers, clean-up on disconnect."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest_twisted
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+
+from perund.api.amounts import Currencies
+from perund.api.site import ApiSite, make_site
+from perund.channel.types import ETH
+from tests.api.helpers import USDC
+from tests.api.memfacade import MemoryNode
+
+TOKEN = "ws-t0ken-for-the-api-tests-only-0123456789"
+BOB = "0x" + "b0" * 20
+
+
+class Client(WebSocketClientProtocol):  # type: ignore[misc]
+    """Collects replies by id and pushes in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replies: dict[Any, Deferred[Any]] = {}
+        self.pushes: DeferredQueue[dict[str, Any]] = DeferredQueue()
+        self.order: list[str] = []
+        self.closed: Deferred[None] = Deferred()
+        self._next = 0
+
+    def onOpen(self) -> None:
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        message = json.loads(payload)
+        if isinstance(message, dict) and message.get("method") == "perund_notification":
+            self.order.append("push")
+            self.pushes.put(message)
+            return
+        key = message["id"] if isinstance(message, dict) else "batch"
+        self.order.append(f"reply {key}")
+        self.replies.setdefault(key, Deferred()).callback(message)
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        if not self.closed.called:
+            self.closed.callback(None)
+
+    async def send_raw(self, payload: bytes, key: Any) -> Any:
+        waiter = self.replies.setdefault(key, Deferred())
+        self.sendMessage(payload)
+        return await waiter
+
+    async def call(self, method: str, params: Any = None) -> Any:
+        self._next += 1
+        request = {"jsonrpc": "2.0", "method": method, "id": self._next}
+        if params is not None:
+            request["params"] = params
+        reply = await self.send_raw(json.dumps(request).encode(), self._next)
+        assert "error" not in reply, reply
+        return reply["result"]
+
+
+async def start() -> tuple[Any, ApiSite, MemoryNode]:
+    node = MemoryNode(reactor)
+    site = make_site(node, TOKEN, reactor=reactor, currencies=Currencies([USDC]))
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+    return port, site, node
+
+
+async def connect(port: Any, *, header: bool = True) -> Client:
+    number = port.getHost().port
+    url = f"ws://127.0.0.1:{number}/ws" + ("" if header else f"?token={TOKEN}")
+    factory = WebSocketClientFactory(
+        url, headers={"Authorization": f"Bearer {TOKEN}"} if header else {})
+    factory.protocol = Client
+    factory.opened = Deferred()
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", number).connect(factory)
+    client: Client = await factory.opened
+    return client
+
+
+async def hang_up(client: Client) -> None:
+    client.sendClose()
+    await client.closed
+
+
+async def settle(condition: Any) -> None:
+    """Let the reactor run until `condition()` holds (the server's side of a close)."""
+    for _ in range(500):
+        if condition():
+            return
+        await deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("the condition never held")
+
+
+class _Raw(Protocol):
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.received = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.payload)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if b"\r\n\r\n" in self.received and self.transport is not None:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.done.callback(self.received)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_upgrade_needs_the_token() -> None:
+    port, _, node = await start()
+    try:
+        for query, auth in ((b"", b""), (b"?token=wrong-token-0123456789", b""),
+                            (b"", b"Authorization: Bearer nope-nope-nope-nope\r\n")):
+            protocol = _Raw(b"GET /ws" + query + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                            b"Sec-WebSocket-Version: 13\r\n" + auth + b"\r\n")
+            await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+                Factory.forProtocol(lambda p=protocol: p))
+            answer = await protocol.done
+            assert answer.startswith(b"HTTP/1.1 401 "), answer[:40]
+            assert b"101" not in answer.split(b"\r\n")[0]
+        assert node.calls == []
+        by_query = await connect(port, header=False)
+        assert isinstance(await by_query.call("node_time"), float)
+        await hang_up(by_query)
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_rpc_over_the_socket() -> None:
+    port, _, _ = await start()
+    try:
+        client = await connect(port)
+        opened = await client.call("session_open", {"configFile": "alice.yaml"})
+        assert opened["restoredChannels"] == []
+        parse = await client.send_raw(b"{oops", None)
+        assert parse["error"]["code"] == -32700
+        batch = await client.send_raw(
+            b'[{"jsonrpc":"2.0","method":"node_time","id":"a"},'
+            b'{"jsonrpc":"2.0","method":"nope","id":"b"}]', "batch")
+        assert [r["id"] for r in batch] == ["a", "b"]
+        assert batch[1]["error"]["code"] == -32601
+        # still serving after bad input
+        assert isinstance(await client.call("node_time"), float)
+        await hang_up(client)
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pushes_cached_delivered_fanned_out_and_cleaned_up() -> None:
+    port, site, node = await start()
+    try:
+        alice = await connect(port)
+        session = (await alice.call("session_open", ["alice.yaml"]))["sessionId"]
+        raw = bytes.fromhex(session[2:])
+        await alice.call("session_addPeer", [session, {
+            "alias": "bob", "offChainAddress": BOB, "commAddress": "127.0.0.1:5002"}])
+
+        # A proposal while nobody listens is kept, then delivered right after the reply.
+        waiting = node.propose(raw, "bob", {ETH: (10**18, 2 * 10**18)})
+        sub = await alice.call("subscribe", {"sessionId": session, "topic": "proposals"})
+        push = await alice.pushes.get()
+        assert alice.order[-2:] == [f"reply {alice._next}", "push"]
+        assert push["params"]["subscription"] == sub
+        shown = dict(push["params"]["result"])
+        assert shown.pop("peerAddress").lower() == BOB
+        assert shown == {"proposalId": "0x" + waiting.proposal_id.hex(), "peer": "bob",
+                         "balances": {"ETH": {"self": "1", "peer": "2"}},
+                         "challengeDuration": 600, "expiry": waiting.expiry}
+
+        # A second client on the same topic: both get the next proposal.
+        carol = await connect(port)
+        await carol.call("subscribe", [session, "proposals"])
+        second = node.propose(raw, "bob", {ETH: (1, 1)})
+        for client in (alice, carol):
+            got = await client.pushes.get()
+            assert got["params"]["result"]["proposalId"] == "0x" + second.proposal_id.hex()
+
+        # Accepting over the socket; then updates of that channel, pushed and answered.
+        channel = await alice.call("channel_respondProposal",
+                                   [session, "0x" + waiting.proposal_id.hex(), True])
+        await alice.call("subscribe", {"sessionId": session, "topic": "updates",
+                                       "channelId": channel["channelId"]})
+        request = node.peer_update(raw, bytes.fromhex(channel["channelId"][2:]), ETH,
+                                   -(10**17))
+        got = await alice.pushes.get()
+        result = got["params"]["result"]
+        assert result["type"] == "open" and result["kind"] == "request"
+        assert result["channel"]["balances"]["ETH"] == {"self": "0.9", "peer": "2.1"}
+        answered = await alice.call("channel_respondUpdate", [
+            session, channel["channelId"], "0x" + (request.update_id or b"").hex(), True])
+        assert answered["version"] == 1
+
+        # Disconnecting unsubscribes; what arrives then is cached for the next subscriber.
+        hub = site.hubs.attach(raw)
+        assert hub.subscribers == 3
+        await hang_up(carol)
+        await hang_up(alice)
+        await settle(lambda: hub.subscribers == 0)
+        third = node.propose(raw, "bob", {ETH: (1, 1)})
+        assert [getattr(n, "proposal_id", None) for n in hub.cached()] == [third.proposal_id]
+        dave = await connect(port)
+        await dave.call("subscribe", [session, "proposals"])
+        got = await dave.pushes.get()
+        assert got["params"]["result"]["proposalId"] == "0x" + third.proposal_id.hex()
+        await dave.call("unsubscribe", [got["params"]["subscription"]])
+        await hang_up(dave)
+    finally:
+        await port.stopListening()
