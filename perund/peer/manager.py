@@ -397,18 +397,18 @@ class PeerManager:
         if new is None:
             return
         if old is not None and new is not old:
-            for entry in rec.pending.values():
+            for key, entry in rec.pending.items():
                 if entry.conn is old:
-                    entry.conn = new
+                    self._repoint(rec, key, entry, new)
         lower = min(self.address, rec.address)
         if self.address != lower and new.dialled_by == lower:
             for conn in [c for c in rec.conns if c is not new]:
                 # Our own dial lost the tie-break: close it after flushing what it carries. The
                 # responses to what we sent on it arrive on the connection in use.
                 rec.conns.remove(conn)
-                for entry in rec.pending.values():
+                for key, entry in rec.pending.items():
                     if entry.conn is conn:
-                        entry.conn = new
+                        self._repoint(rec, key, entry, new)
                 conn.close()
         if old is None:
             log.info("peer {peer} connected", peer=_hex(rec.address))
@@ -422,6 +422,17 @@ class PeerManager:
                     waiter.callback(rec.current)
                 else:  # on_connected closed it again
                     rec.waiters.append(waiter)
+
+    def _repoint(self, rec: _Peer, key: CorrelationKey, entry: _Pending,
+                 new: PeerProtocol) -> None:
+        """Expect `entry`'s response on `new`. A Ping is asked again there: the peer answers
+        it on the connection it came by, which we may be about to stop reading."""
+        entry.conn = new
+        if key[0] == "ping":
+            try:
+                new.send(Ping(key[1]))
+            except PerundError:
+                log.info("re-sending a ping to {peer} failed", peer=_hex(rec.address))
 
     def _drop(self, rec: _Peer, conn: PeerProtocol, why: str) -> None:
         """Forget a connection that is gone; fail the requests written to it."""

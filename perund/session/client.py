@@ -618,7 +618,11 @@ class ChannelClient:
             # this request, and the peer may hold the state fully signed. That is exactly an
             # unanswered update, settled by a sync on a fresh connection: a peer that breaks
             # the protocol loses its connection, and the reconnection syncs.
+            self._unanswered[(channel_id, version)] = PeerRequestTimedOut(
+                "the peer answered the update with an invalid countersignature",
+                peer=_hex(channel.peer), timeout=0)
             self._apply(channel_id, UpdateTimedOut(version))
+            self._unanswered.pop((channel_id, version), None)
             log.warn("dropping the connection to {peer}: it answered update {version} of "
                      "channel {channel_id} with an invalid countersignature",
                      peer=_hex(channel.peer), version=version, channel_id=_hex(channel_id))

@@ -386,10 +386,6 @@ async def test_a_bad_countersignature_is_refused_and_fails_the_payment(world: Wo
     await still_serving(w)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ChannelClient._update_answered feeds UpdateTimedOut after refusing a bad countersignature "
-    "without recording why, so _update_failed reports 'the peer did not answer the update in "
-    "time' although the peer answered at once"))
 @pytest_twisted.ensureDeferred
 async def test_the_error_of_a_bad_countersignature_says_so(world: World) -> None:
     w, alice, bob = world, world.alice, world.bob
@@ -578,10 +574,6 @@ async def test_user_accepts_while_the_requester_is_away(world: World) -> None:
     await still_serving(w)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PeerManager: the higher side's Ping on its own dial is lost when that dial loses the "
-    "tie-break (its Pong comes back on the connection the higher side closed and no longer "
-    "reads), so ChannelClient._send_when_connected waits for the whole request timeout"))
 @pytest_twisted.ensureDeferred
 async def test_an_immediate_retry_after_a_dropped_connection_succeeds(world: World) -> None:
     w = world
