@@ -21,7 +21,13 @@ from perund.chain.backend import ChainBackend
 from perund.channel.records import Channel
 from perund.channel.types import hex_address
 from perund.config import NodeConfig
-from perund.errors import FailedPrecondition, PerundError, ResourceExists, ResourceNotFound
+from perund.errors import (
+    FailedPrecondition,
+    InvalidConfig,
+    PerundError,
+    ResourceExists,
+    ResourceNotFound,
+)
 from perund.session.session import Session
 
 
@@ -62,6 +68,7 @@ class NodeService(MultiService):
 
     async def _start(self) -> None:
         chain_id = await self.chain.connect()
+        await self._listen_api()
         adjudicator = self.chain.adjudicator
         self.log.info(
             "node ready on chain {chain_id} ({where}), Adjudicator {adjudicator}",
@@ -69,6 +76,34 @@ class NodeService(MultiService):
             where=self.config.chain.url or "embedded dev chain",
             adjudicator=hex_address(adjudicator) if adjudicator else "-",
         )
+
+    async def _listen_api(self) -> None:
+        """Serve JSON-RPC on /rpc and WebSocket on /ws at `api.listen`, behind the token."""
+        from twisted.internet.endpoints import serverFromString
+
+        from perund.api.http import ensure_token
+        from perund.api.site import make_site
+        from perund.node_api import NodeAPI
+
+        self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        token = ensure_token(self.config.token_path)
+        self.site = make_site(NodeAPI(self), token, reactor=self._reactor)
+        endpoint = serverFromString(self._reactor, self.config.api.listen)  # type: ignore[no-untyped-call]
+        try:
+            self._api_port = await endpoint.listen(self.site)
+        except Exception as exc:  # CannotListenError and friends: one clear line
+            raise InvalidConfig(
+                f"cannot listen for the API on {self.config.api.listen}: {exc}",
+                name="api.listen", value=self.config.api.listen,
+            ) from None
+        self.log.info("API on {listen} (POST /rpc, GET /ws); token in {token_file}",
+                      listen=self.config.api.listen, token_file=str(self.config.token_path))
+
+    @property
+    def api_port(self) -> int | None:
+        """The API's bound TCP port, once listening."""
+        port = getattr(getattr(self, "_api_port", None), "getHost", None)
+        return getattr(port(), "port", None) if port is not None else None
 
     def _start_failed(self, failure: Failure) -> None:
         if isinstance(failure.value, PerundError):
@@ -120,6 +155,9 @@ class NodeService(MultiService):
                 await self.close_session(session_id, force=True)
             except Exception:
                 self.log.failure("closing session {session_id} failed", session_id=session_id)
+        api_port = getattr(self, "_api_port", None)
+        if api_port is not None:
+            await api_port.stopListening()
         for service in reversed(list(self)):
             result = service.stopService()
             if isinstance(result, Deferred):

@@ -45,7 +45,7 @@ def test_overrides_are_validated_and_applied(tmp_path: Path) -> None:
 @pytest_twisted.ensureDeferred
 async def test_node_starts_on_the_embedded_chain_and_stops(tmp_path: Path) -> None:
     options = Options()
-    options.parseOptions(["--data-dir", str(tmp_path)])
+    options.parseOptions(["--data-dir", str(tmp_path), "--api-listen", "tcp:0:interface=127.0.0.1"])
     node = NodeService(reactor, options["node_config"])
     node.startService()
     await node.ready

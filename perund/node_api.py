@@ -1,0 +1,193 @@
+"""NodeAPI: the node's side of the user API (`perund.api.facade.NodeFacade`).
+
+It turns API calls into session and channel-client calls, and the client's notices into the
+API's notifications; the API layer (perund/api) does all JSON, validation and rendering.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from perund import __version__
+from perund.api.views import (
+    AccountBalance,
+    ChannelView,
+    NodeInfo,
+    Notification,
+    Payment,
+    PeerView,
+    SessionOpened,
+    channel_view,
+    notification_of,
+    peer_view,
+)
+from perund.channel.phases import Phase
+from perund.channel.proposal import OpenRequest
+from perund.channel.records import Channel
+from perund.channel.types import ETH, Address, ChannelID, hex_address
+from perund.errors import FailedPrecondition, InvalidArgument, ResourceNotFound
+from perund.session.client import Notice
+from perund.session.session import Session
+
+DEFAULT_CHALLENGE_DURATION = 3600
+
+
+class NodeAPI:
+    """Implements `NodeFacade` on a `NodeService`."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _session(self, session_id: bytes) -> Session:
+        session: Session = self.node.session(session_id.hex())
+        return session
+
+    def _alias_of(self, session: Session) -> Callable[[Address], str | None]:
+        def alias_of(address: Address) -> str | None:
+            contact = session.contacts.by_address(address)
+            return None if contact is None else contact.alias
+
+        return alias_of
+
+    def _channel(self, session: Session, channel_id: bytes) -> Channel:
+        channel = session.client.channels.get(ChannelID(channel_id))
+        if channel is None:
+            raise ResourceNotFound("no such channel", type="channel", id="0x" + channel_id.hex())
+        return channel
+
+    def _view(self, session: Session, channel: Channel) -> ChannelView:
+        return channel_view(channel, self._alias_of(session))
+
+    # -- node ------------------------------------------------------------------------------------
+
+    async def node_get_config(self) -> NodeInfo:
+        chain = self.node.chain
+        return NodeInfo(self.node.config.chain.url or "embedded", chain.chain_id,
+                        chain.adjudicator, ("tcp",), __version__,
+                        self.node.config.timeouts.response)
+
+    async def node_time(self) -> float:
+        return float(self.node.clock.seconds()) if self.node.clock else time.time()
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    async def session_open(self, config_file: str) -> SessionOpened:
+        session = await self.node.open_session(config_file)
+        return SessionOpened(bytes.fromhex(session.id), session.client.address,
+                             session.account.address,
+                             tuple(self._view(session, c) for c in session.restored))
+
+    async def session_close(self, session_id: bytes, force: bool) -> list[ChannelView]:
+        session = self._session(session_id)
+        left = await self.node.close_session(session.id, force)
+        return [self._view(session, c) for c in left]
+
+    async def session_add_peer(self, session_id: bytes, alias: str, off_chain_address: Address,
+                               comm_address: str, comm_type: str) -> PeerView:
+        session = self._session(session_id)
+        contact = session.contacts.add(alias, hex_address(off_chain_address), comm_address,
+                                       comm_type)
+        flushed = session.store.flush()
+        if flushed is not None:
+            await flushed
+        return peer_view(contact)
+
+    async def session_get_peer(self, session_id: bytes, alias: str) -> PeerView:
+        return peer_view(self._session(session_id).contacts.by_alias(alias))
+
+    async def session_list_peers(self, session_id: bytes) -> list[PeerView]:
+        return [peer_view(c) for c in self._session(session_id).contacts.list()]
+
+    async def session_balance(self, session_id: bytes) -> AccountBalance:
+        session = self._session(session_id)
+        wei = await self.node.chain.balance(session.account.address)
+        return AccountBalance(session.account.address, {ETH: wei})
+
+    # -- channels --------------------------------------------------------------------------------
+
+    async def channel_open(self, session_id: bytes, peer: str,
+                           balances: Mapping[Address, tuple[int, int]],
+                           challenge_duration: int | None) -> ChannelView:
+        session = self._session(session_id)
+        contact = session.contacts.resolve(peer)
+        request = OpenRequest(contact.off_chain_address, tuple(balances),
+                              tuple(balances.values()),
+                              challenge_duration or DEFAULT_CHALLENGE_DURATION)
+        return self._view(session, await session.client.open_channel(request))
+
+    async def channel_respond_proposal(self, session_id: bytes, proposal_id: bytes,
+                                       accept: bool) -> ChannelView | None:
+        session = self._session(session_id)
+        channel = await session.client.respond_proposal(proposal_id, accept)
+        return None if channel is None else self._view(session, channel)
+
+    async def channel_list(self, session_id: bytes) -> list[ChannelView]:
+        session = self._session(session_id)
+        return [self._view(session, c) for c in session.client.channels.values()]
+
+    async def channel_get(self, session_id: bytes, channel_id: bytes) -> ChannelView:
+        session = self._session(session_id)
+        return self._view(session, self._channel(session, channel_id))
+
+    async def channel_send(self, session_id: bytes, channel_id: bytes,
+                           payments: Sequence[Payment]) -> ChannelView:
+        session = self._session(session_id)
+        channel = self._channel(session, channel_id)
+        totals: dict[Address, int] = {}
+        for payment in payments:
+            if payment.payee.lower() == "self":
+                amount = -payment.amount
+            else:
+                payee = session.contacts.resolve(payment.payee)
+                if payee.off_chain_address != channel.peer:
+                    raise InvalidArgument(
+                        "the payee is not this channel's peer", name="payee",
+                        value=payment.payee, requirement="'self' or the channel's peer")
+                amount = payment.amount
+            totals[payment.asset] = totals.get(payment.asset, 0) + amount
+        transfers = tuple((asset, amount) for asset, amount in totals.items() if amount)
+        if not transfers:
+            raise InvalidArgument("the payments cancel out", name="payments",
+                                  value=len(payments), requirement="a net transfer")
+        return self._view(session, await session.client.send(channel.channel_id, transfers))
+
+    async def channel_respond_update(self, session_id: bytes, channel_id: bytes,
+                                     update_id: bytes, accept: bool) -> ChannelView:
+        session = self._session(session_id)
+        channel = await session.client.respond_update(ChannelID(channel_id), update_id, accept)
+        return self._view(session, channel)
+
+    async def channel_close(self, session_id: bytes, channel_id: bytes,
+                            force: bool) -> ChannelView:
+        session = self._session(session_id)
+        channel = self._channel(session, channel_id)
+        if channel.phase is Phase.CLOSED:
+            raise FailedPrecondition("the channel is closed already",
+                                     channel_id="0x" + channel_id.hex())
+        if force:
+            closed = await session.client.force_close(channel.channel_id)
+        else:
+            closed = await session.client.close(channel.channel_id)
+        return self._view(session, closed)
+
+    def subscribe_notices(self, session_id: bytes,
+                          callback: Callable[[Notification], None]) -> Callable[[], None]:
+        session = self._session(session_id)
+        alias_of = self._alias_of(session)
+
+        def observe(notice: Notice) -> None:
+            notification = notification_of(notice, alias_of)
+            if notification is not None:
+                callback(notification)
+
+        session.client.observers.append(observe)
+
+        def unsubscribe() -> None:
+            if observe in session.client.observers:
+                session.client.observers.remove(observe)
+
+        return unsubscribe

@@ -1,0 +1,237 @@
+"""Two real `twistd perund` processes on anvil, driven only through JSON-RPC and WebSocket.
+
+Like an outside program: start the daemons, open sessions, open a channel (the proposal is
+pushed and accepted), pay, request payments (pushed, accepted and rejected), close
+cooperatively (closed pushed to both), close the sessions, restart and see channels restored.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from websockets.sync.client import ClientConnection, connect
+
+from perund.chain.anvil import free_port
+from perund.cli.generate import Generated
+
+TWISTD = str(Path(sys.executable).with_name("twistd"))
+
+
+class Daemon:
+    """One `twistd -n perund` process and a JSON-RPC client for it."""
+
+    def __init__(self, config: Path, workdir: Path) -> None:
+        self.config, self.workdir = config, workdir
+        node = yaml.safe_load(config.read_text())
+        self.port = int(node["api"]["listen"].split(":")[1])
+        self.token_path = config.parent / node["data_dir"] / "api.token"
+        self.log = workdir / f"{config.stem}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [TWISTD, "-n", "--pidfile=", "perund", "--config", str(self.config)],
+                cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.call("node_time")
+                return
+            except (OSError, urllib.error.URLError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("the daemon did not start:\n"
+                                         + self.log.read_text()[-3000:]) from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+    def request(self, method: str, **params: Any) -> dict[str, Any]:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                           "params": params}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/rpc", data=body, method="POST",
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {self.token_path.read_text().strip()}"})
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            reply: dict[str, Any] = json.loads(answer.read())
+        return reply
+
+    def call(self, method: str, **params: Any) -> Any:
+        reply = self.request(method, **params)
+        if "error" in reply:
+            raise AssertionError(f"{method} failed: {reply['error']}")
+        return reply["result"]
+
+    def socket(self) -> Pushes:
+        token = self.token_path.read_text().strip()
+        return Pushes(f"ws://127.0.0.1:{self.port}/ws?token={token}")
+
+
+class Pushes:
+    """A WebSocket client: JSON-RPC calls and the notifications pushed meanwhile."""
+
+    def __init__(self, url: str) -> None:
+        self._exit = ExitStack()
+        self.ws: ClientConnection = self._exit.enter_context(connect(url))
+        self.pushed: list[dict[str, Any]] = []
+        self.next_id = 0
+
+    def call(self, method: str, **params: Any) -> Any:
+        self.next_id += 1
+        self.ws.send(json.dumps({"jsonrpc": "2.0", "id": self.next_id, "method": method,
+                                 "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=30))
+            if message.get("id") == self.next_id:
+                assert "error" not in message, message
+                return message["result"]
+            self.pushed.append(message["params"]["result"])
+
+    def wait(self, matches: Callable[[dict[str, Any]], bool], timeout: float = 60) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            for push in self.pushed:
+                if matches(push):
+                    self.pushed.remove(push)
+                    return push
+            message = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            self.pushed.append(message["params"]["result"])
+
+    def close(self) -> None:
+        self._exit.close()
+
+
+def two_nodes(setup: Generated, tmp_path: Path) -> tuple[Path, Path]:
+    """Split the generated one-node setup into two node configs, one per user."""
+    alice_config = setup.node_config
+    node = yaml.safe_load(alice_config.read_text())
+    node["api"]["listen"] = f"tcp:{free_port()}:interface=127.0.0.1"
+    node["data_dir"] = "data-bob"
+    bob_config = alice_config.with_name("bob.yaml")
+    bob_config.write_text(yaml.safe_dump(node))
+    return alice_config, bob_config
+
+
+@pytest.fixture
+def daemons(anvil_setup: Generated, tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
+    if not Path(TWISTD).exists():
+        pytest.fail(f"{TWISTD} is missing: run `make deps`")
+    alice_config, bob_config = two_nodes(anvil_setup, tmp_path)
+    alice, bob = Daemon(alice_config, tmp_path), Daemon(bob_config, tmp_path)
+    yield alice, bob
+    alice.stop()
+    bob.stop()
+    for daemon in (alice, bob):
+        text = daemon.log.read_text()
+        assert "Traceback" not in text, text[-4000:]
+
+
+def in_background(pool: ThreadPoolExecutor, f: Callable[..., Any], *args: Any,
+                  **kwargs: Any) -> Future[Any]:
+    return pool.submit(f, *args, **kwargs)
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+def test_two_daemons_through_the_api(daemons: tuple[Daemon, Daemon],
+                                     anvil_setup: Generated) -> None:
+    alice, bob = daemons
+    files = {u.name: str(u.session_file) for u in anvil_setup.users}
+    a = alice.call("session_open", configFile=files["alice"])["sessionId"]
+    b = bob.call("session_open", configFile=files["bob"])["sessionId"]
+    pushes = bob.socket()
+    alice_pushes = alice.socket()
+    try:
+        pushes.call("subscribe", sessionId=b, topic="proposals")
+        pushes.call("subscribe", sessionId=b, topic="updates")
+        alice_pushes.call("subscribe", sessionId=a, topic="updates")
+        with ThreadPoolExecutor(2) as pool:
+            opening = in_background(pool, alice.call, "channel_open", sessionId=a, peer="bob",
+                                    balances={"ETH": {"self": "5", "peer": "1"}})
+            proposal = pushes.wait(lambda p: "proposalId" in p)
+            assert proposal["peer"] == "alice"
+            assert proposal["balances"] == {"ETH": {"self": "1", "peer": "5"}}
+            bob.call("channel_respondProposal", sessionId=b, proposalId=proposal["proposalId"],
+                     accept=True)
+            channel = opening.result(120)
+            cid = channel["channelId"]
+            assert channel["phase"] == "open"
+
+            paid = alice.call("channel_send", sessionId=a, channelId=cid,
+                              payments=[{"currency": "ETH", "payee": "bob", "amount": "0.5"}])
+            assert paid["balances"] == {"ETH": {"self": "4.5", "peer": "1.5"}}
+
+            # A payment request: pushed to bob, accepted.
+            asking = in_background(pool, alice.call, "channel_send", sessionId=a,
+                                   channelId=cid, payments=[
+                                       {"currency": "ETH", "payee": "self", "amount": "0.25"}])
+            update = pushes.wait(lambda p: p.get("type") == "open")
+            assert update["kind"] == "request"
+            bob.call("channel_respondUpdate", sessionId=b, channelId=cid,
+                     updateId=update["updateId"], accept=True)
+            assert asking.result(60)["balances"] == {"ETH": {"self": "4.75", "peer": "1.25"}}
+
+            # Another request, rejected by bob: alice gets PeerRejected (102).
+            asking = in_background(pool, alice.request, "channel_send", sessionId=a,
+                                   channelId=cid, payments=[
+                                       {"currency": "ETH", "payee": "self", "amount": "1"}])
+            update = pushes.wait(lambda p: p.get("type") == "open")
+            bob.call("channel_respondUpdate", sessionId=b, channelId=cid,
+                     updateId=update["updateId"], accept=False)
+            assert asking.result(60)["error"]["code"] == 102
+
+            # A second channel stays open across the restart.
+            opening = in_background(pool, alice.call, "channel_open", sessionId=a, peer="bob",
+                                    balances={"ETH": {"self": "1", "peer": "0"}})
+            proposal = pushes.wait(lambda p: "proposalId" in p)
+            bob.call("channel_respondProposal", sessionId=b, proposalId=proposal["proposalId"],
+                     accept=True)
+            kept = opening.result(120)["channelId"]
+
+            # Cooperative close: the final update is pushed to bob, closed to both.
+            closing = in_background(pool, alice.call, "channel_close", sessionId=a,
+                                    channelId=cid)
+            final = pushes.wait(lambda p: p.get("type") == "final")
+            bob.call("channel_respondUpdate", sessionId=b, channelId=cid,
+                     updateId=final["updateId"], accept=True)
+            closed = closing.result(120)
+            assert closed["phase"] == "closed"
+            pushes.wait(lambda p: p.get("type") == "closed" and p["channelId"] == cid)
+            alice_pushes.wait(lambda p: p.get("type") == "closed" and p["channelId"] == cid)
+    finally:
+        pushes.close()
+        alice_pushes.close()
+
+    refused = alice.request("session_close", sessionId=a, force=False)
+    assert refused["error"]["code"] == 204
+    alice.call("session_close", sessionId=a, force=True)
+    bob.call("session_close", sessionId=b, force=True)
+    for daemon in (alice, bob):
+        daemon.stop()
+        daemon.start()
+    a = alice.call("session_open", configFile=files["alice"])
+    b = bob.call("session_open", configFile=files["bob"])
+    assert [c["channelId"] for c in a["restoredChannels"]] == [kept]
+    assert [c["channelId"] for c in b["restoredChannels"]] == [kept]
+    again = alice.call("channel_send", sessionId=a["sessionId"], channelId=kept,
+                       payments=[{"currency": "ETH", "payee": "bob", "amount": "0.1"}])
+    assert again["balances"] == {"ETH": {"self": "0.9", "peer": "0.1"}}
+
+
