@@ -8,6 +8,8 @@ the log instead of leaving a half-started daemon behind.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +115,8 @@ class NodeService(MultiService):
         self.ready.errback(failure)
         self.ready.addErrback(lambda _: None)
         if self._reactor.running:
+            # twistd exits 0 after any stop; a service manager must see the failure.
+            self._reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
             self._reactor.stop()
 
     def stopService(self) -> Deferred[None]:
@@ -170,3 +174,10 @@ class NodeService(MultiService):
         """The reactor's clock, which expiries are measured on."""
         clock: IReactorTime = self._reactor
         return clock
+
+
+def _exit_failed() -> None:
+    """End the process with status 1 once the reactor has shut down (the logs are out)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
