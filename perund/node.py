@@ -60,6 +60,11 @@ class NodeService(MultiService):
 
     def startService(self) -> None:
         """Start the child services, then run the asynchronous start-up steps in order."""
+        if self.config.log.file:
+            from perund.logs import LogFile
+
+            self._log_file: LogFile | None = LogFile(self.config.log, self.config.data_dir)
+            self._log_file.start()
         super().startService()  # type: ignore[no-untyped-call]
         started = Deferred.fromCoroutine(self._start())
         started.addCallbacks(self._started, self._start_failed)
@@ -166,6 +171,9 @@ class NodeService(MultiService):
             result = service.stopService()
             if isinstance(result, Deferred):
                 await result
+        log_file = getattr(self, "_log_file", None)
+        if log_file is not None:
+            log_file.stop()
         # Service's, not MultiService's: that one would stop the children a second time.
         Service.stopService(self)  # type: ignore[no-untyped-call]
 

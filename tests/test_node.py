@@ -76,3 +76,22 @@ class _NotRunning:
 
     def __getattr__(self, name: str) -> object:
         return getattr(reactor, name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_log_file_in_json_lines(tmp_path: Path) -> None:
+    from twisted.logger import LogLevel, eventsFromJSONLogFile
+
+    config = parse_node_config({
+        "data_dir": str(tmp_path), "api": {"listen": "tcp:0:interface=127.0.0.1"},
+        "log": {"file": "node.log", "format": "json", "level": "info"},
+    })
+    node = NodeService(reactor, config)
+    node.startService()
+    await node.ready
+    await node.stopService()
+    with (tmp_path / "node.log").open() as stream:
+        records = list(eventsFromJSONLogFile(stream))
+    assert records
+    assert any("node ready" in r.get("log_format", "") for r in records)
+    assert all(r["log_level"] != LogLevel.debug for r in records)
