@@ -7,30 +7,26 @@ cooperatively (closed pushed to both), close the sessions, restart and see chann
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from websockets.sync.client import ClientConnection, connect
 
 from perund.chain.anvil import free_port
+from perund.cli.apiclient import ApiClient, Pushes
 from perund.cli.generate import Generated
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 
 
 class Daemon:
-    """One `twistd -n perund` process and a JSON-RPC client for it."""
+    """One `twistd -n perund` process, reached through the API client."""
 
     def __init__(self, config: Path, workdir: Path) -> None:
         self.config, self.workdir = config, workdir
@@ -47,15 +43,13 @@ class Daemon:
                 [TWISTD, "-n", "--pidfile=", "perund", "--config", str(self.config)],
                 cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.call("node_time")
-                return
-            except (OSError, urllib.error.URLError):
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("the daemon did not start:\n"
-                                         + self.log.read_text()[-3000:]) from None
-                time.sleep(0.2)
+        while not self.token_path.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("the daemon did not start:\n"
+                                     + self.log.read_text()[-3000:])
+            time.sleep(0.1)
+        self.api = ApiClient(self.port, self.token_path.read_text().strip())
+        self.api.wait_until_up(alive=lambda: self.proc is not None and self.proc.poll() is None)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -63,59 +57,13 @@ class Daemon:
             self.proc.wait(30)
 
     def request(self, method: str, **params: Any) -> dict[str, Any]:
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
-                           "params": params}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/rpc", data=body, method="POST",
-            headers={"Content-Type": "application/json",
-                     "Authorization": f"Bearer {self.token_path.read_text().strip()}"})
-        with urllib.request.urlopen(request, timeout=120) as answer:
-            reply: dict[str, Any] = json.loads(answer.read())
-        return reply
+        return self.api.request(method, **params)
 
     def call(self, method: str, **params: Any) -> Any:
-        reply = self.request(method, **params)
-        if "error" in reply:
-            raise AssertionError(f"{method} failed: {reply['error']}")
-        return reply["result"]
+        return self.api.call(method, **params)
 
     def socket(self) -> Pushes:
-        token = self.token_path.read_text().strip()
-        return Pushes(f"ws://127.0.0.1:{self.port}/ws?token={token}")
-
-
-class Pushes:
-    """A WebSocket client: JSON-RPC calls and the notifications pushed meanwhile."""
-
-    def __init__(self, url: str) -> None:
-        self._exit = ExitStack()
-        self.ws: ClientConnection = self._exit.enter_context(connect(url))
-        self.pushed: list[dict[str, Any]] = []
-        self.next_id = 0
-
-    def call(self, method: str, **params: Any) -> Any:
-        self.next_id += 1
-        self.ws.send(json.dumps({"jsonrpc": "2.0", "id": self.next_id, "method": method,
-                                 "params": params}))
-        while True:
-            message = json.loads(self.ws.recv(timeout=30))
-            if message.get("id") == self.next_id:
-                assert "error" not in message, message
-                return message["result"]
-            self.pushed.append(message["params"]["result"])
-
-    def wait(self, matches: Callable[[dict[str, Any]], bool], timeout: float = 60) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            for push in self.pushed:
-                if matches(push):
-                    self.pushed.remove(push)
-                    return push
-            message = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-            self.pushed.append(message["params"]["result"])
-
-    def close(self) -> None:
-        self._exit.close()
+        return self.api.pushes()
 
 
 def two_nodes(setup: Generated, tmp_path: Path) -> tuple[Path, Path]:
