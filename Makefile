@@ -26,7 +26,7 @@ $(NPM_STAMP): package.json package-lock.json
 	touch $@
 
 demo: deps
-	$(PY) -m perund.cli.main demo
+	$(PY) -m perund.cli.walkthrough
 
 test: deps
 	$(VENV)/bin/ruff check perund tests bench twisted

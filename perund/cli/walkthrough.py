@@ -1,0 +1,186 @@
+"""`perund walkthrough`: what `make demo` runs. A real node on the embedded dev chain, two users,
+and a channel's whole life through the node's API, narrated.
+
+It writes a fresh setup (`perund generate`) into a folder, starts `twistd -n perund` on it,
+opens alice's and bob's sessions over JSON-RPC, subscribes bob to pushes over WebSocket, then
+opens a channel (bob accepts the pushed proposal), pays, requests a payment (bob accepts the
+pushed request), closes cooperatively (bob agrees to the final state) and shows the on-chain
+balances. The node keeps running afterwards only with --keep.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from perund.chain.anvil import free_port
+from perund.cli.apiclient import ApiClient, ApiError
+from perund.cli.generate import generate
+
+
+class Narrator:
+    """Numbered steps and indented details on a stream."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.step = 0
+
+    def title(self, text: str) -> None:
+        self.step += 1
+        print(f"\n{self.step}. {text}", file=self.out, flush=True)
+
+    def say(self, text: str) -> None:
+        print(f"   {text}", file=self.out, flush=True)
+
+    def call(self, who: str, method: str, params: dict[str, Any]) -> None:
+        shown = ", ".join(f"{k}={v}" for k, v in params.items() if k != "sessionId")
+        print(f"   {who} → {method}({shown})", file=self.out, flush=True)
+
+
+def _balances(info: dict[str, Any]) -> str:
+    eth = info["balances"]["ETH"]
+    return f"self {eth['self']} ETH, peer {eth['peer']} ETH"
+
+
+def run_walkthrough(directory: Path, out: TextIO, keep: bool = False) -> int:
+    """Run the narrated walkthrough in `directory`; the exit status."""
+    n = Narrator(out)
+    n.title("Set up a node and two users (perund generate)")
+    setup = generate(directory, api_port=free_port(), comm_ports=(free_port(), free_port()))
+    n.say(f"node config {setup.node_config}")
+    for user in setup.users:
+        n.say(f"{user.name}: on-chain {user.on_chain_address}, signs as {user.off_chain_address}")
+
+    n.title("Start the node: twistd -n perund --config perund.yaml (embedded dev chain)")
+    log = directory / "node.log"
+    twistd = str(Path(sys.executable).with_name("twistd"))
+    with log.open("ab") as sink:
+        node = subprocess.Popen([twistd, "-n", "--pidfile=", "perund", "--config",
+                                 str(setup.node_config)], cwd=directory, stdout=sink,
+                                stderr=subprocess.STDOUT)
+    try:
+        config = yaml.safe_load(setup.node_config.read_text())
+        token_file = directory / config["data_dir"] / "api.token"
+        deadline = time.monotonic() + 60
+        while not token_file.exists():
+            if node.poll() is not None or time.monotonic() > deadline:
+                n.say("the node did not start; its log:\n" + log.read_text()[-2000:])
+                return 1
+            time.sleep(0.1)
+        api = ApiClient(int(config["api"]["listen"].split(":")[1]),
+                        token_file.read_text().strip())
+        api.wait_until_up(alive=lambda: node.poll() is None)
+        info = api.call("node_getConfig")
+        n.say(f"JSON-RPC on {api.url}, token in {token_file} (mode 0600)")
+        n.say(f"chain {info['chainId']} ({info['chainUrl']}), Adjudicator {info['adjudicator']}")
+        return _walk(n, api, setup)
+    except ApiError as exc:
+        n.say(f"the node refused: {exc}")
+        return 1
+    finally:
+        if keep:
+            n.say(f"the node keeps running (pid {node.pid}); stop it with kill {node.pid}")
+        else:
+            node.terminate()
+            node.wait(30)
+            n.say(f"\nnode stopped; its log is in {log}")
+
+
+def _walk(n: Narrator, api: ApiClient, setup: Any) -> int:
+    files = {u.name: str(u.session_file) for u in setup.users}
+    n.title("Open both users' sessions (session_open)")
+    a = api.call("session_open", configFile=files["alice"])["sessionId"]
+    b = api.call("session_open", configFile=files["bob"])["sessionId"]
+    start = {name: api.call("session_balance", sessionId=sid)["balances"]["ETH"]
+             for name, sid in (("alice", a), ("bob", b))}
+    n.say(f"alice's session {a}, on-chain {start['alice']} ETH")
+    n.say(f"bob's session {b}, on-chain {start['bob']} ETH")
+    pushes = api.pushes()
+    pushes.call("subscribe", sessionId=b, topic="proposals")
+    pushes.call("subscribe", sessionId=b, topic="updates")
+    n.say("bob listens for pushes on ws://.../ws (subscribe proposals, updates)")
+
+    with ThreadPoolExecutor(1) as pool:
+        n.title("alice opens a channel with bob: 2 ETH from her, 0.5 ETH from him")
+        params = {"sessionId": a, "peer": "bob", "balances": {"ETH": {"self": "2", "peer": "0.5"}}}
+        n.call("alice", "channel_open", params)
+        opening = pool.submit(api.call, "channel_open", **params)
+        proposal = pushes.wait(lambda p: "proposalId" in p)
+        n.say(f"bob is pushed a proposal from {proposal['peer']}: {_balances(proposal)}")
+        n.call("bob", "channel_respondProposal", {"accept": True})
+        api.call("channel_respondProposal", sessionId=b, proposalId=proposal["proposalId"],
+                 accept=True)
+        channel = opening.result(120)
+        cid = channel["channelId"]
+        n.say(f"both deposited on-chain; channel {cid[:18]}… is {channel['phase']}")
+
+        n.title("alice pays bob 0.3 ETH, off-chain")
+        started = time.perf_counter()
+        paid = api.call("channel_send", sessionId=a, channelId=cid,
+                        payments=[{"currency": "ETH", "payee": "bob", "amount": "0.3"}])
+        n.say(f"countersigned in {(time.perf_counter() - started) * 1000:.1f} ms: version "
+              f"{paid['version']}, {_balances(paid)}")
+        started = time.perf_counter()
+        for _ in range(20):
+            paid = api.call("channel_send", sessionId=a, channelId=cid,
+                            payments=[{"currency": "ETH", "payee": "bob", "amount": "0.001"}])
+        elapsed = (time.perf_counter() - started) * 1000 / 20
+        n.say(f"20 more payments of 0.001 ETH, {elapsed:.1f} ms each over HTTP: "
+              f"version {paid['version']}")
+
+        n.title("alice requests 0.1 ETH from bob (payee self)")
+        asking = pool.submit(api.call, "channel_send", sessionId=a, channelId=cid,
+                             payments=[{"currency": "ETH", "payee": "self", "amount": "0.1"}])
+        update = pushes.wait(lambda p: p.get("type") == "open")
+        n.say(f"bob is pushed a {update['kind']}: {_balances(update['channel'])} if he agrees")
+        n.call("bob", "channel_respondUpdate", {"accept": True})
+        api.call("channel_respondUpdate", sessionId=b, channelId=cid,
+                 updateId=update["updateId"], accept=True)
+        paid = asking.result(60)
+        n.say(f"version {paid['version']}: {_balances(paid)}")
+
+        n.title("alice closes the channel cooperatively (channel_close)")
+        closing = pool.submit(api.call, "channel_close", sessionId=a, channelId=cid)
+        final = pushes.wait(lambda p: p.get("type") == "final")
+        n.say(f"bob is pushed the final state: {_balances(final['channel'])}")
+        n.call("bob", "channel_respondUpdate", {"accept": True})
+        api.call("channel_respondUpdate", sessionId=b, channelId=cid,
+                 updateId=final["updateId"], accept=True)
+        closed = closing.result(120)
+        pushes.wait(lambda p: p.get("type") == "closed")
+        n.say(f"concluded on-chain in one transaction and paid out: phase {closed['phase']}")
+        n.say("bob is pushed: closed")
+    pushes.close()
+
+    n.title("On-chain balances afterwards (session_balance)")
+    for name, sid in (("alice", a), ("bob", b)):
+        now = api.call("session_balance", sessionId=sid)["balances"]["ETH"]
+        n.say(f"{name}: {start[name]} → {now} ETH (the channel's outcome, less gas)")
+    for sid in (a, b):
+        api.call("session_close", sessionId=sid, force=False)
+    n.say("sessions closed")
+    print("\nDone. `make test` runs the whole test suite.", file=n.out, flush=True)
+    return 0
+
+
+def main(keep: bool = False, directory: str | None = None) -> int:
+    """Run the walkthrough in `directory` (default: a new temporary folder)."""
+    if directory:
+        return run_walkthrough(Path(directory), sys.stdout, keep)
+    with tempfile.TemporaryDirectory(prefix="perund-demo-") as folder:
+        if keep:
+            folder = tempfile.mkdtemp(prefix="perund-demo-")
+        return run_walkthrough(Path(folder), sys.stdout, keep)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(keep="--keep" in sys.argv[1:]))
+
+
