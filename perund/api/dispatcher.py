@@ -125,9 +125,40 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects a request may have."""
+
+
+def _check_depth(body: bytes) -> None:
+    """ValueError for nesting deeper than MAX_JSON_DEPTH, found without recursing: the C
+    parser recurses per level and a deep enough body overflows the stack (a crash, not an
+    exception), so this runs before it whenever the body has enough brackets to matter."""
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return
+    depth = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+
+
 def decode_json(body: bytes) -> object:
     """Parse a request body strictly: UTF-8, no NaN/Infinity, no duplicate members, finite
-    numbers; ValueError otherwise."""
+    numbers, at most MAX_JSON_DEPTH levels; ValueError otherwise."""
+    _check_depth(body)
     try:
         return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant,
                           parse_float=_finite_float, object_pairs_hook=_unique_keys)

@@ -274,3 +274,17 @@ def test_every_call_is_logged_once_without_params(rpc: Dispatcher) -> None:
     assert [(e["method"], e["outcome"]) for e in calls] == [
         ("subtract", "ok"), ("missing", "error 201"), ("nope?fake log line", "error -32601")]
     assert all("42" not in repr(e.get("params")) for e in calls)
+
+
+def test_nesting_is_limited_without_recursing() -> None:
+    from perund.api.dispatcher import MAX_JSON_DEPTH, decode_json
+
+    deep = b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1)
+    with pytest.raises(ValueError, match="nested deeper"):
+        decode_json(deep)
+    assert decode_json(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH) is not None
+    brackets_in_a_string = b'{"a": "' + b"[" * 10_000 + b'"}'
+    assert decode_json(brackets_in_a_string) == {"a": "[" * 10_000}
+    # A body deep enough to overflow the C parser's stack is refused, not a crash.
+    with pytest.raises(ValueError):
+        decode_json(b"[" * 1_000_000 + b"]" * 1_000_000)
