@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from perund.channel.types import Address, to_address
-from perund.contacts.strict_yaml import load_yaml
+from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
@@ -274,17 +272,8 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
 def load_node_config(path: str | Path) -> NodeConfig:
     """Read and validate a node config file; relative paths in it are relative to its folder."""
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidConfig(f"cannot read config file {file}: {exc.strerror}",
-                            name="config", value=str(file)) from None
-    try:
-        # The strict loader keeps 0x-addresses as text and reports keys defined twice.
-        raw, duplicates = load_yaml(text)
-    except yaml.YAMLError as exc:
-        raise InvalidConfig(f"config file {file} is not valid YAML: {exc}",
-                            name="config", value=str(file)) from None
+    # The strict loader keeps 0x-addresses as text and reports keys defined twice.
+    raw, duplicates = read_yaml_file(file, what="config file", field="config")
     if duplicates:
         raise InvalidConfig(
             f"config file {file} defines keys twice: "

@@ -98,3 +98,10 @@ def test_unquoted_address_and_duplicate_keys(tmp_path: Path) -> None:
     twice.write_text("log:\n  level: info\n  level: debug\n")
     with pytest.raises(InvalidConfig, match="twice"):
         load_node_config(twice)
+
+
+def test_a_config_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    binary = tmp_path / "node.yaml"
+    binary.write_bytes(b"\xff\xfe\x00chain: {}")
+    with pytest.raises(InvalidConfig, match="not UTF-8"):
+        load_node_config(binary)

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
 from eth_utils.address import is_checksum_address
 from twisted.logger import Logger
 
 from perund.channel.types import Address, hex_address, to_address
-from perund.contacts.strict_yaml import DuplicateKey, load_yaml
+from perund.contacts.strict_yaml import DuplicateKey, read_yaml_file
 from perund.errors import InvalidArgument, InvalidConfig, ResourceExists, ResourceNotFound
 
 log = Logger(namespace="perund.contacts")
@@ -275,19 +274,7 @@ def parse_contacts(raw: object, *, own_address: Address | None = None,
 
 def load_contacts_file(path: Path, *, own_address: Address | None = None) -> list[Contact]:
     """Read and validate a contacts file; every problem in one InvalidConfig naming the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidConfig(f"contacts: cannot read {path}: {exc.strerror}",
-                            name="contacts", value=str(path)) from None
-    except UnicodeDecodeError:
-        raise InvalidConfig(f"contacts: {path} is not UTF-8 text",
-                            name="contacts", value=str(path)) from None
-    try:
-        raw, duplicates = load_yaml(text)
-    except yaml.YAMLError as exc:
-        raise InvalidConfig(f"contacts: {path} is not valid YAML: {exc}",
-                            name="contacts", value=str(path)) from None
+    raw, duplicates = read_yaml_file(path, what="contacts file", field="contacts")
     try:
         return parse_contacts(raw, own_address=own_address, duplicates=duplicates)
     except InvalidConfig as exc:

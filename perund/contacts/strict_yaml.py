@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from perund.errors import InvalidConfig
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _LONG_HEX = re.compile(r"^0[xX][0-9a-fA-F]{40,}$")
@@ -85,3 +88,24 @@ def load_yaml(text: str) -> tuple[object, list[DuplicateKey]]:
     finally:
         loader._untyped.dispose()
     return document, loader.duplicates
+
+
+def read_yaml_file(path: Path, *, what: str, field: str) -> tuple[object, list[DuplicateKey]]:
+    """Read and parse a config file: its document and the keys it defines twice.
+
+    Every way the file itself can be wrong (unreadable, not UTF-8, not YAML) is one
+    InvalidConfig saying `what` the file is and naming `field`, the setting that points to it.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidConfig(f"cannot read {what} {path}: {exc.strerror}",
+                            name=field, value=str(path)) from None
+    except UnicodeDecodeError:
+        raise InvalidConfig(f"{what} {path} is not UTF-8 text",
+                            name=field, value=str(path)) from None
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise InvalidConfig(f"{what} {path} is not valid YAML: {exc}",
+                            name=field, value=str(path)) from None

@@ -25,14 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from twisted.internet import endpoints
 
 from perund.chain.account import Account
 from perund.channel.encoding import Signer
 from perund.channel.types import Address
 from perund.contacts.book import parse_account_address
-from perund.contacts.strict_yaml import load_yaml
+from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
 from perund.keystore.v3 import read_password, unlock_keystore
 
@@ -233,19 +232,7 @@ def parse_session_config(raw: object, path: Path, duplicates: list[Any] | None =
 def load_session_config(path: str | Path) -> SessionConfig:
     """Read and validate `session.yaml`; every problem in one InvalidConfig."""
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidConfig(f"cannot read session config {file}: {exc.strerror}",
-                            name="configFile", value=str(file)) from None
-    except UnicodeDecodeError:
-        raise InvalidConfig(f"session config {file} is not UTF-8 text",
-                            name="configFile", value=str(file)) from None
-    try:
-        raw, duplicates = load_yaml(text)
-    except yaml.YAMLError as exc:
-        raise InvalidConfig(f"session config {file} is not valid YAML: {exc}",
-                            name="configFile", value=str(file)) from None
+    raw, duplicates = read_yaml_file(file, what="session config", field="configFile")
     return parse_session_config(raw, file.absolute(), duplicates)
 
 
