@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from perund.chain.anvil import free_port
 from perund.cli.apiclient import ApiClient, Pushes
 from perund.cli.generate import Generated
+from tests.node.conftest import two_nodes
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 
@@ -66,22 +66,11 @@ class Daemon:
         return self.api.pushes()
 
 
-def two_nodes(setup: Generated, tmp_path: Path) -> tuple[Path, Path]:
-    """Split the generated one-node setup into two node configs, one per user."""
-    alice_config = setup.node_config
-    node = yaml.safe_load(alice_config.read_text())
-    node["api"]["listen"] = f"tcp:{free_port()}:interface=127.0.0.1"
-    node["data_dir"] = "data-bob"
-    bob_config = alice_config.with_name("bob.yaml")
-    bob_config.write_text(yaml.safe_dump(node))
-    return alice_config, bob_config
-
-
 @pytest.fixture
 def daemons(anvil_setup: Generated, tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
     if not Path(TWISTD).exists():
         pytest.fail(f"{TWISTD} is missing: run `make deps`")
-    alice_config, bob_config = two_nodes(anvil_setup, tmp_path)
+    alice_config, bob_config = two_nodes(anvil_setup)
     alice, bob = Daemon(alice_config, tmp_path), Daemon(bob_config, tmp_path)
     yield alice, bob
     alice.stop()

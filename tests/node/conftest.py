@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+import yaml
 from twisted.internet import reactor
 
 from perund.chain.account import Account
@@ -53,3 +54,14 @@ def setup(chain_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Ge
         generated: Generated = request.getfixturevalue("anvil_setup")
         return generated
     return generate(tmp_path, api_port=free_port(), comm_ports=(free_port(), free_port()))
+
+
+def two_nodes(setup: Generated) -> tuple[Path, Path]:
+    """Split the generated one-node setup into two node configs, one per user."""
+    alice_config = setup.node_config
+    node = yaml.safe_load(alice_config.read_text())
+    node["api"]["listen"] = f"tcp:{free_port()}:interface=127.0.0.1"
+    node["data_dir"] = "data-bob"
+    bob_config = alice_config.with_name("bob.yaml")
+    bob_config.write_text(yaml.safe_dump(node))
+    return alice_config, bob_config

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from perund.cli.generate import Generated
+from tests.node.conftest import two_nodes
 
 PROCESS = Path(__file__).with_name("peer_process.py")
 ETHER = 10**18
@@ -30,8 +31,11 @@ class NodeProcess:
     def __init__(self, node_file: Path, session_file: Path,
                  seen: list[dict[str, Any]] | None = None) -> None:
         self.args = [sys.executable, str(PROCESS), str(node_file), str(session_file)]
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        self.log = session_file.parent / "node-process.log"
+        with self.log.open("ab") as sink:
+            self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=sink, text=True,
+                                         bufsize=1)
         self.seen: list[dict[str, Any]] = seen if seen is not None else []
         self._cursor = len(self.seen)
         self._lock = threading.Condition()
@@ -64,7 +68,8 @@ class NodeProcess:
                     if record["event"] == event:
                         return record
                 if self.proc.poll() is not None and not self._reader.is_alive():
-                    raise AssertionError(f"node exited ({self.proc.returncode}) before {event}")
+                    raise AssertionError(f"node exited ({self.proc.returncode}) before {event}:\n"
+                                         + self.log.read_text()[-3000:])
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(f"no {event} within {timeout} s")
@@ -110,8 +115,9 @@ def agree(alice: NodeProcess, bob: NodeProcess, channel: str) -> dict[str, Any]:
 def test_kill_9_in_a_stream_of_payments(anvil_setup: Generated, victim: str) -> None:
     setup = anvil_setup
     users = {u.name: u for u in setup.users}
-    alice = NodeProcess(setup.node_config, users["alice"].session_file)
-    bob = NodeProcess(setup.node_config.with_name("perund.yaml"), users["bob"].session_file)
+    configs = dict(zip(("alice", "bob"), two_nodes(setup), strict=True))
+    alice = NodeProcess(configs["alice"], users["alice"].session_file)
+    bob = NodeProcess(configs["bob"], users["bob"].session_file)
     try:
         alice.next("ready")
         bob.next("ready")
@@ -122,7 +128,7 @@ def test_kill_9_in_a_stream_of_payments(anvil_setup: Generated, victim: str) -> 
             alice.next("paid")
         killed = alice if victim == "payer" else bob
         killed.kill()
-        restarted = NodeProcess(setup.node_config, Path(killed.args[3]), killed.seen)
+        restarted = NodeProcess(Path(killed.args[2]), Path(killed.args[3]), killed.seen)
         if victim == "payer":
             alice = restarted
         else:
