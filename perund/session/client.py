@@ -78,6 +78,9 @@ from perund.wire.messages import (
 
 log = Logger(namespace="perund.client")
 
+MAX_REMEMBERED_EXPIRIES: Final = 1024
+"""Expired questions remembered to answer late responses with UserResponseTimedOut."""
+
 
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
@@ -208,6 +211,9 @@ class ChannelClient:
         self._open_waiters: dict[ChannelID, list[Deferred[Channel]]] = {}
         self._close_waiters: dict[ChannelID, list[Deferred[Channel]]] = {}
         self._unanswered: dict[tuple[ChannelID, int], PerundError] = {}
+        self._expired: dict[bytes, float] = {}
+        """Proposals and update questions that expired unanswered (id → expiry), so a late
+        answer is told it came too late rather than that the question never existed."""
         self._handlers: dict[type, Callable[[Any], None]] = {
             ev.Persist: self._persist_unflushed,
             ev.SendAccept: self._send_accept,
@@ -318,6 +324,7 @@ class ChannelClient:
     async def _respond_proposal(self, proposal_id: bytes, accept: bool) -> Channel | None:
         pending = self._incoming.pop(proposal_id, None)
         if pending is None:
+            self._raise_if_expired(proposal_id)
             raise ResourceNotFound("no such proposal", type="proposal", id=_hex(proposal_id))
         pending.timer.cancel()
         if not accept:
@@ -375,6 +382,8 @@ class ChannelClient:
         """Answer an `UpdateNotice`; fires with the channel afterwards."""
         question = self._questions.pop(update_id, None)
         if question is None or question.channel_id != channel_id:
+            if question is None and update_id in self._expired:
+                return fail(self._late(update_id))
             return fail(ResourceNotFound("no such update awaits an answer", type="update",
                                          id=_hex(update_id)))
         question.timer.cancel()
@@ -570,9 +579,23 @@ class ChannelClient:
         else:
             self._execute(events)
 
+    def _remember_expiry(self, key: bytes, expiry: float) -> None:
+        if len(self._expired) >= MAX_REMEMBERED_EXPIRIES:
+            del self._expired[next(iter(self._expired))]
+        self._expired[key] = expiry
+
+    def _late(self, key: bytes) -> UserResponseTimedOut:
+        return UserResponseTimedOut("the answer came after the expiry", expiry=self._expired[key],
+                                    receivedAt=self._reactor.seconds())
+
+    def _raise_if_expired(self, key: bytes) -> None:
+        if key in self._expired:
+            raise self._late(key)
+
     def _proposal_expired(self, proposal_id: bytes) -> None:
         pending = self._incoming.pop(proposal_id, None)
         if pending is not None:
+            self._remember_expiry(proposal_id, pending.expiry)
             log.info("proposal {proposal_id} from {peer} expired unanswered",
                      proposal_id=_hex(proposal_id), peer=_hex(pending.peer))
             self.peers.send(pending.peer, Reject(proposal_id, "the user did not answer in time")
@@ -701,8 +724,11 @@ class ChannelClient:
         self._notify(UpdateNotice(self.channels[e.channel_id], e.update_id, e.kind, expiry, e))
 
     def _question_expired(self, channel_id: ChannelID, update_id: bytes) -> None:
-        if self._questions.pop(update_id, None) is not None and channel_id in self.channels:
-            self._apply(channel_id, UserTimedOut(update_id))
+        question = self._questions.pop(update_id, None)
+        if question is not None:
+            self._remember_expiry(update_id, question.expiry)
+            if channel_id in self.channels:
+                self._apply(channel_id, UserTimedOut(update_id))
 
     def _withdrawn(self, e: ev.UpdateWithdrawn) -> None:
         question = self._questions.pop(e.update_id, None)

@@ -131,3 +131,34 @@ async def test_proposal_from_a_stranger_is_refused(pair: Pair, chain: object) ->
     with pytest.raises(PeerRejected, match="not a contact"):
         await alice.client.open_channel(request)
     assert not bob.notices
+
+
+@pytest_twisted.ensureDeferred
+async def test_late_answers_are_told_they_came_too_late(pair: Pair) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    from perund.errors import UserResponseTimedOut
+
+    alice, bob = pair.alice, pair.bob
+    bob.client.response_timeout = 0.2
+    request = OpenRequest(bob.client.address, (ETH,), ((ETHER, 0),), 60)
+    opening = alice.client.open_channel(request)
+    notice = await bob.proposal()
+    assert isinstance(notice, ProposalNotice)
+    with pytest.raises(PeerRejected, match="did not answer in time"):
+        await opening
+    with pytest.raises(UserResponseTimedOut):
+        await bob.client.respond_proposal(notice.proposal.proposal_id, True)
+
+    bob.client.response_timeout = 5.0
+    cid = await open_channel(pair, ours=ETHER, theirs=ETHER)
+    bob.client.response_timeout = 0.2
+    requesting = alice.client.send(cid, ((ETH, -1),))
+    question = await bob.update_question()
+    assert isinstance(question, UpdateNotice)
+    with pytest.raises(PeerRejected):
+        await requesting
+    await deferLater(reactor, 0.05, lambda: None)
+    with pytest.raises(UserResponseTimedOut):
+        await bob.client.respond_update(cid, question.update_id, True)
