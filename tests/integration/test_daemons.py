@@ -7,9 +7,12 @@ cooperatively (closed pushed to both), close the sessions, restart and see chann
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -93,6 +96,12 @@ def test_two_daemons_through_the_api(daemons: tuple[Daemon, Daemon],
     files = {u.name: str(u.session_file) for u in anvil_setup.users}
     a = alice.call("session_open", configFile=files["alice"])["sessionId"]
     b = bob.call("session_open", configFile=files["bob"])["sessionId"]
+    check_bad_input(alice, a)
+    carol = {"alias": "carol", "offChainAddress": "0x" + "ca" * 20,
+             "commAddress": "127.0.0.1:9", "commType": "tcp"}
+    assert alice.call("session_addPeer", sessionId=a, peer=carol)["alias"] == "carol"
+    assert {p["alias"] for p in alice.call("session_listPeers", sessionId=a)} == {"bob", "carol"}
+    assert alice.request("session_addPeer", sessionId=a, peer=carol)["error"]["code"] == 202
     pushes = bob.socket()
     alice_pushes = alice.socket()
     try:
@@ -165,6 +174,9 @@ def test_two_daemons_through_the_api(daemons: tuple[Daemon, Daemon],
         daemon.start()
     a = alice.call("session_open", configFile=files["alice"])
     b = bob.call("session_open", configFile=files["bob"])
+    # The peer added through the API survived the restart.
+    assert alice.call("session_getPeer", sessionId=a["sessionId"], alias="carol")["alias"] == \
+        "carol"
     assert [c["channelId"] for c in a["restoredChannels"]] == [kept]
     assert [c["channelId"] for c in b["restoredChannels"]] == [kept]
     again = alice.call("channel_send", sessionId=a["sessionId"], channelId=kept,
@@ -172,3 +184,50 @@ def test_two_daemons_through_the_api(daemons: tuple[Daemon, Daemon],
     assert again["balances"] == {"ETH": {"self": "0.9", "peer": "0.1"}}
 
 
+
+
+def raw_post(daemon: Daemon, body: bytes, token: str | None) -> tuple[int, Any]:
+    """POST `body` to /rpc as is; the HTTP status and the decoded reply (None if empty)."""
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"http://127.0.0.1:{daemon.port}/rpc", data=body,
+                                     method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            data = answer.read()
+            return answer.status, json.loads(data) if data else None
+    except urllib.error.HTTPError as error:
+        return error.code, None
+
+
+def check_bad_input(daemon: Daemon, session: str) -> None:
+    """Every kind of bad input gets its error from the real node, which keeps serving."""
+    token = daemon.token_path.read_text().strip()
+    assert raw_post(daemon, b'{"jsonrpc": "2.0", "method": "node_time", "id": 1}', None)[0] \
+        == 401
+    assert raw_post(daemon, b'{"jsonrpc": "2.0", "method": "node_time", "id": 1}', "x" * 32)[0] \
+        == 401
+    status, reply = raw_post(daemon, b'{"jsonrpc": "2.0", "method": ', token)
+    assert status == 200 and reply["error"]["code"] == -32700
+    assert raw_post(daemon, b"[" + b"1," * 2_000_000 + b"1]", token)[0] == 413
+    status, reply = raw_post(daemon, b"[]", token)
+    assert reply["error"]["code"] == -32600
+    channel = "0x" + "00" * 32
+    cases: list[tuple[str, dict[str, Any], int]] = [
+        ("no_such_method", {}, -32601),
+        ("session_open", {"configFile": 42}, -32602),
+        ("session_open", {"configFile": "/nonexistent/session.yaml"}, 205),
+        ("channel_list", {"sessionId": "0x" + "00" * 16}, 201),
+        ("channel_get", {"sessionId": session, "channelId": channel}, 201),
+        ("channel_respondProposal", {"sessionId": session, "proposalId": channel,
+                                     "accept": True}, 201),
+    ]
+    for amount in ("-1", "0", "0.0000000000000000001", "1e3", "abc"):
+        cases.append(("channel_send", {"sessionId": session, "channelId": channel, "payments": [
+            {"currency": "ETH", "payee": "bob", "amount": amount}]}, -32602))
+    for method, params, code in cases:
+        reply = daemon.request(method, **params)
+        assert reply["error"]["code"] == code, (method, params, reply)
+        assert "Traceback" not in json.dumps(reply)
+    assert daemon.call("node_time") > 0
