@@ -215,7 +215,6 @@ class ChannelClient:
         """Proposals and update questions that expired unanswered (id → expiry), so a late
         answer is told it came too late rather than that the question never existed."""
         self._handlers: dict[type, Callable[[Any], None]] = {
-            ev.Persist: self._persist_unflushed,
             ev.SendAccept: self._send_accept,
             ev.SendReject: self._send_reject,
             ev.SendUpdate: self._send_update,
@@ -602,9 +601,6 @@ class ChannelClient:
                             ).addErrback(self._lost)
 
     # -- executing the core's events ------------------------------------------------------------
-
-    def _persist_unflushed(self, event: ev.Persist) -> None:  # pragma: no cover - inlined
-        self.store.put(event.channel)
 
     def _ignore(self, event: ev.Event) -> None:
         pass

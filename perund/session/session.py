@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
+from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
 from perund.channel.phases import Phase
 from perund.channel.proposal import Deployment
@@ -46,19 +47,18 @@ def min_challenge_duration(config: NodeConfig) -> int:
 class Session:
     """One open session: build with `Session.open`, end with `close`."""
 
-    def __init__(self, reactor: Any, session_id: str, config: SessionConfig, keys: SessionKeys,
+    def __init__(self, reactor: Any, session_id: str, config: SessionConfig, account: Account,
                  store: SessionStore, contacts: ContactBook, client: ChannelClient,
                  settlement: ChainSettlement) -> None:
         self._reactor = reactor
         self.id = session_id
         self.config = config
-        self._keys = keys
         self.store = store
         self.contacts = contacts
         self.client = client
         self.settlement = settlement
         self.peers = client.peers
-        self.account = keys.account()
+        self.account = account
         self.restored: list[Channel] = []
 
     @classmethod
@@ -98,7 +98,7 @@ class Session:
             is_contact=contacts.knows, response_timeout=node.timeouts.response,
             request_timeout=node.timeouts.peer_request, confirm_updates=config.confirm_updates,
         )
-        session = cls(reactor, session_id, config, keys, store, contacts, client, settlement)
+        session = cls(reactor, session_id, config, account, store, contacts, client, settlement)
         await peers.listen()
         session.restored = [c for c in client.restore() if c.phase is not Phase.CLOSED]
         log.info("session {session_id} open: off-chain {address}, on-chain {account}, "
