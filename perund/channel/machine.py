@@ -207,11 +207,6 @@ def _own_update(channel: Channel, change: OwnUpdate) -> Result:
             channel_id=channel.channel_id.hex(),
         )
     current = _current(channel).state
-    if channel.collided == current.version + 1:
-        raise FailedPrecondition(
-            "waiting for the peer's answer to our update that lost a collision",
-            channel_id=channel.channel_id.hex(),
-        )
     _check_signer(channel, change.signer)
     me = channel.index
     rows = list(current.balances)
@@ -240,15 +235,16 @@ def _own_update(channel: Channel, change: OwnUpdate) -> Result:
             )
         rows[a] = (mine, theirs) if me == 0 else (theirs, mine)
     try:
-        state = State(
-            current.channel_id, current.version + 1, current.assets, tuple(rows), change.is_final
-        )
+        # Never current + 1 blindly: the peer may hold our signature on a refused update of
+        # that version (records.Channel.signed_up_to).
+        version = max(current.version, channel.signed_up_to) + 1
+        state = State(current.channel_id, version, current.assets, tuple(rows), change.is_final)
     except ValueError as exc:  # only a uint64 version overflow gets here
         raise FailedPrecondition(str(exc), channel_id=channel.channel_id.hex()) from None
     digest = signing_digest(state)
     signature = change.signer.sign_digest(digest)
     staged = Staged(me, state, signature, digest)
-    new = replace(channel, phase=Phase.UPDATING, staged=staged)
+    new = replace(channel, phase=Phase.UPDATING, staged=staged, signed_up_to=version)
     return new, (Persist(new), SendUpdate(channel.peer, state, signature))
 
 
@@ -259,11 +255,6 @@ def _accept_received(channel: Channel, change: UpdateAcceptReceived) -> Result:
         return _refuse(channel, change.sender, Reason.NOT_PEER)
     if change.channel_id != channel.channel_id:
         return _refuse(channel, change.sender, Reason.WRONG_CHANNEL)
-    if channel.collided == change.version:
-        # The peer countersigned the update of ours that lost a collision: it should have
-        # refused it. Nothing to complete; stop waiting for its answer.
-        new = replace(channel, collided=None)
-        return _refuse(new, change.sender, Reason.NOTHING_STAGED, f"version {change.version}")
     staged = channel.staged
     if staged is None or staged.proposer != channel.index or staged.state.version != change.version:
         abandoned = channel.abandoned
@@ -299,13 +290,12 @@ def _reject_received(channel: Channel, change: UpdateRejectReceived) -> Result:
         return _refuse(channel, change.sender, Reason.NOT_PEER)
     if change.channel_id != channel.channel_id:
         return _refuse(channel, change.sender, Reason.WRONG_CHANNEL)
-    if channel.collided == change.version:
-        # The expected answer to our update that lost a collision.
-        return replace(channel, collided=None), _NOTHING
     staged = channel.staged
     if staged is not None and staged.proposer == channel.index:
         if staged.state.version == change.version:
-            return _fail_own(replace(channel, sync_sent=False), Failure.REJECTED, change.reason)
+            failure = Failure.COLLISION if change.reason == Reason.COLLISION.value else (
+                Failure.REJECTED)
+            return _fail_own(replace(channel, sync_sent=False), failure, change.reason)
     elif channel.abandoned is not None and channel.abandoned.state.version == change.version:
         new = replace(channel, abandoned=None, fresh_link=False, sync_sent=False)
         return new, (Persist(new),)
@@ -376,19 +366,18 @@ def _update_received(channel: Channel, change: UpdateReceived) -> Result:
         return _refuse_update(channel, sender, state, Reason.SYNC_PENDING)
     staged = channel.staged
     if staged is not None:
+        # One update in flight per channel. When both sides propose at once, both refuse: the
+        # peer holds our signature on our update, so we must not sign another state of its
+        # version, nor leave our user's payment hanging on the peer's.
         if staged.proposer != channel.index:
             return _refuse_update(channel, sender, state, Reason.IN_FLIGHT)
-        if channel.index == 0:
-            # Both proposed this version at once; participant 0's update wins on both sides.
-            return _refuse_update(channel, sender, state, Reason.COLLISION)
+        return _refuse_update(channel, sender, state, Reason.COLLISION)
+    if state.version <= channel.signed_up_to:
+        # We signed another state of this version (an update of ours the peer refused).
+        return _refuse_update(channel, sender, state, Reason.VERSION)
     digest = signing_digest(state)
     if not signed_by(digest, change.signature, channel.peer):
         return _refuse_update(channel, sender, state, Reason.SIGNATURE)
-    events: list[Event] = []
-    if staged is not None:
-        # We are participant 1 and lose the collision: our update gives way to the peer's.
-        channel, events = _drop_staged(channel, Failure.COLLISION, Reason.COLLISION.value)
-        channel = replace(channel, collided=staged.state.version)
     if state.is_final:
         kind: UpdateKind | None = UpdateKind.FINAL
     elif lowers_balance(current, state, channel.index):
@@ -399,14 +388,12 @@ def _update_received(channel: Channel, change: UpdateReceived) -> Result:
         kind = None
     if kind is None:
         _check_signer(channel, change.signer)
-        new, accepted = _accept_peer_update(channel, state, change.signature, digest, change.signer)
-        return new, (*events, *accepted) if events else accepted
+        return _accept_peer_update(channel, state, change.signature, digest, change.signer)
     pending = Staged(channel.peer_index, state, change.signature, digest, update_id=digest)
     new = replace(
         channel, phase=advance(channel.phase, busy(channel.phase)), staged=pending, sync_sent=False
     )
-    events.append(UpdateNeedsUser(channel.channel_id, digest, state, kind))
-    return new, tuple(events)
+    return new, (UpdateNeedsUser(channel.channel_id, digest, state, kind),)
 
 
 def _accept_peer_update(
@@ -421,6 +408,7 @@ def _accept_peer_update(
         current=SignedState(state, _ordered(channel, ours, theirs)),
         staged=None,
         sync_sent=False,
+        signed_up_to=max(channel.signed_up_to, state.version),
     )
     accept = SendUpdateAccept(channel.peer, channel.channel_id, state.version, ours)
     if state.is_final:
@@ -492,8 +480,8 @@ def _start_sync(channel: Channel, change: StartSync) -> Result:
         else:
             channel, events = _drop_staged(channel, Failure.SUPERSEDED, "connection lost")
     fresh = channel.abandoned is not None
-    if not channel.sync_sent or channel.fresh_link is not fresh or channel.collided is not None:
-        channel = replace(channel, sync_sent=True, fresh_link=fresh, collided=None)
+    if not channel.sync_sent or channel.fresh_link is not fresh:
+        channel = replace(channel, sync_sent=True, fresh_link=fresh)
     if persist:
         events.insert(0, Persist(channel))
     events.append(_send_sync(channel))
@@ -580,8 +568,10 @@ def _adopt(channel: Channel, signed: SignedState, own: bool) -> Result:
         channel, dropped = _drop_staged(channel, Failure.SUPERSEDED, "the peer holds a newer state")
     reply = not channel.sync_sent
     source = Source.OWN if own else Source.SYNC
+    # The state carries our signature too: count its version as signed.
     new, events = _make_current(
-        channel, signed, source, own, abandoned=None, fresh_link=False, sync_sent=True
+        channel, signed, source, own, abandoned=None, fresh_link=False, sync_sent=True,
+        signed_up_to=max(channel.signed_up_to, signed.state.version),
     )
     events[1:1] = dropped
     if reply:
@@ -703,7 +693,7 @@ def _restored(channel: Channel, change: Restored) -> Result:
     Our update in flight becomes `abandoned` (the peer may have countersigned it before we went
     down); the peer's update awaiting our user is dropped and answered with a reject.
     """
-    channel = replace(channel, sync_sent=False, fresh_link=False, collided=None)
+    channel = replace(channel, sync_sent=False, fresh_link=False)
     staged = channel.staged
     events: list[Event] = []
     if staged is not None and channel.current is not None:

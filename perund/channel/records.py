@@ -63,12 +63,13 @@ class Channel:
     by a Sync of its version or higher, or by any Sync on a new connection (`fresh_link`, set by
     `StartSync`: nothing sent on the old connection can still arrive).
 
-    `collided` is the version of our update dropped because the peer's update of the same
-    version won (participant 0's wins): the peer rejects it, and until that reject arrived we
-    propose nothing of that version again, so no answer can be taken for another state's.
+    `signed_up_to` is the highest version of any state we ever signed. We never sign a second
+    state of a version we signed (the peer keeps our signature on an update it refused, and
+    could countersign it later): our proposals take `max(current, signed_up_to) + 1`, versions
+    may skip, and a peer's update at or below `signed_up_to` is refused.
 
-    `sync_sent`, `fresh_link` and `collided` are transient (reset by `Restored`, the last two
-    also by `StartSync`); `sync_sent` keeps two nodes from answering each other's syncs forever
+    `sync_sent` and `fresh_link` are transient (reset by `Restored`, `fresh_link` also by
+    `StartSync`); `sync_sent` keeps two nodes from answering each other's syncs forever
     (docs/core.md). `confirm_updates`: the user wants
     to approve even incoming payments.
     """
@@ -82,7 +83,7 @@ class Channel:
     abandoned: Staged | None = None
     sync_sent: bool = False
     fresh_link: bool = False
-    collided: int | None = None
+    signed_up_to: int = 0
     confirm_updates: bool = False
     dispute: Dispute | None = None
 

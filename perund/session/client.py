@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -148,6 +149,23 @@ _NOTIFY: Final = (
     ev.Closed,
     ev.UpdateWithdrawn,
 )
+
+
+_RETRIES: Final = 3
+"""How often an update refused for a reason that a higher version cures (both sides proposed at
+once, or the peer already signed a state of that version) is proposed again."""
+
+_RETRY_DELAY: Final = 0.01
+"""Seconds participant 1 waits per attempt before retrying; participant 0 retries at once, so
+after a collision the two retries do not collide again."""
+
+
+class _Retry(Exception):
+    """Our update was refused in a way a higher version cures; carries the user-facing error."""
+
+    def __init__(self, error: PerundError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass
@@ -359,7 +377,7 @@ class ChannelClient:
         return await self._propose(self.channels[channel.channel_id], transfers, is_final)
 
     def _propose(self, channel: Channel, transfers: tuple[tuple[Address, int], ...],
-                 is_final: bool) -> Deferred[Channel]:
+                 is_final: bool, attempt: int = 0) -> Deferred[Channel]:
         channel_id = channel.channel_id
         if self.stopped:
             return fail(FailedPrecondition("the session is closing"))
@@ -374,7 +392,30 @@ class ChannelClient:
         self._update_waiters[(channel_id, staged.state.version)] = done
         self.channels[channel_id] = new
         self._execute(events)
-        return done
+        return done.addErrback(self._retry, channel_id, transfers, is_final, attempt)
+
+    def _retry(self, failure: Failure, channel_id: ChannelID,
+               transfers: tuple[tuple[Address, int], ...], is_final: bool,
+               attempt: int) -> Deferred[Channel]:
+        """Propose a refused update again at a higher version when that cures the refusal."""
+        retry = failure.value
+        if not isinstance(retry, _Retry):
+            return fail(failure)
+        channel = self.channels.get(channel_id)
+        if attempt >= _RETRIES or channel is None or self.stopped:
+            return fail(retry.error)
+        delay = _RETRY_DELAY * (attempt + 1) * channel.index
+        return Deferred.fromCoroutine(
+            self._propose_later(delay, channel_id, transfers, is_final, attempt + 1))
+
+    async def _propose_later(self, delay: float, channel_id: ChannelID,
+                             transfers: tuple[tuple[Address, int], ...], is_final: bool,
+                             attempt: int) -> Channel:
+        await deferLater(self._reactor, delay)
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            raise ResourceNotFound("no such channel", type="channel", id=_hex(channel_id))
+        return await self._propose(channel, transfers, is_final, attempt)
 
     def respond_update(self, channel_id: ChannelID, update_id: bytes,
                        accept: bool) -> Deferred[Channel]:
@@ -699,9 +740,13 @@ class ChannelClient:
         channel = self.channels[e.channel_id]
         peer = _hex(channel.peer)
         error: PerundError
-        if e.failure is ev.Failure.REJECTED:
+        if e.failure is ev.Failure.REJECTED or e.failure is ev.Failure.COLLISION:
             error = PeerRejected(f"the peer rejected the update: {e.reason}", peer=peer,
                                  reason=e.reason)
+            if e.failure is ev.Failure.COLLISION or e.reason == ev.Reason.VERSION.value:
+                # A higher version cures it (records.Channel.signed_up_to): `_retry`.
+                waiter.errback(_Retry(error))
+                return
         elif e.failure is ev.Failure.TIMED_OUT:
             error = self._unanswered.get((e.channel_id, e.version)) or PeerRequestTimedOut(
                 "the peer did not answer the update in time", peer=peer,

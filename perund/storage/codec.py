@@ -6,8 +6,8 @@ are minimal big-endian byte strings, zero being the empty string. A state inside
 record stores its channel ID as nil when it equals the record's (it always does in practice),
 which saves 32 bytes per state.
 
-Only the durable fields of `records.Channel` are stored (docs/core.md): `sync_sent`,
-`fresh_link` and `collided` come back as their defaults, and the core's `Restored` input resets
+Only the durable fields of `records.Channel` are stored (docs/core.md): `sync_sent` and
+`fresh_link` come back as their defaults, and the core's `Restored` input resets
 them anyway. `staged` is stored whichever side proposed it: after a restart the core turns ours
 into `abandoned` and answers the peer's with a reject, which it can only do if it is there.
 
@@ -189,6 +189,7 @@ def encode_channel(channel: Channel) -> bytes:
             _e_uint64(dispute.timeout, "dispute timeout"),
             _e_state(dispute.state, cid),
         ),
+        _e_uint64(channel.signed_up_to, "signed_up_to"),
     )
     return _pack(body)
 
@@ -277,7 +278,11 @@ def _d_staged(value: object, channel_id: ChannelID, what: str) -> Staged | None:
 
 def decode_channel(value: bytes) -> Channel:
     """The channel stored in `value`; `StoreCorrupt` if it is not a valid channel record."""
-    body = _d_tuple(_unpack(value, "channel"), 9, "channel record")
+    body = _unpack(value, "channel")
+    if type(body) is tuple and len(body) == 9:
+        # Written before `signed_up_to` existed: every state we signed is still on record.
+        body = (*body, None)
+    body = _d_tuple(body, 10, "channel record")
     try:
         cid = ChannelID(_d_bytes(body[0], 32, "channel ID"))
         p = _d_tuple(body[1], 6, "params")
@@ -308,16 +313,27 @@ def decode_channel(value: bytes) -> Channel:
                 _d_uint64(d[1], "dispute timeout"),
                 _d_state(d[2], cid, "dispute state"),
             )
+        index = _d_index(body[2], "index")
+        staged = _d_staged(body[5], cid, "staged")
+        abandoned = _d_staged(body[6], cid, "abandoned")
+        if body[9] is None:
+            signed_up_to = max(
+                [0 if current is None else current.state.version]
+                + [s.state.version for s in (staged, abandoned) if s and s.proposer == index]
+            )
+        else:
+            signed_up_to = _d_uint64(body[9], "signed_up_to")
         return Channel(
             channel_id=cid,
             params=params,
-            index=_d_index(body[2], "index"),
+            index=index,
             phase=phase,
             current=current,
-            staged=_d_staged(body[5], cid, "staged"),
-            abandoned=_d_staged(body[6], cid, "abandoned"),
+            staged=staged,
+            abandoned=abandoned,
             confirm_updates=_d_bool(body[7], "confirm_updates"),
             dispute=dispute,
+            signed_up_to=signed_up_to,
         )
     except (ValueError, TypeError, IndexError) as e:
         # The dataclasses' own checks (participants differ, balances are uint256, ...).

@@ -2,7 +2,8 @@
 answers, lost messages, timeouts, reconnections and closes, over two FIFO links.
 
 Invariants after every step: balances are conserved per asset, each side's current version only
-ever increases, nothing but a fully signed state becomes current, a `Persist` always carries the
+ever increases, no side signs two different states of one version, nothing but a fully signed
+state becomes current, a `Persist` always carries the
 channel the transition returns, honest peers never see a conflict or a bad signature. At the end,
 after every question is answered and both sides reconnected and synced, both hold the same state.
 """
@@ -44,7 +45,7 @@ from perund.channel.machine import transition
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.rules import fully_signed
-from perund.channel.types import ETH
+from perund.channel.types import ETH, State
 from perund.errors import ClientError
 from tests.channel.factories import ALICE, BOB, TOKEN, as_input, make_pair, make_request
 
@@ -72,6 +73,8 @@ class TwoCores(RuleBasedStateMachine):
         assert alice.current is not None
         self.totals = alice.current.state.totals()
         self.versions = [0, 0]
+        # Every state each side ever signed and sent, by version: never two of one version.
+        self.signed: list[dict[int, State]] = [{}, {}]
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -87,6 +90,11 @@ class TwoCores(RuleBasedStateMachine):
                 self.persisted[side] = new
             elif isinstance(event, MESSAGES):
                 self.inbox[1 - side].append(event)
+                if isinstance(event, SendUpdate):
+                    self.signed_once(side, event.state)
+                elif isinstance(event, SendUpdateAccept):
+                    assert new.current is not None
+                    self.signed_once(side, new.current.state)
             elif isinstance(event, UpdateNeedsUser):
                 self.questions[side].append(event.update_id)
             elif isinstance(event, UpdateWithdrawn):
@@ -105,6 +113,10 @@ class TwoCores(RuleBasedStateMachine):
             self.versions[side] = state.version
             assert fully_signed(signing_digest(state), new.current.signatures, new.params)
         self.channels[side] = new
+
+    def signed_once(self, side: int, state: State) -> None:
+        version = state.version
+        assert self.signed[side].setdefault(version, state) == state, "two states of one version"
 
     def deliver_one(self, side: int) -> None:
         message = self.inbox[side].popleft()
@@ -209,7 +221,7 @@ class TwoCores(RuleBasedStateMachine):
             staged = channel.staged
             if staged is not None:
                 assert staged.state.totals() == self.totals
-                assert staged.state.version == channel.current.state.version + 1
+                assert staged.state.version > channel.current.state.version
                 assert channel.phase in (Phase.UPDATING, Phase.FUNDING)
             elif channel.phase is Phase.UPDATING:
                 raise AssertionError("updating without an update in flight")

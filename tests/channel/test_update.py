@@ -191,13 +191,22 @@ def test_rule_wrong_channel_id() -> None:
     )
 
 
-@pytest.mark.parametrize("delta", [0, 2, -1])
-def test_rule_version_is_current_plus_one(delta: int) -> None:
+@pytest.mark.parametrize("delta", [0, -1])
+def test_rule_version_is_above_current(delta: int) -> None:
     alice, bob = make_pair()
     alice, events = pay(alice, 1)
     bob, _ = deliver(bob, events[1], ALICE, BOB)  # version 1
     state = paid(bob)
     assert_refused(bob, replace(state, version=1 + delta), Reason.VERSION)
+
+
+def test_versions_may_skip() -> None:
+    """A proposer whose refused update used a version moves past it (`signed_up_to`)."""
+    alice, bob = make_pair()
+    alice, events = pay(alice, 1)
+    bob, _ = deliver(bob, events[1], ALICE, BOB)  # version 1
+    new, events = receive(bob, replace(paid(bob), version=5))
+    assert new.current is not None and new.current.state.version == 5
 
 
 def test_rule_totals_unchanged() -> None:
@@ -363,7 +372,7 @@ def test_peer_rejects_our_update() -> None:
     alice2, events = transition(
         alice1, UpdateRejectReceived(BOB.address, alice.channel_id, 1, "no thanks")
     )
-    assert alice2 == alice
+    assert alice2 == replace(alice, signed_up_to=1)  # the refused version is never reused
     assert events == (UpdateFailed(alice.channel_id, 1, Failure.REJECTED, "no thanks"),)
 
 
@@ -433,47 +442,61 @@ def test_reject_for_another_channel_is_refused() -> None:
 # --- collisions ---------------------------------------------------------------------------------
 
 
-def test_collision_participant_zero_wins_on_both_sides() -> None:
+def test_collision_both_sides_refuse_and_neither_signs_a_second_state_of_the_version() -> None:
     alice, bob = make_pair()
     alice1, a_events = pay(alice, 1)
     bob1, b_events = pay(bob, 2)
-    # Alice (participant 0) refuses Bob's update of the same version.
-    alice2, events = deliver(alice1, b_events[1], BOB, ALICE)
-    assert alice2 is alice1
-    assert events == (
-        Refused(alice.channel_id, BOB.address, Reason.COLLISION, "version 1"),
-        SendUpdateReject(BOB.address, alice.channel_id, 1, Reason.COLLISION.value),
-    )
-    # Bob gives up his own and takes Alice's.
-    bob2, events2 = deliver(bob1, a_events[1], ALICE, BOB)
-    assert bob2.current is not None and alice1.staged is not None
-    assert bob2.current.state == alice1.staged.state
-    assert events2 == (
-        UpdateFailed(bob.channel_id, 1, Failure.COLLISION, Reason.COLLISION.value),
-        Persist(bob2),
-        SendUpdateAccept(ALICE.address, bob.channel_id, 1, bob2.current.signatures[1]),
-        NewState(bob.channel_id, bob2.current.state, Source.PEER),
-    )
-    assert bob2.collided == 1
-    alice3, _ = deliver(alice2, events2[2], BOB, ALICE)
-    assert alice3.current == bob2.current
-    # Alice's reject of Bob's update reaches Bob last; it is expected, and taken quietly.
-    bob3, events3 = deliver(bob2, events[1], ALICE, BOB)
-    assert bob3 == replace(bob2, collided=None) and events3 == ()
+    for me, staged, theirs, sender, receiver in (
+        (alice1, alice1, b_events[1], BOB, ALICE),
+        (bob1, bob1, a_events[1], ALICE, BOB),
+    ):
+        same, events = deliver(me, theirs, sender, receiver)
+        assert same is staged
+        assert events == (
+            Refused(me.channel_id, sender.address, Reason.COLLISION, "version 1"),
+            SendUpdateReject(sender.address, me.channel_id, 1, Reason.COLLISION.value),
+        )
+    # Each side's reject reaches the other: both updates fail as collisions, and the next
+    # update skips the version both signed.
+    alice2, events = transition(
+        alice1, UpdateRejectReceived(BOB.address, alice.channel_id, 1, Reason.COLLISION.value))
+    assert events == (UpdateFailed(alice.channel_id, 1, Failure.COLLISION,
+                                   Reason.COLLISION.value),)
+    assert alice2.phase is Phase.OPEN and alice2.signed_up_to == 1
+    bob2, _ = transition(
+        bob1, UpdateRejectReceived(ALICE.address, bob.channel_id, 1, Reason.COLLISION.value))
+    alice3, events = pay(alice2, 1)
+    assert alice3.staged is not None and alice3.staged.state.version == 2
+    bob3, events = deliver(bob2, events[1], ALICE, BOB)
+    assert bob3.current is not None and bob3.current.state.version == 2
 
 
-def test_after_losing_a_collision_the_same_version_waits_for_the_reject() -> None:
-    """Else the peer's late reject of the lost update would be taken for the new one's."""
-    _, bob = make_pair()
-    stuck = replace(bob, collided=1)
-    with pytest.raises(FailedPrecondition, match="collision"):
-        pay(stuck, 1)
-    freed, events = transition(stuck, UpdateRejectReceived(ALICE.address, bob.channel_id, 1, "x"))
-    assert freed == bob and events == ()
-    pay(freed, 1)
-    # Once the channel moved past that version, the next update need not wait.
-    moved = replace(bob, collided=0)
-    pay(moved, 1)
+def test_a_refused_update_is_never_followed_by_another_state_of_its_version() -> None:
+    """The peer keeps our signature on an update it refused and could countersign it later:
+    two fully signed states of one version would let it register the one it prefers."""
+    alice, bob = make_pair()
+    alice1, events = pay(alice, 1)
+    refused = events[1]
+    assert isinstance(refused, SendUpdate)
+    alice2, _ = transition(alice1, UpdateRejectReceived(BOB.address, alice.channel_id, 1, "no"))
+    _alice3, events = pay(alice2, 2)
+    assert isinstance(events[1], SendUpdate)
+    assert events[1].state.version == 2 != refused.state.version
+    # And the responder takes the skipped version.
+    bob1, events = deliver(bob, events[1], ALICE, BOB)
+    assert bob1.current is not None and bob1.current.state.version == 2
+    assert bob1.signed_up_to == 2
+
+
+def test_an_update_at_a_version_we_signed_is_refused() -> None:
+    alice, bob = make_pair()
+    bob1, _ = pay(bob, 1)
+    bob2, _ = transition(bob1, UpdateRejectReceived(ALICE.address, bob.channel_id, 1, "no"))
+    assert bob2.signed_up_to == 1
+    _, events = pay(alice, 1)
+    same, refusal = deliver(bob2, events[1], ALICE, BOB)
+    assert same is bob2
+    assert refusal[1] == SendUpdateReject(ALICE.address, bob.channel_id, 1, Reason.VERSION.value)
 
 
 # --- the final update ---------------------------------------------------------------------------

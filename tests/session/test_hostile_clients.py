@@ -120,7 +120,7 @@ async def pays(payer: User, payee: User, channel_id: ChannelID, amount: int) -> 
     assert channel.current is not None
     after = channel.current.state
     i = channel.index
-    assert after.version == before.version + 1
+    assert after.version > before.version  # versions skip past refused updates
     assert after.balances[0][i] == before.balances[0][i] - amount
     assert after.balances[0][1 - i] == before.balances[0][1 - i] + amount
     assert await agreed(payer, payee, channel_id) == after
@@ -311,8 +311,7 @@ async def test_updates_from_the_real_peer_that_break_the_rules(world: World) -> 
     await refused(same, key.sign_state(same), Reason.VERSION)  # equal version
     lower = next_state(pay, version=current.version - 1)
     await refused(lower, key.sign_state(lower), Reason.VERSION)
-    skip = next_state(pay, version=current.version + 2)
-    await refused(skip, key.sign_state(skip), Reason.VERSION)
+    # (A version that skips ahead is valid: see records.Channel.signed_up_to.)
     inflated = next_state(current, balances=((a + ETHER, b),))
     await refused(inflated, key.sign_state(inflated), Reason.TOTALS)
     drained = next_state(current, balances=((a - ETHER, b),))  # burns coins

@@ -80,7 +80,8 @@ async def test_open_pay_request_reject_close(pair: Pair) -> None:
     await bob_closed
     assert closed.phase is Phase.CLOSED and bob.client.channels[cid].phase is Phase.CLOSED
     final = closed.latest
-    assert final.is_final and final.version == 4
+    # Version 4 was alice's refused request: she never signs a second state of it.
+    assert final.is_final and final.version == 5
 
     # On-chain: each got its final balance minus the deposit and the gas it paid.
     end = {u.name: await chain.balance(u.account.address) for u in (alice, bob)}

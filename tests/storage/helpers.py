@@ -110,7 +110,7 @@ def channels(draw: st.DrawFn) -> Channel:
         abandoned=draw(st.none() | staged(base)),
         sync_sent=draw(st.booleans()),
         fresh_link=draw(st.booleans()),
-        collided=draw(st.none() | st.integers(0, UINT64_MAX)),
+        signed_up_to=draw(st.integers(0, UINT64_MAX)),
         confirm_updates=draw(st.booleans()),
         dispute=draw(
             st.none()
@@ -122,4 +122,4 @@ def channels(draw: st.DrawFn) -> Channel:
 
 def durable(channel: Channel) -> Channel:
     """`channel` as a store gives it back: the transient fields at their defaults."""
-    return replace(channel, sync_sent=False, fresh_link=False, collided=None)
+    return replace(channel, sync_sent=False, fresh_link=False)

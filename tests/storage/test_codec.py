@@ -10,9 +10,11 @@ from eth_hash.auto import keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from perund.channel.changes import OwnUpdate
+from perund.channel.machine import transition
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
-from perund.channel.types import ChannelID
+from perund.channel.types import ETH, ChannelID
 from perund.errors import StoreCorrupt, StoreError
 from perund.storage.codec import (
     FORMAT_VERSION,
@@ -24,7 +26,7 @@ from perund.storage.codec import (
     encode_contact,
     encode_cursor,
 )
-from tests.channel.factories import make_pair
+from tests.channel.factories import ALICE, make_pair
 from tests.storage.helpers import channels, durable, persisted_payments
 
 CODEC_SETTINGS = settings(
@@ -62,9 +64,9 @@ def test_layout_is_pinned() -> None:
     alice, _ = make_pair()
     encoded = encode_channel(alice)
     assert encoded[0] == FORMAT_VERSION == 1
-    assert len(encoded) == 352
-    # version byte, array of 9, the channel ID as bin 8 of 32, params as an array of 6
-    assert encoded[:4] == b"\x01\x99\xc4\x20" and encoded[4:36] == alice.channel_id
+    assert len(encoded) == 353
+    # version byte, array of 10, the channel ID as bin 8 of 32, params as an array of 6
+    assert encoded[:4] == b"\x01\x9a\xc4\x20" and encoded[4:36] == alice.channel_id
     assert encoded[36:37] == b"\x96"
     assert keccak(encoded).hex() == GOLDEN_ALICE
     assert PHASE_CODES == {
@@ -75,7 +77,18 @@ def test_layout_is_pinned() -> None:
     assert encode_contact({"comm_type": "tcp"}) == b"\x01\x81\xa9comm_type\xa3tcp"
 
 
-GOLDEN_ALICE = "020f60518e9fb1900a0816a515e8e4743a5c22d6449d075a5b9a3e9fa088523b"
+GOLDEN_ALICE = "39abdf6f62e99f9a83d6c3e67ac215694dab83e9d889bd245799db5f37338bf1"
+
+
+def test_a_record_from_before_signed_up_to_still_loads() -> None:
+    """Records of 9 fields (before `signed_up_to`): it is derived from the states on record."""
+    alice, _bob = make_pair()
+    staged, _ = transition(alice, OwnUpdate(ALICE, ((ETH, 1),), False))
+    for channel, expected in ((alice, 0), (staged, 1)):
+        body = msgpack.unpackb(encode_channel(channel)[1:], raw=False, use_list=False)
+        old = bytes([FORMAT_VERSION]) + msgpack.packb(body[:9], use_bin_type=True)
+        assert decode_channel(old) == channel
+        assert decode_channel(old).signed_up_to == expected
 
 
 @CODEC_SETTINGS
@@ -117,7 +130,8 @@ def _pack(body: object) -> bytes:
         (lambda b: b[4][0].__setitem__(1, -1), "current state version must be an int"),
         (lambda b: b[4][0][3][0].__setitem__(0, b"\x01" * 33), "current state balance must be"),
         (lambda b: b[4].__setitem__(1, b"\x00" * 64), "current signature must be 65 bytes"),
-        (lambda b: b.append(None), "channel record must be an array of 9"),
+        (lambda b: b.append(None), "channel record must be an array of 10"),
+        (lambda b: b.__setitem__(9, -1), "signed_up_to must be an int"),
         (lambda b: b.__setitem__(5, [0, None, b"", b"", b""]), "staged state must be an array"),
     ],
 )

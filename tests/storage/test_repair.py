@@ -172,7 +172,7 @@ def test_a_record_that_does_not_decode_names_the_file_and_key(tmp_path: Path) ->
         SessionStore(path, Clock())
     assert str(path / "data") in str(raised.value)
     assert raised.value.data["key"] == key.hex()
-    assert "channel record must be an array of 9" in str(raised.value)
+    assert "channel record must be an array of 10" in str(raised.value)
 
 
 def test_other_damage_that_semidbm_would_choke_on_is_refused(tmp_path: Path) -> None:
