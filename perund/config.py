@@ -60,6 +60,8 @@ class ChainConfig:
     assets: Mapping[str, Address] = field(default_factory=dict)
     confirmations: int = 0
     poll_interval: float = 1.0
+    block_time: float = 12.0
+    """Seconds between blocks, for the challenge-duration safety margin (PROTOCOL.md §4)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ class Timeouts:
     response: float = 60.0
     peer_dial: float = 10.0
     peer_request: float = 10.0
+    funding: float = 600.0
+    """How long to wait for the peer's deposit before getting ours back through a dispute."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +226,7 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
 
     chain_raw = _section(raw, "chain", problems)
     problems.unknown(chain_raw, "chain.", {"url", "id", "adjudicator", "assets", "confirmations",
-                                           "poll_interval"})
+                                           "poll_interval", "block_time"})
     assets: dict[str, Address] = {}
     assets_raw = chain_raw.get("assets") or {}
     if not isinstance(assets_raw, Mapping):
@@ -245,13 +249,15 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
         confirmations=problems.take(chain_raw, "chain.", "confirmations", _int_at_least(0), 0, ""),
         poll_interval=problems.take(chain_raw, "chain.", "poll_interval", _positive_duration,
                                     1.0, ""),
+        block_time=problems.take(chain_raw, "chain.", "block_time", _positive_duration,
+                                 12.0, ""),
     )
     if chain.url and chain.adjudicator is None:
         problems.add("chain.adjudicator", None,
                      "the Adjudicator's address is required with chain.url")
 
     timeouts_raw = _section(raw, "timeouts", problems)
-    names = ("chain_connect", "tx", "response", "peer_dial", "peer_request")
+    names = ("chain_connect", "tx", "response", "peer_dial", "peer_request", "funding")
     problems.unknown(timeouts_raw, "timeouts.", set(names))
     defaults = Timeouts()
     timeouts = Timeouts(**{

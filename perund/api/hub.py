@@ -109,7 +109,10 @@ class SessionHub:
             return
         targets = [s for s in self._subscribers.values() if s.matches(notification)]
         if not targets:
-            self._store(notification, expires)
+            # News of every incoming payment would crowd proposals out of the bounded cache;
+            # whoever subscribes later reads the channel's state instead.
+            if not (isinstance(notification, UpdateView) and notification.type == "updated"):
+                self._store(notification, expires)
             return
         for subscription in targets:
             self._deliver(subscription, notification)

@@ -33,7 +33,7 @@ from perund.api.schema import (
     obj,
     openrpc_document,
 )
-from perund.api.views import ChannelView, Payment, PeerView
+from perund.api.views import UPDATE_TYPES, ChannelView, Payment, PeerView
 from perund.channel.types import UINT64_MAX, Address
 from perund.contacts.book import COMM_TYPES, parse_account_address
 from perund.errors import (
@@ -103,7 +103,7 @@ PROPOSAL_PUSH = obj({
 
 UPDATE_PUSH = obj({
     "updateId": nullable(UPDATE_ID), "channelId": CHANNEL_ID,
-    "type": {"type": "string", "enum": ["open", "final", "closed"]},
+    "type": {"type": "string", "enum": list(UPDATE_TYPES)},
     "kind": {"type": ["string", "null"], "enum": ["payment", "request", "final", None]},
     "channel": CHANNEL_INFO, "expiry": nullable(SECONDS),
     "error": {"type": ["string", "null"]},

@@ -204,13 +204,16 @@ class ProposalView:
         }
 
 
-UPDATE_TYPES = ("open", "final", "closed")
+UPDATE_TYPES = ("open", "final", "updated", "disputed", "closed")
 
 
 @dataclass(frozen=True, slots=True)
 class UpdateView:
     """An update of a channel: `open` and `final` await `channel_respondUpdate` before
-    `expiry`; `closed` (the channel is settled on-chain) needs no answer.
+    `expiry`. The others need no answer: `updated` (a new state the peer proposed is signed by
+    both, e.g. an incoming payment; pushed only to current subscribers, never cached),
+    `disputed` (a state is registered on-chain; `channel.onChain` has its version and the end
+    of the challenge period) and `closed` (the channel is settled on-chain).
 
     `channel` is the channel as the update proposes it; `kind` says what an `open` update
     does to us (`payment` or `request`); `error` says why a channel closed abnormally.
@@ -318,6 +321,14 @@ def notification_of(notice: Notice, alias_of: AliasOf) -> Notification | None:
         return UpdateView(None, notice.channel.channel_id, "closed", view, None, error=error)
     if isinstance(event, ev.UpdateWithdrawn):
         return Withdrawn(event.update_id, event.channel_id, event.reason)
+    if isinstance(event, ev.Disputed):
+        view = channel_view(notice.channel, alias_of)
+        return UpdateView(None, notice.channel.channel_id, "disputed", view, None,
+                          error=f"version {event.version} is registered on-chain; the challenge "
+                                f"period ends at {event.timeout}")
+    if isinstance(event, ev.NewState) and event.source is not ev.Source.OWN:
+        return UpdateView(None, notice.channel.channel_id, "updated",
+                          channel_view(notice.channel, alias_of), None)
     return None
 
 

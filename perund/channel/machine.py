@@ -703,7 +703,9 @@ def _restored(channel: Channel, change: Restored) -> Result:
         events.insert(0, Persist(channel))
     if channel.phase is Phase.FUNDING:
         events.append(_fund(channel, _current(channel).state))
-    elif channel.phase is Phase.CLOSING:
+    elif channel.phase is Phase.CLOSING or channel.phase is Phase.DISPUTED:
+        # Disputed: the refutation may not have left before the restart (the chain ignores a
+        # registration it already has). An expired challenge is the watcher's to report.
         events.extend(_settlement(channel, primary=False))
     return channel, tuple(events)
 

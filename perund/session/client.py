@@ -12,7 +12,6 @@ Everything runs on the reactor thread; transitions of one channel therefore neve
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -55,6 +54,7 @@ from perund.channel.proposal import (
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
 from perund.errors import (
+    ChainNotReachable,
     FailedPrecondition,
     PeerNotFunded,
     PeerProtocolError,
@@ -62,6 +62,8 @@ from perund.errors import (
     PeerRequestTimedOut,
     PerundError,
     ResourceNotFound,
+    TxReverted,
+    TxTimedOut,
     UserResponseTimedOut,
 )
 from perund.peer.manager import PeerManager
@@ -151,6 +153,15 @@ _NOTIFY: Final = (
 )
 
 
+_OnChain = ev.Register | ev.ConcludeFinal | ev.Conclude
+
+_SETTLE_RETRIES: Final = 10
+"""How often a settlement transaction that failed for a passing reason (the chain unreachable,
+the transaction not mined in time) is sent again."""
+
+_SETTLE_RETRY_DELAY: Final = 5.0
+"""Seconds before the first such retry; the n-th waits n times as long."""
+
 _RETRIES: Final = 3
 """How often an update refused for a reason that a higher version cures (both sides proposed at
 once, or the peer already signed a state of that version) is proposed again."""
@@ -229,6 +240,7 @@ class ChannelClient:
         self._open_waiters: dict[ChannelID, list[Deferred[Channel]]] = {}
         self._close_waiters: dict[ChannelID, list[Deferred[Channel]]] = {}
         self._unanswered: dict[tuple[ChannelID, int], PerundError] = {}
+        self._funding_errors: dict[ChannelID, PerundError] = {}
         self._expired: dict[bytes, float] = {}
         """Proposals and update questions that expired unanswered (id → expiry), so a late
         answer is told it came too late rather than that the question never existed."""
@@ -252,7 +264,7 @@ class ChannelClient:
             ev.Register: self._register,
             ev.ConcludeFinal: self._conclude_final,
             ev.Conclude: self._conclude,
-            ev.Disputed: self._ignore,
+            ev.Disputed: self._disputed,
             ev.Conflict: self._conflict,
             ev.Closed: self._closed,
         }
@@ -448,8 +460,19 @@ class ChannelClient:
         closed = self._wait(self._close_waiters, channel_id)
         if channel.phase in (Phase.OPEN, Phase.UPDATING) and not channel.latest.is_final:
             # The core turns a refused or unanswered final update into a dispute by itself.
-            with suppress(PeerRejected, PeerRequestTimedOut):
+            try:
                 await self.send(channel_id, (), is_final=True)
+            except (PeerRejected, PeerRequestTimedOut) as exc:
+                log.warn("channel {channel_id}: the peer did not sign the final state ({why}); "
+                         "closing through a dispute", channel_id=_hex(channel_id), why=exc)
+            except FailedPrecondition as exc:
+                # An earlier update of ours is unresolved (the peer went silent) or the peer's
+                # update awaits an answer: no cooperative close is possible now.
+                log.warn("channel {channel_id}: cannot close cooperatively ({why}); closing "
+                         "through a dispute", channel_id=_hex(channel_id), why=exc)
+            if self.channels[channel_id].phase in (Phase.OPEN, Phase.UPDATING):
+                # The final update never left (the peer is unreachable): register ourselves.
+                self._apply(channel_id, ForceClose(), user=True)
         elif channel.phase is Phase.FUNDING:
             self._apply(channel_id, ForceClose(), user=True)
         return await closed
@@ -782,8 +805,16 @@ class ChannelClient:
             self._apply(e.channel_id, Funded())
 
         def not_funded(failure: Failure) -> None:
+            if self.stopped:
+                return
             log.warn("channel {channel_id} was not funded: {why}",
                      channel_id=_hex(e.channel_id), why=failure.getErrorMessage())
+            if not isinstance(failure.value, PeerNotFunded):
+                # Our own deposit failed (no funds for it, the chain refused it): say so rather
+                # than blame the peer.
+                self._funding_errors[e.channel_id] = FailedPrecondition(
+                    f"our deposit failed: {failure.getErrorMessage()}",
+                    channel_id=_hex(e.channel_id))
             self._apply(e.channel_id, FundingExpired())
 
         self.funder.fund(e).addCallbacks(funded, not_funded)
@@ -795,9 +826,9 @@ class ChannelClient:
 
     def _funding_failed(self, e: ev.FundingFailed) -> None:
         channel = self.channels[e.channel_id]
-        self._resolve(self._open_waiters, e.channel_id,
-                      PeerNotFunded("the peer did not fund the channel in time",
-                                    peer=_hex(channel.peer)))
+        error = self._funding_errors.pop(e.channel_id, None) or PeerNotFunded(
+            "the peer did not fund the channel in time", peer=_hex(channel.peer))
+        self._resolve(self._open_waiters, e.channel_id, error)
         self._notify(ChannelNotice(channel, e))
 
     def _settled(self, channel_id: ChannelID) -> Callable[[int | None], None]:
@@ -807,24 +838,64 @@ class ChannelClient:
 
         return settled
 
-    def _settle_failed(self, what: str, channel_id: ChannelID) -> Callable[[Failure], None]:
+    def _settle_failed(self, what: str, e: _OnChain, attempt: int) -> Callable[[Failure], None]:
         def failed(failure: Failure) -> None:
+            if self.stopped:
+                return
+            if isinstance(failure.value, TxReverted):
+                # The contract refused it (a higher version is registered, the challenge period
+                # is over, ...); what the chain did instead reaches the core through the watcher.
+                log.warn("{what} for channel {channel_id} reverted: {error}", what=what,
+                         channel_id=_hex(e.channel_id), error=failure.getErrorMessage())
+                return
+            if isinstance(failure.value, TxTimedOut | ChainNotReachable) and (
+                    attempt < _SETTLE_RETRIES):
+                delay = _SETTLE_RETRY_DELAY * (attempt + 1)
+                log.warn("{what} for channel {channel_id} failed ({error}); retrying in "
+                         "{delay} s", what=what, channel_id=_hex(e.channel_id), delay=delay,
+                         error=failure.getErrorMessage())
+                self._reactor.callLater(delay, self._on_chain, e, attempt + 1)
+                return
             log.failure("{what} for channel {channel_id} failed", failure, what=what,
-                        channel_id=_hex(channel_id))
+                        channel_id=_hex(e.channel_id))
 
         return failed
 
+    def _on_chain(self, e: _OnChain, attempt: int = 0) -> None:
+        """Send the transaction `e` asks for; news of its outcome comes back as core input."""
+        if self.stopped or e.channel_id not in self.channels:
+            return
+        if self.channels[e.channel_id].phase is Phase.CLOSED:
+            return
+        if isinstance(e, ev.Register):
+            what, sent = "register", self.settler.register(e)
+        elif isinstance(e, ev.ConcludeFinal):
+            what, sent = "concludeFinal", self.settler.conclude_final(e)
+        else:
+            what, sent = "conclude", self.settler.conclude(e)
+        sent.addCallbacks(self._settled(e.channel_id), self._settle_failed(what, e, attempt))
+
     def _register(self, e: ev.Register) -> None:
-        self.settler.register(e).addCallbacks(self._settled(e.channel_id),
-                                              self._settle_failed("register", e.channel_id))
+        self._on_chain(e)
 
     def _conclude_final(self, e: ev.ConcludeFinal) -> None:
-        self.settler.conclude_final(e).addCallbacks(
-            self._settled(e.channel_id), self._settle_failed("concludeFinal", e.channel_id))
+        self._on_chain(e)
 
     def _conclude(self, e: ev.Conclude) -> None:
-        self.settler.conclude(e).addCallbacks(self._settled(e.channel_id),
-                                              self._settle_failed("conclude", e.channel_id))
+        self._on_chain(e)
+
+    def _disputed(self, e: ev.Disputed) -> None:
+        channel = self.channels[e.channel_id]
+        # Registered before it was funded: the peer gave up on funding (its deposits come back).
+        if e.channel_id in self._open_waiters:
+            ours = self._funding_errors.pop(e.channel_id, None)
+            self._resolve(self._open_waiters, e.channel_id, ours or PeerNotFunded(
+                "the channel was registered on-chain before it was funded",
+                peer=_hex(channel.peer)))
+        log.warn("channel {channel_id}: version {version} is registered on-chain; the challenge "
+                 "period ends at {timeout}", channel_id=_hex(e.channel_id), version=e.version,
+                 timeout=e.timeout)
+        self._notify(ChannelNotice(channel, e))
 
     def _conflict(self, e: ev.Conflict) -> None:
         log.critical("channel {channel_id}: the peer holds a different fully signed state of "

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
+from perund.chain.watcher import ChainWatcher
 from perund.channel.phases import Phase
 from perund.channel.proposal import Deployment
 from perund.channel.records import Channel
@@ -39,8 +40,9 @@ MIN_CHALLENGE_MARGIN = 3.0
 
 def min_challenge_duration(config: NodeConfig) -> int:
     """The shortest challenge duration this node accepts (PROTOCOL.md §4): its reaction time
-    (poll interval, confirmations at ~12 s a block, a transaction mined) with margin."""
-    reaction = config.chain.poll_interval + 12.0 * config.chain.confirmations + config.timeouts.tx
+    (a poll, the confirmation depth in blocks, a transaction mined) with margin."""
+    chain = config.chain
+    reaction = chain.poll_interval + chain.block_time * chain.confirmations + config.timeouts.tx
     return max(1, int(MIN_CHALLENGE_MARGIN * reaction))
 
 
@@ -49,7 +51,7 @@ class Session:
 
     def __init__(self, reactor: Any, session_id: str, config: SessionConfig, account: Account,
                  store: SessionStore, contacts: ContactBook, client: ChannelClient,
-                 settlement: ChainSettlement) -> None:
+                 settlement: ChainSettlement, watcher: ChainWatcher) -> None:
         self._reactor = reactor
         self.id = session_id
         self.config = config
@@ -59,6 +61,7 @@ class Session:
         self.settlement = settlement
         self.peers = client.peers
         self.account = account
+        self.watcher = watcher
         self.restored: list[Channel] = []
 
     @classmethod
@@ -90,7 +93,7 @@ class Session:
                             dial_timeout=node.timeouts.peer_dial)
         settlement = ChainSettlement(reactor, chain, account,
                                      poll_interval=node.chain.poll_interval,
-                                     funding_timeout=node.timeouts.response * 10)
+                                     funding_timeout=node.timeouts.funding)
         deployment = Deployment(chain.chain_id, chain.adjudicator, min_challenge_duration(node))
         client = ChannelClient(
             reactor, signer=signer, receiver=account.address, peers=peers,
@@ -98,9 +101,21 @@ class Session:
             is_contact=contacts.knows, response_timeout=node.timeouts.response,
             request_timeout=node.timeouts.peer_request, confirm_updates=config.confirm_updates,
         )
-        session = cls(reactor, session_id, config, account, store, contacts, client, settlement)
+        watcher = ChainWatcher(reactor, chain, store, client,
+                               poll_interval=node.chain.poll_interval,
+                               confirmations=node.chain.confirmations)
+        session = cls(reactor, session_id, config, account, store, contacts, client, settlement,
+                      watcher)
         await peers.listen()
         session.restored = [c for c in client.restore() if c.phase is not Phase.CLOSED]
+        try:
+            # The first poll runs now: a dispute that began while the node was down is
+            # answered before the session is reported open.
+            await watcher.start()
+        except BaseException:
+            client.stop()
+            await peers.stop()
+            raise
         log.info("session {session_id} open: off-chain {address}, on-chain {account}, "
                  "{restored} channels restored, peers on {listen}", session_id=session_id,
                  address=hex_address(signer.address), account=hex_address(account.address),
@@ -123,6 +138,7 @@ class Session:
                 f"session has {len(still_open)} open channels: close them or use force",
                 openChannels=["0x" + c.channel_id.hex() for c in still_open],
             )
+        await self.watcher.stop()
         self.client.stop()
         await self.peers.stop()
         flushed = self.store.flush()

@@ -189,6 +189,19 @@ def test_restart_while_closing_concludes_again() -> None:
     )
 
 
+def test_restart_while_disputed_refutes_again_when_ours_is_newer() -> None:
+    """The refutation may not have left before the restart; an equal registration needs
+    nothing (the watcher reports the end of the challenge)."""
+    alice, bob = make_pair()
+    old = cur(bob).state
+    alice, bob = advanced(alice, bob, 2)
+    bob1, _ = transition(bob, Registered(0, 5000, False, old.balances))
+    _, events = transition(bob1, Restored())
+    assert events == (Register(bob.channel_id, bob.params, cur(bob).state, cur(bob).signatures),)
+    bob2, _ = transition(bob1, registered(bob1, 2))
+    assert transition(bob2, Restored()) == (bob2, ())
+
+
 def test_phase_table() -> None:
     assert successors(Phase.CLOSED) == frozenset()
     for phase in Phase:

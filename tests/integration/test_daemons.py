@@ -59,6 +59,12 @@ class Daemon:
             self.proc.terminate()
             self.proc.wait(30)
 
+    def kill(self) -> None:
+        """SIGKILL: the node vanishes without a word to anyone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
     def request(self, method: str, **params: Any) -> dict[str, Any]:
         return self.api.request(method, **params)
 
