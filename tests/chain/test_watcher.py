@@ -1,0 +1,203 @@
+"""The watcher on both chains: what it feeds the core, its cursor across restarts, confirmations,
+the end of a challenge period, and a chain that stops answering.
+
+The watched side is a real channel core (`transition`) over a real `SessionStore`; the tests
+play the shell's part by sending the transactions the core asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from perund.chain.account import Account
+from perund.chain.anvil import Anvil
+from perund.chain.watcher import ChainWatcher
+from perund.channel.changes import Change, Concluded, Registered
+from perund.channel.events import Conclude, Event, Register
+from perund.channel.machine import transition
+from perund.channel.phases import Phase
+from perund.channel.records import Channel, SignedState
+from perund.channel.types import ETH, ChannelID
+from perund.errors import ChainNotReachable
+from perund.storage.store import SessionStore
+
+from .conftest import ANVIL_CHAIN_ID, ETHER, Chain, make_backend
+from .conftest import Channel as OnChain
+
+
+class Watched:
+    """One side of a channel as the watcher sees it: the core and what it asked for."""
+
+    def __init__(self, store: SessionStore, channels: list[Channel]) -> None:
+        self.store = store
+        self._channels = {c.channel_id: c for c in channels}
+        self.fed: list[tuple[ChannelID, Change]] = []
+        self.events: list[Event] = []
+
+    @property
+    def channels(self) -> Mapping[ChannelID, Channel]:
+        return self._channels
+
+    def chain_input(self, channel_id: ChannelID, change: Change) -> None:
+        self.fed.append((channel_id, change))
+        new, events = transition(self._channels[channel_id], change)
+        self._channels[channel_id] = new
+        self.store.put(new)
+        self.events.extend(events)
+
+    def take(self, kind: type) -> list[Event]:
+        taken = [e for e in self.events if isinstance(e, kind)]
+        self.events = [e for e in self.events if not isinstance(e, kind)]
+        return taken
+
+
+def open_channel(ch: OnChain, version: int, balances: tuple[int, int]) -> Channel:
+    """Participant 0's record of `ch` at a fully signed `version`."""
+    state = ch.state(version, balances)
+    return Channel(ch.id, ch.params, 0, Phase.OPEN, SignedState(state, ch.sign(state)))
+
+
+async def funded(chain: Chain, ch: OnChain, balances: tuple[int, int]) -> None:
+    for index, amount in enumerate(balances):
+        if amount:
+            await chain.backend.deposit(ch.accounts[index], ch.id, index, ETH, amount)
+
+
+def watcher(chain: Chain, store: SessionStore, watched: Watched,
+            confirmations: int = 0) -> ChainWatcher:
+    return ChainWatcher(reactor, chain.backend, store, watched, poll_interval=3600,
+                        confirmations=confirmations, conclude_retry=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_old_state_is_refuted_and_the_dispute_concluded(chain: Chain, new_channel,
+                                                                 tmp_path: Path) -> None:
+    backend = chain.backend
+    ch = new_channel()
+    await funded(chain, ch, (2 * ETHER, ETHER))
+    store = SessionStore(tmp_path / "db", reactor)
+    ours = open_channel(ch, 5, (ETHER, 2 * ETHER))
+    watched = Watched(store, [ours])
+    w = watcher(chain, store, watched)
+    await w.start()
+    assert w.polls == 1 and watched.fed == []
+
+    # The peer registers version 2 (it has more there).
+    old = ch.state(2, (2 * ETHER - 1, ETHER + 1))
+    await backend.register(ch.accounts[1], ch.params, old, ch.sign(old))
+    await w.poll()
+    ((cid, registered),) = watched.fed
+    assert cid == ch.id and isinstance(registered, Registered) and registered.version == 2
+    assert registered.balances == old.balances
+    (refute,) = watched.take(Register)
+    assert isinstance(refute, Register) and refute.state == ours.current.state  # type: ignore[union-attr]
+    await backend.register(ch.accounts[0], ch.params, refute.state, refute.signatures)
+    await w.poll()
+    assert watched.channels[ch.id].dispute is not None
+    assert watched.channels[ch.id].dispute.version == 5  # type: ignore[union-attr]
+    # The refutation did not extend the timeout; nothing concludes before it.
+    await w.poll()
+    assert watched.take(Conclude) == []
+
+    await backend.advance_time(ch.params.challenge_duration + 1)
+    await w.poll()
+    (conclude,) = watched.take(Conclude)
+    assert isinstance(conclude, Conclude) and conclude.state.version == 5
+    await backend.conclude(ch.accounts[0], ch.params, conclude.state)
+    await w.poll()
+    assert isinstance(watched.fed[-1][1], Concluded)
+    assert watched.channels[ch.id].phase is Phase.CLOSED
+    store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_cursor_survives_a_restart_and_nothing_repeats(chain: Chain, new_channel,
+                                                                 tmp_path: Path) -> None:
+    backend = chain.backend
+    ch = new_channel()
+    await funded(chain, ch, (ETHER, ETHER))
+    store = SessionStore(tmp_path / "db", reactor)
+    watched = Watched(store, [open_channel(ch, 3, (ETHER, ETHER))])
+    first = watcher(chain, store, watched)
+    await first.start()
+    cursor = store.block_cursor()
+    assert cursor == await backend.block_number()
+    await first.stop()
+    store.close()
+
+    # While the node is down the peer registers an old state, and other channels move.
+    old = ch.state(1, (ETHER, ETHER))
+    await backend.register(ch.accounts[1], ch.params, old, ch.sign(old))
+    other = new_channel(3, 4)
+    await backend.deposit(other.accounts[0], other.id, 0, ETH, ETHER)
+
+    store = SessionStore(tmp_path / "db", reactor)
+    assert store.block_cursor() == cursor
+    watched = Watched(store, [open_channel(ch, 3, (ETHER, ETHER))])
+    second = watcher(chain, store, watched)
+    await second.start()  # the first poll runs inside start
+    assert [type(change) for _, change in watched.fed] == [Registered]
+    assert len(watched.take(Register)) == 1
+    await second.poll()
+    await second.poll()
+    assert len(watched.fed) == 1  # nothing fed twice
+    assert store.block_cursor() == await backend.block_number()
+    await second.stop()
+    store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_confirmations_hold_back_the_newest_blocks(chain: Chain, new_channel,
+                                                         tmp_path: Path) -> None:
+    backend = chain.backend
+    ch = new_channel()
+    await funded(chain, ch, (ETHER, 0))
+    store = SessionStore(tmp_path / "db", reactor)
+    watched = Watched(store, [open_channel(ch, 1, (ETHER, 0))])
+    w = watcher(chain, store, watched, confirmations=2)
+    await w.start()
+    old = ch.state(0, (ETHER, 0))
+    await backend.register(ch.accounts[1], ch.params, old, ch.sign(old))
+    await w.poll()
+    assert watched.fed == []
+    other = new_channel(3, 4)
+    await backend.deposit(other.accounts[0], other.id, 0, ETH, 1)
+    await w.poll()
+    assert watched.fed == []
+    await backend.deposit(other.accounts[0], other.id, 0, ETH, 1)
+    await w.poll()
+    assert [type(change) for _, change in watched.fed] == [Registered]
+    await w.stop()
+    store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_chain_that_stops_answering_is_retried_from_the_same_cursor(
+        tmp_path: Path) -> None:
+    """Its own anvil, stopped under the watcher: the poll fails with a warning and the cursor
+    stays where it was, so nothing is skipped once the chain is back."""
+    node = Anvil(ANVIL_CHAIN_ID).start()
+    backend = make_backend(node.url, ANVIL_CHAIN_ID, connect_timeout=2.0)
+    try:
+        await backend.connect()
+        await backend.deploy_adjudicator(Account(node.private_keys[0]))
+        store = SessionStore(tmp_path / "db", reactor)
+        watched = Watched(store, [])
+        w = ChainWatcher(reactor, backend, store, watched, poll_interval=3600)
+        await w.start()
+        cursor = w.cursor
+        node.stop()
+        with pytest.raises(ChainNotReachable):
+            await w.poll()
+        await w._poll_logged()  # what the loop runs: logged, not raised
+        assert w.cursor == cursor and store.block_cursor() == cursor
+        await w.stop()
+        store.close()
+    finally:
+        node.stop()
+        backend.stopService()
