@@ -1,0 +1,159 @@
+"""Exit codes of perund-cli and the one line (or JSON object) that reports a failure.
+
+Every failure becomes one line on stderr (`error: channel 0x12… not found (201)`) or, with
+`--json`, one JSON object on stdout; never a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from perund.cli.apiclient import ApiError, AuthFailed, NodeUnreachable
+
+EXIT_OK = 0
+EXIT_NODE_ERROR = 1
+"""The node answered with an error (or the CLI found what the node would refuse: an unknown
+channel prefix)."""
+EXIT_USAGE = 2
+"""Bad command line (argparse), or a command that needs something not given (a session)."""
+EXIT_UNREACHABLE = 3
+"""No answer from the node: nothing listens at --node, the connection broke, or the answer did
+not come in time."""
+EXIT_AUTH = 4
+"""No usable API token: none given, the token file is unreadable, or the node refused it."""
+EXIT_INTERRUPTED = 130
+"""Interrupted by ^C (what a shell reports for SIGINT)."""
+
+
+class CliError(Exception):
+    """A failure the CLI reports itself; `exit_code` is one of the EXIT_ constants."""
+
+    exit_code = EXIT_NODE_ERROR
+    kind = "node"
+
+    def __init__(self, message: str, code: int | None = None,
+                 data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.data = data or {}
+
+
+class UsageError(CliError):
+    """The command cannot run as given (exit 2)."""
+
+    exit_code = EXIT_USAGE
+    kind = "usage"
+
+
+class TokenError(CliError):
+    """No token to send (exit 4)."""
+
+    exit_code = EXIT_AUTH
+    kind = "auth"
+
+
+class NotFound(CliError):
+    """A channel, proposal or update reference matches nothing: reported like the node's 201."""
+
+    def __init__(self, what: str, ref: str) -> None:
+        super().__init__(f"{what} {ref} not found", code=201,
+                         data={"category": "client", "type": what, "id": ref})
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How one failure is reported."""
+
+    exit_code: int
+    message: str
+    kind: str
+    code: int | None = None
+    data: dict[str, Any] | None = None
+
+    @property
+    def line(self) -> str:
+        """The text after `error: `: the message and the node's error code."""
+        return self.message + (f" ({self.code})" if self.code is not None else "")
+
+    def to_json(self) -> dict[str, Any]:
+        """The `--json` form: `{"error": {kind, code, message, data}}`."""
+        return {"error": {"kind": self.kind, "code": self.code, "message": self.message,
+                          "data": self.data or {}}}
+
+
+# The node names the offending param in API terms; the CLI user typed options.
+_FIELD_NAMES = (
+    ("payments[", "amount"),
+    ("balances.", None),
+    ("challengeDuration", "--challenge-duration"),
+    ("peer.offChainAddress", "address"),
+    ("peer.alias", "alias"),
+    ("peer.commAddress", "comm address"),
+    ("proposalId", "proposal id"),
+    ("updateId", "update id"),
+    ("channelId", "channel id"),
+    ("sessionId", "session id"),
+    ("configFile", "config file"),
+)
+
+
+def _field_name(field: str) -> str:
+    for prefix, name in _FIELD_NAMES:
+        if field.startswith(prefix):
+            if name is None:  # balances.ETH.self -> --self (ETH)
+                parts = field.split(".")
+                return f"--{parts[-1]} ({parts[1]})" if len(parts) == 3 else "balances"
+            return name
+    return field
+
+
+def _hex_id(value: Any) -> str:
+    text = str(value)
+    if text and not text.startswith("0x") and all(c in "0123456789abcdefABCDEF" for c in text):
+        return "0x" + text
+    return text
+
+
+def describe_api_error(error: dict[str, Any]) -> str:
+    """One line for a JSON-RPC error object, without the code."""
+    code = error.get("code")
+    message = str(error.get("message") or "error")
+    data = error.get("data") if isinstance(error.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    if code == -32602 and "field" in data:
+        return f"invalid {_field_name(str(data['field']))}: {data.get('requirement', message)}"
+    if code == 201 and "type" in data:
+        return f"{data['type']} {_hex_id(data.get('id', ''))} not found".replace("  ", " ")
+    if code == 202 and "type" in data:
+        return f"{message}: {data['type']} {_hex_id(data.get('id', ''))}"
+    if code == 204 and data.get("openChannels"):
+        return f"{message} ({len(data['openChannels'])} open channels; use --force to leave " \
+               "them open)"
+    if code == 203 and isinstance(data.get("value"), str) and not data["value"].isdigit():
+        # A readable value says more than the rule (base-unit numbers do not).
+        return f"{message}: {data['value']}"
+    if code == -32601:
+        return f"the node does not know the method {data.get('method', '')}".rstrip()
+    details = [f"{key} {data[key]}" for key in ("reason", "txHash", "timeout")
+               if key in data and str(data[key]) not in message]
+    return message + (f" ({', '.join(details)})" if details else "")
+
+
+def failure_of(exc: BaseException, node: str) -> Failure:
+    """How to report `exc` (raised while talking to the node at `node`)."""
+    if isinstance(exc, ApiError):
+        return Failure(EXIT_NODE_ERROR, describe_api_error(exc.error), "node",
+                       exc.code, exc.error.get("data") if isinstance(exc.error.get("data"),
+                                                                       dict) else None)
+    if isinstance(exc, AuthFailed):
+        return Failure(EXIT_AUTH, f"the node at {node} refused the API token (is it the token "
+                       "file of this node?)", "auth")
+    if isinstance(exc, NodeUnreachable):
+        return Failure(EXIT_UNREACHABLE, f"cannot reach the node at {node}: {exc}", "unreachable")
+    if isinstance(exc, CliError):
+        return Failure(exc.exit_code, exc.message, exc.kind, exc.code, exc.data)
+    if isinstance(exc, KeyboardInterrupt):
+        return Failure(EXIT_INTERRUPTED, "interrupted", "interrupted")
+    raise exc

@@ -1,0 +1,170 @@
+"""`perund-cli`: one-shot commands for scripts, or the interactive shell without a command.
+
+Results go to stdout (text, or the node's JSON with --json); progress and remarks go to stderr;
+a failure is one `error: ...` line on stderr (with --json: a JSON error object on stdout) and
+an exit code from `perund.cli.client.errors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from perund.cli.apiclient import ApiClient, ApiError, AuthFailed, NodeUnreachable
+from perund.cli.client import render
+from perund.cli.client.commands import Context, Long, Outcome, handler_of
+from perund.cli.client.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_NODE_ERROR,
+    EXIT_OK,
+    CliError,
+    UsageError,
+    failure_of,
+)
+from perund.cli.client.parser import build_parser
+from perund.cli.client.progress import ProgressLine, wait_with_progress
+from perund.cli.client.render import Style, colour_wanted
+from perund.cli.client.settings import node_of, session_of, token_of
+
+HTTP_TIMEOUT = 60.0
+"""Seconds a quick call may take; calls that wait for the peer or the chain have no limit."""
+
+
+def connect(args: argparse.Namespace, style: Style) -> Context:
+    """The Context of the global options and the environment."""
+    node = node_of(args.node, os.environ)
+    token = token_of(args.token_file, os.environ)
+    api = ApiClient(node.port, token, node.host, timeout=HTTP_TIMEOUT)
+    return Context(api, style, str(node), session_of(args.session, os.environ))
+
+
+def _node_label(args: argparse.Namespace) -> str:
+    try:
+        return str(node_of(args.node, os.environ))
+    except CliError:
+        return str(args.node)
+
+
+def print_json(value: Any) -> None:
+    """`value` as indented JSON on stdout."""
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def run_once(args: argparse.Namespace, style: Style) -> int:
+    """Run one command; its exit code."""
+    try:
+        ctx = connect(args, style)
+        if args.command == "watch":
+            return watch(ctx, args)
+        handler = handler_of(args)
+        if handler is None:  # argparse only lets known commands through
+            raise UsageError(f"unknown command {args.command}")
+        result = handler(ctx, args)
+        if isinstance(result, Long):
+            progress = ProgressLine(sys.stderr, sys.stderr.isatty(),
+                                    Style(colour_wanted(sys.stderr, args.no_color)))
+            result = result.finish(wait_with_progress(result.title, result.call, result.status,
+                                                      progress))
+        assert isinstance(result, Outcome)
+        for note in result.notes:
+            print(note, file=sys.stderr)
+        if args.json:
+            print_json(result.value)
+        else:
+            print(result.text)
+        return EXIT_OK
+    except (ApiError, NodeUnreachable, AuthFailed, CliError, KeyboardInterrupt) as exc:
+        failure = failure_of(exc, _node_label(args))
+        if args.json:
+            print_json(failure.to_json())
+        else:
+            message = failure.line
+            if isinstance(exc, KeyboardInterrupt):
+                message += "; what the node was asked to do goes on there"
+            print(f"{style.bad('error:')} {message}", file=sys.stderr)
+        return failure.exit_code
+
+
+def watch(ctx: Context, args: argparse.Namespace) -> int:
+    """Print the session's pushes until ^C or --count of them."""
+    import queue
+
+    session = ctx.session_id()
+    pushes: queue.Queue[tuple[str, Any] | BaseException | None] = queue.Queue()
+    stream = ctx.api.push_stream(lambda sub, result: pushes.put((sub, result)),
+                                 lambda error: pushes.put(error))
+    try:
+        for topic in args.topic or ("proposals", "updates"):
+            stream.call("subscribe", sessionId=session, topic=topic)
+        if not args.json:
+            print(f"watching session {session} on {ctx.node_label} (^C to stop)",
+                  file=sys.stderr, flush=True)
+        seen = 0
+        known: dict[str, Any] = {}
+        while args.count is None or seen < args.count:
+            item = pushes.get()
+            if item is None or isinstance(item, BaseException):
+                raise NodeUnreachable("the node closed the WebSocket")
+            _, result = item
+            seen += 1
+            if args.json:
+                print(json.dumps(result, ensure_ascii=False), flush=True)
+                continue
+            channel_id = str(result.get("channelId") or "")
+            kind = result.get("type")
+            before = known.get(channel_id)
+            if kind == "open":
+                # The state the update would replace: the node's current one.
+                try:
+                    before = ctx.call("channel_get", sessionId=session,
+                                      channelId=channel_id)["balances"]
+                except (ApiError, NodeUnreachable):
+                    before = None
+            line = render.describe_push(result, ctx.style, before, _now(ctx))
+            if kind in ("updated", "disputed", "closed") and isinstance(result.get("channel"),
+                                                                         dict):
+                known[channel_id] = result["channel"].get("balances", {})
+            if "proposalId" in result:
+                line += f"\n  perund-cli proposal accept {result['proposalId']}"
+            elif result.get("updateId"):
+                line += f"\n  perund-cli update accept {channel_id} {result['updateId']}"
+            print(line, flush=True)
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_OK if args.count is None else EXIT_INTERRUPTED
+    finally:
+        stream.close()
+
+
+def _now(ctx: Context) -> float | None:
+    try:
+        return ctx.node_now()
+    except (ApiError, NodeUnreachable):
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: parse `argv` (default: the process's), run, return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    style = Style(colour_wanted(sys.stdout, args.no_color))
+    try:
+        if args.command in (None, "shell"):
+            from perund.cli.client.shell import run_shell
+
+            return run_shell(args, style)
+        return run_once(args, style)
+    except Exception as exc:  # a bug in the CLI: one line, unless asked for the traceback
+        if os.environ.get("PERUND_CLI_DEBUG"):
+            raise
+        print(f"error: perund-cli failed: {type(exc).__name__}: {exc} (set PERUND_CLI_DEBUG=1 "
+              "for the traceback)", file=sys.stderr)
+        return EXIT_NODE_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

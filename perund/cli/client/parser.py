@@ -1,0 +1,257 @@
+"""The command line of perund-cli: one argparse tree for the one-shot commands and the shell.
+
+The shell parses each typed line with the same sub-commands (plus its own: use, accept,
+reject, pending, jobs, help, exit), through a parser that raises instead of exiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+from perund.cli.client.errors import UsageError
+
+DESCRIPTION = "perund-cli: use a perund node (sessions, peers, channels, payments) over its " \
+              "JSON-RPC and WebSocket API. Without a command it starts the interactive shell."
+
+EPILOG = """\
+environment: PERUND_NODE (HOST:PORT), PERUND_TOKEN (the token), PERUND_TOKEN_FILE,
+PERUND_SESSION, NO_COLOR. exit codes: 0 ok, 1 the node refused (error code shown), 2 usage,
+3 node unreachable, 4 no valid API token, 130 interrupted. See docs/cli.md."""
+
+CHANNEL_HELP = "channel: its ID, an unambiguous prefix of it (0x12ab), or the alias of a peer " \
+               "with exactly one open channel"
+
+
+class ShellExit(Exception):
+    """argparse wanted to exit (after --help: status 0) inside the shell."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class ShellParser(argparse.ArgumentParser):
+    """An ArgumentParser for typed lines: errors raise UsageError, exits raise ShellExit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (try: {self.prog} --help)".strip())
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            raise UsageError(message.strip())
+        raise ShellExit(status)
+
+
+def _globals(parser: argparse.ArgumentParser, top: bool) -> None:
+    """The global options; on sub-commands too, so they may follow the command."""
+    default: Any = None if top else argparse.SUPPRESS
+    group = parser.add_argument_group("global options") if not top else parser
+    group.add_argument("--node", metavar="HOST:PORT", default=default,
+                       help="the node's API address (default $PERUND_NODE or 127.0.0.1:50001)")
+    group.add_argument("--token-file", metavar="PATH", default=default,
+                       help="file holding the API token (default $PERUND_TOKEN, or the file "
+                            "$PERUND_TOKEN_FILE)")
+    group.add_argument("--session", metavar="ID", default=default,
+                       help="the session to act in (default $PERUND_SESSION)")
+    group.add_argument("--json", action="store_true", default=False if top else default,
+                       help="print the node's JSON result (errors as a JSON object)")
+    group.add_argument("--no-color", action="store_true", default=False if top else default,
+                       help="no colours (also with NO_COLOR set or TERM=dumb)")
+
+
+def _currency(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--currency", default="ETH", metavar="SYM",
+                        help="currency symbol (default ETH; `node info` lists them)")
+
+
+def add_commands(commands: Any, interactive: bool) -> None:
+    """Add every sub-command to `commands` (an argparse sub-parsers action)."""
+
+    def command(parent: Any, name: str, help_text: str, description: str = "",
+                leaf: bool = True) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = parent.add_parser(
+            name, help=help_text, description=description or help_text)
+        if leaf and not interactive:
+            _globals(parser, top=False)
+        return parser
+
+    def group(name: str, help_text: str) -> Any:
+        parser = command(commands, name, help_text, leaf=False)
+        return parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    node = group("node", "the node: its chain, contracts and clock")
+    command(node, "info", "chain, Adjudicator, currencies and version of the node")
+    command(node, "time", "the node's clock (proposal and update expiries are on it)")
+
+    session = group("session", "open or close a session (a user's keys, peers and channels)")
+    opening = command(session, "open", "open the session of a session.yaml",
+                      "Open the session described by CONFIG (a path the node can read; a "
+                      "relative path that exists here is sent as an absolute one). In the "
+                      "shell it becomes the current session.")
+    opening.add_argument("config", metavar="CONFIG", help="path of the session.yaml")
+    if not interactive:
+        opening.add_argument("-q", "--quiet", action="store_true",
+                             help="print only the session ID (for scripts)")
+    closing = command(session, "close", "close the session",
+                      "Close the session. With open channels the node refuses unless --force: "
+                      "then they stay open on-chain and come back at the next open.")
+    closing.add_argument("--force", action="store_true", help="close even with open channels")
+
+    peer = group("peer", "the session's contacts")
+    command(peer, "list", "every peer of the session")
+    adding = command(peer, "add", "add a peer (kept across restarts)")
+    adding.add_argument("alias", metavar="ALIAS", help="the name to call it by")
+    adding.add_argument("address", metavar="ADDRESS", help="its off-chain address (0x…)")
+    adding.add_argument("comm_address", metavar="COMMADDR", help="where it listens (host:port)")
+    adding.add_argument("--comm-type", default="tcp", help="transport (default tcp)")
+    getting = command(peer, "get", "one peer")
+    getting.add_argument("alias", metavar="ALIAS", help="the peer's alias")
+
+    channel = group("channel", "open, list, inspect and close channels")
+    opening = command(channel, "open", "propose a channel; returns once funded on-chain",
+                      "Propose a channel to PEER; waits (showing progress) until the peer "
+                      "accepted and both deposits are on-chain.")
+    opening.add_argument("peer", metavar="PEER", help="the peer's alias or off-chain address")
+    opening.add_argument("--self", dest="ours", required=True, metavar="AMOUNT",
+                         help="what you deposit, e.g. 1.5")
+    opening.add_argument("--peer", dest="theirs", default="0", metavar="AMOUNT",
+                         help="what the peer deposits (default 0)")
+    _currency(opening)
+    opening.add_argument("--challenge-duration", metavar="SECONDS",
+                         help="dispute window: seconds, or with a unit: 90s, 10m, 2h, 1d "
+                              "(default: the node's, 1 h)")
+    command(channel, "list", "the session's channels")
+    info = command(channel, "info", "every detail of one channel")
+    info.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)
+    closing = command(channel, "close", "settle a channel on-chain and pay out",
+                      "Close the channel: cooperatively (the peer signs a final state), or "
+                      "with --force through a dispute on-chain without the peer (this waits "
+                      "for the challenge period). Waits until paid out, showing progress.")
+    closing.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)
+    closing.add_argument("--force", action="store_true",
+                         help="settle on-chain without the peer (waits the challenge period)")
+
+    for name, what in (("pay", "pay the peer of a channel, off-chain"),
+                       ("request", "ask the peer of a channel to pay you (it may refuse)")):
+        paying = command(commands, name, what)
+        paying.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)
+        paying.add_argument("amount", metavar="AMOUNT", help="e.g. 0.25")
+        _currency(paying)
+
+    command(commands, "balance", "the on-chain balances of the session's account")
+
+    proposal = group("proposal", "answer a channel proposal (see `watch` or the shell)")
+    for verb in ("accept", "reject"):
+        answering = command(proposal, verb, f"{verb} a proposal")
+        answering.add_argument("proposal", metavar="PROPOSAL", help="the proposal's ID")
+
+    update = group("update", "answer an update: a payment request or a final state")
+    for verb in ("accept", "reject"):
+        answering = command(update, verb, f"{verb} an update")
+        answering.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)
+        answering.add_argument("update", metavar="UPDATE", help="the update's ID")
+
+    if interactive:
+        use = command(commands, "use", "act in a session that is open on the node already")
+        use.add_argument("session", metavar="SESSION", help="the session ID")
+        for verb in ("accept", "reject"):
+            answering = command(commands, verb,
+                                f"{verb} the latest proposal or update awaiting an answer",
+                                f"{verb.capitalize()} a pending proposal or update: the latest "
+                                "one, or the one whose ID (or ID prefix) is given.")
+            answering.add_argument("id", metavar="ID", nargs="?",
+                                   help="proposal or update ID or prefix (default: the latest)")
+        command(commands, "pending", "proposals and updates awaiting your answer")
+        command(commands, "jobs", "commands still running (waiting for the chain or the peer)")
+        helping = command(commands, "help", "list the commands, or explain one")
+        helping.add_argument("topic", metavar="COMMAND", nargs="*", help="a command")
+        command(commands, "exit", "leave the shell (the session stays open on the node)")
+        command(commands, "quit", "leave the shell (the session stays open on the node)")
+    else:
+        watch = command(commands, "watch", "print proposals and updates as they arrive",
+                        "Subscribe to the session's proposals and updates and print each push "
+                        "until ^C (or --count pushes).")
+        watch.add_argument("--count", type=int, metavar="N",
+                           help="exit after N notifications")
+        watch.add_argument("--topic", choices=("proposals", "updates"), action="append",
+                           help="only this topic (repeatable; default both)")
+        command(commands, "shell", "the interactive shell (the default without a command)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The one-shot parser: global options, then a command."""
+    parser = argparse.ArgumentParser(prog="perund-cli", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _globals(parser, top=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_commands(commands, interactive=False)
+    return parser
+
+
+def build_shell_parser() -> ShellParser:
+    """The parser of lines typed in the shell."""
+    parser = ShellParser(prog="", add_help=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_commands(commands, interactive=True)
+    for sub in walk(parser):
+        sub.prog = sub.prog.strip()
+    return parser
+
+
+def walk(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every sub-parser under `parser`, depth first."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield sub
+                yield from walk(sub)
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The direct sub-commands of `parser` by name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def subcommand_helps(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """The one-line help of each direct sub-command of `parser`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return {c.dest: c.help or "" for c in action._choices_actions}
+    return {}
+
+
+def positionals(parser: argparse.ArgumentParser) -> list[str]:
+    """The dests of `parser`'s positional arguments, in order."""
+    return [a.dest for a in parser._actions
+            if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
+
+
+def options(parser: argparse.ArgumentParser) -> list[str]:
+    """The long option strings of `parser`."""
+    return [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+
+
+def command_summaries(parser: argparse.ArgumentParser) -> list[tuple[str, str]]:
+    """(command line, help) of every leaf command, for `help`."""
+    found: list[tuple[str, str]] = []
+
+    def visit(p: argparse.ArgumentParser, prefix: str) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {c.dest: c.help for c in action._choices_actions}
+                for name, sub in action.choices.items():
+                    if subcommands(sub):
+                        visit(sub, f"{prefix}{name} ")
+                    else:
+                        args = " ".join(a.metavar or a.dest.upper() if a.nargs is None
+                                        else f"[{a.metavar}]"
+                                        for a in sub._actions if not a.option_strings)
+                        found.append((f"{prefix}{name} {args}".strip(), helps.get(name) or ""))
+
+    visit(parser, "")
+    return found
