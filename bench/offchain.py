@@ -5,14 +5,16 @@ paying client (alice); it starts the receiving client (bob) as a second process,
 over loopback TCP through the real PeerManager, codec and channel client. Prints one JSON object:
 
     {"sequential": {"payments_per_s", "p50_ms", "p99_ms", "payments"},
-     "concurrent_100": {"payments_per_s", "p50_ms", "p99_ms", "payments"},
-     "durable": {"payments_per_s", "p50_ms", "p99_ms", "payments"}}
+     "concurrent_100": {...}, "durable": {...}, "durable_16_callers_one_channel": {...},
+     "durable_concurrent_100": {...}}
 
 Latency of one payment: from `ChannelClient.send` until the peer's countersignature is verified
 and the state is current. Channels are funded by the benchmark itself (no chain: the funding
 step is the caller's in this mode). The first two runs keep states in memory (`MemoryStore`);
 "durable" runs sequential payments again with both sides on the session store, every state
-fsynced before the message that depends on it leaves (PROTOCOL.md §5).
+fsynced before the message that depends on it leaves (PROTOCOL.md §5); then 16 callers paying
+on that one channel at once (their waiting payments share updates), then 100 channels with one
+caller each.
 
 To profile the receiving process, set BENCH_BOB_PREFIX, e.g. `-m cProfile -o /tmp/bob.prof`.
 """
@@ -214,8 +216,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     async def durable(client: ChannelClient, request: OpenRequest) -> dict[str, Any]:
         single = await client.open_channel(request)
-        await measure(client, [single.channel_id], warm_up)
-        return {"durable": await measure(client, [single.channel_id], seconds)}
+        cid = single.channel_id
+        await measure(client, [cid], warm_up)
+        results = {"durable": await measure(client, [cid], seconds)}
+        # Several callers on one channel: their payments wait for the update in flight and go
+        # out together, sharing its round trip and its fsyncs.
+        results[f"durable_{args.callers}_callers_one_channel"] = await measure(
+            client, [cid] * args.callers, seconds)
+        opened = await gatherResults([client.open_channel(request)
+                                      for _ in range(args.channels)])
+        results[f"durable_concurrent_{args.channels}"] = await measure(
+            client, [c.channel_id for c in opened], seconds)
+        return results
 
     results = await run_pair(args, "", in_memory)
     with tempfile.TemporaryDirectory(prefix="perund-bench-") as directory:
@@ -227,6 +239,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement")
     parser.add_argument("--channels", type=int, default=100, help="channels of the concurrent run")
+    parser.add_argument("--callers", type=int, default=16,
+                        help="concurrent callers on one channel in the durable run")
     parser.add_argument("--durable", metavar="DIR", default="",
                         help="where the durable run keeps its stores (default: a temporary dir)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)

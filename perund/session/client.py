@@ -11,6 +11,7 @@ Everything runs on the reactor thread; transitions of one channel therefore neve
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -18,7 +19,6 @@ from typing import Any, Final, Protocol
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -56,10 +56,12 @@ from perund.channel.types import Address, ChannelID
 from perund.errors import (
     ChainNotReachable,
     FailedPrecondition,
+    InvalidArgument,
     PeerNotFunded,
     PeerProtocolError,
     PeerRejected,
     PeerRequestTimedOut,
+    PeerUnreachable,
     PerundError,
     ResourceNotFound,
     TxReverted,
@@ -171,6 +173,50 @@ _RETRY_DELAY: Final = 0.01
 after a collision the two retries do not collide again."""
 
 
+_MAX_BATCH: Final = 256
+"""At most this many waiting payments go out in one update."""
+
+_MAX_WAITING: Final = 10_000
+"""Sends waiting on one channel beyond this fail at once instead of piling up."""
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A send waiting for its channel's update in flight to finish."""
+
+    transfers: tuple[tuple[Address, int], ...]
+    is_final: bool
+    done: Deferred[Channel]
+    attempt: int = 0
+    """How often it was proposed before and refused in a way a higher version cures."""
+
+
+def _is_payment(waiting: _Waiting) -> bool:
+    """A plain payment, which the peer accepts without asking its user: safe to merge."""
+    return not waiting.is_final and bool(waiting.transfers) and all(
+        amount > 0 for _, amount in waiting.transfers)
+
+
+def _merged(batch: list[_Waiting]) -> tuple[tuple[Address, int], ...]:
+    if len(batch) == 1:
+        return batch[0].transfers
+    totals: dict[Address, int] = {}
+    for waiting in batch:
+        for asset, amount in waiting.transfers:
+            totals[asset] = totals.get(asset, 0) + amount
+    return tuple(totals.items())
+
+
+def _fire_all(channel: Channel, batch: list[_Waiting]) -> None:
+    for waiting in batch:
+        waiting.done.callback(channel)
+
+
+def _fail_all(failure: Failure, batch: list[_Waiting]) -> None:
+    for waiting in batch:
+        waiting.done.errback(failure)
+
+
 class _Retry(Exception):
     """Our update was refused in a way a higher version cures; carries the user-facing error."""
 
@@ -241,6 +287,8 @@ class ChannelClient:
         self._close_waiters: dict[ChannelID, list[Deferred[Channel]]] = {}
         self._unanswered: dict[tuple[ChannelID, int], PerundError] = {}
         self._funding_errors: dict[ChannelID, PerundError] = {}
+        self._queues: dict[ChannelID, deque[_Waiting]] = {}
+        self._paused: set[ChannelID] = set()
         self._expired: dict[bytes, float] = {}
         """Proposals and update questions that expired unanswered (id → expiry), so a late
         answer is told it came too late rather than that the question never existed."""
@@ -297,6 +345,8 @@ class ChannelClient:
                 question.timer.cancel()
         self._incoming.clear()
         self._questions.clear()
+        for channel_id in list(self._queues):
+            self._fail_waiting(channel_id, FailedPrecondition("the session is closing"))
 
     # -- the user's requests --------------------------------------------------------------------
 
@@ -372,31 +422,101 @@ class ChannelClient:
     def send(self, channel_id: ChannelID, transfers: tuple[tuple[Address, int], ...],
              is_final: bool = False) -> Deferred[Channel]:
         """Pay (`amount > 0`) or request (`< 0`) per `(asset, amount)`, or finalise; fires with
-        the channel once the peer countersigned and the state is durable."""
+        the channel once the peer countersigned and the state is durable.
+
+        One update is in flight per channel; sends made meanwhile wait their turn, and waiting
+        payments (positive amounts only) go out together in one update, so many callers on one
+        channel share each round trip and each fsync.
+        """
         channel = self.channels.get(channel_id)
         if channel is None:
             return fail(ResourceNotFound("no such channel", type="channel", id=_hex(channel_id)))
-        if not self.peers.is_connected(channel.peer):
+        queue = self._queues.get(channel_id)
+        if queue is None:
+            queue = self._queues[channel_id] = deque()
+        elif len(queue) >= _MAX_WAITING:
+            return fail(FailedPrecondition(
+                f"{len(queue)} updates already wait on this channel", channel_id=_hex(channel_id)))
+        item = _Waiting(transfers, is_final, Deferred())
+        queue.append(item)
+        self._drain(channel_id)
+        return item.done
+
+    def _drain(self, channel_id: ChannelID) -> None:
+        """Propose what waits on the channel, if no update is in flight."""
+        queue = self._queues.get(channel_id)
+        if not queue or channel_id in self._paused:
+            return
+        channel = self.channels[channel_id]
+        if channel.phase is Phase.UPDATING:
+            return  # the end of that update drains again (`_apply`)
+        if self.stopped:
+            self._fail_waiting(channel_id, FailedPrecondition("the session is closing"))
+            return
+        if channel.phase is Phase.OPEN and not self.peers.is_connected(channel.peer):
             # Sign nothing for a link that does not exist yet: connect (which syncs) first, so
             # the update is not caught up in the reconnection's sync as "in flight before".
-            return Deferred.fromCoroutine(self._send_when_connected(channel, transfers, is_final))
-        return self._propose(channel, transfers, is_final)
+            self._paused.add(channel_id)
+            self.peers.ping(channel.peer, self.request_timeout).addCallbacks(
+                self._connected_for, self._not_connected_for,
+                callbackArgs=(channel_id,), errbackArgs=(channel_id,))
+            return
+        while queue:
+            batch = [queue.popleft()]
+            if _is_payment(batch[0]):
+                while queue and len(batch) < _MAX_BATCH and _is_payment(queue[0]):
+                    batch.append(queue.popleft())
+            try:
+                done = self._stage(self.channels[channel_id], _merged(batch), batch[0].is_final,
+                                   max(w.attempt for w in batch))
+            except InvalidArgument as exc:
+                if len(batch) > 1:
+                    # Together they are more than the balance: the first goes alone.
+                    queue.extendleft(reversed(batch[1:]))
+                    batch = batch[:1]
+                    try:
+                        done = self._stage(self.channels[channel_id], batch[0].transfers,
+                                           batch[0].is_final, batch[0].attempt)
+                    except PerundError as alone:
+                        batch[0].done.errback(alone)
+                        continue
+                else:
+                    batch[0].done.errback(exc)
+                    continue
+            except PerundError as exc:
+                for waiting in batch:
+                    waiting.done.errback(exc)
+                continue
+            done.addCallbacks(_fire_all, _fail_all, callbackArgs=(batch,), errbackArgs=(batch,))
+            return
 
-    async def _send_when_connected(self, channel: Channel,
-                                   transfers: tuple[tuple[Address, int], ...],
-                                   is_final: bool) -> Channel:
-        await self.peers.ping(channel.peer, self.request_timeout)
-        return await self._propose(self.channels[channel.channel_id], transfers, is_final)
+    def _connected_for(self, _: object, channel_id: ChannelID) -> None:
+        self._paused.discard(channel_id)
+        if channel_id in self.channels:
+            self._drain(channel_id)
 
-    def _propose(self, channel: Channel, transfers: tuple[tuple[Address, int], ...],
-                 is_final: bool, attempt: int = 0) -> Deferred[Channel]:
-        channel_id = channel.channel_id
+    def _not_connected_for(self, failure: Failure, channel_id: ChannelID) -> None:
+        self._paused.discard(channel_id)
+        error = failure.value if isinstance(failure.value, PerundError) else PeerUnreachable(
+            f"the peer cannot be reached: {failure.getErrorMessage()}")
+        self._fail_waiting(channel_id, error)
+
+    def _fail_waiting(self, channel_id: ChannelID, error: PerundError) -> None:
+        queue = self._queues.pop(channel_id, None)
+        for waiting in queue or ():
+            waiting.done.errback(error)
+
+    def _stage(self, channel: Channel, transfers: tuple[tuple[Address, int], ...],
+               is_final: bool, attempt: int) -> Deferred[Channel]:
+        """Stage and send one update; PerundError at once if the core refuses it."""
         if self.stopped:
-            return fail(FailedPrecondition("the session is closing"))
-        try:
-            new, events = transition(channel, OwnUpdate(self.signer, transfers, is_final))
-        except PerundError as exc:
-            return fail(exc)
+            raise FailedPrecondition("the session is closing")
+        new, events = transition(channel, OwnUpdate(self.signer, transfers, is_final))
+        return self._staged(channel.channel_id, new, events, transfers, is_final, attempt)
+
+    def _staged(self, channel_id: ChannelID, new: Channel, events: tuple[ev.Event, ...],
+                transfers: tuple[tuple[Address, int], ...], is_final: bool,
+                attempt: int) -> Deferred[Channel]:
         staged = new.staged
         if staged is None:  # pragma: no cover - OwnUpdate always stages
             return fail(FailedPrecondition("the update was not staged"))
@@ -409,25 +529,27 @@ class ChannelClient:
     def _retry(self, failure: Failure, channel_id: ChannelID,
                transfers: tuple[tuple[Address, int], ...], is_final: bool,
                attempt: int) -> Deferred[Channel]:
-        """Propose a refused update again at a higher version when that cures the refusal."""
+        """Propose a refused update again at a higher version when that cures the refusal:
+        first in its channel's line, participant 1 after a pause (so that two retries after a
+        collision do not collide again)."""
         retry = failure.value
         if not isinstance(retry, _Retry):
             return fail(failure)
         channel = self.channels.get(channel_id)
         if attempt >= _RETRIES or channel is None or self.stopped:
             return fail(retry.error)
+        again = _Waiting(transfers, is_final, Deferred(), attempt + 1)
+        queue = self._queues.get(channel_id)
+        if queue is None:
+            queue = self._queues[channel_id] = deque()
+        queue.appendleft(again)
         delay = _RETRY_DELAY * (attempt + 1) * channel.index
-        return Deferred.fromCoroutine(
-            self._propose_later(delay, channel_id, transfers, is_final, attempt + 1))
-
-    async def _propose_later(self, delay: float, channel_id: ChannelID,
-                             transfers: tuple[tuple[Address, int], ...], is_final: bool,
-                             attempt: int) -> Channel:
-        await deferLater(self._reactor, delay)
-        channel = self.channels.get(channel_id)
-        if channel is None:
-            raise ResourceNotFound("no such channel", type="channel", id=_hex(channel_id))
-        return await self._propose(channel, transfers, is_final, attempt)
+        if delay:
+            self._paused.add(channel_id)
+            self._reactor.callLater(delay, self._connected_for, None, channel_id)
+        else:
+            self._drain(channel_id)
+        return again.done
 
     def respond_update(self, channel_id: ChannelID, update_id: bytes,
                        accept: bool) -> Deferred[Channel]:
@@ -518,6 +640,8 @@ class ChannelClient:
             return
         self.channels[channel_id] = new
         self._execute(events)
+        if channel_id in self._queues and new.phase is not Phase.UPDATING:
+            self._drain(channel_id)
 
     def _execute(self, events: tuple[ev.Event, ...] | list[ev.Event], start: int = 0) -> None:
         handlers = self._handlers

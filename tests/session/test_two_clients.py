@@ -13,7 +13,7 @@ from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest
 from perund.channel.types import ETH
-from perund.errors import FailedPrecondition, InvalidArgument, PeerRejected, ResourceNotFound
+from perund.errors import InvalidArgument, PeerRejected, ResourceNotFound
 from perund.session.client import ChannelNotice, ProposalNotice, UpdateNotice
 
 from .conftest import ETHER, Pair
@@ -103,12 +103,37 @@ async def test_user_mistakes_are_clear_errors(pair: Pair) -> None:
         await bob.client.respond_update(cid, b"\x01" * 32, True)
     with pytest.raises(ResourceNotFound):
         await bob.client.respond_proposal(b"\x02" * 32, True)
-    # One update in flight per channel: a second one is refused while the first waits.
+    # A payment more than the balance fails alone, also when it waited behind others.
     first = alice.client.send(cid, ((ETH, 1),))
-    with pytest.raises(FailedPrecondition):
-        await alice.client.send(cid, ((ETH, 1),))
+    too_much = alice.client.send(cid, ((ETH, ETHER),))
+    third = alice.client.send(cid, ((ETH, 2),))
     await first
-    assert alice.client.channels[cid].version == 1
+    with pytest.raises(InvalidArgument):
+        await too_much
+    assert (await third).latest.balances == ((ETHER - 3, 3),)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sends_wait_their_turn_and_waiting_payments_share_an_update(pair: Pair) -> None:
+    alice, bob = pair.alice, pair.bob
+    cid = await open_channel(pair, ours=ETHER, theirs=ETHER)
+    # 50 payments at once: the first goes alone, the others wait and go out together.
+    sent = [alice.client.send(cid, ((ETH, n),)) for n in range(1, 51)]
+    # A request waits its turn too and is never merged (bob's user must see it alone).
+    asking = alice.client.send(cid, ((ETH, -7),))
+    results = [await d for d in sent]
+    assert results[-1].latest.balances == ((ETHER - 1275, ETHER + 1275),)
+    assert results[-1].version < 50  # fewer updates than payments
+    question = await bob.update_question()
+    assert isinstance(question, UpdateNotice) and question.kind is ev.UpdateKind.REQUEST
+    await bob.client.respond_update(cid, question.update_id, True)
+    assert (await asking).latest.balances == ((ETHER - 1268, ETHER + 1268),)
+    assert bob.client.channels[cid].latest == alice.client.channels[cid].latest
+    # And bob paying while alice pays: both get through (a collision is retried).
+    both = [alice.client.send(cid, ((ETH, 1),)), bob.client.send(cid, ((ETH, 1),))]
+    for d in both:
+        await d
+    assert alice.client.channels[cid].latest.balances == ((ETHER - 1268, ETHER + 1268),)
 
 
 @pytest_twisted.ensureDeferred
