@@ -36,7 +36,8 @@ class ShellParser(argparse.ArgumentParser):
     """An ArgumentParser for typed lines: errors raise UsageError, exits raise ShellExit."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (try: {self.prog} --help)".strip())
+        hint = f"{self.prog} --help" if self.prog else "help"
+        raise UsageError(f"{message} (try: {hint})")
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:

@@ -1,0 +1,189 @@
+"""perund-cli's one-shot commands against a real daemon on anvil: output, --json, exit codes.
+
+One node with two sessions (alice and bob). bob answers through `watch` and the `proposal` /
+`update` commands; the long waits (opening, closing) show progress on stderr. Errors from the
+node (unknown channel, bad amount, insufficient balance), an unreachable node and a wrong token
+are one line on stderr and a distinct exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pexpect
+import pytest
+
+from perund.chain.anvil import free_port
+from perund.cli.generate import Generated
+from tests.cli.conftest import CLI, cli_env
+from tests.integration.test_daemons import Daemon
+
+
+def run(env: dict[str, str], *args: str,
+        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """perund-cli with `args`; what it printed and its exit code."""
+    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120,
+                          input=stdin)
+
+
+def start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """perund-cli with `args`, running in the background."""
+    return subprocess.Popen([CLI, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def one_error(result: subprocess.CompletedProcess[str], code: int, pattern: str) -> None:
+    """`result` failed with exit `code` and one `error: ...` line on stderr matching
+    `pattern`, nothing on stdout."""
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert re.fullmatch(f"error: {pattern}\n", result.stderr), result.stderr
+
+
+def next_push(watch: subprocess.Popen[str], kind: str) -> dict[str, Any]:
+    """The next push of type `kind` (or a proposal) that `watch --json` prints."""
+    assert watch.stdout is not None
+    while True:
+        line = watch.stdout.readline()
+        assert line, "watch ended: " + (watch.stderr.read() if watch.stderr else "")
+        push: dict[str, Any] = json.loads(line)
+        if (kind == "proposal" and "proposalId" in push) or push.get("type") == kind:
+            return push
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+def test_one_shot_commands(one_daemon: Daemon, anvil_setup: Generated, tmp_path: Path) -> None:
+    env = cli_env(one_daemon, tmp_path)
+    files = {u.name: str(u.session_file) for u in anvil_setup.users}
+
+    info = run(env, "node", "info")
+    assert info.returncode == 0 and info.stderr == ""
+    assert re.search(r"^chain\s+31337 \(http://127\.0\.0\.1:\d+\)$", info.stdout, re.M)
+    assert json.loads(run(env, "--json", "node", "time").stdout) > 1_600_000_000
+    assert "usage: perund-cli channel open" in run(env, "channel", "open", "--help").stdout
+
+    alice = run(env, "session", "open", files["alice"], "-q").stdout.strip()
+    assert re.fullmatch(r"0x[0-9a-f]{32}", alice)
+    opened = json.loads(run(env, "session", "open", files["bob"], "--json").stdout)
+    bob = opened["sessionId"]
+    assert opened["restoredChannels"] == []
+    again = run(env, "session", "open", files["alice"])
+    assert again.returncode == 0 and "was open already: using it" in again.stdout
+    a, b = dict(env, PERUND_SESSION=alice), dict(env, PERUND_SESSION=bob)
+    assert run(a, "channel", "list").stdout == "no channels\n"
+    assert re.search(r"^bob\s+0x[0-9a-fA-F]{40}\s+127\.0\.0\.1:\d+\s+tcp$",
+                     run(a, "peer", "list").stdout, re.M)
+
+    # Open: bob sees the proposal through `watch`; alice's wait shows progress meanwhile.
+    watch = start(b, "watch", "--json")
+    try:
+        opening = start(a, "channel", "open", "bob", "--self", "1", "--peer", "0.5",
+                        "--challenge-duration", "100s")
+        proposal = next_push(watch, "proposal")
+        assert proposal["peer"] == "alice"
+        assert proposal["balances"] == {"ETH": {"self": "0.5", "peer": "1"}}
+        assert opening.stderr is not None
+        assert re.fullmatch(r"… opening a channel with bob: waiting for bob to accept the "
+                            r"proposal \(\d+ s\)\n", opening.stderr.readline())
+        accepted = run(b, "proposal", "accept", proposal["proposalId"])
+        assert accepted.returncode == 0, accepted.stderr
+        assert re.match(r"channel 0x[0-9a-f]{64} with alice is open: you 0\.5 ETH, alice 1 ETH",
+                        accepted.stdout)
+        out, err = opening.communicate(timeout=120)
+        assert opening.returncode == 0, err
+        channel = re.match(r"channel (0x[0-9a-f]{64}) with bob is open: you 1 ETH, bob 0\.5 ETH, "
+                           r"challenge 1 min 40 s\n$", out)
+        assert channel, out
+        cid = channel.group(1)
+
+        paid = run(a, "pay", cid[:8], "0.25")
+        assert paid.returncode == 0 and paid.stderr == ""
+        assert paid.stdout == f"paid 0.25 ETH to bob on channel {cid[:10]}…: you 0.75 ETH, " \
+                              "bob 0.75 ETH (version 1)\n"
+        assert json.loads(run(a, "--json", "pay", "bob", "0.25").stdout)["balances"] == \
+            {"ETH": {"self": "0.5", "peer": "1"}}
+        assert re.search(r"^balances\s+you 0\.5 ETH, bob 1 ETH$",
+                         run(a, "channel", "info", "bob").stdout, re.M)
+
+        # A request: pushed to bob, who accepts it by its IDs.
+        asking = start(a, "request", "bob", "0.1")
+        update = next_push(watch, "open")
+        assert update["kind"] == "request" and update["channelId"] == cid
+        answered = run(b, "update", "accept", cid, update["updateId"])
+        assert answered.returncode == 0, answered.stderr
+        out, err = asking.communicate(timeout=60)
+        assert asking.returncode == 0, err
+        assert out.startswith("bob paid your request of 0.1 ETH on channel")
+
+        # Errors: one line on stderr, a distinct exit code.
+        unknown = "0x" + "ab" * 32
+        one_error(run(a, "channel", "info", unknown), 1, f"channel {unknown} not found \\(201\\)")
+        one_error(run(a, "pay", "0xdead", "1"), 1, "channel 0xdead not found \\(201\\)")
+        one_error(run(a, "pay", "bob", "1e3"), 1,
+                  "invalid amount: must be a decimal amount .* \\(-32602\\)")
+        one_error(run(a, "pay", "bob", "100"), 1, "insufficient balance \\(203\\)")
+        as_json = run(a, "--json", "pay", "bob", "0.1234567890123456789")
+        assert as_json.returncode == 1 and as_json.stderr == ""
+        error = json.loads(as_json.stdout)["error"]
+        assert (error["kind"], error["code"], error["data"]["field"]) == \
+            ("node", -32602, "payments[0].amount")
+        down = dict(a, PERUND_NODE=f"127.0.0.1:{free_port()}")
+        one_error(run(down, "channel", "list"), 3,
+                  r"cannot reach the node at 127\.0\.0\.1:\d+: connection refused")
+        assert json.loads(run(down, "--json", "node", "time").stdout)["error"]["kind"] == \
+            "unreachable"
+        one_error(run(dict(a, PERUND_TOKEN="x" * 43), "channel", "list"), 4,
+                  r"the node at 127\.0\.0\.1:\d+ refused the API token .*")
+        no_token = {k: v for k, v in a.items() if k != "PERUND_TOKEN_FILE"}
+        one_error(run(no_token, "node", "time"), 4, "no API token: .*")
+        one_error(run(env, "channel", "list"), 2, "no session: .*")
+        one_error(run(env, "--session", "nope", "balance"), 2, "bad session ID 'nope': .*")
+        usage = run(a, "channel", "open", "bob")
+        assert usage.returncode == 2 and "the following arguments are required: --self" in \
+            usage.stderr
+
+        # Close: bob is pushed the final state; alice's wait shows what it waits for.
+        closing = start(a, "channel", "close", cid[:12])
+        final = next_push(watch, "final")
+        assert final["channel"]["balances"] == {"ETH": {"self": "0.9", "peer": "0.6"}}
+        assert closing.stderr is not None
+        assert re.fullmatch(rf"… closing channel {cid[:10]}… with bob: waiting for bob to sign "
+                            r"the final state \(\d+ s\)\n", closing.stderr.readline())
+        assert run(b, "update", "accept", cid, final["updateId"]).returncode == 0
+        assert next_push(watch, "closed")["channelId"] == cid
+        out, err = closing.communicate(timeout=120)
+        assert closing.returncode == 0, err
+        assert out == f"channel {cid[:10]}… with bob is closed (by a final state both signed) " \
+                      "and paid out: you 0.6 ETH, bob 0.9 ETH\n"
+    finally:
+        watch.terminate()
+        watch.wait(10)
+
+    listed = json.loads(run(a, "--json", "channel", "list").stdout)
+    assert [(c["channelId"], c["phase"]) for c in listed] == [(cid, "closed")]
+    balance = run(a, "balance")
+    assert re.search(r"^ETH\s+9999\.\d+$", balance.stdout, re.M), balance.stdout
+
+    # Lines piped into the shell run one after the other.
+    piped = run(a, stdin="channel list\nnode time --json\nexit\n")
+    assert piped.returncode == 0, piped.stderr
+    assert re.search(rf"^{cid[:10]}…\s+bob\s+closed", piped.stdout, re.M)
+    assert "error: unrecognized arguments: --json" in piped.stdout
+
+    # Colours only on a terminal, and not when refused.
+    coloured = {k: v for k, v in a.items() if k != "NO_COLOR"}
+    for extra, wanted in (({}, True), ({"NO_COLOR": "1"}, False), ({"TERM": "dumb"}, False)):
+        tty = pexpect.spawn(CLI, ["channel", "list"], env=dict(coloured, **extra),
+                            encoding="utf-8", timeout=60)
+        tty.expect(pexpect.EOF)
+        assert ("\x1b[1m" in (tty.before or "")) is wanted, (extra, tty.before)
+    assert "\x1b[" not in run(coloured, "channel", "list").stdout
+
+    closed = run(a, "session", "close")
+    assert closed.returncode == 0 and closed.stdout == f"session {alice} is closed\n"
+    one_error(run(a, "channel", "list"), 1, f"session {alice} not found \\(201\\)")

@@ -1,0 +1,204 @@
+"""perund-cli's parts that need no node: options, the environment, error lines, help on every
+level, completion, and how pushes read (including kinds this CLI does not know)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+
+from perund.cli.apiclient import ApiClient, ApiError, AuthFailed, NodeUnreachable
+from perund.cli.client.commands import duration
+from perund.cli.client.errors import (
+    EXIT_AUTH,
+    EXIT_NODE_ERROR,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    TokenError,
+    UsageError,
+    describe_api_error,
+    failure_of,
+)
+from perund.cli.client.parser import build_parser, build_shell_parser, subcommands, walk
+from perund.cli.client.render import Style, colour_wanted, describe_push, table
+from perund.cli.client.settings import (
+    NodeAddress,
+    check_session_id,
+    parse_node,
+    state_dir,
+    token_of,
+)
+from perund.cli.client.shell import Pending, Shell, ShellCompleter
+
+
+def test_node_addresses() -> None:
+    assert parse_node("10.0.0.1:5000") == NodeAddress("10.0.0.1", 5000)
+    assert parse_node(":5000") == parse_node("5000") == NodeAddress("127.0.0.1", 5000)
+    assert parse_node("[::1]:5000") == NodeAddress("::1", 5000)
+    assert str(parse_node("[::1]:5000")) == "[::1]:5000"
+    assert parse_node("http://localhost:50001/rpc") == NodeAddress("localhost", 50001)
+    for bad in ("host", "host:0", "host:70000", "[::1]5000", "host:port"):
+        with pytest.raises(UsageError):
+            parse_node(bad)
+
+
+@given(st.integers(min_value=1, max_value=65535))
+def test_any_port_parses(port: int) -> None:
+    assert parse_node(f"example.org:{port}").port == port
+
+
+def test_the_token_comes_from_the_option_then_the_environment(tmp_path: object) -> None:
+    from pathlib import Path
+
+    folder = Path(str(tmp_path))
+    (folder / "a").write_text("token-a\n")
+    (folder / "b").write_text("token-b")
+    env = {"PERUND_TOKEN": "token-env", "PERUND_TOKEN_FILE": str(folder / "b")}
+    assert token_of(str(folder / "a"), env) == "token-a"
+    assert token_of(None, env) == "token-env"
+    assert token_of(None, {"PERUND_TOKEN_FILE": str(folder / "b")}) == "token-b"
+    with pytest.raises(TokenError, match="no API token"):
+        token_of(None, {})
+    with pytest.raises(TokenError, match="cannot read the token file"):
+        token_of(str(folder / "missing"), {})
+
+
+def test_session_ids_and_the_state_dir() -> None:
+    assert check_session_id("AB" * 16) == "0x" + "ab" * 16
+    with pytest.raises(UsageError):
+        check_session_id("0x1234")
+    assert str(state_dir({"XDG_STATE_HOME": "/var/state"})) == "/var/state/perund"
+    assert str(state_dir({"XDG_STATE_HOME": "relative"})).endswith(".local/state/perund")
+
+
+def test_durations() -> None:
+    assert [duration(t) for t in ("90", "90s", "10m", "2h", "1d")] == [90, 90, 600, 7200, 86400]
+    for bad in ("0", "-5", "1w", "1.5h", ""):
+        with pytest.raises(UsageError):
+            duration(bad)
+
+
+def test_error_lines_and_exit_codes() -> None:
+    not_found = ApiError("channel_get", {"code": 201, "message": "no such channel", "data": {
+        "category": "client", "type": "channel", "id": "0x12ab"}})
+    failure = failure_of(not_found, "n:1")
+    assert (failure.exit_code, failure.line) == (EXIT_NODE_ERROR, "channel 0x12ab not found (201)")
+    assert failure.to_json()["error"]["code"] == 201
+    bad = {"code": -32602, "message": "Invalid params", "data": {
+        "field": "balances.ETH.self", "requirement": "must be above zero"}}
+    assert describe_api_error(bad) == "invalid --self (ETH): must be above zero"
+    rejected = {"code": 102, "message": "the peer rejected the update: busy", "data": {
+        "category": "participant", "reason": "busy"}}
+    assert describe_api_error(rejected) == "the peer rejected the update: busy"
+    timed_out = {"code": 301, "message": "transaction timed out", "data": {"txHash": "0xfe"}}
+    assert describe_api_error(timed_out) == "transaction timed out (txHash 0xfe)"
+    assert failure_of(NodeUnreachable("connection refused"), "h:1").line == \
+        "cannot reach the node at h:1: connection refused"
+    codes = {failure_of(e, "h:1").exit_code for e in (
+        NodeUnreachable("x"), AuthFailed("x"), UsageError("x"), not_found)}
+    assert codes == {EXIT_UNREACHABLE, EXIT_AUTH, EXIT_USAGE, EXIT_NODE_ERROR}
+    assert len(codes) == 4
+
+
+def test_help_on_every_level(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    paths: list[list[str]] = [[]]
+
+    def collect(p: argparse.ArgumentParser, prefix: list[str]) -> None:
+        for name, sub in subcommands(p).items():
+            paths.append([*prefix, name])
+            collect(sub, [*prefix, name])
+
+    collect(parser, [])
+    assert ["channel", "open"] in paths and ["update", "reject"] in paths
+    for path in paths:
+        with pytest.raises(SystemExit) as exit_:
+            build_parser().parse_args([*path, "--help"])
+        assert exit_.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: perund-cli {' '.join(path)}".rstrip()), path
+    # The shell's parser: errors raise, they never exit the shell.
+    shell = build_shell_parser()
+    assert all(not sub.prog.startswith(" ") for sub in walk(shell))
+    with pytest.raises(UsageError, match="required: --self"):
+        shell.parse_args(["channel", "open", "bob"])
+
+
+def test_global_options_may_follow_the_command() -> None:
+    args = build_parser().parse_args(["channel", "list", "--session", "0x" + "1" * 32, "--json"])
+    assert args.session == "0x" + "1" * 32 and args.json is True
+    args = build_parser().parse_args(["--json", "channel", "list"])
+    assert args.json is True and args.session is None
+
+
+def test_colours_only_where_they_work() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert colour_wanted(Tty(), env={"TERM": "xterm"})
+    assert not colour_wanted(Tty(), env={"TERM": "xterm", "NO_COLOR": ""})
+    assert not colour_wanted(Tty(), env={"TERM": "dumb"})
+    assert not colour_wanted(Tty(), no_color=True, env={})
+    assert not colour_wanted(io.StringIO(), env={})
+    assert Style(False).ok("open") == "open"
+    assert table(["A", "B"], [["xx", Style(True).ok("y")]], Style(True)).splitlines()[1] == \
+        "xx  \x1b[32my\x1b[0m"
+
+
+def channel(cid: str, peer: str, phase: str, ours: str, theirs: str) -> dict[str, object]:
+    return {"channelId": cid, "peer": peer, "peerAddress": "0x" + "11" * 20, "phase": phase,
+            "version": 3, "isFinal": False, "balances": {"ETH": {"self": ours, "peer": theirs}},
+            "challengeDuration": 3600}
+
+
+def test_pushes_read_as_sentences() -> None:
+    style = Style(False)
+    cid = "0x" + "ab" * 32
+    request = {"updateId": "0x" + "01" * 32, "channelId": cid, "type": "open",
+               "kind": "request", "channel": channel(cid, "alice", "updating", "0.75", "1.25"),
+               "expiry": 1060.0, "error": None}
+    before = {"ETH": {"self": "1", "peer": "1"}}
+    assert describe_push(request, style, before, node_now=1000.0) == (
+        "update 0x01010101… alice requests 0.25 ETH on channel 0xabababab…: would leave you "
+        "0.75 ETH, alice 1.25 ETH; answer within 1 min")
+    payment = {**request, "type": "updated", "updateId": None, "kind": None, "expiry": None,
+               "channel": channel(cid, "alice", "open", "1.5", "0.5")}
+    assert describe_push(payment, style, before).startswith(
+        "payment alice paid you 0.5 ETH on channel 0xabababab…: you 1.5 ETH, alice 0.5 ETH")
+    # A kind this CLI does not know: shown with what it carries, not dropped.
+    novel = {"type": "refuted", "channelId": cid, "channel": channel(cid, "alice", "disputed",
+                                                                     "1", "1"), "version": 7}
+    assert describe_push(novel, style) == ("refuted channel 0xabababab… with alice: phase "
+                                           "disputed, you 1 ETH, alice 1 ETH (version 7)")
+    assert describe_push({"something": "else"}, style) == "notification (something else)"
+
+
+def test_completion_of_commands_aliases_channels_and_pending_ids() -> None:
+    shell = Shell(ApiClient(1, "token"), Style(False), "127.0.0.1:1", interactive=False)
+    shell.peers = ["bob", "carol"]
+    cid = "0x" + "ab" * 32
+    shell.channels = {cid: channel(cid, "bob", "open", "1", "1")}
+    proposal = "0x" + "cd" * 32
+    shell.pending = [Pending("proposal", proposal, "carol", None, {})]
+    completer = ShellCompleter(shell)
+
+    def complete(text: str) -> list[str]:
+        return [c.text for c in completer.get_completions(Document(text), CompleteEvent())]
+
+    assert complete("chan") == ["channel"]
+    assert complete("channel ") == ["open", "list", "info", "close"]
+    assert complete("channel open ") == ["bob", "carol"]
+    assert complete("channel open c") == ["carol"]
+    assert complete("channel open bob --s") == ["--self"]
+    assert complete("channel open bob --self ") == []  # a value, not a peer
+    assert complete("pay ") == [cid, "bob"]
+    assert complete("pay ab") == [cid]
+    assert complete("pay bob ") == []
+    assert complete("accept ") == [proposal]
+    assert complete("peer add ") == []  # a new alias: nothing to offer
