@@ -161,9 +161,6 @@ _SETTLE_RETRIES: Final = 10
 """How often a settlement transaction that failed for a passing reason (the chain unreachable,
 the transaction not mined in time) is sent again."""
 
-_SETTLE_RETRY_DELAY: Final = 5.0
-"""Seconds before the first such retry; the n-th waits n times as long."""
-
 _RETRIES: Final = 3
 """How often an update refused for a reason that a higher version cures (both sides proposed at
 once, or the peer already signed a state of that version) is proposed again."""
@@ -262,6 +259,7 @@ class ChannelClient:
         response_timeout: float = 60.0,
         request_timeout: float = 10.0,
         confirm_updates: bool = False,
+        settle_retry_delay: float = 5.0,
     ) -> None:
         # Any: zope interfaces do not type-check as protocols without the mypy-zope plugin.
         self._reactor: Any = reactor
@@ -277,6 +275,9 @@ class ChannelClient:
         self.response_timeout = response_timeout
         self.request_timeout = request_timeout
         self.confirm_updates = confirm_updates
+        self.settle_retry_delay = settle_retry_delay
+        """Seconds before a settlement transaction that failed for a passing reason is sent
+        again (the n-th retry waits n times as long)."""
         self.observers: list[Callable[[Notice], object]] = []
         self.channels: dict[ChannelID, Channel] = {}
         self._by_peer: dict[Address, set[ChannelID]] = {}
@@ -974,7 +975,7 @@ class ChannelClient:
                 return
             if isinstance(failure.value, TxTimedOut | ChainNotReachable) and (
                     attempt < _SETTLE_RETRIES):
-                delay = _SETTLE_RETRY_DELAY * (attempt + 1)
+                delay = self.settle_retry_delay * (attempt + 1)
                 log.warn("{what} for channel {channel_id} failed ({error}); retrying in "
                          "{delay} s", what=what, channel_id=_hex(e.channel_id), delay=delay,
                          error=failure.getErrorMessage())

@@ -1,0 +1,57 @@
+"""A settlement transaction that fails for a passing reason (the chain unreachable, a
+transaction not mined in time) is sent again; one the contract refuses is not."""
+
+from __future__ import annotations
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import deferLater
+
+from perund.chain.results import Phase
+from perund.channel import events as ev
+from perund.channel.types import ETH, ChannelID
+from perund.errors import ChainNotReachable
+from perund.session.client import Settler
+from tests.session.conftest import Pair
+from tests.session.test_two_clients import open_channel
+
+
+class UnreachableAtFirst:
+    """The real settlement, behind a chain link that is down for the first `failures` calls."""
+
+    def __init__(self, real: Settler, failures: int) -> None:
+        self.real = real
+        self.failures = failures
+        self.calls = 0
+
+    def register(self, event: ev.Register) -> Deferred[int | None]:
+        if self.calls < self.failures:
+            self.calls += 1
+            return fail(ChainNotReachable("connection refused", chainUrl="http://down"))
+        self.calls += 1
+        return self.real.register(event)
+
+    def conclude_final(self, event: ev.ConcludeFinal) -> Deferred[int | None]:
+        return self.real.conclude_final(event)
+
+    def conclude(self, event: ev.Conclude) -> Deferred[int | None]:
+        return self.real.conclude(event)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_register_is_sent_again_until_the_chain_answers(pair: Pair) -> None:
+    alice, chain = pair.alice, pair.chain
+    cid = await open_channel(pair)
+    await alice.client.send(cid, ((ETH, 1),))
+    flaky = UnreachableAtFirst(alice.client.settler, failures=2)
+    alice.client.settler = flaky
+    alice.client.settle_retry_delay = 0.05
+    alice.client.force_close(ChannelID(cid))
+    for _ in range(200):
+        if (await chain.channel_status(cid)).phase is Phase.DISPUTE:
+            break
+        await deferLater(reactor, 0.05)
+    status = await chain.channel_status(cid)
+    assert status.phase is Phase.DISPUTE and status.version == 1
+    assert flaky.calls == 3
