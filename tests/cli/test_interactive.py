@@ -66,6 +66,9 @@ def test_two_users_in_the_shell(two_daemons: tuple[Daemon, Daemon], anvil_setup:
         alice.sendline(" --self 1.5 --peer 0.5 --challenge-duration 2m")
         bob.expect(r"proposal 0x[0-9a-f]{8}… alice proposes a channel: you 0\.5 ETH, alice 1\.5 "
                    r"ETH, challenge 2 min; answer within \d+ s \(accept / reject\)")
+        # alice's open waits for bob: it goes on in the background, its progress shown.
+        alice.expect(r"… \[\d+\] opening a channel with bob: waiting for bob to accept the "
+                     r"proposal \(\d+ s\)")
         bob.sendline("pending")
         bob.expect(r"proposal\s+0x[0-9a-f]{8}…\s+alice")
         bob.sendline("accept")

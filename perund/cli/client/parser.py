@@ -252,6 +252,13 @@ def command_summaries(parser: argparse.ArgumentParser) -> list[tuple[str, str]]:
                         args = " ".join(a.metavar or a.dest.upper() if a.nargs is None
                                         else f"[{a.metavar}]"
                                         for a in sub._actions if not a.option_strings)
+                        required = [f"{a.option_strings[-1]} {a.metavar or a.dest.upper()}"
+                                    for a in sub._actions if a.option_strings and a.required]
+                        optional = [a for a in sub._actions if a.option_strings and
+                                    not a.required and a.dest != "help" and
+                                    a.default is not argparse.SUPPRESS]
+                        args = " ".join(part for part in [args, *required] +
+                                        (["[options]"] if optional else []) if part)
                         found.append((f"{prefix}{name} {args}".strip(), helps.get(name) or ""))
 
     visit(parser, "")

@@ -670,7 +670,10 @@ async def _prompt_main(shell: Shell, banner: str) -> None:
     from prompt_toolkit.patch_stdout import patch_stdout
     from prompt_toolkit.utils import is_dumb_terminal
 
-    shell.toolbar_visible = not is_dumb_terminal()
+    # prompt_toolkit draws the toolbar only where it can ask the cursor position: not on a
+    # dumb terminal, nor with PROMPT_TOOLKIT_NO_CPR. There, progress goes out as lines.
+    shell.toolbar_visible = not is_dumb_terminal() and os.environ.get("PROMPT_TOOLKIT_NO_CPR") \
+        != "1"
     session: PromptSession[str] = PromptSession(
         history=_history(), completer=ShellCompleter(shell), complete_while_typing=False,
         bottom_toolbar=shell.toolbar if shell.toolbar_visible else None,
@@ -692,5 +695,6 @@ async def _prompt_main(shell: Shell, banner: str) -> None:
                 await asyncio.to_thread(shell.wait_foreground, job)
     with shell.lock:
         running = [j for j in shell.jobs if not j.done.is_set()]
-    note = f"; {len(running)} commands go on at the node" if running else ""
+    note = (f"; {len(running)} command{'s go' if len(running) > 1 else ' goes'} on at the node"
+            if running else "")
     print(f"bye: the session stays open on the node{note}")
