@@ -118,6 +118,17 @@ def test_two_users_in_the_shell(two_daemons: tuple[Daemon, Daemon], anvil_setup:
 
         alice.sendline("channel list")
         alice.expect(rf"{channel[:10]}…\s+bob\s+closed\s+\d+\s+1\.25 ETH\s+0\.75 ETH")
+
+        # bob's node restarts: his shell reconnects and says the session must be reopened.
+        bob_node.stop()
+        bob.expect("the node's WebSocket closed: no pushes until it is back; reconnecting")
+        bob_node.start()
+        bob.expect("reconnected to the node's WebSocket")
+        bob.expect(r"session 0x[0-9a-f]{32} is not open on the node any more \(session "
+                   r"0x[0-9a-f]{32} not found \(201\)\): `session open CONFIG` opens it again")
+        bob.sendline(f"session open {files['bob']}")
+        bob.expect(r"session 0x[0-9a-f]{32} \(bob\) is open")
+        bob.expect("bob>")
         for child in (alice, bob):
             child.sendline("exit")
             child.expect("bye: the session stays open on the node")

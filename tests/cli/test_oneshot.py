@@ -170,7 +170,7 @@ def test_one_shot_commands(one_daemon: Daemon, anvil_setup: Generated, tmp_path:
     assert re.search(r"^ETH\s+9999\.\d+$", balance.stdout, re.M), balance.stdout
 
     # Lines piped into the shell run one after the other.
-    piped = run(a, stdin="channel list\nnode time --json\nexit\n")
+    piped = run(env, stdin=f"use {alice}\nchannel list\nnode time --json\nexit\n")
     assert piped.returncode == 0, piped.stderr
     assert re.search(rf"^{cid[:10]}…\s+bob\s+closed", piped.stdout, re.M)
     assert "error: unrecognized arguments: --json" in piped.stdout

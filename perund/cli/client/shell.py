@@ -116,6 +116,7 @@ class Shell:
         self._job_numbers = 0
         self.stream: PushStream | None = None
         self.subscriptions: set[str] = set()
+        self.dropped: set[str] = set()
         self.closing = False
         self._print_lock = threading.Lock()
 
@@ -156,12 +157,21 @@ class Shell:
         stream, session = self.stream, self.ctx.session
         if stream is None or session is None:
             return
-        for old in list(self.subscriptions):
-            with contextlib.suppress(ApiError, NodeUnreachable):  # gone with its session
-                stream.call("unsubscribe", subscriptionId=old)
-        self.subscriptions.clear()
+        self._drop_subscriptions(stream)
         for topic in ("proposals", "updates"):
             self.subscriptions.add(str(stream.call("subscribe", sessionId=session, topic=topic)))
+
+    def _drop_subscriptions(self, stream: PushStream | None) -> None:
+        # Pushes of a subscription are ignored from now on (its session is no longer ours);
+        # a new subscription's pushes are taken even before its ID is known here, because
+        # the node may send cached ones right after the reply.
+        with self.lock:
+            old, self.subscriptions = set(self.subscriptions), set()
+            self.dropped |= old
+        for subscription in old:
+            with contextlib.suppress(ApiError, NodeUnreachable):  # gone with its session
+                if stream is not None:
+                    stream.call("unsubscribe", subscriptionId=subscription)
 
     def on_stream_closed(self, error: BaseException | None) -> None:
         """The node closed the socket (it stopped?): reconnect in the background."""
@@ -176,15 +186,27 @@ class Shell:
             time.sleep(RECONNECT_EVERY)
             try:
                 self.connect_stream()
-                self.subscribe()
-            except (NodeUnreachable, AuthFailed, ApiError):
+            except (NodeUnreachable, AuthFailed):
                 continue
             self.say(self.style.ok("reconnected to the node's WebSocket"))
+            with self.lock:
+                self.subscriptions.clear()  # they were the old socket's
+            try:
+                self.subscribe()
+            except ApiError as exc:
+                session = self.ctx.session
+                self._left_session()
+                # The node restarted: sessions are not reopened by themselves.
+                self.say(self.style.warn(f"session {session} is not open on the node any more "
+                                         f"({failure_of(exc, self.node_label).line}): "
+                                         "`session open CONFIG` opens it again"))
+            except NodeUnreachable:
+                continue
             return
 
     def on_push(self, subscription: str, push: Any) -> None:
         """A push of the current session: remember what needs an answer, print it."""
-        if subscription not in self.subscriptions or not isinstance(push, dict):
+        if subscription in self.dropped or not isinstance(push, dict):
             return
         now = self._node_now()
         hint = " (accept / reject)"
@@ -406,13 +428,8 @@ class Shell:
                 self.peers.append(str(value.get("alias")))
 
     def _left_session(self) -> None:
-        stream = self.stream
-        for old in list(self.subscriptions):
-            with contextlib.suppress(ApiError, NodeUnreachable):  # dropped with the session
-                if stream is not None:
-                    stream.call("unsubscribe", subscriptionId=old)
+        self._drop_subscriptions(self.stream)
         with self.lock:
-            self.subscriptions.clear()
             self.ctx.session = None
             self.label = None
             self.pending.clear()
