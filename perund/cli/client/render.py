@@ -220,9 +220,10 @@ def _expiry_text(expiry: Any, node_now: float | None) -> str:
 
 def describe_push(push: Mapping[str, Any], style: Style,
                   before: Mapping[str, Mapping[str, str]] | None = None,
-                  node_now: float | None = None, answer_hint: str = "") -> str:
+                  node_now: float | None = None, answer: str = "answer") -> str:
     """One push as a line a person reads. `before` is the channel's balances as we knew them
-    (to say how much a request asks); `answer_hint` follows pushes that need an answer."""
+    (to say how much a request asks); `answer` is how to answer pushes that need one
+    ("accept or reject" in the shell)."""
     if "proposalId" in push:
         peer = str(push.get("peer"))
         head = style.notice(f"proposal {short_id(str(push['proposalId']))}")
@@ -230,7 +231,7 @@ def describe_push(push: Mapping[str, Any], style: Style,
                 f"{balances_pair(push.get('balances', {}), peer)}, challenge "
                 f"{seconds_text(push.get('challengeDuration', 0))}")
         when = _expiry_text(push.get("expiry"), node_now)
-        return text + (f"; answer{when}{answer_hint}" if when or answer_hint else "")
+        return text + f"; {answer}{when}"
     kind_of_push = push.get("type")
     channel = push.get("channel") if isinstance(push.get("channel"), Mapping) else {}
     assert isinstance(channel, Mapping)
@@ -252,12 +253,12 @@ def describe_push(push: Mapping[str, Any], style: Style,
         head = style.notice(f"update {short_id(str(push.get('updateId')))}")
         when = _expiry_text(push.get("expiry"), node_now)
         return (f"{head} {peer} {what} on {on}: would leave "
-                f"{balances_pair(balances, peer)}; answer{when}{answer_hint}")
+                f"{balances_pair(balances, peer)}; {answer}{when}")
     if kind_of_push == "final":
         head = style.notice(f"update {short_id(str(push.get('updateId')))}")
         when = _expiry_text(push.get("expiry"), node_now)
         return (f"{head} {peer} wants to close {on} with the final balances "
-                f"{balances_pair(balances, peer)}; answer{when}{answer_hint}")
+                f"{balances_pair(balances, peer)}; {answer}{when}")
     if kind_of_push == "updated":
         change = self_change(before, balances)
         given = ", ".join(amount(decimal_text(d), cur) for cur, d in change.items() if d > 0)

@@ -113,7 +113,7 @@ class Shell:
         self.peers: list[str] = []
         self.known_sessions: list[str] = []
         self.jobs: list[Job] = []
-        self._job_numbers = 0
+        self._background_numbers = 0
         self.stream: PushStream | None = None
         self.subscriptions: set[str] = set()
         self.dropped: set[str] = set()
@@ -209,7 +209,7 @@ class Shell:
         if subscription in self.dropped or not isinstance(push, dict):
             return
         now = self._node_now()
-        hint = " (accept / reject)"
+        hint = "accept or reject"
         if "proposalId" in push:
             with self.lock:
                 self.pending.append(Pending("proposal", str(push["proposalId"]),
@@ -222,6 +222,8 @@ class Shell:
         if kind == "updated" and known is not None and isinstance(push.get("channel"), dict) \
                 and known.get("version", -1) >= push["channel"].get("version", 0):
             return  # a state this shell showed already (the answer to our own command)
+        if kind == "closed" and known is not None and known.get("phase") == "closed":
+            return  # our own `channel close` said so already
         before = self._balances_now(channel_id) if kind == "open" else \
             (known or {}).get("balances")
         if kind in ("open", "final") and push.get("updateId"):
@@ -349,12 +351,11 @@ class Shell:
 
     def start(self, args: argparse.Namespace) -> Job:
         """Run a node command in a worker thread."""
+        job = Job(0, " ".join(str(v) for v in (args.command, getattr(args, "action", None))
+                              if v))
         with self.lock:
-            self._job_numbers += 1
-            job = Job(self._job_numbers, " ".join(
-                str(v) for v in (args.command, getattr(args, "action", None)) if v))
             self.jobs.append(job)
-        threading.Thread(target=self._work, args=(job, args), name=f"perund-cli-job-{job.number}",
+        threading.Thread(target=self._work, args=(job, args), name="perund-cli-job",
                          daemon=True).start()
         return job
 
@@ -365,10 +366,12 @@ class Shell:
             job.done.wait()
             return
         if not job.done.wait(FOREGROUND_WAIT):
+            with self.lock:
+                self._background_numbers += 1
+                job.number = self._background_numbers
             job.backgrounded = True
-            where = "see the toolbar" if self.toolbar_visible else "`jobs` lists it"
-            self.say(self.style.dim(f"[{job.number}] {job.title}: goes on in the background "
-                                    f"({where}); the result is printed when it comes"))
+            where = "progress in the toolbar" if self.toolbar_visible else "`jobs` lists it"
+            self.say(self.style.dim(f"[{job.number}] {job.title}: in the background ({where})"))
 
     def _work(self, job: Job, args: argparse.Namespace) -> None:
         try:
@@ -481,7 +484,8 @@ class Shell:
             self.say("no commands running")
             return
         self.say(render.table(["JOB", "COMMAND", "WAITING FOR", "FOR"], [
-            [str(j.number), j.title, j.status or "the node", f"{j.elapsed()} s"] for j in jobs
+            [str(j.number or "-"), j.title, j.status or "the node", f"{j.elapsed()} s"]
+            for j in jobs
         ], self.style))
 
     # -- progress --------------------------------------------------------------------------------
@@ -506,23 +510,26 @@ class Shell:
                 now = time.monotonic()
                 if job.status != text or now - when >= PROGRESS_EVERY:
                     job.last_line = (job.status, now)
-                    self.say(self.style.dim(f"… [{job.number}] {job.title}: {job.status} "
+                    number = f"[{job.number}] " if job.number else ""
+                    self.say(self.style.dim(f"… {number}{job.title}: {job.status} "
                                             f"({job.elapsed()} s)"))
 
     def toolbar(self) -> str:
         """The bottom toolbar: where we are, what awaits an answer, what is running."""
-        parts = [f" {self.node_label}", f"session {self.label}" if self.label else "no session"]
         with self.lock:
             live = [c for c in self.channels.values() if c["phase"] != "closed"]
             waiting = len(self.pending)
             jobs = [j for j in self.jobs if j.status_of is not None and not j.done.is_set()]
+        # The node's address only while there is room for it.
+        parts = [] if jobs else [self.node_label]
+        parts.append(f"session {self.label}" if self.label else "no session")
         if self.label:
-            parts.append(f"{len(live)} channels")
+            parts.append(f"{len(live)} channel{'' if len(live) == 1 else 's'}")
         if waiting:
             parts.append(f"{waiting} awaiting your answer")
         for job in jobs:
             parts.append(f"{job.title}: {job.status} ({job.elapsed()} s)")
-        return " · ".join(parts)
+        return " " + " · ".join(parts)
 
     def prompt_text(self) -> str:
         """`alice> `, or `perund> ` without a session."""
@@ -649,9 +656,9 @@ def run_shell(args: argparse.Namespace, style: Style) -> int:
         print(f"{style.bad('error:')} {failure.line}", file=sys.stderr)
         return failure.exit_code
     threading.Thread(target=shell.poll_progress, name="perund-cli-progress", daemon=True).start()
-    banner = (f"perund-cli: node {label}, perund {info.get('version')} on chain "
-              f"{info.get('chainId')}. `help` lists the commands"
-              + ("; Tab completes; ^D leaves." if interactive else "."))
+    banner = (f"perund-cli: node {label} (perund {info.get('version')}, chain "
+              f"{info.get('chainId')}); `help` lists the commands"
+              + (", Tab completes, ^D leaves" if interactive else ""))
     try:
         if interactive:
             _prompt_loop(shell, banner)
