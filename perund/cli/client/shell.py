@@ -56,7 +56,11 @@ from perund.cli.client.render import Style, short_id
 from perund.cli.client.settings import check_session_id, node_of, session_of, state_dir, token_of
 
 FOREGROUND_WAIT = 0.5
-"""Seconds the prompt waits for a command before leaving it to run in the background."""
+"""Seconds the prompt waits for a command that waits for the peer or the chain (channel open,
+pay, close, ...) before leaving it to run in the background."""
+
+QUICK_WAIT = 5.0
+"""Seconds the prompt waits for a quick command (a list, a balance) before the same."""
 
 PROGRESS_EVERY = 10.0
 """Seconds between progress lines when there is no toolbar."""
@@ -365,13 +369,19 @@ class Shell:
         if not self.interactive:
             job.done.wait()
             return
-        if not job.done.wait(FOREGROUND_WAIT):
+        deadline = time.monotonic() + QUICK_WAIT
+        while not job.done.wait(FOREGROUND_WAIT):
+            # A quick call answers within a moment: its output before the next prompt reads
+            # better. One that waits for the peer or the chain goes to the background at once.
+            if job.status_of is None and time.monotonic() < deadline:
+                continue
             with self.lock:
                 self._background_numbers += 1
                 job.number = self._background_numbers
             job.backgrounded = True
             where = "progress in the toolbar" if self.toolbar_visible else "`jobs` lists it"
             self.say(self.style.dim(f"[{job.number}] {job.title}: in the background ({where})"))
+            return
 
     def _work(self, job: Job, args: argparse.Namespace) -> None:
         try:
