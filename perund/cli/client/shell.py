@@ -91,6 +91,8 @@ class Job:
     status_of: Callable[[], str] | None = None
     done: threading.Event = field(default_factory=threading.Event)
     backgrounded: bool = False
+    answering: str | None = None
+    """The channel whose update this job answers: its `updated` push says nothing new."""
     last_line: tuple[str, float] = ("", 0.0)
 
     def elapsed(self) -> int:
@@ -226,6 +228,10 @@ class Shell:
         if kind == "updated" and known is not None and isinstance(push.get("channel"), dict) \
                 and known.get("version", -1) >= push["channel"].get("version", 0):
             return  # a state this shell showed already (the answer to our own command)
+        with self.lock:
+            answering = any(j.answering == channel_id for j in self.jobs)
+        if kind == "updated" and answering:
+            return  # the state our own answer made: the answer's result shows it
         if kind == "closed" and known is not None and known.get("phase") == "closed":
             return  # our own `channel close` said so already
         before = self._balances_now(channel_id) if kind == "open" else \
@@ -385,7 +391,7 @@ class Shell:
 
     def _work(self, job: Job, args: argparse.Namespace) -> None:
         try:
-            result = self._dispatch(args)
+            result = self._dispatch(args, job)
             if isinstance(result, Long):
                 job.title, job.status_of = result.title, result.status
                 job.status = "starting"
@@ -403,7 +409,7 @@ class Shell:
                 if job in self.jobs:
                     self.jobs.remove(job)
 
-    def _dispatch(self, args: argparse.Namespace) -> Outcome | Long:
+    def _dispatch(self, args: argparse.Namespace, job: Job) -> Outcome | Long:
         if args.command == "use":
             session = check_session_id(args.session)
             self.use(session, None)
@@ -414,6 +420,7 @@ class Shell:
             if chosen.kind == "proposal":
                 return answer_proposal(self.ctx, chosen.id, accept, chosen.peer)
             assert chosen.channel_id is not None
+            job.answering = chosen.channel_id
             return answer_update(self.ctx, chosen.channel_id, chosen.id, accept)
         handler = handler_of(args)
         if handler is None:
