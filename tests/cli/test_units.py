@@ -202,3 +202,22 @@ def test_completion_of_commands_aliases_channels_and_pending_ids() -> None:
     assert complete("pay bob ") == []
     assert complete("accept ") == [proposal]
     assert complete("peer add ") == []  # a new alias: nothing to offer
+
+
+def test_progress_lines_without_a_terminal() -> None:
+    from perund.cli.client.progress import ProgressLine
+
+    out = io.StringIO()
+    progress = ProgressLine(out, tty=False, style=Style(False), every=3600)
+    progress.show("closing", "the challenge period ends in 12 s", 1)
+    progress.show("closing", "the challenge period ends in 11 s", 2)  # a countdown: no line
+    progress.show("closing", "concluding on-chain", 3)
+    progress.clear()
+    assert out.getvalue() == ("… closing: the challenge period ends in 12 s (1 s)\n"
+                              "… closing: concluding on-chain (3 s)\n")
+    tty = io.StringIO()
+    on_terminal = ProgressLine(tty, tty=True, style=Style(False))
+    on_terminal.show("opening", "waiting for bob", 4)
+    on_terminal.clear()
+    assert tty.getvalue().startswith("\r\x1b[K") and "opening: waiting for bob (4 s)" in \
+        tty.getvalue() and tty.getvalue().endswith("\r\x1b[K")

@@ -8,6 +8,7 @@ Calls that finish within `quiet_for` seconds show nothing.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +57,11 @@ def safe_status(status: Callable[[], str], last: str) -> str:
         return last
 
 
+def changed_shape(status: str) -> str:
+    """`status` without its numbers: a countdown is not news worth a line of its own."""
+    return re.sub(r"[0-9]+", "#", status)
+
+
 class ProgressLine:
     """Shows `title: status (N s)` on `stream`."""
 
@@ -81,10 +87,11 @@ class ProgressLine:
             self._shown = True
             return
         now = time.monotonic()
-        if text != self._last_text or now - self._last_time >= self.every:
+        shape = changed_shape(text)
+        if shape != self._last_text or now - self._last_time >= self.every:
             self.stream.write(f"… {text} ({int(elapsed)} s)\n")
             self.stream.flush()
-            self._last_text, self._last_time = text, now
+            self._last_text, self._last_time = shape, now
 
     def clear(self) -> None:
         """Remove the in-place line (a terminal) before the result is printed."""

@@ -52,6 +52,7 @@ from perund.cli.client.parser import (
     subcommand_helps,
     subcommands,
 )
+from perund.cli.client.progress import changed_shape
 from perund.cli.client.render import Style, short_id
 from perund.cli.client.settings import check_session_id, node_of, session_of, state_dir, token_of
 
@@ -525,8 +526,8 @@ class Shell:
                     continue
                 text, when = job.last_line
                 now = time.monotonic()
-                if job.status != text or now - when >= PROGRESS_EVERY:
-                    job.last_line = (job.status, now)
+                if changed_shape(job.status) != text or now - when >= PROGRESS_EVERY:
+                    job.last_line = (changed_shape(job.status), now)
                     number = f"[{job.number}] " if job.number else ""
                     self.say(self.style.dim(f"… {number}{job.title}: {job.status} "
                                             f"({job.elapsed()} s)"))
