@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from perund.errors import ChainNotReachable
 
@@ -67,12 +68,25 @@ def find_anvil(roots: Sequence[Path] | None = None) -> str:
     )
 
 
+_UNASSIGNED_PORTS: Final = range(20000, 32768)
+"""Below Linux's ephemeral range (32768-60999): a port from here is not handed out again to
+some outgoing connection between the check and its use, as a port the OS picked would be."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port the OS reports free on `host` right now."""
+    """A TCP port free on `host` right now, for a server to be started soon after."""
+    for _ in range(100):
+        port = random.choice(_UNASSIGNED_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def rpc_call(url: str, method: str, params: Sequence[Any] = (), timeout: float = 5.0) -> Any:

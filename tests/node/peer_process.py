@@ -77,7 +77,13 @@ async def main(node_file: str, session_file: str) -> None:
     node = NodeService(reactor, load_node_config(node_file))
     node.startService()
     await node.ready
-    session = await node.open_session(session_file)
+    try:
+        session = await node.open_session(session_file)
+    except Exception as exc:
+        # Say so and exit, so the test fails at once with the reason, not at its timeout.
+        emit(event="failed", error=str(exc))
+        await node.stopService()
+        raise
 
     def observe(notice: Notice) -> None:
         if isinstance(notice, ProposalNotice):

@@ -67,6 +67,8 @@ class NodeProcess:
                     self._cursor += 1
                     if record["event"] == event:
                         return record
+                    if record["event"] == "failed":
+                        raise AssertionError(f"node failed before {event}: {record['error']}")
                 if self.proc.poll() is not None and not self._reader.is_alive():
                     raise AssertionError(f"node exited ({self.proc.returncode}) before {event}:\n"
                                          + self.log.read_text()[-3000:])
