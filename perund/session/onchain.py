@@ -54,6 +54,8 @@ class ChainSettlement:
         self.conclude_grace = conclude_grace
         """How long the side that did not propose the final update waits for the other to
         conclude before it submits `concludeFinal` itself."""
+        self._registered: dict[ChannelID, int] = {}
+        """The version this session registered last, per channel."""
         self.receipts: list[TxReceipt] = []
         """Every transaction this session sent, in order (what it paid in gas is here)."""
 
@@ -140,15 +142,23 @@ class ChainSettlement:
         receipt = await self.chain.register(self.account, event.params, event.state,
                                             event.signatures)
         self.receipts.append(receipt)
+        self._registered[event.channel_id] = event.state.version
         log.info("channel {channel_id}: registered version {version}",
                  channel_id=_hex(event.channel_id), version=event.state.version)
         return _concluded_version(receipt)
 
     def conclude(self, event: ev.Conclude) -> Deferred[int | None]:
-        """Conclude the registered state."""
+        """Conclude the registered state: at once if we registered it, else after
+        `conclude_grace` and only if the peer has not concluded it meanwhile."""
         return Deferred.fromCoroutine(self._conclude(event))
 
     async def _conclude(self, event: ev.Conclude) -> int | None:
+        if self._registered.get(event.channel_id) != event.state.version:
+            # The peer registered this state and its node concludes it too: give it the first
+            # go, so that two conclude transactions do not race and one pays for a revert.
+            await self._sleep(self.conclude_grace)
+            if await self._is_concluded(event.channel_id):
+                return event.state.version
         try:
             receipt = await self.chain.conclude(self.account, event.params, event.state)
             self.receipts.append(receipt)
