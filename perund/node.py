@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from perund.chain.backend import ChainBackend
+from perund.chain.watcher import SharedChainView
 from perund.channel.records import Channel
 from perund.channel.types import hex_address
 from perund.config import NodeConfig
@@ -52,6 +53,9 @@ class NodeService(MultiService):
             tx_timeout=config.timeouts.tx,
         )
         self.chain.setServiceParent(self)  # type: ignore[no-untyped-call]
+        self.chain_view = SharedChainView(reactor, self.chain,
+                                          max_age=config.chain.poll_interval / 2)
+        """What every session's watcher reads the chain through (their polls share requests)."""
         self.ready: Deferred[None] = Deferred()
         """Fires once every start-up step has completed (fails if one did not)."""
         self.sessions: dict[str, Session] = {}
@@ -140,7 +144,7 @@ class NodeService(MultiService):
                 raise ResourceExists("this session is open already", type="session",
                                      id=session.id)
         session = await Session.open(self._reactor, config_file, chain=self.chain,
-                                     node=self.config)
+                                     node=self.config, chain_view=self.chain_view)
         self.sessions[session.id] = session
         return session
 

@@ -13,20 +13,24 @@ there are transactions (dev chains) or every few seconds, so "now" on the chain 
 the latest block's timestamp plus the time since that block was first seen; a conclude sent a
 little early reverts with `ChallengeNotOver` and is simply fed again later.
 
-The watcher talks to the chain only through `ChainBackend` (its own thread pool) and to the
-channels only through the `WatchedChannels` protocol, so it runs entirely on the reactor thread.
+The watcher talks to the chain only through a `ChainView` (the backend's reads, on its own thread
+pool) and to the channels only through the `WatchedChannels` protocol, so it runs entirely on the
+reactor thread. A node gives all its sessions' watchers one `SharedChainView`: their polls then
+share the head, timestamp and log requests, so a node with many sessions asks the chain about
+as often as a node with one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from perund.chain.backend import ChainBackend
+from perund.chain.backend import ChainBackend, EventBatch
 from perund.chain.results import ChainEvent
 from perund.channel.changes import ChallengeExpired, Change, Concluded, Registered
 from perund.channel.phases import Phase
@@ -35,6 +39,146 @@ from perund.channel.types import ChannelID
 from perund.errors import PerundError
 
 log = Logger(namespace="perund.watcher")
+
+_T = TypeVar("_T")
+
+
+class ChainView(Protocol):
+    """The chain reads a watcher needs (`ChainBackend` has them; so has `SharedChainView`)."""
+
+    def events_after(self, cursor: int, channel_ids: None = None, *,
+                     confirmations: int = 0) -> Deferred[EventBatch]:
+        """Every Adjudicator event in the confirmed blocks after `cursor`."""
+        ...
+
+    def block_number(self) -> Deferred[int]:
+        """The newest block's number."""
+        ...
+
+    def chain_time(self) -> Deferred[int]:
+        """The newest block's timestamp."""
+        ...
+
+
+class SharedChainView:
+    """One node's view of the chain, shared by its sessions' watchers.
+
+    The newest block number is fetched at most once per `max_age` seconds, the newest block's
+    timestamp once per block, and the logs of a block range once (the last few ranges are
+    kept): sessions whose cursors agree, as they do once they are caught up, share each
+    request. Concurrent identical requests share one call too.
+    """
+
+    def __init__(self, reactor: Any, chain: ChainBackend, *, max_age: float = 0.5,
+                 ranges_kept: int = 8) -> None:
+        self._reactor = reactor
+        self.chain = chain
+        self.max_age = max_age
+        self.ranges_kept = ranges_kept
+        self._head: tuple[int, float] | None = None
+        self._head_call: _InFlight[int] | None = None
+        self._time: tuple[int, int] | None = None
+        self._time_call: tuple[int, _InFlight[int]] | None = None
+        self._ranges: dict[tuple[int, int], tuple[ChainEvent, ...]] = {}
+        self._range_calls: dict[tuple[int, int], _InFlight[tuple[ChainEvent, ...]]] = {}
+        self.requests = 0
+        """Calls made to the chain (for tests and metrics)."""
+
+    def block_number(self) -> Deferred[int]:
+        """The newest block's number, at most `max_age` seconds old."""
+        return Deferred.fromCoroutine(self._block_number())
+
+    async def _block_number(self) -> int:
+        now = self._reactor.seconds()
+        if self._head is not None and now - self._head[1] < self.max_age:
+            return self._head[0]
+        if self._head_call is None or self._head_call.done:
+            self.requests += 1
+            self._head_call = _InFlight(Deferred.fromCoroutine(self._fetch_head()))
+        return await self._head_call.wait()
+
+    async def _fetch_head(self) -> int:
+        number = await self.chain.block_number()
+        self._head = (number, self._reactor.seconds())
+        return number
+
+    def chain_time(self) -> Deferred[int]:
+        """The timestamp of the newest block (as of `block_number`)."""
+        return Deferred.fromCoroutine(self._chain_time())
+
+    async def _chain_time(self) -> int:
+        number = await self._block_number()
+        if self._time is not None and self._time[0] == number:
+            return self._time[1]
+        call = self._time_call
+        if call is None or call[0] != number or call[1].done:
+            self.requests += 1
+            call = self._time_call = (number, _InFlight(self.chain.chain_time()))
+        timestamp = await call[1].wait()
+        self._time = (number, timestamp)
+        return timestamp
+
+    def events_after(self, cursor: int, channel_ids: None = None, *,
+                     confirmations: int = 0) -> Deferred[EventBatch]:
+        """Every event in the blocks after `cursor` up to the newest confirmed one."""
+        return Deferred.fromCoroutine(self._events_after(cursor, confirmations))
+
+    async def _events_after(self, cursor: int, confirmations: int) -> EventBatch:
+        last = await self._block_number() - confirmations
+        if last <= cursor:
+            return EventBatch((), cursor)
+        key = (cursor + 1, last)
+        events = self._ranges.get(key)
+        if events is None:
+            call = self._range_calls.get(key)
+            if call is None or call.done:
+                self.requests += 1
+                call = self._range_calls[key] = _InFlight(Deferred.fromCoroutine(self._fetch(key)))
+                if call.done:
+                    del self._range_calls[key]
+            events = await call.wait()
+        return EventBatch(events, last)
+
+    async def _fetch(self, key: tuple[int, int]) -> tuple[ChainEvent, ...]:
+        try:
+            events = tuple(await self.chain.events(key[0], key[1]))
+        finally:
+            self._range_calls.pop(key, None)
+        self._ranges[key] = events
+        while len(self._ranges) > self.ranges_kept:
+            del self._ranges[next(iter(self._ranges))]
+        return events
+
+
+class _InFlight(Generic[_T]):
+    """One call to the chain and everyone waiting for its result (also after it came)."""
+
+    def __init__(self, call: Deferred[_T]) -> None:
+        self._waiters: list[Deferred[_T]] = []
+        self.done = False
+        self._outcome: _T | Failure | None = None
+        call.addCallbacks(self._finish, self._finish)
+
+    def wait(self) -> Deferred[_T]:
+        waiter: Deferred[_T] = Deferred()
+        if self.done:
+            self._fire(waiter)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    def _finish(self, outcome: _T | Failure) -> None:
+        self.done, self._outcome = True, outcome
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            self._fire(waiter)
+
+    def _fire(self, waiter: Deferred[_T]) -> None:
+        outcome = self._outcome
+        if isinstance(outcome, Failure):
+            waiter.errback(outcome)
+        else:
+            waiter.callback(outcome)  # type: ignore[arg-type]
 
 
 class WatchedChannels(Protocol):
@@ -86,7 +230,7 @@ class ChainWatcher:
     def __init__(
         self,
         reactor: Any,
-        chain: ChainBackend,
+        chain: ChainView,
         store: CursorStore,
         channels: WatchedChannels,
         *,

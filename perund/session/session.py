@@ -18,7 +18,7 @@ from twisted.logger import Logger
 
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
-from perund.chain.watcher import ChainWatcher
+from perund.chain.watcher import ChainView, ChainWatcher
 from perund.channel.phases import Phase
 from perund.channel.proposal import Deployment
 from perund.channel.records import Channel
@@ -66,7 +66,8 @@ class Session:
 
     @classmethod
     async def open(cls, reactor: Any, config_file: str | Path, *, chain: ChainBackend,
-                   node: NodeConfig, session_id: str | None = None) -> Session:
+                   node: NodeConfig, session_id: str | None = None,
+                   chain_view: ChainView | None = None) -> Session:
         """Open the session of `config_file`; InvalidConfig names whatever is wrong."""
         config = load_session_config(config_file)
         # scrypt takes up to a second a key: unlock off the reactor thread so other sessions'
@@ -75,7 +76,7 @@ class Session:
         store = SessionStore(config.database, reactor)
         try:
             return await cls._build(reactor, config, keys, store, chain, node,
-                                    session_id or os.urandom(16).hex())
+                                    session_id or os.urandom(16).hex(), chain_view)
         except BaseException:
             store.close()
             raise
@@ -83,7 +84,7 @@ class Session:
     @classmethod
     async def _build(cls, reactor: Any, config: SessionConfig, keys: SessionKeys,
                      store: SessionStore, chain: ChainBackend, node: NodeConfig,
-                     session_id: str) -> Session:
+                     session_id: str, chain_view: ChainView | None) -> Session:
         if chain.chain_id is None or chain.adjudicator is None:
             raise FailedPrecondition("the node is not connected to the chain yet")
         signer = keys.signer()
@@ -101,7 +102,7 @@ class Session:
             is_contact=contacts.knows, response_timeout=node.timeouts.response,
             request_timeout=node.timeouts.peer_request, confirm_updates=config.confirm_updates,
         )
-        watcher = ChainWatcher(reactor, chain, store, client,
+        watcher = ChainWatcher(reactor, chain_view or chain, store, client,
                                poll_interval=node.chain.poll_interval,
                                confirmations=node.chain.confirmations)
         session = cls(reactor, session_id, config, account, store, contacts, client, settlement,

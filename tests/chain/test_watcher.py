@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import deferLater
 
 from perund.chain.account import Account
 from perund.chain.anvil import Anvil
-from perund.chain.watcher import ChainWatcher
+from perund.chain.watcher import ChainWatcher, SharedChainView
 from perund.channel.changes import Change, Concluded, Registered
 from perund.channel.events import Conclude, Event, Register
 from perund.channel.machine import transition
@@ -201,3 +203,33 @@ async def test_a_chain_that_stops_answering_is_retried_from_the_same_cursor(
     finally:
         node.stop()
         backend.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sessions_share_the_chain_reads(chain: Chain, new_channel, tmp_path: Path) -> None:
+    """Five sessions' watchers on one SharedChainView: concurrent polls make one request for
+    the head, one for the logs and one for the time, not five of each."""
+    ch = new_channel()
+    await funded(chain, ch, (ETHER, ETHER))
+    view = SharedChainView(reactor, chain.backend, max_age=0.3)
+    sessions = []
+    for i in range(5):
+        store = SessionStore(tmp_path / f"db{i}", reactor)
+        watched = Watched(store, [open_channel(ch, 3, (ETHER, ETHER))])
+        sessions.append((store, watched, watcher_on(view, store, watched)))
+    await gatherResults([w.start() for _, _, w in sessions])
+    old = ch.state(1, (ETHER, ETHER))
+    await chain.backend.register(ch.accounts[1], ch.params, old, ch.sign(old))
+    await deferLater(reactor, 0.35)  # the head the view knows is older than max_age
+    before = view.requests
+    await gatherResults([Deferred.fromCoroutine(w.poll()) for _, _, w in sessions])
+    assert view.requests - before <= 3
+    for _, watched, _ in sessions:
+        assert [type(change) for _, change in watched.fed] == [Registered]
+    for store, _, w in sessions:
+        await w.stop()
+        store.close()
+
+
+def watcher_on(view: SharedChainView, store: SessionStore, watched: Watched) -> ChainWatcher:
+    return ChainWatcher(reactor, view, store, watched, poll_interval=3600, conclude_retry=0)
