@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from perund.cli.generate import Generated
-from tests.integration.test_daemons import Daemon
+from tests.integration.daemons import Daemon, running
 from tests.node.conftest import anvil, anvil_setup, two_nodes  # noqa: F401
 
 CLI = str(Path(sys.executable).with_name("perund-cli"))
@@ -38,22 +38,14 @@ def _check_cli() -> None:
 def one_daemon(anvil_setup: Generated, tmp_path: Path) -> Iterator[Daemon]:  # noqa: F811
     """One node on anvil; alice and bob are two sessions of it."""
     _check_cli()
-    daemon = Daemon(anvil_setup.node_config, tmp_path)
-    yield daemon
-    daemon.stop()
-    text = daemon.log.read_text()
-    assert "Traceback" not in text, text[-4000:]
+    with running(anvil_setup.node_config, workdir=tmp_path) as (daemon,):
+        yield daemon
 
 
 @pytest.fixture
-def two_daemons(anvil_setup: Generated, tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:  # noqa: F811
+def two_daemons(anvil_setup: Generated,  # noqa: F811
+                tmp_path: Path) -> Iterator[tuple[Daemon, ...]]:
     """Two nodes on anvil: alice's and bob's."""
     _check_cli()
-    alice_config, bob_config = two_nodes(anvil_setup)
-    alice, bob = Daemon(alice_config, tmp_path), Daemon(bob_config, tmp_path)
-    yield alice, bob
-    alice.stop()
-    bob.stop()
-    for daemon in (alice, bob):
-        text = daemon.log.read_text()
-        assert "Traceback" not in text, text[-4000:]
+    with running(*two_nodes(anvil_setup), workdir=tmp_path) as both:
+        yield both

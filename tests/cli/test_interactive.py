@@ -17,7 +17,7 @@ import pytest
 
 from perund.cli.generate import Generated
 from tests.cli.conftest import CLI, cli_env
-from tests.integration.test_daemons import Daemon
+from tests.integration.daemons import Daemon
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

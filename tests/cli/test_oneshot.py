@@ -20,7 +20,7 @@ import pytest
 from perund.chain.anvil import free_port
 from perund.cli.generate import Generated
 from tests.cli.conftest import CLI, cli_env
-from tests.integration.test_daemons import Daemon
+from tests.integration.daemons import Daemon
 
 
 def run(env: dict[str, str], *args: str,

@@ -8,9 +8,6 @@ cooperatively (closed pushed to both), close the sessions, restart and see chann
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,74 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from perund.cli.apiclient import ApiClient, Pushes
 from perund.cli.generate import Generated
+from tests.integration.daemons import Daemon, running
 from tests.node.conftest import two_nodes
-
-TWISTD = str(Path(sys.executable).with_name("twistd"))
-
-
-class Daemon:
-    """One `twistd -n perund` process, reached through the API client."""
-
-    def __init__(self, config: Path, workdir: Path) -> None:
-        self.config, self.workdir = config, workdir
-        node = yaml.safe_load(config.read_text())
-        self.port = int(node["api"]["listen"].split(":")[1])
-        self.token_path = config.parent / node["data_dir"] / "api.token"
-        self.log = workdir / f"{config.stem}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [TWISTD, "-n", "--pidfile=", "perund", "--config", str(self.config)],
-                cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while not self.token_path.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("the daemon did not start:\n"
-                                     + self.log.read_text()[-3000:])
-            time.sleep(0.1)
-        self.api = ApiClient(self.port, self.token_path.read_text().strip())
-        self.api.wait_until_up(alive=lambda: self.proc is not None and self.proc.poll() is None)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
-
-    def kill(self) -> None:
-        """SIGKILL: the node vanishes without a word to anyone."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-
-    def request(self, method: str, **params: Any) -> dict[str, Any]:
-        return self.api.request(method, **params)
-
-    def call(self, method: str, **params: Any) -> Any:
-        return self.api.call(method, **params)
-
-    def socket(self) -> Pushes:
-        return self.api.pushes()
 
 
 @pytest.fixture
-def daemons(anvil_setup: Generated, tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
-    if not Path(TWISTD).exists():
-        pytest.fail(f"{TWISTD} is missing: run `make deps`")
-    alice_config, bob_config = two_nodes(anvil_setup)
-    alice, bob = Daemon(alice_config, tmp_path), Daemon(bob_config, tmp_path)
-    yield alice, bob
-    alice.stop()
-    bob.stop()
-    for daemon in (alice, bob):
-        text = daemon.log.read_text()
-        assert "Traceback" not in text, text[-4000:]
+def daemons(anvil_setup: Generated, tmp_path: Path) -> Iterator[tuple[Daemon, ...]]:
+    with running(*two_nodes(anvil_setup), workdir=tmp_path) as both:
+        yield both
 
 
 def in_background(pool: ThreadPoolExecutor, f: Callable[..., Any], *args: Any,

@@ -31,7 +31,7 @@ from perund.channel.types import ChannelID, to_address
 from perund.cli.apiclient import Pushes
 from perund.cli.generate import Generated, anvil_dev_key
 from perund.storage.store import SessionStore
-from tests.integration.test_daemons import TWISTD, Daemon
+from tests.integration.daemons import Daemon, assert_clean_log
 from tests.node.conftest import two_nodes
 
 ETHER = 10**18
@@ -176,16 +176,13 @@ class World:
 
 @pytest.fixture
 def world(anvil_setup: Generated, tmp_path: Path, anvil: Anvil) -> Iterator[World]:
-    if not Path(TWISTD).exists():
-        pytest.fail(f"{TWISTD} is missing: run `make deps`")
     w = World(anvil_setup, tmp_path, anvil)
     try:
         yield w
     finally:
         w.close()
     for daemon in w.daemons:
-        text = daemon.log.read_text()
-        assert "Traceback" not in text, text[-4000:]
+        assert_clean_log(daemon)
 
 
 def stored_channel(store_dir: Path, channel_id: str) -> Channel:
