@@ -65,7 +65,7 @@ class World:
         for config in (alice_config, bob_config):
             node = yaml.safe_load(config.read_text())
             node["chain"]["poll_interval"] = "200ms"
-            node["timeouts"] = {"response": "30s", "tx": "10s", "funding": "8s",
+            node["timeouts"] = {"response": "8s", "tx": "10s", "funding": "8s",
                                 "peer_dial": "2s", "peer_request": "5s"}
             config.write_text(yaml.safe_dump(node))
         self.users = {u.name: u for u in setup.users}
@@ -354,3 +354,22 @@ async def test_a_refused_final_update_closes_through_a_dispute(world: World) -> 
             assert done["error"]  # closed by a dispute, not by a final state both signed
     until(lambda: closed(w, "bob", cid), "bob's node following the dispute")
     await check_payouts(w, cid, alice=wei("5"), bob=wei("3"))
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_an_unanswered_final_update_closes_through_a_dispute(world: World) -> None:
+    """Bob's node is up but his user never answers: after the response timeout the close goes
+    on-chain without him."""
+    w = world
+    cid = w.open_channel("1", "1")
+    w.pay("alice", cid, "0.5")                   # alice 0.5, bob 1.5
+    with w.pushes("bob") as bob_pushes:
+        closing = w.background(w.call, "alice", "channel_close", channelId=cid)
+        bob_pushes.wait(lambda p: p.get("type") == "final")  # seen, never answered
+        until(lambda: w.channel("alice", cid)["phase"] == "disputed", "alice's registration", 60)
+        w.travel(CHALLENGE + 1)
+        assert closing.result(60)["phase"] == "closed"
+        bob_pushes.wait(lambda p: p.get("type") == "closed" and p["channelId"] == cid)
+    await check_payouts(w, cid, alice=wei("0.5"), bob=wei("1.5"))
