@@ -21,6 +21,8 @@ from twisted.python.failure import Failure
 
 from perund.chain.backend import ChainBackend
 from perund.chain.watcher import SharedChainView
+from perund.channel import events as ev
+from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.types import hex_address
 from perund.config import NodeConfig
@@ -31,6 +33,8 @@ from perund.errors import (
     ResourceExists,
     ResourceNotFound,
 )
+from perund.metrics import Metrics, Sample
+from perund.session.client import ChannelNotice, Notice
 from perund.session.session import Session
 
 
@@ -59,6 +63,8 @@ class NodeService(MultiService):
         self.ready: Deferred[None] = Deferred()
         """Fires once every start-up step has completed (fails if one did not)."""
         self.sessions: dict[str, Session] = {}
+        self.metrics = Metrics()
+        """The node's counters (`GET /metrics` shows them with the gauges of `metric_samples`)."""
         self.started = False
         """Whether start-up completed: the chain is connected and sessions may open."""
 
@@ -98,7 +104,8 @@ class NodeService(MultiService):
 
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         token = ensure_token(self.config.token_path)
-        self.site = make_site(NodeAPI(self), token, reactor=self._reactor)
+        self.site = make_site(NodeAPI(self), token, reactor=self._reactor, metrics=self.metrics,
+                              render_metrics=self.render_metrics)
         endpoint = serverFromString(self._reactor, self.config.api.listen)  # type: ignore[no-untyped-call]
         try:
             self._api_port = await endpoint.listen(self.site)
@@ -146,7 +153,50 @@ class NodeService(MultiService):
         session = await Session.open(self._reactor, config_file, chain=self.chain,
                                      node=self.config, chain_view=self.chain_view)
         self.sessions[session.id] = session
+        session.client.observers.append(self._count)
         return session
+
+    # -- metrics --------------------------------------------------------------------------------
+
+    def _count(self, notice: Notice) -> None:
+        if not isinstance(notice, ChannelNotice):
+            return
+        event, metrics = notice.event, self.metrics
+        if isinstance(event, ev.NewState):
+            metrics.inc("perund_channel_states_total", source=event.source.value)
+        elif isinstance(event, ev.UpdateFailed):
+            metrics.inc("perund_updates_failed_total", failure=event.failure.value)
+        elif isinstance(event, ev.Disputed):
+            metrics.inc("perund_disputes_total")
+        elif isinstance(event, ev.Closed):
+            metrics.inc("perund_channels_closed_total")
+        elif isinstance(event, ev.Conflict):
+            metrics.inc("perund_conflicts_total")
+
+    def metric_samples(self) -> list[Sample]:
+        """The gauges, read from the open sessions now."""
+        sessions = list(self.sessions.values())
+        phases = {phase.value: 0 for phase in Phase}
+        for session in sessions:
+            for channel in session.client.channels.values():
+                phases[channel.phase.value] += 1
+        samples = [Sample("perund_sessions", {}, len(sessions))]
+        samples += [Sample("perund_channels", {"phase": phase}, count)
+                    for phase, count in phases.items()]
+        samples += [
+            Sample("perund_peers_connected", {},
+                   sum(len(s.peers.connected_peers()) for s in sessions)),
+            Sample("perund_watcher_polls", {}, sum(s.watcher.polls for s in sessions)),
+            Sample("perund_chain_reads", {}, self.chain_view.requests),
+            Sample("perund_transactions", {},
+                   sum(len(s.settlement.receipts) for s in sessions)),
+            Sample("perund_gas_fees_wei", {}, sum(s.settlement.fees_paid for s in sessions)),
+        ]
+        return samples
+
+    def render_metrics(self) -> str:
+        """`GET /metrics`: counters and gauges in the Prometheus text format."""
+        return self.metrics.render(self.metric_samples())
 
     def session(self, session_id: str) -> Session:
         """The open session `session_id`; ResourceNotFound otherwise."""

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 
 from perund.api.schema import InvalidParams, Schema, check_schema, params_schema, validate
 from perund.errors import Internal, PerundError
+from perund.metrics import Metrics
 
 if TYPE_CHECKING:
     from perund.api.hub import ClientSubscriptions
@@ -206,8 +207,9 @@ class Dispatcher:
     """
 
     def __init__(self, methods: Iterable[Method], clock: IReactorTime, *,
-                 max_batch: int = 100) -> None:
+                 max_batch: int = 100, metrics: Metrics | None = None) -> None:
         self._methods: dict[str, Method] = {}
+        self._metrics = metrics
         self._schemas: dict[str, Schema] = {}
         for method in methods:
             if method.name in self._methods:
@@ -320,7 +322,15 @@ class Dispatcher:
 
     def _log_call(self, method: str, session: str | None, started: float, code: int | None,
                   context: CallContext | None) -> None:
-        duration_ms = round((self._clock.seconds() - started) * 1000.0, 3)
+        seconds = self._clock.seconds() - started
+        duration_ms = round(seconds * 1000.0, 3)
+        metrics = self._metrics
+        if metrics is not None:
+            # Only names the API knows become labels: callers cannot grow the series.
+            name = method if method in self._methods else "unknown"
+            metrics.inc("perund_api_calls_total", method=name,
+                        outcome="ok" if code is None else str(code))
+            metrics.inc("perund_api_call_seconds_total", seconds, method=name)
         log.info("api call {method} session={session_id} transport={transport} "
                  "outcome={outcome} in {duration_ms} ms", method=method,
                  session_id=session or "-", transport=context.transport if context else "-",

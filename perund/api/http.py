@@ -13,6 +13,7 @@ import hmac
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,25 @@ def refuse_unauthorized(request: Any) -> bytes:
              peer=getattr(peer, "host", str(peer)))
     request.setHeader(b"www-authenticate", b'Bearer realm="perund"')
     return _refuse(request, 401, "a valid bearer token is required")
+
+
+class MetricsResource(Resource):
+    """`GET /metrics`: the node's counters and gauges in the Prometheus text format."""
+
+    isLeaf = True
+
+    def __init__(self, render_metrics: Callable[[], str]) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves it untyped
+        self._render_metrics = render_metrics
+
+    def render(self, request: Any) -> bytes:
+        if not getattr(request, "authorized", False):
+            return refuse_unauthorized(request)
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET")
+            return _refuse(request, 405, "use GET")
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        return self._render_metrics().encode("utf-8")
 
 
 class RpcResource(Resource):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -11,10 +12,17 @@ from twisted.web.server import Site
 from perund.api.amounts import Currencies
 from perund.api.dispatcher import Dispatcher, encode_json
 from perund.api.facade import NodeFacade
-from perund.api.http import MAX_BODY, ApiRequest, RpcResource, refuse_unauthorized
+from perund.api.http import (
+    MAX_BODY,
+    ApiRequest,
+    MetricsResource,
+    RpcResource,
+    refuse_unauthorized,
+)
 from perund.api.hub import Hubs
 from perund.api.methods import build_methods
 from perund.api.ws import ApiSocketFactory, WebSocketEntry
+from perund.metrics import Metrics
 
 
 class _Root(Resource):
@@ -31,7 +39,7 @@ class _Root(Resource):
             return refuse_unauthorized(request)
         request.setResponseCode(404)
         request.setHeader(b"content-type", b"application/json")
-        return encode_json({"error": "no such resource: use POST /rpc or GET /ws"})
+        return encode_json({"error": "no such resource: use POST /rpc, GET /ws or GET /metrics"})
 
 
 class ApiSite(Site):
@@ -50,14 +58,20 @@ class ApiSite(Site):
 
 def make_site(facade: NodeFacade, token: str, *, reactor: IReactorTime,
               currencies: Currencies | None = None, max_body: int = MAX_BODY,
-              max_batch: int = 100, closed_ttl: float = 3600.0) -> ApiSite:
-    """The API on one Site: `POST /rpc` and `GET /ws`, both behind `token`."""
+              max_batch: int = 100, closed_ttl: float = 3600.0,
+              metrics: Metrics | None = None,
+              render_metrics: Callable[[], str] | None = None) -> ApiSite:
+    """The API on one Site: `POST /rpc` and `GET /ws` (and, given `render_metrics`,
+    `GET /metrics`), all behind `token`. API calls are counted in `metrics`."""
     table = currencies if currencies is not None else Currencies()
     hubs = Hubs(facade, reactor, closed_ttl=closed_ttl)
-    dispatcher = Dispatcher(build_methods(facade, table, hubs), reactor, max_batch=max_batch)
+    dispatcher = Dispatcher(build_methods(facade, table, hubs), reactor, max_batch=max_batch,
+                            metrics=metrics)
     root: Any = _Root()  # Any: Resource's zope interfaces do not type-check without mypy-zope
     root.putChild(b"rpc", RpcResource(dispatcher, token, max_body))
     root.putChild(b"ws", WebSocketEntry(ApiSocketFactory(dispatcher, table, max_body), token))
+    if render_metrics is not None:
+        root.putChild(b"metrics", MetricsResource(render_metrics))
     site = ApiSite(root, token=token, max_body=max_body, dispatcher=dispatcher, hubs=hubs)
     site_any: Any = site
     site_any.displayTracebacks = False

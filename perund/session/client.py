@@ -882,10 +882,12 @@ class ChannelClient:
             self._notify(ChannelNotice(channel, e))
 
     def _update_failed(self, e: ev.UpdateFailed) -> None:
+        channel = self.channels[e.channel_id]
+        if self.observers:
+            self._notify(ChannelNotice(channel, e))
         waiter = self._update_waiters.pop((e.channel_id, e.version), None)
         if waiter is None:
             return
-        channel = self.channels[e.channel_id]
         peer = _hex(channel.peer)
         error: PerundError
         if e.failure is ev.Failure.REJECTED or e.failure is ev.Failure.COLLISION:

@@ -22,6 +22,7 @@ from perund.api.amounts import Currencies
 from perund.api.http import DISCARD_LIMIT, ensure_token
 from perund.api.site import make_site
 from perund.errors import InvalidConfig
+from perund.metrics import Metrics, Sample
 from tests.api.helpers import USDC
 from tests.api.memfacade import MemoryNode
 
@@ -61,8 +62,10 @@ class Server:
 
 async def _server() -> Server:
     node = MemoryNode(reactor)
+    metrics = Metrics()
     site = make_site(node, TOKEN, reactor=reactor, currencies=Currencies([USDC]),
-                     max_body=MAX_BODY)
+                     max_body=MAX_BODY, metrics=metrics,
+                     render_metrics=lambda: metrics.render([Sample("perund_sessions", {}, 1)]))
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
     return Server(port, node)
 
@@ -267,3 +270,20 @@ def test_short_tokens_and_non_files_are_refused(tmp_path: Path) -> None:
     folder.mkdir(mode=0o700)
     with pytest.raises(InvalidConfig, match="not a regular file"):
         ensure_token(folder)
+
+
+@api_test
+async def test_metrics_behind_the_token(server: Server) -> None:
+    await server.rpc("node_time")
+    await server.rpc("no_such_method")
+    code, _, _ = await server.post(b"", token=None, path=b"/metrics", method=b"GET")
+    assert code == 401
+    code, headers, body = await server.post(b"", path=b"/metrics", method=b"GET")
+    assert code == 200
+    assert headers.getRawHeaders(b"content-type") == [b"text/plain; version=0.0.4; charset=utf-8"]
+    text = body.decode()
+    assert 'perund_api_calls_total{method="node_time",outcome="ok"} 1' in text
+    # A name the caller chose is not a label: the series cannot grow without bound.
+    assert 'perund_api_calls_total{method="unknown",outcome="-32601"} 1' in text
+    assert "# TYPE perund_sessions gauge\nperund_sessions 1\n" in text
+    assert (await server.post(b"x", path=b"/metrics", method=b"POST"))[0] == 405

@@ -110,6 +110,19 @@ def test_two_daemons_through_the_api(daemons: tuple[Daemon, Daemon],
         pushes.close()
         alice_pushes.close()
 
+    # What an operator's Prometheus sees (same token): alice's own states, bob's from alice,
+    # the refused request, the API calls, the open channel.
+    alice_metrics, bob_metrics = scrape(alice), scrape(bob)
+    assert metric(alice_metrics, 'perund_channel_states_total{source="own"}') == 3
+    assert metric(bob_metrics, 'perund_channel_states_total{source="peer"}') == 3
+    assert metric(alice_metrics, 'perund_updates_failed_total{failure="rejected"}') == 1
+    assert metric(alice_metrics, 'perund_api_calls_total{method="channel_send",outcome="ok"}') >= 2
+    assert metric(alice_metrics, 'perund_channels{phase="open"}') == 1
+    assert metric(alice_metrics, 'perund_channels_closed_total') == 1
+    assert metric(alice_metrics, "perund_sessions") == 1
+    assert metric(alice_metrics, "perund_transactions") >= 3  # two deposits, concludeFinal
+    assert metric(alice_metrics, "perund_watcher_polls") > 0
+
     refused = alice.request("session_close", sessionId=a, force=False)
     assert refused["error"]["code"] == 204
     alice.call("session_close", sessionId=a, force=True)
@@ -129,6 +142,23 @@ def test_two_daemons_through_the_api(daemons: tuple[Daemon, Daemon],
     assert again["balances"] == {"ETH": {"self": "0.9", "peer": "0.1"}}
 
 
+
+
+def scrape(daemon: Daemon) -> str:
+    """GET /metrics with the token."""
+    request = urllib.request.Request(f"http://127.0.0.1:{daemon.port}/metrics", headers={
+        "Authorization": f"Bearer {daemon.api.token}"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        text: str = answer.read().decode()
+        return text
+
+
+def metric(text: str, series: str) -> float:
+    """The value of `series` (name and labels as rendered) in a scrape; 0 if absent."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def raw_post(daemon: Daemon, body: bytes, token: str | None) -> tuple[int, Any]:

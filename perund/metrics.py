@@ -1,0 +1,98 @@
+"""Counters the node keeps, and their exposition in the Prometheus text format (0.0.4).
+
+Counters count events as they happen (`inc`); gauges are read from the node's state when it is
+scraped, so they cost nothing in between. `GET /metrics` on the API listener serves `render`,
+behind the same bearer token as the API (Prometheus' `authorization` setting sends it).
+Label values come only from fixed sets (method names the API knows, phases, failure kinds), so
+no caller can grow the number of series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One value of one series at scrape time."""
+
+    name: str
+    labels: Mapping[str, str]
+    value: float
+
+
+COUNTERS: dict[str, str] = {
+    "perund_api_calls_total": "JSON-RPC calls answered, by method and outcome (ok or the code)",
+    "perund_api_call_seconds_total": "time spent answering JSON-RPC calls, by method",
+    "perund_channel_states_total": "new fully signed states, by who proposed them "
+                                   "(own, peer, sync)",
+    "perund_updates_failed_total": "our updates that did not complete, by why",
+    "perund_disputes_total": "registrations seen on-chain for our channels",
+    "perund_channels_closed_total": "channels concluded on-chain",
+    "perund_conflicts_total": "peers holding a different fully signed state of one version",
+}
+
+GAUGES: dict[str, str] = {
+    "perund_sessions": "open sessions",
+    "perund_channels": "channels of the open sessions, by phase",
+    "perund_peers_connected": "authenticated peer connections",
+    "perund_watcher_polls": "completed polls of the chain watchers (since their sessions opened)",
+    "perund_chain_reads": "reads the watchers made of the chain (shared across sessions)",
+    "perund_transactions": "transactions the open sessions sent",
+    "perund_gas_fees_wei": "wei the open sessions paid for gas",
+}
+
+
+class Metrics:
+    """The node's counters; `render(gauges)` writes them and the gauges out."""
+
+    def __init__(self) -> None:
+        self._counters: dict[tuple[str, Labels], float] = {}
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        """Add `amount` to counter `name` with `labels` (a name from COUNTERS)."""
+        if name not in COUNTERS:
+            raise KeyError(f"unknown counter {name}")
+        key = (name, tuple(sorted(labels.items())))
+        self._counters[key] = self._counters.get(key, 0.0) + amount
+
+    def value(self, name: str, **labels: str) -> float:
+        """A counter's value (0 if never incremented)."""
+        return self._counters.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def render(self, gauges: Iterable[Sample] = ()) -> str:
+        """Every counter and the given gauge samples, in the Prometheus text format."""
+        by_name: dict[str, list[tuple[Labels, float]]] = {}
+        for (name, labels), value in self._counters.items():
+            by_name.setdefault(name, []).append((labels, value))
+        gauge_samples: dict[str, list[tuple[Labels, float]]] = {}
+        for sample in gauges:
+            gauge_samples.setdefault(sample.name, []).append(
+                (tuple(sorted(sample.labels.items())), sample.value))
+        lines: list[str] = []
+        for kind, described, samples in (("counter", COUNTERS, by_name),
+                                         ("gauge", GAUGES, gauge_samples)):
+            for name, text in described.items():
+                lines.append(f"# HELP {name} {text}")
+                lines.append(f"# TYPE {name} {kind}")
+                for labels, value in sorted(samples.get(name, [])):
+                    lines.append(f"{name}{_labels(labels)} {_number(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{key}="{_escape(value)}"' for key, value in labels)
+    return "{" + inner + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
