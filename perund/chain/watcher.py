@@ -256,6 +256,7 @@ class ChainWatcher:
         """Per disputed channel: the registered version `ChallengeExpired` was fed for, when."""
         self.polls = 0
         """Completed polls (for tests and metrics)."""
+        self._behind: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -324,6 +325,8 @@ class ChainWatcher:
         batch = await self.chain.events_after(cursor, None, confirmations=self.confirmations)
         if not self._running:
             return
+        if batch.cursor == cursor:
+            await self._check_not_behind(cursor)
         channels = self.watched.channels
         for event in batch.events:
             channel_id = event.channel_id
@@ -350,6 +353,17 @@ class ChainWatcher:
                 await flushed
         await self._expire_challenges()
         self.polls += 1
+
+    async def _check_not_behind(self, cursor: int) -> None:
+        """Warn (once per head) when the chain is shorter than the cursor: a reset dev chain or
+        another chain at the same URL. Events are not followed until it has grown past it."""
+        head = await self.chain.block_number()
+        if head < cursor and head != self._behind:
+            self._behind = head
+            log.error("watcher: the chain's newest block {head} is below the block cursor "
+                      "{cursor} of this session: was the chain reset, or is this another "
+                      "chain? Events are not followed until it passes the cursor.",
+                      head=head, cursor=cursor)
 
     async def _expire_challenges(self) -> None:
         disputed = [c for c in self.watched.channels.values()

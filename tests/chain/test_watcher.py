@@ -15,6 +15,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from perund.chain.account import Account
 from perund.chain.anvil import Anvil
@@ -233,3 +234,29 @@ async def test_sessions_share_the_chain_reads(chain: Chain, new_channel, tmp_pat
 
 def watcher_on(view: SharedChainView, store: SessionStore, watched: Watched) -> ChainWatcher:
     return ChainWatcher(reactor, view, store, watched, poll_interval=3600, conclude_retry=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_chain_shorter_than_the_cursor_is_reported_once(chain: Chain,
+                                                                tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "db", reactor)
+    store.set_block_cursor(10**6)  # from a chain that was reset since
+    watched = Watched(store, [])
+    w = watcher(chain, store, watched)
+    seen: list[str] = []
+
+    def observe(event: dict[str, object]) -> None:
+        if event.get("log_namespace") == "perund.watcher" and event.get("log_level") is \
+                LogLevel.error:
+            seen.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        await w.start()
+        await w.poll()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert len(seen) == 1 and "below the block cursor 1000000" in seen[0]
+    assert store.block_cursor() == 10**6
+    await w.stop()
+    store.close()
