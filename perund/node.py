@@ -8,6 +8,7 @@ the log instead of leaving a half-started daemon behind.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -67,6 +68,8 @@ class NodeService(MultiService):
         """The node's counters (`GET /metrics` shows them with the gauges of `metric_samples`)."""
         self.started = False
         """Whether start-up completed: the chain is connected and sessions may open."""
+        self._opening: dict[str, list[Deferred[None]]] = {}
+        """Session files being opened, and who waits for that to end."""
 
     def startService(self) -> None:
         """Start the child services, then run the asynchronous start-up steps in order."""
@@ -93,6 +96,9 @@ class NodeService(MultiService):
             where=self.config.chain.url or "embedded dev chain",
             adjudicator=hex_address(adjudicator) if adjudicator else "-",
         )
+        # Users may open sessions from here on, while the node opens its own again.
+        self.started = True
+        await self._reopen_sessions()
 
     async def _listen_api(self) -> None:
         """Serve JSON-RPC on /rpc and WebSocket on /ws at `api.listen`, behind the token."""
@@ -142,19 +148,91 @@ class NodeService(MultiService):
     # -- sessions -------------------------------------------------------------------------------
 
     async def open_session(self, config_file: str) -> Session:
-        """Open the session of `config_file` (see `Session.open`)."""
+        """Open the session of `config_file` (see `Session.open`); ResourceExists (with its
+        ID) if it is open already or being opened."""
         if not self.started:
             raise FailedPrecondition("the node is still starting: try again in a moment")
+        return await self._open_session(config_file)
+
+    async def _open_session(self, config_file: str) -> Session:
         resolved = str(Path(config_file).resolve())
+        opening = self._opening.get(resolved)
+        if opening is not None:
+            # Two opens of one session at once (a user's and the reopening at start-up, say):
+            # the second waits for the first and is told the session is open.
+            waiter: Deferred[None] = Deferred()
+            opening.append(waiter)
+            await waiter
         for session in self.sessions.values():
             if str(session.config.path.resolve()) == resolved:
                 raise ResourceExists("this session is open already", type="session",
-                                     id=session.id)
-        session = await Session.open(self._reactor, config_file, chain=self.chain,
-                                     node=self.config, chain_view=self.chain_view)
+                                     id="0x" + session.id)
+        self._opening[resolved] = []
+        try:
+            session = await Session.open(self._reactor, config_file, chain=self.chain,
+                                         node=self.config, chain_view=self.chain_view)
+        except BaseException:
+            for waiter in self._opening.pop(resolved):
+                waiter.callback(None)
+            raise
+        waiting = self._opening.pop(resolved)
         self.sessions[session.id] = session
         session.client.observers.append(self._count)
+        self._remember_sessions()
+        for waiter in waiting:
+            waiter.callback(None)
         return session
+
+    # -- sessions across restarts ---------------------------------------------------------------
+
+    @property
+    def sessions_file(self) -> Path:
+        """Where the node keeps the config files of its open sessions (node state, not config:
+        the node writes it), to open them again when it starts."""
+        return self.config.data_dir / SESSIONS_FILE
+
+    def _remember_sessions(self) -> None:
+        paths = sorted(str(s.config.path.resolve()) for s in self.sessions.values())
+        try:
+            write_file_atomically(self.sessions_file,
+                                  json.dumps({"open_sessions": paths}, indent=1) + "\n")
+        except OSError as exc:
+            self.log.error("cannot record the open sessions in {file}: {error}; they will not "
+                           "be opened again by themselves after a restart",
+                           file=str(self.sessions_file), error=exc)
+
+    def _remembered_sessions(self) -> list[str]:
+        try:
+            raw = json.loads(self.sessions_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            self.log.error("cannot read {file}: {error}; no session is opened by itself",
+                           file=str(self.sessions_file), error=exc)
+            return []
+        paths = raw.get("open_sessions") if isinstance(raw, dict) else None
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            self.log.error("{file} is not a list of session files; no session is opened by "
+                           "itself", file=str(self.sessions_file))
+            return []
+        return paths
+
+    async def _reopen_sessions(self) -> None:
+        """Open again every session that was open when the node stopped or died: their
+        channels are watched again at once (PROTOCOL.md §5), without waiting for a user."""
+        for path in self._remembered_sessions():
+            try:
+                session = await self._open_session(path)
+            except ResourceExists:
+                continue
+            except Exception as exc:
+                # The session stays on the list: the next start tries again.
+                self.log.error("could not open session {path} again: {error}; its channels "
+                               "are not watched until it is opened", path=path, error=exc)
+                continue
+            self.log.info("session {path} open again as {session_id} ({count} channels "
+                          "restored)", path=path, session_id=session.id,
+                          count=len(session.restored))
 
     # -- metrics --------------------------------------------------------------------------------
 
@@ -206,7 +284,13 @@ class NodeService(MultiService):
         return session
 
     async def close_session(self, session_id: str, force: bool) -> list[Channel]:
-        """Close a session; the channels it leaves open (see `Session.close`)."""
+        """Close a session at its user's request; the channels it leaves open (see
+        `Session.close`). It is not opened again when the node restarts."""
+        left = await self._close_session(session_id, force)
+        self._remember_sessions()
+        return left
+
+    async def _close_session(self, session_id: str, force: bool) -> list[Channel]:
         left = await self.session(session_id).close(force)
         del self.sessions[session_id]
         return left
@@ -215,7 +299,8 @@ class NodeService(MultiService):
         # Sessions first (their channels stay persisted), then the services they use.
         for session_id in list(self.sessions):
             try:
-                await self.close_session(session_id, force=True)
+                # Not `close_session`: the node stops, the sessions are to open again.
+                await self._close_session(session_id, force=True)
             except Exception:
                 self.log.failure("closing session {session_id} failed", session_id=session_id)
         api_port = getattr(self, "_api_port", None)
@@ -236,6 +321,24 @@ class NodeService(MultiService):
         """The reactor's clock, which expiries are measured on."""
         clock: IReactorTime = self._reactor
         return clock
+
+
+SESSIONS_FILE = "sessions.json"
+
+
+def write_file_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text`: a whole old or a whole new file after any crash."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _exit_failed() -> None:

@@ -121,16 +121,16 @@ def test_two_users_in_the_shell(two_daemons: tuple[Daemon, Daemon], anvil_setup:
         alice.sendline("channel list")
         alice.expect(rf"{channel[:10]}…\s+bob\s+closed\s+\d+\s+1\.25 ETH\s+0\.75 ETH")
 
-        # bob's node restarts: his shell reconnects and says the session must be reopened.
+        # bob's node restarts and opens bob's session again by itself, under a new ID: his
+        # shell reconnects and goes on in it.
         bob_node.stop()
         bob.expect("the node's WebSocket closed: no pushes until it is back; reconnecting")
         bob_node.start()
         bob.expect("reconnected to the node's WebSocket")
-        bob.expect(r"session 0x[0-9a-f]{32} is not open on the node any more \(session "
-                   r"0x[0-9a-f]{32} not found \(201\)\): `session open CONFIG` opens it again")
-        bob.sendline(f"session open {files['bob']}")
-        bob.expect(r"session 0x[0-9a-f]{32} \(bob\) is open")
-        bob.expect("bob>")
+        bob.expect(r"the node restarted; session 0x[0-9a-f]{32} \(bob\) is open again: "
+                   r"using it")
+        bob.sendline("channel list")
+        bob.expect(rf"{channel[:10]}…\s+alice\s+closed")
         for child in (alice, bob):
             child.sendline("exit")
             child.expect("bye: the session stays open on the node")

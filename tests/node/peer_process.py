@@ -27,6 +27,7 @@ from perund.channel import events as ev
 from perund.channel.proposal import OpenRequest
 from perund.channel.types import ETH, ChannelID
 from perund.config import load_node_config
+from perund.errors import ResourceExists
 from perund.node import NodeService
 from perund.session.client import ChannelNotice, Notice, ProposalNotice
 from perund.session.session import Session
@@ -78,7 +79,11 @@ async def main(node_file: str, session_file: str) -> None:
     node.startService()
     await node.ready
     try:
-        session = await node.open_session(session_file)
+        try:
+            session = await node.open_session(session_file)
+        except ResourceExists:
+            # A restart: the node opened the session again by itself.
+            (session,) = node.sessions.values()
     except Exception as exc:
         # Say so and exit, so the test fails at once with the reason, not at its timeout.
         emit(event="failed", error=str(exc))

@@ -129,3 +129,43 @@ async def test_session_close_refused_with_open_channels_and_reopen_twice_refused
         await node.close_session(alice.id, force=False)
     assert len(caught.value.data["openChannels"]) == 1
     assert alice.id in node.sessions
+
+
+@pytest.mark.anvil
+@pytest_twisted.ensureDeferred
+async def test_a_restarted_node_opens_its_sessions_again(anvil_setup: Generated) -> None:
+    """Sessions open when the node stops (or dies) are opened again at its start, so their
+    channels are watched without waiting for a user; one its user closed is not."""
+    config = load_node_config(anvil_setup.node_config)
+    alice_file, bob_file = (str(u.session_file) for u in anvil_setup.users)
+
+    async def started() -> NodeService:
+        service = NodeService(reactor, config)
+        service.startService()
+        await service.ready
+        return service
+
+    first = await started()
+    await first.open_session(alice_file)
+    bob = await first.open_session(bob_file)
+    await first.close_session(bob.id, force=True)  # bob's user closed his
+    await first.stopService()
+
+    second = await started()
+    try:
+        (alice,) = second.sessions.values()
+        assert alice.config.path.resolve() == anvil_setup.users[0].session_file.resolve()
+        with pytest.raises(ResourceExists) as again:
+            await second.open_session(alice_file)
+        assert again.value.data["id"] == "0x" + alice.id
+        assert alice.watcher.polls >= 1  # watching since the start
+    finally:
+        await second.stopService()
+
+    # A damaged record of the open sessions: the node starts anyway, and opens none.
+    second.sessions_file.write_text("{not json", encoding="utf-8")
+    third = await started()
+    try:
+        assert third.sessions == {}
+    finally:
+        await third.stopService()

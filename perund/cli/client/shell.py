@@ -34,6 +34,7 @@ from perund.cli.client.commands import (
     Outcome,
     answer_proposal,
     answer_update,
+    config_path,
     handler_of,
 )
 from perund.cli.client.errors import (
@@ -119,6 +120,9 @@ class Shell:
         self.channels: dict[str, dict[str, Any]] = {}
         self.peers: list[str] = []
         self.known_sessions: list[str] = []
+        self.session_config: str | None = None
+        """The session file of the current session, when this shell opened it: after a node
+        restart (which opens its sessions again under new IDs) the shell finds it by it."""
         self.jobs: list[Job] = []
         self._background_numbers = 0
         self.stream: PushStream | None = None
@@ -201,15 +205,35 @@ class Shell:
             try:
                 self.subscribe()
             except ApiError as exc:
-                session = self.ctx.session
+                session, config, label = self.ctx.session, self.session_config, self.label
                 self._left_session()
-                # The node restarted: sessions are not reopened by themselves.
+                if config is not None and self._find_again(config, label):
+                    return
                 self.say(self.style.warn(f"session {session} is not open on the node any more "
                                          f"({failure_of(exc, self.node_label).line}): "
                                          "`session open CONFIG` opens it again"))
             except NodeUnreachable:
                 continue
             return
+
+    def _find_again(self, config: str, label: str | None) -> bool:
+        """After a node restart: the node opened the session again under a new ID (or opens
+        it now); use that. False if it cannot be opened."""
+        try:
+            opened = self.api.result("session_open", {"configFile": config})
+            session = str(opened["sessionId"])
+        except ApiError as exc:
+            data = exc.error.get("data") or {}
+            if exc.code != 202 or not isinstance(data, dict) or data.get("type") != "session":
+                return False
+            session = "0x" + str(data.get("id", "")).removeprefix("0x")
+        except NodeUnreachable:
+            return False
+        self.use(session, label)
+        self.session_config = config
+        self.say(self.style.ok(f"the node restarted; session {self.style.ident(session)} "
+                               f"({self.label}) is open again: using it"))
+        return True
 
     def on_push(self, subscription: str, push: Any) -> None:
         """A push of the current session: remember what needs an answer, print it."""
@@ -431,6 +455,8 @@ class Shell:
     def _show(self, outcome: Outcome, args: argparse.Namespace) -> None:
         if outcome.session is not None:
             self.use(outcome.session, outcome.session_label)
+            opened = (args.command, getattr(args, "action", None)) == ("session", "open")
+            self.session_config = config_path(args.config) if opened else None
         if (args.command, getattr(args, "action", None)) == ("session", "close"):
             self._left_session()
         for note in outcome.notes:
