@@ -178,6 +178,11 @@ class NodeService(MultiService):
         waiting = self._opening.pop(resolved)
         self.sessions[session.id] = session
         session.client.observers.append(self._count)
+        site = getattr(self, "site", None)
+        if site is not None:
+            # The API's hub listens from now on, and gets what the session told before (its
+            # first poll may have refuted a registration): nothing is lost for the pushes.
+            site.hubs.attach(bytes.fromhex(session.id))
         self._remember_sessions()
         for waiter in waiting:
             waiter.callback(None)

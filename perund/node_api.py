@@ -185,6 +185,8 @@ class NodeAPI:
                 callback(notification)
 
         session.client.observers.append(observe)
+        for notice in session.take_early_notices():
+            observe(notice)
 
         def unsubscribe() -> None:
             if observe in session.client.observers:

@@ -9,6 +9,7 @@ are resolved by syncing with each peer on (re)connection.
 from __future__ import annotations
 
 import os
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,16 @@ from perund.config import NodeConfig
 from perund.contacts.book import ContactBook
 from perund.errors import FailedPrecondition
 from perund.peer.manager import PeerManager
-from perund.session.client import ChannelClient
+from perund.session.client import ChannelClient, Notice
 from perund.session.config import SessionConfig, SessionKeys, load_session_config, unlock
 from perund.session.onchain import ChainSettlement
 from perund.storage.store import SessionStore
 
 log = Logger(namespace="perund.session")
+
+EARLY_NOTICES = 512
+"""Notices a session keeps from before anyone listened (its restore and first poll); older
+ones are dropped first."""
 
 MIN_CHALLENGE_MARGIN = 3.0
 """The challenge duration must exceed what the node needs to react, this many times over."""
@@ -63,6 +68,20 @@ class Session:
         self.account = account
         self.watcher = watcher
         self.restored: list[Channel] = []
+        self._early: deque[Notice] | None = deque(maxlen=EARLY_NOTICES)
+        client.observers.append(self._keep_early)
+
+    def _keep_early(self, notice: Notice) -> None:
+        if self._early is not None:
+            self._early.append(notice)
+
+    def take_early_notices(self) -> list[Notice]:
+        """What the session told before anyone listened (a refutation in its first poll, a
+        question from a peer at once); from then on it keeps nothing."""
+        early, self._early = self._early, None
+        if self._keep_early in self.client.observers:
+            self.client.observers.remove(self._keep_early)
+        return list(early or ())
 
     @classmethod
     async def open(cls, reactor: Any, config_file: str | Path, *, chain: ChainBackend,

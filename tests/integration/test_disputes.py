@@ -284,6 +284,13 @@ async def test_a_node_that_was_down_during_the_register_refutes_on_restart(
     w.reattach("alice")
     assert [c["channelId"] for c in w.call("alice", "channel_list")] == [cid]
     until(lambda: on_chain_version(w, "alice", cid) == latest["version"], "the refutation")
+    # What happened before anyone listened is pushed at the first subscribe: the cheater's
+    # registration, seen in the first poll at start-up, and alice's refutation.
+    with w.pushes("alice") as pushes:
+        for version in (1, latest["version"]):
+            pushed = pushes.wait(lambda p, v=version: p.get("type") == "disputed"
+                                 and p["channel"]["onChain"]["version"] == v)
+            assert pushed["channelId"] == cid
     w.travel(CHALLENGE)
     until(lambda: closed(w, "alice", cid), "alice's node concluding")
     await check_payouts(w, cid, alice=wei("3.5"), bob=wei("0.5"))
