@@ -18,6 +18,7 @@ from perund.api.views import (
     Notification,
     Payment,
     PeerView,
+    SessionInfo,
     SessionOpened,
     channel_view,
     notification_of,
@@ -80,6 +81,11 @@ class NodeAPI:
         return SessionOpened(bytes.fromhex(session.id), session.client.address,
                              session.account.address,
                              tuple(self._view(session, c) for c in session.restored))
+
+    async def session_list(self) -> list[SessionInfo]:
+        return [SessionInfo(bytes.fromhex(s.id), str(s.config.path), s.client.address,
+                            s.account.address, len(s.open_channels()))
+                for s in self.node.sessions.values()]
 
     async def session_close(self, session_id: bytes, force: bool) -> list[ChannelView]:
         session = self._session(session_id)

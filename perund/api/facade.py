@@ -21,6 +21,7 @@ from perund.api.views import (
     Notification,
     Payment,
     PeerView,
+    SessionInfo,
     SessionOpened,
 )
 from perund.channel.types import Address
@@ -39,6 +40,11 @@ class NodeFacade(Protocol):
 
     async def session_open(self, config_file: str) -> SessionOpened:
         """`session_open`: open the session of a `session.yaml`, restoring its channels."""
+        ...
+
+    async def session_list(self) -> list[SessionInfo]:
+        """`session_list`: the open sessions (the node opens again at start those that were
+        open when it stopped, under new IDs)."""
         ...
 
     async def session_close(self, session_id: bytes, force: bool) -> list[ChannelView]:

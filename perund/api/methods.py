@@ -199,6 +199,9 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs) -> lis
         hubs.attach(opened.session_id)
         return opened
 
+    async def session_list(args: dict[str, Any], ctx: CallContext) -> Any:
+        return await facade.session_list()
+
     async def session_close(args: dict[str, Any], ctx: CallContext) -> Any:
         session_id = _bytes(args, "sessionId")
         left = await facade.session_close(session_id, bool(args.get("force", False)))
@@ -294,6 +297,17 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs) -> lis
                     "onChainAddress": ADDRESS, "restoredChannels": _channel_list()},
                    ["sessionId", "offChainAddress", "onChainAddress", "restoredChannels"]),
                session_open, with_currencies, (InvalidConfig, ResourceExists)),
+        method("session_list", "The open sessions (after a restart the node opens again those "
+               "that were open, under new IDs).", (),
+               {"type": "array", "items": obj({
+                   "sessionId": SESSION_ID,
+                   "configFile": {"type": "string", "description": "its session.yaml"},
+                   "offChainAddress": ADDRESS, "onChainAddress": ADDRESS,
+                   "openChannels": {"type": "integer", "minimum": 0,
+                                    "description": "channels not yet settled on-chain"}},
+                   ["sessionId", "configFile", "offChainAddress", "onChainAddress",
+                    "openChannels"])},
+               session_list, lambda sessions: [s.to_json() for s in sessions]),
         method("session_close", "Close a session; with open channels only when forced "
                "(they are restored at the next open).",
                (session, Param("force", BOOLEAN, required=False)), _channel_list(),

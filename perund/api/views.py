@@ -152,6 +152,27 @@ class SessionOpened:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One open session, for `session_list`."""
+
+    session_id: bytes
+    config_file: str
+    off_chain_address: Address
+    on_chain_address: Address
+    open_channels: int
+
+    def to_json(self) -> JSON:
+        """`{sessionId, configFile, offChainAddress, onChainAddress, openChannels}`."""
+        return {
+            "sessionId": hex_id(self.session_id),
+            "configFile": self.config_file,
+            "offChainAddress": hex_address(self.off_chain_address),
+            "onChainAddress": hex_address(self.on_chain_address),
+            "openChannels": self.open_channels,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class AccountBalance:
     """The on-chain balances of a session's on-chain account, in base units per asset."""
 
@@ -340,7 +361,8 @@ def peer_view(contact: Contact) -> PeerView:
 
 __all__ = [
     "AccountBalance", "AliasOf", "AssetBalance", "ChannelView", "NodeInfo",
-    "Notification", "OnChainView", "Payment", "PeerView", "ProposalView", "SessionOpened",
+    "Notification", "OnChainView", "Payment", "PeerView", "ProposalView", "SessionInfo",
+    "SessionOpened",
     "UpdateView", "Withdrawn", "channel_view", "hex_id", "notification_of", "peer_view",
     "proposal_view", "render_balances", "update_view",
 ]

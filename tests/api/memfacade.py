@@ -23,6 +23,7 @@ from perund.api.views import (
     Payment,
     PeerView,
     ProposalView,
+    SessionInfo,
     SessionOpened,
     UpdateView,
 )
@@ -115,6 +116,11 @@ class MemoryNode:
                            on_chain={ETH: 10**18})
         self.sessions[session.id] = session
         return SessionOpened(session.id, session.address, session.account, ())
+
+    async def session_list(self) -> list[SessionInfo]:
+        self.calls.append("session_list")
+        return [SessionInfo(s.id, f"/sessions/{s.id.hex()}/session.yaml", s.address, s.account,
+                            len(s.channels)) for s in self.sessions.values()]
 
     async def session_close(self, session_id: bytes, force: bool) -> list[ChannelView]:
         self.calls.append("session_close")

@@ -145,6 +145,10 @@ def test_add_peer_checks_the_address_checksum(api: Api) -> None:
                      "commAddress": "127.0.0.1:5002", "commType": "tcp"}
     assert api.call("session_getPeer", [session, "bob"]) == added
     assert api.call("session_listPeers", [session]) == [added]
+    (listed,) = [s for s in api.call("session_list") if s["sessionId"] == session]
+    assert listed["configFile"].endswith("session.yaml") and listed["openChannels"] == 0
+    assert set(listed) == {"sessionId", "configFile", "offChainAddress", "onChainAddress",
+                           "openChannels"}
 
 
 def test_unknown_session_channel_proposal_update_are_201(api: Api) -> None:

@@ -102,7 +102,7 @@ def test_rpc_discover_describes_every_method_with_the_schemas_in_force() -> None
     described = {m["name"]: m for m in document["methods"]}
     served = {m.name: m for m in api.dispatcher.methods}
     assert set(described) == set(served)
-    expected = {"node_getConfig", "node_time", "session_open", "session_close",
+    expected = {"node_getConfig", "node_time", "session_open", "session_list", "session_close",
                 "session_addPeer", "session_getPeer", "session_listPeers", "session_balance",
                 "channel_open", "channel_respondProposal", "channel_list", "channel_get",
                 "channel_send", "channel_respondUpdate", "channel_close", "subscribe",

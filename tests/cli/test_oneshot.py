@@ -74,6 +74,10 @@ def test_one_shot_commands(one_daemon: Daemon, anvil_setup: Generated, tmp_path:
     assert opened["restoredChannels"] == []
     again = run(env, "session", "open", files["alice"])
     assert again.returncode == 0 and "was open already: using it" in again.stdout
+    listed = run(env, "session", "list").stdout
+    assert re.search(r"^SESSION\s+USER\s+FILE\s+OPEN CHANNELS\n", listed)
+    for name, session in (("alice", alice), ("bob", bob)):
+        assert re.search(rf"^{session}\s+{name}\s+{re.escape(files[name])}\s+0$", listed, re.M)
     a, b = dict(env, PERUND_SESSION=alice), dict(env, PERUND_SESSION=bob)
     assert run(a, "channel", "list").stdout == "no channels\n"
     assert re.search(r"^bob\s+0x[0-9a-fA-F]{40}\s+127\.0\.0\.1:\d+\s+tcp$",

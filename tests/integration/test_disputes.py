@@ -93,11 +93,15 @@ class World:
         return opened
 
     def reattach(self, name: str) -> None:
-        """After a restart: the node opened the session itself; learn its new ID."""
-        answer = self.daemon(name).request(
-            "session_open", configFile=str(self.users[name].session_file))
+        """After a restart: the node opened the session itself; learn its new ID (from
+        session_list, and the same from session_open's 202)."""
+        config = str(self.users[name].session_file)
+        (listed,) = self.daemon(name).call("session_list")
+        assert listed["configFile"] == config and listed["openChannels"] == 1
+        answer = self.daemon(name).request("session_open", configFile=config)
         assert answer["error"]["code"] == 202, answer  # open already
-        self.sessions[name] = answer["error"]["data"]["id"]
+        assert answer["error"]["data"]["id"] == listed["sessionId"]
+        self.sessions[name] = listed["sessionId"]
 
     def call(self, name: str, method: str, **params: Any) -> Any:
         return self.daemon(name).call(method, sessionId=self.sessions[name], **params)

@@ -227,6 +227,17 @@ def session_open(ctx: Context, args: argparse.Namespace) -> Result:
     return Outcome(opened, "\n".join(lines), session, label)
 
 
+def session_list(ctx: Context, args: argparse.Namespace) -> Result:
+    """`session list`."""
+    sessions = ctx.call("session_list")
+    if not sessions:
+        return Outcome(sessions, "no session is open on the node")
+    rows = [[ctx.style.ident(s["sessionId"]), session_label(s["configFile"]), s["configFile"],
+             str(s["openChannels"])] for s in sessions]
+    return Outcome(sessions, render.table(["SESSION", "USER", "FILE", "OPEN CHANNELS"], rows,
+                                          ctx.style))
+
+
 def session_close(ctx: Context, args: argparse.Namespace) -> Result:
     """`session close [--force]`."""
     session = ctx.session_id()
@@ -462,6 +473,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("node", "info"): node_info,
     ("node", "time"): node_time,
     ("session", "open"): session_open,
+    ("session", "list"): session_list,
     ("session", "close"): session_close,
     ("peer", "list"): peer_list,
     ("peer", "add"): peer_add,

@@ -95,6 +95,9 @@ def add_commands(commands: Any, interactive: bool) -> None:
     if not interactive:
         opening.add_argument("-q", "--quiet", action="store_true",
                              help="print only the session ID (for scripts)")
+    command(session, "list", "the sessions open on the node",
+            "List the sessions open on the node: ID, session file, open channels. After a "
+            "restart the node opens again the sessions that were open, under new IDs.")
     closing = command(session, "close", "close the session",
                       "Close the session. With open channels the node refuses unless --force: "
                       "then they stay open on-chain and come back at the next open.")
