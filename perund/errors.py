@@ -98,6 +98,12 @@ class TxReverted(ProtocolError):
     code = 303
 
 
+class InsufficientFunds(ProtocolError):
+    """The sending account cannot pay for a transaction (its value plus gas)."""
+
+    code = 304
+
+
 class Internal(PerundError):
     code = 401
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from eth_typing import ChecksumAddress, HexAddress, HexStr
+from eth_utils.exceptions import ValidationError as EthValidationError
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
@@ -23,7 +24,13 @@ from perund.chain.account import Account
 from perund.chain.devchain import DevChain
 from perund.chain.results import ChainEvent, TxReceipt
 from perund.channel.types import Address, hex_address, to_address
-from perund.errors import ChainNotReachable, PerundError, ProtocolError, TxReverted
+from perund.errors import (
+    ChainNotReachable,
+    InsufficientFunds,
+    PerundError,
+    ProtocolError,
+    TxReverted,
+)
 
 BlockId = int | Literal["latest", "pending", "earliest"]
 
@@ -91,6 +98,23 @@ def _raw_log(entry: Mapping[str, Any]) -> RawLog:
         log_index=int(entry["logIndex"]),
         tx_hash=_bytes(entry["transactionHash"]),
     )
+
+
+def _refused(tx_type: str, account: Account | None,
+             exc: Web3RPCError | EthValidationError) -> ProtocolError:
+    """The node's refusal of a transaction as our error: InsufficientFunds when the account
+    cannot pay for it (it may be topped up and the transaction sent again)."""
+    message = str(exc)
+    if isinstance(exc, Web3RPCError):
+        error = exc.rpc_response.get("error") if exc.rpc_response else None
+        message = str(error.get("message") if isinstance(error, dict) else exc.message)
+    if "insufficient funds" in message.lower() or "cannot afford" in message.lower():
+        who = "the account" if account is None else f"account {account.checksum_address}"
+        return InsufficientFunds(f"{who} cannot pay for the {tx_type} transaction (value and "
+                                 f"gas): top it up", txType=tx_type,
+                                 account=None if account is None else account.checksum_address)
+    return ProtocolError(f"the node refused the {tx_type} transaction: {message}",
+                         txType=tx_type)
 
 
 def _revert_data(exc: ContractLogicError) -> bytes:
@@ -235,6 +259,10 @@ class ChainClient:
                 estimate = int(self.w3.eth.estimate_gas(cast(Any, call)))
             except ContractLogicError as exc:
                 raise self._reverted(tx_type, _revert_data(exc), None) from exc
+            except Web3RPCError as exc:
+                raise _refused(tx_type, account, exc) from exc
+            except EthValidationError as exc:  # the embedded chain's way of saying the same
+                raise _refused(tx_type, account, exc) from exc
             base_fee = int(self.w3.eth.get_block("latest").get("baseFeePerGas") or 0)
         transaction = dict(
             call,
@@ -256,9 +284,7 @@ class ChainClient:
             try:
                 return bytes(self.w3.eth.send_raw_transaction(raw))
             except Web3RPCError as exc:
-                raise ProtocolError(
-                    f"the node refused the {tx_type} transaction: {exc}", txType=tx_type
-                ) from exc
+                raise _refused(tx_type, None, exc) from exc
 
     def receipt_blocking(self, tx_hash: bytes) -> RawReceipt | None:
         """The receipt of a mined transaction, or None while it is not mined."""

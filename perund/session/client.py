@@ -56,6 +56,7 @@ from perund.channel.types import Address, ChannelID
 from perund.errors import (
     ChainNotReachable,
     FailedPrecondition,
+    InsufficientFunds,
     InvalidArgument,
     PeerNotFunded,
     PeerProtocolError,
@@ -157,9 +158,10 @@ _NOTIFY: Final = (
 
 _OnChain = ev.Register | ev.ConcludeFinal | ev.Conclude
 
-_SETTLE_RETRIES: Final = 10
-"""How often a settlement transaction that failed for a passing reason (the chain unreachable,
-the transaction not mined in time) is sent again."""
+_SETTLE_RETRY_CAP: Final = 60.0
+"""A settlement transaction that failed for a passing reason (the chain unreachable, the
+transaction not mined in time, the account out of funds for gas) is sent again for as long as
+the channel settles: the money depends on it. The wait grows to at most this many seconds."""
 
 _RETRIES: Final = 3
 """How often an update refused for a reason that a higher version cures (both sides proposed at
@@ -975,12 +977,13 @@ class ChannelClient:
                 log.warn("{what} for channel {channel_id} reverted: {error}", what=what,
                          channel_id=_hex(e.channel_id), error=failure.getErrorMessage())
                 return
-            if isinstance(failure.value, TxTimedOut | ChainNotReachable) and (
-                    attempt < _SETTLE_RETRIES):
-                delay = self.settle_retry_delay * (attempt + 1)
-                log.warn("{what} for channel {channel_id} failed ({error}); retrying in "
-                         "{delay} s", what=what, channel_id=_hex(e.channel_id), delay=delay,
-                         error=failure.getErrorMessage())
+            if isinstance(failure.value, TxTimedOut | ChainNotReachable | InsufficientFunds):
+                delay = min(self.settle_retry_delay * (attempt + 1), _SETTLE_RETRY_CAP)
+                # Out of funds needs the operator: an error, not a warning.
+                level = log.error if isinstance(failure.value, InsufficientFunds) else log.warn
+                level("{what} for channel {channel_id} failed ({error}); retrying in {delay} s",
+                      what=what, channel_id=_hex(e.channel_id), delay=delay,
+                      error=failure.getErrorMessage())
                 self._reactor.callLater(delay, self._on_chain, e, attempt + 1)
                 return
             log.failure("{what} for channel {channel_id} failed", failure, what=what,

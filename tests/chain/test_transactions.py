@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
+from perund.chain.account import Account
 from perund.chain.results import Phase
 from perund.channel.encoding import Signer, state_hash
 from perund.channel.encoding import channel_id as offchain_channel_id
 from perund.channel.types import ETH, Address
-from perund.errors import InvalidArgument, TxReverted
+from perund.errors import InsufficientFunds, InvalidArgument, TxReverted
 
 from .conftest import ETHER
 
@@ -222,3 +225,15 @@ async def test_send_ether(chain) -> None:
     receipt = await backend.send_ether(payer, payee, 12345)
     assert await backend.balance(payee) == before + 12345
     assert receipt.gas_used == 21_000
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_account_that_cannot_pay_gets_insufficient_funds(chain, new_channel) -> None:
+    """A clear error naming the account (to top up), not the node's raw refusal."""
+    ch = new_channel()
+    broke = Account(os.urandom(32))
+    with pytest.raises(InsufficientFunds) as raised:
+        await chain.backend.deposit(broke, ch.id, 0, ETH, 1)
+    assert raised.value.data["account"] == broke.checksum_address
+    assert raised.value.data["txType"] == "deposit"
+    assert "top it up" in str(raised.value)

@@ -96,10 +96,11 @@ class World:
         """After a restart: the node opened the session itself; learn its new ID (from
         session_list, and the same from session_open's 202)."""
         config = str(self.users[name].session_file)
-        (listed,) = self.daemon(name).call("session_list")
-        assert listed["configFile"] == config and listed["openChannels"] == 1
+        # (session_open waits for the node's own opening, should it still be under way.)
         answer = self.daemon(name).request("session_open", configFile=config)
         assert answer["error"]["code"] == 202, answer  # open already
+        (listed,) = self.daemon(name).call("session_list")
+        assert listed["configFile"] == config and listed["openChannels"] == 1
         assert answer["error"]["data"]["id"] == listed["sessionId"]
         self.sessions[name] = listed["sessionId"]
 

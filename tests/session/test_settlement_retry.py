@@ -1,8 +1,9 @@
 """A settlement transaction that fails for a passing reason (the chain unreachable, a
-transaction not mined in time) is sent again; one the contract refuses is not."""
+transaction not mined in time, the account out of gas money) is sent again."""
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
@@ -11,24 +12,26 @@ from twisted.internet.task import deferLater
 from perund.chain.results import Phase
 from perund.channel import events as ev
 from perund.channel.types import ETH, ChannelID
-from perund.errors import ChainNotReachable
+from perund.errors import ChainNotReachable, InsufficientFunds, PerundError
 from perund.session.client import Settler
 from tests.session.conftest import Pair
 from tests.session.test_two_clients import open_channel
 
 
-class UnreachableAtFirst:
-    """The real settlement, behind a chain link that is down for the first `failures` calls."""
+class FailingAtFirst:
+    """The real settlement, failing with `error` for the first `failures` calls (the chain
+    link down, the account out of gas money until the operator tops it up)."""
 
-    def __init__(self, real: Settler, failures: int) -> None:
+    def __init__(self, real: Settler, failures: int, error: PerundError) -> None:
         self.real = real
         self.failures = failures
+        self.error = error
         self.calls = 0
 
     def register(self, event: ev.Register) -> Deferred[int | None]:
         if self.calls < self.failures:
             self.calls += 1
-            return fail(ChainNotReachable("connection refused", chainUrl="http://down"))
+            return fail(self.error)
         self.calls += 1
         return self.real.register(event)
 
@@ -39,12 +42,17 @@ class UnreachableAtFirst:
         return self.real.conclude(event)
 
 
+@pytest.mark.parametrize("error", [
+    ChainNotReachable("connection refused", chainUrl="http://down"),
+    InsufficientFunds("account 0x… cannot pay for the register transaction", txType="register"),
+], ids=["unreachable", "out-of-funds"])
 @pytest_twisted.ensureDeferred
-async def test_a_register_is_sent_again_until_the_chain_answers(pair: Pair) -> None:
+async def test_a_register_is_sent_again_until_it_gets_through(pair: Pair,
+                                                              error: PerundError) -> None:
     alice, chain = pair.alice, pair.chain
     cid = await open_channel(pair)
     await alice.client.send(cid, ((ETH, 1),))
-    flaky = UnreachableAtFirst(alice.client.settler, failures=2)
+    flaky = FailingAtFirst(alice.client.settler, failures=2, error=error)
     alice.client.settler = flaky
     alice.client.settle_retry_delay = 0.05
     alice.client.force_close(ChannelID(cid))
