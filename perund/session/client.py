@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from twisted.internet.base import DelayedCall
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -291,6 +291,8 @@ class ChannelClient:
         self._unanswered: dict[tuple[ChannelID, int], PerundError] = {}
         self._funding_errors: dict[ChannelID, PerundError] = {}
         self._queues: dict[ChannelID, deque[_Waiting]] = {}
+        self._funding: dict[ChannelID, Deferred[None]] = {}
+        """Funding under way (deposits, then waiting for the peer's), per channel."""
         self._paused: set[ChannelID] = set()
         self._expired: dict[bytes, float] = {}
         """Proposals and update questions that expired unanswered (id → expiry), so a late
@@ -350,6 +352,9 @@ class ChannelClient:
         self._questions.clear()
         for channel_id in list(self._queues):
             self._fail_waiting(channel_id, FailedPrecondition("the session is closing"))
+        for funding in list(self._funding.values()):
+            funding.cancel()  # `Restored` funds again at the next open
+        self._funding.clear()
 
     # -- the user's requests --------------------------------------------------------------------
 
@@ -642,6 +647,12 @@ class ChannelClient:
                 raise
             return
         self.channels[channel_id] = new
+        if channel.phase is Phase.FUNDING and new.phase is not Phase.FUNDING:
+            funding = self._funding.pop(channel_id, None)
+            if funding is not None:
+                # Settling before it was funded (the peer registered, the user closed): stop
+                # waiting for deposits that no longer matter.
+                funding.cancel()
         self._execute(events)
         if channel_id in self._queues and new.phase is not Phase.UPDATING:
             self._drain(channel_id)
@@ -931,10 +942,12 @@ class ChannelClient:
 
     def _fund(self, e: ev.Fund) -> None:
         def funded(_: object) -> None:
+            self._funding.pop(e.channel_id, None)
             self._apply(e.channel_id, Funded())
 
         def not_funded(failure: Failure) -> None:
-            if self.stopped:
+            self._funding.pop(e.channel_id, None)
+            if self.stopped or isinstance(failure.value, CancelledError):
                 return
             log.warn("channel {channel_id} was not funded: {why}",
                      channel_id=_hex(e.channel_id), why=failure.getErrorMessage())
@@ -946,7 +959,9 @@ class ChannelClient:
                     channel_id=_hex(e.channel_id))
             self._apply(e.channel_id, FundingExpired())
 
-        self.funder.fund(e).addCallbacks(funded, not_funded)
+        funding = self.funder.fund(e)
+        self._funding[e.channel_id] = funding
+        funding.addCallbacks(funded, not_funded)
 
     def _opened(self, e: ev.Opened) -> None:
         channel = self.channels[e.channel_id]
