@@ -262,6 +262,7 @@ class ChannelClient:
         request_timeout: float = 10.0,
         confirm_updates: bool = False,
         settle_retry_delay: float = 5.0,
+        dispute_after: float | None = None,
     ) -> None:
         # Any: zope interfaces do not type-check as protocols without the mypy-zope plugin.
         self._reactor: Any = reactor
@@ -293,6 +294,9 @@ class ChannelClient:
         self._queues: dict[ChannelID, deque[_Waiting]] = {}
         self._funding: dict[ChannelID, Deferred[None]] = {}
         """Funding under way (deposits, then waiting for the peer's), per channel."""
+        self.dispute_after: float | None = None
+        self._unreachable_since: dict[Address, float] = {}
+        self._patience: DelayedCall | None = None
         self._paused: set[ChannelID] = set()
         self._expired: dict[bytes, float] = {}
         """Proposals and update questions that expired unanswered (id → expiry), so a late
@@ -324,6 +328,8 @@ class ChannelClient:
         self.stopped = False
         peers.on_message = self._on_message
         peers.on_connected = self._on_connected
+        if dispute_after is not None:
+            self.watch_peers(dispute_after)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -336,6 +342,45 @@ class ChannelClient:
             if channel.phase is not Phase.CLOSED:
                 self._apply(channel.channel_id, Restored())
         return restored
+
+    def watch_peers(self, dispute_after: float) -> None:
+        """Settle on-chain (ForceClose) the open channels with a peer that has been unreachable
+        for `dispute_after` seconds: PROTOCOL.md §3, "stays unreachable past the user's
+        patience". Checked a few times per period."""
+        self.dispute_after = dispute_after
+        if self._patience is not None and self._patience.active():
+            self._patience.cancel()
+        self._patience = self._reactor.callLater(self._patience_interval(), self._check_peers)
+
+    def _patience_interval(self) -> float:
+        return min(max((self.dispute_after or 0.0) / 4, 0.05), 60.0)
+
+    def _check_peers(self) -> None:
+        self._patience = None
+        if self.stopped or self.dispute_after is None:
+            return
+        now = self._reactor.seconds()
+        waiting: dict[Address, list[ChannelID]] = {}
+        for channel in self.channels.values():
+            if channel.phase is Phase.OPEN or channel.phase is Phase.UPDATING:
+                waiting.setdefault(channel.peer, []).append(channel.channel_id)
+        for peer in list(self._unreachable_since):
+            if peer not in waiting:
+                del self._unreachable_since[peer]
+        for peer, channel_ids in waiting.items():
+            if self.peers.is_connected(peer):
+                self._unreachable_since.pop(peer, None)
+                continue
+            since = self._unreachable_since.setdefault(peer, now)
+            if now - since < self.dispute_after:
+                continue
+            del self._unreachable_since[peer]
+            log.warn("peer {peer} has been unreachable for {seconds} s: settling its "
+                     "{count} channels on-chain", peer=_hex(peer), seconds=round(now - since),
+                     count=len(channel_ids))
+            for channel_id in channel_ids:
+                self._apply(channel_id, ForceClose())
+        self._patience = self._reactor.callLater(self._patience_interval(), self._check_peers)
 
     def stop(self) -> None:
         """Stop acting: pending timers are cancelled and later news (a deposit mined, an
@@ -355,6 +400,9 @@ class ChannelClient:
         for funding in list(self._funding.values()):
             funding.cancel()  # `Restored` funds again at the next open
         self._funding.clear()
+        if self._patience is not None and self._patience.active():
+            self._patience.cancel()
+        self._patience = None
 
     # -- the user's requests --------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ every problem of a file is collected before anything fails, and the file is neve
     comm: {listen: endpoint string}                  the session's peer listener
     database: path          the session's store
     confirm_updates: false  (optional) ask the user even before accepting incoming payments
+    dispute_after: 24h      (optional) settle on-chain the channels with a peer that has been
+                            unreachable this long (default: never; the user closes)
 
 Secrets never reach an error or a log: a value under an unknown key that looks like a secret
 (`password`, `private_key`, ...) is shown as `<hidden>`.
@@ -30,6 +32,7 @@ from twisted.internet import endpoints
 from perund.chain.account import Account
 from perund.channel.encoding import Signer
 from perund.channel.types import Address
+from perund.config import parse_duration
 from perund.contacts.book import parse_account_address
 from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
@@ -37,7 +40,7 @@ from perund.keystore.v3 import read_password, unlock_keystore
 
 _SECRET_NAME = re.compile(r"pass|secret|private|mnemonic|seed|priv_?key", re.IGNORECASE)
 _TOP_KEYS = {"on_chain", "off_chain", "password_file", "contacts", "comm", "database",
-             "confirm_updates"}
+             "confirm_updates", "dispute_after"}
 _KEY_KEYS = {"address", "keystore", "password_file"}
 
 
@@ -63,6 +66,9 @@ class SessionConfig:
     comm_listen: str
     database: Path
     confirm_updates: bool = False
+    dispute_after: float | None = None
+    """Seconds a peer may stay unreachable before its channels are settled on-chain (None:
+    never by itself; the user decides with `channel_close`)."""
 
 
 class SessionKeys:
@@ -221,12 +227,22 @@ def parse_session_config(raw: object, path: Path, duplicates: list[Any] | None =
     if not isinstance(confirm, bool):
         problems.add("confirm_updates", confirm, "true or false")
         confirm = False
+    dispute_after: float | None = None
+    if raw.get("dispute_after") is not None:
+        try:
+            dispute_after = parse_duration(raw["dispute_after"])
+            if dispute_after <= 0:
+                raise ValueError("a duration above zero")
+        except ValueError as exc:
+            problems.add("dispute_after", raw["dispute_after"], str(exc))
+            dispute_after = None
     problems.fail(f"session config {path}")
     assert on_chain is not None and off_chain is not None  # else a problem was recorded
     assert database is not None and listen is not None
     return SessionConfig(path=path, on_chain=on_chain, off_chain=off_chain,
                          password_file=password_file, contacts=contacts, comm_listen=listen,
-                         database=database, confirm_updates=confirm)
+                         database=database, confirm_updates=confirm,
+                         dispute_after=dispute_after)
 
 
 def load_session_config(path: str | Path) -> SessionConfig:

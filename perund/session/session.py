@@ -120,6 +120,7 @@ class Session:
             deployment=deployment, store=store, funder=settlement, settler=settlement,
             is_contact=contacts.knows, response_timeout=node.timeouts.response,
             request_timeout=node.timeouts.peer_request, confirm_updates=config.confirm_updates,
+            dispute_after=config.dispute_after,
         )
         watcher = ChainWatcher(reactor, chain_view or chain, store, client,
                                poll_interval=node.chain.poll_interval,

@@ -78,8 +78,10 @@ def _problem_names(exc: InvalidConfig) -> set[str]:
 
 
 def test_full_config_with_relative_paths(session_dir: Path) -> None:
-    config = load_session_config(_write(session_dir, _document(confirm_updates=True)))
+    config = load_session_config(_write(session_dir, _document(confirm_updates=True,
+                                                               dispute_after="36h")))
     assert config.path == session_dir / "session.yaml"
+    assert config.dispute_after == 36 * 3600
     assert config.on_chain.address == ON_ADDRESS
     assert config.off_chain.address == OFF_ADDRESS
     assert config.on_chain.keystore == session_dir / "keystore" / "on-chain.json"
@@ -105,6 +107,7 @@ def test_optional_keys(session_dir: Path) -> None:
     config = load_session_config(_write(session_dir, document))
     assert config.password_file is None and config.contacts is None
     assert config.confirm_updates is False
+    assert config.dispute_after is None
 
 
 def test_absolute_paths_stay(session_dir: Path) -> None:
@@ -122,6 +125,7 @@ def test_every_error_at_once(session_dir: Path) -> None:
         contacts="keystore",
         comm={"listen": "bogus:1", "port": 5},
         confirm_updates="no",
+        dispute_after="soon",
     )
     del document["database"]
     with pytest.raises(InvalidConfig) as caught:
@@ -130,6 +134,7 @@ def test_every_error_at_once(session_dir: Path) -> None:
     assert _problem_names(caught.value) == {
         "colour", "on_chain.address", "on_chain.keystore", "on_chain.extra", "off_chain",
         "password_file", "contacts", "comm.listen", "comm.port", "confirm_updates", "database",
+        "dispute_after",
     }
     requirements = {p["name"]: p["requirement"] for p in caught.value.data["problems"]}
     assert requirements["on_chain.keystore"] == "no such file"
