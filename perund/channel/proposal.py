@@ -34,6 +34,7 @@ from perund.channel.records import Channel, SignedState, Staged
 from perund.channel.rules import signed_by
 from perund.channel.types import (
     ETH,
+    MAX_ASSETS,
     UINT64_MAX,
     UINT256_MAX,
     Address,
@@ -157,6 +158,8 @@ def proposal_rules(proposal: ProposalTerms, deployment: Deployment) -> tuple[Rea
     assets = p.assets
     if not assets or not all(_bytes_of(a, 20) for a in assets):
         return Reason.ASSET_LIST, "at least one asset, each a 20-byte address"
+    if len(assets) > MAX_ASSETS:
+        return Reason.ASSET_LIST, f"at most {MAX_ASSETS} assets"
     if len(set(assets)) != len(assets):
         return Reason.ASSET_LIST, "an asset appears twice"
     if ETH in assets[1:]:

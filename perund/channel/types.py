@@ -24,6 +24,10 @@ ETH = Address(b"\x00" * 20)
 UINT64_MAX = 2**64 - 1
 UINT256_MAX = 2**256 - 1
 
+MAX_ASSETS = 16
+"""Most assets one channel may hold: proposals with more are refused, and the wire and store
+formats hold no more."""
+
 
 def to_address(value: str | bytes) -> Address:
     """An `Address` from 0x-hex (any case) or 20 raw bytes; ValueError otherwise."""

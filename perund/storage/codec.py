@@ -27,6 +27,7 @@ import msgpack
 from perund.channel.phases import Phase
 from perund.channel.records import Channel, Dispute, SignedState, Staged
 from perund.channel.types import (
+    MAX_ASSETS,
     UINT64_MAX,
     UINT256_MAX,
     Address,
@@ -40,8 +41,6 @@ from perund.errors import StoreCorrupt, StoreError
 FORMAT_VERSION: Final = 1
 """First byte of every record value written by this code; any other first byte is refused."""
 
-MAX_ASSETS: Final = 16
-"""Most assets a stored state may hold (the wire codec's limit too)."""
 
 MAX_UPDATE_ID: Final = 64
 """Longest update ID, in bytes (the core uses the 32-byte digest or nothing)."""

@@ -23,6 +23,7 @@ from typing import Any, Final
 import msgpack
 
 from perund.channel.types import (
+    MAX_ASSETS,
     UINT64_MAX,
     UINT256_MAX,
     Address,
@@ -49,8 +50,6 @@ from perund.wire.messages import (
 FORMAT_VERSION: Final = 1
 """Version of the byte layout; a frame with another first byte is refused."""
 
-MAX_ASSETS: Final = 16
-"""Most assets a channel (and so a message) may hold."""
 
 MAX_REASON_LENGTH: Final = 256
 """Longest reason string (in characters) of a Reject or UpdateReject."""

@@ -142,6 +142,12 @@ def test_tokens_after_eth_are_fine() -> None:
             Reason.ASSET_LIST,
             "an asset appears twice",
         ),
+        (
+            {"assets": (ETH, *(Address(bytes([i]) * 20) for i in range(1, 17))),
+             "balances": ((1, 1),) * 17},
+            Reason.ASSET_LIST,
+            "at most 16 assets",
+        ),
         ({"balances": ((0, 0),)}, Reason.BALANCES, "all balances are zero"),
         ({"balances": ((-5, 10),)}, Reason.BALANCES, "each balance is a uint256, two per asset"),
         ({"balances": ((1, 1), (1, 1))}, Reason.BALANCES, "one pair of balances per asset"),

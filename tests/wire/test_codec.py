@@ -7,11 +7,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perund.channel.types import ETH, UINT64_MAX, UINT256_MAX, Address, ChannelID, Signature, State
+from perund.channel.types import (
+    ETH,
+    MAX_ASSETS,
+    UINT64_MAX,
+    UINT256_MAX,
+    Address,
+    ChannelID,
+    Signature,
+    State,
+)
 from perund.errors import DecodeError, EncodeError, PeerProtocolError
 from perund.wire.codec import (
     FORMAT_VERSION,
-    MAX_ASSETS,
     MAX_PING_NONCE,
     MAX_REASON_LENGTH,
     TYPE_PING,
