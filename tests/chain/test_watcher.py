@@ -15,7 +15,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 
 from perund.chain.account import Account
 from perund.chain.anvil import Anvil
@@ -237,25 +237,16 @@ def watcher_on(view: SharedChainView, store: SessionStore, watched: Watched) -> 
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_chain_shorter_than_the_cursor_is_reported_once(chain: Chain,
-                                                                tmp_path: Path) -> None:
+async def test_a_chain_shorter_than_the_cursor_is_reported_once(
+        chain: Chain, tmp_path: Path, logs: list[dict[str, object]]) -> None:
     store = SessionStore(tmp_path / "db", reactor)
     store.set_block_cursor(10**6)  # from a chain that was reset since
     watched = Watched(store, [])
     w = watcher(chain, store, watched)
-    seen: list[str] = []
-
-    def observe(event: dict[str, object]) -> None:
-        if event.get("log_namespace") == "perund.watcher" and event.get("log_level") is \
-                LogLevel.error:
-            seen.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    try:
-        await w.start()
-        await w.poll()
-    finally:
-        globalLogPublisher.removeObserver(observe)
+    await w.start()
+    await w.poll()
+    seen = [formatEvent(e) for e in logs if e.get("log_namespace") == "perund.watcher"
+            and e.get("log_level") is LogLevel.error]
     assert len(seen) == 1 and "below the block cursor 1000000" in seen[0]
     assert store.block_cursor() == 10**6
     await w.stop()

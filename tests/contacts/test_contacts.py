@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint, clientFromString
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from perund.channel.types import Address, hex_address, to_address
 from perund.contacts import (
@@ -47,16 +46,6 @@ dave_v6:
   off_chain_address: "{hex_address(DAVE)}"
   comm_address: "[::1]:5003"
 """
-
-
-@pytest.fixture
-def logs() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        yield events
-    finally:
-        globalLogPublisher.removeObserver(events.append)
 
 
 def _problems(text: str, own: Address | None = ME) -> dict[str, str]:

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from eth_account import Account as EthAccount
 from eth_utils import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from perund.channel.types import hex_address, to_address
 from perund.errors import InvalidConfig, ResourceExists
@@ -63,17 +62,6 @@ WEB3_SCRYPT = {
     "version": 3,
 }
 WEB3_KEY = bytes.fromhex("7a28b5ba57c53603b0b07b56bba752f7784bf506fa95edc395f5cf6c7514fe9d")
-
-
-@pytest.fixture
-def logs() -> Iterator[list[dict[str, Any]]]:
-    """Every twisted.logger event emitted during the test."""
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        yield events
-    finally:
-        globalLogPublisher.removeObserver(events.append)
 
 
 def _write_json(path: Path, document: object) -> Path:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from eth_account import Account as EthAccount
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from perund.channel.types import hex_address, to_address
 from perund.contacts import ContactBook, DictContactStore
@@ -25,16 +24,6 @@ ON_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7b
 OFF_KEY = bytes.fromhex("59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d")
 ON_ADDRESS = to_address(EthAccount.from_key(ON_KEY).address)
 OFF_ADDRESS = to_address(EthAccount.from_key(OFF_KEY).address)
-
-
-@pytest.fixture
-def logs() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        yield events
-    finally:
-        globalLogPublisher.removeObserver(events.append)
 
 
 @pytest.fixture
