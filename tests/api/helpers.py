@@ -7,6 +7,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
@@ -97,3 +98,26 @@ class Api:
                                                                       "peer": "0"}}})
         channel_id: str = channel["channelId"]
         return session, channel_id
+
+
+class RawClient(Protocol):
+    """Sends `payload` as it is and keeps every byte of the answer (`done` fires with them when
+    the connection ends). With `until_headers`, it hangs up once the response headers are in."""
+
+    def __init__(self, payload: bytes, until_headers: bool = False) -> None:
+        self.payload = payload
+        self.until_headers = until_headers
+        self.received = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.payload)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if self.until_headers and b"\r\n\r\n" in self.received and self.transport is not None:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.done.callback(self.received)

@@ -23,7 +23,7 @@ from perund.api.http import DISCARD_LIMIT, ensure_token
 from perund.api.site import make_site
 from perund.errors import InvalidConfig
 from perund.metrics import Metrics, Sample
-from tests.api.helpers import USDC
+from tests.api.helpers import USDC, RawClient
 from tests.api.memfacade import MemoryNode
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using readBody:DeprecationWarning")
@@ -174,23 +174,6 @@ async def test_method_content_type_and_notifications(server: Server) -> None:
     assert code == 404
 
 
-class _Collector(Protocol):
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
-        self.received = b""
-        self.done: Deferred[bytes] = Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(self.payload)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.done.callback(self.received)
-
-
 class _Flooder(Protocol):
     """Writes a body that never ends, a chunk per reactor turn, until the server hangs up."""
 
@@ -231,7 +214,7 @@ def _factory(protocol: Protocol) -> Any:
 
 
 async def _raw_exchange(server: Server, payload: bytes) -> bytes:
-    protocol = _Collector(payload)
+    protocol = RawClient(payload)
     await TCP4ClientEndpoint(reactor, "127.0.0.1", server.port.getHost().port).connect(
         _factory(protocol))
     return await protocol.done

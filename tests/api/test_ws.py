@@ -11,13 +11,13 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 
 from perund.api.amounts import Currencies
 from perund.api.site import ApiSite, make_site
 from perund.channel.types import ETH
-from tests.api.helpers import USDC
+from tests.api.helpers import USDC, RawClient
 from tests.api.memfacade import MemoryNode
 
 TOKEN = "ws-t0ken-for-the-api-tests-only-0123456789"
@@ -100,35 +100,17 @@ async def settle(condition: Any) -> None:
     raise AssertionError("the condition never held")
 
 
-class _Raw(Protocol):
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
-        self.received = b""
-        self.done: Deferred[bytes] = Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(self.payload)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        if b"\r\n\r\n" in self.received and self.transport is not None:
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.done.callback(self.received)
-
-
 @pytest_twisted.ensureDeferred
 async def test_the_upgrade_needs_the_token() -> None:
     port, _, node = await start()
     try:
         for query, auth in ((b"", b""), (b"?token=wrong-token-0123456789", b""),
                             (b"", b"Authorization: Bearer nope-nope-nope-nope\r\n")):
-            protocol = _Raw(b"GET /ws" + query + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                            b"Sec-WebSocket-Version: 13\r\n" + auth + b"\r\n")
+            protocol = RawClient(b"GET /ws" + query + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                 b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                 b"Sec-WebSocket-Version: 13\r\n" + auth + b"\r\n",
+                                 until_headers=True)
             await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
                 Factory.forProtocol(lambda p=protocol: p))
             answer = await protocol.done
