@@ -37,6 +37,7 @@ from perund.errors import (
 from perund.metrics import Metrics, Sample
 from perund.session.client import ChannelNotice, Notice
 from perund.session.session import Session
+from perund.storage.datafile import replace_file
 
 
 class NodeService(MultiService):
@@ -199,8 +200,8 @@ class NodeService(MultiService):
     def _remember_sessions(self) -> None:
         paths = sorted(str(s.config.path.resolve()) for s in self.sessions.values())
         try:
-            write_file_atomically(self.sessions_file,
-                                  json.dumps({"open_sessions": paths}, indent=1) + "\n")
+            replace_file(self.sessions_file,
+                         (json.dumps({"open_sessions": paths}, indent=1) + "\n").encode())
         except OSError as exc:
             self.log.error("cannot record the open sessions in {file}: {error}; they will not "
                            "be opened again by themselves after a restart",
@@ -329,21 +330,6 @@ class NodeService(MultiService):
 
 
 SESSIONS_FILE = "sessions.json"
-
-
-def write_file_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text`: a whole old or a whole new file after any crash."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _exit_failed() -> None:

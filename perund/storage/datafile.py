@@ -156,6 +156,19 @@ def fsync_dir(path: str) -> None:
     _fsync_path(path, os.O_RDONLY | os.O_DIRECTORY)
 
 
+def replace_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace the small file `path` by `data`: after any crash it holds the old or the new
+    content, whole (written beside it, fsynced, renamed over it, the directory fsynced)."""
+    target = os.fspath(path)
+    tmp = target + ".tmp"
+    with open(tmp, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, target)
+    fsync_dir(os.path.dirname(os.path.abspath(target)))
+
+
 def repair(directory: str) -> Scan | None:
     """Make `<directory>/data` openable by semidbm, keeping every intact record.
 
