@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -291,7 +291,7 @@ class ChainWatcher:
             sleeping.cancel()
         loop, self._loop = self._loop, None
         if loop is None:
-            return Deferred.fromCoroutine(_nothing())
+            return succeed(None)
         return loop
 
     async def _run(self) -> None:
@@ -408,7 +408,3 @@ def _describe(event: ChainEvent) -> str:
     if event.name == "Concluded":
         return f"Concluded with version {args['version']}"
     return event.name
-
-
-async def _nothing() -> None:
-    return None
