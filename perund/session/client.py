@@ -514,7 +514,7 @@ class ChannelClient:
             # the update is not caught up in the reconnection's sync as "in flight before".
             self._paused.add(channel_id)
             self.peers.ping(channel.peer, self.request_timeout).addCallbacks(
-                self._connected_for, self._not_connected_for,
+                self._unpause, self._not_connected_for,
                 callbackArgs=(channel_id,), errbackArgs=(channel_id,))
             return
         while queue:
@@ -546,7 +546,8 @@ class ChannelClient:
             done.addCallbacks(_fire_all, _fail_all, callbackArgs=(batch,), errbackArgs=(batch,))
             return
 
-    def _connected_for(self, _: object, channel_id: ChannelID) -> None:
+    def _unpause(self, _: object, channel_id: ChannelID) -> None:
+        """The link is up, or a retry's pause is over: propose what waits."""
         self._paused.discard(channel_id)
         if channel_id in self.channels:
             self._drain(channel_id)
@@ -602,7 +603,7 @@ class ChannelClient:
         delay = _RETRY_DELAY * (attempt + 1) * channel.index
         if delay:
             self._paused.add(channel_id)
-            self._reactor.callLater(delay, self._connected_for, None, channel_id)
+            self._reactor.callLater(delay, self._unpause, None, channel_id)
         else:
             self._drain(channel_id)
         return again.done
