@@ -68,20 +68,68 @@ def find_anvil(roots: Sequence[Path] | None = None) -> str:
     )
 
 
-_UNASSIGNED_PORTS: Final = range(20000, 32768)
-"""Below Linux's ephemeral range (32768-60999): a port from here is not handed out again to
-some outgoing connection between the check and its use, as a port the OS picked would be."""
+_CLAIM_LIFETIME: Final = 300.0
+"""Seconds a port handed out stays reserved for its server: long enough to start a daemon."""
+
+
+def _unassigned_ports() -> range:
+    """Ports the OS does not hand out to outgoing connections (outside its ephemeral range), so
+    a port from here is not taken between our check and its use, as an OS-picked one can be."""
+    low, high = 32768, 60999  # Linux's default
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        low, high = int(text[0]), int(text[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    if low >= 11024:
+        return range(max(10000, low - 12768), low)
+    if high <= 55000:
+        return range(high + 1, 65536)
+    return range(20000, 32768)  # no room outside: the check-then-bind is all we have
+
+
+_handed_out: set[int] = set()
+
+
+def _claims_dir() -> Path:
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"perund-ports-{uid}"
+
+
+def _claim(port: int) -> bool:
+    """Reserve `port` across the processes of this user (parallel test workers, say): nobody
+    else is handed it until `_CLAIM_LIFETIME` has passed, even before its server binds."""
+    if port in _handed_out:
+        return False
+    claims = _claims_dir()
+    try:
+        claims.mkdir(exist_ok=True)
+        os.close(os.open(claims / str(port), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        try:
+            if time.time() - (claims / str(port)).stat().st_mtime <= _CLAIM_LIFETIME:
+                return False
+            os.utime(claims / str(port))  # a stale claim: ours now
+        except OSError:
+            return False
+    except OSError:
+        pass  # no shared claims here: this process's own record still holds
+    _handed_out.add(port)
+    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` right now, for a server to be started soon after."""
-    for _ in range(100):
-        port = random.choice(_UNASSIGNED_PORTS)
+    """A TCP port free on `host` right now and not handed out recently by this function in any
+    process of this user, for a server to be started soon after."""
+    candidates = _unassigned_ports()
+    for _ in range(200):
+        port = random.choice(candidates)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
+        if _claim(port):
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))

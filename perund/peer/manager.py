@@ -39,6 +39,7 @@ from twisted.internet.defer import (
     maybeDeferred,
     succeed,
 )
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall, deferLater
@@ -50,6 +51,7 @@ from perund.channel.types import Address
 from perund.errors import (
     FailedPrecondition,
     InvalidArgument,
+    InvalidConfig,
     PeerDisconnected,
     PeerRequestTimedOut,
     PeerUnreachable,
@@ -170,7 +172,12 @@ class PeerManager:
         if self._listen_endpoint is None:
             raise FailedPrecondition("this PeerManager has no listen endpoint")
         endpoint = _server_endpoint(self._reactor, self._listen_endpoint)
-        self._port = await endpoint.listen(_PeerFactory(self, Role.LISTENER, None))
+        try:
+            self._port = await endpoint.listen(_PeerFactory(self, Role.LISTENER, None))
+        except CannotListenError as exc:
+            raise InvalidConfig(f"cannot listen for peers on {self._listen_endpoint}: "
+                                f"{exc.socketError}", name="comm.listen",
+                                value=self._listen_endpoint) from exc
         log.info(
             "listening for peers on {endpoint} as {address}",
             endpoint=self._listen_endpoint,

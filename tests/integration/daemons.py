@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from perund.cli.apiclient import ApiClient, Pushes
+from perund.cli.apiclient import ApiClient, ApiError, Pushes
+from perund.errors import Internal
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 
@@ -59,7 +60,14 @@ class Daemon:
         return self.api.request(method, **params)
 
     def call(self, method: str, **params: Any) -> Any:
-        return self.api.call(method, **params)
+        try:
+            return self.api.call(method, **params)
+        except ApiError as exc:
+            if exc.code == Internal.code:
+                # The client is told nothing of a bug; its traceback is in the node's log.
+                raise AssertionError(f"{exc}; the node's log ends:\n"
+                                     + self.log.read_text()[-4000:]) from exc
+            raise
 
     def socket(self) -> Pushes:
         return self.api.pushes()

@@ -21,6 +21,7 @@ from perund.channel.types import ETH, Address, ChannelID, Signature, State
 from perund.errors import (
     FailedPrecondition,
     InvalidArgument,
+    InvalidConfig,
     PeerDisconnected,
     PeerRequestTimedOut,
     PeerUnreachable,
@@ -186,6 +187,19 @@ async def test_send_dials_on_demand(net: Net) -> None:
     await until(lambda: len(bob.received) == 2, "second message")
     assert alice.connected == [BOB.address]
     assert alice.manager.connection_count(BOB.address) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_taken_listen_port_is_a_config_error_naming_it(net: Net) -> None:
+    alice = await net.node(ALICE)
+    taken = f"tcp:{net.ports[ALICE.address]}:interface=127.0.0.1"
+    second = PeerManager(reactor, BOB, net.resolve, taken)
+    with pytest.raises(InvalidConfig) as raised:
+        await second.listen()
+    assert raised.value.data["name"] == "comm.listen"
+    assert raised.value.data["value"] == taken
+    assert "in use" in str(raised.value)
+    assert alice.manager.port == net.ports[ALICE.address]  # the holder is not disturbed
 
 
 @pytest_twisted.ensureDeferred
