@@ -6,7 +6,8 @@ over loopback TCP through the real PeerManager, codec and channel client. Prints
 
     {"sequential": {"payments_per_s", "p50_ms", "p99_ms", "payments"},
      "concurrent_100": {...}, "durable": {...}, "durable_16_callers_one_channel": {...},
-     "durable_concurrent_100": {...}}
+     "durable_concurrent_100": {...},
+     "offered_R_per_s_100_channels": {...}, "durable_offered_R_per_s_100_channels": {...}}
 
 Latency of one payment: from `ChannelClient.send` until the peer's countersignature is verified
 and the state is current. Channels are funded by the benchmark itself (no chain: the funding
@@ -15,6 +16,12 @@ step is the caller's in this mode). The first two runs keep states in memory (`M
 fsynced before the message that depends on it leaves (PROTOCOL.md §5); then 16 callers paying
 on that one channel at once (their waiting payments share updates), then 100 channels with one
 caller each.
+
+The runs above are closed loops: they measure capacity, and their latency is mostly queueing
+(callers in flight / throughput). The "offered" runs are open loops, a user's view of a node
+under a given load: payments start at a fixed rate (`--rates`) round-robin over the 100 channels
+whether or not earlier ones are done, and a payment's latency counts from when it was due.
+Payments that find their channel busy wait and go out merged with the others waiting there.
 
 To profile the receiving process, set BENCH_BOB_PREFIX, e.g. `-m cProfile -o /tmp/bob.prof`.
 """
@@ -168,6 +175,58 @@ async def measure(client: ChannelClient, channels: list[ChannelID],
     return summary(latencies, time.perf_counter() - start)
 
 
+async def offered(client: ChannelClient, channels: list[ChannelID], rate: float,
+                  seconds: float) -> dict[str, Any]:
+    """Open loop: start payments at `rate` per second, round-robin over `channels`, whatever
+    the ones before them are doing, for `seconds`; then wait for all of them.
+
+    A closed loop (each caller waits for its payment) measures capacity, and its latency is
+    mostly queueing: in-flight count / throughput. This is the user's view at a given load:
+    a payment's latency runs from the moment it was due (not when it could be started, which
+    would hide the queueing: coordinated omission) until it is countersigned and durable.
+    """
+    transfer = ((ETH, 1),)
+    clock = time.perf_counter
+    latencies: list[float] = []
+    failures: list[str] = []
+    outstanding: list[Deferred[None]] = []
+    start = clock()
+    total = round(seconds * rate)  # payment i is due at start + i / rate
+    issued = 0
+
+    def done(_: object, due: float) -> None:
+        latencies.append(clock() - due)
+
+    def failed(failure: Any) -> None:
+        failures.append(failure.getErrorMessage())
+
+    def tick(due_count: int | None = None) -> None:
+        nonlocal issued
+        if due_count is None:
+            due_count = min(total, int((clock() - start) * rate) + 1)
+        while issued < due_count:
+            due = start + issued / rate
+            payment = client.send(channels[issued % len(channels)], transfer)
+            outstanding.append(payment.addCallbacks(done, failed, callbackArgs=(due,)))
+            issued += 1
+
+    ticker = task.LoopingCall(tick)
+    ticker.clock = cast(Any, reactor)
+    ticking = ticker.start(0.0005)
+    await task.deferLater(cast(Any, reactor), seconds)
+    ticker.stop()
+    await ticking
+    tick(total)
+    await gatherResults(outstanding)
+    # The rate counts until the last payment is done: a backlog left at the end shows in it.
+    result = summary(latencies, clock() - start)
+    result["offered_per_s"] = rate
+    result["failed"] = len(failures)
+    if failures:
+        result["first_failure"] = failures[0]
+    return result
+
+
 async def run_pair(args: argparse.Namespace, durable: str,
                    measurements: Callable[[ChannelClient, OpenRequest], Any]) -> dict[str, Any]:
     """Start bob's process, build alice here, run `measurements`, stop bob."""
@@ -210,8 +269,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         results = {"sequential": await measure(client, [single.channel_id], seconds)}
         opened = await gatherResults([client.open_channel(request)
                                       for _ in range(args.channels)])
-        results[f"concurrent_{args.channels}"] = await measure(
-            client, [c.channel_id for c in opened], seconds)
+        channels = [c.channel_id for c in opened]
+        results[f"concurrent_{args.channels}"] = await measure(client, channels, seconds)
+        for rate in args.rates:
+            results[f"offered_{rate}_per_s_{args.channels}_channels"] = await offered(
+                client, channels, rate, seconds)
         return results
 
     async def durable(client: ChannelClient, request: OpenRequest) -> dict[str, Any]:
@@ -225,8 +287,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             client, [cid] * args.callers, seconds)
         opened = await gatherResults([client.open_channel(request)
                                       for _ in range(args.channels)])
-        results[f"durable_concurrent_{args.channels}"] = await measure(
-            client, [c.channel_id for c in opened], seconds)
+        channels = [c.channel_id for c in opened]
+        results[f"durable_concurrent_{args.channels}"] = await measure(client, channels, seconds)
+        for rate in args.rates:
+            results[f"durable_offered_{rate}_per_s_{args.channels}_channels"] = await offered(
+                client, channels, rate, seconds)
         return results
 
     results = await run_pair(args, "", in_memory)
@@ -241,6 +306,9 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=100, help="channels of the concurrent run")
     parser.add_argument("--callers", type=int, default=16,
                         help="concurrent callers on one channel in the durable run")
+    parser.add_argument("--rates", type=lambda text: [int(r) for r in text.split(",")],
+                        default=[2000, 5000], metavar="R,R",
+                        help="offered loads (payments/s) of the open-loop runs over the channels")
     parser.add_argument("--durable", metavar="DIR", default="",
                         help="where the durable run keeps its stores (default: a temporary dir)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)

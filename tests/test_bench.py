@@ -1,0 +1,29 @@
+"""The off-chain benchmark still runs and reports every figure (tiny settings: no timing)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "offchain.py"
+
+
+def test_offchain_benchmark_reports_every_run() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--seconds", "0.3", "--channels", "3", "--callers", "2",
+         "--rates", "40"],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    results = json.loads(out)
+    assert set(results) == {
+        "sequential", "concurrent_3", "offered_40_per_s_3_channels",
+        "durable", "durable_2_callers_one_channel", "durable_concurrent_3",
+        "durable_offered_40_per_s_3_channels",
+    }
+    for name, figures in results.items():
+        assert figures["payments"] > 0, name
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"], name
+    for name in ("offered_40_per_s_3_channels", "durable_offered_40_per_s_3_channels"):
+        assert results[name]["failed"] == 0
+        assert results[name]["payments"] == 12  # 40/s for 0.3 s: every one due was paid
