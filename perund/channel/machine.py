@@ -16,7 +16,6 @@ See docs/core.md for the state diagram and the rules.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, Final
 
 from perund.channel.changes import (
@@ -131,7 +130,7 @@ def _drop_staged(channel: Channel, failure: Failure, reason: str) -> tuple[Chann
     if staged is None or channel.current is None:
         # While proposing, staged version 0 is all we have: it stays as the channel's record.
         return channel, []
-    dropped = replace(channel, staged=None, phase=advance(channel.phase, at_rest(channel.phase)))
+    dropped = channel.evolve(staged=None, phase=advance(channel.phase, at_rest(channel.phase)))
     version = staged.state.version
     if staged.proposer == channel.index:
         return dropped, [UpdateFailed(channel.channel_id, version, failure, reason)]
@@ -150,8 +149,8 @@ def _make_current(
     phase = channel.phase
     if phase in RECEIVES_UPDATES:
         phase = Phase.CLOSING if state.is_final else at_rest(phase)
-    new = replace(
-        channel, phase=advance(channel.phase, phase), current=signed, staged=None, **changes
+    new = channel.evolve(
+        phase=advance(channel.phase, phase), current=signed, staged=None, **changes
     )
     events: list[Event] = [Persist(new), NewState(channel.channel_id, state, source)]
     if phase is Phase.CLOSING or phase is Phase.DISPUTED:
@@ -244,7 +243,7 @@ def _own_update(channel: Channel, change: OwnUpdate) -> Result:
     digest = signing_digest(state)
     signature = change.signer.sign_digest(digest)
     staged = Staged(me, state, signature, digest)
-    new = replace(channel, phase=Phase.UPDATING, staged=staged, signed_up_to=version)
+    new = channel.evolve(phase=Phase.UPDATING, staged=staged, signed_up_to=version)
     return new, (Persist(new), SendUpdate(channel.peer, state, signature))
 
 
@@ -269,8 +268,7 @@ def _accept_received(channel: Channel, change: UpdateAcceptReceived) -> Result:
     state = staged.state
     signed = SignedState(state, _ordered(channel, staged.signature, change.signature))
     if state.version == 0:
-        new = replace(
-            channel,
+        new = channel.evolve(
             phase=advance(channel.phase, Phase.FUNDING),
             current=signed,
             staged=None,
@@ -293,11 +291,12 @@ def _reject_received(channel: Channel, change: UpdateRejectReceived) -> Result:
     staged = channel.staged
     if staged is not None and staged.proposer == channel.index:
         if staged.state.version == change.version:
-            failure = Failure.COLLISION if change.reason == Reason.COLLISION.value else (
-                Failure.REJECTED)
-            return _fail_own(replace(channel, sync_sent=False), failure, change.reason)
+            failure = (
+                Failure.COLLISION if change.reason == Reason.COLLISION.value else Failure.REJECTED
+            )
+            return _fail_own(channel.evolve(sync_sent=False), failure, change.reason)
     elif channel.abandoned is not None and channel.abandoned.state.version == change.version:
-        new = replace(channel, abandoned=None, fresh_link=False, sync_sent=False)
+        new = channel.evolve(abandoned=None, fresh_link=False, sync_sent=False)
         return new, (Persist(new),)
     return _refuse(channel, change.sender, Reason.NOTHING_STAGED, f"version {change.version}")
 
@@ -318,12 +317,11 @@ def _fail_own(channel: Channel, failure: Failure, reason: str) -> Result:
     if staged.state.version == 0:
         # The proposer never signed version 0: nothing can be on-chain for us, so the channel
         # is abandoned (the staged state stays for the record).
-        new = replace(channel, phase=advance(channel.phase, Phase.CLOSED))
+        new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED))
         return new, (Persist(new), failed, Closed(channel.channel_id, 0))
     timed_out = failure is Failure.TIMED_OUT
     final = staged.state.is_final
-    new = replace(
-        channel,
+    new = channel.evolve(
         staged=None,
         # PROTOCOL.md §3 Close: a refused or unanswered final update → dispute.
         phase=advance(channel.phase, Phase.CLOSING if final else at_rest(channel.phase)),
@@ -390,8 +388,8 @@ def _update_received(channel: Channel, change: UpdateReceived) -> Result:
         _check_signer(channel, change.signer)
         return _accept_peer_update(channel, state, change.signature, digest, change.signer)
     pending = Staged(channel.peer_index, state, change.signature, digest, update_id=digest)
-    new = replace(
-        channel, phase=advance(channel.phase, busy(channel.phase)), staged=pending, sync_sent=False
+    new = channel.evolve(
+        phase=advance(channel.phase, busy(channel.phase)), staged=pending, sync_sent=False
     )
     return new, (UpdateNeedsUser(channel.channel_id, digest, state, kind),)
 
@@ -402,8 +400,7 @@ def _accept_peer_update(
     """Countersign the peer's state: persist it fully signed, then answer UpdateAccept."""
     ours = signer.sign_digest(digest)
     phase = Phase.CLOSING if state.is_final else at_rest(channel.phase)
-    new = replace(
-        channel,
+    new = channel.evolve(
         phase=advance(channel.phase, phase),
         current=SignedState(state, _ordered(channel, ours, theirs)),
         staged=None,
@@ -446,7 +443,7 @@ def _user_timed_out(channel: Channel, change: UserTimedOut) -> Result:
 
 
 def _decline(channel: Channel, staged: Staged, reason: Reason) -> Result:
-    new = replace(channel, staged=None, phase=advance(channel.phase, at_rest(channel.phase)))
+    new = channel.evolve(staged=None, phase=advance(channel.phase, at_rest(channel.phase)))
     state = staged.state
     return new, (SendUpdateReject(channel.peer, state.channel_id, state.version, reason.value),)
 
@@ -481,7 +478,7 @@ def _start_sync(channel: Channel, change: StartSync) -> Result:
             channel, events = _drop_staged(channel, Failure.SUPERSEDED, "connection lost")
     fresh = channel.abandoned is not None
     if not channel.sync_sent or channel.fresh_link is not fresh:
-        channel = replace(channel, sync_sent=True, fresh_link=fresh)
+        channel = channel.evolve(sync_sent=True, fresh_link=fresh)
     if persist:
         events.insert(0, Persist(channel))
     events.append(_send_sync(channel))
@@ -547,8 +544,7 @@ def _synced(channel: Channel) -> Result:
     reply = not channel.sync_sent
     resolved = channel.fresh_link and channel.abandoned is not None
     if reply or resolved:
-        channel = replace(
-            channel,
+        channel = channel.evolve(
             sync_sent=True,
             abandoned=None if resolved else channel.abandoned,
             fresh_link=False if resolved else channel.fresh_link,
@@ -570,7 +566,13 @@ def _adopt(channel: Channel, signed: SignedState, own: bool) -> Result:
     source = Source.OWN if own else Source.SYNC
     # The state carries our signature too: count its version as signed.
     new, events = _make_current(
-        channel, signed, source, own, abandoned=None, fresh_link=False, sync_sent=True,
+        channel,
+        signed,
+        source,
+        own,
+        abandoned=None,
+        fresh_link=False,
+        sync_sent=True,
         signed_up_to=max(channel.signed_up_to, signed.state.version),
     )
     events[1:1] = dropped
@@ -585,8 +587,8 @@ def _conflict(channel: Channel, theirs: State) -> Result:
     channel, events = _drop_staged(channel, Failure.SETTLING, "conflicting states")
     events.insert(0, Conflict(channel.channel_id, ours, theirs))
     if channel.phase in (Phase.FUNDING, Phase.OPEN):
-        channel = replace(
-            channel, phase=advance(channel.phase, Phase.CLOSING), abandoned=None, fresh_link=False
+        channel = channel.evolve(
+            phase=advance(channel.phase, Phase.CLOSING), abandoned=None, fresh_link=False
         )
         events.insert(1, Persist(channel))
         events.append(_register(channel))
@@ -601,8 +603,7 @@ def _sync_version_zero(channel: Channel, change: SyncReceived) -> Result:
     if not fully_signed(staged.digest, change.signatures, channel.params):
         return _refuse(channel, change.sender, Reason.SIGNATURE, "version 0")
     reply = not channel.sync_sent
-    new = replace(
-        channel,
+    new = channel.evolve(
         phase=advance(channel.phase, Phase.FUNDING),
         current=SignedState(staged.state, change.signatures),
         staged=None,
@@ -622,7 +623,7 @@ def _funded(channel: Channel, change: Funded) -> Result:
         return channel, _NOTHING
     # A peer's update may already await our user (see RECEIVES_UPDATES).
     phase = Phase.UPDATING if channel.staged is not None else Phase.OPEN
-    new = replace(channel, phase=advance(channel.phase, phase))
+    new = channel.evolve(phase=advance(channel.phase, phase))
     return new, (Persist(new), Opened(channel.channel_id))
 
 
@@ -631,7 +632,7 @@ def _funding_expired(channel: Channel, change: FundingExpired) -> Result:
     if channel.phase is not Phase.FUNDING:
         return channel, _NOTHING
     channel, dropped = _drop_staged(channel, Failure.SETTLING, "the channel was not funded")
-    new = replace(channel, phase=advance(channel.phase, Phase.CLOSING))
+    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSING))
     return new, (Persist(new), *dropped, FundingFailed(channel.channel_id), _register(new))
 
 
@@ -644,7 +645,7 @@ def _force_close(channel: Channel, change: ForceClose) -> Result:
             phase=channel.phase.value,
         )
     channel, events = _drop_staged(channel, Failure.SETTLING, "the channel is being closed")
-    new = replace(channel, phase=advance(channel.phase, Phase.CLOSING))
+    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSING))
     return new, (Persist(new), *events, _register(new))
 
 
@@ -658,8 +659,7 @@ def _registered(channel: Channel, change: Registered) -> Result:
         channel.channel_id, change.version, channel.latest.assets, change.balances, change.is_final
     )
     channel, events = _drop_staged(channel, Failure.SETTLING, "registered on-chain")
-    new = replace(
-        channel,
+    new = channel.evolve(
         phase=advance(channel.phase, Phase.DISPUTED),
         dispute=Dispute(change.version, change.timeout, state),
     )
@@ -683,7 +683,7 @@ def _concluded(channel: Channel, change: Concluded) -> Result:
     if channel.phase is Phase.CLOSED:
         return channel, _NOTHING
     channel, events = _drop_staged(channel, Failure.SETTLING, "concluded on-chain")
-    new = replace(channel, phase=advance(channel.phase, Phase.CLOSED))
+    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED))
     return new, (Persist(new), *events, Closed(channel.channel_id, change.version))
 
 
@@ -693,13 +693,13 @@ def _restored(channel: Channel, change: Restored) -> Result:
     Our update in flight becomes `abandoned` (the peer may have countersigned it before we went
     down); the peer's update awaiting our user is dropped and answered with a reject.
     """
-    channel = replace(channel, sync_sent=False, fresh_link=False)
+    channel = channel.evolve(sync_sent=False, fresh_link=False)
     staged = channel.staged
     events: list[Event] = []
     if staged is not None and channel.current is not None:
         channel, events = _drop_staged(channel, Failure.RESTART, "the node restarted")
         if staged.proposer == channel.index:
-            channel = replace(channel, abandoned=staged)
+            channel = channel.evolve(abandoned=staged)
         events.insert(0, Persist(channel))
     if channel.phase is Phase.FUNDING:
         events.append(_fund(channel, _current(channel).state))

@@ -1,15 +1,26 @@
 """The channel value the core transforms: what one side knows about one channel.
 
-Everything here is immutable and cheap to copy (`dataclasses.replace` shares all unchanged
+Everything here is immutable and cheap to copy (`Channel.evolve` shares all unchanged
 fields), because the core builds a new `Channel` for every message of every payment.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
+from typing import Final
 
 from perund.channel.phases import Phase
 from perund.channel.types import Address, ChannelID, Params, Signature, State
+
+
+class _Keep(Enum):
+    """The default of `Channel.evolve`'s arguments: keep the field as it is."""
+
+    KEEP = "keep"
+
+
+KEEP: Final = _Keep.KEEP
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,39 @@ class Channel:
     signed_up_to: int = 0
     confirm_updates: bool = False
     dispute: Dispute | None = None
+
+    def evolve(
+        self,
+        *,
+        phase: Phase | _Keep = KEEP,
+        current: SignedState | _Keep | None = KEEP,
+        staged: Staged | _Keep | None = KEEP,
+        abandoned: Staged | _Keep | None = KEEP,
+        sync_sent: bool | _Keep = KEEP,
+        fresh_link: bool | _Keep = KEEP,
+        signed_up_to: int | _Keep = KEEP,
+        confirm_updates: bool | _Keep = KEEP,
+        dispute: Dispute | _Keep | None = KEEP,
+    ) -> Channel:
+        """This channel with the given fields changed (its identity never changes).
+
+        `dataclasses.replace` does the same at four times the cost, and the core calls this
+        two or three times per payment.
+        """
+        return Channel(
+            self.channel_id,
+            self.params,
+            self.index,
+            self.phase if phase is KEEP else phase,
+            self.current if current is KEEP else current,
+            self.staged if staged is KEEP else staged,
+            self.abandoned if abandoned is KEEP else abandoned,
+            self.sync_sent if sync_sent is KEEP else sync_sent,
+            self.fresh_link if fresh_link is KEEP else fresh_link,
+            self.signed_up_to if signed_up_to is KEEP else signed_up_to,
+            self.confirm_updates if confirm_updates is KEEP else confirm_updates,
+            self.dispute if dispute is KEEP else dispute,
+        )
 
     @property
     def needs_sync(self) -> bool:
