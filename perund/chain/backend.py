@@ -26,7 +26,7 @@ from web3 import Web3
 from perund.chain.abi import ContractCodec, params_value, state_value
 from perund.chain.account import Account
 from perund.chain.artifact import ContractArtifact, load_artifact
-from perund.chain.client import ChainClient
+from perund.chain.client import NO_CODE, BlockId, ChainClient
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID, DEV_ACCOUNT_COUNT, EMBEDDED_URL, DevChain
 from perund.chain.results import ChainEvent, ChannelStatus, Phase, TxReceipt
 from perund.chain.sender import TransactionSender
@@ -325,14 +325,21 @@ class ChainBackend(Service):
 
     # Reads
 
-    async def _view(self, name: str, *args: Any) -> tuple[Any, ...]:
+    async def _view(self, name: str, *args: Any, block: BlockId = "latest") -> tuple[Any, ...]:
         adjudicator = self._require_adjudicator()
-        return await self._run(self.client.call_blocking, adjudicator, name, *args)
+        return await self._run(self.client.call_blocking, adjudicator, name, *args, block=block)
 
     @deferred_api
-    async def holdings(self, channel_id: ChannelID, asset: Address = ETH) -> tuple[int, int]:
-        """What each participant has deposited into the channel and not been paid out."""
-        first, second = await self._view("holdings", channel_id, asset)
+    async def holdings(self, channel_id: ChannelID, asset: Address = ETH,
+                       block: BlockId = "latest") -> tuple[int, int]:
+        """What each participant has deposited into the channel and not been paid out, as of
+        `block` (a number, for what is confirmed)."""
+        try:
+            first, second = await self._view("holdings", channel_id, asset, block=block)
+        except InvalidContracts as exc:
+            if block != "latest" and exc.data.get("error") == NO_CODE:
+                return 0, 0  # a block before the contract was deployed: nothing held yet
+            raise
         return int(first), int(second)
 
     @deferred_api

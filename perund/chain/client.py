@@ -27,12 +27,16 @@ from perund.channel.types import Address, hex_address, to_address
 from perund.errors import (
     ChainNotReachable,
     InsufficientFunds,
+    InvalidContracts,
     PerundError,
     ProtocolError,
     TxReverted,
 )
 
 BlockId = int | Literal["latest", "pending", "earliest"]
+
+NO_CODE = "no code"
+"""The `error` of the InvalidContracts raised when a call finds no contract (at that block)."""
 
 DEFAULT_PRIORITY_FEE = 10**9
 """1 gwei tip: enough on dev chains and on quiet public ones."""
@@ -206,7 +210,17 @@ class ChainClient:
                 output = self.w3.eth.call({"to": hex_address(to), "data": data}, block)
             except ContractLogicError as exc:
                 raise self._reverted(name, _revert_data(exc), None) from exc
-        return self.codec.decode_output(name, bytes(output))
+        if not output:
+            # No code at `to` (at that block): a call to an account without code succeeds empty.
+            raise InvalidContracts(f"no contract at {hex_address(to)} answers {name} as of "
+                                   f"block {block}", name=name, address=hex_address(to),
+                                   error=NO_CODE, block=block)
+        try:
+            return self.codec.decode_output(name, bytes(output))
+        except Exception as exc:  # eth_abi raises several unrelated types on malformed data
+            raise InvalidContracts(f"the contract at {hex_address(to)} answered {name} with "
+                                   f"{len(output)} undecodable bytes", name=name,
+                                   address=hex_address(to), error=str(exc)) from exc
 
     def logs_blocking(
         self,

@@ -22,7 +22,7 @@ as often as a node with one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
@@ -212,7 +212,7 @@ class CursorStore(Protocol):
 
 def change_of(event: ChainEvent) -> Change | None:
     """The core input an Adjudicator event stands for, or None for events the core does not
-    take (deposits and payouts: funding reads the holdings, payouts follow `Concluded`)."""
+    take (deposits and payouts: deposits go to `on_deposit`, payouts follow `Concluded`)."""
     args = event.args
     if event.name == "Registered":
         balances = tuple(tuple(int(b) for b in row) for row in args["balances"])
@@ -237,8 +237,12 @@ class ChainWatcher:
         poll_interval: float = 1.0,
         confirmations: int = 0,
         conclude_retry: float = 30.0,
+        on_deposit: Callable[[ChannelID], None] | None = None,
     ) -> None:
         self._reactor = reactor
+        self.on_deposit = on_deposit
+        """Told of every Deposited event of a watched channel once it is confirmed (funding
+        waits on it instead of reading the holdings on a timer)."""
         self.chain = chain
         self.store = store
         self.watched = channels
@@ -338,6 +342,8 @@ class ChainWatcher:
                 continue
             change = change_of(event)
             if change is None:
+                if event.name == "Deposited" and self.on_deposit is not None:
+                    self.on_deposit(cid)
                 continue
             log.info("watcher: channel {channel_id}: {event} in block {block}",
                      channel_id="0x" + cid.hex(), event=_describe(event),

@@ -2,7 +2,8 @@
 
 It is the `Funder` and `Settler` of a `ChannelClient`: it deposits our share of a new channel
 (never twice: what the contract already holds for us is skipped, also after a restart), waits
-until every share is held, and submits `concludeFinal`, `register` and `conclude`.
+until every share is held `confirmations` blocks deep (woken by the watcher's Deposited events,
+with a slow re-read as a fallback), and submits `concludeFinal`, `register` and `conclude`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from twisted.logger import Logger
 
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
+from perund.chain.client import BlockId
 from perund.chain.results import Phase, TxReceipt
 from perund.channel import events as ev
 from perund.channel.types import ChannelID
@@ -33,6 +35,11 @@ def _concluded_version(receipt: TxReceipt) -> int | None:
     return None
 
 
+def _wake(news: Deferred[None]) -> None:
+    if not news.called:
+        news.callback(None)
+
+
 class ChainSettlement:
     """Funds and settles one session's channels from its on-chain account."""
 
@@ -45,12 +52,21 @@ class ChainSettlement:
         poll_interval: float = 1.0,
         funding_timeout: float = 600.0,
         conclude_grace: float = 5.0,
+        confirmations: int = 0,
+        funding_recheck: float | None = None,
     ) -> None:
         self._reactor = reactor
         self.chain = chain
         self.account = account
         self.poll_interval = poll_interval
         self.funding_timeout = funding_timeout
+        self.confirmations = confirmations
+        """A channel is funded once every share is held this many blocks deep: a deposit in
+        a block that a reorganisation drops does not count."""
+        self.funding_recheck = poll_interval if funding_recheck is None else funding_recheck
+        """How often a funding wait reads the holdings without news of a deposit. Where a
+        watcher reports Deposited events (`deposit_seen`), this is only a fallback."""
+        self._deposit_news: dict[ChannelID, list[Deferred[None]]] = {}
         self.conclude_grace = conclude_grace
         """How long the side that did not propose the final update waits for the other to
         conclude before it submits `concludeFinal` itself."""
@@ -91,16 +107,48 @@ class ChainSettlement:
                      channel_id=_hex(channel_id), amount=need - held, block=receipt.block_number)
         deadline = self._reactor.seconds() + self.funding_timeout
         while True:
-            if await self._all_held(event):
-                return
-            if self._reactor.seconds() >= deadline:
-                raise PeerNotFunded("the peer did not fund the channel before the deadline",
-                                    peer=_hex(event.params.participants[1 - index]))
-            await self._sleep(self.poll_interval)
+            # Listen before reading: a deposit reported while the holdings are read is not
+            # missed.
+            news: Deferred[None] = Deferred()
+            self._deposit_news.setdefault(channel_id, []).append(news)
+            try:
+                if await self._all_held(event):
+                    return
+                remaining = deadline - self._reactor.seconds()
+                if remaining <= 0:
+                    raise PeerNotFunded("the peer did not fund the channel before the deadline",
+                                        peer=_hex(event.params.participants[1 - index]))
+                await self._news_or_timeout(news, min(self.funding_recheck, remaining))
+            finally:
+                self._forget_news(channel_id, news)
+
+    def deposit_seen(self, channel_id: ChannelID) -> None:
+        """A Deposited event of `channel_id`, `confirmations` deep (from the watcher): a
+        funding wait on the channel reads the holdings now."""
+        for news in self._deposit_news.pop(channel_id, []):
+            _wake(news)
+
+    async def _news_or_timeout(self, news: Deferred[None], seconds: float) -> None:
+        timer = self._reactor.callLater(seconds, _wake, news)
+        try:
+            await news
+        finally:
+            if timer.active():
+                timer.cancel()
+
+    def _forget_news(self, channel_id: ChannelID, news: Deferred[None]) -> None:
+        waiting = self._deposit_news.get(channel_id)
+        if waiting is not None and news in waiting:
+            waiting.remove(news)
+            if not waiting:
+                del self._deposit_news[channel_id]
 
     async def _all_held(self, event: ev.Fund) -> bool:
+        block: BlockId = "latest"
+        if self.confirmations:
+            block = max(0, await self.chain.block_number() - self.confirmations)
         for asset, row in zip(event.assets, event.balances, strict=True):
-            held = await self.chain.holdings(event.channel_id, asset)
+            held = await self.chain.holdings(event.channel_id, asset, block)
             if held[0] < row[0] or held[1] < row[1]:
                 return False
         return True

@@ -39,6 +39,10 @@ EARLY_NOTICES = 512
 """Notices a session keeps from before anyone listened (its restore and first poll); older
 ones are dropped first."""
 
+FUNDING_RECHECK_POLLS = 10
+"""A funding wait reads the holdings by itself every this many watcher polls, should the
+watcher's news of a deposit not come (the chain was unreachable for its poll, say)."""
+
 MIN_CHALLENGE_MARGIN = 3.0
 """The challenge duration must exceed what the node needs to react, this many times over."""
 
@@ -113,7 +117,12 @@ class Session:
                             dial_timeout=node.timeouts.peer_dial)
         settlement = ChainSettlement(reactor, chain, account,
                                      poll_interval=node.chain.poll_interval,
-                                     funding_timeout=node.timeouts.funding)
+                                     funding_timeout=node.timeouts.funding,
+                                     confirmations=node.chain.confirmations,
+                                     # The watcher reports deposits: reading the holdings
+                                     # on a timer is only the fallback.
+                                     funding_recheck=FUNDING_RECHECK_POLLS
+                                     * node.chain.poll_interval)
         deployment = Deployment(chain.chain_id, chain.adjudicator, min_challenge_duration(node))
         client = ChannelClient(
             reactor, signer=signer, receiver=account.address, peers=peers,
@@ -124,7 +133,8 @@ class Session:
         )
         watcher = ChainWatcher(reactor, chain_view or chain, store, client,
                                poll_interval=node.chain.poll_interval,
-                               confirmations=node.chain.confirmations)
+                               confirmations=node.chain.confirmations,
+                               on_deposit=settlement.deposit_seen)
         session = cls(reactor, session_id, config, account, store, contacts, client, settlement,
                       watcher)
         await peers.listen()

@@ -8,13 +8,14 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThreadPool
 
 from perund.chain.account import Account
 from perund.chain.results import Phase
 from perund.channel.encoding import Signer, state_hash
 from perund.channel.encoding import channel_id as offchain_channel_id
 from perund.channel.types import ETH, Address
-from perund.errors import InsufficientFunds, InvalidArgument, TxReverted
+from perund.errors import InsufficientFunds, InvalidArgument, InvalidContracts, TxReverted
 
 from .conftest import ETHER
 
@@ -55,6 +56,29 @@ async def test_deposits_and_holdings(chain, new_channel) -> None:
     assert event.tx_hash == first.tx_hash and event.block_number == first.block_number
     assert second.events_named("Deposited")[0].args["holding"] == 2 * ETHER
     assert first.gas_used > 21_000 and first.effective_gas_price > 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_holdings_as_of_a_past_block(chain, new_channel) -> None:
+    ch = new_channel()
+    backend = chain.backend
+    first = await backend.deposit(ch.accounts[0], ch.id, 0, ETH, ETHER)
+    second = await backend.deposit(ch.accounts[1], ch.id, 1, ETH, 2 * ETHER)
+    assert await backend.holdings(ch.id, ETH, first.block_number - 1) == (0, 0)
+    assert await backend.holdings(ch.id, ETH, first.block_number) == (ETHER, 0)
+    assert await backend.holdings(ch.id, ETH, second.block_number) == (ETHER, 2 * ETHER)
+    # Before the Adjudicator existed nothing was held (the call finds no code there).
+    assert await backend.holdings(ch.id, ETH, 0) == (0, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_call_to_an_account_without_code_is_invalid_contracts(chain) -> None:
+    no_code = chain.account(5).address
+    with pytest.raises(InvalidContracts) as raised:
+        await deferToThreadPool(reactor, chain.backend.pool, chain.backend.client.call_blocking,
+                                no_code, "holdings", b"\x00" * 32, ETH)
+    assert raised.value.data["error"] == "no code"
+    assert "answers holdings" in str(raised.value)
 
 
 @pytest_twisted.ensureDeferred

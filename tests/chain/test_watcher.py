@@ -180,6 +180,24 @@ async def test_confirmations_hold_back_the_newest_blocks(chain: Chain, new_chann
 
 
 @pytest_twisted.ensureDeferred
+async def test_confirmed_deposits_of_watched_channels_are_reported(chain: Chain, new_channel,
+                                                                   tmp_path: Path) -> None:
+    ch, stranger = new_channel(), new_channel(3, 4)
+    store = SessionStore(tmp_path / "db", reactor)
+    watched = Watched(store, [open_channel(ch, 0, (ETHER, ETHER))])
+    deposits: list[ChannelID] = []
+    w = ChainWatcher(reactor, chain.backend, store, watched, poll_interval=3600,
+                     confirmations=1, on_deposit=deposits.append)
+    await w.start()
+    await funded(chain, ch, (ETHER, ETHER))
+    await funded(chain, stranger, (ETHER, 0))  # not ours; also buries the second deposit
+    await w.poll()
+    assert deposits == [ch.id, ch.id] and watched.fed == []
+    await w.stop()
+    store.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_chain_that_stops_answering_is_retried_from_the_same_cursor(
         tmp_path: Path) -> None:
     """Its own anvil, stopped under the watcher: the poll fails with a warning and the cursor

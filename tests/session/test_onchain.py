@@ -1,4 +1,5 @@
-"""ChainSettlement on the embedded chain: deposits are never made twice."""
+"""ChainSettlement on the embedded chain: deposits are never made twice, count once confirmed,
+and a watcher's news of one ends a funding wait at once."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import deferLater
 
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
@@ -45,3 +48,68 @@ async def test_a_restarted_funding_does_not_deposit_twice(chain: ChainBackend) -
     await again.fund(mine)
     assert again.receipts == [] and len(bobs.receipts) == 1
     assert await chain.holdings(mine.channel_id) == (2 * ETHER, ETHER)
+
+
+async def _settles(d: Deferred[None], seconds: float) -> bool:
+    """Whether `d` fires within `seconds` (it keeps running either way)."""
+    waited = 0.0
+    while not d.called and waited < seconds:
+        await deferLater(reactor, 0.02, lambda: None)
+        waited += 0.02
+    return d.called
+
+
+@pytest_twisted.ensureDeferred
+async def test_funding_counts_deposits_only_once_they_are_confirmed(
+        chain: ChainBackend) -> None:
+    keys = chain.dev_private_keys()
+    alice, bob = Account(keys[1]), Account(keys[2])
+    mine, theirs = funding(chain, alice, bob)
+    ours = ChainSettlement(reactor, chain, alice, poll_interval=0.02, funding_timeout=30.0,
+                           confirmations=3)
+    funded = ours.fund(mine)
+    assert not await _settles(funded, 0.3)  # bob's share is missing
+    # Bob's node counts what the newest block holds; its deposit is that block.
+    await ChainSettlement(reactor, chain, bob, poll_interval=0.02, funding_timeout=30.0).fund(
+        theirs)
+    assert await chain.holdings(mine.channel_id) == (2 * ETHER, ETHER)  # held, unconfirmed
+    assert not await _settles(funded, 0.5)
+    await chain.mine()
+    await chain.mine()
+    assert not await _settles(funded, 0.3)  # two blocks above bob's deposit: still short
+    await chain.mine()
+    assert await _settles(funded, 2.0)
+    await funded
+
+
+@pytest_twisted.ensureDeferred
+async def test_news_of_a_deposit_wakes_a_funding_wait(chain: ChainBackend) -> None:
+    keys = chain.dev_private_keys()
+    alice, bob = Account(keys[1]), Account(keys[2])
+    mine, theirs = funding(chain, alice, bob)
+    # Without news, the holdings are read again only every 60 s.
+    ours = ChainSettlement(reactor, chain, alice, funding_timeout=120.0, funding_recheck=60.0)
+    funded = ours.fund(mine)
+    assert not await _settles(funded, 0.5)  # deposited ours; bob's is missing
+    await ChainSettlement(reactor, chain, bob, poll_interval=0.02).fund(theirs)
+    assert not await _settles(funded, 0.5)  # nobody told: the next read is a minute away
+    ours.deposit_seen(mine.channel_id)
+    assert await _settles(funded, 2.0)
+    await funded
+    assert ours._deposit_news == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cancelled_funding_wait_leaves_nothing_behind(chain: ChainBackend) -> None:
+    keys = chain.dev_private_keys()
+    alice, bob = Account(keys[1]), Account(keys[2])
+    mine, _ = funding(chain, alice, bob)
+    ours = ChainSettlement(reactor, chain, alice, funding_timeout=120.0, funding_recheck=60.0)
+    funded = ours.fund(mine)
+    assert not await _settles(funded, 0.5)
+    funded.cancel()
+    with pytest.raises(CancelledError):
+        await funded
+    assert ours._deposit_news == {}
+    assert not any(call.active() for call in reactor.getDelayedCalls()
+                   if getattr(call.func, "__name__", "") == "_wake")
