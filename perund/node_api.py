@@ -24,12 +24,13 @@ from perund.api.views import (
     notification_of,
     peer_view,
 )
+from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest
 from perund.channel.records import Channel
 from perund.channel.types import ETH, Address, ChannelID, hex_address
 from perund.errors import FailedPrecondition, InvalidArgument, ResourceNotFound
-from perund.session.client import Notice
+from perund.session.client import ChannelNotice, Notice
 from perund.session.session import Session
 
 DEFAULT_CHALLENGE_DURATION = 3600
@@ -180,12 +181,17 @@ class NodeAPI:
             closed = await session.client.close(channel.channel_id)
         return self._view(session, closed)
 
-    def subscribe_notices(self, session_id: bytes,
-                          callback: Callable[[Notification], None]) -> Callable[[], None]:
+    def subscribe_notices(self, session_id: bytes, callback: Callable[[Notification], None],
+                          wants_updated: Callable[[bytes], bool] | None = None,
+                          ) -> Callable[[], None]:
         session = self._session(session_id)
         alias_of = self._alias_of(session)
 
         def observe(notice: Notice) -> None:
+            if wants_updated is not None and isinstance(notice, ChannelNotice) and type(
+                    notice.event) is ev.NewState and not wants_updated(
+                    notice.channel.channel_id):
+                return  # an incoming payment nobody subscribed to: build no view of it
             notification = notification_of(notice, alias_of)
             if notification is not None:
                 callback(notification)

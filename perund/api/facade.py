@@ -108,9 +108,13 @@ class NodeFacade(Protocol):
         returns once concluded on-chain and paid out."""
         ...
 
-    def subscribe_notices(self, session_id: bytes,
-                          callback: Callable[[Notification], None]) -> Callable[[], None]:
+    def subscribe_notices(self, session_id: bytes, callback: Callable[[Notification], None],
+                          wants_updated: Callable[[bytes], bool] | None = None,
+                          ) -> Callable[[], None]:
         """Call `callback` with every notification of the session until the returned function
         is called; `ResourceNotFound` for an unknown session. The API's hub subscribes once
-        per session, right when `session_open` returns, and caches what nobody listens to."""
+        per session, right when `session_open` returns, and caches what nobody listens to.
+
+        `wants_updated(channel_id)`, if given, is asked before an `updated` notification (one
+        per incoming payment) is built; False skips it, since nobody would receive it."""
         ...

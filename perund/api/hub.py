@@ -117,6 +117,13 @@ class SessionHub:
         for subscription in targets:
             self._deliver(subscription, notification)
 
+    def wants_updated(self, channel_id: bytes) -> bool:
+        """Whether an `updated` notification of `channel_id` would reach anyone: it is never
+        cached, so without a subscriber to the channel's updates it need not be built."""
+        return not self.closed and any(
+            s.topic == UPDATES and (s.channel_id is None or s.channel_id == channel_id)
+            for s in self._subscribers.values())
+
     def subscribe(self, topic: str, channel_id: bytes | None, deliver: Deliver) -> Subscription:
         """Add a subscriber and hand it, in order, the cached notifications it matches."""
         if topic not in TOPICS:
@@ -186,7 +193,7 @@ class Hubs:
         if known is not None:
             return known[0]
         hub = SessionHub(self._clock, closed_ttl=self._closed_ttl, max_cached=self._max_cached)
-        stop = self._facade.subscribe_notices(session_id, hub.publish)
+        stop = self._facade.subscribe_notices(session_id, hub.publish, hub.wants_updated)
         self._hubs[session_id] = (hub, stop)
         return hub
 

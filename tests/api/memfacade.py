@@ -231,8 +231,9 @@ class MemoryNode:
                                   error="forced" if force else None))
         return closed
 
-    def subscribe_notices(self, session_id: bytes,
-                          callback: Callable[[Notification], None]) -> Callable[[], None]:
+    def subscribe_notices(self, session_id: bytes, callback: Callable[[Notification], None],
+                          wants_updated: Callable[[bytes], bool] | None = None,
+                          ) -> Callable[[], None]:
         self.calls.append("subscribe_notices")
         session = self._session(session_id)
         session.listeners.append(callback)

@@ -110,6 +110,21 @@ def test_channel_filters(clock: Clock) -> None:
     assert everything == [for_b]
 
 
+def test_updated_views_are_wanted_only_with_a_subscriber_to_the_channels_updates(
+        clock: Clock) -> None:
+    hub = SessionHub(clock)
+    a, b = b"\x0a" * 32, b"\x0b" * 32
+    hub.subscribe(PROPOSALS, None, lambda n: None)
+    assert not hub.wants_updated(a)
+    only_a = hub.subscribe(UPDATES, a, lambda n: None)
+    assert hub.wants_updated(a) and not hub.wants_updated(b)
+    hub.subscribe(UPDATES, None, lambda n: None)
+    assert hub.wants_updated(b)
+    hub.unsubscribe(only_a.id)
+    hub.close()
+    assert not hub.wants_updated(a)
+
+
 def test_withdrawn_updates_leave_the_cache(clock: Clock) -> None:
     hub = SessionHub(clock)
     kept, gone = update(b"\x01" * 32, clock.seconds() + 5), update(b"\x01" * 32,

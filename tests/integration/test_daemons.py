@@ -68,6 +68,9 @@ def test_two_daemons_through_the_api(daemons: tuple[Daemon, Daemon],
             paid = alice.call("channel_send", sessionId=a, channelId=cid,
                               payments=[{"currency": "ETH", "payee": "bob", "amount": "0.5"}])
             assert paid["balances"] == {"ETH": {"self": "4.5", "peer": "1.5"}}
+            moved = pushes.wait(lambda p: p.get("type") == "updated")
+            assert moved["channelId"] == cid
+            assert moved["channel"]["balances"] == {"ETH": {"self": "1.5", "peer": "4.5"}}
 
             # A payment request: pushed to bob, accepted.
             asking = in_background(pool, alice.call, "channel_send", sessionId=a,
