@@ -255,6 +255,11 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
     if chain.url and chain.adjudicator is None:
         problems.add("chain.adjudicator", None,
                      "the Adjudicator's address is required with chain.url")
+    if not chain.url and chain.confirmations:
+        # The embedded chain mines a block per transaction and none otherwise: the blocks a
+        # deposit or a registration waits under would never come.
+        problems.add("chain.confirmations", chain.confirmations,
+                     "0 on the embedded chain (it mines a block only per transaction)")
 
     timeouts_raw = _section(raw, "timeouts", problems)
     names = ("chain_connect", "tx", "response", "peer_dial", "peer_request", "funding")

@@ -65,6 +65,15 @@ def test_url_without_adjudicator_is_refused() -> None:
         parse_node_config({"chain": {"url": "http://127.0.0.1:8545"}})
 
 
+def test_confirmations_on_the_embedded_chain_are_refused() -> None:
+    # It mines only per transaction: funding and disputes would wait for blocks forever.
+    with pytest.raises(InvalidConfig) as caught:
+        parse_node_config({"chain": {"confirmations": 2}})
+    (problem,) = caught.value.data["problems"]
+    assert problem["name"] == "chain.confirmations" and "embedded" in problem["requirement"]
+    assert parse_node_config({"chain": {"confirmations": 0}}).chain.confirmations == 0
+
+
 @pytest.mark.parametrize("text", ["", "10", "s", "-1s", "1.5.1s", "10 years"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
