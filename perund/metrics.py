@@ -40,6 +40,7 @@ GAUGES: dict[str, str] = {
     "perund_channels": "channels of the open sessions, by phase",
     "perund_peers_connected": "authenticated peer connections",
     "perund_watcher_polls": "completed polls of the chain watchers (since their sessions opened)",
+    "perund_watcher_reorgs": "reorganisations deeper than chain.confirmations the watchers saw",
     "perund_chain_reads": "reads the watchers made of the chain (shared across sessions)",
     "perund_transactions": "transactions the open sessions sent",
     "perund_gas_fees_wei": "wei the open sessions paid for gas",

@@ -271,6 +271,7 @@ class NodeService(MultiService):
             Sample("perund_peers_connected", {},
                    sum(len(s.peers.connected_peers()) for s in sessions)),
             Sample("perund_watcher_polls", {}, sum(s.watcher.polls for s in sessions)),
+            Sample("perund_watcher_reorgs", {}, sum(s.watcher.reorgs for s in sessions)),
             Sample("perund_chain_reads", {}, self.chain_view.requests),
             Sample("perund_transactions", {},
                    sum(len(s.settlement.receipts) for s in sessions)),

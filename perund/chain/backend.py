@@ -377,6 +377,12 @@ class ChainBackend(Service):
         return await self._run(self.client.block_number_blocking)
 
     @deferred_api
+    async def block_hash(self, number: int) -> bytes | None:
+        """The hash of block `number` now (it changes if a reorganisation replaces the block);
+        None if there is no such block."""
+        return await self._run(self.client.block_hash_blocking, number)
+
+    @deferred_api
     async def chain_time(self) -> int:
         """The latest block's timestamp: the clock of the contract's timeouts."""
         return await self._run(self.client.block_timestamp_blocking, "latest")
@@ -420,15 +426,17 @@ class ChainBackend(Service):
         channel_ids: Iterable[bytes] | None = None,
         *,
         confirmations: int = 0,
+        last: int | None = None,
     ) -> EventBatch:
-        """The events in the blocks after `cursor` up to the latest confirmed block.
+        """The events in the blocks after `cursor` up to the latest confirmed block (or up to
+        block `last`, when given).
 
         A watcher persists the returned `cursor` once it has handled the events and passes it
         back next time: every event is seen once and none is skipped, across restarts too. A
         `confirmations` depth of n leaves the newest n blocks for a later call.
         """
-        head = await self._run(self.client.block_number_blocking)
-        last = head - confirmations
+        if last is None:
+            last = await self._run(self.client.block_number_blocking) - confirmations
         if last <= cursor:
             return EventBatch((), cursor)
         events = await self.events(cursor + 1, last, channel_ids)

@@ -17,7 +17,12 @@ from eth_typing import ChecksumAddress, HexAddress, HexStr
 from eth_utils.exceptions import ValidationError as EthValidationError
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.exceptions import (
+    BlockNotFound,
+    ContractLogicError,
+    TransactionNotFound,
+    Web3RPCError,
+)
 
 from perund.chain.abi import ContractCodec
 from perund.chain.account import Account
@@ -179,6 +184,16 @@ class ChainClient:
         """The number of the latest block."""
         with self._reachable("eth_blockNumber"):
             return int(self.w3.eth.block_number)
+
+    def block_hash_blocking(self, number: int) -> bytes | None:
+        """The hash of block `number` on the chain as it is now; None if there is no such
+        block (yet)."""
+        with self._reachable("eth_getBlockByNumber"):
+            try:
+                block = self.w3.eth.get_block(number)
+            except BlockNotFound:
+                return None
+        return bytes(block["hash"])
 
     def block_timestamp_blocking(self, block: BlockId = "latest") -> int:
         """The Unix timestamp of `block`: the chain's clock, which the contract's timeouts use."""

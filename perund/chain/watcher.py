@@ -40,6 +40,10 @@ from perund.errors import PerundError
 
 log = Logger(namespace="perund.watcher")
 
+REORG_REWIND = 128
+"""Blocks before a replaced cursor block (plus the confirmation depth) whose events are read
+again after a reorganisation."""
+
 _T = TypeVar("_T")
 
 
@@ -47,12 +51,16 @@ class ChainView(Protocol):
     """The chain reads a watcher needs (`ChainBackend` has them; so has `SharedChainView`)."""
 
     def events_after(self, cursor: int, channel_ids: None = None, *,
-                     confirmations: int = 0) -> Deferred[EventBatch]:
-        """Every Adjudicator event in the confirmed blocks after `cursor`."""
+                     confirmations: int = 0, last: int | None = None) -> Deferred[EventBatch]:
+        """Every Adjudicator event in the confirmed blocks after `cursor` (up to `last`)."""
         ...
 
     def block_number(self) -> Deferred[int]:
         """The newest block's number."""
+        ...
+
+    def block_hash(self, number: int) -> Deferred[bytes | None]:
+        """Block `number`'s hash now; None if there is no such block."""
         ...
 
     def chain_time(self) -> Deferred[int]:
@@ -81,6 +89,7 @@ class SharedChainView:
         self._time_call: tuple[int, _InFlight[int]] | None = None
         self._ranges: dict[tuple[int, int], tuple[ChainEvent, ...]] = {}
         self._range_calls: dict[tuple[int, int], _InFlight[tuple[ChainEvent, ...]]] = {}
+        self._hashes: dict[int, tuple[_InFlight[bytes | None], float]] = {}
         self.requests = 0
         """Calls made to the chain (for tests and metrics)."""
 
@@ -118,13 +127,35 @@ class SharedChainView:
         self._time = (number, timestamp)
         return timestamp
 
-    def events_after(self, cursor: int, channel_ids: None = None, *,
-                     confirmations: int = 0) -> Deferred[EventBatch]:
-        """Every event in the blocks after `cursor` up to the newest confirmed one."""
-        return Deferred.fromCoroutine(self._events_after(cursor, confirmations))
+    def block_hash(self, number: int) -> Deferred[bytes | None]:
+        """Block `number`'s hash, at most `max_age` seconds old."""
+        now = self._reactor.seconds()
+        known = self._hashes.get(number)
+        if known is None or (known[0].done and now - known[1] >= self.max_age):
+            self.requests += 1
+            known = self._hashes[number] = (_InFlight(self.chain.block_hash(number)), now)
+            for stale in [n for n, (call, at) in self._hashes.items()
+                          if call.done and now - at >= self.max_age]:
+                del self._hashes[stale]
+        return known[0].wait()
 
-    async def _events_after(self, cursor: int, confirmations: int) -> EventBatch:
-        last = await self._block_number() - confirmations
+    def forget(self) -> None:
+        """Drop what is kept of the chain: a watcher saw a reorganisation."""
+        self._head = None
+        self._time = None
+        self._ranges.clear()
+        self._hashes.clear()
+
+    def events_after(self, cursor: int, channel_ids: None = None, *,
+                     confirmations: int = 0, last: int | None = None) -> Deferred[EventBatch]:
+        """Every event in the blocks after `cursor` up to the newest confirmed one (or up to
+        block `last`)."""
+        return Deferred.fromCoroutine(self._events_after(cursor, confirmations, last))
+
+    async def _events_after(self, cursor: int, confirmations: int,
+                            last: int | None) -> EventBatch:
+        if last is None:
+            last = await self._block_number() - confirmations
         if last <= cursor:
             return EventBatch((), cursor)
         key = (cursor + 1, last)
@@ -201,8 +232,12 @@ class CursorStore(Protocol):
         """The last block whose events were handled, or None before the first poll."""
         ...
 
-    def set_block_cursor(self, block: int) -> None:
-        """Record the cursor (durable after the next flush)."""
+    def block_cursor_hash(self) -> bytes | None:
+        """The hash of the cursor's block when the cursor was set, if recorded."""
+        ...
+
+    def set_block_cursor(self, block: int, block_hash: bytes | None = None) -> None:
+        """Record the cursor and its block's hash (durable after the next flush)."""
         ...
 
     def flush(self) -> Deferred[None] | None:
@@ -251,6 +286,12 @@ class ChainWatcher:
         self.conclude_retry = conclude_retry
         """Seconds before `ChallengeExpired` is fed again for a dispute not yet concluded."""
         self.cursor: int | None = store.block_cursor()
+        self.cursor_hash: bytes | None = store.block_cursor_hash()
+        """The cursor block's hash when the cursor was set: if the chain's block of that number
+        has another hash now, a reorganisation deeper than `confirmations` replaced it."""
+        self.reorg_rewind = REORG_REWIND + confirmations
+        self.reorgs = 0
+        """Reorganisations seen below the cursor (for tests and metrics)."""
         self._running = False
         self._loop: Deferred[None] | None = None
         self._sleeping: Deferred[None] | None = None
@@ -278,7 +319,8 @@ class ChainWatcher:
                 # A new session: nothing it will ever watch can be in an existing block.
                 head = await self.chain.block_number()
                 self.cursor = max(0, head - self.confirmations)
-            self.store.set_block_cursor(self.cursor)
+                self.cursor_hash = await self.chain.block_hash(self.cursor)
+            self.store.set_block_cursor(self.cursor, self.cursor_hash)
             flushed = self.store.flush()
             if flushed is not None:
                 await flushed
@@ -326,11 +368,26 @@ class ChainWatcher:
         cursor = self.cursor
         if cursor is None:
             raise AssertionError("poll before start")
-        batch = await self.chain.events_after(cursor, None, confirmations=self.confirmations)
+        if self.cursor_hash is not None:
+            now = await self.chain.block_hash(cursor)
+            if now is not None and now != self.cursor_hash and self._running:
+                cursor = self._rewind(cursor)
+        last = await self.chain.block_number() - self.confirmations
+        if last <= cursor:
+            if self._running:
+                await self._check_not_behind(cursor)
+                await self._expire_challenges()
+                self.polls += 1
+            return
+        # The hash first: should a reorganisation replace block `last` while its events are
+        # read, the next poll finds the hash changed and reads them again.
+        last_hash = await self.chain.block_hash(last)
+        if last_hash is None:
+            return  # the chain got shorter meanwhile: the next poll sees how
+        batch = await self.chain.events_after(cursor, None, confirmations=self.confirmations,
+                                              last=last)
         if not self._running:
             return
-        if batch.cursor == cursor:
-            await self._check_not_behind(cursor)
         channels = self.watched.channels
         for event in batch.events:
             channel_id = event.channel_id
@@ -352,13 +409,28 @@ class ChainWatcher:
         if batch.cursor != cursor:
             # After the inputs above: their channel records are written first, so the cursor
             # never gets durable without them.
-            self.store.set_block_cursor(batch.cursor)
-            self.cursor = batch.cursor
+            self.store.set_block_cursor(batch.cursor, last_hash)
+            self.cursor, self.cursor_hash = batch.cursor, last_hash
             flushed = self.store.flush()
             if flushed is not None:
                 await flushed
         await self._expire_challenges()
         self.polls += 1
+
+    def _rewind(self, cursor: int) -> int:
+        """Block `cursor` was replaced: read the events again from `reorg_rewind` blocks
+        before it (the core ignores what it has seen; what it missed, it gets now)."""
+        start = max(0, cursor - self.reorg_rewind)
+        self.reorgs += 1
+        log.error("watcher: block {block} is not the block it was when its events were "
+                  "handled: a reorganisation deeper than the {confirmations} confirmations "
+                  "(chain.confirmations). Reading the events again from block {start}.",
+                  block=cursor, confirmations=self.confirmations, start=start)
+        self.cursor, self.cursor_hash = start, None
+        forget = getattr(self.chain, "forget", None)
+        if forget is not None:
+            forget()
+        return start
 
     async def _check_not_behind(self, cursor: int) -> None:
         """Warn (once per head) when the chain is shorter than the cursor: a reset dev chain or

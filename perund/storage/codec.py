@@ -367,11 +367,19 @@ def decode_contact(value: bytes) -> dict[str, str]:
     return body
 
 
-def encode_cursor(block: int) -> bytes:
-    """The record value of the watcher's block cursor."""
-    return _pack(_e_uint64(block, "block cursor"))
+def encode_cursor(block: int, block_hash: bytes | None = None) -> bytes:
+    """The record value of the watcher's block cursor and, if known, that block's hash (to
+    notice a reorganisation that replaced it)."""
+    if block_hash is None:
+        return _pack(_e_uint64(block, "block cursor"))
+    return _pack((_e_uint64(block, "block cursor"), _e_bytes(block_hash, 32, "block hash")))
 
 
-def decode_cursor(value: bytes) -> int:
-    """The block cursor stored in `value`; `StoreCorrupt` if it is not a valid cursor record."""
-    return _d_uint64(_unpack(value, "cursor"), "block cursor")
+def decode_cursor(value: bytes) -> tuple[int, bytes | None]:
+    """The block cursor and its block's hash (None in records written without one) stored in
+    `value`; `StoreCorrupt` if it is not a valid cursor record."""
+    body = _unpack(value, "cursor")
+    if type(body) is int:
+        return _d_uint64(body, "block cursor"), None
+    block, block_hash = _d_tuple(body, 2, "cursor record")
+    return _d_uint64(block, "block cursor"), _d_bytes(block_hash, 32, "block hash")

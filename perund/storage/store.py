@@ -78,6 +78,7 @@ class SessionStore:
         self._channels: dict[ChannelID, Channel] = {}
         self._contacts: dict[str, dict[str, str]] = {}
         self._cursor: int | None = None
+        self._cursor_hash: bytes | None = None
         self._meta: dict[str, bytes] = {}
 
         self._pending: dict[bytes, bytes | None] = {}
@@ -147,7 +148,7 @@ class SessionStore:
         elif kind == _CONTACT:
             self._contacts[_text(rest)] = codec.decode_contact(value)
         elif kind == _CURSOR and not rest:
-            self._cursor = codec.decode_cursor(value)
+            self._cursor, self._cursor_hash = codec.decode_cursor(value)
         elif kind == _META:
             self._meta[_text(rest)] = value
         else:
@@ -181,10 +182,14 @@ class SessionStore:
         """The last block the watcher processed, or None before the first."""
         return self._cursor
 
-    def set_block_cursor(self, block: int) -> None:
-        """Record the watcher's cursor (durable after the next flush)."""
-        self._write(_CURSOR, codec.encode_cursor(block))
-        self._cursor = block
+    def block_cursor_hash(self) -> bytes | None:
+        """The hash the cursor's block had when the cursor was set, if recorded."""
+        return self._cursor_hash
+
+    def set_block_cursor(self, block: int, block_hash: bytes | None = None) -> None:
+        """Record the watcher's cursor and its block's hash (durable after the next flush)."""
+        self._write(_CURSOR, codec.encode_cursor(block, block_hash))
+        self._cursor, self._cursor_hash = block, block_hash
 
     def contact(self, alias: str) -> dict[str, str] | None:
         """The contact added at run time under `alias`, or None."""

@@ -18,7 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, formatEvent
 
 from perund.chain.account import Account
-from perund.chain.anvil import Anvil
+from perund.chain.anvil import Anvil, rpc_call
 from perund.chain.watcher import ChainWatcher, SharedChainView
 from perund.channel.changes import Change, Concluded, Registered
 from perund.channel.events import Conclude, Event, Register
@@ -197,6 +197,45 @@ async def test_confirmed_deposits_of_watched_channels_are_reported(chain: Chain,
     store.close()
 
 
+@pytest.mark.parametrize("chain_kind", ["anvil"])  # evm_snapshot / evm_revert
+@pytest_twisted.ensureDeferred
+async def test_a_registration_a_deep_reorganisation_slips_under_the_cursor_is_found(
+        chain: Chain, new_channel, tmp_path: Path) -> None:
+    """A reorganisation deeper than the confirmations replaces blocks the watcher has passed,
+    and one of the new blocks holds the peer's registration of an old state: the watcher sees
+    its cursor block's hash change, reads the events again, and the core refutes."""
+    backend = chain.backend
+    ch = new_channel()
+    await funded(chain, ch, (ETHER, ETHER))
+    store = SessionStore(tmp_path / "db", reactor)
+    watched = Watched(store, [open_channel(ch, 3, (ETHER, ETHER))])
+    w = watcher(chain, store, watched)
+    await w.start()
+    fork = rpc_call(chain.url, "evm_snapshot")
+    for _ in range(3):
+        await backend.mine()
+    await w.poll()
+    passed = w.cursor
+    assert passed is not None and w.cursor_hash == await backend.block_hash(passed)
+    # The other branch wins: the same height, with the peer's registration in its first block.
+    assert rpc_call(chain.url, "evm_revert", [fork]) is True
+    old = ch.state(1, (2 * ETHER, 0))
+    registered = await backend.register(ch.accounts[1], ch.params, old, ch.sign(old))
+    while await backend.block_number() < passed:
+        await backend.mine()
+    assert registered.block_number <= passed and w.cursor_hash != await backend.block_hash(passed)
+    await w.poll()
+    assert w.reorgs == 1
+    assert [(type(change), change.version) for _, change in watched.fed] == [(Registered, 1)]
+    (refute,) = watched.take(Register)
+    assert refute.state.version == 3
+    assert w.cursor == passed and w.cursor_hash == await backend.block_hash(passed)
+    await w.poll()
+    assert w.reorgs == 1  # the new branch is remembered: no second alarm
+    await w.stop()
+    store.close()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_chain_that_stops_answering_is_retried_from_the_same_cursor(
         tmp_path: Path) -> None:
@@ -227,7 +266,8 @@ async def test_a_chain_that_stops_answering_is_retried_from_the_same_cursor(
 @pytest_twisted.ensureDeferred
 async def test_sessions_share_the_chain_reads(chain: Chain, new_channel, tmp_path: Path) -> None:
     """Five sessions' watchers on one SharedChainView: concurrent polls make one request for
-    the head, one for the logs and one for the time, not five of each."""
+    the head, one for each block hash (the cursor's, the new cursor's), one for the logs and
+    one for the time, not five of each."""
     ch = new_channel()
     await funded(chain, ch, (ETHER, ETHER))
     view = SharedChainView(reactor, chain.backend, max_age=0.3)
@@ -242,7 +282,7 @@ async def test_sessions_share_the_chain_reads(chain: Chain, new_channel, tmp_pat
     await deferLater(reactor, 0.35)  # the head the view knows is older than max_age
     before = view.requests
     await gatherResults([Deferred.fromCoroutine(w.poll()) for _, _, w in sessions])
-    assert view.requests - before <= 3
+    assert view.requests - before <= 5
     for _, watched, _ in sessions:
         assert [type(change) for _, change in watched.fed] == [Registered]
     for store, _, w in sessions:

@@ -167,7 +167,14 @@ def test_small_records_round_trip_and_are_strict() -> None:
     contact = {"off_chain_address": "0x" + "ab" * 20, "comm_address": "127.0.0.1:5750",
                "comm_type": "tcp"}
     assert decode_contact(encode_contact(contact)) == contact
-    assert decode_cursor(encode_cursor(2**64 - 1)) == 2**64 - 1
+    assert decode_cursor(encode_cursor(2**64 - 1)) == (2**64 - 1, None)
+    assert decode_cursor(encode_cursor(7, b"\xab" * 32)) == (7, b"\xab" * 32)
+    with pytest.raises(StoreError, match="block hash"):
+        encode_cursor(7, b"\xab" * 31)
+    with pytest.raises(StoreCorrupt, match="block hash"):
+        decode_cursor(_pack((7, b"\xab" * 31)))
+    with pytest.raises(StoreCorrupt, match="cursor record"):
+        decode_cursor(_pack((7, b"\xab" * 32, 1)))
     with pytest.raises(StoreError):
         encode_cursor(-1)
     with pytest.raises(StoreCorrupt, match="block cursor"):

@@ -94,8 +94,12 @@ def test_puts_of_one_turn_share_one_fsync(
     store.close()
     reopened = SessionStore(store.path, clock)
     assert len(list(reopened.channels())) == 100
-    assert reopened.block_cursor() == 12
+    assert reopened.block_cursor() == 12 and reopened.block_cursor_hash() is None
+    reopened.set_block_cursor(13, b"\x13" * 32)
     reopened.close()
+    again = SessionStore(store.path, clock)
+    assert (again.block_cursor(), again.block_cursor_hash()) == (13, b"\x13" * 32)
+    again.close()
 
 
 def test_flush_is_none_only_when_everything_is_durable(store: SessionStore, clock: Clock) -> None:
