@@ -376,6 +376,12 @@ class ChainBackend(Service):
         """The latest block's number."""
         return await self._run(self.client.block_number_blocking)
 
+    def forget(self) -> None:
+        """A reorganisation replaced blocks: our transactions in them may be gone, so every
+        account's next nonce is asked of the node again."""
+        if self._sender is not None:
+            self._sender.forget_nonces()
+
     @deferred_api
     async def block_hash(self, number: int) -> bytes | None:
         """The hash of block `number` now (it changes if a reorganisation replaces the block);

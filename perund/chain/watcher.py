@@ -32,7 +32,13 @@ from twisted.python.failure import Failure
 
 from perund.chain.backend import ChainBackend, EventBatch
 from perund.chain.results import ChainEvent
-from perund.channel.changes import ChallengeExpired, Change, Concluded, Registered
+from perund.channel.changes import (
+    ChallengeExpired,
+    Change,
+    Concluded,
+    Registered,
+    Reorganised,
+)
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
@@ -61,6 +67,10 @@ class ChainView(Protocol):
 
     def block_hash(self, number: int) -> Deferred[bytes | None]:
         """Block `number`'s hash now; None if there is no such block."""
+        ...
+
+    def forget(self) -> None:
+        """A reorganisation replaced blocks: drop whatever was learnt of them."""
         ...
 
     def chain_time(self) -> Deferred[int]:
@@ -140,11 +150,13 @@ class SharedChainView:
         return known[0].wait()
 
     def forget(self) -> None:
-        """Drop what is kept of the chain: a watcher saw a reorganisation."""
+        """Drop what is kept of the chain: a watcher saw a reorganisation (the backend then
+        forgets its accounts' nonces too)."""
         self._head = None
         self._time = None
         self._ranges.clear()
         self._hashes.clear()
+        self.chain.forget()
 
     def events_after(self, cursor: int, channel_ids: None = None, *,
                      confirmations: int = 0, last: int | None = None) -> Deferred[EventBatch]:
@@ -427,9 +439,12 @@ class ChainWatcher:
                   "(chain.confirmations). Reading the events again from block {start}.",
                   block=cursor, confirmations=self.confirmations, start=start)
         self.cursor, self.cursor_hash = start, None
-        forget = getattr(self.chain, "forget", None)
-        if forget is not None:
-            forget()
+        self.chain.forget()
+        # Before the events are read again: a dispute the core knows may be gone from the
+        # chain, our refutation with it.
+        for channel_id, channel in list(self.watched.channels.items()):
+            if channel.phase is Phase.DISPUTED:
+                self.watched.chain_input(channel_id, Reorganised())
         return start
 
     async def _check_not_behind(self, cursor: int) -> None:

@@ -147,6 +147,13 @@ class Concluded:
     version: int
 
 
+@dataclass(frozen=True, slots=True)
+class Reorganised:
+    """A reorganisation deeper than the confirmations replaced blocks whose events the core
+    has had: what it knows of a dispute may be gone from the chain (our refutation with it).
+    The events of the new blocks follow."""
+
+
 Change = (
     OwnUpdate
     | RespondUpdate
@@ -164,5 +171,6 @@ Change = (
     | Registered
     | ChallengeExpired
     | Concluded
+    | Reorganised
 )
 """Every input of `transition`."""

@@ -27,6 +27,7 @@ from perund.channel.changes import (
     FundingExpired,
     OwnUpdate,
     Registered,
+    Reorganised,
     RespondUpdate,
     Restored,
     StartSync,
@@ -673,6 +674,20 @@ def _registered(channel: Channel, change: Registered) -> Result:
     return new, tuple(events)
 
 
+def _reorganised(channel: Channel, change: Reorganised) -> Result:
+    """Forget the dispute as the chain had it and register our latest state again: the
+    events of the new blocks rebuild the dispute (a stale registration in them is refuted), and
+    a registration the chain has already is refused harmlessly."""
+    if channel.phase is not Phase.DISPUTED or channel.dispute is None:
+        return channel, _NOTHING
+    new = channel.evolve(dispute=None)
+    current = _current(new)
+    if current.state.is_final:
+        return new, (Persist(new), ConcludeFinal(new.channel_id, new.params, current.state,
+                                                 current.signatures, True))
+    return new, (Persist(new), _register(new))
+
+
 def _challenge_expired(channel: Channel, change: ChallengeExpired) -> Result:
     if channel.phase is not Phase.DISPUTED or channel.dispute is None:
         return channel, _NOTHING
@@ -727,4 +742,5 @@ _HANDLERS: Final[dict[type, Callable[[Channel, Any], Result]]] = {
     Registered: _registered,
     ChallengeExpired: _challenge_expired,
     Concluded: _concluded,
+    Reorganised: _reorganised,
 }

@@ -187,6 +187,13 @@ class ChainSettlement:
         return Deferred.fromCoroutine(self._register(event))
 
     async def _register(self, event: ev.Register) -> int | None:
+        status = await self.chain.channel_status(event.channel_id)
+        if status.phase is Phase.DISPUTE and status.version >= event.state.version:
+            # Registered already (ours again after a restart or a reorganisation, or a newer
+            # one): sending it would only revert.
+            log.info("channel {channel_id}: version {version} is registered already",
+                     channel_id=_hex(event.channel_id), version=status.version)
+            return None
         receipt = await self.chain.register(self.account, event.params, event.state,
                                             event.signatures)
         self.receipts.append(receipt)

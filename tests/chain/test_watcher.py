@@ -27,6 +27,7 @@ from perund.channel.phases import Phase
 from perund.channel.records import Channel, SignedState
 from perund.channel.types import ETH, ChannelID
 from perund.errors import ChainNotReachable
+from perund.session.onchain import ChainSettlement
 from perund.storage.store import SessionStore
 
 from .conftest import ANVIL_CHAIN_ID, ETHER, Chain, make_backend
@@ -232,6 +233,50 @@ async def test_a_registration_a_deep_reorganisation_slips_under_the_cursor_is_fo
     assert w.cursor == passed and w.cursor_hash == await backend.block_hash(passed)
     await w.poll()
     assert w.reorgs == 1  # the new branch is remembered: no second alarm
+    await w.stop()
+    store.close()
+
+
+@pytest.mark.parametrize("chain_kind", ["anvil"])  # evm_snapshot / evm_revert
+@pytest_twisted.ensureDeferred
+async def test_a_refutation_a_deep_reorganisation_drops_is_sent_again(
+        chain: Chain, new_channel, tmp_path: Path) -> None:
+    backend = chain.backend
+    ch = new_channel()
+    await funded(chain, ch, (ETHER, ETHER))
+    store = SessionStore(tmp_path / "db", reactor)
+    watched = Watched(store, [open_channel(ch, 3, (ETHER, ETHER))])
+    w = watcher(chain, store, watched)
+    ours = ChainSettlement(reactor, backend, ch.accounts[0])
+    await w.start()
+    fork = rpc_call(chain.url, "evm_snapshot")
+    old = ch.state(1, (2 * ETHER, 0))
+    await backend.register(ch.accounts[1], ch.params, old, ch.sign(old))
+    await w.poll()
+    (refute,) = watched.take(Register)
+    await ours.register(refute)
+    await backend.mine()
+    await w.poll()
+    assert watched.channels[ch.id].dispute.version == 3  # type: ignore[union-attr]
+    passed = w.cursor
+    # The other branch: the peer's registration is in it, our refutation is not.
+    assert rpc_call(chain.url, "evm_revert", [fork]) is True
+    backend.forget()  # the peer's script shares this backend: its nonce went back too
+    await backend.register(ch.accounts[1], ch.params, old, ch.sign(old))
+    while await backend.block_number() < passed:  # type: ignore[operator]
+        await backend.mine()
+    await w.poll()
+    assert w.reorgs == 1
+    assert watched.channels[ch.id].dispute.version == 1  # type: ignore[union-attr]
+    again = watched.take(Register)
+    assert again and all(r.state.version == 3 for r in again)
+    sent = len(ours.receipts)
+    for register in again:  # the first is sent; the others find it registered
+        await ours.register(register)
+    assert len(ours.receipts) == sent + 1
+    await backend.mine()
+    await w.poll()
+    assert watched.channels[ch.id].dispute.version == 3  # type: ignore[union-attr]
     await w.stop()
     store.close()
 

@@ -15,6 +15,7 @@ from perund.channel.changes import (
     FundingExpired,
     OwnUpdate,
     Registered,
+    Reorganised,
     RespondUpdate,
     Restored,
     UpdateReceived,
@@ -93,6 +94,37 @@ def test_an_old_registration_is_refuted_with_our_newer_state() -> None:
     assert events == (Persist(bob4), Closed(bob.channel_id, 3))
     assert transition(bob4, Concluded(3)) == (bob4, ())
     assert transition(bob4, registered(bob, 3)) == (bob4, ())
+
+
+def test_a_reorganisation_forgets_the_dispute_and_registers_ours_again() -> None:
+    alice, bob = make_pair()
+    old = cur(bob).state
+    alice, bob = advanced(alice, bob, 3)
+    bob1, _ = transition(bob, Registered(0, 5000, False, old.balances))
+    bob2, _ = transition(bob1, registered(bob, 3))  # our refutation, as the chain had it
+    # A reorganisation drops the block with our refutation.
+    bob3, events = transition(bob2, Reorganised())
+    assert bob3.phase is Phase.DISPUTED and bob3.dispute is None
+    ours = Register(bob.channel_id, bob.params, cur(bob).state, cur(bob).signatures)
+    assert events == (Persist(bob3), ours)
+    # The new blocks hold only the peer's stale registration: it is refuted again.
+    bob4, events = transition(bob3, Registered(0, 5000, False, old.balances))
+    assert bob4.dispute is not None and bob4.dispute.version == 0
+    assert events == (Persist(bob4), Disputed(bob.channel_id, 0, 5000), ours)
+    # Outside a dispute there is nothing the chain could have taken back.
+    assert transition(bob, Reorganised()) == (bob, ())
+
+
+def test_a_reorganisation_concludes_a_final_state_again() -> None:
+    _, bob = make_pair()
+    final = next_state(bob, version=1, is_final=True)
+    signed = SignedState(final, (sign(ALICE, final), sign(BOB, final)))
+    bob = replace(bob, current=signed)
+    bob1, _ = transition(bob, Registered(1, 5000, True, final.balances))
+    bob2, events = transition(bob1, Reorganised())
+    assert bob2.dispute is None
+    assert events == (Persist(bob2), ConcludeFinal(bob.channel_id, bob.params, final,
+                                                   signed.signatures, True))
 
 
 def test_a_registered_final_state_is_concluded_at_once() -> None:
