@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -198,6 +199,24 @@ async def test_confirmed_deposits_of_watched_channels_are_reported(chain: Chain,
     store.close()
 
 
+async def watching_a_fork(chain: Chain, new_channel, tmp_path: Path,
+                          ) -> tuple[OnChain, SessionStore, Watched, ChainWatcher, Any]:
+    """A funded channel at version 3, watched from now on, and an anvil snapshot of this
+    moment for `evm_revert` to fork the chain from."""
+    ch = new_channel()
+    await funded(chain, ch, (ETHER, ETHER))
+    store = SessionStore(tmp_path / "db", reactor)
+    watched = Watched(store, [open_channel(ch, 3, (ETHER, ETHER))])
+    w = watcher(chain, store, watched)
+    await w.start()
+    return ch, store, watched, w, rpc_call(chain.url, "evm_snapshot")
+
+
+async def until_height(chain: Chain, height: int) -> None:
+    while await chain.backend.block_number() < height:
+        await chain.backend.mine()
+
+
 @pytest.mark.parametrize("chain_kind", ["anvil"])  # evm_snapshot / evm_revert
 @pytest_twisted.ensureDeferred
 async def test_a_registration_a_deep_reorganisation_slips_under_the_cursor_is_found(
@@ -206,13 +225,7 @@ async def test_a_registration_a_deep_reorganisation_slips_under_the_cursor_is_fo
     and one of the new blocks holds the peer's registration of an old state: the watcher sees
     its cursor block's hash change, reads the events again, and the core refutes."""
     backend = chain.backend
-    ch = new_channel()
-    await funded(chain, ch, (ETHER, ETHER))
-    store = SessionStore(tmp_path / "db", reactor)
-    watched = Watched(store, [open_channel(ch, 3, (ETHER, ETHER))])
-    w = watcher(chain, store, watched)
-    await w.start()
-    fork = rpc_call(chain.url, "evm_snapshot")
+    ch, store, watched, w, fork = await watching_a_fork(chain, new_channel, tmp_path)
     for _ in range(3):
         await backend.mine()
     await w.poll()
@@ -222,8 +235,7 @@ async def test_a_registration_a_deep_reorganisation_slips_under_the_cursor_is_fo
     assert rpc_call(chain.url, "evm_revert", [fork]) is True
     old = ch.state(1, (2 * ETHER, 0))
     registered = await backend.register(ch.accounts[1], ch.params, old, ch.sign(old))
-    while await backend.block_number() < passed:
-        await backend.mine()
+    await until_height(chain, passed)
     assert registered.block_number <= passed and w.cursor_hash != await backend.block_hash(passed)
     await w.poll()
     assert w.reorgs == 1
@@ -242,14 +254,8 @@ async def test_a_registration_a_deep_reorganisation_slips_under_the_cursor_is_fo
 async def test_a_refutation_a_deep_reorganisation_drops_is_sent_again(
         chain: Chain, new_channel, tmp_path: Path) -> None:
     backend = chain.backend
-    ch = new_channel()
-    await funded(chain, ch, (ETHER, ETHER))
-    store = SessionStore(tmp_path / "db", reactor)
-    watched = Watched(store, [open_channel(ch, 3, (ETHER, ETHER))])
-    w = watcher(chain, store, watched)
+    ch, store, watched, w, fork = await watching_a_fork(chain, new_channel, tmp_path)
     ours = ChainSettlement(reactor, backend, ch.accounts[0])
-    await w.start()
-    fork = rpc_call(chain.url, "evm_snapshot")
     old = ch.state(1, (2 * ETHER, 0))
     await backend.register(ch.accounts[1], ch.params, old, ch.sign(old))
     await w.poll()
@@ -263,8 +269,8 @@ async def test_a_refutation_a_deep_reorganisation_drops_is_sent_again(
     assert rpc_call(chain.url, "evm_revert", [fork]) is True
     backend.forget()  # the peer's script shares this backend: its nonce went back too
     await backend.register(ch.accounts[1], ch.params, old, ch.sign(old))
-    while await backend.block_number() < passed:  # type: ignore[operator]
-        await backend.mine()
+    assert passed is not None
+    await until_height(chain, passed)
     await w.poll()
     assert w.reorgs == 1
     assert watched.channels[ch.id].dispute.version == 1  # type: ignore[union-attr]
