@@ -42,7 +42,7 @@ from perund.channel.changes import (
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
-from perund.errors import PerundError
+from perund.errors import PerundError, StoreError
 
 log = Logger(namespace="perund.watcher")
 
@@ -303,6 +303,7 @@ class ChainWatcher:
         has another hash now, a reorganisation deeper than `confirmations` replaced it."""
         self.reorg_rewind = REORG_REWIND + confirmations
         self.reorgs = 0
+        self._store_failed = False
         """Reorganisations seen below the cursor (for tests and metrics)."""
         self._running = False
         self._loop: Deferred[None] | None = None
@@ -421,11 +422,19 @@ class ChainWatcher:
         if batch.cursor != cursor:
             # After the inputs above: their channel records are written first, so the cursor
             # never gets durable without them.
-            self.store.set_block_cursor(batch.cursor, last_hash)
             self.cursor, self.cursor_hash = batch.cursor, last_hash
-            flushed = self.store.flush()
-            if flushed is not None:
-                await flushed
+            try:
+                self.store.set_block_cursor(batch.cursor, last_hash)
+                flushed = self.store.flush()
+                if flushed is not None:
+                    await flushed
+            except StoreError as exc:
+                # The session's store is broken (a full disk): the cursor moves on in memory,
+                # so disputes are still followed and concluded; the next start reads again.
+                if not self._store_failed:
+                    self._store_failed = True
+                    log.error("watcher: cannot record the block cursor ({error}); following "
+                              "the chain from memory", error=exc)
         await self._expire_challenges()
         self.polls += 1
 

@@ -326,6 +326,9 @@ class ChannelClient:
             ev.Closed: self._closed,
         }
         self.stopped = False
+        self.store_error: FailedPrecondition | None = None
+        """Set once the store failed to make a write durable; every user request then fails
+        with it (see `_store_failed`)."""
         peers.on_message = self._on_message
         peers.on_connected = self._on_connected
         if dispute_after is not None:
@@ -411,6 +414,8 @@ class ChannelClient:
         return Deferred.fromCoroutine(self._open_channel(request))
 
     async def _open_channel(self, request: OpenRequest) -> Channel:
+        if self.store_error is not None:
+            raise self.store_error
         proposal = make_proposal(
             request,
             participant=self.address,
@@ -457,6 +462,8 @@ class ChannelClient:
         return Deferred.fromCoroutine(self._respond_proposal(proposal_id, accept))
 
     async def _respond_proposal(self, proposal_id: bytes, accept: bool) -> Channel | None:
+        if self.store_error is not None:
+            raise self.store_error
         pending = self._incoming.pop(proposal_id, None)
         if pending is None:
             self._raise_if_expired(proposal_id)
@@ -484,6 +491,8 @@ class ChannelClient:
         payments (positive amounts only) go out together in one update, so many callers on one
         channel share each round trip and each fsync.
         """
+        if self.store_error is not None:
+            return fail(self.store_error)
         channel = self.channels.get(channel_id)
         if channel is None:
             return fail(ResourceNotFound("no such channel", type="channel", id=_hex(channel_id)))
@@ -611,6 +620,8 @@ class ChannelClient:
     def respond_update(self, channel_id: ChannelID, update_id: bytes,
                        accept: bool) -> Deferred[Channel]:
         """Answer an `UpdateNotice`; fires with the channel afterwards."""
+        if self.store_error is not None:
+            return fail(self.store_error)
         question = self._questions.pop(update_id, None)
         if question is None or question.channel_id != channel_id:
             if question is None and update_id in self._expired:
@@ -633,6 +644,8 @@ class ChannelClient:
         return Deferred.fromCoroutine(self._close(channel_id))
 
     async def _close(self, channel_id: ChannelID) -> Channel:
+        if self.store_error is not None:
+            raise self.store_error
         channel = self.channels.get(channel_id)
         if channel is None:
             raise ResourceNotFound("no such channel", type="channel", id=_hex(channel_id))
@@ -658,6 +671,8 @@ class ChannelClient:
 
     def force_close(self, channel_id: ChannelID) -> Deferred[Channel]:
         """Settle on-chain without the peer; fires once closed."""
+        if self.store_error is not None:
+            return fail(self.store_error)
         if channel_id not in self.channels:
             return fail(ResourceNotFound("no such channel", type="channel", id=_hex(channel_id)))
         closed = self._wait(self._close_waiters, channel_id)
@@ -711,11 +726,16 @@ class ChannelClient:
         for i in range(start, len(events)):
             event = events[i]
             if type(event) is ev.Persist:
-                self.store.put(event.channel)
+                try:
+                    self.store.put(event.channel)
+                except PerundError as exc:
+                    self._store_broken(str(exc), events, i + 1)
+                    return
                 pending = self.store.flush()
                 if pending is not None:
                     pending.addCallbacks(self._resume, self._store_failed,
-                                         callbackArgs=(events, i + 1))
+                                         callbackArgs=(events, i + 1),
+                                         errbackArgs=(events, i + 1))
                     return
                 continue
             try:
@@ -727,9 +747,37 @@ class ChannelClient:
                 start: int) -> None:
         self._execute(events, start)
 
-    def _store_failed(self, failure: Failure) -> None:
-        # Nothing that depended on the write has left; the node cannot keep its promises.
-        log.failure("the channel store failed to make a write durable", failure)
+    def _store_failed(self, failure: Failure, events: tuple[ev.Event, ...] | list[ev.Event],
+                      start: int) -> None:
+        self._store_broken(failure.getErrorMessage(), events, start)
+
+    def _store_broken(self, why: str, events: tuple[ev.Event, ...] | list[ev.Event],
+                      start: int) -> None:
+        """A write could not be made durable (a full or failing disk): nothing that depended
+        on it may leave, so no message goes to a peer and no user hears of success, now or
+        later. What the chain asks for still goes out, since registering or concluding a state
+        both signed harms nobody: disputes keep being answered."""
+        if self.store_error is None:
+            self.store_error = FailedPrecondition(
+                f"the session's store failed ({why}): nothing new can be "
+                "signed. Fix the disk and restart the node; on-chain disputes are still "
+                "answered meanwhile.")
+            log.critical("the channel store failed to make a write durable: {error}; this "
+                         "session signs nothing more until the node is restarted", error=why)
+            self._fail_all_waiters(self.store_error)
+        for event in events[start:]:
+            if isinstance(event, _OnChain):
+                self._on_chain(event)
+
+    def _fail_all_waiters(self, error: PerundError) -> None:
+        for channel_id in list(self._queues):
+            self._fail_waiting(channel_id, error)
+        waiting, self._update_waiters = self._update_waiters, {}
+        for done in waiting.values():
+            done.errback(error)
+        for waiters in (self._open_waiters, self._close_waiters):
+            for channel_id in list(waiters):
+                self._resolve(waiters, channel_id, error)
 
     def _flushed(self, channel: Channel) -> Deferred[Channel]:
         pending = self.store.flush()
@@ -737,7 +785,14 @@ class ChannelClient:
             d: Deferred[Channel] = Deferred()
             d.callback(channel)
             return d
-        return pending.addCallback(lambda _: channel)
+        return pending.addCallbacks(lambda _: channel, self._store_error_instead)
+
+    def _store_error_instead(self, failure: Failure) -> Failure:
+        """What the user is told of a failed write: the session's store error, not its
+        internals."""
+        if self.store_error is not None:
+            return Failure(self.store_error)  # type: ignore[no-untyped-call]
+        return failure
 
     def _track(self, channel: Channel) -> None:
         self.channels[channel.channel_id] = channel

@@ -7,6 +7,8 @@ play the shell's part by sending the transactions the core asks for.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,13 +23,13 @@ from twisted.logger import LogLevel, formatEvent
 from perund.chain.account import Account
 from perund.chain.anvil import Anvil, rpc_call
 from perund.chain.watcher import ChainWatcher, SharedChainView
-from perund.channel.changes import Change, Concluded, Registered
+from perund.channel.changes import ChallengeExpired, Change, Concluded, Registered
 from perund.channel.events import Conclude, Event, Register
 from perund.channel.machine import transition
 from perund.channel.phases import Phase
 from perund.channel.records import Channel, SignedState
 from perund.channel.types import ETH, ChannelID
-from perund.errors import ChainNotReachable
+from perund.errors import ChainNotReachable, StoreError
 from perund.session.onchain import ChainSettlement
 from perund.storage.store import SessionStore
 
@@ -285,6 +287,36 @@ async def test_a_refutation_a_deep_reorganisation_drops_is_sent_again(
     assert watched.channels[ch.id].dispute.version == 3  # type: ignore[union-attr]
     await w.stop()
     store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_broken_store_does_not_stop_the_watcher(chain: Chain, new_channel, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk: the cursor cannot be recorded, yet disputes are followed and concluded."""
+    backend = chain.backend
+    ch = new_channel()
+    await funded(chain, ch, (ETHER, ETHER))
+    store = SessionStore(tmp_path / "db", reactor)
+    watched = Watched(store, [open_channel(ch, 1, (ETHER, ETHER))])
+    w = watcher(chain, store, watched)
+    await w.start()
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    latest = watched.channels[ch.id].current
+    assert latest is not None
+    await backend.register(ch.accounts[1], ch.params, latest.state, latest.signatures)
+    await w.poll()
+    assert [type(change) for _, change in watched.fed] == [Registered]
+    assert w.cursor == await backend.block_number()  # moved on, in memory
+    await backend.advance_time(ch.params.challenge_duration + 1)
+    await w.poll()
+    assert [type(change) for _, change in watched.fed] == [Registered, ChallengeExpired]
+    await w.stop()
+    with pytest.raises(StoreError):
+        store.close()
 
 
 @pytest_twisted.ensureDeferred

@@ -18,7 +18,7 @@ from perund.channel.types import Address
 from perund.peer.manager import PeerManager
 from perund.session.client import ChannelClient, Notice, ProposalNotice, UpdateNotice
 from perund.session.onchain import ChainSettlement
-from perund.storage import MemoryStore
+from perund.storage import ChannelStore, MemoryStore
 
 ETHER = 10**18
 
@@ -71,7 +71,7 @@ class Pair:
 
 def make_user(name: str, chain: ChainBackend, dev_index: int,
               resolve: Callable[[Address], str | None], contacts: set[Address],
-              **client_options: object) -> User:
+              store: ChannelStore | None = None, **client_options: object) -> User:
     assert chain.chain_id is not None and chain.adjudicator is not None
     signer = Signer(os.urandom(32))
     account = Account(chain.dev_private_keys()[dev_index])
@@ -82,7 +82,7 @@ def make_user(name: str, chain: ChainBackend, dev_index: int,
                                  conclude_grace=0.5)
     client = ChannelClient(
         reactor, signer=signer, receiver=account.address, peers=peers, deployment=deployment,
-        store=MemoryStore(), funder=settlement, settler=settlement,
+        store=store or MemoryStore(), funder=settlement, settler=settlement,
         is_contact=lambda address: address in contacts, response_timeout=5.0,
         request_timeout=5.0, **client_options,  # type: ignore[arg-type]
     )
