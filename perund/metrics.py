@@ -37,6 +37,8 @@ COUNTERS: dict[str, str] = {
 
 GAUGES: dict[str, str] = {
     "perund_sessions": "open sessions",
+    "perund_sessions_store_failed": "open sessions whose store cannot make writes durable "
+                                    "(they sign nothing until the node restarts)",
     "perund_channels": "channels of the open sessions, by phase",
     "perund_peers_connected": "authenticated peer connections",
     "perund_watcher_polls": "completed polls of the chain watchers (since their sessions opened)",

@@ -264,7 +264,11 @@ class NodeService(MultiService):
         for session in sessions:
             for channel in session.client.channels.values():
                 phases[channel.phase.value] += 1
-        samples = [Sample("perund_sessions", {}, len(sessions))]
+        samples = [
+            Sample("perund_sessions", {}, len(sessions)),
+            Sample("perund_sessions_store_failed", {},
+                   sum(s.client.store_error is not None for s in sessions)),
+        ]
         samples += [Sample("perund_channels", {"phase": phase}, count)
                     for phase, count in phases.items()]
         samples += [

@@ -123,6 +123,7 @@ def test_two_daemons_through_the_api(daemons: tuple[Daemon, Daemon],
     assert metric(alice_metrics, 'perund_channels{phase="open"}') == 1
     assert metric(alice_metrics, 'perund_channels_closed_total') == 1
     assert metric(alice_metrics, "perund_sessions") == 1
+    assert metric(alice_metrics, "perund_sessions_store_failed") == 0
     assert metric(alice_metrics, "perund_transactions") >= 3  # two deposits, concludeFinal
     assert metric(alice_metrics, "perund_watcher_polls") > 0
     assert metric(alice_metrics, "perund_watcher_reorgs") == 0
