@@ -303,8 +303,8 @@ class ChainWatcher:
         has another hash now, a reorganisation deeper than `confirmations` replaced it."""
         self.reorg_rewind = REORG_REWIND + confirmations
         self.reorgs = 0
-        self._store_failed = False
         """Reorganisations seen below the cursor (for tests and metrics)."""
+        self._store_failed = False
         self._running = False
         self._loop: Deferred[None] | None = None
         self._sleeping: Deferred[None] | None = None

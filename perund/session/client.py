@@ -328,7 +328,7 @@ class ChannelClient:
         self.stopped = False
         self.store_error: FailedPrecondition | None = None
         """Set once the store failed to make a write durable; every user request then fails
-        with it (see `_store_failed`)."""
+        with it (see `_store_broken`)."""
         peers.on_message = self._on_message
         peers.on_connected = self._on_connected
         if dispute_after is not None:

@@ -8,6 +8,7 @@ are resolved by syncing with each peer on (re)connection.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import deque
 from pathlib import Path
@@ -26,7 +27,7 @@ from perund.channel.records import Channel
 from perund.channel.types import hex_address
 from perund.config import NodeConfig
 from perund.contacts.book import ContactBook
-from perund.errors import FailedPrecondition
+from perund.errors import FailedPrecondition, StoreError
 from perund.peer.manager import PeerManager
 from perund.session.client import ChannelClient, Notice
 from perund.session.config import SessionConfig, SessionKeys, load_session_config, unlock
@@ -172,10 +173,18 @@ class Session:
         await self.watcher.stop()
         self.client.stop()
         await self.peers.stop()
-        flushed = self.store.flush()
-        if flushed is not None:
-            await flushed
-        self.store.close()
+        try:
+            flushed = self.store.flush()
+            if flushed is not None:
+                await flushed
+            self.store.close()
+        except StoreError as exc:
+            # A broken store (a full disk) was reported when it broke; it is released all the
+            # same, and the next open repairs it.
+            with contextlib.suppress(StoreError):
+                self.store.close()  # idempotent; releases the lock whatever it raises
+            log.error("session {session_id}: its store could not make the last writes durable "
+                      "({error})", session_id=self.id, error=exc)
         log.info("session {session_id} closed ({count} channels left open)",
                  session_id=self.id, count=len(still_open))
         return still_open

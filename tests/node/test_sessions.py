@@ -6,6 +6,8 @@ connections over loopback TCP, the chain backend; balances are checked to the we
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -169,3 +171,29 @@ async def test_a_restarted_node_opens_its_sessions_again(anvil_setup: Generated)
         assert third.sessions == {}
     finally:
         await third.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_with_a_full_disk_closes_and_opens_again(
+        node: NodeService, setup: Generated, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = await open_pair(node, setup)
+    auto_answer(bob)
+    bob_address = alice.contacts.by_alias("bob").off_chain_address
+    channel = await alice.client.open_channel(OpenRequest(bob_address, (ETH,), ((ETHER, 0),),
+                                                          600))
+    await alice.client.send(channel.channel_id, ((ETH, 1),))
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "fsync", disk_full)
+        with pytest.raises(FailedPrecondition, match="store failed"):
+            await alice.client.send(channel.channel_id, ((ETH, 1),))
+        failed = {s.name: s.value for s in node.metric_samples()}["perund_sessions_store_failed"]
+        assert failed == 1
+        await node.close_session(alice.id, force=True)  # logged, not raised
+    # The disk is fixed: the store is repaired on open, the channel is where it was durable.
+    again = await node.open_session(str(setup.users[0].session_file))
+    (restored,) = again.restored
+    assert restored.latest.version == 1
