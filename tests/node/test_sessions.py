@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_twisted
+import yaml
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
@@ -21,7 +23,7 @@ from perund.channel.proposal import OpenRequest
 from perund.channel.types import ETH
 from perund.cli.generate import Generated
 from perund.config import load_node_config
-from perund.errors import FailedPrecondition, ResourceExists
+from perund.errors import FailedPrecondition, InvalidConfig, ResourceExists
 from perund.node import NodeService
 from perund.session.client import ChannelNotice, Notice, ProposalNotice, UpdateNotice
 from perund.session.session import Session
@@ -197,3 +199,20 @@ async def test_a_session_with_a_full_disk_closes_and_opens_again(
     again = await node.open_session(str(setup.users[0].session_file))
     (restored,) = again.restored
     assert restored.latest.version == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_taken_peer_port_fails_the_open_with_a_config_error(
+        node: NodeService, setup: Generated) -> None:
+    session_file = setup.users[0].session_file
+    listen = yaml.safe_load(session_file.read_text())["comm"]["listen"]
+    port = int(listen.split(":")[1])
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        with pytest.raises(InvalidConfig) as caught:
+            await node.open_session(str(session_file))
+    assert caught.value.data["name"] == "comm.listen" and "in use" in str(caught.value)
+    assert node.sessions == {}
+    opened = await node.open_session(str(session_file))  # the port is free again
+    assert opened.peers.port == port
