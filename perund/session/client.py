@@ -176,6 +176,10 @@ _MAX_BATCH: Final = 256
 """At most this many waiting payments go out in one update."""
 
 _MAX_WAITING: Final = 10_000
+
+MAX_PROPOSALS_PER_PEER: Final = 32
+"""Proposals from one peer that may wait for our user's answer at once; more are rejected at
+once (a contact flooding us with proposals would otherwise hold memory and timers)."""
 """Sends waiting on one channel beyond this fail at once instead of piling up."""
 
 
@@ -285,6 +289,7 @@ class ChannelClient:
         self.channels: dict[ChannelID, Channel] = {}
         self._by_peer: dict[Address, set[ChannelID]] = {}
         self._incoming: dict[bytes, _IncomingProposal] = {}
+        self._incoming_from: dict[Address, int] = {}
         self._questions: dict[bytes, _PendingQuestion] = {}
         self._update_waiters: dict[tuple[ChannelID, int], Deferred[Channel]] = {}
         self._open_waiters: dict[ChannelID, list[Deferred[Channel]]] = {}
@@ -397,6 +402,7 @@ class ChannelClient:
             if question.timer.active():
                 question.timer.cancel()
         self._incoming.clear()
+        self._incoming_from.clear()
         self._questions.clear()
         for channel_id in list(self._queues):
             self._fail_waiting(channel_id, FailedPrecondition("the session is closing"))
@@ -464,7 +470,7 @@ class ChannelClient:
     async def _respond_proposal(self, proposal_id: bytes, accept: bool) -> Channel | None:
         if self.store_error is not None:
             raise self.store_error
-        pending = self._incoming.pop(proposal_id, None)
+        pending = self._take_incoming(proposal_id)
         if pending is None:
             self._raise_if_expired(proposal_id)
             raise ResourceNotFound("no such proposal", type="proposal", id=_hex(proposal_id))
@@ -876,13 +882,31 @@ class ChannelClient:
         events = receive_proposal(msg, sender=peer, me=self.address,
                                   peer_known=self.is_contact(peer), deployment=self.deployment)
         if any(isinstance(e, ev.ProposalReceived) for e in events):
+            waiting = self._incoming_from.get(peer, 0)
+            if waiting >= MAX_PROPOSALS_PER_PEER:
+                log.warn("refused proposal {proposal_id} from {peer}: {count} of its proposals "
+                         "wait for an answer already", proposal_id=_hex(msg.proposal_id),
+                         peer=_hex(peer), count=waiting)
+                self.peers.send(peer, Reject(
+                    msg.proposal_id, f"{waiting} of your proposals wait for an answer already"),
+                ).addErrback(self._lost)
+                return
             expiry = self._reactor.seconds() + self.response_timeout
             timer = self._reactor.callLater(self.response_timeout, self._proposal_expired,
                                             msg.proposal_id)
             self._incoming[msg.proposal_id] = _IncomingProposal(peer, msg, expiry, timer)
+            self._incoming_from[peer] = waiting + 1
             self._notify(ProposalNotice(peer, msg, expiry))
         else:
             self._execute(events)
+
+    def _take_incoming(self, proposal_id: bytes) -> _IncomingProposal | None:
+        pending = self._incoming.pop(proposal_id, None)
+        if pending is not None:
+            left = self._incoming_from.pop(pending.peer, 1) - 1
+            if left:
+                self._incoming_from[pending.peer] = left
+        return pending
 
     def _remember_expiry(self, key: bytes, expiry: float) -> None:
         if len(self._expired) >= MAX_REMEMBERED_EXPIRIES:
@@ -898,7 +922,7 @@ class ChannelClient:
             raise self._late(key)
 
     def _proposal_expired(self, proposal_id: bytes) -> None:
-        pending = self._incoming.pop(proposal_id, None)
+        pending = self._take_incoming(proposal_id)
         if pending is not None:
             self._remember_expiry(proposal_id, pending.expiry)
             log.info("proposal {proposal_id} from {peer} expired unanswered",

@@ -26,10 +26,21 @@ from perund.channel import events as ev
 from perund.channel.encoding import Signer
 from perund.channel.events import Reason
 from perund.channel.phases import Phase
+from perund.channel.proposal import OpenRequest
 from perund.channel.records import Channel
 from perund.channel.types import ETH, Address, ChannelID, Signature, State
-from perund.errors import PeerDisconnected, PeerRequestTimedOut, ResourceNotFound
-from perund.session.client import ChannelNotice, UpdateNotice
+from perund.errors import (
+    PeerDisconnected,
+    PeerRejected,
+    PeerRequestTimedOut,
+    ResourceNotFound,
+)
+from perund.session.client import (
+    MAX_PROPOSALS_PER_PEER,
+    ChannelNotice,
+    ProposalNotice,
+    UpdateNotice,
+)
 from perund.wire.codec import FORMAT_VERSION, TYPE_UPDATE, encode
 from perund.wire.messages import (
     PROTOCOL_VERSION,
@@ -587,4 +598,34 @@ async def test_an_immediate_retry_after_a_dropped_connection_succeeds(world: Wor
     channel = await payer.client.send(w.ab, ((ETH, 1),))
     assert channel.current is not None
     assert await agreed(payer, payee, w.ab) == channel.current.state
+    await still_serving(w)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_contact_flooding_proposals_is_capped_and_bob_serves(world: World) -> None:
+    w, bob, mallory = world, world.bob, world.mallory
+    request = OpenRequest(bob.client.address, (ETH,), ((1, 0),), 600)
+    flood = [mallory.client.open_channel(request) for _ in range(MAX_PROPOSALS_PER_PEER + 8)]
+    for opening in flood:
+        opening.addErrback(lambda failure: failure)  # collected below
+    mark = w.logs.mark()
+    await until(lambda: sum(d.called for d in flood) == 8, "the excess is refused at once")
+    refused = [d.result for d in flood if d.called]
+    assert all(isinstance(f, Failure) and f.check(PeerRejected) for f in refused)
+    assert "wait for an answer already" in refused[0].getErrorMessage()
+    assert w.logs.warned("wait for an answer already", since=mark)
+    questions = [n for n in bob.notices if isinstance(n, ProposalNotice)]
+    assert len(questions) == MAX_PROPOSALS_PER_PEER
+    # Bob's user says no to each; then mallory may propose again, and bob serves everyone.
+    for question in questions:
+        assert isinstance(question, ProposalNotice)
+        await bob.client.respond_proposal(question.proposal.proposal_id, False)
+        bob.notices.remove(question)
+    await until(lambda: all(d.called for d in flood), "every proposal answered")
+    another = mallory.client.open_channel(request)
+    question = await bob.proposal()
+    assert isinstance(question, ProposalNotice)
+    await bob.client.respond_proposal(question.proposal.proposal_id, False)
+    with pytest.raises(PeerRejected, match="rejected by the user"):
+        await another
     await still_serving(w)
