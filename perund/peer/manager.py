@@ -71,6 +71,16 @@ log = Logger(namespace="perund.peer")
 Resolver = Callable[[Address], str | None]
 """Maps a peer's address to a client endpoint string, or None if the peer is unknown."""
 
+MAX_HANDSHAKING: Final = 256
+"""Incoming connections that may be in their handshake at once (they last at most the
+handshake timeout); more are closed at once."""
+
+MAX_HANDSHAKING_PER_HOST: Final = 16
+"""The same, from one remote host."""
+
+REFUSAL_LOG_INTERVAL: Final = 10.0
+"""Seconds between two warnings about refused connections (a flood logs one line per interval)."""
+
 STOP_GRACE: Final = 2.0
 """Seconds `stop` lets connections flush before it aborts them."""
 
@@ -118,7 +128,8 @@ class _PeerFactory(Factory):
         self._expected = expected
 
     def buildProtocol(self, addr: object) -> PeerProtocol | None:
-        return self._manager._build_protocol(self._role, self._expected)
+        return self._manager._build_protocol(self._role, self._expected,
+                                             getattr(addr, "host", None))
 
 
 class PeerManager:
@@ -162,6 +173,8 @@ class PeerManager:
         self._peers: dict[Address, _Peer] = {}
         self._attempts: dict[PeerProtocol, Deferred[None]] = {}
         self._protocols: set[PeerProtocol] = set()
+        self._hosts: dict[PeerProtocol, str | None] = {}
+        self._refused_logged = float("-inf")
         self._port: Any = None
         self._keepalive: LoopingCall | None = None
         self._stopping = False
@@ -340,6 +353,7 @@ class PeerManager:
     def peer_connection_lost(self, conn: PeerProtocol, reason: Failure) -> None:
         """A connection closed: fail what waited on it, pick another, reconnect if asked to."""
         self._protocols.discard(conn)
+        self._hosts.pop(conn, None)
         attempt = self._attempts.pop(conn, None)
         if attempt is not None:
             attempt.errback(ConnectionError("the connection closed during the handshake"))
@@ -359,9 +373,12 @@ class PeerManager:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _build_protocol(self, role: Role, expected: Address | None) -> PeerProtocol | None:
+    def _build_protocol(self, role: Role, expected: Address | None,
+                        host: str | None = None) -> PeerProtocol | None:
         if self._stopping:
             return None
+        if role is Role.LISTENER and not self._admit(host):
+            return None  # Twisted closes the connection at once
         conn = PeerProtocol(
             self,
             self._signer,
@@ -372,7 +389,25 @@ class PeerManager:
             max_frame_size=self.max_frame_size,
         )
         self._protocols.add(conn)
+        self._hosts[conn] = host
         return conn
+
+    def _admit(self, host: str | None) -> bool:
+        """Whether an incoming connection from `host` may start a handshake: unauthenticated
+        connections are capped per host and in all, so that a flood of them cannot take the
+        process's file descriptors (the store, the chain, real peers need them)."""
+        handshaking = [c for c in self._protocols if c.peer_address is None
+                       and c.role is Role.LISTENER]
+        from_host = sum(1 for c in handshaking if self._hosts.get(c) == host)
+        if len(handshaking) < MAX_HANDSHAKING and from_host < MAX_HANDSHAKING_PER_HOST:
+            return True
+        now: float = cast(Any, self._reactor).seconds()
+        if now - self._refused_logged >= REFUSAL_LOG_INTERVAL:
+            self._refused_logged = now
+            log.warn("refusing incoming connections: {count} are in their handshake "
+                     "({from_host} from {host})", count=len(handshaking), from_host=from_host,
+                     host=host)
+        return False
 
     def _peer(self, peer: Address) -> _Peer:
         rec = self._peers.get(peer)

@@ -26,7 +26,7 @@ from perund.errors import (
     PeerRequestTimedOut,
     PeerUnreachable,
 )
-from perund.peer.manager import PeerManager
+from perund.peer.manager import MAX_HANDSHAKING_PER_HOST, PeerManager
 from perund.wire.codec import encode
 from perund.wire.messages import (
     PROTOCOL_VERSION,
@@ -501,6 +501,20 @@ async def raw_connect(port: int) -> RawClient:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_flood_of_connections_that_never_authenticate_is_capped(net: Net) -> None:
+    bob = await net.node(BOB, handshake_timeout=1.0)
+    port = net.ports[BOB.address]
+    flood = [await raw_connect(port) for _ in range(MAX_HANDSHAKING_PER_HOST + 4)]
+    await until(lambda: sum(c.closed.called for c in flood) >= 4, "the excess is closed")
+    assert sum(not c.closed.called for c in flood) == MAX_HANDSHAKING_PER_HOST
+    # Once the handshake deadline has dropped them, a real peer gets in again.
+    await until(lambda: all(c.closed.called for c in flood), "the deadline drops them", 5.0)
+    alice = await net.node(ALICE)
+    await alice.manager.ping(BOB.address, 5.0)
+    assert bob.manager.is_connected(ALICE.address)
+
+
+@pytest_twisted.ensureDeferred
 async def test_hostile_raw_clients_do_not_disturb_a_good_peer(net: Net) -> None:
     alice, bob = await net.node(ALICE), await net.node(BOB, handshake_timeout=0.5)
     bob.handler = answer_updates
@@ -560,7 +574,8 @@ async def test_keepalive_drops_a_peer_that_stopped_answering(net: Net) -> None:
 
 
 def _silent_builder(manager: PeerManager) -> Callable[..., PeerProtocol | None]:
-    def build(role: Any, expected: Address | None) -> PeerProtocol | None:
+    def build(role: Any, expected: Address | None, host: str | None = None,
+              ) -> PeerProtocol | None:
         conn = SilentPeerProtocol(
             manager, manager._signer, reactor, role, expected, handshake_timeout=2.0
         )
