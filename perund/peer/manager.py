@@ -78,6 +78,10 @@ handshake timeout); more are closed at once."""
 MAX_HANDSHAKING_PER_HOST: Final = 16
 """The same, from one remote host."""
 
+MAX_STRANGERS: Final = 64
+"""Authenticated connections from addresses the session does not know (not contacts) that may
+be open at once; more are closed after their handshake."""
+
 REFUSAL_LOG_INTERVAL: Final = 10.0
 """Seconds between two warnings about refused connections (a flood logs one line per interval)."""
 
@@ -297,6 +301,10 @@ class PeerManager:
         """A connection completed its handshake: register it and pick the one to use."""
         peer = conn.peer_address
         assert peer is not None
+        if conn.role is Role.LISTENER and peer not in self._peers and self._stranger(peer) \
+                and not self._admit_stranger(conn):
+            conn.abort()
+            return
         rec = self._peer(peer)
         lower = min(self.address, peer)
         preferred = conn.dialled_by == lower
@@ -370,6 +378,10 @@ class PeerManager:
         self._reselect(rec)
         if rec.current is None and rec.keep and not self._stopping:
             self._ensure_connector(rec)
+        if not rec.conns and not rec.keep and not rec.pending and not rec.waiters \
+                and rec.connector is None and self._stranger(peer):
+            # Someone we do not know, gone: keep nothing of it (fresh keys cost nothing).
+            del self._peers[peer]
 
     # -- internals ------------------------------------------------------------------------
 
@@ -391,6 +403,25 @@ class PeerManager:
         self._protocols.add(conn)
         self._hosts[conn] = host
         return conn
+
+    def _stranger(self, peer: Address) -> bool:
+        """Whether `peer` is unknown to the session (the resolver has no endpoint for it)."""
+        return self._resolve(peer) is None
+
+    def _admit_stranger(self, conn: PeerProtocol) -> bool:
+        """Whether one more authenticated connection from an unknown address may stay. Anyone
+        can make keys and authenticate; what a stranger sends is refused anyway, so only a
+        few such connections are kept."""
+        strangers = sum(1 for rec in self._peers.values()
+                        if rec.conns and not rec.keep and self._stranger(rec.address))
+        if strangers < MAX_STRANGERS:
+            return True
+        now: float = cast(Any, self._reactor).seconds()
+        if now - self._refused_logged >= REFUSAL_LOG_INTERVAL:
+            self._refused_logged = now
+            log.warn("refusing a connection from unknown peer {peer}: {count} unknown peers "
+                     "are connected", peer=_hex(conn.peer_address or b""), count=strangers)
+        return False
 
     def _admit(self, host: str | None) -> bool:
         """Whether an incoming connection from `host` may start a handshake: unauthenticated

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -26,6 +27,7 @@ from perund.errors import (
     PeerRequestTimedOut,
     PeerUnreachable,
 )
+from perund.peer import manager as manager_module
 from perund.peer.manager import MAX_HANDSHAKING_PER_HOST, PeerManager
 from perund.wire.codec import encode
 from perund.wire.messages import (
@@ -512,6 +514,37 @@ async def test_a_flood_of_connections_that_never_authenticate_is_capped(net: Net
     alice = await net.node(ALICE)
     await alice.manager.ping(BOB.address, 5.0)
     assert bob.manager.is_connected(ALICE.address)
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_a_few_unknown_peers_stay_connected(net: Net,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(manager_module, "MAX_STRANGERS", 2)
+    bob = await net.node(BOB)
+    bob_endpoint = net.resolve(BOB.address)
+
+    def stranger() -> PeerManager:
+        return PeerManager(reactor, Signer(os.urandom(32)),
+                           lambda a: bob_endpoint if a == BOB.address else None,
+                           dial_timeout=2.0, handshake_timeout=2.0, keepalive_interval=None)
+
+    strangers = [stranger() for _ in range(4)]
+    try:
+        await strangers[0].ping(BOB.address, 3.0)
+        await strangers[1].ping(BOB.address, 3.0)
+        for late in strangers[2:]:
+            with pytest.raises(PeerRequestTimedOut):  # closed right after its handshake
+                await late.ping(BOB.address, 3.0)
+        # Known peers are not counted, and a stranger that leaves frees its place and its record.
+        alice = await net.node(ALICE)
+        await alice.manager.ping(BOB.address, 3.0)
+        gone = strangers[0].address
+        await strangers[0].stop()
+        await until(lambda: gone not in bob.manager._peers, "bob forgets the stranger")
+        await strangers[2].ping(BOB.address, 3.0)
+    finally:
+        for manager in strangers:
+            await manager.stop()
 
 
 @pytest_twisted.ensureDeferred
