@@ -179,8 +179,8 @@ def _settlement(channel: Channel, primary: bool) -> list[Event]:
         ]
     if channel.phase is Phase.CLOSING or (
         channel.phase is Phase.DISPUTED
-        and channel.dispute is not None
-        and current.state.version > channel.dispute.version
+        # No dispute known while disputed: a reorganisation took it (see `_reorganised`).
+        and (channel.dispute is None or current.state.version > channel.dispute.version)
     ):
         return [_register(channel)]
     return []
@@ -678,14 +678,10 @@ def _reorganised(channel: Channel, change: Reorganised) -> Result:
     """Forget the dispute as the chain had it and register our latest state again: the
     events of the new blocks rebuild the dispute (a stale registration in them is refuted), and
     a registration the chain has already is refused harmlessly."""
-    if channel.phase is not Phase.DISPUTED or channel.dispute is None:
+    if channel.phase is not Phase.DISPUTED:
         return channel, _NOTHING
     new = channel.evolve(dispute=None)
-    current = _current(new)
-    if current.state.is_final:
-        return new, (Persist(new), ConcludeFinal(new.channel_id, new.params, current.state,
-                                                 current.signatures, True))
-    return new, (Persist(new), _register(new))
+    return new, (Persist(new), *_settlement(new, primary=True))
 
 
 def _challenge_expired(channel: Channel, change: ChallengeExpired) -> Result:

@@ -107,6 +107,9 @@ def test_a_reorganisation_forgets_the_dispute_and_registers_ours_again() -> None
     assert bob3.phase is Phase.DISPUTED and bob3.dispute is None
     ours = Register(bob.channel_id, bob.params, cur(bob).state, cur(bob).signatures)
     assert events == (Persist(bob3), ours)
+    # A restart before the chain said anything more registers again (the chain refuses a
+    # registration it has; ChainSettlement does not even send it).
+    assert ours in transition(bob3, Restored())[1]
     # The new blocks hold only the peer's stale registration: it is refuted again.
     bob4, events = transition(bob3, Registered(0, 5000, False, old.balances))
     assert bob4.dispute is not None and bob4.dispute.version == 0
