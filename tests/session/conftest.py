@@ -100,16 +100,23 @@ async def chain() -> AsyncIterator[ChainBackend]:
     backend.stopService()
 
 
-@pytest_twisted.async_yield_fixture
-async def pair(chain: ChainBackend) -> AsyncIterator[Pair]:
+async def listening_pair(chain: ChainBackend, alice_store: ChannelStore | None = None) -> Pair:
+    """alice and bob, contacts of each other, listening on loopback (alice's channels in
+    `alice_store`, else in memory); stop their `peers` afterwards."""
     endpoints: dict[Address, str] = {}
     contacts: set[Address] = set()
-    alice = make_user("alice", chain, 1, endpoints.get, contacts)
+    alice = make_user("alice", chain, 1, endpoints.get, contacts, store=alice_store)
     bob = make_user("bob", chain, 2, endpoints.get, contacts)
     for user in (alice, bob):
         port = await user.peers.listen()
         endpoints[user.client.address] = f"tcp:host=127.0.0.1:port={port}"
         contacts.add(user.client.address)
-    yield Pair(alice, bob, chain)
-    await alice.peers.stop()
-    await bob.peers.stop()
+    return Pair(alice, bob, chain)
+
+
+@pytest_twisted.async_yield_fixture
+async def pair(chain: ChainBackend) -> AsyncIterator[Pair]:
+    both = await listening_pair(chain)
+    yield both
+    await both.alice.peers.stop()
+    await both.bob.peers.stop()

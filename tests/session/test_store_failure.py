@@ -16,29 +16,22 @@ from twisted.internet.task import deferLater
 from perund.chain.backend import ChainBackend
 from perund.chain.results import Phase as ChainPhase
 from perund.channel.changes import Registered
-from perund.channel.types import ETH, Address
+from perund.channel.types import ETH
 from perund.errors import FailedPrecondition, StoreError
 from perund.storage.store import SessionStore
 
-from .conftest import ETHER, Pair, make_user
+from .conftest import ETHER, Pair, listening_pair
 from .test_two_clients import open_channel
 
 
 @pytest_twisted.async_yield_fixture
 async def pair_on_disk(chain: ChainBackend, tmp_path: Path) -> AsyncIterator[Pair]:
     """Like `pair`, with alice's channels in a real session store."""
-    endpoints: dict[Address, str] = {}
-    contacts: set[Address] = set()
     store = SessionStore(tmp_path / "alice", reactor)
-    alice = make_user("alice", chain, 1, endpoints.get, contacts, store=store)
-    bob = make_user("bob", chain, 2, endpoints.get, contacts)
-    for user in (alice, bob):
-        port = await user.peers.listen()
-        endpoints[user.client.address] = f"tcp:host=127.0.0.1:port={port}"
-        contacts.add(user.client.address)
-    yield Pair(alice, bob, chain)
-    await alice.peers.stop()
-    await bob.peers.stop()
+    both = await listening_pair(chain, store)
+    yield both
+    await both.alice.peers.stop()
+    await both.bob.peers.stop()
     with pytest.raises(StoreError):
         store.close()  # it still cannot make the last writes durable
 
