@@ -28,12 +28,15 @@ from perund.channel.changes import (
 )
 from perund.channel.encoding import Signer, signing_digest
 from perund.channel.events import (
+    Conclude,
+    ConcludeFinal,
     Conflict,
     Event,
     NewState,
     Persist,
     Reason,
     Refused,
+    Register,
     SendSync,
     SendUpdate,
     SendUpdateAccept,
@@ -51,6 +54,7 @@ from tests.channel.factories import ALICE, BOB, TOKEN, as_input, make_pair, make
 
 SIDES = st.sampled_from((0, 1))
 MESSAGES = (SendUpdate, SendUpdateAccept, SendUpdateReject, SendSync)
+ON_CHAIN = (Register, Conclude, ConcludeFinal)
 
 
 class TwoCores(RuleBasedStateMachine):
@@ -103,6 +107,8 @@ class TwoCores(RuleBasedStateMachine):
                     self.questions[side].remove(event.update_id)
             elif isinstance(event, NewState):
                 assert new.current is not None and event.state == new.current.state
+            elif isinstance(event, ON_CHAIN):
+                self.on_chain(side, event)
             assert not isinstance(event, Conflict), event
             if isinstance(event, Refused):
                 assert event.reason not in (Reason.SIGNATURE, Reason.NOT_PEER, Reason.TOTALS)
@@ -113,6 +119,9 @@ class TwoCores(RuleBasedStateMachine):
             self.versions[side] = state.version
             assert fully_signed(signing_digest(state), new.current.signatures, new.params)
         self.channels[side] = new
+
+    def on_chain(self, side: int, event: Register | Conclude | ConcludeFinal) -> None:
+        """A transaction the core asks for; the cooperative run leaves them unsent."""
 
     def signed_once(self, side: int, state: State) -> None:
         version = state.version
