@@ -176,11 +176,11 @@ _MAX_BATCH: Final = 256
 """At most this many waiting payments go out in one update."""
 
 _MAX_WAITING: Final = 10_000
+"""Sends waiting on one channel beyond this fail at once instead of piling up."""
 
 MAX_PROPOSALS_PER_PEER: Final = 32
 """Proposals from one peer that may wait for our user's answer at once; more are rejected at
 once (a contact flooding us with proposals would otherwise hold memory and timers)."""
-"""Sends waiting on one channel beyond this fail at once instead of piling up."""
 
 
 @dataclass(slots=True)
@@ -323,9 +323,9 @@ class ChannelClient:
             ev.Fund: self._fund,
             ev.Opened: self._opened,
             ev.FundingFailed: self._funding_failed,
-            ev.Register: self._register,
-            ev.ConcludeFinal: self._conclude_final,
-            ev.Conclude: self._conclude,
+            ev.Register: self._on_chain,
+            ev.ConcludeFinal: self._on_chain,
+            ev.Conclude: self._on_chain,
             ev.Disputed: self._disputed,
             ev.Conflict: self._conflict,
             ev.Closed: self._closed,
@@ -584,11 +584,7 @@ class ChannelClient:
         if self.stopped:
             raise FailedPrecondition("the session is closing")
         new, events = transition(channel, OwnUpdate(self.signer, transfers, is_final))
-        return self._staged(channel.channel_id, new, events, transfers, is_final, attempt)
-
-    def _staged(self, channel_id: ChannelID, new: Channel, events: tuple[ev.Event, ...],
-                transfers: tuple[tuple[Address, int], ...], is_final: bool,
-                attempt: int) -> Deferred[Channel]:
+        channel_id = channel.channel_id
         staged = new.staged
         if staged is None:  # pragma: no cover - OwnUpdate always stages
             return fail(FailedPrecondition("the update was not staged"))
@@ -1147,15 +1143,6 @@ class ChannelClient:
         else:
             what, sent = "conclude", self.settler.conclude(e)
         sent.addCallbacks(self._settled(e.channel_id), self._settle_failed(what, e, attempt))
-
-    def _register(self, e: ev.Register) -> None:
-        self._on_chain(e)
-
-    def _conclude_final(self, e: ev.ConcludeFinal) -> None:
-        self._on_chain(e)
-
-    def _conclude(self, e: ev.Conclude) -> None:
-        self._on_chain(e)
 
     def _disputed(self, e: ev.Disputed) -> None:
         channel = self.channels[e.channel_id]
