@@ -432,17 +432,14 @@ class ChainBackend(Service):
         channel_ids: Iterable[bytes] | None = None,
         *,
         confirmations: int = 0,
-        last: int | None = None,
     ) -> EventBatch:
-        """The events in the blocks after `cursor` up to the latest confirmed block (or up to
-        block `last`, when given).
+        """The events in the blocks after `cursor` up to the latest confirmed block.
 
         A watcher persists the returned `cursor` once it has handled the events and passes it
         back next time: every event is seen once and none is skipped, across restarts too. A
         `confirmations` depth of n leaves the newest n blocks for a later call.
         """
-        if last is None:
-            last = await self._run(self.client.block_number_blocking) - confirmations
+        last = await self._run(self.client.block_number_blocking) - confirmations
         if last <= cursor:
             return EventBatch((), cursor)
         events = await self.events(cursor + 1, last, channel_ids)

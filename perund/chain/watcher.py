@@ -1,7 +1,7 @@
 """ChainWatcher: follows the Adjudicator's events for one session's channels (PROTOCOL.md §4).
 
-Every `poll_interval` it asks the backend for the events of the blocks after its cursor, up to
-the newest block `confirmations` deep, and feeds those about a watched channel into the channel
+Every `poll_interval` it reads the events of the blocks after its cursor, up to the newest
+block `confirmations` deep, and feeds those about a watched channel into the channel
 core as inputs (`Registered`, `Concluded`). Only then does it persist the new cursor, after the
 channel records those inputs changed: a crash between the two replays the events (the core
 ignores what it has seen), never skips one. There is no look-back window: a session that was
@@ -30,7 +30,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from perund.chain.backend import ChainBackend, EventBatch
+from perund.chain.backend import ChainBackend
 from perund.chain.results import ChainEvent
 from perund.channel.changes import (
     ChallengeExpired,
@@ -56,9 +56,8 @@ _T = TypeVar("_T")
 class ChainView(Protocol):
     """The chain reads a watcher needs (`ChainBackend` has them; so has `SharedChainView`)."""
 
-    def events_after(self, cursor: int, channel_ids: None = None, *,
-                     confirmations: int = 0, last: int | None = None) -> Deferred[EventBatch]:
-        """Every Adjudicator event in the confirmed blocks after `cursor` (up to `last`)."""
+    def events(self, from_block: int, to_block: int) -> Deferred[list[ChainEvent]]:
+        """Every Adjudicator event in blocks `from_block..to_block` (inclusive), in order."""
         ...
 
     def block_number(self) -> Deferred[int]:
@@ -81,10 +80,10 @@ class ChainView(Protocol):
 class SharedChainView:
     """One node's view of the chain, shared by its sessions' watchers.
 
-    The newest block number is fetched at most once per `max_age` seconds, the newest block's
-    timestamp once per block, and the logs of a block range once (the last few ranges are
-    kept): sessions whose cursors agree, as they do once they are caught up, share each
-    request. Concurrent identical requests share one call too.
+    The newest block number and a block's hash are fetched at most once per `max_age` seconds,
+    the newest block's timestamp once per block, and the logs of a block range once (the last
+    few ranges are kept): sessions whose cursors agree, as they do once they are caught up,
+    share each request. Concurrent identical requests share one call too.
     """
 
     def __init__(self, reactor: Any, chain: ChainBackend, *, max_age: float = 0.5,
@@ -97,8 +96,8 @@ class SharedChainView:
         self._head_call: _InFlight[int] | None = None
         self._time: tuple[int, int] | None = None
         self._time_call: tuple[int, _InFlight[int]] | None = None
-        self._ranges: dict[tuple[int, int], tuple[ChainEvent, ...]] = {}
-        self._range_calls: dict[tuple[int, int], _InFlight[tuple[ChainEvent, ...]]] = {}
+        self._ranges: dict[tuple[int, int], list[ChainEvent]] = {}
+        self._range_calls: dict[tuple[int, int], _InFlight[list[ChainEvent]]] = {}
         self._hashes: dict[int, tuple[_InFlight[bytes | None], float]] = {}
         self.requests = 0
         """Calls made to the chain (for tests and metrics)."""
@@ -158,33 +157,24 @@ class SharedChainView:
         self._hashes.clear()
         self.chain.forget()
 
-    def events_after(self, cursor: int, channel_ids: None = None, *,
-                     confirmations: int = 0, last: int | None = None) -> Deferred[EventBatch]:
-        """Every event in the blocks after `cursor` up to the newest confirmed one (or up to
-        block `last`)."""
-        return Deferred.fromCoroutine(self._events_after(cursor, confirmations, last))
-
-    async def _events_after(self, cursor: int, confirmations: int,
-                            last: int | None) -> EventBatch:
-        if last is None:
-            last = await self._block_number() - confirmations
-        if last <= cursor:
-            return EventBatch((), cursor)
-        key = (cursor + 1, last)
+    def events(self, from_block: int, to_block: int) -> Deferred[list[ChainEvent]]:
+        """Every event in blocks `from_block..to_block`: read once for every watcher asking
+        (they share the list and only read it)."""
+        key = (from_block, to_block)
         events = self._ranges.get(key)
-        if events is None:
-            call = self._range_calls.get(key)
-            if call is None or call.done:
-                self.requests += 1
-                call = self._range_calls[key] = _InFlight(Deferred.fromCoroutine(self._fetch(key)))
-                if call.done:
-                    del self._range_calls[key]
-            events = await call.wait()
-        return EventBatch(events, last)
+        if events is not None:
+            return succeed(events)
+        call = self._range_calls.get(key)
+        if call is None or call.done:
+            self.requests += 1
+            call = self._range_calls[key] = _InFlight(Deferred.fromCoroutine(self._fetch(key)))
+            if call.done:
+                del self._range_calls[key]
+        return call.wait()
 
-    async def _fetch(self, key: tuple[int, int]) -> tuple[ChainEvent, ...]:
+    async def _fetch(self, key: tuple[int, int]) -> list[ChainEvent]:
         try:
-            events = tuple(await self.chain.events(key[0], key[1]))
+            events = await self.chain.events(key[0], key[1])
         finally:
             self._range_calls.pop(key, None)
         self._ranges[key] = events
@@ -397,12 +387,11 @@ class ChainWatcher:
         last_hash = await self.chain.block_hash(last)
         if last_hash is None:
             return  # the chain got shorter meanwhile: the next poll sees how
-        batch = await self.chain.events_after(cursor, None, confirmations=self.confirmations,
-                                              last=last)
+        events = await self.chain.events(cursor + 1, last)
         if not self._running:
             return
         channels = self.watched.channels
-        for event in batch.events:
+        for event in events:
             channel_id = event.channel_id
             if channel_id is None:
                 continue
@@ -419,22 +408,21 @@ class ChainWatcher:
                      channel_id="0x" + cid.hex(), event=_describe(event),
                      block=event.block_number)
             self.watched.chain_input(cid, change)
-        if batch.cursor != cursor:
-            # After the inputs above: their channel records are written first, so the cursor
-            # never gets durable without them.
-            self.cursor, self.cursor_hash = batch.cursor, last_hash
-            try:
-                self.store.set_block_cursor(batch.cursor, last_hash)
-                flushed = self.store.flush()
-                if flushed is not None:
-                    await flushed
-            except StoreError as exc:
-                # The session's store is broken (a full disk): the cursor moves on in memory,
-                # so disputes are still followed and concluded; the next start reads again.
-                if not self._store_failed:
-                    self._store_failed = True
-                    log.error("watcher: cannot record the block cursor ({error}); following "
-                              "the chain from memory", error=exc)
+        # After the inputs above: their channel records are written first, so the cursor never
+        # gets durable without them.
+        self.cursor, self.cursor_hash = last, last_hash
+        try:
+            self.store.set_block_cursor(last, last_hash)
+            flushed = self.store.flush()
+            if flushed is not None:
+                await flushed
+        except StoreError as exc:
+            # The session's store is broken (a full disk): the cursor moves on in memory, so
+            # disputes are still followed and concluded; the next start reads again.
+            if not self._store_failed:
+                self._store_failed = True
+                log.error("watcher: cannot record the block cursor ({error}); following the "
+                          "chain from memory", error=exc)
         await self._expire_challenges()
         self.polls += 1
 
