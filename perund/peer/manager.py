@@ -416,11 +416,9 @@ class PeerManager:
                         if rec.conns and not rec.keep and self._stranger(rec.address))
         if strangers < MAX_STRANGERS:
             return True
-        now: float = cast(Any, self._reactor).seconds()
-        if now - self._refused_logged >= REFUSAL_LOG_INTERVAL:
-            self._refused_logged = now
-            log.warn("refusing a connection from unknown peer {peer}: {count} unknown peers "
-                     "are connected", peer=_hex(conn.peer_address or b""), count=strangers)
+        self._warn_refusal("refusing a connection from unknown peer {peer}: {count} unknown "
+                           "peers are connected", peer=_hex(conn.peer_address or b""),
+                           count=strangers)
         return False
 
     def _admit(self, host: str | None) -> bool:
@@ -432,13 +430,18 @@ class PeerManager:
         from_host = sum(1 for c in handshaking if self._hosts.get(c) == host)
         if len(handshaking) < MAX_HANDSHAKING and from_host < MAX_HANDSHAKING_PER_HOST:
             return True
+        self._warn_refusal("refusing incoming connections: {count} are in their handshake "
+                           "({from_host} from {host})", count=len(handshaking),
+                           from_host=from_host, host=host)
+        return False
+
+    def _warn_refusal(self, template: str, **fields: object) -> None:
+        """Log a refused connection, at most once per REFUSAL_LOG_INTERVAL: a flood is one
+        line per interval, not one per connection."""
         now: float = cast(Any, self._reactor).seconds()
         if now - self._refused_logged >= REFUSAL_LOG_INTERVAL:
             self._refused_logged = now
-            log.warn("refusing incoming connections: {count} are in their handshake "
-                     "({from_host} from {host})", count=len(handshaking), from_host=from_host,
-                     host=host)
-        return False
+            log.warn(template, **fields)
 
     def _peer(self, peer: Address) -> _Peer:
         rec = self._peers.get(peer)
