@@ -263,17 +263,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     seconds = args.seconds
     warm_up = min(1.0, seconds / 5)
 
+    async def many_channels(client: ChannelClient, request: OpenRequest,
+                            prefix: str) -> dict[str, Any]:
+        """Capacity over `args.channels` channels (one caller each), then each offered load."""
+        opened = await gatherResults([client.open_channel(request)
+                                      for _ in range(args.channels)])
+        channels = [c.channel_id for c in opened]
+        results = {f"{prefix}concurrent_{args.channels}": await measure(client, channels,
+                                                                         seconds)}
+        for rate in args.rates:
+            results[f"{prefix}offered_{rate}_per_s_{args.channels}_channels"] = await offered(
+                client, channels, rate, seconds)
+        return results
+
     async def in_memory(client: ChannelClient, request: OpenRequest) -> dict[str, Any]:
         single = await client.open_channel(request)
         await measure(client, [single.channel_id], warm_up)
         results = {"sequential": await measure(client, [single.channel_id], seconds)}
-        opened = await gatherResults([client.open_channel(request)
-                                      for _ in range(args.channels)])
-        channels = [c.channel_id for c in opened]
-        results[f"concurrent_{args.channels}"] = await measure(client, channels, seconds)
-        for rate in args.rates:
-            results[f"offered_{rate}_per_s_{args.channels}_channels"] = await offered(
-                client, channels, rate, seconds)
+        results.update(await many_channels(client, request, ""))
         return results
 
     async def durable(client: ChannelClient, request: OpenRequest) -> dict[str, Any]:
@@ -285,13 +292,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # out together, sharing its round trip and its fsyncs.
         results[f"durable_{args.callers}_callers_one_channel"] = await measure(
             client, [cid] * args.callers, seconds)
-        opened = await gatherResults([client.open_channel(request)
-                                      for _ in range(args.channels)])
-        channels = [c.channel_id for c in opened]
-        results[f"durable_concurrent_{args.channels}"] = await measure(client, channels, seconds)
-        for rate in args.rates:
-            results[f"durable_offered_{rate}_per_s_{args.channels}_channels"] = await offered(
-                client, channels, rate, seconds)
+        results.update(await many_channels(client, request, "durable_"))
         return results
 
     results = await run_pair(args, "", in_memory)
