@@ -78,6 +78,17 @@ class InvalidContracts(ClientError):
     code = 206
 
 
+class Unauthorized(PerundError):
+    """The caller's credential does not allow this method, or this session (docs/security.md).
+
+    Its own category: the request was well formed, but this caller may not make it. The answer
+    is the same whether or not a session it names exists.
+    """
+
+    category = "unauthorized"
+    code = 501
+
+
 class ProtocolError(PerundError):
     """The chain or the transport failed underneath a correct request."""
 

@@ -8,7 +8,6 @@ the log instead of leaving a half-started daemon behind.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from perund.api.credentials import CredentialRegistry
 from perund.chain.backend import ChainBackend
 from perund.chain.watcher import SharedChainView
 from perund.channel import events as ev
@@ -35,9 +35,15 @@ from perund.errors import (
     ResourceNotFound,
 )
 from perund.metrics import Metrics, Sample
+from perund.node_state import (
+    SESSIONS_FILE,
+    RememberedSession,
+    new_session_id,
+    read_sessions,
+    write_sessions,
+)
 from perund.session.client import ChannelNotice, Notice
 from perund.session.session import Session
-from perund.storage.datafile import replace_file
 
 
 class NodeService(MultiService):
@@ -71,6 +77,11 @@ class NodeService(MultiService):
         """Whether start-up completed: the chain is connected and sessions may open."""
         self._opening: dict[str, list[Deferred[None]]] = {}
         """Session files being opened, and who waits for that to end."""
+        self._remembered: dict[str, RememberedSession] = {}
+        """Sessions users opened and did not close, by resolved config path: open ones and
+        those that could not be opened again at start (kept, to be tried at the next)."""
+        self.credentials: CredentialRegistry | None = None
+        """The API's credentials (the operator's token and the sessions'), once listening."""
 
     def startService(self) -> None:
         """Start the child services, then run the asynchronous start-up steps in order."""
@@ -111,8 +122,13 @@ class NodeService(MultiService):
 
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         token = ensure_token(self.config.token_path)
-        self.site = make_site(NodeAPI(self), token, reactor=self._reactor, metrics=self.metrics,
-                              render_metrics=self.render_metrics)
+        self._remembered = {s.config: s for s in read_sessions(self.sessions_file)}
+        self.credentials = CredentialRegistry(
+            token, clock=self._reactor.seconds,
+            stored=[c for s in self._remembered.values() for c in s.credentials],
+            on_change=self._remember_sessions)
+        self.site = make_site(NodeAPI(self), self.credentials, reactor=self._reactor,
+                              metrics=self.metrics, render_metrics=self.render_metrics)
         endpoint = serverFromString(self._reactor, self.config.api.listen)  # type: ignore[no-untyped-call]
         try:
             self._api_port = await endpoint.listen(self.site)
@@ -169,15 +185,19 @@ class NodeService(MultiService):
                 raise ResourceExists("this session is open already", type="session",
                                      id="0x" + session.id)
         self._opening[resolved] = []
+        remembered = self._remembered.get(resolved)
+        session_id = remembered.session_id if remembered is not None else new_session_id()
         try:
             session = await Session.open(self._reactor, config_file, chain=self.chain,
-                                         node=self.config, chain_view=self.chain_view)
+                                         node=self.config, session_id=session_id,
+                                         chain_view=self.chain_view)
         except BaseException:
             for waiter in self._opening.pop(resolved):
                 waiter.callback(None)
             raise
         waiting = self._opening.pop(resolved)
         self.sessions[session.id] = session
+        self._remembered.setdefault(resolved, RememberedSession(resolved, session.id))
         session.client.observers.append(self._count)
         site = getattr(self, "site", None)
         if site is not None:
@@ -198,35 +218,23 @@ class NodeService(MultiService):
         return self.config.data_dir / SESSIONS_FILE
 
     def _remember_sessions(self) -> None:
-        paths = sorted(str(s.config.path.resolve()) for s in self.sessions.values())
+        """Write the sessions to open again at the next start, with their credentials."""
+        credentials = self.credentials
+        for remembered in self._remembered.values():
+            remembered.credentials = [] if credentials is None \
+                else credentials.stored(remembered.session_id)
         try:
-            replace_file(self.sessions_file,
-                         (json.dumps({"open_sessions": paths}, indent=1) + "\n").encode())
+            write_sessions(self.sessions_file, list(self._remembered.values()))
         except OSError as exc:
             self.log.error("cannot record the open sessions in {file}: {error}; they will not "
-                           "be opened again by themselves after a restart",
+                           "be opened again by themselves after a restart, and credentials "
+                           "minted since the last write end with it",
                            file=str(self.sessions_file), error=exc)
-
-    def _remembered_sessions(self) -> list[str]:
-        try:
-            raw = json.loads(self.sessions_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            self.log.error("cannot read {file}: {error}; no session is opened by itself",
-                           file=str(self.sessions_file), error=exc)
-            return []
-        paths = raw.get("open_sessions") if isinstance(raw, dict) else None
-        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-            self.log.error("{file} is not a list of session files; no session is opened by "
-                           "itself", file=str(self.sessions_file))
-            return []
-        return paths
 
     async def _reopen_sessions(self) -> None:
         """Open again every session that was open when the node stopped or died: their
         channels are watched again at once (PROTOCOL.md §5), without waiting for a user."""
-        for path in self._remembered_sessions():
+        for path in sorted(self._remembered):
             try:
                 session = await self._open_session(path)
             except ResourceExists:
@@ -296,8 +304,13 @@ class NodeService(MultiService):
 
     async def close_session(self, session_id: str, force: bool) -> list[Channel]:
         """Close a session at its user's request; the channels it leaves open (see
-        `Session.close`). It is not opened again when the node restarts."""
+        `Session.close`). It is not opened again when the node restarts, and its credentials
+        end."""
+        session = self.session(session_id)
         left = await self._close_session(session_id, force)
+        self._remembered.pop(str(session.config.path.resolve()), None)
+        if self.credentials is not None:
+            self.credentials.revoke_session(session_id)
         self._remember_sessions()
         return left
 
@@ -333,8 +346,6 @@ class NodeService(MultiService):
         clock: IReactorTime = self._reactor
         return clock
 
-
-SESSIONS_FILE = "sessions.json"
 
 
 def _exit_failed() -> None:

@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from perund.api.schema import InvalidParams, Schema, check_schema, params_schema, validate
+from perund.api.credentials import CredentialRegistry, authorize_method, authorize_session
+from perund.api.method_spec import CallContext, Method
+from perund.api.openrpc import params_schema
+from perund.api.schema import InvalidParams, Schema, check_schema, validate
 from perund.errors import Internal, PerundError
 from perund.metrics import Metrics
-
-if TYPE_CHECKING:
-    from perund.api.hub import ClientSubscriptions
 
 log = Logger(namespace="perund.api")
 
@@ -50,50 +49,6 @@ _MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})
 
 Reply = dict[str, Any]
 """One JSON-RPC response object."""
-
-
-class CallContext:
-    """Where a call came from: the transport's name and, on a WebSocket, the connection's
-    subscriptions (None over HTTP, which cannot push)."""
-
-    def __init__(self, transport: str = "http",
-                 subscriptions: ClientSubscriptions | None = None) -> None:
-        self.transport = transport
-        self.subscriptions = subscriptions
-
-
-Handler = Callable[[dict[str, Any], CallContext], Awaitable[Any]]
-"""Runs a method on validated params (still JSON values); returns the JSON-ready result."""
-
-
-@dataclass(frozen=True, slots=True)
-class Param:
-    """One named parameter; positional calls give them in this order."""
-
-    name: str
-    schema: Schema
-    required: bool = True
-    description: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Method:
-    """A method: its params and result schemas (the OpenRPC entry) and its handler.
-
-    `handler` calls the node; `render` turns what it returned into JSON values. A failure in
-    `handler` is the node's (application error, or 401 for a bug); a failure in `render` is
-    this layer's own (-32603).
-    """
-
-    name: str
-    summary: str
-    params: tuple[Param, ...]
-    result: Schema
-    handler: Handler
-    render: Callable[[Any], Any] = lambda value: value
-    description: str = ""
-    result_name: str = "result"
-    errors: tuple[type[PerundError], ...] = ()
 
 
 def error_reply(request_id: object, code: int, message: str | None = None,
@@ -203,12 +158,16 @@ class Dispatcher:
     """Answers JSON-RPC 2.0 messages by calling `methods`.
 
     `clock` only times calls for the log. `max_batch` bounds how many calls one batch may
-    start at once.
+    start at once. Every call is authorised against the credential of its `CallContext`
+    (`Method.access`); `credentials`, when given, also refuses a credential revoked since the
+    connection carrying it was authenticated.
     """
 
     def __init__(self, methods: Iterable[Method], clock: IReactorTime, *,
-                 max_batch: int = 100, metrics: Metrics | None = None) -> None:
+                 max_batch: int = 100, metrics: Metrics | None = None,
+                 credentials: CredentialRegistry | None = None) -> None:
         self._methods: dict[str, Method] = {}
+        self._credentials = credentials
         self._metrics = metrics
         self._schemas: dict[str, Schema] = {}
         for method in methods:
@@ -280,10 +239,18 @@ class Dispatcher:
                    context: CallContext) -> tuple[Reply, int | None, str | None]:
         """Call `method`; the reply, its error code (None: success) and the session named."""
         session: str | None = None
+        credential = context.credential
         try:
+            if credential is not None and self._credentials is not None \
+                    and not self._credentials.is_live(credential):
+                credential = None  # revoked while this connection was open
+            # Before the params are read: a caller that may never call this learns nothing.
+            authorize_method(method.access, credential, method.name)
+            assert credential is not None
             args = self._bind(method, params)
             named = args.get("sessionId")
             session = named if isinstance(named, str) else None
+            authorize_session(method.access, credential, args, method.name)
             value = await method.handler(args, context)
         except InvalidParams as exc:
             return error_reply(request_id, INVALID_PARAMS, data={
@@ -331,11 +298,23 @@ class Dispatcher:
             metrics.inc("perund_api_calls_total", method=name,
                         outcome="ok" if code is None else str(code))
             metrics.inc("perund_api_call_seconds_total", seconds, method=name)
-        log.info("api call {method} session={session_id} transport={transport} "
-                 "outcome={outcome} in {duration_ms} ms", method=method,
-                 session_id=session or "-", transport=context.transport if context else "-",
+        log.info("api call {method} session={session_id} credential={credential} "
+                 "transport={transport} outcome={outcome} in {duration_ms} ms", method=method,
+                 session_id=session or "-", credential=_credential_name(context),
+                 transport=context.transport if context else "-",
                  outcome="ok" if code is None else f"error {code}", code=code,
                  duration_ms=duration_ms)
+
+
+def _credential_name(context: CallContext | None) -> str:
+    """Who called, for the log: `operator`, or the scope and ID of a session credential (the
+    ID names a credential without proving it; the secret is never known here)."""
+    credential = context.credential if context is not None else None
+    if credential is None:
+        return "-"
+    if credential.session_id is None:
+        return credential.scope.value
+    return f"{credential.scope.value}:{credential.id[:8]}"
 
 
 def _internal(request_id: object) -> Reply:

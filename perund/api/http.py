@@ -24,7 +24,9 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from perund.api.dispatcher import CallContext, Dispatcher, encode_json
+from perund.api.credentials import Credential, CredentialRegistry, Scope
+from perund.api.dispatcher import Dispatcher, encode_json
+from perund.api.method_spec import CallContext
 from perund.errors import InvalidConfig
 
 log = Logger(namespace="perund.api.http")
@@ -120,25 +122,33 @@ def bearer(header: bytes | None) -> bytes | None:
 
 # -- the request: verdicts before the body --------------------------------------------------------
 
+def credential_of(credentials: CredentialRegistry | None, request: Any) -> Credential | None:
+    """The credential a request's one `Authorization: Bearer` header proves, or None (no
+    header, two of them, or a token the node does not know)."""
+    header = request.requestHeaders.getRawHeaders(b"authorization")
+    if credentials is None or header is None or len(header) != 1:
+        return None
+    return credentials.authenticate(bearer(header[0]))
+
+
 class ApiRequest(Request):
-    """A request that decides about the token and the size as soon as the headers are in.
+    """A request that decides about the credential and the size as soon as the headers are in.
 
     Unauthorised or oversized bodies are discarded as they arrive (and cut off past
     `DISCARD_LIMIT`), so they cost no memory; the resource then answers 401 or 413.
     """
 
     authorized: bool = False
+    credential: Credential | None = None
     too_large: bool = False
     _discard: bool = False
     _received: int = 0
 
     def gotLength(self, length: int | None) -> None:
         site = self.channel.site  # type: ignore[attr-defined]
-        token: str | None = getattr(site, "api_token", None)
         max_body: int = getattr(site, "max_body", MAX_BODY)
-        header = self.requestHeaders.getRawHeaders(b"authorization")
-        self.authorized = token is not None and header is not None and len(header) == 1 \
-            and token_matches(token, bearer(header[0]))
+        self.credential = credential_of(getattr(site, "credentials", None), self)
+        self.authorized = self.credential is not None
         self.too_large = length is not None and length > max_body
         self._discard = not self.authorized or self.too_large
         if self._discard:
@@ -189,6 +199,10 @@ class MetricsResource(Resource):
     def render(self, request: Any) -> bytes:
         if not getattr(request, "authorized", False):
             return refuse_unauthorized(request)
+        credential: Credential | None = getattr(request, "credential", None)
+        if credential is None or credential.scope is not Scope.OPERATOR:
+            # Node-wide figures: the operator's, not a session user's.
+            return _refuse(request, 403, "the metrics need the operator's token")
         if request.method not in (b"GET", b"HEAD"):
             request.setHeader(b"allow", b"GET")
             return _refuse(request, 405, "use GET")
@@ -201,22 +215,23 @@ class RpcResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, dispatcher: Dispatcher, token: str, max_body: int = MAX_BODY) -> None:
+    def __init__(self, dispatcher: Dispatcher, credentials: CredentialRegistry,
+                 max_body: int = MAX_BODY) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves it untyped
         self._dispatcher = dispatcher
-        self._token = token
+        self._credentials = credentials
         self._max_body = max_body
 
-    def _authorized(self, request: Any) -> bool:
+    def _credential(self, request: Any) -> Credential | None:
         if isinstance(request, ApiRequest):
-            return request.authorized
+            return request.credential
         # Served by a plain Site (not make_site's): check the header here, still before the body.
-        header = request.getHeader(b"authorization")
-        return token_matches(self._token, bearer(header))
+        return credential_of(self._credentials, request)
 
     def render(self, request: Any) -> bytes | int:
-        """Check token, size, method and content type, then dispatch the body."""
-        if not self._authorized(request):
+        """Check the credential, size, method and content type, then dispatch the body."""
+        credential = self._credential(request)
+        if credential is None:
             return refuse_unauthorized(request)
         content: Any = request.content
         too_large = request.too_large if isinstance(request, ApiRequest) \
@@ -233,7 +248,7 @@ class RpcResource(Resource):
         finished: list[bool] = []
         request.notifyFinish().addBoth(lambda _: finished.append(True))
         done = Deferred.fromCoroutine(
-            self._dispatcher.dispatch_bytes(body, CallContext("http")))
+            self._dispatcher.dispatch_bytes(body, CallContext("http", credential=credential)))
         done.addCallbacks(lambda reply: self._reply(request, reply, finished),
                           lambda failure: self._failed(request, failure, finished))
         return NOT_DONE_YET

@@ -12,9 +12,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from perund.api.amounts import AmountError, Currencies
-from perund.api.dispatcher import CallContext, Method, Param
+from perund.api.credentials import Access, CredentialRegistry, Scope
 from perund.api.facade import NodeFacade
 from perund.api.hub import PROPOSALS, TOPICS, UPDATES, Hubs
+from perund.api.method_spec import CallContext, Method, Param
+from perund.api.openrpc import openrpc_document
 from perund.api.schema import (
     ADDRESS,
     ALIAS,
@@ -26,13 +28,14 @@ from perund.api.schema import (
     SECONDS,
     SESSION_ID,
     SUBSCRIPTION_ID,
+    TOKEN,
     UPDATE_ID,
     InvalidParams,
     Schema,
     nullable,
     obj,
-    openrpc_document,
 )
+from perund.api.token_methods import token_methods
 from perund.api.views import UPDATE_TYPES, ChannelView, Payment, PeerView
 from perund.channel.types import UINT64_MAX, Address
 from perund.contacts.book import COMM_TYPES, parse_account_address
@@ -47,6 +50,7 @@ from perund.errors import (
     ResourceExists,
     ResourceNotFound,
     TxTimedOut,
+    Unauthorized,
     UserResponseTimedOut,
 )
 
@@ -153,8 +157,10 @@ def _payments(raw: list[dict[str, Any]], currencies: Currencies) -> list[Payment
 Render = Callable[[Any], Any]
 
 
-def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs) -> list[Method]:
-    """Every method of the API (rpc.discover included), bound to `facade`."""
+def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
+                  credentials: CredentialRegistry) -> list[Method]:
+    """Every method of the API (rpc.discover included), bound to `facade`; session
+    credentials are minted by `session_open` and end with `session_close` in `credentials`."""
 
     def channel(value: ChannelView) -> Any:
         return value.to_json(currencies)
@@ -181,9 +187,12 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs) -> lis
     def method(name: str, summary: str, params: tuple[Param, ...], result: Schema,
                handler: Callable[[dict[str, Any], CallContext], Awaitable[Any]],
                render: Render = lambda value: value,
-               errors: tuple[type[PerundError], ...] = (), description: str = "") -> Method:
+               errors: tuple[type[PerundError], ...] = (), description: str = "", *,
+               access: Access) -> Method:
+        if access is not Access.ANYONE:
+            errors = (*errors, Unauthorized)
         return Method(name, summary, params, result, handler, render, description,
-                      errors=errors)
+                      errors=errors, access=access)
 
     # -- node --
     async def node_get_config(args: dict[str, Any], ctx: CallContext) -> Any:
@@ -197,15 +206,22 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs) -> lis
         opened = await facade.session_open(args["configFile"])
         # Same reactor turn as the session became ready: no notice can slip past the hub.
         hubs.attach(opened.session_id)
-        return opened
+        _, token = credentials.issue(opened.session_id.hex(), Scope.SESSION, "session_open")
+        return {**opened.to_json(currencies), "token": token}
 
     async def session_list(args: dict[str, Any], ctx: CallContext) -> Any:
-        return await facade.session_list()
+        sessions = await facade.session_list()
+        caller = ctx.credential
+        if caller is None or caller.session_id is None:
+            return sessions
+        # A session's credential sees its own session only: the others are other users'.
+        return [s for s in sessions if s.session_id.hex() == caller.session_id]
 
     async def session_close(args: dict[str, Any], ctx: CallContext) -> Any:
         session_id = _bytes(args, "sessionId")
         left = await facade.session_close(session_id, bool(args.get("force", False)))
         hubs.detach(session_id)
+        credentials.revoke_session(session_id.hex())
         return left
 
     async def session_add_peer(args: dict[str, Any], ctx: CallContext) -> Any:
@@ -287,18 +303,23 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs) -> lis
                     "version": {"type": "string"}, "responseTimeout": SECONDS},
                    ["chainUrl", "chainId", "adjudicator", "assets", "commTypes", "version",
                     "responseTimeout"]),
-               node_get_config, with_currencies),
+               node_get_config, with_currencies, access=Access.ANYONE),
         method("node_time", "The node's unix time in seconds; every expiry is on this clock.",
-               (), SECONDS, node_time),
+               (), SECONDS, node_time, access=Access.ANYONE),
         method("session_open", "Open the session of a session.yaml (a path on the node).",
                (Param("configFile", {"type": "string", "minLength": 1, "maxLength": 4096,
                                      "description": "path of the session.yaml on the node"}),),
                obj({"sessionId": SESSION_ID, "offChainAddress": ADDRESS,
-                    "onChainAddress": ADDRESS, "restoredChannels": _channel_list()},
-                   ["sessionId", "offChainAddress", "onChainAddress", "restoredChannels"]),
-               session_open, with_currencies, (InvalidConfig, ResourceExists)),
+                    "onChainAddress": ADDRESS, "restoredChannels": _channel_list(),
+                    "token": TOKEN},
+                   ["sessionId", "offChainAddress", "onChainAddress", "restoredChannels",
+                    "token"]),
+               session_open, errors=(InvalidConfig, ResourceExists), access=Access.OPERATOR,
+               description="Operator only. `token` is a credential for this session alone "
+                           "(docs/security.md): hand it to the session's user."),
         method("session_list", "The open sessions (after a restart the node opens again those "
-               "that were open, under new IDs).", (),
+               "that were open, under the same IDs); a session's credential sees its own only.",
+               (),
                {"type": "array", "items": obj({
                    "sessionId": SESSION_ID,
                    "configFile": {"type": "string", "description": "its session.yaml"},
@@ -307,11 +328,13 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs) -> lis
                                     "description": "channels not yet settled on-chain"}},
                    ["sessionId", "configFile", "offChainAddress", "onChainAddress",
                     "openChannels"])},
-               session_list, lambda sessions: [s.to_json() for s in sessions]),
+               session_list, lambda sessions: [s.to_json() for s in sessions],
+               access=Access.ANYONE),
         method("session_close", "Close a session; with open channels only when forced "
                "(they are restored at the next open).",
                (session, Param("force", BOOLEAN, required=False)), _channel_list(),
-               session_close, channels, (ResourceNotFound, FailedPrecondition)),
+               session_close, channels, (ResourceNotFound, FailedPrecondition),
+               access=Access.SESSION),
         method("session_addPeer", "Add a contact (stored; survives a restart).",
                (session, Param("peer", obj({
                    "alias": ALIAS, "offChainAddress": ADDRESS,
@@ -320,16 +343,18 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs) -> lis
                    "commType": {"type": "string", "enum": list(COMM_TYPES)}},
                    ["alias", "offChainAddress", "commAddress"]))),
                PEER_INFO, session_add_peer, PeerView.to_json,
-               (ResourceNotFound, ResourceExists, InvalidArgument)),
+               (ResourceNotFound, ResourceExists, InvalidArgument), access=Access.SESSION),
         method("session_getPeer", "One contact, by alias.", (session, Param("alias", ALIAS)),
-               PEER_INFO, session_get_peer, PeerView.to_json, (ResourceNotFound,)),
+               PEER_INFO, session_get_peer, PeerView.to_json, (ResourceNotFound,),
+               access=Access.SESSION_READ),
         method("session_listPeers", "Every contact of the session.", (session,),
                {"type": "array", "items": PEER_INFO}, session_list_peers,
-               lambda peers: [p.to_json() for p in peers], (ResourceNotFound,)),
+               lambda peers: [p.to_json() for p in peers], (ResourceNotFound,),
+               access=Access.SESSION_READ),
         method("session_balance", "On-chain balances of the session's on-chain account.",
                (session,), obj({"address": ADDRESS, "balances": {
                    "type": "object", "additionalProperties": AMOUNT}}, ["address", "balances"]),
-               session_balance, with_currencies, (ResourceNotFound,)),
+               session_balance, with_currencies, (ResourceNotFound,), access=Access.SESSION_READ),
         method("channel_open", "Propose a channel; returns once it is funded and open.",
                (session, Param("peer", PEER), Param("balances", open_balances),
                 Param("challengeDuration", {"type": "integer", "minimum": 1,
@@ -337,34 +362,37 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs) -> lis
                                             "description": "seconds; the node's default if "
                                                            "omitted"}, required=False)),
                CHANNEL_INFO, channel_open, channel,
-               (ResourceNotFound, InvalidArgument, PeerNotFunded, TxTimedOut, *peer_errors)),
+               (ResourceNotFound, InvalidArgument, PeerNotFunded, TxTimedOut, *peer_errors),
+               access=Access.SESSION),
         method("channel_respondProposal", "Accept (returns once funded and open) or reject "
                "(returns null) a pushed proposal before its expiry.",
                (session, Param("proposalId", PROPOSAL_ID), Param("accept", BOOLEAN)),
                nullable(CHANNEL_INFO), channel_respond_proposal,
                lambda value: None if value is None else value.to_json(currencies),
-               (ResourceNotFound, UserResponseTimedOut, PeerNotFunded, TxTimedOut)),
+               (ResourceNotFound, UserResponseTimedOut, PeerNotFunded, TxTimedOut),
+               access=Access.SESSION),
         method("channel_list", "The session's channels.", (session,), _channel_list(),
-               channel_list, channels, (ResourceNotFound,)),
+               channel_list, channels, (ResourceNotFound,), access=Access.SESSION_READ),
         method("channel_get", "One channel.", (session, channel_id), CHANNEL_INFO,
-               channel_get, channel, (ResourceNotFound,)),
+               channel_get, channel, (ResourceNotFound,), access=Access.SESSION_READ),
         method("channel_send", "Pay the peer or request payment (payee \"self\"), all in one "
                "update; returns once the peer signed it.",
                (session, channel_id, Param("payments", {
                    "type": "array", "items": payment, "minItems": 1,
                    "maxItems": MAX_PAYMENTS})),
                CHANNEL_INFO, channel_send, channel,
-               (ResourceNotFound, InvalidArgument, FailedPrecondition, *peer_errors)),
+               (ResourceNotFound, InvalidArgument, FailedPrecondition, *peer_errors),
+               access=Access.SESSION),
         method("channel_respondUpdate", "Accept or reject a pushed open/final update before "
                "its expiry.",
                (session, channel_id, Param("updateId", UPDATE_ID), Param("accept", BOOLEAN)),
                CHANNEL_INFO, channel_respond_update, channel,
-               (ResourceNotFound, UserResponseTimedOut, FailedPrecondition)),
+               (ResourceNotFound, UserResponseTimedOut, FailedPrecondition), access=Access.SESSION),
         method("channel_close", "Settle a channel (cooperatively; on-chain without the peer "
                "when forced); returns once concluded on-chain and paid out.",
                (session, channel_id, Param("force", BOOLEAN, required=False)),
                CHANNEL_INFO, channel_close, channel,
-               (ResourceNotFound, FailedPrecondition, TxTimedOut)),
+               (ResourceNotFound, FailedPrecondition, TxTimedOut), access=Access.SESSION),
         method("subscribe", "WebSocket only: receive pushes of a topic as "
                f"{NOTIFICATION_METHOD} notifications; returns the subscription ID.",
                (session, Param("topic", {"type": "string", "enum": list(TOPICS)}),
@@ -373,12 +401,13 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs) -> lis
                SUBSCRIPTION_ID, subscribe, errors=(ResourceNotFound, FailedPrecondition),
                description=f"{PROPOSALS} pushes proposal objects, {UPDATES} update objects; "
                            "notifications that arrived while nobody was subscribed are "
-                           "delivered right after this reply."),
+                           "delivered right after this reply.", access=Access.SESSION_READ),
         method("unsubscribe", "WebSocket only: end a subscription of this connection.",
                (Param("subscriptionId", SUBSCRIPTION_ID),), BOOLEAN, unsubscribe,
-               errors=(ResourceNotFound, FailedPrecondition)),
+               errors=(ResourceNotFound, FailedPrecondition), access=Access.ANYONE),
     ]
 
+    methods += token_methods(facade, credentials)
     discover_cache: list[dict[str, Any]] = []
 
     async def discover(args: dict[str, Any], ctx: CallContext) -> Any:
@@ -389,7 +418,8 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs) -> lis
         return discover_cache[0]
 
     methods.append(method("rpc.discover", "This OpenRPC document.", (),
-                          {"type": "object", "description": "an OpenRPC document"}, discover))
+                          {"type": "object", "description": "an OpenRPC document"}, discover,
+                          access=Access.ANYONE))
     return methods
 
 

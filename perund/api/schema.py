@@ -1,27 +1,21 @@
-"""JSON Schemas of the API, the small validator that enforces them, and the OpenRPC document.
+"""JSON Schemas of the API and the small validator that enforces them.
 
-`rpc.discover` publishes exactly the schemas the dispatcher validates params against, so the
-document cannot drift from the behaviour. The validator implements the subset of JSON Schema
-these schemas use (listed in `KEYWORDS`); `check_schema` refuses any other keyword, so a schema
-cannot silently mean more than what is enforced.
+`rpc.discover` (perund/api/openrpc.py) publishes exactly the schemas the dispatcher validates
+params against, so the document cannot drift from the behaviour. The validator implements the
+subset of JSON Schema these schemas use (listed in `KEYWORDS`); `check_schema` refuses any other
+keyword, so a schema cannot silently mean more than what is enforced.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from perund import __version__
 from perund.api.amounts import AMOUNT_PATTERN, MAX_AMOUNT_LENGTH
 
-if TYPE_CHECKING:
-    from perund.api.dispatcher import Method
-
 Schema = dict[str, Any]
-
-OPENRPC_VERSION = "1.2.6"
 
 KEYWORDS = frozenset({
     # enforced
@@ -63,6 +57,10 @@ CHANNEL_ID = hex_bytes(32, "a channel ID (32 bytes, 0x-hex)")
 PROPOSAL_ID = hex_bytes(32, "a channel proposal ID (32 bytes, 0x-hex)")
 UPDATE_ID = hex_bytes(32, "the ID of an update awaiting an answer (32 bytes, 0x-hex)")
 SUBSCRIPTION_ID = hex_bytes(16, "a subscription ID (16 bytes, 0x-hex)")
+TOKEN_ID = hex_bytes(16, "a session credential's ID (16 bytes, 0x-hex; not the credential)")
+TOKEN: Schema = {"type": "string", "pattern": r"^pdt_[0-9a-f]{32}_[A-Za-z0-9_-]{43}$",
+                 "description": "a session credential: send it as `Authorization: Bearer` "
+                                "(shown once; the node keeps only its hash)"}
 ADDRESS: Schema = {"type": "string", "pattern": ADDRESS_PATTERN,
                    "description": "an Ethereum address, 0x-hex (EIP-55 or one letter case)"}
 ALIAS: Schema = {"type": "string", "pattern": ALIAS_PATTERN,
@@ -205,41 +203,3 @@ def check_schema(schema: Mapping[str, Any], where: str = "") -> None:
         check_schema(schema["items"], f"{where}[]")
     if isinstance(schema.get("additionalProperties"), Mapping):
         check_schema(schema["additionalProperties"], f"{where}.*")
-
-
-# -- the OpenRPC document -------------------------------------------------------------------------
-
-def params_schema(method: Method) -> Schema:
-    """The object schema of a method's params by name (what the dispatcher validates)."""
-    return obj({p.name: p.schema for p in method.params},
-               [p.name for p in method.params if p.required])
-
-
-def openrpc_document(methods: Sequence[Method], *, title: str = "perund",
-                     description: str = "") -> dict[str, Any]:
-    """The OpenRPC 1.x document describing `methods`: params, results and errors."""
-    entries = []
-    for method in sorted(methods, key=lambda m: m.name):
-        entry: dict[str, Any] = {
-            "name": method.name,
-            "summary": method.summary,
-            "paramStructure": "either",
-            "params": [
-                {"name": p.name, "required": p.required, "schema": p.schema,
-                 **({"description": p.description} if p.description else {})}
-                for p in method.params
-            ],
-            "result": {"name": method.result_name, "schema": method.result},
-        }
-        if method.description:
-            entry["description"] = method.description
-        errors = [{"code": -32602, "message": "Invalid params"}]
-        errors += [{"code": e.code, "message": e.__name__} for e in method.errors]
-        entry["errors"] = errors
-        entries.append(entry)
-    return {
-        "openrpc": OPENRPC_VERSION,
-        "info": {"title": title, "version": __version__,
-                 **({"description": description} if description else {})},
-        "methods": entries,
-    }

@@ -10,6 +10,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from perund.api.amounts import Currencies
+from perund.api.credentials import CredentialRegistry
 from perund.api.dispatcher import Dispatcher, encode_json
 from perund.api.facade import NodeFacade
 from perund.api.http import (
@@ -47,32 +48,39 @@ class ApiSite(Site):
 
     requestFactory = ApiRequest
 
-    def __init__(self, root: Resource, *, token: str, max_body: int, dispatcher: Dispatcher,
-                 hubs: Hubs) -> None:
+    def __init__(self, root: Resource, *, credentials: CredentialRegistry, max_body: int,
+                 dispatcher: Dispatcher, hubs: Hubs) -> None:
         super().__init__(root)  # type: ignore[no-untyped-call]  # no logPath: no access log, whose URIs could carry ?token=
-        self.api_token = token
+        self.credentials = credentials
         self.max_body = max_body
         self.dispatcher = dispatcher
         self.hubs = hubs
 
 
-def make_site(facade: NodeFacade, token: str, *, reactor: IReactorTime,
+def make_site(facade: NodeFacade, credentials: CredentialRegistry | str, *,
+              reactor: IReactorTime,
               currencies: Currencies | None = None, max_body: int = MAX_BODY,
               max_batch: int = 100, closed_ttl: float = 3600.0,
               metrics: Metrics | None = None,
               render_metrics: Callable[[], str] | None = None) -> ApiSite:
     """The API on one Site: `POST /rpc` and `GET /ws` (and, given `render_metrics`,
-    `GET /metrics`), all behind `token`. API calls are counted in `metrics`."""
+    `GET /metrics`), all behind `credentials` (or, given a string, the operator's token alone,
+    with session credentials kept in memory). API calls are counted in `metrics`."""
+    if isinstance(credentials, str):
+        clock: Any = reactor  # zope interfaces do not type-check as protocols
+        credentials = CredentialRegistry(credentials, clock=clock.seconds)
     table = currencies if currencies is not None else Currencies()
     hubs = Hubs(facade, reactor, closed_ttl=closed_ttl)
-    dispatcher = Dispatcher(build_methods(facade, table, hubs), reactor, max_batch=max_batch,
-                            metrics=metrics)
+    dispatcher = Dispatcher(build_methods(facade, table, hubs, credentials), reactor,
+                            max_batch=max_batch, metrics=metrics, credentials=credentials)
     root: Any = _Root()  # Any: Resource's zope interfaces do not type-check without mypy-zope
-    root.putChild(b"rpc", RpcResource(dispatcher, token, max_body))
-    root.putChild(b"ws", WebSocketEntry(ApiSocketFactory(dispatcher, table, max_body), token))
+    root.putChild(b"rpc", RpcResource(dispatcher, credentials, max_body))
+    root.putChild(b"ws", WebSocketEntry(ApiSocketFactory(dispatcher, table, credentials,
+                                                         reactor, max_body)))
     if render_metrics is not None:
         root.putChild(b"metrics", MetricsResource(render_metrics))
-    site = ApiSite(root, token=token, max_body=max_body, dispatcher=dispatcher, hubs=hubs)
+    site = ApiSite(root, credentials=credentials, max_body=max_body, dispatcher=dispatcher,
+                   hubs=hubs)
     site_any: Any = site
     site_any.displayTracebacks = False
     return site

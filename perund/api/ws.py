@@ -20,9 +20,11 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from perund.api.amounts import Currencies
-from perund.api.dispatcher import CallContext, Dispatcher, encode_json
-from perund.api.http import MAX_BODY, ApiRequest, bearer, refuse_unauthorized, token_matches
+from perund.api.credentials import Credential, CredentialRegistry
+from perund.api.dispatcher import Dispatcher, encode_json
+from perund.api.http import MAX_BODY, ApiRequest, bearer, refuse_unauthorized
 from perund.api.hub import ClientSubscriptions
+from perund.api.method_spec import CallContext
 from perund.api.methods import NOTIFICATION_METHOD
 from perund.api.views import Notification, Withdrawn
 
@@ -33,17 +35,20 @@ class ApiSocket(WebSocketServerProtocol):
     """One WebSocket client: requests in, replies and pushes out."""
 
     factory: ApiSocketFactory
+    credential: Credential | None = None
+    """Who authenticated the upgrade; every message is called as them."""
 
     def onOpen(self) -> None:
         self.subscriptions = ClientSubscriptions(self._push)
         self.open = True
+        self.factory.opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         handled = Deferred.fromCoroutine(self._handle(payload))
         handled.addErrback(self._failed)
 
     async def _handle(self, payload: bytes) -> None:
-        context = CallContext("ws", self.subscriptions)
+        context = CallContext("ws", self.subscriptions, self.credential)
         reply = await self.factory.dispatcher.dispatch_bytes(payload, context)
         if not self.open:
             self.subscriptions.close()
@@ -66,9 +71,21 @@ class ApiSocket(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.open = False
+        self.factory.closed(self)
         subscriptions = getattr(self, "subscriptions", None)
         if subscriptions is not None:
             subscriptions.close()
+
+    def credential_revoked(self) -> None:
+        """Its credential ended (revoked, or its session closed): end the connection, after
+        the reply in flight (the revoking call's own, say) has gone out."""
+        if self.open:
+            self.open = False
+            subscriptions = getattr(self, "subscriptions", None)
+            if subscriptions is not None:
+                subscriptions.close()
+            self.sendClose(code=CLOSE_REVOKED,
+                           reason="the credential of this connection was revoked")
 
 
 class ApiSocketFactory(WebSocketServerFactory):
@@ -77,10 +94,17 @@ class ApiSocketFactory(WebSocketServerFactory):
     protocol = ApiSocket  # type: ignore[assignment]  # Twisted's Factory types it narrowly
 
     def __init__(self, dispatcher: Dispatcher, currencies: Currencies,
+                 credentials: CredentialRegistry, reactor: Any,
                  max_message: int = MAX_BODY, ping_interval: float = 30.0) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # autobahn is untyped
         self.dispatcher = dispatcher
         self.currencies = currencies
+        self.credentials = credentials
+        self._reactor = reactor
+        self.upgrading: Credential | None = None
+        """The credential of the upgrade being handed over (set only during that call)."""
+        self._sockets: dict[str, set[ApiSocket]] = {}
+        credentials.on_revoked(self._revoked)
         # A dead peer is noticed by pings (its subscriptions end); messages are as bounded as
         # HTTP bodies.
         self.setProtocolOptions(  # type: ignore[no-untyped-call]
@@ -88,28 +112,65 @@ class ApiSocketFactory(WebSocketServerFactory):
             autoPingInterval=ping_interval, autoPingTimeout=ping_interval)
 
 
+    def buildProtocol(self, addr: Any) -> Any:
+        """A socket carrying the credential its upgrade was authenticated with."""
+        protocol: Any = super().buildProtocol(addr)
+        protocol.credential = self.upgrading
+        return protocol
+
+    def opened(self, socket: ApiSocket) -> None:
+        """Track `socket` under its credential, to close it should that end."""
+        if socket.credential is not None:
+            self._sockets.setdefault(socket.credential.id, set()).add(socket)
+
+    def closed(self, socket: ApiSocket) -> None:
+        """Stop tracking `socket`."""
+        if socket.credential is not None:
+            sockets = self._sockets.get(socket.credential.id)
+            if sockets is not None:
+                sockets.discard(socket)
+                if not sockets:
+                    del self._sockets[socket.credential.id]
+
+    def _revoked(self, credential: Credential) -> None:
+        for socket in list(self._sockets.get(credential.id, ())):
+            self._reactor.callLater(0, socket.credential_revoked)
+
+
+CLOSE_REVOKED = 4401
+"""WebSocket close code when the connection's credential ends (4000-4999: the application's)."""
+
+
 class WebSocketEntry(Resource):
     """`/ws`: checks the token, then hands the connection to Autobahn."""
 
     isLeaf = True
 
-    def __init__(self, factory: ApiSocketFactory, token: str) -> None:
+    def __init__(self, factory: ApiSocketFactory) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves it untyped
-        self._token = token
+        self._factory = factory
         self._upgrade: Any = WebSocketResource(factory)  # type: ignore[no-untyped-call]
 
     def render(self, request: Any) -> bytes | int:
         """Upgrade an authorised request; 401 otherwise."""
-        if not self._authorized(request):
+        credential = self._credential(request)
+        if credential is None:
             return refuse_unauthorized(request)
-        result: bytes | int = self._upgrade.render(request)
+        self._factory.upgrading = credential
+        try:
+            result: bytes | int = self._upgrade.render(request)
+        finally:
+            self._factory.upgrading = None
         return result
 
-    def _authorized(self, request: Any) -> bool:
-        if isinstance(request, ApiRequest) and request.authorized:
-            return True
-        if token_matches(self._token, bearer(request.getHeader(b"authorization"))):
-            return True
+    def _credential(self, request: Any) -> Credential | None:
+        if isinstance(request, ApiRequest) and request.credential is not None:
+            return request.credential
+        credentials = self._factory.credentials
+        credential = credentials.authenticate(bearer(request.getHeader(b"authorization")))
+        if credential is not None:
+            return credential
         offered = (request.args or {}).get(b"token")
-        return offered is not None and len(offered) == 1 and token_matches(self._token,
-                                                                           offered[0])
+        if offered is None or len(offered) != 1:
+            return None
+        return credentials.authenticate(offered[0])

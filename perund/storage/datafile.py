@@ -156,12 +156,15 @@ def fsync_dir(path: str) -> None:
     _fsync_path(path, os.O_RDONLY | os.O_DIRECTORY)
 
 
-def replace_file(path: str | os.PathLike[str], data: bytes) -> None:
+def replace_file(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
     """Replace the small file `path` by `data`: after any crash it holds the old or the new
-    content, whole (written beside it, fsynced, renamed over it, the directory fsynced)."""
+    content, whole (written beside it, fsynced, renamed over it, the directory fsynced). The
+    file gets `mode` (node state is its owner's alone by default)."""
     target = os.fspath(path)
     tmp = target + ".tmp"
-    with open(tmp, "wb") as out:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    with open(fd, "wb") as out:
+        os.fchmod(fd, mode)  # an older .tmp keeps its mode through O_CREAT
         out.write(data)
         out.flush()
         os.fsync(out.fileno())

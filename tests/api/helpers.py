@@ -12,12 +12,16 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from perund.api.amounts import Currencies, Currency
-from perund.api.dispatcher import CallContext, Dispatcher
+from perund.api.credentials import OPERATOR, CredentialRegistry
+from perund.api.dispatcher import Dispatcher
 from perund.api.hub import Hubs
+from perund.api.method_spec import CallContext
 from perund.api.methods import build_methods
 from perund.channel.types import to_address
 from tests.api.memfacade import MemoryNode
 
+OPERATOR_TOKEN = "operator-token-0123456789"
+AS_OPERATOR = CallContext("http", credential=OPERATOR)
 TOKEN_ASSET = to_address("0x" + "70" * 20)
 USDC = Currency("USDC", TOKEN_ASSET, 6)
 
@@ -41,17 +45,20 @@ class Api:
         self.node = MemoryNode(self.clock)
         self.currencies = Currencies([USDC])
         self.hubs = Hubs(self.node, self.clock)
-        self.dispatcher = Dispatcher(build_methods(self.node, self.currencies, self.hubs),
-                                     self.clock)
+        self.credentials = CredentialRegistry(OPERATOR_TOKEN, clock=self.clock.seconds)
+        self.dispatcher = Dispatcher(
+            build_methods(self.node, self.currencies, self.hubs, self.credentials), self.clock,
+            credentials=self.credentials)
         self._ids = 0
 
     def raw(self, message: Any, context: CallContext | None = None) -> Any:
-        """Dispatch a parsed message; the parsed reply."""
-        return now(self.dispatcher.dispatch(message, context))
+        """Dispatch a parsed message (as the operator unless `context` says otherwise); the
+        parsed reply."""
+        return now(self.dispatcher.dispatch(message, context or AS_OPERATOR))
 
     def raw_bytes(self, body: bytes) -> Any:
-        """Dispatch raw bytes; the parsed reply (None for no reply)."""
-        reply = now(self.dispatcher.dispatch_bytes(body))
+        """Dispatch raw bytes as the operator; the parsed reply (None for no reply)."""
+        reply = now(self.dispatcher.dispatch_bytes(body, AS_OPERATOR))
         return None if reply is None else json.loads(reply)
 
     def reply(self, method: str, params: Any = None,

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from perund.api.dispatcher import CallContext
+from perund.api.credentials import OPERATOR
 from perund.api.hub import PROPOSALS, UPDATES, ClientSubscriptions, SessionHub
+from perund.api.method_spec import CallContext
 from perund.api.views import (
     AssetBalance,
     ChannelView,
@@ -207,7 +208,7 @@ def test_subscribe_through_the_api_gets_what_arrived_before() -> None:
     earlier = api.node.propose(raw, "bob", {ETH: (1, 2)})  # hub attached at session_open
     pushed: list[tuple[str, Notification]] = []
     client = ClientSubscriptions(lambda sid, note: pushed.append((sid, note)))
-    context = CallContext("ws", client)
+    context = CallContext("ws", client, OPERATOR)
     sub = api.call("subscribe", {"sessionId": session, "topic": "proposals"}, context)
     client.release()
     assert pushed == [(sub, earlier)]

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from perund.api.dispatcher import CallContext, Dispatcher, Method, Param
+from perund.api.dispatcher import Dispatcher
+from perund.api.method_spec import CallContext, Method, Param
 from perund.errors import Internal, ResourceNotFound, StoreError
-from tests.api.helpers import now
+from tests.api.helpers import AS_OPERATOR, now
 
 NUMBER = {"type": "integer"}
 called: list[str] = []
@@ -65,8 +66,13 @@ def rpc() -> Dispatcher:
     return Dispatcher(METHODS, Clock())
 
 
+def dispatch(rpc: Dispatcher, message: Any) -> Any:
+    """The reply to a parsed message, called as the operator."""
+    return now(rpc.dispatch(message, AS_OPERATOR))
+
+
 def send(rpc: Dispatcher, text: str) -> Any:
-    reply = now(rpc.dispatch_bytes(text.encode()))
+    reply = now(rpc.dispatch_bytes(text.encode(), AS_OPERATOR))
     return None if reply is None else json.loads(reply)
 
 
@@ -173,7 +179,7 @@ def test_batch_of_notifications_has_no_reply(rpc: Dispatcher) -> None:
     b"",
 ])
 def test_more_parse_errors(rpc: Dispatcher, body: bytes) -> None:
-    reply = json.loads(now(rpc.dispatch_bytes(body)))
+    reply = json.loads(now(rpc.dispatch_bytes(body, AS_OPERATOR)))
     assert reply["error"]["code"] == -32700 and reply["id"] is None
     assert called == []
 
@@ -190,7 +196,7 @@ def test_more_parse_errors(rpc: Dispatcher, body: bytes) -> None:
 ])
 def test_invalid_requests_echo_a_readable_id(rpc: Dispatcher, request_: Any, reply_id: Any,
                                              says: str) -> None:
-    reply = now(rpc.dispatch(request_))
+    reply = dispatch(rpc, request_)
     assert reply["id"] == reply_id
     assert reply["error"]["code"] == -32600 and says in reply["error"]["data"]["requirement"]
     assert called == []
@@ -198,62 +204,62 @@ def test_invalid_requests_echo_a_readable_id(rpc: Dispatcher, request_: Any, rep
 
 def test_ids_of_every_allowed_kind_are_echoed(rpc: Dispatcher) -> None:
     for request_id in ("abc", 12, 1.5, None):
-        reply = now(rpc.dispatch({"jsonrpc": "2.0", "method": "get_data", "id": request_id}))
+        reply = dispatch(rpc, {"jsonrpc": "2.0", "method": "get_data", "id": request_id})
         assert reply["id"] == request_id and reply["result"] == ["hello", 5]
 
 
 def test_invalid_params_name_the_field(rpc: Dispatcher) -> None:
-    reply = now(rpc.dispatch({"jsonrpc": "2.0", "method": "subtract", "params": [1], "id": 1}))
+    reply = dispatch(rpc, {"jsonrpc": "2.0", "method": "subtract", "params": [1], "id": 1})
     assert reply["error"] == {"code": -32602, "message": "Invalid params",
                               "data": {"field": "subtrahend", "requirement": "is required"}}
-    reply = now(rpc.dispatch({"jsonrpc": "2.0", "method": "subtract", "params": [1, 2, 3],
-                              "id": 1}))
+    reply = dispatch(rpc, {"jsonrpc": "2.0", "method": "subtract", "params": [1, 2, 3],
+                              "id": 1})
     assert reply["error"]["data"]["field"] == "params"
-    reply = now(rpc.dispatch({"jsonrpc": "2.0", "method": "subtract",
-                              "params": {"minuend": 1, "subtrahend": "2"}, "id": 1}))
+    reply = dispatch(rpc, {"jsonrpc": "2.0", "method": "subtract",
+                              "params": {"minuend": 1, "subtrahend": "2"}, "id": 1})
     assert reply["error"]["data"] == {"field": "subtrahend", "requirement": "must be an integer"}
-    reply = now(rpc.dispatch({"jsonrpc": "2.0", "method": "get_data", "params": {"x": 1},
-                              "id": 1}))
+    reply = dispatch(rpc, {"jsonrpc": "2.0", "method": "get_data", "params": {"x": 1},
+                              "id": 1})
     assert reply["error"]["data"]["field"] == "x"
     assert called == []
 
 
 def test_params_may_be_omitted_empty_or_either_structure(rpc: Dispatcher) -> None:
     for params in ([], {}):
-        reply = now(rpc.dispatch({"jsonrpc": "2.0", "method": "get_data", "params": params,
-                                  "id": 1}))
+        reply = dispatch(rpc, {"jsonrpc": "2.0", "method": "get_data", "params": params,
+                                  "id": 1})
         assert reply["result"] == ["hello", 5]
 
 
 def test_application_errors_carry_code_message_and_data(rpc: Dispatcher) -> None:
-    reply = now(rpc.dispatch({"jsonrpc": "2.0", "method": "missing", "id": 1}))
+    reply = dispatch(rpc, {"jsonrpc": "2.0", "method": "missing", "id": 1})
     assert reply["error"] == {"code": 201, "message": "no such channel",
                               "data": {"category": "client", "type": "channel", "id": "0x01"}}
 
 
 @pytest.mark.parametrize("method", ["boom", "store"])
 def test_bugs_are_401_without_details(rpc: Dispatcher, method: str) -> None:
-    reply = now(rpc.dispatch({"jsonrpc": "2.0", "method": method, "id": 1}))
+    reply = dispatch(rpc, {"jsonrpc": "2.0", "method": method, "id": 1})
     assert reply["error"] == {"code": Internal.code, "message": "internal error",
                               "data": {"category": "internal"}}
     assert "secret" not in json.dumps(reply) and "/var/lib" not in json.dumps(reply)
 
 
 def test_a_result_that_cannot_be_rendered_is_32603_for_that_call_only(rpc: Dispatcher) -> None:
-    reply = now(rpc.dispatch([{"jsonrpc": "2.0", "method": "unrenderable", "id": 1},
-                              {"jsonrpc": "2.0", "method": "get_data", "id": 2}]))
+    reply = dispatch(rpc, [{"jsonrpc": "2.0", "method": "unrenderable", "id": 1},
+                              {"jsonrpc": "2.0", "method": "get_data", "id": 2}])
     assert reply[0]["error"] == {"code": -32603, "message": "Internal error"}
     assert reply[1]["result"] == ["hello", 5]
 
 
 def test_failing_notifications_stay_silent(rpc: Dispatcher) -> None:
-    assert now(rpc.dispatch({"jsonrpc": "2.0", "method": "boom"})) is None
-    assert now(rpc.dispatch({"jsonrpc": "2.0", "method": "subtract", "params": [1]})) is None
+    assert dispatch(rpc, {"jsonrpc": "2.0", "method": "boom"}) is None
+    assert dispatch(rpc, {"jsonrpc": "2.0", "method": "subtract", "params": [1]}) is None
 
 
 def test_batches_are_bounded(rpc: Dispatcher) -> None:
-    reply = now(rpc.dispatch([{"jsonrpc": "2.0", "method": "get_data", "id": i}
-                              for i in range(rpc.max_batch + 1)]))
+    reply = dispatch(rpc, [{"jsonrpc": "2.0", "method": "get_data", "id": i}
+                              for i in range(rpc.max_batch + 1)])
     assert reply["error"]["code"] == -32600 and reply["id"] is None
     assert called == []
 
@@ -264,9 +270,9 @@ def test_every_call_is_logged_once_without_params(rpc: Dispatcher) -> None:
     seen: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(seen.append)
     try:
-        now(rpc.dispatch([{"jsonrpc": "2.0", "method": "subtract", "params": [42, 23], "id": 1},
+        dispatch(rpc, [{"jsonrpc": "2.0", "method": "subtract", "params": [42, 23], "id": 1},
                           {"jsonrpc": "2.0", "method": "missing", "id": 2},
-                          {"jsonrpc": "2.0", "method": "nope\nfake log line", "id": 3}]))
+                          {"jsonrpc": "2.0", "method": "nope\nfake log line", "id": 3}])
     finally:
         globalLogPublisher.removeObserver(seen.append)
     calls = [e for e in seen if e.get("log_namespace") == "perund.api"

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from perund.api.dispatcher import CallContext
+from perund.api.credentials import OPERATOR
+from perund.api.method_spec import CallContext
 from perund.api.schema import validate
 from perund.channel.types import ETH
 from perund.errors import UserResponseTimedOut
@@ -202,5 +203,5 @@ def test_subscriptions_need_a_websocket(api: Api) -> None:
     error = api.error("subscribe", {"sessionId": session, "topic": "proposals"})
     assert error["code"] == 204 and error["data"]["transport"] == "http"
     error = api.error("subscribe", {"sessionId": session, "topic": "nonsense"},
-                      CallContext("ws", None))
+                      CallContext("ws", None, OPERATOR))
     assert error["code"] == -32602 and error["data"]["field"] == "topic"

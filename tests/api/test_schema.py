@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
+from perund.api.openrpc import params_schema
 from perund.api.schema import (
     CHANNEL_ID,
     InvalidParams,
     check_schema,
     nullable,
     obj,
-    params_schema,
     validate,
 )
 from tests.api.helpers import Api
@@ -106,7 +106,8 @@ def test_rpc_discover_describes_every_method_with_the_schemas_in_force() -> None
                 "session_addPeer", "session_getPeer", "session_listPeers", "session_balance",
                 "channel_open", "channel_respondProposal", "channel_list", "channel_get",
                 "channel_send", "channel_respondUpdate", "channel_close", "subscribe",
-                "unsubscribe", "rpc.discover"}
+                "unsubscribe", "rpc.discover", "session_createToken", "session_listTokens",
+                "session_revokeToken", "session_rotateToken"}
     assert set(served) == expected
     for name, entry in described.items():
         method = served[name]
