@@ -36,6 +36,8 @@ MAX_LABEL: Final = 64
 MAX_PER_SESSION: Final = 32
 """Credentials one session may hold at once: minting is cheap, the node's state file is not."""
 OPERATOR_ID: Final = "operator"
+CLOSE_REVOKED: Final = 4401
+"""WebSocket close code when the connection's credential ends (4000-4999: the application's)."""
 
 
 class Scope(enum.Enum):

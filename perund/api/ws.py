@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from perund.api.amounts import Currencies
-from perund.api.credentials import Credential, CredentialRegistry
+from perund.api.credentials import CLOSE_REVOKED, Credential, CredentialRegistry
 from perund.api.dispatcher import Dispatcher, encode_json
 from perund.api.http import MAX_BODY, ApiRequest, bearer, refuse_unauthorized
 from perund.api.hub import ClientSubscriptions
@@ -135,10 +135,6 @@ class ApiSocketFactory(WebSocketServerFactory):
     def _revoked(self, credential: Credential) -> None:
         for socket in list(self._sockets.get(credential.id, ())):
             self._reactor.callLater(0, socket.credential_revoked)
-
-
-CLOSE_REVOKED = 4401
-"""WebSocket close code when the connection's credential ends (4000-4999: the application's)."""
 
 
 class WebSocketEntry(Resource):

@@ -16,9 +16,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 
 from perund.api.amounts import Currencies
-from perund.api.credentials import TOKEN_PREFIX
+from perund.api.credentials import CLOSE_REVOKED, TOKEN_PREFIX
 from perund.api.site import make_site
-from perund.api.ws import CLOSE_REVOKED
 from perund.errors import Unauthorized
 from perund.metrics import Metrics
 from tests.api.helpers import USDC

@@ -57,9 +57,10 @@ def test_two_users_in_the_shell(two_daemons: tuple[Daemon, Daemon], anvil_setup:
             child.expect("perund>")
             child.sendline(f"session open {files[name]}")
             child.expect(rf"session (0x[0-9a-f]{{32}}) \({name}\) is open")
-            # The last line of its report. (The prompt, now "{name}>", may be drawn before the
+            # The last lines of its report. (The prompt, now "{name}>", may be drawn before the
             # report when the node is slow to answer: the shell does not wait for it.)
             child.expect(r"channels\s+none restored")
+            child.expect(r"credential\s+this shell acts with the session's own credential")
         alice_start, bob_start = on_chain(alice), on_chain(bob)
 
         # Tab completes the peer's alias.
@@ -121,14 +122,12 @@ def test_two_users_in_the_shell(two_daemons: tuple[Daemon, Daemon], anvil_setup:
         alice.sendline("channel list")
         alice.expect(rf"{channel[:10]}…\s+bob\s+closed\s+\d+\s+1\.25 ETH\s+0\.75 ETH")
 
-        # bob's node restarts and opens bob's session again by itself, under a new ID: his
-        # shell reconnects and goes on in it.
+        # bob's node restarts and opens bob's session again by itself, under the same ID and
+        # with bob's credential: his shell reconnects and goes on in it.
         bob_node.stop()
         bob.expect("the node's WebSocket closed: no pushes until it is back; reconnecting")
         bob_node.start()
         bob.expect("reconnected to the node's WebSocket")
-        bob.expect(r"the node restarted; session 0x[0-9a-f]{32} \(bob\) is open again: "
-                   r"using it")
         bob.sendline("channel list")
         bob.expect(rf"{channel[:10]}…\s+alice\s+closed")
         for child in (alice, bob):

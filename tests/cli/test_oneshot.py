@@ -191,3 +191,61 @@ def test_one_shot_commands(one_daemon: Daemon, anvil_setup: Generated, tmp_path:
     closed = run(a, "session", "close")
     assert closed.returncode == 0 and closed.stdout == f"session {alice} is closed\n"
     one_error(run(a, "channel", "list"), 1, f"session {alice} not found \\(201\\)")
+
+
+@pytest.mark.anvil
+def test_session_credentials_from_the_cli(one_daemon: Daemon, anvil_setup: Generated,
+                                          tmp_path: Path) -> None:
+    """The operator opens the sessions and hands each user its own credential; a user's
+    credential finds its session by itself and reaches nothing of the other user's."""
+    operator = cli_env(one_daemon, tmp_path)
+    files = {u.name: str(u.session_file) for u in anvil_setup.users}
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a token\n")
+    refused = run(operator, "session", "open", files["alice"], "--token-out", str(notes))
+    assert refused.returncode == 2 and "does not hold a token" in refused.stderr
+    assert notes.read_text() == "not a token\n"
+    assert run(operator, "session", "list").stdout == "no session is open on the node\n"
+
+    alice_file = tmp_path / "alice.token"
+    opened = run(operator, "session", "open", files["alice"], "--token-out", str(alice_file))
+    assert opened.returncode == 0, opened.stderr
+    assert f"written to {alice_file}" in opened.stdout
+    assert alice_file.stat().st_mode & 0o777 == 0o600
+    bob_session = json.loads(run(operator, "--json", "session", "open", files["bob"]).stdout)
+    assert bob_session["token"].startswith("pdt_")
+
+    alice = dict(operator, PERUND_TOKEN_FILE=str(alice_file))
+    balance = run(alice, "balance")  # no --session: the credential's own
+    assert balance.returncode == 0 and re.search(r"^ETH\s+\d", balance.stdout, re.M)
+    listed = json.loads(run(alice, "--json", "session", "list").stdout)
+    assert [s["configFile"] for s in listed] == [files["alice"]]
+    one_error(run(alice, "--session", bob_session["sessionId"], "channel", "list"), 1,
+              r"this credential belongs to another session \(501\)")
+    one_error(run(alice, "session", "open", files["bob"]), 1,
+              r"session_open needs the operator's token \(501\)")
+
+    dashboard = tmp_path / "dashboard.token"
+    minted = run(alice, "token", "create", "--read", "--label", "dashboard",
+                 "--out", str(dashboard))
+    assert minted.returncode == 0 and "minted read credential" in minted.stdout
+    reader = dict(operator, PERUND_TOKEN_FILE=str(dashboard))
+    assert run(reader, "channel", "list").stdout == "no channels\n"
+    one_error(run(reader, "peer", "add", "carol", "0x" + "c0" * 20, "127.0.0.1:5003"), 1,
+              r"session_addPeer needs a session credential; this one is read-only \(501\)")
+    tokens = run(alice, "token", "list").stdout
+    assert re.search(r"^0x[0-9a-f]{8}…?\S*\s+read\s+dashboard\s", tokens, re.M), tokens
+
+    # Rotating replaces the token in its file; the old one is refused from then on.
+    old = alice_file.read_text()
+    rotated = run(alice, "token", "rotate", "--out", str(alice_file))
+    assert rotated.returncode == 0, rotated.stderr
+    assert alice_file.read_text() != old
+    one_error(run(dict(operator, PERUND_TOKEN=old.strip()), "balance"), 4,
+              r"the node at .* refused the API token.*")
+    assert run(alice, "balance").returncode == 0
+
+    dashboard_id = json.loads(run(alice, "--json", "token", "list").stdout)
+    read_id = next(t["tokenId"] for t in dashboard_id if t["scope"] == "read")
+    assert run(alice, "token", "revoke", read_id[:10]).returncode == 0
+    one_error(run(reader, "channel", "list"), 4, r"the node at .* refused the API token.*")

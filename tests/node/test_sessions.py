@@ -17,6 +17,7 @@ import yaml
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
+from perund.api.credentials import Scope
 from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest
@@ -150,15 +151,27 @@ async def test_a_restarted_node_opens_its_sessions_again(anvil_setup: Generated)
         return service
 
     first = await started()
-    await first.open_session(alice_file)
+    alice_id = (await first.open_session(alice_file)).id
     bob = await first.open_session(bob_file)
+    assert first.credentials is not None
+    _, alice_token = first.credentials.issue(alice_id, Scope.SESSION, "phone")
+    _, bob_token = first.credentials.issue(bob.id, Scope.READ)
     await first.close_session(bob.id, force=True)  # bob's user closed his
+    assert first.credentials.authenticate(bob_token) is None
     await first.stopService()
+    assert alice_token not in first.sessions_file.read_text()  # digests only
+    assert first.sessions_file.stat().st_mode & 0o077 == 0
 
     second = await started()
     try:
         (alice,) = second.sessions.values()
         assert alice.config.path.resolve() == anvil_setup.users[0].session_file.resolve()
+        assert alice.id == alice_id  # the same ID: clients and credentials go on working
+        assert second.credentials is not None
+        credential = second.credentials.authenticate(alice_token)
+        assert credential is not None and credential.session_id == alice_id
+        assert credential.label == "phone"
+        assert second.credentials.authenticate(bob_token) is None
         with pytest.raises(ResourceExists) as again:
             await second.open_session(alice_file)
         assert again.value.data["id"] == "0x" + alice.id
@@ -171,6 +184,47 @@ async def test_a_restarted_node_opens_its_sessions_again(anvil_setup: Generated)
     third = await started()
     try:
         assert third.sessions == {}
+    finally:
+        await third.stopService()
+
+
+@pytest.mark.anvil
+@pytest_twisted.ensureDeferred
+async def test_a_session_that_cannot_reopen_stays_remembered(anvil_setup: Generated) -> None:
+    """A session whose files are missing at start is not forgotten when another session opens
+    or closes: it opens again, with its ID and credentials, once its files are back."""
+    config = load_node_config(anvil_setup.node_config)
+    alice_file = anvil_setup.users[0].session_file
+    bob_file = str(anvil_setup.users[1].session_file)
+
+    async def started() -> NodeService:
+        service = NodeService(reactor, config)
+        service.startService()
+        await service.ready
+        return service
+
+    first = await started()
+    alice_id = (await first.open_session(str(alice_file))).id
+    assert first.credentials is not None
+    _, token = first.credentials.issue(alice_id, Scope.SESSION)
+    await first.stopService()
+
+    hidden = alice_file.with_name("hidden.yaml")
+    alice_file.rename(hidden)
+    second = await started()
+    try:
+        assert second.sessions == {}
+        bob = await second.open_session(bob_file)  # rewrites the record
+        await second.close_session(bob.id, force=True)
+    finally:
+        await second.stopService()
+
+    hidden.rename(alice_file)
+    third = await started()
+    try:
+        (alice,) = third.sessions.values()
+        assert alice.id == alice_id
+        assert third.credentials is not None and third.credentials.authenticate(token)
     finally:
         await third.stopService()
 

@@ -17,6 +17,12 @@ from typing import Any
 
 from perund.cli.apiclient import ApiClient, ApiError
 from perund.cli.client import render
+from perund.cli.client.credentials import (
+    check_token_file_target,
+    credential_note,
+    is_session_credential,
+    write_token_file,
+)
 from perund.cli.client.errors import NotFound, UsageError
 from perund.cli.client.render import Style, balances_pair, short_id
 
@@ -35,6 +41,9 @@ class Outcome:
     session: str | None = None
     """A session the command opened or found open: the shell switches to it."""
     session_label: str | None = None
+    credential: str | None = None
+    """A session credential the command received for the session it uses: the shell acts
+    with it from now on."""
     notes: list[str] = field(default_factory=list)
     """Remarks for stderr in one-shot mode (the shell prints them as lines)."""
 
@@ -59,6 +68,9 @@ class Context:
     def __init__(self, api: ApiClient, style: Style, node_label: str,
                  session: str | None) -> None:
         self.api = api
+        self.opener = api
+        """The credential the CLI started with: it opens sessions (the operator's token),
+        while `api` may be a session's own credential by then."""
         self.style = style
         self.node_label = node_label
         self.session = session
@@ -67,7 +79,15 @@ class Context:
         """The shell resolves proposal and update ID prefixes from the pushes it saw."""
 
     def session_id(self) -> str:
-        """The current session; UsageError if there is none."""
+        """The current session; with a session's own credential and no --session, that
+        credential's session (the node lists only it). UsageError if there is none."""
+        if self.session is None and is_session_credential(self.api.token):
+            own = self.call("session_list")
+            if len(own) == 1:
+                self.session = str(own[0]["sessionId"])
+                return self.session
+            raise UsageError("the session of this credential is not open on the node: "
+                             "its operator opens it (`session open CONFIG`)")
         if self.session is None:
             raise UsageError("no session: give --session ID (or set PERUND_SESSION); "
                              "`session open CONFIG` prints the ID")
@@ -197,11 +217,16 @@ def node_time(ctx: Context, args: argparse.Namespace) -> Result:
 # -- session -----------------------------------------------------------------------------------
 
 def session_open(ctx: Context, args: argparse.Namespace) -> Result:
-    """`session open CONFIG`: an already open session is used as it is."""
+    """`session open CONFIG`: an already open session is used as it is. The session's own
+    credential the node returns is written to --token-out, or shown (one-shot), or used by
+    the shell from then on."""
     config = config_path(args.config)
     label = session_label(config)
+    token_out = getattr(args, "token_out", None)
+    if token_out:
+        check_token_file_target(token_out)
     try:
-        opened = ctx.call("session_open", configFile=config)
+        opened = ctx.opener.result("session_open", {"configFile": config})
     except ApiError as exc:
         data = exc.error.get("data") or {}
         if exc.code == 202 and isinstance(data, dict) and data.get("type") == "session":
@@ -211,8 +236,11 @@ def session_open(ctx: Context, args: argparse.Namespace) -> Result:
             return Outcome({"sessionId": session, "alreadyOpen": True}, text, session, label)
         raise
     session = str(opened["sessionId"])
+    token = str(opened.get("token", ""))
+    if token_out:
+        write_token_file(token_out, token)
     if getattr(args, "quiet", False):
-        return Outcome(opened, session, session, label)
+        return Outcome(opened, session, session, label, credential=token)
     restored = opened.get("restoredChannels", [])
     lines = [
         f"session {ctx.style.ident(session)} ({label}) is open",
@@ -220,11 +248,12 @@ def session_open(ctx: Context, args: argparse.Namespace) -> Result:
             ("off-chain", f"{opened.get('offChainAddress')} (signs channel states)"),
             ("on-chain", f"{opened.get('onChainAddress')} (deposits and payouts)"),
             ("channels", f"{len(restored)} restored" if restored else "none restored"),
+            ("credential", credential_note(token, token_out, getattr(args, "in_shell", False))),
         ], ctx.style),
     ]
     if restored:
         lines.append(render.channel_rows(restored, ctx.style))
-    return Outcome(opened, "\n".join(lines), session, label)
+    return Outcome(opened, "\n".join(lines), session, label, credential=token)
 
 
 def session_list(ctx: Context, args: argparse.Namespace) -> Result:
@@ -492,7 +521,3 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
 }
 """(command, action) → handler, for every command both modes share."""
 
-
-def handler_of(args: argparse.Namespace) -> Handler | None:
-    """The shared handler of parsed `args`, if it is a shared command."""
-    return HANDLERS.get((args.command, getattr(args, "action", None)))

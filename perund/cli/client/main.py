@@ -16,7 +16,7 @@ from typing import Any
 
 from perund.cli.apiclient import ApiClient, ApiError, AuthFailed, NodeUnreachable
 from perund.cli.client import render
-from perund.cli.client.commands import Context, Long, Outcome, handler_of
+from perund.cli.client.commands import Context, Long, Outcome
 from perund.cli.client.errors import (
     EXIT_INTERRUPTED,
     EXIT_NODE_ERROR,
@@ -25,6 +25,7 @@ from perund.cli.client.errors import (
     UsageError,
     failure_of,
 )
+from perund.cli.client.handlers import handler_of
 from perund.cli.client.parser import build_parser
 from perund.cli.client.progress import ProgressLine, wait_with_progress
 from perund.cli.client.render import Style, colour_wanted

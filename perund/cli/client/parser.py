@@ -16,9 +16,10 @@ DESCRIPTION = "perund-cli: use a perund node (sessions, peers, channels, payment
               "JSON-RPC and WebSocket API. Without a command it starts the interactive shell."
 
 EPILOG = """\
-environment: PERUND_NODE (HOST:PORT), PERUND_TOKEN (the token), PERUND_TOKEN_FILE,
-PERUND_SESSION, NO_COLOR. exit codes: 0 ok, 1 the node refused (error code shown), 2 usage,
-3 node unreachable, 4 no valid API token, 130 interrupted. See docs/cli.md."""
+environment: PERUND_NODE (HOST:PORT), PERUND_TOKEN (the token: the operator's, or a
+session's own credential), PERUND_TOKEN_FILE, PERUND_SESSION, NO_COLOR. exit codes: 0 ok,
+1 the node refused (error code shown), 2 usage, 3 node unreachable, 4 no valid API token,
+130 interrupted. See docs/cli.md."""
 
 CHANNEL_HELP = "channel: its ID, an unambiguous prefix of it (0x12ab), or the alias of a peer " \
                "with exactly one open channel"
@@ -92,12 +93,15 @@ def add_commands(commands: Any, interactive: bool) -> None:
                       "relative path that exists here is sent as an absolute one). In the "
                       "shell it becomes the current session.")
     opening.add_argument("config", metavar="CONFIG", help="path of the session.yaml")
+    opening.add_argument("--token-out", metavar="FILE",
+                         help="write the session's own credential to FILE (mode 0600)")
     if not interactive:
         opening.add_argument("-q", "--quiet", action="store_true",
                              help="print only the session ID (for scripts)")
     command(session, "list", "the sessions open on the node",
-            "List the sessions open on the node: ID, session file, open channels. After a "
-            "restart the node opens again the sessions that were open, under new IDs.")
+            "List the sessions open on the node: ID, session file, open channels (with a "
+            "session's own credential: that session only). After a restart the node opens "
+            "again the sessions that were open, under the same IDs.")
     closing = command(session, "close", "close the session",
                       "Close the session. With open channels the node refuses unless --force: "
                       "then they stay open on-chain and come back at the next open.")
@@ -145,6 +149,23 @@ def add_commands(commands: Any, interactive: bool) -> None:
         _currency(paying)
 
     command(commands, "balance", "the on-chain balances of the session's account")
+
+    token = group("token", "the session's credentials: list, create, revoke, rotate")
+    command(token, "list", "the session's credentials (never their tokens)")
+    creating = command(token, "create", "mint a credential of the session",
+                       "Mint a credential of the current session: a session credential (every "
+                       "method of the session) or, with --read, a read-only one (lists, "
+                       "balances, pushes; no payments, answers or closes).")
+    creating.add_argument("--read", action="store_true", help="read-only")
+    creating.add_argument("--label", metavar="TEXT", help="what it is for (shown by list)")
+    creating.add_argument("--out", metavar="FILE", help="write the token to FILE (mode 0600)")
+    revoking = command(token, "revoke", "end a credential at once")
+    revoking.add_argument("token", metavar="ID", help="the credential's ID or a prefix")
+    rotating = command(token, "rotate", "replace a credential (default: the one in use)",
+                       "Replace a credential by a new one of the same scope and label; the old "
+                       "one ends. Without ID: the credential this CLI acts with.")
+    rotating.add_argument("token", metavar="ID", nargs="?", help="the credential's ID")
+    rotating.add_argument("--out", metavar="FILE", help="write the token to FILE (mode 0600)")
 
     proposal = group("proposal", "answer a channel proposal (see `watch` or the shell)")
     for verb in ("accept", "reject"):

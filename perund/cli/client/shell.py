@@ -25,6 +25,7 @@ from typing import Any
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
+from perund.api.credentials import CLOSE_REVOKED
 from perund.cli.apiclient import ApiClient, ApiError, AuthFailed, NodeUnreachable, PushStream
 from perund.cli.client import render
 from perund.cli.client.commands import (
@@ -35,8 +36,8 @@ from perund.cli.client.commands import (
     answer_proposal,
     answer_update,
     config_path,
-    handler_of,
 )
+from perund.cli.client.credentials import is_session_credential
 from perund.cli.client.errors import (
     EXIT_OK,
     CliError,
@@ -44,6 +45,7 @@ from perund.cli.client.errors import (
     UsageError,
     failure_of,
 )
+from perund.cli.client.handlers import handler_of
 from perund.cli.client.parser import (
     ShellExit,
     build_shell_parser,
@@ -121,8 +123,8 @@ class Shell:
         self.peers: list[str] = []
         self.known_sessions: list[str] = []
         self.session_config: str | None = None
-        """The session file of the current session, when this shell opened it: after a node
-        restart (which opens its sessions again under new IDs) the shell finds it by it."""
+        """The session file of the current session, when this shell opened it: should the
+        session not be open after a node restart, the shell opens it again by it."""
         self.jobs: list[Job] = []
         self._background_numbers = 0
         self.stream: PushStream | None = None
@@ -163,6 +165,19 @@ class Shell:
         """Open the WebSocket for pushes (NodeUnreachable or AuthFailed if it cannot)."""
         self.stream = self.api.push_stream(self.on_push, self.on_stream_closed)
 
+    def switch_credential(self, token: str) -> None:
+        """Act with `token` from now on (the session's own credential `session open` returned,
+        or the new one of a rotation): calls and the push socket both."""
+        api = ApiClient(self.api.port, token, self.api.host, timeout=self.api.timeout)
+        old = self.stream
+        with self.lock:
+            self.api = api
+            self.ctx.api = api
+            self.subscriptions.clear()  # they were the old socket's
+        self.connect_stream()
+        if old is not None:
+            old.close()
+
     def subscribe(self) -> None:
         """Subscribe the socket to the current session's proposals and updates."""
         stream, session = self.stream, self.ctx.session
@@ -187,6 +202,10 @@ class Shell:
     def on_stream_closed(self, error: BaseException | None) -> None:
         """The node closed the socket (it stopped?): reconnect in the background."""
         if self.closing:
+            return
+        if _close_code(error) == CLOSE_REVOKED:
+            self.say(self.style.bad("the node revoked this shell's credential: no more pushes "
+                                    "or calls; start perund-cli again with a valid one"))
             return
         self.say(self.style.warn("the node's WebSocket closed: no pushes until it is back; "
                                  "reconnecting…"))
@@ -220,7 +239,7 @@ class Shell:
         """After a node restart: the node opened the session again under a new ID (or opens
         it now); use that. False if it cannot be opened."""
         try:
-            opened = self.api.result("session_open", {"configFile": config})
+            opened = self.ctx.opener.result("session_open", {"configFile": config})
             session = str(opened["sessionId"])
         except ApiError as exc:
             data = exc.error.get("data") or {}
@@ -450,9 +469,12 @@ class Shell:
         handler = handler_of(args)
         if handler is None:
             raise UsageError(f"unknown command {args.command}")
+        args.in_shell = True
         return handler(self.ctx, args)
 
     def _show(self, outcome: Outcome, args: argparse.Namespace) -> None:
+        if outcome.credential:
+            self.switch_credential(outcome.credential)
         if outcome.session is not None:
             self.use(outcome.session, outcome.session_label)
             opened = (args.command, getattr(args, "action", None)) == ("session", "open")
@@ -680,6 +702,13 @@ def _history() -> Any:
         return InMemoryHistory()  # a read-only home: history for this run only
 
 
+def _close_code(error: BaseException | None) -> int | None:
+    """The close code the node gave, when the socket ended by a close frame."""
+    received = getattr(error, "rcvd", None)
+    code = getattr(received, "code", None)
+    return code if isinstance(code, int) else None
+
+
 def run_shell(args: argparse.Namespace, style: Style) -> int:
     """Run the shell until `exit` or ^D; the exit code."""
     label = str(args.node)
@@ -693,6 +722,8 @@ def run_shell(args: argparse.Namespace, style: Style) -> int:
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         shell = Shell(api, style, label, interactive)
         shell.connect_stream()
+        if session is None and is_session_credential(token):
+            session = shell.ctx.session_id()  # the credential's own session
         if session is not None:
             shell.use(session, None)
     except (ApiError, NodeUnreachable, AuthFailed, CliError) as exc:

@@ -1,0 +1,98 @@
+"""`token list | create | revoke | rotate`: a session's credentials, from the CLI.
+
+A session credential (or the operator's token) mints, lists and revokes the session's
+credentials; a read-only one may only rotate itself. A new token is written to `--out FILE`
+(mode 0600) or shown once: the node keeps only its hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from perund.cli.client import render
+from perund.cli.client.commands import Context, Handler, Outcome, Result
+from perund.cli.client.credentials import check_token_file_target, write_token_file
+from perund.cli.client.errors import UsageError
+from perund.cli.client.render import short_id
+
+
+def _created(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
+
+
+def _resolve(ctx: Context, ref: str) -> str:
+    """A credential ID from its full form or an unambiguous prefix."""
+    text = ref.strip().lower()
+    hex_part = text[2:] if text.startswith("0x") else text
+    ids = [t["tokenId"] for t in ctx.call("session_listTokens", sessionId=ctx.session_id())]
+    matches = [i for i in ids if i[2:].startswith(hex_part)] if hex_part else []
+    if len(matches) == 1:
+        return str(matches[0])
+    if not matches:
+        raise UsageError(f"no credential {ref} in this session (`token list` shows them)")
+    raise UsageError(f"credential prefix {ref} is ambiguous: " + ", ".join(
+        short_id(i) for i in matches[:5]))
+
+
+def _new_token(ctx: Context, minted: dict[str, Any], out: str | None, verb: str) -> Outcome:
+    token = str(minted["token"])
+    if out:
+        write_token_file(out, token)
+        where = f"written to {out} (--token-file {out})"
+    else:
+        where = f"{token}\n(shown only now: the node keeps its hash only)"
+    text = f"{verb} {minted['scope']} credential {ctx.style.ident(minted['tokenId'])}" + \
+        (f" ({minted['label']})" if minted.get("label") else "") + f": {where}"
+    return Outcome(minted, text)
+
+
+def token_list(ctx: Context, args: argparse.Namespace) -> Result:
+    """`token list`."""
+    tokens = ctx.call("session_listTokens", sessionId=ctx.session_id())
+    if not tokens:
+        return Outcome(tokens, "this session holds no credential")
+    rows = [[ctx.style.ident(t["tokenId"]), t["scope"], t["label"] or "-",
+             _created(float(t["created"]))] for t in tokens]
+    return Outcome(tokens, render.table(["CREDENTIAL", "SCOPE", "LABEL", "CREATED"], rows,
+                                        ctx.style))
+
+
+def token_create(ctx: Context, args: argparse.Namespace) -> Result:
+    """`token create [--read] [--label L] [--out FILE]`."""
+    if args.out:
+        check_token_file_target(args.out)
+    minted = ctx.call("session_createToken", sessionId=ctx.session_id(),
+                      scope="read" if args.read else "session", label=args.label or "")
+    return _new_token(ctx, minted, args.out, "minted")
+
+
+def token_revoke(ctx: Context, args: argparse.Namespace) -> Result:
+    """`token revoke ID`."""
+    token_id = _resolve(ctx, args.token)
+    ctx.call("session_revokeToken", sessionId=ctx.session_id(), tokenId=token_id)
+    return Outcome(True, f"credential {ctx.style.ident(token_id)} is revoked")
+
+
+def token_rotate(ctx: Context, args: argparse.Namespace) -> Result:
+    """`token rotate [ID] [--out FILE]`: without ID, the credential this CLI uses."""
+    if args.out:
+        check_token_file_target(args.out)
+    params: dict[str, Any] = {"sessionId": ctx.session_id()}
+    if args.token:
+        params["tokenId"] = _resolve(ctx, args.token)
+    minted = ctx.call("session_rotateToken", **params)
+    outcome = _new_token(ctx, minted, args.out, "rotated into")
+    if not args.token:
+        outcome.credential = str(minted["token"])  # the shell goes on with the new one
+    return outcome
+
+
+TOKEN_HANDLERS: dict[tuple[str, str | None], Handler] = {
+    ("token", "list"): token_list,
+    ("token", "create"): token_create,
+    ("token", "revoke"): token_revoke,
+    ("token", "rotate"): token_rotate,
+}
+"""(command, action) → handler of the token commands."""
