@@ -2,10 +2,11 @@
 and a channel's whole life through the node's API, narrated.
 
 It writes a fresh setup (`perund generate`) into a folder, starts `twistd -n perund` on it,
-opens alice's and bob's sessions over JSON-RPC, subscribes bob to pushes over WebSocket, then
-opens a channel (bob accepts the pushed proposal), pays, requests a payment (bob accepts the
-pushed request), closes cooperatively (bob agrees to the final state) and shows the on-chain
-balances. The node keeps running afterwards only with --keep.
+opens alice's and bob's sessions over JSON-RPC with the operator's token, and from then on each
+user acts with the credential of their own session (docs/security.md): bob subscribes to pushes
+over WebSocket, alice opens a channel (bob accepts the pushed proposal), pays, requests a payment
+(bob accepts the pushed request), closes cooperatively (bob agrees to the final state), and both
+see their on-chain balances. The node keeps running afterwards only with --keep.
 """
 
 from __future__ import annotations
@@ -93,16 +94,32 @@ def run_walkthrough(directory: Path, out: TextIO, keep: bool = False) -> int:
             n.say(f"\nnode stopped; its log is in {log}")
 
 
-def _walk(n: Narrator, api: ApiClient, setup: Any) -> int:
+def _walk(n: Narrator, operator: ApiClient, setup: Any) -> int:
     files = {u.name: str(u.session_file) for u in setup.users}
-    n.title("Open both users' sessions (session_open)")
-    a = api.call("session_open", configFile=files["alice"])["sessionId"]
-    b = api.call("session_open", configFile=files["bob"])["sessionId"]
-    start = {name: api.call("session_balance", sessionId=sid)["balances"]["ETH"]
-             for name, sid in (("alice", a), ("bob", b))}
+    n.title("The operator opens both users' sessions (session_open)")
+    opened = {name: operator.call("session_open", configFile=files[name])
+              for name in ("alice", "bob")}
+    a, b = opened["alice"]["sessionId"], opened["bob"]["sessionId"]
+    alice = ApiClient(operator.port, opened["alice"]["token"], operator.host)
+    bob = ApiClient(operator.port, opened["bob"]["token"], operator.host)
+    n.say("each session comes with its own credential: from here on alice and bob use theirs")
+    start = {"alice": alice.call("session_balance", sessionId=a)["balances"]["ETH"],
+             "bob": bob.call("session_balance", sessionId=b)["balances"]["ETH"]}
     n.say(f"alice's session {a}, on-chain {start['alice']} ETH")
     n.say(f"bob's session {b}, on-chain {start['bob']} ETH")
-    pushes = api.pushes()
+    try:
+        bob.call("channel_list", sessionId=a)
+        n.say("bob's credential read alice's channels: that must not happen")
+        return 1
+    except ApiError as exc:
+        n.say(f"bob's credential on alice's session: refused ({exc.error.get('message')}, "
+              f"{exc.code})")
+    return _channel_life(n, alice, bob, a, b, start)
+
+
+def _channel_life(n: Narrator, alice: ApiClient, bob: ApiClient, a: str, b: str,
+                  start: dict[str, str]) -> int:
+    pushes = bob.pushes()
     pushes.call("subscribe", sessionId=b, topic="proposals")
     pushes.call("subscribe", sessionId=b, topic="updates")
     n.say("bob listens for pushes on ws://.../ws (subscribe proposals, updates)")
@@ -111,11 +128,11 @@ def _walk(n: Narrator, api: ApiClient, setup: Any) -> int:
         n.title("alice opens a channel with bob: 2 ETH from her, 0.5 ETH from him")
         params = {"sessionId": a, "peer": "bob", "balances": {"ETH": {"self": "2", "peer": "0.5"}}}
         n.call("alice", "channel_open", params)
-        opening = pool.submit(api.call, "channel_open", **params)
+        opening = pool.submit(alice.call, "channel_open", **params)
         proposal = pushes.wait(lambda p: "proposalId" in p)
         n.say(f"bob is pushed a proposal from {proposal['peer']}: {_balances(proposal)}")
         n.call("bob", "channel_respondProposal", {"accept": True})
-        api.call("channel_respondProposal", sessionId=b, proposalId=proposal["proposalId"],
+        bob.call("channel_respondProposal", sessionId=b, proposalId=proposal["proposalId"],
                  accept=True)
         channel = opening.result(120)
         cid = channel["channelId"]
@@ -123,35 +140,35 @@ def _walk(n: Narrator, api: ApiClient, setup: Any) -> int:
 
         n.title("alice pays bob 0.3 ETH, off-chain")
         started = time.perf_counter()
-        paid = api.call("channel_send", sessionId=a, channelId=cid,
+        paid = alice.call("channel_send", sessionId=a, channelId=cid,
                         payments=[{"currency": "ETH", "payee": "bob", "amount": "0.3"}])
         n.say(f"countersigned in {(time.perf_counter() - started) * 1000:.1f} ms: version "
               f"{paid['version']}, {_balances(paid)}")
         started = time.perf_counter()
         for _ in range(20):
-            paid = api.call("channel_send", sessionId=a, channelId=cid,
+            paid = alice.call("channel_send", sessionId=a, channelId=cid,
                             payments=[{"currency": "ETH", "payee": "bob", "amount": "0.001"}])
         elapsed = (time.perf_counter() - started) * 1000 / 20
         n.say(f"20 more payments of 0.001 ETH, {elapsed:.1f} ms each over HTTP: "
               f"version {paid['version']}")
 
         n.title("alice requests 0.1 ETH from bob (payee self)")
-        asking = pool.submit(api.call, "channel_send", sessionId=a, channelId=cid,
+        asking = pool.submit(alice.call, "channel_send", sessionId=a, channelId=cid,
                              payments=[{"currency": "ETH", "payee": "self", "amount": "0.1"}])
         update = pushes.wait(lambda p: p.get("type") == "open")
         n.say(f"bob is pushed a {update['kind']}: {_balances(update['channel'])} if he agrees")
         n.call("bob", "channel_respondUpdate", {"accept": True})
-        api.call("channel_respondUpdate", sessionId=b, channelId=cid,
+        bob.call("channel_respondUpdate", sessionId=b, channelId=cid,
                  updateId=update["updateId"], accept=True)
         paid = asking.result(60)
         n.say(f"version {paid['version']}: {_balances(paid)}")
 
         n.title("alice closes the channel cooperatively (channel_close)")
-        closing = pool.submit(api.call, "channel_close", sessionId=a, channelId=cid)
+        closing = pool.submit(alice.call, "channel_close", sessionId=a, channelId=cid)
         final = pushes.wait(lambda p: p.get("type") == "final")
         n.say(f"bob is pushed the final state: {_balances(final['channel'])}")
         n.call("bob", "channel_respondUpdate", {"accept": True})
-        api.call("channel_respondUpdate", sessionId=b, channelId=cid,
+        bob.call("channel_respondUpdate", sessionId=b, channelId=cid,
                  updateId=final["updateId"], accept=True)
         closed = closing.result(120)
         pushes.wait(lambda p: p.get("type") == "closed")
@@ -160,12 +177,12 @@ def _walk(n: Narrator, api: ApiClient, setup: Any) -> int:
     pushes.close()
 
     n.title("On-chain balances afterwards (session_balance)")
-    for name, sid in (("alice", a), ("bob", b)):
-        now = api.call("session_balance", sessionId=sid)["balances"]["ETH"]
+    for name, user, sid in (("alice", alice, a), ("bob", bob, b)):
+        now = user.call("session_balance", sessionId=sid)["balances"]["ETH"]
         n.say(f"{name}: {start[name]} → {now} ETH (the channel's outcome, less gas)")
-    for sid in (a, b):
-        api.call("session_close", sessionId=sid, force=False)
-    n.say("sessions closed")
+    for user, sid in ((alice, a), (bob, b)):
+        user.call("session_close", sessionId=sid, force=False)
+    n.say("sessions closed by their users (which ends their credentials)")
     print("\nDone. `make test` runs the whole test suite.", file=n.out, flush=True)
     return 0
 
