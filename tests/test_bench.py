@@ -1,4 +1,4 @@
-"""The off-chain benchmark still runs and reports every figure (tiny settings: no timing)."""
+"""The benchmarks still run and report every figure (tiny settings: no timing)."""
 
 from __future__ import annotations
 
@@ -27,3 +27,16 @@ def test_offchain_benchmark_reports_every_run() -> None:
     for name in ("offered_40_per_s_3_channels", "durable_offered_40_per_s_3_channels"):
         assert results[name]["failed"] == 0
         assert results[name]["payments"] == 12  # 40/s for 0.3 s: every one due was paid
+
+
+def test_api_benchmark_reports_both_credentials() -> None:
+    api_bench = BENCH.with_name("api.py")
+    out = subprocess.run([sys.executable, str(api_bench), "--seconds", "0.3", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=180, check=True).stdout
+    results = json.loads(out)
+    runs = results["sequential_channel_send_one_keepalive_connection"]
+    for who in ("operator", "session"):
+        assert runs[who][0]["payments_per_s"] > 0
+        assert 0 < runs[who][0]["p50_ms"] <= runs[who][0]["p99_ms"]
+    assert 0 < results["credential_check"]["session_us"]
+    assert 0 < results["credential_check_share_of_a_call"] < 1

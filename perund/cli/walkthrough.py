@@ -50,6 +50,27 @@ def _balances(info: dict[str, Any]) -> str:
     return f"self {eth['self']} ETH, peer {eth['peer']} ETH"
 
 
+def start_node(config: Path, directory: Path,
+               log: Path) -> tuple[subprocess.Popen[bytes], ApiClient | None]:
+    """Start `twistd -n perund --config CONFIG` in `directory`, its output into `log`; the
+    process and, once its API answers, a client with the operator's token (None if it did not
+    come up within a minute)."""
+    twistd = str(Path(sys.executable).with_name("twistd"))
+    with log.open("ab") as sink:
+        node = subprocess.Popen([twistd, "-n", "--pidfile=", "perund", "--config", str(config)],
+                                cwd=directory, stdout=sink, stderr=subprocess.STDOUT)
+    settings = yaml.safe_load(config.read_text())
+    token_file = config.parent / settings["data_dir"] / "api.token"
+    deadline = time.monotonic() + 60
+    while not token_file.exists():
+        if node.poll() is not None or time.monotonic() > deadline:
+            return node, None
+        time.sleep(0.1)
+    api = ApiClient(int(settings["api"]["listen"].split(":")[1]), token_file.read_text().strip())
+    api.wait_until_up(alive=lambda: node.poll() is None)
+    return node, api
+
+
 def run_walkthrough(directory: Path, out: TextIO, keep: bool = False) -> int:
     """Run the narrated walkthrough in `directory`; the exit status."""
     n = Narrator(out)
@@ -61,25 +82,14 @@ def run_walkthrough(directory: Path, out: TextIO, keep: bool = False) -> int:
 
     n.title("Start the node: twistd -n perund --config perund.yaml (embedded dev chain)")
     log = directory / "node.log"
-    twistd = str(Path(sys.executable).with_name("twistd"))
-    with log.open("ab") as sink:
-        node = subprocess.Popen([twistd, "-n", "--pidfile=", "perund", "--config",
-                                 str(setup.node_config)], cwd=directory, stdout=sink,
-                                stderr=subprocess.STDOUT)
+    node, api = start_node(setup.node_config, directory, log)
     try:
-        config = yaml.safe_load(setup.node_config.read_text())
-        token_file = directory / config["data_dir"] / "api.token"
-        deadline = time.monotonic() + 60
-        while not token_file.exists():
-            if node.poll() is not None or time.monotonic() > deadline:
-                n.say("the node did not start; its log:\n" + log.read_text()[-2000:])
-                return 1
-            time.sleep(0.1)
-        api = ApiClient(int(config["api"]["listen"].split(":")[1]),
-                        token_file.read_text().strip())
-        api.wait_until_up(alive=lambda: node.poll() is None)
+        if api is None:
+            n.say("the node did not start; its log:\n" + log.read_text()[-2000:])
+            return 1
         info = api.call("node_getConfig")
-        n.say(f"JSON-RPC on {api.url}, token in {token_file} (mode 0600)")
+        n.say(f"JSON-RPC on {api.url}, token in {directory / 'data' / 'api.token'} "
+              "(mode 0600)")
         n.say(f"chain {info['chainId']} ({info['chainUrl']}), Adjudicator {info['adjudicator']}")
         return _walk(n, api, setup)
     except ApiError as exc:

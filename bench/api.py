@@ -1,0 +1,140 @@
+"""Payments through the JSON-RPC API of a real node, and what the credential check costs.
+
+Starts `twistd -n perund` on the embedded dev chain (the walkthrough's setup), opens alice's and
+bob's sessions, opens a channel, then sends sequential `channel_send` calls over one keep-alive
+HTTP connection for --seconds: as the operator (the token file) and as alice (her session's own
+credential), in alternating rounds so that drift of the machine hits both alike. It also times
+the credential check itself (`CredentialRegistry.authenticate`) and prints it as a share of one
+call. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from perund.api.credentials import CredentialRegistry, Scope
+from perund.chain.anvil import free_port
+from perund.cli.apiclient import ApiClient
+from perund.cli.generate import generate
+from perund.cli.walkthrough import start_node
+
+
+class KeepAlive:
+    """Sequential JSON-RPC calls on one persistent HTTP connection."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        self.ids = 0
+
+    def call(self, method: str, params: dict[str, Any]) -> Any:
+        self.ids += 1
+        body = json.dumps({"jsonrpc": "2.0", "id": self.ids, "method": method,
+                           "params": params})
+        self.connection.request("POST", "/rpc", body, self.headers)
+        reply = json.loads(self.connection.getresponse().read())
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error']}")
+        return reply["result"]
+
+
+def payments(port: int, token: str, session: str, channel: str, seconds: float) -> dict[str, Any]:
+    """Sequential payments of 1 wei-ish amounts for `seconds`: rate and latencies."""
+    client = KeepAlive(port, token)
+    params = {"sessionId": session, "channelId": channel,
+              "payments": [{"currency": "ETH", "payee": "bob", "amount": "0.000001"}]}
+    client.call("channel_send", params)  # the connection is up and warm
+    latencies: list[float] = []
+    start = time.perf_counter()
+    while (now := time.perf_counter()) - start < seconds:
+        client.call("channel_send", params)
+        latencies.append(time.perf_counter() - now)
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {"payments_per_s": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(1000 * latencies[len(latencies) // 2], 2),
+            "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 2)}
+
+
+def check_cost() -> dict[str, float]:
+    """Microseconds of one credential check, for the operator's token and a session's."""
+    registry = CredentialRegistry("operator-token-" + "x" * 28, clock=time.time)
+    for index in range(20):  # a node with some sessions
+        registry.issue(f"{index:032x}", Scope.SESSION)
+    _, token = registry.issue("ff" * 16, Scope.SESSION)
+    operator = "operator-token-" + "x" * 28
+    rounds = 200_000
+    return {
+        "operator_us": round(timeit.timeit(lambda: registry.authenticate(operator),
+                                           number=rounds) / rounds * 1e6, 3),
+        "session_us": round(timeit.timeit(lambda: registry.authenticate(token),
+                                          number=rounds) / rounds * 1e6, 3),
+        "unknown_us": round(timeit.timeit(lambda: registry.authenticate(token[:-1] + "A"),
+                                          number=rounds) / rounds * 1e6, 3),
+    }
+
+
+def run(directory: Path, seconds: float, rounds: int) -> dict[str, Any]:
+    setup = generate(directory, api_port=free_port(), comm_ports=(free_port(), free_port()))
+    node, operator = start_node(setup.node_config, directory, directory / "node.log")
+    try:
+        if operator is None:
+            raise SystemExit("the node did not start: " + (directory / "node.log").read_text())
+        files = {u.name: str(u.session_file) for u in setup.users}
+        alice = operator.call("session_open", configFile=files["alice"])
+        bob = operator.call("session_open", configFile=files["bob"])
+        bob_api = ApiClient(operator.port, bob["token"])
+        pushes = bob_api.pushes()
+        pushes.call("subscribe", sessionId=bob["sessionId"], topic="proposals")
+        with ThreadPoolExecutor(1) as pool:
+            opening = pool.submit(operator.call, "channel_open", sessionId=alice["sessionId"],
+                                  peer="bob", balances={"ETH": {"self": "100", "peer": "0"}})
+            proposal = pushes.wait(lambda p: "proposalId" in p)
+            bob_api.call("channel_respondProposal", sessionId=bob["sessionId"],
+                         proposalId=proposal["proposalId"], accept=True)
+            channel = opening.result(120)["channelId"]
+        pushes.close()
+        port, session = operator.port, alice["sessionId"]
+        runs: dict[str, list[dict[str, Any]]] = {"operator": [], "session": []}
+        for _ in range(rounds):
+            runs["operator"].append(payments(port, operator.token, session, channel, seconds))
+            runs["session"].append(payments(port, alice["token"], session, channel, seconds))
+    finally:
+        node.terminate()
+        node.wait(30)
+    medians = {who: statistics.median(r["payments_per_s"] for r in results)
+               for who, results in runs.items()}
+    cost = check_cost()
+    per_call_us = 1e6 / medians["session"]
+    return {
+        "sequential_channel_send_one_keepalive_connection": runs,
+        "median_payments_per_s": medians,
+        "session_vs_operator": round(medians["session"] / medians["operator"], 3),
+        "credential_check": cost,
+        "credential_check_share_of_a_call": round(cost["session_us"] / per_call_us, 5),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per credential")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="perund-bench-api-") as folder:
+        results = run(Path(folder), args.seconds, args.rounds)
+    json.dump(results, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()
