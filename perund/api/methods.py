@@ -37,7 +37,7 @@ from perund.api.schema import (
 )
 from perund.api.token_methods import token_methods
 from perund.api.views import UPDATE_TYPES, ChannelView, Payment, PeerView
-from perund.channel.types import UINT64_MAX, Address
+from perund.channel.types import UINT64_MAX, Address, to_address
 from perund.contacts.book import COMM_TYPES, parse_account_address
 from perund.errors import (
     FailedPrecondition,
@@ -152,6 +152,25 @@ def _payments(raw: list[dict[str, Any]], currencies: Currencies) -> list[Payment
     return payments
 
 
+def _in_units(error: InvalidArgument, currencies: Currencies) -> InvalidArgument:
+    """A balance error of the core (amounts in base units) said in the currency's unit:
+    "insufficient balance: 5 ETH asked, 1.5 ETH available"."""
+    data = error.data
+    asset, available, asked = data.get("asset"), data.get("available"), data.get("value")
+    if not (isinstance(asset, str) and isinstance(available, str) and isinstance(asked, str)
+            and available.isdigit() and asked.isdigit()):
+        return error
+    currency = currencies.by_asset(to_address(asset))
+    if currency is None:
+        return error
+    shown_asked, shown_available = currency.format(int(asked)), currency.format(int(available))
+    return InvalidArgument(
+        f"{error.message}: {shown_asked} {currency.symbol} asked, {shown_available} "
+        f"{currency.symbol} available", name=data.get("name", "amount"), value=shown_asked,
+        requirement=f"at most {shown_available} {currency.symbol}", currency=currency.symbol,
+        available=shown_available)
+
+
 # -- the table -----------------------------------------------------------------------------------
 
 Render = Callable[[Any], Any]
@@ -260,8 +279,11 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
 
     async def channel_send(args: dict[str, Any], ctx: CallContext) -> Any:
         payments = _payments(args["payments"], currencies)
-        return await facade.channel_send(_bytes(args, "sessionId"), _bytes(args, "channelId"),
-                                         payments)
+        try:
+            return await facade.channel_send(_bytes(args, "sessionId"),
+                                             _bytes(args, "channelId"), payments)
+        except InvalidArgument as exc:
+            raise _in_units(exc, currencies) from None
 
     async def channel_respond_update(args: dict[str, Any], ctx: CallContext) -> Any:
         return await facade.channel_respond_update(

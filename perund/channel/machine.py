@@ -227,11 +227,15 @@ def _own_update(channel: Channel, change: OwnUpdate) -> Result:
         row = rows[a]
         mine, theirs = row[me] - amount, row[1 - me] + amount
         if mine < 0 or theirs < 0:
+            available = row[me] if mine < 0 else row[1 - me]
             raise InvalidArgument(
                 "insufficient balance" if mine < 0 else "the peer's balance is insufficient",
                 name="amount",
                 value=str(abs(amount)),
-                requirement=f"at most {row[me] if mine < 0 else row[1 - me]}",
+                requirement=f"at most {available}",
+                # For the API to say it in the currency's unit (it knows the decimals).
+                asset="0x" + bytes(asset).hex(),
+                available=str(available),
             )
         rows[a] = (mine, theirs) if me == 0 else (theirs, mine)
     try:

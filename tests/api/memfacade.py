@@ -297,8 +297,12 @@ class MemoryNode:
         for row in channel.balances:
             delta = moves.get(row.asset, 0)
             if row.ours - delta < 0 or row.peer + delta < 0:
-                raise InvalidArgument("insufficient balance", name="payments",
-                                      value=str(delta), requirement="within the balances")
+                # The shape of the channel core's error (base units, the asset, what is there).
+                available = row.ours if row.ours - delta < 0 else row.peer
+                raise InvalidArgument("insufficient balance", name="amount",
+                                      value=str(abs(delta)), requirement=f"at most {available}",
+                                      asset="0x" + bytes(row.asset).hex(),
+                                      available=str(available))
             rows.append(AssetBalance(row.asset, row.ours - delta, row.peer + delta))
         unknown = set(moves) - {row.asset for row in channel.balances}
         if unknown:

@@ -205,3 +205,13 @@ def test_subscriptions_need_a_websocket(api: Api) -> None:
     error = api.error("subscribe", {"sessionId": session, "topic": "nonsense"},
                       CallContext("ws", None, OPERATOR))
     assert error["code"] == -32602 and error["data"]["field"] == "topic"
+
+
+def test_an_insufficient_balance_says_what_is_available_in_the_currencys_unit() -> None:
+    api = Api()
+    session, channel = api.session_with_peer()  # 5 ETH ours, 100 USDC ours
+    error = api.error("channel_send", {"sessionId": session, "channelId": channel, "payments": [
+        {"currency": "USDC", "payee": "bob", "amount": "100.5"}]})
+    assert error["code"] == 203
+    assert error["message"] == "insufficient balance: 100.5 USDC asked, 100 USDC available"
+    assert error["data"]["currency"] == "USDC" and error["data"]["available"] == "100"

@@ -113,6 +113,8 @@ def test_paying_more_than_the_balance_is_an_invalid_argument() -> None:
         "name": "amount",
         "value": str(10 * ETHER + 1),
         "requirement": f"at most {10 * ETHER}",
+        "asset": "0x" + bytes(ETH).hex(),
+        "available": str(10 * ETHER),
     }
 
 

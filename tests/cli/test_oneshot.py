@@ -130,7 +130,10 @@ def test_one_shot_commands(one_daemon: Daemon, anvil_setup: Generated, tmp_path:
         one_error(run(a, "pay", "0xdead", "1"), 1, "channel 0xdead not found \\(201\\)")
         one_error(run(a, "pay", "bob", "1e3"), 1,
                   "invalid amount: must be a decimal amount .* \\(-32602\\)")
-        one_error(run(a, "pay", "bob", "100"), 1, "insufficient balance \\(203\\)")
+        one_error(run(a, "pay", "bob", "100"), 1,
+                  r"insufficient balance: 100 ETH asked, 0\.6 ETH available \(203\)")
+        one_error(run(a, "pay", "bob", "1", "--currency", "BTC"), 1,
+                  r"invalid --currency: must be one of 'ETH' \(-32602\)")
         as_json = run(a, "--json", "pay", "bob", "0.1234567890123456789")
         assert as_json.returncode == 1 and as_json.stderr == ""
         error = json.loads(as_json.stdout)["error"]

@@ -171,6 +171,17 @@ def test_pushes_read_as_sentences() -> None:
                "channel": channel(cid, "alice", "open", "1.5", "0.5")}
     assert describe_push(payment, style, before).startswith(
         "payment alice paid you 0.5 ETH on channel 0xabababab…: you 1.5 ETH, alice 0.5 ETH")
+    closed = {**payment, "type": "closed", "channel": channel(cid, "alice", "closed", "1.5",
+                                                              "0.5")}
+    assert describe_push(closed, style) == (
+        "closed channel 0xabababab… with alice: settled on-chain and paid out: you 1.5 ETH, "
+        "alice 0.5 ETH")
+    disputed_channel = {**channel(cid, "alice", "disputed", "1", "1"),
+                        "onChain": {"version": 3, "timeout": 0}}
+    disputed = {**payment, "type": "disputed", "channel": disputed_channel}
+    assert describe_push(disputed, style).startswith(
+        "disputed channel 0xabababab… with alice: version 3 registered on-chain, the challenge "
+        "period ends ")
     # A kind this CLI does not know: shown with what it carries, not dropped.
     novel = {"type": "refuted", "channelId": cid, "channel": channel(cid, "alice", "disputed",
                                                                      "1", "1"), "version": 7}

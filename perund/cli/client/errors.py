@@ -85,7 +85,7 @@ class Failure:
 
 # The node names the offending param in API terms; the CLI user typed options.
 _FIELD_NAMES = (
-    ("payments[", "amount"),
+    ("payments[", None),
     ("balances.", None),
     ("challengeDuration", "--challenge-duration"),
     ("peer.offChainAddress", "address"),
@@ -99,13 +99,19 @@ _FIELD_NAMES = (
 )
 
 
+_PAYMENT_FIELDS = {"amount": "amount", "currency": "--currency", "payee": "payee"}
+
+
 def _field_name(field: str) -> str:
     for prefix, name in _FIELD_NAMES:
         if field.startswith(prefix):
-            if name is None:  # balances.ETH.self -> --self (ETH)
-                parts = field.split(".")
-                return f"--{parts[-1]} ({parts[1]})" if len(parts) == 3 else "balances"
-            return name
+            if name is not None:
+                return name
+            parts = field.split(".")
+            if prefix == "payments[":  # payments[0].currency -> --currency
+                return _PAYMENT_FIELDS.get(parts[-1], "amount")
+            # balances.ETH.self -> --self (ETH)
+            return f"--{parts[-1]} ({parts[1]})" if len(parts) == 3 else "balances"
     return field
 
 
@@ -123,7 +129,13 @@ def describe_api_error(error: dict[str, Any]) -> str:
     data = error.get("data") if isinstance(error.get("data"), dict) else {}
     assert isinstance(data, dict)
     if code == -32602 and "field" in data:
-        return f"invalid {_field_name(str(data['field']))}: {data.get('requirement', message)}"
+        field, requirement = str(data["field"]), str(data.get("requirement", message))
+        parts = field.split(".")
+        if len(parts) == 2 and parts[0] == "balances" and "allowed:" in requirement:
+            # balances.BTC: a currency the node does not have (--currency BTC)
+            known = requirement.split("allowed:", 1)[1].rstrip(")").strip()
+            return f"unknown currency {parts[1]}: this node has {known}"
+        return f"invalid {_field_name(field)}: {requirement}"
     if code == 201 and "type" in data:
         return f"{data['type']} {_hex_id(data.get('id', ''))} not found".replace("  ", " ")
     if code == 202 and "type" in data:
@@ -131,7 +143,8 @@ def describe_api_error(error: dict[str, Any]) -> str:
     if code == 204 and data.get("openChannels"):
         return f"{message} ({len(data['openChannels'])} open channels; use --force to leave " \
                "them open)"
-    if code == 203 and isinstance(data.get("value"), str) and not data["value"].isdigit():
+    if code == 203 and isinstance(data.get("value"), str) and not data["value"].isdigit() \
+            and data["value"] not in message:
         # A readable value says more than the rule (base-unit numbers do not).
         return f"{message}: {data['value']}"
     if code == -32601:

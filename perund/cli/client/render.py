@@ -274,17 +274,18 @@ def describe_push(push: Mapping[str, Any], style: Style,
     if kind_of_push == "disputed":
         on_chain = channel.get("onChain") or {}
         timeout = on_chain.get("timeout")
-        text = f"{style.notice('disputed')} {on} with {peer} is disputed on-chain"
+        text = f"{style.notice('disputed')} {on} with {peer}: a state is registered on-chain"
         if isinstance(timeout, (int, float)):
-            text += (f": version {on_chain.get('version')} registered, the challenge period "
-                     f"ends {clock(timeout)}")
+            text = (f"{style.notice('disputed')} {on} with {peer}: version "
+                    f"{on_chain.get('version')} registered on-chain, the challenge period "
+                    f"ends {clock(timeout)}")
             if node_now is not None and timeout > node_now:
                 text += f" (in {seconds_text(timeout - node_now)})"
         elif push.get("error"):
             text += f": {push['error']}"
         return text
     if kind_of_push == "closed":
-        text = (f"{style.notice('closed')} {on} with {peer} is closed and paid out: "
+        text = (f"{style.notice('closed')} {on} with {peer}: settled on-chain and paid out: "
                 f"{balances_pair(balances, peer)}")
         if push.get("error"):
             text += " " + style.warn(f"({push['error']})")
