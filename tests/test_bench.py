@@ -38,5 +38,5 @@ def test_api_benchmark_reports_both_credentials() -> None:
     for who in ("operator", "session"):
         assert runs[who][0]["payments_per_s"] > 0
         assert 0 < runs[who][0]["p50_ms"] <= runs[who][0]["p99_ms"]
-    assert 0 < results["credential_check"]["session_us"]
+    assert results["credential_check"]["session_us"] > 0
     assert 0 < results["credential_check_share_of_a_call"] < 1
