@@ -14,11 +14,17 @@ PYTEST_ARGS ?= -n 2
 
 deps: $(PIP_STAMP) $(NPM_STAMP)
 
-$(PIP_STAMP): constraints.txt setup.cfg pyproject.toml
+# twistd finds its plugins in the twisted/plugins folders of sys.path, and an editable install's
+# import hook does not put this checkout there: a .pth file does, so `twistd --help` lists
+# perund. (-qq: setuptools' notice that the checkout's folders shadow installed ones, which
+# is the point of an editable install.)
+$(PIP_STAMP): constraints.txt setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt pip
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install --quiet --disable-pip-version-check \
-		-e '.[dev]' --config-settings editable_mode=compat
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -qq --disable-pip-version-check \
+		-e '.[dev]'
+	$(PY) -c 'import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], \
+		"perund-checkout.pth").write_text(sys.argv[1] + "\n")' '$(CURDIR)'
 	touch $@
 
 $(NPM_STAMP): package.json package-lock.json

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,16 @@ def test_plugin_is_discoverable() -> None:
 
     names = [maker.tapname for maker in getPlugins(IServiceMaker)]
     assert "perund" in names
+
+
+def test_twistd_lists_the_plugin_from_any_folder(tmp_path: Path) -> None:
+    """What an operator runs: the venv's twistd, elsewhere than the checkout (the install must
+    expose twisted/plugins/perund_plugin.py, which a bare editable install does not)."""
+    twistd = Path(sys.executable).with_name("twistd")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    listed = subprocess.run([str(twistd), "--help"], cwd=tmp_path, env=env, text=True,
+                            capture_output=True, timeout=60).stdout
+    assert re.search(r"^\s+perund\s+A state-channel node", listed, re.M), listed
 
 
 def test_options_validate_before_the_reactor(tmp_path: Path) -> None:
