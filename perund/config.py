@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,17 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class SessionsConfig:
+    """Where the files of the sessions users open may come from (docs/security.md)."""
+
+    config_dirs: tuple[Path, ...] = ()
+    """Folders that session configs, and every file they name, must lie in (resolved, symlinks
+    included); none: `session_open` is refused. The node's data_dir is never allowed."""
+    open_timeout: float = 10.0
+    """How long reading a session's files may take before `session_open` gives up."""
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """The whole node configuration."""
 
@@ -86,6 +97,9 @@ class NodeConfig:
     api: ApiConfig = field(default_factory=ApiConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
+    path: Path | None = None
+    """The file this config was read from (for messages), if any."""
 
     @property
     def token_path(self) -> Path:
@@ -185,6 +199,17 @@ def _address(value: Any) -> Address:
         raise ValueError("a 0x-prefixed 20-byte hex address") from None
 
 
+def _folders(base: Path) -> Callable[[Any], tuple[Path, ...]]:
+    def convert(value: Any) -> tuple[Path, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip()
+                                                  for v in value):
+            raise ValueError("a list of folder paths")
+        paths = [Path(v).expanduser() for v in value]
+        return tuple(p if p.is_absolute() else base / p for p in paths)
+
+    return convert
+
+
 def _chain_url(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("an http(s):// or ws(s):// URL, or empty for the embedded chain")
@@ -202,7 +227,7 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
         raise InvalidConfig("the node config must be a mapping of keys",
                             problems=[{"name": "", "value": _shown(raw),
                                        "requirement": "a mapping"}])
-    problems.unknown(raw, "", {"data_dir", "log", "api", "chain", "timeouts"})
+    problems.unknown(raw, "", {"data_dir", "log", "api", "chain", "timeouts", "sessions"})
     base = base_dir or Path(".")
 
     data_dir = problems.take(raw, "", "data_dir", _non_empty_str, "data", "a directory path")
@@ -271,20 +296,31 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
         for name in names
     })
 
+    sessions_raw = _section(raw, "sessions", problems)
+    problems.unknown(sessions_raw, "sessions.", {"config_dirs", "open_timeout"})
+    config_dirs = problems.take(sessions_raw, "sessions.", "config_dirs", _folders(base), (),
+                                "a list of folder paths")
+    sessions = SessionsConfig(
+        config_dirs=config_dirs,
+        open_timeout=problems.take(sessions_raw, "sessions.", "open_timeout",
+                                   _positive_duration, SessionsConfig.open_timeout, ""))
+
     if problems.problems:
         lines = "; ".join(f"{p['name'] or '(top)'}: {p['requirement']}" for p in problems.problems)
         raise InvalidConfig(f"invalid node config: {lines}", problems=problems.problems)
     data_path = Path(data_dir)
     if not data_path.is_absolute():
         data_path = base / data_path
-    return NodeConfig(data_dir=data_path, log=log, api=api, chain=chain, timeouts=timeouts)
+    return NodeConfig(data_dir=data_path, log=log, api=api, chain=chain, timeouts=timeouts,
+                      sessions=sessions)
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
-    """Read and validate a node config file; relative paths in it are relative to its folder."""
+    """Read and validate a node config file; relative paths in it are relative to its folder.
+    Every problem is in one InvalidConfig whose message names the file."""
     file = Path(path)
     # The strict loader keeps 0x-addresses as text and reports keys defined twice.
-    raw, duplicates = read_yaml_file(file, what="config file", field="config")
+    raw, duplicates = read_yaml_file(file, what="node config", field="config")
     if duplicates:
         raise InvalidConfig(
             f"config file {file} defines keys twice: "
@@ -293,4 +329,10 @@ def load_node_config(path: str | Path) -> NodeConfig:
                        "requirement": f"defined twice (lines {d.first_line} and {d.line})"}
                       for d in duplicates],
         )
-    return parse_node_config(raw, base_dir=file.parent)
+    try:
+        config = parse_node_config(raw, base_dir=file.parent)
+    except InvalidConfig as exc:
+        raise InvalidConfig(exc.message.replace("invalid node config:",
+                                                f"invalid node config {file}:", 1),
+                            **exc.data) from None
+    return replace(config, path=file)

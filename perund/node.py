@@ -8,6 +8,7 @@ the log instead of leaving a half-started daemon behind.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from pathlib import Path
@@ -42,6 +43,7 @@ from perund.node_state import (
     read_sessions,
     write_sessions,
 )
+from perund.safe_files import FileRules
 from perund.session.client import ChannelNotice, Notice
 from perund.session.session import Session
 
@@ -154,8 +156,10 @@ class NodeService(MultiService):
         self.ready.errback(failure)
         self.ready.addErrback(lambda _: None)
         if self._reactor.running:
-            # twistd exits 0 after any stop; a service manager must see the failure.
-            self._reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+            # twistd exits 0 after any stop; a service manager must see the failure. The status
+            # is set when the interpreter exits, after twistd has removed its pid file (which
+            # would otherwise be left behind and could block the next start).
+            atexit.register(_exit_failed)
             self._reactor.stop()
 
     def stopService(self) -> Deferred[None]:
@@ -190,7 +194,7 @@ class NodeService(MultiService):
         try:
             session = await Session.open(self._reactor, config_file, chain=self.chain,
                                          node=self.config, session_id=session_id,
-                                         chain_view=self.chain_view)
+                                         chain_view=self.chain_view, rules=self.file_rules)
         except BaseException:
             for waiter in self._opening.pop(resolved):
                 waiter.callback(None)
@@ -208,6 +212,13 @@ class NodeService(MultiService):
         for waiter in waiting:
             waiter.callback(None)
         return session
+
+    @property
+    def file_rules(self) -> FileRules:
+        """Where the files of sessions may come from: the folders of `sessions.config_dirs`,
+        never the node's own data folder or token file (docs/security.md)."""
+        return FileRules.within(self.config.sessions.config_dirs,
+                                forbidden=(self.config.data_dir, self.config.token_path))
 
     # -- sessions across restarts ---------------------------------------------------------------
 
@@ -349,7 +360,8 @@ class NodeService(MultiService):
 
 
 def _exit_failed() -> None:
-    """End the process with status 1 once the reactor has shut down (the logs are out)."""
+    """End the process with status 1 at interpreter exit (the logs are out, twistd's clean-up
+    is done)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)

@@ -6,6 +6,7 @@ the command with every problem listed, before anything listens or connects.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +20,35 @@ from perund.errors import InvalidConfig
 class Options(usage.Options):
     """Options of `twistd perund`."""
 
-    synopsis = "[--config FILE] [--chain-url URL] [--api-listen ENDPOINT] [--data-dir DIR]"
+    synopsis = "--config FILE [--chain-url URL] [--api-listen ENDPOINT] [--data-dir DIR]"
     optParameters = [
-        ["config", "c", None, "Node configuration file (YAML; see etc/perund.yaml)."],
+        ["config", "c", None, "Node configuration file (YAML; see etc/perund.yaml); required."],
         ["chain-url", None, None, "Override chain.url (empty string: the embedded dev chain)."],
         ["api-listen", None, None, "Override api.listen (a Twisted endpoint string)."],
         ["data-dir", None, None, "Override data_dir."],
     ]
 
     def postOptions(self) -> None:
-        """Load and validate the configuration now, so errors end the command at once."""
+        """Load and validate the configuration now, so errors end the command at once: one
+        line on standard error and exit status 1 (not twistd's usage text, which would bury
+        the line that matters)."""
         try:
             self["node_config"] = self._load()
         except InvalidConfig as exc:
-            raise usage.UsageError(str(exc)) from None
+            sys.stderr.write(f"perund: {exc.message}\n")
+            sys.stderr.flush()
+            raise SystemExit(1) from None
 
     def _load(self) -> NodeConfig:
-        if self["config"]:
-            config = load_node_config(self["config"])
-            base = Path(self["config"]).parent
-        else:
-            config = parse_node_config({})
-            base = Path(".")
+        if not self["config"]:
+            # Defaults taken silently from the working directory would start a node nobody
+            # configured, with its data wherever the command happened to run.
+            raise InvalidConfig(
+                "no node config: give --config FILE (`perund generate DIR` writes "
+                "DIR/perund.yaml; etc/perund.yaml documents every key)", name="config",
+                value=None, requirement="--config FILE")
+        config = load_node_config(self["config"])
+        base = Path(self["config"]).parent
         overrides: dict[str, Any] = {}
         if self["chain-url"] is not None:
             overrides.setdefault("chain", {})["url"] = self["chain-url"]
@@ -68,9 +76,13 @@ def _as_raw(config: NodeConfig) -> dict[str, Any]:
                        config.chain.assets.items()},
             "confirmations": config.chain.confirmations,
             "poll_interval": f"{config.chain.poll_interval}s",
+            "block_time": f"{config.chain.block_time}s",
         },
         "timeouts": {name: f"{getattr(config.timeouts, name)}s" for name in
-                     ("chain_connect", "tx", "response", "peer_dial", "peer_request")},
+                     ("chain_connect", "tx", "response", "peer_dial", "peer_request",
+                      "funding")},
+        "sessions": {"config_dirs": [str(p) for p in config.sessions.config_dirs],
+                     "open_timeout": f"{config.sessions.open_timeout}s"},
     }
 
 

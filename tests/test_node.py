@@ -12,7 +12,6 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.plugin import getPlugins
-from twisted.python import usage
 
 from perund.config import parse_node_config
 from perund.errors import ChainNotReachable
@@ -37,29 +36,41 @@ def test_twistd_lists_the_plugin_from_any_folder(tmp_path: Path) -> None:
     assert re.search(r"^\s+perund\s+A state-channel node", listed, re.M), listed
 
 
-def test_options_validate_before_the_reactor(tmp_path: Path) -> None:
+def test_options_validate_before_the_reactor(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "perund.yaml"
     config.write_text("chain:\n  url: ftp://nowhere\n  colour: red\ntimeouts:\n  tx: soon\n")
     options = Options()
-    with pytest.raises(usage.UsageError) as caught:
+    with pytest.raises(SystemExit) as caught:
         options.parseOptions(["--config", str(config)])
-    message = str(caught.value)
+    assert caught.value.code == 1
+    message = capsys.readouterr().err
     assert "chain.url" in message and "chain.colour" in message and "timeouts.tx" in message
 
 
-def test_overrides_are_validated_and_applied(tmp_path: Path) -> None:
+def test_overrides_are_validated_and_applied(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "perund.yaml"
+    config.write_text("chain:\n  block_time: 2s\nsessions:\n  config_dirs: [users]\n")
     options = Options()
-    options.parseOptions(["--api-listen", "tcp:0", "--data-dir", str(tmp_path)])
-    assert options["node_config"].api.listen == "tcp:0"
-    assert options["node_config"].data_dir == tmp_path.resolve()
-    with pytest.raises(usage.UsageError, match=r"chain\.url"):
-        Options().parseOptions(["--chain-url", "not a url"])
+    options.parseOptions(["--config", str(config), "--api-listen", "tcp:0", "--data-dir",
+                          str(tmp_path)])
+    node = options["node_config"]
+    assert node.api.listen == "tcp:0"
+    assert node.data_dir == tmp_path.resolve()
+    # What the file says and no override touches is kept.
+    assert node.chain.block_time == 2.0 and node.sessions.config_dirs == (tmp_path / "users",)
+    with pytest.raises(SystemExit):
+        Options().parseOptions(["--config", str(config), "--chain-url", "not a url"])
+    assert "chain.url" in capsys.readouterr().err
 
 
 @pytest_twisted.ensureDeferred
 async def test_node_starts_on_the_embedded_chain_and_stops(tmp_path: Path) -> None:
+    config = tmp_path / "perund.yaml"
+    config.write_text("data_dir: data\n")
     options = Options()
-    options.parseOptions(["--data-dir", str(tmp_path), "--api-listen", "tcp:0:interface=127.0.0.1"])
+    options.parseOptions(["--config", str(config), "--api-listen", "tcp:0:interface=127.0.0.1"])
     node = NodeService(reactor, options["node_config"])
     node.startService()
     await node.ready

@@ -116,6 +116,8 @@ def generate(directory: str | Path, *, chain_url: str = "", chain_id: int | None
         "api": {"listen": f"tcp:{api_port}:interface=127.0.0.1"},
         "chain": chain,
         "timeouts": {"response": "60s", "tx": "30s"},
+        # Session configs, and the files they name, may come from the users' folders only.
+        "sessions": {"config_dirs": list(USERS)},
     }
     _write_yaml(node_file, node, "# perund node config written by `perund generate`; "
                                  "every key is described in etc/perund.yaml\n")

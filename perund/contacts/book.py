@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from perund.channel.types import Address, hex_address, to_address
 from perund.contacts.strict_yaml import DuplicateKey, read_yaml_file
 from perund.errors import InvalidArgument, InvalidConfig, ResourceExists, ResourceNotFound
+from perund.safe_files import FileRules, key_name, shown_value
 
 log = Logger(namespace="perund.contacts")
 
@@ -184,11 +185,11 @@ class _Problems:
         self.items: list[dict[str, Any]] = []
 
     def add(self, name: str, value: object, requirement: str) -> None:
-        shown = value if isinstance(value, str | int | float | bool) or value is None \
-            else repr(value)
-        if isinstance(shown, str) and len(shown) > 200:
-            shown = shown[:200] + "..."
-        self.items.append({"name": name, "value": shown, "requirement": requirement})
+        # Names and values come from the file: only what looks typed by hand is shown.
+        parts = name.split(".")
+        shown_name = ".".join(key_name(part) for part in parts) if name else name
+        self.items.append({"name": shown_name, "value": shown_value(name, value),
+                           "requirement": requirement})
 
 
 def _contact_from(alias: str, record: object, problems: _Problems,
@@ -196,12 +197,12 @@ def _contact_from(alias: str, record: object, problems: _Problems,
     """Validate one entry, adding every problem found; the contact if there were none."""
     before = len(problems.items)
     if not isinstance(record, Mapping):
-        problems.add(alias, record,
+        problems.add(alias, None,
                      "a mapping with off_chain_address, comm_address and comm_type")
         return None
     for key in record:
         if key not in RECORD_KEYS:
-            problems.add(f"{alias}.{key}", record[key], "unknown key")
+            problems.add(f"{alias}.{key}", None, "unknown key")
     address: Address | None = None
     if "off_chain_address" not in record:
         problems.add(f"{alias}.off_chain_address", None, "required")
@@ -247,7 +248,7 @@ def parse_contacts(raw: object, *, own_address: Address | None = None,
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        problems.add("", repr(raw)[:200], "a mapping of alias to contact")
+        problems.add("", None, "a mapping of alias to contact")
         raw = {}
     by_address: dict[Address, str] = {}
     for alias, record in raw.items():
@@ -272,9 +273,11 @@ def parse_contacts(raw: object, *, own_address: Address | None = None,
     return contacts
 
 
-def load_contacts_file(path: Path, *, own_address: Address | None = None) -> list[Contact]:
-    """Read and validate a contacts file; every problem in one InvalidConfig naming the file."""
-    raw, duplicates = read_yaml_file(path, what="contacts file", field="contacts")
+def load_contacts_file(path: Path, *, own_address: Address | None = None,
+                       rules: FileRules | None = None) -> list[Contact]:
+    """Read (under `rules`) and validate a contacts file; every problem in one InvalidConfig
+    naming the file."""
+    raw, duplicates = read_yaml_file(path, what="contacts file", field="contacts", rules=rules)
     try:
         return parse_contacts(raw, own_address=own_address, duplicates=duplicates)
     except InvalidConfig as exc:

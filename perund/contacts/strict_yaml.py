@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from perund.errors import InvalidConfig
+from perund.safe_files import FileRules
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _LONG_HEX = re.compile(r"^0[xX][0-9a-fA-F]{40,}$")
@@ -90,22 +91,39 @@ def load_yaml(text: str) -> tuple[object, list[DuplicateKey]]:
     return document, loader.duplicates
 
 
-def read_yaml_file(path: Path, *, what: str, field: str) -> tuple[object, list[DuplicateKey]]:
-    """Read and parse a config file: its document and the keys it defines twice.
+def read_yaml_file(path: Path, *, what: str, field: str,
+                   rules: FileRules | None = None) -> tuple[object, list[DuplicateKey]]:
+    """Read and parse a config file under `rules`: its document and the keys it defines twice.
 
-    Every way the file itself can be wrong (unreadable, not UTF-8, not YAML) is one
-    InvalidConfig saying `what` the file is and naming `field`, the setting that points to it.
+    Every way the file itself can be wrong (not allowed, not a small regular file, not UTF-8,
+    not YAML) is one InvalidConfig saying `what` the file is and naming `field`, the setting
+    that points to it, in one line that quotes nothing of the file.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidConfig(f"cannot read {what} {path}: {exc.strerror}",
-                            name=field, value=str(path)) from None
-    except UnicodeDecodeError:
-        raise InvalidConfig(f"{what} {path} is not UTF-8 text",
-                            name=field, value=str(path)) from None
+    text = (rules or FileRules()).read_text(path, field, what)
     try:
         return load_yaml(text)
     except yaml.YAMLError as exc:
-        raise InvalidConfig(f"{what} {path} is not valid YAML: {exc}",
-                            name=field, value=str(path)) from None
+        where, problem = yaml_problem(exc)
+        raise InvalidConfig(f"{what} {path} is not valid YAML: {where}{problem}",
+                            name=field, value=str(path), requirement="valid YAML",
+                            file=str(path)) from None
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_SYNTAX = re.compile(r"^[,\[\]{}:\-?|>&*!%@#`]{1,3}$|^<[a-z ]+>$|^\\[a-z]$")
+"""What PyYAML quotes that is grammar, not content: punctuation, `<stream end>`, `\\t`."""
+
+
+def _unquote(match: re.Match[str]) -> str:
+    quoted = match.group(0)
+    return quoted if _SYNTAX.match(quoted[1:-1]) else "…"
+
+
+def yaml_problem(exc: yaml.YAMLError) -> tuple[str, str]:
+    """`("line L, column C: ", what is wrong)` for a PyYAML error, without the file's text:
+    PyYAML's own message shows the offending line and quotes characters of it, which could be
+    a secret of a file that was never meant to be read as a config."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or "malformed"
+    return where, _QUOTED.sub(_unquote, str(problem))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from twisted.logger import Logger
 
 from perund.channel.types import Address, hex_address, to_address
 from perund.errors import InvalidConfig, ResourceExists
+from perund.safe_files import FileRules
 
 log = Logger(namespace="perund.keystore")
 
@@ -66,8 +66,10 @@ def read_password(
     *,
     field: str = "password_file",
     environ: Mapping[str, str] | None = None,
+    rules: FileRules | None = None,
 ) -> str:
-    """The password: the first line of `password_file`, else the PERUND_PASSWORD variable.
+    """The password: the first line of `password_file` (read under `rules`), else the
+    PERUND_PASSWORD variable.
 
     Only the line end is stripped (`\\n` or `\\r\\n`): spaces are part of a password. A password
     file that others can read is accepted with a warning (DESIGN.md: secrets in files mode 0600).
@@ -79,16 +81,12 @@ def read_password(
         raise InvalidConfig(
             f"{field}: no password: set {field} or the {PASSWORD_ENV} environment variable",
             name=field, value=None, requirement=f"a password file, or {PASSWORD_ENV}")
+    raw = (rules or FileRules()).read(password_file, field)
     try:
-        info = password_file.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise _fail(field, password_file, "not a regular file")
-        raw = password_file.read_bytes()
-    except FileNotFoundError:
-        raise _fail(field, password_file, "no such file") from None
-    except OSError as exc:
-        raise _fail(field, password_file, f"cannot read it: {exc.strerror}") from None
-    if info.st_mode & 0o077:
+        exposed = password_file.stat().st_mode & 0o077
+    except OSError:
+        exposed = 0
+    if exposed:
         log.warn("password file {path} can be read by other users; chmod 600 it",
                  path=str(password_file))
     try:
@@ -157,16 +155,10 @@ def _check_kdf(crypto: Mapping[str, Any]) -> str | None:
     return f"unsupported key derivation function {kdf!r} (scrypt or pbkdf2)"
 
 
-def load_keystore(path: Path, *, field: str) -> Keystore:
-    """Read `path` and check it is a usable keystore v3 file; nothing is decrypted yet."""
-    try:
-        if not path.is_file():
-            raise _fail(field, path, "no such file" if not path.exists() else "not a file")
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise _fail(field, path, f"cannot read it: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise _fail(field, path, "not a keystore file: not UTF-8 text") from None
+def load_keystore(path: Path, *, field: str, rules: FileRules | None = None) -> Keystore:
+    """Read `path` (under `rules`) and check it is a usable keystore v3 file; nothing is
+    decrypted yet."""
+    text = (rules or FileRules()).read_text(path, field, "keystore file")
     try:
         document = json.loads(text)
     except ValueError:
@@ -239,14 +231,14 @@ def decrypt_keystore(keystore: Keystore, password: str, *, field: str,
 
 
 def unlock_keystore(path: Path, password: str, *, field: str,
-                    address: Address | None = None) -> bytes:
+                    address: Address | None = None, rules: FileRules | None = None) -> bytes:
     """Load, check and decrypt the keystore v3 file at `path`: the raw 32-byte private key.
 
     Every failure is `InvalidConfig` naming `field` (missing file, not JSON, not v3, bad
     parameters, wrong password, address mismatch); never the password or the key.
     """
-    return decrypt_keystore(load_keystore(path, field=field), password, field=field,
-                            address=address)
+    return decrypt_keystore(load_keystore(path, field=field, rules=rules), password,
+                            field=field, address=address)
 
 
 def write_keystore(path: Path | str, private_key: bytes, password: str, *,

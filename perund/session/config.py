@@ -21,7 +21,6 @@ Secrets never reach an error or a log: a value under an unknown key that looks l
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +32,12 @@ from perund.chain.account import Account
 from perund.channel.encoding import Signer
 from perund.channel.types import Address
 from perund.config import parse_duration
-from perund.contacts.book import parse_account_address
+from perund.contacts.book import Contact, load_contacts_file, parse_account_address
 from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
 from perund.keystore.v3 import read_password, unlock_keystore
+from perund.safe_files import FileRules, key_name, shown_value
 
-_SECRET_NAME = re.compile(r"pass|secret|private|mnemonic|seed|priv_?key", re.IGNORECASE)
 _TOP_KEYS = {"on_chain", "off_chain", "password_file", "contacts", "comm", "database",
              "confirm_updates", "dispute_after"}
 _KEY_KEYS = {"address", "keystore", "password_file"}
@@ -97,14 +96,15 @@ class _Problems:
         self.items: list[dict[str, Any]] = []
 
     def add(self, name: str, value: object, requirement: str) -> None:
-        leaf = name.rsplit(".", 1)[-1]
-        if _SECRET_NAME.search(leaf) and not leaf.endswith("_file"):
-            shown: object = "<hidden>"
-        elif isinstance(value, str | int | float | bool) or value is None:
-            shown = value[:200] + "..." if isinstance(value, str) and len(value) > 200 else value
-        else:
-            shown = repr(value)[:200]
-        self.items.append({"name": name, "value": shown, "requirement": requirement})
+        """A problem of a known key: its value is shown when it is short text a user typed
+        (a mistyped address, a duration), never when the key looks like a secret's."""
+        self.items.append({"name": name, "value": shown_value(name, value),
+                           "requirement": requirement})
+
+    def unknown(self, name: str) -> None:
+        """An unknown key: its name is shown when it looks like a key someone typed (to catch
+        typos such as `pasword_file`), its value never (it may be another file's content)."""
+        self.items.append({"name": key_name(name), "value": None, "requirement": "unknown key"})
 
     def fail(self, what: str) -> None:
         if self.items:
@@ -118,7 +118,7 @@ def _path(base: Path, value: str) -> Path:
 
 
 def _take_path(raw: Mapping[str, Any], prefix: str, key: str, base: Path, problems: _Problems,
-               *, required: bool, must_exist: bool) -> Path | None:
+               rules: FileRules, *, required: bool, must_exist: bool) -> Path | None:
     name = f"{prefix}{key}"
     value = raw.get(key)
     if value is None:
@@ -129,15 +129,22 @@ def _take_path(raw: Mapping[str, Any], prefix: str, key: str, base: Path, proble
         problems.add(name, value, "a file path")
         return None
     path = _path(base, value)
-    if must_exist and not path.is_file():
-        problems.add(name, value, "no such file" if not path.exists() else "not a file")
-    return path
+    try:
+        if not must_exist:
+            return rules.resolve_new(path, name)
+        resolved = rules.resolve_existing(path, name)
+    except InvalidConfig as exc:
+        problems.add(name, value, str(exc.data.get("requirement", exc.message)))
+        return None
+    if not resolved.is_file():
+        problems.add(name, value, "not a file")
+    return resolved
 
 
 def _unknown(raw: Mapping[str, Any], prefix: str, known: set[str], problems: _Problems) -> None:
     for key in raw:
         if key not in known:
-            problems.add(f"{prefix}{key}", raw[key], "unknown key")
+            problems.unknown(f"{prefix}{key}")
 
 
 def _check_listen(value: object) -> str:
@@ -157,8 +164,8 @@ def _check_listen(value: object) -> str:
     return value
 
 
-def _key_section(raw: Mapping[str, Any], key: str, base: Path,
-                 problems: _Problems) -> KeyConfig | None:
+def _key_section(raw: Mapping[str, Any], key: str, base: Path, problems: _Problems,
+                 rules: FileRules) -> KeyConfig | None:
     section = raw.get(key)
     if section is None:
         problems.add(key, None, "required: a mapping with address and keystore")
@@ -176,19 +183,21 @@ def _key_section(raw: Mapping[str, Any], key: str, base: Path,
             address = parse_account_address(section["address"])
         except ValueError as exc:
             problems.add(f"{prefix}address", section["address"], str(exc))
-    keystore = _take_path(section, prefix, "keystore", base, problems, required=True,
+    keystore = _take_path(section, prefix, "keystore", base, problems, rules, required=True,
                           must_exist=True)
-    password_file = _take_path(section, prefix, "password_file", base, problems,
+    password_file = _take_path(section, prefix, "password_file", base, problems, rules,
                                required=False, must_exist=True)
     if address is None or keystore is None:
         return None
     return KeyConfig(address=address, keystore=keystore, password_file=password_file)
 
 
-def parse_session_config(raw: object, path: Path, duplicates: list[Any] | None = None
-                         ) -> SessionConfig:
+def parse_session_config(raw: object, path: Path, duplicates: list[Any] | None = None,
+                         rules: FileRules | None = None) -> SessionConfig:
     """Validate a parsed session document read from `path`; one InvalidConfig lists every
-    problem. Files named in it must exist; keystores are not read yet (see `unlock`)."""
+    problem. Files named in it must exist, in the folders `rules` allow (the store's folder
+    too); keystores are not read yet (see `unlock`)."""
+    rules = rules or FileRules()
     problems = _Problems()
     for dup in duplicates or ():
         problems.add(str(dup.key), None,
@@ -196,17 +205,20 @@ def parse_session_config(raw: object, path: Path, duplicates: list[Any] | None =
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
+        # Nothing of it is shown: a file that is not a mapping may be anything (a password).
         raise InvalidConfig(f"invalid session config {path}: not a mapping of keys",
-                            problems=[{"name": "", "value": repr(raw)[:200],
+                            problems=[{"name": "", "value": None,
                                        "requirement": "a mapping of keys"}])
     base = path.parent
     _unknown(raw, "", _TOP_KEYS, problems)
-    on_chain = _key_section(raw, "on_chain", base, problems)
-    off_chain = _key_section(raw, "off_chain", base, problems)
-    password_file = _take_path(raw, "", "password_file", base, problems, required=False,
+    on_chain = _key_section(raw, "on_chain", base, problems, rules)
+    off_chain = _key_section(raw, "off_chain", base, problems, rules)
+    password_file = _take_path(raw, "", "password_file", base, problems, rules, required=False,
                                must_exist=True)
-    contacts = _take_path(raw, "", "contacts", base, problems, required=False, must_exist=True)
-    database = _take_path(raw, "", "database", base, problems, required=True, must_exist=False)
+    contacts = _take_path(raw, "", "contacts", base, problems, rules, required=False,
+                          must_exist=True)
+    database = _take_path(raw, "", "database", base, problems, rules, required=True,
+                          must_exist=False)
     comm = raw.get("comm")
     listen: str | None = None
     if comm is None:
@@ -245,14 +257,27 @@ def parse_session_config(raw: object, path: Path, duplicates: list[Any] | None =
                          dispute_after=dispute_after)
 
 
-def load_session_config(path: str | Path) -> SessionConfig:
-    """Read and validate `session.yaml`; every problem in one InvalidConfig."""
-    file = Path(path)
-    raw, duplicates = read_yaml_file(file, what="session config", field="configFile")
-    return parse_session_config(raw, file.absolute(), duplicates)
+def load_session_config(path: str | Path, rules: FileRules | None = None) -> SessionConfig:
+    """Read and validate `session.yaml` under `rules` (blocking file reads: the node calls it
+    off the reactor thread); every problem in one InvalidConfig."""
+    file = Path(path).expanduser()
+    raw, duplicates = read_yaml_file(file, what="session config", field="configFile",
+                                     rules=rules)
+    return parse_session_config(raw, file.absolute(), duplicates, rules)
 
 
-def unlock(config: SessionConfig, environ: Mapping[str, str] | None = None) -> SessionKeys:
+def read_session_files(path: str | Path, rules: FileRules | None = None
+                       ) -> tuple[SessionConfig, list[Contact]]:
+    """The session config and its contacts, read and validated under `rules` (blocking: the
+    node runs it off the reactor thread, with a time limit)."""
+    config = load_session_config(path, rules)
+    contacts = [] if config.contacts is None else load_contacts_file(
+        config.contacts, own_address=config.off_chain.address, rules=rules)
+    return config, contacts
+
+
+def unlock(config: SessionConfig, environ: Mapping[str, str] | None = None,
+           rules: FileRules | None = None) -> SessionKeys:
     """Decrypt both keystores and check each key is the configured address's.
 
     Every problem (missing or bad file, no password, wrong password, address mismatch) of both
@@ -266,9 +291,9 @@ def unlock(config: SessionConfig, environ: Mapping[str, str] | None = None) -> S
         password_field = f"{field}.password_file" if key.password_file else "password_file"
         try:
             password = read_password(key.password_file or config.password_file,
-                                     field=password_field, environ=env)
+                                     field=password_field, environ=env, rules=rules)
             keys[field] = unlock_keystore(key.keystore, password, field=f"{field}.keystore",
-                                          address=key.address)
+                                          address=key.address, rules=rules)
         except InvalidConfig as exc:
             problem = (str(exc.data.get("name", field)), exc.data.get("value"),
                        str(exc.data.get("requirement", exc.message)))

@@ -14,6 +14,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -26,11 +27,12 @@ from perund.channel.proposal import Deployment
 from perund.channel.records import Channel
 from perund.channel.types import hex_address
 from perund.config import NodeConfig
-from perund.contacts.book import ContactBook
-from perund.errors import FailedPrecondition, StoreError
+from perund.contacts.book import Contact, ContactBook
+from perund.errors import FailedPrecondition, InvalidConfig, StoreError
 from perund.peer.manager import PeerManager
+from perund.safe_files import FileRules
 from perund.session.client import ChannelClient, Notice
-from perund.session.config import SessionConfig, SessionKeys, load_session_config, unlock
+from perund.session.config import SessionConfig, SessionKeys, read_session_files, unlock
 from perund.session.onchain import ChainSettlement
 from perund.storage.store import SessionStore
 
@@ -91,15 +93,29 @@ class Session:
     @classmethod
     async def open(cls, reactor: Any, config_file: str | Path, *, chain: ChainBackend,
                    node: NodeConfig, session_id: str | None = None,
-                   chain_view: ChainView | None = None) -> Session:
-        """Open the session of `config_file`; InvalidConfig names whatever is wrong."""
-        config = load_session_config(config_file)
+                   chain_view: ChainView | None = None,
+                   rules: FileRules | None = None) -> Session:
+        """Open the session of `config_file`; InvalidConfig names whatever is wrong.
+
+        Its files are read under `rules` (the folders the operator allows) off the reactor
+        thread, within `sessions.open_timeout`: a slow disk or a hostile path stalls nobody.
+        """
+        rules = rules or FileRules()
+        reading = deferToThread(read_session_files, config_file, rules)
+        reading.addTimeout(node.sessions.open_timeout, reactor)
+        try:
+            config, contacts = await reading
+        except defer.TimeoutError:
+            raise InvalidConfig(
+                f"configFile: {config_file}: its files could not be read within "
+                f"{node.sessions.open_timeout:g} s", name="configFile", value=str(config_file),
+                requirement="files the node can read at once") from None
         # scrypt takes up to a second a key: unlock off the reactor thread so other sessions'
         # payments do not stall meanwhile.
-        keys: SessionKeys = await deferToThread(unlock, config)
+        keys: SessionKeys = await deferToThread(unlock, config, None, rules)
         store = SessionStore(config.database, reactor)
         try:
-            return await cls._build(reactor, config, keys, store, chain, node,
+            return await cls._build(reactor, config, keys, contacts, store, chain, node,
                                     session_id or os.urandom(16).hex(), chain_view)
         except BaseException:
             store.close()
@@ -107,13 +123,13 @@ class Session:
 
     @classmethod
     async def _build(cls, reactor: Any, config: SessionConfig, keys: SessionKeys,
-                     store: SessionStore, chain: ChainBackend, node: NodeConfig,
-                     session_id: str, chain_view: ChainView | None) -> Session:
+                     contact_list: list[Contact], store: SessionStore, chain: ChainBackend,
+                     node: NodeConfig, session_id: str, chain_view: ChainView | None) -> Session:
         if chain.chain_id is None or chain.adjudicator is None:
             raise FailedPrecondition("the node is not connected to the chain yet")
         signer = keys.signer()
         account = keys.account()
-        contacts = ContactBook.load(config.contacts, store=store, own_address=signer.address)
+        contacts = ContactBook(contact_list, store=store, own_address=signer.address)
         peers = PeerManager(reactor, signer, contacts.endpoint, config.comm_listen,
                             dial_timeout=node.timeouts.peer_dial)
         settlement = ChainSettlement(reactor, chain, account,

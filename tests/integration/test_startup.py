@@ -15,25 +15,42 @@ def twistd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_a_busy_api_port_fails_start_up(tmp_path: Path) -> None:
+def test_a_busy_api_port_fails_start_up_and_leaves_no_pid_file(tmp_path: Path) -> None:
+    config = tmp_path / "perund.yaml"
+    config.write_text("data_dir: data\n")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        run = twistd("--api-listen", f"tcp:{port}:interface=127.0.0.1",
-                     "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+        run = subprocess.run([TWISTD, "-n", "perund", "--config", str(config), "--api-listen",
+                              f"tcp:{port}:interface=127.0.0.1"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
     failures = [line for line in run.stdout.splitlines() if "start-up failed" in line]
     assert len(failures) == 1 and "Address already in use" in failures[0]
     assert "Traceback" not in run.stdout
+    # twistd's pid file is gone: a stale one could block the next start (its PID reused).
+    assert not (tmp_path / "twistd.pid").exists()
 
 
-def test_a_bad_config_lists_every_problem_before_starting(tmp_path: Path) -> None:
+def test_a_bad_config_is_one_line_listing_every_problem(tmp_path: Path) -> None:
     config = tmp_path / "perund.yaml"
     config.write_text("chain:\n  url: ftp://x\ntimeouts:\n  tx: soon\nextra: 1\n")
     run = twistd("--config", str(config), cwd=tmp_path)
-    assert run.returncode != 0
-    output = run.stdout + run.stderr
+    assert run.returncode == 1 and run.stdout == ""
+    (line,) = run.stderr.splitlines()
+    assert line.startswith(f"perund: invalid node config {config}: ")
     for name in ("chain.url", "timeouts.tx", "extra"):
-        assert name in output
-    assert "starting up" not in output
+        assert name in line
+    config.write_text("chain:\n  url: [nowhere\n")
+    run = twistd("--config", str(config), cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr == f"perund: node config {config} is not valid YAML: line 3, column 1: " \
+                         "expected ',' or ']', but got '<stream end>'\n"
+
+
+def test_no_config_is_one_line_saying_what_to_pass(tmp_path: Path) -> None:
+    run = twistd(cwd=tmp_path)
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr.startswith("perund: no node config: give --config FILE")
+    assert not (tmp_path / "data").exists()

@@ -349,7 +349,7 @@ def test_password_file_failures_never_show_the_content(tmp_path: Path,
                                                        logs: list[dict[str, Any]]) -> None:
     binary = tmp_path / "binary"
     binary.write_bytes(PASSWORD.encode("utf-16"))
-    cases = {tmp_path / "absent": "no such file", tmp_path: "not a regular file",
+    cases = {tmp_path / "absent": "no such file", tmp_path: "a folder, not a file",
              binary: "not UTF-8"}
     for path, expected in cases.items():
         with pytest.raises(InvalidConfig) as caught:

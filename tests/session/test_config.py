@@ -169,7 +169,7 @@ def test_duplicate_keys_and_bad_yaml(session_dir: Path) -> None:
     with pytest.raises(InvalidConfig, match="not valid YAML") as caught:
         load_session_config(path)
     assert caught.value.data["name"] == "configFile"
-    with pytest.raises(InvalidConfig, match="cannot read"):
+    with pytest.raises(InvalidConfig, match="no such file"):
         load_session_config(session_dir / "absent.yaml")
 
 
@@ -182,7 +182,7 @@ def test_secret_looking_unknown_keys_are_hidden(session_dir: Path) -> None:
     text = str(caught.value) + json.dumps(caught.value.to_data())
     assert PASSWORD not in text
     assert OFF_KEY.hex() not in text
-    assert {p["value"] for p in caught.value.data["problems"]} == {"<hidden>"}
+    assert {p["value"] for p in caught.value.data["problems"]} == {None}  # never shown
 
 
 # --- unlocking ------------------------------------------------------------------------------
