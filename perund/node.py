@@ -45,6 +45,7 @@ from perund.node_state import (
 )
 from perund.safe_files import FileRules
 from perund.session.client import ChannelNotice, Notice
+from perund.session.config import SessionConfig
 from perund.session.session import Session
 
 
@@ -194,7 +195,8 @@ class NodeService(MultiService):
         try:
             session = await Session.open(self._reactor, config_file, chain=self.chain,
                                          node=self.config, session_id=session_id,
-                                         chain_view=self.chain_view, rules=self.file_rules)
+                                         chain_view=self.chain_view, rules=self.file_rules,
+                                         check=self._not_open_already)
         except BaseException:
             for waiter in self._opening.pop(resolved):
                 waiter.callback(None)
@@ -212,6 +214,17 @@ class NodeService(MultiService):
         for waiter in waiting:
             waiter.callback(None)
         return session
+
+    def _not_open_already(self, config: SessionConfig) -> None:
+        """ResourceExists when the user of `config` has a session open here already, under
+        another file (a copy of its session.yaml): one key, one store, one session."""
+        database = config.database.resolve()
+        for session in self.sessions.values():
+            if session.config.off_chain.address == config.off_chain.address \
+                    or session.config.database.resolve() == database:
+                raise ResourceExists(
+                    f"this user's session is open already (from {session.config.path}): "
+                    "the same off-chain key or store", type="session", id="0x" + session.id)
 
     @property
     def file_rules(self) -> FileRules:

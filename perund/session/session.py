@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from perund.channel.records import Channel
 from perund.channel.types import hex_address
 from perund.config import NodeConfig
 from perund.contacts.book import Contact, ContactBook
-from perund.errors import FailedPrecondition, InvalidConfig, StoreError
+from perund.errors import FailedPrecondition, InvalidConfig, StoreError, StoreLocked
 from perund.peer.manager import PeerManager
 from perund.safe_files import FileRules
 from perund.session.client import ChannelClient, Notice
@@ -94,11 +95,13 @@ class Session:
     async def open(cls, reactor: Any, config_file: str | Path, *, chain: ChainBackend,
                    node: NodeConfig, session_id: str | None = None,
                    chain_view: ChainView | None = None,
-                   rules: FileRules | None = None) -> Session:
+                   rules: FileRules | None = None,
+                   check: Callable[[SessionConfig], None] | None = None) -> Session:
         """Open the session of `config_file`; InvalidConfig names whatever is wrong.
 
         Its files are read under `rules` (the folders the operator allows) off the reactor
         thread, within `sessions.open_timeout`: a slow disk or a hostile path stalls nobody.
+        `check` may refuse the config once it is read (the node: the same user open twice).
         """
         rules = rules or FileRules()
         reading = deferToThread(read_session_files, config_file, rules)
@@ -110,10 +113,18 @@ class Session:
                 f"configFile: {config_file}: its files could not be read within "
                 f"{node.sessions.open_timeout:g} s", name="configFile", value=str(config_file),
                 requirement="files the node can read at once") from None
+        if check is not None:
+            check(config)
         # scrypt takes up to a second a key: unlock off the reactor thread so other sessions'
         # payments do not stall meanwhile.
         keys: SessionKeys = await deferToThread(unlock, config, None, rules)
-        store = SessionStore(config.database, reactor)
+        try:
+            store = SessionStore(config.database, reactor)
+        except StoreLocked as exc:
+            raise FailedPrecondition(
+                f"this session's store {config.database} is open in another process "
+                f"(pid {exc.data.get('holder', '?')}): a session may be open in one node only",
+                database=str(config.database)) from None
         try:
             return await cls._build(reactor, config, keys, contacts, store, chain, node,
                                     session_id or os.urandom(16).hex(), chain_view)

@@ -376,7 +376,7 @@ def _lock(path: str) -> int:
             raise StoreLocked(
                 f"store {path} is already open (lock held by pid {holder}); "
                 "two nodes writing one store would corrupt it",
-                path=path,
+                path=path, holder=holder,
             ) from None
         raise
     os.ftruncate(fd, 0)

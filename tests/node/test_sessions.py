@@ -28,6 +28,7 @@ from perund.errors import FailedPrecondition, InvalidConfig, ResourceExists
 from perund.node import NodeService
 from perund.session.client import ChannelNotice, Notice, ProposalNotice, UpdateNotice
 from perund.session.session import Session
+from tests.node.conftest import two_nodes
 
 ETHER = 10**18
 
@@ -128,6 +129,22 @@ async def test_session_close_refused_with_open_channels_and_reopen_twice_refused
     auto_answer(bob)
     with pytest.raises(ResourceExists):
         await node.open_session(str(setup.users[0].session_file))
+    # A copy of her session.yaml is still her session: refused with her session's ID (its
+    # listener would otherwise clash with her open one on the peer port).
+    copy = setup.users[0].session_file.with_name("copy.yaml")
+    copy.write_text(setup.users[0].session_file.read_text())
+    with pytest.raises(ResourceExists) as again:
+        await node.open_session(str(copy))
+    assert again.value.data["id"] == "0x" + alice.id
+    # Another node (here in the same process) finds her store locked: one node per session.
+    other = NodeService(reactor, load_node_config(two_nodes(setup)[1]))
+    other.startService()
+    try:
+        await other.ready
+        with pytest.raises(FailedPrecondition, match="open in another process"):
+            await other.open_session(str(setup.users[0].session_file))
+    finally:
+        await other.stopService()
     bob_address = alice.contacts.by_alias("bob").off_chain_address
     await alice.client.open_channel(OpenRequest(bob_address, (ETH,), ((ETHER, 0),), 600))
     with pytest.raises(FailedPrecondition) as caught:
