@@ -48,6 +48,30 @@ class ApiConfig:
 
     listen: str = "tcp:50001:interface=127.0.0.1"
     token_file: str = ""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins (`https://host:port`) whose WebSocket upgrades are accepted; a request
+    with any other `Origin` is refused."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client, user or peer may hold of the node (docs/security.md)."""
+
+    api_connections: int = 1024
+    api_request_timeout: float = 30.0
+    api_idle_timeout: float = 60.0
+    api_body_size: int = 1024 * 1024
+    ws_subscriptions: int = 64
+    session_subscriptions: int = 256
+    ws_send_buffer: int = 4 * 1024 * 1024
+    peer_handshakes: int = 256
+    peer_handshakes_per_host: int = 16
+    peer_connections_per_host: int = 32
+    peer_strangers: int = 64
+    peer_refusals: int = 100
+    """Refused messages a peer may send in `peer_refusal_window` before its connections are
+    dropped and refused for that long."""
+    peer_refusal_window: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +122,7 @@ class NodeConfig:
     chain: ChainConfig = field(default_factory=ChainConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
+    limits: Limits = field(default_factory=Limits)
     path: Path | None = None
     """The file this config was read from (for messages), if any."""
 
@@ -210,6 +235,45 @@ def _folders(base: Path) -> Callable[[Any], tuple[Path, ...]]:
     return convert
 
 
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:]+\]"
+                     r"(:[0-9]{1,5})?$")
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024 * 1024}
+
+
+def _origins(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and _ORIGIN.match(v)
+                                              for v in value):
+        raise ValueError("a list of origins such as https://wallet.example:8443")
+    return tuple(v.lower() for v in value)
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from `1048576`, `64KiB` or `4MiB`; ValueError otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if match is None or int(match.group(1)) <= 0:
+        raise ValueError("a size above zero: bytes, or with KiB or MiB (64KiB, 4MiB)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def _limits(raw: Mapping[str, Any], problems: _Collector) -> Limits:
+    kinds: dict[str, Callable[[Any], Any]] = {}
+    defaults = Limits()
+    for name, default in vars(defaults).items():
+        if isinstance(default, float):
+            kinds[name] = _positive_duration
+        elif name.endswith(("_size", "_buffer")):
+            kinds[name] = parse_size
+        else:
+            kinds[name] = _int_at_least(1)
+    problems.unknown(raw, "limits.", set(kinds))
+    return Limits(**{name: problems.take(raw, "limits.", name, convert,
+                                         getattr(defaults, name), "")
+                     for name, convert in kinds.items()})
+
+
 def _chain_url(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("an http(s):// or ws(s):// URL, or empty for the embedded chain")
@@ -227,7 +291,8 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
         raise InvalidConfig("the node config must be a mapping of keys",
                             problems=[{"name": "", "value": _shown(raw),
                                        "requirement": "a mapping"}])
-    problems.unknown(raw, "", {"data_dir", "log", "api", "chain", "timeouts", "sessions"})
+    problems.unknown(raw, "", {"data_dir", "log", "api", "chain", "timeouts", "sessions",
+                               "limits"})
     base = base_dir or Path(".")
 
     data_dir = problems.take(raw, "", "data_dir", _non_empty_str, "data", "a directory path")
@@ -242,11 +307,12 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
     )
 
     api_raw = _section(raw, "api", problems)
-    problems.unknown(api_raw, "api.", {"listen", "token_file"})
+    problems.unknown(api_raw, "api.", {"listen", "token_file", "allowed_origins"})
     api = ApiConfig(
         listen=problems.take(api_raw, "api.", "listen", _non_empty_str,
                              ApiConfig.listen, "an endpoint string"),
         token_file=problems.take(api_raw, "api.", "token_file", _str, "", "a file path"),
+        allowed_origins=problems.take(api_raw, "api.", "allowed_origins", _origins, (), ""),
     )
 
     chain_raw = _section(raw, "chain", problems)
@@ -305,6 +371,8 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
         open_timeout=problems.take(sessions_raw, "sessions.", "open_timeout",
                                    _positive_duration, SessionsConfig.open_timeout, ""))
 
+    limits = _limits(_section(raw, "limits", problems), problems)
+
     if problems.problems:
         lines = "; ".join(f"{p['name'] or '(top)'}: {p['requirement']}" for p in problems.problems)
         raise InvalidConfig(f"invalid node config: {lines}", problems=problems.problems)
@@ -312,23 +380,27 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
     if not data_path.is_absolute():
         data_path = base / data_path
     return NodeConfig(data_dir=data_path, log=log, api=api, chain=chain, timeouts=timeouts,
-                      sessions=sessions)
+                      sessions=sessions, limits=limits)
 
 
-def load_node_config(path: str | Path) -> NodeConfig:
+def load_node_config(path: str | Path,
+                     overrides: Mapping[str, Any] | None = None) -> NodeConfig:
     """Read and validate a node config file; relative paths in it are relative to its folder.
-    Every problem is in one InvalidConfig whose message names the file."""
+    `overrides` (`{"api": {"listen": ...}}`, from the command line) replace keys of the file
+    before validation. Every problem is in one InvalidConfig whose message names the file."""
     file = Path(path)
     # The strict loader keeps 0x-addresses as text and reports keys defined twice.
     raw, duplicates = read_yaml_file(file, what="node config", field="config")
     if duplicates:
         raise InvalidConfig(
-            f"config file {file} defines keys twice: "
+            f"node config {file} defines keys twice: "
             + ", ".join(f"{d.key} (lines {d.first_line} and {d.line})" for d in duplicates),
             problems=[{"name": str(d.key), "value": None,
                        "requirement": f"defined twice (lines {d.first_line} and {d.line})"}
                       for d in duplicates],
         )
+    if overrides:
+        raw = _merged(raw, overrides)
     try:
         config = parse_node_config(raw, base_dir=file.parent)
     except InvalidConfig as exc:
@@ -336,3 +408,20 @@ def load_node_config(path: str | Path) -> NodeConfig:
                                                 f"invalid node config {file}:", 1),
                             **exc.data) from None
     return replace(config, path=file)
+
+
+def _merged(raw: object, overrides: Mapping[str, Any]) -> object:
+    """`raw` with the sections of `overrides` merged in (a non-mapping `raw` is left for the
+    validation to report)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        return raw
+    merged = dict(raw)
+    for key, value in overrides.items():
+        section = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(section, Mapping):
+            merged[key] = {**section, **value}
+        else:
+            merged[key] = value
+    return merged

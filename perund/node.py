@@ -88,6 +88,7 @@ class NodeService(MultiService):
 
     def startService(self) -> None:
         """Start the child services, then run the asynchronous start-up steps in order."""
+        raise_open_file_limit()
         if self.config.log.file:
             from perund.logs import LogFile
 
@@ -119,6 +120,7 @@ class NodeService(MultiService):
         """Serve JSON-RPC on /rpc and WebSocket on /ws at `api.listen`, behind the token."""
         from twisted.internet.endpoints import serverFromString
 
+        from perund.api.connections import ApiLimits
         from perund.api.http import ensure_token
         from perund.api.site import make_site
         from perund.node_api import NodeAPI
@@ -130,8 +132,18 @@ class NodeService(MultiService):
             token, clock=self._reactor.seconds,
             stored=[c for s in self._remembered.values() for c in s.credentials],
             on_change=self._remember_sessions)
-        self.site = make_site(NodeAPI(self), self.credentials, reactor=self._reactor,
-                              metrics=self.metrics, render_metrics=self.render_metrics)
+        limits = self.config.limits
+        self.site = make_site(
+            NodeAPI(self), self.credentials, reactor=self._reactor, metrics=self.metrics,
+            render_metrics=self.render_metrics,
+            allowed_origins=self.config.api.allowed_origins,
+            limits=ApiLimits(max_connections=limits.api_connections,
+                             request_timeout=limits.api_request_timeout,
+                             idle_timeout=limits.api_idle_timeout,
+                             max_body=limits.api_body_size,
+                             subscriptions_per_socket=limits.ws_subscriptions,
+                             subscriptions_per_session=limits.session_subscriptions,
+                             socket_send_buffer=limits.ws_send_buffer))
         endpoint = serverFromString(self._reactor, self.config.api.listen)  # type: ignore[no-untyped-call]
         try:
             self._api_port = await endpoint.listen(self.site)
@@ -370,6 +382,29 @@ class NodeService(MultiService):
         clock: IReactorTime = self._reactor
         return clock
 
+
+
+def raise_open_file_limit() -> int | None:
+    """Raise the soft limit of open files to the hard limit (connections, stores and the chain
+    all take descriptors, and 1024 is a common soft default); the new limit, None where
+    there is no such limit."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        NodeService.log.warn("could not raise the open-file limit from {soft} to {target}: "
+                             "{error}", soft=soft, target=target, error=exc)
+        return soft
+    NodeService.log.info("open-file limit raised from {soft} to {target}", soft=soft,
+                         target=target)
+    return target
 
 
 def _exit_failed() -> None:

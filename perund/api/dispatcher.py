@@ -113,13 +113,42 @@ def _check_depth(body: bytes) -> None:
 
 def decode_json(body: bytes) -> object:
     """Parse a request body strictly: UTF-8, no NaN/Infinity, no duplicate members, finite
-    numbers, at most MAX_JSON_DEPTH levels; ValueError otherwise."""
+    numbers, at most MAX_JSON_DEPTH levels, no lone UTF-16 surrogates; ValueError otherwise."""
     _check_depth(body)
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant,
-                          parse_float=_finite_float, object_pairs_hook=_unique_keys)
+        message = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant,
+                             parse_float=_finite_float, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    # `"\ud800"` is valid JSON but not text: it could not be logged, stored or sent back as
+    # UTF-8. Only an escape can make one, so bodies without `\u` skip the walk.
+    if b"\\u" in body and _has_lone_surrogate(message):
+        raise ValueError("a string holds a lone UTF-16 surrogate")
+    return message
+
+
+def _parse_problem(exc: ValueError) -> str | None:
+    """What is wrong with a body beyond JSON syntax (which `Parse error` says, as in the
+    specification's examples), in words that quote none of it."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "the body must be UTF-8 text"
+    if isinstance(exc, json.JSONDecodeError):
+        return None
+    return _printable(str(exc), 120)
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item) for item in value)
+    return False
 
 
 def encode_json(value: object) -> bytes:
@@ -191,9 +220,11 @@ class Dispatcher:
         """Answer a raw message; None when nothing is to be sent back (only notifications)."""
         try:
             message = decode_json(body)
-        except ValueError:
+        except ValueError as exc:
             self._log_call("-", None, self._clock.seconds(), PARSE_ERROR, context)
-            return encode_json(error_reply(None, PARSE_ERROR))
+            problem = _parse_problem(exc)
+            return encode_json(error_reply(None, PARSE_ERROR, data=None if problem is None
+                                           else {"requirement": problem}))
         reply = await self.dispatch(message, context)
         return None if reply is None else encode_json(reply)
 

@@ -24,8 +24,15 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from perund.api.connections import RateLimitedWarning
 from perund.api.credentials import Credential, CredentialRegistry, Scope
-from perund.api.dispatcher import Dispatcher, encode_json
+from perund.api.dispatcher import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    Dispatcher,
+    encode_json,
+    error_reply,
+)
 from perund.api.method_spec import CallContext
 from perund.errors import InvalidConfig
 
@@ -178,11 +185,27 @@ def _refuse(request: Any, code: int, message: str) -> bytes:
     return encode_json({"error": message})
 
 
+def _refuse_rpc(request: Any, code: int, requirement: str, **data: str) -> bytes:
+    """An HTTP error status with a JSON-RPC error object as its body (id null: the request
+    was not read), so a JSON-RPC client gets something it understands."""
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    return encode_json(error_reply(None, INVALID_REQUEST,
+                                   data={"requirement": requirement, **data}))
+
+
 def refuse_unauthorized(request: Any) -> bytes:
-    """401 with `WWW-Authenticate: Bearer` and a JSON body; logged (without any token)."""
+    """401 with `WWW-Authenticate: Bearer` and a JSON body; logged (without any token), at
+    most once per interval however many come."""
     peer = request.getClientAddress()
-    log.warn("refused an API request without a valid token from {peer}",
-             peer=getattr(peer, "host", str(peer)))
+    warnings: RateLimitedWarning | None = getattr(getattr(request.channel, "site", None),
+                                                  "refusals", None)
+    if warnings is not None:
+        warnings.warn("refused API requests without a valid token: {count} in the last "
+                      "period, the latest from {peer}", peer=getattr(peer, "host", str(peer)))
+    else:
+        log.warn("refused an API request without a valid token from {peer}",
+                 peer=getattr(peer, "host", str(peer)))
     request.setHeader(b"www-authenticate", b'Bearer realm="perund"')
     return _refuse(request, 401, "a valid bearer token is required")
 
@@ -237,13 +260,18 @@ class RpcResource(Resource):
         too_large = request.too_large if isinstance(request, ApiRequest) \
             else content is None or len(content.getvalue()) > self._max_body
         if too_large:
-            return _refuse(request, 413, f"the request body exceeds {self._max_body} bytes")
+            return _refuse_rpc(request, 413, f"a body of at most {self._max_body} bytes "
+                                             "(limits.api_body_size)")
         if request.method != b"POST":
             request.setHeader(b"allow", b"POST")
-            return _refuse(request, 405, "use POST")
-        media = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+            return _refuse_rpc(request, 405, "the POST method", method="POST")
+        declared = request.getHeader(b"content-type")
+        media = (declared or b"application/json").split(b";")[0].strip().lower()
         if media != b"application/json":
-            return _refuse(request, 415, "the body must be application/json")
+            # A missing type is taken as JSON; a wrong one (curl -d sends a form's) is named.
+            return _refuse_rpc(request, 415, "Content-Type: application/json (curl: -H "
+                                             "'Content-Type: application/json')",
+                               header="Content-Type")
         body = content.read()
         finished: list[bool] = []
         request.notifyFinish().addBoth(lambda _: finished.append(True))
@@ -265,11 +293,11 @@ class RpcResource(Resource):
         request.finish()
 
     def _failed(self, request: Any, failure: Failure, finished: list[bool]) -> None:
-        # The dispatcher answers every error itself; reaching this is a bug in it.
+        # The dispatcher answers every error itself; reaching this is a bug in it. The client
+        # still gets a JSON-RPC error object, not an HTML page or a bare 500.
         log.failure("the dispatcher failed", failure)
         if not finished:
-            request.setResponseCode(500)
             request.setHeader(b"content-type", b"application/json")
-            request.write(encode_json({"error": "internal error"}))
+            request.write(encode_json(error_reply(None, INTERNAL_ERROR)))
             request.finish()
 

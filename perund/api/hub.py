@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from perund.api.views import Notification, ProposalView, UpdateView, Withdrawn
-from perund.errors import ResourceNotFound
+from perund.errors import FailedPrecondition, ResourceNotFound
 
 if TYPE_CHECKING:
     from perund.api.facade import NodeFacade
@@ -74,11 +74,12 @@ class SessionHub:
     """Routes one session's notifications to its subscribers, caching what nobody takes."""
 
     def __init__(self, clock: IReactorTime, *, closed_ttl: float = 3600.0,
-                 max_cached: int = 512) -> None:
+                 max_cached: int = 512, max_subscribers: int = 256) -> None:
         # Any: zope interfaces do not type-check as protocols without the mypy-zope plugin.
         self._clock: Any = clock
         self.closed_ttl = closed_ttl
         self.max_cached = max_cached
+        self.max_subscribers = max_subscribers
         self._subscribers: dict[str, Subscription] = {}
         self._cache: OrderedDict[int, _Cached] = OrderedDict()
         self._next = 0
@@ -128,6 +129,10 @@ class SessionHub:
         """Add a subscriber and hand it, in order, the cached notifications it matches."""
         if topic not in TOPICS:
             raise ValueError(f"unknown topic {topic!r}")
+        if len(self._subscribers) >= self.max_subscribers:
+            raise FailedPrecondition(
+                f"this session has {self.max_subscribers} subscriptions already "
+                "(limits.session_subscriptions): unsubscribe first", limit=self.max_subscribers)
         subscription = Subscription(_new_id(), topic, channel_id, deliver)
         self._subscribers[subscription.id] = subscription
         self._prune()
@@ -179,11 +184,12 @@ class Hubs:
     """The hubs of all sessions, each fed by `facade.subscribe_notices`."""
 
     def __init__(self, facade: NodeFacade, clock: IReactorTime, *, closed_ttl: float = 3600.0,
-                 max_cached: int = 512) -> None:
+                 max_cached: int = 512, max_subscribers: int = 256) -> None:
         self._facade = facade
         self._clock = clock
         self._closed_ttl = closed_ttl
         self._max_cached = max_cached
+        self._max_subscribers = max_subscribers
         self._hubs: dict[bytes, tuple[SessionHub, Callable[[], None]]] = {}
 
     def attach(self, session_id: bytes) -> SessionHub:
@@ -192,7 +198,8 @@ class Hubs:
         known = self._hubs.get(session_id)
         if known is not None:
             return known[0]
-        hub = SessionHub(self._clock, closed_ttl=self._closed_ttl, max_cached=self._max_cached)
+        hub = SessionHub(self._clock, closed_ttl=self._closed_ttl, max_cached=self._max_cached,
+                         max_subscribers=self._max_subscribers)
         stop = self._facade.subscribe_notices(session_id, hub.publish, hub.wants_updated)
         self._hubs[session_id] = (hub, stop)
         return hub
@@ -224,12 +231,19 @@ class ClientSubscriptions:
     them went out).
     """
 
-    def __init__(self, push: Callable[[str, Notification], None]) -> None:
+    def __init__(self, push: Callable[[str, Notification], None],
+                 max_subscriptions: int = 64) -> None:
         self._push = push
+        self.max_subscriptions = max_subscriptions
         self._outlets: dict[str, _Outlet] = {}
 
     def subscribe(self, hub: SessionHub, topic: str, channel_id: bytes | None) -> str:
-        """Subscribe to `hub`; the subscription ID."""
+        """Subscribe to `hub`; the subscription ID. FailedPrecondition past the connection's
+        or the session's number of subscriptions."""
+        if len(self._outlets) >= self.max_subscriptions:
+            raise FailedPrecondition(
+                f"this connection has {self.max_subscriptions} subscriptions already "
+                "(limits.ws_subscriptions): unsubscribe first", limit=self.max_subscriptions)
         outlet: _Outlet | None = None
         held: list[Notification] = []
 

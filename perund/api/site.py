@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -10,11 +10,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from perund.api.amounts import Currencies
+from perund.api.connections import ApiChannel, ApiLimits, ConnectionCount, RateLimitedWarning
 from perund.api.credentials import CredentialRegistry
 from perund.api.dispatcher import Dispatcher, encode_json
 from perund.api.facade import NodeFacade
 from perund.api.http import (
-    MAX_BODY,
     ApiRequest,
     MetricsResource,
     RpcResource,
@@ -44,43 +44,79 @@ class _Root(Resource):
 
 
 class ApiSite(Site):
-    """The API's Site; `dispatcher` and `hubs` are exposed for the node and for tests."""
+    """The API's Site; `dispatcher` and `hubs` are exposed for the node and for tests.
+
+    No access log: the dispatcher logs each call (never its params), while an access log would
+    write request lines that could carry what a client put in a URL.
+    """
 
     requestFactory = ApiRequest
+    # No HTTP/2 (its ALPN wrapper): the channel's deadlines are HTTP/1.1's.
+    protocol = ApiChannel  # type: ignore[assignment]
 
-    def __init__(self, root: Resource, *, credentials: CredentialRegistry, max_body: int,
-                 dispatcher: Dispatcher, hubs: Hubs) -> None:
-        super().__init__(root)  # type: ignore[no-untyped-call]  # no logPath: no access log, whose URIs could carry ?token=
+    def __init__(self, root: Resource, *, credentials: CredentialRegistry, limits: ApiLimits,
+                 dispatcher: Dispatcher, hubs: Hubs, reactor: Any) -> None:
+        super().__init__(root, timeout=limits.idle_timeout,  # type: ignore[no-untyped-call]
+                         reactor=reactor)
         self.credentials = credentials
-        self.max_body = max_body
+        self.limits = limits
+        self.max_body = limits.max_body
         self.dispatcher = dispatcher
         self.hubs = hubs
+        self.connections = ConnectionCount(reactor, limits.max_connections)
+        self.sockets: ApiSocketFactory | None = None
+        """The WebSocket side (its open sockets), once `make_site` built it."""
+        self.refusals = RateLimitedWarning(reactor)
+        """The warning about requests without a valid credential (one line per interval)."""
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """A counted API channel, or None (Twisted closes the connection) past the cap."""
+        if not self.connections.admit(addr):
+            return None
+        channel: Any = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
+        channel.count = self.connections
+        channel.request_timeout = self.limits.request_timeout
+        return channel
+
+    def log(self, request: Any) -> None:
+        """No access log (see the class docstring)."""
+
+    def startFactory(self) -> None:
+        """No access log, hence no log file and no per-second log clock."""
+
+    def stopFactory(self) -> None:
+        """Nothing was started."""
 
 
 def make_site(facade: NodeFacade, credentials: CredentialRegistry | str, *,
-              reactor: IReactorTime,
-              currencies: Currencies | None = None, max_body: int = MAX_BODY,
-              max_batch: int = 100, closed_ttl: float = 3600.0,
-              metrics: Metrics | None = None,
+              reactor: IReactorTime, currencies: Currencies | None = None,
+              limits: ApiLimits | None = None, allowed_origins: Iterable[str] = (),
+              max_batch: int = 100,
+              closed_ttl: float = 3600.0, metrics: Metrics | None = None,
               render_metrics: Callable[[], str] | None = None) -> ApiSite:
     """The API on one Site: `POST /rpc` and `GET /ws` (and, given `render_metrics`,
     `GET /metrics`), all behind `credentials` (or, given a string, the operator's token alone,
-    with session credentials kept in memory). API calls are counted in `metrics`."""
+    with session credentials kept in memory), within `limits`. API calls are counted in
+    `metrics`."""
+    clock: Any = reactor  # zope interfaces do not type-check as protocols
     if isinstance(credentials, str):
-        clock: Any = reactor  # zope interfaces do not type-check as protocols
         credentials = CredentialRegistry(credentials, clock=clock.seconds)
+    limits = limits or ApiLimits()
     table = currencies if currencies is not None else Currencies()
-    hubs = Hubs(facade, reactor, closed_ttl=closed_ttl)
+    hubs = Hubs(facade, reactor, closed_ttl=closed_ttl,
+                max_subscribers=limits.subscriptions_per_session)
     dispatcher = Dispatcher(build_methods(facade, table, hubs, credentials), reactor,
                             max_batch=max_batch, metrics=metrics, credentials=credentials)
     root: Any = _Root()  # Any: Resource's zope interfaces do not type-check without mypy-zope
-    root.putChild(b"rpc", RpcResource(dispatcher, credentials, max_body))
-    root.putChild(b"ws", WebSocketEntry(ApiSocketFactory(dispatcher, table, credentials,
-                                                         reactor, max_body)))
+    root.putChild(b"rpc", RpcResource(dispatcher, credentials, limits.max_body))
+    sockets = ApiSocketFactory(dispatcher, table, credentials, reactor, limits,
+                               allowed_origins=allowed_origins)
+    root.putChild(b"ws", WebSocketEntry(sockets))
     if render_metrics is not None:
         root.putChild(b"metrics", MetricsResource(render_metrics))
-    site = ApiSite(root, credentials=credentials, max_body=max_body, dispatcher=dispatcher,
-                   hubs=hubs)
+    site = ApiSite(root, credentials=credentials, limits=limits, dispatcher=dispatcher,
+                   hubs=hubs, reactor=reactor)
+    site.sockets = sockets
     site_any: Any = site
     site_any.displayTracebacks = False
     return site

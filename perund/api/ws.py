@@ -1,15 +1,23 @@
 """`GET /ws`: the JSON-RPC API over a WebSocket, with pushes.
 
-The token is checked before the upgrade (header `Authorization: Bearer`, or `?token=` for
-clients that cannot set headers, such as browsers); without it the answer is a plain 401 and
-no WebSocket is made. Each text or binary message is one JSON-RPC message for the same
-dispatcher as `/rpc`; `subscribe` / `unsubscribe` work only here. Pushes are JSON-RPC
-notifications `{"jsonrpc": "2.0", "method": "perund_notification",
-"params": {"subscription": id, "result": ...}}`. A client that disconnects is unsubscribed.
+The credential is checked before the upgrade: one `Authorization: Bearer` header, or, for
+clients that cannot set headers (browsers), the subprotocol `perund.bearer.<token>` offered with
+`perund` in `Sec-WebSocket-Protocol` (never a query string, which proxies and logs keep).
+Without it the answer is a plain 401 and no WebSocket is made. A request carrying an `Origin`
+(a browser's) is refused with 403 unless that origin is on `api.allowed_origins`.
+
+Each text or binary message is one JSON-RPC message for the same dispatcher as `/rpc`;
+`subscribe` / `unsubscribe` work only here. Pushes are JSON-RPC notifications
+`{"jsonrpc": "2.0", "method": "perund_notification", "params": {"subscription": id,
+"result": ...}}`. A client that disconnects is unsubscribed. A client that stops reading gets
+its replies and pushes queued up to `limits.ws_send_buffer` bytes, then the connection is
+dropped (it resubscribes and reads the current state when it comes back).
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
@@ -20,9 +28,10 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from perund.api.amounts import Currencies
+from perund.api.connections import ApiLimits, RateLimitedWarning
 from perund.api.credentials import CLOSE_REVOKED, Credential, CredentialRegistry
-from perund.api.dispatcher import Dispatcher, encode_json
-from perund.api.http import MAX_BODY, ApiRequest, bearer, refuse_unauthorized
+from perund.api.dispatcher import INTERNAL_ERROR, Dispatcher, encode_json, error_reply
+from perund.api.http import ApiRequest, credential_of, refuse_unauthorized
 from perund.api.hub import ClientSubscriptions
 from perund.api.method_spec import CallContext
 from perund.api.methods import NOTIFICATION_METHOD
@@ -37,11 +46,56 @@ class ApiSocket(WebSocketServerProtocol):
     factory: ApiSocketFactory
     credential: Credential | None = None
     """Who authenticated the upgrade; every message is called as them."""
+    channel: Any = None
+    """The HTTP channel the socket was upgraded from (its connection count is ours now)."""
+
+    def onConnect(self, request: Any) -> str | None:
+        """Accept the upgrade; a browser's `perund` subprotocol is confirmed (the token it
+        offered beside it is not echoed)."""
+        return SUBPROTOCOL if SUBPROTOCOL in (request.protocols or ()) else None
 
     def onOpen(self) -> None:
-        self.subscriptions = ClientSubscriptions(self._push)
+        self.subscriptions = ClientSubscriptions(
+            self._push, self.factory.limits.subscriptions_per_socket)
         self.open = True
+        self._paused = False
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        # The transport asks us to pause when its buffer fills: we take over from the HTTP
+        # channel, registered there before the upgrade.
+        transport: Any = self.transport
+        transport.unregisterProducer()
+        transport.registerProducer(self, True)
         self.factory.opened(self)
+
+    def pauseProducing(self) -> None:
+        """The client stopped reading fast enough: hold what we send from now on."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """The client reads again: send what was held, in order."""
+        self._paused = False
+        while self._queue and not self._paused and self.open:
+            data = self._queue.popleft()
+            self._queued -= len(data)
+            self.sendMessage(data, isBinary=False)  # type: ignore[no-untyped-call]
+
+    def stopProducing(self) -> None:
+        """The connection is going: nothing more is sent."""
+        self._queue.clear()
+        self._queued = 0
+
+    def _transmit(self, data: bytes) -> None:
+        if not self._paused and not self._queue:
+            self.sendMessage(data, isBinary=False)  # type: ignore[no-untyped-call]
+            return
+        self._queue.append(data)
+        self._queued += len(data)
+        if self._queued > self.factory.limits.socket_send_buffer:
+            self.factory.slow_consumer(self)
+            self.open = False
+            self.stopProducing()
+            self.dropConnection(abort=True)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         handled = Deferred.fromCoroutine(self._handle(payload))
@@ -54,7 +108,7 @@ class ApiSocket(WebSocketServerProtocol):
             self.subscriptions.close()
             return
         if reply is not None:
-            self.sendMessage(reply, isBinary=False)  # type: ignore[no-untyped-call]
+            self._transmit(reply)
         self.subscriptions.release()
 
     def _push(self, subscription_id: str, notification: Notification) -> None:
@@ -63,15 +117,21 @@ class ApiSocket(WebSocketServerProtocol):
         message = {"jsonrpc": "2.0", "method": NOTIFICATION_METHOD,
                    "params": {"subscription": subscription_id,
                               "result": notification.to_json(self.factory.currencies)}}
-        self.sendMessage(encode_json(message),  # type: ignore[no-untyped-call]
-                         isBinary=False)
+        self._transmit(encode_json(message))
 
     def _failed(self, failure: Failure) -> None:
+        # The dispatcher answers every error itself: reaching this is a bug. The client still
+        # gets a JSON-RPC error, not silence.
         log.failure("a WebSocket message could not be handled", failure)
+        if self.open:
+            self._transmit(encode_json(error_reply(None, INTERNAL_ERROR)))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.open = False
         self.factory.closed(self)
+        if self.channel is not None:
+            self.channel.count.release()
+            self.channel = None
         subscriptions = getattr(self, "subscriptions", None)
         if subscriptions is not None:
             subscriptions.close()
@@ -94,29 +154,44 @@ class ApiSocketFactory(WebSocketServerFactory):
     protocol = ApiSocket  # type: ignore[assignment]  # Twisted's Factory types it narrowly
 
     def __init__(self, dispatcher: Dispatcher, currencies: Currencies,
-                 credentials: CredentialRegistry, reactor: Any,
-                 max_message: int = MAX_BODY, ping_interval: float = 30.0) -> None:
+                 credentials: CredentialRegistry, reactor: Any, limits: ApiLimits,
+                 ping_interval: float = 30.0, allowed_origins: Iterable[str] = ()) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # autobahn is untyped
         self.dispatcher = dispatcher
         self.currencies = currencies
         self.credentials = credentials
+        self.limits = limits
+        self.allowed_origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
         self._reactor = reactor
-        self.upgrading: Credential | None = None
-        """The credential of the upgrade being handed over (set only during that call)."""
+        self.upgrading: tuple[Credential, Any] | None = None
+        """The credential and HTTP channel of the upgrade being handed over (set only during
+        that call)."""
         self._sockets: dict[str, set[ApiSocket]] = {}
+        self._slow = RateLimitedWarning(reactor)
         credentials.on_revoked(self._revoked)
         # A dead peer is noticed by pings (its subscriptions end); messages are as bounded as
         # HTTP bodies.
         self.setProtocolOptions(  # type: ignore[no-untyped-call]
-            maxMessagePayloadSize=max_message, maxFramePayloadSize=max_message,
+            maxMessagePayloadSize=limits.max_body, maxFramePayloadSize=limits.max_body,
             autoPingInterval=ping_interval, autoPingTimeout=ping_interval)
 
 
     def buildProtocol(self, addr: Any) -> Any:
         """A socket carrying the credential its upgrade was authenticated with."""
         protocol: Any = super().buildProtocol(addr)
-        protocol.credential = self.upgrading
+        if self.upgrading is not None:
+            protocol.credential, protocol.channel = self.upgrading
         return protocol
+
+    def slow_consumer(self, socket: ApiSocket) -> None:
+        """Log (at most once per interval) that a client that does not read was dropped."""
+        self._slow.warn("dropped {count} WebSocket clients that did not read: over {limit} "
+                        "bytes of replies and pushes waited for one (limits.ws_send_buffer)",
+                        limit=self.limits.socket_send_buffer)
+
+    def open_sockets(self) -> list[ApiSocket]:
+        """The sockets open now that carry a credential."""
+        return [socket for group in self._sockets.values() for socket in group]
 
     def opened(self, socket: ApiSocket) -> None:
         """Track `socket` under its credential, to close it should that end."""
@@ -148,25 +223,50 @@ class WebSocketEntry(Resource):
         self._upgrade: Any = WebSocketResource(factory)  # type: ignore[no-untyped-call]
 
     def render(self, request: Any) -> bytes | int:
-        """Upgrade an authorised request; 401 otherwise."""
+        """Upgrade an authorised request from an allowed origin; 401 or 403 otherwise."""
         credential = self._credential(request)
         if credential is None:
             return refuse_unauthorized(request)
-        self._factory.upgrading = credential
+        origin = request.getHeader(b"origin")
+        if origin is not None and not self._origin_allowed(origin):
+            log.warn("refused a WebSocket from origin {origin} (api.allowed_origins)",
+                     origin=origin.decode("ascii", "replace")[:100])
+            request.setResponseCode(403)
+            request.setHeader(b"content-type", b"application/json")
+            return encode_json({"error": "this origin may not use the API "
+                                         "(api.allowed_origins)"})
+        channel = request.channel
+        self._factory.upgrading = (credential, channel)
         try:
             result: bytes | int = self._upgrade.render(request)
         finally:
             self._factory.upgrading = None
+        if hasattr(channel, "upgraded"):
+            channel.upgraded()
         return result
 
+    def _origin_allowed(self, origin: bytes) -> bool:
+        text = origin.decode("ascii", "replace").rstrip("/").lower()
+        return text in self._factory.allowed_origins
+
     def _credential(self, request: Any) -> Credential | None:
-        if isinstance(request, ApiRequest) and request.credential is not None:
-            return request.credential
+        """From the one Authorization header (two are refused), or from a browser's
+        subprotocol offer; never from the query string."""
         credentials = self._factory.credentials
-        credential = credentials.authenticate(bearer(request.getHeader(b"authorization")))
-        if credential is not None:
-            return credential
-        offered = (request.args or {}).get(b"token")
-        if offered is None or len(offered) != 1:
-            return None
-        return credentials.authenticate(offered[0])
+        if request.requestHeaders.getRawHeaders(b"authorization") is not None:
+            if isinstance(request, ApiRequest):
+                return request.credential
+            return credential_of(credentials, request)
+        offered = b",".join(request.requestHeaders.getRawHeaders(
+            b"sec-websocket-protocol") or [])
+        for item in offered.split(b","):
+            token = item.strip()
+            if token.startswith(BEARER_PREFIX):
+                return credentials.authenticate(token[len(BEARER_PREFIX):])
+        return None
+
+
+SUBPROTOCOL = "perund"
+"""The subprotocol a browser offers (with `perund.bearer.<token>`) to send its credential."""
+
+BEARER_PREFIX = b"perund.bearer."

@@ -160,7 +160,7 @@ class ApiClient:
 
     def pushes(self) -> Pushes:
         """A WebSocket connection for subscriptions, read in the caller's thread."""
-        return Pushes(f"{self.ws_url}?token={self.token}")
+        return Pushes(self.ws_url, self.token)
 
     def push_stream(self, on_push: Callable[[str, Any], None],
                     on_close: Callable[[BaseException | None], None] | None = None,
@@ -172,9 +172,11 @@ class ApiClient:
 class Pushes:
     """A WebSocket client: JSON-RPC calls on the socket and the notifications pushed on it."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str) -> None:
         self._exit = ExitStack()
-        self.ws: ClientConnection = self._exit.enter_context(connect(url, proxy=None))
+        # The credential goes in a header: a URL may end up in logs along the way.
+        self.ws: ClientConnection = self._exit.enter_context(connect(
+            url, additional_headers={"Authorization": f"Bearer {token}"}, proxy=None))
         self.pushed: list[dict[str, Any]] = []
         self._ids = 0
 

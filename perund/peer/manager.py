@@ -57,6 +57,7 @@ from perund.errors import (
     PeerUnreachable,
     PerundError,
 )
+from perund.peer.admission import Admission, PeerLimits
 from perund.wire.messages import CorrelationKey, Message, Ping, request_key, response_key
 from perund.wire.protocol import (
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -70,20 +71,6 @@ log = Logger(namespace="perund.peer")
 
 Resolver = Callable[[Address], str | None]
 """Maps a peer's address to a client endpoint string, or None if the peer is unknown."""
-
-MAX_HANDSHAKING: Final = 256
-"""Incoming connections that may be in their handshake at once (they last at most the
-handshake timeout); more are closed at once."""
-
-MAX_HANDSHAKING_PER_HOST: Final = 16
-"""The same, from one remote host."""
-
-MAX_STRANGERS: Final = 64
-"""Authenticated connections from addresses the session does not know (not contacts) that may
-be open at once; more are closed after their handshake."""
-
-REFUSAL_LOG_INTERVAL: Final = 10.0
-"""Seconds between two warnings about refused connections (a flood logs one line per interval)."""
 
 STOP_GRACE: Final = 2.0
 """Seconds `stop` lets connections flush before it aborts them."""
@@ -155,6 +142,7 @@ class PeerManager:
         on_message: Callable[[Address, Message], object] | None = None,
         on_connected: Callable[[Address], object] | None = None,
         on_disconnected: Callable[[Address], object] | None = None,
+        limits: PeerLimits | None = None,
     ) -> None:
         """`reactor` must also provide IReactorTCP (or whatever the endpoint strings need)."""
         self._reactor = reactor
@@ -178,7 +166,7 @@ class PeerManager:
         self._attempts: dict[PeerProtocol, Deferred[None]] = {}
         self._protocols: set[PeerProtocol] = set()
         self._hosts: dict[PeerProtocol, str | None] = {}
-        self._refused_logged = float("-inf")
+        self.admission = Admission(reactor, limits or PeerLimits())
         self._port: Any = None
         self._keepalive: LoopingCall | None = None
         self._stopping = False
@@ -301,6 +289,9 @@ class PeerManager:
         """A connection completed its handshake: register it and pick the one to use."""
         peer = conn.peer_address
         assert peer is not None
+        if self.admission.cut_off_until(peer) is not None:
+            conn.abort()  # it sent too many refused messages: not now
+            return
         if conn.role is Role.LISTENER and peer not in self._peers and self._stranger(peer) \
                 and not self._admit_stranger(conn):
             conn.abort()
@@ -414,34 +405,29 @@ class PeerManager:
         few such connections are kept."""
         strangers = sum(1 for rec in self._peers.values()
                         if rec.conns and not rec.keep and self._stranger(rec.address))
-        if strangers < MAX_STRANGERS:
-            return True
-        self._warn_refusal("refusing a connection from unknown peer {peer}: {count} unknown "
-                           "peers are connected", peer=_hex(conn.peer_address or b""),
-                           count=strangers)
-        return False
+        return self.admission.admit_stranger(conn.peer_address or Address(b""), strangers)
 
     def _admit(self, host: str | None) -> bool:
-        """Whether an incoming connection from `host` may start a handshake: unauthenticated
-        connections are capped per host and in all, so that a flood of them cannot take the
-        process's file descriptors (the store, the chain, real peers need them)."""
+        """Whether an incoming connection from `host` may start a handshake: connections are
+        capped per host and unauthenticated ones in all, so that a flood of them cannot take
+        the process's file descriptors (the store, the chain, real peers need them)."""
         handshaking = [c for c in self._protocols if c.peer_address is None
                        and c.role is Role.LISTENER]
-        from_host = sum(1 for c in handshaking if self._hosts.get(c) == host)
-        if len(handshaking) < MAX_HANDSHAKING and from_host < MAX_HANDSHAKING_PER_HOST:
-            return True
-        self._warn_refusal("refusing incoming connections: {count} are in their handshake "
-                           "({from_host} from {host})", count=len(handshaking),
-                           from_host=from_host, host=host)
-        return False
+        from_host = [c for c in self._protocols if self._hosts.get(c) == host]
+        return self.admission.admit_incoming(
+            host, len(handshaking), sum(1 for c in handshaking if self._hosts.get(c) == host),
+            len(from_host))
 
-    def _warn_refusal(self, template: str, **fields: object) -> None:
-        """Log a refused connection, at most once per REFUSAL_LOG_INTERVAL: a flood is one
-        line per interval, not one per connection."""
-        now: float = cast(Any, self._reactor).seconds()
-        if now - self._refused_logged >= REFUSAL_LOG_INTERVAL:
-            self._refused_logged = now
-            log.warn(template, **fields)
+    def refused(self, peer: Address) -> bool:
+        """The owner refused a message of `peer`: count it (see perund/peer/admission.py);
+        whether to log it. A peer over its limit is cut off: its connections close now."""
+        log_it, cut_off = self.admission.refused(peer)
+        if cut_off:
+            rec = self._peers.get(peer)
+            if rec is not None:
+                for conn in list(rec.conns):
+                    self._retire(rec, conn, "it sent too many refused messages", abort=True)
+        return log_it
 
     def _peer(self, peer: Address) -> _Peer:
         rec = self._peers.get(peer)
@@ -555,6 +541,11 @@ class PeerManager:
         """The connection to use for `peer`, once there is one (dialling if needed)."""
         if peer == self.address:
             return fail(InvalidArgument("cannot connect to ourselves", name="peer"))
+        until = self.admission.cut_off_until(peer)
+        if until is not None:
+            return fail(PeerUnreachable(
+                f"peer {_hex(peer)} is cut off until {until:.0f} (it sent too many refused "
+                "messages)", peer=_hex(peer), timeout=None))
         rec = self._peer(peer)
         if rec.current is not None:
             return succeed(rec.current)

@@ -865,24 +865,27 @@ class ChannelClient:
     def _known_channel(self, peer: Address, channel_id: ChannelID, msg: Message) -> bool:
         channel = self.channels.get(channel_id)
         if channel is None:
-            log.warn("refused {kind} from {peer} about unknown channel {channel_id}",
-                     kind=type(msg).__name__, peer=_hex(peer), channel_id=_hex(channel_id))
+            if self.peers.refused(peer):
+                log.warn("refused {kind} from {peer} about unknown channel {channel_id}",
+                         kind=type(msg).__name__, peer=_hex(peer), channel_id=_hex(channel_id))
             return False
         return True
 
     def _proposal(self, peer: Address, msg: Propose) -> None:
         if msg.proposal_id in self._incoming:
-            log.warn("refused a repeated proposal {proposal_id} from {peer}",
-                     proposal_id=_hex(msg.proposal_id), peer=_hex(peer))
+            if self.peers.refused(peer):
+                log.warn("refused a repeated proposal {proposal_id} from {peer}",
+                         proposal_id=_hex(msg.proposal_id), peer=_hex(peer))
             return
         events = receive_proposal(msg, sender=peer, me=self.address,
                                   peer_known=self.is_contact(peer), deployment=self.deployment)
         if any(isinstance(e, ev.ProposalReceived) for e in events):
             waiting = self._incoming_from.get(peer, 0)
             if waiting >= MAX_PROPOSALS_PER_PEER:
-                log.warn("refused proposal {proposal_id} from {peer}: {count} of its proposals "
-                         "wait for an answer already", proposal_id=_hex(msg.proposal_id),
-                         peer=_hex(peer), count=waiting)
+                if self.peers.refused(peer):
+                    log.warn("refused proposal {proposal_id} from {peer}: {count} of its "
+                             "proposals wait for an answer already",
+                             proposal_id=_hex(msg.proposal_id), peer=_hex(peer), count=waiting)
                 self.peers.send(peer, Reject(
                     msg.proposal_id, f"{waiting} of your proposals wait for an answer already"),
                 ).addErrback(self._lost)
@@ -1000,14 +1003,16 @@ class ChannelClient:
         self.peers.send(e.peer, Sync(e.state, e.signatures)).addErrback(self._lost)
 
     def _refused(self, e: ev.Refused) -> None:
-        log.warn("refused a message from {peer} about channel {channel_id}: {reason} {detail}",
-                 peer=_hex(e.sender), channel_id=_hex(e.channel_id), reason=e.reason.value,
-                 detail=e.detail)
+        if self.peers.refused(e.sender):
+            log.warn("refused a message from {peer} about channel {channel_id}: {reason} "
+                     "{detail}", peer=_hex(e.sender), channel_id=_hex(e.channel_id),
+                     reason=e.reason.value, detail=e.detail)
 
     def _proposal_refused(self, e: ev.ProposalRefused) -> None:
-        log.warn("refused proposal {proposal_id} from {peer}: {reason} {detail}",
-                 proposal_id=_hex(e.proposal_id), peer=_hex(e.peer), reason=e.reason.value,
-                 detail=e.detail)
+        if self.peers.refused(e.peer):
+            log.warn("refused proposal {proposal_id} from {peer}: {reason} {detail}",
+                     proposal_id=_hex(e.proposal_id), peer=_hex(e.peer), reason=e.reason.value,
+                     detail=e.detail)
 
     def _new_state(self, e: ev.NewState) -> None:
         channel = self.channels[e.channel_id]

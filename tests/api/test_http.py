@@ -19,6 +19,7 @@ from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, read
 from twisted.web.http_headers import Headers
 
 from perund.api.amounts import Currencies
+from perund.api.connections import ApiLimits
 from perund.api.http import DISCARD_LIMIT, ensure_token
 from perund.api.site import make_site
 from perund.errors import InvalidConfig
@@ -44,6 +45,7 @@ class Server:
                    method: bytes = b"POST", content_type: bytes = b"application/json",
                    headers: dict[bytes, list[bytes]] | None = None) -> tuple[int, Headers, bytes]:
         raw: dict[bytes, list[bytes]] = {b"content-type": [content_type], **(headers or {})}
+        raw = {name: values for name, values in raw.items() if values}  # [] removes one
         if token is not None:
             raw[b"authorization"] = [b"Bearer " + token.encode()]
         producer = FileBodyProducer(BytesIO(body)) if body else None
@@ -64,7 +66,7 @@ async def _server() -> Server:
     node = MemoryNode(reactor)
     metrics = Metrics()
     site = make_site(node, TOKEN, reactor=reactor, currencies=Currencies([USDC]),
-                     max_body=MAX_BODY, metrics=metrics,
+                     limits=ApiLimits(max_body=MAX_BODY), metrics=metrics,
                      render_metrics=lambda: metrics.render([Sample("perund_sessions", {}, 1)]))
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
     return Server(port, node)
@@ -123,7 +125,8 @@ async def test_bodies_over_the_limit_are_413(server: Server) -> None:
     big = b'{"jsonrpc":"2.0","method":"node_time","id":1,"params":{"x":"' + \
         b"a" * MAX_BODY + b'"}}'
     code, _, answer = await server.post(big)
-    assert code == 413 and b"exceeds" in answer
+    assert code == 413 and json.loads(answer)["error"]["code"] == -32600
+    assert "a body of at most" in json.loads(answer)["error"]["data"]["requirement"]
     assert server.node.calls == []
     assert "result" in await server.rpc("node_time")
 
@@ -156,11 +159,21 @@ async def test_an_endless_refused_body_is_cut_off(server: Server) -> None:
 
 @api_test
 async def test_method_content_type_and_notifications(server: Server) -> None:
-    code, headers, _ = await server.post(b"", method=b"GET")
+    code, headers, body = await server.post(b"", method=b"GET")
     assert code == 405 and headers.getRawHeaders(b"allow") == [b"POST"]
-    code, _, _ = await server.post(b'{"jsonrpc":"2.0","method":"node_time","id":1}',
-                                   content_type=b"text/plain")
-    assert code == 415
+    assert json.loads(body)["error"]["data"]["method"] == "POST"
+    # What curl -d sends: a JSON-RPC error naming the header (not a bare 415 page).
+    for wrong in (b"text/plain", b"application/x-www-form-urlencoded"):
+        code, _, body = await server.post(b'{"jsonrpc":"2.0","method":"node_time","id":1}',
+                                          content_type=wrong)
+        error = json.loads(body)["error"]
+        assert code == 415 and error["code"] == -32600 and error["data"]["header"] == \
+            "Content-Type"
+    assert server.node.calls == []
+    # No Content-Type at all is taken as JSON.
+    code, _, body = await server.post(b'{"jsonrpc":"2.0","method":"node_time","id":1}',
+                                      headers={b"content-type": []})
+    assert code == 200 and "result" in json.loads(body)
     code, _, body = await server.post(b'{"jsonrpc":"2.0","method":"node_time","id":1}',
                                       content_type=b"application/json; charset=utf-8")
     assert code == 200

@@ -75,10 +75,13 @@ async def start() -> tuple[Any, ApiSite, MemoryNode]:
 
 
 async def connect(port: Any, *, header: bool = True) -> Client:
+    """A client with the token in its Authorization header, or (header False) as a browser
+    sends it: in the subprotocols it offers."""
     number = port.getHost().port
-    url = f"ws://127.0.0.1:{number}/ws" + ("" if header else f"?token={TOKEN}")
+    url = f"ws://127.0.0.1:{number}/ws"
     factory = WebSocketClientFactory(
-        url, headers={"Authorization": f"Bearer {TOKEN}"} if header else {})
+        url, headers={"Authorization": f"Bearer {TOKEN}"} if header else {},
+        protocols=None if header else ["perund", f"perund.bearer.{TOKEN}"])
     factory.protocol = Client
     factory.opened = Deferred()
     await TCP4ClientEndpoint(reactor, "127.0.0.1", number).connect(factory)
@@ -104,7 +107,11 @@ async def settle(condition: Any) -> None:
 async def test_the_upgrade_needs_the_token() -> None:
     port, _, node = await start()
     try:
+        twice = f"Authorization: Bearer {TOKEN}\r\n".encode() * 2
         for query, auth in ((b"", b""), (b"?token=wrong-token-0123456789", b""),
+                            (b"?token=" + TOKEN.encode(), b""),  # never in a URL
+                            (b"", twice),
+                            (b"", b"Sec-WebSocket-Protocol: perund, perund.bearer.nope-nope\r\n"),
                             (b"", b"Authorization: Bearer nope-nope-nope-nope\r\n")):
             protocol = RawClient(b"GET /ws" + query + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                  b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -117,9 +124,20 @@ async def test_the_upgrade_needs_the_token() -> None:
             assert answer.startswith(b"HTTP/1.1 401 "), answer[:40]
             assert b"101" not in answer.split(b"\r\n")[0]
         assert node.calls == []
-        by_query = await connect(port, header=False)
-        assert isinstance(await by_query.call("node_time"), float)
-        await hang_up(by_query)
+        by_subprotocol = await connect(port, header=False)
+        assert by_subprotocol.websocket_protocol_in_use == "perund"  # the token is not echoed
+        assert isinstance(await by_subprotocol.call("node_time"), float)
+        await hang_up(by_subprotocol)
+        # A browser's origin must be allowed explicitly (none is, by default).
+        protocol = RawClient(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\n"
+                             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                             b"Sec-WebSocket-Version: 13\r\nOrigin: https://evil.example\r\n"
+                             + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode(),
+                             until_headers=True)
+        await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+            Factory.forProtocol(lambda p=protocol: p))
+        assert (await protocol.done).startswith(b"HTTP/1.1 403 ")
     finally:
         await port.stopListening()
 

@@ -27,8 +27,8 @@ from perund.errors import (
     PeerRequestTimedOut,
     PeerUnreachable,
 )
-from perund.peer import manager as manager_module
-from perund.peer.manager import MAX_HANDSHAKING_PER_HOST, PeerManager
+from perund.peer.admission import PeerLimits
+from perund.peer.manager import PeerManager
 from perund.wire.codec import encode
 from perund.wire.messages import (
     PROTOCOL_VERSION,
@@ -506,9 +506,10 @@ async def raw_connect(port: int) -> RawClient:
 async def test_a_flood_of_connections_that_never_authenticate_is_capped(net: Net) -> None:
     bob = await net.node(BOB, handshake_timeout=3.0)  # longer than opening the flood takes
     port = net.ports[BOB.address]
-    flood = [await raw_connect(port) for _ in range(MAX_HANDSHAKING_PER_HOST + 4)]
+    per_host = PeerLimits().handshakes_per_host
+    flood = [await raw_connect(port) for _ in range(per_host + 4)]
     await until(lambda: sum(c.closed.called for c in flood) >= 4, "the excess is closed")
-    assert sum(not c.closed.called for c in flood) == MAX_HANDSHAKING_PER_HOST
+    assert sum(not c.closed.called for c in flood) == per_host
     # Once the handshake deadline has dropped them, a real peer gets in again.
     await until(lambda: all(c.closed.called for c in flood), "the deadline drops them", 10.0)
     alice = await net.node(ALICE)
@@ -519,8 +520,7 @@ async def test_a_flood_of_connections_that_never_authenticate_is_capped(net: Net
 @pytest_twisted.ensureDeferred
 async def test_only_a_few_unknown_peers_stay_connected(net: Net,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(manager_module, "MAX_STRANGERS", 2)
-    bob = await net.node(BOB)
+    bob = await net.node(BOB, limits=PeerLimits(strangers=2))
     bob_endpoint = net.resolve(BOB.address)
 
     def stranger() -> PeerManager:
@@ -642,3 +642,33 @@ async def test_lower_side_probes_a_preferred_connection_the_peer_went_silent_on(
     assert low.connected == [high.address, high.address]
     reply = await low.manager.request(high.address, update(5), 5.0)
     assert reply == UpdateAccept(CHANNEL, 5, SIG)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_contact_that_keeps_sending_refused_messages_is_cut_off(net: Net) -> None:
+    """The owner refuses every message alice sends (as a client refuses updates about a channel
+    it does not have); past the limit bob closes her connections and refuses new ones for the
+    window, and sends her nothing; then she is welcome again."""
+    alice = await net.node(ALICE)
+    bob = await net.node(BOB, limits=PeerLimits(refusals=5, refusal_window=1.0))
+    bob.handler = lambda node, peer, msg: node.manager.refused(peer)
+    await alice.manager.ping(BOB.address, 3.0)
+    for _ in range(5):
+        await alice.manager.send(BOB.address, _refusable())
+    await until(lambda: not bob.manager.is_connected(ALICE.address), "bob cuts alice off")
+    assert bob.manager.admission.cut_off_until(ALICE.address) is not None
+    with pytest.raises(PeerUnreachable):
+        await bob.manager.send(ALICE.address, _refusable())
+    with pytest.raises(PeerRequestTimedOut):  # her new connection is closed at its handshake
+        await alice.manager.ping(BOB.address, 0.5)
+    await sleep(1.1)
+    await alice.manager.ping(BOB.address, 3.0)  # the window is over
+    assert bob.manager.is_connected(ALICE.address)
+
+
+def _refusable() -> Message:
+    """A message an owner may refuse: an UpdateReject about a channel nobody has."""
+    from perund.channel.types import ChannelID
+    from perund.wire.messages import UpdateReject
+
+    return UpdateReject(ChannelID(os.urandom(32)), 1, "nothing")

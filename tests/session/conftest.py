@@ -15,6 +15,7 @@ from perund.chain.backend import ChainBackend
 from perund.channel.encoding import Signer
 from perund.channel.proposal import Deployment
 from perund.channel.types import Address
+from perund.peer.admission import PeerLimits
 from perund.peer.manager import PeerManager
 from perund.session.client import ChannelClient, Notice, ProposalNotice, UpdateNotice
 from perund.session.onchain import ChainSettlement
@@ -75,8 +76,9 @@ def make_user(name: str, chain: ChainBackend, dev_index: int,
     assert chain.chain_id is not None and chain.adjudicator is not None
     signer = Signer(os.urandom(32))
     account = Account(chain.dev_private_keys()[dev_index])
+    # Every refusal is logged: the hostile-peer tests read each one's reason there.
     peers = PeerManager(reactor, signer, resolve, "tcp:0:interface=127.0.0.1", dial_timeout=5.0,
-                        keepalive_interval=None)
+                        keepalive_interval=None, limits=PeerLimits(logged_refusals=1000))
     deployment = Deployment(chain.chain_id, chain.adjudicator, min_challenge_duration=1)
     settlement = ChainSettlement(reactor, chain, account, poll_interval=0.05, funding_timeout=5.0,
                                  conclude_grace=0.5)

@@ -1,0 +1,145 @@
+"""The API's connections: how many, and how long one may take or idle.
+
+A client that connects and sends nothing, sends half a request, or keeps a connection idle
+holds one of the node's file descriptors. So:
+
+- a request (headers and body) must be complete within `request_timeout` of its first byte, and
+  a new connection must begin its first request within that time too; otherwise it is aborted;
+- a keep-alive connection idle between requests for `idle_timeout` is closed (Twisted's own
+  idle timer);
+- at most `max_connections` are open at once (HTTP and WebSocket together); more are closed as
+  soon as they are accepted, with one warning per interval however many there are.
+
+A WebSocket leaves these rules at its upgrade: from then on autobahn's pings notice a dead peer,
+and the socket's own send limit (perund/api/ws.py) a peer that stops reading. It still counts
+against `max_connections` until it closes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.base import DelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+
+log = Logger(namespace="perund.api.connections")
+
+WARN_INTERVAL = 10.0
+"""Seconds between two warnings about refused connections."""
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """The API's limits (node config section `limits`, docs/security.md)."""
+
+    max_connections: int = 1024
+    request_timeout: float = 30.0
+    idle_timeout: float = 60.0
+    max_body: int = 1024 * 1024
+    """Largest HTTP body and WebSocket message."""
+    subscriptions_per_socket: int = 64
+    subscriptions_per_session: int = 256
+    socket_send_buffer: int = 4 * 1024 * 1024
+    """Bytes of replies and pushes a WebSocket may have waiting for a client that does not
+    read; past it the connection is closed."""
+
+
+class RateLimitedWarning:
+    """A warning logged at most once per `interval`, with how many happened meanwhile: a flood
+    is one line per interval, not one per event."""
+
+    def __init__(self, clock: Any, interval: float = WARN_INTERVAL) -> None:
+        self._clock = clock
+        self.interval = interval
+        self._last = float("-inf")
+        self._count = 0
+
+    def warn(self, template: str, **fields: object) -> None:
+        """Count one event; log `template` (which may use `{count}`) when the interval has
+        passed since the last line."""
+        self._count += 1
+        now = self._clock.seconds()
+        if now - self._last >= self.interval:
+            self._last = now
+            log.warn(template, count=self._count, **fields)
+            self._count = 0
+
+
+class ConnectionCount:
+    """The API connections open now, and the rate-limited warning when the cap is hit."""
+
+    def __init__(self, clock: Any, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self.refused = 0
+        self._warning = RateLimitedWarning(clock)
+
+    def admit(self, peer: object) -> bool:
+        """Whether one more connection may be open (counting it if so)."""
+        if self.open < self.limit:
+            self.open += 1
+            return True
+        self.refused += 1
+        self._warning.warn("refused {count} API connections: {open} are open "
+                           "(limits.api_connections); the latest from {peer}", open=self.open,
+                           peer=getattr(peer, "host", str(peer)))
+        return False
+
+    def release(self) -> None:
+        """A counted connection closed."""
+        self.open -= 1
+
+
+class ApiChannel(HTTPChannel):
+    """An HTTP connection of the API, with a deadline for each request and a count."""
+
+    count: ConnectionCount
+    request_timeout: float
+    _deadline: DelayedCall | None = None
+    _upgraded = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()  # type: ignore[no-untyped-call]  # untyped in Twisted
+        self._arm()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline is None and not self._handlingRequest and not self._upgraded:
+            self._arm()  # the first byte of a new request: it has request_timeout to finish
+        super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+    def allContentReceived(self) -> None:
+        self._disarm()
+        super().allContentReceived()  # type: ignore[no-untyped-call]
+
+    def upgraded(self) -> None:
+        """The connection became a WebSocket: no request deadlines any more (it still counts
+        until the socket closes, which releases it)."""
+        self._upgraded = True
+        self._disarm()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._disarm()
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        if not self._upgraded:
+            self.count.release()
+
+    def _arm(self) -> None:
+        self._disarm()
+        schedule: Any = self.callLater  # the Site's reactor (set in buildProtocol)
+        self._deadline = schedule(self.request_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.transport is not None:
+            log.debug("closed an API connection with no complete request within {timeout} s",
+                      timeout=self.request_timeout)
+            self.transport.abortConnection()

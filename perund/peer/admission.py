@@ -1,0 +1,128 @@
+"""Who may hold a connection to a session's peer port, and who has lost that right for a while.
+
+Anyone can connect, and anyone can make keys and authenticate, so what one remote host or one
+peer may hold is bounded (limits in the node config, docs/security.md):
+
+- connections in their handshake: `handshakes` in all, `handshakes_per_host` from one host
+  (they last at most the handshake timeout);
+- connections of any kind from one host: `connections_per_host`;
+- authenticated connections from addresses the session does not know: `strangers`;
+- a peer, contact or not, whose messages the session keeps refusing (`refusals` within
+  `refusal_window`) is cut off: its connections are closed and refused, and no message goes to
+  it, for `refusal_window`. A refused message costs the node a signature check and a log line;
+  a peer that sends them in bulk is treated as the flood it is.
+
+Refusals are logged here, few per peer and window: the rest are counted in the line that cuts
+the peer off. Every refusal of connections is one warning per interval, however many come.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.logger import Logger
+
+from perund.channel.types import Address
+
+log = Logger(namespace="perund.peer")
+
+
+WARN_INTERVAL = 10.0
+"""Seconds between two warnings about refused connections."""
+
+
+@dataclass(frozen=True)
+class PeerLimits:
+    """What one host or peer may hold of a session's peer port."""
+
+    handshakes: int = 256
+    handshakes_per_host: int = 16
+    connections_per_host: int = 32
+    strangers: int = 64
+    refusals: int = 100
+    refusal_window: float = 60.0
+    logged_refusals: int = 5
+    """Refused messages of one peer logged per window; the rest are counted (tests that read
+    every refusal's reason in the log raise it)."""
+
+
+@dataclass
+class _Tally:
+    started: float
+    count: int = 0
+
+
+class Admission:
+    """Decides about connections and refused messages; the manager counts connections."""
+
+    def __init__(self, clock: Any, limits: PeerLimits) -> None:
+        self._clock = clock
+        self.limits = limits
+        self._tallies: dict[Address, _Tally] = {}
+        self._cut_off: dict[Address, float] = {}
+        self._warned = float("-inf")
+
+    def admit_incoming(self, host: str | None, handshaking: int, handshaking_from_host: int,
+                       from_host: int) -> bool:
+        """Whether a new incoming connection from `host` may start its handshake, given the
+        connections in their handshake (all, and from `host`) and all from `host`."""
+        limits = self.limits
+        if handshaking < limits.handshakes \
+                and handshaking_from_host < limits.handshakes_per_host \
+                and from_host < limits.connections_per_host:
+            return True
+        self.warn("refusing incoming peer connections: {handshaking} in their handshake, "
+                  "{from_host} from {host} (limits.peer_handshakes, "
+                  "limits.peer_handshakes_per_host, limits.peer_connections_per_host)",
+                  handshaking=handshaking, from_host=from_host, host=host)
+        return False
+
+    def admit_stranger(self, peer: Address, strangers: int) -> bool:
+        """Whether one more authenticated connection from an unknown address may stay."""
+        if strangers < self.limits.strangers:
+            return True
+        self.warn("refusing a connection from unknown peer {peer}: {count} unknown peers are "
+                  "connected (limits.peer_strangers)", peer="0x" + peer.hex(), count=strangers)
+        return False
+
+    def cut_off_until(self, peer: Address) -> float | None:
+        """Until when `peer` is cut off for refused messages, or None."""
+        until = self._cut_off.get(peer)
+        if until is None:
+            return None
+        if until <= self._clock.seconds():
+            del self._cut_off[peer]
+            return None
+        return until
+
+    def refused(self, peer: Address) -> tuple[bool, bool]:
+        """Count a message of `peer` that was refused: `(log it, cut the peer off now)`."""
+        now = self._clock.seconds()
+        window = self.limits.refusal_window
+        tally = self._tallies.get(peer)
+        if tally is None or now - tally.started >= window:
+            if len(self._tallies) >= 4096:
+                self._forget_old(now)
+            tally = self._tallies[peer] = _Tally(now)
+        tally.count += 1
+        if tally.count < self.limits.refusals:
+            return tally.count <= self.limits.logged_refusals, False
+        del self._tallies[peer]
+        self._cut_off[peer] = now + window
+        log.warn("peer {peer} sent {count} messages that were refused within {window} s "
+                 "(limits.peer_refusals): its connections are closed and refused for "
+                 "{window} s", peer="0x" + peer.hex(), count=tally.count, window=window)
+        return False, True
+
+    def warn(self, template: str, **fields: object) -> None:
+        """Log a refusal of connections, at most once per WARN_INTERVAL."""
+        now = self._clock.seconds()
+        if now - self._warned >= WARN_INTERVAL:
+            self._warned = now
+            log.warn(template, **fields)
+
+    def _forget_old(self, now: float) -> None:
+        window = self.limits.refusal_window
+        for peer in [p for p, t in self._tallies.items() if now - t.started >= window]:
+            del self._tallies[peer]

@@ -1,0 +1,267 @@
+"""What one API client may hold of the node, over real loopback sockets: a request must be
+complete in time, idle connections close, the number of connections and subscriptions is
+capped, a WebSocket client that stops reading is dropped, malformed text gets a JSON-RPC error,
+and there is no access log."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import struct
+import time
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, threads
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
+from twisted.logger import formatEvent
+
+from perund.api.amounts import Currencies
+from perund.api.connections import ApiLimits
+from perund.api.site import make_site
+from perund.errors import FailedPrecondition
+from tests.api.helpers import USDC, RawClient
+from tests.api.memfacade import MemoryNode
+from tests.api.test_ws import Client
+
+TOKEN = "limits-t0ken-for-the-api-tests-0123456789"
+RPC = b'{"jsonrpc":"2.0","method":"node_time","id":1}'
+
+
+async def serve(**limits: Any) -> tuple[Any, Any, MemoryNode]:
+    node = MemoryNode(reactor)
+    site = make_site(node, TOKEN, reactor=reactor, currencies=Currencies([USDC]),
+                     limits=ApiLimits(**limits),
+                     allowed_origins=["https://wallet.example"])
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+    return port, site, node
+
+
+def post(body: bytes, *, keep_alive: bool = False, headers: bytes = b"") -> bytes:
+    return (b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\n" + headers
+            + (b"" if keep_alive else b"Connection: close\r\n")
+            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+async def raw(port: Any, payload: bytes) -> RawClient:
+    client = RawClient(payload)
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+        Factory.forProtocol(lambda: client))
+    return client
+
+
+async def settle(condition: Any, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition never held")
+        await deferLater(reactor, 0.02, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_silent_half_sent_and_idle_connections_are_closed() -> None:
+    port, site, _ = await serve(request_timeout=0.3, idle_timeout=0.6)
+    try:
+        started = time.monotonic()
+        silent = await raw(port, b"")
+        half = await raw(port, b"POST /rpc HTTP/1.1\r\nHost: x\r\n")  # headers never end
+        body_missing = await raw(port, post(RPC)[:-10])  # the body never completes
+        done = await raw(port, post(RPC, keep_alive=True))  # then stays idle
+        for client in (silent, half, body_missing):
+            await client.done
+        assert time.monotonic() - started < 2.0
+        await settle(lambda: b'"result"' in done.received)
+        await done.done  # closed by the idle timeout, after its answer
+        assert site.connections.open == 0
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_past_the_cap_are_closed_at_once(logs: list[dict[str, Any]]) -> None:
+    port, site, _ = await serve(max_connections=3, request_timeout=30.0)
+    try:
+        held = [await raw(port, b"") for _ in range(3)]
+        await settle(lambda: site.connections.open == 3)
+        refused = [await raw(port, b"") for _ in range(5)]
+        for client in refused:
+            await client.done
+        assert all(not c.done.called for c in held)
+        warnings = [formatEvent(e) for e in logs if "refused" in formatEvent(e)
+                    and "API connections" in formatEvent(e)]
+        assert len(warnings) == 1  # one line for the flood, not one per connection
+        held[0].transport.loseConnection()
+        await held[0].done
+        await settle(lambda: site.connections.open == 2)
+        answered = await raw(port, post(RPC))
+        await answered.done
+        assert b'"result"' in answered.received
+    finally:
+        for client in held:
+            client.transport.loseConnection()
+        await port.stopListening()
+
+
+async def socket_client(port: Any) -> Client:
+    number = port.getHost().port
+    from autobahn.twisted.websocket import WebSocketClientFactory
+
+    factory = WebSocketClientFactory(f"ws://127.0.0.1:{number}/ws",
+                                     headers={"Authorization": f"Bearer {TOKEN}"},
+                                     origin="https://wallet.example")  # an allowed origin
+    factory.protocol = Client
+    factory.opened = Deferred()
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", number).connect(factory)
+    client: Client = await factory.opened
+    return client
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscriptions_are_capped_per_socket_and_per_session() -> None:
+    port, _, _ = await serve(subscriptions_per_socket=3, subscriptions_per_session=4)
+    try:
+        first, second = await socket_client(port), await socket_client(port)
+        session = (await first.call("session_open", {"configFile": "alice.yaml"}))["sessionId"]
+        params = {"sessionId": session, "topic": "proposals"}
+        for _ in range(3):
+            await first.call("subscribe", params)
+        request = {"jsonrpc": "2.0", "method": "subscribe", "params": params, "id": "over"}
+        reply = await first.send_raw(json.dumps(request).encode(), "over")
+        assert reply["error"]["code"] == FailedPrecondition.code
+        assert "limits.ws_subscriptions" in reply["error"]["message"]
+        await second.call("subscribe", params)  # the session's fourth
+        request["id"] = "session"
+        reply = await second.send_raw(json.dumps(request).encode(), "session")
+        assert "limits.session_subscriptions" in reply["error"]["message"]
+        for client in (first, second):
+            client.sendClose()
+            await client.closed
+    finally:
+        await port.stopListening()
+
+
+def _frame(text: bytes) -> bytes:
+    """A masked client text frame (mask zero: the payload as it is)."""
+    head = b"\x81" + (bytes([0x80 | len(text)]) if len(text) < 126
+                      else b"\xfe" + struct.pack("!H", len(text)))
+    return head + b"\0\0\0\0" + text
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_websocket_client_that_stops_reading_is_dropped() -> None:
+    cap = 64 * 1024
+    port, site, node = await serve(socket_send_buffer=cap)
+    try:
+        session = (await site.dispatcher.dispatch(
+            {"jsonrpc": "2.0", "method": "session_open", "params": {"configFile": "a.yaml"},
+             "id": 1}, _operator()))["result"]["sessionId"]
+        raw_session = bytes.fromhex(session[2:])
+        node.sessions[raw_session].peers["bob"] = _bob()
+        # A client with a tiny receive buffer that subscribes and then never reads.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port.getHost().port))
+        key = base64.b64encode(os.urandom(16))
+        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade"
+                     b"\r\nSec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n"
+                     b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
+        # A client sends frames only after the 101 (RFC 6455), then reads nothing more.
+        assert (await threads.deferToThread(sock.recv, 4096)).startswith(b"HTTP/1.1 101 ")
+        subscribe = {"jsonrpc": "2.0", "method": "subscribe", "id": 1,
+                     "params": {"sessionId": session, "topic": "proposals"}}
+        sock.sendall(_frame(json.dumps(subscribe).encode()))
+        hub = site.hubs.attach(raw_session)
+        await settle(lambda: hub.subscribers == 1)
+        (socket_protocol,) = site.sockets.open_sockets()
+        most = 0
+        for _ in range(20_000):
+            node.propose(raw_session, "bob", {b"\0" * 20: (1, 1)})
+            most = max(most, socket_protocol._queued)
+            if not socket_protocol.open:
+                break
+            if _ % 500 == 0:
+                await deferLater(reactor, 0, lambda: None)
+        assert not socket_protocol.open, "the slow client is still connected"
+        assert most > 0  # the transport did push back: pushes were held
+        assert most <= cap + 2048  # the queue never grew past the cap (plus one push)
+        await settle(lambda: site.connections.open == 0)
+        sock.close()
+    finally:
+        await port.stopListening()
+
+
+def _operator() -> Any:
+    from perund.api.credentials import OPERATOR
+    from perund.api.method_spec import CallContext
+
+    return CallContext("http", credential=OPERATOR)
+
+
+def _bob() -> Any:
+    from perund.api.views import PeerView
+    from perund.channel.types import to_address
+
+    return PeerView("bob", to_address("0x" + "b0" * 20), "127.0.0.1:5002", "tcp")
+
+
+@pytest_twisted.ensureDeferred
+async def test_lone_surrogates_get_json_rpc_errors_over_http_and_ws(
+        logs: list[dict[str, Any]]) -> None:
+    port, _, node = await serve()
+    body = b'{"jsonrpc":"2.0","method":"session_open","params":{"configFile":"\\ud800"},"id":7}'
+    try:
+        client = await raw(port, post(body))
+        answer = (await client.done).split(b"\r\n\r\n", 1)
+        assert answer[0].startswith(b"HTTP/1.1 200 ")
+        assert json.loads(answer[1])["error"]["code"] == -32700
+        socket = await socket_client(port)
+        reply = await socket.send_raw(body, None)
+        assert reply["error"]["code"] == -32700
+        assert "surrogate" in reply["error"]["data"]["requirement"]
+        socket.sendClose()
+        await socket.closed
+        assert node.calls == []
+        assert not [e for e in logs if e.get("log_failure") is not None]
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_access_log_line_carries_a_request() -> None:
+    port, _, _ = await serve()
+    captured: list[str] = []
+    from twisted.python import log as legacy
+
+    legacy.addObserver(lambda event: captured.append(repr(event)))
+    try:
+        client = await raw(port, post(RPC, headers=b"X-Secret: ZQX-7731\r\n").replace(
+            b"POST /rpc", b"POST /rpc?token=ZQX-7731"))
+        await client.done
+        await threads.deferToThread(time.sleep, 0.05)
+        assert not any("ZQX-7731" in line for line in captured)
+    finally:
+        await port.stopListening()
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
+    import resource
+    import subprocess
+    import sys
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard < 64:
+        pytest.skip("no finite hard limit to raise to")
+    script = ("import resource; from perund.node import raise_open_file_limit; "
+              "s, h = resource.getrlimit(resource.RLIMIT_NOFILE); "
+              "resource.setrlimit(resource.RLIMIT_NOFILE, (64, h)); "
+              "print(raise_open_file_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0], h)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    assert out[0] == out[1] == out[2] == str(hard)

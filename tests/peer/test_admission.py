@@ -1,0 +1,54 @@
+"""The admission rules of the peer port, on a fake clock: counts, windows, cut-offs, and one
+warning per interval however big the flood."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.logger import formatEvent
+
+from perund.channel.types import Address
+from perund.peer.admission import WARN_INTERVAL, Admission, PeerLimits
+
+LOGGED_REFUSALS = PeerLimits().logged_refusals
+
+MALLORY = Address(b"\x0d" * 20)
+CAROL = Address(b"\x0c" * 20)
+
+
+def test_refusals_are_logged_a_few_then_the_peer_is_cut_off_for_the_window(
+        logs: list[dict[str, Any]]) -> None:
+    clock = Clock()
+    admission = Admission(clock, PeerLimits(refusals=10, refusal_window=60.0))
+    verdicts = [admission.refused(MALLORY) for _ in range(10)]
+    assert verdicts[:LOGGED_REFUSALS] == [(True, False)] * LOGGED_REFUSALS
+    assert verdicts[LOGGED_REFUSALS:9] == [(False, False)] * (9 - LOGGED_REFUSALS)
+    assert verdicts[9] == (False, True)
+    assert admission.cut_off_until(MALLORY) == 60.0
+    assert admission.cut_off_until(CAROL) is None
+    assert sum("sent 10 messages that were refused" in formatEvent(e) for e in logs) == 1
+    clock.advance(60.0)
+    assert admission.cut_off_until(MALLORY) is None
+    # A new window: the count starts again (nine slow refusals a minute never cut anyone off).
+    for _ in range(3):
+        for _ in range(9):
+            assert admission.refused(CAROL)[1] is False
+        clock.advance(61.0)
+    assert admission.cut_off_until(CAROL) is None
+
+
+def test_connection_caps_warn_once_per_interval(logs: list[dict[str, Any]]) -> None:
+    clock = Clock()
+    admission = Admission(clock, PeerLimits(handshakes=4, handshakes_per_host=2,
+                                            connections_per_host=3, strangers=1))
+    assert admission.admit_incoming("10.0.0.1", 0, 0, 0)
+    assert not admission.admit_incoming("10.0.0.1", 1, 2, 2)  # two in their handshake
+    assert not admission.admit_incoming("10.0.0.2", 4, 0, 0)  # four in all
+    assert not admission.admit_incoming("10.0.0.3", 0, 0, 3)  # three from that host
+    assert admission.admit_stranger(MALLORY, 0)
+    assert not admission.admit_stranger(MALLORY, 1)
+    assert len([e for e in logs if "refusing" in formatEvent(e)]) == 1
+    clock.advance(WARN_INTERVAL)
+    assert not admission.admit_incoming("10.0.0.1", 9, 9, 9)
+    assert len([e for e in logs if "refusing" in formatEvent(e)]) == 2
