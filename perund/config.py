@@ -125,6 +125,11 @@ class NodeConfig:
     limits: Limits = field(default_factory=Limits)
     path: Path | None = None
     """The file this config was read from (for messages), if any."""
+    fresh_chain: bool = False
+    """Command line only (`--fresh-chain`): set the embedded chain's saved state aside."""
+    accept_lost_channels: bool = False
+    """Command line only (`--accept-lost-channels`): start although the chain lacks what
+    restored channels hold, marking those channels lost instead of refusing to start."""
 
     @property
     def token_path(self) -> Path:

@@ -109,6 +109,13 @@ class TxReverted(ProtocolError):
     code = 303
 
 
+class ChainMismatch(ProtocolError):
+    """The chain lacks what the node's stores say it holds: deposits of funded channels (the
+    chain was reset, or is another chain). `data.channels` names them and the amounts."""
+
+    code = 305
+
+
 class InsufficientFunds(ProtocolError):
     """The sending account cannot pay for a transaction (its value plus gas)."""
 

@@ -11,26 +11,32 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from perund.api.credentials import CredentialRegistry
 from perund.chain.backend import ChainBackend
+from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID
+from perund.chain.embedded import EmbeddedChain
 from perund.chain.watcher import SharedChainView
 from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
-from perund.channel.types import hex_address
+from perund.channel.types import ETH, hex_address
 from perund.config import NodeConfig
 from perund.errors import (
+    ChainMismatch,
     FailedPrecondition,
     InvalidConfig,
+    InvalidContracts,
     PerundError,
     ResourceExists,
     ResourceNotFound,
@@ -44,9 +50,11 @@ from perund.node_state import (
     write_sessions,
 )
 from perund.safe_files import FileRules
+from perund.session.chain_check import FUNDED
 from perund.session.client import ChannelNotice, Notice
-from perund.session.config import SessionConfig
+from perund.session.config import SessionConfig, read_session_files
 from perund.session.session import Session
+from perund.storage.store import SessionStore
 
 
 class NodeService(MultiService):
@@ -59,10 +67,16 @@ class NodeService(MultiService):
         super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves it untyped
         self._reactor = reactor
         self.config = config
+        self.devchain: EmbeddedChain | None = None
+        """The embedded dev chain (anvil, state in data_dir/devchain), without chain.url."""
+        if not config.chain.url:
+            self.devchain = EmbeddedChain(reactor, config.data_dir / DEVCHAIN_FOLDER,
+                                          chain_id=config.chain.id or DEFAULT_DEV_CHAIN_ID)
         self.chain = ChainBackend(
             reactor,
-            url=config.chain.url,
-            chain_id=config.chain.id,
+            # The embedded chain's URL is known once it runs (ChainBackend.use_url).
+            url=config.chain.url or EMBEDDED_PENDING_URL,
+            chain_id=config.chain.id or (DEFAULT_DEV_CHAIN_ID if self.devchain else None),
             adjudicator=config.chain.adjudicator,
             connect_timeout=config.timeouts.chain_connect,
             tx_timeout=config.timeouts.tx,
@@ -103,7 +117,23 @@ class NodeService(MultiService):
         self.ready.callback(None)
 
     async def _start(self) -> None:
-        chain_id = await self.chain.connect()
+        try:
+            if self.devchain is not None:
+                chain_id = await self._start_devchain(self.devchain)
+            else:
+                chain_id = await self.chain.connect()
+        except InvalidContracts as exc:
+            # No Adjudicator (or another contract) where channels were funded: say which
+            # channels are at stake, not only that the contract is missing.
+            at_stake = await self._channels_at_stake()
+            if not at_stake:
+                raise
+            raise ChainMismatch(
+                f"{exc.message}, while {len(at_stake)} channels of the node's sessions are "
+                f"funded there ({'; '.join(at_stake[:10])}): point chain.url and "
+                "chain.adjudicator at the chain and contract they were funded on "
+                "(docs/operations.md, \"When things go wrong\")",
+                channels=at_stake) from None
         await self._listen_api()
         adjudicator = self.chain.adjudicator
         self.log.info(
@@ -115,6 +145,34 @@ class NodeService(MultiService):
         # Users may open sessions from here on, while the node opens its own again.
         self.started = True
         await self._reopen_sessions()
+
+    async def _start_devchain(self, devchain: EmbeddedChain) -> int:
+        """Start the embedded chain on its saved state and connect to it; on a new chain, fund
+        the dev accounts and deploy the Adjudicator (dev account 0, so always at the same
+        address); on a saved one, check the Adjudicator is still there."""
+        if self.config.fresh_chain:
+            devchain.reset()
+        self.chain.use_url(await devchain.start())
+        configured = self.config.chain.adjudicator
+        if not devchain.fresh:
+            self.chain.adjudicator = configured or devchain.recorded_adjudicator()
+            if self.chain.adjudicator is None:
+                raise InvalidContracts(
+                    f"the embedded chain in {devchain.folder} has no record of its Adjudicator; "
+                    "start afresh with --fresh-chain (its channels are lost)",
+                    name="Adjudicator", address=None, error="no record")
+        chain_id = await self.chain.connect()
+        if devchain.fresh:
+            await self.chain.run_blocking(devchain.fund_dev_accounts_blocking)
+            deployed = await self.chain.deploy_adjudicator(devchain.dev_account(0))
+            if configured is not None and configured != deployed:
+                raise InvalidContracts(
+                    f"the embedded chain deploys the Adjudicator at {hex_address(deployed)}, "
+                    f"not at the configured {hex_address(configured)}",
+                    name="Adjudicator", address=hex_address(configured),
+                    error="not the embedded chain's Adjudicator address")
+            devchain.record(deployed)
+        return chain_id
 
     async def _listen_api(self) -> None:
         """Serve JSON-RPC on /rpc and WebSocket on /ws at `api.listen`, behind the token."""
@@ -245,6 +303,31 @@ class NodeService(MultiService):
         return FileRules.within(self.config.sessions.config_dirs,
                                 forbidden=(self.config.data_dir, self.config.token_path))
 
+    async def _channels_at_stake(self) -> list[str]:
+        """The funded, unsettled channels of the sessions the node would open again, read
+        from their stores (no keys needed), for a message when the chain lacks them."""
+        found = []
+        for path in sorted(self._remembered or {s.config: s for s in
+                                                read_sessions(self.sessions_file)}):
+            try:
+                config, _ = await deferToThread(read_session_files, path, self.file_rules)
+                store = SessionStore(config.database, self._reactor)
+            except PerundError:
+                continue  # its own problem is reported when it is opened
+            try:
+                for channel in store.channels():
+                    if channel.phase in FUNDED:
+                        totals = ", ".join(
+                            f"{sum(row)} wei of {hex_address(asset)}" if asset != ETH
+                            else f"{Decimal(sum(row)) / 10**18:f} ETH"
+                            for asset, row in zip(channel.latest.assets,
+                                                  channel.latest.balances, strict=True))
+                        found.append(f"channel 0x{channel.channel_id.hex()[:8]}… of {path}: "
+                                     f"{totals}")
+            finally:
+                store.close()
+        return found
+
     # -- sessions across restarts ---------------------------------------------------------------
 
     @property
@@ -275,6 +358,10 @@ class NodeService(MultiService):
                 session = await self._open_session(path)
             except ResourceExists:
                 continue
+            except ChainMismatch:
+                # Money is at stake: the node does not start on a chain that lost it, unless
+                # the operator says so (--accept-lost-channels).
+                raise
             except Exception as exc:
                 # The session stays on the list: the next start tries again.
                 self.log.error("could not open session {path} again: {error}; its channels "
@@ -370,6 +457,8 @@ class NodeService(MultiService):
             result = service.stopService()
             if isinstance(result, Deferred):
                 await result
+        if self.devchain is not None:
+            await self.devchain.stop()  # it dumps its state
         log_file = getattr(self, "_log_file", None)
         if log_file is not None:
             log_file.stop()
@@ -382,6 +471,12 @@ class NodeService(MultiService):
         clock: IReactorTime = self._reactor
         return clock
 
+
+
+DEVCHAIN_FOLDER = "devchain"
+"""The embedded chain's folder in data_dir."""
+EMBEDDED_PENDING_URL = "http://127.0.0.1:0"
+"""The embedded chain's URL until it runs (it picks its port)."""
 
 
 def raise_open_file_limit() -> int | None:

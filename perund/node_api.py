@@ -175,6 +175,10 @@ class NodeAPI:
         if channel.phase is Phase.CLOSED:
             raise FailedPrecondition("the channel is closed already",
                                      channel_id="0x" + channel_id.hex())
+        if channel.phase is Phase.CHAIN_LOST:
+            raise FailedPrecondition("the chain lost this channel's deposits: there is nothing "
+                                     "to close (docs/operations.md)",
+                                     channel_id="0x" + channel_id.hex())
         if force:
             closed = await session.client.force_close(channel.channel_id)
         else:

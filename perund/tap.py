@@ -7,6 +7,7 @@ the command with every problem listed, before anything listens or connects.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,13 @@ class Options(usage.Options):
     """Options of `twistd perund`."""
 
     synopsis = "--config FILE [--chain-url URL] [--api-listen ENDPOINT] [--data-dir DIR]"
+    optFlags = [
+        ["fresh-chain", None, "Embedded dev chain only: set its saved state aside and start a "
+                              "new chain (the channels on the old one are lost with it)."],
+        ["accept-lost-channels", None, "Start although the chain lacks the deposits or the "
+                                       "contract of restored channels: mark them lost "
+                                       "(phase chainLost) instead of refusing to start."],
+    ]
     optParameters = [
         ["config", "c", None, "Node configuration file (YAML; see etc/perund.yaml); required."],
         ["chain-url", None, None, "Override chain.url (empty string: the embedded dev chain)."],
@@ -54,7 +62,9 @@ class Options(usage.Options):
             overrides.setdefault("api", {})["listen"] = self["api-listen"]
         if self["data-dir"] is not None:
             overrides["data_dir"] = str(Path(self["data-dir"]).resolve())
-        return load_node_config(self["config"], overrides)
+        config = load_node_config(self["config"], overrides)
+        return replace(config, fresh_chain=bool(self["fresh-chain"]),
+                       accept_lost_channels=bool(self["accept-lost-channels"]))
 
 
 def makeService(options: Options) -> IService:

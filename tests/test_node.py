@@ -87,14 +87,14 @@ async def test_unreachable_chain_fails_start_up_clearly(tmp_path: Path) -> None:
         "chain": {"url": "http://127.0.0.1:9", "adjudicator": "0x" + "01" * 20},
         "timeouts": {"chain_connect": "2s"},
     })
-    node = NodeService(_NotRunning(), config)
+    node = NodeService(NotRunningReactor(), config)
     node.startService()
     with pytest.raises(ChainNotReachable):
         await node.ready
     await node.stopService()
 
 
-class _NotRunning:
+class NotRunningReactor:
     """The global reactor, but reporting not running so a failed start does not stop the tests."""
 
     running = False

@@ -83,7 +83,7 @@ CHANNEL_INFO = obj({
     "peer": {"type": "string", "description": "the peer's alias, or its address"},
     "peerAddress": ADDRESS,
     "phase": {"type": "string", "enum": ["proposing", "funding", "open", "updating", "closing",
-                                         "disputed", "closed"]},
+                                         "disputed", "closed", "chainLost"]},
     "version": {"type": "integer", "minimum": 0},
     "isFinal": BOOLEAN,
     "balances": _balances_schema(),

@@ -225,7 +225,7 @@ class ProposalView:
         }
 
 
-UPDATE_TYPES = ("open", "final", "updated", "disputed", "closed")
+UPDATE_TYPES = ("open", "final", "updated", "disputed", "closed", "chainLost")
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +342,9 @@ def notification_of(notice: Notice, alias_of: AliasOf) -> Notification | None:
         return UpdateView(None, notice.channel.channel_id, "closed", view, None, error=error)
     if isinstance(event, ev.UpdateWithdrawn):
         return Withdrawn(event.update_id, event.channel_id, event.reason)
+    if isinstance(event, ev.Lost):
+        return UpdateView(None, notice.channel.channel_id, "chainLost",
+                          channel_view(notice.channel, alias_of), None, error=event.detail)
     if isinstance(event, ev.Disputed):
         view = channel_view(notice.channel, alias_of)
         return UpdateView(None, notice.channel.channel_id, "disputed", view, None,

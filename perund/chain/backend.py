@@ -143,6 +143,20 @@ class ChainBackend(Service):
             cast(IReactorFromThreads, self._reactor), self.pool, f, *args, **kwargs
         )
 
+    def run_blocking(self, f: Callable[_P, _R], *args: _P.args,
+                     **kwargs: _P.kwargs) -> Deferred[_R]:
+        """Run a blocking chain function in this backend's pool (the chain boundary)."""
+        return self._run(f, *args, **kwargs)
+
+    def use_url(self, url: str) -> None:
+        """Reach the chain at `url` (known only now: the node's embedded anvil picks its port
+        when it starts); before `connect()` only."""
+        if self._client is not None:
+            raise FailedPrecondition("the chain backend is connected already")
+        if self.embedded:
+            raise FailedPrecondition("this backend runs the in-process chain")
+        self.url = url
+
     @property
     def client(self) -> ChainClient:
         """The blocking client; FailedPrecondition before `connect()`."""

@@ -39,7 +39,7 @@ from perund.channel.changes import (
     Registered,
     Reorganised,
 )
-from perund.channel.phases import Phase
+from perund.channel.phases import TERMINAL, Phase
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
 from perund.errors import PerundError, StoreError
@@ -315,7 +315,7 @@ class ChainWatcher:
 
     async def _start(self) -> None:
         if self.cursor is None:
-            if any(c.phase is not Phase.CLOSED for c in self.watched.channels.values()):
+            if any(c.phase not in TERMINAL for c in self.watched.channels.values()):
                 # Channels from before the watcher kept a cursor: read their whole history.
                 self.cursor = 0
             else:
@@ -397,7 +397,7 @@ class ChainWatcher:
                 continue
             cid = ChannelID(channel_id)
             channel = channels.get(cid)
-            if channel is None or channel.phase is Phase.CLOSED:
+            if channel is None or channel.phase in TERMINAL:
                 continue
             change = change_of(event)
             if change is None:

@@ -148,6 +148,14 @@ class Concluded:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainLost:
+    """At start, the chain was found to lack what the channel holds (`detail` says what): the
+    operator chose to go on, so the channel is given up."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Reorganised:
     """A reorganisation deeper than the confirmations replaced blocks whose events the core
     has had: what it knows of a dispute may be gone from the chain (our refutation with it).
@@ -172,5 +180,6 @@ Change = (
     | ChallengeExpired
     | Concluded
     | Reorganised
+    | ChainLost
 )
 """Every input of `transition`."""

@@ -311,6 +311,14 @@ class Conflict:
 
 
 @dataclass(frozen=True, slots=True)
+class Lost:
+    """The channel is given up: the chain lacks its deposits (`detail`)."""
+
+    channel_id: ChannelID
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The channel is concluded on-chain at `version`."""
 
@@ -342,5 +350,6 @@ Event = (
     | Disputed
     | Conflict
     | Closed
+    | Lost
 )
 """Every output of the core."""

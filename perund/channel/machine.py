@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from perund.channel.changes import (
+    ChainLost,
     ChallengeExpired,
     Change,
     Concluded,
@@ -49,6 +50,7 @@ from perund.channel.events import (
     Failure,
     Fund,
     FundingFailed,
+    Lost,
     NewState,
     Opened,
     Persist,
@@ -702,6 +704,15 @@ def _concluded(channel: Channel, change: Concluded) -> Result:
     return new, (Persist(new), *events, Closed(channel.channel_id, change.version))
 
 
+def _chain_lost(channel: Channel, change: ChainLost) -> Result:
+    """Give the channel up: whatever was in flight fails, nothing more is signed or sent."""
+    if channel.phase is Phase.CLOSED or channel.phase is Phase.CHAIN_LOST:
+        return channel, _NOTHING
+    channel, events = _drop_staged(channel, Failure.SETTLING, "the chain lost the channel")
+    new = channel.evolve(phase=advance(channel.phase, Phase.CHAIN_LOST))
+    return new, (Persist(new), *events, Lost(channel.channel_id, change.detail))
+
+
 def _restored(channel: Channel, change: Restored) -> Result:
     """Resume after a restart: what was in flight is over, what the phase needs is redone.
 
@@ -743,4 +754,5 @@ _HANDLERS: Final[dict[type, Callable[[Channel, Any], Result]]] = {
     ChallengeExpired: _challenge_expired,
     Concluded: _concluded,
     Reorganised: _reorganised,
+    ChainLost: _chain_lost,
 }

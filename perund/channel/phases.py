@@ -29,6 +29,10 @@ class Phase(enum.Enum):
     """A state is registered on-chain; the challenge period runs."""
     CLOSED = "closed"
     """Concluded on-chain; the outcome is paid out. Terminal."""
+    CHAIN_LOST = "chainLost"
+    """The chain no longer holds the channel's deposits (it was reset, or is another chain):
+    nothing is signed or sent on-chain for it any more. Terminal; the operator started the
+    node knowing it (`--accept-lost-channels`)."""
 
 
 _ALLOWED: Final[dict[Phase, frozenset[Phase]]] = {
@@ -44,7 +48,12 @@ _ALLOWED: Final[dict[Phase, frozenset[Phase]]] = {
     # A refutation registers a higher version: the channel stays disputed.
     Phase.DISPUTED: frozenset({Phase.DISPUTED, Phase.CLOSED}),
     Phase.CLOSED: frozenset(),
+    Phase.CHAIN_LOST: frozenset(),
 }
+# Any unsettled channel may turn out lost when the node starts on a chain that lacks it.
+for _phase in (Phase.PROPOSING, Phase.FUNDING, Phase.OPEN, Phase.UPDATING, Phase.CLOSING,
+               Phase.DISPUTED):
+    _ALLOWED[_phase] = _ALLOWED[_phase] | {Phase.CHAIN_LOST}
 
 RECEIVES_UPDATES: Final = frozenset({Phase.FUNDING, Phase.OPEN, Phase.UPDATING})
 """Phases in which the peer's updates are taken. FUNDING too: the peer's watcher may see the
@@ -63,8 +72,12 @@ def busy(phase: Phase) -> Phase:
     return Phase.UPDATING if phase is Phase.OPEN else phase
 
 
-SETTLING: Final = frozenset({Phase.CLOSING, Phase.DISPUTED, Phase.CLOSED})
+SETTLING: Final = frozenset({Phase.CLOSING, Phase.DISPUTED, Phase.CLOSED, Phase.CHAIN_LOST})
 """Phases after which no off-chain update is ever signed again."""
+
+
+TERMINAL: Final = frozenset({Phase.CLOSED, Phase.CHAIN_LOST})
+"""Phases a channel never leaves: nothing more happens to it, on- or off-chain."""
 
 
 def allowed(old: Phase, new: Phase) -> bool:

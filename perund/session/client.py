@@ -12,7 +12,7 @@ Everything runs on the reactor thread; transitions of one channel therefore neve
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from perund.channel import events as ev
 from perund.channel.changes import (
+    ChainLost,
     Change,
     Concluded,
     ForceClose,
@@ -42,7 +43,7 @@ from perund.channel.changes import (
 )
 from perund.channel.encoding import Signer, random_share
 from perund.channel.machine import transition
-from perund.channel.phases import Phase
+from perund.channel.phases import TERMINAL, Phase
 from perund.channel.proposal import (
     Deployment,
     OpenRequest,
@@ -144,17 +145,6 @@ class ChannelNotice:
 
 Notice = ProposalNotice | UpdateNotice | ChannelNotice
 """What the client tells its observers (the API's notification hub, a CLI, a test)."""
-
-_NOTIFY: Final = (
-    ev.NewState,
-    ev.Opened,
-    ev.FundingFailed,
-    ev.Disputed,
-    ev.Conflict,
-    ev.Closed,
-    ev.UpdateWithdrawn,
-)
-
 
 _OnChain = ev.Register | ev.ConcludeFinal | ev.Conclude
 
@@ -329,6 +319,7 @@ class ChannelClient:
             ev.Disputed: self._disputed,
             ev.Conflict: self._conflict,
             ev.Closed: self._closed,
+            ev.Lost: self._given_up,
         }
         self.stopped = False
         self.store_error: FailedPrecondition | None = None
@@ -341,14 +332,18 @@ class ChannelClient:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def restore(self) -> list[Channel]:
-        """Load every channel from the store and resume it (after a restart); the channels."""
+    def restore(self, lost: Mapping[ChannelID, str] | None = None) -> list[Channel]:
+        """Load every channel from the store and resume it (after a restart); the channels.
+        Those in `lost` (channel → what the chain lacks) are given up instead of resumed:
+        nothing is sent for them, on- or off-chain."""
         restored = []
         for channel in self.store.channels():
             self._track(channel)
-            restored.append(channel)
-            if channel.phase is not Phase.CLOSED:
-                self._apply(channel.channel_id, Restored())
+            if channel.phase not in TERMINAL:
+                detail = (lost or {}).get(channel.channel_id)
+                self._apply(channel.channel_id,
+                            Restored() if detail is None else ChainLost(detail))
+            restored.append(self.channels[channel.channel_id])
         return restored
 
     def watch_peers(self, dispute_after: float) -> None:
@@ -799,7 +794,7 @@ class ChannelClient:
     def _track(self, channel: Channel) -> None:
         self.channels[channel.channel_id] = channel
         self._by_peer.setdefault(channel.peer, set()).add(channel.channel_id)
-        if channel.phase is not Phase.CLOSED:
+        if channel.phase not in TERMINAL:
             self.peers.keep_connected(channel.peer, True)
 
     def _wait(self, waiters: dict[ChannelID, list[Deferred[Channel]]],
@@ -827,7 +822,7 @@ class ChannelClient:
 
     def _on_connected(self, peer: Address) -> None:
         for channel_id in list(self._by_peer.get(peer, ())):
-            if self.channels[channel_id].phase is not Phase.CLOSED:
+            if self.channels[channel_id].phase not in TERMINAL:
                 self._apply(channel_id, StartSync())
 
     def _on_message(self, peer: Address, msg: Message) -> None:
@@ -1139,7 +1134,7 @@ class ChannelClient:
         """Send the transaction `e` asks for; news of its outcome comes back as core input."""
         if self.stopped or e.channel_id not in self.channels:
             return
-        if self.channels[e.channel_id].phase is Phase.CLOSED:
+        if self.channels[e.channel_id].phase in TERMINAL:
             return
         if isinstance(e, ev.Register):
             what, sent = "register", self.settler.register(e)
@@ -1168,6 +1163,16 @@ class ChannelClient:
                      version=e.ours.version)
         self._notify(ChannelNotice(self.channels[e.channel_id], e))
 
+    def _given_up(self, e: ev.Lost) -> None:
+        channel = self.channels[e.channel_id]
+        log.error("channel {channel_id} with {peer} is lost: {detail}",
+                  channel_id=_hex(e.channel_id), peer=_hex(channel.peer), detail=e.detail)
+        error = FailedPrecondition(f"the chain lost this channel: {e.detail}",
+                                   channel_id=_hex(e.channel_id))
+        self._resolve(self._close_waiters, e.channel_id, error)
+        self._resolve(self._open_waiters, e.channel_id, error)
+        self._notify(ChannelNotice(channel, e))
+
     def _closed(self, e: ev.Closed) -> None:
         channel = self.channels[e.channel_id]
         self._resolve(self._close_waiters, e.channel_id, channel)
@@ -1175,6 +1180,6 @@ class ChannelClient:
                       PeerNotFunded("the channel closed before it opened",
                                     peer=_hex(channel.peer)))
         peer_channels = self._by_peer.get(channel.peer, set())
-        if all(self.channels[c].phase is Phase.CLOSED for c in peer_channels):
+        if all(self.channels[c].phase in TERMINAL for c in peer_channels):
             self.peers.keep_connected(channel.peer, False)
         self._notify(ChannelNotice(channel, e))

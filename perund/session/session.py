@@ -23,16 +23,17 @@ from twisted.logger import Logger
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
 from perund.chain.watcher import ChainView, ChainWatcher
-from perund.channel.phases import Phase
+from perund.channel.phases import TERMINAL
 from perund.channel.proposal import Deployment
 from perund.channel.records import Channel
-from perund.channel.types import hex_address
+from perund.channel.types import ChannelID, hex_address
 from perund.config import NodeConfig
 from perund.contacts.book import Contact, ContactBook
 from perund.errors import FailedPrecondition, InvalidConfig, StoreError, StoreLocked
 from perund.peer.admission import PeerLimits
 from perund.peer.manager import PeerManager
 from perund.safe_files import FileRules
+from perund.session.chain_check import mismatch, shortfalls
 from perund.session.client import ChannelClient, Notice
 from perund.session.config import SessionConfig, SessionKeys, read_session_files, unlock
 from perund.session.onchain import ChainSettlement
@@ -173,8 +174,16 @@ class Session:
                                on_deposit=settlement.deposit_seen)
         session = cls(reactor, session_id, config, account, store, contacts, client, settlement,
                       watcher)
+        # Before anything is resumed: does the chain still hold what the channels hold?
+        found = await shortfalls(chain, store.channels())
+        lost: dict[ChannelID, str] = {}
+        if found:
+            if not node.accept_lost_channels:
+                raise mismatch(str(config.path), chain.url, found)
+            for shortfall in found:
+                lost[shortfall.channel_id] = shortfall.describe()
         await peers.listen()
-        session.restored = [c for c in client.restore() if c.phase is not Phase.CLOSED]
+        session.restored = [c for c in client.restore(lost) if c.phase not in TERMINAL]
         try:
             # The first poll runs now: a dispute that began while the node was down is
             # answered before the session is reported open.
@@ -191,7 +200,7 @@ class Session:
 
     def open_channels(self) -> list[Channel]:
         """Channels not yet settled on-chain."""
-        return [c for c in self.client.channels.values() if c.phase is not Phase.CLOSED]
+        return [c for c in self.client.channels.values() if c.phase not in TERMINAL]
 
     def close(self, force: bool = False) -> Deferred[list[Channel]]:
         """Close the session: refused while channels are open unless `force`; with `force`

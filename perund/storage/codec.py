@@ -58,6 +58,7 @@ PHASE_CODES: Final[dict[Phase, int]] = {
     Phase.CLOSING: 4,
     Phase.DISPUTED: 5,
     Phase.CLOSED: 6,
+    Phase.CHAIN_LOST: 7,
 }
 _PHASES: Final[dict[int, Phase]] = {code: phase for phase, code in PHASE_CODES.items()}
 

@@ -31,10 +31,11 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
-    def start(self) -> None:
+    def start(self, *options: str) -> None:
+        """Start (again), with extra `twistd perund` options, and wait until the API answers."""
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [TWISTD, "-n", "--pidfile=", "perund", "--config", str(self.config)],
+                [TWISTD, "-n", "--pidfile=", "perund", "--config", str(self.config), *options],
                 cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while not self.token_path.exists():
@@ -44,6 +45,15 @@ class Daemon:
             time.sleep(0.1)
         self.api = ApiClient(self.port, self.token_path.read_text().strip())
         self.api.wait_until_up(alive=lambda: self.proc is not None and self.proc.poll() is None)
+
+    def wait_for_sessions(self, count: int, timeout: float = 30.0) -> None:
+        """Until the node has opened `count` sessions again by itself (after a restart)."""
+        deadline = time.monotonic() + timeout
+        while len(self.call("session_list")) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the node did not open {count} sessions again:\n"
+                                     + self.log.read_text()[-3000:])
+            time.sleep(0.1)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -284,6 +284,9 @@ def describe_push(push: Mapping[str, Any], style: Style,
         elif push.get("error"):
             text += f": {push['error']}"
         return text
+    if kind_of_push == "chainLost":
+        return (f"{style.bad('lost')} {on} with {peer}: the chain does not hold it any more "
+                f"({push.get('error')}); nothing more can be done with it")
     if kind_of_push == "closed":
         text = (f"{style.notice('closed')} {on} with {peer}: settled on-chain and paid out: "
                 f"{balances_pair(balances, peer)}")

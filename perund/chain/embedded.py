@@ -1,0 +1,229 @@
+"""The node's embedded dev chain: an anvil process the node starts, whose state survives restarts.
+
+With no `chain.url` the node runs its own chain, so one command gives a working node. It is
+anvil (from the project's npm packages) with its state in `data_dir/devchain/`: loaded at start,
+dumped every `state_interval` seconds and when anvil stops, so a restart, even after a crash,
+finds the deposits, the contract and the blocks the node's stores refer to (the start-up checks
+of perund/node_checks.py compare them).
+
+- On a fresh state the dev accounts of `perund.chain.devchain.dev_private_key` (the ones
+  `perund generate` hands out) are funded, and dev account 0 deploys the Adjudicator; its
+  address is kept in `devchain.json` beside the state.
+- anvil dies with the node: it gets SIGTERM when the node's process ends, however it ends
+  (Linux's parent-death signal), and dumps its state on the way out.
+- Each start picks a free port: a dying anvil never blocks the next start.
+- A torn state file (a crash in the middle of a dump) is set aside and the previous start's
+  copy is used; the node's checks then say what that copy lacks.
+- `reset()` (the `--fresh-chain` option of `twistd perund`) moves the state aside and starts a
+  new chain: every channel on the old one is gone with it.
+
+Blocking work (starting the process, reading the state file) runs in the reactor's thread pool;
+the process is spawned from the reactor thread, whose life the parent-death signal follows.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from perund.chain.account import Account
+from perund.chain.anvil import find_anvil, free_port, rpc_call
+from perund.chain.devchain import (
+    DEFAULT_DEV_CHAIN_ID,
+    DEV_ACCOUNT_COUNT,
+    DEV_BALANCE,
+    dev_private_keys,
+)
+from perund.channel.types import Address, hex_address, to_address
+from perund.errors import ChainNotReachable
+
+log = Logger(namespace="perund.chain.embedded")
+
+STATE_FILE = "state.json"
+PREVIOUS_STATE_FILE = "state.previous.json"
+METADATA_FILE = "devchain.json"
+STARTUP_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent thread ends (Linux)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class EmbeddedChain:
+    """One anvil process with persistent state in `folder`. `start`, then `prepare` the chain
+    through a connected backend, and `stop` at the end."""
+
+    def __init__(self, reactor: Any, folder: Path, *, chain_id: int = DEFAULT_DEV_CHAIN_ID,
+                 accounts: int = DEV_ACCOUNT_COUNT, state_interval: float = 2.0) -> None:
+        self._reactor = reactor
+        self.folder = folder
+        self.chain_id = chain_id
+        self.private_keys = dev_private_keys(accounts)
+        self.state_interval = state_interval
+        self.url = ""
+        self.fresh = False
+        """Whether this start began a new chain (no state to load)."""
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def state_file(self) -> Path:
+        """Where anvil loads and dumps its state."""
+        return self.folder / STATE_FILE
+
+    @property
+    def running(self) -> bool:
+        """Whether anvil runs."""
+        return self._process is not None and self._process.poll() is None
+
+    def dev_account(self, index: int) -> Account:
+        """Dev account `index` as a transaction signer."""
+        return Account(self.private_keys[index])
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        """Start anvil on the saved state (or a new one); its URL once it answers."""
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.fresh = not await deferToThread(self._usable_state)
+        binary = find_anvil()
+        last: ChainNotReachable | None = None
+        for _ in range(3):  # another process may take the free port before anvil binds it
+            port = free_port()
+            self.url = f"http://127.0.0.1:{port}"
+            self._spawn(binary, port)
+            try:
+                await self._wait_ready()
+            except ChainNotReachable as exc:
+                last = exc
+                await self.stop()
+                continue
+            log.info("embedded dev chain {chain_id} at {url}, state in {state} ({how})",
+                     chain_id=self.chain_id, url=self.url, state=str(self.state_file),
+                     how="new" if self.fresh else "loaded")
+            return self.url
+        assert last is not None
+        raise last
+
+    def _usable_state(self) -> bool:
+        """Whether a state file can be loaded; a torn one is set aside for the previous copy."""
+        state, previous = self.state_file, self.folder / PREVIOUS_STATE_FILE
+        if state.exists():
+            try:
+                with state.open("rb") as file:
+                    json.load(file)
+            except (OSError, ValueError):
+                torn = self.folder / f"state.torn-{int(time.time())}.json"
+                state.replace(torn)
+                log.error("the embedded chain's state file was torn (a crash while it was "
+                          "written): kept as {torn}; starting from the previous copy",
+                          torn=str(torn))
+            else:
+                shutil.copyfile(state, previous)  # the copy a torn dump falls back to
+                return True
+        if previous.exists():
+            shutil.copyfile(previous, state)
+            return True
+        return False
+
+    def _spawn(self, binary: str, port: int) -> None:
+        args = [binary, "--host", "127.0.0.1", "--port", str(port),
+                "--chain-id", str(self.chain_id), "--accounts", "1",
+                "--state", str(self.state_file),
+                "--state-interval", str(max(1, round(self.state_interval))), "--silent"]
+        with (self.folder / "anvil.log").open("ab") as out:
+            try:
+                self._process = subprocess.Popen(
+                    args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out,
+                    preexec_fn=_die_with_parent, close_fds=True)
+            except OSError as exc:
+                raise ChainNotReachable(f"cannot run anvil ({binary}): {exc}; run `make deps`",
+                                        chainUrl="embedded") from exc
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            process = self._process
+            if process is None or process.poll() is not None:
+                tail = (self.folder / "anvil.log").read_text(errors="replace")[-500:]
+                raise ChainNotReachable(
+                    f"the embedded chain (anvil) exited during start-up: {tail.strip()}",
+                    chainUrl="embedded")
+            try:
+                answer = await deferToThread(rpc_call, self.url, "eth_chainId", (), 1.0)
+            except ChainNotReachable:
+                if time.monotonic() > deadline:
+                    raise ChainNotReachable(
+                        f"the embedded chain did not answer within {STARTUP_TIMEOUT:g} s",
+                        chainUrl="embedded") from None
+                await deferLater(self._reactor, 0.05, lambda: None)
+                continue
+            if int(answer, 16) != self.chain_id:
+                raise ChainNotReachable(f"anvil reports chain {int(answer, 16)}, not "
+                                        f"{self.chain_id}", chainUrl="embedded")
+            return
+
+    async def stop(self) -> None:
+        """Stop anvil: SIGTERM (it dumps its state), then SIGKILL if it lingers."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while process.poll() is None and time.monotonic() < deadline:
+            await deferLater(self._reactor, 0.05, lambda: None)
+        if process.poll() is None:
+            log.warn("the embedded chain did not stop within {timeout} s: killed",
+                     timeout=STOP_TIMEOUT)
+            process.kill()
+            await deferToThread(process.wait)
+
+    def reset(self) -> Path | None:
+        """Set the saved chain aside (before `start`): the next start begins a new chain. Where
+        it went, or None when there was none."""
+        if not self.folder.exists():
+            return None
+        aside = self.folder.with_name(f"{self.folder.name}.replaced-{int(time.time())}")
+        self.folder.rename(aside)
+        log.warn("the embedded chain's state was set aside in {aside}: a new chain starts",
+                 aside=str(aside))
+        return aside
+
+    # -- the chain's contents -------------------------------------------------------------------
+
+    def recorded_adjudicator(self) -> Address | None:
+        """The Adjudicator this chain's first start deployed, as recorded beside the state."""
+        try:
+            raw = json.loads((self.folder / METADATA_FILE).read_text(encoding="utf-8"))
+            return to_address(raw["adjudicator"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def record(self, adjudicator: Address) -> None:
+        """Remember the deployed Adjudicator beside the state."""
+        document = {"chainId": self.chain_id, "adjudicator": hex_address(adjudicator)}
+        path = self.folder / METADATA_FILE
+        path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+        os.chmod(path, 0o600)
+
+    def fund_dev_accounts_blocking(self) -> None:
+        """Give every dev account its genesis balance (a fresh chain only; blocking)."""
+        for key in self.private_keys:
+            address = hex_address(Account(key).address)
+            rpc_call(self.url, "anvil_setBalance", (address, hex(DEV_BALANCE)), 5.0)

@@ -1,0 +1,85 @@
+"""Does the chain still hold what a session's channels hold? Asked before they are resumed.
+
+A chain that was reset (a dev chain started afresh), or another chain at the configured URL,
+lacks the deposits of channels the store says are funded. Resuming them would sign states no
+contract will honour, and a cooperative close would "conclude" a channel that pays nothing. So
+when a session opens, each funded, unsettled channel's holdings are read: the contract must hold
+at least the total of the channel's latest state, per asset (payments move money between the
+two sides, never in or out, so that total is what was deposited). A channel the contract has
+concluded already is fine: the watcher reports its conclusion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from perund.chain.backend import ChainBackend
+from perund.chain.results import Phase as ChainPhase
+from perund.channel.phases import Phase
+from perund.channel.records import Channel
+from perund.channel.types import ETH, Address, ChannelID, hex_address
+from perund.errors import ChainMismatch
+
+FUNDED = frozenset({Phase.OPEN, Phase.UPDATING, Phase.CLOSING, Phase.DISPUTED})
+"""Phases in which the channel's deposits are on the chain."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shortfall:
+    """One asset of one channel the chain holds less of than the channel does."""
+
+    channel_id: ChannelID
+    peer: Address
+    asset: Address
+    expected: int
+    held: int
+
+    def amount(self, units: int) -> str:
+        """`units` of the asset for a person (ETH in ether, others in base units)."""
+        if self.asset == ETH:
+            text = format(Decimal(units) / 10**18, "f")
+            return (text.rstrip("0").rstrip(".") if "." in text else text) + " ETH"
+        return f"{units} units of {hex_address(self.asset)}"
+
+    def describe(self) -> str:
+        """`channel 0x12ab… with 0x…: 2.5 ETH expected, 0 ETH held`."""
+        return (f"channel 0x{self.channel_id.hex()[:8]}… with {hex_address(self.peer)}: "
+                f"{self.amount(self.expected)} expected, {self.amount(self.held)} held")
+
+    def to_json(self) -> dict[str, str]:
+        """The error data of this shortfall."""
+        return {"channelId": "0x" + self.channel_id.hex(), "peer": hex_address(self.peer),
+                "asset": hex_address(self.asset), "expected": str(self.expected),
+                "held": str(self.held)}
+
+
+async def shortfalls(chain: ChainBackend, channels: Iterable[Channel]) -> list[Shortfall]:
+    """What the chain lacks of the funded, unsettled `channels`."""
+    found = []
+    for channel in channels:
+        if channel.phase not in FUNDED:
+            continue
+        status = await chain.channel_status(channel.channel_id)
+        if status.phase is ChainPhase.CONCLUDED:
+            continue
+        state = channel.latest
+        for asset, row in zip(state.assets, state.balances, strict=True):
+            held = sum(await chain.holdings(channel.channel_id, asset))
+            if held < sum(row):
+                found.append(Shortfall(channel.channel_id, channel.peer, asset, sum(row), held))
+    return found
+
+
+def mismatch(session: str, chain_url: str, found: list[Shortfall]) -> ChainMismatch:
+    """The error that stops a session (and a node at start) from resuming `found`."""
+    listed = "; ".join(s.describe() for s in found[:10])
+    more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+    return ChainMismatch(
+        f"the chain at {chain_url} lacks what {len({s.channel_id for s in found})} channels of "
+        f"session {session} hold ({listed}{more}): it was reset or is another chain. Point "
+        "chain.url at the chain those channels were funded on (for the embedded chain: put "
+        "data_dir/devchain back), or start with --accept-lost-channels to give them up "
+        "(docs/operations.md, \"When things go wrong\")",
+        session=session, channels=[s.to_json() for s in found])
