@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from perund import __version__
@@ -29,11 +30,22 @@ from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest
 from perund.channel.records import Channel
 from perund.channel.types import ETH, Address, ChannelID, hex_address
-from perund.errors import FailedPrecondition, InvalidArgument, ResourceNotFound
+from perund.errors import (
+    FailedPrecondition,
+    InsufficientFunds,
+    InvalidArgument,
+    ResourceNotFound,
+)
 from perund.session.client import ChannelNotice, Notice
 from perund.session.session import Session
 
 DEFAULT_CHALLENGE_DURATION = 3600
+
+
+def _ether(wei: int) -> str:
+    """Wei as ether, every significant digit: `1.5`, `0.000021`."""
+    text = format(Decimal(wei) / 10**18, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 class NodeAPI:
@@ -62,7 +74,8 @@ class NodeAPI:
         return channel
 
     def _view(self, session: Session, channel: Channel) -> ChannelView:
-        return channel_view(channel, self._alias_of(session))
+        return channel_view(channel, self._alias_of(session),
+                            paid_out=session.client.paid_out.get(channel.channel_id))
 
     # -- node ------------------------------------------------------------------------------------
 
@@ -116,11 +129,30 @@ class NodeAPI:
 
     # -- channels --------------------------------------------------------------------------------
 
+    async def _can_fund(self, session: Session, deposits: Mapping[Address, int]) -> None:
+        """InsufficientFunds, before anything is sent to anyone, when the session's on-chain
+        account cannot pay its deposits and the gas of their transactions."""
+        assets = [asset for asset, amount in deposits.items() if amount > 0]
+        if not assets:
+            return  # nothing for us to deposit: no transaction either
+        chain, account = self.node.chain, session.account.address
+        fee = await chain.deposit_fee(account) * len(assets)
+        eth_needed = deposits.get(ETH, 0) + fee
+        available = await chain.balance(account)
+        if available < eth_needed:
+            deposit = _ether(deposits.get(ETH, 0))
+            raise InsufficientFunds(
+                f"the on-chain account {hex_address(account)} holds {_ether(available)} ETH; "
+                f"this channel needs {deposit} ETH deposited plus up to {_ether(fee)} ETH of "
+                f"gas: {_ether(eth_needed)} ETH", asset="ETH", account=hex_address(account),
+                required=_ether(eth_needed), available=_ether(available))
+
     async def channel_open(self, session_id: bytes, peer: str,
                            balances: Mapping[Address, tuple[int, int]],
                            challenge_duration: int | None) -> ChannelView:
         session = self._session(session_id)
         contact = session.contacts.resolve(peer)
+        await self._can_fund(session, {asset: ours for asset, (ours, _) in balances.items()})
         request = OpenRequest(contact.off_chain_address, tuple(balances),
                               tuple(balances.values()),
                               challenge_duration or DEFAULT_CHALLENGE_DURATION)
@@ -129,6 +161,8 @@ class NodeAPI:
     async def channel_respond_proposal(self, session_id: bytes, proposal_id: bytes,
                                        accept: bool) -> ChannelView | None:
         session = self._session(session_id)
+        if accept:
+            await self._can_fund(session, session.client.proposed_deposits(proposal_id))
         channel = await session.client.respond_proposal(proposal_id, accept)
         return None if channel is None else self._view(session, channel)
 

@@ -41,6 +41,7 @@ from perund.channel.types import UINT64_MAX, Address, to_address
 from perund.contacts.book import COMM_TYPES, parse_account_address
 from perund.errors import (
     FailedPrecondition,
+    InsufficientFunds,
     InvalidArgument,
     InvalidConfig,
     PeerNotFunded,
@@ -91,6 +92,9 @@ CHANNEL_INFO = obj({
     "onChain": obj({"version": {"type": "integer", "minimum": 0},
                     "timeout": {"type": "integer", "minimum": 0}}, ["version", "timeout"],
                    description="the registered state, while disputed"),
+    "paidOut": {"type": "object", "additionalProperties": AMOUNT,
+                "description": "closed: what the chain paid your account per currency, from "
+                               "the conclusion's PaidOut events (known when this node saw it)"},
 }, ["channelId", "peer", "peerAddress", "phase", "version", "isFinal", "balances",
     "challengeDuration"], description="channel info")
 
@@ -384,14 +388,16 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                                             "description": "seconds; the node's default if "
                                                            "omitted"}, required=False)),
                CHANNEL_INFO, channel_open, channel,
-               (ResourceNotFound, InvalidArgument, PeerNotFunded, TxTimedOut, *peer_errors),
+               (ResourceNotFound, InvalidArgument, InsufficientFunds, PeerNotFunded, TxTimedOut,
+                *peer_errors),
                access=Access.SESSION),
         method("channel_respondProposal", "Accept (returns once funded and open) or reject "
                "(returns null) a pushed proposal before its expiry.",
                (session, Param("proposalId", PROPOSAL_ID), Param("accept", BOOLEAN)),
                nullable(CHANNEL_INFO), channel_respond_proposal,
                lambda value: None if value is None else value.to_json(currencies),
-               (ResourceNotFound, UserResponseTimedOut, PeerNotFunded, TxTimedOut),
+               (ResourceNotFound, UserResponseTimedOut, InsufficientFunds, PeerNotFunded,
+                TxTimedOut),
                access=Access.SESSION),
         method("channel_list", "The session's channels.", (session,), _channel_list(),
                channel_list, channels, (ResourceNotFound,), access=Access.SESSION_READ),

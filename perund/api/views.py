@@ -73,6 +73,9 @@ class ChannelView:
     challenge_duration: int
     is_final: bool = False
     on_chain: OnChainView | None = None
+    paid_out: tuple[tuple[Address, int], ...] | None = None
+    """What the chain says it paid our account at the conclusion, per asset (known when this
+    node saw the conclusion)."""
 
     def to_json(self, currencies: Currencies) -> JSON:
         """The API's channel info object."""
@@ -89,7 +92,17 @@ class ChannelView:
         if self.on_chain is not None:
             shown["onChain"] = {"version": self.on_chain.version,
                                 "timeout": self.on_chain.timeout}
+        if self.paid_out is not None:
+            shown["paidOut"] = dict(currencies.render(asset, amount)
+                                    for asset, amount in self.paid_out)
         return shown
+
+    def short_paid(self) -> bool:
+        """Whether the chain paid our account less than the state gives us, for some asset."""
+        if self.paid_out is None:
+            return False
+        paid = dict(self.paid_out)
+        return any(paid.get(row.asset, 0) < row.ours for row in self.balances)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,8 +294,10 @@ def _peer_name(address: Address, alias_of: AliasOf) -> str:
     return alias_of(address) or hex_address(address)
 
 
-def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None) -> ChannelView:
-    """Channel info of `channel` (at `state`, e.g. a proposed one, or at its latest state)."""
+def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None,
+                 paid_out: tuple[tuple[Address, int], ...] | None = None) -> ChannelView:
+    """Channel info of `channel` (at `state`, e.g. a proposed one, or at its latest state),
+    with what the chain paid our account if it is concluded and that is known."""
     shown = state if state is not None else channel.latest
     me, peer = channel.index, channel.peer_index
     dispute = channel.dispute
@@ -297,6 +312,7 @@ def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None
         challenge_duration=channel.params.challenge_duration,
         is_final=shown.is_final,
         on_chain=None if dispute is None else OnChainView(dispute.version, dispute.timeout),
+        paid_out=paid_out,
     )
 
 
@@ -336,10 +352,15 @@ def notification_of(notice: Notice, alias_of: AliasOf) -> Notification | None:
         return update_view(notice, alias_of)
     event = notice.event
     if isinstance(event, ev.Closed):
-        view = channel_view(notice.channel, alias_of)
-        error = None if view.is_final else (
-            "closed on-chain by a dispute, not by a final state both signed")
-        return UpdateView(None, notice.channel.channel_id, "closed", view, None, error=error)
+        view = channel_view(notice.channel, alias_of, paid_out=event.paid)
+        problems = []
+        if not view.is_final:
+            problems.append("closed on-chain by a dispute, not by a final state both signed")
+        if view.short_paid():
+            problems.append("the chain paid your account less than the state gives you "
+                            "(paidOut against balances.self): the deposits were not all there")
+        return UpdateView(None, notice.channel.channel_id, "closed", view, None,
+                          error="; ".join(problems) or None)
     if isinstance(event, ev.UpdateWithdrawn):
         return Withdrawn(event.update_id, event.channel_id, event.reason)
     if isinstance(event, ev.Lost):

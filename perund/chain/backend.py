@@ -357,6 +357,12 @@ class ChainBackend(Service):
         return int(first), int(second)
 
     @deferred_api
+    async def deposit_fee(self, sender: Address) -> int:
+        """The most one deposit transaction's gas may cost `sender` now (wei)."""
+        return await self._run(self.client.deposit_fee_blocking, self._require_adjudicator(),
+                               sender)
+
+    @deferred_api
     async def owed(self, receiver: Address, asset: Address = ETH) -> int:
         """What the contract holds for `receiver` to `withdraw` (payouts it could not push)."""
         (amount,) = await self._view("owed", receiver, asset)

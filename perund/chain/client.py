@@ -9,6 +9,7 @@ and hands Deferreds to the reactor side.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -28,7 +29,7 @@ from perund.chain.abi import ContractCodec
 from perund.chain.account import Account
 from perund.chain.devchain import DevChain
 from perund.chain.results import ChainEvent, TxReceipt
-from perund.channel.types import Address, hex_address, to_address
+from perund.channel.types import ETH, Address, hex_address, to_address
 from perund.errors import (
     ChainNotReachable,
     InsufficientFunds,
@@ -49,6 +50,9 @@ DEFAULT_PRIORITY_FEE = 10**9
 GAS_MARGIN_PERCENT = 25
 """Gas limit above the estimate: the estimate is taken on the latest block, the transaction runs
 on the next one. Unused gas is refunded, so the margin costs nothing."""
+
+FALLBACK_DEPOSIT_GAS = 60_000
+"""A deposit's gas when the chain cannot estimate it (the account cannot pay the probe)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +310,20 @@ class ChainClient:
         del transaction["from"]
         raw, tx_hash = account.sign_transaction(transaction)
         return PreparedTx(raw=raw, tx_hash=tx_hash, nonce=nonce, gas_limit=transaction["gas"])
+
+    def deposit_fee_blocking(self, adjudicator: Address, sender: Address) -> int:
+        """The most an ETH deposit's gas may cost `sender` now: the gas limit and fee cap
+        `prepare_blocking` would give it (what the account must hold beside the deposit)."""
+        call = {"from": hex_address(sender), "to": hex_address(adjudicator), "value": 1,
+                "data": self.codec.encode_call("deposit", os.urandom(32), 0, ETH, 1)}
+        with self._reachable("eth_estimateGas deposit"):
+            try:
+                estimate = int(self.w3.eth.estimate_gas(cast(Any, call)))
+            except (ContractLogicError, Web3RPCError, EthValidationError):
+                estimate = FALLBACK_DEPOSIT_GAS  # an empty account cannot even be asked
+            base_fee = int(self.w3.eth.get_block("latest").get("baseFeePerGas") or 0)
+        return (estimate + estimate * GAS_MARGIN_PERCENT // 100) * (2 * base_fee
+                                                                      + self.priority_fee)
 
     def send_raw_blocking(self, tx_type: str, raw: bytes) -> bytes:
         """Hand a signed transaction to the node; its hash."""

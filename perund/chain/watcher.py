@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from perund.chain.backend import ChainBackend
+from perund.chain.payouts import payouts_of
 from perund.chain.results import ChainEvent
 from perund.channel.changes import (
     ChallengeExpired,
@@ -400,6 +401,12 @@ class ChainWatcher:
             if channel is None or channel.phase in TERMINAL:
                 continue
             change = change_of(event)
+            if isinstance(change, Concluded):
+                # What the chain paid, from the same transaction's PaidOut events (they follow
+                # the Concluded event, after which the channel is no longer watched).
+                change = Concluded(change.version, payouts_of(
+                    e for e in events if e.tx_hash == event.tx_hash and e.name == "PaidOut"
+                    and e.channel_id == channel_id))
             if change is None:
                 if event.name == "Deposited" and self.on_deposit is not None:
                     self.on_deposit(cid)

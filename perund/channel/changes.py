@@ -141,10 +141,23 @@ class ChallengeExpired:
 
 
 @dataclass(frozen=True, slots=True)
+class Payout:
+    """One `PaidOut` event of a conclusion: `amount` of `asset` to `receiver`, sent at once
+    (`pushed`) or credited for a `withdraw`."""
+
+    receiver: Address
+    asset: Address
+    amount: int
+    pushed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Concluded:
-    """The contract emitted `Concluded(channelID, version)`."""
+    """The contract emitted `Concluded(channelID, version)`, and with it `payouts` (the
+    `PaidOut` events of the same transaction): what the chain says it paid."""
 
     version: int
+    payouts: tuple[Payout, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -320,10 +320,12 @@ class Lost:
 
 @dataclass(frozen=True, slots=True)
 class Closed:
-    """The channel is concluded on-chain at `version`."""
+    """The channel is concluded on-chain at `version`; `paid` is what the chain says it paid
+    our receiver, per asset (pushed or credited for a withdrawal)."""
 
     channel_id: ChannelID
     version: int
+    paid: tuple[tuple[Address, int], ...] = ()
 
 
 Event = (

@@ -67,7 +67,7 @@ from perund.channel.events import (
     UpdateNeedsUser,
     UpdateWithdrawn,
 )
-from perund.channel.phases import RECEIVES_UPDATES, Phase, advance, at_rest, busy
+from perund.channel.phases import RECEIVES_UPDATES, TERMINAL, Phase, advance, at_rest, busy
 from perund.channel.records import Channel, Dispute, SignedState, Staged
 from perund.channel.rules import (
     balance_rules,
@@ -470,7 +470,7 @@ def _start_sync(channel: Channel, change: StartSync) -> Result:
     peer's update awaiting our user is dropped and rejected, since the peer gave it up too,
     and must not be countersigned after the peer learned (from our Sync) that we lack it.
     """
-    if channel.current is None or channel.phase is Phase.CLOSED:
+    if channel.current is None or channel.phase in TERMINAL:
         return channel, _NOTHING
     events: list[Event] = []
     staged = channel.staged
@@ -504,7 +504,7 @@ def _sync_received(channel: Channel, change: SyncReceived) -> Result:
     sender, theirs = change.sender, change.state
     if sender != channel.peer:
         return _refuse(channel, sender, Reason.NOT_PEER)
-    if channel.phase is Phase.CLOSED:
+    if channel.phase in TERMINAL:
         return channel, _NOTHING
     if theirs.channel_id != channel.channel_id:
         return _refuse(channel, sender, Reason.WRONG_CHANNEL)
@@ -658,7 +658,7 @@ def _force_close(channel: Channel, change: ForceClose) -> Result:
 
 def _registered(channel: Channel, change: Registered) -> Result:
     """A state is registered on-chain: dispute; refute with ours if it is newer."""
-    if channel.phase is Phase.CLOSED:
+    if channel.phase in TERMINAL:
         return channel, _NOTHING
     if channel.dispute is not None and change.version < channel.dispute.version:
         return channel, _NOTHING  # an older event replayed; the chain only moves up
@@ -697,16 +697,22 @@ def _challenge_expired(channel: Channel, change: ChallengeExpired) -> Result:
 
 
 def _concluded(channel: Channel, change: Concluded) -> Result:
-    if channel.phase is Phase.CLOSED:
+    if channel.phase in TERMINAL:
         return channel, _NOTHING
     channel, events = _drop_staged(channel, Failure.SETTLING, "concluded on-chain")
     new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED))
-    return new, (Persist(new), *events, Closed(channel.channel_id, change.version))
+    ours = channel.params.receivers[channel.index]
+    paid: dict[Address, int] = {}
+    for payout in change.payouts:
+        if payout.receiver == ours:
+            paid[payout.asset] = paid.get(payout.asset, 0) + payout.amount
+    return new, (Persist(new), *events,
+                 Closed(channel.channel_id, change.version, tuple(paid.items())))
 
 
 def _chain_lost(channel: Channel, change: ChainLost) -> Result:
     """Give the channel up: whatever was in flight fails, nothing more is signed or sent."""
-    if channel.phase is Phase.CLOSED or channel.phase is Phase.CHAIN_LOST:
+    if channel.phase in TERMINAL:
         return channel, _NOTHING
     channel, events = _drop_staged(channel, Failure.SETTLING, "the chain lost the channel")
     new = channel.evolve(phase=advance(channel.phase, Phase.CHAIN_LOST))
@@ -719,6 +725,8 @@ def _restored(channel: Channel, change: Restored) -> Result:
     Our update in flight becomes `abandoned` (the peer may have countersigned it before we went
     down); the peer's update awaiting our user is dropped and answered with a reject.
     """
+    if channel.phase in TERMINAL:
+        return channel, _NOTHING
     channel = channel.evolve(sync_sent=False, fresh_link=False)
     staged = channel.staged
     events: list[Event] = []

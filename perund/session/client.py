@@ -102,16 +102,17 @@ class Funder(Protocol):
 
 
 class Settler(Protocol):
-    """Settles channels on-chain; each call fires with the version concluded, or None when the
-    call only registered a state (the dispute goes on)."""
+    """Settles channels on-chain; each call fires with the conclusion its own transaction
+    shows (with the payouts the chain reports), or None when it concluded nothing itself (a
+    registration: the dispute goes on; or the peer concluded: the watcher reports it)."""
 
-    def conclude_final(self, event: ev.ConcludeFinal) -> Deferred[int | None]:
+    def conclude_final(self, event: ev.ConcludeFinal) -> Deferred[Concluded | None]:
         """Submit `concludeFinal` (or, when not primary, only if nobody else did soon)."""
 
-    def register(self, event: ev.Register) -> Deferred[int | None]:
+    def register(self, event: ev.Register) -> Deferred[Concluded | None]:
         """Register the latest state (dispute or refutation)."""
 
-    def conclude(self, event: ev.Conclude) -> Deferred[int | None]:
+    def conclude(self, event: ev.Conclude) -> Deferred[Concluded | None]:
         """Conclude the registered state once its challenge period is over."""
 
 
@@ -321,6 +322,9 @@ class ChannelClient:
             ev.Closed: self._closed,
             ev.Lost: self._given_up,
         }
+        self.paid_out: dict[ChannelID, tuple[tuple[Address, int], ...]] = {}
+        """What the chain paid our account, per asset, for the channels concluded while this
+        client ran (from the conclusion's PaidOut events)."""
         self.stopped = False
         self.store_error: FailedPrecondition | None = None
         """Set once the store failed to make a write durable; every user request then fails
@@ -456,6 +460,16 @@ class ChannelClient:
         self._track(channel)
         self._execute(events)
         return await opened
+
+    def proposed_deposits(self, proposal_id: bytes) -> dict[Address, int]:
+        """What accepting the waiting proposal `proposal_id` would have us deposit, per asset
+        (ResourceNotFound if no such proposal waits)."""
+        pending = self._incoming.get(proposal_id)
+        if pending is None:
+            raise ResourceNotFound("no such proposal", type="proposal", id=_hex(proposal_id))
+        proposal = pending.proposal
+        return {asset: row[1] for asset, row in zip(proposal.assets, proposal.balances,
+                                                    strict=True)}
 
     def respond_proposal(self, proposal_id: bytes, accept: bool) -> Deferred[Channel | None]:
         """Answer a `ProposalNotice`: accept (fires with the channel once funded and open) or
@@ -1099,10 +1113,10 @@ class ChannelClient:
         self._resolve(self._open_waiters, e.channel_id, error)
         self._notify(ChannelNotice(channel, e))
 
-    def _settled(self, channel_id: ChannelID) -> Callable[[int | None], None]:
-        def settled(version: int | None) -> None:
-            if version is not None and channel_id in self.channels:
-                self._apply(channel_id, Concluded(version))
+    def _settled(self, channel_id: ChannelID) -> Callable[[Concluded | None], None]:
+        def settled(concluded: Concluded | None) -> None:
+            if concluded is not None and channel_id in self.channels:
+                self._apply(channel_id, concluded)
 
         return settled
 
@@ -1175,6 +1189,7 @@ class ChannelClient:
 
     def _closed(self, e: ev.Closed) -> None:
         channel = self.channels[e.channel_id]
+        self.paid_out[e.channel_id] = e.paid
         self._resolve(self._close_waiters, e.channel_id, channel)
         self._resolve(self._open_waiters, e.channel_id,
                       PeerNotFunded("the channel closed before it opened",

@@ -17,8 +17,10 @@ from twisted.logger import Logger
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
 from perund.chain.client import BlockId
+from perund.chain.payouts import payouts_of
 from perund.chain.results import Phase, TxReceipt
 from perund.channel import events as ev
+from perund.channel.changes import Concluded
 from perund.channel.types import ChannelID
 from perund.errors import PeerNotFunded, TxReverted
 
@@ -29,10 +31,15 @@ def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 
 
-def _concluded_version(receipt: TxReceipt) -> int | None:
+def concluded_by(receipt: TxReceipt) -> Concluded | None:
+    """The conclusion a receipt shows, with the payouts its `PaidOut` events report; None if
+    the transaction concluded nothing."""
     for event in receipt.events_named("Concluded"):
-        return int(event.args["version"])
+        return Concluded(int(event.args["version"]), payouts_of(receipt.events_named("PaidOut")))
     return None
+
+
+
 
 
 def _wake(news: Deferred[None]) -> None:
@@ -155,38 +162,42 @@ class ChainSettlement:
 
     # -- Settler --------------------------------------------------------------------------------
 
-    def conclude_final(self, event: ev.ConcludeFinal) -> Deferred[int | None]:
+    # Each call fires with the conclusion its own transaction shows (`Concluded` and the
+    # `PaidOut` events of the receipt), or None: nothing concluded yet, or concluded by the
+    # peer's transaction, which the watcher reports with its payouts. A payout is reported only
+    # as the chain shows it, never assumed.
+
+    def conclude_final(self, event: ev.ConcludeFinal) -> Deferred[Concluded | None]:
         """Submit concludeFinal now (primary) or after a grace period if nobody else did."""
         return Deferred.fromCoroutine(self._conclude_final(event))
 
-    async def _conclude_final(self, event: ev.ConcludeFinal) -> int | None:
+    async def _conclude_final(self, event: ev.ConcludeFinal) -> Concluded | None:
         if not event.primary:
             await self._sleep(self.conclude_grace)
             if await self._is_concluded(event.channel_id):
-                return event.state.version
+                return None
         try:
             receipt = await self.chain.conclude_final(self.account, event.params, event.state,
                                                       event.signatures)
             self.receipts.append(receipt)
         except TxReverted as exc:
             if exc.data.get("error") == "ChannelConcluded":
-                # The peer was quicker: the channel is settled with this very final state.
-                return event.state.version
+                return None  # the peer was quicker: the watcher reports its conclusion
             raise
         log.info("channel {channel_id} concluded with final version {version}, gas {gas}",
                  channel_id=_hex(event.channel_id), version=event.state.version,
                  gas=receipt.gas_used)
-        return _concluded_version(receipt) or event.state.version
+        return concluded_by(receipt)
 
     async def _is_concluded(self, channel_id: ChannelID) -> bool:
         status = await self.chain.channel_status(channel_id)
         return status.phase is Phase.CONCLUDED
 
-    def register(self, event: ev.Register) -> Deferred[int | None]:
+    def register(self, event: ev.Register) -> Deferred[Concluded | None]:
         """Register our latest fully signed state; the dispute goes on (None)."""
         return Deferred.fromCoroutine(self._register(event))
 
-    async def _register(self, event: ev.Register) -> int | None:
+    async def _register(self, event: ev.Register) -> Concluded | None:
         status = await self.chain.channel_status(event.channel_id)
         if status.phase is Phase.DISPUTE and status.version >= event.state.version:
             # Registered already (ours again after a restart or a reorganisation, or a newer
@@ -200,25 +211,25 @@ class ChainSettlement:
         self._registered[event.channel_id] = event.state.version
         log.info("channel {channel_id}: registered version {version}",
                  channel_id=_hex(event.channel_id), version=event.state.version)
-        return _concluded_version(receipt)
+        return concluded_by(receipt)
 
-    def conclude(self, event: ev.Conclude) -> Deferred[int | None]:
+    def conclude(self, event: ev.Conclude) -> Deferred[Concluded | None]:
         """Conclude the registered state: at once if we registered it, else after
         `conclude_grace` and only if the peer has not concluded it meanwhile."""
         return Deferred.fromCoroutine(self._conclude(event))
 
-    async def _conclude(self, event: ev.Conclude) -> int | None:
+    async def _conclude(self, event: ev.Conclude) -> Concluded | None:
         if self._registered.get(event.channel_id) != event.state.version:
             # The peer registered this state and its node concludes it too: give it the first
             # go, so that two conclude transactions do not race and one pays for a revert.
             await self._sleep(self.conclude_grace)
             if await self._is_concluded(event.channel_id):
-                return event.state.version
+                return None
         try:
             receipt = await self.chain.conclude(self.account, event.params, event.state)
             self.receipts.append(receipt)
         except TxReverted as exc:
             if exc.data.get("error") == "ChannelConcluded":
-                return event.state.version
+                return None
             raise
-        return _concluded_version(receipt) or event.state.version
+        return concluded_by(receipt)

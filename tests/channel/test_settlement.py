@@ -8,12 +8,14 @@ from dataclasses import replace
 import pytest
 
 from perund.channel.changes import (
+    ChainLost,
     ChallengeExpired,
     Concluded,
     ForceClose,
     Funded,
     FundingExpired,
     OwnUpdate,
+    Payout,
     Registered,
     Reorganised,
     RespondUpdate,
@@ -28,6 +30,7 @@ from perund.channel.events import (
     Failure,
     Fund,
     FundingFailed,
+    Lost,
     Persist,
     Register,
     SendUpdateReject,
@@ -36,8 +39,9 @@ from perund.channel.events import (
     UpdateWithdrawn,
 )
 from perund.channel.machine import transition
-from perund.channel.phases import Phase, advance, allowed, successors
+from perund.channel.phases import TERMINAL, Phase, advance, allowed, successors
 from perund.channel.records import Channel, SignedState
+from perund.channel.types import ETH
 from perund.errors import FailedPrecondition
 from tests.channel.factories import (
     ALICE,
@@ -238,11 +242,12 @@ def test_restart_while_disputed_refutes_again_when_ours_is_newer() -> None:
 
 
 def test_phase_table() -> None:
-    assert successors(Phase.CLOSED) == frozenset()
+    assert successors(Phase.CLOSED) == frozenset() == successors(Phase.CHAIN_LOST)
     for phase in Phase:
         assert allowed(phase, phase)
-        if phase is not Phase.CLOSED:
+        if phase not in TERMINAL:
             assert Phase.CLOSED in successors(phase)
+            assert Phase.CHAIN_LOST in successors(phase)
     assert not allowed(Phase.OPEN, Phase.FUNDING)
     assert not allowed(Phase.CLOSING, Phase.OPEN)
     with pytest.raises(AssertionError):
@@ -273,3 +278,29 @@ def test_funding_expiry_answers_the_peers_pending_update() -> None:
         FundingFailed(bob.channel_id),
         Register(bob.channel_id, bob.params, cur(bob).state, cur(bob).signatures),
     )
+
+
+def test_a_conclusion_reports_what_the_chain_paid_our_receiver() -> None:
+    alice, bob = make_pair()
+    ours, theirs = bob.params.receivers[bob.index], bob.params.receivers[alice.index]
+    payouts = (Payout(theirs, ETH, 7 * ETHER, True), Payout(ours, ETH, 3 * ETHER, False))
+    _, events = transition(bob, Concluded(0, payouts))
+    assert events[-1] == Closed(bob.channel_id, 0, ((ETH, 3 * ETHER),))  # credited counts too
+    _, events = transition(alice, Concluded(0, payouts))
+    assert events[-1] == Closed(alice.channel_id, 0, ((ETH, 7 * ETHER),))
+    _, events = transition(bob, Concluded(0))  # no PaidOut seen: nothing paid is reported
+    assert events[-1] == Closed(bob.channel_id, 0, ())
+
+
+def test_a_channel_the_chain_lost_is_given_up_for_good() -> None:
+    _, bob = make_pair()
+    lost, events = transition(bob, ChainLost("2.5 ETH expected, 0 ETH held"))
+    assert lost.phase is Phase.CHAIN_LOST
+    assert events == (Persist(lost), Lost(bob.channel_id, "2.5 ETH expected, 0 ETH held"))
+    for later in (Restored(), ChainLost("again"), Concluded(0),
+                  Registered(1, 5000, False, cur(bob).state.balances)):
+        assert transition(lost, later)[0].phase is Phase.CHAIN_LOST
+    with pytest.raises(FailedPrecondition):  # nothing to close
+        transition(lost, ForceClose())
+    with pytest.raises(FailedPrecondition):
+        transition(lost, OwnUpdate(BOB, ((ETH, 1),)))

@@ -109,8 +109,8 @@ def test_two_users_in_the_shell(two_daemons: tuple[Daemon, Daemon], anvil_setup:
                    r"the final balances you 0\.75 ETH, alice 1\.25 ETH")
         bob.sendline("accept")
         alice.expect(r"channel 0x[0-9a-f]{8}… with bob is closed \(by a final state both "
-                     r"signed\) and paid out: you 1\.25 ETH, bob 0\.75 ETH")
-        bob.expect(r"closed channel 0x[0-9a-f]{8}… with alice: settled on-chain and paid out: "
+                     r"signed\), paid out: you 1\.25 ETH, bob 0\.75 ETH")
+        bob.expect(r"closed channel 0x[0-9a-f]{8}… with alice: settled on-chain, paid out: "
                    r"you 0\.75 ETH, alice 1\.25 ETH")
 
         # Each got the channel's outcome on-chain, less what their transactions cost.

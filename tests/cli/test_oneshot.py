@@ -165,8 +165,8 @@ def test_one_shot_commands(one_daemon: Daemon, anvil_setup: Generated, tmp_path:
         assert next_push(watch, "closed")["channelId"] == cid
         out, err = closing.communicate(timeout=120)
         assert closing.returncode == 0, err
-        assert out == f"channel {cid[:10]}… with bob is closed (by a final state both signed) " \
-                      "and paid out: you 0.6 ETH, bob 0.9 ETH\n"
+        assert out == f"channel {cid[:10]}… with bob is closed (by a final state both signed), " \
+                      "paid out: you 0.6 ETH, bob 0.9 ETH\n"
     finally:
         watch.terminate()
         watch.wait(10)

@@ -173,9 +173,15 @@ def test_pushes_read_as_sentences() -> None:
         "payment alice paid you 0.5 ETH on channel 0xabababab…: you 1.5 ETH, alice 0.5 ETH")
     closed = {**payment, "type": "closed", "channel": channel(cid, "alice", "closed", "1.5",
                                                               "0.5")}
-    assert describe_push(closed, style) == (
-        "closed channel 0xabababab… with alice: settled on-chain and paid out: you 1.5 ETH, "
-        "alice 0.5 ETH")
+    head = "closed channel 0xabababab… with alice: settled on-chain, "
+    assert describe_push(closed, style) == head + (
+        "you 1.5 ETH, alice 0.5 ETH (this node did not see the payout: `balance` shows your "
+        "account)")
+    closed["channel"] = {**closed["channel"], "paidOut": {"ETH": "1.5"}}
+    assert describe_push(closed, style) == head + "paid out: you 1.5 ETH, alice 0.5 ETH"
+    closed["channel"] = {**closed["channel"], "paidOut": {}}
+    assert describe_push(closed, style) == head + (
+        "the chain paid you only 0 ETH where the state gives you 1.5 ETH")
     disputed_channel = {**channel(cid, "alice", "disputed", "1", "1"),
                         "onChain": {"version": 3, "timeout": 0}}
     disputed = {**payment, "type": "disputed", "channel": disputed_channel}

@@ -11,6 +11,7 @@ from twisted.internet.task import deferLater
 
 from perund.chain.results import Phase
 from perund.channel import events as ev
+from perund.channel.changes import Concluded
 from perund.channel.types import ETH, ChannelID
 from perund.errors import ChainNotReachable, InsufficientFunds, PerundError
 from perund.session.client import Settler
@@ -28,17 +29,17 @@ class FailingAtFirst:
         self.error = error
         self.calls = 0
 
-    def register(self, event: ev.Register) -> Deferred[int | None]:
+    def register(self, event: ev.Register) -> Deferred[Concluded | None]:
         if self.calls < self.failures:
             self.calls += 1
             return fail(self.error)
         self.calls += 1
         return self.real.register(event)
 
-    def conclude_final(self, event: ev.ConcludeFinal) -> Deferred[int | None]:
+    def conclude_final(self, event: ev.ConcludeFinal) -> Deferred[Concluded | None]:
         return self.real.conclude_final(event)
 
-    def conclude(self, event: ev.Conclude) -> Deferred[int | None]:
+    def conclude(self, event: ev.Conclude) -> Deferred[Concluded | None]:
         return self.real.conclude(event)
 
 

@@ -404,8 +404,8 @@ def channel_close(ctx: Context, args: argparse.Namespace) -> Result:
     def finish(closed: Any) -> Outcome:
         how = "by a final state both signed" if closed.get("isFinal") else "by a dispute"
         return Outcome(closed, f"channel {ctx.style.ident(short_id(channel_id))} with "
-                               f"{closed['peer']} is {ctx.style.ok(closed['phase'])} ({how}) and "
-                               f"paid out: {balances_pair(closed['balances'], closed['peer'])}")
+                               f"{closed['peer']} is {ctx.style.ok(closed['phase'])} ({how}), "
+                               f"{render.payout_text(closed, ctx.style)}")
 
     return Long(f"closing channel {short_id(channel_id)} with {channel['peer']}",
                 lambda: ctx.call_long("channel_close", sessionId=session, channelId=channel_id,

@@ -110,6 +110,25 @@ def balances_pair(balances: Mapping[str, Mapping[str, str]], peer: str) -> str:
     return f"you {ours or '0'}, {peer} {theirs or '0'}"
 
 
+def payout_text(channel: Mapping[str, Any], style: Style) -> str:
+    """How a closed channel paid out, as the chain reported it: `paid out: you 1.5 ETH, bob
+    0.5 ETH` when the chain's payout to us matches the state, a warning when it fell short,
+    and a hint when the node did not see the conclusion's payouts."""
+    peer = str(channel.get("peer"))
+    balances = channel.get("balances") or {}
+    paid = channel.get("paidOut")
+    if paid is None:
+        return (f"{balances_pair(balances, peer)} (this node did not see the payout: "
+                "`balance` shows your account)")
+    short = [cur for cur, pair in balances.items()
+             if Decimal(paid.get(cur, "0")) < Decimal(pair["self"])]
+    if short:
+        got = ", ".join(amount(paid.get(cur, "0"), cur) for cur in balances)
+        due = ", ".join(amount(pair["self"], cur) for cur, pair in balances.items())
+        return style.bad(f"the chain paid you only {got} where the state gives you {due}")
+    return f"paid out: {balances_pair(balances, peer)}"
+
+
 def seconds_text(seconds: float) -> str:
     """`45 s`, `12 min 3 s`, `2 h 5 min`."""
     s = max(0, int(seconds))
@@ -288,8 +307,8 @@ def describe_push(push: Mapping[str, Any], style: Style,
         return (f"{style.bad('lost')} {on} with {peer}: the chain does not hold it any more "
                 f"({push.get('error')}); nothing more can be done with it")
     if kind_of_push == "closed":
-        text = (f"{style.notice('closed')} {on} with {peer}: settled on-chain and paid out: "
-                f"{balances_pair(balances, peer)}")
+        text = (f"{style.notice('closed')} {on} with {peer}: settled on-chain, "
+                f"{payout_text(channel, style)}")
         if push.get("error"):
             text += " " + style.warn(f"({push['error']})")
         return text
