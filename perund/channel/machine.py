@@ -701,6 +701,8 @@ def _concluded(channel: Channel, change: Concluded) -> Result:
         return channel, _NOTHING
     channel, events = _drop_staged(channel, Failure.SETTLING, "concluded on-chain")
     new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED))
+    if change.payouts is None:
+        return new, (Persist(new), *events, Closed(channel.channel_id, change.version, None))
     ours = channel.params.receivers[channel.index]
     paid: dict[Address, int] = {}
     for payout in change.payouts:

@@ -102,9 +102,9 @@ class Funder(Protocol):
 
 
 class Settler(Protocol):
-    """Settles channels on-chain; each call fires with the conclusion its own transaction
-    shows (with the payouts the chain reports), or None when it concluded nothing itself (a
-    registration: the dispute goes on; or the peer concluded: the watcher reports it)."""
+    """Settles channels on-chain; each call fires with the conclusion the chain shows (with the
+    payouts it reports, when they are known), or None when nothing is concluded yet (a
+    registration: the dispute goes on)."""
 
     def conclude_final(self, event: ev.ConcludeFinal) -> Deferred[Concluded | None]:
         """Submit `concludeFinal` (or, when not primary, only if nobody else did soon)."""
@@ -1189,7 +1189,8 @@ class ChannelClient:
 
     def _closed(self, e: ev.Closed) -> None:
         channel = self.channels[e.channel_id]
-        self.paid_out[e.channel_id] = e.paid
+        if e.paid is not None:
+            self.paid_out[e.channel_id] = e.paid
         self._resolve(self._close_waiters, e.channel_id, channel)
         self._resolve(self._open_waiters, e.channel_id,
                       PeerNotFunded("the channel closed before it opened",

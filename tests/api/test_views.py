@@ -101,8 +101,15 @@ def test_closed_withdrawn_and_silent_notices() -> None:
     assert note.error is not None  # version 0 was never final: settled by a dispute
     final = replace(closed, current=replace(closed.current, state=replace(
         closed.latest, is_final=True))) if closed.current else closed
-    note = notification_of(ChannelNotice(final, ev.Closed(alice.channel_id, 0)), aliases)
+    ours = tuple((asset, row[alice.index]) for asset, row in
+                 zip(final.latest.assets, final.latest.balances, strict=True))
+    note = notification_of(ChannelNotice(final, ev.Closed(alice.channel_id, 0, ours)), aliases)
     assert isinstance(note, UpdateView) and note.error is None
+    assert note.channel.paid_out == ours
+    # The chain paid less than the state gives us: said, not hidden.
+    short = notification_of(ChannelNotice(final, ev.Closed(alice.channel_id, 0, ())), aliases)
+    assert isinstance(short, UpdateView) and short.error is not None
+    assert "paid your account less" in short.error
     gone = notification_of(ChannelNotice(alice, ev.UpdateWithdrawn(
         alice.channel_id, b"\x05" * 32, "synced")), aliases)
     assert gone == Withdrawn(b"\x05" * 32, alice.channel_id, "synced")

@@ -238,3 +238,17 @@ def test_progress_lines_without_a_terminal() -> None:
     on_terminal.clear()
     assert tty.getvalue().startswith("\r\x1b[K") and "opening: waiting for bob (4 s)" in \
         tty.getvalue() and tty.getvalue().endswith("\r\x1b[K")
+
+
+def test_unfunded_and_lost_channels_say_so() -> None:
+    from perund.cli.client.render import channel_details, channel_rows
+
+    style = Style(False)
+    cid = "0x" + "cd" * 32
+    funding = channel(cid, "bob", "funding", "2", "0.5")
+    rows = channel_rows([funding], style)
+    assert "(2 ETH to deposit)" in rows and "(0.5 ETH to deposit)" in rows
+    assert "not funded yet" in channel_details(funding, style)
+    opened = channel(cid, "bob", "open", "2", "0.5")
+    assert "to deposit" not in channel_rows([opened], style)
+    assert "lost" in channel_rows([channel(cid, "bob", "chainLost", "2", "0.5")], style)
