@@ -178,7 +178,6 @@ class NodeService(MultiService):
         """Serve JSON-RPC on /rpc and WebSocket on /ws at `api.listen`, behind the token."""
         from twisted.internet.endpoints import serverFromString
 
-        from perund.api.connections import ApiLimits
         from perund.api.http import ensure_token
         from perund.api.site import make_site
         from perund.node_api import NodeAPI
@@ -190,18 +189,10 @@ class NodeService(MultiService):
             token, clock=self._reactor.seconds,
             stored=[c for s in self._remembered.values() for c in s.credentials],
             on_change=self._remember_sessions)
-        limits = self.config.limits
         self.site = make_site(
             NodeAPI(self), self.credentials, reactor=self._reactor, metrics=self.metrics,
             render_metrics=self.render_metrics,
-            allowed_origins=self.config.api.allowed_origins,
-            limits=ApiLimits(max_connections=limits.api_connections,
-                             request_timeout=limits.api_request_timeout,
-                             idle_timeout=limits.api_idle_timeout,
-                             max_body=limits.api_body_size,
-                             subscriptions_per_socket=limits.ws_subscriptions,
-                             subscriptions_per_session=limits.session_subscriptions,
-                             socket_send_buffer=limits.ws_send_buffer))
+            allowed_origins=self.config.api.allowed_origins, limits=self.config.limits.api())
         endpoint = serverFromString(self._reactor, self.config.api.listen)  # type: ignore[no-untyped-call]
         try:
             self._api_port = await endpoint.listen(self.site)

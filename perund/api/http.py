@@ -24,7 +24,6 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from perund.api.connections import RateLimitedWarning
 from perund.api.credentials import Credential, CredentialRegistry, Scope
 from perund.api.dispatcher import (
     INTERNAL_ERROR,
@@ -35,6 +34,7 @@ from perund.api.dispatcher import (
 )
 from perund.api.method_spec import CallContext
 from perund.errors import InvalidConfig
+from perund.ratelimit import RateLimitedWarning
 
 log = Logger(namespace="perund.api.http")
 

@@ -24,12 +24,9 @@ from typing import Any
 from twisted.logger import Logger
 
 from perund.channel.types import Address
+from perund.ratelimit import RateLimitedWarning
 
 log = Logger(namespace="perund.peer")
-
-
-WARN_INTERVAL = 10.0
-"""Seconds between two warnings about refused connections."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,7 @@ class Admission:
         self.limits = limits
         self._tallies: dict[Address, _Tally] = {}
         self._cut_off: dict[Address, float] = {}
-        self._warned = float("-inf")
+        self._refusing = RateLimitedWarning(clock, log)
 
     def admit_incoming(self, host: str | None, handshaking: int, handshaking_from_host: int,
                        from_host: int) -> bool:
@@ -116,11 +113,8 @@ class Admission:
         return False, True
 
     def warn(self, template: str, **fields: object) -> None:
-        """Log a refusal of connections, at most once per WARN_INTERVAL."""
-        now = self._clock.seconds()
-        if now - self._warned >= WARN_INTERVAL:
-            self._warned = now
-            log.warn(template, **fields)
+        """Log a refusal of connections, at most once per interval."""
+        self._refusing.warn(template, **fields)
 
     def _forget_old(self, now: float) -> None:
         window = self.limits.refusal_window

@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from perund.chain.anvil import free_port
-from perund.cli.generate import Generated, generate
-from tests.integration.daemons import Daemon, running
+from perund.cli.generate import Generated
+from tests.integration.daemons import Daemon, generated, open_channel, running
 
 ETHER = 10**18
 
@@ -61,18 +60,7 @@ def _open_and_pay(node: Daemon, setup: Generated) -> tuple[dict[str, Any], str, 
     start = {name: _wei(node.call("session_balance", sessionId=opened[name]["sessionId"])
                         ["balances"]["ETH"]) for name in files}
     a, b = opened["alice"]["sessionId"], opened["bob"]["sessionId"]
-    pushes = node.socket()
-    try:
-        pushes.call("subscribe", sessionId=b, topic="proposals")
-        with ThreadPoolExecutor(1) as pool:
-            opening = pool.submit(node.call, "channel_open", sessionId=a, peer="bob",
-                                  balances={"ETH": {"self": "2", "peer": "0.5"}})
-            proposal = pushes.wait(lambda p: "proposalId" in p)
-            node.call("channel_respondProposal", sessionId=b,
-                      proposalId=proposal["proposalId"], accept=True)
-            channel = opening.result(120)["channelId"]
-    finally:
-        pushes.close()
+    channel = open_channel(node, a, b, "2", "0.5")
     for _ in range(3):
         node.call("channel_send", sessionId=a, channelId=channel,
                   payments=[{"currency": "ETH", "payee": "bob", "amount": "0.1"}])
@@ -109,8 +97,7 @@ def _close_and_check(node: Daemon, setup: Generated, opened: dict[str, Any], cha
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 def test_channels_survive_a_restart_of_the_embedded_chain(how: str, tmp_path: Path) -> None:
-    setup = generate(tmp_path / "node", api_port=free_port(),
-                     comm_ports=(free_port(), free_port()))
+    setup = generated(tmp_path / "node")
     with running(setup.node_config, workdir=tmp_path) as (node,):
         opened, channel, start = _open_and_pay(node, setup)
         chain_url = _chain_url(node)

@@ -9,7 +9,8 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 
 from perund.channel.types import Address
-from perund.peer.admission import WARN_INTERVAL, Admission, PeerLimits
+from perund.peer.admission import Admission, PeerLimits
+from perund.ratelimit import WARN_INTERVAL
 
 LOGGED_REFUSALS = PeerLimits().logged_refusals
 
