@@ -148,6 +148,9 @@ class ApiRequest(Request):
     authorized: bool = False
     credential: Credential | None = None
     too_large: bool = False
+    # A JSON-RPC body is never a form: no form parsing (it costs an email-header parse per
+    # request, and multipart parsing is attack surface the API does not need).
+    _parsePOSTFormSubmission = False
     _discard: bool = False
     _received: int = 0
 
