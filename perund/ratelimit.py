@@ -22,11 +22,11 @@ class RateLimitedWarning:
         self._count = 0
 
     def warn(self, template: str, **fields: object) -> None:
-        """Count one event; log `template` (which may use `{count}`, the events since the last
+        """Count one event; log `template` (which may use `{times}`, the events since the last
         line) when the interval has passed since that line."""
         self._count += 1
         now = self._clock.seconds()
         if now - self._last >= self.interval:
             self._last = now
-            self._log.warn(template, count=self._count, **fields)
+            self._log.warn(template, times=self._count, **fields)
             self._count = 0

@@ -61,7 +61,7 @@ class ConnectionCount:
             self.open += 1
             return True
         self.refused += 1
-        self._warning.warn("refused {count} API connections: {open} are open "
+        self._warning.warn("refused {times} API connections: {open} are open "
                            "(limits.api_connections); the latest from {peer}", open=self.open,
                            peer=getattr(peer, "host", str(peer)))
         return False

@@ -204,7 +204,7 @@ def refuse_unauthorized(request: Any) -> bytes:
     warnings: RateLimitedWarning | None = getattr(getattr(request.channel, "site", None),
                                                   "refusals", None)
     if warnings is not None:
-        warnings.warn("refused API requests without a valid token: {count} in the last "
+        warnings.warn("refused API requests without a valid token: {times} in the last "
                       "period, the latest from {peer}", peer=getattr(peer, "host", str(peer)))
     else:
         log.warn("refused an API request without a valid token from {peer}",

@@ -69,18 +69,20 @@ class Admission:
                 and handshaking_from_host < limits.handshakes_per_host \
                 and from_host < limits.connections_per_host:
             return True
-        self.warn("refusing incoming peer connections: {handshaking} in their handshake, "
-                  "{from_host} from {host} (limits.peer_handshakes, "
-                  "limits.peer_handshakes_per_host, limits.peer_connections_per_host)",
-                  handshaking=handshaking, from_host=from_host, host=host)
+        self.warn("refused {times} incoming peer connections: {handshaking} in their handshake "
+                  "({handshaking_from_host} from {host}), {from_host} from {host} in all "
+                  "(limits.peer_handshakes, limits.peer_handshakes_per_host, "
+                  "limits.peer_connections_per_host)", handshaking=handshaking,
+                  handshaking_from_host=handshaking_from_host, from_host=from_host, host=host)
         return False
 
     def admit_stranger(self, peer: Address, strangers: int) -> bool:
         """Whether one more authenticated connection from an unknown address may stay."""
         if strangers < self.limits.strangers:
             return True
-        self.warn("refusing a connection from unknown peer {peer}: {count} unknown peers are "
-                  "connected (limits.peer_strangers)", peer="0x" + peer.hex(), count=strangers)
+        self.warn("refused {times} connections of unknown peers (the last {peer}): {count} "
+                  "unknown peers are connected (limits.peer_strangers)",
+                  peer="0x" + peer.hex(), count=strangers)
         return False
 
     def cut_off_until(self, peer: Address) -> float | None:
