@@ -106,7 +106,7 @@ def make_site(facade: NodeFacade, credentials: CredentialRegistry | str, *,
     limits = limits or ApiLimits()
     table = currencies if currencies is not None else Currencies()
     hubs = Hubs(facade, reactor, closed_ttl=closed_ttl,
-                max_subscribers=limits.subscriptions_per_session)
+                max_subscribers=limits.subscriptions_per_session, currencies=table)
     dispatcher = Dispatcher(build_methods(facade, table, hubs, credentials), reactor,
                             max_batch=max_batch, metrics=metrics, credentials=credentials)
     root: Any = _Root()  # Any: Resource's zope interfaces do not type-check without mypy-zope

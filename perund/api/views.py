@@ -284,8 +284,27 @@ class Withdrawn:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class KeptPush:
+    """A push the hub cached before the node restarted, as it was rendered then (the hub keeps
+    the pushes nobody took in the session's store: `closed`, `disputed`, `chainLost`)."""
+
+    topic: str
+    channel_id: ChannelID | None
+    update_id: bytes | None
+    push: JSON
+
+    def to_json(self, currencies: Currencies) -> JSON:
+        """The push, as rendered when it was cached."""
+        return self.push
+
+
 Notification = ProposalView | UpdateView | Withdrawn
 """What a facade tells the notification hub of a session."""
+
+Delivered = Notification | KeptPush
+"""What a hub hands its subscribers: a facade's notifications, and pushes kept across a
+restart."""
 
 
 # -- from the channel client's values -------------------------------------------------------------
@@ -384,9 +403,8 @@ def peer_view(contact: Contact) -> PeerView:
 
 
 __all__ = [
-    "AccountBalance", "AliasOf", "AssetBalance", "ChannelView", "NodeInfo",
+    "AccountBalance", "AliasOf", "AssetBalance", "ChannelView", "Delivered", "KeptPush", "NodeInfo",
     "Notification", "OnChainView", "Payment", "PeerView", "ProposalView", "SessionInfo",
-    "SessionOpened",
-    "UpdateView", "Withdrawn", "channel_view", "hex_id", "notification_of", "peer_view",
-    "proposal_view", "render_balances", "update_view",
+    "SessionOpened", "UpdateView", "Withdrawn", "channel_view", "hex_id", "notification_of",
+    "peer_view", "proposal_view", "render_balances", "update_view",
 ]

@@ -35,7 +35,7 @@ from perund.api.http import ApiRequest, credential_of, refuse_unauthorized
 from perund.api.hub import ClientSubscriptions
 from perund.api.method_spec import CallContext
 from perund.api.methods import NOTIFICATION_METHOD
-from perund.api.views import Notification, Withdrawn
+from perund.api.views import Delivered, Withdrawn
 from perund.ratelimit import RateLimitedWarning
 
 log = Logger(namespace="perund.api.ws")
@@ -112,7 +112,7 @@ class ApiSocket(WebSocketServerProtocol):
             self._transmit(reply)
         self.subscriptions.release()
 
-    def _push(self, subscription_id: str, notification: Notification) -> None:
+    def _push(self, subscription_id: str, notification: Delivered) -> None:
         if not self.open or isinstance(notification, Withdrawn):
             return
         message = {"jsonrpc": "2.0", "method": NOTIFICATION_METHOD,

@@ -221,6 +221,16 @@ class SessionStore:
         self._write(_META + _key_text(name), value)
         self._meta[name] = value
 
+    def delete_meta(self, name: str) -> None:
+        """Forget the value under `name`, if any (durable after the next flush)."""
+        if name in self._meta:
+            self._write(_META + _key_text(name), None)
+            del self._meta[name]
+
+    def metas(self, prefix: str) -> dict[str, bytes]:
+        """Every value whose name starts with `prefix`, by name."""
+        return {name: value for name, value in self._meta.items() if name.startswith(prefix)}
+
     # ----------------------------------------------------------------------------------------
     # Durability
 
