@@ -181,9 +181,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--channels", type=int, default=100, help="channels alice → bob")
     parser.add_argument("--states", type=int, default=10, help="payments on each channel")
+    parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (the node's log)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="perund-bench-restart-") as folder:
-        results = run(Path(folder), args.channels, args.states)
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+        results = run(Path(args.keep), args.channels, args.states)
+    else:
+        with tempfile.TemporaryDirectory(prefix="perund-bench-restart-") as folder:
+            results = run(Path(folder), args.channels, args.states)
     json.dump(results, sys.stdout, indent=1)
     print()
 

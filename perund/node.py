@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -343,24 +343,32 @@ class NodeService(MultiService):
 
     async def _reopen_sessions(self) -> None:
         """Open again every session that was open when the node stopped or died: their
-        channels are watched again at once (PROTOCOL.md §5), without waiting for a user."""
-        for path in sorted(self._remembered):
-            try:
-                session = await self._open_session(path)
-            except ResourceExists:
+        channels are watched again at once (PROTOCOL.md §5), without waiting for a user. They
+        open side by side (each mostly waits on its keys and the chain), and the node is ready
+        when all are."""
+        paths = sorted(self._remembered)
+        outcomes = await DeferredList(
+            [Deferred.fromCoroutine(self._open_session(path)) for path in paths],
+            consumeErrors=True)
+        mismatched: Failure | None = None
+        for path, (_, result) in zip(paths, outcomes, strict=True):
+            if isinstance(result, Session):
+                self.log.info("session {path} open again as {session_id} ({count} channels "
+                              "restored)", path=path, session_id=result.id,
+                              count=len(result.restored))
+            elif result.check(ResourceExists):
                 continue
-            except ChainMismatch:
+            elif result.check(ChainMismatch):
                 # Money is at stake: the node does not start on a chain that lost it, unless
                 # the operator says so (--accept-lost-channels).
-                raise
-            except Exception as exc:
+                mismatched = mismatched or result
+            else:
                 # The session stays on the list: the next start tries again.
                 self.log.error("could not open session {path} again: {error}; its channels "
-                               "are not watched until it is opened", path=path, error=exc)
-                continue
-            self.log.info("session {path} open again as {session_id} ({count} channels "
-                          "restored)", path=path, session_id=session.id,
-                          count=len(session.restored))
+                               "are not watched until it is opened", path=path,
+                               error=result.value)
+        if mismatched is not None:
+            mismatched.raiseException()
 
     # -- metrics --------------------------------------------------------------------------------
 
