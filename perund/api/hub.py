@@ -10,7 +10,8 @@ What the cache holds that outlasts a restart (`closed`, `disputed` and `chainLos
 also kept on the session's `NoticeShelf` (its store), rendered, and read back when the hub of
 the session is attached again: a user who was not listening when the node stopped still
 learns how their channel ended. Questions (proposals, `open` and `final` updates) are not kept:
-they cannot be answered after a restart, and the session tells of them itself.
+they cannot be answered after a restart; the session tells of them itself (a `gone` proposal or
+update, which is kept like a `closed` one).
 
 `ClientSubscriptions` is one client's side: its subscriptions across hubs, pushes held back
 until the reply that created a subscription has been sent (so a client always learns the
@@ -35,6 +36,7 @@ from perund.api.views import (
     Delivered,
     KeptPush,
     Notification,
+    ProposalGoneView,
     ProposalView,
     UpdateView,
     Withdrawn,
@@ -50,7 +52,7 @@ TOPICS: Final = (PROPOSALS, UPDATES)
 
 Deliver = Callable[[Delivered], None]
 
-Pushed = ProposalView | UpdateView | KeptPush
+Pushed = ProposalView | ProposalGoneView | UpdateView | KeptPush
 """What a hub caches and pushes."""
 
 QUESTIONS: Final = ("open", "final")
@@ -65,12 +67,25 @@ def topic_of(notification: Pushed) -> str:
     """The topic a notification is published on."""
     if isinstance(notification, KeptPush):
         return notification.topic
-    return PROPOSALS if isinstance(notification, ProposalView) else UPDATES
+    return PROPOSALS if isinstance(notification, ProposalView | ProposalGoneView) else UPDATES
+
+
+def _channel_of(notification: Pushed) -> bytes | None:
+    if isinstance(notification, ProposalView | ProposalGoneView):
+        return None
+    return notification.channel_id
+
+
+def _update_of(notification: Pushed) -> bytes | None:
+    if isinstance(notification, ProposalView | ProposalGoneView):
+        return notification.proposal_id if isinstance(notification, ProposalGoneView) else None
+    return notification.update_id
 
 
 def _lasting(notification: Pushed) -> bool:
     """Whether a cached notification is worth keeping across a restart."""
-    return isinstance(notification, UpdateView) and notification.type not in QUESTIONS
+    return isinstance(notification, ProposalGoneView) or (
+        isinstance(notification, UpdateView) and notification.type not in QUESTIONS)
 
 
 @dataclass(eq=False)
@@ -88,8 +103,7 @@ class Subscription:
             return False
         if self.channel_id is None:
             return True
-        return not isinstance(notification, ProposalView) \
-            and notification.channel_id == self.channel_id
+        return _channel_of(notification) == self.channel_id
 
 
 @dataclass
@@ -191,7 +205,8 @@ class SessionHub:
         self._subscribers.clear()
         self._cache.clear()
 
-    def _store(self, notification: ProposalView | UpdateView, expires: float) -> None:
+    def _store(self, notification: ProposalView | ProposalGoneView | UpdateView,
+               expires: float) -> None:
         if len(self._cache) >= self.max_cached:
             oldest = next(iter(self._cache))
             dropped = self._cache[oldest]
@@ -202,11 +217,10 @@ class SessionHub:
         self._next += 1
         entry = self._cache[key] = _Cached(notification, expires)
         if self._shelf is not None and _lasting(notification):
+            channel_id, update_id = _channel_of(notification), _update_of(notification)
             record = {"topic": topic_of(notification), "expires": expires,
-                      "channelId": None if isinstance(notification, ProposalView)
-                      else notification.channel_id.hex(),
-                      "updateId": None if isinstance(notification, ProposalView)
-                      or notification.update_id is None else notification.update_id.hex(),
+                      "channelId": None if channel_id is None else channel_id.hex(),
+                      "updateId": None if update_id is None else update_id.hex(),
                       "push": notification.to_json(self._currencies)}
             entry.shelved = self._on_shelf(self._shelf.keep, key,
                                            json.dumps(record).encode())

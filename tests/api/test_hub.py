@@ -19,6 +19,7 @@ from perund.api.views import (
     ChannelView,
     KeptPush,
     Notification,
+    ProposalGoneView,
     ProposalView,
     UpdateView,
     Withdrawn,
@@ -260,6 +261,27 @@ def test_lasting_pushes_nobody_took_outlast_a_restart_questions_do_not(clock: Cl
     assert shelf.records == {}  # delivered: handed out once, across restarts too
     _, again = _restart(clock, shelf)
     assert again == []
+
+
+def test_gone_questions_are_kept_like_closed_channels(clock: Clock) -> None:
+    shelf = MemoryShelf()
+    hub = SessionHub(clock, shelf=shelf, closed_ttl=100)
+    channel = os.urandom(32)
+    gone_proposal = ProposalGoneView(os.urandom(32), "bob", PEER, "the node stopped")
+    gone_update = update(channel, None, "gone")
+    hub.publish(gone_proposal)
+    hub.publish(gone_update)
+    assert len(shelf.records) == 2
+    restarted = SessionHub(clock, shelf=shelf, closed_ttl=100)
+    proposals: list[Any] = []
+    updates: list[Any] = []
+    restarted.subscribe(UPDATES, channel, updates.append)
+    restarted.subscribe(PROPOSALS, None, proposals.append)
+    currencies = Currencies()
+    assert [n.to_json(currencies) for n in proposals] == [gone_proposal.to_json(currencies)]
+    assert proposals[0].to_json(currencies)["type"] == "gone"
+    assert [n.to_json(currencies) for n in updates] == [gone_update.to_json(currencies)]
+    assert shelf.records == {}
 
 
 def test_kept_pushes_keep_their_channel_filter_and_order_across_restarts(clock: Clock) -> None:

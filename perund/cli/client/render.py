@@ -258,6 +258,8 @@ def describe_push(push: Mapping[str, Any], style: Style,
     if "proposalId" in push:
         peer = str(push.get("peer"))
         head = style.notice(f"proposal {short_id(str(push['proposalId']))}")
+        if push.get("type") == "gone":
+            return f"{head} from {peer} is gone unanswered: {push.get('reason')}"
         text = (f"{head} {peer} proposes a channel: "
                 f"{balances_pair(push.get('balances', {}), peer)}, challenge "
                 f"{seconds_text(push.get('challengeDuration', 0))}")
@@ -285,6 +287,9 @@ def describe_push(push: Mapping[str, Any], style: Style,
         when = _expiry_text(push.get("expiry"), node_now)
         return (f"{head} {peer} {what} on {on}: would leave "
                 f"{balances_pair(balances, peer)}; {answer}{when}")
+    if kind_of_push == "gone":
+        head = style.notice(f"update {short_id(str(push.get('updateId')))}")
+        return f"{head} from {peer} on {on} is gone unanswered: {push.get('error')}"
     if kind_of_push == "final":
         head = style.notice(f"update {short_id(str(push.get('updateId')))}")
         when = _expiry_text(push.get("expiry"), node_now)
