@@ -1,6 +1,6 @@
 """Node configuration: read from YAML, validated completely, every error reported at once.
 
-The node reads its configuration and never writes it (DESIGN.md convention 9). Each key is
+The node reads its configuration and never writes it (docs/conventions.md §9). Each key is
 documented with its default in `etc/perund.yaml`; this module is the single source of truth for
 names, types and defaults. Validation collects every problem before it fails, so an operator fixes
 a file in one pass instead of one error per start.
@@ -105,7 +105,8 @@ class ChainConfig:
     confirmations: int = 0
     poll_interval: float = 1.0
     block_time: float = 12.0
-    """Seconds between blocks, for the challenge-duration safety margin (PROTOCOL.md §4)."""
+    """Seconds between blocks, for the challenge-duration safety margin
+    (docs/specification.md §4)."""
 
 
 @dataclass(frozen=True)

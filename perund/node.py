@@ -343,7 +343,8 @@ class NodeService(MultiService):
 
     async def _reopen_sessions(self) -> None:
         """Open again every session that was open when the node stopped or died: their
-        channels are watched again at once (PROTOCOL.md §5), without waiting for a user. They
+        channels are watched again at once (docs/specification.md §5), without waiting for a
+        user. They
         open side by side (each mostly waits on its keys and the chain), and the node is ready
         when all are."""
         paths = sorted(self._remembered)

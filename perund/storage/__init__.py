@@ -12,7 +12,7 @@ from perund.channel.types import ChannelID
 
 
 class ChannelStore(Protocol):
-    """Where a channel client keeps its channels (PROTOCOL.md §5).
+    """Where a channel client keeps its channels (docs/specification.md §5).
 
     `put` records the latest value of a channel; `flush` makes every `put` so far durable and
     returns None when they already are, or a Deferred that fires once they are. A message that

@@ -1,5 +1,5 @@
 """`SessionStore`: one session's durable store (semidbm), with group commit, repair on open and
-compaction (docs/storage.md; PROTOCOL.md §5).
+compaction (docs/storage.md; docs/specification.md §5).
 
 Writes are buffered in memory by `put` and the other setters; a commit, scheduled with
 `callLater(0)` on the first write of a reactor turn, appends them all to the data file and runs
