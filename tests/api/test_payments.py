@@ -104,3 +104,24 @@ def test_the_payments_topic_pushes_each_new_entry_to_its_subscribers_only() -> N
     assert [p.to_json(api.currencies)["amount"] for p in got] == ["0.4"]
     assert mine == []
     assert hub.cached() == []  # never cached: payment_list has them
+
+
+def test_payments_and_reads_write_no_log_line_unless_they_fail() -> None:
+    from twisted.logger import globalLogPublisher
+
+    api = Api()
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        session, channel = api.session_with_peer()
+        _pay(api, session, channel, "ETH", "bob", "0.1")
+        api.call("payment_list", {"sessionId": session})
+        api.call("node_time")
+        api.error("channel_send", {"sessionId": session, "channelId": channel, "payments": [
+            {"currency": "ETH", "payee": "bob", "amount": "1000"}]})
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    logged = [(e["method"], e["outcome"]) for e in seen
+              if e.get("log_namespace") == "perund.api" and "duration_ms" in e]
+    assert logged == [("session_open", "ok"), ("session_addPeer", "ok"), ("channel_open", "ok"),
+                      ("channel_send", f"error {InvalidArgument.code}")]

@@ -1,6 +1,7 @@
 """Payment history over a real node on the embedded chain (issue #15's acceptance): alice pays
-bob 5 × 0.01 ETH and bob pays alice 0.02; each lists six entries for the channel, mirrored, the
-same after the node restarts; filters and limit work; the `payments` topic pushes each one."""
+bob five times 0.01 ETH and bob pays alice 0.02; each lists six entries for the channel,
+mirrored, the same after the node restarts; filters and limit work; the `payments` topic
+pushes each one."""
 
 from __future__ import annotations
 
