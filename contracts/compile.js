@@ -92,13 +92,19 @@ function compileUnit(sourceDir, opts) {
   for (const e of output.errors || []) process.stderr.write(`${e.formattedMessage}\n`);
   if (problems.length) throw new Error(`solc reported ${problems.length} error(s)`);
 
+  // Every source of the unit: a contract's code depends on the files it imports too.
+  const sourceHashes = {};
+  for (const name of Object.keys(sources)) sourceHashes[name] = sha256(sources[name].content);
   const artifacts = [];
   for (const name of Object.keys(sources)) {
     for (const [contractName, c] of Object.entries(output.contracts[name] || {})) {
+      // Abstract contracts (the Adjudicator's parts) have no code of their own: no artifact.
+      if (!c.evm.bytecode.object) continue;
       artifacts.push({
         contractName,
         sourceName: name,
         sourceHash: sha256(sources[name].content),
+        sourceHashes,
         abi: c.abi,
         bytecode: `0x${c.evm.bytecode.object}`,
         deployedBytecode: `0x${c.evm.deployedBytecode.object}`,
