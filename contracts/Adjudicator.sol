@@ -107,7 +107,7 @@ contract Adjudicator is ChannelEncoding, AssetTransfers {
 
     /// @notice Deposit `amounts[k]` of `assets[k]` for one participant, after executing `permits`
     /// (EIP-2612); msg.value must be the sum of the ETH amounts.
-    function depositMany(
+    function fundParticipant(
         bytes32 id,
         uint256 participantIndex,
         address[] calldata assets,
@@ -137,15 +137,16 @@ contract Adjudicator is ChannelEncoding, AssetTransfers {
     /// Book a deposit that has arrived. Reads the channel's slots only now, after any token call:
     /// a channel that a re-entrant call concluded meanwhile is refused, and nothing is stale.
     function _credit(bytes32 id, uint256 participantIndex, address asset, uint256 amount) internal {
-        uint256 anchor = _holdings[id][ETH];
+        mapping(address => uint256) storage slots = _holdings[id];
+        uint256 anchor = slots[ETH];
         if (anchor == CONCLUDED) revert ChannelConcluded();
-        uint256 packed = asset == ETH ? anchor : _holdings[id][asset];
+        uint256 packed = asset == ETH ? anchor : slots[asset];
         uint256 shift = participantIndex * 128;
         uint256 holding = (packed >> shift) & HALF_MASK;
         if (amount > MAX_HOLDING - holding) revert HoldingOverflow();
         unchecked {
             holding += amount;
-            _holdings[id][asset] = packed + (amount << shift);
+            slots[asset] = packed + (amount << shift);
         }
         emit Deposited(id, participantIndex, asset, amount, holding);
     }
@@ -168,7 +169,7 @@ contract Adjudicator is ChannelEncoding, AssetTransfers {
     /// @notice Register a parent state with its locks (as `register` would; without checking its
     /// signatures when it is the registered state), then the state `vs` of the virtual channel `vp`
     /// that the parent funds (start, refute or no-op, as for a ledger channel).
-    function registerVirtual(
+    function registerVirtualState(
         Params calldata p,
         State calldata s,
         SubAlloc[] calldata locked,
@@ -178,7 +179,7 @@ contract Adjudicator is ChannelEncoding, AssetTransfers {
         bytes[2] calldata vsigs
     ) external {
         bytes32 parent = _registerParent(p, s, locked, sigs);
-        bytes32 vid = virtualChannelID(vp);
+        bytes32 vid = idOfVirtualChannel(vp);
         if (vp.parents[0] != parent && vp.parents[1] != parent) revert NotParent();
         if (vs.channelID != vid) revert ChannelIDMismatch();
         _checkAssets(vs);
@@ -194,7 +195,7 @@ contract Adjudicator is ChannelEncoding, AssetTransfers {
         if (recorded) emit Registered(vid, vs.version, timeout, vs.isFinal, vs.balances);
     }
 
-    /// The parent part of registerVirtual; the parent's channel ID.
+    /// The parent part of registerVirtualState; the parent's channel ID.
     function _registerParent(Params calldata p, State calldata s, SubAlloc[] calldata locked, bytes[2] calldata sigs)
         internal
         returns (bytes32 id)
@@ -204,7 +205,7 @@ contract Adjudicator is ChannelEncoding, AssetTransfers {
         if (_holdings[id][ETH] == CONCLUDED) revert ChannelConcluded();
         _checkAssets(s);
         _checkLocks(s, locked);
-        bytes32 h = hashParentState(s, locked);
+        bytes32 h = hashSignedState(s, locked);
         Dispute storage d = _disputes[id];
         // The registered state was checked when it was registered; a party that holds only its own
         // signature on it can still register a virtual channel through it.
@@ -257,7 +258,7 @@ contract Adjudicator is ChannelEncoding, AssetTransfers {
     /// it locks (`subStates[k]` for `locked[k]`), once the parent's timeout (unless it is final)
     /// and every virtual channel's timeout have passed. Each participant's outcome is its free
     /// balance plus the virtual outcomes of the virtual participants it stands for.
-    function concludeParent(Params calldata p, State calldata s, SubAlloc[] calldata locked, State[] calldata subStates)
+    function concludeParentState(Params calldata p, State calldata s, SubAlloc[] calldata locked, State[] calldata subStates)
         external
     {
         bytes32 id = channelID(p);
@@ -265,7 +266,7 @@ contract Adjudicator is ChannelEncoding, AssetTransfers {
         if (anchor == CONCLUDED) revert ChannelConcluded();
         Dispute storage d = _disputes[id];
         if (d.phase != PHASE_DISPUTE) revert NotRegistered();
-        if (hashParentState(s, locked) != d.stateHash) revert StateMismatch();
+        if (hashSignedState(s, locked) != d.stateHash) revert StateMismatch();
         uint64 timeout = d.timeout;
         if (!s.isFinal && block.timestamp < timeout) revert ChallengeNotOver(timeout);
         if (subStates.length != locked.length) revert SubStatesMismatch();
@@ -324,7 +325,6 @@ contract Adjudicator is ChannelEncoding, AssetTransfers {
         uint256 n = s.assets.length; // >= 1, checked when the state was registered or here
         uint256[2][] memory pay = new uint256[2][](n);
         bool ethListed;
-        bool virtualOutcomes = extra.length != 0;
         for (uint256 a; a < n; ++a) {
             address asset = s.assets[a];
             uint256 packed;
@@ -335,13 +335,16 @@ contract Adjudicator is ChannelEncoding, AssetTransfers {
                 packed = _holdings[id][asset];
                 if (packed != 0) _holdings[id][asset] = 0;
             }
-            uint256 o0 = s.balances[a][0];
-            uint256 o1 = s.balances[a][1];
-            if (virtualOutcomes) {
-                o0 = _saturatingAdd(o0, extra[a][0]);
-                o1 = _saturatingAdd(o1, extra[a][1]);
-            }
-            pay[a] = _outcome(packed & HALF_MASK, packed >> 128, o0, o1);
+            uint256[] calldata row = s.balances[a];
+            // Ledger paths pass no extra: the branch keeps their cost at v1's.
+            pay[a] = extra.length == 0
+                ? _outcome(packed & HALF_MASK, packed >> 128, row[0], row[1])
+                : _outcome(
+                    packed & HALF_MASK,
+                    packed >> 128,
+                    _saturatingAdd(row[0], extra[a][0]),
+                    _saturatingAdd(row[1], extra[a][1])
+                );
         }
         emit Concluded(id, s.version);
 

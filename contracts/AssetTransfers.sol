@@ -30,6 +30,10 @@ abstract contract AssetTransfers {
     /// What a CALL may cost beyond the gas it forwards: cold account 2,600 + value 9,000 + new
     /// account 25,000, plus a margin for the code around it.
     uint256 internal constant CALL_OVERHEAD = 37_000;
+    /// Gas that must be left before a push so that the receiver really gets its stipend: the
+    /// stipend, the 1/64 the CALL keeps back, and the CALL's own cost.
+    uint256 internal constant PAYOUT_GAS_NEEDED = PAYOUT_GAS + PAYOUT_GAS / 63 + CALL_OVERHEAD;
+    uint256 internal constant TOKEN_PAYOUT_GAS_NEEDED = TOKEN_PAYOUT_GAS + TOKEN_PAYOUT_GAS / 63 + CALL_OVERHEAD;
 
     // Function selectors, right-aligned (assembly shifts them into place).
     uint256 private constant TRANSFER = 0xa9059cbb; // transfer(address,uint256)
@@ -100,9 +104,16 @@ abstract contract AssetTransfers {
     /// Push `amount` of `asset` to `to` with the payout stipend; credit it for `withdraw` if the
     /// receiver or the token refuses.
     function _pay(bytes32 id, address to, address asset, uint256 amount) internal {
-        uint256 stipend = asset == NATIVE ? PAYOUT_GAS : TOKEN_PAYOUT_GAS;
-        if (gasleft() < stipend + stipend / 63 + CALL_OVERHEAD) revert InsufficientGas();
-        bool pushed = _push(asset, to, amount, stipend);
+        bool pushed;
+        if (asset == NATIVE) {
+            if (gasleft() < PAYOUT_GAS_NEEDED) revert InsufficientGas();
+            assembly ("memory-safe") {
+                pushed := call(PAYOUT_GAS, to, amount, 0, 0, 0, 0)
+            }
+        } else {
+            if (gasleft() < TOKEN_PAYOUT_GAS_NEEDED) revert InsufficientGas();
+            pushed = _tokenCall(asset, TRANSFER, to, amount, TOKEN_PAYOUT_GAS);
+        }
         if (!pushed) _owed[to][asset] += amount;
         emit PaidOut(id, to, asset, amount, pushed);
     }

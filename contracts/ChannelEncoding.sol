@@ -74,7 +74,7 @@ abstract contract ChannelEncoding {
     }
 
     /// @notice The ID of the virtual channel `vp` on this chain and this deployment.
-    function virtualChannelID(VirtualParams calldata vp) public view returns (bytes32 id) {
+    function idOfVirtualChannel(VirtualParams calldata vp) public view returns (bytes32 id) {
         uint256 dirty;
         assembly ("memory-safe") {
             dirty := or(
@@ -150,7 +150,7 @@ abstract contract ChannelEncoding {
     /// @notice What participants sign for a state with the sub-allocations `locked`: hashState(s)
     /// when nothing is locked (so ledger states hash as in v1), else
     /// keccak256(abi.encode(hashState(s), keccak256(abi.encode(locked)))).
-    function hashParentState(State calldata s, SubAlloc[] calldata locked) public pure returns (bytes32) {
+    function hashSignedState(State calldata s, SubAlloc[] calldata locked) public pure returns (bytes32) {
         bytes32 h = hashState(s);
         if (locked.length == 0) return h;
         // Only the virtual-channel paths get here; Solidity's encoder re-validates every field.

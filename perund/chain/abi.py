@@ -75,9 +75,7 @@ def state_value(state: State) -> tuple[Any, ...]:
 
 def locked_value(state: State) -> list[tuple[Any, ...]]:
     """`state.locked` as the ABI array SubAlloc[] = (bytes32, uint256[], uint8[2])[]."""
-    return [
-        (lock.channel_id, list(lock.balances), list(lock.index_map)) for lock in state.locked
-    ]
+    return [(lock.channel_id, list(lock.balances), list(lock.index_map)) for lock in state.locked]
 
 
 def virtual_params_value(params: VirtualParams) -> tuple[Any, ...]:
@@ -215,4 +213,3 @@ class ContractCodec:
 
 def _is_static(kind: str) -> bool:
     return not (kind.endswith("[]") or kind in ("bytes", "string") or kind.startswith("("))
-

@@ -249,9 +249,7 @@ class Channel:
         locked: tuple[SubAlloc, ...] = (),
     ) -> State:
         """A state of this channel with any assets (20-byte addresses) and locks."""
-        return State(
-            self.id, version, tuple(Address(a) for a in assets), balances, final, locked
-        )
+        return State(self.id, version, tuple(Address(a) for a in assets), balances, final, locked)
 
     def sigs(self, state: State) -> list[bytes]:
         return [bytes(s.sign_state(state)) for s in self.signers]
@@ -294,9 +292,7 @@ class Channel:
     def deposit_token(self, token: Contract, sender: str, index: int, amount: int) -> Any:
         """Approve the Adjudicator for `amount`, then deposit it (two transactions)."""
         self.chain.transact(token.functions.approve(self.contract.address, amount), sender)
-        return self.chain.transact(
-            self.fn.deposit(self.id, index, token.address, amount), sender
-        )
+        return self.chain.transact(self.fn.deposit(self.id, index, token.address, amount), sender)
 
     def events(self, receipt: Any, name: str) -> list[dict[str, Any]]:
         """The decoded `name` events of the Adjudicator in `receipt`, args only."""
@@ -310,7 +306,6 @@ class Channel:
             except Exception:  # another event type of the same contract
                 continue
         return out
-
 
 
 def as_params(p: Params) -> tuple[Any, ...]:
@@ -362,7 +357,6 @@ class Setup:
         signers = signers or (Signer(os.urandom(32)), Signer(os.urandom(32)))
         receivers = receivers or (os.urandom(20), os.urandom(20))
         return Channel(self.chain, self.contract, signers, receivers, self._nonce, challenge)
-
 
     def token(self, kind: str = "TestToken", mint: int = 10**6 * ETHER) -> Contract:
         """A fresh test token (contracts/test/`kind`), `mint` units each for alice, bob, carol."""

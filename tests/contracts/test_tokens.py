@@ -120,7 +120,7 @@ def test_deposit_many_funds_eth_and_tokens_in_one_transaction(setup: Setup) -> N
     ch = setup.channel()
     for t, amount in ((t1, 5), (t2, 9)):
         setup.chain.transact(t.functions.approve(setup.contract.address, amount), setup.bob)
-    call = ch.fn.depositMany(ch.id, 1, [ETH_HEX, t1.address, t2.address], [ETHER, 5, 9], [])
+    call = ch.fn.fundParticipant(ch.id, 1, [ETH_HEX, t1.address, t2.address], [ETHER, 5, 9], [])
     receipt = setup.chain.transact(call, setup.bob, ETHER)
     assert ch.holdings() == (0, ETHER)
     assert ch.token_holdings(t1) == (0, 5)
@@ -132,7 +132,9 @@ def test_deposit_many_funds_eth_and_tokens_in_one_transaction(setup: Setup) -> N
     ]
     # The same asset twice is two deposits; ETH twice needs the sum as value.
     setup.chain.transact(t1.functions.approve(setup.contract.address, 2), setup.alice)
-    call = ch.fn.depositMany(ch.id, 0, [ETH_HEX, t1.address, ETH_HEX, t1.address], [1, 1, 2, 1], [])
+    call = ch.fn.fundParticipant(
+        ch.id, 0, [ETH_HEX, t1.address, ETH_HEX, t1.address], [1, 1, 2, 1], []
+    )
     setup.chain.transact(call, setup.alice, 3)
     assert ch.holdings() == (3, ETHER)
     assert ch.token_holdings(t1) == (2, 5)
@@ -142,27 +144,29 @@ def test_deposit_many_reverts(setup: Setup) -> None:
     token = setup.token()
     ch = setup.channel()
     fn, alice = ch.fn, setup.alice
-    assert ch.error(fn.depositMany(ch.id, 2, [ETH_HEX], [1], []), alice, 1) == (
+    assert ch.error(fn.fundParticipant(ch.id, 2, [ETH_HEX], [1], []), alice, 1) == (
         "InvalidParticipantIndex",
         (),
     )
-    assert ch.error(fn.depositMany(ch.id, 0, [ETH_HEX], [1, 2], []), alice, 1) == (
+    assert ch.error(fn.fundParticipant(ch.id, 0, [ETH_HEX], [1, 2], []), alice, 1) == (
         "LengthMismatch",
         (),
     )
-    assert ch.error(fn.depositMany(ch.id, 0, [ETH_HEX, ETH_HEX], [1, 2], []), alice, 2) == (
+    assert ch.error(fn.fundParticipant(ch.id, 0, [ETH_HEX, ETH_HEX], [1, 2], []), alice, 2) == (
         "ValueMismatch",
         (),
     )
-    assert ch.error(fn.depositMany(ch.id, 0, [token.address], [1], []), alice, 1) == (
+    assert ch.error(fn.fundParticipant(ch.id, 0, [token.address], [1], []), alice, 1) == (
         "ValueMismatch",
         (),
     )
-    assert ch.error(fn.depositMany(ch.id, 0, [ETH_HEX, token.address], [1, 0], []), alice, 1) == (
+    assert ch.error(
+        fn.fundParticipant(ch.id, 0, [ETH_HEX, token.address], [1, 0], []), alice, 1
+    ) == (
         "ZeroAmount",
         (),
     )
-    assert ch.error(fn.depositMany(ch.id, 0, [token.address], [5], []), alice) == (
+    assert ch.error(fn.fundParticipant(ch.id, 0, [token.address], [5], []), alice) == (
         "TokenTransferFailed",
         (token.address.lower(),),
     )
@@ -201,7 +205,7 @@ def test_permit_deposits_without_an_approve_transaction(setup: Setup) -> None:
     ch = setup.channel()
     deadline = setup.chain.timestamp() + 3600
     permit = permit_for(setup, token, key_of(setup, setup.alice), 4 * ETHER, deadline)
-    call = ch.fn.depositMany(ch.id, 0, [ETH_HEX, token.address], [ETHER, 4 * ETHER], [permit])
+    call = ch.fn.fundParticipant(ch.id, 0, [ETH_HEX, token.address], [ETHER, 4 * ETHER], [permit])
     setup.chain.transact(call, setup.alice, ETHER)
     assert ch.token_holdings(token) == (4 * ETHER, 0)
     assert ch.holdings() == (ETHER, 0)
@@ -218,7 +222,7 @@ def test_a_front_run_permit_does_not_block_the_deposit(setup: Setup) -> None:
         token.functions.permit(setup.alice, setup.contract.address, 4, deadline, *permit[3:]),
         setup.carol,
     )
-    call = ch.fn.depositMany(ch.id, 0, [token.address], [4], [permit])
+    call = ch.fn.fundParticipant(ch.id, 0, [token.address], [4], [permit])
     setup.chain.transact(call, setup.alice)
     assert ch.token_holdings(token) == (4, 0)
 
@@ -229,7 +233,7 @@ def test_an_invalid_permit_without_allowance_fails_the_deposit(setup: Setup) -> 
     deadline = setup.chain.timestamp() + 3600
     # Signed by bob's key for alice's tokens: the permit fails, and so does transferFrom.
     permit = permit_for(setup, token, key_of(setup, setup.bob), 4, deadline)
-    call = ch.fn.depositMany(ch.id, 0, [token.address], [4], [permit])
+    call = ch.fn.fundParticipant(ch.id, 0, [token.address], [4], [permit])
     assert ch.error(call, setup.alice) == ("TokenTransferFailed", (token.address.lower(),))
 
 
@@ -257,9 +261,7 @@ def _paid(ch: Channel, receipt: Any) -> list[tuple[str, str, int, bool]]:
 def test_cooperative_close_pays_eth_and_tokens_to_the_unit(setup: Setup) -> None:
     token = setup.token()
     ch = funded(setup, token, (ETHER, 2 * ETHER), (10**6 + 1, 3))
-    final = ch.state_of(
-        4, eth_and(token), ((2 * ETHER + 1, ETHER - 1), (7, 10**6 - 3)), final=True
-    )
+    final = ch.state_of(4, eth_and(token), ((2 * ETHER + 1, ETHER - 1), (7, 10**6 - 3)), final=True)
     receipt = ch.conclude_final(final, setup.carol)
     r0, r1 = ch.receivers
     assert setup.chain.balance(r0) == 2 * ETHER + 1
