@@ -32,6 +32,7 @@ class Reason(enum.Enum):
     ASSETS = "assets changed"
     TOTALS = "per-asset totals changed"
     NEGATIVE = "negative balance"
+    LOCKED = "locked funds changed (this node does not lock funds for virtual channels)"
     IN_FLIGHT = "another update is in flight"
     COLLISION = "both sides proposed an update at once: both are refused"
     SYNC_PENDING = "our last update is unresolved: sync first"
