@@ -47,7 +47,7 @@ compile: $(NPM_STAMP)
 	node contracts/compile.js
 
 bench: deps
-	$(PY) bench/gas.py
+	$(PY) bench/all.py
 
 clean:
 	rm -rf $(VENV) node_modules

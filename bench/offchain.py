@@ -13,9 +13,9 @@ Latency of one payment: from `ChannelClient.send` until the peer's countersignat
 and the state is current. Channels are funded by the benchmark itself (no chain: the funding
 step is the caller's in this mode). The first two runs keep states in memory (`MemoryStore`);
 "durable" runs sequential payments again with both sides on the session store, every state
-fsynced before the message that depends on it leaves (PROTOCOL.md §5); then 16 callers paying
-on that one channel at once (their waiting payments share updates), then 100 channels with one
-caller each.
+fsynced before the message that depends on it leaves (docs/specification.md §5); then 16
+callers paying on that one channel at once (their waiting payments share updates), then 100
+channels with one caller each.
 
 The runs above are closed loops: they measure capacity, and their latency is mostly queueing
 (callers in flight / throughput). The "offered" runs are open loops, a user's view of a node

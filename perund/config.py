@@ -1,6 +1,6 @@
 """Node configuration: read from YAML, validated completely, every error reported at once.
 
-The node reads its configuration and never writes it (DESIGN.md convention 9). Each key is
+The node reads its configuration and never writes it (docs/conventions.md §9). Each key is
 documented with its default in `etc/perund.yaml`; this module is the single source of truth for
 names, types and defaults. Validation collects every problem before it fails, so an operator fixes
 a file in one pass instead of one error per start.
@@ -14,9 +14,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from perund.api.connections import ApiLimits
 from perund.channel.types import Address, to_address
 from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
+from perund.peer.admission import PeerLimits
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -55,23 +57,41 @@ class ApiConfig:
 
 @dataclass(frozen=True)
 class Limits:
-    """What one client, user or peer may hold of the node (docs/security.md)."""
+    """What one client, user or peer may hold of the node (docs/security.md): the node config's
+    flat `limits` keys. The API's and the peer port's own limit types hold the defaults."""
 
-    api_connections: int = 1024
-    api_request_timeout: float = 30.0
-    api_idle_timeout: float = 60.0
-    api_body_size: int = 1024 * 1024
-    ws_subscriptions: int = 64
-    session_subscriptions: int = 256
-    ws_send_buffer: int = 4 * 1024 * 1024
-    peer_handshakes: int = 256
-    peer_handshakes_per_host: int = 16
-    peer_connections_per_host: int = 32
-    peer_strangers: int = 64
-    peer_refusals: int = 100
+    api_connections: int = ApiLimits.max_connections
+    api_request_timeout: float = ApiLimits.request_timeout
+    api_idle_timeout: float = ApiLimits.idle_timeout
+    api_body_size: int = ApiLimits.max_body
+    ws_subscriptions: int = ApiLimits.subscriptions_per_socket
+    session_subscriptions: int = ApiLimits.subscriptions_per_session
+    ws_send_buffer: int = ApiLimits.socket_send_buffer
+    peer_handshakes: int = PeerLimits.handshakes
+    peer_handshakes_per_host: int = PeerLimits.handshakes_per_host
+    peer_connections_per_host: int = PeerLimits.connections_per_host
+    peer_strangers: int = PeerLimits.strangers
+    peer_refusals: int = PeerLimits.refusals
     """Refused messages a peer may send in `peer_refusal_window` before its connections are
     dropped and refused for that long."""
-    peer_refusal_window: float = 60.0
+    peer_refusal_window: float = PeerLimits.refusal_window
+
+    def api(self) -> ApiLimits:
+        """The API's limits."""
+        return ApiLimits(max_connections=self.api_connections,
+                         request_timeout=self.api_request_timeout,
+                         idle_timeout=self.api_idle_timeout, max_body=self.api_body_size,
+                         subscriptions_per_socket=self.ws_subscriptions,
+                         subscriptions_per_session=self.session_subscriptions,
+                         socket_send_buffer=self.ws_send_buffer)
+
+    def peer(self) -> PeerLimits:
+        """A session's peer-port limits."""
+        return PeerLimits(handshakes=self.peer_handshakes,
+                          handshakes_per_host=self.peer_handshakes_per_host,
+                          connections_per_host=self.peer_connections_per_host,
+                          strangers=self.peer_strangers, refusals=self.peer_refusals,
+                          refusal_window=self.peer_refusal_window)
 
 
 @dataclass(frozen=True)
@@ -85,7 +105,8 @@ class ChainConfig:
     confirmations: int = 0
     poll_interval: float = 1.0
     block_time: float = 12.0
-    """Seconds between blocks, for the challenge-duration safety margin (PROTOCOL.md §4)."""
+    """Seconds between blocks, for the challenge-duration safety margin
+    (docs/specification.md §4)."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The one exception tree of perund, and its mapping to API error codes.
 
 Every error a user, a peer or the chain can cause is a `PerundError` subclass carrying the code and
-the `data` fields of the API error table (API.md, "Errors"). Anything else that escapes is a bug and
-is reported as `Internal` (401) with the details only in the log.
+the `data` fields of the API's error table (docs/api.md, "JSON-RPC 2.0"). Anything else that
+escapes is a bug and is reported as `Internal` (401) with the details only in the log.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -178,7 +178,6 @@ class NodeService(MultiService):
         """Serve JSON-RPC on /rpc and WebSocket on /ws at `api.listen`, behind the token."""
         from twisted.internet.endpoints import serverFromString
 
-        from perund.api.connections import ApiLimits
         from perund.api.http import ensure_token
         from perund.api.site import make_site
         from perund.node_api import NodeAPI
@@ -190,18 +189,10 @@ class NodeService(MultiService):
             token, clock=self._reactor.seconds,
             stored=[c for s in self._remembered.values() for c in s.credentials],
             on_change=self._remember_sessions)
-        limits = self.config.limits
         self.site = make_site(
             NodeAPI(self), self.credentials, reactor=self._reactor, metrics=self.metrics,
             render_metrics=self.render_metrics,
-            allowed_origins=self.config.api.allowed_origins,
-            limits=ApiLimits(max_connections=limits.api_connections,
-                             request_timeout=limits.api_request_timeout,
-                             idle_timeout=limits.api_idle_timeout,
-                             max_body=limits.api_body_size,
-                             subscriptions_per_socket=limits.ws_subscriptions,
-                             subscriptions_per_session=limits.session_subscriptions,
-                             socket_send_buffer=limits.ws_send_buffer))
+            allowed_origins=self.config.api.allowed_origins, limits=self.config.limits.api())
         endpoint = serverFromString(self._reactor, self.config.api.listen)  # type: ignore[no-untyped-call]
         try:
             self._api_port = await endpoint.listen(self.site)
@@ -352,24 +343,33 @@ class NodeService(MultiService):
 
     async def _reopen_sessions(self) -> None:
         """Open again every session that was open when the node stopped or died: their
-        channels are watched again at once (PROTOCOL.md §5), without waiting for a user."""
-        for path in sorted(self._remembered):
-            try:
-                session = await self._open_session(path)
-            except ResourceExists:
+        channels are watched again at once (docs/specification.md §5), without waiting for a
+        user. They
+        open side by side (each mostly waits on its keys and the chain), and the node is ready
+        when all are."""
+        paths = sorted(self._remembered)
+        outcomes = await DeferredList(
+            [Deferred.fromCoroutine(self._open_session(path)) for path in paths],
+            consumeErrors=True)
+        mismatched: Failure | None = None
+        for path, (_, result) in zip(paths, outcomes, strict=True):
+            if isinstance(result, Session):
+                self.log.info("session {path} open again as {session_id} ({count} channels "
+                              "restored)", path=path, session_id=result.id,
+                              count=len(result.restored))
+            elif result.check(ResourceExists):
                 continue
-            except ChainMismatch:
+            elif result.check(ChainMismatch):
                 # Money is at stake: the node does not start on a chain that lost it, unless
                 # the operator says so (--accept-lost-channels).
-                raise
-            except Exception as exc:
+                mismatched = mismatched or result
+            else:
                 # The session stays on the list: the next start tries again.
                 self.log.error("could not open session {path} again: {error}; its channels "
-                               "are not watched until it is opened", path=path, error=exc)
-                continue
-            self.log.info("session {path} open again as {session_id} ({count} channels "
-                          "restored)", path=path, session_id=session.id,
-                          count=len(session.restored))
+                               "are not watched until it is opened", path=path,
+                               error=result.value)
+        if mismatched is not None:
+            mismatched.raiseException()
 
     # -- metrics --------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from perund.errors import (
 )
 from perund.session.client import ChannelNotice, Notice
 from perund.session.session import Session
+from perund.storage.store import SessionStore
 
 DEFAULT_CHALLENGE_DURATION = 3600
 
@@ -46,6 +47,34 @@ def _ether(wei: int) -> str:
     """Wei as ether, every significant digit: `1.5`, `0.000021`."""
     text = format(Decimal(wei) / 10**18, "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+KEPT_PUSH = "push:"
+"""The store's meta names of the pushes a session's hub keeps (`push:<key>`)."""
+
+
+class StoreShelf:
+    """A session hub's `NoticeShelf` on the session's store (meta values `push:<key>`)."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+
+    def kept(self) -> dict[int, bytes]:
+        """Every kept push by key (names that are not `push:<int>` are not ours)."""
+        kept = {}
+        for name, value in self._store.metas(KEPT_PUSH).items():
+            key = name[len(KEPT_PUSH):]
+            if key.isdigit():
+                kept[int(key)] = value
+        return kept
+
+    def keep(self, key: int, record: bytes) -> None:
+        """Keep one push (durable with the store's next commit)."""
+        self._store.set_meta(f"{KEPT_PUSH}{key}", record)
+
+    def drop(self, key: int) -> None:
+        """Forget one push."""
+        self._store.delete_meta(f"{KEPT_PUSH}{key}")
 
 
 class NodeAPI:
@@ -243,3 +272,6 @@ class NodeAPI:
                 session.client.observers.remove(observe)
 
         return unsubscribe
+
+    def notice_shelf(self, session_id: bytes) -> StoreShelf:
+        return StoreShelf(self._session(session_id).store)

@@ -40,3 +40,26 @@ def test_api_benchmark_reports_both_credentials() -> None:
         assert 0 < runs[who][0]["p50_ms"] <= runs[who][0]["p99_ms"]
     assert results["credential_check"]["session_us"] > 0
     assert 0 < results["credential_check_share_of_a_call"] < 1
+
+
+def test_memory_benchmark_reports_per_channel_costs() -> None:
+    out = subprocess.run([sys.executable, str(BENCH.with_name("memory.py")), "--channels", "20",
+                          "--payments", "2"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    results = json.loads(out)
+    assert results["channels"] == 20 and results["payments_per_channel"] == 2
+    # Every channel and state is in the store: at least one record of each.
+    assert results["store_file_bytes_per_channel"] > results["store_live_bytes_per_channel"] > 0
+    assert results["rss_total_mb"] > 0
+
+
+def test_restart_benchmark_reports_when_the_node_is_ready_again() -> None:
+    out = subprocess.run([sys.executable, str(BENCH.with_name("restart.py")), "--channels", "3",
+                          "--states", "2"],
+                         capture_output=True, text=True, timeout=240, check=True).stdout
+    results = json.loads(out)
+    assert results["versions_written_per_side"] == 6
+    marks = results["ready_after_restart_s"]
+    assert list(marks) == ["api", "sessions", "channels", "peers", "paid_on_every_channel"]
+    assert 0 < marks["api"] <= marks["sessions"] <= marks["channels"] <= marks["peers"] \
+        <= marks["paid_on_every_channel"]

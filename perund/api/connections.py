@@ -26,11 +26,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
+from perund.ratelimit import RateLimitedWarning
+
 log = Logger(namespace="perund.api.connections")
-
-WARN_INTERVAL = 10.0
-"""Seconds between two warnings about refused connections."""
-
 
 @dataclass(frozen=True)
 class ApiLimits:
@@ -48,27 +46,6 @@ class ApiLimits:
     read; past it the connection is closed."""
 
 
-class RateLimitedWarning:
-    """A warning logged at most once per `interval`, with how many happened meanwhile: a flood
-    is one line per interval, not one per event."""
-
-    def __init__(self, clock: Any, interval: float = WARN_INTERVAL) -> None:
-        self._clock = clock
-        self.interval = interval
-        self._last = float("-inf")
-        self._count = 0
-
-    def warn(self, template: str, **fields: object) -> None:
-        """Count one event; log `template` (which may use `{count}`) when the interval has
-        passed since the last line."""
-        self._count += 1
-        now = self._clock.seconds()
-        if now - self._last >= self.interval:
-            self._last = now
-            log.warn(template, count=self._count, **fields)
-            self._count = 0
-
-
 class ConnectionCount:
     """The API connections open now, and the rate-limited warning when the cap is hit."""
 
@@ -76,7 +53,7 @@ class ConnectionCount:
         self.limit = limit
         self.open = 0
         self.refused = 0
-        self._warning = RateLimitedWarning(clock)
+        self._warning = RateLimitedWarning(clock, log)
 
     def admit(self, peer: object) -> bool:
         """Whether one more connection may be open (counting it if so)."""
@@ -84,7 +61,7 @@ class ConnectionCount:
             self.open += 1
             return True
         self.refused += 1
-        self._warning.warn("refused {count} API connections: {open} are open "
+        self._warning.warn("refused {times} API connections: {open} are open "
                            "(limits.api_connections); the latest from {peer}", open=self.open,
                            peer=getattr(peer, "host", str(peer)))
         return False

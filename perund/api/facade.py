@@ -27,6 +27,23 @@ from perund.api.views import (
 from perund.channel.types import Address
 
 
+class NoticeShelf(Protocol):
+    """Where a session's hub keeps, across restarts, the pushes nobody has taken yet: records
+    by a rising key, each the UTF-8 JSON of one push with its routing and expiry."""
+
+    def kept(self) -> dict[int, bytes]:
+        """Every record kept."""
+        ...
+
+    def keep(self, key: int, record: bytes) -> None:
+        """Keep `record` under `key`."""
+        ...
+
+    def drop(self, key: int) -> None:
+        """Forget the record under `key` (nothing if there is none)."""
+        ...
+
+
 class NodeFacade(Protocol):
     """What the node offers its users; one coroutine per API method."""
 
@@ -117,4 +134,9 @@ class NodeFacade(Protocol):
 
         `wants_updated(channel_id)`, if given, is asked before an `updated` notification (one
         per incoming payment) is built; False skips it, since nobody would receive it."""
+        ...
+
+    def notice_shelf(self, session_id: bytes) -> NoticeShelf:
+        """Where the hub of `session_id` keeps, across restarts, the pushes nobody took yet
+        (the session's store); `ResourceNotFound` for an unknown session."""
         ...

@@ -24,7 +24,6 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from perund.api.connections import RateLimitedWarning
 from perund.api.credentials import Credential, CredentialRegistry, Scope
 from perund.api.dispatcher import (
     INTERNAL_ERROR,
@@ -35,6 +34,7 @@ from perund.api.dispatcher import (
 )
 from perund.api.method_spec import CallContext
 from perund.errors import InvalidConfig
+from perund.ratelimit import RateLimitedWarning
 
 log = Logger(namespace="perund.api.http")
 
@@ -148,6 +148,9 @@ class ApiRequest(Request):
     authorized: bool = False
     credential: Credential | None = None
     too_large: bool = False
+    # A JSON-RPC body is never a form: no form parsing (it costs an email-header parse per
+    # request, and multipart parsing is attack surface the API does not need).
+    _parsePOSTFormSubmission = False
     _discard: bool = False
     _received: int = 0
 
@@ -201,7 +204,7 @@ def refuse_unauthorized(request: Any) -> bytes:
     warnings: RateLimitedWarning | None = getattr(getattr(request.channel, "site", None),
                                                   "refusals", None)
     if warnings is not None:
-        warnings.warn("refused API requests without a valid token: {count} in the last "
+        warnings.warn("refused API requests without a valid token: {times} in the last "
                       "period, the latest from {peer}", peer=getattr(peer, "host", str(peer)))
     else:
         log.warn("refused an API request without a valid token from {peer}",

@@ -6,6 +6,13 @@ update, which has none, for `closed_ttl` seconds) and handed to the next matchin
 once. Expired notifications are dropped, never delivered; the cache is bounded (oldest first
 out) so a peer cannot grow it without limit.
 
+What the cache holds that outlasts a restart (`closed`, `disputed` and `chainLost` updates) is
+also kept on the session's `NoticeShelf` (its store), rendered, and read back when the hub of
+the session is attached again: a user who was not listening when the node stopped still
+learns how their channel ended. Questions (proposals, `open` and `final` updates) are not kept:
+they cannot be answered after a restart; the session tells of them itself (a `gone` proposal or
+update, which is kept like a `closed` one).
+
 `ClientSubscriptions` is one client's side: its subscriptions across hubs, pushes held back
 until the reply that created a subscription has been sent (so a client always learns the
 subscription ID before the first push carrying it), and clean-up when the client goes.
@@ -13,20 +20,29 @@ subscription ID before the first push carrying it), and clean-up when the client
 
 from __future__ import annotations
 
+import json
 import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from perund.api.views import Notification, ProposalView, UpdateView, Withdrawn
-from perund.errors import FailedPrecondition, ResourceNotFound
-
-if TYPE_CHECKING:
-    from perund.api.facade import NodeFacade
+from perund.api.amounts import Currencies
+from perund.api.facade import NodeFacade, NoticeShelf
+from perund.api.views import (
+    Delivered,
+    KeptPush,
+    Notification,
+    ProposalGoneView,
+    ProposalView,
+    UpdateView,
+    Withdrawn,
+)
+from perund.channel.types import ChannelID
+from perund.errors import FailedPrecondition, PerundError, ResourceNotFound
 
 log = Logger(namespace="perund.api.hub")
 
@@ -34,16 +50,42 @@ PROPOSALS: Final = "proposals"
 UPDATES: Final = "updates"
 TOPICS: Final = (PROPOSALS, UPDATES)
 
-Deliver = Callable[[Notification], None]
+Deliver = Callable[[Delivered], None]
+
+Pushed = ProposalView | ProposalGoneView | UpdateView | KeptPush
+"""What a hub caches and pushes."""
+
+QUESTIONS: Final = ("open", "final")
+"""Update types that await an answer: they do not outlast a restart."""
 
 
 def _new_id() -> str:
     return "0x" + os.urandom(16).hex()
 
 
-def topic_of(notification: ProposalView | UpdateView) -> str:
+def topic_of(notification: Pushed) -> str:
     """The topic a notification is published on."""
-    return PROPOSALS if isinstance(notification, ProposalView) else UPDATES
+    if isinstance(notification, KeptPush):
+        return notification.topic
+    return PROPOSALS if isinstance(notification, ProposalView | ProposalGoneView) else UPDATES
+
+
+def _channel_of(notification: Pushed) -> bytes | None:
+    if isinstance(notification, ProposalView | ProposalGoneView):
+        return None
+    return notification.channel_id
+
+
+def _update_of(notification: Pushed) -> bytes | None:
+    if isinstance(notification, ProposalView | ProposalGoneView):
+        return notification.proposal_id if isinstance(notification, ProposalGoneView) else None
+    return notification.update_id
+
+
+def _lasting(notification: Pushed) -> bool:
+    """Whether a cached notification is worth keeping across a restart."""
+    return isinstance(notification, ProposalGoneView) or (
+        isinstance(notification, UpdateView) and notification.type not in QUESTIONS)
 
 
 @dataclass(eq=False)
@@ -55,26 +97,32 @@ class Subscription:
     channel_id: bytes | None
     deliver: Deliver
 
-    def matches(self, notification: ProposalView | UpdateView) -> bool:
+    def matches(self, notification: Pushed) -> bool:
         """Whether this subscriber wants `notification`."""
         if topic_of(notification) != self.topic:
             return False
         if self.channel_id is None:
             return True
-        return isinstance(notification, UpdateView) and notification.channel_id == self.channel_id
+        return _channel_of(notification) == self.channel_id
 
 
 @dataclass
 class _Cached:
-    notification: ProposalView | UpdateView
+    notification: Pushed
     expires: float
+    shelved: bool = False
 
 
 class SessionHub:
-    """Routes one session's notifications to its subscribers, caching what nobody takes."""
+    """Routes one session's notifications to its subscribers, caching what nobody takes.
+
+    With a `shelf`, the lasting part of the cache is kept there too (rendered with
+    `currencies`), and what the shelf holds is loaded first."""
 
     def __init__(self, clock: IReactorTime, *, closed_ttl: float = 3600.0,
-                 max_cached: int = 512, max_subscribers: int = 256) -> None:
+                 max_cached: int = 512, max_subscribers: int = 256,
+                 shelf: NoticeShelf | None = None,
+                 currencies: Currencies | None = None) -> None:
         # Any: zope interfaces do not type-check as protocols without the mypy-zope plugin.
         self._clock: Any = clock
         self.closed_ttl = closed_ttl
@@ -84,13 +132,17 @@ class SessionHub:
         self._cache: OrderedDict[int, _Cached] = OrderedDict()
         self._next = 0
         self.closed = False
+        self._shelf = shelf
+        self._currencies = currencies or Currencies()
+        if shelf is not None:
+            self._load(shelf)
 
     @property
     def subscribers(self) -> int:
         """How many subscriptions are active."""
         return len(self._subscribers)
 
-    def cached(self) -> list[ProposalView | UpdateView]:
+    def cached(self) -> list[Pushed]:
         """The notifications waiting for a subscriber (expired ones dropped first)."""
         self._prune()
         return [entry.notification for entry in self._cache.values()]
@@ -138,7 +190,7 @@ class SessionHub:
         self._prune()
         for key, entry in list(self._cache.items()):
             if subscription.matches(entry.notification):
-                del self._cache[key]
+                self._remove(key)
                 self._deliver(subscription, entry.notification)
         return subscription
 
@@ -147,32 +199,73 @@ class SessionHub:
         return self._subscribers.pop(subscription_id, None) is not None
 
     def close(self) -> None:
-        """The session is gone: forget every subscriber and cached notification."""
+        """The session is gone: forget every subscriber and cached notification (what the
+        shelf keeps stays there, for the session's next hub)."""
         self.closed = True
         self._subscribers.clear()
         self._cache.clear()
 
-    def _store(self, notification: ProposalView | UpdateView, expires: float) -> None:
+    def _store(self, notification: ProposalView | ProposalGoneView | UpdateView,
+               expires: float) -> None:
         if len(self._cache) >= self.max_cached:
-            _, dropped = self._cache.popitem(last=False)
+            oldest = next(iter(self._cache))
+            dropped = self._cache[oldest]
+            self._remove(oldest)
             log.warn("notification cache full ({size}): dropped the oldest {topic} "
                      "notification", size=self.max_cached, topic=topic_of(dropped.notification))
-        self._cache[self._next] = _Cached(notification, expires)
+        key = self._next
         self._next += 1
+        entry = self._cache[key] = _Cached(notification, expires)
+        if self._shelf is not None and _lasting(notification):
+            channel_id, update_id = _channel_of(notification), _update_of(notification)
+            record = {"topic": topic_of(notification), "expires": expires,
+                      "channelId": None if channel_id is None else channel_id.hex(),
+                      "updateId": None if update_id is None else update_id.hex(),
+                      "push": notification.to_json(self._currencies)}
+            entry.shelved = self._on_shelf(self._shelf.keep, key,
+                                           json.dumps(record).encode())
+
+    def _remove(self, key: int) -> None:
+        entry = self._cache.pop(key)
+        if entry.shelved and self._shelf is not None:
+            self._on_shelf(self._shelf.drop, key)
+
+    def _on_shelf(self, action: Callable[..., None], *args: Any) -> bool:
+        # A store that failed was reported where it failed; the pushes still go out now.
+        try:
+            action(*args)
+        except PerundError as e:
+            log.warn("the notification shelf could not be written: {error}", error=e)
+            return False
+        return True
+
+    def _load(self, shelf: NoticeShelf) -> None:
+        now = self._clock.seconds()
+        kept = shelf.kept()
+        for key in sorted(kept):
+            entry = _read_kept(kept[key])
+            if entry is None or entry.expires <= now:
+                if entry is None:
+                    log.warn("dropped kept notification {key}: not a notification record",
+                             key=key)
+                self._on_shelf(shelf.drop, key)
+                continue
+            self._cache[key] = entry
+        self._next = max(kept, default=-1) + 1
 
     def _withdraw(self, withdrawn: Withdrawn) -> None:
         for key, entry in list(self._cache.items()):
             note = entry.notification
             if isinstance(note, UpdateView) and note.update_id == withdrawn.update_id:
-                del self._cache[key]
+                self._remove(key)
 
     def _prune(self) -> None:
         now = self._clock.seconds()
         for key, entry in list(self._cache.items()):
             if entry.expires <= now:
-                del self._cache[key]
+                self._remove(key)
 
-    def _deliver(self, subscription: Subscription, notification: Notification) -> None:
+    def _deliver(self, subscription: Subscription, notification: Delivered) -> None:
         try:
             subscription.deliver(notification)
         except Exception:
@@ -180,12 +273,33 @@ class SessionHub:
                         subscription=subscription.id)
 
 
+def _read_kept(raw: bytes) -> _Cached | None:
+    """A kept record as a cache entry, or None if it is not one (a record written by a later
+    version, or damaged)."""
+    try:
+        record = json.loads(raw)
+        topic, expires, push = record["topic"], record["expires"], record["push"]
+        channel_id, update_id = record["channelId"], record["updateId"]
+        if topic not in TOPICS or not isinstance(push, dict) \
+                or not isinstance(expires, (int, float)):
+            return None
+        notification = KeptPush(topic, None if channel_id is None
+                                else ChannelID(bytes.fromhex(channel_id)),
+                                None if update_id is None else bytes.fromhex(update_id), push)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return _Cached(notification, float(expires), shelved=True)
+
+
 class Hubs:
-    """The hubs of all sessions, each fed by `facade.subscribe_notices`."""
+    """The hubs of all sessions, each fed by `facade.subscribe_notices` and keeping what
+    outlasts a restart on `facade.notice_shelf`."""
 
     def __init__(self, facade: NodeFacade, clock: IReactorTime, *, closed_ttl: float = 3600.0,
-                 max_cached: int = 512, max_subscribers: int = 256) -> None:
+                 max_cached: int = 512, max_subscribers: int = 256,
+                 currencies: Currencies | None = None) -> None:
         self._facade = facade
+        self._currencies = currencies
         self._clock = clock
         self._closed_ttl = closed_ttl
         self._max_cached = max_cached
@@ -199,7 +313,9 @@ class Hubs:
         if known is not None:
             return known[0]
         hub = SessionHub(self._clock, closed_ttl=self._closed_ttl, max_cached=self._max_cached,
-                         max_subscribers=self._max_subscribers)
+                         max_subscribers=self._max_subscribers,
+                         shelf=self._facade.notice_shelf(session_id),
+                         currencies=self._currencies)
         stop = self._facade.subscribe_notices(session_id, hub.publish, hub.wants_updated)
         self._hubs[session_id] = (hub, stop)
         return hub
@@ -219,7 +335,7 @@ class Hubs:
 @dataclass
 class _Outlet:
     hub: SessionHub
-    held: list[Notification] | None = field(default_factory=list)
+    held: list[Delivered] | None = field(default_factory=list)
     """Pushes waiting for the subscribe reply; None once released."""
 
 
@@ -231,7 +347,7 @@ class ClientSubscriptions:
     them went out).
     """
 
-    def __init__(self, push: Callable[[str, Notification], None],
+    def __init__(self, push: Callable[[str, Delivered], None],
                  max_subscriptions: int = 64) -> None:
         self._push = push
         self.max_subscriptions = max_subscriptions
@@ -245,9 +361,9 @@ class ClientSubscriptions:
                 f"this connection has {self.max_subscriptions} subscriptions already "
                 "(limits.ws_subscriptions): unsubscribe first", limit=self.max_subscriptions)
         outlet: _Outlet | None = None
-        held: list[Notification] = []
+        held: list[Delivered] = []
 
-        def deliver(notification: Notification) -> None:
+        def deliver(notification: Delivered) -> None:
             if outlet is None or outlet.held is not None:
                 held.append(notification)
             else:

@@ -103,11 +103,20 @@ PEER_INFO = obj({"alias": ALIAS, "offChainAddress": ADDRESS,
                  "commType": {"type": "string", "enum": list(COMM_TYPES)}},
                 ["alias", "offChainAddress", "commAddress", "commType"])
 
-PROPOSAL_PUSH = obj({
-    "proposalId": PROPOSAL_ID, "peer": {"type": "string"}, "peerAddress": ADDRESS,
-    "balances": _balances_schema(), "challengeDuration": {"type": "integer", "minimum": 1},
-    "expiry": SECONDS,
-}, ["proposalId", "peer", "peerAddress", "balances", "challengeDuration", "expiry"])
+PROPOSAL_PUSH = {"oneOf": [
+    obj({
+        "type": {"const": "proposed"},
+        "proposalId": PROPOSAL_ID, "peer": {"type": "string"}, "peerAddress": ADDRESS,
+        "balances": _balances_schema(), "challengeDuration": {"type": "integer", "minimum": 1},
+        "expiry": SECONDS,
+    }, ["type", "proposalId", "peer", "peerAddress", "balances", "challengeDuration", "expiry"]),
+    obj({
+        "type": {"const": "gone"},
+        "proposalId": PROPOSAL_ID, "peer": {"type": "string"}, "peerAddress": ADDRESS,
+        "reason": {"type": "string"},
+    }, ["type", "proposalId", "peer", "peerAddress", "reason"],
+        description="a proposal not answered before the node stopped"),
+]}
 
 UPDATE_PUSH = obj({
     "updateId": nullable(UPDATE_ID), "channelId": CHANNEL_ID,

@@ -6,11 +6,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from perund.api.amounts import Currencies
-from perund.api.connections import ApiChannel, ApiLimits, ConnectionCount, RateLimitedWarning
+from perund.api.connections import ApiChannel, ApiLimits, ConnectionCount
 from perund.api.credentials import CredentialRegistry
 from perund.api.dispatcher import Dispatcher, encode_json
 from perund.api.facade import NodeFacade
@@ -24,6 +25,7 @@ from perund.api.hub import Hubs
 from perund.api.methods import build_methods
 from perund.api.ws import ApiSocketFactory, WebSocketEntry
 from perund.metrics import Metrics
+from perund.ratelimit import RateLimitedWarning
 
 
 class _Root(Resource):
@@ -66,7 +68,7 @@ class ApiSite(Site):
         self.connections = ConnectionCount(reactor, limits.max_connections)
         self.sockets: ApiSocketFactory | None = None
         """The WebSocket side (its open sockets), once `make_site` built it."""
-        self.refusals = RateLimitedWarning(reactor)
+        self.refusals = RateLimitedWarning(reactor, Logger(namespace="perund.api.http"))
         """The warning about requests without a valid credential (one line per interval)."""
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -104,7 +106,7 @@ def make_site(facade: NodeFacade, credentials: CredentialRegistry | str, *,
     limits = limits or ApiLimits()
     table = currencies if currencies is not None else Currencies()
     hubs = Hubs(facade, reactor, closed_ttl=closed_ttl,
-                max_subscribers=limits.subscriptions_per_session)
+                max_subscribers=limits.subscriptions_per_session, currencies=table)
     dispatcher = Dispatcher(build_methods(facade, table, hubs, credentials), reactor,
                             max_batch=max_batch, metrics=metrics, credentials=credentials)
     root: Any = _Root()  # Any: Resource's zope interfaces do not type-check without mypy-zope

@@ -17,7 +17,7 @@ from perund.channel import events as ev
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID, State, hex_address
 from perund.contacts.book import Contact
-from perund.session.client import Notice, ProposalNotice, UpdateNotice
+from perund.session.client import GoneNotice, Notice, ProposalNotice, UpdateNotice
 
 JSON = dict[str, Any]
 
@@ -229,6 +229,7 @@ class ProposalView:
     def to_json(self, currencies: Currencies) -> JSON:
         """The `proposal` push."""
         return {
+            "type": "proposed",
             "proposalId": hex_id(self.proposal_id),
             "peer": self.peer,
             "peerAddress": hex_address(self.peer_address),
@@ -238,7 +239,29 @@ class ProposalView:
         }
 
 
-UPDATE_TYPES = ("open", "final", "updated", "disputed", "closed", "chainLost")
+@dataclass(frozen=True, slots=True)
+class ProposalGoneView:
+    """A proposal our user did not answer is gone: the node restarted first (`reason`)."""
+
+    proposal_id: bytes
+    peer: str
+    peer_address: Address
+    reason: str
+    expiry: None = None
+    """Like a `closed` update, it is cached for the hub's `closed_ttl`."""
+
+    def to_json(self, currencies: Currencies) -> JSON:
+        """The `proposal` push of type `gone`."""
+        return {
+            "type": "gone",
+            "proposalId": hex_id(self.proposal_id),
+            "peer": self.peer,
+            "peerAddress": hex_address(self.peer_address),
+            "reason": self.reason,
+        }
+
+
+UPDATE_TYPES = ("open", "final", "updated", "disputed", "closed", "chainLost", "gone")
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +270,9 @@ class UpdateView:
     `expiry`. The others need no answer: `updated` (a new state the peer proposed is signed by
     both, e.g. an incoming payment; pushed only to current subscribers, never cached),
     `disputed` (a state is registered on-chain; `channel.onChain` has its version and the end
-    of the challenge period) and `closed` (the channel is settled on-chain).
+    of the challenge period), `closed` (the channel is settled on-chain), `chainLost` (the
+    chain lacks the channel's deposits) and `gone` (an `open` or `final` update was not
+    answered before the node restarted: it was not applied; `error` says so).
 
     `channel` is the channel as the update proposes it; `kind` says what an `open` update
     does to us (`payment` or `request`); `error` says why a channel closed abnormally.
@@ -284,8 +309,27 @@ class Withdrawn:
     reason: str
 
 
-Notification = ProposalView | UpdateView | Withdrawn
+@dataclass(frozen=True, slots=True)
+class KeptPush:
+    """A push the hub cached before the node restarted, as it was rendered then (the hub keeps
+    the pushes nobody took in the session's store: `closed`, `disputed`, `chainLost`)."""
+
+    topic: str
+    channel_id: ChannelID | None
+    update_id: bytes | None
+    push: JSON
+
+    def to_json(self, currencies: Currencies) -> JSON:
+        """The push, as rendered when it was cached."""
+        return self.push
+
+
+Notification = ProposalView | ProposalGoneView | UpdateView | Withdrawn
 """What a facade tells the notification hub of a session."""
+
+Delivered = Notification | KeptPush
+"""What a hub hands its subscribers: a facade's notifications, and pushes kept across a
+restart."""
 
 
 # -- from the channel client's values -------------------------------------------------------------
@@ -343,6 +387,18 @@ def update_view(notice: UpdateNotice, alias_of: AliasOf) -> UpdateView:
     )
 
 
+def gone_view(notice: GoneNotice, alias_of: AliasOf) -> ProposalGoneView | UpdateView | None:
+    """The push telling that a question went unanswered across a restart (None for an update
+    whose channel is no longer known: nothing to show it against)."""
+    if notice.kind == "proposal":
+        return ProposalGoneView(notice.question_id, _peer_name(notice.peer, alias_of),
+                                notice.peer, notice.reason)
+    if notice.channel is None:
+        return None
+    return UpdateView(notice.question_id, notice.channel.channel_id, "gone",
+                      channel_view(notice.channel, alias_of), None, error=notice.reason)
+
+
 def notification_of(notice: Notice, alias_of: AliasOf) -> Notification | None:
     """What the hub gets for a client notice, or None for notices the API does not push
     (new states, funding news: their effects show in `channel_get`)."""
@@ -350,6 +406,8 @@ def notification_of(notice: Notice, alias_of: AliasOf) -> Notification | None:
         return proposal_view(notice, alias_of)
     if isinstance(notice, UpdateNotice):
         return update_view(notice, alias_of)
+    if isinstance(notice, GoneNotice):
+        return gone_view(notice, alias_of)
     event = notice.event
     if isinstance(event, ev.Closed):
         view = channel_view(notice.channel, alias_of, paid_out=event.paid)
@@ -384,9 +442,10 @@ def peer_view(contact: Contact) -> PeerView:
 
 
 __all__ = [
-    "AccountBalance", "AliasOf", "AssetBalance", "ChannelView", "NodeInfo",
-    "Notification", "OnChainView", "Payment", "PeerView", "ProposalView", "SessionInfo",
-    "SessionOpened",
-    "UpdateView", "Withdrawn", "channel_view", "hex_id", "notification_of", "peer_view",
-    "proposal_view", "render_balances", "update_view",
+    "AccountBalance", "AliasOf", "AssetBalance", "ChannelView", "Delivered", "KeptPush", "NodeInfo",
+    "Notification", "OnChainView", "Payment", "PeerView", "ProposalGoneView", "ProposalView",
+    "SessionInfo",
+    "SessionOpened", "UpdateView", "Withdrawn", "channel_view", "gone_view", "hex_id",
+    "notification_of",
+    "peer_view", "proposal_view", "render_balances", "update_view",
 ]

@@ -28,14 +28,15 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from perund.api.amounts import Currencies
-from perund.api.connections import ApiLimits, RateLimitedWarning
+from perund.api.connections import ApiLimits
 from perund.api.credentials import CLOSE_REVOKED, Credential, CredentialRegistry
 from perund.api.dispatcher import INTERNAL_ERROR, Dispatcher, encode_json, error_reply
 from perund.api.http import ApiRequest, credential_of, refuse_unauthorized
 from perund.api.hub import ClientSubscriptions
 from perund.api.method_spec import CallContext
 from perund.api.methods import NOTIFICATION_METHOD
-from perund.api.views import Notification, Withdrawn
+from perund.api.views import Delivered, Withdrawn
+from perund.ratelimit import RateLimitedWarning
 
 log = Logger(namespace="perund.api.ws")
 
@@ -111,7 +112,7 @@ class ApiSocket(WebSocketServerProtocol):
             self._transmit(reply)
         self.subscriptions.release()
 
-    def _push(self, subscription_id: str, notification: Notification) -> None:
+    def _push(self, subscription_id: str, notification: Delivered) -> None:
         if not self.open or isinstance(notification, Withdrawn):
             return
         message = {"jsonrpc": "2.0", "method": NOTIFICATION_METHOD,
@@ -167,7 +168,7 @@ class ApiSocketFactory(WebSocketServerFactory):
         """The credential and HTTP channel of the upgrade being handed over (set only during
         that call)."""
         self._sockets: dict[str, set[ApiSocket]] = {}
-        self._slow = RateLimitedWarning(reactor)
+        self._slow = RateLimitedWarning(reactor, log)
         credentials.on_revoked(self._revoked)
         # A dead peer is noticed by pings (its subscriptions end); messages are as bounded as
         # HTTP bodies.

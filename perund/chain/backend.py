@@ -357,6 +357,25 @@ class ChainBackend(Service):
         return int(first), int(second)
 
     @deferred_api
+    async def channel_funds(self, channels: Sequence[tuple[ChannelID, Sequence[Address]]],
+                            ) -> list[tuple[ChannelStatus, tuple[int, ...]]]:
+        """For each `(channel, assets)`: the Adjudicator's record of the channel and the total
+        it holds of each asset, read together (in JSON-RPC batches on an HTTP node)."""
+        calls: list[tuple[str, tuple[Any, ...]]] = []
+        for channel_id, assets in channels:
+            calls.append(("channelStatus", (channel_id,)))
+            calls += [("holdings", (channel_id, asset)) for asset in assets]
+        outputs = iter(await self._run(self.client.calls_blocking, self._require_adjudicator(),
+                                       calls))
+        funds = []
+        for _, assets in channels:
+            phase, version, timeout, state_hash = next(outputs)
+            status = ChannelStatus(Phase(phase), int(version), int(timeout), bytes(state_hash))
+            funds.append((status, tuple(int(first) + int(second)
+                                        for first, second in (next(outputs) for _ in assets))))
+        return funds
+
+    @deferred_api
     async def deposit_fee(self, sender: Address) -> int:
         """The most one deposit transaction's gas may cost `sender` now (wei)."""
         return await self._run(self.client.deposit_fee_blocking, self._require_adjudicator(),

@@ -17,13 +17,14 @@ from typing import Any, Literal, cast
 from eth_typing import ChecksumAddress, HexAddress, HexStr
 from eth_utils.exceptions import ValidationError as EthValidationError
 from hexbytes import HexBytes
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.exceptions import (
     BlockNotFound,
     ContractLogicError,
     TransactionNotFound,
     Web3RPCError,
 )
+from web3.types import RPCEndpoint
 
 from perund.chain.abi import ContractCodec
 from perund.chain.account import Account
@@ -42,6 +43,9 @@ from perund.errors import (
 BlockId = int | Literal["latest", "pending", "earliest"]
 
 NO_CODE = "no code"
+
+CALL_BATCH = 500
+"""View calls per JSON-RPC batch: node operators cap batches (geth at 1,000 by default)."""
 """The `error` of the InvalidContracts raised when a call finds no contract (at that block)."""
 
 DEFAULT_PRIORITY_FEE = 10**9
@@ -236,6 +240,60 @@ class ChainClient:
                                    error=NO_CODE, block=block)
         try:
             return self.codec.decode_output(name, bytes(output))
+        except Exception as exc:  # eth_abi raises several unrelated types on malformed data
+            raise InvalidContracts(f"the contract at {hex_address(to)} answered {name} with "
+                                   f"{len(output)} undecodable bytes", name=name,
+                                   address=hex_address(to), error=str(exc)) from exc
+
+    def calls_blocking(
+        self, to: Address, calls: Sequence[tuple[str, tuple[Any, ...]]],
+        block: BlockId = "latest",
+    ) -> list[tuple[Any, ...]]:
+        """Several view calls `(name, args)` to the contract at `to`; their decoded outputs,
+        in order. An HTTP node gets them in JSON-RPC batches (a node with a thousand channels
+        reads them all at start: one round trip per batch, not per call); any other provider,
+        or a node that refuses batches, one by one."""
+        provider = self.w3.provider
+        if not isinstance(provider, HTTPProvider):
+            return [self.call_blocking(to, name, *args, block=block) for name, args in calls]
+        target = hex_address(to)
+        tag = hex(block) if isinstance(block, int) else block
+        outputs: list[tuple[Any, ...]] = []
+        for first in range(0, len(calls), CALL_BATCH):
+            chunk = calls[first:first + CALL_BATCH]
+            requests = [(RPCEndpoint("eth_call"),
+                         [{"to": target, "data": "0x" + self.codec.encode_call(name, *args).hex()},
+                          tag]) for name, args in chunk]
+            with self._reachable("eth_call batch"):
+                answers = provider.make_batch_request(requests)
+            if not isinstance(answers, list) or len(answers) != len(chunk):
+                # A node that takes no batches answers with one error: ask one by one.
+                outputs += [self.call_blocking(to, name, *args, block=block)
+                            for name, args in chunk]
+                continue
+            for (name, _), answer in zip(chunk, answers, strict=True):
+                outputs.append(self._call_output(to, name, block, answer))
+        return outputs
+
+    def _call_output(self, to: Address, name: str, block: BlockId,
+                     answer: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The decoded output of one answer of a batch (an error as `call_blocking` raises)."""
+        error = answer.get("error")
+        if error is not None:
+            data = error.get("data") if isinstance(error, Mapping) else None
+            if isinstance(data, str) and data.startswith("0x"):
+                raise self._reverted(name, bytes.fromhex(data[2:]), None)
+            raise InvalidContracts(f"the chain refused a call of {name} at {hex_address(to)}: "
+                                   f"{str(error)[:200]}", name=name, address=hex_address(to))
+        result = answer.get("result")
+        output = bytes.fromhex(result[2:]) if isinstance(result, str) \
+            and result.startswith("0x") else b""
+        if not output:
+            raise InvalidContracts(f"no contract at {hex_address(to)} answers {name} as of "
+                                   f"block {block}", name=name, address=hex_address(to),
+                                   error=NO_CODE, block=block)
+        try:
+            return self.codec.decode_output(name, output)
         except Exception as exc:  # eth_abi raises several unrelated types on malformed data
             raise InvalidContracts(f"the contract at {hex_address(to)} answered {name} with "
                                    f"{len(output)} undecodable bytes", name=name,

@@ -10,7 +10,11 @@ of perund/node_checks.py compare them).
   `perund generate` hands out) are funded, and dev account 0 deploys the Adjudicator; its
   address is kept in `devchain.json` beside the state.
 - anvil dies with the node: it gets SIGTERM when the node's process ends, however it ends
-  (Linux's parent-death signal), and dumps its state on the way out.
+  (Linux's parent-death signal, so a `kill -9` of the node too), and dumps its state on the
+  way out. It runs in its own session, so a ^C in the node's terminal reaches the node alone,
+  which stops its sessions before the chain. Only if anvil itself is killed, or the machine
+  fails, are the transactions since the last periodic dump lost: the start-up checks then
+  name the channels whose deposits went with them.
 - Each start picks a free port: a dying anvil never blocks the next start.
 - A torn state file (a crash in the middle of a dump) is set aside and the previous start's
   copy is used; the node's checks then say what that copy lacks.
@@ -149,9 +153,11 @@ class EmbeddedChain:
                 "--state-interval", str(max(1, round(self.state_interval))), "--silent"]
         with (self.folder / "anvil.log").open("ab") as out:
             try:
+                # Its own session: a ^C in the node's terminal reaches the node, which stops
+                # its sessions and then the chain, not the chain first.
                 self._process = subprocess.Popen(
                     args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out,
-                    preexec_fn=_die_with_parent, close_fds=True)
+                    preexec_fn=_die_with_parent, close_fds=True, start_new_session=True)
             except OSError as exc:
                 raise ChainNotReachable(f"cannot run anvil ({binary}): {exc}; run `make deps`",
                                         chainUrl="embedded") from exc

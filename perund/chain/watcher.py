@@ -1,4 +1,6 @@
-"""ChainWatcher: follows the Adjudicator's events for one session's channels (PROTOCOL.md §4).
+"""ChainWatcher: follows the Adjudicator's events for one session's channels.
+
+docs/specification.md §4 says what it must do.
 
 Every `poll_interval` it reads the events of the blocks after its cursor, up to the newest
 block `confirmations` deep, and feeds those about a watched channel into the channel

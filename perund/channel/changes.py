@@ -157,7 +157,8 @@ class Concluded:
     `PaidOut` events of the same transaction): what the chain says it paid."""
 
     version: int
-    payouts: tuple[Payout, ...] = ()
+    payouts: tuple[Payout, ...] | None = None
+    """None: the conclusion was learnt without its events (what it paid is not known)."""
 
 
 @dataclass(frozen=True, slots=True)

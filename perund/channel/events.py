@@ -326,7 +326,8 @@ class Closed:
 
     channel_id: ChannelID
     version: int
-    paid: tuple[tuple[Address, int], ...] = ()
+    paid: tuple[tuple[Address, int], ...] | None = None
+    """None: not known (the conclusion was learnt without its PaidOut events)."""
 
 
 Event = (

@@ -102,7 +102,7 @@ def _refuse(channel: Channel, sender: Address, reason: Reason, detail: str = "")
 
 
 def _refuse_update(channel: Channel, sender: Address, state: State, reason: Reason) -> Result:
-    """Refuse the peer's Update and tell it so (PROTOCOL.md §3, update step 2)."""
+    """Refuse the peer's Update and tell it so (docs/specification.md §3, update step 2)."""
     return channel, (
         Refused(channel.channel_id, sender, reason, f"version {state.version}"),
         SendUpdateReject(channel.peer, state.channel_id, state.version, reason.value),
@@ -330,7 +330,7 @@ def _fail_own(channel: Channel, failure: Failure, reason: str) -> Result:
     final = staged.state.is_final
     new = channel.evolve(
         staged=None,
-        # PROTOCOL.md §3 Close: a refused or unanswered final update → dispute.
+        # docs/specification.md §3 Close: a refused or unanswered final update → dispute.
         phase=advance(channel.phase, Phase.CLOSING if final else at_rest(channel.phase)),
         abandoned=staged if timed_out else None,
         sync_sent=channel.sync_sent or timed_out,
@@ -340,7 +340,7 @@ def _fail_own(channel: Channel, failure: Failure, reason: str) -> Result:
         return new, (failed,)
     events: list[Event] = [Persist(new), failed]
     if timed_out:
-        # PROTOCOL.md §3: after a timeout, sync; the peer answers with its state.
+        # docs/specification.md §3: after a timeout, sync; the peer answers with its state.
         events.append(_send_sync(new))
     if final:
         events.append(_register(new))
@@ -351,7 +351,7 @@ def _fail_own(channel: Channel, failure: Failure, reason: str) -> Result:
 
 
 def _update_received(channel: Channel, change: UpdateReceived) -> Result:
-    """Check every rule of PROTOCOL.md §3, then accept at once or ask the user."""
+    """Check every rule of docs/specification.md §3, then accept at once or ask the user."""
     sender, state = change.sender, change.state
     if sender != channel.peer:
         return _refuse(channel, sender, Reason.NOT_PEER, f"version {state.version}")
@@ -493,7 +493,7 @@ def _start_sync(channel: Channel, change: StartSync) -> Result:
 
 
 def _sync_received(channel: Channel, change: SyncReceived) -> Result:
-    """Reconcile with the peer's latest fully signed state (PROTOCOL.md §3 Sync).
+    """Reconcile with the peer's latest fully signed state (docs/specification.md §3 Sync).
 
     Equal versions must be identical (else: conflict, dispute). A higher version is adopted only
     when both signatures verify and it keeps channel, assets and totals. A half-signed update in
@@ -701,6 +701,8 @@ def _concluded(channel: Channel, change: Concluded) -> Result:
         return channel, _NOTHING
     channel, events = _drop_staged(channel, Failure.SETTLING, "concluded on-chain")
     new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED))
+    if change.payouts is None:
+        return new, (Persist(new), *events, Closed(channel.channel_id, change.version, None))
     ours = channel.params.receivers[channel.index]
     paid: dict[Address, int] = {}
     for payout in change.payouts:

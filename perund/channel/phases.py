@@ -1,8 +1,10 @@
-"""The phases of a channel's life (PROTOCOL.md §7) and the one table of allowed phase changes.
+"""The phases of a channel's life and the one table of allowed phase changes.
+
+docs/specification.md §7 lists them for users.
 
 `proposing → funding → open ⇄ updating → closing → (disputed) → closed`, plus the exits a dispute
 or a failed funding takes. Every phase change in the core goes through `advance`, so the table
-below is the whole lifecycle in one place (DESIGN.md convention 8).
+below is the whole lifecycle in one place (docs/conventions.md §8).
 """
 
 from __future__ import annotations

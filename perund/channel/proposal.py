@@ -1,4 +1,6 @@
-"""Opening a channel (PROTOCOL.md §3 Open): from a user's request to a fully signed version 0.
+"""Opening a channel: from a user's request to a fully signed version 0.
+
+docs/specification.md §3, "Open", is the flow.
 
     proposer                                   responder
     make_proposal(request) ── Propose ───────▶ receive_proposal → ProposalReceived (ask user)
@@ -116,7 +118,7 @@ class Proposal:
 @dataclass(frozen=True, slots=True)
 class Deployment:
     """The chain and contract this node settles on, and its shortest acceptable challenge
-    duration (longer than watcher polling + confirmations + mining, PROTOCOL.md §4)."""
+    duration (longer than watcher polling + confirmations + mining, docs/specification.md §4)."""
 
     chain_id: int
     adjudicator: Address

@@ -1,4 +1,6 @@
-"""The validation rules of PROTOCOL.md §3 as pure predicates returning the `Reason` to refuse.
+"""The validation rules of updates as pure predicates returning the `Reason` to refuse.
+
+docs/specification.md §3, "Update", states them.
 
 Checks run cheapest first; signature recovery (tens of µs) always comes last so that malformed
 input costs next to nothing.

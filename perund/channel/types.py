@@ -6,6 +6,7 @@ from hex strings and decimal currency amounts happens only at the edges (API, ch
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NewType
 
@@ -48,6 +49,13 @@ def to_address(value: str | bytes) -> Address:
 
 def hex_address(address: bytes) -> str:
     """The EIP-55 checksummed form of a 20-byte address."""
+    return _checksummed(bytes(address))
+
+
+@functools.lru_cache(maxsize=4096)
+def _checksummed(address: bytes) -> str:
+    # The checksum is a keccak of the address: the same few peers and contracts are shown over
+    # and over (every channel info names its peer), so they are hashed once.
     from eth_utils.address import to_checksum_address
 
     return str(to_checksum_address(address))

@@ -1,4 +1,4 @@
-"""The `perund` console script: `perund demo` (more subcommands arrive with the node).
+"""The `perund` console script: `perund demo`, `perund generate`, `perund deploy`.
 
 `python -m perund.cli.main demo` is what `make demo` runs.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn, cast
 
 from twisted.internet import task
@@ -15,6 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, globalLogBeginner, textFileLogObserver
 
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID
+from perund.channel.types import hex_address
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--api-port", type=int, default=50001, help="JSON-RPC port")
     generate.add_argument("--comm-ports", type=int, nargs=2, default=(5751, 5752),
                           metavar=("ALICE", "BOB"), help="the sessions' peer ports")
+    deploy = commands.add_parser(
+        "deploy",
+        help="deploy the Adjudicator to a chain and write a node config for it",
+        description="Deploy this version's Adjudicator from a keystore account to the chain at "
+        "--chain-url, wait for --confirmations, check the code at the new address, print it, "
+        "and (with --node-config) write a new node config that uses it.",
+    )
+    deploy.add_argument("--chain-url", required=True, help="the chain's JSON-RPC URL")
+    deploy.add_argument("--keystore", required=True, help="keystore v3 file of the deploying "
+                        "account (it pays the gas)")
+    deploy.add_argument("--password-file", default=None, help="the keystore's password file "
+                        "(else PERUND_PASSWORD, else asked on the terminal)")
+    deploy.add_argument("--chain-id", type=int, default=None,
+                        help="the chain ID to expect (refuses another chain)")
+    deploy.add_argument("--confirmations", type=int, default=2,
+                        help="blocks to wait above the deployment (default 2)")
+    deploy.add_argument("--node-config", default=None, metavar="FILE",
+                        help="write a new node config using the deployment to FILE")
     return parser
 
 
@@ -92,6 +112,44 @@ def _demo(reactor: Any, options: argparse.Namespace) -> Deferred[None]:
     return Deferred.fromCoroutine(run())
 
 
+def _deploy(reactor: Any, options: argparse.Namespace) -> Deferred[None]:
+    import os
+
+    from perund.cli.deploy import (
+        ask_on_terminal,
+        deploy,
+        password_for,
+        unlock_account,
+        write_node_config,
+    )
+    from perund.errors import PerundError
+
+    async def run() -> None:
+        try:
+            if options.confirmations < 0:
+                raise SystemExit("perund deploy: --confirmations must be 0 or more")
+            password = password_for(options.password_file, dict(os.environ), ask_on_terminal())
+            account = unlock_account(options.keystore, password)
+            done = await deploy(reactor, sys.stdout, chain_url=options.chain_url,
+                                account=account, chain_id=options.chain_id,
+                                confirmations=options.confirmations)
+            if options.node_config:
+                write_node_config(Path(options.node_config), options.chain_url, done,
+                                  options.confirmations)
+        except PerundError as exc:
+            print(f"perund deploy: {exc.message}", file=sys.stderr)
+            raise SystemExit(1) from None
+        print(f"chain        {done.chain_id}")
+        print(f"adjudicator  {hex_address(done.adjudicator)}")
+        print(f"transaction  0x{done.tx_hash.hex()} (block {done.block}, gas {done.gas_used:,})")
+        if options.node_config:
+            print(f"node config  {options.node_config}: name your users' folders under "
+                  "sessions.config_dirs, then twistd -n perund --config "
+                  f"{options.node_config}")
+
+    return Deferred.fromCoroutine(run())
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Parse `argv` (default: the process arguments), run the subcommand, exit with its status."""
     options = build_parser().parse_args(argv)
@@ -102,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         task.react(_demo, [options])
     if options.command == "generate":
         raise SystemExit(_generate(options))
+    if options.command == "deploy":
+        task.react(_deploy, [options])
     raise SystemExit(2)  # argparse rejects unknown commands before this
 
 

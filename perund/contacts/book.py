@@ -8,7 +8,7 @@ A contacts file (YAML, read-only for the node) maps an alias to a peer::
       comm_type: tcp
 
 Peers added at run time go to the session's store (the `ContactStore` protocol) and are merged
-with the file's on the next open; the file itself is never written (DESIGN.md convention 9).
+with the file's on the next open; the file itself is never written (docs/conventions.md §9).
 
 The alias `self` is reserved for the user and refused as a contact (in any letter case): the
 user's own entry is the session itself, so no alias can ever name two parties. For the same reason

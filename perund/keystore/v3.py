@@ -72,7 +72,8 @@ def read_password(
     PERUND_PASSWORD variable.
 
     Only the line end is stripped (`\\n` or `\\r\\n`): spaces are part of a password. A password
-    file that others can read is accepted with a warning (DESIGN.md: secrets in files mode 0600).
+    file that others can read is accepted with a warning (docs/conventions.md §9: secrets in
+    files of mode 0600).
     """
     if password_file is None:
         env = os.environ if environ is None else environ

@@ -24,12 +24,9 @@ from typing import Any
 from twisted.logger import Logger
 
 from perund.channel.types import Address
+from perund.ratelimit import RateLimitedWarning
 
 log = Logger(namespace="perund.peer")
-
-
-WARN_INTERVAL = 10.0
-"""Seconds between two warnings about refused connections."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,7 @@ class Admission:
         self.limits = limits
         self._tallies: dict[Address, _Tally] = {}
         self._cut_off: dict[Address, float] = {}
-        self._warned = float("-inf")
+        self._refusing = RateLimitedWarning(clock, log)
 
     def admit_incoming(self, host: str | None, handshaking: int, handshaking_from_host: int,
                        from_host: int) -> bool:
@@ -72,18 +69,20 @@ class Admission:
                 and handshaking_from_host < limits.handshakes_per_host \
                 and from_host < limits.connections_per_host:
             return True
-        self.warn("refusing incoming peer connections: {handshaking} in their handshake, "
-                  "{from_host} from {host} (limits.peer_handshakes, "
-                  "limits.peer_handshakes_per_host, limits.peer_connections_per_host)",
-                  handshaking=handshaking, from_host=from_host, host=host)
+        self.warn("refused {times} incoming peer connections: {handshaking} in their handshake "
+                  "({handshaking_from_host} from {host}), {from_host} from {host} in all "
+                  "(limits.peer_handshakes, limits.peer_handshakes_per_host, "
+                  "limits.peer_connections_per_host)", handshaking=handshaking,
+                  handshaking_from_host=handshaking_from_host, from_host=from_host, host=host)
         return False
 
     def admit_stranger(self, peer: Address, strangers: int) -> bool:
         """Whether one more authenticated connection from an unknown address may stay."""
         if strangers < self.limits.strangers:
             return True
-        self.warn("refusing a connection from unknown peer {peer}: {count} unknown peers are "
-                  "connected (limits.peer_strangers)", peer="0x" + peer.hex(), count=strangers)
+        self.warn("refused {times} connections of unknown peers (the last {peer}): {count} "
+                  "unknown peers are connected (limits.peer_strangers)",
+                  peer="0x" + peer.hex(), count=strangers)
         return False
 
     def cut_off_until(self, peer: Address) -> float | None:
@@ -116,11 +115,8 @@ class Admission:
         return False, True
 
     def warn(self, template: str, **fields: object) -> None:
-        """Log a refusal of connections, at most once per WARN_INTERVAL."""
-        now = self._clock.seconds()
-        if now - self._warned >= WARN_INTERVAL:
-            self._warned = now
-            log.warn(template, **fields)
+        """Log a refusal of connections, at most once per interval."""
+        self._refusing.warn(template, **fields)
 
     def _forget_old(self, now: float) -> None:
         window = self.limits.refusal_window

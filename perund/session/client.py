@@ -71,6 +71,7 @@ from perund.errors import (
     UserResponseTimedOut,
 )
 from perund.peer.manager import PeerManager
+from perund.session.pending import GONE_AT_RESTART, QuestionRecords
 from perund.storage import ChannelStore
 from perund.wire.messages import (
     Accept,
@@ -102,9 +103,9 @@ class Funder(Protocol):
 
 
 class Settler(Protocol):
-    """Settles channels on-chain; each call fires with the conclusion its own transaction
-    shows (with the payouts the chain reports), or None when it concluded nothing itself (a
-    registration: the dispute goes on; or the peer concluded: the watcher reports it)."""
+    """Settles channels on-chain; each call fires with the conclusion the chain shows (with the
+    payouts it reports, when they are known), or None when nothing is concluded yet (a
+    registration: the dispute goes on)."""
 
     def conclude_final(self, event: ev.ConcludeFinal) -> Deferred[Concluded | None]:
         """Submit `concludeFinal` (or, when not primary, only if nobody else did soon)."""
@@ -144,7 +145,20 @@ class ChannelNotice:
     event: ev.Event
 
 
-Notice = ProposalNotice | UpdateNotice | ChannelNotice
+@dataclass(frozen=True, slots=True)
+class GoneNotice:
+    """A question our user was asked (a proposal, or an update awaiting an answer) is gone
+    without an answer: the node restarted before the user gave one (`perund.session.pending`).
+    `channel` is the channel an update was for (None for a proposal)."""
+
+    kind: str
+    question_id: bytes
+    peer: Address
+    channel: Channel | None
+    reason: str
+
+
+Notice = ProposalNotice | UpdateNotice | ChannelNotice | GoneNotice
 """What the client tells its observers (the API's notification hub, a CLI, a test)."""
 
 _OnChain = ev.Register | ev.ConcludeFinal | ev.Conclude
@@ -297,6 +311,10 @@ class ChannelClient:
         self._expired: dict[bytes, float] = {}
         """Proposals and update questions that expired unanswered (id → expiry), so a late
         answer is told it came too late rather than that the question never existed."""
+        self._records = QuestionRecords(store)
+        self._gone: set[bytes] = set()
+        """Questions a restart ended unanswered (told with a `GoneNotice`), so that a late
+        answer learns why."""
         self._handlers: dict[type, Callable[[Any], None]] = {
             ev.SendAccept: self._send_accept,
             ev.SendReject: self._send_reject,
@@ -348,6 +366,12 @@ class ChannelClient:
                 self._apply(channel.channel_id,
                             Restored() if detail is None else ChainLost(detail))
             restored.append(self.channels[channel.channel_id])
+        for question in self._records.left_over():
+            self._gone.add(question.question_id)
+            about = None if question.channel_id is None else self.channels.get(
+                question.channel_id)
+            self._notify(GoneNotice(question.kind, question.question_id, question.peer,
+                                    about, GONE_AT_RESTART))
         return restored
 
     def watch_peers(self, dispute_after: float) -> None:
@@ -392,14 +416,20 @@ class ChannelClient:
     def stop(self) -> None:
         """Stop acting: pending timers are cancelled and later news (a deposit mined, an
         answer arriving) is ignored, so nothing is written after the session's store closes.
-        Whatever was in flight is resumed from the store at the next `restore`."""
-        self.stopped = True
-        for pending in self._incoming.values():
+        Whatever was in flight is resumed from the store at the next `restore`. Questions
+        waiting for our user are rejected to their peers (who would otherwise wait for their
+        expiry); their records stay, so that the user learns of them at the next `restore`."""
+        for proposal_id, pending in self._incoming.items():
             if pending.timer.active():
                 pending.timer.cancel()
-        for question in self._questions.values():
+            self.peers.send(pending.peer, Reject(
+                proposal_id, "the node stopped before its user answered")).addErrback(self._lost)
+        for update_id, question in self._questions.items():
             if question.timer.active():
                 question.timer.cancel()
+            if question.channel_id in self.channels and self.store_error is None:
+                self._apply(question.channel_id, UserTimedOut(update_id))
+        self.stopped = True
         self._incoming.clear()
         self._incoming_from.clear()
         self._questions.clear()
@@ -482,6 +512,8 @@ class ChannelClient:
         pending = self._take_incoming(proposal_id)
         if pending is None:
             self._raise_if_expired(proposal_id)
+            if proposal_id in self._gone:
+                raise self._gone_error("proposal", proposal_id)
             raise ResourceNotFound("no such proposal", type="proposal", id=_hex(proposal_id))
         pending.timer.cancel()
         if not accept:
@@ -633,12 +665,16 @@ class ChannelClient:
         """Answer an `UpdateNotice`; fires with the channel afterwards."""
         if self.store_error is not None:
             return fail(self.store_error)
-        question = self._questions.pop(update_id, None)
+        question = self._questions.get(update_id)
         if question is None or question.channel_id != channel_id:
             if question is None and update_id in self._expired:
                 return fail(self._late(update_id))
+            if question is None and update_id in self._gone:
+                return fail(self._gone_error("update", update_id))
             return fail(ResourceNotFound("no such update awaits an answer", type="update",
                                          id=_hex(update_id)))
+        del self._questions[update_id]
+        self._records.settled(update_id)
         question.timer.cancel()
         if self._reactor.seconds() >= question.expiry:
             return fail(UserResponseTimedOut("the answer came after the expiry",
@@ -904,6 +940,7 @@ class ChannelClient:
                                             msg.proposal_id)
             self._incoming[msg.proposal_id] = _IncomingProposal(peer, msg, expiry, timer)
             self._incoming_from[peer] = waiting + 1
+            self._records.asked("proposal", msg.proposal_id, peer, None, expiry)
             self._notify(ProposalNotice(peer, msg, expiry))
         else:
             self._execute(events)
@@ -911,6 +948,7 @@ class ChannelClient:
     def _take_incoming(self, proposal_id: bytes) -> _IncomingProposal | None:
         pending = self._incoming.pop(proposal_id, None)
         if pending is not None:
+            self._records.settled(proposal_id)
             left = self._incoming_from.pop(pending.peer, 1) - 1
             if left:
                 self._incoming_from[pending.peer] = left
@@ -928,6 +966,11 @@ class ChannelClient:
     def _raise_if_expired(self, key: bytes) -> None:
         if key in self._expired:
             raise self._late(key)
+
+    def _gone_error(self, kind: str, key: bytes) -> FailedPrecondition:
+        return FailedPrecondition(f"this {kind} is gone: the node restarted before it was "
+                                  "answered (the peer was told it was rejected, or its own "
+                                  "wait ran out)", type=kind, id=_hex(key))
 
     def _proposal_expired(self, proposal_id: bytes) -> None:
         pending = self._take_incoming(proposal_id)
@@ -1063,19 +1106,24 @@ class ChannelClient:
         timer = self._reactor.callLater(self.response_timeout, self._question_expired,
                                         e.channel_id, e.update_id)
         self._questions[e.update_id] = _PendingQuestion(e.channel_id, expiry, timer)
+        self._records.asked("update", e.update_id, self.channels[e.channel_id].peer,
+                            e.channel_id, expiry)
         self._notify(UpdateNotice(self.channels[e.channel_id], e.update_id, e.kind, expiry, e))
 
     def _question_expired(self, channel_id: ChannelID, update_id: bytes) -> None:
         question = self._questions.pop(update_id, None)
         if question is not None:
+            self._records.settled(update_id)
             self._remember_expiry(update_id, question.expiry)
             if channel_id in self.channels:
                 self._apply(channel_id, UserTimedOut(update_id))
 
     def _withdrawn(self, e: ev.UpdateWithdrawn) -> None:
         question = self._questions.pop(e.update_id, None)
-        if question is not None and question.timer.active():
-            question.timer.cancel()
+        if question is not None:
+            self._records.settled(e.update_id)
+            if question.timer.active():
+                question.timer.cancel()
         self._notify(ChannelNotice(self.channels[e.channel_id], e))
 
     def _fund(self, e: ev.Fund) -> None:
@@ -1189,7 +1237,8 @@ class ChannelClient:
 
     def _closed(self, e: ev.Closed) -> None:
         channel = self.channels[e.channel_id]
-        self.paid_out[e.channel_id] = e.paid
+        if e.paid is not None:
+            self.paid_out[e.channel_id] = e.paid
         self._resolve(self._close_waiters, e.channel_id, channel)
         self._resolve(self._open_waiters, e.channel_id,
                       PeerNotFunded("the channel closed before it opened",

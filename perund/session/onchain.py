@@ -26,6 +26,9 @@ from perund.errors import PeerNotFunded, TxReverted
 
 log = Logger(namespace="perund.settlement")
 
+RECENT_BLOCKS = 256
+"""How far back the peer's conclusion transaction is looked for (it happened moments ago)."""
+
 
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
@@ -162,10 +165,9 @@ class ChainSettlement:
 
     # -- Settler --------------------------------------------------------------------------------
 
-    # Each call fires with the conclusion its own transaction shows (`Concluded` and the
-    # `PaidOut` events of the receipt), or None: nothing concluded yet, or concluded by the
-    # peer's transaction, which the watcher reports with its payouts. A payout is reported only
-    # as the chain shows it, never assumed.
+    # Each call fires with the conclusion the chain shows (`Concluded` and the `PaidOut` events
+    # of our receipt, or of the peer's transaction when it was quicker), or None when nothing is
+    # concluded yet. A payout is reported only as the chain shows it, never assumed.
 
     def conclude_final(self, event: ev.ConcludeFinal) -> Deferred[Concluded | None]:
         """Submit concludeFinal now (primary) or after a grace period if nobody else did."""
@@ -175,19 +177,31 @@ class ChainSettlement:
         if not event.primary:
             await self._sleep(self.conclude_grace)
             if await self._is_concluded(event.channel_id):
-                return None
+                return await self._conclusion(event.channel_id, event.state.version)
         try:
             receipt = await self.chain.conclude_final(self.account, event.params, event.state,
                                                       event.signatures)
             self.receipts.append(receipt)
         except TxReverted as exc:
-            if exc.data.get("error") == "ChannelConcluded":
-                return None  # the peer was quicker: the watcher reports its conclusion
+            if exc.data.get("error") == "ChannelConcluded":  # the peer was quicker
+                return await self._conclusion(event.channel_id, event.state.version)
             raise
         log.info("channel {channel_id} concluded with final version {version}, gas {gas}",
                  channel_id=_hex(event.channel_id), version=event.state.version,
                  gas=receipt.gas_used)
         return concluded_by(receipt)
+
+    async def _conclusion(self, channel_id: ChannelID, version: int) -> Concluded:
+        """The peer's transaction concluded the channel just now: its Concluded and PaidOut
+        events, looked up in the recent blocks; without them, the conclusion with its payouts
+        unknown (never assumed)."""
+        latest = await self.chain.block_number()
+        events = await self.chain.events(max(0, latest - RECENT_BLOCKS), latest, [channel_id])
+        for event in reversed(events):
+            if event.name == "Concluded":
+                return Concluded(int(event.args["version"]), payouts_of(
+                    e for e in events if e.tx_hash == event.tx_hash))
+        return Concluded(version, None)
 
     async def _is_concluded(self, channel_id: ChannelID) -> bool:
         status = await self.chain.channel_status(channel_id)
@@ -224,12 +238,12 @@ class ChainSettlement:
             # go, so that two conclude transactions do not race and one pays for a revert.
             await self._sleep(self.conclude_grace)
             if await self._is_concluded(event.channel_id):
-                return None
+                return await self._conclusion(event.channel_id, event.state.version)
         try:
             receipt = await self.chain.conclude(self.account, event.params, event.state)
             self.receipts.append(receipt)
         except TxReverted as exc:
             if exc.data.get("error") == "ChannelConcluded":
-                return None
+                return await self._conclusion(event.channel_id, event.state.version)
             raise
         return concluded_by(receipt)

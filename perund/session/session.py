@@ -30,7 +30,6 @@ from perund.channel.types import ChannelID, hex_address
 from perund.config import NodeConfig
 from perund.contacts.book import Contact, ContactBook
 from perund.errors import FailedPrecondition, InvalidConfig, StoreError, StoreLocked
-from perund.peer.admission import PeerLimits
 from perund.peer.manager import PeerManager
 from perund.safe_files import FileRules
 from perund.session.chain_check import mismatch, shortfalls
@@ -143,15 +142,8 @@ class Session:
         signer = keys.signer()
         account = keys.account()
         contacts = ContactBook(contact_list, store=store, own_address=signer.address)
-        limits = node.limits
         peers = PeerManager(reactor, signer, contacts.endpoint, config.comm_listen,
-                            dial_timeout=node.timeouts.peer_dial,
-                            limits=PeerLimits(handshakes=limits.peer_handshakes,
-                                              handshakes_per_host=limits.peer_handshakes_per_host,
-                                              connections_per_host=limits.peer_connections_per_host,
-                                              strangers=limits.peer_strangers,
-                                              refusals=limits.peer_refusals,
-                                              refusal_window=limits.peer_refusal_window))
+                            dial_timeout=node.timeouts.peer_dial, limits=node.limits.peer())
         settlement = ChainSettlement(reactor, chain, account,
                                      poll_interval=node.chain.poll_interval,
                                      funding_timeout=node.timeouts.funding,

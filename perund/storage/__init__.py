@@ -12,7 +12,7 @@ from perund.channel.types import ChannelID
 
 
 class ChannelStore(Protocol):
-    """Where a channel client keeps its channels (PROTOCOL.md §5).
+    """Where a channel client keeps its channels (docs/specification.md §5).
 
     `put` records the latest value of a channel; `flush` makes every `put` so far durable and
     returns None when they already are, or a Deferred that fires once they are. A message that
@@ -32,6 +32,15 @@ class ChannelStore(Protocol):
     def forget(self, channel_id: ChannelID) -> None:
         """Drop a channel that never came to exist on-chain (a proposal that failed)."""
 
+    def set_meta(self, name: str, value: bytes) -> None:
+        """Keep a small value under `name` (durable with the next flush)."""
+
+    def delete_meta(self, name: str) -> None:
+        """Forget the value under `name`, if any (durable with the next flush)."""
+
+    def metas(self, prefix: str) -> dict[str, bytes]:
+        """Every small value whose name starts with `prefix`, by name."""
+
 
 class MemoryStore:
     """A store that keeps channels in memory only: durable for the life of the process.
@@ -42,6 +51,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._channels: dict[ChannelID, Channel] = {}
+        self._meta: dict[str, bytes] = {}
 
     def put(self, channel: Channel) -> None:
         """Record `channel`."""
@@ -58,3 +68,15 @@ class MemoryStore:
     def forget(self, channel_id: ChannelID) -> None:
         """Drop a channel."""
         self._channels.pop(channel_id, None)
+
+    def set_meta(self, name: str, value: bytes) -> None:
+        """Keep a small value under `name`."""
+        self._meta[name] = value
+
+    def delete_meta(self, name: str) -> None:
+        """Forget the value under `name`."""
+        self._meta.pop(name, None)
+
+    def metas(self, prefix: str) -> dict[str, bytes]:
+        """Every small value whose name starts with `prefix`."""
+        return {name: value for name, value in self._meta.items() if name.startswith(prefix)}

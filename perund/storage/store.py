@@ -1,5 +1,5 @@
 """`SessionStore`: one session's durable store (semidbm), with group commit, repair on open and
-compaction (docs/storage.md; PROTOCOL.md §5).
+compaction (docs/storage.md; docs/specification.md §5).
 
 Writes are buffered in memory by `put` and the other setters; a commit, scheduled with
 `callLater(0)` on the first write of a reactor turn, appends them all to the data file and runs
@@ -220,6 +220,16 @@ class SessionStore:
             raise StoreError("meta values are bytes of at most 16 MiB")
         self._write(_META + _key_text(name), value)
         self._meta[name] = value
+
+    def delete_meta(self, name: str) -> None:
+        """Forget the value under `name`, if any (durable after the next flush)."""
+        if name in self._meta:
+            self._write(_META + _key_text(name), None)
+            del self._meta[name]
+
+    def metas(self, prefix: str) -> dict[str, bytes]:
+        """Every value whose name starts with `prefix`, by name."""
+        return {name: value for name, value in self._meta.items() if name.startswith(prefix)}
 
     # ----------------------------------------------------------------------------------------
     # Durability

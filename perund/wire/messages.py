@@ -1,4 +1,4 @@
-"""The peer messages (PROTOCOL.md §3 and §6) as immutable values.
+"""The peer messages (docs/specification.md §3 and §6) as immutable values.
 
 Ids, addresses and signatures are raw bytes (20 / 32 / 65 bytes), amounts are wei as `int`. The
 types do not validate themselves: the core builds one of these for every payment and the codec
@@ -203,7 +203,7 @@ def auth_digest(
     dialer_address: Address,
     listener_address: Address,
 ) -> bytes:
-    """What both sides sign in Auth (PROTOCOL.md §6).
+    """What both sides sign in Auth (docs/specification.md §6).
 
     keccak256("perund-auth" ‖ dialer nonce ‖ listener nonce ‖ dialer address ‖ listener address):
     ordered by role, so both ends of a connection sign the same 32 bytes, and bound to both fresh

@@ -1,7 +1,7 @@
 """PeerProtocol: framing, decoding and the authenticated handshake of one peer connection.
 
 Frames are a 4-byte big-endian length followed by one codec payload (`perund.wire.codec`). The
-handshake (PROTOCOL.md §6) is a small state machine:
+handshake (docs/specification.md §6) is a small state machine:
 
     AWAIT_HELLO --Hello--> AWAIT_AUTH --Auth--> READY
          \\______________________\\______________> CLOSED (any violation, deadline, loss)

@@ -48,6 +48,22 @@ class _Pending:
     apply: Callable[[], ChannelView | None]
 
 
+class MemoryShelf:
+    """A `NoticeShelf` in a dict: it outlives the hubs, as a session's store does."""
+
+    def __init__(self) -> None:
+        self.records: dict[int, bytes] = {}
+
+    def kept(self) -> dict[int, bytes]:
+        return dict(self.records)
+
+    def keep(self, key: int, record: bytes) -> None:
+        self.records[key] = record
+
+    def drop(self, key: int) -> None:
+        self.records.pop(key, None)
+
+
 @dataclass
 class _Session:
     id: bytes
@@ -58,6 +74,7 @@ class _Session:
     pending: dict[bytes, _Pending] = field(default_factory=dict)
     listeners: list[Callable[[Notification], None]] = field(default_factory=list)
     on_chain: dict[Address, int] = field(default_factory=dict)
+    shelf: MemoryShelf = field(default_factory=lambda: MemoryShelf())
 
     def notify(self, note: Notification) -> None:
         for listener in list(self.listeners):
@@ -238,6 +255,10 @@ class MemoryNode:
         session = self._session(session_id)
         session.listeners.append(callback)
         return lambda: session.listeners.remove(callback)
+
+    def notice_shelf(self, session_id: bytes) -> MemoryShelf:
+        self.calls.append("notice_shelf")
+        return self._session(session_id).shelf
 
     # -- the peer's side, driven by tests -------------------------------------------------------
 

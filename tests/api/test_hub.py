@@ -1,5 +1,5 @@
 """Notification hubs: delivery, caching until expiry, several subscribers, withdrawal,
-client clean-up; on a task.Clock."""
+client clean-up, what the shelf keeps across restarts; on a task.Clock."""
 
 from __future__ import annotations
 
@@ -8,21 +8,26 @@ from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent
 
+from perund.api.amounts import Currencies
 from perund.api.credentials import OPERATOR
 from perund.api.hub import PROPOSALS, UPDATES, ClientSubscriptions, SessionHub
 from perund.api.method_spec import CallContext
 from perund.api.views import (
     AssetBalance,
     ChannelView,
+    KeptPush,
     Notification,
+    ProposalGoneView,
     ProposalView,
     UpdateView,
     Withdrawn,
 )
 from perund.channel.types import ETH, Address
-from perund.errors import ResourceNotFound
+from perund.errors import ResourceNotFound, StoreError
 from tests.api.helpers import Api
+from tests.api.memfacade import MemoryShelf
 
 PEER = Address(b"\x0b" * 20)
 
@@ -227,3 +232,112 @@ def test_subscribe_through_the_api_gets_what_arrived_before() -> None:
     # closing the session ends its hub; new notices of a closed session go nowhere
     api.call("session_close", {"sessionId": session})
     assert raw not in api.hubs
+
+
+# -- what outlasts a restart ------------------------------------------------------------------
+
+def _restart(clock: Clock, shelf: MemoryShelf, **kwargs: Any) -> tuple[SessionHub, list[Any]]:
+    """A new hub on the same shelf (the node started again), with one updates subscriber."""
+    hub = SessionHub(clock, shelf=shelf, **kwargs)
+    got: list[Any] = []
+    hub.subscribe(UPDATES, None, got.append)
+    return hub, got
+
+
+def test_lasting_pushes_nobody_took_outlast_a_restart_questions_do_not(clock: Clock) -> None:
+    shelf = MemoryShelf()
+    hub = SessionHub(clock, shelf=shelf)
+    channel = os.urandom(32)
+    closed, disputed = update(channel, None, "closed"), update(channel, None, "disputed")
+    hub.publish(proposal(clock.seconds() + 60))
+    hub.publish(update(channel, clock.seconds() + 60, "open"))
+    hub.publish(disputed)
+    hub.publish(closed)
+    assert len(shelf.records) == 2  # the proposal and the open update are questions
+    currencies = Currencies()
+    _, got = _restart(clock, shelf)
+    assert [(type(n), n.to_json(currencies)) for n in got] == [
+        (KeptPush, disputed.to_json(currencies)), (KeptPush, closed.to_json(currencies))]
+    assert shelf.records == {}  # delivered: handed out once, across restarts too
+    _, again = _restart(clock, shelf)
+    assert again == []
+
+
+def test_gone_questions_are_kept_like_closed_channels(clock: Clock) -> None:
+    shelf = MemoryShelf()
+    hub = SessionHub(clock, shelf=shelf, closed_ttl=100)
+    channel = os.urandom(32)
+    gone_proposal = ProposalGoneView(os.urandom(32), "bob", PEER, "the node stopped")
+    gone_update = update(channel, None, "gone")
+    hub.publish(gone_proposal)
+    hub.publish(gone_update)
+    assert len(shelf.records) == 2
+    restarted = SessionHub(clock, shelf=shelf, closed_ttl=100)
+    proposals: list[Any] = []
+    updates: list[Any] = []
+    restarted.subscribe(UPDATES, channel, updates.append)
+    restarted.subscribe(PROPOSALS, None, proposals.append)
+    currencies = Currencies()
+    assert [n.to_json(currencies) for n in proposals] == [gone_proposal.to_json(currencies)]
+    assert proposals[0].to_json(currencies)["type"] == "gone"
+    assert [n.to_json(currencies) for n in updates] == [gone_update.to_json(currencies)]
+    assert shelf.records == {}
+
+
+def test_kept_pushes_keep_their_channel_filter_and_order_across_restarts(clock: Clock) -> None:
+    shelf = MemoryShelf()
+    one, two = os.urandom(32), os.urandom(32)
+    first = SessionHub(clock, shelf=shelf)
+    first.publish(update(one, None, "closed"))
+    second = SessionHub(clock, shelf=shelf)  # restarted before anyone listened
+    second.publish(update(two, None, "closed"))
+    second.publish(update(one, None, "chainLost"))
+    third = SessionHub(clock, shelf=shelf)
+    mine: list[Any] = []
+    third.subscribe(UPDATES, one, mine.append)
+    assert [n.to_json(Currencies())["type"] for n in mine] == ["closed", "chainLost"]
+    assert all(n.channel_id == one for n in mine)
+    rest: list[Any] = []
+    third.subscribe(UPDATES, None, rest.append)
+    assert [n.channel_id for n in rest] == [two]
+
+
+def test_kept_pushes_expire_and_damaged_records_are_dropped(
+        clock: Clock, logs: list[dict[str, Any]]) -> None:
+    shelf = MemoryShelf()
+    hub = SessionHub(clock, shelf=shelf, closed_ttl=100)
+    hub.publish(update(os.urandom(32), None, "closed"))
+    shelf.records[7] = b"not json"
+    shelf.records[8] = b'{"topic": "elsewhere", "expires": 1e12, "channelId": null, ' \
+                       b'"updateId": null, "push": {}}'
+    clock.advance(101)
+    _, got = _restart(clock, shelf)
+    assert got == [] and shelf.records == {}
+    warned = [formatEvent(e) for e in logs if "kept notification" in formatEvent(e)]
+    assert warned == ["dropped kept notification 7: not a notification record",
+                      "dropped kept notification 8: not a notification record"]
+    assert not any("not json" in formatEvent(e) for e in logs)  # contents never quoted
+
+
+def test_the_bounded_cache_drops_from_the_shelf_too(clock: Clock) -> None:
+    shelf = MemoryShelf()
+    hub = SessionHub(clock, shelf=shelf, max_cached=2)
+    channels = [os.urandom(32) for _ in range(3)]
+    for channel in channels:
+        hub.publish(update(channel, None, "closed"))
+    assert len(shelf.records) == 2
+    _, got = _restart(clock, shelf, max_cached=2)
+    assert [n.channel_id for n in got] == channels[1:]
+
+
+class _BrokenShelf(MemoryShelf):
+    def keep(self, key: int, record: bytes) -> None:
+        raise StoreError("store /x: writing failed: disk full")
+
+
+def test_a_failing_shelf_still_caches_and_warns(clock: Clock, logs: list[dict[str, Any]]) -> None:
+    hub = SessionHub(clock, shelf=_BrokenShelf())
+    closed = update(os.urandom(32), None, "closed")
+    hub.publish(closed)
+    assert hub.cached() == [closed]
+    assert any("could not be written" in formatEvent(e) for e in logs)

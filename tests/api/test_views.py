@@ -18,7 +18,7 @@ from perund.channel.machine import transition
 from perund.channel.phases import Phase
 from perund.channel.records import Dispute
 from perund.channel.types import ETH, Address, hex_address
-from perund.session.client import ChannelNotice, ProposalNotice, UpdateNotice
+from perund.session.client import ChannelNotice, GoneNotice, ProposalNotice, UpdateNotice
 from perund.wire.messages import Propose
 from tests.channel.factories import (
     ALICE,
@@ -69,7 +69,7 @@ def test_a_proposal_is_shown_from_the_responders_side() -> None:
                       proposal.balances, proposal.participant, proposal.receiver)
     view = proposal_view(ProposalNotice(ALICE.address, message, 1234.5), aliases)
     shown = view.to_json(Currencies())
-    assert shown == {"proposalId": "0x" + "01" * 32, "peer": "alice",
+    assert shown == {"type": "proposed", "proposalId": "0x" + "01" * 32, "peer": "alice",
                      "peerAddress": hex_address(ALICE.address),
                      "balances": {"ETH": {"self": "0.5", "peer": "2"}},
                      "challengeDuration": 3600, "expiry": 1234.5}
@@ -101,9 +101,35 @@ def test_closed_withdrawn_and_silent_notices() -> None:
     assert note.error is not None  # version 0 was never final: settled by a dispute
     final = replace(closed, current=replace(closed.current, state=replace(
         closed.latest, is_final=True))) if closed.current else closed
-    note = notification_of(ChannelNotice(final, ev.Closed(alice.channel_id, 0)), aliases)
+    ours = tuple((asset, row[alice.index]) for asset, row in
+                 zip(final.latest.assets, final.latest.balances, strict=True))
+    note = notification_of(ChannelNotice(final, ev.Closed(alice.channel_id, 0, ours)), aliases)
     assert isinstance(note, UpdateView) and note.error is None
+    assert note.channel.paid_out == ours
+    # The chain paid less than the state gives us: said, not hidden.
+    short = notification_of(ChannelNotice(final, ev.Closed(alice.channel_id, 0, ())), aliases)
+    assert isinstance(short, UpdateView) and short.error is not None
+    assert "paid your account less" in short.error
     gone = notification_of(ChannelNotice(alice, ev.UpdateWithdrawn(
         alice.channel_id, b"\x05" * 32, "synced")), aliases)
     assert gone == Withdrawn(b"\x05" * 32, alice.channel_id, "synced")
     assert notification_of(ChannelNotice(alice, ev.Opened(alice.channel_id)), aliases) is None
+
+
+def test_questions_a_restart_ended_are_shown_as_gone() -> None:
+    alice, _ = make_pair()
+    proposal = notification_of(GoneNotice("proposal", b"\x05" * 32, BOB.address, None,
+                                          "the node stopped"), aliases)
+    assert proposal is not None and proposal.to_json(Currencies()) == {
+        "type": "gone", "proposalId": "0x" + "05" * 32, "peer": "bob",
+        "peerAddress": hex_address(BOB.address), "reason": "the node stopped"}
+    update = notification_of(GoneNotice("update", b"\x06" * 32, BOB.address, alice,
+                                        "the node stopped"), aliases)
+    assert update is not None
+    shown = update.to_json(Currencies())
+    assert (shown["type"], shown["updateId"], shown["error"]) == (
+        "gone", "0x" + "06" * 32, "the node stopped")
+    assert shown["channel"]["version"] == alice.version
+    # An update of a channel the session no longer knows has nothing to be shown against.
+    assert notification_of(GoneNotice("update", b"\x07" * 32, BOB.address, None, "x"),
+                           aliases) is None

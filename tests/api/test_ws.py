@@ -181,7 +181,8 @@ async def test_pushes_cached_delivered_fanned_out_and_cleaned_up() -> None:
         assert push["params"]["subscription"] == sub
         shown = dict(push["params"]["result"])
         assert shown.pop("peerAddress").lower() == BOB
-        assert shown == {"proposalId": "0x" + waiting.proposal_id.hex(), "peer": "bob",
+        assert shown == {"type": "proposed", "proposalId": "0x" + waiting.proposal_id.hex(),
+                         "peer": "bob",
                          "balances": {"ETH": {"self": "1", "peer": "2"}},
                          "challengeDuration": 600, "expiry": waiting.expiry}
 

@@ -72,6 +72,34 @@ async def test_holdings_as_of_a_past_block(chain, new_channel) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_channel_funds_reads_many_channels_at_once(chain, new_channel) -> None:
+    backend = chain.backend
+    channels = [new_channel() for _ in range(3)]
+    await backend.deposit(channels[0].accounts[0], channels[0].id, 0, ETH, 3 * ETHER)
+    await backend.deposit(channels[0].accounts[1], channels[0].id, 1, ETH, 2 * ETHER)
+    await backend.deposit(channels[2].accounts[1], channels[2].id, 1, ETH, 7)
+    token = Address(b"\x77" * 20)  # an asset nobody deposited: nothing held
+    funds = await backend.channel_funds([(channels[0].id, (ETH,)), (channels[1].id, (ETH,)),
+                                         (channels[2].id, (ETH, token))])
+    assert [held for _, held in funds] == [(5 * ETHER,), (0,), (7, 0)]
+    assert all(status.phase is Phase.NONE and status.version == 0 for status, _ in funds)
+    # The same as one call each, and more channels than one batch holds.
+    many = [(channels[i % 3].id, (ETH,)) for i in range(260)]  # 520 calls: two batches
+    batched = await backend.channel_funds(many)
+    assert [held for _, held in batched] == [funds[i % 3][1][:1] for i in range(260)]
+    assert await backend.channel_funds([]) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_batched_reads_of_an_account_without_code_are_invalid_contracts(chain) -> None:
+    no_code = chain.account(5).address
+    with pytest.raises(InvalidContracts) as raised:
+        await deferToThreadPool(reactor, chain.backend.pool, chain.backend.client.calls_blocking,
+                                no_code, [("holdings", (b"\x00" * 32, ETH))])
+    assert raised.value.data["error"] == "no code"
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_call_to_an_account_without_code_is_invalid_contracts(chain) -> None:
     no_code = chain.account(5).address
     with pytest.raises(InvalidContracts) as raised:

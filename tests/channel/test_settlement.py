@@ -288,8 +288,10 @@ def test_a_conclusion_reports_what_the_chain_paid_our_receiver() -> None:
     assert events[-1] == Closed(bob.channel_id, 0, ((ETH, 3 * ETHER),))  # credited counts too
     _, events = transition(alice, Concluded(0, payouts))
     assert events[-1] == Closed(alice.channel_id, 0, ((ETH, 7 * ETHER),))
-    _, events = transition(bob, Concluded(0))  # no PaidOut seen: nothing paid is reported
+    _, events = transition(bob, Concluded(0, ()))  # the chain paid us nothing: said so
     assert events[-1] == Closed(bob.channel_id, 0, ())
+    _, events = transition(bob, Concluded(0))  # learnt without its events: not known
+    assert events[-1] == Closed(bob.channel_id, 0, None)
 
 
 def test_a_channel_the_chain_lost_is_given_up_for_good() -> None:

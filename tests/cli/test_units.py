@@ -171,6 +171,15 @@ def test_pushes_read_as_sentences() -> None:
                "channel": channel(cid, "alice", "open", "1.5", "0.5")}
     assert describe_push(payment, style, before).startswith(
         "payment alice paid you 0.5 ETH on channel 0xabababab…: you 1.5 ETH, alice 0.5 ETH")
+    gone = {**request, "type": "gone", "expiry": None, "error": "the node stopped",
+            "channel": channel(cid, "alice", "open", "1", "1")}
+    assert describe_push(gone, style) == (
+        "update 0x01010101… from alice on channel 0xabababab… is gone unanswered: the node "
+        "stopped")
+    gone_proposal = {"type": "gone", "proposalId": "0x" + "02" * 32, "peer": "bob",
+                     "peerAddress": "0x" + "22" * 20, "reason": "the node stopped"}
+    assert describe_push(gone_proposal, style) == (
+        "proposal 0x02020202… from bob is gone unanswered: the node stopped")
     closed = {**payment, "type": "closed", "channel": channel(cid, "alice", "closed", "1.5",
                                                               "0.5")}
     head = "closed channel 0xabababab… with alice: settled on-chain, "
@@ -238,3 +247,17 @@ def test_progress_lines_without_a_terminal() -> None:
     on_terminal.clear()
     assert tty.getvalue().startswith("\r\x1b[K") and "opening: waiting for bob (4 s)" in \
         tty.getvalue() and tty.getvalue().endswith("\r\x1b[K")
+
+
+def test_unfunded_and_lost_channels_say_so() -> None:
+    from perund.cli.client.render import channel_details, channel_rows
+
+    style = Style(False)
+    cid = "0x" + "cd" * 32
+    funding = channel(cid, "bob", "funding", "2", "0.5")
+    rows = channel_rows([funding], style)
+    assert "(2 ETH to deposit)" in rows and "(0.5 ETH to deposit)" in rows
+    assert "not funded yet" in channel_details(funding, style)
+    opened = channel(cid, "bob", "open", "2", "0.5")
+    assert "to deposit" not in channel_rows([opened], style)
+    assert "lost" in channel_rows([channel(cid, "bob", "chainLost", "2", "0.5")], style)

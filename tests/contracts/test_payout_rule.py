@@ -20,7 +20,7 @@ from .conftest import ADJUDICATOR_JSON, Chain, Channel, load_artifact
 
 
 def expected_payout(d0: int, d1: int, o0: int, o1: int) -> tuple[int, int]:
-    """The rule of PROTOCOL.md §2 as perund fixes it (docs/contract.md), in plain Python."""
+    """The payout rule (docs/specification.md §2, docs/contract.md), in plain Python."""
     held, total = d0 + d1, o0 + o1
     if held < total:
         return (d0, d1)

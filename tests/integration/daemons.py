@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
+from perund.chain.anvil import free_port
 from perund.cli.apiclient import ApiClient, ApiError, Pushes
+from perund.cli.generate import Generated, generate
 from perund.errors import Internal
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -104,3 +107,29 @@ def running(*configs: Path, workdir: Path) -> Iterator[tuple[Daemon, ...]]:
             daemon.stop()
     for daemon in daemons:
         assert_clean_log(daemon)
+
+
+def generated(folder: Path) -> Generated:
+    """`perund generate` output for one node on its embedded chain, on free ports."""
+    return generate(folder, api_port=free_port(), comm_ports=(free_port(), free_port()))
+
+
+def open_channel(node: Daemon, proposer: str, responder: str, ours: str, theirs: str,
+                 peer: str = "bob", proposer_node: Daemon | None = None) -> str:
+    """A channel between two sessions: `proposer` (a session ID, on `proposer_node` or `node`)
+    proposes it to `peer`, whose session `responder` on `node` accepts the pushed proposal; its
+    ID, once funded."""
+    pushes = node.socket()
+    try:
+        pushes.call("subscribe", sessionId=responder, topic="proposals")
+        with ThreadPoolExecutor(1) as pool:
+            opening = pool.submit((proposer_node or node).call, "channel_open",
+                                  sessionId=proposer, peer=peer,
+                                  balances={"ETH": {"self": ours, "peer": theirs}})
+            proposal = pushes.wait(lambda p: "proposalId" in p)
+            node.call("channel_respondProposal", sessionId=responder,
+                      proposalId=proposal["proposalId"], accept=True)
+            channel: str = opening.result(120)["channelId"]
+            return channel
+    finally:
+        pushes.close()

@@ -5,7 +5,6 @@ credential is HTTP 401; the operator's token still does everything."""
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from perund.cli.apiclient import ApiClient, ApiError, AuthFailed
 from perund.cli.generate import Generated
 from perund.errors import Unauthorized
-from tests.integration.daemons import Daemon, running
+from tests.integration.daemons import Daemon, open_channel, running
 
 
 def _on_bobs_session(bob: str, channel: str) -> dict[str, dict[str, Any]]:
@@ -67,19 +66,7 @@ def _check(node: Daemon, files: dict[str, str]) -> None:
     alice = ApiClient(node.port, opened["alice"]["token"])
     bob = ApiClient(node.port, opened["bob"]["token"])
 
-    # A channel between them, opened and accepted by each with their own credential.
-    pushes = bob.pushes()
-    try:
-        pushes.call("subscribe", sessionId=b, topic="proposals")
-        with ThreadPoolExecutor(1) as pool:
-            opening = pool.submit(alice.call, "channel_open", sessionId=a, peer="bob",
-                                  balances={"ETH": {"self": "2", "peer": "1"}})
-            proposal = pushes.wait(lambda p: "proposalId" in p)
-            bob.call("channel_respondProposal", sessionId=b,
-                     proposalId=proposal["proposalId"], accept=True)
-            channel = opening.result(120)["channelId"]
-    finally:
-        pushes.close()
+    channel = open_channel(node, a, b, "2", "1")
 
     # The methods that take a session are exactly those of the matrix (a new one must be added).
     described = node.call("rpc.discover")["methods"]

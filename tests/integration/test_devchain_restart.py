@@ -1,7 +1,10 @@
 """The embedded dev chain keeps its state: a real `twistd -n perund` on it, a channel opened and
 paid, the node stopped (SIGTERM) or killed (SIGKILL, after the chain's periodic dump), started
 again: the channel is there with its latest version, and a cooperative close pays both sides to
-the wei, less what each one's transactions cost."""
+the wei, less what each one's transactions cost.
+
+A payment request bob had not answered when the node went down is not forgotten: after the
+restart bob's first `updates` subscriber is told it is `gone`, and a late answer says why."""
 
 from __future__ import annotations
 
@@ -16,9 +19,8 @@ from typing import Any
 
 import pytest
 
-from perund.chain.anvil import free_port
-from perund.cli.generate import Generated, generate
-from tests.integration.daemons import Daemon, running
+from perund.cli.generate import Generated
+from tests.integration.daemons import Daemon, generated, open_channel, running
 
 ETHER = 10**18
 
@@ -61,22 +63,45 @@ def _open_and_pay(node: Daemon, setup: Generated) -> tuple[dict[str, Any], str, 
     start = {name: _wei(node.call("session_balance", sessionId=opened[name]["sessionId"])
                         ["balances"]["ETH"]) for name in files}
     a, b = opened["alice"]["sessionId"], opened["bob"]["sessionId"]
-    pushes = node.socket()
-    try:
-        pushes.call("subscribe", sessionId=b, topic="proposals")
-        with ThreadPoolExecutor(1) as pool:
-            opening = pool.submit(node.call, "channel_open", sessionId=a, peer="bob",
-                                  balances={"ETH": {"self": "2", "peer": "0.5"}})
-            proposal = pushes.wait(lambda p: "proposalId" in p)
-            node.call("channel_respondProposal", sessionId=b,
-                      proposalId=proposal["proposalId"], accept=True)
-            channel = opening.result(120)["channelId"]
-    finally:
-        pushes.close()
+    channel = open_channel(node, a, b, "2", "0.5")
     for _ in range(3):
         node.call("channel_send", sessionId=a, channelId=channel,
                   payments=[{"currency": "ETH", "payee": "bob", "amount": "0.1"}])
     return opened, channel, start
+
+
+def _ask_bob(node: Daemon, opened: dict[str, Any], channel: str,
+             pool: ThreadPoolExecutor) -> str:
+    """alice requests 0.1 ETH from bob, whose user sees the question and does not answer; the
+    question's update ID."""
+    a, b = opened["alice"]["sessionId"], opened["bob"]["sessionId"]
+    pushes = node.socket()
+    try:
+        pushes.call("subscribe", sessionId=b, topic="updates", channelId=channel)
+        pool.submit(node.call, "channel_send", sessionId=a, channelId=channel,
+                    payments=[{"currency": "ETH", "payee": "self", "amount": "0.1"}])
+        question = pushes.wait(lambda p: p.get("type") == "open")
+        assert question["kind"] == "request"
+        update_id: str = question["updateId"]
+        return update_id
+    finally:
+        pushes.close()
+
+
+def _told_gone(node: Daemon, opened: dict[str, Any], channel: str, update_id: str) -> None:
+    b = opened["bob"]["sessionId"]
+    node.wait_for_sessions(2)
+    pushes = node.socket()
+    try:
+        pushes.call("subscribe", sessionId=b, topic="updates")
+        gone = pushes.wait(lambda p: p.get("type") == "gone", timeout=20)
+    finally:
+        pushes.close()
+    assert gone["updateId"] == update_id and gone["channelId"] == channel
+    assert "before its user answered" in gone["error"]
+    late = node.request("channel_respondUpdate", sessionId=b, channelId=channel,
+                        updateId=update_id, accept=True)
+    assert "the node restarted before it was answered" in late["error"]["message"]
 
 
 def _close_and_check(node: Daemon, setup: Generated, opened: dict[str, Any], channel: str,
@@ -109,11 +134,12 @@ def _close_and_check(node: Daemon, setup: Generated, opened: dict[str, Any], cha
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 def test_channels_survive_a_restart_of_the_embedded_chain(how: str, tmp_path: Path) -> None:
-    setup = generate(tmp_path / "node", api_port=free_port(),
-                     comm_ports=(free_port(), free_port()))
-    with running(setup.node_config, workdir=tmp_path) as (node,):
+    setup = generated(tmp_path / "node")
+    with running(setup.node_config, workdir=tmp_path) as (node,), \
+            ThreadPoolExecutor(1) as pool:
         opened, channel, start = _open_and_pay(node, setup)
         chain_url = _chain_url(node)
+        update_id = _ask_bob(node, opened, channel, pool)
         if how == "sigterm":
             node.stop()
         else:
@@ -130,4 +156,5 @@ def test_channels_survive_a_restart_of_the_embedded_chain(how: str, tmp_path: Pa
         else:
             raise AssertionError("the embedded chain outlived its node")
         node.start()
+        _told_gone(node, opened, channel, update_id)
         _close_and_check(node, setup, opened, channel, start)

@@ -11,15 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from perund.chain.anvil import free_port
-from perund.cli.generate import generate
 from perund.errors import InsufficientFunds
-from tests.integration.daemons import running
+from tests.integration.daemons import generated, running
 
 
 def test_unfundable_channels_are_refused_up_front(tmp_path: Path) -> None:
-    setup = generate(tmp_path / "node", api_port=free_port(),
-                     comm_ports=(free_port(), free_port()))
+    setup = generated(tmp_path / "node")
     files = {u.name: str(u.session_file) for u in setup.users}
     with running(setup.node_config, workdir=tmp_path) as (node,):
         opened = {name: node.call("session_open", configFile=files[name]) for name in files}

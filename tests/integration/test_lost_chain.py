@@ -6,36 +6,21 @@ reports a payout the chain does not show."""
 from __future__ import annotations
 
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from perund.chain.anvil import free_port
-from perund.cli.generate import generate
-from tests.integration.daemons import TWISTD, running
+from tests.integration.daemons import TWISTD, generated, open_channel, running
 
 
 @pytest.mark.slow
 def test_a_lost_chain_stops_the_start_or_marks_the_channels(tmp_path: Path) -> None:
-    setup = generate(tmp_path / "node", api_port=free_port(),
-                     comm_ports=(free_port(), free_port()))
+    setup = generated(tmp_path / "node")
     files = {u.name: str(u.session_file) for u in setup.users}
     with running(setup.node_config, workdir=tmp_path) as (node,):
         opened = {name: node.call("session_open", configFile=files[name]) for name in files}
         a, b = opened["alice"]["sessionId"], opened["bob"]["sessionId"]
-        pushes = node.socket()
-        try:
-            pushes.call("subscribe", sessionId=b, topic="proposals")
-            with ThreadPoolExecutor(1) as pool:
-                opening = pool.submit(node.call, "channel_open", sessionId=a, peer="bob",
-                                      balances={"ETH": {"self": "2", "peer": "0.5"}})
-                proposal = pushes.wait(lambda p: "proposalId" in p)
-                node.call("channel_respondProposal", sessionId=b,
-                          proposalId=proposal["proposalId"], accept=True)
-                channel = opening.result(120)["channelId"]
-        finally:
-            pushes.close()
+        channel = open_channel(node, a, b, "2", "0.5")
         node.stop()
 
         # The chain starts afresh: the start fails, naming the channel and what it held.

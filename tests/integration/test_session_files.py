@@ -8,17 +8,14 @@ import os
 import time
 from pathlib import Path
 
-from perund.chain.anvil import free_port
-from perund.cli.generate import generate
 from perund.errors import InvalidConfig
-from tests.integration.daemons import running
+from tests.integration.daemons import generated, running
 
 MARKER = "ZQX-secret-marker-9146"
 
 
 def test_session_open_cannot_be_turned_against_the_node(tmp_path: Path) -> None:
-    setup = generate(tmp_path / "node", api_port=free_port(),
-                     comm_ports=(free_port(), free_port()))
+    setup = generated(tmp_path / "node")
     alice_folder = setup.users[0].session_file.parent
     fifo = alice_folder / "pipe.yaml"
     os.mkfifo(fifo)  # in an allowed folder: only the file checks stand between it and a hang

@@ -23,7 +23,7 @@ from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest
 from perund.channel.types import ETH
 from perund.cli.generate import Generated
-from perund.config import load_node_config
+from perund.config import NodeConfig, load_node_config
 from perund.errors import FailedPrecondition, InvalidConfig, ResourceExists
 from perund.node import NodeService
 from perund.session.client import ChannelNotice, Notice, ProposalNotice, UpdateNotice
@@ -40,6 +40,14 @@ async def node(setup: Generated) -> AsyncIterator[NodeService]:
     await service.ready
     yield service
     await service.stopService()
+
+
+async def started(config: NodeConfig) -> NodeService:
+    """A node of `config`, once its start-up completed."""
+    service = NodeService(reactor, config)
+    service.startService()
+    await service.ready
+    return service
 
 
 def auto_answer(session: Session, accept_updates: bool = True) -> list[Notice]:
@@ -161,13 +169,7 @@ async def test_a_restarted_node_opens_its_sessions_again(anvil_setup: Generated)
     config = load_node_config(anvil_setup.node_config)
     alice_file, bob_file = (str(u.session_file) for u in anvil_setup.users)
 
-    async def started() -> NodeService:
-        service = NodeService(reactor, config)
-        service.startService()
-        await service.ready
-        return service
-
-    first = await started()
+    first = await started(config)
     alice_id = (await first.open_session(alice_file)).id
     bob = await first.open_session(bob_file)
     assert first.credentials is not None
@@ -179,7 +181,7 @@ async def test_a_restarted_node_opens_its_sessions_again(anvil_setup: Generated)
     assert alice_token not in first.sessions_file.read_text()  # digests only
     assert first.sessions_file.stat().st_mode & 0o077 == 0
 
-    second = await started()
+    second = await started(config)
     try:
         (alice,) = second.sessions.values()
         assert alice.config.path.resolve() == anvil_setup.users[0].session_file.resolve()
@@ -198,7 +200,7 @@ async def test_a_restarted_node_opens_its_sessions_again(anvil_setup: Generated)
 
     # A damaged record of the open sessions: the node starts anyway, and opens none.
     second.sessions_file.write_text("{not json", encoding="utf-8")
-    third = await started()
+    third = await started(config)
     try:
         assert third.sessions == {}
     finally:
@@ -214,13 +216,7 @@ async def test_a_session_that_cannot_reopen_stays_remembered(anvil_setup: Genera
     alice_file = anvil_setup.users[0].session_file
     bob_file = str(anvil_setup.users[1].session_file)
 
-    async def started() -> NodeService:
-        service = NodeService(reactor, config)
-        service.startService()
-        await service.ready
-        return service
-
-    first = await started()
+    first = await started(config)
     alice_id = (await first.open_session(str(alice_file))).id
     assert first.credentials is not None
     _, token = first.credentials.issue(alice_id, Scope.SESSION)
@@ -228,7 +224,7 @@ async def test_a_session_that_cannot_reopen_stays_remembered(anvil_setup: Genera
 
     hidden = alice_file.with_name("hidden.yaml")
     alice_file.rename(hidden)
-    second = await started()
+    second = await started(config)
     try:
         assert second.sessions == {}
         bob = await second.open_session(bob_file)  # rewrites the record
@@ -237,7 +233,7 @@ async def test_a_session_that_cannot_reopen_stays_remembered(anvil_setup: Genera
         await second.stopService()
 
     hidden.rename(alice_file)
-    third = await started()
+    third = await started(config)
     try:
         (alice,) = third.sessions.values()
         assert alice.id == alice_id

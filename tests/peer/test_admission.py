@@ -9,7 +9,8 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 
 from perund.channel.types import Address
-from perund.peer.admission import WARN_INTERVAL, Admission, PeerLimits
+from perund.peer.admission import Admission, PeerLimits
+from perund.ratelimit import WARN_INTERVAL
 
 LOGGED_REFUSALS = PeerLimits().logged_refusals
 
@@ -48,7 +49,15 @@ def test_connection_caps_warn_once_per_interval(logs: list[dict[str, Any]]) -> N
     assert not admission.admit_incoming("10.0.0.3", 0, 0, 3)  # three from that host
     assert admission.admit_stranger(MALLORY, 0)
     assert not admission.admit_stranger(MALLORY, 1)
-    assert len([e for e in logs if "refusing" in formatEvent(e)]) == 1
+    assert [formatEvent(e) for e in logs if "refused" in formatEvent(e)] == [
+        "refused 1 incoming peer connections: 1 in their handshake (2 from 10.0.0.1), "
+        "2 from 10.0.0.1 in all (limits.peer_handshakes, limits.peer_handshakes_per_host, "
+        "limits.peer_connections_per_host)"]
     clock.advance(WARN_INTERVAL)
     assert not admission.admit_incoming("10.0.0.1", 9, 9, 9)
-    assert len([e for e in logs if "refusing" in formatEvent(e)]) == 2
+    assert len([e for e in logs if "refused" in formatEvent(e)]) == 2
+    clock.advance(WARN_INTERVAL)
+    assert not admission.admit_stranger(MALLORY, 1)
+    assert formatEvent(logs[-1]) == (
+        f"refused 1 connections of unknown peers (the last 0x{MALLORY.hex()}): 1 unknown "
+        "peers are connected (limits.peer_strangers)")

@@ -71,7 +71,7 @@ def test_layout_is_pinned() -> None:
     assert keccak(encoded).hex() == GOLDEN_ALICE
     assert PHASE_CODES == {
         Phase.PROPOSING: 0, Phase.FUNDING: 1, Phase.OPEN: 2, Phase.UPDATING: 3,
-        Phase.CLOSING: 4, Phase.DISPUTED: 5, Phase.CLOSED: 6,
+        Phase.CLOSING: 4, Phase.DISPUTED: 5, Phase.CLOSED: 6, Phase.CHAIN_LOST: 7,
     }
     assert encode_cursor(1234) == b"\x01\xcd\x04\xd2"
     assert encode_contact({"comm_type": "tcp"}) == b"\x01\x81\xa9comm_type\xa3tcp"
@@ -216,7 +216,7 @@ def _pack(body: object) -> bytes:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda b: b.__setitem__(3, 7), "unknown phase code 7"),
+        (lambda b: b.__setitem__(3, 8), "unknown phase code 8"),
         (lambda b: b.__setitem__(2, 2), "index must be 0 or 1"),
         (lambda b: b.__setitem__(2, True), "index must be 0 or 1"),
         (lambda b: b.__setitem__(7, 1), "confirm_updates must be a bool"),

@@ -178,6 +178,10 @@ def test_contacts_cursor_and_meta_survive_a_reopen(store: SessionStore, clock: C
     store.set_block_cursor(11)
     store.set_meta("schema", b"\x01")
     store.set_meta("ünïcode", b"")
+    store.set_meta("push:1", b"one")
+    store.set_meta("push:2", b"two")
+    store.delete_meta("push:1")
+    store.delete_meta("push:9")  # nothing to forget
     assert store.contacts() == {"bob": bob, "carol": carol}
     clock.advance(0)
     store.close()
@@ -186,6 +190,7 @@ def test_contacts_cursor_and_meta_survive_a_reopen(store: SessionStore, clock: C
     assert s.contact("bob") == bob and s.contact("dave") is None
     assert s.block_cursor() == 11
     assert s.meta("schema") == b"\x01" and s.meta("ünïcode") == b"" and s.meta("x") is None
+    assert s.metas("push:") == {"push:2": b"two"}
     s.close()
 
 

@@ -152,7 +152,13 @@ def phase_text(phase: str, style: Style) -> str:
         return style.ok(phase)
     if phase in ("closing", "disputed", "funding", "proposing", "updating"):
         return style.warn(phase)
+    if phase == "chainLost":
+        return style.bad("lost")
     return style.dim(phase)
+
+
+UNFUNDED = ("proposing", "funding")
+"""Phases whose balances are what the deposits will be, not money in the channel yet."""
 
 
 def self_change(before: Mapping[str, Mapping[str, str]] | None,
@@ -186,6 +192,8 @@ def channel_rows(channels: Sequence[Mapping[str, Any]], style: Style) -> str:
         balances = c.get("balances", {})
         ours = ", ".join(amount(p["self"], cur) for cur, p in balances.items())
         theirs = ", ".join(amount(p["peer"], cur) for cur, p in balances.items())
+        if c["phase"] in UNFUNDED:  # not money in the channel yet: say so
+            ours, theirs = f"({ours} to deposit)", f"({theirs} to deposit)"
         rows.append([style.ident(short_id(c["channelId"])), str(c["peer"]),
                      phase_text(c["phase"], style), str(c["version"]), ours, theirs])
     return table(["CHANNEL", "PEER", "PHASE", "VERSION", "YOURS", "PEER'S"], rows, style)
@@ -199,9 +207,13 @@ def channel_details(c: Mapping[str, Any], style: Style, node_now: float | None =
         ("peer", peer if peer == c.get("peerAddress") else f"{peer} ({c.get('peerAddress')})"),
         ("phase", phase_text(c["phase"], style) + (" (final state)" if c.get("isFinal") else "")),
         ("version", str(c["version"])),
-        ("balances", balances_pair(c.get("balances", {}), peer)),
+        ("balances", balances_pair(c.get("balances", {}), peer)
+         + (" (to be deposited: the channel is not funded yet)" if c["phase"] in UNFUNDED
+            else "")),
         ("challenge", seconds_text(c["challengeDuration"])),
     ]
+    if c.get("paidOut") is not None:
+        pairs.append(("paid out", payout_text(c, style)))
     on_chain = c.get("onChain")
     if on_chain:
         text = f"version {on_chain['version']} registered, challenge period ends " \
@@ -246,6 +258,8 @@ def describe_push(push: Mapping[str, Any], style: Style,
     if "proposalId" in push:
         peer = str(push.get("peer"))
         head = style.notice(f"proposal {short_id(str(push['proposalId']))}")
+        if push.get("type") == "gone":
+            return f"{head} from {peer} is gone unanswered: {push.get('reason')}"
         text = (f"{head} {peer} proposes a channel: "
                 f"{balances_pair(push.get('balances', {}), peer)}, challenge "
                 f"{seconds_text(push.get('challengeDuration', 0))}")
@@ -273,6 +287,9 @@ def describe_push(push: Mapping[str, Any], style: Style,
         when = _expiry_text(push.get("expiry"), node_now)
         return (f"{head} {peer} {what} on {on}: would leave "
                 f"{balances_pair(balances, peer)}; {answer}{when}")
+    if kind_of_push == "gone":
+        head = style.notice(f"update {short_id(str(push.get('updateId')))}")
+        return f"{head} from {peer} on {on} is gone unanswered: {push.get('error')}"
     if kind_of_push == "final":
         head = style.notice(f"update {short_id(str(push.get('updateId')))}")
         when = _expiry_text(push.get("expiry"), node_now)

@@ -260,6 +260,11 @@ class Shell:
             return
         now = self._node_now()
         hint = "accept or reject"
+        if "proposalId" in push and push.get("type") == "gone":
+            with self.lock:
+                self.pending = [p for p in self.pending if p.id != push["proposalId"]]
+            self.say(render.describe_push(push, self.style, None, now))
+            return
         if "proposalId" in push:
             with self.lock:
                 self.pending.append(Pending("proposal", str(push["proposalId"]),
@@ -291,6 +296,9 @@ class Shell:
             if kind == "closed":
                 with self.lock:
                     self.pending = [p for p in self.pending if p.channel_id != channel_id]
+            if kind == "gone":
+                with self.lock:
+                    self.pending = [p for p in self.pending if p.id != push.get("updateId")]
             self.say(render.describe_push(push, self.style, before, now))
             if kind in ("updated", "disputed", "closed") and isinstance(push.get("channel"),
                                                                          dict):

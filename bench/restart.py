@@ -1,0 +1,197 @@
+"""How long a node with many channels and stored states takes to be ready again after a restart.
+
+Starts `twistd -n perund` on the embedded dev chain (the walkthrough's setup), opens alice's and
+bob's sessions, opens --channels channels from alice to bob (bob's session accepts every
+proposal pushed to it), sends --states payments on each, stops the node with SIGTERM and
+starts it again. Prints JSON with the time from starting the process until:
+
+- `api`: the API answers;
+- `sessions`: the node has opened both sessions again by itself (keys unlocked, stores
+  loaded, the chain checked to hold every channel's deposits, the first watcher poll done);
+- `channels`: both sessions list every channel as open, at the version it had;
+- `peers`: both sessions are connected to each other (`perund_peers_connected`), so every
+  channel's sync with its peer has gone out;
+- `paid_on_every_channel`: one more payment on every channel went through (the channels are
+  usable again), with 16 callers at once.
+
+The issue's target is 1,000 channels and 100,000 stored states ready within 2 s: run
+`bench/restart.py --channels 1000 --states 100` (its set-up takes a few minutes). The store's
+size per channel and per state written is printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from perund.chain.anvil import free_port
+from perund.cli.apiclient import ApiClient, PushStream
+from perund.cli.generate import Generated, generate
+from perund.cli.walkthrough import start_node
+
+CALLERS = 16
+
+
+def open_channels(api: ApiClient, bob_api: ApiClient, alice: str, bob: str,
+                  count: int) -> list[str]:
+    """`count` channels alice → bob, bob accepting each proposal as it is pushed."""
+    accepting = ThreadPoolExecutor(4)
+
+    def on_push(_: str, push: Any) -> None:
+        if "proposalId" in push:
+            accepting.submit(bob_api.call, "channel_respondProposal", sessionId=bob,
+                             proposalId=push["proposalId"], accept=True)
+
+    stream = PushStream(bob_api.ws_url, bob_api.token, on_push)
+    stream.call("subscribe", sessionId=bob, topic="proposals")
+    try:
+        with ThreadPoolExecutor(CALLERS) as pool:
+            opened = list(pool.map(
+                lambda _: api.call("channel_open", sessionId=alice, peer="bob",
+                                   balances={"ETH": {"self": "0.01", "peer": "0"}})["channelId"],
+                range(count)))
+    finally:
+        stream.close()
+        accepting.shutdown()
+    return opened
+
+
+def pay_each(api: ApiClient, alice: str, channels: list[str], times: int) -> float:
+    """`times` payments on every channel, CALLERS at once, each caller on channels of its own
+    (so no two payments merge into one update); the seconds it took."""
+    payment = [{"currency": "ETH", "payee": "bob", "amount": "0.000001"}]
+
+    def caller(mine: list[str]) -> None:
+        client = ApiClient(api.port, api.token)
+        for _ in range(times):
+            for channel in mine:
+                client.call("channel_send", sessionId=alice, channelId=channel,
+                            payments=payment)
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(CALLERS) as pool:
+        for done in [pool.submit(caller, channels[i::CALLERS]) for i in range(CALLERS)]:
+            done.result()
+    return time.monotonic() - start
+
+
+def peers_connected(api: ApiClient) -> int:
+    """The node's `perund_peers_connected` gauge."""
+    request = urllib.request.Request(f"http://127.0.0.1:{api.port}/metrics",
+                                     headers={"Authorization": f"Bearer {api.token}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        text = answer.read().decode()
+    for line in text.splitlines():
+        if line.startswith("perund_peers_connected "):
+            return int(float(line.split()[1]))
+    return 0
+
+
+def wait(what: str, ready: Any, node: Any, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if ready():
+                return
+        except Exception:  # not ready yet (a session still opening, say)
+            pass
+        if node.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the node was not ready ({what})")
+        time.sleep(0.01)
+
+
+def restart(setup: Generated, directory: Path, sessions: dict[str, str], channels: list[str],
+            versions: dict[str, int]) -> tuple[Any, dict[str, float]]:
+    started = time.monotonic()
+    node, api = start_node(setup.node_config, directory, directory / "node.log")
+    if api is None:
+        raise SystemExit("the node did not start again")
+    marks = {"api": time.monotonic() - started}
+    wait("sessions", lambda: len(api.call("session_list")) == 2, node)
+    marks["sessions"] = time.monotonic() - started
+
+    def all_open() -> bool:
+        for session in sessions.values():
+            listed = {c["channelId"]: c for c in api.call("channel_list", sessionId=session)}
+            if any(listed[c]["phase"] != "open" or listed[c]["version"] != versions[c]
+                   for c in channels):
+                return False
+        return True
+
+    wait("channels", all_open, node)
+    marks["channels"] = time.monotonic() - started
+    wait("peers", lambda: peers_connected(api) >= 2, node)
+    marks["peers"] = time.monotonic() - started
+    pay_each(api, sessions["alice"], channels, 1)
+    marks["paid_on_every_channel"] = time.monotonic() - started
+    return node, {k: round(v, 3) for k, v in marks.items()}
+
+
+def store_bytes(setup: Generated) -> int:
+    return sum(f.stat().st_size for user in setup.users
+               for f in (user.session_file.parent / "db").rglob("*") if f.is_file())
+
+
+def run(directory: Path, channels: int, states: int) -> dict[str, Any]:
+    setup = generate(directory, api_port=free_port(), comm_ports=(free_port(), free_port()))
+    node, api = start_node(setup.node_config, directory, directory / "node.log")
+    try:
+        if api is None:
+            raise SystemExit("the node did not start: " + (directory / "node.log").read_text())
+        files = {u.name: str(u.session_file) for u in setup.users}
+        opened = {name: api.call("session_open", configFile=files[name]) for name in files}
+        sessions = {name: o["sessionId"] for name, o in opened.items()}
+        bob_api = ApiClient(api.port, opened["bob"]["token"])
+        start = time.monotonic()
+        ids = open_channels(api, bob_api, sessions["alice"], sessions["bob"], channels)
+        opening = time.monotonic() - start
+        paying = pay_each(api, sessions["alice"], ids, states) if states else 0.0
+        # Payments that find their channel busy go out merged: read what each version is.
+        versions = {c["channelId"]: c["version"]
+                    for c in api.call("channel_list", sessionId=sessions["alice"])}
+        stored = sum(versions.values())
+        node.send_signal(signal.SIGTERM)
+        node.wait(120)
+        size = store_bytes(setup)
+        node, marks = restart(setup, directory, sessions, ids, versions)
+    finally:
+        node.terminate()
+        node.wait(60)
+    return {
+        "channels": channels,
+        "payments": channels * states,
+        "versions_written_per_side": stored,
+        "setup": {"open_channels_s": round(opening, 1),
+                  "payments_per_s": round(channels * states / paying, 1) if paying else None},
+        "ready_after_restart_s": marks,
+        "store_bytes_per_channel": round(size / (2 * channels)),
+        "store_bytes_per_state_written": round(size / max(1, 2 * (stored + channels))),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--channels", type=int, default=100, help="channels alice → bob")
+    parser.add_argument("--states", type=int, default=10, help="payments on each channel")
+    parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (the node's log)")
+    args = parser.parse_args()
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+        results = run(Path(args.keep), args.channels, args.states)
+    else:
+        with tempfile.TemporaryDirectory(prefix="perund-bench-restart-") as folder:
+            results = run(Path(folder), args.channels, args.states)
+    json.dump(results, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""`perund deploy`: put the packaged Adjudicator on a chain, for nodes to use.
+
+From a keystore account it deploys the Adjudicator of this perund version, says what it waits
+for (the transaction, then the confirmations), checks that the code at the new address is the
+packaged artifact's runtime code, prints the addresses, and writes them into a new node config
+that a node starts with (`twistd -n perund --config FILE`).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+from twisted.internet.task import deferLater
+
+from perund.chain.account import Account
+from perund.chain.backend import ChainBackend
+from perund.channel.types import Address, hex_address
+from perund.errors import InvalidArgument, ResourceExists
+from perund.keystore.v3 import PASSWORD_ENV, read_password, unlock_keystore
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What `perund deploy` put on the chain."""
+
+    chain_id: int
+    adjudicator: Address
+    tx_hash: bytes
+    gas_used: int
+    block: int
+
+
+def password_for(password_file: str | None, environ: dict[str, str],
+                 ask: Callable[[str], str] | None) -> str:
+    """The keystore's password: its file, PERUND_PASSWORD, or asked on the terminal."""
+    if password_file is not None or PASSWORD_ENV in environ or ask is None:
+        return read_password(Path(password_file) if password_file else None,
+                             field="--password-file", environ=environ)
+    return ask("keystore password: ")
+
+
+async def deploy(reactor: Any, out: TextIO, *, chain_url: str, account: Account,
+                 chain_id: int | None, confirmations: int, poll: float = 1.0) -> Deployment:
+    """Deploy the Adjudicator from `account` and wait until it is `confirmations` blocks deep;
+    progress lines go to `out`."""
+    backend = ChainBackend(reactor, url=chain_url, chain_id=chain_id)
+    backend.startService()
+    try:
+        connected = await backend.connect()
+        balance = await backend.balance(account.address)
+        out.write(f"chain {connected} at {chain_url}; deploying from "
+                  f"{hex_address(account.address)} (balance {balance / 10**18:g} ETH)\n")
+        out.write("… sending the deployment and waiting for it to be mined\n")
+        out.flush()
+        receipt = await backend.sender.transact(
+            account, "deployAdjudicator", None,
+            backend.codec.encode_constructor(backend.artifact.bytecode))
+        if receipt.contract_address is None:
+            raise InvalidArgument("the deployment's receipt names no contract", name="receipt",
+                                  value=receipt.tx_hash.hex(), requirement="a contract")
+        address = Address(receipt.contract_address)
+        out.write(f"mined in block {receipt.block_number} (gas {receipt.gas_used:,}): "
+                  f"{hex_address(address)}\n")
+        while (depth := await backend.block_number() - receipt.block_number) < confirmations:
+            out.write(f"… waiting for confirmations: {depth} of {confirmations}\n")
+            out.flush()
+            await deferLater(reactor, poll, lambda: None)
+        # The code there must be this version's Adjudicator (InvalidContracts otherwise).
+        await backend.validate_adjudicator(address)
+        out.write(f"checked: the code at {hex_address(address)} is this version's "
+                  "Adjudicator\n")
+        return Deployment(connected, address, receipt.tx_hash, receipt.gas_used,
+                          receipt.block_number)
+    finally:
+        backend.stopService()
+
+
+def write_node_config(path: Path, chain_url: str, deployment: Deployment,
+                      confirmations: int) -> None:
+    """A new node config for the deployment (refuses to overwrite a file)."""
+    if path.exists():
+        raise ResourceExists(f"{path} exists: write the node config to a new file",
+                             type="file", id=str(path))
+    document = {
+        "data_dir": "data",
+        "chain": {"url": chain_url, "id": deployment.chain_id,
+                  "adjudicator": hex_address(deployment.adjudicator),
+                  "confirmations": confirmations},
+        "sessions": {"config_dirs": []},
+    }
+    header = ("# perund node config written by `perund deploy`: every key is described in "
+              "etc/perund.yaml.\n# Name the folders your users' session files live in under "
+              "sessions.config_dirs.\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(header + yaml.safe_dump(document, sort_keys=False))
+
+
+def unlock_account(keystore: str, password: str) -> Account:
+    """The account of a keystore file."""
+    key = unlock_keystore(Path(keystore).expanduser(), password, field="--keystore")
+    return Account(key)
+
+
+def ask_on_terminal() -> Callable[[str], str] | None:
+    """getpass when a person is at a terminal, else None (scripts give a file or the env)."""
+    return getpass.getpass if sys.stdin.isatty() else None
+

@@ -1,0 +1,34 @@
+"""The rate-limited warning: one line per interval, with how many events it stands for, and
+with the caller's own fields (even one named `count`) formatted as given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.logger import Logger, formatEvent
+
+from perund.ratelimit import WARN_INTERVAL, RateLimitedWarning
+
+
+def _warning() -> tuple[Clock, RateLimitedWarning, list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    clock = Clock()
+    return clock, RateLimitedWarning(clock, Logger(observer=events.append)), events
+
+
+def test_a_flood_is_one_line_per_interval_counting_the_events() -> None:
+    clock, warning, events = _warning()
+    for _ in range(5):
+        warning.warn("refused {times} things")
+    clock.advance(WARN_INTERVAL / 2)
+    warning.warn("refused {times} things")
+    clock.advance(WARN_INTERVAL / 2)
+    warning.warn("refused {times} things")
+    assert [formatEvent(e) for e in events] == ["refused 1 things", "refused 6 things"]
+
+
+def test_the_callers_fields_are_formatted_even_one_named_count() -> None:
+    _, warning, events = _warning()
+    warning.warn("refused {times}: {count} connected, the last {peer}", count=7, peer="0xab")
+    assert [formatEvent(e) for e in events] == ["refused 1: 7 connected, the last 0xab"]
