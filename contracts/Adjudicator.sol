@@ -4,7 +4,7 @@ pragma solidity 0.8.28;
 import {AssetTransfers} from "./AssetTransfers.sol";
 import {ChannelEncoding} from "./ChannelEncoding.sol";
 
-/// @title Adjudicator: custody and settlement of two-party payment channels (perund PROTOCOL.md §2)
+/// @title Adjudicator: custody and settlement of two-party payment channels (perund docs/specification.md §2)
 /// @notice One contract both holds the deposits (ETH and ERC20 tokens) and settles disputes,
 /// including virtual channels funded by locks in two ledger channels (docs/protocol.md). Concluding
 /// a channel pays both receivers in the same call (push, with a bounded gas stipend); a receiver

@@ -1,4 +1,4 @@
-"""Byte-exact ABI encoding, hashing, signing and recovery of channel data (PROTOCOL.md §1).
+"""Byte-exact ABI encoding, hashing, signing and recovery of channel data (docs/specification.md §1).
 
 The encoders are hand-written for the two fixed shapes (Params and State) because the generic
 `eth_abi.encode` costs ~50 µs a state, a large share of one payment's budget; tests prove them
@@ -160,7 +160,7 @@ class Signer:
         return Signature(raw[:64] + bytes((raw[64] + 27,)))
 
     def sign_state(self, state: State) -> Signature:
-        """Sign `state` as PROTOCOL.md §1.5 says."""
+        """Sign `state` as docs/specification.md §1.5 says."""
         return self.sign_digest(signing_digest(state))
 
     def __repr__(self) -> str:

@@ -1,4 +1,4 @@
-"""Channel parameters and states (PROTOCOL.md §1), as immutable values.
+"""Channel parameters and states (docs/specification.md §1), as immutable values.
 
 Addresses are 20 raw bytes and amounts are wei as `int` throughout the core; conversion to and
 from hex strings and decimal currency amounts happens only at the edges (API, chain, config).
@@ -65,7 +65,7 @@ def _checksummed(address: bytes) -> str:
 class Params:
     """What fixes a channel's identity.
 
-    PROTOCOL.md §1.2 plus `receivers`: the on-chain accounts that the contract pays each
+    docs/specification.md §1.2: with `receivers`: the on-chain accounts that the contract pays each
     participant's outcome to. Binding them into the channel ID means no later message or
     transaction can redirect a payout (see docs/protocol.md).
     """
