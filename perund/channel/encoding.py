@@ -1,4 +1,5 @@
-"""Byte-exact ABI encoding, hashing, signing and recovery of channel data (docs/specification.md §1).
+"""Byte-exact ABI encoding, hashing, signing and recovery of channel data
+(docs/specification.md §1).
 
 The encoders are hand-written for the two fixed shapes (Params and State) because the generic
 `eth_abi.encode` costs ~50 µs a state, a large share of one payment's budget; tests prove them

@@ -1,7 +1,8 @@
 """What the core asks its shell to do or to tell: the outputs of every transition.
 
 The shell executes a transition's events **in order**: a `Persist` before a `Send*` means the
-write must be durable (fsync'd, group commit is fine) before the message leaves (docs/specification.md §5).
+write must be durable (fsync'd, group commit is fine) before the message leaves
+(docs/specification.md §5).
 Events carry everything their execution needs, so the shell never has to look at the channel
 value to act on one.
 """
