@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
-/// @title NoBoolToken: an ERC20 whose transfer, transferFrom and approve return nothing (as USDT's)
+/// @title NoBoolToken: an ERC20 whose transfer, transferFrom and approve return nothing, and whose
+/// approve refuses to change a nonzero allowance to another (both as USDT's)
 /// @notice For perund's tests only. Failures revert; success returns no data at all.
 contract NoBoolToken {
     mapping(address => uint256) public balanceOf;
@@ -26,6 +27,9 @@ contract NoBoolToken {
     }
 
     function approve(address spender, uint256 value) external {
+        // USDT's rule against front-running an allowance change: through zero, never from one
+        // nonzero allowance straight to another.
+        require(value == 0 || allowance[msg.sender][spender] == 0, "approve from nonzero");
         allowance[msg.sender][spender] = value;
         emit Approval(msg.sender, spender, value);
     }

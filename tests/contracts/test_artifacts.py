@@ -19,6 +19,8 @@ COMMITTED = {
         Path(f"tests/contracts/artifacts/{name}.json"): TEST_ARTIFACTS / f"{name}.json"
         for name in TEST_CONTRACTS
     },
+    # Package data too: the embedded dev chain deploys the test token PRN.
+    Path("perund/chain/artifacts/TestToken.json"): ADJUDICATOR_JSON.with_name("TestToken.json"),
 }
 
 
