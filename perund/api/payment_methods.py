@@ -13,10 +13,11 @@ from perund.api.facade import NodeFacade
 from perund.api.method_spec import CallContext, Method, Param
 from perund.api.schema import ADDRESS, AMOUNT, CHANNEL_ID, PEER, SECONDS, SESSION_ID, obj
 from perund.api.views import PaymentPage, PaymentView
+from perund.channel.memo import MAX_REFERENCE
 from perund.channel.types import ChannelID
 from perund.errors import InvalidArgument, ResourceNotFound, Unauthorized
 from perund.storage.history import MAX_LIMIT, PaymentQuery
-from perund.storage.payments import DIRECTIONS, MAX_REFERENCE, STATUSES
+from perund.storage.payments import DIRECTIONS, STATUSES
 
 PAYMENT_ID = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1,
               "description": "a payment's ID in its session's history (rises)"}

@@ -18,6 +18,7 @@ from typing import Any, Final, Literal
 
 import msgpack
 
+from perund.channel.memo import MAX_REFERENCE, Memo, parts_match
 from perund.channel.records import Channel
 from perund.channel.types import UINT64_MAX, UINT256_MAX, Address, ChannelID
 from perund.errors import StoreCorrupt, StoreError
@@ -30,8 +31,6 @@ Status = Literal["paid", "rejected", "expired"]
 DIRECTIONS: Final[tuple[Direction, ...]] = ("sent", "received")
 STATUSES: Final[tuple[Status, ...]] = ("paid", "rejected", "expired")
 
-MAX_REFERENCE: Final = 128
-"""Longest reference a payment may carry, in characters (an invoice number, an order ID)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +57,12 @@ class PaymentRecord:
     reference: str | None = None
 
 
-def payments_between(old: Channel | None, new: Channel, now: float,
-                     first_id: int) -> list[PaymentRecord]:
+def payments_between(old: Channel | None, new: Channel, now: float, first_id: int,
+                     memo: Memo = ()) -> list[PaymentRecord]:
     """The payments that turned channel value `old` into `new` (numbered from `first_id`):
-    one record per asset whose balance of ours changed between their fully signed states.
+    one record per asset whose balance of ours changed between their fully signed states, or,
+    when the update's `memo` adds up to that change, one per part and asset, with the parts'
+    references.
 
     Opening (no earlier fully signed state) and states that move nothing (a final state, a
     registration) make none. Who proposed the new state decides whether it was a request:
@@ -77,6 +78,11 @@ def payments_between(old: Channel | None, new: Channel, now: float,
     we_proposed = any(
         staged is not None and staged.proposer == ours and staged.state.version == after.version
         for staged in (old.staged, old.abandoned))
+    proposer = ours if we_proposed else 1 - ours
+    moved = tuple(was[proposer] - row[proposer]
+                  for was, row in zip(before.balances, after.balances, strict=True))
+    if memo and parts_match(memo, moved):
+        return _parts(new, after.version, memo, we_proposed, now, first_id)
     records: list[PaymentRecord] = []
     for asset, was, now_row in zip(after.assets, before.balances, after.balances, strict=True):
         change = now_row[ours] - was[ours]
@@ -87,6 +93,23 @@ def payments_between(old: Channel | None, new: Channel, now: float,
             payment_id=first_id + len(records), channel_id=new.channel_id, peer=new.peer,
             direction="received" if received else "sent", asset=asset, amount=abs(change),
             version=after.version, time=now, request=received == we_proposed))
+    return records
+
+
+def _parts(channel: Channel, version: int, memo: Memo, we_proposed: bool, now: float,
+           first_id: int) -> list[PaymentRecord]:
+    records: list[PaymentRecord] = []
+    assets = channel.current.state.assets if channel.current is not None else ()
+    for part in memo:
+        # A payment moves money away from its proposer, a request towards it.
+        received = part.request == we_proposed
+        for asset, amount in zip(assets, part.amounts, strict=True):
+            if amount:
+                records.append(PaymentRecord(
+                    payment_id=first_id + len(records), channel_id=channel.channel_id,
+                    peer=channel.peer, direction="received" if received else "sent",
+                    asset=asset, amount=amount, version=version, time=now,
+                    request=part.request, reference=part.reference))
     return records
 
 

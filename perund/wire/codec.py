@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import msgpack
 
+from perund.channel.memo import MAX_PARTS, MAX_REFERENCE, Memo, PaymentPart
 from perund.channel.types import (
     MAX_ASSETS,
     MAX_SUB_ALLOCS,
@@ -225,11 +226,33 @@ def _enc_reject(m: Reject) -> tuple[Any, ...]:
     return (_e_bytes(m.proposal_id, 32, "proposal ID"), _e_reason(m.reason))
 
 
+def _e_memo(memo: object, n_assets: int) -> tuple[Any, ...]:
+    """The memo's trailing field, a map `{"m": [[amounts, request, reference], ...]}` (a map,
+    so that it is told apart from the locks, an array), or nothing for an empty memo."""
+    if type(memo) is not tuple or len(memo) > MAX_PARTS:
+        raise EncodeError(f"a memo is a tuple of at most {MAX_PARTS} payment parts")
+    if not memo:
+        return ()
+    parts = []
+    for part in memo:
+        if type(part) is not PaymentPart or type(part.amounts) is not tuple \
+                or len(part.amounts) != n_assets or type(part.request) is not bool:
+            raise EncodeError("a memo part is a PaymentPart with one amount per asset")
+        reference = part.reference
+        if reference is not None and (type(reference) is not str
+                                      or len(reference) > MAX_REFERENCE):
+            raise EncodeError(f"a reference is a str of at most {MAX_REFERENCE} characters")
+        parts.append((tuple(_e_big(a, "memo amount") for a in part.amounts), part.request,
+                      reference))
+    return ({"m": tuple(parts)},)
+
+
 def _enc_update(m: Update) -> tuple[Any, ...]:
     return (
         *_e_state(m.state),
         _e_bytes(m.signature, 65, "signature"),
         *_e_state_locks(m.state),
+        *_e_memo(m.memo, len(m.state.assets)),
     )
 
 
@@ -434,8 +457,42 @@ def _dec_reject(b: tuple[Any, ...]) -> Reject:
     return Reject(_d_bytes(b[0], 32, "proposal ID"), _d_reason(b[1]))
 
 
+def _d_memo(value: object, n_assets: int) -> Memo:
+    if type(value) is not dict or set(value) != {"m"}:
+        raise DecodeError("a memo is a map with one key, m")
+    parts = value["m"]
+    if type(parts) is not tuple or not 0 < len(parts) <= MAX_PARTS:
+        raise DecodeError(f"a memo lists 1 to {MAX_PARTS} payment parts")
+    decoded = []
+    for part in parts:
+        if type(part) is not tuple or len(part) != 3:
+            raise DecodeError("a memo part is [amounts, request, reference]")
+        amounts, request, reference = part
+        if type(amounts) is not tuple or len(amounts) != n_assets:
+            raise DecodeError("a memo part has one amount per asset")
+        if type(request) is not bool:
+            raise DecodeError("a memo part's request flag must be a bool")
+        if reference is not None and (type(reference) is not str
+                                      or len(reference) > MAX_REFERENCE):
+            raise DecodeError(f"a reference is a string of at most {MAX_REFERENCE} characters")
+        decoded.append(PaymentPart(tuple(_d_big(a, "memo amount") for a in amounts), request,
+                                   reference))
+    return tuple(decoded)
+
+
 def _dec_update(b: tuple[Any, ...]) -> Update:
-    return Update(_d_state(b, b[6:]), Signature(_d_bytes(b[5], 65, "signature")))
+    # After the signature: the locks (an array) if the state has any, then the memo (a map).
+    trailing = b[6:]
+    memo: Memo = ()
+    if trailing and type(trailing[-1]) is dict:
+        trailing, last = trailing[:-1], trailing[-1]
+        state = _d_state(b, trailing)
+        memo = _d_memo(last, len(state.assets))
+    else:
+        if len(trailing) > 1:
+            raise DecodeError("after the locks only a memo (a map) may follow")
+        state = _d_state(b, trailing)
+    return Update(state, Signature(_d_bytes(b[5], 65, "signature")), memo)
 
 
 def _dec_update_accept(b: tuple[Any, ...]) -> UpdateAccept:
@@ -478,7 +535,7 @@ _DECODERS: Final[dict[int, tuple[str, tuple[int, ...], Callable[[tuple[Any, ...]
     TYPE_PROPOSE: ("Propose", (9,), _dec_propose),
     TYPE_ACCEPT: ("Accept", (5,), _dec_accept),
     TYPE_REJECT: ("Reject", (2,), _dec_reject),
-    TYPE_UPDATE: ("Update", (6, 7), _dec_update),
+    TYPE_UPDATE: ("Update", (6, 7, 8), _dec_update),
     TYPE_UPDATE_ACCEPT: ("UpdateAccept", (3,), _dec_update_accept),
     TYPE_UPDATE_REJECT: ("UpdateReject", (3,), _dec_update_reject),
     TYPE_SYNC: ("Sync", (7, 8), _dec_sync),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from perund.channel.encoding import keccak
+from perund.channel.memo import Memo
 from perund.channel.types import Address, ChannelID, Signature, State
 
 PROTOCOL_VERSION: Final = 1
@@ -80,10 +81,13 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class Update:
-    """A proposed next state with the proposer's signature on it."""
+    """A proposed next state with the proposer's signature on it, and the payments it carries
+    (`memo`: their parts and references, not signed; empty when it says nothing more than the
+    state)."""
 
     state: State
     signature: Signature
+    memo: Memo = ()
 
     @property
     def channel_id(self) -> ChannelID:

@@ -294,3 +294,32 @@ def test_the_sparse_index_is_kept_checked_and_rebuilt(tmp_path: Path) -> None:
         assert index_file.stat().st_size == 4 * 16
     index_file.unlink()
     assert PaymentArchive(str(tmp_path)).get(999) == records[999]
+
+
+def test_an_updates_memo_splits_it_into_its_payments_with_their_references(
+        sides: Sides, clock: Clock) -> None:
+    from perund.channel.memo import PaymentPart
+
+    alice, bob = sides
+    pay = Pay(alice, bob, clock)
+    merged = (PaymentPart((4,), False, "inv-1"), PaymentPart((6,), False, None))
+    for store in sides:
+        store.annotate(pay.alice.channel_id, 1, merged)
+    pay.pay("alice", 10)
+    wrong = (PaymentPart((5,), False, "inv-2"),)  # claims 5 where the state moves 7
+    for store in sides:
+        store.annotate(pay.alice.channel_id, 2, wrong)
+    pay.pay("alice", 7)
+    request = (PaymentPart((3,), True, "order-9"),)
+    for store in sides:
+        store.annotate(pay.alice.channel_id, 3, request)
+    pay.pay("alice", -3)
+
+    def shown(store: SessionStore) -> list[tuple[str, int, bool, str | None]]:
+        return [(r.direction, r.amount, r.request, r.reference) for r in _listed(store)]
+
+    assert shown(alice) == [("received", 3, True, "order-9"), ("sent", 7, False, None),
+                            ("sent", 6, False, None), ("sent", 4, False, "inv-1")]
+    assert shown(bob) == [("sent", 3, True, "order-9"), ("received", 7, False, None),
+                          ("received", 6, False, None), ("received", 4, False, "inv-1")]
+    assert [r.version for r in _listed(bob)] == [3, 2, 1, 1]

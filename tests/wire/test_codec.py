@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from perund.channel.memo import MAX_PARTS, MAX_REFERENCE, PaymentPart
 from perund.channel.types import (
     ETH,
     MAX_ASSETS,
@@ -105,6 +106,14 @@ def proposals(draw: st.DrawFn) -> Propose:
     )
 
 
+@st.composite
+def memos(draw: st.DrawFn, n_assets: int) -> tuple[PaymentPart, ...]:
+    part = st.builds(PaymentPart,
+                     st.tuples(*[st.integers(0, UINT256_MAX)] * n_assets),
+                     st.booleans(), st.none() | st.text(max_size=MAX_REFERENCE))
+    return tuple(draw(st.lists(part, min_size=1, max_size=4)))
+
+
 messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Hello, st.integers(0, 2**32 - 1), addresses, ids),
     st.builds(Auth, signatures),
@@ -112,6 +121,8 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Accept, ids, ids, addresses, addresses, signatures),
     st.builds(Reject, ids, reasons),
     st.builds(Update, states(), signatures),
+    st.builds(lambda state, sig, data: Update(state, sig, data.draw(memos(len(state.assets)))),
+              states(), signatures, st.data()),
     st.builds(UpdateAccept, ids.map(ChannelID), uint64, signatures),
     st.builds(UpdateReject, ids.map(ChannelID), uint64, reasons),
     st.builds(Sync, states(), st.tuples(signatures, signatures)),
@@ -323,6 +334,20 @@ def test_valid_handmade_locked_messages_decode() -> None:
     assert decode(frame(TYPE_SYNC, locked_sync_body(LOCK))) == Sync(state, (SIG, SIG2))
 
 
+def test_memos_ride_after_the_locks() -> None:
+    memo = (PaymentPart((3,), False, "inv-7"), PaymentPart((1,), False, None))
+    wire_memo = {"m": [[[b"\x03"], False, "inv-7"], [[b"\x01"], False, None]]}
+    plain = State(ChannelID(ID), 5, (ETH,), ((1, 2),), False)
+    assert decode(frame(TYPE_UPDATE, [*update_body(), wire_memo])) == Update(plain, SIG, memo)
+    locked = State(ChannelID(ID), 5, (ETH,), ((1, 2),), False,
+                   (SubAlloc(ChannelID(ID2), (1,), (0, 1)),))
+    both = decode(frame(TYPE_UPDATE, [*update_body(), [LOCK], wire_memo]))
+    assert both == Update(locked, SIG, memo)
+    assert encode(both) == frame(TYPE_UPDATE, [*update_body(), [LOCK], wire_memo])
+    # An update without a memo keeps its bytes (the golden vectors above pin them).
+    assert encode(Update(plain, SIG)) == frame(TYPE_UPDATE, update_body())
+
+
 def test_valid_handmade_update_decodes() -> None:
     # The baseline the malformed variants below depart from.
     msg = decode(frame(TYPE_UPDATE, update_body()))
@@ -343,6 +368,25 @@ HOSTILE: dict[str, bytes] = {
     "body is a scalar": frame(TYPE_PING, b""),
     "too few fields": frame(TYPE_UPDATE, update_body()[:-1]),
     "too many fields": frame(TYPE_UPDATE, [*update_body(), 1]),
+    "memo with another key": frame(TYPE_UPDATE, [*update_body(), {"x": []}]),
+    "memo without parts": frame(TYPE_UPDATE, [*update_body(), {"m": []}]),
+    "memo part short": frame(TYPE_UPDATE, [*update_body(), {"m": [[[b"\x01"], False]]}]),
+    "memo amounts per asset": frame(TYPE_UPDATE, [*update_body(),
+                                                  {"m": [[[b"\x01", b"\x01"], False, None]]}]),
+    "memo amount not minimal": frame(TYPE_UPDATE, [*update_body(),
+                                                   {"m": [[[b"\x00\x01"], False, None]]}]),
+    "memo request not a bool": frame(TYPE_UPDATE, [*update_body(),
+                                                   {"m": [[[b"\x01"], 1, None]]}]),
+    "memo reference too long": frame(TYPE_UPDATE, [*update_body(), {
+        "m": [[[b"\x01"], False, "x" * (MAX_REFERENCE + 1)]]}]),
+    "memo reference not text": frame(TYPE_UPDATE, [*update_body(),
+                                                   {"m": [[[b"\x01"], False, b"x"]]}]),
+    "memo parts too many": frame(TYPE_UPDATE, [*update_body(), {
+        "m": [[[b"\x01"], False, None]] * (MAX_PARTS + 1)}]),
+    "two memos": frame(TYPE_UPDATE, [*update_body(), {"m": [[[b"\x01"], False, None]]},
+                                     {"m": [[[b"\x01"], False, None]]}]),
+    "locks after the memo": frame(TYPE_UPDATE, [*update_body(),
+                                                {"m": [[[b"\x01"], False, None]]}, [LOCK]]),
     "channel id 31 bytes": frame(TYPE_UPDATE, update_body(channel=ID[:31])),
     "channel id 33 bytes": frame(TYPE_UPDATE, update_body(channel=ID + b"\x00")),
     "channel id as str": frame(TYPE_UPDATE, update_body(channel="x" * 32)),
@@ -465,6 +509,11 @@ MALFORMED: dict[str, object] = {
         SIG,
     ),
     "long ping nonce": Ping(b"\x00" * (MAX_PING_NONCE + 1)),
+    "memo as list": Update(STATE, SIG, [PaymentPart((1, 1))]),  # type: ignore[arg-type]
+    "memo amounts per asset": Update(STATE, SIG, (PaymentPart((1,)),)),
+    "memo reference too long": Update(STATE, SIG, (PaymentPart((1, 1), False,
+                                                               "x" * (MAX_REFERENCE + 1)),)),
+    "memo negative amount": Update(STATE, SIG, (PaymentPart((-1, 1)),)),
     "not a message": "hello",
 }
 

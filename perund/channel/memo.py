@@ -1,0 +1,45 @@
+"""What an update says about the payments it carries, beside its signed state.
+
+An update may merge several payments (callers waiting on the channel share one update), and a
+payment may carry a reference (an invoice number). Neither is part of the signed state: the
+memo travels with the `Update` message and each side's history records it. The memo is a
+claim of the proposer, trusted only as far as it adds up: `parts_match` checks that the parts
+move exactly what the state moves; a memo that does not is ignored (the history then records
+the update as one payment without references).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+MAX_PARTS: Final = 256
+"""Parts one memo may list (the most payments one update merges)."""
+
+MAX_REFERENCE: Final = 128
+"""Longest reference of a payment, in characters."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentPart:
+    """One payment of an update: `amounts[a]` base units of the state's asset `a` move from
+    the proposer to the responder, or, for a `request`, from the responder to the proposer."""
+
+    amounts: tuple[int, ...]
+    request: bool = False
+    reference: str | None = None
+
+
+Memo = tuple[PaymentPart, ...]
+
+
+def parts_match(memo: Memo, moved: tuple[int, ...]) -> bool:
+    """Whether the parts of `memo` add up to `moved`: per asset, what the proposer's balance
+    went down by (negative: up by) from the previous state to the new one."""
+    if not memo or any(len(part.amounts) != len(moved) for part in memo):
+        return False
+    for asset, total in enumerate(moved):
+        if sum(-p.amounts[asset] if p.request else p.amounts[asset] for p in memo) != total:
+            return False
+    return all(all(amount >= 0 for amount in part.amounts) and any(part.amounts)
+               for part in memo)
