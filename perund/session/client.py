@@ -347,8 +347,7 @@ class ChannelClient:
         self.store_error: FailedPrecondition | None = None
         """Set once the store failed to make a write durable; every user request then fails
         with it (see `_store_broken`)."""
-        peers.on_message = self._on_message
-        peers.on_connected = self._on_connected
+        peers.attach(self)
         if dispute_after is not None:
             self.watch_peers(dispute_after)
 
@@ -430,6 +429,7 @@ class ChannelClient:
             if question.channel_id in self.channels and self.store_error is None:
                 self._apply(question.channel_id, UserTimedOut(update_id))
         self.stopped = True
+        self.peers.detach(self)
         self._incoming.clear()
         self._incoming_from.clear()
         self._questions.clear()
@@ -870,6 +870,15 @@ class ChannelClient:
 
     # -- the peer's messages --------------------------------------------------------------------
 
+    def peer_disconnected(self, peer: Address) -> None:
+        """Nothing to do: the patience check reads `is_connected`."""
+
+    def peer_connected(self, peer: Address) -> None:
+        self._on_connected(peer)
+
+    def message_received(self, peer: Address, msg: Message) -> None:
+        self._on_message(peer, msg)
+
     def _on_connected(self, peer: Address) -> None:
         for channel_id in list(self._by_peer.get(peer, ())):
             if self.channels[channel_id].phase not in TERMINAL:
@@ -1084,14 +1093,14 @@ class ChannelClient:
             return
         peer = _hex(channel.peer)
         error: PerundError
-        if e.failure is ev.Failure.REJECTED or e.failure is ev.Failure.COLLISION:
+        if e.failure is ev.UpdateFailure.REJECTED or e.failure is ev.UpdateFailure.COLLISION:
             error = PeerRejected(f"the peer rejected the update: {e.reason}", peer=peer,
                                  reason=e.reason)
-            if e.failure is ev.Failure.COLLISION or e.reason == ev.Reason.VERSION.value:
+            if e.failure is ev.UpdateFailure.COLLISION or e.reason == ev.Reason.VERSION.value:
                 # A higher version cures it (records.Channel.signed_up_to): `_retry`.
                 waiter.errback(_Retry(error))
                 return
-        elif e.failure is ev.Failure.TIMED_OUT:
+        elif e.failure is ev.UpdateFailure.TIMED_OUT:
             error = self._unanswered.get((e.channel_id, e.version)) or PeerRequestTimedOut(
                 "the peer did not answer the update in time", peer=peer,
                 timeout=self.response_timeout + self.request_timeout)

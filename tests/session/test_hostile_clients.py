@@ -160,11 +160,27 @@ def refusals(w: World, sender: User, reason: Reason, since: int) -> int:
 def hijack(user: User, handler: Callable[[Callable[[Address, Message], object], Address,
                                          Message], object]) -> Callable[[], None]:
     """Route `user`'s incoming messages through `handler(original, peer, msg)`; the undo."""
-    original = user.peers.on_message
-    user.peers.on_message = lambda peer, msg: handler(original, peer, msg)
+    client = user.client
+
+    class Hijacker:
+        """The owner of `user`'s peer links meanwhile: the client, its messages diverted."""
+
+        def peer_connected(self, peer: Address) -> None:
+            client.peer_connected(peer)
+
+        def peer_disconnected(self, peer: Address) -> None:
+            client.peer_disconnected(peer)
+
+        def message_received(self, peer: Address, msg: Message) -> None:
+            handler(client.message_received, peer, msg)
+
+    hijacker = Hijacker()
+    user.peers.detach(client)
+    user.peers.attach(hijacker)
 
     def restore() -> None:
-        user.peers.on_message = original
+        user.peers.detach(hijacker)
+        user.peers.attach(client)
 
     return restore
 
