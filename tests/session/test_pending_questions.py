@@ -17,7 +17,8 @@ from perund.channel.phases import Phase
 from perund.channel.proposal import Deployment, OpenRequest
 from perund.channel.types import ETH, Address, ChannelID
 from perund.errors import FailedPrecondition, PeerRejected
-from perund.session.client import ChannelClient, GoneNotice, Notice, ProposalNotice, UpdateNotice
+from perund.session.client import ChannelClient
+from perund.session.notices import GoneNotice, Notice, ProposalNotice, UpdateNotice
 from perund.session.pending import PREFIX, QuestionRecords
 from perund.storage import MemoryStore
 

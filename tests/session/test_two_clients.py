@@ -14,7 +14,7 @@ from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest
 from perund.channel.types import ETH
 from perund.errors import InvalidArgument, PeerRejected, ResourceNotFound
-from perund.session.client import ChannelNotice, ProposalNotice, UpdateNotice
+from perund.session.notices import ChannelNotice, ProposalNotice, UpdateNotice
 
 from .conftest import ETHER, Pair
 
