@@ -285,13 +285,18 @@ def result(d: Deferred[object]) -> object:
 
 def open_channel(net: Net, a: Side, b: Side, ours: int = 5 * ETHER,
                  theirs: int = 3 * ETHER) -> ChannelID:
-    """`a` proposes a one-asset channel to `b`, whose user accepts; it is open on both sides."""
-    opening = a.client.open_channel(OpenRequest(b.address, (ETH,), ((ours, theirs),), 60))
-    net.clock.advance(0)
-    proposal = b.told(ProposalNotice)[-1]
-    assert isinstance(proposal, ProposalNotice)
-    b.client.respond_proposal(proposal.proposal.proposal_id, True)
-    net.clock.advance(0)
+    """`a` proposes a one-asset channel to `b`, whose user accepts; it is open on both sides
+    (the net's latency set aside meanwhile)."""
+    latency, net.latency = net.latency, 0.0
+    try:
+        opening = a.client.open_channel(OpenRequest(b.address, (ETH,), ((ours, theirs),), 60))
+        net.clock.advance(0)
+        proposal = b.told(ProposalNotice)[-1]
+        assert isinstance(proposal, ProposalNotice)
+        b.client.respond_proposal(proposal.proposal.proposal_id, True)
+        net.clock.advance(0)
+    finally:
+        net.latency = latency
     channel = result(opening)
     assert channel.phase is Phase.OPEN  # type: ignore[attr-defined]
     cid: ChannelID = channel.channel_id  # type: ignore[attr-defined]
