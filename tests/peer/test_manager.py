@@ -678,3 +678,20 @@ def _refusable() -> Message:
     from perund.wire.messages import UpdateReject
 
     return UpdateReject(ChannelID(os.urandom(32)), 1, "nothing")
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_owner_at_a_time_and_none_after_detach(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    with pytest.raises(FailedPrecondition):
+        bob.manager.attach(alice)  # bob's manager serves bob
+    bob.manager.attach(bob)  # the same owner again: nothing changes
+    bob.manager.detach(bob)
+    with capturedLogs() as events:
+        await alice.manager.send(BOB.address, Reject(b"\x01" * 32, "nobody hears this"))
+        await until(lambda: any("no handler" in formatEvent(e) for e in events),
+                    "Bob's manager ignores it")
+    assert bob.received == []
+    bob.manager.attach(bob)
+    await alice.manager.send(BOB.address, Reject(b"\x02" * 32, "heard"))
+    await until(lambda: bob.received != [], "Bob hears it")
