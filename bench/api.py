@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import pstats
 import statistics
 import sys
 import tempfile
@@ -61,7 +62,7 @@ def payments(port: int, token: str, session: str, channel: str, seconds: float) 
         latencies.append(time.perf_counter() - now)
     elapsed = time.perf_counter() - start
     latencies.sort()
-    return {"payments_per_s": round(len(latencies) / elapsed, 1),
+    return {"payments_per_s": round(len(latencies) / elapsed, 1), "payments": len(latencies),
             "p50_ms": round(1000 * latencies[len(latencies) // 2], 2),
             "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 2)}
 
@@ -84,9 +85,25 @@ def check_cost() -> dict[str, float]:
     }
 
 
-def run(directory: Path, seconds: float, rounds: int) -> dict[str, Any]:
+def breakdown(stats_file: Path, calls: int, top: int = 25) -> list[dict[str, Any]]:
+    """The node's busiest functions (own time) per channel_send call, from its cProfile."""
+    stats = pstats.Stats(str(stats_file))
+    rows = []
+    for (path, line, name), (_, count, own, total, _) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append({"function": f"{Path(path).name}:{line}({name})",
+                     "own_us_per_call": round(own / calls * 1e6, 1),
+                     "total_us_per_call": round(total / calls * 1e6, 1),
+                     "calls_per_call": round(count / calls, 2)})
+    rows.sort(key=lambda row: -row["own_us_per_call"])
+    return rows[:top]
+
+
+def run(directory: Path, seconds: float, rounds: int,
+        profile: Path | None = None) -> dict[str, Any]:
     setup = generate(directory, api_port=free_port(), comm_ports=(free_port(), free_port()))
-    node, operator = start_node(setup.node_config, directory, directory / "node.log")
+    options = () if profile is None else (f"--profile={profile}", "--profiler=cprofile",
+                                          "--savestats")
+    node, operator = start_node(setup.node_config, directory, directory / "node.log", options)
     try:
         if operator is None:
             raise SystemExit("the node did not start: " + (directory / "node.log").read_text())
@@ -114,6 +131,10 @@ def run(directory: Path, seconds: float, rounds: int) -> dict[str, Any]:
         node.wait(30)
     medians = {who: statistics.median(r["payments_per_s"] for r in results)
                for who, results in runs.items()}
+    if profile is not None:
+        calls = sum(r["payments"] for results in runs.values() for r in results)
+        return {"median_payments_per_s_under_the_profiler": medians, "calls": calls,
+                "node_time_per_channel_send": breakdown(profile, calls)}
     cost = check_cost()
     per_call_us = 1e6 / medians["session"]
     return {
@@ -129,9 +150,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per credential")
+    parser.add_argument("--profile", action="store_true",
+                        help="run the node under cProfile and print where one call's time goes "
+                             "(slower: the figures are for the breakdown only)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="perund-bench-api-") as folder:
-        results = run(Path(folder), args.seconds, args.rounds)
+        results = run(Path(folder), args.seconds, args.rounds,
+                      Path(folder) / "node.prof" if args.profile else None)
     json.dump(results, sys.stdout, indent=1)
     print()
 

@@ -87,19 +87,20 @@ def make_client(signer: Signer, resolve: Callable[[Address], str | None], listen
 # -- bob: the receiving process -----------------------------------------------------------------
 
 
-def store_for(durable: str, name: str) -> ChannelStore:
-    """The channel store of one side: in memory, or durable (every write fsynced) under DIR."""
+def store_for(durable: str, name: str, history: bool = True) -> ChannelStore:
+    """The channel store of one side: in memory, or durable (every write fsynced) under DIR,
+    keeping the payment history unless `history` is False (bench/history.py's baseline)."""
     if not durable:
         return MemoryStore()
     from perund.storage.store import SessionStore
 
-    return SessionStore(Path(durable) / name, reactor)
+    return SessionStore(Path(durable) / name, reactor, record_payments=history)
 
 
 async def serve(args: argparse.Namespace) -> None:
     signer = Signer(os.urandom(32))
     client = make_client(signer, lambda address: None, "tcp:0:interface=127.0.0.1",
-                         store_for(args.durable, "bob"))
+                         store_for(args.durable, "bob", not args.no_history))
 
     def accept(notice: Notice) -> None:
         if isinstance(notice, ProposalNotice):
@@ -235,6 +236,8 @@ async def run_pair(args: argparse.Namespace, durable: str,
                "--serve"]
     if durable:
         command += ["--durable", durable]
+    if getattr(args, "no_history", False):
+        command += ["--no-history"]
     bob = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert bob.stdout is not None and bob.stdin is not None
@@ -242,7 +245,7 @@ async def run_pair(args: argparse.Namespace, durable: str,
         bob_address = Address(bytes.fromhex(hello["address"]))
         endpoint = f"tcp:host=127.0.0.1:port={hello['port']}"
         signer = Signer(os.urandom(32))
-        store = store_for(durable, "alice")
+        store = store_for(durable, "alice", not getattr(args, "no_history", False))
         client = make_client(signer, {bob_address: endpoint}.get, None, store)
         request = OpenRequest(bob_address, (ETH,), ((1000 * ETHER, 1000 * ETHER),), 3600)
         results: dict[str, Any] = await measurements(client, request)
@@ -313,6 +316,8 @@ def main() -> None:
                         help="offered loads (payments/s) of the open-loop runs over the channels")
     parser.add_argument("--durable", metavar="DIR", default="",
                         help="where the durable run keeps its stores (default: a temporary dir)")
+    parser.add_argument("--no-history", action="store_true",
+                        help="durable stores keep no payment history (its cost: bench/history.py)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:

@@ -33,6 +33,10 @@ COUNTERS: dict[str, str] = {
     "perund_disputes_total": "registrations seen on-chain for our channels",
     "perund_channels_closed_total": "channels concluded on-chain",
     "perund_conflicts_total": "peers holding a different fully signed state of one version",
+    "perund_payments_total": "payments recorded in the sessions' histories, by direction, "
+                             "currency and status",
+    "perund_payment_amount_total": "the amounts of the paid ones, in the currency's unit, by "
+                                   "direction and currency",
 }
 
 GAUGES: dict[str, str] = {

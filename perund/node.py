@@ -22,6 +22,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from perund.api.amounts import Currencies
 from perund.api.credentials import CredentialRegistry
 from perund.chain.backend import ChainBackend
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID
@@ -54,6 +55,7 @@ from perund.session.chain_check import FUNDED
 from perund.session.config import SessionConfig, read_session_files
 from perund.session.notices import ChannelNotice, Notice
 from perund.session.session import Session
+from perund.storage.payments import PaymentRecord
 from perund.storage.store import SessionStore
 
 
@@ -89,6 +91,8 @@ class NodeService(MultiService):
         """Fires once every start-up step has completed (fails if one did not)."""
         self.sessions: dict[str, Session] = {}
         self.metrics = Metrics()
+        self.currencies = Currencies()
+        """The currencies the node shows amounts in (ETH; tokens come with their config)."""
         """The node's counters (`GET /metrics` shows them with the gauges of `metric_samples`)."""
         self.started = False
         """Whether start-up completed: the chain is connected and sessions may open."""
@@ -192,7 +196,8 @@ class NodeService(MultiService):
         self.site = make_site(
             NodeAPI(self), self.credentials, reactor=self._reactor, metrics=self.metrics,
             render_metrics=self.render_metrics,
-            allowed_origins=self.config.api.allowed_origins, limits=self.config.limits.api())
+            allowed_origins=self.config.api.allowed_origins, limits=self.config.limits.api(),
+            currencies=self.currencies)
         endpoint = serverFromString(self._reactor, self.config.api.listen)  # type: ignore[no-untyped-call]
         try:
             self._api_port = await endpoint.listen(self.site)
@@ -266,6 +271,7 @@ class NodeService(MultiService):
         self.sessions[session.id] = session
         self._remembered.setdefault(resolved, RememberedSession(resolved, session.id))
         session.client.observers.append(self._count)
+        session.store.payment_listeners.append(self._count_payments)
         site = getattr(self, "site", None)
         if site is not None:
             # The API's hub listens from now on, and gets what the session told before (its
@@ -387,6 +393,15 @@ class NodeService(MultiService):
             metrics.inc("perund_channels_closed_total")
         elif isinstance(event, ev.Conflict):
             metrics.inc("perund_conflicts_total")
+
+    def _count_payments(self, records: list[PaymentRecord]) -> None:
+        for record in records:
+            currency, decimals = self.currencies.label(record.asset)
+            self.metrics.inc("perund_payments_total", direction=record.direction,
+                             currency=currency, status=record.status)
+            if record.status == "paid":
+                self.metrics.inc("perund_payment_amount_total", record.amount / 10**decimals,
+                                 direction=record.direction, currency=currency)
 
     def metric_samples(self) -> list[Sample]:
         """The gauges, read from the open sessions now."""

@@ -6,6 +6,7 @@ API's notifications; the API layer (perund/api) does all JSON, validation and re
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
@@ -18,11 +19,14 @@ from perund.api.views import (
     NodeInfo,
     Notification,
     Payment,
+    PaymentPage,
+    PaymentView,
     PeerView,
     SessionInfo,
     SessionOpened,
     channel_view,
     notification_of,
+    payment_view,
     peer_view,
 )
 from perund.channel import events as ev
@@ -30,6 +34,7 @@ from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest
 from perund.channel.records import Channel
 from perund.channel.types import ETH, Address, ChannelID, hex_address
+from perund.contacts.book import parse_account_address
 from perund.errors import (
     FailedPrecondition,
     InsufficientFunds,
@@ -38,6 +43,8 @@ from perund.errors import (
 )
 from perund.session.notices import ChannelNotice, Notice
 from perund.session.session import Session
+from perund.storage.history import PaymentQuery
+from perund.storage.payments import PaymentRecord
 from perund.storage.store import SessionStore
 
 DEFAULT_CHALLENGE_DURATION = 3600
@@ -248,11 +255,47 @@ class NodeAPI:
             closed = await session.client.close(channel.channel_id)
         return self._view(session, closed)
 
+    # -- payment history -------------------------------------------------------------------------
+
+    async def payment_list(self, session_id: bytes, query: PaymentQuery, peer: str | None,
+                           limit: int, cursor: str | None) -> PaymentPage:
+        session = self._session(session_id)
+        if peer is not None:
+            query = dataclasses.replace(query, peer=self._peer_address(session, peer))
+        page = session.store.history.page(query, limit, cursor)
+        alias_of = self._alias_of(session)
+        return PaymentPage(tuple(payment_view(r, alias_of) for r in page.payments),
+                           page.next_cursor)
+
+    async def payment_get(self, session_id: bytes, payment_id: int) -> PaymentView:
+        session = self._session(session_id)
+        record = session.store.history.get(payment_id)
+        if record is None:
+            raise ResourceNotFound("no such payment", type="payment", id=str(payment_id))
+        return payment_view(record, self._alias_of(session))
+
+    @staticmethod
+    def _peer_address(session: Session, peer: str) -> Address:
+        """A peer named by alias (a contact), or by 0x address (a contact or a former one)."""
+        if peer.startswith("0x"):
+            try:
+                return parse_account_address(peer)
+            except ValueError as exc:
+                raise InvalidArgument(str(exc), name="peer", value=peer[:64],
+                                      requirement="a contact's alias or a 0x address") from None
+        return session.contacts.by_alias(peer).off_chain_address
+
     def subscribe_notices(self, session_id: bytes, callback: Callable[[Notification], None],
                           wants_updated: Callable[[bytes], bool] | None = None,
+                          wants_payments: Callable[[bytes], bool] | None = None,
                           ) -> Callable[[], None]:
         session = self._session(session_id)
         alias_of = self._alias_of(session)
+
+        def paid(records: list[PaymentRecord]) -> None:
+            for record in records:
+                if wants_payments is None or wants_payments(record.channel_id):
+                    callback(payment_view(record, alias_of))
 
         def observe(notice: Notice) -> None:
             if wants_updated is not None and isinstance(notice, ChannelNotice) and type(
@@ -264,12 +307,15 @@ class NodeAPI:
                 callback(notification)
 
         session.client.observers.append(observe)
+        session.store.payment_listeners.append(paid)
         for notice in session.take_early_notices():
             observe(notice)
 
         def unsubscribe() -> None:
             if observe in session.client.observers:
                 session.client.observers.remove(observe)
+            if paid in session.store.payment_listeners:
+                session.store.payment_listeners.remove(paid)
 
         return unsubscribe
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
@@ -31,6 +31,16 @@ from perund.errors import Internal, PerundError
 from perund.metrics import Metrics
 
 log = Logger(namespace="perund.api")
+
+QUIET_METHODS: Final = frozenset({
+    "channel_send", "channel_get", "channel_list", "payment_list", "payment_get", "node_time",
+    "node_getConfig", "session_list", "session_balance", "session_getPeer", "session_listPeers",
+    "subscribe", "unsubscribe", "rpc.discover"})
+"""Methods whose successful calls write no log line unless slow: payments and reads come by
+the thousand (payments are in the history, every call in the metrics). Failures, slow calls
+and every call that opens, closes, answers or changes credentials and contacts are logged."""
+
+SLOW_CALL_SECONDS: Final = 1.0
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -329,6 +339,8 @@ class Dispatcher:
             metrics.inc("perund_api_calls_total", method=name,
                         outcome="ok" if code is None else str(code))
             metrics.inc("perund_api_call_seconds_total", seconds, method=name)
+        if code is None and method in QUIET_METHODS and seconds < SLOW_CALL_SECONDS:
+            return  # counted above; a line per payment or poll would be the log's bulk
         log.info("api call {method} session={session_id} credential={credential} "
                  "transport={transport} outcome={outcome} in {duration_ms} ms", method=method,
                  session_id=session or "-", credential=_credential_name(context),

@@ -20,11 +20,14 @@ from perund.api.views import (
     NodeInfo,
     Notification,
     Payment,
+    PaymentPage,
+    PaymentView,
     PeerView,
     SessionInfo,
     SessionOpened,
 )
 from perund.channel.types import Address
+from perund.storage.history import PaymentQuery
 
 
 class NoticeShelf(Protocol):
@@ -125,15 +128,27 @@ class NodeFacade(Protocol):
         returns once concluded on-chain and paid out."""
         ...
 
+    async def payment_list(self, session_id: bytes, query: PaymentQuery, peer: str | None,
+                           limit: int, cursor: str | None) -> PaymentPage:
+        """`payment_list`: a page of the session's payment history, newest first; `peer` (an
+        alias or a 0x address) narrows `query` to one peer."""
+        ...
+
+    async def payment_get(self, session_id: bytes, payment_id: int) -> PaymentView:
+        """`payment_get`: one entry of the history; `ResourceNotFound` if there is none."""
+        ...
+
     def subscribe_notices(self, session_id: bytes, callback: Callable[[Notification], None],
                           wants_updated: Callable[[bytes], bool] | None = None,
+                          wants_payments: Callable[[bytes], bool] | None = None,
                           ) -> Callable[[], None]:
         """Call `callback` with every notification of the session until the returned function
         is called; `ResourceNotFound` for an unknown session. The API's hub subscribes once
         per session, right when `session_open` returns, and caches what nobody listens to.
 
         `wants_updated(channel_id)`, if given, is asked before an `updated` notification (one
-        per incoming payment) is built; False skips it, since nobody would receive it."""
+        per incoming payment) is built; False skips it, since nobody would receive it.
+        `wants_payments(channel_id)` likewise for the history's entries (once durable)."""
         ...
 
     def notice_shelf(self, session_id: bytes) -> NoticeShelf:

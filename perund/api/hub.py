@@ -36,6 +36,7 @@ from perund.api.views import (
     Delivered,
     KeptPush,
     Notification,
+    PaymentView,
     ProposalGoneView,
     ProposalView,
     UpdateView,
@@ -48,11 +49,12 @@ log = Logger(namespace="perund.api.hub")
 
 PROPOSALS: Final = "proposals"
 UPDATES: Final = "updates"
-TOPICS: Final = (PROPOSALS, UPDATES)
+PAYMENTS: Final = "payments"
+TOPICS: Final = (PROPOSALS, UPDATES, PAYMENTS)
 
 Deliver = Callable[[Delivered], None]
 
-Pushed = ProposalView | ProposalGoneView | UpdateView | KeptPush
+Pushed = ProposalView | ProposalGoneView | UpdateView | PaymentView | KeptPush
 """What a hub caches and pushes."""
 
 QUESTIONS: Final = ("open", "final")
@@ -67,6 +69,8 @@ def topic_of(notification: Pushed) -> str:
     """The topic a notification is published on."""
     if isinstance(notification, KeptPush):
         return notification.topic
+    if isinstance(notification, PaymentView):
+        return PAYMENTS
     return PROPOSALS if isinstance(notification, ProposalView | ProposalGoneView) else UPDATES
 
 
@@ -77,8 +81,10 @@ def _channel_of(notification: Pushed) -> bytes | None:
 
 
 def _update_of(notification: Pushed) -> bytes | None:
-    if isinstance(notification, ProposalView | ProposalGoneView):
-        return notification.proposal_id if isinstance(notification, ProposalGoneView) else None
+    if isinstance(notification, ProposalView | PaymentView):
+        return None
+    if isinstance(notification, ProposalGoneView):
+        return notification.proposal_id
     return notification.update_id
 
 
@@ -163,8 +169,9 @@ class SessionHub:
         targets = [s for s in self._subscribers.values() if s.matches(notification)]
         if not targets:
             # News of every incoming payment would crowd proposals out of the bounded cache;
-            # whoever subscribes later reads the channel's state instead.
-            if not (isinstance(notification, UpdateView) and notification.type == "updated"):
+            # whoever subscribes later reads the channel's state (or the history) instead.
+            if not ((isinstance(notification, UpdateView) and notification.type == "updated")
+                    or isinstance(notification, PaymentView)):
                 self._store(notification, expires)
             return
         for subscription in targets:
@@ -175,6 +182,13 @@ class SessionHub:
         cached, so without a subscriber to the channel's updates it need not be built."""
         return not self.closed and any(
             s.topic == UPDATES and (s.channel_id is None or s.channel_id == channel_id)
+            for s in self._subscribers.values())
+
+    def wants_payments(self, channel_id: bytes) -> bool:
+        """Whether a `payments` notification of `channel_id` would reach anyone (they are
+        never cached: `payment_list` has them)."""
+        return not self.closed and any(
+            s.topic == PAYMENTS and (s.channel_id is None or s.channel_id == channel_id)
             for s in self._subscribers.values())
 
     def subscribe(self, topic: str, channel_id: bytes | None, deliver: Deliver) -> Subscription:
@@ -205,7 +219,7 @@ class SessionHub:
         self._subscribers.clear()
         self._cache.clear()
 
-    def _store(self, notification: ProposalView | ProposalGoneView | UpdateView,
+    def _store(self, notification: ProposalView | ProposalGoneView | UpdateView | PaymentView,
                expires: float) -> None:
         if len(self._cache) >= self.max_cached:
             oldest = next(iter(self._cache))
@@ -316,7 +330,8 @@ class Hubs:
                          max_subscribers=self._max_subscribers,
                          shelf=self._facade.notice_shelf(session_id),
                          currencies=self._currencies)
-        stop = self._facade.subscribe_notices(session_id, hub.publish, hub.wants_updated)
+        stop = self._facade.subscribe_notices(session_id, hub.publish, hub.wants_updated,
+                                              hub.wants_payments)
         self._hubs[session_id] = (hub, stop)
         return hub
 

@@ -14,9 +14,10 @@ from typing import Any
 from perund.api.amounts import AmountError, Currencies
 from perund.api.credentials import Access, CredentialRegistry, Scope
 from perund.api.facade import NodeFacade
-from perund.api.hub import PROPOSALS, TOPICS, UPDATES, Hubs
+from perund.api.hub import PAYMENTS, PROPOSALS, TOPICS, UPDATES, Hubs
 from perund.api.method_spec import CallContext, Method, Param
 from perund.api.openrpc import openrpc_document
+from perund.api.payment_methods import PAYMENT, payment_methods
 from perund.api.schema import (
     ADDRESS,
     ALIAS,
@@ -314,8 +315,8 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                                      transport=ctx.transport)
         topic = args["topic"]
         target = _bytes(args, "channelId") if "channelId" in args else None
-        if target is not None and topic != UPDATES:
-            raise InvalidParams("channelId", "only the updates topic is per channel")
+        if target is not None and topic == PROPOSALS:
+            raise InvalidParams("channelId", "proposals are not of a channel: leave it out")
         hub = hubs.attach(_bytes(args, "sessionId"))
         return ctx.subscriptions.subscribe(hub, topic, target)
 
@@ -434,17 +435,20 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                f"{NOTIFICATION_METHOD} notifications; returns the subscription ID.",
                (session, Param("topic", {"type": "string", "enum": list(TOPICS)}),
                 Param("channelId", CHANNEL_ID, required=False,
-                      description="updates of this channel only")),
+                      description="updates or payments of this channel only")),
                SUBSCRIPTION_ID, subscribe, errors=(ResourceNotFound, FailedPrecondition),
-               description=f"{PROPOSALS} pushes proposal objects, {UPDATES} update objects; "
-                           "notifications that arrived while nobody was subscribed are "
-                           "delivered right after this reply.", access=Access.SESSION_READ),
+               description=f"{PROPOSALS} pushes proposal objects, {UPDATES} update objects, "
+                           f"{PAYMENTS} each new entry of the payment history once durable; "
+                           "proposals and updates that arrived while nobody was subscribed are "
+                           "delivered right after this reply (payments are listed by "
+                           "payment_list instead).", access=Access.SESSION_READ),
         method("unsubscribe", "WebSocket only: end a subscription of this connection.",
                (Param("subscriptionId", SUBSCRIPTION_ID),), BOOLEAN, unsubscribe,
                errors=(ResourceNotFound, FailedPrecondition), access=Access.ANYONE),
     ]
 
     methods += token_methods(facade, credentials)
+    methods += payment_methods(facade, currencies)
     discover_cache: list[dict[str, Any]] = []
 
     async def discover(args: dict[str, Any], ctx: CallContext) -> Any:
@@ -460,5 +464,5 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
     return methods
 
 
-PUSH_SCHEMAS = {PROPOSALS: PROPOSAL_PUSH, UPDATES: UPDATE_PUSH}
+PUSH_SCHEMAS = {PROPOSALS: PROPOSAL_PUSH, UPDATES: UPDATE_PUSH, PAYMENTS: PAYMENT}
 """The `result` schema of pushes per topic (documented in docs/api.md)."""

@@ -18,6 +18,7 @@ from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID, State, hex_address
 from perund.contacts.book import Contact
 from perund.session.notices import GoneNotice, Notice, ProposalNotice, UpdateNotice
+from perund.storage.payments import PaymentRecord
 
 JSON = dict[str, Any]
 
@@ -324,7 +325,58 @@ class KeptPush:
         return self.push
 
 
-Notification = ProposalView | ProposalGoneView | UpdateView | Withdrawn
+@dataclass(frozen=True, slots=True)
+class PaymentView:
+    """One entry of a session's payment history (`payment_list`, the `payments` push)."""
+
+    payment_id: int
+    channel_id: ChannelID
+    peer: str
+    peer_address: Address
+    direction: str
+    asset: Address
+    amount: int
+    version: int | None
+    time: float
+    request: bool
+    status: str
+    reference: str | None
+    expiry: None = None
+    """Never cached by the hub: the history lists what a subscriber missed."""
+
+    def to_json(self, currencies: Currencies) -> JSON:
+        """The payment as the API shows it: the amount in the currency's unit."""
+        currency, amount = currencies.render(self.asset, self.amount)
+        return {
+            "paymentId": self.payment_id,
+            "channelId": hex_id(self.channel_id),
+            "peer": self.peer,
+            "peerAddress": hex_address(self.peer_address),
+            "direction": self.direction,
+            "currency": currency,
+            "amount": amount,
+            "version": self.version,
+            "time": self.time,
+            "request": self.request,
+            "status": self.status,
+            "reference": self.reference,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentPage:
+    """A page of `payment_list`: payments newest first, and the cursor of the next page."""
+
+    payments: tuple[PaymentView, ...]
+    next_cursor: str | None
+
+    def to_json(self, currencies: Currencies) -> JSON:
+        """`{payments, nextCursor}`."""
+        return {"payments": [p.to_json(currencies) for p in self.payments],
+                "nextCursor": self.next_cursor}
+
+
+Notification = ProposalView | ProposalGoneView | UpdateView | PaymentView | Withdrawn
 """What a facade tells the notification hub of a session."""
 
 Delivered = Notification | KeptPush
@@ -435,6 +487,14 @@ def notification_of(notice: Notice, alias_of: AliasOf) -> Notification | None:
     return None
 
 
+def payment_view(record: PaymentRecord, alias_of: AliasOf) -> PaymentView:
+    """The API's view of a history record."""
+    return PaymentView(record.payment_id, record.channel_id, _peer_name(record.peer, alias_of),
+                       record.peer, record.direction, record.asset, record.amount,
+                       record.version, record.time, record.request, record.status,
+                       record.reference)
+
+
 def peer_view(contact: Contact) -> PeerView:
     """The API's view of a contact."""
     return PeerView(contact.alias, contact.off_chain_address, contact.comm_address,
@@ -443,9 +503,10 @@ def peer_view(contact: Contact) -> PeerView:
 
 __all__ = [
     "AccountBalance", "AliasOf", "AssetBalance", "ChannelView", "Delivered", "KeptPush", "NodeInfo",
-    "Notification", "OnChainView", "Payment", "PeerView", "ProposalGoneView", "ProposalView",
+    "Notification", "OnChainView", "Payment", "PaymentPage", "PaymentView", "PeerView",
+    "ProposalGoneView", "ProposalView",
     "SessionInfo",
     "SessionOpened", "UpdateView", "Withdrawn", "channel_view", "gone_view", "hex_id",
-    "notification_of",
+    "notification_of", "payment_view",
     "peer_view", "proposal_view", "render_balances", "update_view",
 ]

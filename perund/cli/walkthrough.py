@@ -50,14 +50,15 @@ def _balances(info: dict[str, Any]) -> str:
     return f"self {eth['self']} ETH, peer {eth['peer']} ETH"
 
 
-def start_node(config: Path, directory: Path,
-               log: Path) -> tuple[subprocess.Popen[bytes], ApiClient | None]:
+def start_node(config: Path, directory: Path, log: Path, twistd_options: tuple[str, ...] = (),
+               ) -> tuple[subprocess.Popen[bytes], ApiClient | None]:
     """Start `twistd -n perund --config CONFIG` in `directory`, its output into `log`; the
     process and, once its API answers, a client with the operator's token (None if it did not
-    come up within a minute)."""
+    come up within a minute). `twistd_options` go before `perund` (a benchmark's profiler)."""
     twistd = str(Path(sys.executable).with_name("twistd"))
     with log.open("ab") as sink:
-        node = subprocess.Popen([twistd, "-n", "--pidfile=", "perund", "--config", str(config)],
+        node = subprocess.Popen([twistd, "-n", "--pidfile=", *twistd_options, "perund",
+                                 "--config", str(config)],
                                 cwd=directory, stdout=sink, stderr=subprocess.STDOUT)
     settings = yaml.safe_load(config.read_text())
     token_file = config.parent / settings["data_dir"] / "api.token"

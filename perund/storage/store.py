@@ -10,6 +10,11 @@ thread and back would save (docs/storage.md has the figures).
 
 Reads never touch the file: the store keeps the decoded value of every record in memory (a few
 hundred bytes per channel), loaded and checked once on open.
+
+The store also keeps the session's payment history (`history`): `put` derives the payments a
+new channel value made and writes them in the same commit, before the channel's record, so a
+payment is in the history exactly when its state is in the store, whatever tears the tail.
+Compaction moves them to the append-only archive (`perund/storage/archive.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ from perund.channel.records import Channel
 from perund.channel.types import ChannelID
 from perund.errors import StoreCorrupt, StoreError, StoreLocked
 from perund.storage import codec, datafile
+from perund.storage.archive import PaymentArchive
+from perund.storage.history import PaymentHistory
+from perund.storage.payments import (
+    PaymentRecord,
+    decode_payment,
+    encode_payment,
+    payments_between,
+)
 
 log = Logger()
 
@@ -41,6 +54,7 @@ _CHANNEL: Final = b"c"  # + 32-byte channel ID -> codec.encode_channel
 _CONTACT: Final = b"a"  # + UTF-8 alias -> codec.encode_contact
 _CURSOR: Final = b"b"  # the watcher's block cursor -> codec.encode_cursor
 _META: Final = b"m"  # + UTF-8 name -> raw bytes
+_PAYMENT: Final = b"p"  # + 8-byte big-endian payment ID -> payments.encode_payment
 
 DEFAULT_COMPACT_RATIO: Final = 4.0
 DEFAULT_COMPACT_MIN_BYTES: Final = 1 << 20
@@ -65,6 +79,7 @@ class SessionStore:
         *,
         compact_ratio: float = DEFAULT_COMPACT_RATIO,
         compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
+        record_payments: bool = True,
     ) -> None:
         if compact_ratio <= 1:
             raise ValueError("compact_ratio must exceed 1")
@@ -72,6 +87,8 @@ class SessionStore:
         self.data_path = os.path.join(self.path, datafile.DATA_NAME)
         # zope interfaces do not type-check as protocols (their methods have no `self`).
         self._call_later: Callable[..., DelayedCall] = cast(Any, reactor).callLater
+        self._seconds: Callable[[], float] = cast(Any, reactor).seconds
+        self._record_payments = record_payments
         self._compact_ratio = compact_ratio
         self._compact_min_bytes = compact_min_bytes
 
@@ -80,6 +97,11 @@ class SessionStore:
         self._cursor: int | None = None
         self._cursor_hash: bytes | None = None
         self._meta: dict[str, bytes] = {}
+        self._loaded_payments: list[PaymentRecord] = []
+        self.payment_listeners: list[Callable[[list[PaymentRecord]], object]] = []
+        """Called with the payments of each commit, once that commit is durable."""
+        self._unannounced: list[PaymentRecord] = []
+        self._payment_bytes = 0  # of the live payment records in the data file
 
         self._pending: dict[bytes, bytes | None] = {}
         self._waiters: list[Deferred[None]] = []
@@ -100,6 +122,8 @@ class SessionStore:
         self._lock_fd = _lock(self.path)
         self._db: Any = None
         try:
+            self.history = PaymentHistory(PaymentArchive(self.path))
+            """The session's payments (recent ones in memory, older ones archived)."""
             self._db = self._open()
             self._load()
         except BaseException:
@@ -121,6 +145,8 @@ class SessionStore:
             scan = datafile.Scan(good_end=len(datafile.HEADER), size=len(datafile.HEADER))
         self._live = scan.live
         self._live_bytes = len(datafile.HEADER) + sum(scan.live.values())
+        self._payment_bytes = sum(size for key, size in scan.live.items()
+                                  if key[:1] == _PAYMENT)
         self._file_bytes = scan.size
         return db
 
@@ -135,6 +161,7 @@ class SessionStore:
                     file=self.data_path,
                     key=key.hex(),
                 ) from None
+        self._settle_loaded_payments()
         if self._over_threshold():
             self._compact()
 
@@ -151,16 +178,69 @@ class SessionStore:
             self._cursor, self._cursor_hash = codec.decode_cursor(value)
         elif kind == _META:
             self._meta[_text(rest)] = value
+        elif kind == _PAYMENT and len(rest) == 8:
+            record = decode_payment(value)
+            if record.payment_id != int.from_bytes(rest, "big"):
+                raise StoreCorrupt("the payment ID differs from the record's key")
+            self._loaded_payments.append(record)
         else:
             raise StoreCorrupt("unknown kind of record")
+
+    def _settle_loaded_payments(self) -> None:
+        """The payments found in the data file become the recent history, less those archived
+        already (a compaction died after appending them) and those whose state is not in the
+        store (a commit torn between a payment and its channel record): both are deleted."""
+        loaded = sorted(self._loaded_payments, key=lambda r: r.payment_id)
+        self._loaded_payments = []
+        archived, recent = self.history.archive.last_id, []
+        for record in loaded:
+            channel = self._channels.get(record.channel_id)
+            stored = None if channel is None or channel.current is None \
+                else channel.current.state.version
+            if record.payment_id <= archived:
+                self._write(_payment_key(record.payment_id), None)
+            elif record.version is not None and (stored is None or record.version > stored):
+                log.warn("store {path}: dropped payment {id}: its state (version {version}) "
+                         "is not in the store", path=self.path, id=record.payment_id,
+                         version=record.version)
+                self._write(_payment_key(record.payment_id), None)
+            else:
+                recent.append(record)
+        self.history.recent = recent
 
     # ----------------------------------------------------------------------------------------
     # Channels (the ChannelStore protocol)
 
     def put(self, channel: Channel) -> None:
-        """Record `channel`, replacing its previous value (durable after the next flush)."""
-        self._write(_CHANNEL + channel.channel_id, codec.encode_channel(channel))
+        """Record `channel`, replacing its previous value (durable after the next flush), and
+        the payments it made since its previous value (`payments_between`)."""
+        key = _CHANNEL + channel.channel_id
+        if self._record_payments:
+            made = payments_between(self._channels.get(channel.channel_id), channel,
+                                    self._seconds(), self.history.next_id)
+            if made:
+                self._add_payments(made)
+                # The channel's record goes after its payments in the commit: a tail torn
+                # between them leaves payments without their state, which the next open drops.
+                self._pending.pop(key, None)
+        self._write(key, codec.encode_channel(channel))
         self._channels[channel.channel_id] = channel
+
+    def add_payments(self, records: list[PaymentRecord]) -> list[PaymentRecord]:
+        """Record payments that made no state (requests rejected or expired), numbered anew;
+        the records as kept (durable after the next flush)."""
+        first = self.history.next_id
+        numbered = [PaymentRecord(first + i, r.channel_id, r.peer, r.direction, r.asset,
+                                  r.amount, r.version, r.time, r.request, r.status, r.reference)
+                    for i, r in enumerate(records)]
+        self._add_payments(numbered)
+        return numbered
+
+    def _add_payments(self, records: list[PaymentRecord]) -> None:
+        for record in records:
+            self._write(_payment_key(record.payment_id), encode_payment(record))
+        self.history.recent.extend(records)
+        self._unannounced.extend(records)
 
     def forget(self, channel_id: ChannelID) -> None:
         """Drop a channel that never came to exist on-chain (durable after the next flush)."""
@@ -295,6 +375,7 @@ class SessionStore:
             return
         pending, self._pending = self._pending, {}
         waiters, self._waiters = self._waiters, []
+        made, self._unannounced = self._unannounced, []
         db = self._db
         try:
             for key, value in pending.items():
@@ -303,12 +384,17 @@ class SessionStore:
                         continue
                     del db[key]
                     self._file_bytes += datafile.record_size(key, None)
-                    self._live_bytes -= self._live.pop(key, 0)
+                    dropped = self._live.pop(key, 0)
+                    self._live_bytes -= dropped
+                    if key[:1] == _PAYMENT:
+                        self._payment_bytes -= dropped
                 else:
                     db[key] = value
                     size = datafile.record_size(key, value)
                     self._file_bytes += size
                     self._live_bytes += size - self._live.get(key, 0)
+                    if key[:1] == _PAYMENT:
+                        self._payment_bytes += size - self._live.get(key, 0)
                     self._live[key] = size
             db.sync()
         except Exception as e:
@@ -321,8 +407,17 @@ class SessionStore:
             return
         for d in waiters:
             d.callback(None)
+        if made:
+            self._announce(made)
         if not self._closed and self._over_threshold():
             self._compact()
+
+    def _announce(self, made: list[PaymentRecord]) -> None:
+        for listener in list(self.payment_listeners):
+            try:
+                listener(made)
+            except Exception:
+                log.failure("store {path}: a payment listener failed", path=self.path)
 
     def _fail_waiters(self, error: StoreError) -> None:
         waiters, self._waiters = self._waiters, []
@@ -333,9 +428,11 @@ class SessionStore:
     # Compaction
 
     def _over_threshold(self) -> bool:
+        # Payment records leave the data file at a compaction (to the archive): they count
+        # as garbage here, or a growing history would hold compaction back forever.
         return (
             self._file_bytes > max(self._compact_min_bytes, self._retry_above)
-            and self._file_bytes > self._compact_ratio * self._live_bytes
+            and self._file_bytes > self._compact_ratio * (self._live_bytes - self._payment_bytes)
         )
 
     def _compact(self) -> None:
@@ -343,7 +440,8 @@ class SessionStore:
         covered: pending writes stay in memory until the next commit)."""
         db = self._db
         before = self._file_bytes
-        items = [(key, db[key]) for key in db]
+        archived = self._archive_payments()
+        items = [(key, db[key]) for key in db if not (archived and key[:1] == _PAYMENT)]
         db.close()
         compacted = False
         try:
@@ -363,14 +461,38 @@ class SessionStore:
             return
         if not compacted:
             return
+        if archived:
+            for key in [key for key in self._live if key[:1] == _PAYMENT]:
+                self._live_bytes -= self._live.pop(key)
+            self._payment_bytes = 0
+            self.history.recent = [r for r in self.history.recent
+                                   if r.payment_id > self.history.archive.last_id]
         self.compactions += 1
         log.info("store {path}: compacted {before} bytes to {after}",
                  path=self.path, before=before, after=self._file_bytes)
+
+    def _archive_payments(self) -> bool:
+        """Append the durable payment records to the archive (fsynced); whether that worked.
+        Only what the last commit covered (the oldest ones): pending payments stay."""
+        durable = [r for r in self.history.recent
+                   if _payment_key(r.payment_id) not in self._pending]
+        if not durable:
+            return False
+        try:
+            self.history.archive.append(durable)
+        except OSError:
+            log.failure("store {path}: archiving payments failed", path=self.path)
+            return False
+        return True
 
     def _release(self) -> None:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # closing the descriptor drops the flock
             self._lock_fd = -1
+
+
+def _payment_key(payment_id: int) -> bytes:
+    return _PAYMENT + payment_id.to_bytes(8, "big")
 
 
 def _lock(path: str) -> int:

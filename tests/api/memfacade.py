@@ -21,13 +21,16 @@ from perund.api.views import (
     NodeInfo,
     Notification,
     Payment,
+    PaymentPage,
+    PaymentView,
     PeerView,
     ProposalView,
     SessionInfo,
     SessionOpened,
     UpdateView,
+    payment_view,
 )
-from perund.channel.types import ETH, Address, hex_address, to_address
+from perund.channel.types import ETH, Address, ChannelID, hex_address, to_address
 from perund.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -37,6 +40,9 @@ from perund.errors import (
     StoreCorrupt,
     UserResponseTimedOut,
 )
+from perund.storage.archive import PaymentArchive
+from perund.storage.history import PaymentHistory, PaymentQuery
+from perund.storage.payments import PaymentRecord
 
 ADJUDICATOR = to_address("0x" + "ad" * 20)
 RESPONSE_TIMEOUT = 60.0
@@ -75,6 +81,9 @@ class _Session:
     listeners: list[Callable[[Notification], None]] = field(default_factory=list)
     on_chain: dict[Address, int] = field(default_factory=dict)
     shelf: MemoryShelf = field(default_factory=lambda: MemoryShelf())
+    # The real history over records kept in memory only (its archive file never exists).
+    history: PaymentHistory = field(
+        default_factory=lambda: PaymentHistory(PaymentArchive("/nonexistent/perund-memfacade")))
 
     def notify(self, note: Notification) -> None:
         for listener in list(self.listeners):
@@ -224,7 +233,37 @@ class MemoryNode:
                                       requirement="'self' or the channel's peer")
         updated = self._moved(channel, moves)
         session.channels[channel_id] = updated
+        peer = self._peer(session, channel.peer).off_chain_address
+        for asset, moved in moves.items():
+            record = PaymentRecord(session.history.next_id, ChannelID(channel_id), peer,
+                                   "sent" if moved > 0 else "received", asset, abs(moved),
+                                   updated.version, self.clock.seconds(), moved < 0)
+            session.history.recent.append(record)
+            session.notify(payment_view(record, lambda address: channel.peer))
         return updated
+
+    async def payment_list(self, session_id: bytes, query: PaymentQuery, peer: str | None,
+                           limit: int, cursor: str | None) -> PaymentPage:
+        self.calls.append("payment_list")
+        session = self._session(session_id)
+        if peer is not None:
+            query = replace(query, peer=self._peer(session, peer).off_chain_address)
+        page = session.history.page(query, limit, cursor)
+        return PaymentPage(tuple(payment_view(r, self._alias_of(session))
+                                 for r in page.payments), page.next_cursor)
+
+    async def payment_get(self, session_id: bytes, payment_id: int) -> PaymentView:
+        self.calls.append("payment_get")
+        session = self._session(session_id)
+        record = session.history.get(payment_id)
+        if record is None:
+            raise ResourceNotFound("no such payment", type="payment", id=str(payment_id))
+        return payment_view(record, self._alias_of(session))
+
+    @staticmethod
+    def _alias_of(session: _Session) -> Callable[[Address], str | None]:
+        by_address = {view.off_chain_address: view.alias for view in session.peers.values()}
+        return by_address.get
 
     async def channel_respond_update(self, session_id: bytes, channel_id: bytes,
                                      update_id: bytes, accept: bool) -> ChannelView:
@@ -250,6 +289,7 @@ class MemoryNode:
 
     def subscribe_notices(self, session_id: bytes, callback: Callable[[Notification], None],
                           wants_updated: Callable[[bytes], bool] | None = None,
+                          wants_payments: Callable[[bytes], bool] | None = None,
                           ) -> Callable[[], None]:
         self.calls.append("subscribe_notices")
         session = self._session(session_id)

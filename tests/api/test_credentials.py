@@ -149,6 +149,8 @@ class Users:
             "session_listTokens": {"sessionId": bob},
             "session_revokeToken": {"sessionId": bob, "tokenId": self.bob_token_id},
             "session_rotateToken": {"sessionId": bob, "tokenId": self.bob_token_id},
+            "payment_list": {"sessionId": bob},
+            "payment_get": {"sessionId": bob, "paymentId": 0},
         }
 
     def state_of_bob(self) -> Any:
@@ -207,6 +209,8 @@ def test_a_read_credential_reads_and_subscribes_but_moves_nothing(users: Users) 
     session, channel = users.alice, users.alice_channel
     assert users.api.call("channel_get", {"sessionId": session, "channelId": channel}, reader)
     assert users.api.call("session_balance", {"sessionId": session}, reader)
+    assert users.api.call("payment_list", {"sessionId": session}, reader) == {
+        "payments": [], "nextCursor": None}
     for method, params in {
         "channel_send": {"sessionId": session, "channelId": channel, "payments": [
             {"currency": "ETH", "payee": "bob", "amount": "1"}]},

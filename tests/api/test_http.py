@@ -283,3 +283,21 @@ async def test_metrics_behind_the_token(server: Server) -> None:
     assert 'perund_api_calls_total{method="unknown",outcome="-32601"} 1' in text
     assert "# TYPE perund_sessions gauge\nperund_sessions 1\n" in text
     assert (await server.post(b"x", path=b"/metrics", method=b"POST"))[0] == 405
+
+
+def test_request_bodies_are_never_parsed_as_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twisted.web import http
+    from twisted.web.test.requesthelper import DummyChannel
+
+    from perund.api.http import ApiRequest
+
+    parsed: list[bytes] = []
+    monkeypatch.setattr(http, "_parseContentType", lambda line: parsed.append(line) or b"")
+    request = ApiRequest(DummyChannel())
+    request.process = lambda: None  # type: ignore[method-assign]
+    request.content = BytesIO()
+    request.content.write(b"a=1&b=2")  # as an authorised client's body arrives
+    request.requestHeaders.setRawHeaders(b"content-type",
+                                         [b"application/x-www-form-urlencoded"])
+    request.requestReceived(b"POST", b"/rpc", b"HTTP/1.1")
+    assert parsed == [] and request.args == {}

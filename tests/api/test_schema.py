@@ -107,7 +107,7 @@ def test_rpc_discover_describes_every_method_with_the_schemas_in_force() -> None
                 "channel_open", "channel_respondProposal", "channel_list", "channel_get",
                 "channel_send", "channel_respondUpdate", "channel_close", "subscribe",
                 "unsubscribe", "rpc.discover", "session_createToken", "session_listTokens",
-                "session_revokeToken", "session_rotateToken"}
+                "session_revokeToken", "session_rotateToken", "payment_list", "payment_get"}
     assert set(served) == expected
     for name, entry in described.items():
         method = served[name]

@@ -8,6 +8,7 @@ are one line on stderr and a distinct exit code.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -175,6 +176,34 @@ def test_one_shot_commands(one_daemon: Daemon, anvil_setup: Generated, tmp_path:
     assert [(c["channelId"], c["phase"]) for c in listed] == [(cid, "closed")]
     balance = run(a, "balance")
     assert re.search(r"^ETH\s+9999\.\d+$", balance.stdout, re.M), balance.stdout
+
+    # The history: every payment, on both sides, mirrored; a table, JSON, a CSV file.
+    def payments(env: dict[str, str], *args: str) -> list[tuple[str, str, bool]]:
+        shown = json.loads(run(env, "--json", "history", *args).stdout)
+        return [(p["direction"], p["amount"], p["request"]) for p in shown]
+
+    assert payments(a) == [("received", "0.1", True), ("sent", "0.25", False),
+                           ("sent", "0.25", False)]
+    assert payments(b) == [("sent", "0.1", True), ("received", "0.25", False),
+                           ("received", "0.25", False)]
+    assert payments(a, "--direction", "sent", "--limit", "1") == [("sent", "0.25", False)]
+    assert payments(a, "--channel", cid[:8], "--peer", "bob", "--currency", "eth",
+                    "--since", "2020-01-01") == payments(a)
+    table = run(a, "history").stdout
+    assert re.match(r"ID\s+TIME\s+AMOUNT\s+PEER\s+CHANNEL\s+VERSION\s+WHAT", table)
+    assert re.search(r"^2\s+\S+ \S+\s+\+0\.1 ETH\s+bob\s+0x\S+\s+3\s+request$", table,
+                     re.M), table
+    exported = tmp_path / "alice.csv"
+    assert run(a, "history", "--csv", str(exported)).stdout == \
+        f"wrote 3 payments to {exported}\n"
+    with exported.open() as rows:
+        read = list(csv.DictReader(rows))
+    assert [(r["direction"], r["amount"], r["currency"]) for r in read] == [
+        ("received", "0.1", "ETH"), ("sent", "0.25", "ETH"), ("sent", "0.25", "ETH")]
+    one_error(run(a, "history", "--csv", str(exported)), 2,
+              f"{re.escape(str(exported))} exists: give a new file name")
+    one_error(run(a, "history", "--since", "last tuesday"), 2,
+              "--since 'last tuesday': give a date .*")
 
     # Lines piped into the shell run one after the other.
     piped = run(env, stdin=f"use {alice}\nchannel list\nnode time --json\nexit\n")

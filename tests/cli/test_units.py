@@ -176,6 +176,11 @@ def test_pushes_read_as_sentences() -> None:
     assert describe_push(gone, style) == (
         "update 0x01010101… from alice on channel 0xabababab… is gone unanswered: the node "
         "stopped")
+    paid = {"paymentId": 4, "channelId": cid, "peer": "alice", "peerAddress": "0x" + "11" * 20,
+            "direction": "received", "currency": "ETH", "amount": "0.5", "version": 3,
+            "time": 1000.0, "request": False, "status": "paid", "reference": None}
+    assert describe_push(paid, style) == (
+        "payment 4 +0.5 ETH from alice on channel 0xabababab… (version 3)")
     gone_proposal = {"type": "gone", "proposalId": "0x" + "02" * 32, "peer": "bob",
                      "peerAddress": "0x" + "22" * 20, "reason": "the node stopped"}
     assert describe_push(gone_proposal, style) == (

@@ -44,6 +44,8 @@ def _on_bobs_session(bob: str, channel: str) -> dict[str, dict[str, Any]]:
         "session_listTokens": {"sessionId": bob},
         "session_revokeToken": {"sessionId": bob, "tokenId": token_id},
         "session_rotateToken": {"sessionId": bob, "tokenId": token_id},
+        "payment_list": {"sessionId": bob},
+        "payment_get": {"sessionId": bob, "paymentId": 0},
     }
 
 

@@ -8,6 +8,7 @@ process at any moment and must know exactly what the user was told):
   {"cmd": "open", "peer": ALIAS, "ours": WEI, "theirs": WEI}   -> {"event": "opened", "channel"}
   {"cmd": "pay", "channel": HEX, "amount": WEI, "count": N}    -> {"event": "paid", "version"} * N
   {"cmd": "state", "channel": HEX}                             -> {"event": "state", ...}
+  {"cmd": "history", "channel": HEX}   -> {"event": "history", "payments": [...]}, oldest first
 
 Incoming proposals are accepted; every state that becomes current from the peer is reported as
 {"event": "received", "version"} (what the user of this side was told).
@@ -68,6 +69,20 @@ class Commands(LineReceiver):
                  balances=[[str(a) for a in row] for row in channel.latest.balances],
                  phase=channel.phase.value, needs_sync=channel.needs_sync,
                  staged=channel.staged is not None)
+        elif command["cmd"] == "history":
+            from perund.storage.history import PaymentQuery
+
+            query = PaymentQuery(channel_id=ChannelID(bytes.fromhex(command["channel"])))
+            found, cursor = [], None
+            while True:
+                page = self.session.store.history.page(query, 1000, cursor)
+                found += page.payments
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            emit(event="history", payments=[
+                {"version": r.version, "amount": str(r.amount), "direction": r.direction}
+                for r in reversed(found)])
 
     def connectionLost(self, reason: object = None) -> None:
         if not self.done.called:

@@ -148,6 +148,15 @@ def test_kill_9_in_a_stream_of_payments(anvil_setup: Generated, victim: str) -> 
         assert paid_total % 1000 == 0
         assert state["version"] - 1 <= paid_total // 1000 <= state["version"]
         assert paid_total // 1000 >= len(set(alice.versions("paid")))
+        # Each side's history is the sequence of its stored states: every payment to the
+        # agreed state, once, in version order, and nothing beyond it.
+        for side, direction in ((alice, "sent"), (bob, "received")):
+            side.send(cmd="history", channel=channel)
+            history = side.next("history")["payments"]
+            versions = [p["version"] for p in history]
+            assert versions == sorted(set(versions)) and versions[-1] == state["version"]
+            assert {p["direction"] for p in history} == {direction}
+            assert sum(int(p["amount"]) for p in history) == paid_total
         # The only error either user saw is the payment in flight when the payee died.
         errors = [r for r in alice.seen + bob.seen if r["event"] == "error"]
         assert len(errors) <= (1 if victim == "payee" else 0), errors

@@ -43,11 +43,12 @@ def _boundaries(path: Path) -> list[int]:
 @pytest.fixture
 def written(tmp_path: Path) -> tuple[Path, list[Channel]]:
     """A store holding one record per persisted value of a few payments (one channel, two
-    sides: the same key each time), plus a block cursor; each value's record in order."""
+    sides: the same key each time), plus a block cursor; each value's record in order (no
+    payment records: tests/storage/test_history.py tears those)."""
     values = list(persisted_payments(4))
     source = tmp_path / "source"
     clock = Clock()
-    store = SessionStore(source, clock)
+    store = SessionStore(source, clock, record_payments=False)
     for value in values:
         store.put(value)
         clock.advance(0)  # one commit (one record) per value

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from perund.cli.client.errors import UsageError
+from perund.cli.client.history_commands import add_history_parser
 
 DESCRIPTION = "perund-cli: use a perund node (sessions, peers, channels, payments) over its " \
               "JSON-RPC and WebSocket API. Without a command it starts the interactive shell."
@@ -149,6 +150,7 @@ def add_commands(commands: Any, interactive: bool) -> None:
         _currency(paying)
 
     command(commands, "balance", "the on-chain balances of the session's account")
+    add_history_parser(commands, command)
 
     token = group("token", "the session's credentials: list, create, revoke, rotate")
     command(token, "list", "the session's credentials (never their tokens)")
@@ -200,8 +202,9 @@ def add_commands(commands: Any, interactive: bool) -> None:
                         "until ^C (or --count pushes).")
         watch.add_argument("--count", type=int, metavar="N",
                            help="exit after N notifications")
-        watch.add_argument("--topic", choices=("proposals", "updates"), action="append",
-                           help="only this topic (repeatable; default both)")
+        watch.add_argument("--topic", choices=("proposals", "updates", "payments"),
+                           action="append",
+                           help="only this topic (repeatable; default proposals and updates)")
         command(commands, "shell", "the interactive shell (the default without a command)")
 
 

@@ -255,6 +255,14 @@ def describe_push(push: Mapping[str, Any], style: Style,
     """One push as a line a person reads. `before` is the channel's balances as we knew them
     (to say how much a request asks); `answer` is how to answer pushes that need one
     ("accept or reject" in the shell)."""
+    if "paymentId" in push:
+        head = style.notice(f"payment {push['paymentId']}")
+        sign = "+" if push.get("direction") == "received" else "-"
+        what = "request " if push.get("request") else ""
+        return (f"{head} {what}{sign}{amount(str(push.get('amount')), str(push.get('currency')))}"
+                f" {'from' if sign == '+' else 'to'} {push.get('peer')} on channel "
+                f"{style.ident(short_id(str(push.get('channelId'))))} "
+                f"{style.dim('(version ' + str(push.get('version')) + ')')}")
     if "proposalId" in push:
         peer = str(push.get("peer"))
         head = style.notice(f"proposal {short_id(str(push['proposalId']))}")

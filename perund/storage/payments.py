@@ -1,0 +1,143 @@
+"""Payment records: what the history keeps of each payment, their byte format, and how they
+follow from two consecutive values of a channel.
+
+The store derives a channel's payments from the values it is given (`payments_between`): a
+payment is in the history exactly when the state it produced is in the store, because both are
+written in the same commit (docs/storage.md, "Payment history"). A record is one asset's change
+of one update; an update that moves two assets is two records with the same version.
+
+Format: `format version (1 byte) ‖ msgpack array` of `[id, channel ID, peer, direction, asset,
+amount (minimal big-endian bytes), version or nil, time, request, status, reference or nil]`.
+Decoding is strict and raises `StoreCorrupt` naming the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import msgpack
+
+from perund.channel.records import Channel
+from perund.channel.types import UINT64_MAX, UINT256_MAX, Address, ChannelID
+from perund.errors import StoreCorrupt, StoreError
+
+FORMAT_VERSION: Final = 1
+
+Direction = Literal["sent", "received"]
+Status = Literal["paid", "rejected", "expired"]
+
+DIRECTIONS: Final[tuple[Direction, ...]] = ("sent", "received")
+STATUSES: Final[tuple[Status, ...]] = ("paid", "rejected", "expired")
+
+MAX_REFERENCE: Final = 128
+"""Longest reference a payment may carry, in characters (an invoice number, an order ID)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    """One payment as a session's history keeps it.
+
+    `payment_id` rises with every record of the session. `direction` is seen from this
+    session; `amount` is in the asset's base units. `version` is the channel version the
+    payment produced (None for a request that was rejected or expired: it produced none).
+    `request` says whether the party receiving the money asked for it (a payment request);
+    `status` how it ended. `time` is the node's unix time when the record was made.
+    """
+
+    payment_id: int
+    channel_id: ChannelID
+    peer: Address
+    direction: Direction
+    asset: Address
+    amount: int
+    version: int | None
+    time: float
+    request: bool = False
+    status: Status = "paid"
+    reference: str | None = None
+
+
+def payments_between(old: Channel | None, new: Channel, now: float,
+                     first_id: int) -> list[PaymentRecord]:
+    """The payments that turned channel value `old` into `new` (numbered from `first_id`):
+    one record per asset whose balance of ours changed between their fully signed states.
+
+    Opening (no earlier fully signed state) and states that move nothing (a final state, a
+    registration) make none. Who proposed the new state decides whether it was a request:
+    our own staged or abandoned update of that version means we did; anything else (the
+    peer's update, a state learnt from a sync) means the peer did.
+    """
+    if old is None or old.current is None or new.current is None or new.current is old.current:
+        return []  # the last test is the common case: a put that changes no signed state
+    before, after = old.current.state, new.current.state
+    if after.version <= before.version:
+        return []
+    ours = new.index
+    we_proposed = any(
+        staged is not None and staged.proposer == ours and staged.state.version == after.version
+        for staged in (old.staged, old.abandoned))
+    records: list[PaymentRecord] = []
+    for asset, was, now_row in zip(after.assets, before.balances, after.balances, strict=True):
+        change = now_row[ours] - was[ours]
+        if change == 0:
+            continue
+        received = change > 0
+        records.append(PaymentRecord(
+            payment_id=first_id + len(records), channel_id=new.channel_id, peer=new.peer,
+            direction="received" if received else "sent", asset=asset, amount=abs(change),
+            version=after.version, time=now, request=received == we_proposed))
+    return records
+
+
+def encode_payment(record: PaymentRecord) -> bytes:
+    """The stored bytes of `record`; `StoreError` for a value the format cannot hold."""
+    if not 0 <= record.amount <= UINT256_MAX or not 0 <= record.payment_id <= UINT64_MAX:
+        raise StoreError("a payment's amount or id is out of range")
+    if record.reference is not None and len(record.reference) > MAX_REFERENCE:
+        raise StoreError("a payment's reference is too long")
+    body = [record.payment_id, bytes(record.channel_id), bytes(record.peer),
+            DIRECTIONS.index(record.direction), bytes(record.asset),
+            record.amount.to_bytes((record.amount.bit_length() + 7) // 8, "big"),
+            record.version, float(record.time), record.request,
+            STATUSES.index(record.status), record.reference]
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    return bytes((FORMAT_VERSION,)) + packed
+
+
+def decode_payment(value: bytes) -> PaymentRecord:
+    """The record stored as `value`; `StoreCorrupt` naming the field that is wrong."""
+    if not value or value[0] != FORMAT_VERSION:
+        raise StoreCorrupt("unknown payment record format")
+    try:
+        body = msgpack.unpackb(value[1:], raw=False, strict_map_key=True, use_list=True)
+    except Exception:
+        raise StoreCorrupt("a payment record is not msgpack") from None
+    if type(body) is not list or len(body) != 11:
+        raise StoreCorrupt("a payment record has the wrong number of fields")
+    (payment_id, channel_id, peer, direction, asset, amount, version, time, request, status,
+     reference) = body
+    _check(type(payment_id) is int and 0 <= payment_id <= UINT64_MAX, "id")
+    _check(_is_bytes(channel_id, 32), "channel ID")
+    _check(_is_bytes(peer, 20), "peer")
+    _check(direction in (0, 1) and type(direction) is int, "direction")
+    _check(_is_bytes(asset, 20), "asset")
+    _check(type(amount) is bytes and len(amount) <= 32 and amount[:1] != b"\0", "amount")
+    _check(version is None or (type(version) is int and 0 <= version <= UINT64_MAX), "version")
+    _check(type(time) is float, "time")
+    _check(type(request) is bool, "request")
+    _check(status in (0, 1, 2) and type(status) is int, "status")
+    _check(reference is None or (type(reference) is str and len(reference) <= MAX_REFERENCE),
+           "reference")
+    return PaymentRecord(payment_id, ChannelID(channel_id), Address(peer), DIRECTIONS[direction],
+                         Address(asset), int.from_bytes(amount, "big"), version, time, request,
+                         STATUSES[status], reference)
+
+
+def _is_bytes(value: Any, size: int) -> bool:
+    return type(value) is bytes and len(value) == size
+
+
+def _check(ok: bool, field: str) -> None:
+    if not ok:
+        raise StoreCorrupt(f"a payment record's {field} is malformed")
