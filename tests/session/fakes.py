@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
 from perund.channel import events as ev
 from perund.channel.changes import Concluded
@@ -39,11 +41,13 @@ from perund.wire.messages import (
     response_key,
 )
 
+T = TypeVar("T")
+
 ETHER = 10**18
 DEPLOYMENT = Deployment(1337, Address(b"\x01" * 20), min_challenge_duration=1)
 
 
-def _cancelling(result: object, timer: IDelayedCall) -> object:
+def _cancelling(result: object, timer: DelayedCall) -> object:
     if timer.active():
         timer.cancel()
     return result
@@ -204,8 +208,9 @@ class Links:
 
 @dataclass
 class Chain:
-    """Funds at once (or never: `funds=False`); records every settlement transaction asked for
-    and answers it with `conclusion` (None: a registration, the dispute goes on)."""
+    """Funds at once (or, with `funds=False`, when the test says: `funding`); records every
+    settlement transaction asked for and answers it with `conclusion` (None: a registration,
+    the dispute goes on)."""
 
     clock: Clock | None = None
     """When set, `asked_at` records the clock's time of each settlement transaction."""
@@ -217,8 +222,16 @@ class Chain:
     conclusion: Callable[[ev.Register | ev.ConcludeFinal | ev.Conclude], Concluded | None] = (
         lambda event: None)
 
+    funding: list[Deferred[None]] = field(default_factory=list)
+    """The funding waits handed out while `funds` is False, for the test to end."""
+    cancelled: list[ChannelID] = field(default_factory=list)
+    """The channels whose funding wait was cancelled."""
+
     def fund(self, event: ev.Fund) -> Deferred[None]:
-        return succeed(None) if self.funds else Deferred()
+        if self.funds:
+            return succeed(None)
+        self.funding.append(Deferred(lambda _: self.cancelled.append(event.channel_id)))
+        return self.funding[-1]
 
     def _settle(self, event: ev.Register | ev.ConcludeFinal | ev.Conclude,
                 ) -> Deferred[Concluded | None]:
@@ -273,14 +286,15 @@ def side(net: Net, store: ChannelStore | None = None, chain: Chain | None = None
     return one
 
 
-def result(d: Deferred[object]) -> object:
-    """What `d` fired with (a Failure's exception is raised); it must have fired."""
-    box: list[object] = []
+def result(d: Deferred[T]) -> T:
+    """What `d` fired with (a failure's exception is raised); it must have fired."""
+    box: list[T | Failure] = []
     d.addBoth(box.append)
     assert box, "it has not fired"
-    if hasattr(box[0], "raiseException"):
-        box[0].raiseException()  # type: ignore[attr-defined]
-    return box[0]
+    outcome = box[0]
+    if isinstance(outcome, Failure):
+        outcome.raiseException()
+    return outcome
 
 
 def open_channel(net: Net, a: Side, b: Side, ours: int = 5 * ETHER,
@@ -298,7 +312,7 @@ def open_channel(net: Net, a: Side, b: Side, ours: int = 5 * ETHER,
     finally:
         net.latency = latency
     channel = result(opening)
-    assert channel.phase is Phase.OPEN  # type: ignore[attr-defined]
-    cid: ChannelID = channel.channel_id  # type: ignore[attr-defined]
+    assert channel.phase is Phase.OPEN
+    cid = channel.channel_id
     assert b.client.channels[cid].phase is Phase.OPEN
     return cid

@@ -9,12 +9,12 @@ from twisted.internet.task import Clock
 
 from perund.channel import events as ev
 from perund.channel.phases import Phase
-from perund.channel.types import ETH
+from perund.channel.types import ETH, ChannelID
 
 from .fakes import Net, Side, open_channel, side
 
 
-def _paid_once(clock: Clock, net: Net, alice: Side, bob: Side) -> bytes:
+def _paid_once(clock: Clock, net: Net, alice: Side, bob: Side) -> ChannelID:
     cid = open_channel(net, alice, bob)
     alice.client.send(cid, ((ETH, 1),))
     clock.advance(0)

@@ -62,7 +62,7 @@ def test_a_payment_request_unanswered_until_its_expiry_is_declined() -> None:
     # The channel goes on.
     paid = alice.client.send(cid, ((ETH, 3),))
     clock.advance(0)
-    assert result(paid).latest.balances == ((ETHER - 3, ETHER + 3),)  # type: ignore[attr-defined]
+    assert result(paid).latest.balances == ((ETHER - 3, ETHER + 3),)
 
 
 def test_an_answer_in_time_counts() -> None:
@@ -77,8 +77,8 @@ def test_an_answer_in_time_counts() -> None:
     answered = bob.client.respond_update(cid, question.update_id, True)
     clock.advance(0)
 
-    assert result(answered).latest.balances == ((ETHER + 1, ETHER - 1),)  # type: ignore[attr-defined]
-    assert result(requesting).version == 1  # type: ignore[attr-defined]
+    assert result(answered).latest.balances == ((ETHER + 1, ETHER - 1),)
+    assert result(requesting).version == 1
     clock.advance(10.0)  # its expiry passes: nothing happens any more
     assert bob.client.channels[cid].version == 1
     assert clock.getDelayedCalls() == []

@@ -28,7 +28,7 @@ def _updates(sender: Side) -> list[Update]:
 
 
 def _fired(sends: list[Deferred[Channel]]) -> list[Channel]:
-    return [result(d) for d in sends]  # type: ignore[misc]
+    return [result(d) for d in sends]
 
 
 def test_waiting_payments_share_an_update_and_a_request_goes_alone() -> None:
@@ -48,7 +48,7 @@ def test_waiting_payments_share_an_update_and_a_request_goes_alone() -> None:
     assert isinstance(question, UpdateNotice)
     bob.client.respond_update(cid, question.update_id, True)
     clock.advance(0)
-    assert result(asking).latest.balances == ((ETHER - 1268, ETHER + 1268),)  # type: ignore[attr-defined]
+    assert result(asking).latest.balances == ((ETHER - 1268, ETHER + 1268),)
 
 
 def test_at_most_max_batch_payments_share_an_update() -> None:
@@ -72,10 +72,10 @@ def test_payments_that_together_exceed_the_balance_go_one_by_one() -> None:
     third = alice.client.send(cid, ((ETH, 2),))
     clock.advance(0)
 
-    assert result(first).version == 1  # type: ignore[attr-defined]
+    assert result(first).version == 1
     with pytest.raises(InvalidArgument):
         result(too_much)
-    assert result(third).latest.balances == ((ETHER - 3, 3),)  # type: ignore[attr-defined]
+    assert result(third).latest.balances == ((ETHER - 3, 3),)
 
 
 def test_payments_both_ways_at_once_collide_and_are_retried() -> None:
@@ -88,8 +88,8 @@ def test_payments_both_ways_at_once_collide_and_are_retried() -> None:
     clock.pump([RETRY_DELAY / 10] * 40)
 
     # Both version 1 were refused; participant 0 (alice) retried at once, bob after a pause.
-    assert result(from_alice).version == 2  # type: ignore[attr-defined]
-    assert result(from_bob).version == 3  # type: ignore[attr-defined]
+    assert result(from_alice).version == 2
+    assert result(from_bob).version == 3
     assert [u.state.version for u in _updates(alice)] == [1, 2]
     assert [u.state.version for u in _updates(bob)] == [1, 3]
     assert alice.client.channels[cid].latest == bob.client.channels[cid].latest

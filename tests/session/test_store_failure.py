@@ -34,7 +34,7 @@ def test_a_full_disk_stops_signing_and_keeps_answering_disputes(
     old = bob.client.channels[cid].current
     paid = alice.client.send(cid, ((ETH, ETHER),))
     clock.advance(0)
-    latest = result(paid).current  # type: ignore[attr-defined]
+    latest = result(paid).current
     assert latest is not None and latest.state.version == 1
 
     monkeypatch.setattr(os, "fsync", disk_full)
