@@ -6,14 +6,18 @@ and executes the events it returns, in order. A `Persist` is made durable (the s
 group commit allowed) before any later event of the same transition runs, so no message that
 depends on a write leaves before the write (docs/specification.md §5).
 
-It keeps three things itself: applying changes, durability, and routing (peer messages in, one
-handler per message type; the core's events out, one handler per event type). The rest is done
-by parts with their own state, each a module of this package:
+It keeps three things itself: applying changes, durability, and the dispatch of the core's
+events (one table, `_handlers`: each event type to the part that carries it out). The rest is
+done by parts with their own state and a small interface, each a module of this package:
 
+- `inbox.Inbox`: the owner of the peer links: messages in, matched to core inputs;
+- `outbox.Outbox`: the core's messages out, and the answers to our update requests;
 - `sending.SendQueue`: our updates, one in flight per channel, waiting payments merged, retries;
 - `questions.Questions`: proposals and update questions waiting for our user, their expiry;
+- `opening.Opening`: our proposals, and our user's answers to the peer's;
 - `duties.ChainDuties`: funding and settlement transactions, and their retries;
-- `patience.Patience`: settling the channels of a peer unreachable past the user's patience.
+- `patience.Patience`: settling the channels of a peer unreachable past the user's patience;
+- `outcomes.Outcomes`: the users waiting for a channel to open or close.
 
 What it needs from outside are the ports of `perund.session.ports` (PeerLinks, Funder,
 Settler); what it tells the user are the notices of `perund.session.notices`.
