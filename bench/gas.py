@@ -1,159 +1,164 @@
-"""Gas of the Adjudicator's cooperative life and dispute path, measured on a fresh anvil.
+"""Gas of the Adjudicator's channel lives and dispute paths, measured on a fresh anvil, beside
+Perun's figures for the same work.
 
-Run: `make bench` (or `.venv/bin/python bench/gas.py`). Prints one JSON object
+Run: `make bench` (or `.venv/bin/python bench/gas.py`). Prints one JSON object:
 
-    {"cooperative": {"calls": {name: gas, ...}, "total": N},
-     "dispute": {"calls": {name: gas, ...}, "total": N}}
+    {"cooperative": {"calls": {name: gas, ...}, "total": N},   # ETH only
+     "dispute": {...},                                        # ETH only
+     "eth_token_cooperative": {...}, "eth_token_cooperative_permit": {...},
+     "token_cooperative": {...}, "eth_token_dispute": {...},
+     "token_operations": {"approve": N, "deposit_first": N, "deposit_second": N,
+                          "permit_deposit": N, "payouts_in_concludeFinal": N},
+     "virtual": {path: {"calls": {...}, "total": N}, ...},
+     "perun": {figure: gas, ...},
+     "versus_perun": {life: {"perund": N, "perun": N, "percent": P, "goal": N, "met": bool}}}
 
-with the receipts' gasUsed of every transaction, and exits non-zero when a receiver did not end up
-with exactly its outcome (to the wei, transaction fees accounted for).
+with the receipts' gasUsed of every transaction. It exits non-zero when any account did not end
+up with exactly its due in ETH and tokens (to the unit, transaction fees accounted for).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+import gas_tokens
+import gas_virtual
+from gas_chain import CHALLENGE, ETHER, Run, as_params, as_state
 from web3 import Web3
 
 from perund.chain.anvil import Anvil
-from perund.channel.encoding import Signer, channel_id
-from perund.channel.types import ETH, Address, Params, State
 
-ARTIFACT = (
-    Path(__file__).resolve().parents[1] / "perund" / "chain" / "artifacts" / "Adjudicator.json"
-)
-ETHER = 10**18
-CHALLENGE = 600  # seconds
-
-
-class Run:
-    """One deployed Adjudicator plus two participants whose on-chain accounts are the receivers."""
-
-    def __init__(self, w3: Web3, keys: tuple[bytes, ...]) -> None:
-        self.w3 = w3
-        artifact = json.loads(ARTIFACT.read_text())
-        deployer = w3.eth.accounts[0]
-        factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-        receipt = self.wait(factory.constructor().transact({"from": deployer}))
-        self.contract = w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
-        self.signers = (Signer(keys[1]), Signer(keys[2]))
-        self.accounts: tuple[str, ...] = tuple(
-            Web3.to_checksum_address(s.address) for s in self.signers
-        )
-        self.fees: dict[str, int] = {a: 0 for a in self.accounts}
-
-    def wait(self, tx_hash: Any) -> Any:
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
-        if receipt["status"] != 1:
-            raise SystemExit(f"transaction {tx_hash.hex()} reverted")
-        return receipt
-
-    def send(self, sender: str, fn: Any, value: int = 0) -> int:
-        """Send one contract call from `sender`; its gasUsed. Fees are booked against `sender`."""
-        receipt = self.wait(fn.transact({"from": sender, "value": value}))
-        self.fees[sender] += receipt["gasUsed"] * receipt["effectiveGasPrice"]
-        return int(receipt["gasUsed"])
-
-    def params(self, nonce: int) -> Params:
-        addresses = (Address(self.signers[0].address), Address(self.signers[1].address))
-        return Params(CHALLENGE, nonce, addresses, addresses)
-
-    def state(self, params: Params, version: int, balances: tuple[int, int], final: bool) -> State:
-        cid = channel_id(
-            self.w3.eth.chain_id, Address(bytes.fromhex(self.contract.address[2:])), params
-        )
-        return State(cid, version, (ETH,), (balances,), final)
-
-    def sigs(self, state: State) -> list[bytes]:
-        return [s.sign_state(state) for s in self.signers]
-
-    def snapshot(self) -> list[int]:
-        """The receivers' balances now; starts a new fee account for `check_paid`."""
-        self.fees = {a: 0 for a in self.accounts}
-        return self.balances()
-
-    def balances(self) -> list[int]:
-        return [self.w3.eth.get_balance(Web3.to_checksum_address(a)) for a in self.accounts]
-
-
-def as_params(p: Params) -> tuple[Any, ...]:
-    return (
-        p.challenge_duration,
-        p.nonce,
-        [Web3.to_checksum_address(a) for a in p.participants],
-        [Web3.to_checksum_address(a) for a in p.receivers],
-    )
-
-
-def as_state(s: State) -> tuple[Any, ...]:
-    assets = [Web3.to_checksum_address(a) for a in s.assets]
-    return (s.channel_id, s.version, assets, [list(r) for r in s.balances], s.is_final)
-
-
-def check_paid(
-    run: Run, before: list[int], deposits: tuple[int, int], outcome: tuple[int, int]
-) -> None:
-    """Each receiver's balance moved by exactly outcome - deposit - its fees."""
-    after = run.balances()
-    for i, account in enumerate(run.accounts):
-        expected = before[i] - deposits[i] + outcome[i] - run.fees[account]
-        if after[i] != expected:
-            raise SystemExit(f"receiver {i} has {after[i]} wei, expected {expected}")
-        if run.contract.functions.owed(account, ETH).call() != 0:
-            raise SystemExit(f"receiver {i} still has an owed balance")
+PERUN: dict[str, int] = {
+    # go-perun's Adjudicator with its ETH and ERC20 asset holders and an OpenZeppelin token, on
+    # anvil, one approve per token deposit (docs/contract.md "Gas").
+    "eth_cooperative": 331_082,
+    "eth_dispute": 472_363,
+    "eth_token_cooperative": 707_193,
+    "token_cooperative": 478_359,
+    "eth_token_dispute": 863_287,
+    "approve": 46_263,
+    "token_deposit": 64_250,
+    "token_withdrawal": 51_733,
+}
+GOAL_PERCENT = 50
+"""The aim for the token lives: at most half of Perun's gas."""
 
 
 def cooperative(run: Run) -> dict[str, int]:
-    alice, bob = run.accounts
-    fn = run.contract.functions
-    before = run.snapshot()
-    params = run.params(nonce=1)
-    deposits = (ETHER, ETHER)
-    final = run.state(params, 7, (ETHER + ETHER // 3, ETHER - ETHER // 3), True)
+    """ETH only: two deposits, concludeFinal paying both."""
+    run.open_books()
+    alice, bob = run.accounts[:2]
+    fn = run.adjudicator.functions
+    params = run.params()
+    final = run.state(params, 7, (run.eth,), ((ETHER + ETHER // 3, ETHER - ETHER // 3),), True)
+    cid = final.channel_id
     calls = {
-        "deposit_0": run.send(
-            alice, fn.deposit(final.channel_id, 0, ETH, deposits[0]), deposits[0]
-        ),
-        "deposit_1": run.send(bob, fn.deposit(final.channel_id, 1, ETH, deposits[1]), deposits[1]),
+        "deposit_0": run.send(alice, fn.deposit(cid, 0, run.eth, ETHER), ETHER),
+        "deposit_1": run.send(bob, fn.deposit(cid, 1, run.eth, ETHER), ETHER),
         "concludeFinal": run.send(
-            alice, fn.concludeFinal(as_params(params), as_state(final), run.sigs(final))
+            alice, fn.concludeFinal(as_params(params), as_state(final), run.sigs(params, final))
         ),
     }
-    check_paid(run, before, deposits, final.balances[0])  # type: ignore[arg-type]
+    run.pay_out(params, final)
+    run.books.check()
     return calls
 
 
 def dispute(run: Run) -> dict[str, int]:
-    alice, bob = run.accounts
-    fn = run.contract.functions
-    before = run.snapshot()
-    params = run.params(nonce=2)
-    deposits = (ETHER, ETHER)
-    v1 = run.state(params, 1, (ETHER + ETHER // 2, ETHER // 2), False)
-    v2 = run.state(params, 2, (ETHER - ETHER // 4, ETHER + ETHER // 4), False)
+    """ETH only: two deposits, register v1, refute with v2, conclude after the timeout."""
+    run.open_books()
+    alice, bob = run.accounts[:2]
+    fn = run.adjudicator.functions
+    params = run.params()
+    v1 = run.state(params, 1, (run.eth,), ((ETHER + ETHER // 2, ETHER // 2),))
+    v2 = run.state(params, 2, (run.eth,), ((ETHER - ETHER // 4, ETHER + ETHER // 4),))
+    cid = v1.channel_id
+    p = as_params(params)
     calls = {
-        "deposit_0": run.send(alice, fn.deposit(v1.channel_id, 0, ETH, deposits[0]), deposits[0]),
-        "deposit_1": run.send(bob, fn.deposit(v1.channel_id, 1, ETH, deposits[1]), deposits[1]),
-        "register": run.send(alice, fn.register(as_params(params), as_state(v1), run.sigs(v1))),
-        "refute": run.send(bob, fn.register(as_params(params), as_state(v2), run.sigs(v2))),
+        "deposit_0": run.send(alice, fn.deposit(cid, 0, run.eth, ETHER), ETHER),
+        "deposit_1": run.send(bob, fn.deposit(cid, 1, run.eth, ETHER), ETHER),
+        "register": run.send(alice, fn.register(p, as_state(v1), run.sigs(params, v1))),
+        "refute": run.send(bob, fn.register(p, as_state(v2), run.sigs(params, v2))),
     }
-    run.w3.provider.make_request("evm_increaseTime", [CHALLENGE])  # type: ignore[arg-type]
-    run.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
-    calls["conclude"] = run.send(bob, fn.conclude(as_params(params), as_state(v2)))
-    check_paid(run, before, deposits, v2.balances[0])  # type: ignore[arg-type]
+    run.advance(CHALLENGE)
+    calls["conclude"] = run.send(bob, fn.conclude(p, as_state(v2)))
+    run.pay_out(params, v2)
+    run.books.check()
     return calls
+
+
+def _life(calls: dict[str, int]) -> dict[str, Any]:
+    return {"calls": calls, "total": sum(calls.values())}
+
+
+def _versus(perund: int, perun: int, goal: bool) -> dict[str, Any]:
+    shown: dict[str, Any] = {
+        "perund": perund,
+        "perun": perun,
+        "percent": round(100 * perund / perun, 1),
+    }
+    if goal:
+        limit = perun * GOAL_PERCENT // 100
+        shown.update(goal=limit, met=perund <= limit)
+    return shown
 
 
 def main() -> int:
     with Anvil() as anvil:
-        w3 = Web3(Web3.HTTPProvider(anvil.url))
-        run = Run(w3, anvil.private_keys)
-        report = {}
-        for name, calls in (("cooperative", cooperative(run)), ("dispute", dispute(run))):
-            report[name] = {"calls": calls, "total": sum(calls.values())}
+        run = Run(Web3(Web3.HTTPProvider(anvil.url)), anvil.private_keys)
+        report: dict[str, Any] = {
+            "cooperative": _life(cooperative(run)),
+            "dispute": _life(dispute(run)),
+            "eth_token_cooperative": _life(gas_tokens.eth_token_cooperative(run)),
+            "eth_token_cooperative_permit": _life(
+                gas_tokens.eth_token_cooperative(run, permit=True)
+            ),
+            "token_cooperative": _life(gas_tokens.token_cooperative(run)),
+            "eth_token_dispute": _life(gas_tokens.eth_token_dispute(run)),
+        }
+        token_only = report["token_cooperative"]["calls"]
+        report["token_operations"] = {
+            "approve": token_only["approve_0"],
+            # The channel's first token deposit, also the Adjudicator's first of this token:
+            # two fresh slots (the holdings and the Adjudicator's token balance).
+            "deposit_first": token_only["deposit_0"],
+            # The other participant's: both slots already written.
+            "deposit_second": token_only["deposit_1"],
+            "permit_deposit": gas_tokens.permit_deposit(run),
+            # What the token's two payouts add to concludeFinal (Perun: one withdrawal each).
+            "payouts_in_concludeFinal": report["eth_token_cooperative"]["calls"]["concludeFinal"]
+            - report["cooperative"]["calls"]["concludeFinal"],
+        }
+        report["virtual"] = {
+            name: _life(path(run))
+            for name, path in (
+                ("carol_vanishes", gas_virtual.carol_vanishes),
+                ("stale_virtual_state_refuted", gas_virtual.stale_virtual_state_refuted),
+                ("ledger_without_lock_refuted", gas_virtual.ledger_without_lock_refuted),
+            )
+        }
+    ops = report["token_operations"]
+    report["perun"] = PERUN
+    report["versus_perun"] = {
+        "eth_cooperative": _versus(report["cooperative"]["total"], PERUN["eth_cooperative"], False),
+        "eth_dispute": _versus(report["dispute"]["total"], PERUN["eth_dispute"], False),
+        "eth_token_cooperative": _versus(
+            report["eth_token_cooperative"]["total"], PERUN["eth_token_cooperative"], True
+        ),
+        "eth_token_cooperative_permit": _versus(
+            report["eth_token_cooperative_permit"]["total"], PERUN["eth_token_cooperative"], True
+        ),
+        "token_cooperative": _versus(
+            report["token_cooperative"]["total"], PERUN["token_cooperative"], False
+        ),
+        "eth_token_dispute": _versus(
+            report["eth_token_dispute"]["total"], PERUN["eth_token_dispute"], True
+        ),
+        "approve": _versus(ops["approve"], PERUN["approve"], False),
+        "token_deposit": _versus(ops["deposit_first"], PERUN["token_deposit"], False),
+    }
     print(json.dumps(report))
     return 0
 

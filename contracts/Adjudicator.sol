@@ -1,36 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
-/// @title Adjudicator: custody and settlement of two-party payment channels (perund PROTOCOL.md §2)
-/// @notice One contract both holds the deposits and settles disputes. A channel is identified by
-/// keccak256(abi.encode(block.chainid, address(this), params)); states are signed EIP-191 over
-/// keccak256(abi.encode(state)). Concluding a channel pays both receivers in the same call (push,
-/// with a bounded gas stipend); a receiver that refuses the transfer is credited for `withdraw`.
+import {AssetTransfers} from "./AssetTransfers.sol";
+import {ChannelEncoding} from "./ChannelEncoding.sol";
+
+/// @title Adjudicator: custody and settlement of two-party payment channels (perund docs/specification.md §2)
+/// @notice One contract both holds the deposits (ETH and ERC20 tokens) and settles disputes,
+/// including virtual channels funded by locks in two ledger channels (docs/protocol.md). Concluding
+/// a channel pays both receivers in the same call (push, with a bounded gas stipend); a receiver
+/// that refuses the transfer is credited for `withdraw`.
 /// @dev Storage, per channel:
 ///  - `_holdings[channelID][asset]`: the two participants' deposits packed in one slot, participant
 ///    0 in the low 128 bits, participant 1 in the high 128 bits. The ETH slot doubles as the
 ///    channel's "concluded" flag: conclusion writes CONCLUDED there (one nonzero→nonzero write on
 ///    the cooperative path instead of a fresh zero→nonzero slot for a separate flag).
-///  - `_disputes[channelID]`: (timeout, version, phase) packed in one slot plus the registered
-///    state hash in a second; both are written only by `register`.
-/// Asset address(0) is ETH. Any other asset reverts with UnsupportedAsset for now; the per-asset
-/// storage and the `_pull`/`_push` helpers are where ERC20 `transferFrom`/`transfer` will go.
-contract Adjudicator {
-    struct Params {
-        uint64 challengeDuration;
-        uint256 nonce;
-        address[2] participants;
-        address[2] receivers;
-    }
-
-    struct State {
-        bytes32 channelID;
-        uint64 version;
-        address[] assets;
-        uint256[][] balances;
-        bool isFinal;
-    }
-
+///  - `_disputes[id]`: (timeout, version, phase) packed in one slot plus the registered state hash
+///    in a second, for ledger and virtual channels alike (their IDs never collide).
+contract Adjudicator is ChannelEncoding, AssetTransfers {
     struct Dispute {
         uint64 timeout;
         uint64 version;
@@ -42,8 +28,6 @@ contract Adjudicator {
     uint8 internal constant PHASE_DISPUTE = 1;
     uint8 internal constant PHASE_CONCLUDED = 2;
 
-    address internal constant ETH = address(0);
-
     /// The value of a channel's ETH holdings slot once the channel is concluded. Deposits keep each
     /// half below type(uint128).max, so no real holdings can equal it.
     uint256 internal constant CONCLUDED = type(uint256).max;
@@ -51,144 +35,50 @@ contract Adjudicator {
     /// The largest amount one participant may hold per asset and channel (all-ones is reserved).
     uint256 internal constant MAX_HOLDING = type(uint128).max - 1;
 
-    /// Gas forwarded with each pushed payout. Enough for common smart-contract wallets (a Safe proxy
-    /// needs ~7k with a cold delegatecall and its event) and for a receiver that logs what it did;
-    /// small enough that a hostile receiver can burn at most this much of the concluder's gas.
-    uint256 internal constant PAYOUT_GAS = 30_000;
-    /// Gas that must be left before a push so that the receiver really gets PAYOUT_GAS: the CALL's
-    /// own cost (cold account 2,600 + value 9,000 + new account 25,000) plus the 1/64 kept back.
-    uint256 internal constant PAYOUT_GAS_NEEDED = PAYOUT_GAS + PAYOUT_GAS / 63 + 37_000;
-
-    /// secp256k1n / 2: signatures with a higher s are malleable copies and are refused.
-    uint256 internal constant HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
-
     mapping(bytes32 channelID => mapping(address asset => uint256 packed)) internal _holdings;
     mapping(bytes32 channelID => Dispute) internal _disputes;
-    mapping(address receiver => mapping(address asset => uint256 amount)) internal _owed;
 
     event Deposited(
         bytes32 indexed channelID, uint256 participantIndex, address asset, uint256 amount, uint256 holding
     );
     event Registered(bytes32 indexed channelID, uint64 version, uint64 timeout, bool isFinal, uint256[][] balances);
+    event RegisteredLocks(bytes32 indexed channelID, uint64 version, SubAlloc[] locked);
     event Concluded(bytes32 indexed channelID, uint64 version);
-    event PaidOut(bytes32 indexed channelID, address indexed receiver, address asset, uint256 amount, bool pushed);
-    event Withdrawn(address indexed receiver, address asset, uint256 amount);
 
     error InvalidParticipantIndex();
     error ZeroAmount();
     error ValueMismatch();
-    error UnsupportedAsset(address asset);
+    error LengthMismatch();
     error HoldingOverflow();
     error ChannelConcluded();
     error ChannelIDMismatch();
-    error InvalidAssets();
-    error InvalidEncoding();
-    error MalformedSignature(uint256 index);
-    error InvalidSignature(uint256 index);
     error StaleVersion(uint64 registered, uint64 given);
     error ChallengeTimedOut();
     error NotRegistered();
     error StateMismatch();
     error ChallengeNotOver(uint64 timeout);
     error NotFinal();
-    error InsufficientGas();
-    error NothingOwed();
-    error TransferFailed();
+    error NotParent();
+    error NotLocked();
+    error SubAllocMismatch();
+    error SubStatesMismatch();
+    error SubChannelNotRegistered(bytes32 id);
+    error SubStateMismatch(bytes32 id);
+    error NotConcluded();
+    error NothingToRefund();
 
     // ---------------------------------------------------------------- views
 
-    /// @notice The channel ID of `p` on this chain and this deployment.
-    function channelID(Params calldata p) public view returns (bytes32 id) {
-        // abi.encode(block.chainid, address(this), p) is chainid ‖ this ‖ the six words of p as
-        // they are in calldata, provided these are clean (uint64 and addresses zero-padded).
-        uint256 dirty;
-        assembly ("memory-safe") {
-            dirty := or(
-                or(shr(64, calldataload(p)), shr(160, calldataload(add(p, 0x40)))),
-                or(
-                    shr(160, calldataload(add(p, 0x60))),
-                    or(shr(160, calldataload(add(p, 0x80))), shr(160, calldataload(add(p, 0xa0))))
-                )
-            )
-            let m := mload(0x40)
-            mstore(m, chainid())
-            mstore(add(m, 0x20), address())
-            calldatacopy(add(m, 0x40), p, 0xc0)
-            id := keccak256(m, 0x100)
-        }
-        if (dirty != 0) revert InvalidEncoding();
-    }
-
-    /// @notice keccak256(abi.encode(s)): what participants sign (EIP-191) and what `register` stores.
-    function hashState(State calldata s) public pure returns (bytes32 h) {
-        // The canonical encoding is rebuilt in memory from the decoded fields: the scalars through
-        // Solidity's validating accessors, the addresses checked clean, the uint256 rows copied.
-        // Whatever offsets the calldata used, the hash is that of abi.encode(s).
-        bytes32 id = s.channelID;
-        uint64 version = s.version;
-        bool isFinal = s.isFinal;
-        address[] calldata assets = s.assets;
-        uint256[][] calldata balances = s.balances;
-        uint256 n = assets.length;
-        uint256 m;
-        uint256 dirty;
-        assembly ("memory-safe") {
-            m := mload(0x40)
-            mstore(m, 0x20)
-            mstore(add(m, 0x20), id)
-            mstore(add(m, 0x40), version)
-            mstore(add(m, 0x60), 0xa0)
-            mstore(add(m, 0x80), add(0xc0, shl(5, n)))
-            mstore(add(m, 0xa0), isFinal)
-            mstore(add(m, 0xc0), n)
-            mstore(0x40, add(add(m, 0xe0), shl(5, n)))
-            for { let i := 0 } lt(i, n) { i := add(i, 1) } {
-                let a := calldataload(add(assets.offset, shl(5, i)))
-                dirty := or(dirty, shr(160, a))
-                mstore(add(add(m, 0xe0), shl(5, i)), a)
-            }
-        }
-        if (dirty != 0) revert InvalidEncoding();
-        uint256 q = m + 0xe0 + 32 * n; // the balances array: length, offsets, rows
-        uint256 rows = balances.length;
-        assembly ("memory-safe") {
-            mstore(q, rows)
-        }
-        uint256 row = q + 32 + 32 * rows;
-        // Keep the free memory pointer past what is written, as Solidity code runs in between.
-        assembly ("memory-safe") {
-            mstore(0x40, row)
-        }
-        for (uint256 k; k < rows; ++k) {
-            uint256[] calldata b = balances[k];
-            uint256 len = b.length;
-            assembly ("memory-safe") {
-                mstore(add(add(q, 0x20), shl(5, k)), sub(row, add(q, 0x20)))
-                mstore(row, len)
-                calldatacopy(add(row, 0x20), b.offset, shl(5, len))
-                row := add(row, add(0x20, shl(5, len)))
-                mstore(0x40, row)
-            }
-        }
-        assembly ("memory-safe") {
-            h := keccak256(m, sub(row, m))
-        }
-    }
-
-    /// @notice The deposits of participants 0 and 1 in `asset` (zero once the channel is concluded).
+    /// @notice The deposits of participants 0 and 1 in `asset`. Once the channel is concluded: zero
+    /// for ETH and for listed tokens, and what `refund` would pay back for an unlisted token.
     function holdings(bytes32 id, address asset) external view returns (uint256, uint256) {
         uint256 packed = _holdings[id][asset];
-        if (_holdings[id][ETH] == CONCLUDED) return (0, 0);
+        if (asset == ETH && packed == CONCLUDED) return (0, 0);
         return (packed & HALF_MASK, packed >> 128);
     }
 
-    /// @notice What `withdraw(asset)` would pay `receiver`.
-    function owed(address receiver, address asset) external view returns (uint256) {
-        return _owed[receiver][asset];
-    }
-
-    /// @notice The dispute record. Once concluded only the phase (2) is reported; the Concluded
-    /// event carries the concluded version.
+    /// @notice The dispute record. Once a ledger channel is concluded only the phase (2) is
+    /// reported; the Concluded event carries the concluded version.
     function channelStatus(bytes32 id)
         external
         view
@@ -201,20 +91,62 @@ contract Adjudicator {
 
     // ---------------------------------------------------------------- deposits
 
-    /// @notice Add `amount` of `asset` to participant `participantIndex`'s holdings in a channel.
+    /// @notice Add `amount` of `asset` (ETH as msg.value, or a token by transferFrom after an
+    /// approve) to participant `participantIndex`'s holdings in a channel.
     function deposit(bytes32 id, uint256 participantIndex, address asset, uint256 amount) external payable {
         if (participantIndex > 1) revert InvalidParticipantIndex();
         if (amount == 0) revert ZeroAmount();
-        if (asset != ETH) revert UnsupportedAsset(asset); // ERC20: check the ETH slot, then _pull
-        if (msg.value != amount) revert ValueMismatch();
-        uint256 packed = _holdings[id][ETH];
-        if (packed == CONCLUDED) revert ChannelConcluded();
+        if (asset == ETH) {
+            if (msg.value != amount) revert ValueMismatch();
+        } else {
+            if (msg.value != 0) revert ValueMismatch();
+            _pullToken(asset, msg.sender, amount);
+        }
+        _credit(id, participantIndex, asset, amount);
+    }
+
+    /// @notice Deposit `amounts[k]` of `assets[k]` for one participant, after executing `permits`
+    /// (EIP-2612); msg.value must be the sum of the ETH amounts.
+    function fundParticipant(
+        bytes32 id,
+        uint256 participantIndex,
+        address[] calldata assets,
+        uint256[] calldata amounts,
+        Permit[] calldata permits
+    ) external payable {
+        if (participantIndex > 1) revert InvalidParticipantIndex();
+        uint256 n = assets.length;
+        if (amounts.length != n) revert LengthMismatch();
+        uint256 eth;
+        for (uint256 k; k < n; ++k) {
+            if (assets[k] == ETH) eth += amounts[k];
+        }
+        if (msg.value != eth) revert ValueMismatch();
+        for (uint256 k; k < permits.length; ++k) {
+            _permit(permits[k]);
+        }
+        for (uint256 k; k < n; ++k) {
+            address asset = assets[k];
+            uint256 amount = amounts[k];
+            if (amount == 0) revert ZeroAmount();
+            if (asset != ETH) _pullToken(asset, msg.sender, amount);
+            _credit(id, participantIndex, asset, amount);
+        }
+    }
+
+    /// Book a deposit that has arrived. Reads the channel's slots only now, after any token call:
+    /// a channel that a re-entrant call concluded meanwhile is refused, and nothing is stale.
+    function _credit(bytes32 id, uint256 participantIndex, address asset, uint256 amount) internal {
+        mapping(address => uint256) storage slots = _holdings[id];
+        uint256 anchor = slots[ETH];
+        if (anchor == CONCLUDED) revert ChannelConcluded();
+        uint256 packed = asset == ETH ? anchor : slots[asset];
         uint256 shift = participantIndex * 128;
         uint256 holding = (packed >> shift) & HALF_MASK;
         if (amount > MAX_HOLDING - holding) revert HoldingOverflow();
         unchecked {
             holding += amount;
-            _holdings[id][ETH] = packed + (amount << shift);
+            slots[asset] = packed + (amount << shift);
         }
         emit Deposited(id, participantIndex, asset, amount, holding);
     }
@@ -230,20 +162,81 @@ contract Adjudicator {
         _checkAssets(s);
         bytes32 h = hashState(s);
         _checkSignatures(h, p.participants, sigs);
+        (bool recorded, uint64 timeout) = _record(id, p.challengeDuration, h, s.version);
+        if (recorded) emit Registered(id, s.version, timeout, s.isFinal, s.balances);
+    }
 
+    /// @notice Register a parent state with its locks (as `register` would; without checking its
+    /// signatures when it is the registered state), then the state `vs` of the virtual channel `vp`
+    /// that the parent funds (start, refute or no-op, as for a ledger channel).
+    function registerVirtualState(
+        Params calldata p,
+        State calldata s,
+        SubAlloc[] calldata locked,
+        bytes[2] calldata sigs,
+        VirtualParams calldata vp,
+        State calldata vs,
+        bytes[2] calldata vsigs
+    ) external {
+        bytes32 parent = _registerParent(p, s, locked, sigs);
+        bytes32 vid = idOfVirtualChannel(vp);
+        if (vp.parents[0] != parent && vp.parents[1] != parent) revert NotParent();
+        if (vs.channelID != vid) revert ChannelIDMismatch();
+        _checkAssets(vs);
+        uint256 k;
+        while (k < locked.length && locked[k].id != vid) ++k;
+        if (k == locked.length) revert NotLocked();
+        _fit(s.assets, locked[k], vs, new uint256[2][](0));
+        bytes32 h = hashState(vs);
+        Dispute storage d = _disputes[vid];
+        if (d.phase == PHASE_DISPUTE && d.stateHash == h) return; // the hash covers the version
+        _checkSignatures(h, vp.participants, vsigs);
+        (bool recorded, uint64 timeout) = _record(vid, vp.challengeDuration, h, vs.version);
+        if (recorded) emit Registered(vid, vs.version, timeout, vs.isFinal, vs.balances);
+    }
+
+    /// The parent part of registerVirtualState; the parent's channel ID.
+    function _registerParent(Params calldata p, State calldata s, SubAlloc[] calldata locked, bytes[2] calldata sigs)
+        internal
+        returns (bytes32 id)
+    {
+        id = channelID(p);
+        if (s.channelID != id) revert ChannelIDMismatch();
+        if (_holdings[id][ETH] == CONCLUDED) revert ChannelConcluded();
+        _checkAssets(s);
+        _checkLocks(s, locked);
+        bytes32 h = hashSignedState(s, locked);
         Dispute storage d = _disputes[id];
-        uint64 timeout = d.timeout;
+        // The registered state was checked when it was registered; a party that holds only its own
+        // signature on it can still register a virtual channel through it.
+        if (d.phase == PHASE_DISPUTE && d.stateHash == h) return id;
+        _checkSignatures(h, p.participants, sigs);
+        (bool recorded, uint64 timeout) = _record(id, p.challengeDuration, h, s.version);
+        if (recorded) {
+            emit Registered(id, s.version, timeout, s.isFinal, s.balances);
+            if (locked.length != 0) emit RegisteredLocks(id, s.version, locked);
+        }
+    }
+
+    /// Start a dispute under `id` with state hash `h`, refute the registered state, or do nothing
+    /// when `h` is the registered state (`recorded` false). The timeout is set once, at the start.
+    function _record(bytes32 id, uint64 challengeDuration, bytes32 h, uint64 version)
+        internal
+        returns (bool recorded, uint64 timeout)
+    {
+        Dispute storage d = _disputes[id];
+        timeout = d.timeout;
         if (d.phase == PHASE_OPEN) {
-            uint256 t = block.timestamp + p.challengeDuration;
+            uint256 t = block.timestamp + challengeDuration;
             timeout = t > type(uint64).max ? type(uint64).max : uint64(t);
         } else {
             uint64 registered = d.version;
-            if (s.version == registered && d.stateHash == h) return;
+            if (version == registered && d.stateHash == h) return (false, timeout);
             if (block.timestamp >= timeout) revert ChallengeTimedOut();
-            if (s.version <= registered) revert StaleVersion(registered, s.version);
+            if (version <= registered) revert StaleVersion(registered, version);
         }
-        _disputes[id] = Dispute(timeout, s.version, PHASE_DISPUTE, h);
-        emit Registered(id, s.version, timeout, s.isFinal, s.balances);
+        _disputes[id] = Dispute(timeout, version, PHASE_DISPUTE, h);
+        recorded = true;
     }
 
     /// @notice Conclude with the registered state after its timeout (at once if it is final).
@@ -258,7 +251,39 @@ contract Adjudicator {
         if (!s.isFinal && block.timestamp < timeout) revert ChallengeNotOver(timeout);
         // The record is no longer needed once the ETH slot says CONCLUDED: clearing it refunds gas.
         delete _disputes[id];
-        _settle(id, anchor, p, s);
+        _settle(id, anchor, p, s, new uint256[2][](0));
+    }
+
+    /// @notice Conclude a registered parent state with the registered state of each virtual channel
+    /// it locks (`subStates[k]` for `locked[k]`), once the parent's timeout (unless it is final)
+    /// and every virtual channel's timeout have passed. Each participant's outcome is its free
+    /// balance plus the virtual outcomes of the virtual participants it stands for.
+    function concludeParentState(Params calldata p, State calldata s, SubAlloc[] calldata locked, State[] calldata subStates)
+        external
+    {
+        bytes32 id = channelID(p);
+        uint256 anchor = _holdings[id][ETH];
+        if (anchor == CONCLUDED) revert ChannelConcluded();
+        Dispute storage d = _disputes[id];
+        if (d.phase != PHASE_DISPUTE) revert NotRegistered();
+        if (hashSignedState(s, locked) != d.stateHash) revert StateMismatch();
+        uint64 timeout = d.timeout;
+        if (!s.isFinal && block.timestamp < timeout) revert ChallengeNotOver(timeout);
+        if (subStates.length != locked.length) revert SubStatesMismatch();
+        uint256[2][] memory extra = new uint256[2][](s.assets.length);
+        for (uint256 k; k < locked.length; ++k) {
+            State calldata vs = subStates[k];
+            bytes32 vid = vs.channelID;
+            if (vid != locked[k].id) revert SubStatesMismatch();
+            Dispute storage vd = _disputes[vid];
+            if (vd.phase != PHASE_DISPUTE) revert SubChannelNotRegistered(vid);
+            if (hashState(vs) != vd.stateHash) revert SubStateMismatch(vid);
+            // Only the timeout freezes a virtual channel's record, so both parents read one state.
+            if (block.timestamp < vd.timeout) revert ChallengeNotOver(vd.timeout);
+            _fit(s.assets, locked[k], vs, extra);
+        }
+        delete _disputes[id];
+        _settle(id, anchor, p, s, extra);
     }
 
     /// @notice Conclude at once with a fully signed final state (also during a dispute).
@@ -270,25 +295,31 @@ contract Adjudicator {
         _checkSignatures(hashState(s), p.participants, sigs);
         uint256 anchor = _holdings[id][ETH];
         if (anchor == CONCLUDED) revert ChannelConcluded();
-        _settle(id, anchor, p, s);
+        _settle(id, anchor, p, s, new uint256[2][](0));
     }
 
     // ---------------------------------------------------------------- payout
 
-    /// @notice Pay msg.sender what it is owed in `asset` (payouts its receive function refused).
-    function withdraw(address asset) external {
-        uint256 amount = _owed[msg.sender][asset];
-        if (amount == 0) revert NothingOwed();
-        _owed[msg.sender][asset] = 0;
-        if (!_push(asset, msg.sender, amount, gasleft())) revert TransferFailed();
-        emit Withdrawn(msg.sender, asset, amount);
+    /// @notice Pay back the deposits of `token` in a concluded channel whose state did not list it
+    /// (listed tokens were paid at the conclusion and their slots are zero). Anyone may call it.
+    function refund(Params calldata p, address token) external {
+        bytes32 id = channelID(p);
+        if (_holdings[id][ETH] != CONCLUDED) revert NotConcluded();
+        uint256 packed = token == ETH ? 0 : _holdings[id][token];
+        if (packed == 0) revert NothingToRefund();
+        _holdings[id][token] = 0;
+        if (packed & HALF_MASK != 0) _pay(id, p.receivers[0], token, packed & HALF_MASK);
+        if (packed >> 128 != 0) _pay(id, p.receivers[1], token, packed >> 128);
     }
 
     /// Mark the channel concluded (`anchor` is its ETH slot, checked not CONCLUDED), clear its
-    /// holdings, then pay every asset to both receivers.
+    /// holdings, then pay every asset to both receivers. The outcome of asset a for participant i
+    /// is `s.balances[a][i]`, plus `extra[a][i]` when `extra` is not empty (virtual outcomes).
     /// All storage is written before the first transfer, so a re-entering receiver finds the
     /// channel concluded and nothing left to take.
-    function _settle(bytes32 id, uint256 anchor, Params calldata p, State calldata s) internal {
+    function _settle(bytes32 id, uint256 anchor, Params calldata p, State calldata s, uint256[2][] memory extra)
+        internal
+    {
         _holdings[id][ETH] = CONCLUDED;
 
         uint256 n = s.assets.length; // >= 1, checked when the state was registered or here
@@ -304,7 +335,16 @@ contract Adjudicator {
                 packed = _holdings[id][asset];
                 if (packed != 0) _holdings[id][asset] = 0;
             }
-            pay[a] = _outcome(packed & HALF_MASK, packed >> 128, s.balances[a][0], s.balances[a][1]);
+            uint256[] calldata row = s.balances[a];
+            // Ledger paths pass no extra: the branch keeps their cost at v1's.
+            pay[a] = extra.length == 0
+                ? _outcome(packed & HALF_MASK, packed >> 128, row[0], row[1])
+                : _outcome(
+                    packed & HALF_MASK,
+                    packed >> 128,
+                    _saturatingAdd(row[0], extra[a][0]),
+                    _saturatingAdd(row[1], extra[a][1])
+                );
         }
         emit Concluded(id, s.version);
 
@@ -321,15 +361,6 @@ contract Adjudicator {
             if (anchor & HALF_MASK != 0) _pay(id, p.receivers[0], ETH, anchor & HALF_MASK);
             if (anchor >> 128 != 0) _pay(id, p.receivers[1], ETH, anchor >> 128);
         }
-    }
-
-    /// Push `amount` of `asset` to `to` with the payout stipend; credit it for `withdraw` if the
-    /// receiver refuses.
-    function _pay(bytes32 id, address to, address asset, uint256 amount) internal {
-        if (gasleft() < PAYOUT_GAS_NEEDED) revert InsufficientGas();
-        bool pushed = _push(asset, to, amount, PAYOUT_GAS);
-        if (!pushed) _owed[to][asset] += amount;
-        emit PaidOut(id, to, asset, amount, pushed);
     }
 
     /// What each participant receives from deposits d0, d1 and outcome balances o0, o1.
@@ -353,54 +384,44 @@ contract Adjudicator {
         }
     }
 
-    /// Send `amount` of `asset` to `to` with at most `gasLimit` gas; false if the receiver refused.
-    function _push(address asset, address to, uint256 amount, uint256 gasLimit) internal returns (bool ok) {
-        if (asset != ETH) revert UnsupportedAsset(asset); // ERC20: a bounded-gas transfer goes here
-        assembly ("memory-safe") {
-            ok := call(gasLimit, to, amount, 0, 0, 0, 0)
+    /// The virtual state `vs` fits `lock` in a parent with `parentAssets`: each of its assets is the
+    /// parent's, its per-asset total is the locked amount, and nothing is locked for other assets.
+    /// When `acc` is not empty, the virtual outcome is added to it, mapped to parent participants.
+    function _fit(address[] calldata parentAssets, SubAlloc calldata lock, State calldata vs, uint256[2][] memory acc)
+        internal
+        pure
+    {
+        uint256 n = parentAssets.length;
+        uint256[] calldata amounts = lock.balances;
+        bool[] memory matched = new bool[](n);
+        uint256 first = lock.indexMap[0]; // the parent participant standing for virtual participant 0
+        bool accumulate = acc.length != 0;
+        for (uint256 c; c < vs.assets.length; ++c) {
+            address asset = vs.assets[c];
+            uint256 a;
+            while (a < n && parentAssets[a] != asset) ++a;
+            if (a == n) revert SubAllocMismatch();
+            uint256 v0 = vs.balances[c][0];
+            uint256 v1 = vs.balances[c][1];
+            uint256 total = amounts[a];
+            if (v0 > total || v1 != total - v0) revert SubAllocMismatch();
+            matched[a] = true;
+            if (accumulate) {
+                acc[a][first] = _saturatingAdd(acc[a][first], v0);
+                acc[a][1 - first] = _saturatingAdd(acc[a][1 - first], v1);
+            }
         }
-    }
-
-    // ---------------------------------------------------------------- checks
-
-    /// One balance row of two per asset, ETH (if present) first, no asset twice.
-    function _checkAssets(State calldata s) internal pure {
-        uint256 n = s.assets.length;
-        if (n == 0 || s.balances.length != n) revert InvalidAssets();
         for (uint256 a; a < n; ++a) {
-            if (s.balances[a].length != 2) revert InvalidAssets();
-            address asset = s.assets[a];
-            if (a > 0) {
-                if (asset == ETH) revert InvalidAssets();
-                for (uint256 b; b < a; ++b) {
-                    if (s.assets[b] == asset) revert InvalidAssets();
-                }
-            }
+            if (!matched[a] && amounts[a] != 0) revert SubAllocMismatch();
         }
     }
 
-    /// Both participants signed the state with hash `h` (EIP-191, 65 bytes, v 27/28, low s).
-    function _checkSignatures(bytes32 h, address[2] calldata participants, bytes[2] calldata sigs) internal pure {
-        bytes32 digest;
-        assembly ("memory-safe") {
-            mstore(0, "\x19Ethereum Signed Message:\n32")
-            mstore(28, h)
-            digest := keccak256(0, 60)
-        }
-        for (uint256 i; i < 2; ++i) {
-            bytes calldata sig = sigs[i];
-            if (sig.length != 65) revert MalformedSignature(i);
-            bytes32 r;
-            bytes32 sv;
-            uint8 v;
-            assembly {
-                r := calldataload(sig.offset)
-                sv := calldataload(add(sig.offset, 32))
-                v := byte(0, calldataload(add(sig.offset, 64)))
-            }
-            if (uint256(sv) > HALF_N || (v != 27 && v != 28)) revert MalformedSignature(i);
-            address signer = ecrecover(digest, v, r, sv);
-            if (signer == address(0) || signer != participants[i]) revert InvalidSignature(i);
+    /// a + b, or 2^256 - 1 when that overflows: such an outcome can only be underfunded, and the
+    /// payout rule then returns the deposits instead of the conclusion reverting forever.
+    function _saturatingAdd(uint256 a, uint256 b) internal pure returns (uint256 c) {
+        unchecked {
+            c = a + b;
+            if (c < a) c = type(uint256).max;
         }
     }
 }

@@ -5,7 +5,7 @@
 //
 // Writes DIR/perund/chain/artifacts/Adjudicator.json (package data) and one JSON per helper
 // contract of contracts/test/ into DIR/tests/contracts/artifacts/ (DIR defaults to the repository
-// root). Same sources and settings give byte-identical files: keys sorted, no timestamps, paths
+// root); TestToken.json goes into both (the embedded dev chain deploys it). Same sources and settings give byte-identical files: keys sorted, no timestamps, paths
 // relative to the repository. --runs and --via-ir exist to measure gas with other settings; the
 // committed artifacts use the defaults below (see docs/contract.md for the measurements).
 'use strict';
@@ -21,10 +21,12 @@ const DEFAULT_RUNS = 1000000;
 const DEFAULT_VIA_IR = true;
 
 const ROOT = path.resolve(__dirname, '..');
-// [source directory, output directory relative to the output root]
+const PACKAGE = path.join('perund', 'chain', 'artifacts');
+// [source directory, output directory relative to the output root, contracts also packaged]
 const UNITS = [
-  ['contracts', path.join('perund', 'chain', 'artifacts')],
-  [path.join('contracts', 'test'), path.join('tests', 'contracts', 'artifacts')],
+  ['contracts', PACKAGE, []],
+  // The dev chain deploys the test token PRN: its artifact is package data too.
+  [path.join('contracts', 'test'), path.join('tests', 'contracts', 'artifacts'), ['TestToken']],
 ];
 
 function parseArgs(argv) {
@@ -92,13 +94,19 @@ function compileUnit(sourceDir, opts) {
   for (const e of output.errors || []) process.stderr.write(`${e.formattedMessage}\n`);
   if (problems.length) throw new Error(`solc reported ${problems.length} error(s)`);
 
+  // Every source of the unit: a contract's code depends on the files it imports too.
+  const sourceHashes = {};
+  for (const name of Object.keys(sources)) sourceHashes[name] = sha256(sources[name].content);
   const artifacts = [];
   for (const name of Object.keys(sources)) {
     for (const [contractName, c] of Object.entries(output.contracts[name] || {})) {
+      // Abstract contracts (the Adjudicator's parts) have no code of their own: no artifact.
+      if (!c.evm.bytecode.object) continue;
       artifacts.push({
         contractName,
         sourceName: name,
         sourceHash: sha256(sources[name].content),
+        sourceHashes,
         abi: c.abi,
         bytecode: `0x${c.evm.bytecode.object}`,
         deployedBytecode: `0x${c.evm.deployedBytecode.object}`,
@@ -121,13 +129,16 @@ function main() {
     throw new Error(`solc ${SOLC_VERSION} is pinned but node_modules has ${version}: run \`make deps\``);
   }
   const opts = parseArgs(process.argv.slice(2));
-  for (const [sourceDir, outDir] of UNITS) {
-    const target = path.join(opts.out, outDir);
-    fs.mkdirSync(target, { recursive: true });
+  for (const [sourceDir, outDir, packaged] of UNITS) {
     for (const artifact of compileUnit(sourceDir, opts)) {
-      const file = path.join(target, `${artifact.contractName}.json`);
-      fs.writeFileSync(file, `${JSON.stringify(sortKeys(artifact), null, 2)}\n`);
-      process.stdout.write(`wrote ${path.relative(process.cwd(), file)}\n`);
+      const dirs = packaged.includes(artifact.contractName) ? [outDir, PACKAGE] : [outDir];
+      for (const dir of dirs) {
+        const target = path.join(opts.out, dir);
+        fs.mkdirSync(target, { recursive: true });
+        const file = path.join(target, `${artifact.contractName}.json`);
+        fs.writeFileSync(file, `${JSON.stringify(sortKeys(artifact), null, 2)}\n`);
+        process.stdout.write(`wrote ${path.relative(process.cwd(), file)}\n`);
+      }
     }
   }
 }

@@ -153,7 +153,8 @@ class NodeService(MultiService):
     async def _start_devchain(self, devchain: EmbeddedChain) -> int:
         """Start the embedded chain on its saved state and connect to it; on a new chain, fund
         the dev accounts and deploy the Adjudicator (dev account 0, so always at the same
-        address); on a saved one, check the Adjudicator is still there."""
+        address); on a saved one, check the Adjudicator is still there. A chain without the
+        test token PRN gets it."""
         if self.config.fresh_chain:
             devchain.reset()
         self.chain.use_url(await devchain.start())
@@ -176,6 +177,8 @@ class NodeService(MultiService):
                     name="Adjudicator", address=hex_address(configured),
                     error="not the embedded chain's Adjudicator address")
             devchain.record(deployed)
+        if devchain.recorded_test_token() is None:
+            await devchain.add_test_token(self.chain)
         return chain_id
 
     async def _listen_api(self) -> None:

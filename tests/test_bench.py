@@ -63,3 +63,22 @@ def test_restart_benchmark_reports_when_the_node_is_ready_again() -> None:
     assert list(marks) == ["api", "sessions", "channels", "peers", "paid_on_every_channel"]
     assert 0 < marks["api"] <= marks["sessions"] <= marks["channels"] <= marks["peers"] \
         <= marks["paid_on_every_channel"]
+
+
+def test_gas_benchmark_reports_every_life_and_path() -> None:
+    # The benchmark itself checks every account's ETH and tokens to the unit and exits non-zero
+    # otherwise; here: it runs, and every life adds up.
+    out = subprocess.run([sys.executable, str(BENCH.with_name("gas.py"))],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    results = json.loads(out)
+    lives = ("cooperative", "dispute", "eth_token_cooperative", "eth_token_cooperative_permit",
+             "token_cooperative", "eth_token_dispute")
+    for life in (*(results[name] for name in lives), *results["virtual"].values()):
+        assert life["total"] == sum(life["calls"].values()) > 0
+    assert set(results["virtual"]) == {
+        "carol_vanishes", "stale_virtual_state_refuted", "ledger_without_lock_refuted"}
+    assert set(results["token_operations"]) == {
+        "approve", "deposit_first", "deposit_second", "permit_deposit",
+        "payouts_in_concludeFinal"}
+    versus = results["versus_perun"]["eth_token_cooperative"]
+    assert versus["perun"] == 707_193 and versus["perund"] == results[lives[2]]["total"]

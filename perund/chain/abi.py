@@ -18,7 +18,7 @@ from eth_abi.abi import is_encodable_type
 from eth_hash.auto import keccak
 from eth_utils.abi import collapse_if_tuple
 
-from perund.channel.types import Params, State, to_address
+from perund.channel.types import Params, State, VirtualParams, to_address
 
 _BUILTIN_ERRORS: tuple[dict[str, Any], ...] = (
     {"type": "error", "name": "Error", "inputs": [{"name": "reason", "type": "string"}]},
@@ -62,13 +62,29 @@ def params_value(params: Params) -> tuple[Any, ...]:
 
 
 def state_value(state: State) -> tuple[Any, ...]:
-    """`State` as the ABI tuple (bytes32, uint64, address[], uint256[][], bool)."""
+    """`State` as the ABI tuple (bytes32, uint64, address[], uint256[][], bool); its `locked`
+    sub-allocations travel as a separate argument (`locked_value`)."""
     return (
         state.channel_id,
         state.version,
         list(state.assets),
         [list(row) for row in state.balances],
         state.is_final,
+    )
+
+
+def locked_value(state: State) -> list[tuple[Any, ...]]:
+    """`state.locked` as the ABI array SubAlloc[] = (bytes32, uint256[], uint8[2])[]."""
+    return [(lock.channel_id, list(lock.balances), list(lock.index_map)) for lock in state.locked]
+
+
+def virtual_params_value(params: VirtualParams) -> tuple[Any, ...]:
+    """`VirtualParams` as the ABI tuple (uint64, uint256, address[2], bytes32[2])."""
+    return (
+        params.challenge_duration,
+        params.nonce,
+        list(params.participants),
+        list(params.parents),
     )
 
 
@@ -197,4 +213,3 @@ class ContractCodec:
 
 def _is_static(kind: str) -> bool:
     return not (kind.endswith("[]") or kind in ("bytes", "string") or kind.startswith("("))
-

@@ -10,6 +10,7 @@ from typing import Any
 
 from eth_account import Account as _EthAccount
 from eth_account.signers.local import LocalAccount
+from eth_typing import Hash32
 
 from perund.channel.types import Address, hex_address, to_address
 
@@ -32,6 +33,14 @@ class Account:
         """Sign `transaction` (a web3 transaction dict); returns (raw transaction, tx hash)."""
         signed = self._local.sign_transaction(transaction)
         return bytes(signed.raw_transaction), bytes(signed.hash)
+
+    def sign_hash(self, digest: bytes) -> bytes:
+        """A 65-byte `r ‖ s ‖ v` signature of the 32-byte `digest` itself (no message prefix):
+        for EIP-712 messages such as an EIP-2612 permit, whose digest the caller builds."""
+        if len(digest) != 32:
+            raise ValueError("a digest has 32 bytes")
+        signed = self._local.unsafe_sign_hash(Hash32(digest))
+        return signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v])
 
     def __repr__(self) -> str:
         # Never the key: reprs end up in logs and tracebacks.

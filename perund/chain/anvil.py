@@ -207,9 +207,11 @@ class Anvil:
         last_error: ChainNotReachable | None = None
         for _ in range(_START_ATTEMPTS):
             self.port = free_port(self.host)
+            config_out.unlink(missing_ok=True)  # a failed attempt's must not vouch for this one
             try:
                 self._spawn(binary, config_out)
                 self._wait_ready()
+                self._check_answered_by_ours(config_out)
             except ChainNotReachable as exc:
                 last_error = exc
                 self._terminate()
@@ -271,6 +273,16 @@ class Anvil:
                     url=self.url,
                 )
             return
+
+    def _check_answered_by_ours(self, config_out: Path) -> None:
+        # Another process's anvil may hold the port we picked (other users of the machine run
+        # theirs): it answers eth_chainId while ours fails to bind and exits without writing its
+        # config. Ours writes the config before it accepts connections.
+        process = self._process
+        if process is None or process.poll() is not None or not config_out.exists():
+            raise ChainNotReachable(
+                f"another server answered on {self.url}: port taken", url=self.url
+            )
 
     def _load_keys(self, config_out: Path) -> None:
         # --config-out is written before the RPC server accepts connections, so it is complete here.

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from web3 import Web3
 
+from perund.chain import tokens
 from perund.chain.abi import ContractCodec, params_value, state_value
 from perund.chain.account import Account
 from perund.chain.artifact import ContractArtifact, load_artifact
@@ -171,7 +172,8 @@ class ChainBackend(Service):
             raise FailedPrecondition("the chain backend is not connected: call connect() first")
         return self._sender
 
-    def _require_adjudicator(self) -> Address:
+    def require_adjudicator(self) -> Address:
+        """The Adjudicator in use; FailedPrecondition before one is deployed or validated."""
         if self.adjudicator is None:
             raise FailedPrecondition(
                 "no Adjudicator: deploy_adjudicator() or validate_adjudicator() first"
@@ -283,7 +285,7 @@ class ChainBackend(Service):
 
     async def _transact(self, account: Account, tx_type: str, data: bytes, value: int = 0
                         ) -> TxReceipt:
-        adjudicator = self._require_adjudicator()
+        adjudicator = self.require_adjudicator()
         return await self.sender.transact(
             account, tx_type, adjudicator, data, value, events_of=adjudicator
         )
@@ -328,6 +330,24 @@ class ChainBackend(Service):
         return await self._transact(account, "concludeFinal", data)
 
     @deferred_api
+    async def fund(
+        self, account: Account, channel_id: ChannelID, index: int,
+        deposits: Sequence[tuple[Address, int]], *, use_permits: bool = True,
+    ) -> tuple[TxReceipt, ...]:
+        """Deposit each `(asset, amount)` for participant `index` in one `fundParticipant`
+        transaction (the ETH amounts as its value). A token whose allowance for the Adjudicator
+        is short is allowed first: by a permit inside that transaction when the token takes
+        one (and `use_permits`), else by `approve` transactions. The receipts, deposit last."""
+        return await tokens.fund(self, account, channel_id, index, deposits, use_permits)
+
+    @deferred_api
+    async def approve_token(self, account: Account, token: Address, amount: int
+                            ) -> tuple[TxReceipt, ...]:
+        """Let the Adjudicator take `amount` of `token` from `account` (approve transactions)."""
+        allowed = await self.token_allowance(token, account.address)
+        return await tokens.approve(self, account, token, amount, allowed)
+
+    @deferred_api
     async def withdraw(self, account: Account, asset: Address = ETH) -> TxReceipt:
         """Withdraw what the contract owes `account` in `asset` (a payout it could not push)."""
         return await self._transact(account, "withdraw", self.codec.encode_call("withdraw", asset))
@@ -340,7 +360,7 @@ class ChainBackend(Service):
     # Reads
 
     async def _view(self, name: str, *args: Any, block: BlockId = "latest") -> tuple[Any, ...]:
-        adjudicator = self._require_adjudicator()
+        adjudicator = self.require_adjudicator()
         return await self._run(self.client.call_blocking, adjudicator, name, *args, block=block)
 
     @deferred_api
@@ -365,7 +385,7 @@ class ChainBackend(Service):
         for channel_id, assets in channels:
             calls.append(("channelStatus", (channel_id,)))
             calls += [("holdings", (channel_id, asset)) for asset in assets]
-        outputs = iter(await self._run(self.client.calls_blocking, self._require_adjudicator(),
+        outputs = iter(await self._run(self.client.calls_blocking, self.require_adjudicator(),
                                        calls))
         funds = []
         for _, assets in channels:
@@ -378,7 +398,7 @@ class ChainBackend(Service):
     @deferred_api
     async def deposit_fee(self, sender: Address) -> int:
         """The most one deposit transaction's gas may cost `sender` now (wei)."""
-        return await self._run(self.client.deposit_fee_blocking, self._require_adjudicator(),
+        return await self._run(self.client.deposit_fee_blocking, self.require_adjudicator(),
                                sender)
 
     @deferred_api
@@ -409,6 +429,23 @@ class ChainBackend(Service):
     async def balance(self, address: Address) -> int:
         """The ether balance of `address` in wei."""
         return await self._run(self.client.balance_blocking, address)
+
+    @deferred_api
+    async def token_balance(self, token: Address, holder: Address) -> int:
+        """`holder`'s balance of ERC20 `token` (InvalidContracts if it is no token)."""
+        return int(await self._run(tokens.token_call_blocking, self.client, token, "balanceOf",
+                                   holder))
+
+    @deferred_api
+    async def token_allowance(self, token: Address, owner: Address) -> int:
+        """What the Adjudicator may take of `owner`'s `token` now."""
+        return int(await self._run(tokens.token_call_blocking, self.client, token, "allowance",
+                                   owner, self.require_adjudicator()))
+
+    @deferred_api
+    async def token_info(self, token: Address) -> tokens.TokenInfo:
+        """The token's symbol and decimals (InvalidContracts if it is no ERC20 token)."""
+        return await self._run(tokens.token_info_blocking, self.client, token)
 
     @deferred_api
     async def block_number(self) -> int:
@@ -446,7 +483,7 @@ class ChainBackend(Service):
         With `channel_ids`, only the events about those channels (every event but Withdrawn
         carries its channel ID as the first indexed topic).
         """
-        adjudicator = self._require_adjudicator()
+        adjudicator = self.require_adjudicator()
         topics: list[list[bytes] | None] = []
         if channel_ids is not None:
             wanted = list(dict.fromkeys(bytes(c) for c in channel_ids))

@@ -224,13 +224,19 @@ class ChainClient:
             return int(self.w3.eth.get_transaction_count(_checksum(address), "pending"))
 
     def call_blocking(
-        self, to: Address, name: str, *args: Any, block: BlockId = "latest"
+        self, to: Address, name: str, *args: Any, block: BlockId = "latest",
+        codec: ContractCodec | None = None, sender: Address | None = None,
     ) -> tuple[Any, ...]:
-        """Call view function `name` of the contract at `to`; its decoded outputs."""
-        data = self.codec.encode_call(name, *args)
+        """Call function `name` of the contract at `to` (the Adjudicator's ABI, or `codec`'s)
+        without a transaction, from `sender` if given; its decoded outputs."""
+        codec = codec or self.codec
+        data = codec.encode_call(name, *args)
+        call: dict[str, Any] = {"to": hex_address(to), "data": data}
+        if sender is not None:
+            call["from"] = hex_address(sender)
         with self._reachable(f"eth_call {name}"):
             try:
-                output = self.w3.eth.call({"to": hex_address(to), "data": data}, block)
+                output = self.w3.eth.call(cast(Any, call), block)
             except ContractLogicError as exc:
                 raise self._reverted(name, _revert_data(exc), None) from exc
         if not output:
@@ -239,11 +245,20 @@ class ChainClient:
                                    f"block {block}", name=name, address=hex_address(to),
                                    error=NO_CODE, block=block)
         try:
-            return self.codec.decode_output(name, bytes(output))
+            return codec.decode_output(name, bytes(output))
         except Exception as exc:  # eth_abi raises several unrelated types on malformed data
             raise InvalidContracts(f"the contract at {hex_address(to)} answered {name} with "
                                    f"{len(output)} undecodable bytes", name=name,
                                    address=hex_address(to), error=str(exc)) from exc
+
+    def succeeds_blocking(self, to: Address, data: bytes) -> bool:
+        """Whether calling `to` with `data` would succeed now (simulated: no transaction)."""
+        with self._reachable("eth_call"):
+            try:
+                self.w3.eth.call(cast(Any, {"to": hex_address(to), "data": data}), "latest")
+            except (ContractLogicError, Web3RPCError, EthValidationError):
+                return False
+        return True
 
     def calls_blocking(
         self, to: Address, calls: Sequence[tuple[str, tuple[Any, ...]]],

@@ -7,8 +7,9 @@ finds the deposits, the contract and the blocks the node's stores refer to (the 
 of perund/node_checks.py compare them).
 
 - On a fresh state the dev accounts of `perund.chain.devchain.dev_private_key` (the ones
-  `perund generate` hands out) are funded, and dev account 0 deploys the Adjudicator; its
-  address is kept in `devchain.json` beside the state.
+  `perund generate` hands out) are funded, and dev account 0 deploys the Adjudicator and then
+  the test token PRN (an ERC20 with EIP-2612 permits, 18 decimals), of which every dev account
+  gets 1,000,000; both addresses are kept in `devchain.json` beside the state.
 - anvil dies with the node: it gets SIGTERM when the node's process ends, however it ends
   (Linux's parent-death signal, so a `kill -9` of the node too), and dumps its state on the
   way out. It runs in its own session, so a ^C in the node's terminal reaches the node alone,
@@ -36,14 +37,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
+from perund.chain.abi import ContractCodec
 from perund.chain.account import Account
 from perund.chain.anvil import find_anvil, free_port, rpc_call
+from perund.chain.artifact import load_artifact
 from perund.chain.devchain import (
     DEFAULT_DEV_CHAIN_ID,
     DEV_ACCOUNT_COUNT,
@@ -51,13 +54,22 @@ from perund.chain.devchain import (
     dev_private_keys,
 )
 from perund.channel.types import Address, hex_address, to_address
-from perund.errors import ChainNotReachable
+from perund.errors import ChainNotReachable, InvalidContracts
+
+if TYPE_CHECKING:
+    from perund.chain.backend import ChainBackend
 
 log = Logger(namespace="perund.chain.embedded")
 
 STATE_FILE = "state.json"
 PREVIOUS_STATE_FILE = "state.previous.json"
 METADATA_FILE = "devchain.json"
+TEST_TOKEN_ARTIFACT = "TestToken"
+TEST_TOKEN_NAME = "Perund test token"
+TEST_TOKEN_SYMBOL = "PRN"
+TEST_TOKEN_DECIMALS = 18
+DEV_TOKEN_SUPPLY = 1_000_000 * 10**TEST_TOKEN_DECIMALS
+"""What each dev account holds of the test token PRN on a new chain: 1,000,000 PRN."""
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 _PR_SET_PDEATHSIG = 1
@@ -213,20 +225,64 @@ class EmbeddedChain:
 
     # -- the chain's contents -------------------------------------------------------------------
 
-    def recorded_adjudicator(self) -> Address | None:
-        """The Adjudicator this chain's first start deployed, as recorded beside the state."""
+    def _metadata(self) -> dict[str, Any]:
         try:
-            raw = json.loads((self.folder / METADATA_FILE).read_text(encoding="utf-8"))
-            return to_address(raw["adjudicator"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+            document = json.loads((self.folder / METADATA_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return document if isinstance(document, dict) else {}
 
-    def record(self, adjudicator: Address) -> None:
-        """Remember the deployed Adjudicator beside the state."""
-        document = {"chainId": self.chain_id, "adjudicator": hex_address(adjudicator)}
+    def _write_metadata(self, document: dict[str, Any]) -> None:
         path = self.folder / METADATA_FILE
         path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
         os.chmod(path, 0o600)
+
+    def recorded_adjudicator(self) -> Address | None:
+        """The Adjudicator this chain's first start deployed, as recorded beside the state."""
+        try:
+            return to_address(self._metadata()["adjudicator"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def recorded_test_token(self) -> Address | None:
+        """The test token PRN deployed on this chain, as recorded beside the state."""
+        try:
+            return to_address(self._metadata()["testToken"]["address"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def record(self, adjudicator: Address) -> None:
+        """Remember the Adjudicator a new chain deployed (a new record: nothing of an older
+        chain's stays)."""
+        self._write_metadata(
+            {"chainId": self.chain_id, "adjudicator": hex_address(adjudicator)}
+        )
+
+    async def add_test_token(self, chain: ChainBackend) -> Address:
+        """Deploy the test token PRN (contracts/test/TestToken.sol, 18 decimals) from dev
+        account 0, give every dev account `DEV_TOKEN_SUPPLY`, and record it beside the state;
+        its address. A chain recorded before the token existed gets it at its next start."""
+        artifact = load_artifact(TEST_TOKEN_ARTIFACT)
+        codec = ContractCodec(artifact.abi)
+        deployer = self.dev_account(0)
+        created = codec.encode_constructor(artifact.bytecode, TEST_TOKEN_NAME, TEST_TOKEN_SYMBOL)
+        receipt = await chain.sender.transact(deployer, "deployTestToken", None, created)
+        if receipt.contract_address is None:
+            raise InvalidContracts("the test token's deployment names no contract address",
+                                   name=TEST_TOKEN_ARTIFACT, address=None,
+                                   error="no contract address")
+        token = Address(receipt.contract_address)
+        for key in self.private_keys:
+            mint = codec.encode_call("mint", Account(key).address, DEV_TOKEN_SUPPLY)
+            await chain.sender.transact(deployer, "mint", token, mint)
+        document = self._metadata()
+        document["testToken"] = {"symbol": TEST_TOKEN_SYMBOL, "address": hex_address(token),
+                                 "decimals": TEST_TOKEN_DECIMALS}
+        self._write_metadata(document)
+        log.info("deployed the test token {symbol} at {address}; each dev account holds "
+                 "{supply} {symbol}", symbol=TEST_TOKEN_SYMBOL, address=hex_address(token),
+                 supply=DEV_TOKEN_SUPPLY // 10**TEST_TOKEN_DECIMALS)
+        return token
 
     def fund_dev_accounts_blocking(self) -> None:
         """Give every dev account its genesis balance (a fresh chain only; blocking)."""

@@ -1,4 +1,5 @@
-"""Byte-exact ABI encoding, hashing, signing and recovery of channel data (PROTOCOL.md §1).
+"""Byte-exact ABI encoding, hashing, signing and recovery of channel data
+(docs/specification.md §1).
 
 The encoders are hand-written for the two fixed shapes (Params and State) because the generic
 `eth_abi.encode` costs ~50 µs a state, a large share of one payment's budget; tests prove them
@@ -12,7 +13,15 @@ import os
 import coincurve
 import sha3  # safe-pysha3: a C keccak, ~4x faster than eth_hash's pycryptodome backend
 
-from perund.channel.types import Address, ChannelID, Params, Signature, State
+from perund.channel.types import (
+    Address,
+    ChannelID,
+    Params,
+    Signature,
+    State,
+    SubAlloc,
+    VirtualParams,
+)
 
 _SIGNED_PREFIX = b"\x19Ethereum Signed Message:\n32"
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -52,6 +61,23 @@ def channel_id(chain_id: int, adjudicator: Address, params: Params) -> ChannelID
     return ChannelID(keccak(_word(chain_id) + _PAD12 + adjudicator + encode_params(params)))
 
 
+def encode_virtual_params(params: VirtualParams) -> bytes:
+    """`abi.encode(vp)` of the static tuple (uint64, uint256, address[2], bytes32[2])."""
+    p0, p1 = params.participants
+    l0, l1 = params.parents
+    return b"".join(
+        (_word(params.challenge_duration), _word(params.nonce), _PAD12 + p0, _PAD12 + p1, l0, l1)
+    )
+
+
+def virtual_channel_id(chain_id: int, adjudicator: Address, params: VirtualParams) -> ChannelID:
+    """`keccak256(abi.encode(block.chainid, adjudicator, vp, uint256(1)))`: one word longer than
+    a ledger channel's preimage, so no virtual ID equals a ledger ID."""
+    return ChannelID(
+        keccak(_word(chain_id) + _PAD12 + adjudicator + encode_virtual_params(params) + _WORD_ONE)
+    )
+
+
 def nonce_from_shares(share0: bytes, share1: bytes) -> int:
     """The channel nonce from both sides' random 32-byte shares (§1.2)."""
     if len(share0) != 32 or len(share1) != 32:
@@ -86,9 +112,33 @@ def encode_state(state: State) -> bytes:
     return b"".join(parts)
 
 
+def encode_locked(locked: tuple[SubAlloc, ...]) -> bytes:
+    """`abi.encode(locked)`, SubAlloc[] being (bytes32 id, uint256[] balances, uint8[2] map)[]."""
+    parts: list[bytes] = [_word(0x20), _word(len(locked))]
+    offset = 32 * len(locked)
+    for lock in locked:
+        parts.append(_word(offset))
+        offset += 32 * (5 + len(lock.balances))
+    for lock in locked:
+        parts.append(lock.channel_id)
+        parts.append(_word(0x80))
+        parts.append(_word(lock.index_map[0]))
+        parts.append(_word(lock.index_map[1]))
+        parts.append(_word(len(lock.balances)))
+        parts.extend(_word(amount) for amount in lock.balances)
+    return b"".join(parts)
+
+
 def state_hash(state: State) -> bytes:
-    """`keccak256(abi.encode(state))`, what the contract stores for a registered state."""
-    return keccak(encode_state(state))
+    """What the contract stores for a registered state and what participants sign.
+
+    `keccak256(abi.encode(state))` without locks (the five ABI fields of `State`); with locks,
+    `keccak256(abi.encode(keccak256(abi.encode(state)), keccak256(abi.encode(locked))))`.
+    """
+    plain = keccak(encode_state(state))
+    if not state.locked:
+        return plain
+    return keccak(plain + keccak(encode_locked(state.locked)))
 
 
 def signing_digest(state: State) -> bytes:
@@ -111,7 +161,7 @@ class Signer:
         return Signature(raw[:64] + bytes((raw[64] + 27,)))
 
     def sign_state(self, state: State) -> Signature:
-        """Sign `state` as PROTOCOL.md §1.5 says."""
+        """Sign `state` as docs/specification.md §1.5 says."""
         return self.sign_digest(signing_digest(state))
 
     def __repr__(self) -> str:

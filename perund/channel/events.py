@@ -1,7 +1,8 @@
 """What the core asks its shell to do or to tell: the outputs of every transition.
 
 The shell executes a transition's events **in order**: a `Persist` before a `Send*` means the
-write must be durable (fsync'd, group commit is fine) before the message leaves (PROTOCOL.md §5).
+write must be durable (fsync'd, group commit is fine) before the message leaves
+(docs/specification.md §5).
 Events carry everything their execution needs, so the shell never has to look at the channel
 value to act on one.
 
@@ -46,6 +47,7 @@ class Reason(enum.Enum):
     ASSETS = "assets changed"
     TOTALS = "per-asset totals changed"
     NEGATIVE = "negative balance"
+    LOCKED = "locked funds changed (this node does not lock funds for virtual channels)"
     IN_FLIGHT = "another update is in flight"
     COLLISION = "both sides proposed an update at once: both are refused"
     SYNC_PENDING = "our last update is unresolved: sync first"

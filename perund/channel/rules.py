@@ -14,7 +14,8 @@ from perund.channel.types import Address, Params, State
 
 
 def balance_rules(reference: State, new: State) -> Reason | None:
-    """Same channel, same assets in the same order, same per-asset totals, nothing negative."""
+    """Same channel, same assets in the same order, same per-asset totals, nothing negative,
+    the same locks."""
     if new.channel_id != reference.channel_id:
         return Reason.WRONG_CHANNEL
     if new.assets != reference.assets:
@@ -30,6 +31,10 @@ def balance_rules(reference: State, new: State) -> Reason | None:
         old = old_rows[a]
         if row[0] + row[1] != old[0] + old[1]:
             return Reason.TOTALS
+    if new.locked != reference.locked:
+        # The wire carries locks (sub-allocations) now, but the node has no virtual-channel
+        # protocol yet: a lock it did not negotiate would promise funds it cannot account for.
+        return Reason.LOCKED
     return None
 
 

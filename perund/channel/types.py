@@ -1,4 +1,4 @@
-"""Channel parameters and states (PROTOCOL.md §1), as immutable values.
+"""Channel parameters and states (docs/specification.md §1), as immutable values.
 
 Addresses are 20 raw bytes and amounts are wei as `int` throughout the core; conversion to and
 from hex strings and decimal currency amounts happens only at the edges (API, chain, config).
@@ -28,6 +28,9 @@ UINT256_MAX = 2**256 - 1
 MAX_ASSETS = 16
 """Most assets one channel may hold: proposals with more are refused, and the wire and store
 formats hold no more."""
+
+MAX_SUB_ALLOCS = 16
+"""Most virtual channels one ledger state may lock funds for (the wire and store limit)."""
 
 
 def to_address(value: str | bytes) -> Address:
@@ -62,7 +65,7 @@ def _checksummed(address: bytes) -> str:
 class Params:
     """What fixes a channel's identity.
 
-    PROTOCOL.md §1.2 plus `receivers`: the on-chain accounts that the contract pays each
+    docs/specification.md §1.2: with `receivers`: the on-chain accounts that the contract pays each
     participant's outcome to. Binding them into the channel ID means no later message or
     transaction can redirect a payout (see docs/protocol.md).
     """
@@ -87,14 +90,74 @@ class Params:
 
 
 @dataclass(frozen=True, slots=True)
+class VirtualParams:
+    """What fixes a virtual channel's identity (docs/protocol.md "Virtual channels").
+
+    `parents` are the IDs of the two ledger channels whose locks fund it; binding them into the
+    virtual channel's ID means the contract takes its states only through those two. A virtual
+    channel has no receivers: it pays out through its parents.
+    """
+
+    challenge_duration: int
+    nonce: int
+    participants: tuple[Address, Address]
+    parents: tuple[ChannelID, ChannelID]
+
+    def __post_init__(self) -> None:
+        if not 0 < self.challenge_duration <= UINT64_MAX:
+            raise ValueError("challenge duration must be in 1..2**64-1 seconds")
+        if not 0 <= self.nonce <= UINT256_MAX:
+            raise ValueError("nonce must be a uint256")
+        if len(self.participants) != 2 or len(self.parents) != 2:
+            raise ValueError("a virtual channel has two participants and two parents")
+        for address in self.participants:
+            if len(address) != 20:
+                raise ValueError("addresses have 20 bytes")
+        if self.participants[0] == self.participants[1]:
+            raise ValueError("the two participants must differ")
+        for parent in self.parents:
+            if len(parent) != 32:
+                raise ValueError("a channel ID has 32 bytes")
+        if self.parents[0] == self.parents[1]:
+            raise ValueError("the two parents must differ")
+
+
+@dataclass(frozen=True, slots=True)
+class SubAlloc:
+    """Funds of a ledger state locked for one virtual channel.
+
+    `balances[a]` is the amount of the ledger's asset a (aligned with the state's `assets`);
+    virtual participant j's outcome goes to ledger participant `index_map[j]`.
+    """
+
+    channel_id: ChannelID
+    balances: tuple[int, ...]
+    index_map: tuple[int, int] = (0, 1)
+
+    def __post_init__(self) -> None:
+        if len(self.channel_id) != 32:
+            raise ValueError("a channel ID has 32 bytes")
+        for amount in self.balances:
+            if not 0 <= amount <= UINT256_MAX:
+                raise ValueError("locked amounts are uint256")
+        if self.index_map not in ((0, 1), (1, 0)):
+            raise ValueError("an index map is (0, 1) or (1, 0)")
+
+
+@dataclass(frozen=True, slots=True)
 class State:
-    """A channel's balances at one version: `balances[a][i]` is participant i's share of asset a."""
+    """A channel's balances at one version: `balances[a][i]` is participant i's share of asset a.
+
+    `locked` lists the funds locked for virtual channels (empty for a plain ledger state, and then
+    the state hashes exactly as it did before virtual channels existed).
+    """
 
     channel_id: ChannelID
     version: int
     assets: tuple[Address, ...]
     balances: tuple[tuple[int, ...], ...]
     is_final: bool = False
+    locked: tuple[SubAlloc, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.channel_id) != 32:
@@ -109,7 +172,16 @@ class State:
             for amount in row:
                 if not 0 <= amount <= UINT256_MAX:
                     raise ValueError("balances are uint256")
+        if self.locked:
+            if len(self.locked) > MAX_SUB_ALLOCS:
+                raise ValueError(f"at most {MAX_SUB_ALLOCS} sub-allocations")
+            ids = {lock.channel_id for lock in self.locked}
+            if len(ids) != len(self.locked):
+                raise ValueError("a virtual channel is locked at most once")
+            for lock in self.locked:
+                if len(lock.balances) != len(self.assets):
+                    raise ValueError("a sub-allocation has one amount per asset")
 
     def totals(self) -> tuple[int, ...]:
-        """The per-asset sum over both participants."""
+        """The per-asset sum of the free balances over both participants (locks excluded)."""
         return tuple(row[0] + row[1] for row in self.balances)

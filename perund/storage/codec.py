@@ -4,7 +4,8 @@ A record value is `format version (1 byte) ‖ msgpack body`. Channel bodies are
 (positional, no field names); integers that may exceed 64 bits (wei amounts, the channel nonce)
 are minimal big-endian byte strings, zero being the empty string. A state inside a channel
 record stores its channel ID as nil when it equals the record's (it always does in practice),
-which saves 32 bytes per state.
+which saves 32 bytes per state. A state's locks (sub-allocations for virtual channels) are a sixth
+field present only when it has some, so lock-free states keep their old bytes.
 
 Only the durable fields of `records.Channel` are stored (docs/core.md): `sync_sent` and
 `fresh_link` come back as their defaults, and the core's `Restored` input resets
@@ -28,6 +29,7 @@ from perund.channel.phases import Phase
 from perund.channel.records import Channel, Dispute, SignedState, Staged
 from perund.channel.types import (
     MAX_ASSETS,
+    MAX_SUB_ALLOCS,
     UINT64_MAX,
     UINT256_MAX,
     Address,
@@ -35,6 +37,7 @@ from perund.channel.types import (
     Params,
     Signature,
     State,
+    SubAlloc,
 )
 from perund.errors import StoreCorrupt, StoreError
 
@@ -121,6 +124,30 @@ def _e_flag(value: object, what: str) -> object:
     return value
 
 
+def _e_locked(locked: object, n_assets: int) -> tuple[Any, ...]:
+    if type(locked) is not tuple or len(locked) > MAX_SUB_ALLOCS:
+        raise StoreError(f"locked must be a tuple of at most {MAX_SUB_ALLOCS} sub-allocations")
+    out = []
+    for lock in locked:
+        if type(lock) is not SubAlloc:
+            raise StoreError("a lock must be a SubAlloc")
+        if type(lock.balances) is not tuple or len(lock.balances) != n_assets:
+            raise StoreError("a lock holds one amount per asset")
+        index_map = lock.index_map
+        if index_map not in ((0, 1), (1, 0)) or any(type(i) is not int for i in index_map):
+            raise StoreError("an index map is (0, 1) or (1, 0)")
+        out.append(
+            (
+                _e_bytes(lock.channel_id, 32, "locked channel ID"),
+                tuple(_e_big(amount) for amount in lock.balances),
+                index_map,
+            )
+        )
+    if len({entry[0] for entry in out}) != len(out):
+        raise StoreError("a virtual channel is locked at most once")
+    return tuple(out)
+
+
 def _e_state(state: State, channel_id: bytes) -> tuple[Any, ...]:
     assets = state.assets
     if len(assets) > MAX_ASSETS:
@@ -129,13 +156,17 @@ def _e_state(state: State, channel_id: bytes) -> tuple[Any, ...]:
         _e_bytes(asset, 20, "asset")
     if type(state.is_final) is not bool:
         raise StoreError("is_final must be a bool")
-    return (
+    body = (
         None if state.channel_id == channel_id else state.channel_id,
         _e_uint64(state.version, "version"),
         assets,
         tuple((_e_big(row[0]), _e_big(row[1])) for row in state.balances),
         state.is_final,
     )
+    if not state.locked:
+        # Without locks a state is stored exactly as before they existed.
+        return body
+    return (*body, _e_locked(state.locked, len(assets)))
 
 
 def _e_staged(staged: Staged | None, channel_id: bytes) -> tuple[Any, ...] | None:
@@ -238,8 +269,33 @@ def _d_index(value: object, what: str) -> int:
     return value
 
 
+def _d_locked(value: object, n_assets: int, what: str) -> tuple[SubAlloc, ...]:
+    # Present only when non-empty: an empty array would be a second encoding of "no locks".
+    if type(value) is not tuple or not 0 < len(value) <= MAX_SUB_ALLOCS:
+        raise StoreCorrupt(f"{what} locks must be an array of 1..{MAX_SUB_ALLOCS}")
+    locks = []
+    for entry in value:
+        channel, amounts, index_map = _d_tuple(entry, 3, f"{what} lock")
+        if type(amounts) is not tuple or len(amounts) != n_assets:
+            raise StoreCorrupt(f"{what} lock must hold one amount per asset")
+        if index_map not in ((0, 1), (1, 0)) or any(type(i) is not int for i in index_map):
+            raise StoreCorrupt(f"{what} lock index map must be [0, 1] or [1, 0]")
+        locks.append(
+            SubAlloc(
+                ChannelID(_d_bytes(channel, 32, f"{what} locked channel ID")),
+                tuple(_d_big(amount, f"{what} locked amount") for amount in amounts),
+                index_map,
+            )
+        )
+    if len({lock.channel_id for lock in locks}) != len(locks):
+        raise StoreCorrupt(f"{what} locks a virtual channel twice")
+    return tuple(locks)
+
+
 def _d_state(value: object, channel_id: ChannelID, what: str) -> State:
-    body = _d_tuple(value, 5, what)
+    if type(value) is not tuple or len(value) not in (5, 6):
+        raise StoreCorrupt(f"{what} must be an array of 5 (6 with locks)")
+    body = value
     cid = channel_id if body[0] is None else ChannelID(_d_bytes(body[0], 32, f"{what} ID"))
     assets = body[2]
     if type(assets) is not tuple or not 0 < len(assets) <= MAX_ASSETS:
@@ -257,6 +313,7 @@ def _d_state(value: object, channel_id: ChannelID, what: str) -> State:
         tuple(_d_address(a, f"{what} asset") for a in assets),
         rows,
         _d_bool(body[4], f"{what} is_final"),
+        () if len(body) == 5 else _d_locked(body[5], len(assets), what),
     )
 
 

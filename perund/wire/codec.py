@@ -24,12 +24,14 @@ import msgpack
 
 from perund.channel.types import (
     MAX_ASSETS,
+    MAX_SUB_ALLOCS,
     UINT64_MAX,
     UINT256_MAX,
     Address,
     ChannelID,
     Signature,
     State,
+    SubAlloc,
 )
 from perund.errors import DecodeError, EncodeError
 from perund.wire.messages import (
@@ -136,6 +138,39 @@ def _e_balances(balances: object, n_assets: int) -> tuple[tuple[bytes, bytes], .
     return tuple(rows)
 
 
+def _e_locked(locked: object, n_assets: int) -> tuple[Any, ...]:
+    if type(locked) is not tuple or len(locked) > MAX_SUB_ALLOCS:
+        raise EncodeError(f"locked must be a tuple of at most {MAX_SUB_ALLOCS} sub-allocations")
+    out = []
+    for lock in locked:
+        if type(lock) is not SubAlloc:
+            raise EncodeError("a lock must be a SubAlloc")
+        amounts = lock.balances
+        if type(amounts) is not tuple or len(amounts) != n_assets:
+            raise EncodeError("a lock holds one amount per asset")
+        index_map = lock.index_map
+        if index_map not in ((0, 1), (1, 0)) or any(type(i) is not int for i in index_map):
+            raise EncodeError("an index map is (0, 1) or (1, 0)")
+        out.append(
+            (
+                _e_bytes(lock.channel_id, 32, "locked channel ID"),
+                tuple(_e_big(amount, "locked amount") for amount in amounts),
+                index_map,
+            )
+        )
+    if len({entry[0] for entry in out}) != len(out):
+        raise EncodeError("a virtual channel is locked at most once")
+    return tuple(out)
+
+
+def _e_state_locks(state: State) -> tuple[Any, ...]:
+    """The trailing field a message carries after the state's signatures: `(locked,)` when the
+    state locks funds, else nothing (so states without locks encode exactly as before)."""
+    if not state.locked:
+        return ()
+    return (_e_locked(state.locked, len(state.assets)),)
+
+
 def _e_state(state: State) -> tuple[Any, ...]:
     if type(state) is not State:
         raise EncodeError("state must be a State")
@@ -191,7 +226,11 @@ def _enc_reject(m: Reject) -> tuple[Any, ...]:
 
 
 def _enc_update(m: Update) -> tuple[Any, ...]:
-    return (*_e_state(m.state), _e_bytes(m.signature, 65, "signature"))
+    return (
+        *_e_state(m.state),
+        _e_bytes(m.signature, 65, "signature"),
+        *_e_state_locks(m.state),
+    )
 
 
 def _enc_update_accept(m: UpdateAccept) -> tuple[Any, ...]:
@@ -218,6 +257,7 @@ def _enc_sync(m: Sync) -> tuple[Any, ...]:
         *_e_state(m.state),
         _e_bytes(sigs[0], 65, "signature"),
         _e_bytes(sigs[1], 65, "signature"),
+        *_e_state_locks(m.state),
     )
 
 
@@ -306,11 +346,39 @@ def _d_balances(value: object, n_assets: int) -> tuple[tuple[int, int], ...]:
     return tuple(rows)
 
 
-def _d_state(body: tuple[Any, ...]) -> State:
+def _d_locked(value: object, n_assets: int) -> tuple[SubAlloc, ...]:
+    # Present only when non-empty: an empty list would be a second encoding of "no locks".
+    if type(value) is not tuple or not 0 < len(value) <= MAX_SUB_ALLOCS:
+        raise DecodeError(f"locked must be a list of 1..{MAX_SUB_ALLOCS} sub-allocations")
+    locks = []
+    for entry in value:
+        if type(entry) is not tuple or len(entry) != 3:
+            raise DecodeError("a lock is [channel ID, amounts, index map]")
+        channel, amounts, index_map = entry
+        if type(amounts) is not tuple or len(amounts) != n_assets:
+            raise DecodeError("a lock holds one amount per asset")
+        if index_map not in ((0, 1), (1, 0)) or any(type(i) is not int for i in index_map):
+            raise DecodeError("an index map is [0, 1] or [1, 0]")
+        locks.append(
+            SubAlloc(
+                ChannelID(_d_bytes(channel, 32, "locked channel ID")),
+                tuple(_d_big(amount, "locked amount") for amount in amounts),
+                index_map,
+            )
+        )
+    if len({lock.channel_id for lock in locks}) != len(locks):
+        raise DecodeError("a virtual channel is locked at most once")
+    return tuple(locks)
+
+
+def _d_state(body: tuple[Any, ...], trailing: tuple[Any, ...] = ()) -> State:
+    """The State in `body[:5]`; `trailing` is the message's optional last field, the locks
+    (`()` when absent)."""
     channel, version, assets, balances, is_final = body[:5]
     checked_assets = _d_assets(assets)
     if type(is_final) is not bool:
         raise DecodeError("is_final must be a bool")
+    locks = _d_locked(trailing[0], len(checked_assets)) if trailing else ()
     try:
         return State(
             ChannelID(_d_bytes(channel, 32, "channel ID")),
@@ -318,6 +386,7 @@ def _d_state(body: tuple[Any, ...]) -> State:
             checked_assets,
             _d_balances(balances, len(checked_assets)),
             is_final,
+            locks,
         )
     except ValueError as exc:  # pragma: no cover - the checks above cover State's own rules
         raise DecodeError(f"invalid state: {exc}") from exc
@@ -366,7 +435,7 @@ def _dec_reject(b: tuple[Any, ...]) -> Reject:
 
 
 def _dec_update(b: tuple[Any, ...]) -> Update:
-    return Update(_d_state(b), Signature(_d_bytes(b[5], 65, "signature")))
+    return Update(_d_state(b, b[6:]), Signature(_d_bytes(b[5], 65, "signature")))
 
 
 def _dec_update_accept(b: tuple[Any, ...]) -> UpdateAccept:
@@ -385,7 +454,7 @@ def _dec_update_reject(b: tuple[Any, ...]) -> UpdateReject:
 
 def _dec_sync(b: tuple[Any, ...]) -> Sync:
     return Sync(
-        _d_state(b),
+        _d_state(b, b[7:]),
         (
             Signature(_d_bytes(b[5], 65, "signature")),
             Signature(_d_bytes(b[6], 65, "signature")),
@@ -401,19 +470,20 @@ def _dec_pong(b: tuple[Any, ...]) -> Pong:
     return Pong(_d_ping_nonce(b[0]))
 
 
-# type code -> (name, number of body fields, decoder)
-_DECODERS: Final[dict[int, tuple[str, int, Callable[[tuple[Any, ...]], Message]]]] = {
-    TYPE_HELLO: ("Hello", 3, _dec_hello),
-    TYPE_AUTH: ("Auth", 1, _dec_auth),
-    TYPE_PROPOSE: ("Propose", 9, _dec_propose),
-    TYPE_ACCEPT: ("Accept", 5, _dec_accept),
-    TYPE_REJECT: ("Reject", 2, _dec_reject),
-    TYPE_UPDATE: ("Update", 6, _dec_update),
-    TYPE_UPDATE_ACCEPT: ("UpdateAccept", 3, _dec_update_accept),
-    TYPE_UPDATE_REJECT: ("UpdateReject", 3, _dec_update_reject),
-    TYPE_SYNC: ("Sync", 7, _dec_sync),
-    TYPE_PING: ("Ping", 1, _dec_ping),
-    TYPE_PONG: ("Pong", 1, _dec_pong),
+# type code -> (name, numbers of body fields, decoder). Update and Sync carry a state's locks
+# (sub-allocations) as one more, trailing field, present only when the state has some.
+_DECODERS: Final[dict[int, tuple[str, tuple[int, ...], Callable[[tuple[Any, ...]], Message]]]] = {
+    TYPE_HELLO: ("Hello", (3,), _dec_hello),
+    TYPE_AUTH: ("Auth", (1,), _dec_auth),
+    TYPE_PROPOSE: ("Propose", (9,), _dec_propose),
+    TYPE_ACCEPT: ("Accept", (5,), _dec_accept),
+    TYPE_REJECT: ("Reject", (2,), _dec_reject),
+    TYPE_UPDATE: ("Update", (6, 7), _dec_update),
+    TYPE_UPDATE_ACCEPT: ("UpdateAccept", (3,), _dec_update_accept),
+    TYPE_UPDATE_REJECT: ("UpdateReject", (3,), _dec_update_reject),
+    TYPE_SYNC: ("Sync", (7, 8), _dec_sync),
+    TYPE_PING: ("Ping", (1,), _dec_ping),
+    TYPE_PONG: ("Pong", (1,), _dec_pong),
 }
 
 
@@ -432,8 +502,9 @@ def decode(payload: bytes | bytearray | memoryview) -> Message:
         body = msgpack.unpackb(payload[2:], raw=False, use_list=False, strict_map_key=True)
     except Exception as exc:
         raise DecodeError(f"{name}: malformed msgpack body ({exc.__class__.__name__})") from exc
-    if type(body) is not tuple or len(body) != n_fields:
-        raise DecodeError(f"{name}: body must be an array of {n_fields} fields")
+    if type(body) is not tuple or len(body) not in n_fields:
+        shown = " or ".join(str(n) for n in n_fields)
+        raise DecodeError(f"{name}: body must be an array of {shown} fields")
     try:
         return decoder(body)
     except DecodeError as exc:

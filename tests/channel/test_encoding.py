@@ -15,13 +15,16 @@ from hypothesis import strategies as st
 from perund.channel.encoding import (
     Signer,
     channel_id,
+    encode_locked,
     encode_params,
     encode_state,
+    encode_virtual_params,
     nonce_from_shares,
     recover_state_signer,
     signing_digest,
     state_hash,
     verify_state,
+    virtual_channel_id,
 )
 from perund.channel.types import (
     ETH,
@@ -30,12 +33,16 @@ from perund.channel.types import (
     Params,
     Signature,
     State,
+    SubAlloc,
+    VirtualParams,
     hex_address,
     to_address,
 )
 
 STATE_ABI = "(bytes32,uint64,address[],uint256[][],bool)"
 PARAMS_ABI = "(uint64,uint256,address[2],address[2])"
+LOCKED_ABI = "(bytes32,uint256[],uint8[2])[]"
+VIRTUAL_ABI = "(uint64,uint256,address[2],bytes32[2])"
 
 addresses = st.binary(min_size=20, max_size=20).map(Address)
 amounts = st.integers(min_value=0, max_value=2**256 - 1)
@@ -79,6 +86,100 @@ def _abi_state(state: State) -> bytes:
 @given(states())
 def test_encode_state_matches_eth_abi(state: State) -> None:
     assert encode_state(state) == _abi_state(state)
+
+
+ids = st.binary(min_size=32, max_size=32).map(ChannelID)
+
+
+@st.composite
+def locks(draw: st.DrawFn, n_assets: int) -> tuple[SubAlloc, ...]:
+    lock_ids = draw(st.lists(ids, min_size=1, max_size=4, unique=True))
+    return tuple(
+        SubAlloc(
+            lock_id,
+            tuple(draw(amounts) for _ in range(n_assets)),
+            draw(st.sampled_from([(0, 1), (1, 0)])),
+        )
+        for lock_id in lock_ids
+    )
+
+
+@given(states(), st.data())
+def test_a_locked_state_hashes_its_locks_beside_the_plain_hash(
+    state: State, data: st.DataObject
+) -> None:
+    locked = data.draw(locks(len(state.assets)))
+    parent = State(
+        state.channel_id, state.version, state.assets, state.balances, state.is_final, locked
+    )
+    value = [(lock.channel_id, list(lock.balances), list(lock.index_map)) for lock in locked]
+    assert encode_locked(locked) == encode([LOCKED_ABI], [value])
+    plain = keccak(_abi_state(state))
+    assert state_hash(state) == plain  # no locks: the hash of v1
+    expected = keccak(encode(["bytes32", "bytes32"], [plain, keccak(encode_locked(locked))]))
+    assert state_hash(parent) == expected
+    assert state_hash(parent) != plain
+
+
+@given(
+    st.integers(min_value=1, max_value=2**64 - 1),
+    amounts,
+    st.lists(addresses, min_size=2, max_size=2, unique=True),
+    st.lists(ids, min_size=2, max_size=2, unique=True),
+    st.integers(min_value=0, max_value=2**256 - 1),
+    addresses,
+)
+def test_virtual_channel_id_matches_eth_abi(
+    duration: int,
+    nonce: int,
+    participants: list[Address],
+    parents: list[ChannelID],
+    chain: int,
+    adjudicator: Address,
+) -> None:
+    vp = VirtualParams(
+        duration, nonce, (participants[0], participants[1]), (parents[0], parents[1])
+    )
+    value = (duration, nonce, [hex_address(a) for a in participants], parents)
+    assert encode_virtual_params(vp) == encode([VIRTUAL_ABI], [value])
+    expected = keccak(
+        encode(
+            ["uint256", "address", VIRTUAL_ABI, "uint256"],
+            [chain, hex_address(adjudicator), value, 1],
+        )
+    )
+    assert virtual_channel_id(chain, adjudicator, vp) == expected
+    # Never a ledger ID: the preimage is one word longer.
+    ledger = Params(duration, nonce, vp.participants, vp.participants)
+    assert virtual_channel_id(chain, adjudicator, vp) != channel_id(chain, adjudicator, ledger)
+
+
+def test_locked_states_and_virtual_params_refuse_bad_shapes() -> None:
+    one = ChannelID(b"\x01" * 32)
+    with pytest.raises(ValueError, match="index map"):
+        SubAlloc(one, (1,), (1, 1))
+    with pytest.raises(ValueError, match="uint256"):
+        SubAlloc(one, (-1,), (0, 1))
+    with pytest.raises(ValueError, match="one amount per asset"):
+        State(one, 1, (ETH,), ((1, 1),), False, (SubAlloc(one, (1, 2)),))
+    with pytest.raises(ValueError, match="at most once"):
+        State(one, 1, (ETH,), ((1, 1),), False, (SubAlloc(one, (1,)), SubAlloc(one, (2,))))
+    with pytest.raises(ValueError, match="at most 16"):
+        State(
+            one,
+            1,
+            (ETH,),
+            ((1, 1),),
+            False,
+            tuple(SubAlloc(ChannelID(bytes([i]) * 32), (1,)) for i in range(17)),
+        )
+    a, b = Address(b"\x01" * 20), Address(b"\x02" * 20)
+    with pytest.raises(ValueError, match="parents must differ"):
+        VirtualParams(60, 1, (a, b), (one, one))
+    with pytest.raises(ValueError, match="participants must differ"):
+        VirtualParams(60, 1, (a, a), (one, ChannelID(b"\x02" * 32)))
+    with pytest.raises(ValueError, match="challenge duration"):
+        VirtualParams(0, 1, (a, b), (one, ChannelID(b"\x02" * 32)))
 
 
 @given(params(), st.integers(min_value=0, max_value=2**256 - 1), addresses)

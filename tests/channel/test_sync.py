@@ -33,7 +33,7 @@ from perund.channel.events import (
 from perund.channel.machine import transition
 from perund.channel.phases import Phase
 from perund.channel.records import Channel, SignedState
-from perund.channel.types import ChannelID, Signature, State
+from perund.channel.types import ChannelID, Signature, State, SubAlloc
 from tests.channel.factories import (
     ALICE,
     BOB,
@@ -152,6 +152,14 @@ def test_higher_state_with_other_assets_is_refused() -> None:
     bob1, events = sync_from_alice(bob, other)
     assert bob1 is bob
     assert events == (Refused(bob.channel_id, ALICE.address, Reason.ASSETS, "version 1"),)
+
+
+def test_higher_state_with_locks_is_refused_even_if_signed() -> None:
+    _, bob = make_pair()
+    locked = next_state(bob, locked=(SubAlloc(ChannelID(b"\x5a" * 32), (ETHER,), (0, 1)),))
+    bob1, events = sync_from_alice(bob, locked)
+    assert bob1 is bob
+    assert events == (Refused(bob.channel_id, ALICE.address, Reason.LOCKED, "version 1"),)
 
 
 def test_state_of_another_channel_is_refused() -> None:

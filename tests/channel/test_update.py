@@ -40,7 +40,7 @@ from perund.channel.events import (
 from perund.channel.machine import transition
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
-from perund.channel.types import ETH, ChannelID, Signature, State
+from perund.channel.types import ETH, ChannelID, Signature, State, SubAlloc
 from perund.errors import FailedPrecondition, InvalidArgument, ResourceNotFound
 from tests.channel.factories import (
     ALICE,
@@ -231,6 +231,14 @@ def test_rule_no_negative_balance() -> None:
 def test_rule_assets_unchanged() -> None:
     _, bob = make_pair()
     assert_refused(bob, replace(paid(bob), assets=(TOKEN,)), Reason.ASSETS)
+
+
+def test_rule_locked_unchanged() -> None:
+    # A peer cannot slip funds locked for a virtual channel into a state: free totals unchanged,
+    # the lock would still promise more than the channel holds.
+    _, bob = make_pair()
+    lock = SubAlloc(ChannelID(b"\x5a" * 32), (5 * ETHER,), (1, 0))
+    assert_refused(bob, replace(paid(bob), locked=(lock,)), Reason.LOCKED)
 
 
 def test_rule_current_not_final() -> None:

@@ -25,13 +25,14 @@ from web3.exceptions import ContractLogicError
 
 from perund.chain.anvil import Anvil
 from perund.channel.encoding import Signer, channel_id
-from perund.channel.types import ETH, Address, ChannelID, Params, State
+from perund.channel.types import ETH, Address, ChannelID, Params, State, SubAlloc
 
 ROOT = Path(__file__).resolve().parents[2]
 ADJUDICATOR_JSON = ROOT / "perund" / "chain" / "artifacts" / "Adjudicator.json"
 TEST_ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 ETHER = 10**18
 CHALLENGE = 600
+ETH_HEX = to_checksum_address(ETH)
 
 
 def load_artifact(path: Path) -> dict[str, Any]:
@@ -238,6 +239,18 @@ class Channel:
         """A state of this channel holding only ETH, split as `balances`."""
         return State(self.id, version, (ETH,), (balances,), final)
 
+    def state_of(
+        self,
+        version: int,
+        assets: tuple[bytes, ...],
+        balances: tuple[tuple[int, int], ...],
+        *,
+        final: bool = False,
+        locked: tuple[SubAlloc, ...] = (),
+    ) -> State:
+        """A state of this channel with any assets (20-byte addresses) and locks."""
+        return State(self.id, version, tuple(Address(a) for a in assets), balances, final, locked)
+
     def sigs(self, state: State) -> list[bytes]:
         return [bytes(s.sign_state(state)) for s in self.signers]
 
@@ -269,8 +282,17 @@ class Channel:
         phase, version, timeout, state_hash = self.fn.channelStatus(self.id).call()
         return (int(phase), int(version), int(timeout), bytes(state_hash))
 
-    def owed(self, receiver: str) -> int:
-        return int(self.fn.owed(receiver, ETH_HEX).call())
+    def owed(self, receiver: str, asset: str = ETH_HEX) -> int:
+        return int(self.fn.owed(receiver, asset).call())
+
+    def token_holdings(self, token: Contract) -> tuple[int, int]:
+        h0, h1 = self.fn.holdings(self.id, token.address).call()
+        return (int(h0), int(h1))
+
+    def deposit_token(self, token: Contract, sender: str, index: int, amount: int) -> Any:
+        """Approve the Adjudicator for `amount`, then deposit it (two transactions)."""
+        self.chain.transact(token.functions.approve(self.contract.address, amount), sender)
+        return self.chain.transact(self.fn.deposit(self.id, index, token.address, amount), sender)
 
     def events(self, receipt: Any, name: str) -> list[dict[str, Any]]:
         """The decoded `name` events of the Adjudicator in `receipt`, args only."""
@@ -284,9 +306,6 @@ class Channel:
             except Exception:  # another event type of the same contract
                 continue
         return out
-
-
-ETH_HEX = to_checksum_address(ETH)
 
 
 def as_params(p: Params) -> tuple[Any, ...]:
@@ -306,6 +325,14 @@ def as_state(s: State) -> tuple[Any, ...]:
         [list(r) for r in s.balances],
         s.is_final,
     )
+
+
+def as_locked(s: State) -> list[tuple[Any, ...]]:
+    return [(lock.channel_id, list(lock.balances), list(lock.index_map)) for lock in s.locked]
+
+
+def token_balance(token: Contract, holder: str | bytes) -> int:
+    return int(token.functions.balanceOf(to_checksum_address(holder)).call())
 
 
 @dataclass
@@ -330,6 +357,21 @@ class Setup:
         signers = signers or (Signer(os.urandom(32)), Signer(os.urandom(32)))
         receivers = receivers or (os.urandom(20), os.urandom(20))
         return Channel(self.chain, self.contract, signers, receivers, self._nonce, challenge)
+
+    def token(self, kind: str = "TestToken", mint: int = 10**6 * ETHER) -> Contract:
+        """A fresh test token (contracts/test/`kind`), `mint` units each for alice, bob, carol."""
+        artifact = load_artifact(TEST_ARTIFACTS / f"{kind}.json")
+        factory = self.chain.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        constructor = (
+            factory.constructor("Test", "TST") if kind == "TestToken" else factory.constructor()
+        )
+        receipt = self.chain.transact(constructor, self.chain.accounts[0])
+        token: Contract = self.chain.w3.eth.contract(
+            address=receipt["contractAddress"], abi=artifact["abi"]
+        )
+        for holder in (self.alice, self.bob, self.carol):
+            self.chain.transact(token.functions.mint(holder, mint), self.chain.accounts[0])
+        return token
 
 
 @pytest.fixture

@@ -12,9 +12,15 @@ import pytest
 
 from .conftest import ADJUDICATOR_JSON, ROOT, TEST_ARTIFACTS
 
+TEST_CONTRACTS = ("FeeToken", "HostileToken", "NoBoolToken", "TestReceiver", "TestToken")
 COMMITTED = {
     Path("perund/chain/artifacts/Adjudicator.json"): ADJUDICATOR_JSON,
-    Path("tests/contracts/artifacts/TestReceiver.json"): TEST_ARTIFACTS / "TestReceiver.json",
+    **{
+        Path(f"tests/contracts/artifacts/{name}.json"): TEST_ARTIFACTS / f"{name}.json"
+        for name in TEST_CONTRACTS
+    },
+    # Package data too: the embedded dev chain deploys the test token PRN.
+    Path("perund/chain/artifacts/TestToken.json"): ADJUDICATOR_JSON.with_name("TestToken.json"),
 }
 
 
@@ -53,6 +59,12 @@ def test_artifact_pins_compiler_and_source() -> None:
     assert artifact["compiler"]["optimizer"]["enabled"] is True
     source = (ROOT / "contracts" / "Adjudicator.sol").read_bytes()
     assert artifact["sourceHash"] == hashlib.sha256(source).hexdigest()
+    # The code depends on the files the Adjudicator imports too: the artifact pins each of them.
+    parts = sorted(p.name for p in (ROOT / "contracts").glob("*.sol"))
+    assert parts == ["Adjudicator.sol", "AssetTransfers.sol", "ChannelEncoding.sol"]
+    for name in parts:
+        text = (ROOT / "contracts" / name).read_bytes()
+        assert artifact["sourceHashes"][f"contracts/{name}"] == hashlib.sha256(text).hexdigest()
     assert (
         artifact["deployedBytecode"].startswith("0x") and len(artifact["deployedBytecode"]) > 1000
     )

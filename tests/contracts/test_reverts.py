@@ -62,11 +62,11 @@ def test_deposit_value_must_equal_amount(setup: Setup, value: int) -> None:
     )
 
 
-def test_deposit_of_a_token_is_not_supported_yet(setup: Setup) -> None:
+def test_deposit_of_an_address_without_code_is_not_a_token(setup: Setup) -> None:
     ch = setup.channel()
     token = to_checksum_address(TOKEN)
     assert ch.error(ch.fn.deposit(ch.id, 0, token, 5), setup.alice) == (
-        "UnsupportedAsset",
+        "InvalidToken",
         (token.lower(),),
     )
 

@@ -16,7 +16,16 @@ from perund.channel.machine import transition
 from perund.channel.phases import Phase
 from perund.channel.proposal import accept_proposal
 from perund.channel.records import Channel, Dispute, SignedState, Staged
-from perund.channel.types import ETH, UINT64_MAX, UINT256_MAX, Address, State
+from perund.channel.types import (
+    ETH,
+    MAX_SUB_ALLOCS,
+    UINT64_MAX,
+    UINT256_MAX,
+    Address,
+    ChannelID,
+    State,
+    SubAlloc,
+)
 from tests.channel.factories import (
     ALICE,
     BOB,
@@ -72,13 +81,32 @@ amounts = st.one_of(st.integers(0, 2**64), st.integers(0, UINT256_MAX // 4))
 
 
 @st.composite
+def locks(draw: st.DrawFn, n_assets: int) -> tuple[SubAlloc, ...]:
+    """Funds locked for 1..MAX_SUB_ALLOCS distinct virtual channels, one amount per asset."""
+    ids = draw(
+        st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=MAX_SUB_ALLOCS,
+                 unique=True)
+    )
+    return tuple(
+        SubAlloc(
+            ChannelID(lock_id),
+            tuple(draw(amounts) for _ in range(n_assets)),
+            draw(st.sampled_from([(0, 1), (1, 0)])),
+        )
+        for lock_id in ids
+    )
+
+
+@st.composite
 def states(draw: st.DrawFn, base: State) -> State:
-    """A state of `base`'s channel and assets with arbitrary version and balances."""
+    """A state of `base`'s channel and assets with arbitrary version and balances, and locks
+    (sub-allocations for virtual channels) or none."""
     return replace(
         base,
         version=draw(st.integers(0, UINT64_MAX)),
         balances=tuple((draw(amounts), draw(amounts)) for _ in base.assets),
         is_final=draw(st.booleans()),
+        locked=draw(st.just(()) | locks(len(base.assets))),
     )
 
 

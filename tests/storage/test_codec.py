@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from perund.channel.changes import OwnUpdate
 from perund.channel.machine import transition
 from perund.channel.phases import Phase
-from perund.channel.records import Channel
-from perund.channel.types import ETH, ChannelID
+from perund.channel.records import Channel, Dispute
+from perund.channel.types import ETH, MAX_SUB_ALLOCS, ChannelID, SubAlloc
 from perund.errors import StoreCorrupt, StoreError
 from perund.storage.codec import (
     FORMAT_VERSION,
@@ -89,6 +89,102 @@ def test_a_record_from_before_signed_up_to_still_loads() -> None:
         old = bytes([FORMAT_VERSION]) + msgpack.packb(body[:9], use_bin_type=True)
         assert decode_channel(old) == channel
         assert decode_channel(old).signed_up_to == expected
+
+
+VIRTUAL_A = ChannelID(b"\x5a" * 32)
+VIRTUAL_B = ChannelID(b"\x5b" * 32)
+
+
+def _locked_alice() -> Channel:
+    """Alice's channel whose current state locks funds for two virtual channels."""
+    alice, _ = make_pair()
+    assert alice.current is not None
+    state = replace(
+        alice.current.state,
+        locked=(SubAlloc(VIRTUAL_A, (2**64,), (0, 1)), SubAlloc(VIRTUAL_B, (0,), (1, 0))),
+    )
+    return replace(alice, current=replace(alice.current, state=state))
+
+
+def test_a_state_with_locks_keeps_them_and_its_layout_is_pinned() -> None:
+    alice, _ = make_pair()
+    locked = _locked_alice()
+    encoded = encode_channel(locked)
+    assert decode_channel(encoded) == locked
+    # The state array gains a sixth field, [[id, [amount per asset], [i, j]], ...]; a state
+    # without locks keeps its five (the golden record above).
+    body = _body(locked)
+    assert body[4][0][5] == [[VIRTUAL_A, [b"\x01" + bytes(8)], [0, 1]], [VIRTUAL_B, [b""], [1, 0]]]
+    assert len(encoded) == len(encode_channel(alice)) + 92
+    assert keccak(encoded).hex() == GOLDEN_LOCKED_ALICE
+
+
+GOLDEN_LOCKED_ALICE = "4b30dd2f4f2407af1835aebbe7772dcd60be6dd7e473beeb443aae869b899ca0"
+
+
+def test_locks_are_kept_in_every_stored_state() -> None:
+    locked = _locked_alice()
+    assert locked.current is not None
+    state = locked.current.state
+    staged, _ = transition(make_pair()[0], OwnUpdate(ALICE, ((ETH, 1),), False))
+    assert staged.staged is not None
+    channel = replace(
+        locked,
+        staged=replace(staged.staged, state=state),
+        abandoned=replace(staged.staged, state=state),
+        dispute=Dispute(state.version, 99, state),
+    )
+    decoded = decode_channel(encode_channel(channel))
+    assert decoded == channel
+    assert decoded.dispute is not None and decoded.dispute.state.locked == state.locked
+
+
+def _lock_rows(body: list[object]) -> list[object]:
+    return body[4][0][5]  # type: ignore[index, no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda b: b[4][0].__setitem__(5, []), "locks must be an array of 1..16"),
+        (lambda b: b[4][0].__setitem__(5, None), "locks must be an array of 1..16"),
+        (
+            lambda b: b[4][0].__setitem__(5, [[bytes([i]) * 32, [b""], [0, 1]] for i in range(17)]),
+            "locks must be an array of 1..16",
+        ),
+        (lambda b: b[4][0].extend([None, None]), "must be an array of 5 \\(6 with locks\\)"),
+        (lambda b: _lock_rows(b)[0].pop(), "lock must be an array of 3"),
+        (lambda b: _lock_rows(b)[0].__setitem__(0, b"\x01" * 31), "locked channel ID must be 32"),
+        (lambda b: _lock_rows(b)[0].__setitem__(1, []), "one amount per asset"),
+        (lambda b: _lock_rows(b)[0].__setitem__(1, [b"", b""]), "one amount per asset"),
+        (lambda b: _lock_rows(b)[0].__setitem__(1, [b"\x00\x01"]), "locked amount must be"),
+        (lambda b: _lock_rows(b)[0].__setitem__(1, [1]), "locked amount must be"),
+        (lambda b: _lock_rows(b)[0].__setitem__(2, [1, 1]), "index map must be"),
+        (lambda b: _lock_rows(b)[0].__setitem__(2, [0, 1, 0]), "index map must be"),
+        (lambda b: _lock_rows(b)[0].__setitem__(2, [False, True]), "index map must be"),
+        (lambda b: _lock_rows(b)[0].__setitem__(2, b"\x00\x01"), "index map must be"),
+        (lambda b: _lock_rows(b)[1].__setitem__(0, VIRTUAL_A), "locks a virtual channel twice"),
+    ],
+)
+def test_bad_locks_are_store_corrupt_naming_them(change: object, message: str) -> None:
+    body = _body(_locked_alice())
+    change(body)  # type: ignore[operator]
+    with pytest.raises(StoreCorrupt, match=f"current state.*{message}"):
+        decode_channel(_pack(body))
+
+
+def test_locks_the_format_cannot_hold_are_not_written() -> None:
+    locked = _locked_alice()
+    assert locked.current is not None
+    state = locked.current.state
+    as_list = replace(state, locked=list(state.locked))
+    with pytest.raises(StoreError, match="locked must be a tuple"):
+        encode_channel(replace(locked, current=replace(locked.current, state=as_list)))
+    # MAX_SUB_ALLOCS itself is stored (the State refuses one more).
+    most = tuple(SubAlloc(ChannelID(bytes([i]) * 32), (1,)) for i in range(MAX_SUB_ALLOCS))
+    full = replace(state, locked=most)
+    channel = replace(locked, current=replace(locked.current, state=full))
+    assert decode_channel(encode_channel(channel)) == channel
 
 
 @CODEC_SETTINGS

@@ -10,12 +10,14 @@ from hypothesis import strategies as st
 from perund.channel.types import (
     ETH,
     MAX_ASSETS,
+    MAX_SUB_ALLOCS,
     UINT64_MAX,
     UINT256_MAX,
     Address,
     ChannelID,
     Signature,
     State,
+    SubAlloc,
 )
 from perund.errors import DecodeError, EncodeError, PeerProtocolError
 from perund.wire.codec import (
@@ -23,6 +25,7 @@ from perund.wire.codec import (
     MAX_PING_NONCE,
     MAX_REASON_LENGTH,
     TYPE_PING,
+    TYPE_SYNC,
     TYPE_UPDATE,
     TYPE_UPDATE_ACCEPT,
     TYPE_UPDATE_REJECT,
@@ -67,9 +70,23 @@ def assets_and_balances(draw: st.DrawFn) -> tuple[tuple[Address, ...], tuple[tup
 
 
 @st.composite
+def locks(draw: st.DrawFn, n_assets: int) -> tuple[SubAlloc, ...]:
+    lock_ids = draw(st.lists(ids, min_size=1, max_size=MAX_SUB_ALLOCS, unique=True))
+    return tuple(
+        SubAlloc(
+            ChannelID(lock_id),
+            tuple(draw(uint256) for _ in range(n_assets)),
+            draw(st.sampled_from([(0, 1), (1, 0)])),
+        )
+        for lock_id in lock_ids
+    )
+
+
+@st.composite
 def states(draw: st.DrawFn) -> State:
     assets, balances = draw(assets_and_balances())
-    return State(ChannelID(draw(ids)), draw(uint64), assets, balances, draw(st.booleans()))
+    locked = draw(st.just(()) | locks(len(assets)))
+    return State(ChannelID(draw(ids)), draw(uint64), assets, balances, draw(st.booleans()), locked)
 
 
 @st.composite
@@ -138,6 +155,19 @@ ID2 = bytes(range(32, 64))
 SIG = Signature(bytes(range(65)))
 SIG2 = Signature(bytes(range(100, 165)))
 STATE = State(ChannelID(ID), 7, (ETH, TOKEN), ((10**18, UINT256_MAX), (0, 255)), False)
+# A ledger state locking funds for two virtual channels: Update and Sync carry the locks as one
+# trailing field, so the vectors of states without locks above stay as they were.
+LOCKED = State(
+    ChannelID(ID),
+    8,
+    (ETH, TOKEN),
+    ((10**18, 5), (0, 1)),
+    False,
+    (
+        SubAlloc(ChannelID(ID2), (2 * 10**18, 0), (0, 1)),
+        SubAlloc(ChannelID(b"\x09" * 32), (1, 256), (1, 0)),
+    ),
+)
 
 GOLDEN: list[tuple[Message, str]] = [
     (
@@ -198,6 +228,27 @@ GOLDEN: list[tuple[Message, str]] = [
         "35363738393a3b3c3d3e3f40c4416465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f8081"
         "82838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9fa0a1a2a3a4",
     ),
+    (
+        Update(LOCKED, SIG),
+        "010697c420000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f0892c414000000"
+        "0000000000000000000000000000000000c414eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee9292c4080d"
+        "e0b6b3a7640000c4010592c400c40101c2c441000102030405060708090a0b0c0d0e0f101112131415161718"
+        "191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f409293c420"
+        "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f92c4081bc16d674ec80000c4"
+        "0092000193c420090909090909090909090909090909090909090909090909090909090909090992c40101c4"
+        "020100920100",
+    ),
+    (
+        Sync(LOCKED, (SIG, SIG2)),
+        "010998c420000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f0892c414000000"
+        "0000000000000000000000000000000000c414eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee9292c4080d"
+        "e0b6b3a7640000c4010592c400c40101c2c441000102030405060708090a0b0c0d0e0f101112131415161718"
+        "191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f40c4416465"
+        "666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f808182838485868788898a8b8c8d8e8f9091"
+        "92939495969798999a9b9c9d9e9fa0a1a2a3a49293c420202122232425262728292a2b2c2d2e2f3031323334"
+        "35363738393a3b3c3d3e3f92c4081bc16d674ec80000c40092000193c4200909090909090909090909090909"
+        "09090909090909090909090909090909090992c40101c4020100920100",
+    ),
     (Ping(b"\x01\x02\x03"), "010a91c403010203"),
     (Pong(b""), "010b91c400"),
 ]
@@ -256,6 +307,22 @@ def update_body(**overrides: object) -> list[object]:
     return list(fields.values())
 
 
+LOCK = [ID2, [b"\x01"], [0, 1]]
+
+
+def locked_sync_body(*locks: object) -> list[object]:
+    """A Sync body whose trailing field is `locks` (one asset)."""
+    return [*update_body(), SIG2, list(locks)]
+
+
+def test_valid_handmade_locked_messages_decode() -> None:
+    # The baselines the malformed locks below depart from.
+    lock = SubAlloc(ChannelID(ID2), (1,), (0, 1))
+    state = State(ChannelID(ID), 5, (ETH,), ((1, 2),), False, (lock,))
+    assert decode(frame(TYPE_UPDATE, [*update_body(), [LOCK]])) == Update(state, SIG)
+    assert decode(frame(TYPE_SYNC, locked_sync_body(LOCK))) == Sync(state, (SIG, SIG2))
+
+
 def test_valid_handmade_update_decodes() -> None:
     # The baseline the malformed variants below depart from.
     msg = decode(frame(TYPE_UPDATE, update_body()))
@@ -311,6 +378,32 @@ HOSTILE: dict[str, bytes] = {
     + b"\x93\xc4\x20"
     + ID
     + b"\x01\xa2\xff\xfe",
+    "locks empty (a second encoding of none)": frame(TYPE_UPDATE, [*update_body(), []]),
+    "locks nil": frame(TYPE_UPDATE, [*update_body(), None]),
+    "locks not a list": frame(TYPE_UPDATE, [*update_body(), LOCK]),
+    "too many locks": frame(
+        TYPE_SYNC,
+        locked_sync_body(*([bytes([i]) * 32, [b""], [0, 1]] for i in range(MAX_SUB_ALLOCS + 1))),
+    ),
+    "lock of two fields": frame(TYPE_SYNC, locked_sync_body([ID2, [b"\x01"]])),
+    "lock of four fields": frame(TYPE_SYNC, locked_sync_body([*LOCK, 0])),
+    "lock as a map": frame(TYPE_SYNC, locked_sync_body({"id": ID2})),
+    "locked channel id 31 bytes": frame(TYPE_SYNC, locked_sync_body([ID2[:31], [b"\x01"], [0, 1]])),
+    "locked amounts fewer than assets": frame(TYPE_SYNC, locked_sync_body([ID2, [], [0, 1]])),
+    "locked amounts more than assets": frame(
+        TYPE_SYNC, locked_sync_body([ID2, [b"", b""], [0, 1]])
+    ),
+    "locked amount as int": frame(TYPE_SYNC, locked_sync_body([ID2, [1], [0, 1]])),
+    "locked amount leading zero": frame(TYPE_SYNC, locked_sync_body([ID2, [b"\x00\x01"], [0, 1]])),
+    "locked amount 33 bytes": frame(TYPE_SYNC, locked_sync_body([ID2, [b"\x01" * 33], [0, 1]])),
+    "index map [1, 1]": frame(TYPE_SYNC, locked_sync_body([ID2, [b""], [1, 1]])),
+    "index map [0]": frame(TYPE_SYNC, locked_sync_body([ID2, [b""], [0]])),
+    "index map [0, 1, 0]": frame(TYPE_SYNC, locked_sync_body([ID2, [b""], [0, 1, 0]])),
+    "index map of bools": frame(TYPE_SYNC, locked_sync_body([ID2, [b""], [False, True]])),
+    "index map of floats": frame(TYPE_SYNC, locked_sync_body([ID2, [b""], [0.0, 1.0]])),
+    "index map as bytes": frame(TYPE_SYNC, locked_sync_body([ID2, [b""], b"\x00\x01"])),
+    "one virtual channel locked twice": frame(TYPE_SYNC, locked_sync_body(LOCK, LOCK)),
+    "sync with nine fields": frame(TYPE_SYNC, [*locked_sync_body(LOCK), 1]),
     "ping nonce too long": frame(TYPE_PING, [b"\x00" * (MAX_PING_NONCE + 1)]),
     "deep nesting": frame(TYPE_PING, [[[[[[[[[[b""]]]]]]]]]]),
     "nesting beyond msgpack's stack": bytes((FORMAT_VERSION, TYPE_PING)) + b"\x91" * 5000,
@@ -367,6 +460,10 @@ MALFORMED: dict[str, object] = {
     "long reason": Reject(ID, "x" * (MAX_REASON_LENGTH + 1)),
     "version as bool": UpdateAccept(ChannelID(ID), True, SIG),
     "one sync signature": Sync(STATE, (SIG,)),  # type: ignore[arg-type]
+    "locks as list": Update(
+        State(ChannelID(ID), 1, (ETH,), ((1, 1),), False, [SubAlloc(ChannelID(ID2), (1,))]),  # type: ignore[arg-type]
+        SIG,
+    ),
     "long ping nonce": Ping(b"\x00" * (MAX_PING_NONCE + 1)),
     "not a message": "hello",
 }

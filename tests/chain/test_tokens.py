@@ -1,0 +1,193 @@
+"""Tokens through the chain backend, on anvil: deposits of ETH and tokens in one transaction with
+a permit or after approvals, USDT-style tokens, the reads, bad input; and the embedded dev
+chain's test token PRN."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from perund.chain.abi import ContractCodec
+from perund.chain.account import Account
+from perund.chain.anvil import Anvil
+from perund.chain.artifact import ContractArtifact, load_artifact
+from perund.chain.backend import ChainBackend
+from perund.chain.embedded import DEV_TOKEN_SUPPLY, EmbeddedChain
+from perund.chain.tokens import TokenInfo
+from perund.channel.types import ETH, Address, ChannelID
+from perund.errors import InvalidArgument, InvalidContracts, TxReverted
+from tests.chain.conftest import ANVIL_CHAIN_ID, ETHER, make_backend
+
+TEST_ARTIFACTS = Path(__file__).resolve().parents[1] / "contracts" / "artifacts"
+MINTED = 1_000 * ETHER
+
+
+@pytest_twisted.async_yield_fixture
+async def backend(anvil_node: Anvil) -> AsyncIterator[ChainBackend]:
+    """A backend on the session's anvil with a fresh Adjudicator."""
+    chain = make_backend(anvil_node.url, ANVIL_CHAIN_ID)
+    try:
+        await chain.connect()
+        await chain.deploy_adjudicator(Account(anvil_node.private_keys[0]))
+        yield chain
+    finally:
+        chain.stopService()
+
+
+async def deploy_token(chain: ChainBackend, anvil: Anvil, artifact: ContractArtifact,
+                       *args: Any) -> Address:
+    """Deploy a token, minting MINTED for dev accounts 1 and 2."""
+    codec = ContractCodec(artifact.abi)
+    deployer = Account(anvil.private_keys[0])
+    receipt = await chain.sender.transact(
+        deployer, "deploy", None, codec.encode_constructor(artifact.bytecode, *args))
+    assert receipt.contract_address is not None
+    token = Address(receipt.contract_address)
+    for key in anvil.private_keys[1:3]:
+        mint = codec.encode_call("mint", Account(key).address, MINTED)
+        await chain.sender.transact(deployer, "mint", token, mint)
+    return token
+
+
+def no_bool_artifact() -> ContractArtifact:
+    return ContractArtifact.from_json(json.loads((TEST_ARTIFACTS / "NoBoolToken.json").read_text()))
+
+
+def deposited(receipt: Any) -> list[tuple[Address, int]]:
+    return [(e.args["asset"], e.args["amount"]) for e in receipt.events if e.name == "Deposited"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_eth_and_a_permit_token_fund_in_one_transaction(
+    backend: ChainBackend, anvil_node: Anvil
+) -> None:
+    token = await deploy_token(backend, anvil_node, load_artifact("TestToken"), "Test", "TST")
+    alice = Account(anvil_node.private_keys[1])
+    cid = ChannelID(os.urandom(32))
+    before = await backend.token_balance(token, alice.address)
+    receipts = await backend.fund(alice, cid, 0, [(ETH, ETHER), (token, 5 * ETHER)])
+    # No approve transaction: the permit went inside the deposit.
+    assert [r.tx_type for r in receipts] == ["fundParticipant"]
+    assert deposited(receipts[0]) == [(ETH, ETHER), (token, 5 * ETHER)]
+    assert await backend.holdings(cid, ETH) == (ETHER, 0)
+    assert await backend.holdings(cid, token) == (5 * ETHER, 0)
+    assert await backend.token_balance(token, alice.address) == before - 5 * ETHER
+    assert await backend.token_allowance(token, alice.address) == 0
+    funds = await backend.channel_funds([(cid, (ETH, token))])
+    assert funds[0][1] == (ETHER, 5 * ETHER)
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_permits_the_token_is_approved_first(
+    backend: ChainBackend, anvil_node: Anvil
+) -> None:
+    token = await deploy_token(backend, anvil_node, load_artifact("TestToken"), "Test", "TST")
+    bob = Account(anvil_node.private_keys[2])
+    cid = ChannelID(os.urandom(32))
+    receipts = await backend.fund(bob, cid, 1, [(token, 7)], use_permits=False)
+    assert [r.tx_type for r in receipts] == ["approve", "fundParticipant"]
+    assert await backend.holdings(cid, token) == (0, 7)
+    # An allowance that covers the deposit needs neither a permit nor an approve.
+    await backend.approve_token(bob, token, 10)
+    receipts = await backend.fund(bob, cid, 1, [(token, 4)])
+    assert [r.tx_type for r in receipts] == ["fundParticipant"]
+    assert await backend.token_allowance(token, bob.address) == 6
+    assert await backend.holdings(cid, token) == (0, 11)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_usdt_style_token_is_approved_through_zero(
+    backend: ChainBackend, anvil_node: Anvil
+) -> None:
+    token = await deploy_token(backend, anvil_node, no_bool_artifact())
+    alice = Account(anvil_node.private_keys[1])
+    cid = ChannelID(os.urandom(32))
+    # No EIP-2612 here: an approve, whose missing return value is fine.
+    receipts = await backend.fund(alice, cid, 0, [(ETH, 1), (token, 3)])
+    assert [r.tx_type for r in receipts] == ["approve", "fundParticipant"]
+    # A nonzero allowance too small for the next deposit: the token refuses to change it
+    # directly, so it is set to zero first.
+    await backend.approve_token(alice, token, 1)
+    receipts = await backend.fund(alice, cid, 0, [(token, 2)])
+    assert [r.tx_type for r in receipts] == ["approve", "approve", "fundParticipant"]
+    assert await backend.holdings(cid, token) == (5, 0)
+    assert await backend.holdings(cid, ETH) == (1, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_token_reads(backend: ChainBackend, anvil_node: Anvil) -> None:
+    token = await deploy_token(backend, anvil_node, load_artifact("TestToken"), "Test", "TST")
+    assert await backend.token_info(token) == TokenInfo(token, "TST", 18)
+    holder = Account(anvil_node.private_keys[1]).address
+    assert await backend.token_balance(token, holder) >= 0
+    for not_a_token in (Address(os.urandom(20)), backend.require_adjudicator()):
+        with pytest.raises(InvalidContracts):
+            await backend.token_info(not_a_token)
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_deposits_are_refused_before_anything_is_sent(
+    backend: ChainBackend, anvil_node: Anvil
+) -> None:
+    token = await deploy_token(backend, anvil_node, load_artifact("TestToken"), "Test", "TST")
+    alice = Account(anvil_node.private_keys[1])
+    cid = ChannelID(os.urandom(32))
+    for index, deposits in ((2, [(ETH, 1)]), (0, []), (0, [(ETH, 0)]), (0, [(token, -1)])):
+        with pytest.raises(InvalidArgument):
+            await backend.fund(alice, cid, index, deposits)
+    with pytest.raises(InvalidContracts):  # no token at that address
+        await backend.fund(alice, cid, 0, [(Address(os.urandom(20)), 1)])
+    # More than the account holds: the permit is fine, the deposit's preflight is not.
+    with pytest.raises(TxReverted) as refused:
+        await backend.fund(alice, cid, 0, [(token, MINTED + 1)])
+    assert refused.value.data["error"] == "TokenTransferFailed"
+    assert await backend.holdings(cid, token) == (0, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_embedded_chain_deploys_prn_and_keeps_it(tmp_path: Path) -> None:
+    devchain = EmbeddedChain(reactor, tmp_path / "devchain", state_interval=1.0)
+    chain = ChainBackend(reactor, url="http://pending", chain_id=devchain.chain_id,
+                         receipt_poll_interval=0.02)
+    chain.startService()
+    try:
+        chain.use_url(await devchain.start())
+        assert devchain.fresh
+        await chain.connect()
+        await chain.run_blocking(devchain.fund_dev_accounts_blocking)
+        devchain.record(await chain.deploy_adjudicator(devchain.dev_account(0)))
+        assert devchain.recorded_test_token() is None
+        token = await devchain.add_test_token(chain)
+        assert await chain.token_info(token) == TokenInfo(token, "PRN", 18)
+        for key in devchain.private_keys:
+            assert await chain.token_balance(token, Account(key).address) == DEV_TOKEN_SUPPLY
+        recorded = json.loads((devchain.folder / "devchain.json").read_text())
+        assert recorded["testToken"]["symbol"] == "PRN"
+        assert recorded["testToken"]["decimals"] == 18
+        assert devchain.recorded_test_token() == token
+        assert devchain.recorded_adjudicator() == chain.adjudicator
+    finally:
+        await devchain.stop()
+        chain.stopService()
+    # Started again on its saved state: the token and the balances are still there.
+    again = EmbeddedChain(reactor, tmp_path / "devchain")
+    chain = ChainBackend(reactor, url="http://pending", chain_id=again.chain_id,
+                         adjudicator=again.recorded_adjudicator())
+    chain.startService()
+    try:
+        chain.use_url(await again.start())
+        assert not again.fresh
+        await chain.connect()
+        assert again.recorded_test_token() == token
+        holder = again.dev_account(3).address
+        assert await chain.token_balance(token, holder) == DEV_TOKEN_SUPPLY
+    finally:
+        await again.stop()
+        chain.stopService()
