@@ -48,7 +48,8 @@ from perund.channel.proposal import Deployment, OpenRequest
 from perund.channel.types import ETH, Address, ChannelID
 from perund.errors import FailedPrecondition
 from perund.peer.manager import PeerManager
-from perund.session.client import ChannelClient, Notice, ProposalNotice
+from perund.session.client import ChannelClient
+from perund.session.notices import Notice, ProposalNotice
 from perund.storage import ChannelStore, MemoryStore
 
 CHAIN_ID = 1337

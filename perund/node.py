@@ -52,8 +52,8 @@ from perund.node_state import (
 )
 from perund.safe_files import FileRules
 from perund.session.chain_check import FUNDED
-from perund.session.client import ChannelNotice, Notice
 from perund.session.config import SessionConfig, read_session_files
+from perund.session.notices import ChannelNotice, Notice
 from perund.session.session import Session
 from perund.storage.payments import PaymentRecord
 from perund.storage.store import SessionStore

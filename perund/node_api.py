@@ -41,7 +41,7 @@ from perund.errors import (
     InvalidArgument,
     ResourceNotFound,
 )
-from perund.session.client import ChannelNotice, Notice
+from perund.session.notices import ChannelNotice, Notice
 from perund.session.session import Session
 from perund.storage.history import PaymentQuery
 from perund.storage.payments import PaymentRecord

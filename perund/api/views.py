@@ -17,7 +17,7 @@ from perund.channel import events as ev
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID, State, hex_address
 from perund.contacts.book import Contact
-from perund.session.client import GoneNotice, Notice, ProposalNotice, UpdateNotice
+from perund.session.notices import GoneNotice, Notice, ProposalNotice, UpdateNotice
 from perund.storage.payments import PaymentRecord
 
 JSON = dict[str, Any]

@@ -1,6 +1,16 @@
 """The inputs of the channel core: what the user, the peer, the chain and the shell's timers tell
 a channel. Each is a frozen value; `perund.channel.machine.transition` consumes one at a time.
 
+Naming rule (the outputs follow theirs in `perund.channel.events`):
+
+- a **request**, which asks the core to act and which it may refuse, is named for the action:
+  the user's `OwnUpdate`, `RespondUpdate`, `ForceClose`, the shell's `StartSync`;
+- a **message** from the peer is the wire message's name followed by `Received`
+  (`UpdateReceived`, `SyncReceived`);
+- **news**, a fact the core can only take note of, is named in the past tense: from the shell's
+  timers and the store (`UpdateTimedOut`, `UserTimedOut`, `Restored`) and from the chain
+  (`Funded`, `Registered`, `Concluded`, `ChainLost`).
+
 Inputs that make the core sign carry the `Signer` (signing is deterministic and does no I/O);
 inputs from the peer carry the authenticated sender's address.
 """
@@ -11,6 +21,7 @@ from dataclasses import dataclass
 
 from perund.channel.encoding import Signer
 from perund.channel.types import Address, ChannelID, Signature, State
+from perund.errors import PerundError
 
 # --- from the user -----------------------------------------------------------------------------
 
@@ -89,6 +100,9 @@ class UpdateTimedOut:
     """Our update of `version` got no answer in time (or its connection dropped)."""
 
     version: int
+    cause: PerundError | None = None
+    """What the shell saw (timed out, disconnected, unreachable, an invalid answer): the core
+    does not read it and hands it back in `UpdateFailed.cause`."""
 
 
 @dataclass(frozen=True, slots=True)

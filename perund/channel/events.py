@@ -5,6 +5,19 @@ write must be durable (fsync'd, group commit is fine) before the message leaves
 (docs/specification.md §5).
 Events carry everything their execution needs, so the shell never has to look at the channel
 value to act on one.
+
+Naming rule (the inputs follow theirs in `perund.channel.changes`):
+
+- a **command**, which the shell carries out, is an imperative: `Persist`, `Send<Message>`,
+  `Fund`, `Register`, `Conclude`, `ConcludeFinal`;
+- a **report**, which the shell passes on to whoever waits (the user's request, the observers,
+  the log), names what happened in the past tense (`Opened`, `Closed`, `Disputed`, `Refused`,
+  `UpdateFailed`, `ProposalReceived`) or the state of affairs it describes (`NewState`,
+  `Conflict`, `UpdateNeedsUser`).
+
+Enumerations that qualify a report are named for the question they answer: `Reason` (why a
+peer's message was refused), `UpdateFailure` (why our update did not complete), `Source` (where
+a new state came from), `UpdateKind`.
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from perund.channel.types import Address, ChannelID, Params, Signature, State
+from perund.errors import PerundError
 
 if TYPE_CHECKING:
     from perund.channel.records import Channel
@@ -56,8 +70,8 @@ class Reason(enum.Enum):
     NO_SUCH_PROPOSAL = "no such proposal"
 
 
-class Failure(enum.Enum):
-    """Why our own update did not complete."""
+class UpdateFailure(enum.Enum):
+    """Why our own update did not complete (`UpdateFailed.failure`)."""
 
     REJECTED = "rejected"
     """The peer refused it (`reason` says why); the shell maps it to PeerRejected."""
@@ -205,8 +219,11 @@ class UpdateFailed:
 
     channel_id: ChannelID
     version: int
-    failure: Failure
+    failure: UpdateFailure
     reason: str = ""
+    cause: PerundError | None = None
+    """The shell's own account of a timeout (`UpdateTimedOut.cause`), handed back unchanged so
+    that the user is told what happened (unreachable, disconnected, ...)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,6 @@ from perund.channel.events import (
     Conflict,
     Disputed,
     Event,
-    Failure,
     Fund,
     FundingFailed,
     Lost,
@@ -63,6 +62,7 @@ from perund.channel.events import (
     SendUpdateReject,
     Source,
     UpdateFailed,
+    UpdateFailure,
     UpdateKind,
     UpdateNeedsUser,
     UpdateWithdrawn,
@@ -77,7 +77,13 @@ from perund.channel.rules import (
     successor_rules,
 )
 from perund.channel.types import Address, Signature, State
-from perund.errors import FailedPrecondition, Internal, InvalidArgument, ResourceNotFound
+from perund.errors import (
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    PerundError,
+    ResourceNotFound,
+)
 
 Result = tuple[Channel, tuple[Event, ...]]
 """What every transition returns: the new channel value and the events to execute in order."""
@@ -123,7 +129,8 @@ def _current(channel: Channel) -> SignedState:
     return channel.current
 
 
-def _drop_staged(channel: Channel, failure: Failure, reason: str) -> tuple[Channel, list[Event]]:
+def _drop_staged(channel: Channel, failure: UpdateFailure,
+                 reason: str) -> tuple[Channel, list[Event]]:
     """Forget the update in flight and say so; phase UPDATING → OPEN.
 
     Ours: `UpdateFailed`. The peer's: `UpdateWithdrawn` for our user and an explicit
@@ -299,7 +306,8 @@ def _reject_received(channel: Channel, change: UpdateRejectReceived) -> Result:
     if staged is not None and staged.proposer == channel.index:
         if staged.state.version == change.version:
             failure = (
-                Failure.COLLISION if change.reason == Reason.COLLISION.value else Failure.REJECTED
+                UpdateFailure.COLLISION if change.reason == Reason.COLLISION.value
+                else UpdateFailure.REJECTED
             )
             return _fail_own(channel.evolve(sync_sent=False), failure, change.reason)
     elif channel.abandoned is not None and channel.abandoned.state.version == change.version:
@@ -313,20 +321,21 @@ def _timed_out(channel: Channel, change: UpdateTimedOut) -> Result:
     staged = channel.staged
     if staged is None or staged.proposer != channel.index or staged.state.version != change.version:
         return channel, _NOTHING
-    return _fail_own(channel, Failure.TIMED_OUT, "no answer from the peer")
+    return _fail_own(channel, UpdateFailure.TIMED_OUT, "no answer from the peer", change.cause)
 
 
-def _fail_own(channel: Channel, failure: Failure, reason: str) -> Result:
+def _fail_own(channel: Channel, failure: UpdateFailure, reason: str,
+              cause: PerundError | None = None) -> Result:
     """Drop our staged update after a reject or a timeout, with what has to follow."""
     staged = channel.staged
     assert staged is not None
-    failed = UpdateFailed(channel.channel_id, staged.state.version, failure, reason)
+    failed = UpdateFailed(channel.channel_id, staged.state.version, failure, reason, cause)
     if staged.state.version == 0:
         # The proposer never signed version 0: nothing can be on-chain for us, so the channel
         # is abandoned (the staged state stays for the record).
         new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED))
         return new, (Persist(new), failed, Closed(channel.channel_id, 0))
-    timed_out = failure is Failure.TIMED_OUT
+    timed_out = failure is UpdateFailure.TIMED_OUT
     final = staged.state.is_final
     new = channel.evolve(
         staged=None,
@@ -477,12 +486,12 @@ def _start_sync(channel: Channel, change: StartSync) -> Result:
     persist = False
     if staged is not None:
         if staged.proposer == channel.index:
-            channel, failed = _fail_own(channel, Failure.TIMED_OUT, "connection lost")
+            channel, failed = _fail_own(channel, UpdateFailure.TIMED_OUT, "connection lost")
             # Persisted and synced just below, with the final value of the flags.
             events = [e for e in failed if not isinstance(e, Persist | SendSync)]
             persist = True
         else:
-            channel, events = _drop_staged(channel, Failure.SUPERSEDED, "connection lost")
+            channel, events = _drop_staged(channel, UpdateFailure.SUPERSEDED, "connection lost")
     fresh = channel.abandoned is not None
     if not channel.sync_sent or channel.fresh_link is not fresh:
         channel = channel.evolve(sync_sent=True, fresh_link=fresh)
@@ -547,7 +556,7 @@ def _synced(channel: Channel) -> Result:
     staged = channel.staged
     events: list[Event] = []
     if staged is not None and staged.proposer != channel.index:
-        channel, events = _drop_staged(channel, Failure.SUPERSEDED, "the peer synced")
+        channel, events = _drop_staged(channel, UpdateFailure.SUPERSEDED, "the peer synced")
     reply = not channel.sync_sent
     resolved = channel.fresh_link and channel.abandoned is not None
     if reply or resolved:
@@ -568,7 +577,8 @@ def _adopt(channel: Channel, signed: SignedState, own: bool) -> Result:
     the peer's state is at or above its version)."""
     dropped: list[Event] = []
     if channel.staged is not None and not own:
-        channel, dropped = _drop_staged(channel, Failure.SUPERSEDED, "the peer holds a newer state")
+        channel, dropped = _drop_staged(channel, UpdateFailure.SUPERSEDED,
+                                        "the peer holds a newer state")
     reply = not channel.sync_sent
     source = Source.OWN if own else Source.SYNC
     # The state carries our signature too: count its version as signed.
@@ -591,7 +601,7 @@ def _adopt(channel: Channel, signed: SignedState, own: bool) -> Result:
 def _conflict(channel: Channel, theirs: State) -> Result:
     """Two different fully signed states of one version: only the chain can settle it."""
     ours = _current(channel).state
-    channel, events = _drop_staged(channel, Failure.SETTLING, "conflicting states")
+    channel, events = _drop_staged(channel, UpdateFailure.SETTLING, "conflicting states")
     events.insert(0, Conflict(channel.channel_id, ours, theirs))
     if channel.phase in (Phase.FUNDING, Phase.OPEN):
         channel = channel.evolve(
@@ -638,7 +648,7 @@ def _funding_expired(channel: Channel, change: FundingExpired) -> Result:
     """The peer did not fund in time: register version 0 so everyone gets their deposit back."""
     if channel.phase is not Phase.FUNDING:
         return channel, _NOTHING
-    channel, dropped = _drop_staged(channel, Failure.SETTLING, "the channel was not funded")
+    channel, dropped = _drop_staged(channel, UpdateFailure.SETTLING, "the channel was not funded")
     new = channel.evolve(phase=advance(channel.phase, Phase.CLOSING))
     return new, (Persist(new), *dropped, FundingFailed(channel.channel_id), _register(new))
 
@@ -651,7 +661,7 @@ def _force_close(channel: Channel, change: ForceClose) -> Result:
             channel_id=channel.channel_id.hex(),
             phase=channel.phase.value,
         )
-    channel, events = _drop_staged(channel, Failure.SETTLING, "the channel is being closed")
+    channel, events = _drop_staged(channel, UpdateFailure.SETTLING, "the channel is being closed")
     new = channel.evolve(phase=advance(channel.phase, Phase.CLOSING))
     return new, (Persist(new), *events, _register(new))
 
@@ -665,7 +675,7 @@ def _registered(channel: Channel, change: Registered) -> Result:
     state = State(
         channel.channel_id, change.version, channel.latest.assets, change.balances, change.is_final
     )
-    channel, events = _drop_staged(channel, Failure.SETTLING, "registered on-chain")
+    channel, events = _drop_staged(channel, UpdateFailure.SETTLING, "registered on-chain")
     new = channel.evolve(
         phase=advance(channel.phase, Phase.DISPUTED),
         dispute=Dispute(change.version, change.timeout, state),
@@ -699,7 +709,7 @@ def _challenge_expired(channel: Channel, change: ChallengeExpired) -> Result:
 def _concluded(channel: Channel, change: Concluded) -> Result:
     if channel.phase in TERMINAL:
         return channel, _NOTHING
-    channel, events = _drop_staged(channel, Failure.SETTLING, "concluded on-chain")
+    channel, events = _drop_staged(channel, UpdateFailure.SETTLING, "concluded on-chain")
     new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED))
     if change.payouts is None:
         return new, (Persist(new), *events, Closed(channel.channel_id, change.version, None))
@@ -716,7 +726,7 @@ def _chain_lost(channel: Channel, change: ChainLost) -> Result:
     """Give the channel up: whatever was in flight fails, nothing more is signed or sent."""
     if channel.phase in TERMINAL:
         return channel, _NOTHING
-    channel, events = _drop_staged(channel, Failure.SETTLING, "the chain lost the channel")
+    channel, events = _drop_staged(channel, UpdateFailure.SETTLING, "the chain lost the channel")
     new = channel.evolve(phase=advance(channel.phase, Phase.CHAIN_LOST))
     return new, (Persist(new), *events, Lost(channel.channel_id, change.detail))
 
@@ -733,7 +743,7 @@ def _restored(channel: Channel, change: Restored) -> Result:
     staged = channel.staged
     events: list[Event] = []
     if staged is not None and channel.current is not None:
-        channel, events = _drop_staged(channel, Failure.RESTART, "the node restarted")
+        channel, events = _drop_staged(channel, UpdateFailure.RESTART, "the node restarted")
         if staged.proposer == channel.index:
             channel = channel.evolve(abandoned=staged)
         events.insert(0, Persist(channel))

@@ -5,10 +5,10 @@ peer without one dials on demand (the resolver maps an address to an endpoint st
 `tcp:host=127.0.0.1:port=5000`); a dial retries with capped exponential backoff until the dial
 deadline and then fails with `PeerUnreachable`. `request` correlates a response with its request by
 the messages' correlation key, fails with `PeerRequestTimedOut` after its timeout and with
-`PeerDisconnected` as soon as the connection it was written to is lost. The owner (the channel
-client) receives everything else through `on_message`, and learns of connections through
-`on_connected` (after authentication, on every (re)connect: the client syncs there) and
-`on_disconnected`.
+`PeerDisconnected` as soon as the connection it was written to is lost. Its owner (a
+`PeerManagerOwner`: the channel client, or a test) receives everything else through
+`message_received`, and learns of connections through `peer_connected` (after authentication, on
+every (re)connect: the client syncs there) and `peer_disconnected`.
 
 Simultaneous dials. When both sides dial each other at once, two authenticated connections exist.
 Both sides keep the one *dialled by the lower address* (the "preferred" one): a deterministic rule
@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 from twisted.internet.defer import (
     CancelledError,
@@ -78,6 +78,37 @@ STOP_GRACE: Final = 2.0
 
 def _hex(address: bytes) -> str:
     return "0x" + address.hex()
+
+
+class PeerManagerOwner(Protocol):
+    """What a PeerManager reports to (the channel client, or a test), as a PeerProtocol reports
+    to its PeerProtocolOwner. Each call comes on the reactor thread; what it raises is logged."""
+
+    def peer_connected(self, peer: Address) -> None:
+        """`peer` became reachable: after authentication, on every reconnect."""
+
+    def message_received(self, peer: Address, msg: Message) -> None:
+        """A message from `peer` that is not a response to one of our requests."""
+
+    def peer_disconnected(self, peer: Address) -> None:
+        """The connection in use for `peer` is lost."""
+
+
+class _NoOwner:
+    """The owner of a manager nobody attached to: ignores everything."""
+
+    def peer_connected(self, peer: Address) -> None:
+        pass
+
+    def message_received(self, peer: Address, msg: Message) -> None:
+        log.info("no handler: ignored a {kind} from {peer}", kind=type(msg).__name__,
+                 peer=_hex(peer))
+
+    def peer_disconnected(self, peer: Address) -> None:
+        pass
+
+
+_NO_OWNER: Final = _NoOwner()
 
 
 class _Pending:
@@ -139,9 +170,7 @@ class PeerManager:
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         keepalive_interval: float | None = 30.0,
-        on_message: Callable[[Address, Message], object] | None = None,
-        on_connected: Callable[[Address], object] | None = None,
-        on_disconnected: Callable[[Address], object] | None = None,
+        owner: PeerManagerOwner | None = None,
         limits: PeerLimits | None = None,
     ) -> None:
         """`reactor` must also provide IReactorTCP (or whatever the endpoint strings need)."""
@@ -156,12 +185,7 @@ class PeerManager:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.keepalive_interval = keepalive_interval
-        self.on_message: Callable[[Address, Message], object] = on_message or _ignore_message
-        """Called with every message that is not a response to one of our requests."""
-        self.on_connected: Callable[[Address], object] = on_connected or _ignore_peer
-        """Called when a peer becomes reachable: after authentication, on every reconnect."""
-        self.on_disconnected: Callable[[Address], object] = on_disconnected or _ignore_peer
-        """Called when the connection in use for a peer is lost."""
+        self._owner: PeerManagerOwner = owner or _NO_OWNER
         self._peers: dict[Address, _Peer] = {}
         self._attempts: dict[PeerProtocol, Deferred[None]] = {}
         self._protocols: set[PeerProtocol] = set()
@@ -201,6 +225,18 @@ class PeerManager:
             return None
         port = getattr(self._port.getHost(), "port", None)
         return port if isinstance(port, int) else None
+
+    def attach(self, owner: PeerManagerOwner) -> None:
+        """Report to `owner` from now on. A manager serves one owner: attaching a second one
+        while the first is attached is a FailedPrecondition."""
+        if self._owner is not _NO_OWNER and self._owner is not owner:
+            raise FailedPrecondition("these peer links already serve another owner")
+        self._owner = owner
+
+    def detach(self, owner: PeerManagerOwner) -> None:
+        """`owner` stops hearing from the manager (what arrives afterwards is ignored)."""
+        if self._owner is owner:
+            self._owner = _NO_OWNER
 
     def is_connected(self, peer: Address) -> bool:
         """Whether an authenticated connection to `peer` is in use right now."""
@@ -341,10 +377,10 @@ class PeerManager:
                     entry.deferred.callback(msg)
                     return
         try:
-            self.on_message(peer, msg)
+            self._owner.message_received(peer, msg)
         except Exception:
             log.failure(
-                "on_message failed for a {kind} from {peer}",
+                "message_received failed for a {kind} from {peer}",
                 kind=type(msg).__name__,
                 peer=_hex(peer),
             )
@@ -475,14 +511,14 @@ class PeerManager:
         if old is None:
             log.info("peer {peer} connected", peer=_hex(rec.address))
             try:
-                self.on_connected(rec.address)
+                self._owner.peer_connected(rec.address)
             except Exception:
-                log.failure("on_connected failed for {peer}", peer=_hex(rec.address))
+                log.failure("peer_connected failed for {peer}", peer=_hex(rec.address))
             waiters, rec.waiters = rec.waiters, []
             for waiter in waiters:
                 if rec.current is not None:
                     waiter.callback(rec.current)
-                else:  # on_connected closed it again
+                else:  # peer_connected closed it again
                     rec.waiters.append(waiter)
 
     def _repoint(self, rec: _Peer, key: CorrelationKey, entry: _Pending,
@@ -513,9 +549,9 @@ class PeerManager:
         if rec.current is conn:
             rec.current = None
             try:
-                self.on_disconnected(rec.address)
+                self._owner.peer_disconnected(rec.address)
             except Exception:
-                log.failure("on_disconnected failed for {peer}", peer=_hex(rec.address))
+                log.failure("peer_disconnected failed for {peer}", peer=_hex(rec.address))
 
     def _retire(self, rec: _Peer, conn: PeerProtocol, why: str, *, abort: bool) -> None:
         """Close a connection on our own initiative and account for it at once (not only when
@@ -726,14 +762,6 @@ class PeerManager:
         await gatherResults(closed)
         if grace.active():
             grace.cancel()
-
-
-def _ignore_message(peer: Address, msg: Message) -> None:
-    log.info("no handler: ignored a {kind} from {peer}", kind=type(msg).__name__, peer=_hex(peer))
-
-
-def _ignore_peer(peer: Address) -> None:
-    pass
 
 
 def _server_endpoint(reactor: IReactorTime, description: str) -> Any:

@@ -33,8 +33,9 @@ from perund.errors import FailedPrecondition, InvalidConfig, StoreError, StoreLo
 from perund.peer.manager import PeerManager
 from perund.safe_files import FileRules
 from perund.session.chain_check import mismatch, shortfalls
-from perund.session.client import ChannelClient, Notice
+from perund.session.client import ChannelClient
 from perund.session.config import SessionConfig, SessionKeys, read_session_files, unlock
+from perund.session.notices import Notice
 from perund.session.onchain import ChainSettlement
 from perund.storage.store import SessionStore
 
@@ -65,7 +66,7 @@ class Session:
 
     def __init__(self, reactor: Any, session_id: str, config: SessionConfig, account: Account,
                  store: SessionStore, contacts: ContactBook, client: ChannelClient,
-                 settlement: ChainSettlement, watcher: ChainWatcher) -> None:
+                 peers: PeerManager, settlement: ChainSettlement, watcher: ChainWatcher) -> None:
         self._reactor = reactor
         self.id = session_id
         self.config = config
@@ -73,7 +74,7 @@ class Session:
         self.contacts = contacts
         self.client = client
         self.settlement = settlement
-        self.peers = client.peers
+        self.peers = peers
         self.account = account
         self.watcher = watcher
         self.restored: list[Channel] = []
@@ -164,8 +165,8 @@ class Session:
                                poll_interval=node.chain.poll_interval,
                                confirmations=node.chain.confirmations,
                                on_deposit=settlement.deposit_seen)
-        session = cls(reactor, session_id, config, account, store, contacts, client, settlement,
-                      watcher)
+        session = cls(reactor, session_id, config, account, store, contacts, client, peers,
+                      settlement, watcher)
         # Before anything is resumed: does the chain still hold what the channels hold?
         found = await shortfalls(chain, store.channels())
         lost: dict[ChannelID, str] = {}

@@ -18,7 +18,7 @@ from perund.channel.machine import transition
 from perund.channel.phases import Phase
 from perund.channel.records import Dispute
 from perund.channel.types import ETH, Address, hex_address
-from perund.session.client import ChannelNotice, GoneNotice, ProposalNotice, UpdateNotice
+from perund.session.notices import ChannelNotice, GoneNotice, ProposalNotice, UpdateNotice
 from perund.wire.messages import Propose
 from tests.channel.factories import (
     ALICE,

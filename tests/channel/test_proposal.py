@@ -17,7 +17,6 @@ from perund.channel.changes import (
 from perund.channel.encoding import channel_id, nonce_from_shares, verify_state
 from perund.channel.events import (
     Closed,
-    Failure,
     Fund,
     FundingFailed,
     Opened,
@@ -32,6 +31,7 @@ from perund.channel.events import (
     SendSync,
     SendUpdateAccept,
     UpdateFailed,
+    UpdateFailure,
 )
 from perund.channel.machine import transition
 from perund.channel.phases import Phase
@@ -358,7 +358,7 @@ def test_version_zero_never_countersigned_abandons_the_channel() -> None:
     assert bob1.phase is Phase.CLOSED and bob1.latest == bob0.latest
     assert events == (
         Persist(bob1),
-        UpdateFailed(bob0.channel_id, 0, Failure.TIMED_OUT, "no answer from the peer"),
+        UpdateFailed(bob0.channel_id, 0, UpdateFailure.TIMED_OUT, "no answer from the peer"),
         Closed(bob0.channel_id, 0),
     )
 

@@ -27,7 +27,6 @@ from perund.channel.events import (
     Conclude,
     ConcludeFinal,
     Disputed,
-    Failure,
     Fund,
     FundingFailed,
     Lost,
@@ -35,6 +34,7 @@ from perund.channel.events import (
     Register,
     SendUpdateReject,
     UpdateFailed,
+    UpdateFailure,
     UpdateNeedsUser,
     UpdateWithdrawn,
 )
@@ -152,7 +152,7 @@ def test_registration_drops_the_update_in_flight() -> None:
     assert alice2.staged is None and alice2.phase is Phase.DISPUTED
     assert events == (
         Persist(alice2),
-        UpdateFailed(alice.channel_id, 1, Failure.SETTLING, "registered on-chain"),
+        UpdateFailed(alice.channel_id, 1, UpdateFailure.SETTLING, "registered on-chain"),
         Disputed(alice.channel_id, 0, 5000),
     )
 
@@ -201,7 +201,7 @@ def test_restart_while_our_update_was_in_flight_needs_a_sync() -> None:
     assert alice2.needs_sync and not alice2.sync_sent
     assert events == (
         Persist(alice2),
-        UpdateFailed(alice.channel_id, 1, Failure.RESTART, "the node restarted"),
+        UpdateFailed(alice.channel_id, 1, UpdateFailure.RESTART, "the node restarted"),
     )
 
 

@@ -17,7 +17,6 @@ from perund.channel.encoding import signing_digest
 from perund.channel.events import (
     ConcludeFinal,
     Conflict,
-    Failure,
     NewState,
     Persist,
     Reason,
@@ -27,6 +26,7 @@ from perund.channel.events import (
     SendUpdateReject,
     Source,
     UpdateFailed,
+    UpdateFailure,
     UpdateNeedsUser,
     UpdateWithdrawn,
 )
@@ -229,7 +229,7 @@ def test_after_a_lost_connection_the_peers_sync_resolves_the_update() -> None:
     assert alice2.needs_sync and alice2.fresh_link and alice2.staged is None
     assert events == (
         Persist(alice2),
-        UpdateFailed(alice.channel_id, 1, Failure.TIMED_OUT, "connection lost"),
+        UpdateFailed(alice.channel_id, 1, UpdateFailure.TIMED_OUT, "connection lost"),
         SendSync(BOB.address, cur(alice).state, cur(alice).signatures),
     )
     _, bob_events = transition(bob, StartSync())
@@ -302,7 +302,7 @@ def test_a_newer_state_supersedes_our_own_different_update() -> None:
     assert alice2.current == SignedState(theirs, sigs) and alice2.phase is Phase.OPEN
     assert events == (
         Persist(alice2),
-        UpdateFailed(alice.channel_id, 1, Failure.SUPERSEDED, "the peer holds a newer state"),
+        UpdateFailed(alice.channel_id, 1, UpdateFailure.SUPERSEDED, "the peer holds a newer state"),
         NewState(alice.channel_id, theirs, Source.SYNC),
         SendSync(BOB.address, theirs, sigs),
     )

@@ -21,7 +21,6 @@ from perund.channel.changes import (
 from perund.channel.encoding import signing_digest
 from perund.channel.events import (
     ConcludeFinal,
-    Failure,
     NewState,
     Opened,
     Persist,
@@ -34,6 +33,7 @@ from perund.channel.events import (
     SendUpdateReject,
     Source,
     UpdateFailed,
+    UpdateFailure,
     UpdateKind,
     UpdateNeedsUser,
 )
@@ -383,7 +383,7 @@ def test_peer_rejects_our_update() -> None:
         alice1, UpdateRejectReceived(BOB.address, alice.channel_id, 1, "no thanks")
     )
     assert alice2 == replace(alice, signed_up_to=1)  # the refused version is never reused
-    assert events == (UpdateFailed(alice.channel_id, 1, Failure.REJECTED, "no thanks"),)
+    assert events == (UpdateFailed(alice.channel_id, 1, UpdateFailure.REJECTED, "no thanks"),)
 
 
 def test_our_update_times_out_then_waits_for_a_sync() -> None:
@@ -394,7 +394,7 @@ def test_our_update_times_out_then_waits_for_a_sync() -> None:
     assert alice.current is not None
     assert events == (
         Persist(alice2),
-        UpdateFailed(alice.channel_id, 1, Failure.TIMED_OUT, "no answer from the peer"),
+        UpdateFailed(alice.channel_id, 1, UpdateFailure.TIMED_OUT, "no answer from the peer"),
         SendSync(BOB.address, alice.current.state, alice.current.signatures),
     )
     with pytest.raises(FailedPrecondition, match="sync"):
@@ -470,7 +470,7 @@ def test_collision_both_sides_refuse_and_neither_signs_a_second_state_of_the_ver
     # update skips the version both signed.
     alice2, events = transition(
         alice1, UpdateRejectReceived(BOB.address, alice.channel_id, 1, Reason.COLLISION.value))
-    assert events == (UpdateFailed(alice.channel_id, 1, Failure.COLLISION,
+    assert events == (UpdateFailed(alice.channel_id, 1, UpdateFailure.COLLISION,
                                    Reason.COLLISION.value),)
     assert alice2.phase is Phase.OPEN and alice2.signed_up_to == 1
     bob2, _ = transition(
@@ -558,7 +558,7 @@ def test_a_refused_close_becomes_a_dispute() -> None:
     assert alice2.phase is Phase.CLOSING and alice2.staged is None
     assert events == (
         Persist(alice2),
-        UpdateFailed(alice.channel_id, 1, Failure.REJECTED, "rejected by the user"),
+        UpdateFailed(alice.channel_id, 1, UpdateFailure.REJECTED, "rejected by the user"),
         Register(alice.channel_id, alice.params, alice.current.state, alice.current.signatures),
     )
 
@@ -572,7 +572,7 @@ def test_an_unanswered_close_becomes_a_dispute_and_a_sync() -> None:
     cur = alice.current
     assert events == (
         Persist(alice2),
-        UpdateFailed(alice.channel_id, 1, Failure.TIMED_OUT, "no answer from the peer"),
+        UpdateFailed(alice.channel_id, 1, UpdateFailure.TIMED_OUT, "no answer from the peer"),
         SendSync(BOB.address, cur.state, cur.signatures),
         Register(alice.channel_id, alice.params, cur.state, cur.signatures),
     )

@@ -30,7 +30,7 @@ from perund.channel.types import ETH, ChannelID
 from perund.config import load_node_config
 from perund.errors import ResourceExists
 from perund.node import NodeService
-from perund.session.client import ChannelNotice, Notice, ProposalNotice
+from perund.session.notices import ChannelNotice, Notice, ProposalNotice
 from perund.session.session import Session
 
 

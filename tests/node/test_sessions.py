@@ -26,7 +26,7 @@ from perund.cli.generate import Generated
 from perund.config import NodeConfig, load_node_config
 from perund.errors import FailedPrecondition, InvalidConfig, ResourceExists
 from perund.node import NodeService
-from perund.session.client import ChannelNotice, Notice, ProposalNotice, UpdateNotice
+from perund.session.notices import ChannelNotice, Notice, ProposalNotice, UpdateNotice
 from perund.session.session import Session
 from tests.node.conftest import two_nodes
 

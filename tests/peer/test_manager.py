@@ -69,7 +69,7 @@ async def until(condition: Callable[[], bool], what: str, limit: float = 10.0) -
 
 
 class Node:
-    """One PeerManager plus everything its owner callbacks saw."""
+    """One PeerManager plus everything it told its owner (this node)."""
 
     def __init__(self, net: Net, signer: Signer, **options: Any) -> None:
         self.net = net
@@ -96,13 +96,19 @@ class Node:
             self.signer,
             self.net.resolve,
             listen,
-            on_message=self._on_message,
-            on_connected=self.connected.append,
-            on_disconnected=self.disconnected.append,
+            owner=self,
             **options,
         )
 
-    def _on_message(self, peer: Address, msg: Message) -> None:
+    # -- the PeerManagerOwner it is ---------------------------------------------------------
+
+    def peer_connected(self, peer: Address) -> None:
+        self.connected.append(peer)
+
+    def peer_disconnected(self, peer: Address) -> None:
+        self.disconnected.append(peer)
+
+    def message_received(self, peer: Address, msg: Message) -> None:
         self.received.append((peer, msg))
         if self.handler is not None:
             self.handler(self, peer, msg)
@@ -374,7 +380,7 @@ async def test_handler_errors_are_logged_and_the_connection_survives(net: Net) -
     with capturedLogs() as events:
         await alice.manager.send(BOB.address, Reject(b"\x01" * 32, "boom"))
         await until(lambda: bob.received != [], "Bob receives it")
-    assert any("on_message failed" in formatEvent(e) for e in events)
+    assert any("message_received failed" in formatEvent(e) for e in events)
     assert await alice.manager.request(BOB.address, update(1), 5.0) == UpdateAccept(CHANNEL, 1, SIG)
 
 
@@ -672,3 +678,20 @@ def _refusable() -> Message:
     from perund.wire.messages import UpdateReject
 
     return UpdateReject(ChannelID(os.urandom(32)), 1, "nothing")
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_owner_at_a_time_and_none_after_detach(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    with pytest.raises(FailedPrecondition):
+        bob.manager.attach(alice)  # bob's manager serves bob
+    bob.manager.attach(bob)  # the same owner again: nothing changes
+    bob.manager.detach(bob)
+    with capturedLogs() as events:
+        await alice.manager.send(BOB.address, Reject(b"\x01" * 32, "nobody hears this"))
+        await until(lambda: any("no handler" in formatEvent(e) for e in events),
+                    "Bob's manager ignores it")
+    assert bob.received == []
+    bob.manager.attach(bob)
+    await alice.manager.send(BOB.address, Reject(b"\x02" * 32, "heard"))
+    await until(lambda: bob.received != [], "Bob hears it")

@@ -17,7 +17,8 @@ from perund.channel.proposal import Deployment
 from perund.channel.types import Address
 from perund.peer.admission import PeerLimits
 from perund.peer.manager import PeerManager
-from perund.session.client import ChannelClient, Notice, ProposalNotice, UpdateNotice
+from perund.session.client import ChannelClient
+from perund.session.notices import Notice, ProposalNotice, UpdateNotice
 from perund.session.onchain import ChainSettlement
 from perund.storage import ChannelStore, MemoryStore
 

@@ -20,7 +20,7 @@ from perund.channel.proposal import OpenRequest
 from perund.channel.records import Channel
 from perund.channel.types import ETH, Address, ChannelID, Signature, State
 from perund.peer.manager import PeerManager
-from perund.session.client import ProposalNotice
+from perund.session.notices import ProposalNotice
 from perund.wire.codec import decode, encode
 from perund.wire.messages import PROTOCOL_VERSION, Auth, Hello, Message, auth_digest
 from perund.wire.protocol import PeerProtocol

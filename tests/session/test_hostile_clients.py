@@ -35,12 +35,8 @@ from perund.errors import (
     PeerRequestTimedOut,
     ResourceNotFound,
 )
-from perund.session.client import (
-    MAX_PROPOSALS_PER_PEER,
-    ChannelNotice,
-    ProposalNotice,
-    UpdateNotice,
-)
+from perund.session.notices import ChannelNotice, ProposalNotice, UpdateNotice
+from perund.session.questions import MAX_PROPOSALS_PER_PEER
 from perund.wire.codec import FORMAT_VERSION, TYPE_UPDATE, encode
 from perund.wire.messages import (
     PROTOCOL_VERSION,
@@ -160,11 +156,27 @@ def refusals(w: World, sender: User, reason: Reason, since: int) -> int:
 def hijack(user: User, handler: Callable[[Callable[[Address, Message], object], Address,
                                          Message], object]) -> Callable[[], None]:
     """Route `user`'s incoming messages through `handler(original, peer, msg)`; the undo."""
-    original = user.peers.on_message
-    user.peers.on_message = lambda peer, msg: handler(original, peer, msg)
+    inbox = user.client.inbox
+
+    class Hijacker:
+        """The owner of `user`'s peer links meanwhile: the client's inbox, messages diverted."""
+
+        def peer_connected(self, peer: Address) -> None:
+            inbox.peer_connected(peer)
+
+        def peer_disconnected(self, peer: Address) -> None:
+            inbox.peer_disconnected(peer)
+
+        def message_received(self, peer: Address, msg: Message) -> None:
+            handler(inbox.message_received, peer, msg)
+
+    hijacker = Hijacker()
+    user.peers.detach(inbox)
+    user.peers.attach(hijacker)
 
     def restore() -> None:
-        user.peers.on_message = original
+        user.peers.detach(hijacker)
+        user.peers.attach(inbox)
 
     return restore
 

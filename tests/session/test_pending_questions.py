@@ -17,7 +17,8 @@ from perund.channel.phases import Phase
 from perund.channel.proposal import Deployment, OpenRequest
 from perund.channel.types import ETH, Address, ChannelID
 from perund.errors import FailedPrecondition, PeerRejected
-from perund.session.client import ChannelClient, GoneNotice, Notice, ProposalNotice, UpdateNotice
+from perund.session.client import ChannelClient
+from perund.session.notices import GoneNotice, Notice, ProposalNotice, UpdateNotice
 from perund.session.pending import PREFIX, QuestionRecords
 from perund.storage import MemoryStore
 
@@ -63,7 +64,7 @@ def _restart(user: User, store: MemoryStore) -> tuple[ChannelClient, list[Notice
 async def test_questions_a_stop_ended_are_rejected_to_the_peer_and_told_after_restart(
         chain: object) -> None:
     store = MemoryStore()
-    pair: Pair = await listening_pair(chain, alice_store=store)  # type: ignore[arg-type]
+    pair: Pair = await listening_pair(chain, alice_store=store)
     alice, bob = pair.alice, pair.bob
     try:
         # bob opens a channel to alice; she accepts.

@@ -1,66 +1,89 @@
 """A settlement transaction that fails for a passing reason (the chain unreachable, a
-transaction not mined in time, the account out of gas money) is sent again."""
+transaction not mined in time, the account out of gas money) is sent again, each retry waiting
+longer (n times the retry delay, at most a minute); one the contract refused is not. In memory, on
+a fake clock."""
 
 from __future__ import annotations
 
 import pytest
-import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, fail
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock
 
-from perund.chain.results import Phase
 from perund.channel import events as ev
-from perund.channel.changes import Concluded
-from perund.channel.types import ETH, ChannelID
-from perund.errors import ChainNotReachable, InsufficientFunds, PerundError
-from perund.session.client import Settler
-from tests.session.conftest import Pair
-from tests.session.test_two_clients import open_channel
+from perund.channel.phases import Phase
+from perund.channel.types import ETH
+from perund.errors import (
+    ChainNotReachable,
+    InsufficientFunds,
+    PerundError,
+    TxReverted,
+    TxTimedOut,
+)
+from perund.session.duties import SETTLE_RETRY_CAP
 
-
-class FailingAtFirst:
-    """The real settlement, failing with `error` for the first `failures` calls (the chain
-    link down, the account out of gas money until the operator tops it up)."""
-
-    def __init__(self, real: Settler, failures: int, error: PerundError) -> None:
-        self.real = real
-        self.failures = failures
-        self.error = error
-        self.calls = 0
-
-    def register(self, event: ev.Register) -> Deferred[Concluded | None]:
-        if self.calls < self.failures:
-            self.calls += 1
-            return fail(self.error)
-        self.calls += 1
-        return self.real.register(event)
-
-    def conclude_final(self, event: ev.ConcludeFinal) -> Deferred[Concluded | None]:
-        return self.real.conclude_final(event)
-
-    def conclude(self, event: ev.Conclude) -> Deferred[Concluded | None]:
-        return self.real.conclude(event)
+from .fakes import Net, open_channel, side
 
 
 @pytest.mark.parametrize("error", [
     ChainNotReachable("connection refused", chainUrl="http://down"),
+    TxTimedOut("not mined in time", txHash="0x00"),
     InsufficientFunds("account 0x… cannot pay for the register transaction", txType="register"),
-], ids=["unreachable", "out-of-funds"])
-@pytest_twisted.ensureDeferred
-async def test_a_register_is_sent_again_until_it_gets_through(pair: Pair,
-                                                              error: PerundError) -> None:
-    alice, chain = pair.alice, pair.chain
-    cid = await open_channel(pair)
-    await alice.client.send(cid, ((ETH, 1),))
-    flaky = FailingAtFirst(alice.client.settler, failures=2, error=error)
-    alice.client.settler = flaky
-    alice.client.settle_retry_delay = 0.05
-    alice.client.force_close(ChannelID(cid))
-    for _ in range(200):
-        if (await chain.channel_status(cid)).phase is Phase.DISPUTE:
-            break
-        await deferLater(reactor, 0.05)
-    status = await chain.channel_status(cid)
-    assert status.phase is Phase.DISPUTE and status.version == 1
-    assert flaky.calls == 3
+], ids=["unreachable", "not-mined", "out-of-funds"])
+def test_a_register_is_sent_again_until_it_gets_through(error: PerundError) -> None:
+    clock = Clock()
+    net = Net(clock)
+    alice, bob = side(net, settle_retry_delay=5.0), side(net)
+    cid = open_channel(net, alice, bob)
+    alice.client.send(cid, ((ETH, 1),))
+    clock.advance(0)
+    alice.chain.failures = [error, error]
+    start = clock.seconds()
+
+    alice.client.force_close(cid)
+    clock.pump([1.0] * 30)
+
+    assert [type(e) for e in alice.chain.asked] == [ev.Register] * 3
+    assert all(isinstance(e, ev.Register) and e.state.version == 1 for e in alice.chain.asked)
+    assert [t - start for t in alice.chain.asked_at] == [0.0, 5.0, 15.0]
+    assert alice.client.channels[cid].phase is Phase.CLOSING
+
+
+def test_the_wait_between_retries_is_capped() -> None:
+    clock = Clock()
+    net = Net(clock)
+    alice, bob = side(net, settle_retry_delay=40.0), side(net)
+    cid = open_channel(net, alice, bob)
+    alice.chain.failures = [ChainNotReachable("down", chainUrl="http://down")] * 3
+    start = clock.seconds()
+
+    alice.client.force_close(cid)
+    clock.pump([10.0] * 30)
+
+    assert [t - start for t in alice.chain.asked_at] == [
+        0.0, 40.0, 40.0 + SETTLE_RETRY_CAP, 40.0 + 2 * SETTLE_RETRY_CAP]
+
+
+def test_a_reverted_transaction_is_not_sent_again() -> None:
+    clock = Clock()
+    net = Net(clock)
+    alice, bob = side(net, settle_retry_delay=5.0), side(net)
+    cid = open_channel(net, alice, bob)
+    alice.chain.failures = [TxReverted("a higher version is registered", txHash="0x00")]
+
+    alice.client.force_close(cid)
+    clock.pump([5.0] * 100)
+
+    assert len(alice.chain.asked) == 1
+
+
+def test_a_stopped_client_sends_nothing_again() -> None:
+    clock = Clock()
+    net = Net(clock)
+    alice, bob = side(net, settle_retry_delay=5.0), side(net)
+    cid = open_channel(net, alice, bob)
+    alice.chain.failures = [ChainNotReachable("down", chainUrl="http://down")]
+
+    alice.client.force_close(cid)
+    alice.client.stop()
+    clock.pump([5.0] * 10)
+
+    assert len(alice.chain.asked) == 1

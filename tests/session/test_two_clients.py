@@ -1,7 +1,8 @@
 """Two real channel clients over loopback TCP: open, pay both ways, request, reject, close.
 
 Funding and settlement go through the real chain backend on the embedded dev chain, so the
-balances are checked to the wei.
+balances are checked to the wei. This is the integration layer: the client's behaviour in time
+(batching, retries, expiry, patience) is tested in memory on a fake clock (tests/session/fakes.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest
 from perund.channel.types import ETH
 from perund.errors import InvalidArgument, PeerRejected, ResourceNotFound
-from perund.session.client import ChannelNotice, ProposalNotice, UpdateNotice
+from perund.session.notices import ChannelNotice, ProposalNotice, UpdateNotice
 
 from .conftest import ETHER, Pair
 
@@ -114,29 +115,6 @@ async def test_user_mistakes_are_clear_errors(pair: Pair) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_sends_wait_their_turn_and_waiting_payments_share_an_update(pair: Pair) -> None:
-    alice, bob = pair.alice, pair.bob
-    cid = await open_channel(pair, ours=ETHER, theirs=ETHER)
-    # 50 payments at once: the first goes alone, the others wait and go out together.
-    sent = [alice.client.send(cid, ((ETH, n),)) for n in range(1, 51)]
-    # A request waits its turn too and is never merged (bob's user must see it alone).
-    asking = alice.client.send(cid, ((ETH, -7),))
-    results = [await d for d in sent]
-    assert results[-1].latest.balances == ((ETHER - 1275, ETHER + 1275),)
-    assert results[-1].version < 50  # fewer updates than payments
-    question = await bob.update_question()
-    assert isinstance(question, UpdateNotice) and question.kind is ev.UpdateKind.REQUEST
-    await bob.client.respond_update(cid, question.update_id, True)
-    assert (await asking).latest.balances == ((ETHER - 1268, ETHER + 1268),)
-    assert bob.client.channels[cid].latest == alice.client.channels[cid].latest
-    # And bob paying while alice pays: both get through (a collision is retried).
-    both = [alice.client.send(cid, ((ETH, 1),)), bob.client.send(cid, ((ETH, 1),))]
-    for d in both:
-        await d
-    assert alice.client.channels[cid].latest.balances == ((ETHER - 1268, ETHER + 1268),)
-
-
-@pytest_twisted.ensureDeferred
 async def test_rejected_proposal(pair: Pair) -> None:
     alice, bob = pair.alice, pair.bob
     request = OpenRequest(bob.client.address, (ETH,), ((ETHER, ETHER),), 60)
@@ -157,34 +135,3 @@ async def test_proposal_from_a_stranger_is_refused(pair: Pair, chain: object) ->
     with pytest.raises(PeerRejected, match="not a contact"):
         await alice.client.open_channel(request)
     assert not bob.notices
-
-
-@pytest_twisted.ensureDeferred
-async def test_late_answers_are_told_they_came_too_late(pair: Pair) -> None:
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    from perund.errors import UserResponseTimedOut
-
-    alice, bob = pair.alice, pair.bob
-    bob.client.response_timeout = 0.2
-    request = OpenRequest(bob.client.address, (ETH,), ((ETHER, 0),), 60)
-    opening = alice.client.open_channel(request)
-    notice = await bob.proposal()
-    assert isinstance(notice, ProposalNotice)
-    with pytest.raises(PeerRejected, match="did not answer in time"):
-        await opening
-    with pytest.raises(UserResponseTimedOut):
-        await bob.client.respond_proposal(notice.proposal.proposal_id, True)
-
-    bob.client.response_timeout = 5.0
-    cid = await open_channel(pair, ours=ETHER, theirs=ETHER)
-    bob.client.response_timeout = 0.2
-    requesting = alice.client.send(cid, ((ETH, -1),))
-    question = await bob.update_question()
-    assert isinstance(question, UpdateNotice)
-    with pytest.raises(PeerRejected):
-        await requesting
-    await deferLater(reactor, 0.05, lambda: None)
-    with pytest.raises(UserResponseTimedOut):
-        await bob.client.respond_update(cid, question.update_id, True)

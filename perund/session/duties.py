@@ -1,0 +1,168 @@
+"""On-chain duties of a channel client: funding new channels, sending settlement transactions.
+
+Rules, stated once:
+
+- a channel in funding has one funding under way (our deposits, then the wait for the peer's);
+  it ends in `Funded` or `FundingExpired`, fed to the core, and is cancelled when the channel
+  leaves funding otherwise (the peer registered, the user closed) or the client stops;
+- a settlement transaction (register, concludeFinal, conclude) is sent for a channel that is
+  not settled yet; the conclusion it shows is fed to the core (`Concluded`);
+- one that the contract refused (TxReverted) is not sent again: what the chain did instead
+  reaches the core through the watcher;
+- one that failed for a passing reason (the chain unreachable, not mined in time, no funds for
+  gas) is sent again for as long as the channel settles: the money depends on it. The n-th
+  retry waits n times `Timing.settle_retry_delay`, at most `SETTLE_RETRY_CAP` seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from perund.channel import events as ev
+from perund.channel.changes import Change, Funded, FundingExpired
+from perund.channel.phases import TERMINAL
+from perund.channel.records import Channel
+from perund.channel.types import ChannelID
+from perund.errors import (
+    ChainNotReachable,
+    FailedPrecondition,
+    InsufficientFunds,
+    PeerNotFunded,
+    PerundError,
+    TxReverted,
+    TxTimedOut,
+)
+from perund.session.ports import Funder, Settler
+from perund.session.timing import Timing
+
+log = Logger(namespace="perund.client")
+
+SETTLE_RETRY_CAP: Final = 60.0
+"""The longest wait, in seconds, before a settlement transaction is sent again."""
+
+OnChain = ev.Register | ev.ConcludeFinal | ev.Conclude
+"""The core's events that are settlement transactions."""
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def _log_failure(failure: Failure, what: str) -> None:
+    log.failure("executing {event} failed", failure, event=what)
+
+
+class ChainDuties:
+    """Funding and settlement for the client's channels (module doc); what comes of them is fed
+    to the core with `apply(channel_id, change)`."""
+
+    def __init__(self, reactor: Any, *, funder: Funder, settler: Settler, timing: Timing,
+                 channels: Mapping[ChannelID, Channel],
+                 apply: Callable[[ChannelID, Change], None]) -> None:
+        self._reactor = reactor
+        self._funder = funder
+        self._settler = settler
+        self._timing = timing
+        self._channels = channels
+        self._apply = apply
+        self._funding: dict[ChannelID, Deferred[None]] = {}
+        """Funding under way (deposits, then waiting for the peer's), per channel."""
+        self._funding_errors: dict[ChannelID, PerundError] = {}
+        """Why our own deposit failed, until the user who waits for the channel is told."""
+        self.stopped = False
+
+    # -- funding --------------------------------------------------------------------------------
+
+    def fund(self, e: ev.Fund) -> None:
+        """Fund the channel (`ev.Fund`); `Funded` or `FundingExpired` follows."""
+        Deferred.fromCoroutine(self._fund(e)).addErrback(_log_failure, "fund")
+
+    async def _fund(self, e: ev.Fund) -> None:
+        funding = self._funder.fund(e)
+        self._funding[e.channel_id] = funding
+        try:
+            await funding
+        except Exception as exc:
+            self._funding.pop(e.channel_id, None)
+            if self.stopped or isinstance(exc, CancelledError):
+                return
+            log.warn("channel {channel_id} was not funded: {why}",
+                     channel_id=_hex(e.channel_id), why=str(exc))
+            if not isinstance(exc, PeerNotFunded):
+                # Our own deposit failed (no funds for it, the chain refused it): say so rather
+                # than blame the peer.
+                self._funding_errors[e.channel_id] = FailedPrecondition(
+                    f"our deposit failed: {exc}", channel_id=_hex(e.channel_id))
+            self._apply(e.channel_id, FundingExpired())
+        else:
+            self._funding.pop(e.channel_id, None)
+            self._apply(e.channel_id, Funded())
+
+    def funding_over(self, channel_id: ChannelID) -> None:
+        """The channel left funding otherwise (the peer registered, the user closed): stop
+        waiting for deposits that no longer matter."""
+        funding = self._funding.pop(channel_id, None)
+        if funding is not None:
+            funding.cancel()
+
+    def funding_error(self, channel_id: ChannelID) -> PerundError | None:
+        """Why our own deposit failed, if it did (told once)."""
+        return self._funding_errors.pop(channel_id, None)
+
+    # -- settlement -----------------------------------------------------------------------------
+
+    def settle(self, e: OnChain) -> None:
+        """Send the transaction `e` asks for (again, while it fails for a passing reason)."""
+        Deferred.fromCoroutine(self._settle(e, 0)).addErrback(_log_failure, type(e).__name__)
+
+    async def _settle(self, e: OnChain, attempt: int) -> None:
+        channel = self._channels.get(e.channel_id)
+        if self.stopped or channel is None or channel.phase in TERMINAL:
+            return
+        if isinstance(e, ev.Register):
+            what, sent = "register", self._settler.register(e)
+        elif isinstance(e, ev.ConcludeFinal):
+            what, sent = "concludeFinal", self._settler.conclude_final(e)
+        else:
+            what, sent = "conclude", self._settler.conclude(e)
+        try:
+            concluded = await sent
+        except TxReverted as exc:
+            if not self.stopped:
+                # The contract refused it (a higher version is registered, the challenge
+                # period is over, ...); what the chain did instead reaches the core through
+                # the watcher.
+                log.warn("{what} for channel {channel_id} reverted: {error}", what=what,
+                         channel_id=_hex(e.channel_id), error=str(exc))
+        except (TxTimedOut, ChainNotReachable, InsufficientFunds) as exc:
+            if not self.stopped:
+                delay = min(self._timing.settle_retry_delay * (attempt + 1), SETTLE_RETRY_CAP)
+                # Out of funds needs the operator: an error, not a warning.
+                level = log.error if isinstance(exc, InsufficientFunds) else log.warn
+                level("{what} for channel {channel_id} failed ({error}); retrying in {delay} s",
+                      what=what, channel_id=_hex(e.channel_id), delay=delay, error=str(exc))
+                self._reactor.callLater(delay, self._retry_settle, e, attempt + 1)
+        except Exception:
+            if not self.stopped:
+                log.failure("{what} for channel {channel_id} failed", what=what,
+                            channel_id=_hex(e.channel_id))
+        else:
+            if concluded is not None and e.channel_id in self._channels:
+                self._apply(e.channel_id, concluded)
+
+    def _retry_settle(self, e: OnChain, attempt: int) -> None:
+        Deferred.fromCoroutine(self._settle(e, attempt)).addErrback(_log_failure,
+                                                                    type(e).__name__)
+
+    def stop(self) -> None:
+        """Act no more: fundings under way are cancelled (`Restored` funds again at the next
+        start), failed transactions are not sent again."""
+        self.stopped = True
+        for funding in list(self._funding.values()):
+            funding.cancel()
+        self._funding.clear()

@@ -1,0 +1,120 @@
+"""What the peers send us: the owner of a client's peer links (`PeerManagerOwner`).
+
+A (re)connection makes every unsettled channel with that peer sync (`StartSync`). A message
+about a channel becomes the core input it stands for; one about a channel we do not have is
+refused (counted against the peer, and an `Update` is answered with `UpdateReject`). A proposal
+is checked by the core's proposal rules and, if valid, becomes a question for our user
+(`perund.session.questions`); a repeated one is refused. Anything else (a late answer to a
+proposal we gave up on) is ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from twisted.logger import Logger
+
+from perund.channel import events as ev
+from perund.channel.changes import (
+    Change,
+    StartSync,
+    SyncReceived,
+    UpdateAcceptReceived,
+    UpdateReceived,
+    UpdateRejectReceived,
+)
+from perund.channel.encoding import Signer
+from perund.channel.phases import TERMINAL
+from perund.channel.proposal import Deployment, receive_proposal
+from perund.channel.records import Channel
+from perund.channel.types import Address, ChannelID
+from perund.session.ports import PeerLinks, undelivered
+from perund.session.questions import Questions
+from perund.wire.messages import Message, Propose, Sync, Update, UpdateAccept, UpdateReject
+
+log = Logger(namespace="perund.client")
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+class Inbox:
+    """Turns what arrives on the peer links into core inputs and questions (module doc).
+
+    `by_peer` is the client's index of channels per peer; `apply(channel_id, change)` feeds the
+    core, `execute(events)` runs the events of a refused proposal; `is_contact` says whether a
+    proposal's sender is known.
+    """
+
+    def __init__(self, *, signer: Signer, deployment: Deployment, links: PeerLinks,
+                 channels: Mapping[ChannelID, Channel], by_peer: Mapping[Address, set[ChannelID]],
+                 questions: Questions, is_contact: Callable[[Address], bool],
+                 apply: Callable[[ChannelID, Change], None],
+                 execute: Callable[[Sequence[ev.Event]], None]) -> None:
+        self._signer = signer
+        self._deployment = deployment
+        self._links = links
+        self._channels = channels
+        self._by_peer = by_peer
+        self._questions = questions
+        self._is_contact = is_contact
+        self._apply = apply
+        self._execute = execute
+
+    def peer_connected(self, peer: Address) -> None:
+        """A (new) link to `peer`: every unsettled channel with it syncs."""
+        for channel_id in list(self._by_peer.get(peer, ())):
+            if self._channels[channel_id].phase not in TERMINAL:
+                self._apply(channel_id, StartSync())
+
+    def peer_disconnected(self, peer: Address) -> None:
+        """Nothing to do at once: `Patience` looks at the links in its own time."""
+
+    def message_received(self, peer: Address, msg: Message) -> None:
+        """Route a peer's message: to its channel's core, or a proposal to our user."""
+        match msg:
+            case Update(state=state, signature=signature):
+                self._about_channel(peer, msg, state.channel_id,
+                                    UpdateReceived(peer, state, signature, self._signer))
+            case UpdateAccept(channel_id=channel_id, version=version, signature=signature):
+                self._about_channel(peer, msg, channel_id,
+                                    UpdateAcceptReceived(peer, channel_id, version, signature))
+            case UpdateReject(channel_id=channel_id, version=version, reason=reason):
+                self._about_channel(peer, msg, channel_id,
+                                    UpdateRejectReceived(peer, channel_id, version, reason))
+            case Sync(state=state, signatures=signatures):
+                self._about_channel(peer, msg, state.channel_id,
+                                    SyncReceived(peer, state, signatures))
+            case Propose():
+                self._proposal(peer, msg)
+            case _:
+                # Late answers to proposals we gave up on, and anything else unsolicited.
+                log.info("ignored an unsolicited {kind} from {peer}", kind=type(msg).__name__,
+                         peer=_hex(peer))
+
+    def _about_channel(self, peer: Address, msg: Message, channel_id: ChannelID,
+                       change: Change) -> None:
+        if channel_id in self._channels:
+            self._apply(channel_id, change)
+            return
+        if self._links.refused(peer):
+            log.warn("refused {kind} from {peer} about unknown channel {channel_id}",
+                     kind=type(msg).__name__, peer=_hex(peer), channel_id=_hex(channel_id))
+        if isinstance(msg, Update):
+            self._links.send(peer, UpdateReject(channel_id, msg.state.version, "unknown channel")
+                             ).addErrback(undelivered)
+
+    def _proposal(self, peer: Address, msg: Propose) -> None:
+        if self._questions.is_waiting(msg.proposal_id):
+            if self._links.refused(peer):
+                log.warn("refused a repeated proposal {proposal_id} from {peer}",
+                         proposal_id=_hex(msg.proposal_id), peer=_hex(peer))
+            return
+        events = receive_proposal(msg, sender=peer, me=self._signer.address,
+                                  peer_known=self._is_contact(peer),
+                                  deployment=self._deployment)
+        if any(isinstance(e, ev.ProposalReceived) for e in events):
+            self._questions.ask_proposal(peer, msg)
+        else:
+            self._execute(events)

@@ -1,0 +1,302 @@
+"""The send queue: our own updates, one in flight per channel, the others waiting their turn.
+
+Rules, stated once:
+
+- one update of ours is in flight per channel; sends made meanwhile wait in that channel's line
+  (at most `MAX_WAITING`), in order;
+- waiting plain payments (positive amounts only, which the peer accepts without asking its
+  user) go out together in one update, at most `MAX_BATCH` of them; a request or a final update
+  always goes alone. Merged payments that together exceed the balance are split: the first
+  goes alone;
+- nothing is signed for a peer that is not connected: the queue pings first (connecting, which
+  syncs) and proposes once the link is up, or fails what waits with the reason;
+- an update refused in a way a higher version cures (both sides proposed at once, or the peer
+  already signed that version) is proposed again, first in its line, at most `RETRIES` times;
+  participant 1 waits `RETRY_DELAY` per attempt first so that two retries do not collide again.
+
+Each send fires with the channel once its update is countersigned and durable, or fails with
+the PerundError the user is told (`_error_of`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from twisted.internet.defer import Deferred, fail
+from twisted.python.failure import Failure
+
+from perund.channel import events as ev
+from perund.channel.changes import OwnUpdate
+from perund.channel.encoding import Signer
+from perund.channel.machine import transition
+from perund.channel.phases import Phase
+from perund.channel.records import Channel
+from perund.channel.types import Address, ChannelID
+from perund.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PeerRejected,
+    PeerRequestTimedOut,
+    PeerUnreachable,
+    PerundError,
+    ResourceNotFound,
+)
+from perund.session.ports import PeerLinks
+from perund.session.timing import Timing
+
+RETRIES: Final = 3
+"""How often an update refused for a reason that a higher version cures (both sides proposed at
+once, or the peer already signed a state of that version) is proposed again."""
+
+RETRY_DELAY: Final = 0.01
+"""Seconds participant 1 waits per attempt before retrying; participant 0 retries at once, so
+after a collision the two retries do not collide again."""
+
+MAX_BATCH: Final = 256
+"""At most this many waiting payments go out in one update."""
+
+MAX_WAITING: Final = 10_000
+"""Sends waiting on one channel beyond this fail at once instead of piling up."""
+
+Transfers = tuple[tuple[Address, int], ...]
+Commit = Callable[[Channel, tuple[ev.Event, ...]], None]
+"""Makes a transition's result current and executes its events (the client's)."""
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A send waiting for its channel's update in flight to finish."""
+
+    transfers: Transfers
+    is_final: bool
+    done: Deferred[Channel]
+    attempt: int = 0
+    """How often it was proposed before and refused in a way a higher version cures."""
+
+    def is_payment(self) -> bool:
+        """A plain payment, which the peer accepts without asking its user: safe to merge."""
+        return not self.is_final and bool(self.transfers) and all(
+            amount > 0 for _, amount in self.transfers)
+
+
+def _merged(batch: list[_Waiting]) -> Transfers:
+    if len(batch) == 1:
+        return batch[0].transfers
+    totals: dict[Address, int] = {}
+    for waiting in batch:
+        for asset, amount in waiting.transfers:
+            totals[asset] = totals.get(asset, 0) + amount
+    return tuple(totals.items())
+
+
+def _fire_all(channel: Channel, batch: list[_Waiting]) -> None:
+    for waiting in batch:
+        waiting.done.callback(channel)
+
+
+def _fail_all(failure: Failure, batch: list[_Waiting]) -> None:
+    for waiting in batch:
+        waiting.done.errback(failure)
+
+
+class _Retry(Exception):
+    """Our update was refused in a way a higher version cures; carries the user-facing error."""
+
+    def __init__(self, error: PerundError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class SendQueue:
+    """Our updates per channel: waiting, merged, staged one at a time, retried (module doc).
+
+    `channels` is the client's view of every channel; `commit` makes a staged update current
+    and sends it (the client's `_commit`); the client reports each update's outcome back with
+    `landed` and `failed`, and calls `drain` whenever a channel is at rest again.
+    """
+
+    def __init__(self, reactor: Any, *, signer: Signer, links: PeerLinks, timing: Timing,
+                 channels: Mapping[ChannelID, Channel], commit: Commit) -> None:
+        self._reactor = reactor
+        self._signer = signer
+        self._links = links
+        self._timing = timing
+        self._channels = channels
+        self._commit = commit
+        self._lines: dict[ChannelID, deque[_Waiting]] = {}
+        self._paused: set[ChannelID] = set()
+        """Channels whose line waits for a link (a ping) or a retry's pause."""
+        self._in_flight: dict[tuple[ChannelID, int], Deferred[Channel]] = {}
+        """Our staged updates, by channel and version, until `landed` or `failed`."""
+        self.stopped = False
+
+    def send(self, channel_id: ChannelID, transfers: Transfers,
+             is_final: bool) -> Deferred[Channel]:
+        """Queue an update (see `ChannelClient.send`); fires once countersigned and durable."""
+        if channel_id not in self._channels:
+            return fail(ResourceNotFound("no such channel", type="channel", id=_hex(channel_id)))
+        line = self._lines.get(channel_id)
+        if line is None:
+            line = self._lines[channel_id] = deque()
+        elif len(line) >= MAX_WAITING:
+            return fail(FailedPrecondition(
+                f"{len(line)} updates already wait on this channel", channel_id=_hex(channel_id)))
+        item = _Waiting(transfers, is_final, Deferred())
+        line.append(item)
+        self.drain(channel_id)
+        return item.done
+
+    def drain(self, channel_id: ChannelID) -> None:
+        """Propose what waits on the channel, if no update is in flight."""
+        line = self._lines.get(channel_id)
+        if not line or channel_id in self._paused:
+            return
+        channel = self._channels[channel_id]
+        if channel.phase is Phase.UPDATING:
+            return  # the end of that update drains again
+        if self.stopped:
+            self._fail_line(channel_id, FailedPrecondition("the session is closing"))
+            return
+        if channel.phase is Phase.OPEN and not self._links.is_connected(channel.peer):
+            # Sign nothing for a link that does not exist yet: connect (which syncs) first, so
+            # the update is not caught up in the reconnection's sync as "in flight before".
+            self._paused.add(channel_id)
+            self._links.ping(channel.peer, self._timing.request_timeout).addCallbacks(
+                self._unpause, self._not_connected,
+                callbackArgs=(channel_id,), errbackArgs=(channel_id,))
+            return
+        while line:
+            batch = [line.popleft()]
+            if batch[0].is_payment():
+                while line and len(batch) < MAX_BATCH and line[0].is_payment():
+                    batch.append(line.popleft())
+            try:
+                done = self._stage(channel_id, _merged(batch), batch[0].is_final,
+                                   max(w.attempt for w in batch))
+            except InvalidArgument as exc:
+                if len(batch) > 1:
+                    # Together they are more than the balance: the first goes alone.
+                    line.extendleft(reversed(batch[1:]))
+                    batch = batch[:1]
+                    try:
+                        done = self._stage(channel_id, batch[0].transfers, batch[0].is_final,
+                                           batch[0].attempt)
+                    except PerundError as alone:
+                        batch[0].done.errback(alone)
+                        continue
+                else:
+                    batch[0].done.errback(exc)
+                    continue
+            except PerundError as exc:
+                for waiting in batch:
+                    waiting.done.errback(exc)
+                continue
+            done.addCallbacks(_fire_all, _fail_all, callbackArgs=(batch,), errbackArgs=(batch,))
+            return
+
+    def landed(self, channel_id: ChannelID, version: int) -> None:
+        """Our update of `version` is countersigned and durable (a `NewState` of ours)."""
+        done = self._in_flight.pop((channel_id, version), None)
+        if done is not None:
+            done.callback(self._channels[channel_id])
+
+    def failed(self, e: ev.UpdateFailed) -> None:
+        """Our update `e.version` did not complete: tell its senders why, or retry it."""
+        done = self._in_flight.pop((e.channel_id, e.version), None)
+        if done is not None:
+            done.errback(self._error_of(e))
+
+    def fail_everything(self, error: PerundError) -> None:
+        """Fail every send, waiting or in flight, with `error` (the store broke)."""
+        for channel_id in list(self._lines):
+            self._fail_line(channel_id, error)
+        in_flight, self._in_flight = self._in_flight, {}
+        for done in in_flight.values():
+            done.errback(error)
+
+    def stop(self) -> None:
+        """Fail what waits; propose nothing more (updates in flight end as they will)."""
+        self.stopped = True
+        for channel_id in list(self._lines):
+            self._fail_line(channel_id, FailedPrecondition("the session is closing"))
+
+    def _error_of(self, e: ev.UpdateFailed) -> PerundError | _Retry:
+        peer = _hex(self._channels[e.channel_id].peer)
+        failure = e.failure
+        if failure is ev.UpdateFailure.REJECTED or failure is ev.UpdateFailure.COLLISION:
+            error = PeerRejected(f"the peer rejected the update: {e.reason}", peer=peer,
+                                 reason=e.reason)
+            if failure is ev.UpdateFailure.COLLISION or e.reason == ev.Reason.VERSION.value:
+                # A higher version cures it (records.Channel.signed_up_to): `_retry`.
+                return _Retry(error)
+            return error
+        if failure is ev.UpdateFailure.TIMED_OUT:
+            return e.cause or PeerRequestTimedOut(
+                "the peer did not answer the update in time", peer=peer,
+                timeout=self._timing.response_timeout + self._timing.request_timeout)
+        return FailedPrecondition(f"the update did not complete: {failure.value}"
+                                  + (f" ({e.reason})" if e.reason else ""),
+                                  channel_id=_hex(e.channel_id))
+
+    def _stage(self, channel_id: ChannelID, transfers: Transfers, is_final: bool,
+               attempt: int) -> Deferred[Channel]:
+        """Stage and send one update; PerundError at once if the core refuses it."""
+        if self.stopped:
+            raise FailedPrecondition("the session is closing")
+        new, events = transition(self._channels[channel_id],
+                                 OwnUpdate(self._signer, transfers, is_final))
+        staged = new.staged
+        if staged is None:  # pragma: no cover - OwnUpdate always stages
+            return fail(FailedPrecondition("the update was not staged"))
+        done: Deferred[Channel] = Deferred()
+        self._in_flight[(channel_id, staged.state.version)] = done
+        self._commit(new, events)
+        return done.addErrback(self._retry, channel_id, transfers, is_final, attempt)
+
+    def _retry(self, failure: Failure, channel_id: ChannelID, transfers: Transfers,
+               is_final: bool, attempt: int) -> Deferred[Channel]:
+        """Propose a refused update again at a higher version when that cures the refusal:
+        first in its channel's line, participant 1 after a pause (so that two retries after a
+        collision do not collide again)."""
+        retry = failure.value
+        if not isinstance(retry, _Retry):
+            return fail(failure)
+        channel = self._channels.get(channel_id)
+        if attempt >= RETRIES or channel is None or self.stopped:
+            return fail(retry.error)
+        again = _Waiting(transfers, is_final, Deferred(), attempt + 1)
+        line = self._lines.get(channel_id)
+        if line is None:
+            line = self._lines[channel_id] = deque()
+        line.appendleft(again)
+        delay = RETRY_DELAY * (attempt + 1) * channel.index
+        if delay:
+            self._paused.add(channel_id)
+            self._reactor.callLater(delay, self._unpause, None, channel_id)
+        else:
+            self.drain(channel_id)
+        return again.done
+
+    def _unpause(self, _: object, channel_id: ChannelID) -> None:
+        """The link is up, or a retry's pause is over: propose what waits."""
+        self._paused.discard(channel_id)
+        if channel_id in self._channels:
+            self.drain(channel_id)
+
+    def _not_connected(self, failure: Failure, channel_id: ChannelID) -> None:
+        self._paused.discard(channel_id)
+        error = failure.value if isinstance(failure.value, PerundError) else PeerUnreachable(
+            f"the peer cannot be reached: {failure.getErrorMessage()}")
+        self._fail_line(channel_id, error)
+
+    def _fail_line(self, channel_id: ChannelID, error: PerundError) -> None:
+        line = self._lines.pop(channel_id, None)
+        for waiting in line or ():
+            waiting.done.errback(error)

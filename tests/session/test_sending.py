@@ -1,0 +1,148 @@
+"""The send queue in memory, on a fake clock: one update in flight per channel, waiting
+payments merged, requests alone, collisions retried, the user told why an update failed."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from perund.channel.records import Channel
+from perund.channel.types import ETH
+from perund.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PeerDisconnected,
+    PeerRequestTimedOut,
+    PeerUnreachable,
+)
+from perund.session.notices import UpdateNotice
+from perund.session.sending import MAX_BATCH, RETRY_DELAY
+from perund.wire.messages import Update
+
+from .fakes import ETHER, Net, Side, open_channel, result, side
+
+
+def _updates(sender: Side) -> list[Update]:
+    return [msg for _, msg in sender.links.sent if isinstance(msg, Update)]
+
+
+def _fired(sends: list[Deferred[Channel]]) -> list[Channel]:
+    return [result(d) for d in sends]
+
+
+def test_waiting_payments_share_an_update_and_a_request_goes_alone() -> None:
+    clock = Clock()
+    net = Net(clock)
+    alice, bob = side(net), side(net)
+    cid = open_channel(net, alice, bob, ours=ETHER, theirs=ETHER)
+    sent = [alice.client.send(cid, ((ETH, n),)) for n in range(1, 51)]
+    asking = alice.client.send(cid, ((ETH, -7),))
+    clock.advance(0)
+
+    # The first went alone; the 49 that waited behind it went out together.
+    assert [u.state.version for u in _updates(alice)] == [1, 2, 3]
+    assert [c.version for c in _fired(sent)] == [1] + [2] * 49
+    assert bob.client.channels[cid].latest.balances == ((ETHER - 1275, ETHER + 1275),)
+    question = bob.told(UpdateNotice)[-1]
+    assert isinstance(question, UpdateNotice)
+    bob.client.respond_update(cid, question.update_id, True)
+    clock.advance(0)
+    assert result(asking).latest.balances == ((ETHER - 1268, ETHER + 1268),)
+
+
+def test_at_most_max_batch_payments_share_an_update() -> None:
+    clock = Clock()
+    net = Net(clock)
+    alice, bob = side(net), side(net)
+    cid = open_channel(net, alice, bob, ours=ETHER, theirs=ETHER)
+    sent = [alice.client.send(cid, ((ETH, 1),)) for _ in range(MAX_BATCH + 11)]
+    clock.advance(0)
+
+    assert [c.version for c in _fired(sent)] == [1] + [2] * MAX_BATCH + [3] * 10
+
+
+def test_payments_that_together_exceed_the_balance_go_one_by_one() -> None:
+    clock = Clock()
+    net = Net(clock)
+    alice, bob = side(net), side(net)
+    cid = open_channel(net, alice, bob, ours=ETHER, theirs=0)
+    first = alice.client.send(cid, ((ETH, 1),))
+    too_much = alice.client.send(cid, ((ETH, ETHER),))
+    third = alice.client.send(cid, ((ETH, 2),))
+    clock.advance(0)
+
+    assert result(first).version == 1
+    with pytest.raises(InvalidArgument):
+        result(too_much)
+    assert result(third).latest.balances == ((ETHER - 3, 3),)
+
+
+def test_payments_both_ways_at_once_collide_and_are_retried() -> None:
+    clock = Clock()
+    net = Net(clock, latency=0.001)
+    alice, bob = side(net), side(net)
+    cid = open_channel(net, alice, bob, ours=ETHER, theirs=ETHER)
+    from_alice = alice.client.send(cid, ((ETH, 1),))
+    from_bob = bob.client.send(cid, ((ETH, 2),))
+    clock.pump([RETRY_DELAY / 10] * 40)
+
+    # Both version 1 were refused; participant 0 (alice) retried at once, bob after a pause.
+    assert result(from_alice).version == 2
+    assert result(from_bob).version == 3
+    assert [u.state.version for u in _updates(alice)] == [1, 2]
+    assert [u.state.version for u in _updates(bob)] == [1, 3]
+    assert alice.client.channels[cid].latest == bob.client.channels[cid].latest
+    assert alice.client.channels[cid].latest.balances == ((ETHER + 1, ETHER - 1),)
+
+
+def test_nothing_is_signed_for_a_peer_that_cannot_be_reached() -> None:
+    clock = Clock()
+    net = Net(clock)
+    alice, bob = side(net), side(net)
+    cid = open_channel(net, alice, bob)
+    net.cut(bob.address)
+    paying = alice.client.send(cid, ((ETH, 1),))
+    clock.advance(0)
+
+    with pytest.raises(PeerUnreachable):
+        result(paying)
+    assert _updates(alice) == [] and alice.client.channels[cid].version == 0
+
+
+def test_the_user_is_told_why_an_update_got_no_answer() -> None:
+    clock = Clock()
+    net = Net(clock, latency=1.0)
+    alice, bob = side(net, response_timeout=5.0, request_timeout=5.0), side(net)
+    cid = open_channel(net, alice, bob)
+
+    dropped = alice.client.send(cid, ((ETH, 1),))
+    clock.advance(0.5)  # the update is on its way: the link drops under it
+    net.cut(bob.address)
+    clock.advance(0)
+    with pytest.raises(PeerDisconnected):
+        result(dropped)
+
+    net.mend(bob.address)
+    clock.pump([1.0] * 5)
+    bob.links.owner = None  # bob's node hangs: nothing it receives is answered
+    silent = alice.client.send(cid, ((ETH, 1),))
+    clock.pump([1.0] * 9)
+    assert not silent.called
+    clock.advance(1.0)  # the peer's user time plus its node's time
+    with pytest.raises(PeerRequestTimedOut):
+        result(silent)
+
+
+def test_sends_fail_at_once_when_the_session_stops() -> None:
+    clock = Clock()
+    net = Net(clock, latency=1.0)
+    alice, bob = side(net), side(net)
+    cid = open_channel(net, alice, bob)
+    in_flight = alice.client.send(cid, ((ETH, 1),))
+    waiting = alice.client.send(cid, ((ETH, 2),))
+    alice.client.stop()
+
+    with pytest.raises(FailedPrecondition, match="closing"):
+        result(waiting)
+    assert not in_flight.called  # its fate is settled by the sync after the restart
