@@ -1,8 +1,9 @@
 """What the core asks its shell to do or to tell: the outputs of every transition.
 
-The shell executes a transition's events **in order**: a `Persist` before a `Send*` means the
-write must be durable (fsync'd, group commit is fine) before the message leaves
-(docs/specification.md §5).
+The shell executes events **in order**, a transition's and those of the transitions after it:
+a `Persist` with `wait` means the write must be durable (fsync'd, group commit is fine) before
+any later event is executed, a `Persist` without `wait` is written in the next commit and holds
+nothing back (docs/specification.md §5, docs/protocol.md "Durability by interest").
 Events carry everything their execution needs, so the shell never has to look at the channel
 value to act on one.
 
@@ -111,9 +112,14 @@ class UpdateKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Persist:
-    """Write the channel record durably before executing the events that follow."""
+    """Write the channel record; with `wait`, durably before executing any event that follows.
+
+    Without `wait` nothing that follows depends on the write: our staged update within our
+    reservation, or a payment of ours the payee has countersigned (and so holds).
+    """
 
     channel: Channel
+    wait: bool = True
 
 
 @dataclass(frozen=True, slots=True)

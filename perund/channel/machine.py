@@ -68,15 +68,16 @@ from perund.channel.events import (
     UpdateWithdrawn,
 )
 from perund.channel.phases import RECEIVES_UPDATES, TERMINAL, Phase, advance, at_rest, busy
-from perund.channel.records import Channel, Dispute, SignedState, Staged
+from perund.channel.records import Channel, Dispute, SignedState, Staged, reservation_for
 from perund.channel.rules import (
     balance_rules,
     fully_signed,
     lowers_balance,
+    raises_balance,
     signed_by,
     successor_rules,
 )
-from perund.channel.types import Address, Signature, State
+from perund.channel.types import UINT64_MAX, Address, Signature, State
 from perund.errors import (
     FailedPrecondition,
     Internal,
@@ -151,10 +152,12 @@ def _drop_staged(channel: Channel, failure: UpdateFailure,
 
 
 def _make_current(
-    channel: Channel, signed: SignedState, source: Source, primary: bool, **changes: Any
+    channel: Channel, signed: SignedState, source: Source, primary: bool, wait: bool = True,
+    **changes: Any
 ) -> tuple[Channel, list[Event]]:
     """Make a newer fully signed state current; the phase and on-chain duties follow from it.
-    `changes` are further fields to set in the same copy (this is the hot path)."""
+    `wait`: the user hears of it only once the write is durable. `changes` are further fields
+    to set in the same copy (this is the hot path)."""
     state = signed.state
     phase = channel.phase
     if phase in RECEIVES_UPDATES:
@@ -162,7 +165,7 @@ def _make_current(
     new = channel.evolve(
         phase=advance(channel.phase, phase), current=signed, staged=None, **changes
     )
-    events: list[Event] = [Persist(new), NewState(channel.channel_id, state, source)]
+    events: list[Event] = [Persist(new, wait), NewState(channel.channel_id, state, source)]
     if phase is Phase.CLOSING or phase is Phase.DISPUTED:
         events.extend(_settlement(new, primary))
     return new, events
@@ -212,7 +215,8 @@ def _own_update(channel: Channel, change: OwnUpdate) -> Result:
         )
     if channel.needs_sync:
         raise FailedPrecondition(
-            "an earlier update timed out: waiting for the peer's sync",
+            "the node restarted: waiting for the peer's sync" if channel.abandoned is None
+            else "an earlier update timed out: waiting for the peer's sync",
             channel_id=channel.channel_id.hex(),
         )
     current = _current(channel).state
@@ -257,7 +261,13 @@ def _own_update(channel: Channel, change: OwnUpdate) -> Result:
     digest = signing_digest(state)
     signature = change.signer.sign_digest(digest)
     staged = Staged(me, state, signature, digest)
-    new = channel.evolve(phase=Phase.UPDATING, staged=staged, signed_up_to=version)
+    if version <= channel.reserved:
+        # Our signature is covered by a durable reservation: the Update need not wait for the
+        # write (docs/protocol.md, "Durability by interest").
+        new = channel.evolve(phase=Phase.UPDATING, staged=staged, signed_up_to=version)
+        return new, (Persist(new, False), SendUpdate(channel.peer, state, signature))
+    new = channel.evolve(phase=Phase.UPDATING, staged=staged, signed_up_to=version,
+                         reserved=reservation_for(version))
     return new, (Persist(new), SendUpdate(channel.peer, state, signature))
 
 
@@ -289,8 +299,12 @@ def _accept_received(channel: Channel, change: UpdateAcceptReceived) -> Result:
             sync_sent=False,
         )
         return new, (Persist(new), _fund(new, state))
+    # A payment of ours is held by the payee, who countersigned it: our user may hear of it
+    # before our own write is durable. A state that benefits us, or a final one, may not.
+    current = _current(channel).state
+    wait = state.is_final or raises_balance(current, state, channel.index)
     new, events = _make_current(
-        channel, signed, source, True, abandoned=None, fresh_link=False, sync_sent=False
+        channel, signed, source, True, wait, abandoned=None, fresh_link=False, sync_sent=False
     )
     return new, tuple(events)
 
@@ -309,11 +323,41 @@ def _reject_received(channel: Channel, change: UpdateRejectReceived) -> Result:
                 UpdateFailure.COLLISION if change.reason == Reason.COLLISION.value
                 else UpdateFailure.REJECTED
             )
-            return _fail_own(channel.evolve(sync_sent=False), failure, change.reason)
+            reason, above = _signed_up_to_of(change.reason)
+            signed_up_to = channel.signed_up_to if above is None \
+                else max(channel.signed_up_to, above)
+            return _fail_own(channel.evolve(sync_sent=False, signed_up_to=signed_up_to),
+                             failure, reason)
     elif channel.abandoned is not None and channel.abandoned.state.version == change.version:
         new = channel.evolve(abandoned=None, fresh_link=False, sync_sent=False)
         return new, (Persist(new),)
     return _refuse(channel, change.sender, Reason.NOTHING_STAGED, f"version {change.version}")
+
+
+_SIGNED_UP_TO: Final = " (signed up to "
+
+
+def _version_reject(channel: Channel, sender: Address, state: State) -> Result:
+    """Refuse an update at or below a version we signed, naming the highest one so that the
+    peer proposes above it (after our restart it may be up to a reservation block ahead)."""
+    reason = f"{Reason.VERSION.value}{_SIGNED_UP_TO}{channel.signed_up_to})"
+    return channel, (
+        Refused(channel.channel_id, sender, Reason.VERSION, f"version {state.version}"),
+        SendUpdateReject(channel.peer, state.channel_id, state.version, reason),
+    )
+
+
+def _signed_up_to_of(reason: str) -> tuple[str, int | None]:
+    """A peer's reject reason without the version it names (`_version_reject`), and that
+    version; the reason unchanged and None for any other reject."""
+    prefix = Reason.VERSION.value + _SIGNED_UP_TO
+    if not (reason.startswith(prefix) and reason.endswith(")")):
+        return reason, None
+    digits = reason[len(prefix):-1]
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 20):
+        return reason, None
+    version = int(digits)
+    return Reason.VERSION.value, version if version <= UINT64_MAX else None
 
 
 def _timed_out(channel: Channel, change: UpdateTimedOut) -> Result:
@@ -387,8 +431,9 @@ def _update_received(channel: Channel, change: UpdateReceived) -> Result:
             return _refuse_update(channel, sender, state, Reason.IN_FLIGHT)
         return _refuse_update(channel, sender, state, Reason.COLLISION)
     if state.version <= channel.signed_up_to:
-        # We signed another state of this version (an update of ours the peer refused).
-        return _refuse_update(channel, sender, state, Reason.VERSION)
+        # We signed another state of this version (an update of ours the peer refused), or may
+        # have, before a restart.
+        return _version_reject(channel, sender, state)
     digest = signing_digest(state)
     if not signed_by(digest, change.signature, channel.peer):
         return _refuse_update(channel, sender, state, Reason.SIGNATURE)
@@ -416,12 +461,16 @@ def _accept_peer_update(
     """Countersign the peer's state: persist it fully signed, then answer UpdateAccept."""
     ours = signer.sign_digest(digest)
     phase = Phase.CLOSING if state.is_final else at_rest(channel.phase)
+    # The write is waited for in any case (the countersignature waits for the fully signed
+    # state), so it carries a raised reservation at no cost.
+    version = state.version
     new = channel.evolve(
         phase=advance(channel.phase, phase),
         current=SignedState(state, _ordered(channel, ours, theirs)),
         staged=None,
         sync_sent=False,
-        signed_up_to=max(channel.signed_up_to, state.version),
+        signed_up_to=max(channel.signed_up_to, version),
+        reserved=channel.reserved if version <= channel.reserved else reservation_for(version),
     )
     accept = SendUpdateAccept(channel.peer, channel.channel_id, state.version, ours)
     if state.is_final:
@@ -559,11 +608,13 @@ def _synced(channel: Channel) -> Result:
         channel, events = _drop_staged(channel, UpdateFailure.SUPERSEDED, "the peer synced")
     reply = not channel.sync_sent
     resolved = channel.fresh_link and channel.abandoned is not None
-    if reply or resolved:
+    if reply or resolved or channel.resyncing:
+        # A restarted node is resynced by any Sync: it comes on a connection made since.
         channel = channel.evolve(
             sync_sent=True,
             abandoned=None if resolved else channel.abandoned,
             fresh_link=False if resolved else channel.fresh_link,
+            resyncing=False,
         )
     if resolved:
         events.insert(0, Persist(channel))
@@ -591,6 +642,7 @@ def _adopt(channel: Channel, signed: SignedState, own: bool) -> Result:
         fresh_link=False,
         sync_sent=True,
         signed_up_to=max(channel.signed_up_to, signed.state.version),
+        resyncing=False,
     )
     events[1:1] = dropped
     if reply:
@@ -605,7 +657,8 @@ def _conflict(channel: Channel, theirs: State) -> Result:
     events.insert(0, Conflict(channel.channel_id, ours, theirs))
     if channel.phase in (Phase.FUNDING, Phase.OPEN):
         channel = channel.evolve(
-            phase=advance(channel.phase, Phase.CLOSING), abandoned=None, fresh_link=False
+            phase=advance(channel.phase, Phase.CLOSING), abandoned=None, fresh_link=False,
+            resyncing=False,
         )
         events.insert(1, Persist(channel))
         events.append(_register(channel))
@@ -734,12 +787,20 @@ def _chain_lost(channel: Channel, change: ChainLost) -> Result:
 def _restored(channel: Channel, change: Restored) -> Result:
     """Resume after a restart: what was in flight is over, what the phase needs is redone.
 
-    Our update in flight becomes `abandoned` (the peer may have countersigned it before we went
-    down); the peer's update awaiting our user is dropped and answered with a reject.
+    Writes made without waiting may be lost, so we resume above our reservation
+    (`signed_up_to`) and, where updates happen, wait for the peer's Sync (`resyncing`) before
+    signing anything (docs/protocol.md, "Durability by interest"). Our update in flight becomes
+    `abandoned` (the peer may have countersigned it before we went down); the peer's update
+    awaiting our user is dropped and answered with a reject.
     """
     if channel.phase in TERMINAL:
         return channel, _NOTHING
-    channel = channel.evolve(sync_sent=False, fresh_link=False)
+    channel = channel.evolve(
+        sync_sent=False,
+        fresh_link=False,
+        signed_up_to=max(channel.signed_up_to, channel.reserved),
+        resyncing=channel.current is not None and channel.phase in RECEIVES_UPDATES,
+    )
     staged = channel.staged
     events: list[Event] = []
     if staged is not None and channel.current is not None:

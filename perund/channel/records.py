@@ -11,7 +11,7 @@ from enum import Enum
 from typing import Final
 
 from perund.channel.phases import Phase
-from perund.channel.types import Address, ChannelID, Params, Signature, State
+from perund.channel.types import UINT64_MAX, Address, ChannelID, Params, Signature, State
 
 
 class _Keep(Enum):
@@ -21,6 +21,16 @@ class _Keep(Enum):
 
 
 KEEP: Final = _Keep.KEEP
+
+RESERVATION_BLOCK: Final = 1000
+"""Versions reserved by one waited write: signing beyond `Channel.reserved` reserves this many
+(docs/protocol.md, "Durability by interest")."""
+
+
+def reservation_for(version: int) -> int:
+    """The `reserved` a write must carry before our signature on `version` leaves, when
+    `version` is beyond the current reservation: the next `RESERVATION_BLOCK` versions."""
+    return min(version + RESERVATION_BLOCK - 1, UINT64_MAX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +89,18 @@ class Channel:
     could countersign it later): our proposals take `max(current, signed_up_to) + 1`, versions
     may skip, and a peer's update at or below `signed_up_to` is refused.
 
-    `sync_sent` and `fresh_link` are transient (reset by `Restored`, `fresh_link` also by
-    `StartSync`); `sync_sent` keeps two nodes from answering each other's syncs forever
-    (docs/core.md). `confirm_updates`: the user wants
-    to approve even incoming payments.
+    `reserved` is a durable bound on `signed_up_to`: a signature of ours on a version leaves only
+    after a write with `reserved` at or above it is durable, so after a crash that lost later
+    writes, `Restored` resumes `signed_up_to` from it (docs/protocol.md, "Durability by
+    interest"). It never decreases.
+
+    `resyncing`: we restarted and may have lost fully signed states the peer holds (writes not
+    waited for), so, like `abandoned`, we neither propose nor countersign until the peer's Sync
+    arrives (any Sync: every connection after a restart is a new one).
+
+    `sync_sent`, `fresh_link` and `resyncing` are transient (reset by `Restored`, `fresh_link`
+    also by `StartSync`); `sync_sent` keeps two nodes from answering each other's syncs forever
+    (docs/core.md). `confirm_updates`: the user wants to approve even incoming payments.
     """
 
     channel_id: ChannelID
@@ -97,6 +115,8 @@ class Channel:
     signed_up_to: int = 0
     confirm_updates: bool = False
     dispute: Dispute | None = None
+    reserved: int = 0
+    resyncing: bool = False
 
     def evolve(
         self,
@@ -110,6 +130,8 @@ class Channel:
         signed_up_to: int | _Keep = KEEP,
         confirm_updates: bool | _Keep = KEEP,
         dispute: Dispute | _Keep | None = KEEP,
+        reserved: int | _Keep = KEEP,
+        resyncing: bool | _Keep = KEEP,
     ) -> Channel:
         """This channel with the given fields changed (its identity never changes).
 
@@ -129,12 +151,15 @@ class Channel:
             self.signed_up_to if signed_up_to is KEEP else signed_up_to,
             self.confirm_updates if confirm_updates is KEEP else confirm_updates,
             self.dispute if dispute is KEEP else dispute,
+            self.reserved if reserved is KEEP else reserved,
+            self.resyncing if resyncing is KEEP else resyncing,
         )
 
     @property
     def needs_sync(self) -> bool:
-        """Whether an update of ours has an unknown fate (see the class docstring)."""
-        return self.abandoned is not None
+        """Whether we wait for the peer's Sync before signing anything: an update of ours has
+        an unknown fate, or we restarted (see the class docstring)."""
+        return self.abandoned is not None or self.resyncing
 
     @property
     def me(self) -> Address:

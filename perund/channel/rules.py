@@ -67,3 +67,9 @@ def fully_signed(digest: bytes, signatures: tuple[bytes, bytes], params: Params)
 def lowers_balance(current: State, new: State, index: int) -> bool:
     """Whether participant `index` has less of some asset in `new` than in `current`."""
     return any(n[index] < c[index] for n, c in zip(new.balances, current.balances, strict=True))
+
+
+def raises_balance(current: State, new: State, index: int) -> bool:
+    """Whether participant `index` has more of some asset in `new` than in `current`: the state
+    benefits it (docs/protocol.md, "Durability by interest")."""
+    return any(n[index] > c[index] for n, c in zip(new.balances, current.balances, strict=True))

@@ -259,7 +259,9 @@ def test_a_late_accept_completes_the_timed_out_update() -> None:
     alice2, _ = transition(alice1, UpdateTimedOut(1))
     alice3, events = deliver(alice2, answer[1], BOB, ALICE)
     assert not alice3.needs_sync and alice3.current == bob1.current
-    assert events == (Persist(alice3), NewState(alice.channel_id, cur(bob1).state, Source.SYNC))
+    # A payment of ours: the payee holds it, nothing waits for our write.
+    assert events == (Persist(alice3, False),
+                      NewState(alice.channel_id, cur(bob1).state, Source.SYNC))
 
 
 def test_while_unresolved_we_countersign_nothing_of_that_version() -> None:

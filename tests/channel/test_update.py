@@ -85,7 +85,8 @@ def test_payment_round_trip() -> None:
     alice2, events = deliver(alice1, events[1], BOB, ALICE)
     assert alice2.phase is Phase.OPEN and alice2.staged is None
     assert alice2.current == bob1.current
-    assert events == (Persist(alice2), NewState(alice.channel_id, expected, Source.OWN))
+    # The payee holds the state (it persisted it before answering): our user hears at once.
+    assert events == (Persist(alice2, False), NewState(alice.channel_id, expected, Source.OWN))
 
 
 def test_payments_in_both_directions_and_several_assets() -> None:
@@ -382,7 +383,8 @@ def test_peer_rejects_our_update() -> None:
     alice2, events = transition(
         alice1, UpdateRejectReceived(BOB.address, alice.channel_id, 1, "no thanks")
     )
-    assert alice2 == replace(alice, signed_up_to=1)  # the refused version is never reused
+    # The refused version is never reused; the first update reserved the next 1,000.
+    assert alice2 == replace(alice, signed_up_to=1, reserved=1000)
     assert events == (UpdateFailed(alice.channel_id, 1, UpdateFailure.REJECTED, "no thanks"),)
 
 
@@ -506,7 +508,8 @@ def test_an_update_at_a_version_we_signed_is_refused() -> None:
     _, events = pay(alice, 1)
     same, refusal = deliver(bob2, events[1], ALICE, BOB)
     assert same is bob2
-    assert refusal[1] == SendUpdateReject(ALICE.address, bob.channel_id, 1, Reason.VERSION.value)
+    assert refusal[1] == SendUpdateReject(ALICE.address, bob.channel_id, 1,
+                                          Reason.VERSION.value + " (signed up to 1)")
 
 
 # --- the final update ---------------------------------------------------------------------------
