@@ -193,7 +193,7 @@ def encode_channel(channel: Channel) -> bytes:
     dispute = channel.dispute
     if type(channel.index) is not int or type(channel.confirm_updates) is not bool:
         raise StoreError("index must be an int and confirm_updates a bool")
-    body = (
+    body: tuple[object, ...] = (
         cid,
         (
             _e_uint64(params.challenge_duration, "challenge duration"),
@@ -222,6 +222,10 @@ def encode_channel(channel: Channel) -> bytes:
         ),
         _e_uint64(channel.signed_up_to, "signed_up_to"),
     )
+    if channel.reserved != channel.signed_up_to:
+        # Stored only when it differs from `signed_up_to`, so that records without a
+        # reservation keep their bytes (docs/storage.md).
+        body = (*body, _e_uint64(channel.reserved, "reserved"))
     return _pack(body)
 
 
@@ -339,7 +343,14 @@ def decode_channel(value: bytes) -> Channel:
     if type(body) is tuple and len(body) == 9:
         # Written before `signed_up_to` existed: every state we signed is still on record.
         body = (*body, None)
-    body = _d_tuple(body, 10, "channel record")
+    # A record without a reservation has none beyond `signed_up_to` (or was written before
+    # reservations, when every write was durable before a signature it records left).
+    reserved_field = None
+    if type(body) is tuple and len(body) == 11:
+        reserved_field = _d_uint64(body[10], "reserved")
+        body = body[:10]
+    elif type(body) is not tuple or len(body) != 10:
+        raise StoreCorrupt("channel record must be an array of 10 (11 with a reservation)")
     try:
         cid = ChannelID(_d_bytes(body[0], 32, "channel ID"))
         p = _d_tuple(body[1], 6, "params")
@@ -380,6 +391,7 @@ def decode_channel(value: bytes) -> Channel:
             )
         else:
             signed_up_to = _d_uint64(body[9], "signed_up_to")
+        reserved = signed_up_to if reserved_field is None else reserved_field
         return Channel(
             channel_id=cid,
             params=params,
@@ -391,6 +403,7 @@ def decode_channel(value: bytes) -> Channel:
             confirm_updates=_d_bool(body[7], "confirm_updates"),
             dispute=dispute,
             signed_up_to=signed_up_to,
+            reserved=reserved,
         )
     except (ValueError, TypeError, IndexError) as e:
         # The dataclasses' own checks (participants differ, balances are uint256, ...).

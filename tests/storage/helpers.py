@@ -139,6 +139,8 @@ def channels(draw: st.DrawFn) -> Channel:
         sync_sent=draw(st.booleans()),
         fresh_link=draw(st.booleans()),
         signed_up_to=draw(st.integers(0, UINT64_MAX)),
+        reserved=draw(st.integers(0, UINT64_MAX)),
+        resyncing=draw(st.booleans()),
         confirm_updates=draw(st.booleans()),
         dispute=draw(
             st.none()
@@ -150,4 +152,4 @@ def channels(draw: st.DrawFn) -> Channel:
 
 def durable(channel: Channel) -> Channel:
     """`channel` as a store gives it back: the transient fields at their defaults."""
-    return replace(channel, sync_sent=False, fresh_link=False)
+    return replace(channel, sync_sent=False, fresh_link=False, resyncing=False)

@@ -87,8 +87,42 @@ def test_a_record_from_before_signed_up_to_still_loads() -> None:
     for channel, expected in ((alice, 0), (staged, 1)):
         body = msgpack.unpackb(encode_channel(channel)[1:], raw=False, use_list=False)
         old = bytes([FORMAT_VERSION]) + msgpack.packb(body[:9], use_bin_type=True)
-        assert decode_channel(old) == channel
+        # Then every signature waited for its write: the reservation is what was signed.
+        assert decode_channel(old) == replace(channel, reserved=expected)
         assert decode_channel(old).signed_up_to == expected
+
+
+def test_the_reservation_is_an_eleventh_field_only_when_it_says_more() -> None:
+    """Records of 10 fields (no reservation beyond `signed_up_to`, or written before
+    reservations) keep their bytes; a reservation adds an eleventh field, pinned here."""
+    alice, _bob = make_pair()
+    staged, _ = transition(alice, OwnUpdate(ALICE, ((ETH, 1),), False))
+    assert (staged.signed_up_to, staged.reserved) == (1, 1000)
+    encoded = encode_channel(staged)
+    body = msgpack.unpackb(encoded[1:], raw=False, use_list=False)
+    assert len(body) == 11 and body[9:] == (1, 1000)
+    assert decode_channel(encoded) == staged
+    assert keccak(encoded).hex() == GOLDEN_RESERVED_ALICE
+    # Without the field the reservation is `signed_up_to` (records from before reservations).
+    before = bytes([FORMAT_VERSION]) + msgpack.packb(body[:10], use_bin_type=True)
+    assert decode_channel(before) == replace(staged, reserved=1)
+    equal = replace(staged, reserved=staged.signed_up_to)
+    assert len(_body(equal)) == 10 and decode_channel(encode_channel(equal)) == equal
+    # Below `signed_up_to` (a peer's reject named a higher version) it is kept as it is.
+    below = replace(staged, signed_up_to=5000)
+    assert decode_channel(encode_channel(below)) == below
+
+
+GOLDEN_RESERVED_ALICE = "b78e3c4036343a8aceb4b89b35054e0840d17ced2d744c4c27045b7d021d5c5a"
+
+
+@pytest.mark.parametrize("value", [None, -1, "1000", 1.5, True, b"\x03\xe8"])
+def test_a_bad_reservation_is_store_corrupt(value: object) -> None:
+    staged, _ = transition(make_pair()[0], OwnUpdate(ALICE, ((ETH, 1),), False))
+    body = _body(staged)
+    body[10] = value
+    with pytest.raises(StoreCorrupt, match="reserved"):
+        decode_channel(_pack(body))
 
 
 VIRTUAL_A = ChannelID(b"\x5a" * 32)
@@ -226,7 +260,8 @@ def _pack(body: object) -> bytes:
         (lambda b: b[4][0].__setitem__(1, -1), "current state version must be an int"),
         (lambda b: b[4][0][3][0].__setitem__(0, b"\x01" * 33), "current state balance must be"),
         (lambda b: b[4].__setitem__(1, b"\x00" * 64), "current signature must be 65 bytes"),
-        (lambda b: b.append(None), "channel record must be an array of 10"),
+        (lambda b: b.append(None), "reserved must be an int"),
+        (lambda b: b.extend([1, None]), "channel record must be an array of 10 \\(11 with"),
         (lambda b: b.__setitem__(9, -1), "signed_up_to must be an int"),
         (lambda b: b.__setitem__(5, [0, None, b"", b"", b""]), "staged state must be an array"),
     ],
