@@ -2,13 +2,15 @@
 
 The client is the imperative shell of docs/conventions.md: it turns peer messages, user
 requests, timers and chain news into core inputs (`perund.channel.changes`), runs `transition`,
-and executes the events it returns, in order. A `Persist` is made durable (the store's `flush`,
-group commit allowed) before any later event of the same transition runs, so no message that
-depends on a write leaves before the write (docs/specification.md §5).
+and executes the events it returns, in order (`executor.Executor`): a `Persist` with `wait` is
+made durable (the store's `flush`, group commit allowed) before any later event runs, so no
+message or report that depends on a write goes out before the write (docs/specification.md §5,
+docs/protocol.md "Durability by interest").
 
-It keeps three things itself: applying changes, durability, and the dispatch of the core's
-events (one table, `_handlers`: each event type to the part that carries it out). The rest is
-done by parts with their own state and a small interface, each a module of this package:
+It keeps three things itself: applying changes, what a broken store stops, and the dispatch of
+the core's events (one table, `_handlers`: each event type to the part that carries it out).
+The rest is done by parts with their own state and a small interface, each a module of this
+package:
 
 - `inbox.Inbox`: the owner of the peer links: messages in, matched to core inputs;
 - `outbox.Outbox`: the core's messages out, and the answers to our update requests;
@@ -34,7 +36,6 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from perund.channel import events as ev
 from perund.channel.changes import (
@@ -62,6 +63,7 @@ from perund.errors import (
     ResourceNotFound,
 )
 from perund.session.duties import ChainDuties, OnChain
+from perund.session.executor import Executor
 from perund.session.inbox import Inbox
 from perund.session.notices import ChannelNotice, Notice, Observer, tell
 from perund.session.opening import Opening
@@ -145,6 +147,9 @@ class ChannelClient:
         """Set once the store failed to make a write durable; every user request then fails
         with it (see `_store_broken`)."""
         self._by_peer: dict[Address, set[ChannelID]] = {}
+        self._resync_waits: dict[ChannelID, tuple[list[Deferred[None]], Any]] = {}
+        """Sends held until their restarted channel has the peer's Sync: the senders, and the
+        timer that lets them go on anyway (the core then refuses with a clear reason)."""
         self._sends = SendQueue(reactor, signer=signer, links=peers, timing=self.timing,
                                 channels=self.channels, commit=self._commit)
         self._questions = Questions(reactor, links=peers, timing=self.timing,
@@ -193,6 +198,8 @@ class ChannelClient:
             ev.Closed: self._outcomes.closed,
             ev.Lost: self._outcomes.given_up,
         }
+        self._executor = Executor(store, self._handlers, is_broken=self._store_trouble,
+                                  broken=self._store_broken)
         peers.attach(self.inbox)
         if dispute_after is not None:
             self.watch_peers(dispute_after)
@@ -223,15 +230,27 @@ class ChannelClient:
         """Load every channel from the store and resume it (after a restart); the channels.
         Those in `lost` (channel → what the chain lacks) are given up instead of resumed:
         nothing is sent for them, on- or off-chain. Then the user is told of the questions the
-        last stop left unanswered."""
+        last stop left unanswered.
+
+        A resumed channel waits for its peer's Sync (`Channel.resyncing`), which a new
+        connection brings: a link that is up already (it came up before this restore) is
+        closed, and comes back as a new one."""
         restored = []
+        resyncing: set[Address] = set()
         for channel in self.store.channels():
             self._track(channel)
             if channel.phase not in TERMINAL:
                 detail = (lost or {}).get(channel.channel_id)
                 self._apply(channel.channel_id,
                             Restored() if detail is None else ChainLost(detail))
-            restored.append(self.channels[channel.channel_id])
+            resumed = self.channels[channel.channel_id]
+            if resumed.resyncing:
+                resyncing.add(resumed.peer)
+            restored.append(resumed)
+        for peer in resyncing:
+            if self.peers.is_connected(peer):
+                self.peers.disconnect(peer).addErrback(
+                    lambda f: log.failure("closing a link for a resync failed", f))
         self._questions.tell_gone(self.channels)
         return restored
 
@@ -250,6 +269,8 @@ class ChannelClient:
             if channel_id in self.channels and self.store_error is None:
                 self._apply(channel_id, UserTimedOut(update_id))
         self.stopped = True
+        for channel_id in list(self._resync_waits):
+            self._resynced(channel_id)
         self.peers.detach(self.inbox)
         self._sends.stop()
         self._duties.stop()
@@ -281,9 +302,41 @@ class ChannelClient:
 
         One update is in flight per channel; sends made meanwhile wait their turn, and waiting
         payments (positive amounts only) go out together in one update, so many callers on one
-        channel share each round trip and each fsync (`perund.session.sending`).
+        channel share each round trip and each fsync (`perund.session.sending`). After a
+        restart, sends wait until the peer's Sync is in (`Channel.resyncing`), at most
+        `request_timeout` seconds.
         """
+        channel = self.channels.get(channel_id)
+        if channel is not None and channel.resyncing and not self.stopped:
+            return self._after_resync(channel_id).addCallback(
+                lambda _: self._send_resynced(channel_id, transfers, is_final))
         return self._sends.send(channel_id, transfers, is_final)
+
+    def _send_resynced(self, channel_id: ChannelID, transfers: Transfers,
+                       is_final: bool) -> Deferred[Channel]:
+        if self.store_error is not None:  # it broke meanwhile
+            return fail(self.store_error)
+        return self._sends.send(channel_id, transfers, is_final)
+
+    def _after_resync(self, channel_id: ChannelID) -> Deferred[None]:
+        """Fires once the channel is no longer `resyncing`, or after `request_timeout`."""
+        waiting: Deferred[None] = Deferred()
+        held = self._resync_waits.get(channel_id)
+        if held is None:
+            timer = self._reactor.callLater(self.timing.request_timeout, self._resynced,
+                                            channel_id)
+            self._resync_waits[channel_id] = ([waiting], timer)
+        else:
+            held[0].append(waiting)
+        return waiting
+
+    def _resynced(self, channel_id: ChannelID) -> None:
+        """Let the sends held for the channel's resync go on, in the order they came."""
+        waiting, timer = self._resync_waits.pop(channel_id)
+        if timer.active():
+            timer.cancel()
+        for held in waiting:
+            held.callback(None)
 
     @_store_intact
     def respond_update(self, channel_id: ChannelID, update_id: bytes,
@@ -385,6 +438,8 @@ class ChannelClient:
         if channel.phase is Phase.FUNDING and new.phase is not Phase.FUNDING:
             self._duties.funding_over(channel_id)
         self._execute(events)
+        if channel.resyncing and not new.resyncing and channel_id in self._resync_waits:
+            self._resynced(channel_id)
         if new.phase is not Phase.UPDATING:
             self._sends.drain(channel_id)
 
@@ -411,37 +466,13 @@ class ChannelClient:
     def _force_close(self, channel_id: ChannelID) -> None:
         self._apply(channel_id, ForceClose())
 
-    def _execute(self, events: Events, start: int = 0) -> None:
-        """Execute `events[start:]` in order; after a `Persist` whose write is not durable yet,
-        the rest waits for it (`_resume`)."""
-        handlers = self._handlers
-        for i in range(start, len(events)):
-            event = events[i]
-            if type(event) is ev.Persist:
-                try:
-                    self.store.put(event.channel)
-                except PerundError as exc:
-                    self._store_broken(str(exc), events, i + 1)
-                    return
-                pending = self.store.flush()
-                if pending is not None:
-                    pending.addCallbacks(self._resume, self._store_failed,
-                                         callbackArgs=(events, i + 1),
-                                         errbackArgs=(events, i + 1))
-                    return
-                continue
-            try:
-                handlers[type(event)](event)
-            except Exception:
-                log.failure("executing {event} failed", event=type(event).__name__)
+    def _execute(self, events: Events) -> None:
+        self._executor.execute(events)
 
-    def _resume(self, _: object, events: Events, start: int) -> None:
-        self._execute(events, start)
+    def _store_trouble(self) -> str | None:
+        return None if self.store_error is None else self.store_error.message
 
-    def _store_failed(self, failure: Failure, events: Events, start: int) -> None:
-        self._store_broken(failure.getErrorMessage(), events, start)
-
-    def _store_broken(self, why: str, events: Events, start: int) -> None:
+    def _store_broken(self, why: str, rest: list[ev.Event]) -> None:
         """A write could not be made durable (a full or failing disk): nothing that depended
         on it may leave, so no message goes to a peer and no user hears of success, now or
         later. What the chain asks for still goes out, since registering or concluding a state
@@ -455,7 +486,7 @@ class ChannelClient:
                          "session signs nothing more until the node is restarted", error=why)
             self._sends.fail_everything(self.store_error)
             self._outcomes.fail_everything(self.store_error)
-        for event in events[start:]:
+        for event in rest:
             if isinstance(event, OnChain):
                 self._duties.settle(event)
 

@@ -379,6 +379,9 @@ class SessionStore:
     def _write(self, key: bytes, value: bytes | None) -> None:
         if self._closed:
             raise StoreError(f"store {self.path} is closed")
+        if self._failed is not None:
+            # A write nobody waits for would never be durable, and its caller could not tell.
+            raise self._failed
         self._pending[key] = value
         if self._scheduled is None:
             self._scheduled = self._call_later(0, self._commit)

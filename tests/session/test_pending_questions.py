@@ -12,6 +12,7 @@ import json
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.task import deferLater
 
 from perund.channel.phases import Phase
 from perund.channel.proposal import Deployment, OpenRequest
@@ -109,7 +110,13 @@ async def test_questions_a_stop_ended_are_rejected_to_the_peer_and_told_after_re
         with pytest.raises(FailedPrecondition, match="update is gone"):
             await client.respond_update(cid, question.update_id, True)
 
-        # The channel itself goes on: bob pays the restarted alice.
+        # The channel itself goes on once the restarted alice has bob's Sync (her restore
+        # closed the link so that it comes back as a new one): bob pays her.
+        for _ in range(200):
+            if not client.channels[cid].resyncing:
+                break
+            await deferLater(reactor, 0.02)
+        assert not client.channels[cid].resyncing
         paid = await bob.client.send(cid, ((ETH, 7),))
         assert paid.current is not None and paid.current.state.balances == (
             (ETHER - 7, ETHER + 7),)

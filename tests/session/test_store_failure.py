@@ -12,6 +12,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from perund.channel import events as ev
+from perund.channel import records
 from perund.channel.changes import Registered
 from perund.channel.types import ETH
 from perund.errors import FailedPrecondition, StoreError
@@ -24,8 +25,14 @@ def disk_full(fd: int) -> None:
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
+@pytest.mark.parametrize("reserved", [True, False])
 def test_a_full_disk_stops_signing_and_keeps_answering_disputes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reserved: bool) -> None:
+    """`reserved`: the next version is within alice's durable reservation, so her signature on
+    it leaves without waiting for her write; else the write that reserves it must be durable
+    first (every payment needs one with a reservation block of 1)."""
+    if not reserved:
+        monkeypatch.setattr(records, "RESERVATION_BLOCK", 1)
     clock = Clock()
     net = Net(clock)
     store = SessionStore(tmp_path / "alice", clock)
@@ -42,8 +49,16 @@ def test_a_full_disk_stops_signing_and_keeps_answering_disputes(
     clock.advance(0)
     with pytest.raises(FailedPrecondition, match=r"store failed .*No space left"):
         result(failing)
-    # Our signature on version 2 never left: bob knows nothing of it.
-    assert bob.client.channels[cid].current == latest
+    if reserved:
+        # Covered by the reservation, our signature on version 2 left and bob, the payee,
+        # holds the state (durably: his disk is fine). alice's user is told of the failure,
+        # not of success, since her node cannot record anything any more.
+        assert bob.client.channels[cid].current is not None
+        assert bob.client.channels[cid].current.state.version == 2
+        latest = bob.client.channels[cid].current
+    else:
+        # Our signature on version 2 never left: bob knows nothing of it.
+        assert bob.client.channels[cid].current == latest
     # Every later request fails at once, with the same clear error.
     with pytest.raises(FailedPrecondition, match="store failed"):
         result(alice.client.send(cid, ((ETH, 1),)))
@@ -54,7 +69,8 @@ def test_a_full_disk_stops_signing_and_keeps_answering_disputes(
     assert old is not None and old.state.version == 0
     alice.client.chain_input(cid, Registered(0, 10**10, False, old.state.balances))
     clock.advance(0)
-    assert [(type(e), e.state.version) for e in alice.chain.asked] == [(ev.Register, 1)]
+    assert [(type(e), e.state.version) for e in alice.chain.asked] == [
+        (ev.Register, latest.state.version)]
 
     alice.client.stop()
     with pytest.raises(StoreError):

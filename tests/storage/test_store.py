@@ -224,7 +224,9 @@ def test_a_failed_fsync_fails_the_flush_and_every_later_one(
     monkeypatch.setattr(os, "fsync", broken)
     clock.advance(0)
     assert len(waiting) == 1 and waiting[0].check(StoreError)  # type: ignore[attr-defined]
-    store.put(alice)
+    # A later write is refused at once: nobody might wait for it, and it could never be durable.
+    with pytest.raises(StoreError, match="writing failed"):
+        store.put(alice)
     later = _fired(store.flush())
     assert later[0].check(StoreError)  # type: ignore[attr-defined]
     with pytest.raises(StoreError, match="writing failed"):
