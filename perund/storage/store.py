@@ -5,8 +5,12 @@ Writes are buffered in memory by `put` and the other setters; a commit, schedule
 `callLater(0)` on the first write of a reactor turn, appends them all to the data file and runs
 one fsync: every write of that turn shares it (group commit). `flush` hands out a Deferred that
 fires after the commit covering every write so far, or None when there is nothing to wait for.
-The fsync runs on the reactor thread: it costs about 0.15 ms here, less than handing it to a
-thread and back would save (docs/storage.md has the figures).
+A commit that nobody waits for (no `flush` since the last one) appends its records, so that a
+killed process loses none of them, but leaves the fsync to the next commit that is waited for,
+or to `sync_delay` seconds later, whichever comes first: writes nobody waits for do not cost an
+fsync each (docs/protocol.md, "Durability by interest"). The fsync runs on the reactor thread:
+it costs about 0.15 ms here, less than handing it to a thread and back would save
+(docs/storage.md has the figures).
 
 Reads never touch the file: the store keeps the decoded value of every record in memory (a few
 hundred bytes per channel), loaded and checked once on open.
@@ -62,6 +66,8 @@ MAX_MEMOS: Final = 4096
 
 DEFAULT_COMPACT_RATIO: Final = 4.0
 DEFAULT_COMPACT_MIN_BYTES: Final = 1 << 20
+DEFAULT_SYNC_DELAY: Final = 0.1
+"""Seconds at most between a commit nobody waited for and its fsync."""
 
 
 class SessionStore:
@@ -84,9 +90,13 @@ class SessionStore:
         compact_ratio: float = DEFAULT_COMPACT_RATIO,
         compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
         record_payments: bool = True,
+        sync_delay: float = DEFAULT_SYNC_DELAY,
     ) -> None:
         if compact_ratio <= 1:
             raise ValueError("compact_ratio must exceed 1")
+        if not sync_delay >= 0:
+            raise ValueError("sync_delay must be at least 0")
+        self._sync_delay = sync_delay
         self.path = os.fspath(path)
         self.data_path = os.path.join(self.path, datafile.DATA_NAME)
         # zope interfaces do not type-check as protocols (their methods have no `self`).
@@ -111,6 +121,8 @@ class SessionStore:
         self._pending: dict[bytes, bytes | None] = {}
         self._waiters: list[Deferred[None]] = []
         self._scheduled: DelayedCall | None = None
+        self._unsynced: DelayedCall | None = None
+        """While records are appended but not fsynced: the call that fsyncs them."""
         self._failed: StoreError | None = None
         self._closed = False
 
@@ -335,7 +347,10 @@ class SessionStore:
         if self._failed is not None:
             return fail(self._failed)
         if not self._pending:
-            return None
+            if self._unsynced is None:
+                return None
+            if self._scheduled is None:  # appended already: only the fsync is missing
+                self._scheduled = self._call_later(0, self._commit)
         d: Deferred[None] = Deferred()
         self._waiters.append(d)
         return d
@@ -349,13 +364,14 @@ class SessionStore:
         if self._closed:
             return
         try:
-            while self._pending and self._failed is None:
-                self._commit()
+            while (self._pending or self._unsynced is not None) and self._failed is None:
+                self._commit(sync=True)
         finally:
             self._closed = True
-            if self._scheduled is not None and self._scheduled.active():
-                self._scheduled.cancel()
-            self._scheduled = None
+            for call in (self._scheduled, self._unsynced):
+                if call is not None and call.active():
+                    call.cancel()
+            self._scheduled = self._unsynced = None
             self._fail_waiters(self._failed or StoreError(f"store {self.path} closed"))
             try:
                 self._db.close()  # fsyncs again: cheap, nothing new to write
@@ -386,10 +402,15 @@ class SessionStore:
         if self._scheduled is None:
             self._scheduled = self._call_later(0, self._commit)
 
-    def _commit(self) -> None:
-        """Append every pending write, fsync once, then fire the waiters."""
+    def _sync_later(self) -> None:
+        self._commit(sync=True)
+
+    def _commit(self, sync: bool = False) -> None:
+        """Append every pending write, fsync once (unless nobody waits: `sync_delay`), then
+        fire the waiters."""
         self._scheduled = None
-        if self._failed is not None or not self._pending:
+        sync = sync or bool(self._waiters)
+        if self._failed is not None or not (self._pending or (sync and self._unsynced)):
             return
         pending, self._pending = self._pending, {}
         waiters, self._waiters = self._waiters, []
@@ -414,7 +435,10 @@ class SessionStore:
                     if key[:1] == _PAYMENT:
                         self._payment_bytes += size - self._live.get(key, 0)
                     self._live[key] = size
-            db.sync()
+            # A compaction follows (it copies what the file holds): durable first.
+            sync = sync or (not self._closed and self._over_threshold())
+            if sync:
+                db.sync()
         except Exception as e:
             # What reached the file is unknown (a torn tail at worst, repaired on the next open);
             # nothing that depended on these writes may go out, now or later.
@@ -423,6 +447,16 @@ class SessionStore:
             for d in waiters:
                 d.errback(self._failed)
             return
+        if not sync:
+            # Appended, not durable yet: its payments are announced once they are.
+            self._unannounced[:0] = made
+            if self._unsynced is None:
+                self._unsynced = self._call_later(self._sync_delay, self._sync_later)
+            return
+        if self._unsynced is not None:
+            if self._unsynced.active():
+                self._unsynced.cancel()
+            self._unsynced = None
         for d in waiters:
             d.callback(None)
         if made:

@@ -45,18 +45,27 @@ def test_a_full_disk_stops_signing_and_keeps_answering_disputes(
     assert latest is not None and latest.state.version == 1
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    failing = alice.client.send(cid, ((ETH, ETHER),))
-    clock.advance(0)
-    with pytest.raises(FailedPrecondition, match=r"store failed .*No space left"):
-        result(failing)
     if reserved:
-        # Covered by the reservation, our signature on version 2 left and bob, the payee,
-        # holds the state (durably: his disk is fine). alice's user is told of the failure,
-        # not of success, since her node cannot record anything any more.
-        assert bob.client.channels[cid].current is not None
-        assert bob.client.channels[cid].current.state.version == 2
-        latest = bob.client.channels[cid].current
+        # Covered by the reservation, our signature on version 2 leaves without waiting for
+        # our write, and the payment succeeds: bob, the payee, holds the state durably (his
+        # disk is fine). Nothing waited for alice's writes, so her failure shows at their
+        # deferred fsync; her next request meets it.
+        paid = alice.client.send(cid, ((ETH, ETHER),))
+        clock.advance(0)
+        latest = result(paid).current
+        assert latest is not None and latest.state.version == 2
+        assert bob.client.channels[cid].current == latest
+        clock.advance(1)
+        failing = alice.client.send(cid, ((ETH, ETHER),))
+        clock.advance(0)
+        with pytest.raises(FailedPrecondition, match=r"store failed .*No space left"):
+            result(failing)
+        assert bob.client.channels[cid].current == latest
     else:
+        failing = alice.client.send(cid, ((ETH, ETHER),))
+        clock.advance(0)
+        with pytest.raises(FailedPrecondition, match=r"store failed .*No space left"):
+            result(failing)
         # Our signature on version 2 never left: bob knows nothing of it.
         assert bob.client.channels[cid].current == latest
     # Every later request fails at once, with the same clear error.

@@ -102,6 +102,47 @@ def test_puts_of_one_turn_share_one_fsync(
     again.close()
 
 
+def test_a_commit_nobody_waits_for_appends_now_and_fsyncs_later(
+    store: SessionStore, clock: Clock, fsyncs: list[int]
+) -> None:
+    """Writes nobody waits for are in the file at once (a killed process loses none of them)
+    and fsynced by the next waited commit or `sync_delay` later, whichever comes first."""
+    alice, bob = make_pair()
+    size = store.file_bytes
+    store.put(alice)
+    clock.advance(0)
+    assert fsyncs == [] and store.file_bytes > size
+    assert os.path.getsize(store.data_path) == store.file_bytes
+    # Nothing is pending, but the fsync is: a flush asks for it at once.
+    synced = _fired(store.flush())
+    assert synced == []
+    clock.advance(0)
+    assert synced == [None] and len(fsyncs) == 1 and store.flush() is None
+    # Left alone, the fsync comes after sync_delay (0.1 s).
+    store.put(renamed(alice, 1))
+    clock.advance(0)
+    clock.advance(0.09)
+    assert len(fsyncs) == 1
+    clock.advance(0.02)
+    assert len(fsyncs) == 2 and store.flush() is None
+    # A waited commit takes the earlier unsynced ones along; close fsyncs what is left.
+    store.put(renamed(alice, 2))
+    clock.advance(0)
+    store.put(renamed(bob, 3))
+    waited = _fired(store.flush())
+    clock.advance(0)
+    assert waited == [None] and len(fsyncs) == 3
+    clock.advance(1)
+    assert len(fsyncs) == 3  # the deferred fsync was not needed any more
+    store.put(renamed(alice, 4))
+    clock.advance(0)
+    store.close()
+    assert len(fsyncs) >= 4
+    reopened = SessionStore(store.path, clock)
+    assert len(list(reopened.channels())) == 5
+    reopened.close()
+
+
 def test_flush_is_none_only_when_everything_is_durable(store: SessionStore, clock: Clock) -> None:
     assert store.flush() is None
     alice, bob = make_pair()
