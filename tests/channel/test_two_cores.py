@@ -1,11 +1,21 @@
 """Two cores against each other, driven by hypothesis: random payments, payment requests, user
-answers, lost messages, timeouts, reconnections and closes, over two FIFO links.
+answers, lost messages, timeouts, reconnections, closes and crashes, over two FIFO links.
 
-Invariants after every step: balances are conserved per asset, each side's current version only
-ever increases, no side signs two different states of one version, nothing but a fully signed
-state becomes current, a `Persist` always carries the
-channel the transition returns, honest peers never see a conflict or a bad signature. At the end,
-after every question is answered and both sides reconnected and synced, both hold the same state.
+A crash restarts a side from what its store may hold: the value of its last `Persist` with
+`wait` or of any `Persist` without `wait` after it (those are written in later commits, which a
+crash may or may not have let through); its messages already sent may or may not reach the
+peer (a killed process's socket delivers what it was given).
+
+Invariants after every step: balances are conserved per asset, each side's version only
+increases while it runs, no side ever signs two different states of one version (across
+crashes), nothing but a fully signed state becomes current, a `Persist` always carries the
+channel the transition returns, honest peers never see a conflict or a bad signature. And the
+durability rule (docs/protocol.md, "Durability by interest"): a countersignature leaves only
+with its state durable at the responder; a user hears of a state that benefits its side only
+once its side holds it durably, and of its own payment only once the payee does; nobody
+proposes or countersigns on a state older than the newest fully signed one. At the end, after
+every question is answered and both sides reconnected and synced, both hold the same state, at
+or above every state either user was told of.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from perund.channel.changes import (
     RespondUpdate,
     Restored,
     StartSync,
+    UpdateAcceptReceived,
     UpdateTimedOut,
     UserTimedOut,
 )
@@ -41,13 +52,14 @@ from perund.channel.events import (
     SendUpdate,
     SendUpdateAccept,
     SendUpdateReject,
+    Source,
     UpdateNeedsUser,
     UpdateWithdrawn,
 )
 from perund.channel.machine import transition
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
-from perund.channel.rules import fully_signed
+from perund.channel.rules import fully_signed, raises_balance
 from perund.channel.types import ETH, State
 from perund.errors import ClientError
 from tests.channel.factories import ALICE, BOB, TOKEN, as_input, make_pair, make_request
@@ -71,6 +83,13 @@ class TwoCores(RuleBasedStateMachine):
         alice, _ = transition(alice, Funded())
         self.channels: list[Channel] = [alice, bob]
         self.persisted: list[Channel] = [alice, bob]
+        # What a crash may leave in each side's store: the last waited-for value, then the
+        # values written after it without waiting (any of them, the later ones on top).
+        self.durable: list[Channel] = [alice, bob]
+        self.unsynced: list[list[Channel]] = [[], []]
+        # The newest fully signed version that exists anywhere, and the newest each user heard.
+        self.newest = 0
+        self.told = [0, 0]
         self.signers: list[Signer] = [ALICE, BOB]
         self.inbox: list[deque[Event]] = [deque(), deque()]
         self.questions: list[list[bytes]] = [[], []]
@@ -92,13 +111,26 @@ class TwoCores(RuleBasedStateMachine):
             if isinstance(event, Persist):
                 assert event.channel is new
                 self.persisted[side] = new
+                if event.wait:
+                    self.durable[side], self.unsynced[side] = new, []
+                else:
+                    self.unsynced[side].append(new)
             elif isinstance(event, MESSAGES):
                 self.inbox[1 - side].append(event)
                 if isinstance(event, SendUpdate):
                     self.signed_once(side, event.state)
+                    self.covered(side, event.state.version)
+                    # F3: proposed on the newest fully signed state.
+                    assert old.current is not None and old.current.state.version == self.newest
                 elif isinstance(event, SendUpdateAccept):
                     assert new.current is not None
                     self.signed_once(side, new.current.state)
+                    self.covered(side, event.version)
+                    if event.version > 0:
+                        # F1: the responder holds what it countersigns; F3: on the newest.
+                        assert self.version_of(self.durable[side]) >= event.version
+                        assert old.current is not None
+                        assert old.current.state.version == self.newest
             elif isinstance(event, UpdateNeedsUser):
                 self.questions[side].append(event.update_id)
             elif isinstance(event, UpdateWithdrawn):
@@ -107,6 +139,7 @@ class TwoCores(RuleBasedStateMachine):
                     self.questions[side].remove(event.update_id)
             elif isinstance(event, NewState):
                 assert new.current is not None and event.state == new.current.state
+                self.heard(side, old, event, isinstance(change, UpdateAcceptReceived))
             elif isinstance(event, ON_CHAIN):
                 self.on_chain(side, event)
             assert not isinstance(event, Conflict), event
@@ -117,8 +150,31 @@ class TwoCores(RuleBasedStateMachine):
             state = new.current.state
             assert state.version > self.versions[side]
             self.versions[side] = state.version
+            self.newest = max(self.newest, state.version)
             assert fully_signed(signing_digest(state), new.current.signatures, new.params)
         self.channels[side] = new
+
+    @staticmethod
+    def version_of(channel: Channel) -> int:
+        return -1 if channel.current is None else channel.current.state.version
+
+    def covered(self, side: int, version: int) -> None:
+        """A signature of ours on `version` leaves only under a durable reservation."""
+        assert self.durable[side].reserved >= version or version == 0
+
+    def heard(self, side: int, old: Channel, event: NewState, countersigned: bool) -> None:
+        """What a user hears of is durable where it matters (docs/protocol.md, F1 and F2).
+        `countersigned`: our own update, completed by the peer's UpdateAccept (on time or
+        late); otherwise we countersigned it or adopted it from a sync."""
+        state = event.state
+        assert old.current is not None
+        benefits = state.is_final or raises_balance(old.current.state, state, side)
+        if benefits or not countersigned:
+            assert self.version_of(self.durable[side]) >= state.version
+        if countersigned or event.source is Source.OWN:
+            # The peer countersigned it, so it holds it (F1).
+            assert self.version_of(self.durable[1 - side]) >= state.version
+        self.told[side] = max(self.told[side], state.version)
 
     def on_chain(self, side: int, event: Register | Conclude | ConcludeFinal) -> None:
         """A transaction the core asks for; the cooperative run leaves them unsent."""
@@ -206,15 +262,28 @@ class TwoCores(RuleBasedStateMachine):
         self.time_out(0)
         self.time_out(1)
 
-    @rule(side=SIDES, dice=st.integers(0, 5))
-    def restart(self, side: int, dice: int) -> None:
-        """One node is killed and restarts from what it persisted."""
+    @rule(side=SIDES, dice=st.integers(0, 3), kept=st.sampled_from((0, 0, 1, 3)),
+          delivered=st.booleans())
+    def restart(self, side: int, dice: int, kept: int, delivered: bool) -> None:
+        """One node is killed and restarts from what its store holds: its last waited-for
+        write, and `kept` of the writes after it (a commit nobody waited for may or may not
+        have reached the disk). `delivered`: what it sent before it died reaches the peer
+        (the peer's answers are lost with the old connection)."""
         if dice != 0:
             return
-        self.inbox[0].clear()
-        self.inbox[1].clear()
+        self.inbox[side].clear()
+        if delivered:
+            while self.inbox[1 - side]:
+                self.deliver_one(1 - side)
+                self.inbox[side].clear()
+        self.inbox[1 - side].clear()
         self.questions[side].clear()
-        self.channels[side] = self.persisted[side]
+        written = [self.durable[side], *self.unsynced[side]]
+        restored = written[min(kept, len(written) - 1)]
+        self.durable[side], self.unsynced[side] = restored, []
+        self.persisted[side] = restored
+        self.channels[side] = restored
+        self.versions[side] = self.version_of(restored)
         self.feed(side, Restored())
         self.time_out(1 - side)
         self.feed(0, StartSync())
@@ -249,6 +318,9 @@ class TwoCores(RuleBasedStateMachine):
         alice, bob = self.channels
         assert alice.current == bob.current
         assert not alice.needs_sync and not bob.needs_sync
+        # Nothing either user heard of was lost.
+        assert alice.current is not None
+        assert alice.current.state.version >= max(self.told)
 
 
 TwoCores.TestCase.settings = settings(
