@@ -7,17 +7,25 @@ process at any moment and must know exactly what the user was told):
 
   {"cmd": "open", "peer": ALIAS, "ours": WEI, "theirs": WEI}   -> {"event": "opened", "channel"}
   {"cmd": "pay", "channel": HEX, "amount": WEI, "count": N}    -> {"event": "paid", "version"} * N
+      (with "keep_going": true, a failed payment is reported and the next one follows; with
+      "pause": S, S seconds pass between payments)
+  {"cmd": "stop"}                       -> {"event": "stopped"}: pay loops make no more payments
   {"cmd": "state", "channel": HEX}                             -> {"event": "state", ...}
   {"cmd": "history", "channel": HEX}   -> {"event": "history", "payments": [...]}, oldest first
 
 Incoming proposals are accepted; every state that becomes current from the peer is reported as
-{"event": "received", "version"} (what the user of this side was told).
+{"event": "received", "version"} (what the user of this side was told). Every signature on a
+state that leaves this node or arrives from its peer is reported, before it is sent or handled,
+as {"event": "signed", "by": ADDRESS, "version", "signature"}, so that a test sees every
+signature of a node across its restarts (those it made before its hooks were set after a
+restart, its peer saw).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from typing import Any
 
 from twisted.internet import reactor, stdio, task
@@ -28,10 +36,11 @@ from perund.channel import events as ev
 from perund.channel.proposal import OpenRequest
 from perund.channel.types import ETH, ChannelID
 from perund.config import load_node_config
-from perund.errors import ResourceExists
+from perund.errors import PerundError, ResourceExists
 from perund.node import NodeService
 from perund.session.notices import ChannelNotice, Notice, ProposalNotice
 from perund.session.session import Session
+from perund.wire.messages import Update, UpdateAccept
 
 
 def emit(**fields: Any) -> None:
@@ -45,6 +54,7 @@ class Commands(LineReceiver):
     def __init__(self, session: Session, done: Deferred[None]) -> None:
         self.session = session
         self.done = done
+        self.stopped = False
 
     def lineReceived(self, line: bytes) -> None:
         command = json.loads(line)
@@ -61,8 +71,21 @@ class Commands(LineReceiver):
         elif command["cmd"] == "pay":
             cid = ChannelID(bytes.fromhex(command["channel"]))
             for _ in range(int(command["count"])):
-                channel = await client.send(cid, ((ETH, int(command["amount"])),))
+                if self.stopped:
+                    break
+                try:
+                    channel = await client.send(cid, ((ETH, int(command["amount"])),))
+                except PerundError as exc:
+                    if not command.get("keep_going"):
+                        raise
+                    emit(event="error", error=str(exc), kind=type(exc).__name__)
+                    continue
                 emit(event="paid", version=channel.latest.version)
+                if command.get("pause"):
+                    await task.deferLater(reactor, float(command["pause"]))
+        elif command["cmd"] == "stop":
+            self.stopped = True
+            emit(event="stopped")
         elif command["cmd"] == "state":
             channel = client.channels[ChannelID(bytes.fromhex(command["channel"]))]
             emit(event="state", version=channel.latest.version,
@@ -89,6 +112,35 @@ class Commands(LineReceiver):
             self.done.callback(None)
 
 
+def report_signatures(session: Session) -> None:
+    """Report every signature on a state that leaves the node or comes from its peer."""
+    client = session.client
+    me = client.address.hex()
+
+    def signed(by: str, version: int, signature: bytes) -> None:
+        emit(event="signed", by=by, version=version, signature=signature.hex())
+
+    def sending(handler: Any, event: Any) -> None:
+        if isinstance(event, ev.SendUpdate):
+            signed(me, event.state.version, event.signature)
+        elif isinstance(event, ev.SendUpdateAccept):
+            signed(me, event.version, event.signature)
+        handler(event)
+
+    for kind in (ev.SendUpdate, ev.SendUpdateAccept):
+        client._handlers[kind] = partial(sending, client._handlers[kind])
+    received = client.inbox.message_received
+
+    def receiving(peer: Any, msg: Any) -> None:
+        if isinstance(msg, Update):
+            signed(peer.hex(), msg.state.version, msg.signature)
+        elif isinstance(msg, UpdateAccept):
+            signed(peer.hex(), msg.version, msg.signature)
+        received(peer, msg)
+
+    client.inbox.message_received = receiving  # type: ignore[method-assign]
+
+
 async def main(node_file: str, session_file: str) -> None:
     node = NodeService(reactor, load_node_config(node_file))
     node.startService()
@@ -113,6 +165,7 @@ async def main(node_file: str, session_file: str) -> None:
             emit(event="received", version=notice.event.state.version)
 
     session.client.observers.append(observe)
+    report_signatures(session)
     emit(event="ready", restored=[c.channel_id.hex() for c in session.restored])
     done: Deferred[None] = Deferred()
     stdio.StandardIO(Commands(session, done))
