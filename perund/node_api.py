@@ -211,7 +211,8 @@ class NodeAPI:
         return self._view(session, self._channel(session, channel_id))
 
     async def channel_send(self, session_id: bytes, channel_id: bytes,
-                           payments: Sequence[Payment]) -> ChannelView:
+                           payments: Sequence[Payment],
+                           reference: str | None = None) -> ChannelView:
         session = self._session(session_id)
         channel = self._channel(session, channel_id)
         totals: dict[Address, int] = {}
@@ -230,7 +231,8 @@ class NodeAPI:
         if not transfers:
             raise InvalidArgument("the payments cancel out", name="payments",
                                   value=len(payments), requirement="a net transfer")
-        return self._view(session, await session.client.send(channel.channel_id, transfers))
+        return self._view(session, await session.client.send(channel.channel_id, transfers,
+                                                             reference=reference))
 
     async def channel_respond_update(self, session_id: bytes, channel_id: bytes,
                                      update_id: bytes, accept: bool) -> ChannelView:

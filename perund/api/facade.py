@@ -112,9 +112,10 @@ class NodeFacade(Protocol):
         ...
 
     async def channel_send(self, session_id: bytes, channel_id: bytes,
-                           payments: Sequence[Payment]) -> ChannelView:
+                           payments: Sequence[Payment],
+                           reference: str | None = None) -> ChannelView:
         """`channel_send`: one update carrying every payment (payee `"self"`: a request);
-        returns the channel after the peer countersigned."""
+        returns the channel after the peer countersigned. `reference` travels with it."""
         ...
 
     async def channel_respond_update(self, session_id: bytes, channel_id: bytes,

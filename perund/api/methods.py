@@ -38,6 +38,7 @@ from perund.api.schema import (
 )
 from perund.api.token_methods import token_methods
 from perund.api.views import UPDATE_TYPES, ChannelView, Payment, PeerView
+from perund.channel.memo import MAX_REFERENCE
 from perund.channel.types import UINT64_MAX, Address, to_address
 from perund.contacts.book import COMM_TYPES, parse_account_address
 from perund.errors import (
@@ -295,7 +296,8 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
         payments = _payments(args["payments"], currencies)
         try:
             return await facade.channel_send(_bytes(args, "sessionId"),
-                                             _bytes(args, "channelId"), payments)
+                                             _bytes(args, "channelId"), payments,
+                                             args.get("reference"))
         except InvalidArgument as exc:
             raise _in_units(exc, currencies) from None
 
@@ -417,7 +419,10 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                "update; returns once the peer signed it.",
                (session, channel_id, Param("payments", {
                    "type": "array", "items": payment, "minItems": 1,
-                   "maxItems": MAX_PAYMENTS})),
+                   "maxItems": MAX_PAYMENTS}),
+                Param("reference", {"type": "string", "maxLength": MAX_REFERENCE},
+                      required=False, description="e.g. an invoice number: travels with the "
+                                                  "update to the peer, into both histories")),
                CHANNEL_INFO, channel_send, channel,
                (ResourceNotFound, InvalidArgument, FailedPrecondition, *peer_errors),
                access=Access.SESSION),

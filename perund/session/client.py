@@ -27,11 +27,10 @@ Everything runs on the reactor thread; transitions of one channel therefore neve
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -62,7 +61,9 @@ from perund.errors import (
     ResourceNotFound,
 )
 from perund.session.duties import ChainDuties, OnChain
+from perund.session.guard import store_intact
 from perund.session.inbox import Inbox
+from perund.session.memos import Memos
 from perund.session.notices import ChannelNotice, Notice, Observer, tell
 from perund.session.opening import Opening
 from perund.session.outbox import Outbox
@@ -74,6 +75,7 @@ from perund.session.questions import Questions
 from perund.session.sending import SendQueue, Transfers
 from perund.session.timing import Timing
 from perund.storage import ChannelStore
+from perund.storage.payments import Status
 
 log = Logger(namespace="perund.client")
 
@@ -85,19 +87,6 @@ Events = Sequence[ev.Event]
 
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
-
-
-def _store_intact(method: Callable[Concatenate[ChannelClient, _P], Deferred[_T]],
-                  ) -> Callable[Concatenate[ChannelClient, _P], Deferred[_T]]:
-    """A user request fails at once with the session's store error once the store failed to
-    make a write durable (`ChannelClient._store_broken`)."""
-    @functools.wraps(method)
-    def guarded(client: ChannelClient, /, *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
-        if client.store_error is not None:
-            return fail(client.store_error)
-        return method(client, *args, **kwargs)
-
-    return guarded
 
 
 class ChannelClient:
@@ -145,8 +134,9 @@ class ChannelClient:
         """Set once the store failed to make a write durable; every user request then fails
         with it (see `_store_broken`)."""
         self._by_peer: dict[Address, set[ChannelID]] = {}
+        self._memos = Memos(store, reactor)
         self._sends = SendQueue(reactor, signer=signer, links=peers, timing=self.timing,
-                                channels=self.channels, commit=self._commit)
+                                channels=self.channels, commit=self._commit, memos=self._memos)
         self._questions = Questions(reactor, links=peers, timing=self.timing,
                                     records=QuestionRecords(store), notify=self._notify,
                                     time_out_update=self._user_timed_out)
@@ -161,10 +151,11 @@ class ChannelClient:
         self.inbox = Inbox(signer=signer, deployment=deployment, links=peers,
                            channels=self.channels, by_peer=self._by_peer,
                            questions=self._questions, is_contact=self._is_contact,
-                           apply=self._apply, execute=self._execute)
+                           apply=self._apply, execute=self._execute, memos=self._memos)
         """The owner of the peer links: what the peers send comes in there."""
         self._outbox = Outbox(links=peers, timing=self.timing, channels=self.channels,
-                              route=self.inbox.message_received, apply=self._apply)
+                              route=self.inbox.message_received, apply=self._apply,
+                              memos=self._memos)
         self._outcomes = Outcomes(links=peers, channels=self.channels, by_peer=self._by_peer,
                                   notify=self._notify, funding_error=self._duties.funding_error)
         self.paid_out = self._outcomes.paid_out
@@ -257,7 +248,7 @@ class ChannelClient:
 
     # -- the user's requests --------------------------------------------------------------------
 
-    @_store_intact
+    @store_intact
     def open_channel(self, request: OpenRequest) -> Deferred[Channel]:
         """Propose a channel to `request.peer`; fires with it once funded and open."""
         return Deferred.fromCoroutine(self._opening.propose(request))
@@ -267,25 +258,26 @@ class ChannelClient:
         (ResourceNotFound if no such proposal waits)."""
         return self._opening.deposits(proposal_id)
 
-    @_store_intact
+    @store_intact
     def respond_proposal(self, proposal_id: bytes, accept: bool) -> Deferred[Channel | None]:
         """Answer a `ProposalNotice`: accept (fires with the channel once funded and open) or
         reject (fires with None)."""
         return Deferred.fromCoroutine(self._opening.answer(proposal_id, accept))
 
-    @_store_intact
-    def send(self, channel_id: ChannelID, transfers: Transfers,
-             is_final: bool = False) -> Deferred[Channel]:
+    @store_intact
+    def send(self, channel_id: ChannelID, transfers: Transfers, is_final: bool = False,
+             reference: str | None = None) -> Deferred[Channel]:
         """Pay (`amount > 0`) or request (`< 0`) per `(asset, amount)`, or finalise; fires with
-        the channel once the peer countersigned and the state is durable.
+        the channel once the peer countersigned and the state is durable. A `reference`
+        travels with the update to the peer, into both sides' payment histories.
 
         One update is in flight per channel; sends made meanwhile wait their turn, and waiting
         payments (positive amounts only) go out together in one update, so many callers on one
         channel share each round trip and each fsync (`perund.session.sending`).
         """
-        return self._sends.send(channel_id, transfers, is_final)
+        return self._sends.send(channel_id, transfers, is_final, reference)
 
-    @_store_intact
+    @store_intact
     def respond_update(self, channel_id: ChannelID, update_id: bytes,
                        accept: bool) -> Deferred[Channel]:
         """Answer an `UpdateNotice`; fires with the channel afterwards."""
@@ -294,7 +286,8 @@ class ChannelClient:
     async def _respond_update(self, channel_id: ChannelID, update_id: bytes,
                               accept: bool) -> Channel:
         self._questions.take_update(channel_id, update_id)
-        self._apply(channel_id, RespondUpdate(self.signer, update_id, accept), user=True)
+        self._answer(channel_id, update_id, RespondUpdate(self.signer, update_id, accept),
+                     None if accept else "rejected")
         channel = self.channels[channel_id]
         pending = self.store.flush()
         if pending is not None:
@@ -307,7 +300,7 @@ class ChannelClient:
                 raise
         return channel
 
-    @_store_intact
+    @store_intact
     def close(self, channel_id: ChannelID) -> Deferred[Channel]:
         """Close cooperatively: a final update, then settlement; fires once closed on-chain."""
         return Deferred.fromCoroutine(self._close(channel_id))
@@ -334,7 +327,7 @@ class ChannelClient:
             self._apply(channel_id, ForceClose(), user=True)
         return await closed
 
-    @_store_intact
+    @store_intact
     def force_close(self, channel_id: ChannelID) -> Deferred[Channel]:
         """Settle on-chain without the peer; fires once closed."""
         return Deferred.fromCoroutine(self._force_close_now(channel_id))
@@ -403,7 +396,16 @@ class ChannelClient:
 
     def _user_timed_out(self, channel_id: ChannelID, update_id: bytes) -> None:
         if channel_id in self.channels:
-            self._apply(channel_id, UserTimedOut(update_id))
+            self._answer(channel_id, update_id, UserTimedOut(update_id), "expired")
+
+    def _answer(self, channel_id: ChannelID, update_id: bytes, change: Change,
+                declined: Status | None) -> None:
+        """Our user's answer (or its absence) to the peer's update; a declined request goes
+        into the history as such."""
+        before = self.channels[channel_id]
+        self._apply(channel_id, change, user=isinstance(change, RespondUpdate))
+        if declined is not None:
+            self._memos.declined(before, update_id, declined)
 
     def _is_contact(self, peer: Address) -> bool:
         return self.is_contact(peer)  # looked up at each proposal: it may be replaced

@@ -28,6 +28,7 @@ from perund.channel.phases import TERMINAL
 from perund.channel.proposal import Deployment, receive_proposal
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
+from perund.session.memos import Memos
 from perund.session.ports import PeerLinks, undelivered
 from perund.session.questions import Questions
 from perund.wire.messages import Message, Propose, Sync, Update, UpdateAccept, UpdateReject
@@ -51,7 +52,7 @@ class Inbox:
                  channels: Mapping[ChannelID, Channel], by_peer: Mapping[Address, set[ChannelID]],
                  questions: Questions, is_contact: Callable[[Address], bool],
                  apply: Callable[[ChannelID, Change], None],
-                 execute: Callable[[Sequence[ev.Event]], None]) -> None:
+                 execute: Callable[[Sequence[ev.Event]], None], memos: Memos) -> None:
         self._signer = signer
         self._deployment = deployment
         self._links = links
@@ -61,6 +62,7 @@ class Inbox:
         self._is_contact = is_contact
         self._apply = apply
         self._execute = execute
+        self._memos = memos
 
     def peer_connected(self, peer: Address) -> None:
         """A (new) link to `peer`: every unsettled channel with it syncs."""
@@ -74,7 +76,9 @@ class Inbox:
     def message_received(self, peer: Address, msg: Message) -> None:
         """Route a peer's message: to its channel's core, or a proposal to our user."""
         match msg:
-            case Update(state=state, signature=signature):
+            case Update(state=state, signature=signature, memo=memo):
+                if memo and state.channel_id in self._channels:
+                    self._memos.note(state.channel_id, state.version, memo)
                 self._about_channel(peer, msg, state.channel_id,
                                     UpdateReceived(peer, state, signature, self._signer))
             case UpdateAccept(channel_id=channel_id, version=version, signature=signature):

@@ -215,7 +215,8 @@ class MemoryNode:
         return self._channel(session, channel_id)
 
     async def channel_send(self, session_id: bytes, channel_id: bytes,
-                           payments: Sequence[Payment]) -> ChannelView:
+                           payments: Sequence[Payment],
+                           reference: str | None = None) -> ChannelView:
         self.calls.append("channel_send")
         session = self._session(session_id)
         channel = self._channel(session, channel_id)
@@ -237,7 +238,8 @@ class MemoryNode:
         for asset, moved in moves.items():
             record = PaymentRecord(session.history.next_id, ChannelID(channel_id), peer,
                                    "sent" if moved > 0 else "received", asset, abs(moved),
-                                   updated.version, self.clock.seconds(), moved < 0)
+                                   updated.version, self.clock.seconds(), moved < 0,
+                                   reference=reference)
             session.history.recent.append(record)
             session.notify(payment_view(record, lambda address: channel.peer))
         return updated

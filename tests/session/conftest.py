@@ -103,13 +103,14 @@ async def chain() -> AsyncIterator[ChainBackend]:
     backend.stopService()
 
 
-async def listening_pair(chain: ChainBackend, alice_store: ChannelStore | None = None) -> Pair:
-    """alice and bob, contacts of each other, listening on loopback (alice's channels in
-    `alice_store`, else in memory); stop their `peers` afterwards."""
+async def listening_pair(chain: ChainBackend, alice_store: ChannelStore | None = None,
+                         bob_store: ChannelStore | None = None) -> Pair:
+    """alice and bob, contacts of each other, listening on loopback (their channels in
+    `alice_store` and `bob_store`, else in memory); stop their `peers` afterwards."""
     endpoints: dict[Address, str] = {}
     contacts: set[Address] = set()
     alice = make_user("alice", chain, 1, endpoints.get, contacts, store=alice_store)
-    bob = make_user("bob", chain, 2, endpoints.get, contacts)
+    bob = make_user("bob", chain, 2, endpoints.get, contacts, store=bob_store)
     for user in (alice, bob):
         port = await user.peers.listen()
         endpoints[user.client.address] = f"tcp:host=127.0.0.1:port={port}"

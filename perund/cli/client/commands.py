@@ -433,7 +433,9 @@ def _send(ctx: Context, args: argparse.Namespace, request: bool) -> Result:
     return Long(f"{'requesting' if request else 'paying'} {what} "
                 f"{'from' if request else 'to'} {peer}",
                 lambda: ctx.call_long("channel_send", sessionId=session, channelId=channel_id,
-                                      payments=[payment]),
+                                      payments=[payment],
+                                      **({"reference": args.reference}
+                                         if getattr(args, "reference", None) else {})),
                 lambda: waiting, finish)
 
 

@@ -148,6 +148,9 @@ def add_commands(commands: Any, interactive: bool) -> None:
         paying.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)
         paying.add_argument("amount", metavar="AMOUNT", help="e.g. 0.25")
         _currency(paying)
+        paying.add_argument("--reference", metavar="TEXT",
+                            help="e.g. an invoice number: sent to the peer, kept in both "
+                                 "histories (at most 128 characters)")
 
     command(commands, "balance", "the on-chain balances of the session's account")
     add_history_parser(commands, command)
