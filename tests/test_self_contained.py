@@ -43,7 +43,7 @@ def test_no_import_circle_in_perund() -> None:
         state[name] = 1
         for target in sorted(graph[name]):
             if state.get(target) == 1:
-                circle = path[path.index(target):] + [target] if target in path else [target]
+                circle = [*path[path.index(target):], target] if target in path else [target]
                 raise AssertionError("import circle: " + " -> ".join([*circle, name]))
             if target not in state:
                 walk(target, [*path, target])

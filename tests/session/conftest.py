@@ -13,8 +13,9 @@ from twisted.internet.defer import Deferred
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
 from perund.channel.encoding import Signer
-from perund.channel.proposal import Deployment
-from perund.channel.types import Address
+from perund.channel.phases import Phase
+from perund.channel.proposal import Deployment, OpenRequest
+from perund.channel.types import ETH, Address, ChannelID
 from perund.peer.admission import PeerLimits
 from perund.peer.manager import PeerManager
 from perund.session.client import ChannelClient
@@ -92,6 +93,22 @@ def make_user(name: str, chain: ChainBackend, dev_index: int,
     user = User(name, client, account, peers)
     client.observers.append(user.observe)
     return user
+
+
+async def open_between(proposer: User, responder: User, ours: int, theirs: int,
+                       challenge: int = 60) -> ChannelID:
+    """Open a one-asset (ETH) channel on-chain, the responder's user accepting; its ID, once
+    both sides see it open."""
+    request = OpenRequest(responder.client.address, (ETH,), ((ours, theirs),), challenge)
+    opening = proposer.client.open_channel(request)
+    notice = await responder.proposal()
+    assert isinstance(notice, ProposalNotice)
+    assert notice.peer == proposer.client.address
+    accepted = await responder.client.respond_proposal(notice.proposal.proposal_id, True)
+    channel = await opening
+    assert accepted is not None and accepted.channel_id == channel.channel_id
+    assert channel.phase is Phase.OPEN and accepted.phase is Phase.OPEN
+    return channel.channel_id
 
 
 @pytest_twisted.async_yield_fixture

@@ -12,14 +12,13 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 
 from perund.chain.backend import ChainBackend
-from perund.channel.proposal import OpenRequest
 from perund.channel.types import ETH
 from perund.errors import PeerRejected
-from perund.session.notices import ProposalNotice, UpdateNotice
+from perund.session.notices import UpdateNotice
 from perund.storage.history import PaymentQuery
 from perund.storage.store import SessionStore
 
-from .conftest import ETHER, listening_pair
+from .conftest import ETHER, listening_pair, open_between
 
 Row = tuple[str, int, int | None, bool, str, str | None]
 
@@ -37,12 +36,7 @@ async def test_references_merged_payments_and_unpaid_requests_on_both_sides(
     pair = await listening_pair(chain, *stores)
     alice, bob = pair.alice, pair.bob
     try:
-        opening = alice.client.open_channel(OpenRequest(bob.client.address, (ETH,),
-                                                        ((ETHER, ETHER),), 60))
-        proposal = await bob.proposal()
-        assert isinstance(proposal, ProposalNotice)
-        await bob.client.respond_proposal(proposal.proposal.proposal_id, True)
-        cid = (await opening).channel_id
+        cid = await open_between(alice, bob, ETHER, ETHER)
 
         await alice.client.send(cid, ((ETH, 5),), reference="inv-1")
         # Three payments at once: the first goes alone, the other two wait and share an update.
