@@ -21,8 +21,8 @@ from perund.chain.payouts import payouts_of
 from perund.chain.results import Phase, TxReceipt
 from perund.channel import events as ev
 from perund.channel.changes import Concluded
-from perund.channel.types import ChannelID
-from perund.errors import PeerNotFunded, TxReverted
+from perund.channel.types import ChannelID, Params
+from perund.errors import Internal, PeerNotFunded, TxReverted
 
 log = Logger(namespace="perund.settlement")
 
@@ -219,8 +219,10 @@ class ChainSettlement:
             log.info("channel {channel_id}: version {version} is registered already",
                      channel_id=_hex(event.channel_id), version=status.version)
             return None
-        receipt = await self.chain.register(self.account, event.params, event.state,
-                                            event.signatures)
+        params = event.params
+        if type(params) is not Params:  # pragma: no cover - virtual channels: virtual_onchain
+            raise Internal("a virtual channel is registered through its parent")
+        receipt = await self.chain.register(self.account, params, event.state, event.signatures)
         self.receipts.append(receipt)
         self._registered[event.channel_id] = event.state.version
         log.info("channel {channel_id}: registered version {version}",
@@ -239,8 +241,11 @@ class ChainSettlement:
             await self._sleep(self.conclude_grace)
             if await self._is_concluded(event.channel_id):
                 return await self._conclusion(event.channel_id, event.state.version)
+        params = event.params
+        if type(params) is not Params:  # pragma: no cover - virtual channels: virtual_onchain
+            raise Internal("a virtual channel is concluded with its parents")
         try:
-            receipt = await self.chain.conclude(self.account, event.params, event.state)
+            receipt = await self.chain.conclude(self.account, params, event.state)
             self.receipts.append(receipt)
         except TxReverted as exc:
             if exc.data.get("error") == "ChannelConcluded":
