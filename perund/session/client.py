@@ -17,7 +17,10 @@ done by parts with their own state and a small interface, each a module of this 
 - `opening.Opening`: our proposals, and our user's answers to the peer's;
 - `duties.ChainDuties`: funding and settlement transactions, and their retries;
 - `patience.Patience`: settling the channels of a peer unreachable past the user's patience;
-- `outcomes.Outcomes`: the users waiting for a channel to open or close.
+- `outcomes.Outcomes`: the users waiting for a channel to open or close;
+- `closing.Closing`: our user's closes, cooperative or through a dispute;
+- `virtual.Virtuals`, `intermediary.Intermediary`: virtual channels, as a party and as the
+  intermediary (docs/protocol.md "Virtual channels").
 
 What it needs from outside are the ports of `perund.session.ports` (PeerLinks, Funder,
 Settler); what it tells the user are the notices of `perund.session.notices`.
@@ -47,22 +50,17 @@ from perund.channel.changes import (
 from perund.channel.encoding import Signer
 from perund.channel.machine import transition
 from perund.channel.phases import TERMINAL, Phase
-from perund.channel.proposal import (
-    Deployment,
-    OpenRequest,
-)
+from perund.channel.proposal import Deployment, OpenRequest
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
-from perund.errors import (
-    FailedPrecondition,
-    PeerRejected,
-    PeerRequestTimedOut,
-    PerundError,
-    ResourceNotFound,
-)
+from perund.channel.virtual_opening import VirtualOpenRequest
+from perund.errors import FailedPrecondition, PerundError, ResourceNotFound
+from perund.session.closing import Closing
+from perund.session.config import IntermediaryConfig
 from perund.session.duties import ChainDuties, OnChain
 from perund.session.guard import store_intact
 from perund.session.inbox import Inbox
+from perund.session.intermediary import Intermediary
 from perund.session.memos import Memos
 from perund.session.notices import ChannelNotice, Notice, Observer, tell
 from perund.session.opening import Opening
@@ -74,6 +72,7 @@ from perund.session.ports import Funder, PeerLinks, Settler
 from perund.session.questions import Questions
 from perund.session.sending import SendQueue, Transfers
 from perund.session.timing import Timing
+from perund.session.virtual import Virtuals
 from perund.storage import ChannelStore
 from perund.storage.payments import Status
 
@@ -113,6 +112,7 @@ class ChannelClient:
         confirm_updates: bool = False,
         settle_retry_delay: float = 5.0,
         dispute_after: float | None = None,
+        intermediary: IntermediaryConfig | None = None,
     ) -> None:
         # Any: zope interfaces do not type-check as protocols without the mypy-zope plugin.
         self._reactor: Any = reactor
@@ -144,20 +144,39 @@ class ChannelClient:
                                    channels=self.channels, apply=self._apply)
         self._patience = Patience(reactor, links=peers, channels=self.channels,
                                   force_close=self._force_close)
+        serving = intermediary or IntermediaryConfig()
+        self.intermediary = Intermediary(
+            reactor, enabled=serving.enabled, window=serving.lock_window,
+            signer=signer, links=peers, channels=self.channels, store=store, apply=self._apply,
+            check_id=lambda proof: self._virtual.check_proof_id(proof),
+            registered=lambda vid: self._virtual.registered(vid))
+        self._virtual = Virtuals(
+            signer=signer, deployment=deployment, links=peers, timing=self.timing,
+            channels=self.channels, questions=self._questions, sends=self._sends,
+            confirm_updates=confirm_updates, start=self._start, apply=self._apply,
+            execute=self._execute, settle=self._duties.settle, is_contact=self._is_contact,
+            registrations=self.intermediary.registration, proofs=self.intermediary.proof)
         self._opening = Opening(signer=signer, receiver=receiver, deployment=deployment,
                                 confirm_updates=confirm_updates, links=peers,
                                 timing=self.timing, questions=self._questions,
-                                start=self._start, execute=self._execute)
+                                start=self._start, execute=self._execute,
+                                answer_virtual=self._virtual.answer)
         self.inbox = Inbox(signer=signer, deployment=deployment, links=peers,
                            channels=self.channels, by_peer=self._by_peer,
                            questions=self._questions, is_contact=self._is_contact,
-                           apply=self._apply, execute=self._execute, memos=self._memos)
+                           apply=self._apply, execute=self._execute, memos=self._memos,
+                           virtual=self._virtual, intermediary=self.intermediary)
         """The owner of the peer links: what the peers send comes in there."""
         self._outbox = Outbox(links=peers, timing=self.timing, channels=self.channels,
                               route=self.inbox.message_received, apply=self._apply,
                               memos=self._memos)
-        self._outcomes = Outcomes(links=peers, channels=self.channels, by_peer=self._by_peer,
-                                  notify=self._notify, funding_error=self._duties.funding_error)
+        self._outcomes = Outcomes(
+            links=peers, channels=self.channels, by_peer=self._by_peer, notify=self._notify,
+            funding_error=lambda cid: self._virtual.lock_error(cid)
+            or self._duties.funding_error(cid))
+        self._closing = Closing(channels=self.channels, final=lambda cid: self.send(cid, (), True),
+                                apply=self._apply, closed_later=self._outcomes.closed_later,
+                                refusal=self._virtual.close_refusal)
         self.paid_out = self._outcomes.paid_out
         self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {
             ev.SendAccept: self._outbox.send_accept,
@@ -165,6 +184,7 @@ class ChannelClient:
             ev.SendUpdate: self._outbox.send_update,
             ev.SendUpdateAccept: self._outbox.send_update_accept,
             ev.SendUpdateReject: self._outbox.send_update_reject,
+            ev.SendVirtualAccept: self._outbox.send_virtual_accept,
             ev.SendSync: self._outbox.send_sync,
             ev.Refused: self._outbox.refused,
             ev.ProposalRefused: self._outbox.proposal_refused,
@@ -176,9 +196,12 @@ class ChannelClient:
             ev.Fund: self._duties.fund,
             ev.Opened: self._outcomes.opened,
             ev.FundingFailed: self._outcomes.funding_failed,
-            ev.Register: self._duties.settle,
+            ev.Register: self._virtual.register,
             ev.ConcludeFinal: self._duties.settle,
-            ev.Conclude: self._duties.settle,
+            ev.Conclude: self._virtual.conclude,
+            ev.LockParent: self._virtual.lock_parent,
+            ev.FoldParent: self._virtual.fold_parent,
+            ev.AwaitingMatch: self.intermediary.awaiting,
             ev.Disputed: self._outcomes.disputed,
             ev.Conflict: self._outcomes.conflict,
             ev.Closed: self._outcomes.closed,
@@ -241,6 +264,7 @@ class ChannelClient:
             if channel_id in self.channels and self.store_error is None:
                 self._apply(channel_id, UserTimedOut(update_id))
         self.stopped = True
+        self.intermediary.stop()
         self.peers.detach(self.inbox)
         self._sends.stop()
         self._duties.stop()
@@ -249,8 +273,11 @@ class ChannelClient:
     # -- the user's requests --------------------------------------------------------------------
 
     @store_intact
-    def open_channel(self, request: OpenRequest) -> Deferred[Channel]:
-        """Propose a channel to `request.peer`; fires with it once funded and open."""
+    def open_channel(self, request: OpenRequest | VirtualOpenRequest) -> Deferred[Channel]:
+        """Propose a channel to `request.peer` (a virtual one through an intermediary for a
+        `VirtualOpenRequest`); fires with it once funded and open."""
+        if isinstance(request, VirtualOpenRequest):
+            return Deferred.fromCoroutine(self._virtual.propose(request))
         return Deferred.fromCoroutine(self._opening.propose(request))
 
     def proposed_deposits(self, proposal_id: bytes) -> dict[Address, int]:
@@ -303,40 +330,12 @@ class ChannelClient:
     @store_intact
     def close(self, channel_id: ChannelID) -> Deferred[Channel]:
         """Close cooperatively: a final update, then settlement; fires once closed on-chain."""
-        return Deferred.fromCoroutine(self._close(channel_id))
-
-    async def _close(self, channel_id: ChannelID) -> Channel:
-        channel = self._channel(channel_id)
-        closed = self._outcomes.closed_later(channel_id)
-        if channel.phase in (Phase.OPEN, Phase.UPDATING) and not channel.latest.is_final:
-            # The core turns a refused or unanswered final update into a dispute by itself.
-            try:
-                await self.send(channel_id, (), is_final=True)
-            except (PeerRejected, PeerRequestTimedOut) as exc:
-                log.warn("channel {channel_id}: the peer did not sign the final state ({why}); "
-                         "closing through a dispute", channel_id=_hex(channel_id), why=exc)
-            except FailedPrecondition as exc:
-                # An earlier update of ours is unresolved (the peer went silent) or the peer's
-                # update awaits an answer: no cooperative close is possible now.
-                log.warn("channel {channel_id}: cannot close cooperatively ({why}); closing "
-                         "through a dispute", channel_id=_hex(channel_id), why=exc)
-            if self.channels[channel_id].phase in (Phase.OPEN, Phase.UPDATING):
-                # The final update never left (the peer is unreachable): register ourselves.
-                self._apply(channel_id, ForceClose(), user=True)
-        elif channel.phase is Phase.FUNDING:
-            self._apply(channel_id, ForceClose(), user=True)
-        return await closed
+        return Deferred.fromCoroutine(self._closing.close(channel_id))
 
     @store_intact
     def force_close(self, channel_id: ChannelID) -> Deferred[Channel]:
         """Settle on-chain without the peer; fires once closed."""
-        return Deferred.fromCoroutine(self._force_close_now(channel_id))
-
-    async def _force_close_now(self, channel_id: ChannelID) -> Channel:
-        self._channel(channel_id)
-        closed = self._outcomes.closed_later(channel_id)
-        self._apply(channel_id, ForceClose(), user=True)
-        return await closed
+        return Deferred.fromCoroutine(self._closing.force_close(channel_id))
 
     def chain_input(self, channel_id: ChannelID, change: Change) -> None:
         """Feed news from the chain (the watcher): Funded, Registered, Concluded, ..."""
@@ -378,6 +377,7 @@ class ChannelClient:
         if channel.phase is Phase.FUNDING and new.phase is not Phase.FUNDING:
             self._duties.funding_over(channel_id)
         self._execute(events)
+        self._virtual.changed(channel, self.channels[channel_id])
         if new.phase is not Phase.UPDATING:
             self._sends.drain(channel_id)
 
@@ -463,6 +463,7 @@ class ChannelClient:
 
     def _track(self, channel: Channel) -> None:
         self.channels[channel.channel_id] = channel
+        self._virtual.track(channel)
         self._by_peer.setdefault(channel.peer, set()).add(channel.channel_id)
         if channel.phase not in TERMINAL:
             self.peers.keep_connected(channel.peer, True)

@@ -23,6 +23,7 @@ from perund.channel import events as ev
 from perund.channel.changes import Concluded
 from perund.channel.types import ChannelID, Params
 from perund.errors import Internal, PeerNotFunded, TxReverted
+from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual, VirtualChainCalls
 
 log = Logger(namespace="perund.settlement")
 
@@ -84,6 +85,12 @@ class ChainSettlement:
         """The version this session registered last, per channel."""
         self.receipts: list[TxReceipt] = []
         """Every transaction this session sent, in order (what it paid in gas is here)."""
+        self._virtual = VirtualChainCalls(
+            chain, account, self.receipts, sleep=self._sleep, conclude_grace=conclude_grace,
+            registered=self._registered,
+            conclusion=lambda cid, version: Deferred.fromCoroutine(
+                self._conclusion(cid, version)),
+            concluded_by=concluded_by)
 
     @property
     def fees_paid(self) -> int:
@@ -228,6 +235,14 @@ class ChainSettlement:
         log.info("channel {channel_id}: registered version {version}",
                  channel_id=_hex(event.channel_id), version=event.state.version)
         return concluded_by(receipt)
+
+    def register_virtual(self, cmd: RegisterVirtual) -> Deferred[Concluded | None]:
+        """Register a virtual channel's state through its parent (`registerVirtualState`)."""
+        return Deferred.fromCoroutine(self._virtual.register_virtual(cmd))
+
+    def conclude_parent(self, cmd: ConcludeParent) -> Deferred[Concluded | None]:
+        """Conclude a parent with its virtual channels (`concludeParentState`)."""
+        return Deferred.fromCoroutine(self._virtual.conclude_parent(cmd))
 
     def conclude(self, event: ev.Conclude) -> Deferred[Concluded | None]:
         """Conclude the registered state: at once if we registered it, else after

@@ -24,7 +24,18 @@ from perund.errors import PeerRequestTimedOut, PerundError
 from perund.session.memos import Memos
 from perund.session.ports import PeerLinks, undelivered
 from perund.session.timing import Timing
-from perund.wire.messages import Accept, Message, Reject, Sync, Update, UpdateAccept, UpdateReject
+from perund.wire.messages import (
+    Accept,
+    Message,
+    Reject,
+    Sync,
+    Update,
+    UpdateAccept,
+    UpdateReject,
+    VirtualAccept,
+    VirtualFold,
+    VirtualLock,
+)
 
 log = Logger(namespace="perund.client")
 
@@ -67,10 +78,20 @@ class Outbox:
     def send_sync(self, e: ev.SendSync) -> None:
         self._links.send(e.peer, Sync(e.state, e.signatures)).addErrback(undelivered)
 
+    def send_virtual_accept(self, e: ev.SendVirtualAccept) -> None:
+        msg = VirtualAccept(e.proposal_id, e.nonce_share, e.participant, e.parent, e.signature)
+        self._links.send(e.peer, msg).addErrback(undelivered)
+
     def send_update(self, e: ev.SendUpdate) -> None:
         channel_id, version = e.state.channel_id, e.state.version
-        memo = self._memos.of(channel_id, version)
-        answer = self._links.request(e.peer, Update(e.state, e.signature, memo),
+        msg: Message
+        if e.proof is None:
+            msg = Update(e.state, e.signature, self._memos.of(channel_id, version))
+        elif e.proof.is_fold:
+            msg = VirtualFold(e.state, e.signature, e.proof)
+        else:
+            msg = VirtualLock(e.state, e.signature, e.proof)
+        answer = self._links.request(e.peer, msg,
                                      self._timing.response_timeout + self._timing.request_timeout)
         answer.addCallbacks(self._answered, self._unanswered,
                             callbackArgs=(channel_id, version), errbackArgs=(channel_id, version))

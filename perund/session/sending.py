@@ -37,7 +37,7 @@ from perund.channel.machine import transition
 from perund.channel.memo import Memo, PaymentPart
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
-from perund.channel.types import Address, ChannelID, State
+from perund.channel.types import Address, ChannelID, State, VirtualProof
 from perund.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -88,10 +88,12 @@ class _Waiting:
     """What it pays or requests, as memo parts (empty when a part cannot say it: an update
     that both pays and requests, or a final one)."""
     reference: str | None = None
+    proof: VirtualProof | None = None
+    """A virtual channel's lock or fold (perund.session.virtual): it always goes alone."""
 
     def is_payment(self) -> bool:
         """A plain payment, which the peer accepts without asking its user: safe to merge."""
-        return not self.is_final and bool(self.transfers) and all(
+        return not self.is_final and self.proof is None and bool(self.transfers) and all(
             amount > 0 for _, amount in self.transfers)
 
 
@@ -175,8 +177,10 @@ class SendQueue:
         self.stopped = False
 
     def send(self, channel_id: ChannelID, transfers: Transfers, is_final: bool,
-             reference: str | None = None) -> Deferred[Channel]:
-        """Queue an update (see `ChannelClient.send`); fires once countersigned and durable."""
+             reference: str | None = None,
+             proof: VirtualProof | None = None) -> Deferred[Channel]:
+        """Queue an update (see `ChannelClient.send`; with a `proof`, a virtual channel's lock
+        or fold); fires once countersigned and durable."""
         channel = self._channels.get(channel_id)
         if channel is None:
             return fail(ResourceNotFound("no such channel", type="channel", id=_hex(channel_id)))
@@ -188,7 +192,7 @@ class SendQueue:
                 f"{len(line)} updates already wait on this channel", channel_id=_hex(channel_id)))
         assets = channel.latest.assets
         parts = () if is_final else _part(transfers, assets, reference)
-        item = _Waiting(transfers, is_final, Deferred(), 0, parts, reference)
+        item = _Waiting(transfers, is_final, Deferred(), 0, parts, reference, proof)
         line.append(item)
         self.drain(channel_id)
         return item.done
@@ -219,7 +223,7 @@ class SendQueue:
                     batch.append(line.popleft())
             try:
                 done = self._stage(channel_id, _merged(batch), batch[0].is_final,
-                                   max(w.attempt for w in batch), _memo(batch))
+                                   max(w.attempt for w in batch), _memo(batch), batch[0].proof)
             except InvalidArgument as exc:
                 if len(batch) > 1:
                     # Together they are more than the balance: the first goes alone.
@@ -293,12 +297,13 @@ class SendQueue:
                                   channel_id=_hex(e.channel_id))
 
     def _stage(self, channel_id: ChannelID, transfers: Transfers, is_final: bool,
-               attempt: int, memo: Memo = ()) -> Deferred[Channel]:
+               attempt: int, memo: Memo = (),
+               proof: VirtualProof | None = None) -> Deferred[Channel]:
         """Stage and send one update; PerundError at once if the core refuses it."""
         if self.stopped:
             raise FailedPrecondition("the session is closing")
         new, events = transition(self._channels[channel_id],
-                                 OwnUpdate(self._signer, transfers, is_final))
+                                 OwnUpdate(self._signer, transfers, is_final, proof))
         staged = new.staged
         if staged is None:  # pragma: no cover - OwnUpdate always stages
             return fail(FailedPrecondition("the update was not staged"))
@@ -306,10 +311,12 @@ class SendQueue:
         self._in_flight[(channel_id, staged.state.version)] = (done, staged.state)
         self._memos.note(channel_id, staged.state.version, memo)
         self._commit(new, events)
-        return done.addErrback(self._retry, channel_id, transfers, is_final, attempt, memo)
+        return done.addErrback(self._retry, channel_id, transfers, is_final, attempt, memo,
+                               proof)
 
     def _retry(self, failure: Failure, channel_id: ChannelID, transfers: Transfers,
-               is_final: bool, attempt: int, memo: Memo) -> Deferred[Channel]:
+               is_final: bool, attempt: int, memo: Memo,
+               proof: VirtualProof | None = None) -> Deferred[Channel]:
         """Propose a refused update again at a higher version when that cures the refusal:
         first in its channel's line, participant 1 after a pause (so that two retries after a
         collision do not collide again)."""
@@ -320,7 +327,7 @@ class SendQueue:
         if attempt >= RETRIES or channel is None or self.stopped:
             return fail(retry.error)
         again = _Waiting(transfers, is_final, Deferred(), attempt + 1, memo,
-                         memo[0].reference if len(memo) == 1 else None)
+                         memo[0].reference if len(memo) == 1 else None, proof)
         line = self._lines.get(channel_id)
         if line is None:
             line = self._lines[channel_id] = deque()

@@ -159,12 +159,13 @@ class Session:
             deployment=deployment, store=store, funder=settlement, settler=settlement,
             is_contact=contacts.knows, response_timeout=node.timeouts.response,
             request_timeout=node.timeouts.peer_request, confirm_updates=config.confirm_updates,
-            dispute_after=config.dispute_after,
+            dispute_after=config.dispute_after, intermediary=config.intermediary,
         )
         watcher = ChainWatcher(reactor, chain_view or chain, store, client,
                                poll_interval=node.chain.poll_interval,
                                confirmations=node.chain.confirmations,
-                               on_deposit=settlement.deposit_seen)
+                               on_deposit=settlement.deposit_seen,
+                               on_event=client.intermediary.chain_event)
         session = cls(reactor, session_id, config, account, store, contacts, client, peers,
                       settlement, watcher)
         # Before anything is resumed: does the chain still hold what the channels hold?
