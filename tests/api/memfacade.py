@@ -189,14 +189,19 @@ class MemoryNode:
 
     async def channel_open(self, session_id: bytes, peer: str,
                            balances: Mapping[Address, tuple[int, int]],
-                           challenge_duration: int | None) -> ChannelView:
+                           challenge_duration: int | None,
+                           via: str | None = None) -> ChannelView:
         self.calls.append("channel_open")
         session = self._session(session_id)
         contact = self._peer(session, peer)
+        intermediary = None if via is None else self._peer(session, via).alias
         view = ChannelView(
             os.urandom(32), contact.alias, contact.off_chain_address, "open", 0,
             tuple(AssetBalance(a, ours, theirs) for a, (ours, theirs) in balances.items()),
-            challenge_duration or 600)
+            challenge_duration or 600,
+            funded_by=() if via is None else (ChannelID(os.urandom(32)),
+                                              ChannelID(os.urandom(32))),
+            via=intermediary)
         session.channels[view.channel_id] = view
         return view
 
