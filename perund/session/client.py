@@ -155,7 +155,8 @@ class ChannelClient:
             channels=self.channels, questions=self._questions, sends=self._sends,
             confirm_updates=confirm_updates, start=self._start, apply=self._apply,
             execute=self._execute, settle=self._duties.settle, is_contact=self._is_contact,
-            registrations=self.intermediary.registration, proofs=self.intermediary.proof)
+            registrations=self.intermediary.registration, proofs=self.intermediary.proof,
+            not_open_yet=lambda cid, error: self._outcomes.not_open_yet(cid, error))
         self._opening = Opening(signer=signer, receiver=receiver, deployment=deployment,
                                 confirm_updates=confirm_updates, links=peers,
                                 timing=self.timing, questions=self._questions,

@@ -54,7 +54,13 @@ from perund.channel.virtual_opening import (
     make_virtual_proposal,
     receive_virtual_proposal,
 )
-from perund.errors import FailedPrecondition, PeerProtocolError, PeerRejected, PerundError
+from perund.errors import (
+    FailedPrecondition,
+    PeerProtocolError,
+    PeerRejected,
+    PeerRequestTimedOut,
+    PerundError,
+)
 from perund.session.ports import PeerLinks, undelivered
 from perund.session.questions import IncomingProposal, Questions
 from perund.session.sending import SendQueue
@@ -102,7 +108,8 @@ class Virtuals:
                  execute: Callable[[Sequence[ev.Event]], None],
                  settle: Callable[[Any], None], is_contact: Callable[[Address], bool],
                  registrations: Callable[[ChannelID], Registration | None],
-                 proofs: Callable[[ChannelID], VirtualProof | None]) -> None:
+                 proofs: Callable[[ChannelID], VirtualProof | None],
+                 not_open_yet: Callable[[ChannelID, PerundError], None]) -> None:
         self._signer = signer
         self._deployment = deployment
         self._links = links
@@ -118,6 +125,7 @@ class Virtuals:
         self._is_contact = is_contact
         self._registrations = registrations
         self._proofs = proofs
+        self._not_open_yet = not_open_yet
         self._children: dict[ChannelID, set[ChannelID]] = {}
         """Our ledger channels that fund virtual channels of ours: ledger → virtual IDs."""
         self._locking: set[ChannelID] = set()
@@ -269,9 +277,18 @@ class Virtuals:
         self._locking.discard(vid)
         parent = self._channels.get(parent_id)
         channel = self._channels.get(vid)
-        if parent is None or channel is None or _pending_proof(parent, vid):
-            return  # its fate shows in a sync (`changed`)
+        if parent is None or channel is None:
+            return
         why = failure.getErrorMessage()
+        if _pending_proof(parent, vid):
+            # Its fate shows in the next sync with the intermediary (`changed`); the user
+            # waiting for the channel is told now.
+            if not proof.is_fold:
+                self._not_open_yet(vid, PeerRequestTimedOut(
+                    f"the intermediary did not answer our lock ({why}): the virtual channel "
+                    "opens if it signed it, which the next sync with it shows",
+                    peer=_hex(parent.peer), timeout=0))
+            return
         if proof.is_fold:
             if parent.phase in (Phase.FUNDING, Phase.OPEN, Phase.UPDATING) \
                     and vid in self._locks(parent):

@@ -7,13 +7,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import pytest
 import pytest_twisted
 
 from perund.chain.backend import ChainBackend
 from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.channel.types import ETH, Address, ChannelID
+from perund.channel.virtual import is_virtual
 from perund.channel.virtual_opening import VirtualOpenRequest
+from perund.errors import FailedPrecondition, PeerRejected, PeerRequestTimedOut
 from perund.session.config import IntermediaryConfig
 from perund.session.notices import ChannelNotice, ProposalNotice
 
@@ -101,3 +104,89 @@ async def test_open_pay_and_close_a_virtual_channel_with_no_transaction(hub: Hub
     assert ingrid[hub.lc].latest == hub.carol.client.channels[hub.lc].latest
     assert [len(u.client.settler.receipts) for u in (hub.alice, hub.ingrid, hub.carol)] \
         == chain_txs  # type: ignore[attr-defined]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_parent_that_funds_an_open_virtual_channel_does_not_close(hub: Hub) -> None:
+    vid = await open_virtual(hub)
+    with pytest.raises(FailedPrecondition, match="funds open virtual channels") as raised:
+        await hub.alice.client.close(hub.la)
+    assert raised.value.data["virtual_channels"] == ["0x" + vid.hex()]
+    with pytest.raises(FailedPrecondition):
+        await hub.alice.client.force_close(hub.la)
+    # Payments with ingrid on the ledger go on beside the lock.
+    paid = await hub.alice.client.send(hub.la, ((ETH, ETHER),))
+    assert paid.latest.balances == ((6 * ETHER, 11 * ETHER),) and paid.latest.locked
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lock_without_its_match_is_refused_and_nothing_stays_locked(hub: Hub) -> None:
+    # carol's node accepts the proposal, then never sends its lock (it crashed there).
+    hub.carol.client._handlers[ev.LockParent] = lambda e: None
+    request = VirtualOpenRequest(hub.carol.client.address, hub.ingrid.client.address, (ETH,),
+                                 ((ETHER, 0),), 60)
+    opening = hub.alice.client.open_channel(request)
+    notice = await hub.carol.proposal()
+    assert isinstance(notice, ProposalNotice)
+    hub.carol.client.respond_proposal(notice.proposal.proposal_id, True).addErrback(
+        lambda _: None)
+    with pytest.raises(PeerRejected, match="no matching lock"):
+        await opening
+    (vid,) = [cid for cid, c in hub.alice.client.channels.items() if is_virtual(c)]
+    assert hub.alice.client.channels[vid].phase is Phase.CLOSED
+    for user, ledger in ((hub.alice, hub.la), (hub.ingrid, hub.la), (hub.ingrid, hub.lc)):
+        channel = user.client.channels[ledger]
+        assert not channel.latest.locked and channel.phase is Phase.OPEN
+        assert channel.latest.balances == ((10 * ETHER, 10 * ETHER),)
+    assert not hub.ingrid.client.intermediary.records
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_intermediary_that_never_answers_costs_nothing(hub: Hub) -> None:
+    hub.ingrid.client._handlers[ev.AwaitingMatch] = lambda e: None
+    for user in (hub.alice, hub.carol):
+        user.client.response_timeout = user.client.request_timeout = 0.5
+    request = VirtualOpenRequest(hub.carol.client.address, hub.ingrid.client.address, (ETH,),
+                                 ((ETHER, 0),), 60)
+    opening = hub.alice.client.open_channel(request)
+    notice = await hub.carol.proposal()
+    assert isinstance(notice, ProposalNotice)
+    accepting = hub.carol.client.respond_proposal(notice.proposal.proposal_id, True)
+    for waiting in (opening, accepting):
+        with pytest.raises(PeerRequestTimedOut, match="did not answer our lock"):
+            await waiting
+    (vid,) = [cid for cid, c in hub.alice.client.channels.items() if is_virtual(c)]
+    assert hub.alice.client.channels[vid].phase is Phase.FUNDING  # its lock's fate unknown
+    # The next connection syncs: ingrid never signed, so nothing is locked and it closes.
+    for user in (hub.alice, hub.carol):
+        closed = user.next_notice(lambda n: isinstance(n, ChannelNotice) and isinstance(
+            n.event, ev.Closed) and n.event.channel_id == vid)
+        await user.peers.disconnect(hub.ingrid.client.address)
+        await closed
+    for user, ledger in ((hub.alice, hub.la), (hub.carol, hub.lc)):
+        assert not user.client.channels[ledger].latest.locked
+        assert user.client.channels[ledger].latest == \
+            hub.ingrid.client.channels[ledger].latest
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_that_is_no_intermediary_refuses_every_lock(chain: ChainBackend) -> None:
+    alice, ingrid, carol = await three_users(chain)
+    ingrid.client.intermediary.enabled = False
+    try:
+        la = await open_between(alice, ingrid, 10 * ETHER, 10 * ETHER)
+        await open_between(carol, ingrid, 10 * ETHER, 10 * ETHER)
+        request = VirtualOpenRequest(carol.client.address, ingrid.client.address, (ETH,),
+                                     ((ETHER, 0),), 60)
+        opening = alice.client.open_channel(request)
+        notice = await carol.proposal()
+        assert isinstance(notice, ProposalNotice)
+        carol.client.respond_proposal(notice.proposal.proposal_id, True).addErrback(
+            lambda _: None)
+        with pytest.raises(PeerRejected, match="does not serve as intermediary"):
+            await opening
+        assert not alice.client.channels[la].latest.locked
+    finally:
+        for user in (alice, ingrid, carol):
+            user.client.stop()
+            await user.peers.stop()
