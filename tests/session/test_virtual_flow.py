@@ -144,13 +144,14 @@ async def test_a_lock_without_its_match_is_refused_and_nothing_stays_locked(hub:
 @pytest_twisted.ensureDeferred
 async def test_an_intermediary_that_never_answers_costs_nothing(hub: Hub) -> None:
     hub.ingrid.client._handlers[ev.AwaitingMatch] = lambda e: None
-    for user in (hub.alice, hub.carol):
-        user.client.response_timeout = user.client.request_timeout = 0.5
     request = VirtualOpenRequest(hub.carol.client.address, hub.ingrid.client.address, (ETH,),
                                  ((ETHER, 0),), 60)
     opening = hub.alice.client.open_channel(request)
     notice = await hub.carol.proposal()
     assert isinstance(notice, ProposalNotice)
+    # Short waits for the locks only (each wait reads them when it starts).
+    for user in (hub.alice, hub.carol):
+        user.client.response_timeout = user.client.request_timeout = 1.0
     accepting = hub.carol.client.respond_proposal(notice.proposal.proposal_id, True)
     for waiting in (opening, accepting):
         with pytest.raises(PeerRequestTimedOut, match="did not answer our lock"):
