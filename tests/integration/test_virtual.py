@@ -9,6 +9,7 @@ checked to the wei from the contract's `PaidOut` events.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,11 +23,13 @@ import pytest_twisted
 import yaml
 from twisted.internet import reactor
 
+from perund.chain.account import Account
 from perund.chain.anvil import Anvil, free_port, rpc_call
 from perund.chain.backend import ChainBackend
-from perund.channel.types import ChannelID, to_address
+from perund.channel.types import ChannelID, VirtualProof, to_address
 from perund.cli.apiclient import Pushes
-from perund.cli.generate import Generated, generate
+from perund.cli.generate import Generated, anvil_dev_key, generate
+from perund.storage.store import SessionStore
 from tests.integration.daemons import Daemon, assert_clean_log
 from tests.node.conftest import deploy
 
@@ -145,11 +148,15 @@ class Hub:
         rpc_call(self.anvil.url, "evm_increaseTime", [seconds])
         rpc_call(self.anvil.url, "evm_mine")
 
-    async def payouts(self, channel_id: str) -> dict[str, int]:
-        """What the contract paid out for the channel, per receiver (lower-case hex)."""
+    async def connected(self) -> ChainBackend:
         if not self._connected:
             await self.chain.connect()
             self._connected = True
+        return self.chain
+
+    async def payouts(self, channel_id: str) -> dict[str, int]:
+        """What the contract paid out for the channel, per receiver (lower-case hex)."""
+        await self.connected()
         head = await self.chain.block_number()
         events = await self.chain.events(0, head, [bytes.fromhex(channel_id[2:])])
         paid: dict[str, int] = {}
@@ -274,3 +281,76 @@ async def test_carol_gone_alice_gets_her_balance_on_chain(hub: Hub) -> None:
     # alice: her free 4 + her virtual 0.7; carol, offline, is paid her 5 + 0.3 all the same.
     await h.check_payouts(la, alice=wei("4.7"), ingrid=wei("5.3"))
     await h.check_payouts(lc, carol=wei("5.3"), ingrid=wei("4.7"))
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_ingrid_gone_the_final_state_is_settled_through_both_ledgers(hub: Hub) -> None:
+    h = hub
+    la, lc = ledgers(h)
+    vid = h.open("alice", "carol", "2", "0", via="ingrid")["channelId"]
+    h.call("alice", "channel_send", channelId=vid, payments=[
+        {"currency": "ETH", "payee": "carol", "amount": "0.5"}])
+    h.daemons["ingrid"].kill()
+    # alice and carol still pay each other: ingrid takes no part.
+    h.call("carol", "channel_send", channelId=vid, payments=[
+        {"currency": "ETH", "payee": "alice", "amount": "0.25"}])
+    with h.pushes("carol") as pushes:
+        closing = h.background(h.call, "alice", "channel_close", channelId=vid)
+        final = pushes.wait(lambda p: p.get("type") == "final")
+        h.call("carol", "channel_respondUpdate", channelId=vid, updateId=final["updateId"],
+               accept=True)
+    # The folds go unanswered: each disputes its ledger with the final state.
+    for name, ledger in (("alice", la), ("carol", lc)):
+        until(lambda n=name, c=ledger: h.channel(n, c)["phase"] == "disputed",
+              f"{name}'s ledger registered", 90)
+    h.travel(CHALLENGE + 1)
+    assert closing.result(120)["phase"] == "closed"
+    for name, ledger in (("alice", la), ("carol", lc)):
+        until(lambda n=name, c=ledger: h.channel(n, c)["phase"] == "closed",
+              f"{name}'s ledger concluded", 90)
+    until(lambda: h.channel("carol", vid)["phase"] == "closed", "carol's virtual channel")
+    # Everyone gets the final state's outcome; ingrid's absence costs her only the close.
+    await h.check_payouts(la, alice=wei("4.75"), ingrid=wei("5.25"))
+    await h.check_payouts(lc, carol=wei("5.25"), ingrid=wei("4.75"))
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_a_stale_virtual_state_registered_by_a_cheater_is_refuted(
+        hub: Hub, tmp_path: Path) -> None:
+    h = hub
+    la, lc = ledgers(h)
+    vid = h.open("alice", "carol", "2", "0", via="ingrid")["channelId"]
+    h.call("alice", "channel_send", channelId=vid, payments=[
+        {"currency": "ETH", "payee": "carol", "amount": "0.1"}])   # alice 1.9: her backup
+    backup = tmp_path / "alice-backup"
+    shutil.copytree(h.users["alice"].session_file.parent / "db", backup)
+    h.call("alice", "channel_send", channelId=vid, payments=[
+        {"currency": "ETH", "payee": "carol", "amount": "1.5"}])   # alice 0.4, carol 1.6
+    h.daemons["alice"].kill()
+    # alice, cheating, registers her old virtual state through her ledger.
+    store = SessionStore(backup, reactor)
+    try:
+        old = {c.channel_id: c for c in store.channels()}
+    finally:
+        store.close()
+    v_old, la_old = old[ChannelID(bytes.fromhex(vid[2:]))], old[ChannelID(bytes.fromhex(la[2:]))]
+    assert v_old.current is not None and la_old.current is not None
+    chain = await h.connected()
+    proof = VirtualProof(v_old.params, v_old.current.state,  # type: ignore[arg-type]
+                         v_old.current.signatures)
+    await chain.register_virtual(Account(anvil_dev_key(1)), la_old.params,  # type: ignore[arg-type]
+                                 la_old.current.state, la_old.current.signatures, proof)
+    # carol's node refutes with the latest state through her own ledger; ingrid settles both.
+    until(lambda: (h.channel("carol", vid).get("onChain") or {}).get("version")
+          == h.channel("carol", vid)["version"], "carol's refutation", 90)
+    h.travel(CHALLENGE + 1)
+    for name, ledger in (("ingrid", la), ("ingrid", lc)):
+        until(lambda n=name, c=ledger: h.channel(n, c)["phase"] == "closed",
+              f"{ledger} concluded", 90)
+    until(lambda: h.channel("carol", vid)["phase"] == "closed", "carol's virtual channel", 90)
+    await h.check_payouts(la, alice=wei("3.4"), ingrid=wei("6.6"))
+    await h.check_payouts(lc, carol=wei("6.6"), ingrid=wei("3.4"))
