@@ -354,3 +354,35 @@ async def test_a_stale_virtual_state_registered_by_a_cheater_is_refuted(
     until(lambda: h.channel("carol", vid)["phase"] == "closed", "carol's virtual channel", 90)
     await h.check_payouts(la, alice=wei("3.4"), ingrid=wei("6.6"))
     await h.check_payouts(lc, carol=wei("6.6"), ingrid=wei("3.4"))
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_restarts_keep_the_virtual_channel_and_the_intermediarys_record(hub: Hub) -> None:
+    h = hub
+    la, lc = ledgers(h)
+    nonces = h.nonces()
+    vid = h.open("alice", "carol", "1", "1", via="ingrid")["channelId"]
+    h.call("alice", "channel_send", channelId=vid, payments=[
+        {"currency": "ETH", "payee": "carol", "amount": "0.5"}])
+    for name in ("ingrid", "alice"):
+        h.daemons[name].stop()
+        h.daemons[name].start()
+        h.daemons[name].wait_for_sessions(1)
+        (listed,) = h.daemons[name].call("session_list")
+        h.sessions[name] = listed["sessionId"]
+    assert h.channel("alice", vid)["kind"] == "virtual"
+    assert h.channel("alice", vid)["balances"] == {"ETH": {"self": "0.5", "peer": "1.5"}}
+    h.call("carol", "channel_send", channelId=vid, payments=[
+        {"currency": "ETH", "payee": "alice", "amount": "0.25"}])
+    with h.pushes("alice") as pushes:
+        closing = h.background(h.call, "carol", "channel_close", channelId=vid)
+        final = pushes.wait(lambda p: p.get("type") == "final")
+        h.call("alice", "channel_respondUpdate", channelId=vid, updateId=final["updateId"],
+               accept=True)
+        assert closing.result(60)["phase"] == "closed"
+    until(lambda: h.channel("alice", vid)["phase"] == "closed", "alice's fold")
+    assert h.nonces() == nonces
+    assert h.channel("ingrid", la)["balances"] == {"ETH": {"self": "5.25", "peer": "4.75"}}
+    assert h.channel("ingrid", lc)["balances"] == {"ETH": {"self": "4.75", "peer": "5.25"}}
