@@ -350,7 +350,8 @@ class Virtuals:
             self.registered(after.channel_id)
             parent = self._channels.get(parent_of(after))
             if parent is not None and parent.phase in (Phase.FUNDING, Phase.OPEN,
-                                                       Phase.UPDATING):
+                                                       Phase.UPDATING) \
+                    and after.channel_id in self._locks(parent):
                 log.warn("virtual channel {vid} is registered on-chain: settling its ledger "
                          "{parent} on-chain too", vid=_hex(after.channel_id),
                          parent=_hex(parent.channel_id))
