@@ -386,3 +386,74 @@ async def test_restarts_keep_the_virtual_channel_and_the_intermediarys_record(hu
     assert h.nonces() == nonces
     assert h.channel("ingrid", la)["balances"] == {"ETH": {"self": "5.25", "peer": "4.75"}}
     assert h.channel("ingrid", lc)["balances"] == {"ETH": {"self": "4.75", "peer": "5.25"}}
+
+
+async def register_old_ledger(h: Hub, backup: Path, ledger: str, cheater: int) -> None:
+    """A cheater registers the ledger state of an old store backup (from before the lock)."""
+    store = SessionStore(backup, reactor)
+    try:
+        old = {c.channel_id: c for c in store.channels()}[ChannelID(bytes.fromhex(ledger[2:]))]
+    finally:
+        store.close()
+    assert old.current is not None and not old.current.state.locked
+    await (await h.connected()).register(Account(anvil_dev_key(cheater)), old.params,  # type: ignore[arg-type]
+                                         old.current.state, old.current.signatures)
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_alice_registers_her_ledger_from_before_the_lock_and_is_refuted(
+        hub: Hub, tmp_path: Path) -> None:
+    h = hub
+    la, lc = ledgers(h)
+    backup = tmp_path / "alice-backup"
+    shutil.copytree(h.users["alice"].session_file.parent / "db", backup)
+    vid = h.open("alice", "carol", "3", "0", via="ingrid")["channelId"]
+    h.call("alice", "channel_send", channelId=vid, payments=[
+        {"currency": "ETH", "payee": "carol", "amount": "2"}])     # alice 1, carol 2
+    h.daemons["alice"].kill()
+    await register_old_ledger(h, backup, la, cheater=1)  # alice 5, ingrid 5: no lock
+    # ingrid refutes with the ledger's lock (and the virtual state she holds, version 0);
+    # carol refutes that version 0 with the latest through her own ledger.
+    until(lambda: h.channel("ingrid", la).get("onChain", {}).get("version")
+          == h.channel("ingrid", la)["version"], "ingrid's refutation", 90)
+    until(lambda: (h.channel("carol", vid).get("onChain") or {}).get("version")
+          == h.channel("carol", vid)["version"], "carol's refutation", 90)
+    h.travel(CHALLENGE + 1)
+    for ledger in (la, lc):
+        until(lambda c=ledger: h.channel("ingrid", c)["phase"] == "closed", "conclusions", 90)
+    until(lambda: h.channel("carol", vid)["phase"] == "closed", "carol's virtual channel", 90)
+    await h.check_payouts(la, alice=wei("3"), ingrid=wei("7"))
+    await h.check_payouts(lc, carol=wei("7"), ingrid=wei("3"))
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_ingrid_registers_a_ledger_from_before_the_lock_and_is_refuted(
+        hub: Hub, tmp_path: Path) -> None:
+    h = hub
+    la, lc = ledgers(h)
+    h.call("alice", "channel_send", channelId=la, payments=[
+        {"currency": "ETH", "payee": "ingrid", "amount": "1"}])    # alice 4, ingrid 6
+    backup = tmp_path / "ingrid-backup"
+    shutil.copytree(h.users["ingrid"].session_file.parent / "db", backup)
+    h.call("ingrid", "channel_send", channelId=la, payments=[
+        {"currency": "ETH", "payee": "alice", "amount": "1"}])     # alice 5, ingrid 5
+    vid = h.open("alice", "carol", "2", "0", via="ingrid")["channelId"]
+    h.call("alice", "channel_send", channelId=vid, payments=[
+        {"currency": "ETH", "payee": "carol", "amount": "0.5"}])   # alice 1.5, carol 0.5
+    h.daemons["ingrid"].kill()
+    await register_old_ledger(h, backup, la, cheater=2)  # alice 4, ingrid 6: no lock
+    # alice refutes with her ledger's latest state and the virtual channel's; carol, seeing it
+    # registered, settles her ledger through it too. Ingrid is gone.
+    until(lambda: (h.channel("alice", vid).get("onChain") or {}).get("version")
+          == h.channel("alice", vid)["version"], "alice's refutation", 90)
+    until(lambda: h.channel("carol", lc)["phase"] == "disputed", "carol's ledger", 90)
+    h.travel(CHALLENGE + 1)
+    until(lambda: h.channel("alice", la)["phase"] == "closed", "alice's ledger", 90)
+    until(lambda: h.channel("carol", lc)["phase"] == "closed", "carol's ledger", 90)
+    until(lambda: h.channel("alice", vid)["phase"] == "closed", "the virtual channel", 90)
+    await h.check_payouts(la, alice=wei("4.5"), ingrid=wei("5.5"))
+    await h.check_payouts(lc, carol=wei("5.5"), ingrid=wei("4.5"))
