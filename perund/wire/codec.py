@@ -566,8 +566,3 @@ def decode(payload: bytes | bytearray | memoryview) -> Message:
         return decoder(body)
     except DecodeError as exc:
         raise DecodeError(f"{name}: {exc.message}") from None
-
-
-# The virtual-channel messages (types 12..15) live in their own module, which adds them to the
-# tables above.
-import perund.wire.virtual_codec  # noqa: E402, F401

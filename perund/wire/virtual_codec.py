@@ -191,7 +191,7 @@ DECODERS: Final[dict[int, tuple[str, tuple[int, ...], Callable[[tuple[Any, ...]]
     TYPE_VIRTUAL_FOLD: ("VirtualFold", (5,), _dec_fold),
 }
 
-# The virtual-channel messages join the codec's tables (perund.wire.codec imports this module
-# at its end, so whichever of the two is imported first, both tables are complete).
+# The virtual-channel messages join the codec's tables (the package perund.wire imports this
+# module, so the tables are complete whichever module of the package is imported).
 c._ENCODERS.update(ENCODERS)
 c._DECODERS.update(DECODERS)
