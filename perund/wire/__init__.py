@@ -6,4 +6,4 @@ attributed messages and back.
 
 # The virtual-channel messages (perund/wire/virtual_codec.py) add themselves to the codec's
 # tables; importing the package (which importing any of its modules does first) installs them.
-import perund.wire.virtual_codec  # noqa: F401, E402
+import perund.wire.virtual_codec  # noqa: F401
