@@ -493,4 +493,5 @@ class ChannelClient:
 
     def _withdrawn(self, e: ev.UpdateWithdrawn) -> None:
         self._questions.withdrawn(e.update_id)
-        self._notify(ChannelNotice(self.channels[e.channel_id], e))
+        if not self.intermediary.holds(e.update_id):  # no question our user was asked
+            self._notify(ChannelNotice(self.channels[e.channel_id], e))

@@ -104,6 +104,11 @@ class Intermediary:
         record = self.records.get(vid)
         return None if record is None else record.registration
 
+    def holds(self, update_id: bytes) -> bool:
+        """Whether `update_id` is a lock or fold held for its match (not a user's question)."""
+        return any(item.update_id == update_id
+                   for held in self._held.values() for item in held.values())
+
     def stop(self) -> None:
         """Cancel the windows: what is held is rejected by the core at the next start."""
         for held in self._held.values():

@@ -110,8 +110,10 @@ def test_a_pair_is_countersigned_together_and_recorded_first() -> None:
     la, first, _ = r.lock_from("alice")
     r.ingrid.awaiting(first)
     assert r.applied == [] and r.clock.getDelayedCalls()
+    assert r.ingrid.holds(first.update_id)  # no question of our user's (a withdrawal is not)
     lc, second, _ = r.lock_from("carol")
     r.ingrid.awaiting(second)
+    assert not r.ingrid.holds(first.update_id) and not r.ingrid.holds(second.update_id)
     assert r.applied == [(la, RespondUpdate(INGRID, first.update_id, True)),
                          (lc, RespondUpdate(INGRID, second.update_id, True))]
     assert not r.clock.getDelayedCalls()
