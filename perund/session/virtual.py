@@ -149,7 +149,15 @@ class Virtuals:
 
     def close_refusal(self, channel_id: ChannelID) -> None:
         """FailedPrecondition if `channel_id` is a ledger that funds an open virtual channel
-        (it cannot close before the virtual channel does)."""
+        (it cannot close before the virtual channel does), or a virtual channel not open yet
+        (it opens or closes by itself once its lock's fate is known)."""
+        channel = self._channels.get(channel_id)
+        if channel is not None and is_virtual(channel) \
+                and channel.phase in (Phase.PROPOSING, Phase.FUNDING):
+            raise FailedPrecondition(
+                "the virtual channel is not open yet: it opens once our lock is signed, or "
+                "closes by itself if it cannot be", channel_id=_hex(channel_id),
+                phase=channel.phase.value)
         funded = [vid for vid in self._children.get(channel_id, ())
                   if self._channels[vid].phase not in TERMINAL]
         if funded:

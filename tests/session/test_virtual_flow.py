@@ -158,6 +158,8 @@ async def test_an_intermediary_that_never_answers_costs_nothing(hub: Hub) -> Non
             await waiting
     (vid,) = [cid for cid, c in hub.alice.client.channels.items() if is_virtual(c)]
     assert hub.alice.client.channels[vid].phase is Phase.FUNDING  # its lock's fate unknown
+    with pytest.raises(FailedPrecondition, match="not open yet"):
+        await hub.alice.client.close(vid)
     # The next connection syncs: ingrid never signed, so nothing is locked and it closes.
     for user in (hub.alice, hub.carol):
         closed = user.next_notice(lambda n: isinstance(n, ChannelNotice) and isinstance(
