@@ -68,6 +68,8 @@ class VirtualChainCalls:
         self._registered = registered
         self._conclusion = conclusion
         self._concluded_by = concluded_by
+        self._concluding: set[ChannelID] = set()
+        """Parents whose conclusion is under way (the watcher asks again while it waits)."""
 
     async def register_virtual(self, cmd: RegisterVirtual) -> Concluded | None:
         """`registerVirtualState`, unless both records are on the chain already."""
@@ -94,7 +96,17 @@ class VirtualChainCalls:
 
     async def conclude_parent(self, cmd: ConcludeParent) -> Concluded | None:
         """`concludeParentState` once every virtual channel is frozen: at once if we
-        registered the parent, else after the grace period and only if nobody did."""
+        registered the parent, else after the grace period and only if nobody did. One at a
+        time per parent (None while one is under way)."""
+        if cmd.channel_id in self._concluding:
+            return None
+        self._concluding.add(cmd.channel_id)
+        try:
+            return await self._conclude_parent(cmd)
+        finally:
+            self._concluding.discard(cmd.channel_id)
+
+    async def _conclude_parent(self, cmd: ConcludeParent) -> Concluded | None:
         wait = cmd.not_before - await self._chain.chain_time()
         if wait >= 0:
             # The next block's timestamp must pass the timeout; dev chains mine on demand.
