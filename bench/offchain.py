@@ -12,8 +12,10 @@ over loopback TCP through the real PeerManager, codec and channel client. Prints
 Latency of one payment: from `ChannelClient.send` until the peer's countersignature is verified
 and the state is current. Channels are funded by the benchmark itself (no chain: the funding
 step is the caller's in this mode). The first two runs keep states in memory (`MemoryStore`);
-"durable" runs sequential payments again with both sides on the session store, every state
-fsynced before the message that depends on it leaves (docs/specification.md §5); then 16
+"durable" runs sequential payments again with both sides on the session store, each write as
+durable as docs/specification.md §5 asks (durability by interest, docs/protocol.md: the payee's
+fully signed state is fsynced before its UpdateAccept leaves, the payer's own writes are not
+waited for); then 16
 callers paying on that one channel at once (their waiting payments share updates), then 100
 channels with one caller each.
 
