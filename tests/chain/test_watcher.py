@@ -7,6 +7,7 @@ play the shell's part by sending the transactions the core asks for.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Mapping
@@ -54,7 +55,9 @@ class Watched:
         self.fed.append((channel_id, change))
         new, events = transition(self._channels[channel_id], change)
         self._channels[channel_id] = new
-        self.store.put(new)
+        # As the channel client: a broken store stops signing, not the chain's news.
+        with contextlib.suppress(StoreError):
+            self.store.put(new)
         self.events.extend(events)
 
     def take(self, kind: type) -> list[Event]:

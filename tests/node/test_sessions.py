@@ -24,7 +24,7 @@ from perund.channel.proposal import OpenRequest
 from perund.channel.types import ETH
 from perund.cli.generate import Generated
 from perund.config import NodeConfig, load_node_config
-from perund.errors import FailedPrecondition, InvalidConfig, ResourceExists
+from perund.errors import FailedPrecondition, InvalidConfig, PerundError, ResourceExists
 from perund.node import NodeService
 from perund.session.notices import ChannelNotice, Notice, ProposalNotice, UpdateNotice
 from perund.session.session import Session
@@ -56,11 +56,14 @@ def auto_answer(session: Session, accept_updates: bool = True) -> list[Notice]:
 
     def observe(notice: Notice) -> None:
         seen.append(notice)
+        # A user who answers does not wait for the outcome (its session may break later).
         if isinstance(notice, ProposalNotice):
-            session.client.respond_proposal(notice.proposal.proposal_id, True)
+            session.client.respond_proposal(notice.proposal.proposal_id, True).addErrback(
+                lambda failure: failure.trap(PerundError))
         elif isinstance(notice, UpdateNotice):
             session.client.respond_update(notice.channel.channel_id, notice.update_id,
-                                          accept_updates)
+                                          accept_updates).addErrback(
+                lambda failure: failure.trap(PerundError))
 
     session.client.observers.append(observe)
     return seen
@@ -255,12 +258,17 @@ async def test_a_session_with_a_full_disk_closes_and_opens_again(
     def disk_full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    # bob's node, on the same full disk, never answers: alice's request times out, and the
+    # write that records the timeout meets her broken store.
+    alice.client.response_timeout = alice.client.request_timeout = 1.0
     with monkeypatch.context() as patched:
         patched.setattr(os, "fsync", disk_full)
         with pytest.raises(FailedPrecondition, match="store failed"):
             await alice.client.send(channel.channel_id, ((ETH, 1),))
         failed = {s.name: s.value for s in node.metric_samples()}["perund_sessions_store_failed"]
-        assert failed == 1
+        # bob's session shares the disk, and his write, the payee's, is the one the payment
+        # waits for (docs/protocol.md, "Durability by interest"): both are broken.
+        assert failed == 2
         await node.close_session(alice.id, force=True)  # logged, not raised
     # The disk is fixed: the store is repaired on open, the channel is where it was durable.
     again = await node.open_session(str(setup.users[0].session_file))
