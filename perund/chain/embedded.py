@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eth_hash.auto import keccak
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -69,11 +70,31 @@ TEST_TOKEN_ARTIFACT = "TestToken"
 TEST_TOKEN_NAME = "Perund test token"
 TEST_TOKEN_SYMBOL = "PRN"
 TEST_TOKEN_DECIMALS = 18
+TEST_TOKEN_NONCE = 1
+"""Dev account 0's nonce when a new chain deploys PRN (its first transaction deployed the
+Adjudicator), which fixes PRN's address: `perund generate` writes it into the config."""
 DEV_TOKEN_SUPPLY = 1_000_000 * 10**TEST_TOKEN_DECIMALS
 """What each dev account holds of the test token PRN on a new chain: 1,000,000 PRN."""
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 _PR_SET_PDEATHSIG = 1
+
+
+def created_address(sender: Address, nonce: int) -> Address:
+    """The address of the contract that `sender` creates with its transaction `nonce`:
+    keccak256(rlp([sender, nonce]))[12:]."""
+    if not 0 <= nonce < 2**64:
+        raise ValueError("a nonce is a uint64")
+    number = nonce.to_bytes((nonce.bit_length() + 7) // 8, "big")
+    encoded_nonce = number if len(number) == 1 and number[0] < 0x80 \
+        else bytes([0x80 + len(number)]) + number
+    payload = bytes([0x80 + 20]) + bytes(sender) + encoded_nonce
+    return Address(keccak(bytes([0xC0 + len(payload)]) + payload)[12:])
+
+
+def dev_token_address() -> Address:
+    """Where a new embedded chain deploys its test token PRN (dev account 0, nonce 1)."""
+    return created_address(Account(dev_private_keys(1)[0]).address, TEST_TOKEN_NONCE)
 
 
 def _die_with_parent() -> None:

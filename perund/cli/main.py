@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--chain-id", type=int, default=None, help="expected chain ID")
     generate.add_argument("--adjudicator", default=None,
                           help="address of the Adjudicator deployed on --chain-url")
+    generate.add_argument("--asset", action="append", default=[], metavar="SYM:ADDRESS:DECIMALS",
+                          help="a token the node's channels may hold, into chain.assets "
+                          "(repeatable; the embedded chain's PRN is listed by itself)")
     generate.add_argument("--api-port", type=int, default=50001, help="JSON-RPC port")
     generate.add_argument("--comm-ports", type=int, nargs=2, default=(5751, 5752),
                           metavar=("ALICE", "BOB"), help="the sessions' peer ports")
@@ -83,10 +86,20 @@ def _generate(options: argparse.Namespace) -> int:
     if options.chain_url and not options.adjudicator:
         print("perund generate: --chain-url needs --adjudicator", file=sys.stderr)
         return 2
+    assets: dict[str, tuple[str, int]] = {}
+    for text in options.asset:
+        symbol, _, rest = text.partition(":")
+        address, _, decimals = rest.partition(":")
+        if not symbol or not address or not decimals.isdigit():
+            print(f"perund generate: --asset {text}: SYMBOL:ADDRESS:DECIMALS, e.g. "
+                  "USDC:0x1c7D4B196Cb0C7B01d743Fbc6116a902379C7238:6", file=sys.stderr)
+            return 2
+        assets[symbol] = (address, int(decimals))
     try:
         written = generate(options.directory, chain_url=options.chain_url,
                            chain_id=options.chain_id, adjudicator=options.adjudicator,
-                           api_port=options.api_port, comm_ports=tuple(options.comm_ports))
+                           api_port=options.api_port, comm_ports=tuple(options.comm_ports),
+                           assets=assets)
     except PerundError as exc:
         print(f"perund generate: {exc.message}", file=sys.stderr)
         return 1
