@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, globalLogBeginner, textFileLogObserver
 
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID
-from perund.channel.types import hex_address
+from perund.channel.types import hex_address, to_address
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="blocks to wait above the deployment (default 2)")
     deploy.add_argument("--node-config", default=None, metavar="FILE",
                         help="write a new node config using the deployment to FILE")
+    deploy.add_argument("--test-token", action="store_true",
+                        help="also deploy the test token PRN (18 decimals, anyone may mint it: "
+                        "test networks only), mint 1,000,000 PRN to the deployer, and list it "
+                        "in the node config")
+    deploy.add_argument("--mint-to", action="append", default=[], metavar="ADDRESS",
+                        help="with --test-token: mint 1,000,000 PRN to ADDRESS too (repeatable)")
     return parser
 
 
@@ -141,11 +147,21 @@ def _deploy(reactor: Any, options: argparse.Namespace) -> Deferred[None]:
         try:
             if options.confirmations < 0:
                 raise SystemExit("perund deploy: --confirmations must be 0 or more")
+            if options.mint_to and not options.test_token:
+                raise SystemExit("perund deploy: --mint-to needs --test-token")
+            mint_to = []
+            for text in options.mint_to:
+                try:
+                    mint_to.append(to_address(text))
+                except ValueError:
+                    raise SystemExit(f"perund deploy: --mint-to {text[:64]}: not a 0x "
+                                     "address") from None
             password = password_for(options.password_file, dict(os.environ), ask_on_terminal())
             account = unlock_account(options.keystore, password)
             done = await deploy(reactor, sys.stdout, chain_url=options.chain_url,
                                 account=account, chain_id=options.chain_id,
-                                confirmations=options.confirmations)
+                                confirmations=options.confirmations,
+                                test_token=options.test_token, mint_to=mint_to)
             if options.node_config:
                 write_node_config(Path(options.node_config), options.chain_url, done,
                                   options.confirmations)
@@ -155,6 +171,8 @@ def _deploy(reactor: Any, options: argparse.Namespace) -> Deferred[None]:
         print(f"chain        {done.chain_id}")
         print(f"adjudicator  {hex_address(done.adjudicator)}")
         print(f"transaction  0x{done.tx_hash.hex()} (block {done.block}, gas {done.gas_used:,})")
+        if done.test_token is not None:
+            print(f"test token   {hex_address(done.test_token)} (PRN, 18 decimals)")
         if options.node_config:
             print(f"node config  {options.node_config}: name your users' folders under "
                   "sessions.config_dirs, then twistd -n perund --config "
