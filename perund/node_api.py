@@ -262,6 +262,14 @@ class NodeAPI:
                         value=payment.payee, requirement="'self' or the channel's peer")
                 amount = payment.amount
             totals[payment.asset] = totals.get(payment.asset, 0) + amount
+        held = channel.latest.assets
+        for asset in totals:
+            if asset not in held:
+                currencies = self.node.currencies
+                raise InvalidArgument(
+                    f"this channel holds no {currencies.label(asset)[0]}, only "
+                    + ", ".join(currencies.label(a)[0] for a in held), name="currency",
+                    value=currencies.label(asset)[0], requirement="a currency of the channel")
         transfers = tuple((asset, amount) for asset, amount in totals.items() if amount)
         if not transfers:
             raise InvalidArgument("the payments cancel out", name="payments",

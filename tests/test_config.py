@@ -34,7 +34,8 @@ def test_all_values() -> None:
         "log": {"level": "debug", "format": "json", "file": "/var/log/perund.log"},
         "api": {"listen": "tcp:7000", "token_file": "/etc/perund/token"},
         "chain": {"url": "http://127.0.0.1:8545", "id": 31337,
-                  "adjudicator": "0x" + "ab" * 20, "assets": {"USDC": {"address": "0x" + "cd" * 20, "decimals": 6}},
+                  "adjudicator": "0x" + "ab" * 20,
+                  "assets": {"USDC": {"address": "0x" + "cd" * 20, "decimals": 6}},
                   "confirmations": 2, "poll_interval": "500ms"},
         "timeouts": {"chain_connect": "5s", "tx": "2m", "response": "30s", "peer_dial": "3s",
                      "peer_request": "4s"},
@@ -51,7 +52,8 @@ def test_every_error_is_reported_at_once() -> None:
             "colour": "blue",
             "log": {"level": "loud"},
             "chain": {"url": "ftp://x", "id": -1, "adjudicator": "0x12",
-                      "assets": {"ETH": {"address": "0x" + "00" * 20, "decimals": 18}}, "confirmations": "two"},
+                      "assets": {"ETH": {"address": "0x" + "00" * 20, "decimals": 18}},
+                      "confirmations": "two"},
             "timeouts": {"tx": "forever", "peer_dial": "0s"},
         })
     names = {p["name"] for p in caught.value.data["problems"]}
