@@ -11,14 +11,11 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 
-from perund.chain.account import Account
-from perund.chain.anvil import Anvil, free_port, rpc_call
-from perund.chain.backend import ChainBackend
-from perund.chain.embedded import TEST_TOKEN_DECIMALS, TEST_TOKEN_SYMBOL, deploy_test_token
-from perund.channel.types import ETH, Address, ChannelID, hex_address, to_address
-from perund.cli.generate import Generated, anvil_dev_key, generate
+from perund.chain.anvil import Anvil, rpc_call
+from perund.chain.embedded import TEST_TOKEN_SYMBOL
+from perund.channel.types import ETH, Address, ChannelID, to_address
+from perund.cli.generate import Generated
 from tests.integration.daemons import assert_clean_log
 from tests.integration.test_disputes import (
     CHALLENGE,
@@ -29,43 +26,17 @@ from tests.integration.test_disputes import (
     stored_channel,
     until,
 )
-from tests.node.conftest import deploy
 
 UNIT = 10**18
-SUPPLY = 1_000 * UNIT
 
 
 def units(amount: str) -> int:
     return int(Decimal(amount) * UNIT)
 
 
-async def deploy_token(anvil: Anvil) -> Address:
-    """PRN on `anvil`, from its account 0, with SUPPLY for the accounts alice and bob use."""
-    backend = ChainBackend(reactor, url=anvil.url, chain_id=anvil.chain_id)
-    backend.startService()
-    try:
-        await backend.connect()
-        return await deploy_test_token(
-            backend, Account(anvil.private_keys[0]),
-            [Account(anvil_dev_key(i)).address for i in (1, 2)], SUPPLY)
-    finally:
-        backend.stopService()
-
-
-@pytest_twisted.async_fixture
-async def token_setup(anvil: Anvil, tmp_path: Path) -> Generated:
-    """`perund generate` for anvil, with its own Adjudicator and PRN in `chain.assets`."""
-    adjudicator = await deploy(anvil)
-    token = await deploy_token(anvil)
-    return generate(tmp_path, chain_url=anvil.url, chain_id=anvil.chain_id,
-                    adjudicator=adjudicator, api_port=free_port(),
-                    comm_ports=(free_port(), free_port()),
-                    assets={TEST_TOKEN_SYMBOL: (hex_address(token), TEST_TOKEN_DECIMALS)})
-
-
 @pytest.fixture
-def world(token_setup: Generated, tmp_path: Path, anvil: Anvil) -> Iterator[World]:
-    w = World(token_setup, tmp_path, anvil)
+def world(anvil_token_setup: Generated, tmp_path: Path, anvil: Anvil) -> Iterator[World]:
+    w = World(anvil_token_setup, tmp_path, anvil)
     try:
         yield w
     finally:
