@@ -85,10 +85,7 @@ async def deploy(reactor: Any, out: TextIO, *, chain_url: str, account: Account,
         address = Address(receipt.contract_address)
         out.write(f"mined in block {receipt.block_number} (gas {receipt.gas_used:,}): "
                   f"{hex_address(address)}\n")
-        while (depth := await backend.block_number() - receipt.block_number) < confirmations:
-            out.write(f"… waiting for confirmations: {depth} of {confirmations}\n")
-            out.flush()
-            await deferLater(reactor, poll, lambda: None)
+        await _confirmed(reactor, backend, out, receipt.block_number, confirmations, poll)
         # The code there must be this version's Adjudicator (InvalidContracts otherwise).
         await backend.validate_adjudicator(address)
         out.write(f"checked: the code at {hex_address(address)} is this version's "
@@ -101,6 +98,8 @@ async def deploy(reactor: Any, out: TextIO, *, chain_url: str, account: Account,
                       f"{len(holders)} accounts\n")
             out.flush()
             token = await deploy_test_token(backend, account, holders, TEST_TOKEN_SUPPLY)
+            await _confirmed(reactor, backend, out, await backend.block_number(), confirmations,
+                             poll)
             info = await backend.token_info(token)
             if (info.symbol, info.decimals) != (TEST_TOKEN_SYMBOL, TEST_TOKEN_DECIMALS):
                 raise InvalidContracts(
@@ -112,6 +111,15 @@ async def deploy(reactor: Any, out: TextIO, *, chain_url: str, account: Account,
                           receipt.block_number, token)
     finally:
         backend.stopService()
+
+
+async def _confirmed(reactor: Any, backend: ChainBackend, out: TextIO, block: int,
+                     confirmations: int, poll: float) -> None:
+    """Until `block` is `confirmations` blocks deep, saying so."""
+    while (depth := await backend.block_number() - block) < confirmations:
+        out.write(f"… waiting for confirmations: {depth} of {confirmations}\n")
+        out.flush()
+        await deferLater(reactor, poll, lambda: None)
 
 
 def write_node_config(path: Path, chain_url: str, deployment: Deployment,
