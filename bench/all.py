@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("gas", "storage", "offchain", "api", "memory", "restart")
+BENCHMARKS = ("gas", "storage", "offchain", "virtual", "api", "memory", "restart")
 
 
 def run_one(name: str) -> dict[str, Any]:

@@ -35,7 +35,8 @@ from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest
 from perund.channel.records import Channel
-from perund.channel.types import ETH, Address, ChannelID, hex_address
+from perund.channel.types import ETH, Address, ChannelID, VirtualParams, hex_address
+from perund.channel.virtual_opening import VirtualOpenRequest
 from perund.contacts.book import parse_account_address
 from perund.errors import (
     FailedPrecondition,
@@ -112,8 +113,12 @@ class NodeAPI:
         return channel
 
     def _view(self, session: Session, channel: Channel) -> ChannelView:
+        params = channel.params
+        parent = session.client.channels.get(params.parents[channel.index]) \
+            if type(params) is VirtualParams else None
         return channel_view(channel, self._alias_of(session),
-                            paid_out=session.client.paid_out.get(channel.channel_id))
+                            paid_out=session.client.paid_out.get(channel.channel_id),
+                            via=None if parent is None else parent.peer)
 
     # -- node ------------------------------------------------------------------------------------
 
@@ -221,9 +226,17 @@ class NodeAPI:
 
     async def channel_open(self, session_id: bytes, peer: str,
                            balances: Mapping[Address, tuple[int, int]],
-                           challenge_duration: int | None) -> ChannelView:
+                           challenge_duration: int | None,
+                           via: str | None = None) -> ChannelView:
         session = self._session(session_id)
         contact = session.contacts.resolve(peer)
+        if via is not None:
+            # Funded by a lock in our ledger channel with the intermediary: no deposit.
+            virtual = VirtualOpenRequest(
+                contact.off_chain_address, session.contacts.resolve(via).off_chain_address,
+                tuple(balances), tuple(balances.values()),
+                challenge_duration or DEFAULT_CHALLENGE_DURATION)
+            return self._view(session, await session.client.open_channel(virtual))
         await self._can_fund(session, {asset: ours for asset, (ours, _) in balances.items()})
         request = OpenRequest(contact.off_chain_address, tuple(balances),
                               tuple(balances.values()),
@@ -247,7 +260,8 @@ class NodeAPI:
         return self._view(session, self._channel(session, channel_id))
 
     async def channel_send(self, session_id: bytes, channel_id: bytes,
-                           payments: Sequence[Payment]) -> ChannelView:
+                           payments: Sequence[Payment],
+                           reference: str | None = None) -> ChannelView:
         session = self._session(session_id)
         channel = self._channel(session, channel_id)
         totals: dict[Address, int] = {}
@@ -274,7 +288,8 @@ class NodeAPI:
         if not transfers:
             raise InvalidArgument("the payments cancel out", name="payments",
                                   value=len(payments), requirement="a net transfer")
-        return self._view(session, await session.client.send(channel.channel_id, transfers))
+        return self._view(session, await session.client.send(channel.channel_id, transfers,
+                                                             reference=reference))
 
     async def channel_respond_update(self, session_id: bytes, channel_id: bytes,
                                      update_id: bytes, accept: bool) -> ChannelView:

@@ -82,3 +82,14 @@ def test_gas_benchmark_reports_every_life_and_path() -> None:
         "payouts_in_concludeFinal"}
     versus = results["versus_perun"]["eth_token_cooperative"]
     assert versus["perun"] == 707_193 and versus["perund"] == results[lives[2]]["total"]
+
+
+def test_virtual_benchmark_reports_both_kinds_of_channel() -> None:
+    out = subprocess.run([sys.executable, str(BENCH.with_name("virtual.py")), "--seconds",
+                          "0.3"], capture_output=True, text=True, timeout=180,
+                         check=True).stdout
+    results = json.loads(out)
+    for name in ("ledger", "virtual", "durable_ledger", "durable_virtual"):
+        assert results[name]["payments"] > 0, name
+        assert 0 < results[name]["p50_ms"] <= results[name]["p99_ms"], name
+    assert results["virtual_open_ms"] > 0 and results["durable_virtual_open_ms"] > 0

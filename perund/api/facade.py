@@ -91,11 +91,13 @@ class NodeFacade(Protocol):
 
     async def channel_open(self, session_id: bytes, peer: str,
                            balances: Mapping[Address, tuple[int, int]],
-                           challenge_duration: int | None) -> ChannelView:
+                           challenge_duration: int | None,
+                           via: str | None = None) -> ChannelView:
         """`channel_open`: propose a channel to `peer` (alias or 0x address);
         `balances[asset] = (ours, the peer's)` in base units, ETH first then in the currency
-        table's order; `challenge_duration` in seconds, None for the node's default. Returns
-        once the channel is funded and open."""
+        table's order; `challenge_duration` in seconds, None for the node's default; `via`
+        (alias or address of an intermediary) for a virtual channel. Returns once the channel
+        is funded and open."""
         ...
 
     async def channel_respond_proposal(self, session_id: bytes, proposal_id: bytes,
@@ -112,9 +114,10 @@ class NodeFacade(Protocol):
         ...
 
     async def channel_send(self, session_id: bytes, channel_id: bytes,
-                           payments: Sequence[Payment]) -> ChannelView:
+                           payments: Sequence[Payment],
+                           reference: str | None = None) -> ChannelView:
         """`channel_send`: one update carrying every payment (payee `"self"`: a request);
-        returns the channel after the peer countersigned."""
+        returns the channel after the peer countersigned. `reference` travels with it."""
         ...
 
     async def channel_respond_update(self, session_id: bytes, channel_id: bytes,

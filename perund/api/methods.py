@@ -38,6 +38,7 @@ from perund.api.schema import (
 )
 from perund.api.token_methods import token_methods
 from perund.api.views import UPDATE_TYPES, ChannelView, Payment, PeerView
+from perund.channel.memo import MAX_REFERENCE
 from perund.channel.types import UINT64_MAX, Address, to_address
 from perund.contacts.book import COMM_TYPES, parse_account_address
 from perund.errors import (
@@ -96,8 +97,16 @@ CHANNEL_INFO = obj({
     "paidOut": {"type": "object", "additionalProperties": AMOUNT,
                 "description": "closed: what the chain paid your account per currency, from "
                                "the conclusion's PaidOut events (known when this node saw it)"},
+    "kind": {"type": "string", "enum": ["ledger", "virtual"],
+             "description": "a ledger channel holds deposits on-chain; a virtual one is "
+                            "funded by locks in two ledger channels with an intermediary"},
+    "fundedBy": {"type": "array", "items": CHANNEL_ID, "minItems": 2, "maxItems": 2,
+                 "description": "virtual: the ledger channels that fund it, yours first"},
+    "via": {"type": ["string", "null"], "description": "virtual: the intermediary"},
+    "funds": {"type": "array", "items": CHANNEL_ID,
+              "description": "ledger: the virtual channels it locks funds for"},
 }, ["channelId", "peer", "peerAddress", "phase", "version", "isFinal", "balances",
-    "challengeDuration"], description="channel info")
+    "challengeDuration", "kind"], description="channel info")
 
 PEER_INFO = obj({"alias": ALIAS, "offChainAddress": ADDRESS,
                  "commAddress": {"type": "string", "description": "host:port"},
@@ -109,8 +118,10 @@ PROPOSAL_PUSH = {"oneOf": [
         "type": {"const": "proposed"},
         "proposalId": PROPOSAL_ID, "peer": {"type": "string"}, "peerAddress": ADDRESS,
         "balances": _balances_schema(), "challengeDuration": {"type": "integer", "minimum": 1},
-        "expiry": SECONDS,
-    }, ["type", "proposalId", "peer", "peerAddress", "balances", "challengeDuration", "expiry"]),
+        "expiry": SECONDS, "kind": {"type": "string", "enum": ["ledger", "virtual"]},
+        "via": {"type": "string", "description": "virtual: the intermediary"},
+    }, ["type", "proposalId", "peer", "peerAddress", "balances", "challengeDuration", "expiry",
+        "kind"]),
     obj({
         "type": {"const": "gone"},
         "proposalId": PROPOSAL_ID, "peer": {"type": "string"}, "peerAddress": ADDRESS,
@@ -279,7 +290,7 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
     async def channel_open(args: dict[str, Any], ctx: CallContext) -> Any:
         balances = _open_balances(args["balances"], currencies)
         return await facade.channel_open(_bytes(args, "sessionId"), args["peer"], balances,
-                                         args.get("challengeDuration"))
+                                         args.get("challengeDuration"), args.get("via"))
 
     async def channel_respond_proposal(args: dict[str, Any], ctx: CallContext) -> Any:
         return await facade.channel_respond_proposal(
@@ -295,7 +306,8 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
         payments = _payments(args["payments"], currencies)
         try:
             return await facade.channel_send(_bytes(args, "sessionId"),
-                                             _bytes(args, "channelId"), payments)
+                                             _bytes(args, "channelId"), payments,
+                                             args.get("reference"))
         except InvalidArgument as exc:
             raise _in_units(exc, currencies) from None
 
@@ -391,15 +403,20 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                (session,), obj({"address": ADDRESS, "balances": {
                    "type": "object", "additionalProperties": AMOUNT}}, ["address", "balances"]),
                session_balance, with_currencies, (ResourceNotFound,), access=Access.SESSION_READ),
-        method("channel_open", "Propose a channel; returns once it is funded and open.",
+        method("channel_open", "Propose a channel; returns once it is funded and open. With "
+               "`via` (an intermediary you and the peer both have a ledger channel with), a "
+               "virtual channel, funded by locks in those ledger channels with no transaction.",
                (session, Param("peer", PEER), Param("balances", open_balances),
                 Param("challengeDuration", {"type": "integer", "minimum": 1,
                                             "maximum": UINT64_MAX,
                                             "description": "seconds; the node's default if "
-                                                           "omitted"}, required=False)),
+                                                           "omitted"}, required=False),
+                Param("via", PEER, required=False,
+                      description="the intermediary's alias or address: opens a virtual "
+                                  "channel")),
                CHANNEL_INFO, channel_open, channel,
                (ResourceNotFound, InvalidArgument, InsufficientFunds, PeerNotFunded, TxTimedOut,
-                *peer_errors),
+                FailedPrecondition, *peer_errors),
                access=Access.SESSION),
         method("channel_respondProposal", "Accept (returns once funded and open) or reject "
                "(returns null) a pushed proposal before its expiry.",
@@ -417,7 +434,10 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                "update; returns once the peer signed it.",
                (session, channel_id, Param("payments", {
                    "type": "array", "items": payment, "minItems": 1,
-                   "maxItems": MAX_PAYMENTS})),
+                   "maxItems": MAX_PAYMENTS}),
+                Param("reference", {"type": "string", "maxLength": MAX_REFERENCE},
+                      required=False, description="e.g. an invoice number: travels with the "
+                                                  "update to the peer, into both histories")),
                CHANNEL_INFO, channel_send, channel,
                (ResourceNotFound, InvalidArgument, FailedPrecondition, *peer_errors),
                access=Access.SESSION),

@@ -15,10 +15,11 @@ from typing import Any
 from perund.api.amounts import Currencies
 from perund.channel import events as ev
 from perund.channel.records import Channel
-from perund.channel.types import Address, ChannelID, State, hex_address
+from perund.channel.types import Address, ChannelID, State, VirtualParams, hex_address
 from perund.contacts.book import Contact
 from perund.session.notices import GoneNotice, Notice, ProposalNotice, UpdateNotice
 from perund.storage.payments import PaymentRecord
+from perund.wire.messages import VirtualPropose
 
 JSON = dict[str, Any]
 
@@ -77,6 +78,12 @@ class ChannelView:
     paid_out: tuple[tuple[Address, int], ...] | None = None
     """What the chain says it paid our account at the conclusion, per asset (known when this
     node saw the conclusion)."""
+    funded_by: tuple[ChannelID, ...] = ()
+    """A virtual channel's parents, ours first (empty for a ledger channel)."""
+    via: str | None = None
+    """A virtual channel's intermediary (alias, or address when it is no contact)."""
+    funds: tuple[ChannelID, ...] = ()
+    """The virtual channels this ledger channel locks funds for."""
 
     def to_json(self, currencies: Currencies) -> JSON:
         """The API's channel info object."""
@@ -89,7 +96,13 @@ class ChannelView:
             "isFinal": self.is_final,
             "balances": render_balances(self.balances, currencies),
             "challengeDuration": self.challenge_duration,
+            "kind": "virtual" if self.funded_by else "ledger",
         }
+        if self.funded_by:
+            shown["fundedBy"] = [hex_id(parent) for parent in self.funded_by]
+            shown["via"] = self.via
+        if self.funds:
+            shown["funds"] = [hex_id(vid) for vid in self.funds]
         if self.on_chain is not None:
             shown["onChain"] = {"version": self.on_chain.version,
                                 "timeout": self.on_chain.timeout}
@@ -226,10 +239,12 @@ class ProposalView:
     balances: tuple[AssetBalance, ...]
     challenge_duration: int
     expiry: float
+    via: str | None = None
+    """For a virtual channel: the intermediary it would be funded through."""
 
     def to_json(self, currencies: Currencies) -> JSON:
         """The `proposal` push."""
-        return {
+        shown: JSON = {
             "type": "proposed",
             "proposalId": hex_id(self.proposal_id),
             "peer": self.peer,
@@ -237,7 +252,11 @@ class ProposalView:
             "balances": render_balances(self.balances, currencies),
             "challengeDuration": self.challenge_duration,
             "expiry": self.expiry,
+            "kind": "ledger" if self.via is None else "virtual",
         }
+        if self.via is not None:
+            shown["via"] = self.via
+        return shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,12 +410,16 @@ def _peer_name(address: Address, alias_of: AliasOf) -> str:
 
 
 def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None,
-                 paid_out: tuple[tuple[Address, int], ...] | None = None) -> ChannelView:
+                 paid_out: tuple[tuple[Address, int], ...] | None = None,
+                 via: Address | None = None) -> ChannelView:
     """Channel info of `channel` (at `state`, e.g. a proposed one, or at its latest state),
-    with what the chain paid our account if it is concluded and that is known."""
+    with what the chain paid our account if it is concluded and that is known; `via` is a
+    virtual channel's intermediary."""
     shown = state if state is not None else channel.latest
     me, peer = channel.index, channel.peer_index
     dispute = channel.dispute
+    params = channel.params
+    parents = params.parents if type(params) is VirtualParams else ()
     return ChannelView(
         channel_id=channel.channel_id,
         peer=_peer_name(channel.peer, alias_of),
@@ -409,6 +432,9 @@ def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None
         is_final=shown.is_final,
         on_chain=None if dispute is None else OnChainView(dispute.version, dispute.timeout),
         paid_out=paid_out,
+        funded_by=(parents[me], parents[peer]) if parents else (),
+        via=None if via is None else _peer_name(via, alias_of),
+        funds=tuple(lock.channel_id for lock in shown.locked),
     )
 
 
@@ -423,6 +449,8 @@ def proposal_view(notice: ProposalNotice, alias_of: AliasOf) -> ProposalView:
                        for asset, row in zip(proposal.assets, proposal.balances, strict=True)),
         challenge_duration=proposal.challenge_duration,
         expiry=notice.expiry,
+        via=None if not isinstance(proposal, VirtualPropose)
+        else _peer_name(proposal.intermediary, alias_of),
     )
 
 

@@ -24,14 +24,29 @@ from twisted.python.threadpool import ThreadPool
 from web3 import Web3
 
 from perund.chain import tokens
-from perund.chain.abi import ContractCodec, params_value, state_value
+from perund.chain.abi import (
+    ContractCodec,
+    locked_value,
+    params_value,
+    state_value,
+    virtual_params_value,
+)
 from perund.chain.account import Account
 from perund.chain.artifact import ContractArtifact, load_artifact
 from perund.chain.client import NO_CODE, BlockId, ChainClient
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID, DEV_ACCOUNT_COUNT, EMBEDDED_URL, DevChain
 from perund.chain.results import ChainEvent, ChannelStatus, Phase, TxReceipt
 from perund.chain.sender import TransactionSender
-from perund.channel.types import ETH, Address, ChannelID, Params, Signature, State, hex_address
+from perund.channel.types import (
+    ETH,
+    Address,
+    ChannelID,
+    Params,
+    Signature,
+    State,
+    VirtualProof,
+    hex_address,
+)
 from perund.errors import (
     ChainNotReachable,
     FailedPrecondition,
@@ -334,6 +349,31 @@ class ChainBackend(Service):
             "concludeFinal", params_value(params), state_value(state), _two_sigs(sigs)
         )
         return await self._transact(account, "concludeFinal", data)
+
+    @deferred_api
+    async def register_virtual(
+        self, account: Account, params: Params, state: State, sigs: Sequence[Signature],
+        proof: VirtualProof,
+    ) -> TxReceipt:
+        """`registerVirtualState`: register the parent `state` (with its locks; its signatures
+        are not checked when it is the registered state) and, through it, the virtual
+        channel's state in `proof` (start, refute, or nothing if registered already)."""
+        data = self.codec.encode_call(
+            "registerVirtualState", params_value(params), state_value(state),
+            locked_value(state), _two_sigs(sigs), virtual_params_value(proof.params),
+            state_value(proof.state), _two_sigs(proof.signatures))
+        return await self._transact(account, "registerVirtualState", data)
+
+    @deferred_api
+    async def conclude_parent(self, account: Account, params: Params, state: State,
+                              sub_states: Sequence[State]) -> TxReceipt:
+        """`concludeParentState`: conclude the registered parent `state` with the registered,
+        frozen state of each virtual channel it locks (`sub_states`, in `state.locked`
+        order); pays out."""
+        data = self.codec.encode_call(
+            "concludeParentState", params_value(params), state_value(state),
+            locked_value(state), [state_value(sub) for sub in sub_states])
+        return await self._transact(account, "concludeParentState", data)
 
     @deferred_api
     async def fund(

@@ -11,22 +11,46 @@ Blocking functions run in the chain backend's pool (`ChainBackend` calls them).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
 from eth_abi.abi import encode as abi_encode
 from eth_hash.auto import keccak
+from twisted.internet.defer import Deferred
 
 from perund.chain.abi import ContractCodec
 from perund.chain.account import Account
 from perund.chain.client import ChainClient
 from perund.chain.results import TxReceipt
+from perund.chain.sender import TransactionSender
 from perund.channel.types import ETH, Address, ChannelID, hex_address
 from perund.errors import InvalidArgument, InvalidContracts, TxReverted
 
-if TYPE_CHECKING:
-    from perund.chain.backend import ChainBackend
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class TokenHost(Protocol):
+    """What token funding needs of the chain backend (`ChainBackend` is one): its blocking
+    client and pool, its transaction sender, its contract codec and the Adjudicator."""
+
+    codec: ContractCodec
+
+    @property
+    def client(self) -> ChainClient:
+        """The blocking client."""
+
+    @property
+    def sender(self) -> TransactionSender:
+        """The transaction sender."""
+
+    def require_adjudicator(self) -> Address:
+        """The Adjudicator in use."""
+
+    def run_blocking(self, f: Callable[_P, _R], *args: _P.args,
+                     **kwargs: _P.kwargs) -> Deferred[_R]:
+        """Run a blocking function in the backend's pool."""
 
 
 def _function(name: str, inputs: list[str], outputs: list[str], mutability: str) -> dict[str, Any]:
@@ -147,7 +171,7 @@ def permit_blocking(
 
 
 async def approve(
-    backend: ChainBackend, account: Account, token: Address, amount: int, allowed: int
+    backend: TokenHost, account: Account, token: Address, amount: int, allowed: int
 ) -> tuple[TxReceipt, ...]:
     """Let the Adjudicator take `amount` of `token` from `account` by `approve` transactions.
 
@@ -167,7 +191,7 @@ async def approve(
 
 
 async def fund(
-    backend: ChainBackend,
+    backend: TokenHost,
     account: Account,
     channel_id: ChannelID,
     index: int,

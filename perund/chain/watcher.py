@@ -44,7 +44,7 @@ from perund.channel.changes import (
 )
 from perund.channel.phases import TERMINAL, Phase
 from perund.channel.records import Channel
-from perund.channel.types import ChannelID
+from perund.channel.types import ChannelID, SubAlloc
 from perund.errors import PerundError, StoreError
 
 log = Logger(namespace="perund.watcher")
@@ -250,17 +250,33 @@ class CursorStore(Protocol):
         ...
 
 
-def change_of(event: ChainEvent) -> Change | None:
+def change_of(event: ChainEvent, same_tx: tuple[ChainEvent, ...] = ()) -> Change | None:
     """The core input an Adjudicator event stands for, or None for events the core does not
-    take (deposits and payouts: deposits go to `on_deposit`, payouts follow `Concluded`)."""
+    take (deposits and payouts: deposits go to `on_deposit`, payouts follow `Concluded`).
+    `same_tx` are the events after it in its transaction: a parent's `Registered` is followed
+    by `RegisteredLocks`, whose locks belong to the registered state."""
     args = event.args
     if event.name == "Registered":
         balances = tuple(tuple(int(b) for b in row) for row in args["balances"])
         return Registered(int(args["version"]), int(args["timeout"]), bool(args["isFinal"]),
-                          balances)
+                          balances, locks_of(event, same_tx))
     if event.name == "Concluded":
         return Concluded(int(args["version"]))
     return None
+
+
+def locks_of(registered: ChainEvent, same_tx: tuple[ChainEvent, ...]) -> tuple[SubAlloc, ...]:
+    """The locks of the state a `Registered` event registered: those of the `RegisteredLocks`
+    event of the same channel and version that follows it in the transaction, if any."""
+    for event in same_tx:
+        if (event.name == "RegisteredLocks" and event.channel_id == registered.channel_id
+                and int(event.args["version"]) == int(registered.args["version"])):
+            return tuple(SubAlloc(ChannelID(bytes(lock[0])), tuple(int(a) for a in lock[1]),
+                                  (int(lock[2][0]), int(lock[2][1])))
+                         for lock in event.args["locked"])
+        if event.name == "Registered" and event.channel_id == registered.channel_id:
+            break
+    return ()
 
 
 class ChainWatcher:
@@ -278,9 +294,14 @@ class ChainWatcher:
         confirmations: int = 0,
         conclude_retry: float = 30.0,
         on_deposit: Callable[[ChannelID], None] | None = None,
+        on_event: Callable[[ChainEvent, tuple[ChainEvent, ...]], None] | None = None,
     ) -> None:
         self._reactor = reactor
         self.on_deposit = on_deposit
+        self.on_event = on_event
+        """Told of every event of the new blocks with the rest of its transaction, before the
+        watched channels hear of it (virtual channels an intermediary watches are no channels
+        of its own)."""
         """Told of every Deposited event of a watched channel once it is confirmed (funding
         waits on it instead of reading the holdings on a timer)."""
         self.chain = chain
@@ -394,15 +415,18 @@ class ChainWatcher:
         if not self._running:
             return
         channels = self.watched.channels
-        for event in events:
+        for i, event in enumerate(events):
             channel_id = event.channel_id
             if channel_id is None:
                 continue
+            same_tx = tuple(e for e in events[i + 1:i + 8] if e.tx_hash == event.tx_hash)
+            if self.on_event is not None:
+                self.on_event(event, same_tx)
             cid = ChannelID(channel_id)
             channel = channels.get(cid)
             if channel is None or channel.phase in TERMINAL:
                 continue
-            change = change_of(event)
+            change = change_of(event, same_tx)
             if isinstance(change, Concluded):
                 # What the chain paid, from the same transaction's PaidOut events (they follow
                 # the Concluded event, after which the channel is no longer watched).

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from perund.channel.encoding import Signer
-from perund.channel.types import Address, ChannelID, Signature, State
+from perund.channel.types import Address, ChannelID, Signature, State, SubAlloc, VirtualProof
 from perund.errors import PerundError
 
 # --- from the user -----------------------------------------------------------------------------
@@ -29,11 +29,15 @@ from perund.errors import PerundError
 @dataclass(frozen=True, slots=True)
 class OwnUpdate:
     """Propose the next state: `transfers` are `(asset, amount)` moved from us to the peer
-    (a negative amount requests that much from the peer); `is_final` closes the channel."""
+    (a negative amount requests that much from the peer); `is_final` closes the channel.
+
+    With a `proof` (and no transfers) the update locks funds for a virtual channel (the proof
+    holds its version 0) or folds its outcome back (its final state) instead."""
 
     signer: Signer
     transfers: tuple[tuple[Address, int], ...]
     is_final: bool = False
+    proof: VirtualProof | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +59,17 @@ class ForceClose:
 
 @dataclass(frozen=True, slots=True)
 class UpdateReceived:
-    """The peer's `Update{state, signature}`. `signer` countersigns if policy accepts at once."""
+    """The peer's `Update{state, signature}`. `signer` countersigns if policy accepts at once.
+
+    With a `proof`, the peer's `VirtualLock` or `VirtualFold`: we are the intermediary, and
+    answer only once the matching update on the other ledger came (`AwaitingMatch`). The shell
+    has checked that the proof's virtual channel ID is its params' on our deployment."""
 
     sender: Address
     state: State
     signature: Signature
     signer: Signer
+    proof: VirtualProof | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +150,29 @@ class FundingExpired:
 
 @dataclass(frozen=True, slots=True)
 class Registered:
-    """The contract emitted `Registered(channelID, version, timeout, isFinal, balances)`."""
+    """The contract emitted `Registered(channelID, version, timeout, isFinal, balances)`, and,
+    for a state with locks, `RegisteredLocks` with its `locked` sub-allocations."""
 
     version: int
     timeout: int
     is_final: bool
     balances: tuple[tuple[int, ...], ...]
+    locked: tuple[SubAlloc, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LockFailed:
+    """A virtual channel's lock in our parent ledger cannot become fully signed (the
+    intermediary refused it, or it never went out): nothing is locked for it, so it closes."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class MatchFailed:
+    """We are the intermediary: the peer's lock or fold `update_id` found no match in time."""
+
+    update_id: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,5 +235,7 @@ Change = (
     | Concluded
     | Reorganised
     | ChainLost
+    | LockFailed
+    | MatchFailed
 )
 """Every input of `transition`."""

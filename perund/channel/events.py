@@ -26,7 +26,15 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from perund.channel.types import Address, ChannelID, Params, Signature, State
+from perund.channel.types import (
+    Address,
+    ChannelID,
+    Params,
+    Signature,
+    State,
+    VirtualParams,
+    VirtualProof,
+)
 from perund.errors import PerundError
 
 if TYPE_CHECKING:
@@ -47,7 +55,9 @@ class Reason(enum.Enum):
     ASSETS = "assets changed"
     TOTALS = "per-asset totals changed"
     NEGATIVE = "negative balance"
-    LOCKED = "locked funds changed (this node does not lock funds for virtual channels)"
+    LOCKED = "locked funds changed otherwise than by a virtual channel's lock or fold"
+    VIRTUAL = "the lock or fold is not exactly what the virtual channel's state implies"
+    NO_MATCH = "no matching lock or fold came from the virtual channel's other ledger"
     IN_FLIGHT = "another update is in flight"
     COLLISION = "both sides proposed an update at once: both are refused"
     SYNC_PENDING = "our last update is unresolved: sync first"
@@ -67,6 +77,8 @@ class Reason(enum.Enum):
     UNKNOWN_PEER = "proposer is not a contact"
     SENDER = "sender is not the proposer"
     MALFORMED = "malformed field"
+    NO_LEDGER = "no open ledger channel with the intermediary covers the virtual channel"
+    INTERMEDIARY = "the intermediary is not one of our contacts, or is a party itself"
     NO_SUCH_PROPOSAL = "no such proposal"
 
 
@@ -139,10 +151,26 @@ class SendReject:
 
 @dataclass(frozen=True, slots=True)
 class SendUpdate:
-    """Send `Update{state, signature}` as a request (answer: UpdateAccept / UpdateReject)."""
+    """Send `Update{state, signature}` as a request (answer: UpdateAccept / UpdateReject).
+
+    With a `proof`, the update locks funds for a virtual channel (`VirtualLock`) or folds its
+    outcome back (`VirtualFold`), and the proof goes with it."""
 
     peer: Address
     state: State
+    signature: Signature
+    proof: VirtualProof | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendVirtualAccept:
+    """Send `VirtualAccept` (our signature on the virtual channel's version 0 included)."""
+
+    peer: Address
+    proposal_id: bytes
+    nonce_share: bytes
+    participant: Address
+    parent: ChannelID
     signature: Signature
 
 
@@ -263,6 +291,39 @@ class Fund:
 
 
 @dataclass(frozen=True, slots=True)
+class LockParent:
+    """A virtual channel's version 0 is fully signed: lock our share and the peer's in our
+    ledger channel `parent` (an update carrying `proof`); once that lock is fully signed, feed
+    the virtual channel `Funded`, or `LockFailed` if it cannot be."""
+
+    channel_id: ChannelID
+    parent: ChannelID
+    proof: VirtualProof
+
+
+@dataclass(frozen=True, slots=True)
+class FoldParent:
+    """A virtual channel's final state is fully signed: fold its outcome into our ledger
+    channel `parent` (an update carrying `proof`); once the fold is fully signed, feed the
+    virtual channel `Concluded`; if the intermediary refuses it, dispute the parent."""
+
+    channel_id: ChannelID
+    parent: ChannelID
+    proof: VirtualProof
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitingMatch:
+    """We are the intermediary: the peer's ledger update `update_id` locks or folds a virtual
+    channel (`proof`); answer it (RespondUpdate) only together with the matching update on the
+    virtual channel's other ledger, or refuse it (`MatchFailed`) after the lock window."""
+
+    channel_id: ChannelID
+    update_id: bytes
+    proof: VirtualProof
+
+
+@dataclass(frozen=True, slots=True)
 class Opened:
     """The channel is funded and open for payments."""
 
@@ -278,10 +339,12 @@ class FundingFailed:
 
 @dataclass(frozen=True, slots=True)
 class Register:
-    """Call `register(params, state, signatures)` (dispute or refutation)."""
+    """Call `register(params, state, signatures)` (dispute or refutation); for a state with
+    locks, `registerVirtualState` for each virtual channel it funds; for a virtual channel
+    (`VirtualParams`), `registerVirtualState` through our parent ledger."""
 
     channel_id: ChannelID
-    params: Params
+    params: Params | VirtualParams
     state: State
     signatures: tuple[Signature, Signature]
 
@@ -304,10 +367,11 @@ class ConcludeFinal:
 @dataclass(frozen=True, slots=True)
 class Conclude:
     """Call `conclude(params, state)` for the registered state (its challenge period is over,
-    or it is final)."""
+    or it is final); `concludeParentState` for a state with locks. A virtual channel's
+    (`VirtualParams`) is concluded with its parents: nothing to call for it."""
 
     channel_id: ChannelID
-    params: Params
+    params: Params | VirtualParams
     state: State
 
 
@@ -355,6 +419,7 @@ Event = (
     | SendUpdate
     | SendUpdateAccept
     | SendUpdateReject
+    | SendVirtualAccept
     | SendSync
     | Refused
     | ProposalReceived
@@ -373,5 +438,8 @@ Event = (
     | Conflict
     | Closed
     | Lost
+    | LockParent
+    | FoldParent
+    | AwaitingMatch
 )
 """Every output of the core."""

@@ -26,6 +26,8 @@ from perund.channel.changes import (
     ForceClose,
     Funded,
     FundingExpired,
+    LockFailed,
+    MatchFailed,
     OwnUpdate,
     Registered,
     Reorganised,
@@ -76,7 +78,9 @@ from perund.channel.rules import (
     signed_by,
     successor_rules,
 )
-from perund.channel.types import Address, Signature, State
+from perund.channel.types import UINT64_MAX, Address, Params, Signature, State
+from perund.channel.virtual import await_match, fold_parent, is_virtual, lock_parent, proof_state
+from perund.channel.virtual import received_rules as virtual_received_rules
 from perund.errors import (
     FailedPrecondition,
     Internal,
@@ -173,19 +177,24 @@ def _register(channel: Channel) -> Register:
     return Register(channel.channel_id, channel.params, current.state, current.signatures)
 
 
-def _fund(channel: Channel, state: State) -> Fund:
-    return Fund(channel.channel_id, channel.params, channel.index, state.assets, state.balances)
+def _fund(channel: Channel, state: State) -> Event:
+    params = channel.params
+    if type(params) is not Params:
+        return lock_parent(channel)  # a virtual channel is funded by locks in its parents
+    return Fund(channel.channel_id, params, channel.index, state.assets, state.balances)
 
 
 def _settlement(channel: Channel, primary: bool) -> list[Event]:
     """What a settling channel must do on-chain about its (new) current state."""
     current = _current(channel)
+    params = channel.params
     if current.state.is_final:
-        return [
-            ConcludeFinal(
-                channel.channel_id, channel.params, current.state, current.signatures, primary
-            )
-        ]
+        if type(params) is Params:
+            return [ConcludeFinal(channel.channel_id, params, current.state, current.signatures,
+                                  primary)]
+        if channel.phase is Phase.CLOSING:
+            return [fold_parent(channel)]  # a virtual channel settles in its parents
+        # A disputed virtual channel: its final state is one more refutation (no shortcut).
     if channel.phase is Phase.CLOSING or (
         channel.phase is Phase.DISPUTED
         # No dispute known while disputed: a reorganisation took it (see `_reorganised`).
@@ -217,6 +226,8 @@ def _own_update(channel: Channel, change: OwnUpdate) -> Result:
         )
     current = _current(channel).state
     _check_signer(channel, change.signer)
+    if change.proof is not None or (change.is_final and current.locked):
+        return _own_virtual_update(channel, current, change)
     me = channel.index
     rows = list(current.balances)
     for asset, amount in change.transfers:
@@ -251,14 +262,36 @@ def _own_update(channel: Channel, change: OwnUpdate) -> Result:
         # Never current + 1 blindly: the peer may hold our signature on a refused update of
         # that version (records.Channel.signed_up_to).
         version = max(current.version, channel.signed_up_to) + 1
-        state = State(current.channel_id, version, current.assets, tuple(rows), change.is_final)
+        state = State(current.channel_id, version, current.assets, tuple(rows), change.is_final,
+                      current.locked)
     except ValueError as exc:  # only a uint64 version overflow gets here
         raise FailedPrecondition(str(exc), channel_id=channel.channel_id.hex()) from None
+    return _stage_own(channel, state, change)
+
+
+def _stage_own(channel: Channel, state: State, change: OwnUpdate) -> Result:
     digest = signing_digest(state)
     signature = change.signer.sign_digest(digest)
-    staged = Staged(me, state, signature, digest)
-    new = channel.evolve(phase=Phase.UPDATING, staged=staged, signed_up_to=version)
-    return new, (Persist(new), SendUpdate(channel.peer, state, signature))
+    staged = Staged(channel.index, state, signature, digest)
+    new = channel.evolve(phase=Phase.UPDATING, staged=staged, signed_up_to=state.version)
+    return new, (Persist(new), SendUpdate(channel.peer, state, signature, change.proof))
+
+
+def _own_virtual_update(channel: Channel, current: State, change: OwnUpdate) -> Result:
+    """Our lock or fold of a virtual channel (`change.proof`) in this ledger channel; and the
+    refusal to close a ledger channel that funds virtual channels (a final state locks
+    nothing: the contract's concludeFinal takes none)."""
+    if change.proof is None:
+        raise FailedPrecondition(
+            "the channel funds virtual channels: close them first",
+            channel_id=channel.channel_id.hex(),
+            virtual_channels=["0x" + lock.channel_id.hex() for lock in current.locked])
+    if change.transfers or change.is_final:
+        raise Internal("a lock or fold moves nothing else")  # a shell bug
+    version = max(current.version, channel.signed_up_to) + 1
+    if version > UINT64_MAX:
+        raise FailedPrecondition("version must be a uint64", channel_id=channel.channel_id.hex())
+    return _stage_own(channel, proof_state(channel, current, version, change.proof), change)
 
 
 def _accept_received(channel: Channel, change: UpdateAcceptReceived) -> Result:
@@ -370,7 +403,15 @@ def _update_received(channel: Channel, change: UpdateReceived) -> Result:
     if channel.phase not in RECEIVES_UPDATES or current_signed is None:
         return _refuse_update(channel, sender, state, Reason.NOT_OPEN)
     current = current_signed.state
-    reason = successor_rules(current, state)
+    proof = change.proof
+    if proof is None:
+        reason = successor_rules(current, state)
+        if reason is None and state.is_final and state.locked:
+            reason = Reason.LOCKED  # a final state locks nothing (concludeFinal takes none)
+    elif state.version <= current.version:
+        reason = Reason.VERSION
+    else:
+        reason = virtual_received_rules(channel, current, state, proof)
     if reason is not None:
         return _refuse_update(channel, sender, state, reason)
     if channel.needs_sync:
@@ -392,6 +433,8 @@ def _update_received(channel: Channel, change: UpdateReceived) -> Result:
     digest = signing_digest(state)
     if not signed_by(digest, change.signature, channel.peer):
         return _refuse_update(channel, sender, state, Reason.SIGNATURE)
+    if proof is not None:
+        return await_match(channel, state, change.signature, digest, proof)
     if state.is_final:
         kind: UpdateKind | None = UpdateKind.FINAL
     elif lowers_balance(current, state, channel.index):
@@ -523,7 +566,7 @@ def _sync_received(channel: Channel, change: SyncReceived) -> Result:
     ours = current.state
     detail = f"version {theirs.version}"
     if theirs.version < ours.version:
-        reason = balance_rules(ours, theirs)
+        reason = balance_rules(ours, theirs, locks_may_change=True)
         if reason is not None:
             return _refuse(channel, sender, reason, detail)
         return _synced(channel)
@@ -535,7 +578,8 @@ def _sync_received(channel: Channel, change: SyncReceived) -> Result:
         return _conflict(channel, theirs)
     if ours.is_final:
         return _refuse(channel, sender, Reason.FINAL, detail)
-    reason = balance_rules(ours, theirs)
+    # Both signatures are checked below: ours on a lock or fold means we made or matched it.
+    reason = balance_rules(ours, theirs, locks_may_change=True)
     if reason is not None:
         return _refuse(channel, sender, reason, detail)
     staged = channel.staged
@@ -673,7 +717,8 @@ def _registered(channel: Channel, change: Registered) -> Result:
     if channel.dispute is not None and change.version < channel.dispute.version:
         return channel, _NOTHING  # an older event replayed; the chain only moves up
     state = State(
-        channel.channel_id, change.version, channel.latest.assets, change.balances, change.is_final
+        channel.channel_id, change.version, channel.latest.assets, change.balances, change.is_final,
+        change.locked,
     )
     channel, events = _drop_staged(channel, UpdateFailure.SETTLING, "registered on-chain")
     new = channel.evolve(
@@ -711,9 +756,11 @@ def _concluded(channel: Channel, change: Concluded) -> Result:
         return channel, _NOTHING
     channel, events = _drop_staged(channel, UpdateFailure.SETTLING, "concluded on-chain")
     new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED))
-    if change.payouts is None:
+    params = channel.params
+    if change.payouts is None or type(params) is not Params:
+        # A virtual channel pays nothing itself: its parents pay its outcome.
         return new, (Persist(new), *events, Closed(channel.channel_id, change.version, None))
-    ours = channel.params.receivers[channel.index]
+    ours = params.receivers[channel.index]
     paid: dict[Address, int] = {}
     for payout in change.payouts:
         if payout.receiver == ours:
@@ -729,6 +776,24 @@ def _chain_lost(channel: Channel, change: ChainLost) -> Result:
     channel, events = _drop_staged(channel, UpdateFailure.SETTLING, "the chain lost the channel")
     new = channel.evolve(phase=advance(channel.phase, Phase.CHAIN_LOST))
     return new, (Persist(new), *events, Lost(channel.channel_id, change.detail))
+
+
+def _lock_failed(channel: Channel, change: LockFailed) -> Result:
+    """A virtual channel whose lock in our parent cannot become fully signed: nothing of ours
+    is locked for it, so it closes (docs/protocol.md: the half-funded proposal is worthless)."""
+    if not is_virtual(channel) or channel.phase not in (Phase.PROPOSING, Phase.FUNDING):
+        return channel, _NOTHING
+    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED), staged=None)
+    return new, (Persist(new), FundingFailed(channel.channel_id),
+                 Closed(channel.channel_id, channel.version))
+
+
+def _match_failed(channel: Channel, change: MatchFailed) -> Result:
+    """We are the intermediary: the peer's lock or fold found no match in time; refuse it."""
+    staged = channel.staged
+    if staged is None or staged.proposer == channel.index or staged.update_id != change.update_id:
+        return channel, _NOTHING
+    return _decline(channel, staged, Reason.NO_MATCH)
 
 
 def _restored(channel: Channel, change: Restored) -> Result:
@@ -775,4 +840,6 @@ _HANDLERS: Final[dict[type, Callable[[Channel, Any], Result]]] = {
     Concluded: _concluded,
     Reorganised: _reorganised,
     ChainLost: _chain_lost,
+    LockFailed: _lock_failed,
+    MatchFailed: _match_failed,
 }

@@ -11,7 +11,7 @@ from enum import Enum
 from typing import Final
 
 from perund.channel.phases import Phase
-from perund.channel.types import Address, ChannelID, Params, Signature, State
+from perund.channel.types import Address, ChannelID, Params, Signature, State, VirtualParams
 
 
 class _Keep(Enum):
@@ -86,7 +86,9 @@ class Channel:
     """
 
     channel_id: ChannelID
-    params: Params
+    params: Params | VirtualParams
+    """`VirtualParams` for a virtual channel (perund.channel.virtual), funded by a lock in
+    each participant's ledger channel with an intermediary instead of deposits."""
     index: int
     phase: Phase
     current: SignedState | None

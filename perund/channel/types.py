@@ -185,3 +185,20 @@ class State:
     def totals(self) -> tuple[int, ...]:
         """The per-asset sum of the free balances over both participants (locks excluded)."""
         return tuple(row[0] + row[1] for row in self.balances)
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualProof:
+    """A virtual channel's state with both its participants' signatures, and the channel's
+    params: what a ledger update that locks funds for it (the state is version 0) or folds its
+    outcome back (the state is final) carries, so that the intermediary can check it
+    (docs/protocol.md "Virtual channels")."""
+
+    params: VirtualParams
+    state: State
+    signatures: tuple[Signature, Signature]
+
+    @property
+    def is_fold(self) -> bool:
+        """Whether this proves a final state (a fold) rather than version 0 (a lock)."""
+        return self.state.is_final

@@ -40,10 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate = commands.add_parser(
         "generate",
-        help="write a node config and two ready-to-run sessions (alice and bob)",
-        description="Write DIR/perund.yaml and DIR/alice, DIR/bob session folders (session.yaml, "
-        "contacts naming each other, keystores of funded dev accounts, a password file) for "
-        "the embedded dev chain or, with --chain-url, for anvil.",
+        help="write a node config and ready-to-run sessions (alice and bob, or --users)",
+        description="Write DIR/perund.yaml and a session folder per user, DIR/alice and DIR/bob "
+        "unless --users names others (session.yaml, contacts naming every other user, "
+        "keystores of funded dev accounts, a password file) for the embedded dev chain or, "
+        "with --chain-url, for anvil.",
     )
     generate.add_argument("directory", metavar="DIR", help="where to write (must not hold a "
                           "perund.yaml yet)")
@@ -56,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a token the node's channels may hold, into chain.assets "
                           "(repeatable; the embedded chain's PRN is listed by itself)")
     generate.add_argument("--api-port", type=int, default=50001, help="JSON-RPC port")
-    generate.add_argument("--comm-ports", type=int, nargs=2, default=(5751, 5752),
-                          metavar=("ALICE", "BOB"), help="the sessions' peer ports")
+    generate.add_argument("--users", default="alice,bob", metavar="NAMES",
+                          help="comma-separated user names, 2 to 9 (default alice,bob), e.g. "
+                          "alice,ingrid,carol for a virtual channel through ingrid")
+    generate.add_argument("--comm-ports", type=int, nargs="+", default=None, metavar="PORT",
+                          help="the users' peer ports, one per user in order (default: 5751 "
+                          "and up)")
     deploy = commands.add_parser(
         "deploy",
         help="deploy the Adjudicator to a chain and write a node config for it",
@@ -104,16 +109,18 @@ def _generate(options: argparse.Namespace) -> int:
     try:
         written = generate(options.directory, chain_url=options.chain_url,
                            chain_id=options.chain_id, adjudicator=options.adjudicator,
-                           api_port=options.api_port, comm_ports=tuple(options.comm_ports),
+                           api_port=options.api_port, comm_ports=options.comm_ports,
+                           users=[name.strip() for name in options.users.split(",")],
                            assets=assets)
     except PerundError as exc:
         print(f"perund generate: {exc.message}", file=sys.stderr)
         return 1
     print(f"node config   {written.node_config}")
+    width = max(6, *(len(user.name) for user in written.users))
     for user in written.users:
-        print(f"{user.name:<6} session {user.session_file}")
-        print(f"       on-chain {user.on_chain_address}  off-chain {user.off_chain_address}"
-              f"  peers on port {user.comm_port}")
+        print(f"{user.name:<{width}} session {user.session_file}")
+        print(f"{'':<{width}} on-chain {user.on_chain_address}  off-chain "
+              f"{user.off_chain_address}  peers on port {user.comm_port}")
     print(f"start the node: twistd -n perund --config {written.node_config}")
     return 0
 

@@ -18,7 +18,8 @@ from perund.chain.backend import ChainBackend
 from perund.chain.results import Phase as ChainPhase
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
-from perund.channel.types import ETH, Address, ChannelID, hex_address
+from perund.channel.rules import funds as funds_of
+from perund.channel.types import ETH, Address, ChannelID, Params, hex_address
 from perund.errors import ChainMismatch
 
 AssetLabel = Callable[[Address], tuple[str, int]]
@@ -73,7 +74,8 @@ async def shortfalls(chain: ChainBackend, channels: Iterable[Channel],
     """What the chain lacks of the funded, unsettled `channels`, per asset (read all at once:
     a session with a thousand channels opens in one round trip to the chain, not two
     thousand). `label` names the assets in messages."""
-    funded = [c for c in channels if c.phase in FUNDED]
+    # A virtual channel holds nothing on-chain: its parents hold its funds (locked).
+    funded = [c for c in channels if c.phase in FUNDED and type(c.params) is Params]
     if not funded:
         return []
     funds = await chain.channel_funds([(c.channel_id, c.latest.assets) for c in funded])
@@ -82,10 +84,10 @@ async def shortfalls(chain: ChainBackend, channels: Iterable[Channel],
         if status.phase is ChainPhase.CONCLUDED:
             continue
         state = channel.latest
-        for asset, row, amount in zip(state.assets, state.balances, held, strict=True):
-            if amount < sum(row):
-                found.append(Shortfall(channel.channel_id, channel.peer, asset, sum(row),
-                                       amount, label))
+        for asset, total, amount in zip(state.assets, funds_of(state), held, strict=True):
+            if amount < total:
+                found.append(Shortfall(channel.channel_id, channel.peer, asset, total, amount,
+                                       label))
     return found
 
 

@@ -17,7 +17,10 @@ done by parts with their own state and a small interface, each a module of this 
 - `opening.Opening`: our proposals, and our user's answers to the peer's;
 - `duties.ChainDuties`: funding and settlement transactions, and their retries;
 - `patience.Patience`: settling the channels of a peer unreachable past the user's patience;
-- `outcomes.Outcomes`: the users waiting for a channel to open or close.
+- `outcomes.Outcomes`: the users waiting for a channel to open or close;
+- `closing.Closing`: our user's closes, cooperative or through a dispute;
+- `virtual.Virtuals`, `intermediary.Intermediary`: virtual channels, as a party and as the
+  intermediary (docs/protocol.md "Virtual channels").
 
 What it needs from outside are the ports of `perund.session.ports` (PeerLinks, Funder,
 Settler); what it tells the user are the notices of `perund.session.notices`.
@@ -27,11 +30,10 @@ Everything runs on the reactor thread; transitions of one channel therefore neve
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -48,21 +50,18 @@ from perund.channel.changes import (
 from perund.channel.encoding import Signer
 from perund.channel.machine import transition
 from perund.channel.phases import TERMINAL, Phase
-from perund.channel.proposal import (
-    Deployment,
-    OpenRequest,
-)
+from perund.channel.proposal import Deployment, OpenRequest
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
-from perund.errors import (
-    FailedPrecondition,
-    PeerRejected,
-    PeerRequestTimedOut,
-    PerundError,
-    ResourceNotFound,
-)
+from perund.channel.virtual_opening import VirtualOpenRequest
+from perund.errors import FailedPrecondition, PerundError, ResourceNotFound
+from perund.session.closing import Closing
+from perund.session.config import IntermediaryConfig
 from perund.session.duties import ChainDuties, OnChain
+from perund.session.guard import store_intact
 from perund.session.inbox import Inbox
+from perund.session.intermediary import Intermediary
+from perund.session.memos import Memos
 from perund.session.notices import ChannelNotice, Notice, Observer, tell
 from perund.session.opening import Opening
 from perund.session.outbox import Outbox
@@ -73,7 +72,9 @@ from perund.session.ports import Funder, PeerLinks, Settler
 from perund.session.questions import Questions
 from perund.session.sending import SendQueue, Transfers
 from perund.session.timing import Timing
+from perund.session.virtual import Virtuals
 from perund.storage import ChannelStore
+from perund.storage.payments import Status
 
 log = Logger(namespace="perund.client")
 
@@ -85,19 +86,6 @@ Events = Sequence[ev.Event]
 
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
-
-
-def _store_intact(method: Callable[Concatenate[ChannelClient, _P], Deferred[_T]],
-                  ) -> Callable[Concatenate[ChannelClient, _P], Deferred[_T]]:
-    """A user request fails at once with the session's store error once the store failed to
-    make a write durable (`ChannelClient._store_broken`)."""
-    @functools.wraps(method)
-    def guarded(client: ChannelClient, /, *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
-        if client.store_error is not None:
-            return fail(client.store_error)
-        return method(client, *args, **kwargs)
-
-    return guarded
 
 
 class ChannelClient:
@@ -124,6 +112,7 @@ class ChannelClient:
         confirm_updates: bool = False,
         settle_retry_delay: float = 5.0,
         dispute_after: float | None = None,
+        intermediary: IntermediaryConfig | None = None,
     ) -> None:
         # Any: zope interfaces do not type-check as protocols without the mypy-zope plugin.
         self._reactor: Any = reactor
@@ -145,8 +134,9 @@ class ChannelClient:
         """Set once the store failed to make a write durable; every user request then fails
         with it (see `_store_broken`)."""
         self._by_peer: dict[Address, set[ChannelID]] = {}
+        self._memos = Memos(store, reactor)
         self._sends = SendQueue(reactor, signer=signer, links=peers, timing=self.timing,
-                                channels=self.channels, commit=self._commit)
+                                channels=self.channels, commit=self._commit, memos=self._memos)
         self._questions = Questions(reactor, links=peers, timing=self.timing,
                                     records=QuestionRecords(store), notify=self._notify,
                                     time_out_update=self._user_timed_out)
@@ -154,19 +144,40 @@ class ChannelClient:
                                    channels=self.channels, apply=self._apply)
         self._patience = Patience(reactor, links=peers, channels=self.channels,
                                   force_close=self._force_close)
+        serving = intermediary or IntermediaryConfig()
+        self.intermediary = Intermediary(
+            reactor, enabled=serving.enabled, window=serving.lock_window,
+            signer=signer, links=peers, channels=self.channels, store=store, apply=self._apply,
+            check_id=lambda proof: self._virtual.check_proof_id(proof),
+            registered=lambda vid: self._virtual.registered(vid))
+        self._virtual = Virtuals(
+            signer=signer, deployment=deployment, links=peers, timing=self.timing,
+            channels=self.channels, questions=self._questions, sends=self._sends,
+            confirm_updates=confirm_updates, start=self._start, apply=self._apply,
+            execute=self._execute, settle=self._duties.settle, is_contact=self._is_contact,
+            registrations=self.intermediary.registration, proofs=self.intermediary.proof,
+            not_open_yet=lambda cid, error: self._outcomes.not_open_yet(cid, error))
         self._opening = Opening(signer=signer, receiver=receiver, deployment=deployment,
                                 confirm_updates=confirm_updates, links=peers,
                                 timing=self.timing, questions=self._questions,
-                                start=self._start, execute=self._execute)
+                                start=self._start, execute=self._execute,
+                                answer_virtual=self._virtual.answer)
         self.inbox = Inbox(signer=signer, deployment=deployment, links=peers,
                            channels=self.channels, by_peer=self._by_peer,
                            questions=self._questions, is_contact=self._is_contact,
-                           apply=self._apply, execute=self._execute)
+                           apply=self._apply, execute=self._execute, memos=self._memos,
+                           virtual=self._virtual, intermediary=self.intermediary)
         """The owner of the peer links: what the peers send comes in there."""
         self._outbox = Outbox(links=peers, timing=self.timing, channels=self.channels,
-                              route=self.inbox.message_received, apply=self._apply)
-        self._outcomes = Outcomes(links=peers, channels=self.channels, by_peer=self._by_peer,
-                                  notify=self._notify, funding_error=self._duties.funding_error)
+                              route=self.inbox.message_received, apply=self._apply,
+                              memos=self._memos)
+        self._outcomes = Outcomes(
+            links=peers, channels=self.channels, by_peer=self._by_peer, notify=self._notify,
+            funding_error=lambda cid: self._virtual.lock_error(cid)
+            or self._duties.funding_error(cid))
+        self._closing = Closing(channels=self.channels, final=lambda cid: self.send(cid, (), True),
+                                apply=self._apply, closed_later=self._outcomes.closed_later,
+                                refusal=self._virtual.close_refusal)
         self.paid_out = self._outcomes.paid_out
         self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {
             ev.SendAccept: self._outbox.send_accept,
@@ -174,6 +185,7 @@ class ChannelClient:
             ev.SendUpdate: self._outbox.send_update,
             ev.SendUpdateAccept: self._outbox.send_update_accept,
             ev.SendUpdateReject: self._outbox.send_update_reject,
+            ev.SendVirtualAccept: self._outbox.send_virtual_accept,
             ev.SendSync: self._outbox.send_sync,
             ev.Refused: self._outbox.refused,
             ev.ProposalRefused: self._outbox.proposal_refused,
@@ -185,9 +197,12 @@ class ChannelClient:
             ev.Fund: self._duties.fund,
             ev.Opened: self._outcomes.opened,
             ev.FundingFailed: self._outcomes.funding_failed,
-            ev.Register: self._duties.settle,
+            ev.Register: self._virtual.register,
             ev.ConcludeFinal: self._duties.settle,
-            ev.Conclude: self._duties.settle,
+            ev.Conclude: self._virtual.conclude,
+            ev.LockParent: self._virtual.lock_parent,
+            ev.FoldParent: self._virtual.fold_parent,
+            ev.AwaitingMatch: self.intermediary.awaiting,
             ev.Disputed: self._outcomes.disputed,
             ev.Conflict: self._outcomes.conflict,
             ev.Closed: self._outcomes.closed,
@@ -250,6 +265,7 @@ class ChannelClient:
             if channel_id in self.channels and self.store_error is None:
                 self._apply(channel_id, UserTimedOut(update_id))
         self.stopped = True
+        self.intermediary.stop()
         self.peers.detach(self.inbox)
         self._sends.stop()
         self._duties.stop()
@@ -257,9 +273,12 @@ class ChannelClient:
 
     # -- the user's requests --------------------------------------------------------------------
 
-    @_store_intact
-    def open_channel(self, request: OpenRequest) -> Deferred[Channel]:
-        """Propose a channel to `request.peer`; fires with it once funded and open."""
+    @store_intact
+    def open_channel(self, request: OpenRequest | VirtualOpenRequest) -> Deferred[Channel]:
+        """Propose a channel to `request.peer` (a virtual one through an intermediary for a
+        `VirtualOpenRequest`); fires with it once funded and open."""
+        if isinstance(request, VirtualOpenRequest):
+            return Deferred.fromCoroutine(self._virtual.propose(request))
         return Deferred.fromCoroutine(self._opening.propose(request))
 
     def proposed_deposits(self, proposal_id: bytes) -> dict[Address, int]:
@@ -267,25 +286,26 @@ class ChannelClient:
         (ResourceNotFound if no such proposal waits)."""
         return self._opening.deposits(proposal_id)
 
-    @_store_intact
+    @store_intact
     def respond_proposal(self, proposal_id: bytes, accept: bool) -> Deferred[Channel | None]:
         """Answer a `ProposalNotice`: accept (fires with the channel once funded and open) or
         reject (fires with None)."""
         return Deferred.fromCoroutine(self._opening.answer(proposal_id, accept))
 
-    @_store_intact
-    def send(self, channel_id: ChannelID, transfers: Transfers,
-             is_final: bool = False) -> Deferred[Channel]:
+    @store_intact
+    def send(self, channel_id: ChannelID, transfers: Transfers, is_final: bool = False,
+             reference: str | None = None) -> Deferred[Channel]:
         """Pay (`amount > 0`) or request (`< 0`) per `(asset, amount)`, or finalise; fires with
-        the channel once the peer countersigned and the state is durable.
+        the channel once the peer countersigned and the state is durable. A `reference`
+        travels with the update to the peer, into both sides' payment histories.
 
         One update is in flight per channel; sends made meanwhile wait their turn, and waiting
         payments (positive amounts only) go out together in one update, so many callers on one
         channel share each round trip and each fsync (`perund.session.sending`).
         """
-        return self._sends.send(channel_id, transfers, is_final)
+        return self._sends.send(channel_id, transfers, is_final, reference)
 
-    @_store_intact
+    @store_intact
     def respond_update(self, channel_id: ChannelID, update_id: bytes,
                        accept: bool) -> Deferred[Channel]:
         """Answer an `UpdateNotice`; fires with the channel afterwards."""
@@ -294,7 +314,8 @@ class ChannelClient:
     async def _respond_update(self, channel_id: ChannelID, update_id: bytes,
                               accept: bool) -> Channel:
         self._questions.take_update(channel_id, update_id)
-        self._apply(channel_id, RespondUpdate(self.signer, update_id, accept), user=True)
+        self._answer(channel_id, update_id, RespondUpdate(self.signer, update_id, accept),
+                     None if accept else "rejected")
         channel = self.channels[channel_id]
         pending = self.store.flush()
         if pending is not None:
@@ -307,43 +328,15 @@ class ChannelClient:
                 raise
         return channel
 
-    @_store_intact
+    @store_intact
     def close(self, channel_id: ChannelID) -> Deferred[Channel]:
         """Close cooperatively: a final update, then settlement; fires once closed on-chain."""
-        return Deferred.fromCoroutine(self._close(channel_id))
+        return Deferred.fromCoroutine(self._closing.close(channel_id))
 
-    async def _close(self, channel_id: ChannelID) -> Channel:
-        channel = self._channel(channel_id)
-        closed = self._outcomes.closed_later(channel_id)
-        if channel.phase in (Phase.OPEN, Phase.UPDATING) and not channel.latest.is_final:
-            # The core turns a refused or unanswered final update into a dispute by itself.
-            try:
-                await self.send(channel_id, (), is_final=True)
-            except (PeerRejected, PeerRequestTimedOut) as exc:
-                log.warn("channel {channel_id}: the peer did not sign the final state ({why}); "
-                         "closing through a dispute", channel_id=_hex(channel_id), why=exc)
-            except FailedPrecondition as exc:
-                # An earlier update of ours is unresolved (the peer went silent) or the peer's
-                # update awaits an answer: no cooperative close is possible now.
-                log.warn("channel {channel_id}: cannot close cooperatively ({why}); closing "
-                         "through a dispute", channel_id=_hex(channel_id), why=exc)
-            if self.channels[channel_id].phase in (Phase.OPEN, Phase.UPDATING):
-                # The final update never left (the peer is unreachable): register ourselves.
-                self._apply(channel_id, ForceClose(), user=True)
-        elif channel.phase is Phase.FUNDING:
-            self._apply(channel_id, ForceClose(), user=True)
-        return await closed
-
-    @_store_intact
+    @store_intact
     def force_close(self, channel_id: ChannelID) -> Deferred[Channel]:
         """Settle on-chain without the peer; fires once closed."""
-        return Deferred.fromCoroutine(self._force_close_now(channel_id))
-
-    async def _force_close_now(self, channel_id: ChannelID) -> Channel:
-        self._channel(channel_id)
-        closed = self._outcomes.closed_later(channel_id)
-        self._apply(channel_id, ForceClose(), user=True)
-        return await closed
+        return Deferred.fromCoroutine(self._closing.force_close(channel_id))
 
     def chain_input(self, channel_id: ChannelID, change: Change) -> None:
         """Feed news from the chain (the watcher): Funded, Registered, Concluded, ..."""
@@ -385,6 +378,7 @@ class ChannelClient:
         if channel.phase is Phase.FUNDING and new.phase is not Phase.FUNDING:
             self._duties.funding_over(channel_id)
         self._execute(events)
+        self._virtual.changed(channel, self.channels[channel_id])
         if new.phase is not Phase.UPDATING:
             self._sends.drain(channel_id)
 
@@ -403,7 +397,16 @@ class ChannelClient:
 
     def _user_timed_out(self, channel_id: ChannelID, update_id: bytes) -> None:
         if channel_id in self.channels:
-            self._apply(channel_id, UserTimedOut(update_id))
+            self._answer(channel_id, update_id, UserTimedOut(update_id), "expired")
+
+    def _answer(self, channel_id: ChannelID, update_id: bytes, change: Change,
+                declined: Status | None) -> None:
+        """Our user's answer (or its absence) to the peer's update; a declined request goes
+        into the history as such."""
+        before = self.channels[channel_id]
+        self._apply(channel_id, change, user=isinstance(change, RespondUpdate))
+        if declined is not None:
+            self._memos.declined(before, update_id, declined)
 
     def _is_contact(self, peer: Address) -> bool:
         return self.is_contact(peer)  # looked up at each proposal: it may be replaced
@@ -461,6 +464,7 @@ class ChannelClient:
 
     def _track(self, channel: Channel) -> None:
         self.channels[channel.channel_id] = channel
+        self._virtual.track(channel)
         self._by_peer.setdefault(channel.peer, set()).add(channel.channel_id)
         if channel.phase not in TERMINAL:
             self.peers.keep_connected(channel.peer, True)
@@ -489,4 +493,5 @@ class ChannelClient:
 
     def _withdrawn(self, e: ev.UpdateWithdrawn) -> None:
         self._questions.withdrawn(e.update_id)
-        self._notify(ChannelNotice(self.channels[e.channel_id], e))
+        if not self.intermediary.holds(e.update_id):  # no question our user was asked
+            self._notify(ChannelNotice(self.channels[e.channel_id], e))

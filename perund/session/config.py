@@ -13,6 +13,10 @@ every problem of a file is collected before anything fails, and the file is neve
     confirm_updates: false  (optional) ask the user even before accepting incoming payments
     dispute_after: 24h      (optional) settle on-chain the channels with a peer that has been
                             unreachable this long (default: never; the user closes)
+    intermediary: {enabled: false, lock_window: 10s}
+                            (optional) act as intermediary for virtual channels between our
+                            peers: match the two ledger locks (or folds) of each within the
+                            window (docs/protocol.md "Virtual channels")
 
 Secrets never reach an error or a log: a value under an unknown key that looks like a secret
 (`password`, `private_key`, ...) is shown as `<hidden>`.
@@ -39,7 +43,7 @@ from perund.keystore.v3 import read_password, unlock_keystore
 from perund.safe_files import FileRules, key_name, shown_value
 
 _TOP_KEYS = {"on_chain", "off_chain", "password_file", "contacts", "comm", "database",
-             "confirm_updates", "dispute_after"}
+             "confirm_updates", "dispute_after", "intermediary"}
 _KEY_KEYS = {"address", "keystore", "password_file"}
 
 
@@ -51,6 +55,20 @@ class KeyConfig:
     keystore: Path
     password_file: Path | None = None
     """Overrides the session's `password_file` for this key only."""
+
+
+DEFAULT_LOCK_WINDOW = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class IntermediaryConfig:
+    """Whether the session serves as intermediary for virtual channels between its peers."""
+
+    enabled: bool = False
+    lock_window: float = DEFAULT_LOCK_WINDOW
+    """Seconds a lock (or fold) from one ledger waits for its match from the other ledger
+    before it is refused. It must stay below the peers' wait for an answer
+    (`timeouts.response` + `timeouts.peer_request` of their nodes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +86,7 @@ class SessionConfig:
     dispute_after: float | None = None
     """Seconds a peer may stay unreachable before its channels are settled on-chain (None:
     never by itself; the user decides with `channel_close`)."""
+    intermediary: IntermediaryConfig = IntermediaryConfig()
 
 
 class SessionKeys:
@@ -248,13 +267,36 @@ def parse_session_config(raw: object, path: Path, duplicates: list[Any] | None =
         except ValueError as exc:
             problems.add("dispute_after", raw["dispute_after"], str(exc))
             dispute_after = None
+    intermediary = _intermediary(raw.get("intermediary"), problems)
     problems.fail(f"session config {path}")
     assert on_chain is not None and off_chain is not None  # else a problem was recorded
     assert database is not None and listen is not None
     return SessionConfig(path=path, on_chain=on_chain, off_chain=off_chain,
                          password_file=password_file, contacts=contacts, comm_listen=listen,
                          database=database, confirm_updates=confirm,
-                         dispute_after=dispute_after)
+                         dispute_after=dispute_after, intermediary=intermediary)
+
+
+def _intermediary(section: object, problems: _Problems) -> IntermediaryConfig:
+    if section is None:
+        return IntermediaryConfig()
+    if not isinstance(section, Mapping):
+        problems.add("intermediary", section, "a mapping with enabled and lock_window")
+        return IntermediaryConfig()
+    _unknown(section, "intermediary.", {"enabled", "lock_window"}, problems)
+    enabled = section.get("enabled", False)
+    if not isinstance(enabled, bool):
+        problems.add("intermediary.enabled", enabled, "true or false")
+        enabled = False
+    window = DEFAULT_LOCK_WINDOW
+    if section.get("lock_window") is not None:
+        try:
+            window = parse_duration(section["lock_window"])
+            if not 0 < window <= 600:
+                raise ValueError("a duration above zero and at most 10 minutes")
+        except ValueError as exc:
+            problems.add("intermediary.lock_window", section["lock_window"], str(exc))
+    return IntermediaryConfig(enabled, window)
 
 
 def load_session_config(path: str | Path, rules: FileRules | None = None) -> SessionConfig:

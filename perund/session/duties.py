@@ -39,14 +39,16 @@ from perund.errors import (
 )
 from perund.session.ports import Funder, Settler
 from perund.session.timing import Timing
+from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual
 
 log = Logger(namespace="perund.client")
 
 SETTLE_RETRY_CAP: Final = 60.0
 """The longest wait, in seconds, before a settlement transaction is sent again."""
 
-OnChain = ev.Register | ev.ConcludeFinal | ev.Conclude
-"""The core's events that are settlement transactions."""
+OnChain = ev.Register | ev.ConcludeFinal | ev.Conclude | RegisterVirtual | ConcludeParent
+"""The settlement transactions: the core's events, and the virtual-channel calls the client's
+virtual parts make of them (`perund.session.virtual_onchain`)."""
 
 
 def _hex(data: bytes) -> str:
@@ -128,6 +130,10 @@ class ChainDuties:
             what, sent = "register", self._settler.register(e)
         elif isinstance(e, ev.ConcludeFinal):
             what, sent = "concludeFinal", self._settler.conclude_final(e)
+        elif isinstance(e, RegisterVirtual):
+            what, sent = "registerVirtualState", self._settler.register_virtual(e)
+        elif isinstance(e, ConcludeParent):
+            what, sent = "concludeParentState", self._settler.conclude_parent(e)
         else:
             what, sent = "conclude", self._settler.conclude(e)
         try:

@@ -11,6 +11,7 @@ proposal we gave up on) is ignored.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
@@ -28,9 +29,24 @@ from perund.channel.phases import TERMINAL
 from perund.channel.proposal import Deployment, receive_proposal
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
+from perund.session.memos import Memos
 from perund.session.ports import PeerLinks, undelivered
 from perund.session.questions import Questions
-from perund.wire.messages import Message, Propose, Sync, Update, UpdateAccept, UpdateReject
+from perund.wire.messages import (
+    Message,
+    Propose,
+    Sync,
+    Update,
+    UpdateAccept,
+    UpdateReject,
+    VirtualFold,
+    VirtualLock,
+    VirtualPropose,
+)
+
+if TYPE_CHECKING:
+    from perund.session.intermediary import Intermediary
+    from perund.session.virtual import Virtuals
 
 log = Logger(namespace="perund.client")
 
@@ -51,7 +67,8 @@ class Inbox:
                  channels: Mapping[ChannelID, Channel], by_peer: Mapping[Address, set[ChannelID]],
                  questions: Questions, is_contact: Callable[[Address], bool],
                  apply: Callable[[ChannelID, Change], None],
-                 execute: Callable[[Sequence[ev.Event]], None]) -> None:
+                 execute: Callable[[Sequence[ev.Event]], None], memos: Memos,
+                 virtual: Virtuals, intermediary: Intermediary) -> None:
         self._signer = signer
         self._deployment = deployment
         self._links = links
@@ -61,6 +78,9 @@ class Inbox:
         self._is_contact = is_contact
         self._apply = apply
         self._execute = execute
+        self._memos = memos
+        self._virtual = virtual
+        self._intermediary = intermediary
 
     def peer_connected(self, peer: Address) -> None:
         """A (new) link to `peer`: every unsettled channel with it syncs."""
@@ -74,7 +94,9 @@ class Inbox:
     def message_received(self, peer: Address, msg: Message) -> None:
         """Route a peer's message: to its channel's core, or a proposal to our user."""
         match msg:
-            case Update(state=state, signature=signature):
+            case Update(state=state, signature=signature, memo=memo):
+                if memo and state.channel_id in self._channels:
+                    self._memos.note(state.channel_id, state.version, memo)
                 self._about_channel(peer, msg, state.channel_id,
                                     UpdateReceived(peer, state, signature, self._signer))
             case UpdateAccept(channel_id=channel_id, version=version, signature=signature):
@@ -88,6 +110,17 @@ class Inbox:
                                     SyncReceived(peer, state, signatures))
             case Propose():
                 self._proposal(peer, msg)
+            case VirtualLock() | VirtualFold():
+                ledger = msg.state.channel_id
+                if ledger not in self._channels:
+                    self._about_channel(peer, msg, ledger, UpdateReceived(
+                        peer, msg.state, msg.signature, self._signer, msg.proof))
+                    return
+                change = self._intermediary.received(peer, msg)
+                if change is not None:
+                    self._apply(ledger, change)
+            case VirtualPropose():
+                self._virtual.proposal_received(peer, msg)
             case _:
                 # Late answers to proposals we gave up on, and anything else unsolicited.
                 log.info("ignored an unsolicited {kind} from {peer}", kind=type(msg).__name__,
@@ -101,7 +134,7 @@ class Inbox:
         if self._links.refused(peer):
             log.warn("refused {kind} from {peer} about unknown channel {channel_id}",
                      kind=type(msg).__name__, peer=_hex(peer), channel_id=_hex(channel_id))
-        if isinstance(msg, Update):
+        if isinstance(msg, Update | VirtualLock | VirtualFold):
             self._links.send(peer, UpdateReject(channel_id, msg.state.version, "unknown channel")
                              ).addErrback(undelivered)
 

@@ -15,17 +15,18 @@ from twisted.logger import Logger
 from perund.channel import events as ev
 from perund.channel.records import Channel
 from perund.channel.types import Address
-from perund.wire.messages import Propose
+from perund.wire.messages import Propose, VirtualPropose
 
 log = Logger(namespace="perund.client")
 
 
 @dataclass(frozen=True, slots=True)
 class ProposalNotice:
-    """A peer proposes a channel; answer with `respond_proposal` before `expiry`."""
+    """A peer proposes a channel (a virtual one through its `intermediary`, for a
+    `VirtualPropose`); answer with `respond_proposal` before `expiry`."""
 
     peer: Address
-    proposal: Propose
+    proposal: Propose | VirtualPropose
     expiry: float
 
 

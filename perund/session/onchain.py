@@ -22,8 +22,9 @@ from perund.chain.payouts import payouts_of
 from perund.chain.results import Phase, TxReceipt
 from perund.channel import events as ev
 from perund.channel.changes import Concluded
-from perund.channel.types import ETH, Address, ChannelID, hex_address
-from perund.errors import PeerNotFunded, TxReverted
+from perund.channel.types import ETH, Address, ChannelID, Params, hex_address
+from perund.errors import Internal, PeerNotFunded, TxReverted
+from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual, VirtualChainCalls
 
 log = Logger(namespace="perund.settlement")
 
@@ -89,6 +90,12 @@ class ChainSettlement:
         """The version this session registered last, per channel."""
         self.receipts: list[TxReceipt] = []
         """Every transaction this session sent, in order (what it paid in gas is here)."""
+        self._virtual = VirtualChainCalls(
+            chain, account, self.receipts, sleep=self._sleep, conclude_grace=conclude_grace,
+            registered=self._registered,
+            conclusion=lambda cid, version: Deferred.fromCoroutine(
+                self._conclusion(cid, version)),
+            concluded_by=concluded_by)
 
     @property
     def fees_paid(self) -> int:
@@ -241,13 +248,23 @@ class ChainSettlement:
             log.info("channel {channel_id}: version {version} is registered already",
                      channel_id=_hex(event.channel_id), version=status.version)
             return None
-        receipt = await self.chain.register(self.account, event.params, event.state,
-                                            event.signatures)
+        params = event.params
+        if type(params) is not Params:  # pragma: no cover - virtual channels: virtual_onchain
+            raise Internal("a virtual channel is registered through its parent")
+        receipt = await self.chain.register(self.account, params, event.state, event.signatures)
         self.receipts.append(receipt)
         self._registered[event.channel_id] = event.state.version
         log.info("channel {channel_id}: registered version {version}",
                  channel_id=_hex(event.channel_id), version=event.state.version)
         return concluded_by(receipt)
+
+    def register_virtual(self, cmd: RegisterVirtual) -> Deferred[Concluded | None]:
+        """Register a virtual channel's state through its parent (`registerVirtualState`)."""
+        return Deferred.fromCoroutine(self._virtual.register_virtual(cmd))
+
+    def conclude_parent(self, cmd: ConcludeParent) -> Deferred[Concluded | None]:
+        """Conclude a parent with its virtual channels (`concludeParentState`)."""
+        return Deferred.fromCoroutine(self._virtual.conclude_parent(cmd))
 
     def conclude(self, event: ev.Conclude) -> Deferred[Concluded | None]:
         """Conclude the registered state: at once if we registered it, else after
@@ -261,8 +278,11 @@ class ChainSettlement:
             await self._sleep(self.conclude_grace)
             if await self._is_concluded(event.channel_id):
                 return await self._conclusion(event.channel_id, event.state.version)
+        params = event.params
+        if type(params) is not Params:  # pragma: no cover - virtual channels: virtual_onchain
+            raise Internal("a virtual channel is concluded with its parents")
         try:
-            receipt = await self.chain.conclude(self.account, event.params, event.state)
+            receipt = await self.chain.conclude(self.account, params, event.state)
             self.receipts.append(receipt)
         except TxReverted as exc:
             if exc.data.get("error") == "ChannelConcluded":

@@ -9,7 +9,7 @@ for our user in `perund.session.questions`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from twisted.internet.defer import Deferred
 
@@ -26,9 +26,9 @@ from perund.channel.records import Channel
 from perund.channel.types import Address
 from perund.errors import PeerProtocolError, PeerRejected
 from perund.session.ports import PeerLinks
-from perund.session.questions import Questions
+from perund.session.questions import IncomingProposal, Questions
 from perund.session.timing import Timing
-from perund.wire.messages import Accept, Propose, Reject
+from perund.wire.messages import Accept, Propose, Reject, VirtualPropose
 
 Start = Callable[[Channel, Sequence[ev.Event]], Deferred[Channel]]
 """Tracks a new channel and executes its first events; fires once it is open (the client's)."""
@@ -43,7 +43,9 @@ class Opening:
 
     def __init__(self, *, signer: Signer, receiver: Address, deployment: Deployment,
                  confirm_updates: bool, links: PeerLinks, timing: Timing, questions: Questions,
-                 start: Start, execute: Callable[[Sequence[ev.Event]], None]) -> None:
+                 start: Start, execute: Callable[[Sequence[ev.Event]], None],
+                 answer_virtual: Callable[[IncomingProposal, bool],
+                                          Awaitable[Channel | None]]) -> None:
         self._signer = signer
         self._receiver = receiver
         self._deployment = deployment
@@ -53,6 +55,7 @@ class Opening:
         self._questions = questions
         self._start = start
         self._execute = execute
+        self._answer_virtual = answer_virtual
 
     async def propose(self, request: OpenRequest) -> Channel:
         """Propose a channel to `request.peer`; the channel once funded and open."""
@@ -88,6 +91,8 @@ class Opening:
         """What accepting the waiting proposal `proposal_id` would have us deposit, per asset
         (ResourceNotFound if no such proposal waits)."""
         proposal = self._questions.proposal(proposal_id)
+        if isinstance(proposal, VirtualPropose):
+            return {}  # a virtual channel is funded by a lock in a ledger channel
         return {asset: row[1] for asset, row in zip(proposal.assets, proposal.balances,
                                                     strict=True)}
 
@@ -95,6 +100,8 @@ class Opening:
         """Our user's answer to a waiting proposal: the channel once funded and open, or None
         once the rejection is sent."""
         pending = self._questions.take_proposal(proposal_id)
+        if isinstance(pending.proposal, VirtualPropose):
+            return await self._answer_virtual(pending, accept)
         if not accept:
             await self._links.send(pending.peer, Reject(proposal_id, "rejected by the user"))
             return None

@@ -21,9 +21,21 @@ from perund.channel.changes import Change, UpdateTimedOut
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
 from perund.errors import PeerRequestTimedOut, PerundError
+from perund.session.memos import Memos
 from perund.session.ports import PeerLinks, undelivered
 from perund.session.timing import Timing
-from perund.wire.messages import Accept, Message, Reject, Sync, Update, UpdateAccept, UpdateReject
+from perund.wire.messages import (
+    Accept,
+    Message,
+    Reject,
+    Sync,
+    Update,
+    UpdateAccept,
+    UpdateReject,
+    VirtualAccept,
+    VirtualFold,
+    VirtualLock,
+)
 
 log = Logger(namespace="perund.client")
 
@@ -40,12 +52,13 @@ class Outbox:
     def __init__(self, *, links: PeerLinks, timing: Timing,
                  channels: Mapping[ChannelID, Channel],
                  route: Callable[[Address, Message], None],
-                 apply: Callable[[ChannelID, Change], None]) -> None:
+                 apply: Callable[[ChannelID, Change], None], memos: Memos) -> None:
         self._links = links
         self._timing = timing
         self._channels = channels
         self._route = route
         self._apply = apply
+        self._memos = memos
 
     def send_accept(self, e: ev.SendAccept) -> None:
         msg = Accept(e.proposal_id, e.nonce_share, e.participant, e.receiver, e.signature)
@@ -65,9 +78,20 @@ class Outbox:
     def send_sync(self, e: ev.SendSync) -> None:
         self._links.send(e.peer, Sync(e.state, e.signatures)).addErrback(undelivered)
 
+    def send_virtual_accept(self, e: ev.SendVirtualAccept) -> None:
+        msg = VirtualAccept(e.proposal_id, e.nonce_share, e.participant, e.parent, e.signature)
+        self._links.send(e.peer, msg).addErrback(undelivered)
+
     def send_update(self, e: ev.SendUpdate) -> None:
         channel_id, version = e.state.channel_id, e.state.version
-        answer = self._links.request(e.peer, Update(e.state, e.signature),
+        msg: Message
+        if e.proof is None:
+            msg = Update(e.state, e.signature, self._memos.of(channel_id, version))
+        elif e.proof.is_fold:
+            msg = VirtualFold(e.state, e.signature, e.proof)
+        else:
+            msg = VirtualLock(e.state, e.signature, e.proof)
+        answer = self._links.request(e.peer, msg,
                                      self._timing.response_timeout + self._timing.request_timeout)
         answer.addCallbacks(self._answered, self._unanswered,
                             callbackArgs=(channel_id, version), errbackArgs=(channel_id, version))

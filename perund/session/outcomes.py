@@ -81,6 +81,11 @@ class Outcomes:
             for channel_id in list(waiters):
                 _resolve(waiters, channel_id, error)
 
+    def not_open_yet(self, channel_id: ChannelID, error: PerundError) -> None:
+        """The user waiting for the channel to open learns `error` now; the channel itself
+        may still open later (a virtual channel whose lock's fate is unknown)."""
+        _resolve(self._opening, channel_id, error)
+
     def opened(self, e: ev.Opened) -> None:
         channel = self._channels[e.channel_id]
         _resolve(self._opening, e.channel_id, channel)

@@ -9,7 +9,7 @@ tests: `PeerLinks` is `perund.peer.manager.PeerManager`; `Funder` and `Settler` 
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -20,6 +20,9 @@ from perund.channel.changes import Concluded
 from perund.channel.types import Address
 from perund.peer.manager import PeerManagerOwner
 from perund.wire.messages import Message
+
+if TYPE_CHECKING:
+    from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual
 
 log = Logger(namespace="perund.client")
 
@@ -85,3 +88,9 @@ class Settler(Protocol):
 
     def conclude(self, event: ev.Conclude) -> Deferred[Concluded | None]:
         """Conclude the registered state once its challenge period is over."""
+
+    def register_virtual(self, cmd: RegisterVirtual) -> Deferred[Concluded | None]:
+        """Register a virtual channel's state through its parent ledger."""
+
+    def conclude_parent(self, cmd: ConcludeParent) -> Deferred[Concluded | None]:
+        """Conclude a parent ledger with its virtual channels once they are frozen."""

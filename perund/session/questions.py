@@ -32,7 +32,7 @@ from perund.session.notices import GoneNotice, Notice, ProposalNotice, UpdateNot
 from perund.session.pending import GONE_AT_RESTART, QuestionRecords
 from perund.session.ports import PeerLinks, undelivered
 from perund.session.timing import Timing
-from perund.wire.messages import Propose, Reject
+from perund.wire.messages import Propose, Reject, VirtualPropose
 
 log = Logger(namespace="perund.client")
 
@@ -52,7 +52,7 @@ class IncomingProposal:
     """A peer's proposal waiting for our user."""
 
     peer: Address
-    proposal: Propose
+    proposal: Propose | VirtualPropose
     expiry: float
     timer: DelayedCall
 
@@ -95,7 +95,7 @@ class Questions:
         """Whether the proposal `proposal_id` waits for our user."""
         return proposal_id in self._proposals
 
-    def ask_proposal(self, peer: Address, msg: Propose) -> None:
+    def ask_proposal(self, peer: Address, msg: Propose | VirtualPropose) -> None:
         """A valid proposal arrived: ask the user, or reject it if its peer has too many
         waiting already."""
         waiting = self._proposals_from.get(peer, 0)
@@ -116,7 +116,7 @@ class Questions:
         self._records.asked("proposal", msg.proposal_id, peer, None, expiry)
         self._notify(ProposalNotice(peer, msg, expiry))
 
-    def proposal(self, proposal_id: bytes) -> Propose:
+    def proposal(self, proposal_id: bytes) -> Propose | VirtualPropose:
         """The waiting proposal `proposal_id` (ResourceNotFound if none waits)."""
         pending = self._proposals.get(proposal_id)
         if pending is None:

@@ -15,7 +15,9 @@ Rules, stated once:
   participant 1 waits `RETRY_DELAY` per attempt first so that two retries do not collide again.
 
 Each send fires with the channel once its update is countersigned and durable, or fails with
-the PerundError the user is told (`_error_of`).
+the PerundError the user is told (`_error_of`). An update that merges several sends, or whose
+send names a reference, carries a memo of its parts (`perund.channel.memo`) for both sides'
+histories; a request the peer declines is recorded there as rejected (or expired).
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from perund.channel import events as ev
 from perund.channel.changes import OwnUpdate
 from perund.channel.encoding import Signer
 from perund.channel.machine import transition
+from perund.channel.memo import Memo, PaymentPart
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
-from perund.channel.types import Address, ChannelID
+from perund.channel.types import Address, ChannelID, State, VirtualProof
 from perund.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -44,8 +47,10 @@ from perund.errors import (
     PerundError,
     ResourceNotFound,
 )
+from perund.session.memos import Memos
 from perund.session.ports import PeerLinks
 from perund.session.timing import Timing
+from perund.storage.payments import Status
 
 RETRIES: Final = 3
 """How often an update refused for a reason that a higher version cures (both sides proposed at
@@ -79,10 +84,16 @@ class _Waiting:
     done: Deferred[Channel]
     attempt: int = 0
     """How often it was proposed before and refused in a way a higher version cures."""
+    parts: Memo = ()
+    """What it pays or requests, as memo parts (empty when a part cannot say it: an update
+    that both pays and requests, or a final one)."""
+    reference: str | None = None
+    proof: VirtualProof | None = None
+    """A virtual channel's lock or fold (perund.session.virtual): it always goes alone."""
 
     def is_payment(self) -> bool:
         """A plain payment, which the peer accepts without asking its user: safe to merge."""
-        return not self.is_final and bool(self.transfers) and all(
+        return not self.is_final and self.proof is None and bool(self.transfers) and all(
             amount > 0 for _, amount in self.transfers)
 
 
@@ -94,6 +105,32 @@ def _merged(batch: list[_Waiting]) -> Transfers:
         for asset, amount in waiting.transfers:
             totals[asset] = totals.get(asset, 0) + amount
     return tuple(totals.items())
+
+
+def _part(transfers: Transfers, assets: tuple[Address, ...],
+          reference: str | None) -> Memo:
+    """`transfers` as one memo part over `assets`, if one part can say it."""
+    amounts = dict.fromkeys(assets, 0)
+    for asset, amount in transfers:
+        if asset not in amounts:
+            return ()
+        amounts[asset] += amount
+    values = tuple(amounts.values())
+    if all(v >= 0 for v in values) and any(values):
+        return (PaymentPart(values, False, reference),)
+    if all(v <= 0 for v in values) and any(values):
+        return (PaymentPart(tuple(-v for v in values), True, reference),)
+    return ()
+
+
+def _memo(batch: list[_Waiting]) -> Memo:
+    """The memo of an update made of `batch`: its parts, when it merges several sends or one
+    names a reference (else nothing: the state says it all)."""
+    if len(batch) == 1 and len(batch[0].parts) <= 1 and batch[0].reference is None:
+        return ()
+    if any(not waiting.parts for waiting in batch):
+        return ()
+    return tuple(part for waiting in batch for part in waiting.parts)
 
 
 def _fire_all(channel: Channel, batch: list[_Waiting]) -> None:
@@ -123,24 +160,29 @@ class SendQueue:
     """
 
     def __init__(self, reactor: Any, *, signer: Signer, links: PeerLinks, timing: Timing,
-                 channels: Mapping[ChannelID, Channel], commit: Commit) -> None:
+                 channels: Mapping[ChannelID, Channel], commit: Commit, memos: Memos) -> None:
         self._reactor = reactor
         self._signer = signer
         self._links = links
         self._timing = timing
         self._channels = channels
         self._commit = commit
+        self._memos = memos
         self._lines: dict[ChannelID, deque[_Waiting]] = {}
         self._paused: set[ChannelID] = set()
         """Channels whose line waits for a link (a ping) or a retry's pause."""
-        self._in_flight: dict[tuple[ChannelID, int], Deferred[Channel]] = {}
-        """Our staged updates, by channel and version, until `landed` or `failed`."""
+        self._in_flight: dict[tuple[ChannelID, int], tuple[Deferred[Channel], State]] = {}
+        """Our staged updates (and their states), by channel and version, until `landed` or
+        `failed`."""
         self.stopped = False
 
-    def send(self, channel_id: ChannelID, transfers: Transfers,
-             is_final: bool) -> Deferred[Channel]:
-        """Queue an update (see `ChannelClient.send`); fires once countersigned and durable."""
-        if channel_id not in self._channels:
+    def send(self, channel_id: ChannelID, transfers: Transfers, is_final: bool,
+             reference: str | None = None,
+             proof: VirtualProof | None = None) -> Deferred[Channel]:
+        """Queue an update (see `ChannelClient.send`; with a `proof`, a virtual channel's lock
+        or fold); fires once countersigned and durable."""
+        channel = self._channels.get(channel_id)
+        if channel is None:
             return fail(ResourceNotFound("no such channel", type="channel", id=_hex(channel_id)))
         line = self._lines.get(channel_id)
         if line is None:
@@ -148,7 +190,9 @@ class SendQueue:
         elif len(line) >= MAX_WAITING:
             return fail(FailedPrecondition(
                 f"{len(line)} updates already wait on this channel", channel_id=_hex(channel_id)))
-        item = _Waiting(transfers, is_final, Deferred())
+        assets = channel.latest.assets
+        parts = () if is_final else _part(transfers, assets, reference)
+        item = _Waiting(transfers, is_final, Deferred(), 0, parts, reference, proof)
         line.append(item)
         self.drain(channel_id)
         return item.done
@@ -179,7 +223,7 @@ class SendQueue:
                     batch.append(line.popleft())
             try:
                 done = self._stage(channel_id, _merged(batch), batch[0].is_final,
-                                   max(w.attempt for w in batch))
+                                   max(w.attempt for w in batch), _memo(batch), batch[0].proof)
             except InvalidArgument as exc:
                 if len(batch) > 1:
                     # Together they are more than the balance: the first goes alone.
@@ -187,7 +231,7 @@ class SendQueue:
                     batch = batch[:1]
                     try:
                         done = self._stage(channel_id, batch[0].transfers, batch[0].is_final,
-                                           batch[0].attempt)
+                                           batch[0].attempt, _memo(batch))
                     except PerundError as alone:
                         batch[0].done.errback(alone)
                         continue
@@ -203,22 +247,29 @@ class SendQueue:
 
     def landed(self, channel_id: ChannelID, version: int) -> None:
         """Our update of `version` is countersigned and durable (a `NewState` of ours)."""
-        done = self._in_flight.pop((channel_id, version), None)
-        if done is not None:
-            done.callback(self._channels[channel_id])
+        flight = self._in_flight.pop((channel_id, version), None)
+        if flight is not None:
+            flight[0].callback(self._channels[channel_id])
 
     def failed(self, e: ev.UpdateFailed) -> None:
         """Our update `e.version` did not complete: tell its senders why, or retry it."""
-        done = self._in_flight.pop((e.channel_id, e.version), None)
-        if done is not None:
-            done.errback(self._error_of(e))
+        flight = self._in_flight.pop((e.channel_id, e.version), None)
+        if flight is None:
+            return
+        done, proposed = flight
+        if e.failure is ev.UpdateFailure.REJECTED and e.reason != ev.Reason.VERSION.value:
+            # Declined for good (a timeout is no answer: a sync may yet show it signed).
+            status: Status = "expired" if e.reason == ev.Reason.USER_TIMEOUT.value \
+                else "rejected"
+            self._memos.unpaid(self._channels[e.channel_id], proposed, True, status)
+        done.errback(self._error_of(e))
 
     def fail_everything(self, error: PerundError) -> None:
         """Fail every send, waiting or in flight, with `error` (the store broke)."""
         for channel_id in list(self._lines):
             self._fail_line(channel_id, error)
         in_flight, self._in_flight = self._in_flight, {}
-        for done in in_flight.values():
+        for done, _ in in_flight.values():
             done.errback(error)
 
     def stop(self) -> None:
@@ -246,22 +297,26 @@ class SendQueue:
                                   channel_id=_hex(e.channel_id))
 
     def _stage(self, channel_id: ChannelID, transfers: Transfers, is_final: bool,
-               attempt: int) -> Deferred[Channel]:
+               attempt: int, memo: Memo = (),
+               proof: VirtualProof | None = None) -> Deferred[Channel]:
         """Stage and send one update; PerundError at once if the core refuses it."""
         if self.stopped:
             raise FailedPrecondition("the session is closing")
         new, events = transition(self._channels[channel_id],
-                                 OwnUpdate(self._signer, transfers, is_final))
+                                 OwnUpdate(self._signer, transfers, is_final, proof))
         staged = new.staged
         if staged is None:  # pragma: no cover - OwnUpdate always stages
             return fail(FailedPrecondition("the update was not staged"))
         done: Deferred[Channel] = Deferred()
-        self._in_flight[(channel_id, staged.state.version)] = done
+        self._in_flight[(channel_id, staged.state.version)] = (done, staged.state)
+        self._memos.note(channel_id, staged.state.version, memo)
         self._commit(new, events)
-        return done.addErrback(self._retry, channel_id, transfers, is_final, attempt)
+        return done.addErrback(self._retry, channel_id, transfers, is_final, attempt, memo,
+                               proof)
 
     def _retry(self, failure: Failure, channel_id: ChannelID, transfers: Transfers,
-               is_final: bool, attempt: int) -> Deferred[Channel]:
+               is_final: bool, attempt: int, memo: Memo,
+               proof: VirtualProof | None = None) -> Deferred[Channel]:
         """Propose a refused update again at a higher version when that cures the refusal:
         first in its channel's line, participant 1 after a pause (so that two retries after a
         collision do not collide again)."""
@@ -271,7 +326,8 @@ class SendQueue:
         channel = self._channels.get(channel_id)
         if attempt >= RETRIES or channel is None or self.stopped:
             return fail(retry.error)
-        again = _Waiting(transfers, is_final, Deferred(), attempt + 1)
+        again = _Waiting(transfers, is_final, Deferred(), attempt + 1, memo,
+                         memo[0].reference if len(memo) == 1 else None, proof)
         line = self._lines.get(channel_id)
         if line is None:
             line = self._lines[channel_id] = deque()

@@ -1,6 +1,6 @@
 """Session: one user's keys, contacts, peer listener, store and channels inside the node.
 
-A session is opened from its `session.yaml` (API.md "Configuration"): the keystores are
+A session is opened from its `session.yaml` (docs/configuration.md): the keystores are
 unlocked, the store is opened (and repaired), the contacts are loaded, the peer listener starts,
 and every channel not yet settled is restored and resumed: funding continues, in-flight updates
 are resolved by syncing with each peer on (re)connection.
@@ -54,8 +54,8 @@ MIN_CHALLENGE_MARGIN = 3.0
 
 
 def min_challenge_duration(config: NodeConfig) -> int:
-    """The shortest challenge duration this node accepts (PROTOCOL.md §4): its reaction time
-    (a poll, the confirmation depth in blocks, a transaction mined) with margin."""
+    """The shortest challenge duration this node accepts (docs/specification.md §4): its
+    reaction time (a poll, the confirmation depth in blocks, a transaction mined) with margin."""
     chain = config.chain
     reaction = chain.poll_interval + chain.block_time * chain.confirmations + config.timeouts.tx
     return max(1, int(MIN_CHALLENGE_MARGIN * reaction))
@@ -163,12 +163,13 @@ class Session:
             deployment=deployment, store=store, funder=settlement, settler=settlement,
             is_contact=contacts.knows, response_timeout=node.timeouts.response,
             request_timeout=node.timeouts.peer_request, confirm_updates=config.confirm_updates,
-            dispute_after=config.dispute_after,
+            dispute_after=config.dispute_after, intermediary=config.intermediary,
         )
         watcher = ChainWatcher(reactor, chain_view or chain, store, client,
                                poll_interval=node.chain.poll_interval,
                                confirmations=node.chain.confirmations,
-                               on_deposit=settlement.deposit_seen)
+                               on_deposit=settlement.deposit_seen,
+                               on_event=client.intermediary.chain_event)
         session = cls(reactor, session_id, config, account, store, contacts, client, peers,
                       settlement, watcher)
         # Before anything is resumed: does the chain still hold what the channels hold?

@@ -38,6 +38,7 @@ from perund.channel.types import (
     Signature,
     State,
     SubAlloc,
+    VirtualParams,
 )
 from perund.errors import StoreCorrupt, StoreError
 
@@ -185,6 +186,18 @@ def _e_staged(staged: Staged | None, channel_id: bytes) -> tuple[Any, ...] | Non
     )
 
 
+def _e_params(params: Params | VirtualParams) -> tuple[Any, ...]:
+    """A ledger channel's params as 6 fields; a virtual channel's as 5, its parents last."""
+    head = (_e_uint64(params.challenge_duration, "challenge duration"), _e_big(params.nonce),
+            *params.participants)
+    if type(params) is VirtualParams:
+        return (*head, (_e_bytes(params.parents[0], 32, "parent"),
+                        _e_bytes(params.parents[1], 32, "parent")))
+    if type(params) is not Params:
+        raise StoreError("params must be Params or VirtualParams")
+    return (*head, *params.receivers)
+
+
 def encode_channel(channel: Channel) -> bytes:
     """The record value of `channel`'s durable fields."""
     cid = _e_bytes(channel.channel_id, 32, "channel ID")
@@ -195,12 +208,7 @@ def encode_channel(channel: Channel) -> bytes:
         raise StoreError("index must be an int and confirm_updates a bool")
     body = (
         cid,
-        (
-            _e_uint64(params.challenge_duration, "challenge duration"),
-            _e_big(params.nonce),
-            *params.participants,
-            *params.receivers,
-        ),
+        _e_params(params),
         _e_flag(channel.index, "index"),
         PHASE_CODES[channel.phase],
         None
@@ -333,6 +341,25 @@ def _d_staged(value: object, channel_id: ChannelID, what: str) -> Staged | None:
     )
 
 
+def _d_params(value: object) -> Params | VirtualParams:
+    if type(value) is tuple and len(value) == 5:
+        parents = _d_tuple(value[4], 2, "parents")
+        return VirtualParams(
+            _d_uint64(value[0], "challenge duration"),
+            _d_big(value[1], "nonce"),
+            (_d_address(value[2], "participant"), _d_address(value[3], "participant")),
+            (ChannelID(_d_bytes(parents[0], 32, "parent")),
+             ChannelID(_d_bytes(parents[1], 32, "parent"))),
+        )
+    p = _d_tuple(value, 6, "params")
+    return Params(
+        _d_uint64(p[0], "challenge duration"),
+        _d_big(p[1], "nonce"),
+        (_d_address(p[2], "participant"), _d_address(p[3], "participant")),
+        (_d_address(p[4], "receiver"), _d_address(p[5], "receiver")),
+    )
+
+
 def decode_channel(value: bytes) -> Channel:
     """The channel stored in `value`; `StoreCorrupt` if it is not a valid channel record."""
     body = _unpack(value, "channel")
@@ -342,13 +369,7 @@ def decode_channel(value: bytes) -> Channel:
     body = _d_tuple(body, 10, "channel record")
     try:
         cid = ChannelID(_d_bytes(body[0], 32, "channel ID"))
-        p = _d_tuple(body[1], 6, "params")
-        params = Params(
-            _d_uint64(p[0], "challenge duration"),
-            _d_big(p[1], "nonce"),
-            (_d_address(p[2], "participant"), _d_address(p[3], "participant")),
-            (_d_address(p[4], "receiver"), _d_address(p[5], "receiver")),
-        )
+        params = _d_params(body[1])
         phase = _PHASES.get(body[3]) if type(body[3]) is int else None
         if phase is None:
             raise StoreCorrupt(f"unknown phase code {body[3]!r}")

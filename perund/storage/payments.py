@@ -64,15 +64,17 @@ def payments_between(old: Channel | None, new: Channel, now: float, first_id: in
     when the update's `memo` adds up to that change, one per part and asset, with the parts'
     references.
 
-    Opening (no earlier fully signed state) and states that move nothing (a final state, a
-    registration) make none. Who proposed the new state decides whether it was a request:
-    our own staged or abandoned update of that version means we did; anything else (the
-    peer's update, a state learnt from a sync) means the peer did.
+    Opening (no earlier fully signed state), states that move nothing (a final state, a
+    registration) and a virtual channel's lock or fold make none. Who proposed the new state
+    decides whether it was a request: our own staged or abandoned update of that version means
+    we did; anything else (the peer's update, a state learnt from a sync) means the peer did.
     """
     if old is None or old.current is None or new.current is None or new.current is old.current:
         return []  # the last test is the common case: a put that changes no signed state
     before, after = old.current.state, new.current.state
-    if after.version <= before.version:
+    if after.version <= before.version or after.locked != before.locked:
+        # A virtual channel's lock or fold moves money between free and locked: it pays no
+        # one here (the virtual channel's own history has its payments).
         return []
     ours = new.index
     we_proposed = any(

@@ -17,7 +17,7 @@ from typing import Final
 
 from perund.channel.encoding import keccak
 from perund.channel.memo import Memo
-from perund.channel.types import Address, ChannelID, Signature, State
+from perund.channel.types import Address, ChannelID, Signature, State, VirtualProof
 
 PROTOCOL_VERSION: Final = 1
 """The peer protocol version sent in Hello; peers with a different version are refused."""
@@ -132,6 +132,69 @@ class Sync:
 
 
 @dataclass(frozen=True, slots=True)
+class VirtualPropose:
+    """A virtual channel proposal to the peer, funded through `intermediary`
+    (docs/protocol.md "Virtual channels", opening step 1). `balances[a] = (proposer,
+    responder)`; `participant` is the proposer's off-chain address, `intermediary` the
+    intermediary's, `parent` the ID of the proposer's ledger channel with it."""
+
+    proposal_id: bytes
+    chain_id: int
+    adjudicator: Address
+    challenge_duration: int
+    nonce_share: bytes
+    assets: tuple[Address, ...]
+    balances: tuple[tuple[int, int], ...]
+    participant: Address
+    intermediary: Address
+    parent: ChannelID
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualAccept:
+    """The responder accepts virtual proposal `proposal_id`: its nonce share, its off-chain
+    address, its ledger channel with the intermediary, and its signature on version 0."""
+
+    proposal_id: bytes
+    nonce_share: bytes
+    participant: Address
+    parent: ChannelID
+    signature: Signature
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualLock:
+    """An update of a ledger channel (`state`, with the proposer's `signature`) that locks
+    funds for a virtual channel, with that channel's fully signed version 0 (`proof`). Answered
+    like an Update: UpdateAccept or UpdateReject on the ledger's ID and version."""
+
+    state: State
+    signature: Signature
+    proof: VirtualProof
+
+    @property
+    def channel_id(self) -> ChannelID:
+        """The ledger channel this update is for."""
+        return self.state.channel_id
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualFold:
+    """An update of a ledger channel that removes a virtual channel's lock and adds its outcome
+    to the free balances, with that channel's fully signed final state (`proof`). Answered like
+    an Update."""
+
+    state: State
+    signature: Signature
+    proof: VirtualProof
+
+    @property
+    def channel_id(self) -> ChannelID:
+        """The ledger channel this update is for."""
+        return self.state.channel_id
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     """Liveness probe; the peer layer answers it with a Pong carrying the same nonce."""
 
@@ -157,6 +220,10 @@ Message = (
     | Sync
     | Ping
     | Pong
+    | VirtualPropose
+    | VirtualAccept
+    | VirtualLock
+    | VirtualFold
 )
 """Any peer message."""
 
@@ -168,10 +235,11 @@ CorrelationKey = tuple[str, bytes] | tuple[str, bytes, int]
 
 
 def request_key(msg: Message) -> CorrelationKey | None:
-    """The correlation key of a request (Propose, Update, Ping), else None."""
-    if isinstance(msg, Update):
+    """The correlation key of a request (Propose, Update, Ping, and their virtual-channel
+    forms VirtualPropose, VirtualLock, VirtualFold), else None."""
+    if isinstance(msg, (Update, VirtualLock, VirtualFold)):
         return ("update", msg.state.channel_id, msg.state.version)
-    if isinstance(msg, Propose):
+    if isinstance(msg, (Propose, VirtualPropose)):
         return ("propose", msg.proposal_id)
     if isinstance(msg, Ping):
         return ("ping", msg.nonce)
@@ -179,10 +247,11 @@ def request_key(msg: Message) -> CorrelationKey | None:
 
 
 def response_key(msg: Message) -> CorrelationKey | None:
-    """The correlation key of a response (Accept/Reject, UpdateAccept/UpdateReject, Pong)."""
+    """The correlation key of a response (Accept/VirtualAccept/Reject,
+    UpdateAccept/UpdateReject, Pong)."""
     if isinstance(msg, (UpdateAccept, UpdateReject)):
         return ("update", msg.channel_id, msg.version)
-    if isinstance(msg, (Accept, Reject)):
+    if isinstance(msg, (Accept, VirtualAccept, Reject)):
         return ("propose", msg.proposal_id)
     if isinstance(msg, Pong):
         return ("ping", msg.nonce)
@@ -190,11 +259,12 @@ def response_key(msg: Message) -> CorrelationKey | None:
 
 
 def channel_id_of(msg: Message) -> ChannelID | None:
-    """The channel a message concerns (Update, UpdateAccept, UpdateReject, Sync), else None.
+    """The channel a message concerns (Update, UpdateAccept, UpdateReject, Sync, and the ledger
+    of a VirtualLock or VirtualFold), else None.
 
     Proposal messages name no channel yet (the ID is computed once both nonce shares are known).
     """
-    if isinstance(msg, (Update, Sync)):
+    if isinstance(msg, (Update, Sync, VirtualLock, VirtualFold)):
         return msg.state.channel_id
     if isinstance(msg, (UpdateAccept, UpdateReject)):
         return msg.channel_id

@@ -189,14 +189,19 @@ class MemoryNode:
 
     async def channel_open(self, session_id: bytes, peer: str,
                            balances: Mapping[Address, tuple[int, int]],
-                           challenge_duration: int | None) -> ChannelView:
+                           challenge_duration: int | None,
+                           via: str | None = None) -> ChannelView:
         self.calls.append("channel_open")
         session = self._session(session_id)
         contact = self._peer(session, peer)
+        intermediary = None if via is None else self._peer(session, via).alias
         view = ChannelView(
             os.urandom(32), contact.alias, contact.off_chain_address, "open", 0,
             tuple(AssetBalance(a, ours, theirs) for a, (ours, theirs) in balances.items()),
-            challenge_duration or 600)
+            challenge_duration or 600,
+            funded_by=() if via is None else (ChannelID(os.urandom(32)),
+                                              ChannelID(os.urandom(32))),
+            via=intermediary)
         session.channels[view.channel_id] = view
         return view
 
@@ -215,7 +220,8 @@ class MemoryNode:
         return self._channel(session, channel_id)
 
     async def channel_send(self, session_id: bytes, channel_id: bytes,
-                           payments: Sequence[Payment]) -> ChannelView:
+                           payments: Sequence[Payment],
+                           reference: str | None = None) -> ChannelView:
         self.calls.append("channel_send")
         session = self._session(session_id)
         channel = self._channel(session, channel_id)
@@ -237,7 +243,8 @@ class MemoryNode:
         for asset, moved in moves.items():
             record = PaymentRecord(session.history.next_id, ChannelID(channel_id), peer,
                                    "sent" if moved > 0 else "received", asset, abs(moved),
-                                   updated.version, self.clock.seconds(), moved < 0)
+                                   updated.version, self.clock.seconds(), moved < 0,
+                                   reference=reference)
             session.history.recent.append(record)
             session.notify(payment_view(record, lambda address: channel.peer))
         return updated

@@ -71,6 +71,23 @@ def test_open_converts_balances_to_wei_by_asset_ether_first(api: Api) -> None:
     assert stored.challenge_duration == 600  # omitted: the node's default
 
 
+def test_open_via_an_intermediary_is_a_virtual_channel(api: Api) -> None:
+    session = api.session()
+    for alias, address, port in (("bob", BOB, 5002), ("ingrid", "0x" + "1b" * 20, 5003)):
+        api.call("session_addPeer", {"sessionId": session, "peer": {
+            "alias": alias, "offChainAddress": address, "commAddress": f"127.0.0.1:{port}"}})
+    shown = api.call("channel_open", {"sessionId": session, "peer": "bob", "via": "ingrid",
+                                      "balances": {"ETH": {"self": "1", "peer": "0"}}})
+    assert shown["kind"] == "virtual" and shown["via"] == "ingrid"
+    assert len(shown["fundedBy"]) == 2
+    unknown = api.error("channel_open", {"sessionId": session, "peer": "bob", "via": "zed",
+                                         "balances": {"ETH": {"self": "1", "peer": "0"}}})
+    assert unknown["code"] == 201 and unknown["data"]["id"] == "zed", unknown  # no contact
+    bad = api.error("channel_open", {"sessionId": session, "peer": "bob", "via": 7,
+                                     "balances": {"ETH": {"self": "1", "peer": "0"}}})
+    assert bad["code"] == -32602, bad
+
+
 @pytest.mark.parametrize(("amount", "field_says"), [
     ("-1", "decimal amount"),
     ("1e3", "decimal amount"),

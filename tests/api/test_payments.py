@@ -44,6 +44,19 @@ def test_payments_are_listed_newest_first_with_every_field() -> None:
         == newest
 
 
+def test_a_reference_travels_with_the_payment() -> None:
+    api = Api()
+    session, channel = api.session_with_peer()
+    api.call("channel_send", {"sessionId": session, "channelId": channel, "reference": "inv-9",
+                              "payments": [{"currency": "ETH", "payee": "bob", "amount": "1"}]})
+    listed = api.call("payment_list", {"sessionId": session})["payments"]
+    assert [p["reference"] for p in listed] == ["inv-9"]
+    too_long = api.error("channel_send", {
+        "sessionId": session, "channelId": channel, "reference": "x" * 129,
+        "payments": [{"currency": "ETH", "payee": "bob", "amount": "1"}]})
+    assert too_long["code"] == -32602 and too_long["data"]["field"] == "reference"
+
+
 def test_filters_and_pages() -> None:
     api, session, channel = _paid()
 

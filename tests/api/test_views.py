@@ -72,7 +72,7 @@ def test_a_proposal_is_shown_from_the_responders_side() -> None:
     assert shown == {"type": "proposed", "proposalId": "0x" + "01" * 32, "peer": "alice",
                      "peerAddress": hex_address(ALICE.address),
                      "balances": {"ETH": {"self": "0.5", "peer": "2"}},
-                     "challengeDuration": 3600, "expiry": 1234.5}
+                     "challengeDuration": 3600, "expiry": 1234.5, "kind": "ledger"}
 
 
 def test_a_payment_request_awaiting_our_user_becomes_an_open_update() -> None:
@@ -133,3 +133,32 @@ def test_questions_a_restart_ended_are_shown_as_gone() -> None:
     # An update of a channel the session no longer knows has nothing to be shown against.
     assert notification_of(GoneNotice("update", b"\x07" * 32, BOB.address, None, "x"),
                            aliases) is None
+
+
+def test_a_virtual_channel_says_so_and_which_channels_fund_it() -> None:
+    from perund.channel.virtual import proof_of
+    from perund.wire.messages import VirtualPropose
+    from tests.channel.virtual_factories import ALICE as V_ALICE
+    from tests.channel.virtual_factories import CAROL, INGRID, make_hub
+
+    hub = make_hub()
+    names = {INGRID.address: "ingrid", CAROL.address: "carol"}
+    shown = channel_view(hub.v_alice, names.get, via=INGRID.address).to_json(Currencies())
+    assert shown["kind"] == "virtual" and shown["via"] == "ingrid" and shown["peer"] == "carol"
+    assert shown["fundedBy"] == ["0x" + hub.la_alice.channel_id.hex(),
+                                 "0x" + hub.lc_carol.channel_id.hex()]
+    assert channel_view(hub.v_carol, names.get).to_json(Currencies())["fundedBy"] == [
+        "0x" + hub.lc_carol.channel_id.hex(), "0x" + hub.la_alice.channel_id.hex()]
+    ledger = channel_view(hub.la_alice, names.get).to_json(Currencies())
+    assert ledger["kind"] == "ledger" and "fundedBy" not in ledger and "funds" not in ledger
+    locking, _ = transition(hub.la_alice, OwnUpdate(V_ALICE, (), False, proof_of(hub.v_alice)))
+    assert locking.staged is not None
+    locked = channel_view(locking, names.get, locking.staged.state).to_json(Currencies())
+    assert locked["funds"] == ["0x" + hub.v_alice.channel_id.hex()]
+    p = hub.proposal
+    msg = VirtualPropose(p.proposal_id, p.chain_id, p.adjudicator, p.challenge_duration,
+                         p.nonce_share, p.assets, p.balances, p.participant, p.intermediary,
+                         p.parent)
+    pushed = proposal_view(ProposalNotice(p.participant, msg, 10.0), names.get)
+    assert pushed.to_json(Currencies())["kind"] == "virtual"
+    assert pushed.to_json(Currencies())["via"] == "ingrid"

@@ -184,7 +184,8 @@ async def test_pushes_cached_delivered_fanned_out_and_cleaned_up() -> None:
         assert shown == {"type": "proposed", "proposalId": "0x" + waiting.proposal_id.hex(),
                          "peer": "bob",
                          "balances": {"ETH": {"self": "1", "peer": "2"}},
-                         "challengeDuration": 600, "expiry": waiting.expiry}
+                         "challengeDuration": 600, "expiry": waiting.expiry,
+                         "kind": "ledger"}
 
         # A second client on the same topic: both get the next proposal.
         carol = await connect(port)

@@ -106,7 +106,7 @@ def make_pair(
 def as_input(event: Event, sender: Signer, receiver: Signer) -> Change:
     """The input the receiving core gets for a Send* event of the sending core."""
     if isinstance(event, SendUpdate):
-        return UpdateReceived(sender.address, event.state, event.signature, receiver)
+        return UpdateReceived(sender.address, event.state, event.signature, receiver, event.proof)
     if isinstance(event, SendUpdateAccept):
         return UpdateAcceptReceived(
             sender.address, event.channel_id, event.version, event.signature

@@ -154,12 +154,25 @@ def test_higher_state_with_other_assets_is_refused() -> None:
     assert events == (Refused(bob.channel_id, ALICE.address, Reason.ASSETS, "version 1"),)
 
 
-def test_higher_state_with_locks_is_refused_even_if_signed() -> None:
+def test_higher_state_whose_locks_add_funds_is_refused_even_if_signed() -> None:
+    # A lock on top of unchanged free balances would promise more than the channel holds.
     _, bob = make_pair()
     locked = next_state(bob, locked=(SubAlloc(ChannelID(b"\x5a" * 32), (ETHER,), (0, 1)),))
     bob1, events = sync_from_alice(bob, locked)
     assert bob1 is bob
-    assert events == (Refused(bob.channel_id, ALICE.address, Reason.LOCKED, "version 1"),)
+    assert events == (Refused(bob.channel_id, ALICE.address, Reason.TOTALS, "version 1"),)
+
+
+def test_higher_state_whose_lock_keeps_the_funds_is_adopted_when_both_signed() -> None:
+    # Both signed it: our signature on a lock means we made or matched it (a lock whose
+    # answer we missed arrives this way).
+    _, bob = make_pair()
+    row = bob.latest.balances[0]
+    lock = SubAlloc(ChannelID(b"\x5a" * 32), (ETHER,), (0, 1))
+    locked = next_state(bob, balances=((row[0] - ETHER, row[1]),), locked=(lock,))
+    bob1, events = sync_from_alice(bob, locked)
+    assert bob1.current is not None and bob1.current.state == locked
+    assert NewState(bob.channel_id, locked, Source.SYNC) in events
 
 
 def test_state_of_another_channel_is_refused() -> None:

@@ -110,7 +110,8 @@ def test_one_shot_commands(one_daemon: Daemon, anvil_setup: Generated, tmp_path:
         assert paid.returncode == 0 and paid.stderr == ""
         assert paid.stdout == f"paid 0.25 ETH to bob on channel {cid[:10]}…: you 0.75 ETH, " \
                               "bob 0.75 ETH (version 1)\n"
-        assert json.loads(run(a, "--json", "pay", "bob", "0.25").stdout)["balances"] == \
+        assert json.loads(run(a, "--json", "pay", "bob", "0.25", "--reference",
+                              "inv-7").stdout)["balances"] == \
             {"ETH": {"self": "0.5", "peer": "1"}}
         assert re.search(r"^balances\s+you 0\.5 ETH, bob 1 ETH$",
                          run(a, "channel", "info", "bob").stdout, re.M)
@@ -186,6 +187,8 @@ def test_one_shot_commands(one_daemon: Daemon, anvil_setup: Generated, tmp_path:
                            ("sent", "0.25", False)]
     assert payments(b) == [("sent", "0.1", True), ("received", "0.25", False),
                            ("received", "0.25", False)]
+    references = [p["reference"] for p in json.loads(run(b, "--json", "history").stdout)]
+    assert references == [None, "inv-7", None]
     assert payments(a, "--direction", "sent", "--limit", "1") == [("sent", "0.25", False)]
     assert payments(a, "--channel", cid[:8], "--peer", "bob", "--currency", "eth",
                     "--since", "2020-01-01") == payments(a)

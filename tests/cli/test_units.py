@@ -282,3 +282,20 @@ def test_unfunded_and_lost_channels_say_so() -> None:
     opened = channel(cid, "bob", "open", "2", "0.5")
     assert "to deposit" not in channel_rows([opened], style)
     assert "lost" in channel_rows([channel(cid, "bob", "chainLost", "2", "0.5")], style)
+
+
+def test_virtual_channels_name_their_intermediary_and_parents() -> None:
+    from perund.cli.client.render import channel_details, channel_rows
+
+    style = Style(False)
+    cid, la, lc = "0x" + "cd" * 32, "0x" + "1a" * 32, "0x" + "1c" * 32
+    virtual = {**channel(cid, "carol", "open", "2", "0.5"), "kind": "virtual", "via": "ingrid",
+               "fundedBy": [la, lc]}
+    assert "carol via ingrid" in channel_rows([virtual], style)
+    details = channel_details(virtual, style)
+    assert "virtual, via ingrid, funded by 0x1a1a1a1a… and 0x1c1c1c1c…" in details
+    locking = {**virtual, "phase": "funding"}
+    assert "(2 ETH to lock)" in channel_rows([locking], style)
+    assert "to be locked" in channel_details(locking, style)
+    ledger = {**channel(la, "ingrid", "open", "7", "10"), "kind": "ledger", "funds": [cid]}
+    assert "virtual channels 0xcdcdcdcd…" in channel_details(ledger, style)

@@ -13,8 +13,9 @@ from twisted.internet.defer import Deferred
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
 from perund.channel.encoding import Signer
-from perund.channel.proposal import Deployment
-from perund.channel.types import Address
+from perund.channel.phases import Phase
+from perund.channel.proposal import Deployment, OpenRequest
+from perund.channel.types import ETH, Address, ChannelID
 from perund.peer.admission import PeerLimits
 from perund.peer.manager import PeerManager
 from perund.session.client import ChannelClient
@@ -94,6 +95,22 @@ def make_user(name: str, chain: ChainBackend, dev_index: int,
     return user
 
 
+async def open_between(proposer: User, responder: User, ours: int, theirs: int,
+                       challenge: int = 60) -> ChannelID:
+    """Open a one-asset (ETH) channel on-chain, the responder's user accepting; its ID, once
+    both sides see it open."""
+    request = OpenRequest(responder.client.address, (ETH,), ((ours, theirs),), challenge)
+    opening = proposer.client.open_channel(request)
+    notice = await responder.proposal()
+    assert isinstance(notice, ProposalNotice)
+    assert notice.peer == proposer.client.address
+    accepted = await responder.client.respond_proposal(notice.proposal.proposal_id, True)
+    channel = await opening
+    assert accepted is not None and accepted.channel_id == channel.channel_id
+    assert channel.phase is Phase.OPEN and accepted.phase is Phase.OPEN
+    return channel.channel_id
+
+
 @pytest_twisted.async_yield_fixture
 async def chain() -> AsyncIterator[ChainBackend]:
     backend = ChainBackend(reactor, url="", chain_id=4242, receipt_poll_interval=0.01)
@@ -103,13 +120,14 @@ async def chain() -> AsyncIterator[ChainBackend]:
     backend.stopService()
 
 
-async def listening_pair(chain: ChainBackend, alice_store: ChannelStore | None = None) -> Pair:
-    """alice and bob, contacts of each other, listening on loopback (alice's channels in
-    `alice_store`, else in memory); stop their `peers` afterwards."""
+async def listening_pair(chain: ChainBackend, alice_store: ChannelStore | None = None,
+                         bob_store: ChannelStore | None = None) -> Pair:
+    """alice and bob, contacts of each other, listening on loopback (their channels in
+    `alice_store` and `bob_store`, else in memory); stop their `peers` afterwards."""
     endpoints: dict[Address, str] = {}
     contacts: set[Address] = set()
     alice = make_user("alice", chain, 1, endpoints.get, contacts, store=alice_store)
-    bob = make_user("bob", chain, 2, endpoints.get, contacts)
+    bob = make_user("bob", chain, 2, endpoints.get, contacts, store=bob_store)
     for user in (alice, bob):
         port = await user.peers.listen()
         endpoints[user.client.address] = f"tcp:host=127.0.0.1:port={port}"

@@ -16,11 +16,9 @@ from twisted.logger import LogEvent, LogLevel, formatEvent
 from twisted.python.failure import Failure
 
 from perund.channel.encoding import Signer
-from perund.channel.proposal import OpenRequest
 from perund.channel.records import Channel
-from perund.channel.types import ETH, Address, ChannelID, Signature, State
+from perund.channel.types import Address, ChannelID, Signature, State
 from perund.peer.manager import PeerManager
-from perund.session.notices import ProposalNotice
 from perund.wire.codec import decode, encode
 from perund.wire.messages import PROTOCOL_VERSION, Auth, Hello, Message, auth_digest
 from perund.wire.protocol import PeerProtocol
@@ -88,18 +86,6 @@ async def outcome(d: Deferred[Channel], what: str, limit: float = 10.0) -> Chann
     d.addBoth(box.append)
     await until(lambda: bool(box), what, limit)
     return box[0]
-
-
-async def open_between(proposer: User, responder: User, ours: int, theirs: int) -> ChannelID:
-    """Open a one-asset (ETH) channel on-chain; the responder's user accepts."""
-    request = OpenRequest(responder.client.address, (ETH,), ((ours, theirs),), 60)
-    opening = proposer.client.open_channel(request)
-    notice = await responder.proposal()
-    assert isinstance(notice, ProposalNotice)
-    assert notice.peer == proposer.client.address
-    await responder.client.respond_proposal(notice.proposal.proposal_id, True)
-    channel = await opening
-    return channel.channel_id
 
 
 def current_state(user: User, channel_id: ChannelID) -> State:

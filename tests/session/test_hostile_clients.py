@@ -51,7 +51,7 @@ from perund.wire.messages import (
 )
 from perund.wire.protocol import DEFAULT_MAX_FRAME_SIZE
 
-from .conftest import ETHER, User, make_user
+from .conftest import ETHER, User, make_user, open_between
 from .hostile import (
     LogCapture,
     agreed,
@@ -60,7 +60,6 @@ from .hostile import (
     current_state,
     frame,
     next_state,
-    open_between,
     outcome,
     raw_connect,
     reconnected,

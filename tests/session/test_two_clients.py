@@ -17,22 +17,12 @@ from perund.channel.types import ETH
 from perund.errors import InvalidArgument, PeerRejected, ResourceNotFound
 from perund.session.notices import ChannelNotice, ProposalNotice, UpdateNotice
 
-from .conftest import ETHER, Pair
+from .conftest import ETHER, Pair, open_between
 
 
 async def open_channel(pair: Pair, ours: int = 5 * ETHER, theirs: int = 3 * ETHER,
                        challenge: int = 60) -> bytes:
-    alice, bob = pair.alice, pair.bob
-    request = OpenRequest(bob.client.address, (ETH,), ((ours, theirs),), challenge)
-    opening = alice.client.open_channel(request)
-    notice = await bob.proposal()
-    assert isinstance(notice, ProposalNotice)
-    assert notice.peer == alice.client.address
-    accepted = await bob.client.respond_proposal(notice.proposal.proposal_id, True)
-    channel = await opening
-    assert accepted is not None and accepted.channel_id == channel.channel_id
-    assert channel.phase is Phase.OPEN and accepted.phase is Phase.OPEN
-    return channel.channel_id
+    return await open_between(pair.alice, pair.bob, ours, theirs, challenge)
 
 
 @pytest_twisted.ensureDeferred

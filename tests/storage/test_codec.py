@@ -279,3 +279,22 @@ def test_small_records_round_trip_and_are_strict() -> None:
         decode_contact(_pack({"a": 1}))
     with pytest.raises(StoreError):
         encode_contact({"a": 1})  # type: ignore[dict-item]
+
+
+def test_a_virtual_channel_keeps_its_params_and_its_parents() -> None:
+    from perund.channel.types import VirtualParams
+    from tests.channel.virtual_factories import make_hub
+
+    hub = make_hub()
+    for channel in (hub.v_alice, hub.v_carol):
+        assert isinstance(channel.params, VirtualParams)
+        assert decode_channel(encode_channel(channel)) == durable(channel)
+    body = msgpack.unpackb(encode_channel(hub.v_alice)[1:])
+    assert body[1][4] == [hub.la_alice.channel_id, hub.lc_carol.channel_id]
+    bad = body.copy()
+    bad[1] = [*body[1][:4], [hub.la_alice.channel_id, hub.la_alice.channel_id]]
+    with pytest.raises(StoreCorrupt, match="parents must differ"):
+        decode_channel(b"\x01" + msgpack.packb(bad, use_bin_type=True))
+    bad[1] = [*body[1][:4], [hub.la_alice.channel_id]]
+    with pytest.raises(StoreCorrupt, match="parents"):
+        decode_channel(b"\x01" + msgpack.packb(bad, use_bin_type=True))

@@ -346,6 +346,9 @@ def _new_channel_status(ctx: Context, session: str, before: set[str], peer: str 
                 continue
             if c["phase"] == "proposing":
                 return f"{c['peer']} accepted; exchanging signatures on the opening state"
+            if c["phase"] == "funding" and c.get("kind") == "virtual":
+                return (f"locking it in the ledger channel with {c.get('via')} "
+                        f"(channel {short_id(c['channelId'])})")
             if c["phase"] == "funding":
                 return f"waiting for both deposits on-chain (channel {short_id(c['channelId'])})"
         return waiting
@@ -356,8 +359,9 @@ def _opened(ctx: Context, verb: str) -> Callable[[Any], Outcome]:
     def finish(channel: Any) -> Outcome:
         if channel is None:
             return Outcome(None, "rejected")
+        via = f" via {channel.get('via')}" if channel.get("kind") == "virtual" else ""
         return Outcome(channel, f"channel {ctx.style.ident(channel['channelId'])} with "
-                                f"{channel['peer']} is {ctx.style.ok(channel['phase'])}: "
+                                f"{channel['peer']}{via} is {ctx.style.ok(channel['phase'])}: "
                                 f"{balances_pair(channel['balances'], channel['peer'])}, "
                                 f"challenge {render.seconds_text(channel['challengeDuration'])}"
                                 f"{verb}")
@@ -373,8 +377,12 @@ def channel_open(ctx: Context, args: argparse.Namespace) -> Result:
                                                       "peer": args.theirs}}}
     if args.challenge_duration:
         params["challengeDuration"] = duration(args.challenge_duration)
+    if args.via:
+        params["via"] = args.via
     before = {c["channelId"] for c in ctx.channels()}
-    return Long(f"opening a channel with {args.peer}",
+    what = f"a virtual channel with {args.peer} via {args.via}" if args.via \
+        else f"a channel with {args.peer}"
+    return Long(f"opening {what}",
                 lambda: ctx.call_long("channel_open", **params),
                 _new_channel_status(ctx, session, before, args.peer,
                                     f"waiting for {args.peer} to accept the proposal"),
@@ -447,7 +455,9 @@ def _send(ctx: Context, args: argparse.Namespace, request: bool) -> Result:
     return Long(f"{'requesting' if request else 'paying'} {what} "
                 f"{'from' if request else 'to'} {peer}",
                 lambda: ctx.call_long("channel_send", sessionId=session, channelId=channel_id,
-                                      payments=[payment]),
+                                      payments=[payment],
+                                      **({"reference": args.reference}
+                                         if getattr(args, "reference", None) else {})),
                 lambda: waiting, finish)
 
 

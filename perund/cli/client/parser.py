@@ -132,6 +132,10 @@ def add_commands(commands: Any, interactive: bool) -> None:
     opening.add_argument("--challenge-duration", metavar="SECONDS",
                          help="dispute window: seconds, or with a unit: 90s, 10m, 2h, 1d "
                               "(default: the node's, 1 h)")
+    opening.add_argument("--via", metavar="INTERMEDIARY",
+                         help="open a virtual channel through this intermediary (alias or "
+                              "address), funded by your ledger channels with it: no deposit, "
+                              "no transaction")
     command(channel, "list", "the session's channels")
     info = command(channel, "info", "every detail of one channel")
     info.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)
@@ -149,6 +153,9 @@ def add_commands(commands: Any, interactive: bool) -> None:
         paying.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)
         paying.add_argument("amount", metavar="AMOUNT", help="e.g. 0.25")
         _currency(paying)
+        paying.add_argument("--reference", metavar="TEXT",
+                            help="e.g. an invoice number: sent to the peer, kept in both "
+                                 "histories (at most 128 characters)")
 
     command(commands, "balance", "the on-chain balances of the session's account")
     add_history_parser(commands, command)

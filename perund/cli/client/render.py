@@ -193,8 +193,10 @@ def channel_rows(channels: Sequence[Mapping[str, Any]], style: Style) -> str:
         ours = ", ".join(amount(p["self"], cur) for cur, p in balances.items())
         theirs = ", ".join(amount(p["peer"], cur) for cur, p in balances.items())
         if c["phase"] in UNFUNDED:  # not money in the channel yet: say so
-            ours, theirs = f"({ours} to deposit)", f"({theirs} to deposit)"
-        rows.append([style.ident(short_id(c["channelId"])), str(c["peer"]),
+            verb = "lock" if c.get("kind") == "virtual" else "deposit"
+            ours, theirs = f"({ours} to {verb})", f"({theirs} to {verb})"
+        peer = str(c["peer"]) + (f" via {c.get('via')}" if c.get("kind") == "virtual" else "")
+        rows.append([style.ident(short_id(c["channelId"])), peer,
                      phase_text(c["phase"], style), str(c["version"]), ours, theirs])
     return table(["CHANNEL", "PEER", "PHASE", "VERSION", "YOURS", "PEER'S"], rows, style)
 
@@ -208,10 +210,17 @@ def channel_details(c: Mapping[str, Any], style: Style, node_now: float | None =
         ("phase", phase_text(c["phase"], style) + (" (final state)" if c.get("isFinal") else "")),
         ("version", str(c["version"])),
         ("balances", balances_pair(c.get("balances", {}), peer)
-         + (" (to be deposited: the channel is not funded yet)" if c["phase"] in UNFUNDED
-            else "")),
+         + ("" if c["phase"] not in UNFUNDED
+            else " (to be locked in the ledger channels: not funded yet)"
+            if c.get("kind") == "virtual"
+            else " (to be deposited: the channel is not funded yet)")),
         ("challenge", seconds_text(c["challengeDuration"])),
     ]
+    if c.get("kind") == "virtual":
+        pairs.append(("kind", f"virtual, via {c.get('via')}, funded by "
+                              + " and ".join(short_id(p) for p in c.get("fundedBy", ()))))
+    elif c.get("funds"):
+        pairs.append(("funds", "virtual channels " + ", ".join(short_id(v) for v in c["funds"])))
     if c.get("paidOut") is not None:
         pairs.append(("paid out", payout_text(c, style)))
     on_chain = c.get("onChain")

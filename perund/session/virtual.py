@@ -1,0 +1,472 @@
+"""Virtual channels of a channel client, as a party (docs/protocol.md "Virtual channels").
+
+Rules, stated once:
+
+- **opening**: our user's `channel_open` with `via` proposes a virtual channel to the peer,
+  funded by our open ledger channel with the intermediary that covers it (`VirtualPropose`, a
+  request); the peer's user answers like any proposal. Once version 0 is fully signed each
+  party locks it in its ledger (`LockParent`: an update with the proof, through the send
+  queue); the channel opens for a party once its own lock is fully signed (`Funded`), and
+  closes (`LockFailed`) when that lock cannot become fully signed any more;
+- **closing**: a final virtual state is folded into the ledger (`FoldParent`); once the fold is
+  fully signed the virtual channel is closed (`Concluded`). A fold the intermediary refuses or
+  never answers is settled on-chain: the ledger is disputed with the final state;
+- **disputes**: a virtual channel's `Register` goes through our ledger (`registerVirtualState`),
+  a ledger state with locks registers each of its virtual channels, and its `Conclude` waits
+  until each is registered and frozen (`concludeParentState`). Once a virtual channel of ours
+  is registered on-chain, our ledger settles on-chain too (it pays us our virtual outcome), and
+  once the ledger is concluded its virtual channels are closed;
+- a ledger that funds an open virtual channel is not closed (FailedPrecondition naming it).
+
+The intermediary's side (matching locks and folds, its records) is `perund.session.intermediary`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from perund.channel import events as ev
+from perund.channel.changes import Change, Concluded, ForceClose, Funded, LockFailed
+from perund.channel.encoding import Signer, random_share, virtual_channel_id
+from perund.channel.phases import SETTLING, TERMINAL, Phase
+from perund.channel.proposal import Deployment
+from perund.channel.records import Channel, Staged
+from perund.channel.types import (
+    Address,
+    ChannelID,
+    Params,
+    Signature,
+    State,
+    VirtualParams,
+    VirtualProof,
+)
+from perund.channel.virtual import is_virtual, locks_of, parent_of, proof_of
+from perund.channel.virtual_opening import (
+    VirtualOpenRequest,
+    accept_virtual_proposal,
+    complete_virtual_proposal,
+    find_ledger,
+    make_virtual_proposal,
+    receive_virtual_proposal,
+)
+from perund.errors import (
+    FailedPrecondition,
+    PeerProtocolError,
+    PeerRejected,
+    PeerRequestTimedOut,
+    PerundError,
+)
+from perund.session.ports import PeerLinks, undelivered
+from perund.session.questions import IncomingProposal, Questions
+from perund.session.sending import SendQueue
+from perund.session.timing import Timing
+from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual
+from perund.wire.messages import Reject, VirtualAccept, VirtualPropose
+
+log = Logger(namespace="perund.virtual")
+
+NO_SIGNATURES = (Signature(b"\x00" * 65), Signature(b"\x00" * 65))
+"""What goes with the registered parent state: the contract does not check its signatures."""
+
+Registration = tuple[State, int]
+"""A virtual channel's registered state on the chain and its timeout."""
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def _pending_proof(parent: Channel, vid: ChannelID) -> bool:
+    """Whether our update of `parent` that locks or folds `vid` is in flight or of unknown fate
+    (it may still become fully signed)."""
+    ours: tuple[Staged | None, ...] = (parent.abandoned, parent.staged)
+    for staged in ours:
+        if staged is None or staged.proposer != parent.index:
+            continue
+        before = locks_of(parent.current.state) if parent.current is not None else {}
+        if (vid in before) != (vid in locks_of(staged.state)):
+            return True
+    return False
+
+
+class Virtuals:
+    """A client's virtual channels as a party (module doc). `start(channel, events)` tracks a
+    new channel and fires once it is open, `apply(channel_id, change)` feeds a core,
+    `execute(events)` runs events, `settle(command)` sends a transaction (ChainDuties), and
+    `intermediary` knows the virtual channels we intermediate (their proofs, registrations)."""
+
+    def __init__(self, *, signer: Signer, deployment: Deployment, links: PeerLinks,
+                 timing: Timing, channels: Mapping[ChannelID, Channel], questions: Questions,
+                 sends: SendQueue, confirm_updates: bool,
+                 start: Callable[[Channel, Sequence[ev.Event]], Deferred[Channel]],
+                 apply: Callable[[ChannelID, Change], None],
+                 execute: Callable[[Sequence[ev.Event]], None],
+                 settle: Callable[[Any], None], is_contact: Callable[[Address], bool],
+                 registrations: Callable[[ChannelID], Registration | None],
+                 proofs: Callable[[ChannelID], VirtualProof | None],
+                 not_open_yet: Callable[[ChannelID, PerundError], None]) -> None:
+        self._signer = signer
+        self._deployment = deployment
+        self._links = links
+        self._timing = timing
+        self._channels = channels
+        self._questions = questions
+        self._sends = sends
+        self._confirm = confirm_updates
+        self._start = start
+        self._apply = apply
+        self._execute = execute
+        self._settle = settle
+        self._is_contact = is_contact
+        self._registrations = registrations
+        self._proofs = proofs
+        self._not_open_yet = not_open_yet
+        self._children: dict[ChannelID, set[ChannelID]] = {}
+        """Our ledger channels that fund virtual channels of ours: ledger → virtual IDs."""
+        self._locking: set[ChannelID] = set()
+        """Virtual channels whose lock or fold is queued or in flight in the send queue."""
+        self._tried: set[ChannelID] = set()
+        """Virtual channels whose lock went out (a failure then closes them)."""
+        self._awaiting: dict[ChannelID, ev.Conclude] = {}
+        """Parents whose conclusion waits for a virtual channel to be registered."""
+        self._lock_errors: dict[ChannelID, PerundError] = {}
+
+    # -- tracking -------------------------------------------------------------------------------
+
+    def track(self, channel: Channel) -> None:
+        """Index a virtual channel of ours under its parent (at start and when it is made)."""
+        if is_virtual(channel) and channel.phase not in TERMINAL:
+            self._children.setdefault(parent_of(channel), set()).add(channel.channel_id)
+
+    def lock_error(self, channel_id: ChannelID) -> PerundError | None:
+        """Why a virtual channel's lock failed, for the user waiting for it to open (once)."""
+        return self._lock_errors.pop(channel_id, None)
+
+    def close_refusal(self, channel_id: ChannelID) -> None:
+        """FailedPrecondition if `channel_id` is a ledger that funds an open virtual channel
+        (it cannot close before the virtual channel does), or a virtual channel not open yet
+        (it opens or closes by itself once its lock's fate is known)."""
+        channel = self._channels.get(channel_id)
+        if channel is not None and is_virtual(channel) \
+                and channel.phase in (Phase.PROPOSING, Phase.FUNDING):
+            raise FailedPrecondition(
+                "the virtual channel is not open yet: it opens once our lock is signed, or "
+                "closes by itself if it cannot be", channel_id=_hex(channel_id),
+                phase=channel.phase.value)
+        funded = [vid for vid in self._children.get(channel_id, ())
+                  if self._channels[vid].phase not in TERMINAL]
+        if funded:
+            raise FailedPrecondition(
+                "this channel funds open virtual channels: close them first",
+                channel_id=_hex(channel_id), virtual_channels=[_hex(vid) for vid in funded])
+
+    # -- opening --------------------------------------------------------------------------------
+
+    async def propose(self, request: VirtualOpenRequest) -> Channel:
+        """Propose a virtual channel; the channel once our lock is fully signed."""
+        ours = tuple(row[0] for row in request.balances)
+        theirs = tuple(row[1] for row in request.balances)
+        ledger = find_ledger(self._channels.values(), request.intermediary, request.assets,
+                             ours, theirs)
+        if ledger is None:
+            raise FailedPrecondition(
+                "no open ledger channel with the intermediary covers this virtual channel: "
+                "open one (or pay into one) first", via=_hex(request.intermediary))
+        proposal = make_virtual_proposal(request, participant=self._signer.address,
+                                         ledger=ledger, proposal_id=random_share(),
+                                         nonce_share=random_share(), deployment=self._deployment)
+        message = VirtualPropose(
+            proposal.proposal_id, proposal.chain_id, proposal.adjudicator,
+            proposal.challenge_duration, proposal.nonce_share, proposal.assets,
+            proposal.balances, proposal.participant, proposal.intermediary, proposal.parent)
+        answer = await self._links.request(
+            request.peer, message, self._timing.response_timeout + self._timing.request_timeout)
+        if isinstance(answer, Reject):
+            raise PeerRejected(f"the peer rejected the proposal: {answer.reason}",
+                               peer=_hex(request.peer), reason=answer.reason)
+        if not isinstance(answer, VirtualAccept):
+            raise PeerProtocolError("unexpected answer to a virtual proposal",
+                                    peer=_hex(request.peer))
+        channel, events = complete_virtual_proposal(
+            proposal, answer, sender=request.peer, peer=request.peer, signer=self._signer,
+            deployment=self._deployment, confirm_updates=self._confirm)
+        if channel is None:
+            refused = next(e for e in events if isinstance(e, ev.ProposalRefused))
+            self._execute(events)
+            raise PeerProtocolError(f"the peer's acceptance is invalid: {refused.reason.value}",
+                                    peer=_hex(request.peer), reason=refused.reason.value)
+        self.track(channel)
+        return await self._start(channel, events)
+
+    def proposal_received(self, peer: Address, msg: VirtualPropose) -> None:
+        """A peer's virtual proposal: ask our user, or refuse it (the peer is told why)."""
+        if self._questions.is_waiting(msg.proposal_id):
+            return
+        ledger = self._ledger_for(msg)
+        events = receive_virtual_proposal(
+            msg, sender=peer, me=self._signer.address, peer_known=self._is_contact(peer),
+            intermediary_known=self._is_contact(msg.intermediary),
+            deployment=self._deployment, ledger=ledger)
+        if any(isinstance(e, ev.ProposalReceived) for e in events):
+            self._questions.ask_proposal(peer, msg)
+        else:
+            self._execute(events)
+
+    def _ledger_for(self, msg: VirtualPropose) -> Channel | None:
+        """Our ledger with the intermediary that covers a proposal made to us: our share on our
+        side, the proposer's on the intermediary's."""
+        return find_ledger(self._channels.values(), msg.intermediary, msg.assets,
+                           tuple(row[1] for row in msg.balances),
+                           tuple(row[0] for row in msg.balances))
+
+    async def answer(self, pending: IncomingProposal, accept: bool) -> Channel | None:
+        """Our user's answer to a waiting virtual proposal (taken from the questions)."""
+        msg = pending.proposal
+        assert isinstance(msg, VirtualPropose)
+        if not accept:
+            await self._links.send(pending.peer, Reject(msg.proposal_id, "rejected by the user"))
+            return None
+        ledger = self._ledger_for(msg)
+        if ledger is None:
+            self._links.send(pending.peer, Reject(
+                msg.proposal_id, "no open ledger channel with the intermediary covers it any "
+                "more")).addErrback(undelivered)
+            raise FailedPrecondition("no open ledger channel with the intermediary covers this "
+                                     "virtual channel any more", via=_hex(msg.intermediary))
+        channel, events = accept_virtual_proposal(
+            msg, signer=self._signer, ledger=ledger, nonce_share=random_share(),
+            deployment=self._deployment, confirm_updates=self._confirm)
+        self.track(channel)
+        return await self._start(channel, events)
+
+    def check_proof_id(self, proof: VirtualProof) -> bool:
+        """Whether a proof's state belongs to its params on our deployment."""
+        d = self._deployment
+        return virtual_channel_id(d.chain_id, d.adjudicator, proof.params) \
+            == proof.state.channel_id
+
+    # -- locks and folds ------------------------------------------------------------------------
+
+    def lock_parent(self, e: ev.LockParent) -> None:
+        """Lock a virtual channel's version 0 in our ledger (`ev.LockParent`)."""
+        self._through_parent(e.channel_id, e.parent, e.proof)
+
+    def fold_parent(self, e: ev.FoldParent) -> None:
+        """Fold a virtual channel's final state into our ledger (`ev.FoldParent`)."""
+        self._through_parent(e.channel_id, e.parent, e.proof)
+
+    def _through_parent(self, vid: ChannelID, parent_id: ChannelID, proof: VirtualProof) -> None:
+        parent = self._channels.get(parent_id)
+        if parent is None or vid in self._locking or _pending_proof(parent, vid):
+            if parent is None:
+                self._apply(vid, LockFailed("our ledger channel is gone"))
+            return  # what is under way ends in `changed`
+        if self._reconcile(vid, parent):
+            return  # done already (a restart, a sync)
+        self._locking.add(vid)
+        self._tried.add(vid)
+        sent = self._sends.send(parent_id, (), False, proof=proof)
+        sent.addCallbacks(self._sent, self._not_sent, callbackArgs=(vid, parent_id),
+                          errbackArgs=(vid, parent_id, proof))
+
+    def _sent(self, _: Channel, vid: ChannelID, parent_id: ChannelID) -> None:
+        self._locking.discard(vid)
+        parent = self._channels.get(parent_id)
+        if parent is not None:
+            self._reconcile(vid, parent)
+
+    def _not_sent(self, failure: Failure, vid: ChannelID, parent_id: ChannelID,
+                  proof: VirtualProof) -> None:
+        self._locking.discard(vid)
+        parent = self._channels.get(parent_id)
+        channel = self._channels.get(vid)
+        if parent is None or channel is None:
+            return
+        why = failure.getErrorMessage()
+        if _pending_proof(parent, vid):
+            # Its fate shows in the next sync with the intermediary (`changed`); the user
+            # waiting for the channel is told now.
+            if not proof.is_fold:
+                self._not_open_yet(vid, PeerRequestTimedOut(
+                    f"the intermediary did not answer our lock ({why}): the virtual channel "
+                    "opens if it signed it, which the next sync with it shows",
+                    peer=_hex(parent.peer), timeout=0))
+            return
+        if proof.is_fold:
+            if parent.phase in (Phase.FUNDING, Phase.OPEN, Phase.UPDATING) \
+                    and vid in self._locks(parent):
+                log.warn("virtual channel {vid}: the intermediary did not fold it ({why}); "
+                         "settling our ledger {parent} on-chain with its final state",
+                         vid=_hex(vid), why=why, parent=_hex(parent_id))
+                self._apply(parent_id, ForceClose())
+            return
+        if channel.phase is Phase.FUNDING and vid not in self._locks(parent):
+            log.warn("virtual channel {vid}: our lock was not signed ({why})", vid=_hex(vid),
+                     why=why)
+            if isinstance(failure.value, PerundError):
+                self._lock_errors[vid] = failure.value
+            self._apply(vid, LockFailed(why))
+
+    @staticmethod
+    def _locks(parent: Channel) -> Mapping[ChannelID, object]:
+        return {} if parent.current is None else locks_of(parent.current.state)
+
+    def _reconcile(self, vid: ChannelID, parent: Channel) -> bool:
+        """Bring virtual channel `vid` in line with its parent's state: open once locked,
+        closed once folded or once the parent is concluded. Whether nothing is left to do."""
+        channel = self._channels.get(vid)
+        if channel is None or channel.phase in TERMINAL:
+            return True
+        locked = vid in self._locks(parent)
+        if parent.phase in TERMINAL:
+            self._apply(vid, Concluded(channel.version))
+            return True
+        if channel.phase is Phase.FUNDING:
+            if locked:
+                self._apply(vid, Funded())
+                return True
+            if vid in self._tried and vid not in self._locking \
+                    and not _pending_proof(parent, vid):
+                self._apply(vid, LockFailed("the intermediary did not sign our lock"))
+                return True
+            return False
+        final = channel.current is not None and channel.current.state.is_final
+        if channel.phase is Phase.CLOSING and final and not locked \
+                and parent.phase not in SETTLING and parent.current is not None:
+            self._apply(vid, Concluded(channel.version))  # folded off-chain
+            return True
+        return channel.phase is not Phase.CLOSING
+
+    def changed(self, before: Channel, after: Channel) -> None:
+        """After every transition of one of our channels: a ledger's virtual channels follow
+        it; a virtual channel registered on-chain takes its ledger on-chain."""
+        children = self._children.get(after.channel_id)
+        if children:
+            for vid in list(children):
+                self._reconcile(vid, after)
+                if self._channels[vid].phase in TERMINAL:
+                    children.discard(vid)
+            if after.phase in TERMINAL:
+                self._children.pop(after.channel_id, None)
+        if is_virtual(after) and after.phase is Phase.DISPUTED \
+                and before.phase is not Phase.DISPUTED:
+            self.registered(after.channel_id)
+            parent = self._channels.get(parent_of(after))
+            if parent is not None and parent.phase in (Phase.FUNDING, Phase.OPEN,
+                                                       Phase.UPDATING) \
+                    and after.channel_id in self._locks(parent):
+                log.warn("virtual channel {vid} is registered on-chain: settling its ledger "
+                         "{parent} on-chain too", vid=_hex(after.channel_id),
+                         parent=_hex(parent.channel_id))
+                self._apply(parent.channel_id, ForceClose())
+
+    # -- disputes -------------------------------------------------------------------------------
+
+    def registered(self, vid: ChannelID) -> None:
+        """A virtual channel's registration is known now: a parent waiting for it concludes."""
+        for parent_id, conclude in list(self._awaiting.items()):
+            if any(lock.channel_id == vid for lock in conclude.state.locked):
+                del self._awaiting[parent_id]
+                self.conclude(conclude)
+
+    def best_proof(self, vid: ChannelID) -> VirtualProof | None:
+        """The latest fully signed state we hold of virtual channel `vid`."""
+        channel = self._channels.get(vid)
+        if channel is not None and channel.current is not None:
+            return proof_of(channel)
+        return self._proofs(vid)
+
+    def _proof_to_register(self, vid: ChannelID) -> VirtualProof | None:
+        """The virtual state to register through a parent: ours, or the registered one when
+        it is at least as new (the contract takes the registered state without signatures;
+        an older one would revert the whole registration)."""
+        mine = self.best_proof(vid)
+        registration = self._registration(vid)
+        if mine is not None and registration is not None \
+                and registration[0].version >= mine.state.version:
+            return VirtualProof(mine.params, registration[0], NO_SIGNATURES)
+        return mine
+
+    def _registration(self, vid: ChannelID) -> Registration | None:
+        channel = self._channels.get(vid)
+        if channel is not None and channel.dispute is not None:
+            return channel.dispute.state, channel.dispute.timeout
+        return self._registrations(vid)
+
+    def register(self, e: ev.Register) -> None:
+        """The core's `Register`: through our parent for a virtual channel, with each virtual
+        channel for a ledger state with locks, else as it is."""
+        params = e.params
+        if type(params) is VirtualParams:
+            channel = self._channels[e.channel_id]
+            parent = self._channels.get(parent_of(channel))
+            chosen = None if parent is None else _parent_state(parent, e.channel_id)
+            if parent is None or chosen is None or type(parent.params) is not Params:
+                log.error("virtual channel {vid}: our ledger holds no lock of it to register "
+                          "it through", vid=_hex(e.channel_id))
+                return
+            own = VirtualProof(params, e.state, e.signatures)
+            self._settle(RegisterVirtual(parent.channel_id, parent.params, *chosen, own))
+            return
+        if not e.state.locked or type(params) is not Params:
+            self._settle(e)
+            return
+        for lock in e.state.locked:
+            proof = self._proof_to_register(lock.channel_id)
+            if proof is None:
+                log.error("channel {channel_id}: no state of its virtual channel {vid} to "
+                          "register", channel_id=_hex(e.channel_id), vid=_hex(lock.channel_id))
+                continue
+            self._settle(RegisterVirtual(e.channel_id, params, e.state, e.signatures, proof))
+
+    def conclude(self, e: ev.Conclude) -> None:
+        """The core's `Conclude`: nothing for a virtual channel (its parents conclude it);
+        a ledger state with locks once every virtual channel is registered."""
+        params = e.params
+        if type(params) is not Params:
+            return
+        if not e.state.locked:
+            self._settle(e)
+            return
+        subs: list[State] = []
+        not_before = 0
+        missing = []
+        for lock in e.state.locked:
+            registration = self._registration(lock.channel_id)
+            if registration is None:
+                missing.append(lock.channel_id)
+            else:
+                subs.append(registration[0])
+                not_before = max(not_before, registration[1])
+        if not missing:
+            self._settle(ConcludeParent(e.channel_id, params, e.state, tuple(subs), not_before))
+            return
+        self._awaiting[e.channel_id] = e
+        for vid in missing:
+            proof = self._proof_to_register(vid)
+            if proof is not None:
+                log.info("channel {channel_id}: registering its virtual channel {vid} before "
+                         "concluding", channel_id=_hex(e.channel_id), vid=_hex(vid))
+                self._settle(RegisterVirtual(e.channel_id, params, e.state, NO_SIGNATURES,
+                                             proof))
+
+
+def _parent_state(parent: Channel, vid: ChannelID) -> tuple[State, tuple[Signature, Signature]]\
+        | None:
+    """The parent state to register a virtual channel through: the registered one when it is
+    at least as new as ours (its signatures are not checked), else our latest, holding the
+    virtual channel's lock either way."""
+    current, dispute = parent.current, parent.dispute
+    if dispute is not None and vid in locks_of(dispute.state) and (
+            current is None or current.state.version <= dispute.version):
+        sigs = current.signatures if current is not None and current.state == dispute.state \
+            else NO_SIGNATURES
+        return dispute.state, sigs
+    if current is not None and vid in locks_of(current.state):
+        return current.state, current.signatures
+    return None

@@ -1,0 +1,75 @@
+"""Payment history through two real channel clients over loopback TCP, each on a session store:
+references travel with the update, merged payments are listed one by one on both sides, and
+requests that end unpaid (declined, expired) are recorded on both sides as such."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+
+from perund.chain.backend import ChainBackend
+from perund.channel.types import ETH
+from perund.errors import PeerRejected
+from perund.session.notices import UpdateNotice
+from perund.storage.history import PaymentQuery
+from perund.storage.store import SessionStore
+
+from .conftest import ETHER, listening_pair, open_between
+
+Row = tuple[str, int, int | None, bool, str, str | None]
+
+
+def _history(store: SessionStore) -> list[Row]:
+    page = store.history.page(PaymentQuery(), limit=1000)
+    return [(r.direction, r.amount, r.version, r.request, r.status, r.reference)
+            for r in reversed(page.payments)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_references_merged_payments_and_unpaid_requests_on_both_sides(
+        chain: ChainBackend, tmp_path: Path) -> None:
+    stores = SessionStore(tmp_path / "alice", reactor), SessionStore(tmp_path / "bob", reactor)
+    pair = await listening_pair(chain, *stores)
+    alice, bob = pair.alice, pair.bob
+    try:
+        cid = await open_between(alice, bob, ETHER, ETHER)
+
+        await alice.client.send(cid, ((ETH, 5),), reference="inv-1")
+        # Three payments at once: the first goes alone, the other two wait and share an update.
+        await gatherResults([alice.client.send(cid, ((ETH, amount),), reference=ref)
+                             for amount, ref in ((1, None), (2, "a"), (3, "b"))])
+        # A request bob's user declines, one alice's user lets expire.
+        asking = alice.client.send(cid, ((ETH, -7),), reference="order-2")
+        question = await bob.update_question()
+        assert isinstance(question, UpdateNotice)
+        await bob.client.respond_update(cid, question.update_id, False)
+        with pytest.raises(PeerRejected):
+            await asking
+        alice.client.response_timeout = 0.2
+        asking = bob.client.send(cid, ((ETH, -4),))
+        await alice.update_question()
+        with pytest.raises(PeerRejected, match="did not answer in time"):
+            await asking
+
+        mine = _history(stores[0])
+        assert mine == [
+            ("sent", 5, 1, False, "paid", "inv-1"),
+            ("sent", 1, 2, False, "paid", None),
+            ("sent", 2, 3, False, "paid", "a"),
+            ("sent", 3, 3, False, "paid", "b"),
+            ("received", 7, None, True, "rejected", "order-2"),
+            ("sent", 4, None, True, "expired", None),
+        ]
+        flipped = {"sent": "received", "received": "sent"}
+        assert _history(stores[1]) == [(flipped[d], *rest) for d, *rest in mine]
+    finally:
+        await alice.peers.stop()
+        await bob.peers.stop()
+        alice.client.stop()
+        bob.client.stop()
+        for store in stores:
+            store.close()

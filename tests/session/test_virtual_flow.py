@@ -1,0 +1,195 @@
+"""Virtual channels between three loopback clients on the embedded dev chain: alice and carol
+each with a ledger channel to ingrid, a virtual channel alice-carol opened, used and closed
+with no transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import pytest_twisted
+
+from perund.chain.backend import ChainBackend
+from perund.channel import events as ev
+from perund.channel.phases import Phase
+from perund.channel.types import ETH, Address, ChannelID
+from perund.channel.virtual import is_virtual
+from perund.channel.virtual_opening import VirtualOpenRequest
+from perund.errors import FailedPrecondition, PeerRejected, PeerRequestTimedOut
+from perund.session.config import IntermediaryConfig
+from perund.session.notices import ChannelNotice, ProposalNotice
+
+from .conftest import ETHER, User, make_user, open_between
+
+
+@dataclass
+class Hub:
+    alice: User
+    ingrid: User
+    carol: User
+    la: ChannelID
+    lc: ChannelID
+
+
+async def three_users(chain: ChainBackend, window: float = 3.0) -> tuple[User, User, User]:
+    endpoints: dict[Address, str] = {}
+    contacts: set[Address] = set()
+    alice = make_user("alice", chain, 1, endpoints.get, contacts)
+    ingrid = make_user("ingrid", chain, 2, endpoints.get, contacts,
+                       intermediary=IntermediaryConfig(True, window))
+    carol = make_user("carol", chain, 3, endpoints.get, contacts)
+    for user in (alice, ingrid, carol):
+        port = await user.peers.listen()
+        endpoints[user.client.address] = f"tcp:host=127.0.0.1:port={port}"
+        contacts.add(user.client.address)
+    return alice, ingrid, carol
+
+
+@pytest_twisted.async_yield_fixture
+async def hub(chain: ChainBackend) -> AsyncIterator[Hub]:
+    alice, ingrid, carol = await three_users(chain)
+    la = await open_between(alice, ingrid, 10 * ETHER, 10 * ETHER)
+    lc = await open_between(carol, ingrid, 10 * ETHER, 10 * ETHER)
+    yield Hub(alice, ingrid, carol, la, lc)
+    for user in (alice, ingrid, carol):
+        user.client.stop()
+        await user.peers.stop()
+
+
+async def open_virtual(hub: Hub, ours: int = 3 * ETHER, theirs: int = 0) -> ChannelID:
+    request = VirtualOpenRequest(hub.carol.client.address, hub.ingrid.client.address, (ETH,),
+                                 ((ours, theirs),), 60)
+    opening = hub.alice.client.open_channel(request)
+    notice = await hub.carol.proposal()
+    assert isinstance(notice, ProposalNotice)
+    accepted = await hub.carol.client.respond_proposal(notice.proposal.proposal_id, True)
+    channel = await opening
+    assert accepted is not None and accepted.channel_id == channel.channel_id
+    assert channel.phase is Phase.OPEN and accepted.phase is Phase.OPEN
+    return channel.channel_id
+
+
+async def carol_closed(hub: Hub, vid: ChannelID) -> None:
+    if hub.carol.client.channels[vid].phase is not Phase.CLOSED:
+        await hub.carol.next_notice(lambda n: isinstance(n, ChannelNotice) and isinstance(
+            n.event, ev.Closed) and n.event.channel_id == vid)
+
+
+@pytest_twisted.ensureDeferred
+async def test_open_pay_and_close_a_virtual_channel_with_no_transaction(hub: Hub) -> None:
+    chain_txs = [len(u.client.settler.receipts) for u in (hub.alice, hub.ingrid, hub.carol)]  # type: ignore[attr-defined]
+    vid = await open_virtual(hub)
+    la_alice = hub.alice.client.channels[hub.la]
+    assert la_alice.latest.balances == ((7 * ETHER, 10 * ETHER),)
+    assert [lock.channel_id for lock in la_alice.latest.locked] == [vid]
+    assert hub.carol.client.channels[hub.lc].latest.locked[0].balances == (3 * ETHER,)
+    assert vid not in hub.ingrid.client.channels
+    for _ in range(5):
+        await hub.alice.client.send(vid, ((ETH, ETHER // 10),))
+    closing = hub.alice.client.close(vid)
+    question = await hub.carol.update_question()
+    await hub.carol.client.respond_update(vid, question.update_id, True)  # type: ignore[attr-defined]
+    closed = await closing
+    assert closed.phase is Phase.CLOSED
+    await carol_closed(hub, vid)
+    # Folded: alice paid carol 0.5 ETH through the hub, ingrid is where she started.
+    assert hub.alice.client.channels[hub.la].latest.balances == ((95 * ETHER // 10,
+                                                                  105 * ETHER // 10),)
+    assert not hub.alice.client.channels[hub.la].latest.locked
+    assert hub.carol.client.channels[hub.lc].latest.balances == ((105 * ETHER // 10,
+                                                                  95 * ETHER // 10),)
+    ingrid = hub.ingrid.client.channels
+    assert ingrid[hub.la].latest == hub.alice.client.channels[hub.la].latest
+    assert ingrid[hub.lc].latest == hub.carol.client.channels[hub.lc].latest
+    assert [len(u.client.settler.receipts) for u in (hub.alice, hub.ingrid, hub.carol)] \
+        == chain_txs  # type: ignore[attr-defined]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_parent_that_funds_an_open_virtual_channel_does_not_close(hub: Hub) -> None:
+    vid = await open_virtual(hub)
+    with pytest.raises(FailedPrecondition, match="funds open virtual channels") as raised:
+        await hub.alice.client.close(hub.la)
+    assert raised.value.data["virtual_channels"] == ["0x" + vid.hex()]
+    with pytest.raises(FailedPrecondition):
+        await hub.alice.client.force_close(hub.la)
+    # Payments with ingrid on the ledger go on beside the lock.
+    paid = await hub.alice.client.send(hub.la, ((ETH, ETHER),))
+    assert paid.latest.balances == ((6 * ETHER, 11 * ETHER),) and paid.latest.locked
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lock_without_its_match_is_refused_and_nothing_stays_locked(hub: Hub) -> None:
+    # carol's node accepts the proposal, then never sends its lock (it crashed there).
+    hub.carol.client._handlers[ev.LockParent] = lambda e: None
+    request = VirtualOpenRequest(hub.carol.client.address, hub.ingrid.client.address, (ETH,),
+                                 ((ETHER, 0),), 60)
+    opening = hub.alice.client.open_channel(request)
+    notice = await hub.carol.proposal()
+    assert isinstance(notice, ProposalNotice)
+    hub.carol.client.respond_proposal(notice.proposal.proposal_id, True).addErrback(
+        lambda _: None)
+    with pytest.raises(PeerRejected, match="no matching lock"):
+        await opening
+    (vid,) = [cid for cid, c in hub.alice.client.channels.items() if is_virtual(c)]
+    assert hub.alice.client.channels[vid].phase is Phase.CLOSED
+    for user, ledger in ((hub.alice, hub.la), (hub.ingrid, hub.la), (hub.ingrid, hub.lc)):
+        channel = user.client.channels[ledger]
+        assert not channel.latest.locked and channel.phase is Phase.OPEN
+        assert channel.latest.balances == ((10 * ETHER, 10 * ETHER),)
+    assert not hub.ingrid.client.intermediary.records
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_intermediary_that_never_answers_costs_nothing(hub: Hub) -> None:
+    hub.ingrid.client._handlers[ev.AwaitingMatch] = lambda e: None
+    request = VirtualOpenRequest(hub.carol.client.address, hub.ingrid.client.address, (ETH,),
+                                 ((ETHER, 0),), 60)
+    opening = hub.alice.client.open_channel(request)
+    notice = await hub.carol.proposal()
+    assert isinstance(notice, ProposalNotice)
+    # Short waits for the locks only (each wait reads them when it starts).
+    for user in (hub.alice, hub.carol):
+        user.client.response_timeout = user.client.request_timeout = 1.0
+    accepting = hub.carol.client.respond_proposal(notice.proposal.proposal_id, True)
+    for waiting in (opening, accepting):
+        with pytest.raises(PeerRequestTimedOut, match="did not answer our lock"):
+            await waiting
+    (vid,) = [cid for cid, c in hub.alice.client.channels.items() if is_virtual(c)]
+    assert hub.alice.client.channels[vid].phase is Phase.FUNDING  # its lock's fate unknown
+    with pytest.raises(FailedPrecondition, match="not open yet"):
+        await hub.alice.client.close(vid)
+    # The next connection syncs: ingrid never signed, so nothing is locked and it closes.
+    for user in (hub.alice, hub.carol):
+        closed = user.next_notice(lambda n: isinstance(n, ChannelNotice) and isinstance(
+            n.event, ev.Closed) and n.event.channel_id == vid)
+        await user.peers.disconnect(hub.ingrid.client.address)
+        await closed
+    for user, ledger in ((hub.alice, hub.la), (hub.carol, hub.lc)):
+        assert not user.client.channels[ledger].latest.locked
+        assert user.client.channels[ledger].latest == \
+            hub.ingrid.client.channels[ledger].latest
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_that_is_no_intermediary_refuses_every_lock(chain: ChainBackend) -> None:
+    alice, ingrid, carol = await three_users(chain)
+    ingrid.client.intermediary.enabled = False
+    try:
+        la = await open_between(alice, ingrid, 10 * ETHER, 10 * ETHER)
+        await open_between(carol, ingrid, 10 * ETHER, 10 * ETHER)
+        request = VirtualOpenRequest(carol.client.address, ingrid.client.address, (ETH,),
+                                     ((ETHER, 0),), 60)
+        opening = alice.client.open_channel(request)
+        notice = await carol.proposal()
+        assert isinstance(notice, ProposalNotice)
+        carol.client.respond_proposal(notice.proposal.proposal_id, True).addErrback(
+            lambda _: None)
+        with pytest.raises(PeerRejected, match="does not serve as intermediary"):
+            await opening
+        assert not alice.client.channels[la].latest.locked
+    finally:
+        for user in (alice, ingrid, carol):
+            user.client.stop()
+            await user.peers.stop()
