@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from perund.api.connections import ApiLimits
-from perund.channel.types import Address, to_address
+from perund.channel.types import Address, hex_address, to_address
 from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
 from perund.peer.admission import PeerLimits
@@ -95,13 +95,22 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class TokenConfig:
+    """One configured ERC20 token: where it is and how many decimals its amounts have."""
+
+    address: Address
+    decimals: int
+
+
+@dataclass(frozen=True)
 class ChainConfig:
     """Which chain and contracts the node uses; an empty url means the embedded dev chain."""
 
     url: str = ""
     id: int | None = None
     adjudicator: Address | None = None
-    assets: Mapping[str, Address] = field(default_factory=dict)
+    assets: Mapping[str, TokenConfig] = field(default_factory=dict)
+    """The ERC20 tokens channels may hold, by symbol (ETH is built in), in the file's order."""
     confirmations: int = 0
     poll_interval: float = 1.0
     block_time: float = 12.0
@@ -300,6 +309,65 @@ def _limits(raw: Mapping[str, Any], problems: _Collector) -> Limits:
                      for name, convert in kinds.items()})
 
 
+MAX_TOKEN_DECIMALS = 77
+"""10**77 < 2**256: a token with more decimals could not express one unit in a uint256."""
+
+
+def _decimals(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 0 <= value <= MAX_TOKEN_DECIMALS:
+        raise ValueError(f"an integer in 0..{MAX_TOKEN_DECIMALS} (the token's decimals())")
+    return value
+
+
+def _assets(raw: object, problems: _Collector) -> dict[str, TokenConfig]:
+    """`chain.assets`: symbol -> {address, decimals}. ETH is built in and cannot be redefined;
+    no two tokens share a symbol (in any letter case) or an address."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        problems.add("chain.assets", raw, "a mapping of symbol to {address, decimals}")
+        return {}
+    assets: dict[str, TokenConfig] = {}
+    symbols: dict[str, str] = {}
+    addresses: dict[Address, str] = {}
+    for symbol, entry in raw.items():
+        name = f"chain.assets.{symbol}"
+        if not isinstance(symbol, str) or not _SYMBOL.match(symbol):
+            problems.add(name, symbol, "a symbol of 1-16 letters and digits, starting with a "
+                                       "letter")
+            continue
+        if symbol.upper() == "ETH":
+            problems.add(name, symbol, "ETH is built in and cannot be redefined")
+            continue
+        if symbol.upper() in symbols:
+            problems.add(name, symbol, f"the symbol {symbols[symbol.upper()]} is defined "
+                                       "already (symbols must differ in more than letter case)")
+            continue
+        symbols[symbol.upper()] = symbol
+        if not isinstance(entry, Mapping):
+            problems.add(name, entry, "a mapping with the token's address and decimals")
+            continue
+        problems.unknown(entry, f"{name}.", {"address", "decimals"})
+        missing = [key for key in ("address", "decimals") if entry.get(key) is None]
+        for key in missing:
+            problems.add(f"{name}.{key}", None, "required")
+        address = problems.take(entry, f"{name}.", "address", _address, None, "")
+        decimals = problems.take(entry, f"{name}.", "decimals", _decimals, None, "")
+        if address is None or decimals is None:
+            continue
+        if address == Address(bytes(20)):
+            problems.add(f"{name}.address", hex_address(address),
+                         "a token's address (the zero address stands for ETH)")
+        elif address in addresses:
+            problems.add(f"{name}.address", hex_address(address),
+                         f"an address no other symbol has ({addresses[address]} has it)")
+        else:
+            addresses[address] = symbol
+            assets[symbol] = TokenConfig(address, decimals)
+    return assets
+
+
 def _chain_url(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("an http(s):// or ws(s):// URL, or empty for the embedded chain")
@@ -344,20 +412,7 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
     chain_raw = _section(raw, "chain", problems)
     problems.unknown(chain_raw, "chain.", {"url", "id", "adjudicator", "assets", "confirmations",
                                            "poll_interval", "block_time"})
-    assets: dict[str, Address] = {}
-    assets_raw = chain_raw.get("assets") or {}
-    if not isinstance(assets_raw, Mapping):
-        problems.add("chain.assets", assets_raw, "a mapping of symbol to token address")
-    else:
-        for symbol, address in assets_raw.items():
-            name = f"chain.assets.{symbol}"
-            if not isinstance(symbol, str) or not _SYMBOL.match(symbol) or symbol.upper() == "ETH":
-                problems.add(name, symbol, "a symbol of 1-16 letters/digits other than ETH")
-                continue
-            try:
-                assets[symbol] = _address(address)
-            except ValueError as exc:
-                problems.add(name, address, str(exc))
+    assets = _assets(chain_raw.get("assets"), problems)
     chain = ChainConfig(
         url=problems.take(chain_raw, "chain.", "url", _chain_url, "", ""),
         id=problems.take(chain_raw, "chain.", "id", _int_at_least(1), None, ""),

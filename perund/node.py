@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from perund.chain.watcher import SharedChainView
 from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
-from perund.channel.types import ETH, hex_address
+from perund.channel.types import hex_address
 from perund.config import NodeConfig
 from perund.errors import (
     ChainMismatch,
@@ -43,6 +42,7 @@ from perund.errors import (
     ResourceNotFound,
 )
 from perund.metrics import Metrics, Sample
+from perund.node_assets import add_test_token, check_tokens, configured_currencies
 from perund.node_state import (
     SESSIONS_FILE,
     RememberedSession,
@@ -91,9 +91,10 @@ class NodeService(MultiService):
         """Fires once every start-up step has completed (fails if one did not)."""
         self.sessions: dict[str, Session] = {}
         self.metrics = Metrics()
-        self.currencies = Currencies()
-        """The currencies the node shows amounts in (ETH; tokens come with their config)."""
         """The node's counters (`GET /metrics` shows them with the gauges of `metric_samples`)."""
+        self.currencies: Currencies = configured_currencies(config)
+        """The currencies the node knows: ETH, the tokens of `chain.assets` and, on the
+        embedded chain, its test token PRN (added once the chain runs)."""
         self.started = False
         """Whether start-up completed: the chain is connected and sessions may open."""
         self._opening: dict[str, list[Deferred[None]]] = {}
@@ -126,6 +127,8 @@ class NodeService(MultiService):
                 chain_id = await self._start_devchain(self.devchain)
             else:
                 chain_id = await self.chain.connect()
+            if self.devchain is not None:
+                add_test_token(self.currencies, self.devchain)
         except InvalidContracts as exc:
             # No Adjudicator (or another contract) where channels were funded: say which
             # channels are at stake, not only that the contract is missing.
@@ -138,6 +141,7 @@ class NodeService(MultiService):
                 "chain.adjudicator at the chain and contract they were funded on "
                 "(docs/operations.md, \"When things go wrong\")",
                 channels=at_stake) from None
+        await check_tokens(self.chain, self.currencies)
         await self._listen_api()
         adjudicator = self.chain.adjudicator
         self.log.info(
@@ -265,7 +269,8 @@ class NodeService(MultiService):
             session = await Session.open(self._reactor, config_file, chain=self.chain,
                                          node=self.config, session_id=session_id,
                                          chain_view=self.chain_view, rules=self.file_rules,
-                                         check=self._not_open_already)
+                                         check=self._not_open_already,
+                                         asset_label=self.currencies.label)
         except BaseException:
             for waiter in self._opening.pop(resolved):
                 waiter.callback(None)
@@ -318,8 +323,7 @@ class NodeService(MultiService):
                 for channel in store.channels():
                     if channel.phase in FUNDED:
                         totals = ", ".join(
-                            f"{sum(row)} wei of {hex_address(asset)}" if asset != ETH
-                            else f"{Decimal(sum(row)) / 10**18:f} ETH"
+                            " ".join(reversed(self.currencies.render(asset, sum(row))))
                             for asset, row in zip(channel.latest.assets,
                                                   channel.latest.balances, strict=True))
                         found.append(f"channel 0x{channel.channel_id.hex()[:8]}… of {path}: "

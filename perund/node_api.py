@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from twisted.internet.defer import DeferredList
+
 from perund import __version__
 from perund.api.views import (
     AccountBalance,
@@ -165,19 +167,53 @@ class NodeAPI:
 
     async def session_balance(self, session_id: bytes) -> AccountBalance:
         session = self._session(session_id)
-        wei = await self.node.chain.balance(session.account.address)
-        return AccountBalance(session.account.address, {ETH: wei})
+        chain, account = self.node.chain, session.account.address
+        currencies = list(self.node.currencies)
+        # Read side by side (the chain's pool has several threads on an HTTP node).
+        outcomes = await DeferredList(
+            [chain.balance(account) if c.asset == ETH else chain.token_balance(c.asset, account)
+             for c in currencies], consumeErrors=True)
+        for succeeded, result in outcomes:
+            if not succeeded:
+                result.raiseException()
+        return AccountBalance(account, {c.asset: units for c, (_, units)
+                                        in zip(currencies, outcomes, strict=True)})
 
     # -- channels --------------------------------------------------------------------------------
 
+    def _amount(self, asset: Address, units: int) -> str:
+        """`2.5 ETH`, `10 PRN`: an amount as the user names it."""
+        label, amount = self.node.currencies.render(asset, units)
+        return f"{amount} {label}"
+
     async def _can_fund(self, session: Session, deposits: Mapping[Address, int]) -> None:
         """InsufficientFunds, before anything is sent to anyone, when the session's on-chain
-        account cannot pay its deposits and the gas of their transactions."""
-        assets = [asset for asset, amount in deposits.items() if amount > 0]
-        if not assets:
+        account cannot pay its deposits (of every asset) and the gas of their transactions;
+        FailedPrecondition for an asset the node does not know."""
+        currencies = self.node.currencies
+        unknown = [asset for asset in deposits if currencies.by_asset(asset) is None]
+        if unknown:
+            raise FailedPrecondition(
+                f"the channel would hold {hex_address(unknown[0])}, which is no asset of this "
+                "node's (node_getConfig lists them; chain.assets configures them)",
+                asset=hex_address(unknown[0]))
+        tokens = [asset for asset, amount in deposits.items() if amount > 0 and asset != ETH]
+        if not tokens and not deposits.get(ETH, 0):
             return  # nothing for us to deposit: no transaction either
         chain, account = self.node.chain, session.account.address
-        fee = await chain.deposit_fee(account) * len(assets)
+        for token in tokens:
+            held = await chain.token_balance(token, account)
+            if held < deposits[token]:
+                symbol = currencies.label(token)[0]
+                raise InsufficientFunds(
+                    f"the on-chain account {hex_address(account)} holds "
+                    f"{self._amount(token, held)}; this channel needs "
+                    f"{self._amount(token, deposits[token])} deposited", asset=symbol,
+                    account=hex_address(account),
+                    required=currencies.render(token, deposits[token])[1],
+                    available=currencies.render(token, held)[1])
+        # One deposit transaction (of every asset), and an approval per token.
+        fee = await chain.deposit_fee(account, len(tokens))
         eth_needed = deposits.get(ETH, 0) + fee
         available = await chain.balance(account)
         if available < eth_needed:
@@ -240,6 +276,14 @@ class NodeAPI:
                         value=payment.payee, requirement="'self' or the channel's peer")
                 amount = payment.amount
             totals[payment.asset] = totals.get(payment.asset, 0) + amount
+        held = channel.latest.assets
+        for asset in totals:
+            if asset not in held:
+                currencies = self.node.currencies
+                raise InvalidArgument(
+                    f"this channel holds no {currencies.label(asset)[0]}, only "
+                    + ", ".join(currencies.label(a)[0] for a in held), name="currency",
+                    value=currencies.label(asset)[0], requirement="a currency of the channel")
         transfers = tuple((asset, amount) for asset, amount in totals.items() if amount)
         if not transfers:
             raise InvalidArgument("the payments cancel out", name="payments",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from perund.config import load_node_config, parse_duration, parse_node_config
+from perund.channel.types import Address
+from perund.config import TokenConfig, load_node_config, parse_duration, parse_node_config
 from perund.errors import InvalidConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,13 +34,14 @@ def test_all_values() -> None:
         "log": {"level": "debug", "format": "json", "file": "/var/log/perund.log"},
         "api": {"listen": "tcp:7000", "token_file": "/etc/perund/token"},
         "chain": {"url": "http://127.0.0.1:8545", "id": 31337,
-                  "adjudicator": "0x" + "ab" * 20, "assets": {"USDC": "0x" + "cd" * 20},
+                  "adjudicator": "0x" + "ab" * 20,
+                  "assets": {"USDC": {"address": "0x" + "cd" * 20, "decimals": 6}},
                   "confirmations": 2, "poll_interval": "500ms"},
         "timeouts": {"chain_connect": "5s", "tx": "2m", "response": "30s", "peer_dial": "3s",
                      "peer_request": "4s"},
     })
     assert config.chain.poll_interval == 0.5
-    assert config.chain.assets["USDC"] == bytes.fromhex("cd" * 20)
+    assert config.chain.assets["USDC"] == TokenConfig(Address(bytes.fromhex("cd" * 20)), 6)
     assert config.timeouts.tx == 120.0
     assert config.token_path == Path("/etc/perund/token")
 
@@ -50,7 +52,8 @@ def test_every_error_is_reported_at_once() -> None:
             "colour": "blue",
             "log": {"level": "loud"},
             "chain": {"url": "ftp://x", "id": -1, "adjudicator": "0x12",
-                      "assets": {"ETH": "0x" + "00" * 20}, "confirmations": "two"},
+                      "assets": {"ETH": {"address": "0x" + "00" * 20, "decimals": 18}},
+                      "confirmations": "two"},
             "timeouts": {"tx": "forever", "peer_dial": "0s"},
         })
     names = {p["name"] for p in caught.value.data["problems"]}
@@ -58,6 +61,50 @@ def test_every_error_is_reported_at_once() -> None:
                      "chain.assets.ETH", "chain.confirmations", "timeouts.tx",
                      "timeouts.peer_dial"}
     assert caught.value.code == 205
+
+
+def test_assets_are_symbols_with_an_address_and_decimals() -> None:
+    token = "0x" + "cd" * 20
+    config = parse_node_config({"chain": {"assets": {
+        "USDC": {"address": token, "decimals": 6}, "PRN": {"address": "0x" + "ef" * 20,
+                                                           "decimals": 0}}}})
+    assert list(config.chain.assets) == ["USDC", "PRN"]  # the file's order
+    assert config.chain.assets["PRN"].decimals == 0
+
+
+@pytest.mark.parametrize(("assets", "name", "requirement"), [
+    ({"ETH": {"address": "0x" + "cd" * 20, "decimals": 18}}, "chain.assets.ETH", "built in"),
+    ({"eth": {"address": "0x" + "cd" * 20, "decimals": 18}}, "chain.assets.eth", "built in"),
+    ({"1INCH": {"address": "0x" + "cd" * 20, "decimals": 18}}, "chain.assets.1INCH", "symbol"),
+    ({"A" * 17: {"address": "0x" + "cd" * 20, "decimals": 18}}, "chain.assets." + "A" * 17,
+     "symbol"),
+    ({"USDC": "0x" + "cd" * 20}, "chain.assets.USDC", "address and decimals"),
+    ({"USDC": {"address": "0x" + "cd" * 20}}, "chain.assets.USDC.decimals", "required"),
+    ({"USDC": {"decimals": 6}}, "chain.assets.USDC.address", "required"),
+    ({"USDC": {"address": "0x12", "decimals": 6}}, "chain.assets.USDC.address", "address"),
+    ({"USDC": {"address": "0x" + "00" * 20, "decimals": 6}}, "chain.assets.USDC.address",
+     "ETH"),
+    ({"USDC": {"address": "0x" + "cd" * 20, "decimals": 78}}, "chain.assets.USDC.decimals",
+     "0..77"),
+    ({"USDC": {"address": "0x" + "cd" * 20, "decimals": "6"}}, "chain.assets.USDC.decimals",
+     "integer"),
+    ({"USDC": {"address": "0x" + "cd" * 20, "decimals": True}}, "chain.assets.USDC.decimals",
+     "integer"),
+    ({"USDC": {"address": "0x" + "cd" * 20, "decimals": 6, "name": "x"}},
+     "chain.assets.USDC.name", "unknown key"),
+    ({"USDC": {"address": "0x" + "cd" * 20, "decimals": 6},
+      "usdc": {"address": "0x" + "ef" * 20, "decimals": 6}}, "chain.assets.usdc",
+     "defined already"),
+    ({"USDC": {"address": "0x" + "cd" * 20, "decimals": 6},
+      "USDT": {"address": "0x" + "cd" * 20, "decimals": 6}}, "chain.assets.USDT.address",
+     "USDC has it"),
+])
+def test_bad_assets_are_named(assets: dict[str, object], name: str, requirement: str) -> None:
+    with pytest.raises(InvalidConfig) as caught:
+        parse_node_config({"chain": {"assets": assets}})
+    (problem,) = caught.value.data["problems"]
+    assert problem["name"] == name and requirement in problem["requirement"], problem
+    assert name in caught.value.message and "\n" not in caught.value.message
 
 
 def test_url_without_adjudicator_is_refused() -> None:

@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -60,6 +60,10 @@ _R = TypeVar("_R")
 
 POOL_NAME = "perund-chain"
 DEFAULT_HTTP_POOL_SIZE = 4
+TOKEN_FUNDING_GAS = 150_000
+"""What one token adds to funding, at most: its approve transaction (~46k gas, a second one
+through zero for USDT-style tokens ~29k more) and its part of the fundParticipant (~63k for
+a first deposit; a permit ~38k more)."""
 DEFAULT_MAX_LOG_RANGE = 5_000
 """Blocks per eth_getLogs request: public nodes refuse wide ranges, so long ones are split."""
 
@@ -138,6 +142,8 @@ class ChainBackend(Service):
         self.devchain: DevChain | None = None
         self._client: ChainClient | None = None
         self._sender: TransactionSender | None = None
+        self._funding_locks: dict[Address, DeferredLock] = {}
+        """Per account: one `fund` at a time (its allowances are read, then used)."""
 
     # Service lifecycle
 
@@ -377,8 +383,16 @@ class ChainBackend(Service):
         """Deposit each `(asset, amount)` for participant `index` in one `fundParticipant`
         transaction (the ETH amounts as its value). A token whose allowance for the Adjudicator
         is short is allowed first: by a permit inside that transaction when the token takes
-        one (and `use_permits`), else by `approve` transactions. The receipts, deposit last."""
-        return await tokens.fund(self, account, channel_id, index, deposits, use_permits)
+        one (and `use_permits`), else by `approve` transactions. The receipts, deposit last.
+
+        One account funds one channel at a time: an allowance read, then granted and taken by
+        the deposit, must not be overwritten or taken by another channel's funding between."""
+        lock = self._funding_locks.setdefault(account.address, DeferredLock())
+        await lock.acquire()
+        try:
+            return await tokens.fund(self, account, channel_id, index, deposits, use_permits)
+        finally:
+            lock.release()
 
     @deferred_api
     async def approve_token(self, account: Account, token: Address, amount: int
@@ -436,10 +450,11 @@ class ChainBackend(Service):
         return funds
 
     @deferred_api
-    async def deposit_fee(self, sender: Address) -> int:
-        """The most one deposit transaction's gas may cost `sender` now (wei)."""
+    async def deposit_fee(self, sender: Address, tokens: int = 0) -> int:
+        """The most one deposit transaction's gas may cost `sender` now (wei): of ETH alone,
+        or with `tokens` tokens, each with its approval (`fund`)."""
         return await self._run(self.client.deposit_fee_blocking, self.require_adjudicator(),
-                               sender)
+                               sender, tokens * TOKEN_FUNDING_GAS)
 
     @deferred_api
     async def owed(self, receiver: Address, asset: Address = ETH) -> int:

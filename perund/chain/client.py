@@ -384,9 +384,11 @@ class ChainClient:
         raw, tx_hash = account.sign_transaction(transaction)
         return PreparedTx(raw=raw, tx_hash=tx_hash, nonce=nonce, gas_limit=transaction["gas"])
 
-    def deposit_fee_blocking(self, adjudicator: Address, sender: Address) -> int:
+    def deposit_fee_blocking(self, adjudicator: Address, sender: Address,
+                             extra_gas: int = 0) -> int:
         """The most an ETH deposit's gas may cost `sender` now: the gas limit and fee cap
-        `prepare_blocking` would give it (what the account must hold beside the deposit)."""
+        `prepare_blocking` would give it (what the account must hold beside the deposit).
+        `extra_gas` is added to the estimate (token deposits and their approvals)."""
         call = {"from": hex_address(sender), "to": hex_address(adjudicator), "value": 1,
                 "data": self.codec.encode_call("deposit", os.urandom(32), 0, ETH, 1)}
         with self._reachable("eth_estimateGas deposit"):
@@ -395,6 +397,7 @@ class ChainClient:
             except (ContractLogicError, Web3RPCError, EthValidationError):
                 estimate = FALLBACK_DEPOSIT_GAS  # an empty account cannot even be asked
             base_fee = int(self.w3.eth.get_block("latest").get("baseFeePerGas") or 0)
+        estimate += extra_gas
         return (estimate + estimate * GAS_MARGIN_PERCENT // 100) * (2 * base_fee
                                                                       + self.priority_fee)
 

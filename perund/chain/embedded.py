@@ -36,9 +36,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eth_hash.auto import keccak
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -68,11 +70,31 @@ TEST_TOKEN_ARTIFACT = "TestToken"
 TEST_TOKEN_NAME = "Perund test token"
 TEST_TOKEN_SYMBOL = "PRN"
 TEST_TOKEN_DECIMALS = 18
+TEST_TOKEN_NONCE = 1
+"""Dev account 0's nonce when a new chain deploys PRN (its first transaction deployed the
+Adjudicator), which fixes PRN's address: `perund generate` writes it into the config."""
 DEV_TOKEN_SUPPLY = 1_000_000 * 10**TEST_TOKEN_DECIMALS
 """What each dev account holds of the test token PRN on a new chain: 1,000,000 PRN."""
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 _PR_SET_PDEATHSIG = 1
+
+
+def created_address(sender: Address, nonce: int) -> Address:
+    """The address of the contract that `sender` creates with its transaction `nonce`:
+    keccak256(rlp([sender, nonce]))[12:]."""
+    if not 0 <= nonce < 2**64:
+        raise ValueError("a nonce is a uint64")
+    number = nonce.to_bytes((nonce.bit_length() + 7) // 8, "big")
+    encoded_nonce = number if len(number) == 1 and number[0] < 0x80 \
+        else bytes([0x80 + len(number)]) + number
+    payload = bytes([0x80 + 20]) + bytes(sender) + encoded_nonce
+    return Address(keccak(bytes([0xC0 + len(payload)]) + payload)[12:])
+
+
+def dev_token_address() -> Address:
+    """Where a new embedded chain deploys its test token PRN (dev account 0, nonce 1)."""
+    return created_address(Account(dev_private_keys(1)[0]).address, TEST_TOKEN_NONCE)
 
 
 def _die_with_parent() -> None:
@@ -258,23 +280,25 @@ class EmbeddedChain:
             {"chainId": self.chain_id, "adjudicator": hex_address(adjudicator)}
         )
 
+    def recorded_test_token_info(self) -> tuple[str, Address, int] | None:
+        """The test token's symbol, address and decimals, as recorded beside the state."""
+        try:
+            token = self._metadata()["testToken"]
+            symbol, decimals = token["symbol"], token["decimals"]
+            address = to_address(token["address"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(symbol, str) or type(decimals) is not int:
+            return None
+        return symbol, address, decimals
+
     async def add_test_token(self, chain: ChainBackend) -> Address:
         """Deploy the test token PRN (contracts/test/TestToken.sol, 18 decimals) from dev
         account 0, give every dev account `DEV_TOKEN_SUPPLY`, and record it beside the state;
         its address. A chain recorded before the token existed gets it at its next start."""
-        artifact = load_artifact(TEST_TOKEN_ARTIFACT)
-        codec = ContractCodec(artifact.abi)
-        deployer = self.dev_account(0)
-        created = codec.encode_constructor(artifact.bytecode, TEST_TOKEN_NAME, TEST_TOKEN_SYMBOL)
-        receipt = await chain.sender.transact(deployer, "deployTestToken", None, created)
-        if receipt.contract_address is None:
-            raise InvalidContracts("the test token's deployment names no contract address",
-                                   name=TEST_TOKEN_ARTIFACT, address=None,
-                                   error="no contract address")
-        token = Address(receipt.contract_address)
-        for key in self.private_keys:
-            mint = codec.encode_call("mint", Account(key).address, DEV_TOKEN_SUPPLY)
-            await chain.sender.transact(deployer, "mint", token, mint)
+        token = await deploy_test_token(
+            chain, self.dev_account(0), [Account(key).address for key in self.private_keys],
+            DEV_TOKEN_SUPPLY)
         document = self._metadata()
         document["testToken"] = {"symbol": TEST_TOKEN_SYMBOL, "address": hex_address(token),
                                  "decimals": TEST_TOKEN_DECIMALS}
@@ -289,3 +313,23 @@ class EmbeddedChain:
         for key in self.private_keys:
             address = hex_address(Account(key).address)
             rpc_call(self.url, "anvil_setBalance", (address, hex(DEV_BALANCE)), 5.0)
+
+
+async def deploy_test_token(chain: ChainBackend, deployer: Account, holders: Sequence[Address],
+                            supply: int) -> Address:
+    """Deploy the test token PRN (contracts/test/TestToken.sol: a plain ERC20 with EIP-2612
+    permits, 18 decimals, whose `mint` is open to anyone) from `deployer` and mint `supply` to
+    each of `holders`; its address. For dev and test chains only."""
+    artifact = load_artifact(TEST_TOKEN_ARTIFACT)
+    codec = ContractCodec(artifact.abi)
+    created = codec.encode_constructor(artifact.bytecode, TEST_TOKEN_NAME, TEST_TOKEN_SYMBOL)
+    receipt = await chain.sender.transact(deployer, "deployTestToken", None, created)
+    if receipt.contract_address is None:
+        raise InvalidContracts("the test token's deployment names no contract address",
+                               name=TEST_TOKEN_ARTIFACT, address=None,
+                               error="no contract address")
+    token = Address(receipt.contract_address)
+    for holder in holders:
+        mint = codec.encode_call("mint", holder, supply)
+        await chain.sender.transact(deployer, "mint", token, mint)
+    return token

@@ -48,8 +48,8 @@ from perund.channel.types import (
 from perund.errors import Internal, InvalidArgument
 
 
-class ProposalTerms(Protocol):
-    """What a proposal says (the fields of the wire's `Propose`)."""
+class OpeningTerms(Protocol):
+    """What every proposal says, a ledger channel's or a virtual one's."""
 
     @property
     def proposal_id(self) -> bytes: ...
@@ -67,12 +67,17 @@ class ProposalTerms(Protocol):
     def balances(self) -> tuple[tuple[int, int], ...]: ...
     @property
     def participant(self) -> Address: ...
+
+
+class ProposalTerms(OpeningTerms, Protocol):
+    """What a proposal says (the fields of the wire's `Propose`)."""
+
     @property
     def receiver(self) -> Address: ...
 
 
-class AcceptanceTerms(Protocol):
-    """What an acceptance says (the fields of the wire's `Accept`)."""
+class AcceptingTerms(Protocol):
+    """What every acceptance says, of a ledger channel or a virtual one."""
 
     @property
     def proposal_id(self) -> bytes: ...
@@ -81,9 +86,14 @@ class AcceptanceTerms(Protocol):
     @property
     def participant(self) -> Address: ...
     @property
-    def receiver(self) -> Address: ...
-    @property
     def signature(self) -> Signature: ...
+
+
+class AcceptanceTerms(AcceptingTerms, Protocol):
+    """What an acceptance says (the fields of the wire's `Accept`)."""
+
+    @property
+    def receiver(self) -> Address: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,10 +34,16 @@ from perund.channel.events import (
     SendVirtualAccept,
 )
 from perund.channel.phases import Phase
-from perund.channel.proposal import Deployment, Proposal, proposal_rules
+from perund.channel.proposal import (
+    AcceptingTerms,
+    Deployment,
+    OpeningTerms,
+    Proposal,
+    proposal_rules,
+)
 from perund.channel.records import Channel, SignedState, Staged
 from perund.channel.rules import signed_by
-from perund.channel.types import Address, ChannelID, Signature, State, VirtualParams
+from perund.channel.types import Address, ChannelID, State, VirtualParams
 from perund.channel.virtual import is_virtual, lock_parent
 from perund.errors import FailedPrecondition, Internal, InvalidArgument
 
@@ -45,44 +51,20 @@ LEDGER_PHASES = frozenset({Phase.OPEN, Phase.UPDATING})
 """Phases in which a ledger channel can lock funds for a new virtual channel."""
 
 
-class VirtualProposalTerms(Protocol):
+class VirtualProposalTerms(OpeningTerms, Protocol):
     """What a virtual proposal says (the fields of the wire's `VirtualPropose`)."""
 
-    @property
-    def proposal_id(self) -> bytes: ...
-    @property
-    def chain_id(self) -> int: ...
-    @property
-    def adjudicator(self) -> Address: ...
-    @property
-    def challenge_duration(self) -> int: ...
-    @property
-    def nonce_share(self) -> bytes: ...
-    @property
-    def assets(self) -> tuple[Address, ...]: ...
-    @property
-    def balances(self) -> tuple[tuple[int, int], ...]: ...
-    @property
-    def participant(self) -> Address: ...
     @property
     def intermediary(self) -> Address: ...
     @property
     def parent(self) -> ChannelID: ...
 
 
-class VirtualAcceptanceTerms(Protocol):
+class VirtualAcceptanceTerms(AcceptingTerms, Protocol):
     """What a virtual acceptance says (the fields of the wire's `VirtualAccept`)."""
 
     @property
-    def proposal_id(self) -> bytes: ...
-    @property
-    def nonce_share(self) -> bytes: ...
-    @property
-    def participant(self) -> Address: ...
-    @property
     def parent(self) -> ChannelID: ...
-    @property
-    def signature(self) -> Signature: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@
 From a keystore account it deploys the Adjudicator of this perund version, says what it waits
 for (the transaction, then the confirmations), checks that the code at the new address is the
 packaged artifact's runtime code, prints the addresses, and writes them into a new node config
-that a node starts with (`twistd -n perund --config FILE`).
+that a node starts with (`twistd -n perund --config FILE`). On a test network it can deploy the
+test token PRN too (`--test-token`), minted to the deployer and to the accounts given, and
+listed in the node config's `chain.assets`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -21,8 +23,9 @@ from twisted.internet.task import deferLater
 
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
+from perund.chain.embedded import TEST_TOKEN_DECIMALS, TEST_TOKEN_SYMBOL, deploy_test_token
 from perund.channel.types import Address, hex_address
-from perund.errors import InvalidArgument, ResourceExists
+from perund.errors import InvalidArgument, InvalidContracts, ResourceExists
 from perund.keystore.v3 import PASSWORD_ENV, read_password, unlock_keystore
 
 
@@ -35,6 +38,14 @@ class Deployment:
     tx_hash: bytes
     gas_used: int
     block: int
+    test_token: Address | None = None
+    """The test token PRN, when asked for (`--test-token`)."""
+
+
+TEST_TOKEN_SUPPLY = 1_000_000 * 10**TEST_TOKEN_DECIMALS
+"""What `--test-token` mints to the deployer and to each `--mint-to` account."""
+
+MAINNET_CHAIN_ID = 1
 
 
 def password_for(password_file: str | None, environ: dict[str, str],
@@ -47,13 +58,19 @@ def password_for(password_file: str | None, environ: dict[str, str],
 
 
 async def deploy(reactor: Any, out: TextIO, *, chain_url: str, account: Account,
-                 chain_id: int | None, confirmations: int, poll: float = 1.0) -> Deployment:
+                 chain_id: int | None, confirmations: int, poll: float = 1.0,
+                 test_token: bool = False, mint_to: Sequence[Address] = ()) -> Deployment:
     """Deploy the Adjudicator from `account` and wait until it is `confirmations` blocks deep;
-    progress lines go to `out`."""
+    progress lines go to `out`. With `test_token`, then the test token PRN (test networks
+    only), minting TEST_TOKEN_SUPPLY to `account` and to each of `mint_to`."""
     backend = ChainBackend(reactor, url=chain_url, chain_id=chain_id)
     backend.startService()
     try:
         connected = await backend.connect()
+        if test_token and connected == MAINNET_CHAIN_ID:
+            raise InvalidArgument("--test-token deploys a token anyone can mint: not on "
+                                  "Ethereum mainnet", name="--test-token", value=True,
+                                  requirement="a test network")
         balance = await backend.balance(account.address)
         out.write(f"chain {connected} at {chain_url}; deploying from "
                   f"{hex_address(account.address)} (balance {balance / 10**18:g} ETH)\n")
@@ -68,18 +85,41 @@ async def deploy(reactor: Any, out: TextIO, *, chain_url: str, account: Account,
         address = Address(receipt.contract_address)
         out.write(f"mined in block {receipt.block_number} (gas {receipt.gas_used:,}): "
                   f"{hex_address(address)}\n")
-        while (depth := await backend.block_number() - receipt.block_number) < confirmations:
-            out.write(f"… waiting for confirmations: {depth} of {confirmations}\n")
-            out.flush()
-            await deferLater(reactor, poll, lambda: None)
+        await _confirmed(reactor, backend, out, receipt.block_number, confirmations, poll)
         # The code there must be this version's Adjudicator (InvalidContracts otherwise).
         await backend.validate_adjudicator(address)
         out.write(f"checked: the code at {hex_address(address)} is this version's "
                   "Adjudicator\n")
+        token = None
+        if test_token:
+            holders = list(dict.fromkeys([account.address, *mint_to]))
+            out.write(f"… deploying the test token {TEST_TOKEN_SYMBOL} and minting "
+                      f"{TEST_TOKEN_SUPPLY // 10**TEST_TOKEN_DECIMALS:,} {TEST_TOKEN_SYMBOL} to "
+                      f"{len(holders)} accounts\n")
+            out.flush()
+            token = await deploy_test_token(backend, account, holders, TEST_TOKEN_SUPPLY)
+            await _confirmed(reactor, backend, out, await backend.block_number(), confirmations,
+                             poll)
+            info = await backend.token_info(token)
+            if (info.symbol, info.decimals) != (TEST_TOKEN_SYMBOL, TEST_TOKEN_DECIMALS):
+                raise InvalidContracts(
+                    f"the test token at {hex_address(token)} says it is {info.symbol} with "
+                    f"{info.decimals} decimals", name=TEST_TOKEN_SYMBOL,
+                    address=hex_address(token), error="not the test token")
+            out.write(f"test token {TEST_TOKEN_SYMBOL} at {hex_address(token)}\n")
         return Deployment(connected, address, receipt.tx_hash, receipt.gas_used,
-                          receipt.block_number)
+                          receipt.block_number, token)
     finally:
         backend.stopService()
+
+
+async def _confirmed(reactor: Any, backend: ChainBackend, out: TextIO, block: int,
+                     confirmations: int, poll: float) -> None:
+    """Until `block` is `confirmations` blocks deep, saying so."""
+    while (depth := await backend.block_number() - block) < confirmations:
+        out.write(f"… waiting for confirmations: {depth} of {confirmations}\n")
+        out.flush()
+        await deferLater(reactor, poll, lambda: None)
 
 
 def write_node_config(path: Path, chain_url: str, deployment: Deployment,
@@ -88,13 +128,13 @@ def write_node_config(path: Path, chain_url: str, deployment: Deployment,
     if path.exists():
         raise ResourceExists(f"{path} exists: write the node config to a new file",
                              type="file", id=str(path))
-    document = {
-        "data_dir": "data",
-        "chain": {"url": chain_url, "id": deployment.chain_id,
-                  "adjudicator": hex_address(deployment.adjudicator),
-                  "confirmations": confirmations},
-        "sessions": {"config_dirs": []},
-    }
+    chain: dict[str, object] = {"url": chain_url, "id": deployment.chain_id,
+                                "adjudicator": hex_address(deployment.adjudicator),
+                                "confirmations": confirmations}
+    if deployment.test_token is not None:
+        chain["assets"] = {TEST_TOKEN_SYMBOL: {"address": hex_address(deployment.test_token),
+                                               "decimals": TEST_TOKEN_DECIMALS}}
+    document = {"data_dir": "data", "chain": chain, "sessions": {"config_dirs": []}}
     header = ("# perund node config written by `perund deploy`: every key is described in "
               "etc/perund.yaml.\n# Name the folders your users' session files live in under "
               "sessions.config_dirs.\n")

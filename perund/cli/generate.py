@@ -3,15 +3,16 @@ unless `users` names others: `--users alice,ingrid,carol`), each user's contacts
 other user.
 
 The sessions' on-chain accounts are funded dev accounts: the embedded dev chain's (no chain
-URL) or, given `--chain-url`, anvil's default-mnemonic accounts; their off-chain (signing) keys
-are fresh. Keystores use the light scrypt setting and a password file: these are development
+URL), which also hold 1,000,000 of its test token PRN (listed in the config's `chain.assets`),
+or, given `--chain-url`, anvil's default-mnemonic accounts; their off-chain (signing) keys are
+fresh. Keystores use the light scrypt setting and a password file: these are development
 keys, not a way to hold real money.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,10 @@ import yaml
 
 from perund.chain.anvil import DEV_MNEMONIC
 from perund.chain.devchain import DEV_ACCOUNT_COUNT, dev_private_key
+from perund.chain.embedded import TEST_TOKEN_DECIMALS, TEST_TOKEN_SYMBOL, dev_token_address
 from perund.channel.encoding import Signer
 from perund.channel.types import hex_address
+from perund.config import parse_node_config
 from perund.contacts.book import check_alias
 from perund.errors import InvalidArgument, ResourceExists
 from perund.keystore.v3 import write_keystore
@@ -99,14 +102,40 @@ def check_users(users: Sequence[str], comm_ports: Sequence[int] | None) -> tuple
 def generate(directory: str | Path, *, chain_url: str = "", chain_id: int | None = None,
              adjudicator: str | None = None, api_port: int = 50001,
              comm_ports: Sequence[int] | None = None,
-             users: Sequence[str] = USERS) -> Generated:
+             users: Sequence[str] = USERS,
+             assets: Mapping[str, tuple[str, int]] | None = None) -> Generated:
     """Write the node config and every user's session under `directory` (which must not hold
     them); `comm_ports` are the users' peer ports, in order (default: consecutive from
-    `FIRST_COMM_PORT`)."""
+    `FIRST_COMM_PORT`). `assets` (symbol -> (address, decimals)) go into `chain.assets`; on
+    the embedded chain the test token PRN is listed too, at the address every new embedded
+    chain gives it."""
     names = tuple(users)
     ports = check_users(names, comm_ports)
     root = Path(directory)
     node_file = root / "perund.yaml"
+    # Dev chains mine at once: poll them often so funding and closing feel immediate.
+    chain: dict[str, object] = {"url": chain_url, "poll_interval": "250ms"}
+    if chain_id is not None:
+        chain["id"] = chain_id
+    if adjudicator:
+        chain["adjudicator"] = adjudicator
+    tokens = {} if chain_url else {
+        TEST_TOKEN_SYMBOL: {"address": hex_address(dev_token_address()),
+                            "decimals": TEST_TOKEN_DECIMALS}}
+    for symbol, (address, decimals) in (assets or {}).items():
+        tokens[symbol] = {"address": address, "decimals": decimals}
+    if tokens:
+        chain["assets"] = tokens
+    node = {
+        "data_dir": "data",
+        "api": {"listen": f"tcp:{api_port}:interface=127.0.0.1"},
+        "chain": chain,
+        "timeouts": {"response": "60s", "tx": "30s"},
+        # Session configs, and the files they name, may come from the users' folders only.
+        "sessions": {"config_dirs": list(names)},
+    }
+    # Refused before anything is written (a mistyped --asset, say): InvalidConfig names it.
+    parse_node_config(node, base_dir=root)
     if node_file.exists():
         raise ResourceExists(f"{node_file} exists: generate into an empty directory",
                              type="file", id=str(node_file))
@@ -153,20 +182,6 @@ def generate(directory: str | Path, *, chain_url: str = "", chain_id: int | None
                     f"# {name}'s session: open it with session_open {{configFile}}\n")
         written.append(GeneratedUser(name, session_file, hex_address(on_chain),
                                      hex_address(off_chain), ports[i]))
-    # Dev chains mine at once: poll them often so funding and closing feel immediate.
-    chain: dict[str, object] = {"url": chain_url, "poll_interval": "250ms"}
-    if chain_id is not None:
-        chain["id"] = chain_id
-    if adjudicator:
-        chain["adjudicator"] = adjudicator
-    node = {
-        "data_dir": "data",
-        "api": {"listen": f"tcp:{api_port}:interface=127.0.0.1"},
-        "chain": chain,
-        "timeouts": {"response": "60s", "tx": "30s"},
-        # Session configs, and the files they name, may come from the users' folders only.
-        "sessions": {"config_dirs": list(names)},
-    }
     _write_yaml(node_file, node, "# perund node config written by `perund generate`; "
                                  "every key is described in etc/perund.yaml\n")
     return Generated(node_file, tuple(written))

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, globalLogBeginner, textFileLogObserver
 
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID
-from perund.channel.types import hex_address
+from perund.channel.types import hex_address, to_address
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--chain-id", type=int, default=None, help="expected chain ID")
     generate.add_argument("--adjudicator", default=None,
                           help="address of the Adjudicator deployed on --chain-url")
+    generate.add_argument("--asset", action="append", default=[], metavar="SYM:ADDRESS:DECIMALS",
+                          help="a token the node's channels may hold, into chain.assets "
+                          "(repeatable; the embedded chain's PRN is listed by itself)")
     generate.add_argument("--api-port", type=int, default=50001, help="JSON-RPC port")
     generate.add_argument("--users", default="alice,bob", metavar="NAMES",
                           help="comma-separated user names, 2 to 9 (default alice,bob), e.g. "
@@ -78,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="blocks to wait above the deployment (default 2)")
     deploy.add_argument("--node-config", default=None, metavar="FILE",
                         help="write a new node config using the deployment to FILE")
+    deploy.add_argument("--test-token", action="store_true",
+                        help="also deploy the test token PRN (18 decimals, anyone may mint it: "
+                        "test networks only), mint 1,000,000 PRN to the deployer, and list it "
+                        "in the node config")
+    deploy.add_argument("--mint-to", action="append", default=[], metavar="ADDRESS",
+                        help="with --test-token: mint 1,000,000 PRN to ADDRESS too (repeatable)")
     return parser
 
 
@@ -88,11 +97,21 @@ def _generate(options: argparse.Namespace) -> int:
     if options.chain_url and not options.adjudicator:
         print("perund generate: --chain-url needs --adjudicator", file=sys.stderr)
         return 2
+    assets: dict[str, tuple[str, int]] = {}
+    for text in options.asset:
+        symbol, _, rest = text.partition(":")
+        address, _, decimals = rest.partition(":")
+        if not symbol or not address or not decimals.isdigit():
+            print(f"perund generate: --asset {text}: SYMBOL:ADDRESS:DECIMALS, e.g. "
+                  "USDC:0x1c7D4B196Cb0C7B01d743Fbc6116a902379C7238:6", file=sys.stderr)
+            return 2
+        assets[symbol] = (address, int(decimals))
     try:
         written = generate(options.directory, chain_url=options.chain_url,
                            chain_id=options.chain_id, adjudicator=options.adjudicator,
                            api_port=options.api_port, comm_ports=options.comm_ports,
-                           users=[name.strip() for name in options.users.split(",")])
+                           users=[name.strip() for name in options.users.split(",")],
+                           assets=assets)
     except PerundError as exc:
         print(f"perund generate: {exc.message}", file=sys.stderr)
         return 1
@@ -135,11 +154,21 @@ def _deploy(reactor: Any, options: argparse.Namespace) -> Deferred[None]:
         try:
             if options.confirmations < 0:
                 raise SystemExit("perund deploy: --confirmations must be 0 or more")
+            if options.mint_to and not options.test_token:
+                raise SystemExit("perund deploy: --mint-to needs --test-token")
+            mint_to = []
+            for text in options.mint_to:
+                try:
+                    mint_to.append(to_address(text))
+                except ValueError:
+                    raise SystemExit(f"perund deploy: --mint-to {text[:64]}: not a 0x "
+                                     "address") from None
             password = password_for(options.password_file, dict(os.environ), ask_on_terminal())
             account = unlock_account(options.keystore, password)
             done = await deploy(reactor, sys.stdout, chain_url=options.chain_url,
                                 account=account, chain_id=options.chain_id,
-                                confirmations=options.confirmations)
+                                confirmations=options.confirmations,
+                                test_token=options.test_token, mint_to=mint_to)
             if options.node_config:
                 write_node_config(Path(options.node_config), options.chain_url, done,
                                   options.confirmations)
@@ -149,6 +178,8 @@ def _deploy(reactor: Any, options: argparse.Namespace) -> Deferred[None]:
         print(f"chain        {done.chain_id}")
         print(f"adjudicator  {hex_address(done.adjudicator)}")
         print(f"transaction  0x{done.tx_hash.hex()} (block {done.block}, gas {done.gas_used:,})")
+        if done.test_token is not None:
+            print(f"test token   {hex_address(done.test_token)} (PRN, 18 decimals)")
         if options.node_config:
             print(f"node config  {options.node_config}: name your users' folders under "
                   "sessions.config_dirs, then twistd -n perund --config "

@@ -6,7 +6,8 @@ opens alice's and bob's sessions over JSON-RPC with the operator's token, and fr
 user acts with the credential of their own session (docs/security.md): bob subscribes to pushes
 over WebSocket, alice opens a channel (bob accepts the pushed proposal), pays, requests a payment
 (bob accepts the pushed request), closes cooperatively (bob agrees to the final state), and both
-see their on-chain balances. The node keeps running afterwards only with --keep.
+see their on-chain balances. The channel holds ETH and the embedded chain's test token PRN, and
+alice pays in both. The node keeps running afterwards only with --keep.
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ class Narrator:
 
 
 def _balances(info: dict[str, Any]) -> str:
-    eth = info["balances"]["ETH"]
-    return f"self {eth['self']} ETH, peer {eth['peer']} ETH"
+    """`self 2 ETH + 20 PRN, peer 0.5 ETH + 5 PRN`: every currency of the channel."""
+    rows = info["balances"]
+    return ", ".join(side + " " + " + ".join(f"{pair[key]} {currency}"
+                                            for currency, pair in rows.items())
+                     for side, key in (("self", "self"), ("peer", "peer")))
 
 
 def start_node(config: Path, directory: Path, log: Path, twistd_options: tuple[str, ...] = (),
@@ -114,10 +118,11 @@ def _walk(n: Narrator, operator: ApiClient, setup: Any) -> int:
     alice = ApiClient(operator.port, opened["alice"]["token"], operator.host)
     bob = ApiClient(operator.port, opened["bob"]["token"], operator.host)
     n.say("each session comes with its own credential: from here on alice and bob use theirs")
-    start = {"alice": alice.call("session_balance", sessionId=a)["balances"]["ETH"],
-             "bob": bob.call("session_balance", sessionId=b)["balances"]["ETH"]}
-    n.say(f"alice's session {a}, on-chain {start['alice']} ETH")
-    n.say(f"bob's session {b}, on-chain {start['bob']} ETH")
+    start = {"alice": alice.call("session_balance", sessionId=a)["balances"],
+             "bob": bob.call("session_balance", sessionId=b)["balances"]}
+    for name, session in (("alice", a), ("bob", b)):
+        held = ", ".join(f"{amount} {currency}" for currency, amount in start[name].items())
+        n.say(f"{name}'s session {session}, on-chain {held}")
     try:
         bob.call("channel_list", sessionId=a)
         n.say("bob's credential read alice's channels: that must not happen")
@@ -129,15 +134,18 @@ def _walk(n: Narrator, operator: ApiClient, setup: Any) -> int:
 
 
 def _channel_life(n: Narrator, alice: ApiClient, bob: ApiClient, a: str, b: str,
-                  start: dict[str, str]) -> int:
+                  start: dict[str, dict[str, str]]) -> int:
     pushes = bob.pushes()
     pushes.call("subscribe", sessionId=b, topic="proposals")
     pushes.call("subscribe", sessionId=b, topic="updates")
     n.say("bob listens for pushes on ws://.../ws (subscribe proposals, updates)")
 
     with ThreadPoolExecutor(1) as pool:
-        n.title("alice opens a channel with bob: 2 ETH from her, 0.5 ETH from him")
-        params = {"sessionId": a, "peer": "bob", "balances": {"ETH": {"self": "2", "peer": "0.5"}}}
+        n.title("alice opens a channel with bob: 2 ETH and 20 PRN from her, 0.5 ETH and 5 PRN "
+                "from him (PRN: the dev chain's test token)")
+        params = {"sessionId": a, "peer": "bob",
+                  "balances": {"ETH": {"self": "2", "peer": "0.5"},
+                               "PRN": {"self": "20", "peer": "5"}}}
         n.call("alice", "channel_open", params)
         opening = pool.submit(alice.call, "channel_open", **params)
         proposal = pushes.wait(lambda p: "proposalId" in p)
@@ -147,12 +155,14 @@ def _channel_life(n: Narrator, alice: ApiClient, bob: ApiClient, a: str, b: str,
                  accept=True)
         channel = opening.result(120)
         cid = channel["channelId"]
-        n.say(f"both deposited on-chain; channel {cid[:18]}… is {channel['phase']}")
+        n.say(f"both deposited ETH and PRN on-chain, each in one transaction; channel "
+              f"{cid[:18]}… is {channel['phase']}")
 
-        n.title("alice pays bob 0.3 ETH, off-chain")
+        n.title("alice pays bob 0.3 ETH and 4 PRN, off-chain, in one update")
         started = time.perf_counter()
         paid = alice.call("channel_send", sessionId=a, channelId=cid,
-                        payments=[{"currency": "ETH", "payee": "bob", "amount": "0.3"}])
+                          payments=[{"currency": "ETH", "payee": "bob", "amount": "0.3"},
+                                    {"currency": "PRN", "payee": "bob", "amount": "4"}])
         n.say(f"countersigned in {(time.perf_counter() - started) * 1000:.1f} ms: version "
               f"{paid['version']}, {_balances(paid)}")
         started = time.perf_counter()
@@ -189,8 +199,11 @@ def _channel_life(n: Narrator, alice: ApiClient, bob: ApiClient, a: str, b: str,
 
     n.title("On-chain balances afterwards (session_balance)")
     for name, user, sid in (("alice", alice, a), ("bob", bob, b)):
-        now = user.call("session_balance", sessionId=sid)["balances"]["ETH"]
-        n.say(f"{name}: {start[name]} → {now} ETH (the channel's outcome, less gas)")
+        now = user.call("session_balance", sessionId=sid)["balances"]
+        n.say(f"{name}: {start[name]['ETH']} → {now['ETH']} ETH (the channel's outcome, less "
+              "gas)")
+        n.say(f"{' ' * len(name)}  {start[name]['PRN']} → {now['PRN']} PRN (exactly the "
+              "channel's outcome: gas is paid in ETH)")
     for user, sid in ((alice, a), (bob, b)):
         user.call("session_close", sessionId=sid, force=False)
     n.say("sessions closed by their users (which ends their credentials)")

@@ -11,9 +11,8 @@ concluded already is fine: the watcher reports its conclusion.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import Decimal
 
 from perund.chain.backend import ChainBackend
 from perund.chain.results import Phase as ChainPhase
@@ -22,6 +21,15 @@ from perund.channel.records import Channel
 from perund.channel.rules import funds as funds_of
 from perund.channel.types import ETH, Address, ChannelID, Params, hex_address
 from perund.errors import ChainMismatch
+
+AssetLabel = Callable[[Address], tuple[str, int]]
+"""How to show amounts of an asset: its symbol and decimals (the node's currency table)."""
+
+
+def default_label(asset: Address) -> tuple[str, int]:
+    """ETH by name; any other asset by its address, in base units."""
+    return ("ETH", 18) if asset == ETH else (hex_address(asset), 0)
+
 
 FUNDED = frozenset({Phase.OPEN, Phase.UPDATING, Phase.CLOSING, Phase.DISPUTED})
 """Phases in which the channel's deposits are on the chain."""
@@ -36,13 +44,18 @@ class Shortfall:
     asset: Address
     expected: int
     held: int
+    label: AssetLabel = default_label
 
     def amount(self, units: int) -> str:
-        """`units` of the asset for a person (ETH in ether, others in base units)."""
-        if self.asset == ETH:
-            text = format(Decimal(units) / 10**18, "f")
-            return (text.rstrip("0").rstrip(".") if "." in text else text) + " ETH"
-        return f"{units} units of {hex_address(self.asset)}"
+        """`units` of the asset for a person: `2.5 ETH`, `10 PRN`, or base units of an asset
+        without a symbol."""
+        symbol, decimals = self.label(self.asset)
+        if not decimals:
+            return f"{units} units of {symbol}"
+        whole, fraction = divmod(units, 10**decimals)
+        text = str(whole) if not fraction else \
+            f"{whole}.{str(fraction).rjust(decimals, '0').rstrip('0')}"
+        return f"{text} {symbol}"
 
     def describe(self) -> str:
         """`channel 0x12ab… with 0x…: 2.5 ETH expected, 0 ETH held`."""
@@ -56,9 +69,11 @@ class Shortfall:
                 "held": str(self.held)}
 
 
-async def shortfalls(chain: ChainBackend, channels: Iterable[Channel]) -> list[Shortfall]:
-    """What the chain lacks of the funded, unsettled `channels` (read all at once: a session
-    with a thousand channels opens in one round trip to the chain, not two thousand)."""
+async def shortfalls(chain: ChainBackend, channels: Iterable[Channel],
+                     label: AssetLabel = default_label) -> list[Shortfall]:
+    """What the chain lacks of the funded, unsettled `channels`, per asset (read all at once:
+    a session with a thousand channels opens in one round trip to the chain, not two
+    thousand). `label` names the assets in messages."""
     # A virtual channel holds nothing on-chain: its parents hold its funds (locked).
     funded = [c for c in channels if c.phase in FUNDED and type(c.params) is Params]
     if not funded:
@@ -71,7 +86,8 @@ async def shortfalls(chain: ChainBackend, channels: Iterable[Channel]) -> list[S
         state = channel.latest
         for asset, total, amount in zip(state.assets, funds_of(state), held, strict=True):
             if amount < total:
-                found.append(Shortfall(channel.channel_id, channel.peer, asset, total, amount))
+                found.append(Shortfall(channel.channel_id, channel.peer, asset, total, amount,
+                                       label))
     return found
 
 

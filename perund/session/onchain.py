@@ -1,7 +1,8 @@
 """ChainSettlement: a session's funding and settlement through the chain backend.
 
-It is the `Funder` and `Settler` of a `ChannelClient`: it deposits our share of a new channel
-(never twice: what the contract already holds for us is skipped, also after a restart), waits
+It is the `Funder` and `Settler` of a `ChannelClient`: it deposits our share of a new channel,
+every asset in one `fundParticipant` transaction after the token allowances it needs (never
+twice: what the contract already holds for us is skipped, also after a restart), waits
 until every share is held `confirmations` blocks deep (woken by the watcher's Deposited events,
 with a slow re-read as a fallback), and submits `concludeFinal`, `register` and `conclude`.
 """
@@ -21,7 +22,7 @@ from perund.chain.payouts import payouts_of
 from perund.chain.results import Phase, TxReceipt
 from perund.channel import events as ev
 from perund.channel.changes import Concluded
-from perund.channel.types import ChannelID, Params
+from perund.channel.types import ETH, Address, ChannelID, Params, hex_address
 from perund.errors import Internal, PeerNotFunded, TxReverted
 from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual, VirtualChainCalls
 
@@ -65,6 +66,7 @@ class ChainSettlement:
         conclude_grace: float = 5.0,
         confirmations: int = 0,
         funding_recheck: float | None = None,
+        use_permits: bool = True,
     ) -> None:
         self._reactor = reactor
         self.chain = chain
@@ -78,6 +80,9 @@ class ChainSettlement:
         """How often a funding wait reads the holdings without news of a deposit. Where a
         watcher reports Deposited events (`deposit_seen`), this is only a fallback."""
         self._deposit_news: dict[ChannelID, list[Deferred[None]]] = {}
+        self.use_permits = use_permits
+        """Allow token deposits by EIP-2612 permits where the token takes them (one
+        transaction less); else, and for other tokens, by approve transactions."""
         self.conclude_grace = conclude_grace
         """How long the side that did not propose the final update waits for the other to
         conclude before it submits `concludeFinal` itself."""
@@ -108,20 +113,26 @@ class ChainSettlement:
 
     async def _fund(self, event: ev.Fund) -> None:
         channel_id, index = event.channel_id, event.index
+        deposits: list[tuple[Address, int]] = []
         for asset, row in zip(event.assets, event.balances, strict=True):
             need = row[index]
             if need == 0:
                 continue
             held = (await self.chain.holdings(channel_id, asset))[index]
             if held >= need:
-                log.info("channel {channel_id}: our deposit is already on-chain",
-                         channel_id=_hex(channel_id))
+                log.info("channel {channel_id}: our deposit of {asset} is already on-chain",
+                         channel_id=_hex(channel_id), asset=hex_address(asset))
                 continue
-            receipt = await self.chain.deposit(self.account, channel_id, index, asset,
-                                               need - held)
-            self.receipts.append(receipt)
-            log.info("channel {channel_id}: deposited {amount} wei in block {block}",
-                     channel_id=_hex(channel_id), amount=need - held, block=receipt.block_number)
+            deposits.append((asset, need - held))
+        if deposits:
+            receipts = await self._deposit(channel_id, index, deposits)
+            self.receipts.extend(receipts)
+            log.info("channel {channel_id}: deposited {deposits} in block {block} "
+                     "({transactions} transactions, gas {gas})", channel_id=_hex(channel_id),
+                     deposits=", ".join(f"{amount} of {hex_address(asset)}"
+                                        for asset, amount in deposits),
+                     block=receipts[-1].block_number, transactions=len(receipts),
+                     gas=sum(r.gas_used for r in receipts))
         deadline = self._reactor.seconds() + self.funding_timeout
         while True:
             # Listen before reading: a deposit reported while the holdings are read is not
@@ -138,6 +149,17 @@ class ChainSettlement:
                 await self._news_or_timeout(news, min(self.funding_recheck, remaining))
             finally:
                 self._forget_news(channel_id, news)
+
+    async def _deposit(self, channel_id: ChannelID, index: int,
+                       deposits: list[tuple[Address, int]]) -> tuple[TxReceipt, ...]:
+        if len(deposits) == 1 and deposits[0][0] == ETH:
+            # ETH alone: `deposit`, the cheapest call for it.
+            return (await self.chain.deposit(self.account, channel_id, index, ETH,
+                                             deposits[0][1]),)
+        # One fundParticipant for every asset; each token is allowed first, by a permit inside
+        # it where the token takes one, else by approve transactions.
+        return await self.chain.fund(self.account, channel_id, index, deposits,
+                                     use_permits=self.use_permits)
 
     def deposit_seen(self, channel_id: ChannelID) -> None:
         """A Deposited event of `channel_id`, `confirmations` deep (from the watcher): a

@@ -32,7 +32,7 @@ from perund.contacts.book import Contact, ContactBook
 from perund.errors import FailedPrecondition, InvalidConfig, StoreError, StoreLocked
 from perund.peer.manager import PeerManager
 from perund.safe_files import FileRules
-from perund.session.chain_check import mismatch, shortfalls
+from perund.session.chain_check import AssetLabel, default_label, mismatch, shortfalls
 from perund.session.client import ChannelClient
 from perund.session.config import SessionConfig, SessionKeys, read_session_files, unlock
 from perund.session.notices import Notice
@@ -98,12 +98,14 @@ class Session:
                    node: NodeConfig, session_id: str | None = None,
                    chain_view: ChainView | None = None,
                    rules: FileRules | None = None,
-                   check: Callable[[SessionConfig], None] | None = None) -> Session:
+                   check: Callable[[SessionConfig], None] | None = None,
+                   asset_label: AssetLabel = default_label) -> Session:
         """Open the session of `config_file`; InvalidConfig names whatever is wrong.
 
         Its files are read under `rules` (the folders the operator allows) off the reactor
         thread, within `sessions.open_timeout`: a slow disk or a hostile path stalls nobody.
         `check` may refuse the config once it is read (the node: the same user open twice).
+        `asset_label` names assets in messages (the node's currency table).
         """
         rules = rules or FileRules()
         reading = deferToThread(read_session_files, config_file, rules)
@@ -129,7 +131,8 @@ class Session:
                 database=str(config.database)) from None
         try:
             return await cls._build(reactor, config, keys, contacts, store, chain, node,
-                                    session_id or os.urandom(16).hex(), chain_view)
+                                    session_id or os.urandom(16).hex(), chain_view,
+                                    asset_label)
         except BaseException:
             store.close()
             raise
@@ -137,7 +140,8 @@ class Session:
     @classmethod
     async def _build(cls, reactor: Any, config: SessionConfig, keys: SessionKeys,
                      contact_list: list[Contact], store: SessionStore, chain: ChainBackend,
-                     node: NodeConfig, session_id: str, chain_view: ChainView | None) -> Session:
+                     node: NodeConfig, session_id: str, chain_view: ChainView | None,
+                     asset_label: AssetLabel) -> Session:
         if chain.chain_id is None or chain.adjudicator is None:
             raise FailedPrecondition("the node is not connected to the chain yet")
         signer = keys.signer()
@@ -169,7 +173,7 @@ class Session:
         session = cls(reactor, session_id, config, account, store, contacts, client, peers,
                       settlement, watcher)
         # Before anything is resumed: does the chain still hold what the channels hold?
-        found = await shortfalls(chain, store.channels())
+        found = await shortfalls(chain, store.channels(), asset_label)
         lost: dict[ChannelID, str] = {}
         if found:
             if not node.accept_lost_channels:

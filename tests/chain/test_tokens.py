@@ -13,16 +13,20 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import DeferredList
 
 from perund.chain.abi import ContractCodec
 from perund.chain.account import Account
 from perund.chain.anvil import Anvil
 from perund.chain.artifact import ContractArtifact, load_artifact
 from perund.chain.backend import ChainBackend
-from perund.chain.embedded import DEV_TOKEN_SUPPLY, EmbeddedChain
+from perund.chain.embedded import DEV_TOKEN_SUPPLY, EmbeddedChain, dev_token_address
 from perund.chain.tokens import TokenInfo
-from perund.channel.types import ETH, Address, ChannelID
-from perund.errors import InvalidArgument, InvalidContracts, TxReverted
+from perund.channel import events as ev
+from perund.channel.encoding import Signer, channel_id
+from perund.channel.types import ETH, Address, ChannelID, Params
+from perund.errors import InvalidArgument, InvalidContracts, PeerNotFunded, TxReverted
+from perund.session.onchain import ChainSettlement
 from tests.chain.conftest import ANVIL_CHAIN_ID, ETHER, make_backend
 
 TEST_ARTIFACTS = Path(__file__).resolve().parents[1] / "contracts" / "artifacts"
@@ -165,6 +169,9 @@ async def test_the_embedded_chain_deploys_prn_and_keeps_it(tmp_path: Path) -> No
         devchain.record(await chain.deploy_adjudicator(devchain.dev_account(0)))
         assert devchain.recorded_test_token() is None
         token = await devchain.add_test_token(chain)
+        # Where `perund generate` says it is: dev account 0's second creation.
+        assert token == dev_token_address()
+        assert devchain.recorded_test_token_info() == ("PRN", token, 18)
         assert await chain.token_info(token) == TokenInfo(token, "PRN", 18)
         for key in devchain.private_keys:
             assert await chain.token_balance(token, Account(key).address) == DEV_TOKEN_SUPPLY
@@ -191,3 +198,58 @@ async def test_the_embedded_chain_deploys_prn_and_keeps_it(tmp_path: Path) -> No
     finally:
         await again.stop()
         chain.stopService()
+
+
+@pytest.mark.parametrize("use_permits", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_one_account_funding_two_channels_at_once_funds_both(
+    backend: ChainBackend, anvil_node: Anvil, use_permits: bool
+) -> None:
+    """Each funding reads the allowance, then grants and spends it: two at once from one
+    account must not overwrite or spend each other's (a permit's nonce, an approval)."""
+    token = await deploy_token(backend, anvil_node, load_artifact("TestToken"), "Test", "TST")
+    alice = Account(anvil_node.private_keys[1])
+    first, second = ChannelID(os.urandom(32)), ChannelID(os.urandom(32))
+    both = await DeferredList([
+        backend.fund(alice, first, 0, [(token, 3 * ETHER)], use_permits=use_permits),
+        backend.fund(alice, second, 1, [(ETH, ETHER), (token, 4 * ETHER)],
+                     use_permits=use_permits)], consumeErrors=True)
+    assert all(ok for ok, _ in both), both
+    assert await backend.holdings(first, token) == (3 * ETHER, 0)
+    assert await backend.holdings(second, token) == (0, 4 * ETHER)
+    assert await backend.holdings(second, ETH) == (0, ETHER)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_funds_every_asset_in_one_deposit_and_never_twice(
+    backend: ChainBackend, anvil_node: Anvil
+) -> None:
+    """ChainSettlement: ETH and a token in one fundParticipant (after the token's allowance),
+    every transaction counted; a restart that funds again deposits nothing more; the peer's
+    token-only share is waited for."""
+    token = await deploy_token(backend, anvil_node, load_artifact("TestToken"), "Test", "TST")
+    alice, bob = Account(anvil_node.private_keys[1]), Account(anvil_node.private_keys[2])
+    assert backend.chain_id is not None and backend.adjudicator is not None
+    params = Params(60, int.from_bytes(os.urandom(32), "big"),
+                    (Signer(os.urandom(32)).address, Signer(os.urandom(32)).address),
+                    (alice.address, bob.address))
+    cid = channel_id(backend.chain_id, backend.adjudicator, params)
+    assets, balances = (ETH, token), ((ETHER, 0), (5 * ETHER, 7 * ETHER))
+    mine, theirs = ev.Fund(cid, params, 0, assets, balances), ev.Fund(cid, params, 1, assets,
+                                                                      balances)
+    ours = ChainSettlement(reactor, backend, alice, poll_interval=0.05, funding_timeout=0.3,
+                           use_permits=False)
+    with pytest.raises(PeerNotFunded):
+        await ours.fund(mine)
+    assert [r.tx_type for r in ours.receipts] == ["approve", "fundParticipant"]
+    assert ours.fees_paid == sum(r.fee for r in ours.receipts) > 0
+    # The node restarts and funds again: nothing more is deposited; bob's token share comes.
+    again = ChainSettlement(reactor, backend, alice, poll_interval=0.05, funding_timeout=10.0)
+    waiting = again.fund(mine)
+    bobs = ChainSettlement(reactor, backend, bob, poll_interval=0.05, funding_timeout=10.0)
+    await bobs.fund(theirs)
+    await waiting
+    assert again.receipts == []
+    assert [r.tx_type for r in bobs.receipts] == ["fundParticipant"]  # a permit inside it
+    assert await backend.holdings(cid, ETH) == (ETHER, 0)
+    assert await backend.holdings(cid, token) == (5 * ETHER, 7 * ETHER)

@@ -233,6 +233,22 @@ def test_completion_of_commands_aliases_channels_and_pending_ids() -> None:
     assert complete("pay bob ") == []
     assert complete("accept ") == [proposal]
     assert complete("peer add ") == []  # a new alias: nothing to offer
+    # The node's currencies (node_getConfig, read when the shell starts), in any letter case.
+    shell.ctx.symbols = ["ETH", "PRN", "USDC"]
+    assert complete("pay bob 1 --currency ") == ["ETH", "PRN", "USDC"]
+    assert complete("pay bob 1 --currency p") == ["PRN"]
+    assert complete("channel open bob --self 1 --currency u") == ["USDC"]
+    assert complete("request bob 1 --currency PRN ") == []
+
+
+def test_a_currency_is_the_nodes_symbol_in_any_letter_case() -> None:
+    from perund.cli.client.commands import Context
+
+    ctx = Context(ApiClient(1, "token"), Style(False), "127.0.0.1:1", None)
+    ctx.symbols = ["ETH", "PRN", "cUSD"]
+    assert [ctx.currency(t) for t in ("ETH", "eth", "prn", "PRN", "CUSD", "cusd")] == [
+        "ETH", "ETH", "PRN", "PRN", "cUSD", "cUSD"]
+    assert ctx.currency("DOGE") == "DOGE"  # the node says which it has
 
 
 def test_progress_lines_without_a_terminal() -> None:

@@ -1,3 +1,3 @@
 """The integration tests use the node tests' anvil fixtures."""
 
-from tests.node.conftest import anvil, anvil_setup  # noqa: F401
+from tests.node.conftest import anvil, anvil_setup, anvil_token_setup  # noqa: F401

@@ -13,8 +13,9 @@ from twisted.internet import reactor
 from perund.chain.account import Account
 from perund.chain.anvil import Anvil, free_port
 from perund.chain.backend import ChainBackend
+from perund.chain.embedded import TEST_TOKEN_DECIMALS, TEST_TOKEN_SYMBOL, deploy_test_token
 from perund.channel.types import hex_address
-from perund.cli.generate import Generated, generate
+from perund.cli.generate import Generated, anvil_dev_key, generate
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +41,36 @@ async def anvil_setup(anvil: Anvil, tmp_path: Path) -> Generated:
     return generate(tmp_path, chain_url=anvil.url, chain_id=anvil.chain_id,
                     adjudicator=await deploy(anvil), api_port=free_port(),
                     comm_ports=(free_port(), free_port()))
+
+
+TOKEN_SUPPLY = 1_000 * 10**18
+"""What the token setups mint to alice's and bob's on-chain accounts."""
+
+
+async def deploy_token(anvil: Anvil) -> str:
+    """The test token PRN on `anvil`, from its account 0, with TOKEN_SUPPLY for the accounts
+    `perund generate` gives alice and bob there; its address."""
+    backend = ChainBackend(reactor, url=anvil.url, chain_id=anvil.chain_id)
+    backend.startService()
+    try:
+        await backend.connect()
+        return hex_address(await deploy_test_token(
+            backend, Account(anvil.private_keys[0]),
+            [Account(anvil_dev_key(i)).address for i in (1, 2)], TOKEN_SUPPLY))
+    finally:
+        backend.stopService()
+
+
+@pytest_twisted.async_fixture
+async def anvil_token_setup(anvil: Anvil, tmp_path: Path) -> Generated:
+    """`perund generate` output for a node on anvil, with its own Adjudicator and the test
+    token PRN in `chain.assets`."""
+    adjudicator = await deploy(anvil)
+    token = await deploy_token(anvil)
+    return generate(tmp_path, chain_url=anvil.url, chain_id=anvil.chain_id,
+                    adjudicator=adjudicator, api_port=free_port(),
+                    comm_ports=(free_port(), free_port()),
+                    assets={TEST_TOKEN_SYMBOL: (token, TEST_TOKEN_DECIMALS)})
 
 
 @pytest.fixture(params=["embedded", "anvil"])

@@ -77,6 +77,18 @@ class Context:
         self._clock_offset: float | None = None
         self.pending_resolver: Callable[[str, str], str] | None = None
         """The shell resolves proposal and update ID prefixes from the pushes it saw."""
+        self.symbols: list[str] | None = None
+        """The node's currency symbols (`node_getConfig`), once asked."""
+
+    def currency(self, typed: str) -> str:
+        """The node's symbol that `typed` names, in any letter case (`prn` is PRN); what
+        was typed when the node has no such currency (the node then says which it has)."""
+        if typed == "ETH":
+            return typed
+        if self.symbols is None:
+            self.symbols = list(self.call("node_getConfig").get("assets", {}))
+        matches = [s for s in self.symbols if s.upper() == typed.upper()]
+        return matches[0] if matches else typed
 
     def session_id(self) -> str:
         """The current session; with a session's own credential and no --session, that
@@ -359,9 +371,10 @@ def _opened(ctx: Context, verb: str) -> Callable[[Any], Outcome]:
 def channel_open(ctx: Context, args: argparse.Namespace) -> Result:
     """`channel open PEER --self A --peer B`: waits until funded."""
     session = ctx.session_id()
+    currency = ctx.currency(args.currency)
     params: dict[str, Any] = {"sessionId": session, "peer": args.peer,
-                              "balances": {args.currency: {"self": args.ours,
-                                                           "peer": args.theirs}}}
+                              "balances": {currency: {"self": args.ours,
+                                                      "peer": args.theirs}}}
     if args.challenge_duration:
         params["challengeDuration"] = duration(args.challenge_duration)
     if args.via:
@@ -425,9 +438,10 @@ def _send(ctx: Context, args: argparse.Namespace, request: bool) -> Result:
     session = ctx.session_id()
     channel = ctx.resolve_channel(args.channel)
     peer, channel_id = channel["peer"], channel["channelId"]
-    payment = {"currency": args.currency, "payee": "self" if request else peer,
+    currency = ctx.currency(args.currency)
+    payment = {"currency": currency, "payee": "self" if request else peer,
                "amount": args.amount}
-    what = render.amount(args.amount, args.currency)
+    what = render.amount(args.amount, currency)
 
     def finish(result: Any) -> Outcome:
         head = (f"{peer} paid your request of {what}" if request

@@ -64,7 +64,7 @@ def _params(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     if args.direction:
         params["direction"] = args.direction
     if args.currency:
-        params["currency"] = args.currency.upper()
+        params["currency"] = ctx.currency(args.currency)
     if args.since:
         params["since"] = _when(args.since, "--since")
     if args.until:

@@ -66,7 +66,8 @@ def _globals(parser: argparse.ArgumentParser, top: bool) -> None:
 
 def _currency(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--currency", default="ETH", metavar="SYM",
-                        help="currency symbol (default ETH; `node info` lists them)")
+                        help="currency symbol, in any letter case (default ETH; `node info` "
+                             "lists the node's: ETH and its tokens)")
 
 
 def add_commands(commands: Any, interactive: bool) -> None:

@@ -612,7 +612,7 @@ class Shell:
 
 class ShellCompleter(Completer):
     """Completion from the shell's parser and what the shell knows (peers, channels, pending
-    answers, sessions). Never asks the node: it must answer at once."""
+    answers, sessions, the node's currencies). Never asks the node: it must answer at once."""
 
     def __init__(self, shell: Shell) -> None:
         self.shell = shell
@@ -647,14 +647,20 @@ class ShellCompleter(Completer):
                     yield Completion(option, -len(current))
             return
         takes_value = {s for a in parser._actions for s in a.option_strings if a.nargs != 0}
-        position, skip = 0, False
+        position, skip, option = 0, False, ""
         for word in words[index:]:
             if skip:
                 skip = False
             elif word.startswith("-"):
-                skip = word in takes_value
+                skip, option = word in takes_value, word
             else:
                 position += 1
+        if skip and option == "--currency":
+            symbols = self.shell.ctx.symbols or []
+            for symbol in symbols:
+                if symbol.lower().startswith(current.lower()):
+                    yield Completion(symbol, -len(current), display_meta="currency")
+            return
         dests = positionals(parser)
         if skip or position >= len(dests):
             return
@@ -729,6 +735,7 @@ def run_shell(args: argparse.Namespace, style: Style) -> int:
         info = api.call("node_getConfig")
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         shell = Shell(api, style, label, interactive)
+        shell.ctx.symbols = list(info.get("assets", {}))  # for `--currency` and its completion
         shell.connect_stream()
         if session is None and is_session_credential(token):
             session = shell.ctx.session_id()  # the credential's own session
