@@ -182,6 +182,7 @@ def test_kill_9_in_a_stream_of_payments(anvil_setup: Generated, victim: str) -> 
         assert len(errors) <= (1 if victim == "payee" else 0), errors
         # Payments continue, both ways (a restarted node resumes above its reservation: the
         # peer's first update is refused naming it, and retried above it).
+        _open_at(bob, channel)  # bob's watcher may not have seen the deposits yet
         bob.send(cmd="pay", channel=channel, amount=1, count=2)
         versions = [bob.next("paid")["version"] for _ in range(2)]
         alice.send(cmd="pay", channel=channel, amount=1, count=3)
