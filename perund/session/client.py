@@ -74,7 +74,7 @@ from perund.session.ports import Funder, PeerLinks, Settler
 from perund.session.questions import Questions
 from perund.session.resync import ResyncWaits
 from perund.session.sending import SendQueue, Transfers
-from perund.session.timing import Timing
+from perund.session.timing import Timing, TimingKnobs
 from perund.session.virtual import Virtuals
 from perund.storage import ChannelStore
 from perund.storage.payments import Status
@@ -91,7 +91,7 @@ def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 
 
-class ChannelClient:
+class ChannelClient(TimingKnobs):
     """One user's channels: open, pay, request, answer, close; over authenticated peer links.
 
     The client attaches its `inbox` to `peers` as their owner (detached at `stop`). `funder` and
@@ -218,26 +218,6 @@ class ChannelClient:
         peers.attach(self.inbox)
         if dispute_after is not None:
             self.watch_peers(dispute_after)
-
-    # The waits, shared with the client's parts (changing one counts from the next wait on).
-
-    @property
-    def response_timeout(self) -> float:
-        """Seconds a user has to answer a question (ours, and the peer's)."""
-        return self.timing.response_timeout
-
-    @response_timeout.setter
-    def response_timeout(self, seconds: float) -> None:
-        self.timing.response_timeout = seconds
-
-    @property
-    def request_timeout(self) -> float:
-        """Seconds a peer's node has to answer a request, on top of its user's time."""
-        return self.timing.request_timeout
-
-    @request_timeout.setter
-    def request_timeout(self, seconds: float) -> None:
-        self.timing.request_timeout = seconds
 
     # -- lifecycle ------------------------------------------------------------------------------
 
