@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -34,7 +34,7 @@ from perund.chain.abi import (
 from perund.chain.account import Account
 from perund.chain.artifact import ContractArtifact, load_artifact
 from perund.chain.client import NO_CODE, BlockId, ChainClient
-from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID, DEV_ACCOUNT_COUNT, EMBEDDED_URL, DevChain
+from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID, DEV_ACCOUNT_COUNT, EMBEDDED_URL
 from perund.chain.results import ChainEvent, ChannelStatus, Phase, TxReceipt
 from perund.chain.sender import TransactionSender
 from perund.channel.types import (
@@ -54,6 +54,9 @@ from perund.errors import (
     InvalidConfig,
     InvalidContracts,
 )
+
+if TYPE_CHECKING:
+    from perund.chain.pyevm import DevChain
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -608,6 +611,10 @@ def open_client_blocking(
     `chain_id` and `dev_accounts` apply to the embedded chain only.
     """
     if not url:
+        # Imported here: eth-tester and py-evm take about a second to import, which a node on
+        # anvil or a real chain never needs.
+        from perund.chain.pyevm import DevChain
+
         devchain = DevChain(chain_id, accounts=dev_accounts)
         return ChainClient(devchain.w3, devchain.url, codec, devchain=devchain)
     provider = Web3.HTTPProvider(

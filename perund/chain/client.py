@@ -12,7 +12,7 @@ import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from eth_typing import ChecksumAddress, HexAddress, HexStr
 from eth_utils.exceptions import ValidationError as EthValidationError
@@ -28,7 +28,6 @@ from web3.types import RPCEndpoint
 
 from perund.chain.abi import ContractCodec
 from perund.chain.account import Account
-from perund.chain.devchain import DevChain
 from perund.chain.results import ChainEvent, TxReceipt
 from perund.channel.types import ETH, Address, hex_address, to_address
 from perund.errors import (
@@ -39,6 +38,9 @@ from perund.errors import (
     ProtocolError,
     TxReverted,
 )
+
+if TYPE_CHECKING:
+    from perund.chain.pyevm import DevChain
 
 BlockId = int | Literal["latest", "pending", "earliest"]
 

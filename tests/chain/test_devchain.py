@@ -1,4 +1,5 @@
-"""The embedded dev chain on its own (no backend, no reactor): keys, chain ID, time, reverts."""
+"""The in-process dev chain (perund.chain.pyevm) and the dev keys, on their own (no backend, no
+reactor): keys, chain ID, time, reverts."""
 
 from __future__ import annotations
 
@@ -6,13 +7,8 @@ from eth_abi.abi import encode
 from eth_hash.auto import keccak
 
 from perund.chain.account import Account
-from perund.chain.devchain import (
-    DEV_BALANCE,
-    DevChain,
-    _revert_data_from_message,
-    dev_private_key,
-    dev_private_keys,
-)
+from perund.chain.devchain import DEV_BALANCE, dev_private_key, dev_private_keys
+from perund.chain.pyevm import DevChain, _revert_data_from_message
 
 
 def test_dev_keys_are_deterministic_and_distinct() -> None:
