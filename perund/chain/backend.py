@@ -453,6 +453,20 @@ class ChainBackend(Service):
         return funds
 
     @deferred_api
+    async def channel_holdings(self, channels: Sequence[tuple[ChannelID, Sequence[Address]]],
+                               ) -> list[tuple[int, ...]]:
+        """For each `(channel, assets)`: the total the Adjudicator holds of each asset (half the
+        calls of `channel_funds`, for a start-up check that needs the status only of the
+        channels that fall short)."""
+        calls = [("holdings", (channel_id, asset))
+                 for channel_id, assets in channels for asset in assets]
+        outputs = iter(await self._run(self.client.calls_blocking, self.require_adjudicator(),
+                                       calls))
+        return [tuple(int(first) + int(second) for first, second in (next(outputs)
+                                                                    for _ in assets))
+                for _, assets in channels]
+
+    @deferred_api
     async def deposit_fee(self, sender: Address, tokens: int = 0) -> int:
         """The most one deposit transaction's gas may cost `sender` now (wei): of ETH alone,
         or with `tokens` tokens, each with its approval (`fund`)."""

@@ -73,18 +73,29 @@ async def shortfalls(chain: ChainBackend, channels: Iterable[Channel],
                      label: AssetLabel = default_label) -> list[Shortfall]:
     """What the chain lacks of the funded, unsettled `channels`, per asset (read all at once:
     a session with a thousand channels opens in one round trip to the chain, not two
-    thousand). `label` names the assets in messages."""
+    thousand). `label` names the assets in messages.
+
+    The holdings are read first; the Adjudicator's record only of the channels that fall
+    short (one concluded on-chain may have paid out what it held). A channel that holds
+    enough is fine whatever its record says, so a start reads one value per channel and asset,
+    not two."""
     # A virtual channel holds nothing on-chain: its parents hold its funds (locked).
     funded = [c for c in channels if c.phase in FUNDED and type(c.params) is Params]
     if not funded:
         return []
-    funds = await chain.channel_funds([(c.channel_id, c.latest.assets) for c in funded])
+    held = await chain.channel_holdings([(c.channel_id, c.latest.assets) for c in funded])
+    short = [channel for channel, amounts in zip(funded, held, strict=True)
+             if any(amount < total for total, amount in zip(funds_of(channel.latest), amounts,
+                                                            strict=True))]
+    if not short:
+        return []
+    funds = await chain.channel_funds([(c.channel_id, c.latest.assets) for c in short])
     found = []
-    for channel, (status, held) in zip(funded, funds, strict=True):
+    for channel, (status, amounts) in zip(short, funds, strict=True):
         if status.phase is ChainPhase.CONCLUDED:
             continue
         state = channel.latest
-        for asset, total, amount in zip(state.assets, funds_of(state), held, strict=True):
+        for asset, total, amount in zip(state.assets, funds_of(state), amounts, strict=True):
             if amount < total:
                 found.append(Shortfall(channel.channel_id, channel.peer, asset, total, amount,
                                        label))

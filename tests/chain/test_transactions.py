@@ -14,8 +14,12 @@ from perund.chain.account import Account
 from perund.chain.results import Phase
 from perund.channel.encoding import Signer, state_hash
 from perund.channel.encoding import channel_id as offchain_channel_id
+from perund.channel.phases import Phase as ChannelPhase
+from perund.channel.records import Channel as ChannelRecord
+from perund.channel.records import SignedState
 from perund.channel.types import ETH, Address
 from perund.errors import InsufficientFunds, InvalidArgument, InvalidContracts, TxReverted
+from perund.session.chain_check import shortfalls
 
 from .conftest import ETHER
 
@@ -88,6 +92,12 @@ async def test_channel_funds_reads_many_channels_at_once(chain, new_channel) -> 
     batched = await backend.channel_funds(many)
     assert [held for _, held in batched] == [funds[i % 3][1][:1] for i in range(260)]
     assert await backend.channel_funds([]) == []
+    # The holdings alone (the start-up check): the same totals, in the same order.
+    assert await backend.channel_holdings([(channels[0].id, (ETH,)), (channels[1].id, (ETH,)),
+                                           (channels[2].id, (ETH, token))]) \
+        == [(5 * ETHER,), (0,), (7, 0)]
+    assert await backend.channel_holdings(many) == [held for _, held in batched]
+    assert await backend.channel_holdings([]) == []
 
 
 @pytest_twisted.ensureDeferred
@@ -289,3 +299,32 @@ async def test_an_account_that_cannot_pay_gets_insufficient_funds(chain, new_cha
     assert raised.value.data["account"] == broke.checksum_address
     assert raised.value.data["txType"] == "deposit"
     assert "top it up" in str(raised.value)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_start_up_check_reads_the_record_only_of_channels_that_fall_short(
+        chain, new_channel) -> None:
+    """`shortfalls` (a session's start): a channel that holds what its state says passes, one
+    that holds less is named, one concluded on-chain (paid out: it holds nothing) passes."""
+    backend = chain.backend
+    full, short, concluded = new_channel(), new_channel(), new_channel()
+    for ch in (full, short, concluded):
+        await backend.deposit(ch.accounts[0], ch.id, 0, ETH, 3 * ETHER)
+    await backend.deposit(full.accounts[1], full.id, 1, ETH, 2 * ETHER)
+    await backend.deposit(concluded.accounts[1], concluded.id, 1, ETH, 2 * ETHER)
+    final = concluded.state(4, (ETHER, 4 * ETHER), is_final=True)
+    await backend.conclude_final(concluded.accounts[0], concluded.params, final,
+                                 concluded.sign(final))
+    assert await backend.holdings(concluded.id) == (0, 0)
+
+    def record(ch, version: int, balances: tuple[int, int]) -> ChannelRecord:
+        state = ch.state(version, balances)
+        return ChannelRecord(ch.id, ch.params, 0, ChannelPhase.OPEN,
+                             SignedState(state, ch.sign(state)))
+
+    found = await shortfalls(backend, [record(full, 3, (ETHER, 4 * ETHER)),
+                                       record(short, 3, (ETHER, 4 * ETHER)),
+                                       record(concluded, 3, (2 * ETHER, 3 * ETHER))])
+    assert [(f.channel_id, f.asset, f.expected, f.held) for f in found] \
+        == [(short.id, ETH, 5 * ETHER, 3 * ETHER)]
+    assert await shortfalls(backend, [record(full, 3, (ETHER, 4 * ETHER))]) == []
