@@ -54,7 +54,7 @@ from perund.safe_files import FileRules
 from perund.session.chain_check import FUNDED
 from perund.session.config import SessionConfig, read_session_files
 from perund.session.notices import ChannelNotice, Notice
-from perund.session.session import Session
+from perund.session.session import Session, SessionParts
 from perund.storage.payments import PaymentRecord
 from perund.storage.store import SessionStore
 
@@ -104,6 +104,11 @@ class NodeService(MultiService):
         those that could not be opened again at start (kept, to be tried at the next)."""
         self.credentials: CredentialRegistry | None = None
         """The API's credentials (the operator's token and the sessions'), once listening."""
+        self._prepared: dict[str, Deferred[SessionParts]] = {}
+        """The remembered sessions' files, keys and stores, made ready while the chain starts
+        (by resolved config path), until their sessions are built."""
+        self._discarding: Deferred[None] | None = None
+        """After a failed start: the release of what was prepared (a stop waits for it)."""
 
     def startService(self) -> None:
         """Start the child services, then run the asynchronous start-up steps in order."""
@@ -122,6 +127,10 @@ class NodeService(MultiService):
         self.ready.callback(None)
 
     async def _start(self) -> None:
+        self._remembered = {s.config: s for s in read_sessions(self.sessions_file)}
+        # Reading the sessions' files and stores and unlocking their keys needs no chain: it
+        # runs while the chain starts (anvil loads its state in its own process meanwhile).
+        self._prepare_remembered()
         try:
             if self.devchain is not None:
                 chain_id = await self._start_devchain(self.devchain)
@@ -141,6 +150,11 @@ class NodeService(MultiService):
                 "chain.adjudicator at the chain and contract they were funded on "
                 "(docs/operations.md, \"When things go wrong\")",
                 channels=at_stake) from None
+        # The chain check of the sessions' channels is read-only: the chain answers it while
+        # the tokens are checked and the API starts.
+        for parts in self._prepared.values():
+            parts.addCallback(lambda prepared: Deferred.fromCoroutine(
+                Session.check_chain(prepared, self.chain, self.currencies.label)))
         await check_tokens(self.chain, self.currencies)
         await self._listen_api()
         adjudicator = self.chain.adjudicator
@@ -195,7 +209,6 @@ class NodeService(MultiService):
 
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         token = ensure_token(self.config.token_path)
-        self._remembered = {s.config: s for s in read_sessions(self.sessions_file)}
         self.credentials = CredentialRegistry(
             token, clock=self._reactor.seconds,
             stored=[c for s in self._remembered.values() for c in s.credentials],
@@ -223,6 +236,7 @@ class NodeService(MultiService):
         return getattr(port(), "port", None) if port is not None else None
 
     def _start_failed(self, failure: Failure) -> None:
+        self._discarding = Deferred.fromCoroutine(self._discard_prepared())
         if isinstance(failure.value, PerundError):
             self.log.critical("start-up failed: {message}", message=failure.value.message)
         else:
@@ -263,6 +277,7 @@ class NodeService(MultiService):
                 raise ResourceExists("this session is open already", type="session",
                                      id="0x" + session.id)
         self._opening[resolved] = []
+        parts = self._prepared.pop(resolved, None)
         remembered = self._remembered.get(resolved)
         session_id = remembered.session_id if remembered is not None else new_session_id()
         try:
@@ -270,7 +285,7 @@ class NodeService(MultiService):
                                          node=self.config, session_id=session_id,
                                          chain_view=self.chain_view, rules=self.file_rules,
                                          check=self._not_open_already,
-                                         asset_label=self.currencies.label)
+                                         asset_label=self.currencies.label, parts=parts)
         except BaseException:
             for waiter in self._opening.pop(resolved):
                 waiter.callback(None)
@@ -311,6 +326,7 @@ class NodeService(MultiService):
     async def _channels_at_stake(self) -> list[str]:
         """The funded, unsettled channels of the sessions the node would open again, read
         from their stores (no keys needed), for a message when the chain lacks them."""
+        await self._discard_prepared()  # their stores are read here without keys
         found = []
         for path in sorted(self._remembered or {s.config: s for s in
                                                 read_sessions(self.sessions_file)}):
@@ -333,6 +349,26 @@ class NodeService(MultiService):
         return found
 
     # -- sessions across restarts ---------------------------------------------------------------
+
+    def _prepare_remembered(self) -> None:
+        """Start preparing every remembered session (`Session.prepare`)."""
+        for path in sorted(self._remembered):
+            self._prepared[path] = Deferred.fromCoroutine(Session.prepare(
+                self._reactor, path, node=self.config, rules=self.file_rules,
+                check=self._not_open_already))
+
+    async def _discard_prepared(self) -> None:
+        """Close what was prepared for sessions that will not be built now (the start failed
+        or the node stops first). A preparation that failed says why when the session is
+        opened again, at the next start."""
+        prepared, self._prepared = self._prepared, {}
+        for parts in prepared.values():
+            try:
+                (await parts).store.close()
+            except PerundError:
+                continue  # said when the session is opened again
+            except Exception:
+                self.log.failure("preparing a remembered session failed")
 
     @property
     def sessions_file(self) -> Path:
@@ -466,6 +502,9 @@ class NodeService(MultiService):
 
     async def _stop(self) -> None:
         # Sessions first (their channels stay persisted), then the services they use.
+        await self._discard_prepared()
+        if self._discarding is not None:
+            await self._discarding
         for session_id in list(self.sessions):
             try:
                 # Not `close_session`: the node stops, the sessions are to open again.

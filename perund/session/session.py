@@ -12,6 +12,7 @@ import contextlib
 import os
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,13 @@ from perund.contacts.book import Contact, ContactBook
 from perund.errors import FailedPrecondition, InvalidConfig, StoreError, StoreLocked
 from perund.peer.manager import PeerManager
 from perund.safe_files import FileRules
-from perund.session.chain_check import AssetLabel, default_label, mismatch, shortfalls
+from perund.session.chain_check import (
+    AssetLabel,
+    Shortfall,
+    default_label,
+    mismatch,
+    shortfalls,
+)
 from perund.session.client import ChannelClient
 from perund.session.config import SessionConfig, SessionKeys, read_session_files, unlock
 from perund.session.notices import Notice
@@ -59,6 +66,19 @@ def min_challenge_duration(config: NodeConfig) -> int:
     chain = config.chain
     reaction = chain.poll_interval + chain.block_time * chain.confirmations + config.timeouts.tx
     return max(1, int(MIN_CHALLENGE_MARGIN * reaction))
+
+
+@dataclass(frozen=True, slots=True)
+class SessionParts:
+    """What a session is built from that needs no chain: its config and contacts, its unlocked
+    keys and its open store (`Session.prepare`)."""
+
+    config: SessionConfig
+    contacts: list[Contact]
+    keys: SessionKeys
+    store: SessionStore
+    found: list[Shortfall] | None = None
+    """What the chain lacks of the store's channels (`Session.check_chain`), once asked."""
 
 
 class Session:
@@ -99,14 +119,50 @@ class Session:
                    chain_view: ChainView | None = None,
                    rules: FileRules | None = None,
                    check: Callable[[SessionConfig], None] | None = None,
-                   asset_label: AssetLabel = default_label) -> Session:
+                   asset_label: AssetLabel = default_label,
+                   parts: Deferred[SessionParts] | None = None) -> Session:
         """Open the session of `config_file`; InvalidConfig names whatever is wrong.
 
         Its files are read under `rules` (the folders the operator allows) off the reactor
         thread, within `sessions.open_timeout`: a slow disk or a hostile path stalls nobody.
         `check` may refuse the config once it is read (the node: the same user open twice).
-        `asset_label` names assets in messages (the node's currency table).
+        `asset_label` names assets in messages (the node's currency table). `parts`: what
+        `prepare` made of `config_file` already (a node's start prepares its sessions while
+        it connects to the chain); it is closed if the session cannot be built from it.
         """
+        if parts is None:
+            parts = Deferred.fromCoroutine(cls.prepare(reactor, config_file, node=node,
+                                                       rules=rules, check=check))
+        prepared = await parts
+        try:
+            if prepared.found is None:
+                prepared = await cls.check_chain(prepared, chain, asset_label)
+            return await cls._build(reactor, prepared, chain, node,
+                                    session_id or os.urandom(16).hex(), chain_view)
+        except BaseException:
+            prepared.store.close()
+            raise
+
+    @staticmethod
+    async def check_chain(parts: SessionParts, chain: ChainBackend,
+                          asset_label: AssetLabel = default_label) -> SessionParts:
+        """`parts` with the chain asked whether it still holds what the store's channels hold
+        (`shortfalls`). Read-only: a node asks while its API starts. The store is closed if
+        the chain cannot be asked."""
+        try:
+            found = await shortfalls(chain, parts.store.channels(), asset_label)
+        except BaseException:
+            parts.store.close()
+            raise
+        return replace(parts, found=found)
+
+    @classmethod
+    async def prepare(cls, reactor: Any, config_file: str | Path, *, node: NodeConfig,
+                      rules: FileRules | None = None,
+                      check: Callable[[SessionConfig], None] | None = None) -> SessionParts:
+        """What opening the session needs before the chain: its files read, its keys unlocked
+        and its store opened (see `open`; the caller closes the store of parts it does not
+        use). The keys are unlocked off the reactor thread while the store is read on it."""
         rules = rules or FileRules()
         reading = deferToThread(read_session_files, config_file, rules)
         reading.addTimeout(node.sessions.open_timeout, reactor)
@@ -120,33 +176,36 @@ class Session:
         if check is not None:
             check(config)
         # scrypt takes up to a second a key: unlock off the reactor thread so other sessions'
-        # payments do not stall meanwhile.
-        keys: SessionKeys = await deferToThread(unlock, config, None, rules)
+        # payments do not stall meanwhile, and the store loads at the same time.
+        unlocking: Deferred[SessionKeys] = deferToThread(unlock, config, None, rules)
         try:
             store = SessionStore(config.database, reactor)
-        except StoreLocked as exc:
-            raise FailedPrecondition(
-                f"this session's store {config.database} is open in another process "
-                f"(pid {exc.data.get('holder', '?')}): a session may be open in one node only",
-                database=str(config.database)) from None
+        except BaseException as exc:
+            # The keys' problems come first, as when the store was opened after them.
+            await unlocking
+            if isinstance(exc, StoreLocked):
+                raise FailedPrecondition(
+                    f"this session's store {config.database} is open in another process "
+                    f"(pid {exc.data.get('holder', '?')}): a session may be open in one node "
+                    "only", database=str(config.database)) from None
+            raise
         try:
-            return await cls._build(reactor, config, keys, contacts, store, chain, node,
-                                    session_id or os.urandom(16).hex(), chain_view,
-                                    asset_label)
+            keys = await unlocking
         except BaseException:
             store.close()
             raise
+        return SessionParts(config, contacts, keys, store)
 
     @classmethod
-    async def _build(cls, reactor: Any, config: SessionConfig, keys: SessionKeys,
-                     contact_list: list[Contact], store: SessionStore, chain: ChainBackend,
+    async def _build(cls, reactor: Any, parts: SessionParts, chain: ChainBackend,
                      node: NodeConfig, session_id: str, chain_view: ChainView | None,
-                     asset_label: AssetLabel) -> Session:
+                     ) -> Session:
+        config, keys, store = parts.config, parts.keys, parts.store
         if chain.chain_id is None or chain.adjudicator is None:
             raise FailedPrecondition("the node is not connected to the chain yet")
         signer = keys.signer()
         account = keys.account()
-        contacts = ContactBook(contact_list, store=store, own_address=signer.address)
+        contacts = ContactBook(parts.contacts, store=store, own_address=signer.address)
         peers = PeerManager(reactor, signer, contacts.endpoint, config.comm_listen,
                             dial_timeout=node.timeouts.peer_dial, limits=node.limits.peer())
         settlement = ChainSettlement(reactor, chain, account,
@@ -173,7 +232,7 @@ class Session:
         session = cls(reactor, session_id, config, account, store, contacts, client, peers,
                       settlement, watcher)
         # Before anything is resumed: does the chain still hold what the channels hold?
-        found = await shortfalls(chain, store.channels(), asset_label)
+        found = parts.found or []
         lost: dict[ChannelID, str] = {}
         if found:
             if not node.accept_lost_channels:

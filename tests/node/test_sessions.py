@@ -28,7 +28,9 @@ from perund.errors import FailedPrecondition, InvalidConfig, PerundError, Resour
 from perund.node import NodeService
 from perund.session.notices import ChannelNotice, Notice, ProposalNotice, UpdateNotice
 from perund.session.session import Session
+from perund.storage.store import SessionStore
 from tests.node.conftest import two_nodes
+from tests.test_node import NotRunningReactor
 
 ETHER = 10**18
 
@@ -162,6 +164,57 @@ async def test_session_close_refused_with_open_channels_and_reopen_twice_refused
         await node.close_session(alice.id, force=False)
     assert len(caught.value.data["openChannels"]) == 1
     assert alice.id in node.sessions
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_key_that_does_not_unlock_leaves_the_store_free(node: NodeService,
+                                                               setup: Generated) -> None:
+    """The keys unlock while the store opens (`Session.prepare`): a wrong password is the
+    error, even when another process holds the store too, and it leaves the store free, so
+    the session opens once the password is right."""
+    session_file = setup.users[0].session_file
+    password = session_file.parent / "password"
+    right = password.read_text()
+    password.write_text("not the password\n")
+    with pytest.raises(InvalidConfig, match="password"):
+        await node.open_session(str(session_file))
+    held = SessionStore(session_file.parent / "db", reactor)
+    try:
+        with pytest.raises(InvalidConfig, match="password"):
+            await node.open_session(str(session_file))
+    finally:
+        held.close()
+    password.write_text(right)
+    alice = await node.open_session(str(session_file))
+    assert alice.id in node.sessions
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_start_that_fails_releases_the_sessions_it_prepared(setup: Generated) -> None:
+    """A start prepares the remembered sessions (their stores open) while the chain starts;
+    when the start fails after that (the API's port is taken), it lets their stores go."""
+    config = load_node_config(setup.node_config)
+    first = await started(config)
+    await first.open_session(str(setup.users[0].session_file))
+    await first.stopService()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", int(config.api.listen.split(":")[1])))
+    taken.listen(1)
+    # Not the running reactor: a failed start must not stop the tests' reactor.
+    failing = NodeService(NotRunningReactor(), config)
+    try:
+        failing.startService()
+        with pytest.raises(InvalidConfig, match="cannot listen for the API"):
+            await failing.ready
+    finally:
+        await failing.stopService()  # waits for the release
+        taken.close()
+    SessionStore(setup.users[0].session_file.parent / "db", reactor).close()
+    again = await started(config)
+    try:
+        assert len(again.sessions) == 1
+    finally:
+        await again.stopService()
 
 
 @pytest.mark.anvil
