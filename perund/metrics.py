@@ -45,6 +45,8 @@ GAUGES: dict[str, str] = {
                                     "(they sign nothing until the node restarts)",
     "perund_channels": "channels of the open sessions, by phase",
     "perund_peers_connected": "authenticated peer connections",
+    "perund_channels_resyncing": "channels that wait, since the node started, for their peer's "
+                                 "Sync before they sign anything (docs/protocol.md, Restart)",
     "perund_watcher_polls": "completed polls of the chain watchers (since their sessions opened)",
     "perund_watcher_reorgs": "reorganisations deeper than chain.confirmations the watchers saw",
     "perund_chain_reads": "reads the watchers made of the chain (shared across sessions)",

@@ -463,6 +463,8 @@ class NodeService(MultiService):
         samples += [
             Sample("perund_peers_connected", {},
                    sum(len(s.peers.connected_peers()) for s in sessions)),
+            Sample("perund_channels_resyncing", {},
+                   sum(c.resyncing for s in sessions for c in s.client.channels.values())),
             Sample("perund_watcher_polls", {}, sum(s.watcher.polls for s in sessions)),
             Sample("perund_watcher_reorgs", {}, sum(s.watcher.reorgs for s in sessions)),
             Sample("perund_chain_reads", {}, self.chain_view.requests),

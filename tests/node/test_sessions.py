@@ -101,8 +101,11 @@ async def test_channel_life_with_a_restart_of_both_sessions(node: NodeService,
     assert fees[0] > 0 and fees[1] > 0  # each paid for its own deposit
     assert [c.channel_id for c in await node.close_session(alice.id, force=True)] == [cid]
     await node.close_session(bob.id, force=True)
-    alice, bob = await open_pair(node, setup)
+    alice = await node.open_session(str(setup.users[0].session_file))
+    assert resyncing(node) == 1  # until bob is back with his Sync
+    bob = await node.open_session(str(setup.users[1].session_file))
     bob_notices = auto_answer(bob)
+    await _until(lambda: resyncing(node) == 0, "both sides resynced")
     assert [c.channel_id for c in alice.restored] == [cid]
     assert [c.channel_id for c in bob.restored] == [cid]
     assert alice.client.channels[cid].latest.balances == ((8 * ETHER, 4 * ETHER),)
@@ -120,6 +123,12 @@ async def test_channel_life_with_a_restart_of_both_sessions(node: NodeService,
         paid_gas = fees[i] + s.settlement.fees_paid
         expected = start[i] - deposits[i] + final.balances[0][i] - paid_gas
         assert await chain.balance(s.account.address) == expected
+
+
+def resyncing(node: NodeService) -> float:
+    """The node's `perund_channels_resyncing` gauge."""
+    (value,) = [s.value for s in node.metric_samples() if s.name == "perund_channels_resyncing"]
+    return value
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:
