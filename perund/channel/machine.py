@@ -279,11 +279,14 @@ def _stage_own(channel: Channel, state: State, change: OwnUpdate) -> Result:
     staged = Staged(channel.index, state, signature, digest)
     version = state.version
     if version <= channel.reserved and change.proof is None:
-        # Our signature is covered by a durable reservation: the Update need not wait for the
-        # write (docs/protocol.md, "Durability by interest"). A lock or fold of a virtual
-        # channel still waits, as before (rare, and the intermediary's pairing relies on it).
+        # Our signature is covered by a durable reservation: the staged state is not even
+        # written (a restart resumes above `reserved` and takes the state from the peer's Sync
+        # if the peer countersigned it: docs/protocol.md, "Durability by interest"); the store
+        # only notes it, for the history of the state it turns into. A lock or fold of a
+        # virtual channel still waits, as before (rare, and the intermediary's pairing relies
+        # on it).
         new = channel.evolve(phase=Phase.UPDATING, staged=staged, signed_up_to=version)
-        return new, (Persist(new, False),
+        return new, (Persist(new, wait=False, write=False),
                      SendUpdate(channel.peer, state, signature, change.proof))
     new = channel.evolve(phase=Phase.UPDATING, staged=staged, signed_up_to=version,
                          reserved=max(channel.reserved, reservation_for(version)))
