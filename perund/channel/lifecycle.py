@@ -46,9 +46,7 @@ from perund.channel.steps import (
 from perund.channel.types import Address, Params, State
 from perund.channel.updating import decline
 from perund.channel.virtual import is_virtual
-from perund.errors import (
-    FailedPrecondition,
-)
+from perund.errors import FailedPrecondition
 
 # --- chain and lifecycle ------------------------------------------------------------------------
 

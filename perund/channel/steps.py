@@ -26,9 +26,7 @@ from perund.channel.phases import RECEIVES_UPDATES, Phase, advance, at_rest
 from perund.channel.records import Channel, SignedState
 from perund.channel.types import Address, Params, Signature, State
 from perund.channel.virtual import fold_parent, lock_parent
-from perund.errors import (
-    Internal,
-)
+from perund.errors import Internal
 
 Result = tuple[Channel, tuple[Event, ...]]
 """What every transition returns: the new channel value and the events to execute in order."""
