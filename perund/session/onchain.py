@@ -126,7 +126,6 @@ class ChainSettlement:
             deposits.append((asset, need - held))
         if deposits:
             receipts = await self._deposit(channel_id, index, deposits)
-            self.receipts.extend(receipts)
             log.info("channel {channel_id}: deposited {deposits} in block {block} "
                      "({transactions} transactions, gas {gas})", channel_id=_hex(channel_id),
                      deposits=", ".join(f"{amount} of {hex_address(asset)}"
@@ -152,14 +151,18 @@ class ChainSettlement:
 
     async def _deposit(self, channel_id: ChannelID, index: int,
                        deposits: list[tuple[Address, int]]) -> tuple[TxReceipt, ...]:
+        """Our deposits; every receipt is in `self.receipts` as soon as it is in (an approval's
+        gas counts even if the deposit after it fails)."""
         if len(deposits) == 1 and deposits[0][0] == ETH:
             # ETH alone: `deposit`, the cheapest call for it.
-            return (await self.chain.deposit(self.account, channel_id, index, ETH,
-                                             deposits[0][1]),)
+            receipt = await self.chain.deposit(self.account, channel_id, index, ETH,
+                                               deposits[0][1])
+            self.receipts.append(receipt)
+            return (receipt,)
         # One fundParticipant for every asset; each token is allowed first, by a permit inside
         # it where the token takes one, else by approve transactions.
         return await self.chain.fund(self.account, channel_id, index, deposits,
-                                     use_permits=self.use_permits)
+                                     use_permits=self.use_permits, sent=self.receipts)
 
     def deposit_seen(self, channel_id: ChannelID) -> None:
         """A Deposited event of `channel_id`, `confirmations` deep (from the watcher): a

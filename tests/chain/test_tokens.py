@@ -25,7 +25,13 @@ from perund.chain.tokens import TokenInfo
 from perund.channel import events as ev
 from perund.channel.encoding import Signer, channel_id
 from perund.channel.types import ETH, Address, ChannelID, Params
-from perund.errors import InvalidArgument, InvalidContracts, PeerNotFunded, TxReverted
+from perund.errors import (
+    InvalidArgument,
+    InvalidContracts,
+    PeerNotFunded,
+    PerundError,
+    TxReverted,
+)
 from perund.session.onchain import ChainSettlement
 from tests.chain.conftest import ANVIL_CHAIN_ID, ETHER, make_backend
 
@@ -253,3 +259,20 @@ async def test_a_session_funds_every_asset_in_one_deposit_and_never_twice(
     assert [r.tx_type for r in bobs.receipts] == ["fundParticipant"]  # a permit inside it
     assert await backend.holdings(cid, ETH) == (ETHER, 0)
     assert await backend.holdings(cid, token) == (5 * ETHER, 7 * ETHER)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_approval_counts_even_when_the_deposit_after_it_fails(
+    backend: ChainBackend, anvil_node: Anvil
+) -> None:
+    """A fee-on-transfer token is approved, then its deposit is refused (the contract takes
+    exact amounts only): the approval's gas was spent, and the caller's list has its receipt."""
+    artifact = ContractArtifact.from_json(
+        json.loads((TEST_ARTIFACTS / "FeeToken.json").read_text()))
+    token = await deploy_token(backend, anvil_node, artifact)
+    alice = Account(anvil_node.private_keys[1])
+    sent: list[Any] = []
+    with pytest.raises(PerundError, match="TransferMismatch"):
+        await backend.fund(alice, ChannelID(os.urandom(32)), 0, [(token, 1_000)],
+                           use_permits=False, sent=sent)
+    assert [r.tx_type for r in sent] == ["approve"] and sent[0].fee > 0
