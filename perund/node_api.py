@@ -118,7 +118,8 @@ class NodeAPI:
             if type(params) is VirtualParams else None
         return channel_view(channel, self._alias_of(session),
                             paid_out=session.client.paid_out.get(channel.channel_id),
-                            via=None if parent is None else parent.peer)
+                            via=None if parent is None else parent.peer,
+                            credited=session.client.credited.get(channel.channel_id, ()))
 
     # -- node ------------------------------------------------------------------------------------
 

@@ -97,6 +97,10 @@ CHANNEL_INFO = obj({
     "paidOut": {"type": "object", "additionalProperties": AMOUNT,
                 "description": "closed: what the chain paid your account per currency, from "
                                "the conclusion's PaidOut events (known when this node saw it)"},
+    "credited": {"type": "object", "additionalProperties": AMOUNT,
+                 "description": "closed: the part of paidOut the Adjudicator could not send "
+                                "(your account or the token refused it) and holds; the node "
+                                "withdraws it, again and again while it is refused"},
     "kind": {"type": "string", "enum": ["ledger", "virtual"],
              "description": "a ledger channel holds deposits on-chain; a virtual one is "
                             "funded by locks in two ledger channels with an intermediary"},

@@ -78,6 +78,9 @@ class ChannelView:
     paid_out: tuple[tuple[Address, int], ...] | None = None
     """What the chain says it paid our account at the conclusion, per asset (known when this
     node saw the conclusion)."""
+    credited: tuple[tuple[Address, int], ...] = ()
+    """The part of `paid_out` the contract could not send and holds for a withdraw (the
+    session withdraws it: perund.session.withdrawals)."""
     funded_by: tuple[ChannelID, ...] = ()
     """A virtual channel's parents, ours first (empty for a ledger channel)."""
     via: str | None = None
@@ -109,6 +112,9 @@ class ChannelView:
         if self.paid_out is not None:
             shown["paidOut"] = dict(currencies.render(asset, amount)
                                     for asset, amount in self.paid_out)
+        if self.credited:
+            shown["credited"] = dict(currencies.render(asset, amount)
+                                     for asset, amount in self.credited)
         return shown
 
     def short_paid(self) -> bool:
@@ -411,7 +417,8 @@ def _peer_name(address: Address, alias_of: AliasOf) -> str:
 
 def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None,
                  paid_out: tuple[tuple[Address, int], ...] | None = None,
-                 via: Address | None = None) -> ChannelView:
+                 via: Address | None = None,
+                 credited: tuple[tuple[Address, int], ...] = ()) -> ChannelView:
     """Channel info of `channel` (at `state`, e.g. a proposed one, or at its latest state),
     with what the chain paid our account if it is concluded and that is known; `via` is a
     virtual channel's intermediary."""
@@ -432,6 +439,7 @@ def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None
         is_final=shown.is_final,
         on_chain=None if dispute is None else OnChainView(dispute.version, dispute.timeout),
         paid_out=paid_out,
+        credited=credited,
         funded_by=(parents[me], parents[peer]) if parents else (),
         via=None if via is None else _peer_name(via, alias_of),
         funds=tuple(lock.channel_id for lock in shown.locked),
@@ -490,13 +498,18 @@ def notification_of(notice: Notice, alias_of: AliasOf) -> Notification | None:
         return gone_view(notice, alias_of)
     event = notice.event
     if isinstance(event, ev.Closed):
-        view = channel_view(notice.channel, alias_of, paid_out=event.paid)
+        view = channel_view(notice.channel, alias_of, paid_out=event.paid,
+                            credited=event.credited)
         problems = []
         if not view.is_final:
             problems.append("closed on-chain by a dispute, not by a final state both signed")
         if view.short_paid():
             problems.append("the chain paid your account less than the state gives you "
                             "(paidOut against balances.self): the deposits were not all there")
+        if view.credited:
+            problems.append("the Adjudicator could not send part of your payout (credited): "
+                            "your account or the token refused the transfer; the node "
+                            "withdraws it, and tries again while it is refused")
         return UpdateView(None, notice.channel.channel_id, "closed", view, None,
                           error="; ".join(problems) or None)
     if isinstance(event, ev.UpdateWithdrawn):

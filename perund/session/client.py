@@ -184,6 +184,7 @@ class ChannelClient(TimingKnobs):
                                 apply=self._apply, closed_later=self._outcomes.closed_later,
                                 refusal=self._virtual.close_refusal)
         self.paid_out = self._outcomes.paid_out
+        self.credited = self._outcomes.credited
         self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {
             ev.SendAccept: self._outbox.send_accept,
             ev.SendReject: self._outbox.send_reject,

@@ -105,6 +105,21 @@ class ChainSettlement:
     def _sleep(self, seconds: float) -> Deferred[None]:
         return deferLater(self._reactor, seconds, lambda: None)
 
+    # -- Withdrawer (perund.session.withdrawals) -------------------------------------------------
+
+    def withdraw_owed(self, asset: Address) -> Deferred[int]:
+        """Withdraw what the Adjudicator owes our account in `asset` (payouts it could not
+        send); fires with the amount (0: nothing owed, no transaction)."""
+        return Deferred.fromCoroutine(self._withdraw_owed(asset))
+
+    async def _withdraw_owed(self, asset: Address) -> int:
+        owed = await self.chain.owed(self.account.address, asset)
+        if owed == 0:
+            return 0
+        receipt = await self.chain.withdraw(self.account, asset)
+        self.receipts.append(receipt)
+        return owed
+
     # -- Funder ---------------------------------------------------------------------------------
 
     def fund(self, event: ev.Fund) -> Deferred[None]:

@@ -26,7 +26,7 @@ from perund.chain.watcher import ChainView, ChainWatcher
 from perund.channel.phases import TERMINAL
 from perund.channel.proposal import Deployment
 from perund.channel.records import Channel
-from perund.channel.types import ChannelID, hex_address
+from perund.channel.types import ETH, ChannelID, hex_address
 from perund.config import NodeConfig
 from perund.contacts.book import Contact, ContactBook
 from perund.errors import FailedPrecondition, InvalidConfig, StoreError, StoreLocked
@@ -37,6 +37,7 @@ from perund.session.client import ChannelClient
 from perund.session.config import SessionConfig, SessionKeys, read_session_files, unlock
 from perund.session.notices import Notice
 from perund.session.onchain import ChainSettlement
+from perund.session.withdrawals import Withdrawals
 from perund.storage.fsync_thread import fsync_thread
 from perund.storage.store import SessionStore
 
@@ -81,6 +82,9 @@ class Session:
         self.restored: list[Channel] = []
         self._early: deque[Notice] | None = deque(maxlen=EARLY_NOTICES)
         client.observers.append(self._keep_early)
+        self.withdrawals = Withdrawals(reactor, settlement)
+        """Withdraws the payouts the Adjudicator credited to our account instead of sending."""
+        client.observers.append(self.withdrawals.observe)
 
     def _keep_early(self, notice: Notice) -> None:
         if self._early is not None:
@@ -191,6 +195,8 @@ class Session:
             client.stop()
             await peers.stop()
             raise
+        # A payout the contract credited while the node was down, or never withdrew.
+        session.withdrawals.check([ETH, *(token.address for token in node.chain.assets.values())])
         log.info("session {session_id} open: off-chain {address}, on-chain {account}, "
                  "{restored} channels restored, peers on {listen}", session_id=session_id,
                  address=hex_address(signer.address), account=hex_address(account.address),
@@ -214,6 +220,7 @@ class Session:
                 openChannels=["0x" + c.channel_id.hex() for c in still_open],
             )
         await self.watcher.stop()
+        self.withdrawals.stop()
         self.client.stop()
         await self.peers.stop()
         try:
