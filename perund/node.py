@@ -270,7 +270,8 @@ class NodeService(MultiService):
                                          node=self.config, session_id=session_id,
                                          chain_view=self.chain_view, rules=self.file_rules,
                                          check=self._not_open_already,
-                                         asset_label=self.currencies.label)
+                                         asset_label=self.currencies.label,
+                                         currencies=self.currencies)
         except BaseException:
             for waiter in self._opening.pop(resolved):
                 waiter.callback(None)
