@@ -379,6 +379,10 @@ def channel_open(ctx: Context, args: argparse.Namespace) -> Result:
         params["challengeDuration"] = duration(args.challenge_duration)
     if args.via:
         params["via"] = args.via
+    if args.max_fee is not None:
+        if not args.via:
+            raise UsageError("--max-fee goes with --via: it limits an intermediary's fee")
+        params["maxFee"] = {currency: args.max_fee}
     before = {c["channelId"] for c in ctx.channels()}
     what = f"a virtual channel with {args.peer} via {args.via}" if args.via \
         else f"a channel with {args.peer}"
