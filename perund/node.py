@@ -435,6 +435,15 @@ class NodeService(MultiService):
                    sum(len(s.settlement.receipts) for s in sessions)),
             Sample("perund_gas_fees_wei", {}, sum(s.settlement.fees_paid for s in sessions)),
         ]
+        fees: dict[tuple[str, str], float] = {}
+        for session in sessions:
+            for asset, (earned, paid) in session.client.fees.sums().items():
+                currency, decimals = self.currencies.label(asset)
+                for direction, amount in (("earned", earned), ("paid", paid)):
+                    key = (direction, currency)
+                    fees[key] = fees.get(key, 0.0) + amount / 10**decimals
+        samples += [Sample("perund_intermediary_fees", {"direction": d, "currency": c}, value)
+                    for (d, c), value in sorted(fees.items())]
         return samples
 
     def render_metrics(self) -> str:

@@ -67,3 +67,12 @@ class FeeBook:
     def totals(self, ledger_id: ChannelID) -> dict[Address, tuple[int, int]]:
         """The fees earned and paid in ledger `ledger_id`, per asset: (earned, paid)."""
         return dict(self._ledgers.get(ledger_id, {}))
+
+    def sums(self) -> dict[Address, tuple[int, int]]:
+        """The fees earned and paid over all our ledgers, per asset: (earned, paid)."""
+        sums: dict[Address, tuple[int, int]] = {}
+        for totals in self._ledgers.values():
+            for asset, (earned, paid) in totals.items():
+                got, gave = sums.get(asset, (0, 0))
+                sums[asset] = (got + earned, gave + paid)
+        return sums

@@ -18,6 +18,7 @@ import pytest_twisted
 from perund.chain.anvil import Anvil
 from perund.cli.generate import Generated
 from tests.integration.daemons import assert_clean_log
+from tests.integration.test_daemons import metric, scrape
 from tests.integration.test_virtual import Hub, ledgers, until, wei
 from tests.integration.test_virtual import hub_setup as hub_setup
 
@@ -65,6 +66,11 @@ async def test_ingrid_charges_a_fee_and_every_account_is_paid_to_the_wei(hub: Hu
     assert h.channel("alice", la)["fees"] == {"ETH": {"earned": "0", "paid": FEE}}
     assert h.channel("ingrid", la)["fees"] == {"ETH": {"earned": FEE, "paid": "0"}}
     assert "fees" not in h.channel("carol", lc) and "fees" not in h.channel("ingrid", lc)
+    earned = 'perund_intermediary_fees{currency="ETH",direction="earned"}'
+    paid = 'perund_intermediary_fees{currency="ETH",direction="paid"}'
+    assert metric(scrape(h.daemons["ingrid"]), earned) == float(FEE)
+    assert metric(scrape(h.daemons["alice"]), paid) == float(FEE)
+    assert metric(scrape(h.daemons["carol"]), paid) == 0.0
     for _ in range(10):
         h.call("alice", "channel_send", channelId=vid, payments=[
             {"currency": "ETH", "payee": "carol", "amount": "0.01"}])
