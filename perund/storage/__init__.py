@@ -23,6 +23,10 @@ class ChannelStore(Protocol):
     def put(self, channel: Channel) -> None:
         """Record `channel` (replacing its previous value)."""
 
+    def note(self, channel: Channel) -> None:
+        """Take `channel` as the channel's latest value without writing it: the next `put`
+        derives its payments from it; a restart finds the value last put."""
+
     def flush(self) -> Deferred[None] | None:
         """Make every put so far durable: None if already done, else a Deferred."""
 
@@ -55,6 +59,10 @@ class MemoryStore:
 
     def put(self, channel: Channel) -> None:
         """Record `channel`."""
+        self._channels[channel.channel_id] = channel
+
+    def note(self, channel: Channel) -> None:
+        """Record `channel` (in memory, noting and putting are the same)."""
         self._channels[channel.channel_id] = channel
 
     def flush(self) -> None:

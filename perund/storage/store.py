@@ -245,6 +245,16 @@ class SessionStore:
         self._write(key, codec.encode_channel(channel))
         self._channels[channel.channel_id] = channel
 
+    def note(self, channel: Channel) -> None:
+        """Take `channel` as the channel's latest value without writing it (our staged update
+        within our reservation): the next `put` derives its payments from it, and a restart
+        finds the value last put. Refused like `put` once the store is closed or failed."""
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        if self._failed is not None:
+            raise self._failed
+        self._channels[channel.channel_id] = channel
+
     def annotate(self, channel_id: ChannelID, version: int, memo: Memo) -> None:
         """What the update to `version` of the channel says about its payments (the parts and
         references it carries), for the history when that state is put. At most

@@ -206,6 +206,27 @@ def test_it_is_a_channel_store(store: SessionStore, clock: Clock) -> None:
     reopened.close()
 
 
+def test_a_noted_value_is_the_stores_view_but_never_written(
+        store: SessionStore, clock: Clock, fsyncs: list[int]) -> None:
+    values = list(persisted_payments(2))
+    store.put(values[0])
+    assert _fired(store.flush()) == [] and clock.advance(0) is None
+    assert store.flush() is None
+    written, synced = store.file_bytes, len(fsyncs)
+    noted = replace(values[0], signed_up_to=values[0].signed_up_to + 1)
+    store.note(noted)
+    assert store.channel(noted.channel_id) == noted
+    assert store.flush() is None
+    clock.advance(1)
+    assert store.file_bytes == written and len(fsyncs) == synced
+    store.close()
+    reopened = SessionStore(store.path, clock)
+    assert list(reopened.channels()) == [durable(values[0])]
+    with pytest.raises(StoreError, match="closed"):
+        store.note(noted)
+    reopened.close()
+
+
 def test_contacts_cursor_and_meta_survive_a_reopen(store: SessionStore, clock: Clock) -> None:
     bob = {"off_chain_address": "0x" + "b0" * 20, "comm_address": "127.0.0.1:1",
            "comm_type": "tcp"}
