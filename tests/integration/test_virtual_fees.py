@@ -4,7 +4,8 @@ anvil, driven through the API only; ingrid's session charges openers a fee
 
 alice's open without `maxFee` fails before carol is asked, naming the fee; with it, the
 virtual channel opens (the fee moving to ingrid in alice's lock), pays, folds, and both ledger
-channels close on-chain, every account paid to the wei, the fee included.
+channels close on-chain, every account paid to the wei, the fee included; and when carol
+vanishes, the dispute through both ledgers pays everyone exactly, the fee included.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from perund.chain.anvil import Anvil
 from perund.cli.generate import Generated
 from tests.integration.daemons import assert_clean_log
 from tests.integration.test_daemons import metric, scrape
-from tests.integration.test_virtual import Hub, ledgers, until, wei
+from tests.integration.test_virtual import CHALLENGE, Hub, ledgers, until, wei
 from tests.integration.test_virtual import hub_setup as hub_setup
 
 FEE = "0.0011"  # 0.0001 ETH base + 1000 ppm of the 1 ETH locked
@@ -96,3 +97,27 @@ async def test_ingrid_charges_a_fee_and_every_account_is_paid_to_the_wei(hub: Hu
     await h.check_payouts(la, alice=wei("4.8989"), ingrid=wei("5.1011"))
     await h.check_payouts(lc, carol=wei("5.1"), ingrid=wei("4.9"))
     assert wei("5.1011") + wei("4.9") == wei("10") + wei(FEE)
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_carol_gone_the_dispute_pays_everyone_with_the_fee_included(hub: Hub) -> None:
+    h = hub
+    la, lc = ledgers(h)
+    vid = h.open("alice", "carol", "1", "0", via="ingrid", max_fee=FEE)["channelId"]
+    for _ in range(3):
+        h.call("alice", "channel_send", channelId=vid, payments=[
+            {"currency": "ETH", "payee": "carol", "amount": "0.1"}])
+    h.daemons["carol"].kill()
+    closing = h.background(h.call, "alice", "channel_close", channelId=vid, force=True)
+    until(lambda: h.channel("alice", vid)["phase"] == "disputed", "the virtual registration", 90)
+    until(lambda: h.channel("ingrid", lc)["phase"] == "disputed", "ingrid's registration", 90)
+    h.travel(CHALLENGE + 1)
+    assert closing.result(120)["phase"] == "closed"
+    until(lambda: h.channel("alice", la)["phase"] == "closed", "alice's ledger concluded", 90)
+    until(lambda: h.channel("ingrid", lc)["phase"] == "closed", "carol's ledger concluded", 90)
+    # alice: her free 4 less the fee + her virtual 0.7; ingrid: 5 + the fee + carol's 0.3 in
+    # L_A; carol, offline, is paid her 5 + 0.3 in L_C all the same.
+    await h.check_payouts(la, alice=wei("4.6989"), ingrid=wei("5.3011"))
+    await h.check_payouts(lc, carol=wei("5.3"), ingrid=wei("4.7"))
