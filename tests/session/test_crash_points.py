@@ -159,7 +159,7 @@ class Node:
         size = synced_sizes.get(fd, os.fstat(fd).st_size) if power_loss \
             else os.fstat(fd).st_size
         store._pending.clear()
-        for call in (store._scheduled, store._unsynced):
+        for call in (store._scheduled, store._sync_timer):
             if call is not None and call.active():
                 call.cancel()
         store._closed = True
