@@ -135,6 +135,10 @@ class Persist:
     channel: Channel
     wait: bool = True
     write: bool = True
+    by_us: bool = False
+    """Whether we proposed the state this write makes current: our update, or one a sync brings
+    back (a state we countersigned is never lost: it is durable before our countersignature
+    leaves, docs/protocol.md). The payment history labels the state's payments by it."""
 
 
 @dataclass(frozen=True, slots=True)

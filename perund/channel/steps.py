@@ -103,7 +103,8 @@ def make_current(
     new = channel.evolve(
         phase=advance(channel.phase, phase), current=signed, staged=None, **changes
     )
-    events: list[Event] = [Persist(new, wait), NewState(channel.channel_id, state, source)]
+    events: list[Event] = [Persist(new, wait, by_us=source is not Source.PEER),
+                           NewState(channel.channel_id, state, source)]
     if phase is Phase.CLOSING or phase is Phase.DISPUTED:
         events.extend(settlement(new, primary))
     return new, events

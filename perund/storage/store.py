@@ -241,15 +241,16 @@ class SessionStore:
     # ----------------------------------------------------------------------------------------
     # Channels (the ChannelStore protocol)
 
-    def put(self, channel: Channel) -> None:
+    def put(self, channel: Channel, by_us: bool = False) -> None:
         """Record `channel`, replacing its previous value (durable after the next flush), and
-        the payments it made since its previous value (`payments_between`)."""
+        the payments it made since its previous value (`payments_between`; `by_us`: we
+        proposed the state it makes current)."""
         key = _CHANNEL + channel.channel_id
         if self._record_payments:
             memo = self._memos.pop((channel.channel_id, channel.current.state.version), ()) \
                 if channel.current is not None and self._memos else ()
             made = payments_between(self._channels.get(channel.channel_id), channel,
-                                    self._seconds(), self.history.next_id, memo)
+                                    self._seconds(), self.history.next_id, memo, by_us)
             if made:
                 self._add_payments(made)
                 # The channel's record goes after its payments in the commit: a tail torn
