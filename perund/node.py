@@ -285,7 +285,8 @@ class NodeService(MultiService):
                                          node=self.config, session_id=session_id,
                                          chain_view=self.chain_view, rules=self.file_rules,
                                          check=self._not_open_already,
-                                         asset_label=self.currencies.label, parts=parts)
+                                         asset_label=self.currencies.label,
+                                         currencies=self.currencies, parts=parts)
         except BaseException:
             for waiter in self._opening.pop(resolved):
                 waiter.callback(None)
@@ -355,7 +356,7 @@ class NodeService(MultiService):
         for path in sorted(self._remembered):
             self._prepared[path] = Deferred.fromCoroutine(Session.prepare(
                 self._reactor, path, node=self.config, rules=self.file_rules,
-                check=self._not_open_already))
+                check=self._not_open_already, currencies=self.currencies))
 
     async def _discard_prepared(self) -> None:
         """Close what was prepared for sessions that will not be built now (the start failed
@@ -472,6 +473,15 @@ class NodeService(MultiService):
                    sum(len(s.settlement.receipts) for s in sessions)),
             Sample("perund_gas_fees_wei", {}, sum(s.settlement.fees_paid for s in sessions)),
         ]
+        fees: dict[tuple[str, str], float] = {}
+        for session in sessions:
+            for asset, (earned, paid) in session.client.fees.sums().items():
+                currency, decimals = self.currencies.label(asset)
+                for direction, amount in (("earned", earned), ("paid", paid)):
+                    key = (direction, currency)
+                    fees[key] = fees.get(key, 0.0) + amount / 10**decimals
+        samples += [Sample("perund_intermediary_fees", {"direction": d, "currency": c}, value)
+                    for (d, c), value in sorted(fees.items())]
         return samples
 
     def render_metrics(self) -> str:

@@ -135,6 +135,10 @@ class Persist:
     channel: Channel
     wait: bool = True
     write: bool = True
+    by_us: bool = False
+    """Whether we proposed the state this write makes current: our update, or one a sync brings
+    back (a state we countersigned is never lost: it is durable before our countersignature
+    leaves, docs/protocol.md). The payment history labels the state's payments by it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +423,9 @@ class Closed:
     version: int
     paid: tuple[tuple[Address, int], ...] | None = None
     """None: not known (the conclusion was learnt without its PaidOut events)."""
+    credited: tuple[tuple[Address, int], ...] = ()
+    """The part of `paid` the contract could not send (our receiver, or the token, refused
+    the transfer) and holds for a `withdraw`, per asset."""
 
 
 Event = (

@@ -84,7 +84,7 @@ class Executor:
                 continue
             try:
                 if event.write:
-                    store.put(event.channel)
+                    store.put(event.channel, event.by_us)
                 else:
                     store.note(event.channel)
             except PerundError as exc:

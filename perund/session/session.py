@@ -21,13 +21,15 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
+from perund.api.amounts import Currencies
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
 from perund.chain.watcher import ChainView, ChainWatcher
+from perund.channel.fees import FeeSchedule
 from perund.channel.phases import TERMINAL
 from perund.channel.proposal import Deployment
 from perund.channel.records import Channel
-from perund.channel.types import ChannelID, hex_address
+from perund.channel.types import ETH, ChannelID, hex_address
 from perund.config import NodeConfig
 from perund.contacts.book import Contact, ContactBook
 from perund.errors import FailedPrecondition, InvalidConfig, StoreError, StoreLocked
@@ -42,8 +44,11 @@ from perund.session.chain_check import (
 )
 from perund.session.client import ChannelClient
 from perund.session.config import SessionConfig, SessionKeys, read_session_files, unlock
+from perund.session.fee_config import resolve_fee
 from perund.session.notices import Notice
 from perund.session.onchain import ChainSettlement
+from perund.session.withdrawals import Withdrawals
+from perund.storage.fsync_thread import fsync_thread
 from perund.storage.store import SessionStore
 
 log = Logger(namespace="perund.session")
@@ -77,6 +82,7 @@ class SessionParts:
     contacts: list[Contact]
     keys: SessionKeys
     store: SessionStore
+    fee_schedule: FeeSchedule
     found: list[Shortfall] | None = None
     """What the chain lacks of the store's channels (`Session.check_chain`), once asked."""
 
@@ -100,6 +106,9 @@ class Session:
         self.restored: list[Channel] = []
         self._early: deque[Notice] | None = deque(maxlen=EARLY_NOTICES)
         client.observers.append(self._keep_early)
+        self.withdrawals = Withdrawals(reactor, settlement)
+        """Withdraws the payouts the Adjudicator credited to our account instead of sending."""
+        client.observers.append(self.withdrawals.observe)
 
     def _keep_early(self, notice: Notice) -> None:
         if self._early is not None:
@@ -120,25 +129,29 @@ class Session:
                    rules: FileRules | None = None,
                    check: Callable[[SessionConfig], None] | None = None,
                    asset_label: AssetLabel = default_label,
+                   currencies: Currencies | None = None,
                    parts: Deferred[SessionParts] | None = None) -> Session:
         """Open the session of `config_file`; InvalidConfig names whatever is wrong.
 
         Its files are read under `rules` (the folders the operator allows) off the reactor
         thread, within `sessions.open_timeout`: a slow disk or a hostile path stalls nobody.
         `check` may refuse the config once it is read (the node: the same user open twice).
-        `asset_label` names assets in messages (the node's currency table). `parts`: what
+        `asset_label` names assets in messages (the node's currency table); `currencies`
+        (default: ETH alone) resolve the intermediary fee's symbols and amounts. `parts`: what
         `prepare` made of `config_file` already (a node's start prepares its sessions while
         it connects to the chain); it is closed if the session cannot be built from it.
         """
         if parts is None:
             parts = Deferred.fromCoroutine(cls.prepare(reactor, config_file, node=node,
-                                                       rules=rules, check=check))
+                                                       rules=rules, check=check,
+                                                       currencies=currencies))
         prepared = await parts
         try:
             if prepared.found is None:
                 prepared = await cls.check_chain(prepared, chain, asset_label)
             return await cls._build(reactor, prepared, chain, node,
-                                    session_id or os.urandom(16).hex(), chain_view)
+                                    session_id or os.urandom(16).hex(), chain_view,
+                                    asset_label)
         except BaseException:
             prepared.store.close()
             raise
@@ -159,7 +172,8 @@ class Session:
     @classmethod
     async def prepare(cls, reactor: Any, config_file: str | Path, *, node: NodeConfig,
                       rules: FileRules | None = None,
-                      check: Callable[[SessionConfig], None] | None = None) -> SessionParts:
+                      check: Callable[[SessionConfig], None] | None = None,
+                      currencies: Currencies | None = None) -> SessionParts:
         """What opening the session needs before the chain: its files read, its keys unlocked
         and its store opened (see `open`; the caller closes the store of parts it does not
         use). The keys are unlocked off the reactor thread while the store is read on it."""
@@ -175,11 +189,12 @@ class Session:
                 requirement="files the node can read at once") from None
         if check is not None:
             check(config)
+        fee_schedule = resolve_fee(config.intermediary.fee, currencies or Currencies())
         # scrypt takes up to a second a key: unlock off the reactor thread so other sessions'
         # payments do not stall meanwhile, and the store loads at the same time.
         unlocking: Deferred[SessionKeys] = deferToThread(unlock, config, None, rules)
         try:
-            store = SessionStore(config.database, reactor)
+            store = SessionStore(config.database, reactor, sync_elsewhere=fsync_thread(reactor))
         except BaseException as exc:
             # The keys' problems come first, as when the store was opened after them.
             await unlocking
@@ -194,12 +209,12 @@ class Session:
         except BaseException:
             store.close()
             raise
-        return SessionParts(config, contacts, keys, store)
+        return SessionParts(config, contacts, keys, store, fee_schedule)
 
     @classmethod
     async def _build(cls, reactor: Any, parts: SessionParts, chain: ChainBackend,
                      node: NodeConfig, session_id: str, chain_view: ChainView | None,
-                     ) -> Session:
+                     asset_label: AssetLabel) -> Session:
         config, keys, store = parts.config, parts.keys, parts.store
         if chain.chain_id is None or chain.adjudicator is None:
             raise FailedPrecondition("the node is not connected to the chain yet")
@@ -223,6 +238,7 @@ class Session:
             is_contact=contacts.knows, response_timeout=node.timeouts.response,
             request_timeout=node.timeouts.peer_request, confirm_updates=config.confirm_updates,
             dispute_after=config.dispute_after, intermediary=config.intermediary,
+            fee_schedule=parts.fee_schedule, asset_label=asset_label,
         )
         watcher = ChainWatcher(reactor, chain_view or chain, store, client,
                                poll_interval=node.chain.poll_interval,
@@ -249,6 +265,8 @@ class Session:
             client.stop()
             await peers.stop()
             raise
+        # A payout the contract credited while the node was down, or never withdrew.
+        session.withdrawals.check([ETH, *(token.address for token in node.chain.assets.values())])
         log.info("session {session_id} open: off-chain {address}, on-chain {account}, "
                  "{restored} channels restored, peers on {listen}", session_id=session_id,
                  address=hex_address(signer.address), account=hex_address(account.address),
@@ -272,6 +290,7 @@ class Session:
                 openChannels=["0x" + c.channel_id.hex() for c in still_open],
             )
         await self.watcher.stop()
+        self.withdrawals.stop()
         self.client.stop()
         await self.peers.stop()
         try:

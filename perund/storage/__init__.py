@@ -20,8 +20,9 @@ class ChannelStore(Protocol):
     flush (group commit).
     """
 
-    def put(self, channel: Channel) -> None:
-        """Record `channel` (replacing its previous value)."""
+    def put(self, channel: Channel, by_us: bool = False) -> None:
+        """Record `channel` (replacing its previous value); `by_us`: we proposed the state it
+        makes current (for the payment history)."""
 
     def note(self, channel: Channel) -> None:
         """Take `channel` as the channel's latest value without writing it: the next `put`
@@ -57,7 +58,7 @@ class MemoryStore:
         self._channels: dict[ChannelID, Channel] = {}
         self._meta: dict[str, bytes] = {}
 
-    def put(self, channel: Channel) -> None:
+    def put(self, channel: Channel, by_us: bool = False) -> None:
         """Record `channel`."""
         self._channels[channel.channel_id] = channel
 

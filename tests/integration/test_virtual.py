@@ -55,9 +55,9 @@ def until(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any
         time.sleep(0.1)
 
 
-def split(setup: Generated) -> dict[str, Path]:
+def split(setup: Generated, intermediary: dict[str, Any] | None = None) -> dict[str, Path]:
     """One node config per user (each its own API port and data folder); ingrid's session
-    serves as intermediary."""
+    serves as intermediary (with the settings `intermediary`, if given)."""
     node = yaml.safe_load(setup.node_config.read_text())
     node["chain"]["poll_interval"] = "200ms"
     node["timeouts"] = {"response": "8s", "tx": "10s", "funding": "8s", "peer_dial": "2s",
@@ -71,7 +71,7 @@ def split(setup: Generated) -> dict[str, Path]:
         configs[name] = path
     ingrid = next(u for u in setup.users if u.name == "ingrid").session_file
     session = yaml.safe_load(ingrid.read_text())
-    session["intermediary"] = {"enabled": True, "lock_window": "5s"}
+    session["intermediary"] = intermediary or {"enabled": True, "lock_window": "5s"}
     ingrid.write_text(yaml.safe_dump(session))
     return configs
 
@@ -79,10 +79,11 @@ def split(setup: Generated) -> dict[str, Path]:
 class Hub:
     """The three daemons with open sessions, the chain, and the helpers the tests share."""
 
-    def __init__(self, setup: Generated, workdir: Path, anvil: Anvil) -> None:
+    def __init__(self, setup: Generated, workdir: Path, anvil: Anvil,
+                 intermediary: dict[str, Any] | None = None) -> None:
         self.anvil = anvil
         self.users = {u.name: u for u in setup.users}
-        configs = split(setup)
+        configs = split(setup, intermediary)
         self.daemons: dict[str, Daemon] = {}
         self.sessions: dict[str, str] = {}
         for name in USERS:
@@ -117,10 +118,13 @@ class Hub:
             socket.close()
 
     def open(self, proposer: str, responder: str, ours: str, theirs: str,
-             via: str | None = None) -> dict[str, Any]:
-        """`proposer` opens a channel with `responder` (a virtual one `via` an intermediary),
-        whose user accepts the pushed proposal; both sides' channel info once open."""
-        extra = {} if via is None else {"via": via}
+             via: str | None = None, max_fee: str | None = None) -> dict[str, Any]:
+        """`proposer` opens a channel with `responder` (a virtual one `via` an intermediary,
+        paying it at most `max_fee` ETH), whose user accepts the pushed proposal; both sides'
+        channel info once open."""
+        extra: dict[str, Any] = {} if via is None else {"via": via}
+        if max_fee is not None:
+            extra["maxFee"] = {"ETH": max_fee}
         with self.pushes(responder) as pushes:
             opening = self.background(self.call, proposer, "channel_open", peer=responder,
                                       balances={"ETH": {"self": ours, "peer": theirs}},

@@ -41,7 +41,10 @@ class Pay:
         for event in events:
             if isinstance(event, Persist):
                 store = self.stores[who]
-                (store.put if event.write else store.note)(event.channel)
+                if event.write:
+                    store.put(event.channel, event.by_us)
+                else:
+                    store.note(event.channel)
         self.clock.advance(1)
 
     def pay(self, payer: str, amount: int) -> None:
