@@ -288,16 +288,19 @@ class Virtuals:
         if parent is None or channel is None:
             return
         why = failure.getErrorMessage()
-        if _pending_proof(parent, vid):
+        if _pending_proof(parent, vid) and not proof.is_fold:
             # Its fate shows in the next sync with the intermediary (`changed`); the user
             # waiting for the channel is told now.
-            if not proof.is_fold:
-                self._not_open_yet(vid, PeerRequestTimedOut(
-                    f"the intermediary did not answer our lock ({why}): the virtual channel "
-                    "opens if it signed it, which the next sync with it shows",
-                    peer=_hex(parent.peer), timeout=0))
+            self._not_open_yet(vid, PeerRequestTimedOut(
+                f"the intermediary did not answer our lock ({why}): the virtual channel "
+                "opens if it signed it, which the next sync with it shows",
+                peer=_hex(parent.peer), timeout=0))
             return
         if proof.is_fold:
+            # Also when the fold's fate is unknown: waiting for a sync would wait forever for
+            # an intermediary that stays away, and the ledger cannot close meanwhile. Our
+            # latest ledger state still holds the lock, and the final state settles it; if the
+            # intermediary did sign the fold, its folded state pays the same.
             if parent.phase in (Phase.FUNDING, Phase.OPEN, Phase.UPDATING) \
                     and vid in self._locks(parent):
                 log.warn("virtual channel {vid}: the intermediary did not fold it ({why}); "

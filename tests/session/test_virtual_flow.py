@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 
 from perund.chain.backend import ChainBackend
 from perund.channel import events as ev
@@ -193,3 +195,32 @@ async def test_a_node_that_is_no_intermediary_refuses_every_lock(chain: ChainBac
         for user in (alice, ingrid, carol):
             user.client.stop()
             await user.peers.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_folds_an_intermediary_holds_and_never_answers_are_settled_on_chain(
+        hub: Hub) -> None:
+    """Ingrid receives both folds and stays silent (her node hangs, or her answers are lost):
+    each party's fold is of unknown fate, and each takes its ledger on-chain with the final
+    state rather than waiting for her forever (found on anvil by
+    tests/integration/test_virtual_safety.py: the ledgers stayed open, unclosable)."""
+    vid = await open_virtual(hub)
+    await hub.alice.client.send(vid, ((ETH, ETHER // 10),))
+    hub.ingrid.client._handlers[ev.AwaitingMatch] = lambda e: None
+    for user in (hub.alice, hub.carol):
+        user.client.response_timeout = user.client.request_timeout = 1.0
+    closing = hub.alice.client.close(vid)
+    closing.addErrback(lambda _: None)
+    question = await hub.carol.update_question().addTimeout(10, reactor)
+    await hub.carol.client.respond_update(vid, question.update_id, True)  # type: ignore[attr-defined]
+    parties = ((hub.alice, hub.la), (hub.carol, hub.lc))
+    for _ in range(100):
+        if all(user.client.channels[ledger].phase in (Phase.CLOSING, Phase.DISPUTED)
+               for user, ledger in parties):
+            break
+        await deferLater(reactor, 0.1, lambda: None)
+    for user, ledger in parties:
+        # Registration under way (or done) with the lock: the final state settles it.
+        channel = user.client.channels[ledger]
+        assert channel.phase in (Phase.CLOSING, Phase.DISPUTED), channel.phase
+        assert [lock.channel_id for lock in channel.latest.locked] == [vid]
