@@ -156,7 +156,7 @@ class ChannelClient(TimingKnobs):
             check_id=lambda proof: self._virtual.check_proof_id(proof),
             registered=lambda vid: self._virtual.registered(vid))
         self._virtual = Virtuals(
-            signer=signer, deployment=deployment, links=peers, timing=self.timing,
+            reactor, signer=signer, deployment=deployment, links=peers, timing=self.timing,
             channels=self.channels, questions=self._questions, sends=self._sends,
             confirm_updates=confirm_updates, start=self._start, apply=self._apply,
             execute=self._execute, settle=self._duties.settle, is_contact=self._is_contact,
@@ -265,6 +265,7 @@ class ChannelClient(TimingKnobs):
                 self._apply(channel_id, UserTimedOut(update_id))
         self.stopped = True
         self.intermediary.stop()
+        self._virtual.stop()
         self._resync.release_all()
         self.peers.detach(self.inbox)
         self._sends.stop()
