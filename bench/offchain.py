@@ -94,9 +94,12 @@ def store_for(durable: str, name: str, history: bool = True) -> ChannelStore:
     keeping the payment history unless `history` is False (bench/history.py's baseline)."""
     if not durable:
         return MemoryStore()
+    from perund.storage.fsync_thread import fsync_thread
     from perund.storage.store import SessionStore
 
-    return SessionStore(Path(durable) / name, reactor, record_payments=history)
+    # As a node's sessions do: fsyncs that answer several flows run on their own thread.
+    return SessionStore(Path(durable) / name, reactor, record_payments=history,
+                        sync_elsewhere=fsync_thread(reactor))
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -31,13 +31,19 @@ def test_offchain_benchmark_reports_every_run() -> None:
 
 def test_api_benchmark_reports_both_credentials() -> None:
     api_bench = BENCH.with_name("api.py")
-    out = subprocess.run([sys.executable, str(api_bench), "--seconds", "0.3", "--rounds", "1"],
+    out = subprocess.run([sys.executable, str(api_bench), "--seconds", "0.3", "--rounds", "1",
+                          "--clients", "2"],
                          capture_output=True, text=True, timeout=180, check=True).stdout
     results = json.loads(out)
-    runs = results["sequential_channel_send_one_keepalive_connection"]
-    for who in ("operator", "session"):
+    runs = results["sequential_channel_send_one_connection"]
+    for who in ("operator", "session", "ws"):
         assert runs[who][0]["payments_per_s"] > 0
         assert 0 < runs[who][0]["p50_ms"] <= runs[who][0]["p99_ms"]
+    together = results["concurrent_clients"]
+    assert set(together) == {f"2_clients_{where}_{over}" for where in ("one_channel", "2_channels")
+                             for over in ("http", "ws")}
+    for figures in together.values():
+        assert figures["payments"] > 0 and 0 < figures["p50_ms"] <= figures["p99_ms"]
     assert results["credential_check"]["session_us"] > 0
     assert 0 < results["credential_check_share_of_a_call"] < 1
 

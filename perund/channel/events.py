@@ -126,12 +126,19 @@ class UpdateKind(enum.Enum):
 class Persist:
     """Write the channel record; with `wait`, durably before executing any event that follows.
 
-    Without `wait` nothing that follows depends on the write: our staged update within our
-    reservation, or a payment of ours the payee has countersigned (and so holds).
+    Without `wait` nothing that follows depends on the write: a payment of ours the payee has
+    countersigned (and so holds). Without `write` nothing is written at all: the store only
+    takes `channel` as its view (the base from which the next record's payments are derived),
+    for our staged update within our reservation, which nothing needs after a restart.
     """
 
     channel: Channel
     wait: bool = True
+    write: bool = True
+    by_us: bool = False
+    """Whether we proposed the state this write makes current: our update, or one a sync brings
+    back (a state we countersigned is never lost: it is durable before our countersignature
+    leaves, docs/protocol.md). The payment history labels the state's payments by it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -471,6 +471,8 @@ class ChannelClient(TimingKnobs):
     def _new_state(self, e: ev.NewState) -> None:
         if e.source is ev.Source.OWN:
             self._sends.landed(e.channel_id, e.state.version)
+        elif e.source is ev.Source.PEER:
+            self._sends.peer_update_taken(e.channel_id)
         if self.observers:
             self._notify(ChannelNotice(self.channels[e.channel_id], e))
 

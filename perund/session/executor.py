@@ -7,7 +7,8 @@ Rules, stated once:
 - events run in the order the core produced them, those of one transition and those of the
   transitions after it, across channels: no message overtakes one emitted before it;
 - a `Persist` is written to the store at once, when its transition's events are handed in (so
-  every write of one reactor turn shares one commit and one fsync: group commit);
+  every write of one reactor turn shares one commit and one fsync: group commit); one without
+  `write` is only noted by the store;
 - a `Persist` with `wait` holds back every later event until its write is durable (the store's
   `flush`); one without `wait` holds back nothing;
 - once the store has failed to make a write durable, the events after any `Persist` are not
@@ -82,7 +83,10 @@ class Executor:
                 steps.append(event)
                 continue
             try:
-                store.put(event.channel)
+                if event.write:
+                    store.put(event.channel, event.by_us)
+                else:
+                    store.note(event.channel)
             except PerundError as exc:
                 steps.append(_Written(False, str(exc)))
                 steps.extend(events[i + 1:])

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from perund.channel import events as ev
 from perund.channel.changes import Concluded
 from perund.channel.types import Address
-from perund.peer.manager import PeerManagerOwner
+from perund.peer.records import PeerManagerOwner
 from perund.wire.messages import Message
 
 if TYPE_CHECKING:

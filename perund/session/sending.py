@@ -11,8 +11,12 @@ Rules, stated once:
 - nothing is signed for a peer that is not connected: the queue pings first (connecting, which
   syncs) and proposes once the link is up, or fails what waits with the reason;
 - an update refused in a way a higher version cures (both sides proposed at once, or the peer
-  already signed that version) is proposed again, first in its line, at most `RETRIES` times;
-  participant 1 waits `RETRY_DELAY` per attempt first so that two retries do not collide again.
+  already signed that version) is proposed again, first in its line, at most `RETRIES` times.
+  After a collision the two sides take turns: participant 0 retries at once and, once its retry
+  is countersigned, proposes nothing until it has taken the peer's next update; participant 1
+  retries once it has taken participant 0's. Either wait ends after `RETRY_DELAY` per attempt
+  at the latest (the peer may have nothing to send). So two sides that pay without pause both
+  get through.
 
 Each send fires with the channel once its update is countersigned and durable, or fails with
 the PerundError the user is told (`_error_of`). An update that merges several sends, or whose
@@ -57,8 +61,8 @@ RETRIES: Final = 3
 once, or the peer already signed a state of that version) is proposed again."""
 
 RETRY_DELAY: Final = 0.01
-"""Seconds participant 1 waits per attempt before retrying; participant 0 retries at once, so
-after a collision the two retries do not collide again."""
+"""After a collision, the longest a side waits (per attempt) for the peer's turn: participant 1
+before its retry, participant 0 after its retry landed (module docstring)."""
 
 MAX_BATCH: Final = 256
 """At most this many waiting payments go out in one update."""
@@ -170,7 +174,10 @@ class SendQueue:
         self._memos = memos
         self._lines: dict[ChannelID, deque[_Waiting]] = {}
         self._paused: set[ChannelID] = set()
-        """Channels whose line waits for a link (a ping) or a retry's pause."""
+        """Channels whose line waits for a link (a ping) or for the peer's turn."""
+        self._peer_turns: dict[ChannelID, Any] = {}
+        """Channels whose line waits for the peer's turn after a collision, with the
+        DelayedCall that ends the wait if no update of the peer's comes first."""
         self._in_flight: dict[tuple[ChannelID, int], tuple[Deferred[Channel], State]] = {}
         """Our staged updates (and their states), by channel and version, until `landed` or
         `failed`."""
@@ -245,6 +252,11 @@ class SendQueue:
             done.addCallbacks(_fire_all, _fail_all, callbackArgs=(batch,), errbackArgs=(batch,))
             return
 
+    def peer_update_taken(self, channel_id: ChannelID) -> None:
+        """The peer's update became the channel's state: its turn after a collision is over."""
+        if channel_id in self._peer_turns:
+            self._peer_turn_over(channel_id)
+
     def landed(self, channel_id: ChannelID, version: int) -> None:
         """Our update of `version` is countersigned and durable (a `NewState` of ours)."""
         flight = self._in_flight.pop((channel_id, version), None)
@@ -275,6 +287,10 @@ class SendQueue:
     def stop(self) -> None:
         """Fail what waits; propose nothing more (updates in flight end as they will)."""
         self.stopped = True
+        turns, self._peer_turns = self._peer_turns, {}
+        for call in turns.values():
+            if call.active():
+                call.cancel()
         for channel_id in list(self._lines):
             self._fail_line(channel_id, FailedPrecondition("the session is closing"))
 
@@ -332,13 +348,33 @@ class SendQueue:
         if line is None:
             line = self._lines[channel_id] = deque()
         line.appendleft(again)
-        delay = RETRY_DELAY * (attempt + 1) * channel.index
-        if delay:
-            self._paused.add(channel_id)
-            self._reactor.callLater(delay, self._unpause, None, channel_id)
-        else:
-            self.drain(channel_id)
+        wait = RETRY_DELAY * (attempt + 1)
+        if channel.index == 1:
+            self._await_peer_turn(channel_id, wait)
+            return again.done
+        again.done.addBoth(self._yield_turn, channel_id, wait)
+        self.drain(channel_id)
         return again.done
+
+    def _yield_turn(self, result: Any, channel_id: ChannelID, wait: float) -> Any:
+        """Participant 0's retry ended: the peer proposes next (module docstring)."""
+        if isinstance(result, Channel) and not self.stopped and channel_id in self._channels:
+            self._await_peer_turn(channel_id, wait)
+        return result
+
+    def _await_peer_turn(self, channel_id: ChannelID, wait: float) -> None:
+        previous = self._peer_turns.pop(channel_id, None)
+        if previous is not None and previous.active():
+            previous.cancel()
+        self._paused.add(channel_id)
+        self._peer_turns[channel_id] = self._reactor.callLater(
+            wait, self._peer_turn_over, channel_id)
+
+    def _peer_turn_over(self, channel_id: ChannelID) -> None:
+        call = self._peer_turns.pop(channel_id, None)
+        if call is not None and call.active():
+            call.cancel()
+        self._unpause(None, channel_id)
 
     def _unpause(self, _: object, channel_id: ChannelID) -> None:
         """The link is up, or a retry's pause is over: propose what waits."""

@@ -37,6 +37,7 @@ from perund.session.client import ChannelClient
 from perund.session.config import SessionConfig, SessionKeys, read_session_files, unlock
 from perund.session.notices import Notice
 from perund.session.onchain import ChainSettlement
+from perund.storage.fsync_thread import fsync_thread
 from perund.storage.store import SessionStore
 
 log = Logger(namespace="perund.session")
@@ -123,7 +124,7 @@ class Session:
         # payments do not stall meanwhile.
         keys: SessionKeys = await deferToThread(unlock, config, None, rules)
         try:
-            store = SessionStore(config.database, reactor)
+            store = SessionStore(config.database, reactor, sync_elsewhere=fsync_thread(reactor))
         except StoreLocked as exc:
             raise FailedPrecondition(
                 f"this session's store {config.database} is open in another process "

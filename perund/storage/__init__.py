@@ -20,8 +20,13 @@ class ChannelStore(Protocol):
     flush (group commit).
     """
 
-    def put(self, channel: Channel) -> None:
-        """Record `channel` (replacing its previous value)."""
+    def put(self, channel: Channel, by_us: bool = False) -> None:
+        """Record `channel` (replacing its previous value); `by_us`: we proposed the state it
+        makes current (for the payment history)."""
+
+    def note(self, channel: Channel) -> None:
+        """Take `channel` as the channel's latest value without writing it: the next `put`
+        derives its payments from it; a restart finds the value last put."""
 
     def flush(self) -> Deferred[None] | None:
         """Make every put so far durable: None if already done, else a Deferred."""
@@ -53,8 +58,12 @@ class MemoryStore:
         self._channels: dict[ChannelID, Channel] = {}
         self._meta: dict[str, bytes] = {}
 
-    def put(self, channel: Channel) -> None:
+    def put(self, channel: Channel, by_us: bool = False) -> None:
         """Record `channel`."""
+        self._channels[channel.channel_id] = channel
+
+    def note(self, channel: Channel) -> None:
+        """Record `channel` (in memory, noting and putting are the same)."""
         self._channels[channel.channel_id] = channel
 
     def flush(self) -> None:

@@ -58,7 +58,7 @@ class PaymentRecord:
 
 
 def payments_between(old: Channel | None, new: Channel, now: float, first_id: int,
-                     memo: Memo = ()) -> list[PaymentRecord]:
+                     memo: Memo = (), by_us: bool = False) -> list[PaymentRecord]:
     """The payments that turned channel value `old` into `new` (numbered from `first_id`):
     one record per asset whose balance of ours changed between their fully signed states, or,
     when the update's `memo` adds up to that change, one per part and asset, with the parts'
@@ -66,8 +66,9 @@ def payments_between(old: Channel | None, new: Channel, now: float, first_id: in
 
     Opening (no earlier fully signed state), states that move nothing (a final state, a
     registration) and a virtual channel's lock or fold make none. Who proposed the new state
-    decides whether it was a request: our own staged or abandoned update of that version means
-    we did; anything else (the peer's update, a state learnt from a sync) means the peer did.
+    (`by_us`, as the core says: our update, or a state a sync brought back, since the states we
+    lack are always ones we proposed) decides whether it was a request: a payment moves money
+    away from its proposer, a request towards it.
     """
     if old is None or old.current is None or new.current is None or new.current is old.current:
         return []  # the last test is the common case: a put that changes no signed state
@@ -77,9 +78,7 @@ def payments_between(old: Channel | None, new: Channel, now: float, first_id: in
         # one here (the virtual channel's own history has its payments).
         return []
     ours = new.index
-    we_proposed = any(
-        staged is not None and staged.proposer == ours and staged.state.version == after.version
-        for staged in (old.staged, old.abandoned))
+    we_proposed = by_us
     proposer = ours if we_proposed else 1 - ours
     moved = tuple(was[proposer] - row[proposer]
                   for was, row in zip(before.balances, after.balances, strict=True))

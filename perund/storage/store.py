@@ -8,9 +8,10 @@ fires after the commit covering every write so far, or None when there is nothin
 A commit that nobody waits for (no `flush` since the last one) appends its records, so that a
 killed process loses none of them, but leaves the fsync to the next commit that is waited for,
 or to `sync_delay` seconds later, whichever comes first: writes nobody waits for do not cost an
-fsync each (docs/protocol.md, "Durability by interest"). The fsync runs on the reactor thread:
-it costs about 0.15 ms here, less than handing it to a thread and back would save
-(docs/storage.md has the figures).
+fsync each (docs/protocol.md, "Durability by interest"). A commit that answers one waiter
+fsyncs on the reactor thread (about 0.15 ms here, less than a thread hop would add); one that
+answers several, given `sync_elsewhere`, runs its fsync there, and the reactor goes on
+(docs/storage.md, "Where the fsync runs").
 
 Reads never touch the file: the store keeps the decoded value of every record in memory (a few
 hundred bytes per channel), loaded and checked once on open.
@@ -34,6 +35,7 @@ from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from perund.channel.memo import Memo
 from perund.channel.records import Channel
@@ -91,12 +93,14 @@ class SessionStore:
         compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
         record_payments: bool = True,
         sync_delay: float = DEFAULT_SYNC_DELAY,
+        sync_elsewhere: SyncRunner | None = None,
     ) -> None:
         if compact_ratio <= 1:
             raise ValueError("compact_ratio must exceed 1")
         if not sync_delay >= 0:
             raise ValueError("sync_delay must be at least 0")
         self._sync_delay = sync_delay
+        self._sync_elsewhere = sync_elsewhere
         self.path = os.fspath(path)
         self.data_path = os.path.join(self.path, datafile.DATA_NAME)
         # zope interfaces do not type-check as protocols (their methods have no `self`).
@@ -121,9 +125,18 @@ class SessionStore:
         self._pending: dict[bytes, bytes | None] = {}
         self._waiters: list[Deferred[None]] = []
         self._scheduled: DelayedCall | None = None
-        self._unsynced: DelayedCall | None = None
-        """While records are appended but not fsynced: the call that fsyncs them."""
+        self._sync_timer: DelayedCall | None = None
+        """While records are appended but not fsynced: the call that fsyncs them at the latest."""
+        self._appends = 0
+        """Commits that appended records to the file so far."""
+        self._durable_appends = 0
+        """How many of them the last completed fsync covered."""
+        self._flight: _Flight | None = None
+        """The fsync running elsewhere (`sync_elsewhere`), if any."""
+        self._sync_again = False
+        """A commit wanted an fsync while one was running: another follows it."""
         self._failed: StoreError | None = None
+        self._closing = False
         self._closed = False
 
         self._live: dict[bytes, int] = {}  # key -> bytes of its record in the file
@@ -228,21 +241,32 @@ class SessionStore:
     # ----------------------------------------------------------------------------------------
     # Channels (the ChannelStore protocol)
 
-    def put(self, channel: Channel) -> None:
+    def put(self, channel: Channel, by_us: bool = False) -> None:
         """Record `channel`, replacing its previous value (durable after the next flush), and
-        the payments it made since its previous value (`payments_between`)."""
+        the payments it made since its previous value (`payments_between`; `by_us`: we
+        proposed the state it makes current)."""
         key = _CHANNEL + channel.channel_id
         if self._record_payments:
             memo = self._memos.pop((channel.channel_id, channel.current.state.version), ()) \
                 if channel.current is not None and self._memos else ()
             made = payments_between(self._channels.get(channel.channel_id), channel,
-                                    self._seconds(), self.history.next_id, memo)
+                                    self._seconds(), self.history.next_id, memo, by_us)
             if made:
                 self._add_payments(made)
                 # The channel's record goes after its payments in the commit: a tail torn
                 # between them leaves payments without their state, which the next open drops.
                 self._pending.pop(key, None)
         self._write(key, codec.encode_channel(channel))
+        self._channels[channel.channel_id] = channel
+
+    def note(self, channel: Channel) -> None:
+        """Take `channel` as the channel's latest value without writing it (our staged update
+        within our reservation): the next `put` derives its payments from it, and a restart
+        finds the value last put. Refused like `put` once the store is closed or failed."""
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        if self._failed is not None:
+            raise self._failed
         self._channels[channel.channel_id] = channel
 
     def annotate(self, channel_id: ChannelID, version: int, memo: Memo) -> None:
@@ -347,7 +371,7 @@ class SessionStore:
         if self._failed is not None:
             return fail(self._failed)
         if not self._pending:
-            if self._unsynced is None:
+            if self._durable_appends == self._appends:
                 return None
             if self._scheduled is None:  # appended already: only the fsync is missing
                 self._scheduled = self._call_later(0, self._commit)
@@ -363,15 +387,28 @@ class SessionStore:
         """
         if self._closed:
             return
+        self._closing = True  # from here on, every fsync runs here, at once
         try:
-            while (self._pending or self._unsynced is not None) and self._failed is None:
+            while (self._pending or self._durable_appends != self._appends) \
+                    and self._failed is None:
                 self._commit(sync=True)
+            flight = self._flight
+            if flight is not None and self._failed is None:
+                # The fsync above covered what the one still running elsewhere was for.
+                self._flight = None
+                for d in flight.waiters:
+                    d.callback(None)
+                if flight.made:
+                    self._announce(flight.made)
         finally:
             self._closed = True
-            for call in (self._scheduled, self._unsynced):
+            for call in (self._scheduled, self._sync_timer):
                 if call is not None and call.active():
                     call.cancel()
-            self._scheduled = self._unsynced = None
+            self._scheduled = self._sync_timer = None
+            if self._flight is not None:
+                self._waiters[:0] = self._flight.waiters
+                self._flight = None
             self._fail_waiters(self._failed or StoreError(f"store {self.path} closed"))
             try:
                 self._db.close()  # fsyncs again: cheap, nothing new to write
@@ -403,19 +440,89 @@ class SessionStore:
             self._scheduled = self._call_later(0, self._commit)
 
     def _sync_later(self) -> None:
+        self._sync_timer = None
         self._commit(sync=True)
+
+    def _all_durable(self) -> None:
+        """Everything appended so far is covered by a completed fsync."""
+        self._durable_appends = self._appends
+        if self._sync_timer is not None:
+            if self._sync_timer.active():
+                self._sync_timer.cancel()
+            self._sync_timer = None
+
+    def _sync_elsewhere_now(self, waiters: list[Deferred[None]],
+                            made: list[PaymentRecord]) -> None:
+        """fsync on `sync_elsewhere` (a thread) what is appended, then fire `waiters`; while one
+        runs, the reactor goes on appending, and the waiters of those appends wait for the
+        next fsync (`_sync_again`)."""
+        if self._flight is not None:
+            # Appended after the running fsync began: it may not cover them.
+            self._waiters[:0] = waiters
+            self._unannounced[:0] = made
+            self._sync_again = True
+            return
+        runner = self._sync_elsewhere
+        assert runner is not None
+        # A descriptor of its own: closing or compacting the store meanwhile cannot leave the
+        # thread fsyncing a number the process has since reused.
+        fd = os.dup(self._db._data_fd)
+
+        def fsync() -> None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        flight = self._flight = _Flight(self._appends, waiters, made)
+        runner(fsync).addCallbacks(self._synced_elsewhere, self._sync_failed_elsewhere,
+                                   callbackArgs=(flight,), errbackArgs=(flight,))
+
+    def _synced_elsewhere(self, _: object, flight: _Flight) -> None:
+        if self._flight is not flight:
+            return  # the store closed meanwhile, and its own fsync covered these
+        self._flight = None
+        if flight.appends == self._appends:
+            self._all_durable()
+        else:
+            self._durable_appends = max(self._durable_appends, flight.appends)
+        for d in flight.waiters:
+            d.callback(None)
+        if flight.made:
+            self._announce(flight.made)
+        if self._closed:
+            return
+        if self._sync_again or self._waiters:
+            self._sync_again = False
+            if self._scheduled is None:
+                self._scheduled = self._call_later(0, self._commit, True)
+        elif self._over_threshold() and self._durable_appends == self._appends:
+            self._compact()
+
+    def _sync_failed_elsewhere(self, failure: Failure, flight: _Flight) -> None:
+        if self._flight is not flight:
+            return
+        self._flight = None
+        log.failure("store {path}: an fsync failed", failure, path=self.path)
+        self._failed = StoreError(f"store {self.path}: writing failed: {failure.value}")
+        for d in flight.waiters:
+            d.errback(self._failed)
+        self._fail_waiters(self._failed)
 
     def _commit(self, sync: bool = False) -> None:
         """Append every pending write, fsync once (unless nobody waits: `sync_delay`), then
         fire the waiters."""
         self._scheduled = None
         sync = sync or bool(self._waiters)
-        if self._failed is not None or not (self._pending or (sync and self._unsynced)):
+        unsynced = self._durable_appends != self._appends
+        if self._failed is not None or not (self._pending or (sync and unsynced)):
             return
         pending, self._pending = self._pending, {}
         waiters, self._waiters = self._waiters, []
         made, self._unannounced = self._unannounced, []
         db = self._db
+        if pending:
+            self._appends += 1
         try:
             for key, value in pending.items():
                 if value is None:
@@ -437,6 +544,12 @@ class SessionStore:
                     self._live[key] = size
             # A compaction follows (it copies what the file holds): durable first.
             sync = sync or (not self._closed and self._over_threshold())
+            if sync and self._sync_elsewhere is not None and not self._closing \
+                    and (len(waiters) > 1 or self._flight is not None):
+                # Several flows wait, so more work is at hand: the reactor goes on with it
+                # while the disk flushes. One alone waits less for an fsync right here.
+                self._sync_elsewhere_now(waiters, made)
+                return
             if sync:
                 db.sync()
         except Exception as e:
@@ -450,13 +563,10 @@ class SessionStore:
         if not sync:
             # Appended, not durable yet: its payments are announced once they are.
             self._unannounced[:0] = made
-            if self._unsynced is None:
-                self._unsynced = self._call_later(self._sync_delay, self._sync_later)
+            if self._sync_timer is None:
+                self._sync_timer = self._call_later(self._sync_delay, self._sync_later)
             return
-        if self._unsynced is not None:
-            if self._unsynced.active():
-                self._unsynced.cancel()
-            self._unsynced = None
+        self._all_durable()
         for d in waiters:
             d.callback(None)
         if made:
@@ -541,6 +651,24 @@ class SessionStore:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # closing the descriptor drops the flock
             self._lock_fd = -1
+
+
+class _Flight:
+    """An fsync running elsewhere: what it covers (`appends`), whom it answers, and the
+    payments to announce once it is done."""
+
+    __slots__ = ("appends", "made", "waiters")
+
+    def __init__(self, appends: int, waiters: list[Deferred[None]],
+                 made: list[PaymentRecord]) -> None:
+        self.appends = appends
+        self.waiters = waiters
+        self.made = made
+
+
+SyncRunner = Callable[[Callable[[], None]], Deferred[None]]
+"""Runs a blocking call (an fsync) off the reactor thread; its Deferred fires on the reactor
+thread when the call returns."""
 
 
 def _payment_key(payment_id: int) -> bytes:

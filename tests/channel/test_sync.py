@@ -119,7 +119,7 @@ def test_higher_fully_signed_state_is_adopted() -> None:
     bob1, events = sync_from_alice(bob, higher, sigs)
     assert bob1.current == SignedState(higher, sigs) and bob1.phase is Phase.OPEN
     assert events == (
-        Persist(bob1),
+        Persist(bob1, by_us=True),
         NewState(bob.channel_id, higher, Source.SYNC),
         SendSync(ALICE.address, higher, sigs),
     )
@@ -214,7 +214,7 @@ def test_our_update_in_flight_completes_when_the_peer_syncs_it_fully_signed() ->
     assert alice2.current == bob1.current and alice2.staged is None
     assert alice2.phase is Phase.OPEN
     assert events == (
-        Persist(alice2),
+        Persist(alice2, by_us=True),
         NewState(alice.channel_id, cur(bob1).state, Source.OWN),
         SendSync(BOB.address, cur(bob1).state, cur(bob1).signatures),
     )
@@ -231,7 +231,8 @@ def test_after_a_timeout_the_peers_sync_brings_the_update_it_accepted() -> None:
     assert answer == (SendSync(ALICE.address, cur(bob1).state, cur(bob1).signatures),)
     alice3, events = deliver(alice2, answer[0], BOB, ALICE)
     assert alice3.current == bob2.current and not alice3.needs_sync
-    assert events == (Persist(alice3), NewState(alice.channel_id, cur(bob1).state, Source.SYNC))
+    assert events == (Persist(alice3, by_us=True),
+                      NewState(alice.channel_id, cur(bob1).state, Source.SYNC))
 
 
 def test_after_a_lost_connection_the_peers_sync_resolves_the_update() -> None:
@@ -273,7 +274,7 @@ def test_a_late_accept_completes_the_timed_out_update() -> None:
     alice3, events = deliver(alice2, answer[1], BOB, ALICE)
     assert not alice3.needs_sync and alice3.current == bob1.current
     # A payment of ours: the payee holds it, nothing waits for our write.
-    assert events == (Persist(alice3, False),
+    assert events == (Persist(alice3, False, by_us=True),
                       NewState(alice.channel_id, cur(bob1).state, Source.SYNC))
 
 
@@ -316,7 +317,7 @@ def test_a_newer_state_supersedes_our_own_different_update() -> None:
     alice2, events = transition(alice1, SyncReceived(BOB.address, theirs, sigs))
     assert alice2.current == SignedState(theirs, sigs) and alice2.phase is Phase.OPEN
     assert events == (
-        Persist(alice2),
+        Persist(alice2, by_us=True),
         UpdateFailed(alice.channel_id, 1, UpdateFailure.SUPERSEDED, "the peer holds a newer state"),
         NewState(alice.channel_id, theirs, Source.SYNC),
         SendSync(BOB.address, theirs, sigs),
@@ -330,7 +331,7 @@ def test_adopting_a_final_state_closes_cooperatively() -> None:
     bob1, events = sync_from_alice(bob, final, sigs)
     assert bob1.phase is Phase.CLOSING
     assert events == (
-        Persist(bob1),
+        Persist(bob1, by_us=True),
         NewState(bob.channel_id, final, Source.SYNC),
         ConcludeFinal(bob.channel_id, bob.params, final, sigs, False),
         SendSync(ALICE.address, final, sigs),

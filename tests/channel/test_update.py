@@ -86,7 +86,8 @@ def test_payment_round_trip() -> None:
     assert alice2.phase is Phase.OPEN and alice2.staged is None
     assert alice2.current == bob1.current
     # The payee holds the state (it persisted it before answering): our user hears at once.
-    assert events == (Persist(alice2, False), NewState(alice.channel_id, expected, Source.OWN))
+    assert events == (Persist(alice2, False, by_us=True),
+                      NewState(alice.channel_id, expected, Source.OWN))
 
 
 def test_payments_in_both_directions_and_several_assets() -> None:
@@ -545,7 +546,7 @@ def test_final_update_then_conclude_final() -> None:
     alice2, events = deliver(alice1, events[1], BOB, ALICE)
     assert alice2.phase is Phase.CLOSING and alice2.current == bob2.current
     assert events == (
-        Persist(alice2),
+        Persist(alice2, by_us=True),
         NewState(alice.channel_id, final, Source.OWN),
         ConcludeFinal(alice.channel_id, alice.params, final, sigs, True),
     )

@@ -329,7 +329,7 @@ def test_a_final_virtual_state_folds_into_the_parents_not_on_chain() -> None:
     assert answer == (Persist(carol), answer[1], NewState(carol.channel_id, final, Source.PEER),
                       FoldParent(carol.channel_id, hub.lc_carol.channel_id, proof_of(carol)))
     alice, events = deliver(alice, answer[1], CAROL, ALICE)
-    assert events == (Persist(alice), NewState(alice.channel_id, final, Source.OWN),
+    assert events == (Persist(alice, by_us=True), NewState(alice.channel_id, final, Source.OWN),
                       FoldParent(alice.channel_id, hub.la_alice.channel_id, proof_of(alice)))
 
 

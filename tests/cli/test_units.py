@@ -14,6 +14,7 @@ from prompt_toolkit.document import Document
 
 from perund.cli.apiclient import ApiClient, ApiError, AuthFailed, NodeUnreachable
 from perund.cli.client.commands import duration
+from perund.cli.client.completion import ShellCompleter
 from perund.cli.client.errors import (
     EXIT_AUTH,
     EXIT_NODE_ERROR,
@@ -33,7 +34,8 @@ from perund.cli.client.settings import (
     state_dir,
     token_of,
 )
-from perund.cli.client.shell import Pending, Shell, ShellCompleter
+from perund.cli.client.shell import Shell
+from perund.cli.client.shell_state import Pending
 
 
 def test_node_addresses() -> None:

@@ -28,7 +28,7 @@ from perund.channel.phases import Phase
 from perund.channel.proposal import Deployment, OpenRequest
 from perund.channel.types import ETH, Address, ChannelID
 from perund.errors import PeerDisconnected, PeerRequestTimedOut, PeerUnreachable, PerundError
-from perund.peer.manager import PeerManagerOwner
+from perund.peer.records import PeerManagerOwner
 from perund.session.client import ChannelClient
 from perund.session.notices import Notice, ProposalNotice
 from perund.storage import ChannelStore, MemoryStore

@@ -159,7 +159,7 @@ class Node:
         size = synced_sizes.get(fd, os.fstat(fd).st_size) if power_loss \
             else os.fstat(fd).st_size
         store._pending.clear()
-        for call in (store._scheduled, store._unsynced):
+        for call in (store._scheduled, store._sync_timer):
             if call is not None and call.active():
                 call.cancel()
         store._closed = True
@@ -296,7 +296,7 @@ def _run(tmp_path: Path, synced_sizes: dict[int, int], flow: str, victim: str, d
     assert moved in (0, paid_by_alice)
     if told_ok:
         assert moved == paid_by_alice and agreed >= told_ok[0] > start_version
-    _check_history(world)
+    _check_history(world, flow)
     # The channel goes on, both ways (the peer learns to propose above a reservation).
     for payer in (world.alice, world.bob, world.alice):
         outcome = _outcome(payer.client.send(world.cid, ((ETH, 1),)))
@@ -306,7 +306,7 @@ def _run(tmp_path: Path, synced_sizes: dict[int, int], flow: str, victim: str, d
         agreed = world.alice.client.channels[world.cid].version
     assert world.alice.client.channels[world.cid].current == \
         world.bob.client.channels[world.cid].current
-    _check_history(world)
+    _check_history(world, flow)
     # Never two states of one version from one signer, across its incarnations.
     for node in (world.alice, world.bob):
         assert all(len(signatures) == 1 for signatures in node.signed.values()), node.name
@@ -317,9 +317,10 @@ def _run(tmp_path: Path, synced_sizes: dict[int, int], flow: str, victim: str, d
     return True
 
 
-def _check_history(world: World) -> None:
+def _check_history(world: World, flow: str) -> None:
     """Each side's history is its stored states: every payment once, in version order, adding
-    up to the balance its store holds."""
+    up to the balance its store holds; and labelled by who proposed it: only bob's request is
+    a request (payments a sync restored after a crash were the restarted side's own)."""
     for node, index in ((world.alice, 0), (world.bob, 1)):
         assert node.store is not None
         records = [r for r in node.store.history.recent if r.channel_id == world.cid
@@ -331,6 +332,12 @@ def _check_history(world: World) -> None:
         net = sum(r.amount if r.direction == "received" else -r.amount for r in records)
         opening = (5 * ETHER, 3 * ETHER)[index]
         assert opening + net == channel.current.state.balances[0][index], node.name
+        requests = [r for r in records if r.request]
+        if flow == "payment":
+            assert requests == [], (node.name, requests)
+        else:  # bob asked alice: alice sent it, bob received it
+            direction = "received" if node is world.bob else "sent"
+            assert all(r.direction == direction for r in requests), (node.name, requests)
 
 
 def _points() -> Iterator[tuple[str, str, bool, bool, bool]]:

@@ -146,3 +146,31 @@ def test_sends_fail_at_once_when_the_session_stops() -> None:
     with pytest.raises(FailedPrecondition, match="closing"):
         result(waiting)
     assert not in_flight.called  # its fate is settled by the sync after the restart
+
+
+def test_two_unpaced_streams_on_one_channel_both_get_through() -> None:
+    """Each side pays again the moment its last payment ends: after a collision the winner
+    yields the next turn, so neither side's payments run out of retries."""
+    clock = Clock()
+    net = Net(clock, latency=0.001)
+    alice, bob = side(net), side(net)
+    cid = open_channel(net, alice, bob, ours=ETHER, theirs=ETHER)
+    outcomes: dict[str, list[bool]] = {"alice": [], "bob": []}
+
+    def stream(name: str, payer: Side, amount: int) -> None:
+        def again(result: object) -> None:
+            outcomes[name].append(isinstance(result, Channel))
+            if len(outcomes[name]) < 200:
+                stream(name, payer, amount)
+
+        payer.client.send(cid, ((ETH, amount),)).addBoth(again)
+
+    stream("alice", alice, 1000)
+    stream("bob", bob, 1)
+    clock.pump([RETRY_DELAY / 10] * 20_000)
+
+    assert len(outcomes["alice"]) == len(outcomes["bob"]) == 200
+    assert all(outcomes["alice"]) and all(outcomes["bob"])
+    balances = alice.client.channels[cid].latest.balances
+    assert balances == bob.client.channels[cid].latest.balances
+    assert balances == ((ETHER - 200 * 1000 + 200, ETHER + 200 * 1000 - 200),)

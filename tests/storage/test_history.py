@@ -40,7 +40,11 @@ class Pay:
     def _persist(self, who: str, events: tuple[object, ...]) -> None:
         for event in events:
             if isinstance(event, Persist):
-                self.stores[who].put(event.channel)
+                store = self.stores[who]
+                if event.write:
+                    store.put(event.channel, event.by_us)
+                else:
+                    store.note(event.channel)
         self.clock.advance(1)
 
     def pay(self, payer: str, amount: int) -> None:

@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -203,6 +204,27 @@ def test_it_is_a_channel_store(store: SessionStore, clock: Clock) -> None:
     store.close()
     reopened = SessionStore(store.path, clock)
     assert list(reopened.channels()) == [durable(values[-1])]
+    reopened.close()
+
+
+def test_a_noted_value_is_the_stores_view_but_never_written(
+        store: SessionStore, clock: Clock, fsyncs: list[int]) -> None:
+    values = list(persisted_payments(2))
+    store.put(values[0])
+    assert _fired(store.flush()) == [] and clock.advance(0) is None
+    assert store.flush() is None
+    written, synced = store.file_bytes, len(fsyncs)
+    noted = replace(values[0], signed_up_to=values[0].signed_up_to + 1)
+    store.note(noted)
+    assert store.channel(noted.channel_id) == noted
+    assert store.flush() is None
+    clock.advance(1)
+    assert store.file_bytes == written and len(fsyncs) == synced
+    store.close()
+    reopened = SessionStore(store.path, clock)
+    assert list(reopened.channels()) == [durable(values[0])]
+    with pytest.raises(StoreError, match="closed"):
+        store.note(noted)
     reopened.close()
 
 
@@ -414,3 +436,157 @@ def test_kill_9_in_a_stream_of_writes_loses_nothing_acknowledged(tmp_path: Path)
     (stored,) = s.channels()
     s.close()
     assert stored in values[acknowledged:]
+
+
+class ThreadByHand:
+    """A `sync_elsewhere` runner that runs each job only when the test says so."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Any, Deferred[None]]] = []
+
+    def __call__(self, work: Any) -> Deferred[None]:
+        done: Deferred[None] = Deferred()
+        self.jobs.append((work, done))
+        return done
+
+    def finish(self) -> None:
+        work, done = self.jobs.pop(0)
+        work()
+        done.callback(None)
+
+    def break_down(self) -> None:
+        _, done = self.jobs.pop(0)
+        done.errback(OSError(5, "Input/output error"))
+
+
+@pytest.fixture
+def thread() -> ThreadByHand:
+    return ThreadByHand()
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path, clock: Clock, thread: ThreadByHand) -> Iterator[SessionStore]:
+    s = SessionStore(tmp_path / "store", clock, sync_elsewhere=thread)
+    yield s
+    s.close()
+
+
+def _waiting_puts(store: SessionStore, first: int, count: int) -> list[list[object]]:
+    alice, _ = make_pair()
+    results = []
+    for n in range(first, first + count):
+        store.put(renamed(alice, n))
+        results.append(_fired(store.flush()))
+    return results
+
+
+def test_an_fsync_elsewhere_answers_its_waiters_once_it_is_done(
+        elsewhere: SessionStore, clock: Clock, thread: ThreadByHand, fsyncs: list[int]) -> None:
+    results = _waiting_puts(elsewhere, 0, 3)
+    clock.advance(0)
+    assert len(thread.jobs) == 1 and fsyncs == [] and not any(results)
+    assert elsewhere.flush() is not None  # appended, not yet durable
+    thread.finish()
+    assert len(fsyncs) == 1 and all(r == [None] for r in results)
+    assert elsewhere.flush() is None
+
+
+def test_writes_made_while_an_fsync_runs_elsewhere_wait_for_the_next_one(
+        elsewhere: SessionStore, clock: Clock, thread: ThreadByHand) -> None:
+    first = _waiting_puts(elsewhere, 0, 2)
+    clock.advance(0)
+    second = _waiting_puts(elsewhere, 2, 1)
+    clock.advance(0)  # appended while the first fsync runs: it may not cover them
+    assert len(thread.jobs) == 1
+    thread.finish()
+    assert all(r == [None] for r in first) and second == [[]]
+    clock.advance(0)  # the next fsync: one waiter alone, so on the reactor
+    assert thread.jobs == [] and second == [[None]] and elsewhere.flush() is None
+
+
+def test_one_waiter_alone_fsyncs_at_once_on_the_reactor(
+        elsewhere: SessionStore, clock: Clock, thread: ThreadByHand, fsyncs: list[int]) -> None:
+    (only,) = _waiting_puts(elsewhere, 0, 1)
+    clock.advance(0)
+    assert thread.jobs == [] and len(fsyncs) == 1 and only == [None]
+
+
+def test_closing_while_an_fsync_runs_elsewhere_answers_its_waiters(
+        elsewhere: SessionStore, clock: Clock, thread: ThreadByHand) -> None:
+    results = _waiting_puts(elsewhere, 0, 2)
+    clock.advance(0)
+    late = _waiting_puts(elsewhere, 2, 2)
+    elsewhere.close()
+    assert all(r == [None] for r in results + late)
+    thread.finish()  # its answer comes after the close: nothing more happens
+    reopened = SessionStore(elsewhere.path, clock)
+    assert len(list(reopened.channels())) == 4
+    reopened.close()
+
+
+def test_a_failed_fsync_elsewhere_fails_its_waiters_and_the_store(
+        elsewhere: SessionStore, clock: Clock, thread: ThreadByHand) -> None:
+    results = _waiting_puts(elsewhere, 0, 2)
+    clock.advance(0)
+    later = _waiting_puts(elsewhere, 2, 1)
+    thread.break_down()
+    assert all(r[0].check(StoreError) for r in results + later)  # type: ignore[attr-defined]
+    alice, _ = make_pair()
+    with pytest.raises(StoreError, match="writing failed"):
+        elsewhere.put(alice)
+    with pytest.raises(StoreError, match="writing failed"):
+        elsewhere.close()
+
+
+_THREADED_WRITER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from twisted.internet import task
+    from twisted.internet.defer import Deferred, gatherResults
+    from perund.storage.fsync_thread import fsync_thread
+    from perund.storage.store import SessionStore
+    from tests.storage.helpers import persisted_payments
+    from tests.storage.test_store import renamed
+
+    async def write(reactor):
+        store = SessionStore(sys.argv[2], reactor, compact_min_bytes=8 * 1024,
+                             sync_elsewhere=fsync_thread(reactor))
+        for i, value in enumerate(persisted_payments(100_000)):
+            store.put(value)
+            if value.current is not None:  # the first value has no state to rename yet
+                store.put(renamed(value, 1))
+            # Two waiters in one commit: its fsync runs on the thread.
+            await gatherResults([store.flush(), store.flush()])
+            print(i, flush=True)  # both writes are acknowledged
+
+    task.react(lambda reactor: Deferred.fromCoroutine(write(reactor)))
+""")
+
+
+def test_kill_9_with_fsyncs_on_their_thread_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    path = str(tmp_path / "store")
+    child = subprocess.Popen([sys.executable, "-c", _THREADED_WRITER, ROOT, path],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    acknowledged = -1
+    for line in child.stdout:
+        acknowledged = int(line)
+        if acknowledged >= 300:
+            break
+    assert acknowledged >= 300, "the writer died on its own"
+    child.send_signal(signal.SIGKILL)
+    rest, _ = child.communicate(timeout=60)
+    acknowledged = max([acknowledged, *(int(x) for x in rest.split())])
+    values = []
+    for value in persisted_payments(100_000):
+        values.append(durable(value))
+        if len(values) > acknowledged + 100:
+            break
+    s = SessionStore(path, Clock())
+    stored = {channel.channel_id: channel for channel in s.channels()}
+    s.close()
+    assert len(stored) == 2
+    first = values[0].channel_id
+    assert stored.pop(first) in values[acknowledged:]
+    (other,) = stored.values()
+    assert other in [renamed(v, 1) for v in values[acknowledged:] if v.current is not None]

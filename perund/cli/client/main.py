@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     style = Style(colour_wanted(sys.stdout, args.no_color))
     try:
         if args.command in (None, "shell"):
-            from perund.cli.client.shell import run_shell
+            from perund.cli.client.prompt import run_shell
 
             return run_shell(args, style)
         return run_once(args, style)

@@ -1,0 +1,224 @@
+"""The chain's reports and the channel's life: funding, disputes, conclusion, a lost chain,
+virtual-channel locks that failed, a restart. Part of the channel core:
+`perund.channel.machine`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from perund.channel.changes import (
+    ChainLost,
+    ChallengeExpired,
+    Concluded,
+    ForceClose,
+    Funded,
+    FundingExpired,
+    LockFailed,
+    MatchFailed,
+    Registered,
+    Reorganised,
+    Restored,
+)
+from perund.channel.events import (
+    Closed,
+    Conclude,
+    Disputed,
+    Event,
+    FundingFailed,
+    Lost,
+    Opened,
+    Persist,
+    Reason,
+    UpdateFailure,
+)
+from perund.channel.phases import RECEIVES_UPDATES, TERMINAL, Phase, advance
+from perund.channel.records import Channel, Dispute
+from perund.channel.steps import (
+    NOTHING,
+    Result,
+    current_of,
+    drop_staged,
+    fund_event,
+    register_latest,
+    settlement,
+)
+from perund.channel.types import Address, Params, State
+from perund.channel.updating import decline
+from perund.channel.virtual import is_virtual
+from perund.errors import FailedPrecondition
+
+# --- chain and lifecycle ------------------------------------------------------------------------
+
+
+def _funded(channel: Channel, change: Funded) -> Result:
+    if channel.phase is not Phase.FUNDING:
+        return channel, NOTHING
+    # A peer's update may already await our user (see RECEIVES_UPDATES).
+    phase = Phase.UPDATING if channel.staged is not None else Phase.OPEN
+    new = channel.evolve(phase=advance(channel.phase, phase))
+    return new, (Persist(new), Opened(channel.channel_id))
+
+
+def _funding_expired(channel: Channel, change: FundingExpired) -> Result:
+    """The peer did not fund in time: register version 0 so everyone gets their deposit back."""
+    if channel.phase is not Phase.FUNDING:
+        return channel, NOTHING
+    channel, dropped = drop_staged(channel, UpdateFailure.SETTLING, "the channel was not funded")
+    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSING))
+    return new, (Persist(new), *dropped, FundingFailed(channel.channel_id), register_latest(new))
+
+
+def _force_close(channel: Channel, change: ForceClose) -> Result:
+    """The user settles without the peer: register the latest fully signed state."""
+    if channel.phase not in (Phase.FUNDING, Phase.OPEN, Phase.UPDATING):
+        raise FailedPrecondition(
+            f"channel is {channel.phase.value}: nothing to register",
+            channel_id=channel.channel_id.hex(),
+            phase=channel.phase.value,
+        )
+    channel, events = drop_staged(channel, UpdateFailure.SETTLING, "the channel is being closed")
+    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSING))
+    return new, (Persist(new), *events, register_latest(new))
+
+
+def _registered(channel: Channel, change: Registered) -> Result:
+    """A state is registered on-chain: dispute; refute with ours if it is newer."""
+    if channel.phase in TERMINAL:
+        return channel, NOTHING
+    if channel.dispute is not None and change.version < channel.dispute.version:
+        return channel, NOTHING  # an older event replayed; the chain only moves up
+    state = State(
+        channel.channel_id, change.version, channel.latest.assets, change.balances, change.is_final,
+        change.locked,
+    )
+    channel, events = drop_staged(channel, UpdateFailure.SETTLING, "registered on-chain")
+    new = channel.evolve(
+        phase=advance(channel.phase, Phase.DISPUTED),
+        dispute=Dispute(change.version, change.timeout, state),
+    )
+    events.insert(0, Persist(new))
+    events.append(Disputed(channel.channel_id, change.version, change.timeout))
+    current = new.current
+    if current is not None and current.state.version > change.version:
+        events.append(register_latest(new))
+    elif change.is_final:
+        events.append(Conclude(channel.channel_id, channel.params, state))
+    return new, tuple(events)
+
+
+def _reorganised(channel: Channel, change: Reorganised) -> Result:
+    """Forget the dispute as the chain had it and register our latest state again: the
+    events of the new blocks rebuild the dispute (a stale registration in them is refuted), and
+    a registration the chain has already is refused harmlessly."""
+    if channel.phase is not Phase.DISPUTED:
+        return channel, NOTHING
+    new = channel.evolve(dispute=None)
+    return new, (Persist(new), *settlement(new, primary=True))
+
+
+def _challenge_expired(channel: Channel, change: ChallengeExpired) -> Result:
+    if channel.phase is not Phase.DISPUTED or channel.dispute is None:
+        return channel, NOTHING
+    return channel, (Conclude(channel.channel_id, channel.params, channel.dispute.state),)
+
+
+def _concluded(channel: Channel, change: Concluded) -> Result:
+    if channel.phase in TERMINAL:
+        return channel, NOTHING
+    channel, events = drop_staged(channel, UpdateFailure.SETTLING, "concluded on-chain")
+    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED))
+    params = channel.params
+    if change.payouts is None or type(params) is not Params:
+        # A virtual channel pays nothing itself: its parents pay its outcome.
+        return new, (Persist(new), *events, Closed(channel.channel_id, change.version, None))
+    ours = params.receivers[channel.index]
+    paid: dict[Address, int] = {}
+    for payout in change.payouts:
+        if payout.receiver == ours:
+            paid[payout.asset] = paid.get(payout.asset, 0) + payout.amount
+    return new, (Persist(new), *events,
+                 Closed(channel.channel_id, change.version, tuple(paid.items())))
+
+
+def _chain_lost(channel: Channel, change: ChainLost) -> Result:
+    """Give the channel up: whatever was in flight fails, nothing more is signed or sent."""
+    if channel.phase in TERMINAL:
+        return channel, NOTHING
+    channel, events = drop_staged(channel, UpdateFailure.SETTLING, "the chain lost the channel")
+    new = channel.evolve(phase=advance(channel.phase, Phase.CHAIN_LOST))
+    return new, (Persist(new), *events, Lost(channel.channel_id, change.detail))
+
+
+def _lock_failed(channel: Channel, change: LockFailed) -> Result:
+    """A virtual channel whose lock in our parent cannot become fully signed: nothing of ours
+    is locked for it, so it closes (docs/protocol.md: the half-funded proposal is worthless)."""
+    if not is_virtual(channel) or channel.phase not in (Phase.PROPOSING, Phase.FUNDING):
+        return channel, NOTHING
+    # A channel still proposing keeps its half-signed version 0: it has no other state.
+    staged = channel.staged if channel.current is None else None
+    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED), staged=staged)
+    return new, (Persist(new), FundingFailed(channel.channel_id),
+                 Closed(channel.channel_id, channel.version))
+
+
+def _match_failed(channel: Channel, change: MatchFailed) -> Result:
+    """We are the intermediary: the peer's lock or fold found no match in time; refuse it."""
+    staged = channel.staged
+    if staged is None or staged.proposer == channel.index or staged.update_id != change.update_id:
+        return channel, NOTHING
+    return decline(channel, staged, Reason.NO_MATCH)
+
+
+def _restored(channel: Channel, change: Restored) -> Result:
+    """Resume after a restart: what was in flight is over, what the phase needs is redone.
+
+    Writes made without waiting may be lost, so we resume above our reservation
+    (`signed_up_to`) and, where updates happen, wait for the peer's Sync (`resyncing`) before
+    signing anything (docs/protocol.md, "Durability by interest"). Our update in flight becomes
+    `abandoned` (the peer may have countersigned it before we went down); the peer's update
+    awaiting our user is dropped and answered with a reject.
+    """
+    if channel.phase in TERMINAL:
+        return channel, NOTHING
+    if is_virtual(channel) and channel.phase is Phase.PROPOSING:
+        # A virtual channel we accepted whose version 0 the proposer had not countersigned
+        # before we stopped: nothing is locked for it (locks need a fully signed version 0),
+        # and nobody waits for it any more.
+        return _lock_failed(channel, LockFailed("restarted before version 0 was fully signed"))
+    channel = channel.evolve(
+        sync_sent=False,
+        fresh_link=False,
+        signed_up_to=max(channel.signed_up_to, channel.reserved),
+        resyncing=channel.current is not None and channel.phase in RECEIVES_UPDATES,
+    )
+    staged = channel.staged
+    events: list[Event] = []
+    if staged is not None and channel.current is not None:
+        channel, events = drop_staged(channel, UpdateFailure.RESTART, "the node restarted")
+        if staged.proposer == channel.index:
+            channel = channel.evolve(abandoned=staged)
+        events.insert(0, Persist(channel))
+    if channel.phase is Phase.FUNDING:
+        events.append(fund_event(channel, current_of(channel).state))
+    elif channel.phase is Phase.CLOSING or channel.phase is Phase.DISPUTED:
+        # Disputed: the refutation may not have left before the restart (the chain ignores a
+        # registration it already has). An expired challenge is the watcher's to report.
+        events.extend(settlement(channel, primary=False))
+    return channel, tuple(events)
+
+
+HANDLERS: Final[dict[type, Callable[[Channel, Any], Result]]] = {
+    ForceClose: _force_close,
+    Restored: _restored,
+    Funded: _funded,
+    FundingExpired: _funding_expired,
+    Registered: _registered,
+    ChallengeExpired: _challenge_expired,
+    Concluded: _concluded,
+    Reorganised: _reorganised,
+    ChainLost: _chain_lost,
+    LockFailed: _lock_failed,
+    MatchFailed: _match_failed,
+}
+"""The inputs this module handles, for `perund.channel.machine.transition`."""

@@ -1,0 +1,216 @@
+"""Sync: after a reconnection or a restart, each side sends its latest fully signed state and
+adopts a newer one. Part of the channel core: `perund.channel.machine`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from perund.channel.changes import (
+    StartSync,
+    SyncReceived,
+)
+from perund.channel.encoding import signing_digest
+from perund.channel.events import (
+    Conflict,
+    Event,
+    Persist,
+    Reason,
+    SendSync,
+    Source,
+    UpdateFailure,
+)
+from perund.channel.phases import TERMINAL, Phase, advance
+from perund.channel.records import Channel, SignedState
+from perund.channel.rules import (
+    balance_rules,
+    fully_signed,
+)
+from perund.channel.steps import (
+    NOTHING,
+    Result,
+    current_of,
+    drop_staged,
+    fund_event,
+    make_current,
+    refuse,
+    register_latest,
+    send_sync,
+)
+from perund.channel.types import State
+from perund.channel.updating import fail_own
+
+# --- sync ---------------------------------------------------------------------------------------
+
+
+
+def _start_sync(channel: Channel, change: StartSync) -> Result:
+    """A new connection: what was in flight on the old one is over, then send our state.
+
+    Our update in flight becomes `abandoned` (its request died with the connection); the
+    peer's update awaiting our user is dropped and rejected, since the peer gave it up too,
+    and must not be countersigned after the peer learned (from our Sync) that we lack it.
+    """
+    if channel.current is None or channel.phase in TERMINAL:
+        return channel, NOTHING
+    events: list[Event] = []
+    staged = channel.staged
+    persist = False
+    if staged is not None:
+        if staged.proposer == channel.index:
+            channel, failed = fail_own(channel, UpdateFailure.TIMED_OUT, "connection lost")
+            # Persisted and synced just below, with the final value of the flags.
+            events = [e for e in failed if not isinstance(e, Persist | SendSync)]
+            persist = True
+        else:
+            channel, events = drop_staged(channel, UpdateFailure.SUPERSEDED, "connection lost")
+    fresh = channel.abandoned is not None
+    if not channel.sync_sent or channel.fresh_link is not fresh:
+        channel = channel.evolve(sync_sent=True, fresh_link=fresh)
+    if persist:
+        events.insert(0, Persist(channel))
+    events.append(send_sync(channel))
+    return channel, tuple(events)
+
+
+def _sync_received(channel: Channel, change: SyncReceived) -> Result:
+    """Reconcile with the peer's latest fully signed state (docs/specification.md §3 Sync).
+
+    Equal versions must be identical (else: conflict, dispute). A higher version is adopted only
+    when both signatures verify and it keeps channel, assets and totals. A half-signed update in
+    flight is dropped once the peer's state is known, or completed if the peer holds it fully
+    signed. We answer with our own state unless we sent one since the peer last sent us anything
+    but a Sync (which is what keeps two nodes from answering each other forever).
+    """
+    sender, theirs = change.sender, change.state
+    if sender != channel.peer:
+        return refuse(channel, sender, Reason.NOT_PEER)
+    if channel.phase in TERMINAL:
+        return channel, NOTHING
+    if theirs.channel_id != channel.channel_id:
+        return refuse(channel, sender, Reason.WRONG_CHANNEL)
+    current = channel.current
+    if current is None:
+        return _sync_version_zero(channel, change)
+    ours = current.state
+    detail = f"version {theirs.version}"
+    if theirs.version < ours.version:
+        reason = balance_rules(ours, theirs, locks_may_change=True)
+        if reason is not None:
+            return refuse(channel, sender, reason, detail)
+        return _synced(channel)
+    if theirs.version == ours.version:
+        if theirs == ours:
+            return _synced(channel)
+        if not fully_signed(signing_digest(theirs), change.signatures, channel.params):
+            return refuse(channel, sender, Reason.SIGNATURE, detail)
+        return _conflict(channel, theirs)
+    if ours.is_final:
+        return refuse(channel, sender, Reason.FINAL, detail)
+    # Both signatures are checked below: ours on a lock or fold means we made or matched it.
+    reason = balance_rules(ours, theirs, locks_may_change=True)
+    if reason is not None:
+        return refuse(channel, sender, reason, detail)
+    staged = channel.staged
+    own = staged is not None and staged.proposer == channel.index and staged.state == theirs
+    digest = staged.digest if own and staged is not None else signing_digest(theirs)
+    if not fully_signed(digest, change.signatures, channel.params):
+        return refuse(channel, sender, Reason.SIGNATURE, detail)
+    return _adopt(channel, SignedState(theirs, change.signatures), own)
+
+
+def _synced(channel: Channel) -> Result:
+    """Finish a sync that brought no newer state.
+
+    The peer's update awaiting our user is dropped (the peer gave it up when it synced). Our
+    own abandoned update is resolved only on a fresh connection: on the old one, this Sync may
+    have been sent before our update reached the peer.
+    """
+    staged = channel.staged
+    events: list[Event] = []
+    if staged is not None and staged.proposer != channel.index:
+        channel, events = drop_staged(channel, UpdateFailure.SUPERSEDED, "the peer synced")
+    reply = not channel.sync_sent
+    resolved = channel.fresh_link and channel.abandoned is not None
+    if reply or resolved or channel.resyncing:
+        # A restarted node is resynced by any Sync: it comes on a connection made since.
+        channel = channel.evolve(
+            sync_sent=True,
+            abandoned=None if resolved else channel.abandoned,
+            fresh_link=False if resolved else channel.fresh_link,
+            resyncing=False,
+        )
+    if resolved:
+        events.insert(0, Persist(channel))
+    if reply:
+        events.append(send_sync(channel))
+    return channel, tuple(events)
+
+
+def _adopt(channel: Channel, signed: SignedState, own: bool) -> Result:
+    """Make the peer's higher fully signed state current (this resolves any abandoned update:
+    the peer's state is at or above its version)."""
+    dropped: list[Event] = []
+    if channel.staged is not None and not own:
+        channel, dropped = drop_staged(channel, UpdateFailure.SUPERSEDED,
+                                        "the peer holds a newer state")
+    reply = not channel.sync_sent
+    source = Source.OWN if own else Source.SYNC
+    # The state carries our signature too: count its version as signed.
+    new, events = make_current(
+        channel,
+        signed,
+        source,
+        own,
+        abandoned=None,
+        fresh_link=False,
+        sync_sent=True,
+        signed_up_to=max(channel.signed_up_to, signed.state.version),
+        resyncing=False,
+    )
+    events[1:1] = dropped
+    if reply:
+        events.append(send_sync(new))
+    return new, tuple(events)
+
+
+def _conflict(channel: Channel, theirs: State) -> Result:
+    """Two different fully signed states of one version: only the chain can settle it."""
+    ours = current_of(channel).state
+    channel, events = drop_staged(channel, UpdateFailure.SETTLING, "conflicting states")
+    events.insert(0, Conflict(channel.channel_id, ours, theirs))
+    if channel.phase in (Phase.FUNDING, Phase.OPEN):
+        channel = channel.evolve(
+            phase=advance(channel.phase, Phase.CLOSING), abandoned=None, fresh_link=False,
+            resyncing=False,
+        )
+        events.insert(1, Persist(channel))
+        events.append(register_latest(channel))
+    return channel, tuple(events)
+
+
+def _sync_version_zero(channel: Channel, change: SyncReceived) -> Result:
+    """While proposing, the peer's Sync can only bring the proposer's signature on version 0."""
+    staged = channel.staged
+    if staged is None or change.state != staged.state:
+        return refuse(channel, change.sender, Reason.STALE, f"version {change.state.version}")
+    if not fully_signed(staged.digest, change.signatures, channel.params):
+        return refuse(channel, change.sender, Reason.SIGNATURE, "version 0")
+    reply = not channel.sync_sent
+    new = channel.evolve(
+        phase=advance(channel.phase, Phase.FUNDING),
+        current=SignedState(staged.state, change.signatures),
+        staged=None,
+        sync_sent=True,
+    )
+    events: list[Event] = [Persist(new), fund_event(new, staged.state)]
+    if reply:
+        events.append(send_sync(new))
+    return new, tuple(events)
+
+
+HANDLERS: Final[dict[type, Callable[[Channel, Any], Result]]] = {
+    SyncReceived: _sync_received,
+    StartSync: _start_sync,
+}
+"""The inputs this module handles, for `perund.channel.machine.transition`."""

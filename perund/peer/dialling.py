@@ -1,0 +1,149 @@
+"""Dialling a peer: on demand (a send without a connection waits for one, until the dial
+deadline) and, for a peer kept connected, again whenever it is not, with capped exponential
+backoff."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+
+from perund.channel.types import Address
+from perund.errors import InvalidArgument, PeerUnreachable
+from perund.peer.records import PeerRecord, hex_of, log
+from perund.peer.table import PeerTable
+from perund.wire.protocol import PeerProtocol, Role
+
+
+class PeerFactory(Factory):
+    """Builds PeerProtocols for the listener (role LISTENER) or for one dial (role DIALER)."""
+
+    noisy = False  # one "Starting factory" line per dial is noise; the manager logs what matters
+
+    def __init__(self, manager: Dialling, role: Role, expected: Address | None) -> None:
+        self._manager = manager
+        self._role = role
+        self._expected = expected
+
+    def buildProtocol(self, addr: object) -> PeerProtocol | None:
+        return self._manager._build_protocol(self._role, self._expected,
+                                             getattr(addr, "host", None))
+
+
+class Dialling(PeerTable):
+    """The peer table, and the dials that fill it. `PeerManager` builds on it."""
+
+    _build_protocol: Callable[[Role, Address | None, str | None], PeerProtocol | None]
+    """A connection's protocol, or None to refuse it: the manager's."""
+
+    def _connection(self, peer: Address) -> Deferred[PeerProtocol]:
+        """The connection to use for `peer`, once there is one (dialling if needed)."""
+        if peer == self.address:
+            return fail(InvalidArgument("cannot connect to ourselves", name="peer"))
+        until = self.admission.cut_off_until(peer)
+        if until is not None:
+            return fail(PeerUnreachable(
+                f"peer {hex_of(peer)} is cut off until {until:.0f} (it sent too many refused "
+                "messages)", peer=hex_of(peer), timeout=None))
+        rec = self._peer(peer)
+        if rec.current is not None:
+            return succeed(rec.current)
+        if self._stopping:
+            return fail(self._unreachable(rec, "the peer manager is stopping"))
+
+        def forget(d: Deferred[PeerProtocol]) -> None:
+            if d in rec.waiters:
+                rec.waiters.remove(d)
+
+        waiter: Deferred[PeerProtocol] = Deferred(forget)
+        rec.waiters.append(waiter)
+
+        def timed_out(_: object, timeout: float) -> PeerProtocol:
+            raise self._unreachable(rec, f"no authenticated connection within {timeout:g} s")
+
+        waiter.addTimeout(self.dial_timeout, self._reactor, onTimeoutCancel=timed_out)
+        self._ensure_connector(rec)
+        return waiter
+
+    def _ensure_connector(self, rec: PeerRecord) -> None:
+        if rec.connector is not None or self._stopping:
+            return
+        d = Deferred.fromCoroutine(self._connect_loop(rec))
+        if not d.called:
+            rec.connector = d
+        d.addErrback(self._connector_failed, rec)
+
+    def _connector_failed(self, failure: Failure, rec: PeerRecord) -> None:
+        if not isinstance(failure.value, CancelledError):
+            log.failure("dialler for {peer} failed", failure, peer=hex_of(rec.address))
+
+    async def _connect_loop(self, rec: PeerRecord) -> None:
+        """Dial until connected, with capped exponential backoff, while anyone wants it."""
+        delay = self.backoff_initial
+        try:
+            while not self._stopping and rec.current is None and (rec.keep or rec.waiters):
+                try:
+                    endpoint = self._resolve(rec.address)
+                except Exception:
+                    log.failure("resolving peer {peer} failed", peer=hex_of(rec.address))
+                    endpoint = None
+                if endpoint is None:
+                    waiters, rec.waiters = rec.waiters, []
+                    for waiter in waiters:
+                        waiter.errback(self._unreachable(rec, "no endpoint is known for it"))
+                    if not rec.keep:
+                        return
+                else:
+                    rec.attempt_in_flight = True
+                    try:
+                        await self._attempt(rec.address, endpoint)
+                    except CancelledError:
+                        raise
+                    except Exception as exc:
+                        log.info(
+                            "dialling peer {peer} at {endpoint} failed: {error}",
+                            peer=hex_of(rec.address),
+                            endpoint=endpoint,
+                            error=str(exc) or type(exc).__name__,
+                        )
+                    finally:
+                        rec.attempt_in_flight = False
+                    # A connection from the peer held back during our dial may be used now.
+                    self._reselect(rec)
+                    if rec.current is not None:
+                        return
+                await deferLater(self._reactor, delay)
+                delay = min(delay * 2, self.backoff_max)
+        finally:
+            rec.connector = None
+
+    async def _attempt(self, peer: Address, endpoint_description: str) -> None:
+        """One dial: connect, then wait for the handshake to complete (or fail)."""
+        endpoint = _client_endpoint(self._reactor, endpoint_description)
+        connecting = cast(
+            "Deferred[PeerProtocol]", endpoint.connect(PeerFactory(self, Role.DIALER, peer))
+        )
+        conn = await connecting.addTimeout(self.handshake_timeout, self._reactor)
+        if conn.peer_address is not None:
+            return
+        if conn.closed:
+            raise ConnectionError("the connection closed during the handshake")
+
+        def cancel(_: Deferred[None]) -> None:
+            self._attempts.pop(conn, None)
+            conn.abort()
+
+        handshake: Deferred[None] = Deferred(cancel)
+        self._attempts[conn] = handshake
+        await handshake
+
+
+def _client_endpoint(reactor: IReactorTime, description: str) -> Any:
+    from twisted.internet.endpoints import clientFromString
+
+    return clientFromString(reactor, description)  # type: ignore[no-untyped-call]
