@@ -76,7 +76,8 @@ class ApiSocket(WebSocketServerProtocol):
     def resumeProducing(self) -> None:
         """The client reads again: send what was held, in order."""
         self._paused = False
-        while self._queue and not self._paused and self.open:
+        while self._queue and not self._paused and self.open \
+                and self.state == WebSocketServerProtocol.STATE_OPEN:
             data = self._queue.popleft()
             self._queued -= len(data)
             self.sendMessage(data, isBinary=False)  # type: ignore[no-untyped-call]
@@ -87,6 +88,10 @@ class ApiSocket(WebSocketServerProtocol):
         self._queued = 0
 
     def _transmit(self, data: bytes) -> None:
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            # The closing handshake has begun (`onClose` comes later): the client reads
+            # nothing more, and autobahn refuses to send.
+            return
         if not self._paused and not self._queue:
             self.sendMessage(data, isBinary=False)  # type: ignore[no-untyped-call]
             return
