@@ -50,6 +50,8 @@ GAUGES: dict[str, str] = {
     "perund_chain_reads": "reads the watchers made of the chain (shared across sessions)",
     "perund_transactions": "transactions the open sessions sent",
     "perund_gas_fees_wei": "wei the open sessions paid for gas",
+    "perund_intermediary_fees": "intermediary fees of the open sessions' ledger channels, in "
+                                "the currency's unit, by direction (earned, paid) and currency",
 }
 
 

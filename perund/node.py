@@ -270,7 +270,8 @@ class NodeService(MultiService):
                                          node=self.config, session_id=session_id,
                                          chain_view=self.chain_view, rules=self.file_rules,
                                          check=self._not_open_already,
-                                         asset_label=self.currencies.label)
+                                         asset_label=self.currencies.label,
+                                         currencies=self.currencies)
         except BaseException:
             for waiter in self._opening.pop(resolved):
                 waiter.callback(None)
@@ -434,6 +435,15 @@ class NodeService(MultiService):
                    sum(len(s.settlement.receipts) for s in sessions)),
             Sample("perund_gas_fees_wei", {}, sum(s.settlement.fees_paid for s in sessions)),
         ]
+        fees: dict[tuple[str, str], float] = {}
+        for session in sessions:
+            for asset, (earned, paid) in session.client.fees.sums().items():
+                currency, decimals = self.currencies.label(asset)
+                for direction, amount in (("earned", earned), ("paid", paid)):
+                    key = (direction, currency)
+                    fees[key] = fees.get(key, 0.0) + amount / 10**decimals
+        samples += [Sample("perund_intermediary_fees", {"direction": d, "currency": c}, value)
+                    for (d, c), value in sorted(fees.items())]
         return samples
 
     def render_metrics(self) -> str:

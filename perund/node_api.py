@@ -118,7 +118,9 @@ class NodeAPI:
             if type(params) is VirtualParams else None
         return channel_view(channel, self._alias_of(session),
                             paid_out=session.client.paid_out.get(channel.channel_id),
-                            via=None if parent is None else parent.peer)
+                            via=None if parent is None else parent.peer,
+                            credited=session.client.credited.get(channel.channel_id, ()),
+                            fees=session.client.fees.totals(channel.channel_id))
 
     # -- node ------------------------------------------------------------------------------------
 
@@ -141,7 +143,8 @@ class NodeAPI:
 
     async def session_list(self) -> list[SessionInfo]:
         return [SessionInfo(bytes.fromhex(s.id), str(s.config.path), s.client.address,
-                            s.account.address, len(s.open_channels()))
+                            s.account.address, len(s.open_channels()),
+                            s.config.intermediary if s.config.intermediary.enabled else None)
                 for s in self.node.sessions.values()]
 
     async def session_close(self, session_id: bytes, force: bool) -> list[ChannelView]:
@@ -227,15 +230,27 @@ class NodeAPI:
     async def channel_open(self, session_id: bytes, peer: str,
                            balances: Mapping[Address, tuple[int, int]],
                            challenge_duration: int | None,
-                           via: str | None = None) -> ChannelView:
+                           via: str | None = None,
+                           max_fee: Mapping[Address, int] | None = None) -> ChannelView:
         session = self._session(session_id)
         contact = session.contacts.resolve(peer)
+        if max_fee is not None and via is None:
+            raise InvalidArgument("maxFee limits an intermediary's fee: it goes with via",
+                                  name="maxFee", value=None, requirement="via as well")
         if via is not None:
+            limits = dict(max_fee or {})
+            foreign = [asset for asset in limits if asset not in balances]
+            if foreign:
+                symbol = self.node.currencies.label(foreign[0])[0]
+                raise InvalidArgument(f"maxFee names {symbol}, which the channel does not hold",
+                                      name=f"maxFee.{symbol}", value=None,
+                                      requirement="a currency of balances")
             # Funded by a lock in our ledger channel with the intermediary: no deposit.
             virtual = VirtualOpenRequest(
                 contact.off_chain_address, session.contacts.resolve(via).off_chain_address,
                 tuple(balances), tuple(balances.values()),
-                challenge_duration or DEFAULT_CHALLENGE_DURATION)
+                challenge_duration or DEFAULT_CHALLENGE_DURATION,
+                tuple(limits.get(asset, 0) for asset in balances))
             return self._view(session, await session.client.open_channel(virtual))
         await self._can_fund(session, {asset: ours for asset, (ours, _) in balances.items()})
         request = OpenRequest(contact.off_chain_address, tuple(balances),

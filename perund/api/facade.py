@@ -92,12 +92,14 @@ class NodeFacade(Protocol):
     async def channel_open(self, session_id: bytes, peer: str,
                            balances: Mapping[Address, tuple[int, int]],
                            challenge_duration: int | None,
-                           via: str | None = None) -> ChannelView:
+                           via: str | None = None,
+                           max_fee: Mapping[Address, int] | None = None) -> ChannelView:
         """`channel_open`: propose a channel to `peer` (alias or 0x address);
         `balances[asset] = (ours, the peer's)` in base units, ETH first then in the currency
         table's order; `challenge_duration` in seconds, None for the node's default; `via`
-        (alias or address of an intermediary) for a virtual channel. Returns once the channel
-        is funded and open."""
+        (alias or address of an intermediary) for a virtual channel, paying the intermediary
+        at most `max_fee[asset]` (none where not named). Returns once the channel is funded
+        and open."""
         ...
 
     async def channel_respond_proposal(self, session_id: bytes, proposal_id: bytes,

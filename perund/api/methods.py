@@ -97,6 +97,10 @@ CHANNEL_INFO = obj({
     "paidOut": {"type": "object", "additionalProperties": AMOUNT,
                 "description": "closed: what the chain paid your account per currency, from "
                                "the conclusion's PaidOut events (known when this node saw it)"},
+    "credited": {"type": "object", "additionalProperties": AMOUNT,
+                 "description": "closed: the part of paidOut the Adjudicator could not send "
+                                "(your account or the token refused it) and holds; the node "
+                                "withdraws it, again and again while it is refused"},
     "kind": {"type": "string", "enum": ["ledger", "virtual"],
              "description": "a ledger channel holds deposits on-chain; a virtual one is "
                             "funded by locks in two ledger channels with an intermediary"},
@@ -105,6 +109,10 @@ CHANNEL_INFO = obj({
     "via": {"type": ["string", "null"], "description": "virtual: the intermediary"},
     "funds": {"type": "array", "items": CHANNEL_ID,
               "description": "ledger: the virtual channels it locks funds for"},
+    "fees": {"type": "object", "additionalProperties": obj(
+        {"earned": AMOUNT, "paid": AMOUNT}, ["earned", "paid"]),
+        "description": "ledger: intermediary fees per currency, earned (we are the "
+                       "intermediary) and paid (we opened virtual channels through it)"},
 }, ["channelId", "peer", "peerAddress", "phase", "version", "isFinal", "balances",
     "challengeDuration", "kind"], description="channel info")
 
@@ -165,6 +173,21 @@ def _open_balances(raw: dict[str, Any], currencies: Currencies) -> dict[Address,
     return balances
 
 
+def _max_fee(raw: dict[str, Any] | None, currencies: Currencies) -> dict[Address, int] | None:
+    if raw is None:
+        return None
+    limits: dict[Address, int] = {}
+    for currency in currencies:
+        text = raw.get(currency.symbol)
+        if text is None:
+            continue
+        try:
+            limits[currency.asset] = currency.parse(text)
+        except AmountError as exc:
+            raise InvalidParams(f"maxFee.{currency.symbol}", str(exc)) from None
+    return limits
+
+
 def _payments(raw: list[dict[str, Any]], currencies: Currencies) -> list[Payment]:
     payments = []
     for index, item in enumerate(raw):
@@ -219,6 +242,9 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
     pair = _pair_schema()
     open_balances = obj({symbol: pair for symbol in currency_symbols}, [],
                         description="per currency: our deposit and the peer's")
+    max_fee = obj({symbol: AMOUNT for symbol in currency_symbols}, [],
+                  description="with via: the most we pay the intermediary per currency "
+                              "(a currency not named: nothing)")
     payment = obj({
         "currency": {"type": "string", "enum": currency_symbols},
         "payee": {**PEER, "description": "\"self\" (a payment request: the peer pays us) or "
@@ -289,8 +315,10 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
     # -- channel --
     async def channel_open(args: dict[str, Any], ctx: CallContext) -> Any:
         balances = _open_balances(args["balances"], currencies)
+        max_fee = _max_fee(args.get("maxFee"), currencies)
         return await facade.channel_open(_bytes(args, "sessionId"), args["peer"], balances,
-                                         args.get("challengeDuration"), args.get("via"))
+                                         args.get("challengeDuration"), args.get("via"),
+                                         max_fee)
 
     async def channel_respond_proposal(args: dict[str, Any], ctx: CallContext) -> Any:
         return await facade.channel_respond_proposal(
@@ -373,7 +401,15 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                    "configFile": {"type": "string", "description": "its session.yaml"},
                    "offChainAddress": ADDRESS, "onChainAddress": ADDRESS,
                    "openChannels": {"type": "integer", "minimum": 0,
-                                    "description": "channels not yet settled on-chain"}},
+                                    "description": "channels not yet settled on-chain"},
+                   "intermediary": obj({
+                       "lockWindow": {"type": "number", "minimum": 0},
+                       "fee": {"type": "object", "additionalProperties": obj(
+                           {"base": AMOUNT, "ppm": {"type": "integer", "minimum": 0,
+                                                    "maximum": 1_000_000}},
+                           ["base", "ppm"])}}, ["lockWindow", "fee"],
+                       description="when the session serves as intermediary: its lock window "
+                                   "(seconds) and the fee it charges openers per currency")},
                    ["sessionId", "configFile", "offChainAddress", "onChainAddress",
                     "openChannels"])},
                session_list, lambda sessions: [s.to_json() for s in sessions],
@@ -413,7 +449,11 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                                                            "omitted"}, required=False),
                 Param("via", PEER, required=False,
                       description="the intermediary's alias or address: opens a virtual "
-                                  "channel")),
+                                  "channel"),
+                Param("maxFee", max_fee, required=False,
+                      description="with via: the most we pay the intermediary, per currency; "
+                                  "its fee is asked first, and a higher one fails the call "
+                                  "before the peer is asked")),
                CHANNEL_INFO, channel_open, channel,
                (ResourceNotFound, InvalidArgument, InsufficientFunds, PeerNotFunded, TxTimedOut,
                 FailedPrecondition, *peer_errors),

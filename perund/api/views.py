@@ -17,6 +17,7 @@ from perund.channel import events as ev
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID, State, VirtualParams, hex_address
 from perund.contacts.book import Contact
+from perund.session.config import IntermediaryConfig
 from perund.session.notices import GoneNotice, Notice, ProposalNotice, UpdateNotice
 from perund.storage.payments import PaymentRecord
 from perund.wire.messages import VirtualPropose
@@ -78,12 +79,17 @@ class ChannelView:
     paid_out: tuple[tuple[Address, int], ...] | None = None
     """What the chain says it paid our account at the conclusion, per asset (known when this
     node saw the conclusion)."""
+    credited: tuple[tuple[Address, int], ...] = ()
+    """The part of `paid_out` the contract could not send and holds for a withdraw (the
+    session withdraws it: perund.session.withdrawals)."""
     funded_by: tuple[ChannelID, ...] = ()
     """A virtual channel's parents, ours first (empty for a ledger channel)."""
     via: str | None = None
     """A virtual channel's intermediary (alias, or address when it is no contact)."""
     funds: tuple[ChannelID, ...] = ()
     """The virtual channels this ledger channel locks funds for."""
+    fees: Mapping[Address, tuple[int, int]] = field(default_factory=dict)
+    """A ledger channel's intermediary fees per asset: (earned, paid)."""
 
     def to_json(self, currencies: Currencies) -> JSON:
         """The API's channel info object."""
@@ -103,12 +109,20 @@ class ChannelView:
             shown["via"] = self.via
         if self.funds:
             shown["funds"] = [hex_id(vid) for vid in self.funds]
+        if self.fees:
+            shown["fees"] = {currencies.render(asset, earned)[0]: {
+                "earned": currencies.render(asset, earned)[1],
+                "paid": currencies.render(asset, paid)[1]}
+                for asset, (earned, paid) in self.fees.items()}
         if self.on_chain is not None:
             shown["onChain"] = {"version": self.on_chain.version,
                                 "timeout": self.on_chain.timeout}
         if self.paid_out is not None:
             shown["paidOut"] = dict(currencies.render(asset, amount)
                                     for asset, amount in self.paid_out)
+        if self.credited:
+            shown["credited"] = dict(currencies.render(asset, amount)
+                                     for asset, amount in self.credited)
         return shown
 
     def short_paid(self) -> bool:
@@ -187,6 +201,8 @@ class SessionInfo:
     off_chain_address: Address
     on_chain_address: Address
     open_channels: int
+    intermediary: IntermediaryConfig | None = None
+    """The session's intermediary settings, when it serves as one."""
 
     def to_json(self) -> JSON:
         """`{sessionId, configFile, offChainAddress, onChainAddress, openChannels}`."""
@@ -196,6 +212,10 @@ class SessionInfo:
             "offChainAddress": hex_address(self.off_chain_address),
             "onChainAddress": hex_address(self.on_chain_address),
             "openChannels": self.open_channels,
+            **({} if self.intermediary is None else {"intermediary": {
+                "lockWindow": self.intermediary.lock_window,
+                "fee": {f.symbol: {"base": f.base, "ppm": f.ppm}
+                        for f in self.intermediary.fee}}}),
         }
 
 
@@ -411,10 +431,12 @@ def _peer_name(address: Address, alias_of: AliasOf) -> str:
 
 def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None,
                  paid_out: tuple[tuple[Address, int], ...] | None = None,
-                 via: Address | None = None) -> ChannelView:
+                 via: Address | None = None,
+                 credited: tuple[tuple[Address, int], ...] = (),
+                 fees: Mapping[Address, tuple[int, int]] | None = None) -> ChannelView:
     """Channel info of `channel` (at `state`, e.g. a proposed one, or at its latest state),
     with what the chain paid our account if it is concluded and that is known; `via` is a
-    virtual channel's intermediary."""
+    virtual channel's intermediary, `fees` a ledger's fees earned and paid per asset."""
     shown = state if state is not None else channel.latest
     me, peer = channel.index, channel.peer_index
     dispute = channel.dispute
@@ -432,9 +454,11 @@ def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None
         is_final=shown.is_final,
         on_chain=None if dispute is None else OnChainView(dispute.version, dispute.timeout),
         paid_out=paid_out,
+        credited=credited,
         funded_by=(parents[me], parents[peer]) if parents else (),
         via=None if via is None else _peer_name(via, alias_of),
         funds=tuple(lock.channel_id for lock in shown.locked),
+        fees=dict(fees or {}),
     )
 
 
@@ -490,13 +514,18 @@ def notification_of(notice: Notice, alias_of: AliasOf) -> Notification | None:
         return gone_view(notice, alias_of)
     event = notice.event
     if isinstance(event, ev.Closed):
-        view = channel_view(notice.channel, alias_of, paid_out=event.paid)
+        view = channel_view(notice.channel, alias_of, paid_out=event.paid,
+                            credited=event.credited)
         problems = []
         if not view.is_final:
             problems.append("closed on-chain by a dispute, not by a final state both signed")
         if view.short_paid():
             problems.append("the chain paid your account less than the state gives you "
                             "(paidOut against balances.self): the deposits were not all there")
+        if view.credited:
+            problems.append("the Adjudicator could not send part of your payout (credited): "
+                            "your account or the token refused the transfer; the node "
+                            "withdraws it, and tries again while it is refused")
         return UpdateView(None, notice.channel.channel_id, "closed", view, None,
                           error="; ".join(problems) or None)
     if isinstance(event, ev.UpdateWithdrawn):

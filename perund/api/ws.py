@@ -76,24 +76,26 @@ class ApiSocket(WebSocketServerProtocol):
     def resumeProducing(self) -> None:
         """The client reads again: send what was held, in order."""
         self._paused = False
-        while self._queue and not self._paused and self.open \
-                and self.state == WebSocketServerProtocol.STATE_OPEN:
+        while self._queue and not self._paused and self.open:
             data = self._queue.popleft()
             self._queued -= len(data)
-            self.sendMessage(data, isBinary=False)  # type: ignore[no-untyped-call]
+            self._send_if_open(data)
 
     def stopProducing(self) -> None:
         """The connection is going: nothing more is sent."""
         self._queue.clear()
         self._queued = 0
 
-    def _transmit(self, data: bytes) -> None:
-        if self.state != WebSocketServerProtocol.STATE_OPEN:
-            # The closing handshake has begun (`onClose` comes later): the client reads
-            # nothing more, and autobahn refuses to send.
+    def _send_if_open(self, data: bytes) -> None:
+        # The client may have begun the closing handshake before `onClose` runs (our `open`
+        # is still set then): what would go out now has no one to read it.
+        if self.state != self.STATE_OPEN:
             return
+        self.sendMessage(data, isBinary=False)  # type: ignore[no-untyped-call]
+
+    def _transmit(self, data: bytes) -> None:
         if not self._paused and not self._queue:
-            self.sendMessage(data, isBinary=False)  # type: ignore[no-untyped-call]
+            self._send_if_open(data)
             return
         self._queue.append(data)
         self._queued += len(data)

@@ -114,6 +114,7 @@ class ChainBackend(ChainReads):
     async def fund(
         self, account: Account, channel_id: ChannelID, index: int,
         deposits: Sequence[tuple[Address, int]], *, use_permits: bool = True,
+        sent: list[TxReceipt] | None = None,
     ) -> tuple[TxReceipt, ...]:
         """Deposit each `(asset, amount)` for participant `index` in one `fundParticipant`
         transaction (the ETH amounts as its value). A token whose allowance for the Adjudicator
@@ -121,11 +122,14 @@ class ChainBackend(ChainReads):
         one (and `use_permits`), else by `approve` transactions. The receipts, deposit last.
 
         One account funds one channel at a time: an allowance read, then granted and taken by
-        the deposit, must not be overwritten or taken by another channel's funding between."""
+        the deposit, must not be overwritten or taken by another channel's funding between.
+        Each receipt also goes to `sent` as soon as it is in: an approval's gas is spent even
+        if the deposit after it fails."""
         lock = self._funding_locks.setdefault(account.address, DeferredLock())
         await lock.acquire()
         try:
-            return await tokens.fund(self, account, channel_id, index, deposits, use_permits)
+            return await tokens.fund(self, account, channel_id, index, deposits, use_permits,
+                                     sent)
         finally:
             lock.release()
 

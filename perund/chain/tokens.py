@@ -171,23 +171,30 @@ def permit_blocking(
 
 
 async def approve(
-    backend: TokenHost, account: Account, token: Address, amount: int, allowed: int
+    backend: TokenHost, account: Account, token: Address, amount: int, allowed: int,
+    sent: list[TxReceipt] | None = None,
 ) -> tuple[TxReceipt, ...]:
     """Let the Adjudicator take `amount` of `token` from `account` by `approve` transactions.
 
     `allowed` is the allowance now: a token that refuses to change a nonzero allowance to
-    another nonzero one (USDT does, against front-running) is set to zero first."""
+    another nonzero one (USDT does, against front-running) is set to zero first. Each receipt
+    is also added to `sent` as soon as it is in, so a caller counts the gas of a transaction
+    that went through even when a later one fails."""
     spender = backend.require_adjudicator()
     sender = backend.sender
+    kept = [] if sent is None else sent
+    start = len(kept)
     data = TOKEN_CODEC.encode_call("approve", spender, amount)
     try:
-        return (await sender.transact(account, "approve", token, data),)
+        kept.append(await sender.transact(account, "approve", token, data))
+        return tuple(kept[start:])
     except TxReverted:
         if allowed == 0:
             raise
     zero = TOKEN_CODEC.encode_call("approve", spender, 0)
-    first = await sender.transact(account, "approve", token, zero)
-    return first, await sender.transact(account, "approve", token, data)
+    kept.append(await sender.transact(account, "approve", token, zero))
+    kept.append(await sender.transact(account, "approve", token, data))
+    return tuple(kept[start:])
 
 
 async def fund(
@@ -197,8 +204,10 @@ async def fund(
     index: int,
     deposits: Sequence[tuple[Address, int]],
     use_permits: bool,
+    sent: list[TxReceipt] | None = None,
 ) -> tuple[TxReceipt, ...]:
-    """`ChainBackend.fund`: allowances first (permits or approvals), then one deposit."""
+    """`ChainBackend.fund`: allowances first (permits or approvals), then one deposit; each
+    receipt also goes to `sent` as soon as it is in (see `approve`)."""
     adjudicator = backend.require_adjudicator()
     if index not in (0, 1):
         raise InvalidArgument("a participant index is 0 or 1", name="index", value=index,
@@ -210,7 +219,8 @@ async def fund(
     for asset, amount in deposits:
         if asset != ETH:
             needed[asset] = needed.get(asset, 0) + amount
-    receipts: list[TxReceipt] = []
+    receipts: list[TxReceipt] = [] if sent is None else sent
+    start = len(receipts)
     permits: list[tuple[Any, ...]] = []
     for token, amount in needed.items():
         allowed = int(await backend.run_blocking(
@@ -224,11 +234,11 @@ async def fund(
         if permit is not None:
             permits.append(permit.as_abi())
         else:
-            receipts.extend(await approve(backend, account, token, amount, allowed))
+            await approve(backend, account, token, amount, allowed, receipts)
     data = backend.codec.encode_call(
         "fundParticipant", channel_id, index, [asset for asset, _ in deposits],
         [amount for _, amount in deposits], permits)
     value = sum(amount for asset, amount in deposits if asset == ETH)
     receipts.append(await backend.sender.transact(
         account, "fundParticipant", adjudicator, data, value, events_of=adjudicator))
-    return tuple(receipts)
+    return tuple(receipts[start:])

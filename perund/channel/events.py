@@ -423,6 +423,9 @@ class Closed:
     version: int
     paid: tuple[tuple[Address, int], ...] | None = None
     """None: not known (the conclusion was learnt without its PaidOut events)."""
+    credited: tuple[tuple[Address, int], ...] = ()
+    """The part of `paid` the contract could not send (our receiver, or the token, refused
+    the transfer) and holds for a `withdraw`, per asset."""
 
 
 Event = (

@@ -134,11 +134,15 @@ def _concluded(channel: Channel, change: Concluded) -> Result:
         return new, (Persist(new), *events, Closed(channel.channel_id, change.version, None))
     ours = params.receivers[channel.index]
     paid: dict[Address, int] = {}
+    credited: dict[Address, int] = {}
     for payout in change.payouts:
         if payout.receiver == ours:
             paid[payout.asset] = paid.get(payout.asset, 0) + payout.amount
+            if not payout.pushed:
+                credited[payout.asset] = credited.get(payout.asset, 0) + payout.amount
     return new, (Persist(new), *events,
-                 Closed(channel.channel_id, change.version, tuple(paid.items())))
+                 Closed(channel.channel_id, change.version, tuple(paid.items()),
+                        tuple(credited.items())))
 
 
 def _chain_lost(channel: Channel, change: ChainLost) -> Result:

@@ -197,6 +197,9 @@ class VirtualProof:
     params: VirtualParams
     state: State
     signatures: tuple[Signature, Signature]
+    fee: tuple[int, ...] = ()
+    """For a lock: what its sender pays the intermediary for it, per asset of `state`
+    (docs/protocol.md "Intermediary fees"); empty when nothing is paid, and for a fold."""
 
     @property
     def is_fold(self) -> bool:

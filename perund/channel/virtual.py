@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from perund.channel.encoding import signing_digest
 from perund.channel.events import AwaitingMatch, Event, FoldParent, LockParent, Reason
+from perund.channel.fees import fee_amounts
 from perund.channel.phases import advance, busy
 from perund.channel.records import Channel, Staged
 from perund.channel.rules import fully_signed
@@ -107,13 +108,19 @@ def index_map(ledger_index: int, virtual_index: int) -> tuple[int, int]:
 
 def locked_state(ledger: State, version: int, ledger_index: int, proof: VirtualProof) -> State:
     """The ledger state `ledger` with virtual channel `proof.state` (its version 0) locked by
-    ledger participant `ledger_index`, at `version`. InvalidArgument when the free balances do
-    not cover it, FailedPrecondition when the channel is locked already."""
+    ledger participant `ledger_index`, at `version`, who also pays the intermediary (the other
+    ledger participant) the lock's fee, if any. InvalidArgument when the free balances do not
+    cover it, FailedPrecondition when the channel is locked already."""
     v0 = proof.state
     vid = v0.channel_id
     if any(lock.channel_id == vid for lock in ledger.locked):
         raise FailedPrecondition("the virtual channel is locked in this ledger already",
                                  channel_id="0x" + vid.hex())
+    if proof.fee and len(proof.fee) != len(v0.assets):
+        raise InvalidArgument("a fee has one amount per asset of the virtual channel",
+                              name="fee", value=str(len(proof.fee)),
+                              requirement=f"{len(v0.assets)} amounts")
+    fee = fee_amounts(proof.fee, len(v0.assets))
     mapping = index_map(ledger_index, _virtual_index(proof, ledger_index, ledger))
     rows = [list(row) for row in ledger.balances]
     amounts = [0] * len(ledger.assets)
@@ -127,6 +134,15 @@ def locked_state(ledger: State, version: int, ledger_index: int, proof: VirtualP
                     name="balances", value=str(v0.balances[c][j]),
                     requirement=f"at most {rows[a][who] + v0.balances[c][j]}",
                     asset="0x" + bytes(ledger.assets[a]).hex())
+        # The fee moves in the same state as the lock: paid exactly when the lock is signed.
+        rows[a][ledger_index] -= fee[c]
+        if rows[a][ledger_index] < 0:
+            raise InvalidArgument(
+                "the ledger channel's free balance does not cover the virtual channel and the "
+                "intermediary's fee", name="fee", value=str(fee[c]),
+                requirement=f"at most {rows[a][ledger_index] + fee[c]}",
+                asset="0x" + bytes(ledger.assets[a]).hex())
+        rows[a][1 - ledger_index] += fee[c]
         amounts[a] = v0.balances[c][0] + v0.balances[c][1]
     lock = SubAlloc(vid, tuple(amounts), mapping)
     return State(ledger.channel_id, version, ledger.assets,
@@ -179,9 +195,13 @@ def proof_state(channel: Channel, current: State, version: int, proof: VirtualPr
     if vp.participants[j] != channel.me:
         raise FailedPrecondition("we are not the virtual participant this ledger funds")
     if proof.is_fold:
+        if proof.fee:
+            raise FailedPrecondition("a fold carries no fee")
         return folded_state(current, version, proof)
     if proof.state.version != 0:
         raise FailedPrecondition("a lock carries the virtual channel's version 0")
+    if proof.fee and j != 0:
+        raise FailedPrecondition("only the virtual channel's opener pays the intermediary")
     return locked_state(current, version, channel.index, proof)
 
 
@@ -202,6 +222,8 @@ def received_rules(channel: Channel, current: State, state: State,
         return Reason.VIRTUAL
     if not proof.is_fold and virtual.version != 0:
         return Reason.VIRTUAL
+    if proof.fee and (proof.is_fold or j != 0):
+        return Reason.VIRTUAL  # only the opener pays, and only for its lock
     try:
         expected = (folded_state(current, state.version, proof) if proof.is_fold
                     else locked_state(current, state.version, channel.peer_index, proof))

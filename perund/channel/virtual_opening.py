@@ -33,6 +33,7 @@ from perund.channel.events import (
     SendUpdateAccept,
     SendVirtualAccept,
 )
+from perund.channel.fees import fee_amounts
 from perund.channel.phases import Phase
 from perund.channel.proposal import (
     AcceptingTerms,
@@ -78,6 +79,8 @@ class VirtualOpenRequest:
     assets: tuple[Address, ...]
     balances: tuple[tuple[int, int], ...]
     challenge_duration: int
+    max_fee: tuple[int, ...] = ()
+    """The most we pay the intermediary, per asset (empty: nothing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +150,12 @@ def virtual_proposal_rules(p: VirtualProposalTerms,
 
 
 def make_virtual_proposal(request: VirtualOpenRequest, *, participant: Address, ledger: Channel,
-                          proposal_id: bytes, nonce_share: bytes,
-                          deployment: Deployment) -> VirtualProposal:
+                          proposal_id: bytes, nonce_share: bytes, deployment: Deployment,
+                          fee: tuple[int, ...] = ()) -> VirtualProposal:
     """The proposal to send for the user's `request`, funded through our `ledger` channel with
-    the intermediary; InvalidArgument names the bad field, FailedPrecondition a ledger that
-    cannot fund it."""
+    the intermediary, which must also cover the intermediary's `fee` (per asset; empty: none)
+    on our side; InvalidArgument names the bad field, FailedPrecondition a ledger that cannot
+    fund it."""
     for name, address in (("peer", request.peer), ("via", request.intermediary)):
         if address == participant:
             raise InvalidArgument(f"the {name} is ourselves", name=name,
@@ -170,8 +174,14 @@ def make_virtual_proposal(request: VirtualOpenRequest, *, participant: Address, 
         reason, detail = broken
         name = "challengeDuration" if reason is Reason.CHALLENGE_DURATION else "balances"
         raise InvalidArgument(reason.value, name=name, value=detail, requirement=reason.value)
+    for name, amounts in (("maxFee", request.max_fee), ("fee", fee)):
+        if amounts and len(amounts) != len(proposal.assets):
+            raise InvalidArgument(f"{name} has one amount per asset", name=name,
+                                  value=str(len(amounts)),
+                                  requirement=f"{len(proposal.assets)} amounts")
+    paid = fee_amounts(fee, len(proposal.assets))
     why = covers(ledger, request.intermediary, proposal.assets,
-                 tuple(row[0] for row in proposal.balances),
+                 tuple(row[0] + f for row, f in zip(proposal.balances, paid, strict=True)),
                  tuple(row[1] for row in proposal.balances))
     if why is not None:
         raise FailedPrecondition(f"cannot fund the virtual channel: {why}",

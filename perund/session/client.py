@@ -49,6 +49,7 @@ from perund.channel.changes import (
     UserTimedOut,
 )
 from perund.channel.encoding import Signer
+from perund.channel.fees import FeeSchedule
 from perund.channel.machine import transition
 from perund.channel.phases import TERMINAL, Phase
 from perund.channel.proposal import Deployment, OpenRequest
@@ -56,10 +57,12 @@ from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
 from perund.channel.virtual_opening import VirtualOpenRequest
 from perund.errors import FailedPrecondition, PerundError, ResourceNotFound
+from perund.session.chain_check import AssetLabel, default_label
 from perund.session.closing import Closing
 from perund.session.config import IntermediaryConfig
 from perund.session.duties import ChainDuties, OnChain
 from perund.session.executor import Executor
+from perund.session.fees import FeeBook
 from perund.session.guard import store_intact
 from perund.session.inbox import Inbox
 from perund.session.intermediary import Intermediary
@@ -116,6 +119,8 @@ class ChannelClient(TimingKnobs):
         settle_retry_delay: float = 5.0,
         dispute_after: float | None = None,
         intermediary: IntermediaryConfig | None = None,
+        fee_schedule: FeeSchedule | None = None,
+        asset_label: AssetLabel = default_label,
     ) -> None:
         # Any: zope interfaces do not type-check as protocols without the mypy-zope plugin.
         self._reactor: Any = reactor
@@ -150,18 +155,21 @@ class ChannelClient(TimingKnobs):
         self._patience = Patience(reactor, links=peers, channels=self.channels,
                                   force_close=self._force_close)
         serving = intermediary or IntermediaryConfig()
+        self.fees = FeeBook(store)
         self.intermediary = Intermediary(
             reactor, enabled=serving.enabled, window=serving.lock_window,
             signer=signer, links=peers, channels=self.channels, store=store, apply=self._apply,
             check_id=lambda proof: self._virtual.check_proof_id(proof),
-            registered=lambda vid: self._virtual.registered(vid))
+            registered=lambda vid: self._virtual.registered(vid), schedule=fee_schedule,
+            fees=self.fees)
         self._virtual = Virtuals(
             reactor, signer=signer, deployment=deployment, links=peers, timing=self.timing,
             channels=self.channels, questions=self._questions, sends=self._sends,
             confirm_updates=confirm_updates, start=self._start, apply=self._apply,
             execute=self._execute, settle=self._duties.settle, is_contact=self._is_contact,
             registrations=self.intermediary.registration, proofs=self.intermediary.proof,
-            not_open_yet=lambda cid, error: self._outcomes.not_open_yet(cid, error))
+            not_open_yet=lambda cid, error: self._outcomes.not_open_yet(cid, error),
+            fees=self.fees, asset_label=asset_label)
         self._opening = Opening(signer=signer, receiver=receiver, deployment=deployment,
                                 confirm_updates=confirm_updates, links=peers,
                                 timing=self.timing, questions=self._questions,
@@ -184,6 +192,7 @@ class ChannelClient(TimingKnobs):
                                 apply=self._apply, closed_later=self._outcomes.closed_later,
                                 refusal=self._virtual.close_refusal)
         self.paid_out = self._outcomes.paid_out
+        self.credited = self._outcomes.credited
         self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {
             ev.SendAccept: self._outbox.send_accept,
             ev.SendReject: self._outbox.send_reject,

@@ -13,10 +13,11 @@ every problem of a file is collected before anything fails, and the file is neve
     confirm_updates: false  (optional) ask the user even before accepting incoming payments
     dispute_after: 24h      (optional) settle on-chain the channels with a peer that has been
                             unreachable this long (default: never; the user closes)
-    intermediary: {enabled: false, lock_window: 10s}
+    intermediary: {enabled: false, lock_window: 10s, fee: {ETH: {base: "0", ppm: 0}}}
                             (optional) act as intermediary for virtual channels between our
                             peers: match the two ledger locks (or folds) of each within the
-                            window (docs/protocol.md "Virtual channels")
+                            window (docs/protocol.md "Virtual channels"), charging the opener
+                            the fee per asset (perund.session.fee_config)
 
 Secrets never reach an error or a log: a value under an unknown key that looks like a secret
 (`password`, `private_key`, ...) is shown as `<hidden>`.
@@ -41,6 +42,7 @@ from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
 from perund.keystore.v3 import read_password, unlock_keystore
 from perund.safe_files import FileRules, key_name, shown_value
+from perund.session.fee_config import FeeSetting, parse_fee
 
 _TOP_KEYS = {"on_chain", "off_chain", "password_file", "contacts", "comm", "database",
              "confirm_updates", "dispute_after", "intermediary"}
@@ -69,6 +71,9 @@ class IntermediaryConfig:
     """Seconds a lock (or fold) from one ledger waits for its match from the other ledger
     before it is refused. It must stay below the peers' wait for an answer
     (`timeouts.response` + `timeouts.peer_request` of their nodes)."""
+    fee: tuple[FeeSetting, ...] = ()
+    """What the opener of a virtual channel pays us, per currency (resolved against the node's
+    currencies when the session opens: `perund.session.fee_config.resolve_fee`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,9 +286,9 @@ def _intermediary(section: object, problems: _Problems) -> IntermediaryConfig:
     if section is None:
         return IntermediaryConfig()
     if not isinstance(section, Mapping):
-        problems.add("intermediary", section, "a mapping with enabled and lock_window")
+        problems.add("intermediary", section, "a mapping with enabled, lock_window and fee")
         return IntermediaryConfig()
-    _unknown(section, "intermediary.", {"enabled", "lock_window"}, problems)
+    _unknown(section, "intermediary.", {"enabled", "lock_window", "fee"}, problems)
     enabled = section.get("enabled", False)
     if not isinstance(enabled, bool):
         problems.add("intermediary.enabled", enabled, "true or false")
@@ -296,7 +301,7 @@ def _intermediary(section: object, problems: _Problems) -> IntermediaryConfig:
                 raise ValueError("a duration above zero and at most 10 minutes")
         except ValueError as exc:
             problems.add("intermediary.lock_window", section["lock_window"], str(exc))
-    return IntermediaryConfig(enabled, window)
+    return IntermediaryConfig(enabled, window, parse_fee(section.get("fee"), problems.add))
 
 
 def load_session_config(path: str | Path, rules: FileRules | None = None) -> SessionConfig:

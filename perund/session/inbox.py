@@ -33,6 +33,7 @@ from perund.session.memos import Memos
 from perund.session.ports import PeerLinks, undelivered
 from perund.session.questions import Questions
 from perund.wire.messages import (
+    FeeQuery,
     Message,
     Propose,
     Sync,
@@ -121,6 +122,8 @@ class Inbox:
                     self._apply(ledger, change)
             case VirtualPropose():
                 self._virtual.proposal_received(peer, msg)
+            case FeeQuery():
+                self._intermediary.quote(peer, msg)
             case _:
                 # Late answers to proposals we gave up on, and anything else unsolicited.
                 log.info("ignored an unsolicited {kind} from {peer}", kind=type(msg).__name__,

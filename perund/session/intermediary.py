@@ -13,6 +13,10 @@ Rules, stated once:
   written and both updates are countersigned in the same reactor turn, so that both are
   durable before either answer leaves (group commit); one that finds no match within the lock
   window is refused (`MatchFailed`): she never signed it, so nothing is at stake;
+- she may charge the opener a fee (`schedule`, docs/protocol.md "Intermediary fees"): she
+  quotes it on request (`FeeQuery` → `FeeQuote`), refuses a lock of the opener that pays less
+  (naming her fee) or a lock of the responder that pays anything, and records what she earned
+  once she countersigned the pair;
 - she watches every virtual channel she funds: once one is registered on-chain she records the
   registration and settles both her ledgers with it on-chain (each pays her the outcome of the
   virtual participant she stands for there, so she ends where she started).
@@ -31,10 +35,12 @@ from perund.chain.results import ChainEvent
 from perund.channel import events as ev
 from perund.channel.changes import Change, ForceClose, MatchFailed, RespondUpdate, UpdateReceived
 from perund.channel.encoding import Signer
+from perund.channel.fees import FeeSchedule, fee_amounts, fee_for, within
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
-from perund.channel.types import Address, ChannelID, State, VirtualProof
+from perund.channel.types import Address, ChannelID, State, VirtualProof, hex_address
 from perund.channel.virtual import is_virtual
+from perund.session.fees import FeeBook
 from perund.session.ports import PeerLinks, undelivered
 from perund.session.virtual import Registration
 from perund.storage import ChannelStore
@@ -45,7 +51,15 @@ from perund.storage.virtual_records import (
     encode_record,
     record_name,
 )
-from perund.wire.messages import UpdateReject, VirtualFold, VirtualLock
+from perund.wire.codec import MAX_REASON_LENGTH
+from perund.wire.messages import (
+    FeeQuery,
+    FeeQuote,
+    Reject,
+    UpdateReject,
+    VirtualFold,
+    VirtualLock,
+)
 
 log = Logger(namespace="perund.intermediary")
 
@@ -74,10 +88,14 @@ class Intermediary:
                  links: PeerLinks, channels: Mapping[ChannelID, Channel], store: ChannelStore,
                  apply: Callable[[ChannelID, Change], None],
                  check_id: Callable[[VirtualProof], bool],
-                 registered: Callable[[ChannelID], None]) -> None:
+                 registered: Callable[[ChannelID], None],
+                 schedule: FeeSchedule | None = None, fees: FeeBook | None = None) -> None:
         self._reactor = reactor
         self.enabled = enabled
         self.window = window
+        self.schedule: FeeSchedule = dict(schedule or {})
+        """Our fee terms per asset (empty: we charge nothing)."""
+        self._fees = fees or FeeBook(store)
         self._signer = signer
         self._links = links
         self._channels = channels
@@ -133,6 +151,29 @@ class Intermediary:
                          ).addErrback(undelivered)
         return None
 
+    def quote(self, peer: Address, msg: FeeQuery) -> None:
+        """Answer a prospective opener's `FeeQuery` with our fee for such a virtual channel."""
+        answer: FeeQuote | Reject
+        if self.enabled:
+            answer = FeeQuote(msg.query_id, fee_for(self.schedule, msg.assets, msg.totals))
+        else:
+            answer = Reject(msg.query_id, UNWILLING)
+        self._links.send(peer, answer).addErrback(undelivered)
+
+    def _fee_refusal(self, proof: VirtualProof, j: int) -> str | None:
+        """Why the fee of a lock from virtual participant `j` is refused, if it is."""
+        if proof.is_fold or (j != 0 and not proof.fee):
+            return None
+        if j != 0:
+            return "only the virtual channel's opener pays the intermediary a fee"
+        assets = proof.state.assets
+        required = fee_for(self.schedule, assets, proof.state.totals())
+        if within(required, fee_amounts(proof.fee, len(assets))):
+            return None
+        charged = ", ".join(f"{amount} wei of {hex_address(asset)}"
+                            for asset, amount in zip(assets, required, strict=True) if amount)
+        return f"fee too low: the intermediary charges {charged}"[:MAX_REASON_LENGTH]
+
     def _refusal(self, peer: Address, ledger_id: ChannelID, proof: VirtualProof) -> str | None:
         if not self.enabled:
             return UNWILLING
@@ -148,7 +189,9 @@ class Intermediary:
                 return "the virtual channel's parents are not our ledgers with its parties"
         if vp.parents[j] != ledger_id:
             return "the virtual channel is not funded through this ledger"
-        return None
+        if proof.fee and len(proof.fee) != len(proof.state.assets):
+            return "the fee does not hold one amount per asset of the virtual channel"
+        return self._fee_refusal(proof, j)
 
     def awaiting(self, e: ev.AwaitingMatch) -> None:
         """The core holds a valid lock or fold: answer it with its match, or wait for it."""
@@ -192,6 +235,10 @@ class Intermediary:
             record = VirtualRecord(proof)
             self.records[vid] = record
             self._store.set_meta(record_name(vid), encode_record(record))
+            # The opener's lock carries the fee; we earn it in the opener's ledger as we sign.
+            opener = proof.params.parents[0]
+            paid = other.proof if other.channel_id == opener else proof
+            self._fees.record(opener, proof.state.assets, paid.fee, earned=True)
         log.info("virtual channel {vid}: both {what} match; countersigning both",
                  vid=_hex(vid), what="folds" if proof.is_fold else "locks")
         # One reactor turn: both records are durable before either answer leaves.

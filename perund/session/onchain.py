@@ -105,6 +105,21 @@ class ChainSettlement:
     def _sleep(self, seconds: float) -> Deferred[None]:
         return deferLater(self._reactor, seconds, lambda: None)
 
+    # -- Withdrawer (perund.session.withdrawals) -------------------------------------------------
+
+    def withdraw_owed(self, asset: Address) -> Deferred[int]:
+        """Withdraw what the Adjudicator owes our account in `asset` (payouts it could not
+        send); fires with the amount (0: nothing owed, no transaction)."""
+        return Deferred.fromCoroutine(self._withdraw_owed(asset))
+
+    async def _withdraw_owed(self, asset: Address) -> int:
+        owed = await self.chain.owed(self.account.address, asset)
+        if owed == 0:
+            return 0
+        receipt = await self.chain.withdraw(self.account, asset)
+        self.receipts.append(receipt)
+        return owed
+
     # -- Funder ---------------------------------------------------------------------------------
 
     def fund(self, event: ev.Fund) -> Deferred[None]:
@@ -126,7 +141,6 @@ class ChainSettlement:
             deposits.append((asset, need - held))
         if deposits:
             receipts = await self._deposit(channel_id, index, deposits)
-            self.receipts.extend(receipts)
             log.info("channel {channel_id}: deposited {deposits} in block {block} "
                      "({transactions} transactions, gas {gas})", channel_id=_hex(channel_id),
                      deposits=", ".join(f"{amount} of {hex_address(asset)}"
@@ -152,14 +166,18 @@ class ChainSettlement:
 
     async def _deposit(self, channel_id: ChannelID, index: int,
                        deposits: list[tuple[Address, int]]) -> tuple[TxReceipt, ...]:
+        """Our deposits; every receipt is in `self.receipts` as soon as it is in (an approval's
+        gas counts even if the deposit after it fails)."""
         if len(deposits) == 1 and deposits[0][0] == ETH:
             # ETH alone: `deposit`, the cheapest call for it.
-            return (await self.chain.deposit(self.account, channel_id, index, ETH,
-                                             deposits[0][1]),)
+            receipt = await self.chain.deposit(self.account, channel_id, index, ETH,
+                                               deposits[0][1])
+            self.receipts.append(receipt)
+            return (receipt,)
         # One fundParticipant for every asset; each token is allowed first, by a permit inside
         # it where the token takes one, else by approve transactions.
         return await self.chain.fund(self.account, channel_id, index, deposits,
-                                     use_permits=self.use_permits)
+                                     use_permits=self.use_permits, sent=self.receipts)
 
     def deposit_seen(self, channel_id: ChannelID) -> None:
         """A Deposited event of `channel_id`, `confirmations` deep (from the watcher): a

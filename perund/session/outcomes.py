@@ -66,6 +66,8 @@ class Outcomes:
         self.paid_out: dict[ChannelID, tuple[tuple[Address, int], ...]] = {}
         """What the chain paid our account, per asset, for the channels concluded while this
         client ran (from the conclusion's PaidOut events)."""
+        self.credited: dict[ChannelID, tuple[tuple[Address, int], ...]] = {}
+        """The part of `paid_out` the contract credited for a withdraw instead of sending."""
 
     def opened_later(self, channel_id: ChannelID) -> Deferred[Channel]:
         """Fires with the channel once open, or fails with why it did not open."""
@@ -131,6 +133,8 @@ class Outcomes:
         channel = self._channels[e.channel_id]
         if e.paid is not None:
             self.paid_out[e.channel_id] = e.paid
+        if e.credited:
+            self.credited[e.channel_id] = e.credited
         _resolve(self._closing, e.channel_id, channel)
         _resolve(self._opening, e.channel_id,
                  PeerNotFunded("the channel closed before it opened", peer=_hex(channel.peer)))

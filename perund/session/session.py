@@ -20,13 +20,15 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
+from perund.api.amounts import Currencies
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
 from perund.chain.watcher import ChainView, ChainWatcher
+from perund.channel.fees import FeeSchedule
 from perund.channel.phases import TERMINAL
 from perund.channel.proposal import Deployment
 from perund.channel.records import Channel
-from perund.channel.types import ChannelID, hex_address
+from perund.channel.types import ETH, ChannelID, hex_address
 from perund.config import NodeConfig
 from perund.contacts.book import Contact, ContactBook
 from perund.errors import FailedPrecondition, InvalidConfig, StoreError, StoreLocked
@@ -35,8 +37,10 @@ from perund.safe_files import FileRules
 from perund.session.chain_check import AssetLabel, default_label, mismatch, shortfalls
 from perund.session.client import ChannelClient
 from perund.session.config import SessionConfig, SessionKeys, read_session_files, unlock
+from perund.session.fee_config import resolve_fee
 from perund.session.notices import Notice
 from perund.session.onchain import ChainSettlement
+from perund.session.withdrawals import Withdrawals
 from perund.storage.fsync_thread import fsync_thread
 from perund.storage.store import SessionStore
 
@@ -81,6 +85,9 @@ class Session:
         self.restored: list[Channel] = []
         self._early: deque[Notice] | None = deque(maxlen=EARLY_NOTICES)
         client.observers.append(self._keep_early)
+        self.withdrawals = Withdrawals(reactor, settlement)
+        """Withdraws the payouts the Adjudicator credited to our account instead of sending."""
+        client.observers.append(self.withdrawals.observe)
 
     def _keep_early(self, notice: Notice) -> None:
         if self._early is not None:
@@ -100,13 +107,15 @@ class Session:
                    chain_view: ChainView | None = None,
                    rules: FileRules | None = None,
                    check: Callable[[SessionConfig], None] | None = None,
-                   asset_label: AssetLabel = default_label) -> Session:
+                   asset_label: AssetLabel = default_label,
+                   currencies: Currencies | None = None) -> Session:
         """Open the session of `config_file`; InvalidConfig names whatever is wrong.
 
         Its files are read under `rules` (the folders the operator allows) off the reactor
         thread, within `sessions.open_timeout`: a slow disk or a hostile path stalls nobody.
         `check` may refuse the config once it is read (the node: the same user open twice).
-        `asset_label` names assets in messages (the node's currency table).
+        `asset_label` names assets in messages (the node's currency table); `currencies`
+        (default: ETH alone) resolve the intermediary fee's symbols and amounts.
         """
         rules = rules or FileRules()
         reading = deferToThread(read_session_files, config_file, rules)
@@ -120,6 +129,7 @@ class Session:
                 requirement="files the node can read at once") from None
         if check is not None:
             check(config)
+        fee_schedule = resolve_fee(config.intermediary.fee, currencies or Currencies())
         # scrypt takes up to a second a key: unlock off the reactor thread so other sessions'
         # payments do not stall meanwhile.
         keys: SessionKeys = await deferToThread(unlock, config, None, rules)
@@ -133,7 +143,7 @@ class Session:
         try:
             return await cls._build(reactor, config, keys, contacts, store, chain, node,
                                     session_id or os.urandom(16).hex(), chain_view,
-                                    asset_label)
+                                    asset_label, fee_schedule)
         except BaseException:
             store.close()
             raise
@@ -142,7 +152,7 @@ class Session:
     async def _build(cls, reactor: Any, config: SessionConfig, keys: SessionKeys,
                      contact_list: list[Contact], store: SessionStore, chain: ChainBackend,
                      node: NodeConfig, session_id: str, chain_view: ChainView | None,
-                     asset_label: AssetLabel) -> Session:
+                     asset_label: AssetLabel, fee_schedule: FeeSchedule) -> Session:
         if chain.chain_id is None or chain.adjudicator is None:
             raise FailedPrecondition("the node is not connected to the chain yet")
         signer = keys.signer()
@@ -165,6 +175,7 @@ class Session:
             is_contact=contacts.knows, response_timeout=node.timeouts.response,
             request_timeout=node.timeouts.peer_request, confirm_updates=config.confirm_updates,
             dispute_after=config.dispute_after, intermediary=config.intermediary,
+            fee_schedule=fee_schedule, asset_label=asset_label,
         )
         watcher = ChainWatcher(reactor, chain_view or chain, store, client,
                                poll_interval=node.chain.poll_interval,
@@ -191,6 +202,8 @@ class Session:
             client.stop()
             await peers.stop()
             raise
+        # A payout the contract credited while the node was down, or never withdrew.
+        session.withdrawals.check([ETH, *(token.address for token in node.chain.assets.values())])
         log.info("session {session_id} open: off-chain {address}, on-chain {account}, "
                  "{restored} channels restored, peers on {listen}", session_id=session_id,
                  address=hex_address(signer.address), account=hex_address(account.address),
@@ -214,6 +227,7 @@ class Session:
                 openChannels=["0x" + c.channel_id.hex() for c in still_open],
             )
         await self.watcher.stop()
+        self.withdrawals.stop()
         self.client.stop()
         await self.peers.stop()
         try:

@@ -2,9 +2,12 @@
 
 Rules, stated once:
 
-- **opening**: our user's `channel_open` with `via` proposes a virtual channel to the peer,
-  funded by our open ledger channel with the intermediary that covers it (`VirtualPropose`, a
-  request); the peer's user answers like any proposal. Once version 0 is fully signed each
+- **opening**: our user's `channel_open` with `via` first asks the intermediary its fee
+  (`FeeQuery`; refused above the user's `maxFee`, which is 0 where not given), then proposes
+  a virtual channel to the peer, funded by our open ledger channel with the intermediary that
+  covers it and the fee (`VirtualPropose`, a request); the peer's user answers like any
+  proposal. Our lock pays the quoted fee (kept in the `FeeBook` until the lock's fate is
+  known, then recorded as paid in the ledger). Once version 0 is fully signed each
   party locks it in its ledger (`LockParent`: an update with the proof, through the send
   queue); the channel opens for a party once its own lock is fully signed (`Funded`), and
   closes (`LockFailed`) when that lock cannot become fully signed any more;
@@ -24,6 +27,7 @@ The intermediary's side (matching locks and folds, its records) is `perund.sessi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.base import DelayedCall
@@ -31,9 +35,11 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from perund.api.amounts import format_amount
 from perund.channel import events as ev
 from perund.channel.changes import Change, Concluded, ForceClose, Funded, LockFailed
 from perund.channel.encoding import Signer, random_share, virtual_channel_id
+from perund.channel.fees import fee_amounts, fee_field, within
 from perund.channel.phases import SETTLING, TERMINAL, Phase
 from perund.channel.proposal import Deployment
 from perund.channel.records import Channel, Staged
@@ -62,12 +68,14 @@ from perund.errors import (
     PeerRequestTimedOut,
     PerundError,
 )
+from perund.session.chain_check import AssetLabel, default_label
+from perund.session.fees import FeeBook
 from perund.session.ports import PeerLinks, undelivered
 from perund.session.questions import IncomingProposal, Questions
 from perund.session.sending import SendQueue
 from perund.session.timing import Timing
 from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual
-from perund.wire.messages import Reject, VirtualAccept, VirtualPropose
+from perund.wire.messages import FeeQuery, FeeQuote, Reject, VirtualAccept, VirtualPropose
 
 log = Logger(namespace="perund.virtual")
 
@@ -111,9 +119,12 @@ class Virtuals:
                  settle: Callable[[Any], None], is_contact: Callable[[Address], bool],
                  registrations: Callable[[ChannelID], Registration | None],
                  proofs: Callable[[ChannelID], VirtualProof | None],
-                 not_open_yet: Callable[[ChannelID, PerundError], None]) -> None:
+                 not_open_yet: Callable[[ChannelID, PerundError], None],
+                 fees: FeeBook, asset_label: AssetLabel = default_label) -> None:
         self._reactor = reactor
         self._signer = signer
+        self._fees = fees
+        self._asset_label = asset_label
         self._deployment = deployment
         self._links = links
         self._timing = timing
@@ -206,9 +217,22 @@ class Virtuals:
             raise FailedPrecondition(
                 "no open ledger channel with the intermediary covers this virtual channel: "
                 "open one (or pay into one) first", via=_hex(request.intermediary))
+        # Every check of the request first, so a bad one is not taken to the intermediary.
+        make_virtual_proposal(request, participant=self._signer.address, ledger=ledger,
+                              proposal_id=random_share(), nonce_share=random_share(),
+                              deployment=self._deployment)
+        fee = await self._quote(request)
+        ledger = find_ledger(self._channels.values(), request.intermediary, request.assets,
+                             tuple(map(sum, zip(ours, fee, strict=True))), theirs)
+        if ledger is None:
+            raise FailedPrecondition(
+                "no open ledger channel with the intermediary covers this virtual channel and "
+                "the intermediary's fee: pay into one first", via=_hex(request.intermediary),
+                fee=self._amounts(request.assets, fee))
         proposal = make_virtual_proposal(request, participant=self._signer.address,
                                          ledger=ledger, proposal_id=random_share(),
-                                         nonce_share=random_share(), deployment=self._deployment)
+                                         nonce_share=random_share(), deployment=self._deployment,
+                                         fee=fee)
         message = VirtualPropose(
             proposal.proposal_id, proposal.chain_id, proposal.adjudicator,
             proposal.challenge_duration, proposal.nonce_share, proposal.assets,
@@ -230,7 +254,42 @@ class Virtuals:
             raise PeerProtocolError(f"the peer's acceptance is invalid: {refused.reason.value}",
                                     peer=_hex(request.peer), reason=refused.reason.value)
         self.track(channel)
+        self._fees.offer(channel.channel_id, fee_field(fee))  # before the lock goes out
         return await self._start(channel, events)
+
+    async def _quote(self, request: VirtualOpenRequest) -> tuple[int, ...]:
+        """The intermediary's fee for `request`'s virtual channel (FailedPrecondition above
+        the user's limit, which is 0 for every currency it does not name)."""
+        assets = request.assets
+        limit = fee_amounts(request.max_fee, len(assets))
+        query = FeeQuery(random_share(), assets, tuple(r[0] + r[1] for r in request.balances))
+        via = _hex(request.intermediary)
+        answer = await self._links.request(request.intermediary, query,
+                                           self._timing.request_timeout)
+        if isinstance(answer, Reject):
+            raise PeerRejected(f"the intermediary refuses: {answer.reason}", peer=via,
+                               reason=answer.reason)
+        if not isinstance(answer, FeeQuote) or len(answer.fee) != len(assets):
+            raise PeerProtocolError("the intermediary's fee quote does not fit the query",
+                                    peer=via)
+        if not within(answer.fee, limit):
+            raise FailedPrecondition(
+                f"the intermediary charges a fee of {self._shown(assets, answer.fee)}, more "
+                f"than maxFee allows ({self._shown(assets, limit)})", via=via,
+                fee=self._amounts(assets, answer.fee), maxFee=self._amounts(assets, limit))
+        return answer.fee
+
+    def _amounts(self, assets: tuple[Address, ...], amounts: tuple[int, ...]) -> dict[str, str]:
+        """Amounts by currency label, in the currency's unit (for errors)."""
+        shown = {}
+        for asset, amount in zip(assets, amounts, strict=True):
+            label, decimals = self._asset_label(asset)
+            shown[label] = format_amount(amount, decimals)
+        return shown
+
+    def _shown(self, assets: tuple[Address, ...], amounts: tuple[int, ...]) -> str:
+        return ", ".join(f"{text} {label}" for label, text in self._amounts(assets, amounts)
+                         .items())
 
     def proposal_received(self, peer: Address, msg: VirtualPropose) -> None:
         """A peer's virtual proposal: ask our user, or refuse it (the peer is told why)."""
@@ -296,8 +355,10 @@ class Virtuals:
     # -- locks and folds ------------------------------------------------------------------------
 
     def lock_parent(self, e: ev.LockParent) -> None:
-        """Lock a virtual channel's version 0 in our ledger (`ev.LockParent`)."""
-        self._through_parent(e.channel_id, e.parent, e.proof)
+        """Lock a virtual channel's version 0 in our ledger (`ev.LockParent`), paying the
+        intermediary the fee we were quoted if we opened it."""
+        self._through_parent(e.channel_id, e.parent,
+                             replace(e.proof, fee=self._fees.offered(e.channel_id)))
 
     def fold_parent(self, e: ev.FoldParent) -> None:
         """Fold a virtual channel's final state into our ledger (`ev.FoldParent`)."""
@@ -403,6 +464,12 @@ class Virtuals:
                     children.discard(vid)
             if after.phase in TERMINAL:
                 self._children.pop(after.channel_id, None)
+        if is_virtual(after) and before.phase is Phase.FUNDING \
+                and after.phase is not Phase.FUNDING:
+            # Our lock is signed (the fee moved with it) or can no longer be.
+            fee = self._fees.settled(after.channel_id)
+            if after.phase is Phase.OPEN:
+                self._fees.record(parent_of(after), after.latest.assets, fee, earned=False)
         if is_virtual(after) and after.phase is Phase.DISPUTED \
                 and before.phase is not Phase.DISPUTED:
             self.registered(after.channel_id)

@@ -165,8 +165,9 @@ class VirtualAccept:
 @dataclass(frozen=True, slots=True)
 class VirtualLock:
     """An update of a ledger channel (`state`, with the proposer's `signature`) that locks
-    funds for a virtual channel, with that channel's fully signed version 0 (`proof`). Answered
-    like an Update: UpdateAccept or UpdateReject on the ledger's ID and version."""
+    funds for a virtual channel, with that channel's fully signed version 0 (`proof`, whose
+    `fee` is what the sender pays the intermediary in the same update). Answered like an
+    Update: UpdateAccept or UpdateReject on the ledger's ID and version."""
 
     state: State
     signature: Signature
@@ -192,6 +193,26 @@ class VirtualFold:
     def channel_id(self) -> ChannelID:
         """The ledger channel this update is for."""
         return self.state.channel_id
+
+
+@dataclass(frozen=True, slots=True)
+class FeeQuery:
+    """The opener of a virtual channel asks the intermediary its fee for one that holds
+    `totals[a]` of `assets[a]` (docs/protocol.md "Intermediary fees"). Answered like a
+    proposal: FeeQuote, or Reject with the reason (the node does not serve as intermediary)."""
+
+    query_id: bytes
+    assets: tuple[Address, ...]
+    totals: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FeeQuote:
+    """The intermediary's fee for the virtual channel of FeeQuery `query_id`, per asset of the
+    query (what its check of the opener's lock demands)."""
+
+    query_id: bytes
+    fee: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +245,8 @@ Message = (
     | VirtualAccept
     | VirtualLock
     | VirtualFold
+    | FeeQuery
+    | FeeQuote
 )
 """Any peer message."""
 
@@ -235,12 +258,15 @@ CorrelationKey = tuple[str, bytes] | tuple[str, bytes, int]
 
 
 def request_key(msg: Message) -> CorrelationKey | None:
-    """The correlation key of a request (Propose, Update, Ping, and their virtual-channel
-    forms VirtualPropose, VirtualLock, VirtualFold), else None."""
+    """The correlation key of a request (Propose, Update, Ping, their virtual-channel forms
+    VirtualPropose, VirtualLock, VirtualFold, and FeeQuery, answered like a proposal), else
+    None."""
     if isinstance(msg, (Update, VirtualLock, VirtualFold)):
         return ("update", msg.state.channel_id, msg.state.version)
     if isinstance(msg, (Propose, VirtualPropose)):
         return ("propose", msg.proposal_id)
+    if isinstance(msg, FeeQuery):
+        return ("propose", msg.query_id)
     if isinstance(msg, Ping):
         return ("ping", msg.nonce)
     return None
@@ -248,11 +274,13 @@ def request_key(msg: Message) -> CorrelationKey | None:
 
 def response_key(msg: Message) -> CorrelationKey | None:
     """The correlation key of a response (Accept/VirtualAccept/Reject,
-    UpdateAccept/UpdateReject, Pong)."""
+    UpdateAccept/UpdateReject, FeeQuote, Pong)."""
     if isinstance(msg, (UpdateAccept, UpdateReject)):
         return ("update", msg.channel_id, msg.version)
     if isinstance(msg, (Accept, VirtualAccept, Reject)):
         return ("propose", msg.proposal_id)
+    if isinstance(msg, FeeQuote):
+        return ("propose", msg.query_id)
     if isinstance(msg, Pong):
         return ("ping", msg.nonce)
     return None

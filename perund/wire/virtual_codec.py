@@ -1,4 +1,4 @@
-"""The byte layout of the virtual-channel messages (docs/wire.md, types 12 to 15).
+"""The byte layout of the virtual-channel messages (docs/wire.md, types 12 to 17).
 
 Same rules as `perund.wire.codec`, whose field helpers these use: msgpack arrays, canonical
 integers, strict decoding (`DecodeError`), encoding that refuses what it could not decode
@@ -9,9 +9,15 @@ locks) and two signatures:
     VirtualPropose = [proposal_id, chain_id, adjudicator, challenge_duration, nonce_share,
                       assets, balances, participant, intermediary, parent]
     VirtualAccept  = [proposal_id, nonce_share, participant, parent, signature]
-    VirtualLock    = [update, params, state, signature0, signature1]
+    VirtualLock    = [update, params, state, signature0, signature1, fee?]
     VirtualFold    = [update, params, state, signature0, signature1]
     params         = [challenge_duration, nonce, participant0, participant1, parent0, parent1]
+    FeeQuery       = [query_id, assets, totals]
+    FeeQuote       = [query_id, fee]
+
+A lock's `fee` (one amount per asset of the virtual state, not all zero) is present only when
+the sender pays one, so a lock without a fee keeps the bytes it had before fees existed, and a
+fee of zero has one form only (absent).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from perund.channel.types import (
+    MAX_ASSETS,
     Address,
     ChannelID,
     Signature,
@@ -29,12 +36,21 @@ from perund.channel.types import (
 )
 from perund.errors import DecodeError, EncodeError
 from perund.wire import codec as c
-from perund.wire.messages import VirtualAccept, VirtualFold, VirtualLock, VirtualPropose
+from perund.wire.messages import (
+    FeeQuery,
+    FeeQuote,
+    VirtualAccept,
+    VirtualFold,
+    VirtualLock,
+    VirtualPropose,
+)
 
 TYPE_VIRTUAL_PROPOSE: Final = 12
 TYPE_VIRTUAL_ACCEPT: Final = 13
 TYPE_VIRTUAL_LOCK: Final = 14
 TYPE_VIRTUAL_FOLD: Final = 15
+TYPE_FEE_QUERY: Final = 16
+TYPE_FEE_QUOTE: Final = 17
 
 
 # -- encoding ----------------------------------------------------------------------------------
@@ -67,13 +83,41 @@ def _e_proof_message(m: VirtualLock | VirtualFold) -> tuple[Any, ...]:
         c._e_bytes(m.signature, 65, "signature"),
         *c._e_state_locks(m.state),
     )
-    return (
+    body = (
         update,
         _e_params(proof.params),
         c._e_state(proof.state),
         c._e_bytes(sigs[0], 65, "signature"),
         c._e_bytes(sigs[1], 65, "signature"),
     )
+    if type(proof.fee) is not tuple:
+        raise EncodeError("a fee must be a tuple of amounts")
+    if not proof.fee:
+        return body
+    if isinstance(m, VirtualFold):
+        raise EncodeError("a fold carries no fee")
+    if not any(proof.fee):
+        raise EncodeError("a fee of zero is sent as no fee")
+    return (*body, _e_amounts(proof.fee, len(proof.state.assets), "fee"))
+
+
+def _e_amounts(amounts: object, n_assets: int, what: str) -> tuple[bytes, ...]:
+    if type(amounts) is not tuple or len(amounts) != n_assets:
+        raise EncodeError(f"{what} must hold one amount per asset")
+    return tuple(c._e_big(amount, what) for amount in amounts)
+
+
+def _enc_fee_query(m: FeeQuery) -> tuple[Any, ...]:
+    assets = c._e_assets(m.assets)
+    return (c._e_bytes(m.query_id, 32, "query ID"), assets,
+            _e_amounts(m.totals, len(assets), "totals"))
+
+
+def _enc_fee_quote(m: FeeQuote) -> tuple[Any, ...]:
+    fee = m.fee
+    if type(fee) is not tuple or not 0 < len(fee) <= MAX_ASSETS:
+        raise EncodeError(f"a fee holds 1..{MAX_ASSETS} amounts")
+    return (c._e_bytes(m.query_id, 32, "query ID"), _e_amounts(fee, len(fee), "fee"))
 
 
 def _enc_propose(m: VirtualPropose) -> tuple[Any, ...]:
@@ -107,6 +151,8 @@ ENCODERS: Final[dict[type, tuple[bytes, Callable[[Any], tuple[Any, ...]]]]] = {
     VirtualAccept: (bytes((c.FORMAT_VERSION, TYPE_VIRTUAL_ACCEPT)), _enc_accept),
     VirtualLock: (bytes((c.FORMAT_VERSION, TYPE_VIRTUAL_LOCK)), _e_proof_message),
     VirtualFold: (bytes((c.FORMAT_VERSION, TYPE_VIRTUAL_FOLD)), _e_proof_message),
+    FeeQuery: (bytes((c.FORMAT_VERSION, TYPE_FEE_QUERY)), _enc_fee_query),
+    FeeQuote: (bytes((c.FORMAT_VERSION, TYPE_FEE_QUOTE)), _enc_fee_quote),
 }
 
 
@@ -135,21 +181,48 @@ def _d_params(value: object) -> VirtualParams:
 
 
 def _d_proof_parts(b: tuple[Any, ...]) -> tuple[State, Signature, VirtualProof]:
-    update, params, vstate, sig0, sig1 = b
+    update, params, vstate, sig0, sig1 = b[:5]
     update = _d_array(update, (6, 7), "update")
     state = c._d_state(update, update[6:])
     signature = Signature(c._d_bytes(update[5], 65, "signature"))
+    virtual = c._d_state(_d_array(vstate, (5,), "virtual state"))
+    fee: tuple[int, ...] = ()
+    if len(b) == 6:
+        fee = _d_amounts(b[5], len(virtual.assets), "fee")
+        if not any(fee):
+            raise DecodeError("a fee of zero is sent as no fee")
     proof = VirtualProof(
         _d_params(params),
-        c._d_state(_d_array(vstate, (5,), "virtual state")),
+        virtual,
         (Signature(c._d_bytes(sig0, 65, "signature")),
          Signature(c._d_bytes(sig1, 65, "signature"))),
+        fee,
     )
     return state, signature, proof
 
 
+def _d_amounts(value: object, n_assets: int, what: str) -> tuple[int, ...]:
+    if type(value) is not tuple or len(value) != n_assets:
+        raise DecodeError(f"{what} must hold one amount per asset")
+    return tuple(c._d_big(amount, what) for amount in value)
+
+
 def _dec_lock(b: tuple[Any, ...]) -> VirtualLock:
     return VirtualLock(*_d_proof_parts(b))
+
+
+def _dec_fee_query(b: tuple[Any, ...]) -> FeeQuery:
+    qid, assets, totals = b
+    checked_assets = c._d_assets(assets)
+    return FeeQuery(c._d_bytes(qid, 32, "query ID"), checked_assets,
+                    _d_amounts(totals, len(checked_assets), "totals"))
+
+
+def _dec_fee_quote(b: tuple[Any, ...]) -> FeeQuote:
+    qid, fee = b
+    if type(fee) is not tuple or not 0 < len(fee) <= MAX_ASSETS:
+        raise DecodeError(f"a fee holds 1..{MAX_ASSETS} amounts")
+    return FeeQuote(c._d_bytes(qid, 32, "query ID"), _d_amounts(fee, len(fee), "fee"))
 
 
 def _dec_fold(b: tuple[Any, ...]) -> VirtualFold:
@@ -187,8 +260,10 @@ def _dec_accept(b: tuple[Any, ...]) -> VirtualAccept:
 DECODERS: Final[dict[int, tuple[str, tuple[int, ...], Callable[[tuple[Any, ...]], Any]]]] = {
     TYPE_VIRTUAL_PROPOSE: ("VirtualPropose", (10,), _dec_propose),
     TYPE_VIRTUAL_ACCEPT: ("VirtualAccept", (5,), _dec_accept),
-    TYPE_VIRTUAL_LOCK: ("VirtualLock", (5,), _dec_lock),
+    TYPE_VIRTUAL_LOCK: ("VirtualLock", (5, 6), _dec_lock),
     TYPE_VIRTUAL_FOLD: ("VirtualFold", (5,), _dec_fold),
+    TYPE_FEE_QUERY: ("FeeQuery", (3,), _dec_fee_query),
+    TYPE_FEE_QUOTE: ("FeeQuote", (2,), _dec_fee_quote),
 }
 
 # The virtual-channel messages join the codec's tables (the package perund.wire imports this

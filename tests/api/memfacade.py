@@ -97,6 +97,8 @@ class MemoryNode:
         self.clock = clock
         self.sessions: dict[bytes, _Session] = {}
         self.calls: list[str] = []
+        self.max_fees: list[Mapping[Address, int] | None] = []
+        """The maxFee of each channel_open, as the dispatcher passed it."""
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -190,8 +192,10 @@ class MemoryNode:
     async def channel_open(self, session_id: bytes, peer: str,
                            balances: Mapping[Address, tuple[int, int]],
                            challenge_duration: int | None,
-                           via: str | None = None) -> ChannelView:
+                           via: str | None = None,
+                           max_fee: Mapping[Address, int] | None = None) -> ChannelView:
         self.calls.append("channel_open")
+        self.max_fees.append(max_fee)
         session = self._session(session_id)
         contact = self._peer(session, peer)
         intermediary = None if via is None else self._peer(session, via).alias

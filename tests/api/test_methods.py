@@ -88,6 +88,24 @@ def test_open_via_an_intermediary_is_a_virtual_channel(api: Api) -> None:
     assert bad["code"] == -32602, bad
 
 
+def test_max_fee_is_per_currency_in_its_unit(api: Api) -> None:
+    session = api.session()
+    for alias, address, port in (("bob", BOB, 5002), ("ingrid", "0x" + "1b" * 20, 5003)):
+        api.call("session_addPeer", {"sessionId": session, "peer": {
+            "alias": alias, "offChainAddress": address, "commAddress": f"127.0.0.1:{port}"}})
+    opening = {"sessionId": session, "peer": "bob", "via": "ingrid",
+               "balances": {"ETH": {"self": "1", "peer": "0"}}}
+    api.call("channel_open", {**opening, "maxFee": {"ETH": "0.001", "USDC": "0"}})
+    api.call("channel_open", opening)
+    assert api.node.max_fees == [{ETH: 10**15, TOKEN_ASSET: 0}, None]
+    for max_fee, name in (({"ETH": "-1"}, "maxFee.ETH"), ({"ETH": "1e-3"}, "maxFee.ETH"),
+                          ({"ETH": "0.0000000000000000001"}, "maxFee.ETH"),
+                          ({"XYZ": "1"}, "maxFee.XYZ"), ({"ETH": 1}, "maxFee.ETH"),
+                          ("1", "maxFee")):
+        bad = api.error("channel_open", {**opening, "maxFee": max_fee})
+        assert bad["code"] == -32602 and bad["data"]["field"] == name, (max_fee, bad)
+
+
 @pytest.mark.parametrize(("amount", "field_says"), [
     ("-1", "decimal amount"),
     ("1e3", "decimal amount"),

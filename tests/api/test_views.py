@@ -154,7 +154,9 @@ def test_a_virtual_channel_says_so_and_which_channels_fund_it() -> None:
     locking, _ = transition(hub.la_alice, OwnUpdate(V_ALICE, (), False, proof_of(hub.v_alice)))
     assert locking.staged is not None
     locked = channel_view(locking, names.get, locking.staged.state).to_json(Currencies())
-    assert locked["funds"] == ["0x" + hub.v_alice.channel_id.hex()]
+    assert locked["funds"] == ["0x" + hub.v_alice.channel_id.hex()] and "fees" not in locked
+    paid = channel_view(locking, names.get, fees={ETH: (0, 4 * 10**15)}).to_json(Currencies())
+    assert paid["fees"] == {"ETH": {"earned": "0", "paid": "0.004"}}
     p = hub.proposal
     msg = VirtualPropose(p.proposal_id, p.chain_id, p.adjudicator, p.challenge_duration,
                          p.nonce_share, p.assets, p.balances, p.participant, p.intermediary,

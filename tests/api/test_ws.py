@@ -249,3 +249,21 @@ async def test_a_push_while_the_socket_closes_is_dropped_quietly(
     finally:
         await port.stopListening()
     assert not [e for e in logs if e.get("log_failure") is not None], logs
+
+
+def test_nothing_is_sent_once_the_client_began_closing() -> None:
+    """A push delivered between the client's close frame and `onClose` (the socket still
+    counts as open to us) is dropped, not an error: autobahn refuses to send then."""
+    from collections import deque
+
+    from perund.api.ws import ApiSocket
+
+    socket = ApiSocket()
+    socket.open, socket._paused, socket._queue, socket._queued = True, False, deque(), 0
+    socket.state = ApiSocket.STATE_CLOSING
+    socket._transmit(b'{"jsonrpc": "2.0"}')  # autobahn would raise Disconnected
+    socket._paused = False
+    socket._queue.append(b"{}")
+    socket._queued = 2
+    socket.resumeProducing()
+    assert not socket._queue

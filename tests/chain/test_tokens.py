@@ -24,8 +24,14 @@ from perund.chain.embedded import DEV_TOKEN_SUPPLY, EmbeddedChain, dev_token_add
 from perund.chain.tokens import TokenInfo
 from perund.channel import events as ev
 from perund.channel.encoding import Signer, channel_id
-from perund.channel.types import ETH, Address, ChannelID, Params
-from perund.errors import InvalidArgument, InvalidContracts, PeerNotFunded, TxReverted
+from perund.channel.types import ETH, Address, ChannelID, Params, State
+from perund.errors import (
+    InvalidArgument,
+    InvalidContracts,
+    PeerNotFunded,
+    PerundError,
+    TxReverted,
+)
 from perund.session.onchain import ChainSettlement
 from tests.chain.conftest import ANVIL_CHAIN_ID, ETHER, make_backend
 
@@ -253,3 +259,56 @@ async def test_a_session_funds_every_asset_in_one_deposit_and_never_twice(
     assert [r.tx_type for r in bobs.receipts] == ["fundParticipant"]  # a permit inside it
     assert await backend.holdings(cid, ETH) == (ETHER, 0)
     assert await backend.holdings(cid, token) == (5 * ETHER, 7 * ETHER)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_approval_counts_even_when_the_deposit_after_it_fails(
+    backend: ChainBackend, anvil_node: Anvil
+) -> None:
+    """A fee-on-transfer token is approved, then its deposit is refused (the contract takes
+    exact amounts only): the approval's gas was spent, and the caller's list has its receipt."""
+    artifact = ContractArtifact.from_json(
+        json.loads((TEST_ARTIFACTS / "FeeToken.json").read_text()))
+    token = await deploy_token(backend, anvil_node, artifact)
+    alice = Account(anvil_node.private_keys[1])
+    sent: list[Any] = []
+    with pytest.raises(PerundError, match="TransferMismatch"):
+        await backend.fund(alice, ChannelID(os.urandom(32)), 0, [(token, 1_000)],
+                           use_permits=False, sent=sent)
+    assert [r.tx_type for r in sent] == ["approve"] and sent[0].fee > 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_credited_payout_is_withdrawn_once_the_token_lets_it_go(
+    backend: ChainBackend, anvil_node: Anvil
+) -> None:
+    """The token refuses the conclusion's payout, so the Adjudicator credits it; the session's
+    withdraw fails while the token still refuses, then gets every unit, then has nothing to
+    do (no transaction)."""
+    artifact = ContractArtifact.from_json(
+        json.loads((TEST_ARTIFACTS / "HostileToken.json").read_text()))
+    token = await deploy_token(backend, anvil_node, artifact)
+    codec = ContractCodec(artifact.abi)
+    deployer, alice = Account(anvil_node.private_keys[0]), Account(anvil_node.private_keys[1])
+    assert backend.chain_id is not None and backend.adjudicator is not None
+    signers = (Signer(os.urandom(32)), Signer(os.urandom(32)))
+    params = Params(60, int.from_bytes(os.urandom(32), "big"),
+                    (signers[0].address, signers[1].address),
+                    (alice.address, Account(anvil_node.private_keys[2]).address))
+    cid = channel_id(backend.chain_id, backend.adjudicator, params)
+    await backend.fund(alice, cid, 0, [(token, 5)], use_permits=False)
+    revert_on_transfer = codec.encode_call("setMode", 2, True)
+    await backend.sender.transact(deployer, "setMode", token, revert_on_transfer)
+    final = State(cid, 1, (token,), ((5, 0),), True)
+    await backend.conclude_final(alice, params, final,
+                                 (signers[0].sign_state(final), signers[1].sign_state(final)))
+    assert await backend.owed(alice.address, token) == 5
+    ours = ChainSettlement(reactor, backend, alice)
+    with pytest.raises(TxReverted, match="TransferFailed"):
+        await ours.withdraw_owed(token)
+    before = await backend.token_balance(token, alice.address)
+    await backend.sender.transact(deployer, "setMode", token, codec.encode_call("setMode", 0, True))
+    assert await ours.withdraw_owed(token) == 5
+    assert await backend.token_balance(token, alice.address) == before + 5
+    sent = len(ours.receipts)
+    assert await ours.withdraw_owed(token) == 0 and len(ours.receipts) == sent

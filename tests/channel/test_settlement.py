@@ -41,7 +41,7 @@ from perund.channel.events import (
 from perund.channel.machine import transition
 from perund.channel.phases import TERMINAL, Phase, advance, allowed, successors
 from perund.channel.records import Channel, SignedState
-from perund.channel.types import ETH
+from perund.channel.types import ETH, Address
 from perund.errors import FailedPrecondition
 from tests.channel.factories import (
     ALICE,
@@ -286,9 +286,15 @@ def test_a_conclusion_reports_what_the_chain_paid_our_receiver() -> None:
     ours, theirs = bob.params.receivers[bob.index], bob.params.receivers[alice.index]
     payouts = (Payout(theirs, ETH, 7 * ETHER, True), Payout(ours, ETH, 3 * ETHER, False))
     _, events = transition(bob, Concluded(0, payouts))
-    assert events[-1] == Closed(bob.channel_id, 0, ((ETH, 3 * ETHER),))  # credited counts too
+    # A credited payout counts as paid, and is named as held for a withdraw.
+    assert events[-1] == Closed(bob.channel_id, 0, ((ETH, 3 * ETHER),), ((ETH, 3 * ETHER),))
     _, events = transition(alice, Concluded(0, payouts))
     assert events[-1] == Closed(alice.channel_id, 0, ((ETH, 7 * ETHER),))
+    token = Address(b"\x70" * 20)
+    payouts = (Payout(ours, ETH, 2, True), Payout(ours, token, 5, False),
+               Payout(theirs, token, 9, False))
+    _, events = transition(bob, Concluded(0, payouts))
+    assert events[-1] == Closed(bob.channel_id, 0, ((ETH, 2), (token, 5)), ((token, 5),))
     _, events = transition(bob, Concluded(0, ()))  # the chain paid us nothing: said so
     assert events[-1] == Closed(bob.channel_id, 0, ())
     _, events = transition(bob, Concluded(0))  # learnt without its events: not known

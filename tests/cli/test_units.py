@@ -301,3 +301,19 @@ def test_virtual_channels_name_their_intermediary_and_parents() -> None:
     assert "to be locked" in channel_details(locking, style)
     ledger = {**channel(la, "ingrid", "open", "7", "10"), "kind": "ledger", "funds": [cid]}
     assert "virtual channels 0xcdcdcdcd…" in channel_details(ledger, style)
+    paying = {**ledger, "fees": {"ETH": {"earned": "0", "paid": "0.0011"}}}
+    assert "fees ETH" in channel_details(paying, style)
+    assert "earned 0, paid 0.0011" in channel_details(paying, style)
+
+
+def test_max_fee_goes_with_via() -> None:
+    from perund.cli.client.commands import Context, channel_open
+
+    args = build_parser().parse_args(["channel", "open", "carol", "--self", "1", "--via",
+                                      "ingrid", "--max-fee", "0.01"])
+    assert (args.via, args.max_fee) == ("ingrid", "0.01")
+    alone = build_parser().parse_args(["channel", "open", "carol", "--self", "1",
+                                       "--max-fee", "0.01"])
+    ctx = Context(ApiClient(1, "token"), Style(False), "127.0.0.1:1", None)
+    with pytest.raises(UsageError, match="--max-fee goes with --via"):
+        channel_open(ctx, alone)  # refused before the node is asked anything

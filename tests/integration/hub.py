@@ -24,9 +24,10 @@ TIMEOUTS = {"response": "8s", "tx": "10s", "funding": "8s", "peer_dial": "2s",
             "peer_request": "5s"}
 
 
-def split(setup: Generated, timeouts: dict[str, str], lock_window: str) -> dict[str, Path]:
+def split(setup: Generated, timeouts: dict[str, str],
+          intermediary: dict[str, Any]) -> dict[str, Path]:
     """One node config per user (each its own API port and data folder); ingrid's session
-    serves as intermediary."""
+    serves as intermediary with the settings `intermediary`."""
     node = yaml.safe_load(setup.node_config.read_text())
     node["chain"]["poll_interval"] = "200ms"
     node["timeouts"] = timeouts
@@ -39,7 +40,7 @@ def split(setup: Generated, timeouts: dict[str, str], lock_window: str) -> dict[
         configs[name] = path
     ingrid = next(u for u in setup.users if u.name == "ingrid").session_file
     session = yaml.safe_load(ingrid.read_text())
-    session["intermediary"] = {"enabled": True, "lock_window": lock_window}
+    session["intermediary"] = intermediary
     ingrid.write_text(yaml.safe_dump(session))
     return configs
 
@@ -60,10 +61,13 @@ class Hub(Users):
 
     def __init__(self, setup: Generated, workdir: Path, anvil: Anvil, *,
                  timeouts: dict[str, str] = TIMEOUTS, lock_window: str = "5s",
-                 relayed: bool = False) -> None:
+                 intermediary: dict[str, Any] | None = None, relayed: bool = False) -> None:
+        """`intermediary`: ingrid's intermediary settings, by default enabled with
+        `lock_window`."""
         self.anvil = anvil
         self.users = {u.name: u for u in setup.users}
-        configs = split(setup, timeouts, lock_window)
+        configs = split(setup, timeouts,
+                        intermediary or {"enabled": True, "lock_window": lock_window})
         self.relay: Relay | None = None
         if relayed:
             self.relay = Relay(kill=lambda name: self.daemons[name].kill())
@@ -86,10 +90,13 @@ class Hub(Users):
         return self.users[name].on_chain_address
 
     def open(self, proposer: str, responder: str, ours: str, theirs: str,
-             via: str | None = None) -> dict[str, Any]:
-        """`proposer` opens a channel with `responder` (a virtual one `via` an intermediary),
-        whose user accepts the pushed proposal; both sides' channel info once open."""
-        extra = {} if via is None else {"via": via}
+             via: str | None = None, max_fee: str | None = None) -> dict[str, Any]:
+        """`proposer` opens a channel with `responder` (a virtual one `via` an intermediary,
+        paying it at most `max_fee` ETH), whose user accepts the pushed proposal; both sides'
+        channel info once open."""
+        extra: dict[str, Any] = {} if via is None else {"via": via}
+        if max_fee is not None:
+            extra["maxFee"] = {"ETH": max_fee}
         with self.pushes(responder) as pushes:
             opening = self.background(self.call, proposer, "channel_open", peer=responder,
                                       balances={"ETH": {"self": ours, "peer": theirs}},

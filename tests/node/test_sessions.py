@@ -19,13 +19,21 @@ from twisted.internet.task import deferLater
 
 from perund.api.credentials import Scope
 from perund.channel import events as ev
+from perund.channel.fees import FeeTerms
 from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest
 from perund.channel.types import ETH
 from perund.cli.generate import Generated
 from perund.config import NodeConfig, load_node_config
-from perund.errors import FailedPrecondition, InvalidConfig, PerundError, ResourceExists
+from perund.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    InvalidConfig,
+    PerundError,
+    ResourceExists,
+)
 from perund.node import NodeService
+from perund.node_api import NodeAPI
 from perund.session.notices import ChannelNotice, Notice, ProposalNotice, UpdateNotice
 from perund.session.session import Session
 from tests.node.conftest import two_nodes
@@ -291,3 +299,35 @@ async def test_a_taken_peer_port_fails_the_open_with_a_config_error(
     assert node.sessions == {}
     opened = await node.open_session(str(session_file))  # the port is free again
     assert opened.peers.port == port
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_intermediary_fee_is_resolved_against_the_nodes_currencies_at_open(
+        node: NodeService, setup: Generated) -> None:
+    session_file = setup.users[0].session_file
+    original = yaml.safe_load(session_file.read_text())
+    for fee, message in (({"XYZ": {"ppm": 1}}, "intermediary.fee.XYZ: unknown currency"),
+                         ({"ETH": {"base": "0.0000000000000000001"}},
+                          "intermediary.fee.ETH.base: at most 18 decimal places")):
+        session_file.write_text(yaml.safe_dump(
+            {**original, "intermediary": {"enabled": True, "fee": fee}}))
+        with pytest.raises(InvalidConfig, match=message):
+            await node.open_session(str(session_file))
+        assert node.sessions == {}
+    session_file.write_text(yaml.safe_dump(
+        {**original, "intermediary": {"enabled": True, "fee": {"ETH": {"base": "0.0001",
+                                                                      "ppm": 1000}}}}))
+    session = await node.open_session(str(session_file))
+    assert session.client.intermediary.schedule == {ETH: FeeTerms(10**14, 1000)}
+    api = NodeAPI(node)
+    (listed,) = await api.session_list()
+    assert listed.to_json()["intermediary"] == {
+        "lockWindow": 10.0, "fee": {"ETH": {"base": "0.0001", "ppm": 1000}}}
+    sid = bytes.fromhex(session.id)
+    peer = setup.users[1].name
+    with pytest.raises(InvalidArgument, match="maxFee limits an intermediary's fee"):
+        await api.channel_open(sid, peer, {ETH: (ETHER, 0)}, None, None, {ETH: 1})
+    for token in [c for c in node.currencies if c.symbol != "ETH"][:1]:
+        with pytest.raises(InvalidArgument, match=f"maxFee names {token.symbol}, which the "
+                                                   "channel does not hold"):
+            await api.channel_open(sid, peer, {ETH: (ETHER, 0)}, None, peer, {token.asset: 1})

@@ -64,14 +64,16 @@ class Rig:
         new, _ = transition(self.channels[channel_id], change)
         self.channels[channel_id] = new
 
-    def lock_from(self, party: str) -> tuple[ChannelID, ev.AwaitingMatch, VirtualLock]:
-        """The party's lock delivered to ingrid's core (which holds it); ingrid's event."""
+    def lock_from(self, party: str, fee: tuple[int, ...] = ()
+                  ) -> tuple[ChannelID, ev.AwaitingMatch, VirtualLock]:
+        """The party's lock (paying `fee`) delivered to ingrid's core (which holds it);
+        ingrid's event."""
         hub = self.hub
         if party == "alice":
             ledger, v, signer, mine = hub.la_ingrid, hub.v_alice, ALICE, hub.la_alice
         else:
             ledger, v, signer, mine = hub.lc_ingrid, hub.v_carol, CAROL, hub.lc_carol
-        _, sent = transition(mine, OwnUpdate(signer, (), False, proof_of(v)))
+        _, sent = transition(mine, OwnUpdate(signer, (), False, replace(proof_of(v), fee=fee)))
         update = sent[1]
         assert isinstance(update, ev.SendUpdate) and update.proof is not None
         held, events = deliver(self.channels[ledger.channel_id], update, signer, INGRID)

@@ -11,6 +11,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 
 from perund.chain.backend import ChainBackend
 from perund.channel import events as ev
@@ -149,6 +150,20 @@ async def test_an_intermediary_that_never_answers_costs_nothing(hub: Hub) -> Non
     request = VirtualOpenRequest(hub.carol.client.address, hub.ingrid.client.address, (ETH,),
                                  ((ETHER, 0),), 60)
     opening = hub.alice.client.open_channel(request)
+    told: list[tuple[Phase, str]] = []
+
+    def when_told(failure: Failure) -> Failure:
+        # Looked at as alice's user is told, not later: after a request times out the peer
+        # layer pings the link and drops it if the ping is late (under load it may be), and
+        # the new link's sync then settles the lock's fate before the test would look.
+        (v,) = [c for c in hub.alice.client.channels.values() if is_virtual(c)]
+        refusals: list[str] = []
+        hub.alice.client.close(v.channel_id).addErrback(
+            lambda f: refusals.append(f.getErrorMessage()))
+        told.append((v.phase, *refusals))
+        return failure
+
+    opening.addErrback(when_told)
     notice = await hub.carol.proposal()
     assert isinstance(notice, ProposalNotice)
     # Short waits for the locks only (each wait reads them when it starts).
@@ -159,9 +174,9 @@ async def test_an_intermediary_that_never_answers_costs_nothing(hub: Hub) -> Non
         with pytest.raises(PeerRequestTimedOut, match="did not answer our lock"):
             await waiting
     (vid,) = [cid for cid, c in hub.alice.client.channels.items() if is_virtual(c)]
-    assert hub.alice.client.channels[vid].phase is Phase.FUNDING  # its lock's fate unknown
-    with pytest.raises(FailedPrecondition, match="not open yet"):
-        await hub.alice.client.close(vid)
+    ((phase, refusal),) = told
+    assert phase is Phase.FUNDING  # its lock's fate unknown
+    assert "not open yet" in refusal
     # The next connection syncs: ingrid never signed, so nothing is locked and it closes.
     for user in (hub.alice, hub.carol):
         closed = user.next_notice(lambda n: isinstance(n, ChannelNotice) and isinstance(
@@ -183,14 +198,11 @@ async def test_a_node_that_is_no_intermediary_refuses_every_lock(chain: ChainBac
         await open_between(carol, ingrid, 10 * ETHER, 10 * ETHER)
         request = VirtualOpenRequest(carol.client.address, ingrid.client.address, (ETH,),
                                      ((ETHER, 0),), 60)
-        opening = alice.client.open_channel(request)
-        notice = await carol.proposal()
-        assert isinstance(notice, ProposalNotice)
-        carol.client.respond_proposal(notice.proposal.proposal_id, True).addErrback(
-            lambda _: None)
+        # Its answer to the fee query already says so: carol is never asked.
         with pytest.raises(PeerRejected, match="does not serve as intermediary"):
-            await opening
+            await alice.client.open_channel(request)
         assert not alice.client.channels[la].latest.locked
+        assert not any(isinstance(n, ProposalNotice) for n in carol.notices)
     finally:
         for user in (alice, ingrid, carol):
             user.client.stop()

@@ -20,7 +20,10 @@ from perund.channel.types import (
 from perund.errors import DecodeError, EncodeError
 from perund.wire.codec import FORMAT_VERSION, decode, encode
 from perund.wire.messages import (
+    FeeQuery,
+    FeeQuote,
     Message,
+    Reject,
     UpdateAccept,
     UpdateReject,
     VirtualAccept,
@@ -32,6 +35,8 @@ from perund.wire.messages import (
     response_key,
 )
 from perund.wire.virtual_codec import (
+    TYPE_FEE_QUERY,
+    TYPE_FEE_QUOTE,
     TYPE_VIRTUAL_ACCEPT,
     TYPE_VIRTUAL_FOLD,
     TYPE_VIRTUAL_LOCK,
@@ -81,11 +86,30 @@ def proposals(draw: st.DrawFn) -> VirtualPropose:
                           ChannelID(draw(ids)))
 
 
+@st.composite
+def lock_proofs(draw: st.DrawFn) -> VirtualProof:
+    """A lock's proof, with a fee (not all zero) or without one."""
+    proof = draw(proofs())
+    if not draw(st.booleans()):
+        return proof
+    fee = draw(st.lists(uint256, min_size=len(proof.state.assets),
+                        max_size=len(proof.state.assets)).filter(any))
+    return VirtualProof(proof.params, proof.state, proof.signatures, tuple(fee))
+
+
+@st.composite
+def fee_queries(draw: st.DrawFn) -> FeeQuery:
+    assets, balances = draw(assets_and_balances())
+    return FeeQuery(draw(ids), assets, tuple(row[0] for row in balances))
+
+
 virtual_messages: st.SearchStrategy[Message] = st.one_of(
     proposals(),
     st.builds(VirtualAccept, ids, ids, addresses, ids.map(ChannelID), signatures),
-    st.builds(VirtualLock, states(), signatures, proofs()),
+    st.builds(VirtualLock, states(), signatures, lock_proofs()),
     st.builds(VirtualFold, states(), signatures, proofs()),
+    fee_queries(),
+    st.builds(FeeQuote, ids, st.lists(uint256, min_size=1, max_size=16).map(tuple)),
 )
 
 
@@ -153,6 +177,23 @@ GOLDEN: list[tuple[Message, str]] = [
         "6c6d6e6f707172737475767778797a7b7c7d7e7f808182838485868788898a8b8c8d8e8f9091929394959697"
         "98999a9b9c9d9e9fa0a1a2a3a4",
     ),
+    # The same lock paying a fee of 0.001 ETH: one trailing field, the bytes before it equal.
+    (VirtualLock(LEDGER_LOCKED, SIG, VirtualProof(VP, V0, (SIG, SIG2), (10**15,))),
+        "010e9697c420000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f0492c414000000"
+        "0000000000000000000000000000000000c414eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee9292c4080de0"
+        "b6b3a7640000c4010292c400c40107c2c441000102030405060708090a0b0c0d0e0f101112131415161718191a"
+        "1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f409193c420404142"
+        "434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f92c4084563918244f40000c400920001"
+        "96cd1c20c41a0100000000000000000000000000000000000000000000000005c4140102030405060708090a0b"
+        "0c0d0e0f1011121314c41415161718191a1b1c1d1e1f202122232425262728c420000102030405060708090a0b"
+        "0c0d0e0f101112131415161718191a1b1c1d1e1fc420202122232425262728292a2b2c2d2e2f30313233343536"
+        "3738393a3b3c3d3e3f95c420404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f00"
+        "91c41400000000000000000000000000000000000000009192c40829a2241af62c0000c4081bc16d674ec80000"
+        "c2c441000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20212223242526272829"
+        "2a2b2c2d2e2f303132333435363738393a3b3c3d3e3f40c4416465666768696a6b6c6d6e6f7071727374757677"
+        "78797a7b7c7d7e7f808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9fa0a1a2a3a4"
+        "91c407038d7ea4c68000",
+    ),
     (VirtualFold(LEDGER_FOLDED, SIG2, VirtualProof(VP, VF, (SIG2, SIG))),
         "010f9596c420000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f0692c4140000"
         "000000000000000000000000000000000000c414eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee9292c400"
@@ -168,6 +209,15 @@ GOLDEN: list[tuple[Message, str]] = [
         "1112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c"
         "3d3e3f40",
     ),
+    (FeeQuery(ID, (ETH, TOKEN), (5 * 10**18, 7)),
+        "011093c420000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f92c4140000000000"
+        "000000000000000000000000000000c414eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee92c4084563918244"
+        "f40000c40107",
+    ),
+    (FeeQuote(ID, (10**15, 0)),
+        "011192c420000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f92c407038d7ea4c6"
+        "8000c400",
+    ),
 ]
 
 
@@ -179,7 +229,7 @@ def test_golden_vector(msg: Message, golden: str) -> None:
 
 def test_golden_vectors_cover_every_virtual_message_type() -> None:
     assert {type(m) for m, _ in GOLDEN} == {VirtualPropose, VirtualAccept, VirtualLock,
-                                            VirtualFold}
+                                            VirtualFold, FeeQuery, FeeQuote}
 
 
 # -- hostile decodes --------------------------------------------------------------------------
@@ -298,6 +348,26 @@ HOSTILE: dict[str, bytes] = {
                                          SIG2 + b"\x00"]),
     "virtual signature as text": frame(TYPE_VIRTUAL_FOLD, [update_body(), params_body(),
                                                            vstate_body(), "sig", SIG2]),
+    "lock fee of zero": frame(TYPE_VIRTUAL_LOCK, lock_body(None, None, None, [b""])),
+    "lock fee of two amounts for one asset": frame(TYPE_VIRTUAL_LOCK, lock_body(
+        None, None, None, [b"\x01", b"\x01"])),
+    "lock fee empty": frame(TYPE_VIRTUAL_LOCK, lock_body(None, None, None, [])),
+    "lock fee not minimal": frame(TYPE_VIRTUAL_LOCK, lock_body(None, None, None, [b"\x00\x01"])),
+    "lock fee 33 bytes": frame(TYPE_VIRTUAL_LOCK, lock_body(None, None, None, [b"\x01" * 33])),
+    "lock fee as an int": frame(TYPE_VIRTUAL_LOCK, lock_body(None, None, None, [1])),
+    "lock of seven parts": frame(TYPE_VIRTUAL_LOCK, lock_body(None, None, None, [b"\x01"], 1)),
+    "fold with a fee": frame(TYPE_VIRTUAL_FOLD, lock_body(None, None, None, [b"\x01"])),
+    "fee query short": frame(TYPE_FEE_QUERY, [ID, [ETH]]),
+    "fee query long": frame(TYPE_FEE_QUERY, [ID, [ETH], [b"\x01"], 1]),
+    "fee query id 31 bytes": frame(TYPE_FEE_QUERY, [ID[:31], [ETH], [b"\x01"]]),
+    "fee query totals != assets": frame(TYPE_FEE_QUERY, [ID, [ETH], [b"\x01", b"\x02"]]),
+    "fee query no assets": frame(TYPE_FEE_QUERY, [ID, [], []]),
+    "fee query total negative": frame(TYPE_FEE_QUERY, [ID, [ETH], [-1]]),
+    "fee quote empty": frame(TYPE_FEE_QUOTE, [ID, []]),
+    "fee quote of 17 amounts": frame(TYPE_FEE_QUOTE, [ID, [b"\x01"] * 17]),
+    "fee quote amount not minimal": frame(TYPE_FEE_QUOTE, [ID, [b"\x00"]]),
+    "fee quote as a map": frame(TYPE_FEE_QUOTE, [ID, {"ETH": b"\x01"}]),
+    "fee quote short": frame(TYPE_FEE_QUOTE, [ID]),
 }
 
 
@@ -322,6 +392,17 @@ MALFORMED: dict[str, object] = {
                                                 SIG),
     "propose assets as list": VirtualPropose(ID, 1, B, 1, ID2, [ETH],  # type: ignore[arg-type]
                                              ((1, 1),), A, B, ChannelID(ID3)),
+    "lock with a fee of zero": VirtualLock(
+        LEDGER_LOCKED, SIG, VirtualProof(VP, V0, (SIG, SIG2), (0,))),
+    "lock with a fee per ledger asset": VirtualLock(
+        LEDGER_LOCKED, SIG, VirtualProof(VP, V0, (SIG, SIG2), (1, 1))),
+    "lock with a negative fee": VirtualLock(
+        LEDGER_LOCKED, SIG, VirtualProof(VP, V0, (SIG, SIG2), (-1,))),
+    "fold with a fee": VirtualFold(LEDGER_FOLDED, SIG2, VirtualProof(VP, VF, (SIG2, SIG), (1,))),
+    "fee query totals != assets": FeeQuery(ID, (ETH,), (1, 2)),
+    "fee query id 20 bytes": FeeQuery(A, (ETH,), (1,)),
+    "fee quote empty": FeeQuote(ID, ()),
+    "fee quote as a list": FeeQuote(ID, [1]),  # type: ignore[arg-type]
 }
 
 
@@ -332,7 +413,7 @@ def test_malformed_message_is_not_encoded(msg: Message) -> None:
 
 
 def test_lock_and_fold_are_answered_like_updates_of_the_ledger() -> None:
-    lock, fold = GOLDEN[2][0], GOLDEN[3][0]
+    lock, fold = GOLDEN[2][0], GOLDEN[4][0]
     assert request_key(lock) == response_key(UpdateAccept(ChannelID(ID), 4, SIG))
     assert request_key(lock) == response_key(UpdateReject(ChannelID(ID), 4, "no match"))
     assert request_key(fold) == response_key(UpdateAccept(ChannelID(ID), 6, SIG))
@@ -345,3 +426,17 @@ def test_virtual_proposals_are_answered_like_proposals() -> None:
     assert request_key(propose) == response_key(accept) == ("propose", ID)
     assert channel_id_of(propose) is None and channel_id_of(accept) is None
     assert request_key(accept) is None and response_key(propose) is None
+
+
+def test_a_fee_query_is_answered_like_a_proposal() -> None:
+    query = FeeQuery(ID, (ETH,), (5,))
+    assert request_key(query) == response_key(FeeQuote(ID, (1,))) == ("propose", ID)
+    assert request_key(query) == response_key(Reject(ID, "not an intermediary"))
+    assert channel_id_of(query) is None and response_key(query) is None
+
+
+def test_a_lock_without_a_fee_decodes_as_fee_zero() -> None:
+    lock = decode(frame(TYPE_VIRTUAL_LOCK, lock_body()))
+    assert isinstance(lock, VirtualLock) and lock.proof.fee == ()
+    paid = decode(frame(TYPE_VIRTUAL_LOCK, lock_body(None, None, None, [b"\x07"])))
+    assert isinstance(paid, VirtualLock) and paid.proof.fee == (7,)

@@ -369,7 +369,9 @@ def _opened(ctx: Context, verb: str) -> Callable[[Any], Outcome]:
 
 
 def channel_open(ctx: Context, args: argparse.Namespace) -> Result:
-    """`channel open PEER --self A --peer B`: waits until funded."""
+    """`channel open PEER --self A --peer B [--via I [--max-fee F]]`: waits until funded."""
+    if args.max_fee is not None and not args.via:
+        raise UsageError("--max-fee goes with --via: it limits an intermediary's fee")
     session = ctx.session_id()
     currency = ctx.currency(args.currency)
     params: dict[str, Any] = {"sessionId": session, "peer": args.peer,
@@ -379,6 +381,8 @@ def channel_open(ctx: Context, args: argparse.Namespace) -> Result:
         params["challengeDuration"] = duration(args.challenge_duration)
     if args.via:
         params["via"] = args.via
+    if args.max_fee is not None:
+        params["maxFee"] = {currency: args.max_fee}
     before = {c["channelId"] for c in ctx.channels()}
     what = f"a virtual channel with {args.peer} via {args.via}" if args.via \
         else f"a channel with {args.peer}"

@@ -136,6 +136,9 @@ def add_commands(commands: Any, interactive: bool) -> None:
                          help="open a virtual channel through this intermediary (alias or "
                               "address), funded by your ledger channels with it: no deposit, "
                               "no transaction")
+    opening.add_argument("--max-fee", metavar="AMOUNT",
+                         help="with --via: the most you pay the intermediary, in the channel's "
+                              "currency (default 0: a fee it charges fails the open, naming it)")
     command(channel, "list", "the session's channels")
     info = command(channel, "info", "every detail of one channel")
     info.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)

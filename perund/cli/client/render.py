@@ -221,6 +221,9 @@ def channel_details(c: Mapping[str, Any], style: Style, node_now: float | None =
                               + " and ".join(short_id(p) for p in c.get("fundedBy", ()))))
     elif c.get("funds"):
         pairs.append(("funds", "virtual channels " + ", ".join(short_id(v) for v in c["funds"])))
+    for symbol, fee in sorted(c.get("fees", {}).items()):
+        pairs.append((f"fees {symbol}", f"earned {fee['earned']}, paid {fee['paid']} "
+                                        "(as intermediary / to intermediaries)"))
     if c.get("paidOut") is not None:
         pairs.append(("paid out", payout_text(c, style)))
     on_chain = c.get("onChain")

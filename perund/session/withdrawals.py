@@ -1,0 +1,99 @@
+"""Payouts the Adjudicator holds for us: a conclusion could not send them to our receiver (the
+receiver, or the token, refused the transfer), so the contract credited them for a `withdraw`
+(docs/contract.md, "Payout rule"). The session withdraws them itself.
+
+Rules, stated once:
+
+- when a conclusion credits our receiver, and when the session opens (for every asset the node
+  knows: a credit made while the node was down, or whose withdraw never went through), the
+  session reads what the contract owes us and withdraws it;
+- a withdraw that fails (the transfer is refused again, the chain is away) is tried again after
+  `RETRY_FIRST` seconds, then after twice as long each time, at most `RETRY_MOST` apart, for as
+  long as the session is open; one withdraw per asset at a time;
+- nothing is kept in the store: what the contract owes is read from the contract each time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from perund.channel import events as ev
+from perund.channel.types import Address, hex_address
+from perund.session.notices import ChannelNotice, Notice
+
+log = Logger(namespace="perund.session")
+
+RETRY_FIRST: Final = 60.0
+RETRY_MOST: Final = 3600.0
+
+
+class Withdrawer(Protocol):
+    """The chain side: what the contract owes our receiver, and its withdraw."""
+
+    def withdraw_owed(self, asset: Address) -> Deferred[int]:
+        """Withdraw what the contract owes our receiver in `asset`; fires with the amount
+        received (0 when nothing was owed), fails when the withdraw does."""
+
+
+class Withdrawals:
+    """Withdraws what the Adjudicator credited to our receiver (module docstring). Observe the
+    client with `observe`; `check(assets)` once the session is open; `stop` at its close."""
+
+    def __init__(self, reactor: Any, withdrawer: Withdrawer) -> None:
+        self._reactor = reactor
+        self._withdrawer = withdrawer
+        self._running: set[Address] = set()
+        self._retries: dict[Address, Any] = {}
+        self._stopped = False
+
+    def observe(self, notice: Notice) -> None:
+        """A client observer: a conclusion that credited our receiver starts a withdraw."""
+        if not isinstance(notice, ChannelNotice) or not isinstance(notice.event, ev.Closed):
+            return
+        for asset, amount in notice.event.credited:
+            log.warn("channel {channel_id}: the Adjudicator could not send us {amount} of "
+                     "{asset} (the transfer was refused) and holds it: withdrawing it",
+                     channel_id="0x" + notice.event.channel_id.hex(), amount=amount,
+                     asset=hex_address(asset))
+            self._attempt(asset, 0)
+
+    def check(self, assets: Iterable[Address]) -> None:
+        """Withdraw whatever the contract owes us in any of `assets`."""
+        for asset in assets:
+            self._attempt(asset, 0)
+
+    def stop(self) -> None:
+        """Try nothing more (the session closes)."""
+        self._stopped = True
+        retries, self._retries = self._retries, {}
+        for call in retries.values():
+            if call.active():
+                call.cancel()
+
+    def _attempt(self, asset: Address, failures: int) -> None:
+        self._retries.pop(asset, None)
+        if self._stopped or asset in self._running:
+            return
+        self._running.add(asset)
+        self._withdrawer.withdraw_owed(asset).addCallbacks(
+            self._withdrawn, self._failed, callbackArgs=(asset,), errbackArgs=(asset, failures))
+
+    def _withdrawn(self, amount: int, asset: Address) -> None:
+        self._running.discard(asset)
+        if amount:
+            log.info("withdrew {amount} of {asset} the Adjudicator held for us", amount=amount,
+                     asset=hex_address(asset))
+
+    def _failed(self, failure: Failure, asset: Address, failures: int) -> None:
+        self._running.discard(asset)
+        if self._stopped:
+            return
+        delay = min(RETRY_MOST, RETRY_FIRST * 2 ** failures)
+        log.warn("withdrawing {asset} failed ({reason}); trying again in {delay:g} s",
+                 asset=hex_address(asset), reason=failure.getErrorMessage(), delay=delay)
+        self._retries[asset] = self._reactor.callLater(delay, self._attempt, asset, failures + 1)
