@@ -159,7 +159,9 @@ def _lock_failed(channel: Channel, change: LockFailed) -> Result:
     is locked for it, so it closes (docs/protocol.md: the half-funded proposal is worthless)."""
     if not is_virtual(channel) or channel.phase not in (Phase.PROPOSING, Phase.FUNDING):
         return channel, NOTHING
-    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED), staged=None)
+    # A channel still proposing keeps its half-signed version 0: it has no other state.
+    staged = channel.staged if channel.current is None else None
+    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED), staged=staged)
     return new, (Persist(new), FundingFailed(channel.channel_id),
                  Closed(channel.channel_id, channel.version))
 
@@ -183,6 +185,11 @@ def _restored(channel: Channel, change: Restored) -> Result:
     """
     if channel.phase in TERMINAL:
         return channel, NOTHING
+    if is_virtual(channel) and channel.phase is Phase.PROPOSING:
+        # A virtual channel we accepted whose version 0 the proposer had not countersigned
+        # before we stopped: nothing is locked for it (locks need a fully signed version 0),
+        # and nobody waits for it any more.
+        return _lock_failed(channel, LockFailed("restarted before version 0 was fully signed"))
     channel = channel.evolve(
         sync_sent=False,
         fresh_link=False,

@@ -163,7 +163,7 @@ class ChannelClient(TimingKnobs):
             registered=lambda vid: self._virtual.registered(vid), schedule=fee_schedule,
             fees=self.fees)
         self._virtual = Virtuals(
-            signer=signer, deployment=deployment, links=peers, timing=self.timing,
+            reactor, signer=signer, deployment=deployment, links=peers, timing=self.timing,
             channels=self.channels, questions=self._questions, sends=self._sends,
             confirm_updates=confirm_updates, start=self._start, apply=self._apply,
             execute=self._execute, settle=self._duties.settle, is_contact=self._is_contact,
@@ -274,6 +274,7 @@ class ChannelClient(TimingKnobs):
                 self._apply(channel_id, UserTimedOut(update_id))
         self.stopped = True
         self.intermediary.stop()
+        self._virtual.stop()
         self._resync.release_all()
         self.peers.detach(self.inbox)
         self._sends.stop()

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -108,7 +109,8 @@ class Virtuals:
     `execute(events)` runs events, `settle(command)` sends a transaction (ChainDuties), and
     `intermediary` knows the virtual channels we intermediate (their proofs, registrations)."""
 
-    def __init__(self, *, signer: Signer, deployment: Deployment, links: PeerLinks,
+    def __init__(self, reactor: Any, *, signer: Signer, deployment: Deployment,
+                 links: PeerLinks,
                  timing: Timing, channels: Mapping[ChannelID, Channel], questions: Questions,
                  sends: SendQueue, confirm_updates: bool,
                  start: Callable[[Channel, Sequence[ev.Event]], Deferred[Channel]],
@@ -119,6 +121,7 @@ class Virtuals:
                  proofs: Callable[[ChannelID], VirtualProof | None],
                  not_open_yet: Callable[[ChannelID, PerundError], None],
                  fees: FeeBook, asset_label: AssetLabel = default_label) -> None:
+        self._reactor = reactor
         self._signer = signer
         self._fees = fees
         self._asset_label = asset_label
@@ -146,6 +149,8 @@ class Virtuals:
         self._awaiting: dict[ChannelID, ev.Conclude] = {}
         """Parents whose conclusion waits for a virtual channel to be registered."""
         self._lock_errors: dict[ChannelID, PerundError] = {}
+        self._v0_waits: dict[ChannelID, DelayedCall] = {}
+        """Virtual channels we accepted, waiting for the proposer to countersign version 0."""
 
     # -- tracking -------------------------------------------------------------------------------
 
@@ -153,6 +158,14 @@ class Virtuals:
         """Index a virtual channel of ours under its parent (at start and when it is made)."""
         if is_virtual(channel) and channel.phase not in TERMINAL:
             self._children.setdefault(parent_of(channel), set()).add(channel.channel_id)
+
+    def stop(self) -> None:
+        """Cancel the waits for version 0 (a channel still proposing closes at the next
+        start)."""
+        for wait in self._v0_waits.values():
+            if wait.active():
+                wait.cancel()
+        self._v0_waits.clear()
 
     def lock_error(self, channel_id: ChannelID) -> PerundError | None:
         """Why a virtual channel's lock failed, for the user waiting for it to open (once)."""
@@ -170,11 +183,27 @@ class Virtuals:
                 "closes by itself if it cannot be", channel_id=_hex(channel_id),
                 phase=channel.phase.value)
         funded = [vid for vid in self._children.get(channel_id, ())
-                  if self._channels[vid].phase not in TERMINAL]
+                  if self._holds_funds(vid, channel_id)]
         if funded:
             raise FailedPrecondition(
                 "this channel funds open virtual channels: close them first",
                 channel_id=_hex(channel_id), virtual_channels=[_hex(vid) for vid in funded])
+
+    def _holds_funds(self, vid: ChannelID, parent_id: ChannelID) -> bool:
+        """Whether virtual channel `vid` may be funded by its parent: it is locked in the
+        parent's latest fully signed state, or open for us. One still proposing, funding with
+        no fully signed lock (its lock unsent, or of unknown fate because the intermediary
+        stays away), or disputed through the other parent only, is at version 0 for us (we
+        sign nothing else before it opens), so the parent may settle without it: if the
+        intermediary did sign the lock, its refutation with the lock and version 0 pays each
+        side the same."""
+        channel = self._channels[vid]
+        if channel.phase in TERMINAL:
+            return False
+        parent = self._channels.get(parent_id)
+        if parent is not None and vid in self._locks(parent):
+            return True
+        return channel.phase in (Phase.OPEN, Phase.UPDATING, Phase.CLOSING)
 
     # -- opening --------------------------------------------------------------------------------
 
@@ -301,7 +330,21 @@ class Virtuals:
             msg, signer=self._signer, ledger=ledger, nonce_share=random_share(),
             deployment=self._deployment, confirm_updates=self._confirm)
         self.track(channel)
+        vid = channel.channel_id
+        self._v0_waits[vid] = self._reactor.callLater(
+            self._timing.response_timeout + self._timing.request_timeout, self._v0_expired, vid)
         return await self._start(channel, events)
+
+    def _v0_expired(self, vid: ChannelID) -> None:
+        """The proposer never countersigned version 0 (it crashed, or went silent): nothing
+        is locked for the channel on our side, and we lock only a fully signed version 0, so
+        it closes (docs/protocol.md: the proposal or v0 times out)."""
+        self._v0_waits.pop(vid, None)
+        channel = self._channels.get(vid)
+        if channel is not None and channel.phase is Phase.PROPOSING:
+            log.warn("virtual channel {vid}: the proposer did not countersign version 0 in "
+                     "time; closing it", vid=_hex(vid))
+            self._apply(vid, LockFailed("the proposer did not countersign version 0"))
 
     def check_proof_id(self, proof: VirtualProof) -> bool:
         """Whether a proof's state belongs to its params on our deployment."""
@@ -323,10 +366,14 @@ class Virtuals:
 
     def _through_parent(self, vid: ChannelID, parent_id: ChannelID, proof: VirtualProof) -> None:
         parent = self._channels.get(parent_id)
-        if parent is None or vid in self._locking or _pending_proof(parent, vid):
-            if parent is None:
-                self._apply(vid, LockFailed("our ledger channel is gone"))
-            return  # what is under way ends in `changed`
+        if parent is None:
+            self._apply(vid, LockFailed("our ledger channel is gone"))
+            return
+        if vid in self._locking or _pending_proof(parent, vid):
+            # What is under way ends in `changed`; a lock or fold of unknown fate found at a
+            # restart went out before it, so a sync without it ends the channel's funding.
+            self._tried.add(vid)
+            return
         if self._reconcile(vid, parent):
             return  # done already (a restart, a sync)
         self._locking.add(vid)
@@ -349,16 +396,19 @@ class Virtuals:
         if parent is None or channel is None:
             return
         why = failure.getErrorMessage()
-        if _pending_proof(parent, vid):
+        if _pending_proof(parent, vid) and not proof.is_fold:
             # Its fate shows in the next sync with the intermediary (`changed`); the user
             # waiting for the channel is told now.
-            if not proof.is_fold:
-                self._not_open_yet(vid, PeerRequestTimedOut(
-                    f"the intermediary did not answer our lock ({why}): the virtual channel "
-                    "opens if it signed it, which the next sync with it shows",
-                    peer=_hex(parent.peer), timeout=0))
+            self._not_open_yet(vid, PeerRequestTimedOut(
+                f"the intermediary did not answer our lock ({why}): the virtual channel "
+                "opens if it signed it, which the next sync with it shows",
+                peer=_hex(parent.peer), timeout=0))
             return
         if proof.is_fold:
+            # Also when the fold's fate is unknown: waiting for a sync would wait forever for
+            # an intermediary that stays away, and the ledger cannot close meanwhile. Our
+            # latest ledger state still holds the lock, and the final state settles it; if the
+            # intermediary did sign the fold, its folded state pays the same.
             if parent.phase in (Phase.FUNDING, Phase.OPEN, Phase.UPDATING) \
                     and vid in self._locks(parent):
                 log.warn("virtual channel {vid}: the intermediary did not fold it ({why}); "

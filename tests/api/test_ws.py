@@ -228,6 +228,29 @@ async def test_pushes_cached_delivered_fanned_out_and_cleaned_up() -> None:
         await port.stopListening()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_push_while_the_socket_closes_is_dropped_quietly(
+        logs: list[dict[str, Any]]) -> None:
+    """A push that comes after the closing handshake began and before `onClose` (a client
+    hanging up while its node pushes) is not sent: autobahn refuses to send then, which
+    used to log a traceback in the node."""
+    port, site, node = await start()
+    try:
+        client = await connect(port)
+        session = (await client.call("session_open", ["alice.yaml"]))["sessionId"]
+        await client.call("session_addPeer", [session, {
+            "alias": "bob", "offChainAddress": BOB, "commAddress": "127.0.0.1:5002"}])
+        await client.call("subscribe", [session, "proposals"])
+        (server,) = site.sockets.open_sockets()
+        server.sendClose()  # the server's side of the closing handshake begins now
+        assert server.open and server.state != server.STATE_OPEN
+        node.propose(bytes.fromhex(session[2:]), "bob", {ETH: (1, 1)})
+        await client.closed
+    finally:
+        await port.stopListening()
+    assert not [e for e in logs if e.get("log_failure") is not None], logs
+
+
 def test_nothing_is_sent_once_the_client_began_closing() -> None:
     """A push delivered between the client's close frame and `onClose` (the socket still
     counts as open to us) is dropped, not an error: autobahn refuses to send then."""

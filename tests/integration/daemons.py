@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -133,3 +133,88 @@ def open_channel(node: Daemon, proposer: str, responder: str, ours: str, theirs:
             return channel
     finally:
         pushes.close()
+
+
+class Users:
+    """One daemon per user name, each with the user's session open, and the calls the tests
+    make as a user (by name)."""
+
+    def __init__(self, daemons: dict[str, Daemon], session_files: dict[str, Path]) -> None:
+        self.daemons = daemons
+        self.session_files = session_files
+        self.sessions: dict[str, str] = {}
+        self.pool = ThreadPoolExecutor(4)
+        for name in daemons:
+            self.open_session(name)
+
+    def open_session(self, name: str) -> dict[str, Any]:
+        opened: dict[str, Any] = self.daemons[name].call(
+            "session_open", configFile=str(self.session_files[name]))
+        self.sessions[name] = opened["sessionId"]
+        return opened
+
+    def restart(self, name: str) -> None:
+        """Start the user's (stopped or killed) daemon again; it opens the session by itself."""
+        self.daemons[name].start()
+        self.reattach(name)
+
+    def reattach(self, name: str) -> None:
+        """After a restart: the node opened the session itself; learn its new ID (from
+        session_list, and the same from session_open's 202)."""
+        config = str(self.session_files[name])
+        # (session_open waits for the node's own opening, should it still be under way.)
+        answer = self.daemons[name].request("session_open", configFile=config)
+        assert answer["error"]["code"] == 202, answer  # open already
+        (listed,) = self.daemons[name].call("session_list")
+        assert listed["configFile"] == config
+        assert answer["error"]["data"]["id"] == listed["sessionId"]
+        self.sessions[name] = listed["sessionId"]
+
+    def call(self, name: str, method: str, **params: Any) -> Any:
+        return self.daemons[name].call(method, sessionId=self.sessions[name], **params)
+
+    def request(self, name: str, method: str, **params: Any) -> dict[str, Any]:
+        return self.daemons[name].request(method, sessionId=self.sessions[name], **params)
+
+    def background(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        return self.pool.submit(f, *args, **kwargs)
+
+    @contextmanager
+    def pushes(self, name: str) -> Iterator[Pushes]:
+        """A WebSocket subscribed to the user's proposals and updates."""
+        socket = self.daemons[name].socket()
+        try:
+            for topic in ("proposals", "updates"):
+                socket.call("subscribe", sessionId=self.sessions[name], topic=topic)
+            yield socket
+        finally:
+            socket.close()
+
+    def channel(self, name: str, channel_id: str) -> dict[str, Any]:
+        info: dict[str, Any] = self.call(name, "channel_get", channelId=channel_id)
+        return info
+
+    def phase(self, name: str, channel_id: str) -> str:
+        return str(self.channel(name, channel_id)["phase"])
+
+    def on_chain_version(self, name: str, channel_id: str) -> int | None:
+        """The version registered on-chain as the user's node knows it, if any."""
+        on_chain = self.channel(name, channel_id).get("onChain")
+        return None if on_chain is None else int(on_chain["version"])
+
+    def close_together(self, name: str, peer: str, channel_id: str) -> dict[str, Any]:
+        """`name` closes the channel cooperatively; `peer`'s user accepts the final state."""
+        with self.pushes(peer) as pushes:
+            closing = self.background(self.call, name, "channel_close", channelId=channel_id)
+            final = pushes.wait(lambda p: p.get("type") == "final"
+                                and p.get("channelId") == channel_id)
+            self.call(peer, "channel_respondUpdate", channelId=channel_id,
+                      updateId=final["updateId"], accept=True)
+            info: dict[str, Any] = closing.result(60)
+        assert info["phase"] == "closed", info
+        return info
+
+    def stop(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for daemon in self.daemons.values():
+            daemon.stop()

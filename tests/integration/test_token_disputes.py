@@ -17,15 +17,8 @@ from perund.chain.embedded import TEST_TOKEN_SYMBOL
 from perund.channel.types import ETH, Address, ChannelID, to_address
 from perund.cli.generate import Generated
 from tests.integration.daemons import assert_clean_log
-from tests.integration.test_disputes import (
-    CHALLENGE,
-    World,
-    closed,
-    on_chain_version,
-    register_as,
-    stored_channel,
-    until,
-)
+from tests.integration.onchain import stored_channel, until
+from tests.integration.pair import CHALLENGE, World, stale_state_refuted
 
 UNIT = 10**18
 
@@ -41,25 +34,13 @@ def world(anvil_token_setup: Generated, tmp_path: Path, anvil: Anvil) -> Iterato
         yield w
     finally:
         w.close()
-    for daemon in w.daemons:
+    for daemon in w.daemons.values():
         assert_clean_log(daemon)
 
 
 def token_of(w: World) -> Address:
     config = w.alice.call("node_getConfig")
     return to_address(config["assets"][TEST_TOKEN_SYMBOL]["address"])
-
-
-async def paid_per_asset(w: World, channel_id: str) -> dict[tuple[str, Address], int]:
-    """What the contract paid out for the channel, per (receiver, asset)."""
-    chain = await w.connected()
-    head = await chain.block_number()
-    paid: dict[tuple[str, Address], int] = {}
-    for event in await chain.events(0, head, [bytes.fromhex(channel_id[2:])]):
-        if event.name == "PaidOut":
-            key = ("0x" + bytes(event.args["receiver"]).hex(), Address(bytes(event.args["asset"])))
-            paid[key] = paid.get(key, 0) + int(event.args["amount"])
-    return paid
 
 
 async def token_balances(w: World, token: Address) -> dict[str, int]:
@@ -101,19 +82,10 @@ async def test_an_old_token_state_registered_by_the_cheater_is_refuted(
                                   "PRN": {"self": "5", "peer": "15"}}
     w.bob.kill()
 
-    old = stored_channel(backup, cid)
-    assert old.current is not None and old.current.state.version < latest["version"]
-    with w.pushes("alice") as pushes:
-        await register_as(w, "bob", old)
-        disputed = pushes.wait(lambda p: p.get("type") == "disputed")
-        assert disputed["channelId"] == cid
-        until(lambda: on_chain_version(w, "alice", cid) == latest["version"], "the refutation")
-        w.travel(CHALLENGE + 1)
-        until(lambda: closed(w, "alice", cid), "alice's node concluding")
-        done = pushes.wait(lambda p: p.get("type") == "closed" and p["channelId"] == cid)
-        assert done["channel"]["paidOut"] == {"ETH": "1.25", "PRN": "15"}
+    done = await stale_state_refuted(w, cid, stored_channel(backup, cid), latest["version"])
+    assert done["channel"]["paidOut"] == {"ETH": "1.25", "PRN": "15"}
     alice, bob = w.receiver("alice"), w.receiver("bob")
-    assert await paid_per_asset(w, cid) == {
+    assert await w.view.paid_per_asset(cid) == {
         (alice, ETH): units("1.25"), (bob, ETH): units("0.75"),
         (alice, token): 15 * UNIT, (bob, token): 5 * UNIT}
     after = await token_balances(w, token)
@@ -165,8 +137,8 @@ async def test_a_peer_that_never_funds_gets_the_token_deposit_refunded(world: Wo
     cid = channel["channelId"]
     until(lambda: w.channel("alice", cid)["phase"] == "disputed", "the registration")
     w.travel(CHALLENGE + 1)
-    until(lambda: closed(w, "alice", cid), "alice's node concluding")
+    until(lambda: w.phase("alice", cid) == "closed", "alice's node concluding")
     alice = w.receiver("alice")
     # Version 0 is underfunded: each gets back exactly what it deposited, per asset.
-    assert await paid_per_asset(w, cid) == {(alice, ETH): 2 * UNIT, (alice, token): 30 * UNIT}
+    assert await w.view.paid_per_asset(cid) == {(alice, ETH): 2 * UNIT, (alice, token): 30 * UNIT}
     assert await token_balances(w, token) == before

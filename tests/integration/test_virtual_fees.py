@@ -19,9 +19,9 @@ import pytest_twisted
 from perund.chain.anvil import Anvil
 from perund.cli.generate import Generated
 from tests.integration.daemons import assert_clean_log
+from tests.integration.hub import CHALLENGE, Hub
+from tests.integration.onchain import until, wei
 from tests.integration.test_daemons import metric, scrape
-from tests.integration.test_virtual import CHALLENGE, Hub, ledgers, until, wei
-from tests.integration.test_virtual import hub_setup as hub_setup
 
 FEE = "0.0011"  # 0.0001 ETH base + 1000 ppm of the 1 ETH locked
 
@@ -46,7 +46,7 @@ async def test_ingrid_charges_a_fee_and_every_account_is_paid_to_the_wei(hub: Hu
     (ingrid,) = h.daemons["ingrid"].call("session_list")
     assert ingrid["intermediary"] == {"lockWindow": 5.0,
                                       "fee": {"ETH": {"base": "0.0001", "ppm": 1000}}}
-    la, lc = ledgers(h)
+    la, lc = h.ledgers()
     nonces = h.nonces()
     # Without maxFee alice pays nothing: the open fails, naming the fee, before carol is asked.
     opening = {"peer": "carol", "balances": {"ETH": {"self": "1", "peer": "0"}},
@@ -104,7 +104,7 @@ async def test_ingrid_charges_a_fee_and_every_account_is_paid_to_the_wei(hub: Hu
 @pytest_twisted.ensureDeferred
 async def test_carol_gone_the_dispute_pays_everyone_with_the_fee_included(hub: Hub) -> None:
     h = hub
-    la, lc = ledgers(h)
+    la, lc = h.ledgers()
     vid = h.open("alice", "carol", "1", "0", via="ingrid", max_fee=FEE)["channelId"]
     for _ in range(3):
         h.call("alice", "channel_send", channelId=vid, payments=[

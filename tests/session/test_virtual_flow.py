@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from perund.chain.backend import ChainBackend
@@ -17,7 +19,7 @@ from perund.channel.phases import Phase
 from perund.channel.types import ETH, Address, ChannelID
 from perund.channel.virtual import is_virtual
 from perund.channel.virtual_opening import VirtualOpenRequest
-from perund.errors import FailedPrecondition, PeerRejected, PeerRequestTimedOut
+from perund.errors import FailedPrecondition, PeerRejected, PeerRequestTimedOut, PerundError
 from perund.session.config import IntermediaryConfig
 from perund.session.notices import ChannelNotice, ProposalNotice
 
@@ -205,3 +207,82 @@ async def test_a_node_that_is_no_intermediary_refuses_every_lock(chain: ChainBac
         for user in (alice, ingrid, carol):
             user.client.stop()
             await user.peers.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_folds_an_intermediary_holds_and_never_answers_are_settled_on_chain(
+        hub: Hub) -> None:
+    """Ingrid receives both folds and stays silent (her node hangs, or her answers are lost):
+    each party's fold is of unknown fate, and each takes its ledger on-chain with the final
+    state rather than waiting for her forever (found on anvil by
+    tests/integration/test_virtual_safety.py: the ledgers stayed open, unclosable)."""
+    vid = await open_virtual(hub)
+    await hub.alice.client.send(vid, ((ETH, ETHER // 10),))
+    hub.ingrid.client._handlers[ev.AwaitingMatch] = lambda e: None
+    for user in (hub.alice, hub.carol):
+        user.client.response_timeout = user.client.request_timeout = 1.0
+    closing = hub.alice.client.close(vid)
+    closing.addErrback(lambda _: None)
+    question = await hub.carol.update_question().addTimeout(10, reactor)
+    await hub.carol.client.respond_update(vid, question.update_id, True)  # type: ignore[attr-defined]
+    parties = ((hub.alice, hub.la), (hub.carol, hub.lc))
+    for _ in range(100):
+        if all(user.client.channels[ledger].phase in (Phase.CLOSING, Phase.DISPUTED)
+               for user, ledger in parties):
+            break
+        await deferLater(reactor, 0.1, lambda: None)
+    for user, ledger in parties:
+        # Registration under way (or done) with the lock: the final state settles it.
+        channel = user.client.channels[ledger]
+        assert channel.phase in (Phase.CLOSING, Phase.DISPUTED), channel.phase
+        assert [lock.channel_id for lock in channel.latest.locked] == [vid]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_0_the_proposer_never_countersigns_times_out(hub: Hub) -> None:
+    """alice goes silent right after carol accepted (her countersignature on version 0 never
+    comes): carol's channel closes after her wait, nothing locked, and her ledger closes as
+    any (found on anvil: it stayed `proposing`, its ledger unclosable)."""
+    hub.alice.client._handlers[ev.SendUpdateAccept] = lambda e: None
+    hub.alice.client._handlers[ev.LockParent] = lambda e: None
+    hub.carol.client.response_timeout = hub.carol.client.request_timeout = 0.5
+    request = VirtualOpenRequest(hub.carol.client.address, hub.ingrid.client.address, (ETH,),
+                                 ((ETHER, 0),), 60)
+    hub.alice.client.open_channel(request).addErrback(lambda _: None)
+    notice = await hub.carol.proposal()
+    assert isinstance(notice, ProposalNotice)
+    with pytest.raises(PerundError):
+        await hub.carol.client.respond_proposal(notice.proposal.proposal_id, True).addTimeout(
+            10, reactor)
+    (vid,) = [cid for cid, c in hub.carol.client.channels.items() if is_virtual(c)]
+    assert hub.carol.client.channels[vid].phase is Phase.CLOSED
+    assert hub.carol.client.channels[vid].latest.version == 0  # shown as it was (no crash)
+    assert not hub.carol.client.channels[hub.lc].latest.locked
+    hub.carol.client._virtual.close_refusal(hub.lc)  # closes as any ledger
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ledger_whose_lock_is_of_unknown_fate_may_settle_on_chain(hub: Hub) -> None:
+    """Ingrid holds both locks and never answers, for good: the virtual channel stays funding
+    (she may have signed), but the ledger may still be settled through a dispute (found on
+    anvil: closing it was refused until ingrid came back, which she may never do)."""
+    hub.ingrid.client._handlers[ev.AwaitingMatch] = lambda e: None
+    request = VirtualOpenRequest(hub.carol.client.address, hub.ingrid.client.address, (ETH,),
+                                 ((ETHER, 0),), 60)
+    for user in (hub.alice, hub.carol):
+        user.client.response_timeout = user.client.request_timeout = 0.5
+    opening = hub.alice.client.open_channel(request)
+    notice = await hub.carol.proposal()
+    assert isinstance(notice, ProposalNotice)
+    hub.carol.client.respond_proposal(notice.proposal.proposal_id, True).addErrback(
+        lambda _: None)
+    with pytest.raises(PeerRequestTimedOut):
+        await opening
+    (vid,) = [cid for cid, c in hub.alice.client.channels.items() if is_virtual(c)]
+    assert hub.alice.client.channels[vid].phase is Phase.FUNDING
+    with pytest.raises(FailedPrecondition, match="not open yet"):
+        await hub.alice.client.close(vid)
+    hub.alice.client._virtual.close_refusal(hub.la)  # no refusal: nothing of it is locked
+    hub.alice.client.force_close(hub.la).addErrback(lambda _: None)
+    assert hub.alice.client.channels[hub.la].phase in (Phase.CLOSING, Phase.DISPUTED)
+    assert not hub.alice.client.channels[hub.la].latest.locked
