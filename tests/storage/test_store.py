@@ -413,17 +413,18 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-def test_kill_9_in_a_stream_of_writes_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    path = str(tmp_path / "store")
-    child = subprocess.Popen([sys.executable, "-c", _WRITER, ROOT, path],
+def _kill_9_after(writer: str, path: str, writes: int) -> tuple[int, list[Channel]]:
+    """Run `writer` on the store at `path`, SIGKILL it once it acknowledged `writes` writes;
+    the last write it acknowledged and the values it may have written from the first on."""
+    child = subprocess.Popen([sys.executable, "-c", writer, ROOT, path],
                              stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     acknowledged = -1
     for line in child.stdout:
         acknowledged = int(line)
-        if acknowledged >= 400:
+        if acknowledged >= writes:
             break
-    assert acknowledged >= 400, "the writer died on its own"
+    assert acknowledged >= writes, "the writer died on its own"
     child.send_signal(signal.SIGKILL)
     rest, _ = child.communicate(timeout=60)
     acknowledged = max([acknowledged, *(int(x) for x in rest.split())])
@@ -432,6 +433,12 @@ def test_kill_9_in_a_stream_of_writes_loses_nothing_acknowledged(tmp_path: Path)
         values.append(durable(value))
         if len(values) > acknowledged + 100:
             break
+    return acknowledged, values
+
+
+def test_kill_9_in_a_stream_of_writes_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    path = str(tmp_path / "store")
+    acknowledged, values = _kill_9_after(_WRITER, path, 400)
     s = SessionStore(path, Clock())
     (stored,) = s.channels()
     s.close()
@@ -565,23 +572,7 @@ _THREADED_WRITER = textwrap.dedent("""
 
 def test_kill_9_with_fsyncs_on_their_thread_loses_nothing_acknowledged(tmp_path: Path) -> None:
     path = str(tmp_path / "store")
-    child = subprocess.Popen([sys.executable, "-c", _THREADED_WRITER, ROOT, path],
-                             stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    acknowledged = -1
-    for line in child.stdout:
-        acknowledged = int(line)
-        if acknowledged >= 300:
-            break
-    assert acknowledged >= 300, "the writer died on its own"
-    child.send_signal(signal.SIGKILL)
-    rest, _ = child.communicate(timeout=60)
-    acknowledged = max([acknowledged, *(int(x) for x in rest.split())])
-    values = []
-    for value in persisted_payments(100_000):
-        values.append(durable(value))
-        if len(values) > acknowledged + 100:
-            break
+    acknowledged, values = _kill_9_after(_THREADED_WRITER, path, 300)
     s = SessionStore(path, Clock())
     stored = {channel.channel_id: channel for channel in s.channels()}
     s.close()
