@@ -515,7 +515,17 @@ class SessionStore:
         self._scheduled = None
         sync = sync or bool(self._waiters)
         unsynced = self._durable_appends != self._appends
-        if self._failed is not None or not (self._pending or (sync and unsynced)):
+        if self._failed is not None:
+            return
+        if not (self._pending or (sync and unsynced)):
+            # Everything appended is durable already (an fsync that ran elsewhere covered what
+            # these waiters asked for while it ran).
+            waiters, self._waiters = self._waiters, []
+            made, self._unannounced = self._unannounced, []
+            for d in waiters:
+                d.callback(None)
+            if made:
+                self._announce(made)
             return
         pending, self._pending = self._pending, {}
         waiters, self._waiters = self._waiters, []

@@ -511,6 +511,19 @@ def test_writes_made_while_an_fsync_runs_elsewhere_wait_for_the_next_one(
     assert thread.jobs == [] and second == [[None]] and elsewhere.flush() is None
 
 
+def test_a_flush_with_nothing_new_while_an_fsync_runs_elsewhere_fires_when_it_is_done(
+        elsewhere: SessionStore, clock: Clock, thread: ThreadByHand) -> None:
+    results = _waiting_puts(elsewhere, 0, 2)
+    clock.advance(0)
+    everything = _fired(elsewhere.flush())  # nothing new: it waits for the running fsync
+    clock.advance(0)
+    assert everything == [] and len(thread.jobs) == 1
+    thread.finish()
+    clock.advance(0)
+    assert all(r == [None] for r in results) and everything == [None]
+    assert thread.jobs == [] and elsewhere.flush() is None
+
+
 def test_one_waiter_alone_fsyncs_at_once_on_the_reactor(
         elsewhere: SessionStore, clock: Clock, thread: ThreadByHand, fsyncs: list[int]) -> None:
     (only,) = _waiting_puts(elsewhere, 0, 1)
