@@ -23,6 +23,8 @@ store's size per channel and per state written is printed too, and the node's CP
 resident memory when it was ready (`node_at_resynced`): on a shared machine the wall-clock
 marks include waiting for a core, the CPU seconds do not.
 `--restarts N` restarts the node N times (the marks of each, then their median).
+`--keep DIR` keeps the set-up in DIR; `--reuse DIR` restarts a node kept that way again,
+without the set-up's five minutes (to compare two versions of the code on the same node).
 """
 
 from __future__ import annotations
@@ -40,12 +42,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from perund.chain.anvil import free_port
 from perund.cli.apiclient import ApiClient, PushStream
-from perund.cli.generate import Generated, generate
+from perund.cli.generate import Generated, GeneratedUser, generate
 from perund.cli.walkthrough import start_node
 
 CALLERS = 16
+KEPT = "bench-restart.json"
+"""What a kept set-up needs to be restarted again (`--reuse`), in its directory."""
 
 
 def open_channels(api: ApiClient, bob_api: ApiClient, alice: str, bob: str,
@@ -199,15 +205,7 @@ def run(directory: Path, channels: int, states: int, restarts: int) -> dict[str,
         node.send_signal(signal.SIGTERM)
         node.wait(120)
         size = store_bytes(setup)
-        runs = []
-        for _ in range(restarts):
-            node, marks = restart(setup, directory, api, sessions, ids, versions)
-            runs.append(marks)
-            # Each restart's payment raised every version: the next restart expects those.
-            versions = {c["channelId"]: c["version"]
-                        for c in api.call("channel_list", sessionId=sessions["alice"])}
-            node.send_signal(signal.SIGTERM)
-            node.wait(120)
+        node, runs = restarts_of(setup, directory, api, sessions, ids, versions, restarts)
     finally:
         node.terminate()
         node.wait(60)
@@ -217,11 +215,59 @@ def run(directory: Path, channels: int, states: int, restarts: int) -> dict[str,
         "versions_written_per_side": stored,
         "setup": {"open_channels_s": round(opening, 1),
                   "payments_per_s": round(channels * states / paying, 1) if paying else None},
-        "ready_after_restart_s": runs[0] if len(runs) == 1 else runs,
-        **({"median_of_restarts_s": median_marks(runs)} if len(runs) > 1 else {}),
+        **marks_of(runs),
         "store_bytes_per_channel": round(size / (2 * channels)),
         "store_bytes_per_state_written": round(size / max(1, 2 * (stored + channels))),
     }
+
+
+def restarts_of(setup: Generated, directory: Path, api: ApiClient, sessions: dict[str, str],
+                channels: list[str], versions: dict[str, int],
+                restarts: int) -> tuple[Any, list[dict[str, Any]]]:
+    """Restart the stopped node `restarts` times; the last process and each start's marks.
+    What `--reuse` needs is kept in the directory after each start."""
+    runs = []
+    node = None
+    for _ in range(restarts):
+        node, marks = restart(setup, directory, api, sessions, channels, versions)
+        runs.append(marks)
+        # Each restart's payment raised every version: the next restart expects those.
+        versions = {c["channelId"]: c["version"]
+                    for c in api.call("channel_list", sessionId=sessions["alice"])}
+        node.send_signal(signal.SIGTERM)
+        node.wait(120)
+        (directory / KEPT).write_text(json.dumps(
+            {"config": str(setup.node_config), "api_port": api.port,
+             "users": {u.name: str(u.session_file) for u in setup.users},
+             "sessions": sessions, "channels": channels, "versions": versions}))
+    return node, runs
+
+
+def marks_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The marks of each start, and their median when there are several."""
+    return {"ready_after_restart_s": runs[0] if len(runs) == 1 else runs,
+            **({"median_of_restarts_s": median_marks(runs)} if len(runs) > 1 else {})}
+
+
+def rerun(directory: Path, restarts: int) -> dict[str, Any]:
+    """Restart a node kept by an earlier `--keep` run `restarts` times."""
+    try:
+        kept = json.loads((directory / KEPT).read_text())
+    except (OSError, ValueError):
+        raise SystemExit(f"{directory} holds no set-up kept by --keep") from None
+    config = Path(kept["config"])
+    settings = yaml.safe_load(config.read_text())
+    token = (config.parent / settings["data_dir"] / "api.token").read_text().strip()
+    users = tuple(GeneratedUser(name, Path(file), "", "", 0)
+                  for name, file in kept["users"].items())
+    setup = Generated(config, users)
+    api = ApiClient(kept["api_port"], token)
+    node, runs = restarts_of(setup, directory, api, kept["sessions"], kept["channels"],
+                             kept["versions"], restarts)
+    if node is not None and node.poll() is None:
+        node.terminate()
+        node.wait(60)
+    return {"channels": len(kept["channels"]), **marks_of(runs)}
 
 
 def main() -> None:
@@ -229,9 +275,13 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=100, help="channels alice → bob")
     parser.add_argument("--states", type=int, default=10, help="payments on each channel")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (the node's log)")
+    parser.add_argument("--reuse", metavar="DIR",
+                        help="restart the node kept in DIR by --keep (no set-up)")
     parser.add_argument("--restarts", type=int, default=1, help="restarts to measure")
     args = parser.parse_args()
-    if args.keep:
+    if args.reuse:
+        results = rerun(Path(args.reuse), args.restarts)
+    elif args.keep:
         Path(args.keep).mkdir(parents=True, exist_ok=True)
         results = run(Path(args.keep), args.channels, args.states, args.restarts)
     else:
