@@ -19,8 +19,9 @@ from perund.channel.encoding import keccak
 from perund.channel.memo import Memo
 from perund.channel.types import Address, ChannelID, Signature, State, VirtualProof
 
-PROTOCOL_VERSION: Final = 1
-"""The peer protocol version sent in Hello; peers with a different version are refused."""
+PROTOCOL_VERSION: Final = 2
+"""The peer protocol version sent in Hello; peers with a different version are refused.
+2: virtual channels' lock fields and the intermediary's fee (`FeeQuery`/`FeeQuote`)."""
 
 _AUTH_DOMAIN: Final = b"perund-auth"
 
