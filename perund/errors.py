@@ -95,6 +95,21 @@ class ProtocolError(PerundError):
     category = "protocol"
 
 
+class ChainRpcError(ProtocolError):
+    """The chain node answered a request with a JSON-RPC error object: its `rpc_code`,
+    `rpc_message` and `rpc_data` (None, with `has_data` False, when the error had none; the
+    revert data of a failed call travels here)."""
+
+    def __init__(self, method: str, rpc_code: int, rpc_message: str, *,
+                 rpc_data: Any = None, has_data: bool = False) -> None:
+        super().__init__(f"{method} failed: {rpc_message[:300]} (code {rpc_code})",
+                         method=method, rpcCode=rpc_code)
+        self.rpc_code = rpc_code
+        self.rpc_message = rpc_message
+        self.rpc_data = rpc_data
+        self.has_data = has_data
+
+
 class TxTimedOut(ProtocolError):
     code = 301
 

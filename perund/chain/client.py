@@ -1,9 +1,11 @@
-"""The blocking half of the chain backend: web3 calls that run only on the chain thread pool.
+"""The blocking half of the chain backend: JSON-RPC calls that run only on the chain thread pool.
 
 Every public method ends in `_blocking`, takes and returns plain data (bytes, ints, frozen
 dataclasses) and raises only `PerundError`s for conditions a caller handles (an unreachable node,
-a revert). Nothing here touches Twisted; `perund.chain.backend` runs these methods in its pool
-and hands Deferreds to the reactor side.
+a revert, a malformed reply). Nothing here touches Twisted; `perund.chain.backend` runs these
+methods in its pool and hands Deferreds to the reactor side. The requests go through a
+`perund.chain.jsonrpc.Transport` (HTTP for a node, an in-process adapter for the test chain);
+every reply is decoded here from the JSON-RPC format and checked on the way.
 """
 
 from __future__ import annotations
@@ -12,26 +14,17 @@ import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
-from eth_typing import ChecksumAddress, HexAddress, HexStr
-from eth_utils.exceptions import ValidationError as EthValidationError
-from hexbytes import HexBytes
-from web3 import HTTPProvider, Web3
-from web3.exceptions import (
-    BlockNotFound,
-    ContractLogicError,
-    TransactionNotFound,
-    Web3RPCError,
-)
-from web3.types import RPCEndpoint
-
+from perund.chain import jsonrpc
 from perund.chain.abi import ContractCodec
-from perund.chain.account import Account
+from perund.chain.account import Account, Eip1559Transaction
+from perund.chain.jsonrpc import Answer, Transport, block_tag, hex_data, hex_quantity
 from perund.chain.results import ChainEvent, TxReceipt
-from perund.channel.types import ETH, Address, hex_address, to_address
+from perund.channel.types import ETH, Address, hex_address
 from perund.errors import (
     ChainNotReachable,
+    ChainRpcError,
     InsufficientFunds,
     InvalidContracts,
     PerundError,
@@ -45,10 +38,10 @@ if TYPE_CHECKING:
 BlockId = int | Literal["latest", "pending", "earliest"]
 
 NO_CODE = "no code"
+"""The `error` of the InvalidContracts raised when a call finds no contract (at that block)."""
 
 CALL_BATCH = 500
 """View calls per JSON-RPC batch: node operators cap batches (geth at 1,000 by default)."""
-"""The `error` of the InvalidContracts raised when a call finds no contract (at that block)."""
 
 DEFAULT_PRIORITY_FEE = 10**9
 """1 gwei tip: enough on dev chains and on quiet public ones."""
@@ -59,6 +52,10 @@ on the next one. Unused gas is refunded, so the margin costs nothing."""
 
 FALLBACK_DEPOSIT_GAS = 60_000
 """A deposit's gas when the chain cannot estimate it (the account cannot pay the probe)."""
+
+_SELECTOR_ERROR_STRING = "0x08c379a0"
+_SELECTOR_PANIC = "0x4e487b71"
+_SELECTOR_OFFCHAIN_LOOKUP = "0x556f1830"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,48 +93,27 @@ class PreparedTx:
     gas_limit: int
 
 
-def _checksum(address: Address) -> ChecksumAddress:
-    return ChecksumAddress(HexAddress(HexStr(hex_address(address))))
+def is_revert(error: ChainRpcError) -> bool:
+    """Whether an eth_call's or eth_estimateGas's error says the contract reverted (rather than
+    that the node refused the request). The rules nodes follow (geth's code 3, the revert data
+    or reason in `data`, "execution reverted" in the message), as web3 applies them."""
+    data, message = error.rpc_data, error.rpc_message
+    if error.has_data and data is None:
+        return True
+    if isinstance(data, Mapping) and message:
+        return True
+    if isinstance(data, str):
+        if data.startswith("Reverted ") or data[:10] in (_SELECTOR_PANIC,
+                                                         _SELECTOR_OFFCHAIN_LOOKUP):
+            return True
+        if len(data) >= 10 and data[:10] != _SELECTOR_ERROR_STRING:
+            return True  # a custom error
+    return bool(message) and (error.rpc_code == 3 or "execution reverted" in message)
 
 
-def _bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return bytes(value)
-    if isinstance(value, str):
-        return bytes(HexBytes(value))
-    raise TypeError(f"expected bytes or hex, got {type(value).__name__}")
-
-
-def _raw_log(entry: Mapping[str, Any]) -> RawLog:
-    return RawLog(
-        address=to_address(entry["address"]),
-        topics=tuple(_bytes(topic) for topic in entry["topics"]),
-        data=_bytes(entry["data"]),
-        block_number=int(entry["blockNumber"]),
-        log_index=int(entry["logIndex"]),
-        tx_hash=_bytes(entry["transactionHash"]),
-    )
-
-
-def _refused(tx_type: str, account: Account | None,
-             exc: Web3RPCError | EthValidationError) -> ProtocolError:
-    """The node's refusal of a transaction as our error: InsufficientFunds when the account
-    cannot pay for it (it may be topped up and the transaction sent again)."""
-    message = str(exc)
-    if isinstance(exc, Web3RPCError):
-        error = exc.rpc_response.get("error") if exc.rpc_response else None
-        message = str(error.get("message") if isinstance(error, dict) else exc.message)
-    if "insufficient funds" in message.lower() or "cannot afford" in message.lower():
-        who = "the account" if account is None else f"account {account.checksum_address}"
-        return InsufficientFunds(f"{who} cannot pay for the {tx_type} transaction (value and "
-                                 f"gas): top it up", txType=tx_type,
-                                 account=None if account is None else account.checksum_address)
-    return ProtocolError(f"the node refused the {tx_type} transaction: {message}",
-                         txType=tx_type)
-
-
-def _revert_data(exc: ContractLogicError) -> bytes:
-    data = exc.data
+def revert_data(error: ChainRpcError) -> bytes:
+    """The contract's revert data in a revert error (empty when the node gave none)."""
+    data = error.rpc_data
     if isinstance(data, Mapping):  # some nodes nest it: {"data": "0x..."}
         data = data.get("data")
     if isinstance(data, str) and data.startswith("0x"):
@@ -148,32 +124,44 @@ def _revert_data(exc: ContractLogicError) -> bytes:
     return b""
 
 
-class ChainClient:
-    """One web3 connection and the contract codec; every method blocks.
+def _refused(tx_type: str, account: Account | None, exc: ChainRpcError) -> ProtocolError:
+    """The node's refusal of a transaction as our error: InsufficientFunds when the account
+    cannot pay for it (it may be topped up and the transaction sent again)."""
+    message = exc.rpc_message
+    if "insufficient funds" in message.lower() or "cannot afford" in message.lower():
+        who = "the account" if account is None else f"account {account.checksum_address}"
+        return InsufficientFunds(f"{who} cannot pay for the {tx_type} transaction (value and "
+                                 f"gas): top it up", txType=tx_type,
+                                 account=None if account is None else account.checksum_address)
+    return ProtocolError(f"the node refused the {tx_type} transaction: {message[:300]}",
+                         txType=tx_type)
 
-    Thread-safety is the provider's: an HTTP provider may be used from several pool threads at
-    once (web3 keeps one requests session per thread); the embedded chain may not (its pool has
-    one thread).
+
+class ChainClient:
+    """One node's JSON-RPC transport and the contract codec; every method blocks.
+
+    Thread-safety is the transport's: the HTTP one gives each pool thread its own connection;
+    the embedded chain's may be used from one thread only (its pool has one).
     """
 
     def __init__(
         self,
-        w3: Web3,
-        url: str,
+        transport: Transport,
         codec: ContractCodec,
         *,
         priority_fee: int = DEFAULT_PRIORITY_FEE,
         devchain: DevChain | None = None,
     ) -> None:
-        self.w3 = w3
+        self.transport = transport
         self.devchain = devchain
-        self.url = url
+        self.url = transport.url
         self.codec = codec
         self.priority_fee = priority_fee
 
     @contextlib.contextmanager
     def _reachable(self, what: str) -> Iterator[None]:
-        """Turn transport failures (requests' errors are OSErrors) into ChainNotReachable."""
+        """Turn transport failures (OSErrors: refused, reset, timed out) into
+        ChainNotReachable."""
         try:
             yield
         except PerundError:
@@ -183,47 +171,76 @@ class ChainClient:
                 f"the chain at {self.url} is not reachable ({what}: {exc})", chainUrl=self.url
             ) from exc
 
+    def _request(self, method: str, params: Sequence[Any] = ()) -> Any:
+        """The result of one JSON-RPC call (ChainRpcError for the node's error object)."""
+        with self._reachable(method):
+            return self.transport.request(method, params)
+
+    def _quantity(self, value: Any, method: str, what: str) -> int:
+        return jsonrpc.quantity(value, self.url, method, what)
+
+    def _data(self, value: Any, method: str, what: str, size: int | None = None) -> bytes:
+        return jsonrpc.data_bytes(value, self.url, method, what, size)
+
+    def _block(self, block: BlockId) -> Mapping[str, Any] | None:
+        """The header of `block` (no transactions), or None if there is no such block."""
+        header = self._request("eth_getBlockByNumber", [block_tag(block), False])
+        if header is not None and not isinstance(header, Mapping):
+            raise jsonrpc.malformed(self.url, "eth_getBlockByNumber", "not a block object")
+        return header
+
+    def _existing_block(self, block: BlockId) -> Mapping[str, Any]:
+        header = self._block(block)
+        if header is None:
+            raise ProtocolError(f"the chain at {self.url} has no block {block}",
+                                chainUrl=self.url, block=block)
+        return header
+
+    def _base_fee(self) -> int:
+        """The latest block's base fee (0 on a chain without EIP-1559)."""
+        fee = self._existing_block("latest").get("baseFeePerGas")
+        return 0 if fee is None else self._quantity(fee, "eth_getBlockByNumber", "baseFeePerGas")
+
     # Reads
 
     def chain_id_blocking(self) -> int:
         """The node's chain ID (eth_chainId, never cached)."""
-        with self._reachable("eth_chainId"):
-            return int(self.w3.eth.chain_id)
+        return self._quantity(self._request("eth_chainId"), "eth_chainId", "the chain ID")
 
     def block_number_blocking(self) -> int:
         """The number of the latest block."""
-        with self._reachable("eth_blockNumber"):
-            return int(self.w3.eth.block_number)
+        return self._quantity(self._request("eth_blockNumber"), "eth_blockNumber",
+                              "the block number")
 
     def block_hash_blocking(self, number: int) -> bytes | None:
         """The hash of block `number` on the chain as it is now; None if there is no such
         block (yet)."""
-        with self._reachable("eth_getBlockByNumber"):
-            try:
-                block = self.w3.eth.get_block(number)
-            except BlockNotFound:
-                return None
-        return bytes(block["hash"])
+        header = self._block(number)
+        if header is None:
+            return None
+        return self._data(header.get("hash"), "eth_getBlockByNumber", "the block hash", 32)
 
     def block_timestamp_blocking(self, block: BlockId = "latest") -> int:
         """The Unix timestamp of `block`: the chain's clock, which the contract's timeouts use."""
-        with self._reachable("eth_getBlockByNumber"):
-            return int(self.w3.eth.get_block(block)["timestamp"])
+        return self._quantity(self._existing_block(block).get("timestamp"),
+                              "eth_getBlockByNumber", "the block timestamp")
 
     def balance_blocking(self, address: Address, block: BlockId = "latest") -> int:
         """The ether balance of `address`, in wei."""
-        with self._reachable("eth_getBalance"):
-            return int(self.w3.eth.get_balance(_checksum(address), block))
+        return self._quantity(self._request("eth_getBalance", [hex_data(address),
+                                                               block_tag(block)]),
+                              "eth_getBalance", "the balance")
 
     def code_blocking(self, address: Address) -> bytes:
         """The runtime code at `address` (empty for an account without code)."""
-        with self._reachable("eth_getCode"):
-            return bytes(self.w3.eth.get_code(_checksum(address)))
+        return self._data(self._request("eth_getCode", [hex_data(address), "latest"]),
+                          "eth_getCode", "the code")
 
     def pending_nonce_blocking(self, address: Address) -> int:
         """The next nonce of `address`, counting transactions still in the node's pool."""
-        with self._reachable("eth_getTransactionCount"):
-            return int(self.w3.eth.get_transaction_count(_checksum(address), "pending"))
+        return self._quantity(self._request("eth_getTransactionCount", [hex_data(address),
+                                                                        "pending"]),
+                              "eth_getTransactionCount", "the nonce")
 
     def call_blocking(
         self, to: Address, name: str, *args: Any, block: BlockId = "latest",
@@ -232,22 +249,28 @@ class ChainClient:
         """Call function `name` of the contract at `to` (the Adjudicator's ABI, or `codec`'s)
         without a transaction, from `sender` if given; its decoded outputs."""
         codec = codec or self.codec
-        data = codec.encode_call(name, *args)
-        call: dict[str, Any] = {"to": hex_address(to), "data": data}
+        call: dict[str, Any] = {"to": hex_data(to),
+                                "data": hex_data(codec.encode_call(name, *args))}
         if sender is not None:
-            call["from"] = hex_address(sender)
-        with self._reachable(f"eth_call {name}"):
-            try:
-                output = self.w3.eth.call(cast(Any, call), block)
-            except ContractLogicError as exc:
-                raise self._reverted(name, _revert_data(exc), None) from exc
+            call["from"] = hex_data(sender)
+        try:
+            result = self._request("eth_call", [call, block_tag(block)])
+        except ChainRpcError as exc:
+            if is_revert(exc):
+                raise self._reverted(name, revert_data(exc), None) from exc
+            raise
+        return self._decode_output(to, name, block, self._data(result, "eth_call", "the output"),
+                                   codec)
+
+    def _decode_output(self, to: Address, name: str, block: BlockId, output: bytes,
+                       codec: ContractCodec) -> tuple[Any, ...]:
         if not output:
             # No code at `to` (at that block): a call to an account without code succeeds empty.
             raise InvalidContracts(f"no contract at {hex_address(to)} answers {name} as of "
                                    f"block {block}", name=name, address=hex_address(to),
                                    error=NO_CODE, block=block)
         try:
-            return codec.decode_output(name, bytes(output))
+            return codec.decode_output(name, output)
         except Exception as exc:  # eth_abi raises several unrelated types on malformed data
             raise InvalidContracts(f"the contract at {hex_address(to)} answered {name} with "
                                    f"{len(output)} undecodable bytes", name=name,
@@ -255,11 +278,10 @@ class ChainClient:
 
     def succeeds_blocking(self, to: Address, data: bytes) -> bool:
         """Whether calling `to` with `data` would succeed now (simulated: no transaction)."""
-        with self._reachable("eth_call"):
-            try:
-                self.w3.eth.call(cast(Any, {"to": hex_address(to), "data": data}), "latest")
-            except (ContractLogicError, Web3RPCError, EthValidationError):
-                return False
+        try:
+            self._request("eth_call", [{"to": hex_data(to), "data": hex_data(data)}, "latest"])
+        except ChainRpcError:
+            return False
         return True
 
     def calls_blocking(
@@ -267,24 +289,20 @@ class ChainClient:
         block: BlockId = "latest",
     ) -> list[tuple[Any, ...]]:
         """Several view calls `(name, args)` to the contract at `to`; their decoded outputs,
-        in order. An HTTP node gets them in JSON-RPC batches (a node with a thousand channels
-        reads them all at start: one round trip per batch, not per call); any other provider,
-        or a node that refuses batches, one by one."""
-        provider = self.w3.provider
-        if not isinstance(provider, HTTPProvider):
-            return [self.call_blocking(to, name, *args, block=block) for name, args in calls]
-        target = hex_address(to)
-        tag = hex(block) if isinstance(block, int) else block
+        in order. They go in JSON-RPC batches (a node with a thousand channels reads them all
+        at start: one round trip per batch, not per call); to a node that refuses batches, one
+        by one."""
+        target = hex_data(to)
+        tag = block_tag(block)
         outputs: list[tuple[Any, ...]] = []
         for first in range(0, len(calls), CALL_BATCH):
             chunk = calls[first:first + CALL_BATCH]
-            requests = [(RPCEndpoint("eth_call"),
-                         [{"to": target, "data": "0x" + self.codec.encode_call(name, *args).hex()},
-                          tag]) for name, args in chunk]
+            requests = [("eth_call", [{"to": target,
+                                       "data": hex_data(self.codec.encode_call(name, *args))},
+                                      tag]) for name, args in chunk]
             with self._reachable("eth_call batch"):
-                answers = provider.make_batch_request(requests)
-            if not isinstance(answers, list) or len(answers) != len(chunk):
-                # A node that takes no batches answers with one error: ask one by one.
+                answers = self.transport.batch(requests)
+            if answers is None:
                 outputs += [self.call_blocking(to, name, *args, block=block)
                             for name, args in chunk]
                 continue
@@ -293,28 +311,18 @@ class ChainClient:
         return outputs
 
     def _call_output(self, to: Address, name: str, block: BlockId,
-                     answer: Mapping[str, Any]) -> tuple[Any, ...]:
+                     answer: Answer) -> tuple[Any, ...]:
         """The decoded output of one answer of a batch (an error as `call_blocking` raises)."""
-        error = answer.get("error")
+        error = answer.error
         if error is not None:
-            data = error.get("data") if isinstance(error, Mapping) else None
+            data = error.rpc_data
             if isinstance(data, str) and data.startswith("0x"):
-                raise self._reverted(name, bytes.fromhex(data[2:]), None)
+                raise self._reverted(name, revert_data(error), None)
             raise InvalidContracts(f"the chain refused a call of {name} at {hex_address(to)}: "
-                                   f"{str(error)[:200]}", name=name, address=hex_address(to))
-        result = answer.get("result")
-        output = bytes.fromhex(result[2:]) if isinstance(result, str) \
-            and result.startswith("0x") else b""
-        if not output:
-            raise InvalidContracts(f"no contract at {hex_address(to)} answers {name} as of "
-                                   f"block {block}", name=name, address=hex_address(to),
-                                   error=NO_CODE, block=block)
-        try:
-            return self.codec.decode_output(name, output)
-        except Exception as exc:  # eth_abi raises several unrelated types on malformed data
-            raise InvalidContracts(f"the contract at {hex_address(to)} answered {name} with "
-                                   f"{len(output)} undecodable bytes", name=name,
-                                   address=hex_address(to), error=str(exc)) from exc
+                                   f"{error.rpc_message[:200]}", name=name,
+                                   address=hex_address(to))
+        output = self._data(answer.result, "eth_call", "the output")
+        return self._decode_output(to, name, block, output, self.codec)
 
     def logs_blocking(
         self,
@@ -328,20 +336,37 @@ class ChainClient:
         `topics[i]` is None (any) or a list of alternatives for topic i.
         """
         filter_params: dict[str, Any] = {
-            "address": hex_address(address),
-            "fromBlock": from_block,
-            "toBlock": to_block,
+            "address": hex_data(address),
+            "fromBlock": hex_quantity(from_block),
+            "toBlock": hex_quantity(to_block),
         }
         if topics:
             filter_params["topics"] = [
-                None if alternatives is None else ["0x" + t.hex() for t in alternatives]
+                None if alternatives is None else [hex_data(t) for t in alternatives]
                 for alternatives in topics
             ]
-        with self._reachable("eth_getLogs"):
-            entries = self.w3.eth.get_logs(cast(Any, filter_params))
-        logs = [_raw_log(entry) for entry in entries]
+        entries = self._request("eth_getLogs", [filter_params])
+        if not isinstance(entries, list):
+            raise jsonrpc.malformed(self.url, "eth_getLogs", "not a list of logs")
+        logs = [self._raw_log(entry, "eth_getLogs") for entry in entries]
         logs.sort(key=lambda log: (log.block_number, log.log_index))
         return logs
+
+    def _raw_log(self, entry: Any, method: str) -> RawLog:
+        def get(key: str) -> Any:
+            return jsonrpc.field(entry, key, self.url, method)
+
+        topics = get("topics")
+        if not isinstance(topics, list):
+            raise jsonrpc.malformed(self.url, method, "a log's topics are not a list")
+        return RawLog(
+            address=jsonrpc.address(get("address"), self.url, method, "a log's address"),
+            topics=tuple(self._data(topic, method, "a log topic", 32) for topic in topics),
+            data=self._data(get("data"), method, "a log's data"),
+            block_number=self._quantity(get("blockNumber"), method, "a log's block number"),
+            log_index=self._quantity(get("logIndex"), method, "a log's index"),
+            tx_hash=self._data(get("transactionHash"), method, "a log's transaction hash", 32),
+        )
 
     # Transactions
 
@@ -359,76 +384,85 @@ class ChainClient:
 
         The preflight reports a revert with the contract's error before any gas is spent.
         """
-        call: dict[str, Any] = {"from": account.checksum_address, "data": data, "value": value}
+        call: dict[str, Any] = {"from": hex_data(account.address), "data": hex_data(data),
+                                "value": hex_quantity(value)}
         if to is not None:
-            call["to"] = hex_address(to)
-        with self._reachable(f"eth_estimateGas {tx_type}"):
-            try:
-                estimate = int(self.w3.eth.estimate_gas(cast(Any, call)))
-            except ContractLogicError as exc:
-                raise self._reverted(tx_type, _revert_data(exc), None) from exc
-            except Web3RPCError as exc:
-                raise _refused(tx_type, account, exc) from exc
-            except EthValidationError as exc:  # the embedded chain's way of saying the same
-                raise _refused(tx_type, account, exc) from exc
-            base_fee = int(self.w3.eth.get_block("latest").get("baseFeePerGas") or 0)
-        transaction = dict(
-            call,
-            type=2,
-            chainId=chain_id,
+            call["to"] = hex_data(to)
+        try:
+            estimate = self._quantity(self._request("eth_estimateGas", [call, "latest"]),
+                                      "eth_estimateGas", "the gas estimate")
+        except ChainRpcError as exc:
+            if is_revert(exc):
+                raise self._reverted(tx_type, revert_data(exc), None) from exc
+            raise _refused(tx_type, account, exc) from exc
+        base_fee = self._base_fee()
+        transaction = Eip1559Transaction(
+            chain_id=chain_id,
             nonce=nonce,
-            gas=estimate + estimate * GAS_MARGIN_PERCENT // 100,
+            max_priority_fee_per_gas=self.priority_fee,
             # Twice the base fee keeps the transaction includable through several full blocks.
-            maxFeePerGas=2 * base_fee + self.priority_fee,
-            maxPriorityFeePerGas=self.priority_fee,
+            max_fee_per_gas=2 * base_fee + self.priority_fee,
+            gas=estimate + estimate * GAS_MARGIN_PERCENT // 100,
+            to=to,
+            value=value,
+            data=data,
         )
-        del transaction["from"]
         raw, tx_hash = account.sign_transaction(transaction)
-        return PreparedTx(raw=raw, tx_hash=tx_hash, nonce=nonce, gas_limit=transaction["gas"])
+        return PreparedTx(raw=raw, tx_hash=tx_hash, nonce=nonce, gas_limit=transaction.gas)
 
     def deposit_fee_blocking(self, adjudicator: Address, sender: Address,
                              extra_gas: int = 0) -> int:
         """The most an ETH deposit's gas may cost `sender` now: the gas limit and fee cap
         `prepare_blocking` would give it (what the account must hold beside the deposit).
         `extra_gas` is added to the estimate (token deposits and their approvals)."""
-        call = {"from": hex_address(sender), "to": hex_address(adjudicator), "value": 1,
-                "data": self.codec.encode_call("deposit", os.urandom(32), 0, ETH, 1)}
-        with self._reachable("eth_estimateGas deposit"):
-            try:
-                estimate = int(self.w3.eth.estimate_gas(cast(Any, call)))
-            except (ContractLogicError, Web3RPCError, EthValidationError):
-                estimate = FALLBACK_DEPOSIT_GAS  # an empty account cannot even be asked
-            base_fee = int(self.w3.eth.get_block("latest").get("baseFeePerGas") or 0)
+        call = {"from": hex_data(sender), "to": hex_data(adjudicator), "value": hex_quantity(1),
+                "data": hex_data(self.codec.encode_call("deposit", os.urandom(32), 0, ETH, 1))}
+        try:
+            estimate = self._quantity(self._request("eth_estimateGas", [call, "latest"]),
+                                      "eth_estimateGas", "the gas estimate")
+        except ChainRpcError:
+            estimate = FALLBACK_DEPOSIT_GAS  # an empty account cannot even be asked
+        base_fee = self._base_fee()
         estimate += extra_gas
         return (estimate + estimate * GAS_MARGIN_PERCENT // 100) * (2 * base_fee
                                                                       + self.priority_fee)
 
     def send_raw_blocking(self, tx_type: str, raw: bytes) -> bytes:
         """Hand a signed transaction to the node; its hash."""
-        with self._reachable(f"eth_sendRawTransaction {tx_type}"):
-            try:
-                return bytes(self.w3.eth.send_raw_transaction(raw))
-            except Web3RPCError as exc:
-                raise _refused(tx_type, None, exc) from exc
+        try:
+            tx_hash = self._request("eth_sendRawTransaction", [hex_data(raw)])
+        except ChainRpcError as exc:
+            raise _refused(tx_type, None, exc) from exc
+        return self._data(tx_hash, "eth_sendRawTransaction", "the transaction hash")
 
     def receipt_blocking(self, tx_hash: bytes) -> RawReceipt | None:
         """The receipt of a mined transaction, or None while it is not mined."""
-        with self._reachable("eth_getTransactionReceipt"):
-            try:
-                receipt = self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
-            except TransactionNotFound:
-                return None
-        if receipt.get("blockNumber") is None:
+        method = "eth_getTransactionReceipt"
+        receipt = self._request(method, [hex_data(tx_hash)])
+        if receipt is None:
             return None
+        if not isinstance(receipt, Mapping):
+            raise jsonrpc.malformed(self.url, method, "not a receipt object")
+        if receipt.get("blockNumber") is None:
+            return None  # some nodes answer for a pending transaction
+
+        def get(key: str) -> Any:
+            return jsonrpc.field(receipt, key, self.url, method)
+
+        logs = get("logs")
+        if not isinstance(logs, list):
+            raise jsonrpc.malformed(self.url, method, "the receipt's logs are not a list")
         contract = receipt.get("contractAddress")
         return RawReceipt(
-            tx_hash=bytes(receipt["transactionHash"]),
-            block_number=int(receipt["blockNumber"]),
-            status=int(receipt["status"]),
-            gas_used=int(receipt["gasUsed"]),
-            effective_gas_price=int(receipt["effectiveGasPrice"]),
-            contract_address=to_address(contract) if contract else None,
-            logs=tuple(_raw_log(entry) for entry in receipt["logs"]),
+            tx_hash=self._data(get("transactionHash"), method, "the transaction hash", 32),
+            block_number=self._quantity(get("blockNumber"), method, "the block number"),
+            status=self._quantity(get("status"), method, "the status"),
+            gas_used=self._quantity(get("gasUsed"), method, "the gas used"),
+            effective_gas_price=self._quantity(get("effectiveGasPrice"), method,
+                                               "the effective gas price"),
+            contract_address=None if contract is None else jsonrpc.address(
+                contract, self.url, method, "the contract address"),
+            logs=tuple(self._raw_log(entry, method) for entry in logs),
         )
 
     def explain_revert_blocking(
@@ -441,15 +475,17 @@ class ChainClient:
         earlier in the same block changed the outcome), on the state after it. Neither is the
         exact state the transaction saw; the reason is best effort, the revert itself is not.
         """
-        call: dict[str, Any] = {"from": account.checksum_address, "data": data, "value": value}
+        call: dict[str, Any] = {"from": hex_data(account.address), "data": hex_data(data),
+                                "value": hex_quantity(value)}
         if to is not None:
-            call["to"] = hex_address(to)
+            call["to"] = hex_data(to)
         for block in (max(block_number - 1, 0), block_number):
-            with self._reachable(f"eth_call replay {tx_type}"):
-                try:
-                    self.w3.eth.call(cast(Any, call), block)
-                except ContractLogicError as exc:
-                    return self._reverted(tx_type, _revert_data(exc), tx_hash)
+            try:
+                self._request("eth_call", [call, hex_quantity(block)])
+            except ChainRpcError as exc:
+                if is_revert(exc):
+                    return self._reverted(tx_type, revert_data(exc), tx_hash)
+                # A node that cannot replay (pruned state): the reason stays unknown.
         return self._reverted(tx_type, b"", tx_hash)
 
     def _reverted(self, tx_type: str, data: bytes, tx_hash: bytes | None) -> TxReverted:
@@ -504,12 +540,9 @@ class ChainClient:
     # Node control (dev chains only: the embedded one, or anvil's `evm_*` methods)
 
     def rpc_blocking(self, method: str, params: Sequence[Any] = ()) -> Any:
-        """A raw JSON-RPC request; the result, or ProtocolError."""
-        with self._reachable(method):
-            response = self.w3.provider.make_request(cast(Any, method), list(params))
-        if "error" in response:
-            raise ProtocolError(f"{method} failed: {response['error']}", method=method)
-        return response.get("result")
+        """A raw JSON-RPC request; the result, or ProtocolError (ChainRpcError for the node's
+        error)."""
+        return self._request(method, params)
 
     def advance_time_blocking(self, seconds: int) -> int:
         """Mine a block `seconds` after the latest; its timestamp."""

@@ -1,4 +1,5 @@
-"""The chain backend's connection: web3 on a dedicated thread pool, reached from the reactor.
+"""The chain backend's connection: a JSON-RPC client on a dedicated thread pool, reached from
+the reactor.
 
 The reactor side of the backend: every method returns a Deferred; the blocking work runs in
 `ChainClient`'s `*_blocking` methods on this service's own named ThreadPool ("perund-chain").
@@ -23,13 +24,13 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
-from web3 import Web3
 
 from perund.chain.abi import ContractCodec
 from perund.chain.account import Account
 from perund.chain.artifact import ContractArtifact, load_artifact
 from perund.chain.client import ChainClient
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID, DEV_ACCOUNT_COUNT, EMBEDDED_URL
+from perund.chain.jsonrpc import HttpTransport
 from perund.chain.sender import TransactionSender
 from perund.channel.types import Address, hex_address
 from perund.errors import (
@@ -124,9 +125,12 @@ class ChainConnection(Service):
         self.pool.start()
 
     def stopService(self) -> Deferred[None] | None:
-        """Stop the thread pool (waits for a running call to finish)."""
+        """Stop the thread pool (waits for a running call to finish), then close the
+        connections its threads held."""
         Service.stopService(self)  # type: ignore[no-untyped-call]
         self.pool.stop()
+        if self._client is not None:
+            self._client.transport.close()
         return None
 
     def _run(self, f: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_R]:
@@ -188,22 +192,11 @@ class ChainConnection(Service):
             chain_id=self.expected_chain_id or DEFAULT_DEV_CHAIN_ID,
             dev_accounts=self.dev_accounts, request_timeout=self.connect_timeout,
         )
-        asked = self._run(client.chain_id_blocking)
-        asked.addTimeout(self.connect_timeout, self._reactor)
         try:
-            chain_id = await asked
-        except defer.TimeoutError as exc:
-            raise ChainNotReachable(
-                f"the chain at {client.url} did not answer within {self.connect_timeout:g} s",
-                chainUrl=client.url,
-            ) from exc
-        if self.expected_chain_id is not None and chain_id != self.expected_chain_id:
-            raise InvalidConfig(
-                f"the chain at {client.url} has chain ID {chain_id}, "
-                f"but chain.id is {self.expected_chain_id}",
-                name="chain.id",
-                value=self.expected_chain_id,
-            )
+            chain_id = await self._check_chain_id(client)
+        except BaseException:
+            client.transport.close()
+            raise
         self._client = client
         self.devchain = client.devchain
         self.chain_id = chain_id
@@ -226,6 +219,25 @@ class ChainConnection(Service):
                 )
         elif configured is not None:
             await self.validate_adjudicator(configured)
+        return chain_id
+
+    async def _check_chain_id(self, client: ChainClient) -> int:
+        asked = self._run(client.chain_id_blocking)
+        asked.addTimeout(self.connect_timeout, self._reactor)
+        try:
+            chain_id = await asked
+        except defer.TimeoutError as exc:
+            raise ChainNotReachable(
+                f"the chain at {client.url} did not answer within {self.connect_timeout:g} s",
+                chainUrl=client.url,
+            ) from exc
+        if self.expected_chain_id is not None and chain_id != self.expected_chain_id:
+            raise InvalidConfig(
+                f"the chain at {client.url} has chain ID {chain_id}, "
+                f"but chain.id is {self.expected_chain_id}",
+                name="chain.id",
+                value=self.expected_chain_id,
+            )
         return chain_id
 
     def dev_private_keys(self) -> tuple[bytes, ...]:
@@ -299,12 +311,7 @@ def open_client_blocking(
         from perund.chain.pyevm import DevChain
 
         devchain = DevChain(chain_id, accounts=dev_accounts)
-        return ChainClient(devchain.w3, devchain.url, codec, devchain=devchain)
-    provider = Web3.HTTPProvider(
-        url,
-        request_kwargs={"timeout": request_timeout},
-        # web3 retries a refused connection for seconds by default; an unreachable chain is
-        # reported at once instead (the caller decides whether and when to retry).
-        exception_retry_configuration=None,
-    )
-    return ChainClient(Web3(provider), url, codec)
+        return ChainClient(devchain.transport, codec, devchain=devchain)
+    # No retries here: an unreachable chain is reported at once (the caller decides whether
+    # and when to try again).
+    return ChainClient(HttpTransport(url, timeout=request_timeout), codec)

@@ -9,6 +9,7 @@ dependencies take about a second to import, which a node start must not pay.
 from __future__ import annotations
 
 import ast
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from eth.db import get_db_backend
@@ -18,6 +19,8 @@ from eth_keys.datatypes import PrivateKey
 from eth_tester import EthereumTester, PyEVMBackend
 from eth_tester.backends.pyevm.main import get_default_genesis_params, setup_tester_chain
 from eth_tester.exceptions import TransactionFailed
+from eth_tester.exceptions import ValidationError as TesterValidationError
+from eth_utils.exceptions import ValidationError as EthValidationError
 from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.providers.eth_tester.defaults import API_ENDPOINTS
@@ -31,7 +34,9 @@ from perund.chain.devchain import (
     EMBEDDED_URL,
     dev_private_keys,
 )
+from perund.chain.jsonrpc import Answer
 from perund.channel.types import Address
+from perund.errors import ChainRpcError
 
 _ERROR_STRING_SELECTOR = keccak(b"Error(string)")[:4]
 _REVERTED_PREFIX = "execution reverted: "
@@ -42,7 +47,7 @@ def _revert_data_from_message(message: str) -> bytes:
 
     eth-tester reports a revert as text: the repr of the raw revert data when it is not an
     `Error(string)`, or the decoded reason when it is. Both are turned back into the bytes a
-    JSON-RPC node would return, so web3 and our decoder see the same thing on every chain.
+    JSON-RPC node would return, so our decoder sees the same thing on every chain.
     """
     reason = message[len(_REVERTED_PREFIX) :] if message.startswith(_REVERTED_PREFIX) else message
     if reason[:2] in ("b'", 'b"'):
@@ -62,7 +67,7 @@ class _DevChainProvider(EthereumTesterProvider):
 
     The stock provider raises eth-tester's own exception type from `eth_call` and
     `eth_estimateGas`; a node returns an error object with code 3 and the revert data. Returning
-    the latter lets web3 raise its usual ContractLogicError with `.data`, as it does for anvil.
+    the latter makes a revert here the same ChainRpcError, revert data included, as on anvil.
     It also answers `eth_chainId` with the chain's real ID (the stock one returns a constant).
     """
 
@@ -89,6 +94,62 @@ class _DevChainProvider(EthereumTesterProvider):
                     },
                 },
             )
+
+
+def _as_json_rpc(value: Any) -> Any:
+    """eth-tester's answer in the JSON-RPC format a node sends: integers as hex quantities,
+    bytes as hex data (web3's eth-tester middleware has renamed the keys already)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return hex(value)
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, Mapping):
+        return {key: _as_json_rpc(item) for key, item in value.items()}
+    if isinstance(value, Sequence):
+        return [_as_json_rpc(item) for item in value]
+    raise TypeError(f"eth-tester answered with a {type(value).__name__}")
+
+
+class TesterTransport:
+    """The chain client's transport to the in-process chain: JSON-RPC requests through web3's
+    eth-tester provider (with its middleware, which turns the JSON-RPC format into eth-tester's
+    and back), answers in the JSON-RPC format. One thread only, like the chain."""
+
+    url = EMBEDDED_URL
+
+    def __init__(self, w3: Web3) -> None:
+        self._send = w3.provider.request_func(w3, w3.middleware_onion)
+
+    def request(self, method: str, params: Sequence[Any]) -> Any:
+        """The `result` of `method(params)`; ChainRpcError for the chain's error."""
+        try:
+            response = self._send(RPCEndpoint(method), list(params))
+        except (TesterValidationError, EthValidationError) as exc:
+            # What a node answers with an error object (a transaction it will not take).
+            raise ChainRpcError(method, -32000, str(exc)) from None
+        error = response.get("error")
+        if error is not None:
+            if not isinstance(error, Mapping):
+                raise ChainRpcError(method, -32603, str(error))
+            raise ChainRpcError(method, int(error.get("code", -32603)),
+                                str(error.get("message", "")), rpc_data=error.get("data"),
+                                has_data="data" in error)
+        return _as_json_rpc(response.get("result"))
+
+    def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Answer] | None:
+        """The answers to `calls`, one after the other (there is no round trip to save)."""
+        answers = []
+        for method, params in calls:
+            try:
+                answers.append(Answer(result=self.request(method, params)))
+            except ChainRpcError as exc:
+                answers.append(Answer(error=exc))
+        return answers
+
+    def close(self) -> None:
+        """Nothing to release: the chain lives as long as its DevChain."""
 
 
 class _DevChainBackend(PyEVMBackend):  # type: ignore[misc]  # eth_tester is untyped
@@ -154,7 +215,10 @@ class DevChain:
             for address in self.accounts
         }
         self.tester = EthereumTester(_DevChainBackend(chain_id, genesis_state, self.private_keys))
-        self.w3 = Web3(_DevChainProvider(self.tester, chain_id))
+        # No web3 middleware: the transport wants the provider's answers as they are (the
+        # provider's own eth-tester middleware still applies).
+        self.w3 = Web3(_DevChainProvider(self.tester, chain_id), middleware=[])
+        self.transport = TesterTransport(self.w3)
 
     def dev_account(self, index: int) -> Account:
         """Dev account `index` as a transaction signer."""

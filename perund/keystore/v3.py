@@ -2,10 +2,13 @@
 
 The files are those geth, clef, MetaMask and eth-account write (Web3 Secret Storage, version 3):
 AES-128-CTR under a key derived from the password with scrypt or PBKDF2-HMAC-SHA256, and a
-Keccak MAC that tells a wrong password from a right one. eth-account does the cryptography; this
-module checks everything around it so a user's mistake becomes one clear `InvalidConfig` naming
-the configuration field, and a hostile or damaged file cannot make us derive a key with absurd
-parameters (a scrypt `n` of 2**40 would exhaust memory before the MAC could say "wrong").
+Keccak MAC that tells a wrong password from a right one. Unlocking uses hashlib (scrypt, PBKDF2)
+and pycryptodome (AES) directly: eth-account, which did it before, costs a node start ~0.5 s of
+imports. Writing a keystore (`perund generate`) still uses eth-account, imported when called.
+This module checks everything around the cryptography so a user's mistake becomes one clear
+`InvalidConfig` naming the configuration field, and a hostile or damaged file cannot make us
+derive a key with absurd parameters (a scrypt `n` of 2**40 would exhaust memory before the MAC
+could say "wrong").
 
 Neither a password nor a key ever appears in an error message or a log line: messages name the
 field, the file and what is wrong with it, nothing else.
@@ -13,6 +16,8 @@ field, the file and what is wrong with it, nothing else.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from collections.abc import Mapping
@@ -20,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_account import Account as _EthAccount
+from Crypto.Cipher import AES
 from twisted.logger import Logger
 
+from perund.chain.account import Account
+from perund.channel.encoding import keccak
 from perund.channel.types import Address, hex_address, to_address
 from perund.errors import InvalidConfig, ResourceExists
 from perund.safe_files import FileRules
@@ -196,6 +203,35 @@ def load_keystore(path: Path, *, field: str, rules: FileRules | None = None) -> 
     return Keystore(path=path, document=document, address=claimed, kdf=str(crypto["kdf"]))
 
 
+class _WrongMac(Exception):
+    """The MAC does not match: a wrong password, or a damaged ciphertext or MAC."""
+
+
+def _derive(crypto: Mapping[str, Any], password: bytes) -> bytes:
+    """The 32-byte key derived from `password` (parameters checked by `load_keystore`)."""
+    params = crypto["kdfparams"]
+    salt = _hex_bytes(params["salt"], None) or b""
+    if crypto["kdf"] == "scrypt":
+        n, r, p = params["n"], params["r"], params["p"]
+        # OpenSSL's scrypt needs 128·r·(n + p + 2) bytes; its default ceiling is 32 MiB.
+        return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, dklen=32,
+                              maxmem=128 * r * (n + p + 2) + (1 << 20))
+    return hashlib.pbkdf2_hmac("sha256", password, salt, params["c"], dklen=32)
+
+
+def _decrypt(crypto: Mapping[str, Any], password: str) -> bytes:
+    """The 32 bytes a keystore's crypto section holds; _WrongMac when the MAC disagrees."""
+    derived = _derive(crypto, password.encode("utf-8"))
+    ciphertext = _hex_bytes(crypto["ciphertext"], 32) or b""
+    mac = _hex_bytes(crypto["mac"], 32) or b""
+    if not hmac.compare_digest(keccak(derived[16:32] + ciphertext), mac):
+        raise _WrongMac
+    iv = _hex_bytes(crypto["cipherparams"]["iv"], 16) or b""
+    # Keystore v3's CTR mode: the IV is the initial value of a 128-bit big-endian counter.
+    cipher = AES.new(derived[:16], AES.MODE_CTR, nonce=b"", initial_value=iv)
+    return cipher.decrypt(ciphertext)
+
+
 def decrypt_keystore(keystore: Keystore, password: str, *, field: str,
                      address: Address | None = None) -> bytes:
     """The private key in `keystore`; with `address`, also check the key is that account's.
@@ -208,14 +244,13 @@ def decrypt_keystore(keystore: Keystore, password: str, *, field: str,
                     f"address mismatch: the keystore is for {hex_address(keystore.address)}, "
                     f"the configured address is {hex_address(address)}")
     try:
-        key = bytes(_EthAccount.decrypt(dict(keystore.document), password))
-    except ValueError:
-        # The only ValueError left after load_keystore's checks is the MAC mismatch.
+        key = _decrypt(keystore.document["crypto"], password)
+    except _WrongMac:
         raise _fail(field, keystore.path, "wrong password (or a damaged keystore)") from None
     except Exception:  # never let a library message carry secrets outward
         raise _fail(field, keystore.path, "cannot decrypt the keystore") from None
     try:
-        actual = to_address(_EthAccount.from_key(key).address)
+        actual = Account(key).address
     except Exception:  # same: no library text in our errors
         raise _fail(field, keystore.path,
                     "the keystore does not hold a valid secp256k1 key") from None
@@ -251,6 +286,10 @@ def write_keystore(path: Path | str, private_key: bytes, password: str, *,
     mistake is money lost. The file appears complete or not at all (written aside, fsynced,
     then linked into place). Returns the key's address.
     """
+    # Imported here: eth-account costs ~0.5 s to import, which unlocking (a node start) no
+    # longer pays; writing keystores is `perund generate`'s and the tests' business.
+    from eth_account import Account as _EthAccount
+
     target = Path(path)
     account = _EthAccount.from_key(private_key)
     document = _EthAccount.encrypt(

@@ -274,6 +274,50 @@ def test_wrong_password(tmp_path: Path, logs: list[dict[str, Any]]) -> None:
     assert all("not-" + PASSWORD not in text for text in texts)
 
 
+def _flip(hex_text: str, index: int = 0) -> str:
+    raw = bytearray(bytes.fromhex(hex_text))
+    raw[index] ^= 0x01
+    return raw.hex()
+
+
+@pytest.mark.parametrize("kdf", ["scrypt", "pbkdf2"])
+@pytest.mark.parametrize("damaged", ["mac", "ciphertext"])
+def test_a_damaged_mac_or_ciphertext_reads_as_a_wrong_password(tmp_path: Path, kdf: str,
+                                                               damaged: str) -> None:
+    document = EthAccount.encrypt(KEY, PASSWORD, kdf=kdf, iterations=1024)
+    document["crypto"][damaged] = _flip(document["crypto"][damaged], 7)
+    path = _write_json(tmp_path / "k.json", document)
+    with pytest.raises(InvalidConfig) as caught:
+        unlock_keystore(path, PASSWORD, field="f", address=ADDRESS)
+    assert caught.value.message == "f: wrong password (or a damaged keystore)"
+    _assert_secret_free(_error_texts(caught.value))
+
+
+def test_a_damaged_iv_is_caught_by_the_address(tmp_path: Path) -> None:
+    # The MAC does not cover the IV: a damaged one decrypts to another key, which the address
+    # (the file's field, or the configured one) gives away.
+    document = EthAccount.encrypt(KEY, PASSWORD, kdf="pbkdf2", iterations=1000)
+    document["crypto"]["cipherparams"]["iv"] = _flip(document["crypto"]["cipherparams"]["iv"])
+    with pytest.raises(InvalidConfig, match="damaged keystore: its address field does not "
+                                            "match its key"):
+        unlock_keystore(_write_json(tmp_path / "a.json", document), PASSWORD, field="f")
+    del document["address"]
+    with pytest.raises(InvalidConfig, match="address mismatch: the key is for"):
+        unlock_keystore(_write_json(tmp_path / "b.json", document), PASSWORD, field="f",
+                        address=ADDRESS)
+
+
+@settings(max_examples=25, deadline=None)
+@given(key=st.integers(min_value=1, max_value=2**255).map(lambda k: k.to_bytes(32, "big")),
+       password=st.text(max_size=40), kdf=st.sampled_from(["scrypt", "pbkdf2"]))
+def test_eth_account_files_unlock_to_their_key(tmp_path_factory: pytest.TempPathFactory,
+                                               key: bytes, password: str, kdf: str) -> None:
+    document = EthAccount.encrypt(key, password, kdf=kdf, iterations=2 if kdf == "scrypt" else 3)
+    path = _write_json(tmp_path_factory.mktemp("k") / "k.json", document)
+    assert unlock_keystore(path, password, field="f",
+                           address=to_address(EthAccount.from_key(key).address)) == key
+
+
 def test_address_mismatch_from_the_address_field(tmp_path: Path) -> None:
     path = _light(tmp_path)
     other = to_address("0x" + "11" * 20)
