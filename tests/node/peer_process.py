@@ -104,7 +104,8 @@ class Commands(LineReceiver):
                 if cursor is None:
                     break
             emit(event="history", payments=[
-                {"version": r.version, "amount": str(r.amount), "direction": r.direction}
+                {"version": r.version, "amount": str(r.amount), "direction": r.direction,
+                 "status": r.status, "request": r.request, "id": r.payment_id}
                 for r in reversed(found)])
 
     def connectionLost(self, reason: object = None) -> None:
