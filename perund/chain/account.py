@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import coincurve
-
-from perund.channel.encoding import address_of_public_key, keccak
+from perund.channel.encoding import Signer, keccak
 from perund.channel.types import Address, hex_address
 
 _UINT256_LIMIT = 1 << 256
@@ -80,37 +78,31 @@ class Eip1559Transaction:
 
 
 class Account:
-    """An on-chain account that can sign transactions; the key never leaves this object."""
+    """An on-chain account that can sign transactions; the key never leaves this object.
+    The key and its signatures are the channel `Signer`'s (same curve, same r ‖ s ‖ v)."""
 
-    __slots__ = ("_key", "address")
+    __slots__ = ("_signer", "address")
 
     def __init__(self, private_key: bytes) -> None:
         private_key = bytes(private_key)
         if len(private_key) != 32:
             raise ValueError("a private key has 32 bytes")
         # coincurve refuses 0 and keys at or above the curve order (ValueError).
-        self._key = coincurve.PrivateKey(private_key)
-        self.address: Address = address_of_public_key(
-            self._key.public_key.format(compressed=False))
+        self._signer = Signer(private_key)
+        self.address: Address = self._signer.address
 
     @property
     def checksum_address(self) -> str:
         """The EIP-55 form of the address."""
         return hex_address(self.address)
 
-    def _sign(self, digest: bytes) -> tuple[int, int, int]:
-        """(r, s, recovery id) of `digest`: deterministic (RFC 6979) with low s, as
-        libsecp256k1 always signs."""
-        signature = self._key.sign_recoverable(digest, hasher=None)
-        return (int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big"),
-                signature[64])
-
     def sign_transaction(self, transaction: Eip1559Transaction) -> tuple[bytes, bytes]:
         """Sign `transaction`; returns (raw transaction, tx hash)."""
         fields = transaction.fields()
-        r, s, y_parity = self._sign(transaction.signing_hash())
-        raw = _TYPE_EIP1559 + rlp_encode(
-            [*fields, _scalar(y_parity, "y_parity"), _scalar(r, "r"), _scalar(s, "s")])
+        signature = self._signer.sign_digest(transaction.signing_hash())
+        r, s = signature[:32].lstrip(b"\x00"), signature[32:64].lstrip(b"\x00")
+        raw = _TYPE_EIP1559 + rlp_encode([*fields, _scalar(signature[64] - 27, "y_parity"),
+                                          r, s])
         return raw, keccak(raw)
 
     def sign_hash(self, digest: bytes) -> bytes:
@@ -119,8 +111,7 @@ class Account:
         caller builds."""
         if len(digest) != 32:
             raise ValueError("a digest has 32 bytes")
-        r, s, recovery_id = self._sign(digest)
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([27 + recovery_id])
+        return bytes(self._signer.sign_digest(digest))
 
     def __repr__(self) -> str:
         # Never the key: reprs end up in logs and tracebacks.

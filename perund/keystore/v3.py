@@ -28,8 +28,7 @@ from typing import Any
 from Crypto.Cipher import AES
 from twisted.logger import Logger
 
-from perund.chain.account import Account
-from perund.channel.encoding import keccak
+from perund.channel.encoding import Signer, keccak
 from perund.channel.types import Address, hex_address, to_address
 from perund.errors import InvalidConfig, ResourceExists
 from perund.safe_files import FileRules
@@ -250,7 +249,7 @@ def decrypt_keystore(keystore: Keystore, password: str, *, field: str,
     except Exception:  # never let a library message carry secrets outward
         raise _fail(field, keystore.path, "cannot decrypt the keystore") from None
     try:
-        actual = Account(key).address
+        actual = Signer(key).address
     except Exception:  # same: no library text in our errors
         raise _fail(field, keystore.path,
                     "the keystore does not hold a valid secp256k1 key") from None
