@@ -315,8 +315,7 @@ class ChainClient:
         """The decoded output of one answer of a batch (an error as `call_blocking` raises)."""
         error = answer.error
         if error is not None:
-            data = error.rpc_data
-            if isinstance(data, str) and data.startswith("0x"):
+            if is_revert(error):
                 raise self._reverted(name, revert_data(error), None)
             raise InvalidContracts(f"the chain refused a call of {name} at {hex_address(to)}: "
                                    f"{error.rpc_message[:200]}", name=name,
