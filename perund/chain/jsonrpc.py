@@ -82,7 +82,7 @@ def _rpc_error(url: str, method: str, error: Any) -> ChainRpcError:
                          has_data="data" in error)
 
 
-def _result(url: str, method: str, reply: Any) -> Answer:
+def answer_of(url: str, method: str, reply: Any) -> Answer:
     """The Answer in one parsed reply object (its id already matched)."""
     if not isinstance(reply, Mapping):
         raise malformed(url, method, "not a JSON object")
@@ -142,7 +142,7 @@ class HttpTransport:
                                         "params": list(params)})
         if not isinstance(reply, Mapping) or reply.get("id") != request_id:
             raise malformed(self.url, method, "not the answer to the request sent")
-        answer = _result(self.url, method, reply)
+        answer = answer_of(self.url, method, reply)
         if answer.error is not None:
             raise answer.error
         return answer.result
@@ -161,7 +161,7 @@ class HttpTransport:
         by_id = {reply.get("id"): reply for reply in replies if isinstance(reply, Mapping)}
         if set(by_id) != set(ids):
             return None
-        return [_result(self.url, method, by_id[request_id])
+        return [answer_of(self.url, method, by_id[request_id])
                 for request_id, (method, _) in zip(ids, calls, strict=True)]
 
     def close(self) -> None:

@@ -34,7 +34,7 @@ from perund.chain.devchain import (
     EMBEDDED_URL,
     dev_private_keys,
 )
-from perund.chain.jsonrpc import Answer
+from perund.chain.jsonrpc import Answer, answer_of
 from perund.channel.types import Address
 from perund.errors import ChainRpcError
 
@@ -129,14 +129,10 @@ class TesterTransport:
         except (TesterValidationError, EthValidationError) as exc:
             # What a node answers with an error object (a transaction it will not take).
             raise ChainRpcError(method, -32000, str(exc)) from None
-        error = response.get("error")
-        if error is not None:
-            if not isinstance(error, Mapping):
-                raise ChainRpcError(method, -32603, str(error))
-            raise ChainRpcError(method, int(error.get("code", -32603)),
-                                str(error.get("message", "")), rpc_data=error.get("data"),
-                                has_data="data" in error)
-        return _as_json_rpc(response.get("result"))
+        answer = answer_of(self.url, method, response)
+        if answer.error is not None:
+            raise answer.error
+        return _as_json_rpc(answer.result)
 
     def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Answer] | None:
         """The answers to `calls`, one after the other (there is no round trip to save)."""
