@@ -9,7 +9,8 @@ process at any moment and must know exactly what the user was told):
   {"cmd": "pay", "channel": HEX, "amount": WEI, "count": N}    -> {"event": "paid", "version"} * N
       (with "keep_going": true, a failed payment is reported and the next one follows; with
       "pause": S, S seconds pass between payments)
-  {"cmd": "stop"}                       -> {"event": "stopped"}: pay loops make no more payments
+  {"cmd": "stop"}                       -> {"event": "stopped"}: pay loops make no more payments,
+      printed once every loop has ended (its payment in flight paid or failed)
   {"cmd": "state", "channel": HEX}                             -> {"event": "state", ...}
   {"cmd": "history", "channel": HEX}   -> {"event": "history", "payments": [...]}, oldest first
 
@@ -19,17 +20,21 @@ state that leaves this node or arrives from its peer is reported, before it is s
 as {"event": "signed", "by": ADDRESS, "version", "signature"}, so that a test sees every
 signature of a node across its restarts (those it made before its hooks were set after a
 restart, its peer saw).
+
+With PERUND_PEER_LOG=1 in the environment, the node's log goes to stderr.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from functools import partial
 from typing import Any
 
 from twisted.internet import reactor, stdio, task
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.logger import globalLogBeginner, textFileLogObserver
 from twisted.protocols.basic import LineReceiver
 
 from perund.channel import events as ev
@@ -55,11 +60,19 @@ class Commands(LineReceiver):
         self.session = session
         self.done = done
         self.stopped = False
+        self.loops: set[Deferred[None]] = set()
 
     def lineReceived(self, line: bytes) -> None:
         command = json.loads(line)
-        Deferred.fromCoroutine(self.run(command)).addErrback(
+        running = Deferred.fromCoroutine(self.run(command))
+        running.addErrback(
             lambda f: emit(event="error", error=f.getErrorMessage(), kind=type(f.value).__name__))
+        if command["cmd"] == "pay" and not running.called:
+            # A payment the client holds (e.g. until the restarted peer's Sync, then retried
+            # above its reservation) is staged on no channel yet: "stopped" waits for it, so
+            # that a test reading the channels afterwards sees every payment made.
+            self.loops.add(running)
+            running.addBoth(lambda _: self.loops.discard(running))
 
     async def run(self, command: dict[str, Any]) -> None:
         client = self.session.client
@@ -85,6 +98,7 @@ class Commands(LineReceiver):
                     await task.deferLater(reactor, float(command["pause"]))
         elif command["cmd"] == "stop":
             self.stopped = True
+            await DeferredList(list(self.loops))
             emit(event="stopped")
         elif command["cmd"] == "state":
             channel = client.channels[ChannelID(bytes.fromhex(command["channel"]))]
@@ -143,6 +157,10 @@ def report_signatures(session: Session) -> None:
 
 
 async def main(node_file: str, session_file: str) -> None:
+    if os.environ.get("PERUND_PEER_LOG"):
+        # The node's log on stderr (the test's node-process.log), to read after a failure.
+        globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)],
+                                         redirectStandardIO=False)
     node = NodeService(reactor, load_node_config(node_file))
     node.startService()
     await node.ready
