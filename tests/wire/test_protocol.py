@@ -6,6 +6,7 @@ import struct
 from collections.abc import Iterator
 
 import pytest
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, capturedLogs, formatEvent
@@ -457,3 +458,74 @@ def test_ping_answered_after_auth_with_pong() -> None:
     h.feed(framed(Ping(b"\x07")))
     assert list(frames_in(h.transport.value())) == [Pong(b"\x07")]
     assert h.owner.messages == []
+
+
+class _Reactor:
+    """What a FileDescriptor asks of its reactor: which descriptors want writing."""
+
+    def __init__(self) -> None:
+        self.writers: set[object] = set()
+
+    def addWriter(self, fd: object) -> None:
+        self.writers.add(fd)
+
+    def removeWriter(self, fd: object) -> None:
+        self.writers.discard(fd)
+
+    def addReader(self, fd: object) -> None:
+        pass
+
+    def removeReader(self, fd: object) -> None:
+        pass
+
+
+class SocketTransport(FileDescriptor):
+    """A transport of the reactor's own kind whose socket is a list of the writes made on it
+    (each `writeSomeData` is one send)."""
+
+    def __init__(self) -> None:
+        self.fake_reactor = _Reactor()
+        super().__init__(reactor=self.fake_reactor)
+        self.connected = 1
+        self.sent: list[bytes] = []
+
+    def writeSomeData(self, data: bytes) -> int:
+        self.sent.append(bytes(data))
+        return len(data)
+
+    def getPeer(self) -> str:
+        return "somewhere"
+
+
+def test_the_first_message_of_a_turn_is_sent_at_once_the_rest_at_the_next_poll() -> None:
+    """A reactor writes buffered bytes only when it next polls, after the timed calls then
+    due (a store's commit, say): the first message of a turn does not wait for them."""
+    clock, owner, transport = Clock(), Recorder(), SocketTransport()
+    proto = PeerProtocol(owner, BOB, clock, Role.LISTENER)
+    proto.makeConnection(transport)
+    hello = next(frames_in(b"".join(transport._tempDataBuffer)))
+    assert isinstance(hello, Hello) and transport.sent == []  # the handshake: the usual way
+    proto.dataReceived(framed(Hello(PROTOCOL_VERSION, ALICE.address, NONCE)))
+    digest = auth_digest(NONCE, hello.nonce, ALICE.address, BOB.address)
+    proto.dataReceived(framed(Auth(ALICE.sign_digest(digest))))
+    assert proto.state is HandshakeState.READY
+    transport.doWrite()  # the reactor's poll
+    transport.sent.clear()
+
+    proto.send(UPDATE)
+    assert transport.sent == [framed(UPDATE)]
+    assert transport not in transport.fake_reactor.writers  # nothing left to write
+    accept = UpdateAccept(CHANNEL, 3, Signature(b"\x02" * 65))
+    proto.send(accept)
+    proto.send(accept)
+    assert transport.sent == [framed(UPDATE)]  # the same turn: they wait for the poll
+    assert transport in transport.fake_reactor.writers
+    transport.doWrite()
+    assert transport.sent == [framed(UPDATE), framed(accept, accept)]
+    clock.advance(0)  # the next turn
+    proto.send(UPDATE)
+    assert transport.sent[-1] == framed(UPDATE)
+    transport.loseConnection()
+    clock.advance(0)
+    proto.send(UPDATE)  # a closing transport flushes the reactor's way
+    assert transport.sent[-1] == framed(UPDATE) and len(transport.sent) == 3
