@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from perund.api.connections import ApiLimits
+from perund.chain.jsonrpc import shown_url
 from perund.channel.types import Address, hex_address, to_address
 from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
@@ -176,6 +177,8 @@ class _Collector:
         self.problems: list[dict[str, Any]] = []
 
     def add(self, name: str, value: object, requirement: str) -> None:
+        if name == "chain.url" and isinstance(value, str):
+            value = shown_url(value)  # it may carry an API key or a password
         self.problems.append({"name": name, "value": _shown(value), "requirement": requirement})
 
     def take(self, section: Mapping[str, Any], prefix: str, key: str, convert: Callable[[Any], Any],
@@ -369,10 +372,11 @@ def _assets(raw: object, problems: _Collector) -> dict[str, TokenConfig]:
 
 
 def _chain_url(value: Any) -> str:
+    # The node's chain client speaks JSON-RPC over HTTP(S) only (perund.chain.jsonrpc).
     if not isinstance(value, str):
-        raise ValueError("an http(s):// or ws(s):// URL, or empty for the embedded chain")
-    if value and not re.match(r"^(https?|wss?)://\S+$", value):
-        raise ValueError("an http(s):// or ws(s):// URL, or empty for the embedded chain")
+        raise ValueError("an http(s):// URL, or empty for the embedded chain")
+    if value and not re.match(r"^https?://\S+$", value):
+        raise ValueError("an http(s):// URL, or empty for the embedded chain")
     return value
 
 

@@ -26,6 +26,7 @@ from perund.api.credentials import CredentialRegistry
 from perund.chain.backend import ChainBackend
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID
 from perund.chain.embedded import EmbeddedChain
+from perund.chain.jsonrpc import shown_url
 from perund.chain.watcher import SharedChainView
 from perund.channel import events as ev
 from perund.channel.phases import Phase
@@ -161,7 +162,7 @@ class NodeService(MultiService):
         self.log.info(
             "node ready on chain {chain_id} ({where}), Adjudicator {adjudicator}",
             chain_id=chain_id,
-            where=self.config.chain.url or "embedded dev chain",
+            where=shown_url(self.config.chain.url) or "embedded dev chain",
             adjudicator=hex_address(adjudicator) if adjudicator else "-",
         )
         # Users may open sessions from here on, while the node opens its own again.

@@ -31,6 +31,7 @@ from perund.api.views import (
     payment_view,
     peer_view,
 )
+from perund.chain.jsonrpc import shown_url
 from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest
@@ -126,7 +127,7 @@ class NodeAPI:
 
     async def node_get_config(self) -> NodeInfo:
         chain = self.node.chain
-        return NodeInfo(self.node.config.chain.url or "embedded", chain.chain_id,
+        return NodeInfo(shown_url(self.node.config.chain.url) or "embedded", chain.chain_id,
                         chain.adjudicator, ("tcp",), __version__,
                         self.node.config.timeouts.response)
 

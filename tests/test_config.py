@@ -63,6 +63,22 @@ def test_every_error_is_reported_at_once() -> None:
     assert caught.value.code == 205
 
 
+def test_a_refused_chain_url_is_quoted_without_its_key_or_password() -> None:
+    with pytest.raises(InvalidConfig) as caught:
+        parse_node_config({"chain": {"url": "ftp://someuser:S3CRET@example.org/v3/PATHKEY"}})
+    (problem,) = caught.value.data["problems"]
+    assert problem["value"] == "ftp://example.org/…"
+    assert problem["requirement"] == "an http(s):// URL, or empty for the embedded chain"
+    said = str(caught.value) + repr(caught.value.data)
+    assert not [s for s in ("someuser", "S3CRET", "PATHKEY") if s in said]
+
+
+def test_a_websocket_chain_url_is_refused_by_the_config_check() -> None:
+    with pytest.raises(InvalidConfig) as caught:
+        parse_node_config({"chain": {"url": "wss://node.example/ws"}})
+    assert [p["name"] for p in caught.value.data["problems"]] == ["chain.url"]
+
+
 def test_assets_are_symbols_with_an_address_and_decimals() -> None:
     token = "0x" + "cd" * 20
     config = parse_node_config({"chain": {"assets": {

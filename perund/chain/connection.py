@@ -30,7 +30,7 @@ from perund.chain.account import Account
 from perund.chain.artifact import ContractArtifact, load_artifact
 from perund.chain.client import ChainClient
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID, DEV_ACCOUNT_COUNT, EMBEDDED_URL
-from perund.chain.jsonrpc import HttpTransport
+from perund.chain.jsonrpc import HttpTransport, shown_url
 from perund.chain.sender import TransactionSender
 from perund.channel.types import Address, hex_address
 from perund.errors import (
@@ -186,7 +186,8 @@ class ChainConnection(Service):
         `connect_timeout`; InvalidConfig when its chain ID is not the configured one;
         InvalidContracts when the configured Adjudicator's code is wrong.
         """
-        self.log.info("connecting to the chain at {url}", url=self.url or EMBEDDED_URL)
+        self.log.info("connecting to the chain at {url}",
+                      url=shown_url(self.url) if self.url else EMBEDDED_URL)
         client = await self._run(
             open_client_blocking, self.url, self.codec,
             chain_id=self.expected_chain_id or DEFAULT_DEV_CHAIN_ID,

@@ -94,6 +94,26 @@ def answer_of(url: str, method: str, reply: Any) -> Answer:
     return Answer(result=reply["result"])
 
 
+def shown_url(url: str) -> str:
+    """`url` as the node may write it in a log line, an error or an API answer: scheme, host
+    and port, and "/…" where a path or query was left out. A hosted node's URL carries its API
+    key in the path or the query (`https://host/v3/KEY`), and any URL may carry a user and a
+    password; none of that may reach a log or another user of the node."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "(a malformed URL)"
+    if not parts.scheme or not host:
+        return "(a malformed URL)" if url else ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    shown = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        shown += "/…"
+    return shown
+
+
 class HttpTransport:
     """JSON-RPC over HTTP(S) with one keep-alive connection per calling thread.
 
@@ -105,9 +125,11 @@ class HttpTransport:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidConfig("chain.url: the node's chain client speaks JSON-RPC over "
-                                "http:// or https:// only", name="chain.url", value=url,
-                                requirement="an http(s):// URL")
-        self.url = url
+                                "http:// or https:// only", name="chain.url",
+                                value=shown_url(url), requirement="an http(s):// URL")
+        self.url = shown_url(url)
+        """The URL as errors and logs show it (`shown_url`); the transport alone keeps the
+        rest."""
         self.timeout = timeout
         self._https = parts.scheme == "https"
         self._host = parts.hostname
@@ -115,7 +137,7 @@ class HttpTransport:
             self._port = parts.port
         except ValueError:
             raise InvalidConfig("chain.url: the port is not a number from 0 to 65535",
-                                name="chain.url", value=url,
+                                name="chain.url", value=shown_url(url),
                                 requirement="an http(s):// URL") from None
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",

@@ -24,6 +24,7 @@ from twisted.internet.task import deferLater
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
 from perund.chain.embedded import TEST_TOKEN_DECIMALS, TEST_TOKEN_SYMBOL, deploy_test_token
+from perund.chain.jsonrpc import shown_url
 from perund.channel.types import Address, hex_address
 from perund.errors import InvalidArgument, InvalidContracts, ResourceExists
 from perund.keystore.v3 import PASSWORD_ENV, read_password, unlock_keystore
@@ -72,7 +73,7 @@ async def deploy(reactor: Any, out: TextIO, *, chain_url: str, account: Account,
                                   "Ethereum mainnet", name="--test-token", value=True,
                                   requirement="a test network")
         balance = await backend.balance(account.address)
-        out.write(f"chain {connected} at {chain_url}; deploying from "
+        out.write(f"chain {connected} at {shown_url(chain_url)}; deploying from "
                   f"{hex_address(account.address)} (balance {balance / 10**18:g} ETH)\n")
         out.write("… sending the deployment and waiting for it to be mined\n")
         out.flush()

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from perund.api.amounts import Currencies
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
+from perund.chain.jsonrpc import shown_url
 from perund.chain.watcher import ChainView, ChainWatcher
 from perund.channel.fees import FeeSchedule
 from perund.channel.phases import TERMINAL
@@ -252,7 +253,7 @@ class Session:
         lost: dict[ChannelID, str] = {}
         if found:
             if not node.accept_lost_channels:
-                raise mismatch(str(config.path), chain.url, found)
+                raise mismatch(str(config.path), shown_url(chain.url), found)
             for shortfall in found:
                 lost[shortfall.channel_id] = shortfall.describe()
         await peers.listen()

@@ -40,6 +40,8 @@ class ScriptedNode:
     connections: int = 0
     closed: int = 0
     requests: list[Any] = field(default_factory=list)
+    targets: list[tuple[str, str | None]] = field(default_factory=list)
+    """Each request's path and Authorization header."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def wait_closed(self, count: int, timeout: float = 10.0) -> None:
@@ -78,6 +80,7 @@ def scripted_node(respond: Callable[[Any, int], Reply]) -> Iterator[ScriptedNode
             self.uses += 1
             with node.lock:
                 node.requests.append(request)
+                node.targets.append((self.path, self.headers.get("Authorization")))
             reply = node.respond(request, self.uses)
             if reply is None:
                 self.close_connection = True

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 import pytest_twisted
+from twisted.logger import capturedLogs, formatEvent
 
 from perund.chain.account import Account
 from perund.chain.artifact import load_artifact
@@ -172,3 +173,18 @@ async def test_embedded_chain_refuses_another_configured_adjudicator() -> None:
     finally:
         backend.stopService()
     assert info.value.data["address"] == "0x" + "42" * 20
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_url_with_a_key_is_logged_and_reported_without_it() -> None:
+    url = f"http://someuser:S3CRET@127.0.0.1:{_closed_port()}/v3/PATHKEY"
+    backend = make_backend(url, 1)
+    try:
+        with capturedLogs() as events, pytest.raises(ChainNotReachable) as info:
+            await backend.connect()
+    finally:
+        backend.stopService()
+    said = [formatEvent(e) for e in events] + [str(info.value), str(info.value.data)]
+    assert any("connecting to the chain at http://127.0.0.1:" in line for line in said)
+    for secret in ("someuser", "S3CRET", "PATHKEY"):
+        assert not [line for line in said if secret in line]

@@ -3,6 +3,7 @@ dropped connections, batches, error objects, and replies that are not what they 
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from typing import Any
@@ -14,7 +15,7 @@ from web3.exceptions import ContractLogicError
 from perund.chain.abi import ContractCodec
 from perund.chain.artifact import load_artifact
 from perund.chain.client import ChainClient, is_revert, revert_data
-from perund.chain.jsonrpc import Answer, HttpTransport
+from perund.chain.jsonrpc import Answer, HttpTransport, shown_url
 from perund.channel.types import Address
 from perund.errors import (
     ChainNotReachable,
@@ -261,3 +262,48 @@ def test_reverts_are_told_from_refusals_as_web3_tells_them(rpc_error: dict[str, 
     except ContractLogicError:
         web3_says_revert = True
     assert is_revert(ours) == web3_says_revert
+
+
+def test_a_urls_key_and_password_reach_the_node_and_no_error() -> None:
+    """Hosted nodes take an API key in the path or the query, and a URL may hold a user and a
+    password: the node is sent them, errors and logs show scheme, host and port only."""
+    with scripted_node(lambda request, use: (200, b'"not an object"')) as node:
+        host = node.url.removeprefix("http://")
+        url = f"http://someuser:S3CRET@{host}/v3/PATHKEY?token=QUERYKEY"
+        transport = HttpTransport(url, timeout=5)
+        assert transport.url == node.url + "/…"
+        client = ChainClient(transport, ContractCodec(load_artifact().abi))
+        with pytest.raises(ProtocolError) as raised:
+            client.chain_id_blocking()
+        assert node.targets == [("/v3/PATHKEY?token=QUERYKEY",
+                                 "Basic " + base64.b64encode(b"someuser:S3CRET").decode())]
+        _assert_no_secret(raised.value)
+        node_url = node.url
+    # The node is gone now: not reachable, and still no secret in what is said.
+    with pytest.raises(ChainNotReachable) as unreachable:
+        ChainClient(HttpTransport(url, timeout=2), ContractCodec(load_artifact().abi)) \
+            .chain_id_blocking()
+    _assert_no_secret(unreachable.value)
+    assert unreachable.value.data["chainUrl"] == node_url + "/…"
+    with pytest.raises(InvalidConfig) as refused:
+        HttpTransport("ws://someuser:S3CRET@example.org/v3/PATHKEY?token=QUERYKEY")
+    _assert_no_secret(refused.value)
+
+
+def _assert_no_secret(error: Exception) -> None:
+    said = str(error) + json.dumps(getattr(error, "data", {}))
+    for secret in ("someuser", "S3CRET", "PATHKEY", "QUERYKEY"):
+        assert secret not in said, said
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://mainnet.example.io/v3/KEY", "https://mainnet.example.io/…"),
+    ("http://user:pw@127.0.0.1:8545", "http://127.0.0.1:8545"),
+    ("http://[::1]:8545/", "http://[::1]:8545"),
+    ("https://host?key=1", "https://host/…"),
+    ("not a url", "(a malformed URL)"),
+    ("http://host:99999/KEY", "(a malformed URL)"),
+    ("", ""),
+])
+def test_shown_url(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
