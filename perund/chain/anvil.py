@@ -137,6 +137,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return chosen
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""An opener that ignores HTTP_PROXY: anvil listens on this host, where no proxy reaches."""
+
+
 def rpc_call(url: str, method: str, params: Sequence[Any] = (), timeout: float = 5.0) -> Any:
     """One JSON-RPC call over HTTP; the `result`, or ChainNotReachable on any failure."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
@@ -144,7 +148,7 @@ def rpc_call(url: str, method: str, params: Sequence[Any] = (), timeout: float =
         url, data=body.encode(), headers={"Content-Type": "application/json"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _DIRECT.open(request, timeout=timeout) as response:
             reply = json.loads(response.read())
     except (OSError, ValueError) as exc:  # URLError and socket errors are OSErrors
         raise ChainNotReachable(f"{method} to {url} failed: {exc}", url=url) from exc

@@ -205,7 +205,9 @@ class ChainConnection(Service):
             self._reactor, self._run, client, chain_id,
             tx_timeout=self.tx_timeout, poll_interval=self.receipt_poll_interval,
         )
-        self.log.info("connected to chain {chain_id} at {url}", chain_id=chain_id, url=client.url)
+        via = getattr(client.transport, "via", None)
+        self.log.info("connected to chain {chain_id} at {url}{through}", chain_id=chain_id,
+                      url=client.url, through=f" through the proxy {via}" if via else "")
         configured = self.adjudicator
         if self.devchain is not None:
             # A fresh embedded chain holds no contract yet: deploy it. Dev account 0 with nonce

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from perund.chain.proxy import proxy_route
 from perund.channel.types import Address
 from perund.errors import ChainRpcError, InvalidConfig, ProtocolError
 
@@ -140,6 +141,14 @@ class HttpTransport:
                                 name="chain.url", value=shown_url(url),
                                 requirement="an http(s):// URL") from None
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._route = proxy_route(parts.scheme, self._host)
+        self.via = self._route.shown if self._route is not None else None
+        """The proxy the transport goes through (`perund.chain.proxy`), as logs show it."""
+        if self._route is not None and not self._https:
+            # A proxy takes a plain HTTP request with the absolute URL (no user:password@).
+            host = f"[{self._host}]" if ":" in self._host else self._host
+            port = f":{self._port}" if self._port is not None else ""
+            self._path = f"http://{host}{port}{self._path}"
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "User-Agent": "perund"}
         if parts.username is not None:
@@ -147,6 +156,8 @@ class HttpTransport:
             password = urllib.parse.unquote(parts.password or "")
             token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
             self._headers["Authorization"] = f"Basic {token}"
+        if self._route is not None and not self._https:
+            self._headers.update(self._route.headers)
         self._local = threading.local()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -211,7 +222,15 @@ class HttpTransport:
         if connection is not None:
             return connection, True
         kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        connection = kind(self._host, self._port, timeout=self.timeout)
+        route = self._route
+        if route is None:
+            connection = kind(self._host, self._port, timeout=self.timeout)
+        else:
+            connection = kind(route.host, route.port, timeout=self.timeout)
+            if self._https:
+                # TLS to the chain node inside a CONNECT tunnel (its certificate is checked
+                # against the chain node's name, not the proxy's).
+                connection.set_tunnel(self._host, self._port, headers=route.headers)
         self._local.connection = connection
         with self._lock:
             self._open.add(connection)

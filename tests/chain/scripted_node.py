@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,8 +54,9 @@ class ScriptedNode:
 
 
 @contextmanager
-def scripted_node(respond: Callable[[Any, int], Reply]) -> Iterator[ScriptedNode]:
-    """A running scripted node; stopped on exit."""
+def scripted_node(respond: Callable[[Any, int], Reply],
+                  tls: ssl.SSLContext | None = None) -> Iterator[ScriptedNode]:
+    """A running scripted node (HTTPS with `tls`, a server context); stopped on exit."""
     node = ScriptedNode(respond)
 
     class Handler(BaseHTTPRequestHandler):
@@ -98,7 +100,9 @@ def scripted_node(respond: Callable[[Any, int], Reply]) -> Iterator[ScriptedNode
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    node.url = f"http://127.0.0.1:{server.server_address[1]}"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    node.url = f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
