@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from perund.api.connections import ApiLimits
-from perund.chain.jsonrpc import shown_url
+from perund.chain.urls import shown_url
 from perund.channel.types import Address, hex_address, to_address
 from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig

@@ -26,7 +26,7 @@ from perund.api.credentials import CredentialRegistry
 from perund.chain.backend import ChainBackend
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID
 from perund.chain.embedded import EmbeddedChain
-from perund.chain.jsonrpc import shown_url
+from perund.chain.urls import shown_url
 from perund.chain.watcher import SharedChainView
 from perund.channel import events as ev
 from perund.channel.phases import Phase

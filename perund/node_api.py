@@ -31,7 +31,7 @@ from perund.api.views import (
     payment_view,
     peer_view,
 )
-from perund.chain.jsonrpc import shown_url
+from perund.chain.urls import shown_url
 from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest

@@ -30,8 +30,9 @@ from perund.chain.account import Account
 from perund.chain.artifact import ContractArtifact, load_artifact
 from perund.chain.client import ChainClient
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID, DEV_ACCOUNT_COUNT, EMBEDDED_URL
-from perund.chain.jsonrpc import HttpTransport, shown_url
+from perund.chain.jsonrpc import HttpTransport
 from perund.chain.sender import TransactionSender
+from perund.chain.urls import shown_url
 from perund.channel.types import Address, hex_address
 from perund.errors import (
     ChainNotReachable,

@@ -17,7 +17,6 @@ hex of the Ethereum JSON-RPC format and refuse anything else with a ProtocolErro
 
 from __future__ import annotations
 
-import base64
 import http.client
 import itertools
 import json
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from perund.chain.proxy import proxy_route
+from perund.chain.urls import basic_credentials, host_port, shown_url
 from perund.channel.types import Address
 from perund.errors import ChainRpcError, InvalidConfig, ProtocolError
 
@@ -95,26 +95,6 @@ def answer_of(url: str, method: str, reply: Any) -> Answer:
     return Answer(result=reply["result"])
 
 
-def shown_url(url: str) -> str:
-    """`url` as the node may write it in a log line, an error or an API answer: scheme, host
-    and port, and "/…" where a path or query was left out. A hosted node's URL carries its API
-    key in the path or the query (`https://host/v3/KEY`), and any URL may carry a user and a
-    password; none of that may reach a log or another user of the node."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        return "(a malformed URL)"
-    if not parts.scheme or not host:
-        return "(a malformed URL)" if url else ""
-    if ":" in host:
-        host = f"[{host}]"  # IPv6
-    shown = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        shown += "/…"
-    return shown
-
-
 class HttpTransport:
     """JSON-RPC over HTTP(S) with one keep-alive connection per calling thread.
 
@@ -146,16 +126,12 @@ class HttpTransport:
         """The proxy the transport goes through (`perund.chain.proxy`), as logs show it."""
         if self._route is not None and not self._https:
             # A proxy takes a plain HTTP request with the absolute URL (no user:password@).
-            host = f"[{self._host}]" if ":" in self._host else self._host
-            port = f":{self._port}" if self._port is not None else ""
-            self._path = f"http://{host}{port}{self._path}"
+            self._path = f"http://{host_port(self._host, self._port)}{self._path}"
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "User-Agent": "perund"}
-        if parts.username is not None:
-            user = urllib.parse.unquote(parts.username)
-            password = urllib.parse.unquote(parts.password or "")
-            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            self._headers["Authorization"] = f"Basic {token}"
+        credentials = basic_credentials(parts)
+        if credentials is not None:
+            self._headers["Authorization"] = credentials
         if self._route is not None and not self._https:
             self._headers.update(self._route.headers)
         self._local = threading.local()

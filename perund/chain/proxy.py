@@ -10,12 +10,12 @@ reach it.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 
+from perund.chain.urls import basic_credentials, host_port
 from perund.errors import InvalidConfig
 
 
@@ -56,14 +56,10 @@ def proxy_route(scheme: str, host: str) -> ProxyRoute | None:
         raise InvalidConfig(f"{variable}: the chain client needs an http:// proxy with a host "
                             "and a valid port", name=variable, value=shown,
                             requirement="http://host:port")
-    headers = {}
-    if parts.username is not None:
-        user = urllib.parse.unquote(parts.username)
-        password = urllib.parse.unquote(parts.password or "")
-        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        headers["Proxy-Authorization"] = f"Basic {token}"
-    name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return ProxyRoute(parts.hostname, port, f"http://{name}:{port}", headers)
+    credentials = basic_credentials(parts)
+    headers = {"Proxy-Authorization": credentials} if credentials is not None else {}
+    return ProxyRoute(parts.hostname, port, f"http://{host_port(parts.hostname, port)}",
+                      headers)
 
 
 def _is_loopback(host: str) -> bool:

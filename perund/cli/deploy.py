@@ -24,7 +24,7 @@ from twisted.internet.task import deferLater
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
 from perund.chain.embedded import TEST_TOKEN_DECIMALS, TEST_TOKEN_SYMBOL, deploy_test_token
-from perund.chain.jsonrpc import shown_url
+from perund.chain.urls import shown_url
 from perund.channel.types import Address, hex_address
 from perund.errors import InvalidArgument, InvalidContracts, ResourceExists
 from perund.keystore.v3 import PASSWORD_ENV, read_password, unlock_keystore

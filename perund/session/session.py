@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from perund.api.amounts import Currencies
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
-from perund.chain.jsonrpc import shown_url
+from perund.chain.urls import shown_url
 from perund.chain.watcher import ChainView, ChainWatcher
 from perund.channel.fees import FeeSchedule
 from perund.channel.phases import TERMINAL
