@@ -98,15 +98,23 @@ def scripted_node(respond: Callable[[Any, int], Reply],
                 self.wfile.flush()
                 self.close_connection = True
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with serving(Handler, tls) as url:
+        node.url = url
+        yield node
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler],
+            tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """A threaded HTTP(S) server on 127.0.0.1 with `handler`, while the block runs; its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
-    node.url = f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
-        yield node
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
