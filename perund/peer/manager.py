@@ -46,6 +46,10 @@ from perund.peer.records import PeerRecord, PendingRequest, hex_of, log
 from perund.wire.messages import CorrelationKey, Message, Ping, request_key, response_key
 from perund.wire.protocol import PeerProtocol, Role, call_later
 
+MAX_HELD: Final = 100_000
+"""Messages kept from a peer while no connection to it is chosen (every channel's Sync of a
+peer with many channels comes at once after a restart)."""
+
 STOP_GRACE: Final = 2.0
 """Seconds `stop` lets connections flush before it aborts them."""
 
@@ -195,22 +199,27 @@ class PeerManager(Dialling):
         """An authenticated message: resolve a pending request, or hand it to the owner."""
         peer = conn.peer_address
         assert peer is not None
+        rec = self._peers.get(peer)
         key = response_key(msg)
-        if key is not None:
-            rec = self._peers.get(peer)
-            if rec is not None:
-                entry = rec.pending.pop(key, None)
-                if entry is not None:
-                    entry.deferred.callback(msg)
-                    return
-        try:
-            self._owner.message_received(peer, msg)
-        except Exception:
-            log.failure(
-                "message_received failed for a {kind} from {peer}",
-                kind=type(msg).__name__,
-                peer=hex_of(peer),
-            )
+        if key is not None and rec is not None:
+            entry = rec.pending.pop(key, None)
+            if entry is not None:
+                entry.deferred.callback(msg)
+                return
+        if rec is not None and rec.current is None:
+            # Our own dial is still under way (`_choose`), so the owner has not heard of this
+            # link yet: it must, before anything that came on it. The client syncs when it
+            # hears of a link, and a Sync handled before that counts as one from the link it
+            # lost: an update of ours abandoned there would then wait for a Sync forever.
+            if len(rec.held) >= MAX_HELD:
+                log.warn("peer {peer} sent over {n} messages before a connection was chosen: "
+                         "dropping the connection", peer=hex_of(peer), n=MAX_HELD)
+                self._retire(rec, conn, "too many messages before a connection was chosen",
+                             abort=True)
+                return
+            rec.held.append(msg)
+            return
+        self._deliver(peer, msg)
 
     def peer_connection_lost(self, conn: PeerProtocol, reason: Failure) -> None:
         """A connection closed: fail what waited on it, pick another, reconnect if asked to."""

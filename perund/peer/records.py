@@ -82,3 +82,6 @@ class PeerRecord:
     keep: bool = False
     pending: dict[CorrelationKey, PendingRequest] = field(default_factory=dict)
     probing: bool = False
+    held: list[Message] = field(default_factory=list)
+    """Messages that came while no connection was chosen (`_choose`), for the owner once one
+    is and it has heard of it (`peer_connected`)."""

@@ -33,7 +33,7 @@ from perund.peer.records import (
     hex_of,
     log,
 )
-from perund.wire.messages import CorrelationKey, Ping
+from perund.wire.messages import CorrelationKey, Message, Ping
 from perund.wire.protocol import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_SIZE, PeerProtocol
 
 
@@ -172,6 +172,20 @@ class PeerTable:
                     waiter.callback(rec.current)
                 else:  # peer_connected closed it again
                     rec.waiters.append(waiter)
+            held, rec.held = rec.held, []
+            if rec.current is not None:
+                for msg in held:
+                    self._deliver(rec.address, msg)
+            # Else the link is gone again, and what came on it with it: handled after the next
+            # link's sync, it would pass for that link's (the peer syncs on the next one).
+
+    def _deliver(self, peer: Address, msg: Message) -> None:
+        """Hand a message to the owner (its failure is logged, not raised into the wire)."""
+        try:
+            self._owner.message_received(peer, msg)
+        except Exception:
+            log.failure("message_received failed for a {kind} from {peer}",
+                        kind=type(msg).__name__, peer=hex_of(peer))
 
     def _repoint(self, rec: PeerRecord, key: CorrelationKey, entry: PendingRequest,
                  new: PeerProtocol) -> None:

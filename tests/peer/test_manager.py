@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
 import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -695,3 +696,28 @@ async def test_one_owner_at_a_time_and_none_after_detach(net: Net) -> None:
     bob.manager.attach(bob)
     await alice.manager.send(BOB.address, Reject(b"\x02" * 32, "heard"))
     await until(lambda: bob.received != [], "Bob hears it")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_owner_hears_of_a_link_before_any_message_that_came_on_it(net: Net) -> None:
+    """The lower side waits for its own dial before it uses the peer's (`_choose`): what the
+    peer sends meanwhile reaches the owner only after `peer_connected`, where the client syncs
+    (a Sync handled before that would count as one of the lost link's)."""
+    low_signer, high_signer = sorted((ALICE, BOB), key=lambda s: s.address)
+    low = await net.node(low_signer, dial_timeout=0.6, handshake_timeout=0.3)
+    high = await net.node(high_signer)
+    with socket.socket() as silent:  # accepts the low side's dial and never answers it
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        net.overrides[high.address] = f"tcp:host=127.0.0.1:port={silent.getsockname()[1]}"
+        connected_when_received: list[int] = []
+        low.handler = lambda node, peer, msg: connected_when_received.append(len(node.connected))
+        net.errors_expected = True  # the low side's dial fails
+        dialling = low.manager.send(high.address, update(1))
+        dialling.addErrback(lambda failure: failure.trap(PeerUnreachable))
+        await sleep(0.05)
+        await high.manager.send(low.address, update(2))
+        await until(lambda: low.received, "the high side's message arrives", limit=5)
+        await dialling
+    assert [msg for _, msg in low.received] == [update(2)]
+    assert low.connected == [high.address] and connected_when_received == [1]
