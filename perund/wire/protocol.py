@@ -140,7 +140,8 @@ class PeerProtocol(TwistedProtocol):
         self._buffer = bytearray()
         self._backlogged = False
         self._closed_waiters: list[Deferred[None]] = []
-        self._sent_this_turn = False
+        self._sent_at_once = False
+        """Whether a message went out at once since the peer last sent us data (`_send_now`)."""
 
     # -- public ---------------------------------------------------------------------------
 
@@ -161,7 +162,7 @@ class PeerProtocol(TwistedProtocol):
         if self.state is not HandshakeState.READY:
             raise FailedPrecondition("the connection is not authenticated or already closed")
         self._write(msg)
-        if not self._sent_this_turn:
+        if not self._sent_at_once:
             self._send_now()
 
     def close(self) -> None:
@@ -205,6 +206,7 @@ class PeerProtocol(TwistedProtocol):
     def dataReceived(self, data: bytes) -> None:
         if self.state is HandshakeState.CLOSED:
             return
+        self._sent_at_once = False
         if self._backlogged:
             # A drain is scheduled (the transport is paused): it will parse this too.
             self._buffer += data
@@ -216,8 +218,8 @@ class PeerProtocol(TwistedProtocol):
         them; if more remain, pause reading and finish them on the next reactor turn.
 
         Handling a long burst of frames in one go would hold back every answer written
-        meanwhile until the whole burst is done (the reactor writes all but a turn's first
-        message only between turns: `_send_now`), so
+        meanwhile until the whole burst is done (the reactor writes all but the first answer
+        only between turns: `_send_now`), so
         both peers would take turns idling; bounded turns keep the two pipelined.
         """
         buffer = self._buffer
@@ -297,27 +299,23 @@ class PeerProtocol(TwistedProtocol):
         self._transport.write(_LENGTH.pack(len(payload)) + payload)
 
     def _send_now(self) -> None:
-        """Put the first message of a reactor turn on the wire at once.
+        """Put the first message since the peer last sent us anything on the wire at once.
 
         A transport sends what it was given only when the reactor next polls, after every
         timed call then due has run: the commit of the state just made, a payment's own
         follow-ups. A payment waits for the peer's answer, so that time is the peer's too
-        (docs/performance.md, "Where one sequential payment's time goes"). Later messages of
-        the turn wait for the poll as before, so a burst still goes out in few writes. (The
-        handshake keeps the usual way: its timing matters to nobody.)
+        (docs/performance.md, "Where one sequential payment's time goes"). Later messages wait
+        for the poll as before, until the peer speaks again, so a burst still goes out in few
+        writes. (The handshake keeps the usual way: its timing matters to nobody.)
         """
         transport = self.transport
         if not isinstance(transport, FileDescriptor) or transport.disconnecting \
                 or not transport.connected:
             return  # a TLS or test transport, or one closing: the reactor's own way
-        self._sent_this_turn = True
-        call_later(self._clock, 0, self._next_turn)
+        self._sent_at_once = True
         # A failure leaves the bytes buffered and the transport writing: the reactor's next
         # doWrite meets it again and closes the connection as it always does.
         transport.doWrite()
-
-    def _next_turn(self) -> None:
-        self._sent_this_turn = False
 
     def _frame(self, payload: bytes | bytearray) -> None:
         try:

@@ -506,7 +506,7 @@ def drop_on_update(user: User, *, process_first: bool) -> None:
             # The answer would be the turn's first message, which a TCP connection sends at
             # once (PeerProtocol._send_now): keep it in the transport, as a later one of the
             # turn would be, so that the abort discards it.
-            conn._sent_this_turn = True
+            conn._sent_at_once = True
             original(peer, msg)
         conn.abort()
 

@@ -497,9 +497,9 @@ class SocketTransport(FileDescriptor):
         return "somewhere"
 
 
-def test_the_first_message_of_a_turn_is_sent_at_once_the_rest_at_the_next_poll() -> None:
+def test_the_first_message_after_the_peer_spoke_is_sent_at_once_the_rest_at_the_poll() -> None:
     """A reactor writes buffered bytes only when it next polls, after the timed calls then
-    due (a store's commit, say): the first message of a turn does not wait for them."""
+    due (a store's commit, say): an answer to the peer does not wait for them."""
     clock, owner, transport = Clock(), Recorder(), SocketTransport()
     proto = PeerProtocol(owner, BOB, clock, Role.LISTENER)
     proto.makeConnection(transport)
@@ -512,20 +512,21 @@ def test_the_first_message_of_a_turn_is_sent_at_once_the_rest_at_the_next_poll()
     transport.doWrite()  # the reactor's poll
     transport.sent.clear()
 
-    proto.send(UPDATE)
-    assert transport.sent == [framed(UPDATE)]
-    assert transport not in transport.fake_reactor.writers  # nothing left to write
     accept = UpdateAccept(CHANNEL, 3, Signature(b"\x02" * 65))
     proto.send(accept)
-    proto.send(accept)
-    assert transport.sent == [framed(UPDATE)]  # the same turn: they wait for the poll
+    assert transport.sent == [framed(accept)]
+    assert transport not in transport.fake_reactor.writers  # nothing left to write
+    proto.send(UPDATE)
+    proto.send(UPDATE)
+    assert transport.sent == [framed(accept)]  # the peer has not spoken since: the poll's
     assert transport in transport.fake_reactor.writers
     transport.doWrite()
-    assert transport.sent == [framed(UPDATE), framed(accept, accept)]
-    clock.advance(0)  # the next turn
-    proto.send(UPDATE)
-    assert transport.sent[-1] == framed(UPDATE)
+    assert transport.sent == [framed(accept), framed(UPDATE, UPDATE)]
+    proto.dataReceived(framed(UPDATE))  # the peer speaks
+    assert owner.messages[-1] == (ALICE.address, UPDATE)
+    proto.send(accept)
+    assert transport.sent[-1] == framed(accept)
     transport.loseConnection()
-    clock.advance(0)
-    proto.send(UPDATE)  # a closing transport flushes the reactor's way
-    assert transport.sent[-1] == framed(UPDATE) and len(transport.sent) == 3
+    proto.dataReceived(framed(UPDATE))
+    proto.send(accept)  # a closing transport flushes the reactor's way
+    assert transport.sent[-1] == framed(accept) and len(transport.sent) == 3
