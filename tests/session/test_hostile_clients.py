@@ -503,9 +503,9 @@ def drop_on_update(user: User, *, process_first: bool) -> None:
         restore()
         conn = current_connection(user.peers, peer)
         if process_first:
-            # The answer would be the turn's first message, which a TCP connection sends at
-            # once (PeerProtocol._send_now): keep it in the transport, as a later one of the
-            # turn would be, so that the abort discards it.
+            # The answer is the first message since the peer spoke, which a TCP connection
+            # sends at once (PeerProtocol._send_now): keep it in the transport, as a later one
+            # would be, so that the abort discards it.
             conn._sent_at_once = True
             original(peer, msg)
         conn.abort()
