@@ -637,6 +637,9 @@ async def test_a_contact_flooding_proposals_is_capped_and_bob_serves(world: Worl
         await bob.client.respond_proposal(question.proposal.proposal_id, False)
         bob.notices.remove(question)
     await until(lambda: all(d.called for d in flood), "every proposal answered")
+    assert all(isinstance(d.result, Failure) and d.result.check(PeerRejected) for d in flood)
+    for opening in flood:
+        opening.addErrback(lambda failure: None)  # read: not an unhandled error when collected
     another = mallory.client.open_channel(request)
     question = await bob.proposal()
     assert isinstance(question, ProposalNotice)
