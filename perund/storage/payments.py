@@ -78,12 +78,11 @@ def payments_between(old: Channel | None, new: Channel, now: float, first_id: in
         # one here (the virtual channel's own history has its payments).
         return []
     ours = new.index
-    we_proposed = by_us
-    proposer = ours if we_proposed else 1 - ours
+    proposer = ours if by_us else 1 - ours
     moved = tuple(was[proposer] - row[proposer]
                   for was, row in zip(before.balances, after.balances, strict=True))
     if memo and parts_match(memo, moved):
-        return _parts(new, after.version, memo, we_proposed, now, first_id)
+        return _parts(new, after.version, memo, by_us, now, first_id)
     records: list[PaymentRecord] = []
     for asset, was, now_row in zip(after.assets, before.balances, after.balances, strict=True):
         change = now_row[ours] - was[ours]
@@ -93,7 +92,7 @@ def payments_between(old: Channel | None, new: Channel, now: float, first_id: in
         records.append(PaymentRecord(
             payment_id=first_id + len(records), channel_id=new.channel_id, peer=new.peer,
             direction="received" if received else "sent", asset=asset, amount=abs(change),
-            version=after.version, time=now, request=received == we_proposed))
+            version=after.version, time=now, request=received == by_us))
     return records
 
 
