@@ -214,6 +214,7 @@ class PeerManager(Dialling):
             if len(rec.held) >= MAX_HELD:
                 log.warn("peer {peer} sent over {n} messages before a connection was chosen: "
                          "dropping the connection", peer=hex_of(peer), n=MAX_HELD)
+                rec.held.clear()
                 self._retire(rec, conn, "too many messages before a connection was chosen",
                              abort=True)
                 return

@@ -721,3 +721,25 @@ async def test_the_owner_hears_of_a_link_before_any_message_that_came_on_it(net:
         await dialling
     assert [msg for _, msg in low.received] == [update(2)]
     assert low.connected == [high.address] and connected_when_received == [1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_sending_too_much_before_a_connection_is_chosen_is_dropped(
+        net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("perund.peer.manager.MAX_HELD", 3)
+    low_signer, high_signer = sorted((ALICE, BOB), key=lambda s: s.address)
+    low = await net.node(low_signer, dial_timeout=0.6, handshake_timeout=0.3)
+    high = await net.node(high_signer)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        net.overrides[high.address] = f"tcp:host=127.0.0.1:port={silent.getsockname()[1]}"
+        net.errors_expected = True
+        dialling = low.manager.send(high.address, update(1))
+        dialling.addErrback(lambda failure: failure.trap(PeerUnreachable))
+        await sleep(0.05)
+        for version in range(2, 7):
+            high.manager.send(low.address, update(version)).addErrback(lambda _: None)
+        await until(lambda: high.disconnected, "the flooding connection is dropped", limit=5)
+        await dialling
+    assert low.received == [] and low.connected == []
