@@ -3,8 +3,8 @@
 anvil comes from the repository's npm packages (`make deps`): the platform package
 `@foundry-rs/anvil-<os>-<arch>/bin/anvil`, or the `node_modules/.bin/anvil` wrapper. The chain
 listens on 127.0.0.1 on a port the OS picked, uses the well-known development mnemonic, and is
-ready when it answers `eth_chainId`. Plain subprocess and urllib: callers in the reactor run this
-from a thread or before the reactor starts.
+ready when it answers `eth_chainId`. Plain subprocess and blocking HTTP (the chain client's
+transport): callers in the reactor run this from a thread or before the reactor starts.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from perund.errors import ChainNotReachable
+from perund.chain.jsonrpc import HttpTransport
+from perund.errors import ChainNotReachable, ProtocolError
 
 DEFAULT_CHAIN_ID = 31337
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
@@ -137,24 +136,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return chosen
 
 
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-"""An opener that ignores HTTP_PROXY: anvil listens on this host, where no proxy reaches."""
-
-
 def rpc_call(url: str, method: str, params: Sequence[Any] = (), timeout: float = 5.0) -> Any:
-    """One JSON-RPC call over HTTP; the `result`, or ChainNotReachable on any failure."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
-    request = urllib.request.Request(
-        url, data=body.encode(), headers={"Content-Type": "application/json"}
-    )
+    """One JSON-RPC call (the chain client's transport, which never proxies this host); the
+    `result`, or ChainNotReachable on any failure."""
+    transport = HttpTransport(url, timeout=timeout)
     try:
-        with _DIRECT.open(request, timeout=timeout) as response:
-            reply = json.loads(response.read())
-    except (OSError, ValueError) as exc:  # URLError and socket errors are OSErrors
+        return transport.request(method, params)
+    except (OSError, ProtocolError) as exc:  # ChainRpcError is a ProtocolError
         raise ChainNotReachable(f"{method} to {url} failed: {exc}", url=url) from exc
-    if "error" in reply:
-        raise ChainNotReachable(f"{method} to {url} returned {reply['error']}", url=url)
-    return reply.get("result")
+    finally:
+        transport.close()
 
 
 class Anvil:
