@@ -177,12 +177,12 @@ class _Collector:
         self.problems: list[dict[str, Any]] = []
 
     def add(self, name: str, value: object, requirement: str) -> None:
-        if name == "chain.url" and isinstance(value, str):
-            value = shown_url(value)  # it may carry an API key or a password
         self.problems.append({"name": name, "value": _shown(value), "requirement": requirement})
 
     def take(self, section: Mapping[str, Any], prefix: str, key: str, convert: Callable[[Any], Any],
-             default: Any, requirement: str) -> Any:
+             default: Any, requirement: str, shown: Callable[[Any], object] = lambda v: v) -> Any:
+        """`convert(section[key])`, or `default` when absent or refused (then a problem is
+        added, with the value as `shown` makes it: a secret's form, for one)."""
         if key not in section or section[key] is None:
             return default
         raw = section[key]
@@ -190,7 +190,7 @@ class _Collector:
             return convert(raw)
         except (TypeError, ValueError) as exc:
             detail = str(exc) or requirement
-            self.add(f"{prefix}{key}", raw, detail if detail != requirement else requirement)
+            self.add(f"{prefix}{key}", shown(raw), detail if detail != requirement else requirement)
             return default
 
     def unknown(self, section: Mapping[str, Any], prefix: str, known: set[str]) -> None:
@@ -418,7 +418,9 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
                                            "poll_interval", "block_time"})
     assets = _assets(chain_raw.get("assets"), problems)
     chain = ChainConfig(
-        url=problems.take(chain_raw, "chain.", "url", _chain_url, "", ""),
+        # A chain URL may carry an API key or a password: a refused one is quoted without.
+        url=problems.take(chain_raw, "chain.", "url", _chain_url, "", "",
+                          lambda v: shown_url(v) if isinstance(v, str) else v),
         id=problems.take(chain_raw, "chain.", "id", _int_at_least(1), None, ""),
         adjudicator=problems.take(chain_raw, "chain.", "adjudicator", _address, None, ""),
         assets=assets,

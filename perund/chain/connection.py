@@ -206,7 +206,7 @@ class ChainConnection(Service):
             self._reactor, self._run, client, chain_id,
             tx_timeout=self.tx_timeout, poll_interval=self.receipt_poll_interval,
         )
-        via = getattr(client.transport, "via", None)
+        via = client.transport.via
         self.log.info("connected to chain {chain_id} at {url}{through}", chain_id=chain_id,
                       url=client.url, through=f" through the proxy {via}" if via else "")
         configured = self.adjudicator

@@ -56,6 +56,8 @@ class Transport(Protocol):
     """A way to a chain node's JSON-RPC methods; safe to call from the thread it serves."""
 
     url: str
+    via: str | None
+    """The proxy the transport goes through, as logs show it (`perund.chain.proxy`)."""
 
     def request(self, method: str, params: Sequence[Any]) -> Any:
         """The `result` of `method(params)`; ChainRpcError for the node's error object."""
@@ -121,18 +123,17 @@ class HttpTransport:
                                 name="chain.url", value=shown_url(url),
                                 requirement="an http(s):// URL") from None
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._route = proxy_route(parts.scheme, self._host)
-        self.via = self._route.shown if self._route is not None else None
-        """The proxy the transport goes through (`perund.chain.proxy`), as logs show it."""
-        if self._route is not None and not self._https:
-            # A proxy takes a plain HTTP request with the absolute URL (no user:password@).
-            self._path = f"http://{host_port(self._host, self._port)}{self._path}"
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "User-Agent": "perund"}
         credentials = basic_credentials(parts)
         if credentials is not None:
             self._headers["Authorization"] = credentials
+        self._route = proxy_route(parts.scheme, self._host)
+        self.via = self._route.shown if self._route is not None else None
         if self._route is not None and not self._https:
+            # A proxy takes a plain HTTP request with the absolute URL (no user:password@),
+            # and its own credentials beside the chain node's.
+            self._path = f"http://{host_port(self._host, self._port)}{self._path}"
             self._headers.update(self._route.headers)
         self._local = threading.local()
         self._ids = itertools.count(1)

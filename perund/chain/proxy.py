@@ -15,7 +15,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 
-from perund.chain.urls import basic_credentials, host_port
+from perund.chain.urls import basic_credentials, host_port, shown_url
 from perund.errors import InvalidConfig
 
 
@@ -52,9 +52,8 @@ def proxy_route(scheme: str, host: str) -> ProxyRoute | None:
     except ValueError:
         port = -1
     if parts.scheme != "http" or not parts.hostname or port < 0:
-        shown = f"{parts.scheme}://{parts.hostname or ''}"
         raise InvalidConfig(f"{variable}: the chain client needs an http:// proxy with a host "
-                            "and a valid port", name=variable, value=shown,
+                            "and a valid port", name=variable, value=shown_url(proxy),
                             requirement="http://host:port")
     credentials = basic_credentials(parts)
     headers = {"Proxy-Authorization": credentials} if credentials is not None else {}

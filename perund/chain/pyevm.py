@@ -118,6 +118,7 @@ class TesterTransport:
     and back), answers in the JSON-RPC format. One thread only, like the chain."""
 
     url = EMBEDDED_URL
+    via: str | None = None
 
     def __init__(self, w3: Web3) -> None:
         self._send = w3.provider.request_func(w3, w3.middleware_onion)
