@@ -8,7 +8,8 @@ Naming rule (the outputs follow theirs in `perund.channel.events`):
 - a **message** from the peer is the wire message's name followed by `Received`
   (`UpdateReceived`, `SyncReceived`);
 - **news**, a fact the core can only take note of, is named in the past tense: from the shell's
-  timers and the store (`UpdateTimedOut`, `UserTimedOut`, `Restored`) and from the chain
+  timers, the store and the peer links (`UpdateTimedOut`, `UserTimedOut`, `Restored`,
+  `Relinked`) and from the chain
   (`Funded`, `Registered`, `Concluded`, `ChainLost`).
 
 Inputs that make the core sign carry the `Signer` (signing is deterministic and does no I/O);
@@ -131,6 +132,17 @@ class StartSync:
 
 
 @dataclass(frozen=True, slots=True)
+class Relinked:
+    """The connection in use changed to another one while the first was up (the lower side's
+    dial replaced ours). The peer may have lost the first one behind our back, restarted, and
+    be waiting on its new one for our state: answer its next Sync.
+
+    Unlike `StartSync`, nothing in flight is given up: its request moved to the new connection,
+    and when the two dials merely crossed, its answer comes there.
+    """
+
+
+@dataclass(frozen=True, slots=True)
 class Restored:
     """The channel was loaded from the store after a restart."""
 
@@ -227,6 +239,7 @@ Change = (
     | UpdateTimedOut
     | UserTimedOut
     | StartSync
+    | Relinked
     | Restored
     | Funded
     | FundingExpired

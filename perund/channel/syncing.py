@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from perund.channel.changes import (
+    Relinked,
     StartSync,
     SyncReceived,
 )
@@ -71,6 +72,23 @@ def _start_sync(channel: Channel, change: StartSync) -> Result:
         events.insert(0, Persist(channel))
     events.append(send_sync(channel))
     return channel, tuple(events)
+
+
+def _relinked(channel: Channel, change: Relinked) -> Result:
+    """The lower side's dial replaced the connection in use (`Relinked`): answer the peer's
+    next Sync, which may be the first message of a peer that restarted behind the old
+    connection and waits for ours (`resyncing`) however recently we sent one.
+
+    An update of ours abandoned before now is resolved by that Sync, as on a new connection:
+    the peer never wrote to the replaced one (it chose its own dial, or lost ours). Our update
+    in flight and the peer's awaiting our user stay: their messages moved to the new connection.
+    """
+    if channel.current is None or channel.phase in TERMINAL:
+        return channel, NOTHING
+    fresh = channel.fresh_link or channel.abandoned is not None
+    if not channel.sync_sent and channel.fresh_link is fresh:
+        return channel, NOTHING
+    return channel.evolve(sync_sent=False, fresh_link=fresh), NOTHING
 
 
 def _sync_received(channel: Channel, change: SyncReceived) -> Result:
@@ -212,5 +230,6 @@ def _sync_version_zero(channel: Channel, change: SyncReceived) -> Result:
 HANDLERS: Final[dict[type, Callable[[Channel, Any], Result]]] = {
     SyncReceived: _sync_received,
     StartSync: _start_sync,
+    Relinked: _relinked,
 }
 """The inputs this module handles, for `perund.channel.machine.transition`."""

@@ -38,6 +38,12 @@ class PeerManagerOwner(Protocol):
     def peer_disconnected(self, peer: Address) -> None:
         """The connection in use for `peer` is lost."""
 
+    def peer_relinked(self, peer: Address) -> None:
+        """The connection in use for `peer` changed to another while the first was still up:
+        the lower side's dial replaced ours (perund/peer/table.py). Either the two dials
+        crossed, or the peer lost ours without our noticing (it restarted behind it) and now
+        waits for an answer on its own."""
+
 
 class _NoOwner:
     """The owner of a manager nobody attached to: ignores everything."""
@@ -50,6 +56,9 @@ class _NoOwner:
                  peer=hex_of(peer))
 
     def peer_disconnected(self, peer: Address) -> None:
+        pass
+
+    def peer_relinked(self, peer: Address) -> None:
         pass
 
 

@@ -9,6 +9,12 @@ writes is lost when the higher side closes it. A newer connection of the same ki
 older one: a peer dials again only when it believes the old connection dead (a restart, a silent
 network failure). When a non-preferred connection arrives while a preferred one is in use, the
 lower side pings the preferred one and drops it if no Pong comes back in time (`PeerManager`).
+
+The owner hears `peer_connected` when a connection is chosen while none was, `peer_disconnected`
+when the one in use is lost, and `peer_relinked` when another replaces the one in use while it is
+up: the higher side's own dial giving way to the lower side's. The higher side cannot tell two
+crossed dials from a peer that restarted behind the old connection (a power loss sends no FIN)
+and now waits for an answer on its new one; the owner's answer must suit both.
 """
 
 from __future__ import annotations
@@ -160,6 +166,11 @@ class PeerTable:
                     if entry.conn is conn:
                         self._repoint(rec, key, entry, new)
                 conn.close()
+        if old is not None and new is not old:
+            try:
+                self._owner.peer_relinked(rec.address)
+            except Exception:
+                log.failure("peer_relinked failed for {peer}", peer=hex_of(rec.address))
         if old is None:
             log.info("peer {peer} connected", peer=hex_of(rec.address))
             try:

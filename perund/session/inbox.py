@@ -1,6 +1,7 @@
 """What the peers send us: the owner of a client's peer links (`PeerManagerOwner`).
 
-A (re)connection makes every unsettled channel with that peer sync (`StartSync`). A message
+A (re)connection makes every unsettled channel with that peer sync (`StartSync`); the peer's
+dial replacing the connection in use makes it answer the peer's next Sync (`Relinked`). A message
 about a channel becomes the core input it stands for; one about a channel we do not have is
 refused (counted against the peer, and an `Update` is answered with `UpdateReject`). A proposal
 is checked by the core's proposal rules and, if valid, becomes a question for our user
@@ -18,6 +19,7 @@ from twisted.logger import Logger
 from perund.channel import events as ev
 from perund.channel.changes import (
     Change,
+    Relinked,
     StartSync,
     SyncReceived,
     UpdateAcceptReceived,
@@ -91,6 +93,13 @@ class Inbox:
 
     def peer_disconnected(self, peer: Address) -> None:
         """Nothing to do at once: `Patience` looks at the links in its own time."""
+
+    def peer_relinked(self, peer: Address) -> None:
+        """The peer's dial replaced the link in use: every unsettled channel with it answers
+        the peer's next Sync (`Relinked`)."""
+        for channel_id in list(self._by_peer.get(peer, ())):
+            if self._channels[channel_id].phase not in TERMINAL:
+                self._apply(channel_id, Relinked())
 
     def message_received(self, peer: Address, msg: Message) -> None:
         """Route a peer's message: to its channel's core, or a proposal to our user."""

@@ -7,6 +7,8 @@ from dataclasses import replace
 from perund.channel.changes import (
     Concluded,
     OwnUpdate,
+    Relinked,
+    Restored,
     StartSync,
     SyncReceived,
     UpdateReceived,
@@ -87,6 +89,52 @@ def test_an_equal_sync_on_the_same_connection_does_not_resolve_a_timed_out_updat
     )
     assert alice3.needs_sync and alice3.abandoned == alice1.staged
     assert events == ()
+
+
+def test_after_a_relink_the_peers_next_sync_is_answered_though_we_sent_ours() -> None:
+    """The peer's dial replaced ours: it may have restarted behind our connection, and its
+    Sync (its channel `resyncing`) waits for ours."""
+    alice, bob = make_pair()
+    alice1, _ = transition(alice, StartSync())
+    bob_restarted, _ = transition(bob, Restored())
+    _, bob_syncs = transition(bob_restarted, StartSync())
+    # Without the relink, alice answered already: the restarted bob would wait for good.
+    assert deliver(alice1, bob_syncs[-1], BOB, ALICE)[1] == ()
+    alice2, events = transition(alice1, Relinked())
+    assert events == () and alice2 == replace(alice1, sync_sent=False)
+    alice3, events = deliver(alice2, bob_syncs[-1], BOB, ALICE)
+    assert events == (SendSync(BOB.address, cur(alice).state, cur(alice).signatures),)
+    assert alice3 == replace(alice2, sync_sent=True)
+    bob_resynced, _ = deliver(bob_restarted, events[0], ALICE, BOB)
+    assert not bob_resynced.resyncing
+    # Once answered, a relink with nothing to resolve changes nothing more than the flag.
+    assert transition(alice3, Relinked()) == (alice2, ())
+    assert transition(alice2, Relinked()) == (alice2, ())
+
+
+def test_a_relink_lets_the_peers_sync_resolve_an_update_abandoned_before_it() -> None:
+    alice, bob = make_pair()
+    alice1, _ = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 5),)))
+    alice2, _ = transition(alice1, UpdateTimedOut(1))
+    alice3, events = transition(alice2, Relinked())
+    assert events == () and alice3.fresh_link and alice3.abandoned == alice2.abandoned
+    alice4, events = transition(
+        alice3, SyncReceived(BOB.address, cur(bob).state, cur(bob).signatures)
+    )
+    assert not alice4.needs_sync and alice4.current == alice.current
+    assert events == (Persist(alice4),
+                      SendSync(BOB.address, cur(alice).state, cur(alice).signatures))
+
+
+def test_a_relink_gives_up_nothing_in_flight() -> None:
+    """When the two dials merely crossed, the answers come on the new connection."""
+    alice, bob = make_pair()
+    alice1, events = transition(alice, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 5),)))
+    alice2, relinked = transition(alice1, Relinked())
+    assert relinked == () and alice2.staged == alice1.staged and not alice2.fresh_link
+    bob1, answer = deliver(bob, events[1], ALICE, BOB)
+    alice3, _ = deliver(alice2, answer[1], BOB, ALICE)
+    assert alice3.current == bob1.current and alice3.staged is None
 
 
 def test_equal_version_different_state_is_a_conflict_and_a_dispute() -> None:

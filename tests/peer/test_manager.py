@@ -80,6 +80,7 @@ class Node:
         self.received: list[tuple[Address, Message]] = []
         self.connected: list[Address] = []
         self.disconnected: list[Address] = []
+        self.relinked: list[Address] = []
         self.handler: Callable[[Node, Address, Message], object] | None = None
         self.manager = self._make_manager(listen="tcp:0:interface=127.0.0.1")
 
@@ -108,6 +109,9 @@ class Node:
 
     def peer_disconnected(self, peer: Address) -> None:
         self.disconnected.append(peer)
+
+    def peer_relinked(self, peer: Address) -> None:
+        self.relinked.append(peer)
 
     def message_received(self, peer: Address, msg: Message) -> None:
         self.received.append((peer, msg))
@@ -486,6 +490,29 @@ async def test_peer_reconnecting_behind_a_silent_connection_replaces_it(net: Net
     assert await alice.manager.request(BOB.address, update(1), 5.0) == UpdateAccept(CHANNEL, 1, SIG)
     await until(lambda: bob.manager.current_connection(ALICE.address) is not old, "Bob switched")
     assert bob.manager.connection_count(ALICE.address) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_higher_side_hears_when_the_lower_sides_dial_replaces_its_own(net: Net) -> None:
+    """The lower side restarts behind the higher side's dial (no FIN reaches the higher side)
+    and dials again: the higher side switches to that dial while its own is still up, and
+    tells its owner, which cannot otherwise know the peer waits for an answer there."""
+    low_signer, high_signer = sorted((ALICE, BOB), key=lambda s: s.address)
+    low = await net.node(low_signer)
+    high = await net.node(high_signer)
+    low.handler = answer_updates
+    await high.manager.ping(low.address, 5.0)  # high dials: its own connection is in use
+    await until(lambda: low.manager.is_connected(high.address), "connected")
+    assert high.connected == [low.address] and high.relinked == []
+    stale = low.manager.current_connection(high.address)
+    assert stale is not None
+    stale.state = HandshakeState.CLOSED  # the old process reads nothing more
+    low.manager._drop(low.manager._peers[high.address], stale, "test: restarted")
+    await low.manager.ping(high.address, 5.0)  # the lower side's dial, preferred by both
+    await until(lambda: high.relinked == [low.address], "the higher side hears of the switch")
+    assert high.connected == [low.address] and high.disconnected == []
+    assert await high.manager.request(low.address, update(3), 5.0) == UpdateAccept(CHANNEL, 3, SIG)
+    await until(lambda: high.manager.connection_count(low.address) == 1, "its own dial closed")
 
 
 # -- hostile peers ------------------------------------------------------------------------------

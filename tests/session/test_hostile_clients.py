@@ -166,6 +166,9 @@ def hijack(user: User, handler: Callable[[Callable[[Address, Message], object], 
         def peer_disconnected(self, peer: Address) -> None:
             inbox.peer_disconnected(peer)
 
+        def peer_relinked(self, peer: Address) -> None:
+            inbox.peer_relinked(peer)
+
         def message_received(self, peer: Address, msg: Message) -> None:
             handler(inbox.message_received, peer, msg)
 
