@@ -42,6 +42,7 @@ from perund.errors import (
     ResourceExists,
     ResourceNotFound,
 )
+from perund.locks import LockHeld, hold
 from perund.metrics import Metrics, Sample
 from perund.node_assets import add_test_token, check_tokens, configured_currencies
 from perund.node_state import (
@@ -51,7 +52,7 @@ from perund.node_state import (
     read_sessions,
     write_sessions,
 )
-from perund.safe_files import FileRules
+from perund.safe_files import FileRules, os_reason
 from perund.session.chain_check import FUNDED
 from perund.session.config import SessionConfig, read_session_files
 from perund.session.notices import ChannelNotice, Notice
@@ -128,6 +129,7 @@ class NodeService(MultiService):
         self.ready.callback(None)
 
     async def _start(self) -> None:
+        self._hold_data_dir()
         self._remembered = {s.config: s for s in read_sessions(self.sessions_file)}
         # Reading the sessions' files and stores and unlocking their keys needs no chain: it
         # runs while the chain starts (anvil loads its state in its own process meanwhile).
@@ -168,6 +170,25 @@ class NodeService(MultiService):
         # Users may open sessions from here on, while the node opens its own again.
         self.started = True
         await self._reopen_sessions()
+
+    def _hold_data_dir(self) -> None:
+        """Lock data_dir for this process before anything in it is read or started: a second
+        node on the same folder would run a second embedded chain on its state and overwrite
+        the first one's deposits (and unlock every remembered session's keys for nothing)."""
+        folder = self.config.data_dir
+        if folder.exists() and not folder.is_dir():
+            raise InvalidConfig(f"data_dir {folder} is not a folder", name="data_dir",
+                                value=str(folder))
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._data_dir_lock: int | None = hold(folder / DATA_DIR_LOCK)
+        except LockHeld as held:
+            raise InvalidConfig(
+                f"data_dir {folder} is in use by another perund (pid {held.holder}); one node "
+                "per data folder", name="data_dir", value=str(folder)) from None
+        except OSError as exc:
+            raise InvalidConfig(f"data_dir {folder}: cannot use it: {os_reason(exc)}",
+                                name="data_dir", value=str(folder)) from None
 
     async def _start_devchain(self, devchain: EmbeddedChain) -> int:
         """Start the embedded chain on its saved state and connect to it; on a new chain, fund
@@ -244,12 +265,18 @@ class NodeService(MultiService):
             self.log.failure("start-up failed", failure)
         self.ready.errback(failure)
         self.ready.addErrback(lambda _: None)
+        # twistd exits 0 after any stop; a service manager must see the failure. The status is
+        # set when the interpreter exits, after twistd has removed its pid file (which would
+        # otherwise be left behind and could block the next start). A step that failed before
+        # the reactor ran (a data_dir that is a file) stops it as soon as it runs.
         if self._reactor.running:
-            # twistd exits 0 after any stop; a service manager must see the failure. The status
-            # is set when the interpreter exits, after twistd has removed its pid file (which
-            # would otherwise be left behind and could block the next start).
-            atexit.register(_exit_failed)
-            self._reactor.stop()
+            self._stop_failed()
+        else:
+            self._reactor.callWhenRunning(self._stop_failed)
+
+    def _stop_failed(self) -> None:
+        atexit.register(_exit_failed)
+        self._reactor.stop()
 
     def stopService(self) -> Deferred[None]:
         """Stop the child services in reverse order of start, each awaited."""
@@ -536,6 +563,10 @@ class NodeService(MultiService):
         log_file = getattr(self, "_log_file", None)
         if log_file is not None:
             log_file.stop()
+        lock = getattr(self, "_data_dir_lock", None)
+        if lock is not None:
+            os.close(lock)  # the flock goes with the descriptor
+            self._data_dir_lock = None
         # Service's, not MultiService's: that one would stop the children a second time.
         Service.stopService(self)  # type: ignore[no-untyped-call]
 
@@ -547,6 +578,8 @@ class NodeService(MultiService):
 
 
 
+DATA_DIR_LOCK = "node.lock"
+"""The file in data_dir a running node holds an exclusive flock on (its pid inside)."""
 DEVCHAIN_FOLDER = "devchain"
 """The embedded chain's folder in data_dir."""
 EMBEDDED_PENDING_URL = "http://127.0.0.1:0"

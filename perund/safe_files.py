@@ -108,7 +108,7 @@ class FileRules:
         except FileNotFoundError:
             raise _refused(field, path, "no such file") from None
         except (OSError, RuntimeError) as exc:  # a symlink loop is a RuntimeError
-            raise _refused(field, path, f"cannot resolve it: {_reason(exc)}") from None
+            raise _refused(field, path, f"cannot resolve it: {os_reason(exc)}") from None
         self.place(resolved, field)
         return resolved
 
@@ -120,7 +120,7 @@ class FileRules:
         except FileNotFoundError:
             raise _refused(field, path, "its folder does not exist") from None
         except (OSError, RuntimeError) as exc:
-            raise _refused(field, path, f"cannot resolve it: {_reason(exc)}") from None
+            raise _refused(field, path, f"cannot resolve it: {os_reason(exc)}") from None
         resolved = (parent / path.name).resolve()
         self.place(resolved, field)
         return resolved
@@ -131,7 +131,7 @@ class FileRules:
         try:
             fd = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
         except OSError as exc:
-            raise _refused(field, path, f"cannot open it: {_reason(exc)}") from None
+            raise _refused(field, path, f"cannot open it: {os_reason(exc)}") from None
         try:
             info = os.fstat(fd)
             if stat.S_ISDIR(info.st_mode):
@@ -165,7 +165,7 @@ def _read_at_most(fd: int, limit: int, field: str, path: Path) -> bytes:
         except BlockingIOError:
             raise _refused(field, path, "not a regular file (reading it would block)") from None
         except OSError as exc:
-            raise _refused(field, path, f"cannot read it: {_reason(exc)}") from None
+            raise _refused(field, path, f"cannot read it: {os_reason(exc)}") from None
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
@@ -181,7 +181,8 @@ def _opened_path(fd: int) -> Path | None:
         return None
 
 
-def _reason(exc: BaseException) -> str:
+def os_reason(exc: BaseException) -> str:
+    """Why an OS call failed, in a message's words ("not a directory"), never a path."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     return type(exc).__name__

@@ -12,9 +12,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.plugin import getPlugins
+from twisted.python.failure import Failure
 
 from perund.config import parse_node_config
-from perund.errors import ChainNotReachable
+from perund.errors import ChainNotReachable, InvalidConfig
 from perund.node import NodeService
 from perund.tap import Options
 
@@ -95,9 +96,16 @@ async def test_unreachable_chain_fails_start_up_clearly(tmp_path: Path) -> None:
 
 
 class NotRunningReactor:
-    """The global reactor, but reporting not running so a failed start does not stop the tests."""
+    """The global reactor, but reporting not running so a failed start does not stop the tests:
+    what waits for it to run is kept in `when_running`, never called."""
 
     running = False
+
+    def __init__(self) -> None:
+        self.when_running: list[object] = []
+
+    def callWhenRunning(self, function: object, *args: object, **kwargs: object) -> None:
+        self.when_running.append(function)
 
     def __getattr__(self, name: str) -> object:
         return getattr(reactor, name)
@@ -120,3 +128,50 @@ async def test_log_file_in_json_lines(tmp_path: Path) -> None:
     assert records
     assert any("node ready" in r.get("log_format", "") for r in records)
     assert all(r["log_level"] != LogLevel.debug for r in records)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_start_that_fails_before_the_reactor_runs_stops_it_once_it_runs(
+        tmp_path: Path) -> None:
+    """A data_dir that is a file fails at once, inside `startService`, before twistd runs the
+    reactor: the stop waits for the reactor, or the process would live on serving nothing."""
+    (tmp_path / "data").write_text("a file\n")
+    config = parse_node_config({"data_dir": str(tmp_path / "data")})
+    not_running = NotRunningReactor()
+    node = NodeService(not_running, config)
+    failed: list[Failure] = []
+    node.ready.addErrback(failed.append)
+    node.startService()
+    (failure,) = failed
+    assert failure.check(InvalidConfig) and re.search(r"data_dir .*data is not a folder",
+                                                      failure.getErrorMessage())
+    assert not_running.when_running == [node._stop_failed]
+    assert node.devchain is not None and not node.devchain.url  # nothing was started
+    await node.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_second_node_on_the_same_data_dir_is_refused_before_it_starts_anything(
+        tmp_path: Path) -> None:
+    config = parse_node_config({"data_dir": str(tmp_path),
+                                "api": {"listen": "tcp:0:interface=127.0.0.1"}})
+    first = NodeService(reactor, config)
+    first.startService()
+    await first.ready
+    try:
+        second = NodeService(NotRunningReactor(), config)
+        failed: list[Failure] = []
+        second.ready.addErrback(failed.append)
+        second.startService()
+        (failure,) = failed
+        assert failure.check(InvalidConfig) and f"is in use by another perund (pid " \
+            f"{os.getpid()}); one node per data folder" in failure.getErrorMessage()
+        assert second.devchain is not None and not second.devchain.url
+        await second.stopService()
+    finally:
+        await first.stopService()
+    # The first one's stop let go of the folder.
+    third = NodeService(reactor, config)
+    third.startService()
+    await third.ready
+    await third.stopService()

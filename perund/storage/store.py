@@ -24,8 +24,6 @@ Compaction moves them to the append-only archive (`perund/storage/archive.py`).
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, cast
@@ -41,6 +39,7 @@ from perund.channel.memo import Memo
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
 from perund.errors import StoreCorrupt, StoreError, StoreLocked
+from perund.locks import LockHeld, hold
 from perund.storage import codec, datafile
 from perund.storage.archive import PaymentArchive
 from perund.storage.history import PaymentHistory
@@ -687,23 +686,14 @@ def _payment_key(payment_id: int) -> bytes:
 
 def _lock(path: str) -> int:
     """An exclusive, non-blocking flock on `<path>/lock`; its descriptor."""
-    lock_path = os.path.join(path, LOCK_NAME)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
-        if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
-            raise StoreLocked(
-                f"store {path} is already open (lock held by pid {holder}); "
-                "two nodes writing one store would corrupt it",
-                path=path, holder=holder,
-            ) from None
-        raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+        return hold(os.path.join(path, LOCK_NAME))
+    except LockHeld as held:
+        raise StoreLocked(
+            f"store {path} is already open (lock held by pid {held.holder}); "
+            "two nodes writing one store would corrupt it",
+            path=path, holder=held.holder,
+        ) from None
 
 
 def _key_text(name: str) -> bytes:

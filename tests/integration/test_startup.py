@@ -54,3 +54,16 @@ def test_no_config_is_one_line_saying_what_to_pass(tmp_path: Path) -> None:
     assert run.returncode == 1 and run.stdout == ""
     assert run.stderr.startswith("perund: no node config: give --config FILE")
     assert not (tmp_path / "data").exists()
+
+
+def test_a_failure_before_the_reactor_runs_ends_the_process_with_one_line(tmp_path: Path) -> None:
+    """A data_dir that is a file fails inside the service's start, before twistd runs the
+    reactor; the process must still end (it used to live on, serving nothing)."""
+    (tmp_path / "data").write_text("not a folder\n")
+    config = tmp_path / "perund.yaml"
+    config.write_text("data_dir: data\n")
+    run = twistd("--config", str(config), cwd=tmp_path)
+    assert run.returncode == 1
+    (line,) = [line for line in run.stdout.splitlines() if "start-up failed" in line]
+    assert line.endswith(f"start-up failed: data_dir {tmp_path / 'data'} is not a folder")
+    assert "Traceback" not in run.stdout

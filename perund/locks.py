@@ -1,0 +1,35 @@
+"""Exclusive, non-blocking flocks on lock files: one process at a time holds a session's store
+(perund/storage/store.py) or a node's data folder (perund/node.py)."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+
+
+class LockHeld(Exception):
+    """Another process, or another open in this one, holds the lock; `holder` is the pid it
+    wrote there ("unknown" if none)."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+def hold(lock_path: str | os.PathLike[str]) -> int:
+    """Take an exclusive flock on `lock_path` (created 0600) and write our pid into it; the
+    descriptor, whose closing releases the lock. `LockHeld` if it is held already; other
+    failures (OSError) as they come."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            raise LockHeld(holder) from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
