@@ -20,6 +20,7 @@ from perund.channel.types import Address, hex_address, to_address
 from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
 from perund.peer.admission import PeerLimits
+from perund.safe_files import os_reason
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -216,6 +217,32 @@ def _section(raw: Mapping[str, Any], key: str, problems: _Collector) -> Mapping[
     return value
 
 
+def check_listen(value: object, example: str) -> str:
+    """`value` if it is a server endpoint string Twisted can parse (`example` shows one)."""
+    from twisted.internet import endpoints
+
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"an endpoint string such as {example}")
+    try:
+        # Parsing only: nothing listens yet, so no reactor is needed.
+        parse: Any = endpoints.serverFromString  # untyped in Twisted
+        endpoint = parse(None, value)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"not an endpoint string ({exc}); e.g. {example}") from None
+    except OSError as exc:  # an ssl: endpoint reads its certificate and key here
+        raise ValueError(f"a file it names cannot be read ({os_reason(exc)})") from None
+    except Exception as exc:  # a certificate OpenSSL cannot load; never quote its contents
+        raise ValueError(f"not usable ({type(exc).__name__})") from None
+    port = getattr(endpoint, "_port", None)  # TCP endpoints: Twisted does not range-check it
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is not in 0..65535")
+    return value
+
+
+API_LISTEN_EXAMPLE = "tcp:50001:interface=127.0.0.1"
+SESSION_LISTEN_EXAMPLE = "tcp:5001:interface=127.0.0.1"
+
+
 def _non_empty_str(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("a non-empty string")
@@ -407,7 +434,8 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
     api_raw = _section(raw, "api", problems)
     problems.unknown(api_raw, "api.", {"listen", "token_file", "allowed_origins"})
     api = ApiConfig(
-        listen=problems.take(api_raw, "api.", "listen", _non_empty_str,
+        listen=problems.take(api_raw, "api.", "listen",
+                             lambda value: check_listen(value, API_LISTEN_EXAMPLE),
                              ApiConfig.listen, "an endpoint string"),
         token_file=problems.take(api_raw, "api.", "token_file", _str, "", "a file path"),
         allowed_origins=problems.take(api_raw, "api.", "allowed_origins", _origins, (), ""),

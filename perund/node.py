@@ -240,8 +240,8 @@ class NodeService(MultiService):
             render_metrics=self.render_metrics,
             allowed_origins=self.config.api.allowed_origins, limits=self.config.limits.api(),
             currencies=self.currencies)
-        endpoint = serverFromString(self._reactor, self.config.api.listen)  # type: ignore[no-untyped-call]
         try:
+            endpoint = serverFromString(self._reactor, self.config.api.listen)  # type: ignore[no-untyped-call]
             self._api_port = await endpoint.listen(self.site)
         except Exception as exc:  # CannotListenError and friends: one clear line
             raise InvalidConfig(

@@ -79,6 +79,24 @@ def test_a_websocket_chain_url_is_refused_by_the_config_check() -> None:
     assert [p["name"] for p in caught.value.data["problems"]] == ["chain.url"]
 
 
+@pytest.mark.parametrize(("listen", "requirement"), [
+    ("127.0.0.1:52016", "not an endpoint string (Unknown endpoint type: '127.0.0.1'); "
+                        "e.g. tcp:50001:interface=127.0.0.1"),
+    ("tpc:52016", "not an endpoint string (Unknown endpoint type: 'tpc')"),
+    (52001, "an endpoint string such as tcp:50001:interface=127.0.0.1"),
+    ("tcp:99999", "port 99999 is not in 0..65535"),
+    ("ssl:50001:privateKey=/nonexistent/key.pem", "a file it names cannot be read "
+                                                   "(no such file or directory)"),
+])
+def test_a_bad_api_listen_is_refused_by_the_config_check(listen: object,
+                                                        requirement: str) -> None:
+    """Before the chain starts and the contracts are deployed, not when the API would listen."""
+    with pytest.raises(InvalidConfig) as caught:
+        parse_node_config({"api": {"listen": listen}})
+    (problem,) = caught.value.data["problems"]
+    assert problem["name"] == "api.listen" and problem["requirement"].startswith(requirement)
+
+
 def test_assets_are_symbols_with_an_address_and_decimals() -> None:
     token = "0x" + "cd" * 20
     config = parse_node_config({"chain": {"assets": {

@@ -31,12 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import endpoints
-
 from perund.chain.account import Account
 from perund.channel.encoding import Signer
 from perund.channel.types import Address
-from perund.config import parse_duration
+from perund.config import SESSION_LISTEN_EXAMPLE, check_listen, parse_duration
 from perund.contacts.book import Contact, load_contacts_file, parse_account_address
 from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
@@ -171,23 +169,6 @@ def _unknown(raw: Mapping[str, Any], prefix: str, known: set[str], problems: _Pr
             problems.unknown(f"{prefix}{key}")
 
 
-def _check_listen(value: object) -> str:
-    """A server endpoint string Twisted can parse (`tcp:5001:interface=127.0.0.1`, ...)."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("an endpoint string such as tcp:5001:interface=127.0.0.1")
-    try:
-        # Parsing only: nothing listens until the session starts, so no reactor is needed.
-        parse: Any = endpoints.serverFromString  # untyped in Twisted
-        endpoint = parse(None, value)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ValueError(f"not an endpoint string ({exc}); e.g. tcp:5001:interface=127.0.0.1") \
-            from None
-    port = getattr(endpoint, "_port", None)  # TCP endpoints: Twisted does not range-check it
-    if isinstance(port, int) and not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is not in 0..65535")
-    return value
-
-
 def _key_section(raw: Mapping[str, Any], key: str, base: Path, problems: _Problems,
                  rules: FileRules) -> KeyConfig | None:
     section = raw.get(key)
@@ -256,7 +237,7 @@ def parse_session_config(raw: object, path: Path, duplicates: list[Any] | None =
                          "required: the endpoint string of the peer listener")
         else:
             try:
-                listen = _check_listen(comm["listen"])
+                listen = check_listen(comm["listen"], SESSION_LISTEN_EXAMPLE)
             except ValueError as exc:
                 problems.add("comm.listen", comm["listen"], str(exc))
     confirm = raw.get("confirm_updates", False)
