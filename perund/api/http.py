@@ -35,6 +35,7 @@ from perund.api.dispatcher import (
 from perund.api.method_spec import CallContext
 from perund.errors import InvalidConfig
 from perund.ratelimit import RateLimitedWarning
+from perund.tokens import TOKEN_FORM_TEXT, is_token
 
 log = Logger(namespace="perund.api.http")
 
@@ -44,7 +45,6 @@ MAX_BODY = 1024 * 1024
 DISCARD_LIMIT = 16 * MAX_BODY
 """A refused request whose body goes on beyond this is cut off instead of read to its end."""
 
-MIN_TOKEN_LENGTH = 16
 
 
 # -- the token -----------------------------------------------------------------------------------
@@ -54,8 +54,9 @@ def ensure_token(path: str | Path) -> str:
 
     An existing file that its group or others may read or write is refused (InvalidConfig):
     the token is the node's only credential, and a file exposed once may already be copied,
-    so the operator must fix the mode and should replace the token. A token shorter than
-    16 characters is refused too.
+    so the operator must fix the mode and should replace the token. A file that does not hold
+    a token's form (`perund.tokens`: a password file, a keystore, given by mistake) is refused
+    too, so that it never becomes the operator's credential.
     """
     file = Path(path)
     try:
@@ -101,10 +102,9 @@ def _read_token(file: Path) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidConfig(f"cannot read the API token file {file}: {exc}",
                             name="api.token_file", value=str(file)) from None
-    if len(token) < MIN_TOKEN_LENGTH or not token.isprintable() or " " in token:
-        raise InvalidConfig(f"the API token in {file} must be at least {MIN_TOKEN_LENGTH} "
-                            "printable characters without spaces",
-                            name="api.token_file", value=str(file))
+    if not is_token(token):
+        raise InvalidConfig(f"the API token file {file} does not hold a token: a token is "
+                            f"{TOKEN_FORM_TEXT}", name="api.token_file", value=str(file))
     return token
 
 

@@ -255,13 +255,37 @@ def test_a_token_file_others_can_read_is_refused(tmp_path: Path) -> None:
     assert token not in str(caught.value.to_data()) + caught.value.message
 
 
-def test_short_tokens_and_non_files_are_refused(tmp_path: Path) -> None:
-    short = tmp_path / "short"
-    fd = os.open(short, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, b"abc\n")
+@pytest.mark.parametrize("content", [
+    b"abc\n",  # too short
+    b"correct horse battery staple\n",  # a passphrase
+    b"S3cret!pass@word#2026\n",  # a keystore's password file, given by mistake
+    b'{"address": "2e021d83", "crypto": {"cipher": "aes-128-ctr"}, "version": 3}\n',
+])
+def test_what_is_not_a_token_is_refused_without_quoting_it(tmp_path: Path,
+                                                           content: bytes) -> None:
+    """An existing file becomes the operator's credential only if it has a token's form."""
+    path = tmp_path / "token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, content)
     os.close(fd)
-    with pytest.raises(InvalidConfig, match="at least 16"):
-        ensure_token(short)
+    with pytest.raises(InvalidConfig, match="does not hold a token") as caught:
+        ensure_token(path)
+    said = caught.value.message + str(caught.value.to_data())
+    assert content.strip().decode() not in said and "S3cret" not in said
+
+
+def test_tokens_of_every_form_the_node_and_operators_make_are_taken(tmp_path: Path) -> None:
+    for token in ("pdt_" + "ab" * 8 + "_" + "x" * 43, "Zm9vYmFyYmF6cXV4cXV1eA==",
+                  "0123456789abcdef0123456789abcdef", "A-b_C.d~E+f/G=h1234"):
+        path = tmp_path / "token"
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, token.encode() + b"\n")
+        os.close(fd)
+        assert ensure_token(path) == token
+
+
+def test_non_files_are_refused(tmp_path: Path) -> None:
     folder = tmp_path / "folder"
     folder.mkdir(mode=0o700)
     with pytest.raises(InvalidConfig, match="not a regular file"):

@@ -58,16 +58,22 @@ def test_the_token_comes_from_the_option_then_the_environment(tmp_path: object) 
     from pathlib import Path
 
     folder = Path(str(tmp_path))
-    (folder / "a").write_text("token-a\n")
-    (folder / "b").write_text("token-b")
+    a, b = "token-a-" + "A" * 24, "pdt_" + "0" * 16 + "_" + "b" * 43
+    (folder / "a").write_text(a + "\n")
+    (folder / "b").write_text(b)
     env = {"PERUND_TOKEN": "token-env", "PERUND_TOKEN_FILE": str(folder / "b")}
-    assert token_of(str(folder / "a"), env) == "token-a"
+    assert token_of(str(folder / "a"), env) == a
     assert token_of(None, env) == "token-env"
-    assert token_of(None, {"PERUND_TOKEN_FILE": str(folder / "b")}) == "token-b"
+    assert token_of(None, {"PERUND_TOKEN_FILE": str(folder / "b")}) == b
     with pytest.raises(TokenError, match="no API token"):
         token_of(None, {})
     with pytest.raises(TokenError, match="cannot read the token file"):
         token_of(str(folder / "missing"), {})
+    # A keystore's password file given by mistake is refused before anything is sent.
+    (folder / "password").write_text("S3cret!pass@word#2026\n")
+    with pytest.raises(TokenError, match="does not hold an API token") as refused:
+        token_of(str(folder / "password"), {})
+    assert "S3cret" not in str(refused.value)
 
 
 def test_session_ids_and_the_state_dir() -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from perund.cli.client.errors import TokenError, UsageError
+from perund.tokens import TOKEN_FORM_TEXT, is_token
 
 DEFAULT_NODE = "127.0.0.1:50001"
 SESSION_PATTERN = re.compile(r"^0x[0-9a-fA-F]{32}$")
@@ -65,6 +66,11 @@ def read_token_file(path: str) -> str:
         raise TokenError(f"the token file {path} is not text") from None
     if not token:
         raise TokenError(f"the token file {path} is empty")
+    if not is_token(token):
+        # Checked before anything is sent: a password file given by mistake must not travel
+        # to whatever --node names.
+        raise TokenError(f"the token file {path} does not hold an API token (a token is "
+                         f"{TOKEN_FORM_TEXT}); is it the right file?")
     return token
 
 
