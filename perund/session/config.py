@@ -39,8 +39,9 @@ from perund.contacts.book import Contact, load_contacts_file, parse_account_addr
 from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
 from perund.keystore.v3 import read_password, unlock_keystore
-from perund.safe_files import FileRules, key_name, shown_value
+from perund.safe_files import FileRules, key_name, os_reason, shown_value
 from perund.session.fee_config import FeeSetting, parse_fee
+from perund.storage.store import STORE_FILES
 
 _TOP_KEYS = {"on_chain", "off_chain", "password_file", "contacts", "comm", "database",
              "confirm_updates", "dispute_after", "intermediary"}
@@ -163,6 +164,23 @@ def _take_path(raw: Mapping[str, Any], prefix: str, key: str, base: Path, proble
     return resolved
 
 
+def _not_a_store_folder(path: Path) -> str | None:
+    """Why `path` cannot be the session's store (a folder of its own, made when absent), or
+    None. A mistyped path that names a file, or a folder of other files (the keystores'),
+    would otherwise fail at open or mix the store's files with them."""
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return "a file, not a folder: the store is a folder of its own (made when absent)"
+    try:
+        names = {entry.name for entry in os.scandir(path)}
+    except OSError as exc:
+        return f"cannot read the folder ({os_reason(exc)})"
+    if names and not names & STORE_FILES:
+        return "a folder of other files, not a store: give the store a folder of its own"
+    return None
+
+
 def _unknown(raw: Mapping[str, Any], prefix: str, known: set[str], problems: _Problems) -> None:
     for key in raw:
         if key not in known:
@@ -224,6 +242,10 @@ def parse_session_config(raw: object, path: Path, duplicates: list[Any] | None =
                           must_exist=True)
     database = _take_path(raw, "", "database", base, problems, rules, required=True,
                           must_exist=False)
+    if database is not None:
+        unfit = _not_a_store_folder(database)
+        if unfit is not None:
+            problems.add("database", raw.get("database"), unfit)
     comm = raw.get("comm")
     listen: str | None = None
     if comm is None:

@@ -54,6 +54,8 @@ log = Logger()
 
 LOCK_NAME: Final = "lock"
 """The file in the store directory that one process at a time holds an exclusive flock on."""
+STORE_FILES: Final = frozenset({LOCK_NAME, datafile.DATA_NAME})
+"""Files every store folder holds once opened: a folder with neither is not a store."""
 
 # Key namespaces: the first byte of every key. Never reuse one.
 _CHANNEL: Final = b"c"  # + 32-byte channel ID -> codec.encode_channel

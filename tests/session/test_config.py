@@ -148,6 +148,29 @@ def test_bad_listen_endpoints(session_dir: Path, listen: object) -> None:
     assert _problem_names(caught.value) == {"comm.listen"}
 
 
+@pytest.mark.parametrize(("database", "requirement"), [
+    ("password", "a file, not a folder"),
+    ("keystore", "a folder of other files, not a store"),
+])
+def test_a_database_that_cannot_be_a_store_is_refused(session_dir: Path, database: str,
+                                                      requirement: str) -> None:
+    """A mistyped path naming a file, or the keystores' folder, is refused with the file."""
+    with pytest.raises(InvalidConfig) as caught:
+        load_session_config(_write(session_dir, _document(database=database)))
+    (problem,) = caught.value.data["problems"]
+    assert problem["name"] == "database" and problem["requirement"].startswith(requirement)
+    assert PASSWORD not in str(caught.value.data)
+
+
+def test_a_database_may_be_new_empty_or_a_store(session_dir: Path) -> None:
+    (session_dir / "empty").mkdir()
+    (session_dir / "store").mkdir()
+    (session_dir / "store" / "data").write_bytes(b"")
+    for database in ("db", "empty", "store"):
+        config = load_session_config(_write(session_dir, _document(database=database)))
+        assert config.database == session_dir / database
+
+
 @pytest.mark.parametrize("listen", ["tcp:5001", "tcp:0:interface=127.0.0.1",
                                     "tcp6:5001:interface=\\:\\:1", "unix:/tmp/perund.sock"])
 def test_good_listen_endpoints(session_dir: Path, listen: str) -> None:
