@@ -303,7 +303,7 @@ class NodeService(MultiService):
         for session in self.sessions.values():
             if str(session.config.path.resolve()) == resolved:
                 raise ResourceExists("this session is open already", type="session",
-                                     id="0x" + session.id)
+                                     id="0x" + session.id, configFile=str(session.config.path))
         self._opening[resolved] = []
         parts = self._prepared.pop(resolved, None)
         remembered = self._remembered.get(resolved)
@@ -343,7 +343,8 @@ class NodeService(MultiService):
                     or session.config.database.resolve() == database:
                 raise ResourceExists(
                     f"this user's session is open already (from {session.config.path}): "
-                    "the same off-chain key or store", type="session", id="0x" + session.id)
+                    "the same off-chain key or store", type="session", id="0x" + session.id,
+                    configFile=str(session.config.path))
 
     @property
     def file_rules(self) -> FileRules:

@@ -75,6 +75,22 @@ def test_one_shot_commands(one_daemon: Daemon, anvil_setup: Generated, tmp_path:
     assert opened["restoredChannels"] == []
     again = run(env, "session", "open", files["alice"])
     assert again.returncode == 0 and "was open already: using it" in again.stdout
+    # The same again with --token-out: nothing is written, and it says so.
+    again = run(env, "session", "open", files["alice"], "--token-out", str(tmp_path / "a.tok"))
+    assert again.returncode == 0 and "no credential was written" in again.stdout
+    assert not (tmp_path / "a.tok").exists()
+    # Another file of the same user (a copy with another password file) is not "used": the
+    # open session came from another file, and this one was never read.
+    copy = Path(files["alice"]).with_name("copy.yaml")
+    wrong = copy.with_name("wrong-password")
+    wrong.write_text("not alice's password\n")
+    wrong.chmod(0o600)
+    copy.write_text(Path(files["alice"]).read_text().replace("password_file: password",
+                                                             "password_file: wrong-password"))
+    other = run(env, "session", "open", str(copy))
+    assert other.returncode == 1 and other.stdout == ""
+    assert f"this user's session is open already (from {files['alice']})" in other.stderr
+    assert f"{copy} was not opened" in other.stderr
     listed = run(env, "session", "list").stdout
     assert re.search(r"^SESSION\s+USER\s+FILE\s+OPEN CHANNELS\n", listed)
     for name, session in (("alice", alice), ("bob", bob)):

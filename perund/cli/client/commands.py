@@ -8,6 +8,7 @@ peer or the chain; the caller runs it with progress and turns its result into an
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from perund.cli.client.credentials import (
     is_session_credential,
     write_token_file,
 )
-from perund.cli.client.errors import NotFound, UsageError
+from perund.cli.client.errors import CliError, NotFound, UsageError
 from perund.cli.client.render import Style, balances_pair, short_id
 
 STATUS_TIMEOUT = 5.0
@@ -228,6 +229,15 @@ def node_time(ctx: Context, args: argparse.Namespace) -> Result:
 
 # -- session -----------------------------------------------------------------------------------
 
+def _same_file(one: str, other: str) -> bool:
+    """Whether two paths name one file (the node's path is resolved on its machine: compare
+    as this machine sees them, the common case of a local node)."""
+    try:
+        return os.path.samefile(one, other)
+    except OSError:
+        return os.path.normpath(one) == os.path.normpath(other)
+
+
 def session_open(ctx: Context, args: argparse.Namespace) -> Result:
     """`session open CONFIG`: an already open session is used as it is. The session's own
     credential the node returns is written to --token-out, or shown (one-shot), or used by
@@ -242,9 +252,19 @@ def session_open(ctx: Context, args: argparse.Namespace) -> Result:
     except ApiError as exc:
         data = exc.error.get("data") or {}
         if exc.code == 202 and isinstance(data, dict) and data.get("type") == "session":
+            opened_from = data.get("configFile")
+            if isinstance(opened_from, str) and not _same_file(opened_from, config):
+                # The user's session is open from another file: this one was neither opened
+                # nor read, so saying "using it" under its name would hide what is in use.
+                raise CliError(f"{exc.error.get('message')}; {config} was not opened (its contents were "
+                               "not checked): close that session first to open this file",
+                               exc.code, data) from None
             session = "0x" + str(data.get("id", "")).removeprefix("0x")
             text = session if getattr(args, "quiet", False) else \
                 f"session {ctx.style.ident(session)} ({label}) was open already: using it"
+            if token_out:
+                text += (f"\nno credential was written to {token_out} (the node returns one "
+                         "when it opens a session): `token create --out FILE` mints one")
             return Outcome({"sessionId": session, "alreadyOpen": True}, text, session, label)
         raise
     session = str(opened["sessionId"])
