@@ -123,6 +123,21 @@ async def _confirmed(reactor: Any, backend: ChainBackend, out: TextIO, block: in
         await deferLater(reactor, poll, lambda: None)
 
 
+def check_node_config_target(path: Path) -> None:
+    """Refuse, before anything is sent to the chain, a --node-config that could not be written
+    afterwards: a deployment spends gas, and a retry spends it again."""
+    if path.exists() or path.is_symlink():
+        raise ResourceExists(f"{path} exists: write the node config to a new file",
+                             type="file", id=str(path))
+    folder = path.parent
+    if not folder.is_dir():
+        raise InvalidArgument(f"--node-config {path}: no folder {folder} to write it in",
+                              name="--node-config")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidArgument(f"--node-config {path}: the folder {folder} is not writable",
+                              name="--node-config")
+
+
 def write_node_config(path: Path, chain_url: str, deployment: Deployment,
                       confirmations: int) -> None:
     """A new node config for the deployment (refuses to overwrite a file)."""

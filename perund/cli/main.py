@@ -143,12 +143,14 @@ def _deploy(reactor: Any, options: argparse.Namespace) -> Deferred[None]:
 
     from perund.cli.deploy import (
         ask_on_terminal,
+        check_node_config_target,
         deploy,
         password_for,
         unlock_account,
         write_node_config,
     )
     from perund.errors import PerundError
+    from perund.safe_files import os_reason
 
     async def run() -> None:
         try:
@@ -163,24 +165,33 @@ def _deploy(reactor: Any, options: argparse.Namespace) -> Deferred[None]:
                 except ValueError:
                     raise SystemExit(f"perund deploy: --mint-to {text[:64]}: not a 0x "
                                      "address") from None
+            if options.node_config:
+                check_node_config_target(Path(options.node_config))
             password = password_for(options.password_file, dict(os.environ), ask_on_terminal())
             account = unlock_account(options.keystore, password)
             done = await deploy(reactor, sys.stdout, chain_url=options.chain_url,
                                 account=account, chain_id=options.chain_id,
                                 confirmations=options.confirmations,
                                 test_token=options.test_token, mint_to=mint_to)
-            if options.node_config:
-                write_node_config(Path(options.node_config), options.chain_url, done,
-                                  options.confirmations)
         except PerundError as exc:
             print(f"perund deploy: {exc.message}", file=sys.stderr)
             raise SystemExit(1) from None
+        # What was deployed is printed first: it exists whatever happens to the config file.
         print(f"chain        {done.chain_id}")
         print(f"adjudicator  {hex_address(done.adjudicator)}")
         print(f"transaction  0x{done.tx_hash.hex()} (block {done.block}, gas {done.gas_used:,})")
         if done.test_token is not None:
             print(f"test token   {hex_address(done.test_token)} (PRN, 18 decimals)")
+        sys.stdout.flush()
         if options.node_config:
+            try:
+                write_node_config(Path(options.node_config), options.chain_url, done,
+                                  options.confirmations)
+            except (PerundError, OSError) as exc:
+                why = exc.message if isinstance(exc, PerundError) else os_reason(exc)
+                print(f"perund deploy: the contracts are deployed (above), but the node config "
+                      f"{options.node_config} could not be written: {why}", file=sys.stderr)
+                raise SystemExit(1) from None
             print(f"node config  {options.node_config}: name your users' folders under "
                   "sessions.config_dirs, then twistd -n perund --config "
                   f"{options.node_config}")

@@ -169,3 +169,19 @@ def test_the_test_token_is_refused_where_it_does_not_belong(tmp_path: Path) -> N
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 1 and "not on Ethereum mainnet" in run.stderr, run.stderr
         assert "deploying" not in run.stdout and not (tmp_path / "n.yaml").exists()
+
+
+def test_a_node_config_that_could_not_be_written_is_refused_before_anything_is_sent(
+        tmp_path: Path) -> None:
+    """A deployment spends gas: --node-config is checked first (the chain URL here is
+    unreachable, so any attempt to deploy would fail differently)."""
+    (tmp_path / "password").write_text("s3cret\n")
+    base = [PERUND, "deploy", "--keystore", str(tmp_path / "deployer.json"),
+            "--password-file", str(tmp_path / "password"), "--chain-url", "http://127.0.0.1:1"]
+    (tmp_path / "taken.yaml").write_text("data_dir: data\n")
+    for target, said in ((tmp_path / "nowhere" / "n.yaml", "no folder"),
+                         (tmp_path / "taken.yaml", "exists: write the node config to a new file")):
+        run = subprocess.run([*base, "--node-config", str(target)], capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode == 1 and said in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr and run.stdout == ""

@@ -256,8 +256,9 @@ def session_open(ctx: Context, args: argparse.Namespace) -> Result:
             if isinstance(opened_from, str) and not _same_file(opened_from, config):
                 # The user's session is open from another file: this one was neither opened
                 # nor read, so saying "using it" under its name would hide what is in use.
-                raise CliError(f"{exc.error.get('message')}; {config} was not opened (its contents were "
-                               "not checked): close that session first to open this file",
+                said = exc.error.get("message")
+                raise CliError(f"{said}; {config} was not opened (its contents were not "
+                               "checked): close that session first to open this file",
                                exc.code, data) from None
             session = "0x" + str(data.get("id", "")).removeprefix("0x")
             text = session if getattr(args, "quiet", False) else \
