@@ -494,6 +494,11 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
     data_path = Path(data_dir)
     if not data_path.is_absolute():
         data_path = base / data_path
+    # Every relative path of the file is relative to the file's folder (etc/perund.yaml).
+    if api.token_file and not Path(api.token_file).is_absolute():
+        api = replace(api, token_file=str(base / api.token_file))
+    if log.file and not Path(log.file).is_absolute():
+        log = replace(log, file=str(base / log.file))
     return NodeConfig(data_dir=data_path, log=log, api=api, chain=chain, timeouts=timeouts,
                       sessions=sessions, limits=limits)
 

@@ -1,8 +1,8 @@
 """The node's log destination from its config: `log.file`, `log.format`, `log.level`.
 
 twistd keeps logging to its own destination (standard output with `-n`, what systemd's journal
-reads); a configured `log.file` gets the node's events too, as text or as JSON lines, from the
-configured level up.
+reads), every level, as text; a configured `log.file` gets the node's events too, as text or as
+JSON lines, from the configured level up (`log.level` and `log.format` are the file's).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn
 class LogFile:
     """An observer writing the node's log to `log.file` while it is started."""
 
-    def __init__(self, config: LogConfig, base: Path) -> None:
+    def __init__(self, config: LogConfig) -> None:
         self.config = config
-        self.path = Path(config.file) if Path(config.file).is_absolute() else base / config.file
+        self.path = Path(config.file)  # the config resolved it against the config's folder
         self._stream: IO[str] | None = None
         self._observer: ILogObserver | None = None
 

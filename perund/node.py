@@ -115,11 +115,6 @@ class NodeService(MultiService):
     def startService(self) -> None:
         """Start the child services, then run the asynchronous start-up steps in order."""
         raise_open_file_limit()
-        if self.config.log.file:
-            from perund.logs import LogFile
-
-            self._log_file: LogFile | None = LogFile(self.config.log, self.config.data_dir)
-            self._log_file.start()
         super().startService()  # type: ignore[no-untyped-call]
         started = Deferred.fromCoroutine(self._start())
         started.addCallbacks(self._started, self._start_failed)
@@ -130,6 +125,7 @@ class NodeService(MultiService):
 
     async def _start(self) -> None:
         self._hold_data_dir()
+        self._open_log_file()
         self._remembered = {s.config: s for s in read_sessions(self.sessions_file)}
         # Reading the sessions' files and stores and unlocking their keys needs no chain: it
         # runs while the chain starts (anvil loads its state in its own process meanwhile).
@@ -189,6 +185,20 @@ class NodeService(MultiService):
         except OSError as exc:
             raise InvalidConfig(f"data_dir {folder}: cannot use it: {os_reason(exc)}",
                                 name="data_dir", value=str(folder)) from None
+
+    def _open_log_file(self) -> None:
+        """Start writing `log.file`, if one is configured (InvalidConfig if it cannot be)."""
+        if not self.config.log.file:
+            return
+        from perund.logs import LogFile
+
+        log_file = LogFile(self.config.log)
+        try:
+            log_file.start()
+        except OSError as exc:
+            raise InvalidConfig(f"log.file {log_file.path}: cannot write it: {os_reason(exc)}",
+                                name="log.file", value=str(log_file.path)) from None
+        self._log_file = log_file
 
     async def _start_devchain(self, devchain: EmbeddedChain) -> int:
         """Start the embedded chain on its saved state and connect to it; on a new chain, fund

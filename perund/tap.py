@@ -61,7 +61,9 @@ class Options(usage.Options):
         if self["api-listen"] is not None:
             overrides.setdefault("api", {})["listen"] = self["api-listen"]
         if self["data-dir"] is not None:
-            overrides["data_dir"] = str(Path(self["data-dir"]).resolve())
+            # An empty one is left for the config check to refuse, as in the file.
+            given = self["data-dir"]
+            overrides["data_dir"] = str(Path(given).resolve()) if given.strip() else given
         config = load_node_config(self["config"], overrides)
         return replace(config, fresh_chain=bool(self["fresh-chain"]),
                        accept_lost_channels=bool(self["accept-lost-channels"]))

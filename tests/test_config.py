@@ -195,3 +195,16 @@ def test_a_config_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00chain: {}")
     with pytest.raises(InvalidConfig, match="not UTF-8"):
         load_node_config(binary)
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "node.yaml").write_text(
+        "data_dir: data\napi:\n  token_file: secrets/api.token\nlog:\n  file: logs/node.log\n")
+    monkeypatch.chdir(tmp_path)  # anywhere but the file's folder
+    config = load_node_config(folder / "node.yaml")
+    assert config.data_dir == folder / "data"
+    assert config.token_path == folder / "secrets" / "api.token"
+    assert config.log.file == str(folder / "logs" / "node.log")

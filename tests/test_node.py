@@ -64,6 +64,11 @@ def test_overrides_are_validated_and_applied(tmp_path: Path,
     with pytest.raises(SystemExit):
         Options().parseOptions(["--config", str(config), "--chain-url", "not a url"])
     assert "chain.url" in capsys.readouterr().err
+    # An empty --data-dir is refused as an empty data_dir in the file is (it used to mean the
+    # working directory).
+    with pytest.raises(SystemExit):
+        Options().parseOptions(["--config", str(config), "--data-dir", ""])
+    assert "data_dir" in capsys.readouterr().err
 
 
 @pytest_twisted.ensureDeferred
@@ -117,7 +122,7 @@ async def test_log_file_in_json_lines(tmp_path: Path) -> None:
 
     config = parse_node_config({
         "data_dir": str(tmp_path), "api": {"listen": "tcp:0:interface=127.0.0.1"},
-        "log": {"file": "node.log", "format": "json", "level": "info"},
+        "log": {"file": str(tmp_path / "node.log"), "format": "json", "level": "info"},
     })
     node = NodeService(reactor, config)
     node.startService()
@@ -175,3 +180,20 @@ async def test_a_second_node_on_the_same_data_dir_is_refused_before_it_starts_an
     third.startService()
     await third.ready
     await third.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_log_file_that_cannot_be_written_fails_start_up_in_one_line(
+        tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    config = parse_node_config({"data_dir": str(tmp_path / "data"),
+                                "log": {"file": str(tmp_path / "folder")}})
+    node = NodeService(NotRunningReactor(), config)
+    failed: list[Failure] = []
+    node.ready.addErrback(failed.append)
+    node.startService()
+    (failure,) = failed
+    assert failure.check(InvalidConfig)
+    assert failure.getErrorMessage() == f"log.file {tmp_path / 'folder'}: cannot write it: " \
+                                        "is a directory"
+    await node.stopService()
