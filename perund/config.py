@@ -201,10 +201,15 @@ class _Collector:
 
 
 def _shown(value: object) -> object:
-    """The value as it may appear in an error message (short, JSON-friendly)."""
+    """The value as it may appear in an error message (short, JSON-friendly). A mapping or a
+    list is named, not rendered: YAML aliases can make a small file a huge one to print."""
     if isinstance(value, str | int | float | bool) or value is None:
         return value if not isinstance(value, str) or len(value) < 200 else value[:200] + "..."
-    return repr(value)[:200]
+    if isinstance(value, Mapping):
+        return f"(a mapping of {len(value)} keys)"
+    if isinstance(value, list | tuple):
+        return f"(a list of {len(value)} items)"
+    return f"(a {type(value).__name__})"
 
 
 def _section(raw: Mapping[str, Any], key: str, problems: _Collector) -> Mapping[str, Any]:

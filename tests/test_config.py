@@ -208,3 +208,14 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path,
     assert config.data_dir == folder / "data"
     assert config.token_path == folder / "secrets" / "api.token"
     assert config.log.file == str(folder / "logs" / "node.log")
+
+
+def test_a_node_config_of_nested_aliases_is_refused_at_once(tmp_path: Path) -> None:
+    """A few hundred bytes of YAML aliases expand to billions of entries: the unknown key's
+    value is named, never rendered."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InvalidConfig) as caught:
+        load_node_config(tmp_path / "bomb.yaml")
+    assert {p["value"] for p in caught.value.data["problems"]} == {"(a list of 10 items)"}
