@@ -44,9 +44,15 @@ def test_node_addresses() -> None:
     assert parse_node("[::1]:5000") == NodeAddress("::1", 5000)
     assert str(parse_node("[::1]:5000")) == "[::1]:5000"
     assert parse_node("http://localhost:50001/rpc") == NodeAddress("localhost", 50001)
-    for bad in ("host", "host:0", "host:70000", "[::1]5000", "host:port"):
+    for bad in ("host", "host:0", "host:70000", "[::1]5000", "host:port", "127.0.0.1 :5000",
+                "ho st:5000"):
         with pytest.raises(UsageError):
             parse_node(bad)
+    with pytest.raises(UsageError, match="plain http"):
+        parse_node("https://127.0.0.1:52001")
+    with pytest.raises(UsageError, match="no user or password") as caught:
+        parse_node("user:Pa55w0rd@127.0.0.1:52001")
+    assert "Pa55w0rd" not in str(caught.value)
 
 
 @given(st.integers(min_value=1, max_value=65535))

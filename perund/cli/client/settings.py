@@ -33,9 +33,16 @@ class NodeAddress:
 def parse_node(text: str) -> NodeAddress:
     """`HOST:PORT`, `[IPv6]:PORT`, `:PORT` or `PORT` (host 127.0.0.1); http:// is tolerated."""
     value = text.strip()
-    for scheme in ("http://", "ws://"):
-        if value.startswith(scheme):
-            value = value[len(scheme):].split("/", 1)[0]
+    if "@" in value:
+        # user:password@host: never echoed (it may hold a password), and never needed.
+        raise UsageError("bad node address: no user or password in it (the CLI authenticates "
+                         "with the API token): expected HOST:PORT")
+    scheme, found, rest = value.partition("://")
+    if found:
+        if scheme.lower() not in ("http", "ws"):
+            raise UsageError(f"bad node address {text!r}: the CLI speaks plain http to the "
+                             "node's API (no https or other schemes): expected HOST:PORT")
+        value = rest.split("/", 1)[0]
     host, port = "127.0.0.1", value
     if value.startswith("["):
         end = value.find("]")
@@ -47,7 +54,14 @@ def parse_node(text: str) -> NodeAddress:
         host = host or "127.0.0.1"
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"bad node address {text!r}: expected HOST:PORT with a port 1-65535")
+    if not _HOST.fullmatch(host):
+        raise UsageError(f"bad node address {text!r}: {host!r} is not a host name or an IP "
+                         "address")
     return NodeAddress(host, int(port))
+
+
+_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9]+)?")
+"""A host name, an IPv4 address, or an IPv6 address (its brackets already taken off)."""
 
 
 def node_of(option: str | None, env: Mapping[str, str]) -> NodeAddress:
