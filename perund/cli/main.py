@@ -115,6 +115,12 @@ def _generate(options: argparse.Namespace) -> int:
     except PerundError as exc:
         print(f"perund generate: {exc.message}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        from perund.safe_files import os_reason
+
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"perund generate: cannot write{where}: {os_reason(exc)}", file=sys.stderr)
+        return 1
     print(f"node config   {written.node_config}")
     width = max(6, *(len(user.name) for user in written.users))
     for user in written.users:

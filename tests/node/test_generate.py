@@ -104,3 +104,17 @@ def test_generate_command_takes_users(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "repeat" in bad.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_generate_into_a_place_it_cannot_write_or_with_a_bad_port_is_one_line(
+        tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("in the way\n")
+    for args, said in (([str(blocker / "setup")], f"cannot write {blocker / 'setup'}"),
+                       ([str(tmp_path / "p"), "--api-port", "99999"],
+                        "api.listen: port 99999 is not in 0..65535")):
+        run = subprocess.run([sys.executable, "-m", "perund.cli.main", "generate", *args],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1 and said in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
+    assert not (tmp_path / "p").exists()
