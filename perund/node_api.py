@@ -45,9 +45,10 @@ from perund.errors import (
     InvalidArgument,
     ResourceNotFound,
 )
+from perund.ratelimit import WorkAllowance
 from perund.session.notices import ChannelNotice, Notice
 from perund.session.session import Session
-from perund.storage.history import PaymentQuery
+from perund.storage.history import SCAN_BUDGET, Page, PaymentHistory, PaymentQuery
 from perund.storage.payments import PaymentRecord
 from perund.storage.store import SessionStore
 
@@ -337,7 +338,7 @@ class NodeAPI:
         session = self._session(session_id)
         if peer is not None:
             query = dataclasses.replace(query, peer=self._peer_address(session, peer))
-        page = session.store.history.page(query, limit, cursor)
+        page = allowed_page(session.store.history, session.history_scans, query, limit, cursor)
         alias_of = self._alias_of(session)
         return PaymentPage(tuple(payment_view(r, alias_of) for r in page.payments),
                            page.next_cursor)
@@ -396,3 +397,20 @@ class NodeAPI:
 
     def notice_shelf(self, session_id: bytes) -> StoreShelf:
         return StoreShelf(self._session(session_id).store)
+
+
+def allowed_page(history: PaymentHistory, allowance: WorkAllowance, query: PaymentQuery,
+                 limit: int, cursor: str | None) -> Page:
+    """`history.page`, looking at no more records than `allowance` has left (the page ends
+    early with a cursor then); FailedPrecondition, saying when to come back, if it has fewer
+    than the page may need (`limit`, at most `SCAN_BUDGET`)."""
+    budget = allowance.available()
+    needed = min(limit, SCAN_BUDGET)
+    if budget < needed:
+        wait = max(allowance.seconds_until(needed), 0.1)
+        raise FailedPrecondition(
+            f"this session's history queries are over their rate: try again in {wait:.1f} s",
+            retryAfter=round(wait, 1))
+    page = history.page(query, limit, cursor, budget=min(budget, SCAN_BUDGET))
+    allowance.spend(page.scanned)
+    return page

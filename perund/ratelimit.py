@@ -30,3 +30,31 @@ class RateLimitedWarning:
             self._last = now
             self._log.warn(template, times=self._count, **fields)
             self._count = 0
+
+
+class WorkAllowance:
+    """A token bucket of work units (records scanned, say): up to `burst` at once, refilled at
+    `rate` a second on the `clock`. One user's costly calls then take at most that share of the
+    reactor, however many they send at once."""
+
+    def __init__(self, clock: Any, rate: float, burst: int) -> None:
+        self._clock = clock
+        self.rate = rate
+        self.burst = burst
+        self._units = float(burst)
+        self._at = clock.seconds()
+
+    def available(self) -> int:
+        """Whole units that may be spent now."""
+        now = self._clock.seconds()
+        self._units = min(float(self.burst), self._units + (now - self._at) * self.rate)
+        self._at = now
+        return int(self._units + 1e-6)  # a refill of exactly N units is N, not N - 1
+
+    def spend(self, units: int) -> None:
+        """Take `units` (what the work really cost; at most what `available` said)."""
+        self._units = max(0.0, self._units - units)
+
+    def seconds_until(self, units: int) -> float:
+        """How long until `units` are available."""
+        return max(0.0, (min(units, self.burst) - self._units) / self.rate)

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -35,6 +35,7 @@ from perund.config import NodeConfig
 from perund.contacts.book import Contact, ContactBook
 from perund.errors import FailedPrecondition, InvalidConfig, StoreError, StoreLocked
 from perund.peer.manager import PeerManager
+from perund.ratelimit import WorkAllowance
 from perund.safe_files import FileRules
 from perund.session.chain_check import (
     AssetLabel,
@@ -50,6 +51,7 @@ from perund.session.notices import Notice
 from perund.session.onchain import ChainSettlement
 from perund.session.withdrawals import Withdrawals
 from perund.storage.fsync_thread import fsync_thread
+from perund.storage.history import SCAN_BUDGET
 from perund.storage.store import SessionStore
 
 log = Logger(namespace="perund.session")
@@ -88,6 +90,10 @@ class SessionParts:
     """What the chain lacks of the store's channels (`Session.check_chain`), once asked."""
 
 
+HISTORY_SCAN_RATE: Final = 20_000.0
+"""History records a session's queries may look at per second (a full page's worth at once)."""
+
+
 class Session:
     """One open session: build with `Session.open`, end with `close`."""
 
@@ -110,6 +116,10 @@ class Session:
         self.withdrawals = Withdrawals(reactor, settlement)
         """Withdraws the payouts the Adjudicator credited to our account instead of sending."""
         client.observers.append(self.withdrawals.observe)
+        self.history_scans = WorkAllowance(reactor, HISTORY_SCAN_RATE, SCAN_BUDGET)
+        """The history records this session's queries may look at: they run on the reactor,
+        so one user's queries (a read-only credential's, a batch of a hundred) take a bounded
+        share of it, and the other users' payments and the chain watcher go on."""
 
     def _keep_early(self, notice: Notice) -> None:
         if self._early is not None:

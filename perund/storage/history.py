@@ -55,6 +55,8 @@ class Page:
 
     payments: list[PaymentRecord]
     next_cursor: str | None
+    scanned: int = 0
+    """Records looked at, matching or not (what the page cost)."""
 
 
 class PaymentHistory:
@@ -94,7 +96,7 @@ class PaymentHistory:
             if query.matches(record):
                 found.append(record)
             if len(found) == limit or scanned >= budget:
-                return Page(found, str(record.payment_id))
+                return Page(found, str(record.payment_id), scanned)
         if before is not None and (offset is None or not self._starts_at(offset, before)):
             offset = self.archive.start_of(before)  # found through the sparse index
         for at, record in self.archive.newest_first(offset):
@@ -104,8 +106,8 @@ class PaymentHistory:
             if query.matches(record):
                 found.append(record)
             if len(found) == limit or scanned >= budget:
-                return Page(found, f"{record.payment_id}@{at}")
-        return Page(found, None)
+                return Page(found, f"{record.payment_id}@{at}", scanned)
+        return Page(found, None, scanned)
 
     def _starts_at(self, offset: int, payment_id: int | None) -> bool:
         """Whether archive record `payment_id` starts at `offset` (a cursor from a client)."""
