@@ -133,6 +133,9 @@ class Deployment:
     chain_id: int
     adjudicator: Address
     min_challenge_duration: int
+    max_challenge_duration: int = 30 * 24 * 3600
+    """The longest one: a dispute keeps the channel's funds for this long, and a mistyped
+    duration (milliseconds for seconds, 2**64-1) would lock them for good."""
 
 
 def _bytes_of(value: object, size: int) -> bool:
@@ -166,6 +169,12 @@ def proposal_rules(proposal: ProposalTerms, deployment: Deployment) -> tuple[Rea
         return (
             Reason.CHALLENGE_DURATION,
             f"{duration} s is below this node's minimum of {deployment.min_challenge_duration} s",
+        )
+    if duration > deployment.max_challenge_duration:
+        return (
+            Reason.CHALLENGE_DURATION,
+            f"{duration} s is above this node's maximum of {deployment.max_challenge_duration} s "
+            "(a dispute would keep the funds that long)",
         )
     assets = p.assets
     if not assets or not all(_bytes_of(a, 20) for a in assets):

@@ -133,6 +133,12 @@ def test_tokens_after_eth_are_fine() -> None:
             "30 s is below this node's minimum of 60 s",
         ),
         (
+            {"challenge_duration": 2**64 - 1},
+            Reason.CHALLENGE_DURATION,
+            f"{2**64 - 1} s is above this node's maximum of 2592000 s (a dispute would keep "
+            "the funds that long)",
+        ),
+        (
             {"assets": (TOKEN, ETH), "balances": ((1, 1), (1, 1))},
             Reason.ASSET_LIST,
             "ETH must come first",
