@@ -302,6 +302,9 @@ class NodeService(MultiService):
         return await self._open_session(config_file)
 
     async def _open_session(self, config_file: str) -> Session:
+        if "\x00" in config_file:
+            raise InvalidConfig("configFile: a path has no NUL character", name="configFile",
+                                requirement="a file path")
         resolved = str(Path(config_file).resolve())
         opening = self._opening.get(resolved)
         if opening is not None:

@@ -43,6 +43,11 @@ CURSOR = {"type": "string", "maxLength": 64,
           "description": "the nextCursor of the previous page"}
 
 
+MAX_UNIX_TIME = 2.0**53
+"""Beyond any time a history holds; larger values (or integers too large for a float) are
+refused rather than compared."""
+
+
 def payment_methods(facade: NodeFacade, currencies: Currencies) -> list[Method]:
     """The history methods of the API, rendering amounts with `currencies`."""
 
@@ -58,7 +63,8 @@ def payment_methods(facade: NodeFacade, currencies: Currencies) -> list[Method]:
             asset = currencies.by_symbol(args["currency"]).asset
         since, until = args.get("since"), args.get("until")
         for name, value in (("since", since), ("until", until)):
-            if value is not None and not math.isfinite(value):
+            # An integer of hundreds of digits is no float (OverflowError in isfinite).
+            if value is not None and not (abs(value) <= MAX_UNIX_TIME and math.isfinite(value)):
                 raise InvalidArgument(f"{name} must be a finite unix time", name=name,
                                       requirement="seconds since 1970")
         query = PaymentQuery(

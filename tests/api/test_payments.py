@@ -96,7 +96,9 @@ def test_bad_input_is_a_clear_error() -> None:
             ({"cursor": "not a cursor"}, InvalidArgument.code, "cursor"),
             ({"cursor": "x" * 65}, -32602, "cursor"),
             ({"peer": "nobody"}, ResourceNotFound.code, None),
-            ({"since": "yesterday"}, -32602, "since")):
+            ({"since": "yesterday"}, -32602, "since"),
+            ({"since": 10**400}, InvalidArgument.code, None),  # no float: once an internal error
+            ({"until": -(10**400)}, InvalidArgument.code, None)):
         error = api.error("payment_list", {"sessionId": session, **params})
         assert error["code"] == code, (params, error)
         if code == -32602:

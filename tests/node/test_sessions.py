@@ -202,6 +202,9 @@ async def test_a_key_that_does_not_unlock_leaves_the_store_free(node: NodeServic
     finally:
         held.close()
     password.write_text(right)
+    # A NUL in the path is a config error naming the field (it was an internal error).
+    with pytest.raises(InvalidConfig, match="configFile: a path has no NUL character"):
+        await node.open_session(str(session_file) + "\x00x")
     alice = await node.open_session(str(session_file))
     assert alice.id in node.sessions
 
