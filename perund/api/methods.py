@@ -38,7 +38,7 @@ from perund.api.schema import (
 )
 from perund.api.token_methods import token_methods
 from perund.api.views import UPDATE_TYPES, ChannelView, Payment, PeerView
-from perund.channel.memo import MAX_REFERENCE
+from perund.channel.memo import MAX_REFERENCE, reference_problem
 from perund.channel.types import UINT64_MAX, Address, to_address
 from perund.contacts.book import COMM_TYPES, parse_account_address
 from perund.errors import (
@@ -332,6 +332,11 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
 
     async def channel_send(args: dict[str, Any], ctx: CallContext) -> Any:
         payments = _payments(args["payments"], currencies)
+        reference = args.get("reference")
+        problem = None if reference is None else reference_problem(reference)
+        if problem is not None:
+            raise InvalidArgument(f"reference: {problem}", name="reference",
+                                  requirement=problem)
         try:
             return await facade.channel_send(_bytes(args, "sessionId"),
                                              _bytes(args, "channelId"), payments,

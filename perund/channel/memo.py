@@ -10,6 +10,7 @@ the update as one payment without references).
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Final
 
@@ -18,6 +19,22 @@ MAX_PARTS: Final = 256
 
 MAX_REFERENCE: Final = 128
 """Longest reference of a payment, in characters."""
+
+_UNSHOWABLE: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_DIRECTION_MARKS: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                                    "\u2066\u2067\u2068\u2069")
+
+
+def reference_problem(reference: str) -> str | None:
+    """Why `reference` cannot be a payment's reference, or None. It reaches the payee's
+    screen and spreadsheet: control characters (escape sequences, line breaks) and
+    text-direction overrides could redraw a terminal or forge a history line there."""
+    if len(reference) > MAX_REFERENCE:
+        return f"at most {MAX_REFERENCE} characters"
+    for char in reference:
+        if unicodedata.category(char) in _UNSHOWABLE or char in _DIRECTION_MARKS:
+            return "printable text: no control characters, line breaks or direction marks"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import msgpack
 
-from perund.channel.memo import MAX_PARTS, MAX_REFERENCE, Memo, PaymentPart
+from perund.channel.memo import MAX_PARTS, MAX_REFERENCE, Memo, PaymentPart, reference_problem
 from perund.channel.types import (
     MAX_ASSETS,
     MAX_SUB_ALLOCS,
@@ -240,8 +240,9 @@ def _e_memo(memo: object, n_assets: int) -> tuple[Any, ...]:
             raise EncodeError("a memo part is a PaymentPart with one amount per asset")
         reference = part.reference
         if reference is not None and (type(reference) is not str
-                                      or len(reference) > MAX_REFERENCE):
-            raise EncodeError(f"a reference is a str of at most {MAX_REFERENCE} characters")
+                                      or reference_problem(reference) is not None):
+            raise EncodeError(f"a reference is printable text of at most {MAX_REFERENCE} "
+                              "characters")
         parts.append((tuple(_e_big(a, "memo amount") for a in part.amounts), part.request,
                       reference))
     return ({"m": tuple(parts)},)
@@ -473,8 +474,9 @@ def _d_memo(value: object, n_assets: int) -> Memo:
         if type(request) is not bool:
             raise DecodeError("a memo part's request flag must be a bool")
         if reference is not None and (type(reference) is not str
-                                      or len(reference) > MAX_REFERENCE):
-            raise DecodeError(f"a reference is a string of at most {MAX_REFERENCE} characters")
+                                      or reference_problem(reference) is not None):
+            raise DecodeError(f"a reference is printable text of at most {MAX_REFERENCE} "
+                              "characters")
         decoded.append(PaymentPart(tuple(_d_big(a, "memo amount") for a in amounts), request,
                                    reference))
     return tuple(decoded)

@@ -55,6 +55,15 @@ def test_a_reference_travels_with_the_payment() -> None:
         "sessionId": session, "channelId": channel, "reference": "x" * 129,
         "payments": [{"currency": "ETH", "payee": "bob", "amount": "1"}]})
     assert too_long["code"] == -32602 and too_long["data"]["field"] == "reference"
+    # It reaches the payee's screen and spreadsheet: no escapes, line breaks, direction marks.
+    for bad in ("INV\x1b[2J", "a\r\nfake line", "x\u202ey", "nul\x00", "c1\x9b"):
+        refused = api.error("channel_send", {
+            "sessionId": session, "channelId": channel, "reference": bad,
+            "payments": [{"currency": "ETH", "payee": "bob", "amount": "1"}]})
+        assert refused["code"] == InvalidArgument.code and refused["data"]["name"] == "reference"
+    api.call("channel_send", {"sessionId": session, "channelId": channel,
+                              "reference": "Rechnung Nr. 7 — 東京 👩‍💻",
+                              "payments": [{"currency": "ETH", "payee": "bob", "amount": "1"}]})
 
 
 def test_filters_and_pages() -> None:

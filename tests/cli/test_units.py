@@ -329,3 +329,16 @@ def test_max_fee_goes_with_via() -> None:
     ctx = Context(ApiClient(1, "token"), Style(False), "127.0.0.1:1", None)
     with pytest.raises(UsageError, match="--max-fee goes with --via"):
         channel_open(ctx, alone)  # refused before the node is asked anything
+
+
+def test_text_another_party_chose_is_printed_and_exported_harmlessly(tmp_path: object) -> None:
+    from perund.cli.client.history_commands import _cell
+    from perund.cli.client.render import shown_text
+
+    forged = "INV\x1b[2J\x1b]0;pwned\x07\r\n+1000 ETH \u202egnp.exe"
+    shown = shown_text(forged)
+    assert shown.isprintable() and "\\x1b[2J" in shown and "\\r\\n" in shown
+    assert shown_text("inv-9 東京") == "inv-9 東京"
+    assert _cell('=HYPERLINK("http://evil.example")') == "'=HYPERLINK(\"http://evil.example\")"
+    assert [_cell(v) for v in ("+1", "-1", "@x", "\t=1", "inv-9", None)] == [
+        "'+1", "'-1", "'@x", "'\t=1", "inv-9", None]

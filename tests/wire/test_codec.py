@@ -110,7 +110,11 @@ def proposals(draw: st.DrawFn) -> Propose:
 def memos(draw: st.DrawFn, n_assets: int) -> tuple[PaymentPart, ...]:
     part = st.builds(PaymentPart,
                      st.tuples(*[st.integers(0, UINT256_MAX)] * n_assets),
-                     st.booleans(), st.none() | st.text(max_size=MAX_REFERENCE))
+                     st.booleans(), st.none() | st.text(
+                         st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"),
+                                       blacklist_characters="\u061c\u200e\u200f\u202a\u202b"
+                                       "\u202c\u202d\u202e\u2066\u2067\u2068\u2069"),
+                         max_size=MAX_REFERENCE))
     return tuple(draw(st.lists(part, min_size=1, max_size=4)))
 
 
@@ -379,6 +383,10 @@ HOSTILE: dict[str, bytes] = {
                                                    {"m": [[[b"\x01"], 1, None]]}]),
     "memo reference too long": frame(TYPE_UPDATE, [*update_body(), {
         "m": [[[b"\x01"], False, "x" * (MAX_REFERENCE + 1)]]}]),
+    "memo reference with a terminal escape": frame(TYPE_UPDATE, [*update_body(), {
+        "m": [[[b"\x01"], False, "INV\x1b[2J\r\nfake line"]]}]),
+    "memo reference with a direction override": frame(TYPE_UPDATE, [*update_body(), {
+        "m": [[[b"\x01"], False, "inv\u202egnp.exe"]]}]),
     "memo reference not text": frame(TYPE_UPDATE, [*update_body(),
                                                    {"m": [[[b"\x01"], False, b"x"]]}]),
     "memo parts too many": frame(TYPE_UPDATE, [*update_body(), {

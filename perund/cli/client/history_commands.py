@@ -100,7 +100,16 @@ def _row(payment: dict[str, Any], ctx: Context) -> list[str]:
             sign + render.amount(payment["amount"], payment["currency"]), str(payment["peer"]),
             ctx.style.ident(render.short_id(payment["channelId"])),
             "-" if payment["version"] is None else str(payment["version"]), what,
-            payment["reference"] or ""]
+            render.shown_text(payment["reference"] or "")]
+
+
+def _cell(value: object) -> object:
+    """A reference as a CSV cell a spreadsheet shows as text: one that would start a formula
+    (= + - @, or a tab or carriage return before one) gets a leading apostrophe. It is the
+    other party's text, and `=HYPERLINK(...)` would otherwise run when the file is opened."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def _write_csv(path: str, payments: Iterator[Any]) -> int:
@@ -117,6 +126,7 @@ def _write_csv(path: str, payments: Iterator[Any]) -> int:
         for payment in payments:
             row = {**payment, "time": datetime.fromtimestamp(float(payment["time"]))
                    .astimezone().isoformat(timespec="seconds")}
+            row["reference"] = _cell(row.get("reference"))
             writer.writerow(["" if row[name] is None else row[name] for name in CSV_FIELDS])
             count += 1
     return count

@@ -67,6 +67,16 @@ class Style:
         return self.paint(text, "magenta", "bold")
 
 
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def shown_text(text: str) -> str:
+    """Text another party chose (a payment's reference, a peer's reason), safe to print: each
+    control character, line break or direction mark becomes its escape (`\\x1b`), so it
+    can neither redraw the terminal nor forge a line of output."""
+    return _UNSHOWABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def visible_len(text: str) -> int:
     """Length of `text` on screen (without colour codes)."""
     return len(_ANSI.sub("", text))
