@@ -29,6 +29,7 @@ from perund.api.openrpc import params_schema
 from perund.api.schema import InvalidParams, Schema, check_schema, validate
 from perund.errors import Internal, PerundError
 from perund.metrics import Metrics
+from perund.ratelimit import RateLimitedWarning, WorkAllowance
 
 log = Logger(namespace="perund.api")
 
@@ -193,6 +194,10 @@ def _envelope(request: object) -> tuple[object, str | None]:
     return request_id, None
 
 
+CALL_LINES_PER_SECOND: Final = 20.0
+"""Log lines of calls one credential may write a second (after a burst of CALL_LINES_BURST)."""
+CALL_LINES_BURST: Final = 200
+
 class Dispatcher:
     """Answers JSON-RPC 2.0 messages by calling `methods`.
 
@@ -219,6 +224,10 @@ class Dispatcher:
         # Any: zope interfaces do not type-check as protocols without the mypy-zope plugin.
         self._clock: Any = clock
         self.max_batch = max_batch
+        self._log_allowance: dict[str, WorkAllowance] = {}
+        """Call lines each credential may still write (a flood of failing calls must not fill
+        the disk every session's store needs); the calls are counted in the metrics anyway."""
+        self._unlogged = RateLimitedWarning(clock, log)
 
     @property
     def methods(self) -> list[Method]:
@@ -341,9 +350,20 @@ class Dispatcher:
             metrics.inc("perund_api_call_seconds_total", seconds, method=name)
         if code is None and method in QUIET_METHODS and seconds < SLOW_CALL_SECONDS:
             return  # counted above; a line per payment or poll would be the log's bulk
+        caller = _credential_name(context)
+        allowance = self._log_allowance.get(caller)
+        if allowance is None:
+            allowance = self._log_allowance[caller] = WorkAllowance(
+                self._clock, CALL_LINES_PER_SECOND, CALL_LINES_BURST)
+        if allowance.available() < 1:
+            self._unlogged.warn("api: {times} calls not logged, over {rate} lines a second for "
+                                "their credential (the metrics count every call)",
+                                rate=CALL_LINES_PER_SECOND)
+            return
+        allowance.spend(1)
         log.info("api call {method} session={session_id} credential={credential} "
                  "transport={transport} outcome={outcome} in {duration_ms} ms", method=method,
-                 session_id=session or "-", credential=_credential_name(context),
+                 session_id=session or "-", credential=caller,
                  transport=context.transport if context else "-",
                  outcome="ok" if code is None else f"error {code}", code=code,
                  duration_ms=duration_ms)

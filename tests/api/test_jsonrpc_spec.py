@@ -282,6 +282,30 @@ def test_every_call_is_logged_once_without_params(rpc: Dispatcher) -> None:
     assert all("42" not in repr(e.get("params")) for e in calls)
 
 
+def test_a_flood_of_failing_calls_writes_a_bounded_log() -> None:
+    """One credential's failing calls (a batch of a hundred, over and over) would otherwise
+    write the log as fast as it can send them, filling the disk the stores need."""
+    from twisted.logger import globalLogPublisher
+
+    from perund.api.dispatcher import CALL_LINES_BURST, CALL_LINES_PER_SECOND
+
+    clock = Clock()
+    rpc = Dispatcher(METHODS, clock)
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        for _ in range(10):
+            dispatch(rpc, [{"jsonrpc": "2.0", "method": "missing", "id": i} for i in range(100)])
+        clock.advance(1)
+        dispatch(rpc, [{"jsonrpc": "2.0", "method": "missing", "id": i} for i in range(100)])
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    lines = [e for e in seen if e.get("log_namespace") == "perund.api" and "duration_ms" in e]
+    assert len(lines) == CALL_LINES_BURST + CALL_LINES_PER_SECOND
+    summaries = [e for e in seen if "calls not logged" in e.get("log_format", "")]
+    assert len(summaries) == 1 and summaries[0]["times"] == 1
+
+
 def test_nesting_is_limited_without_recursing() -> None:
     from perund.api.dispatcher import MAX_JSON_DEPTH, decode_json
 
