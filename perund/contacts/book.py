@@ -30,7 +30,13 @@ from twisted.logger import Logger
 
 from perund.channel.types import Address, hex_address, to_address
 from perund.contacts.strict_yaml import DuplicateKey, read_yaml_file
-from perund.errors import InvalidArgument, InvalidConfig, ResourceExists, ResourceNotFound
+from perund.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    InvalidConfig,
+    ResourceExists,
+    ResourceNotFound,
+)
 from perund.safe_files import FileRules, key_name, shown_value
 
 log = Logger(namespace="perund.contacts")
@@ -42,6 +48,9 @@ COMM_TYPES = ("tcp",)
 """Transports a contact may use."""
 
 RECORD_KEYS = ("off_chain_address", "comm_address", "comm_type")
+
+MAX_CONTACTS = 10_000
+"""Contacts one session may have (those of its contacts file included)."""
 
 _ALIAS = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _HEX_ADDRESS = re.compile(r"^0[xX][0-9a-fA-F]{40}$")
@@ -347,8 +356,14 @@ class ContactBook:
         """Add a peer at run time and record it in the store (the caller flushes the store).
 
         A bad field is `InvalidArgument` (name, value, requirement); an alias or an address
-        that is already a contact is `ResourceExists`.
+        that is already a contact is `ResourceExists`; past `MAX_CONTACTS`,
+        `FailedPrecondition`.
         """
+        if len(self) >= MAX_CONTACTS:
+            # Each is memory, a store record and a peer admitted as known: a user adding them
+            # without end would take the node's memory and its reactor (listing them).
+            raise FailedPrecondition(f"this session has {MAX_CONTACTS} contacts already: "
+                                     "remove some first")
         try:
             check_alias(alias)
         except ValueError as exc:

@@ -263,6 +263,20 @@ def test_add_refuses_duplicates(tmp_path: Path) -> None:
     assert len(book) == 3
 
 
+def test_add_stops_at_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from perund.contacts import book as book_module
+    from perund.errors import FailedPrecondition
+
+    monkeypatch.setattr(book_module, "MAX_CONTACTS", 5)
+    store = DictContactStore()
+    book = _book(tmp_path, store)  # 3 from its file
+    book.add("erin", "0x" + "ee" * 20, "10.0.0.5:7000")
+    book.add("finn", "0x" + "ef" * 20, "10.0.0.6:7000")
+    with pytest.raises(FailedPrecondition, match="has 5 contacts already"):
+        book.add("gus", "0x" + "ab" * 20, "10.0.0.7:7000")
+    assert len(book) == 5 and set(store.records) == {"erin", "finn"}
+
+
 @pytest.mark.parametrize(("args", "name"), [
     (("self", "0x" + "ee" * 20, "127.0.0.1:9"), "alias"),
     (("", "0x" + "ee" * 20, "127.0.0.1:9"), "alias"),
