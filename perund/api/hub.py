@@ -102,6 +102,8 @@ class Subscription:
     topic: str
     channel_id: bytes | None
     deliver: Deliver
+    read_only: bool = False
+    """Made with a read-only credential: those take at most half of a session's."""
 
     def matches(self, notification: Pushed) -> bool:
         """Whether this subscriber wants `notification`."""
@@ -191,15 +193,25 @@ class SessionHub:
             s.topic == PAYMENTS and (s.channel_id is None or s.channel_id == channel_id)
             for s in self._subscribers.values())
 
-    def subscribe(self, topic: str, channel_id: bytes | None, deliver: Deliver) -> Subscription:
-        """Add a subscriber and hand it, in order, the cached notifications it matches."""
+    def subscribe(self, topic: str, channel_id: bytes | None, deliver: Deliver,
+                  read_only: bool = False) -> Subscription:
+        """Add a subscriber and hand it, in order, the cached notifications it matches.
+        Read-only ones (`read_only`) take at most half of the session's: a dashboard's
+        credential must not leave the user without the pushes that ask for answers."""
         if topic not in TOPICS:
             raise ValueError(f"unknown topic {topic!r}")
         if len(self._subscribers) >= self.max_subscribers:
             raise FailedPrecondition(
                 f"this session has {self.max_subscribers} subscriptions already "
                 "(limits.session_subscriptions): unsubscribe first", limit=self.max_subscribers)
-        subscription = Subscription(_new_id(), topic, channel_id, deliver)
+        if read_only:
+            share = self.max_subscribers // 2
+            if sum(s.read_only for s in self._subscribers.values()) >= share:
+                raise FailedPrecondition(
+                    f"read-only credentials of this session have {share} subscriptions "
+                    "already (half of limits.session_subscriptions): unsubscribe first",
+                    limit=share)
+        subscription = Subscription(_new_id(), topic, channel_id, deliver, read_only)
         self._subscribers[subscription.id] = subscription
         self._prune()
         for key, entry in list(self._cache.items()):
@@ -368,9 +380,10 @@ class ClientSubscriptions:
         self.max_subscriptions = max_subscriptions
         self._outlets: dict[str, _Outlet] = {}
 
-    def subscribe(self, hub: SessionHub, topic: str, channel_id: bytes | None) -> str:
+    def subscribe(self, hub: SessionHub, topic: str, channel_id: bytes | None,
+                  read_only: bool = False) -> str:
         """Subscribe to `hub`; the subscription ID. FailedPrecondition past the connection's
-        or the session's number of subscriptions."""
+        or the session's number of subscriptions (`read_only`: see `SessionHub.subscribe`)."""
         if len(self._outlets) >= self.max_subscriptions:
             raise FailedPrecondition(
                 f"this connection has {self.max_subscriptions} subscriptions already "
@@ -384,7 +397,7 @@ class ClientSubscriptions:
             else:
                 self._push(subscription.id, notification)
 
-        subscription = hub.subscribe(topic, channel_id, deliver)
+        subscription = hub.subscribe(topic, channel_id, deliver, read_only)
         outlet = _Outlet(hub, held)
         self._outlets[subscription.id] = outlet
         return subscription.id

@@ -363,7 +363,8 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
         if target is not None and topic == PROPOSALS:
             raise InvalidParams("channelId", "proposals are not of a channel: leave it out")
         hub = hubs.attach(_bytes(args, "sessionId"))
-        return ctx.subscriptions.subscribe(hub, topic, target)
+        read_only = ctx.credential is not None and ctx.credential.scope is Scope.READ
+        return ctx.subscriptions.subscribe(hub, topic, target, read_only)
 
     async def unsubscribe(args: dict[str, Any], ctx: CallContext) -> Any:
         if ctx.subscriptions is None:

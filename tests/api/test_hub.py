@@ -12,7 +12,7 @@ from twisted.logger import formatEvent
 
 from perund.api.amounts import Currencies
 from perund.api.credentials import OPERATOR
-from perund.api.hub import PROPOSALS, UPDATES, ClientSubscriptions, SessionHub
+from perund.api.hub import PAYMENTS, PROPOSALS, UPDATES, ClientSubscriptions, SessionHub
 from perund.api.method_spec import CallContext
 from perund.api.views import (
     AssetBalance,
@@ -61,6 +61,22 @@ def test_delivers_to_every_matching_subscriber_and_caches_nothing(clock: Clock) 
     hub.publish(note)
     assert first == [note] and second == [note] and updates == []
     assert hub.cached() == []
+
+
+def test_read_only_subscriptions_leave_half_of_the_sessions_to_its_owner(clock: Clock) -> None:
+    from perund.errors import FailedPrecondition
+
+    hub = SessionHub(clock, max_subscribers=4)
+    ignored: list[Notification] = []
+    for _ in range(2):
+        hub.subscribe(PAYMENTS, None, ignored.append, read_only=True)
+    with pytest.raises(FailedPrecondition, match="read-only credentials of this session have 2"):
+        hub.subscribe(PAYMENTS, None, ignored.append, read_only=True)
+    owner: list[Notification] = []
+    hub.subscribe(PROPOSALS, None, owner.append)
+    hub.subscribe(UPDATES, None, owner.append)
+    with pytest.raises(FailedPrecondition, match="this session has 4 subscriptions"):
+        hub.subscribe(UPDATES, None, owner.append)
 
 
 def test_caches_while_nobody_listens_and_delivers_once_in_order(clock: Clock) -> None:
