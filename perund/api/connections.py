@@ -47,28 +47,101 @@ class ApiLimits:
 
 
 class ConnectionCount:
-    """The API connections open now, and the rate-limited warning when the cap is hit."""
+    """The API connections open now, whose they are, and who gives way when the cap is hit.
+
+    A connection belongs to nobody until a request on it is authenticated (`claim`), then to
+    that credential's session (or the operator). At the cap, a new connection is let in by
+    closing one already open: the oldest that never authenticated, else the oldest of the
+    party holding the most (with at least two). So silent connections cannot lock clients
+    out, nor can one user's pile of WebSockets lock out the other users and the operator.
+    Only when every party holds one connection is the newcomer refused.
+    """
 
     def __init__(self, clock: Any, limit: int) -> None:
         self.limit = limit
         self.open = 0
         self.refused = 0
+        self.evicted = 0
         self._warning = RateLimitedWarning(clock, log)
+        self._eviction_warning = RateLimitedWarning(clock, log)
+        self._anonymous: dict[Any, None] = {}  # insertion order: oldest first
+        self._parties: dict[str, dict[Any, None]] = {}
+        self._party_of: dict[Any, str] = {}
+        self._closed_by_us: set[Any] = set()
 
     def admit(self, peer: object) -> bool:
-        """Whether one more connection may be open (counting it if so)."""
-        if self.open < self.limit:
-            self.open += 1
-            return True
-        self.refused += 1
-        self._warning.warn("refused {times} API connections: {open} are open "
-                           "(limits.api_connections); the latest from {peer}", open=self.open,
-                           peer=getattr(peer, "host", str(peer)))
-        return False
+        """Whether one more connection may be open (counting it if so), closing another to
+        make room at the cap (see the class)."""
+        if self.open >= self.limit:
+            victim = self._victim()
+            if victim is None:
+                self.refused += 1
+                self._warning.warn("refused {times} API connections: {open} are open "
+                                   "(limits.api_connections); the latest from {peer}",
+                                   open=self.open, peer=getattr(peer, "host", str(peer)))
+                return False
+            self._evict(victim)
+        self.open += 1
+        return True
 
-    def release(self) -> None:
+    def opened(self, connection: Any) -> None:
+        """`connection` (admitted) exists: it belongs to nobody yet."""
+        self._anonymous[connection] = None
+
+    def claim(self, connection: Any, party: str) -> None:
+        """A request on `connection` was authenticated for `party` (a session ID, or
+        "operator"); its first such request decides whose the connection is."""
+        if connection in self._anonymous:
+            del self._anonymous[connection]
+            self._parties.setdefault(party, {})[connection] = None
+            self._party_of[connection] = party
+
+    def release(self, connection: Any) -> None:
         """A counted connection closed."""
+        if connection in self._closed_by_us:
+            self._closed_by_us.discard(connection)  # released when it was closed
+            return
+        self._forget(connection)
         self.open -= 1
+
+    def _victim(self) -> Any:
+        if self._anonymous:
+            return next(iter(self._anonymous))
+        largest = max(self._parties.values(), key=len, default=None)
+        if largest is None or len(largest) < 2:
+            return None
+        return next(iter(largest))
+
+    def _evict(self, victim: Any) -> None:
+        party = self._party_of.get(victim, "nobody")
+        self._forget(victim)
+        self.open -= 1
+        self.evicted += 1
+        self._closed_by_us.add(victim)
+        self._eviction_warning.warn(
+            "closed {times} API connections to let new ones in (limits.api_connections); "
+            "the latest was {party}'s", party=party if party == "nobody" else
+            ("the operator" if party == "operator" else f"session {party}"))
+        transport = getattr(victim, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+
+    def _forget(self, connection: Any) -> None:
+        self._anonymous.pop(connection, None)
+        party = self._party_of.pop(connection, None)
+        if party is not None:
+            members = self._parties[party]
+            members.pop(connection, None)
+            if not members:
+                del self._parties[party]
+
+
+def claim_connection(request: Any, party: str) -> None:
+    """Tell `request`'s connection count whose the connection is (if it is counted)."""
+    channel = getattr(request, "channel", None)
+    count = getattr(channel, "count", None)
+    if isinstance(count, ConnectionCount):
+        count.claim(channel, party)
 
 
 class ApiChannel(HTTPChannel):
@@ -81,6 +154,7 @@ class ApiChannel(HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()  # type: ignore[no-untyped-call]  # untyped in Twisted
+        self.count.opened(self)
         self._arm()
 
     def dataReceived(self, data: bytes) -> None:
@@ -102,7 +176,7 @@ class ApiChannel(HTTPChannel):
         self._disarm()
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
         if not self._upgraded:
-            self.count.release()
+            self.count.release(self)
 
     def _arm(self) -> None:
         self._disarm()

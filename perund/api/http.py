@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from perund.api.connections import claim_connection
 from perund.api.credentials import Credential, CredentialRegistry, Scope
 from perund.api.dispatcher import (
     INTERNAL_ERROR,
@@ -108,6 +109,11 @@ def _read_token(file: Path) -> str:
     return token
 
 
+def party_of(credential: Credential) -> str:
+    """Whose a connection carrying `credential` is: its session's, or the operator's."""
+    return credential.session_id or "operator"
+
+
 def token_matches(token: str, offered: bytes | str | None) -> bool:
     """Whether `offered` is `token`, compared in constant time."""
     if offered is None:
@@ -163,6 +169,8 @@ class ApiRequest(Request):
         max_body: int = getattr(site, "max_body", MAX_BODY)
         self.credential = credential_of(getattr(site, "credentials", None), self)
         self.authorized = self.credential is not None
+        if self.credential is not None:
+            claim_connection(self, party_of(self.credential))
         self.too_large = length is not None and length > max_body
         self._discard = not self.authorized or self.too_large
         if self._discard:

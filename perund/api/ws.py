@@ -28,10 +28,10 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from perund.api.amounts import Currencies
-from perund.api.connections import ApiLimits
+from perund.api.connections import ApiLimits, claim_connection
 from perund.api.credentials import CLOSE_REVOKED, Credential, CredentialRegistry
 from perund.api.dispatcher import INTERNAL_ERROR, Dispatcher, encode_json, error_reply
-from perund.api.http import ApiRequest, credential_of, refuse_unauthorized
+from perund.api.http import ApiRequest, credential_of, party_of, refuse_unauthorized
 from perund.api.hub import ClientSubscriptions
 from perund.api.method_spec import CallContext
 from perund.api.methods import NOTIFICATION_METHOD
@@ -138,7 +138,7 @@ class ApiSocket(WebSocketServerProtocol):
         self.open = False
         self.factory.closed(self)
         if self.channel is not None:
-            self.channel.count.release()
+            self.channel.count.release(self.channel)
             self.channel = None
         subscriptions = getattr(self, "subscriptions", None)
         if subscriptions is not None:
@@ -244,6 +244,7 @@ class WebSocketEntry(Resource):
             return encode_json({"error": "this origin may not use the API "
                                          "(api.allowed_origins)"})
         channel = request.channel
+        claim_connection(request, party_of(credential))  # (a browser's token came late)
         self._factory.upgrading = (credential, channel)
         try:
             result: bytes | int = self._upgrade.render(request)

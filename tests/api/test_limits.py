@@ -85,28 +85,73 @@ async def test_silent_half_sent_and_idle_connections_are_closed() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_connections_past_the_cap_are_closed_at_once(logs: list[dict[str, Any]]) -> None:
+async def test_silent_connections_at_the_cap_give_way_to_new_ones(
+        logs: list[dict[str, Any]]) -> None:
+    """At the cap, a new connection closes the oldest that never authenticated: a flood of
+    silent connections cannot lock a client out (it churns through its own)."""
     port, site, _ = await serve(max_connections=3, request_timeout=30.0)
     try:
         held = [await raw(port, b"") for _ in range(3)]
         await settle(lambda: site.connections.open == 3)
-        refused = [await raw(port, b"") for _ in range(5)]
-        for client in refused:
-            await client.done
-        assert all(not c.done.called for c in held)
-        warnings = [formatEvent(e) for e in logs if "refused" in formatEvent(e)
-                    and "API connections" in formatEvent(e)]
-        assert len(warnings) == 1  # one line for the flood, not one per connection
-        held[0].transport.loseConnection()
-        await held[0].done
-        await settle(lambda: site.connections.open == 2)
         answered = await raw(port, post(RPC))
         await answered.done
         assert b'"result"' in answered.received
+        await held[0].done  # the oldest silent one made room
+        assert not held[1].done.called and not held[2].done.called
+        more = [await raw(port, b"") for _ in range(4)]
+        await held[1].done
+        await held[2].done
+        warnings = [formatEvent(e) for e in logs if "to let new ones in" in formatEvent(e)]
+        assert len(warnings) == 1  # one line for the flood, not one per connection
+        assert site.connections.open <= 3
+        for client in more:
+            client.transport.loseConnection()
+        await settle(lambda: site.connections.open == 0)
     finally:
         for client in held:
             client.transport.loseConnection()
         await port.stopListening()
+
+
+class _Connection:
+    """A connection as ConnectionCount sees it: something with a transport to abort."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+        self.transport = self
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+
+def test_at_the_cap_the_party_holding_most_gives_way_and_one_each_is_kept() -> None:
+    from twisted.internet.task import Clock
+
+    from perund.api.connections import ConnectionCount
+
+    count = ConnectionCount(Clock(), 4)
+    hog = [_Connection() for _ in range(3)]
+    for connection in hog:
+        assert count.admit("peer")
+        count.opened(connection)
+        count.claim(connection, "aa" * 16)
+    operator = _Connection()
+    assert count.admit("peer")
+    count.opened(operator)
+    count.claim(operator, "operator")
+    # Full: another user's connection comes in by closing the hog's oldest.
+    other = _Connection()
+    assert count.admit("peer") and hog[0].aborted and count.open == 4
+    count.opened(other)
+    count.claim(other, "bb" * 16)
+    count.release(hog[0])  # its close arrives later: counted once
+    assert count.open == 4 and count.evicted == 1
+    assert count.admit("peer") and hog[1].aborted
+    count.opened(newest := _Connection())
+    count.claim(newest, "cc" * 16)
+    # Now every party holds one connection: the next is refused, nobody is closed.
+    assert not count.admit("peer") and count.refused == 1
+    assert not any(c.aborted for c in (hog[2], operator, other, newest))
 
 
 async def socket_client(port: Any) -> Client:
