@@ -11,9 +11,10 @@ over loopback TCP through the real PeerManager, codec and channel client. Prints
      "limits": {"before": {"no_fsync_per_s", "one_fsync_per_s", "fsync_us"}, "after": {...}},
      "sequential_share_of_no_fsync_ceiling", "durable_share_of_no_fsync_ceiling"}
 
-`limits` are the ceilings `../shared/tools/payment-limit.py` prints, run before and after the
-measurements (issue #16 states its goal as a share of the no-fsync one); the shares are of the
-higher of the two. Without the tool they say what is missing.
+`limits` are the ceilings the workplace's `payment-limit.py` prints (named by the environment's
+PERUND_PAYMENT_LIMIT), run before and after the measurements (issue #16 states its goal as a
+share of the no-fsync one); the shares are of the higher of the two. Without the tool they say
+what is missing.
 
 Latency of one payment: from `ChannelClient.send` until the peer's countersignature is verified
 and the state is current. Channels are funded by the benchmark itself (no chain: the funding
@@ -321,9 +322,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-PAYMENT_LIMIT = Path(__file__).resolve().parents[2] / "shared" / "tools" / "payment-limit.py"
-"""The workplace's measure of a payment's floor cost (issue #16 compares with its ceilings); a
-checkout elsewhere names it in PERUND_PAYMENT_LIMIT."""
 
 _LIMIT_LINES = {
     "no_fsync_per_s": re.compile(r"ceiling, no fsync on the path:\s*([\d,]+)"),
@@ -333,11 +331,15 @@ _LIMIT_LINES = {
 
 
 def payment_limits() -> dict[str, Any]:
-    """The ceilings payment-limit.py prints on this machine now, so that the runs compare with
-    figures of the same hour (the machine's speed drifts); {"missing": why} without it."""
-    tool = Path(os.environ.get("PERUND_PAYMENT_LIMIT", PAYMENT_LIMIT))
+    """The ceilings payment-limit.py (PERUND_PAYMENT_LIMIT) prints on this machine now, so that
+    the runs compare with figures of the same hour (the machine's speed drifts); {"missing":
+    why} without it."""
+    named = os.environ.get("PERUND_PAYMENT_LIMIT")
+    if not named:
+        return {"missing": "PERUND_PAYMENT_LIMIT names no payment-limit.py"}
+    tool = Path(named)
     if not tool.is_file():
-        return {"missing": f"no {tool} (set PERUND_PAYMENT_LIMIT)"}
+        return {"missing": f"no {tool} (PERUND_PAYMENT_LIMIT)"}
     done = subprocess.run([sys.executable, str(tool)], capture_output=True, text=True,
                           timeout=300)
     limits: dict[str, Any] = {}

@@ -19,8 +19,10 @@ def test_offchain_benchmark_reports_every_run() -> None:
     assert set(results) == {
         "sequential", "concurrent_3", "offered_40_per_s_3_channels",
         "durable", "durable_2_callers_one_channel", "durable_concurrent_3",
-        "durable_offered_40_per_s_3_channels",
+        "durable_offered_40_per_s_3_channels", "limits",
     }
+    limits = results.pop("limits")
+    assert set(limits) == {"before", "after"}  # "missing" inside without PERUND_PAYMENT_LIMIT
     for name, figures in results.items():
         assert figures["payments"] > 0, name
         assert 0 < figures["p50_ms"] <= figures["p99_ms"], name
