@@ -156,6 +156,7 @@ class ApiRequest(Request):
     too_large: bool = False
     _discard: bool = False
     _received: int = 0
+    _answered: bool = False
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         # A JSON-RPC body is never a form: no form parsing (it costs an email-header parse,
@@ -177,6 +178,28 @@ class ApiRequest(Request):
             self.content = BytesIO()
         else:
             super().gotLength(length)  # type: ignore[no-untyped-call]
+        if self.too_large:
+            self._refuse_declared_size(max_body)
+
+    def _refuse_declared_size(self, max_body: int) -> None:
+        """413 now, before the body, and close: a client that waits to be told before it
+        sends (Expect: 100-continue) or never sends it would otherwise wait for the request
+        timeout."""
+        transport: Any = self.channel.transport
+        if transport is None:
+            return
+        body = encode_json(error_reply(None, INVALID_REQUEST, data={
+            "requirement": f"a body of at most {max_body} bytes (limits.api_body_size)"}))
+        self._answered = True
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the refusal
+        transport.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\n"
+                        b"content-length: " + str(len(body)).encode("ascii")
+                        + b"\r\nconnection: close\r\n\r\n" + body)
+        transport.loseConnection()
+
+    def process(self) -> None:
+        if not self._answered:  # else refused before its body, and the connection is closing
+            super().process()  # type: ignore[no-untyped-call]
 
     def handleContentChunk(self, data: bytes) -> None:
         self._received += len(data)

@@ -179,9 +179,11 @@ class ApiSocketFactory(WebSocketServerFactory):
         credentials.on_revoked(self._revoked)
         # A dead peer is noticed by pings (its subscriptions end); messages are as bounded as
         # HTTP bodies.
+        # failByDrop=False: a message over the limit is answered with close code 1009 (and a
+        # protocol error with its code) before the connection ends, not a bare drop.
         self.setProtocolOptions(  # type: ignore[no-untyped-call]
             maxMessagePayloadSize=limits.max_body, maxFramePayloadSize=limits.max_body,
-            autoPingInterval=ping_interval, autoPingTimeout=ping_interval)
+            autoPingInterval=ping_interval, autoPingTimeout=ping_interval, failByDrop=False)
 
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -243,6 +245,15 @@ class WebSocketEntry(Resource):
             request.setHeader(b"content-type", b"application/json")
             return encode_json({"error": "this origin may not use the API "
                                          "(api.allowed_origins)"})
+        upgrade = (request.getHeader(b"upgrade") or b"").lower()
+        if upgrade != b"websocket":
+            # Not a WebSocket handshake: a JSON answer, as every refusal (autobahn's own would
+            # be an HTML page naming its version).
+            request.setResponseCode(426)
+            request.setHeader(b"upgrade", b"websocket")
+            request.setHeader(b"content-type", b"application/json")
+            return encode_json({"error": "GET /ws is a WebSocket: send Upgrade: websocket "
+                                         "(JSON-RPC over HTTP is POST /rpc)"})
         channel = request.channel
         claim_connection(request, party_of(credential))  # (a browser's token came late)
         self._factory.upgrading = (credential, channel)

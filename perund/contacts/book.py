@@ -399,6 +399,12 @@ class ContactBook:
     def resolve(self, peer: str) -> Contact:
         """The contact that `peer` names: an alias or a 0x off-chain address."""
         if _HEX_ADDRESS.match(peer):
+            body = peer[2:]
+            if body != body.lower() and body != body.upper() and not is_checksum_address(peer):
+                # Mixed case claims an EIP-55 checksum: a wrong one is a mistyped address.
+                raise InvalidArgument(f"{peer}: its letter case is not its EIP-55 checksum (a "
+                                      "typo?); write it all in lower case to skip the check",
+                                      name="peer", value=peer, requirement="EIP-55 checksum")
             contact = self._by_address.get(to_address(peer))
             if contact is None:
                 raise ResourceNotFound(f"no contact has address {peer}", type="peer", id=peer)

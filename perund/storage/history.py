@@ -25,7 +25,7 @@ SCAN_BUDGET: Final = 10_000
 
 MAX_LIMIT: Final = 1000
 
-_CURSOR: Final = re.compile(r"(\d{1,19})(?:@(\d{1,19}))?")
+_CURSOR: Final = re.compile(r"([0-9]{1,19})(?:@([0-9]{1,19}))?")  # ASCII digits only
 
 
 @dataclass(frozen=True, slots=True)

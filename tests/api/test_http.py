@@ -132,6 +132,21 @@ async def test_bodies_over_the_limit_are_413(server: Server) -> None:
 
 
 @api_test
+async def test_a_declared_body_over_the_limit_is_413_before_it_is_sent(server: Server) -> None:
+    """A client that waits to be told before it sends (Expect: 100-continue), or never sends,
+    is answered at once, not after the request timeout."""
+    for length in (MAX_BODY + 1, 99_999_999_999):
+        head = (b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer " + TOKEN.encode() + b"\r\nExpect: 100-continue\r\n"
+                b"Content-Length: " + str(length).encode() + b"\r\n\r\n")
+        answer = await _raw_exchange(server, head)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:40]
+        assert b"a body of at most" in answer and answer.count(b"HTTP/1.1") == 1
+    assert server.node.calls == []
+    assert "result" in await server.rpc("node_time")
+
+
+@api_test
 async def test_chunked_bodies_over_the_limit_are_413(server: Server) -> None:
     chunk = b"a" * 8192
     chunks = b"".join(b"%x\r\n" % len(chunk) + chunk + b"\r\n"

@@ -49,6 +49,7 @@ class Client(WebSocketClientProtocol):  # type: ignore[misc]
         self.replies.setdefault(key, Deferred()).callback(message)
 
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        self.close_code = code
         if not self.closed.called:
             self.closed.callback(None)
 
@@ -138,6 +139,27 @@ async def test_the_upgrade_needs_the_token() -> None:
         await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
             Factory.forProtocol(lambda p=protocol: p))
         assert (await protocol.done).startswith(b"HTTP/1.1 403 ")
+        # A GET without the handshake is answered in JSON, not with autobahn's HTML page.
+        protocol = RawClient(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode(),
+                             until_headers=True)
+        await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+            Factory.forProtocol(lambda p=protocol: p))
+        answer = await protocol.done
+        assert answer.startswith(b"HTTP/1.1 426 ") and b"application/json" in answer
+        assert b"Autobahn" not in answer
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_over_the_limit_is_closed_with_code_1009() -> None:
+    port, _, _ = await start()
+    try:
+        client = await connect(port)
+        client.sendMessage(b"[" + b" " * (1024 * 1024) + b"]")
+        await client.closed
+        assert client.close_code == 1009
     finally:
         await port.stopListening()
 

@@ -225,6 +225,12 @@ def test_lookups(tmp_path: Path) -> None:
     assert book.by_address(ME) is None
     assert book.resolve("carol").off_chain_address == CAROL
     assert book.resolve(hex_address(DAVE).lower()).alias == "dave_v6"
+    assert book.resolve(hex_address(DAVE)).alias == "dave_v6"  # its checksum
+    assert book.resolve("0x" + hex_address(DAVE)[2:].upper()).alias == "dave_v6"
+    wrong = hex_address(DAVE)[:-1] + ("A" if hex_address(DAVE)[-1].islower() else "a")
+    if wrong[2:] != wrong[2:].lower() and wrong[2:] != wrong[2:].upper():
+        with pytest.raises(InvalidArgument, match="not its EIP-55 checksum"):
+            book.resolve(wrong)
     assert book.knows(BOB) and not book.knows(ME)
     assert book.endpoint(BOB) == "tcp:host=127.0.0.1:port=5002"
     assert book.endpoint(ME) is None
