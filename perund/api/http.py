@@ -178,13 +178,15 @@ class ApiRequest(Request):
             self.content = BytesIO()
         else:
             super().gotLength(length)  # type: ignore[no-untyped-call]
-        if self.too_large:
+        expect = self.requestHeaders.getRawHeaders(b"expect") or []
+        if self.too_large and any(e.strip().lower() == b"100-continue" for e in expect):
             self._refuse_declared_size(max_body)
 
     def _refuse_declared_size(self, max_body: int) -> None:
-        """413 now, before the body, and close: a client that waits to be told before it
-        sends (Expect: 100-continue) or never sends it would otherwise wait for the request
-        timeout."""
+        """413 now, before the body, and close, for a client that waits to be told before it
+        sends (Expect: 100-continue): it would otherwise wait for the request timeout. One that
+        sends its body at once is answered after it (read and dropped): a close while it still
+        sends would cost it the answer."""
         transport: Any = self.channel.transport
         if transport is None:
             return
