@@ -20,15 +20,16 @@ from perund.channel.types import Address, hex_address, to_address
 from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
 from perund.peer.admission import PeerLimits
-from perund.safe_files import os_reason
+from perund.safe_files import os_reason, unknown_key
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SYMBOL = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,15}$")
 
 
 def parse_duration(text: object) -> float:
-    """Seconds from a duration string such as `10s`, `500ms`, `2m`, `1h`; ValueError otherwise."""
+    """Seconds from a duration string such as `10s`, `500ms`, `2m`, `1h`, `1d`; ValueError
+    otherwise."""
     if not isinstance(text, str):
         raise ValueError("a duration is a string such as '10s', '500ms' or '2m'")
     match = _DURATION.match(text)
@@ -197,7 +198,7 @@ class _Collector:
     def unknown(self, section: Mapping[str, Any], prefix: str, known: set[str]) -> None:
         for key in section:
             if key not in known:
-                self.add(f"{prefix}{key}", section[key], "unknown key")
+                self.add(f"{prefix}{key}", section[key], unknown_key(key, known))
 
 
 def _shown(value: object) -> object:
@@ -418,7 +419,7 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise InvalidConfig("the node config must be a mapping of keys",
+        raise InvalidConfig("invalid node config: the top level must be a mapping of keys",
                             problems=[{"name": "", "value": _shown(raw),
                                        "requirement": "a mapping"}])
     problems.unknown(raw, "", {"data_dir", "log", "api", "chain", "timeouts", "sessions",
@@ -463,7 +464,7 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
         block_time=problems.take(chain_raw, "chain.", "block_time", _positive_duration,
                                  12.0, ""),
     )
-    if chain.url and chain.adjudicator is None:
+    if chain.url and chain.adjudicator is None and "adjudicator" not in chain_raw:
         problems.add("chain.adjudicator", None,
                      "the Adjudicator's address is required with chain.url")
     if not chain.url and chain.confirmations:

@@ -20,6 +20,7 @@ files use it; the node always passes its folders.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
@@ -179,6 +180,13 @@ def _opened_path(fd: int) -> Path | None:
         return Path(os.readlink(f"/proc/self/fd/{fd}"))
     except OSError:  # no /proc (not Linux): the resolve-then-open check stands alone
         return None
+
+
+def unknown_key(key: object, known: Iterable[str]) -> str:
+    """The requirement of an unknown key, naming the known one it was likely meant to be
+    (`dta_dir` → "unknown key (did you mean data_dir?)")."""
+    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.75)
+    return f"unknown key (did you mean {close[0]}?)" if close else "unknown key"
 
 
 def os_reason(exc: BaseException) -> str:

@@ -155,7 +155,7 @@ def test_confirmations_on_the_embedded_chain_are_refused() -> None:
     assert parse_node_config({"chain": {"confirmations": 0}}).chain.confirmations == 0
 
 
-@pytest.mark.parametrize("text", ["", "10", "s", "-1s", "1.5.1s", "10 years"])
+@pytest.mark.parametrize("text", ["", "10", "s", "-1s", "1.5.1s", "10 years", "\u0663s"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -165,6 +165,7 @@ def test_durations() -> None:
     assert parse_duration("250ms") == 0.25
     assert parse_duration("2m") == 120
     assert parse_duration("1h") == 3600
+    assert parse_duration("1d") == 86400  # as the CLI's --challenge-duration takes it
 
 
 def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
@@ -219,3 +220,25 @@ def test_a_node_config_of_nested_aliases_is_refused_at_once(tmp_path: Path) -> N
     with pytest.raises(InvalidConfig) as caught:
         load_node_config(tmp_path / "bomb.yaml")
     assert {p["value"] for p in caught.value.data["problems"]} == {"(a list of 10 items)"}
+
+
+def test_a_mistyped_key_names_the_one_it_was_meant_to_be() -> None:
+    with pytest.raises(InvalidConfig) as caught:
+        parse_node_config({"dta_dir": "data", "chain": {"confirmation": 2}, "colour": "red"})
+    assert {p["name"]: p["requirement"] for p in caught.value.data["problems"]} == {
+        "dta_dir": "unknown key (did you mean data_dir?)",
+        "chain.confirmation": "unknown key (did you mean confirmations?)",
+        "colour": "unknown key"}
+
+
+def test_a_file_that_is_not_a_mapping_is_named(tmp_path: Path) -> None:
+    (tmp_path / "list.yaml").write_text("- data_dir\n")
+    with pytest.raises(InvalidConfig, match=rf"invalid node config {tmp_path / 'list.yaml'}: "
+                                            "the top level must be a mapping of keys"):
+        load_node_config(tmp_path / "list.yaml")
+
+
+def test_a_bad_adjudicator_is_one_problem() -> None:
+    with pytest.raises(InvalidConfig) as caught:
+        parse_node_config({"chain": {"url": "http://127.0.0.1:8545", "adjudicator": "0x12"}})
+    assert [p["name"] for p in caught.value.data["problems"]] == ["chain.adjudicator"]

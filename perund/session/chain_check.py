@@ -106,8 +106,10 @@ def mismatch(session: str, chain_url: str, found: list[Shortfall]) -> ChainMisma
     """The error that stops a session (and a node at start) from resuming `found`."""
     listed = "; ".join(s.describe() for s in found[:10])
     more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+    channels = len({s.channel_id for s in found})
     return ChainMismatch(
-        f"the chain at {chain_url} lacks what {len({s.channel_id for s in found})} channels of "
+        f"the chain at {chain_url} lacks what {channels} "
+        f"{'channel' if channels == 1 else 'channels'} of "
         f"session {session} hold ({listed}{more}): it was reset or is another chain. Point "
         "chain.url at the chain those channels were funded on (for the embedded chain: put "
         "data_dir/devchain back), or start with --accept-lost-channels to give them up "

@@ -39,7 +39,7 @@ from perund.contacts.book import Contact, load_contacts_file, parse_account_addr
 from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
 from perund.keystore.v3 import read_password, unlock_keystore
-from perund.safe_files import FileRules, key_name, os_reason, shown_value
+from perund.safe_files import FileRules, key_name, os_reason, shown_value, unknown_key
 from perund.session.fee_config import FeeSetting, parse_fee
 from perund.storage.store import STORE_FILES
 
@@ -124,10 +124,10 @@ class _Problems:
         self.items.append({"name": name, "value": shown_value(name, value),
                            "requirement": requirement})
 
-    def unknown(self, name: str) -> None:
+    def unknown(self, name: str, requirement: str = "unknown key") -> None:
         """An unknown key: its name is shown when it looks like a key someone typed (to catch
         typos such as `pasword_file`), its value never (it may be another file's content)."""
-        self.items.append({"name": key_name(name), "value": None, "requirement": "unknown key"})
+        self.items.append({"name": key_name(name), "value": None, "requirement": requirement})
 
     def fail(self, what: str) -> None:
         if self.items:
@@ -184,7 +184,7 @@ def _not_a_store_folder(path: Path) -> str | None:
 def _unknown(raw: Mapping[str, Any], prefix: str, known: set[str], problems: _Problems) -> None:
     for key in raw:
         if key not in known:
-            problems.unknown(f"{prefix}{key}")
+            problems.unknown(f"{prefix}{key}", unknown_key(key, known))
 
 
 def _key_section(raw: Mapping[str, Any], key: str, base: Path, problems: _Problems,

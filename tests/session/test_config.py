@@ -310,3 +310,13 @@ def test_documented_examples_load(tmp_path: Path) -> None:
                             own_address=config.off_chain.address)
     assert [c.alias for c in book.list()] == ["bob", "carol", "dave"]
     assert book.by_alias("dave").endpoint == "tcp:host=2001\\:db8\\:\\:7:port=5001"
+
+
+def test_a_mistyped_session_key_names_the_one_it_was_meant_to_be(session_dir: Path) -> None:
+    document = _document()
+    document["pasword_file"] = document.pop("password_file")
+    with pytest.raises(InvalidConfig) as caught:
+        load_session_config(_write(session_dir, document))
+    (problem,) = caught.value.data["problems"]
+    assert problem == {"name": "pasword_file", "value": None,
+                       "requirement": "unknown key (did you mean password_file?)"}
