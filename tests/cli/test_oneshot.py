@@ -226,9 +226,11 @@ def test_one_shot_commands(one_daemon: Daemon, anvil_setup: Generated, tmp_path:
 
     # Lines piped into the shell run one after the other.
     piped = run(env, stdin=f"use {alice}\nchannel list\nnode time --json\nexit\n")
-    assert piped.returncode == 0, piped.stderr
     assert re.search(rf"^{cid[:10]}…\s+bob\s+closed", piped.stdout, re.M)
     assert "error: unrecognized arguments: --json" in piped.stdout
+    # A script learns that a line failed: the exit code is the first failure's.
+    assert piped.returncode == 2, piped.stderr
+    assert run(env, stdin=f"use {alice}\nchannel list\n").returncode == 0
 
     # Colours only on a terminal, and not when refused.
     coloured = {k: v for k, v in a.items() if k != "NO_COLOR"}

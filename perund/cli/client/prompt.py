@@ -73,6 +73,8 @@ def run_shell(args: argparse.Namespace, style: Style) -> int:
         shell.closing = True
         if shell.stream is not None:
             shell.stream.close()
+    if not interactive and shell.first_failure is not None:
+        return shell.first_failure  # a script reading a pipe learns a line failed
     return EXIT_OK
 
 

@@ -23,7 +23,7 @@ import time
 from perund.cli.apiclient import ApiError, AuthFailed, NodeUnreachable
 from perund.cli.client import render
 from perund.cli.client.commands import Long, Outcome, answer_proposal, answer_update, config_path
-from perund.cli.client.errors import CliError, UsageError
+from perund.cli.client.errors import EXIT_NODE_ERROR, CliError, UsageError
 from perund.cli.client.handlers import handler_of
 from perund.cli.client.parser import ShellExit, command_summaries, subcommands
 from perund.cli.client.progress import changed_shape
@@ -55,7 +55,7 @@ class Shell(PushListener):
         try:
             words = shlex.split(line)
         except ValueError as exc:
-            self.say(f"{self.style.bad('error:')} {exc}")
+            self.error(UsageError(str(exc)))
             return True
         if not words:
             return True
@@ -125,6 +125,8 @@ class Shell(PushListener):
             # A long command may fail long after it was typed: say which one.
             self.error(exc, job.title if job.status_of is not None else "")
         except Exception as exc:  # a bug: keep the shell alive, say what failed
+            if self.first_failure is None:
+                self.first_failure = EXIT_NODE_ERROR
             self.say(f"{self.style.bad('error:')} {job.title}: {type(exc).__name__}: {exc}")
         finally:
             job.done.set()

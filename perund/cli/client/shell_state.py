@@ -77,6 +77,9 @@ class ShellState:
         self._background_numbers = 0
         self.closing = False
         self._print_lock = threading.Lock()
+        self.first_failure: int | None = None
+        """The exit code of the first command that failed: a shell fed by a pipe exits with
+        it, so a script can tell that a line failed."""
 
     # -- output ----------------------------------------------------------------------------------
 
@@ -88,6 +91,8 @@ class ShellState:
     def error(self, exc: BaseException, title: str = "") -> None:
         """Report a failed command in one line."""
         failure = failure_of(exc, self.node_label)
+        if self.first_failure is None:
+            self.first_failure = failure.exit_code
         head = f"{title}: " if title else ""
         self.say(f"{self.style.bad('error:')} {head}{failure.line}")
 
