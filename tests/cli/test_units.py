@@ -342,3 +342,16 @@ def test_text_another_party_chose_is_printed_and_exported_harmlessly(tmp_path: o
     assert _cell('=HYPERLINK("http://evil.example")') == "'=HYPERLINK(\"http://evil.example\")"
     assert [_cell(v) for v in ("+1", "-1", "@x", "\t=1", "inv-9", None)] == [
         "'+1", "'-1", "'@x", "'\t=1", "inv-9", None]
+
+
+def test_a_usage_error_with_json_is_an_object_on_stdout(capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    import json
+
+    from perund.cli.client.main import main
+
+    assert main(["--json", "chanel", "list"]) == 2
+    out, err = capsys.readouterr()
+    error = json.loads(out)["error"]
+    assert error["kind"] == "usage" and "invalid choice: 'chanel'" in error["message"]
+    assert err == ""

@@ -150,8 +150,14 @@ def _now(ctx: Context) -> float | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: parse `argv` (default: the process's), run, return the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    wants_json = "--json" in given
+    try:
+        args = build_parser(usage_errors_raise=wants_json).parse_args(given)
+    except UsageError as exc:  # only with --json: the error as an object on stdout
+        failure = failure_of(exc, "-")
+        print_json(failure.to_json())
+        return failure.exit_code
     style = Style(colour_wanted(sys.stdout, args.no_color))
     try:
         if args.command in (None, "shell"):

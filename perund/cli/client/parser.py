@@ -219,10 +219,20 @@ def add_commands(commands: Any, interactive: bool) -> None:
         command(commands, "shell", "the interactive shell (the default without a command)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The one-shot parser: global options, then a command."""
-    parser = argparse.ArgumentParser(prog="perund-cli", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+class UsageErrorParser(argparse.ArgumentParser):
+    """A one-shot parser whose usage errors raise UsageError (for --json, which reports them
+    as an object on stdout like every other error) instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (try: {self.prog} --help)")
+
+
+def build_parser(usage_errors_raise: bool = False) -> argparse.ArgumentParser:
+    """The one-shot parser: global options, then a command (`usage_errors_raise`: see
+    `UsageErrorParser`)."""
+    kind = UsageErrorParser if usage_errors_raise else argparse.ArgumentParser
+    parser = kind(prog="perund-cli", description=DESCRIPTION, epilog=EPILOG,
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
     _globals(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_commands(commands, interactive=False)
