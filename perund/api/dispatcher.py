@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -198,6 +199,8 @@ CALL_LINES_PER_SECOND: Final = 20.0
 """Log lines of calls one credential may write a second (after a burst of CALL_LINES_BURST)."""
 CALL_LINES_BURST: Final = 200
 
+_SESSION_ID: Final = re.compile(r"0x[0-9a-fA-F]{32}")
+
 class Dispatcher:
     """Answers JSON-RPC 2.0 messages by calling `methods`.
 
@@ -288,7 +291,10 @@ class Dispatcher:
     async def _run(self, method: Method, params: object, request_id: object,
                    context: CallContext) -> tuple[Reply, int | None, str | None]:
         """Call `method`; the reply, its error code (None: success) and the session named."""
-        session: str | None = None
+        named = params.get("sessionId") if isinstance(params, dict) else None
+        # Named even when the params fail their check (the log says whose call it was); only
+        # in a session ID's own form, so a caller cannot write other text into the log.
+        session = named if isinstance(named, str) and _SESSION_ID.fullmatch(named) else None
         credential = context.credential
         try:
             if credential is not None and self._credentials is not None \
