@@ -245,6 +245,10 @@ def check_listen(value: object, example: str) -> str:
     return value
 
 
+CHAIN_URL_ENV = "PERUND_CHAIN_URL"
+"""The environment variable that may give chain.url (for `twistd perund` and `perund deploy`):
+a hosted node's API key stays off the command line, where every local user can read it."""
+
 API_LISTEN_EXAMPLE = "tcp:50001:interface=127.0.0.1"
 SESSION_LISTEN_EXAMPLE = "tcp:5001:interface=127.0.0.1"
 

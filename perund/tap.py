@@ -6,6 +6,7 @@ the command with every problem listed, before anything listens or connects.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from perund.config import NodeConfig, load_node_config
+from perund.config import CHAIN_URL_ENV, NodeConfig, load_node_config
 from perund.errors import InvalidConfig
 
 
@@ -31,7 +32,8 @@ class Options(usage.Options):
     ]
     optParameters = [
         ["config", "c", None, "Node configuration file (YAML; see etc/perund.yaml); required."],
-        ["chain-url", None, None, "Override chain.url (empty string: the embedded dev chain)."],
+        ["chain-url", None, None, "Override chain.url (empty string: the embedded dev chain); "
+                                  "else PERUND_CHAIN_URL, if set (keeps an API key out of ps)."],
         ["api-listen", None, None, "Override api.listen (a Twisted endpoint string)."],
         ["data-dir", None, None, "Override data_dir."],
     ]
@@ -56,8 +58,11 @@ class Options(usage.Options):
                 "DIR/perund.yaml; etc/perund.yaml documents every key)", name="config",
                 value=None, requirement="--config FILE")
         overrides: dict[str, Any] = {}
-        if self["chain-url"] is not None:
-            overrides.setdefault("chain", {})["url"] = self["chain-url"]
+        chain_url = self["chain-url"]
+        if chain_url is None:
+            chain_url = os.environ.get(CHAIN_URL_ENV) or None
+        if chain_url is not None:
+            overrides.setdefault("chain", {})["url"] = chain_url
         if self["api-listen"] is not None:
             overrides.setdefault("api", {})["listen"] = self["api-listen"]
         if self["data-dir"] is not None:

@@ -197,3 +197,17 @@ async def test_a_log_file_that_cannot_be_written_fails_start_up_in_one_line(
     assert failure.getErrorMessage() == f"log.file {tmp_path / 'folder'}: cannot write it: " \
                                         "is a directory"
     await node.stopService()
+
+
+def test_the_chain_url_may_come_from_the_environment(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An API key in the URL stays off the command line (`ps` shows it to every local user)."""
+    config = tmp_path / "perund.yaml"
+    config.write_text("chain:\n  adjudicator: '0x" + "01" * 20 + "'\n")
+    monkeypatch.setenv("PERUND_CHAIN_URL", "https://node.example/v3/KEY")
+    options = Options()
+    options.parseOptions(["--config", str(config)])
+    assert options["node_config"].chain.url == "https://node.example/v3/KEY"
+    options = Options()
+    options.parseOptions(["--config", str(config), "--chain-url", "http://127.0.0.1:8545"])
+    assert options["node_config"].chain.url == "http://127.0.0.1:8545"  # the option wins

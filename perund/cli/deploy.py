@@ -154,7 +154,8 @@ def write_node_config(path: Path, chain_url: str, deployment: Deployment,
     header = ("# perund node config written by `perund deploy`: every key is described in "
               "etc/perund.yaml.\n# Name the folders your users' session files live in under "
               "sessions.config_dirs.\n")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    # 0600: chain.url may hold a hosted node's API key.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         file.write(header + yaml.safe_dump(document, sort_keys=False))
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from twisted.logger import ILogObserver, globalLogBeginner, textFileLogObserver
 
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID
 from perund.channel.types import hex_address, to_address
+from perund.config import CHAIN_URL_ENV
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--chain-url, wait for --confirmations, check the code at the new address, print it, "
         "and (with --node-config) write a new node config that uses it.",
     )
-    deploy.add_argument("--chain-url", required=True, help="the chain's JSON-RPC URL")
+    from_env = os.environ.get(CHAIN_URL_ENV) or None
+    deploy.add_argument("--chain-url", required=from_env is None, default=from_env,
+                        help=f"the chain's JSON-RPC URL (else {CHAIN_URL_ENV}: an API key on "
+                             "the command line is visible to every local user)")
     deploy.add_argument("--keystore", required=True, help="keystore v3 file of the deploying "
                         "account (it pays the gas)")
     deploy.add_argument("--password-file", default=None, help="the keystore's password file "
@@ -145,8 +150,6 @@ def _demo(reactor: Any, options: argparse.Namespace) -> Deferred[None]:
 
 
 def _deploy(reactor: Any, options: argparse.Namespace) -> Deferred[None]:
-    import os
-
     from perund.cli.deploy import (
         ask_on_terminal,
         check_node_config_target,
