@@ -104,6 +104,19 @@ async def settle(condition: Any) -> None:
     raise AssertionError("the condition never held")
 
 
+HANDSHAKE = (b"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+
+
+async def _answer(port: Any, request: bytes) -> bytes:
+    """The head of the server's answer to a raw `request`."""
+    protocol = RawClient(request, until_headers=True)
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+        Factory.forProtocol(lambda: protocol))
+    answer: bytes = await protocol.done
+    return answer
+
+
 @pytest_twisted.ensureDeferred
 async def test_the_upgrade_needs_the_token() -> None:
     port, _, node = await start()
@@ -114,14 +127,8 @@ async def test_the_upgrade_needs_the_token() -> None:
                             (b"", twice),
                             (b"", b"Sec-WebSocket-Protocol: perund, perund.bearer.nope-nope\r\n"),
                             (b"", b"Authorization: Bearer nope-nope-nope-nope\r\n")):
-            protocol = RawClient(b"GET /ws" + query + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                 b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                                 b"Sec-WebSocket-Version: 13\r\n" + auth + b"\r\n",
-                                 until_headers=True)
-            await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
-                Factory.forProtocol(lambda p=protocol: p))
-            answer = await protocol.done
+            answer = await _answer(port, b"GET /ws" + query + b" HTTP/1.1\r\n" + HANDSHAKE
+                                   + auth + b"\r\n")
             assert answer.startswith(b"HTTP/1.1 401 "), answer[:40]
             assert b"101" not in answer.split(b"\r\n")[0]
         assert node.calls == []
@@ -130,22 +137,12 @@ async def test_the_upgrade_needs_the_token() -> None:
         assert isinstance(await by_subprotocol.call("node_time"), float)
         await hang_up(by_subprotocol)
         # A browser's origin must be allowed explicitly (none is, by default).
-        protocol = RawClient(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                             b"Connection: Upgrade\r\n"
-                             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                             b"Sec-WebSocket-Version: 13\r\nOrigin: https://evil.example\r\n"
-                             + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode(),
-                             until_headers=True)
-        await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
-            Factory.forProtocol(lambda p=protocol: p))
-        assert (await protocol.done).startswith(b"HTTP/1.1 403 ")
+        bearer = f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
+        answer = await _answer(port, b"GET /ws HTTP/1.1\r\n" + HANDSHAKE
+                               + b"Origin: https://evil.example\r\n" + bearer)
+        assert answer.startswith(b"HTTP/1.1 403 ")
         # A GET without the handshake is answered in JSON, not with autobahn's HTML page.
-        protocol = RawClient(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                             + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode(),
-                             until_headers=True)
-        await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
-            Factory.forProtocol(lambda p=protocol: p))
-        answer = await protocol.done
+        answer = await _answer(port, b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n" + bearer)
         assert answer.startswith(b"HTTP/1.1 426 ") and b"application/json" in answer
         assert b"Autobahn" not in answer
     finally:
