@@ -362,8 +362,8 @@ class ContactBook:
         if len(self) >= MAX_CONTACTS:
             # Each is memory, a store record and a peer admitted as known: a user adding them
             # without end would take the node's memory and its reactor (listing them).
-            raise FailedPrecondition(f"this session has {MAX_CONTACTS} contacts already: "
-                                     "remove some first")
+            raise FailedPrecondition(f"this session has {MAX_CONTACTS} contacts, the most "
+                                     "one may have")
         try:
             check_alias(alias)
         except ValueError as exc:

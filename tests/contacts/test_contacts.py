@@ -278,7 +278,7 @@ def test_add_stops_at_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     book = _book(tmp_path, store)  # 3 from its file
     book.add("erin", "0x" + "ee" * 20, "10.0.0.5:7000")
     book.add("finn", "0x" + "ef" * 20, "10.0.0.6:7000")
-    with pytest.raises(FailedPrecondition, match="has 5 contacts already"):
+    with pytest.raises(FailedPrecondition, match="has 5 contacts, the most one may have"):
         book.add("gus", "0x" + "ab" * 20, "10.0.0.7:7000")
     assert len(book) == 5 and set(store.records) == {"erin", "finn"}
 
