@@ -201,6 +201,7 @@ CALL_LINES_BURST: Final = 200
 
 _SESSION_ID: Final = re.compile(r"0x[0-9a-fA-F]{32}")
 
+
 class Dispatcher:
     """Answers JSON-RPC 2.0 messages by calling `methods`.
 
