@@ -20,20 +20,28 @@ MAX_PARTS: Final = 256
 MAX_REFERENCE: Final = 128
 """Longest reference of a payment, in characters."""
 
-_UNSHOWABLE: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
-_DIRECTION_MARKS: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
-                                    "\u2066\u2067\u2068\u2069")
+UNSHOWABLE_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
+"""Unicode categories of characters that are not text to show: controls, surrogates, line and
+paragraph separators."""
+DIRECTION_MARKS: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                                   "\u2066\u2067\u2068\u2069")
+"""Characters that change the direction of the text around them (so can disguise it)."""
+
+
+def unshowable(char: str) -> bool:
+    """Whether `char` could redraw a terminal or disguise a line: a control character (an
+    escape sequence's start), a line break, a direction mark. Text another party chose is
+    refused with one (`reference_problem`) or printed escaped (the CLI)."""
+    return unicodedata.category(char) in UNSHOWABLE_CATEGORIES or char in DIRECTION_MARKS
 
 
 def reference_problem(reference: str) -> str | None:
     """Why `reference` cannot be a payment's reference, or None. It reaches the payee's
-    screen and spreadsheet: control characters (escape sequences, line breaks) and
-    text-direction overrides could redraw a terminal or forge a history line there."""
+    screen and spreadsheet, so no `unshowable` character."""
     if len(reference) > MAX_REFERENCE:
         return f"at most {MAX_REFERENCE} characters"
-    for char in reference:
-        if unicodedata.category(char) in _UNSHOWABLE or char in _DIRECTION_MARKS:
-            return "printable text: no control characters, line breaks or direction marks"
+    if any(unshowable(char) for char in reference):
+        return "printable text: no control characters, line breaks or direction marks"
     return None
 
 

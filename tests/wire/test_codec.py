@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perund.channel.memo import MAX_PARTS, MAX_REFERENCE, PaymentPart
+from perund.channel.memo import (
+    DIRECTION_MARKS,
+    MAX_PARTS,
+    MAX_REFERENCE,
+    UNSHOWABLE_CATEGORIES,
+    PaymentPart,
+)
 from perund.channel.types import (
     ETH,
     MAX_ASSETS,
@@ -111,9 +117,8 @@ def memos(draw: st.DrawFn, n_assets: int) -> tuple[PaymentPart, ...]:
     part = st.builds(PaymentPart,
                      st.tuples(*[st.integers(0, UINT256_MAX)] * n_assets),
                      st.booleans(), st.none() | st.text(
-                         st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"),
-                                       blacklist_characters="\u061c\u200e\u200f\u202a\u202b"
-                                       "\u202c\u202d\u202e\u2066\u2067\u2068\u2069"),
+                         st.characters(blacklist_categories=tuple(UNSHOWABLE_CATEGORIES),
+                                       blacklist_characters="".join(DIRECTION_MARKS)),
                          max_size=MAX_REFERENCE))
     return tuple(draw(st.lists(part, min_size=1, max_size=4)))
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, TextIO
 
+from perund.channel.memo import unshowable
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 _CODES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "blue": "34",
@@ -67,14 +69,12 @@ class Style:
         return self.paint(text, "magenta", "bold")
 
 
-_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-
-
 def shown_text(text: str) -> str:
     """Text another party chose (a payment's reference, a peer's reason), safe to print: each
-    control character, line break or direction mark becomes its escape (`\\x1b`), so it
-    can neither redraw the terminal nor forge a line of output."""
-    return _UNSHOWABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    `unshowable` character (a control character, a line break, a direction mark) becomes its
+    escape (`\\x1b`), so it can neither redraw the terminal nor forge a line of output."""
+    return "".join(char.encode("unicode_escape").decode("ascii") if unshowable(char) else char
+                   for char in text)
 
 
 def visible_len(text: str) -> int:
