@@ -47,7 +47,6 @@ DISCARD_LIMIT = 16 * MAX_BODY
 """A refused request whose body goes on beyond this is cut off instead of read to its end."""
 
 
-
 # -- the token -----------------------------------------------------------------------------------
 
 def ensure_token(path: str | Path) -> str:

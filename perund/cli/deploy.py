@@ -141,9 +141,7 @@ def check_node_config_target(path: Path) -> None:
 def write_node_config(path: Path, chain_url: str, deployment: Deployment,
                       confirmations: int) -> None:
     """A new node config for the deployment (refuses to overwrite a file)."""
-    if path.exists():
-        raise ResourceExists(f"{path} exists: write the node config to a new file",
-                             type="file", id=str(path))
+    check_node_config_target(path)  # again: the folder may have changed while it deployed
     chain: dict[str, object] = {"url": chain_url, "id": deployment.chain_id,
                                 "adjudicator": hex_address(deployment.adjudicator),
                                 "confirmations": confirmations}
