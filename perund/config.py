@@ -514,10 +514,13 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
 
 
 def load_node_config(path: str | Path,
-                     overrides: Mapping[str, Any] | None = None) -> NodeConfig:
+                     overrides: Mapping[str, Any] | None = None,
+                     origins: Mapping[str, str] | None = None) -> NodeConfig:
     """Read and validate a node config file; relative paths in it are relative to its folder.
     `overrides` (`{"api": {"listen": ...}}`, from the command line) replace keys of the file
-    before validation. Every problem is in one InvalidConfig whose message names the file."""
+    before validation; `origins` names where each overriding key came from (`{"api.listen":
+    "--api-listen"}`), so that a problem with it is not blamed on the file. Every problem is in
+    one InvalidConfig whose message names the file."""
     file = Path(path)
     # The strict loader keeps 0x-addresses as text and reports keys defined twice.
     raw, duplicates = read_yaml_file(file, what="node config", field="config")
@@ -534,6 +537,15 @@ def load_node_config(path: str | Path,
     try:
         config = parse_node_config(raw, base_dir=file.parent)
     except InvalidConfig as exc:
+        problems = exc.data.get("problems") or []
+        if origins and any(p["name"] in origins for p in problems):
+            for problem in problems:
+                if problem["name"] in origins:
+                    problem["source"] = origins[problem["name"]]
+            lines = "; ".join(
+                f"{p['name'] or '(top)'}{' (from ' + p['source'] + ')' if 'source' in p else ''}"
+                f": {p['requirement']}" for p in problems)
+            raise InvalidConfig(f"invalid node config {file}: {lines}", **exc.data) from None
         raise InvalidConfig(exc.message.replace("invalid node config:",
                                                 f"invalid node config {file}:", 1),
                             **exc.data) from None

@@ -58,18 +58,25 @@ class Options(usage.Options):
                 "DIR/perund.yaml; etc/perund.yaml documents every key)", name="config",
                 value=None, requirement="--config FILE")
         overrides: dict[str, Any] = {}
+        origins: dict[str, str] = {}
         chain_url = self["chain-url"]
+        origins["chain.url"] = "--chain-url"
         if chain_url is None:
             chain_url = os.environ.get(CHAIN_URL_ENV) or None
+            origins["chain.url"] = CHAIN_URL_ENV
         if chain_url is not None:
             overrides.setdefault("chain", {})["url"] = chain_url
+        else:
+            del origins["chain.url"]
         if self["api-listen"] is not None:
             overrides.setdefault("api", {})["listen"] = self["api-listen"]
+            origins["api.listen"] = "--api-listen"
         if self["data-dir"] is not None:
             # An empty one is left for the config check to refuse, as in the file.
             given = self["data-dir"]
             overrides["data_dir"] = str(Path(given).resolve()) if given.strip() else given
-        config = load_node_config(self["config"], overrides)
+            origins["data_dir"] = "--data-dir"
+        config = load_node_config(self["config"], overrides, origins)
         return replace(config, fresh_chain=bool(self["fresh-chain"]),
                        accept_lost_channels=bool(self["accept-lost-channels"]))
 

@@ -61,14 +61,24 @@ def test_overrides_are_validated_and_applied(tmp_path: Path,
     assert node.data_dir == tmp_path.resolve()
     # What the file says and no override touches is kept.
     assert node.chain.block_time == 2.0 and node.sessions.config_dirs == (tmp_path / "users",)
+    # A refused override is blamed on the option that gave it, not on the file.
     with pytest.raises(SystemExit):
         Options().parseOptions(["--config", str(config), "--chain-url", "not a url"])
-    assert "chain.url" in capsys.readouterr().err
+    assert "chain.url (from --chain-url): an http(s)://" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        Options().parseOptions(["--config", str(config), "--api-listen", "tcp:x"])
+    assert "api.listen (from --api-listen): not an endpoint" in capsys.readouterr().err
     # An empty --data-dir is refused as an empty data_dir in the file is (it used to mean the
     # working directory).
     with pytest.raises(SystemExit):
         Options().parseOptions(["--config", str(config), "--data-dir", ""])
-    assert "data_dir" in capsys.readouterr().err
+    assert "data_dir (from --data-dir): a non-empty string" in capsys.readouterr().err
+    # A problem of the file itself is still the file's.
+    config.write_text("chain:\n  block_time: soon\n")
+    with pytest.raises(SystemExit):
+        Options().parseOptions(["--config", str(config), "--api-listen", "tcp:x"])
+    err = capsys.readouterr().err
+    assert "chain.block_time: " in err and "api.listen (from --api-listen)" in err
 
 
 @pytest_twisted.ensureDeferred
@@ -199,8 +209,9 @@ async def test_a_log_file_that_cannot_be_written_fails_start_up_in_one_line(
     await node.stopService()
 
 
-def test_the_chain_url_may_come_from_the_environment(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_chain_url_may_come_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """An API key in the URL stays off the command line (`ps` shows it to every local user)."""
     config = tmp_path / "perund.yaml"
     config.write_text("chain:\n  adjudicator: '0x" + "01" * 20 + "'\n")
@@ -211,3 +222,8 @@ def test_the_chain_url_may_come_from_the_environment(tmp_path: Path,
     options = Options()
     options.parseOptions(["--config", str(config), "--chain-url", "http://127.0.0.1:8545"])
     assert options["node_config"].chain.url == "http://127.0.0.1:8545"  # the option wins
+    monkeypatch.setenv("PERUND_CHAIN_URL", "ftp://node.example/KEY")
+    with pytest.raises(SystemExit):
+        Options().parseOptions(["--config", str(config)])
+    err = capsys.readouterr().err
+    assert "chain.url (from PERUND_CHAIN_URL)" in err and "KEY" not in err
