@@ -222,7 +222,11 @@ class ChainConnection(Service):
                     error="not the embedded chain's Adjudicator address",
                 )
         elif configured is not None:
-            await self.validate_adjudicator(configured)
+            try:
+                await self.validate_adjudicator(configured)
+            except InvalidContracts as exc:
+                # The address came from the node config: say which key to look at.
+                raise InvalidContracts(f"chain.adjudicator: {exc.message}", **exc.data) from None
         return chain_id
 
     async def _check_chain_id(self, client: ChainClient) -> int:

@@ -57,6 +57,19 @@ async def test_wrong_chain_id_is_invalid_config(anvil_node) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_configured_adjudicator_without_code_names_the_key(anvil_node) -> None:
+    nobody = Address(os.urandom(20))
+    backend = make_backend(anvil_node.url, ANVIL_CHAIN_ID, adjudicator=nobody)
+    try:
+        with pytest.raises(InvalidContracts) as info:
+            await backend.connect()
+    finally:
+        backend.stopService()
+    assert str(info.value).startswith("chain.adjudicator: no contract at this address: 0x")
+    assert info.value.data["error"] == "no contract at this address"
+
+
+@pytest_twisted.ensureDeferred
 async def test_refused_connection_is_chain_not_reachable() -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
     backend = make_backend(url, 1)

@@ -50,7 +50,7 @@ async def test_a_chain_without_the_contract_names_the_channels_at_stake(
         finally:
             await again.stopService()
     message = caught.value.message
-    assert "no contract at this address" in message
+    assert "chain.adjudicator: no contract at this address" in message
     assert f"channel 0x{channel.channel_id.hex()[:8]}…" in message and "4 ETH" in message
     assert str(anvil_setup.users[0].session_file) in message
     assert caught.value.data["channels"]
