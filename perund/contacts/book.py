@@ -103,6 +103,9 @@ def parse_comm_address(value: object) -> tuple[str, int]:
     """`(host, port)` from `host:port`, `1.2.3.4:port` or `[ipv6]:port`; ValueError otherwise."""
     if not isinstance(value, str) or not value:
         raise ValueError("host:port (IPv6 as [addr]:port)")
+    if "://" in value:
+        # A URL's scheme: peers speak perund's wire protocol over TCP, not HTTP.
+        raise ValueError("host:port without a scheme (peers talk over plain TCP, not a URL)")
     if value.startswith("["):
         match = re.match(r"^\[([^\]]+)\]:([^:]*)$", value)
         if match is None:
@@ -240,6 +243,16 @@ def _contact_from(alias: str, record: object, problems: _Problems,
     return Contact(alias, address, host_port[0], host_port[1], str(comm_type))
 
 
+def _read_as(key: object) -> str:
+    """What YAML made of a key that is not a string: an unquoted `yes` or `123` arrives as
+    True or 123, a name the user does not see in the file."""
+    if isinstance(key, bool):
+        return ": YAML reads an unquoted yes/no/on/off/true/false as True or False"
+    if not isinstance(key, str):
+        return f": YAML read this unquoted key as a {type(key).__name__}"
+    return ""
+
+
 def parse_contacts(raw: object, *, own_address: Address | None = None,
                    duplicates: Iterable[DuplicateKey] = ()) -> list[Contact]:
     """Validate a parsed contacts document; raise one InvalidConfig listing every problem.
@@ -264,7 +277,7 @@ def parse_contacts(raw: object, *, own_address: Address | None = None,
         try:
             check_alias(alias)
         except ValueError as exc:
-            problems.add(str(alias), alias, str(exc))
+            problems.add(str(alias), alias, str(exc) + _read_as(alias))
             continue
         contact = _contact_from(alias, record, problems, own_address)
         if contact is None:

@@ -97,10 +97,16 @@ def test_comm_address_round_trip(ip: ipaddress.IPv4Address | ipaddress.IPv6Addre
     "127.0.0.1:8O", ":5000", "::1:5000", "[::1]", "[::1]5000", "[127.0.0.1]:5000",
     "[::g]:5000", "999.1.1.1:5000", "1.2.3:5000", "-bad.example:5000", "a..b:5000",
     "host_name:5000", "tcp:host=x:port=1", "host name:5000", "", "a" * 64 + ".org:5000",
+    "http://127.0.0.1:5000",
 ])
 def test_bad_comm_addresses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_comm_address(text)
+
+
+def test_a_url_as_comm_address_is_named_as_one() -> None:
+    with pytest.raises(ValueError, match="without a scheme"):
+        parse_comm_address("http://127.0.0.1:5000")
 
 
 def test_comm_address_not_a_string() -> None:
@@ -157,6 +163,9 @@ listy: [1, 2]
 123:
   off_chain_address: "{hex_address(DAVE)}"
   comm_address: "127.0.0.1:7"
+yes:
+  off_chain_address: "{hex_address(DAVE)}"
+  comm_address: "http://127.0.0.1:7"
 repeat:
   off_chain_address: "{hex_address(DAVE)}"
   comm_address: "127.0.0.1:8"
@@ -167,7 +176,8 @@ repeat:
         "self", "bob", "twin.off_chain_address", "typo.off_chain_address",
         "short.off_chain_address", "zero.off_chain_address", "me.off_chain_address",
         "noport.comm_address", "noport.comm_type", "noport.colour",
-        "missing.off_chain_address", "missing.comm_address", "listy", "123", "comm_address",
+        "missing.off_chain_address", "missing.comm_address", "listy", "123", "True",
+        "comm_address",
     }
     assert "reserved" in found["self"]
     assert found["bob"] == "alias defined twice (lines 4 and 7)"
@@ -180,8 +190,9 @@ repeat:
     assert found["noport.comm_type"] == "one of tcp"
     assert found["noport.colour"] == "unknown key"
     assert found["missing.comm_address"] == "required"
-    assert "quote it" in found["123"]
-    assert found["comm_address"] == "key defined twice in one contact (lines 37 and 38)"
+    assert "quote it" in found["123"] and "read this unquoted key as a int" in found["123"]
+    assert "unquoted yes/no/on/off/true/false as True or False" in found["True"]
+    assert found["comm_address"] == "key defined twice in one contact (lines 40 and 41)"
 
 
 def test_empty_and_non_mapping_files(tmp_path: Path) -> None:
