@@ -305,6 +305,10 @@ class NodeService(MultiService):
         if "\x00" in config_file:
             raise InvalidConfig("configFile: a path has no NUL character", name="configFile",
                                 requirement="a file path")
+        if not Path(config_file).is_absolute() and self.config.path is not None:
+            # Relative to the node config's folder, as every path in that file is: the node's
+            # working directory is no one's choice (systemd starts it in /).
+            config_file = str(self.config.path.resolve().parent / config_file)
         resolved = str(Path(config_file).resolve())
         opening = self._opening.get(resolved)
         if opening is not None:

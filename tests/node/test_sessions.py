@@ -159,6 +159,11 @@ async def test_session_close_refused_with_open_channels_and_reopen_twice_refused
     auto_answer(bob)
     with pytest.raises(ResourceExists):
         await node.open_session(str(setup.users[0].session_file))
+    # A relative path is relative to the node config's folder, wherever the node runs.
+    relative = setup.users[0].session_file.relative_to(setup.node_config.parent)
+    with pytest.raises(ResourceExists) as relative_open:
+        await node.open_session(str(relative))
+    assert relative_open.value.data["id"] == "0x" + alice.id
     # A copy of her session.yaml is still her session: refused with her session's ID (its
     # listener would otherwise clash with her open one on the peer port).
     copy = setup.users[0].session_file.with_name("copy.yaml")
