@@ -46,10 +46,6 @@ from perund.peer.records import PeerRecord, PendingRequest, hex_of, log
 from perund.wire.messages import CorrelationKey, Message, Ping, request_key, response_key
 from perund.wire.protocol import PeerProtocol, Role, call_later
 
-MAX_HELD: Final = 100_000
-"""Messages kept from a peer while no connection to it is chosen (every channel's Sync of a
-peer with many channels comes at once after a restart)."""
-
 STOP_GRACE: Final = 2.0
 """Seconds `stop` lets connections flush before it aborts them."""
 
@@ -211,14 +207,10 @@ class PeerManager(Dialling):
             # link yet: it must, before anything that came on it. The client syncs when it
             # hears of a link, and a Sync handled before that counts as one from the link it
             # lost: an update of ours abandoned there would then wait for a Sync forever.
-            if len(rec.held) >= MAX_HELD:
-                log.warn("peer {peer} sent over {n} messages before a connection was chosen: "
-                         "dropping the connection", peer=hex_of(peer), n=MAX_HELD)
-                rec.held.clear()
-                self._retire(rec, conn, "too many messages before a connection was chosen",
-                             abort=True)
-                return
-            rec.held.append(msg)
+            # The connection reads nothing more until then: what the peer sends meanwhile
+            # waits in the socket buffers, so a peer that stalls our dial cannot fill memory.
+            rec.held.append((conn, msg))
+            conn.hold_back()
             return
         self._deliver(peer, msg)
 

@@ -91,6 +91,7 @@ class PeerRecord:
     keep: bool = False
     pending: dict[CorrelationKey, PendingRequest] = field(default_factory=dict)
     probing: bool = False
-    held: list[Message] = field(default_factory=list)
-    """Messages that came while no connection was chosen (`_choose`), for the owner once one
-    is and it has heard of it (`peer_connected`)."""
+    held: list[tuple[PeerProtocol, Message]] = field(default_factory=list)
+    """Messages that came while no connection was chosen (`_choose`), each with the connection
+    it came on (which reads no more until then: `PeerProtocol.hold_back`), for the owner once
+    one is chosen and it has heard of it (`peer_connected`)."""

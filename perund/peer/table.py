@@ -185,10 +185,13 @@ class PeerTable:
                     rec.waiters.append(waiter)
             held, rec.held = rec.held, []
             if rec.current is not None:
-                for msg in held:
-                    self._deliver(rec.address, msg)
+                for conn, msg in held:
+                    if conn in rec.conns:
+                        self._deliver(rec.address, msg)
             # Else the link is gone again, and what came on it with it: handled after the next
             # link's sync, it would pass for that link's (the peer syncs on the next one).
+            for conn in rec.conns:
+                conn.release()
 
     def _deliver(self, peer: Address, msg: Message) -> None:
         """Hand a message to the owner (its failure is logged, not raised into the wire)."""
@@ -210,8 +213,12 @@ class PeerTable:
                 log.info("re-sending a ping to {peer} failed", peer=hex_of(rec.address))
 
     def _drop(self, rec: PeerRecord, conn: PeerProtocol, why: str) -> None:
-        """Forget a connection that is gone; fail the requests written to it."""
+        """Forget a connection that is gone, and what it brought that the owner has not had;
+        fail the requests written to it."""
         rec.conns.remove(conn)
+        if rec.held:
+            # The peer sends it again after the next link's sync, where it belongs.
+            rec.held = [(c, msg) for c, msg in rec.held if c is not conn]
         lost = [(k, e) for k, e in rec.pending.items() if e.conn is conn]
         for key, _ in lost:
             del rec.pending[key]

@@ -139,6 +139,8 @@ class PeerProtocol(TwistedProtocol):
         self._transport: Transport | None = None
         self._buffer = bytearray()
         self._backlogged = False
+        self._held_back = False
+        """The owner cannot take this connection's messages yet (`hold_back`)."""
         self._closed_waiters: list[Deferred[None]] = []
         self._sent_at_once = False
         """Whether a message went out at once since the peer last sent us data (`_send_now`)."""
@@ -156,6 +158,26 @@ class PeerProtocol(TwistedProtocol):
     def closed(self) -> bool:
         """Whether the connection was closed, dropped, or refused (no more frames are read)."""
         return self.state is HandshakeState.CLOSED
+
+    def hold_back(self) -> None:
+        """Read no further frame until `release`: what the peer sends meanwhile waits in the
+        socket's buffers (TCP flow control bounds it), not in this process's memory."""
+        if not self._held_back:
+            self._held_back = True
+            self._transport_pause()
+
+    def release(self) -> None:
+        """Read again after `hold_back`, starting with the frames already received (on the
+        next reactor turn, after whatever the caller does now)."""
+        if not self._held_back:
+            return
+        self._held_back = False
+        if self.closed:
+            return
+        self._transport_resume()
+        if not self._backlogged:
+            self._backlogged = True
+            call_later(self._clock, 0, self._drain)
 
     def send(self, msg: Message) -> None:
         """Write one message to an authenticated connection (buffered by the transport)."""
@@ -207,8 +229,8 @@ class PeerProtocol(TwistedProtocol):
         if self.state is HandshakeState.CLOSED:
             return
         self._sent_at_once = False
-        if self._backlogged:
-            # A drain is scheduled (the transport is paused): it will parse this too.
+        if self._backlogged or self._held_back:
+            # A drain is scheduled, or `release` will schedule one: it parses this too.
             self._buffer += data
             return
         self._parse(data)
@@ -253,6 +275,8 @@ class PeerProtocol(TwistedProtocol):
             self._frame(payload)
             if self.closed:
                 return
+            if self._held_back:
+                break  # the rest waits in the buffer for `release`
         if view is buffer:
             # Deleting from the front of a bytearray is O(1) in CPython (it moves a start index).
             del buffer[:pos]
@@ -261,7 +285,7 @@ class PeerProtocol(TwistedProtocol):
 
     def _drain(self) -> None:
         self._backlogged = False
-        if self.closed:
+        if self.closed or self._held_back:
             return
         self._transport_resume()
         self._parse(b"")
