@@ -105,7 +105,11 @@ class Inbox:
         """Route a peer's message: to its channel's core, or a proposal to our user."""
         match msg:
             case Update(state=state, signature=signature, memo=memo):
-                if memo and state.channel_id in self._channels:
+                channel = self._channels.get(state.channel_id)
+                if channel is not None and channel.peer == peer:
+                    # The channel's peer only: anyone else's update is refused by the core,
+                    # and its memo would otherwise describe the channel's next update of that
+                    # version. An update without one clears what an earlier one left there.
                     self._memos.note(state.channel_id, state.version, memo)
                 self._about_channel(peer, msg, state.channel_id,
                                     UpdateReceived(peer, state, signature, self._signer))

@@ -32,8 +32,12 @@ class Memos:
         self._noted: OrderedDict[tuple[ChannelID, int], Memo] = OrderedDict()
 
     def note(self, channel_id: ChannelID, version: int, memo: Memo) -> None:
-        """The update to `version` carries `memo`."""
+        """The update to `version` carries `memo` (empty: none, and nothing noted for that
+        version before, by a refused update, stays)."""
         if not memo:
+            if self._noted.pop((channel_id, version), None) is not None \
+                    and self._annotate is not None:
+                self._annotate(channel_id, version, memo)
             return
         if len(self._noted) >= MAX_NOTED:
             self._noted.popitem(last=False)

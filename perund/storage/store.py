@@ -273,7 +273,11 @@ class SessionStore:
     def annotate(self, channel_id: ChannelID, version: int, memo: Memo) -> None:
         """What the update to `version` of the channel says about its payments (the parts and
         references it carries), for the history when that state is put. At most
-        `MAX_MEMOS` are held (oldest dropped: the history then has the net payment)."""
+        `MAX_MEMOS` are held (oldest dropped: the history then has the net payment); an empty
+        `memo` forgets what was said for that version."""
+        if not memo:
+            self._memos.pop((channel_id, version), None)
+            return
         if len(self._memos) >= MAX_MEMOS:
             del self._memos[next(iter(self._memos))]
         self._memos[(channel_id, version)] = memo

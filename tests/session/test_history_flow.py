@@ -12,11 +12,15 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 
 from perund.chain.backend import ChainBackend
-from perund.channel.types import ETH
+from perund.channel.encoding import Signer
+from perund.channel.memo import PaymentPart
+from perund.channel.types import ETH, State
 from perund.errors import PeerRejected
+from perund.peer.manager import PeerManager
 from perund.session.notices import UpdateNotice
 from perund.storage.history import PaymentQuery
 from perund.storage.store import SessionStore
+from perund.wire.messages import Update
 
 from .conftest import ETHER, listening_pair, open_between
 
@@ -67,6 +71,46 @@ async def test_references_merged_payments_and_unpaid_requests_on_both_sides(
         flipped = {"sent": "received", "received": "sent"}
         assert _history(stores[1]) == [(flipped[d], *rest) for d, *rest in mine]
     finally:
+        await alice.peers.stop()
+        await bob.peers.stop()
+        alice.client.stop()
+        bob.client.stop()
+        for store in stores:
+            store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_update_leaves_its_memo_to_no_other_update(
+        chain: ChainBackend, tmp_path: Path) -> None:
+    """A stranger's update naming the channel, or the peer's own that alice refuses, carries
+    a memo for a version alice pays at next: her plain payment must not take it on."""
+    stores = SessionStore(tmp_path / "alice", reactor), SessionStore(tmp_path / "bob", reactor)
+    pair = await listening_pair(chain, *stores)
+    alice, bob = pair.alice, pair.bob
+    endpoint = f"tcp:host=127.0.0.1:port={alice.peers.port}"
+    stranger = PeerManager(reactor, Signer(bytes([7]) * 32), {alice.client.address: endpoint}.get,
+                           keepalive_interval=None)
+    try:
+        cid = await open_between(alice, bob, ETHER, ETHER)
+        balances = ((ETHER - 5, ETHER + 5),)
+
+        def junk(version: int) -> Update:
+            memo = (PaymentPart((5,), reference=f"INV-ATTACKER-{version}"),)
+            return Update(State(cid, version, (ETH,), balances), b"\x01" * 65, memo)
+
+        # A ping's answer comes after alice has handled what came before it on that link.
+        await stranger.send(alice.client.address, junk(1))
+        await stranger.ping(alice.client.address, 5.0)
+        await alice.client.send(cid, ((ETH, 5),))
+        await bob.peers.send(alice.client.address, junk(2))
+        await bob.peers.ping(alice.client.address, 5.0)
+        await alice.client.send(cid, ((ETH, 5),))
+        expected = [("sent", 5, 1, False, "paid", None), ("sent", 5, 2, False, "paid", None)]
+        assert _history(stores[0]) == expected
+        flipped = {"sent": "received", "received": "sent"}
+        assert _history(stores[1]) == [(flipped[d], *rest) for d, *rest in expected]
+    finally:
+        await stranger.stop()
         await alice.peers.stop()
         await bob.peers.stop()
         alice.client.stop()
