@@ -223,6 +223,12 @@ def _reject_received(channel: Channel, change: UpdateRejectReceived) -> Result:
                 else UpdateFailure.REJECTED
             )
             reason, above = _signed_up_to_of(change.reason)
+            if above is not None and above > staged.state.version + MAX_VERSION_LEAP:
+                # More than any restart explains: a peer claiming 2^64 - 1 would leave us no
+                # version to propose (not even a final state). Believed, it is refused again
+                # at once, and the send queue's retries end; the user hears why.
+                reason = f"{reason} (the peer claims version {above}, implausibly far ahead)"
+                above = None
             signed_up_to = channel.signed_up_to if above is None \
                 else max(channel.signed_up_to, above)
             return fail_own(channel.evolve(sync_sent=False, signed_up_to=signed_up_to),
@@ -234,6 +240,11 @@ def _reject_received(channel: Channel, change: UpdateRejectReceived) -> Result:
 
 
 _SIGNED_UP_TO: Final = " (signed up to "
+
+MAX_VERSION_LEAP: Final = 2**32
+"""How far above our refused update a peer's "signed up to" may lie and still be believed.
+Each restart of the peer skips at most a reservation block (`RESERVATION_BLOCK`); a claim
+beyond this would only serve to use up the channel's 2^64 versions."""
 
 
 def _version_reject(channel: Channel, sender: Address, state: State) -> Result:

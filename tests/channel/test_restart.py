@@ -30,7 +30,7 @@ from perund.channel.events import (
 )
 from perund.channel.machine import Result, transition
 from perund.channel.records import RESERVATION_BLOCK, Channel
-from perund.channel.types import ETH, Signature, State
+from perund.channel.types import ETH, UINT64_MAX, Signature, State
 from perund.errors import FailedPrecondition
 from tests.channel.factories import ALICE, BOB, deliver, make_pair
 from tests.channel.test_two_cores import TwoCores
@@ -142,6 +142,26 @@ def test_a_reject_naming_no_usable_version_changes_nothing_else(reason: str,
         alice.peer, alice.channel_id, 1, reason))
     assert alice2.signed_up_to == 1
     assert isinstance(events[0], UpdateFailed) and events[0].reason == (told or reason)
+
+
+def test_a_claimed_version_implausibly_far_ahead_is_not_believed() -> None:
+    """A peer claiming to have signed up to 2^64 - 1 would leave us no version to propose,
+    not even the final state of a cooperative close."""
+    alice, _ = make_pair()
+    alice1, _ = pay(alice, ALICE)
+    claim = Reason.VERSION.value + f" (signed up to {UINT64_MAX})"
+    alice2, events = transition(alice1, UpdateRejectReceived(alice.peer, alice.channel_id, 1,
+                                                             claim))
+    assert alice2.signed_up_to == 1
+    assert isinstance(events[0], UpdateFailed)
+    assert events[0].reason == (f"{Reason.VERSION.value} (the peer claims version {UINT64_MAX}, "
+                                "implausibly far ahead)")
+    _, events = pay(alice2, ALICE)
+    assert isinstance(events[1], SendUpdate) and events[1].state.version == 2
+    # Right at the bound it is believed (a peer that restarted often, say).
+    believed, _ = transition(alice1, UpdateRejectReceived(
+        alice.peer, alice.channel_id, 1, f"{Reason.VERSION.value} (signed up to {1 + 2**32})"))
+    assert believed.signed_up_to == 1 + 2**32
 
 
 def test_a_reject_never_lowers_what_we_signed() -> None:
