@@ -107,6 +107,24 @@ class PeerProtocolOwner(Protocol):
         """`conn` is closed, whether or not it ever authenticated."""
 
 
+class _OurWrites:
+    """Registered with the transport as the (push) producer of what we write: the transport
+    pauses it while more than its buffer size waits to be sent, that is while the peer does
+    not read (or reads slower than we write)."""
+
+    def __init__(self) -> None:
+        self.piling_up = False
+
+    def pauseProducing(self) -> None:
+        self.piling_up = True
+
+    def resumeProducing(self) -> None:
+        self.piling_up = False
+
+    def stopProducing(self) -> None:
+        self.piling_up = True
+
+
 class PeerProtocol(TwistedProtocol):
     """One peer connection: length-prefixed frames, the handshake, then messages to the owner."""
 
@@ -141,6 +159,7 @@ class PeerProtocol(TwistedProtocol):
         self._backlogged = False
         self._held_back = False
         """The owner cannot take this connection's messages yet (`hold_back`)."""
+        self._writes = _OurWrites()
         self._closed_waiters: list[Deferred[None]] = []
         self._sent_at_once = False
         """Whether a message went out at once since the peer last sent us data (`_send_now`)."""
@@ -221,6 +240,9 @@ class PeerProtocol(TwistedProtocol):
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
+        register = getattr(self.transport, "registerProducer", None)
+        if register is not None:
+            register(self._writes, True)
         self._deadline = call_later(self._clock, self._handshake_timeout, self._handshake_expired)
         self._nonce = self._random_bytes(32)
         self._write(Hello(PROTOCOL_VERSION, self._signer.address, self._nonce))
@@ -349,7 +371,10 @@ class PeerProtocol(TwistedProtocol):
             return
         if self.state is HandshakeState.READY:
             if type(msg) is Ping:
-                self._write(Pong(msg.nonce))
+                # A peer that pings without reading the Pongs would have them pile up in our
+                # memory; one that reads gets its answer (its keepalive needs it).
+                if not self._writes.piling_up:
+                    self._write(Pong(msg.nonce))
             elif type(msg) is Hello or type(msg) is Auth:
                 self._violation(f"{type(msg).__name__} after authentication")
             else:

@@ -141,6 +141,21 @@ def test_ping_is_answered_by_the_protocol_itself() -> None:
     assert pair.dialer_owner.messages == [(BOB.address, Pong(b"abc"))]
 
 
+def test_pings_of_a_peer_that_does_not_read_get_no_pong() -> None:
+    """The transport pauses the producer of our writes while they pile up unsent: Pongs for a
+    peer that pings without reading would otherwise grow without bound."""
+    pair = Pair()
+    writes = pair.listener.transport.producer
+    writes.pauseProducing()  # what the transport does past its buffer size
+    pair.dialer.send(Ping(b"one"))
+    pair.pump.flush()
+    assert pair.dialer_owner.messages == []
+    writes.resumeProducing()  # drained
+    pair.dialer.send(Ping(b"two"))
+    pair.pump.flush()
+    assert pair.dialer_owner.messages == [(BOB.address, Pong(b"two"))]
+
+
 def test_no_messages_can_be_sent_before_authentication() -> None:
     clock = Clock()
     proto = PeerProtocol(Recorder(), ALICE, clock, Role.DIALER, BOB.address)
