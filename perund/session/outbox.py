@@ -12,6 +12,7 @@ limit (perund/peer/admission.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Final
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -38,6 +39,12 @@ from perund.wire.messages import (
 )
 
 log = Logger(namespace="perund.client")
+
+
+_OUR_SIDE: Final = frozenset({ev.Reason.COLLISION, ev.Reason.SYNC_PENDING})
+"""Refusals that follow from our side's state (our own update in flight, our sync pending),
+not from anything wrong in the peer's message: they do not count towards its cut-off
+(limits.peer_refusals) and are not logged as refusals."""
 
 
 def _hex(data: bytes) -> str:
@@ -129,6 +136,10 @@ class Outbox:
             self._apply(channel_id, UpdateTimedOut(version, cause))
 
     def refused(self, e: ev.Refused) -> None:
+        if e.reason in _OUR_SIDE:
+            # Honest peers meet these in the normal run of things (two users paying each
+            # other at once), at most once per update of ours: no misbehaviour to count.
+            return
         if self._links.refused(e.sender):
             log.warn("refused a message from {peer} about channel {channel_id}: {reason} "
                      "{detail}", peer=_hex(e.sender), channel_id=_hex(e.channel_id),

@@ -94,6 +94,9 @@ def test_payments_both_ways_at_once_collide_and_are_retried() -> None:
     assert [u.state.version for u in _updates(bob)] == [1, 3]
     assert alice.client.channels[cid].latest == bob.client.channels[cid].latest
     assert alice.client.channels[cid].latest.balances == ((ETHER + 1, ETHER - 1),)
+    # A collision is no misbehaviour: it counts towards neither side's cut-off of the other
+    # (two users paying each other at once were cut off after 100 collisions).
+    assert alice.links.refusals == [] and bob.links.refusals == []
 
 
 def test_nothing_is_signed_for_a_peer_that_cannot_be_reached() -> None:
