@@ -6,7 +6,9 @@ contract will honour, and a cooperative close would "conclude" a channel that pa
 when a session opens, each funded, unsettled channel's holdings are read: the contract must hold
 at least the total of the channel's latest state, per asset (payments move money between the
 two sides, never in or out, so that total is what was deposited). A channel the contract has
-concluded already is fine: the watcher reports its conclusion.
+concluded already is fine: the watcher reports its conclusion. So is a settling channel whose
+funding failed part-way (the contract holds some of its deposits, or has a registration of it):
+it is refunded what it holds.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ def default_label(asset: Address) -> tuple[str, int]:
 
 FUNDED = frozenset({Phase.OPEN, Phase.UPDATING, Phase.CLOSING, Phase.DISPUTED})
 """Phases in which the channel's deposits are on the chain."""
+
+SETTLING = frozenset({Phase.CLOSING, Phase.DISPUTED})
+"""Phases a channel also reaches when its funding failed: it may hold less than its state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,12 @@ async def shortfalls(chain: ChainBackend, channels: Iterable[Channel],
     for channel, (status, amounts) in zip(short, funds, strict=True):
         if status.phase is ChainPhase.CONCLUDED:
             continue
+        if channel.phase in SETTLING and (status.phase is ChainPhase.DISPUTE
+                                          or any(amounts)):
+            # Settling a channel whose funding never completed (a deposit missing): the
+            # contract holds what was deposited and refunds it. A reset chain holds nothing of
+            # it and has no registration of it.
+            continue
         state = channel.latest
         for asset, total, amount in zip(state.assets, funds_of(state), amounts, strict=True):
             if amount < total:
@@ -110,8 +121,10 @@ def mismatch(session: str, chain_url: str, found: list[Shortfall]) -> ChainMisma
     return ChainMismatch(
         f"the chain at {chain_url} lacks what {channels} "
         f"{'channel' if channels == 1 else 'channels'} of "
-        f"session {session} hold ({listed}{more}): it was reset or is another chain. Point "
-        "chain.url at the chain those channels were funded on (for the embedded chain: put "
-        "data_dir/devchain back), or start with --accept-lost-channels to give them up "
-        "(docs/operations.md, \"When things go wrong\")",
+        f"session {session} hold ({listed}{more}): it was reset, lost its newest blocks, or "
+        "is another chain. Point chain.url at the chain those channels were funded on (for "
+        "the embedded chain: put data_dir/devchain back), or start with "
+        "--accept-lost-channels to give them up (docs/operations.md, \"When things go "
+        "wrong\"); a channel that was settling because its funding failed before any "
+        "deposit was made has nothing on any chain to give up",
         session=session, channels=[s.to_json() for s in found])

@@ -328,3 +328,30 @@ async def test_the_start_up_check_reads_the_record_only_of_channels_that_fall_sh
     assert [(f.channel_id, f.asset, f.expected, f.held) for f in found] \
         == [(short.id, ETH, 5 * ETHER, 3 * ETHER)]
     assert await shortfalls(backend, [record(full, 3, (ETHER, 4 * ETHER))]) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_settling_channel_whose_funding_failed_part_way_passes_the_check(
+        chain, new_channel) -> None:
+    """One deposit made, the other never: the channel settles (version 0 registered for the
+    refund). The contract holds less than the state, and that is no reset of the chain."""
+    backend = chain.backend
+    partial, registered, nothing = new_channel(), new_channel(), new_channel()
+    await backend.deposit(partial.accounts[0], partial.id, 0, ETH, 3 * ETHER)
+    state = registered.state(0, (3 * ETHER, 2 * ETHER))
+    await backend.register(registered.accounts[0], registered.params, state,
+                           registered.sign(state))
+
+    def settling(ch, phase: ChannelPhase) -> ChannelRecord:
+        state = ch.state(0, (3 * ETHER, 2 * ETHER))
+        return ChannelRecord(ch.id, ch.params, 0, phase, SignedState(state, ch.sign(state)))
+
+    found = await shortfalls(backend, [settling(partial, ChannelPhase.CLOSING),
+                                       settling(registered, ChannelPhase.DISPUTED),
+                                       settling(nothing, ChannelPhase.CLOSING)])
+    # Nothing deposited and nothing registered: as on a reset chain, so still named.
+    assert {f.channel_id for f in found} == {nothing.id}
+    # An open channel holding part of its state is still short.
+    opened = ChannelRecord(partial.id, partial.params, 0, ChannelPhase.OPEN,
+                           settling(partial, ChannelPhase.OPEN).current)
+    assert [f.channel_id for f in await shortfalls(backend, [opened])] == [partial.id]
