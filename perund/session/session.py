@@ -255,7 +255,9 @@ class Session:
                                poll_interval=node.chain.poll_interval,
                                confirmations=node.chain.confirmations,
                                on_deposit=settlement.deposit_seen,
-                               on_event=client.intermediary.chain_event)
+                               on_event=client.intermediary.chain_event,
+                               # The embedded dev chain mines a block per transaction only.
+                               mine=None if node.chain.url else chain.mine)
         session = cls(reactor, session_id, config, account, store, contacts, client, peers,
                       settlement, watcher)
         # Before anything is resumed: does the chain still hold what the channels hold?

@@ -292,6 +292,55 @@ async def test_a_refutation_a_deep_reorganisation_drops_is_sent_again(
     store.close()
 
 
+class _Later:
+    """The reactor, its clock `offset` seconds ahead (the wall clock past a timeout that no
+    block of an idle chain shows yet)."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def seconds(self) -> float:
+        return reactor.seconds() + self.offset
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(reactor, name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_idle_dev_chain_is_mined_once_a_challenge_period_is_over(
+        chain: Chain, new_channel, tmp_path: Path) -> None:
+    """The embedded dev chain mines only per transaction: a challenge period over by the clock
+    shows in no block, and the conclusion's pre-flight (against the newest block) would fail
+    with ChallengeNotOver until some other transaction came. The watcher mines one first."""
+    backend = chain.backend
+    ch = new_channel()
+    await funded(chain, ch, (ETHER, ETHER))
+    store = SessionStore(tmp_path / "db", reactor)
+    watched = Watched(store, [open_channel(ch, 1, (ETHER, ETHER))])
+    mined: list[int] = []
+
+    async def mine() -> None:
+        await backend.mine()
+        mined.append(await backend.block_number())
+
+    clock = _Later(0)
+    w = ChainWatcher(clock, backend, store, watched, poll_interval=3600, conclude_retry=0,
+                     mine=lambda: Deferred.fromCoroutine(mine()))
+    await w.start()
+    latest = watched.channels[ch.id].current
+    assert latest is not None
+    await backend.register(ch.accounts[1], ch.params, latest.state, latest.signatures)
+    await w.poll()
+    assert mined == [] and [type(c) for _, c in watched.fed] == [Registered]
+    head = await backend.block_number()
+    clock.offset = ch.params.challenge_duration + 1
+    await w.poll()
+    assert mined == [head + 1]
+    assert [type(c) for _, c in watched.fed] == [Registered, ChallengeExpired]
+    await w.stop()
+    store.close()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_broken_store_does_not_stop_the_watcher(chain: Chain, new_channel, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
