@@ -222,6 +222,14 @@ class ChainLost:
 
 
 @dataclass(frozen=True, slots=True)
+class ConclusionLost:
+    """At start, the chain was found not to have concluded a channel the store holds as
+    closed, while the contract still holds its deposits: the chain lost the blocks of its
+    conclusion (a dev chain stopped between its state saves, a reorganisation deeper than the
+    confirmations). The channel settles again from its latest fully signed state."""
+
+
+@dataclass(frozen=True, slots=True)
 class Reorganised:
     """A reorganisation deeper than the confirmations replaced blocks whose events the core
     has had: what it knows of a dispute may be gone from the chain (our refutation with it).
@@ -248,6 +256,7 @@ Change = (
     | Concluded
     | Reorganised
     | ChainLost
+    | ConclusionLost
     | LockFailed
     | MatchFailed
 )

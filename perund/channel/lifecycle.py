@@ -11,6 +11,7 @@ from perund.channel.changes import (
     ChainLost,
     ChallengeExpired,
     Concluded,
+    ConclusionLost,
     ForceClose,
     Funded,
     FundingExpired,
@@ -212,6 +213,21 @@ def _restored(channel: Channel, change: Restored) -> Result:
     return channel, tuple(events)
 
 
+def _conclusion_lost(channel: Channel, change: ConclusionLost) -> Result:
+    """Settle again what the chain no longer shows concluded: a final state is concluded at
+    once, any other is registered (and refuted by the peer if it holds a newer one)."""
+    if channel.phase is not Phase.CLOSED or type(channel.params) is not Params \
+            or channel.current is None:
+        return channel, NOTHING
+    # The one way out of CLOSED: the chain itself took the conclusion back (`advance` knows
+    # CLOSED as terminal, which it is for every other input). What the core knew of the
+    # dispute went with the same blocks.
+    new = channel.evolve(phase=Phase.CLOSING, dispute=None)
+    # Both sides find it at their start: participant 0 concludes a final state at once, the
+    # other only if that has not happened after a grace period (no transaction wasted).
+    return new, (Persist(new), *settlement(new, primary=channel.index == 0))
+
+
 HANDLERS: Final[dict[type, Callable[[Channel, Any], Result]]] = {
     ForceClose: _force_close,
     Restored: _restored,
@@ -222,6 +238,7 @@ HANDLERS: Final[dict[type, Callable[[Channel, Any], Result]]] = {
     Concluded: _concluded,
     Reorganised: _reorganised,
     ChainLost: _chain_lost,
+    ConclusionLost: _conclusion_lost,
     LockFailed: _lock_failed,
     MatchFailed: _match_failed,
 }

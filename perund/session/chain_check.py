@@ -113,6 +113,23 @@ async def shortfalls(chain: ChainBackend, channels: Iterable[Channel],
     return found
 
 
+async def lost_conclusions(chain: ChainBackend, channels: Iterable[Channel]) -> list[ChannelID]:
+    """The closed ledger `channels` the chain has not concluded although it holds their
+    deposits: it lost the blocks of the conclusion (read in one round trip, then the records
+    of those that hold anything; a concluded channel holds nothing)."""
+    closed = [c for c in channels
+              if c.phase is Phase.CLOSED and type(c.params) is Params and c.current is not None]
+    if not closed:
+        return []
+    held = await chain.channel_holdings([(c.channel_id, c.latest.assets) for c in closed])
+    holding = [c for c, amounts in zip(closed, held, strict=True) if any(amounts)]
+    if not holding:
+        return []
+    funds = await chain.channel_funds([(c.channel_id, c.latest.assets) for c in holding])
+    return [c.channel_id for c, (status, _) in zip(holding, funds, strict=True)
+            if status.phase is not ChainPhase.CONCLUDED]
+
+
 def mismatch(session: str, chain_url: str, found: list[Shortfall]) -> ChainMismatch:
     """The error that stops a session (and a node at start) from resuming `found`."""
     listed = "; ".join(s.describe() for s in found[:10])

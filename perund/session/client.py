@@ -32,7 +32,7 @@ Everything runs on the reactor thread; transitions of one channel therefore neve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred, fail
@@ -43,6 +43,7 @@ from perund.channel import events as ev
 from perund.channel.changes import (
     ChainLost,
     Change,
+    ConclusionLost,
     ForceClose,
     RespondUpdate,
     Restored,
@@ -230,20 +231,25 @@ class ChannelClient(TimingKnobs):
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def restore(self, lost: Mapping[ChannelID, str] | None = None) -> list[Channel]:
+    def restore(self, lost: Mapping[ChannelID, str] | None = None,
+                unconcluded: Iterable[ChannelID] = ()) -> list[Channel]:
         """Load every channel from the store and resume it (after a restart); the channels.
         Those in `lost` (channel → what the chain lacks) are given up instead of resumed:
-        nothing is sent for them, on- or off-chain. Then the user is told of the questions the
-        last stop left unanswered.
+        nothing is sent for them, on- or off-chain. Closed ones in `unconcluded` (the chain
+        lost their conclusion) settle again. Then the user is told of the questions the last
+        stop left unanswered.
 
         A resumed channel waits for its peer's Sync (`Channel.resyncing`), which a new
         connection brings: a link that is up already (it came up before this restore) is
         closed, and comes back as a new one."""
         restored = []
         resyncing: set[Address] = set()
+        settle_again = set(unconcluded)
         for channel in self.store.channels():
             self._track(channel)
-            if channel.phase not in TERMINAL:
+            if channel.channel_id in settle_again:
+                self._apply(channel.channel_id, ConclusionLost())
+            elif channel.phase not in TERMINAL:
                 detail = (lost or {}).get(channel.channel_id)
                 self._apply(channel.channel_id,
                             Restored() if detail is None else ChainLost(detail))

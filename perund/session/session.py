@@ -41,6 +41,7 @@ from perund.session.chain_check import (
     AssetLabel,
     Shortfall,
     default_label,
+    lost_conclusions,
     mismatch,
     shortfalls,
 )
@@ -88,6 +89,8 @@ class SessionParts:
     fee_schedule: FeeSchedule
     found: list[Shortfall] | None = None
     """What the chain lacks of the store's channels (`Session.check_chain`), once asked."""
+    unconcluded: tuple[ChannelID, ...] = ()
+    """Closed channels whose conclusion the chain lost (`Session.check_chain`): settled again."""
 
 
 HISTORY_SCAN_RATE: Final = 20_000.0
@@ -174,11 +177,13 @@ class Session:
         (`shortfalls`). Read-only: a node asks while its API starts. The store is closed if
         the chain cannot be asked."""
         try:
-            found = await shortfalls(chain, parts.store.channels(), asset_label)
+            channels = parts.store.channels()
+            found = await shortfalls(chain, channels, asset_label)
+            unconcluded = await lost_conclusions(chain, channels)
         except BaseException:
             parts.store.close()
             raise
-        return replace(parts, found=found)
+        return replace(parts, found=found, unconcluded=tuple(unconcluded))
 
     @classmethod
     async def prepare(cls, reactor: Any, config_file: str | Path, *, node: NodeConfig,
@@ -268,8 +273,16 @@ class Session:
                 raise mismatch(str(config.path), shown_url(chain.url), found)
             for shortfall in found:
                 lost[shortfall.channel_id] = shortfall.describe()
+        for channel_id in parts.unconcluded:
+            log.critical(
+                "session {session_id}: the chain has not concluded channel {channel_id}, which "
+                "this session holds as closed, and still holds its deposits: it lost the "
+                "blocks of the conclusion (an embedded chain stopped between its state saves, "
+                "or a reorganisation deeper than chain.confirmations). Settling it again.",
+                session_id=session_id, channel_id="0x" + channel_id.hex())
         await peers.listen()
-        session.restored = [c for c in client.restore(lost) if c.phase not in TERMINAL]
+        session.restored = [c for c in client.restore(lost, parts.unconcluded)
+                            if c.phase not in TERMINAL]
         try:
             # The first poll runs now: a dispute that began while the node was down is
             # answered before the session is reported open.

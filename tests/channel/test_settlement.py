@@ -11,6 +11,7 @@ from perund.channel.changes import (
     ChainLost,
     ChallengeExpired,
     Concluded,
+    ConclusionLost,
     ForceClose,
     Funded,
     FundingExpired,
@@ -313,3 +314,28 @@ def test_a_channel_the_chain_lost_is_given_up_for_good() -> None:
         transition(lost, ForceClose())
     with pytest.raises(FailedPrecondition):
         transition(lost, OwnUpdate(BOB, ((ETH, 1),)))
+
+
+def test_a_conclusion_the_chain_lost_is_settled_again() -> None:
+    """The chain lost the blocks of the conclusion (a dev chain stopped between its state
+    saves, a reorganisation deeper than the confirmations): from CLOSED, the one way back."""
+    alice, bob = make_pair()
+    final = next_state(bob, version=1, is_final=True)
+    signed = SignedState(final, (sign(ALICE, final), sign(BOB, final)))
+    for ours, primary in ((alice, True), (bob, False)):
+        closed, _ = transition(replace(ours, current=signed), Concluded(1))
+        assert closed.phase is Phase.CLOSED
+        again, events = transition(closed, ConclusionLost())
+        assert again.phase is Phase.CLOSING and again.dispute is None
+        # Participant 0 concludes at once; the other only after the grace, if still needed.
+        assert events == (Persist(again), ConcludeFinal(ours.channel_id, ours.params, final,
+                                                        signed.signatures, primary))
+    # Closed by a dispute (no final state): registered again, the challenge runs anew.
+    disputed, _ = transition(bob, registered(bob, 0))
+    closed, _ = transition(disputed, Concluded(0))
+    again, events = transition(closed, ConclusionLost())
+    assert again.phase is Phase.CLOSING and again.dispute is None
+    assert events == (Persist(again), Register(bob.channel_id, bob.params, cur(bob).state,
+                                               cur(bob).signatures))
+    # Only a closed channel: anything else is left as it is.
+    assert transition(bob, ConclusionLost()) == (bob, ())

@@ -7,8 +7,10 @@ connections over loopback TCP, the chain backend; balances are checked to the we
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -16,8 +18,12 @@ import pytest_twisted
 import yaml
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from perund.api.credentials import Scope
+from perund.chain.anvil import Anvil
+from perund.chain.backend import ChainBackend
 from perund.channel import events as ev
 from perund.channel.fees import FeeTerms
 from perund.channel.phases import Phase
@@ -240,6 +246,66 @@ async def test_a_start_that_fails_releases_the_sessions_it_prepared(setup: Gener
         assert len(again.sessions) == 1
     finally:
         await again.stopService()
+
+
+def _anvil_rpc(url: str, method: str, params: list[object]) -> object:
+    """One JSON-RPC call to anvil (a test's own control of the chain: snapshots)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+    request = urllib.request.Request(url, body.encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.loads(reply.read())["result"]
+
+
+@pytest.mark.anvil
+@pytest_twisted.ensureDeferred
+async def test_a_conclusion_the_chain_lost_is_settled_again_at_the_next_start(
+        anvil: Anvil, anvil_setup: Generated) -> None:
+    """The chain loses the block of a cooperative close after both users were told the
+    channel closed (an embedded chain killed between its state saves; a reorganisation deeper
+    than the confirmations). At the next start the node finds the deposits still held and
+    the channel not concluded, and concludes it again: the money arrives to the wei."""
+    config = load_node_config(anvil_setup.node_config)
+    first = await started(config)
+    alice, bob = await open_pair(first, anvil_setup)
+    bob_notices = auto_answer(bob)
+    bob_address = alice.contacts.by_alias("bob").off_chain_address
+    channel = await alice.client.open_channel(
+        OpenRequest(bob_address, (ETH,), ((ETHER, 0),), 600))
+    cid = channel.channel_id
+    await _until(lambda: bob.client.channels[cid].phase is Phase.OPEN, "bob sees it funded")
+    await alice.client.send(cid, ((ETH, ETHER // 4),))
+    snapshot = await deferToThread(_anvil_rpc, anvil.url, "evm_snapshot", [])
+    await alice.client.close(cid)
+    await _until_closed(bob_notices)
+    chain = first.chain
+    assert await chain.holdings(cid) == (0, 0)
+    await first.stopService()
+
+    assert await deferToThread(_anvil_rpc, anvil.url, "evm_revert", [snapshot]) is True
+    backend = ChainBackend(reactor, url=anvil.url, chain_id=anvil.chain_id,
+                           adjudicator=config.chain.adjudicator)
+    backend.startService()
+    try:
+        await backend.connect()
+        assert await backend.holdings(cid) == (ETHER, 0)  # the deposits: not paid out
+        bob_before = await backend.balance(bob.account.address)
+    finally:
+        backend.stopService()
+
+    with capturedLogs() as events:
+        second = await started(config)
+    try:
+        sessions = list(second.sessions.values())
+        assert len(sessions) == 2  # both were open when the node stopped
+        await _until(lambda: all(s.client.channels[cid].phase is Phase.CLOSED
+                                 for s in sessions), "both sides closed again")
+        assert await second.chain.holdings(cid) == (0, 0)
+        # Alice (participant 0) concluded; bob paid no gas and got his share exactly.
+        assert await second.chain.balance(bob.account.address) == bob_before + ETHER // 4
+        told = [formatEvent(e) for e in events if e.get("log_level") is LogLevel.critical]
+        assert any("has not concluded channel 0x" + cid.hex() in line for line in told)
+    finally:
+        await second.stopService()
 
 
 @pytest.mark.anvil
