@@ -25,7 +25,7 @@ as often as a node with one.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
@@ -54,6 +54,10 @@ REORG_REWIND = 128
 again after a reorganisation."""
 
 _T = TypeVar("_T")
+
+
+FAILURE_REPEAT: Final = 60.0
+"""Seconds between the log lines of a chain that keeps failing the watcher's polls."""
 
 
 class ChainView(Protocol):
@@ -334,6 +338,10 @@ class ChainWatcher:
         self.polls = 0
         """Completed polls (for tests and metrics)."""
         self._behind: int | None = None
+        self._failing_since: float | None = None
+        """When polls began to fail (None: the last one worked)."""
+        self._failing_said = 0.0
+        self._failed_polls = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -389,9 +397,28 @@ class ChainWatcher:
             await self.poll()
         except PerundError as exc:
             # The chain is unreachable or slow: try again at the next poll, from the same cursor.
-            log.warn("watcher: polling the chain failed: {error}", error=exc)
+            # Said once, then once a minute while it lasts (a dead chain would otherwise write
+            # a line per poll, four a second), and when it is over.
+            now = self._reactor.seconds()
+            self._failed_polls += 1
+            if self._failing_since is None or now - self._failing_said >= FAILURE_REPEAT:
+                if self._failing_since is None:
+                    self._failing_since = now
+                    log.warn("watcher: polling the chain failed: {error}", error=exc)
+                else:
+                    log.warn("watcher: polling the chain still fails ({polls} polls in {seconds} "
+                             "s): {error}", polls=self._failed_polls,
+                             seconds=int(now - self._failing_since), error=exc)
+                self._failing_said = now
+            return
         except Exception:
             log.failure("watcher: poll failed")
+            return
+        if self._failing_since is not None:
+            log.info("watcher: polling the chain works again after {polls} failed polls",
+                     polls=self._failed_polls)
+            self._failing_since = None
+            self._failed_polls = 0
 
     # -- one poll -------------------------------------------------------------------------------
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.task import deferLater
-from twisted.logger import LogLevel, formatEvent
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.task import Clock, deferLater
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from perund.chain.account import Account
 from perund.chain.anvil import Anvil, rpc_call
@@ -396,6 +396,47 @@ async def test_a_chain_that_stops_answering_is_retried_from_the_same_cursor(
     finally:
         node.stop()
         backend.stopService()
+
+
+class _DownChain:
+    """A chain that answers nothing until `up`, then is an empty chain at block 0."""
+
+    def __init__(self) -> None:
+        self.up = False
+
+    def block_number(self) -> Deferred[int]:
+        return succeed(0) if self.up else fail(ChainNotReachable("connection refused"))
+
+    def __getattr__(self, name: str) -> object:
+        answer = [] if name == "events" else bytes(32) if "hash" in name else 0
+        return lambda *args: succeed(answer)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_chain_that_keeps_failing_is_logged_once_a_minute(tmp_path: Path) -> None:
+    """A dead chain fails every poll (four a second): one line when it starts, one a minute
+    while it lasts, one when it is over."""
+    clock = Clock()
+    chain = _DownChain()
+    store = SessionStore(tmp_path / "db", reactor)
+    w = ChainWatcher(clock, chain, store, Watched(store, []), poll_interval=3600)
+    chain.up = True
+    await w.start()
+    chain.up = False
+    with capturedLogs() as events:
+        for _ in range(480):  # two minutes of polls, from 0 to 119.75 s
+            await w._poll_logged()
+            clock.advance(0.25)
+        chain.up = True
+        await w._poll_logged()
+    lines = [formatEvent(e) for e in events if "watcher" in formatEvent(e)]
+    await w.stop()
+    assert lines == [
+        "watcher: polling the chain failed: connection refused",
+        "watcher: polling the chain still fails (241 polls in 60 s): connection refused",
+        "watcher: polling the chain works again after 480 failed polls",
+    ]
+    store.close()
 
 
 @pytest_twisted.ensureDeferred
