@@ -12,11 +12,12 @@ import atexit
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -59,6 +60,9 @@ from perund.session.notices import ChannelNotice, Notice
 from perund.session.session import Session, SessionParts
 from perund.storage.payments import PaymentRecord
 from perund.storage.store import SessionStore
+
+DEVCHAIN_CHECK: Final = 2.0
+"""Seconds between looks at whether the embedded chain's process is still alive."""
 
 
 class NodeService(MultiService):
@@ -137,6 +141,9 @@ class NodeService(MultiService):
                 chain_id = await self.chain.connect()
             if self.devchain is not None:
                 add_test_token(self.currencies, self.devchain)
+                self._devchain_watch = LoopingCall(self._check_devchain, self.devchain)
+                self._devchain_watch.clock = self._reactor
+                self._devchain_watch.start(DEVCHAIN_CHECK, now=False)
         except InvalidContracts as exc:
             # No Adjudicator (or another contract) where channels were funded: say which
             # channels are at stake, not only that the contract is missing.
@@ -558,8 +565,27 @@ class NodeService(MultiService):
         del self.sessions[session_id]
         return left
 
+    def _check_devchain(self, devchain: EmbeddedChain) -> None:
+        """Say it once, and loudly, when the embedded chain has ended under the node."""
+        status = devchain.exit_status()
+        if status is None:
+            return
+        self._stop_devchain_watch()
+        self.log.critical(
+            "the embedded dev chain (anvil) exited with status {status}: deposits, closes and "
+            "disputes cannot go on-chain until the node is restarted. Restart it: the chain "
+            "comes back from its last state save in {folder} (anything of the last seconds "
+            "before the exit may be lost; the start says which channels, if any)",
+            status=status, folder=devchain.folder)
+
+    def _stop_devchain_watch(self) -> None:
+        watch = getattr(self, "_devchain_watch", None)
+        if watch is not None and watch.running:
+            watch.stop()
+
     async def _stop(self) -> None:
         # Sessions first (their channels stay persisted), then the services they use.
+        self._stop_devchain_watch()
         await self._discard_prepared()
         if self._discarding is not None:
             await self._discarding

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.plugin import getPlugins
 from twisted.python.failure import Failure
 
@@ -94,6 +96,32 @@ async def test_node_starts_on_the_embedded_chain_and_stops(tmp_path: Path) -> No
     assert node.chain.adjudicator is not None
     await node.stopService()
     assert not node.chain.pool.started
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_embedded_chain_that_dies_under_the_node_is_reported_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("perund.node.DEVCHAIN_CHECK", 0.05)
+    config = tmp_path / "perund.yaml"
+    config.write_text("data_dir: data\n")
+    options = Options()
+    options.parseOptions(["--config", str(config), "--api-listen", "tcp:0:interface=127.0.0.1"])
+    node = NodeService(reactor, options["node_config"])
+    node.startService()
+    await node.ready
+    assert node.devchain is not None and node.devchain.exit_status() is None
+    with capturedLogs() as events:
+        node.devchain._process.kill()  # type: ignore[union-attr]  # kill -9
+        for _ in range(200):
+            if any(e.get("log_level") is LogLevel.critical for e in events):
+                break
+            await deferLater(reactor, 0.025, lambda: None)
+        await deferLater(reactor, 0.3, lambda: None)  # later looks say nothing more
+    said = [formatEvent(e) for e in events if e.get("log_level") is LogLevel.critical]
+    assert len(said) == 1
+    assert said[0].startswith("the embedded dev chain (anvil) exited with status -9: ")
+    assert "Restart it" in said[0]
+    await node.stopService()
 
 
 @pytest_twisted.ensureDeferred

@@ -219,6 +219,12 @@ class EmbeddedChain:
                                         f"{self.chain_id}", chainUrl="embedded")
             return
 
+    def exit_status(self) -> int | None:
+        """anvil's exit status if it ended on its own (reaping it), else None (running, or
+        stopped by `stop`)."""
+        process = self._process
+        return None if process is None else process.poll()
+
     async def stop(self) -> None:
         """Stop anvil: SIGTERM (it dumps its state), then SIGKILL if it lingers."""
         process, self._process = self._process, None
