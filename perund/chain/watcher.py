@@ -431,6 +431,14 @@ class ChainWatcher:
             now = await self.chain.block_hash(cursor)
             if now is not None and now != self.cursor_hash and self._running:
                 cursor = self._rewind(cursor)
+            elif now is None and self._running:
+                head = await self.chain.block_number()
+                if head < cursor:
+                    # The block we passed is gone: the chain lost its newest blocks (a dev
+                    # chain restarted from an older state save). Waiting until it grows past
+                    # the cursor again would skip whatever the new blocks below it hold (a
+                    # registration, on an idle dev chain, for good).
+                    cursor = self._rewind(cursor, head)
         last = await self.chain.block_number() - self.confirmations
         if last <= cursor:
             if self._running:
@@ -491,15 +499,24 @@ class ChainWatcher:
         await self._expire_challenges()
         self.polls += 1
 
-    def _rewind(self, cursor: int) -> int:
-        """Block `cursor` was replaced: read the events again from `reorg_rewind` blocks
-        before it (the core ignores what it has seen; what it missed, it gets now)."""
-        start = max(0, cursor - self.reorg_rewind)
+    def _rewind(self, cursor: int, head: int | None = None) -> int:
+        """Block `cursor` was replaced, or is gone (the chain's newest block is `head`, below
+        it): read the events again from `reorg_rewind` blocks before the older of the two
+        (the core ignores what it has seen; what it missed, it gets now)."""
+        start = max(0, (cursor if head is None else min(cursor, head)) - self.reorg_rewind)
         self.reorgs += 1
-        log.error("watcher: block {block} is not the block it was when its events were "
-                  "handled: a reorganisation deeper than the {confirmations} confirmations "
-                  "(chain.confirmations). Reading the events again from block {start}.",
-                  block=cursor, confirmations=self.confirmations, start=start)
+        if head is None:
+            log.error("watcher: block {block} is not the block it was when its events were "
+                      "handled: a reorganisation deeper than the {confirmations} "
+                      "confirmations (chain.confirmations). Reading the events again from "
+                      "block {start}.", block=cursor, confirmations=self.confirmations,
+                      start=start)
+        else:
+            log.error("watcher: the chain's newest block {head} is below block {block}, "
+                      "whose events were handled: it lost its newest blocks (a dev chain "
+                      "restarted from an older state save) or a reorganisation shortened it. "
+                      "Reading the events again from block {start}.",
+                      head=head, block=cursor, start=start)
         self.cursor, self.cursor_hash = start, None
         self.chain.forget()
         # Before the events are read again: a dispute the core knows may be gone from the

@@ -256,6 +256,34 @@ async def test_a_registration_a_deep_reorganisation_slips_under_the_cursor_is_fo
 
 @pytest.mark.parametrize("chain_kind", ["anvil"])  # evm_snapshot / evm_revert
 @pytest_twisted.ensureDeferred
+async def test_a_chain_that_lost_its_newest_blocks_is_read_again_below_the_cursor(
+        chain: Chain, new_channel, tmp_path: Path) -> None:
+    """A dev chain restarted from an older state save: the block the watcher passed is gone,
+    and the peer's registration of an old state lands below the cursor. An idle dev chain
+    might never grow past the cursor again: the watcher reads from below the new head."""
+    backend = chain.backend
+    ch, store, watched, w, fork = await watching_a_fork(chain, new_channel, tmp_path)
+    for _ in range(3):
+        await backend.mine()
+    await w.poll()
+    passed = w.cursor
+    assert passed is not None
+    assert rpc_call(chain.url, "evm_revert", [fork]) is True
+    old = ch.state(1, (2 * ETHER, 0))
+    registered = await backend.register(ch.accounts[1], ch.params, old, ch.sign(old))
+    assert registered.block_number < passed == w.cursor
+    assert await backend.block_number() < passed
+    await w.poll()
+    assert w.reorgs == 1
+    assert [(type(change), change.version) for _, change in watched.fed] == [(Registered, 1)]
+    (refute,) = watched.take(Register)
+    assert refute.state.version == 3
+    await w.stop()
+    store.close()
+
+
+@pytest.mark.parametrize("chain_kind", ["anvil"])  # evm_snapshot / evm_revert
+@pytest_twisted.ensureDeferred
 async def test_a_refutation_a_deep_reorganisation_drops_is_sent_again(
         chain: Chain, new_channel, tmp_path: Path) -> None:
     backend = chain.backend
