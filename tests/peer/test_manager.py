@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import socket
@@ -725,24 +726,33 @@ async def test_one_owner_at_a_time_and_none_after_detach(net: Net) -> None:
     await until(lambda: bob.received != [], "Bob hears it")
 
 
+@contextlib.asynccontextmanager
+async def stalled_dial(net: Net) -> AsyncIterator[tuple[Node, Node, Deferred[None]]]:
+    """The lower of two nodes dials the higher at an address that accepts the connection and
+    never answers (its dial stays in flight until it gives up after 0.6 s); yields the low
+    node, the high one, and the dial's send (failing with PeerUnreachable, trapped)."""
+    low_signer, high_signer = sorted((ALICE, BOB), key=lambda s: s.address)
+    low = await net.node(low_signer, dial_timeout=0.6, handshake_timeout=0.3)
+    high = await net.node(high_signer)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        net.overrides[high.address] = f"tcp:host=127.0.0.1:port={silent.getsockname()[1]}"
+        net.errors_expected = True  # the low side's dial fails
+        dialling = low.manager.send(high.address, update(1))
+        dialling.addErrback(lambda failure: failure.trap(PeerUnreachable))
+        await sleep(0.05)
+        yield low, high, dialling
+
+
 @pytest_twisted.ensureDeferred
 async def test_the_owner_hears_of_a_link_before_any_message_that_came_on_it(net: Net) -> None:
     """The lower side waits for its own dial before it uses the peer's (`_choose`): what the
     peer sends meanwhile reaches the owner only after `peer_connected`, where the client syncs
     (a Sync handled before that would count as one of the lost link's)."""
-    low_signer, high_signer = sorted((ALICE, BOB), key=lambda s: s.address)
-    low = await net.node(low_signer, dial_timeout=0.6, handshake_timeout=0.3)
-    high = await net.node(high_signer)
-    with socket.socket() as silent:  # accepts the low side's dial and never answers it
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        net.overrides[high.address] = f"tcp:host=127.0.0.1:port={silent.getsockname()[1]}"
-        connected_when_received: list[int] = []
+    connected_when_received: list[int] = []
+    async with stalled_dial(net) as (low, high, dialling):
         low.handler = lambda node, peer, msg: connected_when_received.append(len(node.connected))
-        net.errors_expected = True  # the low side's dial fails
-        dialling = low.manager.send(high.address, update(1))
-        dialling.addErrback(lambda failure: failure.trap(PeerUnreachable))
-        await sleep(0.05)
         await high.manager.send(low.address, update(2))
         await until(lambda: low.received, "the high side's message arrives", limit=5)
         await dialling
@@ -756,17 +766,7 @@ async def test_a_connection_waiting_to_be_chosen_reads_no_further(net: Net) -> N
     connection and reads no more of it: a peer that stalls that dial and floods cannot fill
     the node's memory; what it sent waits in the socket and arrives, in order, once a link
     is chosen."""
-    low_signer, high_signer = sorted((ALICE, BOB), key=lambda s: s.address)
-    low = await net.node(low_signer, dial_timeout=0.6, handshake_timeout=0.3)
-    high = await net.node(high_signer)
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        net.overrides[high.address] = f"tcp:host=127.0.0.1:port={silent.getsockname()[1]}"
-        net.errors_expected = True
-        dialling = low.manager.send(high.address, update(1))
-        dialling.addErrback(lambda failure: failure.trap(PeerUnreachable))
-        await sleep(0.05)
+    async with stalled_dial(net) as (low, high, dialling):
         for version in range(2, 202):
             high.manager.send(low.address, update(version)).addErrback(lambda _: None)
         record = low.manager._peers[high.address]
@@ -786,17 +786,7 @@ async def test_what_a_dropped_connection_brought_before_it_was_chosen_goes_with_
     the next link's `peer_connected`, it would pass for one of that link's. (A held connection
     reads nothing, a close by the peer included: it is seen once the connection is chosen,
     after what came before it, as on any link.)"""
-    low_signer, high_signer = sorted((ALICE, BOB), key=lambda s: s.address)
-    low = await net.node(low_signer, dial_timeout=0.6, handshake_timeout=0.3)
-    high = await net.node(high_signer)
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        net.overrides[high.address] = f"tcp:host=127.0.0.1:port={silent.getsockname()[1]}"
-        net.errors_expected = True
-        dialling = low.manager.send(high.address, update(1))
-        dialling.addErrback(lambda failure: failure.trap(PeerUnreachable))
-        await sleep(0.05)
+    async with stalled_dial(net) as (low, high, dialling):
         high.manager.send(low.address, update(2)).addErrback(lambda _: None)
         record = low.manager._peers[high.address]
         await until(lambda: bool(record.held), "the message is held")
