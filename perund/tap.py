@@ -59,15 +59,12 @@ class Options(usage.Options):
                 value=None, requirement="--config FILE")
         overrides: dict[str, Any] = {}
         origins: dict[str, str] = {}
-        chain_url = self["chain-url"]
-        origins["chain.url"] = "--chain-url"
+        chain_url, origin = self["chain-url"], "--chain-url"
         if chain_url is None:
-            chain_url = os.environ.get(CHAIN_URL_ENV) or None
-            origins["chain.url"] = CHAIN_URL_ENV
+            chain_url, origin = os.environ.get(CHAIN_URL_ENV) or None, CHAIN_URL_ENV
         if chain_url is not None:
             overrides.setdefault("chain", {})["url"] = chain_url
-        else:
-            del origins["chain.url"]
+            origins["chain.url"] = origin
         if self["api-listen"] is not None:
             overrides.setdefault("api", {})["listen"] = self["api-listen"]
             origins["api.listen"] = "--api-listen"

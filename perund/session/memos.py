@@ -35,9 +35,9 @@ class Memos:
         """The update to `version` carries `memo` (empty: none, and nothing noted for that
         version before, by a refused update, stays)."""
         if not memo:
-            if self._noted.pop((channel_id, version), None) is not None \
-                    and self._annotate is not None:
-                self._annotate(channel_id, version, memo)
+            self._noted.pop((channel_id, version), None)
+            if self._annotate is not None:
+                self._annotate(channel_id, version, memo)  # the store's own copy too
             return
         if len(self._noted) >= MAX_NOTED:
             self._noted.popitem(last=False)
