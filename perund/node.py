@@ -163,6 +163,10 @@ class NodeService(MultiService):
                 Session.check_chain(prepared, self.chain, self.currencies.label)))
         await check_tokens(self.chain, self.currencies)
         await self._listen_api()
+        # Users may open sessions from here on, while the node opens its own again.
+        self.started = True
+        await self._reopen_sessions()
+        # Only now: a session whose chain check fails still stops the start.
         adjudicator = self.chain.adjudicator
         self.log.info(
             "node ready on chain {chain_id} ({where}), Adjudicator {adjudicator}",
@@ -170,9 +174,6 @@ class NodeService(MultiService):
             where=shown_url(self.config.chain.url) or "embedded dev chain",
             adjudicator=hex_address(adjudicator) if adjudicator else "-",
         )
-        # Users may open sessions from here on, while the node opens its own again.
-        self.started = True
-        await self._reopen_sessions()
 
     def _hold_data_dir(self) -> None:
         """Lock data_dir for this process before anything in it is read or started: a second
@@ -454,7 +455,7 @@ class NodeService(MultiService):
         outcomes = await DeferredList(
             [Deferred.fromCoroutine(self._open_session(path)) for path in paths],
             consumeErrors=True)
-        mismatched: Failure | None = None
+        mismatched: list[ChainMismatch] = []
         for path, (_, result) in zip(paths, outcomes, strict=True):
             if isinstance(result, Session):
                 self.log.info("session {path} open again as {session_id} ({count} channels "
@@ -465,14 +466,18 @@ class NodeService(MultiService):
             elif result.check(ChainMismatch):
                 # Money is at stake: the node does not start on a chain that lost it, unless
                 # the operator says so (--accept-lost-channels).
-                mismatched = mismatched or result
+                mismatched.append(result.value)
             else:
                 # The session stays on the list: the next start tries again.
                 self.log.error("could not open session {path} again: {error}; its channels "
                                "are not watched until it is opened", path=path,
                                error=result.value)
-        if mismatched is not None:
-            mismatched.raiseException()
+        if len(mismatched) == 1:
+            raise mismatched[0]
+        if mismatched:
+            # Every session at stake, not only the first: the operator fixes them in one go.
+            raise ChainMismatch(" Also: ".join(m.message for m in mismatched),
+                                sessions=[m.data for m in mismatched])
 
     # -- metrics --------------------------------------------------------------------------------
 

@@ -31,6 +31,9 @@ def test_a_lost_chain_stops_the_start_or_marks_the_channels(tmp_path: Path) -> N
         (line,) = [x for x in refused.stdout.splitlines() if "start-up failed" in x]
         assert f"channel {channel[:10]}…" in line and "2.5 ETH expected, 0 ETH held" in line
         assert "--accept-lost-channels" in line
+        # Each session at stake is named, not only the first; and the node never said ready.
+        assert files["alice"] in line and files["bob"] in line
+        assert "node ready" not in refused.stdout
 
         # Started knowing it: the channel is marked lost, the users are told.
         node.start("--fresh-chain", "--accept-lost-channels")
