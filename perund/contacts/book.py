@@ -79,7 +79,8 @@ def parse_account_address(value: object) -> Address:
         raise ValueError("a 0x-prefixed 20-byte hex address (quote it in YAML)")
     digits = value[2:]
     if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(value):
-        raise ValueError("mixed-case address with a wrong EIP-55 checksum (a typo?)")
+        raise ValueError("its letter case is not its EIP-55 checksum (a typo?); write it all "
+                         "in lower case to skip the check")
     address = to_address(value)
     if address == bytes(20):
         raise ValueError("the zero address is nobody's")
@@ -412,13 +413,12 @@ class ContactBook:
     def resolve(self, peer: str) -> Contact:
         """The contact that `peer` names: an alias or a 0x off-chain address."""
         if _HEX_ADDRESS.match(peer):
-            body = peer[2:]
-            if body != body.lower() and body != body.upper() and not is_checksum_address(peer):
-                # Mixed case claims an EIP-55 checksum: a wrong one is a mistyped address.
-                raise InvalidArgument(f"{peer}: its letter case is not its EIP-55 checksum (a "
-                                      "typo?); write it all in lower case to skip the check",
-                                      name="peer", value=peer, requirement="EIP-55 checksum")
-            contact = self._by_address.get(to_address(peer))
+            try:
+                address = parse_account_address(peer)  # mixed case: a checksum to check
+            except ValueError as exc:
+                raise InvalidArgument(f"{peer}: {exc}", name="peer", value=peer,
+                                      requirement="EIP-55 checksum") from None
+            contact = self._by_address.get(address)
             if contact is None:
                 raise ResourceNotFound(f"no contact has address {peer}", type="peer", id=peer)
             return contact
