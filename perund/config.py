@@ -499,8 +499,8 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
     limits = _limits(_section(raw, "limits", problems), problems)
 
     if problems.problems:
-        lines = "; ".join(f"{p['name'] or '(top)'}: {p['requirement']}" for p in problems.problems)
-        raise InvalidConfig(f"invalid node config: {lines}", problems=problems.problems)
+        raise InvalidConfig(f"invalid node config: {_lines(problems.problems)}",
+                            problems=problems.problems)
     data_path = Path(data_dir)
     if not data_path.is_absolute():
         data_path = base / data_path
@@ -511,6 +511,14 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
         log = replace(log, file=str(base / log.file))
     return NodeConfig(data_dir=data_path, log=log, api=api, chain=chain, timeouts=timeouts,
                       sessions=sessions, limits=limits)
+
+
+def _lines(problems: list[dict[str, Any]]) -> str:
+    """The problems of a node config in one message: `name: requirement; ...`, each name with
+    where its value came from when not from the file (`api.listen (from --api-listen)`)."""
+    return "; ".join(
+        f"{p['name'] or '(top)'}{' (from ' + p['source'] + ')' if 'source' in p else ''}: "
+        f"{p['requirement']}" for p in problems)
 
 
 def load_node_config(path: str | Path,
@@ -542,10 +550,8 @@ def load_node_config(path: str | Path,
             for problem in problems:
                 if problem["name"] in origins:
                     problem["source"] = origins[problem["name"]]
-            lines = "; ".join(
-                f"{p['name'] or '(top)'}{' (from ' + p['source'] + ')' if 'source' in p else ''}"
-                f": {p['requirement']}" for p in problems)
-            raise InvalidConfig(f"invalid node config {file}: {lines}", **exc.data) from None
+            raise InvalidConfig(f"invalid node config {file}: {_lines(problems)}",
+                                **exc.data) from None
         raise InvalidConfig(exc.message.replace("invalid node config:",
                                                 f"invalid node config {file}:", 1),
                             **exc.data) from None
