@@ -476,8 +476,11 @@ class NodeService(MultiService):
             raise mismatched[0]
         if mismatched:
             # Every session at stake, not only the first: the operator fixes them in one go.
+            # The data as each session's has it: the sessions, and all their channels.
             raise ChainMismatch(" Also: ".join(m.message for m in mismatched),
-                                sessions=[m.data for m in mismatched])
+                                sessions=[m.data.get("session") for m in mismatched],
+                                channels=[channel for m in mismatched
+                                          for channel in m.data.get("channels", [])])
 
     # -- metrics --------------------------------------------------------------------------------
 
