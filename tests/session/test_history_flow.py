@@ -4,6 +4,8 @@ requests that end unpaid (declined, expired) are recorded on both sides as such.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ from perund.storage.history import PaymentQuery
 from perund.storage.store import SessionStore
 from perund.wire.messages import Update
 
-from .conftest import ETHER, listening_pair, open_between
+from .conftest import ETHER, User, listening_pair, open_between
 
 Row = tuple[str, int, int | None, bool, str, str | None]
 
@@ -33,13 +35,29 @@ def _history(store: SessionStore) -> list[Row]:
             for r in reversed(page.payments)]
 
 
-@pytest_twisted.ensureDeferred
-async def test_references_merged_payments_and_unpaid_requests_on_both_sides(
-        chain: ChainBackend, tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def on_stores(chain: ChainBackend, tmp_path: Path
+                    ) -> AsyncIterator[tuple[User, User, tuple[SessionStore, SessionStore]]]:
+    """alice and bob listening on loopback, each on a session store (with its history);
+    stopped and closed afterwards."""
     stores = SessionStore(tmp_path / "alice", reactor), SessionStore(tmp_path / "bob", reactor)
     pair = await listening_pair(chain, *stores)
     alice, bob = pair.alice, pair.bob
     try:
+        yield alice, bob, stores
+    finally:
+        await alice.peers.stop()
+        await bob.peers.stop()
+        alice.client.stop()
+        bob.client.stop()
+        for store in stores:
+            store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_references_merged_payments_and_unpaid_requests_on_both_sides(
+        chain: ChainBackend, tmp_path: Path) -> None:
+    async with on_stores(chain, tmp_path) as (alice, bob, stores):
         cid = await open_between(alice, bob, ETHER, ETHER)
 
         await alice.client.send(cid, ((ETH, 5),), reference="inv-1")
@@ -70,13 +88,6 @@ async def test_references_merged_payments_and_unpaid_requests_on_both_sides(
         ]
         flipped = {"sent": "received", "received": "sent"}
         assert _history(stores[1]) == [(flipped[d], *rest) for d, *rest in mine]
-    finally:
-        await alice.peers.stop()
-        await bob.peers.stop()
-        alice.client.stop()
-        bob.client.stop()
-        for store in stores:
-            store.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -84,36 +95,28 @@ async def test_a_refused_update_leaves_its_memo_to_no_other_update(
         chain: ChainBackend, tmp_path: Path) -> None:
     """A stranger's update naming the channel, or the peer's own that alice refuses, carries
     a memo for a version alice pays at next: her plain payment must not take it on."""
-    stores = SessionStore(tmp_path / "alice", reactor), SessionStore(tmp_path / "bob", reactor)
-    pair = await listening_pair(chain, *stores)
-    alice, bob = pair.alice, pair.bob
-    endpoint = f"tcp:host=127.0.0.1:port={alice.peers.port}"
-    stranger = PeerManager(reactor, Signer(bytes([7]) * 32), {alice.client.address: endpoint}.get,
-                           keepalive_interval=None)
-    try:
-        cid = await open_between(alice, bob, ETHER, ETHER)
-        balances = ((ETHER - 5, ETHER + 5),)
+    async with on_stores(chain, tmp_path) as (alice, bob, stores):
+        endpoint = f"tcp:host=127.0.0.1:port={alice.peers.port}"
+        stranger = PeerManager(reactor, Signer(bytes([7]) * 32),
+                               {alice.client.address: endpoint}.get, keepalive_interval=None)
+        try:
+            cid = await open_between(alice, bob, ETHER, ETHER)
+            balances = ((ETHER - 5, ETHER + 5),)
 
-        def junk(version: int) -> Update:
-            memo = (PaymentPart((5,), reference=f"INV-ATTACKER-{version}"),)
-            return Update(State(cid, version, (ETH,), balances), b"\x01" * 65, memo)
+            def junk(version: int) -> Update:
+                memo = (PaymentPart((5,), reference=f"INV-ATTACKER-{version}"),)
+                return Update(State(cid, version, (ETH,), balances), b"\x01" * 65, memo)
 
-        # A ping's answer comes after alice has handled what came before it on that link.
-        await stranger.send(alice.client.address, junk(1))
-        await stranger.ping(alice.client.address, 5.0)
-        await alice.client.send(cid, ((ETH, 5),))
-        await bob.peers.send(alice.client.address, junk(2))
-        await bob.peers.ping(alice.client.address, 5.0)
-        await alice.client.send(cid, ((ETH, 5),))
-        expected = [("sent", 5, 1, False, "paid", None), ("sent", 5, 2, False, "paid", None)]
-        assert _history(stores[0]) == expected
-        flipped = {"sent": "received", "received": "sent"}
-        assert _history(stores[1]) == [(flipped[d], *rest) for d, *rest in expected]
-    finally:
-        await stranger.stop()
-        await alice.peers.stop()
-        await bob.peers.stop()
-        alice.client.stop()
-        bob.client.stop()
-        for store in stores:
-            store.close()
+            # A ping's answer comes after alice has handled what came before it on that link.
+            await stranger.send(alice.client.address, junk(1))
+            await stranger.ping(alice.client.address, 5.0)
+            await alice.client.send(cid, ((ETH, 5),))
+            await bob.peers.send(alice.client.address, junk(2))
+            await bob.peers.ping(alice.client.address, 5.0)
+            await alice.client.send(cid, ((ETH, 5),))
+            expected = [("sent", 5, 1, False, "paid", None), ("sent", 5, 2, False, "paid", None)]
+            assert _history(stores[0]) == expected
+            flipped = {"sent": "received", "received": "sent"}
+            assert _history(stores[1]) == [(flipped[d], *rest) for d, *rest in expected]
+        finally:
+            await stranger.stop()
