@@ -83,8 +83,8 @@ def test_overrides_are_validated_and_applied(tmp_path: Path,
     assert "chain.block_time: " in err and "api.listen (from --api-listen)" in err
 
 
-@pytest_twisted.ensureDeferred
-async def test_node_starts_on_the_embedded_chain_and_stops(tmp_path: Path) -> None:
+async def _embedded_node(tmp_path: Path) -> NodeService:
+    """A node of the smallest config (the embedded dev chain), started as twistd would."""
     config = tmp_path / "perund.yaml"
     config.write_text("data_dir: data\n")
     options = Options()
@@ -92,6 +92,12 @@ async def test_node_starts_on_the_embedded_chain_and_stops(tmp_path: Path) -> No
     node = NodeService(reactor, options["node_config"])
     node.startService()
     await node.ready
+    return node
+
+
+@pytest_twisted.ensureDeferred
+async def test_node_starts_on_the_embedded_chain_and_stops(tmp_path: Path) -> None:
+    node = await _embedded_node(tmp_path)
     assert node.chain.chain_id == 1337
     assert node.chain.adjudicator is not None
     await node.stopService()
@@ -102,13 +108,7 @@ async def test_node_starts_on_the_embedded_chain_and_stops(tmp_path: Path) -> No
 async def test_an_embedded_chain_that_dies_under_the_node_is_reported_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("perund.node.DEVCHAIN_CHECK", 0.05)
-    config = tmp_path / "perund.yaml"
-    config.write_text("data_dir: data\n")
-    options = Options()
-    options.parseOptions(["--config", str(config), "--api-listen", "tcp:0:interface=127.0.0.1"])
-    node = NodeService(reactor, options["node_config"])
-    node.startService()
-    await node.ready
+    node = await _embedded_node(tmp_path)
     assert node.devchain is not None and node.devchain.exit_status() is None
     with capturedLogs() as events:
         node.devchain._process.kill()  # type: ignore[union-attr]  # kill -9
