@@ -43,6 +43,7 @@ from perund.channel.steps import (
     fund_event,
     register_latest,
     settlement,
+    settles_unfunded,
 )
 from perund.channel.types import Address, Params, State
 from perund.channel.updating import decline
@@ -66,7 +67,7 @@ def _funding_expired(channel: Channel, change: FundingExpired) -> Result:
     if channel.phase is not Phase.FUNDING:
         return channel, NOTHING
     channel, dropped = drop_staged(channel, UpdateFailure.SETTLING, "the channel was not funded")
-    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSING))
+    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSING), unfunded=True)
     return new, (Persist(new), *dropped, FundingFailed(channel.channel_id), register_latest(new))
 
 
@@ -79,7 +80,8 @@ def _force_close(channel: Channel, change: ForceClose) -> Result:
             phase=channel.phase.value,
         )
     channel, events = drop_staged(channel, UpdateFailure.SETTLING, "the channel is being closed")
-    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSING))
+    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSING),
+                         unfunded=settles_unfunded(channel))
     return new, (Persist(new), *events, register_latest(new))
 
 
@@ -97,6 +99,7 @@ def _registered(channel: Channel, change: Registered) -> Result:
     new = channel.evolve(
         phase=advance(channel.phase, Phase.DISPUTED),
         dispute=Dispute(change.version, change.timeout, state),
+        unfunded=settles_unfunded(channel),
     )
     events.insert(0, Persist(new))
     events.append(Disputed(channel.channel_id, change.version, change.timeout))

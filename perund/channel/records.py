@@ -106,6 +106,11 @@ class Channel:
     waited for), so, like `abandoned`, we neither propose nor countersign until the peer's Sync
     arrives (any Sync: every connection after a restart is a new one).
 
+    `unfunded`: the channel went to settlement from proposing or funding (its funding failed,
+    the peer registered early, or our user closed it), before every deposit was seen. The
+    contract may hold less than the state's total, even nothing, and refunds what it holds; the
+    start-up check expects nothing of it (perund.session.chain_check). Set by `settling`.
+
     `sync_sent`, `fresh_link` and `resyncing` are transient (reset by `Restored`, `fresh_link`
     also by `StartSync`); `sync_sent` keeps two nodes from answering each other's syncs forever
     (docs/core.md). `confirm_updates`: the user wants to approve even incoming payments.
@@ -127,6 +132,7 @@ class Channel:
     dispute: Dispute | None = None
     reserved: int = 0
     resyncing: bool = False
+    unfunded: bool = False
 
     def evolve(
         self,
@@ -142,6 +148,7 @@ class Channel:
         dispute: Dispute | _Keep | None = KEEP,
         reserved: int | _Keep = KEEP,
         resyncing: bool | _Keep = KEEP,
+        unfunded: bool | _Keep = KEEP,
     ) -> Channel:
         """This channel with the given fields changed (its identity never changes).
 
@@ -163,6 +170,7 @@ class Channel:
             self.dispute if dispute is KEEP else dispute,
             self.reserved if reserved is KEEP else reserved,
             self.resyncing if resyncing is KEEP else resyncing,
+            self.unfunded if unfunded is KEEP else unfunded,
         )
 
     @property

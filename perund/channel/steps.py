@@ -33,6 +33,14 @@ Result = tuple[Channel, tuple[Event, ...]]
 
 NOTHING: Final[tuple[Event, ...]] = ()
 
+BEFORE_FUNDED: Final = frozenset({Phase.PROPOSING, Phase.FUNDING})
+
+
+def settles_unfunded(channel: Channel) -> bool:
+    """The `unfunded` of `channel` as it goes to settlement (closing or disputed): it never
+    got past funding, now or before."""
+    return channel.unfunded or channel.phase in BEFORE_FUNDED
+
 
 def ordered(channel: Channel, ours: Signature, theirs: Signature) -> tuple[Signature, Signature]:
     """Our and the peer's signatures in participant order."""

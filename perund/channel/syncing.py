@@ -37,6 +37,7 @@ from perund.channel.steps import (
     refuse,
     register_latest,
     send_sync,
+    settles_unfunded,
 )
 from perund.channel.types import State
 from perund.channel.updating import fail_own
@@ -200,7 +201,7 @@ def _conflict(channel: Channel, theirs: State) -> Result:
     if channel.phase in (Phase.FUNDING, Phase.OPEN):
         channel = channel.evolve(
             phase=advance(channel.phase, Phase.CLOSING), abandoned=None, fresh_link=False,
-            resyncing=False,
+            resyncing=False, unfunded=settles_unfunded(channel),
         )
         events.insert(1, Persist(channel))
         events.append(register_latest(channel))

@@ -6,9 +6,10 @@ contract will honour, and a cooperative close would "conclude" a channel that pa
 when a session opens, each funded, unsettled channel's holdings are read: the contract must hold
 at least the total of the channel's latest state, per asset (payments move money between the
 two sides, never in or out, so that total is what was deposited). A channel the contract has
-concluded already is fine: the watcher reports its conclusion. So is a settling channel whose
-funding failed part-way (the contract holds some of its deposits, or has a registration of it):
-it is refunded what it holds.
+concluded already is fine: the watcher reports its conclusion. So is a channel that went to
+settlement before it was funded (`Channel.unfunded`): the contract refunds whatever it holds of
+it, and if that is nothing, no one lost anything. A record from before that flag passes when
+the contract holds some of its deposits or has a registration of it.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ async def shortfalls(chain: ChainBackend, channels: Iterable[Channel],
     enough is fine whatever its record says, so a start reads one value per channel and asset,
     not two."""
     # A virtual channel holds nothing on-chain: its parents hold its funds (locked).
-    funded = [c for c in channels if c.phase in FUNDED and type(c.params) is Params]
+    funded = [c for c in channels
+              if c.phase in FUNDED and type(c.params) is Params and not c.unfunded]
     if not funded:
         return []
     held = await chain.channel_holdings([(c.channel_id, c.latest.assets) for c in funded])
@@ -101,9 +103,9 @@ async def shortfalls(chain: ChainBackend, channels: Iterable[Channel],
             continue
         if channel.phase in SETTLING and (status.phase is ChainPhase.DISPUTE
                                           or any(amounts)):
-            # Settling a channel whose funding never completed (a deposit missing): the
-            # contract holds what was deposited and refunds it. A reset chain holds nothing of
-            # it and has no registration of it.
+            # A record from before `unfunded`: settling a channel whose funding may never have
+            # completed. The contract holds what was deposited and refunds it; a reset chain
+            # holds nothing of it and has no registration of it.
             continue
         state = channel.latest
         for asset, total, amount in zip(state.assets, funds_of(state), amounts, strict=True):
@@ -143,5 +145,6 @@ def mismatch(session: str, chain_url: str, found: list[Shortfall]) -> ChainMisma
         "the embedded chain: put data_dir/devchain back), or start with "
         "--accept-lost-channels to give them up (docs/operations.md, \"When things go "
         "wrong\"); a channel that was settling because its funding failed before any "
-        "deposit was made has nothing on any chain to give up",
+        "deposit was made, recorded before perund marked such channels, has nothing on any "
+        "chain to give up",
         session=session, channels=[s.to_json() for s in found])

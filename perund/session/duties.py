@@ -16,6 +16,7 @@ Rules, stated once:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -34,6 +35,7 @@ from perund.errors import (
     InsufficientFunds,
     PeerNotFunded,
     PerundError,
+    ProtocolError,
     TxReverted,
     TxTimedOut,
 )
@@ -53,6 +55,20 @@ virtual parts make of them (`perund.session.virtual_onchain`)."""
 
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
+
+
+def _our_deposit_failed(exc: Exception, channel_id: ChannelID) -> PerundError:
+    """Why our own deposit failed, told as such rather than blamed on the peer. A chain error
+    (no funds for it, the chain down or refusing it) keeps its code and data, so the user sees
+    a chain outage as one, not as a mistake of theirs."""
+    message = f"our deposit failed: {exc}"
+    if isinstance(exc, ProtocolError) and exc.code != PerundError.code:
+        told = copy.copy(exc)
+        told.args, told.message = (message,), message
+        told.data = {**exc.data, "channel_id": _hex(channel_id)}
+        return told
+    data = exc.data if isinstance(exc, PerundError) else {}
+    return FailedPrecondition(message, **{**data, "channel_id": _hex(channel_id)})
 
 
 def _log_failure(failure: Failure, what: str) -> None:
@@ -96,10 +112,7 @@ class ChainDuties:
             log.warn("channel {channel_id} was not funded: {why}",
                      channel_id=_hex(e.channel_id), why=str(exc))
             if not isinstance(exc, PeerNotFunded):
-                # Our own deposit failed (no funds for it, the chain refused it): say so rather
-                # than blame the peer.
-                self._funding_errors[e.channel_id] = FailedPrecondition(
-                    f"our deposit failed: {exc}", channel_id=_hex(e.channel_id))
+                self._funding_errors[e.channel_id] = _our_deposit_failed(exc, e.channel_id)
             self._apply(e.channel_id, FundingExpired())
         else:
             self._funding.pop(e.channel_id, None)

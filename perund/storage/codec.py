@@ -230,10 +230,14 @@ def encode_channel(channel: Channel) -> bytes:
         ),
         _e_uint64(channel.signed_up_to, "signed_up_to"),
     )
-    if channel.reserved != channel.signed_up_to:
-        # Stored only when it differs from `signed_up_to`, so that records without a
-        # reservation keep their bytes (docs/storage.md).
+    if channel.reserved != channel.signed_up_to or channel.unfunded:
+        # Stored only when it differs from `signed_up_to` (or a later field follows), so that
+        # records without a reservation keep their bytes (docs/storage.md).
         body = (*body, _e_uint64(channel.reserved, "reserved"))
+    if channel.unfunded:
+        if type(channel.unfunded) is not bool:
+            raise StoreError("unfunded must be a bool")
+        body = (*body, True)
     return _pack(body)
 
 
@@ -373,11 +377,15 @@ def decode_channel(value: bytes) -> Channel:
     # A record without a reservation has none beyond `signed_up_to` (or was written before
     # reservations, when every write was durable before a signature it records left).
     reserved_field = None
-    if type(body) is tuple and len(body) == 11:
+    unfunded = False
+    if type(body) is tuple and len(body) in (11, 12):
         reserved_field = _d_uint64(body[10], "reserved")
+        if len(body) == 12:
+            unfunded = _d_bool(body[11], "unfunded")
         body = body[:10]
     elif type(body) is not tuple or len(body) != 10:
-        raise StoreCorrupt("channel record must be an array of 10 (11 with a reservation)")
+        raise StoreCorrupt("channel record must be an array of 10 (11 with a reservation, 12 "
+                           "with the unfunded flag)")
     try:
         cid = ChannelID(_d_bytes(body[0], 32, "channel ID"))
         params = _d_params(body[1])
@@ -425,6 +433,7 @@ def decode_channel(value: bytes) -> Channel:
             dispute=dispute,
             signed_up_to=signed_up_to,
             reserved=reserved,
+            unfunded=unfunded,
         )
     except (ValueError, TypeError, IndexError) as e:
         # The dataclasses' own checks (participants differ, balances are uint256, ...).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 import pytest_twisted
@@ -349,8 +350,11 @@ async def test_a_settling_channel_whose_funding_failed_part_way_passes_the_check
     found = await shortfalls(backend, [settling(partial, ChannelPhase.CLOSING),
                                        settling(registered, ChannelPhase.DISPUTED),
                                        settling(nothing, ChannelPhase.CLOSING)])
-    # Nothing deposited and nothing registered: as on a reset chain, so still named.
+    # Nothing deposited and nothing registered: as on a reset chain, so still named, unless
+    # the record says the channel went to settlement before it was funded.
     assert {f.channel_id for f in found} == {nothing.id}
+    unfunded = replace(settling(nothing, ChannelPhase.CLOSING), unfunded=True)
+    assert await shortfalls(backend, [unfunded]) == []
     # An open channel holding part of its state is still short.
     opened = ChannelRecord(partial.id, partial.params, 0, ChannelPhase.OPEN,
                            settling(partial, ChannelPhase.OPEN).current)

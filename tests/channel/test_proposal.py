@@ -373,7 +373,7 @@ def test_funding_deadline_registers_version_zero() -> None:
     alice, _ = make_pair(funded=False)
     assert alice.current is not None
     closing, events = transition(alice, FundingExpired())
-    assert closing.phase is Phase.CLOSING
+    assert closing.phase is Phase.CLOSING and closing.unfunded
     assert events == (
         Persist(closing),
         FundingFailed(alice.channel_id),

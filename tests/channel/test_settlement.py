@@ -176,6 +176,25 @@ def test_force_close_registers_our_latest_state() -> None:
         transition(alice1, ForceClose())
 
 
+def test_a_channel_settling_before_it_was_funded_is_unfunded_for_good() -> None:
+    """The start-up check must not expect the deposits of a channel that went to settlement
+    before it was funded: every way there from funding marks it `unfunded`, the way from open
+    does not, and the mark stays through the dispute and the conclusion."""
+    funding, _ = make_pair(funded=False)
+    opened, _ = make_pair()
+    for change in (FundingExpired(), ForceClose(), registered(funding, 0)):
+        settled, _ = transition(funding, change)
+        assert settled.phase in (Phase.CLOSING, Phase.DISPUTED) and settled.unfunded, change
+        disputed, _ = transition(settled, registered(settled, 0))
+        assert disputed.phase is Phase.DISPUTED and disputed.unfunded
+        closed, _ = transition(disputed, Concluded(0))
+        assert closed.phase is Phase.CLOSED and closed.unfunded
+    for change in (ForceClose(), registered(opened, 0)):
+        settled, _ = transition(opened, change)
+        assert settled.phase in (Phase.CLOSING, Phase.DISPUTED) and not settled.unfunded
+    assert not make_pair(funded=False)[0].unfunded
+
+
 def test_force_close_answers_the_peers_pending_update() -> None:
     _, bob = make_pair()
     request = next_state(bob, balances=((11 * ETHER, 9 * ETHER),))

@@ -157,7 +157,7 @@ async def test_a_peer_that_never_funds_gets_everyone_their_deposit_back(world: W
     # timeout, 10 s) or, first, alice registered version 0 (after the funding timeout, 8 s).
     error = accepted["error"]
     assert (error["code"] == 103 and "before it was funded" in error["message"]) or \
-        (error["code"] == 204 and "our deposit failed" in error["message"]), accepted
+        (error["code"] == 301 and "our deposit failed" in error["message"]), accepted
     # Funding timed out: alice is told the peer did not fund; her node registers version 0.
     assert answer["error"]["code"] == 103, answer
     (channel,) = w.call("alice", "channel_list")

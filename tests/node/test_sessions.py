@@ -33,6 +33,7 @@ from perund.cli.generate import Generated
 from perund.config import NodeConfig, load_node_config
 from perund.errors import (
     FailedPrecondition,
+    InsufficientFunds,
     InvalidArgument,
     InvalidConfig,
     PerundError,
@@ -306,6 +307,42 @@ async def test_a_conclusion_the_chain_lost_is_settled_again_at_the_next_start(
         assert any("has not concluded channel 0x" + cid.hex() in line for line in told)
     finally:
         await second.stopService()
+
+
+@pytest.mark.anvil
+@pytest_twisted.ensureDeferred
+async def test_a_channel_whose_funding_failed_before_any_deposit_does_not_block_the_start(
+        anvil: Anvil, anvil_setup: Generated) -> None:
+    """alice opens a channel with an empty account: her deposit fails before anything is
+    deposited, and the channel settles with nothing on the chain. The node's next start
+    must not take that for a reset chain (it used to refuse to start until the operator gave
+    up every channel with --accept-lost-channels)."""
+    config = load_node_config(anvil_setup.node_config)
+    first = await started(config)
+    alice, bob = await open_pair(first, anvil_setup)
+    auto_answer(bob)
+    bob_address = alice.contacts.by_alias("bob").off_chain_address
+    account = alice.account.checksum_address
+    balance = await first.chain.balance(alice.account.address)
+    await deferToThread(_anvil_rpc, anvil.url, "anvil_setBalance", [account, "0x0"])
+    try:
+        with pytest.raises(InsufficientFunds, match=r"^our deposit failed: "):
+            await alice.client.open_channel(
+                OpenRequest(bob_address, (ETH,), ((ETHER, 0),), 600))
+        [channel] = alice.client.channels.values()
+        assert channel.phase is Phase.CLOSING and channel.unfunded
+        await first.stopService()
+
+        second = await started(config)
+        try:
+            sessions = {s.account.address: s for s in second.sessions.values()}
+            restored = sessions[alice.account.address].client.channels[channel.channel_id]
+            assert restored.phase is Phase.CLOSING and restored.unfunded
+            assert await second.chain.holdings(channel.channel_id) == (0, 0)
+        finally:
+            await second.stopService()
+    finally:
+        await deferToThread(_anvil_rpc, anvil.url, "anvil_setBalance", [account, hex(balance)])
 
 
 @pytest.mark.anvil

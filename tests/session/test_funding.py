@@ -14,7 +14,13 @@ from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest
 from perund.channel.records import Channel
 from perund.channel.types import ETH
-from perund.errors import FailedPrecondition, InsufficientFunds, PeerNotFunded
+from perund.errors import (
+    ChainNotReachable,
+    ChainRpcError,
+    FailedPrecondition,
+    InsufficientFunds,
+    PeerNotFunded,
+)
 from perund.session.notices import ChannelNotice, ProposalNotice
 
 from .fakes import ETHER, Chain, Net, Side, result, side
@@ -32,10 +38,15 @@ def _opening(clock: Clock, alice: Side, bob: Side) -> Deferred[Channel]:
 
 
 @pytest.mark.parametrize(("error", "told"), [
-    (InsufficientFunds("no funds for the deposit", txType="deposit"), FailedPrecondition),
+    (InsufficientFunds("no funds for the deposit", txType="deposit"), InsufficientFunds),
+    (ChainNotReachable("the chain at http://127.0.0.1:1 is not reachable"), ChainNotReachable),
+    (ChainRpcError("eth_sendRawTransaction", -32000, "nonce too low"), FailedPrecondition),
     (PeerNotFunded("the peer did not fund in time", peer="0x00"), PeerNotFunded),
-], ids=["our-deposit-failed", "peer-did-not-fund"])
+], ids=["our-deposit-unpaid", "chain-down", "chain-refused", "peer-did-not-fund"])
 def test_a_channel_not_funded_tells_its_opener_why(error: Exception, told: type) -> None:
+    """Our own deposit's failure keeps the chain error's code (a chain outage is no mistake of
+    the user's), with the channel and its own data; one without a code of its own is a
+    failed precondition; the peer's is the peer's."""
     clock = Clock()
     net = Net(clock)
     alice, bob = side(net, chain=Chain(clock, funds=False)), side(net)
@@ -45,8 +56,13 @@ def test_a_channel_not_funded_tells_its_opener_why(error: Exception, told: type)
     alice.chain.funding[0].errback(error)
     clock.advance(0)
 
-    with pytest.raises(told):
+    with pytest.raises(told) as raised:
         result(opening)
+    if told is not PeerNotFunded:
+        assert type(raised.value) is told
+        assert str(raised.value).startswith("our deposit failed: ")
+        assert raised.value.data["channel_id"] == "0x" + next(iter(alice.client.channels)).hex()
+        assert raised.value.data.items() >= error.data.items()
     [channel] = alice.client.channels.values()
     assert [(type(e), e.state.version) for e in alice.chain.asked] == [(ev.Register, 0)]
     assert channel.phase is not Phase.OPEN

@@ -141,6 +141,7 @@ def channels(draw: st.DrawFn) -> Channel:
         signed_up_to=draw(st.integers(0, UINT64_MAX)),
         reserved=draw(st.integers(0, UINT64_MAX)),
         resyncing=draw(st.booleans()),
+        unfunded=draw(st.booleans()),
         confirm_updates=draw(st.booleans()),
         dispute=draw(
             st.none()

@@ -116,6 +116,25 @@ def test_the_reservation_is_an_eleventh_field_only_when_it_says_more() -> None:
 GOLDEN_RESERVED_ALICE = "b78e3c4036343a8aceb4b89b35054e0840d17ced2d744c4c27045b7d021d5c5a"
 
 
+def test_the_unfunded_flag_is_a_twelfth_field_after_the_reservation() -> None:
+    """A channel that settled before it was funded carries `true` as a twelfth field, with the
+    reservation written out even when it equals `signed_up_to`; any other channel keeps its
+    bytes. A record of 10 or 11 fields is not unfunded."""
+    alice, _bob = make_pair()
+    unfunded = replace(alice, phase=Phase.CLOSING, unfunded=True)
+    body = msgpack.unpackb(encode_channel(unfunded)[1:], raw=False, use_list=False)
+    assert len(body) == 12 and body[9:] == (0, 0, True)
+    assert decode_channel(encode_channel(unfunded)) == unfunded
+    assert encode_channel(replace(unfunded, unfunded=False)) \
+        == encode_channel(replace(alice, phase=Phase.CLOSING))
+    assert decode_channel(_pack(list(body[:11]))) == replace(unfunded, unfunded=False)
+    for value in (None, 1, "true", b"\x01"):
+        with pytest.raises(StoreCorrupt, match="unfunded"):
+            decode_channel(_pack([*body[:11], value]))
+    with pytest.raises(StoreCorrupt, match="array of 10"):
+        decode_channel(_pack([*body, True]))
+
+
 @pytest.mark.parametrize("value", [None, -1, "1000", 1.5, True, b"\x03\xe8"])
 def test_a_bad_reservation_is_store_corrupt(value: object) -> None:
     staged, _ = transition(make_pair()[0], OwnUpdate(ALICE, ((ETH, 1),), False))
@@ -261,7 +280,7 @@ def _pack(body: object) -> bytes:
         (lambda b: b[4][0][3][0].__setitem__(0, b"\x01" * 33), "current state balance must be"),
         (lambda b: b[4].__setitem__(1, b"\x00" * 64), "current signature must be 65 bytes"),
         (lambda b: b.append(None), "reserved must be an int"),
-        (lambda b: b.extend([1, None]), "channel record must be an array of 10 \\(11 with"),
+        (lambda b: b.extend([1, True, None]), "channel record must be an array of 10 \\(11 with"),
         (lambda b: b.__setitem__(9, -1), "signed_up_to must be an int"),
         (lambda b: b.__setitem__(5, [0, None, b"", b"", b""]), "staged state must be an array"),
     ],
