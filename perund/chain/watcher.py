@@ -24,7 +24,7 @@ as often as a node with one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
@@ -300,6 +300,7 @@ class ChainWatcher:
         on_deposit: Callable[[ChannelID], None] | None = None,
         on_event: Callable[[ChainEvent, tuple[ChainEvent, ...]], None] | None = None,
         mine: Callable[[], Deferred[None]] | None = None,
+        on_rewind: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._reactor = reactor
         self.mine = mine
@@ -307,12 +308,18 @@ class ChainWatcher:
         one. A challenge period over by the clock is over for the contract only once a block
         says so, and the conclusion's pre-flight runs against the newest block."""
         self.on_deposit = on_deposit
+        """Told of every Deposited event of a watched channel once it is confirmed (funding
+        waits on it instead of reading the holdings on a timer)."""
         self.on_event = on_event
         """Told of every event of the new blocks with the rest of its transaction, before the
         watched channels hear of it (virtual channels an intermediary watches are no channels
         of its own)."""
-        """Told of every Deposited event of a watched channel once it is confirmed (funding
-        waits on it instead of reading the holdings on a timer)."""
+        self.on_rewind = on_rewind
+        """Asked, after blocks the watcher had read were replaced or lost, to re-examine what
+        no event tells: a conclusion those blocks held, of a channel the session holds as
+        closed (the watcher stops watching a channel once it is concluded). Asked again at
+        the next poll until it succeeds."""
+        self._rewind_check_due = False
         self.chain = chain
         self.store = store
         self.watched = channels
@@ -439,6 +446,9 @@ class ChainWatcher:
                     # the cursor again would skip whatever the new blocks below it hold (a
                     # registration, on an idle dev chain, for good).
                     cursor = self._rewind(cursor, head)
+        if self._rewind_check_due and self.on_rewind is not None and self._running:
+            await self.on_rewind()
+            self._rewind_check_due = False
         last = await self.chain.block_number() - self.confirmations
         if last <= cursor:
             if self._running:
@@ -518,6 +528,7 @@ class ChainWatcher:
                       "Reading the events again from block {start}.",
                       head=head, block=cursor, start=start)
         self.cursor, self.cursor_hash = start, None
+        self._rewind_check_due = True
         self.chain.forget()
         # Before the events are read again: a dispute the core knows may be gone from the
         # chain, our refutation with it.

@@ -26,6 +26,7 @@ from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
 from perund.chain.urls import shown_url
 from perund.chain.watcher import ChainView, ChainWatcher
+from perund.channel.changes import ConclusionLost
 from perund.channel.fees import FeeSchedule
 from perund.channel.phases import TERMINAL
 from perund.channel.proposal import Deployment
@@ -262,7 +263,9 @@ class Session:
                                on_deposit=settlement.deposit_seen,
                                on_event=client.intermediary.chain_event,
                                # The embedded dev chain mines a block per transaction only.
-                               mine=None if node.chain.url else chain.mine)
+                               mine=None if node.chain.url else chain.mine,
+                               on_rewind=lambda: _settle_lost_conclusions(session_id, chain,
+                                                                         client))
         session = cls(reactor, session_id, config, account, store, contacts, client, peers,
                       settlement, watcher)
         # Before anything is resumed: does the chain still hold what the channels hold?
@@ -274,12 +277,7 @@ class Session:
             for shortfall in found:
                 lost[shortfall.channel_id] = shortfall.describe()
         for channel_id in parts.unconcluded:
-            log.critical(
-                "session {session_id}: the chain has not concluded channel {channel_id}, which "
-                "this session holds as closed, and still holds its deposits: it lost the "
-                "blocks of the conclusion (an embedded chain stopped between its state saves, "
-                "or a reorganisation deeper than chain.confirmations). Settling it again.",
-                session_id=session_id, channel_id="0x" + channel_id.hex())
+            _log_lost_conclusion(session_id, channel_id)
         await peers.listen()
         session.restored = [c for c in client.restore(lost, parts.unconcluded)
                             if c.phase not in TERMINAL]
@@ -334,3 +332,21 @@ class Session:
         log.info("session {session_id} closed ({count} channels left open)",
                  session_id=self.id, count=len(still_open))
         return still_open
+
+
+def _log_lost_conclusion(session_id: str, channel_id: ChannelID) -> None:
+    log.critical(
+        "session {session_id}: the chain has not concluded channel {channel_id}, which this "
+        "session holds as closed, and still holds its deposits: it lost the blocks of the "
+        "conclusion (an embedded chain stopped between its state saves, or a reorganisation "
+        "deeper than chain.confirmations). Settling it again.",
+        session_id=session_id, channel_id="0x" + channel_id.hex())
+
+
+async def _settle_lost_conclusions(session_id: str, chain: ChainBackend,
+                                   client: ChannelClient) -> None:
+    """While the session runs, the watcher found blocks it had read replaced or gone: the
+    closed channels whose conclusion went with them settle again, as at a start."""
+    for channel_id in await lost_conclusions(chain, list(client.channels.values())):
+        _log_lost_conclusion(session_id, channel_id)
+        client.chain_input(channel_id, ConclusionLost())

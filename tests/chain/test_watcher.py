@@ -260,24 +260,40 @@ async def test_a_chain_that_lost_its_newest_blocks_is_read_again_below_the_curso
         chain: Chain, new_channel, tmp_path: Path) -> None:
     """A dev chain restarted from an older state save: the block the watcher passed is gone,
     and the peer's registration of an old state lands below the cursor. An idle dev chain
-    might never grow past the cursor again: the watcher reads from below the new head."""
+    might never grow past the cursor again: the watcher reads from below the new head.
+    Before that it asks the session to re-examine what no event tells (a conclusion in the
+    lost blocks), at each poll until that succeeds, and then no more."""
     backend = chain.backend
     ch, store, watched, w, fork = await watching_a_fork(chain, new_channel, tmp_path)
+    rechecks: list[int | None] = []
+
+    async def recheck() -> None:
+        rechecks.append(w.cursor)
+        if len(rechecks) == 1:
+            raise ChainNotReachable("the chain went away meanwhile")
+
+    w.on_rewind = recheck
     for _ in range(3):
         await backend.mine()
     await w.poll()
     passed = w.cursor
-    assert passed is not None
+    assert passed is not None and rechecks == []
     assert rpc_call(chain.url, "evm_revert", [fork]) is True
     old = ch.state(1, (2 * ETHER, 0))
     registered = await backend.register(ch.accounts[1], ch.params, old, ch.sign(old))
     assert registered.block_number < passed == w.cursor
     assert await backend.block_number() < passed
+    with pytest.raises(ChainNotReachable):
+        await w.poll()
+    assert watched.fed == [] and len(rechecks) == 1 and rechecks[0] < passed
     await w.poll()
+    assert len(rechecks) == 2
     assert w.reorgs == 1
     assert [(type(change), change.version) for _, change in watched.fed] == [(Registered, 1)]
     (refute,) = watched.take(Register)
     assert refute.state.version == 3
+    await w.poll()
+    assert len(rechecks) == 2
     await w.stop()
     store.close()
 

@@ -311,6 +311,49 @@ async def test_a_conclusion_the_chain_lost_is_settled_again_at_the_next_start(
 
 @pytest.mark.anvil
 @pytest_twisted.ensureDeferred
+async def test_a_conclusion_the_chain_loses_while_the_node_runs_is_settled_again(
+        anvil: Anvil, anvil_setup: Generated) -> None:
+    """The same loss while the node runs: the watchers find the blocks they read gone, and
+    the closed channel whose conclusion went with them is settled again at once, not at the
+    next start."""
+    node = await started(load_node_config(anvil_setup.node_config))
+    try:
+        alice, bob = await open_pair(node, anvil_setup)
+        bob_notices = auto_answer(bob)
+        bob_address = alice.contacts.by_alias("bob").off_chain_address
+        channel = await alice.client.open_channel(
+            OpenRequest(bob_address, (ETH,), ((ETHER, 0),), 600))
+        cid = channel.channel_id
+        await _until(lambda: bob.client.channels[cid].phase is Phase.OPEN, "bob sees it open")
+        await alice.client.send(cid, ((ETH, ETHER // 4),))
+        snapshot = await deferToThread(_anvil_rpc, anvil.url, "evm_snapshot", [])
+        await alice.client.close(cid)
+        await _until_closed(bob_notices)
+        concluded_in = await node.chain.block_number()
+        await _until(lambda: all((s.watcher.cursor or 0) >= concluded_in
+                                 for s in (alice, bob)), "both watchers read the conclusion")
+        bob_before = await node.chain.balance(bob.account.address)
+
+        with capturedLogs() as events:
+            assert await deferToThread(_anvil_rpc, anvil.url, "evm_revert", [snapshot]) is True
+            assert await node.chain.holdings(cid) == (ETHER, 0)
+            for _ in range(200):
+                if await node.chain.holdings(cid) == (0, 0):
+                    break
+                await deferLater(reactor, 0.05, lambda: None)
+            await _until(lambda: all(s.client.channels[cid].phase is Phase.CLOSED
+                                     for s in (alice, bob)), "both closed")
+        # Concluded again (by alice, participant 0): bob paid no gas and has his share again.
+        assert await node.chain.holdings(cid) == (0, 0)
+        assert await node.chain.balance(bob.account.address) == bob_before
+        told = [formatEvent(e) for e in events if e.get("log_level") is LogLevel.critical]
+        assert any("has not concluded channel 0x" + cid.hex() in line for line in told)
+    finally:
+        await node.stopService()
+
+
+@pytest.mark.anvil
+@pytest_twisted.ensureDeferred
 async def test_a_channel_whose_funding_failed_before_any_deposit_does_not_block_the_start(
         anvil: Anvil, anvil_setup: Generated) -> None:
     """alice opens a channel with an empty account: her deposit fails before anything is
