@@ -424,6 +424,13 @@ class ContactBook:
             return contact
         return self.by_alias(peer)
 
+    def describe(self, address: Address) -> str:
+        """`address` as a person reads it in a message: `bob (0xAbC…)` for a contact (its
+        alias and checksummed address), the checksummed address alone for a stranger."""
+        contact = self._by_address.get(address)
+        checksummed = hex_address(address)
+        return checksummed if contact is None else f"{contact.alias} ({checksummed})"
+
     def knows(self, address: Address) -> bool:
         """Whether `address` is a contact (the channel client's `is_contact`)."""
         return address in self._by_address

@@ -18,6 +18,7 @@ the peer off. Every refusal of connections is one warning per interval, however 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,11 @@ class Admission:
             del self._cut_off[peer]
             return None
         return until
+
+    def seconds_cut_off(self, peer: Address) -> int | None:
+        """Whole seconds (at least 1) `peer` stays cut off, or None: for messages."""
+        until = self.cut_off_until(peer)
+        return None if until is None else max(1, math.ceil(until - self._clock.seconds()))
 
     def refused(self, peer: Address) -> tuple[bool, bool]:
         """Count a message of `peer` that was refused: `(log it, cut the peer off now)`."""

@@ -45,11 +45,11 @@ class Dialling(PeerTable):
         """The connection to use for `peer`, once there is one (dialling if needed)."""
         if peer == self.address:
             return fail(InvalidArgument("cannot connect to ourselves", name="peer"))
-        until = self.admission.cut_off_until(peer)
-        if until is not None:
+        left = self.admission.seconds_cut_off(peer)
+        if left is not None:
             return fail(PeerUnreachable(
-                f"peer {hex_of(peer)} is cut off until {until:.0f} (it sent too many refused "
-                "messages)", peer=hex_of(peer), timeout=None))
+                f"peer {self.name_of(peer)} is cut off for another {left} s (it sent too many "
+                "refused messages)", peer=hex_of(peer), timeout=None))
         rec = self._peer(peer)
         if rec.current is not None:
             return succeed(rec.current)

@@ -317,7 +317,8 @@ class PeerManager(Dialling):
 
         def timed_out(_: object, timeout: float) -> Message:
             raise PeerRequestTimedOut(
-                f"peer {peer} did not answer a {type(msg).__name__} within {timeout:g} s",
+                f"peer {self.name_of(rec.address)} did not answer a {type(msg).__name__} "
+                f"within {timeout:g} s",
                 peer=peer,
                 timeout=timeout,
             )

@@ -27,7 +27,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
 from perund.channel.encoding import Signer
-from perund.channel.types import Address
+from perund.channel.types import Address, hex_address
 from perund.errors import FailedPrecondition, PeerDisconnected, PeerUnreachable, PerundError
 from perund.peer.admission import Admission, PeerLimits
 from perund.peer.records import (
@@ -65,9 +65,13 @@ class PeerTable:
         keepalive_interval: float | None = 30.0,
         owner: PeerManagerOwner | None = None,
         limits: PeerLimits | None = None,
+        name_of: Callable[[Address], str] = hex_address,
     ) -> None:
-        """`reactor` must also provide IReactorTCP (or whatever the endpoint strings need)."""
+        """`reactor` must also provide IReactorTCP (or whatever the endpoint strings need).
+        `name_of` names a peer in the errors its users read (a session: the contact's alias
+        and address)."""
         self._reactor = reactor
+        self.name_of = name_of
         self._signer = signer
         self.address: Address = signer.address
         self._resolve = resolve
@@ -225,7 +229,7 @@ class PeerTable:
         for _, entry in lost:
             entry.deferred.errback(
                 PeerDisconnected(
-                    f"peer {hex_of(rec.address)}: {why} before the response came",
+                    f"peer {self.name_of(rec.address)}: {why} before the response came",
                     peer=hex_of(rec.address),
                     timeout=None,
                 )
@@ -252,7 +256,7 @@ class PeerTable:
 
     def _unreachable(self, rec: PeerRecord, why: str) -> PeerUnreachable:
         return PeerUnreachable(
-            f"peer {hex_of(rec.address)} unreachable: {why}",
+            f"peer {self.name_of(rec.address)} unreachable: {why}",
             peer=hex_of(rec.address),
             timeout=self.dial_timeout,
         )

@@ -239,7 +239,8 @@ class Session:
         account = keys.account()
         contacts = ContactBook(parts.contacts, store=store, own_address=signer.address)
         peers = PeerManager(reactor, signer, contacts.endpoint, config.comm_listen,
-                            dial_timeout=node.timeouts.peer_dial, limits=node.limits.peer())
+                            dial_timeout=node.timeouts.peer_dial, limits=node.limits.peer(),
+                            name_of=contacts.describe)
         settlement = ChainSettlement(reactor, chain, account,
                                      poll_interval=node.chain.poll_interval,
                                      funding_timeout=node.timeouts.funding,

@@ -347,6 +347,9 @@ def test_book_without_a_file() -> None:
     assert book.list() == []
     book.add("bob", hex_address(BOB), "localhost:5002")
     assert book.endpoint(BOB) == "tcp:host=localhost:port=5002"
+    # How messages name a peer: a contact by alias and address, a stranger by address.
+    assert book.describe(BOB) == f"bob ({hex_address(BOB)})"
+    assert book.describe(CAROL) == hex_address(CAROL)
 
 
 class _Accepting(Protocol):

@@ -28,8 +28,12 @@ def test_refusals_are_logged_a_few_then_the_peer_is_cut_off_for_the_window(
     assert verdicts[9] == (False, True)
     assert admission.cut_off_until(MALLORY) == 60.0
     assert admission.cut_off_until(CAROL) is None
+    assert admission.seconds_cut_off(MALLORY) == 60  # what messages say: "for another 60 s"
+    assert admission.seconds_cut_off(CAROL) is None
+    clock.advance(59.5)
+    assert admission.seconds_cut_off(MALLORY) == 1
+    clock.advance(0.5)
     assert sum("sent 10 messages that were refused" in formatEvent(e) for e in logs) == 1
-    clock.advance(60.0)
     assert admission.cut_off_until(MALLORY) is None
     # A new window: the count starts again (nine slow refusals a minute never cut anyone off).
     for _ in range(3):

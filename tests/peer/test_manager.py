@@ -20,7 +20,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import LogEvent, capturedLogs, formatEvent, globalLogPublisher
 
 from perund.channel.encoding import Signer
-from perund.channel.types import ETH, Address, ChannelID, Signature, State
+from perund.channel.types import ETH, Address, ChannelID, Signature, State, hex_address
 from perund.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -301,6 +301,13 @@ async def test_request_times_out_and_a_late_answer_is_unsolicited(net: Net) -> N
         await alice.manager.request(BOB.address, update(1), 0.2)
     assert not isinstance(info.value, PeerDisconnected | PeerUnreachable)
     assert info.value.data == {"peer": "0x" + BOB.address.hex(), "timeout": 0.2}
+    # The message names the peer as its reader knows it: checksummed, or as the session's
+    # contacts name it.
+    assert str(info.value) \
+        == f"peer {hex_address(BOB.address)} did not answer a Update within 0.2 s"
+    alice.manager.name_of = lambda address: f"bob ({hex_address(address)})"
+    with pytest.raises(PeerRequestTimedOut, match=r"^peer bob \(0x[0-9a-fA-F]{40}\) did not"):
+        await alice.manager.request(BOB.address, update(2), 0.1)
     await bob.manager.respond(ALICE.address, UpdateAccept(CHANNEL, 1, SIG))
     await until(lambda: alice.received != [], "the late answer reaches the owner")
     assert alice.received == [(BOB.address, UpdateAccept(CHANNEL, 1, SIG))]
