@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from twisted.logger import Logger
+
 from perund.api.connections import ApiLimits
 from perund.chain.urls import shown_url
 from perund.channel.types import Address, hex_address, to_address
@@ -21,6 +23,8 @@ from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
 from perund.peer.admission import PeerLimits
 from perund.safe_files import os_reason, unknown_key
+
+log = Logger(namespace="perund.config")
 
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -540,6 +544,11 @@ def load_node_config(path: str | Path,
                        "requirement": f"defined twice (lines {d.first_line} and {d.line})"}
                       for d in duplicates],
         )
+    if raw is None or raw == {}:
+        # Often a mistake (the wrong file, or one not saved yet), and a node with every
+        # default looks just like a working one: say so where the operator looks first.
+        log.warn("node config {file} is empty: every setting takes its default "
+                 "(docs/configuration.md)", file=str(file))
     if overrides:
         raw = _merged(raw, overrides)
     try:

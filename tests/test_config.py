@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from twisted.logger import capturedLogs, formatEvent
 
 from perund.channel.types import Address
 from perund.config import TokenConfig, load_node_config, parse_duration, parse_node_config
@@ -20,6 +21,22 @@ def test_defaults_from_empty_document() -> None:
     assert config.chain.url == ""
     assert config.timeouts.tx == 60.0
     assert config.token_path == Path("/srv/perund/data/api.token")
+
+
+def test_an_empty_file_is_said_to_be_empty(tmp_path: Path) -> None:
+    """Every default, and a warning: an empty file is more often a mistake than a choice."""
+    for text in ("", "# nothing yet\n", "{}\n"):
+        empty = tmp_path / "node.yaml"
+        empty.write_text(text)
+        with capturedLogs() as events:
+            config = load_node_config(empty)
+        assert config.data_dir == tmp_path / "data"
+        [warning] = [formatEvent(e) for e in events]
+        assert warning == f"node config {empty} is empty: every setting takes its default " \
+            "(docs/configuration.md)"
+    with capturedLogs() as events:
+        load_node_config(REPO / "etc" / "perund.yaml")
+    assert events == []
 
 
 def test_documented_example_parses() -> None:
