@@ -1,12 +1,16 @@
-"""The node's log destination from its config: `log.file`, `log.format`, `log.level`.
+"""The node's log destinations from its config: `log.file`, `log.format`, `log.level`.
 
-twistd keeps logging to its own destination (standard output with `-n`, what systemd's journal
-reads), every level, as text; a configured `log.file` gets the node's events too, as text or as
-JSON lines, from the configured level up (`log.level` and `log.format` are the file's).
+Standard output, where twistd logs in the foreground (`-n`, what systemd's journal reads), gets
+the node's events from `log.level` up in `log.format` (`standard_output_observer`); so does a
+configured `log.file`. A destination chosen on twistd's own command line (`--logfile FILE`,
+`--syslog`, `--logger`, or the daemon's default `twistd.log`) stays twistd's: every level, as
+text.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,3 +59,20 @@ class LogFile:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+
+
+def standard_output_observer(config: LogConfig,
+                             twistd: Mapping[str, Any] | None) -> ILogObserver | None:
+    """The observer of twistd's log to standard output, from `config.level` up in
+    `config.format`, when twistd logs there (in the foreground without `--logfile`, or with
+    `--logfile -`) and its command line chose no other logger; else None: twistd's own
+    destination stays. `twistd` is twistd's options (None when not run by twistd)."""
+    if twistd is None or twistd.get("logger") or twistd.get("syslog"):
+        return None
+    logfile = twistd.get("logfile")
+    if not (logfile == "-" or (not logfile and twistd.get("nodaemon"))):
+        return None
+    inner: Any = (jsonFileLogObserver(sys.stdout) if config.format == "json"
+                  else textFileLogObserver(sys.stdout))
+    predicate: Any = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[config.level])
+    return FilteringLogObserver(inner, [predicate])  # type: ignore[return-value]  # zope

@@ -12,7 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
+from twisted.logger import ILogObserver
 from twisted.python import usage
 
 from perund.config import CHAIN_URL_ENV, NodeConfig, load_node_config
@@ -79,9 +80,32 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
-    """The NodeService for the validated configuration (the only place using the global reactor)."""
+    """The NodeService for the validated configuration (the only place using the global reactor),
+    with the observer of twistd's standard-output log when `log.level`/`log.format` apply to it
+    (perund.logs)."""
     from twisted.internet import reactor
 
+    from perund.logs import standard_output_observer
     from perund.node import NodeService
 
-    return IService(NodeService(reactor, options["node_config"]))
+    config: NodeConfig = options["node_config"]
+    node = NodeService(reactor, config)
+    observer = standard_output_observer(config.log, getattr(options, "parent", None))
+    return IService(node if observer is None else _LoggingTo(node, observer))
+
+
+class _LoggingTo(MultiService):
+    """The node's service, carrying the observer twistd logs through: twistd takes an
+    `ILogObserver` component of its application when it starts logging, just after the
+    service joined the application."""
+
+    # Any: zope interfaces do not type-check as protocols without the mypy-zope plugin.
+    def __init__(self, node: Any, observer: Any) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves it untyped
+        self.observer = observer
+        node.setServiceParent(self)
+
+    def setServiceParent(self, parent: Any) -> None:
+        """Join `parent` (twistd's application), setting the log observer on it."""
+        parent.setComponent(ILogObserver, self.observer)
+        super().setServiceParent(parent)  # type: ignore[no-untyped-call]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ from twisted.python.failure import Failure
 
 from perund.config import parse_node_config
 from perund.errors import ChainNotReachable, InvalidConfig
+from perund.logs import standard_output_observer
 from perund.node import NodeService
 from perund.tap import Options
 
@@ -37,6 +39,40 @@ def test_twistd_lists_the_plugin_from_any_folder(tmp_path: Path) -> None:
     listed = subprocess.run([str(twistd), "--help"], cwd=tmp_path, env=env, text=True,
                             capture_output=True, timeout=60).stdout
     assert re.search(r"^\s+perund\s+A state-channel node", listed, re.M), listed
+
+
+def test_log_level_and_format_apply_to_standard_output_in_the_foreground(
+        tmp_path: Path) -> None:
+    """`twistd -n perund` with `log: {level: error, format: json}` and no file: the journal
+    gets JSON lines from errors up (here: the failed start on an unreachable chain), not
+    every level as text."""
+    config = tmp_path / "perund.yaml"
+    config.write_text(
+        "log: {level: error, format: json}\n"
+        "chain: {url: 'http://127.0.0.1:9', adjudicator: '0x" + "01" * 20 + "'}\n"
+        "timeouts: {chain_connect: 1s}\n")
+    twistd = Path(sys.executable).with_name("twistd")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    ran = subprocess.run([str(twistd), "-n", "--pidfile=", "perund", "--config", str(config)],
+                         cwd=tmp_path, env=env, text=True, capture_output=True, timeout=120)
+    assert ran.returncode == 1, ran
+    records = [json.loads(line) for line in ran.stdout.splitlines() if line.strip()]
+    assert records, ran
+    levels = {record["log_level"]["name"] for record in records}
+    assert levels <= {"error", "critical"}, levels
+    assert any("start-up failed" in record.get("log_format", "") for record in records)
+
+
+def test_standard_output_is_ours_only_where_twistd_logs_to_it() -> None:
+    """A destination chosen on twistd's own command line (a file, syslog, a logger, or the
+    daemon's twistd.log) stays twistd's."""
+    log = parse_node_config({"log": {"level": "warn"}}).log
+    ours = [{"nodaemon": True, "logfile": None}, {"nodaemon": False, "logfile": "-"}]
+    theirs = [None, {"nodaemon": False, "logfile": None}, {"nodaemon": True, "logfile": "x.log"},
+              {"nodaemon": True, "logfile": None, "syslog": True},
+              {"nodaemon": True, "logfile": None, "logger": "some.factory"}]
+    assert all(standard_output_observer(log, twistd) is not None for twistd in ours)
+    assert all(standard_output_observer(log, twistd) is None for twistd in theirs)
 
 
 def test_options_validate_before_the_reactor(tmp_path: Path,
