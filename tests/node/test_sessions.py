@@ -28,7 +28,7 @@ from perund.channel import events as ev
 from perund.channel.fees import FeeTerms
 from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest
-from perund.channel.types import ETH
+from perund.channel.types import ETH, ChannelID
 from perund.cli.generate import Generated
 from perund.config import NodeConfig, load_node_config
 from perund.errors import (
@@ -257,17 +257,12 @@ def _anvil_rpc(url: str, method: str, params: list[object]) -> object:
         return json.loads(reply.read())["result"]
 
 
-@pytest.mark.anvil
-@pytest_twisted.ensureDeferred
-async def test_a_conclusion_the_chain_lost_is_settled_again_at_the_next_start(
-        anvil: Anvil, anvil_setup: Generated) -> None:
-    """The chain loses the block of a cooperative close after both users were told the
-    channel closed (an embedded chain killed between its state saves; a reorganisation deeper
-    than the confirmations). At the next start the node finds the deposits still held and
-    the channel not concluded, and concludes it again: the money arrives to the wei."""
-    config = load_node_config(anvil_setup.node_config)
-    first = await started(config)
-    alice, bob = await open_pair(first, anvil_setup)
+async def _closed_after_a_snapshot(node: NodeService, anvil: Anvil, setup: Generated,
+                                   ) -> tuple[Session, Session, ChannelID, object]:
+    """alice opens a channel of 1 ETH with bob, pays him a quarter and closes it
+    cooperatively; the anvil snapshot taken just before the close is returned with the
+    sessions and the channel, for `evm_revert` to take the conclusion back."""
+    alice, bob = await open_pair(node, setup)
     bob_notices = auto_answer(bob)
     bob_address = alice.contacts.by_alias("bob").off_chain_address
     channel = await alice.client.open_channel(
@@ -278,6 +273,20 @@ async def test_a_conclusion_the_chain_lost_is_settled_again_at_the_next_start(
     snapshot = await deferToThread(_anvil_rpc, anvil.url, "evm_snapshot", [])
     await alice.client.close(cid)
     await _until_closed(bob_notices)
+    return alice, bob, cid, snapshot
+
+
+@pytest.mark.anvil
+@pytest_twisted.ensureDeferred
+async def test_a_conclusion_the_chain_lost_is_settled_again_at_the_next_start(
+        anvil: Anvil, anvil_setup: Generated) -> None:
+    """The chain loses the block of a cooperative close after both users were told the
+    channel closed (an embedded chain killed between its state saves; a reorganisation deeper
+    than the confirmations). At the next start the node finds the deposits still held and
+    the channel not concluded, and concludes it again: the money arrives to the wei."""
+    config = load_node_config(anvil_setup.node_config)
+    first = await started(config)
+    _alice, bob, cid, snapshot = await _closed_after_a_snapshot(first, anvil, anvil_setup)
     chain = first.chain
     assert await chain.holdings(cid) == (0, 0)
     await first.stopService()
@@ -318,17 +327,7 @@ async def test_a_conclusion_the_chain_loses_while_the_node_runs_is_settled_again
     next start."""
     node = await started(load_node_config(anvil_setup.node_config))
     try:
-        alice, bob = await open_pair(node, anvil_setup)
-        bob_notices = auto_answer(bob)
-        bob_address = alice.contacts.by_alias("bob").off_chain_address
-        channel = await alice.client.open_channel(
-            OpenRequest(bob_address, (ETH,), ((ETHER, 0),), 600))
-        cid = channel.channel_id
-        await _until(lambda: bob.client.channels[cid].phase is Phase.OPEN, "bob sees it open")
-        await alice.client.send(cid, ((ETH, ETHER // 4),))
-        snapshot = await deferToThread(_anvil_rpc, anvil.url, "evm_snapshot", [])
-        await alice.client.close(cid)
-        await _until_closed(bob_notices)
+        alice, bob, cid, snapshot = await _closed_after_a_snapshot(node, anvil, anvil_setup)
         concluded_in = await node.chain.block_number()
         await _until(lambda: all((s.watcher.cursor or 0) >= concluded_in
                                  for s in (alice, bob)), "both watchers read the conclusion")
