@@ -60,10 +60,16 @@ async def node(setup: Generated) -> AsyncIterator[NodeService]:
 
 
 async def started(config: NodeConfig) -> NodeService:
-    """A node of `config`, once its start-up completed."""
-    service = NodeService(reactor, config)
+    """A node of `config`, once its start-up completed. A start that fails is stopped here,
+    and does not stop the tests' reactor as it would twistd's (`NotRunningReactor`): a test
+    that fails there fails, instead of leaving the process hung on the node's threads."""
+    service = NodeService(NotRunningReactor(), config)
     service.startService()
-    await service.ready
+    try:
+        await service.ready
+    except BaseException:
+        await service.stopService()
+        raise
     return service
 
 
@@ -368,12 +374,14 @@ async def test_a_channel_whose_funding_failed_before_any_deposit_does_not_block_
     balance = await first.chain.balance(alice.account.address)
     await deferToThread(_anvil_rpc, anvil.url, "anvil_setBalance", [account, "0x0"])
     try:
-        with pytest.raises(InsufficientFunds, match=r"^our deposit failed: "):
-            await alice.client.open_channel(
-                OpenRequest(bob_address, (ETH,), ((ETHER, 0),), 600))
-        [channel] = alice.client.channels.values()
-        assert channel.phase is Phase.CLOSING and channel.unfunded
-        await first.stopService()
+        try:
+            with pytest.raises(InsufficientFunds, match=r"^our deposit failed: "):
+                await alice.client.open_channel(
+                    OpenRequest(bob_address, (ETH,), ((ETHER, 0),), 600))
+            [channel] = alice.client.channels.values()
+            assert channel.phase is Phase.CLOSING and channel.unfunded
+        finally:
+            await first.stopService()
 
         second = await started(config)
         try:
