@@ -26,8 +26,9 @@ from perund.channel.events import AwaitingMatch, Event, FoldParent, LockParent, 
 from perund.channel.fees import fee_amounts
 from perund.channel.phases import advance, busy
 from perund.channel.records import Channel, Staged
-from perund.channel.rules import fully_signed
+from perund.channel.rules import balance_rules, fully_signed
 from perund.channel.types import (
+    ETH,
     Address,
     ChannelID,
     Signature,
@@ -84,8 +85,18 @@ def locks_of(state: State) -> dict[ChannelID, SubAlloc]:
 
 
 def _columns(ledger: State, virtual: State) -> list[int]:
-    """For each asset of the virtual state, its row in the ledger state (InvalidArgument if
-    the ledger lacks it)."""
+    """For each asset of the virtual state, its row in the ledger state. InvalidArgument if
+    the ledger lacks it, or the virtual state's assets are not what the contract's
+    `registerVirtualState` takes (some, each once, ETH first): an asset listed twice would
+    have two columns summed into one ledger row, so a lock or fold could move other amounts
+    than it shows, and a virtual state the contract refuses cannot be disputed."""
+    assets = virtual.assets
+    if not assets or len(set(assets)) != len(assets) or ETH in assets[1:]:
+        why = ("lists an asset twice" if len(set(assets)) != len(assets)
+               else "has no asset" if not assets else "lists ETH after another asset")
+        raise InvalidArgument(f"the virtual channel {why}", name="assets",
+                              value=str(len(assets)),
+                              requirement="at least one asset, each once, ETH first")
     rows = []
     for asset in virtual.assets:
         try:
@@ -197,12 +208,17 @@ def proof_state(channel: Channel, current: State, version: int, proof: VirtualPr
     if proof.is_fold:
         if proof.fee:
             raise FailedPrecondition("a fold carries no fee")
-        return folded_state(current, version, proof)
-    if proof.state.version != 0:
-        raise FailedPrecondition("a lock carries the virtual channel's version 0")
-    if proof.fee and j != 0:
-        raise FailedPrecondition("only the virtual channel's opener pays the intermediary")
-    return locked_state(current, version, channel.index, proof)
+        state = folded_state(current, version, proof)
+    else:
+        if proof.state.version != 0:
+            raise FailedPrecondition("a lock carries the virtual channel's version 0")
+        if proof.fee and j != 0:
+            raise FailedPrecondition("only the virtual channel's opener pays the intermediary")
+        state = locked_state(current, version, channel.index, proof)
+    if balance_rules(current, state, locks_may_change=True) is not None:
+        # What received_rules refuses from a peer, we never sign either.
+        raise FailedPrecondition("the lock or fold would change the ledger channel's funds")
+    return state
 
 
 # -- the intermediary's checks -------------------------------------------------------------------
@@ -231,6 +247,10 @@ def received_rules(channel: Channel, current: State, state: State,
         return Reason.VIRTUAL
     if state != expected:
         return Reason.VIRTUAL
+    # Whatever the lock or fold, the ledger's funds (free and locked) stay what they are.
+    reason = balance_rules(current, state, locks_may_change=True)
+    if reason is not None:
+        return reason
     if not fully_signed(signing_digest(virtual), proof.signatures, vp):
         return Reason.SIGNATURE
     return None

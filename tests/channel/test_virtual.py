@@ -47,7 +47,15 @@ from perund.channel.machine import transition
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.rules import funds
-from perund.channel.types import ETH, ChannelID, State, SubAlloc, VirtualParams, VirtualProof
+from perund.channel.types import (
+    ETH,
+    Address,
+    ChannelID,
+    State,
+    SubAlloc,
+    VirtualParams,
+    VirtualProof,
+)
 from perund.channel.virtual import folded_state, is_virtual, locked_state, proof_of
 from perund.channel.virtual_opening import (
     VirtualOpenRequest,
@@ -383,6 +391,62 @@ def test_the_intermediary_refuses_a_fold_of_another_outcome() -> None:
     new, events = transition(la_i, UpdateReceived(ALICE.address, honest, sign(ALICE, honest),
                                                   INGRID, bad))
     assert new is la_i and events[0].reason is Reason.VIRTUAL  # type: ignore[union-attr]
+
+
+def test_a_virtual_state_that_lists_an_asset_twice_is_neither_locked_nor_folded() -> None:
+    """Both virtual participants may be one attacker, who signs any virtual state. A final
+    state listing ETH twice, 1 wei in the first column, once made the intermediary sign a
+    ledger state holding 1 wei more than the channel (the check compared the last column
+    with the lock, the fold added both): the contract then pays each side its deposit, and
+    every payment to the intermediary in that ledger is undone. Refused now, as is a lock of
+    such a version 0; and we make neither."""
+    hub = make_hub()
+    la_a, la_i, _, _ = locked_pair(hub)
+    v_alice, _ = finalised(hub)
+    honest = proof_of(v_alice)
+    final = honest.state
+    crafted = replace(final, assets=(ETH, ETH), balances=((1, 0), *final.balances))
+    proof = replace(honest, state=crafted,
+                    signatures=(sign(ALICE, crafted), sign(CAROL, crafted)))
+    # The ledger state the fold used to imply: the honest fold, plus 1 wei to the side that
+    # stands for virtual participant 0.
+    fold = folded_state(la_a.latest, 2, honest)
+    lock_ = la_a.latest.locked[0]
+    rows = [list(row) for row in fold.balances]
+    rows[0][lock_.index_map[0]] += 1
+    inflated = replace(fold, balances=tuple((row[0], row[1]) for row in rows))
+    assert funds(inflated) != funds(la_a.latest)
+    new, events = transition(la_i, UpdateReceived(ALICE.address, inflated,
+                                                  sign(ALICE, inflated), INGRID, proof))
+    assert new is la_i
+    assert events == (Refused(la_i.channel_id, ALICE.address, Reason.VIRTUAL, "version 2"),
+                      SendUpdateReject(ALICE.address, la_i.channel_id, 2, Reason.VIRTUAL.value))
+    with pytest.raises(InvalidArgument, match="lists an asset twice"):
+        folded_state(la_a.latest, 2, proof)
+    with pytest.raises(InvalidArgument, match="lists an asset twice"):
+        transition(la_a, OwnUpdate(ALICE, (), proof=proof))
+
+    # The lock of such a version 0, whatever ledger state comes with it.
+    hub = make_hub()
+    opening = proof_of(hub.v_alice)
+    v0 = opening.state
+    twice = replace(v0, assets=(ETH, ETH), balances=((1, 0), *v0.balances))
+    bad_lock = replace(opening, state=twice, signatures=(sign(ALICE, twice), sign(CAROL, twice)))
+    honest_lock = locked_state(hub.la_alice.latest, 1, 0, opening)
+    new, events = transition(hub.la_ingrid, UpdateReceived(
+        ALICE.address, honest_lock, sign(ALICE, honest_lock), INGRID, bad_lock))
+    assert new is hub.la_ingrid and events[0] == Refused(
+        new.channel_id, ALICE.address, Reason.VIRTUAL, "version 1")
+    with pytest.raises(InvalidArgument, match="lists an asset twice"):
+        locked_state(hub.la_alice.latest, 1, 0, bad_lock)
+    # Nor a version 0 the contract's registerVirtualState refuses (ETH not first): the
+    # intermediary could not dispute it.
+    token = Address(b"\x70" * 20)
+    late = replace(v0, assets=(token, ETH), balances=((0, 0), *v0.balances))
+    with pytest.raises(InvalidArgument, match="ETH after another asset"):
+        locked_state(replace(hub.la_alice.latest, assets=(ETH, token),
+                             balances=(*hub.la_alice.latest.balances, (0, 0))), 1, 0,
+                     replace(opening, state=late))
 
 
 # -- settlement of parents and virtual channels -----------------------------------------------
