@@ -160,7 +160,7 @@ class ChannelClient(TimingKnobs):
         self.intermediary = Intermediary(
             reactor, enabled=serving.enabled, window=serving.lock_window,
             signer=signer, links=peers, channels=self.channels, store=store, apply=self._apply,
-            check_id=lambda proof: self._virtual.check_proof_id(proof),
+            deployment=deployment,
             registered=lambda vid: self._virtual.registered(vid), schedule=fee_schedule,
             fees=self.fees)
         self._virtual = Virtuals(

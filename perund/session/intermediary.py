@@ -34,9 +34,10 @@ from twisted.logger import Logger
 from perund.chain.results import ChainEvent
 from perund.channel import events as ev
 from perund.channel.changes import Change, ForceClose, MatchFailed, RespondUpdate, UpdateReceived
-from perund.channel.encoding import Signer
+from perund.channel.encoding import Signer, virtual_channel_id
 from perund.channel.fees import FeeSchedule, fee_amounts, fee_for, within
 from perund.channel.phases import Phase
+from perund.channel.proposal import Deployment
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID, State, VirtualProof, hex_address
 from perund.channel.virtual import is_virtual
@@ -87,7 +88,7 @@ class Intermediary:
     def __init__(self, reactor: Any, *, enabled: bool, window: float, signer: Signer,
                  links: PeerLinks, channels: Mapping[ChannelID, Channel], store: ChannelStore,
                  apply: Callable[[ChannelID, Change], None],
-                 check_id: Callable[[VirtualProof], bool],
+                 deployment: Deployment,
                  registered: Callable[[ChannelID], None],
                  schedule: FeeSchedule | None = None, fees: FeeBook | None = None) -> None:
         self._reactor = reactor
@@ -101,7 +102,7 @@ class Intermediary:
         self._channels = channels
         self._store = store
         self._apply = apply
-        self._check_id = check_id
+        self._deployment = deployment
         self._registered = registered
         self._held: dict[tuple[ChannelID, bool], dict[ChannelID, _Held]] = {}
         """Locks (False) and folds (True) held per virtual channel, by ledger."""
@@ -177,9 +178,17 @@ class Intermediary:
     def _refusal(self, peer: Address, ledger_id: ChannelID, proof: VirtualProof) -> str | None:
         if not self.enabled:
             return UNWILLING
-        if not self._check_id(proof):
-            return "the virtual channel's ID is not its params' on our deployment"
+        d = self._deployment
         vp = proof.params
+        if virtual_channel_id(d.chain_id, d.adjudicator, vp) != proof.state.channel_id:
+            return "the virtual channel's ID is not its params' on our deployment"
+        duration = vp.challenge_duration
+        if not proof.is_fold and not (
+                d.min_challenge_duration <= duration <= d.max_challenge_duration):
+            # A dispute of the virtual channel keeps our funds in both ledgers this long: the
+            # same bounds as for a channel of our own.
+            return (f"the virtual channel's challenge duration of {duration} s is outside this "
+                    f"node's {d.min_challenge_duration}..{d.max_challenge_duration} s")
         if peer not in vp.participants:
             return "the sender is no party of the virtual channel"
         j = vp.participants.index(peer)

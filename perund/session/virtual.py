@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 from perund.api.amounts import format_amount
 from perund.channel import events as ev
 from perund.channel.changes import Change, Concluded, ForceClose, Funded, LockFailed
-from perund.channel.encoding import Signer, random_share, virtual_channel_id
+from perund.channel.encoding import Signer, random_share
 from perund.channel.fees import fee_amounts, fee_field, within
 from perund.channel.phases import SETTLING, TERMINAL, Phase
 from perund.channel.proposal import Deployment
@@ -345,12 +345,6 @@ class Virtuals:
             log.warn("virtual channel {vid}: the proposer did not countersign version 0 in "
                      "time; closing it", vid=_hex(vid))
             self._apply(vid, LockFailed("the proposer did not countersign version 0"))
-
-    def check_proof_id(self, proof: VirtualProof) -> bool:
-        """Whether a proof's state belongs to its params on our deployment."""
-        d = self._deployment
-        return virtual_channel_id(d.chain_id, d.adjudicator, proof.params) \
-            == proof.state.channel_id
 
     # -- locks and folds ------------------------------------------------------------------------
 

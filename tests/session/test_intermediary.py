@@ -19,10 +19,10 @@ from perund.channel.changes import (
     RespondUpdate,
     UpdateReceived,
 )
-from perund.channel.encoding import virtual_channel_id
 from perund.channel.machine import transition
+from perund.channel.proposal import Deployment
 from perund.channel.records import Channel
-from perund.channel.types import Address, ChannelID, VirtualProof
+from perund.channel.types import Address, ChannelID
 from perund.channel.virtual import proof_of
 from perund.session.intermediary import UNWILLING, Intermediary
 from perund.storage import MemoryStore
@@ -84,7 +84,7 @@ class Rig:
                                                         update.proof)
 
 
-def rig(enabled: bool = True) -> Rig:
+def rig(enabled: bool = True, deployment: Deployment = DEPLOYMENT) -> Rig:
     hub = make_hub()
     clock = Clock()
     links = FakeLinks()
@@ -94,14 +94,10 @@ def rig(enabled: bool = True) -> Rig:
     registered: list[ChannelID] = []
     holder: dict[str, Rig] = {}
 
-    def check_id(proof: VirtualProof) -> bool:
-        return virtual_channel_id(DEPLOYMENT.chain_id, DEPLOYMENT.adjudicator,
-                                  proof.params) == proof.state.channel_id
-
     ingrid = Intermediary(clock, enabled=enabled, window=WINDOW, signer=INGRID,
                           links=links, channels=channels, store=store,  # type: ignore[arg-type]
                           apply=lambda cid, change: holder["rig"].apply(cid, change),
-                          check_id=check_id, registered=registered.append)
+                          deployment=deployment, registered=registered.append)
     r = Rig(hub, clock, links, store, channels, applied, registered, ingrid)
     holder["rig"] = r
     return r
@@ -127,7 +123,8 @@ def test_a_pair_is_countersigned_together_and_recorded_first() -> None:
     # After a restart the record is there.
     again = Intermediary(Clock(), enabled=True, window=WINDOW, signer=INGRID,
                          links=r.links, channels=r.channels, store=r.store,  # type: ignore[arg-type]
-                         apply=r.apply, check_id=lambda p: True, registered=r.registered.append)
+                         apply=r.apply, deployment=DEPLOYMENT,
+                         registered=r.registered.append)
     assert again.proof(vid) == first.proof and again.registration(vid) is None
 
 
@@ -188,6 +185,15 @@ def test_what_is_refused_before_the_core_sees_it() -> None:
         (peer, answer), = r.links.sent[before:]
         assert peer == sender and isinstance(answer, UpdateReject), name
         assert answer.version == msg.state.version
+    # A virtual channel whose dispute would keep our funds longer than we allow our own
+    # channels to (a hostile pair opened it with a century's challenge duration).
+    strict = rig(deployment=replace(DEPLOYMENT, max_challenge_duration=1800))
+    _, _, long_lock = strict.lock_from("alice")
+    assert strict.ingrid.received(ALICE.address, long_lock) is None
+    (peer, answer), = strict.links.sent
+    assert peer == ALICE.address and isinstance(answer, UpdateReject)
+    assert answer.reason == ("the virtual channel's challenge duration of 3600 s is outside "
+                             "this node's 60..1800 s")
     closed = rig(enabled=False)
     _, _, lock = closed.lock_from("alice")
     assert closed.ingrid.received(ALICE.address, lock) is None
