@@ -192,10 +192,19 @@ class Intermediary:
         if peer not in vp.participants:
             return "the sender is no party of the virtual channel"
         j = vp.participants.index(peer)
+        assets = []
         for parent, party in ((vp.parents[j], peer), (vp.parents[1 - j], vp.participants[1 - j])):
             ledger = self._channels.get(parent)
             if ledger is None or is_virtual(ledger) or ledger.peer != party:
                 return "the virtual channel's parents are not our ledgers with its parties"
+            assets.append(set(ledger.latest.assets))
+        if not proof.is_fold and assets[0] != assets[1]:
+            # The contract fits a registered virtual state to the parent it comes through: an
+            # asset only one parent holds, listed at 0 by a later virtual state the two parties
+            # sign, fits that parent and never the other, whose lock could then never be
+            # concluded (nor its state without the lock refuted). With the same assets in
+            # both, a state fits both parents or neither.
+            return "the virtual channel's parent ledgers hold different assets"
         if vp.parents[j] != ledger_id:
             return "the virtual channel is not funded through this ledger"
         if proof.fee and len(proof.fee) != len(proof.state.assets):

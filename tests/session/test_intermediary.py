@@ -29,7 +29,15 @@ from perund.storage import MemoryStore
 from perund.storage.virtual_records import PREFIX, decode_record, record_name
 from perund.wire.messages import Message, UpdateReject, VirtualLock
 from tests.channel.factories import deliver
-from tests.channel.virtual_factories import ALICE, CAROL, DEPLOYMENT, INGRID, Hub, make_hub
+from tests.channel.virtual_factories import (
+    ALICE,
+    CAROL,
+    DEPLOYMENT,
+    INGRID,
+    TOKEN,
+    Hub,
+    make_hub,
+)
 
 WINDOW = 5.0
 
@@ -194,6 +202,20 @@ def test_what_is_refused_before_the_core_sees_it() -> None:
     assert peer == ALICE.address and isinstance(answer, UpdateReject)
     assert answer.reason == ("the virtual channel's challenge duration of 3600 s is outside "
                              "this node's 60..1800 s")
+    # Parents holding different assets: a later virtual state listing, at 0, a token only
+    # carol's ledger holds would fit her ledger on-chain and never alice's, whose lock could
+    # then never be concluded.
+    mixed = rig()
+    lc = mixed.channels[mixed.hub.lc_ingrid.channel_id]
+    assert lc.current is not None
+    state = lc.current.state
+    with_token = replace(state, assets=(*state.assets, TOKEN),
+                         balances=(*state.balances, (0, 0)))
+    mixed.channels[lc.channel_id] = replace(lc, current=replace(lc.current, state=with_token))
+    _, _, lock_a = mixed.lock_from("alice")
+    assert mixed.ingrid.received(ALICE.address, lock_a) is None
+    assert mixed.links.sent[-1][1].reason == (  # type: ignore[attr-defined]
+        "the virtual channel's parent ledgers hold different assets")
     closed = rig(enabled=False)
     _, _, lock = closed.lock_from("alice")
     assert closed.ingrid.received(ALICE.address, lock) is None
