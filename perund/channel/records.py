@@ -109,7 +109,7 @@ class Channel:
     `unfunded`: the channel went to settlement from proposing or funding (its funding failed,
     the peer registered early, or our user closed it), before every deposit was seen. The
     contract may hold less than the state's total, even nothing, and refunds what it holds; the
-    start-up check expects nothing of it (perund.session.chain_check). Set by `settling`.
+    start-up check expects nothing of it (perund.session.chain_check). See `settles_unfunded`.
 
     `sync_sent`, `fresh_link` and `resyncing` are transient (reset by `Restored`, `fresh_link`
     also by `StartSync`); `sync_sent` keeps two nodes from answering each other's syncs forever
