@@ -282,6 +282,16 @@ async def _closed_after_a_snapshot(node: NodeService, anvil: Anvil, setup: Gener
     return alice, bob, cid, snapshot
 
 
+async def _concluded_again(chain: ChainBackend, cid: ChannelID, bob: Session, expected: int,
+                           events: list[dict[str, object]]) -> None:
+    """Concluded again (by alice, participant 0): the contract holds nothing, bob paid no gas
+    and has `expected`, and the log said at critical level what happened."""
+    assert await chain.holdings(cid) == (0, 0)
+    assert await chain.balance(bob.account.address) == expected
+    told = [formatEvent(e) for e in events if e.get("log_level") is LogLevel.critical]
+    assert any("has not concluded channel 0x" + cid.hex() in line for line in told)
+
+
 @pytest.mark.anvil
 @pytest_twisted.ensureDeferred
 async def test_a_conclusion_the_chain_lost_is_settled_again_at_the_next_start(
@@ -315,11 +325,7 @@ async def test_a_conclusion_the_chain_lost_is_settled_again_at_the_next_start(
         assert len(sessions) == 2  # both were open when the node stopped
         await _until(lambda: all(s.client.channels[cid].phase is Phase.CLOSED
                                  for s in sessions), "both sides closed again")
-        assert await second.chain.holdings(cid) == (0, 0)
-        # Alice (participant 0) concluded; bob paid no gas and got his share exactly.
-        assert await second.chain.balance(bob.account.address) == bob_before + ETHER // 4
-        told = [formatEvent(e) for e in events if e.get("log_level") is LogLevel.critical]
-        assert any("has not concluded channel 0x" + cid.hex() in line for line in told)
+        await _concluded_again(second.chain, cid, bob, bob_before + ETHER // 4, events)
     finally:
         await second.stopService()
 
@@ -348,11 +354,7 @@ async def test_a_conclusion_the_chain_loses_while_the_node_runs_is_settled_again
                 await deferLater(reactor, 0.05, lambda: None)
             await _until(lambda: all(s.client.channels[cid].phase is Phase.CLOSED
                                      for s in (alice, bob)), "both closed")
-        # Concluded again (by alice, participant 0): bob paid no gas and has his share again.
-        assert await node.chain.holdings(cid) == (0, 0)
-        assert await node.chain.balance(bob.account.address) == bob_before
-        told = [formatEvent(e) for e in events if e.get("log_level") is LogLevel.critical]
-        assert any("has not concluded channel 0x" + cid.hex() in line for line in told)
+        await _concluded_again(node.chain, cid, bob, bob_before, events)
     finally:
         await node.stopService()
 
