@@ -14,6 +14,7 @@ from typing import Any
 
 from perund.api.amounts import Currencies
 from perund.channel import events as ev
+from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID, State, VirtualParams, hex_address
 from perund.contacts.book import Contact
@@ -453,8 +454,10 @@ def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None
         challenge_duration=channel.params.challenge_duration,
         is_final=shown.is_final,
         on_chain=None if dispute is None else OnChainView(dispute.version, dispute.timeout),
-        paid_out=paid_out,
-        credited=credited,
+        # Only a closed channel shows a payout: one settling again after the chain lost its
+        # conclusion (ConclusionLost) has none any more, whatever the client remembers.
+        paid_out=paid_out if channel.phase is Phase.CLOSED else None,
+        credited=credited if channel.phase is Phase.CLOSED else (),
         funded_by=(parents[me], parents[peer]) if parents else (),
         via=None if via is None else _peer_name(via, alias_of),
         funds=tuple(lock.channel_id for lock in shown.locked),

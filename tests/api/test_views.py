@@ -62,6 +62,19 @@ def test_disputed_channels_show_the_registration() -> None:
     assert shown["onChain"] == {"version": 0, "timeout": 1_700_000_600}
 
 
+def test_a_payout_is_shown_only_while_the_channel_is_closed() -> None:
+    """A channel the chain took the conclusion back from settles again: the payout its
+    client remembers from that conclusion is no longer shown."""
+    alice, _ = make_pair()
+    paid = ((ETH, 3 * ETHER),)
+    closed = replace(alice, phase=Phase.CLOSED)
+    assert channel_view(closed, aliases, paid_out=paid, credited=paid).to_json(
+        Currencies())["paidOut"] == {"ETH": "3"}
+    again = channel_view(replace(alice, phase=Phase.CLOSING), aliases, paid_out=paid,
+                         credited=paid).to_json(Currencies())
+    assert "paidOut" not in again and "credited" not in again
+
+
 def test_a_proposal_is_shown_from_the_responders_side() -> None:
     proposal = make_proposal_from(make_request(balances=((2 * ETHER, ETHER // 2),)))
     message = Propose(proposal.proposal_id, proposal.chain_id, proposal.adjudicator,
