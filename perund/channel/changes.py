@@ -223,8 +223,9 @@ class ChainLost:
 
 @dataclass(frozen=True, slots=True)
 class ConclusionLost:
-    """At start, the chain was found not to have concluded a channel the store holds as
-    closed, while the contract still holds its deposits: the chain lost the blocks of its
+    """At start, or after the watcher found blocks it had read replaced or gone, the chain was
+    found not to have concluded a channel the store holds as closed, while the contract still
+    holds its deposits: the chain lost the blocks of its
     conclusion (a dev chain stopped between its state saves, a reorganisation deeper than the
     confirmations). The channel settles again from its latest fully signed state."""
 

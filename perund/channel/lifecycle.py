@@ -226,8 +226,9 @@ def _conclusion_lost(channel: Channel, change: ConclusionLost) -> Result:
     # CLOSED as terminal, which it is for every other input). What the core knew of the
     # dispute went with the same blocks.
     new = channel.evolve(phase=Phase.CLOSING, dispute=None)
-    # Both sides find it at their start: participant 0 concludes a final state at once, the
-    # other only if that has not happened after a grace period (no transaction wasted).
+    # Both sides find it (at their start, or their watchers after a rewind): participant 0
+    # concludes a final state at once, the other only if that has not happened after a grace
+    # period (no transaction wasted).
     return new, (Persist(new), *settlement(new, primary=channel.index == 0))
 
 
