@@ -47,6 +47,12 @@ class ChainBackend(ChainReads):
         )
 
     @deferred_api
+    async def await_earlier(self, account: Account) -> None:
+        """Wait until the chain holds no unmined transaction of `account` (one sent before a
+        restart, or one whose receipt timed out): TransactionSender.await_earlier."""
+        await self.sender.await_earlier(account.address)
+
+    @deferred_api
     async def deposit(
         self, account: Account, channel_id: ChannelID, index: int, asset: Address, amount: int
     ) -> TxReceipt:

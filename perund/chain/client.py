@@ -238,8 +238,16 @@ class ChainClient:
 
     def pending_nonce_blocking(self, address: Address) -> int:
         """The next nonce of `address`, counting transactions still in the node's pool."""
+        return self._nonce(address, "pending")
+
+    def mined_nonce_blocking(self, address: Address) -> int:
+        """How many transactions of `address` the latest block includes (its next nonce,
+        not counting the pool)."""
+        return self._nonce(address, "latest")
+
+    def _nonce(self, address: Address, block: str) -> int:
         return self._quantity(self._request("eth_getTransactionCount", [hex_data(address),
-                                                                        "pending"]),
+                                                                        block]),
                               "eth_getTransactionCount", "the nonce")
 
     def call_blocking(

@@ -148,6 +148,44 @@ class TransactionSender:
         )
         return client.summarize(tx_type, receipt, events_of)
 
+    async def await_earlier(self, address: Address) -> None:
+        """Wait until every transaction of `address` that the chain holds unmined is mined.
+
+        Called before deciding whether a transaction is needed (is our deposit on-chain yet?)
+        by reading the chain: a transaction sent before a restart, or one whose receipt timed
+        out, may still be in the pool, and reads at "latest" do not show it. With the account's
+        lock held no transaction of this process is in flight, so any such one is earlier.
+        Raises TxTimedOut when they are not mined within `tx_timeout`.
+        """
+        slot = self._slot(address)
+        await slot.lock.acquire()
+        try:
+            deadline = self._now() + self.tx_timeout
+            told = False
+            while True:
+                mined = await self._run(self._client.mined_nonce_blocking, address)
+                pending = await self._run(self._client.pending_nonce_blocking, address)
+                if pending <= mined:
+                    return
+                remaining = deadline - self._now()
+                if remaining <= 0:
+                    # The next transaction asks for the nonce again: it may replace these.
+                    slot.next_nonce = None
+                    raise TxTimedOut(
+                        f"{pending - mined} earlier transaction(s) of "
+                        f"{hex_address(address)} (nonce {mined} on) were not mined within "
+                        f"{self.tx_timeout:g} s", sender=hex_address(address), nonce=mined,
+                        timeout=self.tx_timeout)
+                if not told:
+                    told = True
+                    self.log.info(
+                        "waiting for {count} earlier transaction(s) of {sender} to be mined "
+                        "(nonce {nonce} on)", count=pending - mined,
+                        sender=hex_address(address), nonce=mined)
+                await deferLater(self._reactor, min(self.poll_interval, remaining), lambda: None)
+        finally:
+            slot.lock.release()
+
     async def _wait_mined(self, tx_type: str, tx_hash: bytes) -> RawReceipt:
         deadline = self._now() + self.tx_timeout
         while True:

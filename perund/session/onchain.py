@@ -2,13 +2,15 @@
 
 It is the `Funder` and `Settler` of a `ChannelClient`: it deposits our share of a new channel,
 every asset in one `fundParticipant` transaction after the token allowances it needs (never
-twice: what the contract already holds for us is skipped, also after a restart), waits
+twice: what the contract already holds for us is skipped, also after a restart, once every
+transaction of ours still in the pool is mined), waits
 until every share is held `confirmations` blocks deep (woken by the watcher's Deposited events,
 with a slow re-read as a fallback), and submits `concludeFinal`, `register` and `conclude`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -23,7 +25,7 @@ from perund.chain.results import Phase, TxReceipt
 from perund.channel import events as ev
 from perund.channel.changes import Concluded
 from perund.channel.types import ETH, Address, ChannelID, Params, hex_address
-from perund.errors import Internal, PeerNotFunded, TxReverted
+from perund.errors import Internal, PeerNotFunded, TxReverted, TxTimedOut
 from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual, VirtualChainCalls
 
 log = Logger(namespace="perund.settlement")
@@ -128,25 +130,37 @@ class ChainSettlement:
 
     async def _fund(self, event: ev.Fund) -> None:
         channel_id, index = event.channel_id, event.index
-        deposits: list[tuple[Address, int]] = []
-        for asset, row in zip(event.assets, event.balances, strict=True):
-            need = row[index]
-            if need == 0:
-                continue
-            held = (await self.chain.holdings(channel_id, asset))[index]
-            if held >= need:
-                log.info("channel {channel_id}: our deposit of {asset} is already on-chain",
-                         channel_id=_hex(channel_id), asset=hex_address(asset))
-                continue
-            deposits.append((asset, need - held))
-        if deposits:
-            receipts = await self._deposit(channel_id, index, deposits)
-            log.info("channel {channel_id}: deposited {deposits} in block {block} "
-                     "({transactions} transactions, gas {gas})", channel_id=_hex(channel_id),
-                     deposits=", ".join(f"{amount} of {hex_address(asset)}"
-                                        for asset, amount in deposits),
-                     block=receipts[-1].block_number, transactions=len(receipts),
-                     gas=sum(r.gas_used for r in receipts))
+        unmined: TxTimedOut | None = None
+        try:
+            # A deposit of ours sent before a restart (or whose receipt timed out) may still be
+            # in the pool, where the holdings read below does not see it: wait for it, or the
+            # channel is funded twice (or our second deposit reverts and a funded channel is
+            # taken for unfunded).
+            await self._await_earlier(self._reactor.seconds() + self.funding_timeout)
+            deposits = await self._missing(event, log_held=True)
+            if deposits:
+                receipts = await self._deposit(channel_id, index, deposits)
+                log.info("channel {channel_id}: deposited {deposits} in block {block} "
+                         "({transactions} transactions, gas {gas})",
+                         channel_id=_hex(channel_id),
+                         deposits=", ".join(f"{amount} of {hex_address(asset)}"
+                                            for asset, amount in deposits),
+                         block=receipts[-1].block_number, transactions=len(receipts),
+                         gas=sum(r.gas_used for r in receipts))
+        except TxTimedOut as exc:
+            # Not mined yet is not failed: the transaction may still be mined (a busy chain, a
+            # low tip), and giving up now would take a channel the chain is about to fund for
+            # unfunded and dispute it. The funding wait below reads the holdings, ours too.
+            unmined = exc
+            log.warn("channel {channel_id}: {why}; waiting for the funding until the deadline",
+                     channel_id=_hex(channel_id), why=exc)
+        except TxReverted as exc:
+            # The chain may hold our share all the same: an earlier deposit of ours was mined
+            # just before (this one was then a second, and reverted).
+            if await self._missing(event, log_held=False):
+                raise
+            log.warn("channel {channel_id}: our deposit is on-chain (an earlier transaction "
+                     "of ours), though {why}", channel_id=_hex(channel_id), why=exc)
         deadline = self._reactor.seconds() + self.funding_timeout
         while True:
             # Listen before reading: a deposit reported while the holdings are read is not
@@ -158,11 +172,41 @@ class ChainSettlement:
                     return
                 remaining = deadline - self._reactor.seconds()
                 if remaining <= 0:
+                    if unmined is not None and await self._missing(event, log_held=False):
+                        raise unmined
                     raise PeerNotFunded("the peer did not fund the channel before the deadline",
                                         peer=_hex(event.params.participants[1 - index]))
                 await self._news_or_timeout(news, min(self.funding_recheck, remaining))
             finally:
                 self._forget_news(channel_id, news)
+
+    async def _await_earlier(self, deadline: float) -> None:
+        """Wait for our account's transactions still unmined (TransactionSender.await_earlier),
+        until `deadline` at most."""
+        while True:
+            try:
+                await self.chain.await_earlier(self.account)
+                return
+            except TxTimedOut:
+                if self._reactor.seconds() >= deadline:
+                    raise
+
+    async def _missing(self, event: ev.Fund, *, log_held: bool) -> list[tuple[Address, int]]:
+        """What of our share of each asset the chain does not hold yet (at "latest")."""
+        channel_id, index = event.channel_id, event.index
+        deposits: list[tuple[Address, int]] = []
+        for asset, row in zip(event.assets, event.balances, strict=True):
+            need = row[index]
+            if need == 0:
+                continue
+            held = (await self.chain.holdings(channel_id, asset))[index]
+            if held >= need:
+                if log_held:
+                    log.info("channel {channel_id}: our deposit of {asset} is already on-chain",
+                             channel_id=_hex(channel_id), asset=hex_address(asset))
+                continue
+            deposits.append((asset, need - held))
+        return deposits
 
     async def _deposit(self, channel_id: ChannelID, index: int,
                        deposits: list[tuple[Address, int]]) -> tuple[TxReceipt, ...]:
@@ -259,6 +303,10 @@ class ChainSettlement:
         return Deferred.fromCoroutine(self._register(event))
 
     async def _register(self, event: ev.Register) -> Concluded | None:
+        # A registration of ours sent before a restart may still be in the pool: once it is
+        # mined, the status read below shows it and spares a second one.
+        with contextlib.suppress(TxTimedOut):
+            await self.chain.await_earlier(self.account)
         status = await self.chain.channel_status(event.channel_id)
         if status.phase is Phase.DISPUTE and status.version >= event.state.version:
             # Registered already (ours again after a restart or a reorganisation, or a newer

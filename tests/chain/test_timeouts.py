@@ -5,12 +5,16 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
+from perund.chain.backend import ChainBackend
+from perund.channel import events as ev
 from perund.channel.types import ETH
 from perund.errors import TxTimedOut
+from perund.session.onchain import ChainSettlement
 
-from .conftest import ETHER
+from .conftest import ANVIL_CHAIN_ID, ETHER, make_backend
 
 
 @pytest_twisted.ensureDeferred
@@ -56,3 +60,43 @@ async def test_reads_go_on_while_a_transaction_waits_for_its_block(chain, new_ch
     receipt = await pending
     assert receipt.events_named("Deposited")
     assert await backend.holdings(ch.id) == (ETHER, 0)
+
+
+async def _mine_later(backend: ChainBackend, seconds: float) -> None:
+    await deferLater(reactor, seconds, lambda: None)
+    await backend.mine()
+
+
+@pytest_twisted.ensureDeferred
+async def test_funding_waits_for_an_unmined_earlier_deposit_instead_of_depositing_again(
+        chain, new_channel) -> None:
+    """A deposit sent before a restart (here by a second connection, as the killed node's
+    was) may still be mined after it: funding waits for it rather
+    than reading the holdings at "latest" and depositing a second time (which either locks
+    the amount twice, or reverts and tears down a funded channel)."""
+    if chain.kind != "anvil":
+        pytest.skip("eth-tester's pending nonce does not count the transactions in its pool")
+    ch = new_channel()
+    a, b = ch.accounts
+    fund = ev.Fund(ch.id, ch.params, 0, (ETH,), ((2 * ETHER, ETHER),))
+    backend = chain.backend
+    await backend.set_automine(False)
+    # The killed node's connection; its deposit stays in the pool.
+    before = make_backend(chain.url, ANVIL_CHAIN_ID)
+    await before.connect()
+    assert backend.adjudicator is not None
+    await before.validate_adjudicator(backend.adjudicator)
+    unanswered = before.deposit(a, ch.id, 0, ETH, 2 * ETHER)
+    unanswered.addErrback(lambda _: None)
+    while before.sender.in_flight(a.address) is None:
+        await deferLater(reactor, 0.01, lambda: None)
+    before.stopService()
+    again = ChainSettlement(reactor, backend, a, poll_interval=0.02, funding_timeout=10.0)
+    mined = Deferred.fromCoroutine(_mine_later(backend, 0.3))
+    funded = again.fund(fund)
+    await mined
+    await backend.set_automine(True)
+    await backend.deposit(b, ch.id, 1, ETH, ETHER)
+    await funded
+    assert again.receipts == []  # no second deposit
+    assert await backend.holdings(ch.id) == (2 * ETHER, ETHER)

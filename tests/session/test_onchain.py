@@ -4,6 +4,7 @@ and a watcher's news of one ends a funding wait at once."""
 from __future__ import annotations
 
 import os
+from typing import cast
 
 import pytest
 import pytest_twisted
@@ -16,7 +17,7 @@ from perund.chain.backend import ChainBackend
 from perund.channel import events as ev
 from perund.channel.encoding import Signer, channel_id
 from perund.channel.types import ETH, Params
-from perund.errors import PeerNotFunded
+from perund.errors import PeerNotFunded, TxReverted, TxTimedOut
 from perund.session.onchain import ChainSettlement
 
 from .conftest import ETHER
@@ -113,3 +114,79 @@ async def test_a_cancelled_funding_wait_leaves_nothing_behind(chain: ChainBacken
     assert ours._deposit_news == {}
     assert not any(call.active() for call in reactor.getDelayedCalls()
                    if getattr(call.func, "__name__", "") == "_wake")
+
+
+class _EarlierDepositLands:
+    """The chain as a node sees it when a deposit of its own sent earlier (before a restart)
+    is mined just as the one it sends now fails."""
+
+    def __init__(self, chain: ChainBackend, error: Exception) -> None:
+        self._chain = chain
+        self._error = error
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._chain, name)
+
+    async def deposit(self, account: Account, cid: bytes, index: int, asset: bytes,
+                      amount: int) -> None:
+        await self._chain.deposit(account, cid, index, asset, amount)  # the earlier one
+        raise self._error
+
+
+@pytest.mark.parametrize("error", [
+    TxTimedOut("the deposit transaction 0x12 was not mined within 15 s"),
+    TxReverted("fundParticipant reverted: TokenTransferFailed", error="TokenTransferFailed"),
+], ids=["timed-out", "reverted"])
+@pytest_twisted.ensureDeferred
+async def test_a_failed_deposit_is_no_failure_when_the_chain_holds_our_share(
+        chain: ChainBackend, error: Exception) -> None:
+    """After our deposit fails (timed out, or reverted as the second of two), the holdings
+    are read again: a funded channel is not taken for an unfunded one."""
+    keys = chain.dev_private_keys()
+    alice, bob = Account(keys[1]), Account(keys[2])
+    mine, theirs = funding(chain, alice, bob)
+    ours = ChainSettlement(reactor, cast(ChainBackend, _EarlierDepositLands(chain, error)), alice,
+                           poll_interval=0.02, funding_timeout=5.0)
+    funded = ours.fund(mine)
+    await ChainSettlement(reactor, chain, bob, poll_interval=0.02).fund(theirs)
+    await funded
+    assert await chain.holdings(mine.channel_id) == (2 * ETHER, ETHER)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deposit_mined_after_its_receipt_timed_out_still_funds_the_channel(
+        chain: ChainBackend) -> None:
+    """Not mined within `tx_timeout` is not failed: the funding wait goes on reading the
+    holdings, ours too, and the channel opens when the deposit lands (it used to be taken for
+    unfunded, disputed, and the user told the deposit failed)."""
+    keys = chain.dev_private_keys()
+    alice, bob = Account(keys[1]), Account(keys[2])
+    mine, theirs = funding(chain, alice, bob)
+    chain.sender.tx_timeout = 0.2
+    await chain.set_automine(False)
+    ours = ChainSettlement(reactor, chain, alice, poll_interval=0.02, funding_timeout=5.0)
+    funded = ours.fund(mine)
+    assert not await _settles(funded, 0.6)  # the receipt timed out; the wait goes on
+    await chain.mine()
+    await chain.set_automine(True)
+    chain.sender.tx_timeout = 20.0
+    await ChainSettlement(reactor, chain, bob, poll_interval=0.02).fund(theirs)
+    await funded
+    assert await chain.holdings(mine.channel_id) == (2 * ETHER, ETHER)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deposit_never_mined_fails_the_funding_at_its_deadline_as_ours(
+        chain: ChainBackend) -> None:
+    keys = chain.dev_private_keys()
+    alice, bob = Account(keys[1]), Account(keys[2])
+    mine, _ = funding(chain, alice, bob)
+    chain.sender.tx_timeout = 0.2
+    await chain.set_automine(False)
+    try:
+        ours = ChainSettlement(reactor, chain, alice, poll_interval=0.02, funding_timeout=0.5)
+        with pytest.raises(TxTimedOut):  # ours is missing: not the peer's fault
+            await ours.fund(mine)
+    finally:
+        await chain.mine()
+        await chain.set_automine(True)
