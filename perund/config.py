@@ -71,6 +71,7 @@ class Limits:
     api_request_timeout: float = ApiLimits.request_timeout
     api_idle_timeout: float = ApiLimits.idle_timeout
     api_body_size: int = ApiLimits.max_body
+    api_calls_in_flight: int = ApiLimits.calls_in_flight
     ws_subscriptions: int = ApiLimits.subscriptions_per_socket
     session_subscriptions: int = ApiLimits.subscriptions_per_session
     ws_send_buffer: int = ApiLimits.socket_send_buffer
@@ -88,6 +89,7 @@ class Limits:
         return ApiLimits(max_connections=self.api_connections,
                          request_timeout=self.api_request_timeout,
                          idle_timeout=self.api_idle_timeout, max_body=self.api_body_size,
+                         calls_in_flight=self.api_calls_in_flight,
                          subscriptions_per_socket=self.ws_subscriptions,
                          subscriptions_per_session=self.session_subscriptions,
                          socket_send_buffer=self.ws_send_buffer)
@@ -345,6 +347,8 @@ def _limits(raw: Mapping[str, Any], problems: _Collector) -> Limits:
             kinds[name] = _positive_duration
         elif name.endswith(("_size", "_buffer")):
             kinds[name] = parse_size
+        elif name == "api_calls_in_flight":
+            kinds[name] = _int_at_least(2)  # read-only credentials get half: at least one
         else:
             kinds[name] = _int_at_least(1)
     problems.unknown(raw, "limits.", set(kinds))

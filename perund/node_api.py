@@ -10,9 +10,9 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 
 from perund import __version__
 from perund.api.views import (
@@ -51,6 +51,8 @@ from perund.session.session import Session
 from perund.storage.history import SCAN_BUDGET, Page, PaymentHistory, PaymentQuery
 from perund.storage.payments import PaymentRecord
 from perund.storage.store import SessionStore
+
+_T = TypeVar("_T")
 
 DEFAULT_CHALLENGE_DURATION = 3600
 
@@ -94,8 +96,19 @@ class NodeAPI:
 
     def __init__(self, node: Any) -> None:
         self.node = node
+        self._user_reads: DeferredSemaphore | None = None
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _read(self, f: Callable[..., Deferred[_T]], *args: Any) -> Deferred[_T]:
+        """Run a chain read that a user's call asked for. Users' reads hold at most all but one
+        of the chain pool's threads (one, on a one-thread pool): the rest queue here, not in
+        the pool, so the watcher's polls and the settlement's reads and transactions never
+        wait behind a user's pile of them."""
+        if self._user_reads is None:
+            threads = self.node.chain.pool.max
+            self._user_reads = DeferredSemaphore(max(1, threads - 1))
+        return self._user_reads.run(f, *args)
 
     def _session(self, session_id: bytes) -> Session:
         session: Session = self.node.session(session_id.hex())
@@ -176,8 +189,9 @@ class NodeAPI:
         currencies = list(self.node.currencies)
         # Read side by side (the chain's pool has several threads on an HTTP node).
         outcomes = await DeferredList(
-            [chain.balance(account) if c.asset == ETH else chain.token_balance(c.asset, account)
-             for c in currencies], consumeErrors=True)
+            [self._read(chain.balance, account) if c.asset == ETH
+             else self._read(chain.token_balance, c.asset, account) for c in currencies],
+            consumeErrors=True)
         for succeeded, result in outcomes:
             if not succeeded:
                 result.raiseException()
@@ -207,7 +221,7 @@ class NodeAPI:
             return  # nothing for us to deposit: no transaction either
         chain, account = self.node.chain, session.account.address
         for token in tokens:
-            held = await chain.token_balance(token, account)
+            held = await self._read(chain.token_balance, token, account)
             if held < deposits[token]:
                 symbol = currencies.label(token)[0]
                 raise InsufficientFunds(
@@ -218,9 +232,9 @@ class NodeAPI:
                     required=currencies.render(token, deposits[token])[1],
                     available=currencies.render(token, held)[1])
         # One deposit transaction (of every asset), and an approval per token.
-        fee = await chain.deposit_fee(account, len(tokens))
+        fee = await self._read(chain.deposit_fee, account, len(tokens))
         eth_needed = deposits.get(ETH, 0) + fee
-        available = await chain.balance(account)
+        available = await self._read(chain.balance, account)
         if available < eth_needed:
             deposit = _ether(deposits.get(ETH, 0))
             raise InsufficientFunds(

@@ -39,6 +39,9 @@ class ApiLimits:
     idle_timeout: float = 60.0
     max_body: int = 1024 * 1024
     """Largest HTTP body and WebSocket message."""
+    calls_in_flight: int = 128
+    """API calls of one session (its credentials together), or of the operator, in progress
+    at once; read-only credentials take at most half."""
     subscriptions_per_socket: int = 64
     subscriptions_per_session: int = 256
     socket_send_buffer: int = 4 * 1024 * 1024

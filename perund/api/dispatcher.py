@@ -17,18 +17,25 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Final
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from perund.api.credentials import CredentialRegistry, authorize_method, authorize_session
+from perund.api.credentials import (
+    Credential,
+    CredentialRegistry,
+    Scope,
+    authorize_method,
+    authorize_session,
+)
 from perund.api.method_spec import CallContext, Method
 from perund.api.openrpc import params_schema
 from perund.api.schema import InvalidParams, Schema, check_schema, validate
-from perund.errors import Internal, PerundError
+from perund.errors import FailedPrecondition, Internal, PerundError
 from perund.metrics import Metrics
 from perund.ratelimit import RateLimitedWarning, WorkAllowance
 
@@ -195,6 +202,9 @@ def _envelope(request: object) -> tuple[object, str | None]:
     return request_id, None
 
 
+DEFAULT_CALLS_IN_FLIGHT: Final = 128
+"""Calls of one party in progress at once (limits.api_calls_in_flight): a batch's 100 fit."""
+
 CALL_LINES_PER_SECOND: Final = 20.0
 """Log lines of calls one credential may write a second (after a burst of CALL_LINES_BURST)."""
 CALL_LINES_BURST: Final = 200
@@ -208,12 +218,17 @@ class Dispatcher:
     `clock` only times calls for the log. `max_batch` bounds how many calls one batch may
     start at once. Every call is authorised against the credential of its `CallContext`
     (`Method.access`); `credentials`, when given, also refuses a credential revoked since the
-    connection carrying it was authenticated.
+    connection carrying it was authenticated. `max_in_flight` bounds the calls of one party
+    (a session's credentials together, or the operator) that are in progress at once, over
+    every connection; read-only credentials take at most half of it. A call beyond it is
+    refused at once (204), so one user's flood neither grows the node's memory nor queues
+    work (chain reads, say) ahead of the node's own and every other user's.
     """
 
     def __init__(self, methods: Iterable[Method], clock: IReactorTime, *,
                  max_batch: int = 100, metrics: Metrics | None = None,
-                 credentials: CredentialRegistry | None = None) -> None:
+                 credentials: CredentialRegistry | None = None,
+                 max_in_flight: int = DEFAULT_CALLS_IN_FLIGHT) -> None:
         self._methods: dict[str, Method] = {}
         self._credentials = credentials
         self._metrics = metrics
@@ -228,6 +243,12 @@ class Dispatcher:
         # Any: zope interfaces do not type-check as protocols without the mypy-zope plugin.
         self._clock: Any = clock
         self.max_batch = max_batch
+        if max_in_flight < 2:
+            raise ValueError("max_in_flight must be at least 2")
+        self.max_in_flight = max_in_flight
+        self._in_flight: dict[tuple[str, bool], int] = {}
+        """Calls in progress per party (session ID or "operator"), and whether read-only."""
+        self._over_in_flight = RateLimitedWarning(clock, log)
         self._log_allowance: dict[str, WorkAllowance] = {}
         """Call lines each credential may still write (a flood of failing calls must not fill
         the disk every session's store needs); the calls are counted in the metrics anyway."""
@@ -308,7 +329,8 @@ class Dispatcher:
             named = args.get("sessionId")
             session = named if isinstance(named, str) else None
             authorize_session(method.access, credential, args, method.name)
-            value = await method.handler(args, context)
+            with self._slot(credential):
+                value = await method.handler(args, context)
         except InvalidParams as exc:
             return error_reply(request_id, INVALID_PARAMS, data={
                 "field": exc.field, "requirement": exc.requirement}), INVALID_PARAMS, session
@@ -328,6 +350,40 @@ class Dispatcher:
             log.failure("rendering the result of {method} failed", method=method.name)
             return error_reply(request_id, INTERNAL_ERROR), INTERNAL_ERROR, session
         return {"jsonrpc": "2.0", "id": request_id, "result": result}, None, session
+
+    @contextmanager
+    def _slot(self, credential: Credential) -> Iterator[None]:
+        """Count one call of `credential`'s party in progress for as long as it runs;
+        FailedPrecondition when its party (or the party's read-only credentials, for one of
+        those) has none left."""
+        party = credential.session_id or "operator"
+        reading = credential.scope is Scope.READ
+        keys = [(party, False), (party, True)] if reading else [(party, False)]
+        limits = [self.max_in_flight, self.max_in_flight // 2]
+        for key, limit in zip(keys, limits, strict=False):
+            if self._in_flight.get(key, 0) >= limit:
+                who = "the operator" if credential.session_id is None else "this session"
+                whose = "'s read-only credentials" if key[1] else ""
+                self._over_in_flight.warn(
+                    "api: refused {times} calls over limits.api_calls_in_flight; the latest "
+                    "of {party}{whose}, {limit} in progress", whose=whose, limit=limit,
+                    party="the operator" if credential.session_id is None
+                    else f"session 0x{credential.session_id}")
+                raise FailedPrecondition(
+                    f"{who}{whose} {'have' if key[1] else 'has'} {limit} API calls in progress "
+                    "already, the most allowed (limits.api_calls_in_flight): wait for their "
+                    "answers", limit=limit)
+        for key in keys:
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            for key in keys:
+                left = self._in_flight[key] - 1
+                if left:
+                    self._in_flight[key] = left
+                else:
+                    del self._in_flight[key]
 
     def _bind(self, method: Method, params: object) -> dict[str, Any]:
         if params is None:

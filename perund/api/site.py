@@ -108,7 +108,8 @@ def make_site(facade: NodeFacade, credentials: CredentialRegistry | str, *,
     hubs = Hubs(facade, reactor, closed_ttl=closed_ttl,
                 max_subscribers=limits.subscriptions_per_session, currencies=table)
     dispatcher = Dispatcher(build_methods(facade, table, hubs, credentials), reactor,
-                            max_batch=max_batch, metrics=metrics, credentials=credentials)
+                            max_batch=max_batch, metrics=metrics, credentials=credentials,
+                            max_in_flight=limits.calls_in_flight)
     root: Any = _Root()  # Any: Resource's zope interfaces do not type-check without mypy-zope
     root.putChild(b"rpc", RpcResource(dispatcher, credentials, limits.max_body))
     sockets = ApiSocketFactory(dispatcher, table, credentials, reactor, limits,
