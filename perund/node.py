@@ -361,15 +361,18 @@ class NodeService(MultiService):
 
     def _not_open_already(self, config: SessionConfig) -> None:
         """ResourceExists when the user of `config` has a session open here already, under
-        another file (a copy of its session.yaml): one key, one store, one session."""
+        another file (a copy of its session.yaml): one key, one account, one store, one
+        session. (Two sessions on one on-chain account would also each see, and spend, the
+        other's money.)"""
         database = config.database.resolve()
         for session in self.sessions.values():
             if session.config.off_chain.address == config.off_chain.address \
+                    or session.config.on_chain.address == config.on_chain.address \
                     or session.config.database.resolve() == database:
                 raise ResourceExists(
                     f"this user's session is open already (from {session.config.path}): "
-                    "the same off-chain key or store", type="session", id="0x" + session.id,
-                    configFile=str(session.config.path))
+                    "the same off-chain key, on-chain account or store", type="session",
+                    id="0x" + session.id, configFile=str(session.config.path))
 
     @property
     def file_rules(self) -> FileRules:

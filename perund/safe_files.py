@@ -25,7 +25,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from perund.errors import InvalidConfig
@@ -78,6 +78,8 @@ class FileRules:
     allowed: tuple[Path, ...] | None = None
     forbidden: tuple[Path, ...] = ()
     max_size: int = MAX_FILE_SIZE
+    narrowed: bool = False
+    """Narrowed to one session's folder (`for_session`), for the error message."""
 
     @classmethod
     def within(cls, allowed: Iterable[Path], forbidden: Iterable[Path] = ()) -> FileRules:
@@ -85,6 +87,25 @@ class FileRules:
         them)."""
         return cls(tuple(Path(p).resolve() for p in allowed),
                    tuple(Path(p).resolve() for p in forbidden))
+
+    def for_session(self, session_file: Path) -> FileRules:
+        """The rules for the files that the session config at `session_file` names: these,
+        with the allowed folders narrowed to the one that holds `session_file` (the deepest,
+        when they nest). With a folder of its own for each user, as `perund generate` makes
+        them, no session can name another user's keystore, password, contacts or store
+        (docs/security.md). Unchanged when any folder is allowed."""
+        if self.allowed is None:
+            return self
+        try:
+            resolved = session_file.resolve()
+        except (OSError, RuntimeError):
+            return replace(self, allowed=())
+        holding = [folder for folder in self.allowed
+                   if resolved == folder or resolved.is_relative_to(folder)]
+        if not holding:
+            return replace(self, allowed=())
+        return replace(self, allowed=(max(holding, key=lambda folder: len(folder.parts)),),
+                       narrowed=True)
 
     def place(self, path: Path, field: str) -> None:
         """InvalidConfig unless the resolved `path` is inside an allowed folder and outside
@@ -99,6 +120,10 @@ class FileRules:
             raise _refused(field, path, f"no folder is allowed for session files: the node "
                                         f"config's {ALLOWED_KEY} names none")
         if not any(path == folder or path.is_relative_to(folder) for folder in self.allowed):
+            if self.narrowed:
+                raise _refused(field, path, f"outside {self.allowed[0]}, the folder of "
+                                            f"{ALLOWED_KEY} that holds the session config "
+                                            "(a session's files stay in its own folder)")
             raise _refused(field, path, f"outside the folders session files may come from "
                                         f"({ALLOWED_KEY})")
 

@@ -131,8 +131,48 @@ def test_files_a_session_config_names_are_bound_by_the_same_rules(
     with pytest.raises(InvalidConfig) as caught:
         load_session_config(config, rules)
     problems = {p["name"]: p["requirement"] for p in caught.value.data["problems"]}
-    assert "outside the folders" in problems["off_chain.keystore"]
+    assert "outside " + str(sessions.resolve()) + ", the folder" in problems["off_chain.keystore"]
     assert "data folder" in problems["password_file"]
     assert "data folder" in problems["database"]
     assert "on_chain.keystore" not in problems
     assert MARKER not in json.dumps(caught.value.to_data())
+
+
+def test_a_session_config_names_files_of_its_own_users_folder_only(tmp_path: Path) -> None:
+    """With a folder per user in sessions.config_dirs (as `perund generate` makes them), a user
+    who may write her own folder cannot name another's keystore, password, contacts or store:
+    she would open a session on their money (the isolation review's finding)."""
+    alice, mallory = tmp_path / "users" / "alice", tmp_path / "users" / "mallory"
+    for folder in (alice, mallory):
+        folder.mkdir(parents=True)
+    (alice / "on.json").write_text(MARKER)
+    (alice / "password").write_text(MARKER)
+    (alice / "contacts.yaml").write_text("[]\n")
+    (mallory / "off.json").write_text("{}")
+    rules = FileRules.within([alice, mallory])
+    config = mallory / "session.yaml"
+    config.write_text(
+        "on_chain: {address: '0x" + "11" * 20 + "', keystore: ../alice/on.json}\n"
+        f"off_chain: {{address: '0x{'22' * 20}', keystore: off.json}}\n"
+        "password_file: ../alice/password\n"
+        "contacts: ../alice/contacts.yaml\n"
+        "comm: {listen: 'tcp:5001'}\n"
+        "database: ../alice/db\n")
+    with pytest.raises(InvalidConfig) as caught:
+        load_session_config(config, rules)
+    problems = {p["name"]: p["requirement"] for p in caught.value.data["problems"]}
+    assert set(problems) == {"on_chain.keystore", "password_file", "contacts", "database"}
+    for requirement in problems.values():
+        assert f"outside {mallory.resolve()}, the folder of sessions.config_dirs" in requirement
+    assert MARKER not in json.dumps(caught.value.to_data())
+
+
+def test_a_sessions_folder_is_the_deepest_allowed_one_that_holds_its_config(
+        tmp_path: Path) -> None:
+    users, alice = tmp_path / "users", tmp_path / "users" / "alice"
+    alice.mkdir(parents=True)
+    rules = FileRules.within([users, alice])
+    assert rules.for_session(alice / "session.yaml").allowed == (alice.resolve(),)
+    assert rules.for_session(users / "bob.yaml").allowed == (users.resolve(),)
+    assert rules.for_session(tmp_path / "elsewhere.yaml").allowed == ()
+    assert FileRules().for_session(alice / "session.yaml") == FileRules()  # anywhere stays

@@ -313,7 +313,8 @@ def load_session_config(path: str | Path, rules: FileRules | None = None) -> Ses
     file = Path(path).expanduser()
     raw, duplicates = read_yaml_file(file, what="session config", field="configFile",
                                      rules=rules)
-    return parse_session_config(raw, file.absolute(), duplicates, rules)
+    return parse_session_config(raw, file.absolute(), duplicates,
+                                None if rules is None else rules.for_session(file))
 
 
 def read_session_files(path: str | Path, rules: FileRules | None = None
@@ -322,7 +323,8 @@ def read_session_files(path: str | Path, rules: FileRules | None = None
     node runs it off the reactor thread, with a time limit)."""
     config = load_session_config(path, rules)
     contacts = [] if config.contacts is None else load_contacts_file(
-        config.contacts, own_address=config.off_chain.address, rules=rules)
+        config.contacts, own_address=config.off_chain.address,
+        rules=None if rules is None else rules.for_session(config.path))
     return config, contacts
 
 
@@ -335,6 +337,8 @@ def unlock(config: SessionConfig, environ: Mapping[str, str] | None = None,
     CPU-bound: ~0.7 s per key with geth's standard scrypt, ~10 ms with the light setting.
     """
     env = os.environ if environ is None else environ
+    if rules is not None:
+        rules = rules.for_session(config.path)
     problems = _Problems()
     keys: dict[str, bytes] = {}
     for field, key in (("off_chain", config.off_chain), ("on_chain", config.on_chain)):

@@ -22,13 +22,13 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from perund.api.credentials import Scope
-from perund.chain.anvil import Anvil
+from perund.chain.anvil import Anvil, free_port
 from perund.chain.backend import ChainBackend
 from perund.channel import events as ev
 from perund.channel.fees import FeeTerms
 from perund.channel.phases import Phase
 from perund.channel.proposal import OpenRequest
-from perund.channel.types import ETH, ChannelID
+from perund.channel.types import ETH, ChannelID, hex_address
 from perund.cli.generate import Generated
 from perund.config import NodeConfig, load_node_config
 from perund.errors import (
@@ -39,6 +39,7 @@ from perund.errors import (
     PerundError,
     ResourceExists,
 )
+from perund.keystore.v3 import write_keystore
 from perund.node import NodeService
 from perund.node_api import NodeAPI
 from perund.session.notices import ChannelNotice, Notice, ProposalNotice, UpdateNotice
@@ -184,6 +185,21 @@ async def test_session_close_refused_with_open_channels_and_reopen_twice_refused
     with pytest.raises(ResourceExists) as again:
         await node.open_session(str(copy))
     assert again.value.data["id"] == "0x" + alice.id
+    # A session of another off-chain key and store on her on-chain account would see and
+    # spend her money: refused too.
+    folder = setup.users[0].session_file.parent
+    other_key = write_keystore(folder / "keystore" / "other.json", os.urandom(32),
+                               (folder / "password").read_text().rstrip("\n"), light=True)
+    document = yaml.safe_load(setup.users[0].session_file.read_text())
+    document["off_chain"] = {"address": hex_address(other_key),
+                             "keystore": "keystore/other.json"}
+    document["database"] = "other-db"
+    document["comm"]["listen"] = f"tcp:{free_port()}:interface=127.0.0.1"
+    same_account = folder / "same-account.yaml"
+    same_account.write_text(yaml.safe_dump(document))
+    with pytest.raises(ResourceExists, match="on-chain account") as shared:
+        await node.open_session(str(same_account))
+    assert shared.value.data["id"] == "0x" + alice.id
     # Another node (here in the same process) finds her store locked: one node per session.
     other = NodeService(reactor, load_node_config(two_nodes(setup)[1]))
     other.startService()
