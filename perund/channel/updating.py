@@ -318,6 +318,13 @@ def _update_received(channel: Channel, change: UpdateReceived) -> Result:
     sender, state = change.sender, change.state
     if sender != channel.peer:
         return refuse(channel, sender, Reason.NOT_PEER, f"version {state.version}")
+    held = channel.staged
+    if held is not None and held.proposer != channel.index and held.state == state \
+            and held.signature == change.signature:
+        # The very update we hold, again (a duplicated frame): it is being answered. Refusing
+        # this copy would answer the peer's request as refused while we go on to answer the
+        # one we hold, and the two sides would part.
+        return channel, NOTHING
     current_signed = channel.current
     if current_signed is not None and current_signed.state.is_final:
         return refuse_update(channel, sender, state, Reason.FINAL)

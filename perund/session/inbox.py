@@ -155,7 +155,7 @@ class Inbox:
                              ).addErrback(undelivered)
 
     def _proposal(self, peer: Address, msg: Propose) -> None:
-        if self._questions.is_waiting(msg.proposal_id):
+        if self._questions.seen(msg.proposal_id):
             if self._links.refused(peer):
                 log.warn("refused a repeated proposal {proposal_id} from {peer}",
                          proposal_id=_hex(msg.proposal_id), peer=_hex(peer))

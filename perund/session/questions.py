@@ -10,6 +10,8 @@ Rules, stated once:
 - every waiting question is recorded in the store (`perund.session.pending`) until it is
   answered, expires or is withdrawn, so that a restart forgets none: what a restart ended is
   told to the user as a `GoneNotice`;
+- a proposal seen before (waiting, answered, or expired: the last `MAX_REMEMBERED_ANSWERS`
+  and `MAX_REMEMBERED_EXPIRIES`) is not asked again: a replayed or duplicated one is dropped;
 - an answer that comes too late is told why: the question expired (UserResponseTimedOut, for
   the last `MAX_REMEMBERED_EXPIRIES`), or a restart ended it (FailedPrecondition); otherwise
   the question never existed (ResourceNotFound).
@@ -38,6 +40,9 @@ log = Logger(namespace="perund.client")
 
 MAX_REMEMBERED_EXPIRIES: Final = 1024
 """Expired questions remembered to answer late responses with UserResponseTimedOut."""
+
+MAX_REMEMBERED_ANSWERS: Final = 1024
+"""Answered proposals remembered so that a replay of one is not asked again."""
 
 MAX_PROPOSALS_PER_PEER: Final = 32
 """Proposals from one peer that may wait for our user's answer at once."""
@@ -88,12 +93,16 @@ class Questions:
         too late rather than that the question never existed."""
         self._gone: set[bytes] = set()
         """Questions a restart ended unanswered (told with a `GoneNotice`)."""
+        self._answered: dict[bytes, None] = {}
+        """Proposals our user answered (the last `MAX_REMEMBERED_ANSWERS`), oldest first."""
 
     # -- proposals ------------------------------------------------------------------------------
 
-    def is_waiting(self, proposal_id: bytes) -> bool:
-        """Whether the proposal `proposal_id` waits for our user."""
-        return proposal_id in self._proposals
+    def seen(self, proposal_id: bytes) -> bool:
+        """Whether the proposal `proposal_id` waits for our user, or did lately (answered or
+        expired): a replay of it is not a new question."""
+        return proposal_id in self._proposals or proposal_id in self._answered \
+            or proposal_id in self._expired
 
     def ask_proposal(self, peer: Address, msg: Propose | VirtualPropose) -> None:
         """A valid proposal arrived: ask the user, or reject it if its peer has too many
@@ -134,6 +143,9 @@ class Questions:
                 raise self._gone_error("proposal", proposal_id)
             raise ResourceNotFound("no such proposal", type="proposal", id=_hex(proposal_id))
         pending.timer.cancel()
+        if len(self._answered) >= MAX_REMEMBERED_ANSWERS:
+            del self._answered[next(iter(self._answered))]
+        self._answered[proposal_id] = None
         return pending
 
     def _take_proposal(self, proposal_id: bytes) -> IncomingProposal | None:

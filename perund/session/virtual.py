@@ -293,7 +293,7 @@ class Virtuals:
 
     def proposal_received(self, peer: Address, msg: VirtualPropose) -> None:
         """A peer's virtual proposal: ask our user, or refuse it (the peer is told why)."""
-        if self._questions.is_waiting(msg.proposal_id):
+        if self._questions.seen(msg.proposal_id):
             return
         ledger = self._ledger_for(msg)
         events = receive_virtual_proposal(

@@ -313,6 +313,20 @@ def test_rule_one_update_in_flight_on_the_responder() -> None:
     assert_refused(bob1, paid(bob), Reason.IN_FLIGHT)
 
 
+def test_the_same_update_again_while_it_waits_is_ignored() -> None:
+    """A duplicated frame of the update we hold (a peer's retry, a relay's duplicate): refusing
+    it would answer the peer's pending request as refused while we still answer the one we
+    hold, and the two sides would part (the virtual-channel review's finding)."""
+    _, bob = make_pair()
+    request = next_state(bob, balances=((11 * ETHER, 9 * ETHER),))
+    bob1, _ = receive(bob, request)
+    again, events = receive(bob1, request)
+    assert again is bob1 and events == ()
+    # Another update of that version is refused as before.
+    other = next_state(bob, balances=((12 * ETHER, 8 * ETHER),))
+    assert_refused(bob1, other, Reason.IN_FLIGHT)
+
+
 # --- policy: what goes to the user ---------------------------------------------------------------
 
 

@@ -82,3 +82,27 @@ def test_an_answer_in_time_counts() -> None:
     clock.advance(10.0)  # its expiry passes: nothing happens any more
     assert bob.client.channels[cid].version == 1
     assert clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("accept", [True, False], ids=["accepted", "rejected"])
+def test_a_proposal_replayed_after_its_answer_is_not_asked_again(accept: bool) -> None:
+    """A duplicate or a replay of a proposal the user answered is dropped: it would otherwise
+    be put to the user as a new question (the virtual-channel review's finding, for both
+    kinds of proposal)."""
+    clock = Clock()
+    net = Net(clock)
+    alice, bob = side(net), side(net)
+    opening = alice.client.open_channel(OpenRequest(bob.address, (ETH,), ((ETHER, 0),), 60))
+    clock.advance(0)
+    [notice] = bob.told(ProposalNotice)
+    assert isinstance(notice, ProposalNotice)
+    bob.client.respond_proposal(notice.proposal.proposal_id, accept)
+    clock.advance(0)
+    clock.advance(0)
+    bob.links.arrive(alice.address, notice.proposal)
+    clock.advance(0)
+    assert len(bob.told(ProposalNotice)) == 1
+    assert bob.links.refusals == [alice.address]
+    if not accept:
+        with pytest.raises(PeerRejected):
+            result(opening)
