@@ -22,7 +22,7 @@ from perund.chain.account import Account
 from perund.chain.client import ChainClient, RawReceipt
 from perund.chain.results import TxReceipt
 from perund.channel.types import Address, hex_address
-from perund.errors import TxTimedOut
+from perund.errors import ChainNotReachable, TxTimedOut
 
 RunInPool = Callable[..., Deferred[Any]]
 """`run(f, *args)`: call blocking `f(*args)` in the chain pool, a Deferred of its result."""
@@ -188,15 +188,29 @@ class TransactionSender:
 
     async def _wait_mined(self, tx_type: str, tx_hash: bytes) -> RawReceipt:
         deadline = self._now() + self.tx_timeout
+        unreachable: ChainNotReachable | None = None
         while True:
-            receipt: RawReceipt | None = await self._run(self._client.receipt_blocking, tx_hash)
+            try:
+                receipt: RawReceipt | None = await self._run(self._client.receipt_blocking,
+                                                             tx_hash)
+            except ChainNotReachable as exc:
+                # The transaction is out: a poll that failed says nothing of it, and it may be
+                # mined meanwhile. Giving up here would report a deposit as failed that lands.
+                if unreachable is None:
+                    self.log.warn("{tx_type} {tx_hash}: reading its receipt failed ({why}); "
+                                  "trying again until {timeout:g} s after it was sent",
+                                  tx_type=tx_type, tx_hash="0x" + tx_hash.hex(), why=exc,
+                                  timeout=self.tx_timeout)
+                unreachable, receipt = exc, None
             if receipt is not None:
                 return receipt
             remaining = deadline - self._now()
             if remaining <= 0:
+                also = "" if unreachable is None else \
+                    f" (the chain was unreachable meanwhile: {unreachable.message})"
                 raise TxTimedOut(
                     f"the {tx_type} transaction 0x{tx_hash.hex()} was not mined within "
-                    f"{self.tx_timeout:g} s",
+                    f"{self.tx_timeout:g} s{also}",
                     txType=tx_type,
                     txHash="0x" + tx_hash.hex(),
                     timeout=self.tx_timeout,

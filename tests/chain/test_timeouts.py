@@ -11,7 +11,7 @@ from twisted.internet.task import deferLater
 from perund.chain.backend import ChainBackend
 from perund.channel import events as ev
 from perund.channel.types import ETH
-from perund.errors import TxTimedOut
+from perund.errors import ChainNotReachable, TxTimedOut
 from perund.session.onchain import ChainSettlement
 
 from .conftest import ANVIL_CHAIN_ID, ETHER, make_backend
@@ -100,3 +100,33 @@ async def test_funding_waits_for_an_unmined_earlier_deposit_instead_of_depositin
     await funded
     assert again.receipts == []  # no second deposit
     assert await backend.holdings(ch.id) == (2 * ETHER, ETHER)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_receipt_read_that_fails_is_tried_again_until_the_timeout(
+        chain, new_channel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The transaction is out: a failed receipt poll (the chain's endpoint resetting for a
+    moment) says nothing of it. Giving up reported a deposit as failed while it was mined."""
+    backend = chain.backend
+    ch = new_channel()
+    a = ch.accounts[0]
+    client = backend.client
+    real = client.receipt_blocking
+    failures = [3]
+
+    def flaky(tx_hash: bytes) -> object:
+        if failures[0]:
+            failures[0] -= 1
+            raise ChainNotReachable("the chain at http://127.0.0.1:1 is not reachable "
+                                    "(eth_getTransactionReceipt: connection reset)")
+        return real(tx_hash)
+
+    monkeypatch.setattr(client, "receipt_blocking", flaky)
+    receipt = await backend.deposit(a, ch.id, 0, ETH, ETHER)
+    assert failures == [0] and receipt.events_named("Deposited")
+    assert await backend.holdings(ch.id) == (ETHER, 0)
+    # Unreachable until the timeout: TxTimedOut (its fate is unknown), saying why.
+    failures[0] = 10**6
+    backend.sender.tx_timeout = 0.2
+    with pytest.raises(TxTimedOut, match="unreachable meanwhile"):
+        await backend.deposit(a, ch.id, 0, ETH, ETHER)
