@@ -327,6 +327,8 @@ class Hubs:
         self._facade = facade
         self._currencies = currencies
         self._clock = clock
+        self.clock = clock
+        """The API's clock (for the methods' own rate limits)."""
         self._closed_ttl = closed_ttl
         self._max_cached = max_cached
         self._max_subscribers = max_subscribers

@@ -9,7 +9,7 @@ naming the field, like schema failures.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from perund.api.amounts import AmountError, Currencies
 from perund.api.credentials import Access, CredentialRegistry, Scope
@@ -56,6 +56,7 @@ from perund.errors import (
     Unauthorized,
     UserResponseTimedOut,
 )
+from perund.ratelimit import WorkAllowance
 
 MAX_PAYMENTS = 16
 """Payments one `channel_send` may carry (one state update)."""
@@ -222,6 +223,13 @@ def _in_units(error: InvalidArgument, currencies: Currencies) -> InvalidArgument
 # -- the table -----------------------------------------------------------------------------------
 
 Render = Callable[[Any], Any]
+
+
+DISCOVER_RATE: Final = 2.0
+"""rpc.discover calls a second per party (a session's credentials, or the operator)."""
+DISCOVER_BURST: Final = 8
+MAX_DISCOVER_PARTIES: Final = 4096
+"""Parties whose rpc.discover allowance is kept (past it they start afresh)."""
 
 
 def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
@@ -516,8 +524,26 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
     methods += token_methods(facade, credentials)
     methods += payment_methods(facade, currencies)
     discover_cache: list[dict[str, Any]] = []
+    discover_allowance: dict[str, WorkAllowance] = {}
 
     async def discover(args: dict[str, Any], ctx: CallContext) -> Any:
+        # The document is some 60 KB to encode for a call of a few bytes: a batch of them is
+        # a quarter second of the reactor. It never changes while the node runs, so a few a
+        # second per party are all anyone needs.
+        credential = ctx.credential
+        party = "-" if credential is None else credential.session_id or "operator"
+        allowance = discover_allowance.get(party)
+        if allowance is None:
+            if len(discover_allowance) >= MAX_DISCOVER_PARTIES:
+                discover_allowance.clear()
+            allowance = discover_allowance[party] = WorkAllowance(
+                hubs.clock, DISCOVER_RATE, DISCOVER_BURST)
+        if allowance.available() < 1:
+            raise FailedPrecondition(
+                f"rpc.discover is answered {DISCOVER_RATE:g} times a second per session: the "
+                "document does not change while the node runs (keep the one you have)",
+                retryAfter=round(max(allowance.seconds_until(1), 0.1), 1))
+        allowance.spend(1)
         if not discover_cache:
             discover_cache.append(openrpc_document(
                 methods, description="perund: Ethereum state channels. Pushes (WebSocket): "

@@ -91,7 +91,15 @@ class ApiSocket(WebSocketServerProtocol):
         # is still set then): what would go out now has no one to read it.
         if self.state != self.STATE_OPEN:
             return
-        self.sendMessage(data, isBinary=False)  # type: ignore[no-untyped-call]
+        # autobahn bounds what we send by the same size as what we receive. The limit is for
+        # what clients send us; a reply may be longer (a thousand contacts, a batch of
+        # listings), and refusing to send it would only fail the calls already made.
+        limit: int = self.maxMessagePayloadSize  # type: ignore[has-type]  # autobahn
+        self.maxMessagePayloadSize = 0
+        try:
+            self.sendMessage(data, isBinary=False)  # type: ignore[no-untyped-call]
+        finally:
+            self.maxMessagePayloadSize = limit
 
     def _transmit(self, data: bytes) -> None:
         if not self._paused and not self._queue:

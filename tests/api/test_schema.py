@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from perund.api.methods import DISCOVER_BURST
 from perund.api.openrpc import params_schema
 from perund.api.schema import (
     CHANNEL_ID,
@@ -119,3 +120,16 @@ def test_rpc_discover_describes_every_method_with_the_schemas_in_force() -> None
     # The currency table shapes the schemas: unknown currencies are refused by the schema.
     send = described["channel_send"]["params"][2]["schema"]
     assert send["items"]["properties"]["currency"]["enum"] == ["ETH", "USDC"]
+
+
+def test_rpc_discover_is_answered_a_few_times_a_second_per_party() -> None:
+    """Some 60 KB to encode for a call of a few bytes: a read-only credential's batches of it
+    held the reactor for seconds (the isolation review's finding)."""
+    api = Api()
+    for _ in range(DISCOVER_BURST):
+        api.call("rpc.discover")
+    error = api.error("rpc.discover")
+    assert error["code"] == 204 and error["data"]["retryAfter"] > 0
+    assert "does not change" in error["message"]
+    api.clock.advance(1.0)
+    api.call("rpc.discover")  # DISCOVER_RATE a second come back

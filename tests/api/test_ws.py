@@ -15,6 +15,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 
 from perund.api.amounts import Currencies
+from perund.api.connections import ApiLimits
 from perund.api.site import ApiSite, make_site
 from perund.channel.types import ETH
 from tests.api.helpers import USDC, RawClient
@@ -68,9 +69,9 @@ class Client(WebSocketClientProtocol):  # type: ignore[misc]
         return reply["result"]
 
 
-async def start() -> tuple[Any, ApiSite, MemoryNode]:
+async def start(limits: ApiLimits | None = None) -> tuple[Any, ApiSite, MemoryNode]:
     node = MemoryNode(reactor)
-    site = make_site(node, TOKEN, reactor=reactor, currencies=Currencies([USDC]))
+    site = make_site(node, TOKEN, reactor=reactor, currencies=Currencies([USDC]), limits=limits)
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
     return port, site, node
 
@@ -157,6 +158,25 @@ async def test_a_message_over_the_limit_is_closed_with_code_1009() -> None:
         client.sendMessage(b"[" + b" " * (1024 * 1024) + b"]")
         await client.closed
         assert client.close_code == 1009
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reply_longer_than_the_message_limit_is_sent() -> None:
+    """The limit bounds what clients send; a reply may be longer (autobahn applied it to
+    sends too: the calls were made, and the client got an internal error instead)."""
+    port, _, _ = await start(ApiLimits(max_body=64 * 1024))
+    try:
+        client = await connect(port)
+        batch = b"[" + b",".join(b'{"jsonrpc":"2.0","method":"rpc.discover","id":%d}' % i
+                                  for i in range(4)) + b"]"
+        replies = await client.send_raw(batch, "batch")
+        assert len(replies) == 4 and all("result" in r for r in replies)
+        assert len(json.dumps(replies)) > 64 * 1024
+        # The limit still holds for what the client sends.
+        assert isinstance(await client.call("node_time"), float)
+        await hang_up(client)
     finally:
         await port.stopListening()
 
