@@ -13,6 +13,7 @@ from perund.api.credentials import Access, Credential, CredentialRegistry, Scope
 from perund.api.facade import NodeFacade
 from perund.api.method_spec import CallContext, Method, Param
 from perund.api.schema import BOOLEAN, SECONDS, SESSION_ID, TOKEN, TOKEN_ID, obj
+from perund.channel.memo import unshowable
 from perund.errors import InvalidArgument, ResourceNotFound, Unauthorized
 
 SCOPES = (Scope.SESSION.value, Scope.READ.value)
@@ -50,9 +51,14 @@ def token_methods(facade: NodeFacade, credentials: CredentialRegistry) -> list[M
         return session_id
 
     async def create(args: dict[str, Any], ctx: CallContext) -> Any:
+        label = args.get("label", "")
+        if any(unshowable(char) for char in label):
+            # Shown by session_listTokens to the session's other users and the operator: no
+            # escape sequence may redraw their terminal or forge a row.
+            problem = "printable text: no control characters, line breaks or direction marks"
+            raise InvalidArgument(f"label: {problem}", name="label", requirement=problem)
         session_id = await open_session(args)
-        credential, token = credentials.issue(session_id, Scope(args["scope"]),
-                                              args.get("label", ""))
+        credential, token = credentials.issue(session_id, Scope(args["scope"]), label)
         return _new(credential, token)
 
     async def list_tokens(args: dict[str, Any], ctx: CallContext) -> Any:

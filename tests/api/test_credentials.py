@@ -253,3 +253,15 @@ def test_the_operator_rotates_only_a_named_credential(users: Users) -> None:
                                                      "tokenId": token_id})
     assert users.api.credentials.authenticate(users.alice_token) is None
     assert users.api.credentials.authenticate(rotated["token"]) is not None
+
+
+@pytest.mark.parametrize("label", ["ok\x1b[2J\x1b[31m", "two\nlines", "\u202eevil", "nul\x00"])
+def test_a_label_that_could_redraw_a_terminal_is_refused(users: Users, label: str) -> None:
+    """A label is shown to the session's other users and the operator (`token list`): no
+    escape sequence, line break or direction mark (the isolation review's finding)."""
+    alice = users.context(users.alice_token)
+    error = users.api.error("session_createToken", {
+        "sessionId": users.alice, "scope": "read", "label": label}, alice)
+    assert error["code"] == 203 and error["data"]["name"] == "label"
+    listed = users.api.call("session_listTokens", {"sessionId": users.alice}, alice)
+    assert all(t["label"] != label for t in listed)

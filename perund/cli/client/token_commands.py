@@ -44,7 +44,8 @@ def _new_token(ctx: Context, minted: dict[str, Any], out: str | None, verb: str)
     else:
         where = f"{token}\n(shown only now: the node keeps its hash only)"
     text = f"{verb} {minted['scope']} credential {ctx.style.ident(minted['tokenId'])}" + \
-        (f" ({minted['label']})" if minted.get("label") else "") + f": {where}"
+        (f" ({render.shown_text(minted['label'])})" if minted.get("label") else "") + \
+        f": {where}"
     return Outcome(minted, text)
 
 
@@ -53,7 +54,7 @@ def token_list(ctx: Context, args: argparse.Namespace) -> Result:
     tokens = ctx.call("session_listTokens", sessionId=ctx.session_id())
     if not tokens:
         return Outcome(tokens, "this session holds no credential")
-    rows = [[ctx.style.ident(t["tokenId"]), t["scope"], t["label"] or "-",
+    rows = [[ctx.style.ident(t["tokenId"]), t["scope"], render.shown_text(t["label"]) or "-",
              _created(float(t["created"]))] for t in tokens]
     return Outcome(tokens, render.table(["CREDENTIAL", "SCOPE", "LABEL", "CREATED"], rows,
                                         ctx.style))
