@@ -63,6 +63,9 @@ class Closing:
                 log.warn("channel {channel_id}: the peer did not sign the final state ({why}); "
                          "closing through a dispute", channel_id=_hex(channel_id), why=exc)
             except FailedPrecondition as exc:
+                # A lock signed while our final update waited in the line: the ledger funds a
+                # virtual channel now, and a dispute would take that one on-chain too.
+                self._refusal(channel_id)
                 # An earlier update of ours is unresolved (the peer went silent) or the peer's
                 # update awaits an answer: no cooperative close is possible now.
                 log.warn("channel {channel_id}: cannot close cooperatively ({why}); closing "

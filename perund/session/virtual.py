@@ -172,9 +172,10 @@ class Virtuals:
         return self._lock_errors.pop(channel_id, None)
 
     def close_refusal(self, channel_id: ChannelID) -> None:
-        """FailedPrecondition if `channel_id` is a ledger that funds an open virtual channel
-        (it cannot close before the virtual channel does), or a virtual channel not open yet
-        (it opens or closes by itself once its lock's fate is known)."""
+        """FailedPrecondition if `channel_id` is a ledger that funds an open virtual channel,
+        ours or one we are the intermediary of (it cannot close before the virtual channel
+        does), or a virtual channel not open yet (it opens or closes by itself once its lock's
+        fate is known)."""
         channel = self._channels.get(channel_id)
         if channel is not None and is_virtual(channel) \
                 and channel.phase in (Phase.PROPOSING, Phase.FUNDING):
@@ -188,6 +189,15 @@ class Virtuals:
             raise FailedPrecondition(
                 "this channel funds open virtual channels: close them first",
                 channel_id=_hex(channel_id), virtual_channels=[_hex(vid) for vid in funded])
+        # The locks of virtual channels we are no party of (we are their intermediary): a
+        # final state locks nothing, so a close would take the ledger, and with it those
+        # channels, on-chain with the oldest state we hold of them.
+        others = [] if channel is None or is_virtual(channel) else list(self._locks(channel))
+        if others:
+            raise FailedPrecondition(
+                "this channel funds virtual channels we are the intermediary of: it can close "
+                "cooperatively once they are closed", channel_id=_hex(channel_id),
+                virtual_channels=[_hex(vid) for vid in others])
 
     def _holds_funds(self, vid: ChannelID, parent_id: ChannelID) -> bool:
         """Whether virtual channel `vid` may be funded by its parent: it is locked in the

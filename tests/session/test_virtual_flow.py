@@ -22,6 +22,7 @@ from perund.channel.virtual_opening import VirtualOpenRequest
 from perund.errors import FailedPrecondition, PeerRejected, PeerRequestTimedOut, PerundError
 from perund.session.config import IntermediaryConfig
 from perund.session.notices import ChannelNotice, ProposalNotice
+from perund.wire.messages import VirtualLock
 
 from .conftest import ETHER, User, make_user, open_between
 
@@ -120,6 +121,18 @@ async def test_a_parent_that_funds_an_open_virtual_channel_does_not_close(hub: H
     # Payments with ingrid on the ledger go on beside the lock.
     paid = await hub.alice.client.send(hub.la, ((ETH, ETHER),))
     assert paid.latest.balances == ((6 * ETHER, 11 * ETHER),) and paid.latest.locked
+    # Nor does ingrid close it, though she is no party of the virtual channel: the close
+    # would take both ledgers, and the virtual channel with its version 0, on-chain (the
+    # virtual-channel review's finding).
+    sent = [len(u.client.settler.receipts) for u in (hub.alice, hub.ingrid, hub.carol)]  # type: ignore[attr-defined]
+    for ledger in (hub.la, hub.lc):
+        with pytest.raises(FailedPrecondition, match="we are the intermediary of") as raised:
+            await hub.ingrid.client.close(ledger).addTimeout(10, reactor)
+        assert raised.value.data["virtual_channels"] == ["0x" + vid.hex()]
+        assert hub.ingrid.client.channels[ledger].phase is Phase.OPEN
+    assert hub.alice.client.channels[vid].phase is Phase.OPEN
+    assert [len(u.client.settler.receipts) for u in (hub.alice, hub.ingrid, hub.carol)] \
+        == sent  # type: ignore[attr-defined]  # no transaction
 
 
 @pytest_twisted.ensureDeferred
@@ -286,3 +299,30 @@ async def test_a_ledger_whose_lock_is_of_unknown_fate_may_settle_on_chain(hub: H
     hub.alice.client.force_close(hub.la).addErrback(lambda _: None)
     assert hub.alice.client.channels[hub.la].phase in (Phase.CLOSING, Phase.DISPUTED)
     assert not hub.alice.client.channels[hub.la].latest.locked
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_close_that_waited_behind_a_lock_is_refused_not_disputed(hub: Hub) -> None:
+    """alice closes her ledger just as her lock leaves: the close passes the check then (no
+    lock yet), waits in the line behind the lock, and meets a ledger that funds the virtual
+    channel. It used to turn that into a dispute of the ledger, and of the virtual channel
+    just opened (the virtual-channel review's finding)."""
+    sent = [len(u.client.settler.receipts) for u in (hub.alice, hub.ingrid, hub.carol)]  # type: ignore[attr-defined]
+    closes: list[object] = []
+    original = hub.alice.peers.request
+
+    def request(peer: Address, msg: object, timeout: float) -> object:
+        answer = original(peer, msg, timeout)  # type: ignore[arg-type]
+        if isinstance(msg, VirtualLock):
+            closes.append(hub.alice.client.close(hub.la))
+        return answer
+
+    hub.alice.peers.request = request  # type: ignore[method-assign]
+    vid = await open_virtual(hub)
+    (closing,) = closes
+    with pytest.raises(FailedPrecondition, match="funds open virtual channels"):
+        await closing.addTimeout(10, reactor)  # type: ignore[attr-defined]
+    assert hub.alice.client.channels[vid].phase is Phase.OPEN
+    assert hub.alice.client.channels[hub.la].phase is Phase.OPEN
+    assert [len(u.client.settler.receipts) for u in (hub.alice, hub.ingrid, hub.carol)] \
+        == sent  # type: ignore[attr-defined]  # no transaction
