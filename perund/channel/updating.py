@@ -435,8 +435,12 @@ def _user_timed_out(channel: Channel, change: UserTimedOut) -> Result:
 
 
 def decline(channel: Channel, staged: Staged, reason: Reason) -> Result:
-    new = channel.evolve(staged=None, phase=advance(channel.phase, at_rest(channel.phase)))
+    """Refuse the peer's update we held (our user's no, their silence, a lock without its
+    match). Its version is spent: a replay of the same update is refused (`VERSION`) instead
+    of being taken as new, and the peer never reuses a version it signed."""
     state = staged.state
+    new = channel.evolve(staged=None, phase=advance(channel.phase, at_rest(channel.phase)),
+                         signed_up_to=max(channel.signed_up_to, state.version))
     return new, (SendUpdateReject(channel.peer, state.channel_id, state.version, reason.value),)
 
 

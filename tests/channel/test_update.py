@@ -353,8 +353,12 @@ def test_a_payment_request_the_user_rejects() -> None:
     request = next_state(bob, balances=((11 * ETHER, 9 * ETHER),))
     bob1, _ = receive(bob, request)
     bob2, events = transition(bob1, RespondUpdate(BOB, signing_digest(request), False))
-    assert bob2 == bob
+    assert bob2 == bob.evolve(signed_up_to=1)
     assert events == (SendUpdateReject(ALICE.address, bob.channel_id, 1, "rejected by the user"),)
+    # The same update again (a replay) is no new question: its version is spent. (A lock the
+    # intermediary refused, replayed with its pair later, was matched and signed.)
+    same, events = receive(bob2, request)
+    assert same is bob2 and isinstance(events[0], Refused) and events[0].reason is Reason.VERSION
 
 
 def test_a_payment_request_the_user_lets_expire() -> None:
@@ -362,7 +366,7 @@ def test_a_payment_request_the_user_lets_expire() -> None:
     request = next_state(bob, balances=((11 * ETHER, 9 * ETHER),))
     bob1, _ = receive(bob, request)
     bob2, events = transition(bob1, UserTimedOut(signing_digest(request)))
-    assert bob2 == bob
+    assert bob2 == bob.evolve(signed_up_to=1)
     assert events == (
         SendUpdateReject(ALICE.address, bob.channel_id, 1, "the user did not answer in time"),
     )
