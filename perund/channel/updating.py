@@ -290,7 +290,11 @@ def fail_own(channel: Channel, failure: UpdateFailure, reason: str,
         new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED))
         return new, (Persist(new), failed, Closed(channel.channel_id, 0))
     timed_out = failure is UpdateFailure.TIMED_OUT
-    final = staged.state.is_final
+    # A final update that collided, or met a version the peer signed already, is proposed
+    # again higher by the send queue like any update: no refusal of the close, no dispute.
+    retried = failure is UpdateFailure.COLLISION or \
+        (failure is UpdateFailure.REJECTED and reason == Reason.VERSION.value)
+    final = staged.state.is_final and not retried
     new = channel.evolve(
         staged=None,
         # docs/specification.md §3 Close: a refused or unanswered final update → dispute.

@@ -585,6 +585,23 @@ def test_a_refused_close_becomes_a_dispute() -> None:
     )
 
 
+@pytest.mark.parametrize("reason", [Reason.COLLISION.value,
+                                    Reason.VERSION.value + " (signed up to 7)"])
+def test_a_close_that_collided_is_proposed_again_not_disputed(reason: str) -> None:
+    """Both sides proposed at once, or the peer had signed higher: a higher version cures it
+    and the send queue retries the final update as any other. It used to go on-chain at once
+    (the virtual-channel review's finding)."""
+    alice, _ = make_pair()
+    alice1, _ = transition(alice, OwnUpdate(ALICE, (), True))
+    alice2, events = transition(alice1, UpdateRejectReceived(BOB.address, alice.channel_id, 1,
+                                                             reason))
+    assert alice2.phase is Phase.OPEN and alice2.staged is None
+    assert [type(e) for e in events] == [UpdateFailed]
+    alice3, events = transition(alice2, OwnUpdate(ALICE, (), True))
+    assert alice3.staged is not None and alice3.staged.state.is_final
+    assert alice3.staged.state.version > (7 if "signed up to" in reason else 1)
+
+
 def test_an_unanswered_close_becomes_a_dispute_and_a_sync() -> None:
     alice, _ = make_pair()
     assert alice.current is not None
