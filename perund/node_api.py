@@ -181,7 +181,10 @@ class NodeAPI:
         return peer_view(self._session(session_id).contacts.by_alias(alias))
 
     async def session_list_peers(self, session_id: bytes) -> list[PeerView]:
-        return [peer_view(c) for c in self._session(session_id).contacts.list()]
+        session = self._session(session_id)
+        contacts = session.contacts.list()
+        _listing(session, "contacts", len(contacts))
+        return [peer_view(c) for c in contacts]
 
     async def session_balance(self, session_id: bytes) -> AccountBalance:
         session = self._session(session_id)
@@ -284,7 +287,9 @@ class NodeAPI:
 
     async def channel_list(self, session_id: bytes) -> list[ChannelView]:
         session = self._session(session_id)
-        return [self._view(session, c) for c in session.client.channels.values()]
+        channels = list(session.client.channels.values())
+        _listing(session, "channels", 2 * len(channels))
+        return [self._view(session, c) for c in channels]
 
     async def channel_get(self, session_id: bytes, channel_id: bytes) -> ChannelView:
         session = self._session(session_id)
@@ -411,6 +416,20 @@ class NodeAPI:
 
     def notice_shelf(self, session_id: bytes) -> StoreShelf:
         return StoreShelf(self._session(session_id).store)
+
+
+def _listing(session: Session, what: str, units: int) -> None:
+    """Take `units` of the session's listing allowance (`Session.listings`); FailedPrecondition,
+    saying when to come back, when it has too few. A listing larger than the whole allowance
+    passes when the allowance is full."""
+    allowance = session.listings
+    needed = min(units, allowance.burst)
+    if allowance.available() < needed:
+        wait = max(allowance.seconds_until(needed), 0.1)
+        raise FailedPrecondition(
+            f"this session's listings of {what} are over their rate: try again in {wait:.1f} s",
+            retryAfter=round(wait, 1))
+    allowance.spend(units)
 
 
 def allowed_page(history: PaymentHistory, allowance: WorkAllowance, query: PaymentQuery,

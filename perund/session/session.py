@@ -98,6 +98,15 @@ HISTORY_SCAN_RATE: Final = 20_000.0
 """History records a session's queries may look at per second (a full page's worth at once)."""
 
 
+LISTING_RATE: Final = 5_000.0
+"""Listing units a session's calls may render per second: a contact is one, a channel two
+(about 26 and 48 µs of the reactor each), so one user's listings take at most about an
+eighth of the reactor however they batch them."""
+LISTING_BURST: Final = 20_000
+"""Units at once: 10,000 contacts, or 10,000 channels; a larger listing passes when the
+allowance is full, and the next then waits for it to refill."""
+
+
 class Session:
     """One open session: build with `Session.open`, end with `close`."""
 
@@ -120,6 +129,9 @@ class Session:
         self.withdrawals = Withdrawals(reactor, settlement)
         """Withdraws the payouts the Adjudicator credited to our account instead of sending."""
         client.observers.append(self.withdrawals.observe)
+        self.listings = WorkAllowance(reactor, LISTING_RATE, LISTING_BURST)
+        """What this session's `session_listPeers` and `channel_list` may render (units of
+        `LISTING_RATE`)."""
         self.history_scans = WorkAllowance(reactor, HISTORY_SCAN_RATE, SCAN_BUDGET)
         """The history records this session's queries may look at: they run on the reactor,
         so one user's queries (a read-only credential's, a batch of a hundred) take a bounded
