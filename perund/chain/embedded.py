@@ -245,7 +245,12 @@ class EmbeddedChain:
         it went, or None when there was none."""
         if not self.folder.exists():
             return None
-        aside = self.folder.with_name(f"{self.folder.name}.replaced-{int(time.time())}")
+        stamp = f"{self.folder.name}.replaced-{int(time.time())}"
+        aside = self.folder.with_name(stamp)
+        again = 1
+        while aside.exists():  # set aside twice within a second (two --fresh-chain starts)
+            again += 1
+            aside = self.folder.with_name(f"{stamp}-{again}")
         self.folder.rename(aside)
         log.warn("the embedded chain's state was set aside in {aside}: a new chain starts",
                  aside=str(aside))
