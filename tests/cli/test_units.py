@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -355,3 +356,45 @@ def test_a_usage_error_with_json_is_an_object_on_stdout(capsys: pytest.CaptureFi
     error = json.loads(out)["error"]
     assert error["kind"] == "usage" and "invalid choice: 'chanel'" in error["message"]
     assert err == ""
+
+
+class _Node:
+    """The two calls `resolve_channel` makes, answered from a list of channels and aliases."""
+
+    token = "operator-token"
+
+    def __init__(self, channels: list[dict[str, str]], aliases: set[str]) -> None:
+        self.channels = channels
+        self.aliases = aliases
+
+    def result(self, method: str, params: dict[str, Any], timeout: float | None = 0) -> Any:
+        from perund.cli.apiclient import ApiError
+
+        if method == "channel_list":
+            return self.channels
+        assert method == "session_getPeer"
+        if params["alias"] in self.aliases:
+            return {"alias": params["alias"]}
+        raise ApiError(method, {"code": 201, "message": "no such peer"})
+
+
+def test_an_alias_of_hex_letters_never_pays_the_channel_its_id_starts_with() -> None:
+    """`pay f 0.1` with a contact named f paid bob, whose channel's ID began with f (the
+    isolation review's finding): a ref that is an alias and an ID prefix is refused."""
+    from perund.cli.client.commands import Context
+    from perund.cli.client.errors import NotFound, UsageError
+
+    bobs = {"channelId": "0xfd72" + "00" * 30, "peer": "bob", "phase": "open"}
+    eds = {"channelId": "0x1234" + "00" * 30, "peer": "ed", "phase": "open"}
+    node = _Node([bobs, eds], {"bob", "ed", "f"})
+    ctx = Context(node, Style(False), "127.0.0.1:1", "0x" + "ab" * 16)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="both a peer's alias and the start of a channel ID"):
+        ctx.resolve_channel("f")  # a contact with no channel
+    assert ctx.resolve_channel("0xf") == bobs  # the prefix, said so
+    assert ctx.resolve_channel("fd7") == bobs  # no such alias: the prefix
+    assert ctx.resolve_channel("ed") == eds  # an alias no channel ID starts with
+    node.channels.append({"channelId": "0xed" + "00" * 31, "peer": "bob", "phase": "closed"})
+    with pytest.raises(UsageError, match="both"):
+        ctx.resolve_channel("ed")
+    with pytest.raises(NotFound):
+        ctx.resolve_channel("carol")

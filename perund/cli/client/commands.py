@@ -143,16 +143,21 @@ class Context:
                                               channelId="0x" + hex_part.lower())
             return found
         channels = self.channels()
+        by_peer = [c for c in channels if c["peer"] == text or
+                   c.get("peerAddress", "").lower() == text.lower()]
         if HEX_ID.match(text) and hex_part:
             matches = [c for c in channels
                        if c["channelId"][2:].lower().startswith(hex_part.lower())]
+            if matches and text[:2].lower() != "0x" and (by_peer or self._is_alias(text)):
+                # An alias made of hex letters (`ed`, `cafe`, `f`): paying the channel whose ID
+                # happens to start so would pay another peer.
+                raise UsageError(f"{text} is both a peer's alias and the start of a channel ID: "
+                                 f"write 0x{hex_part} for the channel, or give its full ID")
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:
                 raise UsageError(f"channel prefix {text} is ambiguous: " + ", ".join(
                     short_id(c["channelId"]) for c in matches[:5]))
-        by_peer = [c for c in channels if c["peer"] == text or
-                   c.get("peerAddress", "").lower() == text.lower()]
         live = [c for c in by_peer if c["phase"] != "closed"]
         if len(live) == 1:
             return live[0]
@@ -162,6 +167,16 @@ class Context:
         if by_peer:
             raise NotFound("open channel with", text)
         raise NotFound("channel", text)
+
+    def _is_alias(self, text: str) -> bool:
+        """Whether `text` is the alias of one of the session's contacts."""
+        try:
+            self.call("session_getPeer", sessionId=self.session_id(), alias=text)
+        except ApiError as exc:
+            if exc.code in (201, 203):  # no such contact, or no alias at all
+                return False
+            raise
+        return True
 
     def full_id(self, kind: str, ref: str) -> str:
         """A proposal or update ID: resolved by the shell, or given in full."""
