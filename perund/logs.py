@@ -19,6 +19,7 @@ from twisted.logger import (
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     globalLogPublisher,
     jsonFileLogObserver,
     textFileLogObserver,
@@ -28,6 +29,35 @@ from perund.config import LogConfig
 
 _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn,
            "error": LogLevel.error, "critical": LogLevel.critical}
+
+_QUIETED = ("autobahn",)
+"""Libraries whose warnings are about clients (a WebSocket frame that is not UTF-8, one over
+the size limit): one client could write a line per connection, some hundreds a second, past
+every limit of the API's own log lines. Below error they are logged at debug only."""
+
+
+class _ClientNoise:
+    """An `ILogFilterPredicate`: drops the `_QUIETED` libraries' events below error unless
+    the log shows debug."""
+
+    def __init__(self, level: LogLevel) -> None:
+        self._debug = level <= LogLevel.debug
+
+    def __call__(self, event: Mapping[str, Any]) -> Any:  # a PredicateResult constant
+        namespace = str(event.get("log_namespace", ""))
+        if self._debug or not namespace.startswith(_QUIETED):
+            return PredicateResult.maybe
+        level = event.get("log_level")
+        if level is not None and level >= LogLevel.error:
+            return PredicateResult.maybe
+        return PredicateResult.no
+
+
+def _filtered(inner: Any, level: LogLevel) -> Any:
+    # Any: zope interfaces do not type-check as protocols without the mypy-zope plugin.
+    noise: Any = _ClientNoise(level)
+    predicate: Any = LogLevelFilterPredicate(defaultLogLevel=level)
+    return FilteringLogObserver(inner, [noise, predicate])
 
 
 class LogFile:
@@ -46,8 +76,7 @@ class LogFile:
         # Any: zope interfaces do not type-check as protocols without the mypy-zope plugin.
         inner: Any = (jsonFileLogObserver(self._stream) if self.config.format == "json"
                       else textFileLogObserver(self._stream))
-        predicate: Any = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[self.config.level])
-        observer: Any = FilteringLogObserver(inner, [predicate])
+        observer: Any = _filtered(inner, _LEVELS[self.config.level])
         self._observer = observer
         globalLogPublisher.addObserver(observer)
 
@@ -74,5 +103,5 @@ def standard_output_observer(config: LogConfig,
         return None
     inner: Any = (jsonFileLogObserver(sys.stdout) if config.format == "json"
                   else textFileLogObserver(sys.stdout))
-    predicate: Any = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[config.level])
-    return FilteringLogObserver(inner, [predicate])  # type: ignore[return-value]  # zope
+    observer: ILogObserver = _filtered(inner, _LEVELS[config.level])
+    return observer

@@ -75,6 +75,31 @@ def test_standard_output_is_ours_only_where_twistd_logs_to_it() -> None:
     assert all(standard_output_observer(log, twistd) is None for twistd in theirs)
 
 
+def test_a_client_libraries_warnings_reach_the_log_only_at_debug() -> None:
+    """One WebSocket client sending frames that are not UTF-8 wrote autobahn's warnings, a line
+    or three per connection, 0.5 MB a second, past every limit of the API's own lines (the
+    isolation review's finding)."""
+    from twisted.logger import Logger as TwistedLogger
+    from twisted.logger import LogLevel
+
+    from perund.logs import _filtered
+
+    def seen(level: str) -> list[str]:
+        lines: list[str] = []
+        observer = _filtered(lambda event: lines.append(event["log_format"]),
+                             {"debug": LogLevel.debug, "info": LogLevel.info}[level])
+        for namespace in ("autobahn.twisted.websocket.WebSocketServerProtocol", "perund.api"):
+            log = TwistedLogger(namespace=namespace, observer=observer)
+            log.warn(f"{namespace} warn")
+            log.error(f"{namespace} error")
+        return lines
+
+    assert seen("info") == [
+        "autobahn.twisted.websocket.WebSocketServerProtocol error", "perund.api warn",
+        "perund.api error"]
+    assert len(seen("debug")) == 4
+
+
 def test_options_validate_before_the_reactor(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "perund.yaml"
