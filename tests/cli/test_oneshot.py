@@ -215,6 +215,7 @@ def test_one_shot_commands(one_daemon: Daemon, anvil_setup: Generated, tmp_path:
     exported = tmp_path / "alice.csv"
     assert run(a, "history", "--csv", str(exported)).stdout == \
         f"wrote 3 payments to {exported}\n"
+    assert exported.stat().st_mode & 0o077 == 0  # the user's alone, as token files are
     with exported.open() as rows:
         read = list(csv.DictReader(rows))
     assert [(r["direction"], r["amount"], r["currency"]) for r in read] == [

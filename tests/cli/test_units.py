@@ -114,6 +114,11 @@ def test_error_lines_and_exit_codes() -> None:
     assert describe_api_error(timed_out) == "transaction timed out (txHash 0xfe)"
     assert failure_of(NodeUnreachable("connection refused"), "h:1").line == \
         "cannot reach the node at h:1: connection refused"
+    # A peer chose this reason: printed escaped, it redraws nothing and forges no line.
+    forged = ApiError("channel_send", {"code": 102, "message": "the peer rejected the update: "
+                                       "no\x1b[2J\nerror: all funds lost", "data": {}})
+    assert failure_of(forged, "h:1").line == \
+        "the peer rejected the update: no\\x1b[2J\\nerror: all funds lost (102)"
     codes = {failure_of(e, "h:1").exit_code for e in (
         NodeUnreachable("x"), AuthFailed("x"), UsageError("x"), not_found)}
     assert codes == {EXIT_UNREACHABLE, EXIT_AUTH, EXIT_USAGE, EXIT_NODE_ERROR}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from perund.cli.apiclient import ApiError, AuthFailed, NodeUnreachable
+from perund.cli.client.render import shown_text
 
 EXIT_OK = 0
 EXIT_NODE_ERROR = 1
@@ -74,8 +75,9 @@ class Failure:
 
     @property
     def line(self) -> str:
-        """The text after `error: `: the message and the node's error code."""
-        return self.message + (f" ({self.code})" if self.code is not None else "")
+        """The text after `error: `: the message and the node's error code. Escaped: a
+        message may quote a peer's reason, which the peer chose."""
+        return shown_text(self.message) + (f" ({self.code})" if self.code is not None else "")
 
     def to_json(self) -> dict[str, Any]:
         """The `--json` form: `{"error": {kind, code, message, data}}`."""

@@ -114,7 +114,8 @@ def _cell(value: object) -> object:
 
 def _write_csv(path: str, payments: Iterator[Any]) -> int:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        # Amounts, peers and references: the user's alone, as the token files are.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise UsageError(f"{path} exists: give a new file name") from None
     except OSError as exc:
