@@ -176,11 +176,15 @@ class ChannelClient(TimingKnobs):
                                 timing=self.timing, questions=self._questions,
                                 start=self._start, execute=self._execute,
                                 answer_virtual=self._virtual.answer)
+        self.updates_refused: Callable[[ChannelID], PerundError | None] = lambda _: None
+        """Why a channel takes no update and does not close now (the session holds channels
+        whose deposits the chain lost: `perund.session.missing_deposits`), or None."""
         self.inbox = Inbox(signer=signer, deployment=deployment, links=peers,
                            channels=self.channels, by_peer=self._by_peer,
                            questions=self._questions, is_contact=self._is_contact,
                            apply=self._apply, execute=self._execute, memos=self._memos,
-                           virtual=self._virtual, intermediary=self.intermediary)
+                           virtual=self._virtual, intermediary=self.intermediary,
+                           refused=lambda cid: self.updates_refused(cid))
         """The owner of the peer links: what the peers send comes in there."""
         self._outbox = Outbox(links=peers, timing=self.timing, channels=self.channels,
                               route=self.inbox.message_received, apply=self._apply,
@@ -191,7 +195,7 @@ class ChannelClient(TimingKnobs):
             or self._duties.funding_error(cid))
         self._closing = Closing(channels=self.channels, final=lambda cid: self.send(cid, (), True),
                                 apply=self._apply, closed_later=self._outcomes.closed_later,
-                                refusal=self._virtual.close_refusal)
+                                refusal=self._close_refusal)
         self.paid_out = self._outcomes.paid_out
         self.credited = self._outcomes.credited
         self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {
@@ -321,6 +325,9 @@ class ChannelClient(TimingKnobs):
         restart, sends wait until the peer's Sync is in (`Channel.resyncing`), at most
         `request_timeout` seconds.
         """
+        refused = self.updates_refused(channel_id)
+        if refused is not None:
+            return fail(refused)
         channel = self.channels.get(channel_id)
         if channel is not None and channel.resyncing and not self.stopped:
             return self._resync.hold(channel_id).addCallback(
@@ -341,6 +348,9 @@ class ChannelClient(TimingKnobs):
 
     async def _respond_update(self, channel_id: ChannelID, update_id: bytes,
                               accept: bool) -> Channel:
+        refused = self.updates_refused(channel_id) if accept else None
+        if refused is not None:
+            raise refused
         self._questions.take_update(channel_id, update_id)
         self._answer(channel_id, update_id, RespondUpdate(self.signer, update_id, accept),
                      None if accept else "rejected")
@@ -365,6 +375,12 @@ class ChannelClient(TimingKnobs):
     def force_close(self, channel_id: ChannelID) -> Deferred[Channel]:
         """Settle on-chain without the peer; fires once closed."""
         return Deferred.fromCoroutine(self._closing.force_close(channel_id))
+
+    def _close_refusal(self, channel_id: ChannelID) -> None:
+        self._virtual.close_refusal(channel_id)
+        refused = self.updates_refused(channel_id)
+        if refused is not None:
+            raise refused
 
     def chain_input(self, channel_id: ChannelID, change: Change) -> None:
         """Feed news from the chain (the watcher): Funded, Registered, Concluded, ..."""

@@ -31,6 +31,7 @@ from perund.channel.phases import TERMINAL
 from perund.channel.proposal import Deployment, receive_proposal
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
+from perund.errors import PerundError
 from perund.session.memos import Memos
 from perund.session.ports import PeerLinks, undelivered
 from perund.session.questions import Questions
@@ -71,7 +72,8 @@ class Inbox:
                  questions: Questions, is_contact: Callable[[Address], bool],
                  apply: Callable[[ChannelID, Change], None],
                  execute: Callable[[Sequence[ev.Event]], None], memos: Memos,
-                 virtual: Virtuals, intermediary: Intermediary) -> None:
+                 virtual: Virtuals, intermediary: Intermediary,
+                 refused: Callable[[ChannelID], PerundError | None] = lambda _: None) -> None:
         self._signer = signer
         self._deployment = deployment
         self._links = links
@@ -84,6 +86,7 @@ class Inbox:
         self._memos = memos
         self._virtual = virtual
         self._intermediary = intermediary
+        self._refused = refused
 
     def peer_connected(self, peer: Address) -> None:
         """A (new) link to `peer`: every unsettled channel with it syncs."""
@@ -103,6 +106,15 @@ class Inbox:
 
     def message_received(self, peer: Address, msg: Message) -> None:
         """Route a peer's message: to its channel's core, or a proposal to our user."""
+        if isinstance(msg, Update | VirtualLock | VirtualFold):
+            refused = self._refused(msg.state.channel_id)
+            if refused is not None:
+                # Nothing of it reaches the core: its payee would hear of money the chain does
+                # not hold.
+                self._links.send(peer, UpdateReject(
+                    msg.state.channel_id, msg.state.version,
+                    "the chain no longer holds this channel's deposits")).addErrback(undelivered)
+                return
         match msg:
             case Update(state=state, signature=signature, memo=memo):
                 channel = self._channels.get(state.channel_id)

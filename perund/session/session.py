@@ -49,6 +49,7 @@ from perund.session.chain_check import (
 from perund.session.client import ChannelClient
 from perund.session.config import SessionConfig, SessionKeys, read_session_files, unlock
 from perund.session.fee_config import resolve_fee
+from perund.session.missing_deposits import MissingDeposits
 from perund.session.notices import Notice
 from perund.session.onchain import ChainSettlement
 from perund.session.withdrawals import Withdrawals
@@ -124,6 +125,8 @@ class Session:
         self.account = account
         self.watcher = watcher
         self.restored: list[Channel] = []
+        self.missing_deposits: MissingDeposits | None = None
+        """Channels held because the chain lost their deposits while the session ran."""
         self._early: deque[Notice] | None = deque(maxlen=EARLY_NOTICES)
         client.observers.append(self._keep_early)
         self.withdrawals = Withdrawals(reactor, settlement)
@@ -270,17 +273,29 @@ class Session:
             dispute_after=config.dispute_after, intermediary=config.intermediary,
             fee_schedule=parts.fee_schedule, asset_label=asset_label,
         )
+        missing = MissingDeposits(reactor, chain, lambda: client.channels.values(),
+                                  session_id=session_id, label=asset_label)
+        client.updates_refused = missing.refusal
+
+        def deposit_seen(channel_id: ChannelID) -> None:
+            settlement.deposit_seen(channel_id)
+            missing.deposit_seen(channel_id)
+
+        async def rewound() -> None:
+            await _settle_lost_conclusions(session_id, chain, client)
+            await missing.check()
+
         watcher = ChainWatcher(reactor, chain_view or chain, store, client,
                                poll_interval=node.chain.poll_interval,
                                confirmations=node.chain.confirmations,
-                               on_deposit=settlement.deposit_seen,
+                               on_deposit=deposit_seen,
                                on_event=client.intermediary.chain_event,
                                # The embedded dev chain mines a block per transaction only.
                                mine=None if node.chain.url else chain.mine,
-                               on_rewind=lambda: _settle_lost_conclusions(session_id, chain,
-                                                                         client))
+                               on_rewind=rewound)
         session = cls(reactor, session_id, config, account, store, contacts, client, peers,
                       settlement, watcher)
+        session.missing_deposits = missing
         # Before anything is resumed: does the chain still hold what the channels hold?
         found = parts.found or []
         lost: dict[ChannelID, str] = {}
@@ -327,6 +342,8 @@ class Session:
                 openChannels=["0x" + c.channel_id.hex() for c in still_open],
             )
         await self.watcher.stop()
+        if self.missing_deposits is not None:
+            self.missing_deposits.stop()
         self.withdrawals.stop()
         self.client.stop()
         await self.peers.stop()

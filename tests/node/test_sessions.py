@@ -36,6 +36,7 @@ from perund.errors import (
     InsufficientFunds,
     InvalidArgument,
     InvalidConfig,
+    PeerRejected,
     PerundError,
     ResourceExists,
 )
@@ -371,6 +372,60 @@ async def test_a_conclusion_the_chain_loses_while_the_node_runs_is_settled_again
             await _until(lambda: all(s.client.channels[cid].phase is Phase.CLOSED
                                      for s in (alice, bob)), "both closed")
         await _concluded_again(node.chain, cid, bob, bob_before, events)
+    finally:
+        await node.stopService()
+
+
+@pytest.mark.anvil
+@pytest_twisted.ensureDeferred
+async def test_a_channel_whose_deposits_the_chain_loses_while_the_node_runs_takes_no_update(
+        anvil: Anvil, anvil_setup: Generated) -> None:
+    """The chain loses the blocks of a channel's deposits while the node runs (a chain
+    restarted from an older save, a deep reorganisation): the channel takes no payment and does
+    not close until the deposits are back. It used to take payments on money the chain did not
+    hold, and "close" paying nothing (the tx-crash review's finding)."""
+    node = await started(load_node_config(anvil_setup.node_config))
+    try:
+        alice, bob = await open_pair(node, anvil_setup)
+        auto_answer(bob)
+        bob_address = alice.contacts.by_alias("bob").off_chain_address
+        snapshot = await deferToThread(_anvil_rpc, anvil.url, "evm_snapshot", [])
+        channel = await alice.client.open_channel(
+            OpenRequest(bob_address, (ETH,), ((ETHER, 0),), 600))
+        cid = channel.channel_id
+        await _until(lambda: bob.client.channels[cid].phase is Phase.OPEN, "bob sees it funded")
+        funded_in = await node.chain.block_number()
+        await _until(lambda: all((s.watcher.cursor or 0) >= funded_in for s in (alice, bob)),
+                     "both watchers read the deposit")
+
+        with capturedLogs() as events:
+            assert await deferToThread(_anvil_rpc, anvil.url, "evm_revert", [snapshot]) is True
+            await _until(lambda: all(cid in (s.missing_deposits.held if s.missing_deposits
+                                             else {}) for s in (alice, bob)),
+                         "both sessions hold the channel")
+        assert any("no longer holds the deposits of channel" in formatEvent(e)
+                   and e["log_level"] == LogLevel.critical for e in events)
+        with pytest.raises(FailedPrecondition, match="no longer holds this channel's deposits"):
+            await alice.client.send(cid, ((ETH, 1),))
+        with pytest.raises(FailedPrecondition, match="no longer holds"):
+            await alice.client.close(cid)
+        with pytest.raises(FailedPrecondition, match="no longer holds"):
+            await bob.client.send(cid, ((ETH, -1),))
+        # A peer whose node has not noticed (here: bob's, made to forget) is refused by ours:
+        # alice's user never hears of money the chain does not hold.
+        assert bob.missing_deposits is not None
+        held, bob.missing_deposits.held = bob.missing_deposits.held, {}
+        with pytest.raises(PeerRejected, match="no longer holds this channel's deposits"):
+            await bob.client.send(cid, ((ETH, -1),))
+        bob.missing_deposits.held = held
+        assert alice.client.channels[cid].version == 0
+
+        # The deposit is made again (as a reorganisation would mine it again): released.
+        await node.chain.deposit(alice.account, cid, 0, ETH, ETHER)
+        await _until(lambda: not any(s.missing_deposits and s.missing_deposits.held
+                                     for s in (alice, bob)), "both sessions release it")
+        paid = await alice.client.send(cid, ((ETH, ETHER // 4),))
+        assert paid.latest.balances == ((3 * ETHER // 4, ETHER // 4),)
     finally:
         await node.stopService()
 
