@@ -54,7 +54,9 @@ class MissingDeposits:
         self.held: dict[ChannelID, str] = {}
         """Held channels, with what they lack (`2.5 ETH expected, 0 ETH held`)."""
         self._timer: DelayedCall | None = None
-        self._checking: Deferred[None] | None = None
+        self._running = False
+        self._stopped = False
+        self._waiting: list[Deferred[None]] = []
 
     def refusal(self, channel_id: ChannelID) -> FailedPrecondition | None:
         """Why `channel_id` takes no update and does not close now, or None."""
@@ -67,12 +69,15 @@ class MissingDeposits:
             "back", channel_id="0x" + channel_id.hex())
 
     def check(self) -> Deferred[None]:
-        """Read the holdings of every funded channel (after a rewind); hold those short. A
+        """Read the holdings of every funded channel (after a rewind); hold those short. Fires
+        when done (never with an error: a failed read is logged and tried again later); a
         check already running answers for this one too."""
-        if self._checking is None:
-            self._checking = Deferred.fromCoroutine(self._check())
-            self._checking.addBoth(self._checked)
-        return self._checking
+        done: Deferred[None] = Deferred()
+        self._waiting.append(done)
+        if not self._running:
+            self._running = True
+            Deferred.fromCoroutine(self._check()).addBoth(self._checked)
+        return done
 
     def deposit_seen(self, channel_id: ChannelID) -> None:
         """A Deposited event of `channel_id`: a held channel's holdings are read again."""
@@ -81,19 +86,24 @@ class MissingDeposits:
 
     def stop(self) -> None:
         """Stop reading again."""
+        self._stopped = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
     def _checked(self, result: object) -> None:
-        self._checking = None
+        self._running = False
+        waiting, self._waiting = self._waiting, []
         failed = isinstance(result, Failure)
         if isinstance(result, Failure):
             log.warn("session {session_id}: reading the holdings after a rewind failed "
                      "({why}); reading them again in {seconds:g} s", session_id=self._session_id,
                      why=result.value, seconds=self._recheck)
-        if (failed or self.held) and (self._timer is None or not self._timer.active()):
+        if (failed or self.held) and not self._stopped \
+                and (self._timer is None or not self._timer.active()):
             self._timer = self._reactor.callLater(self._recheck, self.check)
+        for done in waiting:
+            done.callback(None)
 
     async def _check(self) -> None:
         found = await shortfalls(self._chain, list(self._channels()), self._label)
