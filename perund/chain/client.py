@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from perund.chain import jsonrpc
@@ -47,6 +47,8 @@ DEFAULT_PRIORITY_FEE = 10**9
 """1 gwei tip: enough on dev chains and on quiet public ones."""
 
 GAS_MARGIN_PERCENT = 25
+REPLACEMENT_BUMP_PERCENT = 25
+"""How much more a replacement offers of each fee (geth takes one at 10 % more)."""
 """Gas limit above the estimate: the estimate is taken on the latest block, the transaction runs
 on the next one. Unused gas is refunded, so the margin costs nothing."""
 
@@ -91,6 +93,8 @@ class PreparedTx:
     tx_hash: bytes
     nonce: int
     gas_limit: int
+    transaction: Eip1559Transaction | None = None
+    """What was signed (to sign a replacement with higher fees: `replacement_blocking`)."""
 
 
 def is_revert(error: ChainRpcError) -> bool:
@@ -415,7 +419,23 @@ class ChainClient:
             data=data,
         )
         raw, tx_hash = account.sign_transaction(transaction)
-        return PreparedTx(raw=raw, tx_hash=tx_hash, nonce=nonce, gas_limit=transaction.gas)
+        return PreparedTx(raw=raw, tx_hash=tx_hash, nonce=nonce, gas_limit=transaction.gas,
+                          transaction=transaction)
+
+    def replacement_blocking(self, account: Account, prepared: PreparedTx) -> PreparedTx:
+        """The same transaction (nonce, gas, call) with higher fees, for one that was not
+        mined in time: at least `REPLACEMENT_BUMP_PERCENT` more of both fees (what nodes ask
+        of a replacement), and at least what a new transaction would offer now."""
+        old = prepared.transaction
+        assert old is not None, "only a prepared transaction is replaced"
+        tip = max(old.max_priority_fee_per_gas * (100 + REPLACEMENT_BUMP_PERCENT) // 100,
+                  self.priority_fee)
+        fee_cap = max(old.max_fee_per_gas * (100 + REPLACEMENT_BUMP_PERCENT) // 100,
+                      2 * self._base_fee() + tip)
+        transaction = replace(old, max_priority_fee_per_gas=tip, max_fee_per_gas=fee_cap)
+        raw, tx_hash = account.sign_transaction(transaction)
+        return PreparedTx(raw=raw, tx_hash=tx_hash, nonce=old.nonce, gas_limit=old.gas,
+                          transaction=transaction)
 
     def deposit_fee_blocking(self, adjudicator: Address, sender: Address,
                              extra_gas: int = 0) -> int:

@@ -19,10 +19,15 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from perund.chain.account import Account
-from perund.chain.client import ChainClient, RawReceipt
+from perund.chain.client import ChainClient, PreparedTx, RawReceipt
 from perund.chain.results import TxReceipt
 from perund.channel.types import Address, hex_address
-from perund.errors import ChainNotReachable, TxTimedOut
+from perund.errors import ChainNotReachable, PerundError, TxTimedOut
+
+DEFAULT_REPLACEMENTS = 2
+"""Replacements of a transaction not mined in time: at most three `tx_timeout`s in all, within
+the margin of the shortest challenge duration the node accepts (three times its reaction
+time)."""
 
 RunInPool = Callable[..., Deferred[Any]]
 """`run(f, *args)`: call blocking `f(*args)` in the chain pool, a Deferred of its result."""
@@ -51,6 +56,7 @@ class TransactionSender:
         *,
         tx_timeout: float,
         poll_interval: float,
+        replacements: int = DEFAULT_REPLACEMENTS,
     ) -> None:
         self._reactor = reactor
         self._run = run
@@ -58,6 +64,9 @@ class TransactionSender:
         self._chain_id = chain_id
         self.tx_timeout = tx_timeout
         self.poll_interval = poll_interval
+        self.replacements = replacements
+        """How many times a transaction not mined within `tx_timeout` is sent again with
+        higher fees before TxTimedOut."""
         self._slots: dict[Address, _AccountSlot] = {}
 
     def _now(self) -> float:
@@ -125,7 +134,7 @@ class TransactionSender:
             nonce=prepared.nonce,
         )
         try:
-            receipt = await self._wait_mined(tx_type, prepared.tx_hash)
+            receipt = await self._mined_or_replaced(slot, account, tx_type, prepared)
         except BaseException:
             slot.next_nonce = None
             raise
@@ -186,13 +195,56 @@ class TransactionSender:
         finally:
             slot.lock.release()
 
-    async def _wait_mined(self, tx_type: str, tx_hash: bytes) -> RawReceipt:
+    async def _mined_or_replaced(self, slot: _AccountSlot, account: Account, tx_type: str,
+                                 prepared: PreparedTx) -> RawReceipt:
+        """The receipt of `prepared` or of one of its replacements. A transaction not mined
+        within `tx_timeout` is sent again with the same nonce and higher fees, up to
+        `replacements` times: only one of them can be mined. A fee spike would otherwise leave
+        it, and every later transaction of the account (a refutation among them), waiting
+        behind it for as long as the spike lasts."""
+        sent = [prepared.tx_hash]
+        current = prepared
+        for attempt in range(self.replacements + 1):
+            try:
+                return await self._wait_mined(tx_type, sent)
+            except TxTimedOut:
+                if attempt == self.replacements or current.transaction is None:
+                    raise
+            try:
+                current = await self._run(self._client.replacement_blocking, account, current)
+                await self._run(self._client.send_raw_blocking, tx_type, current.raw)
+            except PerundError as exc:
+                # One of them was mined meanwhile ("nonce too low"), the node has this one, or
+                # cannot be reached: the receipts already sent are polled again.
+                self.log.warn("{tx_type} 0x{tx_hash}: not mined within {timeout:g} s, and its "
+                              "replacement was not taken ({why}); waiting for it again",
+                              tx_type=tx_type, tx_hash=sent[-1].hex(), timeout=self.tx_timeout,
+                              why=exc)
+                continue
+            sent.append(current.tx_hash)
+            slot.in_flight = current.tx_hash
+            fees = current.transaction
+            assert fees is not None
+            self.log.warn(
+                "{tx_type} 0x{old}: not mined within {timeout:g} s; sent again with higher fees "
+                "as 0x{new} (nonce {nonce}, up to {fee_cap} wei a gas)", tx_type=tx_type,
+                old=sent[-2].hex(), new=current.tx_hash.hex(), timeout=self.tx_timeout,
+                nonce=current.nonce, fee_cap=fees.max_fee_per_gas)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _wait_mined(self, tx_type: str, sent: list[bytes]) -> RawReceipt:
+        """The receipt of whichever of `sent` (one nonce's transactions) is mined, within
+        `tx_timeout`; TxTimedOut naming the last."""
+        tx_hash = sent[-1]
         deadline = self._now() + self.tx_timeout
         unreachable: ChainNotReachable | None = None
         while True:
             try:
-                receipt: RawReceipt | None = await self._run(self._client.receipt_blocking,
-                                                             tx_hash)
+                receipt: RawReceipt | None = None
+                for candidate in reversed(sent):
+                    receipt = await self._run(self._client.receipt_blocking, candidate)
+                    if receipt is not None:
+                        break
             except ChainNotReachable as exc:
                 # The transaction is out: a poll that failed says nothing of it, and it may be
                 # mined meanwhile. Giving up here would report a deposit as failed that lands.

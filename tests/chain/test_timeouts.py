@@ -7,6 +7,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 
 from perund.chain.backend import ChainBackend
 from perund.channel import events as ev
@@ -130,3 +131,36 @@ async def test_a_receipt_read_that_fails_is_tried_again_until_the_timeout(
     backend.sender.tx_timeout = 0.2
     with pytest.raises(TxTimedOut, match="unreachable meanwhile"):
         await backend.deposit(a, ch.id, 0, ETH, ETHER)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_transaction_not_mined_in_time_is_sent_again_with_higher_fees(
+        chain, new_channel) -> None:
+    """Not mined within tx_timeout (a fee spike, a busy chain): the same transaction, same
+    nonce, goes out again with higher fees, so that it and every later transaction of the
+    account (a refutation among them) do not wait behind it. Only one of them is mined."""
+    if chain.kind != "anvil":
+        pytest.skip("eth-tester has no pool where one transaction replaces another")
+    backend = chain.backend
+    ch = new_channel()
+    a = ch.accounts[0]
+    backend.sender.tx_timeout = 0.3
+    await backend.set_automine(False)
+    depositing = backend.deposit(a, ch.id, 0, ETH, ETHER)
+    while backend.sender.in_flight(a.address) is None:
+        await deferLater(reactor, 0.01, lambda: None)
+    first = backend.sender.in_flight(a.address)
+    for _ in range(250):
+        if backend.sender.in_flight(a.address) not in (None, first):
+            break
+        await deferLater(reactor, 0.02, lambda: None)
+    replaced = backend.sender.in_flight(a.address)
+    assert replaced not in (None, first), "no replacement was sent"
+    await backend.mine()
+    await backend.set_automine(True)
+    backend.sender.tx_timeout = 20.0
+    receipt = await depositing
+    assert receipt.tx_hash == replaced and receipt.events_named("Deposited")
+    assert await backend.holdings(ch.id) == (ETHER, 0)  # one deposit, not two
+    original = await deferToThread(backend.client.receipt_blocking, first)
+    assert original is None  # replaced: never mined
