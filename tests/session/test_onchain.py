@@ -33,6 +33,14 @@ def funding(chain: ChainBackend, a: Account, b: Account) -> tuple[ev.Fund, ev.Fu
     return (ev.Fund(cid, params, 0, (ETH,), balances), ev.Fund(cid, params, 1, (ETH,), balances))
 
 
+def two_accounts(chain: ChainBackend) -> tuple[Account, Account, ev.Fund, ev.Fund]:
+    """alice's and bob's accounts (dev accounts 1 and 2) and their `funding` of a channel."""
+    keys = chain.dev_private_keys()
+    alice, bob = Account(keys[1]), Account(keys[2])
+    mine, theirs = funding(chain, alice, bob)
+    return alice, bob, mine, theirs
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_restarted_funding_does_not_deposit_twice(chain: ChainBackend) -> None:
     keys = chain.dev_private_keys()
@@ -63,9 +71,7 @@ async def _settles(d: Deferred[None], seconds: float) -> bool:
 @pytest_twisted.ensureDeferred
 async def test_funding_counts_deposits_only_once_they_are_confirmed(
         chain: ChainBackend) -> None:
-    keys = chain.dev_private_keys()
-    alice, bob = Account(keys[1]), Account(keys[2])
-    mine, theirs = funding(chain, alice, bob)
+    alice, bob, mine, theirs = two_accounts(chain)
     ours = ChainSettlement(reactor, chain, alice, poll_interval=0.02, funding_timeout=30.0,
                            confirmations=3)
     funded = ours.fund(mine)
@@ -85,9 +91,7 @@ async def test_funding_counts_deposits_only_once_they_are_confirmed(
 
 @pytest_twisted.ensureDeferred
 async def test_news_of_a_deposit_wakes_a_funding_wait(chain: ChainBackend) -> None:
-    keys = chain.dev_private_keys()
-    alice, bob = Account(keys[1]), Account(keys[2])
-    mine, theirs = funding(chain, alice, bob)
+    alice, bob, mine, theirs = two_accounts(chain)
     # Without news, the holdings are read again only every 60 s.
     ours = ChainSettlement(reactor, chain, alice, funding_timeout=120.0, funding_recheck=60.0)
     funded = ours.fund(mine)
@@ -102,9 +106,7 @@ async def test_news_of_a_deposit_wakes_a_funding_wait(chain: ChainBackend) -> No
 
 @pytest_twisted.ensureDeferred
 async def test_a_cancelled_funding_wait_leaves_nothing_behind(chain: ChainBackend) -> None:
-    keys = chain.dev_private_keys()
-    alice, bob = Account(keys[1]), Account(keys[2])
-    mine, _ = funding(chain, alice, bob)
+    alice, _, mine, _ = two_accounts(chain)
     ours = ChainSettlement(reactor, chain, alice, funding_timeout=120.0, funding_recheck=60.0)
     funded = ours.fund(mine)
     assert not await _settles(funded, 0.5)
@@ -142,9 +144,7 @@ async def test_a_failed_deposit_is_no_failure_when_the_chain_holds_our_share(
         chain: ChainBackend, error: Exception) -> None:
     """After our deposit fails (timed out, or reverted as the second of two), the holdings
     are read again: a funded channel is not taken for an unfunded one."""
-    keys = chain.dev_private_keys()
-    alice, bob = Account(keys[1]), Account(keys[2])
-    mine, theirs = funding(chain, alice, bob)
+    alice, bob, mine, theirs = two_accounts(chain)
     ours = ChainSettlement(reactor, cast(ChainBackend, _EarlierDepositLands(chain, error)), alice,
                            poll_interval=0.02, funding_timeout=5.0)
     funded = ours.fund(mine)
@@ -159,9 +159,7 @@ async def test_a_deposit_mined_after_its_receipt_timed_out_still_funds_the_chann
     """Not mined within `tx_timeout` is not failed: the funding wait goes on reading the
     holdings, ours too, and the channel opens when the deposit lands (it used to be taken for
     unfunded, disputed, and the user told the deposit failed)."""
-    keys = chain.dev_private_keys()
-    alice, bob = Account(keys[1]), Account(keys[2])
-    mine, theirs = funding(chain, alice, bob)
+    alice, bob, mine, theirs = two_accounts(chain)
     chain.sender.tx_timeout = 0.2
     await chain.set_automine(False)
     ours = ChainSettlement(reactor, chain, alice, poll_interval=0.02, funding_timeout=5.0)
@@ -178,9 +176,7 @@ async def test_a_deposit_mined_after_its_receipt_timed_out_still_funds_the_chann
 @pytest_twisted.ensureDeferred
 async def test_a_deposit_never_mined_fails_the_funding_at_its_deadline_as_ours(
         chain: ChainBackend) -> None:
-    keys = chain.dev_private_keys()
-    alice, bob = Account(keys[1]), Account(keys[2])
-    mine, _ = funding(chain, alice, bob)
+    alice, _, mine, _ = two_accounts(chain)
     chain.sender.tx_timeout = 0.2
     await chain.set_automine(False)
     try:
