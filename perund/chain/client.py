@@ -47,10 +47,11 @@ DEFAULT_PRIORITY_FEE = 10**9
 """1 gwei tip: enough on dev chains and on quiet public ones."""
 
 GAS_MARGIN_PERCENT = 25
-REPLACEMENT_BUMP_PERCENT = 25
-"""How much more a replacement offers of each fee (geth takes one at 10 % more)."""
 """Gas limit above the estimate: the estimate is taken on the latest block, the transaction runs
 on the next one. Unused gas is refunded, so the margin costs nothing."""
+
+REPLACEMENT_BUMP_PERCENT = 25
+"""How much more a replacement offers of each fee (geth takes one at 10 % more)."""
 
 FALLBACK_DEPOSIT_GAS = 60_000
 """A deposit's gas when the chain cannot estimate it (the account cannot pay the probe)."""
