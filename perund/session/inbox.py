@@ -107,7 +107,9 @@ class Inbox:
     def message_received(self, peer: Address, msg: Message) -> None:
         """Route a peer's message: to its channel's core, or a proposal to our user."""
         if isinstance(msg, Update | VirtualLock | VirtualFold):
-            refused = self._refused(msg.state.channel_id)
+            held = self._channels.get(msg.state.channel_id)
+            refused = None if held is None or held.peer != peer \
+                else self._refused(msg.state.channel_id)
             if refused is not None:
                 # Nothing of it reaches the core: its payee would hear of money the chain does
                 # not hold.
