@@ -439,7 +439,7 @@ def _user_timed_out(channel: Channel, change: UserTimedOut) -> Result:
 
 
 def decline(channel: Channel, staged: Staged, reason: Reason) -> Result:
-    """Refuse the peer's update we held (our user's no, their silence, a lock without its
+    """Refuse the peer's update we held (our user's no or silence, a lock without its
     match). Its version is spent: a replay of the same update is refused (`VERSION`) instead
     of being taken as new, and the peer never reuses a version it signed."""
     state = staged.state
