@@ -317,8 +317,9 @@ class ChainWatcher:
         self.on_rewind = on_rewind
         """Asked, after blocks the watcher had read were replaced or lost, to re-examine what
         no event tells: a conclusion those blocks held, of a channel the session holds as
-        closed (the watcher stops watching a channel once it is concluded). Asked again at
-        the next poll until it succeeds."""
+        closed (the watcher stops watching a channel once it is concluded), and deposits they
+        held (perund.session.missing_deposits). Asked again at the next poll until it
+        succeeds."""
         self._rewind_check_due = False
         self.chain = chain
         self.store = store

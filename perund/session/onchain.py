@@ -136,7 +136,7 @@ class ChainSettlement:
             # in the pool, where the holdings read below does not see it: wait for it, or the
             # channel is funded twice (or our second deposit reverts and a funded channel is
             # taken for unfunded).
-            await self._await_earlier(self._reactor.seconds() + self.funding_timeout)
+            await self.chain.await_earlier(self.account)
             deposits = await self._missing(event, log_held=True)
             if deposits:
                 receipts = await self._deposit(channel_id, index, deposits)
@@ -148,9 +148,10 @@ class ChainSettlement:
                          block=receipts[-1].block_number, transactions=len(receipts),
                          gas=sum(r.gas_used for r in receipts))
         except TxTimedOut as exc:
-            # Not mined yet is not failed: the transaction may still be mined (a busy chain, a
-            # low tip), and giving up now would take a channel the chain is about to fund for
-            # unfunded and dispute it. The funding wait below reads the holdings, ours too.
+            # Not mined yet is not failed: our deposit, or an earlier one of ours, may still be
+            # mined (a busy chain, a low tip), and giving up now would take a channel the chain
+            # is about to fund for unfunded and dispute it. The funding wait below reads the
+            # holdings, ours too.
             unmined = exc
             log.warn("channel {channel_id}: {why}; waiting for the funding until the deadline",
                      channel_id=_hex(channel_id), why=exc)
@@ -179,17 +180,6 @@ class ChainSettlement:
                 await self._news_or_timeout(news, min(self.funding_recheck, remaining))
             finally:
                 self._forget_news(channel_id, news)
-
-    async def _await_earlier(self, deadline: float) -> None:
-        """Wait for our account's transactions still unmined (TransactionSender.await_earlier),
-        until `deadline` at most."""
-        while True:
-            try:
-                await self.chain.await_earlier(self.account)
-                return
-            except TxTimedOut:
-                if self._reactor.seconds() >= deadline:
-                    raise
 
     async def _missing(self, event: ev.Fund, *, log_held: bool) -> list[tuple[Address, int]]:
         """What of our share of each asset the chain does not hold yet (at "latest")."""
