@@ -12,6 +12,7 @@ import os
 import socket
 import urllib.request
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 import pytest_twisted
@@ -73,6 +74,16 @@ async def started(config: NodeConfig) -> NodeService:
         await service.stopService()
         raise
     return service
+
+
+@asynccontextmanager
+async def running(config: NodeConfig) -> AsyncIterator[NodeService]:
+    """A node of `config`, started (as `started`) and stopped when the block ends."""
+    service = await started(config)
+    try:
+        yield service
+    finally:
+        await service.stopService()
 
 
 def auto_answer(session: Session, accept_updates: bool = True) -> list[Notice]:
@@ -265,11 +276,8 @@ async def test_a_start_that_fails_releases_the_sessions_it_prepared(setup: Gener
         await failing.stopService()  # waits for the release
         taken.close()
     SessionStore(setup.users[0].session_file.parent / "db", reactor).close()
-    again = await started(config)
-    try:
+    async with running(config) as again:
         assert len(again.sessions) == 1
-    finally:
-        await again.stopService()
 
 
 def _anvil_rpc(url: str, method: str, params: list[object]) -> object:
@@ -354,8 +362,7 @@ async def test_a_conclusion_the_chain_loses_while_the_node_runs_is_settled_again
     """The same loss while the node runs: the watchers find the blocks they read gone, and
     the closed channel whose conclusion went with them is settled again at once, not at the
     next start."""
-    node = await started(load_node_config(anvil_setup.node_config))
-    try:
+    async with running(load_node_config(anvil_setup.node_config)) as node:
         alice, bob, cid, snapshot = await _closed_after_a_snapshot(node, anvil, anvil_setup)
         concluded_in = await node.chain.block_number()
         await _until(lambda: all((s.watcher.cursor or 0) >= concluded_in
@@ -372,8 +379,6 @@ async def test_a_conclusion_the_chain_loses_while_the_node_runs_is_settled_again
             await _until(lambda: all(s.client.channels[cid].phase is Phase.CLOSED
                                      for s in (alice, bob)), "both closed")
         await _concluded_again(node.chain, cid, bob, bob_before, events)
-    finally:
-        await node.stopService()
 
 
 @pytest.mark.anvil
@@ -384,8 +389,7 @@ async def test_a_channel_whose_deposits_the_chain_loses_while_the_node_runs_take
     restarted from an older save, a deep reorganisation): the channel takes no payment and does
     not close until the deposits are back. It used to take payments on money the chain did not
     hold, and "close" paying nothing (the tx-crash review's finding)."""
-    node = await started(load_node_config(anvil_setup.node_config))
-    try:
+    async with running(load_node_config(anvil_setup.node_config)) as node:
         alice, bob = await open_pair(node, anvil_setup)
         auto_answer(bob)
         bob_address = alice.contacts.by_alias("bob").off_chain_address
@@ -426,8 +430,6 @@ async def test_a_channel_whose_deposits_the_chain_loses_while_the_node_runs_take
                                      for s in (alice, bob)), "both sessions release it")
         paid = await alice.client.send(cid, ((ETH, ETHER // 4),))
         assert paid.latest.balances == ((3 * ETHER // 4, ETHER // 4),)
-    finally:
-        await node.stopService()
 
 
 @pytest.mark.anvil
@@ -456,14 +458,11 @@ async def test_a_channel_whose_funding_failed_before_any_deposit_does_not_block_
         finally:
             await first.stopService()
 
-        second = await started(config)
-        try:
+        async with running(config) as second:
             sessions = {s.account.address: s for s in second.sessions.values()}
             restored = sessions[alice.account.address].client.channels[channel.channel_id]
             assert restored.phase is Phase.CLOSING and restored.unfunded
             assert await second.chain.holdings(channel.channel_id) == (0, 0)
-        finally:
-            await second.stopService()
     finally:
         await deferToThread(_anvil_rpc, anvil.url, "anvil_setBalance", [account, hex(balance)])
 
@@ -488,8 +487,7 @@ async def test_a_restarted_node_opens_its_sessions_again(anvil_setup: Generated)
     assert alice_token not in first.sessions_file.read_text()  # digests only
     assert first.sessions_file.stat().st_mode & 0o077 == 0
 
-    second = await started(config)
-    try:
+    async with running(config) as second:
         (alice,) = second.sessions.values()
         assert alice.config.path.resolve() == anvil_setup.users[0].session_file.resolve()
         assert alice.id == alice_id  # the same ID: clients and credentials go on working
@@ -502,16 +500,11 @@ async def test_a_restarted_node_opens_its_sessions_again(anvil_setup: Generated)
             await second.open_session(alice_file)
         assert again.value.data["id"] == "0x" + alice.id
         assert alice.watcher.polls >= 1  # watching since the start
-    finally:
-        await second.stopService()
 
     # A damaged record of the open sessions: the node starts anyway, and opens none.
     second.sessions_file.write_text("{not json", encoding="utf-8")
-    third = await started(config)
-    try:
+    async with running(config) as third:
         assert third.sessions == {}
-    finally:
-        await third.stopService()
 
 
 @pytest.mark.anvil
@@ -531,22 +524,16 @@ async def test_a_session_that_cannot_reopen_stays_remembered(anvil_setup: Genera
 
     hidden = alice_file.with_name("hidden.yaml")
     alice_file.rename(hidden)
-    second = await started(config)
-    try:
+    async with running(config) as second:
         assert second.sessions == {}
         bob = await second.open_session(bob_file)  # rewrites the record
         await second.close_session(bob.id, force=True)
-    finally:
-        await second.stopService()
 
     hidden.rename(alice_file)
-    third = await started(config)
-    try:
+    async with running(config) as third:
         (alice,) = third.sessions.values()
         assert alice.id == alice_id
         assert third.credentials is not None and third.credentials.authenticate(token)
-    finally:
-        await third.stopService()
 
 
 @pytest_twisted.ensureDeferred

@@ -21,7 +21,7 @@ from perund.errors import ChainMismatch, FailedPrecondition, PeerRejected
 from perund.node import NodeService
 from perund.node_api import NodeAPI
 from perund.session.notices import Notice, ProposalNotice
-from tests.node.test_sessions import ETHER, auto_answer, open_pair, started
+from tests.node.test_sessions import ETHER, auto_answer, open_pair, running
 from tests.test_node import NotRunningReactor
 
 
@@ -33,8 +33,7 @@ def token_of(node: NodeService) -> Address:
 @pytest_twisted.ensureDeferred
 async def test_a_proposal_in_an_unknown_asset_can_only_be_rejected(
         anvil_token_setup: Generated) -> None:
-    node = await started(load_node_config(anvil_token_setup.node_config))
-    try:
+    async with running(load_node_config(anvil_token_setup.node_config)) as node:
         alice, bob = await open_pair(node, anvil_token_setup)
         proposals: Deferred[ProposalNotice] = Deferred()
 
@@ -61,16 +60,13 @@ async def test_a_proposal_in_an_unknown_asset_can_only_be_rejected(
         # The node's own token is fine; its balances are listed beside ETH.
         balance = await api.session_balance(bytes.fromhex(alice.id))
         assert set(balance.balances) == {ETH, token_of(node)}
-    finally:
-        await node.stopService()
 
 
 @pytest.mark.anvil
 @pytest_twisted.ensureDeferred
 async def test_a_chain_without_the_contract_names_the_tokens_at_stake(
         anvil_token_setup: Generated, tmp_path: Path) -> None:
-    node = await started(load_node_config(anvil_token_setup.node_config))
-    try:
+    async with running(load_node_config(anvil_token_setup.node_config)) as node:
         alice, bob = await open_pair(node, anvil_token_setup)
         auto_answer(bob)
         token = token_of(node)
@@ -80,8 +76,6 @@ async def test_a_chain_without_the_contract_names_the_tokens_at_stake(
                         600))
         assert await node.chain.holdings(channel.channel_id, token) == (15 * ETHER,
                                                                          10 * ETHER // 4)
-    finally:
-        await node.stopService()
 
     with Anvil() as fresh:
         document = yaml.safe_load(anvil_token_setup.node_config.read_text())

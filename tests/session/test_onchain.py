@@ -41,6 +41,14 @@ def two_accounts(chain: ChainBackend) -> tuple[Account, Account, ev.Fund, ev.Fun
     return alice, bob, mine, theirs
 
 
+async def _bob_funds_too(chain: ChainBackend, bob: Account, theirs: ev.Fund,
+                         funded: Deferred[None]) -> None:
+    """bob deposits his share; alice's funding (`funded`) then ends, both shares held once."""
+    await ChainSettlement(reactor, chain, bob, poll_interval=0.02).fund(theirs)
+    await funded
+    assert await chain.holdings(theirs.channel_id) == (2 * ETHER, ETHER)
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_restarted_funding_does_not_deposit_twice(chain: ChainBackend) -> None:
     keys = chain.dev_private_keys()
@@ -148,9 +156,7 @@ async def test_a_failed_deposit_is_no_failure_when_the_chain_holds_our_share(
     ours = ChainSettlement(reactor, cast(ChainBackend, _EarlierDepositLands(chain, error)), alice,
                            poll_interval=0.02, funding_timeout=5.0)
     funded = ours.fund(mine)
-    await ChainSettlement(reactor, chain, bob, poll_interval=0.02).fund(theirs)
-    await funded
-    assert await chain.holdings(mine.channel_id) == (2 * ETHER, ETHER)
+    await _bob_funds_too(chain, bob, theirs, funded)
 
 
 @pytest_twisted.ensureDeferred
@@ -168,9 +174,7 @@ async def test_a_deposit_mined_after_its_receipt_timed_out_still_funds_the_chann
     await chain.mine()
     await chain.set_automine(True)
     chain.sender.tx_timeout = 20.0
-    await ChainSettlement(reactor, chain, bob, poll_interval=0.02).fund(theirs)
-    await funded
-    assert await chain.holdings(mine.channel_id) == (2 * ETHER, ETHER)
+    await _bob_funds_too(chain, bob, theirs, funded)
 
 
 @pytest_twisted.ensureDeferred
