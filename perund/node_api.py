@@ -266,7 +266,7 @@ class NodeAPI:
                                       requirement="a currency of balances")
             # Funded by a lock in our ledger channel with the intermediary: no deposit.
             virtual = VirtualOpenRequest(
-                contact.off_chain_address, session.contacts.resolve(via).off_chain_address,
+                contact.off_chain_address, session.contacts.resolve(via, "via").off_chain_address,
                 tuple(balances), tuple(balances.values()),
                 challenge_duration or DEFAULT_CHALLENGE_DURATION,
                 tuple(limits.get(asset, 0) for asset in balances))
@@ -305,7 +305,7 @@ class NodeAPI:
             if payment.payee.lower() == "self":
                 amount = -payment.amount
             else:
-                payee = session.contacts.resolve(payment.payee)
+                payee = session.contacts.resolve(payment.payee, "payee")
                 if payee.off_chain_address != channel.peer:
                     raise InvalidArgument(
                         "the payee is not this channel's peer", name="payee",

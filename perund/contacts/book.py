@@ -410,14 +410,16 @@ class ContactBook:
         """The contact with off-chain address `address`, if any."""
         return self._by_address.get(address)
 
-    def resolve(self, peer: str) -> Contact:
-        """The contact that `peer` names: an alias or a 0x off-chain address."""
+    def resolve(self, peer: str, field: str = "peer") -> Contact:
+        """The contact that `peer` names: an alias or a 0x off-chain address. `field` is the
+        call's parameter that holds it, which an InvalidArgument names."""
         if _HEX_ADDRESS.match(peer):
             try:
                 address = parse_account_address(peer)  # mixed case: a checksum to check
             except ValueError as exc:
-                raise InvalidArgument(f"{peer}: {exc}", name="peer", value=peer,
-                                      requirement="EIP-55 checksum") from None
+                raise InvalidArgument(f"{peer}: {exc}", name=field, value=peer,
+                                      requirement="an EIP-55 checksum and not the zero "
+                                                  "address") from None
             contact = self._by_address.get(address)
             if contact is None:
                 raise ResourceNotFound(f"no contact has address {peer}", type="peer", id=peer)

@@ -253,6 +253,14 @@ def test_lookups(tmp_path: Path) -> None:
         book.resolve("0x" + "44" * 20)
 
 
+def test_a_refused_address_names_the_field_that_held_it(tmp_path: Path) -> None:
+    book = _book(tmp_path)
+    for field in ("peer", "via", "payee"):
+        with pytest.raises(InvalidArgument, match="zero address") as caught:
+            book.resolve("0x" + "00" * 20, field)
+        assert caught.value.data["name"] == field
+
+
 def test_add_persists_and_survives_a_reopen(tmp_path: Path) -> None:
     store = DictContactStore()
     book = _book(tmp_path, store)

@@ -614,3 +614,6 @@ async def test_an_intermediary_fee_is_resolved_against_the_nodes_currencies_at_o
         with pytest.raises(InvalidArgument, match=f"maxFee names {token.symbol}, which the "
                                                    "channel does not hold"):
             await api.channel_open(sid, peer, {ETH: (ETHER, 0)}, None, peer, {token.asset: 1})
+    with pytest.raises(InvalidArgument) as caught:
+        await api.channel_open(sid, peer, {ETH: (ETHER, 0)}, None, "0x" + "00" * 20)
+    assert caught.value.data["name"] == "via"  # not the peer, which is fine
