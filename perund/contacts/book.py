@@ -274,11 +274,16 @@ def parse_contacts(raw: object, *, own_address: Address | None = None,
         problems.add("", None, "a mapping of alias to contact")
         raw = {}
     by_address: dict[Address, str] = {}
+    by_folded: dict[str, str] = {}
     for alias, record in raw.items():
         try:
             check_alias(alias)
         except ValueError as exc:
             problems.add(str(alias), alias, str(exc) + _read_as(alias))
+            continue
+        twin = by_folded.setdefault(alias.lower(), alias)
+        if twin != alias:
+            problems.add(alias, alias, f"the alias {twin!r} in another letter case")
             continue
         contact = _contact_from(alias, record, problems, own_address)
         if contact is None:
@@ -312,6 +317,8 @@ class ContactBook:
     """A session's peers: the contacts file's plus those added at run time (persisted).
 
     Lookups by alias and by off-chain address; `endpoint` is the PeerManager's resolver.
+    Aliases are unique and looked up regardless of letter case: `Bob` beside `bob` would be
+    two peers a reader takes for one.
     """
 
     def __init__(self, contacts: Iterable[Contact] = (), *, store: ContactStore,
@@ -332,15 +339,16 @@ class ContactBook:
         return cls(contacts, store=store, own_address=own_address)
 
     def _index(self, contact: Contact) -> None:
-        if contact.alias in self._by_alias:
-            raise ResourceExists(f"a contact named {contact.alias!r} exists",
+        twin = self._by_alias.get(contact.alias.lower())
+        if twin is not None:
+            raise ResourceExists(f"a contact named {twin.alias!r} exists",
                                  type="peer", id=contact.alias)
         other = self._by_address.get(contact.off_chain_address)
         if other is not None:
             raise ResourceExists(
                 f"{hex_address(contact.off_chain_address)} is already contact {other.alias!r}",
                 type="peer", id=hex_address(contact.off_chain_address))
-        self._by_alias[contact.alias] = contact
+        self._by_alias[contact.alias.lower()] = contact
         self._by_address[contact.off_chain_address] = contact
 
     def _restore(self) -> None:
@@ -357,7 +365,7 @@ class ContactBook:
                 log.warn("stored contact {alias} is unusable and ignored: {problems}",
                          alias=alias, problems=problems.items)
                 continue
-            if self._by_alias.get(alias) == contact:
+            if self._by_alias.get(alias.lower()) == contact:
                 continue  # the same peer was since written into the contacts file
             try:
                 self._index(contact)
@@ -400,8 +408,8 @@ class ContactBook:
         return contact
 
     def by_alias(self, alias: str) -> Contact:
-        """The contact named `alias`; ResourceNotFound if there is none."""
-        contact = self._by_alias.get(alias)
+        """The contact named `alias` (in any letter case); ResourceNotFound if there is none."""
+        contact = self._by_alias.get(alias.lower())
         if contact is None:
             raise ResourceNotFound(f"no contact named {alias!r}", type="peer", id=alias)
         return contact

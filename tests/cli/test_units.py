@@ -403,3 +403,14 @@ def test_an_alias_of_hex_letters_never_pays_the_channel_its_id_starts_with() -> 
         ctx.resolve_channel("ed")
     with pytest.raises(NotFound):
         ctx.resolve_channel("carol")
+
+
+def test_a_peer_is_named_in_any_letter_case() -> None:
+    """The node looks aliases up regardless of case (docs/configuration.md), so `pay BOB`
+    finds bob's channel too."""
+    from perund.cli.client.commands import Context
+
+    bobs = {"channelId": "0x1234" + "00" * 30, "peer": "bob", "phase": "open"}
+    ctx = Context(_Node([bobs], {"bob"}), Style(False), "127.0.0.1:1",  # type: ignore[arg-type]
+                  "0x" + "ab" * 16)
+    assert ctx.resolve_channel("BOB") == ctx.resolve_channel("bob") == bobs

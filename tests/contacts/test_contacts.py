@@ -288,6 +288,26 @@ def test_add_refuses_duplicates(tmp_path: Path) -> None:
     assert len(book) == 3
 
 
+def test_aliases_are_one_in_any_letter_case(tmp_path: Path) -> None:
+    store = DictContactStore()
+    book = _book(tmp_path, store)
+    assert book.by_alias("BOB") == book.by_alias("bob")
+    assert book.resolve("Dave_V6").alias == "dave_v6"
+    with pytest.raises(ResourceExists, match="a contact named 'bob' exists"):
+        book.add("Bob", "0x" + "ee" * 20, "127.0.0.1:9")
+    assert store.records == {}
+    # A store from before the rule, holding a twin of a file's contact: the file wins.
+    stored = DictContactStore({"CAROL": {"off_chain_address": "0x" + "ee" * 20,
+                                         "comm_address": "127.0.0.1:9", "comm_type": "tcp"}})
+    reopened = _book(tmp_path, stored)
+    assert reopened.by_alias("carol").off_chain_address == CAROL and len(reopened) == 3
+    found = _problems(GOOD_FILE + f"""Carol:
+  off_chain_address: "{hex_address(ME).replace(hex_address(ME)[2:4], "77")}"
+  comm_address: 127.0.0.1:9
+""", own=None)
+    assert found == {"Carol": "the alias 'carol' in another letter case"}
+
+
 def test_add_stops_at_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from perund.contacts import book as book_module
     from perund.errors import FailedPrecondition

@@ -143,7 +143,7 @@ class Context:
                                               channelId="0x" + hex_part.lower())
             return found
         channels = self.channels()
-        by_peer = [c for c in channels if c["peer"] == text or
+        by_peer = [c for c in channels if c["peer"].lower() == text.lower() or
                    c.get("peerAddress", "").lower() == text.lower()]
         if HEX_ID.match(text) and hex_part:
             matches = [c for c in channels
