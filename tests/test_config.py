@@ -259,3 +259,11 @@ def test_a_bad_adjudicator_is_one_problem() -> None:
     with pytest.raises(InvalidConfig) as caught:
         parse_node_config({"chain": {"url": "http://127.0.0.1:8545", "adjudicator": "0x12"}})
     assert [p["name"] for p in caught.value.data["problems"]] == ["chain.adjudicator"]
+
+
+def test_the_conclusion_grace_follows_the_chains_block_time() -> None:
+    from perund.session.session import conclude_grace_for
+
+    assert conclude_grace_for(load_node_config(REPO / "etc" / "perund.yaml")) == 25.0
+    fast = parse_node_config({"chain": {"block_time": "1s", "poll_interval": "250ms"}})
+    assert conclude_grace_for(fast) == 5.0  # the floor

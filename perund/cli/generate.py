@@ -113,8 +113,9 @@ def generate(directory: str | Path, *, chain_url: str = "", chain_id: int | None
     ports = check_users(names, comm_ports)
     root = Path(directory)
     node_file = root / "perund.yaml"
-    # Dev chains mine at once: poll them often so funding and closing feel immediate.
-    chain: dict[str, object] = {"url": chain_url, "poll_interval": "250ms"}
+    # Dev chains mine at once: poll them often so funding and closing feel immediate, and say
+    # so (the block time sets how long a closing side waits for the other's transaction).
+    chain: dict[str, object] = {"url": chain_url, "poll_interval": "250ms", "block_time": "1s"}
     if chain_id is not None:
         chain["id"] = chain_id
     if adjudicator:

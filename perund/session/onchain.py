@@ -86,14 +86,16 @@ class ChainSettlement:
         """Allow token deposits by EIP-2612 permits where the token takes them (one
         transaction less); else, and for other tokens, by approve transactions."""
         self.conclude_grace = conclude_grace
-        """How long the side that did not propose the final update waits for the other to
-        conclude before it submits `concludeFinal` itself."""
+        """How long the side that need not conclude (it did not propose the final update, or
+        did not register the state) waits for the other's conclusion before it sends its own:
+        the time for the other's transaction to be mined and seen (`conclude_grace_for`)."""
         self._registered: dict[ChannelID, int] = {}
         """The version this session registered last, per channel."""
         self.receipts: list[TxReceipt] = []
         """Every transaction this session sent, in order (what it paid in gas is here)."""
         self._virtual = VirtualChainCalls(
-            chain, account, self.receipts, sleep=self._sleep, conclude_grace=conclude_grace,
+            chain, account, self.receipts, sleep=self._sleep,
+            concluded_by_peer=self._concluded_by_peer,
             registered=self._registered,
             conclusion=lambda cid, version: Deferred.fromCoroutine(
                 self._conclusion(cid, version)),
@@ -255,10 +257,8 @@ class ChainSettlement:
         return Deferred.fromCoroutine(self._conclude_final(event))
 
     async def _conclude_final(self, event: ev.ConcludeFinal) -> Concluded | None:
-        if not event.primary:
-            await self._sleep(self.conclude_grace)
-            if await self._is_concluded(event.channel_id):
-                return await self._conclusion(event.channel_id, event.state.version)
+        if not event.primary and await self._concluded_by_peer(event.channel_id):
+            return await self._conclusion(event.channel_id, event.state.version)
         try:
             receipt = await self.chain.conclude_final(self.account, event.params, event.state,
                                                       event.signatures)
@@ -287,6 +287,18 @@ class ChainSettlement:
     async def _is_concluded(self, channel_id: ChannelID) -> bool:
         status = await self.chain.channel_status(channel_id)
         return status.phase is Phase.CONCLUDED
+
+    async def _concluded_by_peer(self, channel_id: ChannelID) -> bool:
+        """Whether `channel_id` is concluded within `conclude_grace`, read every poll so that
+        a conclusion ends the wait when it is seen. The side that need not conclude gives the
+        other the first go: two transactions in one block would make one pay for a revert."""
+        deadline = self._reactor.seconds() + self.conclude_grace
+        while not await self._is_concluded(channel_id):
+            left = deadline - self._reactor.seconds()
+            if left <= 0:
+                return False
+            await self._sleep(min(self.poll_interval, left))
+        return True
 
     def register(self, event: ev.Register) -> Deferred[Concluded | None]:
         """Register our latest fully signed state; the dispute goes on (None)."""
@@ -328,12 +340,10 @@ class ChainSettlement:
         return Deferred.fromCoroutine(self._conclude(event))
 
     async def _conclude(self, event: ev.Conclude) -> Concluded | None:
-        if self._registered.get(event.channel_id) != event.state.version:
-            # The peer registered this state and its node concludes it too: give it the first
-            # go, so that two conclude transactions do not race and one pays for a revert.
-            await self._sleep(self.conclude_grace)
-            if await self._is_concluded(event.channel_id):
-                return await self._conclusion(event.channel_id, event.state.version)
+        # If the peer registered this state, its node concludes it too.
+        if (self._registered.get(event.channel_id) != event.state.version
+                and await self._concluded_by_peer(event.channel_id)):
+            return await self._conclusion(event.channel_id, event.state.version)
         params = event.params
         if type(params) is not Params:  # pragma: no cover - virtual channels: virtual_onchain
             raise Internal("a virtual channel is concluded with its parents")

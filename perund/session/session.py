@@ -79,6 +79,18 @@ def min_challenge_duration(config: NodeConfig) -> int:
     return max(1, int(MIN_CHALLENGE_MARGIN * reaction))
 
 
+MIN_CONCLUDE_GRACE = 5.0
+"""The least time the side that need not conclude a channel gives the other to do it."""
+
+
+def conclude_grace_for(config: NodeConfig) -> float:
+    """How long the side that need not conclude a channel waits for the other's transaction
+    before it sends its own: two blocks for it to be mined and a poll to see it. Seeing it
+    ends the wait, so a long grace costs time only when the other side does not conclude."""
+    chain = config.chain
+    return max(MIN_CONCLUDE_GRACE, 2 * chain.block_time + chain.poll_interval)
+
+
 @dataclass(frozen=True, slots=True)
 class SessionParts:
     """What a session is built from that needs no chain: its config and contacts, its unlocked
@@ -259,6 +271,7 @@ class Session:
         settlement = ChainSettlement(reactor, chain, account,
                                      poll_interval=node.chain.poll_interval,
                                      funding_timeout=node.timeouts.funding,
+                                     conclude_grace=conclude_grace_for(node),
                                      confirmations=node.chain.confirmations,
                                      # The watcher reports deposits: reading the holdings
                                      # on a timer is only the fallback.

@@ -9,8 +9,9 @@ fail for a passing reason) through `ChainSettlement`, which runs them here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -56,7 +57,8 @@ class VirtualChainCalls:
     """Sends the virtual-channel transactions of one session's account (module doc)."""
 
     def __init__(self, chain: ChainBackend, account: Account, receipts: list[TxReceipt], *,
-                 sleep: Callable[[float], Deferred[None]], conclude_grace: float,
+                 sleep: Callable[[float], Deferred[None]],
+                 concluded_by_peer: Callable[[ChannelID], Coroutine[Any, Any, bool]],
                  registered: dict[ChannelID, int],
                  conclusion: Callable[[ChannelID, int], Deferred[Concluded]],
                  concluded_by: Callable[[TxReceipt], Concluded | None]) -> None:
@@ -64,7 +66,7 @@ class VirtualChainCalls:
         self._account = account
         self._receipts = receipts
         self._sleep = sleep
-        self._grace = conclude_grace
+        self._concluded_by_peer = concluded_by_peer
         self._registered = registered
         self._conclusion = conclusion
         self._concluded_by = concluded_by
@@ -111,11 +113,9 @@ class VirtualChainCalls:
         if wait >= 0:
             # The next block's timestamp must pass the timeout; dev chains mine on demand.
             await self._sleep(wait + 1)
-        if self._registered.get(cmd.channel_id) != cmd.state.version:
-            await self._sleep(self._grace)
-            status = await self._chain.channel_status(cmd.channel_id)
-            if status.phase is Phase.CONCLUDED:
-                return await self._conclusion(cmd.channel_id, cmd.state.version)
+        if (self._registered.get(cmd.channel_id) != cmd.state.version
+                and await self._concluded_by_peer(cmd.channel_id)):
+            return await self._conclusion(cmd.channel_id, cmd.state.version)
         try:
             receipt = await self._chain.conclude_parent(self._account, cmd.params, cmd.state,
                                                         cmd.sub_states)

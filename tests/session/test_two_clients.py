@@ -7,8 +7,11 @@ balances are checked to the wei. This is the integration layer: the client's beh
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 
 from perund.channel import events as ev
 from perund.channel.phases import Phase
@@ -16,6 +19,7 @@ from perund.channel.proposal import OpenRequest
 from perund.channel.types import ETH
 from perund.errors import InvalidArgument, PeerRejected, ResourceNotFound
 from perund.session.notices import ChannelNotice, ProposalNotice, UpdateNotice
+from perund.session.onchain import ChainSettlement
 
 from .conftest import ETHER, Pair, open_between
 
@@ -125,3 +129,25 @@ async def test_proposal_from_a_stranger_is_refused(pair: Pair, chain: object) ->
     with pytest.raises(PeerRejected, match="not a contact"):
         await alice.client.open_channel(request)
     assert not bob.notices
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_side_that_need_not_conclude_waits_for_the_conclusion_not_its_grace(
+        pair: Pair) -> None:
+    """bob did not propose the final update: he gives alice's concludeFinal a grace as long as
+    a slow chain's two blocks, but seeing it mined ends his wait at a poll, and he sends no
+    transaction of his own (one that reverts would cost him its gas)."""
+    alice, bob = pair.alice, pair.bob
+    cid = await open_channel(pair)
+    settlement = cast(ChainSettlement, bob.client.settler)
+    settlement.conclude_grace = 60.0
+    sent_before = len(settlement.receipts)
+    closing = alice.client.close(cid)
+    question = await bob.update_question()
+    bob_closed = bob.next_notice(
+        lambda n: isinstance(n, ChannelNotice) and isinstance(n.event, ev.Closed))
+    await bob.client.respond_update(cid, question.update_id, True)
+    await closing
+    await bob_closed.addTimeout(10, reactor)  # the poll, not the 60 s
+    assert bob.client.channels[cid].phase is Phase.CLOSED
+    assert len(settlement.receipts) == sent_before
