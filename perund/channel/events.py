@@ -65,6 +65,7 @@ class Reason(enum.Enum):
     NOTHING_STAGED = "no such update in flight"
     USER_REJECTED = "rejected by the user"
     USER_TIMEOUT = "the user did not answer in time"
+    WITHDRAWN = "the peer withdrew its update before our user answered"
     # Sync
     STALE = "not a successor of our state"
     CONFLICT = "a different fully signed state of the same version"

@@ -17,6 +17,7 @@ from perund.channel.events import (
     Event,
     Persist,
     Reason,
+    Refused,
     SendSync,
     Source,
     UpdateFailure,
@@ -141,7 +142,9 @@ def _sync_received(channel: Channel, change: SyncReceived) -> Result:
 def _synced(channel: Channel) -> Result:
     """Finish a sync that brought no newer state.
 
-    The peer's update awaiting our user is dropped (the peer gave it up when it synced). Our
+    The peer's update awaiting our user is dropped (the peer gave it up when it synced), and
+    counts against the peer as a refusal: asking our user and withdrawing costs the peer
+    nothing, and an honest one withdraws only an update that waited out its own timeout. Our
     own abandoned update is resolved only on a fresh connection: on the old one, this Sync may
     have been sent before our update reached the peer.
     """
@@ -149,6 +152,8 @@ def _synced(channel: Channel) -> Result:
     events: list[Event] = []
     if staged is not None and staged.proposer != channel.index:
         channel, events = drop_staged(channel, UpdateFailure.SUPERSEDED, "the peer synced")
+        events.append(Refused(channel.channel_id, channel.peer, Reason.WITHDRAWN,
+                              f"version {staged.state.version}"))
     reply = not channel.sync_sent
     resolved = channel.fresh_link and channel.abandoned is not None
     if reply or resolved or channel.resyncing:

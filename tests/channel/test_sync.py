@@ -353,6 +353,8 @@ def test_the_peers_sync_withdraws_its_update_awaiting_our_user() -> None:
     assert events == (
         UpdateWithdrawn(bob.channel_id, question.update_id, "the peer synced"),
         SendUpdateReject(ALICE.address, bob.channel_id, 1, "the peer synced"),
+        # Asking bob's user and withdrawing cost alice nothing: it counts against her.
+        Refused(bob.channel_id, ALICE.address, Reason.WITHDRAWN, "version 1"),
         SendSync(ALICE.address, cur(bob).state, cur(bob).signatures),
     )
 

@@ -370,6 +370,30 @@ async def test_updates_from_the_real_peer_that_break_the_rules(world: World) -> 
     await still_serving(w)
 
 
+@pytest_twisted.ensureDeferred
+async def test_asking_and_withdrawing_counts_against_the_peer(world: World) -> None:
+    """A request, then a Sync of the state before it: bob's user is asked for nothing, and
+    alice paid nothing. Each withdrawal is counted as a refusal, so a peer repeating it without
+    end is cut off like any other (the resource review's question flood)."""
+    w, alice, bob = world, world.alice, world.bob
+    await pays(alice, bob, w.ab, ETHER)
+    current = bob.client.channels[w.ab].current
+    assert current is not None
+    (a, b), = current.state.balances
+    request = next_state(current.state, balances=((a + 1, b - 1),))
+    mark = w.logs.mark()
+    for _ in range(3):
+        asked = bob.update_question()
+        await alice.peers.send(bob.client.address,
+                               Update(request, alice.client.signer.sign_state(request)))
+        assert isinstance(await asked, UpdateNotice)
+        await alice.peers.send(bob.client.address, Sync(current.state, current.signatures))
+        await until(lambda: bob.client.channels[w.ab].staged is None, "withdrawn")
+    await until(lambda: refusals(w, alice, Reason.WITHDRAWN, mark) == 3, "each one counted")
+    assert bob.client.channels[w.ab].current == current
+    await still_serving(w)
+
+
 def answer_with_a_bad_countersignature(user: User) -> None:
     """`user` answers the next Update it receives with an UpdateAccept carrying a signature
     that verifies for nothing, instead of handing it to its client."""
