@@ -30,6 +30,7 @@ from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred,
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from perund.channel.types import Address
@@ -227,9 +228,9 @@ class PeerManager(Dialling):
         rec = self._peers.get(peer)
         if rec is None or conn not in rec.conns:
             return  # retired or replaced: already accounted for
-        log.info(
-            "connection to peer {peer} lost: {why}", peer=hex_of(peer), why=reason.getErrorMessage()
-        )
+        log.emit(LogLevel.debug if self._stranger(peer) else LogLevel.info,
+                 "connection to peer {peer} lost: {why}", peer=hex_of(peer),
+                 why=reason.getErrorMessage())
         self._drop(rec, conn, "the connection was lost")
         self._reselect(rec)
         if rec.current is None and rec.keep and not self._stopping:

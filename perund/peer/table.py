@@ -25,6 +25,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.logger import LogLevel
 
 from perund.channel.encoding import Signer
 from perund.channel.types import Address, hex_address
@@ -176,7 +177,10 @@ class PeerTable:
             except Exception:
                 log.failure("peer_relinked failed for {peer}", peer=hex_of(rec.address))
         if old is None:
-            log.info("peer {peer} connected", peer=hex_of(rec.address))
+            # A stranger's connection is news of nobody we know, and costs it only a fresh key:
+            # at info level a stream of them would be a stream of log lines.
+            level = LogLevel.debug if self._stranger(rec.address) else LogLevel.info
+            log.emit(level, "peer {peer} connected", peer=hex_of(rec.address))
             try:
                 self._owner.peer_connected(rec.address)
             except Exception:

@@ -6,7 +6,7 @@ about a channel becomes the core input it stands for; one about a channel we do 
 refused (counted against the peer, and an `Update` is answered with `UpdateReject`). A proposal
 is checked by the core's proposal rules and, if valid, becomes a question for our user
 (`perund.session.questions`); a repeated one is refused. Anything else (a late answer to a
-proposal we gave up on) is ignored.
+proposal we gave up on) is ignored, and counted against the peer like a refusal.
 """
 
 from __future__ import annotations
@@ -152,9 +152,12 @@ class Inbox:
             case FeeQuery():
                 self._intermediary.quote(peer, msg)
             case _:
-                # Late answers to proposals we gave up on, and anything else unsolicited.
-                log.info("ignored an unsolicited {kind} from {peer}", kind=type(msg).__name__,
-                         peer=_hex(peer))
+                # Late answers to proposals we gave up on, and anything else unsolicited. Rare
+                # from an honest peer; counted as refusals, so that a stream of them is cut off
+                # and logged only at first (each costs a log line otherwise).
+                if self._links.refused(peer):
+                    log.info("ignored an unsolicited {kind} from {peer}",
+                             kind=type(msg).__name__, peer=_hex(peer))
 
     def _about_channel(self, peer: Address, msg: Message, channel_id: ChannelID,
                        change: Change) -> None:

@@ -18,7 +18,7 @@ import msgpack
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
 from perund.chain.backend import ChainBackend
@@ -44,6 +44,8 @@ from perund.wire.messages import (
     Hello,
     Message,
     Ping,
+    Pong,
+    Reject,
     Sync,
     Update,
     UpdateAccept,
@@ -254,6 +256,31 @@ async def test_bad_auth_and_impostors_are_dropped(world: World) -> None:
     assert bob.peers.current_connection(alice.client.address) is alice_conn
     assert bob.peers.connection_count(alice.client.address) == 1
     assert bob.client.channels == snapshot
+    await still_serving(w)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stranger_streaming_unsolicited_answers_is_cut_off(world: World) -> None:
+    """Answers to nothing (a Pong, a proposal's Reject) cost a stranger only a fresh key, and
+    each was an info line: they count as refusals now, so a stream of them is cut off."""
+    w, bob = world, world.bob
+    port = bob.peers.port
+    assert port is not None
+    mark = w.logs.mark()
+    stranger = Signer(os.urandom(32))
+    conn = await raw_connect(port)
+    await conn.authenticate(stranger.address, stranger)
+    limit = bob.peers.admission.limits.refusals
+    for i in range(limit):
+        conn.send(Pong(i.to_bytes(8, "big")) if i % 2 else Reject(os.urandom(32), "no"))
+    await until(lambda: conn.closed.called, "the stranger cut off")
+    assert w.logs.warned(f"peer 0x{stranger.address.hex()} sent {limit} messages that were "
+                         "refused", since=mark)
+    # Its coming and going, news of nobody bob knows, is below info (a log line per fresh key).
+    about = [e for e in w.logs.events[mark:] if e.get("peer") == "0x" + stranger.address.hex()]
+    assert "peer {peer} connected" in {e["log_format"] for e in about
+                                       if e["log_level"] is LogLevel.debug}
+    assert not [e for e in about if e["log_level"] is LogLevel.info]
     await still_serving(w)
 
 
