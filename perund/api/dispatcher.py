@@ -206,8 +206,13 @@ DEFAULT_CALLS_IN_FLIGHT: Final = 128
 """Calls of one party in progress at once (limits.api_calls_in_flight): a batch's 100 fit."""
 
 CALL_LINES_PER_SECOND: Final = 20.0
-"""Log lines of calls one credential may write a second (after a burst of CALL_LINES_BURST)."""
+"""Log lines of calls one party (a session, the operator, the unauthenticated) may write a
+second, after a burst of CALL_LINES_BURST. Per party, not per credential: a session mints
+credentials at will, and each would bring a fresh burst."""
 CALL_LINES_BURST: Final = 200
+
+LOG_ALLOWANCES_KEPT: Final = 1024
+"""Parties whose log allowance is remembered; past that, those with a full one are forgotten."""
 
 _SESSION_ID: Final = re.compile(r"0x[0-9a-fA-F]{32}")
 
@@ -414,13 +419,18 @@ class Dispatcher:
         if code is None and method in QUIET_METHODS and seconds < SLOW_CALL_SECONDS:
             return  # counted above; a line per payment or poll would be the log's bulk
         caller = _credential_name(context)
-        allowance = self._log_allowance.get(caller)
+        credential = context.credential if context is not None else None
+        party = "-" if credential is None else credential.session_id or "operator"
+        allowance = self._log_allowance.get(party)
         if allowance is None:
-            allowance = self._log_allowance[caller] = WorkAllowance(
+            if len(self._log_allowance) >= LOG_ALLOWANCES_KEPT:
+                self._log_allowance = {key: kept for key, kept in self._log_allowance.items()
+                                       if kept.available() < CALL_LINES_BURST}
+            allowance = self._log_allowance[party] = WorkAllowance(
                 self._clock, CALL_LINES_PER_SECOND, CALL_LINES_BURST)
         if allowance.available() < 1:
             self._unlogged.warn("api: {times} calls not logged, over {rate} lines a second for "
-                                "their credential (the metrics count every call)",
+                                "their session (the metrics count every call)",
                                 rate=CALL_LINES_PER_SECOND)
             return
         allowance.spend(1)

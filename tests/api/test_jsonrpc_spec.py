@@ -306,6 +306,29 @@ def test_a_flood_of_failing_calls_writes_a_bounded_log() -> None:
     assert len(summaries) == 1 and summaries[0]["times"] == 1
 
 
+def test_fresh_credentials_of_one_session_share_its_log_lines() -> None:
+    """A session mints and revokes credentials at will: each new one brought a fresh burst of
+    log lines (the resource review logged 1.5 MB/s so). The allowance is the session's."""
+    from twisted.logger import globalLogPublisher
+
+    from perund.api.credentials import Credential, Scope
+    from perund.api.dispatcher import CALL_LINES_BURST
+
+    rpc = Dispatcher(METHODS, Clock())
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        for i in range(10):
+            minted = Credential(f"{i:032x}", Scope.READ, session_id="ab" * 16)
+            now(rpc.dispatch([{"jsonrpc": "2.0", "method": "missing", "id": n}
+                              for n in range(100)], CallContext("http", credential=minted)))
+        dispatch(rpc, {"jsonrpc": "2.0", "method": "missing", "id": 1})  # the operator's own
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    lines = [e for e in seen if e.get("log_namespace") == "perund.api" and "duration_ms" in e]
+    assert len(lines) == CALL_LINES_BURST + 1
+
+
 def test_nesting_is_limited_without_recursing() -> None:
     from perund.api.dispatcher import MAX_JSON_DEPTH, decode_json
 
