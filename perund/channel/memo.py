@@ -11,6 +11,8 @@ the update as one payment without references).
 from __future__ import annotations
 
 import unicodedata
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Final
 
@@ -19,6 +21,13 @@ MAX_PARTS: Final = 256
 
 MAX_REFERENCE: Final = 128
 """Longest reference of a payment, in characters."""
+
+MAX_NOTED: Final = 4096
+"""Memos a `NotedMemos` holds (one per update in flight per channel suffices)."""
+
+MAX_NOTED_PARTS: Final = 32_768
+"""Parts a `NotedMemos` holds over all its memos: a peer's memos of 256 parts with long
+references are some 50 KB each, and 4,096 of them would be 200 MB of memory."""
 
 UNSHOWABLE_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
 """Unicode categories of characters that are not text to show: controls, surrogates, line and
@@ -68,3 +77,44 @@ def parts_match(memo: Memo, moved: tuple[int, ...]) -> bool:
             return False
     return all(all(amount >= 0 for amount in part.amounts) and any(part.amounts)
                for part in memo)
+
+
+def one_way(memo: Memo) -> bool:
+    """Whether every part of `memo` moves money the same way (all payments, or all requests).
+    A peer's memo that mixes them is not taken for our history: the parts going against the
+    update's direction would be payments our user never made nor was asked for (the update is
+    accepted on its net), and a net of 1 wei could list 255 of them."""
+    return len({part.request for part in memo}) <= 1
+
+
+class NotedMemos:
+    """Memos by key (channel and version), the oldest dropped past `MAX_NOTED` memos or
+    `MAX_NOTED_PARTS` parts: a dropped memo costs only its detail (the history then records
+    the update's net payment)."""
+
+    def __init__(self) -> None:
+        self._memos: OrderedDict[Hashable, Memo] = OrderedDict()
+        self._parts = 0
+
+    def put(self, key: Hashable, memo: Memo) -> None:
+        """Hold `memo` under `key` (empty: forget what `key` held)."""
+        self.pop(key)
+        if not memo:
+            return
+        self._memos[key] = memo
+        self._parts += len(memo)
+        while len(self._memos) > MAX_NOTED or self._parts > MAX_NOTED_PARTS:
+            self._parts -= len(self._memos.popitem(last=False)[1])
+
+    def get(self, key: Hashable) -> Memo:
+        """The memo held under `key`, or none."""
+        return self._memos.get(key, ())
+
+    def pop(self, key: Hashable) -> Memo:
+        """The memo held under `key` (or none), forgotten."""
+        memo = self._memos.pop(key, ())
+        self._parts -= len(memo)
+        return memo
+
+    def __len__(self) -> int:
+        return len(self._memos)

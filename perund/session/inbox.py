@@ -27,6 +27,7 @@ from perund.channel.changes import (
     UpdateRejectReceived,
 )
 from perund.channel.encoding import Signer
+from perund.channel.memo import one_way
 from perund.channel.phases import TERMINAL
 from perund.channel.proposal import Deployment, receive_proposal
 from perund.channel.records import Channel
@@ -123,8 +124,10 @@ class Inbox:
                 if channel is not None and channel.peer == peer:
                     # The channel's peer only: anyone else's update is refused by the core,
                     # and its memo would otherwise describe the channel's next update of that
-                    # version. An update without one clears what an earlier one left there.
-                    self._memos.note(state.channel_id, state.version, memo)
+                    # version. An update without one clears what an earlier one left there,
+                    # and so does one whose parts go both ways (`one_way`).
+                    self._memos.note(state.channel_id, state.version,
+                                     memo if one_way(memo) else ())
                 self._about_channel(peer, msg, state.channel_id,
                                     UpdateReceived(peer, state, signature, self._signer))
             case UpdateAccept(channel_id=channel_id, version=version, signature=signature):

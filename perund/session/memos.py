@@ -9,16 +9,12 @@ here too, since no state will ever carry it.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Any, Final, cast
+from typing import Any, cast
 
-from perund.channel.memo import Memo
+from perund.channel.memo import Memo, NotedMemos
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID, State
 from perund.storage.payments import PaymentRecord, Status
-
-MAX_NOTED: Final = 4096
-"""Memos kept (one per update in flight per channel suffices; the oldest go first)."""
 
 
 class Memos:
@@ -29,25 +25,18 @@ class Memos:
         self._annotate = getattr(store, "annotate", None)
         self._add = getattr(store, "add_payments", None)
         self._clock = clock
-        self._noted: OrderedDict[tuple[ChannelID, int], Memo] = OrderedDict()
+        self._noted = NotedMemos()
 
     def note(self, channel_id: ChannelID, version: int, memo: Memo) -> None:
         """The update to `version` carries `memo` (empty: none, and nothing noted for that
         version before, by a refused update, stays)."""
-        if not memo:
-            self._noted.pop((channel_id, version), None)
-            if self._annotate is not None:
-                self._annotate(channel_id, version, memo)  # the store's own copy too
-            return
-        if len(self._noted) >= MAX_NOTED:
-            self._noted.popitem(last=False)
-        self._noted[(channel_id, version)] = memo
+        self._noted.put((channel_id, version), memo)
         if self._annotate is not None:
-            self._annotate(channel_id, version, memo)
+            self._annotate(channel_id, version, memo)  # the store's own copy too
 
     def of(self, channel_id: ChannelID, version: int) -> Memo:
         """The memo noted for the update to `version`, if any."""
-        return self._noted.get((channel_id, version), ())
+        return self._noted.get((channel_id, version))
 
     def declined(self, channel: Channel, update_id: bytes, status: Status) -> None:
         """Our user declined (or let expire) the peer's update `update_id`, staged on

@@ -35,7 +35,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from perund.channel.memo import Memo
+from perund.channel.memo import Memo, NotedMemos
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
 from perund.errors import StoreCorrupt, StoreError, StoreLocked
@@ -63,9 +63,6 @@ _CONTACT: Final = b"a"  # + UTF-8 alias -> codec.encode_contact
 _CURSOR: Final = b"b"  # the watcher's block cursor -> codec.encode_cursor
 _META: Final = b"m"  # + UTF-8 name -> raw bytes
 _PAYMENT: Final = b"p"  # + 8-byte big-endian payment ID -> payments.encode_payment
-
-MAX_MEMOS: Final = 4096
-"""Update memos held until their state is put (one per update in flight per channel)."""
 
 DEFAULT_COMPACT_RATIO: Final = 4.0
 DEFAULT_COMPACT_MIN_BYTES: Final = 1 << 20
@@ -120,7 +117,7 @@ class SessionStore:
         self.payment_listeners: list[Callable[[list[PaymentRecord]], object]] = []
         """Called with the payments of each commit, once that commit is durable."""
         self._unannounced: list[PaymentRecord] = []
-        self._memos: dict[tuple[ChannelID, int], Memo] = {}
+        self._memos = NotedMemos()
         self._payment_bytes = 0  # of the live payment records in the data file
 
         self._pending: dict[bytes, bytes | None] = {}
@@ -248,7 +245,7 @@ class SessionStore:
         proposed the state it makes current)."""
         key = _CHANNEL + channel.channel_id
         if self._record_payments:
-            memo = self._memos.pop((channel.channel_id, channel.current.state.version), ()) \
+            memo = self._memos.pop((channel.channel_id, channel.current.state.version)) \
                 if channel.current is not None and self._memos else ()
             made = payments_between(self._channels.get(channel.channel_id), channel,
                                     self._seconds(), self.history.next_id, memo, by_us)
@@ -273,14 +270,9 @@ class SessionStore:
     def annotate(self, channel_id: ChannelID, version: int, memo: Memo) -> None:
         """What the update to `version` of the channel says about its payments (the parts and
         references it carries), for the history when that state is put. At most
-        `MAX_MEMOS` are held (oldest dropped: the history then has the net payment); an empty
-        `memo` forgets what was said for that version."""
-        if not memo:
-            self._memos.pop((channel_id, version), None)
-            return
-        if len(self._memos) >= MAX_MEMOS:
-            del self._memos[next(iter(self._memos))]
-        self._memos[(channel_id, version)] = memo
+        `NotedMemos` are held (oldest dropped: the history then has the net payment); an
+        empty `memo` forgets what was said for that version."""
+        self._memos.put((channel_id, version), memo)
 
     def add_payments(self, records: list[PaymentRecord]) -> list[PaymentRecord]:
         """Record payments that made no state (requests rejected or expired), numbered anew;

@@ -22,7 +22,7 @@ from perund.peer.manager import PeerManager
 from perund.session.notices import UpdateNotice
 from perund.storage.history import PaymentQuery
 from perund.storage.store import SessionStore
-from perund.wire.messages import Update
+from perund.wire.messages import Update, UpdateAccept
 
 from .conftest import ETHER, User, listening_pair, open_between
 
@@ -120,3 +120,28 @@ async def test_a_refused_update_leaves_its_memo_to_no_other_update(
             assert _history(stores[1]) == [(flipped[d], *rest) for d, *rest in expected]
         finally:
             await stranger.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peers_memo_going_both_ways_is_recorded_as_its_net_payment(
+        chain: ChainBackend, tmp_path: Path) -> None:
+    """bob pays 1 wei with a memo of two 1-wei payments and a 1-wei request: alice's user
+    never paid that request (the update is taken on its net), and parts like these would turn
+    1 wei into hundreds of records. alice records the one payment she received."""
+    async with on_stores(chain, tmp_path) as (alice, bob, stores):
+        cid = await open_between(alice, bob, ETHER, ETHER)
+        state = State(cid, 1, (ETH,), ((ETHER + 1, ETHER - 1),))
+        memo = (PaymentPart((1,), reference="a"), PaymentPart((1,), reference="b"),
+                PaymentPart((1,), request=True, reference="c"))
+        answer = await bob.peers.request(
+            alice.client.address, Update(state, bob.client.signer.sign_state(state), memo), 5.0)
+        assert isinstance(answer, UpdateAccept)
+        assert _history(stores[0]) == [("received", 1, 1, False, "paid", None)]
+        # One way, the same memo's parts are each a record.
+        state = State(cid, 2, (ETH,), ((ETHER + 3, ETHER - 3),))
+        memo = (PaymentPart((1,), reference="d"), PaymentPart((1,), reference="e"))
+        answer = await bob.peers.request(
+            alice.client.address, Update(state, bob.client.signer.sign_state(state), memo), 5.0)
+        assert isinstance(answer, UpdateAccept)
+        assert _history(stores[0])[1:] == [("received", 1, 2, False, "paid", "d"),
+                                           ("received", 1, 2, False, "paid", "e")]
