@@ -9,9 +9,11 @@ Rules, stated once:
   not settled yet; the conclusion it shows is fed to the core (`Concluded`);
 - one that the contract refused (TxReverted) is not sent again: what the chain did instead
   reaches the core through the watcher;
-- one that failed for a passing reason (the chain unreachable, not mined in time, no funds for
-  gas) is sent again for as long as the channel settles: the money depends on it. The n-th
-  retry waits n times `Timing.settle_retry_delay`, at most `SETTLE_RETRY_CAP` seconds.
+- one that failed otherwise is sent again for as long as the channel settles: the money
+  depends on it, and a chain node's errors are mostly passing ones (unreachable, not mined in
+  time, "header not found" from a load balancer, a reply cut short, no funds for gas). The n-th
+  retry waits n times `Timing.settle_retry_delay`, at most `SETTLE_RETRY_CAP` seconds. What
+  the transaction reads first (the channel's status) keeps a retry from sending it twice.
 """
 
 from __future__ import annotations
@@ -30,14 +32,12 @@ from perund.channel.phases import TERMINAL
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
 from perund.errors import (
-    ChainNotReachable,
     FailedPrecondition,
     InsufficientFunds,
     PeerNotFunded,
     PerundError,
     ProtocolError,
     TxReverted,
-    TxTimedOut,
 )
 from perund.session.ports import Funder, Settler
 from perund.session.timing import Timing
@@ -158,18 +158,21 @@ class ChainDuties:
                 # the watcher.
                 log.warn("{what} for channel {channel_id} reverted: {error}", what=what,
                          channel_id=_hex(e.channel_id), error=str(exc))
-        except (TxTimedOut, ChainNotReachable, InsufficientFunds) as exc:
-            if not self.stopped:
-                delay = min(self._timing.settle_retry_delay * (attempt + 1), SETTLE_RETRY_CAP)
+        except CancelledError:
+            return
+        except Exception as exc:
+            if self.stopped:
+                return
+            delay = min(self._timing.settle_retry_delay * (attempt + 1), SETTLE_RETRY_CAP)
+            if isinstance(exc, PerundError):
                 # Out of funds needs the operator: an error, not a warning.
                 level = log.error if isinstance(exc, InsufficientFunds) else log.warn
                 level("{what} for channel {channel_id} failed ({error}); retrying in {delay} s",
                       what=what, channel_id=_hex(e.channel_id), delay=delay, error=str(exc))
-                self._reactor.callLater(delay, self._retry_settle, e, attempt + 1)
-        except Exception:
-            if not self.stopped:
-                log.failure("{what} for channel {channel_id} failed", what=what,
-                            channel_id=_hex(e.channel_id))
+            else:  # a bug of ours: its traceback, and still the retry the money needs
+                log.failure("{what} for channel {channel_id} failed; retrying in {delay} s",
+                            what=what, channel_id=_hex(e.channel_id), delay=delay)
+            self._reactor.callLater(delay, self._retry_settle, e, attempt + 1)
         else:
             if concluded is not None and e.channel_id in self._channels:
                 self._apply(e.channel_id, concluded)

@@ -1,5 +1,6 @@
-"""A settlement transaction that fails for a passing reason (the chain unreachable, a
-transaction not mined in time, the account out of gas money) is sent again, each retry waiting
+"""A settlement transaction that fails for any reason but a revert (the chain unreachable or
+answering with an error, a transaction not mined in time, the account out of gas money) is sent
+again, each retry waiting
 longer (n times the retry delay, at most a minute); one the contract refused is not. In memory, on
 a fake clock."""
 
@@ -13,8 +14,11 @@ from perund.channel.phases import Phase
 from perund.channel.types import ETH
 from perund.errors import (
     ChainNotReachable,
+    ChainRpcError,
     InsufficientFunds,
+    InvalidContracts,
     PerundError,
+    ProtocolError,
     TxReverted,
     TxTimedOut,
 )
@@ -27,7 +31,12 @@ from .fakes import Net, open_channel, side
     ChainNotReachable("connection refused", chainUrl="http://down"),
     TxTimedOut("not mined in time", txHash="0x00"),
     InsufficientFunds("account 0x… cannot pay for the register transaction", txType="register"),
-], ids=["unreachable", "not-mined", "out-of-funds"])
+    # A load-balanced node's passing error, and replies cut short: one of these, answered to
+    # the status read before a refutation, once let the stale state stand (the chain review).
+    ChainRpcError("eth_call", -32000, "header not found"),
+    ProtocolError("eth_getTransactionReceipt: the reply was cut off"),
+    InvalidContracts("the Adjudicator answered channelStatus with 120 undecodable bytes"),
+], ids=["unreachable", "not-mined", "out-of-funds", "rpc-error", "cut-off", "undecodable"])
 def test_a_register_is_sent_again_until_it_gets_through(error: PerundError) -> None:
     clock = Clock()
     net = Net(clock)
