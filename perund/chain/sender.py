@@ -22,7 +22,7 @@ from perund.chain.account import Account
 from perund.chain.client import ChainClient, PreparedTx, RawReceipt
 from perund.chain.results import TxReceipt
 from perund.channel.types import Address, hex_address
-from perund.errors import ChainNotReachable, PerundError, TxTimedOut
+from perund.errors import PerundError, ProtocolError, TxTimedOut
 
 DEFAULT_REPLACEMENTS = 2
 """Replacements of a transaction not mined in time: at most three `tx_timeout`s in all, within
@@ -92,7 +92,8 @@ class TransactionSender:
         """Send one transaction and wait until it is mined; its receipt summary.
 
         Raises TxReverted (at preflight, or mined with status 0), TxTimedOut (not mined within
-        `tx_timeout`), ChainNotReachable. `events_of` is the contract whose logs are decoded.
+        `tx_timeout`, also when its receipt could not be read meanwhile), ChainNotReachable.
+        `events_of` is the contract whose logs are decoded.
         """
         slot = self._slot(account.address)
         await slot.lock.acquire()
@@ -237,7 +238,7 @@ class TransactionSender:
         `tx_timeout`; TxTimedOut naming the last."""
         tx_hash = sent[-1]
         deadline = self._now() + self.tx_timeout
-        unreachable: ChainNotReachable | None = None
+        unreachable: ProtocolError | None = None
         while True:
             try:
                 receipt: RawReceipt | None = None
@@ -245,9 +246,11 @@ class TransactionSender:
                     receipt = await self._run(self._client.receipt_blocking, candidate)
                     if receipt is not None:
                         break
-            except ChainNotReachable as exc:
-                # The transaction is out: a poll that failed says nothing of it, and it may be
-                # mined meanwhile. Giving up here would report a deposit as failed that lands.
+            except ProtocolError as exc:
+                # The transaction is out: a poll that failed (the chain unreachable, or
+                # answering with an error or a reply cut short) says nothing of it, and it may
+                # be mined meanwhile. Giving up here would report a deposit as failed that
+                # lands.
                 if unreachable is None:
                     self.log.warn("{tx_type} {tx_hash}: reading its receipt failed ({why}); "
                                   "trying again until {timeout:g} s after it was sent",
@@ -259,7 +262,7 @@ class TransactionSender:
             remaining = deadline - self._now()
             if remaining <= 0:
                 also = "" if unreachable is None else \
-                    f" (the chain was unreachable meanwhile: {unreachable.message})"
+                    f" (reading its receipt failed meanwhile: {unreachable.message})"
                 raise TxTimedOut(
                     f"the {tx_type} transaction 0x{tx_hash.hex()} was not mined within "
                     f"{self.tx_timeout:g} s{also}",

@@ -25,7 +25,15 @@ from perund.chain.results import Phase, TxReceipt
 from perund.channel import events as ev
 from perund.channel.changes import Concluded
 from perund.channel.types import ETH, Address, ChannelID, Params, hex_address
-from perund.errors import Internal, PeerNotFunded, TxReverted, TxTimedOut
+from perund.errors import (
+    InsufficientFunds,
+    Internal,
+    InvalidContracts,
+    PeerNotFunded,
+    ProtocolError,
+    TxReverted,
+    TxTimedOut,
+)
 from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual, VirtualChainCalls
 
 log = Logger(namespace="perund.settlement")
@@ -134,21 +142,7 @@ class ChainSettlement:
         channel_id, index = event.channel_id, event.index
         unmined: TxTimedOut | None = None
         try:
-            # A deposit of ours sent before a restart (or whose receipt timed out) may still be
-            # in the pool, where the holdings read below does not see it: wait for it, or the
-            # channel is funded twice (or our second deposit reverts and a funded channel is
-            # taken for unfunded).
-            await self.chain.await_earlier(self.account)
-            deposits = await self._missing(event, log_held=True)
-            if deposits:
-                receipts = await self._deposit(channel_id, index, deposits)
-                log.info("channel {channel_id}: deposited {deposits} in block {block} "
-                         "({transactions} transactions, gas {gas})",
-                         channel_id=_hex(channel_id),
-                         deposits=", ".join(f"{amount} of {hex_address(asset)}"
-                                            for asset, amount in deposits),
-                         block=receipts[-1].block_number, transactions=len(receipts),
-                         gas=sum(r.gas_used for r in receipts))
+            await self._deposit_missing(event)
         except TxTimedOut as exc:
             # Not mined yet is not failed: our deposit, or an earlier one of ours, may still be
             # mined (a busy chain, a low tip), and giving up now would take a channel the chain
@@ -171,8 +165,14 @@ class ChainSettlement:
             news: Deferred[None] = Deferred()
             self._deposit_news.setdefault(channel_id, []).append(news)
             try:
-                if await self._all_held(event):
-                    return
+                try:
+                    if await self._all_held(event):
+                        return
+                except (ProtocolError, InvalidContracts) as exc:
+                    # A read that failed says nothing of the deposits: read again, until the
+                    # deadline (rather than take a channel funded meanwhile for unfunded).
+                    log.warn("channel {channel_id}: reading the holdings failed ({why}); "
+                             "reading again", channel_id=_hex(channel_id), why=exc)
                 remaining = deadline - self._reactor.seconds()
                 if remaining <= 0:
                     if unmined is not None and await self._missing(event, log_held=False):
@@ -182,6 +182,40 @@ class ChainSettlement:
                 await self._news_or_timeout(news, min(self.funding_recheck, remaining))
             finally:
                 self._forget_news(channel_id, news)
+
+    async def _deposit_missing(self, event: ev.Fund) -> None:
+        """Deposit what of our share the chain does not hold. A chain error of unknown outcome
+        (a reply lost or cut short, an error from a load-balanced node) is tried again until
+        the funding deadline: each try first waits for our earlier transactions and reads the
+        holdings, so a deposit that went out all the same is not made twice."""
+        channel_id, index = event.channel_id, event.index
+        deadline = self._reactor.seconds() + self.funding_timeout
+        while True:
+            try:
+                # A deposit of ours sent before a restart (or whose receipt timed out) may
+                # still be in the pool, where the holdings read below does not see it: wait
+                # for it, or the channel is funded twice (or our second deposit reverts and a
+                # funded channel is taken for unfunded).
+                await self.chain.await_earlier(self.account)
+                deposits = await self._missing(event, log_held=True)
+                if deposits:
+                    receipts = await self._deposit(channel_id, index, deposits)
+                    log.info("channel {channel_id}: deposited {deposits} in block {block} "
+                             "({transactions} transactions, gas {gas})",
+                             channel_id=_hex(channel_id),
+                             deposits=", ".join(f"{amount} of {hex_address(asset)}"
+                                                for asset, amount in deposits),
+                             block=receipts[-1].block_number, transactions=len(receipts),
+                             gas=sum(r.gas_used for r in receipts))
+                return
+            except (TxTimedOut, TxReverted, InsufficientFunds):
+                raise
+            except (ProtocolError, InvalidContracts) as exc:
+                if self._reactor.seconds() + self.funding_recheck >= deadline:
+                    raise
+                log.warn("channel {channel_id}: depositing failed ({why}); trying again",
+                         channel_id=_hex(channel_id), why=exc)
+                await self._sleep(self.funding_recheck)
 
     async def _missing(self, event: ev.Fund, *, log_held: bool) -> list[tuple[Address, int]]:
         """What of our share of each asset the chain does not hold yet (at "latest")."""

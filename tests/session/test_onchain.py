@@ -17,7 +17,7 @@ from perund.chain.backend import ChainBackend
 from perund.channel import events as ev
 from perund.channel.encoding import Signer, channel_id
 from perund.channel.types import ETH, Params
-from perund.errors import PeerNotFunded, TxReverted, TxTimedOut
+from perund.errors import ChainRpcError, PeerNotFunded, TxReverted, TxTimedOut
 from perund.session.onchain import ChainSettlement
 
 from .conftest import ETHER
@@ -190,3 +190,37 @@ async def test_a_deposit_never_mined_fails_the_funding_at_its_deadline_as_ours(
     finally:
         await chain.mine()
         await chain.set_automine(True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lost_reply_to_our_deposit_neither_fails_the_funding_nor_deposits_twice(
+        chain: ChainBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chain took our deposit, but its reply to eth_sendRawTransaction was a load
+    balancer's error (the chain review: the open failed and a funded channel was disputed).
+    The funding tries again: it waits for our earlier transaction, reads the holdings, finds
+    our share there and deposits nothing more. One holdings read failing is tried again too."""
+    alice, bob, mine, theirs = two_accounts(chain)
+    client = chain.client
+    real_send, real_call = client.send_raw_blocking, client.call_blocking
+    lost = [1, 1]
+
+    def reply_lost(tx_type: str, raw: bytes) -> bytes:
+        sent = real_send(tx_type, raw)
+        if lost[0]:
+            lost[0] -= 1
+            raise ChainRpcError("eth_sendRawTransaction", -32000, "upstream request timeout")
+        return sent
+
+    def read_failed(*args: object, **kwargs: object) -> object:
+        if lost[0] == 0 and lost[1]:
+            lost[1] -= 1
+            raise ChainRpcError("eth_call", -32000, "header not found")
+        return real_call(*args, **kwargs)
+
+    monkeypatch.setattr(client, "send_raw_blocking", reply_lost)
+    monkeypatch.setattr(client, "call_blocking", read_failed)
+    ours = ChainSettlement(reactor, chain, alice, poll_interval=0.02, funding_timeout=5.0,
+                           funding_recheck=0.05)
+    funded = ours.fund(mine)
+    await _bob_funds_too(chain, bob, theirs, funded)
+    assert lost == [0, 0] and ours.receipts == []  # its receipt was never read: no second
