@@ -17,12 +17,15 @@ hex of the Ethereum JSON-RPC format and refuse anything else with a ProtocolErro
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import json
 import re
 import select
+import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,9 +36,16 @@ from perund.chain.urls import basic_credentials, host_port, shown_url
 from perund.channel.types import Address
 from perund.errors import ChainRpcError, InvalidConfig, ProtocolError
 
-MAX_REPLY_BYTES = 256 * 1024 * 1024
+MAX_REPLY_BYTES = 32 * 1024 * 1024
 """The largest reply read: a guard against a node that never stops sending, far above any
-honest one (a 5,000-block eth_getLogs of a busy Adjudicator is a few MiB)."""
+honest one (a 5,000-block eth_getLogs of a busy Adjudicator is a few MiB). Parsed, a reply
+takes some three times its size, and several can be read at once: 256 MiB replies took the
+chain review's node to 1.8 GB."""
+
+REQUEST_DEADLINE_FACTOR = 3
+"""A whole request (connect, send, the reply's every byte) ends after this many times the
+transport's `timeout`, however steadily a node trickles its reply: `timeout` bounds each read
+alone, and a reply of a byte a second would otherwise stall the watcher for minutes."""
 
 _HEX_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
 _HEX_DATA = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
@@ -97,11 +107,58 @@ def answer_of(url: str, method: str, reply: Any) -> Answer:
     return Answer(result=reply["result"])
 
 
+class _Deadlines:
+    """Cuts the connections of requests past their deadline: one daemon thread for the
+    process, started with the first request, that shuts a late request's socket down (its
+    blocking read then fails at once, and the request with it)."""
+
+    TICK = 0.25
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._due: dict[int, tuple[float, http.client.HTTPConnection]] = {}
+        self._keys = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, connection: http.client.HTTPConnection, seconds: float) -> int:
+        """Cut `connection` unless `release` comes within `seconds`; the key to release."""
+        with self._lock:
+            key = next(self._keys)
+            self._due[key] = (time.monotonic() + seconds, connection)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="perund-rpc-deadlines",
+                                                daemon=True)
+                self._thread.start()
+        return key
+
+    def release(self, key: int) -> bool:
+        """The request is over: whether it was in time (False: its connection was cut)."""
+        with self._lock:
+            return self._due.pop(key, None) is not None
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.TICK)
+            now = time.monotonic()
+            with self._lock:
+                late = [key for key, (due, _) in self._due.items() if due <= now]
+                cut = [self._due.pop(key)[1] for key in late]
+            for connection in cut:
+                sock = connection.sock
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+
+_deadlines = _Deadlines()
+
+
 class HttpTransport:
     """JSON-RPC over HTTP(S) with one keep-alive connection per calling thread.
 
     `timeout` bounds the connect and every read (a node that accepts and never answers is
-    ChainNotReachable after it, like one that refuses).
+    ChainNotReachable after it, like one that refuses), and `REQUEST_DEADLINE_FACTOR` times it
+    the whole request.
     """
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
@@ -218,10 +275,22 @@ class HttpTransport:
         body = json.dumps(message, separators=(",", ":")).encode()
         for attempt in (1, 2):
             connection, reused = self._connection()
+            watch = _deadlines.watch(connection, REQUEST_DEADLINE_FACTOR * self.timeout)
             try:
-                connection.request("POST", self._path, body, self._headers)
-                response = connection.getresponse()
-                payload = self._read(method, response)
+                try:
+                    connection.request("POST", self._path, body, self._headers)
+                    response = connection.getresponse()
+                    payload = self._read(method, response)
+                finally:
+                    if not _deadlines.release(watch):
+                        # Cut at its deadline: whatever the read raised, or the bytes it
+                        # returned, the reply is not whole.
+                        self._drop()
+                        raise TimeoutError(f"no whole reply within "
+                                           f"{REQUEST_DEADLINE_FACTOR * self.timeout:g} s")
+            except TimeoutError:
+                self._drop()
+                raise
             except _STALE_CONNECTION:
                 self._drop()
                 if reused and attempt == 1:
@@ -255,7 +324,8 @@ class HttpTransport:
             while chunk := response.read(1 << 16):
                 size += len(chunk)
                 if size > MAX_REPLY_BYTES:
-                    raise malformed(self.url, method, "a reply larger than 256 MiB (refused)")
+                    raise malformed(self.url, method,
+                                    f"a reply larger than {MAX_REPLY_BYTES >> 20} MiB (refused)")
                 chunks.append(chunk)
             return b"".join(chunks)
         except http.client.IncompleteRead as exc:

@@ -308,3 +308,38 @@ def _assert_no_secret(error: Exception) -> None:
 ])
 def test_shown_url(url: str, shown: str) -> None:
     assert shown_url(url) == shown
+
+
+def test_a_reply_trickled_byte_by_byte_ends_at_the_requests_deadline() -> None:
+    """Each byte in time for the read timeout, the whole far too late: the chain review's node
+    stalled the watcher for 3.5 minutes so, and a dispute was missed. The request ends at
+    REQUEST_DEADLINE_FACTOR times the timeout as an unreachable chain."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            reply = b'{"jsonrpc":"2.0","id":1,"result":"0x10"}'
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(reply))
+            for byte in reply:
+                if stop.wait(0.1):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    client = ChainClient(HttpTransport(url, timeout=0.3), ContractCodec(load_artifact().abi))
+    try:  # the whole reply would take 4 s, and come
+        with pytest.raises(ChainNotReachable, match=r"no whole reply within 0\.9 s"):
+            client.block_number_blocking()
+    finally:
+        stop.set()
+        server.close()
