@@ -43,6 +43,9 @@ GAUGES: dict[str, str] = {
     "perund_sessions": "open sessions",
     "perund_sessions_store_failed": "open sessions whose store cannot make writes durable "
                                     "(they sign nothing until the node restarts)",
+    "perund_sessions_reopen_waiting": "sessions the node could not open again at its start "
+                                      "for a chain error, waiting for their next try (their "
+                                      "channels are not watched meanwhile)",
     "perund_channels": "channels of the open sessions, by phase",
     "perund_peers_connected": "authenticated peer connections",
     "perund_channels_resyncing": "channels that wait, since the node started, for their peer's "

@@ -53,6 +53,7 @@ from perund.node_state import (
     read_sessions,
     write_sessions,
 )
+from perund.reopening import Reopener
 from perund.safe_files import FileRules, os_reason
 from perund.session.chain_check import FUNDED
 from perund.session.config import SessionConfig, read_session_files
@@ -106,6 +107,8 @@ class NodeService(MultiService):
         self._opening: dict[str, list[Deferred[None]]] = {}
         """Session files being opened, and who waits for that to end."""
         self._remembered: dict[str, RememberedSession] = {}
+        self._reopener = Reopener(reactor, self._open_session)
+        """Sessions whose reopening at start met a passing chain error, tried again."""
         """Sessions users opened and did not close, by resolved config path: open ones and
         those that could not be opened again at start (kept, to be tried at the next)."""
         self.credentials: CredentialRegistry | None = None
@@ -470,7 +473,7 @@ class NodeService(MultiService):
                 # Money is at stake: the node does not start on a chain that lost it, unless
                 # the operator says so (--accept-lost-channels).
                 mismatched.append(result.value)
-            else:
+            elif not self._reopener.retry(path, result.value):
                 # The session stays on the list: the next start tries again.
                 self.log.error("could not open session {path} again: {error}; its channels "
                                "are not watched until it is opened", path=path,
@@ -522,6 +525,7 @@ class NodeService(MultiService):
             Sample("perund_sessions", {}, len(sessions)),
             Sample("perund_sessions_store_failed", {},
                    sum(s.client.store_error is not None for s in sessions)),
+            Sample("perund_sessions_reopen_waiting", {}, self._reopener.waiting),
         ]
         samples += [Sample("perund_channels", {"phase": phase}, count)
                     for phase, count in phases.items()]
@@ -596,6 +600,7 @@ class NodeService(MultiService):
 
     async def _stop(self) -> None:
         # Sessions first (their channels stay persisted), then the services they use.
+        self._reopener.stop()
         self._stop_devchain_watch()
         await self._discard_prepared()
         if self._discarding is not None:

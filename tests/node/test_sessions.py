@@ -33,6 +33,7 @@ from perund.channel.types import ETH, ChannelID, hex_address
 from perund.cli.generate import Generated
 from perund.config import NodeConfig, load_node_config
 from perund.errors import (
+    ChainRpcError,
     FailedPrecondition,
     InsufficientFunds,
     InvalidArgument,
@@ -534,6 +535,43 @@ async def test_a_session_that_cannot_reopen_stays_remembered(anvil_setup: Genera
         (alice,) = third.sessions.values()
         assert alice.id == alice_id
         assert third.credentials is not None and third.credentials.authenticate(token)
+
+
+@pytest.mark.anvil
+@pytest_twisted.ensureDeferred
+async def test_a_session_the_chain_failed_at_start_is_opened_again_soon(
+        anvil_setup: Generated, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The start's chain check met an error of the chain node (the chain review: two HTTP
+    502s left the session closed for good while the peer settled an old state on-chain). The
+    node starts, counts the session as waiting, and opens it at the retry."""
+    from perund import reopening
+    from perund.session import session as session_module
+
+    config = load_node_config(anvil_setup.node_config)
+    first = await started(config)
+    alice_id = (await first.open_session(str(anvil_setup.users[0].session_file))).id
+    await first.stopService()
+
+    real = session_module.shortfalls
+    failures = [2]
+
+    async def flaky(*args: object, **kwargs: object) -> object:
+        if failures[0]:
+            failures[0] -= 1
+            raise ChainRpcError("eth_call", -32000, "header not found")
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session_module, "shortfalls", flaky)
+    monkeypatch.setattr(reopening, "FIRST_RETRY", 0.3)
+    async with running(config) as second:
+        assert second.sessions == {}
+        waiting = {s.name: s.value for s in second.metric_samples()}
+        assert waiting["perund_sessions_reopen_waiting"] == 1
+        await _until(lambda: bool(second.sessions), "the session opened at a retry")
+        (alice,) = second.sessions.values()
+        assert alice.id == alice_id and failures == [0]
+        waiting = {s.name: s.value for s in second.metric_samples()}
+        assert waiting["perund_sessions_reopen_waiting"] == 0
 
 
 @pytest_twisted.ensureDeferred
