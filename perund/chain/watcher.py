@@ -56,6 +56,12 @@ again after a reorganisation."""
 _T = TypeVar("_T")
 
 
+RECHECK_POLLS: Final = 30
+"""Every this many polls the watcher reads the events of the last `RECHECK_BLOCKS` blocks
+again: a load-balanced node may answer eth_getLogs from a backend that has not indexed the
+newest blocks yet, and leave out a registration (the chain review lost a dispute so)."""
+RECHECK_BLOCKS: Final = 64
+
 FAILURE_REPEAT: Final = 60.0
 """Seconds between the log lines of a chain that keeps failing the watcher's polls."""
 
@@ -178,6 +184,11 @@ class SharedChainView:
             if call.done:
                 del self._range_calls[key]
         return call.wait()
+
+    def events_again(self, from_block: int, to_block: int) -> Deferred[list[ChainEvent]]:
+        """The events of blocks `from_block..to_block` read from the chain again, never from
+        what was kept: a node that left some out of its first answer may have them now."""
+        return self.chain.events(from_block, to_block)
 
     async def _fetch(self, key: tuple[int, int]) -> list[ChainEvent]:
         try:
@@ -345,6 +356,8 @@ class ChainWatcher:
         """Per disputed channel: the registered version `ChallengeExpired` was fed for, when."""
         self.polls = 0
         """Completed polls (for tests and metrics)."""
+        self._seen: dict[tuple[int, int, bytes], int] = {}
+        """The events handed on, by position, with their block: what a recheck need not."""
         self._behind: int | None = None
         self._failing_since: float | None = None
         """When polls began to fail (None: the last one worked)."""
@@ -454,8 +467,7 @@ class ChainWatcher:
         if last <= cursor:
             if self._running:
                 await self._check_not_behind(cursor)
-                await self._expire_challenges()
-                self.polls += 1
+                await self._finish_poll()
             return
         # The hash first: should a reorganisation replace block `last` while its events are
         # read, the next poll finds the hash changed and reads them again.
@@ -465,7 +477,50 @@ class ChainWatcher:
         events = await self.chain.events(cursor + 1, last)
         if not self._running:
             return
+        self._feed(events)
+        # After the inputs above: their channel records are written first, so the cursor never
+        # gets durable without them.
+        self.cursor, self.cursor_hash = last, last_hash
+        try:
+            self.store.set_block_cursor(last, last_hash)
+            flushed = self.store.flush()
+            if flushed is not None:
+                await flushed
+        except StoreError as exc:
+            # The session's store is broken (a full disk): the cursor moves on in memory, so
+            # disputes are still followed and concluded; the next start reads again.
+            if not self._store_failed:
+                self._store_failed = True
+                log.error("watcher: cannot record the block cursor ({error}); following the "
+                          "chain from memory", error=exc)
+        await self._finish_poll()
+
+    async def _finish_poll(self) -> None:
+        await self._expire_challenges()
+        self.polls += 1
+        if self.polls % RECHECK_POLLS == 0 and self.cursor is not None:
+            await self._recheck(self.cursor)
+
+    async def _recheck(self, cursor: int) -> None:
+        """Read the last `RECHECK_BLOCKS` blocks' events again and handle those the first
+        reads left out."""
+        first = max(0, cursor - RECHECK_BLOCKS + 1)
+        read_again = getattr(self.chain, "events_again", self.chain.events)
+        events = await read_again(first, cursor)
+        missed = [e for e in events if _seen_key(e) not in self._seen]
+        if missed and self._running:
+            log.warn("watcher: the chain's answers left out {count} events of blocks "
+                     "{first}-{last}, found on reading them again; handling them now",
+                     count=len(missed), first=first, last=cursor)
+            self._feed(missed)
+        self._seen = {key: block for key, block in self._seen.items() if block >= first}
+
+    def _feed(self, events: list[ChainEvent]) -> None:
+        """Hand the events read to whoever takes them: the core, the funding waits, the
+        intermediary."""
         channels = self.watched.channels
+        for event in events:
+            self._seen[_seen_key(event)] = event.block_number
         for i, event in enumerate(events):
             channel_id = event.channel_id
             if channel_id is None:
@@ -492,23 +547,6 @@ class ChainWatcher:
                      channel_id="0x" + cid.hex(), event=_describe(event),
                      block=event.block_number)
             self.watched.chain_input(cid, change)
-        # After the inputs above: their channel records are written first, so the cursor never
-        # gets durable without them.
-        self.cursor, self.cursor_hash = last, last_hash
-        try:
-            self.store.set_block_cursor(last, last_hash)
-            flushed = self.store.flush()
-            if flushed is not None:
-                await flushed
-        except StoreError as exc:
-            # The session's store is broken (a full disk): the cursor moves on in memory, so
-            # disputes are still followed and concluded; the next start reads again.
-            if not self._store_failed:
-                self._store_failed = True
-                log.error("watcher: cannot record the block cursor ({error}); following the "
-                          "chain from memory", error=exc)
-        await self._expire_challenges()
-        self.polls += 1
 
     def _rewind(self, cursor: int, head: int | None = None) -> int:
         """Block `cursor` was replaced, or is gone (the chain's newest block is `head`, below
@@ -590,6 +628,10 @@ class ChainWatcher:
             self._head = (number, await self.chain.chain_time(), seen)
         _, timestamp, first_seen = self._head
         return timestamp + int(seen - first_seen)
+
+
+def _seen_key(event: ChainEvent) -> tuple[int, int, bytes]:
+    return event.block_number, event.log_index, event.tx_hash
 
 
 def _describe(event: ChainEvent) -> str:

@@ -23,6 +23,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from perund.chain.account import Account
 from perund.chain.anvil import Anvil, rpc_call
+from perund.chain.results import ChainEvent
 from perund.chain.watcher import ChainWatcher, SharedChainView
 from perund.channel.changes import ChallengeExpired, Change, Concluded, Registered
 from perund.channel.events import Conclude, Event, Register
@@ -527,5 +528,45 @@ async def test_a_chain_shorter_than_the_cursor_is_reported_once(
             and e.get("log_level") is LogLevel.error]
     assert len(seen) == 1 and "below the block cursor 1000000" in seen[0]
     assert store.block_cursor() == 10**6
+    await w.stop()
+    store.close()
+
+
+class _Lagging(SharedChainView):
+    """A view whose logs come from a backend that has not indexed registrations yet (a
+    load-balanced node): its first answers leave every `Registered` out."""
+
+    def events(self, from_block: int, to_block: int) -> Deferred[list[ChainEvent]]:
+        return super().events(from_block, to_block).addCallback(
+            lambda events: [e for e in events if e.name != "Registered"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_registration_the_chains_first_answer_left_out_is_found_again(
+        chain: Chain, new_channel, tmp_path: Path, logs: list[dict[str, object]]) -> None:
+    """The chain review's load balancer: eth_getLogs left the peer's registration out, the
+    channel stayed open, and the stale state won. Every RECHECK_POLLS polls the watcher reads
+    the recent blocks again, and the registration is refuted then."""
+    from perund.chain import watcher as watcher_module
+
+    ch = new_channel()
+    await funded(chain, ch, (ETHER, ETHER))
+    store = SessionStore(tmp_path / "db", reactor)
+    watched = Watched(store, [open_channel(ch, 3, (ETHER, ETHER))])
+    w = watcher_on(_Lagging(reactor, chain.backend, max_age=0), store, watched)
+    await w.start()
+    old = ch.state(1, (ETHER + 1, ETHER - 1))
+    await chain.backend.register(ch.accounts[1], ch.params, old, ch.sign(old))
+    while w.polls % watcher_module.RECHECK_POLLS:
+        await w.poll()
+        if w.polls % watcher_module.RECHECK_POLLS:
+            assert watched.fed == []  # the first answers have nothing of it
+    ((cid, registered),) = watched.fed
+    assert cid == ch.id and isinstance(registered, Registered) and registered.version == 1
+    (refute,) = watched.take(Register)
+    assert refute.state.version == 3  # type: ignore[attr-defined]
+    assert any("left out 1 events" in formatEvent(e) for e in logs)
+    await w.poll()  # read again next time: nothing twice
+    assert len(watched.fed) == 1
     await w.stop()
     store.close()
