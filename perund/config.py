@@ -83,6 +83,9 @@ class Limits:
     """Refused messages a peer may send in `peer_refusal_window` before its connections are
     dropped and refused for that long."""
     peer_refusal_window: float = PeerLimits.refusal_window
+    min_free_disk: int = 100 * 1024 * 1024
+    """Below this much free space on a session's store disk, the session takes no payments
+    (perund.disk_guard)."""
 
     def api(self) -> ApiLimits:
         """The API's limits."""
@@ -318,8 +321,8 @@ def _folders(base: Path) -> Callable[[Any], tuple[Path, ...]]:
 
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:]+\]"
                      r"(:[0-9]{1,5})?$")
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB)?\s*$")
-_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024 * 1024}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024 * 1024, "GiB": 1024 ** 3}
 
 
 def _origins(value: Any) -> tuple[str, ...]:
@@ -330,12 +333,12 @@ def _origins(value: Any) -> tuple[str, ...]:
 
 
 def parse_size(value: Any) -> int:
-    """Bytes from `1048576`, `64KiB` or `4MiB`; ValueError otherwise."""
+    """Bytes from `1048576`, `64KiB`, `4MiB` or `1GiB`; ValueError otherwise."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     match = _SIZE.match(value) if isinstance(value, str) else None
     if match is None or int(match.group(1)) <= 0:
-        raise ValueError("a size above zero: bytes, or with KiB or MiB (64KiB, 4MiB)")
+        raise ValueError("a size above zero: bytes, or with KiB, MiB or GiB (64KiB, 4MiB)")
     return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
@@ -345,7 +348,7 @@ def _limits(raw: Mapping[str, Any], problems: _Collector) -> Limits:
     for name, default in vars(defaults).items():
         if isinstance(default, float):
             kinds[name] = _positive_duration
-        elif name.endswith(("_size", "_buffer")):
+        elif name.endswith(("_size", "_buffer", "_disk")):
             kinds[name] = parse_size
         elif name == "api_calls_in_flight":
             kinds[name] = _int_at_least(2)  # read-only credentials get half: at least one

@@ -46,6 +46,8 @@ GAUGES: dict[str, str] = {
     "perund_sessions_reopen_waiting": "sessions the node could not open again at its start "
                                       "for a chain error, waiting for their next try (their "
                                       "channels are not watched meanwhile)",
+    "perund_sessions_disk_low": "open sessions whose store's disk has less free space than "
+                                "limits.min_free_disk (they take no payments meanwhile)",
     "perund_channels": "channels of the open sessions, by phase",
     "perund_peers_connected": "authenticated peer connections",
     "perund_channels_resyncing": "channels that wait, since the node started, for their peer's "

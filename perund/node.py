@@ -34,6 +34,7 @@ from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.types import hex_address
 from perund.config import NodeConfig
+from perund.disk_guard import DiskGuard
 from perund.errors import (
     ChainMismatch,
     FailedPrecondition,
@@ -108,6 +109,8 @@ class NodeService(MultiService):
         """Session files being opened, and who waits for that to end."""
         self._remembered: dict[str, RememberedSession] = {}
         self._reopener = Reopener(reactor, self._open_session)
+        self.disk_guard = DiskGuard(reactor, config.limits.min_free_disk)
+        """Free space on the sessions' store disks (`limits.min_free_disk`)."""
         """Sessions whose reopening at start met a passing chain error, tried again."""
         """Sessions users opened and did not close, by resolved config path: open ones and
         those that could not be opened again at start (kept, to be tried at the next)."""
@@ -349,6 +352,7 @@ class NodeService(MultiService):
             raise
         waiting = self._opening.pop(resolved)
         self.sessions[session.id] = session
+        self._guard_disk(session)
         self._remembered.setdefault(resolved, RememberedSession(resolved, session.id))
         session.client.observers.append(self._count)
         session.store.payment_listeners.append(self._count_payments)
@@ -526,6 +530,7 @@ class NodeService(MultiService):
             Sample("perund_sessions_store_failed", {},
                    sum(s.client.store_error is not None for s in sessions)),
             Sample("perund_sessions_reopen_waiting", {}, self._reopener.waiting),
+            Sample("perund_sessions_disk_low", {}, len(self.disk_guard.low)),
         ]
         samples += [Sample("perund_channels", {"phase": phase}, count)
                     for phase, count in phases.items()]
@@ -578,7 +583,15 @@ class NodeService(MultiService):
     async def _close_session(self, session_id: str, force: bool) -> list[Channel]:
         left = await self.session(session_id).close(force)
         del self.sessions[session_id]
+        self.disk_guard.unwatch(session_id)
         return left
+
+    def _guard_disk(self, session: Session) -> None:
+        """Refuse the session's payments while its store's disk is nearly full."""
+        session_id, refused = session.id, session.client.updates_refused
+        self.disk_guard.watch(session_id, session.config.database)
+        session.client.updates_refused = lambda channel_id, final: (
+            refused(channel_id, final) or self.disk_guard.refusal(session_id, final))
 
     def _check_devchain(self, devchain: EmbeddedChain) -> None:
         """Say it once, and loudly, when the embedded chain has ended under the node."""
@@ -601,6 +614,7 @@ class NodeService(MultiService):
     async def _stop(self) -> None:
         # Sessions first (their channels stay persisted), then the services they use.
         self._reopener.stop()
+        self.disk_guard.stop()
         self._stop_devchain_watch()
         await self._discard_prepared()
         if self._discarding is not None:

@@ -176,15 +176,17 @@ class ChannelClient(TimingKnobs):
                                 timing=self.timing, questions=self._questions,
                                 start=self._start, execute=self._execute,
                                 answer_virtual=self._virtual.answer)
-        self.updates_refused: Callable[[ChannelID], PerundError | None] = lambda _: None
-        """Why a channel takes no update and does not close now (the session holds channels
-        whose deposits the chain lost: `perund.session.missing_deposits`), or None."""
+        self.updates_refused: Callable[[ChannelID, bool], PerundError | None] = \
+            lambda _, __: None
+        """Why a channel takes no update now, final (a close) or not (the session holds
+        channels whose deposits the chain lost: `perund.session.missing_deposits`; its disk is
+        nearly full: `perund.disk_guard`), or None."""
         self.inbox = Inbox(signer=signer, deployment=deployment, links=peers,
                            channels=self.channels, by_peer=self._by_peer,
                            questions=self._questions, is_contact=self._is_contact,
                            apply=self._apply, execute=self._execute, memos=self._memos,
                            virtual=self._virtual, intermediary=self.intermediary,
-                           refused=lambda cid: self.updates_refused(cid))
+                           refused=lambda cid, final: self.updates_refused(cid, final))
         """The owner of the peer links: what the peers send comes in there."""
         self._outbox = Outbox(links=peers, timing=self.timing, channels=self.channels,
                               route=self.inbox.message_received, apply=self._apply,
@@ -325,7 +327,7 @@ class ChannelClient(TimingKnobs):
         restart, sends wait until the peer's Sync is in (`Channel.resyncing`), at most
         `request_timeout` seconds.
         """
-        refused = self.updates_refused(channel_id)
+        refused = self.updates_refused(channel_id, is_final)
         if refused is not None:
             return fail(refused)
         channel = self.channels.get(channel_id)
@@ -348,7 +350,9 @@ class ChannelClient(TimingKnobs):
 
     async def _respond_update(self, channel_id: ChannelID, update_id: bytes,
                               accept: bool) -> Channel:
-        refused = self.updates_refused(channel_id) if accept else None
+        staged = self.channels[channel_id].staged if channel_id in self.channels else None
+        refused = self.updates_refused(
+            channel_id, staged is not None and staged.state.is_final) if accept else None
         if refused is not None:
             raise refused
         self._questions.take_update(channel_id, update_id)
@@ -378,7 +382,7 @@ class ChannelClient(TimingKnobs):
 
     def _close_refusal(self, channel_id: ChannelID) -> None:
         self._virtual.close_refusal(channel_id)
-        refused = self.updates_refused(channel_id)
+        refused = self.updates_refused(channel_id, True)  # a close
         if refused is not None:
             raise refused
 

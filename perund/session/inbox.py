@@ -32,6 +32,7 @@ from perund.channel.phases import TERMINAL
 from perund.channel.proposal import Deployment, receive_proposal
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
+from perund.disk_guard import LOW as DISK_LOW
 from perund.errors import PerundError
 from perund.session.memos import Memos
 from perund.session.ports import PeerLinks, undelivered
@@ -74,7 +75,8 @@ class Inbox:
                  apply: Callable[[ChannelID, Change], None],
                  execute: Callable[[Sequence[ev.Event]], None], memos: Memos,
                  virtual: Virtuals, intermediary: Intermediary,
-                 refused: Callable[[ChannelID], PerundError | None] = lambda _: None) -> None:
+                 refused: Callable[[ChannelID, bool], PerundError | None] = lambda _, __: None
+                 ) -> None:
         self._signer = signer
         self._deployment = deployment
         self._links = links
@@ -110,13 +112,14 @@ class Inbox:
         if isinstance(msg, Update | VirtualLock | VirtualFold):
             held = self._channels.get(msg.state.channel_id)
             refused = None if held is None or held.peer != peer \
-                else self._refused(msg.state.channel_id)
+                else self._refused(msg.state.channel_id, msg.state.is_final)
             if refused is not None:
                 # Nothing of it reaches the core: its payee would hear of money the chain does
-                # not hold.
+                # not hold, or its store would need a disk that is nearly full.
+                reason = refused.message if refused.message == DISK_LOW \
+                    else "the chain no longer holds this channel's deposits"
                 self._links.send(peer, UpdateReject(
-                    msg.state.channel_id, msg.state.version,
-                    "the chain no longer holds this channel's deposits")).addErrback(undelivered)
+                    msg.state.channel_id, msg.state.version, reason)).addErrback(undelivered)
                 return
         match msg:
             case Update(state=state, signature=signature, memo=memo):
