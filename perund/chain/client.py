@@ -480,9 +480,14 @@ class ChainClient:
         logs = get("logs")
         if not isinstance(logs, list):
             raise jsonrpc.malformed(self.url, method, "the receipt's logs are not a list")
+        answered = self._data(get("transactionHash"), method, "the transaction hash", 32)
+        if answered != tx_hash:
+            # Another transaction's receipt (a mixed-up cache or proxy): its events would be
+            # taken for our payouts.
+            raise jsonrpc.malformed(self.url, method, "the receipt of another transaction")
         contract = receipt.get("contractAddress")
         return RawReceipt(
-            tx_hash=self._data(get("transactionHash"), method, "the transaction hash", 32),
+            tx_hash=answered,
             block_number=self._quantity(get("blockNumber"), method, "the block number"),
             status=self._quantity(get("status"), method, "the status"),
             gas_used=self._quantity(get("gasUsed"), method, "the gas used"),

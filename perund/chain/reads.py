@@ -3,9 +3,12 @@ blocks, fees, and its events after a cursor (each a Deferred, the call made in t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+from twisted.logger import Logger
 
 from perund.chain import tokens
 from perund.chain.abi import params_value, state_value
@@ -13,7 +16,14 @@ from perund.chain.client import NO_CODE, BlockId
 from perund.chain.connection import ChainConnection, deferred_api
 from perund.chain.results import ChainEvent, ChannelStatus, Phase
 from perund.channel.types import ETH, Address, ChannelID, Params, State
-from perund.errors import InvalidContracts
+from perund.errors import ChainRpcError, InvalidContracts
+
+log = Logger(namespace="perund.chain")
+
+_RANGE_REFUSED: Final = re.compile(
+    r"range|more than [0-9,]+ (results|logs|blocks)|too many|response size|too large", re.I)
+"""How nodes word their refusal of an eth_getLogs over too many blocks or results (Infura's
+"query returned more than 10000 results", Alchemy's "block range", ...)."""
 
 TOKEN_FUNDING_GAS = 150_000
 """What one token adds to funding, at most: its approve transaction (~46k gas, a second one
@@ -178,7 +188,18 @@ class ChainReads(ChainConnection):
         start = max(from_block, 0)
         while start <= to_block:
             end = min(to_block, start + self.max_log_range - 1)
-            logs = await self._run(client.logs_blocking, adjudicator, start, end, topics)
+            try:
+                logs = await self._run(client.logs_blocking, adjudicator, start, end, topics)
+            except ChainRpcError as exc:
+                if end == start or not _RANGE_REFUSED.search(exc.rpc_message):
+                    raise
+                # The node takes fewer blocks (or results) a request than we asked for: ask
+                # for half from now on, or a watcher would fail the same way every poll.
+                self.max_log_range = max(1, (end - start + 1) // 2)
+                log.warn("the chain refused eth_getLogs over {blocks} blocks ({why}); asking "
+                         "for {fewer} at a time from now on", blocks=end - start + 1,
+                         why=exc.rpc_message[:120], fewer=self.max_log_range)
+                continue
             found.extend(client.decode_events(adjudicator, logs))
             start = end + 1
         found.sort(key=lambda event: event.position)

@@ -81,6 +81,43 @@ async def test_long_ranges_are_split_without_losing_events(chain, new_channel) -
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_node_refusing_wide_log_ranges_is_asked_for_narrower_ones(
+        chain, new_channel, monkeypatch) -> None:
+    """A node that takes at most 2 blocks an eth_getLogs (a public node's cap, narrower than
+    `max_log_range`) failed the watcher every poll, for good (the chain review). The range
+    is halved until the node takes it, and stays so."""
+    from perund.errors import ChainRpcError
+
+    backend = chain.backend
+    ch = new_channel()
+    cursor = await backend.block_number()
+    for index in (0, 1, 0):
+        await backend.deposit(ch.accounts[index], ch.id, index, ETH, ETHER)
+    head = await backend.block_number()
+    whole = await backend.events(cursor + 1, head, [ch.id])
+    client = backend.client
+    real = client.logs_blocking
+
+    def capped(address, start, end, topics):  # type: ignore[no-untyped-def]
+        if end - start + 1 > 2:
+            raise ChainRpcError("eth_getLogs", -32005, "query exceeds max block range 2")
+        return real(address, start, end, topics)
+
+    monkeypatch.setattr(client, "logs_blocking", capped)
+    backend.max_log_range = 5_000
+    assert await backend.events(cursor + 1, head, [ch.id]) == whole
+    assert backend.max_log_range <= 2
+    monkeypatch.setattr(client, "logs_blocking", lambda *_: (_ for _ in ()).throw(
+        ChainRpcError("eth_getLogs", -32000, "header not found")))
+    try:
+        await backend.events(cursor + 1, head, [ch.id])
+    except ChainRpcError as exc:  # any other error is no reason to narrow
+        assert "header not found" in str(exc)
+    else:
+        raise AssertionError("the error was swallowed")
+
+
+@pytest_twisted.ensureDeferred
 async def test_registered_event_decodes_its_arguments(chain, new_channel) -> None:
     backend = chain.backend
     ch = new_channel()

@@ -217,6 +217,9 @@ def test_good_replies_decode() -> None:
                                        logs=[{"address": "0x11"}])),
     ("eth_getTransactionReceipt", dict(GOOD["eth_getTransactionReceipt"],
                                        contractAddress="0x1234")),
+    # Another transaction's receipt: its events would be taken for ours.
+    ("eth_getTransactionReceipt", dict(GOOD["eth_getTransactionReceipt"],
+                                       transactionHash="0x" + "cd" * 32)),
 ])
 def test_malformed_replies_are_protocol_errors(method: str, reply: Any) -> None:
     with _client_answering(dict(GOOD, **{method: reply})) as node:
