@@ -29,7 +29,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from perund.chain.backend import ChainBackend
@@ -356,6 +356,9 @@ class ChainWatcher:
         """Per disputed channel: the registered version `ChallengeExpired` was fed for, when."""
         self.polls = 0
         """Completed polls (for tests and metrics)."""
+        self._rewind_said = -FAILURE_REPEAT
+        self._rewinds_unsaid = 0
+        """Rewinds since the last one logged as an error (the rest go to debug)."""
         self._seen: dict[tuple[int, int, bytes], int] = {}
         """The events handed on, by position, with their block: what a recheck need not."""
         self._behind: int | None = None
@@ -554,18 +557,28 @@ class ChainWatcher:
         (the core ignores what it has seen; what it missed, it gets now)."""
         start = max(0, (cursor if head is None else min(cursor, head)) - self.reorg_rewind)
         self.reorgs += 1
-        if head is None:
-            log.error("watcher: block {block} is not the block it was when its events were "
-                      "handled: a reorganisation deeper than the {confirmations} "
-                      "confirmations (chain.confirmations). Reading the events again from "
-                      "block {start}.", block=cursor, confirmations=self.confirmations,
-                      start=start)
+        # Once a minute at most: a node whose block hashes flap would write a line a poll.
+        now = self._reactor.seconds()
+        level, also = LogLevel.error, ""
+        if now - self._rewind_said < FAILURE_REPEAT:
+            level = LogLevel.debug
+            self._rewinds_unsaid += 1
         else:
-            log.error("watcher: the chain's newest block {head} is below block {block}, "
-                      "whose events were handled: it lost its newest blocks (a dev chain "
-                      "restarted from an older state save) or a reorganisation shortened it. "
-                      "Reading the events again from block {start}.",
-                      head=head, block=cursor, start=start)
+            if self._rewinds_unsaid:
+                also = f" ({self._rewinds_unsaid} more since the last such line)"
+            self._rewind_said, self._rewinds_unsaid = now, 0
+        if head is None:
+            log.emit(level, "watcher: block {block} is not the block it was when its events "
+                     "were handled: a reorganisation deeper than the {confirmations} "
+                     "confirmations (chain.confirmations). Reading the events again from "
+                     "block {start}.{also}", block=cursor, confirmations=self.confirmations,
+                     start=start, also=also)
+        else:
+            log.emit(level, "watcher: the chain's newest block {head} is below block {block}, "
+                     "whose events were handled: it lost its newest blocks (a dev chain "
+                     "restarted from an older state save) or a reorganisation shortened it. "
+                     "Reading the events again from block {start}.{also}",
+                     head=head, block=cursor, start=start, also=also)
         self.cursor, self.cursor_hash = start, None
         self._rewind_check_due = True
         self.chain.forget()

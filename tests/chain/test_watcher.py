@@ -570,3 +570,26 @@ async def test_a_registration_the_chains_first_answer_left_out_is_found_again(
     assert len(watched.fed) == 1
     await w.stop()
     store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rewinds_are_logged_as_errors_once_a_minute(chain: Chain, new_channel,
+                                                           tmp_path: Path) -> None:
+    """A node whose block hashes flap made the watcher rewind, and write an error line, at
+    every poll (the chain review): the rest of a minute's rewinds go to debug."""
+    ch = new_channel()
+    store = SessionStore(tmp_path / "db", reactor)
+    clock = Clock()
+    watched = Watched(store, [open_channel(ch, 1, (0, 0))])
+    w = ChainWatcher(clock, chain.backend, store, watched, poll_interval=3600)
+    w.cursor = 10
+    with capturedLogs() as logs:
+        for _ in range(3):
+            w._rewind(10)
+        clock.advance(61)
+        w._rewind(10)
+    rewinds = [e for e in logs if "is not the block it was" in e["log_format"]]
+    assert [e["log_level"] for e in rewinds] == [
+        LogLevel.error, LogLevel.debug, LogLevel.debug, LogLevel.error]
+    assert "(2 more since the last such line)" in formatEvent(rewinds[-1])
+    store.close()
