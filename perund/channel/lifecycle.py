@@ -63,10 +63,19 @@ def _funded(channel: Channel, change: Funded) -> Result:
 
 
 def _funding_expired(channel: Channel, change: FundingExpired) -> Result:
-    """The peer did not fund in time: register version 0 so everyone gets their deposit back."""
+    """The peer did not fund in time: register version 0 so everyone gets their deposit back.
+    A ledger channel in which we were to deposit nothing is closed at once instead: nothing of
+    ours is on-chain to get back, and the registration and conclusion would only cost our gas,
+    as often as a peer that never deposits cared to propose (the resource review). The peer
+    gets its deposit back itself."""
     if channel.phase is not Phase.FUNDING:
         return channel, NOTHING
     channel, dropped = drop_staged(channel, UpdateFailure.SETTLING, "the channel was not funded")
+    if type(channel.params) is Params and not any(
+            row[channel.index] for row in current_of(channel).state.balances):
+        closed = channel.evolve(phase=advance(channel.phase, Phase.CLOSED), unfunded=True)
+        return closed, (Persist(closed), *dropped, FundingFailed(channel.channel_id),
+                        Closed(channel.channel_id, 0, ()))
     new = channel.evolve(phase=advance(channel.phase, Phase.CLOSING), unfunded=True)
     return new, (Persist(new), *dropped, FundingFailed(channel.channel_id), register_latest(new))
 

@@ -384,6 +384,19 @@ def test_funding_deadline_registers_version_zero() -> None:
     assert transition(closing, FundingExpired()) == (closing, ())
 
 
+def test_funding_deadline_with_nothing_of_ours_to_deposit_closes_without_a_transaction() -> None:
+    """bob was to deposit nothing (alice funds the channel alone) and alice never deposited:
+    nothing of bob's is on-chain, so he registers nothing (a registration and a conclusion
+    would cost his gas, as often as a proposer that never deposits likes). alice, who was
+    to deposit, still registers version 0 to get back whatever she put in."""
+    alice, bob = make_pair(make_request(balances=((10 * ETHER, 0),)), funded=False)
+    closed, events = transition(bob, FundingExpired())
+    assert closed.phase is Phase.CLOSED and closed.unfunded
+    assert events == (Persist(closed), FundingFailed(bob.channel_id), Closed(bob.channel_id, 0, ()))
+    closing, events = transition(alice, FundingExpired())
+    assert closing.phase is Phase.CLOSING and isinstance(events[-1], Register)
+
+
 def test_deployment_minimum_is_respected_exactly() -> None:
     strict = Deployment(
         chain_id=1337, adjudicator=DEPLOYMENT.adjudicator, min_challenge_duration=3600
