@@ -66,15 +66,21 @@ async def test_confirmations_hold_back_the_newest_blocks(chain, new_channel) -> 
     assert released.cursor == receipt.block_number
 
 
-@pytest_twisted.ensureDeferred
-async def test_long_ranges_are_split_without_losing_events(chain, new_channel) -> None:
+async def _three_deposits(chain, new_channel):  # type: ignore[no-untyped-def]
+    """A channel with three deposits in three blocks: the backend, the channel, the blocks
+    before and after them, and their events read in one request."""
     backend = chain.backend
     ch = new_channel()
     cursor = await backend.block_number()
     for index in (0, 1, 0):
         await backend.deposit(ch.accounts[index], ch.id, index, ETH, ETHER)
     head = await backend.block_number()
-    whole = await backend.events(cursor + 1, head, [ch.id])
+    return backend, ch, cursor, head, await backend.events(cursor + 1, head, [ch.id])
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_ranges_are_split_without_losing_events(chain, new_channel) -> None:
+    backend, ch, cursor, head, whole = await _three_deposits(chain, new_channel)
     backend.max_log_range = 1
     assert await backend.events(cursor + 1, head, [ch.id]) == whole
     assert [e.args["holding"] for e in whole] == [ETHER, ETHER, 2 * ETHER]
@@ -88,13 +94,7 @@ async def test_a_node_refusing_wide_log_ranges_is_asked_for_narrower_ones(
     is halved until the node takes it, and stays so."""
     from perund.errors import ChainRpcError
 
-    backend = chain.backend
-    ch = new_channel()
-    cursor = await backend.block_number()
-    for index in (0, 1, 0):
-        await backend.deposit(ch.accounts[index], ch.id, index, ETH, ETHER)
-    head = await backend.block_number()
-    whole = await backend.events(cursor + 1, head, [ch.id])
+    backend, ch, cursor, head, whole = await _three_deposits(chain, new_channel)
     client = backend.client
     real = client.logs_blocking
 
