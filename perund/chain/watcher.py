@@ -361,6 +361,9 @@ class ChainWatcher:
         """Rewinds since the last one logged as an error (the rest go to debug)."""
         self._seen: dict[tuple[int, int, bytes], int] = {}
         """The events handed on, by position, with their block: what a recheck need not."""
+        self._recheck_floor = 0
+        """The cursor at start: the events up to it were handled before (a recheck takes
+        only the later ones)."""
         self._behind: int | None = None
         self._failing_since: float | None = None
         """When polls began to fail (None: the last one worked)."""
@@ -388,6 +391,7 @@ class ChainWatcher:
             flushed = self.store.flush()
             if flushed is not None:
                 await flushed
+        self._recheck_floor = self.cursor
         self._running = True
         await self._poll_logged()
         if self._running:
@@ -507,7 +511,9 @@ class ChainWatcher:
     async def _recheck(self, cursor: int) -> None:
         """Read the last `RECHECK_BLOCKS` blocks' events again and handle those the first
         reads left out."""
-        first = max(0, cursor - RECHECK_BLOCKS + 1)
+        first = max(self._recheck_floor + 1, cursor - RECHECK_BLOCKS + 1)
+        if first > cursor:
+            return
         read_again = getattr(self.chain, "events_again", self.chain.events)
         events = await read_again(first, cursor)
         missed = [e for e in events if _seen_key(e) not in self._seen]

@@ -593,3 +593,27 @@ async def test_rewinds_are_logged_as_errors_once_a_minute(chain: Chain, new_chan
         LogLevel.error, LogLevel.debug, LogLevel.debug, LogLevel.error]
     assert "(2 more since the last such line)" in formatEvent(rewinds[-1])
     store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_restarted_watchers_recheck_leaves_what_came_before_its_cursor(
+        chain: Chain, new_channel, tmp_path: Path, logs: list[dict[str, object]]) -> None:
+    """Events up to the cursor a watcher starts from were handled by the run before: its
+    rechecks do not hand them on again (nor call them left out)."""
+    from perund.chain import watcher as watcher_module
+
+    ch = new_channel()
+    await funded(chain, ch, (ETHER, ETHER))
+    old = ch.state(1, (ETHER + 1, ETHER - 1))
+    await chain.backend.register(ch.accounts[1], ch.params, old, ch.sign(old))
+    store = SessionStore(tmp_path / "db", reactor)
+    store.set_block_cursor(await chain.backend.block_number())  # handled before the restart
+    watched = Watched(store, [open_channel(ch, 3, (ETHER, ETHER))])
+    w = watcher_on(SharedChainView(reactor, chain.backend, max_age=0), store, watched)
+    await w.start()
+    while w.polls < watcher_module.RECHECK_POLLS:
+        await w.poll()
+    assert watched.fed == []
+    assert not any("left out" in formatEvent(e) for e in logs)
+    await w.stop()
+    store.close()
