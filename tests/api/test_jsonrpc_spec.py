@@ -319,7 +319,7 @@ def test_fresh_credentials_of_one_session_share_its_log_lines() -> None:
     globalLogPublisher.addObserver(seen.append)
     try:
         for i in range(10):
-            minted = Credential(f"{i:032x}", Scope.READ, session_id="ab" * 16)
+            minted = Credential(f"{i:08x}" + "0" * 24, Scope.READ, session_id="ab" * 16)
             now(rpc.dispatch([{"jsonrpc": "2.0", "method": "missing", "id": n}
                               for n in range(100)], CallContext("http", credential=minted)))
         dispatch(rpc, {"jsonrpc": "2.0", "method": "missing", "id": 1})  # the operator's own
