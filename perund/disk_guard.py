@@ -4,8 +4,9 @@ takes no payment, so that nothing fills the disk its channels' states need (docs
 A payment costs its sender a wei and its payee's store a history record: a peer or a user
 sending 1-wei payments by the thousand fills a disk at 0.4 to 0.8 MB/s, and every store on it then
 fails (docs/storage.md, "Durability"): every session there signs nothing more. Below the floor
-a session refuses every update but a final one, ours and the peer's, with a clear error, and
-says so once (critical); a close still goes through, and disputes are answered. Above it
+a session refuses every update but one that winds a channel down (a close, a virtual channel's
+fold), ours and the peer's, with a clear error, and says so once (critical); disputes are
+answered. Above it
 again, it takes payments as before.
 """
 
@@ -68,9 +69,10 @@ class DiskGuard:
         for session_id, folder in list(self._folders.items()):
             self._look(session_id, folder)
 
-    def refusal(self, session_id: str, is_final: bool) -> FailedPrecondition | None:
-        """Why the session takes no update now (a final one always passes), or None."""
-        if is_final or session_id not in self.low:
+    def refusal(self, session_id: str, winding_down: bool) -> FailedPrecondition | None:
+        """Why the session takes no update now, or None; one that winds a channel down (a
+        close, a fold) always passes."""
+        if winding_down or session_id not in self.low:
             return None
         return FailedPrecondition(LOW, session=session_id)
 

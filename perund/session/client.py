@@ -178,9 +178,10 @@ class ChannelClient(TimingKnobs):
                                 answer_virtual=self._virtual.answer)
         self.updates_refused: Callable[[ChannelID, bool], PerundError | None] = \
             lambda _, __: None
-        """Why a channel takes no update now, final (a close) or not (the session holds
-        channels whose deposits the chain lost: `perund.session.missing_deposits`; its disk is
-        nearly full: `perund.disk_guard`), or None."""
+        """Why a channel takes no update now, given whether the update winds it down (a close,
+        a virtual channel's fold), or None: the session holds channels whose deposits the
+        chain lost (`perund.session.missing_deposits`), or its disk is nearly full
+        (`perund.disk_guard`)."""
         self.inbox = Inbox(signer=signer, deployment=deployment, links=peers,
                            channels=self.channels, by_peer=self._by_peer,
                            questions=self._questions, is_contact=self._is_contact,

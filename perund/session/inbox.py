@@ -112,7 +112,9 @@ class Inbox:
         if isinstance(msg, Update | VirtualLock | VirtualFold):
             held = self._channels.get(msg.state.channel_id)
             refused = None if held is None or held.peer != peer \
-                else self._refused(msg.state.channel_id, msg.state.is_final)
+                else self._refused(msg.state.channel_id,
+                                   # A fold winds a virtual channel down, as a close does.
+                                   msg.state.is_final or isinstance(msg, VirtualFold))
             if refused is not None:
                 # Nothing of it reaches the core: its payee would hear of money the chain does
                 # not hold, or its store would need a disk that is nearly full.

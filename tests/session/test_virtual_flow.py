@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -326,3 +327,33 @@ async def test_a_close_that_waited_behind_a_lock_is_refused_not_disputed(hub: Hu
     assert hub.alice.client.channels[hub.la].phase is Phase.OPEN
     assert [len(u.client.settler.receipts) for u in (hub.alice, hub.ingrid, hub.carol)] \
         == sent  # type: ignore[attr-defined]  # no transaction
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_intermediary_with_a_full_disk_refuses_locks_and_still_takes_folds(
+        hub: Hub) -> None:
+    """ingrid's disk is under `limits.min_free_disk`: no new virtual channel is funded through
+    her (a lock moves money), but the one open closes, since its folds wind it down."""
+    from perund.disk_guard import DiskGuard
+
+    vid = await open_virtual(hub)
+    guard = DiskGuard(reactor, 2**20, free=lambda _: 0)
+    guard.watch("ingrid", Path("/srv/perund/ingrid"))
+    hub.ingrid.client.updates_refused = lambda _, down: guard.refusal("ingrid", down)
+    try:
+        request = VirtualOpenRequest(hub.carol.client.address, hub.ingrid.client.address,
+                                     (ETH,), ((ETHER, 0),), 60)
+        opening = hub.alice.client.open_channel(request)
+        notice = await hub.carol.proposal()
+        assert isinstance(notice, ProposalNotice)
+        accepting = hub.carol.client.respond_proposal(notice.proposal.proposal_id, True)
+        for side in (opening, accepting):
+            with pytest.raises(PerundError, match="disk is nearly full"):
+                await side
+        closing = hub.alice.client.close(vid)
+        question = await hub.carol.update_question()
+        await hub.carol.client.respond_update(vid, question.update_id, True)  # type: ignore[attr-defined]
+        assert (await closing.addTimeout(20, reactor)).phase is Phase.CLOSED
+        assert not hub.alice.client.channels[hub.la].latest.locked
+    finally:
+        guard.stop()
