@@ -108,12 +108,12 @@ class NodeService(MultiService):
         self._opening: dict[str, list[Deferred[None]]] = {}
         """Session files being opened, and who waits for that to end."""
         self._remembered: dict[str, RememberedSession] = {}
-        self._reopener = Reopener(reactor, self._open_session)
-        self.disk_guard = DiskGuard(reactor, config.limits.min_free_disk)
-        """Free space on the sessions' store disks (`limits.min_free_disk`)."""
-        """Sessions whose reopening at start met a passing chain error, tried again."""
         """Sessions users opened and did not close, by resolved config path: open ones and
         those that could not be opened again at start (kept, to be tried at the next)."""
+        self._reopener = Reopener(reactor, self._open_session)
+        """Sessions whose reopening at start met a passing chain error, tried again."""
+        self.disk_guard = DiskGuard(reactor, config.limits.min_free_disk)
+        """Free space on the sessions' store disks (`limits.min_free_disk`)."""
         self.credentials: CredentialRegistry | None = None
         """The API's credentials (the operator's token and the sessions'), once listening."""
         self._prepared: dict[str, Deferred[SessionParts]] = {}
@@ -590,8 +590,9 @@ class NodeService(MultiService):
         """Refuse the session's payments while its store's disk is nearly full."""
         session_id, refused = session.id, session.client.updates_refused
         self.disk_guard.watch(session_id, session.config.database)
-        session.client.updates_refused = lambda channel_id, final: (
-            refused(channel_id, final) or self.disk_guard.refusal(session_id, final))
+        session.client.updates_refused = lambda channel_id, winding_down: (
+            refused(channel_id, winding_down)
+            or self.disk_guard.refusal(session_id, winding_down))
 
     def _check_devchain(self, devchain: EmbeddedChain) -> None:
         """Say it once, and loudly, when the embedded chain has ended under the node."""

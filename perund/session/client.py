@@ -187,7 +187,7 @@ class ChannelClient(TimingKnobs):
                            questions=self._questions, is_contact=self._is_contact,
                            apply=self._apply, execute=self._execute, memos=self._memos,
                            virtual=self._virtual, intermediary=self.intermediary,
-                           refused=lambda cid, final: self.updates_refused(cid, final))
+                           refused=lambda cid, down: self.updates_refused(cid, down))
         """The owner of the peer links: what the peers send comes in there."""
         self._outbox = Outbox(links=peers, timing=self.timing, channels=self.channels,
                               route=self.inbox.message_received, apply=self._apply,
