@@ -25,10 +25,10 @@ from twisted.python.failure import Failure
 from perund.api.amounts import Currencies
 from perund.api.credentials import CredentialRegistry
 from perund.chain.backend import ChainBackend
+from perund.chain.chain_view import SharedChainView
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID
 from perund.chain.embedded import EmbeddedChain
 from perund.chain.urls import shown_url
-from perund.chain.watcher import SharedChainView
 from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.channel.records import Channel

@@ -24,8 +24,9 @@ from twisted.logger import Logger
 from perund.api.amounts import Currencies
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
+from perund.chain.chain_view import ChainView
 from perund.chain.urls import shown_url
-from perund.chain.watcher import ChainView, ChainWatcher
+from perund.chain.watcher import ChainWatcher
 from perund.channel.changes import ConclusionLost
 from perund.channel.fees import FeeSchedule
 from perund.channel.phases import TERMINAL

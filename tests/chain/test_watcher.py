@@ -23,8 +23,9 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from perund.chain.account import Account
 from perund.chain.anvil import Anvil, rpc_call
+from perund.chain.chain_view import SharedChainView
 from perund.chain.results import ChainEvent
-from perund.chain.watcher import ChainWatcher, SharedChainView
+from perund.chain.watcher import ChainWatcher
 from perund.channel.changes import ChallengeExpired, Change, Concluded, Registered
 from perund.channel.events import Conclude, Event, Register
 from perund.channel.machine import transition
