@@ -58,3 +58,27 @@ class WorkAllowance:
     def seconds_until(self, units: int) -> float:
         """How long until `units` are available."""
         return max(0.0, (min(units, self.burst) - self._units) / self.rate)
+
+
+class Allowances:
+    """A `WorkAllowance` per key (a party: a session, the operator), made at its first use.
+    Past `kept` keys the idle ones (allowance full) are forgotten, and all of them if none is
+    idle: forgetting one only gives it a fresh burst."""
+
+    def __init__(self, clock: Any, rate: float, burst: int, kept: int) -> None:
+        self._clock = clock
+        self.rate = rate
+        self.burst = burst
+        self.kept = kept
+        self._of: dict[str, WorkAllowance] = {}
+
+    def of(self, key: str) -> WorkAllowance:
+        """`key`'s allowance."""
+        allowance = self._of.get(key)
+        if allowance is None:
+            if len(self._of) >= self.kept:
+                self._of = {k: a for k, a in self._of.items() if a.available() < self.burst}
+                if len(self._of) >= self.kept:
+                    self._of.clear()
+            allowance = self._of[key] = WorkAllowance(self._clock, self.rate, self.burst)
+        return allowance

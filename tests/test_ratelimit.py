@@ -32,3 +32,17 @@ def test_the_callers_fields_are_formatted_even_one_named_count() -> None:
     _, warning, events = _warning()
     warning.warn("refused {times}: {count} connected, the last {peer}", count=7, peer="0xab")
     assert [formatEvent(e) for e in events] == ["refused 1: 7 connected, the last 0xab"]
+
+
+def test_allowances_per_party_forget_the_idle_ones_first() -> None:
+    from perund.ratelimit import Allowances
+
+    clock = Clock()
+    allowances = Allowances(clock, rate=1.0, burst=2, kept=2)
+    allowances.of("a").spend(2)
+    allowances.of("b")  # idle: full
+    assert allowances.of("a").available() == 0  # the same allowance again
+    allowances.of("c")  # past `kept`: b (idle) goes, a (spent) stays
+    assert allowances.of("a").available() == 0
+    allowances.of("b").spend(1)  # made afresh, full again before spending
+    assert allowances.of("b").available() == 1

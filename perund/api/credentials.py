@@ -82,6 +82,14 @@ class Credential:
 OPERATOR: Final = Credential(OPERATOR_ID, Scope.OPERATOR)
 
 
+def party_of(credential: Credential | None) -> str:
+    """Whose calls `credential` makes, for limits shared by every credential of one party: the
+    session's hex ID, `operator`, or `-` for no credential."""
+    if credential is None:
+        return "-"
+    return credential.session_id or "operator"
+
+
 def session_of(args: Mapping[str, Any]) -> str | None:
     """The session (lower-case hex, no 0x) a call's params name, if any."""
     named = args.get("sessionId")

@@ -31,13 +31,14 @@ from perund.api.credentials import (
     Scope,
     authorize_method,
     authorize_session,
+    party_of,
 )
 from perund.api.method_spec import CallContext, Method
 from perund.api.openrpc import params_schema
 from perund.api.schema import InvalidParams, Schema, check_schema, validate
 from perund.errors import FailedPrecondition, Internal, PerundError
 from perund.metrics import Metrics
-from perund.ratelimit import RateLimitedWarning, WorkAllowance
+from perund.ratelimit import Allowances, RateLimitedWarning
 
 log = Logger(namespace="perund.api")
 
@@ -254,9 +255,10 @@ class Dispatcher:
         self._in_flight: dict[tuple[str, bool], int] = {}
         """Calls in progress per party (session ID or "operator"), and whether read-only."""
         self._over_in_flight = RateLimitedWarning(clock, log)
-        self._log_allowance: dict[str, WorkAllowance] = {}
-        """Call lines each credential may still write (a flood of failing calls must not fill
-        the disk every session's store needs); the calls are counted in the metrics anyway."""
+        self._log_allowances = Allowances(clock, CALL_LINES_PER_SECOND, CALL_LINES_BURST,
+                                          LOG_ALLOWANCES_KEPT)
+        """Call lines each party may still write (a flood of failing calls must not fill the
+        disk every session's store needs); the calls are counted in the metrics anyway."""
         self._unlogged = RateLimitedWarning(clock, log)
 
     @property
@@ -361,7 +363,7 @@ class Dispatcher:
         """Count one call of `credential`'s party in progress for as long as it runs;
         FailedPrecondition when its party (or the party's read-only credentials, for one of
         those) has none left."""
-        party = credential.session_id or "operator"
+        party = party_of(credential)
         reading = credential.scope is Scope.READ
         keys = [(party, False), (party, True)] if reading else [(party, False)]
         limits = [self.max_in_flight, self.max_in_flight // 2]
@@ -419,15 +421,8 @@ class Dispatcher:
         if code is None and method in QUIET_METHODS and seconds < SLOW_CALL_SECONDS:
             return  # counted above; a line per payment or poll would be the log's bulk
         caller = _credential_name(context)
-        credential = context.credential if context is not None else None
-        party = "-" if credential is None else credential.session_id or "operator"
-        allowance = self._log_allowance.get(party)
-        if allowance is None:
-            if len(self._log_allowance) >= LOG_ALLOWANCES_KEPT:
-                self._log_allowance = {key: kept for key, kept in self._log_allowance.items()
-                                       if kept.available() < CALL_LINES_BURST}
-            allowance = self._log_allowance[party] = WorkAllowance(
-                self._clock, CALL_LINES_PER_SECOND, CALL_LINES_BURST)
+        allowance = self._log_allowances.of(
+            party_of(context.credential if context is not None else None))
         if allowance.available() < 1:
             self._unlogged.warn("api: {times} calls not logged, over {rate} lines a second for "
                                 "their session (the metrics count every call)",

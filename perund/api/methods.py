@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from perund.api.amounts import AmountError, Currencies
-from perund.api.credentials import Access, CredentialRegistry, Scope
+from perund.api.credentials import Access, CredentialRegistry, Scope, party_of
 from perund.api.facade import NodeFacade
 from perund.api.hub import PAYMENTS, PROPOSALS, TOPICS, UPDATES, Hubs
 from perund.api.method_spec import CallContext, Method, Param
@@ -56,7 +56,7 @@ from perund.errors import (
     Unauthorized,
     UserResponseTimedOut,
 )
-from perund.ratelimit import WorkAllowance
+from perund.ratelimit import Allowances
 
 MAX_PAYMENTS = 16
 """Payments one `channel_send` may carry (one state update)."""
@@ -229,7 +229,7 @@ DISCOVER_RATE: Final = 2.0
 """rpc.discover calls a second per party (a session's credentials, or the operator)."""
 DISCOVER_BURST: Final = 8
 MAX_DISCOVER_PARTIES: Final = 4096
-"""Parties whose rpc.discover allowance is kept (past it they start afresh)."""
+"""Parties whose rpc.discover allowance is kept (`Allowances`)."""
 
 
 def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
@@ -524,20 +524,14 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
     methods += token_methods(facade, credentials)
     methods += payment_methods(facade, currencies)
     discover_cache: list[dict[str, Any]] = []
-    discover_allowance: dict[str, WorkAllowance] = {}
+    discover_allowances = Allowances(hubs.clock, DISCOVER_RATE, DISCOVER_BURST,
+                                     MAX_DISCOVER_PARTIES)
 
     async def discover(args: dict[str, Any], ctx: CallContext) -> Any:
         # The document is some 60 KB to encode for a call of a few bytes: a batch of them is
         # a quarter second of the reactor. It never changes while the node runs, so a few a
         # second per party are all anyone needs.
-        credential = ctx.credential
-        party = "-" if credential is None else credential.session_id or "operator"
-        allowance = discover_allowance.get(party)
-        if allowance is None:
-            if len(discover_allowance) >= MAX_DISCOVER_PARTIES:
-                discover_allowance.clear()
-            allowance = discover_allowance[party] = WorkAllowance(
-                hubs.clock, DISCOVER_RATE, DISCOVER_BURST)
+        allowance = discover_allowances.of(party_of(ctx.credential))
         if allowance.available() < 1:
             raise FailedPrecondition(
                 f"rpc.discover is answered {DISCOVER_RATE:g} times a second per session: the "
