@@ -588,11 +588,10 @@ class NodeService(MultiService):
 
     def _guard_disk(self, session: Session) -> None:
         """Refuse the session's payments while its store's disk is nearly full."""
-        session_id, refused = session.id, session.client.updates_refused
+        session_id = session.id
         self.disk_guard.watch(session_id, session.config.database)
-        session.client.updates_refused = lambda channel_id, winding_down: (
-            refused(channel_id, winding_down)
-            or self.disk_guard.refusal(session_id, winding_down))
+        session.client.refusals.append(
+            lambda _, winding_down: self.disk_guard.refusal(session_id, winding_down))
 
     def _check_devchain(self, devchain: EmbeddedChain) -> None:
         """Say it once, and loudly, when the embedded chain has ended under the node."""

@@ -176,18 +176,17 @@ class ChannelClient(TimingKnobs):
                                 timing=self.timing, questions=self._questions,
                                 start=self._start, execute=self._execute,
                                 answer_virtual=self._virtual.answer)
-        self.updates_refused: Callable[[ChannelID, bool], PerundError | None] = \
-            lambda _, __: None
-        """Why a channel takes no update now, given whether the update winds it down (a close,
-        a virtual channel's fold), or None: the session holds channels whose deposits the
-        chain lost (`perund.session.missing_deposits`), or its disk is nearly full
+        self.refusals: list[Callable[[ChannelID, bool], PerundError | None]] = []
+        """What may keep a channel from taking an update now, each asked with whether the
+        update winds the channel down (a close, a virtual channel's fold): the channels whose
+        deposits the chain lost (`perund.session.missing_deposits`), a nearly full disk
         (`perund.disk_guard`)."""
         self.inbox = Inbox(signer=signer, deployment=deployment, links=peers,
                            channels=self.channels, by_peer=self._by_peer,
                            questions=self._questions, is_contact=self._is_contact,
                            apply=self._apply, execute=self._execute, memos=self._memos,
                            virtual=self._virtual, intermediary=self.intermediary,
-                           refused=lambda cid, down: self.updates_refused(cid, down))
+                           refused=self.updates_refused)
         """The owner of the peer links: what the peers send comes in there."""
         self._outbox = Outbox(links=peers, timing=self.timing, channels=self.channels,
                               route=self.inbox.message_received, apply=self._apply,
@@ -380,6 +379,14 @@ class ChannelClient(TimingKnobs):
     def force_close(self, channel_id: ChannelID) -> Deferred[Channel]:
         """Settle on-chain without the peer; fires once closed."""
         return Deferred.fromCoroutine(self._closing.force_close(channel_id))
+
+    def updates_refused(self, channel_id: ChannelID, winding_down: bool) -> PerundError | None:
+        """Why `channel_id` takes no update now (the first of `refusals` to say), or None."""
+        for refusal in self.refusals:
+            refused = refusal(channel_id, winding_down)
+            if refused is not None:
+                return refused
+        return None
 
     def _close_refusal(self, channel_id: ChannelID) -> None:
         self._virtual.close_refusal(channel_id)

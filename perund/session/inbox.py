@@ -32,11 +32,11 @@ from perund.channel.phases import TERMINAL
 from perund.channel.proposal import Deployment, receive_proposal
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
-from perund.disk_guard import LOW as DISK_LOW
 from perund.errors import PerundError
 from perund.session.memos import Memos
 from perund.session.ports import PeerLinks, undelivered
 from perund.session.questions import Questions
+from perund.wire.codec import MAX_REASON_LENGTH
 from perund.wire.messages import (
     FeeQuery,
     Message,
@@ -118,10 +118,9 @@ class Inbox:
             if refused is not None:
                 # Nothing of it reaches the core: its payee would hear of money the chain does
                 # not hold, or its store would need a disk that is nearly full.
-                reason = refused.message if refused.message == DISK_LOW \
-                    else "the chain no longer holds this channel's deposits"
                 self._links.send(peer, UpdateReject(
-                    msg.state.channel_id, msg.state.version, reason)).addErrback(undelivered)
+                    msg.state.channel_id, msg.state.version,
+                    refused.message[:MAX_REASON_LENGTH])).addErrback(undelivered)
                 return
         match msg:
             case Update(state=state, signature=signature, memo=memo):

@@ -289,7 +289,7 @@ class Session:
         )
         missing = MissingDeposits(reactor, chain, lambda: client.channels.values(),
                                   session_id=session_id, label=asset_label)
-        client.updates_refused = lambda channel_id, _final: missing.refusal(channel_id)
+        client.refusals.append(lambda channel_id, _winding_down: missing.refusal(channel_id))
 
         def deposit_seen(channel_id: ChannelID) -> None:
             settlement.deposit_seen(channel_id)

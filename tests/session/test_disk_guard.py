@@ -51,7 +51,7 @@ def test_a_full_disk_refuses_payments_both_ways_and_lets_the_channel_close() -> 
     free = {"value": 0}
     guard = DiskGuard(clock, 2**20, free=lambda _: free["value"])
     guard.watch("alice", Path("/srv/perund/alice"))
-    alice.client.updates_refused = lambda _, final: guard.refusal("alice", final)
+    alice.client.refusals.append(lambda _, down: guard.refusal("alice", down))
     before = alice.client.channels[cid].current
 
     with pytest.raises(FailedPrecondition, match="disk is nearly full"):

@@ -339,7 +339,7 @@ async def test_an_intermediary_with_a_full_disk_refuses_locks_and_still_takes_fo
     vid = await open_virtual(hub)
     guard = DiskGuard(reactor, 2**20, free=lambda _: 0)
     guard.watch("ingrid", Path("/srv/perund/ingrid"))
-    hub.ingrid.client.updates_refused = lambda _, down: guard.refusal("ingrid", down)
+    hub.ingrid.client.refusals.append(lambda _, down: guard.refusal("ingrid", down))
     try:
         request = VirtualOpenRequest(hub.carol.client.address, hub.ingrid.client.address,
                                      (ETH,), ((ETHER, 0),), 60)
