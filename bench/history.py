@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from offchain import measure, run_pair  # bench/ is on sys.path when this file is run
+from offchain import Payee, measure, run_pair  # bench/ is on sys.path when this file is run
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -108,7 +108,8 @@ def listing(count: int) -> dict[str, Any]:
 async def recording(args: argparse.Namespace) -> dict[str, Any]:
     rates: dict[bool, list[float]] = {True: [], False: []}
 
-    async def sequential(client: ChannelClient, request: OpenRequest) -> dict[str, Any]:
+    async def sequential(client: ChannelClient, request: OpenRequest,
+                         payee: Payee) -> dict[str, Any]:
         channel = (await client.open_channel(request)).channel_id
         await measure(client, [channel], min(1.0, args.seconds / 5))
         result: dict[str, Any] = await measure(client, [channel], args.seconds)

@@ -89,7 +89,7 @@ async def measure(client: ChannelClient, request: OpenRequest, channels: int,
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="perund-bench-memory-") as directory:
-        return await run_pair(args, directory, lambda client, request: Deferred.fromCoroutine(
+        return await run_pair(args, directory, lambda client, request, _: Deferred.fromCoroutine(
             measure(client, request, args.channels, args.payments)))
 
 

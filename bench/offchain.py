@@ -9,7 +9,14 @@ over loopback TCP through the real PeerManager, codec and channel client. Prints
      "durable_concurrent_100": {...},
      "offered_R_per_s_100_channels": {...}, "durable_offered_R_per_s_100_channels": {...},
      "limits": {"before": {"no_fsync_per_s", "one_fsync_per_s", "fsync_us"}, "after": {...}},
-     "sequential_share_of_no_fsync_ceiling", "durable_share_of_no_fsync_ceiling"}
+     "sequential_share_of_no_fsync_ceiling", "durable_share_of_no_fsync_ceiling",
+     "durable_payee_fsync_ceiling_per_s", "durable_share_of_payee_fsync_ceiling"}
+
+"durable" also says how long bob's fsyncs took on average during it (`payee_fsync_mean_us`,
+from his store's own timing); `durable_payee_fsync_ceiling_per_s` is payment-limit's ceiling
+with that fsync on the path. payment-limit times its fsyncs back to back, and a disk may
+answer an fsync that follows a pause (here, each payment's round trip) much later: on the
+Firecracker VMs this was measured on, 50 µs back to back and 200–900 µs after 0.3 ms idle.
 
 `limits` are the ceilings the workplace's `payment-limit.py` prints (named by the environment's
 PERUND_PAYMENT_LIMIT), run before and after the measurements (issue #16 states its goal as a
@@ -126,25 +133,41 @@ async def serve(args: argparse.Namespace) -> None:
     client.observers.append(accept)
     port = await client.peers.listen()
     print(json.dumps({"address": signer.address.hex(), "port": port}), flush=True)
+
+    def fsync_times(_: bytes) -> None:
+        # A line on stdin asks for them (`Payee.fsyncs`): how the payment path's fsyncs went.
+        times = getattr(client.store, "fsync_times", None)
+        print(json.dumps({"count": times.count if times else 0,
+                          "total": times.total if times else 0.0}), flush=True)
+
     done: Deferred[None] = Deferred()
     # The paying process closes our stdin when it is finished.
-    cast(Any, reactor).addReader(_StdinClosed(done))
+    cast(Any, reactor).addReader(_StdinClosed(done, fsync_times))
     await done
 
 
 class _StdinClosed:
-    """Fires `done` when standard input reaches end of file."""
+    """Fires `done` when standard input reaches end of file; calls `answer` with each line
+    before it."""
 
-    def __init__(self, done: Deferred[None]) -> None:
+    def __init__(self, done: Deferred[None],
+                 answer: Callable[[bytes], None] = lambda line: None) -> None:
         self.done = done
+        self.answer = answer
+        self._partial = b""
 
     def fileno(self) -> int:
         return sys.stdin.fileno()
 
     def doRead(self) -> None:
-        if not os.read(sys.stdin.fileno(), 4096):
+        data = os.read(sys.stdin.fileno(), 4096)
+        if not data:
             cast(Any, reactor).removeReader(self)
             self.done.callback(None)
+            return
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self.answer(line)
 
     def connectionLost(self, reason: object) -> None:
         # epoll reports a closed pipe as a hang-up, not as a readable end of file.
@@ -246,8 +269,24 @@ async def offered(client: ChannelClient, channels: list[ChannelID], rate: float,
     return result
 
 
+class Payee:
+    """bob's process as alice's measurements see it."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self._process = process
+
+    def fsyncs(self) -> tuple[int, float]:
+        """How many commit fsyncs bob's store made so far, and their seconds in all."""
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write("fsyncs\n")
+        self._process.stdin.flush()
+        answer = json.loads(self._process.stdout.readline())
+        return answer["count"], answer["total"]
+
+
 async def run_pair(args: argparse.Namespace, durable: str,
-                   measurements: Callable[[ChannelClient, OpenRequest], Any]) -> dict[str, Any]:
+                   measurements: Callable[[ChannelClient, OpenRequest, Payee], Any]
+                   ) -> dict[str, Any]:
     """Start bob's process, build alice here, run `measurements`, stop bob."""
     command = [sys.executable, *os.environ.get("BENCH_BOB_PREFIX", "").split(), __file__,
                "--serve"]
@@ -265,7 +304,7 @@ async def run_pair(args: argparse.Namespace, durable: str,
         store = store_for(durable, "alice", not getattr(args, "no_history", False))
         client = make_client(signer, {bob_address: endpoint}.get, None, store)
         request = OpenRequest(bob_address, (ETH,), ((1000 * ETHER, 1000 * ETHER),), 3600)
-        results: dict[str, Any] = await measurements(client, request)
+        results: dict[str, Any] = await measurements(client, request, Payee(bob))
         await client.peers.stop()
         close = getattr(store, "close", None)
         if close is not None:
@@ -297,18 +336,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 client, channels, rate, seconds)
         return results
 
-    async def in_memory(client: ChannelClient, request: OpenRequest) -> dict[str, Any]:
+    async def in_memory(client: ChannelClient, request: OpenRequest,
+                        payee: Payee) -> dict[str, Any]:
         single = await client.open_channel(request)
         await measure(client, [single.channel_id], warm_up)
         results = {"sequential": await measure(client, [single.channel_id], seconds)}
         results.update(await many_channels(client, request, ""))
         return results
 
-    async def durable(client: ChannelClient, request: OpenRequest) -> dict[str, Any]:
+    async def durable(client: ChannelClient, request: OpenRequest,
+                      payee: Payee) -> dict[str, Any]:
         single = await client.open_channel(request)
         cid = single.channel_id
         await measure(client, [cid], warm_up)
+        fsyncs_before, fsync_seconds_before = payee.fsyncs()
         results = {"durable": await measure(client, [cid], seconds)}
+        fsyncs, fsync_seconds = payee.fsyncs()
+        if fsyncs > fsyncs_before:
+            # What the disk gave this run's payments: payment-limit.py times fsyncs back to
+            # back, and some disks (virtual ones) answer much later after a pause.
+            results["durable"]["payee_fsync_mean_us"] = round(
+                (fsync_seconds - fsync_seconds_before) / (fsyncs - fsyncs_before) * 1e6, 1)
         # Several callers on one channel: their payments wait for the update in flight and go
         # out together, sharing its round trip and its fsyncs.
         results[f"durable_{args.callers}_callers_one_channel"] = await measure(
@@ -382,6 +430,13 @@ def main() -> None:
                 if run in results:
                     results[f"{run}_share_of_no_fsync_ceiling"] = round(
                         results[run]["payments_per_s"] / ceiling, 3)
+            fsync_us = results.get("durable", {}).get("payee_fsync_mean_us")
+            if fsync_us is not None:
+                # payment-limit's "one fsync" ceiling with the fsync this run's payee saw.
+                with_fsync = 1 / (1 / ceiling + fsync_us / 1e6)
+                results["durable_payee_fsync_ceiling_per_s"] = round(with_fsync, 1)
+                results["durable_share_of_payee_fsync_ceiling"] = round(
+                    results["durable"]["payments_per_s"] / with_fsync, 3)
         print(json.dumps(results))
 
     task.react(lambda _: Deferred.fromCoroutine(run(args)).addCallback(report))

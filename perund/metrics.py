@@ -9,7 +9,8 @@ no caller can grow the number of series.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 Labels = tuple[tuple[str, str], ...]
@@ -61,6 +62,50 @@ GAUGES: dict[str, str] = {
                                 "the currency's unit, by direction (earned, paid) and currency",
 }
 
+HISTOGRAMS: dict[str, str] = {
+    "perund_store_fsync_seconds": "how long the sessions' store commits took to fsync (on the "
+                                  "payment path: the payee's fsync is part of every "
+                                  "payment's round trip)",
+}
+
+FSYNC_BOUNDS: tuple[float, ...] = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025,
+                                   0.05, 0.1, 0.25, 1.0)
+"""Bucket bounds of perund_store_fsync_seconds: an SSD's 50 µs to a failing disk's second."""
+
+
+class Histogram:
+    """Observed durations in buckets with fixed upper bounds (Prometheus' histogram: the
+    exposition's buckets are cumulative), with their count and sum. Adding is a bisect and
+    three additions, cheap enough for every fsync."""
+
+    def __init__(self, bounds: Sequence[float] = FSYNC_BOUNDS) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        """Observations per bucket (not cumulative); the last is above every bound."""
+        self.count = 0
+        self.total = 0.0
+        """The sum of every observation."""
+
+    def add(self, value: float) -> None:
+        """Count one observation."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.count += 1
+        self.total += value
+
+    def merge(self, other: Histogram) -> None:
+        """Add `other`'s observations (same bounds) to these."""
+        if other.bounds != self.bounds:
+            raise ValueError("histograms with different bounds")
+        for index, count in enumerate(other.counts):
+            self.counts[index] += count
+        self.count += other.count
+        self.total += other.total
+
+    @property
+    def mean(self) -> float:
+        """The mean observation (0 if none)."""
+        return self.total / self.count if self.count else 0.0
+
 
 class Metrics:
     """The node's counters; `render(gauges)` writes them and the gauges out."""
@@ -79,8 +124,10 @@ class Metrics:
         """A counter's value (0 if never incremented)."""
         return self._counters.get((name, tuple(sorted(labels.items()))), 0.0)
 
-    def render(self, gauges: Iterable[Sample] = ()) -> str:
-        """Every counter and the given gauge samples, in the Prometheus text format."""
+    def render(self, gauges: Iterable[Sample] = (),
+               histograms: Mapping[str, Histogram] | None = None) -> str:
+        """Every counter, the given gauge samples and histograms (names from HISTOGRAMS), in
+        the Prometheus text format."""
         by_name: dict[str, list[tuple[Labels, float]]] = {}
         for (name, labels), value in self._counters.items():
             by_name.setdefault(name, []).append((labels, value))
@@ -96,6 +143,17 @@ class Metrics:
                 lines.append(f"# TYPE {name} {kind}")
                 for labels, value in sorted(samples.get(name, [])):
                     lines.append(f"{name}{_labels(labels)} {_number(value)}")
+        for name, text in HISTOGRAMS.items():
+            lines.append(f"# HELP {name} {text}")
+            lines.append(f"# TYPE {name} histogram")
+            histogram = (histograms or {}).get(name) or Histogram()
+            cumulative = 0
+            for bound, count in zip((*histogram.bounds, None), histogram.counts):
+                cumulative += count
+                le = "+Inf" if bound is None else repr(bound)
+                lines.append(f'{name}_bucket{{le="{le}"}} {cumulative}')
+            lines.append(f"{name}_sum {_number(histogram.total)}")
+            lines.append(f"{name}_count {histogram.count}")
         return "\n".join(lines) + "\n"
 
 

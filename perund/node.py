@@ -45,7 +45,7 @@ from perund.errors import (
     ResourceNotFound,
 )
 from perund.locks import LockHeld, hold
-from perund.metrics import Metrics, Sample
+from perund.metrics import Histogram, Metrics, Sample
 from perund.node_assets import add_test_token, check_tokens, configured_currencies
 from perund.node_state import (
     SESSIONS_FILE,
@@ -100,6 +100,8 @@ class NodeService(MultiService):
         self.sessions: dict[str, Session] = {}
         self.metrics = Metrics()
         """The node's counters (`GET /metrics` shows them with the gauges of `metric_samples`)."""
+        self._closed_fsyncs = Histogram()
+        """The fsync times of the sessions closed since the start (the histogram only grows)."""
         self.currencies: Currencies = configured_currencies(config)
         """The currencies the node knows: ETH, the tokens of `chain.assets` and, on the
         embedded chain, its test token PRN (added once the chain runs)."""
@@ -558,8 +560,13 @@ class NodeService(MultiService):
         return samples
 
     def render_metrics(self) -> str:
-        """`GET /metrics`: counters and gauges in the Prometheus text format."""
-        return self.metrics.render(self.metric_samples())
+        """`GET /metrics`: counters, gauges and histograms in the Prometheus text format."""
+        fsyncs = Histogram()
+        fsyncs.merge(self._closed_fsyncs)
+        for session in self.sessions.values():
+            fsyncs.merge(session.store.fsync_times)
+        return self.metrics.render(self.metric_samples(),
+                                   {"perund_store_fsync_seconds": fsyncs})
 
     def session(self, session_id: str) -> Session:
         """The open session `session_id`; ResourceNotFound otherwise."""
@@ -581,8 +588,10 @@ class NodeService(MultiService):
         return left
 
     async def _close_session(self, session_id: str, force: bool) -> list[Channel]:
-        left = await self.session(session_id).close(force)
+        session = self.session(session_id)
+        left = await session.close(force)
         del self.sessions[session_id]
+        self._closed_fsyncs.merge(session.store.fsync_times)
         self.disk_guard.unwatch(session_id)
         return left
 

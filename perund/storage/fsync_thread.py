@@ -34,7 +34,7 @@ def fsync_thread(reactor: Any) -> SyncRunner:
     first fsync and stopped when the reactor shuts down. One thread is enough: a store has one
     fsync running at a time, and fsyncs of one disk do not go faster side by side."""
 
-    def run(work: Callable[[], None]) -> Deferred[None]:
+    def run(work: Callable[[], float]) -> Deferred[float]:
         pool = _pools.get(id(reactor))
         if pool is None:
             pool = _pools[id(reactor)] = _DaemonPool(minthreads=1, maxthreads=1,

@@ -25,6 +25,7 @@ Compaction moves them to the append-only archive (`perund/storage/archive.py`).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, cast
 
@@ -40,6 +41,7 @@ from perund.channel.records import Channel
 from perund.channel.types import ChannelID
 from perund.errors import StoreCorrupt, StoreError, StoreLocked
 from perund.locks import LockHeld, hold
+from perund.metrics import Histogram
 from perund.storage import codec, datafile
 from perund.storage.archive import PaymentArchive
 from perund.storage.history import PaymentHistory
@@ -133,6 +135,8 @@ class SessionStore:
         """The fsync running elsewhere (`sync_elsewhere`), if any."""
         self._sync_again = False
         """A commit wanted an fsync while one was running: another follows it."""
+        self.fsync_times = Histogram()
+        """How long the commits' fsyncs took (perund_store_fsync_seconds)."""
         self._failed: StoreError | None = None
         self._closing = False
         self._closed = False
@@ -465,9 +469,11 @@ class SessionStore:
         # thread fsyncing a number the process has since reused.
         fd = os.dup(self._db._data_fd)
 
-        def fsync() -> None:
+        def fsync() -> float:
             try:
+                started = time.perf_counter()
                 os.fsync(fd)
+                return time.perf_counter() - started
             finally:
                 os.close(fd)
 
@@ -475,7 +481,8 @@ class SessionStore:
         runner(fsync).addCallbacks(self._synced_elsewhere, self._sync_failed_elsewhere,
                                    callbackArgs=(flight,), errbackArgs=(flight,))
 
-    def _synced_elsewhere(self, _: object, flight: _Flight) -> None:
+    def _synced_elsewhere(self, took: float, flight: _Flight) -> None:
+        self.fsync_times.add(took)
         if self._flight is not flight:
             return  # the store closed meanwhile, and its own fsync covered these
         self._flight = None
@@ -558,7 +565,9 @@ class SessionStore:
                 self._sync_elsewhere_now(waiters, made)
                 return
             if sync:
+                started = time.perf_counter()
                 db.sync()
+                self.fsync_times.add(time.perf_counter() - started)
         except Exception as e:
             # What reached the file is unknown (a torn tail at worst, repaired on the next open);
             # nothing that depended on these writes may go out, now or later.
@@ -673,9 +682,9 @@ class _Flight:
         self.made = made
 
 
-SyncRunner = Callable[[Callable[[], None]], Deferred[None]]
-"""Runs a blocking call (an fsync) off the reactor thread; its Deferred fires on the reactor
-thread when the call returns."""
+SyncRunner = Callable[[Callable[[], float]], Deferred[float]]
+"""Runs a blocking call (an fsync, returning the seconds it took) off the reactor thread; its
+Deferred fires on the reactor thread, with the call's result, when the call returns."""
 
 
 def _payment_key(payment_id: int) -> bytes:

@@ -127,6 +127,11 @@ def test_two_daemons_through_the_api(daemons: tuple[Daemon, Daemon],
     assert metric(alice_metrics, "perund_transactions") >= 3  # two deposits, concludeFinal
     assert metric(alice_metrics, "perund_watcher_polls") > 0
     assert metric(alice_metrics, "perund_watcher_reorgs") == 0
+    # bob fsynced each state he was paid before he countersigned it.
+    assert metric(bob_metrics, "perund_store_fsync_seconds_count") >= 3
+    assert metric(bob_metrics, 'perund_store_fsync_seconds_bucket{le="+Inf"}') == \
+        metric(bob_metrics, "perund_store_fsync_seconds_count")
+    assert metric(bob_metrics, "perund_store_fsync_seconds_sum") > 0
 
     refused = alice.request("session_close", sessionId=a, force=False)
     assert refused["error"]["code"] == 204

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -449,17 +450,16 @@ class ThreadByHand:
     """A `sync_elsewhere` runner that runs each job only when the test says so."""
 
     def __init__(self) -> None:
-        self.jobs: list[tuple[Any, Deferred[None]]] = []
+        self.jobs: list[tuple[Any, Deferred[float]]] = []
 
-    def __call__(self, work: Any) -> Deferred[None]:
-        done: Deferred[None] = Deferred()
+    def __call__(self, work: Any) -> Deferred[float]:
+        done: Deferred[float] = Deferred()
         self.jobs.append((work, done))
         return done
 
     def finish(self) -> None:
         work, done = self.jobs.pop(0)
-        work()
-        done.callback(None)
+        done.callback(work())
 
     def break_down(self) -> None:
         _, done = self.jobs.pop(0)
@@ -496,6 +496,36 @@ def test_an_fsync_elsewhere_answers_its_waiters_once_it_is_done(
     thread.finish()
     assert len(fsyncs) == 1 and all(r == [None] for r in results)
     assert elsewhere.flush() is None
+
+
+def test_each_commit_fsync_is_timed_here_and_elsewhere(
+        store: SessionStore, tmp_path: Path, clock: Clock, thread: ThreadByHand,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """perund_store_fsync_seconds: the fsyncs of commits, inline or on the thread, and not the
+    appends of commits nobody waits for (their fsync comes later and is timed then)."""
+    real = os.fsync
+
+    def slow(fd: int) -> None:
+        real(fd)
+        time.sleep(0.002)
+
+    monkeypatch.setattr(os, "fsync", slow)
+    alice, _ = make_pair()
+    store.put(renamed(alice, 0))
+    clock.advance(0)  # appended, nobody waits: not fsynced yet
+    assert store.fsync_times.count == 0
+    assert _fired(store.flush()) == []
+    clock.advance(0)
+    assert store.fsync_times.count == 1 and store.fsync_times.total >= 0.002
+    assert store.fsync_times.counts[:4] == [0, 0, 0, 0]  # none under 1 ms
+
+    elsewhere = SessionStore(tmp_path / "elsewhere", clock, sync_elsewhere=thread)
+    _waiting_puts(elsewhere, 0, 2)  # two waiters: the fsync runs on the thread
+    clock.advance(0)
+    assert elsewhere.fsync_times.count == 0
+    thread.finish()
+    assert elsewhere.fsync_times.count == 1 and elsewhere.fsync_times.total >= 0.002
+    elsewhere.close()
 
 
 def test_writes_made_while_an_fsync_runs_elsewhere_wait_for_the_next_one(
