@@ -16,7 +16,7 @@ over loopback TCP through the real PeerManager, codec and channel client. Prints
 from his store's own timing); `durable_payee_fsync_ceiling_per_s` is payment-limit's ceiling
 with that fsync on the path. payment-limit times its fsyncs back to back, and a disk may
 answer an fsync that follows a pause (here, each payment's round trip) much later: on the
-Firecracker VMs this was measured on, 50 µs back to back and 200–900 µs after 0.3 ms idle.
+Firecracker VMs this was measured on, 50 µs back to back and 200 to 900 µs after 0.3 ms idle.
 
 `limits` are the ceilings the workplace's `payment-limit.py` prints (named by the environment's
 PERUND_PAYMENT_LIMIT), run before and after the measurements (issue #16 states its goal as a

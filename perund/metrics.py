@@ -148,7 +148,7 @@ class Metrics:
             lines.append(f"# TYPE {name} histogram")
             histogram = (histograms or {}).get(name) or Histogram()
             cumulative = 0
-            for bound, count in zip((*histogram.bounds, None), histogram.counts):
+            for bound, count in zip((*histogram.bounds, None), histogram.counts, strict=True):
                 cumulative += count
                 le = "+Inf" if bound is None else repr(bound)
                 lines.append(f'{name}_bucket{{le="{le}"}} {cumulative}')

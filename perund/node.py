@@ -29,8 +29,6 @@ from perund.chain.chain_view import SharedChainView
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID
 from perund.chain.embedded import EmbeddedChain
 from perund.chain.urls import shown_url
-from perund.channel import events as ev
-from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.types import hex_address
 from perund.config import NodeConfig
@@ -45,8 +43,9 @@ from perund.errors import (
     ResourceNotFound,
 )
 from perund.locks import LockHeld, hold
-from perund.metrics import Histogram, Metrics, Sample
+from perund.metrics import Metrics
 from perund.node_assets import add_test_token, check_tokens, configured_currencies
+from perund.node_metrics import NodeMetrics
 from perund.node_state import (
     SESSIONS_FILE,
     RememberedSession,
@@ -58,9 +57,7 @@ from perund.reopening import Reopener
 from perund.safe_files import FileRules, os_reason
 from perund.session.chain_check import FUNDED
 from perund.session.config import SessionConfig, read_session_files
-from perund.session.notices import ChannelNotice, Notice
 from perund.session.session import Session, SessionParts
-from perund.storage.payments import PaymentRecord
 from perund.storage.store import SessionStore
 
 DEVCHAIN_CHECK: Final = 2.0
@@ -99,9 +96,7 @@ class NodeService(MultiService):
         """Fires once every start-up step has completed (fails if one did not)."""
         self.sessions: dict[str, Session] = {}
         self.metrics = Metrics()
-        """The node's counters (`GET /metrics` shows them with the gauges of `metric_samples`)."""
-        self._closed_fsyncs = Histogram()
-        """The fsync times of the sessions closed since the start (the histogram only grows)."""
+        """The node's counters (`GET /metrics` shows them with `exposition`'s gauges)."""
         self.currencies: Currencies = configured_currencies(config)
         """The currencies the node knows: ETH, the tokens of `chain.assets` and, on the
         embedded chain, its test token PRN (added once the chain runs)."""
@@ -116,6 +111,9 @@ class NodeService(MultiService):
         """Sessions whose reopening at start met a passing chain error, tried again."""
         self.disk_guard = DiskGuard(reactor, config.limits.min_free_disk)
         """Free space on the sessions' store disks (`limits.min_free_disk`)."""
+        self.exposition = NodeMetrics(self.metrics, self.sessions, self._reopener,
+                                      self.disk_guard, self.chain_view, self.currencies)
+        """What the node counts from its sessions and shows on `GET /metrics`."""
         self.credentials: CredentialRegistry | None = None
         """The API's credentials (the operator's token and the sessions'), once listening."""
         self._prepared: dict[str, Deferred[SessionParts]] = {}
@@ -263,7 +261,7 @@ class NodeService(MultiService):
             on_change=self._remember_sessions)
         self.site = make_site(
             NodeAPI(self), self.credentials, reactor=self._reactor, metrics=self.metrics,
-            render_metrics=self.render_metrics,
+            render_metrics=self.exposition.render,
             allowed_origins=self.config.api.allowed_origins, limits=self.config.limits.api(),
             currencies=self.currencies)
         try:
@@ -356,8 +354,8 @@ class NodeService(MultiService):
         self.sessions[session.id] = session
         self._guard_disk(session)
         self._remembered.setdefault(resolved, RememberedSession(resolved, session.id))
-        session.client.observers.append(self._count)
-        session.store.payment_listeners.append(self._count_payments)
+        session.client.observers.append(self.exposition.count)
+        session.store.payment_listeners.append(self.exposition.count_payments)
         site = getattr(self, "site", None)
         if site is not None:
             # The API's hub listens from now on, and gets what the session told before (its
@@ -494,80 +492,6 @@ class NodeService(MultiService):
                                 channels=[channel for m in mismatched
                                           for channel in m.data.get("channels", [])])
 
-    # -- metrics --------------------------------------------------------------------------------
-
-    def _count(self, notice: Notice) -> None:
-        if not isinstance(notice, ChannelNotice):
-            return
-        event, metrics = notice.event, self.metrics
-        if isinstance(event, ev.NewState):
-            metrics.inc("perund_channel_states_total", source=event.source.value)
-        elif isinstance(event, ev.UpdateFailed):
-            metrics.inc("perund_updates_failed_total", failure=event.failure.value)
-        elif isinstance(event, ev.Disputed):
-            metrics.inc("perund_disputes_total")
-        elif isinstance(event, ev.Closed):
-            metrics.inc("perund_channels_closed_total")
-        elif isinstance(event, ev.Conflict):
-            metrics.inc("perund_conflicts_total")
-
-    def _count_payments(self, records: list[PaymentRecord]) -> None:
-        for record in records:
-            currency, decimals = self.currencies.label(record.asset)
-            self.metrics.inc("perund_payments_total", direction=record.direction,
-                             currency=currency, status=record.status)
-            if record.status == "paid":
-                self.metrics.inc("perund_payment_amount_total", record.amount / 10**decimals,
-                                 direction=record.direction, currency=currency)
-
-    def metric_samples(self) -> list[Sample]:
-        """The gauges, read from the open sessions now."""
-        sessions = list(self.sessions.values())
-        phases = {phase.value: 0 for phase in Phase}
-        for session in sessions:
-            for channel in session.client.channels.values():
-                phases[channel.phase.value] += 1
-        samples = [
-            Sample("perund_sessions", {}, len(sessions)),
-            Sample("perund_sessions_store_failed", {},
-                   sum(s.client.store_error is not None for s in sessions)),
-            Sample("perund_sessions_reopen_waiting", {}, self._reopener.waiting),
-            Sample("perund_sessions_disk_low", {}, len(self.disk_guard.low)),
-        ]
-        samples += [Sample("perund_channels", {"phase": phase}, count)
-                    for phase, count in phases.items()]
-        samples += [
-            Sample("perund_peers_connected", {},
-                   sum(len(s.peers.connected_peers()) for s in sessions)),
-            Sample("perund_channels_resyncing", {},
-                   sum(c.resyncing for s in sessions for c in s.client.channels.values())),
-            Sample("perund_watcher_polls", {}, sum(s.watcher.polls for s in sessions)),
-            Sample("perund_watcher_reorgs", {}, sum(s.watcher.reorgs for s in sessions)),
-            Sample("perund_chain_reads", {}, self.chain_view.requests),
-            Sample("perund_transactions", {},
-                   sum(len(s.settlement.receipts) for s in sessions)),
-            Sample("perund_gas_fees_wei", {}, sum(s.settlement.fees_paid for s in sessions)),
-        ]
-        fees: dict[tuple[str, str], float] = {}
-        for session in sessions:
-            for asset, (earned, paid) in session.client.fees.sums().items():
-                currency, decimals = self.currencies.label(asset)
-                for direction, amount in (("earned", earned), ("paid", paid)):
-                    key = (direction, currency)
-                    fees[key] = fees.get(key, 0.0) + amount / 10**decimals
-        samples += [Sample("perund_intermediary_fees", {"direction": d, "currency": c}, value)
-                    for (d, c), value in sorted(fees.items())]
-        return samples
-
-    def render_metrics(self) -> str:
-        """`GET /metrics`: counters, gauges and histograms in the Prometheus text format."""
-        fsyncs = Histogram()
-        fsyncs.merge(self._closed_fsyncs)
-        for session in self.sessions.values():
-            fsyncs.merge(session.store.fsync_times)
-        return self.metrics.render(self.metric_samples(),
-                                   {"perund_store_fsync_seconds": fsyncs})
-
     def session(self, session_id: str) -> Session:
         """The open session `session_id`; ResourceNotFound otherwise."""
         session = self.sessions.get(session_id)
@@ -591,7 +515,7 @@ class NodeService(MultiService):
         session = self.session(session_id)
         left = await session.close(force)
         del self.sessions[session_id]
-        self._closed_fsyncs.merge(session.store.fsync_times)
+        self.exposition.closed(session)
         self.disk_guard.unwatch(session_id)
         return left
 
