@@ -86,6 +86,9 @@ class Limits:
     min_free_disk: int = 100 * 1024 * 1024
     """Below this much free space on a session's store disk, the session takes no payments
     (perund.disk_guard)."""
+    payment_history_size: int = 1024 * 1024 * 1024
+    """The most a session's payment archive keeps; past it the oldest payments go, about half
+    of it at a time (perund.storage.archive)."""
 
     def api(self) -> ApiLimits:
         """The API's limits."""

@@ -267,3 +267,14 @@ def test_the_conclusion_grace_follows_the_chains_block_time() -> None:
     assert conclude_grace_for(load_node_config(REPO / "etc" / "perund.yaml")) == 25.0
     fast = parse_node_config({"chain": {"block_time": "1s", "poll_interval": "250ms"}})
     assert conclude_grace_for(fast) == 5.0  # the floor
+
+
+def test_the_payment_history_size_is_a_size() -> None:
+    assert parse_node_config(None, base_dir=Path("/srv")).limits.payment_history_size == 1 << 30
+    config = parse_node_config({"limits": {"payment_history_size": "64MiB"}})
+    assert config.limits.payment_history_size == 64 << 20
+    for wrong in ("0", "lots", -5, "1TB"):
+        with pytest.raises(InvalidConfig) as caught:
+            parse_node_config({"limits": {"payment_history_size": wrong}})
+        (problem,) = caught.value.data["problems"]
+        assert problem["name"] == "limits.payment_history_size"

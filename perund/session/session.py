@@ -239,7 +239,8 @@ class Session:
         # payments do not stall meanwhile, and the store loads at the same time.
         unlocking: Deferred[SessionKeys] = deferToThread(unlock, config, None, rules)
         try:
-            store = SessionStore(config.database, reactor, sync_elsewhere=fsync_thread(reactor))
+            store = SessionStore(config.database, reactor, sync_elsewhere=fsync_thread(reactor),
+                                 history_limit=node.limits.payment_history_size)
         except BaseException as exc:
             # The keys' problems come first, as when the store was opened after them.
             await unlocking

@@ -1,278 +1,153 @@
-"""The payment archive: older payment records of a session, in an append-only file.
+"""The payment archive: the older payment records of a session, on disk only, within a size.
 
 Recent payments live in the store's data file, written in the same commit as the states they
 produced. When the store compacts its data file, it first appends those records here and
-fsyncs, so the data file stays the size of the channels while the history grows without bound
-and without costing memory or start-up time (docs/storage.md, "Payment history").
+fsyncs, so the data file stays the size of the channels while the history grows without
+costing memory or start-up time (docs/storage.md, "Payment history").
 
-File `<store>/payments`: records framed as `length (uint32 BE) ‖ payment record ‖ length`, the
-length repeated after the record so the file can be read backwards, newest first, which is how
-it is listed. Payment IDs rise through the file. A torn tail (a crash while appending) is cut
-on open; the records it held are still in the data file and are appended again.
+The archive is two files of `perund/storage/archive_file.py`, each with its index: `payments`,
+which records are appended to, and `payments.1`, the one before it. Once `payments` holds half
+of `max_bytes` it is renamed over `payments.1`, dropping the oldest payments at once, and the
+next records start a new `payments`: the archive stays within `max_bytes` (the limit
+`limits.payment_history_size`), and no record is ever copied. The rename is the only step
+that changes what the archive holds, and it is atomic; the indexes are derived data, checked
+when first used.
 
-File `<store>/payments.idx`: a sparse index, `(payment ID, offset)` as two uint64 BE for every
-256th record, so that `get` and a cursor without its offset find their place without reading
-the archive from the start. It is derived data: written without fsync, checked when first
-used, and rebuilt from the archive when it does not match.
+Offsets are the archive's: those of `payments.1` first, then those of `payments` after its
+size. A rotation shifts them, so an offset kept across one (in a client's cursor) no longer
+points at its record, which the history notices (it checks, never trusts) and looks up again.
 """
 
 from __future__ import annotations
 
-import bisect
 import os
-import struct
 from collections.abc import Iterable, Iterator
 from typing import Final
 
 from twisted.logger import Logger
 
-from perund.errors import StoreCorrupt
 from perund.storage import datafile
-from perund.storage.payments import PaymentRecord, decode_payment, encode_payment
+from perund.storage.archive_file import ArchiveFile
+from perund.storage.payments import PaymentRecord
 
 log = Logger()
 
 ARCHIVE_NAME: Final = "payments"
-INDEX_NAME: Final = "payments.idx"
-
-_LENGTH: Final = struct.Struct("!I")
-_FRAME: Final = 2 * _LENGTH.size
-_CHUNK: Final = 1 << 16
-_INDEX_EVERY: Final = 256
-"""Every this many records the sparse index keeps an (id, offset) pair, for `get`."""
-_ENTRY: Final = struct.Struct("!QQ")
+OLDER_NAME: Final = "payments.1"
+INDEX_SUFFIX: Final = ".idx"
 
 
 class PaymentArchive:
-    """The append-only file of a store's archived payment records (see the module)."""
+    """The archived payments of the store in `directory`, newest within `max_bytes` (None: no
+    limit); see the module."""
 
-    def __init__(self, directory: str) -> None:
-        self.path = os.path.join(directory, ARCHIVE_NAME)
-        self.index_path = os.path.join(directory, INDEX_NAME)
-        self.size = 0
-        self.last_id = -1
+    def __init__(self, directory: str, max_bytes: int | None = None) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._current = self._file(ARCHIVE_NAME)
+        self._older: ArchiveFile | None = None
+        if os.path.exists(os.path.join(directory, OLDER_NAME)):
+            self._older = self._file(OLDER_NAME)
+        self.dropped = 0
+        """Rotations that dropped payments, since this archive was opened."""
+
+    def _file(self, name: str) -> ArchiveFile:
+        path = os.path.join(self.directory, name)
+        return ArchiveFile(path, path + INDEX_SUFFIX)
+
+    @property
+    def size(self) -> int:
+        """Bytes in both files."""
+        return self._older_size + self._current.size
+
+    @property
+    def _older_size(self) -> int:
+        return self._older.size if self._older is not None else 0
+
+    @property
+    def last_id(self) -> int:
         """The ID of the newest archived record, -1 when there is none."""
-        self._index: list[tuple[int, int]] | None = None
-        self._indexed_to = 0  # the archive offset the index has covered
-        self._indexed_count = 0  # records before that offset
-        if os.path.exists(self.path):
-            self._open()
-
-    def _open(self) -> None:
-        self.size = os.path.getsize(self.path)
-        if self.size == 0:
-            return
-        last = self._last_record()
-        if last is None:
-            good = self._good_end()
-            log.warn("payment archive {path}: cut a torn tail of {torn} bytes", path=self.path,
-                     torn=self.size - good)
-            with open(self.path, "r+b") as f:
-                f.truncate(good)
-                os.fsync(f.fileno())
-            self.size = good
-            last = self._last_record() if good else None
-        if last is not None:
-            self.last_id = last.payment_id
+        if self._current.size:
+            return self._current.last_id
+        return self._older.last_id if self._older is not None else -1
 
     def append(self, records: Iterable[PaymentRecord]) -> None:
-        """Append `records` (IDs above `last_id`, rising) and fsync; OSError if it failed."""
-        frames, last, count = [], self.last_id, 0
-        for record in records:
-            if record.payment_id <= last:
-                continue  # archived already (a compaction that crashed after appending)
-            body = encode_payment(record)
-            frames.append(_LENGTH.pack(len(body)) + body + _LENGTH.pack(len(body)))
-            last = record.payment_id
-            count += 1
-        if not frames:
-            return
-        new = not os.path.exists(self.path)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Append `records` (IDs above `last_id`, rising; those at or below it are archived
+        already) and fsync; then rotate if `payments` reached half of `max_bytes`. OSError if
+        the append failed."""
+        last = self.last_id
+        self._current.append(record for record in records if record.payment_id > last)
+        if self.max_bytes is not None and self._current.size >= self.max_bytes // 2:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        """`payments` becomes `payments.1` (the old one dropped); the next append starts a
+        new `payments`."""
+        current, older = self._current, self._older
         try:
-            os.write(fd, b"".join(frames))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if new:
-            datafile.fsync_dir(os.path.dirname(self.path))
-        self.size = os.path.getsize(self.path)
-        self.last_id = last
-        if self._index is None:
-            self._sparse_index()  # loads the index file (or builds it once) and extends it
-        else:
-            self._extend_index()
+            if older is not None and os.path.exists(older.index_path):
+                os.unlink(older.index_path)
+            os.replace(current.path, os.path.join(self.directory, OLDER_NAME))
+            if os.path.exists(current.index_path):
+                os.replace(current.index_path,
+                           os.path.join(self.directory, OLDER_NAME + INDEX_SUFFIX))
+            datafile.fsync_dir(self.directory)
+        except OSError:
+            # Appended and fsynced already: the archive is whole, just not rotated yet.
+            log.failure("payment archive {path}: could not rotate it (tried again at the "
+                        "next archiving)", path=self.directory)
+            self._current, self._older = self._file(ARCHIVE_NAME), self._older_if_any()
+            return
+        if older is not None and older.size:
+            self.dropped += 1
+            log.info("payment archive {path}: dropped payments {first} to {last}, the oldest, "
+                     "to stay within limits.payment_history_size ({limit} bytes)",
+                     path=self.directory, first=older.first_id, last=older.last_id,
+                     limit=self.max_bytes)
+        self._older = self._file(OLDER_NAME)
+        self._current = self._file(ARCHIVE_NAME)
+
+    def _older_if_any(self) -> ArchiveFile | None:
+        exists = os.path.exists(os.path.join(self.directory, OLDER_NAME))
+        return self._file(OLDER_NAME) if exists else None
 
     def newest_first(self, before: int | None = None) -> Iterator[tuple[int, PaymentRecord]]:
         """Records newest first, each with the offset where it starts; with `before` (an offset
         a previous iteration yielded), those before it only."""
         end = self.size if before is None else before
-        if not 0 < end <= self.size:
-            return
-        with open(self.path, "rb") as f:
-            buffer, start = b"", end
-            while end > 0:
-                if len(buffer) < _FRAME or _LENGTH.unpack_from(buffer, len(buffer) - 4)[0] \
-                        + _FRAME > len(buffer):
-                    if start == 0:
-                        raise StoreCorrupt(f"payment archive {self.path} is damaged")
-                    read = min(_CHUNK, start)
-                    f.seek(start - read)
-                    buffer = f.read(read) + buffer
-                    start -= read
-                    continue
-                length = _LENGTH.unpack_from(buffer, len(buffer) - 4)[0]
-                frame = len(buffer) - length - _FRAME
-                if _LENGTH.unpack_from(buffer, frame)[0] != length:
-                    raise StoreCorrupt(f"payment archive {self.path} is damaged")
-                record = decode_payment(buffer[frame + 4:frame + 4 + length])
-                end -= length + _FRAME
-                buffer = buffer[:frame]
-                yield end, record
+        base = self._older_size
+        if end > base:
+            for at, record in self._current.newest_first(end - base):
+                yield base + at, record
+            end = base
+        if self._older is not None and end > 0:
+            yield from self._older.newest_first(end)
 
     def get(self, payment_id: int) -> PaymentRecord | None:
-        """The archived record `payment_id`, or None."""
-        found = self._find(payment_id)
-        return None if found is None or found[1].payment_id != payment_id else found[1]
+        """The archived record `payment_id`, or None (also when it was dropped)."""
+        return self._holding(payment_id).get(payment_id)
 
     def start_of(self, payment_id: int) -> int | None:
         """The offset where the first record with an ID of `payment_id` or above starts (the
         archive's size when there is none); None for an empty archive."""
         if self.size == 0:
             return None
-        found = self._find(payment_id)
-        return self.size if found is None else found[0]
-
-    def _find(self, payment_id: int) -> tuple[int, PaymentRecord] | None:
-        """The first record with an ID of `payment_id` or above, and its offset."""
-        if payment_id > self.last_id or self.size == 0:
-            return None
-        index = self._sparse_index()
-        at = bisect.bisect_right(index, (max(payment_id, 0), self.size)) - 1
-        offset = index[at][1] if at >= 0 else 0
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            while offset < self.size:
-                length = _LENGTH.unpack(f.read(4))[0]
-                record = decode_payment(f.read(length))
-                f.read(4)
-                if record.payment_id >= payment_id:
-                    return offset, record
-                offset += length + _FRAME
-        return None
-
-    def _sparse_index(self) -> list[tuple[int, int]]:
-        if self._index is None:
-            self._index = self._read_index()
-            if self._index:
-                self._indexed_to = self._index[-1][1]
-                self._indexed_count = (len(self._index) - 1) * _INDEX_EVERY
-            self._extend_index()
-        return self._index
-
-    def _read_index(self) -> list[tuple[int, int]]:
-        """The index file's entries, if they match the archive (else nothing: rebuilt)."""
-        try:
-            with open(self.index_path, "rb") as f:
-                raw = f.read()
-        except OSError:
-            return []
-        if len(raw) % _ENTRY.size:
-            return []  # torn: rebuilt (and rewritten whole)
-        entries = [_ENTRY.unpack_from(raw, at) for at in range(0, len(raw), _ENTRY.size)]
-        for payment_id, offset in entries[-1:] + entries[:1]:
-            record = self.record_at(offset)
-            if record is None or record.payment_id != payment_id:
-                return []
-        if entries and entries[0][1] != 0:
-            return []
-        return entries
-
-    def _extend_index(self) -> None:
-        """Index the records after `_indexed_to`, and append the new entries to the file."""
-        assert self._index is not None
-        added: list[tuple[int, int]] = []
-        offset, count = self._indexed_to, self._indexed_count
-        newest = self._index[-1][1] if self._index else -1
-        unpack = _LENGTH.unpack_from
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            buffer, base = b"", offset  # the file's bytes from offset `base` on
-            while offset < self.size:
-                at = offset - base
-                if at + 4 > len(buffer) or at + unpack(buffer, at)[0] + _FRAME > len(buffer):
-                    buffer, base = buffer[at:] + f.read(_CHUNK * 16), offset
-                    continue
-                length = unpack(buffer, at)[0]
-                if count % _INDEX_EVERY == 0 and offset > newest:
-                    added.append((decode_payment(buffer[at + 4:at + 4 + length]).payment_id,
-                                  offset))
-                offset += length + _FRAME
-                count += 1
-        self._indexed_to, self._indexed_count = offset, count
-        if not added:
-            return
-        self._index.extend(added)
-        try:
-            mode = "ab" if len(self._index) > len(added) else "wb"
-            with open(self.index_path, mode) as f:
-                f.write(b"".join(_ENTRY.pack(*entry) for entry in added))
-        except OSError:
-            log.warn("payment archive {path}: could not write its index (it is rebuilt when "
-                     "needed)", path=self.path)
+        if self._holding(payment_id) is not self._current:
+            assert self._older is not None
+            return self._older.start_of(payment_id)
+        start = self._current.start_of(payment_id)
+        return self.size if start is None else self._older_size + start
 
     def record_at(self, offset: int) -> PaymentRecord | None:
         """The record that starts at `offset`, or None when no record starts there."""
-        if not 0 <= offset <= self.size - _FRAME:
-            return None
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            length = _LENGTH.unpack(f.read(4))[0]
-            if offset + length + _FRAME > self.size:
-                return None
-            body = f.read(length)
-            tail = _LENGTH.unpack(f.read(4))[0]
-        if tail != length:
-            return None
-        try:
-            return decode_payment(body)
-        except StoreCorrupt:
-            return None
+        base = self._older_size
+        if offset >= base:
+            return self._current.record_at(offset - base)
+        return self._older.record_at(offset) if self._older is not None else None
 
-    def _last_record(self) -> PaymentRecord | None:
-        """The newest record, or None when the tail does not frame one."""
-        if self.size < _FRAME:
-            return None
-        with open(self.path, "rb") as f:
-            f.seek(self.size - 4)
-            length = _LENGTH.unpack(f.read(4))[0]
-            if length + _FRAME > self.size:
-                return None
-            f.seek(self.size - length - _FRAME)
-            head = _LENGTH.unpack(f.read(4))[0]
-            body = f.read(length)
-        if head != length:
-            return None
-        try:
-            return decode_payment(body)
-        except StoreCorrupt:
-            return None
-
-    def _good_end(self) -> int:
-        """The end of the last complete record, reading forwards."""
-        good = 0
-        with open(self.path, "rb") as f:
-            while True:
-                head = f.read(4)
-                if len(head) < 4:
-                    return good
-                length = _LENGTH.unpack(head)[0]
-                body = f.read(length)
-                tail = f.read(4)
-                if len(body) < length or len(tail) < 4 or _LENGTH.unpack(tail)[0] != length:
-                    return good
-                try:
-                    decode_payment(body)
-                except StoreCorrupt:
-                    return good
-                good += length + _FRAME
+    def _holding(self, payment_id: int) -> ArchiveFile:
+        """The file that holds `payment_id` if any does: the older one up to its last ID."""
+        older = self._older
+        if older is not None and older.size and payment_id <= older.last_id:
+            return older
+        return self._current

@@ -81,7 +81,8 @@ class SessionStore:
     one, holds it), repairs a torn tail, and decodes every record (`StoreCorrupt`, naming the file
     and the key, for anything but a torn tail). Every setter is buffered; `flush` makes them
     durable. The data file is compacted right after a commit once it exceeds both
-    `compact_min_bytes` and `compact_ratio` times the live data.
+    `compact_min_bytes` and `compact_ratio` times the live data. The payment archive keeps at
+    most `history_limit` bytes (None: no limit).
     """
 
     def __init__(
@@ -94,6 +95,7 @@ class SessionStore:
         record_payments: bool = True,
         sync_delay: float = DEFAULT_SYNC_DELAY,
         sync_elsewhere: SyncRunner | None = None,
+        history_limit: int | None = None,
     ) -> None:
         if compact_ratio <= 1:
             raise ValueError("compact_ratio must exceed 1")
@@ -154,7 +156,7 @@ class SessionStore:
         self._lock_fd = _lock(self.path)
         self._db: Any = None
         try:
-            self.history = PaymentHistory(PaymentArchive(self.path))
+            self.history = PaymentHistory(PaymentArchive(self.path, history_limit))
             """The session's payments (recent ones in memory, older ones archived)."""
             self._db = self._open()
             self._load()

@@ -134,6 +134,8 @@ async def test_channel_life_with_a_restart_of_both_sessions(node: NodeService,
     # Both users stop their sessions (channels stay persisted) and open them again.
     fees = [alice.settlement.fees_paid, bob.settlement.fees_paid]
     assert fees[0] > 0 and fees[1] > 0  # each paid for its own deposit
+    # The archive keeps what the node's limits.payment_history_size allows.
+    assert alice.store.history.archive.max_bytes == node.config.limits.payment_history_size
     fsyncs = alice.store.fsync_times.count + bob.store.fsync_times.count
     assert fsyncs > 0
     assert [c.channel_id for c in await node.close_session(alice.id, force=True)] == [cid]
