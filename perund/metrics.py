@@ -53,6 +53,10 @@ GAUGES: dict[str, str] = {
     "perund_peers_connected": "authenticated peer connections",
     "perund_channels_resyncing": "channels that wait, since the node started, for their peer's "
                                  "Sync before they sign anything (docs/protocol.md, Restart)",
+    "perund_channels_challenge_at_risk": "open channels whose challenge duration is less than "
+                                         "twice the time answering a dispute would take at "
+                                         "the chain's current answering time "
+                                         "(perund.challenge_watch)",
     "perund_watcher_polls": "completed polls of the chain watchers (since their sessions opened)",
     "perund_watcher_reorgs": "reorganisations deeper than chain.confirmations the watchers saw",
     "perund_chain_reads": "reads the watchers made of the chain (shared across sessions)",
@@ -66,11 +70,22 @@ HISTOGRAMS: dict[str, str] = {
     "perund_store_fsync_seconds": "how long the sessions' store commits took to fsync (on the "
                                   "payment path: the payee's fsync is part of every "
                                   "payment's round trip)",
+    "perund_chain_call_seconds": "how long the chain node took to answer each JSON-RPC "
+                                 "exchange (answered or failed)",
 }
 
 FSYNC_BOUNDS: tuple[float, ...] = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025,
                                    0.05, 0.1, 0.25, 1.0)
 """Bucket bounds of perund_store_fsync_seconds: an SSD's 50 µs to a failing disk's second."""
+
+CALL_BOUNDS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                                  5.0, 10.0, 30.0)
+"""Bucket bounds of perund_chain_call_seconds: a local node's millisecond to a cut-off call."""
+
+HISTOGRAM_BOUNDS: dict[str, tuple[float, ...]] = {
+    "perund_store_fsync_seconds": FSYNC_BOUNDS,
+    "perund_chain_call_seconds": CALL_BOUNDS,
+}
 
 
 class Histogram:
@@ -146,7 +161,7 @@ class Metrics:
         for name, text in HISTOGRAMS.items():
             lines.append(f"# HELP {name} {text}")
             lines.append(f"# TYPE {name} histogram")
-            histogram = (histograms or {}).get(name) or Histogram()
+            histogram = (histograms or {}).get(name) or Histogram(HISTOGRAM_BOUNDS[name])
             cumulative = 0
             for bound, count in zip((*histogram.bounds, None), histogram.counts, strict=True):
                 cumulative += count

@@ -29,6 +29,7 @@ from perund.chain.chain_view import SharedChainView
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID
 from perund.chain.embedded import EmbeddedChain
 from perund.chain.urls import shown_url
+from perund.challenge_watch import ChallengeWatch
 from perund.channel.records import Channel
 from perund.channel.types import hex_address
 from perund.config import NodeConfig
@@ -111,8 +112,12 @@ class NodeService(MultiService):
         """Sessions whose reopening at start met a passing chain error, tried again."""
         self.disk_guard = DiskGuard(reactor, config.limits.min_free_disk)
         """Free space on the sessions' store disks (`limits.min_free_disk`)."""
+        self.challenge_watch = ChallengeWatch(reactor, config, self.chain.call_times,
+                                              self.sessions)
+        """Whether the chain answers fast enough for the open channels' challenge durations."""
         self.exposition = NodeMetrics(self.metrics, self.sessions, self._reopener,
-                                      self.disk_guard, self.chain_view, self.currencies)
+                                      self.disk_guard, self.chain_view, self.currencies,
+                                      self.challenge_watch, self.chain.call_times)
         """What the node counts from its sessions and shows on `GET /metrics`."""
         self.credentials: CredentialRegistry | None = None
         """The API's credentials (the operator's token and the sessions'), once listening."""
@@ -172,6 +177,7 @@ class NodeService(MultiService):
         # Users may open sessions from here on, while the node opens its own again.
         self.started = True
         await self._reopen_sessions()
+        self.challenge_watch.start()
         # Only now: a session whose chain check fails still stops the start.
         adjudicator = self.chain.adjudicator
         self.log.info(
@@ -548,6 +554,7 @@ class NodeService(MultiService):
         # Sessions first (their channels stay persisted), then the services they use.
         self._reopener.stop()
         self.disk_guard.stop()
+        self.challenge_watch.stop()
         self._stop_devchain_watch()
         await self._discard_prepared()
         if self._discarding is not None:

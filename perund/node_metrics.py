@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from perund.api.amounts import Currencies
+from perund.chain.call_times import ChainCallTimes
 from perund.chain.chain_view import SharedChainView
+from perund.challenge_watch import ChallengeWatch
 from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.disk_guard import DiskGuard
@@ -25,14 +27,16 @@ class NodeMetrics:
     session's fsync times, so that the histogram only grows, as Prometheus expects."""
 
     def __init__(self, metrics: Metrics, sessions: Mapping[str, Session], reopener: Reopener,
-                 disk_guard: DiskGuard, chain_view: SharedChainView,
-                 currencies: Currencies) -> None:
+                 disk_guard: DiskGuard, chain_view: SharedChainView, currencies: Currencies,
+                 challenge_watch: ChallengeWatch, call_times: ChainCallTimes) -> None:
         self.metrics = metrics
         self._sessions = sessions
         self._reopener = reopener
         self._disk_guard = disk_guard
         self._chain_view = chain_view
         self._currencies = currencies
+        self._challenge_watch = challenge_watch
+        self._call_times = call_times
         self._closed_fsyncs = Histogram()
 
     def count(self, notice: Notice) -> None:
@@ -92,6 +96,7 @@ class NodeMetrics:
             Sample("perund_transactions", {},
                    sum(len(s.settlement.receipts) for s in sessions)),
             Sample("perund_gas_fees_wei", {}, sum(s.settlement.fees_paid for s in sessions)),
+            Sample("perund_channels_challenge_at_risk", {}, self._challenge_watch.at_risk()),
         ]
         fees: dict[tuple[str, str], float] = {}
         for session in sessions:
@@ -111,4 +116,5 @@ class NodeMetrics:
         for session in self._sessions.values():
             fsyncs.merge(session.store.fsync_times)
         return self.metrics.render(self.samples(),
-                                   {"perund_store_fsync_seconds": fsyncs})
+                                   {"perund_store_fsync_seconds": fsyncs,
+                                    "perund_chain_call_seconds": self._call_times.histogram()})

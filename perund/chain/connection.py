@@ -28,6 +28,7 @@ from twisted.python.threadpool import ThreadPool
 from perund.chain.abi import ContractCodec
 from perund.chain.account import Account
 from perund.chain.artifact import ContractArtifact, load_artifact
+from perund.chain.call_times import ChainCallTimes
 from perund.chain.client import ChainClient
 from perund.chain.devchain import DEFAULT_DEV_CHAIN_ID, DEV_ACCOUNT_COUNT, EMBEDDED_URL
 from perund.chain.jsonrpc import HttpTransport
@@ -115,6 +116,8 @@ class ChainConnection(Service):
         self.devchain: DevChain | None = None
         self._client: ChainClient | None = None
         self._sender: TransactionSender | None = None
+        self.call_times = ChainCallTimes()
+        """How long the chain node takes to answer each JSON-RPC exchange."""
         self._funding_locks: dict[Address, DeferredLock] = {}
         """Per account: one `fund` at a time (its allowances are read, then used)."""
 
@@ -193,6 +196,7 @@ class ChainConnection(Service):
             open_client_blocking, self.url, self.codec,
             chain_id=self.expected_chain_id or DEFAULT_DEV_CHAIN_ID,
             dev_accounts=self.dev_accounts, request_timeout=self.connect_timeout,
+            call_times=self.call_times,
         )
         try:
             chain_id = await self._check_chain_id(client)
@@ -307,6 +311,7 @@ def open_client_blocking(
     chain_id: int = DEFAULT_DEV_CHAIN_ID,
     dev_accounts: int = DEV_ACCOUNT_COUNT,
     request_timeout: float = 10.0,
+    call_times: ChainCallTimes | None = None,
 ) -> ChainClient:
     """A client for the node at `url`, or for a new embedded dev chain when `url` is empty.
 
@@ -322,4 +327,5 @@ def open_client_blocking(
         return ChainClient(devchain.transport, codec, devchain=devchain)
     # No retries here: an unreachable chain is reported at once (the caller decides whether
     # and when to try again).
-    return ChainClient(HttpTransport(url, timeout=request_timeout), codec)
+    return ChainClient(HttpTransport(url, timeout=request_timeout, call_times=call_times),
+                       codec)

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from perund.chain.call_times import ChainCallTimes
 from perund.chain.proxy import proxy_route
 from perund.chain.urls import basic_credentials, host_port, shown_url
 from perund.channel.types import Address
@@ -161,7 +162,8 @@ class HttpTransport:
     the whole request.
     """
 
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 10.0,
+                 call_times: ChainCallTimes | None = None) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidConfig("chain.url: the node's chain client speaks JSON-RPC over "
@@ -171,6 +173,8 @@ class HttpTransport:
         """The URL as errors and logs show it (`shown_url`); the transport alone keeps the
         rest."""
         self.timeout = timeout
+        self.call_times = call_times if call_times is not None else ChainCallTimes()
+        """How long each exchange took, answered or not."""
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         try:
@@ -272,6 +276,14 @@ class HttpTransport:
 
     def _exchange(self, method: str, message: Any) -> Any:
         """POST `message`, the parsed JSON reply. OSError when the node cannot be reached."""
+        started = time.monotonic()
+        try:
+            return self._exchange_once(method, message)
+        finally:
+            self.call_times.add(time.monotonic() - started)
+
+    def _exchange_once(self, method: str, message: Any) -> Any:
+        """`_exchange` without its timing."""
         body = json.dumps(message, separators=(",", ":")).encode()
         for attempt in (1, 2):
             connection, reused = self._connection()

@@ -72,12 +72,18 @@ MIN_CHALLENGE_MARGIN = 3.0
 """The challenge duration must exceed what the node needs to react, this many times over."""
 
 
+def reaction_time(config: NodeConfig) -> float:
+    """Seconds this node may take to answer a dispute, by its configuration: a poll, the
+    confirmation depth in blocks, a transaction mined (the chain's answering time aside:
+    `perund.challenge_watch`)."""
+    chain = config.chain
+    return chain.poll_interval + chain.block_time * chain.confirmations + config.timeouts.tx
+
+
 def min_challenge_duration(config: NodeConfig) -> int:
     """The shortest challenge duration this node accepts (docs/specification.md §4): its
-    reaction time (a poll, the confirmation depth in blocks, a transaction mined) with margin."""
-    chain = config.chain
-    reaction = chain.poll_interval + chain.block_time * chain.confirmations + config.timeouts.tx
-    return max(1, int(MIN_CHALLENGE_MARGIN * reaction))
+    reaction time with margin."""
+    return max(1, int(MIN_CHALLENGE_MARGIN * reaction_time(config)))
 
 
 MIN_CONCLUDE_GRACE = 5.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -346,3 +347,28 @@ def test_a_reply_trickled_byte_by_byte_ends_at_the_requests_deadline() -> None:
     finally:
         stop.set()
         server.close()
+
+
+def test_every_exchange_is_timed_answered_or_not() -> None:
+    """perund_chain_call_seconds, and the node's estimate of its dispute reaction
+    (perund.challenge_watch), count every exchange: a failed one took its time too."""
+    def slow(request: Any, use: int) -> Reply:
+        time.sleep(0.02)
+        if isinstance(request, list):
+            return 200, json.dumps([json.loads(answer(r, 1)) for r in request]).encode()
+        return (200, answer(request, use)) if request["method"] != "drop" else None
+
+    with scripted_node(slow) as node:
+        transport = HttpTransport(node.url, timeout=5)
+        assert transport.call_times.recent_p90() is None
+        for _ in range(3):
+            transport.request("eth_blockNumber", [])
+        assert transport.batch([("eth_blockNumber", []), ("eth_chainId", [])]) is not None
+        with pytest.raises(OSError):
+            transport.request("drop", [])
+        times = transport.call_times.histogram()
+        assert times.count == 5 and times.total >= 5 * 0.02
+        assert times.counts[:3] == [0, 0, 0]  # none under 10 ms
+        p90 = transport.call_times.recent_p90()
+        assert p90 is not None and p90 >= 0.02
+        transport.close()

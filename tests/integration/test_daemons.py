@@ -132,6 +132,9 @@ def test_two_daemons_through_the_api(daemons: tuple[Daemon, Daemon],
     assert metric(bob_metrics, 'perund_store_fsync_seconds_bucket{le="+Inf"}') == \
         metric(bob_metrics, "perund_store_fsync_seconds_count")
     assert metric(bob_metrics, "perund_store_fsync_seconds_sum") > 0
+    # The chain answered every call of theirs in time for the channel's challenge duration.
+    assert metric(alice_metrics, "perund_chain_call_seconds_count") > 0
+    assert metric(alice_metrics, "perund_channels_challenge_at_risk") == 0
 
     refused = alice.request("session_close", sessionId=a, force=False)
     assert refused["error"]["code"] == 204
