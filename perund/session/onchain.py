@@ -140,9 +140,12 @@ class ChainSettlement:
 
     async def _fund(self, event: ev.Fund) -> None:
         channel_id, index = event.channel_id, event.index
+        # One deadline for the deposit's tries and the wait for the peer's: the channel's
+        # funding takes `funding_timeout` at most, however long our deposit took.
+        deadline = self._reactor.seconds() + self.funding_timeout
         unmined: TxTimedOut | None = None
         try:
-            await self._deposit_missing(event)
+            await self._deposit_missing(event, deadline)
         except TxTimedOut as exc:
             # Not mined yet is not failed: our deposit, or an earlier one of ours, may still be
             # mined (a busy chain, a low tip), and giving up now would take a channel the chain
@@ -158,7 +161,6 @@ class ChainSettlement:
                 raise
             log.warn("channel {channel_id}: our deposit is on-chain (an earlier transaction "
                      "of ours), though {why}", channel_id=_hex(channel_id), why=exc)
-        deadline = self._reactor.seconds() + self.funding_timeout
         while True:
             # Listen before reading: a deposit reported while the holdings are read is not
             # missed.
@@ -183,13 +185,13 @@ class ChainSettlement:
             finally:
                 self._forget_news(channel_id, news)
 
-    async def _deposit_missing(self, event: ev.Fund) -> None:
+    async def _deposit_missing(self, event: ev.Fund, deadline: float) -> None:
         """Deposit what of our share the chain does not hold. A chain error of unknown outcome
         (a reply lost or cut short, an error from a load-balanced node) is tried again until
-        the funding deadline: each try first waits for our earlier transactions and reads the
-        holdings, so a deposit that went out all the same is not made twice."""
+        the funding `deadline` (reactor seconds): each try first waits for our earlier
+        transactions and reads the holdings, so a deposit that went out all the same is not
+        made twice."""
         channel_id, index = event.channel_id, event.index
-        deadline = self._reactor.seconds() + self.funding_timeout
         while True:
             try:
                 # A deposit of ours sent before a restart (or whose receipt timed out) may

@@ -224,3 +224,37 @@ async def test_a_lost_reply_to_our_deposit_neither_fails_the_funding_nor_deposit
     funded = ours.fund(mine)
     await _bob_funds_too(chain, bob, theirs, funded)
     assert lost == [0, 0] and ours.receipts == []  # its receipt was never read: no second
+
+
+class _DepositsFailAWhile:
+    """A chain whose deposits fail with an error of unknown outcome until `until` (reactor
+    seconds), then go through."""
+
+    def __init__(self, chain: ChainBackend, until: float) -> None:
+        self._chain = chain
+        self._until = until
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._chain, name)
+
+    async def deposit(self, account: Account, cid: bytes, index: int, asset: bytes,
+                      amount: int) -> object:
+        if reactor.seconds() < self._until:
+            raise ChainRpcError("eth_sendRawTransaction", -32000, "header not found")
+        return await self._chain.deposit(account, cid, index, asset, amount)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_funding_deadline_counts_from_the_start_however_long_our_deposit_took(
+        chain: ChainBackend) -> None:
+    """Our deposit's tries and the wait for the peer's share one deadline: a deposit that
+    took most of `funding_timeout` does not buy the peer another whole one."""
+    alice, _, mine, _ = two_accounts(chain)
+    start = reactor.seconds()
+    ours = ChainSettlement(reactor, cast(ChainBackend, _DepositsFailAWhile(chain, start + 1.5)),
+                           alice, poll_interval=0.02, funding_timeout=2.0, funding_recheck=0.1)
+    with pytest.raises(PeerNotFunded):
+        await ours.fund(mine)
+    # Ours went through after 1.5 s; the peer's never came: the deadline at 2 s, not 3.5 s.
+    assert await chain.holdings(mine.channel_id) == (2 * ETHER, 0)
+    assert reactor.seconds() - start < 3.0
