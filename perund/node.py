@@ -12,12 +12,11 @@ import atexit
 import os
 import sys
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -46,6 +45,7 @@ from perund.errors import (
 from perund.locks import LockHeld, hold
 from perund.metrics import Metrics
 from perund.node_assets import add_test_token, check_tokens, configured_currencies
+from perund.node_devchain import DEVCHAIN_FOLDER, ExitWatch, start_embedded_chain
 from perund.node_metrics import NodeMetrics
 from perund.node_state import (
     SESSIONS_FILE,
@@ -60,9 +60,6 @@ from perund.session.chain_check import FUNDED
 from perund.session.config import SessionConfig, read_session_files
 from perund.session.session import Session, SessionParts
 from perund.storage.store import SessionStore
-
-DEVCHAIN_CHECK: Final = 2.0
-"""Seconds between looks at whether the embedded chain's process is still alive."""
 
 
 class NodeService(MultiService):
@@ -124,6 +121,8 @@ class NodeService(MultiService):
         self._prepared: dict[str, Deferred[SessionParts]] = {}
         """The remembered sessions' files, keys and stores, made ready while the chain starts
         (by resolved config path), until their sessions are built."""
+        self._devchain_watch: ExitWatch | None = None
+        """Whether the embedded chain's process is still alive, once it runs."""
         self._discarding: Deferred[None] | None = None
         """After a failed start: the release of what was prepared (a stop waits for it)."""
 
@@ -147,14 +146,11 @@ class NodeService(MultiService):
         self._prepare_remembered()
         try:
             if self.devchain is not None:
-                chain_id = await self._start_devchain(self.devchain)
+                chain_id = await start_embedded_chain(self.devchain, self.chain, self.config)
+                add_test_token(self.currencies, self.devchain)
+                self._devchain_watch = ExitWatch(self._reactor, self.devchain)
             else:
                 chain_id = await self.chain.connect()
-            if self.devchain is not None:
-                add_test_token(self.currencies, self.devchain)
-                self._devchain_watch = LoopingCall(self._check_devchain, self.devchain)
-                self._devchain_watch.clock = self._reactor
-                self._devchain_watch.start(DEVCHAIN_CHECK, now=False)
         except InvalidContracts as exc:
             # No Adjudicator (or another contract) where channels were funded: say which
             # channels are at stake, not only that the contract is missing.
@@ -219,37 +215,6 @@ class NodeService(MultiService):
             raise InvalidConfig(f"log.file {log_file.path}: cannot write it: {os_reason(exc)}",
                                 name="log.file", value=str(log_file.path)) from None
         self._log_file = log_file
-
-    async def _start_devchain(self, devchain: EmbeddedChain) -> int:
-        """Start the embedded chain on its saved state and connect to it; on a new chain, fund
-        the dev accounts and deploy the Adjudicator (dev account 0, so always at the same
-        address); on a saved one, check the Adjudicator is still there. A chain without the
-        test token PRN gets it."""
-        if self.config.fresh_chain:
-            devchain.reset()
-        self.chain.use_url(await devchain.start())
-        configured = self.config.chain.adjudicator
-        if not devchain.fresh:
-            self.chain.adjudicator = configured or devchain.recorded_adjudicator()
-            if self.chain.adjudicator is None:
-                raise InvalidContracts(
-                    f"the embedded chain in {devchain.folder} has no record of its Adjudicator; "
-                    "start afresh with --fresh-chain (its channels are lost)",
-                    name="Adjudicator", address=None, error="no record")
-        chain_id = await self.chain.connect()
-        if devchain.fresh:
-            await self.chain.run_blocking(devchain.fund_dev_accounts_blocking)
-            deployed = await self.chain.deploy_adjudicator(devchain.dev_account(0))
-            if configured is not None and configured != deployed:
-                raise InvalidContracts(
-                    f"the embedded chain deploys the Adjudicator at {hex_address(deployed)}, "
-                    f"not at the configured {hex_address(configured)}",
-                    name="Adjudicator", address=hex_address(configured),
-                    error="not the embedded chain's Adjudicator address")
-            devchain.record(deployed)
-        if devchain.recorded_test_token() is None:
-            await devchain.add_test_token(self.chain)
-        return chain_id
 
     async def _listen_api(self) -> None:
         """Serve JSON-RPC on /rpc and WebSocket on /ws at `api.listen`, behind the token."""
@@ -532,30 +497,13 @@ class NodeService(MultiService):
         session.client.refusals.append(
             lambda _, winding_down: self.disk_guard.refusal(session_id, winding_down))
 
-    def _check_devchain(self, devchain: EmbeddedChain) -> None:
-        """Say it once, and loudly, when the embedded chain has ended under the node."""
-        status = devchain.exit_status()
-        if status is None:
-            return
-        self._stop_devchain_watch()
-        self.log.critical(
-            "the embedded dev chain (anvil) exited with status {status}: deposits, closes and "
-            "disputes cannot go on-chain until the node is restarted. Restart it: the chain "
-            "comes back from its last state save in {folder} (anything of the last seconds "
-            "before the exit may be lost; the start says which channels, if any)",
-            status=status, folder=devchain.folder)
-
-    def _stop_devchain_watch(self) -> None:
-        watch = getattr(self, "_devchain_watch", None)
-        if watch is not None and watch.running:
-            watch.stop()
-
     async def _stop(self) -> None:
         # Sessions first (their channels stay persisted), then the services they use.
         self._reopener.stop()
         self.disk_guard.stop()
         self.challenge_watch.stop()
-        self._stop_devchain_watch()
+        if self._devchain_watch is not None:
+            self._devchain_watch.stop()
         await self._discard_prepared()
         if self._discarding is not None:
             await self._discarding
@@ -594,8 +542,6 @@ class NodeService(MultiService):
 
 DATA_DIR_LOCK = "node.lock"
 """The file in data_dir a running node holds an exclusive flock on (its pid inside)."""
-DEVCHAIN_FOLDER = "devchain"
-"""The embedded chain's folder in data_dir."""
 EMBEDDED_PENDING_URL = "http://127.0.0.1:0"
 """The embedded chain's URL until it runs (it picks its port)."""
 

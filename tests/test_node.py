@@ -168,7 +168,7 @@ async def test_node_starts_on_the_embedded_chain_and_stops(tmp_path: Path) -> No
 @pytest_twisted.ensureDeferred
 async def test_an_embedded_chain_that_dies_under_the_node_is_reported_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("perund.node.DEVCHAIN_CHECK", 0.05)
+    monkeypatch.setattr("perund.node_devchain.DEVCHAIN_CHECK", 0.05)
     node = await _embedded_node(tmp_path)
     assert node.devchain is not None and node.devchain.exit_status() is None
     with capturedLogs() as events:
