@@ -65,18 +65,26 @@ def ensure_token(path: str | Path) -> str:
         pass
     file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
+    # Written whole beside it, then linked to its name: a reader (the CLI, a test, a second
+    # node racing this one) never finds the file empty, and a file that appeared meanwhile
+    # is not replaced.
+    written = file.with_name(f".{file.name}.{os.getpid()}.{secrets.token_hex(8)}")
     try:
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_token(file)  # another process created it meanwhile: use theirs
+        fd = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, (token + "\n").encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(written, file)
+        except FileExistsError:
+            return _read_token(file)  # another process created it meanwhile: use theirs
+        finally:
+            os.unlink(written)
     except OSError as exc:
         raise InvalidConfig(f"cannot create the API token file {file}: {exc.strerror}",
                             name="api.token_file", value=str(file)) from None
-    try:
-        os.write(fd, (token + "\n").encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     log.info("created the API token file {path}", path=str(file))
     return token
 

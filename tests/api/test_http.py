@@ -259,6 +259,43 @@ def test_the_token_file_is_created_0600_and_read_back(tmp_path: Path) -> None:
     assert path.read_text().strip() == token
 
 
+def test_the_token_file_appears_whole_or_not_at_all(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader that finds the file (the CLI, a test waiting for the node, a second node) reads
+    the whole token: it is written beside the file and then linked to its name."""
+    path = tmp_path / "api.token"
+    real_write = os.write
+    seen_while_writing: list[bool] = []
+
+    def write(fd: int, data: bytes) -> int:
+        seen_while_writing.append(path.exists())
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    token = ensure_token(path)
+    monkeypatch.undo()
+    assert seen_while_writing == [False]
+    assert path.read_text() == token + "\n"
+    assert os.listdir(tmp_path) == ["api.token"]  # nothing left beside it
+
+
+def test_a_token_file_made_meanwhile_by_another_process_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "api.token"
+    theirs = "t" * 43
+    real_link = os.link
+
+    def link(source: str, target: str) -> None:
+        path.write_text(theirs + "\n")  # the other node got there first
+        os.chmod(path, 0o600)
+        real_link(source, target)
+
+    monkeypatch.setattr(os, "link", link)
+    assert ensure_token(path) == theirs
+    monkeypatch.undo()
+    assert path.read_text() == theirs + "\n" and os.listdir(tmp_path) == ["api.token"]
+
+
 def test_a_token_file_others_can_read_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "api.token"
     ensure_token(path)

@@ -40,14 +40,19 @@ class Daemon:
             self.proc = subprocess.Popen(
                 [TWISTD, "-n", "--pidfile=", "perund", "--config", str(self.config), *options],
                 cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while not self.token_path.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("the daemon did not start:\n"
-                                     + self.log.read_text()[-3000:])
-            time.sleep(0.1)
-        self.api = ApiClient(self.port, self.token_path.read_text().strip())
-        self.api.wait_until_up(alive=lambda: self.proc is not None and self.proc.poll() is None)
+        try:
+            deadline = time.monotonic() + 60
+            while not self.token_path.exists():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("the daemon did not start:\n"
+                                         + self.log.read_text()[-3000:])
+                time.sleep(0.1)
+            self.api = ApiClient(self.port, self.token_path.read_text().strip())
+            self.api.wait_until_up(
+                alive=lambda: self.proc is not None and self.proc.poll() is None)
+        except BaseException:
+            self.kill()  # a start that failed leaves no daemon behind
+            raise
 
     def wait_for_sessions(self, count: int, timeout: float = 30.0) -> None:
         """Until the node has opened `count` sessions again by itself (after a restart)."""
