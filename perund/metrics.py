@@ -93,7 +93,7 @@ class Histogram:
     exposition's buckets are cumulative), with their count and sum. Adding is a bisect and
     three additions, cheap enough for every fsync."""
 
-    def __init__(self, bounds: Sequence[float] = FSYNC_BOUNDS) -> None:
+    def __init__(self, bounds: Sequence[float]) -> None:
         self.bounds = tuple(bounds)
         self.counts = [0] * (len(self.bounds) + 1)
         """Observations per bucket (not cumulative); the last is above every bound."""

@@ -13,7 +13,7 @@ from perund.challenge_watch import ChallengeWatch
 from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.disk_guard import DiskGuard
-from perund.metrics import Histogram, Metrics, Sample
+from perund.metrics import FSYNC_BOUNDS, Histogram, Metrics, Sample
 from perund.reopening import Reopener
 from perund.session.notices import ChannelNotice, Notice
 from perund.session.session import Session
@@ -37,7 +37,7 @@ class NodeMetrics:
         self._currencies = currencies
         self._challenge_watch = challenge_watch
         self._call_times = call_times
-        self._closed_fsyncs = Histogram()
+        self._closed_fsyncs = Histogram(FSYNC_BOUNDS)
 
     def count(self, notice: Notice) -> None:
         """Count a session's channel events."""
@@ -111,7 +111,7 @@ class NodeMetrics:
 
     def render(self) -> str:
         """`GET /metrics`: counters, gauges and histograms in the Prometheus text format."""
-        fsyncs = Histogram()
+        fsyncs = Histogram(FSYNC_BOUNDS)
         fsyncs.merge(self._closed_fsyncs)
         for session in self._sessions.values():
             fsyncs.merge(session.store.fsync_times)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from perund.metrics import COUNTERS, GAUGES, Histogram, Metrics, Sample
+from perund.metrics import COUNTERS, FSYNC_BOUNDS, GAUGES, Histogram, Metrics, Sample
 
 
 def test_counters_and_gauges_render_in_the_text_format() -> None:
@@ -53,7 +53,7 @@ def test_a_histogram_nobody_observed_renders_empty_and_merges_add_up() -> None:
     lines = Metrics().render().splitlines()
     assert 'perund_store_fsync_seconds_bucket{le="+Inf"} 0' in lines
     assert "perund_store_fsync_seconds_count 0" in lines
-    one, other = Histogram(), Histogram()
+    one, other = Histogram(FSYNC_BOUNDS), Histogram(FSYNC_BOUNDS)
     one.add(0.0002)
     other.add(0.003)
     other.add(2.0)

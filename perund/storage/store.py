@@ -41,7 +41,7 @@ from perund.channel.records import Channel
 from perund.channel.types import ChannelID
 from perund.errors import StoreCorrupt, StoreError, StoreLocked
 from perund.locks import LockHeld, hold
-from perund.metrics import Histogram
+from perund.metrics import FSYNC_BOUNDS, Histogram
 from perund.storage import codec, datafile
 from perund.storage.archive import PaymentArchive
 from perund.storage.history import PaymentHistory
@@ -137,7 +137,7 @@ class SessionStore:
         """The fsync running elsewhere (`sync_elsewhere`), if any."""
         self._sync_again = False
         """A commit wanted an fsync while one was running: another follows it."""
-        self.fsync_times = Histogram()
+        self.fsync_times = Histogram(FSYNC_BOUNDS)
         """How long the commits' fsyncs took (perund_store_fsync_seconds)."""
         self._failed: StoreError | None = None
         self._closing = False
