@@ -345,12 +345,25 @@ def parse_size(value: Any) -> int:
     return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
+def _size_at_least(minimum: int, shown: str) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        size = parse_size(value)
+        if size < minimum:
+            raise ValueError(f"a size of at least {shown}")
+        return size
+    return convert
+
+
 def _limits(raw: Mapping[str, Any], problems: _Collector) -> Limits:
     kinds: dict[str, Callable[[Any], Any]] = {}
     defaults = Limits()
     for name, default in vars(defaults).items():
         if isinstance(default, float):
             kinds[name] = _positive_duration
+        elif name == "payment_history_size":
+            # An archiving appends one compaction's payments at once (up to about 1 MiB):
+            # a smaller limit would keep only that batch.
+            kinds[name] = _size_at_least(1 << 20, "1MiB")
         elif name.endswith(("_size", "_buffer", "_disk")):
             kinds[name] = parse_size
         elif name == "api_calls_in_flight":

@@ -273,8 +273,10 @@ def test_the_payment_history_size_is_a_size() -> None:
     assert parse_node_config(None, base_dir=Path("/srv")).limits.payment_history_size == 1 << 30
     config = parse_node_config({"limits": {"payment_history_size": "64MiB"}})
     assert config.limits.payment_history_size == 64 << 20
-    for wrong in ("0", "lots", -5, "1TB"):
+    for wrong, requirement in (("0", "above zero"), ("lots", "above zero"), (-5, "above zero"),
+                               ("1TB", "above zero"), ("512KiB", "at least 1MiB")):
         with pytest.raises(InvalidConfig) as caught:
             parse_node_config({"limits": {"payment_history_size": wrong}})
         (problem,) = caught.value.data["problems"]
         assert problem["name"] == "limits.payment_history_size"
+        assert requirement in problem["requirement"]

@@ -84,6 +84,8 @@ class PaymentArchive:
         """`payments` becomes `payments.1` (the old one dropped); the next append starts a
         new `payments`."""
         current, older = self._current, self._older
+        # Read before the rename: afterwards the older file's name holds the newer records.
+        dropped = (older.first_id, older.last_id) if older is not None and older.size else None
         try:
             if older is not None and os.path.exists(older.index_path):
                 os.unlink(older.index_path)
@@ -98,11 +100,11 @@ class PaymentArchive:
                         "next archiving)", path=self.directory)
             self._current, self._older = self._file(ARCHIVE_NAME), self._older_if_any()
             return
-        if older is not None and older.size:
+        if dropped is not None:
             self.dropped += 1
             log.info("payment archive {path}: dropped payments {first} to {last}, the oldest, "
                      "to stay within limits.payment_history_size ({limit} bytes)",
-                     path=self.directory, first=older.first_id, last=older.last_id,
+                     path=self.directory, first=dropped[0], last=dropped[1],
                      limit=self.max_bytes)
         self._older = self._file(OLDER_NAME)
         self._current = self._file(ARCHIVE_NAME)

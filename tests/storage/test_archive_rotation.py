@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 
 from perund.channel.types import ETH
 from perund.storage.archive import PaymentArchive
@@ -64,6 +65,16 @@ def test_the_archive_keeps_the_newest_payments_within_its_limit(tmp_path: Path) 
     # Opened again, it holds the same.
     again = PaymentArchive(str(tmp_path), limit)
     assert kept_ids(again) == ids and again.last_id == 1004
+
+
+def test_a_rotation_says_which_payments_it_dropped(tmp_path: Path) -> None:
+    archive = PaymentArchive(str(tmp_path), 100 * RECORD_BYTES)
+    with capturedLogs() as events:
+        fill(archive, 150)  # rotated at 50 (nothing dropped), at 100 (0 to 49), at 150
+    assert [formatEvent(e) for e in events] == [
+        f"payment archive {tmp_path}: dropped payments {first} to {last}, the oldest, to stay "
+        f"within limits.payment_history_size ({100 * RECORD_BYTES} bytes)"
+        for first, last in ((0, 49), (50, 99))]
 
 
 def test_without_a_limit_nothing_is_dropped(tmp_path: Path) -> None:
