@@ -114,10 +114,23 @@ async def deploy(reactor: Any, out: TextIO, *, chain_url: str, account: Account,
         backend.stopService()
 
 
+STALLED = 30.0
+"""Seconds without a new block after which the wait for confirmations says why it may last."""
+
+
 async def _confirmed(reactor: Any, backend: ChainBackend, out: TextIO, block: int,
                      confirmations: int, poll: float) -> None:
-    """Until `block` is `confirmations` blocks deep, saying so."""
-    while (depth := await backend.block_number() - block) < confirmations:
+    """Until `block` is `confirmations` blocks deep, saying so; once, when no block came for
+    `STALLED` seconds, that a chain mining only on transactions never gets there."""
+    newest, since, hinted = None, reactor.seconds(), False
+    while (depth := (latest := await backend.block_number()) - block) < confirmations:
+        if latest != newest:
+            newest, since = latest, reactor.seconds()
+        elif not hinted and reactor.seconds() - since >= STALLED:
+            hinted = True
+            out.write(f"… no new block for {STALLED:g} s: a chain that mines only when it gets "
+                      "a transaction (anvil without --block-time) never confirms; deploy there "
+                      "with --confirmations 0\n")
         out.write(f"… waiting for confirmations: {depth} of {confirmations}\n")
         out.flush()
         await deferLater(reactor, poll, lambda: None)

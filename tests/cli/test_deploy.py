@@ -3,23 +3,28 @@ confirmations waited for, the code checked, a node config written that a node st
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import pytest
 import pytest_twisted
 import yaml
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 
 from perund.chain.account import Account
 from perund.chain.anvil import Anvil, free_port
 from perund.chain.artifact import load_artifact
 from perund.chain.backend import ChainBackend
 from perund.channel.types import hex_address, to_address
+from perund.cli.deploy import _confirmed
 from perund.cli.generate import anvil_dev_key, generate
 from perund.config import load_node_config
 from perund.keystore.v3 import write_keystore
@@ -185,3 +190,27 @@ def test_a_node_config_that_could_not_be_written_is_refused_before_anything_is_s
                              text=True, timeout=60)
         assert run.returncode == 1 and said in run.stderr, run.stderr
         assert "Traceback" not in run.stderr and run.stdout == ""
+
+
+class _NoNewBlocks:
+    """A chain that mines only on transactions, and gets none: its newest block stays."""
+
+    async def block_number(self) -> int:
+        return 7
+
+
+def test_a_wait_for_confirmations_that_gets_no_block_says_why_once() -> None:
+    clock = Clock()
+    out = io.StringIO()
+    waiting = Deferred.fromCoroutine(
+        _confirmed(clock, cast(ChainBackend, _NoNewBlocks()), out, 7, 2, 1.0))
+    clock.pump([1.0] * 29)
+    assert "no new block" not in out.getvalue()
+    clock.pump([1.0] * 40)
+    said = out.getvalue().splitlines()
+    assert said.count("… no new block for 30 s: a chain that mines only when it gets a "
+                      "transaction (anvil without --block-time) never confirms; deploy there "
+                      "with --confirmations 0") == 1
+    assert said[-1] == "… waiting for confirmations: 0 of 2" and not waiting.called
+    waiting.cancel()
+    waiting.addErrback(lambda _: None)
