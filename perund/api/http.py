@@ -10,7 +10,6 @@ JSON body `{"error": ...}`.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 import stat
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from perund.api.dispatcher import (
 )
 from perund.api.method_spec import CallContext
 from perund.errors import InvalidConfig
+from perund.new_files import create_whole
 from perund.ratelimit import RateLimitedWarning
 from perund.tokens import TOKEN_FORM_TEXT, is_token
 
@@ -65,23 +65,12 @@ def ensure_token(path: str | Path) -> str:
         pass
     file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    # Written whole beside it, then linked to its name: a reader (the CLI, a test, a second
-    # node racing this one) never finds the file empty, and a file that appeared meanwhile
-    # is not replaced.
-    written = file.with_name(f".{file.name}.{os.getpid()}.{secrets.token_hex(8)}")
     try:
-        fd = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, (token + "\n").encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(written, file)
-        except FileExistsError:
-            return _read_token(file)  # another process created it meanwhile: use theirs
-        finally:
-            os.unlink(written)
+        # Whole or not at all: a reader (the CLI, a test, a second node racing this one)
+        # never finds the file empty.
+        create_whole(file, (token + "\n").encode("ascii"))
+    except FileExistsError:
+        return _read_token(file)  # another process created it meanwhile: use theirs
     except OSError as exc:
         raise InvalidConfig(f"cannot create the API token file {file}: {exc.strerror}",
                             name="api.token_file", value=str(file)) from None

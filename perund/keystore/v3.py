@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from perund.channel.encoding import Signer, keccak
 from perund.channel.types import Address, hex_address, to_address
 from perund.errors import InvalidConfig, ResourceExists
+from perund.new_files import create_whole
 from perund.safe_files import FileRules
 
 log = Logger(namespace="perund.keystore")
@@ -297,24 +298,9 @@ def write_keystore(path: Path | str, private_key: bytes, password: str, *,
     data = json.dumps(document, separators=(",", ":")).encode("ascii")
     if target.exists():
         raise ResourceExists(f"keystore file {target} exists", type="keystore", id=str(target))
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(temp, target)
-        except FileExistsError:
-            raise ResourceExists(f"keystore file {target} exists", type="keystore",
-                                 id=str(target)) from None
-    finally:
-        temp.unlink(missing_ok=True)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        create_whole(target, data)
+    except FileExistsError:
+        raise ResourceExists(f"keystore file {target} exists", type="keystore",
+                             id=str(target)) from None
     return to_address(account.address)
