@@ -540,24 +540,8 @@ class SessionStore:
         if pending:
             self._appends += 1
         try:
-            for key, value in pending.items():
-                if value is None:
-                    if key not in db:
-                        continue
-                    del db[key]
-                    self._file_bytes += datafile.record_size(key, None)
-                    dropped = self._live.pop(key, 0)
-                    self._live_bytes -= dropped
-                    if key[:1] == _PAYMENT:
-                        self._payment_bytes -= dropped
-                else:
-                    db[key] = value
-                    size = datafile.record_size(key, value)
-                    self._file_bytes += size
-                    self._live_bytes += size - self._live.get(key, 0)
-                    if key[:1] == _PAYMENT:
-                        self._payment_bytes += size - self._live.get(key, 0)
-                    self._live[key] = size
+            if pending:
+                self._append(db, pending)
             # A compaction follows (it copies what the file holds): durable first.
             sync = sync or (not self._closed and self._over_threshold())
             if sync and self._sync_elsewhere is not None and not self._closing \
@@ -591,6 +575,27 @@ class SessionStore:
             self._announce(made)
         if not self._closed and self._over_threshold():
             self._compact()
+
+    def _append(self, db: Any, pending: dict[bytes, bytes | None]) -> None:
+        """Append the pending writes to the data file (one write) and account for their
+        bytes; deletes of keys the file does not hold are dropped."""
+        live = self._live
+        writes = [(key, value) for key, value in pending.items()
+                  if value is not None or key in db]
+        self._file_bytes += datafile.append(db, writes)
+        for key, value in writes:
+            size = datafile.record_size(key, value)
+            if value is None:
+                dropped = live.pop(key, 0)
+                self._live_bytes -= dropped
+                if key[:1] == _PAYMENT:
+                    self._payment_bytes -= dropped
+            else:
+                was = live.get(key, 0)
+                self._live_bytes += size - was
+                if key[:1] == _PAYMENT:
+                    self._payment_bytes += size - was
+                live[key] = size
 
     def _announce(self, made: list[PaymentRecord]) -> None:
         for listener in list(self.payment_listeners):

@@ -7,6 +7,7 @@ import os
 import shutil
 import struct
 from binascii import crc32
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,67 @@ def test_a_deleted_channel_stays_deleted_across_repair(tmp_path: Path) -> None:
     assert list(store.channels()) == []
     assert store.block_cursor() is None
     store.close()
+
+
+def test_one_commit_is_one_write_in_semidbms_format(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit's records (writes and a delete) leave in one write, byte for byte what
+    semidbm's own setters would have appended, and semidbm reads them back."""
+    values = {b"c" + bytes([i]) * 32: bytes([i]) * (40 + i) for i in range(5)}
+    ours = semidbm.open(str(tmp_path / "ours"), "c")
+    theirs = semidbm.open(str(tmp_path / "theirs"), "c")
+    for key, value in values.items():
+        theirs[key] = value
+    del theirs[b"c" + bytes([2]) * 32]
+    writes: list[tuple[bytes, bytes | None]] = [*values.items(), (b"c" + bytes([2]) * 32, None)]
+    written = os.write
+    calls = []
+
+    def counting(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        return written(fd, data)
+
+    monkeypatch.setattr(os, "write", counting)
+    appended = datafile.append(ours, writes)
+    monkeypatch.undo()
+    assert calls == [appended]
+    assert dict(ours._index) == dict(theirs._index)
+    ours.close()
+    theirs.close()
+    assert (tmp_path / "ours" / "data").read_bytes() == (tmp_path / "theirs" / "data").read_bytes()
+    reopened = semidbm.open(str(tmp_path / "ours"), "r")
+    assert {key: reopened[key] for key in reopened} == {
+        key: value for key, value in values.items() if key != b"c" + bytes([2]) * 32}
+    reopened.close()
+
+
+def test_a_commit_torn_inside_its_one_write_keeps_the_records_before_the_tear(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several channels' records in one commit leave in one write; cut at every offset inside
+    it, the next open keeps exactly the records wholly before the cut."""
+    first = list(persisted_payments(2))[-1]
+    second = replace(first, channel_id=ChannelID(b"\x41" * 32))
+    other = ChannelID(b"\x42" * 32)
+    source = tmp_path / "source"
+    clock = Clock()
+    store = SessionStore(source, clock, record_payments=False)
+    store.put(first)
+    clock.advance(0)
+    before = (source / "data").stat().st_size
+    store.put(second)
+    store.put(replace(first, channel_id=other))
+    written, writes = os.write, []
+    monkeypatch.setattr(os, "write", lambda fd, data: writes.append(fd) or written(fd, data))
+    clock.advance(0)  # one commit, two records
+    monkeypatch.undo()
+    assert len(writes) == 1
+    store.close()
+    ends = [end for end in _boundaries(source / "data") if end > before]
+    assert len(ends) == 2
+    for cut in range(before + 1, ends[-1]):
+        copy = _copy(source, tmp_path / f"cut{cut}", cut)
+        reopened = SessionStore(copy, Clock(), record_payments=False)
+        kept = {c.channel_id for c in reopened.channels()}
+        assert kept == {first.channel_id} | ({second.channel_id} if cut >= ends[0] else set()) \
+            | ({other} if cut >= ends[1] else set())
+        reopened.close()
