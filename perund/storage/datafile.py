@@ -220,19 +220,19 @@ def append(db: Any, writes: Iterable[tuple[bytes, bytes | None]]) -> int:
     so a write torn by a crash keeps a prefix of them, which `repair` then cuts back to the last
     intact record, as it does for a torn single record.
     """
-    index: dict[bytes, tuple[int, int]] = db._index
     offset: int = db._current_offset
     blob = bytearray()
+    placed: list[tuple[bytes, tuple[int, int] | None]] = []
     for key, value in writes:
         key_size = len(key)
         if value is None:
             blob += _SIZES.pack(key_size, -1)
             blob += key
             blob += _CRC.pack(crc32(key))
-            del index[key]
+            placed.append((key, None))
         else:
             value_size = len(value)
-            index[key] = (offset + len(blob) + 8 + key_size, value_size)
+            placed.append((key, (offset + len(blob) + 8 + key_size, value_size)))
             blob += _SIZES.pack(key_size, value_size)
             blob += key
             blob += value
@@ -240,8 +240,14 @@ def append(db: Any, writes: Iterable[tuple[bytes, bytes | None]]) -> int:
     view, fd = memoryview(blob), db._data_fd
     while view:
         # A regular file takes a short write only when it cannot take more (a full disk):
-        # the next write then raises, and the commit fails.
+        # the next write then raises, and the commit fails with the index as it was.
         view = view[os.write(fd, view):]
+    index: dict[bytes, tuple[int, int]] = db._index
+    for key, where in placed:
+        if where is None:
+            del index[key]
+        else:
+            index[key] = where
     db._current_offset = offset + len(blob)
     return len(blob)
 
