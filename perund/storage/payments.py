@@ -22,8 +22,10 @@ from perund.channel.memo import MAX_REFERENCE, Memo, parts_match
 from perund.channel.records import Channel
 from perund.channel.types import UINT64_MAX, UINT256_MAX, Address, ChannelID
 from perund.errors import StoreCorrupt, StoreError
+from perund.storage import codec
 
 FORMAT_VERSION: Final = 1
+_FORMAT_BYTE: Final = bytes((FORMAT_VERSION,))
 
 Direction = Literal["sent", "received"]
 Status = Literal["paid", "rejected", "expired"]
@@ -78,11 +80,12 @@ def payments_between(old: Channel | None, new: Channel, now: float, first_id: in
         # one here (the virtual channel's own history has its payments).
         return []
     ours = new.index
-    proposer = ours if by_us else 1 - ours
-    moved = tuple(was[proposer] - row[proposer]
-                  for was, row in zip(before.balances, after.balances, strict=True))
-    if memo and parts_match(memo, moved):
-        return _parts(new, after.version, memo, by_us, now, first_id)
+    if memo:
+        proposer = ours if by_us else 1 - ours
+        moved = tuple(was[proposer] - row[proposer]
+                      for was, row in zip(before.balances, after.balances, strict=True))
+        if parts_match(memo, moved):
+            return _parts(new, after.version, memo, by_us, now, first_id)
     records: list[PaymentRecord] = []
     for asset, was, now_row in zip(after.assets, before.balances, after.balances, strict=True):
         change = now_row[ours] - was[ours]
@@ -124,8 +127,7 @@ def encode_payment(record: PaymentRecord) -> bytes:
             record.amount.to_bytes((record.amount.bit_length() + 7) // 8, "big"),
             record.version, float(record.time), record.request,
             STATUSES.index(record.status), record.reference]
-    packed: bytes = msgpack.packb(body, use_bin_type=True)
-    return bytes((FORMAT_VERSION,)) + packed
+    return _FORMAT_BYTE + codec.pack(body)
 
 
 def decode_payment(value: bytes) -> PaymentRecord:
