@@ -1,5 +1,6 @@
-"""`SessionStore`: one session's durable store (semidbm), with group commit, repair on open and
-compaction (docs/storage.md; docs/specification.md §5).
+"""`SessionStore`: one session's durable store, with group commit, repair on open and compaction
+(docs/storage.md; docs/specification.md §5). Its data file (semidbm's format, repaired on open,
+appended and compacted) is a `DataLog` (perund/storage/datalog.py).
 
 Writes are buffered in memory by `put` and the other setters; a commit, scheduled with
 `callLater(0)` on the first write of a reactor turn, appends them all to the data file and runs
@@ -29,7 +30,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, cast
 
-import semidbm
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
@@ -44,6 +44,7 @@ from perund.locks import LockHeld, hold
 from perund.metrics import FSYNC_BOUNDS, Histogram
 from perund.storage import codec, datafile
 from perund.storage.archive import PaymentArchive
+from perund.storage.datalog import DataLog
 from perund.storage.history import PaymentHistory
 from perund.storage.payments import (
     PaymentRecord,
@@ -122,7 +123,6 @@ class SessionStore:
         """Called with the payments of each commit, once that commit is durable."""
         self._unannounced: list[PaymentRecord] = []
         self._memos = NotedMemos()
-        self._payment_bytes = 0  # of the live payment records in the data file
 
         self._pending: dict[bytes, bytes | None] = {}
         self._waiters: list[Deferred[None]] = []
@@ -143,10 +143,6 @@ class SessionStore:
         self._closing = False
         self._closed = False
 
-        self._live: dict[bytes, int] = {}  # key -> bytes of its record in the file
-        self._live_bytes = len(datafile.HEADER)
-        self._file_bytes = 0
-        self._retry_above = 0
         self.compactions = 0
         """How many times this store compacted its file (for tests and benchmarks)."""
 
@@ -154,41 +150,25 @@ class SessionStore:
             os.makedirs(self.path, mode=0o700)
             datafile.fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         self._lock_fd = _lock(self.path)
-        self._db: Any = None
+        file = None
         try:
             self.history = PaymentHistory(PaymentArchive(self.path, history_limit))
             """The session's payments (recent ones in memory, older ones archived)."""
-            self._db = self._open()
+            file = self._file = DataLog(self.path, _PAYMENT)
             self._load()
         except BaseException:
-            if self._db is not None:
-                self._db.close()
+            if file is not None:
+                file.close()
             self._release()
             raise
 
     # ----------------------------------------------------------------------------------------
     # Opening
 
-    def _open(self) -> Any:
-        scan = datafile.repair(self.path)
-        db = semidbm.open(self.path, "c")
-        if scan is None:
-            # A new store: make its data file and the directory entry durable once.
-            db.sync()
-            datafile.fsync_dir(self.path)
-            scan = datafile.Scan(good_end=len(datafile.HEADER), size=len(datafile.HEADER))
-        self._live = scan.live
-        self._live_bytes = len(datafile.HEADER) + sum(scan.live.values())
-        self._payment_bytes = sum(size for key, size in scan.live.items()
-                                  if key[:1] == _PAYMENT)
-        self._file_bytes = scan.size
-        return db
-
     def _load(self) -> None:
-        db = self._db
-        for key in list(db.keys()):
+        for key, value in self._file.records():
             try:
-                self._load_record(key, db[key])
+                self._load_record(key, value)
             except StoreCorrupt as e:
                 raise StoreCorrupt(
                     f"store {self.data_path}: record {key!r}: {e.message}",
@@ -414,7 +394,7 @@ class SessionStore:
                 self._flight = None
             self._fail_waiters(self._failed or StoreError(f"store {self.path} closed"))
             try:
-                self._db.close()  # fsyncs again: cheap, nothing new to write
+                self._file.close()  # fsyncs again: cheap, nothing new to write
             except OSError as e:
                 self._failed = self._failed or StoreError(f"store {self.path}: closing: {e}")
             finally:
@@ -425,12 +405,12 @@ class SessionStore:
     @property
     def file_bytes(self) -> int:
         """The data file's size."""
-        return self._file_bytes
+        return self._file.file_bytes
 
     @property
     def live_bytes(self) -> int:
         """What the data file would hold if compacted now."""
-        return self._live_bytes
+        return self._file.live_bytes
 
     def _write(self, key: bytes, value: bytes | None) -> None:
         if self._closed:
@@ -469,7 +449,7 @@ class SessionStore:
         assert runner is not None
         # A descriptor of its own: closing or compacting the store meanwhile cannot leave the
         # thread fsyncing a number the process has since reused.
-        fd = os.dup(self._db._data_fd)
+        fd = self._file.duplicate_descriptor()
 
         def fsync() -> float:
             try:
@@ -536,12 +516,11 @@ class SessionStore:
         pending, self._pending = self._pending, {}
         waiters, self._waiters = self._waiters, []
         made, self._unannounced = self._unannounced, []
-        db = self._db
         if pending:
             self._appends += 1
         try:
             if pending:
-                self._append(db, pending)
+                self._file.append(pending)
             # A compaction follows (it copies what the file holds): durable first.
             sync = sync or (not self._closed and self._over_threshold())
             if sync and self._sync_elsewhere is not None and not self._closing \
@@ -552,7 +531,7 @@ class SessionStore:
                 return
             if sync:
                 started = time.perf_counter()
-                db.sync()
+                self._file.sync()
                 self.fsync_times.add(time.perf_counter() - started)
         except Exception as e:
             # What reached the file is unknown (a torn tail at worst, repaired on the next open);
@@ -576,27 +555,6 @@ class SessionStore:
         if not self._closed and self._over_threshold():
             self._compact()
 
-    def _append(self, db: Any, pending: dict[bytes, bytes | None]) -> None:
-        """Append the pending writes to the data file (one write) and account for their
-        bytes; deletes of keys the file does not hold are dropped."""
-        live = self._live
-        writes = [(key, value) for key, value in pending.items()
-                  if value is not None or key in db]
-        self._file_bytes += datafile.append(db, writes)
-        for key, value in writes:
-            size = datafile.record_size(key, value)
-            if value is None:
-                dropped = live.pop(key, 0)
-                self._live_bytes -= dropped
-                if key[:1] == _PAYMENT:
-                    self._payment_bytes -= dropped
-            else:
-                was = live.get(key, 0)
-                self._live_bytes += size - was
-                if key[:1] == _PAYMENT:
-                    self._payment_bytes += size - was
-                live[key] = size
-
     def _announce(self, made: list[PaymentRecord]) -> None:
         for listener in list(self.payment_listeners):
             try:
@@ -613,48 +571,24 @@ class SessionStore:
     # Compaction
 
     def _over_threshold(self) -> bool:
-        # Payment records leave the data file at a compaction (to the archive): they count
-        # as garbage here, or a growing history would hold compaction back forever.
-        return (
-            self._file_bytes > max(self._compact_min_bytes, self._retry_above)
-            and self._file_bytes > self._compact_ratio * (self._live_bytes - self._payment_bytes)
-        )
+        return self._file.over(self._compact_ratio, self._compact_min_bytes)
 
     def _compact(self) -> None:
         """Rewrite the data file with the live records only (exactly what the last fsync
-        covered: pending writes stay in memory until the next commit)."""
-        db = self._db
-        before = self._file_bytes
+        covered: pending writes stay in memory until the next commit), moving the payment
+        records to the archive."""
         archived = self._archive_payments()
-        items = [(key, db[key]) for key in db if not (archived and key[:1] == _PAYMENT)]
-        db.close()
-        compacted = False
         try:
-            datafile.compact(self.path, items)
-            compacted = True
-        except Exception:
-            # Whichever step failed, the data file is the old or the new one, complete (the
-            # rename is the commit point). Try again only once the file has doubled.
-            log.failure("store {path}: compaction failed", path=self.path)
-            self._retry_above = 2 * before
-        try:
-            self._db = semidbm.open(self.path, "w")
-            self._file_bytes = os.path.getsize(self.data_path)
-        except Exception as e:
-            log.failure("store {path}: reopening after compaction failed", path=self.path)
-            self._failed = StoreError(f"store {self.path}: reopening after compaction: {e}")
+            compacted = self._file.compact(drop_payments=archived)
+        except StoreError as e:
+            self._failed = e
             return
         if not compacted:
             return
         if archived:
-            for key in [key for key in self._live if key[:1] == _PAYMENT]:
-                self._live_bytes -= self._live.pop(key)
-            self._payment_bytes = 0
             self.history.recent = [r for r in self.history.recent
                                    if r.payment_id > self.history.archive.last_id]
         self.compactions += 1
-        log.info("store {path}: compacted {before} bytes to {after}",
-                 path=self.path, before=before, after=self._file_bytes)
 
     def _archive_payments(self) -> bool:
         """Append the durable payment records to the archive (fsynced); whether that worked.

@@ -155,7 +155,7 @@ class Node:
         assert self.store is not None
         store = self.store
         self.net.cut(self.signer.address)
-        fd = store._db._data_fd
+        fd = store._file._db._data_fd
         size = synced_sizes.get(fd, os.fstat(fd).st_size) if power_loss \
             else os.fstat(fd).st_size
         store._pending.clear()
