@@ -4,13 +4,18 @@ Run: `.venv/bin/python bench/offchain.py [--seconds S] [--channels N]`. This pro
 paying client (alice); it starts the receiving client (bob) as a second process, and the two talk
 over loopback TCP through the real PeerManager, codec and channel client. Prints one JSON object:
 
-    {"sequential": {"payments_per_s", "p50_ms", "p99_ms", "payments"},
+    {"sequential": {"payments_per_s", "p50_ms", "p99_ms", "payments", "payer_cpu_us",
+                    "payee_cpu_us"},
      "concurrent_100": {...}, "durable": {...}, "durable_16_callers_one_channel": {...},
      "durable_concurrent_100": {...},
      "offered_R_per_s_100_channels": {...}, "durable_offered_R_per_s_100_channels": {...},
      "limits": {"before": {"no_fsync_per_s", "one_fsync_per_s", "fsync_us"}, "after": {...}},
      "sequential_share_of_no_fsync_ceiling", "durable_share_of_no_fsync_ceiling",
      "durable_payee_fsync_ceiling_per_s", "durable_share_of_payee_fsync_ceiling"}
+
+Every run says how much CPU each process used per payment (`payer_cpu_us`: this process,
+callers included; `payee_cpu_us`: bob's, his fsync thread included): in a run over many
+channels the busier of the two is the limit.
 
 "durable" also says how long bob's fsyncs took on average during it (`payee_fsync_mean_us`,
 from his store's own timing); `durable_payee_fsync_ceiling_per_s` is payment-limit's ceiling
@@ -134,15 +139,19 @@ async def serve(args: argparse.Namespace) -> None:
     port = await client.peers.listen()
     print(json.dumps({"address": signer.address.hex(), "port": port}), flush=True)
 
-    def fsync_times(_: bytes) -> None:
-        # A line on stdin asks for them (`Payee.fsyncs`): how the payment path's fsyncs went.
+    def answer(line: bytes) -> None:
+        # A line on stdin asks for a figure: how the payment path's fsyncs went so far
+        # (`Payee.fsyncs`), or this process's CPU seconds (`Payee.cpu_seconds`).
+        if line.strip() == b"cpu":
+            print(json.dumps({"cpu_s": cpu_seconds()}), flush=True)
+            return
         times = getattr(client.store, "fsync_times", None)
         print(json.dumps({"count": times.count if times else 0,
                           "total": times.total if times else 0.0}), flush=True)
 
     done: Deferred[None] = Deferred()
     # The paying process closes our stdin when it is finished.
-    cast(Any, reactor).addReader(_StdinClosed(done, fsync_times))
+    cast(Any, reactor).addReader(_StdinClosed(done, answer))
     await done
 
 
@@ -178,6 +187,12 @@ class _StdinClosed:
         return "stdin"
 
 
+def cpu_seconds() -> float:
+    """User and system CPU this process (all its threads) has used so far (clock_gettime's
+    process clock: os.times counts in 10 ms ticks)."""
+    return time.process_time()
+
+
 # -- alice: the paying process ------------------------------------------------------------------
 
 
@@ -207,18 +222,41 @@ async def pay_for(client: ChannelClient, channel_id: ChannelID, until: float,
         latencies.append(clock() - start)
 
 
+class CpuPerPayment:
+    """Each process's CPU per payment over one run: which of the two is the limit, and how far
+    each is from the crypto floor (docs/performance.md, "Many channels")."""
+
+    def __init__(self, payee: Payee | None) -> None:
+        self._payee = payee
+        self._payer_start = cpu_seconds()
+        self._payee_start = payee.cpu_seconds() if payee is not None else 0.0
+
+    def add_to(self, result: dict[str, Any]) -> dict[str, Any]:
+        """`result` with "payer_cpu_us" and "payee_cpu_us" (µs a payment, this run)."""
+        payments = result["payments"]
+        if payments:
+            result["payer_cpu_us"] = round((cpu_seconds() - self._payer_start) / payments * 1e6,
+                                           1)
+            if self._payee is not None:
+                result["payee_cpu_us"] = round(
+                    (self._payee.cpu_seconds() - self._payee_start) / payments * 1e6, 1)
+        return result
+
+
 async def measure(client: ChannelClient, channels: list[ChannelID],
-                  seconds: float) -> dict[str, Any]:
+                  seconds: float, payee: Payee | None = None) -> dict[str, Any]:
+    """Closed loop: one caller per entry of `channels` pays 1 wei after 1 wei for `seconds`."""
     latencies: list[float] = []
+    cpu = CpuPerPayment(payee)
     start = time.perf_counter()
     until = start + seconds
     await gatherResults([Deferred.fromCoroutine(pay_for(client, cid, until, latencies))
                          for cid in channels])
-    return summary(latencies, time.perf_counter() - start)
+    return cpu.add_to(summary(latencies, time.perf_counter() - start))
 
 
 async def offered(client: ChannelClient, channels: list[ChannelID], rate: float,
-                  seconds: float) -> dict[str, Any]:
+                  seconds: float, payee: Payee | None = None) -> dict[str, Any]:
     """Open loop: start payments at `rate` per second, round-robin over `channels`, whatever
     the ones before them are doing, for `seconds`; then wait for all of them.
 
@@ -232,6 +270,7 @@ async def offered(client: ChannelClient, channels: list[ChannelID], rate: float,
     latencies: list[float] = []
     failures: list[str] = []
     outstanding: list[Deferred[None]] = []
+    cpu = CpuPerPayment(payee)
     start = clock()
     total = round(seconds * rate)  # payment i is due at start + i / rate
     issued = 0
@@ -261,7 +300,7 @@ async def offered(client: ChannelClient, channels: list[ChannelID], rate: float,
     tick(total)
     await gatherResults(outstanding)
     # The rate counts until the last payment is done: a backlog left at the end shows in it.
-    result = summary(latencies, clock() - start)
+    result = cpu.add_to(summary(latencies, clock() - start))
     result["offered_per_s"] = rate
     result["failed"] = len(failures)
     if failures:
@@ -282,6 +321,14 @@ class Payee:
         self._process.stdin.flush()
         answer = json.loads(self._process.stdout.readline())
         return answer["count"], answer["total"]
+
+    def cpu_seconds(self) -> float:
+        """The CPU seconds bob's process has used so far."""
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write("cpu\n")
+        self._process.stdin.flush()
+        cpu: float = json.loads(self._process.stdout.readline())["cpu_s"]
+        return cpu
 
 
 async def run_pair(args: argparse.Namespace, durable: str,
@@ -323,25 +370,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     seconds = args.seconds
     warm_up = min(1.0, seconds / 5)
 
-    async def many_channels(client: ChannelClient, request: OpenRequest,
+    async def many_channels(client: ChannelClient, request: OpenRequest, payee: Payee,
                             prefix: str) -> dict[str, Any]:
         """One caller on each of `args.channels` channels, then each offered load."""
         opened = await gatherResults([client.open_channel(request)
                                       for _ in range(args.channels)])
         channels = [c.channel_id for c in opened]
         results = {f"{prefix}concurrent_{args.channels}": await measure(client, channels,
-                                                                         seconds)}
+                                                                         seconds, payee)}
         for rate in args.rates:
             results[f"{prefix}offered_{rate}_per_s_{args.channels}_channels"] = await offered(
-                client, channels, rate, seconds)
+                client, channels, rate, seconds, payee)
         return results
 
     async def in_memory(client: ChannelClient, request: OpenRequest,
                         payee: Payee) -> dict[str, Any]:
         single = await client.open_channel(request)
         await measure(client, [single.channel_id], warm_up)
-        results = {"sequential": await measure(client, [single.channel_id], seconds)}
-        results.update(await many_channels(client, request, ""))
+        results = {"sequential": await measure(client, [single.channel_id], seconds, payee)}
+        results.update(await many_channels(client, request, payee, ""))
         return results
 
     async def durable(client: ChannelClient, request: OpenRequest,
@@ -350,7 +397,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cid = single.channel_id
         await measure(client, [cid], warm_up)
         fsyncs_before, fsync_seconds_before = payee.fsyncs()
-        results = {"durable": await measure(client, [cid], seconds)}
+        results = {"durable": await measure(client, [cid], seconds, payee)}
         fsyncs, fsync_seconds = payee.fsyncs()
         if fsyncs > fsyncs_before:
             # What the disk gave this run's payments: payment-limit.py times fsyncs back to
@@ -360,8 +407,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # Several callers on one channel: their payments wait for the update in flight and go
         # out together, sharing its round trip and its fsyncs.
         results[f"durable_{args.callers}_callers_one_channel"] = await measure(
-            client, [cid] * args.callers, seconds)
-        results.update(await many_channels(client, request, "durable_"))
+            client, [cid] * args.callers, seconds, payee)
+        results.update(await many_channels(client, request, payee, "durable_"))
         return results
 
     results = await run_pair(args, "", in_memory)

@@ -28,6 +28,8 @@ def test_offchain_benchmark_reports_every_run() -> None:
     for name, figures in results.items():
         assert figures["payments"] > 0, name
         assert 0 < figures["p50_ms"] <= figures["p99_ms"], name
+        # Each process's CPU per payment: both did work for every payment.
+        assert figures["payer_cpu_us"] > 0 and figures["payee_cpu_us"] > 0, name
     for name in ("offered_40_per_s_3_channels", "durable_offered_40_per_s_3_channels"):
         assert results[name]["failed"] == 0
         assert results[name]["payments"] == 12  # 40/s for 0.3 s: every one due was paid
