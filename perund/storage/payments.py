@@ -26,6 +26,8 @@ from perund.storage import codec
 
 FORMAT_VERSION: Final = 1
 _FORMAT_BYTE: Final = bytes((FORMAT_VERSION,))
+_LATEST_TIME: Final = 253402300800.0
+"""Unix time of 10000-01-01: later times are no dates (Python's datetime ends there)."""
 
 Direction = Literal["sent", "received"]
 Status = Literal["paid", "rejected", "expired"]
@@ -120,6 +122,8 @@ def encode_payment(record: PaymentRecord) -> bytes:
     """The stored bytes of `record`; `StoreError` for a value the format cannot hold."""
     if not 0 <= record.amount <= UINT256_MAX or not 0 <= record.payment_id <= UINT64_MAX:
         raise StoreError("a payment's amount or id is out of range")
+    if not 0 <= record.time < _LATEST_TIME:
+        raise StoreError("a payment's time is not a date")
     if record.reference is not None and len(record.reference) > MAX_REFERENCE:
         raise StoreError("a payment's reference is too long")
     body = [record.payment_id, bytes(record.channel_id), bytes(record.peer),
@@ -149,7 +153,8 @@ def decode_payment(value: bytes) -> PaymentRecord:
     _check(_is_bytes(asset, 20), "asset")
     _check(type(amount) is bytes and len(amount) <= 32 and amount[:1] != b"\0", "amount")
     _check(version is None or (type(version) is int and 0 <= version <= UINT64_MAX), "version")
-    _check(type(time) is float, "time")
+    # NaN or an infinity would compare unequal to itself and break JSON (and the API's dates).
+    _check(type(time) is float and 0 <= time < _LATEST_TIME, "time")
     _check(type(request) is bool, "request")
     _check(status in (0, 1, 2) and type(status) is int, "status")
     _check(reference is None or (type(reference) is str and len(reference) <= MAX_REFERENCE),

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import msgpack
 import pytest
 from twisted.internet.task import Clock
 
 from perund.channel.changes import OwnUpdate, RespondUpdate
 from perund.channel.events import Persist, SendUpdate, SendUpdateAccept, UpdateNeedsUser
 from perund.channel.machine import transition
-from perund.channel.types import ETH
-from perund.errors import InvalidArgument
+from perund.channel.types import ETH, ChannelID
+from perund.errors import InvalidArgument, StoreCorrupt, StoreError
 from perund.storage.archive import PaymentArchive
 from perund.storage.history import PaymentQuery
 from perund.storage.payments import PaymentRecord, decode_payment, encode_payment
@@ -327,3 +329,18 @@ def test_an_updates_memo_splits_it_into_its_payments_with_their_references(
     assert shown(bob) == [("sent", 3, True, "order-9"), ("received", 7, False, None),
                           ("received", 6, False, None), ("received", 4, False, "inv-1")]
     assert [r.version for r in _listed(bob)] == [3, 2, 1, 1]
+
+
+@pytest.mark.parametrize("time", [float("nan"), float("inf"), -1.0, 1e300])
+def test_a_payment_time_that_is_no_date_is_neither_written_nor_read(time: float) -> None:
+    """A record whose time is NaN, infinite, negative or past year 9999 would break the API's
+    dates and JSON: refused when encoded, and `StoreCorrupt` when a damaged file holds one
+    (found by fuzzing the record decoders)."""
+    record = PaymentRecord(1, ChannelID(b"\x01" * 32), BOB.address, "sent", ETH, 5, 2, 1.0)
+    good = encode_payment(record)
+    with pytest.raises(StoreError, match="time"):
+        encode_payment(replace(record, time=time))
+    damaged = good.replace(msgpack.packb(1.0), msgpack.packb(time))
+    assert damaged != good
+    with pytest.raises(StoreCorrupt, match="time"):
+        decode_payment(damaged)
