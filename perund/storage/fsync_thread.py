@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from perund.storage.store import SyncRunner
+from perund.storage.commit import SyncRunner
 
 POOL_NAME: Final = "perund-fsync"
 

@@ -2,17 +2,9 @@
 (docs/storage.md; docs/specification.md §5). Its data file (semidbm's format, repaired on open,
 appended and compacted) is a `DataLog` (perund/storage/datalog.py).
 
-Writes are buffered in memory by `put` and the other setters; a commit, scheduled with
-`callLater(0)` on the first write of a reactor turn, appends them all to the data file and runs
-one fsync: every write of that turn shares it (group commit). `flush` hands out a Deferred that
-fires after the commit covering every write so far, or None when there is nothing to wait for.
-A commit that nobody waits for (no `flush` since the last one) appends its records, so that a
-killed process loses none of them, but leaves the fsync to the next commit that is waited for,
-or to `sync_delay` seconds later, whichever comes first: writes nobody waits for do not cost an
-fsync each (docs/protocol.md, "Durability by interest"). A commit that answers one waiter
-fsyncs on the reactor thread (about 0.15 ms here, less than a thread hop would add); one that
-answers several, given `sync_elsewhere`, runs its fsync there, and the reactor goes on
-(docs/storage.md, "Where the fsync runs").
+Writes are buffered in memory by `put` and the other setters and committed together once per
+reactor turn, one fsync for all (group commit: `GroupCommit`, perund/storage/commit.py); `flush`
+hands out a Deferred that fires once every write so far is durable.
 
 Reads never touch the file: the store keeps the decoded value of every record in memory (a few
 hundred bytes per channel), loaded and checked once on open.
@@ -26,24 +18,22 @@ Compaction moves them to the append-only archive (`perund/storage/archive.py`).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, cast
 
-from twisted.internet.base import DelayedCall
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from perund.channel.memo import Memo, NotedMemos
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
 from perund.errors import StoreCorrupt, StoreError, StoreLocked
 from perund.locks import LockHeld, hold
-from perund.metrics import FSYNC_BOUNDS, Histogram
+from perund.metrics import Histogram
 from perund.storage import codec, datafile
 from perund.storage.archive import PaymentArchive
+from perund.storage.commit import GroupCommit, SyncRunner
 from perund.storage.datalog import DataLog
 from perund.storage.history import PaymentHistory
 from perund.storage.payments import (
@@ -102,12 +92,9 @@ class SessionStore:
             raise ValueError("compact_ratio must exceed 1")
         if not sync_delay >= 0:
             raise ValueError("sync_delay must be at least 0")
-        self._sync_delay = sync_delay
-        self._sync_elsewhere = sync_elsewhere
         self.path = os.fspath(path)
         self.data_path = os.path.join(self.path, datafile.DATA_NAME)
         # zope interfaces do not type-check as protocols (their methods have no `self`).
-        self._call_later: Callable[..., DelayedCall] = cast(Any, reactor).callLater
         self._seconds: Callable[[], float] = cast(Any, reactor).seconds
         self._record_payments = record_payments
         self._compact_ratio = compact_ratio
@@ -121,28 +108,7 @@ class SessionStore:
         self._loaded_payments: list[PaymentRecord] = []
         self.payment_listeners: list[Callable[[list[PaymentRecord]], object]] = []
         """Called with the payments of each commit, once that commit is durable."""
-        self._unannounced: list[PaymentRecord] = []
         self._memos = NotedMemos()
-
-        self._pending: dict[bytes, bytes | None] = {}
-        self._waiters: list[Deferred[None]] = []
-        self._scheduled: DelayedCall | None = None
-        self._sync_timer: DelayedCall | None = None
-        """While records are appended but not fsynced: the call that fsyncs them at the latest."""
-        self._appends = 0
-        """Commits that appended records to the file so far."""
-        self._durable_appends = 0
-        """How many of them the last completed fsync covered."""
-        self._flight: _Flight | None = None
-        """The fsync running elsewhere (`sync_elsewhere`), if any."""
-        self._sync_again = False
-        """A commit wanted an fsync while one was running: another follows it."""
-        self.fsync_times = Histogram(FSYNC_BOUNDS)
-        """How long the commits' fsyncs took (perund_store_fsync_seconds)."""
-        self._failed: StoreError | None = None
-        self._closing = False
-        self._closed = False
-
         self.compactions = 0
         """How many times this store compacted its file (for tests and benchmarks)."""
 
@@ -155,6 +121,10 @@ class SessionStore:
             self.history = PaymentHistory(PaymentArchive(self.path, history_limit))
             """The session's payments (recent ones in memory, older ones archived)."""
             file = self._file = DataLog(self.path, _PAYMENT)
+            self._commits = GroupCommit(
+                file, reactor, self.path, sync_delay=sync_delay, sync_elsewhere=sync_elsewhere,
+                announce=self._announce, compaction_due=self._over_threshold,
+                compact=self._compact)
             self._load()
         except BaseException:
             if file is not None:
@@ -239,7 +209,7 @@ class SessionStore:
                 self._add_payments(made)
                 # The channel's record goes after its payments in the commit: a tail torn
                 # between them leaves payments without their state, which the next open drops.
-                self._pending.pop(key, None)
+                self._commits.pending.pop(key, None)
         self._write(key, codec.encode_channel(channel))
         self._channels[channel.channel_id] = channel
 
@@ -247,10 +217,7 @@ class SessionStore:
         """Take `channel` as the channel's latest value without writing it (our staged update
         within our reservation): the next `put` derives its payments from it, and a restart
         finds the value last put. Refused like `put` once the store is closed or failed."""
-        if self._closed:
-            raise StoreError(f"store {self.path} is closed")
-        if self._failed is not None:
-            raise self._failed
+        self._commits.check_open()
         self._channels[channel.channel_id] = channel
 
     def annotate(self, channel_id: ChannelID, version: int, memo: Memo) -> None:
@@ -274,7 +241,7 @@ class SessionStore:
         for record in records:
             self._write(_payment_key(record.payment_id), encode_payment(record))
         self.history.recent.extend(records)
-        self._unannounced.extend(records)
+        self._commits.unannounced.extend(records)
 
     def forget(self, channel_id: ChannelID) -> None:
         """Drop a channel that never came to exist on-chain (durable after the next flush)."""
@@ -351,16 +318,7 @@ class SessionStore:
     def flush(self) -> Deferred[None] | None:
         """None if every write so far is durable; else a Deferred firing (with None) once the
         fsync covering them is done, or failing with `StoreError` if it could not be."""
-        if self._failed is not None:
-            return fail(self._failed)
-        if not self._pending:
-            if self._durable_appends == self._appends:
-                return None
-            if self._scheduled is None:  # appended already: only the fsync is missing
-                self._scheduled = self._call_later(0, self._commit)
-        d: Deferred[None] = Deferred()
-        self._waiters.append(d)
-        return d
+        return self._commits.flush()
 
     def close(self) -> None:
         """Write and fsync what is pending, close the file and release the lock (idempotent).
@@ -368,39 +326,25 @@ class SessionStore:
         Deferreds from earlier `flush` calls fire before this returns; `StoreError` if the
         store could not make every write durable (the Deferreds fail with it too).
         """
-        if self._closed:
+        commits = self._commits
+        if commits.closed:
             return
-        self._closing = True  # from here on, every fsync runs here, at once
         try:
-            while (self._pending or self._durable_appends != self._appends) \
-                    and self._failed is None:
-                self._commit(sync=True)
-            flight = self._flight
-            if flight is not None and self._failed is None:
-                # The fsync above covered what the one still running elsewhere was for.
-                self._flight = None
-                for d in flight.waiters:
-                    d.callback(None)
-                if flight.made:
-                    self._announce(flight.made)
+            commits.close()
         finally:
-            self._closed = True
-            for call in (self._scheduled, self._sync_timer):
-                if call is not None and call.active():
-                    call.cancel()
-            self._scheduled = self._sync_timer = None
-            if self._flight is not None:
-                self._waiters[:0] = self._flight.waiters
-                self._flight = None
-            self._fail_waiters(self._failed or StoreError(f"store {self.path} closed"))
             try:
                 self._file.close()  # fsyncs again: cheap, nothing new to write
             except OSError as e:
-                self._failed = self._failed or StoreError(f"store {self.path}: closing: {e}")
+                commits.failed = commits.failed or StoreError(f"store {self.path}: closing: {e}")
             finally:
                 self._release()
-        if self._failed is not None:
-            raise self._failed
+        if commits.failed is not None:
+            raise commits.failed
+
+    @property
+    def fsync_times(self) -> Histogram:
+        """How long the commits' fsyncs took (perund_store_fsync_seconds)."""
+        return self._commits.fsync_times
 
     @property
     def file_bytes(self) -> int:
@@ -413,147 +357,7 @@ class SessionStore:
         return self._file.live_bytes
 
     def _write(self, key: bytes, value: bytes | None) -> None:
-        if self._closed:
-            raise StoreError(f"store {self.path} is closed")
-        if self._failed is not None:
-            # A write nobody waits for would never be durable, and its caller could not tell.
-            raise self._failed
-        self._pending[key] = value
-        if self._scheduled is None:
-            self._scheduled = self._call_later(0, self._commit)
-
-    def _sync_later(self) -> None:
-        self._sync_timer = None
-        self._commit(sync=True)
-
-    def _all_durable(self) -> None:
-        """Everything appended so far is covered by a completed fsync."""
-        self._durable_appends = self._appends
-        if self._sync_timer is not None:
-            if self._sync_timer.active():
-                self._sync_timer.cancel()
-            self._sync_timer = None
-
-    def _sync_elsewhere_now(self, waiters: list[Deferred[None]],
-                            made: list[PaymentRecord]) -> None:
-        """fsync on `sync_elsewhere` (a thread) what is appended, then fire `waiters`; while one
-        runs, the reactor goes on appending, and the waiters of those appends wait for the
-        next fsync (`_sync_again`)."""
-        if self._flight is not None:
-            # Appended after the running fsync began: it may not cover them.
-            self._waiters[:0] = waiters
-            self._unannounced[:0] = made
-            self._sync_again = True
-            return
-        runner = self._sync_elsewhere
-        assert runner is not None
-        # A descriptor of its own: closing or compacting the store meanwhile cannot leave the
-        # thread fsyncing a number the process has since reused.
-        fd = self._file.duplicate_descriptor()
-
-        def fsync() -> float:
-            try:
-                started = time.perf_counter()
-                os.fsync(fd)
-                return time.perf_counter() - started
-            finally:
-                os.close(fd)
-
-        flight = self._flight = _Flight(self._appends, waiters, made)
-        runner(fsync).addCallbacks(self._synced_elsewhere, self._sync_failed_elsewhere,
-                                   callbackArgs=(flight,), errbackArgs=(flight,))
-
-    def _synced_elsewhere(self, took: float, flight: _Flight) -> None:
-        self.fsync_times.add(took)
-        if self._flight is not flight:
-            return  # the store closed meanwhile, and its own fsync covered these
-        self._flight = None
-        if flight.appends == self._appends:
-            self._all_durable()
-        else:
-            self._durable_appends = max(self._durable_appends, flight.appends)
-        for d in flight.waiters:
-            d.callback(None)
-        if flight.made:
-            self._announce(flight.made)
-        if self._closed:
-            return
-        if self._sync_again or self._waiters:
-            self._sync_again = False
-            if self._scheduled is None:
-                self._scheduled = self._call_later(0, self._commit, True)
-        elif self._over_threshold() and self._durable_appends == self._appends:
-            self._compact()
-
-    def _sync_failed_elsewhere(self, failure: Failure, flight: _Flight) -> None:
-        if self._flight is not flight:
-            return
-        self._flight = None
-        log.failure("store {path}: an fsync failed", failure, path=self.path)
-        self._failed = StoreError(f"store {self.path}: writing failed: {failure.value}")
-        for d in flight.waiters:
-            d.errback(self._failed)
-        self._fail_waiters(self._failed)
-
-    def _commit(self, sync: bool = False) -> None:
-        """Append every pending write, fsync once (unless nobody waits: `sync_delay`), then
-        fire the waiters."""
-        self._scheduled = None
-        sync = sync or bool(self._waiters)
-        unsynced = self._durable_appends != self._appends
-        if self._failed is not None:
-            return
-        if not (self._pending or (sync and unsynced)):
-            # Everything appended is durable already (an fsync that ran elsewhere covered what
-            # these waiters asked for while it ran).
-            waiters, self._waiters = self._waiters, []
-            made, self._unannounced = self._unannounced, []
-            for d in waiters:
-                d.callback(None)
-            if made:
-                self._announce(made)
-            return
-        pending, self._pending = self._pending, {}
-        waiters, self._waiters = self._waiters, []
-        made, self._unannounced = self._unannounced, []
-        if pending:
-            self._appends += 1
-        try:
-            if pending:
-                self._file.append(pending)
-            # A compaction follows (it copies what the file holds): durable first.
-            sync = sync or (not self._closed and self._over_threshold())
-            if sync and self._sync_elsewhere is not None and not self._closing \
-                    and (len(waiters) > 1 or self._flight is not None):
-                # Several flows wait, so more work is at hand: the reactor goes on with it
-                # while the disk flushes. One alone waits less for an fsync right here.
-                self._sync_elsewhere_now(waiters, made)
-                return
-            if sync:
-                started = time.perf_counter()
-                self._file.sync()
-                self.fsync_times.add(time.perf_counter() - started)
-        except Exception as e:
-            # What reached the file is unknown (a torn tail at worst, repaired on the next open);
-            # nothing that depended on these writes may go out, now or later.
-            log.failure("store {path}: a commit failed", path=self.path)
-            self._failed = StoreError(f"store {self.path}: writing failed: {e}")
-            for d in waiters:
-                d.errback(self._failed)
-            return
-        if not sync:
-            # Appended, not durable yet: its payments are announced once they are.
-            self._unannounced[:0] = made
-            if self._sync_timer is None:
-                self._sync_timer = self._call_later(self._sync_delay, self._sync_later)
-            return
-        self._all_durable()
-        for d in waiters:
-            d.callback(None)
-        if made:
-            self._announce(made)
-        if not self._closed and self._over_threshold():
-            self._compact()
+        self._commits.write(key, value)
 
     def _announce(self, made: list[PaymentRecord]) -> None:
         for listener in list(self.payment_listeners):
@@ -561,11 +365,6 @@ class SessionStore:
                 listener(made)
             except Exception:
                 log.failure("store {path}: a payment listener failed", path=self.path)
-
-    def _fail_waiters(self, error: StoreError) -> None:
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.errback(error)
 
     # ----------------------------------------------------------------------------------------
     # Compaction
@@ -581,7 +380,7 @@ class SessionStore:
         try:
             compacted = self._file.compact(drop_payments=archived)
         except StoreError as e:
-            self._failed = e
+            self._commits.failed = e
             return
         if not compacted:
             return
@@ -594,7 +393,7 @@ class SessionStore:
         """Append the durable payment records to the archive (fsynced); whether that worked.
         Only what the last commit covered (the oldest ones): pending payments stay."""
         durable = [r for r in self.history.recent
-                   if _payment_key(r.payment_id) not in self._pending]
+                   if _payment_key(r.payment_id) not in self._commits.pending]
         if not durable:
             return False
         try:
@@ -608,24 +407,6 @@ class SessionStore:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # closing the descriptor drops the flock
             self._lock_fd = -1
-
-
-class _Flight:
-    """An fsync running elsewhere: what it covers (`appends`), whom it answers, and the
-    payments to announce once it is done."""
-
-    __slots__ = ("appends", "made", "waiters")
-
-    def __init__(self, appends: int, waiters: list[Deferred[None]],
-                 made: list[PaymentRecord]) -> None:
-        self.appends = appends
-        self.waiters = waiters
-        self.made = made
-
-
-SyncRunner = Callable[[Callable[[], float]], Deferred[float]]
-"""Runs a blocking call (an fsync, returning the seconds it took) off the reactor thread; its
-Deferred fires on the reactor thread, with the call's result, when the call returns."""
 
 
 def _payment_key(payment_id: int) -> bytes:

@@ -96,8 +96,8 @@ class Node:
         self.actions, self.dead = 0, False
         for kind, handler in list(client._handlers.items()):
             client._handlers[kind] = self._acting(kind, handler)
-        commit = self.store._commit
-        self.store._commit = self._acting(None, commit)  # type: ignore[method-assign]
+        commits = self.store._commits
+        commits._commit = self._acting(None, commits._commit)  # type: ignore[method-assign]
         if restore:
             client.restore()
 
@@ -158,11 +158,12 @@ class Node:
         fd = store._file._db._data_fd
         size = synced_sizes.get(fd, os.fstat(fd).st_size) if power_loss \
             else os.fstat(fd).st_size
-        store._pending.clear()
-        for call in (store._scheduled, store._sync_timer):
+        commits = store._commits
+        commits.pending.clear()
+        for call in (commits._scheduled, commits._sync_timer):
             if call is not None and call.active():
                 call.cancel()
-        store._closed = True
+        commits.closed = True
         os.close(fd)
         store._release()
         os.truncate(store.data_path, size)
