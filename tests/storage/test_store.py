@@ -624,3 +624,44 @@ def test_kill_9_with_fsyncs_on_their_thread_loses_nothing_acknowledged(tmp_path:
     assert stored.pop(first) in values[acknowledged:]
     (other,) = stored.values()
     assert other in [renamed(v, 1) for v in values[acknowledged:] if v.current is not None]
+
+
+@pytest.mark.parametrize("landed", ["inside the first record", "inside the second record"])
+def test_a_disk_that_fills_inside_a_commits_write_fails_it_and_the_next_open_repairs(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch, landed: str
+) -> None:
+    """The commit's one write lands in part (a short write), then the disk is full: the commit
+    fails, its waiter and every later write with it, and the next open cuts the torn record and
+    keeps every whole one before it (never acknowledged, but signed by both: harmless)."""
+    s = SessionStore(tmp_path / "store", clock)
+    alice, _ = make_pair()
+    s.put(at_version(alice, 1))
+    d = s.flush()
+    clock.advance(0)
+    assert _fired(d) == [None]
+    real_write, writes = os.write, []
+
+    def filling(fd: int, data: Any) -> int:
+        writes.append(len(data))
+        if len(writes) == 1:
+            cut = 10 if landed == "inside the first record" else len(data) - 10
+            return real_write(fd, bytes(data)[:cut])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", filling)
+    s.put(at_version(alice, 2))
+    s.put(at_version(replace(alice, channel_id=ChannelID(b"\x42" * 32)), 2))
+    failed = _fired(s.flush())
+    clock.advance(0)
+    monkeypatch.undo()
+    assert len(writes) == 2  # the rest of the short write was tried, and refused
+    assert isinstance(failed[0].value, StoreError)  # type: ignore[attr-defined]
+    assert "No space left" in str(failed[0].value)  # type: ignore[attr-defined]
+    with pytest.raises(StoreError):
+        s.put(at_version(alice, 3))
+    with pytest.raises(StoreError):
+        s.close()
+    reopened = SessionStore(tmp_path / "store", clock)
+    kept = 1 if landed == "inside the first record" else 2
+    assert list(reopened.channels()) == [at_version(alice, kept)]
+    reopened.close()
