@@ -18,28 +18,29 @@ from twisted.logger import Logger
 
 from perund.api.connections import ApiLimits
 from perund.chain.urls import shown_url
-from perund.channel.types import Address, hex_address, to_address
+from perund.channel.types import Address, hex_address
+from perund.config_values import (
+    address_value,
+    folder_list,
+    int_at_least,
+    non_empty_text,
+    one_of,
+    origin_list,
+    plain_text,
+    positive_duration,
+    size_at_least,
+)
+from perund.config_values import check_listen as check_listen
+from perund.config_values import parse_duration as parse_duration
+from perund.config_values import parse_size as parse_size
 from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
 from perund.peer.admission import PeerLimits
-from perund.safe_files import os_reason, unknown_key
+from perund.safe_files import unknown_key
 
 log = Logger(namespace="perund.config")
 
-_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SYMBOL = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,15}$")
-
-
-def parse_duration(text: object) -> float:
-    """Seconds from a duration string such as `10s`, `500ms`, `2m`, `1h`, `1d`; ValueError
-    otherwise."""
-    if not isinstance(text, str):
-        raise ValueError("a duration is a string such as '10s', '500ms' or '2m'")
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"not a duration: {text!r} (use e.g. '10s', '500ms', '2m')")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 @dataclass(frozen=True)
@@ -235,28 +236,6 @@ def _section(raw: Mapping[str, Any], key: str, problems: _Collector) -> Mapping[
     return value
 
 
-def check_listen(value: object, example: str) -> str:
-    """`value` if it is a server endpoint string Twisted can parse (`example` shows one)."""
-    from twisted.internet import endpoints
-
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"an endpoint string such as {example}")
-    try:
-        # Parsing only: nothing listens yet, so no reactor is needed.
-        parse: Any = endpoints.serverFromString  # untyped in Twisted
-        endpoint = parse(None, value)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ValueError(f"not an endpoint string ({exc}); e.g. {example}") from None
-    except OSError as exc:  # an ssl: endpoint reads its certificate and key here
-        raise ValueError(f"a file it names cannot be read ({os_reason(exc)})") from None
-    except Exception as exc:  # a certificate OpenSSL cannot load; never quote its contents
-        raise ValueError(f"not usable ({type(exc).__name__})") from None
-    port = getattr(endpoint, "_port", None)  # TCP endpoints: Twisted does not range-check it
-    if isinstance(port, int) and not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is not in 0..65535")
-    return value
-
-
 CHAIN_URL_ENV = "PERUND_CHAIN_URL"
 """The environment variable that may give chain.url (for `twistd perund` and `perund deploy`):
 a hosted node's API key stays off the command line, where every local user can read it."""
@@ -265,111 +244,22 @@ API_LISTEN_EXAMPLE = "tcp:50001:interface=127.0.0.1"
 SESSION_LISTEN_EXAMPLE = "tcp:5001:interface=127.0.0.1"
 
 
-def _non_empty_str(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("a non-empty string")
-    return value
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("a string")
-    return value
-
-
-def _choice(*options: str) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if value not in options:
-            raise ValueError("one of " + ", ".join(options))
-        return str(value)
-
-    return convert
-
-
-def _positive_duration(value: Any) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError("a duration above zero")
-    return seconds
-
-
-def _int_at_least(minimum: int) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"an integer >= {minimum}")
-        return value
-
-    return convert
-
-
-def _address(value: Any) -> Address:
-    if not isinstance(value, str):
-        raise ValueError("a 0x-prefixed 20-byte hex address")
-    try:
-        return to_address(value)
-    except ValueError:
-        raise ValueError("a 0x-prefixed 20-byte hex address") from None
-
-
-def _folders(base: Path) -> Callable[[Any], tuple[Path, ...]]:
-    def convert(value: Any) -> tuple[Path, ...]:
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip()
-                                                  for v in value):
-            raise ValueError("a list of folder paths")
-        paths = [Path(v).expanduser() for v in value]
-        return tuple(p if p.is_absolute() else base / p for p in paths)
-
-    return convert
-
-
-_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:]+\]"
-                     r"(:[0-9]{1,5})?$")
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
-_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024 * 1024, "GiB": 1024 ** 3}
-
-
-def _origins(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and _ORIGIN.match(v)
-                                              for v in value):
-        raise ValueError("a list of origins such as https://wallet.example:8443")
-    return tuple(v.lower() for v in value)
-
-
-def parse_size(value: Any) -> int:
-    """Bytes from `1048576`, `64KiB`, `4MiB` or `1GiB`; ValueError otherwise."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    match = _SIZE.match(value) if isinstance(value, str) else None
-    if match is None or int(match.group(1)) <= 0:
-        raise ValueError("a size above zero: bytes, or with KiB, MiB or GiB (64KiB, 4MiB)")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
-
-
-def _size_at_least(minimum: int, shown: str) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        size = parse_size(value)
-        if size < minimum:
-            raise ValueError(f"a size of at least {shown}")
-        return size
-    return convert
-
-
 def _limits(raw: Mapping[str, Any], problems: _Collector) -> Limits:
     kinds: dict[str, Callable[[Any], Any]] = {}
     defaults = Limits()
     for name, default in vars(defaults).items():
         if isinstance(default, float):
-            kinds[name] = _positive_duration
+            kinds[name] = positive_duration
         elif name == "payment_history_size":
             # An archiving appends one compaction's payments at once (up to about 1 MiB):
             # a smaller limit would keep only that batch.
-            kinds[name] = _size_at_least(1 << 20, "1MiB")
+            kinds[name] = size_at_least(1 << 20, "1MiB")
         elif name.endswith(("_size", "_buffer", "_disk")):
             kinds[name] = parse_size
         elif name == "api_calls_in_flight":
-            kinds[name] = _int_at_least(2)  # read-only credentials get half: at least one
+            kinds[name] = int_at_least(2)  # read-only credentials get half: at least one
         else:
-            kinds[name] = _int_at_least(1)
+            kinds[name] = int_at_least(1)
     problems.unknown(raw, "limits.", set(kinds))
     return Limits(**{name: problems.take(raw, "limits.", name, convert,
                                          getattr(defaults, name), "")
@@ -419,7 +309,7 @@ def _assets(raw: object, problems: _Collector) -> dict[str, TokenConfig]:
         missing = [key for key in ("address", "decimals") if entry.get(key) is None]
         for key in missing:
             problems.add(f"{name}.{key}", None, "required")
-        address = problems.take(entry, f"{name}.", "address", _address, None, "")
+        address = problems.take(entry, f"{name}.", "address", address_value, None, "")
         decimals = problems.take(entry, f"{name}.", "decimals", _decimals, None, "")
         if address is None or decimals is None:
             continue
@@ -457,15 +347,15 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
                                "limits"})
     base = base_dir or Path(".")
 
-    data_dir = problems.take(raw, "", "data_dir", _non_empty_str, "data", "a directory path")
+    data_dir = problems.take(raw, "", "data_dir", non_empty_text, "data", "a directory path")
 
     log_raw = _section(raw, "log", problems)
     problems.unknown(log_raw, "log.", {"level", "format", "file"})
     log = LogConfig(
         level=problems.take(log_raw, "log.", "level",
-                            _choice("debug", "info", "warn", "error", "critical"), "info", ""),
-        format=problems.take(log_raw, "log.", "format", _choice("text", "json"), "text", ""),
-        file=problems.take(log_raw, "log.", "file", _str, "", "a file path or empty"),
+                            one_of("debug", "info", "warn", "error", "critical"), "info", ""),
+        format=problems.take(log_raw, "log.", "format", one_of("text", "json"), "text", ""),
+        file=problems.take(log_raw, "log.", "file", plain_text, "", "a file path or empty"),
     )
 
     api_raw = _section(raw, "api", problems)
@@ -474,8 +364,8 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
         listen=problems.take(api_raw, "api.", "listen",
                              lambda value: check_listen(value, API_LISTEN_EXAMPLE),
                              ApiConfig.listen, "an endpoint string"),
-        token_file=problems.take(api_raw, "api.", "token_file", _str, "", "a file path"),
-        allowed_origins=problems.take(api_raw, "api.", "allowed_origins", _origins, (), ""),
+        token_file=problems.take(api_raw, "api.", "token_file", plain_text, "", "a file path"),
+        allowed_origins=problems.take(api_raw, "api.", "allowed_origins", origin_list, (), ""),
     )
 
     chain_raw = _section(raw, "chain", problems)
@@ -486,13 +376,13 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
         # A chain URL may carry an API key or a password: a refused one is quoted without.
         url=problems.take(chain_raw, "chain.", "url", _chain_url, "", "",
                           lambda v: shown_url(v) if isinstance(v, str) else v),
-        id=problems.take(chain_raw, "chain.", "id", _int_at_least(1), None, ""),
-        adjudicator=problems.take(chain_raw, "chain.", "adjudicator", _address, None, ""),
+        id=problems.take(chain_raw, "chain.", "id", int_at_least(1), None, ""),
+        adjudicator=problems.take(chain_raw, "chain.", "adjudicator", address_value, None, ""),
         assets=assets,
-        confirmations=problems.take(chain_raw, "chain.", "confirmations", _int_at_least(0), 0, ""),
-        poll_interval=problems.take(chain_raw, "chain.", "poll_interval", _positive_duration,
+        confirmations=problems.take(chain_raw, "chain.", "confirmations", int_at_least(0), 0, ""),
+        poll_interval=problems.take(chain_raw, "chain.", "poll_interval", positive_duration,
                                     1.0, ""),
-        block_time=problems.take(chain_raw, "chain.", "block_time", _positive_duration,
+        block_time=problems.take(chain_raw, "chain.", "block_time", positive_duration,
                                  12.0, ""),
     )
     if chain.url and chain.adjudicator is None and "adjudicator" not in chain_raw:
@@ -509,19 +399,19 @@ def parse_node_config(raw: object, base_dir: Path | None = None) -> NodeConfig:
     problems.unknown(timeouts_raw, "timeouts.", set(names))
     defaults = Timeouts()
     timeouts = Timeouts(**{
-        name: problems.take(timeouts_raw, "timeouts.", name, _positive_duration,
+        name: problems.take(timeouts_raw, "timeouts.", name, positive_duration,
                             getattr(defaults, name), "")
         for name in names
     })
 
     sessions_raw = _section(raw, "sessions", problems)
     problems.unknown(sessions_raw, "sessions.", {"config_dirs", "open_timeout"})
-    config_dirs = problems.take(sessions_raw, "sessions.", "config_dirs", _folders(base), (),
+    config_dirs = problems.take(sessions_raw, "sessions.", "config_dirs", folder_list(base), (),
                                 "a list of folder paths")
     sessions = SessionsConfig(
         config_dirs=config_dirs,
         open_timeout=problems.take(sessions_raw, "sessions.", "open_timeout",
-                                   _positive_duration, SessionsConfig.open_timeout, ""))
+                                   positive_duration, SessionsConfig.open_timeout, ""))
 
     limits = _limits(_section(raw, "limits", problems), problems)
 
