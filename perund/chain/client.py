@@ -21,6 +21,7 @@ from perund.chain.abi import ContractCodec
 from perund.chain.account import Account, Eip1559Transaction
 from perund.chain.jsonrpc import Answer, Transport, block_tag, hex_data, hex_quantity
 from perund.chain.results import ChainEvent, TxReceipt
+from perund.chain.reverts import is_revert, revert_data
 from perund.channel.types import ETH, Address, hex_address
 from perund.errors import (
     ChainNotReachable,
@@ -55,11 +56,6 @@ REPLACEMENT_BUMP_PERCENT = 25
 
 FALLBACK_DEPOSIT_GAS = 60_000
 """A deposit's gas when the chain cannot estimate it (the account cannot pay the probe)."""
-
-_SELECTOR_ERROR_STRING = "0x08c379a0"
-_SELECTOR_PANIC = "0x4e487b71"
-_SELECTOR_OFFCHAIN_LOOKUP = "0x556f1830"
-
 
 @dataclass(frozen=True, slots=True)
 class RawLog:
@@ -96,37 +92,6 @@ class PreparedTx:
     gas_limit: int
     transaction: Eip1559Transaction | None = None
     """What was signed (to sign a replacement with higher fees: `replacement_blocking`)."""
-
-
-def is_revert(error: ChainRpcError) -> bool:
-    """Whether an eth_call's or eth_estimateGas's error says the contract reverted (rather than
-    that the node refused the request). The rules nodes follow (geth's code 3, the revert data
-    or reason in `data`, "execution reverted" in the message), as web3 applies them."""
-    data, message = error.rpc_data, error.rpc_message
-    if error.has_data and data is None:
-        return True
-    if isinstance(data, Mapping) and message:
-        return True
-    if isinstance(data, str):
-        if data.startswith("Reverted ") or data[:10] in (_SELECTOR_PANIC,
-                                                         _SELECTOR_OFFCHAIN_LOOKUP):
-            return True
-        if len(data) >= 10 and data[:10] != _SELECTOR_ERROR_STRING:
-            return True  # a custom error
-    return bool(message) and (error.rpc_code == 3 or "execution reverted" in message)
-
-
-def revert_data(error: ChainRpcError) -> bytes:
-    """The contract's revert data in a revert error (empty when the node gave none)."""
-    data = error.rpc_data
-    if isinstance(data, Mapping):  # some nodes nest it: {"data": "0x..."}
-        data = data.get("data")
-    if isinstance(data, str) and data.startswith("0x"):
-        try:
-            return bytes.fromhex(data[2:])
-        except ValueError:
-            return b""
-    return b""
 
 
 def _refused(tx_type: str, account: Account | None, exc: ChainRpcError) -> ProtocolError:

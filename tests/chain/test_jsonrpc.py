@@ -15,8 +15,9 @@ from web3.exceptions import ContractLogicError
 
 from perund.chain.abi import ContractCodec
 from perund.chain.artifact import load_artifact
-from perund.chain.client import ChainClient, is_revert, revert_data
+from perund.chain.client import ChainClient
 from perund.chain.jsonrpc import Answer, HttpTransport
+from perund.chain.reverts import is_revert, revert_data
 from perund.chain.urls import shown_url
 from perund.channel.types import Address
 from perund.errors import (
