@@ -79,8 +79,7 @@ _VERSION_BYTE: Final = bytes([FORMAT_VERSION])
 
 
 def _pack(body: object) -> bytes:
-    packed: bytes = _packers.packer.pack(body)
-    return _VERSION_BYTE + packed
+    return _VERSION_BYTE + pack(body)
 
 
 def pack(body: object) -> bytes:

@@ -1,7 +1,7 @@
 """semidbm's data file on disk: checking it, repairing a torn tail, and compacting it safely.
 
 semidbm 0.5.1 keeps one append-only file, `<dir>/data`: an 8-byte header (`SEMI`, format
-major and minor as two big-endian uint16) and then one record per write::
+major and minor as two big-endian uint16) and then one record per key written::
 
     key size (int32 BE) ‖ value size (int32 BE, -1 for a delete) ‖ key ‖ value ‖ CRC32 (BE)
 
@@ -252,7 +252,7 @@ def append(db: Any, writes: Iterable[tuple[bytes, bytes | None]]) -> int:
     return len(blob)
 
 
-def compact(directory: str, items: Iterable[tuple[bytes, bytes | None]]) -> int:
+def compact(directory: str, items: Iterable[tuple[bytes, bytes]]) -> int:
     """Replace `<directory>/data` by a file holding only `items`, crash-safely; its size.
 
     The caller must have closed its semidbm handle on the data file (and reopens it after).
