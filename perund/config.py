@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from twisted.logger import Logger
 
@@ -21,6 +21,7 @@ from perund.chain.urls import shown_url
 from perund.channel.types import Address, hex_address
 from perund.config_values import (
     address_value,
+    duration_at_least,
     folder_list,
     int_at_least,
     non_empty_text,
@@ -90,6 +91,9 @@ class Limits:
     payment_history_size: int = 1024 * 1024 * 1024
     """The most a session's payment archive keeps; past it the oldest payments go, about half
     of it at a time (perund.storage.archive)."""
+    closed_channel_retention: float = 7 * 24 * 3600.0
+    """How long a channel stays among a session's channels (in memory, in `channel_list`)
+    after it closed; then it retires to its store's file (perund.session.retirement)."""
 
     def api(self) -> ApiLimits:
         """The API's limits."""
@@ -236,6 +240,9 @@ def _section(raw: Mapping[str, Any], key: str, problems: _Collector) -> Mapping[
     return value
 
 
+MIN_CLOSED_CHANNEL_RETENTION: Final = 15 * 60.0
+"""The shortest `limits.closed_channel_retention`."""
+
 CHAIN_URL_ENV = "PERUND_CHAIN_URL"
 """The environment variable that may give chain.url (for `twistd perund` and `perund deploy`):
 a hosted node's API key stays off the command line, where every local user can read it."""
@@ -248,7 +255,11 @@ def _limits(raw: Mapping[str, Any], problems: _Collector) -> Limits:
     kinds: dict[str, Callable[[Any], Any]] = {}
     defaults = Limits()
     for name, default in vars(defaults).items():
-        if isinstance(default, float):
+        if name == "closed_channel_retention":
+            # Past any reorganisation a chain has had: a retired channel's conclusion is
+            # no longer looked after (docs/storage.md, "Retired channels").
+            kinds[name] = duration_at_least(MIN_CLOSED_CHANNEL_RETENTION, "15m")
+        elif isinstance(default, float):
             kinds[name] = positive_duration
         elif name == "payment_history_size":
             # An archiving appends one compaction's payments at once (up to about 1 MiB):

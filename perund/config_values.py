@@ -81,6 +81,18 @@ def positive_duration(value: Any) -> float:
     return seconds
 
 
+def duration_at_least(minimum: float, shown: str) -> Callable[[Any], float]:
+    """A converter taking a duration (`parse_duration`) of at least `minimum` seconds
+    (`shown`)."""
+    def convert(value: Any) -> float:
+        seconds = parse_duration(value)
+        if not seconds >= minimum:
+            raise ValueError(f"a duration of at least {shown}")
+        return seconds
+
+    return convert
+
+
 def int_at_least(minimum: int) -> Callable[[Any], int]:
     """A converter taking an integer (not a bool) of at least `minimum`."""
     def convert(value: Any) -> int:

@@ -293,7 +293,11 @@ class NodeAPI:
 
     async def channel_get(self, session_id: bytes, channel_id: bytes) -> ChannelView:
         session = self._session(session_id)
-        return self._view(session, self._channel(session, channel_id))
+        # A channel closed for longer than limits.closed_channel_retention is read from the
+        # store (perund.session.retirement).
+        retired = None if ChannelID(channel_id) in session.client.channels \
+            else session.store.retired_channel(ChannelID(channel_id))
+        return self._view(session, retired or self._channel(session, channel_id))
 
     async def channel_send(self, session_id: bytes, channel_id: bytes,
                            payments: Sequence[Payment],

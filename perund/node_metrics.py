@@ -85,6 +85,8 @@ class NodeMetrics:
         ]
         samples += [Sample("perund_channels", {"phase": phase}, count)
                     for phase, count in phases.items()]
+        samples.append(Sample("perund_channels_retired", {},
+                              sum(s.store.retired_count() for s in sessions)))
         samples += [
             Sample("perund_peers_connected", {},
                    sum(len(s.peers.connected_peers()) for s in sessions)),

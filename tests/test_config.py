@@ -280,3 +280,16 @@ def test_the_payment_history_size_is_a_size() -> None:
         (problem,) = caught.value.data["problems"]
         assert problem["name"] == "limits.payment_history_size"
         assert requirement in problem["requirement"]
+
+
+def test_the_closed_channel_retention_is_a_duration_of_at_least_15_minutes() -> None:
+    assert parse_node_config(None).limits.closed_channel_retention == 7 * 24 * 3600
+    config = parse_node_config({"limits": {"closed_channel_retention": "2h"}})
+    assert config.limits.closed_channel_retention == 7200
+    for wrong, requirement in (("10m", "at least 15m"), ("soon", "duration"), (900, "duration"),
+                               ("-1h", "duration"), ("0s", "at least 15m")):
+        with pytest.raises(InvalidConfig) as caught:
+            parse_node_config({"limits": {"closed_channel_retention": wrong}})
+        (problem,) = caught.value.data["problems"]
+        assert problem["name"] == "limits.closed_channel_retention"
+        assert requirement in problem["requirement"] + problem.get("message", "")

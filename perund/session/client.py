@@ -270,6 +270,18 @@ class ChannelClient(TimingKnobs):
         self._questions.tell_gone(self.channels)
         return restored
 
+    def release(self, channel_id: ChannelID) -> None:
+        """Forget a closed channel the store has retired (perund.session.retirement): nothing
+        of it stays in memory."""
+        channel = self.channels.pop(channel_id)
+        known = self._by_peer.get(channel.peer)
+        if known is not None:
+            known.discard(channel_id)
+            if not known:
+                del self._by_peer[channel.peer]
+        self.paid_out.pop(channel_id, None)
+        self.credited.pop(channel_id, None)
+
     def watch_peers(self, dispute_after: float) -> None:
         """Settle on-chain (ForceClose) the open channels with a peer that has been unreachable
         for `dispute_after` seconds (`perund.session.patience`)."""

@@ -53,6 +53,7 @@ from perund.session.fee_config import resolve_fee
 from perund.session.missing_deposits import MissingDeposits
 from perund.session.notices import Notice
 from perund.session.onchain import ChainSettlement
+from perund.session.retirement import Retirement
 from perund.session.withdrawals import Withdrawals
 from perund.storage.fsync_thread import fsync_thread
 from perund.storage.history import SCAN_BUDGET
@@ -145,6 +146,8 @@ class Session:
         self.watcher = watcher
         self.restored: list[Channel] = []
         self.missing_deposits: MissingDeposits | None = None
+        self.retirement: Retirement | None = None
+        """Retires the channels closed for `limits.closed_channel_retention`."""
         """Channels held because the chain lost their deposits while the session ran."""
         self._early: deque[Notice] | None = deque(maxlen=EARLY_NOTICES)
         client.observers.append(self._keep_early)
@@ -338,6 +341,10 @@ class Session:
             client.stop()
             await peers.stop()
             raise
+        session.retirement = Retirement(reactor, chain=chain, client=client, store=store,
+                                        retention=node.limits.closed_channel_retention,
+                                        session_id=session_id)
+        session.retirement.start()
         # A payout the contract credited while the node was down, or never withdrew.
         session.withdrawals.check([ETH, *(token.address for token in node.chain.assets.values())])
         log.info("session {session_id} open: off-chain {address}, on-chain {account}, "
@@ -365,6 +372,8 @@ class Session:
         await self.watcher.stop()
         if self.missing_deposits is not None:
             self.missing_deposits.stop()
+        if self.retirement is not None:
+            self.retirement.stop()
         self.withdrawals.stop()
         self.client.stop()
         await self.peers.stop()

@@ -56,6 +56,14 @@ class DataLog:
         for key in list(db.keys()):
             yield key, db[key]
 
+    def value(self, key: bytes) -> bytes | None:
+        """The live value of `key`, read from the file, or None."""
+        try:
+            value: bytes = self._db[key]
+        except KeyError:
+            return None
+        return value
+
     def append(self, pending: dict[bytes, bytes | None]) -> None:
         """Append `pending` (None: delete) with one write; deletes of keys the file does not
         hold are dropped. OSError if the write failed."""

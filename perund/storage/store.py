@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from perund.channel.memo import Memo, NotedMemos
+from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
 from perund.errors import StoreCorrupt, StoreError, StoreLocked
@@ -56,6 +57,10 @@ _CONTACT: Final = b"a"  # + UTF-8 alias -> codec.encode_contact
 _CURSOR: Final = b"b"  # the watcher's block cursor -> codec.encode_cursor
 _META: Final = b"m"  # + UTF-8 name -> raw bytes
 _PAYMENT: Final = b"p"  # + 8-byte big-endian payment ID -> payments.encode_payment
+_RETIRED: Final = b"r"  # + 32-byte channel ID -> codec.encode_channel of a retired channel
+
+CLOSED_AT_META: Final = "closedat:"
+"""+ the channel ID in hex: when the store first held the channel closed (8-byte BE seconds)."""
 
 DEFAULT_COMPACT_RATIO: Final = 4.0
 DEFAULT_COMPACT_MIN_BYTES: Final = 1 << 20
@@ -101,6 +106,7 @@ class SessionStore:
         self._compact_min_bytes = compact_min_bytes
 
         self._channels: dict[ChannelID, Channel] = {}
+        self._retired: dict[ChannelID, None] = {}  # in the order they were retired
         self._contacts: dict[str, dict[str, str]] = {}
         self._cursor: int | None = None
         self._cursor_hash: bytes | None = None
@@ -145,6 +151,7 @@ class SessionStore:
                     file=self.data_path,
                     key=key.hex(),
                 ) from None
+        self._settle_loaded_retirements()
         self._settle_loaded_payments()
         if self._over_threshold():
             self._compact()
@@ -162,6 +169,10 @@ class SessionStore:
             self._cursor, self._cursor_hash = codec.decode_cursor(value)
         elif kind == _META:
             self._meta[_text(rest)] = value
+        elif kind == _RETIRED and len(rest) == 32:
+            # Not decoded: a retired channel costs its index entry only (`retired_channel`
+            # reads it when asked).
+            self._retired[ChannelID(rest)] = None
         elif kind == _PAYMENT and len(rest) == 8:
             record = decode_payment(value)
             if record.payment_id != int.from_bytes(rest, "big"):
@@ -169,6 +180,20 @@ class SessionStore:
             self._loaded_payments.append(record)
         else:
             raise StoreCorrupt("unknown kind of record")
+
+    def _settle_loaded_retirements(self) -> None:
+        """A retirement's commit writes the retired record before it deletes the live one, so
+        a tail torn between them leaves both: the retirement stands. Closed channels without
+        a closing time (closed before the store kept them) count as closed now."""
+        now = self._seconds()
+        for channel_id in [cid for cid in self._channels if cid in self._retired]:
+            self._write(_CHANNEL + channel_id, None)
+            del self._channels[channel_id]
+            self.delete_meta(_closed_at_name(channel_id))
+        for channel in self._channels.values():
+            if channel.phase is Phase.CLOSED \
+                    and _closed_at_name(channel.channel_id) not in self._meta:
+                self._set_closed_at(channel.channel_id, now)
 
     def _settle_loaded_payments(self) -> None:
         """The payments found in the data file become the recent history, less those archived
@@ -181,6 +206,8 @@ class SessionStore:
             channel = self._channels.get(record.channel_id)
             stored = None if channel is None or channel.current is None \
                 else channel.current.state.version
+            if channel is None and record.channel_id in self._retired:
+                stored = record.version  # retired closed: every state it made was put before
             if record.payment_id <= archived:
                 self._write(_payment_key(record.payment_id), None)
             elif record.version is not None and (stored is None or record.version > stored):
@@ -200,6 +227,12 @@ class SessionStore:
         the payments it made since its previous value (`payments_between`; `by_us`: we
         proposed the state it makes current)."""
         key = _CHANNEL + channel.channel_id
+        if self._retired and channel.channel_id in self._retired:
+            # Back in use (settled again): the retired record goes first, so that no torn
+            # tail leaves it beside this one (the loading would take it).
+            self._commits.pending.pop(key, None)
+            self._write(_RETIRED + channel.channel_id, None)
+            del self._retired[channel.channel_id]
         if self._record_payments:
             memo = self._memos.pop((channel.channel_id, channel.current.state.version)) \
                 if channel.current is not None and self._memos else ()
@@ -211,6 +244,10 @@ class SessionStore:
                 # between them leaves payments without their state, which the next open drops.
                 self._commits.pending.pop(key, None)
         self._write(key, codec.encode_channel(channel))
+        if channel.phase is Phase.CLOSED:
+            before = self._channels.get(channel.channel_id)
+            if before is None or before.phase is not Phase.CLOSED:
+                self._set_closed_at(channel.channel_id, self._seconds())
         self._channels[channel.channel_id] = channel
 
     def note(self, channel: Channel) -> None:
@@ -247,6 +284,56 @@ class SessionStore:
         """Drop a channel that never came to exist on-chain (durable after the next flush)."""
         self._write(_CHANNEL + channel_id, None)
         self._channels.pop(channel_id, None)
+
+    def closed_at(self, channel_id: ChannelID) -> float | None:
+        """When the store first held the channel closed (its reactor's seconds), or None if it
+        does not hold it closed."""
+        raw = self._meta.get(_closed_at_name(channel_id))
+        return None if raw is None or len(raw) != 8 else float(int.from_bytes(raw, "big"))
+
+    def retire(self, channel_id: ChannelID) -> None:
+        """Move a closed channel out of `channels` (and out of memory): its record stays in
+        the data file under a key of its own, read by `retired_channel` (durable after the
+        next flush). ValueError unless the store holds it closed."""
+        channel = self._channels.get(channel_id)
+        if channel is None or channel.phase is not Phase.CLOSED:
+            raise ValueError("only a closed channel the store holds can retire")
+        live = _CHANNEL + channel_id
+        # The retired record goes before the live one's deletion (see the loading).
+        self._commits.pending.pop(live, None)
+        self._write(_RETIRED + channel_id, codec.encode_channel(channel))
+        self._write(live, None)
+        self.delete_meta(_closed_at_name(channel_id))
+        del self._channels[channel_id]
+        self._retired[channel_id] = None
+
+    def retired_channel(self, channel_id: ChannelID) -> Channel | None:
+        """A retired channel, read from the data file, or None if it is not retired.
+        StoreCorrupt if its record cannot be decoded."""
+        if channel_id not in self._retired:
+            return None
+        key = _RETIRED + channel_id
+        pending = self._commits.pending.get(key)
+        value = pending if pending is not None else self._file.value(key)
+        if value is None:
+            return None
+        try:
+            channel = codec.decode_channel(value)
+        except StoreCorrupt as e:
+            raise StoreCorrupt(f"store {self.data_path}: record {key!r}: {e.message}",
+                               file=self.data_path, key=key.hex()) from None
+        if channel.channel_id != channel_id:
+            raise StoreCorrupt(f"store {self.data_path}: record {key!r}: the channel ID "
+                               "differs from the record's key", file=self.data_path,
+                               key=key.hex())
+        return channel
+
+    def retired_count(self) -> int:
+        """How many channels retired."""
+        return len(self._retired)
+
+    def _set_closed_at(self, channel_id: ChannelID, seconds: float) -> None:
+        self.set_meta(_closed_at_name(channel_id), int(max(0.0, seconds)).to_bytes(8, "big"))
 
     def channels(self) -> Iterable[Channel]:
         """Every channel recorded, as last put."""
@@ -407,6 +494,10 @@ class SessionStore:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # closing the descriptor drops the flock
             self._lock_fd = -1
+
+
+def _closed_at_name(channel_id: ChannelID) -> str:
+    return CLOSED_AT_META + channel_id.hex()
 
 
 def _payment_key(payment_id: int) -> bytes:

@@ -168,6 +168,21 @@ async def test_channel_life_with_a_restart_of_both_sessions(node: NodeService,
         expected = start[i] - deposits[i] + final.balances[0][i] - paid_gas
         assert await chain.balance(s.account.address) == expected
 
+    # Closed for longer than limits.closed_channel_retention (its least, 15 min, cut short
+    # here): the channel retires, out of channel_list, still found by channel_get.
+    assert alice.retirement is not None
+    assert alice.retirement.retention == node.config.limits.closed_channel_retention
+    alice.retirement.retention = 0.0
+    assert await alice.retirement.retire_due() == [cid]
+    (retired,) = [s.value for s in node.exposition.samples()
+                  if s.name == "perund_channels_retired"]
+    assert retired == 1
+    api = NodeAPI(node)
+    assert await api.channel_list(bytes.fromhex(alice.id)) == []
+    view = await api.channel_get(bytes.fromhex(alice.id), cid)
+    assert (view.phase, view.version, view.is_final) == ("closed", final.version, True)
+    assert [(b.ours, b.peer) for b in view.balances] == [final.balances[0]]
+
 
 def resyncing(node: NodeService) -> float:
     """The node's `perund_channels_resyncing` gauge."""

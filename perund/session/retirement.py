@@ -1,0 +1,142 @@
+"""Retiring closed channels: a session's closed channels leave its memory, its channel list and
+its start-up work once they have been closed for `limits.closed_channel_retention`
+(docs/storage.md, "Retired channels").
+
+Without this a node's memory, the decoding at each start and the chain reads of the start-up
+check would grow with every channel it ever closed. A retired channel's record stays in the
+store's data file (`SessionStore.retire`), where `channel_get` and the payment history still
+find it; it costs the store's index entry only.
+
+A channel retires only when nothing may still need it:
+
+- it is a ledger channel, closed, and has been for the retention;
+- no channel of the session, and no virtual channel the session relays as intermediary,
+  names it as a parent (a virtual channel's dispute reads its parents' records);
+- the chain holds none of its deposits (`lost_conclusions`): a conclusion the chain lost is
+  settled again first, and only a retention past any reorganisation (15 min at least) makes
+  retiring safe without looking after the conclusion any more.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from twisted.internet.base import DelayedCall
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from perund.chain.backend import ChainBackend
+from perund.channel.phases import Phase
+from perund.channel.records import Channel
+from perund.channel.types import ChannelID, Params, VirtualParams
+from perund.session.chain_check import lost_conclusions
+from perund.session.client import ChannelClient
+from perund.storage.store import SessionStore
+
+log = Logger()
+
+MAX_CHECK_INTERVAL: Final = 3600.0
+"""Seconds at most between two looks for channels to retire."""
+BATCH: Final = 1000
+"""Channels retired at most per look (one chain read for all of them); more wait for the next
+look, which follows at once."""
+
+
+class Retirement:
+    """Looks every `min(retention / 4, 1 h)` for the session's closed channels due to retire
+    (see the module) and retires them: `SessionStore.retire`, then `ChannelClient.release`."""
+
+    def __init__(self, reactor: Any, *, chain: ChainBackend, client: ChannelClient,
+                 store: SessionStore, retention: float, session_id: str) -> None:
+        self._reactor = reactor
+        self._chain = chain
+        self._client = client
+        self._store = store
+        self.retention = retention
+        self._session_id = session_id
+        self.interval = max(1.0, min(retention / 4, MAX_CHECK_INTERVAL))
+        self._next: DelayedCall | None = None
+        self._running: Deferred[list[ChannelID]] | None = None
+        self.stopped = False
+
+    def start(self) -> None:
+        """Look now, then every `interval`."""
+        self._schedule(0)
+
+    def stop(self) -> None:
+        """Look no more (a look under way ends without retiring anything)."""
+        self.stopped = True
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        self._next = None
+
+    def _schedule(self, delay: float) -> None:
+        if not self.stopped:
+            self._next = self._reactor.callLater(delay, self._look)
+
+    def _look(self) -> None:
+        self._next = None
+        running = self._running = Deferred.fromCoroutine(self.retire_due())
+
+        def then(retired: list[ChannelID]) -> None:
+            self._running = None
+            self._schedule(0 if len(retired) >= BATCH else self.interval)
+
+        def failed(failure: Any) -> None:
+            self._running = None
+            log.failure("session {session_id}: retiring closed channels failed (tried again "
+                        "later)", failure, session_id=self._session_id)
+            self._schedule(self.interval)
+
+        running.addCallbacks(then, failed)
+
+    def due(self) -> list[Channel]:
+        """The closed channels that may retire now, save for the chain's word (at most
+        `BATCH`)."""
+        now = self._reactor.seconds()
+        channels = self._client.channels
+        pinned = self._parents_in_use()
+        due = []
+        for channel in channels.values():
+            if channel.phase is not Phase.CLOSED or type(channel.params) is not Params \
+                    or channel.channel_id in pinned:
+                continue
+            closed_at = self._store.closed_at(channel.channel_id)
+            if closed_at is not None and now - closed_at >= self.retention:
+                due.append(channel)
+                if len(due) >= BATCH:
+                    break
+        return due
+
+    def _parents_in_use(self) -> set[ChannelID]:
+        pinned: set[ChannelID] = set()
+        for channel in self._client.channels.values():
+            if type(channel.params) is VirtualParams:
+                pinned.update(channel.params.parents)
+        for record in self._client.intermediary.records.values():
+            pinned.update(record.proof.params.parents)
+        return pinned
+
+    async def retire_due(self) -> list[ChannelID]:
+        """Retire what is due (`due`) and the chain holds nothing of; their IDs."""
+        due = self.due()
+        if not due:
+            return []
+        unconcluded = set(await lost_conclusions(self._chain, due))
+        if self.stopped or self._client.stopped:
+            return []
+        # The channels may have changed while the chain answered (a conclusion found lost).
+        due_now = {c.channel_id for c in self.due()}
+        retired = []
+        for channel in due:
+            channel_id = channel.channel_id
+            if channel_id in unconcluded or channel_id not in due_now:
+                continue
+            self._store.retire(channel_id)
+            self._client.release(channel_id)
+            retired.append(channel_id)
+        if retired:
+            log.info("session {session_id}: {count} channels closed for over {retention:g} s "
+                     "retired (still found by channel_get)", session_id=self._session_id,
+                     count=len(retired), retention=self.retention)
+        return retired
