@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("gas", "storage", "offchain", "virtual", "api", "memory", "restart")
+BENCHMARKS = ("gas", "storage", "offchain", "virtual", "api", "memory", "retired", "restart")
 
 
 def run_one(name: str) -> dict[str, Any]:

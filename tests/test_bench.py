@@ -65,6 +65,15 @@ def test_memory_benchmark_reports_per_channel_costs() -> None:
     assert results["rss_total_mb"] > 0
 
 
+def test_retired_benchmark_opens_the_store_both_ways() -> None:
+    out = subprocess.run([sys.executable, str(BENCH.with_name("retired.py")), "--channels", "30"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    results = json.loads(out)
+    assert (results["closed_live"]["live"], results["closed_live"]["retired"]) == (30, 0)
+    assert (results["retired"]["live"], results["retired"]["retired"]) == (0, 30)
+    assert results["retired_store_bytes"] > 30 * 300
+
+
 def test_restart_benchmark_reports_when_the_node_is_ready_again() -> None:
     out = subprocess.run([sys.executable, str(BENCH.with_name("restart.py")), "--channels", "3",
                           "--states", "2", "--restarts", "2"],

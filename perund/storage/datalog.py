@@ -10,7 +10,6 @@ The store decides when to append, fsync and compact; this class does each of the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import semidbm
@@ -50,11 +49,13 @@ class DataLog:
         """The data file's size."""
         self._retry_above = 0
 
-    def records(self) -> Iterator[tuple[bytes, bytes]]:
-        """Every live record, read from the file (for loading)."""
-        db = self._db
-        for key in list(db.keys()):
-            yield key, db[key]
+    def live_keys(self) -> list[bytes]:
+        """The key of every live record (for loading)."""
+        return list(self._db.keys())
+
+    def holds(self, key: bytes) -> bool:
+        """Whether the file holds a live record of `key`."""
+        return key in self._live
 
     def value(self, key: bytes) -> bytes | None:
         """The live value of `key`, read from the file, or None."""

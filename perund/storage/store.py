@@ -106,7 +106,7 @@ class SessionStore:
         self._compact_min_bytes = compact_min_bytes
 
         self._channels: dict[ChannelID, Channel] = {}
-        self._retired: dict[ChannelID, None] = {}  # in the order they were retired
+        self._retired_count = 0  # their records are in the file only (`_is_retired`)
         self._contacts: dict[str, dict[str, str]] = {}
         self._cursor: int | None = None
         self._cursor_hash: bytes | None = None
@@ -142,8 +142,16 @@ class SessionStore:
     # Opening
 
     def _load(self) -> None:
-        for key, value in self._file.records():
+        for key in self._file.live_keys():
+            if key[:1] == _RETIRED and len(key) == 33:
+                # Neither read nor decoded: a retired channel costs its index entry only
+                # (`retired_channel` reads it when asked).
+                self._retired_count += 1
+                continue
+            value = self._file.value(key)
             try:
+                if value is None:
+                    raise StoreCorrupt("the record is in the index but not in the file")
                 self._load_record(key, value)
             except StoreCorrupt as e:
                 raise StoreCorrupt(
@@ -169,10 +177,6 @@ class SessionStore:
             self._cursor, self._cursor_hash = codec.decode_cursor(value)
         elif kind == _META:
             self._meta[_text(rest)] = value
-        elif kind == _RETIRED and len(rest) == 32:
-            # Not decoded: a retired channel costs its index entry only (`retired_channel`
-            # reads it when asked).
-            self._retired[ChannelID(rest)] = None
         elif kind == _PAYMENT and len(rest) == 8:
             record = decode_payment(value)
             if record.payment_id != int.from_bytes(rest, "big"):
@@ -186,7 +190,7 @@ class SessionStore:
         a tail torn between them leaves both: the retirement stands. Closed channels without
         a closing time (closed before the store kept them) count as closed now."""
         now = self._seconds()
-        for channel_id in [cid for cid in self._channels if cid in self._retired]:
+        for channel_id in [cid for cid in self._channels if self._is_retired(cid)]:
             self._write(_CHANNEL + channel_id, None)
             del self._channels[channel_id]
             self.delete_meta(_closed_at_name(channel_id))
@@ -206,7 +210,7 @@ class SessionStore:
             channel = self._channels.get(record.channel_id)
             stored = None if channel is None or channel.current is None \
                 else channel.current.state.version
-            if channel is None and record.channel_id in self._retired:
+            if channel is None and self._is_retired(record.channel_id):
                 stored = record.version  # retired closed: every state it made was put before
             if record.payment_id <= archived:
                 self._write(_payment_key(record.payment_id), None)
@@ -227,12 +231,12 @@ class SessionStore:
         the payments it made since its previous value (`payments_between`; `by_us`: we
         proposed the state it makes current)."""
         key = _CHANNEL + channel.channel_id
-        if self._retired and channel.channel_id in self._retired:
+        if self._retired_count and self._is_retired(channel.channel_id):
             # Back in use (settled again): the retired record goes first, so that no torn
             # tail leaves it beside this one (the loading would take it).
             self._commits.pending.pop(key, None)
             self._write(_RETIRED + channel.channel_id, None)
-            del self._retired[channel.channel_id]
+            self._retired_count -= 1
         if self._record_payments:
             memo = self._memos.pop((channel.channel_id, channel.current.state.version)) \
                 if channel.current is not None and self._memos else ()
@@ -305,13 +309,11 @@ class SessionStore:
         self._write(live, None)
         self.delete_meta(_closed_at_name(channel_id))
         del self._channels[channel_id]
-        self._retired[channel_id] = None
+        self._retired_count += 1
 
     def retired_channel(self, channel_id: ChannelID) -> Channel | None:
         """A retired channel, read from the data file, or None if it is not retired.
         StoreCorrupt if its record cannot be decoded."""
-        if channel_id not in self._retired:
-            return None
         key = _RETIRED + channel_id
         pending = self._commits.pending.get(key)
         value = pending if pending is not None else self._file.value(key)
@@ -330,7 +332,14 @@ class SessionStore:
 
     def retired_count(self) -> int:
         """How many channels retired."""
-        return len(self._retired)
+        return self._retired_count
+
+    def _is_retired(self, channel_id: ChannelID) -> bool:
+        key = _RETIRED + channel_id
+        pending = self._commits.pending
+        if key in pending:
+            return pending[key] is not None
+        return self._file.holds(key)
 
     def _set_closed_at(self, channel_id: ChannelID, seconds: float) -> None:
         self.set_meta(_closed_at_name(channel_id), int(max(0.0, seconds)).to_bytes(8, "big"))

@@ -1,0 +1,114 @@
+"""What a closed channel costs a session before and after it retires (docs/storage.md,
+"Retired channels").
+
+Run: `.venv/bin/python bench/retired.py [--channels N]`. Writes a store holding N closed
+one-asset channels (default 10,000; each record as a real final state's, with signatures of the
+right length), then opens it in a fresh process twice: with the channels closed and live (as
+every session held them before retirement), and after all of them retired (the file then
+compacted, as a running node's is from time to time). Prints JSON: for
+each, the seconds the open took and the process's resident memory growth over it, in all and
+per channel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import Clock
+
+from perund.channel.phases import Phase
+from perund.channel.records import Channel, SignedState
+from perund.channel.types import ETH, Address, ChannelID, Params, State
+from perund.storage.store import SessionStore
+
+ETHER = 10**18
+
+
+def closed_channel(n: int) -> Channel:
+    """Closed channel number `n`: a final state at version 120 between two fixed parties."""
+    cid = ChannelID(hashlib.sha3_256(n.to_bytes(8, "big")).digest())
+    params = Params(3600, n, (Address(b"\x01" * 20), Address(b"\x02" * 20)),
+                    (Address(b"\x03" * 20), Address(b"\x04" * 20)))
+    state = State(cid, 120, (ETH,), ((3 * ETHER + n, 2 * ETHER - n),), True)
+    signatures = (b"\x11" * 64 + b"\x1b", b"\x22" * 64 + b"\x1c")
+    return Channel(cid, params, 0, Phase.CLOSED, SignedState(state, signatures),
+                   signed_up_to=120, reserved=1000)
+
+
+def rss_bytes() -> int:
+    """This process's resident set size."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def open_once(path: str) -> dict[str, Any]:
+    """Open the store at `path` in this (fresh) process: seconds, RSS growth, what it holds."""
+    before = rss_bytes()
+    started = time.perf_counter()
+    store = SessionStore(path, Clock())
+    took = time.perf_counter() - started
+    grown = rss_bytes() - before
+    held = {"live": len(list(store.channels())), "retired": store.retired_count()}
+    store.close()
+    return {"open_s": round(took, 3), "rss_growth_bytes": grown, **held}
+
+
+def measured_open(path: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, __file__, "--open", path], check=True,
+                          capture_output=True, text=True)
+    figures: dict[str, Any] = json.loads(done.stdout)
+    return figures
+
+
+def run(channels: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="perund-bench-") as directory:
+        path = os.path.join(directory, "store")
+        clock = Clock()
+        store = SessionStore(path, clock)
+        for n in range(channels):
+            store.put(closed_channel(n))
+        store.close()
+        live = measured_open(path)
+        clock.advance(1)
+        store = SessionStore(path, clock)
+        for channel in list(store.channels()):
+            store.retire(channel.channel_id)
+        store.close()
+        # As a running node's file is, retirements and compactions coming and going: compacted.
+        SessionStore(path, clock, compact_ratio=1.0001, compact_min_bytes=1).close()
+        retired = measured_open(path)
+        size = Path(path, "data").stat().st_size
+    result: dict[str, Any] = {"channels": channels, "retired_store_bytes": size}
+    for name, figures in (("closed_live", live), ("retired", retired)):
+        figures["rss_per_channel_bytes"] = round(figures["rss_growth_bytes"] / channels)
+        figures["open_us_per_channel"] = round(figures["open_s"] / channels * 1e6, 1)
+        result[name] = figures
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--channels", type=int, default=10_000)
+    parser.add_argument("--open", metavar="PATH", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.open:
+        print(json.dumps(open_once(args.open)))
+        return
+    json.dump(run(args.channels), sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()
