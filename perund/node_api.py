@@ -129,8 +129,12 @@ class NodeAPI:
 
     def _view(self, session: Session, channel: Channel) -> ChannelView:
         params = channel.params
-        parent = session.client.channels.get(params.parents[channel.index]) \
-            if type(params) is VirtualParams else None
+        parent = None
+        if type(params) is VirtualParams:
+            parent_id = params.parents[channel.index]
+            # A retired virtual channel's parent may have retired too.
+            parent = session.client.channels.get(parent_id) \
+                or session.store.retired_channel(parent_id)
         return channel_view(channel, self._alias_of(session),
                             paid_out=session.client.paid_out.get(channel.channel_id),
                             via=None if parent is None else parent.peer,

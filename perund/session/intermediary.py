@@ -123,6 +123,12 @@ class Intermediary:
         record = self.records.get(vid)
         return None if record is None else record.registration
 
+    def forget(self, vid: ChannelID) -> None:
+        """Drop the record of virtual channel `vid` (both its parents retire: nothing of it
+        is left to settle; perund.session.retirement)."""
+        if self.records.pop(vid, None) is not None:
+            self._store.delete_meta(record_name(vid))
+
     def holds(self, update_id: bytes) -> bool:
         """Whether `update_id` is a lock or fold held for its match (not a user's question)."""
         return any(item.update_id == update_id

@@ -9,9 +9,13 @@ find it; it costs the store's index entry only.
 
 A channel retires only when nothing may still need it:
 
-- it is a ledger channel, closed, and has been for the retention;
-- no channel of the session, and no virtual channel the session relays as intermediary,
-  names it as a parent (a virtual channel's dispute reads its parents' records);
+- it is closed, and has been for the retention;
+- a virtual channel: our parent ledger channel needs it no more (closed, or its latest state
+  locks nothing for it);
+- a ledger channel: no channel of the session that stays, and no virtual channel the session
+  relays as intermediary, names it as a parent (a virtual channel's dispute reads its
+  parents' records). The record an intermediary keeps of a virtual channel settled on-chain
+  goes with its two parents, once both may retire.
 - the chain holds none of its deposits (`lost_conclusions`): a conclusion the chain lost is
   settled again first, and only a retention past any reorganisation (15 min at least) makes
   retiring safe without looking after the conclusion any more.
@@ -29,6 +33,7 @@ from perund.chain.backend import ChainBackend
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID, Params, VirtualParams
+from perund.channel.virtual import parent_of
 from perund.session.chain_check import lost_conclusions
 from perund.session.client import ChannelClient
 from perund.storage.store import SessionStore
@@ -92,29 +97,56 @@ class Retirement:
 
     def due(self) -> list[Channel]:
         """The closed channels that may retire now, save for the chain's word (at most
-        `BATCH`)."""
-        now = self._reactor.seconds()
-        channels = self._client.channels
-        pinned = self._parents_in_use()
-        due = []
-        for channel in channels.values():
-            if channel.phase is not Phase.CLOSED or type(channel.params) is not Params \
-                    or channel.channel_id in pinned:
-                continue
-            closed_at = self._store.closed_at(channel.channel_id)
-            if closed_at is not None and now - closed_at >= self.retention:
-                due.append(channel)
-                if len(due) >= BATCH:
-                    break
-        return due
+        `BATCH`): virtual ones first, so that their parents may follow in the same look."""
+        closed = [c for c in self._client.channels.values()
+                  if c.phase is Phase.CLOSED and self._closed_long_enough(c)]
+        virtual = [c for c in closed
+                   if type(c.params) is VirtualParams and self._parent_done_with(c)]
+        leaving = {c.channel_id for c in virtual} | self.relayed_done()
+        pinned = self._parents_in_use(leaving)
+        ledger = [c for c in closed
+                  if type(c.params) is Params and c.channel_id not in pinned]
+        return (virtual + ledger)[:BATCH]
 
-    def _parents_in_use(self) -> set[ChannelID]:
+    def _closed_long_enough(self, channel: Channel) -> bool:
+        closed_at = self._store.closed_at(channel.channel_id)
+        return closed_at is not None and self._reactor.seconds() - closed_at >= self.retention
+
+    def _parent_done_with(self, virtual: Channel) -> bool:
+        """Whether our parent of closed virtual channel `virtual` needs it no more: the parent
+        is closed (its conclusion paid the virtual channel's outcome), gone, or its latest
+        fully signed state locks nothing for it (folded)."""
+        parent = self._client.channels.get(parent_of(virtual))
+        if parent is None or parent.phase is Phase.CLOSED:
+            return True
+        if parent.staged is not None or parent.abandoned is not None \
+                or parent.current is None:
+            return False  # an update of unknown outcome may still lock or fold it
+        return all(lock.channel_id != virtual.channel_id
+                   for lock in parent.current.state.locked)
+
+    def relayed_done(self) -> set[ChannelID]:
+        """The virtual channels the session relayed as intermediary (records kept after an
+        on-chain settlement) whose two parents have both been closed for the retention."""
+        channels = self._client.channels
+        done = set()
+        for vid, record in self._client.intermediary.records.items():
+            parents = [channels.get(p) for p in record.proof.params.parents]
+            if all(p is not None and p.phase is Phase.CLOSED and self._closed_long_enough(p)
+                   for p in parents):
+                done.add(vid)
+        return done
+
+    def _parents_in_use(self, leaving: set[ChannelID]) -> set[ChannelID]:
+        """The ledger channels named as a parent by a virtual channel that stays: one of
+        ours, or one the session relays as intermediary."""
         pinned: set[ChannelID] = set()
         for channel in self._client.channels.values():
-            if type(channel.params) is VirtualParams:
+            if type(channel.params) is VirtualParams and channel.channel_id not in leaving:
                 pinned.update(channel.params.parents)
-        for record in self._client.intermediary.records.values():
-            pinned.update(record.proof.params.parents)
+        for vid, record in self._client.intermediary.records.items():
+            if vid not in leaving:
+                pinned.update(record.proof.params.parents)
         return pinned
 
     async def retire_due(self) -> list[ChannelID]:
@@ -127,6 +159,11 @@ class Retirement:
             return []
         # The channels may have changed while the chain answered (a conclusion found lost).
         due_now = {c.channel_id for c in self.due()}
+        intermediary = self._client.intermediary
+        for vid in self.relayed_done():
+            parents = intermediary.records[vid].proof.params.parents
+            if all(p in due_now and p not in unconcluded for p in parents):
+                intermediary.forget(vid)
         retired = []
         for channel in due:
             channel_id = channel.channel_id

@@ -12,10 +12,19 @@ from twisted.internet import reactor, task
 
 from perund.chain.backend import ChainBackend
 from perund.channel.phases import Phase
-from perund.channel.types import ETH, Address, ChannelID, VirtualParams
+from perund.channel.records import Channel
+from perund.channel.types import (
+    ETH,
+    Address,
+    ChannelID,
+    SubAlloc,
+    VirtualParams,
+    VirtualProof,
+)
 from perund.session.notices import UpdateNotice
 from perund.session.retirement import Retirement
 from perund.storage.store import SessionStore
+from perund.storage.virtual_records import VirtualRecord, encode_record, record_name
 from tests.session.conftest import ETHER, Pair, listening_pair, open_between
 
 
@@ -130,3 +139,94 @@ async def test_the_looks_run_on_their_own_until_stopped(
         await pair.bob.peers.stop()
         store.close()
 
+
+
+VIRTUAL = ChannelID(b"\x77" * 32)
+
+
+def virtual_child(pair: Pair, parent: ChannelID, phase: Phase,
+                  vid: ChannelID = VIRTUAL) -> Channel:
+    """Virtual channel `vid` of alice's funded through `parent` (built, not opened: what
+    retiring reads of it is its params, phase and closing time)."""
+    alice = pair.alice.client
+    ledger = alice.channels[parent]
+    assert ledger.current is not None
+    state = replace(ledger.current.state, channel_id=vid, locked=())
+    return replace(ledger, channel_id=vid, phase=phase,
+                   current=replace(ledger.current, state=state),
+                   params=VirtualParams(60, 1, (alice.address, Address(b"\x02" * 20)),
+                                        (parent, ChannelID(b"\x66" * 32))))
+
+
+def locking(channel: Channel, vid: ChannelID) -> Channel:
+    """`channel` with its current state locking one wei for virtual channel `vid`."""
+    assert channel.current is not None
+    state = replace(channel.current.state, locked=(SubAlloc(vid, (1,)),))
+    return replace(channel, current=replace(channel.current, state=state))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_closed_virtual_channel_retires_once_its_parent_is_done_with_it(
+        chain: ChainBackend, tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "alice", reactor)
+    pair = await listening_pair(chain, alice_store=store)
+    try:
+        alice = pair.alice.client
+        parent = await open_between(pair.alice, pair.bob, ETHER, 0)
+        virtual = virtual_child(pair, parent, Phase.CLOSED)
+        alice.channels[virtual.channel_id] = virtual
+        store.put(virtual)
+        open_parent = alice.channels[parent]
+        alice.channels[parent] = locking(open_parent, virtual.channel_id)
+        retirement = retirement_of(pair, chain, store, retention=0.0)
+        # Its outcome is still locked in the open parent: not folded yet.
+        assert await retirement.retire_due() == []
+        # Folded: the parent's state locks nothing for it any more.
+        alice.channels[parent] = open_parent
+        assert await retirement.retire_due() == [virtual.channel_id]
+        assert store.retired_channel(virtual.channel_id) == virtual
+        assert parent in alice.channels  # open
+
+        # A closed parent pinned only by a closed virtual channel: both go in one look.
+        second = await open_between(pair.alice, pair.bob, ETHER, 0)
+        child = virtual_child(pair, second, Phase.CLOSED, ChannelID(b"\x78" * 32))
+        alice.channels[child.channel_id] = child
+        store.put(child)
+        await close_cooperatively(pair, second)
+        assert await retirement.retire_due() == [child.channel_id, second]
+    finally:
+        await pair.alice.peers.stop()
+        await pair.bob.peers.stop()
+        store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_intermediarys_record_pins_its_parents_until_both_may_retire(
+        chain: ChainBackend, tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "alice", reactor)
+    pair = await listening_pair(chain, alice_store=store)
+    try:
+        alice = pair.alice.client
+        first = await open_between(pair.alice, pair.bob, ETHER, 0)
+        second = await open_between(pair.alice, pair.bob, ETHER, 0)
+        relayed = virtual_child(pair, first, Phase.CLOSED)
+        assert relayed.current is not None
+        params = VirtualParams(60, 1, (Address(b"\x01" * 20), Address(b"\x02" * 20)),
+                               (first, second))
+        record = VirtualRecord(VirtualProof(params, relayed.current.state,
+                                            relayed.current.signatures),
+                               (relayed.current.state, 123))  # settled on-chain
+        alice.intermediary.records[VIRTUAL] = record
+        store.set_meta(record_name(VIRTUAL), encode_record(record))
+        await close_cooperatively(pair, first)
+        retirement = retirement_of(pair, chain, store, retention=0.0)
+        assert await retirement.retire_due() == []  # the second parent is open
+        assert VIRTUAL in alice.intermediary.records
+        await close_cooperatively(pair, second)
+        assert await retirement.retire_due() == [first, second]
+        assert alice.intermediary.records == {}
+        assert store.meta(record_name(VIRTUAL)) is None
+    finally:
+        await pair.alice.peers.stop()
+        await pair.bob.peers.stop()
+        store.close()
