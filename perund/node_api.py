@@ -303,6 +303,22 @@ class NodeAPI:
             else session.store.retired_channel(ChannelID(channel_id))
         return self._view(session, retired or self._channel(session, channel_id))
 
+    async def channel_list_retired(self, session_id: bytes, limit: int, before: bytes | None,
+                                   ) -> tuple[list[ChannelView], bytes | None]:
+        session = self._session(session_id)
+        store = session.store
+        if before is not None and store.retired_channel(ChannelID(before)) is None:
+            raise ResourceNotFound("no such retired channel", type="channel",
+                                   id="0x" + before.hex())
+        ids = store.retired_ids(limit + 1, None if before is None else ChannelID(before))
+        _listing(session, "channels", 2 * min(len(ids), limit))
+        views = []
+        for channel_id in ids[:limit]:
+            channel = store.retired_channel(channel_id)
+            if channel is not None:
+                views.append(self._view(session, channel))
+        return views, (ids[limit - 1] if len(ids) > limit else None)
+
     async def channel_send(self, session_id: bytes, channel_id: bytes,
                            payments: Sequence[Payment],
                            reference: str | None = None) -> ChannelView:

@@ -43,9 +43,9 @@ from perund.ratelimit import Allowances, RateLimitedWarning
 log = Logger(namespace="perund.api")
 
 QUIET_METHODS: Final = frozenset({
-    "channel_send", "channel_get", "channel_list", "payment_list", "payment_get", "node_time",
-    "node_getConfig", "session_list", "session_balance", "session_getPeer", "session_listPeers",
-    "subscribe", "unsubscribe", "rpc.discover"})
+    "channel_send", "channel_get", "channel_list", "channel_listRetired", "payment_list",
+    "payment_get", "node_time", "node_getConfig", "session_list", "session_balance",
+    "session_getPeer", "session_listPeers", "subscribe", "unsubscribe", "rpc.discover"})
 """Methods whose successful calls write no log line unless slow: payments and reads come by
 the thousand (payments are in the history, every call in the metrics). Failures, slow calls
 and every call that opens, closes, answers or changes credentials and contacts are logged."""

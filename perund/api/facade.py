@@ -115,6 +115,13 @@ class NodeFacade(Protocol):
         """`channel_get`: one channel."""
         ...
 
+    async def channel_list_retired(self, session_id: bytes, limit: int, before: bytes | None,
+                                   ) -> tuple[list[ChannelView], bytes | None]:
+        """`channel_listRetired`: at most `limit` retired channels, the last retired first
+        (after `before`, a retired channel's ID), and the `before` of the next page (None:
+        no more)."""
+        ...
+
     async def channel_send(self, session_id: bytes, channel_id: bytes,
                            payments: Sequence[Payment],
                            reference: str | None = None) -> ChannelView:

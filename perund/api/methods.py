@@ -335,6 +335,16 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
     async def channel_list(args: dict[str, Any], ctx: CallContext) -> Any:
         return await facade.channel_list(_bytes(args, "sessionId"))
 
+    async def channel_list_retired(args: dict[str, Any], ctx: CallContext) -> Any:
+        before = _bytes(args, "before") if "before" in args else None
+        return await facade.channel_list_retired(_bytes(args, "sessionId"),
+                                                 int(args.get("limit", 100)), before)
+
+    def retired_page(value: tuple[list[ChannelView], bytes | None]) -> Any:
+        views, next_before = value
+        return {"channels": [v.to_json(currencies) for v in views],
+                "nextBefore": None if next_before is None else "0x" + next_before.hex()}
+
     async def channel_get(args: dict[str, Any], ctx: CallContext) -> Any:
         return await facade.channel_get(_bytes(args, "sessionId"), _bytes(args, "channelId"))
 
@@ -482,6 +492,19 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                access=Access.SESSION),
         method("channel_list", "The session's channels.", (session,), _channel_list(),
                channel_list, channels, (ResourceNotFound,), access=Access.SESSION_READ),
+        method("channel_listRetired", "The session's retired channels (closed for longer "
+               "than limits.closed_channel_retention), the last retired first, a page at a "
+               "time.",
+               (session, Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
+                               required=False, description="at most this many (default 100)"),
+                Param("before", CHANNEL_ID, required=False,
+                      description="the nextBefore of the previous page")),
+               obj({"channels": _channel_list(),
+                    "nextBefore": {"type": ["string", "null"],
+                                   "description": "null: no channel retired earlier"}},
+                   ["channels", "nextBefore"]),
+               channel_list_retired, retired_page, (ResourceNotFound,),
+               access=Access.SESSION_READ),
         method("channel_get", "One channel.", (session, channel_id), CHANNEL_INFO,
                channel_get, channel, (ResourceNotFound,), access=Access.SESSION_READ),
         method("channel_send", "Pay the peer or request payment (payee \"self\"), all in one "

@@ -10,6 +10,7 @@ The store decides when to append, fsync and compact; this class does each of the
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import semidbm
@@ -52,6 +53,13 @@ class DataLog:
     def live_keys(self) -> list[bytes]:
         """The key of every live record (for loading)."""
         return list(self._db.keys())
+
+    def newest_keys(self, prefix: bytes) -> Iterator[bytes]:
+        """The live keys starting with `prefix`, the last written first (semidbm's index keeps
+        the order of writes, and compaction copies it in that order)."""
+        for key in reversed(self._db._index):
+            if key.startswith(prefix):
+                yield key
 
     def holds(self, key: bytes) -> bool:
         """Whether the file holds a live record of `key`."""

@@ -330,6 +330,25 @@ class SessionStore:
                                key=key.hex())
         return channel
 
+    def retired_ids(self, limit: int, before: ChannelID | None = None) -> list[ChannelID]:
+        """At most `limit` retired channels' IDs, the last retired first; with `before`, those
+        retired before it (none if `before` is not retired). Retirements not yet committed
+        are not among them."""
+        keys = self._file.newest_keys(_RETIRED)
+        if before is not None:
+            wanted = _RETIRED + before
+            if not self._file.holds(wanted):
+                return []
+            for key in keys:
+                if key == wanted:
+                    break
+        found: list[ChannelID] = []
+        for key in keys:
+            if len(found) >= limit:
+                break
+            found.append(ChannelID(key[1:]))
+        return found
+
     def retired_count(self) -> int:
         """How many channels retired."""
         return self._retired_count

@@ -218,6 +218,14 @@ class MemoryNode:
         self.calls.append("channel_list")
         return list(self._session(session_id).channels.values())
 
+    async def channel_list_retired(self, session_id: bytes, limit: int, before: bytes | None,
+                                   ) -> tuple[list[ChannelView], bytes | None]:
+        self.calls.append("channel_list_retired")
+        self._session(session_id)
+        if before is not None:  # this facade retires nothing
+            raise ResourceNotFound("no such retired channel")
+        return [], None
+
     async def channel_get(self, session_id: bytes, channel_id: bytes) -> ChannelView:
         self.calls.append("channel_get")
         session = self._session(session_id)

@@ -138,6 +138,7 @@ class Users:
             "channel_respondProposal": {"sessionId": bob, "accept": True,
                                         "proposalId": "0x" + self.bob_proposal.proposal_id.hex()},
             "channel_list": {"sessionId": bob},
+            "channel_listRetired": {"sessionId": bob},
             "channel_get": {"sessionId": bob, "channelId": channel},
             "channel_send": {"sessionId": bob, "channelId": channel, "payments": [
                 {"currency": "ETH", "payee": "bob", "amount": "1"}]},

@@ -105,7 +105,8 @@ def test_rpc_discover_describes_every_method_with_the_schemas_in_force() -> None
     assert set(described) == set(served)
     expected = {"node_getConfig", "node_time", "session_open", "session_list", "session_close",
                 "session_addPeer", "session_getPeer", "session_listPeers", "session_balance",
-                "channel_open", "channel_respondProposal", "channel_list", "channel_get",
+                "channel_open", "channel_respondProposal", "channel_list", "channel_listRetired",
+                "channel_get",
                 "channel_send", "channel_respondUpdate", "channel_close", "subscribe",
                 "unsubscribe", "rpc.discover", "session_createToken", "session_listTokens",
                 "session_revokeToken", "session_rotateToken", "payment_list", "payment_get"}

@@ -41,6 +41,7 @@ from perund.errors import (
     PeerRejected,
     PerundError,
     ResourceExists,
+    ResourceNotFound,
 )
 from perund.keystore.v3 import write_keystore
 from perund.node import NodeService
@@ -182,6 +183,12 @@ async def test_channel_life_with_a_restart_of_both_sessions(node: NodeService,
     view = await api.channel_get(bytes.fromhex(alice.id), cid)
     assert (view.phase, view.version, view.is_final) == ("closed", final.version, True)
     assert [(b.ours, b.peer) for b in view.balances] == [final.balances[0]]
+    await alice.store.flush()  # a listing shows committed retirements
+    views, next_before = await api.channel_list_retired(bytes.fromhex(alice.id), 100, None)
+    assert [v.channel_id for v in views] == [cid] and next_before is None
+    assert await api.channel_list_retired(bytes.fromhex(alice.id), 100, cid) == ([], None)
+    with pytest.raises(ResourceNotFound):
+        await api.channel_list_retired(bytes.fromhex(alice.id), 100, b"\x01" * 32)
 
 
 def resyncing(node: NodeService) -> float:

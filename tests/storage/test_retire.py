@@ -213,3 +213,33 @@ def test_a_retired_channel_survives_a_compaction(path: Path, clock: Clock) -> No
         assert [c.channel_id for c in store.channels()] == [bob.channel_id]
     finally:
         store.close()
+
+
+def test_retired_ids_come_the_last_retired_first_a_page_at_a_time(
+        store: SessionStore, path: Path, clock: Clock) -> None:
+    first, second = two_channels()
+    third = replace(second, channel_id=ChannelID(keccak(b"a third")))
+    for channel in (first, second, third):
+        store.put(closed(channel))
+    for channel in (second, first, third):
+        store.retire(channel.channel_id)
+    assert store.retired_ids(10) == []  # not committed yet
+    clock.advance(0)
+    order = [third.channel_id, first.channel_id, second.channel_id]
+    assert store.retired_ids(10) == order
+    assert store.retired_ids(1) == order[:1]
+    assert store.retired_ids(5, before=order[0]) == order[1:]
+    assert store.retired_ids(5, before=order[2]) == []
+    assert store.retired_ids(5, before=ChannelID(b"\x01" * 32)) == []
+    store = reopen(store, path, clock)
+    try:
+        assert store.retired_ids(10) == order
+        store.put(closed(first))  # settled again and closed: live again
+        clock.advance(0)
+        assert store.retired_ids(10) == [third.channel_id, second.channel_id]
+        store.retire(first.channel_id)  # retired again: the last one now
+        clock.advance(0)
+        assert store.retired_ids(10) == [first.channel_id, third.channel_id,
+                                         second.channel_id]
+    finally:
+        store.close()

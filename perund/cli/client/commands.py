@@ -360,9 +360,26 @@ def balance(ctx: Context, args: argparse.Namespace) -> Result:
 # -- channels ----------------------------------------------------------------------------------
 
 def channel_list(ctx: Context, args: argparse.Namespace) -> Result:
-    """`channel list`."""
-    channels = ctx.channels()
-    return Outcome(channels, render.channel_rows(channels, ctx.style))
+    """`channel list [--retired [--limit N]]`."""
+    if not getattr(args, "retired", False):
+        channels = ctx.channels()
+        return Outcome(channels, render.channel_rows(channels, ctx.style))
+    wanted = getattr(args, "limit", 100)
+    if wanted < 1:
+        raise UsageError("--limit takes a number of channels, at least 1")
+    retired: list[dict[str, Any]] = []
+    before = None
+    while len(retired) < wanted:
+        params: dict[str, Any] = {"sessionId": ctx.session_id(),
+                                  "limit": min(1000, wanted - len(retired))}
+        if before is not None:
+            params["before"] = before
+        page = ctx.call("channel_listRetired", **params)
+        retired += page["channels"]
+        before = page["nextBefore"]
+        if before is None:
+            break
+    return Outcome(retired, render.channel_rows(retired, ctx.style))
 
 
 def channel_info(ctx: Context, args: argparse.Namespace) -> Result:

@@ -139,7 +139,14 @@ def add_commands(commands: Any, interactive: bool) -> None:
     opening.add_argument("--max-fee", metavar="AMOUNT",
                          help="with --via: the most you pay the intermediary, in the channel's "
                               "currency (default 0: a fee it charges fails the open, naming it)")
-    command(channel, "list", "the session's channels")
+    listing = command(channel, "list", "the session's channels",
+                      "The open channels and those closed within the node's "
+                      "limits.closed_channel_retention (7 days); with --retired, the ones "
+                      "closed for longer, the last retired first.")
+    listing.add_argument("--retired", action="store_true",
+                         help="the retired channels instead (up to --limit)")
+    listing.add_argument("--limit", type=int, default=100, metavar="N",
+                         help="with --retired: at most N channels (default 100)")
     info = command(channel, "info", "every detail of one channel")
     info.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)
     closing = command(channel, "close", "settle a channel on-chain and pay out",
