@@ -288,6 +288,7 @@ class SessionStore:
         """Drop a channel that never came to exist on-chain (durable after the next flush)."""
         self._write(_CHANNEL + channel_id, None)
         self._channels.pop(channel_id, None)
+        self.delete_meta(_closed_at_name(channel_id))
 
     def closed_at(self, channel_id: ChannelID) -> float | None:
         """When the store first held the channel closed (its reactor's seconds), or None if it
@@ -315,8 +316,8 @@ class SessionStore:
         """A retired channel, read from the data file, or None if it is not retired.
         StoreCorrupt if its record cannot be decoded."""
         key = _RETIRED + channel_id
-        pending = self._commits.pending.get(key)
-        value = pending if pending is not None else self._file.value(key)
+        pending = self._commits.pending
+        value = pending[key] if key in pending else self._file.value(key)
         if value is None:
             return None
         try:

@@ -33,6 +33,7 @@ def _on_bobs_session(bob: str, channel: str) -> dict[str, dict[str, Any]]:
                          "balances": {"ETH": {"self": "1", "peer": "0"}}},
         "channel_respondProposal": {"sessionId": bob, "proposalId": some_id, "accept": True},
         "channel_list": {"sessionId": bob},
+        "channel_listRetired": {"sessionId": bob},
         "channel_get": {"sessionId": bob, "channelId": channel},
         "channel_send": {"sessionId": bob, "channelId": channel, "payments": [
             {"currency": "ETH", "payee": "alice", "amount": "0.5"}]},

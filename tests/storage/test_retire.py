@@ -181,8 +181,11 @@ def test_a_retired_channel_put_again_is_live_again(
     alice, _ = make_pair()
     store.put(closed(alice))
     store.retire(alice.channel_id)
+    clock.advance(0)  # committed
     settling = replace(alice, phase=Phase.CLOSING)  # its conclusion was lost: settled again
     store.put(settling)
+    assert store.retired_channel(alice.channel_id) is None  # before the commit, too
+    clock.advance(0)
     assert store.retired_channel(alice.channel_id) is None
     store = reopen(store, path, clock)
     try:
