@@ -10,7 +10,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 
@@ -89,6 +89,11 @@ class StoreShelf:
     def drop(self, key: int) -> None:
         """Forget one push."""
         self._store.delete_meta(f"{KEPT_PUSH}{key}")
+
+
+RETIRED_KEYS_PER_UNIT: Final = 256
+"""Store index keys `channel_listRetired` may walk for one unit of a session's listing
+allowance (perund.session.session.LISTING_RATE)."""
 
 
 class NodeAPI:
@@ -310,8 +315,11 @@ class NodeAPI:
         if before is not None and store.retired_channel(ChannelID(before)) is None:
             raise ResourceNotFound("no such retired channel", type="channel",
                                    id="0x" + before.hex())
-        ids = store.retired_ids(limit + 1, None if before is None else ChannelID(before))
-        _listing(session, "channels", 2 * min(len(ids), limit))
+        ids, looked = store.retired_ids(limit + 1,
+                                        None if before is None else ChannelID(before))
+        # The index is walked from its newest key: a page deep in a large store costs the
+        # reactor its walk as well (about 250 keys for the time of one unit).
+        _listing(session, "channels", 2 * min(len(ids), limit) + looked // RETIRED_KEYS_PER_UNIT)
         views = []
         for channel_id in ids[:limit]:
             channel = store.retired_channel(channel_id)

@@ -54,12 +54,11 @@ class DataLog:
         """The key of every live record (for loading)."""
         return list(self._db.keys())
 
-    def newest_keys(self, prefix: bytes) -> Iterator[bytes]:
-        """The live keys starting with `prefix`, the last written first (semidbm's index keeps
-        the order of writes, and compaction copies it in that order)."""
-        for key in reversed(self._db._index):
-            if key.startswith(prefix):
-                yield key
+    def newest_keys(self) -> Iterator[bytes]:
+        """The live keys, the last written first (semidbm's index keeps the order in which
+        keys were first written since last deleted, and compaction copies it in that order)."""
+        keys: Iterator[bytes] = reversed(self._db._index)
+        return keys
 
     def holds(self, key: bytes) -> bool:
         """Whether the file holds a live record of `key`."""

@@ -331,24 +331,30 @@ class SessionStore:
                                key=key.hex())
         return channel
 
-    def retired_ids(self, limit: int, before: ChannelID | None = None) -> list[ChannelID]:
-        """At most `limit` retired channels' IDs, the last retired first; with `before`, those
-        retired before it (none if `before` is not retired). Retirements not yet committed
-        are not among them."""
-        keys = self._file.newest_keys(_RETIRED)
+    def retired_ids(self, limit: int, before: ChannelID | None = None,
+                    ) -> tuple[list[ChannelID], int]:
+        """At most `limit` retired channels' IDs, the last retired first (with `before`, those
+        retired before it; none if `before` is not retired), and how many keys of the index
+        were looked at to find them (the cost of the call). Retirements not yet committed are
+        not among them."""
+        looked = 0
+        keys = self._file.newest_keys()
         if before is not None:
             wanted = _RETIRED + before
             if not self._file.holds(wanted):
-                return []
+                return [], 0
             for key in keys:
+                looked += 1
                 if key == wanted:
                     break
         found: list[ChannelID] = []
         for key in keys:
             if len(found) >= limit:
                 break
-            found.append(ChannelID(key[1:]))
-        return found
+            looked += 1
+            if key[:1] == _RETIRED:
+                found.append(ChannelID(key[1:]))
+        return found, looked
 
     def retired_count(self) -> int:
         """How many channels retired."""

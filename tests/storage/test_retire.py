@@ -226,23 +226,23 @@ def test_retired_ids_come_the_last_retired_first_a_page_at_a_time(
         store.put(closed(channel))
     for channel in (second, first, third):
         store.retire(channel.channel_id)
-    assert store.retired_ids(10) == []  # not committed yet
+    assert store.retired_ids(10)[0] == []  # not committed yet
     clock.advance(0)
     order = [third.channel_id, first.channel_id, second.channel_id]
-    assert store.retired_ids(10) == order
-    assert store.retired_ids(1) == order[:1]
-    assert store.retired_ids(5, before=order[0]) == order[1:]
-    assert store.retired_ids(5, before=order[2]) == []
-    assert store.retired_ids(5, before=ChannelID(b"\x01" * 32)) == []
+    assert store.retired_ids(10) == (order, 3)  # the keys looked at: the store holds no others
+    assert store.retired_ids(1)[0] == order[:1]
+    assert store.retired_ids(5, before=order[0])[0] == order[1:]
+    assert store.retired_ids(5, before=order[2])[0] == []
+    assert store.retired_ids(5, before=ChannelID(b"\x01" * 32)) == ([], 0)
     store = reopen(store, path, clock)
     try:
-        assert store.retired_ids(10) == order
+        assert store.retired_ids(10)[0] == order
         store.put(closed(first))  # settled again and closed: live again
         clock.advance(0)
-        assert store.retired_ids(10) == [third.channel_id, second.channel_id]
+        assert store.retired_ids(10)[0] == [third.channel_id, second.channel_id]
         store.retire(first.channel_id)  # retired again: the last one now
         clock.advance(0)
-        assert store.retired_ids(10) == [first.channel_id, third.channel_id,
+        assert store.retired_ids(10)[0] == [first.channel_id, third.channel_id,
                                          second.channel_id]
     finally:
         store.close()
