@@ -152,10 +152,10 @@ class Retirement:
     async def retire_due(self) -> list[ChannelID]:
         """Retire what is due (`due`) and the chain holds nothing of; their IDs."""
         due = self.due()
-        if not due:
-            return []
+        if not due or self._client.store_error is not None:
+            return []  # a store that cannot write keeps what it holds (a full disk)
         unconcluded = set(await lost_conclusions(self._chain, due))
-        if self.stopped or self._client.stopped:
+        if self.stopped or self._client.stopped or self._client.store_error is not None:
             return []
         # The channels may have changed while the chain answered (a conclusion found lost).
         due_now = {c.channel_id for c in self.due()}

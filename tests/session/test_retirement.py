@@ -21,6 +21,7 @@ from perund.channel.types import (
     VirtualParams,
     VirtualProof,
 )
+from perund.errors import FailedPrecondition
 from perund.session.notices import UpdateNotice
 from perund.session.retirement import Retirement
 from perund.storage.store import SessionStore
@@ -61,6 +62,9 @@ async def test_a_closed_channel_retires_after_the_retention_only(
         assert cid in alice.channels
 
         retirement = retirement_of(pair, chain, store, retention=0.0)
+        alice.store_error = FailedPrecondition("the store failed")  # a full disk, say
+        assert await retirement.retire_due() == []
+        alice.store_error = None
         assert await retirement.retire_due() == [cid]
         assert cid not in alice.channels and still_open in alice.channels
         assert store.retired_channel(cid) == closed
