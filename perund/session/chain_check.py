@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from twisted.logger import Logger
+
 from perund.chain.backend import ChainBackend
 from perund.chain.results import Phase as ChainPhase
 from perund.channel.phases import Phase
@@ -27,6 +29,8 @@ from perund.errors import ChainMismatch
 
 AssetLabel = Callable[[Address], tuple[str, int]]
 """How to show amounts of an asset: its symbol and decimals (the node's currency table)."""
+
+log = Logger()
 
 
 def default_label(asset: Address) -> tuple[str, int]:
@@ -148,3 +152,13 @@ def mismatch(session: str, chain_url: str, found: list[Shortfall]) -> ChainMisma
         "deposit was made, recorded before perund marked such channels, has nothing on any "
         "chain to give up",
         session=session, channels=[s.to_json() for s in found])
+
+
+def log_lost_conclusion(session_id: str, channel_id: ChannelID) -> None:
+    """The critical line for a closed channel whose conclusion the chain lost (settled again)."""
+    log.critical(
+        "session {session_id}: the chain has not concluded channel {channel_id}, which this "
+        "session holds as closed, and still holds its deposits: it lost the blocks of the "
+        "conclusion (an embedded chain stopped between its state saves, or a reorganisation "
+        "deeper than chain.confirmations). Settling it again.",
+        session_id=session_id, channel_id="0x" + channel_id.hex())

@@ -17,8 +17,8 @@ A channel retires only when nothing may still need it:
   parents' records). The record an intermediary keeps of a virtual channel settled on-chain
   goes with its two parents, once both may retire.
 - the chain holds none of its deposits (`lost_conclusions`): a conclusion the chain lost is
-  settled again first, and only a retention past any reorganisation (15 min at least) makes
-  retiring safe without looking after the conclusion any more.
+  settled again instead (as at a start), and only a retention past any reorganisation (15 min
+  at least) makes retiring safe without looking after the conclusion any more.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from perund.chain.backend import ChainBackend
+from perund.channel.changes import ConclusionLost
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID, Params, VirtualParams
 from perund.channel.virtual import parent_of
-from perund.session.chain_check import lost_conclusions
+from perund.session.chain_check import log_lost_conclusion, lost_conclusions
 from perund.session.client import ChannelClient
 from perund.storage.store import SessionStore
 
@@ -157,6 +158,11 @@ class Retirement:
         unconcluded = set(await lost_conclusions(self._chain, due))
         if self.stopped or self._client.stopped or self._client.store_error is not None:
             return []
+        for channel_id in unconcluded:
+            # Found here rather than at a start or by the watcher: settled again all the same.
+            if channel_id in self._client.channels:
+                log_lost_conclusion(self._session_id, channel_id)
+                self._client.chain_input(channel_id, ConclusionLost())
         # The channels may have changed while the chain answered (a conclusion found lost).
         due_now = {c.channel_id for c in self.due()}
         intermediary = self._client.intermediary

@@ -43,6 +43,7 @@ from perund.session.chain_check import (
     AssetLabel,
     Shortfall,
     default_label,
+    log_lost_conclusion,
     lost_conclusions,
     mismatch,
     shortfalls,
@@ -329,7 +330,7 @@ class Session:
             for shortfall in found:
                 lost[shortfall.channel_id] = shortfall.describe()
         for channel_id in parts.unconcluded:
-            _log_lost_conclusion(session_id, channel_id)
+            log_lost_conclusion(session_id, channel_id)
         await peers.listen()
         session.restored = [c for c in client.restore(lost, parts.unconcluded)
                             if c.phase not in TERMINAL]
@@ -394,19 +395,10 @@ class Session:
         return still_open
 
 
-def _log_lost_conclusion(session_id: str, channel_id: ChannelID) -> None:
-    log.critical(
-        "session {session_id}: the chain has not concluded channel {channel_id}, which this "
-        "session holds as closed, and still holds its deposits: it lost the blocks of the "
-        "conclusion (an embedded chain stopped between its state saves, or a reorganisation "
-        "deeper than chain.confirmations). Settling it again.",
-        session_id=session_id, channel_id="0x" + channel_id.hex())
-
-
 async def _settle_lost_conclusions(session_id: str, chain: ChainBackend,
                                    client: ChannelClient) -> None:
     """While the session runs, the watcher found blocks it had read replaced or gone: the
     closed channels whose conclusion went with them settle again, as at a start."""
     for channel_id in await lost_conclusions(chain, list(client.channels.values())):
-        _log_lost_conclusion(session_id, channel_id)
+        log_lost_conclusion(session_id, channel_id)
         client.chain_input(channel_id, ConclusionLost())

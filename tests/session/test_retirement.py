@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest_twisted
 from twisted.internet import reactor, task
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from perund.chain.backend import ChainBackend
 from perund.channel.phases import Phase
@@ -106,13 +107,19 @@ async def test_what_the_chain_still_holds_or_a_virtual_channel_rests_on_stays(
         alice.channels[virtual.channel_id] = virtual
 
         retirement = retirement_of(pair, chain, store, retention=0.0)
-        assert await retirement.retire_due() == []
-        assert lost in alice.channels and parent in alice.channels
+        with capturedLogs() as logged:
+            assert await retirement.retire_due() == []
+        assert parent in alice.channels
+        # The lost conclusion is settled again, as at a start.
+        assert alice.channels[lost].phase is not Phase.CLOSED
+        assert any(e["log_level"] is LogLevel.critical and "Settling it again" in
+                   formatEvent(e) for e in logged)
 
         del alice.channels[virtual.channel_id]
         assert await retirement.retire_due() == [parent]
         assert lost in alice.channels
     finally:
+        alice.stop()
         await pair.alice.peers.stop()
         await pair.bob.peers.stop()
         store.close()
