@@ -75,15 +75,16 @@ class ChallengeWatch:
         return reaction_time(self._config) + DISPUTE_CALLS * call
 
     def at_risk(self) -> int:
-        """Open channels whose challenge duration is less than `SAFETY` reaction times."""
+        """Open channels whose challenge duration is less than `SAFETY` reaction times (a
+        channel between two sessions of this node counts once)."""
         reaction = self.reaction()
         if reaction is None:
             return 0
         floor = SAFETY * reaction
-        return sum(1 for session in self._sessions.values()
-                   for channel in session.client.channels.values()
-                   if channel.phase is not Phase.PROPOSING and channel.phase not in TERMINAL
-                   and channel.params.challenge_duration < floor)
+        return len({channel.channel_id for session in self._sessions.values()
+                    for channel in session.client.channels.values()
+                    if channel.phase is not Phase.PROPOSING and channel.phase not in TERMINAL
+                    and channel.params.challenge_duration < floor})
 
     def check(self) -> None:
         """Warn when more channels are at risk than at the last warning; say when none is."""

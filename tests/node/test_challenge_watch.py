@@ -3,10 +3,12 @@ durations (perund.challenge_watch): the estimate, the channels it counts, and th
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
+from eth_hash.auto import keccak
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
@@ -14,6 +16,7 @@ from perund.chain.call_times import RECENT_CALLS, ChainCallTimes
 from perund.challenge_watch import CHECK_INTERVAL, DISPUTE_CALLS, ChallengeWatch
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
+from perund.channel.types import ChannelID
 from perund.config import ChainConfig, NodeConfig, Timeouts
 from perund.session.session import min_challenge_duration, reaction_time
 from tests.channel.factories import make_pair
@@ -23,18 +26,32 @@ CONFIG = NodeConfig(chain=ChainConfig(poll_interval=1.0, block_time=12.0, confir
 MINIMUM = min_challenge_duration(CONFIG)  # 3 * (1 + 10) = 33 s
 
 
+_made = itertools.count()
+
+
 def channel(challenge_duration: int, phase: Phase = Phase.OPEN) -> Channel:
+    """Alice's side of a channel of its own (another ID at each call)."""
     alice, _ = make_pair()
     params = replace(alice.params, challenge_duration=challenge_duration)
-    return replace(alice, params=params, phase=phase)
+    return replace(alice, channel_id=ChannelID(keccak(b"%d" % next(_made))), params=params,
+                   phase=phase)
 
 
-def watch_over(*channels: Channel) -> tuple[ChallengeWatch, ChainCallTimes, Clock]:
+def watch_over(*channels: Channel, sessions: int = 1,
+               ) -> tuple[ChallengeWatch, ChainCallTimes, Clock]:
+    """A watch over `sessions` sessions, each holding `channels`."""
     clock = Clock()
     times = ChainCallTimes()
-    session: Any = SimpleNamespace(client=SimpleNamespace(
-        channels=dict(enumerate(channels))))
-    return ChallengeWatch(clock, CONFIG, times, {"s": session}), times, clock
+    held: dict[str, Any] = {
+        f"s{i}": SimpleNamespace(client=SimpleNamespace(
+            channels={c.channel_id: c for c in channels})) for i in range(sessions)}
+    return ChallengeWatch(clock, CONFIG, times, held), times, clock
+
+
+def test_a_channel_between_two_sessions_of_the_node_counts_once() -> None:
+    watch, times, _ = watch_over(channel(MINIMUM), channel(MINIMUM), sessions=2)
+    calls(times, 4.0)
+    assert watch.at_risk() == 2
 
 
 def calls(times: ChainCallTimes, seconds: float) -> None:
