@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from memory import rss_bytes  # bench/ is on sys.path when this file is run
 from twisted.internet.task import Clock
 
 from perund.channel.phases import Phase
@@ -42,15 +43,6 @@ def closed_channel(n: int) -> Channel:
     signatures = (b"\x11" * 64 + b"\x1b", b"\x22" * 64 + b"\x1c")
     return Channel(cid, params, 0, Phase.CLOSED, SignedState(state, signatures),
                    signed_up_to=120, reserved=1000)
-
-
-def rss_bytes() -> int:
-    """This process's resident set size."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def open_once(path: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ channels leave the client and the loading, and stay readable."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,37 +45,45 @@ def retirement_of(pair: Pair, chain: ChainBackend, store: SessionStore,
                       retention=retention, session_id="test")
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_closed_channel_retires_after_the_retention_only(
-        chain: ChainBackend, tmp_path: Path) -> None:
+@pytest_twisted.async_yield_fixture
+async def held(chain: ChainBackend, tmp_path: Path,
+               ) -> AsyncIterator[tuple[Pair, SessionStore]]:
+    """alice, whose channels are in a store of her own, and bob, listening; stopped after."""
     store = SessionStore(tmp_path / "alice", reactor)
     pair = await listening_pair(chain, alice_store=store)
-    try:
-        alice = pair.alice.client
-        still_open = await open_between(pair.alice, pair.bob, ETHER, 0)
-        cid = await open_between(pair.alice, pair.bob, ETHER, 0)
-        await alice.send(cid, ((ETH, ETHER // 4),))
-        await close_cooperatively(pair, cid)
-        closed = alice.channels[cid]
+    yield pair, store
+    pair.alice.client.stop()
+    await pair.alice.peers.stop()
+    await pair.bob.peers.stop()
+    store.close()
 
-        waiting = retirement_of(pair, chain, store, retention=3600.0)
-        assert waiting.due() == []
-        assert await waiting.retire_due() == []
-        assert cid in alice.channels
 
-        retirement = retirement_of(pair, chain, store, retention=0.0)
-        alice.store_error = FailedPrecondition("the store failed")  # a full disk, say
-        assert await retirement.retire_due() == []
-        alice.store_error = None
-        assert await retirement.retire_due() == [cid]
-        assert cid not in alice.channels and still_open in alice.channels
-        assert store.retired_channel(cid) == closed
-        assert await retirement.retire_due() == []  # once
-        await store.flush()
-    finally:
-        await pair.alice.peers.stop()
-        await pair.bob.peers.stop()
-        store.close()
+@pytest_twisted.ensureDeferred
+async def test_a_closed_channel_retires_after_the_retention_only(
+        chain: ChainBackend, held: tuple[Pair, SessionStore], tmp_path: Path) -> None:
+    pair, store = held
+    alice = pair.alice.client
+    still_open = await open_between(pair.alice, pair.bob, ETHER, 0)
+    cid = await open_between(pair.alice, pair.bob, ETHER, 0)
+    await alice.send(cid, ((ETH, ETHER // 4),))
+    await close_cooperatively(pair, cid)
+    closed = alice.channels[cid]
+
+    waiting = retirement_of(pair, chain, store, retention=3600.0)
+    assert waiting.due() == []
+    assert await waiting.retire_due() == []
+    assert cid in alice.channels
+
+    retirement = retirement_of(pair, chain, store, retention=0.0)
+    alice.store_error = FailedPrecondition("the store failed")  # a full disk, say
+    assert await retirement.retire_due() == []
+    alice.store_error = None
+    assert await retirement.retire_due() == [cid]
+    assert cid not in alice.channels and still_open in alice.channels
+    assert store.retired_channel(cid) == closed
+    assert await retirement.retire_due() == []  # once
+    alice.stop()
+    store.close()  # commits and releases the store (closing it again later is a no-op)
     reopened = SessionStore(tmp_path / "alice", reactor)
     try:
         assert [c.channel_id for c in reopened.channels()] == [still_open]
@@ -87,49 +96,41 @@ async def test_a_closed_channel_retires_after_the_retention_only(
 
 @pytest_twisted.ensureDeferred
 async def test_what_the_chain_still_holds_or_a_virtual_channel_rests_on_stays(
-        chain: ChainBackend, tmp_path: Path) -> None:
-    store = SessionStore(tmp_path / "alice", reactor)
-    pair = await listening_pair(chain, alice_store=store)
-    try:
-        alice = pair.alice.client
-        # Held closed while the chain holds its deposits (its conclusion lost): it must be
-        # settled again, not retired.
-        lost = await open_between(pair.alice, pair.bob, ETHER, 0)
-        alice.channels[lost] = replace(alice.channels[lost], phase=Phase.CLOSED)
-        store.put(alice.channels[lost])
-        # Closed, but the parent of a virtual channel still held.
-        parent = await open_between(pair.alice, pair.bob, ETHER, 0)
-        await close_cooperatively(pair, parent)
-        child = alice.channels[parent]
-        virtual = replace(child, channel_id=ChannelID(b"\x77" * 32), phase=Phase.OPEN,
-                          params=VirtualParams(60, 1, (alice.address, Address(b"\x02" * 20)),
-                                               (parent, ChannelID(b"\x66" * 32))))
-        alice.channels[virtual.channel_id] = virtual
+        chain: ChainBackend, held: tuple[Pair, SessionStore]) -> None:
+    pair, store = held
+    alice = pair.alice.client
+    # Held closed while the chain holds its deposits (its conclusion lost): it must be
+    # settled again, not retired.
+    lost = await open_between(pair.alice, pair.bob, ETHER, 0)
+    alice.channels[lost] = replace(alice.channels[lost], phase=Phase.CLOSED)
+    store.put(alice.channels[lost])
+    # Closed, but the parent of a virtual channel still held.
+    parent = await open_between(pair.alice, pair.bob, ETHER, 0)
+    await close_cooperatively(pair, parent)
+    child = alice.channels[parent]
+    virtual = replace(child, channel_id=ChannelID(b"\x77" * 32), phase=Phase.OPEN,
+                      params=VirtualParams(60, 1, (alice.address, Address(b"\x02" * 20)),
+                                           (parent, ChannelID(b"\x66" * 32))))
+    alice.channels[virtual.channel_id] = virtual
 
-        retirement = retirement_of(pair, chain, store, retention=0.0)
-        with capturedLogs() as logged:
-            assert await retirement.retire_due() == []
-        assert parent in alice.channels
-        # The lost conclusion is settled again, as at a start.
-        assert alice.channels[lost].phase is not Phase.CLOSED
-        assert any(e["log_level"] is LogLevel.critical and "Settling it again" in
-                   formatEvent(e) for e in logged)
+    retirement = retirement_of(pair, chain, store, retention=0.0)
+    with capturedLogs() as logged:
+        assert await retirement.retire_due() == []
+    assert parent in alice.channels
+    # The lost conclusion is settled again, as at a start.
+    assert alice.channels[lost].phase is not Phase.CLOSED
+    assert any(e["log_level"] is LogLevel.critical and "Settling it again" in
+               formatEvent(e) for e in logged)
 
-        del alice.channels[virtual.channel_id]
-        assert await retirement.retire_due() == [parent]
-        assert lost in alice.channels
-    finally:
-        alice.stop()
-        await pair.alice.peers.stop()
-        await pair.bob.peers.stop()
-        store.close()
+    del alice.channels[virtual.channel_id]
+    assert await retirement.retire_due() == [parent]
+    assert lost in alice.channels
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_looks_run_on_their_own_until_stopped(
-        chain: ChainBackend, tmp_path: Path) -> None:
-    store = SessionStore(tmp_path / "alice", reactor)
-    pair = await listening_pair(chain, alice_store=store)
+        chain: ChainBackend, held: tuple[Pair, SessionStore]) -> None:
+    pair, store = held
     retirement = retirement_of(pair, chain, store, retention=0.0)
     try:
         cid = await open_between(pair.alice, pair.bob, ETHER, 0)
@@ -146,9 +147,6 @@ async def test_the_looks_run_on_their_own_until_stopped(
             c.func != retirement._look for c in reactor.getDelayedCalls())  # type: ignore[attr-defined]
     finally:
         retirement.stop()
-        await pair.alice.peers.stop()
-        await pair.bob.peers.stop()
-        store.close()
 
 
 
@@ -178,66 +176,54 @@ def locking(channel: Channel, vid: ChannelID) -> Channel:
 
 @pytest_twisted.ensureDeferred
 async def test_a_closed_virtual_channel_retires_once_its_parent_is_done_with_it(
-        chain: ChainBackend, tmp_path: Path) -> None:
-    store = SessionStore(tmp_path / "alice", reactor)
-    pair = await listening_pair(chain, alice_store=store)
-    try:
-        alice = pair.alice.client
-        parent = await open_between(pair.alice, pair.bob, ETHER, 0)
-        virtual = virtual_child(pair, parent, Phase.CLOSED)
-        alice.channels[virtual.channel_id] = virtual
-        store.put(virtual)
-        open_parent = alice.channels[parent]
-        alice.channels[parent] = locking(open_parent, virtual.channel_id)
-        retirement = retirement_of(pair, chain, store, retention=0.0)
-        # Its outcome is still locked in the open parent: not folded yet.
-        assert await retirement.retire_due() == []
-        # Folded: the parent's state locks nothing for it any more.
-        alice.channels[parent] = open_parent
-        assert await retirement.retire_due() == [virtual.channel_id]
-        assert store.retired_channel(virtual.channel_id) == virtual
-        assert parent in alice.channels  # open
+        chain: ChainBackend, held: tuple[Pair, SessionStore]) -> None:
+    pair, store = held
+    alice = pair.alice.client
+    parent = await open_between(pair.alice, pair.bob, ETHER, 0)
+    virtual = virtual_child(pair, parent, Phase.CLOSED)
+    alice.channels[virtual.channel_id] = virtual
+    store.put(virtual)
+    open_parent = alice.channels[parent]
+    alice.channels[parent] = locking(open_parent, virtual.channel_id)
+    retirement = retirement_of(pair, chain, store, retention=0.0)
+    # Its outcome is still locked in the open parent: not folded yet.
+    assert await retirement.retire_due() == []
+    # Folded: the parent's state locks nothing for it any more.
+    alice.channels[parent] = open_parent
+    assert await retirement.retire_due() == [virtual.channel_id]
+    assert store.retired_channel(virtual.channel_id) == virtual
+    assert parent in alice.channels  # open
 
-        # A closed parent pinned only by a closed virtual channel: both go in one look.
-        second = await open_between(pair.alice, pair.bob, ETHER, 0)
-        child = virtual_child(pair, second, Phase.CLOSED, ChannelID(b"\x78" * 32))
-        alice.channels[child.channel_id] = child
-        store.put(child)
-        await close_cooperatively(pair, second)
-        assert await retirement.retire_due() == [child.channel_id, second]
-    finally:
-        await pair.alice.peers.stop()
-        await pair.bob.peers.stop()
-        store.close()
+    # A closed parent pinned only by a closed virtual channel: both go in one look.
+    second = await open_between(pair.alice, pair.bob, ETHER, 0)
+    child = virtual_child(pair, second, Phase.CLOSED, ChannelID(b"\x78" * 32))
+    alice.channels[child.channel_id] = child
+    store.put(child)
+    await close_cooperatively(pair, second)
+    assert await retirement.retire_due() == [child.channel_id, second]
 
 
 @pytest_twisted.ensureDeferred
 async def test_an_intermediarys_record_pins_its_parents_until_both_may_retire(
-        chain: ChainBackend, tmp_path: Path) -> None:
-    store = SessionStore(tmp_path / "alice", reactor)
-    pair = await listening_pair(chain, alice_store=store)
-    try:
-        alice = pair.alice.client
-        first = await open_between(pair.alice, pair.bob, ETHER, 0)
-        second = await open_between(pair.alice, pair.bob, ETHER, 0)
-        relayed = virtual_child(pair, first, Phase.CLOSED)
-        assert relayed.current is not None
-        params = VirtualParams(60, 1, (Address(b"\x01" * 20), Address(b"\x02" * 20)),
-                               (first, second))
-        record = VirtualRecord(VirtualProof(params, relayed.current.state,
-                                            relayed.current.signatures),
-                               (relayed.current.state, 123))  # settled on-chain
-        alice.intermediary.records[VIRTUAL] = record
-        store.set_meta(record_name(VIRTUAL), encode_record(record))
-        await close_cooperatively(pair, first)
-        retirement = retirement_of(pair, chain, store, retention=0.0)
-        assert await retirement.retire_due() == []  # the second parent is open
-        assert VIRTUAL in alice.intermediary.records
-        await close_cooperatively(pair, second)
-        assert await retirement.retire_due() == [first, second]
-        assert alice.intermediary.records == {}
-        assert store.meta(record_name(VIRTUAL)) is None
-    finally:
-        await pair.alice.peers.stop()
-        await pair.bob.peers.stop()
-        store.close()
+        chain: ChainBackend, held: tuple[Pair, SessionStore]) -> None:
+    pair, store = held
+    alice = pair.alice.client
+    first = await open_between(pair.alice, pair.bob, ETHER, 0)
+    second = await open_between(pair.alice, pair.bob, ETHER, 0)
+    relayed = virtual_child(pair, first, Phase.CLOSED)
+    assert relayed.current is not None
+    params = VirtualParams(60, 1, (Address(b"\x01" * 20), Address(b"\x02" * 20)),
+                           (first, second))
+    record = VirtualRecord(VirtualProof(params, relayed.current.state,
+                                        relayed.current.signatures),
+                           (relayed.current.state, 123))  # settled on-chain
+    alice.intermediary.records[VIRTUAL] = record
+    store.set_meta(record_name(VIRTUAL), encode_record(record))
+    await close_cooperatively(pair, first)
+    retirement = retirement_of(pair, chain, store, retention=0.0)
+    assert await retirement.retire_due() == []  # the second parent is open
+    assert VIRTUAL in alice.intermediary.records
+    await close_cooperatively(pair, second)
+    assert await retirement.retire_due() == [first, second]
+    assert alice.intermediary.records == {}
+    assert store.meta(record_name(VIRTUAL)) is None
