@@ -107,10 +107,7 @@ async def test_what_the_chain_still_holds_or_a_virtual_channel_rests_on_stays(
     # Closed, but the parent of a virtual channel still held.
     parent = await open_between(pair.alice, pair.bob, ETHER, 0)
     await close_cooperatively(pair, parent)
-    child = alice.channels[parent]
-    virtual = replace(child, channel_id=ChannelID(b"\x77" * 32), phase=Phase.OPEN,
-                      params=VirtualParams(60, 1, (alice.address, Address(b"\x02" * 20)),
-                                           (parent, ChannelID(b"\x66" * 32))))
+    virtual = virtual_child(pair, parent, Phase.OPEN)
     alice.channels[virtual.channel_id] = virtual
 
     retirement = retirement_of(pair, chain, store, retention=0.0)
