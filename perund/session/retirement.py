@@ -62,7 +62,6 @@ class Retirement:
         self._session_id = session_id
         self.interval = max(1.0, min(retention / 4, MAX_CHECK_INTERVAL))
         self._next: DelayedCall | None = None
-        self._running: Deferred[list[ChannelID]] | None = None
         self.stopped = False
 
     def start(self) -> None:
@@ -82,19 +81,16 @@ class Retirement:
 
     def _look(self) -> None:
         self._next = None
-        running = self._running = Deferred.fromCoroutine(self.retire_due())
 
         def then(retired: list[ChannelID]) -> None:
-            self._running = None
             self._schedule(0 if len(retired) >= BATCH else self.interval)
 
         def failed(failure: Any) -> None:
-            self._running = None
             log.failure("session {session_id}: retiring closed channels failed (tried again "
                         "later)", failure, session_id=self._session_id)
             self._schedule(self.interval)
 
-        running.addCallbacks(then, failed)
+        Deferred.fromCoroutine(self.retire_due()).addCallbacks(then, failed)
 
     def due(self) -> list[Channel]:
         """The closed channels that may retire now, save for the chain's word (at most
