@@ -126,8 +126,12 @@ class NodeAPI:
 
         return alias_of
 
-    def _channel(self, session: Session, channel_id: bytes) -> Channel:
+    def _channel(self, session: Session, channel_id: bytes, retired: bool = False) -> Channel:
+        """The session's channel `channel_id`; with `retired`, a channel closed for longer than
+        limits.closed_channel_retention too (read from the store: perund.session.retirement)."""
         channel = session.client.channels.get(ChannelID(channel_id))
+        if channel is None and retired:
+            channel = session.store.retired_channel(ChannelID(channel_id))
         if channel is None:
             raise ResourceNotFound("no such channel", type="channel", id="0x" + channel_id.hex())
         return channel
@@ -302,11 +306,7 @@ class NodeAPI:
 
     async def channel_get(self, session_id: bytes, channel_id: bytes) -> ChannelView:
         session = self._session(session_id)
-        # A channel closed for longer than limits.closed_channel_retention is read from the
-        # store (perund.session.retirement).
-        retired = None if ChannelID(channel_id) in session.client.channels \
-            else session.store.retired_channel(ChannelID(channel_id))
-        return self._view(session, retired or self._channel(session, channel_id))
+        return self._view(session, self._channel(session, channel_id, retired=True))
 
     async def channel_list_retired(self, session_id: bytes, limit: int, before: bytes | None,
                                    ) -> tuple[list[ChannelView], bytes | None]:

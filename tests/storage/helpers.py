@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from functools import cache
 
+from eth_hash.auto import keccak
 from hypothesis import strategies as st
 
 from perund.channel.changes import OwnUpdate
@@ -154,3 +155,11 @@ def channels(draw: st.DrawFn) -> Channel:
 def durable(channel: Channel) -> Channel:
     """`channel` as a store gives it back: the transient fields at their defaults."""
     return replace(channel, sync_sent=False, fresh_link=False, resyncing=False)
+
+
+def renamed(channel: Channel, n: int) -> Channel:
+    """`channel` under another channel ID (states too), so many channels can be stored."""
+    cid = ChannelID(keccak(n.to_bytes(8, "big")))
+    assert channel.current is not None
+    state = replace(channel.current.state, channel_id=cid)
+    return replace(channel, channel_id=cid, current=replace(channel.current, state=state))

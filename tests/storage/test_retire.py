@@ -20,16 +20,13 @@ from perund.channel.types import ChannelID
 from perund.storage import codec
 from perund.storage.store import SessionStore
 from tests.channel.factories import fully_signed_by_both, make_pair, next_state
+from tests.storage.helpers import renamed
 
 
 def two_channels() -> tuple[Channel, Channel]:
     """Alice's side of two channels (make_pair's sides share one channel ID)."""
     alice, _ = make_pair()
-    cid = ChannelID(keccak(b"another channel"))
-    assert alice.current is not None
-    state = replace(alice.current.state, channel_id=cid)
-    return alice, replace(alice, channel_id=cid, current=SignedState(
-        state, fully_signed_by_both(state)))
+    return alice, renamed(alice, 1)
 
 
 def closed(channel: Channel) -> Channel:

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from eth_hash.auto import keccak
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -27,17 +26,9 @@ from perund.errors import StoreError, StoreLocked
 from perund.storage import ChannelStore, datafile
 from perund.storage.store import DEFAULT_COMPACT_MIN_BYTES, SessionStore
 from tests.channel.factories import make_pair
-from tests.storage.helpers import durable, persisted_payments
+from tests.storage.helpers import durable, persisted_payments, renamed
 
 ROOT = str(Path(__file__).resolve().parents[2])
-
-
-def renamed(channel: Channel, n: int) -> Channel:
-    """`channel` under another channel ID (states too), so many channels can be stored."""
-    cid = ChannelID(keccak(n.to_bytes(8, "big")))
-    assert channel.current is not None
-    state = replace(channel.current.state, channel_id=cid)
-    return replace(channel, channel_id=cid, current=replace(channel.current, state=state))
 
 
 def at_version(channel: Channel, version: int) -> Channel:
