@@ -172,13 +172,31 @@ def _synced(channel: Channel) -> Result:
 
 
 def _adopt(channel: Channel, signed: SignedState, own: bool) -> Result:
-    """Make the peer's higher fully signed state current (this resolves any abandoned update:
-    the peer's state is at or above its version)."""
+    """Make the peer's higher fully signed state current.
+
+    An update of ours in flight that is above that state stays open: the peer holds our
+    signature on it and may still countersign it (it may have synced before our update reached
+    it), so it becomes `abandoned`, its fate unknown, as after a timeout; the user hears that
+    the peer may or may not have it. One at or below it can never count and is dropped. An
+    update abandoned before is resolved as `_synced` resolves it, or by a state at or above it.
+    """
     dropped: list[Event] = []
-    if channel.staged is not None and not own:
-        channel, dropped = drop_staged(channel, UpdateFailure.SUPERSEDED,
-                                        "the peer holds a newer state")
+    version = signed.state.version
     reply = not channel.sync_sent
+    abandoned = channel.abandoned
+    if abandoned is not None and (abandoned.state.version <= version or channel.fresh_link):
+        # Resolved: the peer's state is at or above it, or the peer sent its state on a
+        # connection made since, knowing everything it got on the old one.
+        abandoned = None
+    staged = channel.staged
+    if staged is not None and not own:
+        if staged.proposer == channel.index and staged.state.version > version:
+            channel, failed = fail_own(channel, UpdateFailure.TIMED_OUT, OVERTAKEN)
+            dropped = [e for e in failed if not isinstance(e, Persist | SendSync)]
+            abandoned = channel.abandoned
+        else:
+            channel, dropped = drop_staged(channel, UpdateFailure.SUPERSEDED,
+                                           "the peer holds a newer state")
     source = Source.OWN if own else Source.SYNC
     # The state carries our signature too: count its version as signed.
     new, events = make_current(
@@ -186,7 +204,7 @@ def _adopt(channel: Channel, signed: SignedState, own: bool) -> Result:
         signed,
         source,
         own,
-        abandoned=None,
+        abandoned=abandoned,
         fresh_link=False,
         sync_sent=True,
         signed_up_to=max(channel.signed_up_to, signed.state.version),
@@ -231,6 +249,10 @@ def _sync_version_zero(channel: Channel, change: SyncReceived) -> Result:
     if reply:
         events.append(send_sync(new))
     return new, tuple(events)
+
+
+OVERTAKEN: Final = "the peer synced an older state while this update was on its way"
+"""Why an update of ours became `abandoned` in `_adopt`."""
 
 
 HANDLERS: Final[dict[type, Callable[[Channel, Any], Result]]] = {

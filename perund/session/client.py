@@ -528,6 +528,8 @@ class ChannelClient(TimingKnobs):
             self._sends.landed(e.channel_id, e.state.version)
         elif e.source is ev.Source.PEER:
             self._sends.peer_update_taken(e.channel_id)
+        elif e.source is ev.Source.SYNC:
+            self._sends.synced(e.channel_id)
         if self.observers:
             self._notify(ChannelNotice(self.channels[e.channel_id], e))
 

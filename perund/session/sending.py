@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from perund.channel import events as ev
@@ -41,6 +42,7 @@ from perund.channel.machine import transition
 from perund.channel.memo import Memo, PaymentPart
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
+from perund.channel.syncing import OVERTAKEN
 from perund.channel.types import Address, ChannelID, State, VirtualProof
 from perund.errors import (
     FailedPrecondition,
@@ -70,6 +72,12 @@ MAX_BATCH: Final = 256
 MAX_WAITING: Final = 10_000
 """Sends waiting on one channel beyond this fail at once instead of piling up."""
 
+REMEMBERED_REFUSALS: Final = 8
+"""Per channel, the last updates of ours the peer refused for good, kept to notice a peer that
+completes one of them after all (it holds our signature on each)."""
+
+log = Logger(namespace="perund.client")
+
 Transfers = tuple[tuple[Address, int], ...]
 Commit = Callable[[Channel, tuple[ev.Event, ...]], None]
 """Makes a transition's result current and executes its events (the client's)."""
@@ -94,6 +102,10 @@ class _Waiting:
     reference: str | None = None
     proof: VirtualProof | None = None
     """A virtual channel's lock or fold (perund.session.virtual): it always goes alone."""
+    signed: tuple[State, ...] = ()
+    """The states of its earlier attempts (refused in a way a higher version cures). We signed
+    each, so the peer may still make one of them the channel's state (a Sync after its refusal:
+    only a dishonest peer does that); then this send is paid and goes out no more."""
 
     def is_payment(self) -> bool:
         """A plain payment, which the peer accepts without asking its user: safe to merge."""
@@ -178,9 +190,12 @@ class SendQueue:
         self._peer_turns: dict[ChannelID, Any] = {}
         """Channels whose line waits for the peer's turn after a collision, with the
         DelayedCall that ends the wait if no update of the peer's comes first."""
-        self._in_flight: dict[tuple[ChannelID, int], tuple[Deferred[Channel], State]] = {}
-        """Our staged updates (and their states), by channel and version, until `landed` or
-        `failed`."""
+        self._in_flight: dict[tuple[ChannelID, int],
+                              tuple[Deferred[Channel], State, tuple[State, ...]]] = {}
+        """Our staged updates (their states, and the states of their earlier attempts), by
+        channel and version, until `landed` or `failed`."""
+        self._refused: dict[ChannelID, deque[tuple[State, str]]] = {}
+        """Per channel, our updates the peer refused for good, and why (`synced`)."""
         self.stopped = False
 
     def send(self, channel_id: ChannelID, transfers: Transfers, is_final: bool,
@@ -225,12 +240,13 @@ class SendQueue:
             return
         while line:
             batch = [line.popleft()]
-            if batch[0].is_payment():
+            if batch[0].is_payment() and not batch[0].signed:
                 while line and len(batch) < MAX_BATCH and line[0].is_payment():
                     batch.append(line.popleft())
             try:
                 done = self._stage(channel_id, _merged(batch), batch[0].is_final,
-                                   max(w.attempt for w in batch), _memo(batch), batch[0].proof)
+                                   max(w.attempt for w in batch), _memo(batch), batch[0].proof,
+                                   batch[0].signed)
             except InvalidArgument as exc:
                 if len(batch) > 1:
                     # Together they are more than the balance: the first goes alone.
@@ -257,6 +273,28 @@ class SendQueue:
         if channel_id in self._peer_turns:
             self._peer_turn_over(channel_id)
 
+    def synced(self, channel_id: ChannelID) -> None:
+        """The peer's Sync made a state current: a send one of whose earlier attempts it is
+        was paid after all (`_Waiting.signed`), and waits no more; an update of ours the peer
+        had refused for good is named in a warning (its user was told it failed)."""
+        current = self._channels[channel_id].current
+        if current is None:
+            return
+        for state, reason in self._refused.get(channel_id, ()):
+            if state == current.state:
+                # The user was told it failed. Only a dishonest peer does this; the history
+                # has the payment, and this line says why it came late.
+                log.warn("channel 0x{channel}: the peer completed our update {version} after "
+                         "refusing it ({reason}): what it pays is paid after all",
+                         channel=channel_id.hex(), version=state.version, reason=reason)
+        line = self._lines.get(channel_id)
+        if not line:
+            return
+        paid = [w for w in line if current.state in w.signed]
+        for waiting in paid:
+            line.remove(waiting)
+            waiting.done.callback(self._channels[channel_id])
+
     def landed(self, channel_id: ChannelID, version: int) -> None:
         """Our update of `version` is countersigned and durable (a `NewState` of ours)."""
         flight = self._in_flight.pop((channel_id, version), None)
@@ -268,20 +306,36 @@ class SendQueue:
         flight = self._in_flight.pop((e.channel_id, e.version), None)
         if flight is None:
             return
-        done, proposed = flight
+        done, proposed, signed = flight
+        channel = self._channels[e.channel_id]
+        if signed and channel.current is not None and channel.current.state in signed:
+            # Dropped for a state the peer synced: an earlier attempt of this very send, which
+            # the peer refused and then completed after all. It is paid.
+            done.callback(channel)
+            return
         if e.failure is ev.UpdateFailure.REJECTED and e.reason != ev.Reason.VERSION.value:
             # Declined for good (a timeout is no answer: a sync may yet show it signed).
             status: Status = "expired" if e.reason == ev.Reason.USER_TIMEOUT.value \
                 else "rejected"
             self._memos.unpaid(self._channels[e.channel_id], proposed, True, status)
-        done.errback(self._error_of(e))
+        error = self._error_of(e)
+        if isinstance(error, PeerRejected):
+            self._remember_refused(e.channel_id, (proposed,), e.reason)
+        done.errback(error)
+
+    def _remember_refused(self, channel_id: ChannelID, states: tuple[State, ...],
+                          reason: str) -> None:
+        refused = self._refused.get(channel_id)
+        if refused is None:
+            refused = self._refused[channel_id] = deque(maxlen=REMEMBERED_REFUSALS)
+        refused.extend((state, reason) for state in states)
 
     def fail_everything(self, error: PerundError) -> None:
         """Fail every send, waiting or in flight, with `error` (the store broke)."""
         for channel_id in list(self._lines):
             self._fail_line(channel_id, error)
         in_flight, self._in_flight = self._in_flight, {}
-        for done, _ in in_flight.values():
+        for done, _, _ in in_flight.values():
             done.errback(error)
 
     def stop(self) -> None:
@@ -305,7 +359,13 @@ class SendQueue:
                 return _Retry(error)
             return error
         if failure is ev.UpdateFailure.TIMED_OUT:
-            return e.cause or PeerRequestTimedOut(
+            if e.cause is not None:
+                return e.cause
+            if e.reason == OVERTAKEN:
+                return PeerRequestTimedOut(
+                    f"the update's outcome is unknown: {OVERTAKEN}, which may still countersign "
+                    "it", peer=peer, timeout=None)
+            return PeerRequestTimedOut(
                 "the peer did not answer the update in time", peer=peer,
                 timeout=self._timing.response_timeout + self._timing.request_timeout)
         return FailedPrecondition(f"the update did not complete: {failure.value}"
@@ -313,8 +373,8 @@ class SendQueue:
                                   channel_id=_hex(e.channel_id))
 
     def _stage(self, channel_id: ChannelID, transfers: Transfers, is_final: bool,
-               attempt: int, memo: Memo = (),
-               proof: VirtualProof | None = None) -> Deferred[Channel]:
+               attempt: int, memo: Memo = (), proof: VirtualProof | None = None,
+               signed: tuple[State, ...] = ()) -> Deferred[Channel]:
         """Stage and send one update; PerundError at once if the core refuses it."""
         if self.stopped:
             raise FailedPrecondition("the session is closing")
@@ -324,15 +384,16 @@ class SendQueue:
         if staged is None:  # pragma: no cover - OwnUpdate always stages
             return fail(FailedPrecondition("the update was not staged"))
         done: Deferred[Channel] = Deferred()
-        self._in_flight[(channel_id, staged.state.version)] = (done, staged.state)
+        self._in_flight[(channel_id, staged.state.version)] = (done, staged.state, signed)
         self._memos.note(channel_id, staged.state.version, memo)
         self._commit(new, events)
         return done.addErrback(self._retry, channel_id, transfers, is_final, attempt, memo,
-                               proof)
+                               proof, (*signed, staged.state))
 
     def _retry(self, failure: Failure, channel_id: ChannelID, transfers: Transfers,
                is_final: bool, attempt: int, memo: Memo,
-               proof: VirtualProof | None = None) -> Deferred[Channel]:
+               proof: VirtualProof | None = None,
+               signed: tuple[State, ...] = ()) -> Deferred[Channel]:
         """Propose a refused update again at a higher version when that cures the refusal:
         first in its channel's line, participant 1 after a pause (so that two retries after a
         collision do not collide again)."""
@@ -341,9 +402,10 @@ class SendQueue:
             return fail(failure)
         channel = self._channels.get(channel_id)
         if attempt >= RETRIES or channel is None or self.stopped:
+            self._remember_refused(channel_id, signed, retry.error.message)
             return fail(retry.error)
         again = _Waiting(transfers, is_final, Deferred(), attempt + 1, memo,
-                         memo[0].reference if len(memo) == 1 else None, proof)
+                         memo[0].reference if len(memo) == 1 else None, proof, signed)
         line = self._lines.get(channel_id)
         if line is None:
             line = self._lines[channel_id] = deque()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from perund.channel.changes import (
     Concluded,
     OwnUpdate,
@@ -11,6 +13,7 @@ from perund.channel.changes import (
     Restored,
     StartSync,
     SyncReceived,
+    UpdateAcceptReceived,
     UpdateReceived,
     UpdateRejectReceived,
     UpdateTimedOut,
@@ -35,7 +38,9 @@ from perund.channel.events import (
 from perund.channel.machine import transition
 from perund.channel.phases import Phase
 from perund.channel.records import Channel, SignedState
+from perund.channel.syncing import OVERTAKEN
 from perund.channel.types import ChannelID, Signature, State, SubAlloc
+from perund.errors import FailedPrecondition
 from tests.channel.factories import (
     ALICE,
     BOB,
@@ -372,6 +377,52 @@ def test_a_newer_state_supersedes_our_own_different_update() -> None:
         NewState(alice.channel_id, theirs, Source.SYNC),
         SendSync(BOB.address, theirs, sigs),
     )
+
+
+def test_our_update_above_the_peers_newer_state_stays_open_and_may_still_complete() -> None:
+    """The peer syncs a state that is newer than our current one but older than our update in
+    flight (its Sync crossed our Update). The peer holds our signature on that update and may
+    still countersign it: it becomes abandoned, its fate unknown (the user hears "may or may
+    not", not "did not complete"), and the peer's accept completes it. Found by the hostile
+    campaign (tests/session/test_hostile_campaign.py), where the old drop told bob a payment
+    failed that the peer then completed."""
+    alice, _ = make_pair()
+    ahead = alice.evolve(signed_up_to=cur(alice).state.version + 1)  # a refused update before
+    alice1, sent = transition(ahead, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 5),)))
+    ours = sent[1].state
+    assert ours.version == cur(alice).state.version + 2
+    theirs = next_state(alice, balances=((10 * ETHER - 7, 10 * ETHER + 7),))
+    sigs = fully_signed_by_both(theirs)
+    alice2, events = transition(alice1, SyncReceived(BOB.address, theirs, sigs))
+    assert alice2.current == SignedState(theirs, sigs) and alice2.phase is Phase.OPEN
+    assert alice2.abandoned is not None and alice2.abandoned.state == ours
+    assert alice2.needs_sync and alice2.staged is None
+    assert events == (
+        Persist(alice2, by_us=True),
+        UpdateFailed(alice.channel_id, ours.version, UpdateFailure.TIMED_OUT, OVERTAKEN),
+        NewState(alice.channel_id, theirs, Source.SYNC),
+        SendSync(BOB.address, theirs, sigs),
+    )
+    # Nothing of ours goes out meanwhile, and the peer's countersignature completes it.
+    with pytest.raises(FailedPrecondition, match="earlier update timed out"):
+        transition(alice2, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 1),)))
+    alice3, events = transition(alice2, UpdateAcceptReceived(
+        BOB.address, alice.channel_id, ours.version, sign(BOB, ours)))
+    assert cur(alice3).state == ours and not alice3.needs_sync
+    assert NewState(alice.channel_id, ours, Source.SYNC) in events
+
+
+def test_a_fresh_links_sync_resolves_an_update_abandoned_before_though_it_is_above() -> None:
+    """An update abandoned on the old connection is resolved by the peer's Sync on the new one,
+    even when the state it brings is older: the peer sent it knowing all it got before."""
+    alice, _ = make_pair()
+    ahead = alice.evolve(signed_up_to=cur(alice).state.version + 1)
+    alice1, _ = transition(ahead, OwnUpdate(ALICE, ((cur(alice).state.assets[0], 5),)))
+    alice2, _ = transition(alice1, StartSync())  # the connection was lost with it
+    assert alice2.abandoned is not None and alice2.fresh_link
+    theirs = next_state(alice, balances=((10 * ETHER - 7, 10 * ETHER + 7),))
+    alice3, _ = transition(alice2, SyncReceived(BOB.address, theirs, fully_signed_by_both(theirs)))
+    assert cur(alice3).state == theirs and alice3.abandoned is None and not alice3.needs_sync
 
 
 def test_adopting_a_final_state_closes_cooperatively() -> None:

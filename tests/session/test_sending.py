@@ -6,19 +6,22 @@ from __future__ import annotations
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
+from perund.channel.events import Reason
 from perund.channel.records import Channel
 from perund.channel.types import ETH
 from perund.errors import (
     FailedPrecondition,
     InvalidArgument,
     PeerDisconnected,
+    PeerRejected,
     PeerRequestTimedOut,
     PeerUnreachable,
 )
 from perund.session.notices import UpdateNotice
 from perund.session.sending import MAX_BATCH, RETRY_DELAY
-from perund.wire.messages import Update
+from perund.wire.messages import Sync, Update, UpdateAccept, UpdateReject
 
 from .fakes import ETHER, Net, Side, open_channel, result, side
 
@@ -177,3 +180,62 @@ def test_two_unpaced_streams_on_one_channel_both_get_through() -> None:
     balances = alice.client.channels[cid].latest.balances
     assert balances == bob.client.channels[cid].latest.balances
     assert balances == ((ETHER - 200 * 1000 + 200, ETHER + 200 * 1000 - 200),)
+
+
+def test_a_payment_whose_refused_attempt_the_peer_completes_is_paid_once() -> None:
+    """A dishonest peer refuses our update as if it had signed that version already (we retry
+    above it), then syncs the refused attempt, countersigned after all. The send is paid by
+    that attempt: the user is told it succeeded, and its retry, which the peer may also
+    countersign, pays nothing twice. (Found by tests/session/test_hostile_campaign.py: the
+    retry was reported "did not complete" while the money had moved.)"""
+    clock = Clock()
+    net = Net(clock, latency=0.001)
+    alice, bob = side(net), side(net)
+    cid = open_channel(net, alice, bob, ours=ETHER, theirs=ETHER)
+    bob.links.owner = None  # bob's node answers nothing by itself: the test answers for it
+    paying = alice.client.send(cid, ((ETH, 5),))
+    clock.advance(0.001)
+    (first,) = _updates(alice)
+    bob.links.send(alice.address, UpdateReject(cid, 1, f"{Reason.VERSION.value} (signed up to 1)"))
+    clock.pump([0.001] * 5)
+    retry = _updates(alice)[-1]
+    assert retry.state.version == 2 and not paying.called
+
+    signed = (first.signature, bob.client.signer.sign_state(first.state))
+    bob.links.send(alice.address, Sync(first.state, signed))
+    clock.pump([0.001] * 5)
+    assert result(paying).latest == first.state
+    assert alice.client.channels[cid].latest.balances == ((ETHER - 5, ETHER + 5),)
+    # The peer countersigns the retry too: the same payment, from the same base; paid once.
+    bob.links.send(alice.address, UpdateAccept(cid, 2, bob.client.signer.sign_state(retry.state)))
+    clock.pump([0.001] * 5)
+    assert alice.client.channels[cid].latest == retry.state
+    assert retry.state.balances == ((ETHER - 5, ETHER + 5),)
+    assert len(_updates(alice)) == 2
+
+
+def test_a_refused_update_the_peer_completes_later_is_named_in_a_warning() -> None:
+    """The peer refuses our payment for good (the user is told), then syncs it countersigned:
+    it holds our signature, so the payment is made. The channel follows the chain's truth and
+    the log says that what the user was told failed is paid after all."""
+    clock = Clock()
+    net = Net(clock, latency=0.001)
+    alice, bob = side(net), side(net)
+    cid = open_channel(net, alice, bob, ours=ETHER, theirs=ETHER)
+    bob.links.owner = None
+    paying = alice.client.send(cid, ((ETH, 5),))
+    clock.advance(0.001)
+    (update,) = _updates(alice)
+    bob.links.send(alice.address, UpdateReject(cid, 1, "no"))
+    clock.pump([0.001] * 5)
+    with pytest.raises(PeerRejected, match="no"):
+        result(paying)
+
+    signed = (update.signature, bob.client.signer.sign_state(update.state))
+    with capturedLogs() as logged:
+        bob.links.send(alice.address, Sync(update.state, signed))
+        clock.pump([0.001] * 5)
+    assert alice.client.channels[cid].latest == update.state
+    warnings = [formatEvent(e) for e in logged if e["log_level"] is LogLevel.warn]
+    assert warnings == [f"channel 0x{cid.hex()}: the peer completed our update 1 after refusing "
+                        "it (no): what it pays is paid after all"]
