@@ -2,8 +2,9 @@
 
 The hand-written hostile tests (test_hostile_clients.py) send one bad message at a time to a
 channel at rest. Here alice, holding her real key, slips forged, stale, replayed and misdirected
-messages between the honest updates of both sides, so they meet bob's client with an update of
-his in flight, with one of hers arriving, or with a retry under way. Whatever the order, bob
+messages between the honest payments and requests of both sides (each user answers the other's
+requests soon, yes or no at random), so they meet bob's client with an update of his in flight,
+with one of hers arriving or awaiting his user, or with a retry under way. Whatever the order, bob
 refuses every one of them, no payment is lost or made twice (each ends paid, refused, or, when
 the peer may hold it, with the "may or may not" error that says so), both sides agree on one
 fully signed state holding all the money, and both keep paying. The seeds are fixed: a failure
@@ -23,14 +24,17 @@ from dataclasses import dataclass, field
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from perund.channel.records import Channel, SignedState
-from perund.channel.types import ETH, Signature, State
+from perund.channel.types import ETH, ChannelID, Signature, State
 from perund.errors import PeerRejected, PeerRequestTimedOut
+from perund.session.notices import Notice, UpdateNotice
 from perund.wire.messages import Message, Sync, Update, UpdateAccept, UpdateReject
 
+from .conftest import User
 from .hostile import (
     agreed,
     bad_signature,
@@ -48,23 +52,47 @@ STEPS = 80
 
 @dataclass
 class Ledger:
-    """What the users were told of their payments, in wei moved to bob."""
+    """What the users were told of their payments and requests, in wei moved to bob."""
 
     sure: int = 0
-    """Paid for certain (alice to bob positive)."""
+    """Moved for certain."""
     unsure: list[int] = field(default_factory=list)
-    """Payments that may or may not have been made."""
-    waiting: list[tuple[int, Deferred[Channel]]] = field(default_factory=list)
+    """Payments and requests that may or may not have been made."""
+    waiting: list[tuple[int, bool, Deferred[Channel]]] = field(default_factory=list)
+    """What each send moves to bob, whether bob sent it, and its outcome to come."""
 
-    def settle(self, moved: int, result: Channel | Failure) -> None:
+    def send(self, user: User, channel_id: ChannelID, amount: int, to_bob: bool,
+             by_bob: bool) -> None:
+        """`user` pays `amount` (a request when the money goes towards `user`)."""
+        towards_peer = to_bob != by_bob
+        transfer = amount if towards_peer else -amount
+        self.waiting.append((amount if to_bob else -amount, by_bob,
+                             user.client.send(channel_id, ((ETH, transfer),))))
+
+    def settle(self, moved: int, by_bob: bool, result: Channel | Failure) -> None:
         if not isinstance(result, Failure):
             self.sure += moved
-        elif moved > 0 or result.check(PeerRequestTimedOut, PeerRejected):
+        elif not by_bob or result.check(PeerRequestTimedOut, PeerRejected):
             # alice's own client is told anything (her node is the one misbehaving: what it
-            # slips past her client may answer her client's updates), and a payment of bob's
+            # slips past her client may answer her client's updates), and an update of bob's
             # that she refused holds his signature: she may still complete it.
             self.unsure.append(moved)
         # Any other failure of bob's: he signed nothing, nothing moved.
+
+
+def answering(user: User, rng: random.Random) -> None:
+    """`user` answers every question about a peer's update soon, yes or no at random."""
+    def answer(notice: Notice) -> None:
+        if isinstance(notice, UpdateNotice):
+            reactor.callLater(rng.random() * 0.005, respond, notice, rng.random() < 0.7)
+
+    def respond(notice: UpdateNotice, accept: bool) -> None:
+        # It may be gone meanwhile (withdrawn, superseded): the client says so, nothing more.
+        user.client.respond_update(notice.channel.channel_id, notice.update_id,
+                                   accept).addErrback(lambda _: None)
+
+    user.client.observers.append(answer)
+
 
 def explained(amount: int, maybe: list[int]) -> bool:
     """Whether some of the `maybe` payments, each at most once, add up to `amount` (meeting in
@@ -135,13 +163,19 @@ class Mischief:
         return UpdateAccept(w.ab, version, Signature(bad_signature()))
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 148, 194])  # 148, 194: the bugs it found
+@pytest.mark.parametrize(("seed", "requests"), [
+    (1, False), (2, False), (148, False), (194, False),  # 148, 194: the bugs it found
+    (1, True), (2, True), (3, True),
+])
 @pytest_twisted.ensureDeferred
 async def test_hostile_messages_between_honest_payments_lose_nothing(
-        world: World, seed: int) -> None:  # noqa: F811
+        world: World, seed: int, requests: bool) -> None:  # noqa: F811
     w, alice, bob = world, world.alice, world.bob
     patient(alice, bob)
     rng = random.Random(seed)
+    if requests:
+        for user in (alice, bob):
+            answering(user, random.Random(seed + 1000))
     mischief, ledger = Mischief(rng, w), Ledger()
     start = current_state(bob, w.ab)
     bob_before = start.balances[0][1]
@@ -150,10 +184,10 @@ async def test_hostile_messages_between_honest_payments_lose_nothing(
         roll = rng.random()
         if roll < 0.4:
             amount = rng.randrange(1, 10**15)
-            if rng.random() < 0.5:
-                ledger.waiting.append((amount, alice.client.send(w.ab, ((ETH, amount),))))
-            else:
-                ledger.waiting.append((-amount, bob.client.send(w.ab, ((ETH, amount),))))
+            by_bob = rng.random() >= 0.5
+            # Mostly payments; with `requests`, now and then a request the other user answers.
+            asks = requests and rng.random() < 0.15
+            ledger.send(bob if by_bob else alice, w.ab, amount, by_bob == asks, by_bob)
         elif roll < 0.55:
             await sleep(rng.random() * 0.01)
         else:
@@ -164,8 +198,8 @@ async def test_hostile_messages_between_honest_payments_lose_nothing(
     link = bob.peers.current_connection(alice.client.address)
     if link is not None:
         link.abort()
-    for moved, paying in ledger.waiting:
-        ledger.settle(moved, await outcome(paying, "an honest payment ends"))
+    for moved, by_bob, paying in ledger.waiting:
+        ledger.settle(moved, by_bob, await outcome(paying, "an honest payment ends"))
     await reconnected(alice, bob, link)
 
     final: State = await agreed(alice, bob, w.ab)
