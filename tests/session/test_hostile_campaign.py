@@ -96,7 +96,7 @@ def answering(user: User, rng: random.Random) -> None:
 
 def explained(amount: int, maybe: list[int]) -> bool:
     """Whether some of the `maybe` payments, each at most once, add up to `amount` (meeting in
-    the middle: the halves' subset sums, 2^16 each at most for a campaign's 32 payments)."""
+    the middle: the halves' subset sums, 2^16 sums each for 32 of them)."""
     def sums(part: list[int]) -> set[int]:
         found = {0}
         for value in part:
