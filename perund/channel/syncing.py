@@ -177,8 +177,10 @@ def _adopt(channel: Channel, signed: SignedState, own: bool) -> Result:
     An update of ours in flight that is above that state stays open: the peer holds our
     signature on it and may still countersign it (it may have synced before our update reached
     it), so it becomes `abandoned`, its fate unknown, as after a timeout; the user hears that
-    the peer may or may not have it. One at or below it can never count and is dropped. An
-    update abandoned before is resolved as `_synced` resolves it, or by a state at or above it.
+    the peer may or may not have it. One at or below it can never count and is dropped, and so
+    is a final one (the close is proposed again on the newer state: an unanswered final update
+    would mean a dispute). An update abandoned before is resolved as `_synced` resolves it, or
+    by a state at or above it.
     """
     dropped: list[Event] = []
     version = signed.state.version
@@ -190,7 +192,8 @@ def _adopt(channel: Channel, signed: SignedState, own: bool) -> Result:
         abandoned = None
     staged = channel.staged
     if staged is not None and not own:
-        if staged.proposer == channel.index and staged.state.version > version:
+        if staged.proposer == channel.index and staged.state.version > version \
+                and not staged.state.is_final:
             channel, failed = fail_own(channel, UpdateFailure.TIMED_OUT, OVERTAKEN)
             dropped = [e for e in failed if not isinstance(e, Persist | SendSync)]
             abandoned = channel.abandoned

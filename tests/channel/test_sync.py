@@ -412,6 +412,23 @@ def test_our_update_above_the_peers_newer_state_stays_open_and_may_still_complet
     assert NewState(alice.channel_id, ours, Source.SYNC) in events
 
 
+def test_our_final_update_above_the_peers_newer_state_is_superseded_without_a_dispute() -> None:
+    """A final update of ours overtaken by the peer's Sync is dropped as before, not kept open:
+    an unanswered final update would take the channel on-chain, while the close can simply be
+    proposed again on the newer state."""
+    alice, _ = make_pair()
+    ahead = alice.evolve(signed_up_to=cur(alice).state.version + 1)
+    alice1, _ = transition(ahead, OwnUpdate(ALICE, (), is_final=True))
+    theirs = next_state(alice, balances=((10 * ETHER - 7, 10 * ETHER + 7),))
+    sigs = fully_signed_by_both(theirs)
+    alice2, events = transition(alice1, SyncReceived(BOB.address, theirs, sigs))
+    assert alice2.abandoned is None and alice2.phase is Phase.OPEN
+    assert cur(alice2).state == theirs
+    assert not any(isinstance(e, Register) for e in events)
+    assert UpdateFailed(alice.channel_id, theirs.version + 1, UpdateFailure.SUPERSEDED,
+                        "the peer holds a newer state") in events
+
+
 def test_a_fresh_links_sync_resolves_an_update_abandoned_before_though_it_is_above() -> None:
     """An update abandoned on the old connection is resolved by the peer's Sync on the new one,
     even when the state it brings is older: the peer sent it knowing all it got before."""
