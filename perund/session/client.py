@@ -336,8 +336,9 @@ class ChannelClient(TimingKnobs):
         One update is in flight per channel; sends made meanwhile wait their turn, and waiting
         payments (positive amounts only) go out together in one update, so many callers on one
         channel share each round trip and each fsync (`perund.session.sending`). After a
-        restart, sends wait until the peer's Sync is in (`Channel.resyncing`), at most
-        `request_timeout` seconds.
+        restart, sends wait until the peer's Sync is in (`Channel.resyncing`), and while an
+        update of ours is unresolved (`Channel.abandoned`) they wait for its answer, each at
+        most `request_timeout` seconds.
         """
         refused = self.updates_refused(channel_id, is_final)
         if refused is not None:

@@ -10,6 +10,9 @@ Rules, stated once:
   goes alone;
 - nothing is signed for a peer that is not connected: the queue pings first (connecting, which
   syncs) and proposes once the link is up, or fails what waits with the reason;
+- nothing is signed while an update of ours is unresolved or a restart's resync is pending
+  (`Channel.needs_sync`): what waits goes out once that is resolved, or after
+  `request_timeout`, when the core refuses it with the reason;
 - an update refused in a way a higher version cures (both sides proposed at once, or the peer
   already signed that version) is proposed again, first in its line, at most `RETRIES` times.
   After a collision the two sides take turns: participant 0 retries at once and, once its retry
@@ -194,6 +197,9 @@ class SendQueue:
                               tuple[Deferred[Channel], State, tuple[State, ...]]] = {}
         """Our staged updates (their states, and the states of their earlier attempts), by
         channel and version, until `landed` or `failed`."""
+        self._sync_waits: dict[ChannelID, Any] = {}
+        """Channels whose line waits for their pending sync (`_awaiting_sync`), with the
+        DelayedCall that ends the wait."""
         self._refused: dict[ChannelID, deque[tuple[State, str]]] = {}
         """Per channel, our updates the peer refused for good, and why (`synced`)."""
         self.stopped = False
@@ -229,6 +235,8 @@ class SendQueue:
             return  # the end of that update drains again
         if self.stopped:
             self._fail_line(channel_id, FailedPrecondition("the session is closing"))
+            return
+        if self._awaiting_sync(channel_id, channel):
             return
         if channel.phase is Phase.OPEN and not self._links.is_connected(channel.peer):
             # Sign nothing for a link that does not exist yet: connect (which syncs) first, so
@@ -267,6 +275,30 @@ class SendQueue:
                 continue
             done.addCallbacks(_fire_all, _fail_all, callbackArgs=(batch,), errbackArgs=(batch,))
             return
+
+    def _awaiting_sync(self, channel_id: ChannelID, channel: Channel) -> bool:
+        """Whether the line waits for the channel's pending sync: an update of ours whose fate
+        is unknown, or a restart's resync (`Channel.needs_sync`), when nothing can be signed.
+        It waits until that is resolved (the peer's answer or Sync; the client drains again
+        after every change) or `request_timeout` has passed; then what waits goes on, and
+        the core refuses it with the reason."""
+        wait = self._sync_waits.get(channel_id)
+        if not (channel.needs_sync and channel.phase is Phase.OPEN):
+            if wait is not None:
+                del self._sync_waits[channel_id]
+                if wait.active():
+                    wait.cancel()
+            return False
+        if wait is None:
+            self._sync_waits[channel_id] = self._reactor.callLater(
+                self._timing.request_timeout, self._sync_wait_over, channel_id)
+            return True
+        return bool(wait.active())
+
+    def _sync_wait_over(self, channel_id: ChannelID) -> None:
+        if channel_id in self._channels:
+            self.drain(channel_id)  # the wait's DelayedCall is spent: the line goes on
+        self._sync_waits.pop(channel_id, None)
 
     def peer_update_taken(self, channel_id: ChannelID) -> None:
         """The peer's update became the channel's state: its turn after a collision is over."""
@@ -342,7 +374,8 @@ class SendQueue:
         """Fail what waits; propose nothing more (updates in flight end as they will)."""
         self.stopped = True
         turns, self._peer_turns = self._peer_turns, {}
-        for call in turns.values():
+        waits, self._sync_waits = self._sync_waits, {}
+        for call in (*turns.values(), *waits.values()):
             if call.active():
                 call.cancel()
         for channel_id in list(self._lines):

@@ -239,3 +239,46 @@ def test_a_refused_update_the_peer_completes_later_is_named_in_a_warning() -> No
     warnings = [formatEvent(e) for e in logged if e["log_level"] is LogLevel.warn]
     assert warnings == [f"channel 0x{cid.hex()}: the peer completed our update 1 after refusing "
                         "it (no): what it pays is paid after all"]
+
+
+def test_a_send_made_while_an_earlier_update_is_unresolved_waits_for_it() -> None:
+    """Our update got no answer: its fate is unknown until the peer answers it or syncs, and
+    nothing can be signed meanwhile. A send made then waits for that (it used to fail at once
+    with "an earlier update timed out"), and goes out once the late answer is in."""
+    clock = Clock()
+    net = Net(clock, latency=0.001)
+    alice, bob = side(net, response_timeout=5.0, request_timeout=5.0), side(net)
+    cid = open_channel(net, alice, bob, ours=ETHER, theirs=ETHER)
+    owner, bob.links.owner = bob.links.owner, None  # bob's node is silent for a while
+    first = alice.client.send(cid, ((ETH, 1),))
+    clock.pump([1.0] * 11)
+    with pytest.raises(PeerRequestTimedOut):
+        result(first)
+    second = alice.client.send(cid, ((ETH, 2),))
+    clock.pump([1.0] * 4)
+    assert not second.called
+    (update,) = _updates(alice)  # only the first went out
+
+    bob.links.send(alice.address, UpdateAccept(cid, 1, bob.client.signer.sign_state(update.state)))
+    bob.links.owner = owner
+    clock.pump([0.001] * 10)
+    assert result(second).latest.balances == ((ETHER - 3, ETHER + 3),)
+    assert alice.client.channels[cid].latest == bob.client.channels[cid].latest
+
+
+def test_a_send_waiting_for_an_unresolved_update_fails_after_the_request_timeout() -> None:
+    clock = Clock()
+    net = Net(clock, latency=0.001)
+    alice, bob = side(net, response_timeout=5.0, request_timeout=5.0), side(net)
+    cid = open_channel(net, alice, bob, ours=ETHER, theirs=ETHER)
+    bob.links.owner = None
+    first = alice.client.send(cid, ((ETH, 1),))
+    clock.pump([1.0] * 11)
+    assert first.called
+    first.addErrback(lambda _: None)
+    waiting = alice.client.send(cid, ((ETH, 2),))
+    clock.pump([1.0] * 4 + [0.9])
+    assert not waiting.called
+    clock.advance(0.2)
+    with pytest.raises(FailedPrecondition, match="an earlier update timed out"):
+        result(waiting)
