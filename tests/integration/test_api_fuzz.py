@@ -2,12 +2,12 @@
 
 Every method the node describes (`rpc.discover`) is called with params drawn from its own
 schema, and from near it: the session's and its channel's real IDs and their case variants,
-other users' IDs, made-up ones, amounts at and beyond the balances and the wei, peers that
-exist and don't, session files the node must not read, junk of every JSON type, params by
-position, batches. Whatever comes, each answer is a JSON-RPC one (or HTTP 401 for a made-up
-token), never the internal error a bug gets, and quotes no credential and no file's contents;
-the node logs no traceback; afterwards both users see the same channel holding all its money,
-and it still pays.
+other users' IDs, made-up ones, amounts at and beyond the balances and the wei, peers that exist
+and don't, session files the node must not read, junk of every JSON type, params by position,
+batches; over HTTP, then over one WebSocket. Whatever comes, each answer is a JSON-RPC one (or
+HTTP 401 for a made-up token), never the internal error a bug gets, and quotes no credential and
+no file's contents; the node logs no traceback; afterwards both users see the same channel
+holding all its money, and it still pays.
 
 The seeds are fixed: a failure is reproducible, and the campaign's output names the call.
 """
@@ -24,10 +24,12 @@ from typing import Any
 import pytest
 import yaml
 
+from perund.cli.apiclient import ApiClient, Pushes
 from perund.errors import Internal
 from tests.integration.daemons import Daemon, generated, open_channel, running
 
 CALLS_PER_SEED = 800
+CALLS_OVER_WS = 300
 SEEDS = (1, 2)
 MADE_UP_TOKEN = "made-up-token-0123456789abcdef"
 DESTRUCTIVE = {"session_close", "session_revokeToken", "session_rotateToken", "channel_close"}
@@ -169,6 +171,16 @@ class Campaign:
                     + self.node.log.read_text()[-3000:]
 
 
+def _answer(socket: Pushes) -> bytes:
+    """The next message on the socket that answers a call (pushes are skipped)."""
+    while True:
+        data = socket.ws.recv(timeout=60)
+        raw = data.encode() if isinstance(data, str) else data
+        message = json.loads(raw)
+        if isinstance(message, list) or "id" in message:
+            return raw
+
+
 def _node_with_short_answers(folder: Path) -> tuple[Path, dict[str, str]]:
     """One node (alice and bob), whose users have 1 s to answer a proposal or an update: a call
     that waits for the other user (a payment request, a proposal) returns soon."""
@@ -201,6 +213,16 @@ def test_random_calls_with_one_users_credential_meet_clear_errors_and_lose_nothi
             answer = connection.getresponse()
             campaign.check(body, token, answer.status, answer.read())
         connection.close()
+        # The same over one WebSocket holding alice's credential (its connection's own).
+        socket = ApiClient(node.port, alice["token"]).pushes()
+        for call_id in range(CALLS_OVER_WS):
+            method = campaign.rng.choice(methods)
+            if method["name"] == "channel_close":
+                continue
+            body = campaign.body(method, call_id)
+            socket.ws.send(body)
+            campaign.check(body, alice["token"], 200, _answer(socket))
+        socket.close()
 
         ours = node.call("channel_get", sessionId=alice["sessionId"], channelId=channel)
         theirs = node.call("channel_get", sessionId=bob["sessionId"], channelId=channel)
