@@ -281,6 +281,7 @@ class ChannelClient(TimingKnobs):
                 del self._by_peer[channel.peer]
         self.paid_out.pop(channel_id, None)
         self.credited.pop(channel_id, None)
+        self._sends.forget(channel_id)
 
     def watch_peers(self, dispute_after: float) -> None:
         """Settle on-chain (ForceClose) the open channels with a peer that has been unreachable

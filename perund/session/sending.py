@@ -362,6 +362,14 @@ class SendQueue:
             refused = self._refused[channel_id] = deque(maxlen=REMEMBERED_REFUSALS)
         refused.extend((state, reason) for state in states)
 
+    def forget(self, channel_id: ChannelID) -> None:
+        """Drop what the queue keeps of a channel the client forgets (a retired one)."""
+        self._lines.pop(channel_id, None)
+        self._refused.pop(channel_id, None)
+        wait = self._sync_waits.pop(channel_id, None)
+        if wait is not None and wait.active():
+            wait.cancel()
+
     def fail_everything(self, error: PerundError) -> None:
         """Fail every send, waiting or in flight, with `error` (the store broke)."""
         for channel_id in list(self._lines):
@@ -421,21 +429,25 @@ class SendQueue:
         self._memos.note(channel_id, staged.state.version, memo)
         self._commit(new, events)
         return done.addErrback(self._retry, channel_id, transfers, is_final, attempt, memo,
-                               proof, (*signed, staged.state))
+                               proof, signed, staged.state)
 
     def _retry(self, failure: Failure, channel_id: ChannelID, transfers: Transfers,
                is_final: bool, attempt: int, memo: Memo,
-               proof: VirtualProof | None = None,
-               signed: tuple[State, ...] = ()) -> Deferred[Channel]:
+               proof: VirtualProof | None = None, signed: tuple[State, ...] = (),
+               refused: State | None = None) -> Deferred[Channel]:
         """Propose a refused update again at a higher version when that cures the refusal:
         first in its channel's line, participant 1 after a pause (so that two retries after a
-        collision do not collide again)."""
+        collision do not collide again). `signed` are the states of the earlier attempts,
+        `refused` the state of this one (`_Waiting.signed`)."""
         retry = failure.value
         if not isinstance(retry, _Retry):
             return fail(failure)
+        if refused is not None:
+            signed = (*signed, refused)
         channel = self._channels.get(channel_id)
         if attempt >= RETRIES or channel is None or self.stopped:
-            self._remember_refused(channel_id, signed, retry.error.message)
+            self._remember_refused(channel_id, signed,
+                                   retry.error.data.get("reason", retry.error.message))
             return fail(retry.error)
         again = _Waiting(transfers, is_final, Deferred(), attempt + 1, memo,
                          memo[0].reference if len(memo) == 1 else None, proof, signed)

@@ -80,6 +80,7 @@ async def test_a_closed_channel_retires_after_the_retention_only(
     alice.store_error = None
     assert await retirement.retire_due() == [cid]
     assert cid not in alice.channels and still_open in alice.channels
+    assert cid not in alice._sends._lines  # nothing of it stays in the send queue either
     assert store.retired_channel(cid) == closed
     assert await retirement.retire_due() == []  # once
     alice.stop()
