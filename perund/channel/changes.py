@@ -95,11 +95,13 @@ class UpdateRejectReceived:
 
 @dataclass(frozen=True, slots=True)
 class SyncReceived:
-    """The peer's `Sync`: its latest fully signed state."""
+    """The peer's `Sync`: its latest fully signed state, and the version of the peer's update
+    that still awaits our answer (`awaiting`, 0: none)."""
 
     sender: Address
     state: State
     signatures: tuple[Signature, Signature]
+    awaiting: int = 0
 
 
 # --- from the shell (timers, connections, restarts) ---------------------------------------------

@@ -210,11 +210,13 @@ class SendUpdateReject:
 
 @dataclass(frozen=True, slots=True)
 class SendSync:
-    """Send `Sync` with our latest fully signed state."""
+    """Send `Sync` with our latest fully signed state; `awaiting` is the version of our update
+    still in flight (0: none), which the Sync then does not withdraw."""
 
     peer: Address
     state: State
     signatures: tuple[Signature, Signature]
+    awaiting: int = 0
 
 
 @dataclass(frozen=True, slots=True)

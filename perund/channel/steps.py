@@ -153,6 +153,9 @@ def settlement(channel: Channel, primary: bool) -> list[Event]:
 
 
 def send_sync(channel: Channel) -> SendSync:
-    """Send the peer our latest fully signed state."""
+    """Send the peer our latest fully signed state, naming our update in flight if any."""
     current = current_of(channel)
-    return SendSync(channel.peer, current.state, current.signatures)
+    staged = channel.staged
+    awaiting = staged.state.version if staged is not None and staged.proposer == channel.index \
+        else 0
+    return SendSync(channel.peer, current.state, current.signatures, awaiting)

@@ -118,10 +118,10 @@ def _sync_received(channel: Channel, change: SyncReceived) -> Result:
         reason = balance_rules(ours, theirs, locks_may_change=True)
         if reason is not None:
             return refuse(channel, sender, reason, detail)
-        return _synced(channel)
+        return _synced(channel, change.awaiting)
     if theirs.version == ours.version:
         if theirs == ours:
-            return _synced(channel)
+            return _synced(channel, change.awaiting)
         if not fully_signed(signing_digest(theirs), change.signatures, channel.params):
             return refuse(channel, sender, Reason.SIGNATURE, detail)
         return _conflict(channel, theirs)
@@ -139,18 +139,21 @@ def _sync_received(channel: Channel, change: SyncReceived) -> Result:
     return _adopt(channel, SignedState(theirs, change.signatures), own)
 
 
-def _synced(channel: Channel) -> Result:
+def _synced(channel: Channel, awaiting: int) -> Result:
     """Finish a sync that brought no newer state.
 
     The peer's update awaiting our user is dropped (the peer gave it up when it synced), and
     counts against the peer as a refusal: asking our user and withdrawing costs the peer
-    nothing, and an honest one withdraws only an update that waited out its own timeout. Our
-    own abandoned update is resolved only on a fresh connection: on the old one, this Sync may
+    nothing, and an honest one withdraws only an update that waited out its own timeout. Not
+    when the Sync says that update still awaits us (`awaiting`): the peer only answered a Sync
+    of ours, or its dial replaced a connection, and its update is still in flight. Our own
+    abandoned update is resolved only on a fresh connection: on the old one, this Sync may
     have been sent before our update reached the peer.
     """
     staged = channel.staged
     events: list[Event] = []
-    if staged is not None and staged.proposer != channel.index:
+    if staged is not None and staged.proposer != channel.index \
+            and staged.state.version != awaiting:
         channel, events = drop_staged(channel, UpdateFailure.SUPERSEDED, "the peer synced")
         events.append(Refused(channel.channel_id, channel.peer, Reason.WITHDRAWN,
                               f"version {staged.state.version}"))

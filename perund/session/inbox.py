@@ -140,9 +140,9 @@ class Inbox:
             case UpdateReject(channel_id=channel_id, version=version, reason=reason):
                 self._about_channel(peer, msg, channel_id,
                                     UpdateRejectReceived(peer, channel_id, version, reason))
-            case Sync(state=state, signatures=signatures):
+            case Sync(state=state, signatures=signatures, awaiting=awaiting):
                 self._about_channel(peer, msg, state.channel_id,
-                                    SyncReceived(peer, state, signatures))
+                                    SyncReceived(peer, state, signatures, awaiting))
             case Propose():
                 self._proposal(peer, msg)
             case VirtualLock() | VirtualFold():

@@ -83,7 +83,7 @@ class Outbox:
         self._links.send(e.peer, msg).addErrback(undelivered)
 
     def send_sync(self, e: ev.SendSync) -> None:
-        self._links.send(e.peer, Sync(e.state, e.signatures)).addErrback(undelivered)
+        self._links.send(e.peer, Sync(e.state, e.signatures, e.awaiting)).addErrback(undelivered)
 
     def send_virtual_accept(self, e: ev.SendVirtualAccept) -> None:
         msg = VirtualAccept(e.proposal_id, e.nonce_share, e.participant, e.parent, e.signature)

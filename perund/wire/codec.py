@@ -282,7 +282,19 @@ def _enc_sync(m: Sync) -> tuple[Any, ...]:
         _e_bytes(sigs[0], 65, "signature"),
         _e_bytes(sigs[1], 65, "signature"),
         *_e_state_locks(m.state),
+        *_e_awaiting(m.awaiting, m.state.version),
     )
+
+
+def _e_awaiting(awaiting: object, version: int) -> tuple[Any, ...]:
+    """A Sync's trailing `awaiting` (an int, so told apart from the locks, an array): present
+    only when an update above the state awaits an answer, so a Sync without one keeps its
+    bytes and each Sync has one encoding."""
+    if awaiting == 0 and type(awaiting) is int:
+        return ()
+    if _e_uint64(awaiting, "awaiting") <= version:
+        raise EncodeError("a Sync awaits an update above its state's version, or none (0)")
+    return (awaiting,)
 
 
 def _enc_ping(m: Ping | Pong) -> tuple[Any, ...]:
@@ -512,12 +524,25 @@ def _dec_update_reject(b: tuple[Any, ...]) -> UpdateReject:
 
 
 def _dec_sync(b: tuple[Any, ...]) -> Sync:
+    # After the signatures: the locks (an array) if the state has any, then `awaiting` (an int)
+    # if an update of the sender's awaits an answer.
+    trailing = b[7:]
+    present = bool(trailing) and type(trailing[-1]) is int
+    awaiting = _d_uint64(trailing[-1], "awaiting") if present else 0
+    if present:
+        trailing = trailing[:-1]
+    if len(trailing) > 1:
+        raise DecodeError("after the locks only awaiting (an int) may follow")
+    state = _d_state(b, trailing)
+    if present and awaiting <= state.version:
+        raise DecodeError("a Sync awaits an update above its state's version, or none")
     return Sync(
-        _d_state(b, b[7:]),
+        state,
         (
             Signature(_d_bytes(b[5], 65, "signature")),
             Signature(_d_bytes(b[6], 65, "signature")),
         ),
+        awaiting,
     )
 
 
@@ -540,7 +565,7 @@ _DECODERS: Final[dict[int, tuple[str, tuple[int, ...], Callable[[tuple[Any, ...]
     TYPE_UPDATE: ("Update", (6, 7, 8), _dec_update),
     TYPE_UPDATE_ACCEPT: ("UpdateAccept", (3,), _dec_update_accept),
     TYPE_UPDATE_REJECT: ("UpdateReject", (3,), _dec_update_reject),
-    TYPE_SYNC: ("Sync", (7, 8), _dec_sync),
+    TYPE_SYNC: ("Sync", (7, 8, 9), _dec_sync),
     TYPE_PING: ("Ping", (1,), _dec_ping),
     TYPE_PONG: ("Pong", (1,), _dec_pong),
 }

@@ -121,10 +121,15 @@ class UpdateReject:
 
 @dataclass(frozen=True, slots=True)
 class Sync:
-    """The sender's latest fully signed state: `signatures[i]` is participant i's signature."""
+    """The sender's latest fully signed state: `signatures[i]` is participant i's signature.
+
+    `awaiting` is the version of the sender's own update that is still in flight and awaits
+    the receiver's answer (0: none). A Sync that only answers one of the receiver's then does
+    not withdraw that update, as a Sync otherwise does (docs/core.md, Sync)."""
 
     state: State
     signatures: tuple[Signature, Signature]
+    awaiting: int = 0
 
     @property
     def channel_id(self) -> ChannelID:

@@ -135,6 +135,9 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(UpdateAccept, ids.map(ChannelID), uint64, signatures),
     st.builds(UpdateReject, ids.map(ChannelID), uint64, reasons),
     st.builds(Sync, states(), st.tuples(signatures, signatures)),
+    st.builds(lambda state, sigs, data: Sync(state, sigs, data.draw(
+        st.integers(state.version + 1, UINT64_MAX) if state.version < UINT64_MAX else st.just(0))),
+              states(), st.tuples(signatures, signatures), st.data()),
     st.builds(Ping, ping_nonces),
     st.builds(Pong, ping_nonces),
 )
@@ -355,6 +358,40 @@ def test_memos_ride_after_the_locks() -> None:
     assert encode(both) == frame(TYPE_UPDATE, [*update_body(), [LOCK], wire_memo])
     # An update without a memo keeps its bytes (the golden vectors above pin them).
     assert encode(Update(plain, SIG)) == frame(TYPE_UPDATE, update_body())
+
+
+def test_a_syncs_awaiting_rides_after_the_locks() -> None:
+    plain = State(ChannelID(ID), 5, (ETH,), ((1, 2),), False)
+    body = [*update_body(), SIG2]
+    assert decode(frame(TYPE_SYNC, [*body, 6])) == Sync(plain, (SIG, SIG2), 6)
+    locked = State(ChannelID(ID), 5, (ETH,), ((1, 2),), False,
+                   (SubAlloc(ChannelID(ID2), (1,), (0, 1)),))
+    both = decode(frame(TYPE_SYNC, [*body, [LOCK], 9]))
+    assert both == Sync(locked, (SIG, SIG2), 9)
+    assert encode(both) == frame(TYPE_SYNC, [*body, [LOCK], 9])
+    # A Sync awaiting nothing keeps its bytes (the golden vectors above pin them).
+    assert encode(Sync(plain, (SIG, SIG2), 0)) == frame(TYPE_SYNC, body)
+
+
+@pytest.mark.parametrize("trailing", [
+    [0],  # "nothing awaited" has one encoding: the field left out
+    [5],  # at or below the state's own version
+    [-1],
+    [True],
+    [6, [LOCK]],  # the locks come first
+    [[LOCK], 6, 7],
+    [6, 7],
+], ids=repr)
+def test_a_malformed_awaiting_is_refused(trailing: list[object]) -> None:
+    with pytest.raises(DecodeError):
+        decode(frame(TYPE_SYNC, [*update_body(), SIG2, *trailing]))
+
+
+@pytest.mark.parametrize("awaiting", [5, 4, -1, 2**64, True, None])
+def test_an_awaiting_at_or_below_the_state_is_not_encoded(awaiting: object) -> None:
+    state = State(ChannelID(ID), 5, (ETH,), ((1, 2),), False)
+    with pytest.raises(EncodeError):
+        encode(Sync(state, (SIG, SIG2), awaiting))  # type: ignore[arg-type]
 
 
 def test_valid_handmade_update_decodes() -> None:
