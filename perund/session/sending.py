@@ -14,12 +14,12 @@ Rules, stated once:
   (`Channel.needs_sync`): what waits goes out once that is resolved, or after
   `request_timeout`, when the core refuses it with the reason;
 - an update refused in a way a higher version cures (both sides proposed at once, or the peer
-  already signed that version) is proposed again, first in its line, at most `RETRIES` times.
-  After a collision the two sides take turns: participant 0 retries at once and, once its retry
-  is countersigned, proposes nothing until it has taken the peer's next update; participant 1
-  retries once it has taken participant 0's. Either wait ends after `RETRY_DELAY` per attempt
-  at the latest (the peer may have nothing to send). So two sides that pay without pause both
-  get through.
+  already signed that version) is proposed again, first in its line, at most `RETRIES` times
+  (a final update `FINAL_RETRIES`). After a collision the two sides take turns: participant 0
+  retries at once and, once its retry ends (countersigned or not), proposes nothing until it
+  has taken the peer's next update; participant 1 retries once it has taken participant 0's.
+  Either wait ends after `RETRY_DELAY` per attempt at the latest (the peer may have nothing to
+  send). So two sides that pay without pause both get through, and so does a close.
 
 Each send fires with the channel once its update is countersigned and durable, or fails with
 the PerundError the user is told (`_error_of`). An update that merges several sends, or whose
@@ -64,6 +64,12 @@ from perund.storage.payments import Status
 RETRIES: Final = 3
 """How often an update refused for a reason that a higher version cures (both sides proposed at
 once, or the peer already signed a state of that version) is proposed again."""
+
+FINAL_RETRIES: Final = 12
+"""As `RETRIES`, for a final update: a close that gives up becomes a dispute (its gas and its
+wait), so it outlasts a peer that keeps paying while it closes, whose payments may collide with
+it more often than `RETRIES` times (each side's pause after a collision grows with its own count
+of attempts, and the two counts differ after a refusal that is not a collision)."""
 
 RETRY_DELAY: Final = 0.01
 """After a collision, the longest a side waits (per attempt) for the peer's turn: participant 1
@@ -445,7 +451,8 @@ class SendQueue:
         if refused is not None:
             signed = (*signed, refused)
         channel = self._channels.get(channel_id)
-        if attempt >= RETRIES or channel is None or self.stopped:
+        if attempt >= (FINAL_RETRIES if is_final else RETRIES) or channel is None \
+                or self.stopped:
             self._remember_refused(channel_id, signed,
                                    retry.error.data.get("reason", retry.error.message))
             return fail(retry.error)
@@ -464,8 +471,11 @@ class SendQueue:
         return again.done
 
     def _yield_turn(self, result: Any, channel_id: ChannelID, wait: float) -> Any:
-        """Participant 0's retry ended: the peer proposes next (module docstring)."""
-        if isinstance(result, Channel) and not self.stopped and channel_id in self._channels:
+        """Participant 0's retry ended, countersigned or not: the peer proposes next (module
+        docstring). Also after a refusal (a request the peer's user declined): proposing the
+        next waiting payment at once would collide with the peer's retry again, every time
+        while we keep paying, until the peer's retries ran out (a close then disputed)."""
+        if not self.stopped and channel_id in self._channels:
             self._await_peer_turn(channel_id, wait)
         return result
 

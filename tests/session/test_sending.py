@@ -102,6 +102,35 @@ def test_payments_both_ways_at_once_collide_and_are_retried() -> None:
     assert alice.links.refusals == [] and bob.links.refusals == []
 
 
+def test_after_a_collision_the_peer_gets_its_turn_even_if_our_retry_is_declined() -> None:
+    """alice (participant 0) retries a request at once; bob's user declines it late, just
+    before bob's pause for her turn ends. Her next payment must wait for bob's retry, not
+    cross it: crossing, they collided again, over and over while she kept paying (a close of
+    bob's then ran out of retries and went on-chain)."""
+    clock = Clock()
+    net = Net(clock, latency=0.001)
+    alice, bob = side(net), side(net)
+    cid = open_channel(net, alice, bob, ours=ETHER, theirs=ETHER)
+
+    def decline_late(notice: object) -> None:
+        if isinstance(notice, UpdateNotice):
+            clock.callLater(0.0075, bob.client.respond_update, cid, notice.update_id, False)
+
+    bob.client.observers.append(decline_late)
+    requesting = alice.client.send(cid, ((ETH, -5),))
+    next_payment = alice.client.send(cid, ((ETH, 3),))  # waits behind the request
+    from_bob = bob.client.send(cid, ((ETH, 2),))
+    clock.pump([RETRY_DELAY / 10] * 100)
+
+    with pytest.raises(PeerRejected, match="rejected by the user"):
+        result(requesting)
+    assert len(_updates(bob)) == 2  # one collision, one retry that went through
+    result(from_bob)
+    result(next_payment)
+    assert alice.client.channels[cid].latest == bob.client.channels[cid].latest
+    assert alice.client.channels[cid].latest.balances == ((ETHER - 3 + 2, ETHER + 3 - 2),)
+
+
 def test_nothing_is_signed_for_a_peer_that_cannot_be_reached() -> None:
     clock = Clock()
     net = Net(clock)
