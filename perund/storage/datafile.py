@@ -6,12 +6,12 @@ major and minor as two big-endian uint16) and then one record per key written::
     key size (int32 BE) ‖ value size (int32 BE, -1 for a delete) ‖ key ‖ value ‖ CRC32 (BE)
 
 where the CRC32 covers `key ‖ value` (just `key` for a delete). semidbm writes each record with
-one `os.write` on an unbuffered `O_APPEND` descriptor; the store appends a whole commit's records
-with one (`append`), in the same format, so there is no user-space buffer to flush: `sync()` is
-`os.fsync`. semidbm's loader does not check the CRCs, fails on a partial record
-header, and on a record cut inside its value stops reading but leaves the stray bytes in the
-file: the next append lands after them, and the file no longer parses. Hence `repair` runs before
-every open.
+one `os.write` on an unbuffered `O_APPEND` descriptor; the store writes a whole commit's records
+with one (`append`), in the same format, over zeros it keeps ahead of them while open
+(perund.storage.datalog), so there is no user-space buffer to flush. semidbm's loader does
+not check the CRCs, fails on a partial record header, and on a record cut inside its value
+stops reading but leaves the stray bytes in the file: the next append lands after them, and the
+file no longer parses. Hence `repair` runs before every open (it also cuts those zeros).
 
 semidbm's own `compact()` is not crash-safe (it reuses a leftover `compact/` directory as is,
 and never fsyncs the directory after its rename), so `compact` here writes a fresh file, fsyncs
@@ -24,7 +24,7 @@ import os
 import shutil
 import struct
 from binascii import crc32
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -64,11 +64,14 @@ class Scan:
     size: int
     records: int = 0
     live: dict[bytes, int] = field(default_factory=dict)
+    content_end: int = 0
+    """Where the bytes that are not zero end: the room an open store keeps ahead of its
+    records is zeros (`DataLog`), cut at the next open like a torn tail, but silently."""
 
     @property
     def torn(self) -> int:
-        """Bytes after the last good record (a torn tail to cut)."""
-        return self.size - self.good_end
+        """Bytes of a torn write after the last good record (zeros after them not counted)."""
+        return max(self.content_end - self.good_end, 0)
 
 
 def record_size(key: bytes, value: bytes | None) -> int:
@@ -112,13 +115,15 @@ def scan(path: str) -> Scan:
         return Scan(good_end=0, size=size)
     if data[:4] != HEADER[:4] or data[4:6] != HEADER[4:6]:
         raise StoreCorrupt(f"{path} is not a semidbm format 1 data file", file=path)
-    result = Scan(good_end=len(HEADER), size=size)
+    content_end = _content_end(data)
+    result = Scan(good_end=len(HEADER), size=size, content_end=content_end)
     at = len(HEADER)
     live = result.live
     while at < size:
         end = _record_end(data, at)
         if end is None:
-            for later in range(at + 1, size - RECORD_OVERHEAD + 1):
+            # No intact record lies wholly in the zeros at the end (its key size would be 0).
+            for later in range(at + 1, content_end - RECORD_OVERHEAD + 1):
                 if _record_end(data, later) is not None:
                     raise StoreCorrupt(
                         f"{path}: damaged record at offset {at}, intact records after it "
@@ -142,6 +147,18 @@ def scan(path: str) -> Scan:
         result.records += 1
         at = result.good_end = end
     return result
+
+
+def _content_end(data: bytes) -> int:
+    """The offset after the last byte of `data` that is not zero (0 if all are)."""
+    end = len(data)
+    while end:
+        start = max(end - 65536, 0)
+        chunk = data[start:end]
+        if chunk.count(0) != len(chunk):
+            return start + len(chunk.rstrip(b"\0"))
+        end = start
+    return 0
 
 
 def _fsync_path(path: str, flags: int = os.O_RDONLY) -> None:
@@ -199,12 +216,13 @@ def repair(directory: str) -> Scan | None:
             f.flush()
             os.fsync(f.fileno())
         return Scan(good_end=len(HEADER), size=len(HEADER))
-    if result.torn:
-        log.warn(
-            "store {path}: cut {cut} bytes of a torn last write at offset {offset}; "
-            "{records} intact records kept",
-            path=path, cut=result.torn, offset=result.good_end, records=result.records,
-        )
+    if result.size != result.good_end:
+        if result.torn:
+            log.warn(
+                "store {path}: cut {cut} bytes of a torn last write at offset {offset}; "
+                "{records} intact records kept",
+                path=path, cut=result.torn, offset=result.good_end, records=result.records,
+            )
         os.truncate(path, result.good_end)
         _fsync_path(path)
         result = Scan(good_end=result.good_end, size=result.good_end,
@@ -212,13 +230,17 @@ def repair(directory: str) -> Scan | None:
     return result
 
 
-def append(db: Any, writes: Iterable[tuple[bytes, bytes | None]]) -> int:
+def append(db: Any, writes: Iterable[tuple[bytes, bytes | None]],
+           room: Callable[[int], int] | None = None) -> int:
     """Append `writes` (a value of None deletes a key `db` holds) to open semidbm handle `db`'s
     data file in one write, and update its index as its own setters would; the bytes appended.
 
     One system call for a whole commit instead of one per record: the records land in order,
     so a write torn by a crash keeps a prefix of them, which `repair` then cuts back to the last
     intact record, as it does for a torn single record.
+
+    With `room`, the records are written over zeros kept ahead of them: `room(end)` makes the
+    file reach `end` at least and returns a descriptor to write with (not appending).
     """
     offset: int = db._current_offset
     blob = bytearray()
@@ -237,11 +259,18 @@ def append(db: Any, writes: Iterable[tuple[bytes, bytes | None]]) -> int:
             blob += key
             blob += value
             blob += _CRC.pack(crc32(value, crc32(key)))
-    view, fd = memoryview(blob), db._data_fd
-    while view:
-        # A regular file takes a short write only when it cannot take more (a full disk):
-        # the next write then raises, and the commit fails with the index as it was.
-        view = view[os.write(fd, view):]
+    view = memoryview(blob)
+    if room is None:
+        fd = db._data_fd
+        while view:
+            # A regular file takes a short write only when it cannot take more (a full disk):
+            # the next write then raises, and the commit fails with the index as it was.
+            view = view[os.write(fd, view):]
+    else:
+        fd, at = room(offset + len(blob)), offset
+        while view:
+            written = os.pwrite(fd, view, at)
+            view, at = view[written:], at + written
     index: dict[bytes, tuple[int, int]] = db._index
     for key, where in placed:
         if where is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 import semidbm
 from twisted.logger import Logger
@@ -20,6 +20,9 @@ from perund.errors import StoreError
 from perund.storage import datafile
 
 log = Logger()
+
+ROOM: Final = 1 << 20
+"""Zeros an open data file keeps ahead of its records (`DataLog._make_room`)."""
 
 
 class DataLog:
@@ -35,6 +38,7 @@ class DataLog:
         self._payment_prefix = payment_prefix
         scan = datafile.repair(path)
         self._db: Any = semidbm.open(path, "c")
+        self._writer, self._room = self._open_writer()
         if scan is None:
             # A new store: make its data file and the directory entry durable once.
             self._db.sync()
@@ -49,6 +53,29 @@ class DataLog:
         self.file_bytes = scan.size
         """The data file's size."""
         self._retry_above = 0
+
+    def _open_writer(self) -> tuple[int, int]:
+        """A descriptor that writes where it is told (semidbm's own appends), and the size of
+        the file: its end is where the records end until the first append makes room."""
+        fd = os.open(os.path.join(self.path, datafile.DATA_NAME), os.O_RDWR | os.O_CLOEXEC)
+        return fd, os.fstat(fd).st_size
+
+    def _make_room(self, end: int) -> int:
+        """Make the file reach `end` at least, writing zeros `ROOM` bytes past it when it does
+        not; the descriptor to write the records with.
+
+        Records written over zeros the file already holds change neither its size nor its
+        blocks, so their fsync flushes data alone: about a third less time than after an
+        append (docs/storage.md, "Room ahead of the records"). The zeros cost one slower fsync
+        per `ROOM` bytes; the next open cuts them (`datafile.repair`), and so does `close`."""
+        if end > self._room:
+            grown = end + ROOM
+            zeros = bytes(min(grown - self._room, ROOM))
+            at = self._room
+            while at < grown:
+                at += os.pwrite(self._writer, zeros[: grown - at], at)
+            self._room = grown
+        return self._writer
 
     def live_keys(self) -> list[bytes]:
         """The key of every live record (for loading)."""
@@ -78,7 +105,7 @@ class DataLog:
         db, live, payments = self._db, self._live, self._payment_prefix
         writes = [(key, value) for key, value in pending.items()
                   if value is not None or key in db]
-        self.file_bytes += datafile.append(db, writes)
+        self.file_bytes += datafile.append(db, writes, self._make_room)
         for key, value in writes:
             if value is None:
                 dropped = live.pop(key, 0)
@@ -95,7 +122,7 @@ class DataLog:
 
     def sync(self) -> None:
         """fsync the file (OSError if it failed)."""
-        self._db.sync()
+        os.fsync(self._writer)
 
     def duplicate_descriptor(self) -> int:
         """A new descriptor of the data file, for an fsync on another thread that must not
@@ -115,6 +142,7 @@ class DataLog:
         db, before = self._db, self.file_bytes
         payments = self._payment_prefix
         items = [(key, db[key]) for key in db if not (drop_payments and key[:1] == payments)]
+        self._close_writer()
         db.close()
         compacted = False
         try:
@@ -125,7 +153,8 @@ class DataLog:
             self._retry_above = 2 * before
         try:
             self._db = semidbm.open(self.path, "w")
-            self.file_bytes = os.path.getsize(os.path.join(self.path, datafile.DATA_NAME))
+            self._writer, self._room = self._open_writer()
+            self.file_bytes = self._room
         except Exception as e:
             log.failure("store {path}: reopening after compaction failed", path=self.path)
             raise StoreError(f"store {self.path}: reopening after compaction: {e}") from None
@@ -139,6 +168,22 @@ class DataLog:
                  path=self.path, before=before, after=self.file_bytes)
         return True
 
+    def _close_writer(self) -> None:
+        """Cut the zeros kept ahead of the records (a closed file is plain semidbm's), and
+        close the writing descriptor. What a failed commit wrote of its records stays, as it
+        would after an append: the next open keeps its whole records (`datafile.repair`)."""
+        try:
+            end = self._db._current_offset
+            if self._room > end:
+                ahead = os.pread(self._writer, self._room - end, end)
+                os.ftruncate(self._writer, end + len(ahead.rstrip(b"\0")))
+                self._room = end
+        finally:
+            os.close(self._writer)
+
     def close(self) -> None:
         """Close the file (semidbm fsyncs it first: cheap when nothing is new)."""
-        self._db.close()
+        try:
+            self._close_writer()
+        finally:
+            self._db.close()

@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import semidbm
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
 from perund.errors import StoreCorrupt
 from perund.storage import datafile
+from perund.storage.datalog import ROOM
 from perund.storage.store import SessionStore
 from tests.storage.helpers import durable, persisted_payments
 
@@ -57,9 +59,13 @@ def written(tmp_path: Path) -> tuple[Path, list[Channel]]:
     return source, values
 
 
-def _copy(source: Path, target: Path, size: int) -> Path:
+def _copy(source: Path, target: Path, size: int, zeros: int = 0) -> Path:
+    """A copy of store `source` whose data file is cut at `size`, then `zeros` zeros."""
     shutil.copytree(source, target)
     os.truncate(target / "data", size)
+    if zeros:
+        with open(target / "data", "ab") as f:
+            f.write(bytes(zeros))
     return target
 
 
@@ -130,6 +136,51 @@ def test_zeros_or_garbage_after_the_last_record_are_cut(
         f.write(tail)
     assert _open_channel(source) == durable(values[-1])
     assert os.path.getsize(source / "data") == size
+
+
+def test_an_open_store_writes_over_zeros_it_keeps_ahead_and_a_crash_leaves_them_harmless(
+        tmp_path: Path) -> None:
+    """A commit writes its records over zeros the file holds already (its size unchanged, so
+    its fsync flushes data alone); a copy taken while the store is open (a crash) opens with
+    every record, the zeros cut without a word of a torn write; a torn record in front of them
+    is cut as before, and the warning counts its bytes, not the zeros."""
+    values = list(persisted_payments(3))
+    source = tmp_path / "source"
+    clock = Clock()
+    store = SessionStore(source, clock, record_payments=False)
+    store.put(values[0])
+    clock.advance(0)
+    size = os.path.getsize(source / "data")
+    assert size >= store.file_bytes + ROOM
+    store.put(values[1])
+    clock.advance(0)
+    assert os.path.getsize(source / "data") == size  # written over the zeros
+    end = store.file_bytes
+    crashed = tmp_path / "crashed"
+    shutil.copytree(source, crashed)
+    store.close()
+    logged: list[str] = []
+    with capturedLogs() as events:
+        assert _open_channel(crashed) == durable(values[1])
+        logged = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+    assert logged == []
+    assert os.path.getsize(crashed / "data") == end
+    torn = tmp_path / "torn"
+    shutil.copytree(crashed, torn)
+    with open(torn / "data", "r+b") as f:  # the last record half written, zeros after it
+        data = f.read()
+        start = _boundaries(torn / "data")[-2]
+        f.seek(start + (end - start) // 2)
+        f.truncate()
+        f.write(bytes(ROOM))
+    with capturedLogs() as events:
+        assert _open_channel(torn) == durable(values[0])
+        logged = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+    [warning] = logged
+    cut = int(warning.split("cut ")[1].split(" bytes")[0])
+    # The torn record's bytes (less any zeros it ended with), never the zeros after them.
+    assert 0 < cut <= (end - start) // 2, warning
+    assert data  # read before the tear
 
 
 def test_a_torn_header_of_a_new_file_is_rewritten(tmp_path: Path) -> None:
@@ -274,21 +325,28 @@ def test_a_commit_torn_inside_its_one_write_keeps_the_records_before_the_tear(
     store = SessionStore(source, clock, record_payments=False)
     store.put(first)
     clock.advance(0)
-    before = (source / "data").stat().st_size
+    before = store.file_bytes
     store.put(second)
     store.put(replace(first, channel_id=other))
-    written, writes = os.write, []
-    monkeypatch.setattr(os, "write", lambda fd, data: writes.append(fd) or written(fd, data))
+    written, writes = os.pwrite, []
+    monkeypatch.setattr(os, "pwrite",
+                        lambda fd, data, at: writes.append(at) or written(fd, data, at))
     clock.advance(0)  # one commit, two records
     monkeypatch.undo()
-    assert len(writes) == 1
+    assert writes == [before]  # one write, over the zeros kept ahead (no room to make)
+    room = (source / "data").stat().st_size
+    assert room >= before + ROOM
     store.close()
+    assert (source / "data").stat().st_size == store.file_bytes  # closed: no zeros
     ends = [end for end in _boundaries(source / "data") if end > before]
     assert len(ends) == 2
     for cut in range(before + 1, ends[-1]):
-        copy = _copy(source, tmp_path / f"cut{cut}", cut)
-        reopened = SessionStore(copy, Clock(), record_payments=False)
-        kept = {c.channel_id for c in reopened.channels()}
-        assert kept == {first.channel_id} | ({second.channel_id} if cut >= ends[0] else set()) \
-            | ({other} if cut >= ends[1] else set())
-        reopened.close()
+        # The tear as a crash leaves it: on a file cut there, or with zeros after it (the
+        # room the store kept, whose size was durable).
+        for zeros in (0, room - cut):
+            copy = _copy(source, tmp_path / f"cut{cut}-{zeros}", cut, zeros)
+            reopened = SessionStore(copy, Clock(), record_payments=False)
+            kept = {c.channel_id for c in reopened.channels()}
+            assert kept == {first.channel_id} | ({second.channel_id} if cut >= ends[0] else set()) \
+                | ({other} if cut >= ends[1] else set())
+            reopened.close()

@@ -23,7 +23,7 @@ from twisted.internet.task import Clock
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
 from perund.errors import StoreError, StoreLocked
-from perund.storage import ChannelStore, datafile
+from perund.storage import ChannelStore, datafile, datalog
 from perund.storage.store import DEFAULT_COMPACT_MIN_BYTES, SessionStore
 from tests.channel.factories import make_pair
 from tests.storage.helpers import durable, persisted_payments, renamed
@@ -105,7 +105,10 @@ def test_a_commit_nobody_waits_for_appends_now_and_fsyncs_later(
     store.put(alice)
     clock.advance(0)
     assert fsyncs == [] and store.file_bytes > size
-    assert os.path.getsize(store.data_path) == store.file_bytes
+    held = Path(store.data_path).read_bytes()
+    # The records end where the store says; after them only the zeros it keeps ahead.
+    assert len(held) >= store.file_bytes and not held[store.file_bytes:].strip(b"\0")
+    assert held[store.file_bytes - 4:store.file_bytes] != bytes(4)  # the record's CRC
     # Nothing is pending, but the fsync is: a flush asks for it at once.
     synced = _fired(store.flush())
     assert synced == []
@@ -328,9 +331,9 @@ def test_many_puts_of_one_channel_stay_small(
         clock.advance(0)
         assert s.file_bytes <= max(min_bytes, 4 * s.live_bytes)
     assert s.compactions >= puts * 350 // min_bytes - 1
-    assert os.path.getsize(s.data_path) == s.file_bytes
     assert not os.path.exists(os.path.join(s.path, datafile.COMPACT_DIR))
     s.close()
+    assert os.path.getsize(s.data_path) == s.file_bytes  # closed: no zeros kept ahead
     s = SessionStore(tmp_path / "store", clock, compact_min_bytes=min_bytes)
     assert list(s.channels()) == [at_version(alice, puts)]
     assert s.block_cursor() == 3
@@ -617,6 +620,41 @@ def test_kill_9_with_fsyncs_on_their_thread_loses_nothing_acknowledged(tmp_path:
     assert other in [renamed(v, 1) for v in values[acknowledged:] if v.current is not None]
 
 
+def test_a_disk_too_full_for_the_room_ahead_fails_the_commit_before_its_records(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Making room (zeros ahead of the records) is the write a full disk refuses: the commit
+    fails before any record of it is written, as a refused append did, and the next open has
+    everything before it."""
+    monkeypatch.setattr(datalog, "ROOM", 64)
+    s = SessionStore(tmp_path / "store", clock)
+    alice, _ = make_pair()
+    s.put(at_version(alice, 1))
+    d = s.flush()
+    clock.advance(0)
+    assert _fired(d) == [None]
+    real_write, writes = os.pwrite, []
+
+    def full(fd: int, data: Any, at: int) -> int:
+        writes.append(bytes(data))
+        if not bytes(data).strip(b"\0"):
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data, at)
+
+    monkeypatch.setattr(os, "pwrite", full)
+    s.put(at_version(alice, 2))
+    failed = _fired(s.flush())
+    clock.advance(0)
+    monkeypatch.undo()
+    assert len(writes) == 1  # the zeros, refused; no record written
+    assert "No space left" in str(failed[0].value)  # type: ignore[attr-defined]
+    with pytest.raises(StoreError):
+        s.close()
+    reopened = SessionStore(tmp_path / "store", clock)
+    assert list(reopened.channels()) == [at_version(alice, 1)]
+    reopened.close()
+
+
 @pytest.mark.parametrize("landed", ["inside the first record", "inside the second record"])
 def test_a_disk_that_fills_inside_a_commits_write_fails_it_and_the_next_open_repairs(
     tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch, landed: str
@@ -630,16 +668,16 @@ def test_a_disk_that_fills_inside_a_commits_write_fails_it_and_the_next_open_rep
     d = s.flush()
     clock.advance(0)
     assert _fired(d) == [None]
-    real_write, writes = os.write, []
+    real_write, writes = os.pwrite, []
 
-    def filling(fd: int, data: Any) -> int:
+    def filling(fd: int, data: Any, at: int) -> int:
         writes.append(len(data))
         if len(writes) == 1:
             cut = 10 if landed == "inside the first record" else len(data) - 10
-            return real_write(fd, bytes(data)[:cut])
+            return real_write(fd, bytes(data)[:cut], at)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "write", filling)
+    monkeypatch.setattr(os, "pwrite", filling)
     s.put(at_version(alice, 2))
     s.put(at_version(replace(alice, channel_id=ChannelID(b"\x42" * 32)), 2))
     failed = _fired(s.flush())
