@@ -292,7 +292,10 @@ def fail_own(channel: Channel, failure: UpdateFailure, reason: str,
     timed_out = failure is UpdateFailure.TIMED_OUT
     # A final update that collided, or met a version the peer signed already, is proposed
     # again higher by the send queue like any update: no refusal of the close, no dispute.
-    retried = failure is UpdateFailure.COLLISION or \
+    # One that got no answer is `abandoned` like any update: the peer may still hold it (it
+    # concludes, or its Sync brings it), and whether to propose it again (a lost connection
+    # that came back) or to dispute is the shell's (perund.session.closing).
+    retried = timed_out or failure is UpdateFailure.COLLISION or \
         (failure is UpdateFailure.REJECTED and reason == Reason.VERSION.value)
     final = staged.state.is_final and not retried
     new = channel.evolve(

@@ -3,14 +3,19 @@
 Rules, stated once: a channel open for updates closes with a final update; when the peer
 refuses or does not answer it, or it cannot be made (an earlier update of ours is unresolved,
 the peer's awaits an answer), the channel is settled on-chain (`ForceClose`); a channel still
-funding is settled on-chain at once. A ledger channel that funds an open virtual channel does
-not close at all (FailedPrecondition naming the virtual channels: they close first). The user
-is answered once the channel is closed on-chain (or its virtual channel folded).
+funding is settled on-chain at once. A final update whose connection dropped before the answer
+is not unanswered yet: once the peer is back (the send queue waits for its Sync, which also
+tells whether it countersigned), the final update goes again, at most `RECONNECTIONS` times; a
+peer that stays away makes that send fail, and the channel is settled on-chain. A ledger
+channel that funds an open virtual channel does not close at all (FailedPrecondition naming the
+virtual channels: they close first). The user is answered once the channel is closed on-chain
+(or its virtual channel folded).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Final
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -19,9 +24,18 @@ from perund.channel.changes import Change, ForceClose
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
-from perund.errors import FailedPrecondition, PeerRejected, PeerRequestTimedOut, ResourceNotFound
+from perund.errors import (
+    FailedPrecondition,
+    PeerDisconnected,
+    PeerRejected,
+    PeerRequestTimedOut,
+    ResourceNotFound,
+)
 
 log = Logger(namespace="perund.client")
+
+RECONNECTIONS: Final = 3
+"""How often a close proposes its final update again after its connection dropped."""
 
 
 def _hex(data: bytes) -> str:
@@ -56,13 +70,41 @@ class Closing:
         channel = self._channel(channel_id)
         closed = self._closed_later(channel_id)
         if channel.phase in (Phase.OPEN, Phase.UPDATING) and not channel.latest.is_final:
-            # The core turns a refused or unanswered final update into a dispute by itself.
+            await self._cooperatively(channel_id)
+            channel = self._channels[channel_id]
+            if channel.phase in (Phase.OPEN, Phase.UPDATING) and not channel.latest.is_final:
+                # Refused or unanswered, or it never left (the peer is unreachable): register
+                # ourselves. (The core registers a refused final update by itself.)
+                self._apply(channel_id, ForceClose(), True)
+        elif channel.phase is Phase.FUNDING:
+            self._apply(channel_id, ForceClose(), True)
+        return await closed
+
+    async def _cooperatively(self, channel_id: ChannelID) -> None:
+        """Send the final update, again after a dropped connection (module doc); logs why it
+        did not get through, if it did not."""
+        for reconnection in range(RECONNECTIONS + 1):
             try:
                 await self._final(channel_id)
+                return
+            except PeerDisconnected as exc:
+                channel = self._channels[channel_id]
+                if channel.latest.is_final or channel.phase not in (Phase.OPEN, Phase.UPDATING):
+                    return  # the peer's Sync brought the final state: it concludes
+                if reconnection == RECONNECTIONS:
+                    why: Exception = exc
+                    break
+                log.info("channel {channel_id}: the connection dropped under the final update "
+                         "({why}); proposing it again once the peer is back",
+                         channel_id=_hex(channel_id), why=exc)
             except (PeerRejected, PeerRequestTimedOut) as exc:
-                log.warn("channel {channel_id}: the peer did not sign the final state ({why}); "
-                         "closing through a dispute", channel_id=_hex(channel_id), why=exc)
+                why = exc
+                break
             except FailedPrecondition as exc:
+                channel = self._channels[channel_id]
+                if reconnection and (channel.latest.is_final
+                                     or channel.phase not in (Phase.OPEN, Phase.UPDATING)):
+                    return  # settling already: the peer's Sync brought the final state
                 # A lock signed while our final update waited in the line: the ledger funds a
                 # virtual channel now, and a dispute would take that one on-chain too.
                 self._refusal(channel_id)
@@ -70,12 +112,9 @@ class Closing:
                 # update awaits an answer: no cooperative close is possible now.
                 log.warn("channel {channel_id}: cannot close cooperatively ({why}); closing "
                          "through a dispute", channel_id=_hex(channel_id), why=exc)
-            if self._channels[channel_id].phase in (Phase.OPEN, Phase.UPDATING):
-                # The final update never left (the peer is unreachable): register ourselves.
-                self._apply(channel_id, ForceClose(), True)
-        elif channel.phase is Phase.FUNDING:
-            self._apply(channel_id, ForceClose(), True)
-        return await closed
+                return
+        log.warn("channel {channel_id}: the peer did not sign the final state ({why}); "
+                 "closing through a dispute", channel_id=_hex(channel_id), why=why)
 
     async def force_close(self, channel_id: ChannelID) -> Channel:
         """Settle on-chain without the peer; the channel once closed."""

@@ -1,0 +1,146 @@
+"""A virtual channel's life among racing payments on it and on both ledger channels that fund
+it, on a fake clock.
+
+alice and bob hold a virtual channel through ingrid, funded by a lock in each of their ledger
+channels with her. While they pay each other on it (payments and requests, answered at random),
+each of them and ingrid pay and ask on the ledgers too, so the locks' folds meet ledger updates
+in flight both ways; at a random moment alice or bob closes the virtual channel. Everything is
+honest, so it must all stay off-chain: the virtual channel closes on both sides, each ledger
+ends with its two sides agreeing on one state with no lock left and all its money, and what
+moved is what the users were told: the virtual channel's net payment, folded into both ledgers
+(ingrid neither gains nor loses by it), and each ledger's own payments (paid for certain, or
+some of those that may or may not have been made, each at most once).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from perund.channel import events as ev
+from perund.channel.phases import Phase
+from perund.channel.records import Channel
+from perund.channel.types import ETH, ChannelID
+from perund.channel.virtual_opening import VirtualOpenRequest
+from perund.errors import PeerRejected, PeerRequestTimedOut
+from perund.session.config import IntermediaryConfig
+from perund.session.notices import Notice, ProposalNotice, UpdateNotice
+
+from .fakes import ETHER, Net, Side, open_channel, result, side
+from .test_closing_campaign import explained
+
+STEPS = 80
+
+
+@dataclass
+class Flows:
+    """What the users of one channel were told, in wei moved from its participant 0 to 1."""
+
+    first: Side
+    sure: int = 0
+    unsure: list[int] = field(default_factory=list)
+    waiting: list[tuple[int, Deferred[Channel]]] = field(default_factory=list)
+
+    def send(self, user: Side, channel_id: ChannelID, amount: int, ask: bool) -> None:
+        """`user` pays `amount` on the channel, or asks for it."""
+        towards_second = (user is self.first) != ask
+        sending = user.client.send(channel_id, ((ETH, -amount if ask else amount),))
+        self.waiting.append((amount if towards_second else -amount, sending))
+
+    def settle(self) -> None:
+        for moved, sending in self.waiting:
+            box: list[Channel | Failure] = []
+            sending.addBoth(box.append)
+            assert box, "every send has ended"
+            if not isinstance(box[0], Failure):
+                self.sure += moved
+            elif box[0].check(PeerRequestTimedOut, PeerRejected):
+                self.unsure.append(moved)
+
+    def explains(self, moved: int) -> bool:
+        return explained(moved - self.sure, self.unsure)
+
+
+def answering(user: Side, clock: Clock, rng: random.Random) -> None:
+    """`user` answers soon: a proposal and a close yes, a request yes or no at random."""
+    def answer(notice: Notice) -> None:
+        if isinstance(notice, ProposalNotice):
+            clock.callLater(rng.random() * 0.005, user.client.respond_proposal,
+                            notice.proposal.proposal_id, True)
+        elif isinstance(notice, UpdateNotice):
+            yes = notice.kind is ev.UpdateKind.FINAL or rng.random() < 0.7
+            clock.callLater(rng.random() * 0.01, respond, notice, yes)
+
+    def respond(notice: UpdateNotice, yes: bool) -> None:
+        user.client.respond_update(notice.channel.channel_id, notice.update_id,
+                                   yes).addErrback(lambda _: None)
+
+    user.client.observers.append(answer)
+
+
+def _run(clock: Clock, until: Deferred[Channel]) -> Channel:
+    for _ in range(5_000):
+        if until.called:
+            break
+        clock.advance(0.001)
+    return result(until)
+
+
+@pytest.mark.parametrize("seed", range(1, 31))
+def test_a_virtual_channel_among_ledger_payments_stays_off_chain_and_adds_up(seed: int) -> None:
+    rng = random.Random(seed)
+    clock = Clock()
+    net = Net(clock, latency=0.0005)
+    timing = {"response_timeout": 2.0, "request_timeout": 1.0}
+    alice, bob = side(net, **timing), side(net, **timing)  # type: ignore[arg-type]
+    ingrid = side(net, intermediary=IntermediaryConfig(True, 3.0), **timing)  # type: ignore[arg-type]
+    la = open_channel(net, alice, ingrid, 5 * ETHER, 5 * ETHER)
+    lb = open_channel(net, bob, ingrid, 5 * ETHER, 5 * ETHER)
+    for n, user in enumerate((alice, bob, ingrid)):
+        answering(user, clock, random.Random(seed * 10 + n))
+    vid = _run(clock, alice.client.open_channel(VirtualOpenRequest(
+        bob.address, ingrid.address, (ETH,), ((2 * ETHER, ETHER),), 60))).channel_id
+    for _ in range(100):  # bob's lock too
+        clock.advance(0.001)
+    start = {cid: user.client.channels[cid].latest for user, cid in ((alice, la), (bob, lb))}
+    assert all(len(state.locked) == 1 for state in start.values())
+    flows = {vid: Flows(alice), la: Flows(alice), lb: Flows(bob)}
+    closer = rng.choice((alice, bob))
+    close_at = rng.randrange(STEPS // 4, STEPS)
+    for step in range(STEPS):
+        if step == close_at:
+            closer.client.close(vid).addErrback(lambda _: None)
+        roll = rng.random()
+        if roll < 0.6:
+            cid, payer = rng.choice(((vid, alice), (vid, bob), (la, alice), (la, ingrid),
+                                     (lb, bob), (lb, ingrid)))
+            flows[cid].send(payer, cid, rng.randrange(1, 10**15), rng.random() < 0.2)
+        else:
+            clock.advance(rng.random() * 0.004)
+    for _ in range(40_000):
+        clock.advance(0.001)
+
+    for flow in flows.values():
+        flow.settle()
+    assert [user.chain.asked for user in (alice, bob, ingrid)] == [[], [], []]
+    final = alice.client.channels[vid]
+    assert final.phase is Phase.CLOSED and bob.client.channels[vid].phase is Phase.CLOSED
+    assert final.latest.is_final and bob.client.channels[vid].latest == final.latest
+    (va, vb), = final.latest.balances
+    assert va + vb == 3 * ETHER
+    moved_virtually = 2 * ETHER - va
+    assert flows[vid].explains(moved_virtually), (moved_virtually, flows[vid])
+    for owner, cid, folded in ((alice, la, va), (bob, lb, vb)):
+        mine, hers = owner.client.channels[cid], ingrid.client.channels[cid]
+        assert mine.phase is Phase.OPEN and mine.current == hers.current
+        state = mine.latest
+        assert state.locked == () and sum(state.balances[0]) == 10 * ETHER
+        # The owner's free balance after the lock, plus its share of the virtual channel's
+        # final state folded back, less what the ledger's own payments gave ingrid.
+        paid = start[cid].balances[0][0] + folded - state.balances[0][0]
+        assert flows[cid].explains(paid), (cid == la, paid, flows[cid].sure, flows[cid].unsure)
