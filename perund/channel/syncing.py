@@ -61,12 +61,12 @@ def _start_sync(channel: Channel, change: StartSync) -> Result:
     persist = False
     if staged is not None:
         if staged.proposer == channel.index:
-            channel, failed = fail_own(channel, UpdateFailure.TIMED_OUT, "connection lost")
+            channel, failed = fail_own(channel, UpdateFailure.TIMED_OUT, CONNECTION_LOST)
             # Persisted and synced just below, with the final value of the flags.
             events = [e for e in failed if not isinstance(e, Persist | SendSync)]
             persist = True
         else:
-            channel, events = drop_staged(channel, UpdateFailure.SUPERSEDED, "connection lost")
+            channel, events = drop_staged(channel, UpdateFailure.SUPERSEDED, CONNECTION_LOST)
     fresh = channel.abandoned is not None
     if not channel.sync_sent or channel.fresh_link is not fresh:
         channel = channel.evolve(sync_sent=True, fresh_link=fresh)
@@ -259,6 +259,9 @@ def _sync_version_zero(channel: Channel, change: SyncReceived) -> Result:
 
 OVERTAKEN: Final = "the peer synced an older state while this update was on its way"
 """Why an update of ours became `abandoned` in `_adopt`."""
+
+CONNECTION_LOST: Final = "connection lost"
+"""Why an update in flight ended on a new connection (`_start_sync`)."""
 
 
 HANDLERS: Final[dict[type, Callable[[Channel, Any], Result]]] = {

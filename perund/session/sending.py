@@ -45,11 +45,12 @@ from perund.channel.machine import transition
 from perund.channel.memo import Memo, PaymentPart
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
-from perund.channel.syncing import OVERTAKEN
+from perund.channel.syncing import CONNECTION_LOST, OVERTAKEN
 from perund.channel.types import Address, ChannelID, State, VirtualProof
 from perund.errors import (
     FailedPrecondition,
     InvalidArgument,
+    PeerDisconnected,
     PeerRejected,
     PeerRequestTimedOut,
     PeerUnreachable,
@@ -408,6 +409,12 @@ class SendQueue:
         if failure is ev.UpdateFailure.TIMED_OUT:
             if e.cause is not None:
                 return e.cause
+            if e.reason == CONNECTION_LOST:
+                # A new connection came while it waited on the old one: the peer may or may
+                # not have it, as when a connection drops (a close proposes it again).
+                return PeerDisconnected(
+                    "the connection dropped before the peer answered the update", peer=peer,
+                    timeout=None)
             if e.reason == OVERTAKEN:
                 return PeerRequestTimedOut(
                     f"the update's outcome is unknown: {OVERTAKEN}, which may still countersign "

@@ -602,16 +602,18 @@ def test_a_close_that_collided_is_proposed_again_not_disputed(reason: str) -> No
     assert alice3.staged.state.version > (7 if "signed up to" in reason else 1)
 
 
-def test_an_unanswered_close_becomes_a_dispute_and_a_sync() -> None:
+def test_an_unanswered_close_is_abandoned_and_synced_the_shell_decides_on_a_dispute() -> None:
+    """The peer may hold the final state (it concludes, or its Sync brings it); whether to
+    propose it again (its connection came back) or to register is perund.session.closing's."""
     alice, _ = make_pair()
     assert alice.current is not None
     alice1, _ = transition(alice, OwnUpdate(ALICE, (), True))
     alice2, events = transition(alice1, UpdateTimedOut(1))
-    assert alice2.phase is Phase.CLOSING and alice2.needs_sync
+    assert alice2.phase is Phase.OPEN and alice2.needs_sync
+    assert alice2.abandoned == alice1.staged
     cur = alice.current
     assert events == (
         Persist(alice2),
         UpdateFailed(alice.channel_id, 1, UpdateFailure.TIMED_OUT, "no answer from the peer"),
         SendSync(BOB.address, cur.state, cur.signatures),
-        Register(alice.channel_id, alice.params, cur.state, cur.signatures),
     )

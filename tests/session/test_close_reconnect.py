@@ -1,0 +1,80 @@
+"""A close whose connection drops under its final update, on a fake clock: once the peer is
+back the close goes on cooperatively (the final update again, or the peer's Sync bringing it
+countersigned); only a peer that stays away makes it a dispute (perund.session.closing)."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from perund.channel import events as ev
+from perund.session.notices import UpdateNotice
+
+from .fakes import Net, Side, open_channel, side
+
+
+def _questions(user: Side) -> list[UpdateNotice]:
+    return [n for n in user.told(UpdateNotice) if isinstance(n, UpdateNotice)
+            and n.kind is ev.UpdateKind.FINAL]
+
+
+def _pair(clock: Clock) -> tuple[Net, Side, Side, bytes]:
+    net = Net(clock, latency=0.001)
+    alice = side(net, request_timeout=1.0, response_timeout=5.0)
+    bob = side(net, request_timeout=1.0, response_timeout=5.0)
+    return net, alice, bob, open_channel(net, alice, bob)
+
+
+def _run(clock: Clock, seconds: float) -> None:
+    for _ in range(int(seconds * 1000)):
+        clock.advance(0.001)
+
+
+def test_the_final_update_goes_again_once_the_peer_is_back() -> None:
+    clock = Clock()
+    net, alice, bob, cid = _pair(clock)
+    closing = alice.client.close(cid)
+    _run(clock, 0.01)
+    assert len(_questions(bob)) == 1
+    net.cut(bob.address)
+    clock.callLater(0.5, net.mend, bob.address)
+    _run(clock, 0.6)
+    [_, again] = _questions(bob)  # the first question was withdrawn with the connection
+    bob.client.respond_update(cid, again.update_id, True)
+    _run(clock, 1.0)
+
+    [conclude] = alice.chain.asked
+    assert isinstance(conclude, ev.ConcludeFinal) and conclude.primary
+    assert conclude.state.is_final and conclude.state.balances == \
+        alice.client.channels[cid].latest.balances
+    assert not closing.called  # until the chain says it is concluded
+
+
+def test_a_final_state_the_peer_countersigned_comes_back_with_its_sync() -> None:
+    """bob said yes, his answer was lost with the connection: alice's next connection's Sync
+    brings her the final state, and nobody registers anything."""
+    clock = Clock()
+    net, alice, bob, cid = _pair(clock)
+    alice.client.close(cid)
+    _run(clock, 0.01)
+    [question] = _questions(bob)
+    bob.client.respond_update(cid, question.update_id, True)
+    net.cut(alice.address)  # before bob's answer arrives
+    clock.callLater(0.5, net.mend, alice.address)
+    _run(clock, 8.0)  # past bob's grace to conclude himself
+
+    assert [type(e) for e in alice.chain.asked] == [ev.ConcludeFinal]
+    assert [type(e) for e in bob.chain.asked] == [ev.ConcludeFinal]
+    assert alice.chain.asked[0].state == bob.chain.asked[0].state  # type: ignore[union-attr]
+    assert len(_questions(bob)) == 1
+
+
+def test_a_peer_that_stays_away_gets_the_channel_disputed() -> None:
+    clock = Clock()
+    net, alice, bob, cid = _pair(clock)
+    alice.client.close(cid)
+    _run(clock, 0.01)
+    net.cut(bob.address)
+    _run(clock, 10.0)
+
+    [register] = alice.chain.asked
+    assert isinstance(register, ev.Register) and not register.state.is_final
