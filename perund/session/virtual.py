@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
@@ -63,6 +63,7 @@ from perund.channel.virtual_opening import (
 )
 from perund.errors import (
     FailedPrecondition,
+    PeerDisconnected,
     PeerProtocolError,
     PeerRejected,
     PeerRequestTimedOut,
@@ -88,6 +89,10 @@ Registration = tuple[State, int]
 
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
+
+
+REFOLDS: Final = 3
+"""How often a fold goes again after its connection dropped (`Virtual._fold_again`)."""
 
 
 def _pending_proof(parent: Channel, vid: ChannelID) -> bool:
@@ -146,6 +151,8 @@ class Virtuals:
         """Virtual channels whose lock or fold is queued or in flight in the send queue."""
         self._tried: set[ChannelID] = set()
         """Virtual channels whose lock went out (a failure then closes them)."""
+        self._refolds: dict[ChannelID, int] = {}
+        """Virtual channels whose fold went again after its connection dropped: how often."""
         self._awaiting: dict[ChannelID, ev.Conclude] = {}
         """Parents whose conclusion waits for a virtual channel to be registered."""
         self._lock_errors: dict[ChannelID, PerundError] = {}
@@ -409,6 +416,9 @@ class Virtuals:
                 peer=_hex(parent.peer), timeout=0))
             return
         if proof.is_fold:
+            if isinstance(failure.value, PeerDisconnected) and self._fold_again(
+                    vid, parent, proof):
+                return
             # Also when the fold's fate is unknown: waiting for a sync would wait forever for
             # an intermediary that stays away, and the ledger cannot close meanwhile. Our
             # latest ledger state still holds the lock, and the final state settles it; if the
@@ -426,6 +436,26 @@ class Virtuals:
             if isinstance(failure.value, PerundError):
                 self._lock_errors[vid] = failure.value
             self._apply(vid, LockFailed(why))
+
+    def _fold_again(self, vid: ChannelID, parent: Channel, proof: VirtualProof) -> bool:
+        """Send a fold whose connection dropped once more (at most `REFOLDS` times), rather
+        than take the ledger on-chain for a link that may come back at once: the send queue
+        waits for the intermediary's Sync, which shows whether it signed the fold (then the
+        fold is refused as moot, and the lock is gone: `_reconcile` ends the channel), and
+        fails if the intermediary stays away (then the ledger goes on-chain as before).
+        Whether it went again."""
+        tries = self._refolds.get(vid, 0)
+        if tries >= REFOLDS or parent.phase not in (Phase.OPEN, Phase.UPDATING) \
+                or vid not in self._locks(parent):
+            return False
+        self._refolds[vid] = tries + 1
+        log.info("virtual channel {vid}: the connection to the intermediary dropped under "
+                 "its fold; folding again once it is back", vid=_hex(vid))
+        self._locking.add(vid)
+        sent = self._sends.send(parent.channel_id, (), False, proof=proof)
+        sent.addCallbacks(self._sent, self._not_sent, callbackArgs=(vid, parent.channel_id),
+                          errbackArgs=(vid, parent.channel_id, proof))
+        return True
 
     @staticmethod
     def _locks(parent: Channel) -> Mapping[ChannelID, object]:

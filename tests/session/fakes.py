@@ -31,6 +31,7 @@ from perund.errors import PeerDisconnected, PeerRequestTimedOut, PeerUnreachable
 from perund.peer.records import PeerManagerOwner
 from perund.session.client import ChannelClient
 from perund.session.notices import Notice, ProposalNotice
+from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual
 from perund.storage import ChannelStore, MemoryStore
 from perund.wire.messages import (
     CorrelationKey,
@@ -44,6 +45,8 @@ from perund.wire.messages import (
 T = TypeVar("T")
 
 ETHER = 10**18
+Settlement = ev.Register | ev.ConcludeFinal | ev.Conclude | RegisterVirtual | ConcludeParent
+"""A settlement transaction a client asks its chain for."""
 DEPLOYMENT = Deployment(1337, Address(b"\x01" * 20), min_challenge_duration=1)
 
 
@@ -216,11 +219,10 @@ class Chain:
     """When set, `asked_at` records the clock's time of each settlement transaction."""
     funds: bool = True
     asked_at: list[float] = field(default_factory=list)
-    asked: list[ev.Register | ev.ConcludeFinal | ev.Conclude] = field(default_factory=list)
+    asked: list[Settlement] = field(default_factory=list)
     failures: list[PerundError] = field(default_factory=list)
     """Errors the next settlement transactions fail with, in order."""
-    conclusion: Callable[[ev.Register | ev.ConcludeFinal | ev.Conclude], Concluded | None] = (
-        lambda event: None)
+    conclusion: Callable[[Settlement], Concluded | None] = (lambda event: None)
 
     funding: list[Deferred[None]] = field(default_factory=list)
     """The funding waits handed out while `funds` is False, for the test to end."""
@@ -233,8 +235,7 @@ class Chain:
         self.funding.append(Deferred(lambda _: self.cancelled.append(event.channel_id)))
         return self.funding[-1]
 
-    def _settle(self, event: ev.Register | ev.ConcludeFinal | ev.Conclude,
-                ) -> Deferred[Concluded | None]:
+    def _settle(self, event: Settlement) -> Deferred[Concluded | None]:
         self.asked.append(event)
         if self.clock is not None:
             self.asked_at.append(self.clock.seconds())
@@ -249,6 +250,12 @@ class Chain:
         return self._settle(event)
 
     def conclude(self, event: ev.Conclude) -> Deferred[Concluded | None]:
+        return self._settle(event)
+
+    def register_virtual(self, event: RegisterVirtual) -> Deferred[Concluded | None]:
+        return self._settle(event)
+
+    def conclude_parent(self, event: ConcludeParent) -> Deferred[Concluded | None]:
         return self._settle(event)
 
 

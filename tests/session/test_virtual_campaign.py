@@ -30,6 +30,7 @@ from perund.channel.virtual_opening import VirtualOpenRequest
 from perund.errors import PeerRejected, PeerRequestTimedOut
 from perund.session.config import IntermediaryConfig
 from perund.session.notices import Notice, ProposalNotice, UpdateNotice
+from perund.wire.messages import UpdateAccept, VirtualFold
 
 from .fakes import ETHER, Net, Side, open_channel, result, side
 from .test_closing_campaign import explained
@@ -144,3 +145,41 @@ def test_a_virtual_channel_among_ledger_payments_stays_off_chain_and_adds_up(see
         # final state folded back, less what the ledger's own payments gave ingrid.
         paid = start[cid].balances[0][0] + folded - state.balances[0][0]
         assert flows[cid].explains(paid), (cid == la, paid, flows[cid].sure, flows[cid].unsure)
+
+
+@pytest.mark.parametrize("lost", ["the fold", "ingrid's answer"])
+def test_a_fold_whose_connection_drops_goes_again_instead_of_on_chain(lost: str) -> None:
+    """The link to ingrid drops under alice's fold (before it reaches her, or with her
+    countersignature on the way back) and comes back: the fold goes again once ingrid's Sync
+    is in (or that Sync shows it signed), and alice's ledger stays open, unlocked, with the
+    virtual channel's outcome in it (it used to go on-chain at once)."""
+    clock = Clock()
+    net = Net(clock, latency=0.001)
+    timing = {"response_timeout": 2.0, "request_timeout": 1.0}
+    alice, bob = side(net, **timing), side(net, **timing)  # type: ignore[arg-type]
+    ingrid = side(net, intermediary=IntermediaryConfig(True, 3.0), **timing)  # type: ignore[arg-type]
+    la = open_channel(net, alice, ingrid, 5 * ETHER, 5 * ETHER)
+    open_channel(net, bob, ingrid, 5 * ETHER, 5 * ETHER)
+    for n, user in enumerate((alice, bob, ingrid)):
+        answering(user, clock, random.Random(n))
+    vid = _run(clock, alice.client.open_channel(VirtualOpenRequest(
+        bob.address, ingrid.address, (ETH,), ((2 * ETHER, 0),), 60))).channel_id
+    _run(clock, alice.client.send(vid, ((ETH, 7),)))
+    alice.client.close(vid).addErrback(lambda _: None)
+    watched, cut = (alice, ingrid) if lost == "the fold" else (ingrid, alice)
+    for _ in range(20_000):
+        clock.advance(0.0005)
+        if any(isinstance(msg, VirtualFold if lost == "the fold" else UpdateAccept)
+               and peer == cut.address for peer, msg in watched.links.sent):
+            break
+    net.cut(cut.address)
+    clock.callLater(0.2, net.mend, cut.address)
+    for _ in range(10_000):
+        clock.advance(0.001)
+
+    assert [user.chain.asked for user in (alice, bob, ingrid)] == [[], [], []]
+    assert alice.client.channels[vid].phase is Phase.CLOSED
+    ledger = alice.client.channels[la]
+    assert ledger.phase is Phase.OPEN and ledger.current == ingrid.client.channels[la].current
+    assert ledger.latest.locked == () and ledger.latest.balances == ((5 * ETHER - 7,
+                                                                      5 * ETHER + 7),)
