@@ -197,7 +197,7 @@ class ChannelClient(TimingKnobs):
             or self._duties.funding_error(cid))
         self._closing = Closing(channels=self.channels, final=lambda cid: self.send(cid, (), True),
                                 apply=self._apply, closed_later=self._outcomes.closed_later,
-                                refusal=self._close_refusal)
+                                refusal=self._close_refusal, folds_done=self._virtual.folds_done)
         self.paid_out = self._outcomes.paid_out
         self.credited = self._outcomes.credited
         self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {

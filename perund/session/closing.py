@@ -51,12 +51,15 @@ class Closing:
                  final: Callable[[ChannelID], Deferred[Channel]],
                  apply: Callable[[ChannelID, Change, bool], None],
                  closed_later: Callable[[ChannelID], Deferred[Channel]],
-                 refusal: Callable[[ChannelID], None]) -> None:
+                 refusal: Callable[[ChannelID], None],
+                 folds_done: Callable[[ChannelID], Deferred[None] | None] = lambda _: None,
+                 ) -> None:
         self._channels = channels
         self._final = final
         self._apply = apply
         self._closed_later = closed_later
         self._refusal = refusal
+        self._folds_done = folds_done
 
     def _channel(self, channel_id: ChannelID) -> Channel:
         channel = self._channels.get(channel_id)
@@ -69,6 +72,11 @@ class Closing:
         """Close cooperatively if possible, else through a dispute; the channel once closed."""
         channel = self._channel(channel_id)
         closed = self._closed_later(channel_id)
+        folding = self._folds_done(channel_id)
+        if folding is not None:
+            # A virtual channel it funds is closed but for its fold: that ends first.
+            await folding
+            channel = self._channels[channel_id]
         if channel.phase in (Phase.OPEN, Phase.UPDATING) and not channel.latest.is_final:
             await self._cooperatively(channel_id)
             channel = self._channels[channel_id]

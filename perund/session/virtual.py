@@ -153,6 +153,8 @@ class Virtuals:
         """Virtual channels whose lock went out (a failure then closes them)."""
         self._refolds: dict[ChannelID, int] = {}
         """Virtual channels whose fold went again after its connection dropped: how often."""
+        self._fold_waits: dict[ChannelID, list[Deferred[None]]] = {}
+        """Ledgers whose close waits for their final virtual channels to fold."""
         self._awaiting: dict[ChannelID, ev.Conclude] = {}
         """Parents whose conclusion waits for a virtual channel to be registered."""
         self._lock_errors: dict[ChannelID, PerundError] = {}
@@ -190,8 +192,9 @@ class Virtuals:
                 "the virtual channel is not open yet: it opens once our lock is signed, or "
                 "closes by itself if it cannot be", channel_id=_hex(channel_id),
                 phase=channel.phase.value)
+        folding = self._folding(channel_id)
         funded = [vid for vid in self._children.get(channel_id, ())
-                  if self._holds_funds(vid, channel_id)]
+                  if self._holds_funds(vid, channel_id) and vid not in folding]
         if funded:
             raise FailedPrecondition(
                 "this channel funds open virtual channels: close them first",
@@ -199,12 +202,35 @@ class Virtuals:
         # The locks of virtual channels we are no party of (we are their intermediary): a
         # final state locks nothing, so a close would take the ledger, and with it those
         # channels, on-chain with the oldest state we hold of them.
-        others = [] if channel is None or is_virtual(channel) else list(self._locks(channel))
+        others = [] if channel is None or is_virtual(channel) else [
+            vid for vid in self._locks(channel) if vid not in folding]
         if others:
             raise FailedPrecondition(
                 "this channel funds virtual channels we are the intermediary of: it can close "
                 "cooperatively once they are closed", channel_id=_hex(channel_id),
                 virtual_channels=[_hex(vid) for vid in others])
+
+    def _folding(self, ledger_id: ChannelID) -> list[ChannelID]:
+        """The virtual channels of ours that ledger `ledger_id` still locks although their
+        final state is signed: their folds are under way (or go again once the intermediary
+        is back), and end with the lock gone or the ledger on-chain."""
+        ledger = self._channels.get(ledger_id)
+        if ledger is None or ledger.phase not in (Phase.OPEN, Phase.UPDATING):
+            return []
+        locked = self._locks(ledger)
+        return [vid for vid in self._children.get(ledger_id, ())
+                if vid in locked and (child := self._channels.get(vid)) is not None
+                and child.phase is Phase.CLOSING and child.latest.is_final]
+
+    def folds_done(self, ledger_id: ChannelID) -> Deferred[None] | None:
+        """None if ledger `ledger_id` has no fold under way (`_folding`), else a Deferred
+        firing once it has none: a close of the ledger waits for it instead of being refused
+        for a virtual channel that is closed already but for its fold."""
+        if not self._folding(ledger_id):
+            return None
+        waiting: Deferred[None] = Deferred()
+        self._fold_waits.setdefault(ledger_id, []).append(waiting)
+        return waiting
 
     def _holds_funds(self, vid: ChannelID, parent_id: ChannelID) -> bool:
         """Whether virtual channel `vid` may be funded by its parent: it is locked in the
@@ -490,6 +516,9 @@ class Virtuals:
     def changed(self, before: Channel, after: Channel) -> None:
         """After every transition of one of our channels: a ledger's virtual channels follow
         it; a virtual channel registered on-chain takes its ledger on-chain."""
+        if after.channel_id in self._fold_waits and not self._folding(after.channel_id):
+            for waiting in self._fold_waits.pop(after.channel_id):
+                waiting.callback(None)
         children = self._children.get(after.channel_id)
         if children:
             for vid in list(children):

@@ -147,12 +147,16 @@ def test_a_virtual_channel_among_ledger_payments_stays_off_chain_and_adds_up(see
         assert flows[cid].explains(paid), (cid == la, paid, flows[cid].sure, flows[cid].unsure)
 
 
+@pytest.mark.parametrize("close_ledger", [False, True])
 @pytest.mark.parametrize("lost", ["the fold", "ingrid's answer"])
-def test_a_fold_whose_connection_drops_goes_again_instead_of_on_chain(lost: str) -> None:
+def test_a_fold_whose_connection_drops_goes_again_instead_of_on_chain(
+        lost: str, close_ledger: bool) -> None:
     """The link to ingrid drops under alice's fold (before it reaches her, or with her
     countersignature on the way back) and comes back: the fold goes again once ingrid's Sync
     is in (or that Sync shows it signed), and alice's ledger stays open, unlocked, with the
-    virtual channel's outcome in it (it used to go on-chain at once)."""
+    virtual channel's outcome in it (it used to go on-chain at once). A close of that ledger
+    asked for meanwhile waits for the fold, then closes cooperatively (it was refused: "funds
+    open virtual channels")."""
     clock = Clock()
     net = Net(clock, latency=0.001)
     timing = {"response_timeout": 2.0, "request_timeout": 1.0}
@@ -165,20 +169,31 @@ def test_a_fold_whose_connection_drops_goes_again_instead_of_on_chain(lost: str)
     vid = _run(clock, alice.client.open_channel(VirtualOpenRequest(
         bob.address, ingrid.address, (ETH,), ((2 * ETHER, 0),), 60))).channel_id
     _run(clock, alice.client.send(vid, ((ETH, 7),)))
-    alice.client.close(vid).addErrback(lambda _: None)
     watched, cut = (alice, ingrid) if lost == "the fold" else (ingrid, alice)
+    before = len(watched.links.sent)
+    alice.client.close(vid).addErrback(lambda _: None)
     for _ in range(20_000):
         clock.advance(0.0005)
-        if any(isinstance(msg, VirtualFold if lost == "the fold" else UpdateAccept)
-               and peer == cut.address for peer, msg in watched.links.sent):
+        if any(isinstance(msg, VirtualFold) if lost == "the fold" else
+               isinstance(msg, UpdateAccept) and msg.channel_id == la
+               for peer, msg in watched.links.sent[before:] if peer == cut.address):
             break
+    assert alice.client.channels[vid].latest.is_final
     net.cut(cut.address)
     clock.callLater(0.2, net.mend, cut.address)
+    if close_ledger:
+        clock.advance(0.001)
+        alice.client.close(la).addErrback(lambda _: None)
     for _ in range(10_000):
         clock.advance(0.001)
 
-    assert [user.chain.asked for user in (alice, bob, ingrid)] == [[], [], []]
     assert alice.client.channels[vid].phase is Phase.CLOSED
+    if close_ledger:
+        [conclude] = alice.chain.asked
+        assert isinstance(conclude, ev.ConcludeFinal) and conclude.state.locked == ()
+        assert conclude.state.balances == ((5 * ETHER - 7, 5 * ETHER + 7),)
+        return
+    assert [user.chain.asked for user in (alice, bob, ingrid)] == [[], [], []]
     ledger = alice.client.channels[la]
     assert ledger.phase is Phase.OPEN and ledger.current == ingrid.client.channels[la].current
     assert ledger.latest.locked == () and ledger.latest.balances == ((5 * ETHER - 7,
