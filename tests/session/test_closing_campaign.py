@@ -34,11 +34,12 @@ from perund.channel.phases import Phase
 from perund.channel.records import Channel, SignedState
 from perund.channel.types import ETH, ChannelID
 from perund.errors import PeerRejected, PeerRequestTimedOut
-from perund.session.notices import Notice, UpdateNotice
+from perund.session.notices import Notice, ProposalNotice, UpdateNotice
 from perund.wire.messages import Sync
 
 from .fakes import Net, Side, open_channel, side
 from .hostile import bad_signature, next_state
+from .test_hostile_campaign import explained
 
 STEPS = 60
 
@@ -74,9 +75,13 @@ class Ledger:
 
 
 def answering(user: Side, clock: Clock, rng: random.Random) -> None:
-    """`user` answers every question soon: a close yes, anything else yes or no at random."""
+    """`user` answers every question soon: a proposal and a close yes, anything else yes or
+    no at random."""
     def answer(notice: Notice) -> None:
-        if isinstance(notice, UpdateNotice):
+        if isinstance(notice, ProposalNotice):
+            clock.callLater(rng.random() * 0.005, user.client.respond_proposal,
+                            notice.proposal.proposal_id, True)
+        elif isinstance(notice, UpdateNotice):
             yes = notice.kind is ev.UpdateKind.FINAL or rng.random() < 0.7
             clock.callLater(rng.random() * 0.01, respond, notice, yes)
 
@@ -85,19 +90,6 @@ def answering(user: Side, clock: Clock, rng: random.Random) -> None:
                                    yes).addErrback(lambda _: None)
 
     user.client.observers.append(answer)
-
-
-def explained(amount: int, maybe: list[int]) -> bool:
-    """Whether some of `maybe`, each at most once, add up to `amount`."""
-    def sums(part: list[int]) -> set[int]:
-        found = {0}
-        for value in part:
-            found |= {total + value for total in found}
-        return found
-
-    half = len(maybe) // 2
-    right = sums(maybe[half:])
-    return any(amount - total in right for total in sums(maybe[:half]))
 
 
 def slipped_sync(rng: random.Random, seen: list[SignedState], alice: Side, bob: Side,
@@ -115,17 +107,23 @@ def slipped_sync(rng: random.Random, seen: list[SignedState], alice: Side, bob: 
     return Sync(robbed, (key.sign_state(robbed), bad_signature()))
 
 
-@pytest.mark.parametrize("seed", [*range(1, 201), 145, 153])  # 145, 153, 36: see above
-def test_a_close_among_payments_and_slipped_syncs_stays_cooperative(seed: int) -> None:
-    rng = random.Random(seed)
+def _pair(seed: int) -> tuple[Clock, Net, Side, Side, ChannelID]:
+    """alice and bob on a fake clock, a channel open between them, both users answering."""
     clock = Clock()
     net = Net(clock, latency=0.0005)
     timing = {"response_timeout": 2.0, "request_timeout": 1.0}
     alice, bob = side(net, **timing), side(net, **timing)  # type: ignore[arg-type]
     cid = open_channel(net, alice, bob)
-    start = bob.client.channels[cid].latest
     for user in (alice, bob):
         answering(user, clock, random.Random(seed + 1000 * (user is bob)))
+    return clock, net, alice, bob, cid
+
+
+@pytest.mark.parametrize("seed", [*range(1, 201), 145, 153])  # 145, 153, 36: see above
+def test_a_close_among_payments_and_slipped_syncs_stays_cooperative(seed: int) -> None:
+    rng = random.Random(seed)
+    clock, _, alice, bob, cid = _pair(seed)
+    start = bob.client.channels[cid].latest
     closer = rng.choice((alice, bob))
     close_at = rng.randrange(STEPS // 4, STEPS)
     ledger, seen = Ledger(), []
@@ -185,14 +183,8 @@ def test_a_close_through_lost_connections_ends_with_the_right_money(seed: int) -
     ends with (the newest state either side registers, concludes or would refute with) holds
     all the money and what bob gained is explained by what the users were told."""
     rng = random.Random(seed)
-    clock = Clock()
-    net = Net(clock, latency=0.0005)
-    timing = {"response_timeout": 2.0, "request_timeout": 1.0}
-    alice, bob = side(net, **timing), side(net, **timing)  # type: ignore[arg-type]
-    cid = open_channel(net, alice, bob)
+    clock, net, alice, bob, cid = _pair(seed)
     start = bob.client.channels[cid].latest
-    for user in (alice, bob):
-        answering(user, clock, random.Random(seed + 1000 * (user is bob)))
     closer = rng.choice((alice, bob))
     close_at = rng.randrange(STEPS // 4, STEPS)
     ledger, seen = Ledger(), []

@@ -29,11 +29,11 @@ from perund.channel.types import ETH, ChannelID
 from perund.channel.virtual_opening import VirtualOpenRequest
 from perund.errors import PeerRejected, PeerRequestTimedOut
 from perund.session.config import IntermediaryConfig
-from perund.session.notices import Notice, ProposalNotice, UpdateNotice
 from perund.wire.messages import UpdateAccept, VirtualFold
 
 from .fakes import ETHER, Net, Side, open_channel, result, side
-from .test_closing_campaign import explained
+from .test_closing_campaign import answering
+from .test_hostile_campaign import explained
 
 STEPS = 80
 
@@ -67,23 +67,6 @@ class Flows:
         return explained(moved - self.sure, self.unsure)
 
 
-def answering(user: Side, clock: Clock, rng: random.Random) -> None:
-    """`user` answers soon: a proposal and a close yes, a request yes or no at random."""
-    def answer(notice: Notice) -> None:
-        if isinstance(notice, ProposalNotice):
-            clock.callLater(rng.random() * 0.005, user.client.respond_proposal,
-                            notice.proposal.proposal_id, True)
-        elif isinstance(notice, UpdateNotice):
-            yes = notice.kind is ev.UpdateKind.FINAL or rng.random() < 0.7
-            clock.callLater(rng.random() * 0.01, respond, notice, yes)
-
-    def respond(notice: UpdateNotice, yes: bool) -> None:
-        user.client.respond_update(notice.channel.channel_id, notice.update_id,
-                                   yes).addErrback(lambda _: None)
-
-    user.client.observers.append(answer)
-
-
 def _run(clock: Clock, until: Deferred[Channel]) -> Channel:
     for _ in range(5_000):
         if until.called:
@@ -92,11 +75,12 @@ def _run(clock: Clock, until: Deferred[Channel]) -> Channel:
     return result(until)
 
 
-@pytest.mark.parametrize("seed", range(1, 31))
-def test_a_virtual_channel_among_ledger_payments_stays_off_chain_and_adds_up(seed: int) -> None:
-    rng = random.Random(seed)
+def _hub(seed: int, latency: float, bobs: int) -> tuple[
+        Clock, Net, tuple[Side, Side, Side], tuple[ChannelID, ChannelID, ChannelID]]:
+    """alice and bob with a ledger channel each with ingrid (5 ETH a side) and a virtual
+    channel through her (alice 2 ETH, bob `bobs`), every user answering."""
     clock = Clock()
-    net = Net(clock, latency=0.0005)
+    net = Net(clock, latency=latency)
     timing = {"response_timeout": 2.0, "request_timeout": 1.0}
     alice, bob = side(net, **timing), side(net, **timing)  # type: ignore[arg-type]
     ingrid = side(net, intermediary=IntermediaryConfig(True, 3.0), **timing)  # type: ignore[arg-type]
@@ -105,7 +89,14 @@ def test_a_virtual_channel_among_ledger_payments_stays_off_chain_and_adds_up(see
     for n, user in enumerate((alice, bob, ingrid)):
         answering(user, clock, random.Random(seed * 10 + n))
     vid = _run(clock, alice.client.open_channel(VirtualOpenRequest(
-        bob.address, ingrid.address, (ETH,), ((2 * ETHER, ETHER),), 60))).channel_id
+        bob.address, ingrid.address, (ETH,), ((2 * ETHER, bobs),), 60))).channel_id
+    return clock, net, (alice, bob, ingrid), (la, lb, vid)
+
+
+@pytest.mark.parametrize("seed", range(1, 31))
+def test_a_virtual_channel_among_ledger_payments_stays_off_chain_and_adds_up(seed: int) -> None:
+    rng = random.Random(seed)
+    clock, _, (alice, bob, ingrid), (la, lb, vid) = _hub(seed, 0.0005, ETHER)
     for _ in range(100):  # bob's lock too
         clock.advance(0.001)
     start = {cid: user.client.channels[cid].latest for user, cid in ((alice, la), (bob, lb))}
@@ -157,17 +148,7 @@ def test_a_fold_whose_connection_drops_goes_again_instead_of_on_chain(
     virtual channel's outcome in it (it used to go on-chain at once). A close of that ledger
     asked for meanwhile waits for the fold, then closes cooperatively (it was refused: "funds
     open virtual channels")."""
-    clock = Clock()
-    net = Net(clock, latency=0.001)
-    timing = {"response_timeout": 2.0, "request_timeout": 1.0}
-    alice, bob = side(net, **timing), side(net, **timing)  # type: ignore[arg-type]
-    ingrid = side(net, intermediary=IntermediaryConfig(True, 3.0), **timing)  # type: ignore[arg-type]
-    la = open_channel(net, alice, ingrid, 5 * ETHER, 5 * ETHER)
-    open_channel(net, bob, ingrid, 5 * ETHER, 5 * ETHER)
-    for n, user in enumerate((alice, bob, ingrid)):
-        answering(user, clock, random.Random(n))
-    vid = _run(clock, alice.client.open_channel(VirtualOpenRequest(
-        bob.address, ingrid.address, (ETH,), ((2 * ETHER, 0),), 60))).channel_id
+    clock, net, (alice, bob, ingrid), (la, _, vid) = _hub(0, 0.001, 0)
     _run(clock, alice.client.send(vid, ((ETH, 7),)))
     watched, cut = (alice, ingrid) if lost == "the fold" else (ingrid, alice)
     before = len(watched.links.sent)
