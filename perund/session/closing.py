@@ -42,6 +42,11 @@ def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 
 
+def _settling(channel: Channel) -> bool:
+    """Whether the channel is past taking a final update: final already, or settling."""
+    return channel.latest.is_final or channel.phase not in (Phase.OPEN, Phase.UPDATING)
+
+
 class Closing:
     """Closes channels for our user (module doc). `final(channel_id)` sends the final update
     (the send queue), `apply` feeds the user's ForceClose, `closed_later` waits for the
@@ -52,8 +57,7 @@ class Closing:
                  apply: Callable[[ChannelID, Change, bool], None],
                  closed_later: Callable[[ChannelID], Deferred[Channel]],
                  refusal: Callable[[ChannelID], None],
-                 folds_done: Callable[[ChannelID], Deferred[None] | None] = lambda _: None,
-                 ) -> None:
+                 folds_done: Callable[[ChannelID], Deferred[None] | None]) -> None:
         self._channels = channels
         self._final = final
         self._apply = apply
@@ -77,10 +81,9 @@ class Closing:
             # A virtual channel it funds is closed but for its fold: that ends first.
             await folding
             channel = self._channels[channel_id]
-        if channel.phase in (Phase.OPEN, Phase.UPDATING) and not channel.latest.is_final:
+        if not _settling(channel):
             await self._cooperatively(channel_id)
-            channel = self._channels[channel_id]
-            if channel.phase in (Phase.OPEN, Phase.UPDATING) and not channel.latest.is_final:
+            if not _settling(self._channels[channel_id]):
                 # Refused or unanswered, or it never left (the peer is unreachable): register
                 # ourselves. (The core registers a refused final update by itself.)
                 self._apply(channel_id, ForceClose(), True)
@@ -96,8 +99,7 @@ class Closing:
                 await self._final(channel_id)
                 return
             except PeerDisconnected as exc:
-                channel = self._channels[channel_id]
-                if channel.latest.is_final or channel.phase not in (Phase.OPEN, Phase.UPDATING):
+                if _settling(self._channels[channel_id]):
                     return  # the peer's Sync brought the final state: it concludes
                 if reconnection == RECONNECTIONS:
                     why: Exception = exc
@@ -109,9 +111,7 @@ class Closing:
                 why = exc
                 break
             except FailedPrecondition as exc:
-                channel = self._channels[channel_id]
-                if reconnection and (channel.latest.is_final
-                                     or channel.phase not in (Phase.OPEN, Phase.UPDATING)):
+                if reconnection and _settling(self._channels[channel_id]):
                     return  # settling already: the peer's Sync brought the final state
                 # A lock signed while our final update waited in the line: the ledger funds a
                 # virtual channel now, and a dispute would take that one on-chain too.

@@ -620,6 +620,17 @@ def test_kill_9_with_fsyncs_on_their_thread_loses_nothing_acknowledged(tmp_path:
     assert other in [renamed(v, 1) for v in values[acknowledged:] if v.current is not None]
 
 
+def _holding_version_1(tmp_path: Path, clock: Clock) -> tuple[SessionStore, Channel]:
+    """A store holding version 1 of a channel durably, and the channel (at version 0)."""
+    s = SessionStore(tmp_path / "store", clock)
+    alice, _ = make_pair()
+    s.put(at_version(alice, 1))
+    d = s.flush()
+    clock.advance(0)
+    assert _fired(d) == [None]
+    return s, alice
+
+
 def test_a_disk_too_full_for_the_room_ahead_fails_the_commit_before_its_records(
     tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -627,12 +638,7 @@ def test_a_disk_too_full_for_the_room_ahead_fails_the_commit_before_its_records(
     fails before any record of it is written, as a refused append did, and the next open has
     everything before it."""
     monkeypatch.setattr(datalog, "ROOM", 64)
-    s = SessionStore(tmp_path / "store", clock)
-    alice, _ = make_pair()
-    s.put(at_version(alice, 1))
-    d = s.flush()
-    clock.advance(0)
-    assert _fired(d) == [None]
+    s, alice = _holding_version_1(tmp_path, clock)
     real_write, writes = os.pwrite, []
 
     def full(fd: int, data: Any, at: int) -> int:
@@ -662,12 +668,7 @@ def test_a_disk_that_fills_inside_a_commits_write_fails_it_and_the_next_open_rep
     """The commit's one write lands in part (a short write), then the disk is full: the commit
     fails, its waiter and every later write with it, and the next open cuts the torn record and
     keeps every whole one before it (never acknowledged, but signed by both: harmless)."""
-    s = SessionStore(tmp_path / "store", clock)
-    alice, _ = make_pair()
-    s.put(at_version(alice, 1))
-    d = s.flush()
-    clock.advance(0)
-    assert _fired(d) == [None]
+    s, alice = _holding_version_1(tmp_path, clock)
     real_write, writes = os.pwrite, []
 
     def filling(fd: int, data: Any, at: int) -> int:
