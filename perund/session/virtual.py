@@ -12,8 +12,12 @@ Rules, stated once:
   queue); the channel opens for a party once its own lock is fully signed (`Funded`), and
   closes (`LockFailed`) when that lock cannot become fully signed any more;
 - **closing**: a final virtual state is folded into the ledger (`FoldParent`); once the fold is
-  fully signed the virtual channel is closed (`Concluded`). A fold the intermediary refuses or
-  never answers is settled on-chain: the ledger is disputed with the final state;
+  fully signed the virtual channel is closed (`Concluded`). A fold that met a passing failure
+  (the intermediary away or silent, or holding it in vain for the other party's fold) goes
+  again: at once after a dropped connection (`REFOLDS` times), else after a pause, for
+  `FOLD_PATIENCE` seconds (a close of the ledger cuts a pause short and ends the patience).
+  A fold the intermediary refuses as wrong, or failing past that, is settled on-chain: the
+  ledger is disputed with the final state;
 - **disputes**: a virtual channel's `Register` goes through our ledger (`registerVirtualState`),
   a ledger state with locks registers each of its virtual channels, and its `Conclude` waits
   until each is registered and frozen (`concludeParentState`). Once a virtual channel of ours
@@ -27,7 +31,7 @@ The intermediary's side (matching locks and folds, its records) is `perund.sessi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from twisted.internet.base import DelayedCall
@@ -92,7 +96,23 @@ def _hex(data: bytes) -> str:
 
 
 REFOLDS: Final = 3
-"""How often a fold goes again after its connection dropped (`Virtual._fold_again`)."""
+"""How often a fold goes again after its connection dropped (`Virtuals._fold_again`)."""
+
+FOLD_PATIENCE: Final = 300.0
+"""Seconds, from its first passing failure (`_passing`), a fold goes on going again
+(`Virtuals._fold_later`)."""
+
+FOLD_PAUSE_MAX: Final = 4.0
+"""The longest pause before such a fold goes again. Below the intermediary's default lock
+window (10 s): two parties pausing by turns still meet within one window."""
+
+
+def _passing(error: BaseException | None) -> bool:
+    """Whether a fold's failure may pass if it goes again: the intermediary was away, did not
+    answer in time, or held it in vain for the other party's fold (not: refused it as wrong)."""
+    if isinstance(error, PeerRequestTimedOut):  # PeerUnreachable and PeerDisconnected too
+        return True
+    return isinstance(error, PeerRejected) and error.data.get("reason") == ev.Reason.NO_MATCH.value
 
 
 def _pending_proof(parent: Channel, vid: ChannelID) -> bool:
@@ -106,6 +126,18 @@ def _pending_proof(parent: Channel, vid: ChannelID) -> bool:
         if (vid in before) != (vid in locks_of(staged.state)):
             return True
     return False
+
+
+@dataclass(slots=True)
+class _FoldPause:
+    """A fold going again after a pause (`Virtuals._fold_later`): since when, how often, and
+    the call that sends it."""
+
+    since: float
+    tries: int = 0
+    hurried: bool = False
+    """A close of the ledger waits: the fold goes once more at once, and no more after it."""
+    timer: DelayedCall | None = None
 
 
 class Virtuals:
@@ -153,6 +185,8 @@ class Virtuals:
         """Virtual channels whose lock went out (a failure then closes them)."""
         self._refolds: dict[ChannelID, int] = {}
         """Virtual channels whose fold went again after its connection dropped: how often."""
+        self._fold_pauses: dict[ChannelID, _FoldPause] = {}
+        """Virtual channels whose fold goes again after a pause (`_fold_later`)."""
         self._fold_waits: dict[ChannelID, list[Deferred[None]]] = {}
         """Ledgers whose close waits for their final virtual channels to fold."""
         self._awaiting: dict[ChannelID, ev.Conclude] = {}
@@ -170,11 +204,15 @@ class Virtuals:
 
     def stop(self) -> None:
         """Cancel the waits for version 0 (a channel still proposing closes at the next
-        start)."""
+        start) and the folds' pauses (the next start folds again)."""
         for wait in self._v0_waits.values():
             if wait.active():
                 wait.cancel()
         self._v0_waits.clear()
+        for pause in self._fold_pauses.values():
+            if pause.timer is not None and pause.timer.active():
+                pause.timer.cancel()
+        self._fold_pauses.clear()
 
     def lock_error(self, channel_id: ChannelID) -> PerundError | None:
         """Why a virtual channel's lock failed, for the user waiting for it to open (once)."""
@@ -226,8 +264,11 @@ class Virtuals:
         """None if ledger `ledger_id` has no fold under way (`_folding`), else a Deferred
         firing once it has none: a close of the ledger waits for it instead of being refused
         for a virtual channel that is closed already but for its fold."""
-        if not self._folding(ledger_id):
+        folding = self._folding(ledger_id)
+        if not folding:
             return None
+        for vid in folding:
+            self._hurry(vid)
         waiting: Deferred[None] = Deferred()
         self._fold_waits.setdefault(ledger_id, []).append(waiting)
         return waiting
@@ -413,14 +454,19 @@ class Virtuals:
             return
         if self._reconcile(vid, parent):
             return  # done already (a restart, a sync)
-        self._locking.add(vid)
         self._tried.add(vid)
+        self._send_proof(vid, parent_id, proof)
+
+    def _send_proof(self, vid: ChannelID, parent_id: ChannelID, proof: VirtualProof) -> None:
+        """Send our lock or fold of `vid` through the ledger's send queue."""
+        self._locking.add(vid)
         sent = self._sends.send(parent_id, (), False, proof=proof)
         sent.addCallbacks(self._sent, self._not_sent, callbackArgs=(vid, parent_id),
                           errbackArgs=(vid, parent_id, proof))
 
     def _sent(self, _: Channel, vid: ChannelID, parent_id: ChannelID) -> None:
         self._locking.discard(vid)
+        self._fold_pauses.pop(vid, None)
         parent = self._channels.get(parent_id)
         if parent is not None:
             self._reconcile(vid, parent)
@@ -442,9 +488,9 @@ class Virtuals:
                 peer=_hex(parent.peer), timeout=0))
             return
         if proof.is_fold:
-            if isinstance(failure.value, PeerDisconnected) and self._fold_again(
-                    vid, parent, proof):
+            if self._fold_again(vid, parent, proof, failure.value):
                 return
+            self._fold_pauses.pop(vid, None)
             # Also when the fold's fate is unknown: waiting for a sync would wait forever for
             # an intermediary that stays away, and the ledger cannot close meanwhile. Our
             # latest ledger state still holds the lock, and the final state settles it; if the
@@ -463,25 +509,67 @@ class Virtuals:
                 self._lock_errors[vid] = failure.value
             self._apply(vid, LockFailed(why))
 
-    def _fold_again(self, vid: ChannelID, parent: Channel, proof: VirtualProof) -> bool:
-        """Send a fold whose connection dropped once more (at most `REFOLDS` times), rather
-        than take the ledger on-chain for a link that may come back at once: the send queue
-        waits for the intermediary's Sync, which shows whether it signed the fold (then the
-        fold is refused as moot, and the lock is gone: `_reconcile` ends the channel), and
-        fails if the intermediary stays away (then the ledger goes on-chain as before).
-        Whether it went again."""
-        tries = self._refolds.get(vid, 0)
-        if tries >= REFOLDS or parent.phase not in (Phase.OPEN, Phase.UPDATING) \
-                or vid not in self._locks(parent):
+    def _fold_again(self, vid: ChannelID, parent: Channel, proof: VirtualProof,
+                    error: BaseException | None) -> bool:
+        """Send a fold that met a passing failure (`_passing`) once more, rather than take the
+        ledger on-chain for an intermediary that may be back soon: after a dropped connection at
+        once (`REFOLDS` times), else later (`_fold_later`). Whenever its fate is unknown, the
+        send queue first waits for the intermediary's answer or Sync, which shows whether she
+        signed it (then the fold is refused as moot, and `_reconcile` ends the channel).
+        Whether it goes again."""
+        if parent.phase not in (Phase.OPEN, Phase.UPDATING) or vid not in self._locks(parent):
             return False
-        self._refolds[vid] = tries + 1
-        log.info("virtual channel {vid}: the connection to the intermediary dropped under "
-                 "its fold; folding again once it is back", vid=_hex(vid))
-        self._locking.add(vid)
-        sent = self._sends.send(parent.channel_id, (), False, proof=proof)
-        sent.addCallbacks(self._sent, self._not_sent, callbackArgs=(vid, parent.channel_id),
-                          errbackArgs=(vid, parent.channel_id, proof))
+        tries = self._refolds.get(vid, 0)
+        if isinstance(error, PeerDisconnected) and tries < REFOLDS:
+            self._refolds[vid] = tries + 1
+            log.info("virtual channel {vid}: the connection to the intermediary dropped under "
+                     "its fold; folding again once it is back", vid=_hex(vid))
+            self._send_proof(vid, parent.channel_id, proof)
+            return True
+        return _passing(error) and self._fold_later(vid, parent.channel_id, proof, error)
+
+    def _fold_later(self, vid: ChannelID, parent_id: ChannelID, proof: VirtualProof,
+                    error: BaseException | None) -> bool:
+        """Send the fold again after a pause growing to `FOLD_PAUSE_MAX`, for `FOLD_PATIENCE`
+        seconds from its first passing failure (unless a close of the ledger ended the
+        patience: `_hurry`). Whether it will."""
+        now = self._reactor.seconds()
+        pause = self._fold_pauses.setdefault(vid, _FoldPause(now))
+        if pause.hurried or now - pause.since >= FOLD_PATIENCE:
+            return False
+        pause.tries += 1
+        delay = min(FOLD_PAUSE_MAX, 0.5 * 2 ** pause.tries)
+        log.info("virtual channel {vid}: the intermediary did not fold it ({why}); folding "
+                 "again in {delay} s", vid=_hex(vid), why=getattr(error, "message", error),
+                 delay=delay)
+        self._locking.add(vid)  # under way: a fold asked for meanwhile is this one
+        pause.timer = self._reactor.callLater(delay, self._fold_now, vid, parent_id, proof)
         return True
+
+    def _hurry(self, vid: ChannelID) -> None:
+        """A close of the ledger waits for this fold: a paused one goes now, for the last
+        time (if it fails, the ledger goes on-chain, which is the close)."""
+        pause = self._fold_pauses.get(vid)
+        if pause is None:
+            return
+        pause.hurried = True
+        if pause.timer is not None and pause.timer.active():
+            pause.timer.reset(0)
+
+    def _fold_now(self, vid: ChannelID, parent_id: ChannelID, proof: VirtualProof) -> None:
+        pause = self._fold_pauses.get(vid)
+        if pause is not None:
+            pause.timer = None
+        self._locking.discard(vid)
+        parent = self._channels.get(parent_id)
+        if parent is None or self._reconcile(vid, parent) \
+                or parent.phase not in (Phase.OPEN, Phase.UPDATING) \
+                or vid not in self._locks(parent):
+            # Folded meanwhile (a Sync brought it), or the ledger went on-chain: `changed`
+            # follows it.
+            self._fold_pauses.pop(vid, None)
+            return
+        self._send_proof(vid, parent_id, proof)
 
     @staticmethod
     def _locks(parent: Channel) -> Mapping[ChannelID, object]:

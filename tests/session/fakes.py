@@ -4,7 +4,8 @@
 `Net` links clients by address: a message is delivered `latency` seconds of the clock after it
 was sent (0: at the next `clock.advance`, never inside the send; `clock.advance(0)` runs
 everything due until all is quiet); requests time out on the clock; a test takes a peer off the
-net (`net.cut(address)`) and brings it back (`net.mend(address)`). `Chain` funds at once and
+net (`net.cut(address)`) and brings it back (`net.mend(address)`), or cuts one link (`net.sever`,
+`net.heal`). `Chain` funds at once and
 records the settlement transactions asked for. Nothing here stands in for the real TCP path or
 the chain: those keep their own tests (tests/peer, tests/chain, and the loopback tests here).
 """
@@ -64,9 +65,23 @@ class Net:
         self.latency = latency
         self.links: dict[Address, Links] = {}
         self.down: set[Address] = set()
+        self.severed: set[frozenset[Address]] = set()
 
     def reachable(self, a: Address, b: Address) -> bool:
-        return a in self.links and b in self.links and not self.down & {a, b}
+        return a in self.links and b in self.links and not self.down & {a, b} \
+            and frozenset((a, b)) not in self.severed
+
+    def sever(self, a: Address, b: Address) -> None:
+        """The link between `a` and `b` drops, and neither reaches the other until `heal`."""
+        self.severed.add(frozenset((a, b)))
+        self.links[a].drop(b)
+        self.links[b].drop(a)
+
+    def heal(self, a: Address, b: Address) -> None:
+        """`a` and `b` may reach each other again (as after `mend`)."""
+        self.severed.discard(frozenset((a, b)))
+        for links in list(self.links.values()):
+            links.reconnect_kept()
 
     def cut(self, address: Address) -> None:
         """`address` leaves the net: its links drop, and nothing reaches it until `mend`."""

@@ -93,10 +93,11 @@ def _hub(seed: int, latency: float, bobs: int) -> tuple[
     return clock, net, (alice, bob, ingrid), (la, lb, vid)
 
 
-@pytest.mark.parametrize("seed", range(1, 31))
-def test_a_virtual_channel_among_ledger_payments_stays_off_chain_and_adds_up(seed: int) -> None:
+def _campaign(seed: int, ingrid_away: bool) -> None:
+    """The module's run; with `ingrid_away`, now and then ingrid drops off the net for up to
+    50 ms (under folds, locks' answers, ledger payments), and it must stay off-chain too."""
     rng = random.Random(seed)
-    clock, _, (alice, bob, ingrid), (la, lb, vid) = _hub(seed, 0.0005, ETHER)
+    clock, net, (alice, bob, ingrid), (la, lb, vid) = _hub(seed, 0.0005, ETHER)
     for _ in range(100):  # bob's lock too
         clock.advance(0.001)
     start = {cid: user.client.channels[cid].latest for user, cid in ((alice, la), (bob, lb))}
@@ -112,8 +113,11 @@ def test_a_virtual_channel_among_ledger_payments_stays_off_chain_and_adds_up(see
             cid, payer = rng.choice(((vid, alice), (vid, bob), (la, alice), (la, ingrid),
                                      (lb, bob), (lb, ingrid)))
             flows[cid].send(payer, cid, rng.randrange(1, 10**15), rng.random() < 0.2)
-        else:
+        elif roll < 0.9 or not ingrid_away or net.down:
             clock.advance(rng.random() * 0.004)
+        else:
+            net.cut(ingrid.address)
+            clock.callLater(rng.random() * 0.05, net.mend, ingrid.address)
     for _ in range(40_000):
         clock.advance(0.001)
 
@@ -136,6 +140,18 @@ def test_a_virtual_channel_among_ledger_payments_stays_off_chain_and_adds_up(see
         # final state folded back, less what the ledger's own payments gave ingrid.
         paid = start[cid].balances[0][0] + folded - state.balances[0][0]
         assert flows[cid].explains(paid), (cid == la, paid, flows[cid].sure, flows[cid].unsure)
+
+
+@pytest.mark.parametrize("seed", range(1, 31))
+def test_a_virtual_channel_among_ledger_payments_stays_off_chain_and_adds_up(seed: int) -> None:
+    _campaign(seed, ingrid_away=False)
+
+
+@pytest.mark.parametrize("seed", range(1, 31))
+def test_an_intermediary_away_now_and_then_costs_no_on_chain_close(seed: int) -> None:
+    """Her absence under a fold (unreachable, or her answer to the other party's fold held
+    in vain for the match) makes the fold go again later, not the ledgers go on-chain."""
+    _campaign(seed, ingrid_away=True)
 
 
 @pytest.mark.parametrize("close_ledger", [False, True])
