@@ -14,10 +14,8 @@ Rules, stated once:
 - **closing**: a final virtual state is folded into the ledger (`FoldParent`); once the fold is
   fully signed the virtual channel is closed (`Concluded`). A fold that met a passing failure
   (the intermediary away or silent, or holding it in vain for the other party's fold) goes
-  again: at once after a dropped connection (`REFOLDS` times), else after a pause, for
-  `FOLD_PATIENCE` seconds (a close of the ledger cuts a pause short and ends the patience).
-  A fold the intermediary refuses as wrong, or failing past that, is settled on-chain: the
-  ledger is disputed with the final state;
+  again for a while (`perund.session.fold_retries`); one the intermediary refuses as wrong, or
+  failing past that, is settled on-chain: the ledger is disputed with the final state;
 - **disputes**: a virtual channel's `Register` goes through our ledger (`registerVirtualState`),
   a ledger state with locks registers each of its virtual channels, and its `Conclude` waits
   until each is registered and frozen (`concludeParentState`). Once a virtual channel of ours
@@ -31,8 +29,8 @@ The intermediary's side (matching locks and folds, its records) is `perund.sessi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Final
+from dataclasses import replace
+from typing import Any
 
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
@@ -67,7 +65,6 @@ from perund.channel.virtual_opening import (
 )
 from perund.errors import (
     FailedPrecondition,
-    PeerDisconnected,
     PeerProtocolError,
     PeerRejected,
     PeerRequestTimedOut,
@@ -75,6 +72,7 @@ from perund.errors import (
 )
 from perund.session.chain_check import AssetLabel, default_label
 from perund.session.fees import FeeBook
+from perund.session.fold_retries import FoldRetries
 from perund.session.ports import PeerLinks, undelivered
 from perund.session.questions import IncomingProposal, Questions
 from perund.session.sending import SendQueue
@@ -95,26 +93,6 @@ def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 
 
-REFOLDS: Final = 3
-"""How often a fold goes again after its connection dropped (`Virtuals._fold_again`)."""
-
-FOLD_PATIENCE: Final = 300.0
-"""Seconds, from its first passing failure (`_passing`), a fold goes on going again
-(`Virtuals._fold_later`)."""
-
-FOLD_PAUSE_MAX: Final = 4.0
-"""The longest pause before such a fold goes again. Below the intermediary's default lock
-window (10 s): two parties pausing by turns still meet within one window."""
-
-
-def _passing(error: BaseException | None) -> bool:
-    """Whether a fold's failure may pass if it goes again: the intermediary was away, did not
-    answer in time, or held it in vain for the other party's fold (not: refused it as wrong)."""
-    if isinstance(error, PeerRequestTimedOut):  # PeerUnreachable and PeerDisconnected too
-        return True
-    return isinstance(error, PeerRejected) and error.data.get("reason") == ev.Reason.NO_MATCH.value
-
-
 def _pending_proof(parent: Channel, vid: ChannelID) -> bool:
     """Whether our update of `parent` that locks or folds `vid` is in flight or of unknown fate
     (it may still become fully signed)."""
@@ -126,18 +104,6 @@ def _pending_proof(parent: Channel, vid: ChannelID) -> bool:
         if (vid in before) != (vid in locks_of(staged.state)):
             return True
     return False
-
-
-@dataclass(slots=True)
-class _FoldPause:
-    """A fold going again after a pause (`Virtuals._fold_later`): since when, how often, and
-    the call that sends it."""
-
-    since: float
-    tries: int = 0
-    hurried: bool = False
-    """A close of the ledger waits: the fold goes once more at once, and no more after it."""
-    timer: DelayedCall | None = None
 
 
 class Virtuals:
@@ -183,10 +149,10 @@ class Virtuals:
         """Virtual channels whose lock or fold is queued or in flight in the send queue."""
         self._tried: set[ChannelID] = set()
         """Virtual channels whose lock went out (a failure then closes them)."""
-        self._refolds: dict[ChannelID, int] = {}
-        """Virtual channels whose fold went again after its connection dropped: how often."""
-        self._fold_pauses: dict[ChannelID, _FoldPause] = {}
-        """Virtual channels whose fold goes again after a pause (`_fold_later`)."""
+        self._retries = FoldRetries(reactor, self._fold_now)
+        """Folds that failed and go again."""
+        self._folds_asked: set[ChannelID] = set()
+        """Virtual channels whose fold the core asked for (`FoldParent`) since the start."""
         self._fold_waits: dict[ChannelID, list[Deferred[None]]] = {}
         """Ledgers whose close waits for their final virtual channels to fold."""
         self._awaiting: dict[ChannelID, ev.Conclude] = {}
@@ -209,10 +175,7 @@ class Virtuals:
             if wait.active():
                 wait.cancel()
         self._v0_waits.clear()
-        for pause in self._fold_pauses.values():
-            if pause.timer is not None and pause.timer.active():
-                pause.timer.cancel()
-        self._fold_pauses.clear()
+        self._retries.stop()
 
     def lock_error(self, channel_id: ChannelID) -> PerundError | None:
         """Why a virtual channel's lock failed, for the user waiting for it to open (once)."""
@@ -268,7 +231,7 @@ class Virtuals:
         if not folding:
             return None
         for vid in folding:
-            self._hurry(vid)
+            self._retries.hurry(vid)
         waiting: Deferred[None] = Deferred()
         self._fold_waits.setdefault(ledger_id, []).append(waiting)
         return waiting
@@ -447,7 +410,9 @@ class Virtuals:
         if parent is None:
             self._apply(vid, LockFailed("our ledger channel is gone"))
             return
-        if vid in self._locking or _pending_proof(parent, vid):
+        if proof.is_fold:
+            self._folds_asked.add(vid)
+        if vid in self._locking or self._retries.pausing(vid) or _pending_proof(parent, vid):
             # What is under way ends in `changed`; a lock or fold of unknown fate found at a
             # restart went out before it, so a sync without it ends the channel's funding.
             self._tried.add(vid)
@@ -466,7 +431,7 @@ class Virtuals:
 
     def _sent(self, _: Channel, vid: ChannelID, parent_id: ChannelID) -> None:
         self._locking.discard(vid)
-        self._fold_pauses.pop(vid, None)
+        self._retries.forget(vid)
         parent = self._channels.get(parent_id)
         if parent is not None:
             self._reconcile(vid, parent)
@@ -488,10 +453,11 @@ class Virtuals:
                 peer=_hex(parent.peer), timeout=0))
             return
         if proof.is_fold:
-            if self._fold_again(vid, parent, proof, failure.value):
+            if parent.phase in (Phase.OPEN, Phase.UPDATING) and vid in self._locks(parent) \
+                    and self._retries.again(vid, parent_id, proof, failure.value):
                 return
-            self._fold_pauses.pop(vid, None)
-            # Also when the fold's fate is unknown: waiting for a sync would wait forever for
+            self._retries.forget(vid)
+            # Also when the fold's fate is still unknown: waiting on would wait forever for
             # an intermediary that stays away, and the ledger cannot close meanwhile. Our
             # latest ledger state still holds the lock, and the final state settles it; if the
             # intermediary did sign the fold, its folded state pays the same.
@@ -509,67 +475,32 @@ class Virtuals:
                 self._lock_errors[vid] = failure.value
             self._apply(vid, LockFailed(why))
 
-    def _fold_again(self, vid: ChannelID, parent: Channel, proof: VirtualProof,
-                    error: BaseException | None) -> bool:
-        """Send a fold that met a passing failure (`_passing`) once more, rather than take the
-        ledger on-chain for an intermediary that may be back soon: after a dropped connection at
-        once (`REFOLDS` times), else later (`_fold_later`). Whenever its fate is unknown, the
-        send queue first waits for the intermediary's answer or Sync, which shows whether she
-        signed it (then the fold is refused as moot, and `_reconcile` ends the channel).
-        Whether it goes again."""
-        if parent.phase not in (Phase.OPEN, Phase.UPDATING) or vid not in self._locks(parent):
-            return False
-        tries = self._refolds.get(vid, 0)
-        if isinstance(error, PeerDisconnected) and tries < REFOLDS:
-            self._refolds[vid] = tries + 1
-            log.info("virtual channel {vid}: the connection to the intermediary dropped under "
-                     "its fold; folding again once it is back", vid=_hex(vid))
-            self._send_proof(vid, parent.channel_id, proof)
-            return True
-        return _passing(error) and self._fold_later(vid, parent.channel_id, proof, error)
-
-    def _fold_later(self, vid: ChannelID, parent_id: ChannelID, proof: VirtualProof,
-                    error: BaseException | None) -> bool:
-        """Send the fold again after a pause growing to `FOLD_PAUSE_MAX`, for `FOLD_PATIENCE`
-        seconds from its first passing failure (unless a close of the ledger ended the
-        patience: `_hurry`). Whether it will."""
-        now = self._reactor.seconds()
-        pause = self._fold_pauses.setdefault(vid, _FoldPause(now))
-        if pause.hurried or now - pause.since >= FOLD_PATIENCE:
-            return False
-        pause.tries += 1
-        delay = min(FOLD_PAUSE_MAX, 0.5 * 2 ** pause.tries)
-        log.info("virtual channel {vid}: the intermediary did not fold it ({why}); folding "
-                 "again in {delay} s", vid=_hex(vid), why=getattr(error, "message", error),
-                 delay=delay)
-        self._locking.add(vid)  # under way: a fold asked for meanwhile is this one
-        pause.timer = self._reactor.callLater(delay, self._fold_now, vid, parent_id, proof)
-        return True
-
-    def _hurry(self, vid: ChannelID) -> None:
-        """A close of the ledger waits for this fold: a paused one goes now, for the last
-        time (if it fails, the ledger goes on-chain, which is the close)."""
-        pause = self._fold_pauses.get(vid)
-        if pause is None:
-            return
-        pause.hurried = True
-        if pause.timer is not None and pause.timer.active():
-            pause.timer.reset(0)
-
     def _fold_now(self, vid: ChannelID, parent_id: ChannelID, proof: VirtualProof) -> None:
-        pause = self._fold_pauses.get(vid)
-        if pause is not None:
-            pause.timer = None
-        self._locking.discard(vid)
+        """Send a fold that failed again (`FoldRetries`), unless it is over: folded meanwhile
+        (a Sync brought it), or the ledger went on-chain (`changed` follows either)."""
         parent = self._channels.get(parent_id)
         if parent is None or self._reconcile(vid, parent) \
                 or parent.phase not in (Phase.OPEN, Phase.UPDATING) \
                 or vid not in self._locks(parent):
-            # Folded meanwhile (a Sync brought it), or the ledger went on-chain: `changed`
-            # follows it.
-            self._fold_pauses.pop(vid, None)
+            self._retries.forget(vid)
             return
         self._send_proof(vid, parent_id, proof)
+
+    def _fold_unsigned(self, vid: ChannelID, parent: Channel) -> None:
+        """Send the fold of closing virtual channel `vid` again once its parent shows that
+        our earlier one is not signed and nothing of it is under way: a fold of unknown fate
+        found at a restart (`_through_parent` left it to the intermediary's Sync) that the
+        Sync shows she never got."""
+        channel = self._channels[vid]
+        if channel.phase is Phase.CLOSING and vid in self._folds_asked \
+                and vid not in self._locking \
+                and channel.current is not None and channel.current.state.is_final \
+                and parent.phase in (Phase.OPEN, Phase.UPDATING) and not parent.needs_sync \
+                and vid in self._locks(parent) and not self._retries.pausing(vid) \
+                and not _pending_proof(parent, vid):
+            log.info("virtual channel {vid}: the intermediary does not hold our fold; folding "
+                     "again", vid=_hex(vid))
+            self._send_proof(vid, parent.channel_id, proof_of(channel))
 
     @staticmethod
     def _locks(parent: Channel) -> Mapping[ChannelID, object]:
@@ -610,9 +541,11 @@ class Virtuals:
         children = self._children.get(after.channel_id)
         if children:
             for vid in list(children):
-                self._reconcile(vid, after)
+                if not self._reconcile(vid, after):
+                    self._fold_unsigned(vid, after)
                 if self._channels[vid].phase in TERMINAL:
                     children.discard(vid)
+                    self._folds_asked.discard(vid)
             if after.phase in TERMINAL:
                 self._children.pop(after.channel_id, None)
         if is_virtual(after) and before.phase is Phase.FUNDING \

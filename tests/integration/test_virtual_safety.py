@@ -236,6 +236,12 @@ class Run:
         pending: list[Future[Any]] = []
         for ledger, party in ((self.la, "alice"), (self.lc, "carol")):
             ends = [n for n in (party, "ingrid") if n not in self.down]
+            # An update under way (a fold going again, say) ends first: users close channels
+            # at rest.
+            def at_rest(ledger: str = ledger, ends: list[str] = ends) -> bool:
+                return all(h.phase(n, ledger) != "updating" for n in ends)
+
+            until(at_rest, "the ledger at rest", 30)
             for name in ends:
                 if h.phase(name, ledger) == "open":
                     # Cooperatively when the other end answers, else through a dispute.

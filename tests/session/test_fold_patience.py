@@ -1,10 +1,11 @@
 """A fold that meets a passing failure goes again later instead of taking its ledger on-chain
-(perund/session/virtual.py, `Virtuals._fold_later`; docs/protocol.md, "When someone vanishes
+(perund/session/fold_retries.py; docs/protocol.md, "When someone vanishes
 or cheats"): the intermediary away (no connection), or holding it in vain for the other
 party's fold; for `FOLD_PATIENCE` seconds, or until a close of the ledger cuts it short.
 
 alice and bob hold a virtual channel through ingrid (`test_virtual_campaign._hub`: her lock
-window is 3 s, a request waits 3 s for its answer); alice has paid bob 7 wei in it.
+window is 2 s, shorter than the 3 s a party waits for an answer, as the defaults are); alice
+has paid bob 7 wei in it.
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ from twisted.internet.task import Clock
 from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.channel.types import ETH, ChannelID
-from perund.session import virtual
+from perund.session import fold_retries
+from perund.session.client import ChannelClient
 from perund.session.virtual_onchain import RegisterVirtual
 from perund.wire.messages import UpdateReject, VirtualFold
 
-from .fakes import ETHER, Net, Side
+from .fakes import DEPLOYMENT, ETHER, Links, Net, Side
 from .test_virtual_campaign import _hub, _run
 
 
 def _paid_hub() -> tuple[Clock, Net, tuple[Side, Side, Side], tuple[ChannelID, ChannelID,
                                                                      ChannelID]]:
-    clock, net, users, ids = _hub(0, 0.001, 0)
+    clock, net, users, ids = _hub(0, 0.001, 0, window=2.0)
     alice, _, _ = users
     _run(clock, alice.client.send(ids[2], ((ETH, 7),)))
     return clock, net, users, ids
@@ -85,7 +87,7 @@ def test_a_fold_held_in_vain_for_its_match_goes_again() -> None:
             break
     assert _folds(bob, ingrid) == 1 and _folds(alice, ingrid) == 0
     net.sever(alice.address, ingrid.address)
-    clock.callLater(4.0, net.heal, alice.address, ingrid.address)  # past ingrid's 3 s window
+    clock.callLater(4.0, net.heal, alice.address, ingrid.address)  # past ingrid's window
     _advance(clock, 20.0)
 
     refusals = [msg for peer, msg in ingrid.links.sent
@@ -100,7 +102,7 @@ def test_a_fold_takes_its_ledger_on_chain_once_its_patience_is_over() -> None:
     alice, bob, ingrid = users
     net.cut(ingrid.address)
     alice.client.close(ids[2]).addErrback(lambda _: None)
-    _advance(clock, virtual.FOLD_PATIENCE - 5, step=0.05)
+    _advance(clock, fold_retries.PATIENCE - 5, step=0.05)
     assert [user.chain.asked for user in users] == [[], [], []]
     assert _folds(alice, ingrid) == 0  # never reached her: the net had no link to her
 
@@ -131,3 +133,39 @@ def test_a_close_of_the_ledger_cuts_a_paused_fold_short() -> None:
     assert registration.proof.state.is_final  # the virtual channel's final state
     assert alice.client.channels[ids[0]].phase is not Phase.OPEN
     assert not closing.called  # it ends with the conclusion on-chain
+
+
+def _restarted(net: Net, user: Side) -> Side:
+    """`user`'s node after a crash: off the net, a new client on the same keys and store (a
+    MemoryStore keeps every write, as the data file does for a killed process), back on."""
+    old = user.client
+    net.cut(user.address)
+    old.stop()
+    links = Links(net, user.address)
+    client = ChannelClient(
+        net.clock, signer=old.signer, receiver=old.receiver, peers=links,
+        deployment=DEPLOYMENT, store=old.store, funder=user.chain, settler=user.chain,
+        is_contact=lambda address: address in net.links, response_timeout=2.0,
+        request_timeout=1.0)
+    client.restore()
+    net.mend(user.address)
+    return Side(client, links, user.chain)
+
+
+def test_a_fold_lost_with_a_crash_goes_again_after_the_restart() -> None:
+    """alice's node dies with her fold on the way to ingrid (never delivered). Restarted, she
+    holds a fold of unknown fate; ingrid's Sync shows she never got it, and the fold goes
+    again (it used to wait for good, until bob's refused fold took everything on-chain)."""
+    clock, net, users, ids = _paid_hub()
+    alice, bob, ingrid = users
+    alice.client.close(ids[2]).addErrback(lambda _: None)
+    for _ in range(5_000):
+        clock.advance(0.0002)
+        if _folds(alice, ingrid):
+            break
+    assert _folds(alice, ingrid) == 1
+    alice = _restarted(net, alice)
+    _advance(clock, 20.0)
+
+    assert _folds(alice, ingrid) == 1  # the one sent after the restart
+    _folded_off_chain((alice, bob, ingrid), ids)

@@ -75,15 +75,16 @@ def _run(clock: Clock, until: Deferred[Channel]) -> Channel:
     return result(until)
 
 
-def _hub(seed: int, latency: float, bobs: int) -> tuple[
+def _hub(seed: int, latency: float, bobs: int, window: float = 3.0) -> tuple[
         Clock, Net, tuple[Side, Side, Side], tuple[ChannelID, ChannelID, ChannelID]]:
-    """alice and bob with a ledger channel each with ingrid (5 ETH a side) and a virtual
-    channel through her (alice 2 ETH, bob `bobs`), every user answering."""
+    """alice and bob with a ledger channel each with ingrid (5 ETH a side, her lock window
+    `window` s) and a virtual channel through her (alice 2 ETH, bob `bobs`), every user
+    answering (and waiting 3 s for a peer's answer)."""
     clock = Clock()
     net = Net(clock, latency=latency)
     timing = {"response_timeout": 2.0, "request_timeout": 1.0}
     alice, bob = side(net, **timing), side(net, **timing)  # type: ignore[arg-type]
-    ingrid = side(net, intermediary=IntermediaryConfig(True, 3.0), **timing)  # type: ignore[arg-type]
+    ingrid = side(net, intermediary=IntermediaryConfig(True, window), **timing)  # type: ignore[arg-type]
     la = open_channel(net, alice, ingrid, 5 * ETHER, 5 * ETHER)
     lb = open_channel(net, bob, ingrid, 5 * ETHER, 5 * ETHER)
     for n, user in enumerate((alice, bob, ingrid)):
