@@ -10,9 +10,11 @@ Rules, stated once:
   on-chain;
 - after a dropped connection the fold goes again at once, `REFOLDS` times (the send queue
   first waits for her Sync, which shows whether she signed it); otherwise, and after those,
-  after a pause of 1, 2, then `PAUSE_MAX` seconds, for `PATIENCE` seconds from its first
-  passing failure. Nothing is urgent meanwhile: the virtual channel's final state is signed by
-  both parties, and the ledger's latest state holds the lock, which that state settles;
+  after a pause of 1, 2, then `PAUSE_MAX` seconds, each shortened by a random share of up to
+  half (two parties whose folds keep missing each other's in her window do not keep the same
+  rhythm), for `PATIENCE` seconds from its first passing failure. Nothing is urgent
+  meanwhile: the virtual channel's final state is signed by both parties, and the ledger's
+  latest state holds the lock, which that state settles;
 - `hurry` (a close of the ledger waits for the fold): a pausing fold goes at once, and nothing
   that fails after that goes again;
 - each time the fold is due, `send` is told; it checks that the fold is still wanted.
@@ -20,6 +22,7 @@ Rules, stated once:
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -41,7 +44,7 @@ PATIENCE: Final = 300.0
 
 PAUSE_MAX: Final = 4.0
 """The longest pause before a fold goes again. Below the intermediary's default lock window
-(10 s): two parties pausing by turns still meet within one window."""
+(10 s): two parties pausing by turns meet within one window whatever their rhythm."""
 
 Send = Callable[[ChannelID, ChannelID, VirtualProof], None]
 """Send the fold of a virtual channel (its ID, its parent's, the proof) if still wanted."""
@@ -70,11 +73,13 @@ def _hex(data: bytes) -> str:
 
 
 class FoldRetries:
-    """The folds of one client that failed and go again (module doc), sent with `send`."""
+    """The folds of one client that failed and go again (module doc), sent with `send`;
+    `rng` shortens the pauses (a seeded one in tests)."""
 
-    def __init__(self, reactor: Any, send: Send) -> None:
+    def __init__(self, reactor: Any, send: Send, rng: random.Random | None = None) -> None:
         self._reactor = reactor
         self._send = send
+        self._random = (rng or random.Random()).random
         self._retries: dict[ChannelID, _Retry] = {}
 
     def again(self, vid: ChannelID, parent_id: ChannelID, proof: VirtualProof,
@@ -96,9 +101,9 @@ class FoldRetries:
             self._send(vid, parent_id, proof)
             return True
         retry.pauses += 1
-        delay = min(PAUSE_MAX, 0.5 * 2 ** retry.pauses)
+        delay = min(PAUSE_MAX, 0.5 * 2 ** retry.pauses) * (1 - self._random() / 2)
         log.info("virtual channel {vid}: the intermediary did not fold it ({why}); folding "
-                 "again in {delay} s", vid=_hex(vid), why=getattr(error, "message", error),
+                 "again in {delay:.1f} s", vid=_hex(vid), why=getattr(error, "message", error),
                  delay=delay)
         retry.timer = self._reactor.callLater(delay, self._due, vid, parent_id, proof)
         return True
