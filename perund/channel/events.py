@@ -66,6 +66,7 @@ class Reason(enum.Enum):
     USER_REJECTED = "rejected by the user"
     USER_TIMEOUT = "the user did not answer in time"
     WITHDRAWN = "the peer withdrew its update before our user answered"
+    NEWER_STATE = "the peer holds a newer state"
     # Sync
     STALE = "not a successor of our state"
     CONFLICT = "a different fully signed state of the same version"

@@ -202,7 +202,7 @@ def _adopt(channel: Channel, signed: SignedState, own: bool) -> Result:
             abandoned = channel.abandoned
         else:
             channel, dropped = drop_staged(channel, UpdateFailure.SUPERSEDED,
-                                           "the peer holds a newer state")
+                                           Reason.NEWER_STATE.value)
     source = Source.OWN if own else Source.SYNC
     # The state carries our signature too: count its version as signed.
     new, events = make_current(

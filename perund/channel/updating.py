@@ -278,6 +278,10 @@ def _timed_out(channel: Channel, change: UpdateTimedOut) -> Result:
     return fail_own(channel, UpdateFailure.TIMED_OUT, "no answer from the peer", change.cause)
 
 
+_CURED_BY_PROPOSING_AGAIN: Final = frozenset((Reason.VERSION.value, Reason.NEWER_STATE.value))
+"""Reasons a peer refuses an update of ours for which proposing it again higher is the cure."""
+
+
 def fail_own(channel: Channel, failure: UpdateFailure, reason: str,
               cause: PerundError | None = None) -> Result:
     """Drop our staged update after a reject or a timeout, with what has to follow."""
@@ -290,13 +294,14 @@ def fail_own(channel: Channel, failure: UpdateFailure, reason: str,
         new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED))
         return new, (Persist(new), failed, Closed(channel.channel_id, 0))
     timed_out = failure is UpdateFailure.TIMED_OUT
-    # A final update that collided, or met a version the peer signed already, is proposed
-    # again higher by the send queue like any update: no refusal of the close, no dispute.
+    # A final update that collided, met a version the peer signed already, or a newer state
+    # the peer's Sync brought it, is proposed again higher by the send queue like any update:
+    # no refusal of the close, no dispute.
     # One that got no answer is `abandoned` like any update: the peer may still hold it (it
     # concludes, or its Sync brings it), and whether to propose it again (a lost connection
     # that came back) or to dispute is the shell's (perund.session.closing).
     retried = timed_out or failure is UpdateFailure.COLLISION or \
-        (failure is UpdateFailure.REJECTED and reason == Reason.VERSION.value)
+        (failure is UpdateFailure.REJECTED and reason in _CURED_BY_PROPOSING_AGAIN)
     final = staged.state.is_final and not retried
     new = channel.evolve(
         staged=None,

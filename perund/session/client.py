@@ -195,7 +195,8 @@ class ChannelClient(TimingKnobs):
             links=peers, channels=self.channels, by_peer=self._by_peer, notify=self._notify,
             funding_error=lambda cid: self._virtual.lock_error(cid)
             or self._duties.funding_error(cid))
-        self._closing = Closing(channels=self.channels, final=lambda cid: self.send(cid, (), True),
+        self._closing = Closing(reactor, channels=self.channels,
+                                final=lambda cid: self.send(cid, (), True),
                                 apply=self._apply, closed_later=self._outcomes.closed_later,
                                 refusal=self._close_refusal, folds_done=self._virtual.folds_done)
         self.paid_out = self._outcomes.paid_out

@@ -6,31 +6,40 @@ the peer's awaits an answer), the channel is settled on-chain (`ForceClose`); a 
 funding is settled on-chain at once. A final update whose connection dropped before the answer
 is not unanswered yet: once the peer is back (the send queue waits for its Sync, which also
 tells whether it countersigned), the final update goes again, at most `RECONNECTIONS` times; a
-peer that stays away makes that send fail, and the channel is settled on-chain. A ledger
-channel that funds an open virtual channel does not close at all (FailedPrecondition naming the
+peer that stays away makes that send fail, and the channel is settled on-chain. A virtual
+channel is more patient: its dispute would take both ledgers that fund it on-chain, the
+intermediary's and the peer's too, so while its peer cannot be reached the final update goes
+again after a pause, for as long as a fold waits for the intermediary
+(`fold_retries.PATIENCE`). A ledger channel that funds an open virtual channel does not close
+at all (FailedPrecondition naming the
 virtual channels: they close first). The user is answered once the channel is closed on-chain
 (or its virtual channel folded).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping
-from typing import Final
+from typing import Any, Final
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from perund.channel.changes import Change, ForceClose
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
+from perund.channel.virtual import is_virtual
 from perund.errors import (
     FailedPrecondition,
     PeerDisconnected,
     PeerRejected,
     PeerRequestTimedOut,
+    PeerUnreachable,
     ResourceNotFound,
 )
+from perund.session import fold_retries
 
 log = Logger(namespace="perund.client")
 
@@ -50,14 +59,18 @@ def _settling(channel: Channel) -> bool:
 class Closing:
     """Closes channels for our user (module doc). `final(channel_id)` sends the final update
     (the send queue), `apply` feeds the user's ForceClose, `closed_later` waits for the
-    closure, `refusal` raises when the channel may not close (it funds a virtual channel)."""
+    closure, `refusal` raises when the channel may not close (it funds a virtual channel);
+    `clock` times the pauses, `rng` shortens them (a seeded one in tests)."""
 
-    def __init__(self, *, channels: Mapping[ChannelID, Channel],
+    def __init__(self, clock: Any, *, channels: Mapping[ChannelID, Channel],
                  final: Callable[[ChannelID], Deferred[Channel]],
                  apply: Callable[[ChannelID, Change, bool], None],
                  closed_later: Callable[[ChannelID], Deferred[Channel]],
                  refusal: Callable[[ChannelID], None],
-                 folds_done: Callable[[ChannelID], Deferred[None] | None]) -> None:
+                 folds_done: Callable[[ChannelID], Deferred[None] | None],
+                 rng: random.Random | None = None) -> None:
+        self._clock = clock
+        self._random = (rng or random.Random()).random
         self._channels = channels
         self._final = final
         self._apply = apply
@@ -92,18 +105,37 @@ class Closing:
         return await closed
 
     async def _cooperatively(self, channel_id: ChannelID) -> None:
-        """Send the final update, again after a dropped connection (module doc); logs why it
-        did not get through, if it did not."""
-        for reconnection in range(RECONNECTIONS + 1):
+        """Send the final update, again after a dropped connection, or while a virtual
+        channel's peer is away (module doc); logs why it did not get through, if it did not."""
+        reconnections = pauses = 0
+        away_since: float | None = None
+        while True:
             try:
                 await self._final(channel_id)
                 return
+            except PeerUnreachable as exc:
+                # Nothing was signed: the send queue proposes only once the link is up.
+                now = self._clock.seconds()
+                away_since = now if away_since is None else away_since
+                if not is_virtual(self._channels[channel_id]) \
+                        or now - away_since >= fold_retries.PATIENCE:
+                    why: Exception = exc
+                    break
+                pauses += 1
+                delay = fold_retries.pause_before(pauses, self._random())
+                log.info("virtual channel {channel_id}: the peer cannot be reached ({why}); "
+                         "proposing the final update again in {delay:.1f} s",
+                         channel_id=_hex(channel_id), why=exc, delay=delay)
+                await deferLater(self._clock, delay, lambda: None)
+                if _settling(self._channels[channel_id]):
+                    return  # a Sync or a dispute meanwhile
             except PeerDisconnected as exc:
                 if _settling(self._channels[channel_id]):
                     return  # the peer's Sync brought the final state: it concludes
-                if reconnection == RECONNECTIONS:
-                    why: Exception = exc
+                if reconnections == RECONNECTIONS:
+                    why = exc
                     break
+                reconnections += 1
                 log.info("channel {channel_id}: the connection dropped under the final update "
                          "({why}); proposing it again once the peer is back",
                          channel_id=_hex(channel_id), why=exc)
@@ -111,7 +143,7 @@ class Closing:
                 why = exc
                 break
             except FailedPrecondition as exc:
-                if reconnection and _settling(self._channels[channel_id]):
+                if (reconnections or pauses) and _settling(self._channels[channel_id]):
                     return  # settling already: the peer's Sync brought the final state
                 # A lock signed while our final update waited in the line: the ledger funds a
                 # virtual channel now, and a dispute would take that one on-chain too.

@@ -50,6 +50,12 @@ Send = Callable[[ChannelID, ChannelID, VirtualProof], None]
 """Send the fold of a virtual channel (its ID, its parent's, the proof) if still wanted."""
 
 
+def pause_before(attempt: int, share: float) -> float:
+    """Seconds to wait before going again for the `attempt`-th time (1, 2, then `PAUSE_MAX`),
+    less `share` (0 ≤ share < 1, random) of up to half of it."""
+    return min(PAUSE_MAX, 0.5 * 2.0 ** attempt) * (1 - share / 2)
+
+
 def passing(error: BaseException | None) -> bool:
     """Whether a fold's failure may pass if it goes again (module doc)."""
     if isinstance(error, PeerUnreachable | PeerDisconnected):
@@ -101,7 +107,7 @@ class FoldRetries:
             self._send(vid, parent_id, proof)
             return True
         retry.pauses += 1
-        delay = min(PAUSE_MAX, 0.5 * 2 ** retry.pauses) * (1 - self._random() / 2)
+        delay = pause_before(retry.pauses, self._random())
         log.info("virtual channel {vid}: the intermediary did not fold it ({why}); folding "
                  "again in {delay:.1f} s", vid=_hex(vid), why=getattr(error, "message", error),
                  delay=delay)

@@ -14,7 +14,8 @@ Rules, stated once:
   (`Channel.needs_sync`): what waits goes out once that is resolved, or after
   `request_timeout`, when the core refuses it with the reason;
 - an update refused in a way a higher version cures (both sides proposed at once, or the peer
-  already signed that version) is proposed again, first in its line, at most `RETRIES` times
+  already signed that version), and a final update a newer state took the place of (a Sync
+  brought it to either side), is proposed again, first in its line, at most `RETRIES` times
   (a final update `FINAL_RETRIES`). After a collision the two sides take turns: participant 0
   retries at once and, once its retry ends (countersigned or not), proposes nothing until it
   has taken the peer's next update; participant 1 retries once it has taken participant 0's.
@@ -358,6 +359,11 @@ class SendQueue:
                 else "rejected"
             self._memos.unpaid(self._channels[e.channel_id], proposed, True, status)
         error = self._error_of(e)
+        newer = e.failure is ev.UpdateFailure.SUPERSEDED or e.reason == ev.Reason.NEWER_STATE.value
+        if proposed.is_final and newer and isinstance(error, PerundError):
+            # A newer state took the place of our final update (syncing._adopt, ours or the
+            # peer's, which then refused it): the close is proposed again on top of it.
+            error = _Retry(error)
         if isinstance(error, PeerRejected):
             self._remember_refused(e.channel_id, (proposed,), e.reason)
         done.errback(error)

@@ -429,6 +429,21 @@ def test_our_final_update_above_the_peers_newer_state_is_superseded_without_a_di
                         "the peer holds a newer state") in events
 
 
+def test_our_final_update_the_peer_refused_for_its_newer_state_is_no_dispute() -> None:
+    """The peer took a newer state from our Sync while our final update waited for its answer,
+    and refused the final update for it (`Reason.NEWER_STATE`): like a version refusal, the
+    close is proposed again higher, not taken on-chain (the virtual campaign's seed 1317)."""
+    alice, _ = make_pair()
+    alice1, _ = transition(alice, OwnUpdate(ALICE, (), is_final=True))
+    assert alice1.staged is not None
+    alice2, events = transition(alice1, UpdateRejectReceived(
+        BOB.address, alice.channel_id, alice1.staged.state.version, Reason.NEWER_STATE.value))
+    assert alice2.phase is Phase.OPEN and alice2.staged is None
+    assert not any(isinstance(e, Register) for e in events)
+    assert UpdateFailed(alice.channel_id, alice1.staged.state.version, UpdateFailure.REJECTED,
+                        Reason.NEWER_STATE.value) in events
+
+
 def test_a_fresh_links_sync_resolves_an_update_abandoned_before_though_it_is_above() -> None:
     """An update abandoned on the old connection is resolved by the peer's Sync on the new one,
     even when the state it brings is older: the peer sent it knowing all it got before."""
