@@ -121,10 +121,8 @@ class FoldRetries:
 
     def hurry(self, vid: ChannelID) -> None:
         """A close of the ledger waits for this fold: if it pauses, it goes now; whatever
-        fails after this does not go again."""
-        retry = self._retries.get(vid)
-        if retry is None:
-            return
+        fails after this (also a first attempt still under way) does not go again."""
+        retry = self._retries.setdefault(vid, _Retry(self._reactor.seconds()))
         retry.hurried = True
         if retry.timer is not None and retry.timer.active():
             retry.timer.reset(0)

@@ -127,12 +127,18 @@ async def test_ingrid_gone_the_final_state_is_settled_through_both_ledgers(hub: 
         final = pushes.wait(lambda p: p.get("type") == "final")
         h.call("carol", "channel_respondUpdate", channelId=vid, updateId=final["updateId"],
                accept=True)
-    # The folds go unanswered: each disputes its ledger with the final state.
+    # The folds find nobody, and would go again for minutes (fold_retries.PATIENCE); each user
+    # closes the ledger meanwhile, which disputes it with the final state at once.
+    until(lambda: all(h.channel(n, vid)["phase"] == "closing" for n in ("alice", "carol")),
+          "the virtual channel final at both", 30)
+    ledger_closes = [h.background(h.call, name, "channel_close", channelId=ledger)
+                     for name, ledger in (("alice", la), ("carol", lc))]
     for name, ledger in (("alice", la), ("carol", lc)):
         until(lambda n=name, c=ledger: h.channel(n, c)["phase"] == "disputed",
               f"{name}'s ledger registered", 90)
     h.travel(CHALLENGE + 1)
     assert closing.result(120)["phase"] == "closed"
+    assert [c.result(120)["phase"] for c in ledger_closes] == ["closed", "closed"]
     for name, ledger in (("alice", la), ("carol", lc)):
         until(lambda n=name, c=ledger: h.channel(n, c)["phase"] == "closed",
               f"{name}'s ledger concluded", 90)

@@ -169,3 +169,24 @@ def test_a_fold_lost_with_a_crash_goes_again_after_the_restart() -> None:
 
     assert _folds(alice, ingrid) == 1  # the one sent after the restart
     _folded_off_chain((alice, bob, ingrid), ids)
+
+
+def test_a_close_of_the_ledger_during_the_first_fold_ends_the_patience() -> None:
+    """alice's user closes her ledger while her first fold waits in ingrid's window for bob's,
+    which cannot reach her: when ingrid refuses it for want of a match, it does not go again,
+    and the ledger settles on-chain (the close is what the user asked for)."""
+    clock, net, users, ids = _paid_hub()
+    alice, bob, ingrid = users
+    net.sever(bob.address, ingrid.address)
+    alice.client.close(ids[2]).addErrback(lambda _: None)
+    for _ in range(5_000):
+        clock.advance(0.0002)
+        if _folds(alice, ingrid):
+            break
+    assert _folds(alice, ingrid) == 1 and alice.chain.asked == []
+    alice.client.close(ids[0]).addErrback(lambda _: None)
+    _advance(clock, 5.0)  # past ingrid's window
+
+    assert _folds(alice, ingrid) == 1
+    [registration] = alice.chain.asked
+    assert isinstance(registration, RegisterVirtual) and registration.proof.state.is_final

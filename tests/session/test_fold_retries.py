@@ -115,3 +115,10 @@ def test_a_fold_that_fails_for_good_or_is_over_is_forgotten() -> None:
     retries.stop()
     clock.advance(10)
     assert sent == [] and clock.getDelayedCalls() == []
+
+
+def test_a_fold_hurried_before_its_first_failure_does_not_go_again() -> None:
+    _, sent, retries = _retries()
+    retries.hurry(VID)
+    assert not retries.again(VID, PARENT, PROOF, NO_MATCH)  # type: ignore[arg-type]
+    assert sent == []
