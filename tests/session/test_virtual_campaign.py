@@ -28,10 +28,11 @@ from perund.channel.records import Channel
 from perund.channel.types import ETH, ChannelID
 from perund.channel.virtual_opening import VirtualOpenRequest
 from perund.errors import PeerRejected, PeerRequestTimedOut
+from perund.session.client import ChannelClient
 from perund.session.config import IntermediaryConfig
 from perund.wire.messages import UpdateAccept, VirtualFold
 
-from .fakes import ETHER, Net, Side, open_channel, result, side
+from .fakes import DEPLOYMENT, ETHER, Links, Net, Side, open_channel, result, side
 from .test_closing_campaign import answering
 from .test_hostile_campaign import explained
 
@@ -53,10 +54,15 @@ class Flows:
         sending = user.client.send(channel_id, ((ETH, -amount if ask else amount),))
         self.waiting.append((amount if towards_second else -amount, sending))
 
-    def settle(self) -> None:
+    def settle(self, crashed: bool = False) -> None:
+        """Sort what was sent into sure and unsure; after a crash, a send the crashed node
+        never answered (its update was in flight) is unsure."""
         for moved, sending in self.waiting:
             box: list[Channel | Failure] = []
             sending.addBoth(box.append)
+            if not box and crashed:
+                self.unsure.append(moved)
+                continue
             assert box, "every send has ended"
             if not isinstance(box[0], Failure):
                 self.sure += moved
@@ -94,10 +100,30 @@ def _hub(seed: int, latency: float, bobs: int, window: float = 3.0) -> tuple[
     return clock, net, (alice, bob, ingrid), (la, lb, vid)
 
 
-def _campaign(seed: int, away: str) -> None:
+def _restarted(net: Net, clock: Clock, user: Side, rng: random.Random,
+               intermediary: IntermediaryConfig | None) -> None:
+    """`user`'s node crashes (off the net, its client stopped) and comes back at once: a new
+    client on the same keys and store (a MemoryStore keeps every write, as the data file does
+    for a killed process), its user answering as before, back on the net within 50 ms."""
+    old = user.client
+    net.cut(user.address)
+    old.stop()
+    user.links = Links(net, user.address)
+    user.client = ChannelClient(
+        clock, signer=old.signer, receiver=old.receiver, peers=user.links,
+        deployment=DEPLOYMENT, store=old.store, funder=user.chain, settler=user.chain,
+        is_contact=lambda address: address in net.links, intermediary=intermediary,
+        response_timeout=2.0, request_timeout=1.0)
+    user.client.restore()
+    answering(user, clock, rng)
+    clock.callLater(rng.random() * 0.05, net.mend, user.address)
+
+
+def _campaign(seed: int, away: str, crashes: bool = False) -> None:
     """The module's run; now and then one of `away` ("a": alice, "b": bob, "i": ingrid) drops
     off the net for up to 50 ms (under folds, the virtual channel's final update, ledger
-    payments, answers), and it must stay off-chain too."""
+    payments, answers), or with `crashes` restarts, and it must stay off-chain too. A close
+    that died with its node is asked for again, as its user would."""
     rng = random.Random(seed)
     clock, net, (alice, bob, ingrid), (la, lb, vid) = _hub(seed, 0.0005, ETHER)
     droppable = [user for user, key in ((alice, "a"), (bob, "b"), (ingrid, "i")) if key in away]
@@ -118,15 +144,23 @@ def _campaign(seed: int, away: str) -> None:
             flows[cid].send(payer, cid, rng.randrange(1, 10**15), rng.random() < 0.2)
         elif roll < 0.9 or not droppable or net.down:
             clock.advance(rng.random() * 0.004)
+        elif crashes:
+            gone = rng.choice(droppable)
+            _restarted(net, clock, gone, rng,
+                       IntermediaryConfig(True, 3.0) if gone is ingrid else None)
         else:
-            gone = rng.choice(droppable).address
-            net.cut(gone)
-            clock.callLater(rng.random() * 0.05, net.mend, gone)
-    for _ in range(40_000):
+            gone_address = rng.choice(droppable).address
+            net.cut(gone_address)
+            clock.callLater(rng.random() * 0.05, net.mend, gone_address)
+    for _ in range(20_000):
+        clock.advance(0.001)
+    if crashes and closer.client.channels[vid].phase is Phase.OPEN:
+        closer.client.close(vid).addErrback(lambda _: None)
+    for _ in range(20_000):
         clock.advance(0.001)
 
     for flow in flows.values():
-        flow.settle()
+        flow.settle(crashes)
     assert [user.chain.asked for user in (alice, bob, ingrid)] == [[], [], []]
     final = alice.client.channels[vid]
     assert final.phase is Phase.CLOSED and bob.client.channels[vid].phase is Phase.CLOSED
@@ -164,6 +198,14 @@ def test_anyone_away_now_and_then_costs_no_on_chain_close(seed: int) -> None:
     once the peer is back: closing.py), or whose Sync brings a newer state in place of the
     final update, on either side (seeds 81 and 1317: proposed again on top of it)."""
     _campaign(seed, away="abi")
+
+
+@pytest.mark.parametrize("seed", range(1, 31))
+def test_anyone_restarting_now_and_then_costs_no_on_chain_close(seed: int) -> None:
+    """A crash of any of the three at any moment (a fold or lock of unknown fate, an update
+    in flight, the close itself) and the restart from its store: still everything off-chain
+    and adding up (the close asked for again if it died with its node)."""
+    _campaign(seed, away="abi", crashes=True)
 
 
 @pytest.mark.parametrize("close_ledger", [False, True])
