@@ -32,6 +32,7 @@ Everything runs on the reactor thread; transitions of one channel therefore neve
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -122,6 +123,7 @@ class ChannelClient(TimingKnobs):
         intermediary: IntermediaryConfig | None = None,
         fee_schedule: FeeSchedule | None = None,
         asset_label: AssetLabel = default_label,
+        rng: random.Random | None = None,
     ) -> None:
         # Any: zope interfaces do not type-check as protocols without the mypy-zope plugin.
         self._reactor: Any = reactor
@@ -170,7 +172,7 @@ class ChannelClient(TimingKnobs):
             execute=self._execute, settle=self._duties.settle, is_contact=self._is_contact,
             registrations=self.intermediary.registration, proofs=self.intermediary.proof,
             not_open_yet=lambda cid, error: self._outcomes.not_open_yet(cid, error),
-            fees=self.fees, asset_label=asset_label)
+            fees=self.fees, asset_label=asset_label, rng=rng)
         self._opening = Opening(signer=signer, receiver=receiver, deployment=deployment,
                                 confirm_updates=confirm_updates, links=peers,
                                 timing=self.timing, questions=self._questions,
@@ -195,7 +197,8 @@ class ChannelClient(TimingKnobs):
             links=peers, channels=self.channels, by_peer=self._by_peer, notify=self._notify,
             funding_error=lambda cid: self._virtual.lock_error(cid)
             or self._duties.funding_error(cid))
-        self._closing = Closing(reactor, channels=self.channels,
+        self._closing = Closing(reactor, channels=self.channels, store=self.store,
+                                stopped=lambda: self.stopped, rng=rng,
                                 final=lambda cid: self.send(cid, (), True),
                                 apply=self._apply, closed_later=self._outcomes.closed_later,
                                 refusal=self._close_refusal, folds_done=self._virtual.folds_done)
@@ -269,6 +272,7 @@ class ChannelClient(TimingKnobs):
                 self.peers.disconnect(peer).addErrback(
                     lambda f: log.failure("closing a link for a resync failed", f))
         self._questions.tell_gone(self.channels)
+        self._closing.resume()
         return restored
 
     def release(self, channel_id: ChannelID) -> None:

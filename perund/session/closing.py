@@ -14,10 +14,15 @@ again after a pause, for as long as a fold waits for the intermediary
 at all (FailedPrecondition naming the
 virtual channels: they close first). The user is answered once the channel is closed on-chain
 (or its virtual channel folded).
+
+A close our user asked for is noted in the store (meta `closing:<channel ID hex>`) until it
+ends: a restart meanwhile (a crash, a stop) resumes it (`resume`) instead of leaving the
+channel open with nobody waiting to close it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -25,6 +30,7 @@ from typing import Any, Final
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from perund.channel.changes import Change, ForceClose
 from perund.channel.phases import Phase
@@ -37,14 +43,19 @@ from perund.errors import (
     PeerRejected,
     PeerRequestTimedOut,
     PeerUnreachable,
+    PerundError,
     ResourceNotFound,
 )
 from perund.session import fold_retries
+from perund.storage import ChannelStore
 
 log = Logger(namespace="perund.client")
 
 RECONNECTIONS: Final = 3
 """How often a close proposes its final update again after its connection dropped."""
+
+INTENT: Final = "closing:"
+"""Store meta prefix of the closes under way (module doc)."""
 
 
 def _hex(data: bytes) -> str:
@@ -56,13 +67,21 @@ def _settling(channel: Channel) -> bool:
     return channel.latest.is_final or channel.phase not in (Phase.OPEN, Phase.UPDATING)
 
 
+def _resumed_close_failed(failure: Failure, channel_id: ChannelID) -> None:
+    log.warn("channel {channel_id}: the close resumed after the restart failed: {why}",
+             channel_id=_hex(channel_id), why=failure.getErrorMessage())
+
+
 class Closing:
     """Closes channels for our user (module doc). `final(channel_id)` sends the final update
     (the send queue), `apply` feeds the user's ForceClose, `closed_later` waits for the
     closure, `refusal` raises when the channel may not close (it funds a virtual channel);
-    `clock` times the pauses, `rng` shortens them (a seeded one in tests)."""
+    `store` keeps the closes under way, `stopped` says whether the client stopped (a close
+    cut short by it stays noted); `clock` times the pauses, `rng` shortens them (a seeded
+    one in tests)."""
 
     def __init__(self, clock: Any, *, channels: Mapping[ChannelID, Channel],
+                 store: ChannelStore, stopped: Callable[[], bool],
                  final: Callable[[ChannelID], Deferred[Channel]],
                  apply: Callable[[ChannelID, Change, bool], None],
                  closed_later: Callable[[ChannelID], Deferred[Channel]],
@@ -70,6 +89,8 @@ class Closing:
                  folds_done: Callable[[ChannelID], Deferred[None] | None],
                  rng: random.Random | None = None) -> None:
         self._clock = clock
+        self._store = store
+        self._stopped = stopped
         self._random = (rng or random.Random()).random
         self._channels = channels
         self._final = final
@@ -87,7 +108,38 @@ class Closing:
 
     async def close(self, channel_id: ChannelID) -> Channel:
         """Close cooperatively if possible, else through a dispute; the channel once closed."""
-        channel = self._channel(channel_id)
+        self._channel(channel_id)
+        intent = INTENT + channel_id.hex()
+        self._store.set_meta(intent, b"")
+        try:
+            return await self._close(channel_id)
+        finally:
+            if not self._stopped():
+                # A failed store: the session says so, and the next start resumes the close.
+                with contextlib.suppress(PerundError):
+                    self._store.delete_meta(intent)
+
+    def resume(self) -> list[Deferred[Channel | None]]:
+        """Go on with the closes noted before a restart (module doc); their Deferreds (each
+        logs its failure)."""
+        resumed = []
+        for name in self._store.metas(INTENT):
+            try:
+                channel_id = ChannelID(bytes.fromhex(name[len(INTENT):]))
+            except ValueError:
+                channel_id = ChannelID(b"")
+            channel = self._channels.get(channel_id)
+            if channel is None or channel.phase is Phase.CLOSED:
+                self._store.delete_meta(name)
+                continue
+            log.info("channel {channel_id}: resuming the close asked for before the restart",
+                     channel_id=_hex(channel_id))
+            closing = Deferred.fromCoroutine(self.close(channel_id))
+            resumed.append(closing.addErrback(_resumed_close_failed, channel_id))
+        return resumed
+
+    async def _close(self, channel_id: ChannelID) -> Channel:
+        channel = self._channels[channel_id]
         closed = self._closed_later(channel_id)
         folding = self._folds_done(channel_id)
         if folding is not None:

@@ -28,6 +28,7 @@ The intermediary's side (matching locks and folds, its records) is `perund.sessi
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -123,7 +124,8 @@ class Virtuals:
                  registrations: Callable[[ChannelID], Registration | None],
                  proofs: Callable[[ChannelID], VirtualProof | None],
                  not_open_yet: Callable[[ChannelID, PerundError], None],
-                 fees: FeeBook, asset_label: AssetLabel = default_label) -> None:
+                 fees: FeeBook, asset_label: AssetLabel = default_label,
+                 rng: random.Random | None = None) -> None:
         self._reactor = reactor
         self._signer = signer
         self._fees = fees
@@ -149,7 +151,7 @@ class Virtuals:
         """Virtual channels whose lock or fold is queued or in flight in the send queue."""
         self._tried: set[ChannelID] = set()
         """Virtual channels whose lock went out (a failure then closes them)."""
-        self._retries = FoldRetries(reactor, self._fold_now)
+        self._retries = FoldRetries(reactor, self._fold_now, rng)
         """Folds that failed and go again."""
         self._folds_asked: set[ChannelID] = set()
         """Virtual channels whose fold the core asked for (`FoldParent`) since the start."""

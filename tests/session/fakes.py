@@ -13,6 +13,7 @@ the chain: those keep their own tests (tests/peer, tests/chain, and the loopback
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -298,6 +299,8 @@ def side(net: Net, store: ChannelStore | None = None, chain: Chain | None = None
     signer = Signer(os.urandom(32))
     links = Links(net, signer.address)
     chain = chain or Chain(net.clock)
+    # Pauses of the same lengths on every run, different for each client on the net.
+    options.setdefault("rng", random.Random(len(net.links)))
     client = ChannelClient(
         net.clock, signer=signer, receiver=Address(os.urandom(20)), peers=links,
         deployment=DEPLOYMENT, store=store or MemoryStore(), funder=chain, settler=chain,
@@ -306,6 +309,25 @@ def side(net: Net, store: ChannelStore | None = None, chain: Chain | None = None
     one = Side(client, links, chain)
     client.observers.append(one.notices.append)
     return one
+
+
+def restart(net: Net, user: Side, **options: object) -> None:
+    """`user`'s node crashes and starts again: off the net, its client stopped, a new client
+    (with `options`) on the same keys and store (a MemoryStore keeps every write, as the data
+    file does for a killed process) restored in its place; back on the net once the caller
+    mends it."""
+    old = user.client
+    net.cut(user.address)
+    old.stop()
+    options.setdefault("rng", random.Random(list(net.links).index(user.address) + 1))
+    user.links = Links(net, user.address)
+    user.client = ChannelClient(
+        net.clock, signer=old.signer, receiver=old.receiver, peers=user.links,
+        deployment=DEPLOYMENT, store=old.store, funder=user.chain, settler=user.chain,
+        is_contact=lambda address: address in net.links, **options,  # type: ignore[arg-type]
+    )
+    user.client.observers.append(user.notices.append)
+    user.client.restore()
 
 
 def result(d: Deferred[T]) -> T:

@@ -1,15 +1,19 @@
 """A close whose connection drops under its final update, on a fake clock: once the peer is
 back the close goes on cooperatively (the final update again, or the peer's Sync bringing it
-countersigned); only a peer that stays away makes it a dispute (perund.session.closing)."""
+countersigned); only a peer that stays away makes it a dispute (perund.session.closing). A
+close under way when its node restarts goes on after the restart."""
 
 from __future__ import annotations
 
 from twisted.internet.task import Clock
 
 from perund.channel import events as ev
+from perund.channel.changes import Concluded
+from perund.channel.phases import Phase
+from perund.session.closing import INTENT
 from perund.session.notices import UpdateNotice
 
-from .fakes import Net, Side, open_channel, side
+from .fakes import Net, Side, open_channel, restart, side
 
 
 def _questions(user: Side) -> list[UpdateNotice]:
@@ -78,3 +82,46 @@ def test_a_peer_that_stays_away_gets_the_channel_disputed() -> None:
 
     [register] = alice.chain.asked
     assert isinstance(register, ev.Register) and not register.state.is_final
+
+
+def test_a_close_under_way_when_the_node_restarts_goes_on_after_it() -> None:
+    """alice's node dies while her close waits for bob's user: the restarted node finds the
+    close noted in its store and proposes the final update again (it used to leave the
+    channel open, nobody closing it); once the channel is closed, the note is gone."""
+    clock = Clock()
+    net, alice, bob, cid = _pair(clock)
+    alice.client.close(cid).addErrback(lambda _: None)
+    _run(clock, 0.01)
+    assert len(_questions(bob)) == 1
+    assert list(alice.client.store.metas(INTENT)) == [INTENT + cid.hex()]
+    restart(net, alice, request_timeout=1.0, response_timeout=5.0)
+    net.mend(alice.address)
+    _run(clock, 0.1)
+    [_, again] = _questions(bob)  # the first was withdrawn with the connection
+    bob.client.respond_update(cid, again.update_id, True)
+    _run(clock, 1.0)
+
+    [conclude] = alice.chain.asked
+    assert isinstance(conclude, ev.ConcludeFinal) and conclude.state.is_final
+    alice.client.chain_input(cid, Concluded(conclude.state.version))
+    _run(clock, 0.1)
+    assert alice.client.channels[cid].phase is Phase.CLOSED
+    assert alice.client.store.metas(INTENT) == {}
+
+
+def test_a_close_that_ended_is_not_resumed() -> None:
+    clock = Clock()
+    net, alice, bob, cid = _pair(clock)
+    closing = alice.client.close(cid)
+    _run(clock, 0.01)
+    [question] = _questions(bob)
+    bob.client.respond_update(cid, question.update_id, True)
+    _run(clock, 0.1)
+    [conclude] = alice.chain.asked
+    alice.client.chain_input(cid, Concluded(conclude.state.version))
+    _run(clock, 0.1)
+    assert closing.called and alice.client.store.metas(INTENT) == {}
+    restart(net, alice, request_timeout=1.0, response_timeout=5.0)
+    net.mend(alice.address)
+    _run(clock, 0.5)
+    assert alice.chain.asked == [conclude] and _questions(bob) == [question]

@@ -17,11 +17,10 @@ from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.channel.types import ETH, ChannelID
 from perund.session import fold_retries
-from perund.session.client import ChannelClient
 from perund.session.virtual_onchain import RegisterVirtual
 from perund.wire.messages import UpdateReject, VirtualFold
 
-from .fakes import DEPLOYMENT, ETHER, Links, Net, Side
+from .fakes import ETHER, Net, Side, restart
 from .test_virtual_campaign import _hub, _run
 
 
@@ -135,23 +134,6 @@ def test_a_close_of_the_ledger_cuts_a_paused_fold_short() -> None:
     assert not closing.called  # it ends with the conclusion on-chain
 
 
-def _restarted(net: Net, user: Side) -> Side:
-    """`user`'s node after a crash: off the net, a new client on the same keys and store (a
-    MemoryStore keeps every write, as the data file does for a killed process), back on."""
-    old = user.client
-    net.cut(user.address)
-    old.stop()
-    links = Links(net, user.address)
-    client = ChannelClient(
-        net.clock, signer=old.signer, receiver=old.receiver, peers=links,
-        deployment=DEPLOYMENT, store=old.store, funder=user.chain, settler=user.chain,
-        is_contact=lambda address: address in net.links, response_timeout=2.0,
-        request_timeout=1.0)
-    client.restore()
-    net.mend(user.address)
-    return Side(client, links, user.chain)
-
-
 def test_a_fold_lost_with_a_crash_goes_again_after_the_restart() -> None:
     """alice's node dies with her fold on the way to ingrid (never delivered). Restarted, she
     holds a fold of unknown fate; ingrid's Sync shows she never got it, and the fold goes
@@ -164,7 +146,8 @@ def test_a_fold_lost_with_a_crash_goes_again_after_the_restart() -> None:
         if _folds(alice, ingrid):
             break
     assert _folds(alice, ingrid) == 1
-    alice = _restarted(net, alice)
+    restart(net, alice, response_timeout=2.0, request_timeout=1.0)
+    net.mend(alice.address)
     _advance(clock, 20.0)
 
     assert _folds(alice, ingrid) == 1  # the one sent after the restart
