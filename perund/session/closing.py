@@ -132,6 +132,13 @@ class Closing:
             if channel is None or channel.phase is Phase.CLOSED:
                 self._store.delete_meta(name)
                 continue
+            try:
+                self._refusal(channel_id)
+            except PerundError as exc:
+                log.warn("channel {channel_id}: not resuming the close asked for before the "
+                         "restart: {why}", channel_id=_hex(channel_id), why=exc)
+                self._store.delete_meta(name)
+                continue
             log.info("channel {channel_id}: resuming the close asked for before the restart",
                      channel_id=_hex(channel_id))
             closing = Deferred.fromCoroutine(self.close(channel_id))

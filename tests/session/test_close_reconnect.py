@@ -14,6 +14,7 @@ from perund.session.closing import INTENT
 from perund.session.notices import UpdateNotice
 
 from .fakes import Net, Side, open_channel, restart, side
+from .test_virtual_campaign import _hub
 
 
 def _questions(user: Side) -> list[UpdateNotice]:
@@ -125,3 +126,16 @@ def test_a_close_that_ended_is_not_resumed() -> None:
     net.mend(alice.address)
     _run(clock, 0.5)
     assert alice.chain.asked == [conclude] and _questions(bob) == [question]
+
+
+def test_a_noted_close_the_channel_now_refuses_is_dropped_at_the_restart() -> None:
+    """The note of a close that may no longer go on (here: a ledger funding an open virtual
+    channel) is dropped with a warning at the restart, not resumed at every start."""
+    clock, net, (alice, _, _), (ledger, _, vid) = _hub(0, 0.001, 0)
+    alice.client.store.set_meta(INTENT + ledger.hex(), b"")
+    restart(net, alice, request_timeout=1.0, response_timeout=2.0)
+    net.mend(alice.address)
+    _run(clock, 1.0)
+    assert alice.client.store.metas(INTENT) == {}
+    assert alice.client.channels[ledger].phase is Phase.OPEN
+    assert alice.client.channels[vid].phase is Phase.OPEN
