@@ -11,9 +11,8 @@ channel is more patient: its dispute would take both ledgers that fund it on-cha
 intermediary's and the peer's too, so while its peer cannot be reached the final update goes
 again after a pause, for as long as a fold waits for the intermediary
 (`fold_retries.PATIENCE`). A ledger channel that funds an open virtual channel does not close
-at all (FailedPrecondition naming the
-virtual channels: they close first). The user is answered once the channel is closed on-chain
-(or its virtual channel folded).
+at all (FailedPrecondition naming the virtual channels: they close first). The user is
+answered once the channel is closed on-chain (or its virtual channel folded).
 
 A close our user asked for is noted in the store (meta `closing:<channel ID hex>`) until it
 ends: a restart meanwhile (a crash, a stop) resumes it (`resume`) instead of leaving the

@@ -13,9 +13,10 @@ Rules, stated once:
   closes (`LockFailed`) when that lock cannot become fully signed any more;
 - **closing**: a final virtual state is folded into the ledger (`FoldParent`); once the fold is
   fully signed the virtual channel is closed (`Concluded`). A fold that met a passing failure
-  (the intermediary away or silent, or holding it in vain for the other party's fold) goes
-  again for a while (`perund.session.fold_retries`); one the intermediary refuses as wrong, or
-  failing past that, is settled on-chain: the ledger is disputed with the final state;
+  (the intermediary away, or holding it in vain for the other party's fold) goes again for a
+  while (`perund.session.fold_retries`); one the intermediary refuses as wrong or never
+  answers, or failing past that, is settled on-chain: the ledger is disputed with the final
+  state;
 - **disputes**: a virtual channel's `Register` goes through our ledger (`registerVirtualState`),
   a ledger state with locks registers each of its virtual channels, and its `Conclude` waits
   until each is registered and frozen (`concludeParentState`). Once a virtual channel of ours

@@ -57,6 +57,18 @@ def _folds(user: Side, ingrid: Side) -> int:
                if peer == ingrid.address and isinstance(msg, VirtualFold))
 
 
+def _close_until_folded(clock: Clock, users: tuple[Side, Side, Side], vid: ChannelID,
+                        folder: Side) -> None:
+    """alice closes the virtual channel; the clock runs until `folder` has sent its fold."""
+    alice, _, ingrid = users
+    alice.client.close(vid).addErrback(lambda _: None)
+    for _ in range(10_000):
+        clock.advance(0.0002)
+        if _folds(folder, ingrid):
+            return
+    raise AssertionError("no fold went out")
+
+
 def test_a_fold_that_finds_the_intermediary_away_goes_again_once_she_is_back() -> None:
     clock, net, users, ids = _paid_hub()
     alice, _, ingrid = users
@@ -79,11 +91,7 @@ def test_a_fold_held_in_vain_for_its_match_goes_again() -> None:
     go again, and meet."""
     clock, net, users, ids = _paid_hub()
     alice, bob, ingrid = users
-    alice.client.close(ids[2]).addErrback(lambda _: None)
-    for _ in range(5_000):
-        clock.advance(0.0005)
-        if _folds(bob, ingrid):
-            break
+    _close_until_folded(clock, users, ids[2], bob)
     assert _folds(bob, ingrid) == 1 and _folds(alice, ingrid) == 0
     net.sever(alice.address, ingrid.address)
     clock.callLater(4.0, net.heal, alice.address, ingrid.address)  # past ingrid's window
@@ -140,11 +148,7 @@ def test_a_fold_lost_with_a_crash_goes_again_after_the_restart() -> None:
     again (it used to wait for good, until bob's refused fold took everything on-chain)."""
     clock, net, users, ids = _paid_hub()
     alice, bob, ingrid = users
-    alice.client.close(ids[2]).addErrback(lambda _: None)
-    for _ in range(5_000):
-        clock.advance(0.0002)
-        if _folds(alice, ingrid):
-            break
+    _close_until_folded(clock, users, ids[2], alice)
     assert _folds(alice, ingrid) == 1
     restart(net, alice, response_timeout=2.0, request_timeout=1.0)
     net.mend(alice.address)
@@ -161,11 +165,7 @@ def test_a_close_of_the_ledger_during_the_first_fold_ends_the_patience() -> None
     clock, net, users, ids = _paid_hub()
     alice, bob, ingrid = users
     net.sever(bob.address, ingrid.address)
-    alice.client.close(ids[2]).addErrback(lambda _: None)
-    for _ in range(5_000):
-        clock.advance(0.0002)
-        if _folds(alice, ingrid):
-            break
+    _close_until_folded(clock, users, ids[2], alice)
     assert _folds(alice, ingrid) == 1 and alice.chain.asked == []
     alice.client.close(ids[0]).addErrback(lambda _: None)
     _advance(clock, 5.0)  # past ingrid's window
