@@ -14,9 +14,9 @@ again after a pause, for as long as a fold waits for the intermediary
 at all (FailedPrecondition naming the virtual channels: they close first). The user is
 answered once the channel is closed on-chain (or its virtual channel folded).
 
-A close our user asked for is noted in the store (meta `closing:<channel ID hex>`) until it
-ends: a restart meanwhile (a crash, a stop) resumes it (`resume`) instead of leaving the
-channel open with nobody waiting to close it.
+A close our user asked for is noted in the store (meta `closing:<channel ID hex>`, durable
+before anything goes out) until it ends: a restart meanwhile (a crash, a stop) resumes it
+(`resume`) instead of leaving the channel open with nobody waiting to close it.
 """
 
 from __future__ import annotations
@@ -111,6 +111,10 @@ class Closing:
         intent = INTENT + channel_id.hex()
         self._store.set_meta(intent, b"")
         try:
+            # Durable before the final update leaves: a crash at any later moment resumes.
+            written = self._store.flush()
+            if written is not None:
+                await written
             return await self._close(channel_id)
         finally:
             if not self._stopped():
@@ -146,6 +150,8 @@ class Closing:
 
     async def _close(self, channel_id: ChannelID) -> Channel:
         channel = self._channels[channel_id]
+        if channel.phase is Phase.CLOSED:
+            return channel  # while the note was written
         closed = self._closed_later(channel_id)
         folding = self._folds_done(channel_id)
         if folding is not None:
