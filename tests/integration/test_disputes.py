@@ -9,6 +9,7 @@ test checks the payouts of the contract's `PaidOut` events to the wei.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -211,3 +212,29 @@ async def test_an_unanswered_final_update_closes_through_a_dispute(world: World)
         assert closing.result(60)["phase"] == "closed"
         bob_pushes.wait(lambda p: p.get("type") == "closed" and p["channelId"] == cid)
     await check_payouts(w, cid, alice=wei("0.5"), bob=wei("1.5"))
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_a_close_cut_by_a_kill_goes_on_after_the_restart(world: World) -> None:
+    """alice's node is killed while her close waits for bob's user: the restarted node
+    resumes the close, noted in its store (perund/session/closing.py)."""
+    w = world
+    cid = w.open_channel("1", "1")
+    w.pay("alice", cid, "0.5")                   # alice 0.5, bob 1.5
+    with w.pushes("bob") as bob_pushes:
+        closing = w.background(w.call, "alice", "channel_close", channelId=cid)
+        first = bob_pushes.wait(lambda p: p.get("type") == "final")  # not answered yet
+        w.daemons["alice"].kill()
+        with contextlib.suppress(Exception):
+            closing.result(30)  # the call died with the node
+        w.restart("alice")
+        again = bob_pushes.wait(lambda p: p.get("type") == "final"
+                                and p["updateId"] != first["updateId"], timeout=60)
+        w.call("bob", "channel_respondUpdate", channelId=cid, updateId=again["updateId"],
+               accept=True)
+        until(lambda: w.phase("alice", cid) == "closed", "alice's channel closed", 60)
+        bob_pushes.wait(lambda p: p.get("type") == "closed" and p["channelId"] == cid)
+    assert w.phase("bob", cid) == "closed"
+    await w.check_payouts(cid, wei("0.5"), wei("1.5"))
