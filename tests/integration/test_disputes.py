@@ -1,5 +1,6 @@
 """Disputes end to end (issue #6): two real `twistd perund` daemons on anvil, driven through the
-API, against a peer that cheats, vanishes, never funds or refuses to close.
+API, against a peer that cheats, vanishes, never funds or refuses to close; and a closer whose
+node is killed in the middle of its close.
 
 The cheating peer is a test script holding bob's keys: it keeps a copy of bob's store from an
 earlier state (a restored backup, the classic way to cheat a channel) and registers that old
