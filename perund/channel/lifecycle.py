@@ -112,9 +112,9 @@ def _registered(channel: Channel, change: Registered) -> Result:
     )
     events.insert(0, Persist(new))
     events.append(Disputed(channel.channel_id, change.version, change.timeout))
-    current = new.current
-    if current is not None and current.state.version > change.version:
-        events.append(register_latest(new))
+    refutation = None if new.current is None else register_latest(new)
+    if refutation is not None and refutation.state.version > change.version:
+        events.append(refutation)
     elif change.is_final:
         events.append(Conclude(channel.channel_id, channel.params, state))
     return new, tuple(events)

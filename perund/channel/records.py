@@ -45,7 +45,8 @@ def reservation_for(version: int) -> int:
 class SignedState:
     """A state with both participants' signatures, `signatures[i]` by `participants[i]`.
 
-    Only the core builds these, and only after both signatures verified.
+    Only the core builds these, after verifying both signatures, except the peer's on a payment
+    of ours (see `Channel.checked`).
     """
 
     state: State
@@ -111,6 +112,12 @@ class Channel:
     contract may hold less than the state's total, even nothing, and refunds what it holds; the
     start-up check expects nothing of it (perund.session.chain_check). See `settles_unfunded`.
 
+    `checked`: while the peer's countersignature on `current` is unchecked (a payment of ours on
+    a ledger channel), the latest state whose both signatures were checked; None when `current`
+    itself was checked. Every state after it is an update of ours that raised none of our
+    balances and kept the locks. What goes on-chain is `steps.provable`: `current` if its
+    countersignature verifies, else this (docs/protocol.md, "Verification by interest").
+
     `sync_sent`, `fresh_link` and `resyncing` are transient (reset by `Restored`, `fresh_link`
     also by `StartSync`); `sync_sent` keeps two nodes from answering each other's syncs forever
     (docs/core.md). `confirm_updates`: the user wants to approve even incoming payments.
@@ -133,6 +140,7 @@ class Channel:
     reserved: int = 0
     resyncing: bool = False
     unfunded: bool = False
+    checked: SignedState | None = None
 
     def evolve(
         self,
@@ -149,6 +157,7 @@ class Channel:
         reserved: int | _Keep = KEEP,
         resyncing: bool | _Keep = KEEP,
         unfunded: bool | _Keep = KEEP,
+        checked: SignedState | _Keep | None = KEEP,
     ) -> Channel:
         """This channel with the given fields changed (its identity never changes).
 
@@ -171,6 +180,7 @@ class Channel:
             self.reserved if reserved is KEEP else reserved,
             self.resyncing if resyncing is KEEP else resyncing,
             self.unfunded if unfunded is KEEP else unfunded,
+            self.checked if checked is KEEP else checked,
         )
 
     @property

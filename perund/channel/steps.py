@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from perund.channel.encoding import Signer
+from perund.channel.encoding import Signer, signing_digest
 from perund.channel.events import (
     ConcludeFinal,
     Event,
@@ -24,6 +24,7 @@ from perund.channel.events import (
 )
 from perund.channel.phases import RECEIVES_UPDATES, Phase, advance, at_rest
 from perund.channel.records import Channel, SignedState
+from perund.channel.rules import signed_by
 from perund.channel.types import Address, Params, Signature, State
 from perund.channel.virtual import fold_parent, lock_parent
 from perund.errors import Internal
@@ -99,17 +100,19 @@ def drop_staged(channel: Channel, failure: UpdateFailure,
 
 def make_current(
     channel: Channel, signed: SignedState, source: Source, primary: bool, wait: bool = True,
-    **changes: Any
+    checked: SignedState | None = None, **changes: Any
 ) -> tuple[Channel, list[Event]]:
     """Make a newer fully signed state current; the phase and on-chain duties follow from it.
-    `wait`: the user hears of it only once the write is durable. `changes` are further fields
-    to set in the same copy (this is the hot path)."""
+    `wait`: the user hears of it only once the write is durable. `checked`: the channel's
+    `checked` afterwards (None: both signatures on `signed` were verified). `changes` are
+    further fields to set in the same copy (this is the hot path)."""
     state = signed.state
     phase = channel.phase
     if phase in RECEIVES_UPDATES:
         phase = Phase.CLOSING if state.is_final else at_rest(phase)
     new = channel.evolve(
-        phase=advance(channel.phase, phase), current=signed, staged=None, **changes
+        phase=advance(channel.phase, phase), current=signed, staged=None, checked=checked,
+        **changes
     )
     events: list[Event] = [Persist(new, wait, by_us=source is not Source.PEER),
                            NewState(channel.channel_id, state, source)]
@@ -118,10 +121,22 @@ def make_current(
     return new, events
 
 
-def register_latest(channel: Channel) -> Register:
-    """The on-chain registration of our latest fully signed state."""
+def provable(channel: Channel) -> SignedState:
+    """Our latest state the chain takes: `current`, unless the peer's countersignature on it
+    was left unchecked and does not verify; then `checked`, which pays us at least as much
+    (docs/protocol.md, "Verification by interest")."""
     current = current_of(channel)
-    return Register(channel.channel_id, channel.params, current.state, current.signatures)
+    checked = channel.checked
+    if checked is None or signed_by(signing_digest(current.state),
+                                    current.signatures[channel.peer_index], channel.peer):
+        return current
+    return checked
+
+
+def register_latest(channel: Channel) -> Register:
+    """The on-chain registration of our latest state the chain takes (`provable`)."""
+    best = provable(channel)
+    return Register(channel.channel_id, channel.params, best.state, best.signatures)
 
 
 def fund_event(channel: Channel, state: State) -> Event:
@@ -143,18 +158,21 @@ def settlement(channel: Channel, primary: bool) -> list[Event]:
         if channel.phase is Phase.CLOSING:
             return [fold_parent(channel)]  # a virtual channel settles in its parents
         # A disputed virtual channel: its final state is one more refutation (no shortcut).
-    if channel.phase is Phase.CLOSING or (
-        channel.phase is Phase.DISPUTED
-        # No dispute known while disputed: a reorganisation took it (see `lifecycle._reorganised`).
-        and (channel.dispute is None or current.state.version > channel.dispute.version)
-    ):
+    if channel.phase is Phase.CLOSING:
         return [register_latest(channel)]
+    if channel.phase is Phase.DISPUTED:
+        # No dispute known while disputed: a reorganisation took it (see `lifecycle._reorganised`).
+        registration = register_latest(channel)
+        if channel.dispute is None or registration.state.version > channel.dispute.version:
+            return [registration]
     return []
 
 
 def send_sync(channel: Channel) -> SendSync:
-    """Send the peer our latest fully signed state, naming our update in flight if any."""
-    current = current_of(channel)
+    """Send the peer our latest fully signed state, naming our update in flight if any: the
+    latest it will take (`provable`), since it refuses one whose signature does not verify
+    and would otherwise stay behind."""
+    current = provable(channel)
     staged = channel.staged
     awaiting = staged.state.version if staged is not None and staged.proposer == channel.index \
         else 0

@@ -15,6 +15,7 @@ from perund.channel.encoding import signing_digest
 from perund.channel.events import (
     Conflict,
     Event,
+    NewState,
     Persist,
     Reason,
     Refused,
@@ -27,6 +28,7 @@ from perund.channel.records import Channel, SignedState
 from perund.channel.rules import (
     balance_rules,
     fully_signed,
+    signed_by,
 )
 from perund.channel.steps import (
     NOTHING,
@@ -100,7 +102,8 @@ def _sync_received(channel: Channel, change: SyncReceived) -> Result:
     when both signatures verify and it keeps channel, assets and totals. A half-signed update in
     flight is dropped once the peer's state is known, or completed if the peer holds it fully
     signed. We answer with our own state unless we sent one since the peer last sent us anything
-    but a Sync (which is what keeps two nodes from answering each other forever).
+    but a Sync (which is what keeps two nodes from answering each other forever). An unchecked
+    countersignature on our state is checked first (`_check_current`).
     """
     sender, theirs = change.sender, change.state
     if sender != channel.peer:
@@ -109,6 +112,67 @@ def _sync_received(channel: Channel, change: SyncReceived) -> Result:
         return channel, NOTHING
     if theirs.channel_id != channel.channel_id:
         return refuse(channel, sender, Reason.WRONG_CHANNEL)
+    if channel.checked is None or channel.current is None:
+        return _reconcile(channel, change)
+    checked, checking = _check_current(channel, change)
+    new, events = _reconcile(checked, change)
+    # Every write of a transition carries its final value (what the rest of it did as well).
+    return new, tuple(
+        Persist(new, e.wait, e.write, e.by_us) if isinstance(e, Persist) else e for e in checking
+    ) + events
+
+
+def _check_current(channel: Channel, change: SyncReceived) -> Result:
+    """Check the peer's countersignature on our `current`, left unchecked for a payment of ours
+    (docs/protocol.md, "Verification by interest"), before reconciling: the Sync says which
+    state the peer holds, and a state of ours at or below our current that the peer claims
+    should be one it countersigned. A higher one is for `_reconcile` to adopt or refuse.
+
+    Valid: it is checked now. Not valid: the peer countersigned falsely, and we go back to the
+    state its Sync shows it holds, when that is `checked` or a validly signed one of ours after
+    it: it pays us at least what our current did. The peer's update awaiting our user, made on
+    top of the false state, is withdrawn.
+    """
+    current, checked, theirs = current_of(channel), channel.checked, change.state
+    if checked is None or theirs.version > current.state.version:
+        return channel, NOTHING
+    if signed_by(signing_digest(current.state), current.signatures[channel.peer_index],
+                 channel.peer):
+        new = channel.evolve(checked=None)
+        return new, (Persist(new, False),)
+    fallback = None
+    if theirs.version == checked.state.version:
+        fallback = checked if theirs == checked.state else None
+    elif theirs.version > checked.state.version and balance_rules(checked.state, theirs) is None \
+            and fully_signed(signing_digest(theirs), change.signatures, channel.params):
+        fallback = SignedState(theirs, change.signatures)
+    if fallback is None:
+        # The Sync shows no state of ours that the peer holds (it is older than `checked`,
+        # or not validly signed): falling back to `checked` could drop payments of ours it
+        # does hold, and build on a state it would take for a different one. Ours stays,
+        # unchecked; a dispute registers `checked` (`steps.provable`).
+        return channel, NOTHING
+    version = current.state.version
+    refused = Refused(channel.channel_id, channel.peer, Reason.SIGNATURE,
+                      f"version {version}, countersigned falsely (found at a sync)")
+    if fallback.state == current.state:
+        # The peer does hold it: only its countersignature to us was wrong.
+        new = channel.evolve(current=fallback, checked=None)
+        return new, (refused, Persist(new, False))
+    staged = channel.staged
+    dropped: list[Event] = []
+    if staged is not None and staged.proposer != channel.index:
+        channel, dropped = drop_staged(channel, UpdateFailure.SUPERSEDED,
+                                       "the peer countersigned falsely")
+    # Our Sync since carried the false state, which the peer refuses: it hears this one.
+    new = channel.evolve(current=fallback, checked=None, sync_sent=False)
+    return new, (refused, Persist(new), *dropped,
+                 NewState(channel.channel_id, fallback.state, Source.SYNC))
+
+
+def _reconcile(channel: Channel, change: SyncReceived) -> Result:
+    """`_sync_received` once the Sync is known to be the peer's, for this channel."""
+    sender, theirs = change.sender, change.state
     current = channel.current
     if current is None:
         return _sync_version_zero(channel, change)

@@ -54,7 +54,7 @@ from perund.channel.steps import (
     send_sync,
     settlement,
 )
-from perund.channel.types import UINT64_MAX, Address, Signature, State
+from perund.channel.types import UINT64_MAX, Address, Params, Signature, State
 from perund.channel.virtual import await_match, proof_state
 from perund.channel.virtual import received_rules as virtual_received_rules
 from perund.errors import (
@@ -184,14 +184,13 @@ def _accept_received(channel: Channel, change: UpdateAcceptReceived) -> Result:
         staged, source = abandoned, Source.SYNC
     else:
         source = Source.OWN
-    if not signed_by(staged.digest, change.signature, channel.peer):
-        return refuse(channel, change.sender, Reason.SIGNATURE, f"version {change.version}")
     state = staged.state
-    signed = SignedState(state, ordered(channel, staged.signature, change.signature))
     if state.version == 0:
+        if not signed_by(staged.digest, change.signature, channel.peer):
+            return refuse(channel, change.sender, Reason.SIGNATURE, "version 0")
         new = channel.evolve(
             phase=advance(channel.phase, Phase.FUNDING),
-            current=signed,
+            current=SignedState(state, ordered(channel, staged.signature, change.signature)),
             staged=None,
             sync_sent=False,
         )
@@ -199,11 +198,21 @@ def _accept_received(channel: Channel, change: UpdateAcceptReceived) -> Result:
     # A payment of ours is held by the payee, who countersigned it: our user may hear of it
     # before our own write is durable. A state that benefits us, or a final one, may not; nor
     # a lock or fold of a virtual channel (kept as strict as before: rare, and relied on).
-    current = current_of(channel).state
-    wait = state.is_final or state.locked != current.locked \
-        or raises_balance(current, state, channel.index)
+    previous = current_of(channel)
+    wait = state.is_final or state.locked != previous.state.locked \
+        or raises_balance(previous.state, state, channel.index)
+    checked = None
+    if wait or source is not Source.OWN or type(channel.params) is not Params:
+        if not signed_by(staged.digest, change.signature, channel.peer):
+            return refuse(channel, change.sender, Reason.SIGNATURE, f"version {change.version}")
+    else:
+        # Nor need we check the countersignature of such a payment: only the chain needs it,
+        # and `provable` checks it then (docs/protocol.md, "Verification by interest").
+        checked = previous if channel.checked is None else channel.checked
+    signed = SignedState(state, ordered(channel, staged.signature, change.signature))
     new, events = make_current(
-        channel, signed, source, True, wait, abandoned=None, fresh_link=False, sync_sent=False
+        channel, signed, source, True, wait, checked, abandoned=None, fresh_link=False,
+        sync_sent=False
     )
     return new, tuple(events)
 
@@ -406,6 +415,7 @@ def _accept_peer_update(
     new = channel.evolve(
         phase=advance(channel.phase, phase),
         current=SignedState(state, ordered(channel, ours, theirs)),
+        checked=None,
         staged=None,
         sync_sent=False,
         signed_up_to=max(channel.signed_up_to, version),

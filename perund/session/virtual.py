@@ -47,6 +47,7 @@ from perund.channel.fees import fee_amounts, fee_field, within
 from perund.channel.phases import SETTLING, TERMINAL, Phase
 from perund.channel.proposal import Deployment
 from perund.channel.records import Channel, Staged
+from perund.channel.steps import provable
 from perund.channel.types import (
     Address,
     ChannelID,
@@ -663,9 +664,11 @@ class Virtuals:
 def _parent_state(parent: Channel, vid: ChannelID) -> tuple[State, tuple[Signature, Signature]]\
         | None:
     """The parent state to register a virtual channel through: the registered one when it is
-    at least as new as ours (its signatures are not checked), else our latest, holding the
-    virtual channel's lock either way."""
-    current, dispute = parent.current, parent.dispute
+    at least as new as ours (its signatures are not checked), else our latest the chain takes
+    (`provable`: a payment of ours on the ledger may have left the peer's countersignature
+    unchecked), holding the virtual channel's lock either way."""
+    dispute = parent.dispute
+    current = None if parent.current is None else provable(parent)
     if dispute is not None and vid in locks_of(dispute.state) and (
             current is None or current.state.version <= dispute.version):
         sigs = current.signatures if current is not None and current.state == dispute.state \

@@ -204,6 +204,14 @@ def _e_params(params: Params | VirtualParams) -> tuple[Any, ...]:
     return (*head, *params.receivers)
 
 
+def _e_signed(signed: SignedState, channel_id: bytes) -> tuple[Any, ...]:
+    return (
+        _e_state(signed.state, channel_id),
+        _e_bytes(signed.signatures[0], 65, "signature"),
+        _e_bytes(signed.signatures[1], 65, "signature"),
+    )
+
+
 def encode_channel(channel: Channel) -> bytes:
     """The record value of `channel`'s durable fields."""
     cid = _e_bytes(channel.channel_id, 32, "channel ID")
@@ -217,13 +225,7 @@ def encode_channel(channel: Channel) -> bytes:
         _e_params(params),
         _e_flag(channel.index, "index"),
         PHASE_CODES[channel.phase],
-        None
-        if current is None
-        else (
-            _e_state(current.state, cid),
-            _e_bytes(current.signatures[0], 65, "signature"),
-            _e_bytes(current.signatures[1], 65, "signature"),
-        ),
+        None if current is None else _e_signed(current, cid),
         _e_staged(channel.staged, cid),
         _e_staged(channel.abandoned, cid),
         channel.confirm_updates,
@@ -236,14 +238,17 @@ def encode_channel(channel: Channel) -> bytes:
         ),
         _e_uint64(channel.signed_up_to, "signed_up_to"),
     )
-    if channel.reserved != channel.signed_up_to or channel.unfunded:
+    checked = channel.checked
+    if channel.reserved != channel.signed_up_to or channel.unfunded or checked is not None:
         # Stored only when it differs from `signed_up_to` (or a later field follows), so that
         # records without a reservation keep their bytes (docs/storage.md).
         body = (*body, _e_uint64(channel.reserved, "reserved"))
-    if channel.unfunded:
-        if type(channel.unfunded) is not bool:
-            raise StoreError("unfunded must be a bool")
-        body = (*body, True)
+    if type(channel.unfunded) is not bool:
+        raise StoreError("unfunded must be a bool")
+    if channel.unfunded or checked is not None:
+        body = (*body, channel.unfunded)
+    if checked is not None:
+        body = (*body, _e_signed(checked, cid))
     return _pack(body)
 
 
@@ -355,6 +360,17 @@ def _d_staged(value: object, channel_id: ChannelID, what: str) -> Staged | None:
     )
 
 
+def _d_signed(value: object, channel_id: ChannelID, what: str) -> SignedState:
+    body = _d_tuple(value, 3, what)
+    return SignedState(
+        _d_state(body[0], channel_id, f"{what} state"),
+        (
+            Signature(_d_bytes(body[1], 65, f"{what} signature")),
+            Signature(_d_bytes(body[2], 65, f"{what} signature")),
+        ),
+    )
+
+
 def _d_params(value: object) -> Params | VirtualParams:
     if type(value) is tuple and len(value) == 5:
         parents = _d_tuple(value[4], 2, "parents")
@@ -384,30 +400,30 @@ def decode_channel(value: bytes) -> Channel:
     # reservations, when every write was durable before a signature it records left).
     reserved_field = None
     unfunded = False
-    if type(body) is tuple and len(body) in (11, 12):
+    checked_field: tuple[object] | None = None
+    if type(body) is tuple and len(body) in (11, 12, 13):
         reserved_field = _d_uint64(body[10], "reserved")
-        if len(body) == 12:
+        if len(body) >= 12:
             unfunded = _d_bool(body[11], "unfunded")
+        if len(body) == 13:
+            checked_field = (body[12],)
+        elif unfunded is not True and len(body) == 12:
+            raise StoreCorrupt("a twelfth field is written only for an unfunded channel")
         body = body[:10]
     elif type(body) is not tuple or len(body) != 10:
         raise StoreCorrupt("channel record must be an array of 10 (11 with a reservation, 12 "
-                           "with the unfunded flag)")
+                           "with the unfunded flag, 13 with a checked state)")
     try:
         cid = ChannelID(_d_bytes(body[0], 32, "channel ID"))
         params = _d_params(body[1])
         phase = _PHASES.get(body[3]) if type(body[3]) is int else None
         if phase is None:
             raise StoreCorrupt(f"unknown phase code {body[3]!r}")
-        current = None
-        if body[4] is not None:
-            c = _d_tuple(body[4], 3, "current")
-            current = SignedState(
-                _d_state(c[0], cid, "current state"),
-                (
-                    Signature(_d_bytes(c[1], 65, "current signature")),
-                    Signature(_d_bytes(c[2], 65, "current signature")),
-                ),
-            )
+        current = None if body[4] is None else _d_signed(body[4], cid, "current")
+        checked = None if checked_field is None else _d_signed(checked_field[0], cid, "checked")
+        if checked is not None and (current is None or checked.state.version
+                                    >= current.state.version):
+            raise StoreCorrupt("the checked state must be older than the current one")
         dispute = None
         if body[8] is not None:
             d = _d_tuple(body[8], 3, "dispute")
@@ -440,6 +456,7 @@ def decode_channel(value: bytes) -> Channel:
             signed_up_to=signed_up_to,
             reserved=reserved,
             unfunded=unfunded,
+            checked=checked,
         )
     except (ValueError, TypeError, IndexError) as e:
         # The dataclasses' own checks (participants differ, balances are uint256, ...).

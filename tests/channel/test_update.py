@@ -438,8 +438,10 @@ def test_accept_for_another_version_is_refused() -> None:
 
 
 def test_accept_with_a_bad_countersignature_keeps_the_update_in_flight() -> None:
+    # A request: it raises our balance, so the countersignature is checked (a payment's is
+    # not: tests/channel/test_verification.py).
     alice, _ = make_pair()
-    alice1, _ = pay(alice, 1)
+    alice1, _ = pay(alice, -1)
     assert alice1.staged is not None
     forged = MALLORY.sign_digest(alice1.staged.digest)
     same, events = transition(

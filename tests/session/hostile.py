@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 
 from perund.channel.encoding import Signer
 from perund.channel.records import Channel
+from perund.channel.steps import provable
 from perund.channel.types import Address, ChannelID, Signature, State
 from perund.peer.manager import PeerManager
 from perund.wire.codec import decode, encode
@@ -131,17 +132,22 @@ async def reconnected(a: User, b: User, old: PeerProtocol | None) -> None:
 
 
 async def agreed(a: User, b: User, channel_id: ChannelID) -> State:
-    """Wait until both sides hold the same fully signed state with nothing in flight; it."""
+    """Wait until both sides hold the same fully signed state with nothing in flight; it.
+
+    The state is the one each would register (`provable`): a payer may hold a newer one
+    under a false countersignature of the peer's (docs/protocol.md, "Verification by
+    interest"), which a hostile peer's client need not know of until the next update."""
     def settled() -> bool:
         ca, cb = a.client.channels[channel_id], b.client.channels[channel_id]
         return (
-            ca.current == cb.current
+            ca.current is not None and cb.current is not None
+            and provable(ca) == provable(cb)
             and ca.staged is None and cb.staged is None
             and not ca.needs_sync and not cb.needs_sync
         )
 
     await until(settled, f"{a.name} and {b.name} agree on channel 0x{channel_id.hex()[:8]}")
-    return current_state(a, channel_id)
+    return provable(a.client.channels[channel_id]).state
 
 
 class RawPeer(Protocol):

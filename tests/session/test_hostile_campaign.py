@@ -69,8 +69,16 @@ class Ledger:
         self.waiting.append((amount if to_bob else -amount, by_bob,
                              user.client.send(channel_id, ((ETH, transfer),))))
 
-    def settle(self, moved: int, by_bob: bool, result: Channel | Failure) -> None:
+    def settle(self, moved: int, by_bob: bool, result: Channel | Failure,
+               forged: set[int]) -> None:
         if not isinstance(result, Failure):
+            current = result.current
+            if by_bob and current is not None and current.state.version in forged:
+                # A payment of bob's that alice's forged accept answered: bob does not check
+                # it (docs/protocol.md, "Verification by interest"). Her client may have
+                # countersigned it too, or she may complete it later, or never.
+                self.unsure.append(moved)
+                return
             self.sure += moved
         elif not by_bob or result.check(PeerRequestTimedOut, PeerRejected):
             # alice's own client is told anything (her node is the one misbehaving: what it
@@ -115,6 +123,8 @@ class Mischief:
         self.rng, self.w = rng, w
         self.seen: list[SignedState] = []
         """Fully signed states of the channel bob held, for replays."""
+        self.forged_accepts: set[int] = set()
+        """The versions of bob's updates alice answered with a forged UpdateAccept."""
 
     def note(self) -> None:
         current = self.w.bob.client.channels[self.w.ab].current
@@ -160,6 +170,7 @@ class Mischief:
         staged = w.bob.client.channels[w.ab].staged
         version = staged.state.version if staged is not None else ahead
         # An answer to bob's update in flight (if any) that countersigns nothing.
+        self.forged_accepts.add(version)
         return UpdateAccept(w.ab, version, Signature(bad_signature()))
 
 
@@ -199,7 +210,8 @@ async def test_hostile_messages_between_honest_payments_lose_nothing(
     if link is not None:
         link.abort()
     for moved, by_bob, paying in ledger.waiting:
-        ledger.settle(moved, by_bob, await outcome(paying, "an honest payment ends"))
+        ledger.settle(moved, by_bob, await outcome(paying, "an honest payment ends"),
+                      mischief.forged_accepts)
     await reconnected(alice, bob, link)
 
     final: State = await agreed(alice, bob, w.ab)

@@ -438,7 +438,7 @@ def answer_with_a_bad_countersignature(user: User) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_bad_countersignature_is_refused_and_fails_the_payment(world: World) -> None:
+async def test_a_bad_countersignature_on_a_request_is_refused_and_fails_it(world: World) -> None:
     w, alice, bob = world, world.alice, world.bob
     patient(alice, bob)
     before = bob.client.channels[w.ab]
@@ -446,9 +446,11 @@ async def test_a_bad_countersignature_is_refused_and_fails_the_payment(world: Wo
 
     answer_with_a_bad_countersignature(alice)
     conn = current_connection(bob.peers, alice.client.address)
-    paying = bob.client.send(w.ab, ((ETH, 1),))
-    # No other answer can come on that request: the payment fails at once, not at a timeout.
-    await failed_at_once(paying, "bob's payment fails", connection_lost=False)
+    # A request benefits bob: its countersignature is checked at once (a payment's is not:
+    # the test below).
+    paying = bob.client.send(w.ab, ((ETH, -1),))
+    # No other answer can come on that request: it fails at once, not at a timeout.
+    await failed_at_once(paying, "bob's request fails", connection_lost=False)
     assert refusals(w, alice, Reason.SIGNATURE, mark) == 1
     # Nothing became fully signed.
     assert bob.client.channels[w.ab].current == before.current
@@ -467,11 +469,40 @@ async def test_the_error_of_a_bad_countersignature_says_so(world: World) -> None
     w, alice, bob = world, world.alice, world.bob
     patient(alice, bob)
     answer_with_a_bad_countersignature(alice)
-    failure = await failed_at_once(bob.client.send(w.ab, ((ETH, 1),)), "bob's payment fails",
+    failure = await failed_at_once(bob.client.send(w.ab, ((ETH, -1),)), "bob's request fails",
                                    connection_lost=False)
     await agreed(alice, bob, w.ab)
     message = failure.getErrorMessage()
     assert "signature" in message and "in time" not in message, message
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_payment_countersigned_falsely_is_undone_at_the_next_sync(world: World) -> None:
+    # Bob does not check alice's countersignature on his payment (docs/protocol.md,
+    # "Verification by interest"): his user hears it is paid. Alice never signed it; her Sync
+    # on the next connection shows it, and bob goes back to the state she holds, which pays
+    # him more. She keeps his signature on the payment and may still complete it.
+    w, alice, bob = world, world.alice, world.bob
+    patient(alice, bob)
+    before = bob.client.channels[w.ab]
+    assert before.current is not None
+    mark = w.logs.mark()
+
+    answer_with_a_bad_countersignature(alice)
+    paid = await bob.client.send(w.ab, ((ETH, 1),))
+    assert paid.current is not None and paid.current.state.version > before.version
+    assert paid.checked is not None
+    assert refusals(w, alice, Reason.SIGNATURE, mark) == 0
+
+    conn = current_connection(bob.peers, alice.client.address)
+    conn.transport.abortConnection()
+    await reconnected(alice, bob, conn)
+    assert await agreed(alice, bob, w.ab) == before.current.state
+    assert bob.client.channels[w.ab].checked is None
+    assert refusals(w, alice, Reason.SIGNATURE, mark) == 1
+    assert any(isinstance(n, ChannelNotice) and isinstance(n.event, ev.NewState)
+               and n.event.state == before.current.state for n in bob.notices)
+    await still_serving(w)
 
 
 # -- garbage on an authenticated connection -----------------------------------------------------

@@ -127,10 +127,14 @@ def channels(draw: st.DrawFn) -> Channel:
     alice, bob = _base(draw(st.integers(1, 3)), draw(st.booleans()))
     channel = draw(st.sampled_from((alice, bob)))
     base = channel.latest
-    current = None
+    current = checked = None
     if draw(st.booleans()):
         state = draw(states(base))
         current = SignedState(state, fully_signed_by_both(state))
+        if state.version > 0 and draw(st.booleans()):
+            older = replace(draw(states(base)),
+                            version=draw(st.integers(0, state.version - 1)))
+            checked = SignedState(older, fully_signed_by_both(older))
     return replace(
         channel,
         phase=draw(st.sampled_from(list(Phase))),
@@ -149,6 +153,7 @@ def channels(draw: st.DrawFn) -> Channel:
             | st.builds(Dispute, st.integers(0, UINT64_MAX), st.integers(0, UINT64_MAX),
                         states(base))
         ),
+        checked=checked,
     )
 
 

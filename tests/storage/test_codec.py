@@ -131,8 +131,43 @@ def test_the_unfunded_flag_is_a_twelfth_field_after_the_reservation() -> None:
     for value in (None, 1, "true", b"\x01"):
         with pytest.raises(StoreCorrupt, match="unfunded"):
             decode_channel(_pack([*body[:11], value]))
-    with pytest.raises(StoreCorrupt, match="array of 10"):
+    with pytest.raises(StoreCorrupt, match="checked must be an array of 3"):
         decode_channel(_pack([*body, True]))
+    with pytest.raises(StoreCorrupt, match="array of 10"):
+        decode_channel(_pack([*body, True, True]))
+    with pytest.raises(StoreCorrupt, match="only for an unfunded channel"):
+        decode_channel(_pack([*body[:11], False]))
+
+
+def test_the_checked_state_is_a_thirteenth_field() -> None:
+    """A payer's record while the payee's countersignature on `current` is unchecked
+    (docs/protocol.md, "Verification by interest"): the reservation and the unfunded flag are
+    written out, then `checked` like `current`. Pinned; every other record keeps its bytes."""
+    alice, _bob = make_pair()
+    staged, _ = transition(alice, OwnUpdate(ALICE, ((ETH, 1),), False))
+    assert staged.staged is not None and alice.current is not None
+    paid = replace(staged, staged=None, phase=Phase.OPEN, checked=alice.current,
+                   current=replace(alice.current, state=staged.staged.state))
+    encoded = encode_channel(paid)
+    body = msgpack.unpackb(encoded[1:], raw=False, use_list=False)
+    assert len(body) == 13 and body[9:12] == (1, 1000, False)
+    assert body[12][1:] == alice.current.signatures
+    assert decode_channel(encoded) == paid
+    assert keccak(encoded).hex() == GOLDEN_CHECKED_ALICE
+    assert len(encoded) - len(encode_channel(replace(paid, checked=None))) < 200
+    unfunded = replace(paid, unfunded=True)
+    assert decode_channel(encode_channel(unfunded)) == unfunded
+    for bad, match in (
+        (None, "checked must be an array of 3"),
+        ((body[12][0], b"\x00" * 65), "checked must be an array of 3"),
+        ((body[12][0], body[12][1], b"\x00" * 64), "checked signature must be 65 bytes"),
+        (body[4], "checked state must be older than the current one"),
+    ):
+        with pytest.raises(StoreCorrupt, match=match):
+            decode_channel(_pack([*body[:12], bad]))
+
+
+GOLDEN_CHECKED_ALICE = "3eb15db5d748504d68ed73800c809610f3b77ee46b4bc559a2dcc1d433caad3a"
 
 
 @pytest.mark.parametrize("value", [None, -1, "1000", 1.5, True, b"\x03\xe8"])
@@ -280,7 +315,8 @@ def _pack(body: object) -> bytes:
         (lambda b: b[4][0][3][0].__setitem__(0, b"\x01" * 33), "current state balance must be"),
         (lambda b: b[4].__setitem__(1, b"\x00" * 64), "current signature must be 65 bytes"),
         (lambda b: b.append(None), "reserved must be an int"),
-        (lambda b: b.extend([1, True, None]), "channel record must be an array of 10 \\(11 with"),
+        (lambda b: b.extend([1, True, None, None]),
+         "channel record must be an array of 10 \\(11 with"),
         (lambda b: b.__setitem__(9, -1), "signed_up_to must be an int"),
         (lambda b: b.__setitem__(5, [0, None, b"", b"", b""]), "staged state must be an array"),
     ],
