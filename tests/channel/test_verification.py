@@ -132,7 +132,8 @@ def test_a_dispute_registers_the_unchecked_state_when_it_verifies() -> None:
                                   current.signatures)
 
 
-def registered(channel: Channel, version: int) -> Registered:
+def registered(version: int) -> Registered:
+    """The chain's event for Bob's registration of `version` (its balances do not matter)."""
     return Registered(version, 99, False, ((0, 20 * ETHER),))
 
 
@@ -144,7 +145,7 @@ def test_an_old_registration_is_refuted_with_the_checked_state() -> None:
     assert checked is not None
     for _ in range(3):
         paid, bob, _ = countersigned(paid, bob, ETHER, forged=True)
-    disputed, events = transition(paid, registered(paid, 0))
+    disputed, events = transition(paid, registered(0))
     assert disputed.phase is Phase.DISPUTED
     assert events[-1] == Register(alice.channel_id, alice.params, checked.state,
                                   checked.signatures)
@@ -158,7 +159,7 @@ def test_a_registration_after_the_checked_state_stands_when_ours_does_not_verify
     middle = paid.current
     assert middle is not None
     paid, bob, _ = countersigned(paid, bob, ETHER, forged=True)
-    disputed, events = transition(paid, registered(paid, middle.state.version))
+    disputed, events = transition(paid, registered(middle.state.version))
     assert events[-1] == Disputed(alice.channel_id, middle.state.version, 99)
     assert not any(isinstance(e, Register | Conclude) for e in events)
     # And after a restart, nothing is registered either.
@@ -172,7 +173,7 @@ def test_a_registration_after_the_checked_state_is_refuted_when_ours_verifies() 
     middle = paid.current
     assert middle is not None
     paid, bob, _ = countersigned(paid, bob, ETHER, forged=False)
-    _, events = transition(paid, registered(paid, middle.state.version))
+    _, events = transition(paid, registered(middle.state.version))
     current = paid.current
     assert current is not None
     assert events[-1] == Register(alice.channel_id, alice.params, current.state,
