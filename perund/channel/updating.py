@@ -361,6 +361,11 @@ def _update_received(channel: Channel, change: UpdateReceived) -> Result:
         reason = Reason.VERSION
     else:
         reason = virtual_received_rules(channel, current, state, proof)
+    if reason is Reason.VERSION:
+        # Not above our current: name the version to propose above (our current may be ahead
+        # of the peer's, a payment of ours it countersigned falsely: "Verification by
+        # interest"), as for a version we signed (below).
+        return _version_reject(channel, sender, state)
     if reason is not None:
         return refuse_update(channel, sender, state, reason)
     if channel.needs_sync:

@@ -200,8 +200,15 @@ def test_rule_version_is_above_current(delta: int) -> None:
     alice, bob = make_pair()
     alice, events = pay(alice, 1)
     bob, _ = deliver(bob, events[1], ALICE, BOB)  # version 1
-    state = paid(bob)
-    assert_refused(bob, replace(state, version=1 + delta), Reason.VERSION)
+    low = replace(paid(bob), version=1 + delta)
+    same, events = receive(bob, low)
+    assert same is bob
+    # The reject names the version to propose above (as for one we signed: below).
+    assert events == (
+        Refused(bob.channel_id, ALICE.address, Reason.VERSION, f"version {low.version}"),
+        SendUpdateReject(ALICE.address, low.channel_id, low.version,
+                         f"{Reason.VERSION.value} (signed up to 1)"),
+    )
 
 
 def test_versions_may_skip() -> None:
