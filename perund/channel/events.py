@@ -364,6 +364,9 @@ class Register:
     params: Params | VirtualParams
     state: State
     signatures: tuple[Signature, Signature]
+    unproven: int = 0
+    """Our latest version, when `state` is older because the peer's countersignature on it
+    does not verify (`steps.provable`; the shell says so); 0 otherwise."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,7 +112,10 @@ def _registered(channel: Channel, change: Registered) -> Result:
     )
     events.insert(0, Persist(new))
     events.append(Disputed(channel.channel_id, change.version, change.timeout))
-    refutation = None if new.current is None else register_latest(new)
+    current = new.current
+    # Only a newer state refutes (the provable one may be older than our latest).
+    refutation = register_latest(new) if current is not None \
+        and current.state.version > change.version else None
     if refutation is not None and refutation.state.version > change.version:
         events.append(refutation)
     elif change.is_final:

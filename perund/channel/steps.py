@@ -134,9 +134,12 @@ def provable(channel: Channel) -> SignedState:
 
 
 def register_latest(channel: Channel) -> Register:
-    """The on-chain registration of our latest state the chain takes (`provable`)."""
+    """The on-chain registration of our latest state the chain takes (`provable`), naming
+    our latest version when that is not it."""
     best = provable(channel)
-    return Register(channel.channel_id, channel.params, best.state, best.signatures)
+    latest = current_of(channel)
+    return Register(channel.channel_id, channel.params, best.state, best.signatures,
+                    0 if best is latest else latest.state.version)
 
 
 def fund_event(channel: Channel, state: State) -> Event:

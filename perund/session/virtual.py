@@ -607,13 +607,12 @@ class Virtuals:
         """The core's `Register`: through our parent for a virtual channel, with each virtual
         channel for a ledger state with locks, else as it is."""
         params = e.params
-        ours = self._channels.get(e.channel_id)
-        if ours is not None and ours.current is not None and ours.current.state != e.state:
-            # `steps.provable` fell back: the operator should know why the chain gets less.
+        if e.unproven:
+            # The operator should know why the chain gets less than our latest state.
             log.warn("channel {channel_id}: registering version {version}, not our latest "
                      "{latest}: the peer's countersignature on it does not verify (it "
                      "countersigned falsely)", channel_id=_hex(e.channel_id),
-                     version=e.state.version, latest=ours.current.state.version)
+                     version=e.state.version, latest=e.unproven)
         if type(params) is VirtualParams:
             channel = self._channels[e.channel_id]
             parent = self._channels.get(parent_of(channel))

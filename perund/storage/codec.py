@@ -400,13 +400,14 @@ def decode_channel(value: bytes) -> Channel:
     # reservations, when every write was durable before a signature it records left).
     reserved_field = None
     unfunded = False
-    checked_field: tuple[object] | None = None
+    checked_field: object = None
+    has_checked = False
     if type(body) is tuple and len(body) in (11, 12, 13):
         reserved_field = _d_uint64(body[10], "reserved")
         if len(body) >= 12:
             unfunded = _d_bool(body[11], "unfunded")
         if len(body) == 13:
-            checked_field = (body[12],)
+            has_checked, checked_field = True, body[12]
         elif unfunded is not True and len(body) == 12:
             raise StoreCorrupt("a twelfth field is written only for an unfunded channel")
         body = body[:10]
@@ -420,7 +421,7 @@ def decode_channel(value: bytes) -> Channel:
         if phase is None:
             raise StoreCorrupt(f"unknown phase code {body[3]!r}")
         current = None if body[4] is None else _d_signed(body[4], cid, "current")
-        checked = None if checked_field is None else _d_signed(checked_field[0], cid, "checked")
+        checked = _d_signed(checked_field, cid, "checked") if has_checked else None
         if checked is not None and (current is None or checked.state.version
                                     >= current.state.version):
             raise StoreCorrupt("the checked state must be older than the current one")

@@ -118,7 +118,9 @@ def test_a_dispute_registers_the_checked_state_when_the_countersignature_is_bad(
     assert provable(forged) == start
     closing, events = transition(forged, ForceClose())
     assert closing.phase is Phase.CLOSING
-    assert events[-1] == Register(alice.channel_id, alice.params, start.state, start.signatures)
+    # It names our latest version, 3, for the operator's log.
+    assert events[-1] == Register(alice.channel_id, alice.params, start.state, start.signatures,
+                                  3)
 
 
 def test_a_dispute_registers_the_unchecked_state_when_it_verifies() -> None:
@@ -148,7 +150,7 @@ def test_an_old_registration_is_refuted_with_the_checked_state() -> None:
     disputed, events = transition(paid, registered(0))
     assert disputed.phase is Phase.DISPUTED
     assert events[-1] == Register(alice.channel_id, alice.params, checked.state,
-                                  checked.signatures)
+                                  checked.signatures, 4)
 
 
 def test_a_registration_after_the_checked_state_stands_when_ours_does_not_verify() -> None:
@@ -190,7 +192,8 @@ def test_the_checked_state_survives_the_store_and_a_restart() -> None:
     _, events = transition(restored, ForceClose())
     start = alice.current
     assert start is not None
-    assert events[-1] == Register(alice.channel_id, alice.params, start.state, start.signatures)
+    assert events[-1] == Register(alice.channel_id, alice.params, start.state, start.signatures,
+                                  1)
 
 
 def test_the_payee_checks_every_payment() -> None:
