@@ -28,7 +28,7 @@ from perund.wire.messages import (
     UpdateAccept,
     auth_digest,
 )
-from perund.wire.protocol import FRAMES_PER_TURN, HandshakeState, PeerProtocol, Role
+from perund.wire.protocol import FRAMES_PER_TURN, READ_AHEAD, HandshakeState, PeerProtocol, Role
 
 ALICE = Signer(b"\x11" * 32)
 BOB = Signer(b"\x22" * 32)
@@ -453,17 +453,58 @@ def test_many_frames_in_one_chunk() -> None:
     assert len(h.owner.messages) == 1000
 
 
-def test_a_burst_is_handled_over_several_turns_with_reading_paused() -> None:
+def test_a_burst_is_handled_over_several_turns_reading_on() -> None:
     h = Harness()
     h.authenticate()
     h.proto.dataReceived(framed(*[UPDATE] * (3 * FRAMES_PER_TURN)))
     assert len(h.owner.messages) == FRAMES_PER_TURN
-    assert h.transport.producerState == "paused"
-    h.proto.dataReceived(framed(UPDATE))  # arrives while paused: queued behind the burst
+    assert h.transport.producerState == "producing"  # far less than READ_AHEAD waits
+    h.proto.dataReceived(framed(UPDATE))  # arrives before the next turn: queued behind
     h.clock.advance(0)
     assert len(h.owner.messages) == 3 * FRAMES_PER_TURN + 1
     assert h.transport.producerState == "producing"
     assert not h.proto._buffer
+
+
+def test_reading_pauses_while_more_than_read_ahead_waits() -> None:
+    h = Harness()
+    h.authenticate()
+    burst = framed(UPDATE)
+    count = READ_AHEAD // len(burst) + 2 * FRAMES_PER_TURN
+    h.proto.dataReceived(burst * count)
+    assert len(h.owner.messages) == FRAMES_PER_TURN
+    assert h.transport.producerState == "paused"
+    h.proto.dataReceived(burst)  # was on its way: queued behind the rest
+    h.clock.advance(0)
+    assert len(h.owner.messages) == count + 1
+    assert h.transport.producerState == "producing"
+    assert not h.proto._buffer
+
+
+def test_a_peer_that_keeps_sending_while_frames_wait_is_paused_at_read_ahead() -> None:
+    h = Harness()
+    h.authenticate()
+    h.proto.dataReceived(framed(*[UPDATE] * (2 * FRAMES_PER_TURN)))
+    assert h.transport.producerState == "producing"
+    chunk = framed(UPDATE) * 100
+    while len(h.proto._buffer) <= READ_AHEAD:  # before the reactor's next turn
+        h.proto.dataReceived(chunk)
+    assert h.transport.producerState == "paused"
+    h.clock.advance(0)
+    assert not h.proto._buffer
+    assert h.transport.producerState == "producing"
+
+
+def test_a_partial_frame_past_read_ahead_resumes_reading() -> None:
+    """A frame's start left over once the complete frames are handled needs more bytes:
+    reading resumes, however much is buffered."""
+    h = Harness(max_frame_size=2 * READ_AHEAD)
+    h.authenticate()
+    big = (READ_AHEAD + 1000).to_bytes(4, "big") + bytes(READ_AHEAD + 10)  # its first part
+    h.proto.dataReceived(framed(*[UPDATE] * (FRAMES_PER_TURN + 1)) + big)
+    assert h.transport.producerState == "paused"
+    h.clock.advance(0)
+    assert h.transport.producerState == "producing"
 
 
 def test_ping_answered_after_auth_with_pong() -> None:
