@@ -12,6 +12,9 @@ import os
 
 import coincurve
 import sha3  # safe-pysha3: a C keccak, ~4x faster than eth_hash's pycryptodome backend
+from coincurve._libsecp256k1 import ffi as _ffi
+from coincurve._libsecp256k1 import lib as _lib
+from coincurve.context import GLOBAL_CONTEXT as _SECP_CONTEXT
 
 from perund.channel.types import (
     Address,
@@ -173,8 +176,22 @@ def address_of_public_key(uncompressed: bytes) -> Address:
     return Address(keccak(uncompressed[1:])[-20:])
 
 
+_KNOWN_SIGNERS: dict[bytes, Address] = {}
+"""The address of each public key recovered lately, by libsecp256k1's 64-byte form of it (the
+same within one process): a payee recovers its payer's key on every payment."""
+
+_KNOWN_SIGNERS_MAX = 4096
+"""Past this many keys the map starts again (a peer can make us recover any number of keys)."""
+
+
 def recover_digest(digest: bytes, signature: bytes) -> Address:
-    """The signer of `digest`; ValueError for a malformed or high-s signature."""
+    """The signer of `digest`; ValueError for a malformed or high-s signature.
+
+    libsecp256k1 is called directly, as coincurve's `PublicKey.from_signature_and_message`
+    does, without its wrapper's objects, and a key recovered before is not serialized and
+    hashed again: about 2.5 µs less of a ~30 µs recovery (docs/performance.md)."""
+    if len(digest) != 32:
+        raise ValueError("a digest has 32 bytes")
     if len(signature) != 65:
         raise ValueError("a signature has 65 bytes")
     v = signature[64]
@@ -184,13 +201,25 @@ def recover_digest(digest: bytes, signature: bytes) -> Address:
     r = int.from_bytes(signature[:32], "big")
     if not 0 < s <= _HALF_N or not 0 < r < _SECP256K1_N:
         raise ValueError("signature r or s out of range (high s is refused)")
-    try:
-        public = coincurve.PublicKey.from_signature_and_message(
-            signature[:64] + bytes((v - 27,)), digest, hasher=None
-        )
-    except Exception as exc:  # coincurve raises bare Exception on unrecoverable input
-        raise ValueError("signature does not recover to a public key") from exc
-    return address_of_public_key(public.format(compressed=False))
+    context = _SECP_CONTEXT.ctx
+    parsed = _ffi.new("secp256k1_ecdsa_recoverable_signature *")
+    public = _ffi.new("secp256k1_pubkey *")
+    if not (_lib.secp256k1_ecdsa_recoverable_signature_parse_compact(
+                context, parsed, signature[:64], v - 27)
+            and _lib.secp256k1_ecdsa_recover(context, public, parsed, digest)):
+        raise ValueError("signature does not recover to a public key")
+    key = bytes(_ffi.buffer(public, 64))
+    address = _KNOWN_SIGNERS.get(key)
+    if address is None:
+        serialized = _ffi.new("unsigned char[65]")
+        size = _ffi.new("size_t *", 65)
+        _lib.secp256k1_ec_pubkey_serialize(context, serialized, size, public,
+                                           _lib.SECP256K1_EC_UNCOMPRESSED)
+        address = address_of_public_key(bytes(_ffi.buffer(serialized, 65)))
+        if len(_KNOWN_SIGNERS) >= _KNOWN_SIGNERS_MAX:
+            _KNOWN_SIGNERS.clear()
+        _KNOWN_SIGNERS[key] = address
+    return address
 
 
 def recover_state_signer(state: State, signature: bytes) -> Address:

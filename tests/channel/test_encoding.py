@@ -12,6 +12,7 @@ from eth_hash.auto import keccak
 from hypothesis import given
 from hypothesis import strategies as st
 
+from perund.channel import encoding
 from perund.channel.encoding import (
     Signer,
     channel_id,
@@ -20,6 +21,7 @@ from perund.channel.encoding import (
     encode_state,
     encode_virtual_params,
     nonce_from_shares,
+    recover_digest,
     recover_state_signer,
     signing_digest,
     state_hash,
@@ -266,3 +268,39 @@ def test_value_checks() -> None:
     with pytest.raises(ValueError):
         to_address("0x1234")
     assert signing_digest(_state()) != state_hash(_state())
+
+
+@given(st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32))
+def test_recover_digest_agrees_with_eth_account_for_any_key_and_digest(
+    key_seed: bytes, digest: bytes
+) -> None:
+    """The direct libsecp256k1 path (and its map of known keys) against eth-account's own
+    recovery, for the signature and for the same r, s with the other v."""
+    signer = Signer(keccak(key_seed))  # a hash: never 0 or past the group order in practice
+    signature = signer.sign_digest(digest)
+    for _ in range(2):  # the second time from the map of known keys
+        assert recover_digest(digest, signature) == signer.address
+    other_v = signature[:64] + bytes((55 - signature[64],))
+    theirs = to_address(Account._recover_hash(digest, signature=other_v))
+    assert recover_digest(digest, other_v) == theirs != signer.address
+
+
+def test_recover_digest_refuses_a_digest_of_another_length() -> None:
+    signer = Signer(os.urandom(32))
+    signature = signer.sign_digest(b"\x01" * 32)
+    for digest in (b"", b"\x01" * 31, b"\x01" * 33):
+        with pytest.raises(ValueError, match="32 bytes"):
+            recover_digest(digest, signature)
+
+
+def test_the_map_of_known_signers_is_bounded_and_stays_right(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(encoding, "_KNOWN_SIGNERS", {})
+    monkeypatch.setattr(encoding, "_KNOWN_SIGNERS_MAX", 3)
+    signers = [Signer(keccak(bytes([i]))) for i in range(7)]
+    digest = b"\x02" * 32
+    for _ in range(2):
+        for signer in signers:
+            assert recover_digest(digest, signer.sign_digest(digest)) == signer.address
+            assert len(encoding._KNOWN_SIGNERS) <= 3
