@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from perund.channel.types import Address
+from perund.peer.deadlines import Deadline
 from perund.wire.messages import CorrelationKey, Message
 from perund.wire.protocol import PeerProtocol
 
@@ -68,11 +69,20 @@ NO_OWNER: Final = _NoOwner()
 class PendingRequest:
     """A request waiting for its response, and the connection it was written to."""
 
-    __slots__ = ("conn", "deferred")
+    __slots__ = ("conn", "deadline", "deferred")
 
-    def __init__(self, conn: PeerProtocol, forget: Callable[[], None]) -> None:
+    def __init__(self, conn: PeerProtocol,
+                 cancelled: Callable[[Deferred[Message]], None]) -> None:
         self.conn = conn
-        self.deferred: Deferred[Message] = Deferred(lambda _: forget())
+        self.deferred: Deferred[Message] = Deferred(cancelled)
+        self.deadline: Deadline | None = None
+        """When it times out (`PeerManager._issue`)."""
+
+    def settle(self) -> None:
+        """It is answered, failed, cancelled or timed out: it no longer times out."""
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None  # the deadline's call refers to this entry
 
 
 @dataclass(eq=False)

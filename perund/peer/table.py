@@ -31,6 +31,7 @@ from perund.channel.encoding import Signer
 from perund.channel.types import Address, hex_address
 from perund.errors import FailedPrecondition, PeerDisconnected, PeerUnreachable, PerundError
 from perund.peer.admission import Admission, PeerLimits
+from perund.peer.deadlines import Deadlines
 from perund.peer.records import (
     NO_OWNER,
     PeerManagerOwner,
@@ -72,6 +73,8 @@ class PeerTable:
         `name_of` names a peer in the errors its users read (a session: the contact's alias
         and address)."""
         self._reactor = reactor
+        self._deadlines = Deadlines(reactor)
+        """When the pending requests time out."""
         self.name_of = name_of
         self._signer = signer
         self.address: Address = signer.address
@@ -228,8 +231,9 @@ class PeerTable:
             # The peer sends it again after the next link's sync, where it belongs.
             rec.held = [(c, msg) for c, msg in rec.held if c is not conn]
         lost = [(k, e) for k, e in rec.pending.items() if e.conn is conn]
-        for key, _ in lost:
+        for key, entry in lost:
             del rec.pending[key]
+            entry.settle()
         for _, entry in lost:
             entry.deferred.errback(
                 PeerDisconnected(

@@ -124,7 +124,11 @@ def test_two_daemons_through_the_api(daemons: tuple[Daemon, Daemon],
     assert metric(alice_metrics, 'perund_channels_closed_total') == 1
     assert metric(alice_metrics, "perund_sessions") == 1
     assert metric(alice_metrics, "perund_sessions_store_failed") == 0
-    assert metric(alice_metrics, "perund_transactions") >= 3  # two deposits, concludeFinal
+    # Three deposits and a concludeFinal: alice's (she proposed the final state), or bob's when
+    # a loaded machine delays hers past his fallback's wait.
+    assert metric(alice_metrics, "perund_transactions") >= 2
+    assert metric(alice_metrics, "perund_transactions") \
+        + metric(bob_metrics, "perund_transactions") >= 4
     assert metric(alice_metrics, "perund_watcher_polls") > 0
     assert metric(alice_metrics, "perund_watcher_reorgs") == 0
     # bob fsynced each state he was paid before he countersigned it.

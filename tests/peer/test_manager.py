@@ -315,6 +315,24 @@ async def test_request_times_out_and_a_late_answer_is_unsolicited(net: Net) -> N
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_answered_failed_or_cancelled_request_leaves_no_deadline(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    answered = alice.manager.request(BOB.address, update(1), 30.0)
+    await until(lambda: bob.received != [], "Bob has the update")
+    await bob.manager.respond(ALICE.address, UpdateAccept(CHANNEL, 1, SIG))
+    await answered
+    cancelled = alice.manager.request(BOB.address, update(2), 30.0)
+    cancelled.addErrback(lambda _: None)
+    cancelled.cancel()
+    dropped = alice.manager.request(BOB.address, update(3), 30.0)
+    dropped.addErrback(lambda _: None)
+    await until(lambda: len(bob.received) == 3, "Bob has all three")
+    await bob.manager.disconnect(ALICE.address)
+    await until(lambda: dropped.called, "the third fails")
+    assert len(alice.manager._deadlines) == 0
+
+
+@pytest_twisted.ensureDeferred
 async def test_every_pending_request_fails_at_once_when_the_connection_drops(net: Net) -> None:
     alice, bob = await net.node(ALICE), await net.node(BOB)
     requests = [alice.manager.request(BOB.address, update(v), 30.0) for v in (1, 2, 3)]
