@@ -189,7 +189,9 @@ def recover_digest(digest: bytes, signature: bytes) -> Address:
 
     libsecp256k1 is called directly, as coincurve's `PublicKey.from_signature_and_message`
     does, without its wrapper's objects, and a key recovered before is not serialized and
-    hashed again: about 2.5 µs less of a ~30 µs recovery (docs/performance.md)."""
+    hashed again: about 2.5 µs less of a ~30 µs recovery (docs/performance.md). That binding
+    is not coincurve's public API: its version is pinned (constraints.txt), and the tests check
+    recoveries against eth-account's."""
     if len(digest) != 32:
         raise ValueError("a digest has 32 bytes")
     if len(signature) != 65:

@@ -61,6 +61,14 @@ class Deadlines:
             self._wake_at(at)
         return deadline
 
+    def stop(self) -> None:
+        """Drop every deadline and the timed call (the manager stopped: its requests failed
+        with their connections)."""
+        self._groups.clear()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
     def __len__(self) -> int:
         return sum(len(group) for group in self._groups.values())
 

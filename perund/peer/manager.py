@@ -391,6 +391,7 @@ class PeerManager(Dialling):
         await gatherResults(closed)
         if grace.active():
             grace.cancel()
+        self._deadlines.stop()  # answered requests' deadlines may still hold its timed call
 
 
 def _server_endpoint(reactor: IReactorTime, description: str) -> Any:

@@ -75,3 +75,13 @@ def test_an_expiry_that_raises_does_not_stop_the_others() -> None:
     deadlines.add(1.0, lambda: expired.append("after"))
     clock.advance(1)
     assert expired == ["after"]
+
+
+def test_stop_drops_every_deadline_and_the_timed_call() -> None:
+    clock, deadlines, expired = _setup()
+    deadlines.add(5.0, lambda: expired.append("answered")).cancel()
+    deadlines.add(7.0, lambda: expired.append("pending"))
+    deadlines.stop()
+    assert clock.getDelayedCalls() == [] and len(deadlines) == 0
+    clock.advance(10)
+    assert expired == []
