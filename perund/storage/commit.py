@@ -10,8 +10,8 @@ so that a killed process loses none of them, but leaves the fsync to the next co
 waited for, or to `sync_delay` seconds later, whichever comes first: writes nobody waits for do
 not cost an fsync each (docs/protocol.md, "Durability by interest"). A commit that answers one
 waiter fsyncs on the reactor thread (about 0.15 ms here, less than a thread hop would add); one
-that answers several, given `sync_elsewhere`, runs its fsync there, and the reactor goes on
-(docs/storage.md, "Where the fsync runs").
+that answers several or none, given `sync_elsewhere`, runs its fsync there, and the reactor
+goes on (docs/storage.md, "Where the fsync runs").
 
 The payments a commit makes (`unannounced`) are handed to `announce` once it is durable; a
 compaction (`compaction_due`, `compact`: the store's) runs right after an fsync, since it copies
@@ -247,9 +247,11 @@ class GroupCommit:
             # A compaction follows (it copies what the file holds): durable first.
             sync = sync or (not self.closed and self._compaction_due())
             if sync and self._sync_elsewhere is not None and not self._closing \
-                    and (len(waiters) > 1 or self._flight is not None):
+                    and (len(waiters) != 1 or self._flight is not None):
                 # Several flows wait, so more work is at hand: the reactor goes on with it
-                # while the disk flushes. One alone waits less for an fsync right here.
+                # while the disk flushes; none waits (`sync_delay`'s fsync, or the one before a
+                # compaction), so no one's latency is at stake. One alone waits less for an
+                # fsync right here.
                 self._sync_elsewhere_now(waiters, made)
                 return
             if sync:

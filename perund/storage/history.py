@@ -65,13 +65,26 @@ class PaymentHistory:
     def __init__(self, archive: PaymentArchive) -> None:
         self.archive = archive
         self.recent: list[PaymentRecord] = []
-        """Records not yet archived, by rising ID."""
+        """Records not yet archived, by rising ID (changed through the methods below only)."""
+        self.next_id = archive.last_id + 1
+        """The ID the next record gets (kept, not derived: it is read on every payment)."""
 
-    @property
-    def next_id(self) -> int:
-        """The ID the next record gets."""
-        newest = self.recent[-1].payment_id if self.recent else -1
-        return max(newest, self.archive.last_id) + 1
+    def add(self, records: list[PaymentRecord]) -> None:
+        """Take `records`, numbered from `next_id` up, as the newest."""
+        if records:
+            self.recent.extend(records)
+            self.next_id = records[-1].payment_id + 1
+
+    def restore(self, records: list[PaymentRecord]) -> None:
+        """Take `records` (by rising ID, above the archive's) as the recent ones (opening)."""
+        self.recent = records
+        newest = records[-1].payment_id if records else -1
+        self.next_id = max(newest, self.archive.last_id) + 1
+
+    def drop_archived(self) -> None:
+        """Forget the recent records the archive now holds."""
+        last = self.archive.last_id
+        self.recent = [record for record in self.recent if record.payment_id > last]
 
     def get(self, payment_id: int) -> PaymentRecord | None:
         """Payment `payment_id`, or None."""

@@ -221,7 +221,7 @@ class SessionStore:
                 self._write(_payment_key(record.payment_id), None)
             else:
                 recent.append(record)
-        self.history.recent = recent
+        self.history.restore(recent)
 
     # ----------------------------------------------------------------------------------------
     # Channels (the ChannelStore protocol)
@@ -281,7 +281,7 @@ class SessionStore:
     def _add_payments(self, records: list[PaymentRecord]) -> None:
         for record in records:
             self._write(_payment_key(record.payment_id), encode_payment(record))
-        self.history.recent.extend(records)
+        self.history.add(records)
         self._commits.unannounced.extend(records)
 
     def forget(self, channel_id: ChannelID) -> None:
@@ -507,15 +507,18 @@ class SessionStore:
         if not compacted:
             return
         if archived:
-            self.history.recent = [r for r in self.history.recent
-                                   if r.payment_id > self.history.archive.last_id]
+            self.history.drop_archived()
         self.compactions += 1
 
     def _archive_payments(self) -> bool:
         """Append the durable payment records to the archive (fsynced); whether that worked.
         Only what the last commit covered (the oldest ones): pending payments stay."""
-        durable = [r for r in self.history.recent
-                   if _payment_key(r.payment_id) not in self._commits.pending]
+        recent, pending = self.history.recent, self._commits.pending
+        end = len(recent)
+        # Payments are written in rising ID order, so the pending ones are the newest.
+        while end and _payment_key(recent[end - 1].payment_id) in pending:
+            end -= 1
+        durable = recent[:end]
         if not durable:
             return False
         try:

@@ -257,7 +257,7 @@ class MemoryNode:
                                    "sent" if moved > 0 else "received", asset, abs(moved),
                                    updated.version, self.clock.seconds(), moved < 0,
                                    reference=reference)
-            session.history.recent.append(record)
+            session.history.add([record])
             session.notify(payment_view(record, lambda address: channel.peer))
         return updated
 

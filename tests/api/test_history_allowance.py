@@ -19,8 +19,8 @@ from perund.storage.payments import PaymentRecord
 def _history(sent: int) -> PaymentHistory:
     history = PaymentHistory(PaymentArchive("/nonexistent/perund-test-history"))
     peer, channel = Address(b"\x01" * 20), ChannelID(b"\x02" * 32)
-    history.recent.extend(PaymentRecord(i, channel, peer, "sent", ETH, 1, i, float(i))
-                          for i in range(sent))
+    history.add([PaymentRecord(i, channel, peer, "sent", ETH, 1, i, float(i))
+                 for i in range(sent)])
     return history
 
 

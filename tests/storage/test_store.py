@@ -24,7 +24,7 @@ from perund.channel.records import Channel
 from perund.channel.types import ChannelID
 from perund.errors import StoreError, StoreLocked
 from perund.storage import ChannelStore, datafile, datalog
-from perund.storage.store import DEFAULT_COMPACT_MIN_BYTES, SessionStore
+from perund.storage.store import DEFAULT_COMPACT_MIN_BYTES, DEFAULT_SYNC_DELAY, SessionStore
 from tests.channel.factories import make_pair
 from tests.storage.helpers import durable, persisted_payments, renamed
 
@@ -553,6 +553,35 @@ def test_one_waiter_alone_fsyncs_at_once_on_the_reactor(
     (only,) = _waiting_puts(elsewhere, 0, 1)
     clock.advance(0)
     assert thread.jobs == [] and len(fsyncs) == 1 and only == [None]
+
+
+def test_the_late_fsync_nobody_waits_for_runs_elsewhere(
+        elsewhere: SessionStore, clock: Clock, thread: ThreadByHand, fsyncs: list[int]) -> None:
+    """A payer's own states wait for `sync_delay`'s fsync, which nobody waits for: the reactor
+    goes on meanwhile instead of stalling for 0.1 s of appends."""
+    alice, _ = make_pair()
+    elsewhere.put(renamed(alice, 0))
+    clock.advance(0)
+    assert thread.jobs == [] and fsyncs == []  # appended; the fsync comes later
+    clock.advance(DEFAULT_SYNC_DELAY)
+    assert len(thread.jobs) == 1 and fsyncs == []
+    assert elsewhere.flush() is not None
+    thread.finish()
+    assert len(fsyncs) == 1 and elsewhere.flush() is None
+
+
+def test_a_compaction_nobody_waits_for_follows_its_fsync_elsewhere(
+        tmp_path: Path, clock: Clock, thread: ThreadByHand) -> None:
+    store = SessionStore(tmp_path / "store", clock, compact_min_bytes=8 * 1024,
+                         sync_elsewhere=thread)
+    values = iter(persisted_payments(400))
+    while not thread.jobs:
+        store.put(next(values))
+        clock.advance(0)
+    assert store.compactions == 0 and len(thread.jobs) == 1
+    thread.finish()  # durable: the compaction may copy what the file holds
+    assert store.compactions == 1 and store.flush() is None
+    store.close()
 
 
 def test_closing_while_an_fsync_runs_elsewhere_answers_its_waiters(
