@@ -105,6 +105,20 @@ class PeerManager(Dialling):
     respond = send
     """Answer a request: a plain send (the response carries the request's correlation key)."""
 
+    def post(self, peer: Address, msg: Message) -> None:
+        """`send` a message whose loss changes nothing (the sync on reconnection repairs what
+        the peer missed), without a Deferred: a failure is logged. A payee answers every
+        payment this way."""
+        rec = self._peers.get(peer)
+        conn = rec.current if rec is not None else None
+        if conn is None:
+            self.send(peer, msg).addErrback(_undelivered)
+            return
+        try:
+            conn.send(msg)
+        except PerundError as exc:
+            log.info("a message to a peer was not delivered: {why}", why=str(exc))
+
     def request(self, peer: Address, msg: Message, timeout: float) -> Deferred[Message]:
         """Send a request (Propose, Update, Ping) and fire with the peer's response.
 
@@ -398,3 +412,7 @@ def _server_endpoint(reactor: IReactorTime, description: str) -> Any:
     from twisted.internet.endpoints import serverFromString
 
     return serverFromString(reactor, description)  # type: ignore[no-untyped-call]
+
+
+def _undelivered(failure: Failure) -> None:
+    log.info("a message to a peer was not delivered: {why}", why=failure.getErrorMessage())

@@ -10,7 +10,7 @@ Rules, stated once:
   every write of one reactor turn shares one commit and one fsync: group commit); one without
   `write` is only noted by the store;
 - a `Persist` with `wait` holds back every later event until its write is durable (the store's
-  `flush`); one without `wait` holds back nothing;
+  `when_durable`); one without `wait` holds back nothing;
 - once the store has failed to make a write durable, the events after any `Persist` are not
   run, except what the chain asks for (`broken`); events of transitions that write nothing still
   run.
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from perund.channel import events as ev
-from perund.errors import PerundError
+from perund.errors import PerundError, StoreError
 from perund.storage import ChannelStore
 
 log = Logger(namespace="perund.client")
@@ -91,13 +91,9 @@ class Executor:
                 steps.append(_Written(False, str(exc)))
                 steps.extend(events[i + 1:])
                 break
-            pending = store.flush() if event.wait else None
-            if pending is None:
-                steps.append(_Written(True))
-                continue
             written = _Written(False)
-            pending.addCallbacks(self._durable, self._failed,
-                                 callbackArgs=(written,), errbackArgs=(written,))
+            if not (event.wait and store.when_durable(partial(self._settled, written))):
+                written.durable = True
             steps.append(written)
         self._backlog.append(_Pending(steps))
         self._run()
@@ -135,14 +131,12 @@ class Executor:
         finally:
             self._running = False
 
-    def _durable(self, _: object, written: _Written) -> None:
-        written.durable = True
-        if written.blocked:
-            written.blocked = False
-            self._run()
-
-    def _failed(self, failure: Failure, written: _Written) -> None:
-        written.failed = failure.getErrorMessage()
+    def _settled(self, written: _Written, error: StoreError | None) -> None:
+        """The store made `written` durable (`error` None), or could not."""
+        if error is None:
+            written.durable = True
+        else:
+            written.failed = str(error)
         if written.blocked:
             written.blocked = False
             self._run()

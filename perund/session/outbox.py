@@ -69,25 +69,25 @@ class Outbox:
 
     def send_accept(self, e: ev.SendAccept) -> None:
         msg = Accept(e.proposal_id, e.nonce_share, e.participant, e.receiver, e.signature)
-        self._links.send(e.peer, msg).addErrback(undelivered)
+        self._links.post(e.peer, msg)
 
     def send_reject(self, e: ev.SendReject) -> None:
-        self._links.send(e.peer, Reject(e.proposal_id, e.reason)).addErrback(undelivered)
+        self._links.post(e.peer, Reject(e.proposal_id, e.reason))
 
     def send_update_accept(self, e: ev.SendUpdateAccept) -> None:
         msg = UpdateAccept(e.channel_id, e.version, e.signature)
-        self._links.send(e.peer, msg).addErrback(undelivered)
+        self._links.post(e.peer, msg)
 
     def send_update_reject(self, e: ev.SendUpdateReject) -> None:
         msg = UpdateReject(e.channel_id, e.version, e.reason)
-        self._links.send(e.peer, msg).addErrback(undelivered)
+        self._links.post(e.peer, msg)
 
     def send_sync(self, e: ev.SendSync) -> None:
-        self._links.send(e.peer, Sync(e.state, e.signatures, e.awaiting)).addErrback(undelivered)
+        self._links.post(e.peer, Sync(e.state, e.signatures, e.awaiting))
 
     def send_virtual_accept(self, e: ev.SendVirtualAccept) -> None:
         msg = VirtualAccept(e.proposal_id, e.nonce_share, e.participant, e.parent, e.signature)
-        self._links.send(e.peer, msg).addErrback(undelivered)
+        self._links.post(e.peer, msg)
 
     def send_update(self, e: ev.SendUpdate) -> None:
         channel_id, version = e.state.channel_id, e.state.version

@@ -41,6 +41,10 @@ class PeerLinks(Protocol):
     def send(self, peer: Address, msg: Message) -> Deferred[None]:
         """Write `msg` to `peer` (dialling if needed); fires once written."""
 
+    def post(self, peer: Address, msg: Message) -> None:
+        """`send` a message whose loss changes nothing (the sync on reconnection repairs what
+        the peer missed), logging a failure (`undelivered`) instead of returning a Deferred."""
+
     def request(self, peer: Address, msg: Message, timeout: float) -> Deferred[Message]:
         """Send `msg` and fire with the peer's answer to it, or fail after `timeout` s."""
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
+from perund.errors import StoreError
 
 
 class ChannelStore(Protocol):
@@ -30,6 +31,10 @@ class ChannelStore(Protocol):
 
     def flush(self) -> Deferred[None] | None:
         """Make every put so far durable: None if already done, else a Deferred."""
+
+    def when_durable(self, durable: Callable[[StoreError | None], object]) -> bool:
+        """`flush` without a Deferred: False if every put so far is durable; else True, and
+        `durable` is told once they are (None) or cannot be (the `StoreError`)."""
 
     def channels(self) -> Iterable[Channel]:
         """Every channel recorded, as last put."""
@@ -69,6 +74,10 @@ class MemoryStore:
     def flush(self) -> None:
         """Nothing to wait for."""
         return None
+
+    def when_durable(self, durable: Callable[[StoreError | None], object]) -> bool:
+        """Nothing to wait for."""
+        return False
 
     def channels(self) -> Iterable[Channel]:
         """Every channel recorded."""

@@ -23,10 +23,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
 
 from twisted.internet.base import DelayedCall
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -37,6 +38,9 @@ from perund.storage.datalog import DataLog
 from perund.storage.payments import PaymentRecord
 
 log = Logger()
+
+Durable = Callable[[StoreError | None], object]
+"""Told once the writes it waited for are durable (None), or could not be made so (the error)."""
 
 SyncRunner = Callable[[Callable[[], float]], Deferred[float]]
 """Runs a blocking call (an fsync, returning the seconds it took) off the reactor thread; its
@@ -67,7 +71,7 @@ class GroupCommit:
         """Writes of this turn, by key (None: a delete)."""
         self.unannounced: list[PaymentRecord] = []
         """Payments written and not yet announced (they are once durable)."""
-        self._waiters: list[Deferred[None]] = []
+        self._waiters: list[Durable] = []
         self._scheduled: DelayedCall | None = None
         self._sync_timer: DelayedCall | None = None
         """While records are appended but not fsynced: the call that fsyncs them at the latest."""
@@ -88,16 +92,24 @@ class GroupCommit:
     def flush(self) -> Deferred[None] | None:
         """None if every write so far is durable; else a Deferred firing (with None) once the
         fsync covering them is done, or failing with `StoreError` if it could not be."""
+        d: Deferred[None] = Deferred()
+        return d if self.when_durable(partial(_settle, d)) else None
+
+    def when_durable(self, durable: Durable) -> bool:
+        """False if every write so far is durable (`durable` is not called); else True, and
+        `durable` is called once the fsync covering them is done (with None), or with the
+        `StoreError` that keeps them from being durable (at once if the store failed already).
+        `flush` without a Deferred: the payment path waits here once per state."""
         if self.failed is not None:
-            return fail(self.failed)
+            durable(self.failed)
+            return True
         if not self.pending:
             if self._durable_appends == self._appends:
-                return None
+                return False
             if self._scheduled is None:  # appended already: only the fsync is missing
                 self._scheduled = self._call_later(0, self._commit)
-        d: Deferred[None] = Deferred()
-        self._waiters.append(d)
-        return d
+        self._waiters.append(durable)
+        return True
 
     def close(self) -> None:
         """Append and fsync what is pending (once: later calls do nothing). Deferreds from
@@ -114,8 +126,7 @@ class GroupCommit:
             if flight is not None and self.failed is None:
                 # The fsync above covered what the one still running elsewhere was for.
                 self._flight = None
-                for d in flight.waiters:
-                    d.callback(None)
+                _tell(flight.waiters, None)
                 if flight.made:
                     self._announce(flight.made)
         finally:
@@ -157,7 +168,7 @@ class GroupCommit:
                 self._sync_timer.cancel()
             self._sync_timer = None
 
-    def _sync_elsewhere_now(self, waiters: list[Deferred[None]],
+    def _sync_elsewhere_now(self, waiters: list[Durable],
                             made: list[PaymentRecord]) -> None:
         """fsync on `sync_elsewhere` (a thread) what is appended, then fire `waiters`; while one
         runs, the reactor goes on appending, and the waiters of those appends wait for the
@@ -195,8 +206,7 @@ class GroupCommit:
             self._all_durable()
         else:
             self._durable_appends = max(self._durable_appends, flight.appends)
-        for d in flight.waiters:
-            d.callback(None)
+        _tell(flight.waiters, None)
         if flight.made:
             self._announce(flight.made)
         if self.closed:
@@ -214,8 +224,7 @@ class GroupCommit:
         self._flight = None
         log.failure("store {path}: an fsync failed", failure, path=self.path)
         self.failed = StoreError(f"store {self.path}: writing failed: {failure.value}")
-        for d in flight.waiters:
-            d.errback(self.failed)
+        _tell(flight.waiters, self.failed)
         self._fail_waiters(self.failed)
 
     def _commit(self, sync: bool = False) -> None:
@@ -231,8 +240,7 @@ class GroupCommit:
             # these waiters asked for while it ran).
             waiters, self._waiters = self._waiters, []
             made, self.unannounced = self.unannounced, []
-            for d in waiters:
-                d.callback(None)
+            _tell(waiters, None)
             if made:
                 self._announce(made)
             return
@@ -263,8 +271,7 @@ class GroupCommit:
             # nothing that depended on these writes may go out, now or later.
             log.failure("store {path}: a commit failed", path=self.path)
             self.failed = StoreError(f"store {self.path}: writing failed: {e}")
-            for d in waiters:
-                d.errback(self.failed)
+            _tell(waiters, self.failed)
             return
         if not sync:
             # Appended, not durable yet: its payments are announced once they are.
@@ -273,8 +280,7 @@ class GroupCommit:
                 self._sync_timer = self._call_later(self._sync_delay, self._sync_later)
             return
         self._all_durable()
-        for d in waiters:
-            d.callback(None)
+        _tell(waiters, None)
         if made:
             self._announce(made)
         if not self.closed and self._compaction_due():
@@ -282,8 +288,7 @@ class GroupCommit:
 
     def _fail_waiters(self, error: StoreError) -> None:
         waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.errback(error)
+        _tell(waiters, error)
 
 
 class _Flight:
@@ -292,8 +297,24 @@ class _Flight:
 
     __slots__ = ("appends", "made", "waiters")
 
-    def __init__(self, appends: int, waiters: list[Deferred[None]],
+    def __init__(self, appends: int, waiters: list[Durable],
                  made: list[PaymentRecord]) -> None:
         self.appends = appends
         self.waiters = waiters
         self.made = made
+
+
+def _settle(d: Deferred[None], error: StoreError | None) -> None:
+    if error is None:
+        d.callback(None)
+    else:
+        d.errback(error)
+
+
+def _tell(waiters: list[Durable], error: StoreError | None) -> None:
+    """Tell every waiter; one that raises is logged and does not keep the others from hearing."""
+    for durable in waiters:
+        try:
+            durable(error)
+        except Exception:
+            log.failure("a waiter for a commit failed")

@@ -442,6 +442,10 @@ class SessionStore:
         fsync covering them is done, or failing with `StoreError` if it could not be."""
         return self._commits.flush()
 
+    def when_durable(self, durable: Callable[[StoreError | None], object]) -> bool:
+        """`flush` without a Deferred (`GroupCommit.when_durable`)."""
+        return self._commits.when_durable(durable)
+
     def close(self) -> None:
         """Write and fsync what is pending, close the file and release the lock (idempotent).
 

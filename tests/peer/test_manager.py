@@ -204,6 +204,23 @@ async def test_send_dials_on_demand(net: Net) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_post_writes_on_the_connection_or_dials_and_logs_what_fails(net: Net) -> None:
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    alice.manager.post(BOB.address, Reject(b"\x01" * 32, "dialled"))  # no connection yet
+    await until(lambda: bob.received != [], "Bob receives the posted message")
+    alice.manager.post(BOB.address, Reject(b"\x02" * 32, "on the connection"))
+    await until(lambda: len(bob.received) == 2, "the second one, on the same connection")
+    assert [m for _, m in bob.received] == [Reject(b"\x01" * 32, "dialled"),
+                                           Reject(b"\x02" * 32, "on the connection")]
+    assert alice.manager.connection_count(BOB.address) == 1
+    with capturedLogs() as events:
+        alice.manager.post(CAROL.address, Ping(b""))  # no endpoint known: nothing raises
+        await until(lambda: any("not delivered" in formatEvent(e) for e in events),
+                    "the loss is logged")
+    assert any("no endpoint is known" in formatEvent(e) for e in events)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_taken_listen_port_is_a_config_error_naming_it(net: Net) -> None:
     alice = await net.node(ALICE)
     taken = f"tcp:{net.ports[ALICE.address]}:interface=127.0.0.1"

@@ -33,6 +33,7 @@ from perund.errors import PeerDisconnected, PeerRequestTimedOut, PeerUnreachable
 from perund.peer.records import PeerManagerOwner
 from perund.session.client import ChannelClient
 from perund.session.notices import Notice, ProposalNotice
+from perund.session.ports import undelivered
 from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual
 from perund.storage import ChannelStore, MemoryStore
 from perund.wire.messages import (
@@ -132,6 +133,9 @@ class Links:
         self.net.clock.callLater(self.net.latency, self.net.links[peer].arrive, self.address,
                                  msg)
         return succeed(None)
+
+    def post(self, peer: Address, msg: Message) -> None:
+        self.send(peer, msg).addErrback(undelivered)
 
     def request(self, peer: Address, msg: Message, timeout: float) -> Deferred[Message]:
         key = request_key(msg)

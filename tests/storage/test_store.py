@@ -19,6 +19,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
@@ -267,6 +268,44 @@ def test_close_makes_pending_writes_durable_and_ends_the_store(
     reopened = SessionStore(store.path, clock)
     assert list(reopened.channels()) == [alice]
     reopened.close()
+
+
+def test_when_durable_tells_each_waiter_once_even_after_one_that_raises(
+        store: SessionStore, clock: Clock, fsyncs: list[int]) -> None:
+    told: list[object] = []
+
+    def raising(error: StoreError | None) -> None:
+        told.append(("raising", error))
+        raise RuntimeError("a waiter's bug")
+
+    assert store.when_durable(told.append) is False  # nothing written: nothing to wait for
+    alice, _ = make_pair()
+    store.put(alice)
+    assert store.when_durable(raising) and store.when_durable(told.append)
+    assert told == [] and fsyncs == []
+    with capturedLogs() as events:
+        clock.advance(0)
+    assert told == [("raising", None), None] and len(fsyncs) == 1
+    assert any("a waiter for a commit failed" in formatEvent(e) for e in events)
+    assert store.when_durable(told.append) is False
+
+
+def test_when_durable_of_a_failed_store_tells_the_error_at_once(
+        store: SessionStore, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, _ = make_pair()
+    store.put(alice)
+    told: list[StoreError | None] = []
+    store.when_durable(told.append)
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    clock.advance(0)
+    assert len(told) == 1 and isinstance(told[0], StoreError)
+    assert store.when_durable(told.append) is True and told[1] is told[0]
+    with pytest.raises(StoreError):
+        store.close()
 
 
 def test_a_failed_fsync_fails_the_flush_and_every_later_one(
