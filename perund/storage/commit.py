@@ -83,6 +83,8 @@ class GroupCommit:
         """The fsync running elsewhere (`sync_elsewhere`), if any."""
         self._sync_again = False
         """A commit wanted an fsync while one was running: another follows it."""
+        self._shared = False
+        """The last commit that had waiters had several: flows are busy side by side."""
         self.fsync_times = Histogram(FSYNC_BOUNDS)
         """How long the commits' fsyncs took (perund_store_fsync_seconds)."""
         self.failed: StoreError | None = None
@@ -254,12 +256,14 @@ class GroupCommit:
                 self._file.append(pending)
             # A compaction follows (it copies what the file holds): durable first.
             sync = sync or (not self.closed and self._compaction_due())
-            if sync and self._sync_elsewhere is not None and not self._closing \
-                    and (len(waiters) != 1 or self._flight is not None):
-                # Several flows wait, so more work is at hand: the reactor goes on with it
-                # while the disk flushes; none waits (`sync_delay`'s fsync, or the one before a
-                # compaction), so no one's latency is at stake. One alone waits less for an
-                # fsync right here.
+            alone = len(waiters) == 1 and self._flight is None and not self._shared
+            if sync and waiters:
+                self._shared = len(waiters) > 1
+            if sync and self._sync_elsewhere is not None and not self._closing and not alone:
+                # Several flows wait, or did at the last commit, so more work is at hand: the
+                # reactor goes on with it while the disk flushes; none waits (`sync_delay`'s
+                # fsync, or the one before a compaction), so no one's latency is at stake. One
+                # flow alone waits less for an fsync right here.
                 self._sync_elsewhere_now(waiters, made)
                 return
             if sync:

@@ -623,6 +623,24 @@ def test_a_compaction_nobody_waits_for_follows_its_fsync_elsewhere(
     store.close()
 
 
+def test_one_waiter_right_after_several_fsyncs_elsewhere_then_alone_on_the_reactor(
+        elsewhere: SessionStore, clock: Clock, thread: ThreadByHand, fsyncs: list[int]) -> None:
+    """Busy flows side by side come and go: a commit with one waiter just after one with
+    several hands its fsync over too, and the reactor goes on with the others' messages."""
+    first = _waiting_puts(elsewhere, 0, 2)
+    clock.advance(0)
+    thread.finish()
+    assert all(r == [None] for r in first) and len(fsyncs) == 1
+    (single,) = _waiting_puts(elsewhere, 2, 1)
+    clock.advance(0)
+    assert len(thread.jobs) == 1 and single == []  # after several: elsewhere
+    thread.finish()
+    assert single == [None] and len(fsyncs) == 2
+    (alone,) = _waiting_puts(elsewhere, 3, 1)
+    clock.advance(0)
+    assert thread.jobs == [] and alone == [None] and len(fsyncs) == 3  # alone: here
+
+
 def test_closing_while_an_fsync_runs_elsewhere_answers_its_waiters(
         elsewhere: SessionStore, clock: Clock, thread: ThreadByHand) -> None:
     results = _waiting_puts(elsewhere, 0, 2)
