@@ -20,8 +20,9 @@ class LockHeld(Exception):
 def hold(lock_path: str | os.PathLike[str]) -> int:
     """Take an exclusive flock on `lock_path` (created 0600) and write our pid into it; the
     descriptor, whose closing releases the lock. `LockHeld` if it is held already; other
-    failures (OSError) as they come."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    failures (OSError, ELOOP for a symbolic link) as they come."""
+    # Not through a symbolic link: a lock file is truncated and written (docs/security.md).
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:

@@ -37,12 +37,20 @@ OLDER_NAME: Final = "payments.1"
 INDEX_SUFFIX: Final = ".idx"
 
 
+def archive_files() -> tuple[str, ...]:
+    """The names of the files an archive keeps in its folder."""
+    return (ARCHIVE_NAME, OLDER_NAME, ARCHIVE_NAME + INDEX_SUFFIX, OLDER_NAME + INDEX_SUFFIX)
+
+
 class PaymentArchive:
     """The archived payments of the store in `directory`, newest within `max_bytes` (None: no
     limit); see the module."""
 
-    def __init__(self, directory: str, max_bytes: int | None = None) -> None:
+    def __init__(self, directory: str, max_bytes: int | None = None,
+                 shown: str | None = None) -> None:
         self.directory = directory
+        self.shown = shown or directory
+        """The folder's name in messages (`directory` may reach it through a descriptor)."""
         self.max_bytes = max_bytes
         self._current = self._file(ARCHIVE_NAME)
         self._older: ArchiveFile | None = None
@@ -53,7 +61,7 @@ class PaymentArchive:
 
     def _file(self, name: str) -> ArchiveFile:
         path = os.path.join(self.directory, name)
-        return ArchiveFile(path, path + INDEX_SUFFIX)
+        return ArchiveFile(path, path + INDEX_SUFFIX, os.path.join(self.shown, name))
 
     @property
     def size(self) -> int:
@@ -97,14 +105,14 @@ class PaymentArchive:
         except OSError:
             # Appended and fsynced already: the archive is whole, just not rotated yet.
             log.failure("payment archive {path}: could not rotate it (tried again at the "
-                        "next archiving)", path=self.directory)
+                        "next archiving)", path=self.shown)
             self._current, self._older = self._file(ARCHIVE_NAME), self._older_if_any()
             return
         if dropped is not None:
             self.dropped += 1
             log.info("payment archive {path}: dropped payments {first} to {last}, the oldest, "
                      "to stay within limits.payment_history_size ({limit} bytes)",
-                     path=self.directory, first=dropped[0], last=dropped[1],
+                     path=self.shown, first=dropped[0], last=dropped[1],
                      limit=self.max_bytes)
         self._older = self._file(OLDER_NAME)
         self._current = self._file(ARCHIVE_NAME)

@@ -39,8 +39,10 @@ _ENTRY: Final = struct.Struct("!QQ")
 class ArchiveFile:
     """One append-only file of archived payment records, and its index (see the module)."""
 
-    def __init__(self, path: str, index_path: str) -> None:
+    def __init__(self, path: str, index_path: str, shown: str | None = None) -> None:
         self.path = path
+        self.shown = shown or path
+        """The file's name in messages (`path` may reach it through its open folder)."""
         self.index_path = index_path
         self.size = 0
         self.last_id = -1
@@ -58,7 +60,7 @@ class ArchiveFile:
         last = self._last_record()
         if last is None:
             good = self._good_end()
-            log.warn("payment archive {path}: cut a torn tail of {torn} bytes", path=self.path,
+            log.warn("payment archive {path}: cut a torn tail of {torn} bytes", path=self.shown,
                      torn=self.size - good)
             with open(self.path, "r+b") as f:
                 f.truncate(good)
@@ -87,7 +89,8 @@ class ArchiveFile:
         if not frames:
             return
         new = not os.path.exists(self.path)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.path,
+                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, b"".join(frames))
             os.fsync(fd)
@@ -114,7 +117,7 @@ class ArchiveFile:
                 if len(buffer) < _FRAME or _LENGTH.unpack_from(buffer, len(buffer) - 4)[0] \
                         + _FRAME > len(buffer):
                     if start == 0:
-                        raise StoreCorrupt(f"payment archive {self.path} is damaged")
+                        raise StoreCorrupt(f"payment archive {self.shown} is damaged")
                     read = min(_CHUNK, start)
                     f.seek(start - read)
                     buffer = f.read(read) + buffer
@@ -123,7 +126,7 @@ class ArchiveFile:
                 length = _LENGTH.unpack_from(buffer, len(buffer) - 4)[0]
                 frame = len(buffer) - length - _FRAME
                 if _LENGTH.unpack_from(buffer, frame)[0] != length:
-                    raise StoreCorrupt(f"payment archive {self.path} is damaged")
+                    raise StoreCorrupt(f"payment archive {self.shown} is damaged")
                 record = decode_payment(buffer[frame + 4:frame + 4 + length])
                 end -= length + _FRAME
                 buffer = buffer[:frame]
@@ -218,7 +221,7 @@ class ArchiveFile:
                 f.write(b"".join(_ENTRY.pack(*entry) for entry in added))
         except OSError:
             log.warn("payment archive {path}: could not write its index (it is rebuilt when "
-                     "needed)", path=self.path)
+                     "needed)", path=self.shown)
 
     def record_at(self, offset: int) -> PaymentRecord | None:
         """The record that starts at `offset`, or None when no record starts there."""

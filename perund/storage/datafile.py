@@ -98,7 +98,7 @@ def _record_end(data: bytes, at: int) -> int | None:
     return end
 
 
-def scan(path: str) -> Scan:
+def scan(path: str, shown: str | None = None) -> Scan:
     """Check semidbm data file `path` record by record (sizes and CRC32).
 
     A damaged region followed by nothing intact is a torn tail: the result says where the good
@@ -108,6 +108,7 @@ def scan(path: str) -> Scan:
     """
     with open(path, "rb") as f:
         data = f.read()
+    path = shown or path  # the name in messages from here on
     size = len(data)
     if size < len(HEADER):
         if data != HEADER[:size]:
@@ -190,27 +191,29 @@ def replace_file(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
     fsync_dir(os.path.dirname(os.path.abspath(target)))
 
 
-def repair(directory: str) -> Scan | None:
+def repair(directory: str, shown: str | None = None) -> Scan | None:
     """Make `<directory>/data` openable by semidbm, keeping every intact record.
 
     Removes what an interrupted compaction left behind, cuts a torn tail (logging how many bytes
     went) and rewrites a torn header of a file that holds no record yet. None when there is no
-    data file; `StoreCorrupt` for damage that is not a torn tail (see `scan`).
+    data file; `StoreCorrupt` for damage that is not a torn tail (see `scan`). `shown` is the
+    folder's name in messages (`directory` may reach it through a descriptor).
     """
+    shown = shown or directory
     leftover = os.path.join(directory, COMPACT_DIR)
     if os.path.lexists(leftover):
         # The data file is the old or the new one, both complete: the rename is the commit point.
-        log.warn("store {directory}: removing an interrupted compaction", directory=directory)
+        log.warn("store {directory}: removing an interrupted compaction", directory=shown)
         shutil.rmtree(leftover)
         fsync_dir(directory)
     path = os.path.join(directory, DATA_NAME)
     if not os.path.exists(path):
         return None
-    result = scan(path)
+    result = scan(path, os.path.join(shown, DATA_NAME))
     if result.good_end == 0:
         # Torn while semidbm wrote the header of a new file: nothing was ever stored in it.
         log.warn("store {path}: rewriting a torn file header ({size} bytes)",
-                 path=path, size=result.size)
+                 path=os.path.join(shown, DATA_NAME), size=result.size)
         with open(path, "wb") as f:
             f.write(HEADER)
             f.flush()
@@ -221,7 +224,8 @@ def repair(directory: str) -> Scan | None:
             log.warn(
                 "store {path}: cut {cut} bytes of a torn last write at offset {offset}; "
                 "{records} intact records kept",
-                path=path, cut=result.torn, offset=result.good_end, records=result.records,
+                path=os.path.join(shown, DATA_NAME), cut=result.torn, offset=result.good_end,
+                records=result.records,
             )
         os.truncate(path, result.good_end)
         _fsync_path(path)

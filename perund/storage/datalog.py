@@ -33,10 +33,12 @@ class DataLog:
     (payment records not counted live).
     """
 
-    def __init__(self, path: str, payment_prefix: bytes) -> None:
+    def __init__(self, path: str, payment_prefix: bytes, shown: str | None = None) -> None:
         self.path = path
+        self.shown = shown or path
+        """The folder's name in messages (`path` may reach it through its descriptor)."""
         self._payment_prefix = payment_prefix
-        scan = datafile.repair(path)
+        scan = datafile.repair(path, self.shown)
         self._db: Any = semidbm.open(path, "c")
         self._writer, self._room = self._open_writer()
         if scan is None:
@@ -57,7 +59,8 @@ class DataLog:
     def _open_writer(self) -> tuple[int, int]:
         """A descriptor that writes where it is told (semidbm's own appends), and the size of
         the file: its end is where the records end until the first append makes room."""
-        fd = os.open(os.path.join(self.path, datafile.DATA_NAME), os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(os.path.join(self.path, datafile.DATA_NAME),
+                     os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
         return fd, os.fstat(fd).st_size
 
     def _make_room(self, end: int) -> int:
@@ -149,15 +152,15 @@ class DataLog:
             datafile.compact(self.path, items)
             compacted = True
         except Exception:
-            log.failure("store {path}: compaction failed", path=self.path)
+            log.failure("store {path}: compaction failed", path=self.shown)
             self._retry_above = 2 * before
         try:
             self._db = semidbm.open(self.path, "w")
             self._writer, self._room = self._open_writer()
             self.file_bytes = self._room
         except Exception as e:
-            log.failure("store {path}: reopening after compaction failed", path=self.path)
-            raise StoreError(f"store {self.path}: reopening after compaction: {e}") from None
+            log.failure("store {path}: reopening after compaction failed", path=self.shown)
+            raise StoreError(f"store {self.shown}: reopening after compaction: {e}") from None
         if not compacted:
             return False
         if drop_payments:
@@ -165,7 +168,7 @@ class DataLog:
                 self.live_bytes -= self._live.pop(key)
             self.payment_bytes = 0
         log.info("store {path}: compacted {before} bytes to {after}",
-                 path=self.path, before=before, after=self.file_bytes)
+                 path=self.shown, before=before, after=self.file_bytes)
         return True
 
     def _close_writer(self) -> None:

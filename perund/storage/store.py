@@ -33,7 +33,7 @@ from perund.errors import StoreCorrupt, StoreError, StoreLocked
 from perund.locks import LockHeld, hold
 from perund.metrics import Histogram
 from perund.storage import codec, datafile
-from perund.storage.archive import PaymentArchive
+from perund.storage.archive import PaymentArchive, archive_files
 from perund.storage.commit import GroupCommit, SyncRunner
 from perund.storage.datalog import DataLog
 from perund.storage.history import PaymentHistory
@@ -43,10 +43,18 @@ from perund.storage.payments import (
     encode_payment,
     payments_between,
 )
+from perund.storage.store_folder import (
+    check_entries,
+    check_folder_entry,
+    open_store_folder,
+    through,
+)
 
 log = Logger()
 
 LOCK_NAME: Final = "lock"
+_FILES: Final = (LOCK_NAME, datafile.DATA_NAME, *archive_files())
+"""The plain files a store's folder may hold (`store_folder.check_entries`)."""
 """The file in the store directory that one process at a time holds an exclusive flock on."""
 STORE_FILES: Final = frozenset({LOCK_NAME, datafile.DATA_NAME})
 """Files every store folder holds once opened: a folder with neither is not a store."""
@@ -121,12 +129,20 @@ class SessionStore:
         if not os.path.isdir(self.path):
             os.makedirs(self.path, mode=0o700)
             datafile.fsync_dir(os.path.dirname(os.path.abspath(self.path)))
-        self._lock_fd = _lock(self.path)
+        # Every file is reached through the folder held open, never by its path again
+        # (perund/storage/store_folder.py): a user who may edit the folder around the store
+        # cannot swap in links to another user's files.
+        self._folder_fd = open_store_folder(self.path)
+        self._lock_fd = -1
         file = None
         try:
-            self.history = PaymentHistory(PaymentArchive(self.path, history_limit))
+            check_entries(self._folder_fd, _FILES, self.path)
+            check_folder_entry(self._folder_fd, datafile.COMPACT_DIR, self.path)
+            inside = through(self._folder_fd, self.path)
+            self._lock_fd = _lock(inside, self.path)
+            self.history = PaymentHistory(PaymentArchive(inside, history_limit, self.path))
             """The session's payments (recent ones in memory, older ones archived)."""
-            file = self._file = DataLog(self.path, _PAYMENT)
+            file = self._file = DataLog(inside, _PAYMENT, self.path)
             self._commits = GroupCommit(
                 file, reactor, self.path, sync_delay=sync_delay, sync_elsewhere=sync_elsewhere,
                 announce=self._announce, compaction_due=self._over_threshold,
@@ -536,6 +552,9 @@ class SessionStore:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # closing the descriptor drops the flock
             self._lock_fd = -1
+        if self._folder_fd >= 0:
+            os.close(self._folder_fd)
+            self._folder_fd = -1
 
 
 def _closed_at_name(channel_id: ChannelID) -> str:
@@ -546,10 +565,11 @@ def _payment_key(payment_id: int) -> bytes:
     return _PAYMENT + payment_id.to_bytes(8, "big")
 
 
-def _lock(path: str) -> int:
-    """An exclusive, non-blocking flock on `<path>/lock`; its descriptor."""
+def _lock(inside: str, path: str) -> int:
+    """An exclusive, non-blocking flock on the lock file of the store in `path` (reached as
+    `inside`); its descriptor."""
     try:
-        return hold(os.path.join(path, LOCK_NAME))
+        return hold(os.path.join(inside, LOCK_NAME))
     except LockHeld as held:
         raise StoreLocked(
             f"store {path} is already open (lock held by pid {held.holder}); "

@@ -1,0 +1,112 @@
+"""A user who may edit the folder around her store cannot make the node write to, or read
+from, another user's files through it (perund/storage/store_folder.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from twisted.internet.task import Clock
+
+from perund.errors import StoreError
+from perund.storage.store import SessionStore
+from tests.storage.helpers import persisted_payments
+
+VICTIM = b"BOB-VICTIM-CONTENT\n"
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """Another user's file (bob's keystore, say)."""
+    bob = tmp_path / "bob"
+    bob.mkdir()
+    path = bob / "victim.txt"
+    path.write_bytes(VICTIM)
+    return path
+
+
+def _store_with_payments(path: Path, clock: Clock, count: int = 20) -> SessionStore:
+    store = SessionStore(path, clock, compact_min_bytes=8 * 1024)
+    for value in list(persisted_payments(count)):
+        store.put(value)
+        clock.advance(0)
+    return store
+
+
+@pytest.mark.parametrize("name", ["lock", "data", "payments", "payments.idx"])
+def test_a_link_where_a_store_file_goes_is_refused_and_its_target_untouched(
+        tmp_path: Path, victim: Path, name: str) -> None:
+    clock = Clock()
+    _store_with_payments(tmp_path / "alice" / "db", clock).close()
+    planted = tmp_path / "alice" / "db" / name
+    if planted.exists():
+        planted.unlink()
+    planted.symlink_to(victim)
+    with pytest.raises(StoreError, match=f"'{name}' is a symbolic link") as refused:
+        SessionStore(tmp_path / "alice" / "db", clock)
+    assert str(tmp_path / "alice" / "db") in str(refused.value)
+    assert "VICTIM" not in str(refused.value)
+    assert victim.read_bytes() == VICTIM
+
+
+def test_a_second_name_of_another_file_is_refused(tmp_path: Path, victim: Path) -> None:
+    folder = tmp_path / "alice" / "db"
+    folder.mkdir(parents=True, mode=0o700)
+    os.link(victim, folder / "data")
+    with pytest.raises(StoreError, match="'data' has another name too"):
+        SessionStore(folder, Clock())
+    assert victim.read_bytes() == VICTIM
+
+
+def test_a_link_where_the_compaction_folder_goes_is_refused(tmp_path: Path) -> None:
+    other = tmp_path / "bob" / "db"
+    other.mkdir(parents=True)
+    folder = tmp_path / "alice" / "db"
+    folder.mkdir(parents=True, mode=0o700)
+    (folder / "compact").symlink_to(other)
+    with pytest.raises(StoreError, match="'compact' is not a folder of its own"):
+        SessionStore(folder, Clock())
+    assert other.exists()
+
+
+def test_a_folder_others_may_write_to_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "db"
+    folder.mkdir(mode=0o700)
+    folder.chmod(0o777)
+    with pytest.raises(StoreError, match="may be written by other users"):
+        SessionStore(folder, Clock())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_folder_of_another_user_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "db"
+    folder.mkdir(mode=0o700)
+    os.chown(folder, 4242, 4242)
+    with pytest.raises(StoreError, match="belongs to user 4242"):
+        SessionStore(folder, Clock())
+
+
+def test_an_open_store_keeps_its_folder_when_another_is_swapped_in(
+        tmp_path: Path, victim: Path) -> None:
+    """The store's folder moved aside while open, and one full of links to another user's
+    files put in its place: the store goes on writing (and compacting) in its own folder."""
+    clock = Clock()
+    path = tmp_path / "alice" / "db"
+    store = _store_with_payments(path, clock)
+    moved = tmp_path / "alice" / "db.moved"
+    path.rename(moved)
+    path.mkdir(mode=0o700)
+    for name in ("lock", "data", "payments", "payments.idx", "compact"):
+        (path / name).symlink_to(victim)
+    compactions = store.compactions
+    for value in list(persisted_payments(200))[-200:]:
+        store.put(value)
+        clock.advance(0)
+    assert store.compactions > compactions  # it compacted after the swap, in its own folder
+    store.close()
+    assert victim.read_bytes() == VICTIM
+    assert all((path / name).is_symlink() for name in ("lock", "data", "compact"))
+    reopened = SessionStore(moved, clock)
+    assert list(reopened.channels())
+    reopened.close()
