@@ -184,6 +184,8 @@ class ApiSocketFactory(WebSocketServerFactory):
         that call)."""
         self._sockets: dict[str, set[ApiSocket]] = {}
         self._slow = RateLimitedWarning(reactor, log)
+        self.foreign_origins = RateLimitedWarning(reactor, log)
+        """Refused upgrades from an origin `api.allowed_origins` does not name."""
         credentials.on_revoked(self._revoked)
         # A dead peer is noticed by pings (its subscriptions end); messages are as bounded as
         # HTTP bodies.
@@ -203,7 +205,7 @@ class ApiSocketFactory(WebSocketServerFactory):
 
     def slow_consumer(self, socket: ApiSocket) -> None:
         """Log (at most once per interval) that a client that does not read was dropped."""
-        self._slow.warn("dropped {count} WebSocket clients that did not read: over {limit} "
+        self._slow.warn("dropped {times} WebSocket clients that did not read: over {limit} "
                         "bytes of replies and pushes waited for one (limits.ws_send_buffer)",
                         limit=self.limits.socket_send_buffer)
 
@@ -247,8 +249,10 @@ class WebSocketEntry(Resource):
             return refuse_unauthorized(request)
         origin = request.getHeader(b"origin")
         if origin is not None and not self._origin_allowed(origin):
-            log.warn("refused a WebSocket from origin {origin} (api.allowed_origins)",
-                     origin=origin.decode("ascii", "replace")[:100])
+            # Any credential may ask again and again: one line per interval (docs/security.md).
+            self._factory.foreign_origins.warn(
+                "refused {times} WebSocket upgrades from origins not allowed (the last: "
+                "{origin}; api.allowed_origins)", origin=origin.decode("ascii", "replace")[:100])
             request.setResponseCode(403)
             request.setHeader(b"content-type", b"application/json")
             return encode_json({"error": "this origin may not use the API "

@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
-from twisted.logger import formatEvent
+from twisted.logger import capturedLogs, formatEvent
 
 from perund.api.amounts import Currencies
 from perund.api.connections import ApiLimits
@@ -226,18 +226,44 @@ async def test_a_websocket_client_that_stops_reading_is_dropped() -> None:
         await settle(lambda: hub.subscribers == 1)
         (socket_protocol,) = site.sockets.open_sockets()
         most = 0
-        for _ in range(20_000):
-            node.propose(raw_session, "bob", {b"\0" * 20: (1, 1)})
-            most = max(most, socket_protocol._queued)
-            if not socket_protocol.open:
-                break
-            if _ % 500 == 0:
-                await deferLater(reactor, 0, lambda: None)
+        with capturedLogs() as events:
+            for _ in range(20_000):
+                node.propose(raw_session, "bob", {b"\0" * 20: (1, 1)})
+                most = max(most, socket_protocol._queued)
+                if not socket_protocol.open:
+                    break
+                if _ % 500 == 0:
+                    await deferLater(reactor, 0, lambda: None)
         assert not socket_protocol.open, "the slow client is still connected"
+        (dropped,) = [e for e in events if "did not read" in formatEvent(e)]
+        assert formatEvent(dropped).startswith("dropped 1 WebSocket clients that did not read")
         assert most > 0  # the transport did push back: pushes were held
         assert most <= cap + 2048  # the queue never grew past the cap (plus one push)
         await settle(lambda: site.connections.open == 0)
         sock.close()
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrades_from_a_foreign_origin_are_logged_once_per_interval() -> None:
+    """Any credential may knock from a foreign origin as often as it likes: the log gets one
+    line per interval, with the count, not one per refusal (docs/security.md, "Limits")."""
+    port, _, _ = await serve()
+    try:
+        request = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade"
+                   b"\r\nSec-WebSocket-Key: " + base64.b64encode(os.urandom(16))
+                   + b"\r\nSec-WebSocket-Version: 13\r\nOrigin: http://evil.example\r\n"
+                   b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
+        with capturedLogs() as events:
+            for _ in range(30):
+                raw = RawClient(request, until_headers=True)
+                await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+                    Factory.forProtocol(lambda: raw))  # noqa: B023 - used at once
+                assert (await raw.done).startswith(b"HTTP/1.1 403 ")
+        lines = [formatEvent(e) for e in events if "origin" in formatEvent(e)]
+        assert len(lines) == 1 and lines[0].startswith("refused 1 WebSocket upgrades"), lines
+        assert "http://evil.example" in lines[0]
     finally:
         await port.stopListening()
 
