@@ -1,10 +1,12 @@
 """Notification hubs: one per session, between the node's notices and WebSocket clients.
 
 A hub delivers each notification to every subscriber whose topic (and channel, if it named
-one) matches. When none matches, the notification is cached until its expiry (a `closed`
-update, which has none, for `closed_ttl` seconds) and handed to the next matching subscriber,
-once. Expired notifications are dropped, never delivered; the cache is bounded (oldest first
-out) so a peer cannot grow it without limit.
+one) matches. When none matches, or only subscribers of read-only credentials do, the
+notification is cached until its expiry (a `closed` update, which has none, for `closed_ttl`
+seconds) and handed to the next matching subscriber of a session credential, once; a read-only
+subscriber gets a copy and leaves it cached (a dashboard must not take a proposal away from
+the user who answers it). Expired notifications are dropped, never delivered; the cache is
+bounded (oldest first out) so a peer cannot grow it without limit.
 
 What the cache holds that outlasts a restart (`closed`, `disputed` and `chainLost` updates) is
 also kept on the session's `NoticeShelf` (its store), rendered, and read back when the hub of
@@ -169,15 +171,16 @@ class SessionHub:
         if expires <= now:
             return
         targets = [s for s in self._subscribers.values() if s.matches(notification)]
-        if not targets:
-            # News of every incoming payment would crowd proposals out of the bounded cache;
-            # whoever subscribes later reads the channel's state (or the history) instead.
-            if not ((isinstance(notification, UpdateView) and notification.type == "updated")
-                    or isinstance(notification, PaymentView)):
-                self._store(notification, expires)
-            return
         for subscription in targets:
             self._deliver(subscription, notification)
+        if any(not s.read_only for s in targets):
+            return
+        # Nobody who may act on it has it yet (a read-only credential only watches): kept for
+        # the next one. News of every incoming payment would crowd proposals out of the
+        # bounded cache; whoever subscribes later reads the channel's state (or the history).
+        if not ((isinstance(notification, UpdateView) and notification.type == "updated")
+                or isinstance(notification, PaymentView)):
+            self._store(notification, expires)
 
     def wants_updated(self, channel_id: bytes) -> bool:
         """Whether an `updated` notification of `channel_id` would reach anyone: it is never
@@ -216,7 +219,10 @@ class SessionHub:
         self._prune()
         for key, entry in list(self._cache.items()):
             if subscription.matches(entry.notification):
-                self._remove(key)
+                if not read_only:
+                    # Taken by one who may act on it; a read-only one gets a copy, so that a
+                    # dashboard cannot take a question away from the session's user.
+                    self._remove(key)
                 self._deliver(subscription, entry.notification)
         return subscription
 

@@ -357,3 +357,23 @@ def test_a_failing_shelf_still_caches_and_warns(clock: Clock, logs: list[dict[st
     hub.publish(closed)
     assert hub.cached() == [closed]
     assert any("could not be written" in formatEvent(e) for e in logs)
+
+
+def test_a_read_only_subscriber_cannot_take_a_question_away_from_the_user(clock: Clock) -> None:
+    """A dashboard's read credential sees proposals and closes, but the session's user still
+    gets them when she subscribes later, cached or published meanwhile (found by an audit)."""
+    hub = SessionHub(clock)
+    cached = proposal(clock.seconds() + 60)
+    hub.publish(cached)  # nobody listens yet
+    dashboard: list[Notification] = []
+    hub.subscribe(PROPOSALS, None, dashboard.append, read_only=True)
+    assert dashboard == [cached] and hub.cached() == [cached]
+    published = proposal(clock.seconds() + 60)
+    hub.publish(published)  # only the dashboard listens
+    assert dashboard == [cached, published] and hub.cached() == [cached, published]
+    user: list[Notification] = []
+    hub.subscribe(PROPOSALS, None, user.append)
+    assert user == [cached, published] and hub.cached() == []
+    later = proposal(clock.seconds() + 60)
+    hub.publish(later)  # both listen: the user has it, nothing is kept
+    assert user[-1] is later and dashboard[-1] is later and hub.cached() == []
