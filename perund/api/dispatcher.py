@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from itertools import accumulate
 from typing import Any, Final
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -105,30 +107,26 @@ MAX_JSON_DEPTH = 64
 """Deepest nesting of arrays and objects a request may have."""
 
 
+_ESCAPE: Final = re.compile(rb"\\.", re.DOTALL)
+_STRING: Final = re.compile(rb'"[^"]*"')
+_STEPS: Final = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_A_BRACKET: Final = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
 def _check_depth(body: bytes) -> None:
     """ValueError for nesting deeper than MAX_JSON_DEPTH, found without recursing: the C
     parser recurses per level and a deep enough body overflows the stack (a crash, not an
-    exception), so this runs before it whenever the body has enough brackets to matter."""
+    exception), so this runs before it whenever the body has enough brackets to matter.
+
+    At C speed throughout (a byte-by-byte loop in Python took 0.3 s of the reactor for a
+    1 MiB body of brackets): escapes go first, so that what is left of each string lies
+    between two quotes; then the strings; then every byte but the brackets, which become
+    +1 and -1, whose running sum is the depth."""
     if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
         return
-    depth = 0
-    in_string = escaped = False
-    for byte in body:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-        elif byte in (0x5D, 0x7D):  # ] }
-            depth -= 1
+    brackets = _STRING.sub(b"", _ESCAPE.sub(b"", body)).translate(_STEPS, _NOT_A_BRACKET)
+    if max(accumulate(array("b", brackets)), default=0) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
 
 
 def decode_json(body: bytes) -> object:

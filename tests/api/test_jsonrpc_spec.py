@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from perund.api.dispatcher import Dispatcher
@@ -338,6 +340,51 @@ def test_nesting_is_limited_without_recursing() -> None:
     assert decode_json(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH) is not None
     brackets_in_a_string = b'{"a": "' + b"[" * 10_000 + b'"}'
     assert decode_json(brackets_in_a_string) == {"a": "[" * 10_000}
+    # An escaped quote does not end a string: the levels after it still count.
+    hidden = [[["\"", deep_value(MAX_JSON_DEPTH), "x"]]]
+    with pytest.raises(ValueError, match="nested deeper"):
+        decode_json(json.dumps(hidden).encode())
+    escaped_backslash = ["\\", deep_value(MAX_JSON_DEPTH), "x"]
+    with pytest.raises(ValueError, match="nested deeper"):
+        decode_json(json.dumps(escaped_backslash).encode())
     # A body deep enough to overflow the C parser's stack is refused, not a crash.
     with pytest.raises(ValueError):
         decode_json(b"[" * 1_000_000 + b"]" * 1_000_000)
+
+
+def deep_value(levels: int) -> object:
+    value: object = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+_tricky_text = st.text(alphabet='[]{}"\\/ab\n\u00e9', max_size=12)
+_json_values = st.recursive(
+    st.none() | st.integers() | _tricky_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_tricky_text, inner, max_size=3),
+    max_leaves=200)
+
+
+@given(value=_json_values, wrap=st.integers(min_value=0, max_value=80))
+def test_the_depth_check_agrees_with_the_parsed_depth(value: object, wrap: int) -> None:
+    """Strings full of brackets, quotes and escapes never count, and every real level does:
+    a body is refused exactly when its parsed value is nested deeper than the limit."""
+    from perund.api.dispatcher import MAX_JSON_DEPTH, decode_json
+
+    for _ in range(wrap):
+        value = [value]
+    body = json.dumps(value, ensure_ascii=False).encode()
+    if _depth(value) > MAX_JSON_DEPTH:
+        with pytest.raises(ValueError, match="nested deeper"):
+            decode_json(body)
+    else:
+        assert decode_json(body) == value
