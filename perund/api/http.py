@@ -176,22 +176,31 @@ class ApiRequest(Request):
             super().gotLength(length)  # type: ignore[no-untyped-call]
         expect = self.requestHeaders.getRawHeaders(b"expect") or []
         if self.too_large and any(e.strip().lower() == b"100-continue" for e in expect):
-            self._refuse_declared_size(max_body)
+            self._refuse_before_body(max_body)
 
-    def _refuse_declared_size(self, max_body: int) -> None:
-        """413 now, before the body, and close, for a client that waits to be told before it
-        sends (Expect: 100-continue): it would otherwise wait for the request timeout. One that
-        sends its body at once is answered after it (read and dropped): a close while it still
-        sends would cost it the answer."""
+    def _refuse_before_body(self, max_body: int) -> None:
+        """Refuse now, before the body, and close, a request whose declared body is too large,
+        for a client that waits to be told before it sends (Expect: 100-continue): it would
+        otherwise wait for the request timeout. 401 without a valid token (that comes before
+        any other answer), else 413. One that sends its body at once is answered after it
+        (read and dropped): a close while it still sends would cost it the answer."""
         transport: Any = self.channel.transport
         if transport is None:
             return
-        body = encode_json(error_reply(None, INVALID_REQUEST, data={
-            "requirement": f"a body of at most {max_body} bytes (limits.api_body_size)"}))
+        if self.authorized:
+            status = b"413 Payload Too Large"
+            body = encode_json(error_reply(None, INVALID_REQUEST, data={
+                "requirement": f"a body of at most {max_body} bytes (limits.api_body_size)"}))
+            headers = b""
+        else:
+            refuse_unauthorized(self)  # logs it, rate-limited, as every 401
+            status = b"401 Unauthorized"
+            body = encode_json({"error": "a valid bearer token is required"})
+            headers = b'www-authenticate: Bearer realm="perund"\r\n'
         self._answered = True
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the refusal
-        transport.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\n"
-                        b"content-length: " + str(len(body)).encode("ascii")
+        transport.write(b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+                        + headers + b"content-length: " + str(len(body)).encode("ascii")
                         + b"\r\nconnection: close\r\n\r\n" + body)
         transport.loseConnection()
 

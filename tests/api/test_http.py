@@ -147,6 +147,22 @@ async def test_a_declared_body_over_the_limit_is_413_before_it_is_sent(server: S
 
 
 @api_test
+async def test_without_a_token_a_declared_body_over_the_limit_is_401_before_it_is_sent(
+        server: Server) -> None:
+    """401 before any other answer, on every path (docs/security.md): also for a client that
+    declares too large a body and waits to be told (found by an audit: it got 413)."""
+    for auth in (b"", b"Authorization: Bearer made-up-token-0123456789\r\n"):
+        head = (b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth
+                + b"Expect: 100-continue\r\nContent-Length: " + str(MAX_BODY + 1).encode()
+                + b"\r\n\r\n")
+        answer = await _raw_exchange(server, head)
+        assert answer.startswith(b"HTTP/1.1 401 "), answer[:40]
+        assert b"www-authenticate: bearer" in answer.lower()
+        assert answer.count(b"HTTP/1.1") == 1
+    assert server.node.calls == []
+
+
+@api_test
 async def test_chunked_bodies_over_the_limit_are_413(server: Server) -> None:
     chunk = b"a" * 8192
     chunks = b"".join(b"%x\r\n" % len(chunk) + chunk + b"\r\n"
