@@ -70,6 +70,7 @@ class Limits:
     flat `limits` keys. The API's and the peer port's own limit types hold the defaults."""
 
     api_connections: int = ApiLimits.max_connections
+    api_connections_per_session: int = ApiLimits.connections_per_session
     api_request_timeout: float = ApiLimits.request_timeout
     api_idle_timeout: float = ApiLimits.idle_timeout
     api_body_size: int = ApiLimits.max_body
@@ -98,6 +99,7 @@ class Limits:
     def api(self) -> ApiLimits:
         """The API's limits."""
         return ApiLimits(max_connections=self.api_connections,
+                         connections_per_session=self.api_connections_per_session,
                          request_timeout=self.api_request_timeout,
                          idle_timeout=self.api_idle_timeout, max_body=self.api_body_size,
                          calls_in_flight=self.api_calls_in_flight,

@@ -8,7 +8,11 @@ holds one of the node's file descriptors. So:
 - a keep-alive connection idle between requests for `idle_timeout` is closed (Twisted's own
   idle timer);
 - at most `max_connections` are open at once (HTTP and WebSocket together); more are closed as
-  soon as they are accepted, with one warning per interval however many there are.
+  soon as they are accepted, with one warning per interval however many there are;
+- one session's credentials hold at most `connections_per_session` of them: each may buffer a
+  message of up to `max_body` and `socket_send_buffer` of replies, so without it one user could
+  make the node hold gigabytes (found by an audit: 1,000 WebSockets each sending a 1 MiB
+  message but its last byte took 1 GB). A session's newest connection closes its oldest.
 
 A WebSocket leaves these rules at its upgrade: from then on autobahn's pings notice a dead peer,
 and the socket's own send limit (perund/api/ws.py) a peer that stops reading. It still counts
@@ -26,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
+from perund.api.credentials import OPERATOR_ID
 from perund.ratelimit import RateLimitedWarning
 
 log = Logger(namespace="perund.api.connections")
@@ -35,6 +40,9 @@ class ApiLimits:
     """The API's limits (node config section `limits`, docs/security.md)."""
 
     max_connections: int = 1024
+    connections_per_session: int = 64
+    """Connections one session's credentials may hold at once (the operator's are not
+    counted): each may buffer a message of `max_body` and `socket_send_buffer` of replies."""
     request_timeout: float = 30.0
     idle_timeout: float = 60.0
     max_body: int = 1024 * 1024
@@ -60,13 +68,15 @@ class ConnectionCount:
     Only when every party holds one connection is the newcomer refused.
     """
 
-    def __init__(self, clock: Any, limit: int) -> None:
+    def __init__(self, clock: Any, limit: int, per_session: int | None = None) -> None:
         self.limit = limit
+        self.per_session = per_session or limit
         self.open = 0
         self.refused = 0
         self.evicted = 0
         self._warning = RateLimitedWarning(clock, log)
         self._eviction_warning = RateLimitedWarning(clock, log)
+        self._session_warning = RateLimitedWarning(clock, log)
         self._anonymous: dict[Any, None] = {}  # insertion order: oldest first
         self._parties: dict[str, dict[Any, None]] = {}
         self._party_of: dict[Any, str] = {}
@@ -96,7 +106,14 @@ class ConnectionCount:
         "operator"); its first such request decides whose the connection is."""
         if connection in self._anonymous:
             del self._anonymous[connection]
-            self._parties.setdefault(party, {})[connection] = None
+            members = self._parties.setdefault(party, {})
+            if party != OPERATOR_ID and len(members) >= self.per_session:
+                self._session_warning.warn(
+                    "closed {times} API connections of sessions over their share "
+                    "(limits.api_connections_per_session: {limit}); the latest was session "
+                    "{party}'s", limit=self.per_session, party=party)
+                self._close(next(iter(members)))
+            members[connection] = None
             self._party_of[connection] = party
 
     def release(self, connection: Any) -> None:
@@ -117,14 +134,18 @@ class ConnectionCount:
 
     def _evict(self, victim: Any) -> None:
         party = self._party_of.get(victim, "nobody")
+        self._eviction_warning.warn(
+            "closed {times} API connections to let new ones in (limits.api_connections); "
+            "the latest was {party}'s", party=party if party == "nobody" else
+            ("the operator" if party == OPERATOR_ID else f"session {party}"))
+        self._close(victim)
+
+    def _close(self, victim: Any) -> None:
+        """Close counted connection `victim` now (it is released here, not when it ends)."""
         self._forget(victim)
         self.open -= 1
         self.evicted += 1
         self._closed_by_us.add(victim)
-        self._eviction_warning.warn(
-            "closed {times} API connections to let new ones in (limits.api_connections); "
-            "the latest was {party}'s", party=party if party == "nobody" else
-            ("the operator" if party == "operator" else f"session {party}"))
         transport = getattr(victim, "transport", None)
         if transport is not None:
             transport.abortConnection()

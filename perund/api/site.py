@@ -65,7 +65,8 @@ class ApiSite(Site):
         self.max_body = limits.max_body
         self.dispatcher = dispatcher
         self.hubs = hubs
-        self.connections = ConnectionCount(reactor, limits.max_connections)
+        self.connections = ConnectionCount(reactor, limits.max_connections,
+                                           limits.connections_per_session)
         self.sockets: ApiSocketFactory | None = None
         """The WebSocket side (its open sockets), once `make_site` built it."""
         self.refusals = RateLimitedWarning(reactor, Logger(namespace="perund.api.http"))

@@ -154,6 +154,34 @@ def test_at_the_cap_the_party_holding_most_gives_way_and_one_each_is_kept() -> N
     assert not any(c.aborted for c in (hog[2], operator, other, newest))
 
 
+def test_a_session_holds_at_most_its_share_and_its_newest_closes_its_oldest() -> None:
+    """One user's credentials cannot pile up connections, each able to buffer a message and
+    replies, until the node holds gigabytes (found by an audit); the operator is not capped."""
+    from twisted.internet.task import Clock
+
+    from perund.api.connections import ConnectionCount
+
+    count = ConnectionCount(Clock(), 100, per_session=3)
+    mine = [_Connection() for _ in range(5)]
+    with capturedLogs() as events:
+        for connection in mine:
+            assert count.admit("peer")
+            count.opened(connection)
+            count.claim(connection, "aa" * 16)
+    assert [c.aborted for c in mine] == [True, True, False, False, False]
+    assert count.open == 3
+    assert any("limits.api_connections_per_session: 3" in formatEvent(e) for e in events)
+    for closed in mine[:2]:
+        count.release(closed)  # their closes arrive later: counted once
+    assert count.open == 3
+    operators = [_Connection() for _ in range(5)]
+    for connection in operators:
+        assert count.admit("peer")
+        count.opened(connection)
+        count.claim(connection, "operator")
+    assert not any(c.aborted for c in operators) and count.open == 8
+
+
 async def socket_client(port: Any) -> Client:
     number = port.getHost().port
     from autobahn.twisted.websocket import WebSocketClientFactory
