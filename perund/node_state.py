@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,49 +51,87 @@ def new_session_id() -> str:
 
 
 def read_sessions(path: Path) -> list[RememberedSession]:
-    """The sessions recorded in `path`; none (with an error logged) when it is unreadable, so
-    a damaged file never stops the node from starting."""
+    """The sessions recorded in `path`, so that a damaged file never stops the node from
+    starting and never loses what can still be read: an entry (a session, or one of its
+    credentials) that cannot be read is left out, the others are kept, and the file as it was
+    is moved aside (`sessions.json.damaged-<time>`) with a critical line saying so, before the
+    node's next change of its sessions writes the file anew."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes()
     except FileNotFoundError:
         return []
-    except (OSError, ValueError) as exc:
-        log.error("cannot read {file}: {error}; no session is opened by itself",
-                  file=str(path), error=exc)
+    except OSError as exc:
+        log.critical("cannot read {file} ({error}); no session is opened by itself",
+                     file=str(path), error=exc.strerror or exc)
         return []
+    problems: list[str] = []
     try:
-        return _parse(raw)
-    except ValueError as exc:
-        log.error("{file} is damaged ({error}); no session is opened by itself",
-                  file=str(path), error=exc)
-        return []
+        raw = json.loads(text.decode("utf-8"))
+    except ValueError:  # not UTF-8, or not JSON (a torn write of another tool, a bad edit)
+        raw, problems = None, ["it is not JSON"]
+    sessions = []
+    if not problems:
+        try:
+            sessions = _parse(raw, problems)
+        except ValueError as exc:  # JSON, but no sessions file at all
+            problems = [str(exc)]
+    if problems:
+        kept = _keep_aside(path)
+        log.critical(
+            "{file} is damaged ({problems}); {count} sessions are opened from what could be "
+            "read, the rest not: the file as it was is kept as {kept} (the sessions left out "
+            "can be opened again with session_open, with new credentials)",
+            file=str(path), problems="; ".join(problems[:5]), count=len(sessions),
+            kept=kept or "nothing (it could not be moved)")
+    return sessions
 
 
-def _parse(raw: object) -> list[RememberedSession]:
+def _keep_aside(path: Path) -> str | None:
+    """Move damaged `path` beside itself under a name of its own; the new name, or None."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    kept = path.with_name(f"{path.name}.damaged-{stamp}")
+    try:
+        os.replace(path, kept)
+    except OSError:
+        return None
+    return str(kept)
+
+
+def _parse(raw: object, problems: list[str]) -> list[RememberedSession]:
+    """The sessions of a decoded file; what cannot be read goes to `problems` (ValueError for
+    a document that is no sessions file at all)."""
     if isinstance(raw, dict) and "open_sessions" in raw and "version" not in raw:
         paths = raw["open_sessions"]
-        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        if not isinstance(paths, list):
             raise ValueError("open_sessions is not a list of session files")
-        return [RememberedSession(p, new_session_id()) for p in paths]
+        problems.extend("an entry of open_sessions is not a path"
+                        for p in paths if not isinstance(p, str))
+        return [RememberedSession(p, new_session_id()) for p in paths if isinstance(p, str)]
     if not isinstance(raw, dict) or raw.get("version") != 2:
         raise ValueError("not a version 2 sessions file")
     entries = raw.get("sessions")
     if not isinstance(entries, list):
         raise ValueError("sessions is not a list")
     sessions = []
-    for entry in entries:
-        if not isinstance(entry, dict):
-            raise ValueError("a session entry is not an object")
-        config, session_id = entry.get("config"), entry.get("id")
+    for number, entry in enumerate(entries):
+        config = entry.get("config") if isinstance(entry, dict) else None
+        session_id = entry.get("id") if isinstance(entry, dict) else None
         if not isinstance(config, str) or not isinstance(session_id, str) \
                 or not _SESSION_ID.match(session_id):
-            raise ValueError("a session entry needs a config path and a 32-hex-digit id")
+            problems.append(f"session entry {number} needs a config path and a 32-hex-digit id")
+            continue
+        assert isinstance(entry, dict)
         credentials = entry.get("credentials", [])
         if not isinstance(credentials, list):
-            raise ValueError("credentials is not a list")
-        sessions.append(RememberedSession(
-            config, session_id,
-            [StoredCredential.from_json(c, session_id) for c in credentials]))
+            problems.append(f"the credentials of session {session_id} are not a list")
+            credentials = []
+        kept = []
+        for raw_credential in credentials:
+            try:
+                kept.append(StoredCredential.from_json(raw_credential, session_id))
+            except ValueError as exc:
+                problems.append(f"a credential of session {session_id}: {exc}")
+        sessions.append(RememberedSession(config, session_id, kept))
     return sessions
 
 
