@@ -369,7 +369,7 @@ class NodeService(MultiService):
             try:
                 config, _ = await deferToThread(read_session_files, path, self.file_rules)
                 store = SessionStore(config.database, self._reactor)
-            except PerundError:
+            except (PerundError, OSError):
                 continue  # its own problem is reported when it is opened
             try:
                 for channel in store.channels():

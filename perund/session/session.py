@@ -259,6 +259,16 @@ class Session:
                     f"this session's store {config.database} is open in another process "
                     f"(pid {exc.data.get('holder', '?')}): a session may be open in one node "
                     "only", database=str(config.database)) from None
+            if isinstance(exc, StoreError | OSError):
+                # The operator's to mend (a damaged file, a folder the node may not write):
+                # named, not an internal error with a traceback.
+                why = exc.message if isinstance(exc, StoreError) else \
+                    f"{exc.strerror or type(exc).__name__}" + (
+                        f": {exc.filename}" if exc.filename else "")
+                raise InvalidConfig(
+                    f"database: {config.database}: the store cannot be opened: {why}",
+                    name="database", value=str(config.database),
+                    requirement="a store folder the node can open, read and write") from None
             raise
         try:
             keys = await unlocking

@@ -289,6 +289,31 @@ async def test_a_key_that_does_not_unlock_leaves_the_store_free(node: NodeServic
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_store_that_cannot_open_is_a_config_error_naming_it(node: NodeService,
+                                                                    setup: Generated) -> None:
+    """A damaged store, or one whose files are links, is the operator's to mend: an error
+    naming `database`, the folder and why, not an internal error (found by an audit)."""
+    session_file = setup.users[0].session_file
+    alice = await node.open_session(str(session_file))
+    await node.close_session(alice.id, force=False)
+    data = session_file.parent / "db" / "data"
+    content = data.read_bytes()
+    data.write_bytes(b"XXXX" + content[4:])  # not semidbm's header: no torn write does that
+    with pytest.raises(InvalidConfig, match=r"database: .*db: the store cannot be opened: "
+                                            r".*not a semidbm") as corrupt:
+        await node.open_session(str(session_file))
+    assert corrupt.value.data["name"] == "database"
+    data.write_bytes(content)
+    lock = session_file.parent / "db" / "lock"
+    lock.unlink()
+    lock.symlink_to(session_file)
+    with pytest.raises(InvalidConfig, match="'lock' is a symbolic link"):
+        await node.open_session(str(session_file))
+    lock.unlink()
+    assert (await node.open_session(str(session_file))).id in node.sessions
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_start_that_fails_releases_the_sessions_it_prepared(setup: Generated) -> None:
     """A start prepares the remembered sessions (their stores open) while the chain starts;
     when the start fails after that (the API's port is taken), it lets their stores go."""
