@@ -164,6 +164,10 @@ class SessionsConfig:
     """How long reading a session's files may take before `session_open` gives up."""
 
 
+DATA_DIR_LOCK = "node.lock"
+"""The file in data_dir a running node holds an exclusive flock on (its pid inside)."""
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """The whole node configuration."""

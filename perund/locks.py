@@ -34,3 +34,23 @@ def hold(lock_path: str | os.PathLike[str]) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def holder_of(lock_path: str | os.PathLike[str]) -> str | None:
+    """The pid written in `lock_path` ("unknown" if none) while another process holds its
+    lock; None when nobody does (or there is no lock file). Takes nothing: a look before a
+    daemon forks, so that a second node fails where its operator sees it."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            return None
+        return None
+    finally:
+        os.close(fd)  # drops the shared lock, if taken

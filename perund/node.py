@@ -31,7 +31,7 @@ from perund.chain.urls import shown_url
 from perund.challenge_watch import ChallengeWatch
 from perund.channel.records import Channel
 from perund.channel.types import hex_address
-from perund.config import NodeConfig
+from perund.config import DATA_DIR_LOCK, NodeConfig
 from perund.disk_guard import DiskGuard
 from perund.errors import (
     ChainMismatch,
@@ -540,8 +540,6 @@ class NodeService(MultiService):
 
 
 
-DATA_DIR_LOCK = "node.lock"
-"""The file in data_dir a running node holds an exclusive flock on (its pid inside)."""
 EMBEDDED_PENDING_URL = "http://127.0.0.1:0"
 """The embedded chain's URL until it runs (it picks its port)."""
 

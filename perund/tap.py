@@ -6,7 +6,9 @@ the command with every problem listed, before anything listens or connects.
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +18,7 @@ from twisted.application.service import IService, MultiService
 from twisted.logger import ILogObserver
 from twisted.python import usage
 
-from perund.config import CHAIN_URL_ENV, NodeConfig, load_node_config
+from perund.config import CHAIN_URL_ENV, DATA_DIR_LOCK, NodeConfig, load_node_config
 from perund.errors import InvalidConfig
 
 
@@ -44,7 +46,8 @@ class Options(usage.Options):
         line on standard error and exit status 1 (not twistd's usage text, which would bury
         the line that matters)."""
         try:
-            self["node_config"] = self._load()
+            self["node_config"] = config = self._load()
+            _refuse_what_is_taken(config)
         except InvalidConfig as exc:
             sys.stderr.write(f"perund: {exc.message}\n")
             sys.stderr.flush()
@@ -77,6 +80,54 @@ class Options(usage.Options):
         config = load_node_config(self["config"], overrides, origins)
         return replace(config, fresh_chain=bool(self["fresh-chain"]),
                        accept_lost_channels=bool(self["accept-lost-channels"]))
+
+
+def _refuse_what_is_taken(config: NodeConfig) -> None:
+    """InvalidConfig if another node holds `data_dir` or the API's TCP port is taken: looked
+    at here, before twistd forks a daemon, so that the command fails with status 1 and the
+    line on the terminal (after the fork it would only be in twistd.log). The node checks
+    both again when it starts (something may take them meanwhile)."""
+    from perund.locks import holder_of
+
+    holder = holder_of(config.data_dir / DATA_DIR_LOCK)
+    if holder is not None:
+        raise InvalidConfig(f"data_dir {config.data_dir} is in use by another perund (pid "
+                            f"{holder}); one node per data folder", name="data_dir",
+                            value=str(config.data_dir))
+    address = _tcp_address(config.api.listen)
+    if address is None:
+        return
+    probe = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted listens
+        probe.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise InvalidConfig(f"api.listen {config.api.listen}: the port is in use by "
+                                "another program", name="api.listen",
+                                value=config.api.listen) from None
+    finally:
+        probe.close()
+
+
+def _tcp_address(endpoint: str) -> tuple[str, int] | None:
+    """(interface, port) of a plain `tcp:PORT[:interface=HOST]` endpoint string; None for any
+    other kind (those are checked when the node listens)."""
+    kind, _, rest = endpoint.partition(":")
+    if kind != "tcp":
+        return None
+    port, interface = None, ""
+    for part in rest.split(":"):
+        name, equals, value = part.partition("=")
+        if not equals and port is None:
+            port = name
+        elif name == "port":
+            port = value
+        elif name == "interface":
+            interface = value
+    if port is None or not port.isdigit():
+        return None
+    return interface, int(port)
 
 
 def makeService(options: Options) -> IService:

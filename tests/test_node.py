@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +145,23 @@ def test_overrides_are_validated_and_applied(tmp_path: Path,
     assert "chain.block_time: " in err and "api.listen (from --api-listen)" in err
 
 
+def test_a_taken_api_port_ends_the_command_before_a_daemon_forks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "perund.yaml"
+    config.write_text("data_dir: data\n")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        listen = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        with pytest.raises(SystemExit) as refused:
+            Options().parseOptions(["--config", str(config), "--api-listen", listen])
+        assert refused.value.code == 1
+        assert f"api.listen {listen}: the port is in use" in capsys.readouterr().err
+    finally:
+        taken.close()
+
+
 async def _embedded_node(tmp_path: Path) -> NodeService:
     """A node of the smallest config (the embedded dev chain), started as twistd would."""
     config = tmp_path / "perund.yaml"
@@ -256,7 +274,7 @@ async def test_a_start_that_fails_before_the_reactor_runs_stops_it_once_it_runs(
 
 @pytest_twisted.ensureDeferred
 async def test_a_second_node_on_the_same_data_dir_is_refused_before_it_starts_anything(
-        tmp_path: Path) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = parse_node_config({"data_dir": str(tmp_path),
                                 "api": {"listen": "tcp:0:interface=127.0.0.1"}})
     first = NodeService(reactor, config)
@@ -272,6 +290,14 @@ async def test_a_second_node_on_the_same_data_dir_is_refused_before_it_starts_an
             f"{os.getpid()}); one node per data folder" in failure.getErrorMessage()
         assert second.devchain is not None and not second.devchain.url
         await second.stopService()
+        # Before it forks a daemon, `twistd perund` looks too: the line on the terminal and
+        # status 1, not a daemon that says nothing and exits 0 (found by an audit).
+        file = tmp_path / "perund.yaml"
+        file.write_text(f"data_dir: {tmp_path}\n")
+        with pytest.raises(SystemExit) as refused:
+            Options().parseOptions(["--config", str(file), "--api-listen", "tcp:0"])
+        assert refused.value.code == 1
+        assert f"is in use by another perund (pid {os.getpid()})" in capsys.readouterr().err
     finally:
         await first.stopService()
     # The first one's stop let go of the folder.
@@ -306,10 +332,11 @@ def test_the_chain_url_may_come_from_the_environment(
     config.write_text("chain:\n  adjudicator: '0x" + "01" * 20 + "'\n")
     monkeypatch.setenv("PERUND_CHAIN_URL", "https://node.example/v3/KEY")
     options = Options()
-    options.parseOptions(["--config", str(config)])
+    options.parseOptions(["--config", str(config), "--api-listen", "tcp:0"])
     assert options["node_config"].chain.url == "https://node.example/v3/KEY"
     options = Options()
-    options.parseOptions(["--config", str(config), "--chain-url", "http://127.0.0.1:8545"])
+    options.parseOptions(["--config", str(config), "--chain-url", "http://127.0.0.1:8545",
+                          "--api-listen", "tcp:0"])
     assert options["node_config"].chain.url == "http://127.0.0.1:8545"  # the option wins
     monkeypatch.setenv("PERUND_CHAIN_URL", "ftp://node.example/KEY")
     with pytest.raises(SystemExit):
