@@ -140,6 +140,7 @@ class NodeService(MultiService):
     async def _start(self) -> None:
         self._hold_data_dir()
         self._open_log_file()
+        self._warn_of_missing_config_dirs()
         self._remembered = {s.config: s for s in read_sessions(self.sessions_file)}
         # Reading the sessions' files and stores and unlocking their keys needs no chain: it
         # runs while the chain starts (anvil loads its state in its own process meanwhile).
@@ -201,6 +202,14 @@ class NodeService(MultiService):
         except OSError as exc:
             raise InvalidConfig(f"data_dir {folder}: cannot use it: {os_reason(exc)}",
                                 name="data_dir", value=str(folder)) from None
+
+    def _warn_of_missing_config_dirs(self) -> None:
+        """A folder of `sessions.config_dirs` that is not there is most likely a typo: say so
+        now, not only when a session file from it is refused as outside every folder."""
+        for folder in self.config.sessions.config_dirs:
+            if not folder.is_dir():
+                self.log.warn("sessions.config_dirs: {folder} is not a folder: no session file "
+                              "can come from it (a typo?)", folder=str(folder))
 
     def _open_log_file(self) -> None:
         """Start writing `log.file`, if one is configured (InvalidConfig if it cannot be)."""

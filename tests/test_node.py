@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -210,10 +211,18 @@ async def test_unreachable_chain_fails_start_up_clearly(tmp_path: Path) -> None:
         "chain": {"url": "http://127.0.0.1:9", "adjudicator": "0x" + "01" * 20},
         "timeouts": {"chain_connect": "2s"},
     })
+    (tmp_path / "users").mkdir()
+    config = replace(config, sessions=replace(
+        config.sessions, config_dirs=(tmp_path / "users", tmp_path / "alise")))
     node = NodeService(NotRunningReactor(), config)
-    node.startService()
-    with pytest.raises(ChainNotReachable):
-        await node.ready
+    with capturedLogs() as events:
+        node.startService()
+        with pytest.raises(ChainNotReachable):
+            await node.ready
+    # A mistyped folder of session files is named at once (found by an audit), the real one not.
+    said = [formatEvent(e) for e in events if "sessions.config_dirs" in formatEvent(e)]
+    assert said == [f"sessions.config_dirs: {tmp_path / 'alise'} is not a folder: no session "
+                    "file can come from it (a typo?)"]
     await node.stopService()
 
 
