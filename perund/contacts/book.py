@@ -249,8 +249,11 @@ def _read_as(key: object) -> str:
     True or 123, a name the user does not see in the file."""
     if isinstance(key, bool):
         return ": YAML reads an unquoted yes/no/on/off/true/false as True or False"
+    if key is None:
+        return ": YAML reads an empty or unquoted null/~ key as nothing"
     if not isinstance(key, str):
-        return f": YAML read this unquoted key as a {type(key).__name__}"
+        kinds = {int: "an integer", float: "a number"}
+        return f": YAML read this unquoted key as {kinds.get(type(key), type(key).__name__)}"
     return ""
 
 

@@ -190,7 +190,7 @@ repeat:
     assert found["noport.comm_type"] == "one of tcp"
     assert found["noport.colour"] == "unknown key"
     assert found["missing.comm_address"] == "required"
-    assert "quote it" in found["123"] and "read this unquoted key as a int" in found["123"]
+    assert "quote it" in found["123"] and "read this unquoted key as an integer" in found["123"]
     assert "unquoted yes/no/on/off/true/false as True or False" in found["True"]
     assert found["comm_address"] == "key defined twice in one contact (lines 40 and 41)"
 
