@@ -66,15 +66,17 @@ def parse_fee(section: object, problem: Problem) -> tuple[FeeSetting, ...]:
         base = terms.get("base", "0")
         if isinstance(base, int) and not isinstance(base, bool) and base >= 0:
             base = str(base)
+        sound = True  # both keys are checked, so that one reading names every problem
         if not isinstance(base, str) or len(base) > 100 or not _AMOUNT.fullmatch(base):
             problem(f"{name}.base", base, "a non-negative decimal string such as \"0.0001\" "
                     "(quoted: a YAML number loses digits)")
-            continue
+            sound = False
         ppm = terms.get("ppm", 0)
         if type(ppm) is not int or not 0 <= ppm <= PPM:
             problem(f"{name}.ppm", ppm, f"an integer in 0..{PPM} (parts per million)")
-            continue
-        settings.append(FeeSetting(symbol, base, ppm))
+            sound = False
+        if sound:
+            settings.append(FeeSetting(symbol, base, ppm))
     return tuple(settings)
 
 
@@ -82,19 +84,28 @@ def resolve_fee(settings: tuple[FeeSetting, ...], currencies: Currencies) -> Fee
     """The fee schedule by asset; InvalidConfig (one line, naming the key) for a symbol the
     node does not know or an amount with more decimals than its currency has."""
     schedule: dict[Address, FeeTerms] = {}
+    problems: list[dict[str, object]] = []
+    said: list[str] = []
     for setting in settings:
         name = f"intermediary.fee.{setting.symbol}"
         try:
             currency = currencies.by_symbol(setting.symbol)
         except KeyError:
             known = ", ".join(currencies.symbols())
-            raise InvalidConfig(f"{name}: unknown currency (this node knows {known})",
-                                name=name, value=setting.symbol,
-                                requirement=f"one of {known}") from None
+            problems.append({"name": name, "value": setting.symbol,
+                             "requirement": f"one of {known}"})
+            said.append(f"{name}: unknown currency (this node knows {known})")
+            continue
         try:
             base = parse_amount(setting.base, currency.decimals)
         except AmountError as exc:
-            raise InvalidConfig(f"{name}.base: {exc}", name=f"{name}.base",
-                                value=setting.base, requirement=str(exc)) from None
+            problems.append({"name": f"{name}.base", "value": setting.base,
+                             "requirement": str(exc)})
+            said.append(f"{name}.base: {exc}")
+            continue
         schedule[currency.asset] = FeeTerms(base, setting.ppm)
+    if problems:
+        # Every problem in one error, as for the rest of the file.
+        raise InvalidConfig("; ".join(said), problems=problems,
+                            **(problems[0] if len(problems) == 1 else {}))
     return schedule

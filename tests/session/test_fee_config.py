@@ -71,3 +71,20 @@ def test_an_unknown_currency_or_too_many_decimals_fail_when_the_session_opens() 
         resolve_fee((FeeSetting("PRN", "0.0000001", 0),), CURRENCIES)
     with pytest.raises(InvalidConfig, match="unknown currency"):
         resolve_fee((FeeSetting("prn", "1", 0),), CURRENCIES)  # symbols are exact
+
+
+def test_every_fee_problem_is_named_at_once() -> None:
+    """One reading names them all (found by an audit: they came one at a time)."""
+    with pytest.raises(InvalidConfig) as caught:
+        resolve_fee((FeeSetting("XYZ", "1", 0), FeeSetting("PRN", "0.0000001", 0)), CURRENCIES)
+    assert caught.value.message == ("intermediary.fee.XYZ: unknown currency (this node knows "
+                                    "ETH, PRN); intermediary.fee.PRN.base: at most 6 decimal "
+                                    "places for this currency")
+    assert _problem_names(caught.value) == {"intermediary.fee.XYZ", "intermediary.fee.PRN.base"}
+
+
+def test_both_keys_of_one_fee_are_checked(session_dir: Path) -> None:  # noqa: F811
+    with pytest.raises(InvalidConfig) as caught:
+        loaded(session_dir, {"ETH": {"base": 0.0001, "ppm": 5_000_000}})
+    assert _problem_names(caught.value) == {"intermediary.fee.ETH.base",
+                                            "intermediary.fee.ETH.ppm"}
