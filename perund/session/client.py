@@ -323,7 +323,7 @@ class ChannelClient(TimingKnobs):
 
     def proposed_deposits(self, proposal_id: bytes) -> dict[Address, int]:
         """What accepting the waiting proposal `proposal_id` would have us deposit, per asset
-        (ResourceNotFound if no such proposal waits)."""
+        (if none waits, the error a late answer gets: `Questions.proposal`)."""
         return self._opening.deposits(proposal_id)
 
     @store_intact

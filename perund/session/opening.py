@@ -89,7 +89,7 @@ class Opening:
 
     def deposits(self, proposal_id: bytes) -> dict[Address, int]:
         """What accepting the waiting proposal `proposal_id` would have us deposit, per asset
-        (ResourceNotFound if no such proposal waits)."""
+        (if none waits, the error a late answer gets: `Questions.proposal`)."""
         proposal = self._questions.proposal(proposal_id)
         if isinstance(proposal, VirtualPropose):
             return {}  # a virtual channel is funded by a lock in a ledger channel

@@ -126,9 +126,14 @@ class Questions:
         self._notify(ProposalNotice(peer, msg, expiry))
 
     def proposal(self, proposal_id: bytes) -> Propose | VirtualPropose:
-        """The waiting proposal `proposal_id` (ResourceNotFound if none waits)."""
+        """The waiting proposal `proposal_id`; if none waits, the error `take_proposal` would
+        give (a late answer, one the last stop ended, or ResourceNotFound)."""
         pending = self._proposals.get(proposal_id)
         if pending is None:
+            if proposal_id in self._expired:
+                raise self._late(proposal_id)
+            if proposal_id in self._gone:
+                raise self._gone_error("proposal", proposal_id)
             raise ResourceNotFound("no such proposal", type="proposal", id=_hex(proposal_id))
         return pending.proposal
 

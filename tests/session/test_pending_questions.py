@@ -104,7 +104,10 @@ async def test_questions_a_stop_ended_are_rejected_to_the_peer_and_told_after_re
                    for n in gone)
         assert store.metas(PREFIX) == {}
 
-        # A late answer learns why the question is gone.
+        # A late answer learns why the question is gone, also from the API's look at the
+        # deposits before it accepts (found by an audit: that said 201 "no such proposal").
+        with pytest.raises(FailedPrecondition, match="proposal is gone: the node restarted"):
+            client.proposed_deposits(proposal.proposal.proposal_id)
         with pytest.raises(FailedPrecondition, match="proposal is gone: the node restarted"):
             await client.respond_proposal(proposal.proposal.proposal_id, True)
         with pytest.raises(FailedPrecondition, match="update is gone"):
