@@ -341,11 +341,15 @@ def unlock(config: SessionConfig, environ: Mapping[str, str] | None = None,
         rules = rules.for_session(config.path)
     problems = _Problems()
     keys: dict[str, bytes] = {}
+    passwords: dict[Path | None, str] = {}  # one read (and one warning) per file
     for field, key in (("off_chain", config.off_chain), ("on_chain", config.on_chain)):
         password_field = f"{field}.password_file" if key.password_file else "password_file"
+        password_file = key.password_file or config.password_file
         try:
-            password = read_password(key.password_file or config.password_file,
-                                     field=password_field, environ=env, rules=rules)
+            password = passwords.get(password_file)
+            if password is None:
+                password = passwords[password_file] = read_password(
+                    password_file, field=password_field, environ=env, rules=rules)
             keys[field] = unlock_keystore(key.keystore, password, field=f"{field}.keystore",
                                           address=key.address, rules=rules)
         except InvalidConfig as exc:

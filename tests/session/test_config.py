@@ -222,6 +222,16 @@ def test_unlock_with_password_file(session_dir: Path, logs: list[dict[str, Any]]
     assert all(PASSWORD not in t and OFF_KEY.hex() not in t for t in texts)
 
 
+def test_a_shared_password_file_others_may_read_is_one_warning(
+        session_dir: Path, logs: list[dict[str, Any]]) -> None:
+    config = load_session_config(_write(session_dir, _document()))
+    assert config.password_file is not None
+    config.password_file.chmod(0o644)
+    unlock(config, environ={})
+    said = [formatEvent(e) for e in logs if "can be read by other users" in formatEvent(e)]
+    assert len(said) == 1  # both keys use it: read once (found by an audit: said twice)
+
+
 def test_unlock_with_environment(session_dir: Path) -> None:
     document = _document()
     del document["password_file"]
