@@ -26,10 +26,25 @@ def test_a_busy_api_port_fails_start_up_and_leaves_no_pid_file(tmp_path: Path) -
                               f"tcp:{port}:interface=127.0.0.1"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
-    failures = [line for line in run.stdout.splitlines() if "start-up failed" in line]
-    assert len(failures) == 1 and "Address already in use" in failures[0]
+    # Found before anything starts (and before a daemon would fork): one line on stderr.
+    assert run.stderr == (f"perund: api.listen tcp:{port}:interface=127.0.0.1: the port is in "
+                          "use by another program\n")
     assert "Traceback" not in run.stdout
     # twistd's pid file is gone: a stale one could block the next start (its PID reused).
+    assert not (tmp_path / "twistd.pid").exists()
+
+
+def test_a_start_up_failure_after_the_checks_leaves_no_pid_file(tmp_path: Path) -> None:
+    config = tmp_path / "perund.yaml"
+    config.write_text("data_dir: data\n")
+    (tmp_path / "data").write_text("a file where the data folder goes\n")
+    run = subprocess.run([TWISTD, "-n", "perund", "--config", str(config), "--api-listen",
+                          "tcp:0:interface=127.0.0.1"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 1
+    failures = [line for line in run.stdout.splitlines() if "start-up failed" in line]
+    assert len(failures) == 1 and "is not a folder" in failures[0]
+    assert "Traceback" not in run.stdout
     assert not (tmp_path / "twistd.pid").exists()
 
 
