@@ -1,9 +1,11 @@
 """Token files: a credential is written only where no file is, or over the file holding the
-very credential being rotated."""
+very credential being rotated; rotating the credential in use writes its successor back to
+the file it was read from."""
 
 from __future__ import annotations
 
 import argparse
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from perund.cli.client.credentials import (
 )
 from perund.cli.client.errors import UsageError
 from perund.cli.client.render import Style
+from perund.cli.client.settings import token_file_of
 from perund.cli.client.token_commands import token_create, token_rotate
 
 SESSION = "0x" + "ab" * 16
@@ -46,9 +49,10 @@ def _token_file(folder: Path, name: str, token: str) -> Path:
     return path
 
 
-def _context(token: str) -> tuple[Context, _Node]:
+def _context(token: str, token_file: Path | None) -> tuple[Context, _Node]:
     node = _Node(token)
-    ctx = Context(node, Style(False), "127.0.0.1:1", SESSION)  # type: ignore[arg-type]
+    ctx = Context(node, Style(False), "127.0.0.1:1", SESSION,  # type: ignore[arg-type]
+                  None if token_file is None else str(token_file))
     return ctx, node
 
 
@@ -76,7 +80,7 @@ def test_token_create_never_writes_over_a_credential(tmp_path: Path) -> None:
     """`token create --out dash.token` over a read-only dashboard's file would have turned it
     into a full credential."""
     dashboard = _token_file(tmp_path, "dash.token", BOB)
-    ctx, node = _context(ALICE)
+    ctx, node = _context(ALICE, None)
     args = argparse.Namespace(read=False, label=None, out=str(dashboard))
     with pytest.raises(UsageError, match="holds another credential"):
         token_create(ctx, args)
@@ -85,8 +89,37 @@ def test_token_create_never_writes_over_a_credential(tmp_path: Path) -> None:
 
 def test_rotating_into_another_users_file_is_refused_before_the_node_is_asked(
         tmp_path: Path) -> None:
+    alices = _token_file(tmp_path, "alice.token", ALICE)
     bobs = _token_file(tmp_path, "bob.token", BOB)
-    ctx, node = _context(ALICE)
+    ctx, node = _context(ALICE, alices)
     with pytest.raises(UsageError, match="holds another credential"):
         token_rotate(ctx, argparse.Namespace(token=None, out=str(bobs)))
     assert node.asked == [] and bobs.read_text() == BOB + "\n"
+
+
+def test_rotating_the_credential_in_use_writes_it_back_to_its_file(tmp_path: Path) -> None:
+    alices = _token_file(tmp_path, "alice.token", ALICE)
+    alices.chmod(0o640)
+    ctx, node = _context(ALICE, alices)
+    outcome = token_rotate(ctx, argparse.Namespace(token=None, out=None))
+    assert node.asked == ["session_rotateToken"]
+    assert alices.read_text() == NEW + "\n"
+    assert stat.S_IMODE(alices.stat().st_mode) == 0o600
+    assert f"written back to {alices}, the file it was read from" in outcome.text
+    assert NEW not in outcome.text
+    assert (outcome.credential, outcome.credential_file) == (NEW, str(alices))
+    assert [p.name for p in tmp_path.iterdir()] == ["alice.token"]  # no temporary left
+
+
+def test_a_credential_not_from_a_file_is_shown_once(tmp_path: Path) -> None:
+    ctx, _ = _context(ALICE, None)
+    outcome = token_rotate(ctx, argparse.Namespace(token=None, out=None))
+    assert NEW in outcome.text and outcome.credential_file is None
+
+
+def test_the_token_file_is_the_one_the_token_was_read_from() -> None:
+    env = {"PERUND_TOKEN_FILE": "env.token"}
+    assert token_file_of("option.token", {**env, "PERUND_TOKEN": OPERATOR}) == "option.token"
+    assert token_file_of(None, {**env, "PERUND_TOKEN": OPERATOR}) is None
+    assert token_file_of(None, env) == "env.token"
+    assert token_file_of(None, {}) is None

@@ -45,6 +45,9 @@ class Outcome:
     credential: str | None = None
     """A session credential the command received for the session it uses: the shell acts
     with it from now on."""
+    credential_file: str | None = None
+    """The file holding `credential`, if it was written to one: a later rotation of that
+    credential writes its successor back there."""
     notes: list[str] = field(default_factory=list)
     """Remarks for stderr in one-shot mode (the shell prints them as lines)."""
 
@@ -67,8 +70,11 @@ class Context:
     """What commands use: the node, the current session, and the style of the output."""
 
     def __init__(self, api: ApiClient, style: Style, node_label: str,
-                 session: str | None) -> None:
+                 session: str | None, token_file: str | None = None) -> None:
         self.api = api
+        self.token_file = token_file
+        """The file the credential in use was read from (None: not from a file): rotating
+        that credential writes its successor back there."""
         self.opener = api
         """The credential the CLI started with: it opens sessions (the operator's token),
         while `api` may be a session's own credential by then."""
@@ -288,7 +294,8 @@ def session_open(ctx: Context, args: argparse.Namespace) -> Result:
     if token_out:
         write_token_file(token_out, token)
     if getattr(args, "quiet", False):
-        return Outcome(opened, session, session, label, credential=token)
+        return Outcome(opened, session, session, label, credential=token,
+                       credential_file=token_out or None)
     restored = opened.get("restoredChannels", [])
     lines = [
         f"session {ctx.style.ident(session)} ({label}) is open",
@@ -301,7 +308,8 @@ def session_open(ctx: Context, args: argparse.Namespace) -> Result:
     ]
     if restored:
         lines.append(render.channel_rows(restored, ctx.style))
-    return Outcome(opened, "\n".join(lines), session, label, credential=token)
+    return Outcome(opened, "\n".join(lines), session, label, credential=token,
+                   credential_file=token_out or None)
 
 
 def session_list(ctx: Context, args: argparse.Namespace) -> Result:

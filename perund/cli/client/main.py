@@ -29,7 +29,7 @@ from perund.cli.client.handlers import handler_of
 from perund.cli.client.parser import build_parser
 from perund.cli.client.progress import ProgressLine, wait_with_progress
 from perund.cli.client.render import Style, colour_wanted
-from perund.cli.client.settings import node_of, session_of, token_of
+from perund.cli.client.settings import node_of, session_of, token_file_of, token_of
 
 HTTP_TIMEOUT = 60.0
 """Seconds a quick call may take; calls that wait for the peer or the chain have no limit."""
@@ -40,7 +40,8 @@ def connect(args: argparse.Namespace, style: Style) -> Context:
     node = node_of(args.node, os.environ)
     token = token_of(args.token_file, os.environ)
     api = ApiClient(node.port, token, node.host, timeout=HTTP_TIMEOUT)
-    return Context(api, style, str(node), session_of(args.session, os.environ))
+    return Context(api, style, str(node), session_of(args.session, os.environ),
+                   token_file_of(args.token_file, os.environ))
 
 
 def _node_label(args: argparse.Namespace) -> str:

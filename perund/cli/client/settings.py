@@ -100,6 +100,15 @@ def token_of(option: str | None, env: Mapping[str, str]) -> str:
                      "e.g. data/api.token) or set PERUND_TOKEN_FILE or PERUND_TOKEN")
 
 
+def token_file_of(option: str | None, env: Mapping[str, str]) -> str | None:
+    """The file `token_of` reads the token from; None when it is PERUND_TOKEN's (or none)."""
+    if option:
+        return option
+    if env.get("PERUND_TOKEN", "").strip():
+        return None
+    return env.get("PERUND_TOKEN_FILE") or None
+
+
 def session_of(option: str | None, env: Mapping[str, str]) -> str | None:
     """The session ID from --session or PERUND_SESSION (checked, 0x added if missing)."""
     value = option or env.get("PERUND_SESSION") or None

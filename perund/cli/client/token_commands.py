@@ -2,7 +2,8 @@
 
 A session credential (or the operator's token) mints, lists and revokes the session's
 credentials; a read-only one may only rotate itself. A new token is written to `--out FILE`
-(mode 0600) or shown once: the node keeps only its hash.
+(mode 0600) or shown once: the node keeps only its hash. Rotating the credential in use, read
+from a token file, writes its successor back to that file: the old one is revoked.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ def _resolve(ctx: Context, ref: str) -> str:
 
 
 def _new_token(ctx: Context, minted: dict[str, Any], out: str | None, verb: str,
-               replacing: str | None = None) -> Outcome:
+               replacing: str | None = None, written_back: bool = False) -> Outcome:
     token = str(minted["token"])
     where = f"{token}\n(shown only now: the node keeps its hash only)"
+    written = None
     if out:
         try:
             write_token_file(out, token, replacing)
@@ -55,11 +57,13 @@ def _new_token(ctx: Context, minted: dict[str, Any], out: str | None, verb: str,
             where = f"{reason}; the new token instead:\n{token}\n(shown only now: the node " \
                     "keeps its hash only)"
         else:
-            where = f"written to {out} (--token-file {out})"
+            written = out
+            where = (f"written back to {out}, the file it was read from (the old one is "
+                     "revoked)" if written_back else f"written to {out} (--token-file {out})")
     text = f"{verb} {minted['scope']} credential {ctx.style.ident(minted['tokenId'])}" + \
         (f" ({render.shown_text(minted['label'])})" if minted.get("label") else "") + \
         f": {where}"
-    return Outcome(minted, text)
+    return Outcome(minted, text, credential_file=written)
 
 
 def token_list(ctx: Context, args: argparse.Namespace) -> Result:
@@ -90,18 +94,22 @@ def token_revoke(ctx: Context, args: argparse.Namespace) -> Result:
 
 
 def token_rotate(ctx: Context, args: argparse.Namespace) -> Result:
-    """`token rotate [ID] [--out FILE]`: without ID, the credential this CLI uses. --out may
-    name the file holding the credential rotated, and no other existing file."""
+    """`token rotate [ID] [--out FILE]`: without ID, the credential this CLI uses. The new
+    token goes to --out; else, when the rotated credential is the one in use and was read
+    from a token file, back to that file (which would otherwise hold a revoked one)."""
     in_use = credential_id(ctx.api.token)
     params: dict[str, Any] = {"sessionId": ctx.session_id()}
     rotated = in_use
     if args.token:
         rotated = params["tokenId"] = _resolve(ctx, args.token)
-    if args.out:
-        check_token_file_target(args.out, replacing=rotated)
+    rotating_own = rotated is not None and rotated == in_use
+    write_back = not args.out and rotating_own and ctx.token_file is not None
+    out = ctx.token_file if write_back else args.out
+    if out:
+        check_token_file_target(out, replacing=rotated)
     minted = ctx.call("session_rotateToken", **params)
-    outcome = _new_token(ctx, minted, args.out, "rotated into", rotated)
-    if rotated is not None and rotated == in_use:
+    outcome = _new_token(ctx, minted, out, "rotated into", rotated, written_back=write_back)
+    if rotating_own:
         outcome.credential = str(minted["token"])  # the shell goes on with the new one
     return outcome
 
