@@ -31,6 +31,8 @@ STATUS_TIMEOUT = 5.0
 """Seconds a progress query (channel_get, channel_list) may take before it is skipped."""
 
 HEX_ID = re.compile(r"^(0x)?[0-9a-fA-F]*$")
+DEFAULT_RETIRED_LIMIT = 100
+"""Retired channels `channel list --retired` shows without --limit."""
 
 
 @dataclass
@@ -369,12 +371,14 @@ def balance(ctx: Context, args: argparse.Namespace) -> Result:
 
 def channel_list(ctx: Context, args: argparse.Namespace) -> Result:
     """`channel list [--retired [--limit N]]`."""
+    wanted = getattr(args, "limit", None)
     if not getattr(args, "retired", False):
+        if wanted is not None:
+            raise UsageError("--limit goes with --retired: the open and recently closed "
+                             "channels are listed whole")
         channels = ctx.channels()
         return Outcome(channels, render.channel_rows(channels, ctx.style))
-    wanted = getattr(args, "limit", 100)
-    if wanted < 1:
-        raise UsageError("--limit takes a number of channels, at least 1")
+    wanted = DEFAULT_RETIRED_LIMIT if wanted is None else wanted
     retired: list[dict[str, Any]] = []
     before = None
     while len(retired) < wanted:
