@@ -414,3 +414,19 @@ def test_a_peer_is_named_in_any_letter_case() -> None:
     ctx = Context(_Node([bobs], {"bob"}), Style(False), "127.0.0.1:1",  # type: ignore[arg-type]
                   "0x" + "ab" * 16)
     assert ctx.resolve_channel("BOB") == ctx.resolve_channel("bob") == bobs
+
+
+def test_a_lost_connection_names_no_timeout() -> None:
+    """The node's 101 for a connection lost mid-request carries `timeout: null`: the line
+    said "(timeout None)"."""
+    lost = {"code": 101, "message": "peer bob (0x3cb4…): the connection was lost before the "
+            "response came", "data": {"peer": "0x3cb4", "timeout": None}}
+    assert failure_of(ApiError("channel_open", lost), "h:1").line == \
+        "peer bob (0x3cb4…): the connection was lost before the response came (101)"
+    unreachable = {"code": 101, "message": "peer bob unreachable: connection refused",
+                   "data": {"peer": "0x3cb4", "timeout": 10.0}}
+    assert describe_api_error(unreachable) == \
+        "peer bob unreachable: connection refused (timeout 10 s)"
+    timed_out = {"code": 102, "message": "peer bob did not answer a proposal within 60 s",
+                 "data": {"timeout": 60.0}}
+    assert describe_api_error(timed_out) == "peer bob did not answer a proposal within 60 s"

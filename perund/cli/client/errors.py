@@ -151,9 +151,17 @@ def describe_api_error(error: dict[str, Any]) -> str:
         return f"{message}: {data['value']}"
     if code == -32601:
         return f"the node does not know the method {data.get('method', '')}".rstrip()
-    details = [f"{key} {data[key]}" for key in ("reason", "txHash", "timeout")
-               if key in data and str(data[key]) not in message]
+    shown = {key: _detail_text(data[key]) for key in ("reason", "txHash", "timeout")
+             if data.get(key) is not None}  # a lost connection has no timeout: null
+    details = [f"{key} {text}" for key, text in shown.items() if text not in message]
     return message + (f" ({', '.join(details)})" if details else "")
+
+
+def _detail_text(value: Any) -> str:
+    """A detail of the node's error as words: a number of seconds with its unit."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:g} s"
+    return str(value)
 
 
 def failure_of(exc: BaseException, node: str) -> Failure:
