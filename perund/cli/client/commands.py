@@ -216,6 +216,18 @@ def config_path(text: str) -> str:
     return str(path)
 
 
+def _missing_config(exc: ApiError, typed: str, sent: str) -> CliError | None:
+    """The error for a relative session file that is neither here nor on the node, naming the
+    path the user typed (the node's error names the path it made of it in its own folder);
+    None for any other error."""
+    data = exc.error.get("data")
+    if not isinstance(data, dict) or data.get("name") != "configFile" or \
+            data.get("requirement") != "no such file" or Path(sent).is_absolute():
+        return None
+    return CliError(f"no session file {typed}: it is neither here ({Path.cwd()}) nor on the "
+                    f"node, which looked for {data.get('value')}", exc.code, data)
+
+
 def session_label(config: str) -> str:
     """A short name for a session: its folder for `.../alice/session.yaml`, else the stem."""
     path = Path(config)
@@ -273,6 +285,9 @@ def session_open(ctx: Context, args: argparse.Namespace) -> Result:
     try:
         opened = ctx.opener.result("session_open", {"configFile": config})
     except ApiError as exc:
+        missing = _missing_config(exc, args.config, config)
+        if missing is not None:
+            raise missing from None
         data = exc.error.get("data") or {}
         if exc.code == 202 and isinstance(data, dict) and data.get("type") == "session":
             opened_from = data.get("configFile")
