@@ -430,3 +430,15 @@ def test_a_lost_connection_names_no_timeout() -> None:
     timed_out = {"code": 102, "message": "peer bob did not answer a proposal within 60 s",
                  "data": {"timeout": 60.0}}
     assert describe_api_error(timed_out) == "peer bob did not answer a proposal within 60 s"
+
+
+def test_a_refused_session_close_says_it_once() -> None:
+    def refused(count: int) -> str:
+        return describe_api_error({
+            "code": 204, "message": f"session has {count} open channels: close them or use "
+            "force", "data": {"openChannels": ["0x" + "ab" * 32] * count}})
+
+    assert refused(1) == "the session has 1 open channel: close it first, or use --force to " \
+                         "leave it open on-chain"
+    assert refused(2) == "the session has 2 open channels: close them first, or use --force " \
+                         "to leave them open on-chain"

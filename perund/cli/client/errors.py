@@ -142,9 +142,12 @@ def describe_api_error(error: dict[str, Any]) -> str:
         return f"{data['type']} {_hex_id(data.get('id', ''))} not found".replace("  ", " ")
     if code == 202 and "type" in data:
         return f"{message}: {data['type']} {_hex_id(data.get('id', ''))}"
-    if code == 204 and data.get("openChannels"):
-        return f"{message} ({len(data['openChannels'])} open channels; use --force to leave " \
-               "them open)"
+    if code == 204 and isinstance(data.get("openChannels"), list) and data["openChannels"]:
+        # The node's message says the same in API terms ("use force"): said once, as typed.
+        count = len(data["openChannels"])
+        return f"the session has {count} open channel{'s' if count != 1 else ''}: close " \
+               f"{'them' if count != 1 else 'it'} first, or use --force to leave " \
+               f"{'them' if count != 1 else 'it'} open on-chain"
     if code == 203 and isinstance(data.get("value"), str) and not data["value"].isdigit() \
             and data["value"] not in message:
         # A readable value says more than the rule (base-unit numbers do not).
