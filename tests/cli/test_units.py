@@ -442,3 +442,16 @@ def test_a_refused_session_close_says_it_once() -> None:
                          "leave it open on-chain"
     assert refused(2) == "the session has 2 open channels: close them first, or use --force " \
                          "to leave them open on-chain"
+
+
+def test_channel_info_says_paid_out_once() -> None:
+    from perund.cli.client.render import channel_details, payout_text
+
+    style = Style(False)
+    closed = {**channel("0x" + "cd" * 32, "bob", "closed", "1.8", "0.7"),
+              "paidOut": {"ETH": "1.8"}}
+    details = channel_details(closed, style)
+    assert "paid out: " not in details
+    assert any(line.split() == ["paid", "out", "you", "1.8", "ETH,", "bob", "0.7", "ETH"]
+               for line in details.splitlines()), details
+    assert payout_text(closed, style) == "paid out: you 1.8 ETH, bob 0.7 ETH"
