@@ -455,3 +455,13 @@ def test_channel_info_says_paid_out_once() -> None:
     assert any(line.split() == ["paid", "out", "you", "1.8", "ETH,", "bob", "0.7", "ETH"]
                for line in details.splitlines()), details
     assert payout_text(closed, style) == "paid out: you 1.8 ETH, bob 0.7 ETH"
+
+
+def test_a_bad_node_address_names_where_it_came_from() -> None:
+    from perund.cli.client.settings import node_of
+
+    with pytest.raises(UsageError, match=r"^PERUND_NODE: bad node address 'garbage'"):
+        node_of(None, {"PERUND_NODE": "garbage"})
+    with pytest.raises(UsageError, match=r"^--node: bad node address 'garbage'"):
+        node_of("garbage", {"PERUND_NODE": "127.0.0.1:1"})
+    assert node_of(None, {}) == NodeAddress("127.0.0.1", 50001)
