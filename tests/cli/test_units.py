@@ -465,3 +465,9 @@ def test_a_bad_node_address_names_where_it_came_from() -> None:
     with pytest.raises(UsageError, match=r"^--node: bad node address 'garbage'"):
         node_of("garbage", {"PERUND_NODE": "127.0.0.1:1"})
     assert node_of(None, {}) == NodeAddress("127.0.0.1", 50001)
+
+
+def test_a_bad_max_fee_is_named_as_typed() -> None:
+    bad = {"code": -32602, "message": "Invalid params", "data": {
+        "field": "maxFee.ETH", "requirement": "a decimal amount, not negative"}}
+    assert describe_api_error(bad) == "invalid --max-fee: a decimal amount, not negative"

@@ -90,6 +90,7 @@ _FIELD_NAMES = (
     ("payments[", None),
     ("balances.", None),
     ("challengeDuration", "--challenge-duration"),
+    ("maxFee", "--max-fee"),
     ("peer.offChainAddress", "address"),
     ("peer.alias", "alias"),
     ("peer.commAddress", "comm address"),
