@@ -130,16 +130,24 @@ def watch(ctx: Context, args: argparse.Namespace) -> int:
             if kind in ("updated", "disputed", "closed") and isinstance(result.get("channel"),
                                                                          dict):
                 known[channel_id] = result["channel"].get("balances", {})
-            if "proposalId" in result:
-                line += f"\n  perund-cli proposal accept {result['proposalId']}"
-            elif result.get("updateId"):
-                line += f"\n  perund-cli update accept {channel_id} {result['updateId']}"
-            print(line, flush=True)
+            print(line + _answer_hint(result, channel_id), flush=True)
         return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_OK if args.count is None else EXIT_INTERRUPTED
     finally:
         stream.close()
+
+
+def _answer_hint(push: dict[str, Any], channel_id: str) -> str:
+    """The command that answers `push`, on a line of its own; "" for a push that needs no
+    answer, or can no longer have one (a proposal or update that is gone)."""
+    if push.get("type") == "gone":
+        return ""
+    if "proposalId" in push:
+        return f"\n  perund-cli proposal accept {push['proposalId']}"
+    if push.get("updateId"):
+        return f"\n  perund-cli update accept {channel_id} {push['updateId']}"
+    return ""
 
 
 def _now(ctx: Context) -> float | None:
