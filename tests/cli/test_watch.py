@@ -1,4 +1,5 @@
-"""`perund-cli watch` against a stream of pushes made up here: the answers it suggests."""
+"""`perund-cli watch` against a stream of pushes made up here: the answers it suggests, and
+how it ends."""
 
 from __future__ import annotations
 
@@ -73,3 +74,8 @@ def test_no_answer_is_suggested_for_what_is_gone(capsys: pytest.CaptureFixture[s
     assert out.count("perund-cli") == 1, out
     assert out.rstrip().endswith(f"perund-cli proposal accept {PROPOSAL}")
 
+
+def test_watch_ended_by_ctrl_c_exits_130(capsys: pytest.CaptureFixture[str]) -> None:
+    push = {"proposalId": PROPOSAL, "peer": "bob", "balances": {}, "challengeDuration": 60}
+    assert _watch([push], count=None, interrupt=True) == 130
+    assert _watch([push], count=5, interrupt=True) == 130

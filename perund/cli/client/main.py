@@ -133,7 +133,9 @@ def watch(ctx: Context, args: argparse.Namespace) -> int:
             print(line + _answer_hint(result, channel_id), flush=True)
         return EXIT_OK
     except KeyboardInterrupt:
-        return EXIT_OK if args.count is None else EXIT_INTERRUPTED
+        # Like every command ended by ^C (docs/cli.md, exit codes): a script that stops a
+        # watch can tell that from a watch that got its --count pushes.
+        return EXIT_INTERRUPTED
     finally:
         stream.close()
 
