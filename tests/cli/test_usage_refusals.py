@@ -4,6 +4,7 @@ below 1, and an empty time range."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,7 +90,10 @@ def _run(line: str) -> None:
      "--since 2026-12-07 is not before --until 2026-12-01: no payment can match"),
     ("history --since 2026-12-01 --until 2026-12-01", "is not before --until"),
 ])
-def test_options_that_exclude_each_other_are_refused(line: str, complaint: str) -> None:
+def test_options_that_exclude_each_other_are_refused(line: str, complaint: str,
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # should --csv be taken after all, its file lands there
     with pytest.raises(UsageError, match=complaint):
         _run(line)
 
