@@ -27,6 +27,7 @@ from perund.config import parse_node_config
 from perund.contacts.book import check_alias
 from perund.errors import InvalidArgument, ResourceExists
 from perund.keystore.v3 import write_keystore
+from perund.new_files import create_whole
 
 USERS = ("alice", "bob")
 """The users written when none are named."""
@@ -104,11 +105,11 @@ def generate(directory: str | Path, *, chain_url: str = "", chain_id: int | None
              comm_ports: Sequence[int] | None = None,
              users: Sequence[str] = USERS,
              assets: Mapping[str, tuple[str, int]] | None = None) -> Generated:
-    """Write the node config and every user's session under `directory` (which must not hold
-    them); `comm_ports` are the users' peer ports, in order (default: consecutive from
-    `FIRST_COMM_PORT`). `assets` (symbol -> (address, decimals)) go into `chain.assets`; on
-    the embedded chain the test token PRN is listed too, at the address every new embedded
-    chain gives it."""
+    """Write the node config and every user's session under `directory`; ResourceExists,
+    before anything is written, if any file it would write exists. `comm_ports` are the
+    users' peer ports, in order (default: consecutive from `FIRST_COMM_PORT`). `assets`
+    (symbol -> (address, decimals)) go into `chain.assets`; on the embedded chain the test
+    token PRN is listed too, at the address every new embedded chain gives it."""
     names = tuple(users)
     ports = check_users(names, comm_ports)
     root = Path(directory)
@@ -137,9 +138,7 @@ def generate(directory: str | Path, *, chain_url: str = "", chain_id: int | None
     }
     # Refused before anything is written (a mistyped --asset, say): InvalidConfig names it.
     parse_node_config(node, base_dir=root)
-    if node_file.exists():
-        raise ResourceExists(f"{node_file} exists: generate into an empty directory",
-                             type="file", id=str(node_file))
+    _refuse_existing(_targets(root, names))
     root.mkdir(parents=True, exist_ok=True)
     # Dev account 0 deploys the embedded chain's contract; anvil's account 0 is left to tools.
     on_chain_keys = [
@@ -151,10 +150,7 @@ def generate(directory: str | Path, *, chain_url: str = "", chain_id: int | None
     for i, name in enumerate(names):
         folder = root / name
         (folder / "keystore").mkdir(parents=True, exist_ok=True)
-        password_file = folder / "password"
-        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(DEV_PASSWORD + "\n")
+        create_whole(folder / "password", (DEV_PASSWORD + "\n").encode("utf-8"))
         on_chain = write_keystore(folder / "keystore" / "on-chain.json", on_chain_keys[i],
                                   DEV_PASSWORD, light=True)
         off_chain = write_keystore(folder / "keystore" / "off-chain.json", off_chain_keys[i],
@@ -188,5 +184,30 @@ def generate(directory: str | Path, *, chain_url: str = "", chain_id: int | None
     return Generated(node_file, tuple(written))
 
 
+def _targets(root: Path, names: Sequence[str]) -> list[Path]:
+    """Every file `generate` writes under `root` for `names`."""
+    files = [root / "perund.yaml"]
+    for name in names:
+        folder = root / name
+        files += [folder / "password", folder / "keystore" / "on-chain.json",
+                  folder / "keystore" / "off-chain.json", folder / "contacts.yaml",
+                  folder / "session.yaml"]
+    return files
+
+
+def _refuse_existing(files: Sequence[Path]) -> None:
+    """ResourceExists naming the first of `files` that exists (a dangling link too), before
+    anything is written: a refused run must leave no half-written setup behind."""
+    existing = [path for path in files if os.path.lexists(path)]
+    if existing:
+        more = f" (and {len(existing) - 1} more of the files it would write)" \
+            if len(existing) > 1 else ""
+        raise ResourceExists(f"{existing[0]} exists{more}: nothing was written; generate "
+                             "into an empty directory", type="file", id=str(existing[0]))
+
+
 def _write_yaml(path: Path, document: object, header: str) -> None:
-    path.write_text(header + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    # Never over an existing file (a user's notes): FileExistsError if one appeared since the
+    # check.
+    create_whole(path, (header + yaml.safe_dump(document, sort_keys=False)).encode("utf-8"),
+                 mode=0o644)

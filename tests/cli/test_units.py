@@ -414,3 +414,60 @@ def test_a_peer_is_named_in_any_letter_case() -> None:
     ctx = Context(_Node([bobs], {"bob"}), Style(False), "127.0.0.1:1",  # type: ignore[arg-type]
                   "0x" + "ab" * 16)
     assert ctx.resolve_channel("BOB") == ctx.resolve_channel("bob") == bobs
+
+
+def test_a_lost_connection_names_no_timeout() -> None:
+    """The node's 101 for a connection lost mid-request carries `timeout: null`: the line
+    said "(timeout None)"."""
+    lost = {"code": 101, "message": "peer bob (0x3cb4…): the connection was lost before the "
+            "response came", "data": {"peer": "0x3cb4", "timeout": None}}
+    assert failure_of(ApiError("channel_open", lost), "h:1").line == \
+        "peer bob (0x3cb4…): the connection was lost before the response came (101)"
+    unreachable = {"code": 101, "message": "peer bob unreachable: connection refused",
+                   "data": {"peer": "0x3cb4", "timeout": 10.0}}
+    assert describe_api_error(unreachable) == \
+        "peer bob unreachable: connection refused (timeout 10 s)"
+    timed_out = {"code": 102, "message": "peer bob did not answer a proposal within 60 s",
+                 "data": {"timeout": 60.0}}
+    assert describe_api_error(timed_out) == "peer bob did not answer a proposal within 60 s"
+
+
+def test_a_refused_session_close_says_it_once() -> None:
+    def refused(count: int) -> str:
+        return describe_api_error({
+            "code": 204, "message": f"session has {count} open channels: close them or use "
+            "force", "data": {"openChannels": ["0x" + "ab" * 32] * count}})
+
+    assert refused(1) == "the session has 1 open channel: close it first, or use --force to " \
+                         "leave it open on-chain"
+    assert refused(2) == "the session has 2 open channels: close them first, or use --force " \
+                         "to leave them open on-chain"
+
+
+def test_channel_info_says_paid_out_once() -> None:
+    from perund.cli.client.render import channel_details, payout_text
+
+    style = Style(False)
+    closed = {**channel("0x" + "cd" * 32, "bob", "closed", "1.8", "0.7"),
+              "paidOut": {"ETH": "1.8"}}
+    details = channel_details(closed, style)
+    assert "paid out: " not in details
+    assert any(line.split() == ["paid", "out", "you", "1.8", "ETH,", "bob", "0.7", "ETH"]
+               for line in details.splitlines()), details
+    assert payout_text(closed, style) == "paid out: you 1.8 ETH, bob 0.7 ETH"
+
+
+def test_a_bad_node_address_names_where_it_came_from() -> None:
+    from perund.cli.client.settings import node_of
+
+    with pytest.raises(UsageError, match=r"^PERUND_NODE: bad node address 'garbage'"):
+        node_of(None, {"PERUND_NODE": "garbage"})
+    with pytest.raises(UsageError, match=r"^--node: bad node address 'garbage'"):
+        node_of("garbage", {"PERUND_NODE": "127.0.0.1:1"})
+    assert node_of(None, {}) == NodeAddress("127.0.0.1", 50001)
+
+
+def test_a_bad_max_fee_is_named_as_typed() -> None:
+    bad = {"code": -32602, "message": "Invalid params", "data": {
+        "field": "maxFee.ETH", "requirement": "a decimal amount, not negative"}}
+    assert describe_api_error(bad) == "invalid --max-fee: a decimal amount, not negative"

@@ -31,6 +31,8 @@ STATUS_TIMEOUT = 5.0
 """Seconds a progress query (channel_get, channel_list) may take before it is skipped."""
 
 HEX_ID = re.compile(r"^(0x)?[0-9a-fA-F]*$")
+DEFAULT_RETIRED_LIMIT = 100
+"""Retired channels `channel list --retired` shows without --limit."""
 
 
 @dataclass
@@ -45,6 +47,9 @@ class Outcome:
     credential: str | None = None
     """A session credential the command received for the session it uses: the shell acts
     with it from now on."""
+    credential_file: str | None = None
+    """The file holding `credential`, if it was written to one: a later rotation of that
+    credential writes its successor back there."""
     notes: list[str] = field(default_factory=list)
     """Remarks for stderr in one-shot mode (the shell prints them as lines)."""
 
@@ -67,8 +72,11 @@ class Context:
     """What commands use: the node, the current session, and the style of the output."""
 
     def __init__(self, api: ApiClient, style: Style, node_label: str,
-                 session: str | None) -> None:
+                 session: str | None, token_file: str | None = None) -> None:
         self.api = api
+        self.token_file = token_file
+        """The file the credential in use was read from (None: not from a file): rotating
+        that credential writes its successor back there."""
         self.opener = api
         """The credential the CLI started with: it opens sessions (the operator's token),
         while `api` may be a session's own credential by then."""
@@ -208,6 +216,18 @@ def config_path(text: str) -> str:
     return str(path)
 
 
+def _missing_config(exc: ApiError, typed: str, sent: str) -> CliError | None:
+    """The error for a relative session file that is neither here nor on the node, naming the
+    path the user typed (the node's error names the path it made of it in its own folder);
+    None for any other error."""
+    data = exc.error.get("data")
+    if not isinstance(data, dict) or data.get("name") != "configFile" or \
+            data.get("requirement") != "no such file" or Path(sent).is_absolute():
+        return None
+    return CliError(f"no session file {typed}: it is neither here ({Path.cwd()}) nor on the "
+                    f"node, which looked for {data.get('value')}", exc.code, data)
+
+
 def session_label(config: str) -> str:
     """A short name for a session: its folder for `.../alice/session.yaml`, else the stem."""
     path = Path(config)
@@ -265,6 +285,9 @@ def session_open(ctx: Context, args: argparse.Namespace) -> Result:
     try:
         opened = ctx.opener.result("session_open", {"configFile": config})
     except ApiError as exc:
+        missing = _missing_config(exc, args.config, config)
+        if missing is not None:
+            raise missing from None
         data = exc.error.get("data") or {}
         if exc.code == 202 and isinstance(data, dict) and data.get("type") == "session":
             opened_from = data.get("configFile")
@@ -288,7 +311,8 @@ def session_open(ctx: Context, args: argparse.Namespace) -> Result:
     if token_out:
         write_token_file(token_out, token)
     if getattr(args, "quiet", False):
-        return Outcome(opened, session, session, label, credential=token)
+        return Outcome(opened, session, session, label, credential=token,
+                       credential_file=token_out or None)
     restored = opened.get("restoredChannels", [])
     lines = [
         f"session {ctx.style.ident(session)} ({label}) is open",
@@ -301,7 +325,8 @@ def session_open(ctx: Context, args: argparse.Namespace) -> Result:
     ]
     if restored:
         lines.append(render.channel_rows(restored, ctx.style))
-    return Outcome(opened, "\n".join(lines), session, label, credential=token)
+    return Outcome(opened, "\n".join(lines), session, label, credential=token,
+                   credential_file=token_out or None)
 
 
 def session_list(ctx: Context, args: argparse.Namespace) -> Result:
@@ -361,12 +386,14 @@ def balance(ctx: Context, args: argparse.Namespace) -> Result:
 
 def channel_list(ctx: Context, args: argparse.Namespace) -> Result:
     """`channel list [--retired [--limit N]]`."""
+    wanted = getattr(args, "limit", None)
     if not getattr(args, "retired", False):
+        if wanted is not None:
+            raise UsageError("--limit goes with --retired: the open and recently closed "
+                             "channels are listed whole")
         channels = ctx.channels()
         return Outcome(channels, render.channel_rows(channels, ctx.style))
-    wanted = getattr(args, "limit", 100)
-    if wanted < 1:
-        raise UsageError("--limit takes a number of channels, at least 1")
+    wanted = DEFAULT_RETIRED_LIMIT if wanted is None else wanted
     retired: list[dict[str, Any]] = []
     before = None
     while len(retired) < wanted:

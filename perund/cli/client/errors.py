@@ -90,6 +90,7 @@ _FIELD_NAMES = (
     ("payments[", None),
     ("balances.", None),
     ("challengeDuration", "--challenge-duration"),
+    ("maxFee", "--max-fee"),
     ("peer.offChainAddress", "address"),
     ("peer.alias", "alias"),
     ("peer.commAddress", "comm address"),
@@ -142,18 +143,29 @@ def describe_api_error(error: dict[str, Any]) -> str:
         return f"{data['type']} {_hex_id(data.get('id', ''))} not found".replace("  ", " ")
     if code == 202 and "type" in data:
         return f"{message}: {data['type']} {_hex_id(data.get('id', ''))}"
-    if code == 204 and data.get("openChannels"):
-        return f"{message} ({len(data['openChannels'])} open channels; use --force to leave " \
-               "them open)"
+    if code == 204 and isinstance(data.get("openChannels"), list) and data["openChannels"]:
+        # The node's message says the same in API terms ("use force"): said once, as typed.
+        count = len(data["openChannels"])
+        return f"the session has {count} open channel{'s' if count != 1 else ''}: close " \
+               f"{'them' if count != 1 else 'it'} first, or use --force to leave " \
+               f"{'them' if count != 1 else 'it'} open on-chain"
     if code == 203 and isinstance(data.get("value"), str) and not data["value"].isdigit() \
             and data["value"] not in message:
         # A readable value says more than the rule (base-unit numbers do not).
         return f"{message}: {data['value']}"
     if code == -32601:
         return f"the node does not know the method {data.get('method', '')}".rstrip()
-    details = [f"{key} {data[key]}" for key in ("reason", "txHash", "timeout")
-               if key in data and str(data[key]) not in message]
+    shown = {key: _detail_text(data[key]) for key in ("reason", "txHash", "timeout")
+             if data.get(key) is not None}  # a lost connection has no timeout: null
+    details = [f"{key} {text}" for key, text in shown.items() if text not in message]
     return message + (f" ({', '.join(details)})" if details else "")
+
+
+def _detail_text(value: Any) -> str:
+    """A detail of the node's error as words: a number of seconds with its unit."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:g} s"
+    return str(value)
 
 
 def failure_of(exc: BaseException, node: str) -> Failure:

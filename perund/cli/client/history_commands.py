@@ -18,11 +18,14 @@ from typing import Any, Final
 from perund.cli.client import render
 from perund.cli.client.commands import Context, Handler, Outcome, Result
 from perund.cli.client.errors import UsageError
+from perund.cli.client.options import Once, at_least_one
 
 CSV_FIELDS: Final = ("paymentId", "time", "direction", "currency", "amount", "peer",
                      "peerAddress", "channelId", "version", "request", "status", "reference")
 
 PAGE: Final = 1000
+DEFAULT_LIMIT: Final = 20
+"""Payments shown without --limit or --all."""
 
 
 def add_history_parser(commands: Any, command: Any) -> None:
@@ -30,19 +33,21 @@ def add_history_parser(commands: Any, command: Any) -> None:
     history = command(commands, "history", "the session's payments, newest first",
                       "List the payments this session made and received, newest first: a "
                       "table, --json, or every matching one into a CSV file (--csv FILE).")
-    history.add_argument("--channel", metavar="CHANNEL",
+    history.add_argument("--channel", action=Once, metavar="CHANNEL",
                          help="one channel (ID, prefix, or the peer's alias)")
-    history.add_argument("--peer", metavar="PEER", help="one peer (alias or 0x address)")
-    history.add_argument("--direction", choices=("sent", "received"))
-    history.add_argument("--currency", metavar="SYMBOL", help="one currency, e.g. ETH")
-    history.add_argument("--since", metavar="TIME", help="at or after TIME (local date/time "
-                                                         "or unix seconds)")
-    history.add_argument("--until", metavar="TIME", help="before TIME")
-    history.add_argument("--limit", metavar="N", type=int, default=20,
-                         help="show at most N (default 20)")
+    history.add_argument("--peer", action=Once, metavar="PEER",
+                         help="one peer (alias or 0x address)")
+    history.add_argument("--direction", action=Once, choices=("sent", "received"))
+    history.add_argument("--currency", action=Once, metavar="SYMBOL",
+                         help="one currency, e.g. ETH")
+    history.add_argument("--since", action=Once, metavar="TIME",
+                         help="at or after TIME (local date/time or unix seconds)")
+    history.add_argument("--until", action=Once, metavar="TIME", help="before TIME")
+    history.add_argument("--limit", action=Once, metavar="N", type=at_least_one,
+                         help=f"show at most N (default {DEFAULT_LIMIT})")
     history.add_argument("--all", action="store_true", help="every matching payment")
-    history.add_argument("--csv", metavar="FILE", help="write every matching payment to FILE "
-                                                       "(a new file)")
+    history.add_argument("--csv", action=Once, metavar="FILE",
+                         help="write every matching payment to FILE (a new file)")
 
 
 def _when(text: str, option: str) -> float:
@@ -133,23 +138,35 @@ def _write_csv(path: str, payments: Iterator[Any]) -> int:
     return count
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """UsageError for options that contradict each other (before the node is asked)."""
+    if args.limit is not None and (args.all or args.csv):
+        other, does = ("--all", "shows") if args.all else ("--csv", "writes")
+        raise UsageError(f"--limit and {other} exclude each other: {other} {does} every "
+                         "matching payment")
+    if args.since and args.until and \
+            _when(args.since, "--since") >= _when(args.until, "--until"):
+        raise UsageError(f"--since {args.since} is not before --until {args.until}: no "
+                         "payment can match")
+
+
 def history(ctx: Context, args: argparse.Namespace) -> Result:
     """`history [filters] [--limit N | --all] [--csv FILE]`."""
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
+    _check_options(args)
+    limit = DEFAULT_LIMIT if args.limit is None else args.limit
     params = _params(ctx, args)
     if args.csv:
         count = _write_csv(args.csv, _payments(ctx, params, None))
         return Outcome({"file": args.csv, "payments": count},
                        f"wrote {count} payments to {args.csv}")
-    payments = list(_payments(ctx, params, None if args.all else args.limit))
+    payments = list(_payments(ctx, params, None if args.all else limit))
     if not payments:
         return Outcome(payments, "no payments match")
     rows = [_row(p, ctx) for p in payments]
     text = render.table(["ID", "TIME", "AMOUNT", "PEER", "CHANNEL", "VERSION", "WHAT",
                          "REFERENCE"], rows, ctx.style)
-    if not args.all and len(payments) == args.limit:
-        text += f"\n(the latest {args.limit}: --limit N or --all for more)"
+    if not args.all and len(payments) == limit:
+        text += f"\n(the latest {limit}: --limit N or --all for more)"
     return Outcome(payments, text)
 
 

@@ -29,7 +29,7 @@ from perund.cli.client.handlers import handler_of
 from perund.cli.client.parser import build_parser
 from perund.cli.client.progress import ProgressLine, wait_with_progress
 from perund.cli.client.render import Style, colour_wanted
-from perund.cli.client.settings import node_of, session_of, token_of
+from perund.cli.client.settings import node_of, session_of, token_file_of, token_of
 
 HTTP_TIMEOUT = 60.0
 """Seconds a quick call may take; calls that wait for the peer or the chain have no limit."""
@@ -40,7 +40,8 @@ def connect(args: argparse.Namespace, style: Style) -> Context:
     node = node_of(args.node, os.environ)
     token = token_of(args.token_file, os.environ)
     api = ApiClient(node.port, token, node.host, timeout=HTTP_TIMEOUT)
-    return Context(api, style, str(node), session_of(args.session, os.environ))
+    return Context(api, style, str(node), session_of(args.session, os.environ),
+                   token_file_of(args.token_file, os.environ))
 
 
 def _node_label(args: argparse.Namespace) -> str:
@@ -129,16 +130,26 @@ def watch(ctx: Context, args: argparse.Namespace) -> int:
             if kind in ("updated", "disputed", "closed") and isinstance(result.get("channel"),
                                                                          dict):
                 known[channel_id] = result["channel"].get("balances", {})
-            if "proposalId" in result:
-                line += f"\n  perund-cli proposal accept {result['proposalId']}"
-            elif result.get("updateId"):
-                line += f"\n  perund-cli update accept {channel_id} {result['updateId']}"
-            print(line, flush=True)
+            print(line + _answer_hint(result, channel_id), flush=True)
         return EXIT_OK
     except KeyboardInterrupt:
-        return EXIT_OK if args.count is None else EXIT_INTERRUPTED
+        # Like every command ended by ^C (docs/cli.md, exit codes): a script that stops a
+        # watch can tell that from a watch that got its --count pushes.
+        return EXIT_INTERRUPTED
     finally:
         stream.close()
+
+
+def _answer_hint(push: dict[str, Any], channel_id: str) -> str:
+    """The command that answers `push`, on a line of its own; "" for a push that needs no
+    answer, or can no longer have one (a proposal or update that is gone)."""
+    if push.get("type") == "gone":
+        return ""
+    if "proposalId" in push:
+        return f"\n  perund-cli proposal accept {push['proposalId']}"
+    if push.get("updateId"):
+        return f"\n  perund-cli update accept {channel_id} {push['updateId']}"
+    return ""
 
 
 def _now(ctx: Context) -> float | None:

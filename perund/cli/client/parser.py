@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 from perund.cli.client.errors import UsageError
 from perund.cli.client.history_commands import add_history_parser
+from perund.cli.client.options import Once, at_least_one
 
 DESCRIPTION = "perund-cli: use a perund node (sessions, peers, channels, payments) over its " \
               "JSON-RPC and WebSocket API. Without a command it starts the interactive shell."
@@ -51,12 +52,12 @@ def _globals(parser: argparse.ArgumentParser, top: bool) -> None:
     """The global options; on sub-commands too, so they may follow the command."""
     default: Any = None if top else argparse.SUPPRESS
     group = parser.add_argument_group("global options") if not top else parser
-    group.add_argument("--node", metavar="HOST:PORT", default=default,
+    group.add_argument("--node", action=Once, metavar="HOST:PORT", default=default,
                        help="the node's API address (default $PERUND_NODE or 127.0.0.1:50001)")
-    group.add_argument("--token-file", metavar="PATH", default=default,
+    group.add_argument("--token-file", action=Once, metavar="PATH", default=default,
                        help="file holding the API token (default $PERUND_TOKEN, or the file "
                             "$PERUND_TOKEN_FILE)")
-    group.add_argument("--session", metavar="ID", default=default,
+    group.add_argument("--session", action=Once, metavar="ID", default=default,
                        help="the session to act in (default $PERUND_SESSION)")
     group.add_argument("--json", action="store_true", default=False if top else default,
                        help="print the node's JSON result (errors as a JSON object)")
@@ -65,7 +66,7 @@ def _globals(parser: argparse.ArgumentParser, top: bool) -> None:
 
 
 def _currency(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--currency", default="ETH", metavar="SYM",
+    parser.add_argument("--currency", action=Once, default="ETH", metavar="SYM",
                         help="currency symbol, in any letter case (default ETH; `node info` "
                              "lists the node's: ETH and its tokens)")
 
@@ -95,7 +96,7 @@ def add_commands(commands: Any, interactive: bool) -> None:
                       "relative path that exists here is sent as an absolute one). In the "
                       "shell it becomes the current session.")
     opening.add_argument("config", metavar="CONFIG", help="path of the session.yaml")
-    opening.add_argument("--token-out", metavar="FILE",
+    opening.add_argument("--token-out", action=Once, metavar="FILE",
                          help="write the session's own credential to FILE (mode 0600)")
     if not interactive:
         opening.add_argument("-q", "--quiet", action="store_true",
@@ -115,7 +116,7 @@ def add_commands(commands: Any, interactive: bool) -> None:
     adding.add_argument("alias", metavar="ALIAS", help="the name to call it by")
     adding.add_argument("address", metavar="ADDRESS", help="its off-chain address (0x…)")
     adding.add_argument("comm_address", metavar="COMMADDR", help="where it listens (host:port)")
-    adding.add_argument("--comm-type", default="tcp", help="transport (default tcp)")
+    adding.add_argument("--comm-type", action=Once, default="tcp", help="transport (default tcp)")
     getting = command(peer, "get", "one peer")
     getting.add_argument("alias", metavar="ALIAS", help="the peer's alias")
 
@@ -124,19 +125,19 @@ def add_commands(commands: Any, interactive: bool) -> None:
                       "Propose a channel to PEER; waits (showing progress) until the peer "
                       "accepted and both deposits are on-chain.")
     opening.add_argument("peer", metavar="PEER", help="the peer's alias or off-chain address")
-    opening.add_argument("--self", dest="ours", required=True, metavar="AMOUNT",
+    opening.add_argument("--self", dest="ours", action=Once, required=True, metavar="AMOUNT",
                          help="what you deposit, e.g. 1.5")
-    opening.add_argument("--peer", dest="theirs", default="0", metavar="AMOUNT",
+    opening.add_argument("--peer", dest="theirs", action=Once, default="0", metavar="AMOUNT",
                          help="what the peer deposits (default 0)")
     _currency(opening)
-    opening.add_argument("--challenge-duration", metavar="SECONDS",
+    opening.add_argument("--challenge-duration", action=Once, metavar="SECONDS",
                          help="dispute window: seconds, or with a unit: 90s, 10m, 2h, 1d "
                               "(default: the node's, 1 h)")
-    opening.add_argument("--via", metavar="INTERMEDIARY",
+    opening.add_argument("--via", action=Once, metavar="INTERMEDIARY",
                          help="open a virtual channel through this intermediary (alias or "
                               "address), funded by your ledger channels with it: no deposit, "
                               "no transaction")
-    opening.add_argument("--max-fee", metavar="AMOUNT",
+    opening.add_argument("--max-fee", action=Once, metavar="AMOUNT",
                          help="with --via: the most you pay the intermediary, in the channel's "
                               "currency (default 0: a fee it charges fails the open, naming it)")
     listing = command(channel, "list", "the session's channels",
@@ -145,7 +146,7 @@ def add_commands(commands: Any, interactive: bool) -> None:
                       "closed for longer, the last retired first.")
     listing.add_argument("--retired", action="store_true",
                          help="the retired channels instead (up to --limit)")
-    listing.add_argument("--limit", type=int, default=100, metavar="N",
+    listing.add_argument("--limit", action=Once, type=at_least_one, metavar="N",
                          help="with --retired: at most N channels (default 100)")
     info = command(channel, "info", "every detail of one channel")
     info.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)
@@ -163,7 +164,7 @@ def add_commands(commands: Any, interactive: bool) -> None:
         paying.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)
         paying.add_argument("amount", metavar="AMOUNT", help="e.g. 0.25")
         _currency(paying)
-        paying.add_argument("--reference", metavar="TEXT",
+        paying.add_argument("--reference", action=Once, metavar="TEXT",
                             help="e.g. an invoice number: sent to the peer, kept in both "
                                  "histories (at most 128 characters)")
 
@@ -177,15 +178,18 @@ def add_commands(commands: Any, interactive: bool) -> None:
                        "method of the session) or, with --read, a read-only one (lists, "
                        "balances, pushes; no payments, answers or closes).")
     creating.add_argument("--read", action="store_true", help="read-only")
-    creating.add_argument("--label", metavar="TEXT", help="what it is for (shown by list)")
-    creating.add_argument("--out", metavar="FILE", help="write the token to FILE (mode 0600)")
+    creating.add_argument("--label", action=Once, metavar="TEXT",
+                          help="what it is for (shown by list)")
+    creating.add_argument("--out", action=Once, metavar="FILE",
+                          help="write the token to FILE (mode 0600)")
     revoking = command(token, "revoke", "end a credential at once")
     revoking.add_argument("token", metavar="ID", help="the credential's ID or a prefix")
     rotating = command(token, "rotate", "replace a credential (default: the one in use)",
                        "Replace a credential by a new one of the same scope and label; the old "
                        "one ends. Without ID: the credential this CLI acts with.")
     rotating.add_argument("token", metavar="ID", nargs="?", help="the credential's ID")
-    rotating.add_argument("--out", metavar="FILE", help="write the token to FILE (mode 0600)")
+    rotating.add_argument("--out", action=Once, metavar="FILE",
+                          help="write the token to FILE (mode 0600)")
 
     proposal = group("proposal", "answer a channel proposal (see `watch` or the shell)")
     for verb in ("accept", "reject"):
@@ -218,7 +222,7 @@ def add_commands(commands: Any, interactive: bool) -> None:
         watch = command(commands, "watch", "print proposals and updates as they arrive",
                         "Subscribe to the session's proposals and updates and print each push "
                         "until ^C (or --count pushes).")
-        watch.add_argument("--count", type=int, metavar="N",
+        watch.add_argument("--count", action=Once, type=at_least_one, metavar="N",
                            help="exit after N notifications")
         watch.add_argument("--topic", choices=("proposals", "updates", "payments"),
                            action="append",

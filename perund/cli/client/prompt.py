@@ -14,7 +14,13 @@ from perund.cli.client.completion import ShellCompleter
 from perund.cli.client.credentials import is_session_credential
 from perund.cli.client.errors import EXIT_OK, CliError, failure_of
 from perund.cli.client.render import Style
-from perund.cli.client.settings import node_of, session_of, state_dir, token_of
+from perund.cli.client.settings import (
+    node_of,
+    session_of,
+    state_dir,
+    token_file_of,
+    token_of,
+)
 from perund.cli.client.shell import Shell
 from perund.cli.client.shell_state import Job
 
@@ -44,6 +50,7 @@ def run_shell(args: argparse.Namespace, style: Style) -> int:
         info = api.call("node_getConfig")
         interactive = sys.stdin.isatty() and sys.stdout.isatty()
         shell = Shell(api, style, label, interactive)
+        shell.ctx.token_file = token_file_of(args.token_file, os.environ)
         shell.ctx.symbols = list(info.get("assets", {}))  # for `--currency` and its completion
         shell.connect_stream()
         if session is None and is_session_credential(token):

@@ -120,10 +120,11 @@ def balances_pair(balances: Mapping[str, Mapping[str, str]], peer: str) -> str:
     return f"you {ours or '0'}, {peer} {theirs or '0'}"
 
 
-def payout_text(channel: Mapping[str, Any], style: Style) -> str:
+def payout_text(channel: Mapping[str, Any], style: Style, labelled: bool = True) -> str:
     """How a closed channel paid out, as the chain reported it: `paid out: you 1.5 ETH, bob
-    0.5 ETH` when the chain's payout to us matches the state, a warning when it fell short,
-    and a hint when the node did not see the conclusion's payouts."""
+    0.5 ETH` when the chain's payout to us matches the state (without `paid out: ` unless
+    `labelled`: a table row has its own label), a warning when it fell short, and a hint when
+    the node did not see the conclusion's payouts."""
     peer = str(channel.get("peer"))
     balances = channel.get("balances") or {}
     paid = channel.get("paidOut")
@@ -136,7 +137,7 @@ def payout_text(channel: Mapping[str, Any], style: Style) -> str:
         got = ", ".join(amount(paid.get(cur, "0"), cur) for cur in balances)
         due = ", ".join(amount(pair["self"], cur) for cur, pair in balances.items())
         return style.bad(f"the chain paid you only {got} where the state gives you {due}")
-    return f"paid out: {balances_pair(balances, peer)}"
+    return ("paid out: " if labelled else "") + balances_pair(balances, peer)
 
 
 def seconds_text(seconds: float) -> str:
@@ -235,7 +236,7 @@ def channel_details(c: Mapping[str, Any], style: Style, node_now: float | None =
         pairs.append((f"fees {symbol}", f"earned {fee['earned']}, paid {fee['paid']} "
                                         "(as intermediary / to intermediaries)"))
     if c.get("paidOut") is not None:
-        pairs.append(("paid out", payout_text(c, style)))
+        pairs.append(("paid out", payout_text(c, style, labelled=False)))
     on_chain = c.get("onChain")
     if on_chain:
         text = f"version {on_chain['version']} registered, challenge period ends " \

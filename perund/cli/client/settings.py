@@ -65,8 +65,18 @@ _HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9]+)?")
 
 
 def node_of(option: str | None, env: Mapping[str, str]) -> NodeAddress:
-    """The node address from --node, PERUND_NODE, or the default."""
-    return parse_node(option or env.get("PERUND_NODE") or DEFAULT_NODE)
+    """The node address from --node, PERUND_NODE, or the default; a bad one is refused
+    naming where it came from (a stale PERUND_NODE is not on the command line)."""
+    if option:
+        source, text = "--node", option
+    elif env.get("PERUND_NODE"):
+        source, text = "PERUND_NODE", env["PERUND_NODE"]
+    else:
+        return parse_node(DEFAULT_NODE)
+    try:
+        return parse_node(text)
+    except UsageError as exc:
+        raise UsageError(f"{source}: {exc.message}") from None
 
 
 def read_token_file(path: str) -> str:
@@ -98,6 +108,15 @@ def token_of(option: str | None, env: Mapping[str, str]) -> str:
         return read_token_file(env["PERUND_TOKEN_FILE"])
     raise TokenError("no API token: give --token-file PATH (the node's api.token_file, "
                      "e.g. data/api.token) or set PERUND_TOKEN_FILE or PERUND_TOKEN")
+
+
+def token_file_of(option: str | None, env: Mapping[str, str]) -> str | None:
+    """The file `token_of` reads the token from; None when it is PERUND_TOKEN's (or none)."""
+    if option:
+        return option
+    if env.get("PERUND_TOKEN", "").strip():
+        return None
+    return env.get("PERUND_TOKEN_FILE") or None
 
 
 def session_of(option: str | None, env: Mapping[str, str]) -> str | None:

@@ -156,6 +156,7 @@ class Shell(PushListener):
     def _show(self, outcome: Outcome, args: argparse.Namespace) -> None:
         if outcome.credential:
             self.switch_credential(outcome.credential)
+            self.ctx.token_file = outcome.credential_file
         if outcome.session is not None:
             self.use(outcome.session, outcome.session_label)
             opened = (args.command, getattr(args, "action", None)) == ("session", "open")

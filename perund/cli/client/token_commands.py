@@ -2,7 +2,8 @@
 
 A session credential (or the operator's token) mints, lists and revokes the session's
 credentials; a read-only one may only rotate itself. A new token is written to `--out FILE`
-(mode 0600) or shown once: the node keeps only its hash.
+(mode 0600) or shown once: the node keeps only its hash. Rotating the credential in use, read
+from a token file, writes its successor back to that file: the old one is revoked.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from typing import Any
 
 from perund.cli.client import render
 from perund.cli.client.commands import Context, Handler, Outcome, Result
-from perund.cli.client.credentials import check_token_file_target, write_token_file
+from perund.cli.client.credentials import (
+    check_token_file_target,
+    credential_id,
+    write_token_file,
+)
 from perund.cli.client.errors import UsageError
 from perund.cli.client.render import short_id
 
@@ -36,17 +41,29 @@ def _resolve(ctx: Context, ref: str) -> str:
         short_id(i) for i in matches[:5]))
 
 
-def _new_token(ctx: Context, minted: dict[str, Any], out: str | None, verb: str) -> Outcome:
+def _new_token(ctx: Context, minted: dict[str, Any], out: str | None, verb: str,
+               replacing: str | None = None, written_back: bool = False) -> Outcome:
     token = str(minted["token"])
+    where = f"{token}\n(shown only now: the node keeps its hash only)"
+    written = None
     if out:
-        write_token_file(out, token)
-        where = f"written to {out} (--token-file {out})"
-    else:
-        where = f"{token}\n(shown only now: the node keeps its hash only)"
+        try:
+            write_token_file(out, token, replacing)
+        except (OSError, UsageError) as exc:
+            # The node has minted it (and revoked the old one, when rotating): losing it
+            # here would lock the user out, so it is shown instead.
+            reason = exc.message if isinstance(exc, UsageError) else \
+                f"cannot write {out}: {(exc.strerror or str(exc)).lower()}"
+            where = f"{reason}; the new token instead:\n{token}\n(shown only now: the node " \
+                    "keeps its hash only)"
+        else:
+            written = out
+            where = (f"written back to {out}, the file it was read from (the old one is "
+                     "revoked)" if written_back else f"written to {out} (--token-file {out})")
     text = f"{verb} {minted['scope']} credential {ctx.style.ident(minted['tokenId'])}" + \
         (f" ({render.shown_text(minted['label'])})" if minted.get("label") else "") + \
         f": {where}"
-    return Outcome(minted, text)
+    return Outcome(minted, text, credential_file=written)
 
 
 def token_list(ctx: Context, args: argparse.Namespace) -> Result:
@@ -63,7 +80,7 @@ def token_list(ctx: Context, args: argparse.Namespace) -> Result:
 def token_create(ctx: Context, args: argparse.Namespace) -> Result:
     """`token create [--read] [--label L] [--out FILE]`."""
     if args.out:
-        check_token_file_target(args.out)
+        check_token_file_target(args.out)  # a new credential replaces none
     minted = ctx.call("session_createToken", sessionId=ctx.session_id(),
                       scope="read" if args.read else "session", label=args.label or "")
     return _new_token(ctx, minted, args.out, "minted")
@@ -77,15 +94,22 @@ def token_revoke(ctx: Context, args: argparse.Namespace) -> Result:
 
 
 def token_rotate(ctx: Context, args: argparse.Namespace) -> Result:
-    """`token rotate [ID] [--out FILE]`: without ID, the credential this CLI uses."""
-    if args.out:
-        check_token_file_target(args.out)
+    """`token rotate [ID] [--out FILE]`: without ID, the credential this CLI uses. The new
+    token goes to --out; else, when the rotated credential is the one in use and was read
+    from a token file, back to that file (which would otherwise hold a revoked one)."""
+    in_use = credential_id(ctx.api.token)
     params: dict[str, Any] = {"sessionId": ctx.session_id()}
+    rotated = in_use
     if args.token:
-        params["tokenId"] = _resolve(ctx, args.token)
+        rotated = params["tokenId"] = _resolve(ctx, args.token)
+    rotating_own = rotated is not None and rotated == in_use
+    write_back = not args.out and rotating_own and ctx.token_file is not None
+    out = ctx.token_file if write_back else args.out
+    if out:
+        check_token_file_target(out, replacing=rotated)
     minted = ctx.call("session_rotateToken", **params)
-    outcome = _new_token(ctx, minted, args.out, "rotated into")
-    if not args.token:
+    outcome = _new_token(ctx, minted, out, "rotated into", rotated, written_back=write_back)
+    if rotating_own:
         outcome.credential = str(minted["token"])  # the shell goes on with the new one
     return outcome
 
