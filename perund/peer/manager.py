@@ -247,7 +247,9 @@ class PeerManager(Dialling):
         log.emit(LogLevel.debug if self._stranger(peer) else LogLevel.info,
                  "connection to peer {peer} lost: {why}", peer=hex_of(peer),
                  why=reason.getErrorMessage())
-        self._drop(rec, conn, "the connection was lost")
+        # When we are the ones stopping, say so: the user of a request cut short must not
+        # read it as the peer's doing (found by an audit).
+        self._drop(rec, conn, "this node stopped" if self._stopping else "the connection was lost")
         self._reselect(rec)
         if rec.current is None and rec.keep and not self._stopping:
             self._ensure_connector(rec)

@@ -407,7 +407,7 @@ async def test_stop_fails_pending_requests_and_closes_everything(net: Net) -> No
     pending = alice.manager.request(BOB.address, update(1), 30.0)
     await until(lambda: bob.received != [], "Bob has the update")
     await alice.manager.stop()
-    with pytest.raises(PeerDisconnected):
+    with pytest.raises(PeerDisconnected, match="this node stopped before the response came"):
         await pending
     with pytest.raises(PeerUnreachable):
         await alice.manager.send(BOB.address, Ping(b""))
