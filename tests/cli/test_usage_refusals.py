@@ -49,6 +49,25 @@ def test_the_one_shot_parser_exits_with_the_usage_code(capsys: pytest.CaptureFix
     assert "argument --self: given twice" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("line", [
+    "--session 0x01 balance --session 0x02",
+    "--node 127.0.0.1:1 --json balance --node=127.0.0.1:2",
+    "--token-file a balance --token-file b",
+])
+def test_a_global_option_before_and_after_the_command_is_refused(
+        line: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Which session (or node) was meant is unknown: refused, not the last one taken."""
+    from perund.cli.client.main import main
+
+    try:
+        status = main(line.split())
+    except SystemExit as exited:  # argparse's own exit (no --json)
+        status = exited.code  # type: ignore[assignment]
+    assert status == 2
+    said = capsys.readouterr()
+    assert "given twice: give it once" in said.err + said.out
+
+
 def test_options_given_once_parse_as_before() -> None:
     args = build_parser().parse_args(_words("channel open bob --self 1 --peer 2 --currency prn"))
     assert (args.ours, args.theirs, args.currency) == ("1", "2", "prn")

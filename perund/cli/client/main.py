@@ -26,6 +26,7 @@ from perund.cli.client.errors import (
     failure_of,
 )
 from perund.cli.client.handlers import handler_of
+from perund.cli.client.options import given_twice
 from perund.cli.client.parser import build_parser
 from perund.cli.client.progress import ProgressLine, wait_with_progress
 from perund.cli.client.render import Style, colour_wanted
@@ -164,7 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     wants_json = "--json" in given
     try:
-        args = build_parser(usage_errors_raise=wants_json).parse_args(given)
+        parser = build_parser(usage_errors_raise=wants_json)
+        twice = given_twice(given)
+        if twice is not None:
+            # Before and after the command: which one was meant (which session!) is unknown.
+            parser.error(f"argument {twice}: given twice: give it once")
+        args = parser.parse_args(given)
     except UsageError as exc:  # only with --json: the error as an object on stdout
         failure = failure_of(exc, "-")
         print_json(failure.to_json())

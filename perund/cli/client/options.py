@@ -34,3 +34,23 @@ def at_least_one(text: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
     return number
+
+
+GLOBAL_VALUE_OPTIONS = ("--node", "--token-file", "--session")
+"""Global options that take a value and may come before or after the command."""
+
+
+def given_twice(argv: Sequence[str], names: Sequence[str] = GLOBAL_VALUE_OPTIONS) -> str | None:
+    """The first of `names` given twice in `argv` (`--session A balance --session B`: `Once`
+    cannot see it, since argparse parses the command's options into a namespace of their
+    own), or None."""
+    seen: set[str] = set()
+    for word in argv:
+        if word == "--":
+            break
+        name = word.split("=", 1)[0]
+        if name in names:
+            if name in seen:
+                return name
+            seen.add(name)
+    return None
