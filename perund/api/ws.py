@@ -201,6 +201,7 @@ class ApiSocketFactory(WebSocketServerFactory):
         protocol: Any = super().buildProtocol(addr)
         if self.upgrading is not None:
             protocol.credential, protocol.channel = self.upgrading
+            protocol.channel.socket = protocol  # the caps close it through the channel
         return protocol
 
     def slow_consumer(self, socket: ApiSocket) -> None:

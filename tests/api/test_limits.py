@@ -182,12 +182,35 @@ def test_a_session_holds_at_most_its_share_and_its_newest_closes_its_oldest() ->
     assert not any(c.aborted for c in operators) and count.open == 8
 
 
-async def socket_client(port: Any) -> Client:
+@pytest_twisted.ensureDeferred
+async def test_a_sessions_websockets_past_its_share_are_really_closed() -> None:
+    """The cap closes WebSockets too: autobahn takes the transport from the HTTP channel it
+    upgrades, and the first version of the cap, closing through the channel, closed none
+    (found by an audit: 1,500 of one session's sockets stayed open)."""
+    port, site, _ = await serve(connections_per_session=2)
+    try:
+        opened = (await site.dispatcher.dispatch(
+            {"jsonrpc": "2.0", "method": "session_open", "params": {"configFile": "a.yaml"},
+             "id": 1}, _operator()))["result"]
+        clients = [await socket_client(port, token=opened["token"]) for _ in range(3)]
+        await clients[0].closed
+        assert not clients[1].closed.called and not clients[2].closed.called
+        assert isinstance(await clients[2].call("node_time"), float)
+        assert site.connections.open == 2
+        for client in clients[1:]:
+            client.sendClose()
+            await client.closed
+        await settle(lambda: site.connections.open == 0)
+    finally:
+        await port.stopListening()
+
+
+async def socket_client(port: Any, token: str = TOKEN) -> Client:
     number = port.getHost().port
     from autobahn.twisted.websocket import WebSocketClientFactory
 
     factory = WebSocketClientFactory(f"ws://127.0.0.1:{number}/ws",
-                                     headers={"Authorization": f"Bearer {TOKEN}"},
+                                     headers={"Authorization": f"Bearer {token}"},
                                      origin="https://wallet.example")  # an allowed origin
     factory.protocol = Client
     factory.opened = Deferred()
