@@ -351,11 +351,13 @@ class NodeService(MultiService):
         another file (a copy of its session.yaml): one key, one account, one store, one
         session. (Two sessions on one on-chain account would also each see, and spend, the
         other's money.)"""
-        database = config.database.resolve()
+        # The store paths as approved (resolved then, free of links): resolving them again
+        # here would follow whatever a user swapped in since.
+        database = config.database
         for session in self.sessions.values():
             if session.config.off_chain.address == config.off_chain.address \
                     or session.config.on_chain.address == config.on_chain.address \
-                    or session.config.database.resolve() == database:
+                    or session.config.database == database:
                 raise ResourceExists(
                     f"this user's session is open already (from {session.config.path}): "
                     "the same off-chain key, on-chain account or store", type="session",

@@ -28,10 +28,14 @@ _PROC_FD = "/proc/self/fd"
 
 def open_store_folder(path: str) -> int:
     """A descriptor of folder `path` (which exists), opened without following a symbolic link
-    anywhere on its resolved path; `StoreError` if a component is a link or not a folder, or
-    the folder is not the node's own."""
-    resolved = os.path.realpath(path)
-    parts = [part for part in resolved.split(os.sep) if part]
+    anywhere on it; `StoreError` if a component is a link or not a folder, or the folder is
+    not the node's own.
+
+    `path` is taken as it is, not resolved again: it is the path the session's files were
+    approved with (resolved then, so free of links), and resolving it anew would follow a link
+    swapped in since (found by an audit: a user flipping her store folder with a link to
+    another user's won the race within 20 tries)."""
+    parts = [part for part in os.path.abspath(path).split(os.sep) if part]
     fd = os.open(os.sep, _FOLDER_FLAGS)
     try:
         for part in parts:

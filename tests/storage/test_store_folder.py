@@ -110,3 +110,23 @@ def test_an_open_store_keeps_its_folder_when_another_is_swapped_in(
     reopened = SessionStore(moved, clock)
     assert list(reopened.channels())
     reopened.close()
+
+
+def test_a_link_anywhere_on_the_approved_path_is_refused_not_followed(tmp_path: Path) -> None:
+    """The path a store is given is the one its session's files were approved with (free of
+    links then): a link found on it now was swapped in since, and is not followed (found by
+    an audit: resolving the path again let a user's race open another user's store)."""
+    clock = Clock()
+    bob = tmp_path / "bob" / "db"
+    _store_with_payments(bob, clock).close()
+    before = {p.name: p.read_bytes() for p in bob.iterdir() if p.is_file()}
+    alice = tmp_path / "alice"
+    alice.mkdir()
+    (alice / "db").symlink_to(bob)  # the last component
+    with pytest.raises(StoreError, match="'db' on its path is a symbolic link"):
+        SessionStore(alice / "db", clock)
+    (alice / "db").unlink()
+    (alice / "sub").symlink_to(tmp_path / "bob")  # a component above it
+    with pytest.raises(StoreError, match="'sub' on its path is a symbolic link"):
+        SessionStore(alice / "sub" / "db", clock)
+    assert {p.name: p.read_bytes() for p in bob.iterdir() if p.is_file()} == before
