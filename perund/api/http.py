@@ -175,14 +175,16 @@ class ApiRequest(Request):
         else:
             super().gotLength(length)  # type: ignore[no-untyped-call]
         expect = self.requestHeaders.getRawHeaders(b"expect") or []
-        if self.too_large and any(e.strip().lower() == b"100-continue" for e in expect):
+        if (self.too_large or not self.authorized) \
+                and any(e.strip().lower() == b"100-continue" for e in expect):
             self._refuse_before_body(max_body)
 
     def _refuse_before_body(self, max_body: int) -> None:
-        """Refuse now, before the body, and close, a request whose declared body is too large,
-        for a client that waits to be told before it sends (Expect: 100-continue): it would
-        otherwise wait for the request timeout. 401 without a valid token (that comes before
-        any other answer), else 413. One that sends its body at once is answered after it
+        """Refuse now, before the body, and close, a request without a valid token or whose
+        declared body is too large, for a client that waits to be told before it sends
+        (Expect: 100-continue): it is not invited to send a body only to be refused, and one
+        too large would wait for the request timeout. 401 without a valid token (that comes
+        before any other answer), else 413. One that sends its body at once is answered after it
         (read and dropped): a close while it still sends would cost it the answer."""
         transport: Any = self.channel.transport
         if transport is None:
