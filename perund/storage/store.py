@@ -53,11 +53,11 @@ from perund.storage.store_folder import (
 log = Logger()
 
 LOCK_NAME: Final = "lock"
-_FILES: Final = (LOCK_NAME, datafile.DATA_NAME, *archive_files())
-"""The plain files a store's folder may hold (`store_folder.check_entries`)."""
 """The file in the store directory that one process at a time holds an exclusive flock on."""
 STORE_FILES: Final = frozenset({LOCK_NAME, datafile.DATA_NAME})
 """Files every store folder holds once opened: a folder with neither is not a store."""
+_FILES: Final = (LOCK_NAME, datafile.DATA_NAME, *archive_files())
+"""The plain files a store's folder may hold (`store_folder.check_entries`)."""
 
 # Key namespaces: the first byte of every key. Never reuse one.
 _CHANNEL: Final = b"c"  # + 32-byte channel ID -> codec.encode_channel

@@ -8,8 +8,8 @@ So the store:
 
 - opens its folder once, component by component without following a symbolic link, and
   refuses a folder that is not the node's own (another owner, or writable by others);
-- refuses a store whose files (`ENTRIES`) are not plain files of its own: a symbolic link, a
-  folder or device where a file goes, or a file with a second name (a hard link);
+- refuses a store whose files (`check_entries`) are not plain files of its own: a symbolic
+  link, a folder or device where a file goes, or a file with a second name (a hard link);
 - reaches every file through the open folder (`/proc/self/fd/N` on Linux), never through its
   path again: moving the folder, or any folder above it, changes nothing for an open store.
 """
