@@ -147,7 +147,10 @@ class FileRules:
             raise _refused(field, path, "its folder does not exist") from None
         except (OSError, RuntimeError) as exc:
             raise _refused(field, path, f"cannot resolve it: {os_reason(exc)}") from None
-        resolved = (parent / path.name).resolve()
+        try:
+            resolved = (parent / path.name).resolve()
+        except (OSError, RuntimeError) as exc:  # a link swapped while it is resolved, a loop
+            raise _refused(field, path, f"cannot resolve it: {os_reason(exc)}") from None
         self.place(resolved, field)
         return resolved
 

@@ -44,6 +44,18 @@ def test_an_allowed_small_file_is_read(layout: tuple[FileRules, Path, Path]) -> 
     assert rules.read(dotted, "configFile") == b"a: 1\n"
 
 
+def test_a_new_path_that_cannot_be_resolved_is_refused_naming_the_field(
+        layout: tuple[FileRules, Path, Path]) -> None:
+    """A link loop (or a link swapped while it is resolved: found by an audit) is a refusal
+    naming the field, not an internal error with a traceback."""
+    rules, sessions, _ = layout
+    loop = sessions / "db"
+    loop.symlink_to(loop)
+    with pytest.raises(InvalidConfig, match=r"database.*cannot resolve it") as caught:
+        rules.resolve_new(loop, "database")
+    assert caught.value.data["name"] == "database"
+
+
 def test_places_outside_the_allowed_folders_are_refused(
         layout: tuple[FileRules, Path, Path], tmp_path: Path) -> None:
     rules, sessions, data = layout

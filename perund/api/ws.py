@@ -147,6 +147,7 @@ class ApiSocket(WebSocketServerProtocol):
         self.factory.closed(self)
         if self.channel is not None:
             self.channel.count.release(self.channel)
+            self.channel.socket = None  # no cycle keeps a closed socket's buffers alive
             self.channel = None
         subscriptions = getattr(self, "subscriptions", None)
         if subscriptions is not None:
