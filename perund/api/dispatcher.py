@@ -108,6 +108,13 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+LARGE_BODY = 64 * 1024
+"""A request body past this size counts against its session's allowance of large bodies (a
+batch of 100 single payments is about 25 KiB: everyday clients never reach it)."""
+LARGE_BODY_RATE = 1 << 20
+"""Bytes of large bodies a session may send a second (after a burst of LARGE_BODY_BURST)."""
+LARGE_BODY_BURST = 4 << 20
+
 MAX_JSON_DEPTH = 64
 """Deepest nesting of arrays and objects a request may have."""
 
@@ -272,6 +279,10 @@ class Dispatcher:
         """Call lines each party may still write (a flood of failing calls must not fill the
         disk every session's store needs); the calls are counted in the metrics anyway."""
         self._unlogged = RateLimitedWarning(clock, log)
+        self._body_allowances = Allowances(clock, LARGE_BODY_RATE, LARGE_BODY_BURST,
+                                           LOG_ALLOWANCES_KEPT)
+        """Bytes of large request bodies each session may still send (`LARGE_BODY`)."""
+        self._over_body_rate = RateLimitedWarning(clock, log)
 
     @property
     def methods(self) -> list[Method]:
@@ -281,6 +292,9 @@ class Dispatcher:
     async def dispatch_bytes(self, body: bytes,
                              context: CallContext | None = None) -> bytes | None:
         """Answer a raw message; None when nothing is to be sent back (only notifications)."""
+        over = self._over_body_allowance(body, context)
+        if over is not None:
+            return encode_json(error_reply(None, over.code, over.message, over.to_data()))
         try:
             message = decode_json(body)
         except ValueError as exc:
@@ -290,6 +304,30 @@ class Dispatcher:
                                            else {"requirement": problem}))
         reply = await self.dispatch(message, context)
         return None if reply is None else encode_json(reply)
+
+    def _over_body_allowance(self, body: bytes,
+                             context: CallContext | None) -> FailedPrecondition | None:
+        """The refusal of a large body its session has no allowance left for (it is not
+        parsed), or None. Parsing a 1 MiB body costs the reactor up to ~40 ms, and a WebSocket
+        client may send them without waiting: each session's large bodies are bounded to
+        LARGE_BODY_RATE bytes a second (the operator's are not)."""
+        credential = context.credential if context is not None else None
+        if len(body) <= LARGE_BODY or credential is None or credential.session_id is None:
+            return None
+        allowance = self._body_allowances.of(party_of(credential))
+        needed = min(len(body), allowance.burst)
+        if allowance.available() < needed:
+            wait = max(allowance.seconds_until(needed), 0.1)
+            self._over_body_rate.warn(
+                "api: refused {times} large requests over {rate} bytes a second per session; "
+                "the latest of session 0x{session}", rate=LARGE_BODY_RATE,
+                session=credential.session_id)
+            return FailedPrecondition(
+                f"this session sends requests over {LARGE_BODY // 1024} KiB faster than "
+                f"{LARGE_BODY_RATE // (1 << 20)} MiB a second: try again in {wait:.1f} s",
+                retryAfter=round(wait, 1))
+        allowance.spend(len(body))
+        return None
 
     async def dispatch(self, message: object,
                        context: CallContext | None = None) -> Reply | list[Reply] | None:
