@@ -100,18 +100,18 @@ def read_token_file(path: str) -> str:
 
 def token_of(option: str | None, env: Mapping[str, str]) -> str:
     """The API token from --token-file, PERUND_TOKEN, PERUND_TOKEN_FILE; TokenError if none."""
-    if option:
-        return read_token_file(option)
+    path = token_file_of(option, env)
+    if path is not None:
+        return read_token_file(path)
     if env.get("PERUND_TOKEN", "").strip():
         return env["PERUND_TOKEN"].strip()
-    if env.get("PERUND_TOKEN_FILE"):
-        return read_token_file(env["PERUND_TOKEN_FILE"])
     raise TokenError("no API token: give --token-file PATH (the node's api.token_file, "
                      "e.g. data/api.token) or set PERUND_TOKEN_FILE or PERUND_TOKEN")
 
 
 def token_file_of(option: str | None, env: Mapping[str, str]) -> str | None:
-    """The file `token_of` reads the token from; None when it is PERUND_TOKEN's (or none)."""
+    """The file the API token comes from (--token-file, else PERUND_TOKEN_FILE unless
+    PERUND_TOKEN is set); None when it is PERUND_TOKEN's, or there is none."""
     if option:
         return option
     if env.get("PERUND_TOKEN", "").strip():
