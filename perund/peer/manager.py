@@ -91,15 +91,11 @@ class PeerManager(Dialling):
 
         Fails with `PeerUnreachable` when no connection could be made before the dial deadline.
         """
-        rec = self._peers.get(peer)
-        if rec is not None:
-            conn = rec.current
-            if conn is not None:
-                try:
-                    conn.send(msg)
-                except PerundError as exc:
-                    return fail(exc)
+        try:
+            if self._write_now(peer, msg):
                 return succeed(None)
+        except PerundError as exc:
+            return fail(exc)
         return self._connection(peer).addCallback(lambda conn: conn.send(msg))
 
     respond = send
@@ -107,17 +103,25 @@ class PeerManager(Dialling):
 
     def post(self, peer: Address, msg: Message) -> None:
         """`send` a message whose loss changes nothing (the sync on reconnection repairs what
-        the peer missed), without a Deferred: a failure is logged. A payee answers every
-        payment this way."""
+        the peer missed), without a Deferred: a failure is logged (`undelivered`). A payee
+        answers every payment this way."""
+        try:
+            if self._write_now(peer, msg):
+                return
+        except PerundError as exc:
+            log.info("a message to a peer was not delivered: {why}", why=exc.message)
+            return
+        self.send(peer, msg).addErrback(undelivered)
+
+    def _write_now(self, peer: Address, msg: Message) -> bool:
+        """Write `msg` on the connection in use to `peer`, if there is one (whether there
+        was); PerundError if that connection refuses it."""
         rec = self._peers.get(peer)
         conn = rec.current if rec is not None else None
         if conn is None:
-            self.send(peer, msg).addErrback(_undelivered)
-            return
-        try:
-            conn.send(msg)
-        except PerundError as exc:
-            log.info("a message to a peer was not delivered: {why}", why=str(exc))
+            return False
+        conn.send(msg)
+        return True
 
     def request(self, peer: Address, msg: Message, timeout: float) -> Deferred[Message]:
         """Send a request (Propose, Update, Ping) and fire with the peer's response.
@@ -416,5 +420,7 @@ def _server_endpoint(reactor: IReactorTime, description: str) -> Any:
     return serverFromString(reactor, description)  # type: ignore[no-untyped-call]
 
 
-def _undelivered(failure: Failure) -> None:
+def undelivered(failure: Failure) -> None:
+    """The errback of a `send` whose failure changes nothing: the message is lost with the
+    link, and the sync on reconnection repairs what the peer missed."""
     log.info("a message to a peer was not delivered: {why}", why=failure.getErrorMessage())

@@ -33,8 +33,9 @@ from perund.channel.proposal import Deployment, receive_proposal
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
 from perund.errors import PerundError
+from perund.peer.manager import undelivered
 from perund.session.memos import Memos
-from perund.session.ports import PeerLinks, undelivered
+from perund.session.ports import PeerLinks
 from perund.session.questions import Questions
 from perund.wire.codec import MAX_REASON_LENGTH
 from perund.wire.messages import (

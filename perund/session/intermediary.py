@@ -41,8 +41,9 @@ from perund.channel.proposal import Deployment
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID, State, VirtualProof, hex_address
 from perund.channel.virtual import is_virtual
+from perund.peer.manager import undelivered
 from perund.session.fees import FeeBook
-from perund.session.ports import PeerLinks, undelivered
+from perund.session.ports import PeerLinks
 from perund.session.virtual import Registration
 from perund.storage import ChannelStore
 from perund.storage.virtual_records import (

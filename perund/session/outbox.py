@@ -22,8 +22,9 @@ from perund.channel.changes import Change, UpdateTimedOut
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
 from perund.errors import PeerRequestTimedOut, PerundError
+from perund.peer.manager import undelivered
 from perund.session.memos import Memos
-from perund.session.ports import PeerLinks, undelivered
+from perund.session.ports import PeerLinks
 from perund.session.timing import Timing
 from perund.wire.messages import (
     Accept,

@@ -12,8 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from perund.channel import events as ev
 from perund.channel.changes import Concluded
@@ -24,7 +22,6 @@ from perund.wire.messages import Message
 if TYPE_CHECKING:
     from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual
 
-log = Logger(namespace="perund.client")
 
 
 class PeerLinks(Protocol):
@@ -43,7 +40,8 @@ class PeerLinks(Protocol):
 
     def post(self, peer: Address, msg: Message) -> None:
         """`send` a message whose loss changes nothing (the sync on reconnection repairs what
-        the peer missed), logging a failure (`undelivered`) instead of returning a Deferred."""
+        the peer missed), logging a failure (`perund.peer.manager.undelivered`) instead of
+        returning a Deferred."""
 
     def request(self, peer: Address, msg: Message, timeout: float) -> Deferred[Message]:
         """Send `msg` and fire with the peer's answer to it, or fail after `timeout` s."""
@@ -65,10 +63,6 @@ class PeerLinks(Protocol):
         log the refusal."""
 
 
-def undelivered(failure: Failure) -> None:
-    """The errback of a `PeerLinks.send` whose failure changes nothing: the message is lost
-    with the link, and the sync on reconnection repairs what the peer missed."""
-    log.info("a message to a peer was not delivered: {why}", why=failure.getErrorMessage())
 
 
 class Funder(Protocol):

@@ -30,9 +30,10 @@ from perund.channel import events as ev
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
 from perund.errors import FailedPrecondition, ResourceNotFound, UserResponseTimedOut
+from perund.peer.manager import undelivered
 from perund.session.notices import GoneNotice, Notice, ProposalNotice, UpdateNotice
 from perund.session.pending import GONE_AT_RESTART, QuestionRecords
-from perund.session.ports import PeerLinks, undelivered
+from perund.session.ports import PeerLinks
 from perund.session.timing import Timing
 from perund.wire.messages import Propose, Reject, VirtualPropose
 

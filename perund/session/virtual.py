@@ -73,10 +73,11 @@ from perund.errors import (
     PeerRequestTimedOut,
     PerundError,
 )
+from perund.peer.manager import undelivered
 from perund.session.chain_check import AssetLabel, default_label
 from perund.session.fees import FeeBook
 from perund.session.fold_retries import FoldRetries
-from perund.session.ports import PeerLinks, undelivered
+from perund.session.ports import PeerLinks
 from perund.session.questions import IncomingProposal, Questions
 from perund.session.sending import SendQueue
 from perund.session.timing import Timing

@@ -30,10 +30,10 @@ from perund.channel.phases import Phase
 from perund.channel.proposal import Deployment, OpenRequest
 from perund.channel.types import ETH, Address, ChannelID
 from perund.errors import PeerDisconnected, PeerRequestTimedOut, PeerUnreachable, PerundError
+from perund.peer.manager import undelivered
 from perund.peer.records import PeerManagerOwner
 from perund.session.client import ChannelClient
 from perund.session.notices import Notice, ProposalNotice
-from perund.session.ports import undelivered
 from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual
 from perund.storage import ChannelStore, MemoryStore
 from perund.wire.messages import (
