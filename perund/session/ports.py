@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual
 
 
-
 class PeerLinks(Protocol):
     """Authenticated links to peers. What arrives (messages, connections) goes to the one owner
     attached; the owner sends through the rest. Every failure is a PerundError (PeerUnreachable,
