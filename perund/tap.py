@@ -111,23 +111,22 @@ def _refuse_what_is_taken(config: NodeConfig) -> None:
 
 
 def _tcp_address(endpoint: str) -> tuple[str, int] | None:
-    """(interface, port) of a plain `tcp:PORT[:interface=HOST]` endpoint string; None for any
-    other kind (those are checked when the node listens)."""
-    kind, _, rest = endpoint.partition(":")
-    if kind != "tcp":
+    """(interface, port) of a TCP endpoint string, parsed as the config check parses it
+    (`config_values.check_listen`); None for any other kind (checked when the node listens)."""
+    from twisted.internet.endpoints import (
+        TCP4ServerEndpoint,
+        TCP6ServerEndpoint,
+        serverFromString,
+    )
+
+    parse: Any = serverFromString  # untyped in Twisted; no reactor is needed to parse
+    try:
+        parsed = parse(None, endpoint)
+    except Exception:  # the config check refuses it with its reason
         return None
-    port, interface = None, ""
-    for part in rest.split(":"):
-        name, equals, value = part.partition("=")
-        if not equals and port is None:
-            port = name
-        elif name == "port":
-            port = value
-        elif name == "interface":
-            interface = value
-    if port is None or not port.isdigit():
+    if not isinstance(parsed, TCP4ServerEndpoint | TCP6ServerEndpoint):
         return None
-    return interface, int(port)
+    return parsed._interface, parsed._port
 
 
 def makeService(options: Options) -> IService:
