@@ -130,7 +130,7 @@ _STEPS: Final = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _NOT_A_BRACKET: Final = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
-def _check_depth(body: bytes) -> None:
+def _check_shape(body: bytes) -> None:
     """ValueError for nesting deeper than MAX_JSON_DEPTH, or more than MAX_JSON_CONTAINERS
     arrays and objects (before the parser builds them), found without recursing: the C
     parser recurses per level and a deep enough body overflows the stack (a crash, not an
@@ -153,7 +153,7 @@ def decode_json(body: bytes) -> object:
     """Parse a request body strictly: UTF-8, no NaN/Infinity, no duplicate members, finite
     numbers, at most MAX_JSON_DEPTH levels and MAX_JSON_CONTAINERS arrays and objects, no
     lone UTF-16 surrogates; ValueError otherwise."""
-    _check_depth(body)
+    _check_shape(body)
     try:
         message = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant,
                              parse_float=_finite_float, object_pairs_hook=_unique_keys)
