@@ -324,17 +324,31 @@ class ChainSettlement:
         status = await self.chain.channel_status(channel_id)
         return status.phase is Phase.CONCLUDED
 
-    async def _concluded_by_peer(self, channel_id: ChannelID) -> bool:
+    async def _concluded_by_peer(self, channel_id: ChannelID,
+                                 registered_by: Params | None = None) -> bool:
         """Whether `channel_id` is concluded within `conclude_grace`, read every poll so that
         a conclusion ends the wait when it is seen. The side that need not conclude gives the
-        other the first go: two transactions in one block would make one pay for a revert."""
-        deadline = self._reactor.seconds() + self.conclude_grace
+        other the first go: two transactions in one block would make one pay for a revert.
+
+        `registered_by`: the channel's params when the wait is for a registered state that
+        either side may have registered (`_patience`)."""
+        patience = self.conclude_grace if registered_by is None else self._patience(registered_by)
+        deadline = self._reactor.seconds() + patience
         while not await self._is_concluded(channel_id):
             left = deadline - self._reactor.seconds()
             if left <= 0:
                 return False
             await self._sleep(min(self.poll_interval, left))
         return True
+
+    def _patience(self, params: Params) -> float:
+        """How long we wait for the peer to conclude a state we do not know we registered: the
+        grace, or twice it when the channel lists our receiver second. Who registered is known
+        in memory only (`_registered`); after a restart neither side may know, and equal waits
+        would end together with a conclusion from each side, one of them reverting."""
+        ours = self.account.address
+        second = params.receivers[1] == ours and params.receivers[0] != ours
+        return 2 * self.conclude_grace if second else self.conclude_grace
 
     def register(self, event: ev.Register) -> Deferred[Concluded | None]:
         """Register our latest fully signed state; the dispute goes on (None)."""
@@ -376,13 +390,13 @@ class ChainSettlement:
         return Deferred.fromCoroutine(self._conclude(event))
 
     async def _conclude(self, event: ev.Conclude) -> Concluded | None:
-        # If the peer registered this state, its node concludes it too.
-        if (self._registered.get(event.channel_id) != event.state.version
-                and await self._concluded_by_peer(event.channel_id)):
-            return await self._conclusion(event.channel_id, event.state.version)
         params = event.params
         if type(params) is not Params:  # pragma: no cover - virtual channels: virtual_onchain
             raise Internal("a virtual channel is concluded with its parents")
+        # If the peer registered this state, its node concludes it too.
+        if (self._registered.get(event.channel_id) != event.state.version
+                and await self._concluded_by_peer(event.channel_id, params)):
+            return await self._conclusion(event.channel_id, event.state.version)
         try:
             receipt = await self.chain.conclude(self.account, params, event.state)
             self.receipts.append(receipt)

@@ -58,7 +58,7 @@ class VirtualChainCalls:
 
     def __init__(self, chain: ChainBackend, account: Account, receipts: list[TxReceipt], *,
                  sleep: Callable[[float], Deferred[None]],
-                 concluded_by_peer: Callable[[ChannelID], Coroutine[Any, Any, bool]],
+                 concluded_by_peer: Callable[[ChannelID, Params], Coroutine[Any, Any, bool]],
                  registered: dict[ChannelID, int],
                  conclusion: Callable[[ChannelID, int], Deferred[Concluded]],
                  concluded_by: Callable[[TxReceipt], Concluded | None]) -> None:
@@ -114,7 +114,7 @@ class VirtualChainCalls:
             # The next block's timestamp must pass the timeout; dev chains mine on demand.
             await self._sleep(wait + 1)
         if (self._registered.get(cmd.channel_id) != cmd.state.version
-                and await self._concluded_by_peer(cmd.channel_id)):
+                and await self._concluded_by_peer(cmd.channel_id, cmd.params)):
             return await self._conclusion(cmd.channel_id, cmd.state.version)
         try:
             receipt = await self._chain.conclude_parent(self._account, cmd.params, cmd.state,

@@ -9,18 +9,19 @@ from typing import cast
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.task import deferLater
 
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
 from perund.channel import events as ev
 from perund.channel.encoding import Signer, channel_id
+from perund.channel.steps import register_latest
 from perund.channel.types import ETH, Params
 from perund.errors import ChainRpcError, PeerNotFunded, TxReverted, TxTimedOut
 from perund.session.onchain import ChainSettlement
 
-from .conftest import ETHER
+from .conftest import ETHER, Pair, open_between
 
 
 def funding(chain: ChainBackend, a: Account, b: Account) -> tuple[ev.Fund, ev.Fund]:
@@ -258,3 +259,43 @@ async def test_the_funding_deadline_counts_from_the_start_however_long_our_depos
     # Ours went through after 1.5 s; the peer's never came: the deadline at 2 s, not 3.5 s.
     assert await chain.holdings(mine.channel_id) == (2 * ETHER, 0)
     assert reactor.seconds() - start < 3.0
+
+
+class _CountsConcludes:
+    """The chain, counting the conclude transactions sent through it (they go through)."""
+
+    def __init__(self, chain: ChainBackend) -> None:
+        self._chain = chain
+        self.sent = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._chain, name)
+
+    async def conclude(self, account: Account, params: Params, state: object) -> object:
+        self.sent += 1
+        return await self._chain.conclude(account, params, state)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("registrar", ["alice", "bob"])
+@pytest_twisted.ensureDeferred
+async def test_after_a_restart_one_side_concludes_a_dispute(pair: Pair, registrar: str) -> None:
+    """Who registered is known in memory only: after a restart of both sides neither knows it,
+    and both waited the same grace and concluded at once, one of them paying for a revert. The
+    side whose receiver the channel lists first now concludes after the grace, the other after
+    twice the grace, and only if nobody did."""
+    cid = await open_between(pair.alice, pair.bob, 2 * ETHER, ETHER)
+    registering = getattr(pair, registrar)
+    register = register_latest(registering.client.channels[cid])
+    chain = _CountsConcludes(pair.chain)
+    await ChainSettlement(reactor, cast(ChainBackend, chain), registering.account,
+                          poll_interval=0.05).register(register)
+    await pair.chain.advance_time(61)
+    # Both nodes restart: new settlements, nothing remembered of the registration.
+    restarted = [ChainSettlement(reactor, cast(ChainBackend, chain), user.account,
+                                 poll_interval=0.05, conclude_grace=0.5)
+                 for user in (pair.alice, pair.bob)]
+    conclude = ev.Conclude(cid, register.params, register.state)
+    both = await gatherResults([settlement.conclude(conclude) for settlement in restarted])
+    assert chain.sent == 1
+    assert [c.version for c in both] == [register.state.version] * 2  # type: ignore[union-attr]
+    assert sum(len(settlement.receipts) for settlement in restarted) == 1
