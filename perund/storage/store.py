@@ -126,9 +126,6 @@ class SessionStore:
         self.compactions = 0
         """How many times this store compacted its file (for tests and benchmarks)."""
 
-        if not os.path.isdir(self.path):
-            os.makedirs(self.path, mode=0o700)
-            datafile.fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         # Every file is reached through the folder held open, never by its path again
         # (perund/storage/store_folder.py): a user who may edit the folder around the store
         # cannot swap in links to another user's files.

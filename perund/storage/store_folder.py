@@ -16,6 +16,7 @@ So the store:
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterable
@@ -27,9 +28,11 @@ _PROC_FD = "/proc/self/fd"
 
 
 def open_store_folder(path: str) -> int:
-    """A descriptor of folder `path` (which exists), opened without following a symbolic link
-    anywhere on it; `StoreError` if a component is a link or not a folder, or the folder is
-    not the node's own.
+    """A descriptor of folder `path`, opened without following a symbolic link anywhere on it;
+    `StoreError` if a component is a link or not a folder, or the folder is not the node's own.
+    Missing folders on the path are made (mode 700), each inside its parent as opened: made by
+    path, a link swapped in above them meanwhile could have the node make a folder in another
+    user's tree.
 
     `path` is taken as it is, not resolved again: it is the path the session's files were
     approved with (resolved then, so free of links), and resolving it anew would follow a link
@@ -40,12 +43,16 @@ def open_store_folder(path: str) -> int:
     try:
         for part in parts:
             try:
-                child = os.open(part, _FOLDER_FLAGS, dir_fd=fd)
+                child = _open_or_make(part, fd)
             except OSError as e:
-                raise StoreError(
-                    f"store {path}: {part!r} on its path is a symbolic link or not a folder "
-                    f"({os.strerror(e.errno) if e.errno else e}); the store's folder must be "
-                    "reached without links", path=path) from None
+                reason = os.strerror(e.errno) if e.errno else str(e)
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise StoreError(
+                        f"store {path}: {part!r} on its path is a symbolic link or not a "
+                        f"folder ({reason}); the store's folder must be reached without links",
+                        path=path) from None
+                raise StoreError(f"store {path}: cannot open or make the folder {part!r} on "
+                                 f"its path ({reason})", path=path) from None
             os.close(fd)
             fd = child
         info = os.fstat(fd)
@@ -62,6 +69,30 @@ def open_store_folder(path: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _open_or_make(name: str, parent_fd: int) -> int:
+    """Folder `name` in the folder `parent_fd`, made there first if missing (its parent is
+    then fsynced: the new folder is durable before a store's file is written in it)."""
+    try:
+        return os.open(name, _FOLDER_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        pass
+    try:
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+    except FileExistsError:
+        pass  # made meanwhile: opened (or refused) below like any other
+    else:
+        _fsync_folder(parent_fd)
+    return os.open(name, _FOLDER_FLAGS, dir_fd=parent_fd)
+
+
+def _fsync_folder(folder_fd: int) -> None:
+    fd = os.open(f"{_PROC_FD}/{folder_fd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_entries(folder_fd: int, names: Iterable[str], path: str) -> None:

@@ -130,3 +130,35 @@ def test_a_link_anywhere_on_the_approved_path_is_refused_not_followed(tmp_path: 
     with pytest.raises(StoreError, match="'sub' on its path is a symbolic link"):
         SessionStore(alice / "sub" / "db", clock)
     assert {p.name: p.read_bytes() for p in bob.iterdir() if p.is_file()} == before
+
+
+def test_a_missing_store_folder_behind_a_link_is_not_made_in_the_links_target(
+        tmp_path: Path) -> None:
+    """A store's missing folders are made inside their parents as opened, not by path: made by
+    path, a link swapped in above them made the node create a folder in another user's tree
+    before the walk refused it."""
+    bob = tmp_path / "bob"
+    bob.mkdir()
+    alice = tmp_path / "alice"
+    alice.mkdir()
+    (alice / "sub").symlink_to(bob)
+    with pytest.raises(StoreError, match="'sub' on its path is a symbolic link"):
+        SessionStore(alice / "sub" / "db", Clock())
+    assert list(bob.iterdir()) == []
+
+
+def test_missing_folders_on_the_path_are_made_the_nodes_own(tmp_path: Path) -> None:
+    SessionStore(tmp_path / "alice" / "data" / "db", Clock()).close()
+    alice = tmp_path / "alice"
+    for folder in (alice, alice / "data", alice / "data" / "db"):
+        assert folder.is_dir() and not folder.is_symlink()
+        assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_folder_that_cannot_be_made_is_named_without_blaming_links(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):
+        pytest.skip("running as root: every folder is writable")
+    with pytest.raises(StoreError, match=r"cannot open or make the folder 'db'.*Permission denied"):
+        SessionStore(locked / "db", Clock())
