@@ -62,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--users", default="alice,bob", metavar="NAMES",
                           help="comma-separated user names, 2 to 9 (default alice,bob), e.g. "
                           "alice,ingrid,carol for a virtual channel through ingrid")
-    generate.add_argument("--comm-ports", type=int, nargs="+", default=None, metavar="PORT",
-                          help="the users' peer ports, one per user in order (default: 5751 "
-                          "and up)")
+    generate.add_argument("--comm-ports", type=_port_list, default=None, metavar="PORTS",
+                          help="comma-separated peer ports, one per user in order, e.g. "
+                          "5751,5752 (default: 5751 and up)")
     deploy = commands.add_parser(
         "deploy",
         help="deploy the Adjudicator to a chain and write a node config for it",
@@ -93,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--mint-to", action="append", default=[], metavar="ADDRESS",
                         help="with --test-token: mint 1,000,000 PRN to ADDRESS too (repeatable)")
     return parser
+
+
+def _port_list(text: str) -> tuple[int, ...]:
+    """`--comm-ports`: one argument, like `--users` (several would swallow DIR after them)."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: comma-separated port numbers, e.g. 5751,5752") from None
 
 
 def _generate(options: argparse.Namespace) -> int:

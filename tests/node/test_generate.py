@@ -92,8 +92,8 @@ def test_generate_refuses_bad_users_and_writes_nothing(
 def test_generate_command_takes_users(tmp_path: Path) -> None:
     target = tmp_path / "setup"
     run = subprocess.run([sys.executable, "-m", "perund.cli.main", "generate", str(target),
-                          "--users", "alice,ingrid,carol", "--comm-ports", "6101", "6102",
-                          "6103"], capture_output=True, text=True, timeout=60)
+                          "--users", "alice,ingrid,carol", "--comm-ports", "6101,6102,6103"],
+                         capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     for name in ("alice", "ingrid", "carol"):
         assert (target / name / "session.yaml").is_file()
@@ -118,3 +118,18 @@ def test_generate_into_a_place_it_cannot_write_or_with_a_bad_port_is_one_line(
         assert run.returncode == 1 and said in run.stderr, run.stderr
         assert "Traceback" not in run.stderr
     assert not (tmp_path / "p").exists()
+
+
+def test_comm_ports_are_one_argument_so_dir_may_follow_them(tmp_path: Path) -> None:
+    """`--comm-ports 5751 5752 DIR` took DIR for a port; the ports are one comma-separated
+    argument, like `--users`, so DIR may come after them."""
+    target = tmp_path / "setup"
+    run = subprocess.run([sys.executable, "-m", "perund.cli.main", "generate", "--comm-ports",
+                          "6201,6202", str(target)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "peers on port 6202" in run.stdout
+    bad = subprocess.run([sys.executable, "-m", "perund.cli.main", "generate", "--comm-ports",
+                          "6201,x", str(tmp_path / "other")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "comma-separated port numbers" in bad.stderr, bad.stderr
+    assert not (tmp_path / "other").exists()
