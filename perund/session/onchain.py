@@ -293,7 +293,9 @@ class ChainSettlement:
         return Deferred.fromCoroutine(self._conclude_final(event))
 
     async def _conclude_final(self, event: ev.ConcludeFinal) -> Concluded | None:
-        if not event.primary and await self._concluded_by_peer(event.channel_id):
+        # Not primary: the peer proposed the final update, or either side may have (both
+        # restarted while closing): `_patience` keeps the two from concluding together.
+        if not event.primary and await self._concluded_by_peer(event.channel_id, event.params):
             return await self._conclusion(event.channel_id, event.state.version)
         try:
             receipt = await self.chain.conclude_final(self.account, event.params, event.state,
@@ -330,8 +332,8 @@ class ChainSettlement:
         a conclusion ends the wait when it is seen. The side that need not conclude gives the
         other the first go: two transactions in one block would make one pay for a revert.
 
-        `registered_by`: the channel's params when the wait is for a registered state that
-        either side may have registered (`_patience`)."""
+        `registered_by`: the channel's params when the wait is for a state that either side
+        may have registered or proposed as final (`_patience`)."""
         patience = self.conclude_grace if registered_by is None else self._patience(registered_by)
         deadline = self._reactor.seconds() + patience
         while not await self._is_concluded(channel_id):
@@ -342,10 +344,11 @@ class ChainSettlement:
         return True
 
     def _patience(self, params: Params) -> float:
-        """How long we wait for the peer to conclude a state we do not know we registered: the
-        grace, or twice it when the channel lists our receiver second. Who registered is known
-        in memory only (`_registered`); after a restart neither side may know, and equal waits
-        would end together with a conclusion from each side, one of them reverting."""
+        """How long we wait for the peer to conclude a state we do not know we registered (or
+        proposed as final): the grace, or twice it when the channel lists our receiver second.
+        Who registered is known in memory only (`_registered`), and a restart while closing
+        makes neither side the proposer of the final state; then equal waits would end
+        together with a conclusion from each side, one of them reverting."""
         ours = self.account.address
         second = params.receivers[1] == ours and params.receivers[0] != ours
         return 2 * self.conclude_grace if second else self.conclude_grace

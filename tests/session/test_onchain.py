@@ -4,6 +4,7 @@ and a watcher's news of one ends a funding wait at once."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import cast
 
 import pytest
@@ -275,6 +276,11 @@ class _CountsConcludes:
         self.sent += 1
         return await self._chain.conclude(account, params, state)  # type: ignore[arg-type]
 
+    async def conclude_final(self, account: Account, params: Params, state: object,
+                             sigs: object) -> object:
+        self.sent += 1
+        return await self._chain.conclude_final(account, params, state, sigs)  # type: ignore
+
 
 @pytest.mark.parametrize("registrar", ["alice", "bob"])
 @pytest_twisted.ensureDeferred
@@ -299,3 +305,24 @@ async def test_after_a_restart_one_side_concludes_a_dispute(pair: Pair, registra
     assert chain.sent == 1
     assert [c.version for c in both] == [register.state.version] * 2  # type: ignore[union-attr]
     assert sum(len(settlement.receipts) for settlement in restarted) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_restart_while_closing_one_side_concludes_the_final_state(
+        pair: Pair) -> None:
+    """A restart while closing makes neither side the proposer of the final state (both
+    `primary=False`): both waited the same grace and sent concludeFinal, one reverting."""
+    cid = await open_between(pair.alice, pair.bob, 2 * ETHER, ETHER)
+    channel = pair.alice.client.channels[cid]
+    latest = channel.latest
+    final = replace(latest, version=latest.version + 1, is_final=True)
+    signatures = (pair.alice.client.signer.sign_state(final),
+                  pair.bob.client.signer.sign_state(final))
+    chain = _CountsConcludes(pair.chain)
+    restarted = [ChainSettlement(reactor, cast(ChainBackend, chain), user.account,
+                                 poll_interval=0.05, conclude_grace=0.5)
+                 for user in (pair.alice, pair.bob)]
+    conclude = ev.ConcludeFinal(cid, cast(Params, channel.params), final, signatures, False)
+    both = await gatherResults([settlement.conclude_final(conclude) for settlement in restarted])
+    assert chain.sent == 1
+    assert [c.version for c in both] == [final.version] * 2  # type: ignore[union-attr]
