@@ -78,6 +78,7 @@ class Limits:
     ws_subscriptions: int = ApiLimits.subscriptions_per_socket
     session_subscriptions: int = ApiLimits.subscriptions_per_session
     ws_send_buffer: int = ApiLimits.socket_send_buffer
+    api_session_buffer: int = ApiLimits.session_buffer
     peer_handshakes: int = PeerLimits.handshakes
     peer_handshakes_per_host: int = PeerLimits.handshakes_per_host
     peer_connections_per_host: int = PeerLimits.connections_per_host
@@ -105,7 +106,8 @@ class Limits:
                          calls_in_flight=self.api_calls_in_flight,
                          subscriptions_per_socket=self.ws_subscriptions,
                          subscriptions_per_session=self.session_subscriptions,
-                         socket_send_buffer=self.ws_send_buffer)
+                         socket_send_buffer=self.ws_send_buffer,
+                         session_buffer=self.api_session_buffer)
 
     def peer(self) -> PeerLimits:
         """A session's peer-port limits."""

@@ -55,6 +55,9 @@ class ApiLimits:
     socket_send_buffer: int = 4 * 1024 * 1024
     """Bytes of replies and pushes a WebSocket may have waiting for a client that does not
     read; past it the connection is closed."""
+    session_buffer: int = 16 * 1024 * 1024
+    """Bytes one session's WebSockets may hold together, messages arriving and replies
+    waiting (the operator's not counted); a socket that takes it past this is dropped."""
 
 
 class ConnectionCount:

@@ -12,6 +12,12 @@ Each text or binary message is one JSON-RPC message for the same dispatcher as `
 "result": ...}}`. A client that disconnects is unsubscribed. A client that stops reading gets
 its replies and pushes queued up to `limits.ws_send_buffer` bytes, then the connection is
 dropped (it resubscribes and reads the current state when it comes back).
+
+What one session's sockets hold together, messages still arriving and replies and pushes
+waiting, is bounded by `limits.api_session_buffer` (`SessionBuffers`): a socket that takes its
+session past it is dropped. Without it one user's credentials could make the node hold
+`api_connections_per_session` times a message and a send buffer (about 320 MiB), which the
+allocator does not give back (found by an audit).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from twisted.web.resource import Resource
 
 from perund.api.amounts import Currencies
 from perund.api.connections import ApiLimits, claim_connection
-from perund.api.credentials import CLOSE_REVOKED, Credential, CredentialRegistry
+from perund.api.credentials import CLOSE_REVOKED, OPERATOR_ID, Credential, CredentialRegistry
 from perund.api.dispatcher import INTERNAL_ERROR, Dispatcher, encode_json, error_reply
 from perund.api.http import ApiRequest, credential_of, party_of, refuse_unauthorized
 from perund.api.hub import ClientSubscriptions
@@ -55,6 +61,11 @@ class ApiSocket(WebSocketServerProtocol):
         offered beside it is not echoed)."""
         return SUBPROTOCOL if SUBPROTOCOL in (request.protocols or ()) else None
 
+    _held = 0
+    """Bytes of this socket that count against its session's `SessionBuffers`."""
+    _dropped = False
+    """Dropped for taking its session past `limits.api_session_buffer`."""
+
     def onOpen(self) -> None:
         self.subscriptions = ClientSubscriptions(
             self._push, self.factory.limits.subscriptions_per_socket)
@@ -79,12 +90,47 @@ class ApiSocket(WebSocketServerProtocol):
         while self._queue and not self._paused and self.open:
             data = self._queue.popleft()
             self._queued -= len(data)
+            self._release(len(data))
             self._send_if_open(data)
 
     def stopProducing(self) -> None:
         """The connection is going: nothing more is sent."""
         self._queue.clear()
+        self._release(self._queued)
         self._queued = 0
+
+    def _hold(self, size: int) -> bool:
+        """Count `size` more bytes against the session's buffer; False (the socket dropped)
+        if that takes the session past it."""
+        if self._dropped:
+            return False
+        self._held += size
+        if self.factory.buffers.hold(self, size):
+            return True
+        self._dropped = True
+        self.factory.buffers.over(self)
+        self.open = False
+        self.stopProducing()
+        self.dropConnection(abort=True)
+        return False
+
+    def _release(self, size: int) -> None:
+        if size:
+            self._held -= size
+            self.factory.buffers.release(self, size)
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        """A part of a message arrived: autobahn keeps it until the message is complete."""
+        if self._hold(len(payload)):
+            super().onMessageFrameData(payload)
+
+    def onMessageEnd(self) -> None:
+        """The message is complete: handed over, its parts no longer held. A message of a
+        socket dropped for its session's buffer is not: parts of it were left out."""
+        if self._dropped:
+            return
+        self._release(self._held - self._queued)
+        super().onMessageEnd()
 
     def _send_if_open(self, data: bytes) -> None:
         # The client may have begun the closing handshake before `onClose` runs (our `open`
@@ -107,6 +153,8 @@ class ApiSocket(WebSocketServerProtocol):
             return
         self._queue.append(data)
         self._queued += len(data)
+        if not self._hold(len(data)):
+            return
         if self._queued > self.factory.limits.socket_send_buffer:
             self.factory.slow_consumer(self)
             self.open = False
@@ -144,6 +192,9 @@ class ApiSocket(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.open = False
+        self._queue.clear()
+        self._queued = 0
+        self._release(self._held)
         self.factory.closed(self)
         if self.channel is not None:
             self.channel.count.release(self.channel)
@@ -184,6 +235,7 @@ class ApiSocketFactory(WebSocketServerFactory):
         """The credential and HTTP channel of the upgrade being handed over (set only during
         that call)."""
         self._sockets: dict[str, set[ApiSocket]] = {}
+        self.buffers = SessionBuffers(reactor, limits.session_buffer)
         self._slow = RateLimitedWarning(reactor, log)
         self.foreign_origins = RateLimitedWarning(reactor, log)
         """Refused upgrades from an origin `api.allowed_origins` does not name."""
@@ -232,6 +284,54 @@ class ApiSocketFactory(WebSocketServerFactory):
     def _revoked(self, credential: Credential) -> None:
         for socket in list(self._sockets.get(credential.id, ())):
             self._reactor.callLater(0, socket.credential_revoked)
+
+
+class SessionBuffers:
+    """Bytes held for each session's WebSockets together (messages arriving, replies and
+    pushes waiting), against `limit`; the operator's sockets are not counted, as they are not
+    for `limits.api_connections_per_session`."""
+
+    def __init__(self, clock: Any, limit: int) -> None:
+        self.limit = limit
+        self.held: dict[str, int] = {}
+        self.dropped = 0
+        self._warning = RateLimitedWarning(clock, log)
+
+    def hold(self, socket: ApiSocket, size: int) -> bool:
+        """Count `size` bytes for `socket`'s session; whether it stays within the limit."""
+        party = _party(socket)
+        if party is None:
+            return True
+        total = self.held[party] = self.held.get(party, 0) + size
+        return total <= self.limit
+
+    def release(self, socket: ApiSocket, size: int) -> None:
+        """`size` bytes of `socket` are no longer held."""
+        party = _party(socket)
+        if party is None:
+            return
+        total = self.held.get(party, 0) - size
+        if total > 0:
+            self.held[party] = total
+        else:
+            self.held.pop(party, None)
+
+    def over(self, socket: ApiSocket) -> None:
+        """`socket` took its session past the limit and is dropped: say so (rate-limited)."""
+        self.dropped += 1
+        self._warning.warn("dropped {times} WebSockets of sessions over their buffer "
+                           "(limits.api_session_buffer: {limit} bytes of messages arriving and "
+                           "replies waiting); the latest was session {party}'s",
+                           limit=self.limit, party=_party(socket))
+
+
+def _party(socket: ApiSocket) -> str | None:
+    """The session whose budget `socket` draws on (None: the operator's, or nobody's)."""
+    credential = socket.credential
+    if credential is None:
+        return None
+    party = party_of(credential)
+    return None if party == OPERATOR_ID else party
 
 
 class WebSocketEntry(Resource):

@@ -290,6 +290,7 @@ async def test_a_websocket_client_that_stops_reading_is_dropped() -> None:
         assert formatEvent(dropped).startswith("dropped 1 WebSocket clients that did not read")
         assert most > 0  # the transport did push back: pushes were held
         assert most <= cap + 2048  # the queue never grew past the cap (plus one push)
+        assert not site.sockets.buffers.held  # what was queued no longer counts
         await settle(lambda: site.connections.open == 0)
         sock.close()
     finally:
@@ -387,3 +388,43 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True, timeout=60).stdout.split()
     assert out[0] == out[1] == out[2] == str(hard)
+
+
+def _frame_head(length: int) -> bytes:
+    """The head of a masked client text frame of `length` bytes (mask zero)."""
+    return b"\x81\xff" + struct.pack("!Q", length) + b"\0\0\0\0"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sessions_websockets_together_hold_at_most_its_buffer() -> None:
+    """Messages arriving on all of one session's sockets count against one budget: the socket
+    that takes the session past it is dropped, its message never handled; the others go on;
+    the operator's sockets are not counted (an audit: one user's sockets, each sending most
+    of a 1 MiB message, took a node from 94 to 708 MB that it never gave back)."""
+    kib = 1024
+    port, site, _ = await serve(session_buffer=256 * kib)
+    try:
+        token = (await site.dispatcher.dispatch(
+            {"jsonrpc": "2.0", "method": "session_open", "params": {"configFile": "a.yaml"},
+             "id": 1}, _operator()))["result"]["token"]
+        mine = [await socket_client(port, token=token) for _ in range(3)]
+        operator = await socket_client(port)
+        call = json.dumps({"jsonrpc": "2.0", "method": "node_time", "id": 7}).encode()
+        message = call + b" " * (150 * kib - len(call))
+        buffers = site.sockets.buffers
+        for number, client in enumerate(mine):
+            client.transport.write(_frame_head(len(message)) + message[:100 * kib])
+            await settle(lambda n=number: sum(buffers.held.values()) >= (n + 1) * 100 * kib
+                         or buffers.dropped)
+        await mine[2].closed
+        assert buffers.dropped == 1 and not mine[0].closed.called and not mine[1].closed.called
+        operator.transport.write(_frame_head(len(message)) + message[:100 * kib])
+        mine[0].transport.write(message[100 * kib:])  # the rest: handled as usual
+        reply = await mine[0].replies.setdefault(7, Deferred())
+        assert isinstance(reply["result"], float)
+        assert list(buffers.held.values()) == [100 * kib]  # the second socket's part
+        for client in (*mine[:2], operator):
+            client.transport.abortConnection()
+        await settle(lambda: not buffers.held and site.connections.open == 0)
+    finally:
+        await port.stopListening()

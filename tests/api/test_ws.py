@@ -4,6 +4,7 @@ caching while nobody listens, several subscribers, clean-up on disconnect."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest_twisted
@@ -295,9 +296,12 @@ def test_nothing_is_sent_once_the_client_began_closing() -> None:
     counts as open to us) is dropped, not an error: autobahn refuses to send then."""
     from collections import deque
 
-    from perund.api.ws import ApiSocket
+    from twisted.internet.task import Clock
+
+    from perund.api.ws import ApiSocket, SessionBuffers
 
     socket = ApiSocket()
+    socket.factory = SimpleNamespace(buffers=SessionBuffers(Clock(), 1 << 20))  # type: ignore
     socket.open, socket._paused, socket._queue, socket._queued = True, False, deque(), 0
     socket.state = ApiSocket.STATE_CLOSING
     socket._transmit(b'{"jsonrpc": "2.0"}')  # autobahn would raise Disconnected
