@@ -126,11 +126,13 @@ def _registered(channel: Channel, change: Registered) -> Result:
 def _reorganised(channel: Channel, change: Reorganised) -> Result:
     """Forget the dispute as the chain had it and register our latest state again: the
     events of the new blocks rebuild the dispute (a stale registration in them is refuted), and
-    a registration the chain has already is refused harmlessly."""
+    a registration the chain has already is refused harmlessly. Both sides see the
+    reorganisation: of a final state, participant 0 concludes at once, the other only if that
+    has not happened after a grace period (as for `ConclusionLost`)."""
     if channel.phase is not Phase.DISPUTED:
         return channel, NOTHING
     new = channel.evolve(dispute=None)
-    return new, (Persist(new), *settlement(new, primary=True))
+    return new, (Persist(new), *settlement(new, primary=channel.index == 0))
 
 
 def _challenge_expired(channel: Channel, change: ChallengeExpired) -> Result:

@@ -124,15 +124,18 @@ def test_a_reorganisation_forgets_the_dispute_and_registers_ours_again() -> None
 
 
 def test_a_reorganisation_concludes_a_final_state_again() -> None:
-    _, bob = make_pair()
+    """Both sides see the reorganisation: participant 0 concludes at once, the other waits
+    (both at once would make one pay for a revert)."""
+    alice, bob = make_pair()
     final = next_state(bob, version=1, is_final=True)
     signed = SignedState(final, (sign(ALICE, final), sign(BOB, final)))
-    bob = replace(bob, current=signed)
-    bob1, _ = transition(bob, Registered(1, 5000, True, final.balances))
-    bob2, events = transition(bob1, Reorganised())
-    assert bob2.dispute is None
-    assert events == (Persist(bob2), ConcludeFinal(bob.channel_id, bob.params, final,
-                                                   signed.signatures, True))
+    for channel, primary in ((alice, True), (bob, False)):
+        channel = replace(channel, current=signed)
+        registered_, _ = transition(channel, Registered(1, 5000, True, final.balances))
+        after, events = transition(registered_, Reorganised())
+        assert after.dispute is None
+        assert events == (Persist(after), ConcludeFinal(channel.channel_id, channel.params,
+                                                        final, signed.signatures, primary))
 
 
 def test_a_registered_final_state_is_concluded_at_once() -> None:
