@@ -114,6 +114,9 @@ class Admission:
         if tally.count < self.limits.refusals:
             return tally.count <= self.limits.logged_refusals, False
         del self._tallies[peer]
+        if len(self._cut_off) >= 4096:
+            # Throw-away keys are never looked up again: their entries go once expired.
+            self._cut_off = {p: until for p, until in self._cut_off.items() if until > now}
         self._cut_off[peer] = now + window
         log.warn("peer {peer} sent {count} messages that were refused within {window} s "
                  "(limits.peer_refusals): its connections are closed and refused for "

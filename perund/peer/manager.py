@@ -246,17 +246,22 @@ class PeerManager(Dialling):
         if peer is None:
             return
         rec = self._peers.get(peer)
-        if rec is None or conn not in rec.conns:
-            return  # retired or replaced: already accounted for
-        log.emit(LogLevel.debug if self._stranger(peer) else LogLevel.info,
-                 "connection to peer {peer} lost: {why}", peer=hex_of(peer),
-                 why=reason.getErrorMessage())
-        # When we are the ones stopping, say so: the user of a request cut short must not
-        # read it as the peer's doing (found by an audit).
-        self._drop(rec, conn, "this node stopped" if self._stopping else "the connection was lost")
-        self._reselect(rec)
-        if rec.current is None and rec.keep and not self._stopping:
-            self._ensure_connector(rec)
+        if rec is None:
+            return
+        if conn in rec.conns:  # else retired or replaced: accounted for then
+            log.emit(LogLevel.debug if self._stranger(peer) else LogLevel.info,
+                     "connection to peer {peer} lost: {why}", peer=hex_of(peer),
+                     why=reason.getErrorMessage())
+            # When we are the ones stopping, say so: the user of a request cut short must not
+            # read it as the peer's doing (found by an audit).
+            self._drop(rec, conn,
+                       "this node stopped" if self._stopping else "the connection was lost")
+            self._reselect(rec)
+            if rec.current is None and rec.keep and not self._stopping:
+                self._ensure_connector(rec)
+        # A stranger's connection retired by us (cut off for refused messages, say) ends here
+        # too: its record must not outlive it (an audit: 41,000 throw-away keys, each cut off,
+        # left as many records, and every later stranger's admission walked them all).
         if not rec.conns and not rec.keep and not rec.pending and not rec.waiters \
                 and rec.connector is None and self._stranger(peer):
             # Someone we do not know, gone: keep nothing of it (fresh keys cost nothing).

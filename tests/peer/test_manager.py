@@ -743,6 +743,30 @@ async def test_a_contact_that_keeps_sending_refused_messages_is_cut_off(net: Net
     assert bob.manager.is_connected(ALICE.address)
 
 
+@pytest_twisted.ensureDeferred
+async def test_strangers_cut_off_leave_nothing_behind(net: Net) -> None:
+    """A stranger cut off for refused messages is forgotten once its connection is gone (an
+    audit: 41,000 throw-away keys, each cut off, left as many records for good, and every later
+    stranger's admission walked them all)."""
+    bob = await net.node(BOB, limits=PeerLimits(refusals=3, refusal_window=60.0,
+                                                 logged_refusals=0))
+    bob.handler = lambda node, peer, msg: node.manager.refused(peer)
+    bob_endpoint = net.resolve(BOB.address)
+    for _ in range(5):
+        stranger = PeerManager(reactor, Signer(os.urandom(32)),
+                               lambda a: bob_endpoint if a == BOB.address else None,
+                               dial_timeout=2.0, handshake_timeout=2.0, keepalive_interval=None)
+        try:
+            await stranger.ping(BOB.address, 3.0)
+            for _ in range(3):
+                stranger.post(BOB.address, _refusable())
+            await until(lambda s=stranger: not s.is_connected(BOB.address), "the cut-off")
+        finally:
+            await stranger.stop()
+    await until(lambda: not bob.manager._peers, "bob keeps no record of the strangers")
+    assert len(bob.manager.admission._cut_off) == 5  # until their window ends
+
+
 def _refusable() -> Message:
     """A message an owner may refuse: an UpdateReject about a channel nobody has."""
     from perund.channel.types import ChannelID
