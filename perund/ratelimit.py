@@ -82,3 +82,40 @@ class Allowances:
                     self._of.clear()
             allowance = self._of[key] = WorkAllowance(self._clock, self.rate, self.burst)
         return allowance
+
+
+class LineBudget:
+    """At most `lines` log lines per `interval` for one kind of event that a flood can
+    multiply (one per connection, one per key): the first ones of an interval are logged as
+    they come (`take` says so), the rest counted and told in one line at the first event of
+    a later interval. Unlike `RateLimitedWarning`, a handful of events keep each its own line
+    (its own reason and peer)."""
+
+    def __init__(self, clock: Any, log: Logger, what: str, lines: int = 20,
+                 interval: float = WARN_INTERVAL) -> None:
+        self._clock = clock
+        self._log = log
+        self.what = what
+        self.lines = lines
+        self.interval = interval
+        self._started = float("-inf")
+        self._used = 0
+        self.suppressed = 0
+        """Events of the current interval that were not logged."""
+
+    def take(self) -> bool:
+        """Count one event; whether to log it."""
+        now = self._clock.seconds()
+        if now - self._started >= self.interval:
+            if self.suppressed:
+                self._log.warn("{count} more {what} were not logged (at most {lines} lines "
+                               "in {interval} s)", count=self.suppressed, what=self.what,
+                               lines=self.lines, interval=self.interval)
+            self._started = now
+            self._used = 0
+            self.suppressed = 0
+        if self._used < self.lines:
+            self._used += 1
+            return True
+        self.suppressed += 1
+        return False

@@ -46,3 +46,19 @@ def test_allowances_per_party_forget_the_idle_ones_first() -> None:
     assert allowances.of("a").available() == 0
     allowances.of("b").spend(1)  # made afresh, full again before spending
     assert allowances.of("b").available() == 1
+
+
+def test_a_line_budget_logs_the_first_lines_of_an_interval_and_counts_the_rest() -> None:
+    from twisted.internet.task import Clock
+    from twisted.logger import Logger, capturedLogs, formatEvent
+
+    from perund.ratelimit import LineBudget
+
+    clock = Clock()
+    budget = LineBudget(clock, Logger(), "dropped peer connections", lines=3, interval=10.0)
+    with capturedLogs() as events:
+        assert [budget.take() for _ in range(1000)] == [True] * 3 + [False] * 997
+        clock.advance(10.0)
+        assert budget.take()
+    assert [formatEvent(e) for e in events] == [
+        "997 more dropped peer connections were not logged (at most 3 lines in 10.0 s)"]

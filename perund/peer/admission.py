@@ -13,7 +13,9 @@ peer may hold is bounded (limits in the node config, docs/security.md):
   a peer that sends them in bulk is treated as the flood it is.
 
 Refusals are logged here, few per peer and window: the rest are counted in the line that cuts
-the peer off. Every refusal of connections is one warning per interval, however many come.
+the peer off. Since keys cost nothing, refusals and cut-offs are also logged at most a few lines
+per interval over all peers (`LineBudget`), the rest counted. Every refusal of connections is one
+warning per interval, however many come.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from perund.channel.types import Address
-from perund.ratelimit import RateLimitedWarning
+from perund.ratelimit import LineBudget, RateLimitedWarning
 
 log = Logger(namespace="perund.peer")
 
@@ -60,6 +62,8 @@ class Admission:
         self._tallies: dict[Address, _Tally] = {}
         self._cut_off: dict[Address, float] = {}
         self._refusing = RateLimitedWarning(clock, log)
+        self._refusal_lines = LineBudget(clock, log, "refused peer messages")
+        self._cut_off_lines = LineBudget(clock, log, "cut-offs of peers")
 
     def admit_incoming(self, host: str | None, handshaking: int, handshaking_from_host: int,
                        from_host: int) -> bool:
@@ -112,15 +116,16 @@ class Admission:
             tally = self._tallies[peer] = _Tally(now)
         tally.count += 1
         if tally.count < self.limits.refusals:
-            return tally.count <= self.limits.logged_refusals, False
+            return tally.count <= self.limits.logged_refusals and self._refusal_lines.take(), False
         del self._tallies[peer]
         if len(self._cut_off) >= 4096:
             # Throw-away keys are never looked up again: their entries go once expired.
             self._cut_off = {p: until for p, until in self._cut_off.items() if until > now}
         self._cut_off[peer] = now + window
-        log.warn("peer {peer} sent {count} messages that were refused within {window} s "
-                 "(limits.peer_refusals): its connections are closed and refused for "
-                 "{window} s", peer="0x" + peer.hex(), count=tally.count, window=window)
+        if self._cut_off_lines.take():
+            log.warn("peer {peer} sent {count} messages that were refused within {window} s "
+                     "(limits.peer_refusals): its connections are closed and refused for "
+                     "{window} s", peer="0x" + peer.hex(), count=tally.count, window=window)
         return False, True
 
     def warn(self, template: str, **fields: object) -> None:

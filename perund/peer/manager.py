@@ -184,8 +184,11 @@ class PeerManager(Dialling):
         preferred = conn.dialled_by == lower
         for old in list(rec.conns):
             if (old.dialled_by == lower) == preferred:
-                # The same side dialled again: it considers the old connection dead.
-                log.info("peer {peer}: a newer connection replaces an older one", peer=hex_of(peer))
+                # The same side dialled again: it considers the old connection dead. (A peer
+                # can do this in a loop: a few lines per interval.)
+                if self._replaced_lines.take():
+                    log.info("peer {peer}: a newer connection replaces an older one",
+                             peer=hex_of(peer))
                 self._drop(rec, old, "replaced by a newer connection")
                 old.abort()
         rec.conns.append(conn)

@@ -41,6 +41,7 @@ from perund.peer.records import (
     hex_of,
     log,
 )
+from perund.ratelimit import LineBudget
 from perund.wire.messages import CorrelationKey, Message, Ping
 from perund.wire.protocol import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_SIZE, PeerProtocol
 
@@ -92,6 +93,10 @@ class PeerTable:
         self._protocols: set[PeerProtocol] = set()
         self._hosts: dict[PeerProtocol, str | None] = {}
         self.admission = Admission(reactor, limits or PeerLimits())
+        self._replaced_lines = LineBudget(reactor, log, "replaced peer connections")
+        self.violation_lines = LineBudget(reactor, log, "dropped peer connections", lines=50)
+        """Why connections were dropped (`PeerProtocol`): anyone can open connections and
+        break the rules on each, so a few lines per interval, the rest counted."""
         self._port: Any = None
         self._keepalive: LoopingCall | None = None
         self._stopping = False

@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from perund.channel.encoding import Signer, recover_digest
 from perund.channel.types import Address
 from perund.errors import DecodeError, EncodeError, FailedPrecondition
+from perund.ratelimit import LineBudget
 from perund.wire.codec import decode, encode
 from perund.wire.messages import (
     PROTOCOL_VERSION,
@@ -112,6 +113,9 @@ class PeerProtocolOwner(Protocol):
 
     def peer_connection_lost(self, conn: PeerProtocol, reason: Failure) -> None:
         """`conn` is closed, whether or not it ever authenticated."""
+
+    # An owner may also have `violation_lines`, a `LineBudget` for the lines that say why a
+    # connection was dropped (without one, every such line is logged).
 
 
 class _OurWrites:
@@ -471,6 +475,10 @@ class PeerProtocol(TwistedProtocol):
             self._deadline = None
 
     def _violation(self, reason: str) -> None:
-        """Log a refused frame or handshake step and drop the connection."""
-        log.warn("dropping peer connection {peer}: {reason}", peer=self.describe(), reason=reason)
+        """Log a refused frame or handshake step (a few lines per interval: anyone can open
+        connections and break the rules on each) and drop the connection."""
+        budget: LineBudget | None = getattr(self._owner, "violation_lines", None)
+        if budget is None or budget.take():
+            log.warn("dropping peer connection {peer}: {reason}", peer=self.describe(),
+                     reason=reason)
         self.abort()

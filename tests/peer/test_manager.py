@@ -595,6 +595,24 @@ async def test_a_flood_of_connections_that_never_authenticate_is_capped(net: Net
 
 
 @pytest_twisted.ensureDeferred
+async def test_connections_that_break_the_rules_in_bulk_log_a_few_lines(net: Net) -> None:
+    """Each connection that sends garbage is dropped with its reason logged, but only the first
+    50 of an interval: the rest are counted (an audit: one host made 4,000 lines a second)."""
+    bob = await net.node(BOB)
+    port = net.ports[BOB.address]
+    with capturedLogs() as events:
+        for _ in range(8):
+            batch = [await raw_connect(port) for _ in range(PeerLimits().handshakes_per_host)]
+            for conn in batch:
+                conn.transport.write(b"\x00\x00\x00\x05hello")
+            for conn in batch:
+                await conn.closed
+    drops = [e for e in events if "dropping peer connection" in formatEvent(e)]
+    assert len(drops) == 50
+    assert bob.manager.violation_lines.suppressed == 8 * PeerLimits().handshakes_per_host - 50
+
+
+@pytest_twisted.ensureDeferred
 async def test_only_a_few_unknown_peers_stay_connected(net: Net,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     bob = await net.node(BOB, limits=PeerLimits(strangers=2))
