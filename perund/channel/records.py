@@ -118,6 +118,12 @@ class Channel:
     balances and kept the locks. What goes on-chain is `steps.provable`: `current` if its
     countersignature verifies, else this (docs/protocol.md, "Verification by interest").
 
+    `funding`: while funding, once a payment moved `current` past version 0 (the peer's
+    watcher may see the deposits complete before ours does: RECEIVES_UPDATES), version 0's
+    balances, which are what each side deposits; None otherwise. A restart while funding
+    deposits what is still missing of these, not of `current` (an audit: the payee deposited
+    the payment again, and the contract gave it to the payer).
+
     `sync_sent`, `fresh_link` and `resyncing` are transient (reset by `Restored`, `fresh_link`
     also by `StartSync`); `sync_sent` keeps two nodes from answering each other's syncs forever
     (docs/core.md). `confirm_updates`: the user wants to approve even incoming payments.
@@ -141,6 +147,7 @@ class Channel:
     resyncing: bool = False
     unfunded: bool = False
     checked: SignedState | None = None
+    funding: tuple[tuple[int, ...], ...] | None = None
 
     def evolve(
         self,
@@ -158,6 +165,7 @@ class Channel:
         resyncing: bool | _Keep = KEEP,
         unfunded: bool | _Keep = KEEP,
         checked: SignedState | _Keep | None = KEEP,
+        funding: tuple[tuple[int, ...], ...] | _Keep | None = KEEP,
     ) -> Channel:
         """This channel with the given fields changed (its identity never changes).
 
@@ -169,7 +177,7 @@ class Channel:
         new = _new_object(Channel)
         (s_id, s_params, s_index, s_phase, s_current, s_staged, s_abandoned, s_sync_sent,
          s_fresh_link, s_signed_up_to, s_confirm, s_dispute, s_reserved, s_resyncing,
-         s_unfunded, s_checked) = _SLOT_SETTERS
+         s_unfunded, s_checked, s_funding) = _SLOT_SETTERS
         s_id(new, self.channel_id)
         s_params(new, self.params)
         s_index(new, self.index)
@@ -186,6 +194,7 @@ class Channel:
         s_resyncing(new, self.resyncing if resyncing is KEEP else resyncing)
         s_unfunded(new, self.unfunded if unfunded is KEEP else unfunded)
         s_checked(new, self.checked if checked is KEEP else checked)
+        s_funding(new, self.funding if funding is KEEP else funding)
         return new
 
     @property

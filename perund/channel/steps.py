@@ -108,6 +108,8 @@ def make_current(
     further fields to set in the same copy (this is the hot path)."""
     state = signed.state
     phase = channel.phase
+    if phase is Phase.FUNDING:
+        changes["funding"] = funding_kept(channel)
     if phase in RECEIVES_UPDATES:
         phase = Phase.CLOSING if state.is_final else at_rest(phase)
     new = channel.evolve(
@@ -140,6 +142,20 @@ def register_latest(channel: Channel) -> Register:
     latest = current_of(channel)
     return Register(channel.channel_id, channel.params, best.state, best.signatures,
                     0 if best is latest else latest.state.version)
+
+
+def funding_kept(channel: Channel) -> tuple[tuple[int, ...], ...] | None:
+    """`funding` once a newer state replaces `current` while funding: what each side deposits
+    is version 0's (the first payment keeps its balances)."""
+    if channel.phase is not Phase.FUNDING:
+        return channel.funding
+    return deposits(channel)
+
+
+def deposits(channel: Channel) -> tuple[tuple[int, ...], ...]:
+    """What each side deposits (version 0's balances), per asset, of a channel in funding."""
+    funding = channel.funding
+    return funding if funding is not None else current_of(channel).state.balances
 
 
 def fund_event(channel: Channel, state: State) -> Event:

@@ -46,6 +46,7 @@ from perund.channel.steps import (
     check_signer,
     current_of,
     fund_event,
+    funding_kept,
     make_current,
     ordered,
     refuse,
@@ -425,6 +426,7 @@ def _accept_peer_update(
         sync_sent=False,
         signed_up_to=max(channel.signed_up_to, version),
         reserved=channel.reserved if version <= channel.reserved else reservation_for(version),
+        funding=funding_kept(channel),
     )
     accept = SendUpdateAccept(channel.peer, channel.channel_id, state.version, ours)
     if state.is_final:

@@ -239,16 +239,23 @@ def encode_channel(channel: Channel) -> bytes:
         _e_uint64(channel.signed_up_to, "signed_up_to"),
     )
     checked = channel.checked
-    if channel.reserved != channel.signed_up_to or channel.unfunded or checked is not None:
+    funding = channel.funding
+    later = checked is not None or funding is not None
+    if channel.reserved != channel.signed_up_to or channel.unfunded or later:
         # Stored only when it differs from `signed_up_to` (or a later field follows), so that
         # records without a reservation keep their bytes (docs/storage.md).
         body = (*body, _e_uint64(channel.reserved, "reserved"))
     if type(channel.unfunded) is not bool:
         raise StoreError("unfunded must be a bool")
-    if channel.unfunded or checked is not None:
+    if channel.unfunded or later:
         body = (*body, channel.unfunded)
-    if checked is not None:
-        body = (*body, _e_signed(checked, cid))
+    if later:
+        body = (*body, None if checked is None else _e_signed(checked, cid))
+    if funding is not None:
+        if current is None or len(funding) != len(current.state.assets) \
+                or any(len(row) != 2 for row in funding):
+            raise StoreError("funding must hold two balances per asset of the current state")
+        body = (*body, tuple((_e_big(row[0]), _e_big(row[1])) for row in funding))
     return _pack(body)
 
 
@@ -390,6 +397,14 @@ def _d_params(value: object) -> Params | VirtualParams:
     )
 
 
+def _d_funding(value: object, current: SignedState | None) -> tuple[tuple[int, ...], ...]:
+    if current is None or type(value) is not tuple or len(value) != len(current.state.assets):
+        raise StoreCorrupt("funding must hold one row of deposits per asset of the current "
+                           "state")
+    return tuple(tuple(_d_big(amount, "deposit") for amount in _d_tuple(row, 2, "deposits"))
+                 for row in value)
+
+
 def decode_channel(value: bytes) -> Channel:
     """The channel stored in `value`; `StoreCorrupt` if it is not a valid channel record."""
     body = _unpack(value, "channel")
@@ -401,19 +416,26 @@ def decode_channel(value: bytes) -> Channel:
     reserved_field = None
     unfunded = False
     checked_field: object = None
-    has_checked = False
-    if type(body) is tuple and len(body) in (11, 12, 13):
+    funding_field: object = None
+    if type(body) is tuple and len(body) in (11, 12, 13, 14):
         reserved_field = _d_uint64(body[10], "reserved")
         if len(body) >= 12:
             unfunded = _d_bool(body[11], "unfunded")
-        if len(body) == 13:
-            has_checked, checked_field = True, body[12]
+        if len(body) >= 13:
+            checked_field = body[12]
+            if checked_field is None and len(body) == 13:
+                raise StoreCorrupt("a thirteenth field is written only with a checked state")
         elif unfunded is not True and len(body) == 12:
             raise StoreCorrupt("a twelfth field is written only for an unfunded channel")
+        if len(body) == 14:
+            funding_field = body[13]
+            if funding_field is None:
+                raise StoreCorrupt("a fourteenth field is written only with a channel's deposits")
         body = body[:10]
     elif type(body) is not tuple or len(body) != 10:
         raise StoreCorrupt("channel record must be an array of 10 (11 with a reservation, 12 "
-                           "with the unfunded flag, 13 with a checked state)")
+                           "with the unfunded flag, 13 with a checked state, 14 with the "
+                           "deposits of a channel paid in while funding)")
     try:
         cid = ChannelID(_d_bytes(body[0], 32, "channel ID"))
         params = _d_params(body[1])
@@ -421,7 +443,8 @@ def decode_channel(value: bytes) -> Channel:
         if phase is None:
             raise StoreCorrupt(f"unknown phase code {body[3]!r}")
         current = None if body[4] is None else _d_signed(body[4], cid, "current")
-        checked = _d_signed(checked_field, cid, "checked") if has_checked else None
+        checked = None if checked_field is None else _d_signed(checked_field, cid, "checked")
+        funding = None if funding_field is None else _d_funding(funding_field, current)
         if checked is not None and (current is None or checked.state.version
                                     >= current.state.version):
             raise StoreCorrupt("the checked state must be older than the current one")
@@ -458,6 +481,7 @@ def decode_channel(value: bytes) -> Channel:
             reserved=reserved,
             unfunded=unfunded,
             checked=checked,
+            funding=funding,
         )
     except (ValueError, TypeError, IndexError) as e:
         # The dataclasses' own checks (participants differ, balances are uint256, ...).

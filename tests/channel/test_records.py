@@ -17,7 +17,7 @@ def test_evolve_equals_replace_for_every_field_it_takes() -> None:
         "phase": Phase.UPDATING, "current": None, "staged": None, "abandoned": None,
         "sync_sent": True, "fresh_link": True, "signed_up_to": 7, "confirm_updates": True,
         "dispute": Dispute(3, 1234, alice.latest), "reserved": 2000, "resyncing": True,
-        "unfunded": True, "checked": alice.current,
+        "unfunded": True, "checked": alice.current, "funding": ((5, 6),),
     }
     evolvable = {f.name for f in dataclasses.fields(alice)} - {"channel_id", "params", "index"}
     assert set(values) == evolvable  # a new field must be added to evolve too

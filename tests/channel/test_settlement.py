@@ -228,6 +228,28 @@ def test_restart_while_our_update_was_in_flight_needs_a_sync() -> None:
     )
 
 
+def test_a_payment_taken_while_funding_is_not_deposited_again_after_a_restart() -> None:
+    """bob takes alice's payment while his side still waits for the deposits (hers saw them
+    first): a restart then tops his deposit up to version 0's share, not to the share the
+    payment gave him (an audit: he deposited the payment again, and the contract's surplus
+    went to alice)."""
+    alice, bob = make_pair(funded=False)
+    version_0 = cur(bob).state
+    alice, _ = transition(alice, Funded())
+    alice, events = transition(alice, OwnUpdate(ALICE, ((version_0.assets[0], 10),)))
+    bob, _ = deliver(bob, events[1], ALICE, BOB)
+    assert bob.phase is Phase.FUNDING and cur(bob).state.version == 1
+    assert bob.funding == version_0.balances
+    paid = cur(bob).state.balances
+    assert paid != version_0.balances
+    restarted, events = transition(bob, Restored())
+    assert events == (Fund(bob.channel_id, bob.params, 1, version_0.assets,
+                           version_0.balances),)
+    opened, _ = transition(restarted, Funded())
+    assert opened.funding is None and cur(opened).state.balances == paid
+    assert transition(opened, Restored())[1] == ()
+
+
 def test_restart_while_funding_deposits_again() -> None:
     alice, _ = make_pair(funded=False)
     alice1, events = transition(alice, Restored())

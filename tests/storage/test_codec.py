@@ -26,7 +26,7 @@ from perund.storage.codec import (
     encode_contact,
     encode_cursor,
 )
-from tests.channel.factories import ALICE, make_pair
+from tests.channel.factories import ALICE, make_pair, next_state
 from tests.storage.helpers import channels, durable, persisted_payments
 
 CODEC_SETTINGS = settings(
@@ -134,7 +134,7 @@ def test_the_unfunded_flag_is_a_twelfth_field_after_the_reservation() -> None:
     with pytest.raises(StoreCorrupt, match="checked must be an array of 3"):
         decode_channel(_pack([*body, True]))
     with pytest.raises(StoreCorrupt, match="array of 10"):
-        decode_channel(_pack([*body, True, True]))
+        decode_channel(_pack([*body, True, True, True]))
     with pytest.raises(StoreCorrupt, match="only for an unfunded channel"):
         decode_channel(_pack([*body[:11], False]))
 
@@ -158,7 +158,7 @@ def test_the_checked_state_is_a_thirteenth_field() -> None:
     unfunded = replace(paid, unfunded=True)
     assert decode_channel(encode_channel(unfunded)) == unfunded
     for bad, match in (
-        (None, "checked must be an array of 3"),
+        (None, "a thirteenth field is written only with a checked state"),
         ((body[12][0], b"\x00" * 65), "checked must be an array of 3"),
         ((body[12][0], body[12][1], b"\x00" * 64), "checked signature must be 65 bytes"),
         (body[4], "checked state must be older than the current one"),
@@ -167,6 +167,33 @@ def test_the_checked_state_is_a_thirteenth_field() -> None:
             decode_channel(_pack([*body[:12], bad]))
 
 
+def test_the_deposits_of_a_channel_paid_in_while_funding_are_a_fourteenth_field() -> None:
+    """A channel that took a payment while funding keeps version 0's balances (what each side
+    deposits) as a fourteenth field, after the reservation, the unfunded flag and `checked`
+    (None here); once funded it has none and keeps its bytes. Pinned."""
+    alice, _bob = make_pair()
+    assert alice.current is not None
+    version_0 = replace(alice, phase=Phase.FUNDING)
+    paid = replace(version_0, funding=((1000, 1000),),
+                   current=replace(alice.current, state=next_state(alice, version=1)))
+    encoded = encode_channel(paid)
+    body = msgpack.unpackb(encoded[1:], raw=False, use_list=False)
+    assert len(body) == 14 and body[10:13] == (0, False, None)
+    assert decode_channel(encoded) == paid
+    assert keccak(encoded).hex() == GOLDEN_FUNDING_ALICE
+    assert encode_channel(replace(paid, funding=None)) \
+        == encode_channel(replace(version_0, current=paid.current))
+    for bad, match in (
+        (None, "written only with a channel's deposits"),
+        ((), "one row of deposits per asset"),
+        (((b"\x01",),), "deposits must be an array of 2"),
+        (((b"\x01", -1),), "deposit must be"),
+    ):
+        with pytest.raises(StoreCorrupt, match=match):
+            decode_channel(_pack([*body[:13], bad]))
+
+
+GOLDEN_FUNDING_ALICE = "2cfdd90f3e1d750a596372ce16516ec7b5fa888fdcecd7a175c01c46eeed7c36"
 GOLDEN_CHECKED_ALICE = "3eb15db5d748504d68ed73800c809610f3b77ee46b4bc559a2dcc1d433caad3a"
 
 
@@ -315,7 +342,7 @@ def _pack(body: object) -> bytes:
         (lambda b: b[4][0][3][0].__setitem__(0, b"\x01" * 33), "current state balance must be"),
         (lambda b: b[4].__setitem__(1, b"\x00" * 64), "current signature must be 65 bytes"),
         (lambda b: b.append(None), "reserved must be an int"),
-        (lambda b: b.extend([1, True, None, None]),
+        (lambda b: b.extend([1, True, None, None, None]),
          "channel record must be an array of 10 \\(11 with"),
         (lambda b: b.__setitem__(9, -1), "signed_up_to must be an int"),
         (lambda b: b.__setitem__(5, [0, None, b"", b"", b""]), "staged state must be an array"),
