@@ -153,6 +153,12 @@ class Restored:
 
 
 @dataclass(frozen=True, slots=True)
+class VersionZeroLapsed:
+    """We accepted the peer's proposal, and its signature on version 0 did not come in time
+    (its node crashed before it kept the channel, or it went silent)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Funded:
     """The contract holds every participant's share."""
 
@@ -262,5 +268,6 @@ Change = (
     | ConclusionLost
     | LockFailed
     | MatchFailed
+    | VersionZeroLapsed
 )
 """Every input of `transition`."""

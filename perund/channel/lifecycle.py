@@ -21,6 +21,7 @@ from perund.channel.changes import (
     Registered,
     Reorganised,
     Restored,
+    VersionZeroLapsed,
 )
 from perund.channel.events import (
     Closed,
@@ -186,6 +187,18 @@ def _lock_failed(channel: Channel, change: LockFailed) -> Result:
                  Closed(channel.channel_id, channel.version))
 
 
+def _version_zero_lapsed(channel: Channel, change: VersionZeroLapsed) -> Result:
+    """The proposer of a ledger channel we accepted never countersigned version 0: nothing is
+    deposited before it is (funding starts with a fully signed version 0), so the channel
+    closes, unfunded. Should the proposer hold it fully signed after all, its own funding
+    expires and the contract refunds its deposit."""
+    if is_virtual(channel) or channel.phase is not Phase.PROPOSING:
+        return channel, NOTHING
+    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED), unfunded=True)
+    return new, (Persist(new), FundingFailed(channel.channel_id),
+                 Closed(channel.channel_id, channel.version))
+
+
 def _match_failed(channel: Channel, change: MatchFailed) -> Result:
     """We are the intermediary: the peer's lock or fold found no match in time; refuse it."""
     staged = channel.staged
@@ -263,6 +276,7 @@ HANDLERS: Final[dict[type, Callable[[Channel, Any], Result]]] = {
     ChainLost: _chain_lost,
     ConclusionLost: _conclusion_lost,
     LockFailed: _lock_failed,
+    VersionZeroLapsed: _version_zero_lapsed,
     MatchFailed: _match_failed,
 }
 """The inputs this module handles, for `perund.channel.machine.transition`."""

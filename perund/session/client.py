@@ -57,6 +57,7 @@ from perund.channel.phases import TERMINAL, Phase
 from perund.channel.proposal import Deployment, OpenRequest
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
+from perund.channel.virtual import is_virtual
 from perund.channel.virtual_opening import VirtualOpenRequest
 from perund.errors import FailedPrecondition, PerundError, ResourceNotFound
 from perund.session.chain_check import AssetLabel, default_label
@@ -173,11 +174,14 @@ class ChannelClient(TimingKnobs):
             registrations=self.intermediary.registration, proofs=self.intermediary.proof,
             not_open_yet=lambda cid, error: self._outcomes.not_open_yet(cid, error),
             fees=self.fees, asset_label=asset_label, rng=rng)
-        self._opening = Opening(signer=signer, receiver=receiver, deployment=deployment,
-                                confirm_updates=confirm_updates, links=peers,
-                                timing=self.timing, questions=self._questions,
+        self._opening = Opening(reactor, signer=signer, receiver=receiver,
+                                deployment=deployment, confirm_updates=confirm_updates,
+                                links=peers, timing=self.timing, questions=self._questions,
                                 start=self._start, execute=self._execute,
-                                answer_virtual=self._virtual.answer)
+                                answer_virtual=self._virtual.answer, channels=self.channels,
+                                apply=self._apply,
+                                not_open_yet=lambda cid, error: self._outcomes.not_open_yet(
+                                    cid, error))
         self.refusals: list[Callable[[ChannelID, bool], PerundError | None]] = []
         """What may keep a channel from taking an update now, each asked with whether the
         update winds the channel down (a close, a virtual channel's fold): the channels whose
@@ -219,7 +223,7 @@ class ChannelClient(TimingKnobs):
             ev.UpdateFailed: self._update_failed,
             ev.UpdateNeedsUser: self._needs_user,
             ev.UpdateWithdrawn: self._withdrawn,
-            ev.Fund: self._duties.fund,
+            ev.Fund: self._fund,
             ev.Opened: self._outcomes.opened,
             ev.FundingFailed: self._outcomes.funding_failed,
             ev.Register: self._virtual.register,
@@ -264,6 +268,8 @@ class ChannelClient(TimingKnobs):
                 self._apply(channel.channel_id,
                             Restored() if detail is None else ChainLost(detail))
             resumed = self.channels[channel.channel_id]
+            if resumed.phase is Phase.PROPOSING and not is_virtual(resumed):
+                self._opening.wait_for_version_zero(resumed.channel_id)
             if resumed.resyncing:
                 resyncing.add(resumed.peer)
             restored.append(resumed)
@@ -305,6 +311,7 @@ class ChannelClient(TimingKnobs):
         self.stopped = True
         self.intermediary.stop()
         self._virtual.stop()
+        self._opening.stop()
         self._resync.release_all()
         self.peers.detach(self.inbox)
         self._sends.stop()
@@ -514,6 +521,11 @@ class ChannelClient(TimingKnobs):
         for event in rest:
             if isinstance(event, OnChain):
                 self._duties.settle(event)
+
+    def _fund(self, e: ev.Fund) -> None:
+        """Version 0 is fully signed: no wait for it any more; the deposits follow."""
+        self._opening.version_zero_signed(e.channel_id)
+        self._duties.fund(e)
 
     def _track(self, channel: Channel) -> None:
         self.channels[channel.channel_id] = channel

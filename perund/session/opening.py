@@ -5,16 +5,26 @@ a `Reject` fails the opening with PeerRejected, an invalid `Accept` with PeerPro
 refusal is counted against the peer). Accepted either way, the new channel is handed to the
 client (`start`), which funds it; the opening fires once it is open. The peer's proposals wait
 for our user in `perund.session.questions`.
+
+A proposal we accepted waits for the proposer's signature on version 0 at most its response and
+request timeouts, also after a restart (`wait_for_version_zero`); if it does not come (the
+proposer's node crashed before it kept the channel, say), the channel closes unfunded
+(`VersionZeroLapsed`) and our user's answer fails, instead of waiting for ever (an audit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
+from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from perund.channel import events as ev
+from perund.channel.changes import Change, VersionZeroLapsed
 from perund.channel.encoding import Signer, random_share
+from perund.channel.phases import Phase
 from perund.channel.proposal import (
     Deployment,
     OpenRequest,
@@ -23,8 +33,8 @@ from perund.channel.proposal import (
     make_proposal,
 )
 from perund.channel.records import Channel
-from perund.channel.types import Address
-from perund.errors import PeerProtocolError, PeerRejected
+from perund.channel.types import Address, ChannelID
+from perund.errors import PeerProtocolError, PeerRejected, PeerRequestTimedOut, PerundError
 from perund.session.ports import PeerLinks
 from perund.session.questions import IncomingProposal, Questions
 from perund.session.timing import Timing
@@ -34,6 +44,9 @@ Start = Callable[[Channel, Sequence[ev.Event]], Deferred[Channel]]
 """Tracks a new channel and executes its first events; fires once it is open (the client's)."""
 
 
+log = Logger(namespace="perund.session")
+
+
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 
@@ -41,11 +54,18 @@ def _hex(data: bytes) -> str:
 class Opening:
     """Proposes channels and answers the peer's proposals for our user (module doc)."""
 
-    def __init__(self, *, signer: Signer, receiver: Address, deployment: Deployment,
-                 confirm_updates: bool, links: PeerLinks, timing: Timing, questions: Questions,
-                 start: Start, execute: Callable[[Sequence[ev.Event]], None],
-                 answer_virtual: Callable[[IncomingProposal, bool],
-                                          Awaitable[Channel | None]]) -> None:
+    def __init__(self, reactor: Any, *, signer: Signer, receiver: Address,
+                 deployment: Deployment, confirm_updates: bool, links: PeerLinks, timing: Timing,
+                 questions: Questions, start: Start, execute: Callable[[Sequence[ev.Event]], None],
+                 answer_virtual: Callable[[IncomingProposal, bool], Awaitable[Channel | None]],
+                 channels: Mapping[ChannelID, Channel],
+                 apply: Callable[[ChannelID, Change], object],
+                 not_open_yet: Callable[[ChannelID, PerundError], None]) -> None:
+        self._reactor = reactor
+        self._channels = channels
+        self._apply = apply
+        self._not_open_yet = not_open_yet
+        self._version_zero_waits: dict[ChannelID, DelayedCall] = {}
         self._signer = signer
         self._receiver = receiver
         self._deployment = deployment
@@ -110,4 +130,41 @@ class Opening:
             nonce_share=random_share(), deployment=self._deployment,
             confirm_updates=self._confirm_updates,
         )
-        return await self._start(channel, events)
+        opened = self._start(channel, events)
+        self.wait_for_version_zero(channel.channel_id)
+        return await opened
+
+    def wait_for_version_zero(self, channel_id: ChannelID) -> None:
+        """Close `channel_id` (proposing: we accepted it) unless the proposer's signature on
+        version 0 comes within its response and request timeouts (module doc)."""
+        if channel_id not in self._version_zero_waits:
+            self._version_zero_waits[channel_id] = self._reactor.callLater(
+                self._timing.response_timeout + self._timing.request_timeout,
+                self._version_zero_expired, channel_id)
+
+    def version_zero_signed(self, channel_id: ChannelID) -> None:
+        """The proposer's signature on version 0 came: the wait for it ends."""
+        wait = self._version_zero_waits.pop(channel_id, None)
+        if wait is not None and wait.active():
+            wait.cancel()
+
+    def stop(self) -> None:
+        """Cancel the waits for version 0 (the next start waits again)."""
+        for wait in self._version_zero_waits.values():
+            if wait.active():
+                wait.cancel()
+        self._version_zero_waits.clear()
+
+    def _version_zero_expired(self, channel_id: ChannelID) -> None:
+        self._version_zero_waits.pop(channel_id, None)
+        channel = self._channels.get(channel_id)
+        if channel is None or channel.phase is not Phase.PROPOSING:
+            return
+        waited = self._timing.response_timeout + self._timing.request_timeout
+        log.warn("channel {channel_id}: the proposer did not countersign version 0 within "
+                 "{waited:g} s; closing it (nothing was deposited)",
+                 channel_id=_hex(channel_id), waited=waited)
+        self._not_open_yet(channel_id, PeerRequestTimedOut(
+            f"the proposer did not countersign version 0 within {waited:g} s; the channel is "
+            "closed (nothing was deposited)", peer=_hex(channel.peer), timeout=waited))
+        self._apply(channel_id, VersionZeroLapsed())

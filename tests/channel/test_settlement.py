@@ -383,3 +383,22 @@ def test_a_conclusion_the_chain_lost_is_settled_again() -> None:
                                                cur(bob).signatures))
     # Only a closed channel: anything else is left as it is.
     assert transition(bob, ConclusionLost()) == (bob, ())
+
+
+def test_a_proposal_whose_version_zero_lapsed_closes_unfunded() -> None:
+    """bob accepted; alice's signature on version 0 never came: nothing is deposited before
+    it does, so his channel closes, unfunded. Past proposing the input changes nothing."""
+    from perund.channel.changes import VersionZeroLapsed
+    from perund.channel.events import FundingFailed
+    from perund.channel.proposal import accept_proposal
+    from tests.channel.factories import BOB_RECEIVER, DEPLOYMENT, make_proposal_from
+
+    bob, _ = accept_proposal(make_proposal_from(), signer=BOB, receiver=BOB_RECEIVER,
+                             nonce_share=b"\x03" * 32, deployment=DEPLOYMENT)
+    assert bob.phase is Phase.PROPOSING
+    closed, events = transition(bob, VersionZeroLapsed())
+    assert closed == replace(bob, phase=Phase.CLOSED, unfunded=True)
+    assert events == (Persist(closed), FundingFailed(bob.channel_id),
+                      Closed(bob.channel_id, bob.version))
+    _, funding = make_pair(funded=False)
+    assert transition(funding, VersionZeroLapsed()) == (funding, ())

@@ -74,9 +74,10 @@ class Pair:
 
 def make_user(name: str, chain: ChainBackend, dev_index: int,
               resolve: Callable[[Address], str | None], contacts: set[Address],
-              store: ChannelStore | None = None, **client_options: object) -> User:
+              store: ChannelStore | None = None, signer: Signer | None = None,
+              **client_options: object) -> User:
     assert chain.chain_id is not None and chain.adjudicator is not None
-    signer = Signer(os.urandom(32))
+    signer = signer or Signer(os.urandom(32))
     account = Account(chain.dev_private_keys()[dev_index])
     # Every refusal is logged: the hostile-peer tests read each one's reason there.
     peers = PeerManager(reactor, signer, resolve, "tcp:0:interface=127.0.0.1", dial_timeout=5.0,
@@ -84,11 +85,12 @@ def make_user(name: str, chain: ChainBackend, dev_index: int,
     deployment = Deployment(chain.chain_id, chain.adjudicator, min_challenge_duration=1)
     settlement = ChainSettlement(reactor, chain, account, poll_interval=0.05, funding_timeout=5.0,
                                  conclude_grace=0.5)
+    options: dict[str, object] = {"response_timeout": 5.0, "request_timeout": 5.0}
+    options.update(client_options)
     client = ChannelClient(
         reactor, signer=signer, receiver=account.address, peers=peers, deployment=deployment,
         store=store or MemoryStore(), funder=settlement, settler=settlement,
-        is_contact=lambda address: address in contacts, response_timeout=5.0,
-        request_timeout=5.0, **client_options,  # type: ignore[arg-type]
+        is_contact=lambda address: address in contacts, **options,  # type: ignore[arg-type]
     )
     user = User(name, client, account, peers)
     client.observers.append(user.observe)
