@@ -11,7 +11,7 @@ from perund.chain.call_times import ChainCallTimes
 from perund.chain.chain_view import SharedChainView
 from perund.challenge_watch import ChallengeWatch
 from perund.channel import events as ev
-from perund.channel.phases import Phase
+from perund.channel.phases import RECEIVES_UPDATES, Phase
 from perund.disk_guard import DiskGuard
 from perund.metrics import FSYNC_BOUNDS, Histogram, Metrics, Sample
 from perund.reopening import Reopener
@@ -90,8 +90,11 @@ class NodeMetrics:
         samples += [
             Sample("perund_peers_connected", {},
                    sum(len(s.peers.connected_peers()) for s in sessions)),
+            # A channel that went to settlement since (a dispute settled while the node was
+            # down) waits for nothing any more: its flag stays, but it is not counted.
             Sample("perund_channels_resyncing", {},
-                   sum(c.resyncing for s in sessions for c in s.client.channels.values())),
+                   sum(c.resyncing and c.phase in RECEIVES_UPDATES
+                       for s in sessions for c in s.client.channels.values())),
             Sample("perund_watcher_polls", {}, sum(s.watcher.polls for s in sessions)),
             Sample("perund_watcher_reorgs", {}, sum(s.watcher.reorgs for s in sessions)),
             Sample("perund_chain_reads", {}, self._chain_view.requests),
