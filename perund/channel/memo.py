@@ -10,6 +10,7 @@ the update as one payment without references).
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -44,12 +45,20 @@ def unshowable(char: str) -> bool:
     return unicodedata.category(char) in UNSHOWABLE_CATEGORIES or char in DIRECTION_MARKS
 
 
+UNSHOWABLE_CHARACTER: Final = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029" + "".join(sorted(DIRECTION_MARKS)) + "]")
+"""Any `unshowable` character, matched at C speed: the categories are fixed sets (Cc is
+U+0000-001F and U+007F-009F, Cs the surrogates, Zl and Zp one character each; a test checks
+every code point)."""
+
+
 def reference_problem(reference: str) -> str | None:
     """Why `reference` cannot be a payment's reference, or None. It reaches the payee's
-    screen and spreadsheet, so no `unshowable` character."""
+    screen and spreadsheet, so no `unshowable` character. A peer's memo may carry 256 of
+    them: checked at C speed (char by char it took 6 ms a frame, found by an audit)."""
     if len(reference) > MAX_REFERENCE:
         return f"at most {MAX_REFERENCE} characters"
-    if any(unshowable(char) for char in reference):
+    if not reference.isprintable() and UNSHOWABLE_CHARACTER.search(reference) is not None:
         return "printable text: no control characters, line breaks or direction marks"
     return None
 

@@ -46,7 +46,7 @@ from perund.errors import (
 from perund.peer.dialling import Dialling, PeerFactory
 from perund.peer.records import PeerRecord, PendingRequest, hex_of, log
 from perund.wire.messages import CorrelationKey, Message, Ping, request_key, response_key
-from perund.wire.protocol import PeerProtocol, Role, call_later
+from perund.wire.protocol import STRANGER_FRAME_SIZE, PeerProtocol, Role, call_later
 
 STOP_GRACE: Final = 2.0
 """Seconds `stop` lets connections flush before it aborts them."""
@@ -175,10 +175,11 @@ class PeerManager(Dialling):
         if self.admission.cut_off_until(peer) is not None:
             conn.abort()  # it sent too many refused messages: not now
             return
-        if conn.role is Role.LISTENER and peer not in self._peers and self._stranger(peer) \
-                and not self._admit_stranger(conn):
-            conn.abort()
-            return
+        if conn.role is Role.LISTENER and self._stranger(peer):
+            if peer not in self._peers and not self._admit_stranger(conn):
+                conn.abort()
+                return
+            conn.limit_frames(STRANGER_FRAME_SIZE)
         rec = self._peer(peer)
         lower = min(self.address, peer)
         preferred = conn.dialled_by == lower

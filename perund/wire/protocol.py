@@ -53,6 +53,17 @@ from perund.wire.messages import (
 DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024
 """Largest frame payload accepted or sent, in bytes (a Propose with 16 assets is ~1.3 KiB)."""
 
+HANDSHAKE_FRAME_SIZE: Final = 1024
+"""Largest frame read before the peer has authenticated (a Hello or an Auth is ~100 bytes):
+whoever connects can send frames, and a large one of many small items costs ~0.6 ms to
+decode before it is refused."""
+
+STRANGER_FRAME_SIZE: Final = 4 * 1024
+"""Largest frame read from an authenticated peer the session does not know (`limit_frames`):
+a stranger's messages are refused or are small questions (a fee quote), and a large frame
+(a memo of 256 references) costs a millisecond to decode (an audit: a stranger's 47 KB
+frames slowed every session's payments to seconds)."""
+
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 """Seconds a new connection has to complete the handshake."""
 
@@ -158,6 +169,8 @@ class PeerProtocol(TwistedProtocol):
         self.expected_peer = expected_peer
         self._handshake_timeout = handshake_timeout
         self._max_frame_size = max_frame_size
+        self._reading_limit = min(HANDSHAKE_FRAME_SIZE, max_frame_size)
+        """The largest frame read now: small until the peer authenticated (`_on_auth`)."""
         self._random_bytes = random_bytes
         self.state = HandshakeState.AWAIT_HELLO
         self.peer_address: Address | None = None
@@ -209,6 +222,10 @@ class PeerProtocol(TwistedProtocol):
         if not self._backlogged:
             self._backlogged = True
             call_later(self._clock, 0, self._drain)
+
+    def limit_frames(self, size: int) -> None:
+        """Read frames of at most `size` bytes from now on (a stranger's connection)."""
+        self._reading_limit = min(self._reading_limit, size)
 
     def send(self, msg: Message) -> None:
         """Write one message to an authenticated connection (buffered by the transport)."""
@@ -291,12 +308,11 @@ class PeerProtocol(TwistedProtocol):
             view = data
         size = len(view)
         pos = 0
-        max_frame = self._max_frame_size
         budget = FRAMES_PER_TURN
         while size - pos >= 4:
             (length,) = _LENGTH.unpack_from(view, pos)
-            if length > max_frame:
-                self._violation(f"oversized frame: {length} bytes (max {max_frame})")
+            if length > self._reading_limit:  # read each time: the handshake raises it
+                self._violation(f"oversized frame: {length} bytes (max {self._reading_limit})")
                 return
             end = pos + 4 + length
             if end > size:
@@ -449,6 +465,7 @@ class PeerProtocol(TwistedProtocol):
             )
             return
         self.state = HandshakeState.READY
+        self._reading_limit = self._max_frame_size
         self.peer_address = hello.address
         if self._deadline is not None:
             self._deadline.cancel()

@@ -26,3 +26,15 @@ def test_noted_memos_drop_the_oldest_past_their_parts_or_their_count() -> None:
     assert len(small) == memo_module.MAX_NOTED
     small.put(7, ())  # forgets; putting nothing holds nothing
     assert small.get(7) == () and len(small) == memo_module.MAX_NOTED - 1
+
+
+def test_the_fast_reference_check_matches_the_rule_on_every_code_point() -> None:
+    import sys
+
+    from perund.channel.memo import UNSHOWABLE_CHARACTER, unshowable
+
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        assert (UNSHOWABLE_CHARACTER.search(char) is not None) == unshowable(char), hex(code)
+        if char.isprintable():
+            assert not unshowable(char), hex(code)

@@ -613,6 +613,28 @@ async def test_connections_that_break_the_rules_in_bulk_log_a_few_lines(net: Net
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_strangers_connection_reads_small_frames_only(net: Net) -> None:
+    """A stranger's messages are refused or small questions, and large frames cost the
+    reactor to decode (an audit): its connection reads at most STRANGER_FRAME_SIZE; a
+    contact's the full limit."""
+    from perund.wire.protocol import STRANGER_FRAME_SIZE
+
+    alice, bob = await net.node(ALICE), await net.node(BOB)
+    await alice.manager.ping(BOB.address, 3.0)
+    bob_endpoint = net.resolve(BOB.address)
+    stranger = PeerManager(reactor, Signer(os.urandom(32)),
+                           lambda a: bob_endpoint if a == BOB.address else None,
+                           dial_timeout=2.0, handshake_timeout=2.0, keepalive_interval=None)
+    try:
+        await stranger.ping(BOB.address, 3.0)
+        limits = {conn.peer_address: conn._reading_limit for conn in bob.manager._protocols}
+        assert limits == {ALICE.address: bob.manager.max_frame_size,
+                          stranger.address: STRANGER_FRAME_SIZE}
+    finally:
+        await stranger.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_only_a_few_unknown_peers_stay_connected(net: Net,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     bob = await net.node(BOB, limits=PeerLimits(strangers=2))

@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 
 from perund.channel.encoding import Signer
+from perund.channel.memo import PaymentPart
 from perund.channel.types import ETH, Address, ChannelID, Signature, State
 from perund.wire.codec import decode, encode
 from perund.wire.messages import (
@@ -28,7 +29,14 @@ from perund.wire.messages import (
     UpdateAccept,
     auth_digest,
 )
-from perund.wire.protocol import FRAMES_PER_TURN, READ_AHEAD, HandshakeState, PeerProtocol, Role
+from perund.wire.protocol import (
+    FRAMES_PER_TURN,
+    HANDSHAKE_FRAME_SIZE,
+    READ_AHEAD,
+    HandshakeState,
+    PeerProtocol,
+    Role,
+)
 
 ALICE = Signer(b"\x11" * 32)
 BOB = Signer(b"\x22" * 32)
@@ -403,6 +411,35 @@ def test_frame_at_the_size_limit_is_accepted() -> None:
     h.authenticate()
     h.feed(raw_frame(payload))
     assert h.owner.messages == [(ALICE.address, UPDATE)]
+
+
+def test_frames_before_authentication_are_small_and_the_limit_rises_with_auth() -> None:
+    """Whoever connects can send frames: before the peer authenticated one is at most
+    HANDSHAKE_FRAME_SIZE; a large one right behind the Auth, in the same chunk, is read at
+    the full limit."""
+    h = Harness()
+    with capturedLogs() as events:
+        h.feed(struct.pack(">I", HANDSHAKE_FRAME_SIZE + 1))
+    assert h.dropped
+    assert any(f"oversized frame: {HANDSHAKE_FRAME_SIZE + 1} bytes (max {HANDSHAKE_FRAME_SIZE})"
+               in r for r in dropped_reasons(events))
+    h = Harness()
+    h.feed(framed(Hello(PROTOCOL_VERSION, ALICE.address, NONCE)))
+    big = Update(STATE, Signature(b"\x01" * 65), (PaymentPart((1,), False, "r" * 128),) * 10)
+    assert len(encode(big)) > HANDSHAKE_FRAME_SIZE
+    h.feed(framed(h.auth_for(ALICE, ALICE.address), big))
+    assert h.owner.messages == [(ALICE.address, big)]
+
+
+def test_a_strangers_frames_are_limited_further() -> None:
+    big = Update(STATE, Signature(b"\x01" * 65), (PaymentPart((1,), False, "r" * 128),) * 10)
+    h = Harness()
+    h.authenticate()
+    h.proto.limit_frames(len(encode(big)) - 1)
+    h.feed(framed(UPDATE))
+    assert h.owner.messages == [(ALICE.address, UPDATE)]
+    h.feed(framed(big))
+    assert h.dropped and h.owner.messages == [(ALICE.address, UPDATE)]
 
 
 def test_nothing_after_a_violation_is_processed() -> None:
