@@ -46,7 +46,13 @@ from perund.errors import (
 from perund.peer.dialling import Dialling, PeerFactory
 from perund.peer.records import PeerRecord, PendingRequest, hex_of, log
 from perund.wire.messages import CorrelationKey, Message, Ping, request_key, response_key
-from perund.wire.protocol import STRANGER_FRAME_SIZE, PeerProtocol, Role, call_later
+from perund.wire.protocol import (
+    STRANGER_BACKLOG,
+    STRANGER_FRAME_SIZE,
+    PeerProtocol,
+    Role,
+    call_later,
+)
 
 STOP_GRACE: Final = 2.0
 """Seconds `stop` lets connections flush before it aborts them."""
@@ -179,7 +185,7 @@ class PeerManager(Dialling):
             if peer not in self._peers and not self._admit_stranger(conn):
                 conn.abort()
                 return
-            conn.limit_frames(STRANGER_FRAME_SIZE)
+            conn.restrict(STRANGER_FRAME_SIZE, STRANGER_BACKLOG)
         rec = self._peer(peer)
         lower = min(self.address, peer)
         preferred = conn.dialled_by == lower

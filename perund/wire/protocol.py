@@ -64,6 +64,24 @@ a stranger's messages are refused or are small questions (a fee quote), and a la
 (a memo of 256 references) costs a millisecond to decode (an audit: a stranger's 47 KB
 frames slowed every session's payments to seconds)."""
 
+MAX_BACKLOG: Final = 64 * 1024 * 1024
+"""Bytes we may write to a connection after its transport asked us to pause (the peer does
+not read) before it is dropped: room for a resync of many thousands of channels."""
+
+STRANGER_BACKLOG: Final = 256 * 1024
+"""The same for a stranger's connection (`restrict`): its questions get answers whether or
+not it reads them, and an audit made a node buffer 500 MB of fee quotes that way."""
+
+PING_RATE: Final = 100.0
+"""Pings a second a peer may send (after a burst of `PING_BURST`): each costs an answer, and a
+reconnecting client pings once per channel that waits to send. More drops the connection."""
+PING_BURST: Final = 1000
+
+STRANGER_PING_RATE: Final = 1.0
+"""The same for a stranger (`restrict`), after a burst of `STRANGER_PING_BURST`: it has no
+channel to wait for (an audit: 64 strangers' ping floods took payments from 5 to 45 ms)."""
+STRANGER_PING_BURST: Final = 10
+
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 """Seconds a new connection has to complete the handshake."""
 
@@ -132,16 +150,18 @@ class PeerProtocolOwner(Protocol):
 class _OurWrites:
     """Registered with the transport as the (push) producer of what we write: the transport
     pauses it while more than its buffer size waits to be sent, that is while the peer does
-    not read (or reads slower than we write)."""
+    not read (or reads slower than we write). `backlog` counts what we wrote since."""
 
     def __init__(self) -> None:
         self.piling_up = False
+        self.backlog = 0
 
     def pauseProducing(self) -> None:
         self.piling_up = True
 
     def resumeProducing(self) -> None:
         self.piling_up = False
+        self.backlog = 0
 
     def stopProducing(self) -> None:
         self.piling_up = True
@@ -171,6 +191,12 @@ class PeerProtocol(TwistedProtocol):
         self._max_frame_size = max_frame_size
         self._reading_limit = min(HANDSHAKE_FRAME_SIZE, max_frame_size)
         """The largest frame read now: small until the peer authenticated (`_on_auth`)."""
+        self._max_backlog = MAX_BACKLOG
+        self._ping_rate = PING_RATE
+        self._ping_burst = PING_BURST
+        self._pings = float(PING_BURST)
+        """Pings the peer may send now (refilled at `_ping_rate`, up to `_ping_burst`)."""
+        self._pings_at = 0.0
         self._random_bytes = random_bytes
         self.state = HandshakeState.AWAIT_HELLO
         self.peer_address: Address | None = None
@@ -223,9 +249,16 @@ class PeerProtocol(TwistedProtocol):
             self._backlogged = True
             call_later(self._clock, 0, self._drain)
 
-    def limit_frames(self, size: int) -> None:
-        """Read frames of at most `size` bytes from now on (a stranger's connection)."""
-        self._reading_limit = min(self._reading_limit, size)
+    def restrict(self, frame_size: int, backlog: int, ping_rate: float = STRANGER_PING_RATE,
+                 ping_burst: int = STRANGER_PING_BURST) -> None:
+        """From now on read frames of at most `frame_size` bytes, drop the connection once
+        more than `backlog` bytes wait for a peer that does not read, or once it pings faster
+        than `ping_rate` a second after a burst of `ping_burst` (a stranger's connection)."""
+        self._reading_limit = min(self._reading_limit, frame_size)
+        self._max_backlog = min(self._max_backlog, backlog)
+        self._ping_rate = min(self._ping_rate, ping_rate)
+        self._ping_burst = min(self._ping_burst, ping_burst)
+        self._pings = min(self._pings, float(ping_burst))
 
     def send(self, msg: Message) -> None:
         """Write one message to an authenticated connection (buffered by the transport)."""
@@ -386,6 +419,13 @@ class PeerProtocol(TwistedProtocol):
                 f"{type(msg).__name__} needs {len(payload)} bytes, over the frame limit"
             )
         assert self._transport is not None  # only called once connected
+        writes = self._writes
+        if writes.piling_up:
+            writes.backlog += 4 + len(payload)
+            if writes.backlog > self._max_backlog and self.state is not HandshakeState.CLOSED:
+                self._violation(f"it does not read what we send ({writes.backlog} bytes wait "
+                                f"beyond the transport's buffer, max {self._max_backlog})")
+                return
         self._transport.write(_LENGTH.pack(len(payload)) + payload)
 
     def _send_now(self) -> None:
@@ -415,6 +455,9 @@ class PeerProtocol(TwistedProtocol):
             return
         if self.state is HandshakeState.READY:
             if type(msg) is Ping:
+                if not self._ping_allowed():
+                    self._violation(f"it pings faster than {self._ping_rate:g} a second")
+                    return
                 # A peer that pings without reading the Pongs would have them pile up in our
                 # memory; one that reads gets its answer (its keepalive needs it).
                 if not self._writes.piling_up:
@@ -425,6 +468,16 @@ class PeerProtocol(TwistedProtocol):
                 self._owner.peer_message(self, msg)
         else:
             self._advance(msg)
+
+    def _ping_allowed(self) -> bool:
+        now: float = cast(Any, self._clock).seconds()
+        self._pings = min(float(self._ping_burst),
+                          self._pings + (now - self._pings_at) * self._ping_rate)
+        self._pings_at = now
+        if self._pings < 1.0:
+            return False
+        self._pings -= 1.0
+        return True
 
     def _advance(self, msg: Message) -> None:
         """The handshake transitions: AWAIT_HELLO -> AWAIT_AUTH -> READY, else CLOSED."""

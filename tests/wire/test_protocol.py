@@ -33,6 +33,7 @@ from perund.wire.protocol import (
     FRAMES_PER_TURN,
     HANDSHAKE_FRAME_SIZE,
     READ_AHEAD,
+    STRANGER_PING_BURST,
     HandshakeState,
     PeerProtocol,
     Role,
@@ -435,11 +436,41 @@ def test_a_strangers_frames_are_limited_further() -> None:
     big = Update(STATE, Signature(b"\x01" * 65), (PaymentPart((1,), False, "r" * 128),) * 10)
     h = Harness()
     h.authenticate()
-    h.proto.limit_frames(len(encode(big)) - 1)
+    h.proto.restrict(len(encode(big)) - 1, 1 << 20)
     h.feed(framed(UPDATE))
     assert h.owner.messages == [(ALICE.address, UPDATE)]
     h.feed(framed(big))
     assert h.dropped and h.owner.messages == [(ALICE.address, UPDATE)]
+
+
+def test_a_peer_that_does_not_read_is_dropped_past_its_backlog() -> None:
+    """What we write while the transport holds more than its buffer is counted; past the
+    backlog the connection is dropped (an audit: a stranger streaming fee queries without
+    reading made a node buffer 500 MB of answers)."""
+    h = Harness()
+    h.authenticate()
+    h.proto.restrict(64 * 1024, 1000)
+    h.proto.send(UPDATE)
+    h.proto._writes.pauseProducing()  # the transport's buffer is full
+    sent = 0
+    with capturedLogs() as events:
+        while not h.proto.closed:
+            h.proto.send(UPDATE)
+            sent += 1
+    assert sent == 1000 // (4 + len(encode(UPDATE))) + 1
+    assert h.dropped
+    assert any("it does not read what we send" in r for r in dropped_reasons(events))
+    h = Harness()
+    h.authenticate()
+    h.proto.restrict(64 * 1024, 1000)
+    h.proto._writes.pauseProducing()
+    for _ in range(5):
+        h.proto.send(UPDATE)
+    h.proto._writes.resumeProducing()  # it reads again: the count starts over
+    h.proto._writes.pauseProducing()
+    for _ in range(5):
+        h.proto.send(UPDATE)
+    assert not h.proto.closed
 
 
 def test_nothing_after_a_violation_is_processed() -> None:
@@ -623,3 +654,23 @@ def test_the_first_message_after_the_peer_spoke_is_sent_at_once_the_rest_at_the_
     proto.dataReceived(framed(UPDATE))
     proto.send(accept)  # a closing transport flushes the reactor's way
     assert transport.sent[-1] == framed(accept) and len(transport.sent) == 3
+
+
+def test_a_peer_that_pings_too_fast_is_dropped() -> None:
+    """A contact may ping in bursts (a reconnecting client pings once per waiting channel);
+    a stranger ten at once and then one a second (an audit: 64 strangers' ping floods
+    slowed every payment)."""
+    h = Harness()
+    h.authenticate()
+    h.feed(framed(*[Ping(b"x")] * 500))
+    assert not h.proto.closed
+    h.proto.restrict(64 * 1024, 1 << 20)  # now a stranger's: at most the stranger burst
+    h.feed(framed(*[Ping(b"y")] * STRANGER_PING_BURST))
+    assert not h.proto.closed
+    h.clock.advance(1.0)
+    h.feed(framed(Ping(b"z")))
+    assert not h.proto.closed
+    with capturedLogs() as events:
+        h.feed(framed(Ping(b"w")))
+    assert h.dropped
+    assert any("it pings faster than 1 a second" in r for r in dropped_reasons(events))
