@@ -62,6 +62,7 @@ class Admission:
         self._tallies: dict[Address, _Tally] = {}
         self._cut_off: dict[Address, float] = {}
         self._refusing = RateLimitedWarning(clock, log)
+        self._evicting = RateLimitedWarning(clock, log)
         self._refusal_lines = LineBudget(clock, log, "refused peer messages")
         self._cut_off_lines = LineBudget(clock, log, "cut-offs of peers")
 
@@ -80,6 +81,13 @@ class Admission:
                   "limits.peer_connections_per_host)", handshaking=handshaking,
                   handshaking_from_host=handshaking_from_host, from_host=from_host, host=host)
         return False
+
+    def evicted(self, host: str | None) -> None:
+        """A connection in its handshake from `host` was closed to let a new one in (at most
+        one warning per interval)."""
+        self._evicting.warn("closed {times} incoming peer connections in their handshake to let "
+                            "new ones in (limits.peer_handshakes); the latest from {host}, which "
+                            "held the most", host=host)
 
     def admit_stranger(self, peer: Address, strangers: int) -> bool:
         """Whether one more authenticated connection from an unknown address may stay."""

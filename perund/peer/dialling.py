@@ -4,6 +4,7 @@ backoff."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -32,7 +33,21 @@ class PeerFactory(Factory):
 
     def buildProtocol(self, addr: object) -> PeerProtocol | None:
         return self._manager._build_protocol(self._role, self._expected,
-                                             getattr(addr, "host", None))
+                                             host_of(getattr(addr, "host", None)))
+
+
+def host_of(address: str | None) -> str | None:
+    """Whom the per-host limits count a connection from: its IPv4 address, or the /64 of an
+    IPv6 one (one machine commonly holds a whole /64, so its addresses cost nothing)."""
+    if address is None or ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address.split("%")[0])
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
 
 
 class Dialling(PeerTable):

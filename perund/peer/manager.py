@@ -309,13 +309,34 @@ class PeerManager(Dialling):
     def _admit(self, host: str | None) -> bool:
         """Whether an incoming connection from `host` may start a handshake: connections are
         capped per host and unauthenticated ones in all, so that a flood of them cannot take
-        the process's file descriptors (the store, the chain, real peers need them)."""
-        handshaking = [c for c in self._protocols if c.peer_address is None
-                       and c.role is Role.LISTENER]
-        from_host = [c for c in self._protocols if self._hosts.get(c) == host]
+        the process's file descriptors (the store, the chain, real peers need them).
+
+        At the cap in all, the oldest connection in its handshake of the host holding the most
+        is closed to let the newcomer in (the newcomer is refused only when every host holds
+        one): silent connections from a few hosts cannot lock real peers out (an audit: 16
+        hosts' 256 silent connections, renewed at each deadline, did)."""
+        live = [c for c in self._hosts if not c.closed]  # oldest first
+        handshaking = [c for c in live if c.peer_address is None and c.role is Role.LISTENER]
+        if len(handshaking) >= self.admission.limits.handshakes:
+            victim = self._handshake_victim(handshaking)
+            if victim is not None:
+                self.admission.evicted(self._hosts.get(victim))
+                victim.abort()
+                handshaking.remove(victim)
+                live.remove(victim)
+        from_host = [c for c in live if self._hosts.get(c) == host]
         return self.admission.admit_incoming(
             host, len(handshaking), sum(1 for c in handshaking if self._hosts.get(c) == host),
             len(from_host))
+
+    def _handshake_victim(self, handshaking: list[PeerProtocol]) -> PeerProtocol | None:
+        """The oldest of `handshaking` from the host holding most of them, if it holds two or
+        more."""
+        by_host: dict[str | None, list[PeerProtocol]] = {}
+        for conn in handshaking:
+            by_host.setdefault(self._hosts.get(conn), []).append(conn)
+        busiest = max(by_host.values(), key=len, default=[])
+        return busiest[0] if len(busiest) >= 2 else None
 
     def refused(self, peer: Address) -> bool:
         """The owner refused a message of `peer`: count it (see perund/peer/admission.py);

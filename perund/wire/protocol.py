@@ -82,6 +82,10 @@ STRANGER_PING_RATE: Final = 1.0
 channel to wait for (an audit: 64 strangers' ping floods took payments from 5 to 45 ms)."""
 STRANGER_PING_BURST: Final = 10
 
+HELLO_TIMEOUT: Final = 3.0
+"""Seconds a new connection has for its Hello (a peer sends it as it connects): a silent
+connection holds a handshake slot for this long, not the whole handshake timeout."""
+
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 """Seconds a new connection has to complete the handshake."""
 
@@ -305,7 +309,9 @@ class PeerProtocol(TwistedProtocol):
         register = getattr(self.transport, "registerProducer", None)
         if register is not None:
             register(self._writes, True)
-        self._deadline = call_later(self._clock, self._handshake_timeout, self._handshake_expired)
+        self._connected_at: float = cast(Any, self._clock).seconds()
+        self._deadline = call_later(self._clock, min(HELLO_TIMEOUT, self._handshake_timeout),
+                                    self._handshake_expired)
         self._nonce = self._random_bytes(32)
         self._write(Hello(PROTOCOL_VERSION, self._signer.address, self._nonce))
 
@@ -534,7 +540,20 @@ class PeerProtocol(TwistedProtocol):
 
     def _handshake_expired(self) -> None:
         self._deadline = None
-        if self.state in (HandshakeState.AWAIT_HELLO, HandshakeState.AWAIT_AUTH):
+        if self.state is HandshakeState.AWAIT_HELLO:
+            self._violation(f"no authentication within {self._handshake_timeout} s: not even "
+                            f"a Hello within {min(HELLO_TIMEOUT, self._handshake_timeout)} s")
+        elif self.state is HandshakeState.AWAIT_AUTH:
+            now: float = cast(Any, self._clock).seconds()
+            left = self._connected_at + self._handshake_timeout - now
+            if left > 0:  # the Hello came in time: the rest of the handshake timeout
+                self._deadline = call_later(self._clock, left, self._auth_expired)
+            else:
+                self._auth_expired()
+
+    def _auth_expired(self) -> None:
+        self._deadline = None
+        if self.state is HandshakeState.AWAIT_AUTH:
             self._violation(f"no authentication within {self._handshake_timeout} s")
 
     def _closing(self) -> None:

@@ -573,8 +573,9 @@ class RawClient(Protocol):
         self.closed.callback(None)
 
 
-async def raw_connect(port: int) -> RawClient:
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+async def raw_connect(port: int, source: str | None = None) -> RawClient:
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port,
+                                  bindAddress=None if source is None else (source, 0))
     proto: RawClient = await endpoint.connect(Factory.forProtocol(RawClient))
     return proto
 
@@ -592,6 +593,34 @@ async def test_a_flood_of_connections_that_never_authenticate_is_capped(net: Net
     alice = await net.node(ALICE)
     await alice.manager.ping(BOB.address, 5.0)
     assert bob.manager.is_connected(ALICE.address)
+
+
+@pytest_twisted.ensureDeferred
+async def test_silent_connections_give_way_to_a_real_peer_at_the_cap(net: Net) -> None:
+    """At the cap of connections in their handshake, the oldest of the host holding the most
+    is closed for a newcomer (an audit: 256 silent connections from 16 hosts, renewed at each
+    deadline, locked every real peer out); the newcomer is refused only when every host holds
+    one."""
+    bob = await net.node(BOB, handshake_timeout=5.0, limits=PeerLimits(
+        handshakes=6, handshakes_per_host=6))
+    port = net.ports[BOB.address]
+    flood = [await raw_connect(port, "127.0.0.2") for _ in range(6)]
+    await sleep(0.1)
+    assert not any(c.closed.called for c in flood)
+    alice = await net.node(ALICE)
+    await alice.manager.ping(BOB.address, 3.0)  # let in: the flood's oldest gave way
+    assert bob.manager.is_connected(ALICE.address)
+    await until(lambda: flood[0].closed.called, "the oldest silent connection is closed")
+    assert not any(c.closed.called for c in flood[1:])
+    for c in flood:
+        c.transport.abortConnection()
+    spread = [await raw_connect(port, f"127.0.0.{10 + i}") for i in range(6)]
+    await sleep(0.1)
+    late = await raw_connect(port, "127.0.0.3")
+    await until(lambda: late.closed.called, "the newcomer is refused: each host holds one")
+    assert not any(c.closed.called for c in spread)
+    for c in spread:
+        c.transport.abortConnection()
 
 
 @pytest_twisted.ensureDeferred

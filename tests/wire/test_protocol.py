@@ -32,6 +32,7 @@ from perund.wire.messages import (
 from perund.wire.protocol import (
     FRAMES_PER_TURN,
     HANDSHAKE_FRAME_SIZE,
+    HELLO_TIMEOUT,
     READ_AHEAD,
     STRANGER_PING_BURST,
     HandshakeState,
@@ -674,3 +675,15 @@ def test_a_peer_that_pings_too_fast_is_dropped() -> None:
         h.feed(framed(Ping(b"w")))
     assert h.dropped
     assert any("it pings faster than 1 a second" in r for r in dropped_reasons(events))
+
+
+def test_a_connection_without_a_hello_is_dropped_sooner() -> None:
+    """A peer sends its Hello as it connects: a silent connection holds a handshake slot for
+    HELLO_TIMEOUT, not the whole handshake timeout."""
+    h = Harness()
+    h.clock.advance(HELLO_TIMEOUT - 0.1)
+    assert not h.dropped
+    with capturedLogs() as events:
+        h.clock.advance(0.2)
+    assert h.dropped
+    assert any(f"not even a Hello within {HELLO_TIMEOUT} s" in r for r in dropped_reasons(events))
