@@ -280,9 +280,16 @@ def _limits(raw: Mapping[str, Any], problems: _Collector) -> Limits:
         else:
             kinds[name] = int_at_least(1)
     problems.unknown(raw, "limits.", set(kinds))
-    return Limits(**{name: problems.take(raw, "limits.", name, convert,
-                                         getattr(defaults, name), "")
-                     for name, convert in kinds.items()})
+    limits = Limits(**{name: problems.take(raw, "limits.", name, convert,
+                                           getattr(defaults, name), "")
+                       for name, convert in kinds.items()})
+    if limits.api_session_buffer < limits.api_body_size + limits.ws_send_buffer:
+        # Else one WebSocket of a session could not take the largest message while replies
+        # wait for it: its client would be dropped for using what the other limits allow.
+        problems.add("limits.api_session_buffer", limits.api_session_buffer,
+                     "at least limits.api_body_size + limits.ws_send_buffer "
+                     f"({limits.api_body_size + limits.ws_send_buffer} bytes)")
+    return limits
 
 
 MAX_TOKEN_DECIMALS = 77

@@ -293,3 +293,14 @@ def test_the_closed_channel_retention_is_a_duration_of_at_least_15_minutes() -> 
         (problem,) = caught.value.data["problems"]
         assert problem["name"] == "limits.closed_channel_retention"
         assert requirement in problem["requirement"] + problem.get("message", "")
+
+
+def test_a_session_buffer_smaller_than_one_sockets_allowances_is_refused() -> None:
+    """Else a session's client would be dropped for one message and its replies, both within
+    their own limits."""
+    with pytest.raises(InvalidConfig, match=r"limits\.api_session_buffer") as caught:
+        parse_node_config({"limits": {"api_session_buffer": "4MiB", "api_body_size": "1MiB"}})
+    assert "at least limits.api_body_size + limits.ws_send_buffer (5242880 bytes)" \
+        in caught.value.message
+    config = parse_node_config({"limits": {"api_session_buffer": "5MiB"}})
+    assert config.limits.api_session_buffer == 5 * 1024 * 1024
