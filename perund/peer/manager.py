@@ -45,14 +45,9 @@ from perund.errors import (
 )
 from perund.peer.dialling import Dialling, PeerFactory
 from perund.peer.records import PeerRecord, PendingRequest, hex_of, log
+from perund.wire.limits import STRANGER_BACKLOG, STRANGER_FRAME_SIZE
 from perund.wire.messages import CorrelationKey, Message, Ping, request_key, response_key
-from perund.wire.protocol import (
-    STRANGER_BACKLOG,
-    STRANGER_FRAME_SIZE,
-    PeerProtocol,
-    Role,
-    call_later,
-)
+from perund.wire.protocol import PeerProtocol, Role, call_later
 
 STOP_GRACE: Final = 2.0
 """Seconds `stop` lets connections flush before it aborts them."""

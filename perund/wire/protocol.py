@@ -38,8 +38,17 @@ from twisted.python.failure import Failure
 from perund.channel.encoding import Signer, recover_digest
 from perund.channel.types import Address
 from perund.errors import DecodeError, EncodeError, FailedPrecondition
-from perund.ratelimit import LineBudget
+from perund.ratelimit import LineBudget, WorkAllowance
 from perund.wire.codec import decode, encode
+from perund.wire.limits import (
+    HANDSHAKE_FRAME_SIZE,
+    HELLO_TIMEOUT,
+    MAX_BACKLOG,
+    PING_BURST,
+    PING_RATE,
+    STRANGER_PING_BURST,
+    STRANGER_PING_RATE,
+)
 from perund.wire.messages import (
     PROTOCOL_VERSION,
     Auth,
@@ -52,39 +61,6 @@ from perund.wire.messages import (
 
 DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024
 """Largest frame payload accepted or sent, in bytes (a Propose with 16 assets is ~1.3 KiB)."""
-
-HANDSHAKE_FRAME_SIZE: Final = 1024
-"""Largest frame read before the peer has authenticated (a Hello or an Auth is ~100 bytes):
-whoever connects can send frames, and a large one of many small items costs ~0.6 ms to
-decode before it is refused."""
-
-STRANGER_FRAME_SIZE: Final = 4 * 1024
-"""Largest frame read from an authenticated peer the session does not know (`limit_frames`):
-a stranger's messages are refused or are small questions (a fee quote), and a large frame
-(a memo of 256 references) costs a millisecond to decode (an audit: a stranger's 47 KB
-frames slowed every session's payments to seconds)."""
-
-MAX_BACKLOG: Final = 64 * 1024 * 1024
-"""Bytes we may write to a connection after its transport asked us to pause (the peer does
-not read) before it is dropped: room for a resync of many thousands of channels."""
-
-STRANGER_BACKLOG: Final = 256 * 1024
-"""The same for a stranger's connection (`restrict`): its questions get answers whether or
-not it reads them, and an audit made a node buffer 500 MB of fee quotes that way."""
-
-PING_RATE: Final = 100.0
-"""Pings a second a peer may send (after a burst of `PING_BURST`): each costs an answer, and a
-reconnecting client pings once per channel that waits to send. More drops the connection."""
-PING_BURST: Final = 1000
-
-STRANGER_PING_RATE: Final = 1.0
-"""The same for a stranger (`restrict`), after a burst of `STRANGER_PING_BURST`: it has no
-channel to wait for (an audit: 64 strangers' ping floods took payments from 5 to 45 ms)."""
-STRANGER_PING_BURST: Final = 10
-
-HELLO_TIMEOUT: Final = 3.0
-"""Seconds a new connection has for its Hello (a peer sends it as it connects): a silent
-connection holds a handshake slot for this long, not the whole handshake timeout."""
 
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 """Seconds a new connection has to complete the handshake."""
@@ -196,11 +172,8 @@ class PeerProtocol(TwistedProtocol):
         self._reading_limit = min(HANDSHAKE_FRAME_SIZE, max_frame_size)
         """The largest frame read now: small until the peer authenticated (`_on_auth`)."""
         self._max_backlog = MAX_BACKLOG
-        self._ping_rate = PING_RATE
-        self._ping_burst = PING_BURST
-        self._pings = float(PING_BURST)
-        """Pings the peer may send now (refilled at `_ping_rate`, up to `_ping_burst`)."""
-        self._pings_at = 0.0
+        self._pings = WorkAllowance(clock, PING_RATE, PING_BURST)
+        """The pings the peer may send (each costs an answer)."""
         self._random_bytes = random_bytes
         self.state = HandshakeState.AWAIT_HELLO
         self.peer_address: Address | None = None
@@ -260,9 +233,11 @@ class PeerProtocol(TwistedProtocol):
         than `ping_rate` a second after a burst of `ping_burst` (a stranger's connection)."""
         self._reading_limit = min(self._reading_limit, frame_size)
         self._max_backlog = min(self._max_backlog, backlog)
-        self._ping_rate = min(self._ping_rate, ping_rate)
-        self._ping_burst = min(self._ping_burst, ping_burst)
-        self._pings = min(self._pings, float(ping_burst))
+        if ping_rate < self._pings.rate or ping_burst < self._pings.burst:
+            left = min(self._pings.available(), ping_burst)
+            self._pings = WorkAllowance(self._clock, min(self._pings.rate, ping_rate),
+                                        min(self._pings.burst, ping_burst))
+            self._pings.spend(self._pings.burst - left)
 
     def send(self, msg: Message) -> None:
         """Write one message to an authenticated connection (buffered by the transport)."""
@@ -461,9 +436,10 @@ class PeerProtocol(TwistedProtocol):
             return
         if self.state is HandshakeState.READY:
             if type(msg) is Ping:
-                if not self._ping_allowed():
-                    self._violation(f"it pings faster than {self._ping_rate:g} a second")
+                if not self._pings.available():
+                    self._violation(f"it pings faster than {self._pings.rate:g} a second")
                     return
+                self._pings.spend(1)
                 # A peer that pings without reading the Pongs would have them pile up in our
                 # memory; one that reads gets its answer (its keepalive needs it).
                 if not self._writes.piling_up:
@@ -474,16 +450,6 @@ class PeerProtocol(TwistedProtocol):
                 self._owner.peer_message(self, msg)
         else:
             self._advance(msg)
-
-    def _ping_allowed(self) -> bool:
-        now: float = cast(Any, self._clock).seconds()
-        self._pings = min(float(self._ping_burst),
-                          self._pings + (now - self._pings_at) * self._ping_rate)
-        self._pings_at = now
-        if self._pings < 1.0:
-            return False
-        self._pings -= 1.0
-        return True
 
     def _advance(self, msg: Message) -> None:
         """The handshake transitions: AWAIT_HELLO -> AWAIT_AUTH -> READY, else CLOSED."""

@@ -646,7 +646,7 @@ async def test_a_strangers_connection_reads_small_frames_only(net: Net) -> None:
     """A stranger's messages are refused or small questions, and large frames cost the
     reactor to decode (an audit): its connection reads at most STRANGER_FRAME_SIZE; a
     contact's the full limit."""
-    from perund.wire.protocol import STRANGER_FRAME_SIZE
+    from perund.wire.limits import STRANGER_FRAME_SIZE
 
     alice, bob = await net.node(ALICE), await net.node(BOB)
     await alice.manager.ping(BOB.address, 3.0)

@@ -17,6 +17,7 @@ from perund.channel.encoding import Signer
 from perund.channel.memo import PaymentPart
 from perund.channel.types import ETH, Address, ChannelID, Signature, State
 from perund.wire.codec import decode, encode
+from perund.wire.limits import HANDSHAKE_FRAME_SIZE, HELLO_TIMEOUT, STRANGER_PING_BURST
 from perund.wire.messages import (
     PROTOCOL_VERSION,
     Auth,
@@ -29,16 +30,7 @@ from perund.wire.messages import (
     UpdateAccept,
     auth_digest,
 )
-from perund.wire.protocol import (
-    FRAMES_PER_TURN,
-    HANDSHAKE_FRAME_SIZE,
-    HELLO_TIMEOUT,
-    READ_AHEAD,
-    STRANGER_PING_BURST,
-    HandshakeState,
-    PeerProtocol,
-    Role,
-)
+from perund.wire.protocol import FRAMES_PER_TURN, READ_AHEAD, HandshakeState, PeerProtocol, Role
 
 ALICE = Signer(b"\x11" * 32)
 BOB = Signer(b"\x22" * 32)

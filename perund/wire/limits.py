@@ -1,0 +1,42 @@
+"""What a peer connection takes from whoever is on its other end, before and after the
+handshake (docs/wire.md): the peer port is open to anyone, and keys cost nothing, so every
+frame read, byte written and answer given is bounded. A stranger (an authenticated key the
+session does not know) gets less than a contact (`PeerProtocol.restrict`)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+HANDSHAKE_FRAME_SIZE: Final = 1024
+"""Largest frame read before the peer has authenticated (a Hello or an Auth is ~100 bytes):
+whoever connects can send frames, and a large one of many small items costs ~0.6 ms to
+decode before it is refused."""
+
+STRANGER_FRAME_SIZE: Final = 4 * 1024
+"""Largest frame read from an authenticated peer the session does not know (`restrict`):
+a stranger's messages are refused or are small questions (a fee quote), and a large frame
+(a memo of 256 references) costs a millisecond to decode (an audit: a stranger's 47 KB
+frames slowed every session's payments to seconds)."""
+
+MAX_BACKLOG: Final = 64 * 1024 * 1024
+"""Bytes we may write to a connection after its transport asked us to pause (the peer does
+not read) before it is dropped: room for a resync of many thousands of channels."""
+
+STRANGER_BACKLOG: Final = 256 * 1024
+"""The same for a stranger's connection (`restrict`): its questions get answers whether or
+not it reads them, and an audit made a node buffer 500 MB of fee quotes that way."""
+
+PING_RATE: Final = 100.0
+"""Pings a second a peer may send (after a burst of `PING_BURST`): each costs an answer, and a
+reconnecting client pings once per channel that waits to send. More drops the connection."""
+PING_BURST: Final = 1000
+
+STRANGER_PING_RATE: Final = 1.0
+"""The same for a stranger (`restrict`), after a burst of `STRANGER_PING_BURST`: it has no
+channel to wait for (an audit: 64 strangers' ping floods took payments from 5 to 45 ms)."""
+STRANGER_PING_BURST: Final = 10
+
+HELLO_TIMEOUT: Final = 3.0
+"""Seconds a new connection has for its Hello (a peer sends it as it connects): a silent
+connection holds a handshake slot for this long, not the whole handshake timeout."""
+
