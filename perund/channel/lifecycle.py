@@ -74,8 +74,11 @@ def _funding_expired(channel: Channel, change: FundingExpired) -> Result:
     if channel.phase is not Phase.FUNDING:
         return channel, NOTHING
     channel, dropped = drop_staged(channel, UpdateFailure.SETTLING, "the channel was not funded")
+    # Nothing of ours in the state: neither a deposit nor a payment taken while funding (a
+    # payment makes it ours to claim: the state is registered, as the peer could register
+    # an older one; an audit found the regression of testing version 0's shares here).
     if type(channel.params) is Params and not any(
-            row[channel.index] for row in deposits(channel)):
+            row[channel.index] for row in current_of(channel).state.balances):
         closed = channel.evolve(phase=advance(channel.phase, Phase.CLOSED), unfunded=True)
         return closed, (Persist(closed), *dropped, FundingFailed(channel.channel_id),
                         Closed(channel.channel_id, 0, ()))

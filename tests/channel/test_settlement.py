@@ -402,3 +402,23 @@ def test_a_proposal_whose_version_zero_lapsed_closes_unfunded() -> None:
                       Closed(bob.channel_id, bob.version))
     _, funding = make_pair(funded=False)
     assert transition(funding, VersionZeroLapsed()) == (funding, ())
+
+
+def test_a_payment_taken_while_funding_is_registered_when_funding_expires() -> None:
+    """bob deposits nothing (version 0 gives him nothing), and alice pays him while his side
+    still waits: at the funding deadline his state holds money of his, so it is registered,
+    not closed at once (a regression an audit found: he closed, stopped watching, and would
+    not have refuted alice's version 0)."""
+    from perund.channel.proposal import OpenRequest
+    from perund.channel.types import ETH
+    from tests.channel.factories import BOB
+
+    alice, bob = make_pair(OpenRequest(BOB.address, (ETH,), ((10 * ETHER, 0),), 60),
+                           funded=False)
+    alice, _ = transition(alice, Funded())
+    alice, events = transition(alice, OwnUpdate(ALICE, ((ETH, ETHER),)))
+    bob, _ = deliver(bob, events[1], ALICE, BOB)
+    assert bob.funding == ((10 * ETHER, 0),)
+    expired, events = transition(bob, FundingExpired())
+    assert expired.phase is Phase.CLOSING and expired.unfunded
+    assert any(isinstance(e, Register) and e.state.version == 1 for e in events)
