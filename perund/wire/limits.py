@@ -26,14 +26,11 @@ STRANGER_BACKLOG: Final = 256 * 1024
 """The same for a stranger's connection (`restrict`): its questions get answers whether or
 not it reads them, and an audit made a node buffer 500 MB of fee quotes that way."""
 
-PING_RATE: Final = 100.0
-"""Pings a second a peer may send (after a burst of `PING_BURST`): each costs an answer, and a
-reconnecting client pings once per channel that waits to send. More drops the connection."""
-PING_BURST: Final = 1000
-
 STRANGER_PING_RATE: Final = 1.0
-"""The same for a stranger (`restrict`), after a burst of `STRANGER_PING_BURST`: it has no
-channel to wait for (an audit: 64 strangers' ping floods took payments from 5 to 45 ms)."""
+"""Pings a second a stranger may send (`restrict`), after a burst of `STRANGER_PING_BURST`;
+more drops the connection (an audit: 64 strangers' ping floods took payments from 5 to
+45 ms). A contact's are not counted: a reconnecting client pings once per channel that
+waits to send, and a hub's thousands of channels with one peer did exceed any burst."""
 STRANGER_PING_BURST: Final = 10
 
 HELLO_TIMEOUT: Final = 3.0

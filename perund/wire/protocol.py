@@ -44,8 +44,6 @@ from perund.wire.limits import (
     HANDSHAKE_FRAME_SIZE,
     HELLO_TIMEOUT,
     MAX_BACKLOG,
-    PING_BURST,
-    PING_RATE,
     STRANGER_PING_BURST,
     STRANGER_PING_RATE,
 )
@@ -172,8 +170,8 @@ class PeerProtocol(TwistedProtocol):
         self._reading_limit = min(HANDSHAKE_FRAME_SIZE, max_frame_size)
         """The largest frame read now: small until the peer authenticated (`_on_auth`)."""
         self._max_backlog = MAX_BACKLOG
-        self._pings = WorkAllowance(clock, PING_RATE, PING_BURST)
-        """The pings the peer may send (each costs an answer)."""
+        self._pings: WorkAllowance | None = None
+        """The pings a stranger may send (each costs an answer); None: not counted."""
         self._random_bytes = random_bytes
         self.state = HandshakeState.AWAIT_HELLO
         self.peer_address: Address | None = None
@@ -233,11 +231,8 @@ class PeerProtocol(TwistedProtocol):
         than `ping_rate` a second after a burst of `ping_burst` (a stranger's connection)."""
         self._reading_limit = min(self._reading_limit, frame_size)
         self._max_backlog = min(self._max_backlog, backlog)
-        if ping_rate < self._pings.rate or ping_burst < self._pings.burst:
-            left = min(self._pings.available(), ping_burst)
-            self._pings = WorkAllowance(self._clock, min(self._pings.rate, ping_rate),
-                                        min(self._pings.burst, ping_burst))
-            self._pings.spend(self._pings.burst - left)
+        if self._pings is None or ping_rate < self._pings.rate:
+            self._pings = WorkAllowance(self._clock, ping_rate, ping_burst)
 
     def send(self, msg: Message) -> None:
         """Write one message to an authenticated connection (buffered by the transport)."""
@@ -436,10 +431,12 @@ class PeerProtocol(TwistedProtocol):
             return
         if self.state is HandshakeState.READY:
             if type(msg) is Ping:
-                if not self._pings.available():
-                    self._violation(f"it pings faster than {self._pings.rate:g} a second")
-                    return
-                self._pings.spend(1)
+                pings = self._pings
+                if pings is not None:
+                    if not pings.available():
+                        self._violation(f"it pings faster than {pings.rate:g} a second")
+                        return
+                    pings.spend(1)
                 # A peer that pings without reading the Pongs would have them pile up in our
                 # memory; one that reads gets its answer (its keepalive needs it).
                 if not self._writes.piling_up:
