@@ -64,7 +64,7 @@ class Dialling(PeerTable):
         if left is not None:
             return fail(PeerUnreachable(
                 f"peer {self.name_of(peer)} is cut off for another {left} s (it sent too many "
-                "refused messages)", peer=hex_of(peer), timeout=None))
+                "refused messages)", peer=hex_of(peer), timeout=None, cut_off=True))
         rec = self._peer(peer)
         if rec.current is not None:
             return succeed(rec.current)

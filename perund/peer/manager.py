@@ -254,7 +254,8 @@ class PeerManager(Dialling):
         if rec is None:
             return
         if conn in rec.conns:  # else retired or replaced: accounted for then
-            log.emit(LogLevel.debug if self._stranger(peer) else LogLevel.info,
+            log.emit(LogLevel.info if not self._stranger(peer) and self.link_lines.take()
+                     else LogLevel.debug,
                      "connection to peer {peer} lost: {why}", peer=hex_of(peer),
                      why=reason.getErrorMessage())
             # When we are the ones stopping, say so: the user of a request cut short must not
@@ -454,4 +455,8 @@ def _server_endpoint(reactor: IReactorTime, description: str) -> Any:
 def undelivered(failure: Failure) -> None:
     """The errback of a `send` whose failure changes nothing: the message is lost with the
     link, and the sync on reconnection repairs what the peer missed."""
-    log.info("a message to a peer was not delivered: {why}", why=failure.getErrorMessage())
+    # To a peer cut off for refused messages: the cut-off was logged (a line per throw-away
+    # key here was a flood an audit found).
+    cut_off = isinstance(failure.value, PerundError) and failure.value.data.get("cut_off")
+    log.emit(LogLevel.debug if cut_off else LogLevel.info,
+             "a message to a peer was not delivered: {why}", why=failure.getErrorMessage())

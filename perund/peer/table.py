@@ -25,7 +25,6 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import LogLevel
 
 from perund.channel.encoding import Signer
 from perund.channel.types import Address, hex_address
@@ -94,6 +93,8 @@ class PeerTable:
         self._hosts: dict[PeerProtocol, str | None] = {}
         self.admission = Admission(reactor, limits or PeerLimits())
         self._replaced_lines = LineBudget(reactor, log, "replaced peer connections")
+        self.link_lines = LineBudget(reactor, log, "peer connections made or lost", lines=50)
+        """Contacts' connections made and lost (a contact can reconnect in a loop)."""
         self.violation_lines = LineBudget(reactor, log, "dropped peer connections", lines=50)
         """Why connections were dropped (`PeerProtocol`): anyone can open connections and
         break the rules on each, so a few lines per interval, the rest counted."""
@@ -187,8 +188,11 @@ class PeerTable:
         if old is None:
             # A stranger's connection is news of nobody we know, and costs it only a fresh key:
             # at info level a stream of them would be a stream of log lines.
-            level = LogLevel.debug if self._stranger(rec.address) else LogLevel.info
-            log.emit(level, "peer {peer} connected", peer=hex_of(rec.address))
+            # A contact can reconnect in a loop too: a few lines per interval.
+            if not self._stranger(rec.address) and self.link_lines.take():
+                log.info("peer {peer} connected", peer=hex_of(rec.address))
+            else:
+                log.debug("peer {peer} connected", peer=hex_of(rec.address))
             try:
                 self._owner.peer_connected(rec.address)
             except Exception:
