@@ -325,6 +325,11 @@ class PeerManager(Dialling):
             host, len(handshaking), sum(1 for c in handshaking if self._hosts.get(c) == host),
             len(from_host))
 
+    def peer_violated(self, peer: Address) -> None:
+        """An authenticated connection of `peer` broke the rules and was dropped: counted as
+        a refused message (`refused`), so a key that does it in a loop is cut off."""
+        self.refused(peer)
+
     def _handshake_victim(self, handshaking: list[PeerProtocol]) -> PeerProtocol | None:
         """The oldest of `handshaking` from the host holding most of them, if it holds two or
         more."""

@@ -122,7 +122,8 @@ class PeerProtocolOwner(Protocol):
         """`conn` is closed, whether or not it ever authenticated."""
 
     # An owner may also have `violation_lines`, a `LineBudget` for the lines that say why a
-    # connection was dropped (without one, every such line is logged).
+    # connection was dropped (without one, every such line is logged), and `peer_violated`,
+    # told the address of an authenticated peer whose connection broke the rules.
 
 
 class _OurWrites:
@@ -533,4 +534,10 @@ class PeerProtocol(TwistedProtocol):
         if budget is None or budget.take():
             log.warn("dropping peer connection {peer}: {reason}", peer=self.describe(),
                      reason=reason)
+        authenticated = self.peer_address
         self.abort()
+        # An authenticated peer's broken rule counts as a refused message: else a key could
+        # reconnect and send an expensive malformed frame again and again (an audit).
+        violated = getattr(self._owner, "peer_violated", None)
+        if authenticated is not None and violated is not None:
+            violated(authenticated)

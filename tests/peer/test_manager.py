@@ -836,6 +836,23 @@ async def test_strangers_cut_off_leave_nothing_behind(net: Net) -> None:
     assert len(bob.manager.admission._cut_off) == 5  # until their window ends
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_contact_that_keeps_breaking_the_rules_is_cut_off(net: Net) -> None:
+    """Each malformed frame drops the connection; an authenticated peer's drops count as
+    refused messages, so a key that reconnects and repeats is cut off (an audit: a contact's
+    expensive malformed frames, 440 a second, were never counted)."""
+    alice = await net.node(ALICE)
+    bob = await net.node(BOB, limits=PeerLimits(refusals=3, refusal_window=60.0))
+    for _ in range(3):
+        await alice.manager.ping(BOB.address, 3.0)
+        conn = alice.manager._peers[BOB.address].current
+        assert conn is not None and conn.transport is not None
+        conn.transport.write(b"\x00\x00\x00\x05hello")
+        await conn.when_closed()
+    await until(lambda: bob.manager.admission.cut_off_until(ALICE.address) is not None,
+                "bob cuts alice off")
+
+
 def _refusable() -> Message:
     """A message an owner may refuse: an UpdateReject about a channel nobody has."""
     from perund.channel.types import ChannelID
