@@ -326,16 +326,12 @@ class ChainSettlement:
         status = await self.chain.channel_status(channel_id)
         return status.phase is Phase.CONCLUDED
 
-    async def _concluded_by_peer(self, channel_id: ChannelID,
-                                 registered_by: Params | None = None) -> bool:
-        """Whether `channel_id` is concluded within `conclude_grace`, read every poll so that
-        a conclusion ends the wait when it is seen. The side that need not conclude gives the
-        other the first go: two transactions in one block would make one pay for a revert.
-
-        `registered_by`: the channel's params when the wait is for a state that either side
-        may have registered or proposed as final (`_patience`)."""
-        patience = self.conclude_grace if registered_by is None else self._patience(registered_by)
-        deadline = self._reactor.seconds() + patience
+    async def _concluded_by_peer(self, channel_id: ChannelID, params: Params) -> bool:
+        """Whether `channel_id` (of `params`) is concluded within `_patience`, read every poll
+        so that a conclusion ends the wait when it is seen. The side that need not conclude
+        gives the other the first go: two transactions in one block would make one pay for a
+        revert."""
+        deadline = self._reactor.seconds() + self._patience(params)
         while not await self._is_concluded(channel_id):
             left = deadline - self._reactor.seconds()
             if left <= 0:

@@ -139,8 +139,7 @@ class Opening:
         version 0 comes within its response and request timeouts (module doc)."""
         if channel_id not in self._version_zero_waits:
             self._version_zero_waits[channel_id] = self._reactor.callLater(
-                self._timing.response_timeout + self._timing.request_timeout,
-                self._version_zero_expired, channel_id)
+                self._version_zero_patience(), self._version_zero_expired, channel_id)
 
     def version_zero_signed(self, channel_id: ChannelID) -> None:
         """The proposer's signature on version 0 came: the wait for it ends."""
@@ -155,12 +154,17 @@ class Opening:
                 wait.cancel()
         self._version_zero_waits.clear()
 
+    def _version_zero_patience(self) -> float:
+        """How long the proposer has for its signature on version 0: as long as it gives us
+        to answer (`propose`'s request timeout)."""
+        return self._timing.response_timeout + self._timing.request_timeout
+
     def _version_zero_expired(self, channel_id: ChannelID) -> None:
         self._version_zero_waits.pop(channel_id, None)
         channel = self._channels.get(channel_id)
         if channel is None or channel.phase is not Phase.PROPOSING:
             return
-        waited = self._timing.response_timeout + self._timing.request_timeout
+        waited = self._version_zero_patience()
         log.warn("channel {channel_id}: the proposer did not countersign version 0 within "
                  "{waited:g} s; closing it (nothing was deposited)",
                  channel_id=_hex(channel_id), waited=waited)
