@@ -366,7 +366,7 @@ class NodeAPI:
         return self._view(session, channel)
 
     async def channel_close(self, session_id: bytes, channel_id: bytes,
-                            force: bool) -> ChannelView:
+                            force: bool, peer_wait: int | None = None) -> ChannelView:
         session = self._session(session_id)
         channel = self._channel(session, channel_id)
         if channel.phase is Phase.CLOSED:
@@ -379,7 +379,7 @@ class NodeAPI:
         if force:
             closed = await session.client.force_close(channel.channel_id)
         else:
-            closed = await session.client.close(channel.channel_id)
+            closed = await session.client.close(channel.channel_id, peer_wait)
         return self._view(session, closed)
 
     # -- payment history -------------------------------------------------------------------------

@@ -135,9 +135,10 @@ class NodeFacade(Protocol):
         ...
 
     async def channel_close(self, session_id: bytes, channel_id: bytes,
-                            force: bool) -> ChannelView:
+                            force: bool, peer_wait: int | None = None) -> ChannelView:
         """`channel_close`: settle (cooperatively, or on-chain without the peer when `force`);
-        returns once concluded on-chain and paid out."""
+        returns once concluded on-chain and paid out. A peer that cannot be reached is waited
+        for `peer_wait` seconds (None: the node's default) before settling without it."""
         ...
 
     async def payment_list(self, session_id: bytes, query: PaymentQuery, peer: str | None,

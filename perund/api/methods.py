@@ -57,6 +57,7 @@ from perund.errors import (
     UserResponseTimedOut,
 )
 from perund.ratelimit import Allowances
+from perund.session.closing import MAX_PEER_WAIT, PEER_WAIT
 
 MAX_PAYMENTS = 16
 """Payments one `channel_send` may carry (one state update)."""
@@ -368,8 +369,12 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
             args["accept"])
 
     async def channel_close(args: dict[str, Any], ctx: CallContext) -> Any:
+        force = bool(args.get("force", False))
+        peer_wait = args.get("peerWait")
+        if force and peer_wait is not None:
+            raise InvalidParams("peerWait", "a forced close does not ask the peer: leave it out")
         return await facade.channel_close(_bytes(args, "sessionId"), _bytes(args, "channelId"),
-                                          bool(args.get("force", False)))
+                                          force, peer_wait)
 
     # -- subscriptions --
     async def subscribe(args: dict[str, Any], ctx: CallContext) -> Any:
@@ -525,7 +530,11 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                (ResourceNotFound, UserResponseTimedOut, FailedPrecondition), access=Access.SESSION),
         method("channel_close", "Settle a channel (cooperatively; on-chain without the peer "
                "when forced); returns once concluded on-chain and paid out.",
-               (session, channel_id, Param("force", BOOLEAN, required=False)),
+               (session, channel_id, Param("force", BOOLEAN, required=False),
+                Param("peerWait", {"type": "integer", "minimum": 0, "maximum": MAX_PEER_WAIT},
+                      required=False,
+                      description="seconds to wait for a peer that cannot be reached before "
+                                  f"settling on-chain without it (default {PEER_WAIT:g})")),
                CHANNEL_INFO, channel_close, channel,
                (ResourceNotFound, FailedPrecondition, TxTimedOut), access=Access.SESSION),
         method("subscribe", "WebSocket only: receive pushes of a topic as "

@@ -397,9 +397,11 @@ class ChannelClient(TimingKnobs):
         return channel
 
     @store_intact
-    def close(self, channel_id: ChannelID) -> Deferred[Channel]:
-        """Close cooperatively: a final update, then settlement; fires once closed on-chain."""
-        return Deferred.fromCoroutine(self._closing.close(channel_id))
+    def close(self, channel_id: ChannelID, peer_wait: float | None = None) -> Deferred[Channel]:
+        """Close cooperatively: a final update, then settlement; fires once closed on-chain.
+        A peer that cannot be reached is waited for `peer_wait` seconds (None: the default,
+        `closing.PEER_WAIT`), then the channel is settled on-chain without it."""
+        return Deferred.fromCoroutine(self._closing.close(channel_id, peer_wait))
 
     @store_intact
     def force_close(self, channel_id: ChannelID) -> Deferred[Channel]:

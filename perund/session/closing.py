@@ -5,12 +5,13 @@ refuses or does not answer it, or it cannot be made (an earlier update of ours i
 the peer's awaits an answer), the channel is settled on-chain (`ForceClose`); a channel still
 funding is settled on-chain at once. A final update whose connection dropped before the answer
 is not unanswered yet: once the peer is back (the send queue waits for its Sync, which also
-tells whether it countersigned), the final update goes again, at most `RECONNECTIONS` times; a
-peer that stays away makes that send fail, and the channel is settled on-chain. A virtual
-channel is more patient: its dispute would take both ledgers that fund it on-chain, the
-intermediary's and the peer's too, so while its peer cannot be reached the final update goes
-again after a pause, for as long as a fold waits for the intermediary
-(`fold_retries.PATIENCE`). A ledger channel that funds an open virtual channel does not close
+tells whether it countersigned), the final update goes again, at most `RECONNECTIONS` times. A
+peer that cannot be reached is waited for: the final update goes again after a pause, for as
+long as a fold waits for the intermediary (`fold_retries.PATIENCE`), and only then is the
+channel settled on-chain. A dispute costs both sides gas and a challenge period, and a peer
+away for a moment (its node restarting, a network blip) is the common case; a virtual
+channel's dispute would even take both ledgers that fund it on-chain. `force_close` (the API's
+`force`) does not wait. A ledger channel that funds an open virtual channel does not close
 at all (FailedPrecondition naming the virtual channels: they close first). The user is
 answered once the channel is closed on-chain (or its virtual channel folded).
 
@@ -35,7 +36,6 @@ from perund.channel.changes import Change, ForceClose
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
-from perund.channel.virtual import is_virtual
 from perund.errors import (
     FailedPrecondition,
     PeerDisconnected,
@@ -54,7 +54,15 @@ RECONNECTIONS: Final = 3
 """How often a close proposes its final update again after its connection dropped."""
 
 INTENT: Final = "closing:"
-"""Store meta prefix of the closes under way (module doc)."""
+"""Store meta prefix of the closes under way (module doc); the value is the close's peer wait
+(seconds, as text)."""
+
+PEER_WAIT: Final = fold_retries.PATIENCE
+"""Seconds a close waits for a peer that cannot be reached, unless its caller says otherwise:
+as long as a virtual channel's fold waits for its intermediary."""
+
+MAX_PEER_WAIT: Final = 86_400
+"""The longest wait a caller may ask for (a day): the call waits that long for its answer."""
 
 
 def _hex(data: bytes) -> str:
@@ -64,6 +72,16 @@ def _hex(data: bytes) -> str:
 def _settling(channel: Channel) -> bool:
     """Whether the channel is past taking a final update: final already, or settling."""
     return channel.latest.is_final or channel.phase not in (Phase.OPEN, Phase.UPDATING)
+
+
+def _noted_wait(noted: bytes | None) -> float | None:
+    """The peer wait noted with a close (None: the default; a note from before the wait was
+    noted is empty)."""
+    try:
+        wait = float((noted or b"").decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return wait if 0 <= wait <= MAX_PEER_WAIT else None
 
 
 def _resumed_close_failed(failure: Failure, channel_id: ChannelID) -> None:
@@ -105,17 +123,21 @@ class Closing:
         self._refusal(channel_id)
         return channel
 
-    async def close(self, channel_id: ChannelID) -> Channel:
-        """Close cooperatively if possible, else through a dispute; the channel once closed."""
+    async def close(self, channel_id: ChannelID, peer_wait: float | None = None) -> Channel:
+        """Close cooperatively if possible, else through a dispute; the channel once closed.
+        A peer that cannot be reached is waited for `peer_wait` seconds (None: `PEER_WAIT`)
+        before the channel is settled on-chain without it."""
         self._channel(channel_id)
+        patience = PEER_WAIT if peer_wait is None else peer_wait
         intent = INTENT + channel_id.hex()
-        self._store.set_meta(intent, b"")
+        # The wait goes with the note: a resumed close is as patient as the one asked for.
+        self._store.set_meta(intent, repr(float(patience)).encode())
         try:
             # Durable before the final update leaves: a crash at any later moment resumes.
             written = self._store.flush()
             if written is not None:
                 await written
-            return await self._close(channel_id)
+            return await self._close(channel_id, patience)
         finally:
             if not self._stopped():
                 # A failed store: the session says so, and the next start resumes the close.
@@ -126,7 +148,7 @@ class Closing:
         """Go on with the closes noted before a restart (module doc); their Deferreds (each
         logs its failure)."""
         resumed = []
-        for name in self._store.metas(INTENT):
+        for name, noted in self._store.metas(INTENT).items():
             try:
                 channel_id = ChannelID(bytes.fromhex(name[len(INTENT):]))
             except ValueError:
@@ -144,11 +166,12 @@ class Closing:
                 continue
             log.info("channel {channel_id}: resuming the close asked for before the restart",
                      channel_id=_hex(channel_id))
-            closing = Deferred.fromCoroutine(self.close(channel_id))
+            closing = Deferred.fromCoroutine(
+                self.close(channel_id, _noted_wait(noted)))
             resumed.append(closing.addErrback(_resumed_close_failed, channel_id))
         return resumed
 
-    async def _close(self, channel_id: ChannelID) -> Channel:
+    async def _close(self, channel_id: ChannelID, patience: float) -> Channel:
         channel = self._channels[channel_id]
         if channel.phase is Phase.CLOSED:
             return channel  # while the note was written
@@ -159,7 +182,7 @@ class Closing:
             await folding
             channel = self._channels[channel_id]
         if not _settling(channel):
-            await self._cooperatively(channel_id)
+            await self._cooperatively(channel_id, patience)
             if not _settling(self._channels[channel_id]):
                 # Refused or unanswered, or it never left (the peer is unreachable): register
                 # ourselves. (The core registers a refused final update by itself.)
@@ -168,9 +191,10 @@ class Closing:
             self._apply(channel_id, ForceClose(), True)
         return await closed
 
-    async def _cooperatively(self, channel_id: ChannelID) -> None:
-        """Send the final update, again after a dropped connection, or while a virtual
-        channel's peer is away (module doc); logs why it did not get through, if it did not."""
+    async def _cooperatively(self, channel_id: ChannelID, patience: float) -> None:
+        """Send the final update, again after a dropped connection, or while the peer is
+        away, for `patience` seconds (module doc); logs why it did not get through, if it
+        did not."""
         reconnections = pauses = 0
         away_since: float | None = None
         while True:
@@ -181,13 +205,12 @@ class Closing:
                 # Nothing was signed: the send queue proposes only once the link is up.
                 now = self._clock.seconds()
                 away_since = now if away_since is None else away_since
-                if not is_virtual(self._channels[channel_id]) \
-                        or now - away_since >= fold_retries.PATIENCE:
+                if now - away_since >= patience:
                     why: Exception = exc
                     break
                 pauses += 1
                 delay = fold_retries.pause_before(pauses, self._random())
-                log.info("virtual channel {channel_id}: the peer cannot be reached ({why}); "
+                log.info("channel {channel_id}: the peer cannot be reached ({why}); "
                          "proposing the final update again in {delay:.1f} s",
                          channel_id=_hex(channel_id), why=exc, delay=delay)
                 await deferLater(self._clock, delay, lambda: None)

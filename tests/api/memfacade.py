@@ -97,6 +97,8 @@ class MemoryNode:
         self.clock = clock
         self.sessions: dict[bytes, _Session] = {}
         self.calls: list[str] = []
+        self.peer_waits: list[int | None] = []
+        """Each channel_close's peer wait, in order."""
         self.max_fees: list[Mapping[Address, int] | None] = []
         """The maxFee of each channel_open, as the dispatcher passed it."""
 
@@ -293,8 +295,9 @@ class MemoryNode:
         return result if result is not None else session.channels[channel_id]
 
     async def channel_close(self, session_id: bytes, channel_id: bytes,
-                            force: bool) -> ChannelView:
+                            force: bool, peer_wait: int | None = None) -> ChannelView:
         self.calls.append("channel_close")
+        self.peer_waits.append(peer_wait)
         session = self._session(session_id)
         channel = self._channel(session, channel_id)
         if channel.phase == "closed":

@@ -59,6 +59,31 @@ def test_a_channel_life_and_its_rendering(api: Api) -> None:
     assert api.call("session_close", {"sessionId": session}) == []
 
 
+@pytest.mark.parametrize(("extra", "requirement"), [
+    ({"peerWait": -1}, "at least 0"),
+    ({"peerWait": 86_401}, "at most 86400"),
+    ({"peerWait": 1.5}, "integer"),
+    ({"peerWait": "60"}, "integer"),
+    ({"peerWait": True}, "integer"),
+    ({"peerWait": 60, "force": True}, "forced close"),
+])
+def test_a_bad_peer_wait_is_invalid_params(api: Api, extra: dict[str, Any],
+                                           requirement: str) -> None:
+    session, channel_id = api.session_with_peer()
+    error = api.error("channel_close", {"sessionId": session, "channelId": channel_id, **extra})
+    assert error["code"] == -32602 and error["data"]["field"] == "peerWait", error
+    assert requirement in error["data"]["requirement"], error
+    assert api.node.peer_waits == []
+
+
+def test_close_passes_its_peer_wait_on(api: Api) -> None:
+    session, channel_id = api.session_with_peer()
+    api.call("channel_close", {"sessionId": session, "channelId": channel_id, "peerWait": 0})
+    session, channel_id = api.session_with_peer()
+    api.call("channel_close", {"sessionId": session, "channelId": channel_id})
+    assert api.node.peer_waits == [0, None]
+
+
 def test_open_converts_balances_to_wei_by_asset_ether_first(api: Api) -> None:
     session = api.session()
     api.call("session_addPeer", {"sessionId": session, "peer": {

@@ -30,6 +30,7 @@ def _words(line: str) -> list[str]:
     "request bob 0.1 --currency PRN --currency ETH",
     "pay bob 0.1 --reference a --reference b",
     "history --limit 5 --limit 6",
+    "channel close bob --peer-wait 10 --peer-wait 20",
     "--session 0x01 --session 0x02 balance",
 ])
 def test_an_option_given_twice_is_refused(line: str) -> None:
@@ -82,6 +83,24 @@ def test_options_given_once_parse_as_before() -> None:
 def test_counts_are_whole_numbers_of_at_least_one(line: str) -> None:
     with pytest.raises(UsageError, match="expected a whole number of at least 1"):
         build_parser(usage_errors_raise=True).parse_args(line.split())
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    ("channel close bob --peer-wait soon", "expected seconds or a duration"),
+    ("channel close bob --peer-wait -5", "expected seconds or a duration"),
+    ("channel close bob --peer-wait 10x", "expected seconds or a duration"),
+    ("channel close bob --force --peer-wait 10", "not allowed with argument --force"),
+])
+def test_a_close_s_wait_is_a_duration_and_not_with_force(line: str, says: str) -> None:
+    with pytest.raises(UsageError, match=says):
+        build_parser(usage_errors_raise=True).parse_args(line.split())
+
+
+@pytest.mark.parametrize(("wait", "seconds"), [("90", 90), ("90s", 90), ("10m", 600),
+                                               ("1h", 3600), ("0", 0), ("1.5s", 2)])
+def test_a_close_s_wait_is_taken_in_seconds(wait: str, seconds: int) -> None:
+    args = build_parser().parse_args(["channel", "close", "bob", "--peer-wait", wait])
+    assert args.peer_wait == seconds and not args.force
 
 
 class _NoNode:

@@ -114,7 +114,7 @@ async def test_close_with_a_vanished_peer_settles_through_a_dispute(world: World
     cid = w.open_channel("3", "1")
     w.pay("alice", cid, "0.75")                  # alice 2.25, bob 1.75
     w.bob.kill()
-    closing = w.background(w.call, "alice", "channel_close", channelId=cid)
+    closing = w.background(w.call, "alice", "channel_close", channelId=cid, peerWait=0)
     until(lambda: w.channel("alice", cid)["phase"] == "disputed", "alice's registration", 90)
     w.travel(CHALLENGE + 1)
     info = closing.result(60)

@@ -128,10 +128,11 @@ async def test_ingrid_gone_the_final_state_is_settled_through_both_ledgers(hub: 
         h.call("carol", "channel_respondUpdate", channelId=vid, updateId=final["updateId"],
                accept=True)
     # The folds find nobody, and would go again for minutes (fold_retries.PATIENCE); each user
-    # closes the ledger meanwhile, which disputes it with the final state at once.
+    # closes the ledger meanwhile, not waiting for ingrid, which disputes it with the final
+    # state at once.
     until(lambda: all(h.channel(n, vid)["phase"] == "closing" for n in ("alice", "carol")),
           "the virtual channel final at both", 30)
-    ledger_closes = [h.background(h.call, name, "channel_close", channelId=ledger)
+    ledger_closes = [h.background(h.call, name, "channel_close", channelId=ledger, peerWait=0)
                      for name, ledger in (("alice", la), ("carol", lc))]
     for name, ledger in (("alice", la), ("carol", lc)):
         until(lambda n=name, c=ledger: h.channel(n, c)["phase"] == "disputed",

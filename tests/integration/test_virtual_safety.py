@@ -261,7 +261,8 @@ class Run:
     def _close(self, name: str, channel_id: str, peer: str | None) -> dict[str, Any]:
         """`name` closes the channel; `peer`'s user accepts the final state if asked."""
         if peer is None:
-            return self.h.request(name, "channel_close", channelId=channel_id)
+            # The other end is down for good: settle without waiting for it.
+            return self.h.request(name, "channel_close", channelId=channel_id, peerWait=0)
         with self.h.pushes(peer) as pushes:
             closing = self.h.background(self.h.request, name, "channel_close",
                                         channelId=channel_id)

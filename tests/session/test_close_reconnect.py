@@ -1,7 +1,8 @@
 """A close whose connection drops under its final update, on a fake clock: once the peer is
 back the close goes on cooperatively (the final update again, or the peer's Sync bringing it
-countersigned); only a peer that stays away makes it a dispute (perund.session.closing). A
-close under way when its node restarts goes on after the restart."""
+countersigned); a peer that cannot be reached is waited for, and only one that stays away
+longer than `closing.PEER_WAIT` makes it a dispute (perund.session.closing). A close under
+way when its node restarts goes on after the restart, as patient as it was."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from twisted.internet.task import Clock
 from perund.channel import events as ev
 from perund.channel.changes import Concluded
 from perund.channel.phases import Phase
+from perund.session import closing, fold_retries
 from perund.session.closing import INTENT
 from perund.session.notices import UpdateNotice
 
@@ -29,9 +31,9 @@ def _pair(clock: Clock) -> tuple[Net, Side, Side, bytes]:
     return net, alice, bob, open_channel(net, alice, bob)
 
 
-def _run(clock: Clock, seconds: float) -> None:
-    for _ in range(int(seconds * 1000)):
-        clock.advance(0.001)
+def _run(clock: Clock, seconds: float, step: float = 0.001) -> None:
+    for _ in range(int(seconds / step)):
+        clock.advance(step)
 
 
 def test_the_final_update_goes_again_once_the_peer_is_back() -> None:
@@ -80,6 +82,61 @@ def test_a_peer_that_stays_away_gets_the_channel_disputed() -> None:
     _run(clock, 0.01)
     net.cut(bob.address)
     _run(clock, 10.0)
+    assert alice.chain.asked == []  # bob is waited for
+    _run(clock, closing.PEER_WAIT, step=0.1)
+
+    [register] = alice.chain.asked
+    assert isinstance(register, ev.Register) and not register.state.is_final
+
+
+def test_a_peer_away_for_a_while_gets_the_channel_closed_cooperatively() -> None:
+    """bob's node is down for a minute when alice closes (a restart, a network blip): the
+    final update goes again until he is back, and nothing goes on-chain but the final state
+    (it used to be disputed at once: gas for both and a challenge period)."""
+    clock = Clock()
+    net, alice, bob, cid = _pair(clock)
+    net.cut(bob.address)
+    answer = alice.client.close(cid)
+    _run(clock, 60.0, step=0.01)
+    assert alice.chain.asked == [] and _questions(bob) == []
+    net.mend(bob.address)
+    _run(clock, fold_retries.PAUSE_MAX + 1.0)
+    [question] = _questions(bob)
+    bob.client.respond_update(cid, question.update_id, True)
+    _run(clock, 1.0)
+
+    [conclude] = alice.chain.asked
+    assert isinstance(conclude, ev.ConcludeFinal) and conclude.state.is_final
+    assert not answer.called  # until the chain says it is concluded
+
+
+def test_a_close_asked_to_wait_less_disputes_once_its_wait_is_over() -> None:
+    clock = Clock()
+    net, alice, bob, cid = _pair(clock)
+    net.cut(bob.address)
+    alice.client.close(cid, peer_wait=20.0)
+    _run(clock, 15.0, step=0.01)
+    assert alice.chain.asked == []
+    _run(clock, 10.0, step=0.01)
+
+    [register] = alice.chain.asked
+    assert isinstance(register, ev.Register) and not register.state.is_final
+
+
+def test_a_resumed_close_waits_as_long_as_the_one_asked_for() -> None:
+    """A close asked to wait 20 s for an unreachable peer is noted with its wait; after a
+    restart it waits 20 s again (not the default 5 minutes), then disputes."""
+    clock = Clock()
+    net, alice, bob, cid = _pair(clock)
+    net.cut(bob.address)
+    alice.client.close(cid, peer_wait=20.0).addErrback(lambda _: None)
+    _run(clock, 5.0, step=0.01)
+    assert alice.client.store.metas(INTENT) == {INTENT + cid.hex(): b"20.0"}
+    restart(net, alice, request_timeout=1.0, response_timeout=5.0)
+    net.mend(alice.address)
+    _run(clock, 15.0, step=0.01)
+    assert alice.chain.asked == []
+    _run(clock, 10.0, step=0.01)
 
     [register] = alice.chain.asked
     assert isinstance(register, ev.Register) and not register.state.is_final

@@ -501,7 +501,8 @@ def _close_status(ctx: Context, session: str, channel: dict[str, Any]) -> Callab
 
 
 def channel_close(ctx: Context, args: argparse.Namespace) -> Result:
-    """`channel close CHANNEL [--force]`: waits until settled and paid out."""
+    """`channel close CHANNEL [--force | --peer-wait WAIT]`: waits until settled and paid
+    out."""
     session = ctx.session_id()
     channel = ctx.resolve_channel(args.channel)
     channel_id = channel["channelId"]
@@ -514,8 +515,15 @@ def channel_close(ctx: Context, args: argparse.Namespace) -> Result:
 
     return Long(f"closing channel {short_id(channel_id)} with {channel['peer']}",
                 lambda: ctx.call_long("channel_close", sessionId=session, channelId=channel_id,
-                                      force=bool(args.force)),
+                                      **_close_how(args)),
                 _close_status(ctx, session, channel), finish)
+
+
+def _close_how(args: argparse.Namespace) -> dict[str, Any]:
+    """`channel_close`'s `force` or `peerWait`, as the options say."""
+    if args.peer_wait is not None:
+        return {"peerWait": args.peer_wait}
+    return {"force": bool(args.force)}
 
 
 def _send(ctx: Context, args: argparse.Namespace, request: bool) -> Result:

@@ -1,11 +1,14 @@
 """argparse pieces that refuse what would otherwise be taken without a word: an option given
-twice, and a count that is not a positive whole number."""
+twice, a count that is not a positive whole number, and a wait that is not a duration."""
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from typing import Any
+
+from perund.config_values import parse_duration
 
 _GIVEN = "_options_given"
 """The namespace attribute listing the options `Once` has stored, across one parse."""
@@ -34,6 +37,16 @@ def at_least_one(text: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
     return number
+
+
+def wait_seconds(text: str) -> int:
+    """A wait option's value: whole seconds (`90`), or a duration (`90s`, `10m`, `1h`)."""
+    try:
+        seconds = float(text) if text.strip().isdigit() else parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds or a duration such as 90s, 10m or 1h, not {text!r}") from None
+    return math.ceil(seconds)
 
 
 GLOBAL_VALUE_OPTIONS = ("--node", "--token-file", "--session")

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from perund.cli.client.errors import UsageError
 from perund.cli.client.history_commands import add_history_parser
-from perund.cli.client.options import Once, at_least_one
+from perund.cli.client.options import Once, at_least_one, wait_seconds
 
 DESCRIPTION = "perund-cli: use a perund node (sessions, peers, channels, payments) over its " \
               "JSON-RPC and WebSocket API. Without a command it starts the interactive shell."
@@ -153,10 +153,16 @@ def add_commands(commands: Any, interactive: bool) -> None:
     closing = command(channel, "close", "settle a channel on-chain and pay out",
                       "Close the channel: cooperatively (the peer signs a final state), or "
                       "with --force through a dispute on-chain without the peer (this waits "
-                      "for the challenge period). Waits until paid out, showing progress.")
+                      "for the challenge period). A peer that cannot be reached is waited "
+                      "for (5 minutes, or --peer-wait), then the channel is disputed. Waits "
+                      "until paid out, showing progress.")
     closing.add_argument("channel", metavar="CHANNEL", help=CHANNEL_HELP)
-    closing.add_argument("--force", action="store_true",
-                         help="settle on-chain without the peer (waits the challenge period)")
+    how = closing.add_mutually_exclusive_group()
+    how.add_argument("--force", action="store_true",
+                     help="settle on-chain without the peer (waits the challenge period)")
+    how.add_argument("--peer-wait", action=Once, type=wait_seconds, metavar="WAIT",
+                     help="how long to wait for a peer that cannot be reached before "
+                          "disputing: seconds, or e.g. 90s, 10m, 1h (default 5m, at most 1d)")
 
     for name, what in (("pay", "pay the peer of a channel, off-chain"),
                        ("request", "ask the peer of a channel to pay you (it may refuse)")):
