@@ -4,7 +4,8 @@ Anyone can connect, and anyone can make keys and authenticate, so what one remot
 peer may hold is bounded (limits in the node config, docs/security.md):
 
 - connections in their handshake: `handshakes` in all, `handshakes_per_host` from one host
-  (they last at most the handshake timeout);
+  (they last at most the handshake timeout; at the cap in all a newcomer may close one,
+  `PeerManager._admit`);
 - connections of any kind from one host: `connections_per_host`;
 - authenticated connections from addresses the session does not know: `strangers`;
 - a peer, contact or not, whose messages the session keeps refusing (`refusals` within
@@ -88,12 +89,12 @@ class Admission:
                   handshaking_from_host=handshaking_from_host, from_host=from_host, host=host)
         return False
 
-    def evicted(self, host: str | None) -> None:
-        """A connection in its handshake from `host` was closed to let a new one in (at most
-        one warning per interval)."""
+    def evicted(self, host: str | None, why: str) -> None:
+        """A connection in its handshake from `host` was closed to let a new one in, chosen
+        for `why` (at most one warning per interval)."""
         self._evicting.warn("closed {times} incoming peer connections in their handshake to let "
-                            "new ones in (limits.peer_handshakes); the latest from {host}, which "
-                            "held the most", host=host)
+                            "new ones in (limits.peer_handshakes); the latest from {host}, {why}",
+                            host=host, why=why)
 
     def admit_stranger(self, peer: Address, strangers: int) -> bool:
         """Whether one more authenticated connection from an unknown address may stay."""
