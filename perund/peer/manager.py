@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
@@ -45,12 +45,17 @@ from perund.errors import (
 )
 from perund.peer.dialling import Dialling, PeerFactory
 from perund.peer.records import PeerRecord, PendingRequest, hex_of, log
-from perund.wire.limits import STRANGER_BACKLOG, STRANGER_FRAME_SIZE
+from perund.wire.limits import HELLO_TIMEOUT, STRANGER_BACKLOG, STRANGER_FRAME_SIZE
 from perund.wire.messages import CorrelationKey, Message, Ping, request_key, response_key
 from perund.wire.protocol import PeerProtocol, Role, call_later
 
 STOP_GRACE: Final = 2.0
 """Seconds `stop` lets connections flush before it aborts them."""
+
+SHIELDED_SHARE: Final = 0.5
+"""The share of the Hello deadline during which a connection in its handshake that is its
+host's only one is not closed for a newcomer (`_admit`): an honest handshake takes a round
+trip or two, so it completes within it, and newcomers in a stream cannot close it first."""
 
 
 class PeerManager(Dialling):
@@ -244,6 +249,7 @@ class PeerManager(Dialling):
         """A connection closed: fail what waited on it, pick another, reconnect if asked to."""
         self._protocols.discard(conn)
         self._hosts.pop(conn, None)
+        self._opened.pop(conn, None)
         attempt = self._attempts.pop(conn, None)
         if attempt is not None:
             attempt.errback(ConnectionError("the connection closed during the handshake"))
@@ -292,6 +298,7 @@ class PeerManager(Dialling):
         )
         self._protocols.add(conn)
         self._hosts[conn] = host
+        self._opened[conn] = self._now()
         return conn
 
     def _admit_stranger(self, conn: PeerProtocol) -> bool:
@@ -307,37 +314,62 @@ class PeerManager(Dialling):
         capped per host and unauthenticated ones in all, so that a flood of them cannot take
         the process's file descriptors (the store, the chain, real peers need them).
 
-        At the cap in all, the oldest connection in its handshake of the host holding the most
-        is closed to let the newcomer in (the newcomer is refused only when every host holds
-        one): silent connections from a few hosts cannot lock real peers out (an audit: 16
-        hosts' 256 silent connections, renewed at each deadline, did)."""
+        At the cap in all, a connection in its handshake is closed to let the newcomer in
+        (`_handshake_victim`), unless the newcomer's own host is at its cap: connections from
+        a few hosts or from many cannot lock real peers out (audits: 16 hosts' 256 silent
+        connections, renewed at each deadline, did; so did 256 hosts' one each)."""
+        limits = self.admission.limits
         live = [c for c in self._hosts if not c.closed]  # oldest first
         handshaking = [c for c in live if c.peer_address is None and c.role is Role.LISTENER]
-        if len(handshaking) >= self.admission.limits.handshakes:
-            victim = self._handshake_victim(handshaking)
-            if victim is not None:
-                self.admission.evicted(self._hosts.get(victim))
+        from_host = sum(1 for c in live if self._hosts.get(c) == host)
+        handshaking_from_host = sum(1 for c in handshaking if self._hosts.get(c) == host)
+        if len(handshaking) >= limits.handshakes:
+            victim, why = self._handshake_victim(handshaking)
+            ours = victim is not None and self._hosts.get(victim) == host
+            # A newcomer its own host's cap refuses anyway closes nobody.
+            if victim is not None and handshaking_from_host - ours < limits.handshakes_per_host \
+                    and from_host - ours < limits.connections_per_host:
+                self.admission.evicted(self._hosts.get(victim), why)
                 victim.abort()
                 handshaking.remove(victim)
-                live.remove(victim)
-        from_host = [c for c in live if self._hosts.get(c) == host]
-        return self.admission.admit_incoming(
-            host, len(handshaking), sum(1 for c in handshaking if self._hosts.get(c) == host),
-            len(from_host))
+                from_host -= ours
+                handshaking_from_host -= ours
+        return self.admission.admit_incoming(host, len(handshaking), handshaking_from_host,
+                                             from_host)
 
     def peer_violated(self, peer: Address) -> None:
         """An authenticated connection of `peer` broke the rules and was dropped: counted as
         a refused message (`refused`), so a key that does it in a loop is cut off."""
         self.refused(peer)
 
-    def _handshake_victim(self, handshaking: list[PeerProtocol]) -> PeerProtocol | None:
-        """The oldest of `handshaking` from the host holding most of them, if it holds two or
-        more."""
+    def _handshake_victim(self, handshaking: list[PeerProtocol]) -> tuple[
+            PeerProtocol | None, str]:
+        """Which of `handshaking` (oldest first) to close for a newcomer, and why: the oldest
+        of the host holding the most if it holds two or more (a host's connections give way
+        to each other and to others'), else the oldest of all if it is past its shield
+        (`SHIELDED_SHARE`), else none.
+
+        The oldest, not one at random: a newcomer must never close a handshake younger than
+        the shield, else a stream of newcomers (from as many hosts as slots: a 6to4 prefix is
+        65,536 /64s) could close every honest one before it completes; and once past it, the
+        oldest has had the longest to complete. So an attacker must win the race for each slot
+        as its holder's shield ends; an honest peer that wins one keeps it until it is in."""
         by_host: dict[str | None, list[PeerProtocol]] = {}
         for conn in handshaking:
             by_host.setdefault(self._hosts.get(conn), []).append(conn)
         busiest = max(by_host.values(), key=len, default=[])
-        return busiest[0] if len(busiest) >= 2 else None
+        if len(busiest) >= 2:
+            return busiest[0], "which held the most"
+        shield = min(HELLO_TIMEOUT, self.handshake_timeout) * SHIELDED_SHARE
+        oldest = handshaking[0] if handshaking else None
+        if oldest is not None and self._now() - self._opened.get(oldest, 0.0) >= shield:
+            return oldest, f"the oldest, older than {shield:g} s"
+        return None, ""
+
+    def _now(self) -> float:
+        """The reactor's time (IReactorTime's methods do not type-check as such)."""
+        seconds: float = cast(Any, self._reactor).seconds()
+        return seconds
 
     def refused(self, peer: Address) -> bool:
         """The owner refused a message of `peer`: count it (see perund/peer/admission.py);

@@ -91,6 +91,8 @@ class PeerTable:
         self._attempts: dict[PeerProtocol, Deferred[None]] = {}
         self._protocols: set[PeerProtocol] = set()
         self._hosts: dict[PeerProtocol, str | None] = {}
+        self._opened: dict[PeerProtocol, float] = {}
+        """When each connection was made (the handshake's eviction shield: `_admit`)."""
         self.admission = Admission(reactor, limits or PeerLimits())
         self._replaced_lines = LineBudget(reactor, log, "replaced peer connections")
         self.link_lines = LineBudget(reactor, log, "peer connections made or lost", lines=50)
