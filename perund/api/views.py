@@ -520,9 +520,12 @@ def notification_of(notice: Notice, alias_of: AliasOf) -> Notification | None:
         view = channel_view(notice.channel, alias_of, paid_out=event.paid,
                             credited=event.credited)
         problems = []
-        if not view.is_final:
+        if event.off_chain is not None:
+            # Nothing was settled on-chain: no dispute to speak of, and nothing of ours paid.
+            problems.append(f"closed without touching the chain: {event.off_chain}")
+        elif not view.is_final:
             problems.append("closed on-chain by a dispute, not by a final state both signed")
-        if view.short_paid():
+        if view.short_paid() and event.off_chain is None:
             problems.append("the chain paid your account less than the state gives you "
                             "(paidOut against balances.self): the deposits were not all there")
         if view.credited:

@@ -104,6 +104,16 @@ class SyncReceived:
     awaiting: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelClosedReceived:
+    """The peer's `ChannelClosed`: it holds the channel closed (it gave up on the funding
+    without touching the chain, or lost or retired the channel) and signs nothing more on it."""
+
+    sender: Address
+    channel_id: ChannelID
+    reason: str
+
+
 # --- from the shell (timers, connections, restarts) ---------------------------------------------
 
 
@@ -253,6 +263,7 @@ Change = (
     | UpdateAcceptReceived
     | UpdateRejectReceived
     | SyncReceived
+    | ChannelClosedReceived
     | UpdateTimedOut
     | UserTimedOut
     | StartSync

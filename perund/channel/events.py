@@ -221,6 +221,17 @@ class SendSync:
 
 
 @dataclass(frozen=True, slots=True)
+class SendChannelClosed:
+    """Send `ChannelClosed`: we hold the channel closed without having settled it on-chain (or
+    hold it closed at all, answering the peer's Sync), and sign nothing more on it. A peer that
+    still takes it for live settles it on-chain and gets back what it deposited."""
+
+    peer: Address
+    channel_id: ChannelID
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Refused:
     """A peer's message was refused; the channel is unchanged. The shell logs it (and sends
     whatever reject the other events of the transition name)."""
@@ -433,6 +444,10 @@ class Closed:
     credited: tuple[tuple[Address, int], ...] = ()
     """The part of `paid` the contract could not send (our receiver, or the token, refused
     the transfer) and holds for a `withdraw`, per asset."""
+    off_chain: str | None = None
+    """Why the channel closed without touching the chain (nothing of ours was on-chain to
+    settle: a funding or version-0 timeout, a virtual lock that failed, the peer's
+    `ChannelClosed`); None when it was concluded on-chain."""
 
 
 Event = (
@@ -444,6 +459,7 @@ Event = (
     | SendUpdateReject
     | SendVirtualAccept
     | SendSync
+    | SendChannelClosed
     | Refused
     | ProposalReceived
     | ProposalRefused

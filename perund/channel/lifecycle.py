@@ -11,6 +11,7 @@ from typing import Any, Final
 from perund.channel.changes import (
     ChainLost,
     ChallengeExpired,
+    ChannelClosedReceived,
     Concluded,
     ConclusionLost,
     ForceClose,
@@ -33,6 +34,7 @@ from perund.channel.events import (
     Opened,
     Persist,
     Reason,
+    SendChannelClosed,
     UpdateFailure,
 )
 from perund.channel.phases import RECEIVES_UPDATES, TERMINAL, Phase, advance
@@ -44,6 +46,7 @@ from perund.channel.steps import (
     deposits,
     drop_staged,
     fund_event,
+    refuse,
     register_latest,
     settlement,
     settles_unfunded,
@@ -54,6 +57,29 @@ from perund.channel.virtual import is_virtual
 from perund.errors import FailedPrecondition
 
 # --- chain and lifecycle ------------------------------------------------------------------------
+
+FUNDING_LAPSED: Final = ("the funding did not complete before the deadline, and nothing of "
+                         "ours was to be deposited")
+"""Why a channel closed without touching the chain at its funding deadline."""
+VERSION_ZERO_LAPSED: Final = "the proposer never countersigned version 0"
+"""Why a proposal we accepted closed without touching the chain."""
+PEER_CLOSED: Final = "the peer holds the channel closed, and nothing of ours was in it"
+"""Why a channel closed without touching the chain on the peer's `ChannelClosed`."""
+
+
+def _gave_up(channel: Channel, why: str) -> SendChannelClosed:
+    """Tell the peer we closed the channel without the chain: it may still deposit (its node
+    was down past our deadline, its deposit is not mined yet, or our signature on version 0
+    never reached it), and only its settlement on-chain gives that back (docs/protocol.md,
+    "A channel closed without the chain"). The same goes in answer to its every Sync."""
+    return SendChannelClosed(channel.peer, channel.channel_id, why)
+
+
+def _nothing_of_ours(channel: Channel) -> bool:
+    """A ledger channel whose latest fully signed state gives us nothing: nothing of ours to
+    deposit, or to get back on-chain."""
+    return type(channel.params) is Params and not any(
+        row[channel.index] for row in current_of(channel).state.balances)
 
 
 def _funded(channel: Channel, change: Funded) -> Result:
@@ -77,11 +103,14 @@ def _funding_expired(channel: Channel, change: FundingExpired) -> Result:
     # Nothing of ours in the state: neither a deposit nor a payment taken while funding (a
     # payment makes it ours to claim: the state is registered, as the peer could register
     # an older one; an audit found the regression of testing version 0's shares here).
-    if type(channel.params) is Params and not any(
-            row[channel.index] for row in current_of(channel).state.balances):
+    if _nothing_of_ours(channel):
+        # The peer is told: it may deposit still (its node down past our deadline, its deposit
+        # not mined yet), and would otherwise take the channel for open, its deposit held by
+        # a channel nobody settles (an audit).
         closed = channel.evolve(phase=advance(channel.phase, Phase.CLOSED), unfunded=True)
         return closed, (Persist(closed), *dropped, FundingFailed(channel.channel_id),
-                        Closed(channel.channel_id, 0, ()))
+                        _gave_up(closed, FUNDING_LAPSED),
+                        Closed(channel.channel_id, 0, (), off_chain=FUNDING_LAPSED))
     new = channel.evolve(phase=advance(channel.phase, Phase.CLOSING), unfunded=True)
     return new, (Persist(new), *dropped, FundingFailed(channel.channel_id), register_latest(new))
 
@@ -187,19 +216,48 @@ def _lock_failed(channel: Channel, change: LockFailed) -> Result:
     staged = channel.staged if channel.current is None else None
     new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED), staged=staged)
     return new, (Persist(new), FundingFailed(channel.channel_id),
-                 Closed(channel.channel_id, channel.version))
+                 Closed(channel.channel_id, channel.version,
+                        off_chain=f"the lock in our ledger channel failed: {change.detail}"))
 
 
 def _version_zero_lapsed(channel: Channel, change: VersionZeroLapsed) -> Result:
     """The proposer of a ledger channel we accepted never countersigned version 0: nothing is
     deposited before it is (funding starts with a fully signed version 0), so the channel
-    closes, unfunded. Should the proposer hold it fully signed after all, its own funding
-    expires and the contract refunds its deposit."""
+    closes, unfunded. Should the proposer hold it fully signed after all (it kept the channel
+    and died before its signature left), it may deposit once back: it is told, now and in
+    answer to its Sync, and settles on-chain (with our share 0 it would otherwise fund the
+    channel alone and take it for open)."""
     if is_virtual(channel) or channel.phase is not Phase.PROPOSING:
         return channel, NOTHING
     new = channel.evolve(phase=advance(channel.phase, Phase.CLOSED), unfunded=True)
     return new, (Persist(new), FundingFailed(channel.channel_id),
-                 Closed(channel.channel_id, channel.version))
+                 _gave_up(new, VERSION_ZERO_LAPSED),
+                 Closed(channel.channel_id, channel.version, off_chain=VERSION_ZERO_LAPSED))
+
+
+def _channel_closed_received(channel: Channel, change: ChannelClosedReceived) -> Result:
+    """The peer signs nothing more on the channel (it closed it without the chain, or lost
+    it): settle on-chain with our latest state, as a forced close does, so that what we
+    deposited, or may still have on its way to the contract, comes back; the conclusion pays
+    it, and a deposit mined after the conclusion reverts. With nothing of ours in the state,
+    close at once, as a funding that expired does. Only a channel that still takes updates
+    acts; a settling one is on its way already. A dishonest peer gains nothing by it: our
+    latest state is what a dispute of ours would register anyway."""
+    if change.sender != channel.peer:
+        return refuse(channel, change.sender, Reason.NOT_PEER)
+    if channel.phase not in RECEIVES_UPDATES or type(channel.params) is not Params:
+        return channel, NOTHING
+    funding = channel.phase is Phase.FUNDING
+    channel, dropped = drop_staged(channel, UpdateFailure.SETTLING, "the peer closed the channel")
+    failed = (FundingFailed(channel.channel_id),) if funding else ()
+    if _nothing_of_ours(channel):
+        closed = channel.evolve(phase=advance(channel.phase, Phase.CLOSED),
+                                unfunded=settles_unfunded(channel))
+        return closed, (Persist(closed), *dropped, *failed,
+                        Closed(channel.channel_id, closed.version, (), off_chain=PEER_CLOSED))
+    new = channel.evolve(phase=advance(channel.phase, Phase.CLOSING),
+                         unfunded=settles_unfunded(channel))
+    return new, (Persist(new), *dropped, *failed, register_latest(new))
 
 
 def _match_failed(channel: Channel, change: MatchFailed) -> Result:
@@ -269,6 +327,7 @@ def _conclusion_lost(channel: Channel, change: ConclusionLost) -> Result:
 
 HANDLERS: Final[dict[type, Callable[[Channel, Any], Result]]] = {
     ForceClose: _force_close,
+    ChannelClosedReceived: _channel_closed_received,
     Restored: _restored,
     Funded: _funded,
     FundingExpired: _funding_expired,

@@ -19,6 +19,7 @@ from perund.channel.events import (
     Persist,
     Reason,
     Refused,
+    SendChannelClosed,
     SendSync,
     Source,
     UpdateFailure,
@@ -42,10 +43,13 @@ from perund.channel.steps import (
     send_sync,
     settles_unfunded,
 )
-from perund.channel.types import State
+from perund.channel.types import Params, State
 from perund.channel.updating import fail_own
 
 # --- sync ---------------------------------------------------------------------------------------
+
+CLOSED_HERE: Final = "the channel is closed"
+"""The reason of our `ChannelClosed` answering a Sync about a channel we hold closed."""
 
 
 
@@ -108,6 +112,13 @@ def _sync_received(channel: Channel, change: SyncReceived) -> Result:
     sender, theirs = change.sender, change.state
     if sender != channel.peer:
         return refuse(channel, sender, Reason.NOT_PEER)
+    if channel.phase is Phase.CLOSED and type(channel.params) is Params \
+            and theirs.channel_id == channel.channel_id:
+        # The peer takes the channel for live: it missed our close (one without the chain,
+        # at our funding deadline, while its node was down), or the conclusion. It settles
+        # on-chain what it holds (docs/protocol.md, "A channel closed without the chain"); of
+        # a channel concluded on-chain, its registration's preflight reverts, costing nothing.
+        return channel, (SendChannelClosed(channel.peer, channel.channel_id, CLOSED_HERE),)
     if channel.phase in TERMINAL:
         return channel, NOTHING
     if theirs.channel_id != channel.channel_id:

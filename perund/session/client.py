@@ -216,6 +216,7 @@ class ChannelClient(TimingKnobs):
             ev.SendUpdateReject: self._outbox.send_update_reject,
             ev.SendVirtualAccept: self._outbox.send_virtual_accept,
             ev.SendSync: self._outbox.send_sync,
+            ev.SendChannelClosed: self._outbox.send_channel_closed,
             ev.Refused: self._outbox.refused,
             ev.ProposalRefused: self._outbox.proposal_refused,
             ev.ProposalReceived: self._ignore,

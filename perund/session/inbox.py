@@ -3,7 +3,8 @@
 A (re)connection makes every unsettled channel with that peer sync (`StartSync`); the peer's
 dial replacing the connection in use makes it answer the peer's next Sync (`Relinked`). A message
 about a channel becomes the core input it stands for; one about a channel we do not have is
-refused (counted against the peer, and an `Update` is answered with `UpdateReject`). A proposal
+refused (counted against the peer; an `Update` is answered with `UpdateReject`, a `Sync` with
+`ChannelClosed`, so that the peer settles on-chain a channel we retired or lost). A proposal
 is checked by the core's proposal rules and, if valid, becomes a question for our user
 (`perund.session.questions`); a repeated one is refused. Anything else (a late answer to a
 proposal we gave up on) is ignored, and counted against the peer like a refusal.
@@ -19,6 +20,7 @@ from twisted.logger import Logger
 from perund.channel import events as ev
 from perund.channel.changes import (
     Change,
+    ChannelClosedReceived,
     Relinked,
     StartSync,
     SyncReceived,
@@ -39,6 +41,7 @@ from perund.session.ports import PeerLinks
 from perund.session.questions import Questions
 from perund.wire.codec import MAX_REASON_LENGTH
 from perund.wire.messages import (
+    ChannelClosed,
     FeeQuery,
     Message,
     Propose,
@@ -144,6 +147,9 @@ class Inbox:
             case Sync(state=state, signatures=signatures, awaiting=awaiting):
                 self._about_channel(peer, msg, state.channel_id,
                                     SyncReceived(peer, state, signatures, awaiting))
+            case ChannelClosed(channel_id=channel_id, reason=reason):
+                self._about_channel(peer, msg, channel_id,
+                                    ChannelClosedReceived(peer, channel_id, reason))
             case Propose():
                 self._proposal(peer, msg)
             case VirtualLock() | VirtualFold():
@@ -178,6 +184,12 @@ class Inbox:
         if isinstance(msg, Update | VirtualLock | VirtualFold):
             self._links.send(peer, UpdateReject(channel_id, msg.state.version, "unknown channel")
                              ).addErrback(undelivered)
+        elif isinstance(msg, Sync):
+            # The peer takes for live a channel we do not hold: one we retired after closing
+            # it (perhaps without the chain, while the peer was away), or lost. We sign nothing
+            # on it, so the peer settles it on-chain with what it holds (docs/protocol.md, "A
+            # channel closed without the chain"). Never answered back: no loop.
+            self._links.post(peer, ChannelClosed(channel_id, "unknown channel"))
 
     def _proposal(self, peer: Address, msg: Propose) -> None:
         if self._questions.seen(msg.proposal_id):

@@ -28,6 +28,7 @@ from perund.session.ports import PeerLinks
 from perund.session.timing import Timing
 from perund.wire.messages import (
     Accept,
+    ChannelClosed,
     Message,
     Reject,
     Sync,
@@ -85,6 +86,10 @@ class Outbox:
 
     def send_sync(self, e: ev.SendSync) -> None:
         self._links.post(e.peer, Sync(e.state, e.signatures, e.awaiting))
+
+    def send_channel_closed(self, e: ev.SendChannelClosed) -> None:
+        # Lost, it costs nothing: the peer's Sync on its next connection is answered so again.
+        self._links.post(e.peer, ChannelClosed(e.channel_id, e.reason))
 
     def send_virtual_accept(self, e: ev.SendVirtualAccept) -> None:
         msg = VirtualAccept(e.proposal_id, e.nonce_share, e.participant, e.parent, e.signature)

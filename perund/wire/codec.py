@@ -38,6 +38,7 @@ from perund.errors import DecodeError, EncodeError
 from perund.wire.messages import (
     Accept,
     Auth,
+    ChannelClosed,
     Hello,
     Message,
     Ping,
@@ -74,6 +75,8 @@ TYPE_UPDATE_REJECT: Final = 8
 TYPE_SYNC: Final = 9
 TYPE_PING: Final = 10
 TYPE_PONG: Final = 11
+TYPE_CHANNEL_CLOSED: Final = 18
+"""After the virtual-channel types (12 to 17, `perund.wire.virtual_codec`)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,6 +276,10 @@ def _enc_update_reject(m: UpdateReject) -> tuple[Any, ...]:
     )
 
 
+def _enc_channel_closed(m: ChannelClosed) -> tuple[Any, ...]:
+    return (_e_bytes(m.channel_id, 32, "channel ID"), _e_reason(m.reason))
+
+
 def _enc_sync(m: Sync) -> tuple[Any, ...]:
     sigs = m.signatures
     if type(sigs) is not tuple or len(sigs) != 2:
@@ -311,6 +318,7 @@ _ENCODERS: Final[dict[type, tuple[bytes, Callable[[Any], tuple[Any, ...]]]]] = {
     UpdateAccept: (bytes((FORMAT_VERSION, TYPE_UPDATE_ACCEPT)), _enc_update_accept),
     UpdateReject: (bytes((FORMAT_VERSION, TYPE_UPDATE_REJECT)), _enc_update_reject),
     Sync: (bytes((FORMAT_VERSION, TYPE_SYNC)), _enc_sync),
+    ChannelClosed: (bytes((FORMAT_VERSION, TYPE_CHANNEL_CLOSED)), _enc_channel_closed),
     Ping: (bytes((FORMAT_VERSION, TYPE_PING)), _enc_ping),
     Pong: (bytes((FORMAT_VERSION, TYPE_PONG)), _enc_ping),
 }
@@ -554,6 +562,10 @@ def _dec_sync(b: tuple[Any, ...]) -> Sync:
     )
 
 
+def _dec_channel_closed(b: tuple[Any, ...]) -> ChannelClosed:
+    return ChannelClosed(ChannelID(_d_bytes(b[0], 32, "channel ID")), _d_reason(b[1]))
+
+
 def _dec_ping(b: tuple[Any, ...]) -> Ping:
     return Ping(_d_ping_nonce(b[0]))
 
@@ -574,6 +586,7 @@ _DECODERS: Final[dict[int, tuple[str, tuple[int, ...], Callable[[tuple[Any, ...]
     TYPE_UPDATE_ACCEPT: ("UpdateAccept", (3,), _dec_update_accept),
     TYPE_UPDATE_REJECT: ("UpdateReject", (3,), _dec_update_reject),
     TYPE_SYNC: ("Sync", (7, 8, 9), _dec_sync),
+    TYPE_CHANNEL_CLOSED: ("ChannelClosed", (2,), _dec_channel_closed),
     TYPE_PING: ("Ping", (1,), _dec_ping),
     TYPE_PONG: ("Pong", (1,), _dec_pong),
 }

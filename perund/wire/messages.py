@@ -120,6 +120,18 @@ class UpdateReject:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelClosed:
+    """The sender holds channel `channel_id` closed, or does not hold it: it signs nothing more
+    on it. A receiver that still takes the channel for live settles it on-chain with its latest
+    state, which gives back what it deposited (docs/protocol.md, "A channel closed without the
+    chain"). Sent when a channel closes without touching the chain, and in answer to a Sync
+    about a channel the sender holds closed or does not know."""
+
+    channel_id: ChannelID
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Sync:
     """The sender's latest fully signed state: `signatures[i]` is participant i's signature.
 
@@ -245,6 +257,7 @@ Message = (
     | UpdateAccept
     | UpdateReject
     | Sync
+    | ChannelClosed
     | Ping
     | Pong
     | VirtualPropose
@@ -293,14 +306,15 @@ def response_key(msg: Message) -> CorrelationKey | None:
 
 
 def channel_id_of(msg: Message) -> ChannelID | None:
-    """The channel a message concerns (Update, UpdateAccept, UpdateReject, Sync, and the ledger
+    """The channel a message concerns (Update, UpdateAccept, UpdateReject, Sync, ChannelClosed,
+    and the ledger
     of a VirtualLock or VirtualFold), else None.
 
     Proposal messages name no channel yet (the ID is computed once both nonce shares are known).
     """
     if isinstance(msg, (Update, Sync, VirtualLock, VirtualFold)):
         return msg.state.channel_id
-    if isinstance(msg, (UpdateAccept, UpdateReject)):
+    if isinstance(msg, (UpdateAccept, UpdateReject, ChannelClosed)):
         return msg.channel_id
     return None
 

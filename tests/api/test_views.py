@@ -119,6 +119,13 @@ def test_closed_withdrawn_and_silent_notices() -> None:
     note = notification_of(ChannelNotice(final, ev.Closed(alice.channel_id, 0, ours)), aliases)
     assert isinstance(note, UpdateView) and note.error is None
     assert note.channel.paid_out == ours
+    # Closed without touching the chain (a funding or version-0 timeout): said so, not
+    # taken for a dispute.
+    lapsed = notification_of(ChannelNotice(closed, ev.Closed(
+        alice.channel_id, 0, (), off_chain="the proposer never countersigned version 0")),
+        aliases)
+    assert isinstance(lapsed, UpdateView) and lapsed.error == (
+        "closed without touching the chain: the proposer never countersigned version 0")
     # The chain paid less than the state gives us: said, not hidden.
     short = notification_of(ChannelNotice(final, ev.Closed(alice.channel_id, 0, ())), aliases)
     assert isinstance(short, UpdateView) and short.error is not None

@@ -9,6 +9,7 @@ from eth_hash.auto import keccak
 
 from perund.channel.changes import (
     Change,
+    ChannelClosedReceived,
     Funded,
     SyncReceived,
     UpdateAcceptReceived,
@@ -18,6 +19,7 @@ from perund.channel.changes import (
 from perund.channel.encoding import Signer, signing_digest
 from perund.channel.events import (
     Event,
+    SendChannelClosed,
     SendSync,
     SendUpdate,
     SendUpdateAccept,
@@ -115,6 +117,8 @@ def as_input(event: Event, sender: Signer, receiver: Signer) -> Change:
         return UpdateRejectReceived(sender.address, event.channel_id, event.version, event.reason)
     if isinstance(event, SendSync):
         return SyncReceived(sender.address, event.state, event.signatures)
+    if isinstance(event, SendChannelClosed):
+        return ChannelClosedReceived(sender.address, event.channel_id, event.reason)
     raise TypeError(f"not a message to a channel: {event!r}")
 
 

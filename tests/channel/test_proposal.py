@@ -27,12 +27,14 @@ from perund.channel.events import (
     Refused,
     Register,
     SendAccept,
+    SendChannelClosed,
     SendReject,
     SendSync,
     SendUpdateAccept,
     UpdateFailed,
     UpdateFailure,
 )
+from perund.channel.lifecycle import FUNDING_LAPSED
 from perund.channel.machine import transition
 from perund.channel.phases import Phase
 from perund.channel.proposal import (
@@ -392,7 +394,9 @@ def test_funding_deadline_with_nothing_of_ours_to_deposit_closes_without_a_trans
     alice, bob = make_pair(make_request(balances=((10 * ETHER, 0),)), funded=False)
     closed, events = transition(bob, FundingExpired())
     assert closed.phase is Phase.CLOSED and closed.unfunded
-    assert events == (Persist(closed), FundingFailed(bob.channel_id), Closed(bob.channel_id, 0, ()))
+    assert events == (Persist(closed), FundingFailed(bob.channel_id),
+                      SendChannelClosed(ALICE.address, bob.channel_id, FUNDING_LAPSED),
+                      Closed(bob.channel_id, 0, (), off_chain=FUNDING_LAPSED))
     closing, events = transition(alice, FundingExpired())
     assert closing.phase is Phase.CLOSING and isinstance(events[-1], Register)
 

@@ -33,12 +33,14 @@ from perund.channel.events import (
     Lost,
     Persist,
     Register,
+    SendChannelClosed,
     SendUpdateReject,
     UpdateFailed,
     UpdateFailure,
     UpdateNeedsUser,
     UpdateWithdrawn,
 )
+from perund.channel.lifecycle import VERSION_ZERO_LAPSED
 from perund.channel.machine import transition
 from perund.channel.phases import TERMINAL, Phase, advance, allowed, successors
 from perund.channel.records import Channel, SignedState
@@ -399,7 +401,8 @@ def test_a_proposal_whose_version_zero_lapsed_closes_unfunded() -> None:
     closed, events = transition(bob, VersionZeroLapsed())
     assert closed == replace(bob, phase=Phase.CLOSED, unfunded=True)
     assert events == (Persist(closed), FundingFailed(bob.channel_id),
-                      Closed(bob.channel_id, bob.version))
+                      SendChannelClosed(ALICE.address, bob.channel_id, VERSION_ZERO_LAPSED),
+                      Closed(bob.channel_id, bob.version, off_chain=VERSION_ZERO_LAPSED))
     _, funding = make_pair(funded=False)
     assert transition(funding, VersionZeroLapsed()) == (funding, ())
 

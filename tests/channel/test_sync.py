@@ -27,6 +27,7 @@ from perund.channel.events import (
     Reason,
     Refused,
     Register,
+    SendChannelClosed,
     SendSync,
     SendUpdateReject,
     Source,
@@ -38,7 +39,7 @@ from perund.channel.events import (
 from perund.channel.machine import transition
 from perund.channel.phases import Phase
 from perund.channel.records import Channel, SignedState
-from perund.channel.syncing import OVERTAKEN
+from perund.channel.syncing import CLOSED_HERE, OVERTAKEN
 from perund.channel.types import ChannelID, Signature, State, SubAlloc
 from perund.errors import FailedPrecondition
 from tests.channel.factories import (
@@ -476,12 +477,19 @@ def test_adopting_a_final_state_closes_cooperatively() -> None:
     assert events == (Refused(bob.channel_id, ALICE.address, Reason.FINAL, "version 2"),)
 
 
-def test_a_closed_channel_ignores_syncs() -> None:
+def test_a_closed_channel_answers_syncs_that_it_is_closed() -> None:
+    """A peer that syncs a channel we hold closed takes it for live: it is told, and settles
+    it on-chain (docs/protocol.md, "A channel closed without the chain"). Nothing changes here,
+    a closed channel starts no sync, and a stranger's Sync is refused as before."""
     _, bob = make_pair()
     closed, _ = transition(bob, Concluded(0))
     higher = next_state(bob)
-    assert sync_from_alice(closed, higher) == (closed, ())
+    assert sync_from_alice(closed, higher) == (
+        closed, (SendChannelClosed(ALICE.address, bob.channel_id, CLOSED_HERE),))
     assert transition(closed, StartSync()) == (closed, ())
+    stranger = SyncReceived(BOB.address, higher, (Signature(b"\x00" * 65),) * 2)
+    assert transition(closed, stranger) == (
+        closed, (Refused(bob.channel_id, BOB.address, Reason.NOT_PEER, ""),))
 
 
 def test_sync_exchange_always_ends() -> None:

@@ -310,7 +310,8 @@ def test_a_virtual_channel_whose_lock_failed_closes() -> None:
     closed, events = transition(hub.v_alice, LockFailed("refused"))
     assert closed.phase is Phase.CLOSED
     assert events == (Persist(closed), FundingFailed(closed.channel_id),
-                      Closed(closed.channel_id, 0))
+                      Closed(closed.channel_id, 0,
+                             off_chain="the lock in our ledger channel failed: refused"))
     assert transition(hub.la_alice, LockFailed("x")) == (hub.la_alice, ())
 
 

@@ -42,6 +42,7 @@ from perund.wire.codec import (
 from perund.wire.messages import (
     Accept,
     Auth,
+    ChannelClosed,
     Hello,
     Message,
     Ping,
@@ -138,6 +139,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(lambda state, sigs, data: Sync(state, sigs, data.draw(
         st.integers(state.version + 1, UINT64_MAX) if state.version < UINT64_MAX else st.just(0))),
               states(), st.tuples(signatures, signatures), st.data()),
+    st.builds(ChannelClosed, ids.map(ChannelID), reasons),
     st.builds(Ping, ping_nonces),
     st.builds(Pong, ping_nonces),
 )
@@ -272,6 +274,10 @@ GOLDEN: list[tuple[Message, str]] = [
         "35363738393a3b3c3d3e3f92c4081bc16d674ec80000c40092000193c4200909090909090909090909090909"
         "09090909090909090909090909090909090992c40101c4020100920100",
     ),
+    (
+        ChannelClosed(ChannelID(ID), "closed"),
+        "011292c420000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fa6636c6f736564",
+    ),
     (Ping(b"\x01\x02\x03"), "010a91c403010203"),
     (Pong(b""), "010b91c400"),
 ]
@@ -294,6 +300,7 @@ def test_golden_vectors_cover_every_message_type() -> None:
         UpdateAccept,
         UpdateReject,
         Sync,
+        ChannelClosed,
         Ping,
         Pong,
     }
@@ -608,6 +615,7 @@ def test_channel_id_of() -> None:
     assert channel_id_of(Sync(STATE, (SIG, SIG2))) == ID
     assert channel_id_of(UpdateAccept(ChannelID(ID2), 1, SIG)) == ID2
     assert channel_id_of(UpdateReject(ChannelID(ID2), 1, "")) == ID2
+    assert channel_id_of(ChannelClosed(ChannelID(ID2), "")) == ID2
     assert Update(STATE, SIG).channel_id == ID
     for msg in (Hello(1, A, ID), Propose(ID, 1, B, 1, ID2, (ETH,), ((1, 1),), A, B), Ping(b"")):
         assert channel_id_of(msg) is None
