@@ -295,6 +295,7 @@ class PeerManager(Dialling):
             expected,
             handshake_timeout=self.handshake_timeout,
             max_frame_size=self.max_frame_size,
+            backlog_pool=self.backlog_pool,
         )
         self._protocols.add(conn)
         self._hosts[conn] = host

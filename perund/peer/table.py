@@ -41,6 +41,7 @@ from perund.peer.records import (
     log,
 )
 from perund.ratelimit import LineBudget
+from perund.wire.limits import BacklogPool
 from perund.wire.messages import CorrelationKey, Message, Ping
 from perund.wire.protocol import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_SIZE, PeerProtocol
 
@@ -93,6 +94,9 @@ class PeerTable:
         self._hosts: dict[PeerProtocol, str | None] = {}
         self._opened: dict[PeerProtocol, float] = {}
         """When each connection was made (the handshake's eviction shield: `_admit`)."""
+        self.backlog_pool = BacklogPool()
+        """What this session's connections together hold for peers that do not read
+        (`perund.wire.limits.SESSION_BACKLOG`)."""
         self.admission = Admission(reactor, limits or PeerLimits())
         self._replaced_lines = LineBudget(reactor, log, "replaced peer connections")
         self.link_lines = LineBudget(reactor, log, "peer connections made or lost", lines=50)

@@ -22,6 +22,28 @@ MAX_BACKLOG: Final = 64 * 1024 * 1024
 """Bytes we may write to a connection after its transport asked us to pause (the peer does
 not read) before it is dropped: room for a resync of many thousands of channels."""
 
+SESSION_BACKLOG: Final = MAX_BACKLOG
+"""Bytes all of one session's connections together may hold that way (`BacklogPool`): the
+connection whose write takes them past it is dropped. A session's user chooses its contacts,
+and could otherwise add a thousand keys of its own that each send and never read, and make the
+node hold 64 MiB for each: every other user of the node would pay for that memory."""
+
+
+class BacklogPool:
+    """What the connections sharing it (a session's) hold beyond their transports' buffers,
+    against `limit` bytes (`SESSION_BACKLOG`)."""
+
+    def __init__(self, limit: int = SESSION_BACKLOG) -> None:
+        self.limit = limit
+        self.held = 0
+        """Bytes written to connections whose transports had paused us, not yet sent."""
+
+    @property
+    def over(self) -> bool:
+        """Whether the connections hold more than `limit`."""
+        return self.held > self.limit
+
+
 STRANGER_BACKLOG: Final = 256 * 1024
 """The same for a stranger's connection (`restrict`): its questions get answers whether or
 not it reads them, and an audit made a node buffer 500 MB of fee quotes that way."""

@@ -46,6 +46,7 @@ from perund.wire.limits import (
     MAX_BACKLOG,
     STRANGER_PING_BURST,
     STRANGER_PING_RATE,
+    BacklogPool,
 )
 from perund.wire.messages import (
     PROTOCOL_VERSION,
@@ -129,10 +130,25 @@ class PeerProtocolOwner(Protocol):
 class _OurWrites:
     """Registered with the transport as the (push) producer of what we write: the transport
     pauses it while more than its buffer size waits to be sent, that is while the peer does
-    not read (or reads slower than we write). `backlog` counts what we wrote since."""
+    not read (or reads slower than we write). `backlog` counts what we wrote since, and so
+    does `pool` (shared by the session's connections), until the transport resumes us or the
+    connection is gone."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool: BacklogPool | None) -> None:
         self.piling_up = False
+        self.backlog = 0
+        self.pool = pool
+
+    def add(self, size: int) -> None:
+        """`size` more bytes wait beyond the transport's buffer."""
+        self.backlog += size
+        if self.pool is not None:
+            self.pool.held += size
+
+    def settle(self) -> None:
+        """What waited is sent, or gone with the connection."""
+        if self.pool is not None:
+            self.pool.held -= self.backlog
         self.backlog = 0
 
     def pauseProducing(self) -> None:
@@ -140,7 +156,7 @@ class _OurWrites:
 
     def resumeProducing(self) -> None:
         self.piling_up = False
-        self.backlog = 0
+        self.settle()
 
     def stopProducing(self) -> None:
         self.piling_up = True
@@ -160,6 +176,7 @@ class PeerProtocol(TwistedProtocol):
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        backlog_pool: BacklogPool | None = None,
     ) -> None:
         self._owner = owner
         self._signer = signer
@@ -186,7 +203,7 @@ class PeerProtocol(TwistedProtocol):
         self._reading_paused = False
         self._held_back = False
         """The owner cannot take this connection's messages yet (`hold_back`)."""
-        self._writes = _OurWrites()
+        self._writes = _OurWrites(backlog_pool)
         self._closed_waiters: list[Deferred[None]] = []
         self._sent_at_once = False
         """Whether a message went out at once since the peer last sent us data (`_send_now`)."""
@@ -252,6 +269,7 @@ class PeerProtocol(TwistedProtocol):
     def abort(self) -> None:
         """Drop the connection at once, discarding unsent data."""
         self._closing()
+        self._writes.settle()  # discarded now: the session's other connections may write it
         if self._transport is not None:
             self._transport.abortConnection()
 
@@ -379,6 +397,8 @@ class PeerProtocol(TwistedProtocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing()
         self._buffer = bytearray()
+        self._writes.stopProducing()
+        self._writes.settle()  # what waited in the transport is gone with it
         self.connected = 0
         try:
             self._owner.peer_connection_lost(self, reason)
@@ -398,11 +418,19 @@ class PeerProtocol(TwistedProtocol):
         assert self._transport is not None  # only called once connected
         writes = self._writes
         if writes.piling_up:
-            writes.backlog += 4 + len(payload)
-            if writes.backlog > self._max_backlog and self.state is not HandshakeState.CLOSED:
-                self._violation(f"it does not read what we send ({writes.backlog} bytes wait "
-                                f"beyond the transport's buffer, max {self._max_backlog})")
-                return
+            writes.add(4 + len(payload))
+            if self.state is not HandshakeState.CLOSED:
+                if writes.backlog > self._max_backlog:
+                    self._violation(f"it does not read what we send ({writes.backlog} bytes "
+                                    f"wait beyond the transport's buffer, max "
+                                    f"{self._max_backlog})")
+                    return
+                pool = writes.pool
+                if pool is not None and pool.over:
+                    self._violation(f"it does not read what we send ({writes.backlog} bytes "
+                                    f"wait; the session's connections hold {pool.held}, max "
+                                    f"{pool.limit})")
+                    return
         self._transport.write(_LENGTH.pack(len(payload)) + payload)
 
     def _send_now(self) -> None:

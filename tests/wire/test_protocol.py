@@ -17,7 +17,12 @@ from perund.channel.encoding import Signer
 from perund.channel.memo import PaymentPart
 from perund.channel.types import ETH, Address, ChannelID, Signature, State
 from perund.wire.codec import decode, encode
-from perund.wire.limits import HANDSHAKE_FRAME_SIZE, HELLO_TIMEOUT, STRANGER_PING_BURST
+from perund.wire.limits import (
+    HANDSHAKE_FRAME_SIZE,
+    HELLO_TIMEOUT,
+    STRANGER_PING_BURST,
+    BacklogPool,
+)
 from perund.wire.messages import (
     PROTOCOL_VERSION,
     Auth,
@@ -190,12 +195,14 @@ def test_connection_closes_are_reported_to_the_owner() -> None:
 class Harness:
     """A listening PeerProtocol (Bob) fed raw bytes by a test acting as the dialer."""
 
-    def __init__(self, max_frame_size: int = 64 * 1024) -> None:
+    def __init__(self, max_frame_size: int = 64 * 1024,
+                 backlog_pool: BacklogPool | None = None) -> None:
         self.clock = Clock()
         self.owner = Recorder()
         self.transport = StringTransport()
         self.proto = PeerProtocol(
-            self.owner, BOB, self.clock, Role.LISTENER, max_frame_size=max_frame_size
+            self.owner, BOB, self.clock, Role.LISTENER, max_frame_size=max_frame_size,
+            backlog_pool=backlog_pool,
         )
         self.proto.makeConnection(self.transport)
         sent = list(frames_in(self.transport.value()))
@@ -464,6 +471,33 @@ def test_a_peer_that_does_not_read_is_dropped_past_its_backlog() -> None:
     for _ in range(5):
         h.proto.send(UPDATE)
     assert not h.proto.closed
+
+
+def test_a_sessions_connections_share_one_backlog() -> None:
+    """Each connection may hold up to its own backlog for a peer that does not read, but all
+    of a session's together no more than their pool: a user could otherwise add many keys of
+    its own as contacts, none reading, and make the node hold 64 MiB for each. The connection
+    whose write goes past the pool is dropped; what a dropped or drained connection held is
+    given back."""
+    frame = 4 + len(encode(UPDATE))
+    pool = BacklogPool(limit=10 * frame)
+    peers = [Harness(backlog_pool=pool) for _ in range(3)]
+    for h in peers:
+        h.authenticate()
+        h.proto._writes.pauseProducing()  # none of them reads
+    for h in peers[:2]:
+        for _ in range(5):
+            h.proto.send(UPDATE)
+    assert pool.held == 10 * frame and not any(h.proto.closed for h in peers)
+    with capturedLogs() as events:
+        peers[2].proto.send(UPDATE)  # the eleventh frame held: past the pool
+    assert peers[2].dropped and not peers[0].proto.closed and not peers[1].proto.closed
+    assert any("the session's connections hold" in r for r in dropped_reasons(events))
+    assert pool.held == 10 * frame  # the dropped connection's frame is gone with it
+    peers[0].proto._writes.resumeProducing()  # alice reads again: hers are on their way
+    assert pool.held == 5 * frame
+    peers[1].proto.connectionLost()
+    assert pool.held == 0
 
 
 def test_nothing_after_a_violation_is_processed() -> None:
