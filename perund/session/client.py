@@ -278,6 +278,7 @@ class ChannelClient(TimingKnobs):
             if self.peers.is_connected(peer):
                 self.peers.disconnect(peer).addErrback(
                     lambda f: log.failure("closing a link for a resync failed", f))
+        self._memos.restore(self.channels)
         self._questions.tell_gone(self.channels)
         self._closing.resume()
         return restored

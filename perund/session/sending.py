@@ -445,7 +445,7 @@ class SendQueue:
             return fail(FailedPrecondition("the update was not staged"))
         done: Deferred[Channel] = Deferred()
         self._in_flight[(channel_id, staged.state.version)] = (done, staged.state, signed)
-        self._memos.note(channel_id, staged.state.version, memo)
+        self._memos.note(channel_id, staged.state.version, memo, ours=True)
         self._commit(new, events)
         return done.addErrback(self._retry, channel_id, transfers, is_final, attempt, memo,
                                proof, signed, staged.state)

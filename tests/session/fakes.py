@@ -315,11 +315,12 @@ def side(net: Net, store: ChannelStore | None = None, chain: Chain | None = None
     return one
 
 
-def restart(net: Net, user: Side, **options: object) -> None:
+def restart(net: Net, user: Side, store: ChannelStore | None = None,
+            **options: object) -> None:
     """`user`'s node crashes and starts again: off the net, its client stopped, a new client
     (with `options`) on the same keys and store (a MemoryStore keeps every write, as the data
-    file does for a killed process) restored in its place; back on the net once the caller
-    mends it."""
+    file does for a killed process; `store`: a store opened again instead) restored in its
+    place; back on the net once the caller mends it."""
     old = user.client
     net.cut(user.address)
     old.stop()
@@ -327,7 +328,7 @@ def restart(net: Net, user: Side, **options: object) -> None:
     user.links = Links(net, user.address)
     user.client = ChannelClient(
         net.clock, signer=old.signer, receiver=old.receiver, peers=user.links,
-        deployment=DEPLOYMENT, store=old.store, funder=user.chain, settler=user.chain,
+        deployment=DEPLOYMENT, store=store or old.store, funder=user.chain, settler=user.chain,
         is_contact=lambda address: address in net.links, **options,  # type: ignore[arg-type]
     )
     user.client.observers.append(user.notices.append)
