@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -37,7 +36,7 @@ from perund.channel.types import Address, ChannelID
 from perund.errors import PeerProtocolError, PeerRejected, PeerRequestTimedOut, PerundError
 from perund.session.ports import PeerLinks
 from perund.session.questions import IncomingProposal, Questions
-from perund.session.timing import Timing
+from perund.session.timing import Timing, VersionZeroWaits
 from perund.wire.messages import Accept, Propose, Reject, VirtualPropose
 
 Start = Callable[[Channel, Sequence[ev.Event]], Deferred[Channel]]
@@ -65,7 +64,8 @@ class Opening:
         self._channels = channels
         self._apply = apply
         self._not_open_yet = not_open_yet
-        self._version_zero_waits: dict[ChannelID, DelayedCall] = {}
+        self._version_zero_waits = VersionZeroWaits(reactor, timing,
+                                                    self._version_zero_expired)
         self._signer = signer
         self._receiver = receiver
         self._deployment = deployment
@@ -137,34 +137,21 @@ class Opening:
     def wait_for_version_zero(self, channel_id: ChannelID) -> None:
         """Close `channel_id` (proposing: we accepted it) unless the proposer's signature on
         version 0 comes within its response and request timeouts (module doc)."""
-        if channel_id not in self._version_zero_waits:
-            self._version_zero_waits[channel_id] = self._reactor.callLater(
-                self._version_zero_patience(), self._version_zero_expired, channel_id)
+        self._version_zero_waits.start(channel_id)
 
     def version_zero_signed(self, channel_id: ChannelID) -> None:
         """The proposer's signature on version 0 came: the wait for it ends."""
-        wait = self._version_zero_waits.pop(channel_id, None)
-        if wait is not None and wait.active():
-            wait.cancel()
+        self._version_zero_waits.signed(channel_id)
 
     def stop(self) -> None:
         """Cancel the waits for version 0 (the next start waits again)."""
-        for wait in self._version_zero_waits.values():
-            if wait.active():
-                wait.cancel()
-        self._version_zero_waits.clear()
-
-    def _version_zero_patience(self) -> float:
-        """How long the proposer has for its signature on version 0: as long as it gives us
-        to answer (`propose`'s request timeout)."""
-        return self._timing.response_timeout + self._timing.request_timeout
+        self._version_zero_waits.stop()
 
     def _version_zero_expired(self, channel_id: ChannelID) -> None:
-        self._version_zero_waits.pop(channel_id, None)
         channel = self._channels.get(channel_id)
         if channel is None or channel.phase is not Phase.PROPOSING:
             return
-        waited = self._version_zero_patience()
+        waited = self._version_zero_waits.patience
         log.warn("channel {channel_id}: the proposer did not countersign version 0 within "
                  "{waited:g} s; closing it (nothing was deposited)",
                  channel_id=_hex(channel_id), waited=waited)

@@ -34,7 +34,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -80,7 +79,7 @@ from perund.session.fold_retries import FoldRetries
 from perund.session.ports import PeerLinks
 from perund.session.questions import IncomingProposal, Questions
 from perund.session.sending import SendQueue
-from perund.session.timing import Timing
+from perund.session.timing import Timing, VersionZeroWaits
 from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual
 from perund.wire.messages import FeeQuery, FeeQuote, Reject, VirtualAccept, VirtualPropose
 
@@ -163,7 +162,7 @@ class Virtuals:
         self._awaiting: dict[ChannelID, ev.Conclude] = {}
         """Parents whose conclusion waits for a virtual channel to be registered."""
         self._lock_errors: dict[ChannelID, PerundError] = {}
-        self._v0_waits: dict[ChannelID, DelayedCall] = {}
+        self._v0_waits = VersionZeroWaits(reactor, timing, self._v0_expired)
         """Virtual channels we accepted, waiting for the proposer to countersign version 0."""
 
     # -- tracking -------------------------------------------------------------------------------
@@ -176,10 +175,7 @@ class Virtuals:
     def stop(self) -> None:
         """Cancel the waits for version 0 (a channel still proposing closes at the next
         start) and the folds' pauses (the next start folds again)."""
-        for wait in self._v0_waits.values():
-            if wait.active():
-                wait.cancel()
-        self._v0_waits.clear()
+        self._v0_waits.stop()
         self._retries.stop()
 
     def lock_error(self, channel_id: ChannelID) -> PerundError | None:
@@ -383,15 +379,13 @@ class Virtuals:
             deployment=self._deployment, confirm_updates=self._confirm)
         self.track(channel)
         vid = channel.channel_id
-        self._v0_waits[vid] = self._reactor.callLater(
-            self._timing.response_timeout + self._timing.request_timeout, self._v0_expired, vid)
+        self._v0_waits.start(vid)
         return await self._start(channel, events)
 
     def _v0_expired(self, vid: ChannelID) -> None:
         """The proposer never countersigned version 0 (it crashed, or went silent): nothing
         is locked for the channel on our side, and we lock only a fully signed version 0, so
         it closes (docs/protocol.md: the proposal or v0 times out)."""
-        self._v0_waits.pop(vid, None)
         channel = self._channels.get(vid)
         if channel is not None and channel.phase is Phase.PROPOSING:
             log.warn("virtual channel {vid}: the proposer did not countersign version 0 in "
@@ -403,6 +397,7 @@ class Virtuals:
     def lock_parent(self, e: ev.LockParent) -> None:
         """Lock a virtual channel's version 0 in our ledger (`ev.LockParent`), paying the
         intermediary the fee we were quoted if we opened it."""
+        self._v0_waits.signed(e.channel_id)  # we lock only a fully signed version 0
         self._through_parent(e.channel_id, e.parent,
                              replace(e.proof, fee=self._fees.offered(e.channel_id)))
 
