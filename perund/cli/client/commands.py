@@ -473,14 +473,25 @@ def channel_open(ctx: Context, args: argparse.Namespace) -> Result:
                 _opened(ctx, ""))
 
 
-def _close_status(ctx: Context, session: str, channel: dict[str, Any]) -> Callable[[], str]:
+DEFAULT_PEER_WAIT = 300
+"""Seconds the node waits for a peer that cannot be reached when `channel_close` does not say
+(the node's `perund.session.closing.PEER_WAIT`; a test checks they agree)."""
+
+
+def _close_status(ctx: Context, session: str, channel: dict[str, Any],
+                  disputes_from: float | None) -> Callable[[], str]:
+    """The progress line of a close; `disputes_from`: when (node time) the node disputes the
+    channel if the peer cannot be reached until then (None: a forced close)."""
     peer = channel["peer"]
 
     def status() -> str:
         c = ctx.quick("channel_get", sessionId=session, channelId=channel["channelId"])
         phase = c["phase"]
         if phase in ("open", "updating"):
-            return f"waiting for {peer} to sign the final state"
+            if disputes_from is None:
+                return f"waiting for {peer} to sign the final state"
+            return (f"waiting for {peer} to sign the final state (if {peer} cannot be reached "
+                    f"until {render.clock(disputes_from)}, disputing on-chain)")
         if phase == "closing":
             return ("final state signed; concluding on-chain" if c.get("isFinal")
                     else "registering the latest state on-chain")
@@ -513,10 +524,13 @@ def channel_close(ctx: Context, args: argparse.Namespace) -> Result:
                                f"{closed['peer']} is {ctx.style.ok(closed['phase'])} ({how}), "
                                f"{render.payout_text(closed, ctx.style)}")
 
+    wait = None if args.force else (DEFAULT_PEER_WAIT if args.peer_wait is None
+                                    else args.peer_wait)
+    disputes_from = None if wait is None else ctx.node_now() + wait
     return Long(f"closing channel {short_id(channel_id)} with {channel['peer']}",
                 lambda: ctx.call_long("channel_close", sessionId=session, channelId=channel_id,
                                       **_close_how(args)),
-                _close_status(ctx, session, channel), finish)
+                _close_status(ctx, session, channel, disputes_from), finish)
 
 
 def _close_how(args: argparse.Namespace) -> dict[str, Any]:
