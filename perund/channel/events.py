@@ -67,6 +67,9 @@ class Reason(enum.Enum):
     USER_TIMEOUT = "the user did not answer in time"
     WITHDRAWN = "the peer withdrew its update before our user answered"
     NEWER_STATE = "the peer holds a newer state"
+    HOLDS_NOTHING_OF_OURS = ("the peer says it holds the channel closed or does not know it, "
+                             "but the channel holds nothing of ours: it stays open (its "
+                             "deposits are the peer's, freed by a close of ours, a dispute)")
     # Sync
     STALE = "not a successor of our state"
     CONFLICT = "a different fully signed state of the same version"

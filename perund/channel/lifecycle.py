@@ -77,9 +77,13 @@ def _gave_up(channel: Channel, why: str) -> SendChannelClosed:
 
 def _nothing_of_ours(channel: Channel) -> bool:
     """A ledger channel whose latest fully signed state gives us nothing: nothing of ours to
-    deposit, or to get back on-chain."""
-    return type(channel.params) is Params and not any(
-        row[channel.index] for row in current_of(channel).state.balances)
+    deposit, or to get back on-chain. Funds it locks for virtual channels may be ours when
+    those end (an audit: a hub's `ChannelClosed` closed a receiving user's ledger at once, and
+    the virtual channel's balance owed her went to the hub), so a state with locks never
+    counts as nothing."""
+    state = current_of(channel).state
+    return type(channel.params) is Params and not state.locked and not any(
+        row[channel.index] for row in state.balances)
 
 
 def _funded(channel: Channel, change: Funded) -> Result:
@@ -239,15 +243,21 @@ def _channel_closed_received(channel: Channel, change: ChannelClosedReceived) ->
     """The peer signs nothing more on the channel (it closed it without the chain, or lost
     it): settle on-chain with our latest state, as a forced close does, so that what we
     deposited, or may still have on its way to the contract, comes back; the conclusion pays
-    it, and a deposit mined after the conclusion reverts. With nothing of ours in the state,
-    close at once, as a funding that expired does. Only a channel that still takes updates
-    acts; a settling one is on its way already. A dishonest peer gains nothing by it: our
-    latest state is what a dispute of ours would register anyway."""
+    it, and a deposit mined after the conclusion reverts. A channel still funding with nothing
+    of ours in the state closes at once, as a funding that expired does. An open one with
+    nothing of ours stays open, refusing the message: what it holds is the peer's deposits
+    (a peer that lost the channel, restored from an older backup, say), which only our state
+    frees; closing it would strand them for good (an audit), and a dispute would be ours to
+    pay for theirs. Our user may still close it (`channel_close`: a dispute). Only a channel
+    that still takes updates acts; a settling one is on its way already. A dishonest peer
+    gains nothing by it: our latest state is what a dispute of ours would register anyway."""
     if change.sender != channel.peer:
         return refuse(channel, change.sender, Reason.NOT_PEER)
     if channel.phase not in RECEIVES_UPDATES or type(channel.params) is not Params:
         return channel, NOTHING
     funding = channel.phase is Phase.FUNDING
+    if not funding and _nothing_of_ours(channel):
+        return refuse(channel, change.sender, Reason.HOLDS_NOTHING_OF_OURS)
     channel, dropped = drop_staged(channel, UpdateFailure.SETTLING, "the peer closed the channel")
     failed = (FundingFailed(channel.channel_id),) if funding else ()
     if _nothing_of_ours(channel):

@@ -32,8 +32,19 @@ from perund.channel.events import (
 from perund.channel.lifecycle import FUNDING_LAPSED, PEER_CLOSED
 from perund.channel.machine import transition
 from perund.channel.phases import Phase
+from perund.channel.records import SignedState
 from perund.channel.syncing import CLOSED_HERE
-from tests.channel.factories import ALICE, BOB, ETHER, deliver, make_pair, make_request
+from perund.channel.types import ChannelID, SubAlloc
+from tests.channel.factories import (
+    ALICE,
+    BOB,
+    ETHER,
+    deliver,
+    fully_signed_by_both,
+    make_pair,
+    make_request,
+    next_state,
+)
 
 ALONE = make_request(balances=((10 * ETHER, 0),))
 """alice funds the channel alone: bob has nothing of his in it."""
@@ -116,3 +127,31 @@ def test_only_the_peer_closes_and_only_a_live_channel() -> None:
     assert closing.phase is Phase.CLOSING
     assert deliver(closing, SendChannelClosed(ALICE.address, alice.channel_id, "closed"),
                    BOB, ALICE) == (closing, ())
+
+
+def test_an_open_channel_holding_nothing_of_ours_stays_open_when_told() -> None:
+    """alice restored her node from a backup older than the channel she alone funded: she
+    answers bob's Sync with `ChannelClosed` (she does not know it). Bob has nothing in it, and
+    his state is the only one that frees her deposit: closing it without the chain would
+    strand it for good (an audit). He refuses the message and keeps the channel open; his
+    user may still close it (a dispute)."""
+    _, bob = make_pair(ALONE)
+    told = SendChannelClosed(BOB.address, bob.channel_id, "unknown channel")
+    assert deliver(bob, told, ALICE, BOB) == (
+        bob, (Refused(bob.channel_id, ALICE.address, Reason.HOLDS_NOTHING_OF_OURS, ""),))
+
+
+def test_a_ledger_locking_a_virtual_channel_is_settled_on_chain_when_told() -> None:
+    """bob's free balance in the ledger is 0, but it locks a virtual channel whose outcome may
+    be his (he receives there). A `ChannelClosed` from his hub must not close the ledger at
+    once (an audit: the hub then registered the ledger's version 0 unrefuted and kept the
+    virtual channel's balance owed to bob): he registers his latest state, locks included."""
+    _, bob = make_pair(ALONE)
+    lock = SubAlloc(ChannelID(b"\x07" * 32), (ETHER,), (0, 1))
+    state = next_state(bob, balances=((9 * ETHER, 0),), locked=(lock,))
+    bob = bob.evolve(current=SignedState(state, fully_signed_by_both(state)))
+    told = SendChannelClosed(BOB.address, bob.channel_id, "unknown channel")
+    settling, events = deliver(bob, told, ALICE, BOB)
+    assert settling.phase is Phase.CLOSING
+    assert events == (Persist(settling), Register(bob.channel_id, bob.params, state,
+                                                  fully_signed_by_both(state)))
