@@ -19,9 +19,12 @@ from perund.channel.encoding import keccak
 from perund.channel.memo import Memo
 from perund.channel.types import Address, ChannelID, Signature, State, VirtualProof
 
-PROTOCOL_VERSION: Final = 2
+PROTOCOL_VERSION: Final = 3
 """The peer protocol version sent in Hello; peers with a different version are refused.
-2: virtual channels' lock fields and the intermediary's fee (`FeeQuery`/`FeeQuote`)."""
+2: virtual channels' lock fields and the intermediary's fee (`FeeQuery`/`FeeQuote`).
+3: `ChannelClosed` (type 18). A node of version 2 drops a connection that carries one, and both
+redialled and dropped in a loop until each cut the other off (an audit): refused at the
+handshake instead, saying why."""
 
 _AUTH_DOMAIN: Final = b"perund-auth"
 
