@@ -54,8 +54,8 @@ RECONNECTIONS: Final = 3
 """How often a close proposes its final update again after its connection dropped."""
 
 INTENT: Final = "closing:"
-"""Store meta prefix of the closes under way (module doc); the value is the close's peer wait
-(seconds, as text)."""
+"""Store meta prefix of the closes under way (module doc); the value is when the close stops
+waiting for a peer that cannot be reached (the clock's seconds, as text)."""
 
 PEER_WAIT: Final = fold_retries.PATIENCE
 """Seconds a close waits for a peer that cannot be reached, unless its caller says otherwise:
@@ -63,6 +63,10 @@ as long as a virtual channel's fold waits for its intermediary."""
 
 MAX_PEER_WAIT: Final = 86_400
 """The longest wait a caller may ask for (a day): the call waits that long for its answer."""
+
+PAUSES_PER_LINE: Final = 15
+"""A close waiting for an unreachable peer logs its first pause, then one in this many (about
+once a minute): a day's wait of many channels would otherwise log thousands of lines each."""
 
 
 def _hex(data: bytes) -> str:
@@ -74,19 +78,17 @@ def _settling(channel: Channel) -> bool:
     return channel.latest.is_final or channel.phase not in (Phase.OPEN, Phase.UPDATING)
 
 
-def _noted_wait(noted: bytes | None) -> float | None:
-    """The peer wait noted with a close (None: the default; a note from before the wait was
-    noted is empty)."""
+def _noted_wait(noted: bytes | None, now: float) -> float | None:
+    """What is left at `now` of the peer wait noted with a close (None: the default; a note
+    from before the wait was noted is empty). A restart does not start the wait again: a node
+    that keeps crashing would otherwise never settle."""
     try:
-        wait = float((noted or b"").decode("ascii"))
+        until = float((noted or b"").decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         return None
-    return wait if 0 <= wait <= MAX_PEER_WAIT else None
-
-
-def _resumed_close_failed(failure: Failure, channel_id: ChannelID) -> None:
-    log.warn("channel {channel_id}: the close resumed after the restart failed: {why}",
-             channel_id=_hex(channel_id), why=failure.getErrorMessage())
+    if until != until or until in (float("inf"), float("-inf")):
+        return None
+    return min(max(0.0, until - now), MAX_PEER_WAIT)
 
 
 class Closing:
@@ -128,16 +130,16 @@ class Closing:
         A peer that cannot be reached is waited for `peer_wait` seconds (None: `PEER_WAIT`)
         before the channel is settled on-chain without it."""
         self._channel(channel_id)
-        patience = PEER_WAIT if peer_wait is None else peer_wait
+        until = self._clock.seconds() + (PEER_WAIT if peer_wait is None else peer_wait)
         intent = INTENT + channel_id.hex()
-        # The wait goes with the note: a resumed close is as patient as the one asked for.
-        self._store.set_meta(intent, repr(float(patience)).encode())
+        # The wait's end goes with the note: a resumed close waits what is left of it.
+        self._store.set_meta(intent, repr(float(until)).encode())
         try:
             # Durable before the final update leaves: a crash at any later moment resumes.
             written = self._store.flush()
             if written is not None:
                 await written
-            return await self._close(channel_id, patience)
+            return await self._close(channel_id, until)
         finally:
             if not self._stopped():
                 # A failed store: the session says so, and the next start resumes the close.
@@ -167,11 +169,17 @@ class Closing:
             log.info("channel {channel_id}: resuming the close asked for before the restart",
                      channel_id=_hex(channel_id))
             closing = Deferred.fromCoroutine(
-                self.close(channel_id, _noted_wait(noted)))
-            resumed.append(closing.addErrback(_resumed_close_failed, channel_id))
+                self.close(channel_id, _noted_wait(noted, self._clock.seconds())))
+            resumed.append(closing.addErrback(self._resumed_close_failed, channel_id))
         return resumed
 
-    async def _close(self, channel_id: ChannelID, patience: float) -> Channel:
+    def _resumed_close_failed(self, failure: Failure, channel_id: ChannelID) -> None:
+        if self._stopped():
+            return  # cut short by the stop: noted still, it resumes at the next start
+        log.warn("channel {channel_id}: the close resumed after the restart failed: {why}",
+                 channel_id=_hex(channel_id), why=failure.getErrorMessage())
+
+    async def _close(self, channel_id: ChannelID, until: float) -> Channel:
         channel = self._channels[channel_id]
         if channel.phase is Phase.CLOSED:
             return channel  # while the note was written
@@ -182,7 +190,9 @@ class Closing:
             await folding
             channel = self._channels[channel_id]
         if not _settling(channel):
-            await self._cooperatively(channel_id, patience)
+            await self._cooperatively(channel_id, until)
+            if self._stopped():
+                raise FailedPrecondition("the session is closing")
             if not _settling(self._channels[channel_id]):
                 # Refused or unanswered, or it never left (the peer is unreachable): register
                 # ourselves. (The core registers a refused final update by itself.)
@@ -191,31 +201,35 @@ class Closing:
             self._apply(channel_id, ForceClose(), True)
         return await closed
 
-    async def _cooperatively(self, channel_id: ChannelID, patience: float) -> None:
+    async def _cooperatively(self, channel_id: ChannelID, until: float) -> None:
         """Send the final update, again after a dropped connection, or while the peer is
-        away, for `patience` seconds (module doc); logs why it did not get through, if it
-        did not."""
+        away, until `until` (module doc); logs why it did not get through, if it did not
+        (and nothing once the session stops: the close stays noted for the next start)."""
         reconnections = pauses = 0
-        away_since: float | None = None
         while True:
+            if self._stopped():
+                return
             try:
                 await self._final(channel_id)
                 return
             except PeerUnreachable as exc:
                 # Nothing was signed: the send queue proposes only once the link is up.
-                now = self._clock.seconds()
-                away_since = now if away_since is None else away_since
-                if now - away_since >= patience:
+                left = until - self._clock.seconds()
+                if left <= 0:
                     why: Exception = exc
                     break
                 pauses += 1
-                delay = fold_retries.pause_before(pauses, self._random())
-                log.info("channel {channel_id}: the peer cannot be reached ({why}); "
-                         "proposing the final update again in {delay:.1f} s",
-                         channel_id=_hex(channel_id), why=exc, delay=delay)
+                delay = min(left, fold_retries.pause_before(pauses, self._random()))
+                if pauses % PAUSES_PER_LINE == 1:
+                    log.info("channel {channel_id}: the peer cannot be reached ({why}); "
+                             "proposing the final update again, for up to {left:.0f} s more, "
+                             "then disputing", channel_id=_hex(channel_id), why=exc, left=left)
                 await deferLater(self._clock, delay, lambda: None)
-                if _settling(self._channels[channel_id]):
-                    return  # a Sync or a dispute meanwhile
+                if _settling(self._channels[channel_id]) or self._stopped():
+                    return  # a Sync or a dispute meanwhile, or the session stopped
+                if self._clock.seconds() >= until:
+                    why = exc
+                    break
             except PeerDisconnected as exc:
                 if _settling(self._channels[channel_id]):
                     return  # the peer's Sync brought the final state: it concludes
@@ -230,6 +244,8 @@ class Closing:
                 why = exc
                 break
             except FailedPrecondition as exc:
+                if self._stopped():
+                    return  # the session is closing: the close resumes at the next start
                 if (reconnections or pauses) and _settling(self._channels[channel_id]):
                     return  # settling already: the peer's Sync brought the final state
                 # A lock signed while our final update waited in the line: the ledger funds a

@@ -90,6 +90,10 @@ def test_counts_are_whole_numbers_of_at_least_one(line: str) -> None:
     ("channel close bob --peer-wait -5", "expected seconds or a duration"),
     ("channel close bob --peer-wait 10x", "expected seconds or a duration"),
     ("channel close bob --force --peer-wait 10", "not allowed with argument --force"),
+    ("channel close bob --peer-wait 2d", "at most a day"),
+    ("channel close bob --peer-wait 86401", "at most a day"),
+    ("channel close bob --peer-wait 99999999999999999999999", "expected seconds"),
+    ("channel close bob --peer-wait \u0663", "expected seconds"),
 ])
 def test_a_close_s_wait_is_a_duration_and_not_with_force(line: str, says: str) -> None:
     with pytest.raises(UsageError, match=says):
@@ -97,7 +101,8 @@ def test_a_close_s_wait_is_a_duration_and_not_with_force(line: str, says: str) -
 
 
 @pytest.mark.parametrize(("wait", "seconds"), [("90", 90), ("90s", 90), ("10m", 600),
-                                               ("1h", 3600), ("0", 0), ("1.5s", 2)])
+                                               ("1h", 3600), ("0", 0), ("1.5s", 2),
+                                               ("86400", 86_400), ("24h", 86_400)])
 def test_a_close_s_wait_is_taken_in_seconds(wait: str, seconds: int) -> None:
     args = build_parser().parse_args(["channel", "close", "bob", "--peer-wait", wait])
     assert args.peer_wait == seconds and not args.force

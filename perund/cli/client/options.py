@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from perund.config_values import parse_duration
 
@@ -39,13 +39,22 @@ def at_least_one(text: str) -> int:
     return number
 
 
+MAX_WAIT: Final = 86_400
+"""The longest wait option (a day: the node refuses more)."""
+
+
 def wait_seconds(text: str) -> int:
-    """A wait option's value: whole seconds (`90`), or a duration (`90s`, `10m`, `1h`)."""
+    """A wait option's value: whole seconds (`90`), or a duration (`90s`, `10m`, `1h`), at
+    most a day."""
+    plain = text.strip()
     try:
-        seconds = float(text) if text.strip().isdigit() else parse_duration(text)
+        seconds = float(plain) if plain.isascii() and plain.isdigit() and len(plain) < 10 \
+            else parse_duration(plain)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected seconds or a duration such as 90s, 10m or 1h, not {text!r}") from None
+    if seconds > MAX_WAIT:
+        raise argparse.ArgumentTypeError(f"at most a day (86400 s, 24h), not {text!r}")
     return math.ceil(seconds)
 
 
