@@ -47,8 +47,8 @@ def test_the_cli_knows_the_nodes_default_wait() -> None:
 
 def test_a_close_says_until_when_an_unreachable_peer_is_waited_for() -> None:
     line = _progress(f"channel close {CHANNEL}")
-    assert line.startswith("waiting for bob to sign the final state (if bob cannot be reached "
-                           "until ")
+    assert line.startswith("waiting for bob to sign the final state (a dispute at ")
+    assert line.endswith(" if bob stays unreachable)")
     before = time.time()
     shorter = _progress(f"channel close {CHANNEL} --peer-wait 1h")
     assert any(clock(before + 3600 + dt) in shorter for dt in range(-1, 4)), shorter

@@ -178,7 +178,8 @@ def test_one_shot_commands(one_daemon: Daemon, anvil_setup: Generated, tmp_path:
         assert final["channel"]["balances"] == {"ETH": {"self": "0.9", "peer": "0.6"}}
         assert closing.stderr is not None
         assert re.fullmatch(rf"… closing channel {cid[:10]}… with bob: waiting for bob to sign "
-                            r"the final state \(\d+ s\)\n", closing.stderr.readline())
+                            r"the final state \(a dispute at \d\d:\d\d:\d\d if bob stays "
+                            r"unreachable\) \(\d+ s\)\n", closing.stderr.readline())
         assert run(b, "update", "accept", cid, final["updateId"]).returncode == 0
         assert next_push(watch, "closed")["channelId"] == cid
         out, err = closing.communicate(timeout=120)

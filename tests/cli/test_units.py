@@ -290,6 +290,20 @@ def test_progress_lines_without_a_terminal() -> None:
         tty.getvalue() and tty.getvalue().endswith("\r\x1b[K")
 
 
+
+def test_a_progress_line_is_cut_to_the_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A redrawn line wider than the terminal would wrap, and each redraw would leave a row
+    behind: it is cut to fit, with an ellipsis."""
+    from perund.cli.client.progress import ProgressLine
+
+    monkeypatch.setenv("COLUMNS", "40")
+    tty = io.StringIO()
+    ProgressLine(tty, tty=True, style=Style(False)).show(
+        "closing channel 0x486fc47a… with bob", "waiting for bob to sign the final state", 3)
+    line = tty.getvalue()[len("\r\x1b[K"):]
+    assert len(line) <= 40 - 1 and line.endswith("… (3 s)"), line
+
+
 def test_unfunded_and_lost_channels_say_so() -> None:
     from perund.cli.client.render import channel_details, channel_rows
 

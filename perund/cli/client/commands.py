@@ -490,8 +490,8 @@ def _close_status(ctx: Context, session: str, channel: dict[str, Any],
         if phase in ("open", "updating"):
             if disputes_from is None:
                 return f"waiting for {peer} to sign the final state"
-            return (f"waiting for {peer} to sign the final state (if {peer} cannot be reached "
-                    f"until {render.clock(disputes_from)}, disputing on-chain)")
+            return (f"waiting for {peer} to sign the final state (a dispute at "
+                    f"{render.clock(disputes_from)} if {peer} stays unreachable)")
         if phase == "closing":
             return ("final state signed; concluding on-chain" if c.get("isFinal")
                     else "registering the latest state on-chain")

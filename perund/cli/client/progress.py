@@ -9,6 +9,7 @@ Calls that finish within `quiet_for` seconds show nothing.
 from __future__ import annotations
 
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -81,8 +82,14 @@ class ProgressLine:
         if self.tty:
             self._frame += 1
             spin = SPINNER[self._frame % len(SPINNER)]
+            seconds = f"({int(elapsed)} s)"
+            # A line wider than the terminal wraps, and the redraw then clears only its last
+            # row: the rows above would pile up, one per second.
+            room = shutil.get_terminal_size().columns - len(seconds) - 4
+            if len(text) > room:
+                text = text[:max(room - 1, 0)] + "…"
             self.stream.write(f"\r\x1b[K{self.style.warn(spin)} {text} "
-                              f"{self.style.dim(f'({int(elapsed)} s)')}")
+                              f"{self.style.dim(seconds)}")
             self.stream.flush()
             self._shown = True
             return
