@@ -52,7 +52,9 @@ def test_log_level_and_format_apply_to_standard_output_in_the_foreground(
     config.write_text(
         "log: {level: error, format: json}\n"
         "chain: {url: 'http://127.0.0.1:9', adjudicator: '0x" + "01" * 20 + "'}\n"
-        "timeouts: {chain_connect: 1s}\n")
+        "timeouts: {chain_connect: 1s}\n"
+        # Any free API port: a node of the user's own may hold the default one.
+        "api: {listen: 'tcp:0:interface=127.0.0.1'}\n")
     twistd = Path(sys.executable).with_name("twistd")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     ran = subprocess.run([str(twistd), "-n", "--pidfile=", "perund", "--config", str(config)],

@@ -76,7 +76,8 @@ def test_a_failure_before_the_reactor_runs_ends_the_process_with_one_line(tmp_pa
     reactor; the process must still end (it used to live on, serving nothing)."""
     (tmp_path / "data").write_text("not a folder\n")
     config = tmp_path / "perund.yaml"
-    config.write_text("data_dir: data\n")
+    # Any free API port: a node of the user's own may hold the default one.
+    config.write_text("data_dir: data\napi: {listen: 'tcp:0:interface=127.0.0.1'}\n")
     run = twistd("--config", str(config), cwd=tmp_path)
     assert run.returncode == 1
     (line,) = [line for line in run.stdout.splitlines() if "start-up failed" in line]
