@@ -60,7 +60,9 @@ for _phase in (Phase.PROPOSING, Phase.FUNDING, Phase.OPEN, Phase.UPDATING, Phase
 RECEIVES_UPDATES: Final = frozenset({Phase.FUNDING, Phase.OPEN, Phase.UPDATING})
 """Phases in which the peer's updates are taken. FUNDING too: the peer's watcher may see the
 deposits complete before ours does, and its first payment must not fail for that. (We only
-propose in OPEN.) Should funding fail, the contract refunds deposits and ignores the states."""
+propose in OPEN.) Should funding fail, the contract refunds deposits and ignores the states.
+Not a virtual channel's FUNDING, though: its funds are our ledger's lock, and until that is
+fully signed nothing backs a payment to us (`updating._update_received`)."""
 
 
 def at_rest(phase: Phase) -> Phase:

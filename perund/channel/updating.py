@@ -56,7 +56,7 @@ from perund.channel.steps import (
     settlement,
 )
 from perund.channel.types import UINT64_MAX, Address, Params, Signature, State
-from perund.channel.virtual import await_match, proof_state
+from perund.channel.virtual import await_match, is_virtual, proof_state
 from perund.channel.virtual import received_rules as virtual_received_rules
 from perund.errors import (
     FailedPrecondition,
@@ -350,7 +350,11 @@ def _update_received(channel: Channel, change: UpdateReceived) -> Result:
     current_signed = channel.current
     if current_signed is not None and current_signed.state.is_final:
         return refuse_update(channel, sender, state, Reason.FINAL)
-    if channel.phase not in RECEIVES_UPDATES or current_signed is None:
+    if channel.phase not in RECEIVES_UPDATES or current_signed is None \
+            or (channel.phase is Phase.FUNDING and is_virtual(channel)):
+        # A virtual channel funds while our ledger's lock of it is not fully signed: nothing
+        # of the peer's backs a payment to us yet (an audit: a hub that signed the payer's lock
+        # and never ours kept what we took), so it takes none (docs/protocol.md).
         return refuse_update(channel, sender, state, Reason.NOT_OPEN)
     current = current_signed.state
     proof = change.proof

@@ -146,6 +146,12 @@ class Outbox:
             # Honest peers meet these in the normal run of things (two users paying each
             # other at once), at most once per update of ours: no misbehaviour to count.
             return
+        if e.reason is ev.Reason.HOLDS_NOTHING_OF_OURS:
+            # An honest peer restored from an older backup says so of every channel it lost,
+            # on every connection: counted, a hundred of them would cut it off each time.
+            log.info("channel {channel_id}: {reason} (peer {peer})", channel_id=_hex(e.channel_id),
+                     peer=_hex(e.sender), reason=e.reason.value)
+            return
         if self._links.refused(e.sender):
             log.warn("refused a message from {peer} about channel {channel_id}: {reason} "
                      "{detail}", peer=_hex(e.sender), channel_id=_hex(e.channel_id),

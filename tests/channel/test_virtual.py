@@ -315,6 +315,25 @@ def test_a_virtual_channel_whose_lock_failed_closes() -> None:
     assert transition(hub.la_alice, LockFailed("x")) == (hub.la_alice, ())
 
 
+def test_a_virtual_channel_takes_no_payment_before_our_lock_is_signed() -> None:
+    """carol's lock is signed, alice's not yet (or never: a hub that holds it back): carol's
+    payment to alice is refused, since nothing in alice's ledger backs it (an audit: alice
+    took 0.6 ETH there, the hub never signed her lock, and kept it). Once alice's lock is
+    signed, the same payment goes through."""
+    hub = make_hub()
+    carol, _ = transition(hub.v_carol, Funded())
+    carol, sent = transition(carol, OwnUpdate(CAROL, ((ETH, ETHER),)))
+    [update] = [e for e in sent if isinstance(e, SendUpdate)]
+    refused, events = deliver(hub.v_alice, update, CAROL, ALICE)
+    assert refused == hub.v_alice and refused.phase is Phase.FUNDING
+    assert [e for e in events if isinstance(e, SendUpdateReject)] == [
+        SendUpdateReject(CAROL.address, update.state.channel_id, update.state.version,
+                         Reason.NOT_OPEN.value)]
+    alice, _ = transition(hub.v_alice, Funded())
+    taken, events = deliver(alice, update, CAROL, ALICE)
+    assert taken.current is not None and taken.current.state == update.state
+
+
 # -- payments, the final state and the fold ------------------------------------------------------
 
 
