@@ -230,6 +230,23 @@ def test_pushes_read_as_sentences() -> None:
     assert describe_push({"something": "else"}, style) == "notification (something else)"
 
 
+def test_a_history_in_the_shell_leaves_its_channels_and_toolbar_alone() -> None:
+    """`history` answers payments, each naming its channel: they are not channel infos (an
+    audit: the shell took them for channels, and its toolbar failed every second for good)."""
+    import argparse
+
+    from perund.cli.client.commands import Outcome
+
+    shell = Shell(ApiClient(1, "token"), Style(False), "127.0.0.1:1", interactive=False)
+    cid = "0x" + "ab" * 32
+    shell.channels = {cid: channel(cid, "bob", "open", "1", "1")}
+    payments = [{"paymentId": 1, "channelId": cid, "direction": "sent", "amount": "0.1"}]
+    shell._show(Outcome(payments, "1 payment"), argparse.Namespace(command="history"))
+    assert shell.channels == {cid: channel(cid, "bob", "open", "1", "1")}
+    shell.label = "alice"
+    assert "1 channel" in shell.toolbar()
+
+
 def test_completion_of_commands_aliases_channels_and_pending_ids() -> None:
     shell = Shell(ApiClient(1, "token"), Style(False), "127.0.0.1:1", interactive=False)
     shell.peers = ["bob", "carol"]

@@ -167,11 +167,12 @@ class Shell(PushListener):
             self.say(self.style.dim(note))
         self.say(outcome.text)
         value = outcome.value
-        if isinstance(value, dict) and "channelId" in value:
+        if _is_channel(value):
             with self.lock:
                 self.channels[value["channelId"]] = value
-        elif isinstance(value, list) and all(isinstance(v, dict) and "channelId" in v
-                                              for v in value) and value:
+        elif isinstance(value, list) and value and all(_is_channel(v) for v in value):
+            # Only channel infos: payments name their channel too (an audit: `history` put
+            # its entries here, and the toolbar failed on them every second for good).
             with self.lock:
                 self.channels.update({v["channelId"]: v for v in value})
         if (args.command, getattr(args, "action", None)) == ("peer", "add"):
@@ -256,7 +257,7 @@ class Shell(PushListener):
     def toolbar(self) -> str:
         """The bottom toolbar: where we are, what awaits an answer, what is running."""
         with self.lock:
-            live = [c for c in self.channels.values() if c["phase"] != "closed"]
+            live = [c for c in self.channels.values() if c.get("phase") != "closed"]
             waiting = len(self.pending)
             jobs = [j for j in self.jobs if j.status_of is not None and not j.done.is_set()]
         # The node's address only while there is room for it.
@@ -273,3 +274,9 @@ class Shell(PushListener):
     def prompt_text(self) -> str:
         """`alice> `, or `perund> ` without a session."""
         return f"{self.label or 'perund'}> "
+
+
+def _is_channel(value: object) -> bool:
+    """Whether a command's result is a channel info (and not, say, a payment naming one)."""
+    return isinstance(value, dict) and "channelId" in value and "phase" in value \
+        and "balances" in value
