@@ -328,6 +328,7 @@ def test_a_token_file_others_can_read_is_refused(tmp_path: Path) -> None:
     b"abc\n",  # too short
     b"correct horse battery staple\n",  # a passphrase
     b"S3cret!pass@word#2026\n",  # a keystore's password file, given by mistake
+    b"perund-dev-password\n",  # perund generate's password files: a token's letters, too short
     b'{"address": "2e021d83", "crypto": {"cipher": "aes-128-ctr"}, "version": 3}\n',
 ])
 def test_what_is_not_a_token_is_refused_without_quoting_it(tmp_path: Path,
@@ -344,8 +345,8 @@ def test_what_is_not_a_token_is_refused_without_quoting_it(tmp_path: Path,
 
 
 def test_tokens_of_every_form_the_node_and_operators_make_are_taken(tmp_path: Path) -> None:
-    for token in ("pdt_" + "ab" * 8 + "_" + "x" * 43, "Zm9vYmFyYmF6cXV4cXV1eA==",
-                  "0123456789abcdef0123456789abcdef", "A-b_C.d~E+f/G=h1234"):
+    for token in ("pdt_" + "ab" * 8 + "_" + "x" * 43, "Zm9vYmFyYmF6cXV4cXV1eGZvb2JhcmJhenF1eA==",
+                  "0123456789abcdef0123456789abcdef", "A-b_C.d~E+f/G=h1234567890abcdefgh"):
         path = tmp_path / "token"
         path.unlink(missing_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)

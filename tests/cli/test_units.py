@@ -81,6 +81,11 @@ def test_the_token_comes_from_the_option_then_the_environment(tmp_path: object) 
     with pytest.raises(TokenError, match="does not hold an API token") as refused:
         token_of(str(folder / "password"), {})
     assert "S3cret" not in str(refused.value)
+    # perund generate's password files have a token's letters: refused by their length.
+    (folder / "password").write_text("perund-dev-password\n")
+    with pytest.raises(TokenError, match="does not hold an API token") as refused:
+        token_of(str(folder / "password"), {})
+    assert "dev-password" not in str(refused.value)
 
 
 def test_session_ids_and_the_state_dir() -> None:
