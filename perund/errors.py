@@ -74,6 +74,12 @@ class InvalidConfig(ClientError):
     code = 205
 
 
+class PortInUse(InvalidConfig):
+    """A port to listen on is held by another socket: a config error to a user opening a
+    session, but one that passes (the holder may let it go), so a session reopened at start
+    tries again (perund/reopening.py)."""
+
+
 class InvalidContracts(ClientError):
     code = 206
 

@@ -6,6 +6,8 @@ watches them. The chain review saw a start whose chain check met two HTTP 502s l
 session closed for good while the peer registered and concluded an old state. A chain error
 (unreachable, an error object, a reply that does not decode) passes; a session file that no
 longer opens (a bad config, a wrong password) does not, and waits for the operator as before.
+A peer port held by another socket passes too: it may be let go (another program's, or a node
+of a moment ago still closing).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from perund.errors import ChainMismatch, InvalidContracts, ProtocolError, ResourceExists
+from perund.errors import (
+    ChainMismatch,
+    InvalidContracts,
+    PortInUse,
+    ProtocolError,
+    ResourceExists,
+)
 
 log = Logger(namespace="perund.node")
 
@@ -25,8 +33,10 @@ FIRST_RETRY: Final = 2.0
 """Seconds before the first retry; each later one waits twice as long, up to `MAX_RETRY`."""
 MAX_RETRY: Final = 60.0
 
-PASSING: Final = (ProtocolError, InvalidContracts)
-"""The failures of an open that a retry may get past: the chain's."""
+PASSING: Final = (ProtocolError, InvalidContracts, PortInUse)
+"""The failures of an open that a retry may get past: the chain's, and a peer port another
+socket holds for a while (an audit: a session with a channel in dispute stayed closed for good
+after its port was busy for 40 s at the start)."""
 
 
 class Reopener:

@@ -23,6 +23,7 @@ Threading: everything runs on the reactor thread.
 
 from __future__ import annotations
 
+import errno
 import os
 from functools import partial
 from typing import Any, Final, cast
@@ -42,6 +43,7 @@ from perund.errors import (
     PeerDisconnected,
     PeerRequestTimedOut,
     PerundError,
+    PortInUse,
 )
 from perund.peer.dialling import Dialling, PeerFactory
 from perund.peer.records import PeerRecord, PendingRequest, hex_of, log
@@ -70,9 +72,11 @@ class PeerManager(Dialling):
         try:
             self._port = await endpoint.listen(PeerFactory(self, Role.LISTENER, None))
         except CannotListenError as exc:
-            raise InvalidConfig(f"cannot listen for peers on {self._listen_endpoint}: "
-                                f"{exc.socketError}", name="comm.listen",
-                                value=self._listen_endpoint) from exc
+            busy = getattr(exc.socketError, "errno", None) == errno.EADDRINUSE
+            raise (PortInUse if busy else InvalidConfig)(
+                f"comm.listen: cannot listen for peers on {self._listen_endpoint}: "
+                f"{exc.socketError}", name="comm.listen",
+                value=self._listen_endpoint) from exc
         log.info(
             "listening for peers on {endpoint} as {address}",
             endpoint=self._listen_endpoint,

@@ -637,6 +637,38 @@ async def test_a_session_the_chain_failed_at_start_is_opened_again_soon(
         assert waiting["perund_sessions_reopen_waiting"] == 0
 
 
+@pytest.mark.anvil
+@pytest_twisted.ensureDeferred
+async def test_a_session_whose_peer_port_is_busy_at_start_is_opened_again_soon(
+        anvil_setup: Generated, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another socket holds alice's peer port when the node starts (an audit: 40 s of it left
+    her session, a channel of hers in dispute, closed until someone opened it by hand): the
+    session waits, and opens at a retry once the port is free."""
+    from perund import reopening
+
+    config = load_node_config(anvil_setup.node_config)
+    first = await started(config)
+    alice_id = (await first.open_session(str(anvil_setup.users[0].session_file))).id
+    await first.stopService()
+
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", anvil_setup.users[0].comm_port))
+    holder.listen(1)
+    monkeypatch.setattr(reopening, "FIRST_RETRY", 0.3)
+    try:
+        async with running(config) as second:
+            assert second.sessions == {}
+            waiting = {s.name: s.value for s in second.exposition.samples()}
+            assert waiting["perund_sessions_reopen_waiting"] == 1
+            holder.close()
+            await _until(lambda: bool(second.sessions), "the session opened at a retry")
+            (alice,) = second.sessions.values()
+            assert alice.id == alice_id
+    finally:
+        holder.close()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_session_with_a_full_disk_closes_and_opens_again(
         node: NodeService, setup: Generated, monkeypatch: pytest.MonkeyPatch) -> None:
