@@ -464,15 +464,24 @@ class NodeService(MultiService):
                 self.log.error("could not open session {path} again: {error}; its channels "
                                "are not watched until it is opened", path=path,
                                error=result.value)
-        if len(mismatched) == 1:
-            raise mismatched[0]
-        if mismatched:
-            # Every session at stake, not only the first: the operator fixes them in one go.
-            # The data as each session's has it: the sessions, and all their channels.
-            raise ChainMismatch(" Also: ".join(m.message for m in mismatched),
-                                sessions=[m.data.get("session") for m in mismatched],
-                                channels=[channel for m in mismatched
-                                          for channel in m.data.get("channels", [])])
+        if not mismatched:
+            return
+        # Every session at stake, not only the first: the operator fixes them in one go.
+        # The data as each session's has it: the sessions, and all their channels.
+        message = " Also: ".join(m.message for m in mismatched)
+        aside = self.devchain.set_aside if self.devchain is not None else None
+        if aside is not None:
+            # --fresh-chain by mistake: the old chain is whole beside the new one (an audit
+            # had to find the folder and swap them by hand).
+            folder = self.devchain.folder if self.devchain is not None else aside
+            message += (f" This start set the embedded chain those channels were funded on "
+                        f"aside in {aside} (--fresh-chain): to go back to it, run "
+                        f"`mv {folder} {folder}.new && mv {aside} {folder}` and start without "
+                        "--fresh-chain.")
+        data = dict(mismatched[0].data) if len(mismatched) == 1 else {
+            "sessions": [m.data.get("session") for m in mismatched],
+            "channels": [channel for m in mismatched for channel in m.data.get("channels", [])]}
+        raise ChainMismatch(message, **data)
 
     def session(self, session_id: str) -> Session:
         """The open session `session_id`; ResourceNotFound otherwise."""

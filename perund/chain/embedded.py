@@ -118,6 +118,8 @@ class EmbeddedChain:
         self.url = ""
         self.fresh = False
         """Whether this start began a new chain (no state to load)."""
+        self.set_aside: Path | None = None
+        """Where `reset` put the saved chain at this start, if it did."""
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -254,6 +256,7 @@ class EmbeddedChain:
         self.folder.rename(aside)
         log.warn("the embedded chain's state was set aside in {aside}: a new chain starts",
                  aside=str(aside))
+        self.set_aside = aside
         return aside
 
     # -- the chain's contents -------------------------------------------------------------------

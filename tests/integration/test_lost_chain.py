@@ -5,6 +5,7 @@ reports a payout the chain does not show."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -34,6 +35,18 @@ def test_a_lost_chain_stops_the_start_or_marks_the_channels(tmp_path: Path) -> N
         # Each session at stake is named, not only the first; and the node never said ready.
         assert files["alice"] in line and files["bob"] in line
         assert "node ready" not in refused.stdout
+        # --fresh-chain by mistake: the line says where the old chain went and how to go back.
+        undo = re.search(r"run `mv (\S+) (\S+) && mv (\S+) (\S+)` and start without "
+                         r"--fresh-chain", line)
+        assert undo is not None, line
+        new_chain, new_aside, old_chain, devchain = undo.groups()
+        assert new_chain == devchain and ".replaced-" in old_chain
+        Path(new_chain).rename(new_aside)
+        Path(old_chain).rename(devchain)
+        node.start()
+        node.wait_for_sessions(2)
+        assert node.call("channel_get", sessionId=a, channelId=channel)["phase"] == "open"
+        node.stop()
 
         # Started knowing it: the channel is marked lost, the users are told.
         node.start("--fresh-chain", "--accept-lost-channels")
