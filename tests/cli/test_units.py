@@ -221,6 +221,18 @@ def test_pushes_read_as_sentences() -> None:
     closed["channel"] = {**closed["channel"], "paidOut": {}}
     assert describe_push(closed, style) == head + (
         "the chain paid you only 0 ETH where the state gives you 1.5 ETH")
+    # A virtual channel folds back into the ledger channels: nothing went on-chain.
+    folded = {**payment, "type": "closed", "channel": {
+        **channel(cid, "carol", "closed", "0.9", "0.1"), "kind": "virtual", "via": "ingrid"}}
+    assert describe_push(folded, style) == (
+        "closed channel 0xabababab… with carol: folded into the ledger channels, no "
+        "transaction, you 0.9 ETH, carol 0.1 ETH (back in your ledger channel with ingrid)")
+    # A close that never touched the chain says so, without a payout to wait for.
+    unfunded = {**closed, "error": "closed without touching the chain: the proposer never "
+                                   "countersigned version 0"}
+    assert describe_push(unfunded, style) == (
+        "closed channel 0xabababab… with alice: closed without touching the chain: the "
+        "proposer never countersigned version 0")
     disputed_channel = {**channel(cid, "alice", "disputed", "1", "1"),
                         "onChain": {"version": 3, "timeout": 0}}
     disputed = {**payment, "type": "disputed", "channel": disputed_channel}

@@ -127,6 +127,11 @@ def payout_text(channel: Mapping[str, Any], style: Style, labelled: bool = True)
     the node did not see the conclusion's payouts."""
     peer = str(channel.get("peer"))
     balances = channel.get("balances") or {}
+    if channel.get("kind") == "virtual" and not channel.get("paidOut"):
+        # Folded back into the ledger channels: nothing was paid on-chain to be seen.
+        via = channel.get("via")
+        return (("folded: " if labelled else "") + balances_pair(balances, peer)
+                + f" (back in your ledger channel{' with ' + str(via) if via else ''})")
     paid = channel.get("paidOut")
     if paid is None:
         return (f"{balances_pair(balances, peer)} (this node did not see the payout: "
@@ -355,10 +360,15 @@ def describe_push(push: Mapping[str, Any], style: Style,
         return (f"{style.bad('lost')} {on} with {peer}: the chain does not hold it any more "
                 f"({push.get('error')}); nothing more can be done with it")
     if kind_of_push == "closed":
-        text = (f"{style.notice('closed')} {on} with {peer}: settled on-chain, "
-                f"{payout_text(channel, style)}")
-        if push.get("error"):
-            text += " " + style.warn(f"({push['error']})")
+        error = str(push.get("error") or "")
+        if error.startswith("closed without touching the chain"):
+            return f"{style.notice('closed')} {on} with {peer}: {error}"
+        folded = channel.get("kind") == "virtual" and not channel.get("paidOut")
+        how = "folded into the ledger channels, no transaction" if folded else "settled on-chain"
+        text = (f"{style.notice('closed')} {on} with {peer}: {how}, "
+                f"{payout_text(channel, style, labelled=not folded)}")
+        if error:
+            text += " " + style.warn(f"({error})")
         return text
     # A push this CLI does not know yet (the node gains new kinds): show what it says.
     label = str(kind_of_push or "notification")
