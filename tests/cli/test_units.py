@@ -519,3 +519,18 @@ def test_a_bad_max_fee_is_named_as_typed() -> None:
     bad = {"code": -32602, "message": "Invalid params", "data": {
         "field": "maxFee.ETH", "requirement": "a decimal amount, not negative"}}
     assert describe_api_error(bad) == "invalid --max-fee: a decimal amount, not negative"
+
+
+def test_a_history_row_of_an_unpaid_request_has_no_sign() -> None:
+    """A rejected or expired request moved nothing: its amount is shown in parentheses, not
+    as `+0.2 ETH` (an audit read it as money that came in)."""
+    from perund.cli.client.commands import Context
+    from perund.cli.client.history_commands import _row
+
+    ctx = Context(ApiClient(1, "token"), Style(False), "127.0.0.1:1", None)
+    payment = {"paymentId": 3, "time": 1000.0, "direction": "received", "amount": "0.2",
+               "currency": "ETH", "peer": "bob", "channelId": "0x" + "ab" * 32, "version": None,
+               "request": True, "status": "rejected", "reference": None}
+    assert _row(payment, ctx)[2:7] == ["(0.2 ETH)", "bob", "0xabababab…", "-",
+                                       "request (rejected)"]
+    assert _row({**payment, "status": "paid", "version": 4}, ctx)[2] == "+0.2 ETH"

@@ -99,10 +99,13 @@ def _local(seconds: float) -> str:
 def _row(payment: dict[str, Any], ctx: Context) -> list[str]:
     sign = "+" if payment["direction"] == "received" else "-"
     what = "request" if payment["request"] else "payment"
+    shown = sign + render.amount(payment["amount"], payment["currency"])
     if payment["status"] != "paid":
         what += f" ({payment['status']})"
+        # Nothing moved: a signed amount would read as money that came or went (an audit).
+        shown = f"({render.amount(payment['amount'], payment['currency'])})"
     return [str(payment["paymentId"]), _local(float(payment["time"])),
-            sign + render.amount(payment["amount"], payment["currency"]), str(payment["peer"]),
+            shown, str(payment["peer"]),
             ctx.style.ident(render.short_id(payment["channelId"])),
             "-" if payment["version"] is None else str(payment["version"]), what,
             render.shown_text(payment["reference"] or "")]
