@@ -52,7 +52,9 @@ class Memos:
         self._noted.put((channel_id, version), memo)
         if self._annotate is not None:
             self._annotate(channel_id, version, memo)  # the store's own copy too
-        if ours and self._store is not None:
+        # The payment path's common case (one payment, no reference) costs two tests here.
+        if ours and self._store is not None and (channel_id in self._kept
+                                                 or memo_records.worth_keeping(memo)):
             self._keep(channel_id, version, memo)
 
     def _keep(self, channel_id: ChannelID, version: int, memo: Memo) -> None:

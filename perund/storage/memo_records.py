@@ -39,7 +39,9 @@ def parse_name(name: str) -> tuple[ChannelID, int] | None:
 
 def worth_keeping(memo: Memo) -> bool:
     """Whether `memo` says more than its update's net payment: several parts, or a reference."""
-    return len(memo) > 1 or any(part.reference is not None for part in memo)
+    if len(memo) == 1:
+        return memo[0].reference is not None  # the common case, without a generator
+    return len(memo) > 1
 
 
 def encode_memo(memo: Memo) -> bytes:
