@@ -469,11 +469,11 @@ class NodeService(MultiService):
         # Every session at stake, not only the first: the operator fixes them in one go.
         # The data as each session's has it: the sessions, and all their channels.
         message = " Also: ".join(m.message for m in mismatched)
-        aside = self.devchain.set_aside if self.devchain is not None else None
-        if aside is not None:
+        devchain = self.devchain
+        if devchain is not None and devchain.set_aside is not None:
             # --fresh-chain by mistake: the old chain is whole beside the new one (an audit
             # had to find the folder and swap them by hand).
-            folder = self.devchain.folder if self.devchain is not None else aside
+            aside, folder = devchain.set_aside, devchain.folder
             message += (f" This start set the embedded chain those channels were funded on "
                         f"aside in {aside} (--fresh-chain): to go back to it, run "
                         f"`mv {folder} {folder}.new && mv {aside} {folder}` and start without "
