@@ -534,3 +534,22 @@ def test_a_history_row_of_an_unpaid_request_has_no_sign() -> None:
     assert _row(payment, ctx)[2:7] == ["(0.2 ETH)", "bob", "0xabababab…", "-",
                                        "request (rejected)"]
     assert _row({**payment, "status": "paid", "version": 4}, ctx)[2] == "+0.2 ETH"
+
+
+def test_a_mistyped_alias_is_not_found_as_a_peer_or_channel() -> None:
+    from perund.cli.client.commands import Context
+    from perund.cli.client.errors import NotFound
+
+    class _Node:
+        token = "operator-token"
+
+        def result(self, method: str, params: dict[str, object], timeout: float | None = 0
+                   ) -> object:
+            assert method == "channel_list", method
+            return [{"channelId": "0x" + "ab" * 32, "peer": "bob", "phase": "open"}]
+
+    ctx = Context(_Node(), Style(False), "127.0.0.1:1", "0x" + "cd" * 16)  # type: ignore[arg-type]
+    with pytest.raises(NotFound, match="peer or channel bobb not found"):
+        ctx.resolve_channel("bobb")
+    with pytest.raises(NotFound, match=r"^channel 0xdead not found"):
+        ctx.resolve_channel("0xdead")

@@ -174,7 +174,10 @@ class Context:
                              ", ".join(short_id(c["channelId"]) for c in live[:5]) + ")")
         if by_peer:
             raise NotFound("open channel with", text)
-        raise NotFound("channel", text)
+        if HEX_ID.match(text):
+            raise NotFound("channel", text)
+        # Not an ID: a mistyped alias, most likely (`pay bobb 1`).
+        raise NotFound("peer or channel", text)
 
     def _is_alias(self, text: str) -> bool:
         """Whether `text` is the alias of one of the session's contacts."""
