@@ -229,10 +229,13 @@ class Run:
                 self.settle([vid])
             else:
                 # Alone with it (the other party gone, or the other's lock of unknown fate):
-                # through a dispute, which takes the ledgers that lock it on-chain too.
+                # through a dispute, which takes the ledgers that lock it on-chain too. A close
+                # of ours may be proposing its final update again meanwhile (`updating`): the
+                # user forces it all the same.
                 closings.extend(h.background(h.request, name, "channel_close", channelId=vid,
                                              force=True)
-                                for name, phase in phases.items() if phase == "open")
+                                for name, phase in phases.items()
+                                if phase in ("open", "updating"))
         pending: list[Future[Any]] = []
         for ledger, party in ((self.la, "alice"), (self.lc, "carol")):
             ends = [n for n in (party, "ingrid") if n not in self.down]
