@@ -256,11 +256,12 @@ def _channel_closed_received(channel: Channel, change: ChannelClosedReceived) ->
     if channel.phase not in RECEIVES_UPDATES or type(channel.params) is not Params:
         return channel, NOTHING
     funding = channel.phase is Phase.FUNDING
-    if not funding and _nothing_of_ours(channel):
+    nothing = _nothing_of_ours(channel)
+    if nothing and not funding:
         return refuse(channel, change.sender, Reason.HOLDS_NOTHING_OF_OURS)
     channel, dropped = drop_staged(channel, UpdateFailure.SETTLING, "the peer closed the channel")
     failed = (FundingFailed(channel.channel_id),) if funding else ()
-    if _nothing_of_ours(channel):
+    if nothing:  # still funding
         closed = channel.evolve(phase=advance(channel.phase, Phase.CLOSED),
                                 unfunded=settles_unfunded(channel))
         return closed, (Persist(closed), *dropped, *failed,

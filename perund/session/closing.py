@@ -23,6 +23,7 @@ before anything goes out) until it ends: a restart meanwhile (a crash, a stop) r
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -86,7 +87,7 @@ def _noted_wait(noted: bytes | None, now: float) -> float | None:
         until = float((noted or b"").decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         return None
-    if until != until or until in (float("inf"), float("-inf")):
+    if not math.isfinite(until):
         return None
     return min(max(0.0, until - now), MAX_PEER_WAIT)
 

@@ -60,7 +60,6 @@ class Opening:
                  channels: Mapping[ChannelID, Channel],
                  apply: Callable[[ChannelID, Change], object],
                  not_open_yet: Callable[[ChannelID, PerundError], None]) -> None:
-        self._reactor = reactor
         self._channels = channels
         self._apply = apply
         self._not_open_yet = not_open_yet
