@@ -164,7 +164,7 @@ class ChannelClient(TimingKnobs):
             reactor, enabled=serving.enabled, window=serving.lock_window,
             signer=signer, links=peers, channels=self.channels, store=store, apply=self._apply,
             deployment=deployment,
-            registered=lambda vid: self._virtual.registered(vid), schedule=fee_schedule,
+            registered=lambda vid: self._virtual.disputes.registered(vid), schedule=fee_schedule,
             fees=self.fees)
         self._virtual = Virtuals(
             reactor, signer=signer, deployment=deployment, links=peers, timing=self.timing,
@@ -227,9 +227,9 @@ class ChannelClient(TimingKnobs):
             ev.Fund: self._fund,
             ev.Opened: self._outcomes.opened,
             ev.FundingFailed: self._outcomes.funding_failed,
-            ev.Register: self._virtual.register,
+            ev.Register: self._virtual.disputes.register,
             ev.ConcludeFinal: self._duties.settle,
-            ev.Conclude: self._virtual.conclude,
+            ev.Conclude: self._virtual.disputes.conclude,
             ev.LockParent: self._virtual.lock_parent,
             ev.FoldParent: self._virtual.fold_parent,
             ev.AwaitingMatch: self.intermediary.awaiting,

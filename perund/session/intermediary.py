@@ -44,7 +44,7 @@ from perund.channel.virtual import is_virtual
 from perund.peer.manager import undelivered
 from perund.session.fees import FeeBook
 from perund.session.ports import PeerLinks
-from perund.session.virtual import Registration
+from perund.session.virtual_disputes import Registration
 from perund.storage import ChannelStore
 from perund.storage.virtual_records import (
     PREFIX,

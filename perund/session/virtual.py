@@ -17,11 +17,10 @@ Rules, stated once:
   while (`perund.session.fold_retries`); one the intermediary refuses as wrong or never
   answers, or failing past that, is settled on-chain: the ledger is disputed with the final
   state;
-- **disputes**: a virtual channel's `Register` goes through our ledger (`registerVirtualState`),
-  a ledger state with locks registers each of its virtual channels, and its `Conclude` waits
-  until each is registered and frozen (`concludeParentState`). Once a virtual channel of ours
-  is registered on-chain, our ledger settles on-chain too (it pays us our virtual outcome), and
-  once the ledger is concluded its virtual channels are closed;
+- **disputes**: registering and concluding through ledgers is `disputes`
+  (`perund.session.virtual_disputes`). Once a virtual channel of ours is registered on-chain,
+  our ledger settles on-chain too (it pays us our virtual outcome), and once the ledger is
+  concluded its virtual channels are closed;
 - a ledger that funds an open virtual channel is not closed (FailedPrecondition naming it).
 
 The intermediary's side (matching locks and folds, its records) is `perund.session.intermediary`.
@@ -46,14 +45,9 @@ from perund.channel.fees import fee_amounts, fee_field, within
 from perund.channel.phases import SETTLING, TERMINAL, Phase
 from perund.channel.proposal import Deployment
 from perund.channel.records import Channel, Staged
-from perund.channel.steps import provable
 from perund.channel.types import (
     Address,
     ChannelID,
-    Params,
-    Signature,
-    State,
-    VirtualParams,
     VirtualProof,
 )
 from perund.channel.virtual import is_virtual, locks_of, parent_of, proof_of
@@ -80,17 +74,10 @@ from perund.session.ports import PeerLinks
 from perund.session.questions import IncomingProposal, Questions
 from perund.session.sending import SendQueue
 from perund.session.timing import Timing, VersionZeroWaits
-from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual
+from perund.session.virtual_disputes import Registration, VirtualDisputes
 from perund.wire.messages import FeeQuery, FeeQuote, Reject, VirtualAccept, VirtualPropose
 
 log = Logger(namespace="perund.virtual")
-
-NO_SIGNATURES = (Signature(b"\x00" * 65), Signature(b"\x00" * 65))
-"""What goes with the registered parent state: the contract does not check its signatures."""
-
-Registration = tuple[State, int]
-"""A virtual channel's registered state on the chain and its timeout."""
-
 
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
@@ -113,7 +100,8 @@ class Virtuals:
     """A client's virtual channels as a party (module doc). `start(channel, events)` tracks a
     new channel and fires once it is open, `apply(channel_id, change)` feeds a core,
     `execute(events)` runs events, `settle(command)` sends a transaction (ChainDuties), and
-    `intermediary` knows the virtual channels we intermediate (their proofs, registrations)."""
+    `registrations` and `proofs` say what the chain and our records as an intermediary know of
+    a virtual channel; `disputes` handles the core's `Register` and `Conclude`."""
 
     def __init__(self, reactor: Any, *, signer: Signer, deployment: Deployment,
                  links: PeerLinks,
@@ -142,10 +130,10 @@ class Virtuals:
         self._start = start
         self._apply = apply
         self._execute = execute
-        self._settle = settle
         self._is_contact = is_contact
-        self._registrations = registrations
-        self._proofs = proofs
+        self.disputes = VirtualDisputes(channels=channels, settle=settle,
+                                        registrations=registrations, proofs=proofs)
+        """Registrations and conclusions through ledgers."""
         self._not_open_yet = not_open_yet
         self._children: dict[ChannelID, set[ChannelID]] = {}
         """Our ledger channels that fund virtual channels of ours: ledger → virtual IDs."""
@@ -159,8 +147,6 @@ class Virtuals:
         """Virtual channels whose fold the core asked for (`FoldParent`) since the start."""
         self._fold_waits: dict[ChannelID, list[Deferred[None]]] = {}
         """Ledgers whose close waits for their final virtual channels to fold."""
-        self._awaiting: dict[ChannelID, ev.Conclude] = {}
-        """Parents whose conclusion waits for a virtual channel to be registered."""
         self._lock_errors: dict[ChannelID, PerundError] = {}
         self._v0_waits = VersionZeroWaits(reactor, timing, self._v0_expired)
         """Virtual channels we accepted, waiting for the proposer to countersign version 0."""
@@ -556,7 +542,7 @@ class Virtuals:
                 self._fees.record(parent_of(after), after.latest.assets, fee, earned=False)
         if is_virtual(after) and after.phase is Phase.DISPUTED \
                 and before.phase is not Phase.DISPUTED:
-            self.registered(after.channel_id)
+            self.disputes.registered(after.channel_id)
             parent = self._channels.get(parent_of(after))
             if parent is not None and parent.phase in (Phase.FUNDING, Phase.OPEN,
                                                        Phase.UPDATING) \
@@ -565,117 +551,3 @@ class Virtuals:
                          "{parent} on-chain too", vid=_hex(after.channel_id),
                          parent=_hex(parent.channel_id))
                 self._apply(parent.channel_id, ForceClose())
-
-    # -- disputes -------------------------------------------------------------------------------
-
-    def registered(self, vid: ChannelID) -> None:
-        """A virtual channel's registration is known now: a parent waiting for it concludes."""
-        for parent_id, conclude in list(self._awaiting.items()):
-            if any(lock.channel_id == vid for lock in conclude.state.locked):
-                del self._awaiting[parent_id]
-                self.conclude(conclude)
-
-    def best_proof(self, vid: ChannelID) -> VirtualProof | None:
-        """The latest fully signed state we hold of virtual channel `vid`."""
-        channel = self._channels.get(vid)
-        if channel is not None and channel.current is not None:
-            return proof_of(channel)
-        return self._proofs(vid)
-
-    def _proof_to_register(self, vid: ChannelID) -> VirtualProof | None:
-        """The virtual state to register through a parent: ours, or the registered one when
-        it is at least as new (the contract takes the registered state without signatures;
-        an older one would revert the whole registration)."""
-        mine = self.best_proof(vid)
-        registration = self._registration(vid)
-        if mine is not None and registration is not None \
-                and registration[0].version >= mine.state.version:
-            return VirtualProof(mine.params, registration[0], NO_SIGNATURES)
-        return mine
-
-    def _registration(self, vid: ChannelID) -> Registration | None:
-        channel = self._channels.get(vid)
-        if channel is not None and channel.dispute is not None:
-            return channel.dispute.state, channel.dispute.timeout
-        return self._registrations(vid)
-
-    def register(self, e: ev.Register) -> None:
-        """The core's `Register`: through our parent for a virtual channel, with each virtual
-        channel for a ledger state with locks, else as it is."""
-        params = e.params
-        if e.unproven:
-            # The operator should know why the chain gets less than our latest state.
-            log.warn("channel {channel_id}: registering version {version}, not our latest "
-                     "{latest}: the peer's countersignature on it does not verify (it "
-                     "countersigned falsely)", channel_id=_hex(e.channel_id),
-                     version=e.state.version, latest=e.unproven)
-        if type(params) is VirtualParams:
-            channel = self._channels[e.channel_id]
-            parent = self._channels.get(parent_of(channel))
-            chosen = None if parent is None else _parent_state(parent, e.channel_id)
-            if parent is None or chosen is None or type(parent.params) is not Params:
-                log.error("virtual channel {vid}: our ledger holds no lock of it to register "
-                          "it through", vid=_hex(e.channel_id))
-                return
-            own = VirtualProof(params, e.state, e.signatures)
-            self._settle(RegisterVirtual(parent.channel_id, parent.params, *chosen, own))
-            return
-        if not e.state.locked or type(params) is not Params:
-            self._settle(e)
-            return
-        for lock in e.state.locked:
-            proof = self._proof_to_register(lock.channel_id)
-            if proof is None:
-                log.error("channel {channel_id}: no state of its virtual channel {vid} to "
-                          "register", channel_id=_hex(e.channel_id), vid=_hex(lock.channel_id))
-                continue
-            self._settle(RegisterVirtual(e.channel_id, params, e.state, e.signatures, proof))
-
-    def conclude(self, e: ev.Conclude) -> None:
-        """The core's `Conclude`: nothing for a virtual channel (its parents conclude it);
-        a ledger state with locks once every virtual channel is registered."""
-        params = e.params
-        if type(params) is not Params:
-            return
-        if not e.state.locked:
-            self._settle(e)
-            return
-        subs: list[State] = []
-        not_before = 0
-        missing = []
-        for lock in e.state.locked:
-            registration = self._registration(lock.channel_id)
-            if registration is None:
-                missing.append(lock.channel_id)
-            else:
-                subs.append(registration[0])
-                not_before = max(not_before, registration[1])
-        if not missing:
-            self._settle(ConcludeParent(e.channel_id, params, e.state, tuple(subs), not_before))
-            return
-        self._awaiting[e.channel_id] = e
-        for vid in missing:
-            proof = self._proof_to_register(vid)
-            if proof is not None:
-                log.info("channel {channel_id}: registering its virtual channel {vid} before "
-                         "concluding", channel_id=_hex(e.channel_id), vid=_hex(vid))
-                self._settle(RegisterVirtual(e.channel_id, params, e.state, NO_SIGNATURES,
-                                             proof))
-
-
-def _parent_state(parent: Channel, vid: ChannelID) -> tuple[State, tuple[Signature, Signature]]\
-        | None:
-    """The parent state to register a virtual channel through: the registered one when it is
-    at least as new as ours (its signatures are not checked), else our latest the chain takes
-    (`provable`: a payment of ours on the ledger may have left the peer's countersignature
-    unchecked), holding the virtual channel's lock either way."""
-    dispute = parent.dispute
-    current = None if parent.current is None else provable(parent)
-    if dispute is not None and vid in locks_of(dispute.state) and (
-            current is None or current.state.version <= dispute.version):
-        sigs = current.signatures if current is not None and current.state == dispute.state \
-            else NO_SIGNATURES
-        return dispute.state, sigs
-    if current is not None and vid in locks_of(current.state):
-        return current.state, current.signatures
-    return None

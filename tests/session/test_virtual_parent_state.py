@@ -8,7 +8,7 @@ from perund.channel.changes import OwnUpdate, UpdateAcceptReceived
 from perund.channel.events import SendUpdate, SendUpdateAccept
 from perund.channel.machine import transition
 from perund.channel.types import ETH, Signature
-from perund.session.virtual import _parent_state
+from perund.session.virtual_disputes import _parent_state
 from tests.channel.factories import as_input
 from tests.channel.test_virtual import locked_pair
 from tests.channel.virtual_factories import ALICE, CAROL, ETHER, INGRID, make_hub
