@@ -142,6 +142,7 @@ class ChainWatcher:
         on_event: Callable[[ChainEvent, tuple[ChainEvent, ...]], None] | None = None,
         mine: Callable[[], Deferred[None]] | None = None,
         on_rewind: Callable[[], Awaitable[None]] | None = None,
+        on_passed: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._reactor = reactor
         self.mine = mine
@@ -161,6 +162,11 @@ class ChainWatcher:
         closed (the watcher stops watching a channel once it is concluded), and deposits they
         held (perund.session.missing_deposits). Asked again at the next poll until it
         succeeds."""
+        self.on_passed = on_passed
+        """Told the new cursor each time the watcher has moved it (the events up to it handed
+        on and its hash kept): what the chain showed in a block at or below it is now as
+        confirmed as the watcher's own reading, and a later replacement of the block is found
+        (perund.session.unconfirmed, the funding waits)."""
         self._rewind_check_due = False
         self.chain = chain
         self.store = store
@@ -330,6 +336,8 @@ class ChainWatcher:
                 self._store_failed = True
                 log.error("watcher: cannot record the block cursor ({error}); following the "
                           "chain from memory", error=exc)
+        if self.on_passed is not None and self._running:
+            await self.on_passed(last)
         await self._finish_poll()
 
     async def _finish_poll(self) -> None:

@@ -499,6 +499,11 @@ class ChannelClient(TimingKnobs):
     def _is_contact(self, peer: Address) -> bool:
         return self.is_contact(peer)  # looked up at each proposal: it may be replaced
 
+    def resettle(self, command: OnChain) -> None:
+        """Send a settlement transaction again: the chain lost the one sent (a
+        reorganisation, perund.session.unconfirmed); nothing if the channel has settled."""
+        self._duties.settle(command)
+
     def _force_close(self, channel_id: ChannelID) -> None:
         self._apply(channel_id, ForceClose())
 

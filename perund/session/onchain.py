@@ -11,6 +11,7 @@ with a slow re-read as a fallback), and submits `concludeFinal`, `register` and 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -34,6 +35,7 @@ from perund.errors import (
     TxReverted,
     TxTimedOut,
 )
+from perund.session.unconfirmed import Unconfirmed
 from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual, VirtualChainCalls
 
 log = Logger(namespace="perund.settlement")
@@ -101,13 +103,21 @@ class ChainSettlement:
         """The version this session registered last, per channel."""
         self.receipts: list[TxReceipt] = []
         """Every transaction this session sent, in order (what it paid in gas is here)."""
+        self.unconfirmed = Unconfirmed()
+        """The registrations and conclusions the chain showed in blocks the watcher had not
+        passed yet (checked again once it has: perund.session.unconfirmed)."""
+        self.confirmed_block: Callable[[], int | None] | None = None
+        """The newest block the session's watcher has passed (its cursor), where there is a
+        watcher: the deposits are counted there, so that a reorganisation that drops one
+        afterwards is found (the watcher keeps that block's hash). Without it they are counted
+        `confirmations` blocks below the newest."""
         self._virtual = VirtualChainCalls(
-            chain, account, self.receipts, sleep=self._sleep,
+            chain, account, sleep=self._sleep,
             concluded_by_peer=self._concluded_by_peer,
             registered=self._registered,
             conclusion=lambda cid, version: Deferred.fromCoroutine(
                 self._conclusion(cid, version)),
-            concluded_by=concluded_by)
+            mined=self._mined)
 
     @property
     def fees_paid(self) -> int:
@@ -272,9 +282,19 @@ class ChainSettlement:
             if not waiting:
                 del self._deposit_news[channel_id]
 
+    def cursor_moved(self) -> None:
+        """The watcher passed more blocks: the funding waits read the holdings there now."""
+        for channel_id in list(self._deposit_news):
+            self.deposit_seen(channel_id)
+
     async def _all_held(self, event: ev.Fund) -> bool:
         block: BlockId = "latest"
-        if self.confirmations:
+        if self.confirmed_block is not None:
+            cursor = self.confirmed_block()
+            if cursor is None:
+                return False  # the watcher has not started: nothing is confirmed yet
+            block = cursor
+        elif self.confirmations:
             block = max(0, await self.chain.block_number() - self.confirmations)
         for asset, row in zip(event.assets, event.balances, strict=True):
             held = await self.chain.holdings(event.channel_id, asset, block)
@@ -300,7 +320,6 @@ class ChainSettlement:
         try:
             receipt = await self.chain.conclude_final(self.account, event.params, event.state,
                                                       event.signatures)
-            self.receipts.append(receipt)
         except TxReverted as exc:
             if exc.data.get("error") == "ChannelConcluded":  # the peer was quicker
                 return await self._conclusion(event.channel_id, event.state.version)
@@ -308,7 +327,7 @@ class ChainSettlement:
         log.info("channel {channel_id} concluded with final version {version}, gas {gas}",
                  channel_id=_hex(event.channel_id), version=event.state.version,
                  gas=receipt.gas_used)
-        return concluded_by(receipt)
+        return self._mined(receipt, event)
 
     async def _conclusion(self, channel_id: ChannelID, version: int) -> Concluded:
         """The peer's transaction concluded the channel just now: its Concluded and PaidOut
@@ -318,6 +337,8 @@ class ChainSettlement:
         events = await self.chain.events(max(0, latest - RECENT_BLOCKS), latest, [channel_id])
         for event in reversed(events):
             if event.name == "Concluded":
+                # Read at the newest block: confirmed once the watcher has passed it.
+                self.unconfirmed.concluded(channel_id, event.block_number)
                 return Concluded(int(event.args["version"]), payouts_of(
                     e for e in events if e.tx_hash == event.tx_hash))
         return Concluded(version, None)
@@ -369,11 +390,10 @@ class ChainSettlement:
         if type(params) is not Params:  # pragma: no cover - virtual channels: virtual_onchain
             raise Internal("a virtual channel is registered through its parent")
         receipt = await self.chain.register(self.account, params, event.state, event.signatures)
-        self.receipts.append(receipt)
         self._registered[event.channel_id] = event.state.version
         log.info("channel {channel_id}: registered version {version}",
                  channel_id=_hex(event.channel_id), version=event.state.version)
-        return concluded_by(receipt)
+        return self._mined(receipt, event)
 
     def register_virtual(self, cmd: RegisterVirtual) -> Deferred[Concluded | None]:
         """Register a virtual channel's state through its parent (`registerVirtualState`)."""
@@ -398,9 +418,20 @@ class ChainSettlement:
             return await self._conclusion(event.channel_id, event.state.version)
         try:
             receipt = await self.chain.conclude(self.account, params, event.state)
-            self.receipts.append(receipt)
         except TxReverted as exc:
             if exc.data.get("error") == "ChannelConcluded":
                 return await self._conclusion(event.channel_id, event.state.version)
             raise
+        return self._mined(receipt, event)
+
+    def _mined(self, receipt: TxReceipt, command: object) -> Concluded | None:
+        """A settlement transaction of ours is mined: its receipt is kept, what it registered
+        or concluded is noted until the watcher has passed its block (`unconfirmed`), and the
+        conclusion it shows, if any, is returned (`concluded_by`)."""
+        self.receipts.append(receipt)
+        if isinstance(command, ev.Register | RegisterVirtual):
+            self.unconfirmed.registered(command, receipt.block_number)
+        for event in receipt.events_named("Concluded"):
+            if event.channel_id is not None:
+                self.unconfirmed.concluded(ChannelID(event.channel_id), receipt.block_number)
         return concluded_by(receipt)

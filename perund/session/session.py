@@ -55,6 +55,7 @@ from perund.session.missing_deposits import MissingDeposits
 from perund.session.notices import Notice
 from perund.session.onchain import ChainSettlement
 from perund.session.retirement import Retirement
+from perund.session.unconfirmed import UnconfirmedCheck
 from perund.session.withdrawals import Withdrawals
 from perund.storage.fsync_thread import fsync_thread
 from perund.storage.history import SCAN_BUDGET
@@ -320,6 +321,15 @@ class Session:
             await _settle_lost_conclusions(session_id, chain, client)
             await missing.check()
 
+        unconfirmed = UnconfirmedCheck(chain, settlement.unconfirmed,
+                                       channels=lambda: client.channels,
+                                       chain_input=client.chain_input,
+                                       resettle=client.resettle, session_id=session_id)
+
+        async def passed(cursor: int) -> None:
+            settlement.cursor_moved()
+            await unconfirmed.passed(cursor)
+
         watcher = ChainWatcher(reactor, chain_view or chain, store, client,
                                poll_interval=node.chain.poll_interval,
                                confirmations=node.chain.confirmations,
@@ -327,7 +337,8 @@ class Session:
                                on_event=client.intermediary.chain_event,
                                # The embedded dev chain mines a block per transaction only.
                                mine=None if node.chain.url else chain.mine,
-                               on_rewind=rewound)
+                               on_rewind=rewound, on_passed=passed)
+        settlement.confirmed_block = lambda: watcher.cursor
         session = cls(reactor, session_id, config, account, store, contacts, client, peers,
                       settlement, watcher)
         session.missing_deposits = missing

@@ -56,20 +56,20 @@ class ConcludeParent:
 class VirtualChainCalls:
     """Sends the virtual-channel transactions of one session's account (module doc)."""
 
-    def __init__(self, chain: ChainBackend, account: Account, receipts: list[TxReceipt], *,
+    def __init__(self, chain: ChainBackend, account: Account, *,
                  sleep: Callable[[float], Deferred[None]],
                  concluded_by_peer: Callable[[ChannelID, Params], Coroutine[Any, Any, bool]],
                  registered: dict[ChannelID, int],
                  conclusion: Callable[[ChannelID, int], Deferred[Concluded]],
-                 concluded_by: Callable[[TxReceipt], Concluded | None]) -> None:
+                 mined: Callable[[TxReceipt, object], Concluded | None]) -> None:
         self._chain = chain
         self._account = account
-        self._receipts = receipts
         self._sleep = sleep
         self._concluded_by_peer = concluded_by_peer
         self._registered = registered
         self._conclusion = conclusion
-        self._concluded_by = concluded_by
+        self._mined = mined
+        """Told of each mined transaction with its command; the conclusion it shows."""
         self._concluding: set[ChannelID] = set()
         """Parents whose conclusion is under way (the watcher asks again while it waits)."""
 
@@ -88,13 +88,12 @@ class VirtualChainCalls:
             return None
         receipt = await self._chain.register_virtual(self._account, cmd.params, cmd.state,
                                                      cmd.signatures, cmd.proof)
-        self._receipts.append(receipt)
         self._registered[cmd.channel_id] = cmd.state.version
         log.info("registered virtual channel {vid} version {version} through channel "
                  "{channel_id} version {parent}, gas {gas}", vid="0x" + vid.hex(),
                  version=cmd.proof.state.version, channel_id="0x" + cmd.channel_id.hex(),
                  parent=cmd.state.version, gas=receipt.gas_used)
-        return self._concluded_by(receipt)
+        return self._mined(receipt, cmd)
 
     async def conclude_parent(self, cmd: ConcludeParent) -> Concluded | None:
         """`concludeParentState` once every virtual channel is frozen: at once if we
@@ -123,8 +122,7 @@ class VirtualChainCalls:
             if exc.data.get("error") == "ChannelConcluded":
                 return await self._conclusion(cmd.channel_id, cmd.state.version)
             raise
-        self._receipts.append(receipt)
         log.info("channel {channel_id} concluded with {count} virtual channels, gas {gas}",
                  channel_id="0x" + cmd.channel_id.hex(), count=len(cmd.sub_states),
                  gas=receipt.gas_used)
-        return self._concluded_by(receipt)
+        return self._mined(receipt, cmd)
