@@ -23,13 +23,18 @@ CHALLENGE = 60
 class World(Users):
     """Alice's and bob's daemons with open sessions, the chain, and the helpers the tests share."""
 
-    def __init__(self, setup: Generated, workdir: Path, anvil: Anvil) -> None:
+    def __init__(self, setup: Generated, workdir: Path, anvil: Anvil,
+                 confirmations: int = 0) -> None:
         self.anvil = anvil
         self.setup = setup
         alice_config, bob_config = two_nodes(setup)
         for config in (alice_config, bob_config):
             node = yaml.safe_load(config.read_text())
             node["chain"]["poll_interval"] = "200ms"
+            if confirmations:
+                # Blocks come every second (the test mines them): a challenge of CHALLENGE
+                # seconds stays above the nodes' minimum.
+                node["chain"].update(confirmations=confirmations, block_time="1s")
             node["timeouts"] = {"response": "8s", "tx": "10s", "funding": "8s",
                                 "peer_dial": "2s", "peer_request": "5s"}
             config.write_text(yaml.safe_dump(node))

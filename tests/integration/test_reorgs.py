@@ -1,0 +1,143 @@
+"""Reorganisations shallower than `chain.confirmations` are harmless, with two real daemons on
+an anvil that mines a block a second and whose `anvil_reorg` replaces the newest blocks with
+empty ones, dropping their transactions for good: a refutation or a conclusion dropped before
+the watchers passed its block is sent again, and every channel pays out to the wei without a
+restart (perund.session.unconfirmed)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from perund.chain.anvil import Anvil, free_port, rpc_call
+from perund.cli.generate import Generated, generate
+from tests.integration.onchain import channel_id, stored_channel, until, wei
+from tests.integration.pair import CHALLENGE, World, register_as
+from tests.node.conftest import deploy
+
+pytestmark = pytest.mark.anvil
+
+CONFIRMATIONS = 2
+
+
+def rpc(anvil: Anvil, method: str, *params: object) -> Any:
+    return rpc_call(anvil.url, method, list(params))
+
+
+def head(anvil: Anvil) -> int:
+    return int(rpc(anvil, "eth_blockNumber"), 16)
+
+
+class Miner:
+    """Mines a block every second in the background, as a live chain would (anvil mines only
+    per transaction); `paused` holds it back."""
+
+    def __init__(self, anvil: Anvil) -> None:
+        self.anvil = anvil
+        self.stopped = threading.Event()
+        self.paused = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(1.0):
+            if not self.paused.is_set():
+                rpc(self.anvil, "evm_mine")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
+def transaction_from(anvil: Anvil, sender: str, after: int) -> int:
+    """The block of the first transaction from `sender` after block `after`."""
+    seen, deadline = after, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        while seen < head(anvil):
+            seen += 1
+            block = rpc(anvil, "eth_getBlockByNumber", hex(seen), True)
+            if any(tx["from"].lower() == sender.lower() for tx in block["transactions"]):
+                return seen
+        time.sleep(0.02)
+    raise AssertionError(f"no transaction from {sender} after block {after}")
+
+
+def drop_from(anvil: Anvil, block: int) -> None:
+    """Replace blocks `block` to the newest with empty ones."""
+    rpc(anvil, "anvil_reorg", head(anvil) - block + 1, [])
+
+
+@pytest.fixture
+def anvil() -> Iterator[Anvil]:
+    with Anvil() as node:  # one of its own: its blocks are replaced
+        yield node
+
+
+@pytest_twisted.async_fixture
+async def setup(anvil: Anvil, tmp_path: Path) -> Generated:
+    return generate(tmp_path, chain_url=anvil.url, chain_id=anvil.chain_id,
+                    adjudicator=await deploy(anvil), api_port=free_port(),
+                    comm_ports=(free_port(), free_port()))
+
+
+@pytest.fixture
+def world(setup: Generated, tmp_path: Path, anvil: Anvil) -> Iterator[tuple[World, Miner]]:
+    miner = Miner(anvil)
+    w = World(setup, tmp_path, anvil, confirmations=CONFIRMATIONS)
+    try:
+        yield w, miner
+    finally:
+        miner.stop()
+        w.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refutation_dropped_within_the_confirmations_is_sent_again(
+        world: tuple[World, Miner], anvil: Anvil, tmp_path: Path) -> None:
+    w, miner = world
+    cid = w.open_channel("5", "3")
+    w.pay("alice", cid, "1")  # 4 / 4
+    backup = w.backup("bob", tmp_path)
+    latest = w.pay("bob", cid, "2.5")["version"]  # 6.5 / 1.5
+    w.bob.kill()
+    before = head(anvil)
+    await register_as(w, "bob", stored_channel(backup, cid))  # bob's 4 / 4
+    refutation = transaction_from(anvil, w.users["alice"].on_chain_address, before)
+    drop_from(anvil, refutation)
+    status = await (await w.connected()).channel_status(channel_id(cid))
+    assert status.version < latest  # the stale state stands on the chain again
+    until(lambda: w.on_chain_version("alice", cid) == latest, "the refutation sent again", 50)
+    miner.paused.set()
+    w.travel(CHALLENGE + 1)
+    until(lambda: w.phase("alice", cid) == "closed", "alice's node concluding", 60)
+    await w.check_payouts(cid, alice=wei("6.5"), bob=wei("1.5"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_conclusion_dropped_within_the_confirmations_is_made_again(
+        world: tuple[World, Miner], anvil: Anvil) -> None:
+    w, miner = world
+    cid = w.open_channel("5", "3")
+    w.pay("alice", cid, "1")
+    w.pay("bob", cid, "0.25")  # 4.25 / 3.75
+    before = head(anvil)
+    miner.paused.set()  # the conclusion stays the newest block until it is dropped
+    assert w.close_together("alice", "bob", cid)["paidOut"] == {"ETH": "4.25"}
+    conclusion = transaction_from(anvil, w.users["alice"].on_chain_address, before)
+    until(lambda: w.phase("bob", cid) == "closed", "bob's node seeing the conclusion")
+    drop_from(anvil, conclusion)
+    miner.paused.clear()
+    chain = await w.connected()
+    assert (await chain.channel_status(channel_id(cid))).phase.name != "CONCLUDED"
+    deadline = time.monotonic() + 45
+    while (await w.view.payouts(cid)) == {} and time.monotonic() < deadline:
+        time.sleep(0.5)
+    await w.check_payouts(cid, alice=wei("4.25"), bob=wei("3.75"))
+    until(lambda: w.phase("alice", cid) == "closed" and w.phase("bob", cid) == "closed",
+          "both nodes closed again", 45)
