@@ -24,6 +24,7 @@ from perund.cli.client.credentials import (
     is_session_credential,
     write_token_file,
 )
+from perund.cli.client.durations import duration, duration_refusal
 from perund.cli.client.errors import CliError, NotFound, UsageError
 from perund.cli.client.render import Style, balances_pair, short_id
 
@@ -199,15 +200,6 @@ class Context:
             raise UsageError(f"bad {kind} ID {ref!r}: expected 0x and 64 hex digits "
                              "(as `watch` prints it)")
         return "0x" + hex_part.lower()
-
-
-def duration(text: str) -> int:
-    """Seconds from `90`, `90s`, `10m`, `2h` or `1d`."""
-    match = re.fullmatch(r"\s*([0-9]+)\s*(s|m|min|h|d)?\s*", text)
-    if not match or int(match.group(1)) == 0:
-        raise UsageError(f"bad duration {text!r}: give seconds, or 90s, 10m, 2h, 1d")
-    unit = {"s": 1, None: 1, "m": 60, "min": 60, "h": 3600, "d": 86400}[match.group(2)]
-    return int(match.group(1)) * unit
 
 
 def config_path(text: str) -> str:
@@ -469,8 +461,18 @@ def channel_open(ctx: Context, args: argparse.Namespace) -> Result:
     before = {c["channelId"] for c in ctx.channels()}
     what = f"a virtual channel with {args.peer} via {args.via}" if args.via \
         else f"a channel with {args.peer}"
-    return Long(f"opening {what}",
-                lambda: ctx.call_long("channel_open", **params),
+
+    def call() -> Any:
+        try:
+            return ctx.call_long("channel_open", **params)
+        except ApiError as exc:
+            refusal = duration_refusal(exc, args.challenge_duration) \
+                if args.challenge_duration else None
+            if refusal is not None:
+                raise refusal from None
+            raise
+
+    return Long(f"opening {what}", call,
                 _new_channel_status(ctx, session, before, args.peer,
                                     f"waiting for {args.peer} to accept the proposal"),
                 _opened(ctx, ""))
