@@ -23,6 +23,7 @@ from perund.chain.client import ChainClient, PreparedTx, RawReceipt
 from perund.chain.results import TxReceipt
 from perund.channel.types import Address, hex_address
 from perund.errors import PerundError, ProtocolError, TxTimedOut
+from perund.words import plural
 
 DEFAULT_REPLACEMENTS = 2
 """Replacements of a transaction not mined in time: at most three `tx_timeout`s in all, within
@@ -189,8 +190,9 @@ class TransactionSender:
                 if not told:
                     told = True
                     self.log.info(
-                        "waiting for {count} earlier transaction(s) of {sender} to be mined "
+                        "waiting for {earlier} of {sender} to be mined "
                         "(nonce {nonce} on)", count=pending - mined,
+                        earlier=plural(pending - mined, "earlier transaction"),
                         sender=hex_address(address), nonce=mined)
                 await deferLater(self._reactor, min(self.poll_interval, remaining), lambda: None)
         finally:

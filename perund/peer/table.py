@@ -99,10 +99,12 @@ class PeerTable:
         """What this session's connections together hold for peers that do not read
         (`perund.wire.limits.SESSION_BACKLOG`)."""
         self.admission = Admission(reactor, limits or PeerLimits())
-        self._replaced_lines = LineBudget(reactor, log, "replaced peer connections")
-        self.link_lines = LineBudget(reactor, log, "peer connections made or lost", lines=50)
+        self._replaced_lines = LineBudget(reactor, log, "replaced peer connection")
+        self.link_lines = LineBudget(reactor, log, ("peer connection made or lost",
+                                                          "peer connections made or lost"),
+                                     lines=50)
         """Contacts' connections made and lost (a contact can reconnect in a loop)."""
-        self.violation_lines = LineBudget(reactor, log, "dropped peer connections", lines=50)
+        self.violation_lines = LineBudget(reactor, log, "dropped peer connection", lines=50)
         """Why connections were dropped (`PeerProtocol`): anyone can open connections and
         break the rules on each, so a few lines per interval, the rest counted."""
         self._port: Any = None

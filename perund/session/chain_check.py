@@ -26,6 +26,7 @@ from perund.channel.records import Channel
 from perund.channel.rules import funds as funds_of
 from perund.channel.types import ETH, Address, ChannelID, Params, hex_address
 from perund.errors import ChainMismatch
+from perund.words import plural
 
 AssetLabel = Callable[[Address], tuple[str, int]]
 """How to show amounts of an asset: its symbol and decimals (the node's currency table)."""
@@ -142,11 +143,11 @@ def mismatch(session: str, chain_url: str, found: list[Shortfall]) -> ChainMisma
     more = f" and {len(found) - 10} more" if len(found) > 10 else ""
     channels = len({s.channel_id for s in found})
     return ChainMismatch(
-        f"the chain at {chain_url} lacks what {channels} "
-        f"{'channel' if channels == 1 else 'channels'} of "
-        f"session {session} hold ({listed}{more}): it was reset, lost its newest blocks, or "
-        "is another chain. Point chain.url at the chain those channels were funded on (for "
-        "the embedded chain: put data_dir/devchain back), or start with "
+        f"the chain at {chain_url} lacks what {plural(channels, 'channel')} of "
+        f"session {session} {'holds' if channels == 1 else 'hold'} ({listed}{more}): it was "
+        "reset, lost its newest blocks, or is another chain. Point chain.url at the chain "
+        "those channels were funded on (for the embedded chain: put data_dir/devchain back), "
+        "or start with "
         "--accept-lost-channels to give them up (docs/operations.md, \"When things go "
         "wrong\"); a channel that was settling because its funding failed before any "
         "deposit was made, recorded before perund marked such channels, has nothing on any "

@@ -35,6 +35,7 @@ from perund.errors import (
     TxTimedOut,
 )
 from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual, VirtualChainCalls
+from perund.words import plural
 
 log = Logger(namespace="perund.settlement")
 
@@ -203,7 +204,7 @@ class ChainSettlement:
                 if deposits:
                     receipts = await self._deposit(channel_id, index, deposits)
                     log.info("channel {channel_id}: deposited {deposits} in block {block} "
-                             "({transactions} transactions, gas {gas})",
+                             "({sent}, gas {gas})", sent=plural(len(receipts), "transaction"),
                              channel_id=_hex(channel_id),
                              deposits=", ".join(f"{amount} of {hex_address(asset)}"
                                                 for asset, amount in deposits),

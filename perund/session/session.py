@@ -59,6 +59,7 @@ from perund.session.withdrawals import Withdrawals
 from perund.storage.fsync_thread import fsync_thread
 from perund.storage.history import SCAN_BUDGET
 from perund.storage.store import SessionStore
+from perund.words import plural
 
 log = Logger(namespace="perund.session")
 
@@ -359,7 +360,8 @@ class Session:
         # A payout the contract credited while the node was down, or never withdrew.
         session.withdrawals.check([ETH, *(token.address for token in node.chain.assets.values())])
         log.info("session {session_id} open: off-chain {address}, on-chain {account}, "
-                 "{restored} channels restored, peers on {listen}", session_id=session_id,
+                 "{channels} restored, peers on {listen}", session_id=session_id,
+                 channels=plural(len(session.restored), "channel"),
                  address=hex_address(signer.address), account=hex_address(account.address),
                  restored=len(session.restored), listen=config.comm_listen)
         return session
@@ -377,7 +379,8 @@ class Session:
         still_open = self.open_channels()
         if still_open and not force:
             raise FailedPrecondition(
-                f"session has {len(still_open)} open channels: close them or use force",
+                f"session has {plural(len(still_open), 'open channel')}: close "
+                f"{'it' if len(still_open) == 1 else 'them'} or use force",
                 openChannels=["0x" + c.channel_id.hex() for c in still_open],
             )
         await self.watcher.stop()
@@ -400,8 +403,9 @@ class Session:
                 self.store.close()  # idempotent; releases the lock whatever it raises
             log.error("session {session_id}: its store could not make the last writes durable "
                       "({error})", session_id=self.id, error=exc)
-        log.info("session {session_id} closed ({count} channels left open)",
-                 session_id=self.id, count=len(still_open))
+        log.info("session {session_id} closed ({channels} left open)",
+                 session_id=self.id, count=len(still_open),
+                 channels=plural(len(still_open), "channel"))
         return still_open
 
 

@@ -27,6 +27,7 @@ from perund.cli.client.credentials import (
 from perund.cli.client.durations import duration, duration_refusal
 from perund.cli.client.errors import CliError, NotFound, UsageError
 from perund.cli.client.render import Style, balances_pair, short_id
+from perund.words import plural
 
 STATUS_TIMEOUT = 5.0
 """Seconds a progress query (channel_get, channel_list) may take before it is skipped."""
@@ -341,7 +342,8 @@ def session_close(ctx: Context, args: argparse.Namespace) -> Result:
     left = ctx.call("session_close", sessionId=session, force=bool(args.force))
     text = f"session {ctx.style.ident(session)} is closed"
     if left:
-        text += f"; {len(left)} channels stay open and come back at the next open\n" + \
+        stay = plural(len(left), "channel stays", "channels stay")
+        text += f"; {stay} open and come back at the next open\n" + \
             render.channel_rows(left, ctx.style)
     return Outcome(left, text)
 
