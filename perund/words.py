@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime
 
 ETH_DECIMALS = 18
+GWEI_DECIMALS = 9
+"""Wei in a gwei, the unit of gas prices, as a power of ten."""
 
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
@@ -53,6 +55,14 @@ def units_text(units: int, decimals: int) -> str:
     if fraction == 0:
         return f"{sign}{whole}"
     return f"{sign}{whole}.{str(fraction).rjust(decimals, '0').rstrip('0')}"
+
+
+def asset_text(units: int, symbol: str, decimals: int) -> str:
+    """An amount of an asset for a person: `2.5 PRN` for a currency with decimals (`symbol`,
+    `decimals`: the node's currency table), `7 units of 0x12…` for one without."""
+    if not decimals:
+        return f"{units} units of {symbol}"
+    return f"{units_text(units, decimals)} {symbol}"
 
 
 def eth_text(wei: int) -> str:

@@ -26,7 +26,7 @@ from perund.channel.records import Channel
 from perund.channel.rules import funds as funds_of
 from perund.channel.types import ETH, Address, ChannelID, Params, hex_address
 from perund.errors import ChainMismatch
-from perund.words import plural
+from perund.words import asset_text, plural
 
 AssetLabel = Callable[[Address], tuple[str, int]]
 """How to show amounts of an asset: its symbol and decimals (the node's currency table)."""
@@ -60,13 +60,7 @@ class Shortfall:
     def amount(self, units: int) -> str:
         """`units` of the asset for a person: `2.5 ETH`, `10 PRN`, or base units of an asset
         without a symbol."""
-        symbol, decimals = self.label(self.asset)
-        if not decimals:
-            return f"{units} units of {symbol}"
-        whole, fraction = divmod(units, 10**decimals)
-        text = str(whole) if not fraction else \
-            f"{whole}.{str(fraction).rjust(decimals, '0').rstrip('0')}"
-        return f"{text} {symbol}"
+        return asset_text(units, *self.label(self.asset))
 
     def describe(self) -> str:
         """`channel 0x12ab… with 0x…: 2.5 ETH expected, 0 ETH held`."""

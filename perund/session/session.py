@@ -153,7 +153,7 @@ class Session:
         """Channels held because the chain lost their deposits while the session ran."""
         self._early: deque[Notice] | None = deque(maxlen=EARLY_NOTICES)
         client.observers.append(self._keep_early)
-        self.withdrawals = Withdrawals(reactor, settlement)
+        self.withdrawals = Withdrawals(reactor, settlement, settlement.asset_label)
         """Withdraws the payouts the Adjudicator credited to our account instead of sending."""
         client.observers.append(self.withdrawals.observe)
         self.listings = WorkAllowance(reactor, LISTING_RATE, LISTING_BURST)
@@ -299,7 +299,7 @@ class Session:
                                      # The watcher reports deposits: reading the holdings
                                      # on a timer is only the fallback.
                                      funding_recheck=FUNDING_RECHECK_POLLS
-                                     * node.chain.poll_interval)
+                                     * node.chain.poll_interval, asset_label=asset_label)
         deployment = Deployment(chain.chain_id, chain.adjudicator, min_challenge_duration(node))
         client = ChannelClient(
             reactor, signer=signer, receiver=account.address, peers=peers,
