@@ -90,6 +90,10 @@ class Context:
         """The shell resolves proposal and update ID prefixes from the pushes it saw."""
         self.symbols: list[str] | None = None
         """The node's currency symbols (`node_getConfig`), once asked."""
+        self.confirm: Callable[[str], bool] | None = None
+        """Asks the user a question (on a terminal) and says whether the answer was yes;
+        None where no one can be asked (no terminal, the shell): a command that needs a yes
+        then needs `--yes`."""
 
     def currency(self, typed: str) -> str:
         """The node's symbol that `typed` names, in any letter case (`prn` is PRN); what
@@ -480,73 +484,6 @@ def channel_open(ctx: Context, args: argparse.Namespace) -> Result:
                 _opened(ctx, ""))
 
 
-DEFAULT_PEER_WAIT = 300
-"""Seconds the node waits for a peer that cannot be reached when `channel_close` does not say
-(the node's `perund.session.closing.PEER_WAIT`; a test checks they agree)."""
-
-
-def _close_status(ctx: Context, session: str, channel: dict[str, Any],
-                  disputes_from: float | None) -> Callable[[], str]:
-    """The progress line of a close; `disputes_from`: when (node time) the node disputes the
-    channel if the peer cannot be reached until then (None: a forced close)."""
-    peer = channel["peer"]
-
-    def status() -> str:
-        c = ctx.quick("channel_get", sessionId=session, channelId=channel["channelId"])
-        phase = c["phase"]
-        if phase in ("open", "updating"):
-            if disputes_from is None:
-                return f"waiting for {peer} to sign the final state"
-            return (f"waiting for {peer} to sign the final state (a dispute at "
-                    f"{render.clock(disputes_from)} if {peer} stays unreachable)")
-        if phase == "closing":
-            return ("final state signed; concluding on-chain" if c.get("isFinal")
-                    else "registering the latest state on-chain")
-        if phase == "disputed":
-            on_chain = c.get("onChain") or {}
-            timeout = on_chain.get("timeout")
-            if isinstance(timeout, (int, float)):
-                left = timeout - ctx.node_now()
-                return (f"disputed: version {on_chain.get('version')} registered on-chain; the "
-                        f"challenge period ends {render.clock(timeout)}"
-                        f" (in {render.seconds_text(left)})" if left > 0 else
-                        "disputed: the challenge period is over; concluding on-chain")
-            return "disputed on-chain"
-        if phase == "closed":
-            return "concluded; paying out"
-        return f"phase {phase}"
-    return status
-
-
-def channel_close(ctx: Context, args: argparse.Namespace) -> Result:
-    """`channel close CHANNEL [--force | --peer-wait WAIT]`: waits until settled and paid
-    out."""
-    session = ctx.session_id()
-    channel = ctx.resolve_channel(args.channel)
-    channel_id = channel["channelId"]
-
-    def finish(closed: Any) -> Outcome:
-        how = "by a final state both signed" if closed.get("isFinal") else "by a dispute"
-        return Outcome(closed, f"channel {ctx.style.ident(short_id(channel_id))} with "
-                               f"{closed['peer']} is {ctx.style.ok(closed['phase'])} ({how}), "
-                               f"{render.payout_text(closed, ctx.style)}")
-
-    wait = None if args.force else (DEFAULT_PEER_WAIT if args.peer_wait is None
-                                    else args.peer_wait)
-    disputes_from = None if wait is None else ctx.node_now() + wait
-    return Long(f"closing channel {short_id(channel_id)} with {channel['peer']}",
-                lambda: ctx.call_long("channel_close", sessionId=session, channelId=channel_id,
-                                      **_close_how(args)),
-                _close_status(ctx, session, channel, disputes_from), finish)
-
-
-def _close_how(args: argparse.Namespace) -> dict[str, Any]:
-    """`channel_close`'s `force` or `peerWait`, as the options say."""
-    if args.peer_wait is not None:
-        return {"peerWait": args.peer_wait}
-    return {"force": bool(args.force)}
-
-
 def _send(ctx: Context, args: argparse.Namespace, request: bool) -> Result:
     session = ctx.session_id()
     channel = ctx.resolve_channel(args.channel)
@@ -647,7 +584,6 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("channel", "open"): channel_open,
     ("channel", "list"): channel_list,
     ("channel", "info"): channel_info,
-    ("channel", "close"): channel_close,
     ("pay", None): pay,
     ("request", None): request,
     ("balance", None): balance,
