@@ -60,6 +60,7 @@ from perund.session.chain_check import FUNDED
 from perund.session.config import SessionConfig, read_session_files
 from perund.session.session import Session, SessionParts
 from perund.storage.store import SessionStore
+from perund.words import plural
 
 
 class NodeService(MultiService):
@@ -158,10 +159,13 @@ class NodeService(MultiService):
             at_stake = await self._channels_at_stake()
             if not at_stake:
                 raise
+            channels = plural(len(at_stake), "channel of the node's sessions is",
+                              "channels of the node's sessions are")
+            they = "it was" if len(at_stake) == 1 else "they were"
             raise ChainMismatch(
-                f"{exc.message}, while {len(at_stake)} channels of the node's sessions are "
-                f"funded there ({'; '.join(at_stake[:10])}): point chain.url and "
-                "chain.adjudicator at the chain and contract they were funded on "
+                f"{exc.message}, while {channels} funded there ({'; '.join(at_stake[:10])}): "
+                f"point chain.url and chain.adjudicator at the chain and contract {they} "
+                "funded on "
                 "(docs/operations.md, \"When things go wrong\")",
                 channels=at_stake) from None
         # The chain check of the sessions' channels is read-only: the chain answers it while
@@ -450,9 +454,10 @@ class NodeService(MultiService):
         mismatched: list[ChainMismatch] = []
         for path, (_, result) in zip(paths, outcomes, strict=True):
             if isinstance(result, Session):
-                self.log.info("session {path} open again as {session_id} ({count} channels "
+                self.log.info("session {path} open again as {session_id} ({channels} "
                               "restored)", path=path, session_id=result.id,
-                              count=len(result.restored))
+                              count=len(result.restored),
+                              channels=plural(len(result.restored), "channel"))
             elif result.check(ResourceExists):
                 continue
             elif result.check(ChainMismatch):

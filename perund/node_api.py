@@ -266,6 +266,9 @@ class NodeAPI:
                            max_fee: Mapping[Address, int] | None = None) -> ChannelView:
         session = self._session(session_id)
         contact = session.contacts.resolve(peer)
+        # Only an omitted duration takes the default: a 0 is refused, with the range.
+        duration = DEFAULT_CHALLENGE_DURATION if challenge_duration is None \
+            else challenge_duration
         if max_fee is not None and via is None:
             raise InvalidArgument("maxFee limits an intermediary's fee: it goes with via",
                                   name="maxFee", value=None, requirement="via as well")
@@ -281,13 +284,13 @@ class NodeAPI:
             virtual = VirtualOpenRequest(
                 contact.off_chain_address, session.contacts.resolve(via, "via").off_chain_address,
                 tuple(balances), tuple(balances.values()),
-                challenge_duration or DEFAULT_CHALLENGE_DURATION,
+                duration,
                 tuple(limits.get(asset, 0) for asset in balances))
             return self._view(session, await session.client.open_channel(virtual))
         await self._can_fund(session, {asset: ours for asset, (ours, _) in balances.items()})
         request = OpenRequest(contact.off_chain_address, tuple(balances),
                               tuple(balances.values()),
-                              challenge_duration or DEFAULT_CHALLENGE_DURATION)
+                              duration)
         return self._view(session, await session.client.open_channel(request))
 
     async def channel_respond_proposal(self, session_id: bytes, proposal_id: bytes,

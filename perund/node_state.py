@@ -27,6 +27,7 @@ from twisted.logger import Logger
 
 from perund.api.credentials import StoredCredential
 from perund.storage.datafile import replace_file
+from perund.words import plural
 
 log = Logger(namespace="perund.node")
 
@@ -78,10 +79,11 @@ def read_sessions(path: Path) -> list[RememberedSession]:
     if problems:
         kept = _keep_aside(path)
         log.critical(
-            "{file} is damaged ({problems}); {count} sessions are opened from what could be "
+            "{file} is damaged ({problems}); {opened} from what could be "
             "read, the rest not: the file as it was is kept as {kept} (the sessions left out "
             "can be opened again with session_open, with new credentials)",
             file=str(path), problems="; ".join(problems[:5]), count=len(sessions),
+            opened=plural(len(sessions), "session is opened", "sessions are opened"),
             kept=kept or "nothing (it could not be moved)")
     return sessions
 

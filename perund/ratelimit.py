@@ -6,6 +6,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from perund.words import plural
+
 WARN_INTERVAL = 10.0
 """Seconds between two lines of one warning."""
 
@@ -21,14 +23,19 @@ class RateLimitedWarning:
         self._last = float("-inf")
         self._count = 0
 
-    def warn(self, template: str, **fields: object) -> None:
-        """Count one event; log `template` (which may use `{times}`, the events since the last
-        line) when the interval has passed since that line."""
+    def warn(self, template: str, counted: str | tuple[str, str] = "time",
+             **fields: object) -> None:
+        """Count one event; log `template` when the interval has passed since the last line.
+        The template may use `{times}`, the events since that line, or `{counted}`: that
+        number with `counted`, the noun for one event (or the noun for one and for several),
+        in the right number."""
         self._count += 1
         now = self._clock.seconds()
         if now - self._last >= self.interval:
             self._last = now
-            self._log.warn(template, times=self._count, **fields)
+            noun, nouns = (counted, None) if isinstance(counted, str) else counted
+            self._log.warn(template, times=self._count,
+                           counted=plural(self._count, noun, nouns), **fields)
             self._count = 0
 
 
@@ -91,11 +98,13 @@ class LineBudget:
     a later interval. Unlike `RateLimitedWarning`, a handful of events keep each its own line
     (its own reason and peer)."""
 
-    def __init__(self, clock: Any, log: Logger, what: str, lines: int = 20,
-                 interval: float = WARN_INTERVAL) -> None:
+    def __init__(self, clock: Any, log: Logger, what: str | tuple[str, str],
+                 lines: int = 20, interval: float = WARN_INTERVAL) -> None:
+        """`what` names one event (`dropped peer connection`), or one and several where the
+        plural is not that with an "s"."""
         self._clock = clock
         self._log = log
-        self.what = what
+        self.what, self.whats = (what, what + "s") if isinstance(what, str) else what
         self.lines = lines
         self.interval = interval
         self._started = float("-inf")
@@ -108,9 +117,11 @@ class LineBudget:
         now = self._clock.seconds()
         if now - self._started >= self.interval:
             if self.suppressed:
-                self._log.warn("{count} more {what} were not logged (at most {lines} lines "
-                               "in {interval} s)", count=self.suppressed, what=self.what,
-                               lines=self.lines, interval=self.interval)
+                self._log.warn("{more} not logged (at most {lines} lines in {interval} s)",
+                               count=self.suppressed, what=self.whats, lines=self.lines,
+                               interval=self.interval, more=plural(
+                                   self.suppressed, f"more {self.what} was",
+                                   f"more {self.whats} were"))
             self._started = now
             self._used = 0
             self.suppressed = 0

@@ -26,6 +26,7 @@ from perund.errors import (
     ProtocolError,
     ResourceExists,
 )
+from perund.words import plural
 
 log = Logger(namespace="perund.node")
 
@@ -81,8 +82,9 @@ class Reopener:
                 log.error("could not open session {path} again: {error}; the next start tries "
                           "again", path=path, error=exc)
         else:
-            log.info("session {path} open again as {session_id} ({count} channels restored)",
-                     path=path, session_id=session.id, count=len(session.restored))
+            log.info("session {path} open again as {session_id} ({channels} restored)",
+                     path=path, session_id=session.id, count=len(session.restored),
+                     channels=plural(len(session.restored), "channel"))
 
     def stop(self) -> None:
         """Try no more (the node stops; its next start tries again)."""

@@ -20,12 +20,27 @@ def _warning() -> tuple[Clock, RateLimitedWarning, list[dict[str, Any]]]:
 def test_a_flood_is_one_line_per_interval_counting_the_events() -> None:
     clock, warning, events = _warning()
     for _ in range(5):
-        warning.warn("refused {times} things")
+        warning.warn("refused {counted}", "thing")
     clock.advance(WARN_INTERVAL / 2)
-    warning.warn("refused {times} things")
+    warning.warn("refused {counted}", "thing")
     clock.advance(WARN_INTERVAL / 2)
-    warning.warn("refused {times} things")
-    assert [formatEvent(e) for e in events] == ["refused 1 things", "refused 6 things"]
+    warning.warn("refused {counted}", "thing")
+    assert [formatEvent(e) for e in events] == ["refused 1 thing", "refused 6 things"]
+    assert [e["times"] for e in events] == [1, 6]  # the number, for machines
+
+
+def test_a_counted_noun_may_have_a_plural_of_its_own() -> None:
+    clock, warning, events = _warning()
+    noun = ("connection of an unknown peer", "connections of unknown peers")
+    warning.warn("refused {counted}", noun)
+    clock.advance(WARN_INTERVAL)
+    warning.warn("refused {counted}", noun)
+    warning.warn("refused {counted}", noun)
+    clock.advance(WARN_INTERVAL)
+    warning.warn("refused {counted}", noun)
+    assert [formatEvent(e) for e in events] == [
+        "refused 1 connection of an unknown peer", "refused 1 connection of an unknown peer",
+        "refused 2 connections of unknown peers"]
 
 
 def test_the_callers_fields_are_formatted_even_one_named_count() -> None:
@@ -55,10 +70,16 @@ def test_a_line_budget_logs_the_first_lines_of_an_interval_and_counts_the_rest()
     from perund.ratelimit import LineBudget
 
     clock = Clock()
-    budget = LineBudget(clock, Logger(), "dropped peer connections", lines=3, interval=10.0)
+    budget = LineBudget(clock, Logger(), "dropped peer connection", lines=3, interval=10.0)
     with capturedLogs() as events:
         assert [budget.take() for _ in range(1000)] == [True] * 3 + [False] * 997
         clock.advance(10.0)
         assert budget.take()
     assert [formatEvent(e) for e in events] == [
         "997 more dropped peer connections were not logged (at most 3 lines in 10.0 s)"]
+    with capturedLogs() as events:
+        assert [budget.take() for _ in range(3)] == [True, True, False]
+        clock.advance(10.0)
+        assert budget.take()
+    assert [formatEvent(e) for e in events] == [
+        "1 more dropped peer connection was not logged (at most 3 lines in 10.0 s)"]

@@ -92,9 +92,9 @@ class ConnectionCount:
             victim = self._victim()
             if victim is None:
                 self.refused += 1
-                self._warning.warn("refused {times} API connections: {open} are open "
-                                   "(limits.api_connections); the latest from {peer}",
-                                   open=self.open, peer=getattr(peer, "host", str(peer)))
+                self._warning.warn("refused {counted}: {open} open (limits.api_connections); "
+                                   "the latest from {peer}", "API connection", open=self.open,
+                                   peer=getattr(peer, "host", str(peer)))
                 return False
             self._evict(victim)
         self.open += 1
@@ -112,9 +112,9 @@ class ConnectionCount:
             members = self._parties.setdefault(party, {})
             if party != OPERATOR_ID and len(members) >= self.per_session:
                 self._session_warning.warn(
-                    "closed {times} API connections of sessions over their share "
+                    "closed {counted} of sessions over their share "
                     "(limits.api_connections_per_session: {limit}); the latest was session "
-                    "{party}'s", limit=self.per_session, party=party)
+                    "{party}'s", "API connection", limit=self.per_session, party=party)
                 self._close(next(iter(members)))
             members[connection] = None
             self._party_of[connection] = party
@@ -138,8 +138,8 @@ class ConnectionCount:
     def _evict(self, victim: Any) -> None:
         party = self._party_of.get(victim, "nobody")
         self._eviction_warning.warn(
-            "closed {times} API connections to let new ones in (limits.api_connections); "
-            "the latest was {party}'s", party=party if party == "nobody" else
+            "closed {counted} to let new ones in (limits.api_connections); "
+            "the latest was {party}'s", "API connection", party=party if party == "nobody" else
             ("the operator" if party == OPERATOR_ID else f"session {party}"))
         self._close(victim)
 

@@ -319,8 +319,8 @@ class Dispatcher:
         if allowance.available() < needed:
             wait = max(allowance.seconds_until(needed), 0.1)
             self._over_body_rate.warn(
-                "api: refused {times} large requests over {rate} bytes a second per session; "
-                "the latest of session 0x{session}", rate=LARGE_BODY_RATE,
+                "api: refused {counted} over {rate} bytes a second per session; "
+                "the latest of session 0x{session}", "large request", rate=LARGE_BODY_RATE,
                 session=credential.session_id)
             return FailedPrecondition(
                 f"this session sends requests over {LARGE_BODY // 1024} KiB faster than "
@@ -422,8 +422,8 @@ class Dispatcher:
                 who = "the operator" if credential.session_id is None else "this session"
                 whose = "'s read-only credentials" if key[1] else ""
                 self._over_in_flight.warn(
-                    "api: refused {times} calls over limits.api_calls_in_flight; the latest "
-                    "of {party}{whose}, {limit} in progress", whose=whose, limit=limit,
+                    "api: refused {counted} over limits.api_calls_in_flight; the latest "
+                    "of {party}{whose}, {limit} in progress", "call", whose=whose, limit=limit,
                     party="the operator" if credential.session_id is None
                     else f"session 0x{credential.session_id}")
                 raise FailedPrecondition(
@@ -474,8 +474,8 @@ class Dispatcher:
         allowance = self._log_allowances.of(
             party_of(context.credential if context is not None else None))
         if allowance.available() < 1:
-            self._unlogged.warn("api: {times} calls not logged, over {rate} lines a second for "
-                                "their session (the metrics count every call)",
+            self._unlogged.warn("api: {counted} not logged, over {rate} lines a second for "
+                                "their session (the metrics count every call)", "call",
                                 rate=CALL_LINES_PER_SECOND)
             return
         allowance.spend(1)

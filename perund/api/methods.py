@@ -39,7 +39,7 @@ from perund.api.schema import (
 from perund.api.token_methods import token_methods
 from perund.api.views import UPDATE_TYPES, ChannelView, Payment, PeerView
 from perund.channel.memo import MAX_REFERENCE, reference_problem
-from perund.channel.types import UINT64_MAX, Address, to_address
+from perund.channel.types import Address, to_address
 from perund.contacts.book import COMM_TYPES, parse_account_address
 from perund.errors import (
     FailedPrecondition,
@@ -472,10 +472,14 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                "`via` (an intermediary you and the peer both have a ledger channel with), a "
                "virtual channel, funded by locks in those ledger channels with no transaction.",
                (session, Param("peer", PEER), Param("balances", open_balances),
-                Param("challengeDuration", {"type": "integer", "minimum": 1,
-                                            "maximum": UINT64_MAX,
-                                            "description": "seconds; the node's default if "
-                                                           "omitted"}, required=False),
+                # No bounds here: the node's own range (not 1..2**64-1) is the one to state
+                # when a duration is refused (perund/channel/proposal.py).
+                Param("challengeDuration", {"type": "integer",
+                                            "description": "seconds, within the node's range "
+                                                           "(its minimum from its reaction "
+                                                           "time, at most 30 days); the node's "
+                                                           "default if omitted"},
+                      required=False),
                 Param("via", PEER, required=False,
                       description="the intermediary's alias or address: opens a virtual "
                                   "channel"),

@@ -259,9 +259,9 @@ class ApiSocketFactory(WebSocketServerFactory):
 
     def slow_consumer(self, socket: ApiSocket) -> None:
         """Log (at most once per interval) that a client that does not read was dropped."""
-        self._slow.warn("dropped {times} WebSocket clients that did not read: over {limit} "
+        self._slow.warn("dropped {counted} that did not read: over {limit} "
                         "bytes of replies and pushes waited for one (limits.ws_send_buffer)",
-                        limit=self.limits.socket_send_buffer)
+                        "WebSocket client", limit=self.limits.socket_send_buffer)
 
     def open_sockets(self) -> list[ApiSocket]:
         """The sockets open now that carry a credential."""
@@ -319,10 +319,10 @@ class SessionBuffers:
     def over(self, socket: ApiSocket) -> None:
         """`socket` took its session past the limit and is dropped: say so (rate-limited)."""
         self.dropped += 1
-        self._warning.warn("dropped {times} WebSockets of sessions over their buffer "
+        self._warning.warn("dropped {counted} of sessions over their buffer "
                            "(limits.api_session_buffer: {limit} bytes of messages arriving and "
                            "replies waiting); the latest was session {party}'s",
-                           limit=self.limit, party=_party(socket))
+                           "WebSocket", limit=self.limit, party=_party(socket))
 
 
 def _party(socket: ApiSocket) -> str | None:
@@ -353,8 +353,9 @@ class WebSocketEntry(Resource):
         if origin is not None and not self._origin_allowed(origin):
             # Any credential may ask again and again: one line per interval (docs/security.md).
             self._factory.foreign_origins.warn(
-                "refused {times} WebSocket upgrades from origins not allowed (the last: "
-                "{origin}; api.allowed_origins)", origin=origin.decode("ascii", "replace")[:100])
+                "refused {counted} from origins not allowed (the last: "
+                "{origin}; api.allowed_origins)", "WebSocket upgrade",
+                origin=origin.decode("ascii", "replace")[:100])
             request.setResponseCode(403)
             request.setHeader(b"content-type", b"application/json")
             return encode_json({"error": "this origin may not use the API "

@@ -17,6 +17,7 @@ from perund.chain.connection import ChainConnection, deferred_api
 from perund.chain.results import ChainEvent, ChannelStatus, Phase
 from perund.channel.types import ETH, Address, ChannelID, Params, State
 from perund.errors import ChainRpcError, InvalidContracts
+from perund.words import plural
 
 log = Logger(namespace="perund.chain")
 
@@ -196,8 +197,9 @@ class ChainReads(ChainConnection):
                 # The node takes fewer blocks (or results) a request than we asked for: ask
                 # for half from now on, or a watcher would fail the same way every poll.
                 self.max_log_range = max(1, (end - start + 1) // 2)
-                log.warn("the chain refused eth_getLogs over {blocks} blocks ({why}); asking "
+                log.warn("the chain refused eth_getLogs over {range} ({why}); asking "
                          "for {fewer} at a time from now on", blocks=end - start + 1,
+                         range=plural(end - start + 1, "block"),
                          why=exc.rpc_message[:120], fewer=self.max_log_range)
                 continue
             found.extend(client.decode_events(adjudicator, logs))

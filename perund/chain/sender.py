@@ -23,6 +23,7 @@ from perund.chain.client import ChainClient, PreparedTx, RawReceipt
 from perund.chain.results import TxReceipt
 from perund.channel.types import Address, hex_address
 from perund.errors import PerundError, ProtocolError, TxTimedOut
+from perund.words import GWEI_DECIMALS, plural, units_text
 
 DEFAULT_REPLACEMENTS = 2
 """Replacements of a transaction not mined in time: at most three `tx_timeout`s in all, within
@@ -189,8 +190,9 @@ class TransactionSender:
                 if not told:
                     told = True
                     self.log.info(
-                        "waiting for {count} earlier transaction(s) of {sender} to be mined "
+                        "waiting for {earlier} of {sender} to be mined "
                         "(nonce {nonce} on)", count=pending - mined,
+                        earlier=plural(pending - mined, "earlier transaction"),
                         sender=hex_address(address), nonce=mined)
                 await deferLater(self._reactor, min(self.poll_interval, remaining), lambda: None)
         finally:
@@ -228,9 +230,10 @@ class TransactionSender:
             assert fees is not None
             self.log.warn(
                 "{tx_type} 0x{old}: not mined within {timeout:g} s; sent again with higher fees "
-                "as 0x{new} (nonce {nonce}, up to {fee_cap} wei a gas)", tx_type=tx_type,
+                "as 0x{new} (nonce {nonce}, up to {cap} gwei a gas)", tx_type=tx_type,
                 old=sent[-2].hex(), new=current.tx_hash.hex(), timeout=self.tx_timeout,
-                nonce=current.nonce, fee_cap=fees.max_fee_per_gas)
+                nonce=current.nonce, fee_cap=fees.max_fee_per_gas,
+                cap=units_text(fees.max_fee_per_gas, GWEI_DECIMALS))
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def _wait_mined(self, tx_type: str, sent: list[bytes]) -> RawReceipt:

@@ -45,6 +45,7 @@ from perund.channel.phases import TERMINAL, Phase
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID, SubAlloc
 from perund.errors import PerundError, StoreError
+from perund.words import plural
 
 log = Logger(namespace="perund.watcher")
 
@@ -270,8 +271,9 @@ class ChainWatcher:
                     self._failing_since = now
                     log.warn("watcher: polling the chain failed: {error}", error=exc)
                 else:
-                    log.warn("watcher: polling the chain still fails ({polls} polls in {seconds} "
+                    log.warn("watcher: polling the chain still fails ({failed} in {seconds} "
                              "s): {error}", polls=self._failed_polls,
+                             failed=plural(self._failed_polls, "poll"),
                              seconds=int(now - self._failing_since), error=exc)
                 self._failing_said = now
             return
@@ -356,9 +358,10 @@ class ChainWatcher:
         events = await read_again(first, cursor)
         missed = [e for e in events if _seen_key(e) not in self._seen]
         if missed and self._running:
-            log.warn("watcher: the chain's answers left out {count} events of blocks "
+            log.warn("watcher: the chain's answers left out {events} of blocks "
                      "{first}-{last}, found on reading them again; handling them now",
-                     count=len(missed), first=first, last=cursor)
+                     count=len(missed), events=plural(len(missed), "event"), first=first,
+                     last=cursor)
             self._feed(missed)
         self._seen = {key: block for key, block in self._seen.items() if block >= first}
 

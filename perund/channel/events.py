@@ -74,7 +74,7 @@ class Reason(enum.Enum):
     STALE = "not a successor of our state"
     CONFLICT = "a different fully signed state of the same version"
     # Proposals
-    CHALLENGE_DURATION = "challenge duration too short or out of range"
+    CHALLENGE_DURATION = "challenge duration outside the allowed range"
     ASSET_LIST = "assets must be distinct, ETH first, at least one"
     BALANCES = "balances must be uint256 per asset and participant, not all zero"
     CHAIN = "proposal is for another chain"

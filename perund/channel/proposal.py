@@ -46,6 +46,7 @@ from perund.channel.types import (
     State,
 )
 from perund.errors import Internal, InvalidArgument
+from perund.words import duration_text
 
 
 class OpeningTerms(Protocol):
@@ -137,6 +138,12 @@ class Deployment:
     """The longest one: a dispute keeps the channel's funds for this long, and a mistyped
     duration (milliseconds for seconds, 2**64-1) would lock them for good."""
 
+    def __post_init__(self) -> None:
+        # The range check is the only one a proposal's duration gets: past it, the wire's
+        # uint64 must hold every duration let through.
+        if not 1 <= self.min_challenge_duration <= self.max_challenge_duration <= UINT64_MAX:
+            raise ValueError("challenge duration bounds must be in 1..2**64-1, min <= max")
+
 
 def _bytes_of(value: object, size: int) -> bool:
     return isinstance(value, bytes) and len(value) == size
@@ -144,6 +151,34 @@ def _bytes_of(value: object, size: int) -> bool:
 
 def _is_uint(value: object, bound: int) -> bool:
     return type(value) is int and 0 <= value <= bound
+
+
+def challenge_duration_problem(duration: object, deployment: Deployment) -> str | None:
+    """What is wrong with a challenge duration, and the range this node allows; None when it
+    is in that range."""
+    low, high = deployment.min_challenge_duration, deployment.max_challenge_duration
+    allowed = f"(allowed: {duration_text(low)} to {duration_text(high)})"
+    if type(duration) is not int:
+        return f"{duration!r} is not a whole number of seconds {allowed}"
+    if duration < low:
+        return (f"too short: {duration_text(duration)} is below this node's minimum of "
+                f"{duration_text(low)}, the time it needs to answer a dispute {allowed}")
+    if duration > high:
+        return (f"too long: {duration_text(duration)} is above this node's maximum of "
+                f"{duration_text(high)}, as a dispute would keep the funds that long {allowed}")
+    return None
+
+
+def challenge_duration_refused(duration: int, deployment: Deployment) -> InvalidArgument:
+    """The user's error for a challenge duration out of this node's range: the message says
+    which way and the range in words; `minimum`, `maximum` (and `value`) are seconds, for a
+    client to say the same in its user's units (perund-cli does)."""
+    problem = challenge_duration_problem(duration, deployment) or "out of range"
+    return InvalidArgument(
+        f"challenge duration {problem}", name="challengeDuration", value=str(duration),
+        requirement=f"{deployment.min_challenge_duration}..{deployment.max_challenge_duration}"
+                    " seconds",
+        minimum=deployment.min_challenge_duration, maximum=deployment.max_challenge_duration)
 
 
 def proposal_rules(proposal: ProposalTerms, deployment: Deployment) -> tuple[Reason, str] | None:
@@ -162,20 +197,9 @@ def proposal_rules(proposal: ProposalTerms, deployment: Deployment) -> tuple[Rea
         return Reason.CHAIN, f"chain {p.chain_id}, ours is {deployment.chain_id}"
     if p.adjudicator != deployment.adjudicator:
         return Reason.ADJUDICATOR, "0x" + bytes(p.adjudicator).hex()
-    duration = p.challenge_duration
-    if not _is_uint(duration, UINT64_MAX) or duration <= 0:
-        return Reason.CHALLENGE_DURATION, f"{duration!r} is not in 1..2**64-1"
-    if duration < deployment.min_challenge_duration:
-        return (
-            Reason.CHALLENGE_DURATION,
-            f"{duration} s is below this node's minimum of {deployment.min_challenge_duration} s",
-        )
-    if duration > deployment.max_challenge_duration:
-        return (
-            Reason.CHALLENGE_DURATION,
-            f"{duration} s is above this node's maximum of {deployment.max_challenge_duration} s "
-            "(a dispute would keep the funds that long)",
-        )
+    wrong = challenge_duration_problem(p.challenge_duration, deployment)
+    if wrong is not None:
+        return Reason.CHALLENGE_DURATION, wrong
     assets = p.assets
     if not assets or not all(_bytes_of(a, 20) for a in assets):
         return Reason.ASSET_LIST, "at least one asset, each a 20-byte address"
@@ -233,8 +257,9 @@ def make_proposal(
     broken = proposal_rules(proposal, deployment)
     if broken is not None:
         reason, detail = broken
+        if reason is Reason.CHALLENGE_DURATION:
+            raise challenge_duration_refused(request.challenge_duration, deployment)
         name = {
-            Reason.CHALLENGE_DURATION: "challengeDuration",
             Reason.ASSET_LIST: "balances",
             Reason.BALANCES: "balances",
         }.get(reason, reason.name.lower())

@@ -40,6 +40,7 @@ from perund.channel.proposal import (
     Deployment,
     OpeningTerms,
     Proposal,
+    challenge_duration_refused,
     proposal_rules,
 )
 from perund.channel.records import Channel, SignedState, Staged
@@ -172,8 +173,10 @@ def make_virtual_proposal(request: VirtualOpenRequest, *, participant: Address, 
     broken = virtual_proposal_rules(proposal, deployment)
     if broken is not None:
         reason, detail = broken
-        name = "challengeDuration" if reason is Reason.CHALLENGE_DURATION else "balances"
-        raise InvalidArgument(reason.value, name=name, value=detail, requirement=reason.value)
+        if reason is Reason.CHALLENGE_DURATION:
+            raise challenge_duration_refused(request.challenge_duration, deployment)
+        raise InvalidArgument(reason.value, name="balances", value=detail,
+                              requirement=reason.value)
     for name, amounts in (("maxFee", request.max_fee), ("fee", fee)):
         if amounts and len(amounts) != len(proposal.assets):
             raise InvalidArgument(f"{name} has one amount per asset", name=name,

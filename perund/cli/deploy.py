@@ -28,6 +28,7 @@ from perund.chain.urls import shown_url
 from perund.channel.types import Address, hex_address
 from perund.errors import InvalidArgument, InvalidContracts, ResourceExists
 from perund.keystore.v3 import PASSWORD_ENV, read_password, unlock_keystore
+from perund.words import plural
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ async def deploy(reactor: Any, out: TextIO, *, chain_url: str, account: Account,
             holders = list(dict.fromkeys([account.address, *mint_to]))
             out.write(f"… deploying the test token {TEST_TOKEN_SYMBOL} and minting "
                       f"{TEST_TOKEN_SUPPLY // 10**TEST_TOKEN_DECIMALS:,} {TEST_TOKEN_SYMBOL} to "
-                      f"{len(holders)} accounts\n")
+                      f"{plural(len(holders), 'account')}\n")
             out.flush()
             token = await deploy_test_token(backend, account, holders, TEST_TOKEN_SUPPLY)
             await _confirmed(reactor, backend, out, await backend.block_number(), confirmations,

@@ -30,6 +30,7 @@ from twisted.logger import Logger
 
 from perund.channel.types import Address
 from perund.ratelimit import LineBudget, RateLimitedWarning
+from perund.words import plural
 
 log = Logger(namespace="perund.peer")
 
@@ -70,8 +71,8 @@ class Admission:
         self._cut_off: OrderedDict[Address, float] = OrderedDict()
         self._refusing = RateLimitedWarning(clock, log)
         self._evicting = RateLimitedWarning(clock, log)
-        self._refusal_lines = LineBudget(clock, log, "refused peer messages")
-        self._cut_off_lines = LineBudget(clock, log, "cut-offs of peers")
+        self._refusal_lines = LineBudget(clock, log, "refused peer message")
+        self._cut_off_lines = LineBudget(clock, log, ("cut-off of a peer", "cut-offs of peers"))
 
     def admit_incoming(self, host: str | None, handshaking: int, handshaking_from_host: int,
                        from_host: int) -> bool:
@@ -82,27 +83,30 @@ class Admission:
                 and handshaking_from_host < limits.handshakes_per_host \
                 and from_host < limits.connections_per_host:
             return True
-        self.warn("refused {times} incoming peer connections: {handshaking} in their handshake "
+        self.warn("refused {counted}: {handshaking} in their handshake "
                   "({handshaking_from_host} from {host}), {from_host} from {host} in all "
                   "(limits.peer_handshakes, limits.peer_handshakes_per_host, "
-                  "limits.peer_connections_per_host)", handshaking=handshaking,
+                  "limits.peer_connections_per_host)", counted="incoming peer connection",
+                  handshaking=handshaking,
                   handshaking_from_host=handshaking_from_host, from_host=from_host, host=host)
         return False
 
     def evicted(self, host: str | None, why: str) -> None:
         """A connection in its handshake from `host` was closed to let a new one in, chosen
         for `why` (at most one warning per interval)."""
-        self._evicting.warn("closed {times} incoming peer connections in their handshake to let "
-                            "new ones in (limits.peer_handshakes); the latest from {host}, {why}",
-                            host=host, why=why)
+        self._evicting.warn("closed {counted} in their handshake to let new ones in "
+                            "(limits.peer_handshakes); the latest from {host}, {why}",
+                            counted="incoming peer connection", host=host, why=why)
 
     def admit_stranger(self, peer: Address, strangers: int) -> bool:
         """Whether one more authenticated connection from an unknown address may stay."""
         if strangers < self.limits.strangers:
             return True
-        self.warn("refused {times} connections of unknown peers (the last {peer}): {count} "
-                  "unknown peers are connected (limits.peer_strangers)",
-                  peer="0x" + peer.hex(), count=strangers)
+        self.warn("refused {counted} (the last {peer}): {connected} connected "
+                  "(limits.peer_strangers)",
+                  counted=("connection of an unknown peer", "connections of unknown peers"),
+                  peer="0x" + peer.hex(), count=strangers,
+                  connected=plural(strangers, "unknown peer is", "unknown peers are"))
         return False
 
     def cut_off_until(self, peer: Address) -> float | None:
@@ -138,14 +142,16 @@ class Admission:
         self._cut_off.pop(peer, None)
         self._cut_off[peer] = now + window
         if self._cut_off_lines.take():
-            log.warn("peer {peer} sent {count} messages that were refused within {window} s "
+            log.warn("peer {peer} sent {messages} that were refused within {window} s "
                      "(limits.peer_refusals): its connections are closed and refused for "
-                     "{window} s", peer="0x" + peer.hex(), count=tally.count, window=window)
+                     "{window} s", peer="0x" + peer.hex(), count=tally.count, window=window,
+                     messages=plural(tally.count, "message"))
         return False, True
 
-    def warn(self, template: str, **fields: object) -> None:
+    def warn(self, template: str, counted: str | tuple[str, str] = "time",
+             **fields: object) -> None:
         """Log a refusal of connections, at most once per interval."""
-        self._refusing.warn(template, **fields)
+        self._refusing.warn(template, counted, **fields)
 
     def _forget_old(self, now: float) -> None:
         """Drop the tallies whose window is over, from the front (the oldest)."""

@@ -16,9 +16,11 @@ from twisted.python.failure import Failure
 
 from perund.channel.types import Address
 from perund.errors import InvalidArgument, PeerUnreachable
+from perund.peer.dial_failures import DialLine
 from perund.peer.records import PeerRecord, hex_of, log
 from perund.peer.table import PeerTable
 from perund.wire.protocol import PeerProtocol, Role
+from perund.words import duration_text, plural
 
 
 class PeerFactory(Factory):
@@ -120,12 +122,7 @@ class Dialling(PeerTable):
                     except CancelledError:
                         raise
                     except Exception as exc:
-                        log.info(
-                            "dialling peer {peer} at {endpoint} failed: {error}",
-                            peer=hex_of(rec.address),
-                            endpoint=endpoint,
-                            error=str(exc) or type(exc).__name__,
-                        )
+                        self._dial_failed(rec, endpoint, str(exc) or type(exc).__name__)
                     finally:
                         rec.attempt_in_flight = False
                     # A connection from the peer held back during our dial may be used now.
@@ -136,6 +133,29 @@ class Dialling(PeerTable):
                 delay = min(delay * 2, self.backoff_max)
         finally:
             rec.connector = None
+
+    def _dial_failed(self, rec: PeerRecord, endpoint: str, error: str) -> None:
+        """Log a failed dial, or count it for a later line (perund/peer/dial_failures.py):
+        a peer that stays down is dialled every few seconds, for days."""
+        line = rec.dial_failures.record(self._now(), endpoint, error)
+        if line is None:
+            return
+        kind, failed = line
+        fields = {"peer": hex_of(rec.address), "endpoint": endpoint, "error": error,
+                  "failed": failed, "failed_in_run": rec.dial_failures.failed}
+        if kind is DialLine.FIRST:
+            log.info("dialling peer {peer} at {endpoint} failed: {error} (retrying; while it "
+                     "fails so, a line after 1 min, 10 min, then hourly)", **fields)
+        elif kind is DialLine.CHANGED:
+            log.info("dialling peer {peer} at {endpoint} now fails otherwise: {error} "
+                     "({attempts} since the line before)",
+                     attempts=plural(failed, "failed attempt"), **fields)
+        else:
+            since = rec.dial_failures.since or 0.0
+            log.info("dialling peer {peer} at {endpoint} still fails, for {duration} now: "
+                     "{error} ({attempts} since the line before)",
+                     duration=duration_text(int(self._now() - since)),
+                     attempts=plural(failed, "failed attempt"), **fields)
 
     async def _attempt(self, peer: Address, endpoint_description: str) -> None:
         """One dial: connect, then wait for the handshake to complete (or fail)."""

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from perund.channel.types import Address
 from perund.peer.deadlines import Deadline
+from perund.peer.dial_failures import DialFailures
 from perund.wire.messages import CorrelationKey, Message
 from perund.wire.protocol import PeerProtocol
 
@@ -101,6 +102,8 @@ class PeerRecord:
     keep: bool = False
     pending: dict[CorrelationKey, PendingRequest] = field(default_factory=dict)
     probing: bool = False
+    dial_failures: DialFailures = field(default_factory=DialFailures)
+    """Our dials that failed since it was last connected: what of them to log."""
     held: list[tuple[PeerProtocol, Message]] = field(default_factory=list)
     """Messages that came while no connection was chosen (`_choose`), each with the connection
     it came on (which reads no more until then: `PeerProtocol.hold_back`), for the owner once

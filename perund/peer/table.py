@@ -20,7 +20,7 @@ and now waits for an answer on its new one; the owner's answer must suit both.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -44,6 +44,7 @@ from perund.ratelimit import LineBudget
 from perund.wire.limits import BacklogPool
 from perund.wire.messages import CorrelationKey, Message, Ping
 from perund.wire.protocol import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_SIZE, PeerProtocol
+from perund.words import duration_text, plural
 
 
 class PeerTable:
@@ -98,10 +99,12 @@ class PeerTable:
         """What this session's connections together hold for peers that do not read
         (`perund.wire.limits.SESSION_BACKLOG`)."""
         self.admission = Admission(reactor, limits or PeerLimits())
-        self._replaced_lines = LineBudget(reactor, log, "replaced peer connections")
-        self.link_lines = LineBudget(reactor, log, "peer connections made or lost", lines=50)
+        self._replaced_lines = LineBudget(reactor, log, "replaced peer connection")
+        self.link_lines = LineBudget(reactor, log, ("peer connection made or lost",
+                                                          "peer connections made or lost"),
+                                     lines=50)
         """Contacts' connections made and lost (a contact can reconnect in a loop)."""
-        self.violation_lines = LineBudget(reactor, log, "dropped peer connections", lines=50)
+        self.violation_lines = LineBudget(reactor, log, "dropped peer connection", lines=50)
         """Why connections were dropped (`PeerProtocol`): anyone can open connections and
         break the rules on each, so a few lines per interval, the rest counted."""
         self._port: Any = None
@@ -138,6 +141,11 @@ class PeerTable:
         """How many authenticated connections to `peer` are open (normally 0 or 1)."""
         rec = self._peers.get(peer)
         return len(rec.conns) if rec is not None else 0
+
+    def _now(self) -> float:
+        """The reactor's time."""
+        # Any: mypy reads the IReactorTime method as one taking self.
+        return float(cast(Any, self._reactor).seconds())
 
     def _peer(self, peer: Address) -> PeerRecord:
         rec = self._peers.get(peer)
@@ -192,6 +200,14 @@ class PeerTable:
             except Exception:
                 log.failure("peer_relinked failed for {peer}", peer=hex_of(rec.address))
         if old is None:
+            run = rec.dial_failures.reached()
+            if run is not None:
+                # Its dials' failures were logged sparsely: this line closes them.
+                failed, since = run
+                log.info("peer {peer} reached again, after {attempts} over {duration}",
+                         peer=hex_of(rec.address), failed=failed,
+                         attempts=plural(failed, "failed dial"),
+                         duration=duration_text(int(self._now() - since)))
             # A stranger's connection is news of nobody we know, and costs it only a fresh key:
             # at info level a stream of them would be a stream of log lines.
             # A contact can reconnect in a loop too: a few lines per interval.

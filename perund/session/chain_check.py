@@ -26,6 +26,7 @@ from perund.channel.records import Channel
 from perund.channel.rules import funds as funds_of
 from perund.channel.types import ETH, Address, ChannelID, Params, hex_address
 from perund.errors import ChainMismatch
+from perund.words import asset_text, plural
 
 AssetLabel = Callable[[Address], tuple[str, int]]
 """How to show amounts of an asset: its symbol and decimals (the node's currency table)."""
@@ -59,13 +60,7 @@ class Shortfall:
     def amount(self, units: int) -> str:
         """`units` of the asset for a person: `2.5 ETH`, `10 PRN`, or base units of an asset
         without a symbol."""
-        symbol, decimals = self.label(self.asset)
-        if not decimals:
-            return f"{units} units of {symbol}"
-        whole, fraction = divmod(units, 10**decimals)
-        text = str(whole) if not fraction else \
-            f"{whole}.{str(fraction).rjust(decimals, '0').rstrip('0')}"
-        return f"{text} {symbol}"
+        return asset_text(units, *self.label(self.asset))
 
     def describe(self) -> str:
         """`channel 0x12ab… with 0x…: 2.5 ETH expected, 0 ETH held`."""
@@ -142,11 +137,11 @@ def mismatch(session: str, chain_url: str, found: list[Shortfall]) -> ChainMisma
     more = f" and {len(found) - 10} more" if len(found) > 10 else ""
     channels = len({s.channel_id for s in found})
     return ChainMismatch(
-        f"the chain at {chain_url} lacks what {channels} "
-        f"{'channel' if channels == 1 else 'channels'} of "
-        f"session {session} hold ({listed}{more}): it was reset, lost its newest blocks, or "
-        "is another chain. Point chain.url at the chain those channels were funded on (for "
-        "the embedded chain: put data_dir/devchain back), or start with "
+        f"the chain at {chain_url} lacks what {plural(channels, 'channel')} of "
+        f"session {session} {'holds' if channels == 1 else 'hold'} ({listed}{more}): it was "
+        "reset, lost its newest blocks, or is another chain. Point chain.url at the chain "
+        "those channels were funded on (for the embedded chain: put data_dir/devchain back), "
+        "or start with "
         "--accept-lost-channels to give them up (docs/operations.md, \"When things go "
         "wrong\"); a channel that was settling because its funding failed before any "
         "deposit was made, recorded before perund marked such channels, has nothing on any "

@@ -35,8 +35,10 @@ from perund.errors import (
     TxReverted,
     TxTimedOut,
 )
+from perund.session.chain_check import AssetLabel, default_label
 from perund.session.unconfirmed import Unconfirmed
 from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual, VirtualChainCalls
+from perund.words import asset_text, plural, utc_text
 
 log = Logger(namespace="perund.settlement")
 
@@ -79,8 +81,11 @@ class ChainSettlement:
         confirmations: int = 0,
         funding_recheck: float | None = None,
         use_permits: bool = True,
+        asset_label: AssetLabel = default_label,
     ) -> None:
+        """`asset_label` names assets in the log (the node's currency table)."""
         self._reactor = reactor
+        self.asset_label = asset_label
         self.chain = chain
         self.account = account
         self.poll_interval = poll_interval
@@ -162,8 +167,9 @@ class ChainSettlement:
             # is about to fund for unfunded and dispute it. The funding wait below reads the
             # holdings, ours too.
             unmined = exc
-            log.warn("channel {channel_id}: {why}; waiting for the funding until the deadline",
-                     channel_id=_hex(channel_id), why=exc)
+            log.warn("channel {channel_id}: {why}; waiting for the funding until its deadline, "
+                     "{until} (UTC)", channel_id=_hex(channel_id), why=exc, deadline=deadline,
+                     until=utc_text(deadline))
         except TxReverted as exc:
             # The chain may hold our share all the same: an earlier deposit of ours was mined
             # just before (this one was then a second, and reverted).
@@ -212,11 +218,13 @@ class ChainSettlement:
                 deposits = await self._missing(event, log_held=True)
                 if deposits:
                     receipts = await self._deposit(channel_id, index, deposits)
-                    log.info("channel {channel_id}: deposited {deposits} in block {block} "
-                             "({transactions} transactions, gas {gas})",
+                    log.info("channel {channel_id}: deposited {shown} in block {block} "
+                             "({sent}, gas {gas})", sent=plural(len(receipts), "transaction"),
                              channel_id=_hex(channel_id),
-                             deposits=", ".join(f"{amount} of {hex_address(asset)}"
-                                                for asset, amount in deposits),
+                             shown=", ".join(asset_text(amount, *self.asset_label(asset))
+                                             for asset, amount in deposits),
+                             deposits=[(hex_address(asset), amount)
+                                       for asset, amount in deposits],
                              block=receipts[-1].block_number, transactions=len(receipts),
                              gas=sum(r.gas_used for r in receipts))
                 return

@@ -22,6 +22,7 @@ from perund.channel.types import Address, ChannelID
 from perund.errors import FailedPrecondition, PeerNotFunded, PerundError
 from perund.session.notices import ChannelNotice, Notice
 from perund.session.ports import PeerLinks
+from perund.words import utc_text
 
 log = Logger(namespace="perund.client")
 
@@ -109,8 +110,8 @@ class Outcomes:
                 "the channel was registered on-chain before it was funded",
                 peer=_hex(channel.peer)))
         log.warn("channel {channel_id}: version {version} is registered on-chain; the challenge "
-                 "period ends at {timeout}", channel_id=_hex(e.channel_id), version=e.version,
-                 timeout=e.timeout)
+                 "period ends {ends}", channel_id=_hex(e.channel_id), version=e.version,
+                 timeout=e.timeout, ends=utc_text(e.timeout))
         self._notify(ChannelNotice(channel, e))
 
     def conflict(self, e: ev.Conflict) -> None:

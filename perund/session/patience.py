@@ -18,6 +18,7 @@ from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
 from perund.session.ports import PeerLinks
+from perund.words import duration_text, plural
 
 log = Logger(namespace="perund.client")
 
@@ -75,8 +76,10 @@ class Patience:
             if now - since < self.dispute_after:
                 continue
             del self._unreachable_since[peer]
-            log.warn("peer {peer} has been unreachable for {seconds} s: settling its "
-                     "{count} channels on-chain", peer="0x" + peer.hex(),
+            log.warn("peer {peer} has been unreachable for {duration}: settling its "
+                     "{channels} on-chain", peer="0x" + peer.hex(),
+                     duration=duration_text(round(now - since)),
+                     channels=plural(len(channel_ids), "channel"),
                      seconds=round(now - since), count=len(channel_ids))
             for channel_id in channel_ids:
                 self._force_close(channel_id)

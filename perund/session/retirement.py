@@ -38,6 +38,7 @@ from perund.channel.virtual import parent_of
 from perund.session.chain_check import log_lost_conclusion, lost_conclusions
 from perund.session.client import ChannelClient
 from perund.storage.store import SessionStore
+from perund.words import plural
 
 log = Logger()
 
@@ -175,7 +176,8 @@ class Retirement:
             self._client.release(channel_id)
             retired.append(channel_id)
         if retired:
-            log.info("session {session_id}: {count} channels closed for over {retention:g} s "
+            log.info("session {session_id}: {channels} closed for over {retention:g} s "
                      "retired (still found by channel_get)", session_id=self._session_id,
-                     count=len(retired), retention=self.retention)
+                     count=len(retired), channels=plural(len(retired), "channel"),
+                     retention=self.retention)
         return retired

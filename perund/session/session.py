@@ -60,6 +60,7 @@ from perund.session.withdrawals import Withdrawals
 from perund.storage.fsync_thread import fsync_thread
 from perund.storage.history import SCAN_BUDGET
 from perund.storage.store import SessionStore
+from perund.words import plural
 
 log = Logger(namespace="perund.session")
 
@@ -153,7 +154,7 @@ class Session:
         """Channels held because the chain lost their deposits while the session ran."""
         self._early: deque[Notice] | None = deque(maxlen=EARLY_NOTICES)
         client.observers.append(self._keep_early)
-        self.withdrawals = Withdrawals(reactor, settlement)
+        self.withdrawals = Withdrawals(reactor, settlement, settlement.asset_label)
         """Withdraws the payouts the Adjudicator credited to our account instead of sending."""
         client.observers.append(self.withdrawals.observe)
         self.listings = WorkAllowance(reactor, LISTING_RATE, LISTING_BURST)
@@ -299,7 +300,7 @@ class Session:
                                      # The watcher reports deposits: reading the holdings
                                      # on a timer is only the fallback.
                                      funding_recheck=FUNDING_RECHECK_POLLS
-                                     * node.chain.poll_interval)
+                                     * node.chain.poll_interval, asset_label=asset_label)
         deployment = Deployment(chain.chain_id, chain.adjudicator, min_challenge_duration(node))
         client = ChannelClient(
             reactor, signer=signer, receiver=account.address, peers=peers,
@@ -370,7 +371,8 @@ class Session:
         # A payout the contract credited while the node was down, or never withdrew.
         session.withdrawals.check([ETH, *(token.address for token in node.chain.assets.values())])
         log.info("session {session_id} open: off-chain {address}, on-chain {account}, "
-                 "{restored} channels restored, peers on {listen}", session_id=session_id,
+                 "{channels} restored, peers on {listen}", session_id=session_id,
+                 channels=plural(len(session.restored), "channel"),
                  address=hex_address(signer.address), account=hex_address(account.address),
                  restored=len(session.restored), listen=config.comm_listen)
         return session
@@ -388,7 +390,8 @@ class Session:
         still_open = self.open_channels()
         if still_open and not force:
             raise FailedPrecondition(
-                f"session has {len(still_open)} open channels: close them or use force",
+                f"session has {plural(len(still_open), 'open channel')}: close "
+                f"{'it' if len(still_open) == 1 else 'them'} or use force",
                 openChannels=["0x" + c.channel_id.hex() for c in still_open],
             )
         await self.watcher.stop()
@@ -411,8 +414,9 @@ class Session:
                 self.store.close()  # idempotent; releases the lock whatever it raises
             log.error("session {session_id}: its store could not make the last writes durable "
                       "({error})", session_id=self.id, error=exc)
-        log.info("session {session_id} closed ({count} channels left open)",
-                 session_id=self.id, count=len(still_open))
+        log.info("session {session_id} closed ({channels} left open)",
+                 session_id=self.id, count=len(still_open),
+                 channels=plural(len(still_open), "channel"))
         return still_open
 
 

@@ -22,6 +22,7 @@ from perund.chain.results import Phase, TxReceipt
 from perund.channel.changes import Concluded
 from perund.channel.types import ChannelID, Params, Signature, State, VirtualProof
 from perund.errors import TxReverted
+from perund.words import plural
 
 log = Logger(namespace="perund.settlement")
 
@@ -122,7 +123,8 @@ class VirtualChainCalls:
             if exc.data.get("error") == "ChannelConcluded":
                 return await self._conclusion(cmd.channel_id, cmd.state.version)
             raise
-        log.info("channel {channel_id} concluded with {count} virtual channels, gas {gas}",
+        log.info("channel {channel_id} concluded with {virtual}, gas {gas}",
                  channel_id="0x" + cmd.channel_id.hex(), count=len(cmd.sub_states),
+                 virtual=plural(len(cmd.sub_states), "virtual channel"),
                  gas=receipt.gas_used)
         return self._mined(receipt, cmd)

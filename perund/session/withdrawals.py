@@ -24,7 +24,9 @@ from twisted.python.failure import Failure
 
 from perund.channel import events as ev
 from perund.channel.types import Address, hex_address
+from perund.session.chain_check import AssetLabel, default_label
 from perund.session.notices import ChannelNotice, Notice
+from perund.words import asset_text
 
 log = Logger(namespace="perund.session")
 
@@ -44,9 +46,12 @@ class Withdrawals:
     """Withdraws what the Adjudicator credited to our receiver (module docstring). Observe the
     client with `observe`; `check(assets)` once the session is open; `stop` at its close."""
 
-    def __init__(self, reactor: Any, withdrawer: Withdrawer) -> None:
+    def __init__(self, reactor: Any, withdrawer: Withdrawer,
+                 label: AssetLabel = default_label) -> None:
+        """`label` names assets in the log (the node's currency table)."""
         self._reactor = reactor
         self._withdrawer = withdrawer
+        self._label = label
         self._running: set[Address] = set()
         self._retries: dict[Address, Any] = {}
         self._stopped = False
@@ -56,10 +61,10 @@ class Withdrawals:
         if not isinstance(notice, ChannelNotice) or not isinstance(notice.event, ev.Closed):
             return
         for asset, amount in notice.event.credited:
-            log.warn("channel {channel_id}: the Adjudicator could not send us {amount} of "
-                     "{asset} (the transfer was refused) and holds it: withdrawing it",
+            log.warn("channel {channel_id}: the Adjudicator could not send us {shown} (the "
+                     "transfer was refused) and holds it: withdrawing it",
                      channel_id="0x" + notice.event.channel_id.hex(), amount=amount,
-                     asset=hex_address(asset))
+                     asset=hex_address(asset), shown=asset_text(amount, *self._label(asset)))
             self._attempt(asset, 0)
 
     def check(self, assets: Iterable[Address]) -> None:
@@ -86,8 +91,8 @@ class Withdrawals:
     def _withdrawn(self, amount: int, asset: Address) -> None:
         self._running.discard(asset)
         if amount:
-            log.info("withdrew {amount} of {asset} the Adjudicator held for us", amount=amount,
-                     asset=hex_address(asset))
+            log.info("withdrew {shown} the Adjudicator held for us", amount=amount,
+                     asset=hex_address(asset), shown=asset_text(amount, *self._label(asset)))
 
     def _failed(self, failure: Failure, asset: Address, failures: int) -> None:
         self._running.discard(asset)

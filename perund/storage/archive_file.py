@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from perund.errors import StoreCorrupt
 from perund.storage import datafile
 from perund.storage.payments import PaymentRecord, decode_payment, encode_payment
+from perund.words import plural
 
 log = Logger()
 
@@ -60,8 +61,8 @@ class ArchiveFile:
         last = self._last_record()
         if last is None:
             good = self._good_end()
-            log.warn("payment archive {path}: cut a torn tail of {torn} bytes", path=self.shown,
-                     torn=self.size - good)
+            log.warn("payment archive {path}: cut a torn tail of {tail}", path=self.shown,
+                     torn=self.size - good, tail=plural(self.size - good, "byte"))
             with open(self.path, "r+b") as f:
                 f.truncate(good)
                 os.fsync(f.fileno())

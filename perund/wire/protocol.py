@@ -285,7 +285,13 @@ class PeerProtocol(TwistedProtocol):
         """Who is on the other end, for log lines: the address once known, else the socket."""
         if self.peer_address is not None:
             return "0x" + self.peer_address.hex()
-        return str(self._transport.getPeer()) if self._transport is not None else "?"
+        if self._transport is None:
+            return "?"
+        other = self._transport.getPeer()
+        host, port = getattr(other, "host", None), getattr(other, "port", None)
+        if host is None or port is None:
+            return str(other)  # a unix socket's, say
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     # -- twisted.internet.protocol.Protocol ------------------------------------------------
 
@@ -533,8 +539,13 @@ class PeerProtocol(TwistedProtocol):
     def _handshake_expired(self) -> None:
         self._deadline = None
         if self.state is HandshakeState.AWAIT_HELLO:
-            self._violation(f"no authentication within {self._handshake_timeout} s: not even "
-                            f"a Hello within {min(HELLO_TIMEOUT, self._handshake_timeout)} s")
+            # This deadline is the Hello's alone, shorter than the handshake's: the line says
+            # so, or it would name a timeout that had not passed.
+            seconds = min(HELLO_TIMEOUT, self._handshake_timeout)
+            self._violation(
+                f"no Hello within {seconds:g} s", seconds=seconds,
+                line="peer connection {peer} sent no Hello (the handshake's first message) "
+                     "within {seconds:g} s of connecting, so it was closed")
         elif self.state is HandshakeState.AWAIT_AUTH:
             now: float = cast(Any, self._clock).seconds()
             left = self._connected_at + self._handshake_timeout - now
@@ -555,13 +566,14 @@ class PeerProtocol(TwistedProtocol):
                 self._deadline.cancel()
             self._deadline = None
 
-    def _violation(self, reason: str) -> None:
+    def _violation(self, reason: str, line: str = "dropping peer connection {peer}: {reason}",
+                   **fields: object) -> None:
         """Log a refused frame or handshake step (a few lines per interval: anyone can open
-        connections and break the rules on each) and drop the connection."""
+        connections and break the rules on each) and drop the connection. `line` is the log
+        line's template, for a case `reason` alone does not say well; `fields` its fields."""
         budget: LineBudget | None = getattr(self._owner, "violation_lines", None)
         if budget is None or budget.take():
-            log.warn("dropping peer connection {peer}: {reason}", peer=self.describe(),
-                     reason=reason)
+            log.warn(line, peer=self.describe(), reason=reason, **fields)
         authenticated = self.peer_address
         self.abort()
         # An authenticated peer's broken rule counts as a refused message: else a key could

@@ -204,7 +204,7 @@ class MemoryNode:
         view = ChannelView(
             os.urandom(32), contact.alias, contact.off_chain_address, "open", 0,
             tuple(AssetBalance(a, ours, theirs) for a, (ours, theirs) in balances.items()),
-            challenge_duration or 600,
+            600 if challenge_duration is None else challenge_duration,
             funded_by=() if via is None else (ChannelID(os.urandom(32)),
                                               ChannelID(os.urandom(32))),
             via=intermediary)

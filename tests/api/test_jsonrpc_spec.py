@@ -287,7 +287,7 @@ def test_every_call_is_logged_once_without_params(rpc: Dispatcher) -> None:
 def test_a_flood_of_failing_calls_writes_a_bounded_log() -> None:
     """One credential's failing calls (a batch of a hundred, over and over) would otherwise
     write the log as fast as it can send them, filling the disk the stores need."""
-    from twisted.logger import globalLogPublisher
+    from twisted.logger import formatEvent, globalLogPublisher
 
     from perund.api.dispatcher import CALL_LINES_BURST, CALL_LINES_PER_SECOND
 
@@ -304,8 +304,9 @@ def test_a_flood_of_failing_calls_writes_a_bounded_log() -> None:
         globalLogPublisher.removeObserver(seen.append)
     lines = [e for e in seen if e.get("log_namespace") == "perund.api" and "duration_ms" in e]
     assert len(lines) == CALL_LINES_BURST + CALL_LINES_PER_SECOND
-    summaries = [e for e in seen if "calls not logged" in e.get("log_format", "")]
+    summaries = [e for e in seen if "not logged, over" in e.get("log_format", "")]
     assert len(summaries) == 1 and summaries[0]["times"] == 1
+    assert formatEvent(summaries[0]).startswith("api: 1 call not logged, over ")
 
 
 def test_fresh_credentials_of_one_session_share_its_log_lines() -> None:

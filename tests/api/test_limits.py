@@ -287,7 +287,7 @@ async def test_a_websocket_client_that_stops_reading_is_dropped() -> None:
                     await deferLater(reactor, 0, lambda: None)
         assert not socket_protocol.open, "the slow client is still connected"
         (dropped,) = [e for e in events if "did not read" in formatEvent(e)]
-        assert formatEvent(dropped).startswith("dropped 1 WebSocket clients that did not read")
+        assert formatEvent(dropped).startswith("dropped 1 WebSocket client that did not read")
         assert most > 0  # the transport did push back: pushes were held
         assert most <= cap + 2048  # the queue never grew past the cap (plus one push)
         assert not site.sockets.buffers.held  # what was queued no longer counts
@@ -314,7 +314,7 @@ async def test_upgrades_from_a_foreign_origin_are_logged_once_per_interval() -> 
                     Factory.forProtocol(lambda: raw))  # noqa: B023 - used at once
                 assert (await raw.done).startswith(b"HTTP/1.1 403 ")
         lines = [formatEvent(e) for e in events if "origin" in formatEvent(e)]
-        assert len(lines) == 1 and lines[0].startswith("refused 1 WebSocket upgrades"), lines
+        assert len(lines) == 1 and lines[0].startswith("refused 1 WebSocket upgrade from"), lines
         assert "http://evil.example" in lines[0]
     finally:
         await port.stopListening()

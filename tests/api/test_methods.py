@@ -96,6 +96,18 @@ def test_open_converts_balances_to_wei_by_asset_ether_first(api: Api) -> None:
     assert stored.challenge_duration == 600  # omitted: the node's default
 
 
+def test_open_leaves_the_challenge_durations_range_to_the_node(api: Api) -> None:
+    # The schema's 1..2**64-1 is not the node's range: the node says what that is.
+    session = api.session()
+    api.call("session_addPeer", {"sessionId": session, "peer": {
+        "alias": "bob", "offChainAddress": BOB, "commAddress": "127.0.0.1:5002"}})
+    for duration in (0, 2**64):
+        api.call("channel_open", {"sessionId": session, "peer": BOB, "challengeDuration":
+                                  duration, "balances": {"ETH": {"self": "1", "peer": "0"}}})
+    stored = api.node.sessions[bytes.fromhex(session[2:])].channels.values()
+    assert sorted(view.challenge_duration for view in stored) == [0, 2**64]
+
+
 def test_open_via_an_intermediary_is_a_virtual_channel(api: Api) -> None:
     session = api.session()
     for alias, address, port in (("bob", BOB, 5002), ("ingrid", "0x" + "1b" * 20, 5003)):

@@ -566,7 +566,7 @@ async def test_a_registration_the_chains_first_answer_left_out_is_found_again(
     assert cid == ch.id and isinstance(registered, Registered) and registered.version == 1
     (refute,) = watched.take(Register)
     assert refute.state.version == 3  # type: ignore[attr-defined]
-    assert any("left out 1 events" in formatEvent(e) for e in logs)
+    assert any("left out 1 event of blocks" in formatEvent(e) for e in logs)
     await w.poll()  # read again next time: nothing twice
     assert len(watched.fed) == 1
     await w.stop()

@@ -115,6 +115,28 @@ def test_make_proposal_refuses_a_bad_request(request_fields: dict, name: str) ->
     assert caught.value.data["name"] == name
 
 
+@pytest.mark.parametrize(
+    ("duration", "message"),
+    [
+        (31 * 86400, "challenge duration too long: 31 d is above this node's maximum of 30 d, "
+                     "as a dispute would keep the funds that long (allowed: 1 min to 30 d)"),
+        (2**64, "challenge duration too long: 213503982334601 d 7 h 16 s is above "
+                "this node's maximum of 30 d, as a dispute would keep the funds that long "
+                "(allowed: 1 min to 30 d)"),
+        (59, "challenge duration too short: 59 s is below this node's minimum of 1 min, the "
+             "time it needs to answer a dispute (allowed: 1 min to 30 d)"),
+    ],
+)
+def test_a_refused_challenge_duration_says_which_way_and_the_range(duration: int,
+                                                                    message: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        make_proposal_from(make_request(challenge_duration=duration))
+    assert caught.value.message == message
+    assert caught.value.data == {"name": "challengeDuration", "value": str(duration),
+                                 "requirement": "60..2592000 seconds", "minimum": 60,
+                                 "maximum": 2592000}
+
+
 def test_a_valid_proposal_goes_to_the_user() -> None:
     proposal = make_proposal_from()
     assert receive(proposal) == (ProposalReceived(ALICE.address, proposal.proposal_id),)
@@ -128,17 +150,23 @@ def test_tokens_after_eth_are_fine() -> None:
 @pytest.mark.parametrize(
     ("fields", "reason", "detail"),
     [
-        ({"challenge_duration": 0}, Reason.CHALLENGE_DURATION, "0 is not in 1..2**64-1"),
+        (
+            {"challenge_duration": 0},
+            Reason.CHALLENGE_DURATION,
+            "too short: 0 s is below this node's minimum of 1 min, the time it needs to answer "
+            "a dispute (allowed: 1 min to 30 d)",
+        ),
         (
             {"challenge_duration": 30},
             Reason.CHALLENGE_DURATION,
-            "30 s is below this node's minimum of 60 s",
+            "too short: 30 s is below this node's minimum of 1 min, the time it needs to answer "
+            "a dispute (allowed: 1 min to 30 d)",
         ),
         (
-            {"challenge_duration": 2**64 - 1},
+            {"challenge_duration": 30 * 86400 + 1},
             Reason.CHALLENGE_DURATION,
-            f"{2**64 - 1} s is above this node's maximum of 2592000 s (a dispute would keep "
-            "the funds that long)",
+            "too long: 30 d 1 s is above this node's maximum of 30 d, as a dispute would keep "
+            "the funds that long (allowed: 1 min to 30 d)",
         ),
         (
             {"assets": (TOKEN, ETH), "balances": ((1, 1), (1, 1))},

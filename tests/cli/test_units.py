@@ -14,8 +14,8 @@ from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
 from perund.cli.apiclient import ApiClient, ApiError, AuthFailed, NodeUnreachable
-from perund.cli.client.commands import duration
 from perund.cli.client.completion import ShellCompleter
+from perund.cli.client.durations import duration, duration_refusal
 from perund.cli.client.errors import (
     EXIT_AUTH,
     EXIT_NODE_ERROR,
@@ -101,6 +101,28 @@ def test_durations() -> None:
     for bad in ("0", "-5", "1w", "1.5h", ""):
         with pytest.raises(UsageError):
             duration(bad)
+
+
+def test_a_refused_challenge_duration_is_said_in_the_units_typed() -> None:
+    def refused(value: int) -> ApiError:
+        return ApiError("channel_open", {"code": 203, "message": "challenge duration …",
+                                         "data": {"name": "challengeDuration",
+                                                  "value": str(value), "minimum": 90,
+                                                  "maximum": 2592000}})
+
+    too_long = duration_refusal(refused(31 * 86400), "31d")
+    assert too_long is not None and failure_of(too_long, "n:1").line == (
+        "--challenge-duration 31d is too long: this node's maximum is 30d, as a dispute would "
+        "keep the funds that long (allowed: 90s to 30d) (203)")
+    too_short = duration_refusal(refused(60), "1m")
+    assert too_short is not None and too_short.message == (
+        "--challenge-duration 1m is too short: this node's minimum is 90s, the time it needs "
+        "to answer a dispute (allowed: 90s to 43200m)")
+    assert duration_refusal(refused(3), "3").message.startswith(  # type: ignore[union-attr]
+        "--challenge-duration 3 is too short: this node's minimum is 90s")
+    other = ApiError("channel_open", {"code": 203, "message": "insufficient balance",
+                                      "data": {"name": "balances"}})
+    assert duration_refusal(other, "31d") is None
 
 
 def test_error_lines_and_exit_codes() -> None:

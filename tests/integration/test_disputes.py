@@ -61,6 +61,18 @@ async def test_an_old_state_registered_by_the_peer_is_refuted(world: World,
                           balances={"ETH": {"self": "1", "peer": "0"}})
     assert too_short["error"]["code"] == 203, too_short
     assert too_short["error"]["data"]["name"] == "challengeDuration"
+    assert too_short["error"]["message"].startswith("challenge duration too short: 5 s is "
+                                                    "below this node's minimum of ")
+    # Too long is said as such, with the range; so is a zero (not taken as "the default"),
+    # and one past uint64 gets the node's range, not the wire's.
+    for duration, way in ((31 * 86400, "long"), (0, "short"), (2**64, "long")):
+        refused = w.request("alice", "channel_open", peer="bob", challengeDuration=duration,
+                            balances={"ETH": {"self": "1", "peer": "0"}})
+        error = refused["error"]
+        assert error["code"] == 203, refused
+        assert error["message"].startswith(f"challenge duration too {way}: "), refused
+        assert error["message"].endswith(" to 30 d)"), refused
+        assert error["data"]["maximum"] == 30 * 86400, refused
 
     cid = w.open_channel("5", "3")
     w.pay("alice", cid, "1")                     # alice 4, bob 4: the state bob will cheat with

@@ -68,3 +68,16 @@ def test_one_bad_entry_leaves_the_others_and_the_file_is_kept(tmp_path: Path) ->
     assert "session entry 2" in line
     assert len(list(tmp_path.glob("sessions.json.damaged-*"))) == 1
     assert "alice-secret" not in line
+
+
+def test_one_session_read_is_said_in_the_singular(tmp_path: Path) -> None:
+    path = _written(tmp_path)
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["sessions"][1] = {"config": 7, "id": "short"}  # bob's entry is unreadable
+    path.write_text(json.dumps(document), encoding="utf-8")
+    with capturedLogs() as events:
+        sessions = read_sessions(path)
+    assert [s.session_id for s in sessions] == [ALICE_ID]
+    (line,) = _critical(events)
+    assert "; 1 session is opened from what could be read" in line, line
+    assert [e["count"] for e in events if e.get("log_level") == LogLevel.critical] == [1]

@@ -56,7 +56,7 @@ def test_connection_caps_warn_once_per_interval(logs: list[dict[str, Any]]) -> N
     assert admission.admit_stranger(MALLORY, 0)
     assert not admission.admit_stranger(MALLORY, 1)
     assert [formatEvent(e) for e in logs if "refused" in formatEvent(e)] == [
-        "refused 1 incoming peer connections: 1 in their handshake (2 from 10.0.0.1), "
+        "refused 1 incoming peer connection: 1 in their handshake (2 from 10.0.0.1), "
         "2 from 10.0.0.1 in all (limits.peer_handshakes, limits.peer_handshakes_per_host, "
         "limits.peer_connections_per_host)"]
     clock.advance(WARN_INTERVAL)
@@ -65,8 +65,8 @@ def test_connection_caps_warn_once_per_interval(logs: list[dict[str, Any]]) -> N
     clock.advance(WARN_INTERVAL)
     assert not admission.admit_stranger(MALLORY, 1)
     assert formatEvent(logs[-1]) == (
-        f"refused 1 connections of unknown peers (the last 0x{MALLORY.hex()}): 1 unknown "
-        "peers are connected (limits.peer_strangers)")
+        f"refused 1 connection of an unknown peer (the last 0x{MALLORY.hex()}): 1 unknown "
+        "peer is connected (limits.peer_strangers)")
 
 
 class _Key(bytes):

@@ -12,13 +12,14 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.task import deferLater
+from twisted.logger import capturedLogs, formatEvent
 
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
 from perund.channel import events as ev
 from perund.channel.encoding import Signer, channel_id
 from perund.channel.steps import register_latest
-from perund.channel.types import ETH, Params
+from perund.channel.types import ETH, Params, hex_address
 from perund.errors import ChainRpcError, PeerNotFunded, TxReverted, TxTimedOut
 from perund.session.onchain import ChainSettlement
 
@@ -112,6 +113,23 @@ async def test_news_of_a_deposit_wakes_a_funding_wait(chain: ChainBackend) -> No
     assert await _settles(funded, 2.0)
     await funded
     assert ours._deposit_news == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deposit_is_logged_in_its_currency_with_the_wei_kept_as_a_field(
+        chain: ChainBackend) -> None:
+    alice, bob, mine, theirs = two_accounts(chain)
+    ours = ChainSettlement(reactor, chain, alice, poll_interval=0.02, funding_timeout=30.0)
+    with capturedLogs() as events:
+        await gatherResults([ours.fund(mine), ChainSettlement(
+            reactor, chain, bob, poll_interval=0.02).fund(theirs)])
+    deposited = sorted((e for e in events if "deposits" in e), key=lambda e: e["deposits"])
+    assert [e["deposits"] for e in deposited] == [[(hex_address(ETH), ETHER)],  # bob's
+                                                  [(hex_address(ETH), 2 * ETHER)]]  # alice's
+    for event, shown in zip(deposited, ("1 ETH", "2 ETH"), strict=True):
+        assert formatEvent(event).startswith(
+            f"channel 0x{mine.channel_id.hex()}: deposited {shown} in block ")
+        assert "(1 transaction, gas " in formatEvent(event)
 
 
 @pytest_twisted.ensureDeferred

@@ -7,9 +7,10 @@ import itertools
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 
 from perund.channel import events as ev
-from perund.channel.types import ETH, Address
+from perund.channel.types import ETH, Address, hex_address
 from perund.errors import TxReverted
 from perund.session.notices import ChannelNotice
 from perund.session.withdrawals import RETRY_FIRST, RETRY_MOST, Withdrawals
@@ -92,3 +93,28 @@ def test_notices_without_credits_start_nothing_and_the_stop_ends_the_retries() -
     withdrawals.stop()
     clock.advance(10 * RETRY_MOST)
     assert len(contract.asked) == 1 and clock.getDelayedCalls() == []
+
+
+def test_the_log_shows_amounts_in_the_currency_and_keeps_the_base_units() -> None:
+    clock = Clock()
+    contract = Contract({TOKEN: 25 * 10**17})
+    contract.clock = clock
+    contract.refusing = False
+    labels = {ETH: ("ETH", 18), TOKEN: ("PRN", 18)}
+    withdrawals = Withdrawals(clock, contract, lambda asset: labels[asset])
+    with capturedLogs() as events:
+        withdrawals.observe(_closed(((TOKEN, 25 * 10**17),)))
+    shown = [formatEvent(e) for e in events]
+    assert shown[0].endswith("the Adjudicator could not send us 2.5 PRN (the transfer was "
+                             "refused) and holds it: withdrawing it")
+    assert shown[1] == "withdrew 2.5 PRN the Adjudicator held for us"
+    assert [(e["amount"], e["asset"]) for e in events] == [(25 * 10**17, hex_address(TOKEN))] * 2
+
+
+def test_an_asset_without_a_currency_is_shown_in_base_units() -> None:
+    _, contract, withdrawals = _world({TOKEN: 7})
+    contract.refusing = False
+    with capturedLogs() as events:
+        withdrawals.check([TOKEN])
+    assert [formatEvent(e) for e in events] == [
+        f"withdrew 7 units of {hex_address(TOKEN)} the Adjudicator held for us"]

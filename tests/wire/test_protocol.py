@@ -713,4 +713,9 @@ def test_a_connection_without_a_hello_is_dropped_sooner() -> None:
     with capturedLogs() as events:
         h.clock.advance(0.2)
     assert h.dropped
-    assert any(f"not even a Hello within {HELLO_TIMEOUT} s" in r for r in dropped_reasons(events))
+    (event,) = [e for e in events if e.get("log_namespace") == "perund.wire"]
+    assert formatEvent(event) == (
+        "peer connection 192.168.1.1:54321 sent no Hello (the handshake's first message) "
+        f"within {HELLO_TIMEOUT:g} s of connecting, so it was closed")  # host:port, not repr
+    assert (event["reason"], event["seconds"]) == (f"no Hello within {HELLO_TIMEOUT:g} s",
+                                                   HELLO_TIMEOUT)

@@ -24,8 +24,10 @@ from perund.cli.client.credentials import (
     is_session_credential,
     write_token_file,
 )
+from perund.cli.client.durations import duration, duration_refusal
 from perund.cli.client.errors import CliError, NotFound, UsageError
 from perund.cli.client.render import Style, balances_pair, short_id
+from perund.words import plural
 
 STATUS_TIMEOUT = 5.0
 """Seconds a progress query (channel_get, channel_list) may take before it is skipped."""
@@ -88,6 +90,10 @@ class Context:
         """The shell resolves proposal and update ID prefixes from the pushes it saw."""
         self.symbols: list[str] | None = None
         """The node's currency symbols (`node_getConfig`), once asked."""
+        self.confirm: Callable[[str], bool] | None = None
+        """Asks the user a question (on a terminal) and says whether the answer was yes;
+        None where no one can be asked (no terminal, the shell): a command that needs a yes
+        then needs `--yes`."""
 
     def currency(self, typed: str) -> str:
         """The node's symbol that `typed` names, in any letter case (`prn` is PRN); what
@@ -199,15 +205,6 @@ class Context:
             raise UsageError(f"bad {kind} ID {ref!r}: expected 0x and 64 hex digits "
                              "(as `watch` prints it)")
         return "0x" + hex_part.lower()
-
-
-def duration(text: str) -> int:
-    """Seconds from `90`, `90s`, `10m`, `2h` or `1d`."""
-    match = re.fullmatch(r"\s*([0-9]+)\s*(s|m|min|h|d)?\s*", text)
-    if not match or int(match.group(1)) == 0:
-        raise UsageError(f"bad duration {text!r}: give seconds, or 90s, 10m, 2h, 1d")
-    unit = {"s": 1, None: 1, "m": 60, "min": 60, "h": 3600, "d": 86400}[match.group(2)]
-    return int(match.group(1)) * unit
 
 
 def config_path(text: str) -> str:
@@ -349,7 +346,8 @@ def session_close(ctx: Context, args: argparse.Namespace) -> Result:
     left = ctx.call("session_close", sessionId=session, force=bool(args.force))
     text = f"session {ctx.style.ident(session)} is closed"
     if left:
-        text += f"; {len(left)} channels stay open and come back at the next open\n" + \
+        stay = plural(len(left), "channel stays", "channels stay")
+        text += f"; {stay} open and come back at the next open\n" + \
             render.channel_rows(left, ctx.style)
     return Outcome(left, text)
 
@@ -469,78 +467,21 @@ def channel_open(ctx: Context, args: argparse.Namespace) -> Result:
     before = {c["channelId"] for c in ctx.channels()}
     what = f"a virtual channel with {args.peer} via {args.via}" if args.via \
         else f"a channel with {args.peer}"
-    return Long(f"opening {what}",
-                lambda: ctx.call_long("channel_open", **params),
+
+    def call() -> Any:
+        try:
+            return ctx.call_long("channel_open", **params)
+        except ApiError as exc:
+            refusal = duration_refusal(exc, args.challenge_duration) \
+                if args.challenge_duration else None
+            if refusal is not None:
+                raise refusal from None
+            raise
+
+    return Long(f"opening {what}", call,
                 _new_channel_status(ctx, session, before, args.peer,
                                     f"waiting for {args.peer} to accept the proposal"),
                 _opened(ctx, ""))
-
-
-DEFAULT_PEER_WAIT = 300
-"""Seconds the node waits for a peer that cannot be reached when `channel_close` does not say
-(the node's `perund.session.closing.PEER_WAIT`; a test checks they agree)."""
-
-
-def _close_status(ctx: Context, session: str, channel: dict[str, Any],
-                  disputes_from: float | None) -> Callable[[], str]:
-    """The progress line of a close; `disputes_from`: when (node time) the node disputes the
-    channel if the peer cannot be reached until then (None: a forced close)."""
-    peer = channel["peer"]
-
-    def status() -> str:
-        c = ctx.quick("channel_get", sessionId=session, channelId=channel["channelId"])
-        phase = c["phase"]
-        if phase in ("open", "updating"):
-            if disputes_from is None:
-                return f"waiting for {peer} to sign the final state"
-            return (f"waiting for {peer} to sign the final state (a dispute at "
-                    f"{render.clock(disputes_from)} if {peer} stays unreachable)")
-        if phase == "closing":
-            return ("final state signed; concluding on-chain" if c.get("isFinal")
-                    else "registering the latest state on-chain")
-        if phase == "disputed":
-            on_chain = c.get("onChain") or {}
-            timeout = on_chain.get("timeout")
-            if isinstance(timeout, (int, float)):
-                left = timeout - ctx.node_now()
-                return (f"disputed: version {on_chain.get('version')} registered on-chain; the "
-                        f"challenge period ends {render.clock(timeout)}"
-                        f" (in {render.seconds_text(left)})" if left > 0 else
-                        "disputed: the challenge period is over; concluding on-chain")
-            return "disputed on-chain"
-        if phase == "closed":
-            return "concluded; paying out"
-        return f"phase {phase}"
-    return status
-
-
-def channel_close(ctx: Context, args: argparse.Namespace) -> Result:
-    """`channel close CHANNEL [--force | --peer-wait WAIT]`: waits until settled and paid
-    out."""
-    session = ctx.session_id()
-    channel = ctx.resolve_channel(args.channel)
-    channel_id = channel["channelId"]
-
-    def finish(closed: Any) -> Outcome:
-        how = "by a final state both signed" if closed.get("isFinal") else "by a dispute"
-        return Outcome(closed, f"channel {ctx.style.ident(short_id(channel_id))} with "
-                               f"{closed['peer']} is {ctx.style.ok(closed['phase'])} ({how}), "
-                               f"{render.payout_text(closed, ctx.style)}")
-
-    wait = None if args.force else (DEFAULT_PEER_WAIT if args.peer_wait is None
-                                    else args.peer_wait)
-    disputes_from = None if wait is None else ctx.node_now() + wait
-    return Long(f"closing channel {short_id(channel_id)} with {channel['peer']}",
-                lambda: ctx.call_long("channel_close", sessionId=session, channelId=channel_id,
-                                      **_close_how(args)),
-                _close_status(ctx, session, channel, disputes_from), finish)
-
-
-def _close_how(args: argparse.Namespace) -> dict[str, Any]:
-    """`channel_close`'s `force` or `peerWait`, as the options say."""
-    if args.peer_wait is not None:
-        return {"peerWait": args.peer_wait}
-    return {"force": bool(args.force)}
 
 
 def _send(ctx: Context, args: argparse.Namespace, request: bool) -> Result:
@@ -643,7 +584,6 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("channel", "open"): channel_open,
     ("channel", "list"): channel_list,
     ("channel", "info"): channel_info,
-    ("channel", "close"): channel_close,
     ("pay", None): pay,
     ("request", None): request,
     ("balance", None): balance,

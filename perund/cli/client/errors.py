@@ -11,6 +11,7 @@ from typing import Any
 
 from perund.cli.apiclient import ApiError, AuthFailed, NodeUnreachable
 from perund.cli.client.render import shown_text
+from perund.words import plural
 
 EXIT_OK = 0
 EXIT_NODE_ERROR = 1
@@ -146,7 +147,7 @@ def describe_api_error(error: dict[str, Any]) -> str:
     if code == 204 and isinstance(data.get("openChannels"), list) and data["openChannels"]:
         # The node's message says the same in API terms ("use force"): said once, as typed.
         count = len(data["openChannels"])
-        return f"the session has {count} open channel{'s' if count != 1 else ''}: close " \
+        return f"the session has {plural(count, 'open channel')}: close " \
                f"{'them' if count != 1 else 'it'} first, or use --force to leave " \
                f"{'them' if count != 1 else 'it'} open on-chain"
     if code == 203 and isinstance(data.get("value"), str) and not data["value"].isdigit() \

@@ -19,6 +19,7 @@ from perund.cli.client import render
 from perund.cli.client.commands import Context, Handler, Outcome, Result
 from perund.cli.client.errors import UsageError
 from perund.cli.client.options import Once, at_least_one
+from perund.words import plural
 
 CSV_FIELDS: Final = ("paymentId", "time", "direction", "currency", "amount", "peer",
                      "peerAddress", "channelId", "version", "request", "status", "reference")
@@ -161,7 +162,7 @@ def history(ctx: Context, args: argparse.Namespace) -> Result:
     if args.csv:
         count = _write_csv(args.csv, _payments(ctx, params, None))
         return Outcome({"file": args.csv, "payments": count},
-                       f"wrote {count} payments to {args.csv}")
+                       f"wrote {plural(count, 'payment')} to {args.csv}")
     payments = list(_payments(ctx, params, None if args.all else limit))
     if not payments:
         return Outcome(payments, "no payments match")

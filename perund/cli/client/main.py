@@ -41,8 +41,19 @@ def connect(args: argparse.Namespace, style: Style) -> Context:
     node = node_of(args.node, os.environ)
     token = token_of(args.token_file, os.environ)
     api = ApiClient(node.port, token, node.host, timeout=HTTP_TIMEOUT)
-    return Context(api, style, str(node), session_of(args.session, os.environ),
-                   token_file_of(args.token_file, os.environ))
+    ctx = Context(api, style, str(node), session_of(args.session, os.environ),
+                  token_file_of(args.token_file, os.environ))
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        # A script's stdin is no answer: without a terminal, a question is refused instead.
+        ctx.confirm = ask_on_terminal
+    return ctx
+
+
+def ask_on_terminal(question: str) -> bool:
+    """Ask `question` on stderr; whether the line typed on stdin says yes (^D: no)."""
+    print(question, end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _node_label(args: argparse.Namespace) -> str:

@@ -31,6 +31,7 @@ from perund.cli.client.render import short_id
 from perund.cli.client.settings import check_session_id
 from perund.cli.client.shell_pushes import PushListener
 from perund.cli.client.shell_state import Job
+from perund.words import plural
 
 FOREGROUND_WAIT = 0.5
 """Seconds the prompt waits for a command that waits for the peer or the chain (channel open,
@@ -264,7 +265,7 @@ class Shell(PushListener):
         parts = [] if jobs else [self.node_label]
         parts.append(f"session {self.label}" if self.label else "no session")
         if self.label:
-            parts.append(f"{len(live)} channel{'' if len(live) == 1 else 's'}")
+            parts.append(plural(len(live), "channel"))
         if waiting:
             parts.append(f"{waiting} awaiting your answer")
         for job in jobs:

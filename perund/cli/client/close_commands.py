@@ -1,0 +1,116 @@
+"""`channel close`: cooperatively, after a wait for a peer that cannot be reached, or forced
+through a dispute; what the close waits for while it runs. A forced close of a virtual channel
+takes its ledger channels on-chain too: the user is told, and asked (`--yes` answers)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from perund.cli.client import render
+from perund.cli.client.commands import Context, Handler, Long, Outcome, Result
+from perund.cli.client.errors import UsageError
+from perund.cli.client.render import short_id
+
+DEFAULT_PEER_WAIT = 300
+"""Seconds the node waits for a peer that cannot be reached when `channel_close` does not say
+(the node's `perund.session.closing.PEER_WAIT`; a test checks they agree)."""
+
+
+def _close_status(ctx: Context, session: str, channel: dict[str, Any],
+                  disputes_from: float | None) -> Callable[[], str]:
+    """The progress line of a close; `disputes_from`: when (node time) the node disputes the
+    channel if the peer cannot be reached until then (None: a forced close)."""
+    peer = channel["peer"]
+
+    def status() -> str:
+        c = ctx.quick("channel_get", sessionId=session, channelId=channel["channelId"])
+        phase = c["phase"]
+        if phase in ("open", "updating"):
+            if disputes_from is None:
+                return f"waiting for {peer} to sign the final state"
+            return (f"waiting for {peer} to sign the final state (a dispute at "
+                    f"{render.clock(disputes_from)} if {peer} stays unreachable)")
+        if phase == "closing":
+            return ("final state signed; concluding on-chain" if c.get("isFinal")
+                    else "registering the latest state on-chain")
+        if phase == "disputed":
+            on_chain = c.get("onChain") or {}
+            timeout = on_chain.get("timeout")
+            if isinstance(timeout, (int, float)):
+                left = timeout - ctx.node_now()
+                return (f"disputed: version {on_chain.get('version')} registered on-chain; the "
+                        f"challenge period ends {render.clock(timeout)}"
+                        f" (in {render.seconds_text(left)})" if left > 0 else
+                        "disputed: the challenge period is over; concluding on-chain")
+            return "disputed on-chain"
+        if phase == "closed":
+            return "concluded; paying out"
+        return f"phase {phase}"
+    return status
+
+
+def channel_close(ctx: Context, args: argparse.Namespace) -> Result:
+    """`channel close CHANNEL [--force [--yes] | --peer-wait WAIT]`: waits until settled and
+    paid out. A forced close of a virtual channel is asked about first (`forced_virtual`)."""
+    session = ctx.session_id()
+    channel = ctx.resolve_channel(args.channel)
+    channel_id = channel["channelId"]
+    if args.force and channel.get("kind") == "virtual" and not args.yes:
+        confirm_forced_virtual(ctx, channel)
+
+    def finish(closed: Any) -> Outcome:
+        how = "by a final state both signed" if closed.get("isFinal") else "by a dispute"
+        return Outcome(closed, f"channel {ctx.style.ident(short_id(channel_id))} with "
+                               f"{closed['peer']} is {ctx.style.ok(closed['phase'])} ({how}), "
+                               f"{render.payout_text(closed, ctx.style)}")
+
+    wait = None if args.force else (DEFAULT_PEER_WAIT if args.peer_wait is None
+                                    else args.peer_wait)
+    disputes_from = None if wait is None else ctx.node_now() + wait
+    return Long(f"closing channel {short_id(channel_id)} with {channel['peer']}",
+                lambda: ctx.call_long("channel_close", sessionId=session, channelId=channel_id,
+                                      **_close_how(args)),
+                _close_status(ctx, session, channel, disputes_from), finish)
+
+
+def forced_virtual(channel: dict[str, Any]) -> str:
+    """What a forced close of the virtual `channel` does beyond closing it: it goes on-chain
+    through the ledger channels that fund it, and those end (docs/protocol.md, "Disputes go
+    on-chain on both sides")."""
+    peer, via = channel["peer"], channel.get("via") or "the intermediary"
+    ledgers = channel.get("fundedBy") or []
+    ours = f" ({short_id(ledgers[0])})" if ledgers else ""
+    period = render.seconds_text(channel["challengeDuration"]) \
+        if isinstance(channel.get("challengeDuration"), int) else "its challenge duration"
+    return (f"channel {short_id(channel['channelId'])} is a virtual channel with {peer} via "
+            f"{via}: a forced close disputes it on-chain through the ledger channels that "
+            f"fund it. Your ledger channel with {via}{ours} is registered and concluded "
+            f"on-chain with it and ends there: its transactions' gas is yours, and its funds "
+            f"wait out the challenge periods ({period} each). {peer}'s ledger channel with "
+            f"{via} goes on-chain and ends too. Paying through {via} again takes a new ledger "
+            f"channel. A close without --force folds the channel back into both ledgers "
+            f"off-chain, with no transaction")
+
+
+def confirm_forced_virtual(ctx: Context, channel: dict[str, Any]) -> None:
+    """Ask before a forced close of a virtual channel; UsageError when the user says no, or
+    when there is no one to ask (no terminal, the shell): `--yes` is then the answer."""
+    what = forced_virtual(channel)
+    if ctx.confirm is None:
+        raise UsageError(f"{what}. Nothing was done: give --yes to force the close (no "
+                         "question is asked without a terminal, nor in the shell)")
+    if not ctx.confirm(f"{what}.\nForce the close? [y/N] "):
+        raise UsageError("the forced close was not confirmed: nothing was done")
+
+
+def _close_how(args: argparse.Namespace) -> dict[str, Any]:
+    """`channel_close`'s `force` or `peerWait`, as the options say."""
+    if args.peer_wait is not None:
+        return {"peerWait": args.peer_wait}
+    return {"force": bool(args.force)}
+
+
+CLOSE_HANDLERS: dict[tuple[str, str | None], Handler] = {("channel", "close"): channel_close}
+"""(command, action) → handler of `channel close`."""
