@@ -11,9 +11,12 @@ bounded (oldest first out) so a peer cannot grow it without limit.
 What the cache holds that outlasts a restart (`closed`, `disputed` and `chainLost` updates) is
 also kept on the session's `NoticeShelf` (its store), rendered, and read back when the hub of
 the session is attached again: a user who was not listening when the node stopped still
-learns how their channel ended. Questions (proposals, `open` and `final` updates) are not kept:
-they cannot be answered after a restart; the session tells of them itself (a `gone` proposal or
-update, which is kept like a `closed` one).
+learns how their channel ended. A channel's end (`closed`, `chainLost`) takes the place of
+its cached `disputed` pushes: the next subscriber learns the outcome, not a phase that is
+over (the dispute concluded while the node was down, or before anyone listened). Questions
+(proposals, `open` and `final` updates) are not kept: they cannot be answered after a restart;
+the session tells of them itself (a `gone` proposal or update, which is kept like a `closed`
+one).
 
 `ClientSubscriptions` is one client's side: its subscriptions across hubs, pushes held back
 until the reply that created a subscription has been sent (so a client always learns the
@@ -62,6 +65,11 @@ Pushed = ProposalView | ProposalGoneView | UpdateView | PaymentView | KeptPush
 QUESTIONS: Final = ("open", "final")
 """Update types that await an answer: they do not outlast a restart."""
 
+SETTLED: Final = ("closed", "chainLost")
+"""Update types that end a channel: what was cached of its dispute is no news any more."""
+SUPERSEDED: Final = ("disputed",)
+"""Cached update types that a channel's end makes stale."""
+
 
 def _new_id() -> str:
     return "0x" + os.urandom(16).hex()
@@ -88,6 +96,16 @@ def _update_of(notification: Pushed) -> bytes | None:
     if isinstance(notification, ProposalGoneView):
         return notification.proposal_id
     return notification.update_id
+
+
+def _update_type(notification: Pushed) -> str | None:
+    """The `type` of an update push (a kept one's as it was rendered); None for the others."""
+    if isinstance(notification, UpdateView):
+        return notification.type
+    if isinstance(notification, KeptPush) and notification.topic == UPDATES:
+        kind = notification.push.get("type")
+        return kind if isinstance(kind, str) else None
+    return None
 
 
 def _lasting(notification: Pushed) -> bool:
@@ -165,6 +183,8 @@ class SessionHub:
         if isinstance(notification, Withdrawn):
             self._withdraw(notification)
             return
+        if isinstance(notification, UpdateView) and notification.type in SETTLED:
+            self._supersede(notification.channel_id)
         now = self._clock.seconds()
         expires = notification.expiry if notification.expiry is not None \
             else now + self.closed_ttl
@@ -289,6 +309,16 @@ class SessionHub:
         for key, entry in list(self._cache.items()):
             note = entry.notification
             if isinstance(note, UpdateView) and note.update_id == withdrawn.update_id:
+                self._remove(key)
+
+    def _supersede(self, channel_id: ChannelID) -> None:
+        """The channel is settled: a cached `disputed` push of it is a phase that is over, and
+        whoever subscribes next gets the outcome instead (a session reopened after its
+        channel's dispute concluded replayed a stale `disputed` before the `closed`; an
+        audit)."""
+        for key, entry in list(self._cache.items()):
+            note = entry.notification
+            if _channel_of(note) == channel_id and _update_type(note) in SUPERSEDED:
                 self._remove(key)
 
     def _prune(self) -> None:
