@@ -44,6 +44,7 @@ from perund.api.views import (
     PaymentView,
     ProposalGoneView,
     ProposalView,
+    SessionClosedView,
     UpdateView,
     Withdrawn,
 )
@@ -250,10 +251,17 @@ class SessionHub:
         """Remove a subscriber; whether it was there."""
         return self._subscribers.pop(subscription_id, None) is not None
 
-    def close(self) -> None:
+    def close(self, session_id: bytes | None = None) -> None:
         """The session is gone: forget every subscriber and cached notification (what the
-        shelf keeps stays there, for the session's next hub)."""
+        shelf keeps stays there, for the session's next hub). With `session_id`, each
+        subscriber is told first (`sessionClosed`): a client whose session another client
+        closed learns why its pushes end, instead of taking the silence for a quiet channel or
+        its refused calls for a node that is down (an audit)."""
         self.closed = True
+        if session_id is not None:
+            farewell = SessionClosedView(session_id)
+            for subscription in list(self._subscribers.values()):
+                self._deliver(subscription, farewell)
         self._subscribers.clear()
         self._cache.clear()
 
@@ -390,7 +398,7 @@ class Hubs:
         known = self._hubs.pop(session_id, None)
         if known is not None:
             hub, stop = known
-            hub.close()
+            hub.close(session_id)
             stop()
 
     def __contains__(self, session_id: object) -> bool:
@@ -422,6 +430,10 @@ class ClientSubscriptions:
                   read_only: bool = False) -> str:
         """Subscribe to `hub`; the subscription ID. FailedPrecondition past the connection's
         or the session's number of subscriptions (`read_only`: see `SessionHub.subscribe`)."""
+        # Subscriptions to a closed session ended with it (they were told): they take no
+        # room from the connection's new ones.
+        self._outlets = {key: outlet for key, outlet in self._outlets.items()
+                         if not outlet.hub.closed}
         if len(self._outlets) >= self.max_subscriptions:
             raise FailedPrecondition(
                 f"this connection has {self.max_subscriptions} subscriptions already "

@@ -187,6 +187,30 @@ def test_closed_hubs_forget_everything(clock: Clock) -> None:
     assert hub.cached() == [] and hub.subscribers == 0
 
 
+def test_a_closed_session_tells_each_subscriber_once_and_frees_their_room() -> None:
+    """Another client closes the session: every subscription of it, on every connection, gets
+    one `sessionClosed` push and ends; the connection's room for subscriptions is free again
+    (an audit: a shell whose session was closed elsewhere heard nothing, then misleading
+    errors)."""
+    api = Api()
+    session, _ = api.session_with_peer()
+    pushed: list[tuple[str, Any]] = []
+    client = ClientSubscriptions(lambda sid, note: pushed.append((sid, note)),
+                                 max_subscriptions=2)
+    context = CallContext("ws", client, OPERATOR)
+    subs = [api.call("subscribe", {"sessionId": session, "topic": topic}, context)
+            for topic in ("proposals", "updates")]
+    client.release()
+    api.call("session_close", {"sessionId": session, "force": True})
+    told = {"type": "sessionClosed", "sessionId": session}
+    assert [(sid, note.to_json(Currencies())) for sid, note in pushed] == [
+        (sub, told) for sub in subs]
+    # Both ended: a new session's subscriptions fit on this connection again.
+    other, _ = api.session_with_peer()
+    for topic in ("proposals", "updates"):
+        api.call("subscribe", {"sessionId": other, "topic": topic}, context)
+
+
 def test_a_client_gets_pushes_only_after_its_subscribe_reply(clock: Clock) -> None:
     hub = SessionHub(clock)
     pushed: list[tuple[str, Notification]] = []
