@@ -11,9 +11,12 @@ bounded (oldest first out) so a peer cannot grow it without limit.
 What the cache holds that outlasts a restart (`closed`, `disputed` and `chainLost` updates) is
 also kept on the session's `NoticeShelf` (its store), rendered, and read back when the hub of
 the session is attached again: a user who was not listening when the node stopped still
-learns how their channel ended. Questions (proposals, `open` and `final` updates) are not kept:
-they cannot be answered after a restart; the session tells of them itself (a `gone` proposal or
-update, which is kept like a `closed` one).
+learns how their channel ended. A channel's end (`closed`, `chainLost`) takes the place of
+its cached `disputed` pushes: the next subscriber learns the outcome, not a phase that is
+over (the dispute concluded while the node was down, or before anyone listened). Questions
+(proposals, `open` and `final` updates) are not kept: they cannot be answered after a restart;
+the session tells of them itself (a `gone` proposal or update, which is kept like a `closed`
+one).
 
 `ClientSubscriptions` is one client's side: its subscriptions across hubs, pushes held back
 until the reply that created a subscription has been sent (so a client always learns the
@@ -41,6 +44,7 @@ from perund.api.views import (
     PaymentView,
     ProposalGoneView,
     ProposalView,
+    SessionClosedView,
     UpdateView,
     Withdrawn,
 )
@@ -61,6 +65,11 @@ Pushed = ProposalView | ProposalGoneView | UpdateView | PaymentView | KeptPush
 
 QUESTIONS: Final = ("open", "final")
 """Update types that await an answer: they do not outlast a restart."""
+
+SETTLED: Final = ("closed", "chainLost")
+"""Update types that end a channel: what was cached of its dispute is no news any more."""
+SUPERSEDED: Final = ("disputed",)
+"""Cached update types that a channel's end makes stale."""
 
 
 def _new_id() -> str:
@@ -88,6 +97,16 @@ def _update_of(notification: Pushed) -> bytes | None:
     if isinstance(notification, ProposalGoneView):
         return notification.proposal_id
     return notification.update_id
+
+
+def _update_type(notification: Pushed) -> str | None:
+    """The `type` of an update push (a kept one's as it was rendered); None for the others."""
+    if isinstance(notification, UpdateView):
+        return notification.type
+    if isinstance(notification, KeptPush) and notification.topic == UPDATES:
+        kind = notification.push.get("type")
+        return kind if isinstance(kind, str) else None
+    return None
 
 
 def _lasting(notification: Pushed) -> bool:
@@ -165,6 +184,8 @@ class SessionHub:
         if isinstance(notification, Withdrawn):
             self._withdraw(notification)
             return
+        if isinstance(notification, UpdateView) and notification.type in SETTLED:
+            self._supersede(notification.channel_id)
         now = self._clock.seconds()
         expires = notification.expiry if notification.expiry is not None \
             else now + self.closed_ttl
@@ -230,10 +251,17 @@ class SessionHub:
         """Remove a subscriber; whether it was there."""
         return self._subscribers.pop(subscription_id, None) is not None
 
-    def close(self) -> None:
+    def close(self, session_id: bytes | None = None) -> None:
         """The session is gone: forget every subscriber and cached notification (what the
-        shelf keeps stays there, for the session's next hub)."""
+        shelf keeps stays there, for the session's next hub). With `session_id`, each
+        subscriber is told first (`sessionClosed`): a client whose session another client
+        closed learns why its pushes end, instead of taking the silence for a quiet channel or
+        its refused calls for a node that is down (an audit)."""
         self.closed = True
+        if session_id is not None:
+            farewell = SessionClosedView(session_id)
+            for subscription in list(self._subscribers.values()):
+                self._deliver(subscription, farewell)
         self._subscribers.clear()
         self._cache.clear()
 
@@ -289,6 +317,16 @@ class SessionHub:
         for key, entry in list(self._cache.items()):
             note = entry.notification
             if isinstance(note, UpdateView) and note.update_id == withdrawn.update_id:
+                self._remove(key)
+
+    def _supersede(self, channel_id: ChannelID) -> None:
+        """The channel is settled: a cached `disputed` push of it is a phase that is over, and
+        whoever subscribes next gets the outcome instead (a session reopened after its
+        channel's dispute concluded replayed a stale `disputed` before the `closed`; an
+        audit)."""
+        for key, entry in list(self._cache.items()):
+            note = entry.notification
+            if _channel_of(note) == channel_id and _update_type(note) in SUPERSEDED:
                 self._remove(key)
 
     def _prune(self) -> None:
@@ -360,7 +398,7 @@ class Hubs:
         known = self._hubs.pop(session_id, None)
         if known is not None:
             hub, stop = known
-            hub.close()
+            hub.close(session_id)
             stop()
 
     def __contains__(self, session_id: object) -> bool:
@@ -392,6 +430,10 @@ class ClientSubscriptions:
                   read_only: bool = False) -> str:
         """Subscribe to `hub`; the subscription ID. FailedPrecondition past the connection's
         or the session's number of subscriptions (`read_only`: see `SessionHub.subscribe`)."""
+        # Subscriptions to a closed session ended with it (they were told): they take no
+        # room from the connection's new ones.
+        self._outlets = {key: outlet for key, outlet in self._outlets.items()
+                         if not outlet.hub.closed}
         if len(self._outlets) >= self.max_subscriptions:
             raise FailedPrecondition(
                 f"this connection has {self.max_subscriptions} subscriptions already "

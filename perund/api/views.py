@@ -302,6 +302,20 @@ class ProposalGoneView:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class SessionClosedView:
+    """The session was closed (`session_close`, by whichever client): the last push of each of
+    its subscriptions, which end with it. Not from a facade: the hub says it when it is
+    detached."""
+
+    session_id: bytes
+    expiry: None = None
+
+    def to_json(self, currencies: Currencies) -> JSON:
+        """The push of type `sessionClosed`, on every topic."""
+        return {"type": "sessionClosed", "sessionId": hex_id(self.session_id)}
+
+
 UPDATE_TYPES = ("open", "final", "updated", "disputed", "closed", "chainLost", "gone")
 
 
@@ -419,9 +433,9 @@ class PaymentPage:
 Notification = ProposalView | ProposalGoneView | UpdateView | PaymentView | Withdrawn
 """What a facade tells the notification hub of a session."""
 
-Delivered = Notification | KeptPush
-"""What a hub hands its subscribers: a facade's notifications, and pushes kept across a
-restart."""
+Delivered = Notification | KeptPush | SessionClosedView
+"""What a hub hands its subscribers: a facade's notifications, pushes kept across a restart,
+and the end of the session."""
 
 
 # -- from the channel client's values -------------------------------------------------------------
@@ -568,7 +582,7 @@ __all__ = [
     "AccountBalance", "AliasOf", "AssetBalance", "ChannelView", "Delivered", "KeptPush", "NodeInfo",
     "Notification", "OnChainView", "Payment", "PaymentPage", "PaymentView", "PeerView",
     "ProposalGoneView", "ProposalView",
-    "SessionInfo",
+    "SessionClosedView", "SessionInfo",
     "SessionOpened", "UpdateView", "Withdrawn", "channel_view", "gone_view", "hex_id",
     "notification_of", "payment_view",
     "peer_view", "proposal_view", "render_balances", "update_view",

@@ -187,6 +187,30 @@ def test_closed_hubs_forget_everything(clock: Clock) -> None:
     assert hub.cached() == [] and hub.subscribers == 0
 
 
+def test_a_closed_session_tells_each_subscriber_once_and_frees_their_room() -> None:
+    """Another client closes the session: every subscription of it, on every connection, gets
+    one `sessionClosed` push and ends; the connection's room for subscriptions is free again
+    (an audit: a shell whose session was closed elsewhere heard nothing, then misleading
+    errors)."""
+    api = Api()
+    session, _ = api.session_with_peer()
+    pushed: list[tuple[str, Any]] = []
+    client = ClientSubscriptions(lambda sid, note: pushed.append((sid, note)),
+                                 max_subscriptions=2)
+    context = CallContext("ws", client, OPERATOR)
+    subs = [api.call("subscribe", {"sessionId": session, "topic": topic}, context)
+            for topic in ("proposals", "updates")]
+    client.release()
+    api.call("session_close", {"sessionId": session, "force": True})
+    told = {"type": "sessionClosed", "sessionId": session}
+    assert [(sid, note.to_json(Currencies())) for sid, note in pushed] == [
+        (sub, told) for sub in subs]
+    # Both ended: a new session's subscriptions fit on this connection again.
+    other, _ = api.session_with_peer()
+    for topic in ("proposals", "updates"):
+        api.call("subscribe", {"sessionId": other, "topic": topic}, context)
+
+
 def test_a_client_gets_pushes_only_after_its_subscribe_reply(clock: Clock) -> None:
     hub = SessionHub(clock)
     pushed: list[tuple[str, Notification]] = []
@@ -264,7 +288,8 @@ def test_lasting_pushes_nobody_took_outlast_a_restart_questions_do_not(clock: Cl
     shelf = MemoryShelf()
     hub = SessionHub(clock, shelf=shelf)
     channel = os.urandom(32)
-    closed, disputed = update(channel, None, "closed"), update(channel, None, "disputed")
+    # Two channels: one channel's end would take the place of its own dispute (below).
+    closed, disputed = update(channel, None, "closed"), update(os.urandom(32), None, "disputed")
     hub.publish(proposal(clock.seconds() + 60))
     hub.publish(update(channel, clock.seconds() + 60, "open"))
     hub.publish(disputed)
@@ -277,6 +302,36 @@ def test_lasting_pushes_nobody_took_outlast_a_restart_questions_do_not(clock: Cl
     assert shelf.records == {}  # delivered: handed out once, across restarts too
     _, again = _restart(clock, shelf)
     assert again == []
+
+
+def test_a_channels_end_takes_the_place_of_its_cached_dispute(clock: Clock) -> None:
+    """A session reopened after its channel's dispute concluded (the node was down) tells the
+    next subscriber how the channel ended, once: the `disputed` cached or kept from before is
+    a phase that is over (an audit: it was replayed as news before the `closed`)."""
+    shelf = MemoryShelf()
+    channel, other = os.urandom(32), os.urandom(32)
+    before = SessionHub(clock, shelf=shelf)
+    before.publish(update(channel, None, "disputed"))
+    before.publish(update(other, None, "disputed"))
+    # The node restarts; the watcher's first poll finds the conclusion.
+    after = SessionHub(clock, shelf=shelf)
+    closed = update(channel, None, "closed")
+    after.publish(closed)
+    got: list[Any] = []
+    after.subscribe(UPDATES, channel, got.append)
+    assert [n.to_json(Currencies())["type"] for n in got] == ["closed"]
+    # The other channel's dispute still runs: it is still news, and still kept.
+    assert len(shelf.records) == 1
+    rest: list[Any] = []
+    SessionHub(clock, shelf=shelf).subscribe(UPDATES, None, rest.append)
+    assert [(n.channel_id, n.to_json(Currencies())["type"]) for n in rest] == [
+        (other, "disputed")]
+    # Within one run too (a dispute and its end in the first poll, before anyone listened),
+    # and for a channel given up because the chain lost its deposits.
+    hub = SessionHub(clock)
+    hub.publish(update(channel, None, "disputed"))
+    hub.publish(update(channel, None, "chainLost"))
+    assert [n.type for n in hub.cached() if isinstance(n, UpdateView)] == ["chainLost"]
 
 
 def test_gone_questions_are_kept_like_closed_channels(clock: Clock) -> None:

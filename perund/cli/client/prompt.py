@@ -129,4 +129,5 @@ async def _prompt_main(shell: Shell, banner: str) -> None:
         running = [j for j in shell.jobs if not j.done.is_set()]
     note = (f"; {len(running)} command{'s go' if len(running) > 1 else ' goes'} on at the node"
             if running else "")
-    print(f"bye: the session stays open on the node{note}")
+    stays = ": the session stays open on the node" if shell.ctx.session is not None else ""
+    print(f"bye{stays}{note}")

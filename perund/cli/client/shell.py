@@ -40,6 +40,10 @@ pay, close, ...) before leaving it to run in the background."""
 QUICK_WAIT = 5.0
 """Seconds the prompt waits for a quick command (a list, a balance) before the same."""
 
+SESSION_CLOSED_WAIT = 2.0
+"""Seconds a failed command waits for the news that its session was closed, when its failure
+may be that close's doing."""
+
 PROGRESS_EVERY = 10.0
 """Seconds between progress lines when there is no toolbar."""
 
@@ -86,7 +90,9 @@ class Shell(PushListener):
     def start(self, args: argparse.Namespace) -> Job:
         """Run a node command in a worker thread."""
         job = Job(0, " ".join(str(v) for v in (args.command, getattr(args, "action", None))
-                              if v))
+                              if v), session=self.ctx.session)
+        if (args.command, getattr(args, "action", None)) == ("session", "close"):
+            job.closes = self.ctx.session
         with self.lock:
             self.jobs.append(job)
         threading.Thread(target=self._work, args=(job, args), name="perund-cli-job",
@@ -123,6 +129,18 @@ class Shell(PushListener):
                 result = result.finish(value)
             self._show(result, args)
         except (ApiError, NodeUnreachable, AuthFailed, CliError) as exc:
+            if job.session is not None and _cut_by_a_close(exc):
+                # The node fails the calls of a session before it tells its subscribers
+                # that the session closed: give that push a moment to come.
+                self.session_ended.wait(SESSION_CLOSED_WAIT)
+            if job.session is not None and job.session in self.ended_sessions \
+                    and job.closes != job.session:
+                # Cut short by the session's close: what the node answered (a request cut
+                # by a stopping session, a refused credential) would read as the node's
+                # failure.
+                self.say(self.style.warn(f"{job.title}: ended with session {job.session}, "
+                                         "which was closed meanwhile"))
+                return
             # A long command may fail long after it was typed: say which one.
             self.error(exc, job.title if job.status_of is not None else "")
         except Exception as exc:  # a bug: keep the shell alive, say what failed
@@ -171,6 +189,8 @@ class Shell(PushListener):
         if _is_channel(value):
             with self.lock:
                 self.channels[value["channelId"]] = value
+                if value.get("phase") == "closed":
+                    self.told_closed.add(value["channelId"])
         elif isinstance(value, list) and value and all(_is_channel(v) for v in value):
             # Only channel infos: payments name their channel too (an audit: `history` put
             # its entries here, and the toolbar failed on them every second for good).
@@ -236,7 +256,8 @@ class Shell(PushListener):
         while not self.closing:
             time.sleep(1.0)
             with self.lock:
-                jobs = [j for j in self.jobs if j.status_of is not None and not j.done.is_set()]
+                jobs = [j for j in self.jobs if j.status_of is not None and not j.done.is_set()
+                        and j.session not in self.ended_sessions]
             for job in jobs:
                 assert job.status_of is not None
                 try:
@@ -275,6 +296,18 @@ class Shell(PushListener):
     def prompt_text(self) -> str:
         """`alice> `, or `perund> ` without a session."""
         return f"{self.label or 'perund'}> "
+
+
+def _cut_by_a_close(exc: BaseException) -> bool:
+    """Whether `exc` may be what a call gets when its session closes under it: the peer's
+    answer cut short (101), the session not found (201), its credential refused."""
+    if isinstance(exc, AuthFailed):
+        return True
+    if not isinstance(exc, ApiError):
+        return False
+    data = exc.error.get("data")
+    return exc.code == 101 or (exc.code == 201 and isinstance(data, dict)
+                               and data.get("type") == "session")
 
 
 def _is_channel(value: object) -> bool:

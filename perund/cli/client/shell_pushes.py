@@ -34,6 +34,7 @@ class PushListener(ShellState):
         peers = self.api.result("session_listPeers", {"sessionId": session})
         with self.lock:
             self.ctx.session = session
+            self.revoked_with_session = None
             self.label = label or short_id(session)
             self.peers = [p["alias"] for p in peers]
             self.pending.clear()
@@ -85,6 +86,16 @@ class PushListener(ShellState):
         if self.closing:
             return
         if _close_code(error) == CLOSE_REVOKED:
+            with self.lock:
+                ended, self.revoked_with_session = self.revoked_with_session, None
+            if ended is not None and ended[1]:
+                return  # the session's own credential: the shell went back to its own
+            if ended is not None:
+                self.say(self.style.bad(
+                    f"this shell's credential was session {ended[0]}'s and ended with it: no "
+                    "more calls; start perund-cli again with the operator's token (or another "
+                    "session's credential)"))
+                return
             self.say(self.style.bad("the node revoked this shell's credential: no more pushes "
                                     "or calls; start perund-cli again with a valid one"))
             return
@@ -139,6 +150,9 @@ class PushListener(ShellState):
         """A push of the current session: remember what needs an answer, print it."""
         if subscription in self.dropped or not isinstance(push, dict):
             return
+        if push.get("type") == "sessionClosed":
+            self._session_closed(str(push.get("sessionId")))
+            return
         now = self._node_now()
         hint = "accept or reject"
         if "proposalId" in push and push.get("type") == "gone":
@@ -162,8 +176,13 @@ class PushListener(ShellState):
             answering = any(j.answering == channel_id for j in self.jobs)
         if kind == "updated" and answering:
             return  # the state our own answer made: the answer's result shows it
-        if kind == "closed" and known is not None and known.get("phase") == "closed":
+        if kind == "closed" and channel_id in self.told_closed:
             return  # our own `channel close` said so already
+        if kind == "closed":
+            # Said once, whatever the channel list shows (it may have learnt of the end
+            # first: after a restart, its outcome is news all the same).
+            with self.lock:
+                self.told_closed.add(channel_id)
         before = self._balances_now(channel_id) if kind == "open" else \
             (known or {}).get("balances")
         if kind in ("open", "final") and push.get("updateId"):
@@ -187,6 +206,59 @@ class PushListener(ShellState):
                     self.channels[channel_id] = push["channel"]
         if channel_id:
             threading.Thread(target=self.refresh_channels, daemon=True).start()
+
+    def _session_closed(self, session: str) -> None:
+        """The node closed the current session (`session_close`, from this shell or another
+        client): its subscriptions ended with it. Say so once, leave it, and go back to the
+        shell's own credential if it acted with the session's (that one ended too)."""
+        with self.lock:
+            if session != self.ctx.session:
+                return  # an earlier session's, left already
+            own = any(j.closes == session for j in self.jobs if not j.done.is_set())
+            label, config = self.label, self.session_config
+            self.ended_sessions.add(session)
+            self.session_ended.set()
+            for job in self.jobs:
+                if job.session == session and job.closes != session:
+                    job.status = "ending: the session was closed"
+            # No unsubscribe: the subscriptions ended with the session, and this runs in the
+            # socket's reader thread, which a call on the socket would wait for.
+            self.dropped |= self.subscriptions
+            self.subscriptions = set()
+            self.ctx.session = None
+            self.label = None
+            self.pending.clear()
+            self.channels.clear()
+            self.peers = []
+            back = self.api is not self.ctx.opener
+            # The node ends the session's credentials next, this socket's too when it is one.
+            self.revoked_with_session = (session, back)
+        if not own:
+            reopen = f"`session open {config}`" if config else "`session open CONFIG`"
+            self.say(self.style.warn(
+                f"session {session} ({label}) was closed by another client: its pushes and "
+                f"calls end here. {reopen} opens it again (with the operator's token), "
+                "`use SESSION` picks another open session, `exit` leaves"))
+        if back:
+            threading.Thread(target=self._back_to_own_credential, daemon=True,
+                             name="perund-cli-credential").start()
+
+    def _back_to_own_credential(self) -> None:
+        """Calls and the socket with the credential the shell started with (the session's
+        own credential, which `session open` switched to, ended with the session)."""
+        api, old = self.ctx.opener, self.stream
+        with self.lock:
+            self.api = api
+            self.ctx.api = api
+            self.subscriptions.clear()
+        try:
+            self.connect_stream()
+        except (NodeUnreachable, AuthFailed):
+            self.stream = None
+            self.say(self.style.warn("the node's WebSocket could not be opened again with "
+                                     "this shell's credential: no pushes"))
+        if old is not None:
+            old.close()
 
     def _left_session(self) -> None:
         self._drop_subscriptions(self.stream)

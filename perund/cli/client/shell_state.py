@@ -45,6 +45,11 @@ class Job:
     backgrounded: bool = False
     answering: str | None = None
     """The channel whose update this job answers: its `updated` push says nothing new."""
+    session: str | None = None
+    """The session current when it started: should another client close it, the job's end is
+    told as the session's (not as the node's failure it looks like)."""
+    closes: str | None = None
+    """The session this job closes (`session close`): its `sessionClosed` push is no news."""
     last_line: tuple[str, float] = ("", 0.0)
 
     def elapsed(self) -> int:
@@ -74,6 +79,16 @@ class ShellState:
         """The session file of the current session, when this shell opened it: should the
         session not be open after a node restart, the shell opens it again by it."""
         self.jobs: list[Job] = []
+        self.told_closed: set[str] = set()
+        """Channels this shell said are closed (a `channel close` result, a `closed` push): a
+        later `closed` push of them is no news. One the shell only listed as closed is."""
+        self.ended_sessions: set[str] = set()
+        """Sessions closed (by this or another client) while this shell used them."""
+        self.session_ended = threading.Event()
+        """Set when a session of `ended_sessions` is added."""
+        self.revoked_with_session: tuple[str, bool] | None = None
+        """The session just closed, and whether the shell's socket had its credential (the shell
+        went back to its own): the node's revocation that follows is that close's doing."""
         self._background_numbers = 0
         self.closing = False
         self._print_lock = threading.Lock()
