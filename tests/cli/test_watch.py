@@ -79,3 +79,15 @@ def test_watch_ended_by_ctrl_c_exits_130(capsys: pytest.CaptureFixture[str]) -> 
     push = {"proposalId": PROPOSAL, "peer": "bob", "balances": {}, "challengeDuration": 60}
     assert _watch([push], count=None, interrupt=True) == 130
     assert _watch([push], count=5, interrupt=True) == 130
+
+
+def test_watch_of_a_session_that_is_closed_ends_saying_so(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # One `sessionClosed` per topic: the first ends the watch, which would otherwise wait for
+    # ever (it printed "unknown push" and went on).
+    closed = {"type": "sessionClosed", "sessionId": SESSION}
+    assert _watch([closed, dict(closed)], count=None) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"session {SESSION} was closed" in captured.err
+    assert captured.err.count("was closed") == 1

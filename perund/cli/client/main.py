@@ -124,6 +124,16 @@ def watch(ctx: Context, args: argparse.Namespace) -> int:
             if item is None or isinstance(item, BaseException):
                 raise NodeUnreachable("the node closed the WebSocket")
             _, result = item
+            if result.get("type") == "sessionClosed":
+                # Every subscription hears it (one per topic): the first ends the watch, as
+                # a new watch of the session would be refused (201).
+                if args.json:
+                    print(json.dumps(result, ensure_ascii=False), flush=True)
+                else:
+                    print(f"{ctx.style.bad('error:')} session {session} was closed (session "
+                          "close, perhaps by another client): nothing more comes from it "
+                          "(201)", file=sys.stderr, flush=True)
+                return EXIT_NODE_ERROR
             seen += 1
             if args.json:
                 print(json.dumps(result, ensure_ascii=False), flush=True)
