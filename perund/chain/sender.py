@@ -83,13 +83,15 @@ def gap_repair(pending: int, nonce: int, known: bool) -> tuple[range, bool]:
     A `pending` below its nonce is a gap (transactions of ours before it vanished): it waits
     behind it for ever. Filling the gap, not signing it again with a lower nonce, is what is
     safe: it may still be in a pool (here queued, or at another node of a hosted endpoint), and
-    a second copy at the lower nonce would let both be mined, a deposit twice. A transaction
-    the chain does not know (dropped from its pool) is sent again as it was signed: one
-    signed transaction is mined at most once. A `pending` above its nonce means that nonce is
-    taken (it is mined and its receipt not yet served, or a vanished one came back): the
-    receipt polls and the timeout decide.
+    a second copy at the lower nonce would let both be mined, a deposit twice. If the chain no
+    longer knows it either, it went with them, and is sent again as it was signed (one signed
+    transaction is mined at most once). Without a gap nothing is done: a transaction the chain
+    dropped from its pool alone (a fee spike) is sent again with higher fees after
+    `tx_timeout`, and a `pending` above its nonce means that nonce is taken (mined with its
+    receipt not yet served, or a vanished transaction came back): the polls and the timeout
+    decide.
     """
-    if pending > nonce:
+    if pending >= nonce:
         return range(0), False
     return range(pending, nonce), not known
 
@@ -340,8 +342,8 @@ class TransactionSender:
         if resend:
             if not waiting.resent:
                 waiting.resent = True
-                self.log.warn("{tx_type} {tx_hash} (nonce {nonce}) is no longer known to the "
-                              "chain (dropped from its pool?); sending it again",
+                self.log.warn("{tx_type} {tx_hash} (nonce {nonce}) went with the transactions "
+                              "before it; sending it again",
                               tx_type=waiting.tx_type, tx_hash=tx_hex, nonce=latest.nonce)
             await self._send_again(waiting.tx_type, latest.raw)
 

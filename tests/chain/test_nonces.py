@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from perund.chain.account import Account, Eip1559Transaction
@@ -135,28 +134,31 @@ async def test_a_gap_opened_after_the_nonce_was_chosen_is_filled_and_nothing_run
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_transaction_the_chain_dropped_from_its_pool_is_sent_again(
-        backend: ChainBackend, fresh_anvil: Anvil) -> None:
-    a, b = (Account(key) for key in fresh_anvil.private_keys[1:3])
-    backend.sender.nonce_check_interval = 0.2
-    await backend.set_automine(False)
-    started = time.monotonic()
-    sending = backend.send_ether(a, b.address, 5)
+async def test_a_transaction_that_vanished_with_the_gap_before_it_is_sent_again(
+        backend: ChainBackend, fresh_anvil: Anvil, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind the gap and gone from the pool too: the gap is filled and the transaction sent
+    again as it was signed."""
+    a, b, c = (Account(key) for key in fresh_anvil.private_keys[1:4])
+    await backend.send_ether(a, a.address, 0)
+    first = await backend.send_ether(a, b.address, 1)
+    client = backend.client
+    send = client.send_raw_blocking
+    dropped: list[bytes] = []
+
+    def reorg_send_drop(tx_type: str, raw: bytes) -> bytes:
+        tx_hash = send(tx_type, raw)
+        if not dropped:
+            _reorg_out(fresh_anvil, first.block_number)
+            _rpc(fresh_anvil, "anvil_dropTransaction", "0x" + tx_hash.hex())
+            dropped.append(tx_hash)
+        return tx_hash
+
+    monkeypatch.setattr(client, "send_raw_blocking", reorg_send_drop)
+    sending = backend.send_ether(a, c.address, 7)
     sending.addTimeout(PROMPT, reactor)
-    while backend.sender.in_flight(a.address) is None:
-        await deferLater(reactor, 0.01, lambda: None)
-    dropped = backend.sender.in_flight(a.address)
-    assert dropped is not None
-    _rpc(fresh_anvil, "anvil_dropTransaction", "0x" + dropped.hex())
-    assert _rpc(fresh_anvil, "eth_getTransactionByHash", "0x" + dropped.hex()) is None
-    while _rpc(fresh_anvil, "eth_getTransactionByHash", "0x" + dropped.hex()) is None:
-        assert time.monotonic() - started < PROMPT, "not sent again"
-        await deferLater(reactor, 0.05, lambda: None)
-    await backend.set_automine(True)
-    await backend.mine()
     receipt = await sending
-    assert receipt.tx_hash == dropped  # the same signed transaction, once
-    assert _nonce(fresh_anvil, a) == 1
+    assert receipt.tx_hash == dropped[0]  # the same signed transaction, once
+    assert _nonce(fresh_anvil, a) == 3
 
 
 def test_the_chains_nonce_is_taken_unless_it_comes_from_a_node_behind_our_receipts() -> None:
@@ -175,10 +177,10 @@ def test_a_gap_is_filled_and_a_dropped_transaction_sent_again() -> None:
     # Mined (its receipt to come) or its nonce taken otherwise: nothing to do.
     assert gap_repair(8, 7, known=True) == (range(0), False)
     assert gap_repair(8, 7, known=False) == (range(0), False)
-    # In the pool (or a chain whose pending nonce ignores its pool): nothing to do.
+    # In the pool (or a chain whose pending nonce ignores its pool): nothing to do; dropped
+    # from it alone, the replacement after tx_timeout sends it again.
     assert gap_repair(7, 7, known=True) == (range(0), False)
-    # Dropped from the pool: the same signed transaction again.
-    assert gap_repair(7, 7, known=False) == (range(0), True)
+    assert gap_repair(7, 7, known=False) == (range(0), False)
     # Queued behind a gap of nonces 4 to 6: those are filled; it is sent again only if gone.
     assert gap_repair(4, 7, known=True) == (range(4, 7), False)
     assert gap_repair(4, 7, known=False) == (range(4, 7), True)
