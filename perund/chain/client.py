@@ -83,6 +83,17 @@ class RawReceipt:
 
 
 @dataclass(frozen=True, slots=True)
+class Preflight:
+    """What signing a transaction needs, read in one batch (`preflight_blocking`): its gas
+    limit, the base fee, and the account's `pending` nonce as of block `head`."""
+
+    gas_limit: int
+    base_fee: int
+    pending_nonce: int
+    head: int
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedTx:
     """A signed transaction ready to send, with what the preflight learned."""
 
@@ -105,6 +116,13 @@ def _refused(tx_type: str, account: Account | None, exc: ChainRpcError) -> Proto
                                  account=None if account is None else account.checksum_address)
     return ProtocolError(f"the node refused the {tx_type} transaction: {message[:300]}",
                          txType=tx_type)
+
+
+def _result(answer: Answer) -> Any:
+    """A batch answer's result; its error raised."""
+    if answer.error is not None:
+        raise answer.error
+    return answer.result
 
 
 class ChainClient:
@@ -347,46 +365,75 @@ class ChainClient:
 
     # Transactions
 
-    def prepare_blocking(
-        self,
-        account: Account,
-        tx_type: str,
-        to: Address | None,
-        data: bytes,
-        value: int,
-        nonce: int,
-        chain_id: int,
-    ) -> PreparedTx:
-        """Preflight (estimateGas) and sign a transaction; TxReverted if it would revert.
-
-        The preflight reports a revert with the contract's error before any gas is spent.
-        """
+    def preflight_blocking(self, account: Account, tx_type: str, to: Address | None,
+                           data: bytes, value: int) -> Preflight:
+        """Preflight a transaction (estimateGas: TxReverted, with the contract's error, before
+        any gas is spent) and read what signing it needs: the base fee, and the account's
+        `pending` nonce with the head it came from. In one batch, so the nonce costs no round
+        trip of its own."""
         call: dict[str, Any] = {"from": hex_data(account.address), "data": hex_data(data),
                                 "value": hex_quantity(value)}
         if to is not None:
             call["to"] = hex_data(to)
-        try:
-            estimate = self._quantity(self._request("eth_estimateGas", [call, "latest"]),
-                                      "eth_estimateGas", "the gas estimate")
-        except ChainRpcError as exc:
-            if is_revert(exc):
-                raise self._reverted(tx_type, revert_data(exc), None) from exc
-            raise _refused(tx_type, account, exc) from exc
-        base_fee = self._base_fee()
+        estimated, head, nonce = self._batch([
+            ("eth_estimateGas", [call, "latest"]), ("eth_getBlockByNumber", ["latest", False]),
+            ("eth_getTransactionCount", [hex_data(account.address), "pending"])])
+        if estimated.error is not None:
+            if is_revert(estimated.error):
+                raise self._reverted(tx_type, revert_data(estimated.error), None) \
+                    from estimated.error
+            raise _refused(tx_type, account, estimated.error) from estimated.error
+        header = _result(head)
+        if not isinstance(header, Mapping):
+            raise jsonrpc.malformed(self.url, "eth_getBlockByNumber", "not a block object")
+        method = "eth_getBlockByNumber"
+        fee = header.get("baseFeePerGas")
+        estimate = self._quantity(estimated.result, "eth_estimateGas", "the gas estimate")
+        return Preflight(
+            gas_limit=estimate + estimate * GAS_MARGIN_PERCENT // 100,
+            base_fee=0 if fee is None else self._quantity(fee, method, "baseFeePerGas"),
+            pending_nonce=self._quantity(_result(nonce), "eth_getTransactionCount", "the nonce"),
+            head=self._quantity(jsonrpc.field(header, "number", self.url, method), method,
+                                "the block number"))
+
+    def sign(self, account: Account, to: Address | None, data: bytes, value: int,
+             preflight: Preflight, nonce: int, chain_id: int) -> PreparedTx:
+        """The transaction `preflight` was read for, signed with `nonce` (no chain call)."""
         transaction = Eip1559Transaction(
-            chain_id=chain_id,
-            nonce=nonce,
-            max_priority_fee_per_gas=self.priority_fee,
+            chain_id=chain_id, nonce=nonce, max_priority_fee_per_gas=self.priority_fee,
             # Twice the base fee keeps the transaction includable through several full blocks.
-            max_fee_per_gas=2 * base_fee + self.priority_fee,
-            gas=estimate + estimate * GAS_MARGIN_PERCENT // 100,
-            to=to,
-            value=value,
-            data=data,
-        )
+            max_fee_per_gas=2 * preflight.base_fee + self.priority_fee,
+            gas=preflight.gas_limit, to=to, value=value, data=data)
         raw, tx_hash = account.sign_transaction(transaction)
         return PreparedTx(raw=raw, tx_hash=tx_hash, nonce=nonce, gas_limit=transaction.gas,
                           transaction=transaction)
+
+    def pool_view_blocking(self, address: Address, tx_hash: bytes) -> tuple[int, bool]:
+        """`address`'s `pending` nonce, and whether the node still knows `tx_hash` (mined, or
+        in its pool, queued too): one batch."""
+        nonce, found = self._batch([
+            ("eth_getTransactionCount", [hex_data(address), "pending"]),
+            ("eth_getTransactionByHash", [hex_data(tx_hash)])])
+        transaction = _result(found)
+        if transaction is not None and not isinstance(transaction, Mapping):
+            raise jsonrpc.malformed(self.url, "eth_getTransactionByHash", "not a transaction")
+        return (self._quantity(_result(nonce), "eth_getTransactionCount", "the nonce"),
+                transaction is not None)
+
+    def _batch(self, requests: Sequence[tuple[str, Sequence[Any]]]) -> list[Answer]:
+        """The answers to a few requests: one batch, or one by one to a node that takes no
+        batches (an error object is kept in its answer, not raised)."""
+        with self._reachable(requests[0][0] + " batch"):
+            answers = self.transport.batch(requests)
+        if answers is not None:
+            return answers
+        singles = []
+        for method, params in requests:
+            try:
+                singles.append(Answer(result=self._request(method, params)))
+            except ChainRpcError as exc:
+                singles.append(Answer(error=exc))
+        return singles
 
     def replacement_blocking(self, account: Account, prepared: PreparedTx) -> PreparedTx:
         """The same transaction (nonce, gas, call) with higher fees, for one that was not
@@ -406,8 +453,8 @@ class ChainClient:
     def deposit_fee_blocking(self, adjudicator: Address, sender: Address,
                              extra_gas: int = 0) -> int:
         """The most an ETH deposit's gas may cost `sender` now: the gas limit and fee cap
-        `prepare_blocking` would give it (what the account must hold beside the deposit).
-        `extra_gas` is added to the estimate (token deposits and their approvals)."""
+        `preflight_blocking` and `sign` would give it (what the account must hold beside the
+        deposit). `extra_gas` is added to the estimate (token deposits and their approvals)."""
         call = {"from": hex_data(sender), "to": hex_data(adjudicator), "value": hex_quantity(1),
                 "data": hex_data(self.codec.encode_call("deposit", os.urandom(32), 0, ETH, 1))}
         try:

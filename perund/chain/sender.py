@@ -1,16 +1,22 @@
-"""Sending transactions: one account's go out one at a time, nonces tracked locally.
+"""Sending transactions: one account's go out one at a time, nonces tracked locally and held
+against the chain's.
 
-The reactor-side half of a transaction's life: take the account's lock, pick the nonce,
-preflight and sign (in the pool), send (in the pool), then poll for the receipt from the reactor
-with `deferLater` so that no pool thread ever sleeps waiting for a block. The lock is held until
-the receipt arrives: the next transaction of the same account is then preflighted on the state
-this one produced (a register after a deposit, say), and its nonce cannot race.
+The reactor-side half of a transaction's life: take the account's lock, preflight it and read
+the chain's nonce for the account (one batch, in the pool), pick the nonce and sign, send (in
+the pool), then poll for the receipt from the reactor with `deferLater` so that no pool thread
+ever sleeps waiting for a block. The lock is held until the receipt arrives: the next
+transaction of the same account is then preflighted on the state this one produced (a register
+after a deposit, say), and its nonce cannot race.
+
+A reorganisation may drop a mined transaction of ours for good, too shallow for the watcher to
+see. The chain's nonce for the account is then below ours: before a send the next nonce drops
+back to it, and a transaction already sent behind such a gap gets it filled (`gap_repair`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, DeferredLock
@@ -30,6 +36,14 @@ DEFAULT_REPLACEMENTS = 2
 the margin of the shortest challenge duration the node accepts (three times its reaction
 time)."""
 
+NONCE_CHECK_INTERVAL = 2.0
+"""Seconds between two looks at the chain's nonce while a transaction waits for its block (the
+first at its second empty receipt poll): a transaction stuck behind a gap is noticed within
+seconds, and a wait on a chain with 12 s blocks costs a few extra calls, not one per poll."""
+
+PLAIN_TRANSFER_GAS = 21_000
+"""The gas of a transfer to an account without code: a gap filler (`gap_filler`)."""
+
 RunInPool = Callable[..., Deferred[Any]]
 """`run(f, *args)`: call blocking `f(*args)` in the chain pool, a Deferred of its result."""
 
@@ -41,6 +55,70 @@ class _AccountSlot:
     """The nonce the next transaction uses; None means ask the node (at start, after errors)."""
     in_flight: bytes | None = None
     """The hash of the sent transaction whose receipt is awaited, if any."""
+    mined_block: int = -1
+    """The block of the latest receipt of ours: a nonce read as of an older head is from a
+    node behind it (a load balancer's), and does not yet count that transaction."""
+
+
+def chosen_nonce(local: int | None, pending: int, head: int, mined_block: int) -> int:
+    """The nonce of an account's next transaction: ours (`local`), or the chain's `pending`
+    one as read at block `head`, when our latest receipt came from block `mined_block`.
+
+    The chain's when we have none, and when it is higher (another sender with the same key:
+    ours would be refused as "nonce too low"). When it is lower, transactions of ours that
+    were mined are gone (a reorganisation dropped them): it is the chain's too, as long as its
+    head is not behind our latest receipt. With the account's lock held nothing of ours is in
+    flight, and a transaction that timed out has had its nonce forgotten already, so a nonce
+    the chain does not count belongs to no transaction that can still be mined.
+    """
+    if local is None or pending >= local or head >= mined_block:
+        return pending
+    return local
+
+
+def gap_repair(pending: int, nonce: int, known: bool) -> tuple[range, bool]:
+    """For a sent transaction with `nonce` that is not mined yet, given the chain's `pending`
+    nonce for its account and whether the chain `known`s it: the nonces to fill, and whether
+    to send it again.
+
+    A `pending` below its nonce is a gap (transactions of ours before it vanished): it waits
+    behind it for ever. Filling the gap, not signing it again with a lower nonce, is what is
+    safe: it may still be in a pool (here queued, or at another node of a hosted endpoint), and
+    a second copy at the lower nonce would let both be mined, a deposit twice. If the chain no
+    longer knows it either, it went with them, and is sent again as it was signed (one signed
+    transaction is mined at most once). Without a gap nothing is done: a transaction the chain
+    dropped from its pool alone (a fee spike) is sent again with higher fees after
+    `tx_timeout`, and a `pending` above its nonce means that nonce is taken (mined with its
+    receipt not yet served, or a vanished transaction came back): the polls and the timeout
+    decide.
+    """
+    if pending >= nonce:
+        return range(0), False
+    return range(pending, nonce), not known
+
+
+def gap_filler(account: Account, like: PreparedTx, nonce: int) -> PreparedTx:
+    """A transfer of nothing from `account` to itself with `nonce` at `like`'s fees: what takes
+    the place of a vanished transaction before `like`."""
+    fees = like.transaction
+    assert fees is not None, "only a prepared transaction has fees to copy"
+    transaction = replace(fees, nonce=nonce, gas=PLAIN_TRANSFER_GAS, to=account.address,
+                          value=0, data=b"")
+    raw, tx_hash = account.sign_transaction(transaction)
+    return PreparedTx(raw=raw, tx_hash=tx_hash, nonce=nonce, gas_limit=transaction.gas,
+                      transaction=transaction)
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A sent transaction waiting for its block, and what its gap repairs did."""
+
+    account: Account
+    tx_type: str
+    latest: PreparedTx
+    """The last of its versions (replacements have higher fees) that the node took."""
+    filled: set[int] = field(default_factory=set)
+    resent: bool = False
 
 
 class TransactionSender:
@@ -68,6 +146,7 @@ class TransactionSender:
         self.replacements = replacements
         """How many times a transaction not mined within `tx_timeout` is sent again with
         higher fees before TxTimedOut."""
+        self.nonce_check_interval = NONCE_CHECK_INTERVAL
         self._slots: dict[Address, _AccountSlot] = {}
 
     def _now(self) -> float:
@@ -114,13 +193,20 @@ class TransactionSender:
         events_of: Address | None,
     ) -> TxReceipt:
         client = self._client
+        sender = hex_address(account.address)
         try:
-            if slot.next_nonce is None:
-                slot.next_nonce = await self._run(client.pending_nonce_blocking, account.address)
-            prepared = await self._run(
-                client.prepare_blocking,
-                account, tx_type, to, data, value, slot.next_nonce, self._chain_id,
-            )
+            preflight = await self._run(client.preflight_blocking, account, tx_type, to, data,
+                                        value)
+            local = slot.next_nonce
+            nonce = chosen_nonce(local, preflight.pending_nonce, preflight.head,
+                                 slot.mined_block)
+            if local is not None and nonce < local:
+                self.log.warn(
+                    "transaction(s) of {sender} with nonce {first} to {last} are no longer "
+                    "known to the chain (a reorganisation dropped them?); the {tx_type} takes "
+                    "nonce {nonce}", sender=sender, first=nonce, last=local - 1,
+                    tx_type=tx_type, nonce=nonce)
+            prepared = client.sign(account, to, data, value, preflight, nonce, self._chain_id)
             await self._run(client.send_raw_blocking, tx_type, prepared.raw)
         except BaseException:
             # Whether the node took the transaction is unknown (a reply may have been lost):
@@ -130,11 +216,8 @@ class TransactionSender:
         slot.next_nonce = prepared.nonce + 1
         slot.in_flight = prepared.tx_hash
         tx_hex = "0x" + prepared.tx_hash.hex()
-        self.log.debug(
-            "sent {tx_type} {tx_hash} from {sender} nonce {nonce}",
-            tx_type=tx_type, tx_hash=tx_hex, sender=hex_address(account.address),
-            nonce=prepared.nonce,
-        )
+        self.log.debug("sent {tx_type} {tx_hash} from {sender} nonce {nonce}",
+                       tx_type=tx_type, tx_hash=tx_hex, sender=sender, nonce=prepared.nonce)
         try:
             receipt = await self._mined_or_replaced(slot, account, tx_type, prepared)
         except BaseException:
@@ -142,6 +225,7 @@ class TransactionSender:
             raise
         finally:
             slot.in_flight = None
+        slot.mined_block = receipt.block_number
         if receipt.status != 1:
             reverted = await self._run(
                 client.explain_revert_blocking,
@@ -204,12 +288,14 @@ class TransactionSender:
         within `tx_timeout` is sent again with the same nonce and higher fees, up to
         `replacements` times: only one of them can be mined. A fee spike would otherwise leave
         it, and every later transaction of the account (a refutation among them), waiting
-        behind it for as long as the spike lasts."""
+        behind it for as long as the spike lasts. Meanwhile a gap before it is filled, and a
+        version the chain dropped is sent again (`_repair`)."""
         sent = [prepared.tx_hash]
         current = prepared
+        waiting = _Waiting(account, tx_type, prepared)
         for attempt in range(self.replacements + 1):
             try:
-                return await self._wait_mined(tx_type, sent)
+                return await self._wait_mined(tx_type, sent, lambda: self._repair(waiting))
             except TxTimedOut:
                 if attempt == self.replacements or current.transaction is None:
                     raise
@@ -226,6 +312,7 @@ class TransactionSender:
                 continue
             sent.append(current.tx_hash)
             slot.in_flight = current.tx_hash
+            waiting.latest = current
             fees = current.transaction
             assert fees is not None
             self.log.warn(
@@ -236,12 +323,53 @@ class TransactionSender:
                 cap=units_text(fees.max_fee_per_gas, GWEI_DECIMALS))
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    async def _wait_mined(self, tx_type: str, sent: list[bytes]) -> RawReceipt:
+    async def _repair(self, waiting: _Waiting) -> None:
+        """Look at the chain's nonce and at whether it knows `waiting`'s latest version; fill a
+        gap before it, and send it again if it is gone (`gap_repair`)."""
+        account, latest = waiting.account, waiting.latest
+        sender, tx_hex = hex_address(account.address), "0x" + latest.tx_hash.hex()
+        pending, known = await self._run(self._client.pool_view_blocking, account.address,
+                                         latest.tx_hash)
+        fill, resend = gap_repair(pending, latest.nonce, known)
+        if fill and not waiting.filled.issuperset(fill):
+            self.log.warn(
+                "{tx_type} {tx_hash} (nonce {nonce}) waits behind a gap: the chain's next nonce "
+                "for {sender} is {pending} (transactions of ours vanished: a reorganisation?); "
+                "filling nonce {pending} to {last} with transfers of nothing to itself",
+                tx_type=waiting.tx_type, tx_hash=tx_hex, nonce=latest.nonce, sender=sender,
+                pending=pending, last=latest.nonce - 1)
+        # Signed anew each time: after a replacement the fillers carry its higher fees too.
+        for nonce in fill:
+            await self._send_again(waiting.tx_type, gap_filler(account, latest, nonce).raw)
+        waiting.filled.update(fill)
+        if resend:
+            if not waiting.resent:
+                waiting.resent = True
+                self.log.warn("{tx_type} {tx_hash} (nonce {nonce}) went with the transactions "
+                              "before it; sending it again",
+                              tx_type=waiting.tx_type, tx_hash=tx_hex, nonce=latest.nonce)
+            await self._send_again(waiting.tx_type, latest.raw)
+
+    async def _send_again(self, tx_type: str, raw: bytes) -> None:
+        try:
+            await self._run(self._client.send_raw_blocking, tx_type, raw)
+        except PerundError as exc:
+            # Most often harmless: the node has it already, or its nonce was taken meanwhile
+            # (mined, or the vanished transaction came back). The next look tries again.
+            self.log.debug("sending {tx_type} again was refused: {why}", tx_type=tx_type,
+                           why=exc)
+
+    async def _wait_mined(self, tx_type: str, sent: list[bytes],
+                          repair: Callable[[], Awaitable[None]]) -> RawReceipt:
         """The receipt of whichever of `sent` (one nonce's transactions) is mined, within
-        `tx_timeout`; TxTimedOut naming the last."""
+        `tx_timeout`; TxTimedOut naming the last. `repair` runs at the second empty receipt
+        poll, then every `nonce_check_interval`: a transaction mined at once costs no more
+        calls."""
         tx_hash = sent[-1]
         deadline = self._now() + self.tx_timeout
         unreachable: ProtocolError | None = None
+        empty_polls = 0
+        next_repair = 0.0
         while True:
             try:
                 receipt: RawReceipt | None = None
@@ -260,8 +388,19 @@ class TransactionSender:
                                   tx_type=tx_type, tx_hash="0x" + tx_hash.hex(), why=exc,
                                   timeout=self.tx_timeout)
                 unreachable, receipt = exc, None
-            if receipt is not None:
-                return receipt
+            else:
+                if receipt is not None:
+                    return receipt
+                empty_polls += 1
+                if empty_polls >= 2 and self._now() >= next_repair:
+                    next_repair = self._now() + self.nonce_check_interval
+                    try:
+                        await repair()
+                    except ProtocolError as exc:
+                        # The receipt polls report a chain that fails; the next look retries.
+                        self.log.debug("{tx_type} {tx_hash}: looking at its nonce failed: "
+                                       "{why}", tx_type=tx_type, tx_hash="0x" + tx_hash.hex(),
+                                       why=exc)
             remaining = deadline - self._now()
             if remaining <= 0:
                 also = "" if unreachable is None else \
