@@ -202,10 +202,10 @@ class TransactionSender:
                                  slot.mined_block)
             if local is not None and nonce < local:
                 self.log.warn(
-                    "transaction(s) of {sender} with nonce {first} to {last} are no longer "
-                    "known to the chain (a reorganisation dropped them?); the {tx_type} takes "
-                    "nonce {nonce}", sender=sender, first=nonce, last=local - 1,
-                    tx_type=tx_type, nonce=nonce)
+                    "the chain no longer counts {vanished} of {sender} (nonce {first} to "
+                    "{last}: a reorganisation dropped them?); the {tx_type} takes nonce {nonce}",
+                    vanished=plural(local - nonce, "transaction"), sender=sender, first=nonce,
+                    last=local - 1, tx_type=tx_type, nonce=nonce)
             prepared = client.sign(account, to, data, value, preflight, nonce, self._chain_id)
             await self._run(client.send_raw_blocking, tx_type, prepared.raw)
         except BaseException:
