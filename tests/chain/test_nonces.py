@@ -148,6 +148,13 @@ async def test_a_transaction_that_vanished_with_the_gap_before_it_is_sent_again(
     def reorg_send_drop(tx_type: str, raw: bytes) -> bytes:
         tx_hash = send(tx_type, raw)
         if not dropped:
+            # anvil mines a little after it takes a transaction: the reorganisation must
+            # drop both blocks, or it drops this one alone (no gap: sent again only after
+            # tx_timeout, and the test timed out now and then).
+            deadline = time.monotonic() + 5
+            while _rpc(fresh_anvil, "eth_getTransactionReceipt", "0x" + tx_hash.hex()) is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.01)
             _reorg_out(fresh_anvil, first.block_number)
             _rpc(fresh_anvil, "anvil_dropTransaction", "0x" + tx_hash.hex())
             dropped.append(tx_hash)
