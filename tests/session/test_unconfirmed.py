@@ -13,8 +13,7 @@ from typing import Any, cast
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.task import deferLater
+from twisted.internet.defer import gatherResults
 from twisted.internet.threads import deferToThread
 
 from perund.chain.account import Account
@@ -27,6 +26,8 @@ from perund.channel.records import Channel
 from perund.channel.types import ETH, ChannelID, Params, State
 from perund.session.onchain import ChainSettlement
 from perund.session.unconfirmed import UnconfirmedCheck
+
+from .test_onchain import _settles
 
 ETHER = 10**18
 BALANCES = ((2 * ETHER, ETHER),)
@@ -127,14 +128,6 @@ async def test_a_registration_that_stayed_is_not_sent_again(
     assert resent == [] and fed == [] and len(ours.unconfirmed) == 0
 
 
-async def _fired_within(d: Deferred[None], seconds: float) -> bool:
-    waited = 0.0
-    while not d.called and waited < seconds:
-        await deferLater(reactor, 0.02, lambda: None)
-        waited += 0.02
-    return d.called
-
-
 @pytest_twisted.ensureDeferred
 async def test_a_funding_counts_the_deposits_at_the_block_the_watcher_passed(
         chain: ChainBackend, anvil: Anvil) -> None:
@@ -147,8 +140,8 @@ async def test_a_funding_counts_the_deposits_at_the_block_the_watcher_passed(
     assert await chain.holdings(channel.id) == (2 * ETHER, ETHER)
     # Not funded while the watcher has not passed them: a reorganisation could still drop
     # them unseen.
-    assert not await _fired_within(funded, 0.5)
+    assert not await _settles(funded, 0.5)
     cursor[0] = await head(anvil)
     ours.cursor_moved()
-    assert await _fired_within(funded, 5.0)
+    assert await _settles(funded, 5.0)
     await funded
