@@ -139,6 +139,18 @@ def _registered(channel: Channel, change: Registered) -> Result:
         return channel, NOTHING
     if channel.dispute is not None and change.version < channel.dispute.version:
         return channel, NOTHING  # an older event replayed; the chain only moves up
+    if channel.phase is Phase.DISPUTED and channel.dispute is not None \
+            and (change.version, change.timeout) == (channel.dispute.version,
+                                                     channel.dispute.timeout):
+        # The dispute as known, told again (a replay, or the chain's record read back after
+        # a registration of ours found it there): no news for the user; only a refutation
+        # still due goes out again.
+        current = channel.current
+        again = register_latest(channel) if current is not None \
+            and current.state.version > change.version else None
+        if again is not None and again.state.version > change.version:
+            return channel, (again,)
+        return channel, NOTHING
     state = State(
         channel.channel_id, change.version, channel.latest.assets, change.balances, change.is_final,
         change.locked,

@@ -20,11 +20,14 @@ from dataclasses import dataclass
 from twisted.logger import Logger
 
 from perund.chain.backend import ChainBackend
+from perund.chain.results import ChannelStatus
 from perund.chain.results import Phase as ChainPhase
+from perund.channel.changes import Registered
+from perund.channel.encoding import state_hash
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.rules import funds as funds_of
-from perund.channel.types import ETH, Address, ChannelID, Params, hex_address
+from perund.channel.types import ETH, Address, ChannelID, Params, State, hex_address
 from perund.errors import ChainMismatch
 from perund.words import asset_text, plural
 
@@ -157,3 +160,15 @@ def log_lost_conclusion(session_id: str, channel_id: ChannelID) -> None:
         "conclusion (an embedded chain stopped between its state saves, or a reorganisation "
         "deeper than chain.confirmations). Settling it again.",
         session_id=session_id, channel_id="0x" + channel_id.hex())
+
+
+def registered_already(status: ChannelStatus, state: State) -> Registered | None:
+    """The registration the chain holds (`status`) as the core takes it, when it is of `state`
+    (same version and hash): a core that no longer knows its dispute (its conclusion went with
+    a reorganisation, `ConclusionLost`) learns it again, for no event will repeat it (the
+    watcher has passed it), and concludes it once its challenge period is over. None for
+    another state (a newer one reaches the core through the watcher)."""
+    if status.version != state.version or status.state_hash != state_hash(state):
+        return None
+    return Registered(status.version, status.timeout, state.is_final, state.balances,
+                      state.locked)

@@ -6,7 +6,9 @@ Rules, stated once:
   it ends in `Funded` or `FundingExpired`, fed to the core, and is cancelled when the channel
   leaves funding otherwise (the peer registered, the user closed) or the client stops;
 - a settlement transaction (register, concludeFinal, conclude) is sent for a channel that is
-  not settled yet; the conclusion it shows is fed to the core (`Concluded`);
+  not settled yet; the conclusion it shows is fed to the core (`Concluded`), and so is the
+  registration a chain holds already (`Registered`: a core whose conclusion went with a
+  reorganisation learns its dispute again);
 - one that the contract refused (TxReverted) is not sent again: what the chain did instead
   reaches the core through the watcher;
 - one that failed otherwise is sent again for as long as the channel settles: the money
@@ -27,7 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from perund.channel import events as ev
-from perund.channel.changes import Change, Funded, FundingExpired
+from perund.channel.changes import Change, Concluded, Funded, FundingExpired, Registered
 from perund.channel.phases import TERMINAL
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
@@ -139,6 +141,7 @@ class ChainDuties:
         channel = self._channels.get(e.channel_id)
         if self.stopped or channel is None or channel.phase in TERMINAL:
             return
+        sent: Deferred[Concluded | None] | Deferred[Concluded | Registered | None]
         if isinstance(e, ev.Register):
             what, sent = "register", self._settler.register(e)
         elif isinstance(e, ev.ConcludeFinal):

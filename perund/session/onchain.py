@@ -24,7 +24,7 @@ from perund.chain.client import BlockId
 from perund.chain.payouts import payouts_of
 from perund.chain.results import Phase, TxReceipt
 from perund.channel import events as ev
-from perund.channel.changes import Concluded
+from perund.channel.changes import Concluded, Registered
 from perund.channel.types import ETH, Address, ChannelID, Params, hex_address
 from perund.errors import (
     InsufficientFunds,
@@ -35,7 +35,7 @@ from perund.errors import (
     TxReverted,
     TxTimedOut,
 )
-from perund.session.chain_check import AssetLabel, default_label
+from perund.session.chain_check import AssetLabel, default_label, registered_already
 from perund.session.unconfirmed import Unconfirmed
 from perund.session.virtual_onchain import ConcludeParent, RegisterVirtual, VirtualChainCalls
 from perund.words import asset_text, plural, utc_text
@@ -378,11 +378,11 @@ class ChainSettlement:
         second = params.receivers[1] == ours and params.receivers[0] != ours
         return 2 * self.conclude_grace if second else self.conclude_grace
 
-    def register(self, event: ev.Register) -> Deferred[Concluded | None]:
+    def register(self, event: ev.Register) -> Deferred[Concluded | Registered | None]:
         """Register our latest fully signed state; the dispute goes on (None)."""
         return Deferred.fromCoroutine(self._register(event))
 
-    async def _register(self, event: ev.Register) -> Concluded | None:
+    async def _register(self, event: ev.Register) -> Concluded | Registered | None:
         # A registration of ours sent before a restart may still be in the pool: once it is
         # mined, the status read below shows it and spares a second one.
         with contextlib.suppress(TxTimedOut):
@@ -393,7 +393,7 @@ class ChainSettlement:
             # one): sending it would only revert.
             log.info("channel {channel_id}: version {version} is registered already",
                      channel_id=_hex(event.channel_id), version=status.version)
-            return None
+            return registered_already(status, event.state)
         params = event.params
         if type(params) is not Params:  # pragma: no cover - virtual channels: virtual_onchain
             raise Internal("a virtual channel is registered through its parent")
@@ -403,7 +403,7 @@ class ChainSettlement:
                  channel_id=_hex(event.channel_id), version=event.state.version)
         return self._mined(receipt, event)
 
-    def register_virtual(self, cmd: RegisterVirtual) -> Deferred[Concluded | None]:
+    def register_virtual(self, cmd: RegisterVirtual) -> Deferred[Concluded | Registered | None]:
         """Register a virtual channel's state through its parent (`registerVirtualState`)."""
         return Deferred.fromCoroutine(self._virtual.register_virtual(cmd))
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from twisted.internet.defer import Deferred
 
 from perund.channel import events as ev
-from perund.channel.changes import Concluded
+from perund.channel.changes import Concluded, Registered
 from perund.channel.types import Address
 from perund.peer.records import PeerManagerOwner
 from perund.wire.messages import Message
@@ -80,13 +80,13 @@ class Settler(Protocol):
     def conclude_final(self, event: ev.ConcludeFinal) -> Deferred[Concluded | None]:
         """Submit `concludeFinal` (or, when not primary, only if nobody else did soon)."""
 
-    def register(self, event: ev.Register) -> Deferred[Concluded | None]:
+    def register(self, event: ev.Register) -> Deferred[Concluded | Registered | None]:
         """Register the latest state (dispute or refutation)."""
 
     def conclude(self, event: ev.Conclude) -> Deferred[Concluded | None]:
         """Conclude the registered state once its challenge period is over."""
 
-    def register_virtual(self, cmd: RegisterVirtual) -> Deferred[Concluded | None]:
+    def register_virtual(self, cmd: RegisterVirtual) -> Deferred[Concluded | Registered | None]:
         """Register a virtual channel's state through its parent ledger."""
 
     def conclude_parent(self, cmd: ConcludeParent) -> Deferred[Concluded | None]:

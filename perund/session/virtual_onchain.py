@@ -19,9 +19,10 @@ from twisted.logger import Logger
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
 from perund.chain.results import Phase, TxReceipt
-from perund.channel.changes import Concluded
+from perund.channel.changes import Concluded, Registered
 from perund.channel.types import ChannelID, Params, Signature, State, VirtualProof
 from perund.errors import TxReverted
+from perund.session.chain_check import registered_already
 from perund.words import plural
 
 log = Logger(namespace="perund.settlement")
@@ -74,7 +75,7 @@ class VirtualChainCalls:
         self._concluding: set[ChannelID] = set()
         """Parents whose conclusion is under way (the watcher asks again while it waits)."""
 
-    async def register_virtual(self, cmd: RegisterVirtual) -> Concluded | None:
+    async def register_virtual(self, cmd: RegisterVirtual) -> Concluded | Registered | None:
         """`registerVirtualState`, unless both records are on the chain already."""
         vid = cmd.proof.state.channel_id
         parent, virtual = await self._chain.channel_status(cmd.channel_id), \
@@ -86,7 +87,7 @@ class VirtualChainCalls:
                 and virtual.version >= cmd.proof.state.version):
             log.info("virtual channel {vid}: version {version} is registered already",
                      vid="0x" + vid.hex(), version=virtual.version)
-            return None
+            return registered_already(parent, cmd.state)
         receipt = await self._chain.register_virtual(self._account, cmd.params, cmd.state,
                                                      cmd.signatures, cmd.proof)
         self._registered[cmd.channel_id] = cmd.state.version

@@ -93,6 +93,12 @@ def test_an_old_registration_is_refuted_with_our_newer_state() -> None:
     assert events == (Persist(bob2), Disputed(bob.channel_id, 3, 5000))
     # A replay of the older event does not move the dispute back.
     assert transition(bob2, Registered(0, 5000, False, old.balances)) == (bob2, ())
+    # Nor is the same registration news again (a replay, or the chain's record read back
+    # after a registration of ours found it there): no second `disputed` push.
+    assert transition(bob2, registered(bob, 3)) == (bob2, ())
+    # The stale registration told again while it stands: only our refutation goes again.
+    assert transition(bob1, Registered(0, 5000, False, old.balances)) == (
+        bob1, (Register(bob.channel_id, bob.params, cur(bob).state, cur(bob).signatures),))
     bob3, events = transition(bob2, ChallengeExpired())
     assert bob3 is bob2
     assert events == (Conclude(bob.channel_id, bob.params, cur(bob).state),)

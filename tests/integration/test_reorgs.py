@@ -141,3 +141,34 @@ async def test_a_conclusion_dropped_within_the_confirmations_is_made_again(
     await w.check_payouts(cid, alice=wei("4.25"), bob=wei("3.75"))
     until(lambda: w.phase("alice", cid) == "closed" and w.phase("bob", cid) == "closed",
           "both nodes closed again", 45)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dispute_conclusion_dropped_within_the_confirmations_is_made_again(
+        world: tuple[World, Miner], anvil: Anvil, tmp_path: Path) -> None:
+    # The second round's case: the conclusion after a dispute went, and the node, having
+    # forgotten the dispute it settled again, found the registration on the chain and stopped
+    # there: the deposits stayed in the contract, also across a restart.
+    w, miner = world
+    cid = w.open_channel("5", "3")
+    w.pay("alice", cid, "1")
+    backup = w.backup("bob", tmp_path)
+    latest = w.pay("bob", cid, "2.5")["version"]  # 6.5 / 1.5
+    w.bob.kill()
+    await register_as(w, "bob", stored_channel(backup, cid))
+    until(lambda: w.on_chain_version("alice", cid) == latest, "the refutation", 50)
+    time.sleep(CONFIRMATIONS + 2)  # the refutation deeper than the confirmations
+    miner.paused.set()
+    before = head(anvil)
+    w.travel(CHALLENGE + 1)
+    conclusion = transaction_from(anvil, w.users["alice"].on_chain_address, before)
+    until(lambda: w.phase("alice", cid) == "closed", "alice's node concluding")
+    drop_from(anvil, conclusion)
+    miner.paused.clear()
+    chain = await w.connected()
+    assert (await chain.channel_status(channel_id(cid))).phase.name != "CONCLUDED"
+    deadline = time.monotonic() + 60
+    while (await w.view.payouts(cid)) == {} and time.monotonic() < deadline:
+        time.sleep(0.5)
+    await w.check_payouts(cid, alice=wei("6.5"), bob=wei("1.5"))
+    until(lambda: w.phase("alice", cid) == "closed", "alice's node closed again", 45)
