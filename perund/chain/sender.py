@@ -226,6 +226,8 @@ class TransactionSender:
         finally:
             slot.in_flight = None
         slot.mined_block = receipt.block_number
+        # The one mined: after a replacement, not the hash first sent.
+        tx_hex = "0x" + receipt.tx_hash.hex()
         if receipt.status != 1:
             reverted = await self._run(
                 client.explain_revert_blocking,
