@@ -349,6 +349,9 @@ class ChainSettlement:
                 self.unconfirmed.concluded(channel_id, event.block_number)
                 return Concluded(int(event.args["version"]), payouts_of(
                     e for e in events if e.tx_hash == event.tx_hash))
+        # The status said concluded, the logs did not (yet): checked once the watcher has
+        # passed the newest block as read here.
+        self.unconfirmed.concluded(channel_id, latest)
         return Concluded(version, None)
 
     async def _is_concluded(self, channel_id: ChannelID) -> bool:
