@@ -92,9 +92,8 @@ class ChannelView:
     fees: Mapping[Address, tuple[int, int]] = field(default_factory=dict)
     """A ledger channel's intermediary fees per asset: (earned, paid)."""
     deposits_missing: tuple[tuple[Address, int, int], ...] = ()
-    """While the channel is held because the chain lost its deposits
-    (perund.session.missing_deposits): per asset, what the chain should hold and what it
-    holds."""
+    """While the channel is held because the chain lost its deposits (perund.session.
+    missing_deposits): per asset, what the chain should hold and what it holds."""
 
     def to_json(self, currencies: Currencies) -> JSON:
         """The API's channel info object."""

@@ -6,6 +6,9 @@ twice: what the contract already holds for us is skipped, also after a restart, 
 transaction of ours still in the pool is mined), waits
 until every share is held `confirmations` blocks deep (woken by the watcher's Deposited events,
 with a slow re-read as a fallback), and submits `concludeFinal`, `register` and `conclude`.
+Should the chain lose our deposit after the channel opened (a reorganisation deeper than
+`confirmations`), `deposit_again` makes it again the same way
+(perund.session.missing_deposits).
 """
 
 from __future__ import annotations
