@@ -148,7 +148,18 @@ class NodeAPI:
                             paid_out=session.client.paid_out.get(channel.channel_id),
                             via=None if parent is None else parent.peer,
                             credited=session.client.credited.get(channel.channel_id, ()),
-                            fees=session.client.fees.totals(channel.channel_id))
+                            fees=session.client.fees.totals(channel.channel_id),
+                            deposits_missing=self._deposits_missing(session, channel))
+
+    @staticmethod
+    def _deposits_missing(session: Session, channel: Channel,
+                          ) -> tuple[tuple[Address, int, int], ...]:
+        """What the chain lacks of `channel` while the session holds it for that."""
+        held = session.missing_deposits
+        if held is None:
+            return ()
+        return tuple((lack.asset, lack.expected, lack.held)
+                     for lack in held.missing(channel.channel_id))
 
     # -- node ------------------------------------------------------------------------------------
 

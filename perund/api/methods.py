@@ -103,6 +103,12 @@ CHANNEL_INFO = obj({
                  "description": "closed: the part of paidOut the Adjudicator could not send "
                                 "(your account or the token refused it) and holds; the node "
                                 "withdraws it, again and again while it is refused"},
+    "depositsMissing": {"type": "object", "additionalProperties": obj(
+        {"expected": AMOUNT, "held": AMOUNT}, ["expected", "held"]),
+        "description": "while the channel is held because the chain lost its deposits (a "
+                       "reorganisation deeper than chain.confirmations): per currency, what "
+                       "the chain should hold of the channel and what it holds; absent "
+                       "otherwise"},
     "kind": {"type": "string", "enum": ["ledger", "virtual"],
              "description": "a ledger channel holds deposits on-chain; a virtual one is "
                             "funded by locks in two ledger channels with an intermediary"},

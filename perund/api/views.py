@@ -91,6 +91,9 @@ class ChannelView:
     """The virtual channels this ledger channel locks funds for."""
     fees: Mapping[Address, tuple[int, int]] = field(default_factory=dict)
     """A ledger channel's intermediary fees per asset: (earned, paid)."""
+    deposits_missing: tuple[tuple[Address, int, int], ...] = ()
+    """While the channel is held because the chain lost its deposits (perund.session.
+    missing_deposits): per asset, what the chain should hold and what it holds."""
 
     def to_json(self, currencies: Currencies) -> JSON:
         """The API's channel info object."""
@@ -124,6 +127,11 @@ class ChannelView:
         if self.credited:
             shown["credited"] = dict(currencies.render(asset, amount)
                                      for asset, amount in self.credited)
+        if self.deposits_missing:
+            shown["depositsMissing"] = {currencies.render(asset, expected)[0]: {
+                "expected": currencies.render(asset, expected)[1],
+                "held": currencies.render(asset, held)[1]}
+                for asset, expected, held in self.deposits_missing}
         return shown
 
     def short_paid(self) -> bool:
@@ -448,10 +456,12 @@ def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None
                  paid_out: tuple[tuple[Address, int], ...] | None = None,
                  via: Address | None = None,
                  credited: tuple[tuple[Address, int], ...] = (),
-                 fees: Mapping[Address, tuple[int, int]] | None = None) -> ChannelView:
+                 fees: Mapping[Address, tuple[int, int]] | None = None,
+                 deposits_missing: tuple[tuple[Address, int, int], ...] = ()) -> ChannelView:
     """Channel info of `channel` (at `state`, e.g. a proposed one, or at its latest state),
     with what the chain paid our account if it is concluded and that is known; `via` is a
-    virtual channel's intermediary, `fees` a ledger's fees earned and paid per asset."""
+    virtual channel's intermediary, `fees` a ledger's fees earned and paid per asset,
+    `deposits_missing` what the chain lacks of a held channel (asset, expected, held)."""
     shown = state if state is not None else channel.latest
     me, peer = channel.index, channel.peer_index
     dispute = channel.dispute
@@ -476,6 +486,7 @@ def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None
         via=None if via is None else _peer_name(via, alias_of),
         funds=tuple(lock.channel_id for lock in shown.locked),
         fees=dict(fees or {}),
+        deposits_missing=deposits_missing,
     )
 
 

@@ -6,6 +6,9 @@ twice: what the contract already holds for us is skipped, also after a restart, 
 transaction of ours still in the pool is mined), waits
 until every share is held `confirmations` blocks deep (woken by the watcher's Deposited events,
 with a slow re-read as a fallback), and submits `concludeFinal`, `register` and `conclude`.
+Should the chain lose our deposit after the channel opened (a reorganisation deeper than
+`confirmations`), `deposit_again` makes it again the same way
+(perund.session.missing_deposits).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -25,6 +28,7 @@ from perund.chain.payouts import payouts_of
 from perund.chain.results import Phase, TxReceipt
 from perund.channel import events as ev
 from perund.channel.changes import Concluded, Registered
+from perund.channel.records import Channel
 from perund.channel.types import ETH, Address, ChannelID, Params, hex_address
 from perund.errors import (
     InsufficientFunds,
@@ -111,6 +115,10 @@ class ChainSettlement:
         self.unconfirmed = Unconfirmed()
         """The registrations and conclusions the chain showed in blocks the watcher had not
         passed yet (checked again once it has: perund.session.unconfirmed)."""
+        self.record_share: Callable[[ev.Fund], None] | None = None
+        """Keeps our share of each channel as its funding begins
+        (perund.session.missing_deposits.OwnShares): should the chain lose our deposit once
+        the channel is open, the same share is deposited again (`deposit_again`)."""
         self.confirmed_block: Callable[[], int | None] | None = None
         """The newest block the session's watcher has passed (its cursor), where there is a
         watcher: the deposits are counted there, so that a reorganisation that drops one
@@ -155,6 +163,8 @@ class ChainSettlement:
 
     async def _fund(self, event: ev.Fund) -> None:
         channel_id, index = event.channel_id, event.index
+        if self.record_share is not None:
+            self.record_share(event)
         # One deadline for the deposit's tries and the wait for the peer's: the channel's
         # funding takes `funding_timeout` at most, however long our deposit took.
         deadline = self._reactor.seconds() + self.funding_timeout
@@ -201,12 +211,32 @@ class ChainSettlement:
             finally:
                 self._forget_news(channel_id, news)
 
-    async def _deposit_missing(self, event: ev.Fund, deadline: float) -> None:
-        """Deposit what of our share the chain does not hold. A chain error of unknown outcome
-        (a reply lost or cut short, an error from a load-balanced node) is tried again until
-        the funding `deadline` (reactor seconds): each try first waits for our earlier
-        transactions and reads the holdings, so a deposit that went out all the same is not
-        made twice."""
+    def deposit_again(self, channel: Channel, share: tuple[tuple[Address, int], ...],
+                      still: Callable[[], bool]) -> Deferred[list[tuple[Address, int]]]:
+        """Deposit again what of our `share` (per asset, what we deposited) of the funded
+        ledger `channel` the chain no longer holds: it lost the blocks of our deposit. As the
+        funding does it (`_deposit_missing`): our earlier transactions waited for, the holdings
+        read, only the shortfall sent, one transaction for every asset; nothing when `still()`,
+        asked right before sending, says no (the channel began to settle). Fires with what was
+        deposited."""
+        params = channel.params
+        if type(params) is not Params:
+            return fail(Internal("a virtual channel holds no deposits of its own"))
+        index = channel.index
+        event = ev.Fund(channel.channel_id, params, index, tuple(asset for asset, _ in share),
+                        tuple((amount, 0) if index == 0 else (0, amount) for _, amount in share))
+        deadline = self._reactor.seconds() + self.funding_timeout
+        return Deferred.fromCoroutine(self._deposit_missing(event, deadline, still=still))
+
+    async def _deposit_missing(self, event: ev.Fund, deadline: float, *,
+                               still: Callable[[], bool] | None = None,
+                               ) -> list[tuple[Address, int]]:
+        """Deposit what of our share the chain does not hold; what was deposited. A chain
+        error of unknown outcome (a reply lost or cut short, an error from a load-balanced
+        node) is tried again until the funding `deadline` (reactor seconds): each try first
+        waits for our earlier transactions and reads the holdings, so a deposit that went out
+        all the same is not made twice. With `still` (a deposit made again, `deposit_again`),
+        nothing is sent once it says no, and the deposit is logged as a warning."""
         channel_id, index = event.channel_id, event.index
         while True:
             try:
@@ -215,19 +245,33 @@ class ChainSettlement:
                 # for it, or the channel is funded twice (or our second deposit reverts and a
                 # funded channel is taken for unfunded).
                 await self.chain.await_earlier(self.account)
-                deposits = await self._missing(event, log_held=True)
+                deposits = await self._missing(event, log_held=still is None)
+                if deposits and still is not None and not still():
+                    log.info("channel {channel_id}: not depositing our share again: the "
+                             "channel settles, or is no longer held",
+                             channel_id=_hex(channel_id))
+                    return []
                 if deposits:
                     receipts = await self._deposit(channel_id, index, deposits)
-                    log.info("channel {channel_id}: deposited {shown} in block {block} "
-                             "({sent}, gas {gas})", sent=plural(len(receipts), "transaction"),
-                             channel_id=_hex(channel_id),
-                             shown=", ".join(asset_text(amount, *self.asset_label(asset))
-                                             for asset, amount in deposits),
-                             deposits=[(hex_address(asset), amount)
-                                       for asset, amount in deposits],
-                             block=receipts[-1].block_number, transactions=len(receipts),
-                             gas=sum(r.gas_used for r in receipts))
-                return
+                    shown = ", ".join(asset_text(amount, *self.asset_label(asset))
+                                      for asset, amount in deposits)
+                    fields = dict(channel_id=_hex(channel_id), shown=shown,
+                                  deposits=[(hex_address(asset), amount)
+                                            for asset, amount in deposits],
+                                  block=receipts[-1].block_number, transactions=len(receipts),
+                                  sent=plural(len(receipts), "transaction"),
+                                  gas=sum(r.gas_used for r in receipts))
+                    if still is None:
+                        log.info("channel {channel_id}: deposited {shown} in block {block} "
+                                 "({sent}, gas {gas})", **fields)
+                    else:
+                        # A person may want to know: the account paid the share a second
+                        # time, and gets it back only with the channel's outcome.
+                        log.warn("channel {channel_id}: deposited {shown} of our share again "
+                                 "in block {block} ({sent}, gas {gas}): the chain had lost our "
+                                 "deposit (a reorganisation deeper than chain.confirmations)",
+                                 **fields)
+                return deposits
             except (TxTimedOut, TxReverted, InsufficientFunds):
                 raise
             except (ProtocolError, InvalidContracts) as exc:

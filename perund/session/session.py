@@ -51,7 +51,7 @@ from perund.session.chain_check import (
 from perund.session.client import ChannelClient
 from perund.session.config import SessionConfig, SessionKeys, read_session_files, unlock
 from perund.session.fee_config import resolve_fee
-from perund.session.missing_deposits import MissingDeposits
+from perund.session.missing_deposits import MissingDeposits, OwnShares
 from perund.session.notices import Notice
 from perund.session.onchain import ChainSettlement
 from perund.session.retirement import Retirement
@@ -310,8 +310,14 @@ class Session:
             dispute_after=config.dispute_after, intermediary=config.intermediary,
             fee_schedule=parts.fee_schedule, asset_label=asset_label,
         )
+        # Our share of each channel, kept from its funding on: should the chain lose our
+        # deposit after the channel opened, the same share is deposited again.
+        shares = OwnShares(store)
+        settlement.record_share = shares.record
+        client.observers.append(shares.observe)
         missing = MissingDeposits(reactor, chain, lambda: client.channels.values(),
-                                  session_id=session_id, label=asset_label)
+                                  session_id=session_id, label=asset_label, shares=shares,
+                                  redeposit=settlement.deposit_again, channel=client.channels.get)
         client.refusals.append(lambda channel_id, _winding_down: missing.refusal(channel_id))
 
         def deposit_seen(channel_id: ChannelID) -> None:
@@ -356,6 +362,8 @@ class Session:
         await peers.listen()
         session.restored = [c for c in client.restore(lost, parts.unconcluded)
                             if c.phase not in TERMINAL]
+        shares.prune(lambda cid: cid in client.channels
+                     and client.channels[cid].phase not in TERMINAL)
         try:
             # The first poll runs now: a dispute that began while the node was down is
             # answered before the session is reported open.

@@ -75,6 +75,17 @@ def test_a_payout_is_shown_only_while_the_channel_is_closed() -> None:
     assert "paidOut" not in again and "credited" not in again
 
 
+def test_a_held_channel_shows_what_the_chain_lacks_of_it() -> None:
+    alice, _ = make_pair(make_request(assets=(ETH, TOKEN),
+                                      balances=((3 * ETHER, ETHER), (5_000_000, 0))))
+    assert "depositsMissing" not in channel_view(alice, aliases).to_json(CURRENCIES)
+    held = channel_view(alice, aliases, deposits_missing=(
+        (ETH, 4 * ETHER, ETHER), (TOKEN, 5_000_000, 0))).to_json(CURRENCIES)
+    assert held["phase"] == "open"
+    assert held["depositsMissing"] == {"ETH": {"expected": "4", "held": "1"},
+                                       "TKN": {"expected": "5", "held": "0"}}
+
+
 def test_a_proposal_is_shown_from_the_responders_side() -> None:
     proposal = make_proposal_from(make_request(balances=((2 * ETHER, ETHER // 2),)))
     message = Propose(proposal.proposal_id, proposal.chain_id, proposal.adjudicator,

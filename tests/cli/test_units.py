@@ -374,6 +374,19 @@ def test_unfunded_and_lost_channels_say_so() -> None:
     assert "lost" in channel_rows([channel(cid, "bob", "chainLost", "2", "0.5")], style)
 
 
+def test_a_held_channel_says_so_in_one_line() -> None:
+    from perund.cli.client.render import channel_details
+
+    style = Style(False)
+    opened = channel("0x" + "cd" * 32, "bob", "open", "2", "0.5")
+    assert "held" not in channel_details(opened, style)
+    held = {**opened, "depositsMissing": {"ETH": {"expected": "2.5", "held": "0.5"}}}
+    [line] = [x for x in channel_details(held, style).splitlines() if "held" in x]
+    assert line.split() == ["held", "the", "chain", "lost", "its", "deposits", "(2.5", "ETH",
+                            "expected,", "0.5", "ETH", "held):", "no", "payment", "or",
+                            "close", "until", "they", "are", "back"]
+
+
 def test_virtual_channels_name_their_intermediary_and_parents() -> None:
     from perund.cli.client.render import channel_details, channel_rows
 

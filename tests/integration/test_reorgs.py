@@ -1,8 +1,9 @@
-"""Reorganisations shallower than `chain.confirmations` are harmless, with two real daemons on
-an anvil that mines a block a second and whose `anvil_reorg` replaces the newest blocks with
-empty ones, dropping their transactions for good: a refutation or a conclusion dropped before
-the watchers passed its block is sent again, and every channel pays out to the wei without a
-restart (perund.session.unconfirmed)."""
+"""Reorganisations are survived, with two real daemons on an anvil that mines a block a second
+and whose `anvil_reorg` replaces the newest blocks with empty ones, dropping their transactions
+for good: a refutation or a conclusion dropped before the watchers passed its block is sent
+again (perund.session.unconfirmed), a deposit dropped deeper than `chain.confirmations` after
+the channel opened is made again (perund.session.missing_deposits), and every channel pays out
+to the wei without a restart."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest_twisted
 
 from perund.chain.anvil import Anvil, free_port, rpc_call
 from perund.cli.generate import Generated, generate
+from tests.integration.daemons import assert_clean_log
 from tests.integration.onchain import channel_id, stored_channel, until, wei
 from tests.integration.pair import CHALLENGE, World, register_as
 from tests.node.conftest import deploy
@@ -172,3 +174,69 @@ async def test_a_dispute_conclusion_dropped_within_the_confirmations_is_made_aga
         time.sleep(0.5)
     await w.check_payouts(cid, alice=wei("6.5"), bob=wei("1.5"))
     until(lambda: w.phase("alice", cid) == "closed", "alice's node closed again", 45)
+
+
+def pending_transactions(anvil: Anvil, account: str) -> int:
+    """How many transactions of `account` wait in anvil's pool."""
+    return int(rpc(anvil, "eth_getTransactionCount", account, "pending"), 16) \
+        - int(rpc(anvil, "eth_getTransactionCount", account, "latest"), 16)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deposit_dropped_deeper_than_the_confirmations_is_made_again(
+        world: tuple[World, Miner], anvil: Anvil) -> None:
+    """A reorganisation deeper than `chain.confirmations` drops one side's deposit for good
+    after the channel opened. Both nodes hold the channel (`depositsMissing` in `channel_get`
+    and `channel_list`; a payment is refused, saying whose share is missing); the node whose
+    deposit vanished deposits it again by itself, once; the hold ends, a payment goes through
+    and a cooperative close pays out to the wei. The channel used to stay held for good, the
+    honest side's deposit locked for as long as the other chose."""
+    w, miner = world
+    before = head(anvil)
+    cid = w.open_channel("5", "3")
+    until(lambda: w.phase("bob", cid) == "open", "bob's node sees the channel funded")
+    blocks = {name: transaction_from(anvil, w.users[name].on_chain_address, before)
+              for name in ("alice", "bob")}
+    assert blocks["alice"] != blocks["bob"]
+    vanished = max(blocks, key=lambda name: blocks[name])  # the later deposit: dropped alone
+    other = "alice" if vanished == "bob" else "bob"
+    account = w.users[vanished].on_chain_address
+    expected = {"ETH": {"expected": "8", "held": "5" if vanished == "bob" else "3"}}
+
+    # Nothing is mined while the nodes are looked at: the deposit made again waits in the pool.
+    miner.paused.set()
+    rpc(anvil, "evm_setAutomine", False)
+    try:
+        drop_from(anvil, blocks[vanished])  # both watchers had passed it: a deep reorg
+        until(lambda: all(w.channel(name, cid).get("depositsMissing") == expected
+                          for name in ("alice", "bob")), "both nodes hold the channel", 30)
+        listed = [c for c in w.call(other, "channel_list") if c["channelId"] == cid]
+        assert [c["phase"] for c in listed] == ["open"]
+        assert [c.get("depositsMissing") for c in listed] == [expected]
+        for name, whose in ((vanished, "This node deposits our share again"),
+                            (other, "is the peer's to deposit again")):
+            payee = "bob" if name == "alice" else "alice"
+            refused = w.request(name, "channel_send", channelId=cid, payments=[
+                {"currency": "ETH", "payee": payee, "amount": "1"}])
+            assert refused["error"]["code"] == 204, refused
+            assert "no longer holds this channel's deposits" in refused["error"]["message"]
+            assert whose in refused["error"]["message"], refused
+        until(lambda: pending_transactions(anvil, account) == 1,
+              f"{vanished}'s node depositing again", 15)
+    finally:
+        rpc(anvil, "evm_setAutomine", True)
+        miner.paused.clear()
+
+    until(lambda: all("depositsMissing" not in w.channel(name, cid)
+                      for name in ("alice", "bob")), "both nodes release the channel", 60)
+    chain = await w.connected()
+    # Deposited once again, no more: the chain holds exactly the shares.
+    assert await chain.holdings(channel_id(cid)) == (wei("5"), wei("3"))
+    log = w.daemons[vanished].log.read_text()
+    assert log.count("of our share again in block") == 1, log[-4000:]
+    w.pay("alice", cid, "1")  # 4 / 4
+    w.pay("bob", cid, "0.5")  # 4.5 / 3.5
+    assert w.close_together("alice", "bob", cid)["paidOut"] == {"ETH": "4.5"}
+    await w.check_payouts(cid, alice=wei("4.5"), bob=wei("3.5"))
+    for name in ("alice", "bob"):
+        assert_clean_log(w.daemons[name])

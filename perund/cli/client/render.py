@@ -242,6 +242,12 @@ def channel_details(c: Mapping[str, Any], style: Style, node_now: float | None =
                                         "(as intermediary / to intermediaries)"))
     if c.get("paidOut") is not None:
         pairs.append(("paid out", payout_text(c, style, labelled=False)))
+    missing = c.get("depositsMissing")
+    if missing:
+        lacks = "; ".join(f"{amount(d['expected'], cur)} expected, {amount(d['held'], cur)} held"
+                          for cur, d in sorted(missing.items()))
+        pairs.append(("held", style.warn(f"the chain lost its deposits ({lacks}): no payment "
+                                         "or close until they are back")))
     on_chain = c.get("onChain")
     if on_chain:
         text = f"version {on_chain['version']} registered, challenge period ends " \
