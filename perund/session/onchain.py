@@ -31,6 +31,7 @@ from perund.channel.changes import Concluded, Registered
 from perund.channel.records import Channel
 from perund.channel.types import ETH, Address, ChannelID, Params, hex_address
 from perund.errors import (
+    FailedPrecondition,
     InsufficientFunds,
     Internal,
     InvalidContracts,
@@ -203,13 +204,26 @@ class ChainSettlement:
                              "reading again", channel_id=_hex(channel_id), why=exc)
                 remaining = deadline - self._reactor.seconds()
                 if remaining <= 0:
-                    if unmined is not None and await self._missing(event, log_held=False):
-                        raise unmined
+                    if await self._ours_missing(event):
+                        if unmined is not None:
+                            raise unmined
+                        # Mined, and gone since: the peer is not the one to blame.
+                        raise FailedPrecondition(
+                            "the chain no longer holds our deposit, although it was mined (a "
+                            "reorganisation dropped it)", channel_id=_hex(channel_id))
                     raise PeerNotFunded("the peer did not fund the channel before the deadline",
                                         peer=_hex(event.params.participants[1 - index]))
                 await self._news_or_timeout(news, min(self.funding_recheck, remaining))
             finally:
                 self._forget_news(channel_id, news)
+
+    async def _ours_missing(self, event: ev.Fund) -> bool:
+        """Whether the chain lacks some of our share; False when it cannot be read (the
+        deadline's verdict then falls to the peer, as it did before the read)."""
+        try:
+            return bool(await self._missing(event, log_held=False))
+        except (ProtocolError, InvalidContracts):
+            return False
 
     def deposit_again(self, channel: Channel, share: tuple[tuple[Address, int], ...],
                       still: Callable[[], bool]) -> Deferred[list[tuple[Address, int]]]:

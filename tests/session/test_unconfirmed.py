@@ -14,6 +14,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from perund.chain.account import Account
@@ -24,6 +25,7 @@ from perund.channel.changes import Change
 from perund.channel.encoding import Signer, channel_id
 from perund.channel.records import Channel
 from perund.channel.types import ETH, ChannelID, Params, State
+from perund.errors import FailedPrecondition
 from perund.session.onchain import ChainSettlement
 from perund.session.unconfirmed import UnconfirmedCheck
 
@@ -145,3 +147,21 @@ async def test_a_funding_counts_the_deposits_at_the_block_the_watcher_passed(
     ours.cursor_moved()
     assert await _settles(funded, 5.0)
     await funded
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_funding_whose_own_deposit_a_reorganisation_dropped_says_so_at_its_deadline(
+        chain: ChainBackend, anvil: Anvil) -> None:
+    # It blamed the peer ("the peer did not fund the channel"), whose deposit was there.
+    channel = Channel2(chain, anvil)
+    ours = ChainSettlement(reactor, chain, channel.accounts[0], poll_interval=0.02,
+                           funding_timeout=3.0)
+    funding = ours.fund(channel.funding(0))
+    deposited = await head(anvil) + 1
+    while await head(anvil) < deposited:
+        await deferLater(reactor, 0.02, lambda: None)
+    await rpc(anvil, "anvil_reorg", 1, [])  # our deposit goes, mined as it was
+    await chain.deposit(channel.accounts[1], channel.id, 1, ETH, ETHER)  # the peer's is there
+    with pytest.raises(FailedPrecondition, match="no longer holds our deposit"):
+        await funding
+    assert await chain.holdings(channel.id) == (0, ETHER)
