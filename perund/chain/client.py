@@ -186,7 +186,11 @@ class ChainClient:
 
     def _base_fee(self) -> int:
         """The latest block's base fee (0 on a chain without EIP-1559)."""
-        fee = self._existing_block("latest").get("baseFeePerGas")
+        return self._base_fee_of(self._existing_block("latest"))
+
+    def _base_fee_of(self, header: Mapping[str, Any]) -> int:
+        """A block header's base fee (0 on a chain without EIP-1559)."""
+        fee = header.get("baseFeePerGas")
         return 0 if fee is None else self._quantity(fee, "eth_getBlockByNumber", "baseFeePerGas")
 
     # Reads
@@ -296,13 +300,7 @@ class ChainClient:
             requests = [("eth_call", [{"to": target,
                                        "data": hex_data(self.codec.encode_call(name, *args))},
                                       tag]) for name, args in chunk]
-            with self._reachable("eth_call batch"):
-                answers = self.transport.batch(requests)
-            if answers is None:
-                outputs += [self.call_blocking(to, name, *args, block=block)
-                            for name, args in chunk]
-                continue
-            for (name, _), answer in zip(chunk, answers, strict=True):
+            for (name, _), answer in zip(chunk, self._batch(requests), strict=True):
                 outputs.append(self._call_output(to, name, block, answer))
         return outputs
 
@@ -387,11 +385,10 @@ class ChainClient:
         if not isinstance(header, Mapping):
             raise jsonrpc.malformed(self.url, "eth_getBlockByNumber", "not a block object")
         method = "eth_getBlockByNumber"
-        fee = header.get("baseFeePerGas")
         estimate = self._quantity(estimated.result, "eth_estimateGas", "the gas estimate")
         return Preflight(
             gas_limit=estimate + estimate * GAS_MARGIN_PERCENT // 100,
-            base_fee=0 if fee is None else self._quantity(fee, method, "baseFeePerGas"),
+            base_fee=self._base_fee_of(header),
             pending_nonce=self._quantity(_result(nonce), "eth_getTransactionCount", "the nonce"),
             head=self._quantity(jsonrpc.field(header, "number", self.url, method), method,
                                 "the block number"))

@@ -98,6 +98,13 @@ async def test_channel_funds_reads_many_channels_at_once(chain, new_channel) -> 
                                            (channels[2].id, (ETH, token))]) \
         == [(5 * ETHER,), (0,), (7, 0)]
     assert await backend.channel_holdings(many) == [held for _, held in batched]
+    # A node that takes no batches is asked one call at a time, with the same answers.
+    takes_batches = backend.client.transport.batch
+    backend.client.transport.batch = lambda calls: None  # type: ignore[method-assign]
+    try:
+        assert await backend.channel_funds(many[:5]) == batched[:5]
+    finally:
+        backend.client.transport.batch = takes_batches  # type: ignore[method-assign]
     assert await backend.channel_holdings([]) == []
 
 
