@@ -39,7 +39,7 @@ from perund.peer.manager import undelivered
 from perund.session.memos import Memos
 from perund.session.ports import PeerLinks
 from perund.session.questions import Questions
-from perund.wire.codec import MAX_REASON_LENGTH
+from perund.wire.fields import MAX_REASON_LENGTH
 from perund.wire.messages import (
     ChannelClosed,
     FeeQuery,

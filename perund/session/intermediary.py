@@ -53,7 +53,7 @@ from perund.storage.virtual_records import (
     encode_record,
     record_name,
 )
-from perund.wire.codec import MAX_REASON_LENGTH
+from perund.wire.fields import MAX_REASON_LENGTH
 from perund.wire.messages import (
     FeeQuery,
     FeeQuote,

@@ -22,19 +22,30 @@ from typing import Any, Final
 
 import msgpack
 
-from perund.channel.memo import MAX_PARTS, MAX_REFERENCE, Memo, PaymentPart, reference_problem
-from perund.channel.types import (
-    MAX_ASSETS,
-    MAX_SUB_ALLOCS,
-    UINT64_MAX,
-    UINT256_MAX,
-    Address,
-    ChannelID,
-    Signature,
-    State,
-    SubAlloc,
-)
+from perund.channel.memo import Memo
+from perund.channel.types import Address, ChannelID, Signature
 from perund.errors import DecodeError, EncodeError
+from perund.wire.fields import (
+    decode_assets,
+    decode_balances,
+    decode_big,
+    decode_bytes,
+    decode_memo,
+    decode_ping_nonce,
+    decode_reason,
+    decode_state,
+    decode_uint64,
+    encode_assets,
+    encode_balances,
+    encode_big,
+    encode_bytes,
+    encode_memo,
+    encode_ping_nonce,
+    encode_reason,
+    encode_state,
+    encode_state_locks,
+    encode_uint64,
+)
 from perund.wire.messages import (
     Accept,
     Auth,
@@ -54,12 +65,6 @@ from perund.wire.messages import (
 FORMAT_VERSION: Final = 1
 """Version of the byte layout; a frame with another first byte is refused."""
 
-
-MAX_REASON_LENGTH: Final = 256
-"""Longest reason string (in characters) of a Reject or UpdateReject."""
-
-MAX_PING_NONCE: Final = 32
-"""Longest Ping/Pong nonce, in bytes."""
 
 UINT32_MAX: Final = 2**32 - 1
 
@@ -93,191 +98,73 @@ class _PackerPerThread(threading.local):
 _packers = _PackerPerThread()
 
 
-def _e_bytes(value: object, size: int, what: str) -> bytes:
-    if type(value) is not bytes or len(value) != size:
-        raise EncodeError(f"{what} must be {size} bytes")
-    return value
-
-
-def _e_uint64(value: object, what: str) -> int:
-    if type(value) is not int or not 0 <= value <= UINT64_MAX:
-        raise EncodeError(f"{what} must be an int in 0..2**64-1")
-    return value
-
-
-def _e_big(value: object, what: str) -> bytes:
-    if type(value) is not int or not 0 <= value <= UINT256_MAX:
-        raise EncodeError(f"{what} must be an int in 0..2**256-1")
-    return value.to_bytes((value.bit_length() + 7) >> 3, "big")
-
-
-def _e_reason(value: object) -> str:
-    if type(value) is not str or len(value) > MAX_REASON_LENGTH:
-        raise EncodeError(f"reason must be a str of at most {MAX_REASON_LENGTH} characters")
-    return value
-
-
-def _e_ping_nonce(value: object) -> bytes:
-    if type(value) is not bytes or len(value) > MAX_PING_NONCE:
-        raise EncodeError(f"ping nonce must be at most {MAX_PING_NONCE} bytes")
-    return value
-
-
-def _e_assets(assets: object) -> tuple[bytes, ...]:
-    if type(assets) is not tuple or not 0 < len(assets) <= MAX_ASSETS:
-        raise EncodeError(f"assets must be a tuple of 1..{MAX_ASSETS} addresses")
-    for asset in assets:
-        _e_bytes(asset, 20, "asset")
-    return assets
-
-
-def _e_balances(balances: object, n_assets: int) -> tuple[tuple[bytes, bytes], ...]:
-    if type(balances) is not tuple or len(balances) != n_assets:
-        raise EncodeError("balances must hold one row per asset")
-    rows = []
-    for row in balances:
-        if type(row) is not tuple or len(row) != 2:
-            raise EncodeError("a balance row has two amounts")
-        rows.append((_e_big(row[0], "balance"), _e_big(row[1], "balance")))
-    return tuple(rows)
-
-
-def _e_locked(locked: object, n_assets: int) -> tuple[Any, ...]:
-    if type(locked) is not tuple or len(locked) > MAX_SUB_ALLOCS:
-        raise EncodeError(f"locked must be a tuple of at most {MAX_SUB_ALLOCS} sub-allocations")
-    out = []
-    for lock in locked:
-        if type(lock) is not SubAlloc:
-            raise EncodeError("a lock must be a SubAlloc")
-        amounts = lock.balances
-        if type(amounts) is not tuple or len(amounts) != n_assets:
-            raise EncodeError("a lock holds one amount per asset")
-        index_map = lock.index_map
-        if index_map not in ((0, 1), (1, 0)) or any(type(i) is not int for i in index_map):
-            raise EncodeError("an index map is (0, 1) or (1, 0)")
-        out.append(
-            (
-                _e_bytes(lock.channel_id, 32, "locked channel ID"),
-                tuple(_e_big(amount, "locked amount") for amount in amounts),
-                index_map,
-            )
-        )
-    if len({entry[0] for entry in out}) != len(out):
-        raise EncodeError("a virtual channel is locked at most once")
-    return tuple(out)
-
-
-def _e_state_locks(state: State) -> tuple[Any, ...]:
-    """The trailing field a message carries after the state's signatures: `(locked,)` when the
-    state locks funds, else nothing (so states without locks encode exactly as before)."""
-    if not state.locked:
-        return ()
-    return (_e_locked(state.locked, len(state.assets)),)
-
-
-def _e_state(state: State) -> tuple[Any, ...]:
-    if type(state) is not State:
-        raise EncodeError("state must be a State")
-    assets = _e_assets(state.assets)
-    if type(state.is_final) is not bool:
-        raise EncodeError("is_final must be a bool")
-    return (
-        _e_bytes(state.channel_id, 32, "channel ID"),
-        _e_uint64(state.version, "version"),
-        assets,
-        _e_balances(state.balances, len(assets)),
-        state.is_final,
-    )
-
-
 def _enc_hello(m: Hello) -> tuple[Any, ...]:
     if type(m.protocol_version) is not int or not 0 <= m.protocol_version <= UINT32_MAX:
         raise EncodeError("protocol version must be a uint32")
-    return (m.protocol_version, _e_bytes(m.address, 20, "address"), _e_bytes(m.nonce, 32, "nonce"))
+    return (m.protocol_version, encode_bytes(m.address, 20, "address"),
+            encode_bytes(m.nonce, 32, "nonce"))
 
 
 def _enc_auth(m: Auth) -> tuple[Any, ...]:
-    return (_e_bytes(m.signature, 65, "signature"),)
+    return (encode_bytes(m.signature, 65, "signature"),)
 
 
 def _enc_propose(m: Propose) -> tuple[Any, ...]:
-    assets = _e_assets(m.assets)
+    assets = encode_assets(m.assets)
     return (
-        _e_bytes(m.proposal_id, 32, "proposal ID"),
-        _e_big(m.chain_id, "chain ID"),
-        _e_bytes(m.adjudicator, 20, "adjudicator"),
-        _e_uint64(m.challenge_duration, "challenge duration"),
-        _e_bytes(m.nonce_share, 32, "nonce share"),
+        encode_bytes(m.proposal_id, 32, "proposal ID"),
+        encode_big(m.chain_id, "chain ID"),
+        encode_bytes(m.adjudicator, 20, "adjudicator"),
+        encode_uint64(m.challenge_duration, "challenge duration"),
+        encode_bytes(m.nonce_share, 32, "nonce share"),
         assets,
-        _e_balances(m.balances, len(assets)),
-        _e_bytes(m.participant, 20, "participant"),
-        _e_bytes(m.receiver, 20, "receiver"),
+        encode_balances(m.balances, len(assets)),
+        encode_bytes(m.participant, 20, "participant"),
+        encode_bytes(m.receiver, 20, "receiver"),
     )
 
 
 def _enc_accept(m: Accept) -> tuple[Any, ...]:
     return (
-        _e_bytes(m.proposal_id, 32, "proposal ID"),
-        _e_bytes(m.nonce_share, 32, "nonce share"),
-        _e_bytes(m.participant, 20, "participant"),
-        _e_bytes(m.receiver, 20, "receiver"),
-        _e_bytes(m.signature, 65, "signature"),
+        encode_bytes(m.proposal_id, 32, "proposal ID"),
+        encode_bytes(m.nonce_share, 32, "nonce share"),
+        encode_bytes(m.participant, 20, "participant"),
+        encode_bytes(m.receiver, 20, "receiver"),
+        encode_bytes(m.signature, 65, "signature"),
     )
 
 
 def _enc_reject(m: Reject) -> tuple[Any, ...]:
-    return (_e_bytes(m.proposal_id, 32, "proposal ID"), _e_reason(m.reason))
-
-
-def _e_memo(memo: object, n_assets: int) -> tuple[Any, ...]:
-    """The memo's trailing field, a map `{"m": [[amounts, request, reference], ...]}` (a map,
-    so that it is told apart from the locks, an array), or nothing for an empty memo."""
-    if type(memo) is not tuple or len(memo) > MAX_PARTS:
-        raise EncodeError(f"a memo is a tuple of at most {MAX_PARTS} payment parts")
-    if not memo:
-        return ()
-    parts = []
-    for part in memo:
-        if type(part) is not PaymentPart or type(part.amounts) is not tuple \
-                or len(part.amounts) != n_assets or type(part.request) is not bool:
-            raise EncodeError("a memo part is a PaymentPart with one amount per asset")
-        reference = part.reference
-        if reference is not None and (type(reference) is not str
-                                      or reference_problem(reference) is not None):
-            raise EncodeError(f"a reference is printable text of at most {MAX_REFERENCE} "
-                              "characters")
-        parts.append((tuple(_e_big(a, "memo amount") for a in part.amounts), part.request,
-                      reference))
-    return ({"m": tuple(parts)},)
+    return (encode_bytes(m.proposal_id, 32, "proposal ID"), encode_reason(m.reason))
 
 
 def _enc_update(m: Update) -> tuple[Any, ...]:
     return (
-        *_e_state(m.state),
-        _e_bytes(m.signature, 65, "signature"),
-        *_e_state_locks(m.state),
-        *_e_memo(m.memo, len(m.state.assets)),
+        *encode_state(m.state),
+        encode_bytes(m.signature, 65, "signature"),
+        *encode_state_locks(m.state),
+        *encode_memo(m.memo, len(m.state.assets)),
     )
 
 
 def _enc_update_accept(m: UpdateAccept) -> tuple[Any, ...]:
     return (
-        _e_bytes(m.channel_id, 32, "channel ID"),
-        _e_uint64(m.version, "version"),
-        _e_bytes(m.signature, 65, "signature"),
+        encode_bytes(m.channel_id, 32, "channel ID"),
+        encode_uint64(m.version, "version"),
+        encode_bytes(m.signature, 65, "signature"),
     )
 
 
 def _enc_update_reject(m: UpdateReject) -> tuple[Any, ...]:
     return (
-        _e_bytes(m.channel_id, 32, "channel ID"),
-        _e_uint64(m.version, "version"),
-        _e_reason(m.reason),
+        encode_bytes(m.channel_id, 32, "channel ID"),
+        encode_uint64(m.version, "version"),
+        encode_reason(m.reason),
     )
 
 
 def _enc_channel_closed(m: ChannelClosed) -> tuple[Any, ...]:
-    return (_e_bytes(m.channel_id, 32, "channel ID"), _e_reason(m.reason))
+    return (encode_bytes(m.channel_id, 32, "channel ID"), encode_reason(m.reason))
 
 
 def _enc_sync(m: Sync) -> tuple[Any, ...]:
@@ -285,10 +172,10 @@ def _enc_sync(m: Sync) -> tuple[Any, ...]:
     if type(sigs) is not tuple or len(sigs) != 2:
         raise EncodeError("a Sync carries two signatures")
     return (
-        *_e_state(m.state),
-        _e_bytes(sigs[0], 65, "signature"),
-        _e_bytes(sigs[1], 65, "signature"),
-        *_e_state_locks(m.state),
+        *encode_state(m.state),
+        encode_bytes(sigs[0], 65, "signature"),
+        encode_bytes(sigs[1], 65, "signature"),
+        *encode_state_locks(m.state),
         *_e_awaiting(m.awaiting, m.state.version),
     )
 
@@ -299,13 +186,13 @@ def _e_awaiting(awaiting: object, version: int) -> tuple[Any, ...]:
     bytes and each Sync has one encoding."""
     if awaiting == 0 and type(awaiting) is int:
         return ()
-    if _e_uint64(awaiting, "awaiting") <= version:
+    if encode_uint64(awaiting, "awaiting") <= version:
         raise EncodeError("a Sync awaits an update above its state's version, or none (0)")
     return (awaiting,)
 
 
 def _enc_ping(m: Ping | Pong) -> tuple[Any, ...]:
-    return (_e_ping_nonce(m.nonce),)
+    return (encode_ping_nonce(m.nonce),)
 
 
 _ENCODERS: Final[dict[type, tuple[bytes, Callable[[Any], tuple[Any, ...]]]]] = {
@@ -338,176 +225,47 @@ def encode(msg: Message) -> bytes:
 # Decoding
 
 
-def _d_bytes(value: object, size: int, what: str) -> bytes:
-    if type(value) is not bytes or len(value) != size:
-        raise DecodeError(f"{what} must be {size} bytes")
-    return value
-
-
-def _d_uint64(value: object, what: str) -> int:
-    # msgpack yields bool for true/false and int for integers; `type is int` refuses a bool.
-    if type(value) is not int or not 0 <= value <= UINT64_MAX:
-        raise DecodeError(f"{what} must be a uint64")
-    return value
-
-
-def _d_big(value: object, what: str) -> int:
-    # Canonical form only (no leading zero byte), so every amount has exactly one encoding.
-    if type(value) is not bytes or len(value) > 32 or (value and value[0] == 0):
-        raise DecodeError(f"{what} must be a minimal big-endian uint256")
-    return int.from_bytes(value, "big")
-
-
-def _d_reason(value: object) -> str:
-    if type(value) is not str or len(value) > MAX_REASON_LENGTH:
-        raise DecodeError(f"reason must be a string of at most {MAX_REASON_LENGTH} characters")
-    return value
-
-
-def _d_ping_nonce(value: object) -> bytes:
-    if type(value) is not bytes or len(value) > MAX_PING_NONCE:
-        raise DecodeError(f"ping nonce must be at most {MAX_PING_NONCE} bytes")
-    return value
-
-
-def _d_assets(value: object) -> tuple[Address, ...]:
-    if type(value) is not tuple or not 0 < len(value) <= MAX_ASSETS:
-        raise DecodeError(f"assets must be a list of 1..{MAX_ASSETS} addresses")
-    for asset in value:
-        if type(asset) is not bytes or len(asset) != 20:
-            raise DecodeError("an asset is a 20-byte address")
-    return value
-
-
-def _d_balances(value: object, n_assets: int) -> tuple[tuple[int, int], ...]:
-    if type(value) is not tuple or len(value) != n_assets:
-        raise DecodeError("balances must hold one row per asset")
-    rows = []
-    for row in value:
-        if type(row) is not tuple or len(row) != 2:
-            raise DecodeError("a balance row has two amounts")
-        rows.append((_d_big(row[0], "balance"), _d_big(row[1], "balance")))
-    return tuple(rows)
-
-
-def _d_locked(value: object, n_assets: int) -> tuple[SubAlloc, ...]:
-    # Present only when non-empty: an empty list would be a second encoding of "no locks".
-    if type(value) is not tuple or not 0 < len(value) <= MAX_SUB_ALLOCS:
-        raise DecodeError(f"locked must be a list of 1..{MAX_SUB_ALLOCS} sub-allocations")
-    locks = []
-    for entry in value:
-        if type(entry) is not tuple or len(entry) != 3:
-            raise DecodeError("a lock is [channel ID, amounts, index map]")
-        channel, amounts, index_map = entry
-        if type(amounts) is not tuple or len(amounts) != n_assets:
-            raise DecodeError("a lock holds one amount per asset")
-        if index_map not in ((0, 1), (1, 0)) or any(type(i) is not int for i in index_map):
-            raise DecodeError("an index map is [0, 1] or [1, 0]")
-        locks.append(
-            SubAlloc(
-                ChannelID(_d_bytes(channel, 32, "locked channel ID")),
-                tuple(_d_big(amount, "locked amount") for amount in amounts),
-                index_map,
-            )
-        )
-    if len({lock.channel_id for lock in locks}) != len(locks):
-        raise DecodeError("a virtual channel is locked at most once")
-    return tuple(locks)
-
-
-def _d_state(body: tuple[Any, ...], trailing: tuple[Any, ...] = ()) -> State:
-    """The State in `body[:5]`; `trailing` is the message's optional last field, the locks
-    (`()` when absent)."""
-    channel, version, assets, balances, is_final = body[:5]
-    checked_assets = _d_assets(assets)
-    if type(is_final) is not bool:
-        raise DecodeError("is_final must be a bool")
-    locks = _d_locked(trailing[0], len(checked_assets)) if trailing else ()
-    try:
-        return State(
-            ChannelID(_d_bytes(channel, 32, "channel ID")),
-            _d_uint64(version, "version"),
-            checked_assets,
-            _d_balances(balances, len(checked_assets)),
-            is_final,
-            locks,
-        )
-    except ValueError as exc:  # pragma: no cover - the checks above cover State's own rules
-        raise DecodeError(f"invalid state: {exc}") from exc
-
-
 def _dec_hello(b: tuple[Any, ...]) -> Hello:
     version, address, nonce = b
     if type(version) is not int or not 0 <= version <= UINT32_MAX:
         raise DecodeError("protocol version must be a uint32")
-    return Hello(version, Address(_d_bytes(address, 20, "address")), _d_bytes(nonce, 32, "nonce"))
+    return Hello(version, Address(decode_bytes(address, 20, "address")),
+                 decode_bytes(nonce, 32, "nonce"))
 
 
 def _dec_auth(b: tuple[Any, ...]) -> Auth:
-    return Auth(Signature(_d_bytes(b[0], 65, "signature")))
+    return Auth(Signature(decode_bytes(b[0], 65, "signature")))
 
 
 def _dec_propose(b: tuple[Any, ...]) -> Propose:
     pid, chain, adjudicator, duration, share, assets, balances, participant, receiver = b
-    checked_assets = _d_assets(assets)
+    checked_assets = decode_assets(assets)
     return Propose(
-        proposal_id=_d_bytes(pid, 32, "proposal ID"),
-        chain_id=_d_big(chain, "chain ID"),
-        adjudicator=Address(_d_bytes(adjudicator, 20, "adjudicator")),
-        challenge_duration=_d_uint64(duration, "challenge duration"),
-        nonce_share=_d_bytes(share, 32, "nonce share"),
+        proposal_id=decode_bytes(pid, 32, "proposal ID"),
+        chain_id=decode_big(chain, "chain ID"),
+        adjudicator=Address(decode_bytes(adjudicator, 20, "adjudicator")),
+        challenge_duration=decode_uint64(duration, "challenge duration"),
+        nonce_share=decode_bytes(share, 32, "nonce share"),
         assets=checked_assets,
-        balances=_d_balances(balances, len(checked_assets)),
-        participant=Address(_d_bytes(participant, 20, "participant")),
-        receiver=Address(_d_bytes(receiver, 20, "receiver")),
+        balances=decode_balances(balances, len(checked_assets)),
+        participant=Address(decode_bytes(participant, 20, "participant")),
+        receiver=Address(decode_bytes(receiver, 20, "receiver")),
     )
 
 
 def _dec_accept(b: tuple[Any, ...]) -> Accept:
     pid, share, participant, receiver, sig = b
     return Accept(
-        proposal_id=_d_bytes(pid, 32, "proposal ID"),
-        nonce_share=_d_bytes(share, 32, "nonce share"),
-        participant=Address(_d_bytes(participant, 20, "participant")),
-        receiver=Address(_d_bytes(receiver, 20, "receiver")),
-        signature=Signature(_d_bytes(sig, 65, "signature")),
+        proposal_id=decode_bytes(pid, 32, "proposal ID"),
+        nonce_share=decode_bytes(share, 32, "nonce share"),
+        participant=Address(decode_bytes(participant, 20, "participant")),
+        receiver=Address(decode_bytes(receiver, 20, "receiver")),
+        signature=Signature(decode_bytes(sig, 65, "signature")),
     )
 
 
 def _dec_reject(b: tuple[Any, ...]) -> Reject:
-    return Reject(_d_bytes(b[0], 32, "proposal ID"), _d_reason(b[1]))
-
-
-def _d_memo(value: object, n_assets: int) -> Memo:
-    if type(value) is not dict or set(value) != {"m"}:
-        raise DecodeError("a memo is a map with one key, m")
-    parts = value["m"]
-    if type(parts) is not tuple or not 0 < len(parts) <= MAX_PARTS:
-        raise DecodeError(f"a memo lists 1 to {MAX_PARTS} payment parts")
-    decoded = []
-    for part in parts:
-        if type(part) is not tuple or len(part) != 3:
-            raise DecodeError("a memo part is [amounts, request, reference]")
-        amounts, request, reference = part
-        if type(amounts) is not tuple or len(amounts) != n_assets:
-            raise DecodeError("a memo part has one amount per asset")
-        if type(request) is not bool:
-            raise DecodeError("a memo part's request flag must be a bool")
-        if reference is not None and (type(reference) is not str
-                                      or reference_problem(reference) is not None):
-            raise DecodeError(f"a reference is printable text of at most {MAX_REFERENCE} "
-                              "characters")
-        decoded.append(PaymentPart(_d_amounts(amounts), request, reference))
-    return tuple(decoded)
-
-
-def _d_amounts(amounts: tuple[Any, ...]) -> tuple[int, ...]:
-    """`_d_big` of each of `amounts`, inlined: a peer's memo may carry 256 parts of 16
-    amounts in one frame, and a call each was a third of its decoding."""
-    for amount in amounts:
-        if type(amount) is not bytes or len(amount) > 32 or (amount and amount[0] == 0):
-            raise DecodeError("memo amount must be a minimal big-endian uint256")
-    return tuple([int.from_bytes(amount, "big") for amount in amounts])
+    return Reject(decode_bytes(b[0], 32, "proposal ID"), decode_reason(b[1]))
 
 
 def _dec_update(b: tuple[Any, ...]) -> Update:
@@ -516,26 +274,27 @@ def _dec_update(b: tuple[Any, ...]) -> Update:
     memo: Memo = ()
     if trailing and type(trailing[-1]) is dict:
         trailing, last = trailing[:-1], trailing[-1]
-        state = _d_state(b, trailing)
-        memo = _d_memo(last, len(state.assets))
+        state = decode_state(b, trailing)
+        memo = decode_memo(last, len(state.assets))
     else:
         if len(trailing) > 1:
             raise DecodeError("after the locks only a memo (a map) may follow")
-        state = _d_state(b, trailing)
-    return Update(state, Signature(_d_bytes(b[5], 65, "signature")), memo)
+        state = decode_state(b, trailing)
+    return Update(state, Signature(decode_bytes(b[5], 65, "signature")), memo)
 
 
 def _dec_update_accept(b: tuple[Any, ...]) -> UpdateAccept:
     return UpdateAccept(
-        ChannelID(_d_bytes(b[0], 32, "channel ID")),
-        _d_uint64(b[1], "version"),
-        Signature(_d_bytes(b[2], 65, "signature")),
+        ChannelID(decode_bytes(b[0], 32, "channel ID")),
+        decode_uint64(b[1], "version"),
+        Signature(decode_bytes(b[2], 65, "signature")),
     )
 
 
 def _dec_update_reject(b: tuple[Any, ...]) -> UpdateReject:
     return UpdateReject(
-        ChannelID(_d_bytes(b[0], 32, "channel ID")), _d_uint64(b[1], "version"), _d_reason(b[2])
+        ChannelID(decode_bytes(b[0], 32, "channel ID")), decode_uint64(b[1], "version"),
+        decode_reason(b[2]),
     )
 
 
@@ -544,34 +303,34 @@ def _dec_sync(b: tuple[Any, ...]) -> Sync:
     # if an update of the sender's awaits an answer.
     trailing = b[7:]
     present = bool(trailing) and type(trailing[-1]) is int
-    awaiting = _d_uint64(trailing[-1], "awaiting") if present else 0
+    awaiting = decode_uint64(trailing[-1], "awaiting") if present else 0
     if present:
         trailing = trailing[:-1]
     if len(trailing) > 1:
         raise DecodeError("after the locks only awaiting (an int) may follow")
-    state = _d_state(b, trailing)
+    state = decode_state(b, trailing)
     if present and awaiting <= state.version:
         raise DecodeError("a Sync awaits an update above its state's version, or none")
     return Sync(
         state,
         (
-            Signature(_d_bytes(b[5], 65, "signature")),
-            Signature(_d_bytes(b[6], 65, "signature")),
+            Signature(decode_bytes(b[5], 65, "signature")),
+            Signature(decode_bytes(b[6], 65, "signature")),
         ),
         awaiting,
     )
 
 
 def _dec_channel_closed(b: tuple[Any, ...]) -> ChannelClosed:
-    return ChannelClosed(ChannelID(_d_bytes(b[0], 32, "channel ID")), _d_reason(b[1]))
+    return ChannelClosed(ChannelID(decode_bytes(b[0], 32, "channel ID")), decode_reason(b[1]))
 
 
 def _dec_ping(b: tuple[Any, ...]) -> Ping:
-    return Ping(_d_ping_nonce(b[0]))
+    return Ping(decode_ping_nonce(b[0]))
 
 
 def _dec_pong(b: tuple[Any, ...]) -> Pong:
-    return Pong(_d_ping_nonce(b[0]))
+    return Pong(decode_ping_nonce(b[0]))
 
 
 # type code -> (name, numbers of body fields, decoder). Update and Sync carry a state's locks

@@ -36,6 +36,7 @@ from perund.channel.types import (
 )
 from perund.errors import DecodeError, EncodeError
 from perund.wire import codec as c
+from perund.wire import fields as f
 from perund.wire.messages import (
     FeeQuery,
     FeeQuote,
@@ -60,12 +61,12 @@ def _e_params(p: VirtualParams) -> tuple[Any, ...]:
     if type(p) is not VirtualParams:
         raise EncodeError("params must be VirtualParams")
     return (
-        c._e_uint64(p.challenge_duration, "challenge duration"),
-        c._e_big(p.nonce, "nonce"),
-        c._e_bytes(p.participants[0], 20, "participant"),
-        c._e_bytes(p.participants[1], 20, "participant"),
-        c._e_bytes(p.parents[0], 32, "parent"),
-        c._e_bytes(p.parents[1], 32, "parent"),
+        f.encode_uint64(p.challenge_duration, "challenge duration"),
+        f.encode_big(p.nonce, "nonce"),
+        f.encode_bytes(p.participants[0], 20, "participant"),
+        f.encode_bytes(p.participants[1], 20, "participant"),
+        f.encode_bytes(p.parents[0], 32, "parent"),
+        f.encode_bytes(p.parents[1], 32, "parent"),
     )
 
 
@@ -79,16 +80,16 @@ def _e_proof_message(m: VirtualLock | VirtualFold) -> tuple[Any, ...]:
     if type(sigs) is not tuple or len(sigs) != 2:
         raise EncodeError("a virtual state carries two signatures")
     update = (
-        *c._e_state(m.state),
-        c._e_bytes(m.signature, 65, "signature"),
-        *c._e_state_locks(m.state),
+        *f.encode_state(m.state),
+        f.encode_bytes(m.signature, 65, "signature"),
+        *f.encode_state_locks(m.state),
     )
     body = (
         update,
         _e_params(proof.params),
-        c._e_state(proof.state),
-        c._e_bytes(sigs[0], 65, "signature"),
-        c._e_bytes(sigs[1], 65, "signature"),
+        f.encode_state(proof.state),
+        f.encode_bytes(sigs[0], 65, "signature"),
+        f.encode_bytes(sigs[1], 65, "signature"),
     )
     if type(proof.fee) is not tuple:
         raise EncodeError("a fee must be a tuple of amounts")
@@ -104,12 +105,12 @@ def _e_proof_message(m: VirtualLock | VirtualFold) -> tuple[Any, ...]:
 def _e_amounts(amounts: object, n_assets: int, what: str) -> tuple[bytes, ...]:
     if type(amounts) is not tuple or len(amounts) != n_assets:
         raise EncodeError(f"{what} must hold one amount per asset")
-    return tuple(c._e_big(amount, what) for amount in amounts)
+    return tuple(f.encode_big(amount, what) for amount in amounts)
 
 
 def _enc_fee_query(m: FeeQuery) -> tuple[Any, ...]:
-    assets = c._e_assets(m.assets)
-    return (c._e_bytes(m.query_id, 32, "query ID"), assets,
+    assets = f.encode_assets(m.assets)
+    return (f.encode_bytes(m.query_id, 32, "query ID"), assets,
             _e_amounts(m.totals, len(assets), "totals"))
 
 
@@ -117,32 +118,32 @@ def _enc_fee_quote(m: FeeQuote) -> tuple[Any, ...]:
     fee = m.fee
     if type(fee) is not tuple or not 0 < len(fee) <= MAX_ASSETS:
         raise EncodeError(f"a fee holds 1..{MAX_ASSETS} amounts")
-    return (c._e_bytes(m.query_id, 32, "query ID"), _e_amounts(fee, len(fee), "fee"))
+    return (f.encode_bytes(m.query_id, 32, "query ID"), _e_amounts(fee, len(fee), "fee"))
 
 
 def _enc_propose(m: VirtualPropose) -> tuple[Any, ...]:
-    assets = c._e_assets(m.assets)
+    assets = f.encode_assets(m.assets)
     return (
-        c._e_bytes(m.proposal_id, 32, "proposal ID"),
-        c._e_big(m.chain_id, "chain ID"),
-        c._e_bytes(m.adjudicator, 20, "adjudicator"),
-        c._e_uint64(m.challenge_duration, "challenge duration"),
-        c._e_bytes(m.nonce_share, 32, "nonce share"),
+        f.encode_bytes(m.proposal_id, 32, "proposal ID"),
+        f.encode_big(m.chain_id, "chain ID"),
+        f.encode_bytes(m.adjudicator, 20, "adjudicator"),
+        f.encode_uint64(m.challenge_duration, "challenge duration"),
+        f.encode_bytes(m.nonce_share, 32, "nonce share"),
         assets,
-        c._e_balances(m.balances, len(assets)),
-        c._e_bytes(m.participant, 20, "participant"),
-        c._e_bytes(m.intermediary, 20, "intermediary"),
-        c._e_bytes(m.parent, 32, "parent"),
+        f.encode_balances(m.balances, len(assets)),
+        f.encode_bytes(m.participant, 20, "participant"),
+        f.encode_bytes(m.intermediary, 20, "intermediary"),
+        f.encode_bytes(m.parent, 32, "parent"),
     )
 
 
 def _enc_accept(m: VirtualAccept) -> tuple[Any, ...]:
     return (
-        c._e_bytes(m.proposal_id, 32, "proposal ID"),
-        c._e_bytes(m.nonce_share, 32, "nonce share"),
-        c._e_bytes(m.participant, 20, "participant"),
-        c._e_bytes(m.parent, 32, "parent"),
-        c._e_bytes(m.signature, 65, "signature"),
+        f.encode_bytes(m.proposal_id, 32, "proposal ID"),
+        f.encode_bytes(m.nonce_share, 32, "nonce share"),
+        f.encode_bytes(m.participant, 20, "participant"),
+        f.encode_bytes(m.parent, 32, "parent"),
+        f.encode_bytes(m.signature, 65, "signature"),
     )
 
 
@@ -170,11 +171,12 @@ def _d_params(value: object) -> VirtualParams:
     duration, nonce, p0, p1, l0, l1 = _d_array(value, (6,), "params")
     try:
         return VirtualParams(
-            c._d_uint64(duration, "challenge duration"),
-            c._d_big(nonce, "nonce"),
-            (Address(c._d_bytes(p0, 20, "participant")),
-             Address(c._d_bytes(p1, 20, "participant"))),
-            (ChannelID(c._d_bytes(l0, 32, "parent")), ChannelID(c._d_bytes(l1, 32, "parent"))),
+            f.decode_uint64(duration, "challenge duration"),
+            f.decode_big(nonce, "nonce"),
+            (Address(f.decode_bytes(p0, 20, "participant")),
+             Address(f.decode_bytes(p1, 20, "participant"))),
+            (ChannelID(f.decode_bytes(l0, 32, "parent")),
+             ChannelID(f.decode_bytes(l1, 32, "parent"))),
         )
     except ValueError as exc:  # equal participants or parents, a zero duration
         raise DecodeError(f"invalid params: {exc}") from None
@@ -183,9 +185,9 @@ def _d_params(value: object) -> VirtualParams:
 def _d_proof_parts(b: tuple[Any, ...]) -> tuple[State, Signature, VirtualProof]:
     update, params, vstate, sig0, sig1 = b[:5]
     update = _d_array(update, (6, 7), "update")
-    state = c._d_state(update, update[6:])
-    signature = Signature(c._d_bytes(update[5], 65, "signature"))
-    virtual = c._d_state(_d_array(vstate, (5,), "virtual state"))
+    state = f.decode_state(update, update[6:])
+    signature = Signature(f.decode_bytes(update[5], 65, "signature"))
+    virtual = f.decode_state(_d_array(vstate, (5,), "virtual state"))
     fee: tuple[int, ...] = ()
     if len(b) == 6:
         fee = _d_amounts(b[5], len(virtual.assets), "fee")
@@ -194,8 +196,8 @@ def _d_proof_parts(b: tuple[Any, ...]) -> tuple[State, Signature, VirtualProof]:
     proof = VirtualProof(
         _d_params(params),
         virtual,
-        (Signature(c._d_bytes(sig0, 65, "signature")),
-         Signature(c._d_bytes(sig1, 65, "signature"))),
+        (Signature(f.decode_bytes(sig0, 65, "signature")),
+         Signature(f.decode_bytes(sig1, 65, "signature"))),
         fee,
     )
     return state, signature, proof
@@ -204,7 +206,7 @@ def _d_proof_parts(b: tuple[Any, ...]) -> tuple[State, Signature, VirtualProof]:
 def _d_amounts(value: object, n_assets: int, what: str) -> tuple[int, ...]:
     if type(value) is not tuple or len(value) != n_assets:
         raise DecodeError(f"{what} must hold one amount per asset")
-    return tuple(c._d_big(amount, what) for amount in value)
+    return tuple(f.decode_big(amount, what) for amount in value)
 
 
 def _dec_lock(b: tuple[Any, ...]) -> VirtualLock:
@@ -213,8 +215,8 @@ def _dec_lock(b: tuple[Any, ...]) -> VirtualLock:
 
 def _dec_fee_query(b: tuple[Any, ...]) -> FeeQuery:
     qid, assets, totals = b
-    checked_assets = c._d_assets(assets)
-    return FeeQuery(c._d_bytes(qid, 32, "query ID"), checked_assets,
+    checked_assets = f.decode_assets(assets)
+    return FeeQuery(f.decode_bytes(qid, 32, "query ID"), checked_assets,
                     _d_amounts(totals, len(checked_assets), "totals"))
 
 
@@ -222,7 +224,7 @@ def _dec_fee_quote(b: tuple[Any, ...]) -> FeeQuote:
     qid, fee = b
     if type(fee) is not tuple or not 0 < len(fee) <= MAX_ASSETS:
         raise DecodeError(f"a fee holds 1..{MAX_ASSETS} amounts")
-    return FeeQuote(c._d_bytes(qid, 32, "query ID"), _d_amounts(fee, len(fee), "fee"))
+    return FeeQuote(f.decode_bytes(qid, 32, "query ID"), _d_amounts(fee, len(fee), "fee"))
 
 
 def _dec_fold(b: tuple[Any, ...]) -> VirtualFold:
@@ -231,29 +233,29 @@ def _dec_fold(b: tuple[Any, ...]) -> VirtualFold:
 
 def _dec_propose(b: tuple[Any, ...]) -> VirtualPropose:
     pid, chain, adjudicator, duration, share, assets, balances, participant, via, parent = b
-    checked_assets = c._d_assets(assets)
+    checked_assets = f.decode_assets(assets)
     return VirtualPropose(
-        proposal_id=c._d_bytes(pid, 32, "proposal ID"),
-        chain_id=c._d_big(chain, "chain ID"),
-        adjudicator=Address(c._d_bytes(adjudicator, 20, "adjudicator")),
-        challenge_duration=c._d_uint64(duration, "challenge duration"),
-        nonce_share=c._d_bytes(share, 32, "nonce share"),
+        proposal_id=f.decode_bytes(pid, 32, "proposal ID"),
+        chain_id=f.decode_big(chain, "chain ID"),
+        adjudicator=Address(f.decode_bytes(adjudicator, 20, "adjudicator")),
+        challenge_duration=f.decode_uint64(duration, "challenge duration"),
+        nonce_share=f.decode_bytes(share, 32, "nonce share"),
         assets=checked_assets,
-        balances=c._d_balances(balances, len(checked_assets)),
-        participant=Address(c._d_bytes(participant, 20, "participant")),
-        intermediary=Address(c._d_bytes(via, 20, "intermediary")),
-        parent=ChannelID(c._d_bytes(parent, 32, "parent")),
+        balances=f.decode_balances(balances, len(checked_assets)),
+        participant=Address(f.decode_bytes(participant, 20, "participant")),
+        intermediary=Address(f.decode_bytes(via, 20, "intermediary")),
+        parent=ChannelID(f.decode_bytes(parent, 32, "parent")),
     )
 
 
 def _dec_accept(b: tuple[Any, ...]) -> VirtualAccept:
     pid, share, participant, parent, sig = b
     return VirtualAccept(
-        proposal_id=c._d_bytes(pid, 32, "proposal ID"),
-        nonce_share=c._d_bytes(share, 32, "nonce share"),
-        participant=Address(c._d_bytes(participant, 20, "participant")),
-        parent=ChannelID(c._d_bytes(parent, 32, "parent")),
-        signature=Signature(c._d_bytes(sig, 65, "signature")),
+        proposal_id=f.decode_bytes(pid, 32, "proposal ID"),
+        nonce_share=f.decode_bytes(share, 32, "nonce share"),
+        participant=Address(f.decode_bytes(participant, 20, "participant")),
+        parent=ChannelID(f.decode_bytes(parent, 32, "parent")),
+        signature=Signature(f.decode_bytes(sig, 65, "signature")),
     )
 
 

@@ -29,8 +29,6 @@ from perund.channel.types import (
 from perund.errors import DecodeError, EncodeError, PeerProtocolError
 from perund.wire.codec import (
     FORMAT_VERSION,
-    MAX_PING_NONCE,
-    MAX_REASON_LENGTH,
     TYPE_PING,
     TYPE_SYNC,
     TYPE_UPDATE,
@@ -39,6 +37,7 @@ from perund.wire.codec import (
     decode,
     encode,
 )
+from perund.wire.fields import MAX_PING_NONCE, MAX_REASON_LENGTH
 from perund.wire.messages import (
     Accept,
     Auth,
