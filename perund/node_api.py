@@ -15,21 +15,23 @@ from typing import Any, Final, TypeVar
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 
 from perund import __version__
-from perund.api.views import (
+from perund.api.node_views import (
     AccountBalance,
-    ChannelView,
     NodeInfo,
+    PeerView,
+    SessionInfo,
+    SessionOpened,
+    peer_view,
+)
+from perund.api.views import (
+    ChannelView,
     Notification,
     Payment,
     PaymentPage,
     PaymentView,
-    PeerView,
-    SessionInfo,
-    SessionOpened,
     channel_view,
     notification_of,
     payment_view,
-    peer_view,
 )
 from perund.chain.urls import shown_url
 from perund.channel import events as ev

@@ -16,6 +16,7 @@ from perund.api.credentials import Access, CredentialRegistry, Scope, party_of
 from perund.api.facade import NodeFacade
 from perund.api.hub import PAYMENTS, PROPOSALS, TOPICS, UPDATES, Hubs
 from perund.api.method_spec import CallContext, Method, Param
+from perund.api.node_views import PeerView
 from perund.api.openrpc import openrpc_document
 from perund.api.payment_methods import PAYMENT, payment_methods
 from perund.api.schema import (
@@ -37,7 +38,7 @@ from perund.api.schema import (
     obj,
 )
 from perund.api.token_methods import token_methods
-from perund.api.views import UPDATE_TYPES, ChannelView, Payment, PeerView
+from perund.api.views import UPDATE_TYPES, ChannelView, Payment
 from perund.channel.memo import MAX_REFERENCE, reference_problem
 from perund.channel.types import Address, to_address
 from perund.contacts.book import COMM_TYPES, parse_account_address

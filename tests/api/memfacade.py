@@ -14,19 +14,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from perund.api.views import (
+from perund.api.node_views import (
     AccountBalance,
+    NodeInfo,
+    PeerView,
+    SessionInfo,
+    SessionOpened,
+)
+from perund.api.views import (
     AssetBalance,
     ChannelView,
-    NodeInfo,
     Notification,
     Payment,
     PaymentPage,
     PaymentView,
-    PeerView,
     ProposalView,
-    SessionInfo,
-    SessionOpened,
     UpdateView,
     payment_view,
 )
