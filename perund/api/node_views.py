@@ -38,6 +38,11 @@ class NodeInfo:
     comm_types: tuple[str, ...]
     version: str
     response_timeout: float
+    min_challenge_duration: int
+    """The shortest challenge duration the node takes, in seconds (its reaction time with
+    margin: a shorter one would not leave it time to answer a dispute)."""
+    max_challenge_duration: int
+    """The longest one, in seconds."""
 
     def to_json(self, currencies: Currencies) -> JSON:
         """The node's public configuration."""
@@ -50,6 +55,8 @@ class NodeInfo:
             "commTypes": list(self.comm_types),
             "version": self.version,
             "responseTimeout": self.response_timeout,
+            "minChallengeDuration": self.min_challenge_duration,
+            "maxChallengeDuration": self.max_challenge_duration,
         }
 
 

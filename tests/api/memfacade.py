@@ -129,7 +129,7 @@ class MemoryNode:
 
     async def node_get_config(self) -> NodeInfo:
         self.calls.append("node_get_config")
-        return NodeInfo("", 1337, ADJUDICATOR, ("tcp",), "test", RESPONSE_TIMEOUT)
+        return NodeInfo("", 1337, ADJUDICATOR, ("tcp",), "test", RESPONSE_TIMEOUT, 90, 30 * 86400)
 
     async def node_time(self) -> float:
         self.calls.append("node_time")

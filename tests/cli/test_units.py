@@ -588,3 +588,31 @@ def test_a_mistyped_alias_is_not_found_as_a_peer_or_channel() -> None:
         ctx.resolve_channel("bobb")
     with pytest.raises(NotFound, match=r"^channel 0xdead not found"):
         ctx.resolve_channel("0xdead")
+
+
+def test_node_info_states_the_challenge_duration_range() -> None:
+    """`node info` says the range `--challenge-duration` must lie in, before a refusal does;
+    a node that does not say it gets no such line."""
+    import types
+
+    from perund.cli.client.commands import Context, node_info
+
+    config: dict[str, Any] = {
+        "chainUrl": "embedded", "chainId": 1337, "adjudicator": "0x" + "42" * 20,
+        "assets": {"ETH": {"address": "0x" + "00" * 20, "decimals": 18}},
+        "commTypes": ["tcp"], "version": "1.0", "responseTimeout": 60.0,
+        "minChallengeDuration": 258, "maxChallengeDuration": 30 * 86400}
+
+    class Node:
+        token = "operator-token"
+
+        def result(self, method: str, params: dict[str, Any], timeout: float | None = 0) -> Any:
+            assert method == "node_getConfig"
+            return config
+
+    ctx = Context(Node(), Style(False), "127.0.0.1:1", None)  # type: ignore[arg-type]
+    args = types.SimpleNamespace()
+    text = node_info(ctx, args).text  # type: ignore[arg-type, union-attr]
+    assert "challenge durations  4 min 18 s to 30 d" in text.splitlines()
+    del config["minChallengeDuration"], config["maxChallengeDuration"]
+    assert "challenge durations" not in node_info(ctx, args).text  # type: ignore[arg-type, union-attr]
