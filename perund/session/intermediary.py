@@ -37,7 +37,7 @@ from perund.channel.changes import Change, ForceClose, MatchFailed, RespondUpdat
 from perund.channel.encoding import Signer, virtual_channel_id
 from perund.channel.fees import FeeSchedule, fee_amounts, fee_for, within
 from perund.channel.phases import Phase
-from perund.channel.proposal import Deployment
+from perund.channel.proposal import Deployment, challenge_duration_problem
 from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID, State, VirtualProof, hex_address
 from perund.channel.virtual import is_virtual
@@ -189,13 +189,11 @@ class Intermediary:
         vp = proof.params
         if virtual_channel_id(d.chain_id, d.adjudicator, vp) != proof.state.channel_id:
             return "the virtual channel's ID is not its params' on our deployment"
-        duration = vp.challenge_duration
-        if not proof.is_fold and not (
-                d.min_challenge_duration <= duration <= d.max_challenge_duration):
-            # A dispute of the virtual channel keeps our funds in both ledgers this long: the
-            # same bounds as for a channel of our own.
-            return (f"the virtual channel's challenge duration of {duration} s is outside this "
-                    f"node's {d.min_challenge_duration}..{d.max_challenge_duration} s")
+        # A dispute of the virtual channel keeps our funds in both ledgers this long: the
+        # same bounds as for a channel of our own, said in the same words.
+        duration = None if proof.is_fold else challenge_duration_problem(vp.challenge_duration, d)
+        if duration is not None:
+            return f"the virtual channel's challenge duration is {duration}"
         if peer not in vp.participants:
             return "the sender is no party of the virtual channel"
         j = vp.participants.index(peer)
