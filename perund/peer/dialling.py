@@ -71,7 +71,7 @@ class Dialling(PeerTable):
         if rec.current is not None:
             return succeed(rec.current)
         if self._stopping:
-            return fail(self._unreachable(rec, "the peer manager is stopping"))
+            return fail(self._unreachable(rec, self._stop_reason))
 
         def forget(d: Deferred[PeerProtocol]) -> None:
             if d in rec.waiters:
