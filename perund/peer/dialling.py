@@ -20,7 +20,7 @@ from perund.peer.dial_failures import RESOLVING, DialLine
 from perund.peer.records import PeerRecord, hex_of, log
 from perund.peer.table import PeerTable
 from perund.wire.protocol import PeerProtocol, Role
-from perund.words import duration_text, plural
+from perund.words import duration_text, plural, seconds_text
 
 
 class PeerFactory(Factory):
@@ -65,8 +65,8 @@ class Dialling(PeerTable):
         left = self.admission.seconds_cut_off(peer)
         if left is not None:
             return fail(PeerUnreachable(
-                f"peer {self.name_of(peer)} is cut off for another {left} s (it sent too many "
-                "refused messages)", peer=hex_of(peer), timeout=None, cut_off=True))
+                f"peer {self.name_of(peer)} is cut off for another {duration_text(left)} (it "
+                "sent too many refused messages)", peer=hex_of(peer), timeout=None, cut_off=True))
         rec = self._peer(peer)
         if rec.current is not None:
             return succeed(rec.current)
@@ -81,7 +81,8 @@ class Dialling(PeerTable):
         rec.waiters.append(waiter)
 
         def timed_out(_: object, timeout: float) -> PeerProtocol:
-            raise self._unreachable(rec, f"no authenticated connection within {timeout:g} s")
+            raise self._unreachable(rec, "no authenticated connection within "
+                                         f"{seconds_text(timeout)}")
 
         waiter.addTimeout(self.dial_timeout, self._reactor, onTimeoutCancel=timed_out)
         self._ensure_connector(rec)

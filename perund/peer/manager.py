@@ -51,6 +51,7 @@ from perund.peer.table import NODE_STOPPED
 from perund.wire.limits import HELLO_TIMEOUT, STRANGER_BACKLOG, STRANGER_FRAME_SIZE
 from perund.wire.messages import CorrelationKey, Message, Ping, request_key, response_key
 from perund.wire.protocol import PeerProtocol, Role, call_later
+from perund.words import seconds_text
 
 STOP_GRACE: Final = 2.0
 """Seconds `stop` lets connections flush before it aborts them."""
@@ -429,7 +430,8 @@ class PeerManager(Dialling):
         entry.settle()
         if not entry.deferred.called:
             entry.deferred.errback(PeerRequestTimedOut(
-                f"peer {self.name_of(rec.address)} did not answer a {kind} within {timeout:g} s",
+                f"peer {self.name_of(rec.address)} did not answer a {kind} within "
+                f"{seconds_text(timeout)}",
                 peer=hex_of(rec.address),
                 timeout=timeout,
             ))

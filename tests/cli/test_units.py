@@ -515,6 +515,18 @@ def test_a_lost_connection_names_no_timeout() -> None:
     assert describe_api_error(timed_out) == "peer bob did not answer a proposal within 60 s"
 
 
+def test_a_timeout_is_said_in_words_and_once() -> None:
+    """The node words a timeout as `1 min 10 s`: a message that says it is not followed by it
+    again in seconds, and a timeout the message does not say is shown in the same words."""
+    timed_out = {"code": 101, "message": "peer bob (0x3cb4…) did not answer a Propose within "
+                 "1 min 10 s", "data": {"peer": "0x3cb4", "timeout": 70.0}}
+    assert describe_api_error(timed_out) == timed_out["message"]
+    unreachable = {"code": 101, "message": "peer bob unreachable: connection refused",
+                   "data": {"peer": "0x3cb4", "timeout": 600}}
+    assert describe_api_error(unreachable) == \
+        "peer bob unreachable: connection refused (timeout 10 min)"
+
+
 def test_a_refused_session_close_says_it_once() -> None:
     def refused(count: int) -> str:
         return describe_api_error({
