@@ -27,7 +27,7 @@ from perund.cli.client.credentials import (
 from perund.cli.client.durations import duration, duration_refusal
 from perund.cli.client.errors import CliError, NotFound, UsageError
 from perund.cli.client.render import Style, balances_pair, short_id
-from perund.words import duration_text, plural
+from perund.words import plural
 
 STATUS_TIMEOUT = 5.0
 """Seconds a progress query (channel_get, channel_list) may take before it is skipped."""
@@ -251,18 +251,9 @@ def node_info(ctx: Context, args: argparse.Namespace) -> Result:
         ("currencies", assets),
         ("comm types", ", ".join(info.get("commTypes", []))),
         ("answer within", render.seconds_text(float(info.get("responseTimeout", 0)))),
-        *_challenge_bounds(info),
+        *render.challenge_bounds(info),
     ], style)
     return Outcome(info, text)
-
-
-def _challenge_bounds(info: dict[str, Any]) -> list[tuple[str, str]]:
-    """The `challenge durations` field of `node info`: the range `--challenge-duration` must
-    lie in, exactly (a node too old to say it: no field)."""
-    low, high = info.get("minChallengeDuration"), info.get("maxChallengeDuration")
-    if not isinstance(low, int) or not isinstance(high, int):
-        return []
-    return [("challenge durations", f"{duration_text(low)} to {duration_text(high)}")]
 
 
 def node_time(ctx: Context, args: argparse.Namespace) -> Result:
