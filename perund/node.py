@@ -500,16 +500,16 @@ class NodeService(MultiService):
         `Session.close`). It is not opened again when the node restarts, and its credentials
         end."""
         session = self.session(session_id)
-        left = await self._close_session(session_id, force)
+        left = await self._close_session(session_id, force, node_stops=False)
         self._remembered.pop(str(session.config.path.resolve()), None)
         if self.credentials is not None:
             self.credentials.revoke_session(session_id)
         self._remember_sessions()
         return left
 
-    async def _close_session(self, session_id: str, force: bool) -> list[Channel]:
+    async def _close_session(self, session_id: str, force: bool, node_stops: bool) -> list[Channel]:
         session = self.session(session_id)
-        left = await session.close(force)
+        left = await session.close(force, node_stopping=node_stops)
         del self.sessions[session_id]
         self.exposition.closed(session)
         self.disk_guard.unwatch(session_id)
@@ -535,7 +535,7 @@ class NodeService(MultiService):
         for session_id in list(self.sessions):
             try:
                 # Not `close_session`: the node stops, the sessions are to open again.
-                await self._close_session(session_id, force=True)
+                await self._close_session(session_id, force=True, node_stops=True)
             except Exception:
                 self.log.failure("closing session {session_id} failed", session_id=session_id)
         api_port = getattr(self, "_api_port", None)

@@ -15,26 +15,28 @@ from typing import Any, Final, TypeVar
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 
 from perund import __version__
-from perund.api.views import (
+from perund.api.node_views import (
     AccountBalance,
-    ChannelView,
     NodeInfo,
+    PeerView,
+    SessionInfo,
+    SessionOpened,
+    peer_view,
+)
+from perund.api.views import (
+    ChannelView,
     Notification,
     Payment,
     PaymentPage,
     PaymentView,
-    PeerView,
-    SessionInfo,
-    SessionOpened,
     channel_view,
     notification_of,
     payment_view,
-    peer_view,
 )
 from perund.chain.urls import shown_url
 from perund.channel import events as ev
 from perund.channel.phases import Phase
-from perund.channel.proposal import OpenRequest
+from perund.channel.proposal import MAX_CHALLENGE_DURATION, OpenRequest
 from perund.channel.records import Channel
 from perund.channel.types import ETH, Address, ChannelID, VirtualParams, hex_address
 from perund.channel.virtual_opening import VirtualOpenRequest
@@ -47,7 +49,7 @@ from perund.errors import (
 )
 from perund.ratelimit import WorkAllowance
 from perund.session.notices import ChannelNotice, Notice
-from perund.session.session import Session
+from perund.session.session import Session, min_challenge_duration
 from perund.storage.history import SCAN_BUDGET, Page, PaymentHistory, PaymentQuery
 from perund.storage.payments import PaymentRecord
 from perund.storage.store import SessionStore
@@ -165,9 +167,12 @@ class NodeAPI:
 
     async def node_get_config(self) -> NodeInfo:
         chain = self.node.chain
+        # The bounds every session's deployment takes (`Session.open`), so that a client can
+        # offer a duration the node will take rather than learn them from a refusal.
         return NodeInfo(shown_url(self.node.config.chain.url) or "embedded", chain.chain_id,
                         chain.adjudicator, ("tcp",), __version__,
-                        self.node.config.timeouts.response)
+                        self.node.config.timeouts.response,
+                        min_challenge_duration(self.node.config), MAX_CHALLENGE_DURATION)
 
     async def node_time(self) -> float:
         return float(self.node.clock.seconds()) if self.node.clock else time.time()

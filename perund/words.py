@@ -37,6 +37,14 @@ def duration_text(seconds: int) -> str:
     return " ".join(parts)
 
 
+def seconds_text(seconds: float) -> str:
+    """A configured time in seconds (a timeout): `duration_text` words when it is whole
+    (`1 min 10 s`, `2 h`), else as given (`0.5 s`)."""
+    if float(seconds).is_integer():
+        return duration_text(int(seconds))
+    return f"{seconds:g} s"
+
+
 def utc_text(unix: float) -> str:
     """A unix time as UTC ISO-8601 to the second: `2026-12-06T09:19:56Z`. A time past what a
     date can hold (a chain's far-off timeout) is shown as its number of seconds."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from perund.words import duration_text, eth_text, plural, units_text, utc_text
+from perund.words import duration_text, eth_text, plural, seconds_text, units_text, utc_text
 
 
 def test_a_count_has_its_noun_in_the_right_number() -> None:
@@ -16,6 +16,12 @@ def test_durations_are_exact_in_the_largest_units() -> None:
     assert [duration_text(s) for s in (0, 45, 90, 3600, 86400 * 30, 86400 * 30 + 1)] == [
         "0 s", "45 s", "1 min 30 s", "1 h", "30 d", "30 d 1 s"]
     assert duration_text(-90) == "-1 min 30 s"
+
+
+def test_a_configured_time_is_in_words_when_whole() -> None:
+    """Timeouts (floats from the config): whole ones as durations, others as given."""
+    assert [seconds_text(s) for s in (70.0, 600, 10.0, 0.5, 2.25)] == [
+        "1 min 10 s", "10 min", "10 s", "0.5 s", "2.25 s"]
 
 
 def test_amounts_have_their_unit_and_every_digit() -> None:

@@ -14,17 +14,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from perund.api.views import (
+from perund.api.node_views import (
     AccountBalance,
-    ChannelView,
     NodeInfo,
+    PeerView,
+    SessionInfo,
+    SessionOpened,
+)
+from perund.api.views import (
+    ChannelView,
     Notification,
     Payment,
     PaymentPage,
     PaymentView,
-    PeerView,
-    SessionInfo,
-    SessionOpened,
 )
 from perund.channel.types import Address
 from perund.storage.history import PaymentQuery

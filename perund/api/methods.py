@@ -16,6 +16,7 @@ from perund.api.credentials import Access, CredentialRegistry, Scope, party_of
 from perund.api.facade import NodeFacade
 from perund.api.hub import PAYMENTS, PROPOSALS, TOPICS, UPDATES, Hubs
 from perund.api.method_spec import CallContext, Method, Param
+from perund.api.node_views import PeerView
 from perund.api.openrpc import openrpc_document
 from perund.api.payment_methods import PAYMENT, payment_methods
 from perund.api.schema import (
@@ -37,7 +38,7 @@ from perund.api.schema import (
     obj,
 )
 from perund.api.token_methods import token_methods
-from perund.api.views import UPDATE_TYPES, ChannelView, Payment, PeerView
+from perund.api.views import UPDATE_TYPES, ChannelView, Payment
 from perund.channel.memo import MAX_REFERENCE, reference_problem
 from perund.channel.types import Address, to_address
 from perund.contacts.book import COMM_TYPES, parse_account_address
@@ -411,9 +412,11 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                         {"address": ADDRESS, "decimals": {"type": "integer", "minimum": 0}},
                         ["address", "decimals"])},
                     "commTypes": {"type": "array", "items": {"type": "string"}},
-                    "version": {"type": "string"}, "responseTimeout": SECONDS},
+                    "version": {"type": "string"}, "responseTimeout": SECONDS,
+                    "minChallengeDuration": {"type": "integer", "minimum": 1},
+                    "maxChallengeDuration": {"type": "integer", "minimum": 1}},
                    ["chainUrl", "chainId", "adjudicator", "assets", "commTypes", "version",
-                    "responseTimeout"]),
+                    "responseTimeout", "minChallengeDuration", "maxChallengeDuration"]),
                node_get_config, with_currencies, access=Access.ANYONE),
         method("node_time", "The node's unix time in seconds; every expiry is on this clock.",
                (), SECONDS, node_time, access=Access.ANYONE),

@@ -29,7 +29,7 @@ from perund.chain.client import ChainClient, PreparedTx, RawReceipt
 from perund.chain.results import TxReceipt
 from perund.channel.types import Address, hex_address
 from perund.errors import PerundError, ProtocolError, TxTimedOut
-from perund.words import GWEI_DECIMALS, plural, units_text
+from perund.words import GWEI_DECIMALS, plural, seconds_text, units_text
 
 DEFAULT_REPLACEMENTS = 2
 """Replacements of a transaction not mined in time: at most three `tx_timeout`s in all, within
@@ -268,11 +268,12 @@ class TransactionSender:
                 if remaining <= 0:
                     # The next transaction asks for the nonce again: it may replace these.
                     slot.next_nonce = None
+                    count = pending - mined
                     raise TxTimedOut(
-                        f"{pending - mined} earlier transaction(s) of "
-                        f"{hex_address(address)} (nonce {mined} on) were not mined within "
-                        f"{self.tx_timeout:g} s", sender=hex_address(address), nonce=mined,
-                        timeout=self.tx_timeout)
+                        f"{plural(count, 'earlier transaction')} of {hex_address(address)} "
+                        f"(nonce {mined} on) {'was' if count == 1 else 'were'} not mined "
+                        f"within {seconds_text(self.tx_timeout)}", sender=hex_address(address),
+                        nonce=mined, timeout=self.tx_timeout)
                 if not told:
                     told = True
                     self.log.info(
@@ -409,7 +410,7 @@ class TransactionSender:
                     f" (reading its receipt failed meanwhile: {unreachable.message})"
                 raise TxTimedOut(
                     f"the {tx_type} transaction 0x{tx_hash.hex()} was not mined within "
-                    f"{self.tx_timeout:g} s{also}",
+                    f"{seconds_text(self.tx_timeout)}{also}",
                     txType=tx_type,
                     txHash="0x" + tx_hash.hex(),
                     timeout=self.tx_timeout,

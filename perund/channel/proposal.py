@@ -126,6 +126,11 @@ class Proposal:
     receiver: Address
 
 
+MAX_CHALLENGE_DURATION = 30 * 24 * 3600
+"""The longest challenge duration a node takes: a dispute keeps the channel's funds for this
+long, and a mistyped duration (milliseconds for seconds, 2**64-1) would lock them for good."""
+
+
 @dataclass(frozen=True, slots=True)
 class Deployment:
     """The chain and contract this node settles on, and its shortest acceptable challenge
@@ -134,9 +139,8 @@ class Deployment:
     chain_id: int
     adjudicator: Address
     min_challenge_duration: int
-    max_challenge_duration: int = 30 * 24 * 3600
-    """The longest one: a dispute keeps the channel's funds for this long, and a mistyped
-    duration (milliseconds for seconds, 2**64-1) would lock them for good."""
+    max_challenge_duration: int = MAX_CHALLENGE_DURATION
+    """The longest one (`MAX_CHALLENGE_DURATION`)."""
 
     def __post_init__(self) -> None:
         # The range check is the only one a proposal's duration gets: past it, the wire's

@@ -16,6 +16,8 @@ REPORT_AFTER = (60.0, 600.0)
 """Seconds after a run's first failure when a run that fails the same way is logged again."""
 REPORT_EVERY = 3600.0
 """Then once every so many seconds."""
+RESOLVING = "(finding the endpoint)"
+"""The endpoint a run counts a failure of the session's resolver under (it has no endpoint)."""
 
 
 class DialLine(enum.Enum):
@@ -45,6 +47,9 @@ class DialFailures:
     """When a run that fails as before is worth its next line."""
     lines: int = 0
     """Lines of this run that said it still fails."""
+    traced: bool = False
+    """Whether a bug's traceback (a resolver that raised) was logged: once for the peer, so it
+    outlives the run."""
 
     def record(self, now: float, endpoint: str, error: str) -> tuple[DialLine, int] | None:
         """Count a failed dial at `now`: what its log line says and how many dials failed

@@ -15,12 +15,12 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from perund.channel.types import Address
-from perund.errors import InvalidArgument, PeerUnreachable
-from perund.peer.dial_failures import DialLine
+from perund.errors import InvalidArgument, PeerUnreachable, PerundError
+from perund.peer.dial_failures import RESOLVING, DialLine
 from perund.peer.records import PeerRecord, hex_of, log
 from perund.peer.table import PeerTable
 from perund.wire.protocol import PeerProtocol, Role
-from perund.words import duration_text, plural
+from perund.words import duration_text, plural, seconds_text
 
 
 class PeerFactory(Factory):
@@ -65,13 +65,13 @@ class Dialling(PeerTable):
         left = self.admission.seconds_cut_off(peer)
         if left is not None:
             return fail(PeerUnreachable(
-                f"peer {self.name_of(peer)} is cut off for another {left} s (it sent too many "
-                "refused messages)", peer=hex_of(peer), timeout=None, cut_off=True))
+                f"peer {self.name_of(peer)} is cut off for another {duration_text(left)} (it "
+                "sent too many refused messages)", peer=hex_of(peer), timeout=None, cut_off=True))
         rec = self._peer(peer)
         if rec.current is not None:
             return succeed(rec.current)
         if self._stopping:
-            return fail(self._unreachable(rec, "the peer manager is stopping"))
+            return fail(self._unreachable(rec, self._stop_reason))
 
         def forget(d: Deferred[PeerProtocol]) -> None:
             if d in rec.waiters:
@@ -81,7 +81,8 @@ class Dialling(PeerTable):
         rec.waiters.append(waiter)
 
         def timed_out(_: object, timeout: float) -> PeerProtocol:
-            raise self._unreachable(rec, f"no authenticated connection within {timeout:g} s")
+            raise self._unreachable(rec, "no authenticated connection within "
+                                         f"{seconds_text(timeout)}")
 
         waiter.addTimeout(self.dial_timeout, self._reactor, onTimeoutCancel=timed_out)
         self._ensure_connector(rec)
@@ -104,15 +105,16 @@ class Dialling(PeerTable):
         delay = self.backoff_initial
         try:
             while not self._stopping and rec.current is None and (rec.keep or rec.waiters):
+                why = "no endpoint is known for it"
                 try:
                     endpoint = self._resolve(rec.address)
-                except Exception:
-                    log.failure("resolving peer {peer} failed", peer=hex_of(rec.address))
-                    endpoint = None
+                except Exception as exc:
+                    self._resolve_failed(rec, exc)
+                    endpoint, why = None, "finding its endpoint failed (the node's log says why)"
                 if endpoint is None:
                     waiters, rec.waiters = rec.waiters, []
                     for waiter in waiters:
-                        waiter.errback(self._unreachable(rec, "no endpoint is known for it"))
+                        waiter.errback(self._unreachable(rec, why))
                     if not rec.keep:
                         return
                 else:
@@ -156,6 +158,37 @@ class Dialling(PeerTable):
                      "{error} ({attempts} since the line before)",
                      duration=duration_text(int(self._now() - since)),
                      attempts=plural(failed, "failed attempt"), **fields)
+
+    def _resolve_failed(self, rec: PeerRecord, exc: Exception) -> None:
+        """Log a resolver that raised, sparsely as a failed dial (it is tried again at every
+        dial of a peer kept connected). The session's resolver, its contacts' lookup, raises
+        nothing: a `PerundError` is a resolver's reason in words, said without a traceback;
+        anything else is a bug, whose traceback is logged once for the peer (called in the
+        `except` that caught `exc`: `log.failure` takes the traceback from there)."""
+        error = exc.message if isinstance(exc, PerundError) else f"{type(exc).__name__}: {exc}"
+        line = rec.dial_failures.record(self._now(), RESOLVING, error)
+        if line is None:
+            return
+        kind, failed = line
+        fields: dict[str, Any] = {"peer": hex_of(rec.address), "error": error, "failed": failed,
+                                  "failed_in_run": rec.dial_failures.failed}
+        if kind is DialLine.STILL:
+            since = rec.dial_failures.since or 0.0
+            log.warn("finding the endpoint of peer {peer} still fails, for {duration} now: "
+                     "{error} ({attempts} since the line before)",
+                     duration=duration_text(int(self._now() - since)),
+                     attempts=plural(failed, "failed attempt"), **fields)
+            return
+        retrying = ("a line after 1 min, 10 min, then hourly" if kind is DialLine.FIRST
+                    else plural(failed, "failed attempt") + " since the line before")
+        if isinstance(exc, PerundError) or rec.dial_failures.traced:
+            log.warn("finding the endpoint of peer {peer} failed: {error} (retrying; "
+                     "{retrying})", retrying=retrying, **fields)
+        else:
+            rec.dial_failures.traced = True
+            log.failure("finding the endpoint of peer {peer} failed, a bug: {error} "
+                        "(retrying; {retrying}; this traceback is logged once)",
+                        retrying=retrying, **fields)
 
     async def _attempt(self, peer: Address, endpoint_description: str) -> None:
         """One dial: connect, then wait for the handshake to complete (or fail)."""

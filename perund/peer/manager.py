@@ -47,9 +47,11 @@ from perund.errors import (
 )
 from perund.peer.dialling import Dialling, PeerFactory
 from perund.peer.records import PeerRecord, PendingRequest, hex_of, log
+from perund.peer.table import NODE_STOPPED
 from perund.wire.limits import HELLO_TIMEOUT, STRANGER_BACKLOG, STRANGER_FRAME_SIZE
 from perund.wire.messages import CorrelationKey, Message, Ping, request_key, response_key
 from perund.wire.protocol import PeerProtocol, Role, call_later
+from perund.words import seconds_text
 
 STOP_GRACE: Final = 2.0
 """Seconds `stop` lets connections flush before it aborts them."""
@@ -172,9 +174,10 @@ class PeerManager(Dialling):
             self._retire(rec, conn, "we disconnected", abort=False)
         return gatherResults(closed).addCallback(lambda _: None)
 
-    def stop(self) -> Deferred[None]:
-        """Close the listener and every connection, fail pending requests and dials."""
-        return Deferred.fromCoroutine(self._stop())
+    def stop(self, why: str = NODE_STOPPED) -> Deferred[None]:
+        """Close the listener and every connection, fail pending requests and dials; `why`
+        is what their users read (`SESSION_CLOSED` when only the session ends)."""
+        return Deferred.fromCoroutine(self._stop(why))
 
     # -- PeerProtocolOwner ----------------------------------------------------------------
 
@@ -268,10 +271,11 @@ class PeerManager(Dialling):
                      else LogLevel.debug,
                      "connection to peer {peer} lost: {why}", peer=hex_of(peer),
                      why=reason.getErrorMessage())
-            # When we are the ones stopping, say so: the user of a request cut short must not
-            # read it as the peer's doing (found by an audit).
+            # When we are the ones stopping, say why: the user of a request cut short must not
+            # read it as the peer's doing (found by an audit), nor a session closed by another
+            # client as the node stopping.
             self._drop(rec, conn,
-                       "this node stopped" if self._stopping else "the connection was lost")
+                       self._stop_reason if self._stopping else "the connection was lost")
             self._reselect(rec)
             if rec.current is None and rec.keep and not self._stopping:
                 self._ensure_connector(rec)
@@ -426,7 +430,8 @@ class PeerManager(Dialling):
         entry.settle()
         if not entry.deferred.called:
             entry.deferred.errback(PeerRequestTimedOut(
-                f"peer {self.name_of(rec.address)} did not answer a {kind} within {timeout:g} s",
+                f"peer {self.name_of(rec.address)} did not answer a {kind} within "
+                f"{seconds_text(timeout)}",
                 peer=hex_of(rec.address),
                 timeout=timeout,
             ))
@@ -459,8 +464,8 @@ class PeerManager(Dialling):
             if rec.current is not None and not rec.probing:
                 self._probe(rec, rec.current)
 
-    async def _stop(self) -> None:
-        self._stopping = True
+    async def _stop(self, why: str) -> None:
+        self._stopping, self._stop_reason = True, why
         if self._keepalive is not None and self._keepalive.running:
             self._keepalive.stop()
         for rec in self._peers.values():
@@ -468,7 +473,7 @@ class PeerManager(Dialling):
                 rec.connector.cancel()
             waiters, rec.waiters = rec.waiters, []
             for waiter in waiters:
-                waiter.errback(self._unreachable(rec, "the peer manager is stopping"))
+                waiter.errback(self._unreachable(rec, why))
         if self._port is not None:
             port, self._port = self._port, None
             await maybeDeferred(port.stopListening)

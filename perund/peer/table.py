@@ -20,7 +20,7 @@ and now waits for an answer on its new one; the owner's answer must suit both.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -45,6 +45,11 @@ from perund.wire.limits import BacklogPool
 from perund.wire.messages import CorrelationKey, Message, Ping
 from perund.wire.protocol import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_SIZE, PeerProtocol
 from perund.words import duration_text, plural
+
+NODE_STOPPED: Final = "this node stopped"
+"""Why a request was cut short when the manager stops with the node (`PeerManager.stop`)."""
+SESSION_CLOSED: Final = "the session was closed"
+"""Why, when it stops because its session was closed (`session_close`), the node running on."""
 
 
 class PeerTable:
@@ -110,6 +115,8 @@ class PeerTable:
         self._port: Any = None
         self._keepalive: LoopingCall | None = None
         self._stopping = False
+        self._stop_reason = NODE_STOPPED
+        """Why the manager stopped, in the words its users' cut-short requests read."""
 
     def attach(self, owner: PeerManagerOwner) -> None:
         """Report to `owner` from now on. A manager serves one owner: attaching a second one

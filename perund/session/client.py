@@ -165,7 +165,7 @@ class ChannelClient(TimingKnobs):
             signer=signer, links=peers, channels=self.channels, store=store, apply=self._apply,
             deployment=deployment,
             registered=lambda vid: self._virtual.disputes.registered(vid), schedule=fee_schedule,
-            fees=self.fees)
+            fees=self.fees, asset_label=asset_label)
         self._virtual = Virtuals(
             reactor, signer=signer, deployment=deployment, links=peers, timing=self.timing,
             channels=self.channels, questions=self._questions, sends=self._sends,

@@ -37,11 +37,12 @@ from perund.channel.changes import Change, ForceClose, MatchFailed, RespondUpdat
 from perund.channel.encoding import Signer, virtual_channel_id
 from perund.channel.fees import FeeSchedule, fee_amounts, fee_for, within
 from perund.channel.phases import Phase
-from perund.channel.proposal import Deployment
+from perund.channel.proposal import Deployment, challenge_duration_problem
 from perund.channel.records import Channel
-from perund.channel.types import Address, ChannelID, State, VirtualProof, hex_address
+from perund.channel.types import Address, ChannelID, State, VirtualProof
 from perund.channel.virtual import is_virtual
 from perund.peer.manager import undelivered
+from perund.session.chain_check import AssetLabel, default_label
 from perund.session.fees import FeeBook
 from perund.session.ports import PeerLinks
 from perund.session.virtual_disputes import Registration
@@ -62,6 +63,7 @@ from perund.wire.messages import (
     VirtualFold,
     VirtualLock,
 )
+from perund.words import asset_text
 
 log = Logger(namespace="perund.intermediary")
 
@@ -91,8 +93,11 @@ class Intermediary:
                  apply: Callable[[ChannelID, Change], None],
                  deployment: Deployment,
                  registered: Callable[[ChannelID], None],
-                 schedule: FeeSchedule | None = None, fees: FeeBook | None = None) -> None:
+                 schedule: FeeSchedule | None = None, fees: FeeBook | None = None,
+                 asset_label: AssetLabel = default_label) -> None:
         self._reactor = reactor
+        self.asset_label = asset_label
+        """Names assets in the reasons a party reads (the node's currency table)."""
         self.enabled = enabled
         self.window = window
         self.schedule: FeeSchedule = dict(schedule or {})
@@ -178,7 +183,8 @@ class Intermediary:
         required = fee_for(self.schedule, assets, proof.state.totals())
         if within(required, fee_amounts(proof.fee, len(assets))):
             return None
-        charged = ", ".join(f"{amount} wei of {hex_address(asset)}"
+        # In the currency's unit, as the opener's user named the most it pays (maxFee).
+        charged = ", ".join(asset_text(amount, *self.asset_label(asset))
                             for asset, amount in zip(assets, required, strict=True) if amount)
         return f"fee too low: the intermediary charges {charged}"[:MAX_REASON_LENGTH]
 
@@ -189,13 +195,11 @@ class Intermediary:
         vp = proof.params
         if virtual_channel_id(d.chain_id, d.adjudicator, vp) != proof.state.channel_id:
             return "the virtual channel's ID is not its params' on our deployment"
-        duration = vp.challenge_duration
-        if not proof.is_fold and not (
-                d.min_challenge_duration <= duration <= d.max_challenge_duration):
-            # A dispute of the virtual channel keeps our funds in both ledgers this long: the
-            # same bounds as for a channel of our own.
-            return (f"the virtual channel's challenge duration of {duration} s is outside this "
-                    f"node's {d.min_challenge_duration}..{d.max_challenge_duration} s")
+        # A dispute of the virtual channel keeps our funds in both ledgers this long: the
+        # same bounds as for a channel of our own, said in the same words.
+        duration = None if proof.is_fold else challenge_duration_problem(vp.challenge_duration, d)
+        if duration is not None:
+            return f"the virtual channel's challenge duration is {duration}"
         if peer not in vp.participants:
             return "the sender is no party of the virtual channel"
         j = vp.participants.index(peer)

@@ -38,6 +38,7 @@ from perund.session.ports import PeerLinks
 from perund.session.questions import IncomingProposal, Questions
 from perund.session.timing import Timing, VersionZeroWaits
 from perund.wire.messages import Accept, Propose, Reject, VirtualPropose
+from perund.words import seconds_text
 
 Start = Callable[[Channel, Sequence[ev.Event]], Deferred[Channel]]
 """Tracks a new channel and executes its first events; fires once it is open (the client's)."""
@@ -152,9 +153,9 @@ class Opening:
             return
         waited = self._version_zero_waits.patience
         log.warn("channel {channel_id}: the proposer did not countersign version 0 within "
-                 "{waited:g} s; closing it (nothing was deposited)",
-                 channel_id=_hex(channel_id), waited=waited)
+                 "{within}; closing it (nothing was deposited)",
+                 channel_id=_hex(channel_id), waited=waited, within=seconds_text(waited))
         self._not_open_yet(channel_id, PeerRequestTimedOut(
-            f"the proposer did not countersign version 0 within {waited:g} s; the channel is "
-            "closed (nothing was deposited)", peer=_hex(channel.peer), timeout=waited))
+            f"the proposer did not countersign version 0 within {seconds_text(waited)}; the "
+            "channel is closed (nothing was deposited)", peer=_hex(channel.peer), timeout=waited))
         self._apply(channel_id, VersionZeroLapsed())

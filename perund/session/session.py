@@ -37,6 +37,7 @@ from perund.config import NodeConfig
 from perund.contacts.book import Contact, ContactBook
 from perund.errors import FailedPrecondition, InvalidConfig, StoreError, StoreLocked
 from perund.peer.manager import PeerManager
+from perund.peer.table import NODE_STOPPED, SESSION_CLOSED
 from perund.ratelimit import WorkAllowance
 from perund.safe_files import FileRules
 from perund.session.chain_check import (
@@ -389,12 +390,14 @@ class Session:
         """Channels not yet settled on-chain."""
         return [c for c in self.client.channels.values() if c.phase not in TERMINAL]
 
-    def close(self, force: bool = False) -> Deferred[list[Channel]]:
+    def close(self, force: bool = False, node_stopping: bool = False) -> Deferred[list[Channel]]:
         """Close the session: refused while channels are open unless `force`; with `force`
-        they stay persisted and are restored at the next open. Fires with the open channels."""
-        return Deferred.fromCoroutine(self._close(force))
+        they stay persisted and are restored at the next open. Fires with the open channels.
+        `node_stopping`: the node stops (else the session alone closes), as the requests it
+        cuts short are told."""
+        return Deferred.fromCoroutine(self._close(force, node_stopping))
 
-    async def _close(self, force: bool) -> list[Channel]:
+    async def _close(self, force: bool, node_stopping: bool) -> list[Channel]:
         still_open = self.open_channels()
         if still_open and not force:
             raise FailedPrecondition(
@@ -409,7 +412,7 @@ class Session:
             self.retirement.stop()
         self.withdrawals.stop()
         self.client.stop()
-        await self.peers.stop()
+        await self.peers.stop(NODE_STOPPED if node_stopping else SESSION_CLOSED)
         try:
             flushed = self.store.flush()
             if flushed is not None:

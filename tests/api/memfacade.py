@@ -14,19 +14,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from perund.api.views import (
+from perund.api.node_views import (
     AccountBalance,
+    NodeInfo,
+    PeerView,
+    SessionInfo,
+    SessionOpened,
+)
+from perund.api.views import (
     AssetBalance,
     ChannelView,
-    NodeInfo,
     Notification,
     Payment,
     PaymentPage,
     PaymentView,
-    PeerView,
     ProposalView,
-    SessionInfo,
-    SessionOpened,
     UpdateView,
     payment_view,
 )
@@ -127,7 +129,7 @@ class MemoryNode:
 
     async def node_get_config(self) -> NodeInfo:
         self.calls.append("node_get_config")
-        return NodeInfo("", 1337, ADJUDICATOR, ("tcp",), "test", RESPONSE_TIMEOUT)
+        return NodeInfo("", 1337, ADJUDICATOR, ("tcp",), "test", RESPONSE_TIMEOUT, 90, 30 * 86400)
 
     async def node_time(self) -> float:
         self.calls.append("node_time")

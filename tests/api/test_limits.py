@@ -328,7 +328,7 @@ def _operator() -> Any:
 
 
 def _bob() -> Any:
-    from perund.api.views import PeerView
+    from perund.api.node_views import PeerView
     from perund.channel.types import to_address
 
     return PeerView("bob", to_address("0x" + "b0" * 20), "127.0.0.1:5002", "tcp")

@@ -34,6 +34,8 @@ def test_node_methods(api: Api) -> None:
     assert config["assets"] == {
         "ETH": {"address": "0x0000000000000000000000000000000000000000", "decimals": 18},
         "USDC": {"address": "0x" + "70" * 20, "decimals": 6}}
+    # The range channel_open's challengeDuration must lie in, in seconds.
+    assert (config["minChallengeDuration"], config["maxChallengeDuration"]) == (90, 30 * 86400)
     assert api.call("node_time") == api.clock.seconds()
 
 

@@ -515,6 +515,18 @@ def test_a_lost_connection_names_no_timeout() -> None:
     assert describe_api_error(timed_out) == "peer bob did not answer a proposal within 60 s"
 
 
+def test_a_timeout_is_said_in_words_and_once() -> None:
+    """The node words a timeout as `1 min 10 s`: a message that says it is not followed by it
+    again in seconds, and a timeout the message does not say is shown in the same words."""
+    timed_out = {"code": 101, "message": "peer bob (0x3cb4…) did not answer a Propose within "
+                 "1 min 10 s", "data": {"peer": "0x3cb4", "timeout": 70.0}}
+    assert describe_api_error(timed_out) == timed_out["message"]
+    unreachable = {"code": 101, "message": "peer bob unreachable: connection refused",
+                   "data": {"peer": "0x3cb4", "timeout": 600}}
+    assert describe_api_error(unreachable) == \
+        "peer bob unreachable: connection refused (timeout 10 min)"
+
+
 def test_a_refused_session_close_says_it_once() -> None:
     def refused(count: int) -> str:
         return describe_api_error({
@@ -588,3 +600,31 @@ def test_a_mistyped_alias_is_not_found_as_a_peer_or_channel() -> None:
         ctx.resolve_channel("bobb")
     with pytest.raises(NotFound, match=r"^channel 0xdead not found"):
         ctx.resolve_channel("0xdead")
+
+
+def test_node_info_states_the_challenge_duration_range() -> None:
+    """`node info` says the range `--challenge-duration` must lie in, before a refusal does;
+    a node that does not say it gets no such line."""
+    import types
+
+    from perund.cli.client.commands import Context, node_info
+
+    config: dict[str, Any] = {
+        "chainUrl": "embedded", "chainId": 1337, "adjudicator": "0x" + "42" * 20,
+        "assets": {"ETH": {"address": "0x" + "00" * 20, "decimals": 18}},
+        "commTypes": ["tcp"], "version": "1.0", "responseTimeout": 60.0,
+        "minChallengeDuration": 258, "maxChallengeDuration": 30 * 86400}
+
+    class Node:
+        token = "operator-token"
+
+        def result(self, method: str, params: dict[str, Any], timeout: float | None = 0) -> Any:
+            assert method == "node_getConfig"
+            return config
+
+    ctx = Context(Node(), Style(False), "127.0.0.1:1", None)  # type: ignore[arg-type]
+    args = types.SimpleNamespace()
+    text = node_info(ctx, args).text  # type: ignore[arg-type, union-attr]
+    assert "challenge durations  4 min 18 s to 30 d" in text.splitlines()
+    del config["minChallengeDuration"], config["maxChallengeDuration"]
+    assert "challenge durations" not in node_info(ctx, args).text  # type: ignore[arg-type, union-attr]

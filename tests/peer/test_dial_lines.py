@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 
 from perund.channel.encoding import Signer
 from perund.channel.types import Address
+from perund.errors import FailedPrecondition
 from perund.peer.dial_failures import DialFailures, DialLine
 from perund.peer.manager import PeerManager
 
@@ -117,3 +118,73 @@ def test_reaching_the_peer_ends_the_run() -> None:
     assert failures.reached() == (2, 100.0)
     # The next failure starts a run of its own, logged at once.
     assert failures.record(500.0, "e", "refused") == (DialLine.FIRST, 1)
+
+
+class BrokenResolver(Dials):
+    """Alice's resolver raises `self.error` for Bob (set by the test) instead of naming an
+    endpoint: every dial of the kept peer finds no endpoint and waits the backoff."""
+
+    error: Exception = RuntimeError("the contacts' index is broken")
+
+    def resolve(self, peer: Address) -> str | None:
+        raise self.error
+
+    def loop(self, count: int) -> None:
+        for _ in range(count):
+            self.reactor.advance(BACKOFF)
+
+
+def test_a_resolver_bug_is_logged_once_with_its_traceback_then_sparsely() -> None:
+    """The session's resolver (its contacts' lookup) raises nothing: what one raises is a bug,
+    logged with its traceback once, then as the failed dials are (every backoff, a line after
+    1 min, 10 min, hourly), not a traceback every 5 s."""
+    dials = BrokenResolver()
+    peer = "0x" + BOB.address.hex()
+    bug = "RuntimeError: the contacts' index is broken"
+    try:
+        with capturedLogs() as events:
+            dials.manager.keep_connected(BOB.address, True)
+            dials.loop(12)    # .. 60 s: the first line, then the one at 1 min
+            dials.loop(108)   # .. 10 min
+        assert dials.reactor.tcpClients == []  # nothing to dial
+        shown = lines(events)
+        assert shown == [
+            f"finding the endpoint of peer {peer} failed, a bug: {bug} (retrying; a line after "
+            "1 min, 10 min, then hourly; this traceback is logged once)",
+            f"finding the endpoint of peer {peer} still fails, for 1 min now: {bug} "
+            "(12 failed attempts since the line before)",
+            f"finding the endpoint of peer {peer} still fails, for 10 min now: {bug} "
+            "(108 failed attempts since the line before)",
+        ]
+        traced = [e for e in events if e.get("log_failure") is not None]
+        assert len(traced) == 1 and traced[0]["log_failure"].check(RuntimeError)
+        # Another bug: said at once, without a second traceback.
+        dials.error = KeyError("0x12")
+        with capturedLogs() as events:
+            dials.loop(1)
+        assert lines(events) == [
+            f"finding the endpoint of peer {peer} failed: KeyError: '0x12' (retrying; "
+            "1 failed attempt since the line before)"]
+        assert all(e.get("log_failure") is None for e in events)
+    finally:
+        dials.manager.keep_connected(BOB.address, False)
+        dials.manager.stop()
+        dials.reactor.advance(60)
+
+
+def test_a_resolvers_reason_in_words_has_no_traceback() -> None:
+    """A resolver that refuses with a `PerundError` says why in words: no traceback."""
+    dials = BrokenResolver()
+    dials.error = FailedPrecondition("the session's contacts are being reloaded")
+    try:
+        with capturedLogs() as events:
+            dials.manager.keep_connected(BOB.address, True)
+            dials.loop(3)
+        assert lines(events) == [
+            f"finding the endpoint of peer 0x{BOB.address.hex()} failed: the session's contacts "
+            "are being reloaded (retrying; a line after 1 min, 10 min, then hourly)"]
+        assert all(e.get("log_failure") is None for e in events)
+    finally:
+        dials.manager.keep_connected(BOB.address, False)
+        dials.manager.stop()
+        dials.reactor.advance(60)

@@ -31,6 +31,7 @@ from perund.errors import (
 )
 from perund.peer.admission import PeerLimits
 from perund.peer.manager import PeerManager
+from perund.peer.table import SESSION_CLOSED
 from perund.wire.codec import encode
 from perund.wire.messages import (
     PROTOCOL_VERSION,
@@ -411,9 +412,26 @@ async def test_stop_fails_pending_requests_and_closes_everything(net: Net) -> No
     await alice.manager.stop()
     with pytest.raises(PeerDisconnected, match="this node stopped before the response came"):
         await pending
-    with pytest.raises(PeerUnreachable):
+    with pytest.raises(PeerUnreachable, match="unreachable: this node stopped"):
         await alice.manager.send(BOB.address, Ping(b""))
     await until(lambda: bob.disconnected == [ALICE.address], "Bob sees Alice go")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stop_for_a_closed_session_says_so_to_what_waited(net: Net) -> None:
+    """The session closed while the node runs on: a request cut short and a send waiting for
+    a dial are told so, not that the node stopped."""
+    alice, bob, carol = await net.node(ALICE), await net.node(BOB), await net.node(CAROL)
+    pending = alice.manager.request(BOB.address, update(1), 30.0)
+    await until(lambda: bob.received != [], "Bob has the update")
+    await carol.manager.stop()  # Carol's port is known but nobody listens there any more
+    dialling = alice.manager.send(CAROL.address, Ping(b""))
+    await alice.manager.stop(SESSION_CLOSED)
+    with pytest.raises(PeerDisconnected,
+                       match="the session was closed before the response came"):
+        await pending
+    with pytest.raises(PeerUnreachable, match="unreachable: the session was closed"):
+        await dialling
 
 
 @pytest_twisted.ensureDeferred

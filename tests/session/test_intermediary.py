@@ -200,8 +200,18 @@ def test_what_is_refused_before_the_core_sees_it() -> None:
     assert strict.ingrid.received(ALICE.address, long_lock) is None
     (peer, answer), = strict.links.sent
     assert peer == ALICE.address and isinstance(answer, UpdateReject)
-    assert answer.reason == ("the virtual channel's challenge duration of 3600 s is outside "
-                             "this node's 60..1800 s")
+    assert answer.reason == (
+        "the virtual channel's challenge duration is too long: 1 h is above this node's maximum "
+        "of 30 min, as a dispute would keep the funds that long (allowed: 1 min to 30 min)")
+    # And too short, in the same words as a channel of our own.
+    short = rig(deployment=replace(DEPLOYMENT, min_challenge_duration=7200))
+    _, _, short_lock = short.lock_from("alice")
+    assert short.ingrid.received(ALICE.address, short_lock) is None
+    (_, answer), = short.links.sent
+    assert isinstance(answer, UpdateReject)
+    assert answer.reason == (
+        "the virtual channel's challenge duration is too short: 1 h is below this node's "
+        "minimum of 2 h, the time it needs to answer a dispute (allowed: 2 h to 30 d)")
     # Parents holding different assets: a later virtual state listing, at 0, a token only
     # carol's ledger holds would fit her ledger on-chain and never alice's, whose lock could
     # then never be concluded.

@@ -48,13 +48,16 @@ def test_the_quote_is_her_fee_for_the_amounts_asked() -> None:
 
 
 def test_a_lock_paying_less_than_her_fee_is_refused_naming_it() -> None:
-    expected = (f"fee too low: the intermediary charges {FEE} wei of "
-                "0x0000000000000000000000000000000000000000")
+    expected = "fee too low: the intermediary charges 0.006 ETH"  # FEE, in the unit
     assert refusal(charging(), "alice", ()) == expected
     assert refusal(charging(), "alice", (FEE - 1,)) == expected
     assert refusal(charging(), "alice", (FEE,)) is None
     assert refusal(charging(), "alice", (FEE + 1,)) is None  # more is taken as offered
     assert refusal(rig(), "alice", ()) is None  # no fee: nothing asked
+    # With the node's currency table: its symbol and decimals (ETH, here relabelled).
+    table = charging()
+    table.ingrid.asset_label = lambda asset: ("XETH", 15)
+    assert refusal(table, "alice", ()) == "fee too low: the intermediary charges 6 XETH"
 
 
 def test_the_responder_pays_nothing() -> None:

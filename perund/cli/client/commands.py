@@ -251,6 +251,7 @@ def node_info(ctx: Context, args: argparse.Namespace) -> Result:
         ("currencies", assets),
         ("comm types", ", ".join(info.get("commTypes", []))),
         ("answer within", render.seconds_text(float(info.get("responseTimeout", 0)))),
+        *render.challenge_bounds(info),
     ], style)
     return Outcome(info, text)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from perund.cli.apiclient import ApiError, AuthFailed, NodeUnreachable
 from perund.cli.client.render import shown_text
-from perund.words import plural
+from perund.words import plural, seconds_text
 
 EXIT_OK = 0
 EXIT_NODE_ERROR = 1
@@ -156,17 +156,19 @@ def describe_api_error(error: dict[str, Any]) -> str:
         return f"{message}: {data['value']}"
     if code == -32601:
         return f"the node does not know the method {data.get('method', '')}".rstrip()
-    shown = {key: _detail_text(data[key]) for key in ("reason", "txHash", "timeout")
-             if data.get(key) is not None}  # a lost connection has no timeout: null
-    details = [f"{key} {text}" for key, text in shown.items() if text not in message]
+    details = [f"{key} {_detail_texts(data[key])[0]}" for key in ("reason", "txHash", "timeout")
+               if data.get(key) is not None  # a lost connection has no timeout: null
+               and not any(text in message for text in _detail_texts(data[key]))]
     return message + (f" ({', '.join(details)})" if details else "")
 
 
-def _detail_text(value: Any) -> str:
-    """A detail of the node's error as words: a number of seconds with its unit."""
+def _detail_texts(value: Any) -> tuple[str, ...]:
+    """A detail of the node's error as words, the way to show it first: a number of seconds
+    as the node words it (`1 min 10 s`), then as an older node did (`70 s`), either of which
+    in the message means it says the detail already."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{value:g} s"
-    return str(value)
+        return seconds_text(value), f"{value:g} s"
+    return (str(value),)
 
 
 def failure_of(exc: BaseException, node: str) -> Failure:

@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TextIO
 
 from perund.channel.memo import unshowable
+from perund.words import duration_text
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -155,6 +156,15 @@ def seconds_text(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600} h {s % 3600 // 60} min" if s % 3600 // 60 else f"{s // 3600} h"
     return f"{s // 86400} d {s % 86400 // 3600} h" if s % 86400 // 3600 else f"{s // 86400} d"
+
+
+def challenge_bounds(info: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The `challenge durations` field of `node info` (`node_getConfig`): the range
+    `--challenge-duration` must lie in, exactly (a node too old to say it: no field)."""
+    low, high = info.get("minChallengeDuration"), info.get("maxChallengeDuration")
+    if not isinstance(low, int) or not isinstance(high, int):
+        return []
+    return [("challenge durations", f"{duration_text(low)} to {duration_text(high)}")]
 
 
 def clock(unix: float) -> str:
