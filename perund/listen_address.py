@@ -79,23 +79,30 @@ def parse_listen_address(value: object) -> ListenAddress:
     message never repeats more of `value` than a short scheme name."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"a TCP listening address: {FORMS}")
-    if len(value) > _MAX_TEXT or not value.isprintable():
-        raise ValueError(f"not a TCP listening address: use {FORMS}")
     text = value.strip()
+    scheme = _SCHEME.match(text)
+    if len(text) > _MAX_TEXT or not text.isprintable():
+        if scheme is not None and scheme.group(1).lower() not in ("tcp", "tcp6"):
+            raise _not_tcp(scheme.group(1))  # a long ssl: string is still an ssl: one
+        raise ValueError(f"not a TCP listening address: use {FORMS}")
     if text.startswith("["):
         return _bracketed(text)
-    scheme = _SCHEME.match(text)
     if scheme is not None and scheme.group(1).lower() in ("tcp", "tcp6"):
         return _tcp(text[scheme.end():], ipv6=scheme.group(1).lower() == "tcp6")
     host, sep, port = text.rpartition(":")
     if sep and host and ":" not in host and _PORT.match(port) and _is_ip(host):
         return ListenAddress(str(ipaddress.ip_address(host)), _port(port))
     if scheme is not None:
-        # unix:, ssl:, systemd:, a host name... A session listens on plain TCP: nothing of
-        # these is tried, and no file they name is looked at.
-        raise ValueError(f"{scheme.group(1).lower()}: is not allowed: a session listens on "
-                         f"plain TCP only, at an IP address (not a host name): {FORMS}")
+        raise _not_tcp(scheme.group(1))
     raise ValueError(f"not a TCP listening address: use {FORMS}")
+
+
+def _not_tcp(scheme: str) -> ValueError:
+    """unix:, ssl:, systemd:, a host name... A session listens on plain TCP: nothing of these
+    is tried, and no file they name is looked at. Only the scheme (16 characters at most, of
+    letters, digits and +.-) is repeated."""
+    return ValueError(f"{scheme.lower()}: is not allowed: a session listens on plain TCP only, "
+                      f"at an IP address (not a host name): {FORMS}")
 
 
 def _tcp(rest: str, *, ipv6: bool) -> ListenAddress:

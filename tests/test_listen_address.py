@@ -43,6 +43,8 @@ def test_accepted_forms(text: str, address: ListenAddress) -> None:
     ("./sessions.json.tmp", "not a TCP listening address"),
     ("tcp:99999", "0..65535"),
     ("tcp:" + "9" * 5000, "not a TCP listening address"),  # too long to be one
+    ("ssl:5001:privateKey=/" + "x" * 300 + "/key.pem", "ssl: is not allowed"),  # long, ssl:
+    ("unix:/tmp/a\x00b", "unix: is not allowed"),
     ("tcp:1" + "0" * 30, "0..65535"),
     ("127.0.0.1:70000", "0..65535"),
     ("tcp:-1", "0..65535"),
