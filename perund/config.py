@@ -256,7 +256,6 @@ CHAIN_URL_ENV = "PERUND_CHAIN_URL"
 a hosted node's API key stays off the command line, where every local user can read it."""
 
 API_LISTEN_EXAMPLE = "tcp:50001:interface=127.0.0.1"
-SESSION_LISTEN_EXAMPLE = "tcp:5001:interface=127.0.0.1"
 
 
 def _limits(raw: Mapping[str, Any], problems: _Collector) -> Limits:

@@ -28,7 +28,12 @@ def parse_duration(text: object) -> float:
 
 
 def check_listen(value: object, example: str) -> str:
-    """`value` if it is a server endpoint string Twisted can parse (`example` shows one)."""
+    """`value` if it is a server endpoint string Twisted can parse (`example` shows one).
+
+    For the operator's `api.listen` only: the operator may choose any endpoint kind (`ssl:`
+    with a key file, `unix:`), and parsing one may read the files it names. Never for what a
+    user writes: a session's `comm.listen` is parsed by `perund.listen_address`, which reads
+    nothing (docs/security.md)."""
     from twisted.internet import endpoints
 
     if not isinstance(value, str) or not value.strip():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ from perund.safe_files import FileRules, os_reason
 from perund.session.chain_check import FUNDED
 from perund.session.config import SessionConfig, read_session_files
 from perund.session.session import Session, SessionParts
+from perund.session_claims import node_ports, refuse_claimed_port, refuse_second_open
 from perund.storage.store import SessionStore
 from perund.words import plural
 
@@ -327,7 +329,8 @@ class NodeService(MultiService):
             session = await Session.open(self._reactor, config_file, chain=self.chain,
                                          node=self.config, session_id=session_id,
                                          chain_view=self.chain_view, rules=self.file_rules,
-                                         check=self._not_open_already,
+                                         check=partial(self._not_open_already,
+                                                       resolved=resolved),
                                          asset_label=self.currencies.label,
                                          currencies=self.currencies, parts=parts)
         except BaseException:
@@ -337,7 +340,9 @@ class NodeService(MultiService):
         waiting = self._opening.pop(resolved)
         self.sessions[session.id] = session
         self._guard_disk(session)
-        self._remembered.setdefault(resolved, RememberedSession(resolved, session.id))
+        # Its port is its own from now on, also while it is not open (perund/session_claims).
+        self._remembered.setdefault(resolved, RememberedSession(resolved, session.id)).listen \
+            = session.config.comm_listen
         session.client.observers.append(self.exposition.count)
         session.store.payment_listeners.append(self.exposition.count_payments)
         site = getattr(self, "site", None)
@@ -350,22 +355,13 @@ class NodeService(MultiService):
             waiter.callback(None)
         return session
 
-    def _not_open_already(self, config: SessionConfig) -> None:
-        """ResourceExists when the user of `config` has a session open here already, under
-        another file (a copy of its session.yaml): one key, one account, one store, one
-        session. (Two sessions on one on-chain account would also each see, and spend, the
-        other's money.)"""
-        # The store paths as approved (resolved then, free of links): resolving them again
-        # here would follow whatever a user swapped in since.
-        database = config.database
-        for session in self.sessions.values():
-            if session.config.off_chain.address == config.off_chain.address \
-                    or session.config.on_chain.address == config.on_chain.address \
-                    or session.config.database == database:
-                raise ResourceExists(
-                    f"this user's session is open already (from {session.config.path}): "
-                    "the same off-chain key, on-chain account or store", type="session",
-                    id="0x" + session.id, configFile=str(session.config.path))
+    def _not_open_already(self, config: SessionConfig, resolved: str) -> None:
+        """Refuse the session of `config` (its file `resolved`) if its user has one open here
+        already, or its peer port is the node's or another session's (perund/session_claims)."""
+        refuse_second_open(config, self.sessions.values())
+        refuse_claimed_port(config, resolved, self._remembered, node_ports(
+            api_port=self.api_port, api_listen=self.config.api.listen,
+            chain_url=self.chain.url))
 
     @property
     def file_rules(self) -> FileRules:
@@ -406,7 +402,8 @@ class NodeService(MultiService):
         for path in sorted(self._remembered):
             self._prepared[path] = Deferred.fromCoroutine(Session.prepare(
                 self._reactor, path, node=self.config, rules=self.file_rules,
-                check=self._not_open_already, currencies=self.currencies))
+                check=partial(self._not_open_already, resolved=path),
+                currencies=self.currencies))
 
     async def _discard_prepared(self) -> None:
         """Close what was prepared for sessions that will not be built now (the start failed

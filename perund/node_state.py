@@ -1,15 +1,20 @@
 """The node's own record of its sessions: `data_dir/sessions.json`.
 
 For every session a user opened and has not closed: its `session.yaml`, its ID (kept across
-restarts, so a client's session ID and credentials stay valid), and the digests of its
-credentials (never a token: see perund/api/credentials.py). The node writes it atomically
+restarts, so a client's session ID and credentials stay valid), the digests of its
+credentials (never a token: see perund/api/credentials.py), and the peer address it last
+listened on (its claim on that port: perund/session_claims.py). The node writes it atomically
 whenever that changes and reads it at start to open those sessions again. It is node state, not
 configuration (docs/architecture.md): the node writes it, mode 0600.
 
 Format (version 2):
 
     {"version": 2, "sessions": [{"config": "/abs/session.yaml", "id": "<32 hex>",
-                                 "credentials": [{"id", "scope", "label", "created", "sha256"}]}]}
+                                 "credentials": [{"id", "scope", "label", "created", "sha256"}],
+                                 "listen": "tcp:5001:interface=127.0.0.1"}]}
+
+`listen` is absent for a session recorded before the node kept it (and for one never opened
+since): such a session claims its port when it next opens.
 
 Version 1 (`{"open_sessions": [paths]}`) is still read: those sessions get new IDs.
 """
@@ -26,6 +31,7 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from perund.api.credentials import StoredCredential
+from perund.listen_address import ListenAddress, parse_listen_address
 from perund.storage.datafile import replace_file
 from perund.words import plural
 
@@ -44,6 +50,9 @@ class RememberedSession:
     session_id: str
     """Its ID, lower-case hex without 0x."""
     credentials: list[StoredCredential] = field(default_factory=list)
+    listen: ListenAddress | None = None
+    """The peer address it listened on when it was last open: the port is its own, no other
+    session of the node may take it (perund/session_claims.py)."""
 
 
 def new_session_id() -> str:
@@ -133,7 +142,13 @@ def _parse(raw: object, problems: list[str]) -> list[RememberedSession]:
                 kept.append(StoredCredential.from_json(raw_credential, session_id))
             except ValueError as exc:
                 problems.append(f"a credential of session {session_id}: {exc}")
-        sessions.append(RememberedSession(config, session_id, kept))
+        listen: ListenAddress | None = None
+        if entry.get("listen") is not None:
+            try:
+                listen = parse_listen_address(entry["listen"])
+            except ValueError:
+                problems.append(f"the listen address of session {session_id} cannot be read")
+        sessions.append(RememberedSession(config, session_id, kept, listen))
     return sessions
 
 
@@ -141,6 +156,7 @@ def write_sessions(path: Path, sessions: list[RememberedSession]) -> None:
     """Replace `path` with `sessions` (atomically, fsynced, mode 0600); OSError if it fails."""
     document = {"version": 2, "sessions": [
         {"config": s.config, "id": s.session_id,
-         "credentials": [c.to_json() for c in s.credentials]}
+         "credentials": [c.to_json() for c in s.credentials],
+         **({} if s.listen is None else {"listen": str(s.listen)})}
         for s in sorted(sessions, key=lambda s: s.config)]}
     replace_file(path, (json.dumps(document, indent=1) + "\n").encode())

@@ -30,7 +30,6 @@ from typing import Any, Final, cast
 
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
@@ -70,7 +69,7 @@ class PeerManager(Dialling):
     async def _listen(self) -> int | None:
         if self._listen_endpoint is None:
             raise FailedPrecondition("this PeerManager has no listen endpoint")
-        endpoint = _server_endpoint(self._reactor, self._listen_endpoint)
+        endpoint = self._listen_endpoint.server_endpoint(self._reactor)
         try:
             self._port = await endpoint.listen(PeerFactory(self, Role.LISTENER, None))
         except CannotListenError as exc:
@@ -78,7 +77,7 @@ class PeerManager(Dialling):
             raise (PortInUse if busy else InvalidConfig)(
                 f"comm.listen: cannot listen for peers on {self._listen_endpoint}: "
                 f"{exc.socketError}", name="comm.listen",
-                value=self._listen_endpoint) from exc
+                value=str(self._listen_endpoint)) from exc
         log.info(
             "listening for peers on {endpoint} as {address}",
             endpoint=self._listen_endpoint,
@@ -87,7 +86,7 @@ class PeerManager(Dialling):
         return self.port
 
     def listen(self) -> Deferred[int | None]:
-        """Start the listener; fires with the bound TCP port (None for non-TCP endpoints)."""
+        """Start the listener; fires with the bound TCP port."""
         return Deferred.fromCoroutine(self._listen())
 
     @property
@@ -491,12 +490,6 @@ class PeerManager(Dialling):
         if grace.active():
             grace.cancel()
         self._deadlines.stop()  # answered requests' deadlines may still hold its timed call
-
-
-def _server_endpoint(reactor: IReactorTime, description: str) -> Any:
-    from twisted.internet.endpoints import serverFromString
-
-    return serverFromString(reactor, description)  # type: ignore[no-untyped-call]
 
 
 def undelivered(failure: Failure) -> None:

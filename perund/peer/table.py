@@ -29,6 +29,7 @@ from twisted.internet.task import LoopingCall
 from perund.channel.encoding import Signer
 from perund.channel.types import Address, hex_address
 from perund.errors import FailedPrecondition, PeerDisconnected, PeerUnreachable, PerundError
+from perund.listen_address import ListenAddress, parse_listen_address
 from perund.peer.admission import Admission, PeerLimits
 from perund.peer.deadlines import Deadlines
 from perund.peer.records import (
@@ -64,7 +65,7 @@ class PeerTable:
         reactor: IReactorTime,
         signer: Signer,
         resolve: Resolver,
-        listen_endpoint: str | None = None,
+        listen_endpoint: ListenAddress | str | None = None,
         *,
         dial_timeout: float = 10.0,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
@@ -76,9 +77,9 @@ class PeerTable:
         limits: PeerLimits | None = None,
         name_of: Callable[[Address], str] = hex_address,
     ) -> None:
-        """`reactor` must also provide IReactorTCP (or whatever the endpoint strings need).
-        `name_of` names a peer in the errors its users read (a session: the contact's alias
-        and address)."""
+        """`reactor` must also provide IReactorTCP. `listen_endpoint` is where to listen, a
+        `ListenAddress` or its text (`parse_listen_address`: plain TCP only). `name_of` names
+        a peer in the errors its users read (a session: the contact's alias and address)."""
         self._reactor = reactor
         self._deadlines = Deadlines(reactor)
         """When the pending requests time out."""
@@ -86,7 +87,9 @@ class PeerTable:
         self._signer = signer
         self.address: Address = signer.address
         self._resolve = resolve
-        self._listen_endpoint = listen_endpoint
+        self._listen_endpoint: ListenAddress | None = (
+            parse_listen_address(listen_endpoint) if isinstance(listen_endpoint, str)
+            else listen_endpoint)
         self.dial_timeout = dial_timeout
         self.handshake_timeout = handshake_timeout
         self.max_frame_size = max_frame_size

@@ -8,7 +8,8 @@ every problem of a file is collected before anything fails, and the file is neve
     off_chain: {address, keystore, password_file?}   the key that signs channel states
     password_file: path     (or PERUND_PASSWORD in the node's environment)
     contacts: path          (optional: without it, only peers added at run time)
-    comm: {listen: endpoint string}                  the session's peer listener
+    comm: {listen: tcp:PORT[:interface=ADDRESS]}     the session's peer listener: plain TCP
+                            only (perund.listen_address: never a Twisted endpoint string)
     database: path          the session's store
     confirm_updates: false  (optional) ask the user even before accepting incoming payments
     dispute_after: 24h      (optional) settle on-chain the channels with a peer that has been
@@ -34,11 +35,12 @@ from typing import Any
 from perund.chain.account import Account
 from perund.channel.encoding import Signer
 from perund.channel.types import Address
-from perund.config import SESSION_LISTEN_EXAMPLE, check_listen, parse_duration
+from perund.config import parse_duration
 from perund.contacts.book import Contact, load_contacts_file, parse_account_address
 from perund.contacts.strict_yaml import read_yaml_file
 from perund.errors import InvalidConfig
 from perund.keystore.v3 import read_password, unlock_keystore
+from perund.listen_address import ListenAddress, parse_listen_address
 from perund.safe_files import FileRules, key_name, os_reason, shown_value, unknown_key
 from perund.session.fee_config import FeeSetting, parse_fee
 from perund.storage.store import STORE_FILES
@@ -84,7 +86,7 @@ class SessionConfig:
     off_chain: KeyConfig
     password_file: Path | None
     contacts: Path | None
-    comm_listen: str
+    comm_listen: ListenAddress
     database: Path
     confirm_updates: bool = False
     dispute_after: float | None = None
@@ -247,19 +249,20 @@ def parse_session_config(raw: object, path: Path, duplicates: list[Any] | None =
         if unfit is not None:
             problems.add("database", raw.get("database"), unfit)
     comm = raw.get("comm")
-    listen: str | None = None
+    listen: ListenAddress | None = None
     if comm is None:
-        problems.add("comm.listen", None, "required: the endpoint string of the peer listener")
+        problems.add("comm.listen", None, "required: the TCP address of the peer listener")
     elif not isinstance(comm, Mapping):
         problems.add("comm", comm, "a mapping with listen")
     else:
         _unknown(comm, "comm.", {"listen"}, problems)
         if comm.get("listen") is None:
-            problems.add("comm.listen", None,
-                         "required: the endpoint string of the peer listener")
+            problems.add("comm.listen", None, "required: the TCP address of the peer listener")
         else:
             try:
-                listen = check_listen(comm["listen"], SESSION_LISTEN_EXAMPLE)
+                # Our own parser, never Twisted's: it reads no file and makes no socket of a
+                # kind the node did not choose (perund/listen_address.py).
+                listen = parse_listen_address(comm["listen"])
             except ValueError as exc:
                 problems.add("comm.listen", comm["listen"], str(exc))
     confirm = raw.get("confirm_updates", False)

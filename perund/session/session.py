@@ -191,7 +191,8 @@ class Session:
 
         Its files are read under `rules` (the folders the operator allows) off the reactor
         thread, within `sessions.open_timeout`: a slow disk or a hostile path stalls nobody.
-        `check` may refuse the config once it is read (the node: the same user open twice).
+        `check` may refuse the config once it is read, and again before the session is built
+        (the node: the same user open twice, a peer port that is not the session's).
         `asset_label` names assets in messages (the node's currency table); `currencies`
         (default: ETH alone) resolve the intermediary fee's symbols and amounts. `parts`: what
         `prepare` made of `config_file` already (a node's start prepares its sessions while
@@ -203,6 +204,10 @@ class Session:
                                                        currencies=currencies))
         prepared = await parts
         try:
+            if check is not None:
+                # Again: what `check` compares with may have changed while the parts were
+                # made (a node's start prepares them before its API and chain listen).
+                check(prepared.config)
             if prepared.found is None:
                 prepared = await cls.check_chain(prepared, chain, asset_label)
             return await cls._build(reactor, prepared, chain, node,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 import time
@@ -34,12 +35,20 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
-    def start(self, *options: str) -> None:
-        """Start (again), with extra `twistd perund` options, and wait until the API answers."""
+    def start(self, *options: str, address_space: int | None = None) -> None:
+        """Start (again), with extra `twistd perund` options, and wait until the API answers.
+        `address_space` caps the process's memory (bytes): a test of an attack on the node's
+        memory must not take the machine's when the node gives in."""
+
+        def limit() -> None:
+            if address_space is not None:
+                resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [TWISTD, "-n", "--pidfile=", "perund", "--config", str(self.config), *options],
-                cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT)
+                cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=limit if address_space is not None else None)
         try:
             deadline = time.monotonic() + 60
             while not self.token_path.exists():
