@@ -7,7 +7,8 @@ reactor turn, one fsync for all (group commit: `GroupCommit`, perund/storage/com
 hands out a Deferred that fires once every write so far is durable.
 
 Reads never touch the file: the store keeps the decoded value of every record in memory (a few
-hundred bytes per channel), loaded and checked once on open.
+hundred bytes per channel), loaded and checked once on open. Retired channels have a file of
+their own, read when asked (`RetiredChannels`, perund/storage/retired.py).
 
 The store also keeps the session's payment history (`history`): `put` derives the payments a
 new channel value made and writes them in the same commit, before the channel's record, so a
