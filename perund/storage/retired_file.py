@@ -23,7 +23,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from typing import Final
+from typing import BinaryIO, Final, cast
 
 from twisted.logger import Logger
 
@@ -57,6 +57,17 @@ def index_entries(raw: bytes) -> Iterator[tuple[ChannelID, int]]:
 def _entry(channel_id: bytes, offset: int) -> bytes:
     head = channel_id + offset.to_bytes(8, "big")
     return head + _U32.pack(zlib.crc32(head))
+
+
+def _opened(path: str, flags: int, mode: str) -> BinaryIO:
+    """File `path` opened with `flags`, never through a symbolic link (the store's folder is
+    checked at the open; this keeps a link put there since from being followed)."""
+    fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        return cast(BinaryIO, os.fdopen(fd, mode))
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _frame_end(data: mmap.mmap | bytes, at: int, size: int) -> int | None:
@@ -113,7 +124,7 @@ class RetiredFile:
         """The longest prefix of the index file's entries that checks, and the file's length
         (-1 when there is none)."""
         try:
-            with open(self.index_path, "rb") as f:
+            with _opened(self.index_path, os.O_RDONLY, "rb") as f:
                 raw = f.read()
         except FileNotFoundError:
             return b"", -1
@@ -151,7 +162,7 @@ class RetiredFile:
         size = self.size
         if start >= size:
             return b""
-        with open(self.path, "rb") as f, \
+        with _opened(self.path, os.O_RDONLY, "rb") as f, \
                 mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             at = start
             while at < size:
@@ -172,7 +183,7 @@ class RetiredFile:
                      "({records} kept)", path=self.shown, torn=size - at,
                      tail=plural(size - at, "byte"), offset=at,
                      records=plural(len(added), "record") + " read")
-            with open(self.path, "r+b") as cut:
+            with _opened(self.path, os.O_RDWR, "r+b") as cut:
                 cut.truncate(at)
                 os.fsync(cut.fileno())
             self.size = at
@@ -231,7 +242,8 @@ class RetiredFile:
         if self._index_broken and mode == "ab":
             return
         try:
-            with open(self.index_path, mode) as f:
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "ab" else os.O_TRUNC)
+            with _opened(self.index_path, flags, mode) as f:
                 f.write(entries)
             self._index_broken = False
         except OSError:
