@@ -369,8 +369,8 @@ class SessionStore:
     def retired_ids(self, limit: int, before: ChannelID | None = None,
                     ) -> tuple[list[ChannelID], int]:
         """At most `limit` retired channels' IDs, the last retired first (with `before`, those
-        retired before it; none if `before` is not retired), and how many keys of the index
-        were looked at to find them (the cost of the call). Retirements not yet committed are
+        retired before it; none if `before` is not retired), and how many places of the
+        retirement order were looked at to find them (the cost of the call). Retirements not yet committed are
         not among them."""
         return self._retired.newest(limit, before)
 

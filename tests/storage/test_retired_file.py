@@ -20,8 +20,9 @@ from twisted.internet.task import Clock
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
 from perund.channel.types import ChannelID
-from perund.errors import StoreCorrupt
+from perund.errors import StoreCorrupt, StoreError
 from perund.storage import codec, retired_file
+from perund.storage.datalog import DataLog
 from perund.storage.store import SessionStore
 from tests.channel.factories import make_pair
 from tests.storage.helpers import renamed
@@ -430,3 +431,57 @@ def test_the_open_reads_the_index_not_the_file_and_rebuilds_an_index_that_does_n
     assert store.retired_count() == 50
     store.close()
     assert (path / INDEX).read_bytes() == index
+
+
+def test_a_retirement_that_cannot_reach_its_file_leaves_the_data_file_alone(
+        path: Path, clock: Clock, opened: list[SessionStore],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit appends the retired records (fsynced) before its own: when that fails, the
+    live record's deletion never reaches the data file, the store fails, and the channel is
+    live at the next open."""
+    a, b = channels(2)
+    store = open_store(path, clock, opened)
+    store.put(a)
+    store.put(b)
+    clock.advance(0)
+    order: list[str] = []
+    real_append = retired_file.RetiredFile.append
+    real_fsync = os.fsync
+
+    def appending(self: retired_file.RetiredFile, records: Any) -> list[int]:
+        order.append("retired")
+        return real_append(self, records)
+
+    def syncing(fd: int) -> None:
+        order.append("fsync")
+        real_fsync(fd)
+
+    def data_append(self: Any, pending: Any) -> None:
+        order.append("data")
+        real_data_append(self, pending)
+
+    real_data_append = DataLog.append
+    monkeypatch.setattr(retired_file.RetiredFile, "append", appending)
+    monkeypatch.setattr(DataLog, "append", data_append)
+    monkeypatch.setattr(retired_file.os, "fsync", syncing)
+    store.retire(a.channel_id)
+    clock.advance(0)
+    # The retired file's fsync (and its folder's: it was new) before the data file's append.
+    assert order[:4] == ["retired", "fsync", "fsync", "data"]
+
+    def failing(self: retired_file.RetiredFile, records: Any) -> list[int]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(retired_file.RetiredFile, "append", failing)
+    store.retire(b.channel_id)
+    done = store.flush()
+    assert done is not None
+    failures: list[Any] = []
+    done.addErrback(failures.append)
+    clock.advance(0)
+    assert failures and "No space left" in str(failures[0].value)
+    with pytest.raises(StoreError):
+        store.close()
+    monkeypatch.undo()
+    assert where(path, b.channel_id) == (b, None)
+    assert where(path, a.channel_id) == (None, a)
