@@ -179,10 +179,8 @@ class RetiredFile:
                 f"offset {later}); not a torn write, refusing to guess", file=self.shown,
                 offset=at)
         if at < size:
-            log.warn("retired channels {path}: cut a torn tail of {tail} at offset {offset} "
-                     "({records} kept)", path=self.shown, torn=size - at,
-                     tail=plural(size - at, "byte"), offset=at,
-                     records=plural(len(added), "record") + " read")
+            log.warn("retired channels {path}: cut a torn tail of {tail} at offset {offset}",
+                     path=self.shown, torn=size - at, tail=plural(size - at, "byte"), offset=at)
             with _opened(self.path, os.O_RDWR, "r+b") as cut:
                 cut.truncate(at)
                 os.fsync(cut.fileno())

@@ -370,8 +370,8 @@ class SessionStore:
                     ) -> tuple[list[ChannelID], int]:
         """At most `limit` retired channels' IDs, the last retired first (with `before`, those
         retired before it; none if `before` is not retired), and how many places of the
-        retirement order were looked at to find them (the cost of the call). Retirements not yet committed are
-        not among them."""
+        retirement order were looked at to find them (the cost of the call). Retirements not
+        yet committed are not among them."""
         return self._retired.newest(limit, before)
 
     def retired_count(self) -> int:
