@@ -4,10 +4,13 @@
 Run: `.venv/bin/python bench/retired.py [--channels N]`. Writes a store holding N closed
 one-asset channels (default 10,000; each record as a real final state's, with signatures of the
 right length), then opens it in a fresh process twice: with the channels closed and live (as
-every session held them before retirement), and after all of them retired (the file then
-compacted, as a running node's is from time to time). Prints JSON: for
+every session held them before retirement), and after all of them retired (the data file
+then compacted, as a running node's is from time to time). Prints JSON: for
 each, the seconds the open took and the process's resident memory growth over it, in all and
-per channel.
+per channel; the sizes of the data file and of the retired channels' file and its index
+afterwards; and the seconds the first open of a store of the code before took to move its N
+retired records (under `r` keys in its data file) to their own file (`migrate_s`), then the
+open after it.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import semidbm
 from memory import rss_bytes  # bench/ is on sys.path when this file is run
 from twisted.internet.task import Clock
 
 from perund.channel.phases import Phase
 from perund.channel.records import Channel, SignedState
 from perund.channel.types import ETH, Address, ChannelID, Params, State
+from perund.storage import codec
 from perund.storage.store import SessionStore
 
 ETHER = 10**18
@@ -81,13 +86,32 @@ def run(channels: int) -> dict[str, Any]:
         # As a running node's file is, retirements and compactions coming and going: compacted.
         SessionStore(path, clock, compact_ratio=1.0001, compact_min_bytes=1).close()
         retired = measured_open(path)
-        size = Path(path, "data").stat().st_size
-    result: dict[str, Any] = {"channels": channels, "retired_store_bytes": size}
-    for name, figures in (("closed_live", live), ("retired", retired)):
+        sizes = {f"{key}_bytes": Path(path, name).stat().st_size for key, name in
+                 (("data", "data"), ("retired", "retired"), ("retired_index", "retired.idx"))}
+        old = os.path.join(directory, "old")
+        migrate_s = migrated(old, channels)
+        after_migration = measured_open(old)
+    result: dict[str, Any] = {"channels": channels, **sizes, "migrate_s": migrate_s}
+    for name, figures in (("closed_live", live), ("retired", retired),
+                          ("after_migration", after_migration)):
         figures["rss_per_channel_bytes"] = round(figures["rss_growth_bytes"] / channels)
         figures["open_us_per_channel"] = round(figures["open_s"] / channels * 1e6, 1)
         result[name] = figures
     return result
+
+
+def migrated(path: str, channels: int) -> float:
+    """Write at `path` a store as the code before left its retired channels (under `r` keys in
+    the data file), and time the open that moves them to their own file."""
+    SessionStore(path, Clock()).close()
+    db: Any = semidbm.open(path, "w")
+    for n in range(channels):
+        channel = closed_channel(n)
+        db[b"r" + channel.channel_id] = codec.encode_channel(channel)
+    db.close()
+    started = time.perf_counter()
+    SessionStore(path, Clock()).close()
+    return round(time.perf_counter() - started, 3)
 
 
 def main() -> None:

@@ -94,8 +94,9 @@ class StoreShelf:
 
 
 RETIRED_KEYS_PER_UNIT: Final = 256
-"""Store index keys `channel_listRetired` may walk for one unit of a session's listing
-allowance (perund.session.session.LISTING_RATE)."""
+"""Places of the store's retired channels' index (`SessionStore.retired_ids`) that
+`channel_listRetired` may walk for one unit of a session's listing allowance
+(perund.session.session.LISTING_RATE)."""
 
 
 class NodeAPI:
@@ -336,8 +337,8 @@ class NodeAPI:
                                    id="0x" + before.hex())
         ids, looked = store.retired_ids(limit + 1,
                                         None if before is None else ChannelID(before))
-        # The index is walked from its newest key: a page deep in a large store costs the
-        # reactor its walk as well (about 250 keys for the time of one unit).
+        # The index is walked from `before` back: records superseded on the way (made live
+        # or retired again) cost the reactor their places as well (about 250 for one unit).
         _listing(session, "channels", 2 * min(len(ids), limit) + looked // RETIRED_KEYS_PER_UNIT)
         views = []
         for channel_id in ids[:limit]:

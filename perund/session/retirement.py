@@ -3,9 +3,9 @@ its start-up work once they have been closed for `limits.closed_channel_retentio
 (docs/storage.md, "Retired channels").
 
 Without this a node's memory, the decoding at each start and the chain reads of the start-up
-check would grow with every channel it ever closed. A retired channel's record stays in the
-store's data file (`SessionStore.retire`), where `channel_get` and the payment history still
-find it; it costs the store's index entry only.
+check would grow with every channel it ever closed. A retired channel's record moves to the
+store's file of retired channels (`SessionStore.retire`), where `channel_get` still finds it
+(its payments stay in the history); it costs an index entry only.
 
 A channel retires only when nothing may still need it:
 

@@ -13,7 +13,8 @@ waiter fsyncs on the reactor thread (about 0.15 ms here, less than a thread hop 
 that answers several or none, given `sync_elsewhere`, runs its fsync there, and the reactor
 goes on (docs/storage.md, "Where the fsync runs").
 
-The payments a commit makes (`unannounced`) are handed to `announce` once it is durable; a
+`before_append` runs before each commit's append (the store fsyncs its retired channels' file
+there). The payments a commit makes (`unannounced`) are handed to `announce` once it is durable; a
 compaction (`compaction_due`, `compact`: the store's) runs right after an fsync, since it copies
 what the file holds.
 """
@@ -57,8 +58,10 @@ class GroupCommit:
     def __init__(self, file: DataLog, reactor: IReactorTime, path: str, *,
                  sync_delay: float, sync_elsewhere: SyncRunner | None,
                  announce: Callable[[list[PaymentRecord]], None],
-                 compaction_due: Callable[[], bool], compact: Callable[[], None]) -> None:
+                 compaction_due: Callable[[], bool], compact: Callable[[], None],
+                 before_append: Callable[[], None] = lambda: None) -> None:
         self._file = file
+        self._before_append = before_append
         self.path = path
         # zope interfaces do not type-check as protocols (their methods have no `self`).
         self._call_later: Callable[..., DelayedCall] = cast(Any, reactor).callLater
@@ -253,6 +256,9 @@ class GroupCommit:
             self._appends += 1
         try:
             if pending:
+                # The retired channels' file is fsynced first: its records must be durable
+                # before the deletions of their live records reach the data file.
+                self._before_append()
                 self._file.append(pending)
             # A compaction follows (it copies what the file holds): durable first.
             sync = sync or (not self.closed and self._compaction_due())

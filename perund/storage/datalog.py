@@ -10,7 +10,6 @@ The store decides when to append, fsync and compact; this class does each of the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any, Final
 
 import semidbm
@@ -83,16 +82,6 @@ class DataLog:
     def live_keys(self) -> list[bytes]:
         """The key of every live record (for loading)."""
         return list(self._db.keys())
-
-    def newest_keys(self) -> Iterator[bytes]:
-        """The live keys, the last written first (semidbm's index keeps the order in which
-        keys were first written since last deleted, and compaction copies it in that order)."""
-        keys: Iterator[bytes] = reversed(self._db._index)
-        return keys
-
-    def holds(self, key: bytes) -> bool:
-        """Whether the file holds a live record of `key`."""
-        return key in self._live
 
     def value(self, key: bytes) -> bytes | None:
         """The live value of `key`, read from the file, or None."""

@@ -7,7 +7,8 @@ reactor turn, one fsync for all (group commit: `GroupCommit`, perund/storage/com
 hands out a Deferred that fires once every write so far is durable.
 
 Reads never touch the file: the store keeps the decoded value of every record in memory (a few
-hundred bytes per channel), loaded and checked once on open.
+hundred bytes per channel), loaded and checked once on open. Retired channels have a file of
+their own, read when asked (`RetiredChannels`, perund/storage/retired.py).
 
 The store also keeps the session's payment history (`history`): `put` derives the payments a
 new channel value made and writes them in the same commit, before the channel's record, so a
@@ -43,6 +44,8 @@ from perund.storage.payments import (
     encode_payment,
     payments_between,
 )
+from perund.storage.retired import RetiredChannels
+from perund.storage.retired_file import retired_files
 from perund.storage.store_folder import (
     check_entries,
     check_folder_entry,
@@ -56,7 +59,7 @@ LOCK_NAME: Final = "lock"
 """The file in the store directory that one process at a time holds an exclusive flock on."""
 STORE_FILES: Final = frozenset({LOCK_NAME, datafile.DATA_NAME})
 """Files every store folder holds once opened: a folder with neither is not a store."""
-_FILES: Final = (LOCK_NAME, datafile.DATA_NAME, *archive_files())
+_FILES: Final = (LOCK_NAME, datafile.DATA_NAME, *archive_files(), *retired_files())
 """The plain files a store's folder may hold (`store_folder.check_entries`)."""
 
 # Key namespaces: the first byte of every key. Never reuse one.
@@ -65,7 +68,8 @@ _CONTACT: Final = b"a"  # + UTF-8 alias -> codec.encode_contact
 _CURSOR: Final = b"b"  # the watcher's block cursor -> codec.encode_cursor
 _META: Final = b"m"  # + UTF-8 name -> raw bytes
 _PAYMENT: Final = b"p"  # + 8-byte big-endian payment ID -> payments.encode_payment
-_RETIRED: Final = b"r"  # + 32-byte channel ID -> codec.encode_channel of a retired channel
+_RETIRED: Final = b"r"  # + 32-byte channel ID -> a retired channel (the code before: migrated)
+_REVIVED: Final = b"u"  # + 32-byte channel ID -> its revived retired record's offset (8 BE)
 
 CLOSED_AT_META: Final = "closedat:"
 """+ the channel ID in hex: when the store first held the channel closed (8-byte BE seconds)."""
@@ -114,7 +118,6 @@ class SessionStore:
         self._compact_min_bytes = compact_min_bytes
 
         self._channels: dict[ChannelID, Channel] = {}
-        self._retired_count = 0  # their records are in the file only (`_is_retired`)
         self._contacts: dict[str, dict[str, str]] = {}
         self._cursor: int | None = None
         self._cursor_hash: bytes | None = None
@@ -139,11 +142,12 @@ class SessionStore:
             self._lock_fd = _lock(inside, self.path)
             self.history = PaymentHistory(PaymentArchive(inside, history_limit, self.path))
             """The session's payments (recent ones in memory, older ones archived)."""
+            self._retired = RetiredChannels(inside, self.path)
             file = self._file = DataLog(inside, _PAYMENT, self.path)
             self._commits = GroupCommit(
                 file, reactor, self.path, sync_delay=sync_delay, sync_elsewhere=sync_elsewhere,
                 announce=self._announce, compaction_due=self._over_threshold,
-                compact=self._compact)
+                compact=self._compact, before_append=self._retired.commit)
             self._load()
         except BaseException:
             if file is not None:
@@ -155,13 +159,12 @@ class SessionStore:
     # Opening
 
     def _load(self) -> None:
+        old_retired: list[tuple[ChannelID, bytes]] = []
         for key in self._file.live_keys():
-            if key[:1] == _RETIRED and len(key) == 33:
-                # Neither read nor decoded: a retired channel costs its index entry only
-                # (`retired_channel` reads it when asked).
-                self._retired_count += 1
-                continue
             value = self._file.value(key)
+            if key[:1] == _RETIRED and len(key) == 33 and value is not None:
+                old_retired.append((ChannelID(key[1:]), value))  # in the order they retired
+                continue
             try:
                 if value is None:
                     raise StoreCorrupt("the record is in the index but not in the file")
@@ -172,6 +175,7 @@ class SessionStore:
                     file=self.data_path,
                     key=key.hex(),
                 ) from None
+        self._migrate(old_retired)
         self._settle_loaded_retirements()
         self._settle_loaded_payments()
         if self._over_threshold():
@@ -190,6 +194,8 @@ class SessionStore:
             self._cursor, self._cursor_hash = codec.decode_cursor(value)
         elif kind == _META:
             self._meta[_text(rest)] = value
+        elif kind == _REVIVED and len(rest) == 32 and len(value) == 8:
+            self._retired.revived[ChannelID(rest)] = int.from_bytes(value, "big")
         elif kind == _PAYMENT and len(rest) == 8:
             record = decode_payment(value)
             if record.payment_id != int.from_bytes(rest, "big"):
@@ -198,15 +204,35 @@ class SessionStore:
         else:
             raise StoreCorrupt("unknown kind of record")
 
+    def _migrate(self, old_retired: list[tuple[ChannelID, bytes]]) -> None:
+        """Move the retired records a store of the code before kept in its data file to the
+        retired channels' file: appended there and fsynced first, then deleted here (and
+        fsynced, so a compaction no longer copies them). Interrupted anywhere, the next open
+        finds them in both, appends none again and deletes them."""
+        if not old_retired:
+            return
+        try:
+            self._retired.migrate(old_retired)
+            self._file.append({_RETIRED + cid: None for cid, _ in old_retired})
+            self._file.sync()
+        except OSError as e:
+            raise StoreError(f"store {self.path}: moving retired channels: {e}") from None
+        log.info("store {path}: moved {count} retired channels to their own file",
+                 path=self.path, count=len(old_retired))
+
     def _settle_loaded_retirements(self) -> None:
-        """A retirement's commit writes the retired record before it deletes the live one, so
-        a tail torn between them leaves both: the retirement stands. Closed channels without
-        a closing time (closed before the store kept them) count as closed now."""
+        """Where a channel found in both files is (`RetiredChannels.settle`): a retirement
+        stands unless the channel's revival came after it; unused revival markers go. Closed
+        channels without a closing time (closed before the store kept them) count as closed
+        now."""
         now = self._seconds()
-        for channel_id in [cid for cid in self._channels if self._is_retired(cid)]:
+        stands, stale = self._retired.settle(list(self._channels))
+        for channel_id in stands:
             self._write(_CHANNEL + channel_id, None)
             del self._channels[channel_id]
             self.delete_meta(_closed_at_name(channel_id))
+        for channel_id in stale:
+            self._write(_REVIVED + channel_id, None)
         for channel in self._channels.values():
             if channel.phase is Phase.CLOSED \
                     and _closed_at_name(channel.channel_id) not in self._meta:
@@ -223,7 +249,7 @@ class SessionStore:
             channel = self._channels.get(record.channel_id)
             stored = None if channel is None or channel.current is None \
                 else channel.current.state.version
-            if channel is None and self._is_retired(record.channel_id):
+            if channel is None and self._retired.holds(record.channel_id):
                 stored = record.version  # retired closed: every state it made was put before
             if record.payment_id <= archived:
                 self._write(_payment_key(record.payment_id), None)
@@ -244,12 +270,13 @@ class SessionStore:
         the payments it made since its previous value (`payments_between`; `by_us`: we
         proposed the state it makes current)."""
         key = _CHANNEL + channel.channel_id
-        if self._retired_count and self._is_retired(channel.channel_id):
-            # Back in use (settled again): the retired record goes first, so that no torn
-            # tail leaves it beside this one (the loading would take it).
+        if self._retired.holds(channel.channel_id):
+            # Back in use (settled again): its marker goes before its live record, so the
+            # open takes the live record over the retired one only when both are there.
+            offset = self._retired.revive(channel.channel_id)
+            if offset is not None:
+                self._write(_REVIVED + channel.channel_id, offset.to_bytes(8, "big"))
             self._commits.pending.pop(key, None)
-            self._write(_RETIRED + channel.channel_id, None)
-            self._retired_count -= 1
         if self._record_payments:
             memo = self._memos.pop((channel.channel_id, channel.current.state.version)) \
                 if channel.current is not None and self._memos else ()
@@ -310,75 +337,46 @@ class SessionStore:
         return None if raw is None or len(raw) != 8 else float(int.from_bytes(raw, "big"))
 
     def retire(self, channel_id: ChannelID) -> None:
-        """Move a closed channel out of `channels` (and out of memory): its record stays in
-        the data file under a key of its own, read by `retired_channel` (durable after the
-        next flush). ValueError unless the store holds it closed."""
+        """Move a closed channel out of `channels` (and out of memory and the data file): its
+        record goes to the retired channels' file, read by `retired_channel` (durable after
+        the next flush). ValueError unless the store holds it closed."""
         channel = self._channels.get(channel_id)
         if channel is None or channel.phase is not Phase.CLOSED:
             raise ValueError("only a closed channel the store holds can retire")
-        live = _CHANNEL + channel_id
-        # The retired record goes before the live one's deletion (see the loading).
-        self._commits.pending.pop(live, None)
-        self._write(_RETIRED + channel_id, codec.encode_channel(channel))
-        self._write(live, None)
+        # The commit fsyncs the retired record before it appends the live one's deletion.
+        self._retired.retire(channel_id, codec.encode_channel(channel))
+        self._write(_CHANNEL + channel_id, None)
         self.delete_meta(_closed_at_name(channel_id))
         del self._channels[channel_id]
-        self._retired_count += 1
 
     def retired_channel(self, channel_id: ChannelID) -> Channel | None:
-        """A retired channel, read from the data file, or None if it is not retired.
-        StoreCorrupt if its record cannot be decoded."""
-        key = _RETIRED + channel_id
-        pending = self._commits.pending
-        value = pending[key] if key in pending else self._file.value(key)
+        """A retired channel, read from the retired channels' file, or None if it is not
+        retired. StoreCorrupt if its record cannot be read or decoded."""
+        value = self._retired.record(channel_id)
         if value is None:
             return None
+        shown = self._retired.shown
         try:
             channel = codec.decode_channel(value)
         except StoreCorrupt as e:
-            raise StoreCorrupt(f"store {self.data_path}: record {key!r}: {e.message}",
-                               file=self.data_path, key=key.hex()) from None
+            raise StoreCorrupt(f"{shown}: channel {channel_id.hex()}: {e.message}",
+                               file=shown, key=channel_id.hex()) from None
         if channel.channel_id != channel_id:
-            raise StoreCorrupt(f"store {self.data_path}: record {key!r}: the channel ID "
-                               "differs from the record's key", file=self.data_path,
-                               key=key.hex())
+            raise StoreCorrupt(f"{shown}: channel {channel_id.hex()}: the channel ID differs "
+                               "from the record's", file=shown, key=channel_id.hex())
         return channel
 
     def retired_ids(self, limit: int, before: ChannelID | None = None,
                     ) -> tuple[list[ChannelID], int]:
         """At most `limit` retired channels' IDs, the last retired first (with `before`, those
-        retired before it; none if `before` is not retired), and how many keys of the index
-        were looked at to find them (the cost of the call). Retirements not yet committed are
-        not among them."""
-        looked = 0
-        keys = self._file.newest_keys()
-        if before is not None:
-            wanted = _RETIRED + before
-            if not self._file.holds(wanted):
-                return [], 0
-            for key in keys:
-                looked += 1
-                if key == wanted:
-                    break
-        found: list[ChannelID] = []
-        for key in keys:
-            if len(found) >= limit:
-                break
-            looked += 1
-            if key[:1] == _RETIRED:
-                found.append(ChannelID(key[1:]))
-        return found, looked
+        retired before it; none if `before` is not retired), and how many places of the
+        retirement order were looked at to find them (the cost of the call). Retirements not
+        yet committed are not among them."""
+        return self._retired.newest(limit, before)
 
     def retired_count(self) -> int:
         """How many channels retired."""
-        return self._retired_count
-
-    def _is_retired(self, channel_id: ChannelID) -> bool:
-        key = _RETIRED + channel_id
-        pending = self._commits.pending
-        if key in pending:
-            return pending[key] is not None
-        return self._file.holds(key)
+        return self._retired.count()
 
     def _set_closed_at(self, channel_id: ChannelID, seconds: float) -> None:
         self.set_meta(_closed_at_name(channel_id), int(max(0.0, seconds)).to_bytes(8, "big"))

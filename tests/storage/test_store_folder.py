@@ -34,7 +34,8 @@ def _store_with_payments(path: Path, clock: Clock, count: int = 20) -> SessionSt
     return store
 
 
-@pytest.mark.parametrize("name", ["lock", "data", "payments", "payments.idx"])
+@pytest.mark.parametrize("name", ["lock", "data", "payments", "payments.idx", "retired",
+                                  "retired.idx"])
 def test_a_link_where_a_store_file_goes_is_refused_and_its_target_untouched(
         tmp_path: Path, victim: Path, name: str) -> None:
     clock = Clock()
