@@ -26,7 +26,7 @@ from perund.errors import FailedPrecondition
 from perund.session.chain_check import Shortfall
 from perund.session.held_close import HeldCloses, deposits_back, forced_close_refusal
 from perund.session.missing_deposits import Hold, Lack, MissingDeposits, OwnShares
-from tests.channel.factories import ETHER, make_pair
+from tests.channel.factories import ETHER, TOKEN, make_pair, make_request
 from tests.session.fakes import Net, Side, open_channel, result, side
 
 
@@ -117,6 +117,39 @@ def test_nothing_of_ours_to_get_back_is_no_reason_to_close() -> None:
     assert refused is not None and "would pay you nothing" in refused.message
 
 
+def test_a_token_channel_pays_back_per_asset_the_deposit_where_short_the_balance_elsewhere(
+        ) -> None:
+    alice, _ = make_pair(make_request(assets=(ETH, TOKEN),
+                                      balances=((3 * ETHER, ETHER), (5_000_000, 2_000_000))))
+    assert alice.current is not None
+    state = alice.current.state  # then the peer paid us 1 TKN: 6 / 1 TKN
+    channel = alice.evolve(current=replace(alice.current, state=replace(
+        state, version=1, balances=(state.balances[0], (6_000_000, 1_000_000)))))
+    # Only the token lacks the peer's share; ETH is all there and follows the state.
+    hold = Hold((Lack(Shortfall(channel.channel_id, channel.peer, TOKEN, 7_000_000, 5_000_000,
+                                lambda asset: ("TKN", 6) if asset == TOKEN else ("ETH", 18)),
+                      0, 5_000_000),))
+    assert deposits_back(channel, hold) == ((ETH, 3 * ETHER), (TOKEN, 5_000_000))
+    refused = forced_close_refusal(
+        channel, hold, False, lambda asset: ("TKN", 6) if asset == TOKEN else ("ETH", 18),
+        FailedPrecondition("held."))
+    assert refused is not None
+    assert ("you would get back 3 ETH (your balance); 5 TKN (your balance is 6 TKN: the 1 TKN "
+            "the peer paid you is forfeited)") in refused.message
+    assert refused.data["depositsBack"] == {"ETH": "3 ETH", "TKN": "5 TKN"}
+
+
+def test_a_held_channel_settling_is_released_without_saying_it_takes_updates() -> None:
+    _, alice, _, cid, missing = _held_pair()
+    alice.client.force_close(cid, accept_deposits_back=True)
+    with capturedLogs() as events:
+        result(missing.check())
+    assert missing.held == {}
+    [line] = [formatEvent(e) for e in events if "no longer held" in formatEvent(e)]
+    assert "is settling on-chain: it is no longer held" in line
+    assert not any("takes updates again" in formatEvent(e) for e in events)
+
+
 class _Chain:
     """Holds `held` of each channel's ETH (ours, the peer's by participant index)."""
 
@@ -155,7 +188,7 @@ class _Metas:
         return {k: v for k, v in self.values.items() if k.startswith(prefix)}
 
 
-def _held_pair() -> tuple[Net, Side, Side, ChannelID]:
+def _held_pair() -> tuple[Net, Side, Side, ChannelID, MissingDeposits]:
     """alice (5 ETH) and bob (3 ETH), bob paid alice 1 ETH; alice's session holds the channel
     for bob's lost deposit."""
     net = Net(Clock())
@@ -174,11 +207,11 @@ def _held_pair() -> tuple[Net, Side, Side, ChannelID]:
                               shares=OwnShares(store), channel=alice.client.channels.get)
     result(missing.check())
     alice.client.holds = HeldCloses(missing, lambda _: ("ETH", 18), alice.client.channels.get)
-    return net, alice, bob, cid
+    return net, alice, bob, cid, missing
 
 
 def test_a_client_closes_a_held_channel_by_force_only_on_the_users_word() -> None:
-    _, alice, _, cid = _held_pair()
+    _, alice, _, cid, _ = _held_pair()
     client = alice.client
     assert client.holds is not None
     assert client.holds.deposits_back(client.channels[cid]) == ((ETH, 5 * ETHER),)
@@ -196,7 +229,7 @@ def test_a_client_closes_a_held_channel_by_force_only_on_the_users_word() -> Non
 
 
 def test_the_patience_with_an_unreachable_peer_leaves_a_held_channel_to_the_user() -> None:
-    net, alice, bob, cid = _held_pair()
+    net, alice, bob, cid, _ = _held_pair()
     client = alice.client
     net.cut(bob.address)
     with capturedLogs() as events:
