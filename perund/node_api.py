@@ -152,7 +152,8 @@ class NodeAPI:
                             via=None if parent is None else parent.peer,
                             credited=session.client.credited.get(channel.channel_id, ()),
                             fees=session.client.fees.totals(channel.channel_id),
-                            deposits_missing=self._deposits_missing(session, channel))
+                            deposits_missing=self._deposits_missing(session, channel),
+                            deposits_back=self._deposits_back(session, channel))
 
     @staticmethod
     def _deposits_missing(session: Session, channel: Channel,
@@ -163,6 +164,14 @@ class NodeAPI:
             return ()
         return tuple((lack.asset, lack.expected, lack.held)
                      for lack in held.missing(channel.channel_id))
+
+    @staticmethod
+    def _deposits_back(session: Session, channel: Channel) -> tuple[tuple[Address, int], ...]:
+        """What a forced close of `channel` would pay us while it is held because only the
+        peer's deposit is missing (perund.session.held_close); empty otherwise."""
+        holds = session.client.holds
+        back = None if holds is None else holds.deposits_back(channel)
+        return back or ()
 
     # -- node ------------------------------------------------------------------------------------
 
@@ -386,7 +395,8 @@ class NodeAPI:
         return self._view(session, channel)
 
     async def channel_close(self, session_id: bytes, channel_id: bytes,
-                            force: bool, peer_wait: int | None = None) -> ChannelView:
+                            force: bool, peer_wait: int | None = None,
+                            accept_deposits_back: bool = False) -> ChannelView:
         session = self._session(session_id)
         channel = self._channel(session, channel_id)
         if channel.phase is Phase.CLOSED:
@@ -397,7 +407,8 @@ class NodeAPI:
                                      "to close (docs/operations.md)",
                                      channel_id="0x" + channel_id.hex())
         if force:
-            closed = await session.client.force_close(channel.channel_id)
+            closed = await session.client.force_close(channel.channel_id,
+                                                      accept_deposits_back)
         else:
             closed = await session.client.close(channel.channel_id, peer_wait)
         return self._view(session, closed)

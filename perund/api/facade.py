@@ -137,10 +137,14 @@ class NodeFacade(Protocol):
         ...
 
     async def channel_close(self, session_id: bytes, channel_id: bytes,
-                            force: bool, peer_wait: int | None = None) -> ChannelView:
+                            force: bool, peer_wait: int | None = None,
+                            accept_deposits_back: bool = False) -> ChannelView:
         """`channel_close`: settle (cooperatively, or on-chain without the peer when `force`);
         returns once concluded on-chain and paid out. A peer that cannot be reached is waited
-        for `peer_wait` seconds (None: the node's default) before settling without it."""
+        for `peer_wait` seconds (None: the node's default) before settling without it.
+        `accept_deposits_back` (with `force`): a channel held because the chain lost the
+        peer's deposit closes on the terms of an underfunded channel, each side getting back
+        its own deposit (perund.session.held_close); without it, such a close is refused."""
         ...
 
     async def payment_list(self, session_id: bytes, query: PaymentQuery, peer: str | None,

@@ -19,6 +19,14 @@ from perund.api.method_spec import CallContext, Method, Param
 from perund.api.node_views import PeerView
 from perund.api.openrpc import openrpc_document
 from perund.api.payment_methods import PAYMENT, payment_methods
+from perund.api.result_schemas import (
+    CHANNEL_INFO,
+    PEER_INFO,
+    PROPOSAL_PUSH,
+    UPDATE_PUSH,
+    channel_list_schema,
+    pair_schema,
+)
 from perund.api.schema import (
     ADDRESS,
     ALIAS,
@@ -38,7 +46,7 @@ from perund.api.schema import (
     obj,
 )
 from perund.api.token_methods import token_methods
-from perund.api.views import UPDATE_TYPES, ChannelView, Payment
+from perund.api.views import ChannelView, Payment
 from perund.channel.memo import MAX_REFERENCE, reference_problem
 from perund.channel.types import Address, to_address
 from perund.contacts.book import COMM_TYPES, parse_account_address
@@ -59,6 +67,7 @@ from perund.errors import (
 )
 from perund.ratelimit import Allowances
 from perund.session.closing import MAX_PEER_WAIT, PEER_WAIT
+from perund.session.held_close import ACCEPT_PARAM
 
 MAX_PAYMENTS = 16
 """Payments one `channel_send` may carry (one state update)."""
@@ -70,94 +79,6 @@ NOTIFICATION_METHOD = "perund_notification"
 def _bytes(args: dict[str, Any], name: str) -> bytes:
     # The schema's pattern guarantees 0x + an even number of hex digits.
     return bytes.fromhex(str(args[name])[2:])
-
-
-# -- result schemas ------------------------------------------------------------------------------
-
-def _pair_schema() -> Schema:
-    return obj({"self": AMOUNT, "peer": AMOUNT}, ["self", "peer"])
-
-
-def _balances_schema() -> Schema:
-    """`{currency: {self, peer}}` in results (any currency the channel holds)."""
-    return {"type": "object", "additionalProperties": _pair_schema(),
-            "description": "per currency: our balance and the peer's"}
-
-
-CHANNEL_INFO = obj({
-    "channelId": CHANNEL_ID,
-    "peer": {"type": "string", "description": "the peer's alias, or its address"},
-    "peerAddress": ADDRESS,
-    "phase": {"type": "string", "enum": ["proposing", "funding", "open", "updating", "closing",
-                                         "disputed", "closed", "chainLost"]},
-    "version": {"type": "integer", "minimum": 0},
-    "isFinal": BOOLEAN,
-    "balances": _balances_schema(),
-    "challengeDuration": {"type": "integer", "minimum": 1},
-    "onChain": obj({"version": {"type": "integer", "minimum": 0},
-                    "timeout": {"type": "integer", "minimum": 0}}, ["version", "timeout"],
-                   description="the registered state, while disputed"),
-    "paidOut": {"type": "object", "additionalProperties": AMOUNT,
-                "description": "closed: what the chain paid your account per currency, from "
-                               "the conclusion's PaidOut events (known when this node saw it)"},
-    "credited": {"type": "object", "additionalProperties": AMOUNT,
-                 "description": "closed: the part of paidOut the Adjudicator could not send "
-                                "(your account or the token refused it) and holds; the node "
-                                "withdraws it, again and again while it is refused"},
-    "depositsMissing": {"type": "object", "additionalProperties": obj(
-        {"expected": AMOUNT, "held": AMOUNT}, ["expected", "held"]),
-        "description": "while the channel is held because the chain lost its deposits (a "
-                       "reorganisation deeper than chain.confirmations): per currency, what "
-                       "the chain should hold of the channel and what it holds; absent "
-                       "otherwise"},
-    "kind": {"type": "string", "enum": ["ledger", "virtual"],
-             "description": "a ledger channel holds deposits on-chain; a virtual one is "
-                            "funded by locks in two ledger channels with an intermediary"},
-    "fundedBy": {"type": "array", "items": CHANNEL_ID, "minItems": 2, "maxItems": 2,
-                 "description": "virtual: the ledger channels that fund it, yours first"},
-    "via": {"type": ["string", "null"], "description": "virtual: the intermediary"},
-    "funds": {"type": "array", "items": CHANNEL_ID,
-              "description": "ledger: the virtual channels it locks funds for"},
-    "fees": {"type": "object", "additionalProperties": obj(
-        {"earned": AMOUNT, "paid": AMOUNT}, ["earned", "paid"]),
-        "description": "ledger: intermediary fees per currency, earned (we are the "
-                       "intermediary) and paid (we opened virtual channels through it)"},
-}, ["channelId", "peer", "peerAddress", "phase", "version", "isFinal", "balances",
-    "challengeDuration", "kind"], description="channel info")
-
-PEER_INFO = obj({"alias": ALIAS, "offChainAddress": ADDRESS,
-                 "commAddress": {"type": "string", "description": "host:port"},
-                 "commType": {"type": "string", "enum": list(COMM_TYPES)}},
-                ["alias", "offChainAddress", "commAddress", "commType"])
-
-PROPOSAL_PUSH = {"oneOf": [
-    obj({
-        "type": {"const": "proposed"},
-        "proposalId": PROPOSAL_ID, "peer": {"type": "string"}, "peerAddress": ADDRESS,
-        "balances": _balances_schema(), "challengeDuration": {"type": "integer", "minimum": 1},
-        "expiry": SECONDS, "kind": {"type": "string", "enum": ["ledger", "virtual"]},
-        "via": {"type": "string", "description": "virtual: the intermediary"},
-    }, ["type", "proposalId", "peer", "peerAddress", "balances", "challengeDuration", "expiry",
-        "kind"]),
-    obj({
-        "type": {"const": "gone"},
-        "proposalId": PROPOSAL_ID, "peer": {"type": "string"}, "peerAddress": ADDRESS,
-        "reason": {"type": "string"},
-    }, ["type", "proposalId", "peer", "peerAddress", "reason"],
-        description="a proposal not answered before the node stopped"),
-]}
-
-UPDATE_PUSH = obj({
-    "updateId": nullable(UPDATE_ID), "channelId": CHANNEL_ID,
-    "type": {"type": "string", "enum": list(UPDATE_TYPES)},
-    "kind": {"type": ["string", "null"], "enum": ["payment", "request", "final", None]},
-    "channel": CHANNEL_INFO, "expiry": nullable(SECONDS),
-    "error": {"type": ["string", "null"]},
-}, ["updateId", "channelId", "type", "kind", "channel", "expiry", "error"])
-
-
-def _channel_list() -> Schema:
-    return {"type": "array", "items": CHANNEL_INFO}
 
 
 # -- param conversion ----------------------------------------------------------------------------
@@ -255,7 +176,7 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
         return value.to_json(currencies)
 
     currency_symbols = currencies.symbols()
-    pair = _pair_schema()
+    pair = pair_schema()
     open_balances = obj({symbol: pair for symbol in currency_symbols}, [],
                         description="per currency: our deposit and the peer's")
     max_fee = obj({symbol: AMOUNT for symbol in currency_symbols}, [],
@@ -380,8 +301,12 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
         peer_wait = args.get("peerWait")
         if force and peer_wait is not None:
             raise InvalidParams("peerWait", "a forced close does not ask the peer: leave it out")
+        accept = bool(args.get(ACCEPT_PARAM, False))
+        if accept and not force:
+            raise InvalidParams(ACCEPT_PARAM, "it accepts the terms of a forced close: give it "
+                                              "with force: true")
         return await facade.channel_close(_bytes(args, "sessionId"), _bytes(args, "channelId"),
-                                          force, peer_wait)
+                                          force, peer_wait, accept)
 
     # -- subscriptions --
     async def subscribe(args: dict[str, Any], ctx: CallContext) -> Any:
@@ -424,7 +349,7 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                (Param("configFile", {"type": "string", "minLength": 1, "maxLength": 4096,
                                      "description": "path of the session.yaml on the node"}),),
                obj({"sessionId": SESSION_ID, "offChainAddress": ADDRESS,
-                    "onChainAddress": ADDRESS, "restoredChannels": _channel_list(),
+                    "onChainAddress": ADDRESS, "restoredChannels": channel_list_schema(),
                     "token": TOKEN},
                    ["sessionId", "offChainAddress", "onChainAddress", "restoredChannels",
                     "token"]),
@@ -454,7 +379,7 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                access=Access.ANYONE),
         method("session_close", "Close a session; with open channels only when forced "
                "(they are restored at the next open).",
-               (session, Param("force", BOOLEAN, required=False)), _channel_list(),
+               (session, Param("force", BOOLEAN, required=False)), channel_list_schema(),
                session_close, channels, (ResourceNotFound, FailedPrecondition),
                access=Access.SESSION),
         method("session_addPeer", "Add a contact (stored; survives a restart).",
@@ -508,7 +433,7 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                (ResourceNotFound, UserResponseTimedOut, InsufficientFunds, PeerNotFunded,
                 TxTimedOut),
                access=Access.SESSION),
-        method("channel_list", "The session's channels.", (session,), _channel_list(),
+        method("channel_list", "The session's channels.", (session,), channel_list_schema(),
                channel_list, channels, (ResourceNotFound,), access=Access.SESSION_READ),
         method("channel_listRetired", "The session's retired channels (closed for longer "
                "than limits.closed_channel_retention), the last retired first, a page at a "
@@ -517,7 +442,7 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                                required=False, description="at most this many (default 100)"),
                 Param("before", CHANNEL_ID, required=False,
                       description="the nextBefore of the previous page")),
-               obj({"channels": _channel_list(),
+               obj({"channels": channel_list_schema(),
                     "nextBefore": {"type": ["string", "null"],
                                    "description": "null: no channel retired earlier"}},
                    ["channels", "nextBefore"]),
@@ -547,7 +472,13 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                 Param("peerWait", {"type": "integer", "minimum": 0, "maximum": MAX_PEER_WAIT},
                       required=False,
                       description="seconds to wait for a peer that cannot be reached before "
-                                  f"settling on-chain without it (default {PEER_WAIT:g})")),
+                                  f"settling on-chain without it (default {PEER_WAIT:g})"),
+                Param(ACCEPT_PARAM, BOOLEAN, required=False,
+                      description="with force, on a channel held because the chain lost the "
+                                  "peer's deposit (depositsBack in its info): accept that each "
+                                  "side gets back exactly what it deposited, not its balance "
+                                  "(without it such a close is refused, saying what you would "
+                                  "get back)")),
                CHANNEL_INFO, channel_close, channel,
                (ResourceNotFound, FailedPrecondition, TxTimedOut), access=Access.SESSION),
         method("subscribe", "WebSocket only: receive pushes of a topic as "

@@ -92,6 +92,8 @@ class ChannelView:
     deposits_missing: tuple[tuple[Address, int, int], ...] = ()
     """While the channel is held because the chain lost its deposits (perund.session.
     missing_deposits): per asset, what the chain should hold and what it holds."""
+    deposits_back: tuple[tuple[Address, int], ...] = ()
+    """Held with only the peer's deposit missing: what a forced close pays us (held_close)."""
 
     def to_json(self, currencies: Currencies) -> JSON:
         """The API's channel info object."""
@@ -130,6 +132,8 @@ class ChannelView:
                 "expected": currencies.render(asset, expected)[1],
                 "held": currencies.render(asset, held)[1]}
                 for asset, expected, held in self.deposits_missing}
+        if self.deposits_back:
+            shown["depositsBack"] = dict(currencies.render(*row) for row in self.deposits_back)
         return shown
 
     def short_paid(self) -> bool:
@@ -353,11 +357,13 @@ def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None
                  via: Address | None = None,
                  credited: tuple[tuple[Address, int], ...] = (),
                  fees: Mapping[Address, tuple[int, int]] | None = None,
-                 deposits_missing: tuple[tuple[Address, int, int], ...] = ()) -> ChannelView:
+                 deposits_missing: tuple[tuple[Address, int, int], ...] = (),
+                 deposits_back: tuple[tuple[Address, int], ...] = ()) -> ChannelView:
     """Channel info of `channel` (at `state`, e.g. a proposed one, or at its latest state),
     with what the chain paid our account if it is concluded and that is known; `via` is a
     virtual channel's intermediary, `fees` a ledger's fees earned and paid per asset,
-    `deposits_missing` what the chain lacks of a held channel (asset, expected, held)."""
+    `deposits_missing` what the chain lacks of a held channel (asset, expected, held), and
+    `deposits_back` what a forced close of it would pay us."""
     shown = state if state is not None else channel.latest
     me, peer = channel.index, channel.peer_index
     dispute = channel.dispute
@@ -383,6 +389,7 @@ def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None
         funds=tuple(lock.channel_id for lock in shown.locked),
         fees=dict(fees or {}),
         deposits_missing=deposits_missing,
+        deposits_back=deposits_back,
     )
 
 

@@ -67,6 +67,7 @@ from perund.session.duties import ChainDuties, OnChain
 from perund.session.executor import Executor
 from perund.session.fees import FeeBook
 from perund.session.guard import store_intact
+from perund.session.held_close import HeldCloses
 from perund.session.inbox import Inbox
 from perund.session.intermediary import Intermediary
 from perund.session.memos import Memos
@@ -183,10 +184,11 @@ class ChannelClient(TimingKnobs):
                                 not_open_yet=lambda cid, error: self._outcomes.not_open_yet(
                                     cid, error))
         self.refusals: list[Callable[[ChannelID, bool], PerundError | None]] = []
-        """What may keep a channel from taking an update now, each asked with whether the
-        update winds the channel down (a close, a virtual channel's fold): the channels whose
-        deposits the chain lost (`perund.session.missing_deposits`), a nearly full disk
-        (`perund.disk_guard`)."""
+        """What else may keep a channel from taking an update now, each asked with whether
+        the update winds the channel down (a close, a virtual channel's fold): a nearly full
+        disk (`perund.disk_guard`)."""
+        self.holds: HeldCloses | None = None
+        """The channels held because the chain lost their deposits (`held_close`)."""
         self.inbox = Inbox(signer=signer, deployment=deployment, links=peers,
                            channels=self.channels, by_peer=self._by_peer,
                            questions=self._questions, is_contact=self._is_contact,
@@ -205,7 +207,9 @@ class ChannelClient(TimingKnobs):
                                 stopped=lambda: self.stopped, rng=rng,
                                 final=lambda cid: self.send(cid, (), True),
                                 apply=self._apply, closed_later=self._outcomes.closed_later,
-                                refusal=self._close_refusal, folds_done=self._virtual.folds_done)
+                                refusal=self._close_refusal,
+                                forced_refusal=self._forced_close_refusal,
+                                folds_done=self._virtual.folds_done)
         self.paid_out = self._outcomes.paid_out
         self.credited = self._outcomes.credited
         self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {
@@ -406,21 +410,34 @@ class ChannelClient(TimingKnobs):
         return Deferred.fromCoroutine(self._closing.close(channel_id, peer_wait))
 
     @store_intact
-    def force_close(self, channel_id: ChannelID) -> Deferred[Channel]:
-        """Settle on-chain without the peer; fires once closed."""
-        return Deferred.fromCoroutine(self._closing.force_close(channel_id))
+    def force_close(self, channel_id: ChannelID,
+                    accept_deposits_back: bool = False) -> Deferred[Channel]:
+        """Settle on-chain without the peer; fires once closed. A channel held for the peer's
+        lost deposit closes only with `accept_deposits_back` (`held_close`)."""
+        return Deferred.fromCoroutine(
+            self._closing.force_close(channel_id, accept_deposits_back))
 
-    def updates_refused(self, channel_id: ChannelID, winding_down: bool) -> PerundError | None:
-        """Why `channel_id` takes no update now (the first of `refusals` to say), or None."""
+    def updates_refused(self, channel_id: ChannelID, winding_down: bool,
+                        hold: bool = True) -> PerundError | None:
+        """Why `channel_id` takes no update now (its hold, unless `hold` is False; else the
+        first of `refusals` to say), or None."""
+        refused = self.holds.refusal(channel_id) if hold and self.holds is not None else None
         for refusal in self.refusals:
-            refused = refusal(channel_id, winding_down)
-            if refused is not None:
-                return refused
-        return None
+            refused = refused or refusal(channel_id, winding_down)
+        return refused
 
     def _close_refusal(self, channel_id: ChannelID) -> None:
         self._virtual.close_refusal(channel_id)
         refused = self.updates_refused(channel_id, True)  # a close
+        if refused is not None:
+            raise refused
+
+    def _forced_close_refusal(self, channel_id: ChannelID, accept_deposits_back: bool) -> None:
+        """As `_close_refusal`, but a held channel by its own rule (`HeldCloses`)."""
+        self._virtual.close_refusal(channel_id)
+        refused = None if self.holds is None \
+            else self.holds.forced_close_refusal(channel_id, accept_deposits_back)
+        refused = refused or self.updates_refused(channel_id, True, hold=False)
         if refused is not None:
             raise refused
 
@@ -505,6 +522,13 @@ class ChannelClient(TimingKnobs):
         self._duties.settle(command)
 
     def _force_close(self, channel_id: ChannelID) -> None:
+        """The patience with an unreachable peer ran out: settle on-chain, unless held (a
+        forced close pays each side its deposit then: the user's decision, `held_close`)."""
+        held = None if self.holds is None else self.holds.forced_close_refusal(channel_id, False)
+        if held is not None:
+            log.warn("channel {channel_id}: not settling it on-chain although its peer is "
+                     "unreachable: {why}", channel_id=_hex(channel_id), why=held)
+            return
         self._apply(channel_id, ForceClose())
 
     def _execute(self, events: Events) -> None:

@@ -96,7 +96,9 @@ class Closing:
     """Closes channels for our user (module doc). `final(channel_id)` sends the final update
     (the send queue), `apply` feeds the user's ForceClose, `closed_later` waits for the
     closure, `refusal` raises when the channel may not close (it funds a virtual channel);
-    `store` keeps the closes under way, `stopped` says whether the client stopped (a close
+    `forced_refusal(channel_id, accept_deposits_back)` raises when it may not close by force
+    (a channel held for missing deposits: perund.session.held_close); `store` keeps the
+    closes under way, `stopped` says whether the client stopped (a close
     cut short by it stays noted); `clock` times the pauses, `rng` shortens them (a seeded
     one in tests)."""
 
@@ -106,6 +108,7 @@ class Closing:
                  apply: Callable[[ChannelID, Change, bool], None],
                  closed_later: Callable[[ChannelID], Deferred[Channel]],
                  refusal: Callable[[ChannelID], None],
+                 forced_refusal: Callable[[ChannelID, bool], None],
                  folds_done: Callable[[ChannelID], Deferred[None] | None],
                  rng: random.Random | None = None) -> None:
         self._clock = clock
@@ -117,6 +120,7 @@ class Closing:
         self._apply = apply
         self._closed_later = closed_later
         self._refusal = refusal
+        self._forced_refusal = forced_refusal
         self._folds_done = folds_done
 
     def _channel(self, channel_id: ChannelID) -> Channel:
@@ -260,9 +264,16 @@ class Closing:
         log.warn("channel {channel_id}: the peer did not sign the final state ({why}); "
                  "closing through a dispute", channel_id=_hex(channel_id), why=why)
 
-    async def force_close(self, channel_id: ChannelID) -> Channel:
-        """Settle on-chain without the peer; the channel once closed."""
-        self._channel(channel_id)
+    async def force_close(self, channel_id: ChannelID,
+                          accept_deposits_back: bool = False) -> Channel:
+        """Settle on-chain without the peer; the channel once closed. `accept_deposits_back`:
+        the caller accepts the terms of a channel held because the peer's deposit is missing
+        (each side gets back its own deposit). The decision is durable as any forced close's:
+        the core's ForceClose moves the channel to settling in its record before anything is
+        sent, and a restart goes on settling it."""
+        if channel_id not in self._channels:
+            raise ResourceNotFound("no such channel", type="channel", id=_hex(channel_id))
+        self._forced_refusal(channel_id, accept_deposits_back)
         closed = self._closed_later(channel_id)
         self._apply(channel_id, ForceClose(), True)
         return await closed

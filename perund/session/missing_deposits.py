@@ -8,7 +8,8 @@ start, the funded channels' holdings are read; each channel that falls short is 
 
 - it takes no update, ours or the peer's (a payment on it would move money the chain does not
   hold, and its payee's user would be told of it), and it does not close (a close would
-  conclude a channel that pays nothing, or less than its state says);
+  conclude a channel that pays nothing, or less than its state says), but by force with the
+  user's consent when only the peer's share is missing (`perund.session.held_close`);
 - the loss is logged as critical, once, naming the channel and the amounts;
 - what of **our** share is missing is deposited again, by the funding's own code
   (`ChainSettlement.deposit_again`: our earlier transactions waited for, the holdings read,
@@ -150,10 +151,12 @@ class OwnShares:
 @dataclass(frozen=True, slots=True)
 class Lack:
     """One asset a held channel lacks: the shortfall, and how much of it is our share (None:
-    this node cannot tell its share; the rest is the peer's)."""
+    this node cannot tell its share; the rest is the peer's); `ours_held`: what the chain
+    holds of our deposit (read with `ours`: None when that is None)."""
 
     shortfall: Shortfall
     ours: int | None
+    ours_held: int | None = None
 
     @property
     def peers(self) -> int | None:
@@ -179,6 +182,11 @@ class Hold:
         """Whether some of the missing deposits are ours."""
         return any(lack.ours for lack in self.lacks)
 
+    def peers_only(self) -> bool:
+        """Whether only the peer's share is missing, as far as this node can tell (then a
+        forced close may pay each side its own deposit back: perund.session.held_close)."""
+        return all(lack.ours == 0 for lack in self.lacks)
+
     def whose(self) -> str:
         """Who deposits what again, in words (after a sentence that ends with a period)."""
         said = []
@@ -190,6 +198,10 @@ class Hold:
         if peers:
             said.append(f"The peer's share ({', '.join(peers)}) is the peer's to deposit "
                         "again: the channel stays held until it does.")
+            if self.peers_only():
+                said.append("Only a forced close is possible meanwhile, on the terms of a "
+                            "channel that holds less than its state: each side gets back "
+                            "exactly what it deposited, whatever the balances say.")
         if any(lack.ours is None for lack in self.lacks):
             said.append("This node cannot tell whose share is missing (no record of its own "
                         "deposit: the channel was funded by an older perund and has taken "
@@ -230,9 +242,10 @@ class MissingDeposits:
         hold = self.held.get(channel_id)
         if hold is None:
             return None
+        closes = "closes only by force" if hold.peers_only() else "does not close"
         return FailedPrecondition(
             f"the chain no longer holds this channel's deposits ({hold.text()}): it lost the "
-            "blocks that held them. The channel takes no update and does not close until "
+            f"blocks that held them. The channel takes no update and {closes} until "
             f"they are back. {hold.whose()}".rstrip(), channel_id="0x" + channel_id.hex())
 
     def missing(self, channel_id: ChannelID) -> tuple[Shortfall, ...]:
@@ -298,6 +311,15 @@ class MissingDeposits:
             self.held[channel_id] = hold
         for channel_id in [c for c in self.held if c not in short]:
             del self.held[channel_id]
+            settling = self._channel(channel_id)
+            if settling is not None and settling.phase not in REDEPOSIT_PHASES:
+                # A forced close on the underfunded terms (perund.session.held_close), or a
+                # dispute: a settling channel is not looked at for shortfalls any more.
+                log.info("session {session_id}: channel {channel_id} is settling on-chain: "
+                         "it is no longer held; its conclusion pays what the chain holds "
+                         "then (each side its own deposit while the deposits fall short)",
+                         session_id=self._session_id, channel_id="0x" + channel_id.hex())
+                continue
             log.warn("session {session_id}: the chain holds the deposits of channel "
                      "{channel_id} again: it takes updates again",
                      session_id=self._session_id, channel_id="0x" + channel_id.hex())
@@ -315,7 +337,7 @@ class MissingDeposits:
         for part in parts:
             held = (await self._chain.holdings(part.channel_id, part.asset))[channel.index]
             missing = max(0, ours.get(part.asset, 0) - held)
-            lacks.append(Lack(part, min(missing, part.expected - part.held)))
+            lacks.append(Lack(part, min(missing, part.expected - part.held), held))
         return tuple(lacks)
 
     def _may_deposit(self, channel_id: ChannelID) -> bool:

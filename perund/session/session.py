@@ -52,6 +52,7 @@ from perund.session.chain_check import (
 from perund.session.client import ChannelClient
 from perund.session.config import SessionConfig, SessionKeys, read_session_files, unlock
 from perund.session.fee_config import resolve_fee
+from perund.session.held_close import HeldCloses
 from perund.session.missing_deposits import MissingDeposits, OwnShares
 from perund.session.notices import Notice
 from perund.session.onchain import ChainSettlement
@@ -324,7 +325,7 @@ class Session:
         missing = MissingDeposits(reactor, chain, lambda: client.channels.values(),
                                   session_id=session_id, label=asset_label, shares=shares,
                                   redeposit=settlement.deposit_again, channel=client.channels.get)
-        client.refusals.append(lambda channel_id, _winding_down: missing.refusal(channel_id))
+        client.holds = HeldCloses(missing, asset_label, client.channels.get)
 
         def deposit_seen(channel_id: ChannelID) -> None:
             settlement.deposit_seen(channel_id)

@@ -101,6 +101,8 @@ class MemoryNode:
         self.calls: list[str] = []
         self.peer_waits: list[int | None] = []
         """Each channel_close's peer wait, in order."""
+        self.deposits_back_accepted: list[bool] = []
+        """Each channel_close's acceptDepositsBack, in order."""
         self.max_fees: list[Mapping[Address, int] | None] = []
         """The maxFee of each channel_open, as the dispatcher passed it."""
 
@@ -297,9 +299,11 @@ class MemoryNode:
         return result if result is not None else session.channels[channel_id]
 
     async def channel_close(self, session_id: bytes, channel_id: bytes,
-                            force: bool, peer_wait: int | None = None) -> ChannelView:
+                            force: bool, peer_wait: int | None = None,
+                            accept_deposits_back: bool = False) -> ChannelView:
         self.calls.append("channel_close")
         self.peer_waits.append(peer_wait)
+        self.deposits_back_accepted.append(accept_deposits_back)
         session = self._session(session_id)
         channel = self._channel(session, channel_id)
         if channel.phase == "closed":

@@ -1,11 +1,14 @@
 """`channel close`: cooperatively, after a wait for a peer that cannot be reached, or forced
 through a dispute; what the close waits for while it runs. A forced close of a virtual channel
-takes its ledger channels on-chain too: the user is told, and asked (`--yes` answers)."""
+takes its ledger channels on-chain too, and one of a channel held because the chain lost the
+peer's deposit pays each side back its deposit, not its balance: the user is told, and asked
+(`--yes` answers)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from perund.cli.client import render
@@ -59,6 +62,10 @@ def channel_close(ctx: Context, args: argparse.Namespace) -> Result:
     channel_id = channel["channelId"]
     if args.force and channel.get("kind") == "virtual" and not args.yes:
         confirm_forced_virtual(ctx, channel)
+    # Held with the peer's deposit missing: the node closes it only on the terms accepted.
+    deposits_back = bool(args.force and channel.get("depositsBack"))
+    if deposits_back and not args.yes:
+        confirm_deposits_back(ctx, channel)
 
     def finish(closed: Any) -> Outcome:
         how = "by a final state both signed" if closed.get("isFinal") else "by a dispute"
@@ -71,7 +78,7 @@ def channel_close(ctx: Context, args: argparse.Namespace) -> Result:
     disputes_from = None if wait is None else ctx.node_now() + wait
     return Long(f"closing channel {short_id(channel_id)} with {channel['peer']}",
                 lambda: ctx.call_long("channel_close", sessionId=session, channelId=channel_id,
-                                      **_close_how(args)),
+                                      **_close_how(args, deposits_back)),
                 _close_status(ctx, session, channel, disputes_from), finish)
 
 
@@ -105,10 +112,56 @@ def confirm_forced_virtual(ctx: Context, channel: dict[str, Any]) -> None:
         raise UsageError("the forced close was not confirmed: nothing was done")
 
 
-def _close_how(args: argparse.Namespace) -> dict[str, Any]:
-    """`channel_close`'s `force` or `peerWait`, as the options say."""
+def forced_deposits_back(channel: dict[str, Any]) -> str:
+    """What a forced close of `channel`, held because the chain lost the peer's deposit, does:
+    each side gets back exactly what it deposited (its `depositsBack`), not its balance
+    (docs/chain.md, the Adjudicator's rule for a channel that holds less than its state)."""
+    peer = channel["peer"]
+    balances = channel.get("balances") or {}
+    lacks = "; ".join(f"{render.amount(d['expected'], cur)} expected, "
+                      f"{render.amount(d['held'], cur)} held"
+                      for cur, d in sorted((channel.get("depositsMissing") or {}).items()))
+    parts = []
+    for cur, back in sorted(channel["depositsBack"].items()):
+        balance = Decimal(str((balances.get(cur) or {}).get("self", "0")))
+        diff = render.decimal_text(abs(Decimal(back) - balance))
+        if Decimal(back) < balance:
+            detail = (f"your balance is {render.amount(str(balance), cur)}: the "
+                      f"{render.amount(diff, cur)} {peer} paid you is forfeited")
+        elif Decimal(back) > balance:
+            detail = (f"your balance is {render.amount(str(balance), cur)}: the "
+                      f"{render.amount(diff, cur)} you paid {peer} comes back to you")
+        else:
+            detail = "your balance"
+        parts.append(f"{render.amount(back, cur)} ({detail})")
+    period = render.seconds_text(channel["challengeDuration"]) \
+        if isinstance(channel.get("challengeDuration"), int) else "its challenge duration"
+    return (f"channel {short_id(channel['channelId'])} with {peer} is held: the chain no longer "
+            f"holds {peer}'s deposit ({lacks}). A forced close now pays each side back exactly "
+            f"what it deposited, not its balance: you get back {'; '.join(parts)}. The close "
+            f"is a dispute: its gas is yours, and the funds wait out the challenge period "
+            f"({period}). Should {peer} deposit again before the conclusion, the close pays "
+            f"the balances instead")
+
+
+def confirm_deposits_back(ctx: Context, channel: dict[str, Any]) -> None:
+    """Ask before a forced close on the deposits-back terms; UsageError when the user says no,
+    or when there is no one to ask (no terminal, the shell): `--yes` is then the answer."""
+    what = forced_deposits_back(channel)
+    if ctx.confirm is None:
+        raise UsageError(f"{what}. Nothing was done: give --yes to force the close on these "
+                         "terms (no question is asked without a terminal, nor in the shell)")
+    if not ctx.confirm(f"{what}.\nForce the close on these terms? [y/N] "):
+        raise UsageError("the forced close was not confirmed: nothing was done")
+
+
+def _close_how(args: argparse.Namespace, deposits_back: bool = False) -> dict[str, Any]:
+    """`channel_close`'s `force` or `peerWait`, as the options say; `deposits_back`: the user
+    accepted the terms of a held channel (`acceptDepositsBack`)."""
     if args.peer_wait is not None:
         return {"peerWait": args.peer_wait}
+    if deposits_back:
+        return {"force": True, "acceptDepositsBack": True}
     return {"force": bool(args.force)}
 
 

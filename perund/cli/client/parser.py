@@ -161,10 +161,12 @@ def add_commands(commands: Any, interactive: bool) -> None:
     how.add_argument("--force", action="store_true",
                      help="settle on-chain without the peer (waits the challenge period); "
                           "for a virtual channel this takes its ledger channels on-chain "
-                          "too, and the CLI asks first")
+                          "too, and for a channel held because the chain lost the peer's "
+                          "deposit each side gets back its deposit, not its balance: the CLI "
+                          "asks first")
     closing.add_argument("--yes", action="store_true",
-                         help="with --force on a virtual channel: do it without asking (what "
-                              "a script or the shell must give)")
+                         help="with --force on a virtual or a held channel: do it without "
+                              "asking (what a script or the shell must give)")
     how.add_argument("--peer-wait", action=Once, type=wait_seconds, metavar="WAIT",
                      help="how long to wait for a peer that cannot be reached before "
                           "disputing: seconds, or e.g. 90s, 10m, 1h (default 5m, at most 1d)")

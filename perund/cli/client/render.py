@@ -256,8 +256,11 @@ def channel_details(c: Mapping[str, Any], style: Style, node_now: float | None =
     if missing:
         lacks = "; ".join(f"{amount(d['expected'], cur)} expected, {amount(d['held'], cur)} held"
                           for cur, d in sorted(missing.items()))
-        pairs.append(("held", style.warn(f"the chain lost its deposits ({lacks}): no payment "
-                                         "or close until they are back")))
+        back = c.get("depositsBack")
+        until = "no payment or close until they are back" if not back else (
+            "no payment until they are back; a forced close gets you back your deposit, not "
+            "your balance: " + ", ".join(amount(v, cur) for cur, v in sorted(back.items())))
+        pairs.append(("held", style.warn(f"the chain lost its deposits ({lacks}): {until}")))
     on_chain = c.get("onChain")
     if on_chain:
         text = f"version {on_chain['version']} registered, challenge period ends " \
