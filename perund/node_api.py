@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final, TypeVar
 
@@ -232,6 +232,19 @@ class NodeAPI:
         label, amount = self.node.currencies.render(asset, units)
         return f"{amount} {label}"
 
+    def _refuse_disabled(self, assets: Iterable[Address]) -> None:
+        """FailedPrecondition for a channel in a token the node disabled at its start
+        (`perund.node_assets`): no new channel holds it, whoever proposed it."""
+        currencies = self.node.currencies
+        for asset in assets:
+            why = currencies.disabled(asset)
+            if why is not None:
+                symbol = currencies.label(asset)[0]
+                raise FailedPrecondition(
+                    f"{symbol} is disabled on this node: {why}; no channel is opened or "
+                    "accepted in it (node_getConfig shows it; the node's log says more)",
+                    asset=symbol, disabled=why)
+
     async def _can_fund(self, session: Session, deposits: Mapping[Address, int]) -> None:
         """InsufficientFunds, before anything is sent to anyone, when the session's on-chain
         account cannot pay its deposits (of every asset) and the gas of their transactions;
@@ -243,6 +256,7 @@ class NodeAPI:
                 f"the channel would hold {hex_address(unknown[0])}, which is no asset of this "
                 "node's (node_getConfig lists them; chain.assets configures them)",
                 asset=hex_address(unknown[0]))
+        self._refuse_disabled(deposits)
         tokens = [asset for asset, amount in deposits.items() if amount > 0 and asset != ETH]
         if not tokens and not deposits.get(ETH, 0):
             return  # nothing for us to deposit: no transaction either
@@ -291,6 +305,7 @@ class NodeAPI:
                 raise InvalidArgument(f"maxFee names {symbol}, which the channel does not hold",
                                       name=f"maxFee.{symbol}", value=None,
                                       requirement="a currency of balances")
+            self._refuse_disabled(balances)
             # Funded by a lock in our ledger channel with the intermediary: no deposit.
             virtual = VirtualOpenRequest(
                 contact.off_chain_address, session.contacts.resolve(via, "via").off_chain_address,
@@ -308,6 +323,7 @@ class NodeAPI:
                                        accept: bool) -> ChannelView | None:
         session = self._session(session_id)
         if accept:
+            self._refuse_disabled(session.client.proposed_assets(proposal_id))
             await self._can_fund(session, session.client.proposed_deposits(proposal_id))
         channel = await session.client.respond_proposal(proposal_id, accept)
         return None if channel is None else self._view(session, channel)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from perund.api.amounts import Currencies
+from perund.api.amounts import Currencies, Currency
 from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
@@ -174,12 +174,22 @@ class NodeInfo:
             "chainUrl": self.chain_url,
             "chainId": self.chain_id,
             "adjudicator": hex_address(self.adjudicator),
-            "assets": {c.symbol: {"address": hex_address(c.asset), "decimals": c.decimals}
-                       for c in currencies},
+            "assets": {c.symbol: _asset_json(c, currencies) for c in currencies},
             "commTypes": list(self.comm_types),
             "version": self.version,
             "responseTimeout": self.response_timeout,
         }
+
+
+def _asset_json(currency: Currency, currencies: Currencies) -> JSON:
+    """A currency of `node_getConfig`: its address and decimals, and why it is disabled if it
+    is (a token that failed its check at the node's start, `perund.node_assets`)."""
+    shown: dict[str, Any] = {"address": hex_address(currency.asset),
+                             "decimals": currency.decimals}
+    why = currencies.disabled(currency.asset)
+    if why is not None:
+        shown["disabled"] = why
+    return shown
 
 
 @dataclass(frozen=True, slots=True)

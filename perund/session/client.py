@@ -335,6 +335,11 @@ class ChannelClient(TimingKnobs):
         (if none waits, the error a late answer gets: `Questions.proposal`)."""
         return self._opening.deposits(proposal_id)
 
+    def proposed_assets(self, proposal_id: bytes) -> tuple[Address, ...]:
+        """The assets the waiting proposal `proposal_id` would have the channel hold, ledger or
+        virtual (if none waits, the error a late answer gets)."""
+        return tuple(self._questions.proposal(proposal_id).assets)
+
     @store_intact
     def respond_proposal(self, proposal_id: bytes, accept: bool) -> Deferred[Channel | None]:
         """Answer a `ProposalNotice`: accept (fires with the channel once funded and open) or

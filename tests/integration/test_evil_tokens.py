@@ -1,0 +1,111 @@
+"""Hostile tokens against two real daemons on anvil (the audit of hostile tokens): a configured
+token that breaks (every call reverts, as an upgraded proxy might) or that the config gets
+wrong disables that token alone; the node still starts and watches and settles every channel,
+those holding the token too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest_twisted
+import yaml
+
+from perund.chain.anvil import Anvil
+from perund.channel.types import to_address
+from perund.errors import FailedPrecondition
+from tests.integration.daemons import assert_clean_log
+from tests.integration.evil import SYMBOL, evil_world, open_channel, send
+from tests.integration.onchain import stored_channel, wei
+from tests.integration.pair import CHALLENGE, stale_state_refuted
+from tests.integration.test_daemons import metric, scrape
+
+
+def critical_lines(text: str, what: str) -> list[str]:
+    return [line for line in text.splitlines() if "#critical]" in line and what in line]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_token_that_breaks_leaves_the_node_watching_every_channel(
+        anvil: Anvil, tmp_path: Path) -> None:
+    w, token = await evil_world(anvil, tmp_path)
+    try:
+        eth = open_channel(w, {"ETH": ("1", "1")})
+        evl = open_channel(w, {SYMBOL: ("10", "10")})
+        send(w, "bob", eth, "ETH", "0.1")
+        backup = w.backup("bob", tmp_path)  # alice 1.1 ETH, bob 0.9
+        send(w, "bob", eth, "ETH", "0.8")  # alice 1.9 ETH, bob 0.1
+        send(w, "alice", evl, SYMBOL, "3")  # alice 7 EVL, bob 13
+        token.tx("setBroken", True)  # every call of the token reverts from now on
+        w.alice.stop()
+        w.restart("alice")  # the node starts all the same
+
+        # The token is disabled, alone, and says so: once in the log, in the config, a metric.
+        assets = w.alice.call("node_getConfig")["assets"]
+        assert "does not answer decimals()" in assets[SYMBOL]["disabled"], assets
+        assert "disabled" not in assets["ETH"], assets
+        assert len(critical_lines(w.alice.log.read_text(), f"chain.assets.{SYMBOL}:")) == 1
+        assert metric(scrape(w.alice), f'perund_token_disabled{{currency="{SYMBOL}"}}') == 1
+        assert metric(scrape(w.bob), f'perund_token_disabled{{currency="{SYMBOL}"}}') == 0
+        # No new channel in it.
+        reply = w.request("alice", "channel_open", peer="bob",
+                          balances={SYMBOL: {"self": "1", "peer": "1"}},
+                          challengeDuration=CHALLENGE)
+        assert reply["error"]["code"] == FailedPrecondition.code, reply
+        assert reply["error"]["data"]["asset"] == SYMBOL, reply
+
+        # The channel holding it still closes: the Adjudicator credits the payouts the token
+        # refuses (both, here), and alice's node shows hers.
+        w.close_together("alice", "bob", evl)
+        chain = await w.connected()
+        assert await chain.owed(to_address(w.receiver("alice")), to_address(token.address)) \
+            == wei("7")
+        assert w.channel("alice", evl)["credited"] == {SYMBOL: "7"}
+
+        # Bob registers the old state of the ETH channel: alice's node refutes it.
+        w.bob.stop()
+        old = stored_channel(backup, eth)
+        await stale_state_refuted(w, eth, old, w.channel("alice", eth)["version"])
+        await w.check_payouts(eth, wei("1.9"), wei("0.1"))
+    finally:
+        w.close()
+    assert_clean_log(w.alice)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_typo_in_a_token_entry_disables_it_and_the_node_starts(
+        anvil: Anvil, tmp_path: Path) -> None:
+    w, _ = await evil_world(anvil, tmp_path)
+    try:
+        # Alice's operator gets the decimals wrong, and adds a token at an address with no code.
+        w.alice.stop()
+        node = yaml.safe_load(w.alice.config.read_text())
+        node["chain"]["assets"][SYMBOL]["decimals"] = 6
+        node["chain"]["assets"]["USDC"] = {"address": "0x" + "5a" * 20, "decimals": 6}
+        w.alice.config.write_text(yaml.safe_dump(node))
+        w.restart("alice")
+        assets = w.alice.call("node_getConfig")["assets"]
+        assert assets[SYMBOL]["disabled"].startswith("decimals is 6 in the config, but the "
+                                                     "token at "), assets
+        assert assets["USDC"]["disabled"].startswith("no contract at 0x5a5A5a5a"), assets
+        log = w.alice.log.read_text()
+        assert len(critical_lines(log, f"chain.assets.{SYMBOL}:")) == 1
+        assert len(critical_lines(log, "chain.assets.USDC:")) == 1
+
+        # Bob proposes a channel in EVL: alice's user cannot accept it, only reject it.
+        with w.pushes("alice") as pushes:
+            opening = w.background(w.request, "bob", "channel_open", peer="alice",
+                                   balances={SYMBOL: {"self": "1", "peer": "1"}},
+                                   challengeDuration=CHALLENGE)
+            proposal = pushes.wait(lambda p: "proposalId" in p)
+            reply = w.request("alice", "channel_respondProposal",
+                              proposalId=proposal["proposalId"], accept=True)
+            assert reply["error"]["code"] == FailedPrecondition.code, reply
+            assert reply["error"]["data"]["asset"] == SYMBOL, reply
+            w.call("alice", "channel_respondProposal", proposalId=proposal["proposalId"],
+                   accept=False)
+            assert "rejected" in opening.result(60)["error"]["message"]
+        # An ETH channel opens as ever.
+        open_channel(w, {"ETH": ("1", "1")})
+    finally:
+        w.close()
+    assert_clean_log(w.alice)
