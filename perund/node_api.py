@@ -15,10 +15,10 @@ from typing import Any, Final, TypeVar
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 
 from perund import __version__
+from perund.api.node_info import NodeInfo
 from perund.api.views import (
     AccountBalance,
     ChannelView,
-    NodeInfo,
     Notification,
     Payment,
     PaymentPage,
@@ -144,10 +144,15 @@ class NodeAPI:
             # A retired virtual channel's parent may have retired too.
             parent = session.client.channels.get(parent_id) \
                 or session.store.retired_channel(parent_id)
+        payout = session.client.payouts.of(channel.channel_id) or {}
         return channel_view(channel, self._alias_of(session),
-                            paid_out=session.client.paid_out.get(channel.channel_id),
+                            paid_out=tuple((a, p.paid) for a, p in payout.items()) if payout
+                            else None,
                             via=None if parent is None else parent.peer,
-                            credited=session.client.credited.get(channel.channel_id, ()),
+                            credited=tuple((a, p.credited) for a, p in payout.items()
+                                           if p.credited),
+                            withdrawn=tuple((a, p.withdrawn_at) for a, p in payout.items()
+                                            if p.credited and p.withdrawn_at is not None),
                             fees=session.client.fees.totals(channel.channel_id),
                             deposits_missing=self._deposits_missing(session, channel))
 

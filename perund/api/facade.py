@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+from perund.api.node_info import NodeInfo
 from perund.api.views import (
     AccountBalance,
     ChannelView,
-    NodeInfo,
     Notification,
     Payment,
     PaymentPage,

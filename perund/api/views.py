@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from perund.api.amounts import Currencies, Currency
+from perund.api.amounts import Currencies
 from perund.channel import events as ev
 from perund.channel.phases import Phase
 from perund.channel.records import Channel
@@ -78,11 +78,13 @@ class ChannelView:
     is_final: bool = False
     on_chain: OnChainView | None = None
     paid_out: tuple[tuple[Address, int], ...] | None = None
-    """What the chain says it paid our account at the conclusion, per asset (known when this
-    node saw the conclusion)."""
+    """What the chain says it paid our account at the conclusion, per asset, sent or credited
+    (known when this node saw the conclusion)."""
     credited: tuple[tuple[Address, int], ...] = ()
     """The part of `paid_out` the contract could not send and holds for a withdraw (the
-    session withdraws it: perund.session.withdrawals)."""
+    session withdraws it: perund.session.withdrawals): owed, not paid, until `withdrawn`."""
+    withdrawn: tuple[tuple[Address, int], ...] = ()
+    """The credited assets the session has seen withdrawn since, and when (unix seconds)."""
     funded_by: tuple[ChannelID, ...] = ()
     """A virtual channel's parents, ours first (empty for a ledger channel)."""
     via: str | None = None
@@ -122,11 +124,15 @@ class ChannelView:
             shown["onChain"] = {"version": self.on_chain.version,
                                 "timeout": self.on_chain.timeout}
         if self.paid_out is not None:
-            shown["paidOut"] = dict(currencies.render(asset, amount)
+            # Sent: a credit is owed by the contract, not paid (it is under `credited`).
+            held = dict(self.credited)
+            shown["paidOut"] = dict(currencies.render(asset, amount - held.get(asset, 0))
                                     for asset, amount in self.paid_out)
         if self.credited:
             shown["credited"] = dict(currencies.render(asset, amount)
                                      for asset, amount in self.credited)
+        if self.withdrawn:
+            shown["withdrawn"] = {currencies.label(asset)[0]: at for asset, at in self.withdrawn}
         if self.deposits_missing:
             shown["depositsMissing"] = {currencies.render(asset, expected)[0]: {
                 "expected": currencies.render(asset, expected)[1],
@@ -155,41 +161,6 @@ class PeerView:
         """`{alias, offChainAddress, commAddress, commType}`."""
         return {"alias": self.alias, "offChainAddress": hex_address(self.off_chain_address),
                 "commAddress": self.comm_address, "commType": self.comm_type}
-
-
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
-    """What `node_getConfig` shows; the assets come from the API's currency table."""
-
-    chain_url: str
-    chain_id: int
-    adjudicator: Address
-    comm_types: tuple[str, ...]
-    version: str
-    response_timeout: float
-
-    def to_json(self, currencies: Currencies) -> JSON:
-        """The node's public configuration."""
-        return {
-            "chainUrl": self.chain_url,
-            "chainId": self.chain_id,
-            "adjudicator": hex_address(self.adjudicator),
-            "assets": {c.symbol: _asset_json(c, currencies) for c in currencies},
-            "commTypes": list(self.comm_types),
-            "version": self.version,
-            "responseTimeout": self.response_timeout,
-        }
-
-
-def _asset_json(currency: Currency, currencies: Currencies) -> JSON:
-    """A currency of `node_getConfig`: its address and decimals, and why it is disabled if it
-    is (a token that failed its check at the node's start, `perund.node_assets`)."""
-    shown: dict[str, Any] = {"address": hex_address(currency.asset),
-                             "decimals": currency.decimals}
-    why = currencies.disabled(currency.asset)
-    if why is not None:
-        shown["disabled"] = why
-    return shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,10 +437,13 @@ def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None
                  paid_out: tuple[tuple[Address, int], ...] | None = None,
                  via: Address | None = None,
                  credited: tuple[tuple[Address, int], ...] = (),
+                 withdrawn: tuple[tuple[Address, int], ...] = (),
                  fees: Mapping[Address, tuple[int, int]] | None = None,
                  deposits_missing: tuple[tuple[Address, int, int], ...] = ()) -> ChannelView:
     """Channel info of `channel` (at `state`, e.g. a proposed one, or at its latest state),
-    with what the chain paid our account if it is concluded and that is known; `via` is a
+    with what the chain paid our account if it is concluded and that is known (`credited`: the
+    part the contract holds for a withdraw; `withdrawn`: when such a credit was withdrawn, per
+    asset); `via` is a
     virtual channel's intermediary, `fees` a ledger's fees earned and paid per asset,
     `deposits_missing` what the chain lacks of a held channel (asset, expected, held)."""
     shown = state if state is not None else channel.latest
@@ -492,6 +466,7 @@ def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None
         # conclusion (ConclusionLost) has none any more, whatever the client remembers.
         paid_out=paid_out if channel.phase is Phase.CLOSED else None,
         credited=credited if channel.phase is Phase.CLOSED else (),
+        withdrawn=withdrawn if channel.phase is Phase.CLOSED else (),
         funded_by=(parents[me], parents[peer]) if parents else (),
         via=None if via is None else _peer_name(via, alias_of),
         funds=tuple(lock.channel_id for lock in shown.locked),
@@ -600,7 +575,7 @@ def peer_view(contact: Contact) -> PeerView:
 
 
 __all__ = [
-    "AccountBalance", "AliasOf", "AssetBalance", "ChannelView", "Delivered", "KeptPush", "NodeInfo",
+    "AccountBalance", "AliasOf", "AssetBalance", "ChannelView", "Delivered", "KeptPush",
     "Notification", "OnChainView", "Payment", "PaymentPage", "PaymentView", "PeerView",
     "ProposalGoneView", "ProposalView",
     "SessionClosedView", "SessionInfo",

@@ -75,6 +75,7 @@ from perund.session.opening import Opening
 from perund.session.outbox import Outbox
 from perund.session.outcomes import Outcomes
 from perund.session.patience import Patience
+from perund.session.payouts import Payouts
 from perund.session.pending import QuestionRecords
 from perund.session.ports import Funder, PeerLinks, Settler
 from perund.session.questions import Questions
@@ -197,17 +198,17 @@ class ChannelClient(TimingKnobs):
         self._outbox = Outbox(links=peers, timing=self.timing, channels=self.channels,
                               route=self.inbox.message_received, apply=self._apply,
                               memos=self._memos)
+        self.payouts = Payouts(store)
+        """What each conclusion paid our receiver, and what of it is credited (the store's)."""
         self._outcomes = Outcomes(
             links=peers, channels=self.channels, by_peer=self._by_peer, notify=self._notify,
             funding_error=lambda cid: self._virtual.lock_error(cid)
-            or self._duties.funding_error(cid))
+            or self._duties.funding_error(cid), payouts=self.payouts)
         self._closing = Closing(reactor, channels=self.channels, store=self.store,
                                 stopped=lambda: self.stopped, rng=rng,
                                 final=lambda cid: self.send(cid, (), True),
                                 apply=self._apply, closed_later=self._outcomes.closed_later,
                                 refusal=self._close_refusal, folds_done=self._virtual.folds_done)
-        self.paid_out = self._outcomes.paid_out
-        self.credited = self._outcomes.credited
         self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {
             ev.SendAccept: self._outbox.send_accept,
             ev.SendReject: self._outbox.send_reject,
@@ -292,8 +293,6 @@ class ChannelClient(TimingKnobs):
             known.discard(channel_id)
             if not known:
                 del self._by_peer[channel.peer]
-        self.paid_out.pop(channel_id, None)
-        self.credited.pop(channel_id, None)
         self._sends.forget(channel_id)
 
     def watch_peers(self, dispute_after: float) -> None:

@@ -154,7 +154,8 @@ class Session:
         """Channels held because the chain lost their deposits while the session ran."""
         self._early: deque[Notice] | None = deque(maxlen=EARLY_NOTICES)
         client.observers.append(self._keep_early)
-        self.withdrawals = Withdrawals(reactor, settlement, settlement.asset_label)
+        self.withdrawals = Withdrawals(reactor, settlement, settlement.asset_label,
+                                       client.payouts)
         """Withdraws the payouts the Adjudicator credited to our account instead of sending."""
         client.observers.append(self.withdrawals.observe)
         self.listings = WorkAllowance(reactor, LISTING_RATE, LISTING_BURST)

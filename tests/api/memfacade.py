@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from perund.api.node_info import NodeInfo
 from perund.api.views import (
     AccountBalance,
     AssetBalance,
     ChannelView,
-    NodeInfo,
     Notification,
     Payment,
     PaymentPage,

@@ -1,11 +1,14 @@
 """Hostile tokens against two real daemons on anvil (the audit of hostile tokens): a configured
 token that breaks (every call reverts, as an upgraded proxy might) or that the config gets
 wrong disables that token alone; the node still starts and watches and settles every channel,
-those holding the token too."""
+those holding the token too; a payout the token refuses is shown as owed, not paid, across
+restarts, until the node withdraws it."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest_twisted
 import yaml
@@ -13,10 +16,11 @@ import yaml
 from perund.chain.anvil import Anvil
 from perund.channel.types import to_address
 from perund.errors import FailedPrecondition
+from tests.cli.conftest import CLI, cli_env
 from tests.integration.daemons import assert_clean_log
-from tests.integration.evil import SYMBOL, evil_world, open_channel, send
-from tests.integration.onchain import stored_channel, wei
-from tests.integration.pair import CHALLENGE, stale_state_refuted
+from tests.integration.evil import SUPPLY, SYMBOL, evil_world, open_channel, send
+from tests.integration.onchain import stored_channel, until, wei
+from tests.integration.pair import CHALLENGE, World, stale_state_refuted
 from tests.integration.test_daemons import metric, scrape
 
 
@@ -109,3 +113,56 @@ async def test_a_typo_in_a_token_entry_disables_it_and_the_node_starts(
     finally:
         w.close()
     assert_clean_log(w.alice)
+
+
+def cli(w: World, name: str, *args: str) -> str:
+    """What `perund-cli --session <name's> ARGS` prints, against `name`'s node."""
+    daemon = w.daemons[name]
+    run = subprocess.run(
+        [CLI, "--session", w.sessions[name], *args], capture_output=True, text=True,
+        timeout=60, env=cli_env(daemon, daemon.workdir / f"cli-{name}"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_credited_payout_is_shown_as_owed_across_restarts_until_withdrawn(
+        anvil: Anvil, tmp_path: Path) -> None:
+    w, token = await evil_world(anvil, tmp_path)
+    try:
+        cid = open_channel(w, {SYMBOL: ("10", "10")})
+        send(w, "alice", cid, SYMBOL, "3")  # alice 7 EVL, bob 13
+        token.tx("setBlocked", w.receiver("bob"), True)  # the token refuses bob's account
+        w.close_together("alice", "bob", cid)
+        until(lambda: w.phase("bob", cid) == "closed", "bob's node seeing the conclusion")
+        chain = await w.connected()
+        bob, evl = to_address(w.receiver("bob")), to_address(token.address)
+        assert await chain.owed(bob, evl) == wei("13")
+
+        def shown() -> dict[str, Any]:
+            channel = w.channel("bob", cid)
+            return {k: channel.get(k) for k in ("paidOut", "credited", "withdrawn")}
+
+        owed = {"paidOut": {SYMBOL: "0"}, "credited": {SYMBOL: "13"}, "withdrawn": None}
+        assert shown() == owed
+        assert w.channel("alice", cid).get("paidOut") == {SYMBOL: "7"}
+        info = cli(w, "bob", "channel", "info", cid)
+        assert "13 EVL owed to you, not paid yet" in info, info
+        assert "you 13 EVL" not in info.split("paid out", 1)[1], info
+        # A restart: the payout and the credit are still known.
+        w.bob.stop()
+        w.restart("bob")
+        assert shown() == owed
+        # The token lets bob's account go: the withdraw at the next open gets the credit.
+        token.tx("setBlocked", w.receiver("bob"), False)
+        w.bob.stop()
+        w.restart("bob")
+        withdrawn = until(lambda: shown()["withdrawn"], "bob's node withdrawing")
+        assert set(withdrawn) == {SYMBOL} and shown()["credited"] == {SYMBOL: "13"}
+        assert await chain.owed(bob, evl) == 0
+        assert token.view("balanceOf", w.receiver("bob")) == SUPPLY - wei("10") + wei("13")
+        info = cli(w, "bob", "channel", "info", cid)
+        assert "13 EVL credited, withdrawn " in info and "owed to you" not in info, info
+    finally:
+        w.close()
+    assert_clean_log(w.bob)

@@ -10,6 +10,8 @@ from twisted.logger import capturedLogs, formatEvent
 from perund.channel import events as ev
 from perund.session.notices import Notice
 from perund.session.outcomes import Outcomes
+from perund.session.payouts import Payouts
+from perund.storage import MemoryStore
 from tests.channel.factories import make_pair
 
 
@@ -17,7 +19,8 @@ def test_a_dispute_says_when_its_challenge_period_ends_in_utc() -> None:
     channel, _ = make_pair()
     notices: list[Notice] = []
     outcomes = Outcomes(links=cast(Any, None), channels={channel.channel_id: channel},
-                        by_peer={}, notify=notices.append, funding_error=lambda _: None)
+                        by_peer={}, notify=notices.append, funding_error=lambda _: None,
+                        payouts=Payouts(MemoryStore()))
     with capturedLogs() as events:
         outcomes.disputed(ev.Disputed(channel.channel_id, 4, 1_796_000_000))
     (event,) = events
