@@ -43,6 +43,7 @@ from perund.errors import (
     FailedPrecondition,
     InsufficientFunds,
     InvalidArgument,
+    PerundError,
     ResourceNotFound,
 )
 from perund.ratelimit import WorkAllowance
@@ -224,11 +225,18 @@ class NodeAPI:
             [self._read(chain.balance, account) if c.asset == ETH
              else self._read(chain.token_balance, c.asset, account) for c in currencies],
             consumeErrors=True)
-        for succeeded, result in outcomes:
-            if not succeeded:
-                result.raiseException()
-        return AccountBalance(account, {c.asset: units for c, (_, units)
-                                        in zip(currencies, outcomes, strict=True)})
+        if not any(succeeded for succeeded, _ in outcomes):
+            outcomes[0][1].raiseException()  # nothing could be read: the chain is away
+        # One token whose reads fail (its balanceOf reverts) hides no other currency.
+        balances, errors = {}, {}
+        for currency, (succeeded, result) in zip(currencies, outcomes, strict=True):
+            if succeeded:
+                balances[currency.asset] = result
+            else:
+                error = result.value
+                errors[currency.asset] = error.message if isinstance(error, PerundError) \
+                    else "the read failed"
+        return AccountBalance(account, balances, errors)
 
     # -- channels --------------------------------------------------------------------------------
 

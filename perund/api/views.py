@@ -215,14 +215,20 @@ class AccountBalance:
 
     address: Address
     balances: Mapping[Address, int] = field(default_factory=dict)
+    errors: Mapping[Address, str] = field(default_factory=dict)
+    """Why an asset's balance could not be read (a token whose balanceOf reverts)."""
 
     def to_json(self, currencies: Currencies) -> JSON:
-        """`{address, balances: {currency: amount}}`."""
+        """`{address, balances: {currency: amount}, errors?: {currency: why}}`."""
         shown: dict[str, str] = {}
         for asset, units in self.balances.items():
             label, amount = currencies.render(asset, units)
             shown[label] = amount
-        return {"address": hex_address(self.address), "balances": shown}
+        answer: JSON = {"address": hex_address(self.address), "balances": shown}
+        if self.errors:
+            answer["errors"] = {currencies.label(asset)[0]: why
+                                for asset, why in self.errors.items()}
+        return answer
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,3 +166,19 @@ async def test_a_credited_payout_is_shown_as_owed_across_restarts_until_withdraw
     finally:
         w.close()
     assert_clean_log(w.bob)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_token_whose_balance_cannot_be_read_hides_no_other_currency(
+        anvil: Anvil, tmp_path: Path) -> None:
+    w, token = await evil_world(anvil, tmp_path)
+    try:
+        token.tx("setBroken", True)  # its balanceOf reverts
+        balance = w.call("alice", "session_balance")
+        assert list(balance["balances"]) == ["ETH"], balance
+        assert "balanceOf reverts" in balance["errors"][SYMBOL], balance
+        shown = cli(w, "alice", "balance")
+        rows = {line.split()[0]: line.split(None, 1)[1] for line in shown.splitlines()[2:]}
+        assert rows["ETH"] == "10000" and rows[SYMBOL].startswith("unknown: "), shown
+    finally:
+        w.close()

@@ -303,6 +303,8 @@ def peer_rows(peers: Sequence[Mapping[str, Any]], style: Style) -> str:
 def balance_rows(balance: Mapping[str, Any], style: Style) -> str:
     """The on-chain balances of the session's account."""
     rows = [[currency, value] for currency, value in balance.get("balances", {}).items()]
+    rows += [[currency, style.bad(f"unknown: {why}")]
+             for currency, why in (balance.get("errors") or {}).items()]
     head = f"on-chain account {style.ident(str(balance.get('address')))}"
     return head + "\n" + table(["CURRENCY", "BALANCE"], rows, style)
 
