@@ -102,12 +102,19 @@ class Outcomes:
 
     def disputed(self, e: ev.Disputed) -> None:
         channel = self._channels[e.channel_id]
-        # Registered before it was funded: the peer gave up on funding (its deposits come back).
+        # Registered while someone waits for it to open: only the peer can have registered it
+        # (we register a funding channel only after telling that waiter), and the peer's node
+        # does so when its own deposit failed or it stopped waiting for ours. Which, this node
+        # cannot know: the message says what it knows, and blames no one for a deposit the
+        # Adjudicator refused (a token that charges a fee on transfer, say).
         if e.channel_id in self._opening:
             ours = self._funding_error(e.channel_id)
             _resolve(self._opening, e.channel_id, ours or PeerNotFunded(
-                "the channel was registered on-chain before it was funded",
-                peer=_hex(channel.peer)))
+                "the peer's node registered version 0 on-chain before the channel was funded: "
+                "its deposit did not go through (the Adjudicator refuses a token that does not "
+                "deliver the exact amount), or it stopped waiting for the funding; whatever "
+                "was deposited comes back when the channel concludes after the challenge "
+                "period", peer=_hex(channel.peer)))
         log.warn("channel {channel_id}: version {version} is registered on-chain; the challenge "
                  "period ends {ends}", channel_id=_hex(e.channel_id), version=e.version,
                  timeout=e.timeout, ends=utc_text(e.timeout))
