@@ -64,6 +64,9 @@ GAUGES: dict[str, str] = {
     "perund_gas_fees_wei": "wei the open sessions paid for gas",
     "perund_intermediary_fees": "intermediary fees of the open sessions' ledger channels, in "
                                 "the currency's unit, by direction (earned, paid) and currency",
+    "perund_token_disabled": "1 for a configured token that failed its check at the node's "
+                             "start (no channel is opened, accepted or funded in it), by "
+                             "currency",
 }
 
 HISTOGRAMS: dict[str, str] = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final, TypeVar
 
@@ -45,6 +45,7 @@ from perund.errors import (
     FailedPrecondition,
     InsufficientFunds,
     InvalidArgument,
+    PerundError,
     ResourceNotFound,
 )
 from perund.ratelimit import WorkAllowance
@@ -147,10 +148,15 @@ class NodeAPI:
             # A retired virtual channel's parent may have retired too.
             parent = session.client.channels.get(parent_id) \
                 or session.store.retired_channel(parent_id)
+        payout = session.client.payouts.of(channel.channel_id) or {}
         return channel_view(channel, self._alias_of(session),
-                            paid_out=session.client.paid_out.get(channel.channel_id),
+                            paid_out=tuple((a, p.paid) for a, p in payout.items()) if payout
+                            else None,
                             via=None if parent is None else parent.peer,
-                            credited=session.client.credited.get(channel.channel_id, ()),
+                            credited=tuple((a, p.credited) for a, p in payout.items()
+                                           if p.credited),
+                            withdrawn=tuple((a, p.withdrawn_at) for a, p in payout.items()
+                                            if p.credited and p.withdrawn_at is not None),
                             fees=session.client.fees.totals(channel.channel_id),
                             deposits_missing=self._deposits_missing(session, channel),
                             deposits_back=self._deposits_back(session, channel))
@@ -234,11 +240,18 @@ class NodeAPI:
             [self._read(chain.balance, account) if c.asset == ETH
              else self._read(chain.token_balance, c.asset, account) for c in currencies],
             consumeErrors=True)
-        for succeeded, result in outcomes:
-            if not succeeded:
-                result.raiseException()
-        return AccountBalance(account, {c.asset: units for c, (_, units)
-                                        in zip(currencies, outcomes, strict=True)})
+        if not any(succeeded for succeeded, _ in outcomes):
+            outcomes[0][1].raiseException()  # nothing could be read: the chain is away
+        # One token whose reads fail (its balanceOf reverts) hides no other currency.
+        balances, errors = {}, {}
+        for currency, (succeeded, result) in zip(currencies, outcomes, strict=True):
+            if succeeded:
+                balances[currency.asset] = result
+            else:
+                error = result.value
+                errors[currency.asset] = error.message if isinstance(error, PerundError) \
+                    else "the read failed"
+        return AccountBalance(account, balances, errors)
 
     # -- channels --------------------------------------------------------------------------------
 
@@ -246,6 +259,19 @@ class NodeAPI:
         """`2.5 ETH`, `10 PRN`: an amount as the user names it."""
         label, amount = self.node.currencies.render(asset, units)
         return f"{amount} {label}"
+
+    def _refuse_disabled(self, assets: Iterable[Address]) -> None:
+        """FailedPrecondition for a channel in a token the node disabled at its start
+        (`perund.node_assets`): no new channel holds it, whoever proposed it."""
+        currencies = self.node.currencies
+        for asset in assets:
+            why = currencies.disabled(asset)
+            if why is not None:
+                symbol = currencies.label(asset)[0]
+                raise FailedPrecondition(
+                    f"{symbol} is disabled on this node: {why}; no channel is opened or "
+                    "accepted in it (node_getConfig shows it; the node's log says more)",
+                    asset=symbol, disabled=why)
 
     async def _can_fund(self, session: Session, deposits: Mapping[Address, int]) -> None:
         """InsufficientFunds, before anything is sent to anyone, when the session's on-chain
@@ -258,6 +284,7 @@ class NodeAPI:
                 f"the channel would hold {hex_address(unknown[0])}, which is no asset of this "
                 "node's (node_getConfig lists them; chain.assets configures them)",
                 asset=hex_address(unknown[0]))
+        self._refuse_disabled(deposits)
         tokens = [asset for asset, amount in deposits.items() if amount > 0 and asset != ETH]
         if not tokens and not deposits.get(ETH, 0):
             return  # nothing for us to deposit: no transaction either
@@ -306,6 +333,7 @@ class NodeAPI:
                 raise InvalidArgument(f"maxFee names {symbol}, which the channel does not hold",
                                       name=f"maxFee.{symbol}", value=None,
                                       requirement="a currency of balances")
+            self._refuse_disabled(balances)
             # Funded by a lock in our ledger channel with the intermediary: no deposit.
             virtual = VirtualOpenRequest(
                 contact.off_chain_address, session.contacts.resolve(via, "via").off_chain_address,
@@ -323,6 +351,7 @@ class NodeAPI:
                                        accept: bool) -> ChannelView | None:
         session = self._session(session_id)
         if accept:
+            self._refuse_disabled(session.client.proposed_assets(proposal_id))
             await self._can_fund(session, session.client.proposed_deposits(proposal_id))
         channel = await session.client.respond_proposal(proposal_id, accept)
         return None if channel is None else self._view(session, channel)

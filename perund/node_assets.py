@@ -3,12 +3,21 @@
 The currency table (`perund.api.amounts.Currencies`) is built from the config when the node is
 built, so every amount the node shows or parses uses the configured decimals from the start.
 At start-up, once the chain is connected, each token is checked on the chain: code at its
-address and `decimals()` equal to the config's. A token that fails stops the start with one
-line naming its key (`chain.assets.SYM`): a wrong address or wrong decimals would make every
-amount of that token wrong by orders of magnitude.
+address and `decimals()` equal to the config's. A token that fails is disabled, alone: a wrong
+address or wrong decimals would make every amount of that token wrong by orders of magnitude,
+so the node opens, accepts and funds no channel in it, and says so in one critical line naming
+its key (`chain.assets.SYM`) and why, in `node_getConfig` and in the metric
+`perund_token_disabled`. It does not stop the start: a token that breaks later (an upgraded
+proxy that reverts every call, a changed `decimals()`) must not leave the node's other
+channels, and its own, unwatched. The channels that hold it already are watched, disputed and
+concluded as any other; the Adjudicator credits a payout the token refuses, and the node
+withdraws it once the token sends again. A typo in a new token's entry is disabled the same
+way, loudly, rather than keeping every channel unwatched until it is mended.
 """
 
 from __future__ import annotations
+
+from twisted.logger import Logger
 
 from perund.api.amounts import Currencies, Currency
 from perund.chain import tokens
@@ -16,7 +25,9 @@ from perund.chain.backend import ChainBackend
 from perund.chain.embedded import EmbeddedChain
 from perund.channel.types import hex_address
 from perund.config import NodeConfig
-from perund.errors import InvalidConfig, InvalidContracts
+from perund.errors import InvalidConfig, InvalidContracts, PerundError
+
+log = Logger(namespace="perund.node")
 
 
 def configured_currencies(config: NodeConfig) -> Currencies:
@@ -47,27 +58,47 @@ def add_test_token(currencies: Currencies, devchain: EmbeddedChain) -> Currency 
     return added
 
 
-async def check_tokens(chain: ChainBackend, currencies: Currencies) -> None:
-    """Every token of the table has code on the chain and the decimals the table gives it;
-    InvalidConfig naming the first `chain.assets.SYM` that does not."""
+async def check_tokens(chain: ChainBackend, currencies: Currencies) -> dict[str, str]:
+    """Check every token of the table on the chain: code at its address and the decimals the
+    table gives it. Each token that fails is disabled in `currencies` (module doc) and named in
+    a critical log line; what failed, by symbol. Never raises for a token."""
+    failed: dict[str, str] = {}
     for currency in currencies:
         if currency.symbol == "ETH":
             continue
+        problem = await _token_problem(chain, currency)
+        if problem is None:
+            continue
         name = f"chain.assets.{currency.symbol}"
-        where = f"{hex_address(currency.asset)} on chain {chain.chain_id}"
+        failed[currency.symbol] = problem
+        currencies.disable(currency.asset, problem)
+        log.critical(
+            "{name}: {problem}. {symbol} is disabled: no channel is opened, accepted or funded "
+            "in it; the channels that hold it already are still watched, disputed and "
+            "concluded. Correct the entry (or remove it once no channel holds the token) and "
+            "restart the node to check it again", name=name, problem=problem,
+            symbol=currency.symbol, asset=hex_address(currency.asset))
+    return failed
+
+
+async def _token_problem(chain: ChainBackend, currency: Currency) -> str | None:
+    """What is wrong with `currency`'s token on the chain, or None if it checks out."""
+    where = f"{hex_address(currency.asset)} on chain {chain.chain_id}"
+    try:
         code = await chain.run_blocking(chain.client.code_blocking, currency.asset)
-        if not code:
-            raise InvalidConfig(f"{name}: no contract at {where}: is the address right, and "
-                                "is this the chain the token lives on?",
-                                name=name, value=hex_address(currency.asset))
-        try:
-            decimals = int(await chain.run_blocking(tokens.token_call_blocking, chain.client,
-                                                    currency.asset, "decimals"))
-        except InvalidContracts:
-            raise InvalidConfig(f"{name}: the contract at {where} does not answer decimals(): "
-                                "not an ERC20 token", name=name,
-                                value=hex_address(currency.asset)) from None
-        if decimals != currency.decimals:
-            raise InvalidConfig(f"{name}.decimals is {currency.decimals}, but the token at "
-                                f"{where} has {decimals} decimals", name=f"{name}.decimals",
-                                value=currency.decimals)
+    except PerundError as exc:
+        return f"its contract at {where} could not be read ({exc.message})"
+    if not code:
+        return (f"no contract at {where}: is the address right, and is this the chain the "
+                "token lives on?")
+    try:
+        decimals = int(await chain.run_blocking(tokens.token_call_blocking, chain.client,
+                                                currency.asset, "decimals"))
+    except InvalidContracts:
+        return f"the contract at {where} does not answer decimals(): not an ERC20 token"
+    except PerundError as exc:
+        return f"the decimals() of the contract at {where} could not be read ({exc.message})"
+    if decimals != currency.decimals:
+        return (f"decimals is {currency.decimals} in the config, but the token at {where} has "
+                f"{decimals} decimals")
+    return None

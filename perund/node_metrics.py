@@ -103,6 +103,10 @@ class NodeMetrics:
             Sample("perund_gas_fees_wei", {}, sum(s.settlement.fees_paid for s in sessions)),
             Sample("perund_channels_challenge_at_risk", {}, self._challenge_watch.at_risk()),
         ]
+        # 1 for a token the node disabled at its start (perund.node_assets): an alert's hook.
+        samples += [Sample("perund_token_disabled", {"currency": c.symbol},
+                           int(self._currencies.disabled(c.asset) is not None))
+                    for c in self._currencies if c.symbol != "ETH"]
         fees: dict[tuple[str, str], float] = {}
         for session in sessions:
             for asset, (earned, paid) in session.client.fees.sums().items():

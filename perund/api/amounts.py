@@ -98,6 +98,7 @@ class Currencies:
     def __init__(self, tokens: Iterable[Currency] = ()) -> None:
         self._by_symbol: dict[str, Currency] = {ETHER.symbol: ETHER}
         self._by_asset: dict[Address, Currency] = {ETHER.asset: ETHER}
+        self._disabled: dict[Address, str] = {}
         for token in tokens:
             self.add(token)
 
@@ -135,6 +136,17 @@ class Currencies:
         if currency is None:
             return hex_address(asset), 0
         return currency.symbol, currency.decimals
+
+    def disable(self, asset: Address, reason: str) -> None:
+        """Take the token `asset` out of new business (`perund.node_assets`): the node opens,
+        accepts and funds no channel in it; its channels are still shown and settled."""
+        if asset == ETHER.asset or asset not in self._by_asset:
+            raise ValueError("only a token of the table can be disabled")
+        self._disabled[asset] = reason
+
+    def disabled(self, asset: Address) -> str | None:
+        """Why the token `asset` is disabled (`disable`), or None if it is not."""
+        return self._disabled.get(asset)
 
     def render(self, asset: Address, units: int) -> tuple[str, str]:
         """`(label, decimal string)` of `units` of `asset`."""

@@ -334,7 +334,8 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                obj({"chainUrl": {"type": "string"}, "chainId": {"type": "integer"},
                     "adjudicator": ADDRESS,
                     "assets": {"type": "object", "additionalProperties": obj(
-                        {"address": ADDRESS, "decimals": {"type": "integer", "minimum": 0}},
+                        {"address": ADDRESS, "decimals": {"type": "integer", "minimum": 0},
+                         "disabled": {"type": "string"}},
                         ["address", "decimals"])},
                     "commTypes": {"type": "array", "items": {"type": "string"}},
                     "version": {"type": "string"}, "responseTimeout": SECONDS,
@@ -400,7 +401,11 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
                access=Access.SESSION_READ),
         method("session_balance", "On-chain balances of the session's on-chain account.",
                (session,), obj({"address": ADDRESS, "balances": {
-                   "type": "object", "additionalProperties": AMOUNT}}, ["address", "balances"]),
+                   "type": "object", "additionalProperties": AMOUNT},
+                   "errors": {"type": "object", "additionalProperties": {"type": "string"},
+                              "description": "the currencies whose balance could not be "
+                                             "read, and why (a token whose balanceOf "
+                                             "reverts)"}}, ["address", "balances"]),
                session_balance, with_currencies, (ResourceNotFound,), access=Access.SESSION_READ),
         method("channel_open", "Propose a channel; returns once it is funded and open. With "
                "`via` (an intermediary you and the peer both have a ledger channel with), a "

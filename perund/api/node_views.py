@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from perund.api.amounts import Currencies
+from perund.api.amounts import Currencies, Currency
 from perund.api.views import JSON, ChannelView, hex_id
 from perund.channel.types import Address, hex_address
 from perund.contacts.book import Contact
@@ -50,14 +50,23 @@ class NodeInfo:
             "chainUrl": self.chain_url,
             "chainId": self.chain_id,
             "adjudicator": hex_address(self.adjudicator),
-            "assets": {c.symbol: {"address": hex_address(c.asset), "decimals": c.decimals}
-                       for c in currencies},
+            "assets": {c.symbol: _asset_json(c, currencies) for c in currencies},
             "commTypes": list(self.comm_types),
             "version": self.version,
             "responseTimeout": self.response_timeout,
             "minChallengeDuration": self.min_challenge_duration,
             "maxChallengeDuration": self.max_challenge_duration,
         }
+
+
+def _asset_json(currency: Currency, currencies: Currencies) -> JSON:
+    """A currency of `node_getConfig`: its address and decimals, and why it is disabled if it
+    is (a token that failed its check at the node's start, `perund.node_assets`)."""
+    shown: JSON = {"address": hex_address(currency.asset), "decimals": currency.decimals}
+    why = currencies.disabled(currency.asset)
+    if why is not None:
+        shown["disabled"] = why
+    return shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +121,20 @@ class AccountBalance:
 
     address: Address
     balances: Mapping[Address, int] = field(default_factory=dict)
+    errors: Mapping[Address, str] = field(default_factory=dict)
+    """Why an asset's balance could not be read (a token whose balanceOf reverts)."""
 
     def to_json(self, currencies: Currencies) -> JSON:
-        """`{address, balances: {currency: amount}}`."""
+        """`{address, balances: {currency: amount}, errors?: {currency: why}}`."""
         shown: dict[str, str] = {}
         for asset, units in self.balances.items():
             label, amount = currencies.render(asset, units)
             shown[label] = amount
-        return {"address": hex_address(self.address), "balances": shown}
+        answer: JSON = {"address": hex_address(self.address), "balances": shown}
+        if self.errors:
+            answer["errors"] = {currencies.label(asset)[0]: why
+                                for asset, why in self.errors.items()}
+        return answer
 
 
 def peer_view(contact: Contact) -> PeerView:

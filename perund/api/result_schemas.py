@@ -46,12 +46,18 @@ CHANNEL_INFO = obj({
                     "timeout": {"type": "integer", "minimum": 0}}, ["version", "timeout"],
                    description="the registered state, while disputed"),
     "paidOut": {"type": "object", "additionalProperties": AMOUNT,
-                "description": "closed: what the chain paid your account per currency, from "
-                               "the conclusion's PaidOut events (known when this node saw it)"},
+                "description": "closed: what the chain sent your account per currency at the "
+                               "conclusion, from its PaidOut events (known when this node saw "
+                               "it); without what it credited instead"},
     "credited": {"type": "object", "additionalProperties": AMOUNT,
-                 "description": "closed: the part of paidOut the Adjudicator could not send "
-                                "(your account or the token refused it) and holds; the node "
-                                "withdraws it, again and again while it is refused"},
+                 "description": "closed: what of your payout the Adjudicator could not send "
+                                "(your account or the token refused it) and holds for you: "
+                                "owed, not paid, until withdrawn; the node withdraws it, again "
+                                "and again while it is refused"},
+    "withdrawn": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0},
+                  "description": "closed: per credited currency, when (unix seconds) the "
+                                 "node saw its credit withdrawn; a credited currency not "
+                                 "listed here is still owed"},
     "depositsMissing": {"type": "object", "additionalProperties": obj(
         {"expected": AMOUNT, "held": AMOUNT}, ["expected", "held"]),
         "description": "while the channel is held because the chain lost its deposits (a "

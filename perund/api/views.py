@@ -76,11 +76,13 @@ class ChannelView:
     is_final: bool = False
     on_chain: OnChainView | None = None
     paid_out: tuple[tuple[Address, int], ...] | None = None
-    """What the chain says it paid our account at the conclusion, per asset (known when this
-    node saw the conclusion)."""
+    """What the chain says it paid our account at the conclusion, per asset, sent or credited
+    (known when this node saw the conclusion)."""
     credited: tuple[tuple[Address, int], ...] = ()
     """The part of `paid_out` the contract could not send and holds for a withdraw (the
-    session withdraws it: perund.session.withdrawals)."""
+    session withdraws it: perund.session.withdrawals): owed, not paid, until `withdrawn`."""
+    withdrawn: tuple[tuple[Address, int], ...] = ()
+    """The credited assets the session has seen withdrawn since, and when (unix seconds)."""
     funded_by: tuple[ChannelID, ...] = ()
     """A virtual channel's parents, ours first (empty for a ledger channel)."""
     via: str | None = None
@@ -122,11 +124,15 @@ class ChannelView:
             shown["onChain"] = {"version": self.on_chain.version,
                                 "timeout": self.on_chain.timeout}
         if self.paid_out is not None:
-            shown["paidOut"] = dict(currencies.render(asset, amount)
+            # Sent: a credit is owed by the contract, not paid (it is under `credited`).
+            held = dict(self.credited)
+            shown["paidOut"] = dict(currencies.render(asset, amount - held.get(asset, 0))
                                     for asset, amount in self.paid_out)
         if self.credited:
             shown["credited"] = dict(currencies.render(asset, amount)
                                      for asset, amount in self.credited)
+        if self.withdrawn:
+            shown["withdrawn"] = {currencies.label(asset)[0]: at for asset, at in self.withdrawn}
         if self.deposits_missing:
             shown["depositsMissing"] = {currencies.render(asset, expected)[0]: {
                 "expected": currencies.render(asset, expected)[1],
@@ -356,11 +362,14 @@ def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None
                  paid_out: tuple[tuple[Address, int], ...] | None = None,
                  via: Address | None = None,
                  credited: tuple[tuple[Address, int], ...] = (),
+                 withdrawn: tuple[tuple[Address, int], ...] = (),
                  fees: Mapping[Address, tuple[int, int]] | None = None,
                  deposits_missing: tuple[tuple[Address, int, int], ...] = (),
                  deposits_back: tuple[tuple[Address, int], ...] = ()) -> ChannelView:
     """Channel info of `channel` (at `state`, e.g. a proposed one, or at its latest state),
-    with what the chain paid our account if it is concluded and that is known; `via` is a
+    with what the chain paid our account if it is concluded and that is known (`credited`: the
+    part the contract holds for a withdraw; `withdrawn`: when such a credit was withdrawn, per
+    asset); `via` is a
     virtual channel's intermediary, `fees` a ledger's fees earned and paid per asset,
     `deposits_missing` what the chain lacks of a held channel (asset, expected, held), and
     `deposits_back` what a forced close of it would pay us."""
@@ -384,6 +393,7 @@ def channel_view(channel: Channel, alias_of: AliasOf, state: State | None = None
         # conclusion (ConclusionLost) has none any more, whatever the client remembers.
         paid_out=paid_out if channel.phase is Phase.CLOSED else None,
         credited=credited if channel.phase is Phase.CLOSED else (),
+        withdrawn=withdrawn if channel.phase is Phase.CLOSED else (),
         funded_by=(parents[me], parents[peer]) if parents else (),
         via=None if via is None else _peer_name(via, alias_of),
         funds=tuple(lock.channel_id for lock in shown.locked),

@@ -76,7 +76,8 @@ class Reason(enum.Enum):
     # Proposals
     CHALLENGE_DURATION = "challenge duration outside the allowed range"
     ASSET_LIST = "assets must be distinct, ETH first, at least one"
-    BALANCES = "balances must be uint256 per asset and participant, not all zero"
+    BALANCES = ("balances must be uint256 per asset and participant, each at most 2^128-2 (what "
+                "the Adjudicator holds of one deposit), not all zero")
     CHAIN = "proposal is for another chain"
     ADJUDICATOR = "proposal is for another adjudicator"
     SELF = "proposer is ourselves"

@@ -185,6 +185,12 @@ def challenge_duration_refused(duration: int, deployment: Deployment) -> Invalid
         minimum=deployment.min_challenge_duration, maximum=deployment.max_challenge_duration)
 
 
+MAX_HOLDING = 2**128 - 2
+"""The most the Adjudicator holds of one participant's deposit of one asset in a channel
+(contracts/Adjudicator.sol, `MAX_HOLDING`: type(uint128).max - 1); more reverts with
+HoldingOverflow."""
+
+
 def proposal_rules(proposal: ProposalTerms, deployment: Deployment) -> tuple[Reason, str] | None:
     """Every rule a proposal's terms must meet, whoever made it: `(reason, detail)` or None."""
     p = proposal
@@ -221,6 +227,11 @@ def proposal_rules(proposal: ProposalTerms, deployment: Deployment) -> tuple[Rea
             return Reason.BALANCES, "each balance is a uint256, two per asset"
         if row[0] + row[1] > UINT256_MAX:
             return Reason.BALANCES, "an asset's total exceeds uint256"
+        if max(row) > MAX_HOLDING:
+            # The contract refuses such a deposit (HoldingOverflow): the other side's deposit
+            # would then be locked in a dispute of version 0 until the challenge period ends.
+            return Reason.BALANCES, (f"a deposit is at most {MAX_HOLDING} units per participant "
+                                     "and asset (the Adjudicator's MAX_HOLDING, 2^128-2)")
         any_funds = any_funds or row[0] + row[1] > 0
     if not any_funds:
         return Reason.BALANCES, "all balances are zero"

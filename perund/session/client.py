@@ -76,6 +76,7 @@ from perund.session.opening import Opening
 from perund.session.outbox import Outbox
 from perund.session.outcomes import Outcomes
 from perund.session.patience import Patience
+from perund.session.payouts import Payouts
 from perund.session.pending import QuestionRecords
 from perund.session.ports import Funder, PeerLinks, Settler
 from perund.session.questions import Questions
@@ -199,10 +200,12 @@ class ChannelClient(TimingKnobs):
         self._outbox = Outbox(links=peers, timing=self.timing, channels=self.channels,
                               route=self.inbox.message_received, apply=self._apply,
                               memos=self._memos)
+        self.payouts = Payouts(store)
+        """What each conclusion paid our receiver, and what of it is credited (the store's)."""
         self._outcomes = Outcomes(
             links=peers, channels=self.channels, by_peer=self._by_peer, notify=self._notify,
             funding_error=lambda cid: self._virtual.lock_error(cid)
-            or self._duties.funding_error(cid))
+            or self._duties.funding_error(cid), payouts=self.payouts)
         self._closing = Closing(reactor, channels=self.channels, store=self.store,
                                 stopped=lambda: self.stopped, rng=rng,
                                 final=lambda cid: self.send(cid, (), True),
@@ -210,8 +213,6 @@ class ChannelClient(TimingKnobs):
                                 refusal=self._close_refusal,
                                 forced_refusal=self._forced_close_refusal,
                                 folds_done=self._virtual.folds_done)
-        self.paid_out = self._outcomes.paid_out
-        self.credited = self._outcomes.credited
         self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {
             ev.SendAccept: self._outbox.send_accept,
             ev.SendReject: self._outbox.send_reject,
@@ -296,8 +297,6 @@ class ChannelClient(TimingKnobs):
             known.discard(channel_id)
             if not known:
                 del self._by_peer[channel.peer]
-        self.paid_out.pop(channel_id, None)
-        self.credited.pop(channel_id, None)
         self._sends.forget(channel_id)
 
     def watch_peers(self, dispute_after: float) -> None:
@@ -338,6 +337,11 @@ class ChannelClient(TimingKnobs):
         """What accepting the waiting proposal `proposal_id` would have us deposit, per asset
         (if none waits, the error a late answer gets: `Questions.proposal`)."""
         return self._opening.deposits(proposal_id)
+
+    def proposed_assets(self, proposal_id: bytes) -> tuple[Address, ...]:
+        """The assets the waiting proposal `proposal_id` would have the channel hold, ledger or
+        virtual (if none waits, the error a late answer gets)."""
+        return tuple(self._questions.proposal(proposal_id).assets)
 
     @store_intact
     def respond_proposal(self, proposal_id: bytes, accept: bool) -> Deferred[Channel | None]:

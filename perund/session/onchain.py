@@ -87,10 +87,14 @@ class ChainSettlement:
         funding_recheck: float | None = None,
         use_permits: bool = True,
         asset_label: AssetLabel = default_label,
+        refused_asset: Callable[[Address], str | None] | None = None,
     ) -> None:
-        """`asset_label` names assets in the log (the node's currency table)."""
+        """`asset_label` names assets in the log (the node's currency table);
+        `refused_asset` says why an asset gets no deposit of ours (a token the node disabled,
+        `perund.node_assets`), or None if it may."""
         self._reactor = reactor
         self.asset_label = asset_label
+        self.refused_asset = refused_asset
         self.chain = chain
         self.account = account
         self.poll_interval = poll_interval
@@ -266,6 +270,7 @@ class ChainSettlement:
                              channel_id=_hex(channel_id))
                     return []
                 if deposits:
+                    self._refuse_disabled(channel_id, deposits)
                     receipts = await self._deposit(channel_id, index, deposits)
                     shown = ", ".join(asset_text(amount, *self.asset_label(asset))
                                       for asset, amount in deposits)
@@ -294,6 +299,20 @@ class ChainSettlement:
                 log.warn("channel {channel_id}: depositing failed ({why}); trying again",
                          channel_id=_hex(channel_id), why=exc)
                 await self._sleep(self.funding_recheck)
+
+    def _refuse_disabled(self, channel_id: ChannelID,
+                         deposits: list[tuple[Address, int]]) -> None:
+        """FailedPrecondition if a token of `deposits` is one the node disabled: nothing of
+        ours goes into a token whose address or decimals are in doubt."""
+        if self.refused_asset is None:
+            return
+        for asset, _ in deposits:
+            why = self.refused_asset(asset)
+            if why is not None:
+                label = self.asset_label(asset)[0]
+                raise FailedPrecondition(
+                    f"not depositing {label}: the node disabled it at its start ({why})",
+                    channel_id=_hex(channel_id), asset=label)
 
     async def _missing(self, event: ev.Fund, *, log_held: bool) -> list[tuple[Address, int]]:
         """What of our share of each asset the chain does not hold yet (at "latest")."""

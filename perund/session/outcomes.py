@@ -21,6 +21,7 @@ from perund.channel.records import Channel
 from perund.channel.types import Address, ChannelID
 from perund.errors import FailedPrecondition, PeerNotFunded, PerundError
 from perund.session.notices import ChannelNotice, Notice
+from perund.session.payouts import Payouts
 from perund.session.ports import PeerLinks
 from perund.words import utc_text
 
@@ -51,12 +52,14 @@ class Outcomes:
     """The users waiting for channels to open or close, told what became of them (module doc).
 
     `by_peer` is the client's index of channels per peer (a peer whose channels are all
-    settled is no longer kept connected); `funding_error` says why our own deposit failed.
+    settled is no longer kept connected); `funding_error` says why our own deposit failed;
+    `payouts` keeps what each conclusion paid us.
     """
 
     def __init__(self, *, links: PeerLinks, channels: Mapping[ChannelID, Channel],
                  by_peer: Mapping[Address, set[ChannelID]], notify: Callable[[Notice], None],
-                 funding_error: Callable[[ChannelID], PerundError | None]) -> None:
+                 funding_error: Callable[[ChannelID], PerundError | None],
+                 payouts: Payouts) -> None:
         self._links = links
         self._channels = channels
         self._by_peer = by_peer
@@ -64,11 +67,7 @@ class Outcomes:
         self._funding_error = funding_error
         self._opening: _Waiters = {}
         self._closing: _Waiters = {}
-        self.paid_out: dict[ChannelID, tuple[tuple[Address, int], ...]] = {}
-        """What the chain paid our account, per asset, for the channels concluded while this
-        client ran (from the conclusion's PaidOut events)."""
-        self.credited: dict[ChannelID, tuple[tuple[Address, int], ...]] = {}
-        """The part of `paid_out` the contract credited for a withdraw instead of sending."""
+        self._payouts = payouts
 
     def opened_later(self, channel_id: ChannelID) -> Deferred[Channel]:
         """Fires with the channel once open, or fails with why it did not open."""
@@ -103,12 +102,19 @@ class Outcomes:
 
     def disputed(self, e: ev.Disputed) -> None:
         channel = self._channels[e.channel_id]
-        # Registered before it was funded: the peer gave up on funding (its deposits come back).
+        # Registered while someone waits for it to open: only the peer can have registered it
+        # (we register a funding channel only after telling that waiter), and the peer's node
+        # does so when its own deposit failed or it stopped waiting for ours. Which, this node
+        # cannot know: the message says what it knows, and blames no one for a deposit the
+        # Adjudicator refused (a token that charges a fee on transfer, say).
         if e.channel_id in self._opening:
             ours = self._funding_error(e.channel_id)
             _resolve(self._opening, e.channel_id, ours or PeerNotFunded(
-                "the channel was registered on-chain before it was funded",
-                peer=_hex(channel.peer)))
+                "the peer's node registered version 0 on-chain before the channel was funded: "
+                "its deposit did not go through (the Adjudicator refuses a token that does not "
+                "deliver the exact amount), or it stopped waiting for the funding; whatever "
+                "was deposited comes back when the channel concludes after the challenge "
+                "period", peer=_hex(channel.peer)))
         log.warn("channel {channel_id}: version {version} is registered on-chain; the challenge "
                  "period ends {ends}", channel_id=_hex(e.channel_id), version=e.version,
                  timeout=e.timeout, ends=utc_text(e.timeout))
@@ -133,9 +139,8 @@ class Outcomes:
     def closed(self, e: ev.Closed) -> None:
         channel = self._channels[e.channel_id]
         if e.paid is not None:
-            self.paid_out[e.channel_id] = e.paid
-        if e.credited:
-            self.credited[e.channel_id] = e.credited
+            # Kept in the store with the closed channel (perund.session.payouts).
+            self._payouts.concluded(e.channel_id, e.paid, e.credited)
         _resolve(self._closing, e.channel_id, channel)
         _resolve(self._opening, e.channel_id,
                  PeerNotFunded("the channel closed before it opened", peer=_hex(channel.peer)))

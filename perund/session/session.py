@@ -156,7 +156,8 @@ class Session:
         """Channels held because the chain lost their deposits while the session ran."""
         self._early: deque[Notice] | None = deque(maxlen=EARLY_NOTICES)
         client.observers.append(self._keep_early)
-        self.withdrawals = Withdrawals(reactor, settlement, settlement.asset_label)
+        self.withdrawals = Withdrawals(reactor, settlement, settlement.asset_label,
+                                       client.payouts)
         """Withdraws the payouts the Adjudicator credited to our account instead of sending."""
         client.observers.append(self.withdrawals.observe)
         self.listings = WorkAllowance(reactor, LISTING_RATE, LISTING_BURST)
@@ -213,7 +214,7 @@ class Session:
                 prepared = await cls.check_chain(prepared, chain, asset_label)
             return await cls._build(reactor, prepared, chain, node,
                                     session_id or os.urandom(16).hex(), chain_view,
-                                    asset_label)
+                                    asset_label, currencies)
         except BaseException:
             prepared.store.close()
             raise
@@ -289,7 +290,7 @@ class Session:
     @classmethod
     async def _build(cls, reactor: Any, parts: SessionParts, chain: ChainBackend,
                      node: NodeConfig, session_id: str, chain_view: ChainView | None,
-                     asset_label: AssetLabel) -> Session:
+                     asset_label: AssetLabel, currencies: Currencies | None = None) -> Session:
         config, keys, store = parts.config, parts.keys, parts.store
         if chain.chain_id is None or chain.adjudicator is None:
             raise FailedPrecondition("the node is not connected to the chain yet")
@@ -307,7 +308,10 @@ class Session:
                                      # The watcher reports deposits: reading the holdings
                                      # on a timer is only the fallback.
                                      funding_recheck=FUNDING_RECHECK_POLLS
-                                     * node.chain.poll_interval, asset_label=asset_label)
+                                     * node.chain.poll_interval, asset_label=asset_label,
+                                     # A token the node disabled gets no deposit of ours.
+                                     refused_asset=None if currencies is None
+                                     else currencies.disabled)
         deployment = Deployment(chain.chain_id, chain.adjudicator, min_challenge_duration(node))
         client = ChannelClient(
             reactor, signer=signer, receiver=account.address, peers=peers,

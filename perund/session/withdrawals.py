@@ -10,7 +10,11 @@ Rules, stated once:
 - a withdraw that fails (the transfer is refused again, the chain is away) is tried again after
   `RETRY_FIRST` seconds, then after twice as long each time, at most `RETRY_MOST` apart, for as
   long as the session is open; one withdraw per asset at a time;
-- nothing is kept in the store: what the contract owes is read from the contract each time.
+- what the contract owes is read from the contract each time; the store keeps only which
+  conclusions' credits are still owed (perund.session.payouts): a withdraw that got an asset,
+  or found nothing owed in it any more, settles the credits of that asset owed when it began;
+- a credit that comes while a withdraw of its asset runs is withdrawn by another one right after
+  (the running one may have read what is owed before it).
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from perund.channel import events as ev
-from perund.channel.types import Address, hex_address
+from perund.channel.types import Address, ChannelID, hex_address
 from perund.session.chain_check import AssetLabel, default_label
 from perund.session.notices import ChannelNotice, Notice
+from perund.session.payouts import Payouts
 from perund.words import asset_text
 
 log = Logger(namespace="perund.session")
@@ -47,12 +52,15 @@ class Withdrawals:
     client with `observe`; `check(assets)` once the session is open; `stop` at its close."""
 
     def __init__(self, reactor: Any, withdrawer: Withdrawer,
-                 label: AssetLabel = default_label) -> None:
-        """`label` names assets in the log (the node's currency table)."""
+                 label: AssetLabel = default_label, payouts: Payouts | None = None) -> None:
+        """`label` names assets in the log (the node's currency table); `payouts` learns which
+        credits were withdrawn."""
         self._reactor = reactor
         self._withdrawer = withdrawer
         self._label = label
+        self._payouts = payouts
         self._running: set[Address] = set()
+        self._again: set[Address] = set()
         self._retries: dict[Address, Any] = {}
         self._stopped = False
 
@@ -81,24 +89,38 @@ class Withdrawals:
                 call.cancel()
 
     def _attempt(self, asset: Address, failures: int) -> None:
-        self._retries.pop(asset, None)
-        if self._stopped or asset in self._running:
+        if self._stopped:
             return
+        if asset in self._running:
+            self._again.add(asset)
+            return
+        retry = self._retries.pop(asset, None)
+        if retry is not None and retry.active():
+            retry.cancel()  # this attempt is the retry
         self._running.add(asset)
+        owed = set() if self._payouts is None else self._payouts.owed(asset)
         self._withdrawer.withdraw_owed(asset).addCallbacks(
-            self._withdrawn, self._failed, callbackArgs=(asset,), errbackArgs=(asset, failures))
+            self._withdrawn, self._failed, callbackArgs=(asset, owed),
+            errbackArgs=(asset, failures))
 
-    def _withdrawn(self, amount: int, asset: Address) -> None:
+    def _withdrawn(self, amount: int, asset: Address, owed: set[ChannelID]) -> None:
         self._running.discard(asset)
         if amount:
             log.info("withdrew {shown} the Adjudicator held for us", amount=amount,
                      asset=hex_address(asset), shown=asset_text(amount, *self._label(asset)))
+        if self._payouts is not None:
+            self._payouts.withdrawn(asset, owed, int(self._reactor.seconds()))
+        if asset in self._again:
+            self._again.discard(asset)
+            self._attempt(asset, 0)
 
     def _failed(self, failure: Failure, asset: Address, failures: int) -> None:
         self._running.discard(asset)
+        self._again.discard(asset)  # the retry below reads what is owed then
         if self._stopped:
             return
         delay = min(RETRY_MOST, RETRY_FIRST * 2 ** failures)
-        log.warn("withdrawing {asset} failed ({reason}); trying again in {delay:g} s",
-                 asset=hex_address(asset), reason=failure.getErrorMessage(), delay=delay)
+        log.warn("withdrawing {shown} failed ({reason}); trying again in {delay:g} s",
+                 asset=hex_address(asset), shown=self._label(asset)[0],
+                 reason=failure.getErrorMessage(), delay=delay)
         self._retries[asset] = self._reactor.callLater(delay, self._attempt, asset, failures + 1)

@@ -68,8 +68,9 @@ def test_a_payout_is_shown_only_while_the_channel_is_closed() -> None:
     alice, _ = make_pair()
     paid = ((ETH, 3 * ETHER),)
     closed = replace(alice, phase=Phase.CLOSED)
-    assert channel_view(closed, aliases, paid_out=paid, credited=paid).to_json(
-        Currencies())["paidOut"] == {"ETH": "3"}
+    shown = channel_view(closed, aliases, paid_out=paid, credited=paid).to_json(Currencies())
+    # All of it credited: owed by the contract, none of it sent.
+    assert shown["paidOut"] == {"ETH": "0"} and shown["credited"] == {"ETH": "3"}
     again = channel_view(replace(alice, phase=Phase.CLOSING), aliases, paid_out=paid,
                          credited=paid).to_json(Currencies())
     assert "paidOut" not in again and "credited" not in again

@@ -26,6 +26,7 @@ from perund.channel import events as ev
 from perund.channel.encoding import Signer, channel_id
 from perund.channel.types import ETH, Address, ChannelID, Params, State
 from perund.errors import (
+    FailedPrecondition,
     InvalidArgument,
     InvalidContracts,
     PeerNotFunded,
@@ -259,6 +260,32 @@ async def test_a_session_funds_every_asset_in_one_deposit_and_never_twice(
     assert [r.tx_type for r in bobs.receipts] == ["fundParticipant"]  # a permit inside it
     assert await backend.holdings(cid, ETH) == (ETHER, 0)
     assert await backend.holdings(cid, token) == (5 * ETHER, 7 * ETHER)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_deposits_nothing_in_a_token_the_node_disabled(
+    backend: ChainBackend, anvil_node: Anvil
+) -> None:
+    """A channel restored in its funding (or funded again after a reorganisation) holds a
+    token the node disabled at its start: not a unit of ours goes in, not even the approval,
+    and the funding fails saying why; the same channel in ETH alone is funded."""
+    token = await deploy_token(backend, anvil_node, load_artifact("TestToken"), "Test", "TST")
+    alice = Account(anvil_node.private_keys[1])
+    assert backend.chain_id is not None and backend.adjudicator is not None
+    params = Params(60, int.from_bytes(os.urandom(32), "big"),
+                    (Signer(os.urandom(32)).address, Signer(os.urandom(32)).address),
+                    (alice.address, Account(anvil_node.private_keys[2]).address))
+    cid = channel_id(backend.chain_id, backend.adjudicator, params)
+    disabled = {token: "no decimals()"}
+    ours = ChainSettlement(reactor, backend, alice, poll_interval=0.05, funding_timeout=0.3,
+                           use_permits=False, refused_asset=disabled.get)
+    with pytest.raises(FailedPrecondition, match=r"not depositing .*no decimals\(\)"):
+        await ours.fund(ev.Fund(cid, params, 0, (ETH, token), ((ETHER, 0), (5, 0))))
+    assert ours.receipts == []
+    assert await backend.holdings(cid, ETH) == (0, 0)
+    with pytest.raises(PeerNotFunded):  # ETH alone is deposited; bob never funds
+        await ours.fund(ev.Fund(cid, params, 0, (ETH,), ((ETHER, ETHER),)))
+    assert await backend.holdings(cid, ETH) == (ETHER, 0)
 
 
 @pytest_twisted.ensureDeferred

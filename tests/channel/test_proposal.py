@@ -94,6 +94,15 @@ def test_make_proposal_carries_the_request_and_our_deployment() -> None:
     )
 
 
+def test_a_deposit_of_the_adjudicators_most_is_proposed_and_one_unit_more_is_refused() -> None:
+    proposal = make_proposal_from(make_request(balances=((2**128 - 2, 2**128 - 2),)))
+    assert proposal.balances == ((2**128 - 2, 2**128 - 2),)
+    with pytest.raises(InvalidArgument) as caught:
+        make_proposal_from(make_request(balances=((1, 2**128 - 1),)))
+    assert caught.value.data["name"] == "balances"
+    assert "MAX_HOLDING" in caught.value.data["value"]
+
+
 @pytest.mark.parametrize(
     ("request_fields", "name"),
     [
@@ -103,6 +112,7 @@ def test_make_proposal_carries_the_request_and_our_deployment() -> None:
         ({"balances": ((0, 0),)}, "balances"),
         ({"balances": ((-1, 5),)}, "balances"),
         ({"balances": ((2**256, 0),)}, "balances"),
+        ({"balances": ((2**128 - 1, 0),)}, "balances"),
         ({"assets": (TOKEN, ETH), "balances": ((1, 1), (1, 1))}, "balances"),
         ({"assets": (TOKEN, TOKEN), "balances": ((1, 1), (1, 1))}, "balances"),
         ({"assets": (), "balances": ()}, "balances"),
@@ -192,6 +202,15 @@ def test_tokens_after_eth_are_fine() -> None:
             Reason.BALANCES,
             "an asset's total exceeds uint256",
         ),
+        (
+            {"balances": ((2**128 - 1, 0),)},
+            Reason.BALANCES,
+            "a deposit is at most 340282366920938463463374607431768211454 units per "
+            "participant and asset (the Adjudicator's MAX_HOLDING, 2^128-2)",
+        ),
+        ({"balances": ((1, 2**128 - 1),)}, Reason.BALANCES,
+         "a deposit is at most 340282366920938463463374607431768211454 units per participant "
+         "and asset (the Adjudicator's MAX_HOLDING, 2^128-2)"),
         ({"chain_id": 1}, Reason.CHAIN, "chain 1, ours is 1337"),
         ({"adjudicator": Address(b"\xee" * 20)}, Reason.ADJUDICATOR, "0x" + "ee" * 20),
         ({"nonce_share": b"\x02" * 31}, Reason.MALFORMED, "nonce_share must have 32 bytes"),

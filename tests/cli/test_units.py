@@ -552,6 +552,22 @@ def test_channel_info_says_paid_out_once() -> None:
     assert payout_text(closed, style) == "paid out: you 1.8 ETH, bob 0.7 ETH"
 
 
+def test_a_credited_payout_is_shown_as_owed_not_paid_then_withdrawn() -> None:
+    from perund.cli.client.render import channel_details, payout_text
+
+    style = Style(False)
+    closed = {**channel("0x" + "cd" * 32, "alice", "closed", "13", "7"),
+              "paidOut": {"ETH": "0"}, "credited": {"ETH": "13"}}
+    text = payout_text(closed, style)
+    assert text.startswith("paid out: you 0 ETH, alice 7 ETH; 13 ETH owed to you, not paid "
+                           "yet: the Adjudicator could not send it"), text
+    assert "warn" not in text and "only" not in text  # not short: the credit is ours
+    withdrawn = {**closed, "withdrawn": {"ETH": 1_796_000_000}}
+    details = channel_details(withdrawn, style)
+    assert "13 ETH credited, withdrawn 2026-11-30T00:53:20Z" in details, details
+    assert "owed" not in details, details
+
+
 def test_a_bad_node_address_names_where_it_came_from() -> None:
     from perund.cli.client.settings import node_of
 

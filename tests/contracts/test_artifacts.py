@@ -12,7 +12,8 @@ import pytest
 
 from .conftest import ADJUDICATOR_JSON, ROOT, TEST_ARTIFACTS
 
-TEST_CONTRACTS = ("FeeToken", "HostileToken", "NoBoolToken", "TestReceiver", "TestToken")
+TEST_CONTRACTS = ("EvilToken", "FeeToken", "HostileToken", "NoBoolToken", "TestReceiver",
+                  "TestToken")
 COMMITTED = {
     Path("perund/chain/artifacts/Adjudicator.json"): ADJUDICATOR_JSON,
     **{

@@ -11,6 +11,7 @@ import pytest
 from eth_utils import keccak, to_checksum_address
 
 from perund.channel.encoding import Signer, address_of_public_key, signing_digest
+from perund.channel.proposal import MAX_HOLDING
 from perund.channel.types import Address, State
 
 from .conftest import CHALLENGE, ETH_HEX, ETHER, Channel, Err, Setup, as_state
@@ -90,7 +91,9 @@ def test_deposit_after_dispute_conclusion(setup: Setup) -> None:
 
 def test_deposit_beyond_uint128_reverts(setup: Setup) -> None:
     ch = setup.channel()
-    big = 2**128 - 2  # the largest holding; all ones is reserved for the concluded mark
+    # The largest holding (all ones is reserved for the concluded mark): what the node's
+    # proposals allow per deposit.
+    big = MAX_HOLDING
     setup.chain.fund(setup.carol, big + 2 * ETHER)
     # Two steps: anvil refuses a transaction whose value plus fee reaches 2**128.
     ch.deposit(setup.carol, 1, 2**127)

@@ -170,7 +170,7 @@ async def test_a_peer_that_never_funds_gets_everyone_their_deposit_back(world: W
     # Bob's user learns the channel was not funded: his deposit failed (after the transaction
     # timeout, 10 s) or, first, alice registered version 0 (after the funding timeout, 8 s).
     error = accepted["error"]
-    assert (error["code"] == 103 and "before it was funded" in error["message"]) or \
+    assert (error["code"] == 103 and "before the channel was funded" in error["message"]) or \
         (error["code"] == 301 and "our deposit failed" in error["message"]), accepted
     # Funding timed out: alice is told the peer did not fund; her node registers version 0.
     assert answer["error"]["code"] == 103, answer

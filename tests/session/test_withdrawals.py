@@ -10,10 +10,12 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
 from perund.channel import events as ev
-from perund.channel.types import ETH, Address, hex_address
+from perund.channel.types import ETH, Address, ChannelID, hex_address
 from perund.errors import TxReverted
 from perund.session.notices import ChannelNotice
+from perund.session.payouts import Payouts
 from perund.session.withdrawals import RETRY_FIRST, RETRY_MOST, Withdrawals
+from perund.storage import MemoryStore
 from tests.channel.factories import make_pair
 
 TOKEN = Address(b"\x70" * 20)
@@ -79,8 +81,11 @@ def test_a_session_that_opens_checks_every_asset_and_one_withdraw_per_asset_runs
     withdrawals.check([ETH, TOKEN])
     withdrawals.observe(_closed(((TOKEN, 7),)))  # TOKEN's withdraw is running already
     assert [asset for _, asset in contract.asked] == [ETH, TOKEN]
-    for d in contract.held:
+    for d in list(contract.held):
         d.callback(0)
+    # The running withdraw may have read what was owed before that credit: another one runs
+    # right after it, and a credit during that one starts no third at once.
+    assert [asset for _, asset in contract.asked] == [ETH, TOKEN, TOKEN]
     withdrawals.observe(_closed(((TOKEN, 7),)))
     assert [asset for _, asset in contract.asked] == [ETH, TOKEN, TOKEN]
 
@@ -118,3 +123,25 @@ def test_an_asset_without_a_currency_is_shown_in_base_units() -> None:
         withdrawals.check([TOKEN])
     assert [formatEvent(e) for e in events] == [
         f"withdrew 7 units of {hex_address(TOKEN)} the Adjudicator held for us"]
+
+
+def test_a_withdraw_settles_the_credits_owed_when_it_began() -> None:
+    """The session's payouts learn which credits a withdraw got: those owed when it began; a
+    credit that came meanwhile is left owed, and withdrawn by the next one, right after."""
+    clock = Clock()
+    contract = Contract({TOKEN: 7})
+    contract.clock, contract.hold = clock, True
+    payouts = Payouts(MemoryStore())
+    withdrawals = Withdrawals(clock, contract, payouts=payouts)
+    first, second = ChannelID(b"\x01" * 32), ChannelID(b"\x02" * 32)
+    payouts.concluded(first, ((TOKEN, 7),), ((TOKEN, 7),))
+    withdrawals.check([TOKEN])
+    payouts.concluded(second, ((TOKEN, 3),), ((TOKEN, 3),))
+    withdrawals.observe(_closed(((TOKEN, 3),)))
+    clock.advance(50)
+    contract.held[0].callback(7)
+    assert payouts.owed(TOKEN) == {second} and len(contract.held) == 2
+    contract.held[1].callback(3)
+    assert payouts.owed(TOKEN) == set()
+    assert {p.withdrawn_at for cid in (first, second)
+            for p in (payouts.of(cid) or {}).values()} == {50}

@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TextIO
 
 from perund.channel.memo import unshowable
-from perund.words import duration_text
+from perund.words import duration_text, utc_text
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -125,7 +125,8 @@ def payout_text(channel: Mapping[str, Any], style: Style, labelled: bool = True)
     """How a closed channel paid out, as the chain reported it: `paid out: you 1.5 ETH, bob
     0.5 ETH` when the chain's payout to us matches the state (without `paid out: ` unless
     `labelled`: a table row has its own label), a warning when it fell short, and a hint when
-    the node did not see the conclusion's payouts."""
+    the node did not see the conclusion's payouts. What the Adjudicator credited instead of
+    sending is owed, not paid: `you 0 EVL, bob 7 EVL; 13 EVL owed to you (credited ...)`."""
     peer = str(channel.get("peer"))
     balances = channel.get("balances") or {}
     if channel.get("kind") == "virtual" and not channel.get("paidOut"):
@@ -137,13 +138,43 @@ def payout_text(channel: Mapping[str, Any], style: Style, labelled: bool = True)
     if paid is None:
         return (f"{balances_pair(balances, peer)} (this node did not see the payout: "
                 "`balance` shows your account)")
-    short = [cur for cur, pair in balances.items()
-             if Decimal(paid.get(cur, "0")) < Decimal(pair["self"])]
+    credited = channel.get("credited") or {}
+
+    def due(cur: str) -> Decimal:
+        return Decimal(paid.get(cur, "0")) + Decimal(credited.get(cur, "0"))
+
+    short = [cur for cur, pair in balances.items() if due(cur) < Decimal(pair["self"])]
     if short:
-        got = ", ".join(amount(paid.get(cur, "0"), cur) for cur in balances)
-        due = ", ".join(amount(pair["self"], cur) for cur, pair in balances.items())
-        return style.bad(f"the chain paid you only {got} where the state gives you {due}")
-    return ("paid out: " if labelled else "") + balances_pair(balances, peer)
+        got = ", ".join(amount(str(due(cur)), cur) for cur in balances)
+        owed = ", ".join(amount(pair["self"], cur) for cur, pair in balances.items())
+        return style.bad(f"the chain paid you only {got} where the state gives you {owed}"
+                         + (f"; {credit_text(channel)}" if credited else ""))
+    if not credited:
+        return ("paid out: " if labelled else "") + balances_pair(balances, peer)
+    # Ours as sent: the credited part is told apart, as owed (or withdrawn since).
+    sent = {cur: {"self": paid.get(cur, "0"), "peer": pair["peer"]}
+            for cur, pair in balances.items()}
+    return (("paid out: " if labelled else "") + balances_pair(sent, peer) + "; "
+            + credit_text(channel, style))
+
+
+def credit_text(channel: Mapping[str, Any], style: Style | None = None) -> str:
+    """What the Adjudicator credited us instead of sending: owed until a withdraw gets it (the
+    node's, or one from our account: the contract pays a credit to its receiver only), or
+    withdrawn since, and when."""
+    credited = channel.get("credited") or {}
+    withdrawn = channel.get("withdrawn") or {}
+    owed = [amount(v, cur) for cur, v in credited.items() if cur not in withdrawn]
+    done = [f"{amount(v, cur)} credited, withdrawn {utc_text(withdrawn[cur])}"
+            for cur, v in credited.items() if cur in withdrawn]
+    parts = []
+    if owed:
+        text = (f"{', '.join(owed)} owed to you, not paid yet: the Adjudicator could not send "
+                "it (your account or the token refused the transfer) and holds it; the node "
+                "withdraws it, and tries again while it is refused")
+        parts.append(style.warn(text) if style is not None else text)
+    parts += done
+    return "; ".join(parts)
 
 
 def seconds_text(seconds: float) -> str:
@@ -284,6 +315,8 @@ def peer_rows(peers: Sequence[Mapping[str, Any]], style: Style) -> str:
 def balance_rows(balance: Mapping[str, Any], style: Style) -> str:
     """The on-chain balances of the session's account."""
     rows = [[currency, value] for currency, value in balance.get("balances", {}).items()]
+    rows += [[currency, style.bad(f"unknown: {why}")]
+             for currency, why in (balance.get("errors") or {}).items()]
     head = f"on-chain account {style.ident(str(balance.get('address')))}"
     return head + "\n" + table(["CURRENCY", "BALANCE"], rows, style)
 
