@@ -11,6 +11,8 @@ after a deposit, say), and its nonce cannot race.
 A reorganisation may drop a mined transaction of ours for good, too shallow for the watcher to
 see. The chain's nonce for the account is then below ours: before a send the next nonce drops
 back to it, and a transaction already sent behind such a gap gets it filled (`gap_repair`).
+One dropped so before its receipt was read, with no gap before it, is sent again as it was
+signed as soon as a look at the chain's nonce finds its nonce free and the transaction unknown.
 """
 
 from __future__ import annotations
@@ -86,13 +88,18 @@ def gap_repair(pending: int, nonce: int, known: bool) -> tuple[range, bool]:
     safe: it may still be in a pool (here queued, or at another node of a hosted endpoint), and
     a second copy at the lower nonce would let both be mined, a deposit twice. If the chain no
     longer knows it either, it went with them, and is sent again as it was signed (one signed
-    transaction is mined at most once). Without a gap nothing is done: a transaction the chain
-    dropped from its pool alone (a fee spike) is sent again with higher fees after
-    `tx_timeout`, and a `pending` above its nonce means that nonce is taken (mined with its
-    receipt not yet served, or a vanished transaction came back): the polls and the timeout
-    decide.
+    transaction is mined at most once).
+
+    A `pending` equal to its nonce with the chain not knowing it: it was mined and a
+    reorganisation dropped it before its receipt was read (or a pool dropped it). It is sent
+    again as it was signed, now: the replacement with higher fees comes only after
+    `tx_timeout`, too late for a refutation. Sending the same signed bytes again is safe
+    whatever dropped it; a pool that dropped it for its fees refuses it again, and the
+    replacement follows as before. A `pending` above its nonce means that nonce is taken
+    (mined with its receipt not yet served, or a vanished transaction came back): the polls
+    and the timeout decide.
     """
-    if pending >= nonce:
+    if pending > nonce:
         return range(0), False
     return range(pending, nonce), not known
 
@@ -347,9 +354,15 @@ class TransactionSender:
         if resend:
             if not waiting.resent:
                 waiting.resent = True
-                self.log.warn("{tx_type} {tx_hash} (nonce {nonce}) went with the transactions "
-                              "before it; sending it again",
-                              tx_type=waiting.tx_type, tx_hash=tx_hex, nonce=latest.nonce)
+                if fill:
+                    self.log.warn("{tx_type} {tx_hash} (nonce {nonce}) went with the "
+                                  "transactions before it; sending it again",
+                                  tx_type=waiting.tx_type, tx_hash=tx_hex, nonce=latest.nonce)
+                else:
+                    self.log.warn("{tx_type} {tx_hash} (nonce {nonce}) is unknown to the chain "
+                                  "and its nonce is free again (mined, then dropped by a "
+                                  "reorganisation?); sending it again as it was signed",
+                                  tx_type=waiting.tx_type, tx_hash=tx_hex, nonce=latest.nonce)
             await self._send_again(waiting.tx_type, latest.raw)
 
     async def _send_again(self, tx_type: str, raw: bytes) -> None:
