@@ -46,6 +46,9 @@ seconds, and a wait on a chain with 12 s blocks costs a few extra calls, not one
 PLAIN_TRANSFER_GAS = 21_000
 """The gas of a transfer to an account without code: a gap filler (`gap_filler`)."""
 
+GAP_FILLER = "gapFiller"
+"""The `tx_type` of a gap filler's receipt (`TxReceipt.fillers`)."""
+
 RunInPool = Callable[..., Deferred[Any]]
 """`run(f, *args)`: call blocking `f(*args)` in the chain pool, a Deferred of its result."""
 
@@ -125,6 +128,9 @@ class _Waiting:
     latest: PreparedTx
     """The last of its versions (replacements have higher fees) that the node took."""
     filled: set[int] = field(default_factory=set)
+    fillers: dict[bytes, int] = field(default_factory=dict)
+    """Every gap filler sent for it (hash → nonce; a replacement's fees sign new ones): the
+    account pays the gas of those mined, which is counted with its receipt."""
     resent: bool = False
 
 
@@ -225,8 +231,9 @@ class TransactionSender:
         tx_hex = "0x" + prepared.tx_hash.hex()
         self.log.debug("sent {tx_type} {tx_hash} from {sender} nonce {nonce}",
                        tx_type=tx_type, tx_hash=tx_hex, sender=sender, nonce=prepared.nonce)
+        waiting = _Waiting(account, tx_type, prepared)
         try:
-            receipt = await self._mined_or_replaced(slot, account, tx_type, prepared)
+            receipt = await self._mined_or_replaced(slot, waiting)
         except BaseException:
             slot.next_nonce = None
             raise
@@ -250,7 +257,31 @@ class TransactionSender:
             "{tx_type} {tx_hash} mined in block {block}, gas {gas}",
             tx_type=tx_type, tx_hash=tx_hex, block=receipt.block_number, gas=receipt.gas_used,
         )
-        return client.summarize(tx_type, receipt, events_of)
+        summary = client.summarize(tx_type, receipt, events_of)
+        if not waiting.fillers:
+            return summary
+        return replace(summary, fillers=await self._mined_fillers(waiting))
+
+    async def _mined_fillers(self, waiting: _Waiting) -> tuple[TxReceipt, ...]:
+        """The receipts of `waiting`'s gap fillers that were mined, in nonce order. Each filler
+        nonce is below the transaction's, so whichever of its versions was mined is in a block
+        no later than the transaction's: its receipt is there to read now. None of them may
+        be (the vanished transaction came back and took the nonce)."""
+        mined = []
+        for filler, nonce in sorted(waiting.fillers.items(), key=lambda item: item[1]):
+            try:
+                receipt = await self._run(self._client.receipt_blocking, filler)
+            except ProtocolError as exc:
+                # The transaction it let through is mined: a failed read of a filler's receipt
+                # must not fail it; only the fees counted are short (and the log says so).
+                self.log.warn("{tx_type}: reading the receipt of gap filler 0x{filler} (nonce "
+                              "{nonce}) failed ({why}); its gas is not counted",
+                              tx_type=waiting.tx_type, filler=filler.hex(), nonce=nonce,
+                              why=exc)
+                continue
+            if receipt is not None:
+                mined.append(self._client.summarize(GAP_FILLER, receipt, None))
+        return tuple(mined)
 
     async def await_earlier(self, address: Address) -> None:
         """Wait until every transaction of `address` that the chain holds unmined is mined.
@@ -291,17 +322,16 @@ class TransactionSender:
         finally:
             slot.lock.release()
 
-    async def _mined_or_replaced(self, slot: _AccountSlot, account: Account, tx_type: str,
-                                 prepared: PreparedTx) -> RawReceipt:
-        """The receipt of `prepared` or of one of its replacements. A transaction not mined
-        within `tx_timeout` is sent again with the same nonce and higher fees, up to
+    async def _mined_or_replaced(self, slot: _AccountSlot, waiting: _Waiting) -> RawReceipt:
+        """The receipt of `waiting`'s transaction or of one of its replacements. A transaction
+        not mined within `tx_timeout` is sent again with the same nonce and higher fees, up to
         `replacements` times: only one of them can be mined. A fee spike would otherwise leave
         it, and every later transaction of the account (a refutation among them), waiting
         behind it for as long as the spike lasts. Meanwhile a gap before it is filled, and a
         version the chain dropped is sent again (`_repair`)."""
+        account, tx_type, prepared = waiting.account, waiting.tx_type, waiting.latest
         sent = [prepared.tx_hash]
         current = prepared
-        waiting = _Waiting(account, tx_type, prepared)
         for attempt in range(self.replacements + 1):
             try:
                 return await self._wait_mined(tx_type, sent, lambda: self._repair(waiting))
@@ -349,7 +379,9 @@ class TransactionSender:
                 pending=pending, last=latest.nonce - 1)
         # Signed anew each time: after a replacement the fillers carry its higher fees too.
         for nonce in fill:
-            await self._send_again(waiting.tx_type, gap_filler(account, latest, nonce).raw)
+            filler = gap_filler(account, latest, nonce)
+            waiting.fillers[filler.tx_hash] = nonce
+            await self._send_again(waiting.tx_type, filler.raw)
         waiting.filled.update(fill)
         if resend:
             if not waiting.resent:

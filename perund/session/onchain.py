@@ -135,8 +135,9 @@ class ChainSettlement:
 
     @property
     def fees_paid(self) -> int:
-        """Wei spent on gas by this session's transactions so far."""
-        return sum(receipt.fee for receipt in self.receipts)
+        """Wei spent on gas by this session's transactions so far, the gap fillers sent to let
+        them through included: what the account's balance lost beside the values sent."""
+        return sum(receipt.total_fee for receipt in self.receipts)
 
     def _sleep(self, seconds: float) -> Deferred[None]:
         return deferLater(self._reactor, seconds, lambda: None)

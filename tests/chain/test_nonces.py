@@ -8,6 +8,7 @@ its next nonce past the gap and waited out three timeouts before it asked the ch
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -22,9 +23,12 @@ from perund.chain.anvil import Anvil, rpc_call
 from perund.chain.backend import ChainBackend
 from perund.chain.client import PreparedTx, RawReceipt
 from perund.chain.sender import chosen_nonce, gap_filler, gap_repair
-from perund.channel.encoding import keccak
+from perund.channel import events as ev
+from perund.channel.encoding import Signer, channel_id, keccak
+from perund.channel.types import ETH, Params
+from perund.session.onchain import ChainSettlement
 
-from .conftest import make_backend
+from .conftest import ETHER, make_backend
 
 TX_TIMEOUT = 30.0
 PROMPT = 10.0
@@ -206,6 +210,49 @@ async def test_our_transaction_mined_and_dropped_before_its_receipt_was_read_is_
     assert receipt.tx_hash == keccak(sent[0])
     assert int(_rpc(fresh_anvil, "eth_getBalance", c.checksum_address, "latest"), 16) == before + 7
     assert _nonce(fresh_anvil, a) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sessions_fees_count_the_gap_filler_its_deposit_needed(
+        backend: ChainBackend, fresh_anvil: Anvil, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reorganisation drops a transfer of alice's between the deposit's nonce choice and its
+    send: a filler takes the vanished nonce. The session's fees are what alice's balance lost
+    beside her deposit, to the wei: the filler's gas included."""
+    keys = fresh_anvil.private_keys
+    alice, bob, c = Account(keys[1]), Account(keys[2]), Account(keys[3])
+    await backend.deploy_adjudicator(Account(keys[0]))
+    assert backend.chain_id is not None and backend.adjudicator is not None
+    params = Params(60, int.from_bytes(os.urandom(32), "big"),
+                    (Signer(os.urandom(32)).address, Signer(os.urandom(32)).address),
+                    (alice.address, bob.address))
+    cid = channel_id(backend.chain_id, backend.adjudicator, params)
+    balances = ((2 * ETHER, ETHER),)
+    await backend.deposit(bob, cid, 1, ETH, ETHER)  # bob's share is there: the funding ends
+    start = int(_rpc(fresh_anvil, "eth_blockNumber"), 16)
+    before = int(_rpc(fresh_anvil, "eth_getBalance", alice.checksum_address, hex(start)), 16)
+    vanishing = await backend.send_ether(alice, c.address, 1)
+    client = backend.client
+    send = client.send_raw_blocking
+    reorgs = [1]
+
+    def reorg_then_send(tx_type: str, raw: bytes) -> bytes:
+        if reorgs:
+            reorgs.pop()
+            _reorg_out(fresh_anvil, vanishing.block_number)
+        return send(tx_type, raw)
+
+    monkeypatch.setattr(client, "send_raw_blocking", reorg_then_send)
+    ours = ChainSettlement(reactor, backend, alice, poll_interval=0.05, funding_timeout=10.0)
+    funding = ours.fund(ev.Fund(cid, params, 0, (ETH,), balances))
+    funding.addTimeout(PROMPT, reactor)
+    await funding
+    assert _nonce(fresh_anvil, alice) == 2  # the filler's nonce 0, the deposit's 1
+    assert await backend.holdings(cid, ETH) == (2 * ETHER, ETHER)
+    after = int(_rpc(fresh_anvil, "eth_getBalance", alice.checksum_address, "latest"), 16)
+    assert before - after == 2 * ETHER + ours.fees_paid
+    (deposit,) = ours.receipts
+    assert [(f.tx_type, f.gas_used) for f in deposit.fillers] == [("gapFiller", 21_000)]
+    assert ours.fees_paid == deposit.fee + deposit.fillers[0].fee > deposit.fee
 
 
 def test_the_chains_nonce_is_taken_unless_it_comes_from_a_node_behind_our_receipts() -> None:
