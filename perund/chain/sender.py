@@ -27,8 +27,9 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from perund.chain.account import Account
-from perund.chain.client import ChainClient, PreparedTx, RawReceipt
+from perund.chain.client import ChainClient
 from perund.chain.results import TxReceipt
+from perund.chain.transactions import PreparedTx, RawReceipt
 from perund.channel.types import Address, hex_address
 from perund.errors import PerundError, ProtocolError, TxTimedOut
 from perund.words import GWEI_DECIMALS, plural, units_text

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
-from perund.chain.client import BlockId
+from perund.chain.node_rpc import BlockId
 from perund.chain.payouts import payouts_of
 from perund.chain.results import Phase, TxReceipt
 from perund.channel import events as ev

@@ -21,8 +21,8 @@ from twisted.internet.threads import deferToThread
 from perund.chain.account import Account, Eip1559Transaction
 from perund.chain.anvil import Anvil, rpc_call
 from perund.chain.backend import ChainBackend
-from perund.chain.client import PreparedTx, RawReceipt
 from perund.chain.sender import chosen_nonce, gap_filler, gap_repair
+from perund.chain.transactions import PreparedTx, RawReceipt
 from perund.channel import events as ev
 from perund.channel.encoding import Signer, channel_id, keccak
 from perund.channel.types import ETH, Params
