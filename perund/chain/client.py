@@ -5,38 +5,32 @@ dataclasses) and raises only `PerundError`s for conditions a caller handles (an 
 a revert, a malformed reply). Nothing here touches Twisted; `perund.chain.backend` runs these
 methods in its pool and hands Deferreds to the reactor side. The requests go through a
 `perund.chain.jsonrpc.Transport` (HTTP for a node, an in-process adapter for the test chain);
-every reply is decoded here from the JSON-RPC format and checked on the way.
+every reply is decoded from the JSON-RPC format and checked on the way.
+
+`ChainClient` is built in layers, one module each: `perund.chain.node_rpc` (requests, batches,
+value decoding, headers and the base fee), `perund.chain.transactions` (preflight, signing,
+replacements, sending, receipts, revert reasons), and this one: the reads (chain, blocks,
+balances, nonces, contract view calls one by one or batched, logs), event decoding and a dev
+chain's controls.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from perund.chain import jsonrpc
 from perund.chain.abi import ContractCodec
-from perund.chain.account import Account, Eip1559Transaction
 from perund.chain.jsonrpc import Answer, Transport, block_tag, hex_data, hex_quantity
+from perund.chain.node_rpc import BlockId, RawLog
 from perund.chain.results import ChainEvent, TxReceipt
 from perund.chain.reverts import is_revert, revert_data
-from perund.channel.types import ETH, Address, hex_address
-from perund.errors import (
-    ChainNotReachable,
-    ChainRpcError,
-    InsufficientFunds,
-    InvalidContracts,
-    PerundError,
-    ProtocolError,
-    TxReverted,
-)
+from perund.chain.transactions import DEFAULT_PRIORITY_FEE, RawReceipt, TransactionCalls
+from perund.channel.types import Address, hex_address
+from perund.errors import ChainRpcError, InvalidContracts
 
 if TYPE_CHECKING:
     from perund.chain.pyevm import DevChain
-
-BlockId = int | Literal["latest", "pending", "earliest"]
 
 NO_CODE = "no code"
 """The `error` of the InvalidContracts raised when a call finds no contract (at that block)."""
@@ -44,88 +38,8 @@ NO_CODE = "no code"
 CALL_BATCH = 500
 """View calls per JSON-RPC batch: node operators cap batches (geth at 1,000 by default)."""
 
-DEFAULT_PRIORITY_FEE = 10**9
-"""1 gwei tip: enough on dev chains and on quiet public ones."""
 
-GAS_MARGIN_PERCENT = 25
-"""Gas limit above the estimate: the estimate is taken on the latest block, the transaction runs
-on the next one. Unused gas is refunded, so the margin costs nothing."""
-
-REPLACEMENT_BUMP_PERCENT = 25
-"""How much more a replacement offers of each fee (geth takes one at 10 % more)."""
-
-FALLBACK_DEPOSIT_GAS = 60_000
-"""A deposit's gas when the chain cannot estimate it (the account cannot pay the probe)."""
-
-@dataclass(frozen=True, slots=True)
-class RawLog:
-    """A log as the node returned it, in plain data."""
-
-    address: Address
-    topics: tuple[bytes, ...]
-    data: bytes
-    block_number: int
-    log_index: int
-    tx_hash: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class RawReceipt:
-    """A receipt as the node returned it, in plain data."""
-
-    tx_hash: bytes
-    block_number: int
-    status: int
-    gas_used: int
-    effective_gas_price: int
-    contract_address: Address | None
-    logs: tuple[RawLog, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Preflight:
-    """What signing a transaction needs, read in one batch (`preflight_blocking`): its gas
-    limit, the base fee, and the account's `pending` nonce as of block `head`."""
-
-    gas_limit: int
-    base_fee: int
-    pending_nonce: int
-    head: int
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedTx:
-    """A signed transaction ready to send, with what the preflight learned."""
-
-    raw: bytes
-    tx_hash: bytes
-    nonce: int
-    gas_limit: int
-    transaction: Eip1559Transaction | None = None
-    """What was signed (to sign a replacement with higher fees: `replacement_blocking`)."""
-
-
-def _refused(tx_type: str, account: Account | None, exc: ChainRpcError) -> ProtocolError:
-    """The node's refusal of a transaction as our error: InsufficientFunds when the account
-    cannot pay for it (it may be topped up and the transaction sent again)."""
-    message = exc.rpc_message
-    if "insufficient funds" in message.lower() or "cannot afford" in message.lower():
-        who = "the account" if account is None else f"account {account.checksum_address}"
-        return InsufficientFunds(f"{who} cannot pay for the {tx_type} transaction (value and "
-                                 f"gas): top it up", txType=tx_type,
-                                 account=None if account is None else account.checksum_address)
-    return ProtocolError(f"the node refused the {tx_type} transaction: {message[:300]}",
-                         txType=tx_type)
-
-
-def _result(answer: Answer) -> Any:
-    """A batch answer's result; its error raised."""
-    if answer.error is not None:
-        raise answer.error
-    return answer.result
-
-
-class ChainClient:
+class ChainClient(TransactionCalls):
     """One node's JSON-RPC transport and the contract codec; every method blocks.
 
     Thread-safety is the transport's: the HTTP one gives each pool thread its own connection;
@@ -145,53 +59,6 @@ class ChainClient:
         self.url = transport.url
         self.codec = codec
         self.priority_fee = priority_fee
-
-    @contextlib.contextmanager
-    def _reachable(self, what: str) -> Iterator[None]:
-        """Turn transport failures (OSErrors: refused, reset, timed out) into
-        ChainNotReachable."""
-        try:
-            yield
-        except PerundError:
-            raise
-        except OSError as exc:
-            raise ChainNotReachable(
-                f"the chain at {self.url} is not reachable ({what}: {exc})", chainUrl=self.url
-            ) from exc
-
-    def _request(self, method: str, params: Sequence[Any] = ()) -> Any:
-        """The result of one JSON-RPC call (ChainRpcError for the node's error object)."""
-        with self._reachable(method):
-            return self.transport.request(method, params)
-
-    def _quantity(self, value: Any, method: str, what: str) -> int:
-        return jsonrpc.quantity(value, self.url, method, what)
-
-    def _data(self, value: Any, method: str, what: str, size: int | None = None) -> bytes:
-        return jsonrpc.data_bytes(value, self.url, method, what, size)
-
-    def _block(self, block: BlockId) -> Mapping[str, Any] | None:
-        """The header of `block` (no transactions), or None if there is no such block."""
-        header = self._request("eth_getBlockByNumber", [block_tag(block), False])
-        if header is not None and not isinstance(header, Mapping):
-            raise jsonrpc.malformed(self.url, "eth_getBlockByNumber", "not a block object")
-        return header
-
-    def _existing_block(self, block: BlockId) -> Mapping[str, Any]:
-        header = self._block(block)
-        if header is None:
-            raise ProtocolError(f"the chain at {self.url} has no block {block}",
-                                chainUrl=self.url, block=block)
-        return header
-
-    def _base_fee(self) -> int:
-        """The latest block's base fee (0 on a chain without EIP-1559)."""
-        return self._base_fee_of(self._existing_block("latest"))
-
-    def _base_fee_of(self, header: Mapping[str, Any]) -> int:
-        """A block header's base fee (0 on a chain without EIP-1559)."""
-        fee = header.get("baseFeePerGas")
-        return 0 if fee is None else self._quantity(fee, "eth_getBlockByNumber", "baseFeePerGas")
 
     # Reads
 
@@ -345,203 +212,6 @@ class ChainClient:
         logs.sort(key=lambda log: (log.block_number, log.log_index))
         return logs
 
-    def _raw_log(self, entry: Any, method: str) -> RawLog:
-        def get(key: str) -> Any:
-            return jsonrpc.field(entry, key, self.url, method)
-
-        topics = get("topics")
-        if not isinstance(topics, list):
-            raise jsonrpc.malformed(self.url, method, "a log's topics are not a list")
-        return RawLog(
-            address=jsonrpc.address(get("address"), self.url, method, "a log's address"),
-            topics=tuple(self._data(topic, method, "a log topic", 32) for topic in topics),
-            data=self._data(get("data"), method, "a log's data"),
-            block_number=self._quantity(get("blockNumber"), method, "a log's block number"),
-            log_index=self._quantity(get("logIndex"), method, "a log's index"),
-            tx_hash=self._data(get("transactionHash"), method, "a log's transaction hash", 32),
-        )
-
-    # Transactions
-
-    def preflight_blocking(self, account: Account, tx_type: str, to: Address | None,
-                           data: bytes, value: int) -> Preflight:
-        """Preflight a transaction (estimateGas: TxReverted, with the contract's error, before
-        any gas is spent) and read what signing it needs: the base fee, and the account's
-        `pending` nonce with the head it came from. In one batch, so the nonce costs no round
-        trip of its own."""
-        call: dict[str, Any] = {"from": hex_data(account.address), "data": hex_data(data),
-                                "value": hex_quantity(value)}
-        if to is not None:
-            call["to"] = hex_data(to)
-        estimated, head, nonce = self._batch([
-            ("eth_estimateGas", [call, "latest"]), ("eth_getBlockByNumber", ["latest", False]),
-            ("eth_getTransactionCount", [hex_data(account.address), "pending"])])
-        if estimated.error is not None:
-            if is_revert(estimated.error):
-                raise self._reverted(tx_type, revert_data(estimated.error), None) \
-                    from estimated.error
-            raise _refused(tx_type, account, estimated.error) from estimated.error
-        header = _result(head)
-        if not isinstance(header, Mapping):
-            raise jsonrpc.malformed(self.url, "eth_getBlockByNumber", "not a block object")
-        method = "eth_getBlockByNumber"
-        estimate = self._quantity(estimated.result, "eth_estimateGas", "the gas estimate")
-        return Preflight(
-            gas_limit=estimate + estimate * GAS_MARGIN_PERCENT // 100,
-            base_fee=self._base_fee_of(header),
-            pending_nonce=self._quantity(_result(nonce), "eth_getTransactionCount", "the nonce"),
-            head=self._quantity(jsonrpc.field(header, "number", self.url, method), method,
-                                "the block number"))
-
-    def sign(self, account: Account, to: Address | None, data: bytes, value: int,
-             preflight: Preflight, nonce: int, chain_id: int) -> PreparedTx:
-        """The transaction `preflight` was read for, signed with `nonce` (no chain call)."""
-        transaction = Eip1559Transaction(
-            chain_id=chain_id, nonce=nonce, max_priority_fee_per_gas=self.priority_fee,
-            # Twice the base fee keeps the transaction includable through several full blocks.
-            max_fee_per_gas=2 * preflight.base_fee + self.priority_fee,
-            gas=preflight.gas_limit, to=to, value=value, data=data)
-        raw, tx_hash = account.sign_transaction(transaction)
-        return PreparedTx(raw=raw, tx_hash=tx_hash, nonce=nonce, gas_limit=transaction.gas,
-                          transaction=transaction)
-
-    def pool_view_blocking(self, address: Address, tx_hash: bytes) -> tuple[int, bool]:
-        """`address`'s `pending` nonce, and whether the node still knows `tx_hash` (mined, or
-        in its pool, queued too): one batch."""
-        nonce, found = self._batch([
-            ("eth_getTransactionCount", [hex_data(address), "pending"]),
-            ("eth_getTransactionByHash", [hex_data(tx_hash)])])
-        transaction = _result(found)
-        if transaction is not None and not isinstance(transaction, Mapping):
-            raise jsonrpc.malformed(self.url, "eth_getTransactionByHash", "not a transaction")
-        return (self._quantity(_result(nonce), "eth_getTransactionCount", "the nonce"),
-                transaction is not None)
-
-    def _batch(self, requests: Sequence[tuple[str, Sequence[Any]]]) -> list[Answer]:
-        """The answers to a few requests: one batch, or one by one to a node that takes no
-        batches (an error object is kept in its answer, not raised)."""
-        with self._reachable(requests[0][0] + " batch"):
-            answers = self.transport.batch(requests)
-        if answers is not None:
-            return answers
-        singles = []
-        for method, params in requests:
-            try:
-                singles.append(Answer(result=self._request(method, params)))
-            except ChainRpcError as exc:
-                singles.append(Answer(error=exc))
-        return singles
-
-    def replacement_blocking(self, account: Account, prepared: PreparedTx) -> PreparedTx:
-        """The same transaction (nonce, gas, call) with higher fees, for one that was not
-        mined in time: at least `REPLACEMENT_BUMP_PERCENT` more of both fees (what nodes ask
-        of a replacement), and at least what a new transaction would offer now."""
-        old = prepared.transaction
-        assert old is not None, "only a prepared transaction is replaced"
-        tip = max(old.max_priority_fee_per_gas * (100 + REPLACEMENT_BUMP_PERCENT) // 100,
-                  self.priority_fee)
-        fee_cap = max(old.max_fee_per_gas * (100 + REPLACEMENT_BUMP_PERCENT) // 100,
-                      2 * self._base_fee() + tip)
-        transaction = replace(old, max_priority_fee_per_gas=tip, max_fee_per_gas=fee_cap)
-        raw, tx_hash = account.sign_transaction(transaction)
-        return PreparedTx(raw=raw, tx_hash=tx_hash, nonce=old.nonce, gas_limit=old.gas,
-                          transaction=transaction)
-
-    def deposit_fee_blocking(self, adjudicator: Address, sender: Address,
-                             extra_gas: int = 0) -> int:
-        """The most an ETH deposit's gas may cost `sender` now: the gas limit and fee cap
-        `preflight_blocking` and `sign` would give it (what the account must hold beside the
-        deposit). `extra_gas` is added to the estimate (token deposits and their approvals)."""
-        call = {"from": hex_data(sender), "to": hex_data(adjudicator), "value": hex_quantity(1),
-                "data": hex_data(self.codec.encode_call("deposit", os.urandom(32), 0, ETH, 1))}
-        try:
-            estimate = self._quantity(self._request("eth_estimateGas", [call, "latest"]),
-                                      "eth_estimateGas", "the gas estimate")
-        except ChainRpcError:
-            estimate = FALLBACK_DEPOSIT_GAS  # an empty account cannot even be asked
-        base_fee = self._base_fee()
-        estimate += extra_gas
-        return (estimate + estimate * GAS_MARGIN_PERCENT // 100) * (2 * base_fee
-                                                                      + self.priority_fee)
-
-    def send_raw_blocking(self, tx_type: str, raw: bytes) -> bytes:
-        """Hand a signed transaction to the node; its hash."""
-        try:
-            tx_hash = self._request("eth_sendRawTransaction", [hex_data(raw)])
-        except ChainRpcError as exc:
-            raise _refused(tx_type, None, exc) from exc
-        return self._data(tx_hash, "eth_sendRawTransaction", "the transaction hash")
-
-    def receipt_blocking(self, tx_hash: bytes) -> RawReceipt | None:
-        """The receipt of a mined transaction, or None while it is not mined."""
-        method = "eth_getTransactionReceipt"
-        receipt = self._request(method, [hex_data(tx_hash)])
-        if receipt is None:
-            return None
-        if not isinstance(receipt, Mapping):
-            raise jsonrpc.malformed(self.url, method, "not a receipt object")
-        if receipt.get("blockNumber") is None:
-            return None  # some nodes answer for a pending transaction
-
-        def get(key: str) -> Any:
-            return jsonrpc.field(receipt, key, self.url, method)
-
-        logs = get("logs")
-        if not isinstance(logs, list):
-            raise jsonrpc.malformed(self.url, method, "the receipt's logs are not a list")
-        answered = self._data(get("transactionHash"), method, "the transaction hash", 32)
-        if answered != tx_hash:
-            # Another transaction's receipt (a mixed-up cache or proxy): its events would be
-            # taken for our payouts.
-            raise jsonrpc.malformed(self.url, method, "the receipt of another transaction")
-        contract = receipt.get("contractAddress")
-        return RawReceipt(
-            tx_hash=answered,
-            block_number=self._quantity(get("blockNumber"), method, "the block number"),
-            status=self._quantity(get("status"), method, "the status"),
-            gas_used=self._quantity(get("gasUsed"), method, "the gas used"),
-            effective_gas_price=self._quantity(get("effectiveGasPrice"), method,
-                                               "the effective gas price"),
-            contract_address=None if contract is None else jsonrpc.address(
-                contract, self.url, method, "the contract address"),
-            logs=tuple(self._raw_log(entry, method) for entry in logs),
-        )
-
-    def explain_revert_blocking(
-        self, account: Account, tx_type: str, to: Address | None, data: bytes, value: int,
-        block_number: int, tx_hash: bytes,
-    ) -> TxReverted:
-        """The TxReverted for a transaction mined with status 0, its reason found by replay.
-
-        The replay runs on the state before its block and, when that passes (a transaction
-        earlier in the same block changed the outcome), on the state after it. Neither is the
-        exact state the transaction saw; the reason is best effort, the revert itself is not.
-        """
-        call: dict[str, Any] = {"from": hex_data(account.address), "data": hex_data(data),
-                                "value": hex_quantity(value)}
-        if to is not None:
-            call["to"] = hex_data(to)
-        for block in (max(block_number - 1, 0), block_number):
-            try:
-                self._request("eth_call", [call, hex_quantity(block)])
-            except ChainRpcError as exc:
-                if is_revert(exc):
-                    return self._reverted(tx_type, revert_data(exc), tx_hash)
-                # A node that cannot replay (pruned state): the reason stays unknown.
-        return self._reverted(tx_type, b"", tx_hash)
-
-    def _reverted(self, tx_type: str, data: bytes, tx_hash: bytes | None) -> TxReverted:
-        error = self.codec.decode_error(data)
-        name = error.name if error is not None else ("unknown" if data else "no reason given")
-        where = f" (tx 0x{tx_hash.hex()})" if tx_hash is not None else " (preflight, not sent)"
-        return TxReverted(
-            f"{tx_type} reverted: {error if error is not None else name}{where}",
-            txType=tx_type,
-            error=name,
-            args={k: _jsonable(v) for k, v in error.args.items()} if error is not None else {},
-            txHash=None if tx_hash is None else "0x" + tx_hash.hex(),
-        )
-
     # Decoding
 
     def decode_events(self, address: Address, logs: Sequence[RawLog]) -> tuple[ChainEvent, ...]:
@@ -607,12 +277,3 @@ class ChainClient:
             self.devchain.mine()
         else:
             self.rpc_blocking("evm_mine", [])
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return "0x" + value.hex()
-    if isinstance(value, tuple):
-        return [_jsonable(item) for item in value]
-    return value
-

@@ -12,8 +12,9 @@ from twisted.logger import Logger
 
 from perund.chain import tokens
 from perund.chain.abi import params_value, state_value
-from perund.chain.client import NO_CODE, BlockId
+from perund.chain.client import NO_CODE
 from perund.chain.connection import ChainConnection, deferred_api
+from perund.chain.node_rpc import BlockId
 from perund.chain.results import ChainEvent, ChannelStatus, Phase
 from perund.channel.types import ETH, Address, ChannelID, Params, State
 from perund.errors import ChainRpcError, InvalidContracts

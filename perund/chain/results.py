@@ -77,11 +77,20 @@ class TxReceipt:
     events: tuple[ChainEvent, ...] = ()
     contract_address: bytes | None = None
     """The new contract's address, for a deployment."""
+    fillers: tuple[TxReceipt, ...] = ()
+    """The transfers of nothing that filled a gap of nonces before this transaction so that it
+    could be mined (perund.chain.sender), mined ones only: the account paid their gas too."""
 
     @property
     def fee(self) -> int:
-        """What the sender paid for gas, in wei."""
+        """What the sender paid for this transaction's gas, in wei."""
         return self.gas_used * self.effective_gas_price
+
+    @property
+    def total_fee(self) -> int:
+        """What the sender paid to have this transaction mined, in wei: its own gas and its
+        gap fillers' (`fillers`)."""
+        return self.fee + sum(filler.fee for filler in self.fillers)
 
     def events_named(self, name: str) -> tuple[ChainEvent, ...]:
         """The receipt's events called `name`, in log order."""

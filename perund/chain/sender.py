@@ -11,6 +11,8 @@ after a deposit, say), and its nonce cannot race.
 A reorganisation may drop a mined transaction of ours for good, too shallow for the watcher to
 see. The chain's nonce for the account is then below ours: before a send the next nonce drops
 back to it, and a transaction already sent behind such a gap gets it filled (`gap_repair`).
+One dropped so before its receipt was read, with no gap before it, is sent again as it was
+signed as soon as a look at the chain's nonce finds its nonce free and the transaction unknown.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from perund.chain.account import Account
-from perund.chain.client import ChainClient, PreparedTx, RawReceipt
+from perund.chain.client import ChainClient
 from perund.chain.results import TxReceipt
+from perund.chain.transactions import PreparedTx, RawReceipt
 from perund.channel.types import Address, hex_address
 from perund.errors import PerundError, ProtocolError, TxTimedOut
 from perund.words import GWEI_DECIMALS, plural, seconds_text, units_text
@@ -43,6 +46,9 @@ seconds, and a wait on a chain with 12 s blocks costs a few extra calls, not one
 
 PLAIN_TRANSFER_GAS = 21_000
 """The gas of a transfer to an account without code: a gap filler (`gap_filler`)."""
+
+GAP_FILLER = "gapFiller"
+"""The `tx_type` of a gap filler's receipt (`TxReceipt.fillers`)."""
 
 RunInPool = Callable[..., Deferred[Any]]
 """`run(f, *args)`: call blocking `f(*args)` in the chain pool, a Deferred of its result."""
@@ -86,13 +92,18 @@ def gap_repair(pending: int, nonce: int, known: bool) -> tuple[range, bool]:
     safe: it may still be in a pool (here queued, or at another node of a hosted endpoint), and
     a second copy at the lower nonce would let both be mined, a deposit twice. If the chain no
     longer knows it either, it went with them, and is sent again as it was signed (one signed
-    transaction is mined at most once). Without a gap nothing is done: a transaction the chain
-    dropped from its pool alone (a fee spike) is sent again with higher fees after
-    `tx_timeout`, and a `pending` above its nonce means that nonce is taken (mined with its
-    receipt not yet served, or a vanished transaction came back): the polls and the timeout
-    decide.
+    transaction is mined at most once).
+
+    A `pending` equal to its nonce with the chain not knowing it: it was mined and a
+    reorganisation dropped it before its receipt was read (or a pool dropped it). It is sent
+    again as it was signed, now: the replacement with higher fees comes only after
+    `tx_timeout`, too late for a refutation. Sending the same signed bytes again is safe
+    whatever dropped it; a pool that dropped it for its fees refuses it again, and the
+    replacement follows as before. A `pending` above its nonce means that nonce is taken
+    (mined with its receipt not yet served, or a vanished transaction came back): the polls
+    and the timeout decide.
     """
-    if pending >= nonce:
+    if pending > nonce:
         return range(0), False
     return range(pending, nonce), not known
 
@@ -118,6 +129,9 @@ class _Waiting:
     latest: PreparedTx
     """The last of its versions (replacements have higher fees) that the node took."""
     filled: set[int] = field(default_factory=set)
+    fillers: dict[bytes, int] = field(default_factory=dict)
+    """Every gap filler sent for it (hash → nonce; a replacement's fees sign new ones): the
+    account pays the gas of those mined, which is counted with its receipt."""
     resent: bool = False
 
 
@@ -218,8 +232,9 @@ class TransactionSender:
         tx_hex = "0x" + prepared.tx_hash.hex()
         self.log.debug("sent {tx_type} {tx_hash} from {sender} nonce {nonce}",
                        tx_type=tx_type, tx_hash=tx_hex, sender=sender, nonce=prepared.nonce)
+        waiting = _Waiting(account, tx_type, prepared)
         try:
-            receipt = await self._mined_or_replaced(slot, account, tx_type, prepared)
+            receipt = await self._mined_or_replaced(slot, waiting)
         except BaseException:
             slot.next_nonce = None
             raise
@@ -243,7 +258,31 @@ class TransactionSender:
             "{tx_type} {tx_hash} mined in block {block}, gas {gas}",
             tx_type=tx_type, tx_hash=tx_hex, block=receipt.block_number, gas=receipt.gas_used,
         )
-        return client.summarize(tx_type, receipt, events_of)
+        summary = client.summarize(tx_type, receipt, events_of)
+        if not waiting.fillers:
+            return summary
+        return replace(summary, fillers=await self._mined_fillers(waiting))
+
+    async def _mined_fillers(self, waiting: _Waiting) -> tuple[TxReceipt, ...]:
+        """The receipts of `waiting`'s gap fillers that were mined, in nonce order. Each filler
+        nonce is below the transaction's, so whichever of its versions was mined is in a block
+        no later than the transaction's: its receipt is there to read now. None of them may
+        be (the vanished transaction came back and took the nonce)."""
+        mined = []
+        for filler, nonce in sorted(waiting.fillers.items(), key=lambda item: item[1]):
+            try:
+                receipt = await self._run(self._client.receipt_blocking, filler)
+            except ProtocolError as exc:
+                # The transaction it let through is mined: a failed read of a filler's receipt
+                # must not fail it; only the fees counted are short (and the log says so).
+                self.log.warn("{tx_type}: reading the receipt of gap filler 0x{filler} (nonce "
+                              "{nonce}) failed ({why}); its gas is not counted",
+                              tx_type=waiting.tx_type, filler=filler.hex(), nonce=nonce,
+                              why=exc)
+                continue
+            if receipt is not None:
+                mined.append(self._client.summarize(GAP_FILLER, receipt, None))
+        return tuple(mined)
 
     async def await_earlier(self, address: Address) -> None:
         """Wait until every transaction of `address` that the chain holds unmined is mined.
@@ -285,17 +324,16 @@ class TransactionSender:
         finally:
             slot.lock.release()
 
-    async def _mined_or_replaced(self, slot: _AccountSlot, account: Account, tx_type: str,
-                                 prepared: PreparedTx) -> RawReceipt:
-        """The receipt of `prepared` or of one of its replacements. A transaction not mined
-        within `tx_timeout` is sent again with the same nonce and higher fees, up to
+    async def _mined_or_replaced(self, slot: _AccountSlot, waiting: _Waiting) -> RawReceipt:
+        """The receipt of `waiting`'s transaction or of one of its replacements. A transaction
+        not mined within `tx_timeout` is sent again with the same nonce and higher fees, up to
         `replacements` times: only one of them can be mined. A fee spike would otherwise leave
         it, and every later transaction of the account (a refutation among them), waiting
         behind it for as long as the spike lasts. Meanwhile a gap before it is filled, and a
         version the chain dropped is sent again (`_repair`)."""
+        account, tx_type, prepared = waiting.account, waiting.tx_type, waiting.latest
         sent = [prepared.tx_hash]
         current = prepared
-        waiting = _Waiting(account, tx_type, prepared)
         for attempt in range(self.replacements + 1):
             try:
                 return await self._wait_mined(tx_type, sent, lambda: self._repair(waiting))
@@ -343,14 +381,22 @@ class TransactionSender:
                 pending=pending, last=latest.nonce - 1)
         # Signed anew each time: after a replacement the fillers carry its higher fees too.
         for nonce in fill:
-            await self._send_again(waiting.tx_type, gap_filler(account, latest, nonce).raw)
+            filler = gap_filler(account, latest, nonce)
+            waiting.fillers[filler.tx_hash] = nonce
+            await self._send_again(waiting.tx_type, filler.raw)
         waiting.filled.update(fill)
         if resend:
             if not waiting.resent:
                 waiting.resent = True
-                self.log.warn("{tx_type} {tx_hash} (nonce {nonce}) went with the transactions "
-                              "before it; sending it again",
-                              tx_type=waiting.tx_type, tx_hash=tx_hex, nonce=latest.nonce)
+                if fill:
+                    self.log.warn("{tx_type} {tx_hash} (nonce {nonce}) went with the "
+                                  "transactions before it; sending it again",
+                                  tx_type=waiting.tx_type, tx_hash=tx_hex, nonce=latest.nonce)
+                else:
+                    self.log.warn("{tx_type} {tx_hash} (nonce {nonce}) is unknown to the chain "
+                                  "and its nonce is free again (mined, then dropped by a "
+                                  "reorganisation?); sending it again as it was signed",
+                                  tx_type=waiting.tx_type, tx_hash=tx_hex, nonce=latest.nonce)
             await self._send_again(waiting.tx_type, latest.raw)
 
     async def _send_again(self, tx_type: str, raw: bytes) -> None:

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from perund.chain.account import Account
 from perund.chain.backend import ChainBackend
-from perund.chain.client import BlockId
+from perund.chain.node_rpc import BlockId
 from perund.chain.payouts import payouts_of
 from perund.chain.results import Phase, TxReceipt
 from perund.channel import events as ev
@@ -139,8 +139,9 @@ class ChainSettlement:
 
     @property
     def fees_paid(self) -> int:
-        """Wei spent on gas by this session's transactions so far."""
-        return sum(receipt.fee for receipt in self.receipts)
+        """Wei spent on gas by this session's transactions so far, the gap fillers sent to let
+        them through included: what the account's balance lost beside the values sent."""
+        return sum(receipt.total_fee for receipt in self.receipts)
 
     def _sleep(self, seconds: float) -> Deferred[None]:
         return deferLater(self._reactor, seconds, lambda: None)

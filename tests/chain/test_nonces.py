@@ -8,6 +8,7 @@ its next nonce past the gap and waited out three timeouts before it asked the ch
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -20,11 +21,14 @@ from twisted.internet.threads import deferToThread
 from perund.chain.account import Account, Eip1559Transaction
 from perund.chain.anvil import Anvil, rpc_call
 from perund.chain.backend import ChainBackend
-from perund.chain.client import PreparedTx, RawReceipt
 from perund.chain.sender import chosen_nonce, gap_filler, gap_repair
-from perund.channel.encoding import keccak
+from perund.chain.transactions import PreparedTx, RawReceipt
+from perund.channel import events as ev
+from perund.channel.encoding import Signer, channel_id, keccak
+from perund.channel.types import ETH, Params
+from perund.session.onchain import ChainSettlement
 
-from .conftest import make_backend
+from .conftest import ETHER, make_backend
 
 TX_TIMEOUT = 30.0
 PROMPT = 10.0
@@ -60,6 +64,15 @@ def _reorg_out(node: Anvil, block: int) -> None:
     """Replace blocks `block`.. with empty ones: their transactions are gone for good."""
     depth = int(_rpc(node, "eth_blockNumber"), 16) - block + 1
     _rpc(node, "anvil_reorg", depth, [])
+
+
+def _mined_block(node: Anvil, tx_hash: bytes) -> int:
+    """The block anvil mined `tx_hash` in (it mines a moment after it takes a transaction)."""
+    deadline = time.monotonic() + 5
+    while (receipt := _rpc(node, "eth_getTransactionReceipt", "0x" + tx_hash.hex())) is None:
+        assert time.monotonic() < deadline, "anvil did not mine the transaction"
+        time.sleep(0.01)
+    return int(receipt["blockNumber"], 16)
 
 
 async def _receipt(backend: ChainBackend, tx_hash: bytes) -> RawReceipt | None:
@@ -149,12 +162,9 @@ async def test_a_transaction_that_vanished_with_the_gap_before_it_is_sent_again(
         tx_hash = send(tx_type, raw)
         if not dropped:
             # anvil mines a little after it takes a transaction: the reorganisation must
-            # drop both blocks, or it drops this one alone (no gap: sent again only after
-            # tx_timeout, and the test timed out now and then).
-            deadline = time.monotonic() + 5
-            while _rpc(fresh_anvil, "eth_getTransactionReceipt", "0x" + tx_hash.hex()) is None \
-                    and time.monotonic() < deadline:
-                time.sleep(0.01)
+            # drop both blocks, or it drops this one alone (no gap: the case of the test
+            # below).
+            _mined_block(fresh_anvil, tx_hash)
             _reorg_out(fresh_anvil, first.block_number)
             _rpc(fresh_anvil, "anvil_dropTransaction", "0x" + tx_hash.hex())
             dropped.append(tx_hash)
@@ -166,6 +176,83 @@ async def test_a_transaction_that_vanished_with_the_gap_before_it_is_sent_again(
     receipt = await sending
     assert receipt.tx_hash == dropped[0]  # the same signed transaction, once
     assert _nonce(fresh_anvil, a) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_our_transaction_mined_and_dropped_before_its_receipt_was_read_is_sent_again(
+        backend: ChainBackend, fresh_anvil: Anvil, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No gap before it: the block our transaction was mined in is replaced before the sender
+    reads its receipt. The chain's nonce is back at its nonce and the chain no longer knows it:
+    it is sent again as it was signed, within seconds (the replacement with higher fees came
+    only after tx_timeout, too late for a refutation)."""
+    a, c = Account(fresh_anvil.private_keys[1]), Account(fresh_anvil.private_keys[3])
+    await backend.send_ether(a, a.address, 0)  # a block before ours, which stays
+    client = backend.client
+    send = client.send_raw_blocking
+    sent: list[bytes] = []
+
+    def send_then_reorganise(tx_type: str, raw: bytes) -> bytes:
+        tx_hash = send(tx_type, raw)
+        sent.append(raw)
+        if len(sent) == 1:
+            _reorg_out(fresh_anvil, _mined_block(fresh_anvil, tx_hash))
+            assert _nonce(fresh_anvil, a, "pending") == 1  # no gap: its own nonce is free
+        return tx_hash
+
+    monkeypatch.setattr(client, "send_raw_blocking", send_then_reorganise)
+    before = int(_rpc(fresh_anvil, "eth_getBalance", c.checksum_address, "latest"), 16)
+    sending = backend.send_ether(a, c.address, 7)
+    sending.addTimeout(PROMPT, reactor)
+    receipt = await sending
+    # The same signed bytes went out again (never a new signature at that nonce) and were
+    # mined once: not a replacement, whose fees, and so hash, differ.
+    assert len(sent) >= 2 and set(sent) == {sent[0]}
+    assert receipt.tx_hash == keccak(sent[0])
+    assert int(_rpc(fresh_anvil, "eth_getBalance", c.checksum_address, "latest"), 16) == before + 7
+    assert _nonce(fresh_anvil, a) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sessions_fees_count_the_gap_filler_its_deposit_needed(
+        backend: ChainBackend, fresh_anvil: Anvil, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reorganisation drops a transfer of alice's between the deposit's nonce choice and its
+    send: a filler takes the vanished nonce. The session's fees are what alice's balance lost
+    beside her deposit, to the wei: the filler's gas included."""
+    keys = fresh_anvil.private_keys
+    alice, bob, c = Account(keys[1]), Account(keys[2]), Account(keys[3])
+    await backend.deploy_adjudicator(Account(keys[0]))
+    assert backend.chain_id is not None and backend.adjudicator is not None
+    params = Params(60, int.from_bytes(os.urandom(32), "big"),
+                    (Signer(os.urandom(32)).address, Signer(os.urandom(32)).address),
+                    (alice.address, bob.address))
+    cid = channel_id(backend.chain_id, backend.adjudicator, params)
+    balances = ((2 * ETHER, ETHER),)
+    await backend.deposit(bob, cid, 1, ETH, ETHER)  # bob's share is there: the funding ends
+    start = int(_rpc(fresh_anvil, "eth_blockNumber"), 16)
+    before = int(_rpc(fresh_anvil, "eth_getBalance", alice.checksum_address, hex(start)), 16)
+    vanishing = await backend.send_ether(alice, c.address, 1)
+    client = backend.client
+    send = client.send_raw_blocking
+    reorgs = [1]
+
+    def reorg_then_send(tx_type: str, raw: bytes) -> bytes:
+        if reorgs:
+            reorgs.pop()
+            _reorg_out(fresh_anvil, vanishing.block_number)
+        return send(tx_type, raw)
+
+    monkeypatch.setattr(client, "send_raw_blocking", reorg_then_send)
+    ours = ChainSettlement(reactor, backend, alice, poll_interval=0.05, funding_timeout=10.0)
+    funding = ours.fund(ev.Fund(cid, params, 0, (ETH,), balances))
+    funding.addTimeout(PROMPT, reactor)
+    await funding
+    assert _nonce(fresh_anvil, alice) == 2  # the filler's nonce 0, the deposit's 1
+    assert await backend.holdings(cid, ETH) == (2 * ETHER, ETHER)
+    after = int(_rpc(fresh_anvil, "eth_getBalance", alice.checksum_address, "latest"), 16)
+    assert before - after == 2 * ETHER + ours.fees_paid
+    (deposit,) = ours.receipts
+    assert [(f.tx_type, f.gas_used) for f in deposit.fillers] == [("gapFiller", 21_000)]
+    assert ours.fees_paid == deposit.fee + deposit.fillers[0].fee > deposit.fee
 
 
 def test_the_chains_nonce_is_taken_unless_it_comes_from_a_node_behind_our_receipts() -> None:
@@ -184,10 +271,10 @@ def test_a_gap_is_filled_and_a_dropped_transaction_sent_again() -> None:
     # Mined (its receipt to come) or its nonce taken otherwise: nothing to do.
     assert gap_repair(8, 7, known=True) == (range(0), False)
     assert gap_repair(8, 7, known=False) == (range(0), False)
-    # In the pool (or a chain whose pending nonce ignores its pool): nothing to do; dropped
-    # from it alone, the replacement after tx_timeout sends it again.
+    # In the pool (or a chain whose pending nonce ignores its pool): nothing to do. Unknown
+    # with its nonce free (mined, then dropped by a reorganisation): sent again at once.
     assert gap_repair(7, 7, known=True) == (range(0), False)
-    assert gap_repair(7, 7, known=False) == (range(0), False)
+    assert gap_repair(7, 7, known=False) == (range(0), True)
     # Queued behind a gap of nonces 4 to 6: those are filled; it is sent again only if gone.
     assert gap_repair(4, 7, known=True) == (range(4, 7), False)
     assert gap_repair(4, 7, known=False) == (range(4, 7), True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.internet import reactor
 
-from perund.chain.account import Account
+from perund.chain.account import Account, Eip1559Transaction
 from perund.chain.anvil import Anvil, rpc_call
 from perund.chain.backend import ChainBackend
 from perund.channel.records import Channel
@@ -39,6 +39,36 @@ def until(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def take_back_pending(url: str, dev_index: int) -> str:
+    """What the holder of anvil's dev account `dev_index` does to take back the transaction it
+    has waiting in the pool (anvil without automine): a transfer of nothing to itself with the
+    same nonce and twice the fees replaces it, and once that is mined the nonce is taken for
+    good, so the transaction taken back can never be mined. The hash taken back.
+
+    A real peer's way to never fund a channel it accepted. Dropping the transaction from the
+    pool (`anvil_dropTransaction`) no longer does: a node sends a transaction of its that the
+    chain no longer knows, its nonce free, again as it was signed."""
+    account = Account(anvil_dev_key(dev_index))
+    sender = account.checksum_address.lower()
+
+    def waiting() -> dict[str, Any] | None:
+        pool = rpc_call(url, "txpool_content", []) or {}
+        for address, txs in (pool.get("pending") or {}).items():
+            if address.lower() == sender and txs:
+                return dict(next(iter(txs.values())))
+        return None
+
+    pending = until(waiting, f"a transaction of dev account {dev_index} in the pool")
+    cancel = Eip1559Transaction(
+        chain_id=int(rpc_call(url, "eth_chainId"), 16), nonce=int(pending["nonce"], 16),
+        max_priority_fee_per_gas=2 * int(pending["maxPriorityFeePerGas"], 16),
+        max_fee_per_gas=2 * int(pending["maxFeePerGas"], 16), gas=21_000,
+        to=account.address, value=0, data=b"")
+    raw, _ = account.sign_transaction(cancel)
+    rpc_call(url, "eth_sendRawTransaction", ["0x" + raw.hex()])
+    return str(pending["hash"])
 
 
 def stored_channel(store_dir: Path, channel_id: str) -> Channel:

@@ -19,6 +19,9 @@ from tests.node.conftest import two_nodes
 CHALLENGE = 60
 """The channels' challenge duration in seconds (the nodes' minimum is 3 * (poll + tx timeout))."""
 
+DEV_INDEX = {"alice": 1, "bob": 2}
+"""The anvil dev account of each user's on-chain account (a cheater signs with its key)."""
+
 
 class World(Users):
     """Alice's and bob's daemons with open sessions, the chain, and the helpers the tests share."""
@@ -92,7 +95,7 @@ class World(Users):
 
 async def register_as(w: World, name: str, channel: Channel) -> None:
     """The cheater registers `channel`'s current state on the contract with its own keys."""
-    await w.view.register_old(1 if name == "alice" else 2, channel)
+    await w.view.register_old(DEV_INDEX[name], channel)
 
 
 async def stale_state_refuted(w: World, channel_id: str, old: Channel,

@@ -20,8 +20,14 @@ import pytest_twisted
 from perund.chain.anvil import Anvil, rpc_call
 from perund.cli.generate import Generated
 from tests.integration.daemons import assert_clean_log
-from tests.integration.onchain import stored_channel, until, wei
-from tests.integration.pair import CHALLENGE, World, register_as, stale_state_refuted
+from tests.integration.onchain import stored_channel, take_back_pending, until, wei
+from tests.integration.pair import (
+    CHALLENGE,
+    DEV_INDEX,
+    World,
+    register_as,
+    stale_state_refuted,
+)
 
 
 @pytest.fixture
@@ -139,10 +145,9 @@ async def test_close_with_a_vanished_peer_settles_through_a_dispute(world: World
 @pytest_twisted.ensureDeferred
 async def test_a_peer_that_never_funds_gets_everyone_their_deposit_back(world: World) -> None:
     w = world
-    bob_account = w.users["bob"].on_chain_address.lower()
     url = w.anvil.url
-    # Bob's node accepts and sends its deposit, but the deposit never makes it into a block
-    # (taken out of the pool, as a chain under a fee spike might drop it); alice's does.
+    # Bob's node accepts and sends its deposit, but bob takes it back before it is mined (a
+    # transaction of his with the same nonce and higher fees replaces it); alice's is mined.
     rpc_call(url, "evm_setAutomine", [False])
     try:
         with w.pushes("bob") as pushes:
@@ -152,15 +157,7 @@ async def test_a_peer_that_never_funds_gets_everyone_their_deposit_back(world: W
             proposal = pushes.wait(lambda p: "proposalId" in p)
             accepting = w.background(w.request, "bob", "channel_respondProposal",
                                      proposalId=proposal["proposalId"], accept=True)
-
-            def bobs_deposit() -> str | None:
-                pool = rpc_call(url, "txpool_content", []) or {}
-                for sender, txs in (pool.get("pending") or {}).items():
-                    if sender.lower() == bob_account:
-                        return str(next(iter(txs.values()))["hash"])
-                return None
-
-            rpc_call(url, "anvil_dropTransaction", [until(bobs_deposit, "bob's deposit")])
+            take_back_pending(url, DEV_INDEX["bob"])
             rpc_call(url, "evm_setAutomine", [True])
             rpc_call(url, "evm_mine", [])
             accepted = accepting.result(60)

@@ -17,8 +17,8 @@ from perund.chain.embedded import TEST_TOKEN_SYMBOL
 from perund.channel.types import ETH, Address, ChannelID, to_address
 from perund.cli.generate import Generated
 from tests.integration.daemons import assert_clean_log
-from tests.integration.onchain import stored_channel, until
-from tests.integration.pair import CHALLENGE, World, stale_state_refuted
+from tests.integration.onchain import stored_channel, take_back_pending, until
+from tests.integration.pair import CHALLENGE, DEV_INDEX, World, stale_state_refuted
 
 UNIT = 10**18
 
@@ -104,9 +104,9 @@ async def test_a_peer_that_never_funds_gets_the_token_deposit_refunded(world: Wo
     w = world
     token = token_of(w)
     before = await token_balances(w, token)
-    bob_account = w.users["bob"].on_chain_address.lower()
     url = w.anvil.url
-    # Bob's deposit never makes it into a block (dropped from the pool); alice's does.
+    # Bob's deposit never makes it into a block (bob takes it back: a transaction of his
+    # with the same nonce and higher fees replaces it); alice's does.
     rpc_call(url, "evm_setAutomine", [False])
     try:
         with w.pushes("bob") as pushes:
@@ -117,15 +117,7 @@ async def test_a_peer_that_never_funds_gets_the_token_deposit_refunded(world: Wo
             proposal = pushes.wait(lambda p: "proposalId" in p)
             accepting = w.background(w.request, "bob", "channel_respondProposal",
                                      proposalId=proposal["proposalId"], accept=True)
-
-            def bobs_deposit() -> str | None:
-                pool = rpc_call(url, "txpool_content", []) or {}
-                for sender, txs in (pool.get("pending") or {}).items():
-                    if sender.lower() == bob_account:
-                        return str(next(iter(txs.values()))["hash"])
-                return None
-
-            rpc_call(url, "anvil_dropTransaction", [until(bobs_deposit, "bob's deposit")])
+            take_back_pending(url, DEV_INDEX["bob"])
             rpc_call(url, "evm_setAutomine", [True])
             rpc_call(url, "evm_mine", [])
             accepting.result(60)

@@ -156,8 +156,10 @@ async def test_a_funding_whose_own_deposit_a_reorganisation_dropped_says_so_at_i
     channel = Channel2(chain, anvil)
     ours = ChainSettlement(reactor, chain, channel.accounts[0], poll_interval=0.02,
                            funding_timeout=3.0)
-    funding = ours.fund(channel.funding(0))
+    # The head before the funding starts: read after it, it may count our deposit already,
+    # and the wait for the block after it never ends.
     deposited = await head(anvil) + 1
+    funding = ours.fund(channel.funding(0))
     while await head(anvil) < deposited:
         await deferLater(reactor, 0.02, lambda: None)
     await rpc(anvil, "anvil_reorg", 1, [])  # our deposit goes, mined as it was
