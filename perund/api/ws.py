@@ -161,13 +161,32 @@ class ApiSocket(WebSocketServerProtocol):
             self.stopProducing()
             self.dropConnection(abort=True)
 
+    _unread = 0
+    """Messages of this socket the dispatcher has not read yet (they wait for their turn)."""
+    _reading_paused = False
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self._unread += 1
         handled = Deferred.fromCoroutine(self._handle(payload))
         handled.addErrback(self._failed)
+        if self._unread and not self._reading_paused and self.transport is not None:
+            # Its message waits for its session's turn: read no more of this client until it
+            # is read (what the last read brought is all it can have waiting), rather than
+            # queue whatever it sends (docs/security.md, "Fairness").
+            self._reading_paused = True
+            self.transport.pauseProducing()
+
+    def _read(self) -> None:
+        """The dispatcher reads one of this socket's messages now."""
+        self._unread -= 1
+        if not self._unread and self._reading_paused:
+            self._reading_paused = False
+            if self.transport is not None:
+                self.transport.resumeProducing()
 
     async def _handle(self, payload: bytes) -> None:
         context = CallContext("ws", self.subscriptions, self.credential)
-        reply = await self.factory.dispatcher.dispatch_bytes(payload, context)
+        reply = await self.factory.dispatcher.dispatch_bytes(payload, context, self._read)
         if not self.open:
             self.subscriptions.close()
             return
