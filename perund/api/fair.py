@@ -53,6 +53,11 @@ class FairScheduler:
         """The next turn (a DelayedCall), once a job started in this one."""
         self.started = 0
         """Jobs started in all (for tests and metrics)."""
+        self.ready: Callable[[Hashable], bool] | None = None
+        """Whether a party may start jobs now (None: always). One that may not is set aside
+        until `wake` (a session whose clients have not taken the answers it had: its work
+        waits, rather than add to what the node holds for it)."""
+        self._parked: set[Hashable] = set()
 
     def waiting(self, party: Hashable | None = None) -> int:
         """Jobs not yet started: of `party`, or of every party."""
@@ -82,12 +87,23 @@ class FairScheduler:
         self.submit(party, job)
         return result
 
+    def wake(self, party: Hashable) -> None:
+        """`party` may start jobs again (see `ready`)."""
+        if party in self._parked:
+            self._parked.discard(party)
+            self._order.append(party)
+            if not self._running:
+                self._drain()
+
     def _drain(self) -> None:
         """Start jobs round-robin until none waits or the turn's budget is spent."""
         self._running = True
         try:
             while self._order and self._spent < self.turn_jobs:
                 party = self._order.popleft()
+                if self.ready is not None and not self.ready(party):
+                    self._parked.add(party)
+                    continue
                 queue = self._queues[party]
                 job = queue.popleft()
                 if queue:
