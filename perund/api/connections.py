@@ -137,6 +137,14 @@ def meter_sends(transport: Any, producer: Any) -> None:
     transport.registerProducer(producer, False)
 
 
+def let_close(transport: Any) -> None:
+    """Called when `transport` has sent everything (`meter_sends`): if it is closing, unregister
+    the producer, which Twisted waits for before it closes a connection with one."""
+    if transport is not None and getattr(transport, "disconnecting", False) \
+            and getattr(transport, "producer", None) is not None:
+        transport.unregisterProducer()
+
+
 class ConnectionCount:
     """The API connections open now, whose they are, and who gives way when the cap is hit.
 
@@ -301,6 +309,7 @@ class ApiChannel(HTTPChannel):
         """The transport's buffer is empty (`meter_sends`): the client took every reply."""
         self._sent()
         super().resumeProducing()  # type: ignore[no-untyped-call]
+        let_close(self.transport)
 
     def _sent(self) -> None:
         unsent, self._unsent = self._unsent, None

@@ -33,7 +33,13 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from perund.api.amounts import Currencies
-from perund.api.connections import ApiLimits, SessionBuffers, claim_connection, meter_sends
+from perund.api.connections import (
+    ApiLimits,
+    SessionBuffers,
+    claim_connection,
+    let_close,
+    meter_sends,
+)
 from perund.api.credentials import CLOSE_REVOKED, OPERATOR_ID, Credential, CredentialRegistry
 from perund.api.dispatcher import INTERNAL_ERROR, Dispatcher, encode_json, error_reply
 from perund.api.http import ApiRequest, credential_of, party_of, refuse_unauthorized
@@ -86,6 +92,7 @@ class ApiSocket(WebSocketServerProtocol):
         """The client took everything written so far."""
         unsent, self._unsent = self._unsent, 0
         self._release(unsent)
+        let_close(self.transport)
 
     def stopProducing(self) -> None:
         """The connection is going: what it held is freed."""
