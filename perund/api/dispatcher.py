@@ -35,7 +35,7 @@ from perund.api.credentials import (
     authorize_session,
     party_of,
 )
-from perund.api.fair import TURN_JOBS, FairScheduler
+from perund.api.fair import READ_BYTES_PER_CALL, TURN_JOBS, FairScheduler
 from perund.api.method_spec import CallContext, Method
 from perund.api.openrpc import params_schema
 from perund.api.schema import InvalidParams, Schema, check_schema, validate
@@ -317,7 +317,8 @@ class Dispatcher:
                 started()
             return Deferred.fromCoroutine(self._answer_bytes(body, context))
 
-        return await self.scheduler.run(_queue_of(context.credential), read)
+        return await self.scheduler.run(_queue_of(context.credential), read,
+                                        1 + len(body) // READ_BYTES_PER_CALL)
 
     async def _answer_bytes(self, body: bytes, context: CallContext) -> bytes | None:
         over = self._over_body_allowance(body, context)

@@ -10,14 +10,16 @@ Each text or binary message is one JSON-RPC message for the same dispatcher as `
 `subscribe` / `unsubscribe` work only here. Pushes are JSON-RPC notifications
 `{"jsonrpc": "2.0", "method": "perund_notification", "params": {"subscription": id,
 "result": ...}}`. A client that disconnects is unsubscribed. A client that stops reading gets
-its replies and pushes queued up to `limits.ws_send_buffer` bytes, then the connection is
-dropped (it resubscribes and reads the current state when it comes back).
+its replies and pushes held (in Twisted's send buffer, counted until the transport says it
+sent them: `meter_sends`) up to `limits.ws_send_buffer` bytes, then the connection is
+dropped (it resubscribes and reads the current state when it comes back). A socket is not
+read while one of its messages waits for its session's turn (`FairScheduler`).
 
-What one session's sockets hold together, messages still arriving and replies and pushes
-waiting, is bounded by `limits.api_session_buffer` (`SessionBuffers`): a socket that takes its
-session past it is dropped. Without it one user's credentials could make the node hold
-`api_connections_per_session` times a message and a send buffer (about 320 MiB), which the
-allocator does not give back (found by an audit).
+What one session's connections hold together, messages still arriving and replies and pushes
+not taken, is bounded by `limits.api_session_buffer` (`SessionBuffers`, shared with HTTP): a
+socket that takes its session past it is dropped. Without it one user's credentials could
+make the node hold `api_connections_per_session` times a message and a send buffer (about
+320 MiB), which the allocator does not give back (found by an audit).
 """
 
 from __future__ import annotations
