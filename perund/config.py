@@ -17,6 +17,7 @@ from typing import Any, Final
 from twisted.logger import Logger
 
 from perund.api.connections import ApiLimits
+from perund.api.credentials import DEFAULT_CHANGES_PER_SECOND
 from perund.chain.urls import shown_url
 from perund.channel.types import Address, hex_address
 from perund.config_values import (
@@ -79,6 +80,9 @@ class Limits:
     session_subscriptions: int = ApiLimits.subscriptions_per_session
     ws_send_buffer: int = ApiLimits.socket_send_buffer
     api_session_buffer: int = ApiLimits.session_buffer
+    api_credential_changes: int = DEFAULT_CHANGES_PER_SECOND
+    """Credential changes (mints, revocations) one session may make a second, after a burst
+    of 64: each rewrites the node's sessions file."""
     peer_handshakes: int = PeerLimits.handshakes
     peer_handshakes_per_host: int = PeerLimits.handshakes_per_host
     peer_connections_per_host: int = PeerLimits.connections_per_host

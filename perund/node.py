@@ -51,9 +51,9 @@ from perund.node_metrics import NodeMetrics
 from perund.node_state import (
     SESSIONS_FILE,
     RememberedSession,
+    SessionsWriter,
     new_session_id,
     read_sessions,
-    write_sessions,
 )
 from perund.reopening import Reopener
 from perund.safe_files import FileRules, os_reason
@@ -61,6 +61,7 @@ from perund.session.chain_check import FUNDED
 from perund.session.config import SessionConfig, read_session_files
 from perund.session.session import Session, SessionParts
 from perund.session_claims import node_ports, refuse_claimed_port, refuse_second_open
+from perund.storage.fsync_thread import fsync_thread
 from perund.storage.store import SessionStore
 from perund.words import plural
 
@@ -121,6 +122,8 @@ class NodeService(MultiService):
         """What the node counts from its sessions and shows on `GET /metrics`."""
         self.credentials: CredentialRegistry | None = None
         """The API's credentials (the operator's token and the sessions'), once listening."""
+        self._sessions_writer = SessionsWriter(self.sessions_file, fsync_thread(reactor))
+        """Writes `sessions_file` off the reactor, changes grouped (perund.node_state)."""
         self._prepared: dict[str, Deferred[SessionParts]] = {}
         """The remembered sessions' files, keys and stores, made ready while the chain starts
         (by resolved config path), until their sessions are built."""
@@ -244,7 +247,8 @@ class NodeService(MultiService):
         self.credentials = CredentialRegistry(
             token, clock=self._reactor.seconds,
             stored=[c for s in self._remembered.values() for c in s.credentials],
-            on_change=self._remember_sessions)
+            on_change=self._remember_sessions, saved=self._sessions_writer.durable,
+            changes_per_second=self.config.limits.api_credential_changes)
         self.site = make_site(
             NodeAPI(self), self.credentials, reactor=self._reactor, metrics=self.metrics,
             render_metrics=self.exposition.render,
@@ -353,6 +357,7 @@ class NodeService(MultiService):
         self._remember_sessions()
         for waiter in waiting:
             waiter.callback(None)
+        await self._sessions_writer.settled()  # its credential must survive a restart
         return session
 
     def _not_open_already(self, config: SessionConfig, resolved: str) -> None:
@@ -425,18 +430,13 @@ class NodeService(MultiService):
         return self.config.data_dir / SESSIONS_FILE
 
     def _remember_sessions(self) -> None:
-        """Write the sessions to open again at the next start, with their credentials."""
+        """Save the sessions to open again at the next start, with their credentials (written
+        on the fsync thread: `_sessions_writer.durable()` says when it is on disk)."""
         credentials = self.credentials
         for remembered in self._remembered.values():
             remembered.credentials = [] if credentials is None \
                 else credentials.stored(remembered.session_id)
-        try:
-            write_sessions(self.sessions_file, list(self._remembered.values()))
-        except OSError as exc:
-            self.log.error("cannot record the open sessions in {file}: {error}; they will not "
-                           "be opened again by themselves after a restart, and credentials "
-                           "minted since the last write end with it",
-                           file=str(self.sessions_file), error=exc)
+        self._sessions_writer.save(list(self._remembered.values()))
 
     async def _reopen_sessions(self) -> None:
         """Open again every session that was open when the node stopped or died: their
@@ -501,7 +501,7 @@ class NodeService(MultiService):
         self._remembered.pop(str(session.config.path.resolve()), None)
         if self.credentials is not None:
             self.credentials.revoke_session(session_id)
-        self._remember_sessions()
+        self._remember_sessions()  # on disk before the call is answered: session_close
         return left
 
     async def _close_session(self, session_id: str, force: bool, node_stops: bool) -> list[Channel]:
@@ -542,6 +542,7 @@ class NodeService(MultiService):
             result = service.stopService()
             if isinstance(result, Deferred):
                 await result
+        await self._sessions_writer.settled()  # the last changes of the sessions file
         if self.devchain is not None:
             await self.devchain.stop()  # it dumps its state
         log_file = getattr(self, "_log_file", None)

@@ -21,6 +21,7 @@ against `max_connections` until it closes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,8 +57,92 @@ class ApiLimits:
     """Bytes of replies and pushes a WebSocket may have waiting for a client that does not
     read; past it the connection is closed."""
     session_buffer: int = 16 * 1024 * 1024
-    """Bytes one session's WebSockets may hold together, messages arriving and replies
-    waiting (the operator's not counted); a socket that takes it past this is dropped."""
+    """Bytes one session's connections may hold together (`SessionBuffers`), messages
+    arriving and replies not taken (the operator's not counted)."""
+
+
+class SessionBuffers:
+    """Bytes the node holds for each session's API clients together, against `limit`
+    (limits.api_session_buffer): WebSocket messages still arriving, and every reply and push
+    written for a client that has not taken it yet, HTTP or WebSocket, in Twisted's send
+    buffer included (`meter_sends`). The operator's connections are not counted, as they are
+    not for `limits.api_connections_per_session`.
+
+    `on_room(party)` is called when a session that was at its limit drops below it (the
+    dispatcher starts its waiting work again then)."""
+
+    def __init__(self, clock: Any, limit: int) -> None:
+        self.limit = limit
+        self.held: dict[str, int] = {}
+        self.dropped = 0
+        self.refused = 0
+        self.most = 0
+        """The most any session held at once (for tests)."""
+        self.on_room: Callable[[str], None] | None = None
+        self._warning = RateLimitedWarning(clock, log)
+
+    def counted(self, party: str | None) -> bool:
+        """Whether `party`'s bytes count (the operator's and nobody's do not)."""
+        return party is not None and party != OPERATOR_ID
+
+    def full(self, party: str) -> bool:
+        """Whether `party` holds its limit already."""
+        return self.held.get(party, 0) >= self.limit
+
+    def fits(self, party: str | None, size: int) -> bool:
+        """Whether `size` more bytes of `party` stay within the limit."""
+        return not self.counted(party) or self.held.get(party or "", 0) + size <= self.limit
+
+    def hold(self, party: str | None, size: int) -> bool:
+        """Count `size` bytes for `party`; whether it stays within the limit."""
+        if party is None or not self.counted(party):
+            return True
+        total = self.held[party] = self.held.get(party, 0) + size
+        self.most = max(self.most, total)
+        return total <= self.limit
+
+    def release(self, party: str | None, size: int) -> None:
+        """`size` bytes of `party` are no longer held."""
+        if party is None or not self.counted(party) or not size:
+            return
+        before = self.held.get(party, 0)
+        total = before - size
+        if total > 0:
+            self.held[party] = total
+        else:
+            self.held.pop(party, None)
+        if before >= self.limit > total and self.on_room is not None:
+            self.on_room(party)
+
+    def over(self, party: str | None, what: str) -> None:
+        """A connection of `party` was dropped, or a reply refused (`what`), for its session's
+        buffer: say so (rate-limited)."""
+        self.dropped += 1
+        self._warning.warn("dropped or refused {counted} of sessions over their buffer "
+                           "(limits.api_session_buffer: {limit} bytes of messages arriving and "
+                           "replies not taken); the latest was session {party}'s",
+                           what, limit=self.limit, party=party)
+
+
+def meter_sends(transport: Any, producer: Any) -> None:
+    """Register `producer` with `transport` as a pull producer: the transport then calls its
+    `resumeProducing` each time it has sent everything written to it, so what was written
+    since the last call is what the transport still holds. A streaming producer hears only of
+    a buffer past 64 KiB, and a client that never read made the node hold every reply
+    uncounted (an audit: 64 unread batches of listings took a node from 103 to 320 MB).
+    (Under TLS the TLS layer turns it into a streaming producer: its replies are counted only
+    while Twisted's buffer below is full.)"""
+    if transport.producer is not None:
+        transport.unregisterProducer()
+    transport.registerProducer(producer, False)
+
+
+def let_close(transport: Any) -> None:
+    """Called when `transport` has sent everything (`meter_sends`): if it is closing, unregister
+    the producer, which Twisted waits for before it closes a connection with one."""
+    if transport is not None and getattr(transport, "disconnecting", False) \
+            and getattr(transport, "producer", None) is not None:
+        transport.unregisterProducer()
 
 
 class ConnectionCount:
@@ -180,6 +265,10 @@ class ApiChannel(HTTPChannel):
 
     count: ConnectionCount
     request_timeout: float
+    buffers: SessionBuffers | None = None
+    """Where its replies not yet taken are counted (the Site's), if anywhere."""
+    _unsent: dict[str, int] | None = None
+    """Bytes of replies written per party that the client has not taken yet."""
     socket: Any = None
     """The WebSocket this connection became, if it did (it holds the transport then)."""
     _deadline: DelayedCall | None = None
@@ -196,7 +285,37 @@ class ApiChannel(HTTPChannel):
     def connectionMade(self) -> None:
         super().connectionMade()  # type: ignore[no-untyped-call]  # untyped in Twisted
         self.count.opened(self)
+        # Instead of the streaming registration HTTPChannel made: the channel is told of every
+        # flush (what it held for the client is released then). Twisted no longer stops
+        # reading a client whose replies pile up; its session's buffer bounds them instead.
+        meter_sends(self.transport, self)
         self._arm()
+
+    def send_reply(self, party: str, size: int) -> bool:
+        """Count a reply of `size` bytes of `party` about to be written until the client has
+        taken it; False (nothing counted) if that would take the session past its buffer."""
+        buffers = self.buffers
+        if buffers is None or not buffers.counted(party):
+            return True
+        if not buffers.fits(party, size):
+            buffers.over(party, "HTTP reply")
+            return False
+        buffers.hold(party, size)
+        unsent = self._unsent = self._unsent or {}
+        unsent[party] = unsent.get(party, 0) + size
+        return True
+
+    def resumeProducing(self) -> None:
+        """The transport's buffer is empty (`meter_sends`): the client took every reply."""
+        self._sent()
+        super().resumeProducing()  # type: ignore[no-untyped-call]
+        let_close(self.transport)
+
+    def _sent(self) -> None:
+        unsent, self._unsent = self._unsent, None
+        if unsent and self.buffers is not None:
+            for party, size in unsent.items():
+                self.buffers.release(party, size)
 
     def dataReceived(self, data: bytes) -> None:
         if self._deadline is None and not self._handlingRequest and not self._upgraded:
@@ -214,6 +333,7 @@ class ApiChannel(HTTPChannel):
         self._disarm()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._sent()  # what it held is freed with it
         self._disarm()
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
         if not self._upgraded:

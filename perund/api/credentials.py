@@ -26,7 +26,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from perund.errors import InvalidArgument, ResourceNotFound, Unauthorized
+from twisted.internet.defer import Deferred, succeed
+
+from perund.errors import FailedPrecondition, InvalidArgument, ResourceNotFound, Unauthorized
 
 TOKEN_PREFIX: Final = "pdt_"
 _ID_HEX: Final = 32
@@ -35,6 +37,13 @@ _TOKEN_LENGTH: Final = len(TOKEN_PREFIX) + _ID_HEX + 1 + _SECRET_CHARS
 MAX_LABEL: Final = 64
 MAX_PER_SESSION: Final = 32
 """Credentials one session may hold at once: minting is cheap, the node's state file is not."""
+DEFAULT_CHANGES_PER_SECOND: Final = 4
+"""Credential changes (mints, revocations) a session may make a second (limits.
+api_credential_changes), after a burst of CHANGES_BURST."""
+CHANGES_BURST: Final = 2 * MAX_PER_SESSION
+"""Enough to replace every credential of a session at once (a mint and a revocation each)."""
+CHANGES_KEPT: Final = 4096
+"""Sessions whose allowance of changes is remembered at most."""
 OPERATOR_ID: Final = "operator"
 CLOSE_REVOKED: Final = 4401
 """WebSocket close code when the connection's credential ends (4000-4999: the application's)."""
@@ -168,19 +177,32 @@ def _digest(secret: str) -> bytes:
 class CredentialRegistry:
     """Every live credential of the node: authenticates tokens, mints and revokes them.
 
-    `on_change` is called after every change (the node rewrites its state file there), and
-    revocation listeners learn which credentials ended (a WebSocket authenticated with one is
-    closed).
+    `on_change` is called after every change (the node saves its state file there), `saved`
+    gives a Deferred that fires once every change so far is on disk (the credential methods
+    answer only then), and revocation listeners learn which credentials ended (a WebSocket
+    authenticated with one is closed). A session's credentials change (`issue`, `revoke`) at
+    most `changes_per_second` times a second after a burst of `CHANGES_BURST`; beyond that
+    FailedPrecondition naming limits.api_credential_changes. Each change rewrites the node's
+    state file: without a bound any credential, even a read-only one rotating itself, could
+    keep the disk busy for every user.
     """
 
     def __init__(self, operator_token: str, *, clock: Callable[[], float],
                  stored: Iterable[StoredCredential] = (),
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None,
+                 saved: Callable[[], Deferred[None]] | None = None,
+                 changes_per_second: float = DEFAULT_CHANGES_PER_SECOND) -> None:
+        if changes_per_second <= 0:
+            raise ValueError("changes_per_second must be positive")
         self._operator = operator_token.encode("utf-8")
         self._clock = clock
         self._records: dict[str, StoredCredential] = {s.credential.id: s for s in stored}
         self.on_change = on_change
+        self._saved = saved
         self._revoked_listeners: list[Callable[[Credential], None]] = []
+        self.changes_per_second = changes_per_second
+        self._changes: dict[str, tuple[float, float]] = {}
+        """Per session: the changes it may still make, and when that was reckoned."""
 
     # -- checking ------------------------------------------------------------------------------
 
@@ -218,6 +240,7 @@ class CredentialRegistry:
         if scope is Scope.OPERATOR:
             raise InvalidArgument("the operator's credential is the token file", name="scope",
                                   value=scope.value, requirement="session or read")
+        self._spend_change(session_id)
         if len(self.of_session(session_id)) >= MAX_PER_SESSION:
             raise InvalidArgument(
                 f"the session holds {MAX_PER_SESSION} credentials already: revoke one first",
@@ -234,6 +257,7 @@ class CredentialRegistry:
         record = self._records.get(cred_id)
         if record is None or record.credential.session_id != session_id:
             raise ResourceNotFound("no such credential", type="token", id="0x" + cred_id)
+        self._spend_change(session_id)
         del self._records[cred_id]
         self._changed()
         self._tell_revoked([record.credential])
@@ -268,6 +292,35 @@ class CredentialRegistry:
                 self._revoked_listeners.remove(listener)
 
         return remove
+
+    def saved(self) -> Deferred[None]:
+        """Fires once every change made so far is on disk (at once without a state file);
+        errback OSError if it could not be written."""
+        return self._saved() if self._saved is not None else succeed(None)
+
+    def may_change(self, session_id: str, changes: int = 1) -> None:
+        """FailedPrecondition unless `session_id` may make `changes` more credential changes
+        now (limits.api_credential_changes); nothing is spent."""
+        available = self._available(session_id)
+        if available < changes:
+            wait = max((changes - available) / self.changes_per_second, 0.1)
+            raise FailedPrecondition(
+                f"this session changes its credentials faster than {self.changes_per_second:g} "
+                f"times a second (limits.api_credential_changes): try again in {wait:.1f} s",
+                limit=self.changes_per_second, retryAfter=round(wait, 1))
+
+    def _available(self, session_id: str) -> float:
+        now = self._clock()
+        left, then = self._changes.get(session_id, (float(CHANGES_BURST), now))
+        return min(float(CHANGES_BURST), left + max(now - then, 0.0) * self.changes_per_second)
+
+    def _spend_change(self, session_id: str) -> None:
+        self.may_change(session_id)
+        if len(self._changes) >= CHANGES_KEPT:
+            # Sessions with a full allowance are the same as forgotten ones.
+            self._changes = {k: v for k, v in self._changes.items()
+                             if self._available(k) < CHANGES_BURST}
+        self._changes[session_id] = (self._available(session_id) - 1.0, self._clock())
 
     def _changed(self) -> None:
         if self.on_change is not None:

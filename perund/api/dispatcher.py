@@ -18,12 +18,12 @@ import json
 import math
 import re
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from itertools import accumulate
 from typing import Any, Final
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -35,6 +35,7 @@ from perund.api.credentials import (
     authorize_session,
     party_of,
 )
+from perund.api.fair import READ_BYTES_PER_CALL, TURN_JOBS, FairScheduler
 from perund.api.method_spec import CallContext, Method
 from perund.api.openrpc import params_schema
 from perund.api.schema import InvalidParams, Schema, check_schema, validate
@@ -245,15 +246,22 @@ class Dispatcher:
     (`Method.access`); `credentials`, when given, also refuses a credential revoked since the
     connection carrying it was authenticated. `max_in_flight` bounds the calls of one party
     (a session's credentials together, or the operator) that are in progress at once, over
-    every connection; read-only credentials take at most half of it. A call beyond it is
-    refused at once (204), so one user's flood neither grows the node's memory nor queues
-    work (chain reads, say) ahead of the node's own and every other user's.
+    every connection; read-only credentials take at most half of it. A call of a batch counts
+    from the moment the batch is read, so its calls waiting for their turn count too. A call
+    beyond it is refused at once (204), so one user's flood neither grows the node's memory nor
+    queues work (chain reads, say) ahead of the node's own and every other user's.
+
+    The work is shared out fairly (`FairScheduler`): reading a message and starting each call
+    of a batch are jobs of the caller's party (a session's full credentials, its read-only
+    ones, the operator), started round-robin over the parties, at most `turn_jobs` per reactor
+    turn.
     """
 
     def __init__(self, methods: Iterable[Method], clock: IReactorTime, *,
                  max_batch: int = 100, metrics: Metrics | None = None,
                  credentials: CredentialRegistry | None = None,
-                 max_in_flight: int = DEFAULT_CALLS_IN_FLIGHT) -> None:
+                 max_in_flight: int = DEFAULT_CALLS_IN_FLIGHT,
+                 turn_jobs: int = TURN_JOBS) -> None:
         self._methods: dict[str, Method] = {}
         self._credentials = credentials
         self._metrics = metrics
@@ -271,6 +279,8 @@ class Dispatcher:
         if max_in_flight < 2:
             raise ValueError("max_in_flight must be at least 2")
         self.max_in_flight = max_in_flight
+        self.scheduler = FairScheduler(clock, turn_jobs)
+        """Whose work starts next (docs/security.md, "Fairness")."""
         self._in_flight: dict[tuple[str, bool], int] = {}
         """Calls in progress per party (session ID or "operator"), and whether read-only."""
         self._over_in_flight = RateLimitedWarning(clock, log)
@@ -285,13 +295,32 @@ class Dispatcher:
         self._over_body_rate = RateLimitedWarning(clock, log)
 
     @property
+    def clock(self) -> Any:
+        """The reactor (or a test's Clock) the dispatcher times calls and turns with."""
+        return self._clock
+
+    @property
     def methods(self) -> list[Method]:
         """The methods served, in definition order."""
         return list(self._methods.values())
 
-    async def dispatch_bytes(self, body: bytes,
-                             context: CallContext | None = None) -> bytes | None:
-        """Answer a raw message; None when nothing is to be sent back (only notifications)."""
+    async def dispatch_bytes(self, body: bytes, context: CallContext | None = None,
+                             started: Callable[[], None] | None = None) -> bytes | None:
+        """Answer a raw message; None when nothing is to be sent back (only notifications).
+
+        The message is read in its party's turn (`FairScheduler`); `started`, if given, is
+        called then (a transport reads no more from a client whose message waits)."""
+        context = context or CallContext()
+
+        def read() -> Deferred[bytes | None]:
+            if started is not None:
+                started()
+            return Deferred.fromCoroutine(self._answer_bytes(body, context))
+
+        return await self.scheduler.run(_queue_of(context.credential), read,
+                                        1 + len(body) // READ_BYTES_PER_CALL)
+
+    async def _answer_bytes(self, body: bytes, context: CallContext) -> bytes | None:
         over = self._over_body_allowance(body, context)
         if over is not None:
             return encode_json(error_reply(None, over.code, over.message, over.to_data()))
@@ -343,12 +372,39 @@ class Dispatcher:
             self._log_call("-", None, self._clock.seconds(), INVALID_REQUEST, context)
             return error_reply(None, INVALID_REQUEST, data={
                 "requirement": f"a batch holds at most {self.max_batch} requests"})
-        calls = [Deferred.fromCoroutine(self._call(request, context)) for request in message]
+        calls = [self._queue_call(request, context) for request in message]
         replies: list[Reply | None] = await gatherResults(calls)
         answered = [reply for reply in replies if reply is not None]
         return answered or None
 
-    async def _call(self, request: object, context: CallContext) -> Reply | None:
+    def _queue_call(self, request: object, context: CallContext) -> Deferred[Reply | None]:
+        """Start one call of a batch in its party's turn; its in-flight slot is taken now, so
+        the calls waiting count against `max_in_flight` (one beyond it is answered at once)."""
+        credential = context.credential
+        held: list[tuple[str, bool]] = []
+        if credential is not None:
+            try:
+                held = self._take_slot(credential)
+            except FailedPrecondition as exc:
+                request_id, _ = _envelope(request)
+                name = request.get("method") if isinstance(request, dict) else None
+                self._log_call(_printable(name) if isinstance(name, str) else "-", None,
+                               self._clock.seconds(), exc.code, context)
+                if isinstance(request, dict) and "id" not in request:
+                    return succeed(None)
+                return succeed(error_reply(request_id, exc.code, exc.message, exc.to_data()))
+
+        def release(result: object) -> object:
+            self._give_slot(held)
+            return result
+
+        answered = self.scheduler.run(
+            _queue_of(credential),
+            lambda: Deferred.fromCoroutine(self._call(request, context, counted=bool(held))))
+        return answered.addBoth(release)
+
+    async def _call(self, request: object, context: CallContext,
+                    counted: bool = False) -> Reply | None:
         started = self._clock.seconds()
         request_id, problem = _envelope(request)
         if problem is not None or not isinstance(request, dict):
@@ -363,13 +419,15 @@ class Dispatcher:
                 return None
             return error_reply(request_id, METHOD_NOT_FOUND, data={"method": _printable(name)})
         reply, code, session = await self._run(method, request.get("params"), request_id,
-                                               context)
+                                               context, counted)
         self._log_call(name, session, started, code, context)
         return None if notification else reply
 
     async def _run(self, method: Method, params: object, request_id: object,
-                   context: CallContext) -> tuple[Reply, int | None, str | None]:
-        """Call `method`; the reply, its error code (None: success) and the session named."""
+                   context: CallContext,
+                   counted: bool = False) -> tuple[Reply, int | None, str | None]:
+        """Call `method`; the reply, its error code (None: success) and the session named.
+        `counted`: its in-flight slot is taken already (`_queue_call`)."""
         named = params.get("sessionId") if isinstance(params, dict) else None
         # Named even when the params fail their check (the log says whose call it was); only
         # in a session ID's own form, so a caller cannot write other text into the log.
@@ -386,8 +444,11 @@ class Dispatcher:
             named = args.get("sessionId")
             session = named if isinstance(named, str) else None
             authorize_session(method.access, credential, args, method.name)
-            with self._slot(credential):
+            if counted:
                 value = await method.handler(args, context)
+            else:
+                with self._slot(credential):
+                    value = await method.handler(args, context)
         except InvalidParams as exc:
             return error_reply(request_id, INVALID_PARAMS, data={
                 "field": exc.field, "requirement": exc.requirement}), INVALID_PARAMS, session
@@ -413,6 +474,14 @@ class Dispatcher:
         """Count one call of `credential`'s party in progress for as long as it runs;
         FailedPrecondition when its party (or the party's read-only credentials, for one of
         those) has none left."""
+        held = self._take_slot(credential)
+        try:
+            yield
+        finally:
+            self._give_slot(held)
+
+    def _take_slot(self, credential: Credential) -> list[tuple[str, bool]]:
+        """Count one call of `credential`'s party (see `_slot`); the counters to give back."""
         party = party_of(credential)
         reading = credential.scope is Scope.READ
         keys = [(party, False), (party, True)] if reading else [(party, False)]
@@ -432,15 +501,15 @@ class Dispatcher:
                     "answers", limit=limit)
         for key in keys:
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
-        try:
-            yield
-        finally:
-            for key in keys:
-                left = self._in_flight[key] - 1
-                if left:
-                    self._in_flight[key] = left
-                else:
-                    del self._in_flight[key]
+        return keys
+
+    def _give_slot(self, keys: list[tuple[str, bool]]) -> None:
+        for key in keys:
+            left = self._in_flight[key] - 1
+            if left:
+                self._in_flight[key] = left
+            else:
+                del self._in_flight[key]
 
     def _bind(self, method: Method, params: object) -> dict[str, Any]:
         if params is None:
@@ -496,6 +565,13 @@ def _credential_name(context: CallContext | None) -> str:
     if credential.session_id is None:
         return credential.scope.value
     return f"{credential.scope.value}:{credential.id[:8]}"
+
+
+def _queue_of(credential: Credential | None) -> tuple[str, bool]:
+    """Whose turn a job takes (`FairScheduler`): a session's read-only credentials have a
+    queue of their own, so a dashboard's flood delays its session's user no more than another
+    session's would."""
+    return party_of(credential), credential is not None and credential.scope is Scope.READ
 
 
 def _internal(request_id: object) -> Reply:

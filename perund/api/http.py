@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from perund.api.connections import claim_connection
+from perund.api.connections import ApiChannel, claim_connection
 from perund.api.credentials import Credential, CredentialRegistry, Scope
 from perund.api.dispatcher import (
     INTERNAL_ERROR,
@@ -33,7 +33,7 @@ from perund.api.dispatcher import (
     error_reply,
 )
 from perund.api.method_spec import CallContext
-from perund.errors import InvalidConfig
+from perund.errors import FailedPrecondition, InvalidConfig
 from perund.new_files import create_whole
 from perund.ratelimit import RateLimitedWarning
 from perund.tokens import TOKEN_FORM_TEXT, is_token
@@ -324,13 +324,30 @@ class RpcResource(Resource):
         request.notifyFinish().addBoth(lambda _: finished.append(True))
         done = Deferred.fromCoroutine(
             self._dispatcher.dispatch_bytes(body, CallContext("http", credential=credential)))
-        done.addCallbacks(lambda reply: self._reply(request, reply, finished),
+        done.addCallbacks(lambda reply: self._reply(request, reply, finished, credential),
                           lambda failure: self._failed(request, failure, finished))
         return NOT_DONE_YET
 
-    def _reply(self, request: Any, reply: bytes | None, finished: list[bool]) -> None:
+    def _reply(self, request: Any, reply: bytes | None, finished: list[bool],
+               credential: Credential) -> None:
         if finished:  # the client went away; nothing to send
             return
+        channel = request.channel
+        if reply is not None and isinstance(channel, ApiChannel) \
+                and not channel.send_reply(party_of(credential), len(reply)):
+            # Its session's clients hold limits.api_session_buffer of replies not taken
+            # already (or this one is larger): the node does not hold this one too.
+            limit = channel.buffers.limit if channel.buffers is not None else 0
+            reply = encode_json(error_reply(None, FailedPrecondition.code, (
+                f"this answer of {len(reply)} bytes does not fit in what the node holds for "
+                f"this session's clients (limits.api_session_buffer, {limit} bytes). The calls "
+                "of the request did run: look before repeating one that moves money "
+                "(channel_get, payment_list). Read the answers waiting, ask for smaller "
+                "pages or fewer calls a batch"),
+                {**FailedPrecondition("").to_data(), "limit": limit, "size": len(reply)}))
+            if not channel.send_reply(party_of(credential), len(reply)):
+                channel.abort_connection()
+                return
         if reply is None:
             request.setResponseCode(204)
         else:

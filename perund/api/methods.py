@@ -8,6 +8,7 @@ naming the field, like schema failures.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -227,8 +228,12 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
     async def session_close(args: dict[str, Any], ctx: CallContext) -> Any:
         session_id = _bytes(args, "sessionId")
         left = await facade.session_close(session_id, bool(args.get("force", False)))
-        hubs.detach(session_id)
+        hubs.detach(session_id)  # its subscribers told first, before their sockets close
         credentials.revoke_session(session_id.hex())
+        # Answered once the end of its credentials is on disk (a failure to write it is
+        # logged: the session is closed all the same).
+        with contextlib.suppress(OSError):
+            await credentials.saved()
         return left
 
     async def session_add_peer(args: dict[str, Any], ctx: CallContext) -> Any:

@@ -11,7 +11,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from perund.api.amounts import Currencies
-from perund.api.connections import ApiChannel, ApiLimits, ConnectionCount
+from perund.api.connections import ApiChannel, ApiLimits, ConnectionCount, SessionBuffers
 from perund.api.credentials import CredentialRegistry
 from perund.api.dispatcher import Dispatcher, encode_json
 from perund.api.facade import NodeFacade
@@ -67,6 +67,8 @@ class ApiSite(Site):
         self.hubs = hubs
         self.connections = ConnectionCount(reactor, limits.max_connections,
                                            limits.connections_per_session)
+        self.buffers: SessionBuffers | None = None
+        """What each session's connections hold (limits.api_session_buffer), once built."""
         self.sockets: ApiSocketFactory | None = None
         """The WebSocket side (its open sockets), once `make_site` built it."""
         self.refusals = RateLimitedWarning(reactor, Logger(namespace="perund.api.http"))
@@ -78,6 +80,7 @@ class ApiSite(Site):
             return None
         channel: Any = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
         channel.count = self.connections
+        channel.buffers = self.buffers
         channel.request_timeout = self.limits.request_timeout
         return channel
 
@@ -113,14 +116,34 @@ def make_site(facade: NodeFacade, credentials: CredentialRegistry | str, *,
                             max_in_flight=limits.calls_in_flight)
     root: Any = _Root()  # Any: Resource's zope interfaces do not type-check without mypy-zope
     root.putChild(b"rpc", RpcResource(dispatcher, credentials, limits.max_body))
+    buffers = SessionBuffers(reactor, limits.session_buffer)
+    _wait_for_room(dispatcher, buffers)
     sockets = ApiSocketFactory(dispatcher, table, credentials, reactor, limits,
-                               allowed_origins=allowed_origins)
+                               allowed_origins=allowed_origins, buffers=buffers)
     root.putChild(b"ws", WebSocketEntry(sockets))
     if render_metrics is not None:
         root.putChild(b"metrics", MetricsResource(render_metrics))
     site = ApiSite(root, credentials=credentials, limits=limits, dispatcher=dispatcher,
                    hubs=hubs, reactor=reactor)
     site.sockets = sockets
+    site.buffers = buffers
     site_any: Any = site
     site_any.displayTracebacks = False
     return site
+
+
+def _wait_for_room(dispatcher: Dispatcher, buffers: SessionBuffers) -> None:
+    """A session whose clients hold `limits.api_session_buffer` of answers not taken gets no
+    turn (its messages are not read, its batches' calls not started) until they take some:
+    its flood waits instead of growing what the node holds."""
+    scheduler = dispatcher.scheduler
+    def ready(queue: Any) -> bool:  # (party, read-only)
+        return not buffers.full(queue[0])
+
+    scheduler.ready = ready
+
+    def room(party: str) -> None:
+        scheduler.wake((party, False))
+        scheduler.wake((party, True))
+
+    buffers.on_room = room

@@ -14,7 +14,13 @@ from perund.api.facade import NodeFacade
 from perund.api.method_spec import CallContext, Method, Param
 from perund.api.schema import BOOLEAN, SECONDS, SESSION_ID, TOKEN, TOKEN_ID, obj
 from perund.channel.memo import unshowable
-from perund.errors import InvalidArgument, ResourceNotFound, Unauthorized
+from perund.errors import (
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    ResourceNotFound,
+    Unauthorized,
+)
 
 SCOPES = (Scope.SESSION.value, Scope.READ.value)
 
@@ -41,6 +47,17 @@ def _new(credential: Credential, token: str) -> dict[str, Any]:
     return {**credential.to_json(), "token": token}
 
 
+async def _durable(credentials: CredentialRegistry) -> None:
+    """Wait until the change is on disk: a client told its credential is revoked must be able
+    to count on it after a crash too (and a new token on being valid after a restart)."""
+    try:
+        await credentials.saved()
+    except OSError:
+        # Logged where the write failed; in force in memory until the node stops.
+        raise Internal("the change is in force but could not be recorded on disk: it ends "
+                       "when the node stops") from None
+
+
 def token_methods(facade: NodeFacade, credentials: CredentialRegistry) -> list[Method]:
     """The credential methods of the API, bound to `credentials`."""
 
@@ -59,6 +76,7 @@ def token_methods(facade: NodeFacade, credentials: CredentialRegistry) -> list[M
             raise InvalidArgument(f"label: {problem}", name="label", requirement=problem)
         session_id = await open_session(args)
         credential, token = credentials.issue(session_id, Scope(args["scope"]), label)
+        await _durable(credentials)
         return _new(credential, token)
 
     async def list_tokens(args: dict[str, Any], ctx: CallContext) -> Any:
@@ -67,6 +85,7 @@ def token_methods(facade: NodeFacade, credentials: CredentialRegistry) -> list[M
 
     async def revoke(args: dict[str, Any], ctx: CallContext) -> Any:
         credentials.revoke(_session(args), str(args["tokenId"])[2:].lower())
+        await _durable(credentials)
         return True
 
     async def rotate(args: dict[str, Any], ctx: CallContext) -> Any:
@@ -87,12 +106,14 @@ def token_methods(facade: NodeFacade, credentials: CredentialRegistry) -> list[M
         old = next((c for c in credentials.of_session(session_id) if c.id == old_id), None)
         if old is None:
             raise ResourceNotFound("no such credential", type="token", id="0x" + old_id)
+        credentials.may_change(session_id, 2)  # both, or neither
         credential, token = credentials.issue(session_id, old.scope, old.label)
         credentials.revoke(session_id, old.id)
+        await _durable(credentials)
         return _new(credential, token)
 
     session = Param("sessionId", SESSION_ID)
-    errors = (ResourceNotFound, Unauthorized)
+    errors = (ResourceNotFound, Unauthorized, FailedPrecondition)
     return [
         Method("session_createToken", "Mint a credential of this session: scope session (all "
                "of the session's methods) or read (reads and pushes only).",

@@ -10,19 +10,20 @@ Each text or binary message is one JSON-RPC message for the same dispatcher as `
 `subscribe` / `unsubscribe` work only here. Pushes are JSON-RPC notifications
 `{"jsonrpc": "2.0", "method": "perund_notification", "params": {"subscription": id,
 "result": ...}}`. A client that disconnects is unsubscribed. A client that stops reading gets
-its replies and pushes queued up to `limits.ws_send_buffer` bytes, then the connection is
-dropped (it resubscribes and reads the current state when it comes back).
+its replies and pushes held (in Twisted's send buffer, counted until the transport says it
+sent them: `meter_sends`) up to `limits.ws_send_buffer` bytes, then the connection is
+dropped (it resubscribes and reads the current state when it comes back). A socket is not
+read while one of its messages waits for its session's turn (`FairScheduler`).
 
-What one session's sockets hold together, messages still arriving and replies and pushes
-waiting, is bounded by `limits.api_session_buffer` (`SessionBuffers`): a socket that takes its
-session past it is dropped. Without it one user's credentials could make the node hold
-`api_connections_per_session` times a message and a send buffer (about 320 MiB), which the
-allocator does not give back (found by an audit).
+What one session's connections hold together, messages still arriving and replies and pushes
+not taken, is bounded by `limits.api_session_buffer` (`SessionBuffers`, shared with HTTP): a
+socket that takes its session past it is dropped. Without it one user's credentials could
+make the node hold `api_connections_per_session` times a message and a send buffer (about
+320 MiB), which the allocator does not give back (found by an audit).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,7 +35,13 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from perund.api.amounts import Currencies
-from perund.api.connections import ApiLimits, claim_connection
+from perund.api.connections import (
+    ApiLimits,
+    SessionBuffers,
+    claim_connection,
+    let_close,
+    meter_sends,
+)
 from perund.api.credentials import CLOSE_REVOKED, OPERATOR_ID, Credential, CredentialRegistry
 from perund.api.dispatcher import INTERNAL_ERROR, Dispatcher, encode_json, error_reply
 from perund.api.http import ApiRequest, credential_of, party_of, refuse_unauthorized
@@ -66,38 +73,33 @@ class ApiSocket(WebSocketServerProtocol):
     _dropped = False
     """Dropped for taking its session past `limits.api_session_buffer`."""
 
+    _unsent = 0
+    """Bytes of replies and pushes written that the client has not taken yet (`meter_sends`:
+    the transport resumes us once it has sent everything)."""
+
     def onOpen(self) -> None:
         self.subscriptions = ClientSubscriptions(
             self._push, self.factory.limits.subscriptions_per_socket)
         self.open = True
-        self._paused = False
-        self._queue: deque[bytes] = deque()
-        self._queued = 0
-        # The transport asks us to pause when its buffer fills: we take over from the HTTP
+        # The transport tells us when its buffer is empty: we take over from the HTTP
         # channel, registered there before the upgrade.
-        transport: Any = self.transport
-        transport.unregisterProducer()
-        transport.registerProducer(self, True)
+        meter_sends(self.transport, self)
         self.factory.opened(self)
 
     def pauseProducing(self) -> None:
-        """The client stopped reading fast enough: hold what we send from now on."""
-        self._paused = True
+        """Not called for a pull producer (`meter_sends`): what we wrote stays counted until
+        `resumeProducing`."""
 
     def resumeProducing(self) -> None:
-        """The client reads again: send what was held, in order."""
-        self._paused = False
-        while self._queue and not self._paused and self.open:
-            data = self._queue.popleft()
-            self._queued -= len(data)
-            self._release(len(data))
-            self._send_if_open(data)
+        """The client took everything written so far."""
+        unsent, self._unsent = self._unsent, 0
+        self._release(unsent)
+        let_close(self.transport)
 
     def stopProducing(self) -> None:
-        """The connection is going: nothing more is sent."""
-        self._queue.clear()
-        self._release(self._queued)
-        self._queued = 0
+        """The connection is going: what it held is freed."""
+        unsent, self._unsent = self._unsent, 0
+        self._release(unsent)
 
     def _hold(self, size: int) -> bool:
         """Count `size` more bytes against the session's buffer; False (the socket dropped)
@@ -105,19 +107,22 @@ class ApiSocket(WebSocketServerProtocol):
         if self._dropped:
             return False
         self._held += size
-        if self.factory.buffers.hold(self, size):
+        if self.factory.buffers.hold(_party(self), size):
             return True
         self._dropped = True
-        self.factory.buffers.over(self)
+        self.factory.buffers.over(_party(self), "WebSocket")
+        self._drop()
+        return False
+
+    def _drop(self) -> None:
         self.open = False
         self.stopProducing()
         self.dropConnection(abort=True)
-        return False
 
     def _release(self, size: int) -> None:
         if size:
             self._held -= size
-            self.factory.buffers.release(self, size)
+            self.factory.buffers.release(_party(self), size)
 
     def onMessageFrameData(self, payload: bytes) -> None:
         """A part of a message arrived: autobahn keeps it until the message is complete."""
@@ -129,7 +134,7 @@ class ApiSocket(WebSocketServerProtocol):
         socket dropped for its session's buffer is not: parts of it were left out."""
         if self._dropped:
             return
-        self._release(self._held - self._queued)
+        self._release(self._held - self._unsent)
         super().onMessageEnd()
 
     def _send_if_open(self, data: bytes) -> None:
@@ -148,26 +153,43 @@ class ApiSocket(WebSocketServerProtocol):
             self.maxMessagePayloadSize = limit
 
     def _transmit(self, data: bytes) -> None:
-        if not self._paused and not self._queue:
-            self._send_if_open(data)
+        """Send a reply or push, counted until the client has taken it: past
+        `limits.ws_send_buffer` for this socket, or its session's buffer, it is dropped."""
+        if self.state != self.STATE_OPEN or not self._hold(len(data)):
             return
-        self._queue.append(data)
-        self._queued += len(data)
-        if not self._hold(len(data)):
-            return
-        if self._queued > self.factory.limits.socket_send_buffer:
+        self._unsent += len(data)
+        if self._unsent > self.factory.limits.socket_send_buffer:
             self.factory.slow_consumer(self)
-            self.open = False
-            self.stopProducing()
-            self.dropConnection(abort=True)
+            self._drop()
+            return
+        self._send_if_open(data)
+
+    _unread = 0
+    """Messages of this socket the dispatcher has not read yet (they wait for their turn)."""
+    _reading_paused = False
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self._unread += 1
         handled = Deferred.fromCoroutine(self._handle(payload))
         handled.addErrback(self._failed)
+        if self._unread and not self._reading_paused and self.transport is not None:
+            # Its message waits for its session's turn: read no more of this client until it
+            # is read (what the last read brought is all it can have waiting), rather than
+            # queue whatever it sends (docs/security.md, "Fairness").
+            self._reading_paused = True
+            self.transport.pauseProducing()
+
+    def _read(self) -> None:
+        """The dispatcher reads one of this socket's messages now."""
+        self._unread -= 1
+        if not self._unread and self._reading_paused:
+            self._reading_paused = False
+            if self.transport is not None:
+                self.transport.resumeProducing()
 
     async def _handle(self, payload: bytes) -> None:
         context = CallContext("ws", self.subscriptions, self.credential)
-        reply = await self.factory.dispatcher.dispatch_bytes(payload, context)
+        reply = await self.factory.dispatcher.dispatch_bytes(payload, context, self._read)
         if not self.open:
             self.subscriptions.close()
             return
@@ -192,8 +214,7 @@ class ApiSocket(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.open = False
-        self._queue.clear()
-        self._queued = 0
+        self._unsent = 0
         self._release(self._held)
         self.factory.closed(self)
         if self.channel is not None:
@@ -223,7 +244,8 @@ class ApiSocketFactory(WebSocketServerFactory):
 
     def __init__(self, dispatcher: Dispatcher, currencies: Currencies,
                  credentials: CredentialRegistry, reactor: Any, limits: ApiLimits,
-                 ping_interval: float = 30.0, allowed_origins: Iterable[str] = ()) -> None:
+                 ping_interval: float = 30.0, allowed_origins: Iterable[str] = (),
+                 buffers: SessionBuffers | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # autobahn is untyped
         self.dispatcher = dispatcher
         self.currencies = currencies
@@ -235,7 +257,8 @@ class ApiSocketFactory(WebSocketServerFactory):
         """The credential and HTTP channel of the upgrade being handed over (set only during
         that call)."""
         self._sockets: dict[str, set[ApiSocket]] = {}
-        self.buffers = SessionBuffers(reactor, limits.session_buffer)
+        self.buffers = buffers or SessionBuffers(reactor, limits.session_buffer)
+        """What each session's connections hold (the Site's, shared with HTTP)."""
         self._slow = RateLimitedWarning(reactor, log)
         self.foreign_origins = RateLimitedWarning(reactor, log)
         """Refused upgrades from an origin `api.allowed_origins` does not name."""
@@ -284,45 +307,6 @@ class ApiSocketFactory(WebSocketServerFactory):
     def _revoked(self, credential: Credential) -> None:
         for socket in list(self._sockets.get(credential.id, ())):
             self._reactor.callLater(0, socket.credential_revoked)
-
-
-class SessionBuffers:
-    """Bytes held for each session's WebSockets together (messages arriving, replies and
-    pushes waiting), against `limit`; the operator's sockets are not counted, as they are not
-    for `limits.api_connections_per_session`."""
-
-    def __init__(self, clock: Any, limit: int) -> None:
-        self.limit = limit
-        self.held: dict[str, int] = {}
-        self.dropped = 0
-        self._warning = RateLimitedWarning(clock, log)
-
-    def hold(self, socket: ApiSocket, size: int) -> bool:
-        """Count `size` bytes for `socket`'s session; whether it stays within the limit."""
-        party = _party(socket)
-        if party is None:
-            return True
-        total = self.held[party] = self.held.get(party, 0) + size
-        return total <= self.limit
-
-    def release(self, socket: ApiSocket, size: int) -> None:
-        """`size` bytes of `socket` are no longer held."""
-        party = _party(socket)
-        if party is None:
-            return
-        total = self.held.get(party, 0) - size
-        if total > 0:
-            self.held[party] = total
-        else:
-            self.held.pop(party, None)
-
-    def over(self, socket: ApiSocket) -> None:
-        """`socket` took its session past the limit and is dropped: say so (rate-limited)."""
-        self.dropped += 1
-        self._warning.warn("dropped {counted} of sessions over their buffer "
-                           "(limits.api_session_buffer: {limit} bytes of messages arriving and "
-                           "replies waiting); the latest was session {party}'s",
-                           "WebSocket", limit=self.limit, party=_party(socket))
 
 
 def _party(socket: ApiSocket) -> str | None:

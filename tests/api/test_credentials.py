@@ -266,3 +266,38 @@ def test_a_label_that_could_redraw_a_terminal_is_refused(users: Users, label: st
     assert error["code"] == 203 and error["data"]["name"] == "label"
     listed = users.api.call("session_listTokens", {"sessionId": users.alice}, alice)
     assert all(t["label"] != label for t in listed)
+
+
+def test_a_session_changes_its_credentials_at_a_bounded_rate() -> None:
+    """Each change rewrites the node's sessions file: a session (even through a read-only
+    credential rotating itself) may not change its credentials faster than
+    limits.api_credential_changes, after a burst (audit finding 6)."""
+    burst, per_second = 64, 4  # the documented defaults (docs/security.md)
+    api = Api()
+    session = api.session()
+    made = 0
+    refused: dict[str, Any] | None = None
+    for _ in range(burst):
+        reply = api.reply("session_createToken", {"sessionId": session, "scope": "read"})
+        if "error" in reply:
+            refused = reply["error"]
+            break
+        made += 1
+        reply = api.reply("session_revokeToken", {"sessionId": session,
+                                                  "tokenId": reply["result"]["tokenId"]})
+        if "error" in reply:
+            refused = reply["error"]
+            break
+        made += 1
+    # session_open's own credential was the first change.
+    assert made == burst - 1
+    assert refused is not None and refused["code"] == 204
+    assert "limits.api_credential_changes" in refused["message"]
+    assert refused["data"]["retryAfter"] > 0
+    api.clock.advance(1.0)
+    for _ in range(per_second):
+        api.call("session_createToken", {"sessionId": session, "scope": "read"})
+    assert api.error("session_createToken", {"sessionId": session, "scope": "read"})[
+        "code"] == 204
+    other = api.session()  # per session
+    api.call("session_createToken", {"sessionId": other, "scope": "read"})

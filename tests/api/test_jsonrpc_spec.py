@@ -69,12 +69,13 @@ def rpc() -> Dispatcher:
 
 
 def dispatch(rpc: Dispatcher, message: Any) -> Any:
-    """The reply to a parsed message, called as the operator."""
-    return now(rpc.dispatch(message, AS_OPERATOR))
+    """The reply to a parsed message, called as the operator (the reactor turns it takes
+    taken: `now`)."""
+    return now(rpc.dispatch(message, AS_OPERATOR), rpc.clock)
 
 
 def send(rpc: Dispatcher, text: str) -> Any:
-    reply = now(rpc.dispatch_bytes(text.encode(), AS_OPERATOR))
+    reply = now(rpc.dispatch_bytes(text.encode(), AS_OPERATOR), rpc.clock)
     return None if reply is None else json.loads(reply)
 
 
@@ -324,7 +325,8 @@ def test_fresh_credentials_of_one_session_share_its_log_lines() -> None:
         for i in range(10):
             minted = Credential(f"{i:08x}" + "0" * 24, Scope.READ, session_id="ab" * 16)
             now(rpc.dispatch([{"jsonrpc": "2.0", "method": "missing", "id": n}
-                              for n in range(100)], CallContext("http", credential=minted)))
+                              for n in range(100)], CallContext("http", credential=minted)),
+                rpc.clock)
         dispatch(rpc, {"jsonrpc": "2.0", "method": "missing", "id": 1})  # the operator's own
     finally:
         globalLogPublisher.removeObserver(seen.append)

@@ -27,6 +27,7 @@ def _send(rpc: Dispatcher, credential: Credential, size: int) -> dict[str, Any]:
     results: list[bytes | None] = []
     Deferred.fromCoroutine(rpc.dispatch_bytes(body, CallContext("ws", credential=credential))
                            ).addCallback(results.append)
+    rpc.clock.advance(0)  # a large body takes more than a turn of the fair scheduler
     (reply,) = results
     assert reply is not None
     answer: dict[str, Any] = json.loads(reply)

@@ -294,19 +294,17 @@ async def test_a_push_while_the_socket_closes_is_dropped_quietly(
 def test_nothing_is_sent_once_the_client_began_closing() -> None:
     """A push delivered between the client's close frame and `onClose` (the socket still
     counts as open to us) is dropped, not an error: autobahn refuses to send then."""
-    from collections import deque
-
     from twisted.internet.task import Clock
 
-    from perund.api.ws import ApiSocket, SessionBuffers
+    from perund.api.connections import SessionBuffers
+    from perund.api.credentials import Credential, Scope
+    from perund.api.ws import ApiSocket
 
     socket = ApiSocket()
-    socket.factory = SimpleNamespace(buffers=SessionBuffers(Clock(), 1 << 20))  # type: ignore
-    socket.open, socket._paused, socket._queue, socket._queued = True, False, deque(), 0
+    buffers = SessionBuffers(Clock(), 1 << 20)
+    socket.factory = SimpleNamespace(buffers=buffers)  # type: ignore
+    socket.credential = Credential("a1" * 16, Scope.SESSION, session_id="ab" * 16)
+    socket.open = True
     socket.state = ApiSocket.STATE_CLOSING
     socket._transmit(b'{"jsonrpc": "2.0"}')  # autobahn would raise Disconnected
-    socket._paused = False
-    socket._queue.append(b"{}")
-    socket._queued = 2
-    socket.resumeProducing()
-    assert not socket._queue
+    assert not buffers.held and not socket._unsent  # nothing sent, nothing counted
