@@ -20,7 +20,7 @@ from tests.api.memfacade import MemoryNode
 
 LIMIT = 64 * 1024
 BATCH = json.dumps([{"jsonrpc": "2.0", "id": i, "method": "node_getConfig"}
-                    for i in range(100)]).encode()  # its answer: some 27 KB
+                    for i in range(80)]).encode()  # its answer: some 26 KB
 
 
 def _post(token: str, body: bytes) -> bytes:
