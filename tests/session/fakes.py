@@ -365,3 +365,22 @@ def open_channel(net: Net, a: Side, b: Side, ours: int = 5 * ETHER,
     cid = channel.channel_id
     assert b.client.channels[cid].phase is Phase.OPEN
     return cid
+
+
+class MetaDict:
+    """The small named values of a store (`MetaStore`), in a dict."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}
+
+    def meta(self, name: str) -> bytes | None:
+        return self.values.get(name)
+
+    def set_meta(self, name: str, value: bytes) -> None:
+        self.values[name] = value
+
+    def delete_meta(self, name: str) -> None:
+        self.values.pop(name, None)
+
+    def metas(self, prefix: str) -> dict[str, bytes]:
+        return {k: v for k, v in self.values.items() if k.startswith(prefix)}

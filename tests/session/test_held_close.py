@@ -27,7 +27,7 @@ from perund.session.chain_check import Shortfall
 from perund.session.held_close import HeldCloses, deposits_back, forced_close_refusal
 from perund.session.missing_deposits import Hold, Lack, MissingDeposits, OwnShares
 from tests.channel.factories import ETHER, TOKEN, make_pair, make_request
-from tests.session.fakes import Net, Side, open_channel, result, side
+from tests.session.fakes import MetaDict, Net, Side, open_channel, result, side
 
 
 def _hold(channel: Channel, ours: int | None, ours_held: int | None, held: int) -> Hold:
@@ -169,25 +169,6 @@ class _Chain:
         return self.held
 
 
-class _Metas:
-    """The small named values of a store (`MetaStore`), in a dict."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, bytes] = {}
-
-    def meta(self, name: str) -> bytes | None:
-        return self.values.get(name)
-
-    def set_meta(self, name: str, value: bytes) -> None:
-        self.values[name] = value
-
-    def delete_meta(self, name: str) -> None:
-        self.values.pop(name, None)
-
-    def metas(self, prefix: str) -> dict[str, bytes]:
-        return {k: v for k, v in self.values.items() if k.startswith(prefix)}
-
-
 def _held_pair() -> tuple[Net, Side, Side, ChannelID, MissingDeposits]:
     """alice (5 ETH) and bob (3 ETH), bob paid alice 1 ETH; alice's session holds the channel
     for bob's lost deposit."""
@@ -198,7 +179,7 @@ def _held_pair() -> tuple[Net, Side, Side, ChannelID, MissingDeposits]:
     net.clock.advance(0)
     result(paid)
     channel = alice.client.channels[cid]
-    store = _Metas()
+    store = MetaDict()
     store.set_meta("deposit:" + cid.hex(), json.dumps([["0x" + ETH.hex(), str(5 * ETHER)]])
                    .encode())
     held = (5 * ETHER, 0) if channel.index == 0 else (0, 5 * ETHER)

@@ -24,6 +24,7 @@ from perund.errors import ChainNotReachable, InsufficientFunds
 from perund.session.missing_deposits import MissingDeposits, OwnShares, Share
 from perund.session.notices import ChannelNotice
 from tests.channel.factories import ETHER, make_pair
+from tests.session.fakes import MetaDict
 
 
 class _Chain:
@@ -115,23 +116,6 @@ class _PerParticipant(_Chain):
         return self.held
 
 
-class _Store:
-    def __init__(self) -> None:
-        self.values: dict[str, bytes] = {}
-
-    def meta(self, name: str) -> bytes | None:
-        return self.values.get(name)
-
-    def set_meta(self, name: str, value: bytes) -> None:
-        self.values[name] = value
-
-    def delete_meta(self, name: str) -> None:
-        self.values.pop(name, None)
-
-    def metas(self, prefix: str) -> dict[str, bytes]:
-        return {k: v for k, v in self.values.items() if k.startswith(prefix)}
-
-
 class _Deposits:
     """A fake `ChainSettlement.deposit_again`: each call waits for the test."""
 
@@ -168,7 +152,7 @@ class _Held:
     def __init__(self, held: tuple[int, int], *, record: bool = True) -> None:
         alice, _ = make_pair()
         self.channel = _updated(alice)
-        self.clock, self.chain, self.store = Clock(), _PerParticipant(held), _Store()
+        self.clock, self.chain, self.store = Clock(), _PerParticipant(held), MetaDict()
         self.shares = OwnShares(self.store)
         if record:
             self.shares.record(_funding(alice))
@@ -272,7 +256,7 @@ def test_a_failed_deposit_is_logged_and_tried_at_the_next_check() -> None:
 
 def test_own_shares_are_kept_until_the_channel_ends() -> None:
     alice, _ = make_pair()
-    store = _Store()
+    store = MetaDict()
     shares = OwnShares(store)
     # Before any record: version 0's balances are the deposits; after a payment, unknown.
     assert shares.share(alice) == ((ETH, 10 * ETHER),)
