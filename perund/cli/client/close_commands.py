@@ -61,11 +61,11 @@ def channel_close(ctx: Context, args: argparse.Namespace) -> Result:
     channel = ctx.resolve_channel(args.channel)
     channel_id = channel["channelId"]
     if args.force and channel.get("kind") == "virtual" and not args.yes:
-        confirm_forced_virtual(ctx, channel)
+        confirm_force(ctx, forced_virtual(channel))
     # Held with the peer's deposit missing: the node closes it only on the terms accepted.
     deposits_back = bool(args.force and channel.get("depositsBack"))
     if deposits_back and not args.yes:
-        confirm_deposits_back(ctx, channel)
+        confirm_force(ctx, forced_deposits_back(channel), " on these terms")
 
     def finish(closed: Any) -> Outcome:
         how = "by a final state both signed" if closed.get("isFinal") else "by a dispute"
@@ -101,14 +101,15 @@ def forced_virtual(channel: dict[str, Any]) -> str:
             f"off-chain, with no transaction")
 
 
-def confirm_forced_virtual(ctx: Context, channel: dict[str, Any]) -> None:
-    """Ask before a forced close of a virtual channel; UsageError when the user says no, or
-    when there is no one to ask (no terminal, the shell): `--yes` is then the answer."""
-    what = forced_virtual(channel)
+def confirm_force(ctx: Context, what: str, terms: str = "") -> None:
+    """Ask before a forced close that does `what` beyond closing (a virtual channel's ledgers
+    go on-chain, a held channel pays deposits back); UsageError when the user says no, or when
+    there is no one to ask (no terminal, the shell): `--yes` is then the answer. `terms`: how
+    the question names what the user accepts (" on these terms")."""
     if ctx.confirm is None:
-        raise UsageError(f"{what}. Nothing was done: give --yes to force the close (no "
+        raise UsageError(f"{what}. Nothing was done: give --yes to force the close{terms} (no "
                          "question is asked without a terminal, nor in the shell)")
-    if not ctx.confirm(f"{what}.\nForce the close? [y/N] "):
+    if not ctx.confirm(f"{what}.\nForce the close{terms}? [y/N] "):
         raise UsageError("the forced close was not confirmed: nothing was done")
 
 
@@ -142,17 +143,6 @@ def forced_deposits_back(channel: dict[str, Any]) -> str:
             f"is a dispute: its gas is yours, and the funds wait out the challenge period "
             f"({period}). Should {peer} deposit again before the conclusion, the close pays "
             f"the balances instead")
-
-
-def confirm_deposits_back(ctx: Context, channel: dict[str, Any]) -> None:
-    """Ask before a forced close on the deposits-back terms; UsageError when the user says no,
-    or when there is no one to ask (no terminal, the shell): `--yes` is then the answer."""
-    what = forced_deposits_back(channel)
-    if ctx.confirm is None:
-        raise UsageError(f"{what}. Nothing was done: give --yes to force the close on these "
-                         "terms (no question is asked without a terminal, nor in the shell)")
-    if not ctx.confirm(f"{what}.\nForce the close on these terms? [y/N] "):
-        raise UsageError("the forced close was not confirmed: nothing was done")
 
 
 def _close_how(args: argparse.Namespace, deposits_back: bool = False) -> dict[str, Any]:
