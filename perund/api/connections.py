@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.base import DelayedCall
+from twisted.internet.interfaces import INegotiated
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -124,17 +125,22 @@ class SessionBuffers:
                            what, limit=self.limit, party=party)
 
 
-def meter_sends(transport: Any, producer: Any) -> None:
+def meter_sends(transport: Any, producer: Any) -> bool:
     """Register `producer` with `transport` as a pull producer: the transport then calls its
     `resumeProducing` each time it has sent everything written to it, so what was written
     since the last call is what the transport still holds. A streaming producer hears only of
     a buffer past 64 KiB, and a client that never read made the node hold every reply
     uncounted (an audit: 64 unread batches of listings took a node from 103 to 320 MB).
-    (Under TLS the TLS layer turns it into a streaming producer: its replies are counted only
-    while Twisted's buffer below is full.)"""
+    False, and nothing changed, under TLS (an `ssl:` api.listen): Twisted's TLS layer drives a
+    pull producer from a loop that calls it for as long as the connection is open, a busy
+    reactor for every user; there replies go uncounted, as Twisted's own streaming
+    registration leaves them."""
+    if INegotiated.providedBy(transport):  # TLSMemoryBIOProtocol: TLS, not plain TCP
+        return False
     if transport.producer is not None:
         transport.unregisterProducer()
     transport.registerProducer(producer, False)
+    return True
 
 
 def let_close(transport: Any) -> None:
@@ -273,6 +279,8 @@ class ApiChannel(HTTPChannel):
     """The WebSocket this connection became, if it did (it holds the transport then)."""
     _deadline: DelayedCall | None = None
     _upgraded = False
+    _metered = False
+    """Whether its transport tells it of every flush (`meter_sends`; not under TLS)."""
 
     def abort_connection(self) -> None:
         """Drop the connection now, also once it carries a WebSocket: autobahn then takes the
@@ -288,14 +296,14 @@ class ApiChannel(HTTPChannel):
         # Instead of the streaming registration HTTPChannel made: the channel is told of every
         # flush (what it held for the client is released then). Twisted no longer stops
         # reading a client whose replies pile up; its session's buffer bounds them instead.
-        meter_sends(self.transport, self)
+        self._metered = meter_sends(self.transport, self)
         self._arm()
 
     def send_reply(self, party: str, size: int) -> bool:
         """Count a reply of `size` bytes of `party` about to be written until the client has
         taken it; False (nothing counted) if that would take the session past its buffer."""
         buffers = self.buffers
-        if buffers is None or not buffers.counted(party):
+        if buffers is None or not self._metered or not buffers.counted(party):
             return True
         if not buffers.fits(party, size):
             buffers.over(party, "HTTP reply")

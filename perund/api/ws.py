@@ -73,6 +73,9 @@ class ApiSocket(WebSocketServerProtocol):
     _dropped = False
     """Dropped for taking its session past `limits.api_session_buffer`."""
 
+    _metered = False
+    """Whether its transport tells it of every flush (`meter_sends`; not under TLS)."""
+
     _unsent = 0
     """Bytes of replies and pushes written that the client has not taken yet (`meter_sends`:
     the transport resumes us once it has sent everything)."""
@@ -83,7 +86,7 @@ class ApiSocket(WebSocketServerProtocol):
         self.open = True
         # The transport tells us when its buffer is empty: we take over from the HTTP
         # channel, registered there before the upgrade.
-        meter_sends(self.transport, self)
+        self._metered = meter_sends(self.transport, self)
         self.factory.opened(self)
 
     def pauseProducing(self) -> None:
@@ -155,7 +158,12 @@ class ApiSocket(WebSocketServerProtocol):
     def _transmit(self, data: bytes) -> None:
         """Send a reply or push, counted until the client has taken it: past
         `limits.ws_send_buffer` for this socket, or its session's buffer, it is dropped."""
-        if self.state != self.STATE_OPEN or not self._hold(len(data)):
+        if self.state != self.STATE_OPEN:
+            return
+        if not self._metered:  # under TLS (`meter_sends`): uncounted
+            self._send_if_open(data)
+            return
+        if not self._hold(len(data)):
             return
         self._unsent += len(data)
         if self._unsent > self.factory.limits.socket_send_buffer:
