@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any, Final, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
 log = Logger(namespace="perund.api")
@@ -98,7 +98,9 @@ class FairScheduler:
         result: Deferred[T] = Deferred()
 
         def job() -> None:
-            work().chainDeferred(result)
+            # A `work` that raises fails its result: a waiting caller (a batch's call slot,
+            # an HTTP request) must not wait for ever.
+            maybeDeferred(work).chainDeferred(result)
 
         self.submit(party, job, cost)
         return result
