@@ -215,6 +215,10 @@ def build_methods(facade: NodeFacade, currencies: Currencies, hubs: Hubs,
         # Same reactor turn as the session became ready: no notice can slip past the hub.
         hubs.attach(opened.session_id)
         _, token = credentials.issue(opened.session_id.hex(), Scope.SESSION, "session_open")
+        # Answered once the token is on disk: after a crash the session opens again, and its
+        # user's token must still be valid (a failure to write it is logged, as a close's).
+        with contextlib.suppress(OSError):
+            await credentials.saved()
         return {**opened.to_json(currencies), "token": token}
 
     async def session_list(args: dict[str, Any], ctx: CallContext) -> Any:
