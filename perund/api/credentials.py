@@ -24,11 +24,13 @@ import os
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Final
 
 from twisted.internet.defer import Deferred, succeed
 
 from perund.errors import FailedPrecondition, InvalidArgument, ResourceNotFound, Unauthorized
+from perund.ratelimit import Allowances
 
 TOKEN_PREFIX: Final = "pdt_"
 _ID_HEX: Final = 32
@@ -201,8 +203,9 @@ class CredentialRegistry:
         self._saved = saved
         self._revoked_listeners: list[Callable[[Credential], None]] = []
         self.changes_per_second = changes_per_second
-        self._changes: dict[str, tuple[float, float]] = {}
-        """Per session: the changes it may still make, and when that was reckoned."""
+        self._changes = Allowances(SimpleNamespace(seconds=clock), changes_per_second,
+                                   CHANGES_BURST, CHANGES_KEPT)
+        """Per session: the changes it may still make."""
 
     # -- checking ------------------------------------------------------------------------------
 
@@ -301,26 +304,17 @@ class CredentialRegistry:
     def may_change(self, session_id: str, changes: int = 1) -> None:
         """FailedPrecondition unless `session_id` may make `changes` more credential changes
         now (limits.api_credential_changes); nothing is spent."""
-        available = self._available(session_id)
-        if available < changes:
-            wait = max((changes - available) / self.changes_per_second, 0.1)
+        allowance = self._changes.of(session_id)
+        if allowance.available() < changes:
+            wait = max(allowance.seconds_until(changes), 0.1)
             raise FailedPrecondition(
                 f"this session changes its credentials faster than {self.changes_per_second:g} "
                 f"times a second (limits.api_credential_changes): try again in {wait:.1f} s",
                 limit=self.changes_per_second, retryAfter=round(wait, 1))
 
-    def _available(self, session_id: str) -> float:
-        now = self._clock()
-        left, then = self._changes.get(session_id, (float(CHANGES_BURST), now))
-        return min(float(CHANGES_BURST), left + max(now - then, 0.0) * self.changes_per_second)
-
     def _spend_change(self, session_id: str) -> None:
         self.may_change(session_id)
-        if len(self._changes) >= CHANGES_KEPT:
-            # Sessions with a full allowance are the same as forgotten ones.
-            self._changes = {k: v for k, v in self._changes.items()
-                             if self._available(k) < CHANGES_BURST}
-        self._changes[session_id] = (self._available(session_id) - 1.0, self._clock())
+        self._changes.of(session_id).spend(1)
 
     def _changed(self) -> None:
         if self.on_change is not None:
