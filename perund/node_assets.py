@@ -25,7 +25,7 @@ from perund.chain.backend import ChainBackend
 from perund.chain.embedded import EmbeddedChain
 from perund.channel.types import hex_address
 from perund.config import NodeConfig
-from perund.errors import InvalidConfig, InvalidContracts, PerundError
+from perund.errors import InvalidConfig, InvalidContracts
 
 log = Logger(namespace="perund.node")
 
@@ -84,10 +84,10 @@ async def check_tokens(chain: ChainBackend, currencies: Currencies) -> dict[str,
 async def _token_problem(chain: ChainBackend, currency: Currency) -> str | None:
     """What is wrong with `currency`'s token on the chain, or None if it checks out."""
     where = f"{hex_address(currency.asset)} on chain {chain.chain_id}"
-    try:
-        code = await chain.run_blocking(chain.client.code_blocking, currency.asset)
-    except PerundError as exc:
-        return f"its contract at {where} could not be read ({exc.message})"
+    # A read that fails (a timeout, a node's hiccup) proves nothing about the token: it ends
+    # the start as before, rather than disable a good token (whose funding channels would then
+    # go to disputes) until the next one.
+    code = await chain.run_blocking(chain.client.code_blocking, currency.asset)
     if not code:
         return (f"no contract at {where}: is the address right, and is this the chain the "
                 "token lives on?")
@@ -96,8 +96,6 @@ async def _token_problem(chain: ChainBackend, currency: Currency) -> str | None:
                                                 currency.asset, "decimals"))
     except InvalidContracts:
         return f"the contract at {where} does not answer decimals(): not an ERC20 token"
-    except PerundError as exc:
-        return f"the decimals() of the contract at {where} could not be read ({exc.message})"
     if decimals != currency.decimals:
         return (f"decimals is {currency.decimals} in the config, but the token at {where} has "
                 f"{decimals} decimals")
