@@ -271,7 +271,8 @@ class ChainSettlement:
                              channel_id=_hex(channel_id))
                     return []
                 if deposits:
-                    self._refuse_disabled(channel_id, deposits)
+                    if still is None:  # a new channel's funding; a held one's share is owed
+                        self._refuse_disabled(channel_id, deposits)
                     receipts = await self._deposit(channel_id, index, deposits)
                     shown = ", ".join(asset_text(amount, *self.asset_label(asset))
                                       for asset, amount in deposits)

@@ -108,7 +108,9 @@ class Withdrawals:
         if amount:
             log.info("withdrew {shown} the Adjudicator held for us", amount=amount,
                      asset=hex_address(asset), shown=asset_text(amount, *self._label(asset)))
-        if self._payouts is not None:
+        if amount and self._payouts is not None:
+            # Nothing withdrawn proves nothing (a node behind the crediting block reads 0):
+            # the credits stay owed until a withdraw takes them.
             self._payouts.withdrawn(asset, owed, int(self._reactor.seconds()))
         if asset in self._again:
             self._again.discard(asset)
